@@ -1,0 +1,304 @@
+//! What the axum and actix-web examples share: configuration from the environment, the
+//! store, and the demo handler that keeps an `access` table.
+#![allow(dead_code, unreachable_pub)]
+
+use std::error::Error;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use stripe_webhooks::sqlx::{self, PgPool, Postgres, Sqlite};
+use stripe_webhooks::{
+    async_trait, Event, EventHandler, EventType, HandlerError, MemoryStore, PostgresStore,
+    Processor, RedisStore, SqliteStore, TransactionalHandler, Verifier,
+};
+
+/// The secret used when `STRIPE_WEBHOOK_SECRET` is unset, so the examples run out of the
+/// box; `send_event` signs with the same one. Never use it for a real endpoint.
+pub const DEV_SECRET: &str = "whsec_local_development_only";
+
+/// Settings read from the environment.
+#[derive(Debug)]
+pub struct Config {
+    /// One secret or several, comma-separated.
+    pub secrets: String,
+    /// The port on 127.0.0.1.
+    pub port: u16,
+    /// `postgres://…` when set.
+    pub database_url: Option<String>,
+    /// `redis://…` when set.
+    pub redis_url: Option<String>,
+    /// The SQLite file used otherwise.
+    pub sqlite_path: String,
+    /// `STRIPE_WEBHOOKS_STORE=memory` keeps everything in memory (for load tests).
+    pub memory: bool,
+}
+
+impl Config {
+    /// Reads `STRIPE_WEBHOOK_SECRET`, `PORT`, `DATABASE_URL`, `REDIS_URL` and
+    /// `SQLITE_PATH`.
+    pub fn from_env() -> Result<Self, Box<dyn Error>> {
+        let secrets = match std::env::var("STRIPE_WEBHOOK_SECRET") {
+            Ok(s) if !s.is_empty() => s,
+            _ => {
+                tracing::warn!(
+                    "STRIPE_WEBHOOK_SECRET is not set: using the local development secret"
+                );
+                DEV_SECRET.to_owned()
+            }
+        };
+        let port = match std::env::var("PORT") {
+            Ok(p) => p.parse().map_err(|e| format!("PORT={p:?}: {e}"))?,
+            Err(_) => 4242,
+        };
+        let database_url = std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|u| u.starts_with("postgres"));
+        Ok(Self {
+            secrets,
+            port,
+            database_url,
+            redis_url: std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()),
+            sqlite_path: std::env::var("SQLITE_PATH")
+                .unwrap_or_else(|_| "stripe-webhooks.db".to_owned()),
+            memory: std::env::var("STRIPE_WEBHOOKS_STORE").is_ok_and(|s| s == "memory"),
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// One row per effect the demo handler had: `grant`, `payment_failed` or `revoke`.
+const SQLITE_ACCESS: &str = "CREATE TABLE IF NOT EXISTS access (
+    event_id TEXT NOT NULL, action TEXT NOT NULL, customer TEXT, email TEXT, at INTEGER NOT NULL)";
+const POSTGRES_ACCESS: &str = "CREATE TABLE IF NOT EXISTS access (
+    event_id TEXT NOT NULL, action TEXT NOT NULL, customer TEXT, email TEXT, at BIGINT NOT NULL)";
+
+/// What the demo does with the three events every integration needs.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Effect {
+    /// `grant`, `payment_failed` or `revoke`.
+    pub action: &'static str,
+    /// The customer id.
+    pub customer: Option<String>,
+    /// The customer's email.
+    pub email: Option<String>,
+}
+
+/// The effect an event has, if any.
+pub fn effect_of(event: &Event) -> Option<Effect> {
+    match event {
+        // Provision access for the customer who paid.
+        Event::CheckoutSessionCompleted(session) => Some(Effect {
+            action: "grant",
+            customer: session
+                .customer
+                .as_ref()
+                .and_then(|c| c.id())
+                .map(str::to_owned),
+            email: session.customer_email().map(str::to_owned),
+        }),
+        // Record a payment-failed notice for the customer's email (a real service would
+        // send the dunning email from a queue fed by this table).
+        Event::InvoicePaymentFailed(invoice) => Some(Effect {
+            action: "payment_failed",
+            customer: invoice
+                .customer
+                .as_ref()
+                .and_then(|c| c.id())
+                .map(str::to_owned),
+            email: invoice.customer_email.clone(),
+        }),
+        // Revoke access when the subscription ends.
+        Event::CustomerSubscriptionDeleted(sub) => Some(Effect {
+            action: "revoke",
+            customer: sub
+                .customer
+                .as_ref()
+                .and_then(|c| c.id())
+                .map(str::to_owned),
+            email: None,
+        }),
+        _ => None,
+    }
+}
+
+fn handled(t: &EventType) -> bool {
+    matches!(
+        t,
+        EventType::CheckoutSessionCompleted
+            | EventType::InvoicePaymentFailed
+            | EventType::CustomerSubscriptionDeleted
+    )
+}
+
+/// The demo handler in inbox mode: the `access` row and the "done" mark commit together.
+#[derive(Debug)]
+pub struct Demo;
+
+#[async_trait]
+impl TransactionalHandler<Sqlite> for Demo {
+    async fn handle(
+        &self,
+        event: &Event,
+        conn: &mut sqlx::SqliteConnection,
+    ) -> Result<(), HandlerError> {
+        let Some(e) = effect_of(event) else {
+            return Ok(());
+        };
+        sqlx::query("INSERT INTO access (event_id, action, customer, email, at) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(event.id().as_str())
+            .bind(e.action)
+            .bind(e.customer)
+            .bind(e.email)
+            .bind(now_ms())
+            .execute(&mut *conn)
+            .await
+            .map_err(HandlerError::new)?;
+        Ok(())
+    }
+
+    fn handles(&self, t: &EventType) -> bool {
+        handled(t)
+    }
+}
+
+#[async_trait]
+impl TransactionalHandler<Postgres> for Demo {
+    async fn handle(
+        &self,
+        event: &Event,
+        conn: &mut sqlx::PgConnection,
+    ) -> Result<(), HandlerError> {
+        let Some(e) = effect_of(event) else {
+            return Ok(());
+        };
+        sqlx::query("INSERT INTO access (event_id, action, customer, email, at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(event.id().as_str())
+            .bind(e.action)
+            .bind(e.customer)
+            .bind(e.email)
+            .bind(now_ms())
+            .execute(&mut *conn)
+            .await
+            .map_err(HandlerError::new)?;
+        Ok(())
+    }
+
+    fn handles(&self, t: &EventType) -> bool {
+        handled(t)
+    }
+}
+
+/// The demo handler for Redis: the access log is a Redis list (Redis has no transaction
+/// spanning the claim and the handler, so this is the plain claim/complete mode).
+pub struct RedisDemo(redis::aio::ConnectionManager);
+
+#[async_trait]
+impl EventHandler for RedisDemo {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        let Some(e) = effect_of(event) else {
+            return Ok(());
+        };
+        let entry = serde_json::json!({"event_id": event.id().as_str(), "action": e.action, "customer": e.customer, "email": e.email});
+        let mut conn = self.0.clone();
+        redis::cmd("RPUSH")
+            .arg("stripe_webhooks_demo:access")
+            .arg(entry.to_string())
+            .query_async::<i64>(&mut conn)
+            .await
+            .map_err(HandlerError::new)?;
+        Ok(())
+    }
+
+    fn handles(&self, t: &EventType) -> bool {
+        handled(t)
+    }
+}
+
+/// The demo handler for the memory store: the access log is kept in memory.
+#[derive(Debug, Default)]
+pub struct MemoryDemo(std::sync::Mutex<Vec<(String, Effect)>>);
+
+#[async_trait]
+impl EventHandler for MemoryDemo {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        if let Some(e) = effect_of(event) {
+            let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            log.push((event.id().to_string(), e));
+        }
+        Ok(())
+    }
+
+    fn handles(&self, t: &EventType) -> bool {
+        handled(t)
+    }
+}
+
+/// Builds the processor on the store the environment names: Postgres when
+/// `DATABASE_URL` is set, Redis when `REDIS_URL` is, the SQLite file otherwise.
+pub async fn processor(config: &Config) -> Result<Arc<Processor>, Box<dyn Error>> {
+    let verifier = Verifier::from_secrets_list(&config.secrets)?;
+    let processor = if config.memory {
+        tracing::info!("store: memory (forgotten on restart)");
+        Processor::new(verifier, MemoryStore::new(), MemoryDemo::default())
+    } else if let Some(url) = &config.database_url {
+        let pool = PgPool::connect(url).await?;
+        let store = PostgresStore::new(pool.clone());
+        store.migrate().await?;
+        sqlx::query(POSTGRES_ACCESS).execute(&pool).await?;
+        tracing::info!("store: PostgreSQL");
+        Processor::with_dispatcher(verifier, store.inbox(Demo))
+    } else if let Some(url) = &config.redis_url {
+        let conn = redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await?;
+        tracing::info!("store: Redis");
+        Processor::new(verifier, RedisStore::new(conn.clone()), RedisDemo(conn))
+    } else {
+        let store = SqliteStore::connect(&config.sqlite_path).await?;
+        sqlx::query(SQLITE_ACCESS).execute(store.pool()).await?;
+        tracing::info!(path = %config.sqlite_path, "store: SQLite");
+        Processor::with_dispatcher(verifier, store.inbox(Demo))
+    };
+    Ok(Arc::new(
+        processor.with_handler_deadline(Some(Duration::from_secs(10))),
+    ))
+}
+
+/// `RUST_LOG` controls the level (default `info`).
+/// With the crate's `tracing` feature (on here), the processor logs one line per delivery
+/// with the event id, type, outcome, attempt and duration; never the secret or the body.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: finishing in-flight deliveries");
+}

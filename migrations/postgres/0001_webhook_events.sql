@@ -1,0 +1,19 @@
+-- stripe-webhooks: idempotency records, one row per Stripe event.
+-- The table name is the default; PostgresStore::with_table renames it when applied by
+-- PostgresStore::migrate, and PostgresStore::migration_sql gives the renamed text.
+CREATE TABLE IF NOT EXISTS stripe_webhook_events (
+    event_id     TEXT PRIMARY KEY,
+    event_type   TEXT NOT NULL,
+    status       TEXT NOT NULL CHECK (status IN ('processing', 'completed', 'failed')),
+    attempts     INTEGER NOT NULL DEFAULT 1,
+    fence        TEXT NOT NULL,
+    lease_until  TIMESTAMPTZ,
+    last_error   TEXT,
+    first_seen   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    completed_at TIMESTAMPTZ,
+    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS stripe_webhook_events_failed_idx
+    ON stripe_webhook_events (first_seen) WHERE status = 'failed';
+CREATE INDEX IF NOT EXISTS stripe_webhook_events_purge_idx
+    ON stripe_webhook_events (updated_at) WHERE status <> 'processing';

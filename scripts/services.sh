@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Start (or stop) throwaway PostgreSQL and Redis servers on 127.0.0.1 for the store tests.
+#
+#   eval "$(scripts/services.sh start)"   # prints export lines for DATABASE_URL_TEST / REDIS_URL_TEST
+#   scripts/services.sh stop
+#
+# Data lives under target/services/ and is wiped at each start. Missing servers are
+# installed from Debian's packages when running as root.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dir="$root/target/services"
+pg_port="${PG_PORT:-54329}"
+redis_port="${REDIS_PORT:-63799}"
+
+log() { echo "services: $*" >&2; }
+
+find_pg_bin() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+  done
+  command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ] && { pg_config --bindir; return 0; }
+  return 1
+}
+
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    log "need $* but not root: install it (apt-get install $*) and run again"; exit 1
+  fi
+  log "installing $*"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+run_as_pg() {
+  if [ "$(id -u)" = 0 ]; then
+    id pgtest >/dev/null 2>&1 || useradd --system --no-create-home pgtest
+    chown -R pgtest "$dir/pg" "$dir/pgsock"
+    su pgtest -s /bin/sh -c "$*"
+  else
+    sh -c "$*"
+  fi
+}
+
+start_pg() {
+  local bin
+  bin="$(find_pg_bin)" || { apt_install postgresql; bin="$(find_pg_bin)"; }
+  rm -rf "$dir/pg" "$dir/pgsock"; mkdir -p "$dir/pg" "$dir/pgsock"
+  run_as_pg "'$bin/initdb' -D '$dir/pg' -A trust -U postgres --no-sync >/dev/null"
+  run_as_pg "'$bin/pg_ctl' -D '$dir/pg' -l '$dir/pg/log' -w -o \"-p $pg_port -k $dir/pgsock -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off\" start >/dev/null"
+  echo "export DATABASE_URL_TEST=postgres://postgres@127.0.0.1:$pg_port/postgres"
+  echo "export PG_BIN=$bin"
+}
+
+start_redis() {
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+  mkdir -p "$dir/redis"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --daemonize yes --dir "$dir/redis" \
+    --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/log" --save '' --appendonly yes \
+    --maxmemory-policy noeviction >/dev/null
+  for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  echo "export REDIS_URL_TEST=redis://127.0.0.1:$redis_port"
+}
+
+stop_all() {
+  local bin
+  if [ -f "$dir/pg/postmaster.pid" ] && bin="$(find_pg_bin)"; then
+    run_as_pg "'$bin/pg_ctl' -D '$dir/pg' -m immediate stop >/dev/null" || true
+  fi
+  if command -v redis-cli >/dev/null 2>&1; then redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true; fi
+}
+
+case "${1:-}" in
+  start) stop_all; mkdir -p "$dir"; start_pg; start_redis ;;
+  stop) stop_all ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

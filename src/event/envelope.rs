@@ -1,0 +1,278 @@
+//! The event envelope: everything around `data.object`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::EventType;
+
+/// A Stripe event id (`evt_…`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(String);
+
+impl EventId {
+    /// Wraps an id string as Stripe sent it.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for EventId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for EventId {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl From<String> for EventId {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+/// The API request that caused an event, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRequest {
+    /// The request id (`req_…`); `None` for events Stripe caused itself (automatic
+    /// collection, renewals).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The `Idempotency-Key` the request was sent with.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Everything about an event except its `data.object`.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub(crate) id: EventId,
+    pub(crate) event_type: EventType,
+    pub(crate) created: i64,
+    pub(crate) livemode: bool,
+    pub(crate) api_version: Option<String>,
+    pub(crate) account: Option<String>,
+    pub(crate) context: Option<String>,
+    pub(crate) request: Option<EventRequest>,
+    pub(crate) pending_webhooks: Option<u64>,
+    pub(crate) previous_attributes: Option<Box<RawValue>>,
+}
+
+impl Envelope {
+    /// The event id (`evt_…`), the key for idempotency.
+    pub fn id(&self) -> &EventId {
+        &self.id
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> &EventType {
+        &self.event_type
+    }
+
+    /// When the event was created, in Unix seconds.
+    pub fn created(&self) -> i64 {
+        self.created
+    }
+
+    /// Whether the event happened in live mode.
+    pub fn livemode(&self) -> bool {
+        self.livemode
+    }
+
+    /// The API version `data.object` is rendered in; `None` for very old events.
+    pub fn api_version(&self) -> Option<&str> {
+        self.api_version.as_deref()
+    }
+
+    /// For Connect events, the connected account (`acct_…`) the event happened on.
+    pub fn account(&self) -> Option<&str> {
+        self.account.as_deref()
+    }
+
+    /// For events from organization or Connect contexts, the `context` string.
+    pub fn context(&self) -> Option<&str> {
+        self.context.as_deref()
+    }
+
+    /// The API request that caused the event.
+    pub fn request(&self) -> Option<&EventRequest> {
+        self.request.as_ref()
+    }
+
+    /// How many webhook endpoints had not yet acknowledged the event when it was sent.
+    pub fn pending_webhooks(&self) -> Option<u64> {
+        self.pending_webhooks
+    }
+
+    /// On `*.updated` events, the previous values of the attributes that changed.
+    pub fn previous_attributes(&self) -> Option<&RawValue> {
+        self.previous_attributes.as_deref()
+    }
+}
+
+/// The value of the top-level `object` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ObjectTag {
+    Event,
+    ThinEvent,
+}
+
+impl<'de> Deserialize<'de> for ObjectTag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ObjectTag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"event\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ObjectTag, E> {
+                match v {
+                    "event" => Ok(ObjectTag::Event),
+                    "v2.core.event" => Ok(ObjectTag::ThinEvent),
+                    other => Err(E::custom(format_args!(
+                        "`object` is {other:?}, not \"event\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `request` is an object today and was a plain id string before API 2017-05-25.
+fn request_any<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EventRequest>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<EventRequest>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a request object, a request id or null")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(EventRequest {
+                id: Some(v.to_owned()),
+                idempotency_key: None,
+            }))
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            EventRequest::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    d.deserialize_option(V)
+}
+
+/// `created` is Unix seconds in snapshot events and an RFC 3339 string in thin events;
+/// read both here so a thin event reaches the check that names the right parser.
+fn created_any<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a Unix timestamp")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            i64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom("timestamp out of range"))
+        }
+        fn visit_str<E: de::Error>(self, _v: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// The wire shape of a snapshot event, borrowing from the body.
+#[derive(Deserialize)]
+pub(crate) struct WireEvent<'a> {
+    #[serde(borrow)]
+    pub(crate) id: Cow<'a, str>,
+    pub(crate) object: ObjectTag,
+    #[serde(rename = "type", borrow)]
+    pub(crate) event_type: Cow<'a, str>,
+    #[serde(default, deserialize_with = "created_any")]
+    pub(crate) created: Option<i64>,
+    #[serde(default)]
+    pub(crate) livemode: bool,
+    #[serde(default)]
+    pub(crate) api_version: Option<String>,
+    #[serde(default)]
+    pub(crate) account: Option<String>,
+    #[serde(default)]
+    pub(crate) context: Option<String>,
+    #[serde(default, deserialize_with = "request_any")]
+    pub(crate) request: Option<EventRequest>,
+    #[serde(default)]
+    pub(crate) pending_webhooks: Option<u64>,
+    #[serde(default, borrow)]
+    pub(crate) data: Option<WireData<'a>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireData<'a> {
+    #[serde(borrow)]
+    pub(crate) object: &'a RawValue,
+    #[serde(default, borrow)]
+    pub(crate) previous_attributes: Option<&'a RawValue>,
+}
+
+/// The wire shape written by `Serialize for Event`.
+#[derive(Serialize)]
+pub(crate) struct WireOut<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) object: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) account: Option<&'a str>,
+    pub(crate) api_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) context: Option<&'a str>,
+    pub(crate) created: i64,
+    pub(crate) data: WireDataOut<'a>,
+    pub(crate) livemode: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) pending_webhooks: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) request: Option<&'a EventRequest>,
+    #[serde(rename = "type")]
+    pub(crate) event_type: &'a str,
+}
+
+#[derive(Serialize)]
+pub(crate) struct WireDataOut<'a> {
+    pub(crate) object: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) previous_attributes: Option<&'a RawValue>,
+}

@@ -1,0 +1,134 @@
+//! `product` (`product.*` events).
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{null_as_default, string_enum, Expandable, HasId, IdOnly, Metadata};
+use super::price::Price;
+
+/// A product: what you sell. Prices say how much it costs.
+///
+/// Carried by `product.created`, `product.updated` and `product.deleted`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Product {
+    /// Product id (`prod_…`).
+    pub id: String,
+    /// Always `"product"`.
+    #[serde(default)]
+    pub object: Option<String>,
+    /// Whether it can be bought.
+    #[serde(default)]
+    pub active: Option<bool>,
+    /// When it was created (Unix seconds).
+    #[serde(default)]
+    pub created: Option<i64>,
+    /// Its default price (expandable).
+    #[serde(default)]
+    pub default_price: Option<Expandable<Price>>,
+    /// `true` on a deleted product stub.
+    #[serde(default)]
+    pub deleted: Option<bool>,
+    /// Description shown to customers.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Image URLs.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub images: Vec<String>,
+    /// Whether it exists in live mode.
+    #[serde(default)]
+    pub livemode: Option<bool>,
+    /// Your metadata.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub metadata: Metadata,
+    /// Name shown to customers.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Whether it is shipped (physical goods).
+    #[serde(default)]
+    pub shippable: Option<bool>,
+    /// Statement descriptor for card statements.
+    #[serde(default)]
+    pub statement_descriptor: Option<String>,
+    /// Tax code (expandable).
+    #[serde(default)]
+    pub tax_code: Option<Expandable<IdOnly>>,
+    /// `good` or `service` (older accounts).
+    #[serde(default, rename = "type")]
+    pub type_: Option<ProductType>,
+    /// Unit label shown on receipts and invoices.
+    #[serde(default)]
+    pub unit_label: Option<String>,
+    /// When it was last updated (Unix seconds).
+    #[serde(default)]
+    pub updated: Option<i64>,
+    /// A publicly accessible web page for it.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+impl Product {
+    /// The default price's id, whether `default_price` is expanded or not.
+    pub fn default_price_id(&self) -> Option<&str> {
+        self.default_price.as_ref().and_then(Expandable::id)
+    }
+}
+
+impl HasId for Product {
+    fn id(&self) -> Option<&str> {
+        Some(&self.id)
+    }
+}
+
+string_enum! {
+    /// Kind of product (`product.type`).
+    pub enum ProductType {
+        /// A physical or digital good.
+        Good = "good",
+        /// A service, usually sold by subscription.
+        Service = "service",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/stripe/fixtures/product.json"
+    ));
+
+    #[test]
+    fn parses_fixture() {
+        let p: Product = serde_json::from_str(FIXTURE).unwrap();
+        assert_eq!(p.id, "prod_QXg1hqf4jFNsqG");
+        assert_eq!(p.name.as_deref(), Some("T-shirt"));
+        assert_eq!(p.active, Some(true));
+        assert_eq!(p.default_price_id(), Some("price_1PgafmB7WZ01zgkW02Hf9z6c"));
+        assert_eq!(p.type_, Some(ProductType::Good));
+        assert!(p.images.is_empty());
+        let back: Product = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn unknown_enum_and_expanded_price() {
+        let p: Product = serde_json::from_str(
+            r#"{"id":"prod_1","type":"bundle","images":null,"default_price":{"id":"price_9","object":"price","unit_amount":5}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.type_, Some(ProductType::Unknown("bundle".into())));
+        assert_eq!(p.default_price_id(), Some("price_9"));
+        assert_eq!(
+            p.default_price.unwrap().as_object().unwrap().unit_amount,
+            Some(5)
+        );
+    }
+
+    #[test]
+    fn deleted_stub() {
+        let p: Product =
+            serde_json::from_str(r#"{"id":"prod_1","object":"product","deleted":true}"#).unwrap();
+        assert_eq!(p.deleted, Some(true));
+    }
+}

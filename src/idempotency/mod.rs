@@ -1,0 +1,433 @@
+//! Idempotency: claiming an event so its handler runs once.
+
+mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::event::EventId;
+
+pub use memory::{MemoryStore, DEFAULT_MEMORY_CAPACITY};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresInbox, PostgresStore, POSTGRES_MIGRATION};
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteInbox, SqliteStore, SQLITE_MIGRATION};
+
+/// How long completed records are kept by default: 30 days (Stripe retries for 3 days and
+/// lets you list events for 30).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The longest `last_error` a store keeps, in bytes; longer reasons are cut.
+pub const MAX_ERROR_LEN: usize = 1024;
+
+/// Proof that this delivery holds the claim on an event. Every later call on the claim
+/// ([`complete`](IdempotencyStore::complete), [`release`](IdempotencyStore::release),
+/// [`extend`](IdempotencyStore::extend)) is fenced by it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClaimToken {
+    event_id: EventId,
+    fence: u128,
+    attempt: u32,
+}
+
+impl ClaimToken {
+    /// Builds a token; stores call this when a claim is acquired.
+    pub fn new(event_id: EventId, fence: u128, attempt: u32) -> Self {
+        Self {
+            event_id,
+            fence,
+            attempt,
+        }
+    }
+
+    /// The event the claim is on.
+    pub fn event_id(&self) -> &EventId {
+        &self.event_id
+    }
+
+    /// The fencing value that identifies this claim.
+    pub fn fence(&self) -> u128 {
+        self.fence
+    }
+
+    /// The fence as 32 lowercase hex digits, as stores write it.
+    pub fn fence_hex(&self) -> String {
+        format!("{:032x}", self.fence)
+    }
+
+    /// Which attempt at the event this claim is (1 for the first).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
+
+impl fmt::Debug for ClaimToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClaimToken")
+            .field("event_id", &self.event_id)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh 128-bit fencing value, unpredictable and unique across processes (it draws on
+/// the OS-seeded keys of [`std::collections::hash_map::RandomState`]).
+pub fn new_fence() -> u128 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut a = std::collections::hash_map::RandomState::new().build_hasher();
+    a.write_u64(n);
+    let mut b = std::collections::hash_map::RandomState::new().build_hasher();
+    b.write_u64(n ^ 0x9e37_79b9_7f4a_7c15);
+    b.write_u32(std::process::id());
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+/// The answer to [`IdempotencyStore::claim`]. A duplicate is a value here, never an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This delivery holds the event: run the handler, then complete or release.
+    Acquired(ClaimToken),
+    /// Another delivery holds a live lease on the event; try again after `retry_after`.
+    InProgress {
+        /// How long until the other lease ends.
+        retry_after: Duration,
+    },
+    /// The event was processed already.
+    Completed,
+}
+
+/// Where an event stands in a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecordStatus {
+    /// A delivery holds it (its lease may have expired).
+    Processing,
+    /// Its handler succeeded.
+    Completed,
+    /// Its last attempt failed and was released; Stripe will deliver it again.
+    Failed,
+}
+
+impl RecordStatus {
+    /// The name stores write: `processing`, `completed` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordStatus::Processing => "processing",
+            RecordStatus::Completed => "completed",
+            RecordStatus::Failed => "failed",
+        }
+    }
+
+    /// Reads a name written by [`as_str`](Self::as_str).
+    pub fn from_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "processing" => RecordStatus::Processing,
+            "completed" => RecordStatus::Completed,
+            "failed" => RecordStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// What a store keeps about one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventRecord {
+    /// The event id.
+    pub event_id: EventId,
+    /// The event type, as sent.
+    pub event_type: String,
+    /// Where it stands.
+    pub status: RecordStatus,
+    /// How many times it was claimed.
+    pub attempts: u32,
+    /// The reason given to the last [`release`](IdempotencyStore::release), at most
+    /// [`MAX_ERROR_LEN`] bytes.
+    pub last_error: Option<String>,
+    /// When it was first claimed, in Unix milliseconds.
+    pub first_seen_ms: i64,
+    /// When it completed, in Unix milliseconds.
+    pub completed_at_ms: Option<i64>,
+}
+
+impl EventRecord {
+    /// Builds a record; stores use it to answer [`IdempotencyStore::record`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        event_id: EventId,
+        event_type: String,
+        status: RecordStatus,
+        attempts: u32,
+        last_error: Option<String>,
+        first_seen_ms: i64,
+        completed_at_ms: Option<i64>,
+    ) -> Self {
+        Self {
+            event_id,
+            event_type,
+            status,
+            attempts,
+            last_error,
+            first_seen_ms,
+            completed_at_ms,
+        }
+    }
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The token's claim is gone: its lease expired and another delivery took the event
+    /// over (or it was already completed or released). Nothing was changed.
+    #[error(
+        "claim on event {event_id} was lost: its lease expired and another delivery took it over"
+    )]
+    LeaseLost {
+        /// The event the claim was on.
+        event_id: EventId,
+    },
+    /// The backend could not be reached or failed; the processor answers 503.
+    #[error("idempotency store unavailable")]
+    Unavailable(#[source] Box<dyn StdError + Send + Sync>),
+    /// The backend did not answer within the processor's store timeout.
+    #[error("idempotency store did not answer within {0:?}")]
+    Timeout(Duration),
+    /// A setting is invalid (for example a table name with characters other than
+    /// letters, digits and underscores).
+    #[error("invalid store configuration: {0}")]
+    InvalidConfig(String),
+}
+
+impl StoreError {
+    /// Wraps a backend error as [`StoreError::Unavailable`].
+    pub fn unavailable(e: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        StoreError::Unavailable(e.into())
+    }
+}
+
+/// Cuts `reason` to at most [`MAX_ERROR_LEN`] bytes, on a character boundary.
+pub fn truncate_error(reason: &str) -> &str {
+    if reason.len() <= MAX_ERROR_LEN {
+        return reason;
+    }
+    let mut end = MAX_ERROR_LEN;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// Checks a table name or key prefix: 1 to 63 ASCII letters, digits or underscores (and
+/// `:` or `-` when `extra` allows), not starting with a digit.
+pub(crate) fn validate_name(name: &str, extra: &[char]) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || extra.contains(&c));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidConfig(format!(
+            "{name:?} is not a valid name: use 1 to 63 ASCII letters, digits or underscores, not starting with a digit"
+        )))
+    }
+}
+
+/// Durable memory of which events were processed, with leases so a crashed delivery's
+/// claim can be taken over.
+///
+/// Every implementation must make [`claim`](Self::claim) one atomic operation, and fence
+/// `complete`, `release` and `extend` by the token. `testing::store_conformance` (feature
+/// `testing`) checks all of it; run it against your own store.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Claims `id` for `lease`.
+    ///
+    /// - no record, a failed record, or a processing record whose lease expired:
+    ///   [`Claim::Acquired`], with attempts incremented;
+    /// - a processing record with a live lease: [`Claim::InProgress`];
+    /// - a completed record: [`Claim::Completed`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the backend fails.
+    async fn claim(
+        &self,
+        id: &EventId,
+        event_type: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError>;
+
+    /// Marks the claimed event completed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::LeaseLost`] if the token no longer holds the claim;
+    /// [`StoreError::Unavailable`] if the backend fails.
+    async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError>;
+
+    /// Gives the claim up after a failure, recording `reason`, so the next delivery can
+    /// claim the event at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`complete`](Self::complete).
+    async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError>;
+
+    /// Extends the claim's lease to `lease` from now.
+    ///
+    /// # Errors
+    ///
+    /// As [`complete`](Self::complete).
+    async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError>;
+
+    /// What the store holds about `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the backend fails.
+    async fn record(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError>;
+
+    /// Events whose last attempt failed and that have not completed since: what Stripe is
+    /// still retrying. At most `limit`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the backend fails.
+    async fn failed_events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Deletes completed and failed records older than the retention period, never a
+    /// record under a live lease. Returns how many were deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the backend fails.
+    async fn purge_expired(&self) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
+    async fn claim(
+        &self,
+        id: &EventId,
+        event_type: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        (**self).claim(id, event_type, lease).await
+    }
+    async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+        (**self).complete(token).await
+    }
+    async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
+        (**self).release(token, reason).await
+    }
+    async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
+        (**self).extend(token, lease).await
+    }
+    async fn record(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
+        (**self).record(id).await
+    }
+    async fn failed_events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        (**self).failed_events(limit).await
+    }
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        (**self).purge_expired().await
+    }
+}
+
+/// A handler for a SQL store's inbox mode: it receives the open transaction in which the
+/// event was claimed, and the completion mark is written in that same transaction, so the
+/// handler's writes and the "done" mark commit together or not at all.
+///
+/// Write the handler's effects through `conn` only; anything it does elsewhere (an HTTP
+/// call, another database) is not covered by the transaction.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+#[async_trait]
+pub trait TransactionalHandler<DB: sqlx::Database>: Send + Sync + 'static {
+    /// Processes one event inside the claim's transaction.
+    ///
+    /// # Errors
+    ///
+    /// A [`HandlerError`](crate::HandlerError) rolls the transaction back (the
+    /// handler's writes included) and records the failure, so Stripe's retry runs it again.
+    async fn handle(
+        &self,
+        event: &crate::Event,
+        conn: &mut DB::Connection,
+    ) -> Result<(), crate::HandlerError>;
+
+    /// Whether this handler acts on events of this type; `false` answers 200 without a
+    /// transaction. The default handles everything.
+    fn handles(&self, event_type: &crate::EventType) -> bool {
+        let _ = event_type;
+        true
+    }
+}
+
+/// `retry_after` from a lease's remaining milliseconds (at least 1 ms).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn retry_after_ms(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0).max(1))
+}
+
+/// A lease as whole milliseconds for SQL.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Replaces the default table name in shipped SQL with a validated one.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn with_table(sql: &str, table: &str) -> String {
+    sql.replace(DEFAULT_TABLE, table)
+}
+
+/// The table name the SQL stores use unless told otherwise.
+pub const DEFAULT_TABLE: &str = "stripe_webhook_events";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fences_differ() {
+        let a = new_fence();
+        let b = new_fence();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn truncates_on_char_boundary() {
+        let s = "é".repeat(600);
+        let t = truncate_error(&s);
+        assert!(t.len() <= MAX_ERROR_LEN);
+        assert!(t.len() >= MAX_ERROR_LEN - 1);
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("stripe_webhook_events", &[]).is_ok());
+        for bad in ["", "1abc", "a;drop table x", "a b", &"x".repeat(64)] {
+            assert!(validate_name(bad, &[]).is_err(), "{bad}");
+        }
+        assert!(validate_name("app:webhooks-1", &[':', '-']).is_ok());
+    }
+}

@@ -1,0 +1,525 @@
+//! The Redis store (feature `redis`).
+
+use std::fmt;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use super::{
+    new_fence, truncate_error, validate_name, Claim, ClaimToken, EventRecord, IdempotencyStore,
+    RecordStatus, StoreError, DEFAULT_RETENTION,
+};
+use crate::event::EventId;
+
+/// The key prefix a [`RedisStore`] uses unless told otherwise.
+const DEFAULT_PREFIX: &str = "stripe_webhooks";
+
+/// The longest lease or retention passed to Redis, in milliseconds (about 31,700 years):
+/// it keeps every sum the scripts make well inside the integers a Lua number holds
+/// exactly.
+const MAX_MS: u64 = 1_000_000_000_000_000;
+
+/// How many failed-set members one `purge_expired` script looks at.
+const PURGE_BATCH: i64 = 1000;
+
+/// The fields [`RedisStore::record`](IdempotencyStore::record) and `failed_events` read,
+/// in this order.
+const RECORD_FIELDS: usize = 6;
+
+/// Every script starts by reading the server's clock, in Unix milliseconds: leases are
+/// judged by Redis, never by the application's clock. `fmt` writes an integer without
+/// Lua's `%.14g` rounding.
+const PRELUDE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function fmt(n) return string.format('%d', n) end
+";
+
+/// KEYS: event hash, failed set. ARGV: event id, event type, lease ms, fence hex,
+/// retention ms. Returns `{0, 0}` completed, `{1, ms left}` in progress, `{2, attempt}`
+/// acquired.
+const CLAIM: &str = r"
+local lease = tonumber(ARGV[3])
+local h = redis.call('HMGET', KEYS[1], 'status', 'lease_until_ms')
+local status = h[1]
+if status == 'completed' then
+  return {0, 0}
+end
+if status == 'processing' then
+  local until_ms = tonumber(h[2]) or 0
+  if until_ms > now then
+    return {1, until_ms - now}
+  end
+elseif status == false then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'type', ARGV[2], 'attempts', '0', 'first_seen_ms', fmt(now))
+elseif status ~= 'failed' then
+  return redis.error_reply('unreadable status in ' .. KEYS[1])
+end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'processing', 'fence', ARGV[4],
+  'lease_until_ms', fmt(now + lease))
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], fmt(math.max(1, lease + tonumber(ARGV[5]))))
+return {2, attempts}
+";
+
+/// The check `complete`, `release` and `extend` share: the record is processing and
+/// holds the token's fence, else nothing changes and the script answers 0.
+/// KEYS: event hash, failed set. ARGV: event id, fence hex, retention ms, then each
+/// script's own.
+const FENCED: &str = r"
+local h = redis.call('HMGET', KEYS[1], 'status', 'fence')
+if h[1] ~= 'processing' or h[2] ~= ARGV[2] then
+  return 0
+end
+local retention = tonumber(ARGV[3])
+";
+
+const COMPLETE: &str = r"
+redis.call('HSET', KEYS[1], 'status', 'completed', 'completed_at_ms', fmt(now),
+  'lease_until_ms', fmt(now))
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], fmt(math.max(1, retention)))
+return 1
+";
+
+/// ARGV[4]: the reason, already cut to `MAX_ERROR_LEN`.
+const RELEASE: &str = r"
+redis.call('HSET', KEYS[1], 'status', 'failed', 'last_error', ARGV[4],
+  'lease_until_ms', fmt(now))
+local first = tonumber(redis.call('HGET', KEYS[1], 'first_seen_ms')) or now
+redis.call('ZADD', KEYS[2], fmt(first), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], fmt(math.max(1, retention)))
+return 1
+";
+
+/// ARGV[4]: the new lease in ms.
+const EXTEND: &str = r"
+local lease = tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], 'lease_until_ms', fmt(now + lease))
+redis.call('PEXPIRE', KEYS[1], fmt(math.max(1, lease + retention)))
+return 1
+";
+
+/// KEYS: event hash.
+const RECORD: &str = r"
+return redis.call('HMGET', KEYS[1], 'status', 'type', 'attempts', 'last_error',
+  'first_seen_ms', 'completed_at_ms')
+";
+
+/// KEYS: failed set. ARGV: event key prefix, limit. Returns, oldest first, up to `limit`
+/// failed records as `id` and the six `RECORD` fields each; drops from the set the ids
+/// whose record is gone (expired) or no longer failed.
+const FAILED_EVENTS: &str = r"
+local limit = tonumber(ARGV[2])
+local out, stale = {}, {}
+local found, start = 0, 0
+while found < limit do
+  local ids = redis.call('ZRANGE', KEYS[1], start, start + 99)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    local h = redis.call('HMGET', ARGV[1] .. id, 'status', 'type', 'attempts', 'last_error',
+      'first_seen_ms', 'completed_at_ms')
+    if h[1] == 'failed' then
+      if found < limit then
+        found = found + 1
+        out[#out + 1] = id
+        for i = 1, 6 do out[#out + 1] = h[i] end
+      end
+    else
+      stale[#stale + 1] = id
+    end
+  end
+  start = start + #ids
+end
+for i = 1, #stale, 500 do
+  redis.call('ZREM', KEYS[1], unpack(stale, i, math.min(i + 499, #stale)))
+end
+return out
+";
+
+/// KEYS: failed set. ARGV: event key prefix, start, count. Drops the ids in
+/// `[start, start + count)` whose record is gone or no longer failed; returns
+/// `{dropped, looked at}`.
+const PURGE: &str = r"
+local start = tonumber(ARGV[2])
+local ids = redis.call('ZRANGE', KEYS[1], start, start + tonumber(ARGV[3]) - 1)
+local stale = {}
+for _, id in ipairs(ids) do
+  if redis.call('HGET', ARGV[1] .. id, 'status') ~= 'failed' then
+    stale[#stale + 1] = id
+  end
+end
+for i = 1, #stale, 500 do
+  redis.call('ZREM', KEYS[1], unpack(stale, i, math.min(i + 499, #stale)))
+end
+return {#stale, #ids}
+";
+
+fn script(parts: &[&str]) -> Script {
+    Script::new(&parts.concat())
+}
+
+static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, CLAIM]));
+static COMPLETE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, FENCED, COMPLETE]));
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, FENCED, RELEASE]));
+static EXTEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, FENCED, EXTEND]));
+static RECORD_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[RECORD]));
+static FAILED_EVENTS_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[FAILED_EVENTS]));
+static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PURGE]));
+
+/// An [`IdempotencyStore`] in Redis (feature `redis`): for several replicas sharing one
+/// Redis server or Sentinel-managed primary.
+///
+/// Each event is one hash at `{prefix}:evt:{event_id}` with the fields `status`, `type`,
+/// `attempts`, `fence`, `lease_until_ms`, `last_error`, `first_seen_ms` and
+/// `completed_at_ms`; failed events are also listed in the sorted set `{prefix}:failed`,
+/// scored by `first_seen_ms`. The event id is always the end of the key, so no id can
+/// reach another key. Every operation is one Lua script (sent with `EVALSHA`, loaded on
+/// first use), so a claim is atomic, and leases are judged by the Redis server's clock
+/// (`TIME`), never the application's.
+///
+/// Redis expires records itself: a completed or failed record lives for the retention
+/// ([`with_retention`](Self::with_retention), [`DEFAULT_RETENTION`] by default) after it
+/// was completed or released, and a processing record for its lease plus the retention,
+/// so it never vanishes while its lease is live.
+/// [`purge_expired`](IdempotencyStore::purge_expired) only drops the ids of expired
+/// failed records from `{prefix}:failed` ([`failed_events`](IdempotencyStore::failed_events)
+/// drops those it meets too); run it now and then, for example daily, so that set does
+/// not grow.
+///
+/// Needs Redis 5 or later (scripts that read `TIME` and then write rely on script
+/// effects replication, the default since 5).
+///
+/// # Server settings
+///
+/// A completed record is what stops an event from running twice, so Redis must not lose
+/// it:
+///
+/// - `maxmemory-policy noeviction`. Every record has a TTL, so a `volatile-*` policy may
+///   evict completed records under memory pressure, and an `allkeys-*` policy may evict
+///   anything. With `noeviction` a full Redis refuses writes instead: claims fail with
+///   [`StoreError::Unavailable`] and Stripe retries later.
+/// - Persistence: `appendonly yes`. With `appendfsync everysec` a crash of the server
+///   loses up to about one second of claims and completions; `appendfsync always` loses
+///   none, at a cost in latency. RDB snapshots alone lose everything since the last one.
+/// - Failover: replication is asynchronous. A completion written just before the
+///   primary fails may be missing on the promoted replica, so that event may run again;
+///   a claim lost the same way lets a second delivery run the event while the first is
+///   still running. Handlers should stay safe to run twice (most of Stripe's own objects
+///   carry ids to deduplicate on).
+///
+/// The scripts touch keys named inside them (the records listed by `failed_events` and
+/// `purge_expired`), so Redis Cluster is not supported.
+///
+/// A call dropped by a timeout may still reach the server afterwards: a claim that timed
+/// out can take effect later, and the event is then in progress until that lease ends.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use stripe_webhooks::{Claim, EventId, IdempotencyStore, RedisStore};
+///
+/// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+/// let conn = redis::aio::ConnectionManager::new(client).await?;
+/// let store = RedisStore::new(conn)
+///     .with_prefix("billing:webhooks")?
+///     .with_retention(Duration::from_secs(7 * 24 * 3600));
+///
+/// let id = EventId::new("evt_1");
+/// let lease = Duration::from_secs(30);
+/// if let Claim::Acquired(token) = store.claim(&id, "invoice.paid", lease).await? {
+///     // ... handle the event ...
+///     store.complete(&token).await?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    retention: Duration,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).min(MAX_MS)
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+fn corrupt(key: &str, what: &str) -> StoreError {
+    StoreError::unavailable(format!("unreadable record at {key}: {what}"))
+}
+
+fn lease_lost(token: &ClaimToken) -> StoreError {
+    StoreError::LeaseLost {
+        event_id: token.event_id().clone(),
+    }
+}
+
+impl RedisStore {
+    /// A store on `conn`, with the key prefix `stripe_webhooks` and
+    /// [`DEFAULT_RETENTION`]. Cloning the store shares the connection.
+    pub fn new(conn: ConnectionManager) -> Self {
+        Self {
+            conn,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            retention: DEFAULT_RETENTION,
+        }
+    }
+
+    /// Replaces the key prefix (`stripe_webhooks` by default), so several applications
+    /// can share one Redis: keys become `{prefix}:evt:{event_id}` and `{prefix}:failed`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidConfig`] unless `prefix` is 1 to 63 ASCII letters, digits,
+    /// underscores, `:` or `-`, not starting with a digit.
+    pub fn with_prefix(mut self, prefix: &str) -> Result<Self, StoreError> {
+        validate_name(prefix, &[':', '-'])?;
+        prefix.clone_into(&mut self.prefix);
+        Ok(self)
+    }
+
+    /// How long completed and failed records are kept ([`DEFAULT_RETENTION`] by
+    /// default), counted from completion or release. Redis expires them itself; keep it
+    /// longer than Stripe retries an event (3 days).
+    #[must_use]
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    fn event_key(&self, id: &EventId) -> String {
+        format!("{}:evt:{}", self.prefix, id.as_str())
+    }
+
+    fn event_key_prefix(&self) -> String {
+        format!("{}:evt:", self.prefix)
+    }
+
+    fn failed_key(&self) -> String {
+        format!("{}:failed", self.prefix)
+    }
+
+    /// Runs one of the fenced scripts; 0 means the token lost the claim.
+    async fn fenced(
+        &self,
+        script: &Script,
+        token: &ClaimToken,
+        extra: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let held: i64 = script
+            .key(self.event_key(token.event_id()))
+            .key(self.failed_key())
+            .arg(token.event_id().as_str())
+            .arg(token.fence_hex())
+            .arg(ms(self.retention))
+            .arg(extra)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if held == 1 {
+            Ok(())
+        } else {
+            Err(lease_lost(token))
+        }
+    }
+}
+
+/// Builds a record from the `RECORD` fields; `None` when the hash is gone.
+fn parse_record(
+    key: &str,
+    id: EventId,
+    fields: &[Option<String>],
+) -> Result<Option<EventRecord>, StoreError> {
+    let [status, event_type, attempts, last_error, first_seen_ms, completed_at_ms] = fields else {
+        return Err(corrupt(key, "wrong field count"));
+    };
+    let Some(status) = status else {
+        return Ok(None);
+    };
+    let status = RecordStatus::from_name(status).ok_or_else(|| corrupt(key, "status"))?;
+    let int = |v: &Option<String>, what: &str| -> Result<Option<i64>, StoreError> {
+        v.as_deref()
+            .map(|s| s.parse::<i64>().map_err(|_| corrupt(key, what)))
+            .transpose()
+    };
+    let attempts = int(attempts, "attempts")?.unwrap_or(0);
+    Ok(Some(EventRecord::new(
+        id,
+        event_type.clone().unwrap_or_default(),
+        status,
+        u32::try_from(attempts.max(0)).unwrap_or(u32::MAX),
+        last_error.clone(),
+        int(first_seen_ms, "first_seen_ms")?.unwrap_or(0),
+        int(completed_at_ms, "completed_at_ms")?,
+    )))
+}
+
+#[async_trait]
+impl IdempotencyStore for RedisStore {
+    async fn claim(
+        &self,
+        id: &EventId,
+        event_type: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let fence = new_fence();
+        let mut conn = self.conn.clone();
+        let (kind, n): (i64, i64) = CLAIM_SCRIPT
+            .key(self.event_key(id))
+            .key(self.failed_key())
+            .arg(id.as_str())
+            .arg(event_type)
+            .arg(ms(lease))
+            .arg(format!("{fence:032x}"))
+            .arg(ms(self.retention))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let n = u64::try_from(n).unwrap_or(0);
+        Ok(match kind {
+            0 => Claim::Completed,
+            1 => Claim::InProgress {
+                retry_after: Duration::from_millis(n),
+            },
+            _ => Claim::Acquired(ClaimToken::new(
+                id.clone(),
+                fence,
+                u32::try_from(n).unwrap_or(u32::MAX),
+            )),
+        })
+    }
+
+    async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+        self.fenced(&COMPLETE_SCRIPT, token, "").await
+    }
+
+    async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
+        self.fenced(&RELEASE_SCRIPT, token, truncate_error(reason))
+            .await
+    }
+
+    async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
+        self.fenced(&EXTEND_SCRIPT, token, &ms(lease).to_string())
+            .await
+    }
+
+    async fn record(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
+        let key = self.event_key(id);
+        let mut conn = self.conn.clone();
+        let fields: Vec<Option<String>> = RECORD_SCRIPT
+            .key(&key)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        parse_record(&key, id.clone(), &fields)
+    }
+
+    async fn failed_events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = u64::try_from(limit).unwrap_or(u64::MAX).min(MAX_MS);
+        let mut conn = self.conn.clone();
+        let flat: Vec<Option<String>> = FAILED_EVENTS_SCRIPT
+            .key(self.failed_key())
+            .arg(self.event_key_prefix())
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(flat.len() / (RECORD_FIELDS + 1));
+        for chunk in flat.chunks(RECORD_FIELDS + 1) {
+            let Some((Some(id), fields)) = chunk.split_first() else {
+                return Err(corrupt(&self.failed_key(), "failed_events reply"));
+            };
+            let id = EventId::new(id.clone());
+            let key = self.event_key(&id);
+            out.extend(parse_record(&key, id, fields)?);
+        }
+        Ok(out)
+    }
+
+    /// Redis deletes expired records itself (each key carries a `PEXPIRE` of the
+    /// retention), so this only drops the ids of expired records from the
+    /// `{prefix}:failed` set, in batches of 1000, and returns how many it dropped.
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let failed_key = self.failed_key();
+        let key_prefix = self.event_key_prefix();
+        let mut conn = self.conn.clone();
+        let mut start = 0_i64;
+        let mut dropped = 0_u64;
+        loop {
+            let (removed, seen): (i64, i64) = PURGE_SCRIPT
+                .key(&failed_key)
+                .arg(&key_prefix)
+                .arg(start)
+                .arg(PURGE_BATCH)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            dropped = dropped.saturating_add(u64::try_from(removed).unwrap_or(0));
+            if seen < PURGE_BATCH {
+                return Ok(dropped);
+            }
+            start += seen - removed;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_record() {
+        let f = |s: &str| Some(s.to_owned());
+        let fields = [
+            f("failed"),
+            f("invoice.paid"),
+            f("2"),
+            f("boom"),
+            f("1700"),
+            None,
+        ];
+        let rec = parse_record("k", EventId::new("evt_1"), &fields)
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec.status, RecordStatus::Failed);
+        assert_eq!(rec.attempts, 2);
+        assert_eq!(rec.last_error.as_deref(), Some("boom"));
+        assert_eq!(rec.first_seen_ms, 1700);
+        assert_eq!(rec.completed_at_ms, None);
+        let gone = [None, None, None, None, None, None];
+        assert!(parse_record("k", EventId::new("evt_1"), &gone)
+            .unwrap()
+            .is_none());
+        let bad = [f("weird"), None, None, None, None, None];
+        assert!(parse_record("k", EventId::new("evt_1"), &bad).is_err());
+    }
+
+    #[test]
+    fn durations_are_clamped() {
+        assert_eq!(ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(ms(Duration::MAX), MAX_MS);
+    }
+}

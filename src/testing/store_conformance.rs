@@ -1,0 +1,233 @@
+//! Behaviours every [`IdempotencyStore`] must have. Call [`run_all`] from a test of your
+//! store, or the functions one by one. Each uses fresh event ids, so one store can run
+//! them all, in parallel with other tests.
+//!
+//! ```no_run
+//! # async fn f() {
+//! use std::sync::Arc;
+//! use stripe_webhooks::{testing::store_conformance, MemoryStore};
+//! store_conformance::run_all(Arc::new(MemoryStore::new())).await;
+//! # }
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::event::EventId;
+use crate::idempotency::{
+    new_fence, Claim, ClaimToken, IdempotencyStore, RecordStatus, StoreError,
+};
+
+const LONG: Duration = Duration::from_secs(60);
+/// The short lease used by the expiry tests.
+pub const SHORT_LEASE: Duration = Duration::from_millis(400);
+
+fn fresh_id(what: &str) -> EventId {
+    EventId::new(format!("evt_conf_{what}_{:x}", new_fence() as u64))
+}
+
+async fn acquire(store: &dyn IdempotencyStore, id: &EventId, lease: Duration) -> ClaimToken {
+    match store.claim(id, "invoice.paid", lease).await {
+        Ok(Claim::Acquired(t)) => t,
+        other => panic!("first claim of {id} should be Acquired, got {other:?}"),
+    }
+}
+
+/// Runs every behaviour in turn.
+pub async fn run_all(store: Arc<dyn IdempotencyStore>) {
+    first_claim_acquires(&*store).await;
+    live_claim_is_in_progress(&*store).await;
+    complete_leads_to_completed(&*store).await;
+    release_makes_claimable_again(&*store).await;
+    expired_lease_is_taken_over(&*store).await;
+    zombie_cannot_complete(&*store).await;
+    extend_keeps_the_claim(&*store).await;
+    foreign_token_is_rejected(&*store).await;
+    concurrent_claims_acquire_once(store.clone(), 50).await;
+}
+
+/// The first claim of an id acquires it, attempt 1, and the record says processing.
+pub async fn first_claim_acquires(store: &dyn IdempotencyStore) {
+    let id = fresh_id("first");
+    let token = acquire(store, &id, LONG).await;
+    assert_eq!(token.attempt(), 1);
+    assert_eq!(token.event_id(), &id);
+    let rec = store
+        .record(&id)
+        .await
+        .unwrap()
+        .expect("record after claim");
+    assert_eq!(rec.status, RecordStatus::Processing);
+    assert_eq!(rec.attempts, 1);
+    assert_eq!(rec.event_type, "invoice.paid");
+}
+
+/// A second claim during a live lease is `InProgress` with a positive `retry_after` no
+/// longer than the lease.
+pub async fn live_claim_is_in_progress(store: &dyn IdempotencyStore) {
+    let id = fresh_id("live");
+    acquire(store, &id, LONG).await;
+    match store.claim(&id, "invoice.paid", LONG).await.unwrap() {
+        Claim::InProgress { retry_after } => {
+            assert!(
+                retry_after > Duration::ZERO && retry_after <= LONG,
+                "{retry_after:?}"
+            );
+        }
+        other => panic!("expected InProgress, got {other:?}"),
+    }
+}
+
+/// After `complete`, every claim is `Completed`, and the record keeps the completion time.
+pub async fn complete_leads_to_completed(store: &dyn IdempotencyStore) {
+    let id = fresh_id("complete");
+    let token = acquire(store, &id, LONG).await;
+    store.complete(&token).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            store.claim(&id, "invoice.paid", LONG).await.unwrap(),
+            Claim::Completed
+        );
+    }
+    let rec = store.record(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status, RecordStatus::Completed);
+    assert!(rec.completed_at_ms.is_some());
+    // Completing twice is not allowed: the claim is over.
+    assert!(matches!(
+        store.complete(&token).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+}
+
+/// After `release`, the event is claimable at once (attempt 2), the reason is kept and
+/// the event is listed by `failed_events` until it completes.
+pub async fn release_makes_claimable_again(store: &dyn IdempotencyStore) {
+    let id = fresh_id("release");
+    let token = acquire(store, &id, LONG).await;
+    store.release(&token, "mailer down").await.unwrap();
+    let rec = store.record(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status, RecordStatus::Failed);
+    assert_eq!(rec.last_error.as_deref(), Some("mailer down"));
+    let failed = store.failed_events(10_000).await.unwrap();
+    assert!(
+        failed.iter().any(|r| r.event_id == id),
+        "failed_events lists the released event"
+    );
+
+    let second = acquire(store, &id, LONG).await;
+    assert_eq!(second.attempt(), 2);
+    store.complete(&second).await.unwrap();
+    let failed = store.failed_events(10_000).await.unwrap();
+    assert!(
+        !failed.iter().any(|r| r.event_id == id),
+        "a completed event is not failed"
+    );
+    // A reason longer than 1 KiB is cut.
+    let id = fresh_id("longreason");
+    let token = acquire(store, &id, LONG).await;
+    store.release(&token, &"x".repeat(5000)).await.unwrap();
+    let rec = store.record(&id).await.unwrap().unwrap();
+    assert!(rec.last_error.unwrap().len() <= crate::idempotency::MAX_ERROR_LEN);
+}
+
+/// Once a lease expires, the next claim takes the event over (attempt 2).
+pub async fn expired_lease_is_taken_over(store: &dyn IdempotencyStore) {
+    let id = fresh_id("expire");
+    acquire(store, &id, SHORT_LEASE).await;
+    assert!(matches!(
+        store.claim(&id, "invoice.paid", LONG).await.unwrap(),
+        Claim::InProgress { .. }
+    ));
+    tokio::time::sleep(SHORT_LEASE + Duration::from_millis(300)).await;
+    let taken = acquire(store, &id, LONG).await;
+    assert_eq!(taken.attempt(), 2);
+    store.complete(&taken).await.unwrap();
+}
+
+/// A holder whose lease expired and was taken over changes nothing: `complete`,
+/// `release` and `extend` all report `LeaseLost`, and the new holder completes.
+pub async fn zombie_cannot_complete(store: &dyn IdempotencyStore) {
+    let id = fresh_id("zombie");
+    let a = acquire(store, &id, SHORT_LEASE).await;
+    tokio::time::sleep(SHORT_LEASE + Duration::from_millis(300)).await;
+    let b = acquire(store, &id, LONG).await;
+    assert!(matches!(
+        store.complete(&a).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store.release(&a, "late").await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store.extend(&a, LONG).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    let rec = store.record(&id).await.unwrap().unwrap();
+    assert_eq!(
+        rec.status,
+        RecordStatus::Processing,
+        "the zombie changed nothing"
+    );
+    store.complete(&b).await.unwrap();
+    assert_eq!(
+        store.claim(&id, "invoice.paid", LONG).await.unwrap(),
+        Claim::Completed
+    );
+}
+
+/// `extend` keeps a claim alive past its original lease.
+pub async fn extend_keeps_the_claim(store: &dyn IdempotencyStore) {
+    let id = fresh_id("extend");
+    let token = acquire(store, &id, SHORT_LEASE).await;
+    store.extend(&token, LONG).await.unwrap();
+    tokio::time::sleep(SHORT_LEASE + Duration::from_millis(300)).await;
+    assert!(matches!(
+        store.claim(&id, "invoice.paid", LONG).await.unwrap(),
+        Claim::InProgress { .. }
+    ));
+    store.complete(&token).await.unwrap();
+}
+
+/// A token with the right event id but another fence changes nothing.
+pub async fn foreign_token_is_rejected(store: &dyn IdempotencyStore) {
+    let id = fresh_id("foreign");
+    let token = acquire(store, &id, LONG).await;
+    let forged = ClaimToken::new(id.clone(), token.fence() ^ 1, token.attempt());
+    assert!(matches!(
+        store.complete(&forged).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    let unknown = ClaimToken::new(fresh_id("nobody"), 7, 1);
+    assert!(matches!(
+        store.complete(&unknown).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    store.complete(&token).await.unwrap();
+}
+
+/// Of `n` concurrent claims of one id, on several tasks, exactly one is `Acquired`; the
+/// others are `InProgress`.
+pub async fn concurrent_claims_acquire_once(store: Arc<dyn IdempotencyStore>, n: usize) {
+    let id = fresh_id("race");
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (store, id, barrier) = (store.clone(), id.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store.claim(&id, "invoice.paid", LONG).await
+        }));
+    }
+    let mut acquired = 0;
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            Claim::Acquired(_) => acquired += 1,
+            Claim::InProgress { .. } => {}
+            Claim::Completed => panic!("nothing completed the event"),
+        }
+    }
+    assert_eq!(acquired, 1, "exactly one of {n} concurrent claims acquires");
+}

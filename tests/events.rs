@@ -1,0 +1,338 @@
+//! The event model: every type, unknown and unparsable objects, envelope errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use proptest::prelude::*;
+use stripe_webhooks::{testing, Event, EventNotification, EventType, ParseError};
+
+fn tsv_rows() -> Vec<(String, String)> {
+    include_str!("../data/stripe/event-types.tsv")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut c = l.split('\t');
+            (c.next().unwrap().to_owned(), c.next().unwrap().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn every_documented_type_parses_to_its_own_variant() {
+    let rows = tsv_rows();
+    assert_eq!(rows.len(), 265);
+    assert_eq!(EventType::ALL.len(), 265);
+    for (wire, object) in &rows {
+        // Every object a type can carry, not only the first.
+        for obj in object.split('|') {
+            let fixture = testing::fixture(obj).unwrap_or_else(|| panic!("no fixture for {obj}"));
+            let json = testing::event_json("evt_all", wire, fixture);
+            let event = Event::from_slice(json.as_bytes()).unwrap();
+            assert_eq!(event.event_type().as_str(), wire);
+            assert!(!event.event_type().is_unknown(), "{wire} is known");
+            if let Event::Unparsed(u) = &event {
+                panic!("{wire} with a {obj} fixture did not parse: {}", u.error());
+            }
+            assert!(!event.is_untyped(), "{wire}");
+            assert_eq!(event.id().as_str(), "evt_all");
+            let raw: serde_json::Value = serde_json::from_str(event.raw_object().get()).unwrap();
+            assert_eq!(raw["object"], obj);
+        }
+    }
+}
+
+#[test]
+fn event_type_round_trips_through_strings() {
+    for t in EventType::ALL {
+        let s = t.as_str();
+        assert_eq!(&s.parse::<EventType>().unwrap(), t);
+        assert_eq!(t.to_string(), s);
+        assert!(t.object_type().is_some());
+    }
+    let unknown: EventType = "brand_new.thing".parse().unwrap();
+    assert_eq!(unknown, EventType::Unknown("brand_new.thing".into()));
+    assert_eq!(unknown.as_str(), "brand_new.thing");
+    assert_eq!(unknown.object_type(), None);
+    assert_eq!(
+        EventType::InvoicePaymentFailed.as_str(),
+        "invoice.payment_failed"
+    );
+}
+
+#[test]
+fn typed_objects_where_they_exist() {
+    let parse = |t: &str| {
+        Event::from_slice(testing::event_for_type("evt_t", t).unwrap().as_bytes()).unwrap()
+    };
+    match parse("checkout.session.completed") {
+        Event::CheckoutSessionCompleted(s) => assert!(s.id.starts_with("cs_")),
+        other => panic!("{other:?}"),
+    }
+    match parse("invoice.payment_failed") {
+        Event::InvoicePaymentFailed(i) => assert!(i.id.is_some()),
+        other => panic!("{other:?}"),
+    }
+    match parse("customer.subscription.deleted") {
+        Event::CustomerSubscriptionDeleted(s) => assert!(s.id.starts_with("sub_")),
+        other => panic!("{other:?}"),
+    }
+    match parse("charge.dispute.created") {
+        Event::ChargeDisputeCreated(d) => {
+            assert!(d.id.starts_with("du_") || d.id.starts_with("dp_"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn polymorphic_sources_dispatch_on_object() {
+    for obj in ["bank_account", "card", "source"] {
+        let json = testing::event_json(
+            "evt_p",
+            "customer.source.created",
+            testing::fixture(obj).unwrap(),
+        );
+        match Event::from_slice(json.as_bytes()).unwrap() {
+            Event::CustomerSourceCreated(e) => {
+                let tag = match e.object() {
+                    stripe_webhooks::PaymentSource::BankAccount(_) => "bank_account",
+                    stripe_webhooks::PaymentSource::Card(_) => "card",
+                    stripe_webhooks::PaymentSource::Source(_) => "source",
+                    _ => "other",
+                };
+                assert_eq!(tag, obj);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let json = testing::event_json(
+        "evt_p",
+        "account.external_account.created",
+        r#"{"id":"x","object":"alien"}"#,
+    );
+    let event = Event::from_slice(json.as_bytes()).unwrap();
+    match event {
+        Event::Unparsed(u) => assert!(u.error().message().contains("alien")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn envelope_accessors() {
+    let json = r#"{"id":"evt_env","object":"event","account":"acct_1","api_version":"2025-03-31.basil","context":"acct_1","created":1700000000,
+      "data":{"object":{"id":"cus_1","object":"customer","email":"a@b.c"},"previous_attributes":{"email":"old@b.c"}},
+      "livemode":true,"pending_webhooks":3,"request":{"id":"req_1","idempotency_key":"ik"},"type":"customer.updated"}"#;
+    let e = Event::from_slice(json.as_bytes()).unwrap();
+    assert_eq!(e.id().as_str(), "evt_env");
+    assert_eq!(e.event_type(), &EventType::CustomerUpdated);
+    assert_eq!(e.created(), 1_700_000_000);
+    assert!(e.livemode());
+    assert_eq!(e.api_version(), Some("2025-03-31.basil"));
+    assert_eq!(e.account(), Some("acct_1"));
+    assert_eq!(e.envelope().context(), Some("acct_1"));
+    assert_eq!(e.pending_webhooks(), Some(3));
+    let req = e.request().unwrap();
+    assert_eq!(req.id.as_deref(), Some("req_1"));
+    assert_eq!(req.idempotency_key.as_deref(), Some("ik"));
+    assert_eq!(
+        e.previous_attributes().unwrap().get(),
+        r#"{"email":"old@b.c"}"#
+    );
+    assert!(e.raw_object().get().contains("a@b.c"));
+}
+
+#[test]
+fn old_string_request_field_parses() {
+    let json = r#"{"id":"evt_old","object":"event","created":1,"data":{"object":{"id":"cus_1","object":"customer"}},"livemode":false,"request":"req_old","type":"customer.created"}"#;
+    let e = Event::from_slice(json.as_bytes()).unwrap();
+    assert_eq!(e.request().unwrap().id.as_deref(), Some("req_old"));
+    assert_eq!(e.api_version(), None);
+}
+
+#[test]
+fn unknown_type_is_kept_whole() {
+    let json = testing::event_json(
+        "evt_u",
+        "quantum.entangled",
+        r#"{"id":"q_1","object":"quantum","spin":"up"}"#,
+    );
+    match Event::from_slice(json.as_bytes()).unwrap() {
+        Event::Unknown(u) => {
+            assert_eq!(u.type_str(), "quantum.entangled");
+            assert!(u.raw_object().get().contains(r#""spin":"up""#));
+            assert_eq!(u.envelope().id().as_str(), "evt_u");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn known_type_with_broken_object_is_unparsed_with_path() {
+    let obj = r#"{"id":"in_1","object":"invoice","lines":{"object":"list","data":[{"id":"il_1","amount":"not a number"}]}}"#;
+    let json = testing::event_json("evt_b", "invoice.paid", obj);
+    match Event::from_slice(json.as_bytes()).unwrap() {
+        Event::Unparsed(u) => {
+            assert_eq!(u.envelope().event_type(), &EventType::InvoicePaid);
+            assert_eq!(u.error().path(), "lines.data[0].amount");
+            assert!(
+                u.error().to_string().contains("lines.data[0].amount"),
+                "{}",
+                u.error()
+            );
+            assert_eq!(u.raw_object().get(), obj);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn not_json_is_invalid_json_with_position() {
+    let err = Event::from_slice(b"{\"id\": ").unwrap_err();
+    assert!(
+        matches!(err, ParseError::InvalidJson { line: 1, .. }),
+        "{err:?}"
+    );
+    let err = Event::from_slice(&[0xff, 0xfe]).unwrap_err();
+    assert!(matches!(err, ParseError::InvalidJson { .. }), "{err:?}");
+}
+
+#[test]
+fn missing_envelope_fields_are_named() {
+    let cases = [
+        (
+            r#"{"object":"event","type":"x","data":{"object":{}}}"#,
+            "`id`",
+        ),
+        (
+            r#"{"id":"evt","object":"event","data":{"object":{}}}"#,
+            "`type`",
+        ),
+        (
+            r#"{"id":"evt","type":"x","data":{"object":{}}}"#,
+            "`object`",
+        ),
+        (r#"{"id":"evt","object":"event","type":"x"}"#, "`data`"),
+        (
+            r#"{"id":"evt","object":"customer","type":"x","data":{"object":{}}}"#,
+            "not \"event\"",
+        ),
+        (r#"[1,2]"#, "JSON object"),
+    ];
+    for (json, needle) in cases {
+        let err = Event::from_slice(json.as_bytes()).unwrap_err();
+        match &err {
+            ParseError::NotAnEvent {
+                message,
+                line,
+                column,
+                ..
+            } => {
+                assert!(message.contains(needle), "{json}: {message}");
+                assert!(*line >= 1 && *column >= 1, "{json}: {line}:{column}");
+            }
+            other => panic!("{json}: {other:?}"),
+        }
+        assert!(err.to_string().contains("line"), "{err}");
+    }
+}
+
+const THIN: &str = r#"{"id":"evt_test_65R9","object":"v2.core.event","type":"v1.billing.meter.error_report_triggered","livemode":false,"created":"2024-09-17T06:20:52.246Z","related_object":{"id":"mtr_123","type":"billing.meter","url":"/v1/billing/meters/mtr_123"},"context":null}"#;
+
+#[test]
+fn thin_events_parse_with_their_own_parser() {
+    let n = EventNotification::from_slice(THIN.as_bytes()).unwrap();
+    assert_eq!(n.id, "evt_test_65R9");
+    assert_eq!(n.event_type, "v1.billing.meter.error_report_triggered");
+    let rel = n.related_object.unwrap();
+    assert_eq!(rel.object_type, "billing.meter");
+    assert_eq!(rel.url, "/v1/billing/meters/mtr_123");
+}
+
+#[test]
+fn wrong_parser_says_which_to_use() {
+    let err = Event::from_slice(THIN.as_bytes()).unwrap_err();
+    assert_eq!(err, ParseError::ThinEventNotification);
+    assert!(err.to_string().contains("parse_notification"));
+    let snapshot = testing::event_for_type("evt_s", "customer.created").unwrap();
+    let err = EventNotification::from_slice(snapshot.as_bytes()).unwrap_err();
+    assert_eq!(err, ParseError::SnapshotEvent);
+    assert!(err.to_string().contains("`parse`"));
+}
+
+#[test]
+fn every_fixture_round_trips_through_serde() {
+    for (wire, object) in tsv_rows() {
+        let obj = object.split('|').next().unwrap();
+        let json = testing::event_json("evt_rt", &wire, testing::fixture(obj).unwrap());
+        let event = Event::from_slice(json.as_bytes()).unwrap();
+        let out = serde_json::to_string(&event).unwrap();
+        let back: Event = serde_json::from_str(&out).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), out, "{wire}");
+        assert_eq!(back.event_type(), event.event_type());
+        assert_eq!(back.raw_object().get(), event.raw_object().get());
+        let original: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let written: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(original, written, "{wire}: serialization keeps every field");
+    }
+}
+
+#[test]
+fn event_is_at_most_64_bytes() {
+    assert!(
+        std::mem::size_of::<Event>() <= 64,
+        "{}",
+        std::mem::size_of::<Event>()
+    );
+}
+
+#[test]
+fn largest_fixture_parses_on_a_256k_stack() {
+    let (obj, fixture) = testing::fixtures()
+        .iter()
+        .max_by_key(|(_, j)| j.len())
+        .unwrap();
+    let wire = tsv_rows()
+        .into_iter()
+        .find(|(_, o)| o.split('|').any(|x| x == *obj))
+        .unwrap()
+        .0;
+    let json = testing::event_json("evt_big", &wire, fixture);
+    let handle = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let e = Event::from_slice(json.as_bytes()).unwrap();
+            assert!(!e.is_untyped());
+        })
+        .unwrap();
+    handle.join().unwrap();
+}
+
+#[test]
+fn deeply_nested_json_is_an_error_not_a_crash() {
+    let mut json =
+        String::from(r#"{"id":"evt","object":"event","type":"customer.created","data":{"object":"#);
+    json.push_str(&"[".repeat(100_000));
+    let err = Event::from_slice(json.as_bytes()).unwrap_err();
+    assert!(matches!(
+        err,
+        ParseError::InvalidJson { .. } | ParseError::NotAnEvent { .. }
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = Event::from_slice(&bytes);
+        let _ = EventNotification::from_slice(&bytes);
+    }
+
+    #[test]
+    fn mutated_events_never_panic(cut in 0usize..2000, byte in any::<u8>()) {
+        let json = testing::event_for_type("evt_m", "invoice.payment_failed").unwrap();
+        let mut b = json.into_bytes();
+        let i = cut % b.len();
+        b[i] = byte;
+        let _ = Event::from_slice(&b);
+    }
+}

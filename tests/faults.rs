@@ -1,0 +1,239 @@
+//! The store going away mid-run: PostgreSQL cut off behind a proxy, Redis paused with
+//! `CLIENT PAUSE`. Claims answer 503 within 2 s, no handler runs, and after recovery
+//! each redelivered event runs exactly once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![cfg(all(feature = "postgres", feature = "redis"))]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use stripe_webhooks::{
+    async_trait, testing, Event, EventHandler, HandlerError, PostgresStore, Processor, RedisStore,
+    Verifier,
+};
+use tokio::net::{TcpListener, TcpStream};
+
+const SECRET: &str = "whsec_faults";
+
+#[derive(Default)]
+struct Runs(Mutex<HashMap<String, usize>>);
+
+#[async_trait]
+impl EventHandler for Runs {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        *self
+            .0
+            .lock()
+            .unwrap()
+            .entry(event.id().to_string())
+            .or_insert(0) += 1;
+        Ok(())
+    }
+}
+
+impl Runs {
+    fn total(&self) -> usize {
+        self.0.lock().unwrap().values().sum()
+    }
+    fn each_once(&self, n: usize) {
+        let m = self.0.lock().unwrap();
+        assert_eq!(m.len(), n, "{m:?}");
+        assert!(m.values().all(|c| *c == 1), "{m:?}");
+    }
+}
+
+fn deliveries(prefix: &str, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let body =
+                testing::event_for_type(&format!("evt_{prefix}_{i}"), "invoice.paid").unwrap();
+            (testing::sign(body.as_bytes(), SECRET, testing::now()), body)
+        })
+        .collect()
+}
+
+async fn deliver_all(p: &Processor, ds: &[(String, String)]) -> Vec<(u16, Duration)> {
+    let mut out = Vec::new();
+    for (h, b) in ds {
+        let t = Instant::now();
+        let o = p.process(Some(h), b.as_bytes()).await;
+        out.push((o.status(), t.elapsed()));
+    }
+    out
+}
+
+/// A TCP proxy to `target` that can cut every connection and refuse new ones.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    down: Arc<AtomicBool>,
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(AtomicBool::new(false));
+        let (tx, _) = tokio::sync::watch::channel(0u64);
+        let generation = Arc::new(tx);
+        let (d, g) = (down.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if d.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                let mut cut = g.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            down,
+            generation,
+        }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn restore(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cut_off_is_503_within_2s_then_exactly_once() {
+    let url = std::env::var("DATABASE_URL_TEST").unwrap_or_else(|_| {
+        panic!("DATABASE_URL_TEST is not set: run `eval \"$(scripts/services.sh start)\"` or `scripts/test.sh`")
+    });
+    let target = url
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let proxy = Proxy::start(target.clone()).await;
+    let proxied = url.replace(&target, &proxy.addr.to_string());
+    let pool = stripe_webhooks::sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(1500))
+        .connect(&proxied)
+        .await
+        .unwrap();
+    let table = format!("t_faults_{:x}", stripe_webhooks::new_fence() as u64);
+    let store = PostgresStore::new(pool).with_table(&table).unwrap();
+    store.migrate().await.unwrap();
+    let runs = Arc::new(Runs::default());
+    let p = Processor::new(
+        Verifier::from_secrets_list(SECRET).unwrap(),
+        store,
+        runs.clone(),
+    );
+
+    let before = deliveries("pg_before", 5);
+    assert!(deliver_all(&p, &before)
+        .await
+        .iter()
+        .all(|(s, _)| *s == 200));
+
+    proxy.cut();
+    let during = deliveries("pg_during", 5);
+    for (status, took) in deliver_all(&p, &during).await {
+        assert_eq!(status, 503);
+        assert!(
+            took <= Duration::from_millis(2500),
+            "503 within 2 s (took {took:?})"
+        );
+    }
+    assert_eq!(runs.total(), 5, "no handler ran while the store was down");
+
+    proxy.restore();
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses = deliver_all(&p, &during).await;
+        if statuses.iter().all(|(s, _)| *s == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(statuses.iter().all(|(s, _)| *s == 200), "{statuses:?}");
+    assert!(deliver_all(&p, &during)
+        .await
+        .iter()
+        .all(|(s, _)| *s == 200));
+    runs.each_once(10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_is_503_within_2s_then_exactly_once() {
+    let url = std::env::var("REDIS_URL_TEST").unwrap_or_else(|_| {
+        panic!("REDIS_URL_TEST is not set: run `eval \"$(scripts/services.sh start)\"` or `scripts/test.sh`")
+    });
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let conn = redis::aio::ConnectionManager::new(client.clone())
+        .await
+        .unwrap();
+    let prefix = format!("t_faults_{:x}", stripe_webhooks::new_fence() as u64);
+    let store = RedisStore::new(conn).with_prefix(&prefix).unwrap();
+    let runs = Arc::new(Runs::default());
+    let p = Processor::new(
+        Verifier::from_secrets_list(SECRET).unwrap(),
+        store,
+        runs.clone(),
+    )
+    .with_handler_deadline(Some(Duration::from_millis(500)))
+    .with_lease(Duration::from_millis(1500));
+
+    let before = deliveries("redis_before", 5);
+    assert!(deliver_all(&p, &before)
+        .await
+        .iter()
+        .all(|(s, _)| *s == 200));
+
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let during = deliveries("redis_during", 1);
+    for (status, took) in deliver_all(&p, &during).await {
+        assert_eq!(status, 503);
+        assert!(
+            took <= Duration::from_millis(2500),
+            "503 within 2 s (took {took:?})"
+        );
+    }
+    assert_eq!(runs.total(), 5, "no handler ran while Redis was paused");
+
+    // The paused claim may still land when the pause ends; its lease then runs out.
+    tokio::time::sleep(Duration::from_millis(3000 + 1600)).await;
+    let after = deliver_all(&p, &during).await;
+    assert!(after.iter().all(|(s, _)| *s == 200), "{after:?}");
+    assert!(deliver_all(&p, &during)
+        .await
+        .iter()
+        .all(|(s, _)| *s == 200));
+    runs.each_once(6);
+}

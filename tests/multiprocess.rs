@@ -1,0 +1,368 @@
+//! Exactly-once across real OS processes and through faults: several processor
+//! processes (`examples/store_driver.rs`) share one store, deliveries are shuffled and
+//! released together, and the handler's effects are counted in the database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![cfg(all(feature = "sqlite", feature = "postgres", feature = "redis"))]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use stripe_webhooks::testing;
+
+const SECRET: &str = "whsec_driver_secret";
+
+/// These tests start many processes each; on a 2-core machine they run one at a time so
+/// each one measures its own processes, not its neighbours'.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn driver() -> PathBuf {
+    // target/debug/deps/multiprocess-… → target/debug/examples/store_driver
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("store_driver");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --example store_driver --all-features` (cargo test --all-features does)",
+        path.display()
+    );
+    path
+}
+
+fn pg_url() -> String {
+    std::env::var("DATABASE_URL_TEST").unwrap_or_else(|_| {
+        panic!("DATABASE_URL_TEST is not set: run `eval \"$(scripts/services.sh start)\"` or `scripts/test.sh`")
+    })
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL_TEST").unwrap_or_else(|_| {
+        panic!("REDIS_URL_TEST is not set: run `eval \"$(scripts/services.sh start)\"` or `scripts/test.sh`")
+    })
+}
+
+fn unique(what: &str) -> String {
+    format!("mp_{what}_{:x}", stripe_webhooks::new_fence() as u64)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn delivery(id: &str) -> String {
+    let body = testing::event_for_type(id, "invoice.paid").unwrap();
+    let header = testing::sign(body.as_bytes(), SECRET, testing::now());
+    serde_json::json!({ "header": header, "body": body }).to_string()
+}
+
+/// `events` × `dups` deliveries, shuffled deterministically, dealt round-robin into
+/// `procs` files.
+fn deal(name: &str, events: usize, dups: usize, procs: usize) -> Vec<PathBuf> {
+    let mut all: Vec<String> = (0..events)
+        .flat_map(|i| {
+            let d = delivery(&format!("evt_{name}_{i}"));
+            std::iter::repeat(d).take(dups)
+        })
+        .collect();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for i in (1..all.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        all.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+    let dir = std::env::temp_dir().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    (0..procs)
+        .map(|p| {
+            let path = dir.join(format!("deliveries_{p}.jsonl"));
+            let mut f = std::fs::File::create(&path).unwrap();
+            for d in all.iter().skip(p).step_by(procs) {
+                writeln!(f, "{d}").unwrap();
+            }
+            path
+        })
+        .collect()
+}
+
+fn spawn(
+    backend: &str,
+    url: &str,
+    name: &str,
+    file: &PathBuf,
+    start_at: u64,
+    extra: &[&str],
+) -> Child {
+    Command::new(driver())
+        .args([
+            "--backend",
+            backend,
+            "--url",
+            url,
+            "--name",
+            name,
+            "--deliveries",
+        ])
+        .arg(file)
+        .args(["--start-at-ms", &start_at.to_string()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Status code counts over every process's output.
+fn collect(children: Vec<Child>) -> HashMap<u16, usize> {
+    let mut counts = HashMap::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "driver failed: {:?}", out.status);
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(rest) = line.strip_prefix("STATUS ") {
+                let code: u16 = rest.split(' ').next().unwrap().parse().unwrap();
+                *counts.entry(code).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+fn run_round(
+    backend: &str,
+    url: &str,
+    name: &str,
+    files: &[PathBuf],
+    extra: &[&str],
+) -> HashMap<u16, usize> {
+    let start_at = now_ms() + 2500;
+    let children = files
+        .iter()
+        .map(|f| spawn(backend, url, name, f, start_at, extra))
+        .collect();
+    collect(children)
+}
+
+async fn sql_effects(backend: &str, url: &str, name: &str) -> i64 {
+    let q = format!("SELECT count(*) FROM {name}_effects");
+    match backend {
+        "postgres" => {
+            let pool = stripe_webhooks::sqlx::PgPool::connect(url).await.unwrap();
+            stripe_webhooks::sqlx::query_scalar(&q)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+        _ => {
+            let pool = stripe_webhooks::sqlx::SqlitePool::connect(&format!("sqlite://{url}"))
+                .await
+                .unwrap();
+            stripe_webhooks::sqlx::query_scalar(&q)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+fn assert_only_200_409(counts: &HashMap<u16, usize>, total: usize) {
+    assert_eq!(counts.values().sum::<usize>(), total, "{counts:?}");
+    assert!(
+        counts.keys().all(|c| *c == 200 || *c == 409),
+        "no 5xx or 4xx other than 409: {counts:?}"
+    );
+}
+
+#[tokio::test]
+async fn four_processes_share_postgres_exactly_once() {
+    let _serial = SERIAL.lock().await;
+    let (url, name) = (pg_url(), unique("pg"));
+    let files = deal(&name, 100, 10, 4);
+    let counts = run_round("postgres", &url, &name, &files, &[]);
+    assert_only_200_409(&counts, 1000);
+    assert_eq!(sql_effects("postgres", &url, &name).await, 100);
+    // Everything again, as Stripe's retries would: all 200, no new effects.
+    let again = run_round("postgres", &url, &name, &files, &[]);
+    assert_eq!(again.get(&200), Some(&1000), "{again:?}");
+    assert_eq!(sql_effects("postgres", &url, &name).await, 100);
+}
+
+#[tokio::test]
+async fn four_processes_share_redis_exactly_once() {
+    let _serial = SERIAL.lock().await;
+    let (url, name) = (redis_url(), unique("redis"));
+    let files = deal(&name, 100, 10, 4);
+    let counts = run_round("redis", &url, &name, &files, &[]);
+    assert_only_200_409(&counts, 1000);
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let effects: i64 = redis::cmd("LLEN")
+        .arg(format!("{name}:effects"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(effects, 100);
+}
+
+#[tokio::test]
+async fn two_processes_share_one_sqlite_file_exactly_once() {
+    let _serial = SERIAL.lock().await;
+    let name = unique("sqlite");
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("events.db").display().to_string();
+    let files = deal(&name, 200, 5, 2);
+    let counts = run_round("sqlite", &db, &name, &files, &[]);
+    assert_only_200_409(&counts, 1000);
+    assert_eq!(sql_effects("sqlite", &db, &name).await, 200);
+}
+
+/// Starts one driver for one delivery and waits for it to print `marker`. The caller kills
+/// and waits for the child.
+#[allow(clippy::zombie_processes)]
+fn start_and_wait_for(
+    backend: &str,
+    url: &str,
+    name: &str,
+    file: &PathBuf,
+    extra: &[&str],
+    marker: &str,
+) -> Child {
+    let mut child = spawn(backend, url, name, file, 0, extra);
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("driver exited before reaching the marker")
+            .unwrap();
+        if line.starts_with(marker) {
+            return child;
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigkill_during_handler_is_409_until_lease_then_taken_over() {
+    let _serial = SERIAL.lock().await;
+    let (url, name) = (pg_url(), unique("kill"));
+    let id = format!("evt_{name}_0");
+    let files = deal(&name, 1, 1, 1);
+    let mut a = start_and_wait_for(
+        "postgres",
+        &url,
+        &name,
+        &files[0],
+        &["--hang-on", &id, "--lease-ms", "3000"],
+        "HANDLING",
+    );
+    a.kill().unwrap(); // SIGKILL
+    a.wait().unwrap();
+    let started = std::time::Instant::now();
+    let first = run_round("postgres", &url, &name, &files, &["--lease-ms", "3000"]);
+    if started.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(
+            first.get(&409),
+            Some(&1),
+            "answered 409 while the dead process's lease lasts: {first:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let second = run_round("postgres", &url, &name, &files, &["--lease-ms", "3000"]);
+    assert_eq!(second.get(&200), Some(&1), "{second:?}");
+    assert_eq!(sql_effects("postgres", &url, &name).await, 1);
+    let pool = stripe_webhooks::sqlx::PgPool::connect(&url).await.unwrap();
+    let (status, attempts): (String, i32) = stripe_webhooks::sqlx::query_as(&format!(
+        "SELECT status, attempts FROM {name} WHERE event_id = $1"
+    ))
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "completed", "nothing is left in processing");
+    assert_eq!(attempts, 2);
+}
+
+async fn inbox_kill_between_write_and_commit(backend: &str, url: &str, name: &str) {
+    let id = format!("evt_{name}_0");
+    let files = deal(name, 1, 1, 1);
+    let mut a = start_and_wait_for(
+        backend,
+        url,
+        name,
+        &files[0],
+        &["--inbox", "--hang-on", &id, "--lease-ms", "2000"],
+        "WROTE",
+    );
+    a.kill().unwrap();
+    a.wait().unwrap();
+    // The effect row was written inside the transaction that died with the process.
+    assert_eq!(
+        sql_effects(backend, url, name).await,
+        0,
+        "the uncommitted write is gone"
+    );
+    let round = run_round(
+        backend,
+        url,
+        name,
+        &files,
+        &["--inbox", "--lease-ms", "2000"],
+    );
+    assert_eq!(round.get(&200), Some(&1), "{round:?}");
+    assert_eq!(
+        sql_effects(backend, url, name).await,
+        1,
+        "exactly one effect, never zero, never two"
+    );
+    let again = run_round(
+        backend,
+        url,
+        name,
+        &files,
+        &["--inbox", "--lease-ms", "2000"],
+    );
+    assert_eq!(again.get(&200), Some(&1));
+    assert_eq!(sql_effects(backend, url, name).await, 1);
+}
+
+#[tokio::test]
+async fn postgres_inbox_kill_between_write_and_commit() {
+    let _serial = SERIAL.lock().await;
+    let (url, name) = (pg_url(), unique("inboxpg"));
+    inbox_kill_between_write_and_commit("postgres", &url, &name).await;
+}
+
+#[tokio::test]
+async fn sqlite_inbox_kill_between_write_and_commit() {
+    let _serial = SERIAL.lock().await;
+    let name = unique("inboxlite");
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("events.db").display().to_string();
+    inbox_kill_between_write_and_commit("sqlite", &db, &name).await;
+}
+
+#[tokio::test]
+async fn sqlite_inbox_two_processes_exactly_once() {
+    let _serial = SERIAL.lock().await;
+    let name = unique("inboxlite2");
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("events.db").display().to_string();
+    let files = deal(&name, 100, 5, 2);
+    let counts = run_round("sqlite", &db, &name, &files, &["--inbox"]);
+    assert_only_200_409(&counts, 500);
+    assert_eq!(sql_effects("sqlite", &db, &name).await, 100);
+}

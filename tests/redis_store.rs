@@ -1,0 +1,383 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![cfg(feature = "redis")]
+//! The Redis store against a real server: the conformance suite, plus key layout, expiry,
+//! the failed set and behaviour while Redis is paused.
+//!
+//! Needs `REDIS_URL_TEST`; `eval "$(scripts/services.sh start)"` or `scripts/test.sh` set
+//! it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use stripe_webhooks::{
+    new_fence, testing::store_conformance, Claim, ClaimToken, EventId, IdempotencyStore,
+    RecordStatus, RedisStore, StoreError,
+};
+use tokio::sync::RwLock;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// `CLIENT PAUSE` stops every client of the server, so the pause test takes this for
+/// writing and every other test for reading.
+static SERVER: RwLock<()> = RwLock::const_new(());
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL_TEST").unwrap_or_else(|_| {
+        panic!(
+            "REDIS_URL_TEST is not set: start a Redis server with \
+             `eval \"$(scripts/services.sh start)\"` and run again, or run `scripts/test.sh`"
+        )
+    })
+}
+
+async fn connect() -> ConnectionManager {
+    let client = redis::Client::open(redis_url()).expect("REDIS_URL_TEST is a valid Redis URL");
+    ConnectionManager::new(client)
+        .await
+        .expect("Redis at REDIS_URL_TEST answers")
+}
+
+/// A store with its own key prefix, and a second connection to look at its keys.
+async fn store() -> (RedisStore, String, ConnectionManager) {
+    let prefix = format!("t_{:x}", new_fence() as u64);
+    let store = RedisStore::new(connect().await)
+        .with_prefix(&prefix)
+        .unwrap();
+    (store, prefix, connect().await)
+}
+
+async fn acquire(store: &RedisStore, id: &EventId) -> ClaimToken {
+    match store.claim(id, "invoice.paid", LEASE).await.unwrap() {
+        Claim::Acquired(t) => t,
+        other => panic!("expected Acquired, got {other:?}"),
+    }
+}
+
+async fn pttl(conn: &mut ConnectionManager, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_store_conformance() {
+    let _shared = SERVER.read().await;
+    let (store, _, _) = store().await;
+    store_conformance::run_all(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn prefix_is_validated() {
+    let _shared = SERVER.read().await;
+    let conn = connect().await;
+    let err = RedisStore::new(conn.clone())
+        .with_prefix("bad prefix!")
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidConfig(_)), "{err:?}");
+    for bad in ["", "1abc", "a{b}", &"x".repeat(64)] {
+        assert!(
+            RedisStore::new(conn.clone()).with_prefix(bad).is_err(),
+            "{bad}"
+        );
+    }
+    assert!(RedisStore::new(conn).with_prefix("app:webhooks-1").is_ok());
+}
+
+#[tokio::test]
+async fn keys_follow_the_documented_layout() {
+    let _shared = SERVER.read().await;
+    let (store, prefix, mut conn) = store().await;
+    let id = EventId::new("evt_layout");
+    let token = acquire(&store, &id).await;
+    let key = format!("{prefix}:evt:evt_layout");
+    let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(fields["status"], "processing");
+    assert_eq!(fields["type"], "invoice.paid");
+    assert_eq!(fields["attempts"], "1");
+    assert_eq!(fields["fence"], token.fence_hex());
+    assert_eq!(fields["fence"].len(), 32);
+    let first_seen: i64 = fields["first_seen_ms"].parse().unwrap();
+    let lease_until: i64 = fields["lease_until_ms"].parse().unwrap();
+    assert_eq!(lease_until - first_seen, 30_000);
+    store.release(&token, "boom").await.unwrap();
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("{prefix}:failed"))
+        .arg("evt_layout")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(score, Some(first_seen as f64));
+}
+
+#[tokio::test]
+async fn hostile_ids_stay_at_the_end_of_their_key() {
+    let _shared = SERVER.read().await;
+    let (store, prefix, mut conn) = store().await;
+    for raw in [
+        "",
+        "evt:{x}:failed",
+        "../\r\n*3\r\n$3\r\nDEL",
+        "évt 💳",
+        "a b\0c",
+    ] {
+        let id = EventId::new(raw);
+        let token = acquire(&store, &id).await;
+        store.release(&token, "nope").await.unwrap();
+        let key = format!("{prefix}:evt:{raw}");
+        let status: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("status")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(status.as_deref(), Some("failed"), "{raw:?}");
+        let rec = store.record(&id).await.unwrap().unwrap();
+        assert_eq!(rec.event_id, id);
+    }
+    let failed = store.failed_events(100).await.unwrap();
+    assert_eq!(failed.len(), 5);
+    let kind: String = redis::cmd("TYPE")
+        .arg(format!("{prefix}:failed"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kind, "zset");
+}
+
+#[tokio::test]
+async fn released_event_is_failed_until_completed() {
+    let _shared = SERVER.read().await;
+    let (store, _, _) = store().await;
+    let id = EventId::new("evt_failed");
+    let first = acquire(&store, &id).await;
+    store.release(&first, "mailer down").await.unwrap();
+    let failed = store.failed_events(10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].event_id, id);
+    assert_eq!(failed[0].status, RecordStatus::Failed);
+    assert_eq!(failed[0].last_error.as_deref(), Some("mailer down"));
+    assert_eq!(failed[0].event_type, "invoice.paid");
+
+    // Claimed again: no longer listed while processing, nor once completed.
+    let second = acquire(&store, &id).await;
+    assert_eq!(second.attempt(), 2);
+    assert!(store.failed_events(10).await.unwrap().is_empty());
+    store.complete(&second).await.unwrap();
+    assert!(store.failed_events(10).await.unwrap().is_empty());
+    let rec = store.record(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status, RecordStatus::Completed);
+    assert_eq!(rec.attempts, 2);
+}
+
+#[tokio::test]
+async fn failed_events_are_oldest_first_and_limited() {
+    let _shared = SERVER.read().await;
+    let (store, _, _) = store().await;
+    let ids: Vec<EventId> = (0..4).map(|i| EventId::new(format!("evt_{i}"))).collect();
+    let mut tokens = Vec::new();
+    for id in &ids {
+        tokens.push(acquire(&store, id).await);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    // Released newest first: the order still follows when each was first seen.
+    for t in tokens.iter().rev() {
+        store.release(t, "x").await.unwrap();
+    }
+    let got: Vec<EventId> = store
+        .failed_events(3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event_id)
+        .collect();
+    assert_eq!(got, ids[..3]);
+    assert!(store.failed_events(0).await.unwrap().is_empty());
+    assert_eq!(store.failed_events(usize::MAX).await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn records_carry_a_ttl() {
+    let _shared = SERVER.read().await;
+    let (store, prefix, mut conn) = store().await;
+    let store = store.with_retention(Duration::from_secs(600));
+
+    let id = EventId::new("evt_ttl");
+    let key = format!("{prefix}:evt:evt_ttl");
+    let token = acquire(&store, &id).await;
+    // Processing: the lease plus the retention, so it outlives its lease.
+    let ttl = pttl(&mut conn, &key).await;
+    assert!(ttl > 600_000 && ttl <= 630_000, "{ttl}");
+
+    store
+        .extend(&token, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let ttl = pttl(&mut conn, &key).await;
+    assert!(ttl > 700_000 && ttl <= 720_000, "{ttl}");
+
+    store.complete(&token).await.unwrap();
+    let ttl = pttl(&mut conn, &key).await;
+    assert!(ttl > 0 && ttl <= 600_000, "{ttl}");
+
+    let id = EventId::new("evt_ttl_failed");
+    let token = acquire(&store, &id).await;
+    store.release(&token, "x").await.unwrap();
+    let ttl = pttl(&mut conn, &format!("{prefix}:evt:evt_ttl_failed")).await;
+    assert!(ttl > 0 && ttl <= 600_000, "{ttl}");
+}
+
+#[tokio::test]
+async fn expired_records_are_gone_and_purge_trims_the_failed_set() {
+    let _shared = SERVER.read().await;
+    let (store, prefix, mut conn) = store().await;
+    let store = store.with_retention(Duration::from_millis(300));
+
+    let done = EventId::new("evt_done");
+    let token = acquire(&store, &done).await;
+    store.complete(&token).await.unwrap();
+    let gone = EventId::new("evt_gone");
+    let token = acquire(&store, &gone).await;
+    store.release(&token, "x").await.unwrap();
+    assert_eq!(store.failed_events(10).await.unwrap().len(), 1);
+
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(store.record(&done).await.unwrap().is_none());
+    assert!(store.record(&gone).await.unwrap().is_none());
+    let members: i64 = redis::cmd("ZCARD")
+        .arg(format!("{prefix}:failed"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(members, 1, "the expired id stays in the set until trimmed");
+    assert_eq!(store.purge_expired().await.unwrap(), 1);
+    assert_eq!(store.purge_expired().await.unwrap(), 0);
+    // A forgotten event starts afresh.
+    assert_eq!(acquire(&store, &done).await.attempt(), 1);
+}
+
+#[tokio::test]
+async fn failed_events_skips_and_drops_vanished_records() {
+    let _shared = SERVER.read().await;
+    let (store, prefix, mut conn) = store().await;
+    let (a, b) = (EventId::new("evt_a"), EventId::new("evt_b"));
+    for id in [&a, &b] {
+        let token = acquire(&store, id).await;
+        store.release(&token, "x").await.unwrap();
+    }
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{prefix}:evt:evt_a"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let failed = store.failed_events(10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].event_id, b);
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{prefix}:failed"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(members, vec!["evt_b".to_owned()]);
+    assert_eq!(store.purge_expired().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn purge_handles_more_than_one_batch() {
+    let _shared = SERVER.read().await;
+    let (store, prefix, mut conn) = store().await;
+    // 2500 stale ids (their records are gone) around a live failed one.
+    let mut cmd = redis::cmd("ZADD");
+    cmd.arg(format!("{prefix}:failed"));
+    for i in 0..2500 {
+        cmd.arg(i).arg(format!("evt_stale_{i}"));
+    }
+    let _: i64 = cmd.query_async(&mut conn).await.unwrap();
+    let live = EventId::new("evt_live");
+    let token = acquire(&store, &live).await;
+    store.release(&token, "x").await.unwrap();
+    assert_eq!(store.purge_expired().await.unwrap(), 2500);
+    let failed = store.failed_events(10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].event_id, live);
+}
+
+#[tokio::test]
+async fn unreadable_record_is_unavailable_not_a_panic() {
+    let _shared = SERVER.read().await;
+    let (store, prefix, mut conn) = store().await;
+    let key = format!("{prefix}:evt:evt_bad");
+    let _: i64 = redis::cmd("HSET")
+        .arg(&key)
+        .arg("status")
+        .arg("weird")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let id = EventId::new("evt_bad");
+    assert!(matches!(
+        store.claim(&id, "x", LEASE).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.record(&id).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    // A key of another type is an error too, and nothing is overwritten.
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    match store.claim(&id, "x", LEASE).await {
+        Err(StoreError::Unavailable(e)) => {
+            let source = e
+                .downcast_ref::<redis::RedisError>()
+                .expect("the Redis error is kept");
+            assert_eq!(source.code(), Some("WRONGTYPE"), "{source}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    let value: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(value, "x");
+}
+
+#[tokio::test]
+async fn claim_while_redis_is_paused_returns_within_the_callers_timeout() {
+    let _exclusive = SERVER.write().await;
+    let (store, _, mut admin) = store().await;
+    let id = EventId::new("evt_paused");
+    // Load the script first, so the paused call is the EVALSHA itself.
+    let warm = acquire(&store, &EventId::new("evt_warm")).await;
+    store.complete(&warm).await.unwrap();
+
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let res = tokio::time::timeout(Duration::from_millis(300), store.claim(&id, "x", LEASE)).await;
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    // Redis holds the script until the pause ends, so the caller's timeout fires.
+    assert!(res.is_err(), "claim answered during the pause: {res:?}");
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    // The store works again once the pause ends.
+    let after = acquire(&store, &EventId::new("evt_after")).await;
+    store.complete(&after).await.unwrap();
+}

@@ -234,6 +234,10 @@ pub fn truncate_error(reason: &str) -> &str {
 
 /// Checks a table name or key prefix: 1 to 63 ASCII letters, digits or underscores (and
 /// `:` or `-` when `extra` allows), not starting with a digit.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres", feature = "redis")),
+    allow(dead_code)
+)]
 pub(crate) fn validate_name(name: &str, extra: &[char]) -> Result<(), StoreError> {
     let ok = !name.is_empty()
         && name.len() <= 63

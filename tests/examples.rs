@@ -1,0 +1,188 @@
+//! The example services themselves, spawned as processes on 127.0.0.1 with a SQLite file:
+//! effects land in the `access` table exactly once, whatever is sent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![cfg(all(feature = "axum", feature = "actix-web", feature = "sqlite", feature = "postgres", feature = "redis", feature = "tracing"))]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use stripe_webhooks::sqlx::SqlitePool;
+use stripe_webhooks::testing;
+
+const SECRET: &str = "whsec_examples_e2e";
+
+struct Service {
+    child: Child,
+    base: String,
+    db: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    assert!(path.exists(), "{} is missing: `cargo test --all-features` builds it", path.display());
+    path
+}
+
+async fn start(name: &str) -> Service {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("ex_{name}_{:x}", stripe_webhooks::new_fence() as u64));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("stripe-webhooks.db");
+    let child = Command::new(example(name))
+        .env("STRIPE_WEBHOOK_SECRET", format!("{SECRET},whsec_old_secret"))
+        .env("PORT", port.to_string())
+        .env("SQLITE_PATH", &db)
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+            assert_eq!(r.status(), 200);
+            return Service { child, base, db, client };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} did not answer /healthz");
+}
+
+impl Service {
+    async fn post(&self, header: Option<&str>, content_type: &str, body: &str) -> u16 {
+        let mut req = self.client.post(format!("{}/webhook", self.base)).header("content-type", content_type).body(body.to_owned());
+        if let Some(h) = header {
+            req = req.header("stripe-signature", h);
+        }
+        req.send().await.unwrap().status().as_u16()
+    }
+
+    async fn deliver(&self, id: &str, ty: &str) -> u16 {
+        let body = testing::event_for_type(id, ty).unwrap();
+        let header = testing::sign(body.as_bytes(), SECRET, testing::now());
+        self.post(Some(&header), "application/json; charset=utf-8", &body).await
+    }
+
+    async fn pool(&self) -> SqlitePool {
+        SqlitePool::connect_with(stripe_webhooks::SqliteStore::connect_options(&self.db)).await.unwrap()
+    }
+
+    async fn effects(&self, id: &str) -> i64 {
+        let pool = self.pool().await;
+        let n = stripe_webhooks::sqlx::query_scalar("SELECT count(*) FROM access WHERE event_id = ?1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        n
+    }
+}
+
+async fn end_to_end(name: &str) {
+    let s = start(name).await;
+
+    // A valid event: 200 and its effect.
+    assert_eq!(s.deliver("evt_e2e_1", "checkout.session.completed").await, 200);
+    assert_eq!(s.effects("evt_e2e_1").await, 1);
+    // The same event again: 200 and no second effect.
+    assert_eq!(s.deliver("evt_e2e_1", "checkout.session.completed").await, 200);
+    assert_eq!(s.effects("evt_e2e_1").await, 1);
+
+    // 64 concurrent copies of one new event: one effect, only 200 or 409.
+    let body = testing::event_for_type("evt_e2e_burst", "invoice.payment_failed").unwrap();
+    let header = testing::sign(body.as_bytes(), SECRET, testing::now());
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (client, url, h, b) = (s.client.clone(), format!("{}/webhook", s.base), header.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            client.post(url).header("content-type", "application/json").header("stripe-signature", h).body(b).send().await.unwrap().status().as_u16()
+        }));
+    }
+    for t in tasks {
+        let status = t.await.unwrap();
+        assert!(status == 200 || status == 409, "{status}");
+    }
+    assert_eq!(s.effects("evt_e2e_burst").await, 1);
+
+    // Bad signature, stale timestamp, missing header: 400 and no effect.
+    let body = testing::event_for_type("evt_e2e_bad", "checkout.session.completed").unwrap();
+    let forged = testing::sign(body.as_bytes(), "whsec_attacker", testing::now());
+    let stale = testing::sign(body.as_bytes(), SECRET, testing::now() - 3600);
+    assert_eq!(s.post(Some(&forged), "application/json", &body).await, 400);
+    assert_eq!(s.post(Some(&stale), "application/json", &body).await, 400);
+    assert_eq!(s.post(None, "application/json", &body).await, 400);
+    assert_eq!(s.effects("evt_e2e_bad").await, 0);
+
+    // The previous secret still verifies during a rotation.
+    let body = testing::event_for_type("evt_e2e_old", "customer.subscription.deleted").unwrap();
+    let old = testing::sign(body.as_bytes(), "whsec_old_secret", testing::now());
+    assert_eq!(s.post(Some(&old), "application/json", &body).await, 200);
+    assert_eq!(s.effects("evt_e2e_old").await, 1);
+
+    // GET → 405 with Allow: POST; text/plain → 415; 1 MiB + 1 byte → 413.
+    let r = s.client.get(format!("{}/webhook", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers().get("allow").unwrap(), "POST");
+    let valid = testing::event_for_type("evt_e2e_ct", "checkout.session.completed").unwrap();
+    let valid_h = testing::sign(valid.as_bytes(), SECRET, testing::now());
+    assert_eq!(s.post(Some(&valid_h), "text/plain", &valid).await, 415);
+    let big = " ".repeat(1024 * 1024 + 1);
+    assert_eq!(s.post(Some(&valid_h), "application/json", &big).await, 413);
+    assert_eq!(s.effects("evt_e2e_ct").await, 0);
+
+    // A handler failure (its table is gone for a moment) → 500; after repair, the
+    // redelivery → 200 with exactly one effect.
+    let pool = s.pool().await;
+    stripe_webhooks::sqlx::query("ALTER TABLE access RENAME TO access_away").execute(&pool).await.unwrap();
+    assert_eq!(s.deliver("evt_e2e_fail", "invoice.payment_failed").await, 500);
+    stripe_webhooks::sqlx::query("ALTER TABLE access_away RENAME TO access").execute(&pool).await.unwrap();
+    pool.close().await;
+    assert_eq!(s.effects("evt_e2e_fail").await, 0);
+    assert_eq!(s.deliver("evt_e2e_fail", "invoice.payment_failed").await, 200);
+    assert_eq!(s.effects("evt_e2e_fail").await, 1);
+    assert_eq!(s.deliver("evt_e2e_fail", "invoice.payment_failed").await, 200);
+    assert_eq!(s.effects("evt_e2e_fail").await, 1);
+
+    // An event type the demo does not act on: 200, no effect.
+    assert_eq!(s.deliver("evt_e2e_other", "customer.created").await, 200);
+    assert_eq!(s.effects("evt_e2e_other").await, 0);
+
+    // SIGTERM: a graceful exit.
+    let mut s = s;
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = exited.expect("the service stops on SIGTERM");
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_example_end_to_end() {
+    end_to_end("axum").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actix_example_end_to_end() {
+    end_to_end("actix").await;
+}

@@ -2,7 +2,14 @@
 //! effects land in the `access` table exactly once, whatever is sent.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-#![cfg(all(feature = "axum", feature = "actix-web", feature = "sqlite", feature = "postgres", feature = "redis", feature = "tracing"))]
+#![cfg(all(
+    feature = "axum",
+    feature = "actix-web",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "redis",
+    feature = "tracing"
+))]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -29,18 +36,39 @@ impl Drop for Service {
 
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
-    assert!(path.exists(), "{} is missing: `cargo test --all-features` builds it", path.display());
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test --all-features` builds it",
+        path.display()
+    );
     path
 }
 
+#[allow(clippy::zombie_processes)] // Service::drop kills and waits
 async fn start(name: &str) -> Service {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dir = std::env::temp_dir().join(format!("ex_{name}_{:x}", stripe_webhooks::new_fence() as u64));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!(
+        "ex_{name}_{:x}",
+        stripe_webhooks::new_fence() as u64
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("stripe-webhooks.db");
     let child = Command::new(example(name))
-        .env("STRIPE_WEBHOOK_SECRET", format!("{SECRET},whsec_old_secret"))
+        .env(
+            "STRIPE_WEBHOOK_SECRET",
+            format!("{SECRET},whsec_old_secret"),
+        )
         .env("PORT", port.to_string())
         .env("SQLITE_PATH", &db)
         .env_remove("DATABASE_URL")
@@ -54,7 +82,12 @@ async fn start(name: &str) -> Service {
     for _ in 0..300 {
         if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
             assert_eq!(r.status(), 200);
-            return Service { child, base, db, client };
+            return Service {
+                child,
+                base,
+                db,
+                client,
+            };
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -63,7 +96,11 @@ async fn start(name: &str) -> Service {
 
 impl Service {
     async fn post(&self, header: Option<&str>, content_type: &str, body: &str) -> u16 {
-        let mut req = self.client.post(format!("{}/webhook", self.base)).header("content-type", content_type).body(body.to_owned());
+        let mut req = self
+            .client
+            .post(format!("{}/webhook", self.base))
+            .header("content-type", content_type)
+            .body(body.to_owned());
         if let Some(h) = header {
             req = req.header("stripe-signature", h);
         }
@@ -73,20 +110,24 @@ impl Service {
     async fn deliver(&self, id: &str, ty: &str) -> u16 {
         let body = testing::event_for_type(id, ty).unwrap();
         let header = testing::sign(body.as_bytes(), SECRET, testing::now());
-        self.post(Some(&header), "application/json; charset=utf-8", &body).await
+        self.post(Some(&header), "application/json; charset=utf-8", &body)
+            .await
     }
 
     async fn pool(&self) -> SqlitePool {
-        SqlitePool::connect_with(stripe_webhooks::SqliteStore::connect_options(&self.db)).await.unwrap()
+        SqlitePool::connect_with(stripe_webhooks::SqliteStore::connect_options(&self.db))
+            .await
+            .unwrap()
     }
 
     async fn effects(&self, id: &str) -> i64 {
         let pool = self.pool().await;
-        let n = stripe_webhooks::sqlx::query_scalar("SELECT count(*) FROM access WHERE event_id = ?1")
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let n =
+            stripe_webhooks::sqlx::query_scalar("SELECT count(*) FROM access WHERE event_id = ?1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
         pool.close().await;
         n
     }
@@ -96,10 +137,16 @@ async fn end_to_end(name: &str) {
     let s = start(name).await;
 
     // A valid event: 200 and its effect.
-    assert_eq!(s.deliver("evt_e2e_1", "checkout.session.completed").await, 200);
+    assert_eq!(
+        s.deliver("evt_e2e_1", "checkout.session.completed").await,
+        200
+    );
     assert_eq!(s.effects("evt_e2e_1").await, 1);
     // The same event again: 200 and no second effect.
-    assert_eq!(s.deliver("evt_e2e_1", "checkout.session.completed").await, 200);
+    assert_eq!(
+        s.deliver("evt_e2e_1", "checkout.session.completed").await,
+        200
+    );
     assert_eq!(s.effects("evt_e2e_1").await, 1);
 
     // 64 concurrent copies of one new event: one effect, only 200 or 409.
@@ -107,9 +154,23 @@ async fn end_to_end(name: &str) {
     let header = testing::sign(body.as_bytes(), SECRET, testing::now());
     let mut tasks = Vec::new();
     for _ in 0..64 {
-        let (client, url, h, b) = (s.client.clone(), format!("{}/webhook", s.base), header.clone(), body.clone());
+        let (client, url, h, b) = (
+            s.client.clone(),
+            format!("{}/webhook", s.base),
+            header.clone(),
+            body.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            client.post(url).header("content-type", "application/json").header("stripe-signature", h).body(b).send().await.unwrap().status().as_u16()
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("stripe-signature", h)
+                .body(b)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         }));
     }
     for t in tasks {
@@ -134,7 +195,12 @@ async fn end_to_end(name: &str) {
     assert_eq!(s.effects("evt_e2e_old").await, 1);
 
     // GET → 405 with Allow: POST; text/plain → 415; 1 MiB + 1 byte → 413.
-    let r = s.client.get(format!("{}/webhook", s.base)).send().await.unwrap();
+    let r = s
+        .client
+        .get(format!("{}/webhook", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers().get("allow").unwrap(), "POST");
     let valid = testing::event_for_type("evt_e2e_ct", "checkout.session.completed").unwrap();
@@ -147,14 +213,29 @@ async fn end_to_end(name: &str) {
     // A handler failure (its table is gone for a moment) → 500; after repair, the
     // redelivery → 200 with exactly one effect.
     let pool = s.pool().await;
-    stripe_webhooks::sqlx::query("ALTER TABLE access RENAME TO access_away").execute(&pool).await.unwrap();
-    assert_eq!(s.deliver("evt_e2e_fail", "invoice.payment_failed").await, 500);
-    stripe_webhooks::sqlx::query("ALTER TABLE access_away RENAME TO access").execute(&pool).await.unwrap();
+    stripe_webhooks::sqlx::query("ALTER TABLE access RENAME TO access_away")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.deliver("evt_e2e_fail", "invoice.payment_failed").await,
+        500
+    );
+    stripe_webhooks::sqlx::query("ALTER TABLE access_away RENAME TO access")
+        .execute(&pool)
+        .await
+        .unwrap();
     pool.close().await;
     assert_eq!(s.effects("evt_e2e_fail").await, 0);
-    assert_eq!(s.deliver("evt_e2e_fail", "invoice.payment_failed").await, 200);
+    assert_eq!(
+        s.deliver("evt_e2e_fail", "invoice.payment_failed").await,
+        200
+    );
     assert_eq!(s.effects("evt_e2e_fail").await, 1);
-    assert_eq!(s.deliver("evt_e2e_fail", "invoice.payment_failed").await, 200);
+    assert_eq!(
+        s.deliver("evt_e2e_fail", "invoice.payment_failed").await,
+        200
+    );
     assert_eq!(s.effects("evt_e2e_fail").await, 1);
 
     // An event type the demo does not act on: 200, no effect.
@@ -164,7 +245,11 @@ async fn end_to_end(name: &str) {
     // SIGTERM: a graceful exit.
     let mut s = s;
     let pid = s.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let mut exited = None;
     for _ in 0..100 {
         if let Some(status) = s.child.try_wait().unwrap() {

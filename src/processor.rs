@@ -407,6 +407,13 @@ impl Processor {
         let secret_label = verified.matched_secret().label().map(Arc::from);
         let event = match verified.parse() {
             Ok(event) => event,
+            // A genuine v2 thin event sent to a snapshot endpoint: nothing to run, but it
+            // is Stripe's and must not be retried for three days. Acknowledge it.
+            Err(ParseError::ThinEventNotification) => {
+                let mut o = Outcome::new(OutcomeKind::Ignored, started);
+                o.secret_label = secret_label;
+                return o;
+            }
             Err(e) => {
                 let mut o = Outcome::new(OutcomeKind::NotAnEvent(e), started);
                 o.secret_label = secret_label;

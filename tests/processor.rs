@@ -462,3 +462,15 @@ async fn outcome_carries_log_fields_without_secrets() {
     assert!(!dbg.contains(SECRET), "{dbg}");
     assert!(!dbg.contains("in_1"), "no body in the outcome: {dbg}");
 }
+
+#[tokio::test]
+async fn verified_thin_event_is_acknowledged_not_rejected() {
+    let handler = Arc::new(Counting::default());
+    let p = Processor::new(verifier(), MemoryStore::new(), handler.clone());
+    let thin = br#"{"id":"evt_thin","object":"v2.core.event","type":"v1.billing.meter.no_meter_found","livemode":false,"created":"2026-01-01T00:00:00Z"}"#;
+    let h = testing::sign(thin, SECRET, testing::now());
+    let o = p.process(Some(&h), thin).await;
+    assert_eq!(o.status(), 200);
+    assert_eq!(o.kind().name(), "ignored");
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 0);
+}

@@ -404,7 +404,7 @@ impl Processor {
             Ok(v) => v,
             Err(e) => return Outcome::new(OutcomeKind::Rejected(e), started),
         };
-        let secret_label = verified.matched_secret().label().map(Arc::from);
+        let secret_label = verified.matched_secret().label_arc().cloned();
         let event = match verified.parse() {
             Ok(event) => event,
             // A genuine v2 thin event sent to a snapshot endpoint: nothing to run, but it

@@ -242,6 +242,10 @@ impl MatchedSecret {
     pub fn label(&self) -> Option<&str> {
         self.label.as_deref()
     }
+
+    pub(crate) fn label_arc(&self) -> Option<&Arc<str>> {
+        self.label.as_ref()
+    }
 }
 
 /// A request body whose signature has been verified.
@@ -479,8 +483,11 @@ impl Verifier {
             for sig in candidates {
                 hit |= expected.ct_eq(sig);
             }
-            if bool::from(hit) && matched.is_none() {
+            // Which secret matched is not secret: stop at the first, so a rotation
+            // costs a second MAC only for requests signed with the newer secret.
+            if bool::from(hit) {
                 matched = Some(index);
+                break;
             }
         }
         let Some(index) = matched else {

@@ -11,6 +11,8 @@
     feature = "tracing"
 ))]
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -34,23 +36,6 @@ impl Drop for Service {
     }
 }
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo test --all-features` builds it",
-        path.display()
-    );
-    path
-}
-
 #[allow(clippy::zombie_processes)] // Service::drop kills and waits
 async fn start(name: &str) -> Service {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -64,7 +49,7 @@ async fn start(name: &str) -> Service {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("stripe-webhooks.db");
-    let child = Command::new(example(name))
+    let child = Command::new(common::example_binary(name))
         .env(
             "STRIPE_WEBHOOK_SECRET",
             format!("{SECRET},whsec_old_secret"),

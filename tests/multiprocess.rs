@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 #![cfg(all(feature = "sqlite", feature = "postgres", feature = "redis"))]
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -20,21 +22,7 @@ const SECRET: &str = "whsec_driver_secret";
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn driver() -> PathBuf {
-    // target/debug/deps/multiprocess-… → target/debug/examples/store_driver
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("store_driver");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build --example store_driver --all-features` (cargo test --all-features does)",
-        path.display()
-    );
-    path
+    common::example_binary("store_driver")
 }
 
 fn pg_url() -> String {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use stripe_webhooks::{
     async_trait, testing, Claim, Event, EventHandler, EventId, FixedClock, HandlerError,
-    IdempotencyStore, MemoryStore, Processor, SigningSecret, Verifier,
+    IdempotencyStore, MemoryStore, Processor, SigningSecret, Verifier, DEFAULT_MEMORY_CAPACITY,
 };
 
 const SECRET: &str = "whsec_bench_secret_0123456789abcdef";
@@ -78,12 +78,44 @@ fn bench(c: &mut Criterion) {
             start.elapsed()
         })
     });
+    // A long-running service's store: full (the default 100k records), so each new
+    // event also evicts the oldest completed one. The ids are made outside the timing.
+    let steady = MemoryStore::new();
+    let mut next = 0u64;
+    let mut fresh_ids = |n: u64| -> Vec<EventId> {
+        let ids = (next..next + n)
+            .map(|i| EventId::new(format!("evt_{i:012}")))
+            .collect();
+        next += n;
+        ids
+    };
+    rt.block_on(async {
+        for id in fresh_ids(DEFAULT_MEMORY_CAPACITY as u64) {
+            if let Ok(Claim::Acquired(t)) = steady.claim(&id, "invoice.paid", LEASE).await {
+                let _ = steady.complete(&t).await;
+            }
+        }
+    });
     g.bench_function("memory_claim_complete", |b| {
         b.iter_custom(|iters| {
+            let ids = fresh_ids(iters);
+            let start = Instant::now();
+            rt.block_on(async {
+                for id in &ids {
+                    if let Ok(Claim::Acquired(t)) = steady.claim(id, "invoice.paid", LEASE).await {
+                        let _ = steady.complete(&t).await;
+                    }
+                }
+            });
+            start.elapsed()
+        })
+    });
+    // The same pairs on an empty store that grows: the table's resizing and first
+    // page touches are included.
+    g.bench_function("memory_claim_complete_growing", |b| {
+        b.iter_custom(|iters| {
             let store = MemoryStore::new();
-            let ids: Vec<EventId> = (0..iters)
-                .map(|i| EventId::new(format!("evt_{i:08}")))
-                .collect();
+            let ids = fresh_ids(iters);
             let start = Instant::now();
             rt.block_on(async {
                 for id in &ids {

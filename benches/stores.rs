@@ -464,7 +464,7 @@ mod postgres_bench {
     const SRC: &str = include_str!("../src/idempotency/postgres.rs");
     const FLOOR: &str = "pgbench -M prepared, same 2 statements";
     const RAW_POOL: &str = "same SQL via sqlx, same pool, no store";
-    const STORE_NO_PING: &str = "PostgresStore, pool test_before_acquire(false)";
+    const STORE_PING: &str = "PostgresStore, sqlx default pool (test_before_acquire on)";
     const RAW_CONNS: &str = "same SQL via sqlx, a connection per task";
     const POOL: u32 = 16;
 
@@ -727,8 +727,8 @@ mod postgres_bench {
         };
         let pgbench_bin = find_pgbench();
         let no_ping = rt.block_on(open_pool(&url, false)).expect("second pool");
-        println!("postgres: PostgresStore on a sqlx pool of {POOL} connections with sqlx's default settings (all opened before timing), a fresh table per run");
-        println!("  diagnostics (not in the table): the same SQL through sqlx without the store; the store on a pool with test_before_acquire(false); sqlx on one connection per task");
+        println!("postgres: PostgresStore on a pool of {POOL} connections with PostgresStore::pool_options()'s settings (no test_before_acquire; all opened before timing), a fresh table per run");
+        println!("  diagnostics (not in the table): the same SQL through sqlx without the store; the store on sqlx's default pool (test_before_acquire on); sqlx on one connection per task");
         match &pgbench_bin {
             Some(p) => println!(
                 "  floor: {} -M prepared running the store's claim and complete SQL (one pgbench transaction = one pair), -c 1 / -c 16 -j 2",
@@ -751,7 +751,7 @@ mod postgres_bench {
                 let mut best = Best::default();
                 for _ in 0..b.rounds {
                     let table = b.fresh_name();
-                    let store = rt.block_on(migrate(&pool, &table));
+                    let store = rt.block_on(migrate(&no_ping, &table));
                     let (claim, complete) = store_sql(SRC, &table, "");
                     let m = rt.block_on(drive(Arc::new(StorePair(store)), conc, b.secs));
                     best.add(STORE, "PostgresStore", conc, m);
@@ -780,9 +780,9 @@ mod postgres_bench {
                     rt.block_on(drop_table(&pool, &table));
 
                     let table = b.fresh_name();
-                    let store = rt.block_on(migrate(&no_ping, &table));
+                    let store = rt.block_on(migrate(&pool, &table));
                     let r = rt.block_on(drive(Arc::new(StorePair(store)), conc, b.secs));
-                    best.add(STORE_NO_PING, STORE_NO_PING, conc, r);
+                    best.add(STORE_PING, STORE_PING, conc, r);
                     rt.block_on(drop_table(&pool, &table));
 
                     let table = b.fresh_name();

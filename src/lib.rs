@@ -31,9 +31,11 @@
 //! let secrets = std::env::var("STRIPE_WEBHOOK_SECRET").unwrap_or_else(|_| "whsec_test".into());
 //! let processor = Processor::new(Verifier::from_secrets_list(&secrets)?, MemoryStore::new(), Billing);
 //!
-//! // In your web framework's POST handler: the raw body and the header.
+//! // In your web framework's POST handler: the raw body and the header. (Here Stripe's
+//! // part is played by `testing::sign`, with the newest secret of the list.)
 //! let body = testing::event_for_type("evt_1", "checkout.session.completed").unwrap();
-//! let header = testing::sign(body.as_bytes(), &secrets, testing::now());
+//! let newest = secrets.rsplit(',').next().unwrap_or_default().trim();
+//! let header = testing::sign(body.as_bytes(), newest, testing::now());
 //! let outcome = processor.process(Some(&header), body.as_bytes()).await;
 //! assert_eq!(outcome.status(), 200);
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -336,9 +336,12 @@ impl Processor {
     }
 
     /// Sets the handler deadline (`None`: no deadline). The lease is raised to twice the
-    /// deadline if it was shorter. Deadlines and store timeouts need the `tokio` feature
-    /// (on by default with every store and adapter feature); without it they are not
-    /// enforced.
+    /// deadline if it was shorter.
+    ///
+    /// Deadlines, store timeouts and lease renewal need the `tokio` feature, which every
+    /// store and adapter feature turns on. A build without it (`--no-default-features`
+    /// plus your own runtime) enforces none of them, so its handlers must finish well
+    /// within the lease.
     #[must_use]
     pub fn with_handler_deadline(mut self, deadline: Option<Duration>) -> Self {
         self.settings.deadline = deadline;
@@ -351,6 +354,11 @@ impl Processor {
 
     /// Sets the claim lease: how long another delivery waits before taking over the
     /// event of a delivery that crashed. It is kept at least twice the deadline.
+    ///
+    /// While the handler runs, the processor renews the lease every third of it (with the
+    /// `tokio` feature), so a slow handler is never taken over while its process is alive;
+    /// the lease only bounds how long a crashed delivery blocks the event. A delivery
+    /// whose future is dropped (the client went away) releases its claim.
     #[must_use]
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.settings.lease =
@@ -384,10 +392,19 @@ impl Processor {
     /// the raw body. Never panics, even if the handler does.
     pub async fn process(&self, signature_header: Option<&str>, body: &[u8]) -> Outcome {
         let started = Instant::now();
-        let outcome = self.run(signature_header, body, started).await;
         #[cfg(feature = "tracing")]
-        log_outcome(&outcome);
-        outcome
+        {
+            use tracing::Instrument;
+            let span = delivery_span();
+            let outcome = self
+                .run(signature_header, body, started)
+                .instrument(span.clone())
+                .await;
+            log_outcome(&span, &outcome);
+            outcome
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.run(signature_header, body, started).await
     }
 
     async fn run(&self, header: Option<&str>, body: &[u8], started: Instant) -> Outcome {
@@ -420,6 +437,8 @@ impl Processor {
                 return o;
             }
         };
+        #[cfg(feature = "tracing")]
+        record_event(&tracing::Span::current(), &event);
         let Dispatched { kind, attempt } = self.dispatcher.dispatch(&event, &self.settings).await;
         let mut o = Outcome::new(kind, started);
         o.secret_label = secret_label;
@@ -433,13 +452,20 @@ impl Processor {
     /// example one read back from a queue).
     pub async fn process_event(&self, event: &Event) -> Outcome {
         let started = Instant::now();
-        let Dispatched { kind, attempt } = self.dispatcher.dispatch(event, &self.settings).await;
+        #[cfg(feature = "tracing")]
+        let span = delivery_span();
+        #[cfg(feature = "tracing")]
+        record_event(&span, event);
+        let dispatch = self.dispatcher.dispatch(event, &self.settings);
+        #[cfg(feature = "tracing")]
+        let dispatch = tracing::Instrument::instrument(dispatch, span.clone());
+        let Dispatched { kind, attempt } = dispatch.await;
         let mut o = Outcome::new(kind, started);
         o.attempt = attempt;
         o.event_id = Some(event.id().clone());
         o.event_type = Some(event.event_type().clone());
         #[cfg(feature = "tracing")]
-        log_outcome(&o);
+        log_outcome(&span, &o);
         o
     }
 }
@@ -465,15 +491,137 @@ impl Dispatcher for StoreDispatcher {
             }
             Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
         };
-        match run_handler(self.handler.handle(event), settings.deadline).await {
+        // Until the claim is completed or released, dropping this future (a client that
+        // went away, a server that cancels requests) releases it instead of leaving it
+        // held for the rest of the lease.
+        let mut guard = ReleaseOnDrop {
+            store: &self.store,
+            token: Some(token.clone()),
+        };
+        let handled = renewing_lease(
+            &*self.store,
+            &token,
+            settings,
+            run_handler(handler_future(&*self.handler, event), settings.deadline),
+        )
+        .await;
+        let dispatched = match handled {
             Ok(()) => Dispatched::attempt(self.complete(&token, t).await, token.attempt()),
             Err(e) => {
                 // If the release fails too, the lease expiring frees the event instead.
                 let _ = store_call(t, self.store.release(&token, &e.to_string())).await;
                 Dispatched::attempt(OutcomeKind::HandlerFailed(e), token.attempt())
             }
+        };
+        guard.token = None;
+        dispatched
+    }
+}
+
+/// Calls [`EventHandler::handle`] with a panic in the call itself (before the first poll,
+/// possible in a handler written without `async-trait`) turned into a failed future.
+fn handler_future<'a>(
+    handler: &'a dyn EventHandler,
+    event: &'a Event,
+) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>> {
+    match catch_unwind(AssertUnwindSafe(|| handler.handle(event))) {
+        Ok(fut) => fut,
+        Err(payload) => {
+            let e = HandlerError::Panicked(panic_message(&*payload));
+            Box::pin(std::future::ready(Err(e)))
         }
     }
+}
+
+/// Releases a claim whose delivery was dropped before it completed or released it. The
+/// release is spawned on the current tokio runtime; without one (or without the `tokio`
+/// feature) the lease expiring frees the event instead.
+struct ReleaseOnDrop<'a> {
+    store: &'a Arc<dyn IdempotencyStore>,
+    token: Option<ClaimToken>,
+}
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        let Some(token) = self.token.take() else {
+            return;
+        };
+        #[cfg(feature = "tokio")]
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let store = Arc::clone(self.store);
+            runtime.spawn(async move {
+                let reason = "delivery cancelled before the handler finished";
+                let _ = store.release(&token, reason).await;
+            });
+        }
+        #[cfg(not(feature = "tokio"))]
+        let _ = (token, self.store);
+    }
+}
+
+/// Runs `work` (the handler) while renewing the claim's lease every third of the lease,
+/// so a handler that runs longer than the lease is not taken over by a redelivery. The
+/// renewal runs alongside the handler, never pausing it. A failed renewal is not fatal:
+/// the next one tries again, and `complete` reports a lost lease.
+#[cfg(feature = "tokio")]
+async fn renewing_lease<T>(
+    store: &dyn IdempotencyStore,
+    token: &ClaimToken,
+    settings: &DispatchSettings,
+    work: impl Future<Output = T>,
+) -> T {
+    let every = (settings.lease / 3).max(Duration::from_millis(1));
+    let mut work = std::pin::pin!(work);
+    loop {
+        let due = tokio::time::Instant::now() + every;
+        if let Ok(out) = tokio::time::timeout_at(due, work.as_mut()).await {
+            return out;
+        }
+        let mut renew = std::pin::pin!(store_call(
+            settings.store_timeout,
+            store.extend(token, settings.lease)
+        ));
+        let mut renewed = false;
+        let finished = std::future::poll_fn(|cx| {
+            if !renewed {
+                if let Poll::Ready(result) = renew.as_mut().poll(cx) {
+                    renewed = true;
+                    note_renewal(&result);
+                }
+            }
+            match work.as_mut().poll(cx) {
+                Poll::Ready(out) => Poll::Ready(Some(out)),
+                Poll::Pending if renewed => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        if let Some(out) = finished {
+            return out;
+        }
+    }
+}
+
+/// Without a runtime there is no timer to renew on: the handler must finish within the
+/// lease.
+#[cfg(not(feature = "tokio"))]
+async fn renewing_lease<T>(
+    _store: &dyn IdempotencyStore,
+    _token: &ClaimToken,
+    _settings: &DispatchSettings,
+    work: impl Future<Output = T>,
+) -> T {
+    work.await
+}
+
+#[cfg(feature = "tokio")]
+fn note_renewal(result: &Result<(), StoreError>) {
+    #[cfg(feature = "tracing")]
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not renew the lease of a running handler");
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = result;
 }
 
 impl StoreDispatcher {
@@ -522,18 +670,44 @@ pub async fn store_call<T>(
         .unwrap_or(Err(StoreError::Timeout(timeout)))
 }
 
+/// The span of one delivery: it covers verification, the handler and the store calls,
+/// and carries only these fields (never a secret or the body).
 #[cfg(feature = "tracing")]
-fn log_outcome(o: &Outcome) {
-    let span = tracing::info_span!(
+fn delivery_span() -> tracing::Span {
+    use tracing::field::Empty;
+    tracing::info_span!(
         "stripe_webhook",
-        event_id = o.event_id.as_ref().map(EventId::as_str),
-        event_type = o.event_type.as_ref().map(EventType::as_str),
-        attempt = o.attempt,
-        secret = o.secret_label.as_deref(),
-    );
-    let _enter = span.enter();
+        event_id = Empty,
+        event_type = Empty,
+        attempt = Empty,
+        secret = Empty,
+        outcome = Empty,
+        status = Empty,
+        duration_ms = Empty,
+    )
+}
+
+#[cfg(feature = "tracing")]
+fn record_event(span: &tracing::Span, event: &Event) {
+    span.record("event_id", event.id().as_str());
+    span.record("event_type", event.event_type().as_str());
+}
+
+/// Fills in the span's last fields and writes the one log line of the delivery.
+#[cfg(feature = "tracing")]
+fn log_outcome(span: &tracing::Span, o: &Outcome) {
     let status = o.status();
     let duration_ms = o.duration.as_secs_f64() * 1000.0;
+    if let Some(attempt) = o.attempt {
+        span.record("attempt", attempt);
+    }
+    if let Some(label) = o.secret_label.as_deref() {
+        span.record("secret", label);
+    }
+    span.record("outcome", o.kind.name());
+    span.record("status", status);
+    span.record("duration_ms", duration_ms);
+    let _enter = span.enter();
     if status >= 500 {
         tracing::error!(
             outcome = o.kind.name(),

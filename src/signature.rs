@@ -468,21 +468,24 @@ impl Verifier {
                 v0_present: parsed.v0_present,
             });
         }
-        let mut ts_buf = [0u8; 20];
-        let ts = write_decimal(parsed.timestamp, &mut ts_buf);
-        let candidates = &parsed.v1[..parsed.v1_valid];
+
+        // `{t}.` in one piece: at most 19 digits and the dot.
+        let mut prefix_buf = [b'.'; 20];
+        let digits = parsed.timestamp_digits;
+        prefix_buf[..digits.len()].copy_from_slice(digits);
+        let prefix = &prefix_buf[..=digits.len()];
 
         let mut matched = None;
         for (index, secret) in self.secrets.iter().enumerate() {
             let mut mac = secret.mac();
-            mac.update(ts);
-            mac.update(b".");
+            mac.update(prefix);
             mac.update(payload);
             let expected: [u8; 32] = mac.finalize().into_bytes().into();
-            let mut hit = Choice::from(0);
-            for sig in candidates {
-                hit |= expected.ct_eq(sig);
-            }
+            // Every candidate is compared over all 32 bytes, with no early exit.
+            let all_differ = parsed
+                .signatures()
+                .fold(1u8, |acc, sig| acc & differs32(&expected, sig));
+            let hit: Choice = all_differ.ct_eq(&0);
             // Which secret matched is not secret: stop at the first, so a rotation
             // costs a second MAC only for requests signed with the newer secret.
             if bool::from(hit) {
@@ -528,21 +531,30 @@ fn check_tolerance(tolerance: Tolerance, timestamp: i64, now: i64) -> Result<(),
     }
 }
 
-/// The parts of a `Stripe-Signature` header, decoded on the stack.
+/// How many well-formed `v1` signatures are kept on the stack; more (which Stripe never
+/// sends) spill to the heap.
+const INLINE_SIGNATURES: usize = 4;
+
+/// The parts of a `Stripe-Signature` header, decoded without copying the header.
 #[derive(Debug)]
-pub(crate) struct ParsedHeader {
+pub(crate) struct ParsedHeader<'h> {
     pub(crate) timestamp: i64,
-    /// Well-formed `v1` signatures, decoded; only the first `v1_valid` are set.
-    pub(crate) v1: [[u8; 32]; MAX_HEADER_ENTRIES],
+    /// The timestamp's digits as signed: the header's own, without leading zeros (the
+    /// SDKs sign the parsed number, so `t=0042` is signed as `42`).
+    pub(crate) timestamp_digits: &'h [u8],
+    /// The first well-formed `v1` signatures, decoded; `v1_valid` says how many are set.
+    inline: [[u8; 32]; INLINE_SIGNATURES],
+    /// Well-formed `v1` signatures past the first [`INLINE_SIGNATURES`].
+    spilled: Vec<[u8; 32]>,
     pub(crate) v1_valid: usize,
     /// How many `v1` entries there were, well-formed or not.
     pub(crate) v1_seen: usize,
     pub(crate) v0_present: bool,
 }
 
-impl ParsedHeader {
+impl<'h> ParsedHeader<'h> {
     /// Parses a header in one pass, in time linear in its length.
-    pub(crate) fn parse(header: &str) -> Result<Self, MalformedHeader> {
+    pub(crate) fn parse(header: &'h str) -> Result<Self, MalformedHeader> {
         if header.len() > MAX_HEADER_LEN {
             return Err(MalformedHeader::TooLong {
                 len: header.len(),
@@ -551,87 +563,173 @@ impl ParsedHeader {
         }
         let mut out = ParsedHeader {
             timestamp: 0,
-            v1: [[0u8; 32]; MAX_HEADER_ENTRIES],
+            timestamp_digits: b"",
+            inline: [[0u8; 32]; INLINE_SIGNATURES],
+            spilled: Vec::new(),
             v1_valid: 0,
             v1_seen: 0,
             v0_present: false,
         };
         let mut timestamp = None;
-        for (index, entry) in header.split(',').enumerate() {
+        // Byte-wise: `,` `=` space and tab are ASCII, so every split lands on a char
+        // boundary, and the entries are those `str::split(',')` would give.
+        let mut rest = header.as_bytes();
+        let mut index = 0;
+        loop {
             if index >= MAX_HEADER_ENTRIES {
                 return Err(MalformedHeader::TooManyEntries {
                     max: MAX_HEADER_ENTRIES,
                 });
             }
-            let entry = entry.trim_matches(|c| c == ' ' || c == '\t');
-            let (key, value) = entry
-                .split_once('=')
-                .ok_or(MalformedHeader::EntryWithoutEquals { index })?;
-            match key {
-                "t" => {
-                    if timestamp.is_some() {
-                        return Err(MalformedHeader::DuplicateTimestamp);
+            // The common entry, a well-formed `v1`, is decoded as it is read, without a
+            // separate scan for the comma that ends it.
+            let next = if let Some((sig, next)) = well_formed_v1(rest) {
+                out.v1_seen += 1;
+                out.push_signature(sig);
+                next
+            } else {
+                let (entry, next) = match rest.iter().position(|&b| b == b',') {
+                    Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+                    None => (rest, None),
+                };
+                let entry = trim_blanks(entry);
+                let eq = entry
+                    .iter()
+                    .position(|&b| b == b'=')
+                    .ok_or(MalformedHeader::EntryWithoutEquals { index })?;
+                let (key, value) = (&entry[..eq], &entry[eq + 1..]);
+                match key {
+                    b"t" => {
+                        if timestamp.is_some() {
+                            return Err(MalformedHeader::DuplicateTimestamp);
+                        }
+                        timestamp = Some(parse_timestamp(value)?);
+                        out.timestamp_digits = without_leading_zeros(value);
                     }
-                    timestamp = Some(parse_timestamp(value)?);
-                }
-                "v1" => {
-                    out.v1_seen += 1;
-                    if let Some(sig) = decode_hex32(value) {
-                        out.v1[out.v1_valid] = sig;
-                        out.v1_valid += 1;
+                    b"v1" => {
+                        out.v1_seen += 1;
+                        if let Some(sig) = decode_hex32(value) {
+                            out.push_signature(sig);
+                        }
                     }
+                    b"v0" => out.v0_present = true,
+                    _ => {}
                 }
-                "v0" => out.v0_present = true,
-                _ => {}
+                next
+            };
+            match next {
+                Some(next) => rest = next,
+                None => break,
             }
+            index += 1;
         }
         out.timestamp = timestamp.ok_or(MalformedHeader::MissingTimestamp)?;
         Ok(out)
     }
+
+    fn push_signature(&mut self, sig: [u8; 32]) {
+        match self.inline.get_mut(self.v1_valid) {
+            Some(slot) => *slot = sig,
+            None => self.spilled.push(sig),
+        }
+        self.v1_valid += 1;
+    }
+
+    /// The well-formed `v1` signatures, decoded, in header order.
+    pub(crate) fn signatures(&self) -> impl Iterator<Item = &[u8; 32]> {
+        let inline = self.v1_valid.min(INLINE_SIGNATURES);
+        self.inline[..inline].iter().chain(&self.spilled)
+    }
+}
+
+/// Reads `v1=<64 hex digits>` at the start of `rest` (blanks around it allowed), up to
+/// the comma that ends it or the end of the header. `None` for anything else, which
+/// the general path then reads.
+fn well_formed_v1(rest: &[u8]) -> Option<([u8; 32], Option<&[u8]>)> {
+    let value = trim_start_blanks(rest).strip_prefix(b"v1=")?;
+    if value.len() < 64 {
+        return None;
+    }
+    let (hex, after) = value.split_at(64);
+    let sig = decode_hex32(hex)?;
+    match trim_start_blanks(after) {
+        [] => Some((sig, None)),
+        [b',', next @ ..] => Some((sig, Some(next))),
+        _ => None,
+    }
+}
+
+/// `digits` (already checked to be ASCII digits) without its leading zeros; `"0"` for zero.
+fn without_leading_zeros(digits: &[u8]) -> &[u8] {
+    let zeros = digits.iter().take_while(|&&b| b == b'0').count();
+    match &digits[zeros.min(digits.len().saturating_sub(1))..] {
+        [] => b"0",
+        rest => rest,
+    }
+}
+
+fn trim_start_blanks(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Strips the spaces and tabs around a header entry.
+fn trim_blanks(s: &[u8]) -> &[u8] {
+    let mut s = trim_start_blanks(s);
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// 1 if two MACs differ anywhere in their 32 bytes, else 0, in constant time: the
+/// differences are folded together without a branch or an early exit. The caller
+/// combines the results of all candidates and passes only that through `subtle`.
+fn differs32(a: &[u8; 32], b: &[u8; 32]) -> u8 {
+    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
+    // The high bit of `diff | -diff` is set exactly when `diff` is not zero.
+    (diff | diff.wrapping_neg()) >> 7
 }
 
 /// A plain non-negative decimal of 1 to 19 digits that fits in an `i64`.
-fn parse_timestamp(value: &str) -> Result<i64, MalformedHeader> {
-    let bytes = value.as_bytes();
-    if bytes.is_empty() || bytes.len() > 19 {
+fn parse_timestamp(bytes: &[u8]) -> Result<i64, MalformedHeader> {
+    if bytes.is_empty() || bytes.len() > 19 || !bytes.iter().all(u8::is_ascii_digit) {
         return Err(MalformedHeader::InvalidTimestamp);
     }
-    let mut n: i64 = 0;
-    for &b in bytes {
-        if !b.is_ascii_digit() {
-            return Err(MalformedHeader::InvalidTimestamp);
-        }
-        n = n
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(i64::from(b - b'0')))
-            .ok_or(MalformedHeader::InvalidTimestamp)?;
-    }
-    Ok(n)
+    // Up to 18 digits always fit in an i64; only the 19th needs checked arithmetic.
+    let (head, last) = bytes.split_at(bytes.len().min(18));
+    let n = head.iter().fold(0i64, |n, &b| n * 10 + i64::from(b - b'0'));
+    last.iter()
+        .try_fold(n, |n, &b| {
+            n.checked_mul(10)?.checked_add(i64::from(b - b'0'))
+        })
+        .ok_or(MalformedHeader::InvalidTimestamp)
 }
 
-/// Decodes exactly 64 hex characters; anything else is `None` (it never matches).
-fn decode_hex32(value: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if value.len() != 64 {
+/// Decodes exactly 64 hex characters (either case); anything else is `None`, and never
+/// matches. The value is public (it came in the request), so this need not be
+/// constant time; the comparison with the expected MAC is. Written without a branch or
+/// a table lookup per byte, so that it vectorizes.
+fn decode_hex32(value: &[u8]) -> Option<[u8; 32]> {
+    let hex: &[u8; 64] = value.try_into().ok()?;
+    let mut valid = true;
+    let mut nibbles = [0u8; 64];
+    for (n, &c) in nibbles.iter_mut().zip(hex) {
+        valid &= c.is_ascii_hexdigit();
+        // Digits are 0x30..=0x39 (c >> 6 == 0); letters are 0x41..=0x46 and 0x61..=0x66
+        // (c >> 6 == 1), whose low nibble plus 9 is their value. At most 15 + 27: no overflow.
+        *n = (c & 0x0F) + 9 * (c >> 6);
+    }
+    if !valid {
         return None;
     }
-    hex::decode_to_slice(value, &mut out).ok()?;
-    Some(out)
-}
-
-/// Writes a non-negative `i64` in decimal into `buf`, returning the digits.
-fn write_decimal(mut n: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        // `n` is non-negative (the parser only produces such values), so `n % 10` is 0..=9.
-        buf[i] = b'0' + (n % 10).unsigned_abs() as u8;
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(nibbles.chunks_exact(2)) {
+        *o = (pair[0] << 4) | pair[1];
     }
-    &buf[i..]
+    Some(out)
 }
 
 #[cfg(test)]
@@ -641,9 +739,11 @@ mod tests {
     #[test]
     fn parses_minimal_header() {
         let sig = "a".repeat(64);
-        let p = ParsedHeader::parse(&format!("t=123,v1={sig}")).unwrap();
+        let header = format!("t=123,v1={sig}");
+        let p = ParsedHeader::parse(&header).unwrap();
         assert_eq!(p.timestamp, 123);
         assert_eq!(p.v1_valid, 1);
+        assert_eq!(p.signatures().count(), 1);
         assert_eq!(p.v1_seen, 1);
         assert!(!p.v0_present);
     }
@@ -651,7 +751,7 @@ mod tests {
     #[test]
     fn timestamp_grammar() {
         for ok in ["0", "1", "0001", "1700000000", "9223372036854775807"] {
-            assert!(parse_timestamp(ok).is_ok(), "{ok}");
+            assert!(parse_timestamp(ok.as_bytes()).is_ok(), "{ok}");
         }
         for bad in [
             "",
@@ -666,7 +766,7 @@ mod tests {
             "١٢",
         ] {
             assert_eq!(
-                parse_timestamp(bad),
+                parse_timestamp(bad.as_bytes()),
                 Err(MalformedHeader::InvalidTimestamp),
                 "{bad}"
             );
@@ -675,23 +775,66 @@ mod tests {
 
     #[test]
     fn hex_decoding_is_exact() {
-        assert!(decode_hex32(&"0".repeat(64)).is_some());
-        assert!(decode_hex32(&"A".repeat(64)).is_some());
-        assert!(decode_hex32(&"0".repeat(63)).is_none());
-        assert!(decode_hex32(&"0".repeat(65)).is_none());
-        assert!(decode_hex32(&"g".repeat(64)).is_none());
-        assert!(decode_hex32("").is_none());
+        assert!(decode_hex32("0".repeat(64).as_bytes()).is_some());
+        assert!(decode_hex32("A".repeat(64).as_bytes()).is_some());
+        assert!(decode_hex32("0".repeat(63).as_bytes()).is_none());
+        assert!(decode_hex32("0".repeat(65).as_bytes()).is_none());
+        assert!(decode_hex32("g".repeat(64).as_bytes()).is_none());
+        assert!(decode_hex32(b"").is_none());
+        let mut mixed = *b"00112233445566778899aabbccddeeffAABBCCDDEEFF0123456789abcdefABCD";
+        assert_eq!(decode_hex32(&mixed).unwrap()[..4], [0x00, 0x11, 0x22, 0x33]);
+        for bad in [b'g', b'G', b' ', 0x80, 0xFF, b'/', b':', b'@', b'`'] {
+            mixed[17] = bad;
+            assert!(decode_hex32(&mixed).is_none(), "{bad:#x}");
+        }
     }
 
     #[test]
-    fn decimal_writer() {
-        let mut buf = [0u8; 20];
-        assert_eq!(write_decimal(0, &mut buf), b"0");
-        assert_eq!(write_decimal(1_700_000_000, &mut buf), b"1700000000");
-        assert_eq!(
-            write_decimal(i64::MAX, &mut buf),
-            i64::MAX.to_string().as_bytes()
+    fn differs32_sees_every_bit() {
+        let a = [7u8; 32];
+        assert_eq!(differs32(&a, &a), 0);
+        for i in 0..32 {
+            for bit in 0..8 {
+                let mut b = a;
+                b[i] ^= 1 << bit;
+                assert_eq!(differs32(&a, &b), 1, "byte {i} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn trims_only_blanks() {
+        assert_eq!(trim_blanks(b" \t v1=ab \t"), b"v1=ab");
+        assert_eq!(trim_blanks(b"  "), b"");
+        assert_eq!(trim_blanks(b"\nx"), b"\nx");
+    }
+
+    #[test]
+    fn timestamp_digits_are_signed_without_leading_zeros() {
+        assert_eq!(without_leading_zeros(b"0"), b"0");
+        assert_eq!(without_leading_zeros(b"000"), b"0");
+        assert_eq!(without_leading_zeros(b"0042"), b"42");
+        assert_eq!(without_leading_zeros(b"1700000000"), b"1700000000");
+        let p = ParsedHeader::parse("t=0042,v1=x").unwrap();
+        assert_eq!((p.timestamp, p.timestamp_digits), (42, &b"42"[..]));
+    }
+
+    #[test]
+    fn more_signatures_than_fit_inline_are_all_kept() {
+        let sigs: Vec<String> = (0..7u8).map(|i| format!("{i:02x}").repeat(32)).collect();
+        let header = format!(
+            "t=1, v1={} ,v1=zz,{}",
+            sigs[0],
+            sigs[1..]
+                .iter()
+                .map(|s| format!("v1={s}"))
+                .collect::<Vec<_>>()
+                .join(",")
         );
+        let p = ParsedHeader::parse(&header).unwrap();
+        assert_eq!((p.v1_seen, p.v1_valid), (8, 7));
+        let got: Vec<u8> = p.signatures().map(|s| s[0]).collect();
+        assert_eq!(got, (0..7u8).collect::<Vec<_>>());
     }
 
     #[test]

@@ -474,3 +474,95 @@ async fn verified_thin_event_is_acknowledged_not_rejected() {
     assert_eq!(o.kind().name(), "ignored");
     assert_eq!(handler.runs.load(Ordering::SeqCst), 0);
 }
+
+/// Sleeps on its first run only.
+#[derive(Default)]
+struct SlowFirst {
+    runs: AtomicUsize,
+    first_sleep: Duration,
+}
+
+#[async_trait]
+impl EventHandler for SlowFirst {
+    async fn handle(&self, _event: &Event) -> Result<(), HandlerError> {
+        if self.runs.fetch_add(1, Ordering::SeqCst) == 0 {
+            tokio::time::sleep(self.first_sleep).await;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_handler_renews_its_lease_and_is_never_taken_over() {
+    // The handler runs four times as long as the lease. Without renewal, the duplicates
+    // sent after the lease would take the event over and run the handler again.
+    let handler = Arc::new(SlowFirst {
+        first_sleep: Duration::from_millis(1200),
+        ..Default::default()
+    });
+    let store = Arc::new(MemoryStore::new());
+    let p = Arc::new(
+        Processor::new(verifier(), store.clone(), handler.clone())
+            .with_handler_deadline(None)
+            .with_lease(Duration::from_millis(300)),
+    );
+    let (h, b) = signed("evt_renewed", "invoice.paid");
+    let first = {
+        let (p, h, b) = (p.clone(), h.clone(), b.clone());
+        tokio::spawn(async move { p.process(Some(&h), b.as_bytes()).await.status() })
+    };
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let dup = p.process(Some(&h), b.as_bytes()).await;
+        assert_eq!(dup.status(), 409, "{:?}", dup.kind());
+    }
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
+    let record = store
+        .record(&EventId::new("evt_renewed"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.attempts, 1);
+}
+
+#[tokio::test]
+async fn dropped_delivery_releases_its_claim_for_the_retry() {
+    // The client goes away while the handler runs: the request future is dropped. The
+    // claim is released at once, so Stripe's retry runs the handler instead of getting
+    // 409 for the rest of the (here 60 s) lease.
+    let handler = Arc::new(SlowFirst {
+        first_sleep: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let store = Arc::new(MemoryStore::new());
+    let p = Processor::new(verifier(), store.clone(), handler.clone())
+        .with_lease(Duration::from_secs(60));
+    let (h, b) = signed("evt_dropped", "invoice.paid");
+    let cut = tokio::time::timeout(
+        Duration::from_millis(100),
+        p.process(Some(&h), b.as_bytes()),
+    );
+    assert!(
+        cut.await.is_err(),
+        "the first delivery should still be running"
+    );
+    // The release runs on a spawned task; give it a moment.
+    let mut again = p.process(Some(&h), b.as_bytes()).await;
+    for _ in 0..50 {
+        if again.status() != 409 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        again = p.process(Some(&h), b.as_bytes()).await;
+    }
+    assert_eq!(again.status(), 200, "{:?}", again.kind());
+    assert_eq!(again.attempt(), Some(2));
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 2);
+    let record = store
+        .record(&EventId::new("evt_dropped"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.last_error.unwrap().contains("cancelled"));
+}

@@ -6,7 +6,7 @@ use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use stripe_webhooks::sqlx::{self, PgPool, Postgres, Sqlite};
+use stripe_webhooks::sqlx::{self, Postgres, Sqlite};
 use stripe_webhooks::{
     async_trait, Event, EventHandler, EventType, HandlerError, MemoryStore, PostgresStore,
     Processor, RedisStore, SqliteStore, TransactionalHandler, Verifier,
@@ -247,10 +247,8 @@ pub async fn processor(config: &Config) -> Result<Arc<Processor>, Box<dyn Error>
         tracing::info!("store: memory (forgotten on restart)");
         Processor::new(verifier, MemoryStore::new(), MemoryDemo::default())
     } else if let Some(url) = &config.database_url {
-        let pool = PgPool::connect(url).await?;
-        let store = PostgresStore::new(pool.clone());
-        store.migrate().await?;
-        sqlx::query(POSTGRES_ACCESS).execute(&pool).await?;
+        let store = PostgresStore::connect(url).await?;
+        sqlx::query(POSTGRES_ACCESS).execute(store.pool()).await?;
         tracing::info!("store: PostgreSQL");
         Processor::with_dispatcher(verifier, store.inbox(Demo))
     } else if let Some(url) = &config.redis_url {

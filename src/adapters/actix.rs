@@ -91,7 +91,7 @@ pub fn service(path: &str, processor: Arc<Processor>) -> Resource {
 }
 
 async fn respond(
-    processor: &Processor,
+    processor: &Arc<Processor>,
     request: HttpRequest,
     payload: dev::Payload,
 ) -> HttpResponse {
@@ -103,9 +103,8 @@ async fn respond(
         Ok(body) => body,
         Err(rejection) => return rejection.error_response(),
     };
-    into_response(
-        common::process(processor, header(&request, common::SIGNATURE_HEADER), &body).await,
-    )
+    let signature = request.headers().get(common::SIGNATURE_HEADER).cloned();
+    into_response(common::process(processor, signature, body).await)
 }
 
 fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a [u8]> {

@@ -137,7 +137,7 @@ pub async fn webhook(State(processor): State<Arc<Processor>>, request: Request) 
     respond(&processor, request).await
 }
 
-async fn respond(processor: &Processor, request: Request) -> Response {
+async fn respond(processor: &Arc<Processor>, request: Request) -> Response {
     let headers = request.headers();
     if let Err(reply) = common::precheck(
         request.method() == Method::POST,
@@ -150,14 +150,7 @@ async fn respond(processor: &Processor, request: Request) -> Response {
         Ok(body) => body,
         Err(rejection) => return rejection.into_response(),
     };
-    into_response(
-        common::process(
-            processor,
-            signature.as_ref().map(HeaderValue::as_bytes),
-            &body,
-        )
-        .await,
-    )
+    into_response(common::process(processor, signature, body).await)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {

@@ -3,6 +3,7 @@
 //! reads its framework's request and writes its framework's response.
 
 use std::error::Error as StdError;
+use std::sync::Arc;
 
 use crate::event::{Event, ParseError};
 use crate::processor::{Outcome, Processor};
@@ -163,13 +164,29 @@ pub(crate) fn signature(value: Option<&[u8]>) -> Option<&str> {
     value.map(|v| std::str::from_utf8(v).unwrap_or_default())
 }
 
-/// Runs the processor on a request that passed [`precheck`].
-pub(crate) async fn process(
-    processor: &Processor,
-    signature_header: Option<&[u8]>,
-    body: &[u8],
-) -> Reply {
-    Reply::outcome(&processor.process(signature(signature_header), body).await)
+/// Runs the processor on a request that passed [`precheck`], on a task of its own: a
+/// client that disconnects mid-delivery does not cancel the handler half-way, and the
+/// event is completed (or released) as if the answer had been read. The connection
+/// still waits for the answer, so graceful shutdown still waits for the delivery.
+pub(crate) async fn process<H, B>(
+    processor: &Arc<Processor>,
+    signature_header: Option<H>,
+    body: B,
+) -> Reply
+where
+    H: AsRef<[u8]> + Send + 'static,
+    B: AsRef<[u8]> + Send + 'static,
+{
+    let processor = Arc::clone(processor);
+    let delivery = tokio::spawn(async move {
+        let header = signature(signature_header.as_ref().map(AsRef::as_ref));
+        Reply::outcome(&processor.process(header, body.as_ref()).await)
+    });
+    // The processor never panics (handler panics are caught), so the task only fails
+    // if the runtime is shutting down; answer 500 so that Stripe retries.
+    delivery
+        .await
+        .unwrap_or_else(|_| Reply::error(500, "internal_error"))
 }
 
 /// What the `VerifiedEvent` extractors do once they have the body (after

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
@@ -9,15 +10,15 @@ use serde_json::value::RawValue;
 
 use super::EventType;
 
-/// A Stripe event id (`evt_…`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct EventId(String);
+/// A Stripe event id (`evt_…`). Cloning it is cheap (a shared, immutable string), so
+/// outcomes, claim tokens and store indexes all hold the same one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(Arc<str>);
 
 impl EventId {
     /// Wraps an id string as Stripe sent it.
-    pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
+    pub fn new(id: impl AsRef<str>) -> Self {
+        Self(Arc::from(id.as_ref()))
     }
 
     /// The id as a string slice.
@@ -40,13 +41,26 @@ impl AsRef<str> for EventId {
 
 impl From<&str> for EventId {
     fn from(s: &str) -> Self {
-        Self(s.to_owned())
+        Self::new(s)
     }
 }
 
 impl From<String> for EventId {
     fn from(s: String) -> Self {
-        Self(s)
+        Self(Arc::from(s))
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let id = Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(Self::new(id))
     }
 }
 

@@ -245,7 +245,7 @@ impl Event {
             });
         };
         let envelope = Envelope {
-            id: EventId::new(wire.id.into_owned()),
+            id: EventId::new(&*wire.id),
             event_type: EventType::from_wire(&wire.event_type),
             created: wire.created.unwrap_or_default(),
             livemode: wire.livemode,

@@ -1,5 +1,6 @@
 //! The in-process store.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -156,11 +157,13 @@ impl Inner {
             let Some((id, at)) = self.completed.pop_front() else {
                 return;
             };
-            let still_completed = self.records.get(&id).is_some_and(|r| {
-                r.status == RecordStatus::Completed && r.completed_at_ms == Some(at)
-            });
-            if still_completed {
-                self.records.remove(&id);
+            // One lookup: the queue entry may be stale (the record was purged, or is no
+            // longer the completion the queue saw).
+            if let Entry::Occupied(e) = self.records.entry(id) {
+                let r = e.get();
+                if r.status == RecordStatus::Completed && r.completed_at_ms == Some(at) {
+                    e.remove();
+                }
             }
         }
     }
@@ -190,39 +193,39 @@ impl IdempotencyStore for MemoryStore {
         let lease_until_ms = now.saturating_add(ms(lease));
         let fence = new_fence();
         let mut inner = self.lock();
-        let attempt = match inner.records.get_mut(id) {
-            Some(rec) => match rec.status {
-                RecordStatus::Completed => return Ok(Claim::Completed),
-                RecordStatus::Processing if rec.lease_until_ms > now => {
-                    let left = u64::try_from(rec.lease_until_ms - now).unwrap_or(0);
-                    return Ok(Claim::InProgress {
-                        retry_after: Duration::from_millis(left),
-                    });
+        let attempt = match inner.records.entry(id.clone()) {
+            Entry::Occupied(mut e) => {
+                let rec = e.get_mut();
+                match rec.status {
+                    RecordStatus::Completed => return Ok(Claim::Completed),
+                    RecordStatus::Processing if rec.lease_until_ms > now => {
+                        let left = u64::try_from(rec.lease_until_ms - now).unwrap_or(0);
+                        return Ok(Claim::InProgress {
+                            retry_after: Duration::from_millis(left),
+                        });
+                    }
+                    RecordStatus::Processing | RecordStatus::Failed => {
+                        rec.status = RecordStatus::Processing;
+                        rec.attempts = rec.attempts.saturating_add(1);
+                        rec.fence = fence;
+                        rec.lease_until_ms = lease_until_ms;
+                        rec.updated_ms = now;
+                        rec.attempts
+                    }
                 }
-                RecordStatus::Processing | RecordStatus::Failed => {
-                    rec.status = RecordStatus::Processing;
-                    rec.attempts = rec.attempts.saturating_add(1);
-                    rec.fence = fence;
-                    rec.lease_until_ms = lease_until_ms;
-                    rec.updated_ms = now;
-                    rec.attempts
-                }
-            },
-            None => {
-                inner.records.insert(
-                    id.clone(),
-                    Rec {
-                        event_type: event_type.to_owned(),
-                        status: RecordStatus::Processing,
-                        attempts: 1,
-                        fence,
-                        lease_until_ms,
-                        last_error: None,
-                        first_seen_ms: now,
-                        completed_at_ms: None,
-                        updated_ms: now,
-                    },
-                );
+            }
+            Entry::Vacant(e) => {
+                e.insert(Rec {
+                    event_type: event_type.to_owned(),
+                    status: RecordStatus::Processing,
+                    attempts: 1,
+                    fence,
+                    lease_until_ms,
+                    last_error: None,
+                    first_seen_ms: now,
+                    completed_at_ms: None,
+                    updated_ms: now,
+                });
                 inner.evict(self.capacity);
                 1
             }

@@ -83,17 +83,28 @@ impl fmt::Debug for ClaimToken {
     }
 }
 
-/// A fresh 128-bit fencing value, unpredictable and unique across processes (it draws on
-/// the OS-seeded keys of [`std::collections::hash_map::RandomState`]).
+/// A fresh 128-bit fencing value, unique across processes: a random 128-bit seed drawn
+/// once per process (from the OS-seeded keys of
+/// [`std::collections::hash_map::RandomState`], the process id and the clock), plus a
+/// counter, so two values from one process never collide and values from two processes
+/// collide with negligible probability. No system call after the first.
 pub fn new_fence() -> u128 {
+    static SEED: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut a = std::collections::hash_map::RandomState::new().build_hasher();
-    a.write_u64(n);
-    let mut b = std::collections::hash_map::RandomState::new().build_hasher();
-    b.write_u64(n ^ 0x9e37_79b9_7f4a_7c15);
-    b.write_u32(std::process::id());
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    let seed = *SEED.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let mut a = std::collections::hash_map::RandomState::new().build_hasher();
+        a.write_u128(nanos);
+        a.write_u32(std::process::id());
+        let mut b = std::collections::hash_map::RandomState::new().build_hasher();
+        b.write_u64(a.finish());
+        b.write_u128(nanos);
+        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    });
+    seed.wrapping_add(u128::from(COUNTER.fetch_add(1, Ordering::Relaxed)))
 }
 
 /// The answer to [`IdempotencyStore::claim`]. A duplicate is a value here, never an error.

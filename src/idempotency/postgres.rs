@@ -80,7 +80,7 @@ impl Sql {
                  VALUES ($1, $2, 'failed', $3, $4, NULL, $5, now(), now()) \
                  ON CONFLICT (event_id) DO UPDATE SET status = 'failed', attempts = EXCLUDED.attempts, \
                  fence = EXCLUDED.fence, lease_until = NULL, last_error = EXCLUDED.last_error, updated_at = now() \
-                 WHERE e.status <> 'completed'"
+                 WHERE e.status = 'failed' OR (e.status = 'processing' AND e.lease_until <= now())"
             ),
         }
     }
@@ -104,7 +104,11 @@ fn is_lock_timeout(e: &sqlx::Error) -> bool {
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 /// use stripe_webhooks::{sqlx::PgPool, PostgresStore};
 ///
-/// let pool = PgPool::connect("postgres://app@127.0.0.1/app").await?;
+/// // A pool of its own, tuned for the store, with the table created:
+/// let store = PostgresStore::connect("postgres://app@127.0.0.1/app").await?;
+///
+/// // Or on the application's pool, with another table name:
+/// let pool = PostgresStore::pool_options().connect("postgres://app@127.0.0.1/app").await?;
 /// let store = PostgresStore::new(pool).with_table("stripe_events")?;
 /// store.migrate().await?;
 /// # Ok(()) }
@@ -128,6 +132,33 @@ impl PostgresStore {
             retention: DEFAULT_RETENTION,
             sql: Arc::new(Sql::new(DEFAULT_TABLE)),
         }
+    }
+
+    /// Connects a pool tuned for this store and creates the table if it is missing.
+    ///
+    /// The pool comes from [`pool_options`](Self::pool_options): unlike sqlx's default, it
+    /// does not ping each connection before lending it out. A claim is a single
+    /// statement, so the ping doubled its round trips; a connection that died is
+    /// reported by the statement itself, and the delivery is answered 503 and retried.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the server cannot be reached or the migration fails.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = Self::pool_options().connect(url).await.map_err(db_err)?;
+        let store = Self::new(pool);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The pool settings [`connect`](Self::connect) uses: up to 16 connections, no
+    /// health-check round trip before each use, a 5 s acquire timeout. Start from them
+    /// when you build the pool yourself.
+    pub fn pool_options() -> sqlx::postgres::PgPoolOptions {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(16)
+            .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(5))
     }
 
     /// Uses another table name (optionally without a schema; it is used as written).
@@ -427,9 +458,18 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
             Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
         };
         let claimed = store_call(t + Duration::from_millis(500), async {
-            claim_on(&store.sql, &mut *tx, id, event_type, &hex, settings.lease)
+            let attempt = claim_on(&store.sql, &mut *tx, id, event_type, &hex, settings.lease)
                 .await
-                .map_err(db_err)
+                .map_err(db_err)?;
+            if attempt.is_some() {
+                // The short lock timeout was for the claim only; the handler's own
+                // statements run under the session's setting.
+                sqlx::query("SET LOCAL lock_timeout TO DEFAULT")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            Ok(attempt)
         })
         .await;
         let attempt = match claimed {
@@ -474,7 +514,7 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
                 })
                 .await;
                 let committed = match completed {
-                    Ok(()) => tx.commit().await.map_err(db_err),
+                    Ok(()) => store_call(t, async { tx.commit().await.map_err(db_err) }).await,
                     Err(e) => Err(e),
                 };
                 match committed {

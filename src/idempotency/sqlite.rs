@@ -85,7 +85,7 @@ impl Sql {
                  VALUES (?1, ?2, 'failed', ?3, ?4, NULL, ?5, {NOW_MS}, {NOW_MS}) \
                  ON CONFLICT (event_id) DO UPDATE SET status = 'failed', attempts = excluded.attempts, \
                  fence = excluded.fence, lease_until = NULL, last_error = excluded.last_error, updated_at = excluded.updated_at \
-                 WHERE {t}.status <> 'completed'"
+                 WHERE {t}.status = 'failed' OR ({t}.status = 'processing' AND {t}.lease_until <= excluded.updated_at)"
             ),
         }
     }
@@ -421,9 +421,13 @@ impl IdempotencyStore for SqliteStore {
 /// transaction. The handler's writes and the "done" mark commit together or not at all,
 /// so a crash between them can never run the handler's effects twice.
 ///
-/// SQLite has one writer at a time: a concurrent duplicate waits for the transaction
-/// (up to the 5 s busy timeout), then sees the event completed. A failed handler rolls
-/// everything back and the failure is recorded, so Stripe's retry runs it again.
+/// SQLite has one writer at a time, and the transaction holds it while the handler runs:
+/// deliveries of *any* event are processed one after another. A concurrent duplicate
+/// waits for the transaction (up to the 5 s busy timeout), then sees the event completed;
+/// a delivery that waits longer is answered 503 and Stripe delivers it again. Keep inbox
+/// handlers short (local writes only), or use the plain [`SqliteStore`] dispatcher for
+/// handlers that call other services. A failed handler rolls everything back and the
+/// failure is recorded, so Stripe's retry runs it again.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -488,25 +492,26 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
         .await;
         let mut tx = match begun {
             Ok(tx) => tx,
-            Err(e) => return contention(e),
+            Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
         };
-        let attempt =
-            match claim_on(&store.sql, &mut *tx, id, event_type, &hex, settings.lease).await {
-                Ok(Some(a)) => a,
-                Ok(None) => {
-                    let state = state_on(&store.sql, &mut *tx, id).await;
-                    drop(tx);
-                    return match state {
-                        Ok(Some(Claim::Completed)) => Dispatched::unclaimed(OutcomeKind::Duplicate),
-                        Ok(Some(claim)) => in_progress(claim),
-                        Ok(None) => in_progress(Claim::InProgress {
-                            retry_after: Duration::from_secs(1),
-                        }),
-                        Err(e) => Dispatched::unclaimed(OutcomeKind::StoreUnavailable(db_err(e))),
-                    };
-                }
-                Err(e) => return contention(busy_or_down(e)),
-            };
+        let attempt = match claim_on(&store.sql, &mut *tx, id, event_type, &hex, settings.lease)
+            .await
+        {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                let state = state_on(&store.sql, &mut *tx, id).await;
+                drop(tx);
+                return match state {
+                    Ok(Some(Claim::Completed)) => Dispatched::unclaimed(OutcomeKind::Duplicate),
+                    Ok(Some(claim)) => in_progress(claim),
+                    Ok(None) => in_progress(Claim::InProgress {
+                        retry_after: Duration::from_secs(1),
+                    }),
+                    Err(e) => Dispatched::unclaimed(OutcomeKind::StoreUnavailable(db_err(e))),
+                };
+            }
+            Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(busy_or_down(e))),
+        };
 
         let result = run_handler(self.handler.handle(event, &mut *tx), settings.deadline).await;
         match result {
@@ -522,13 +527,12 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
                     }
                     tx.commit().await
                 };
+                let completed = store_call(t, async { completed.await.map_err(db_err) });
                 match completed.await {
                     Ok(()) => Dispatched::attempt(OutcomeKind::Processed, attempt),
                     // Nothing committed, the handler's writes included: answer 503 so
                     // Stripe delivers again.
-                    Err(e) => {
-                        Dispatched::attempt(OutcomeKind::StoreUnavailable(db_err(e)), attempt)
-                    }
+                    Err(e) => Dispatched::attempt(OutcomeKind::StoreUnavailable(e), attempt),
                 }
             }
             Err(e) => {
@@ -562,20 +566,14 @@ impl<H> SqliteInbox<H> {
     }
 }
 
-/// Lock contention becomes a short `Timeout` (answered 409 by [`contention`]); anything
-/// else means the store is down.
+/// Waiting past the busy timeout for the one write lock (another delivery's transaction
+/// held it) is a `Timeout`; anything else means the store is down. Both are answered 503,
+/// and Stripe delivers again.
 fn busy_or_down(e: sqlx::Error) -> StoreError {
     if is_busy(&e) {
         StoreError::Timeout(BUSY_TIMEOUT)
     } else {
         db_err(e)
-    }
-}
-
-fn contention(e: StoreError) -> Dispatched {
-    match e {
-        StoreError::Timeout(d) => Dispatched::unclaimed(OutcomeKind::InProgress { retry_after: d }),
-        other => Dispatched::unclaimed(OutcomeKind::StoreUnavailable(other)),
     }
 }
 

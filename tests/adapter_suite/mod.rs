@@ -331,11 +331,58 @@ pub async fn extractor<Fut: Future<Output = String>>(serve: impl FnOnce(Arc<Proc
     assert_eq!(handler.runs(), 0);
 }
 
+/// The client gives up while the handler runs (as Stripe does after its timeout): the
+/// handler still finishes and the event is completed, so the retry is a duplicate.
+pub async fn client_disconnects<Fut: Future<Output = String>>(
+    serve: impl FnOnce(Arc<Processor>) -> Fut,
+) {
+    let handler = Arc::new(Counting {
+        sleep: Some(Duration::from_millis(600)),
+        ..Default::default()
+    });
+    let url = serve(processor(handler.clone())).await;
+    let (header, body) = signed("evt_disconnect");
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let cut = impatient
+        .post(&url)
+        .header("content-type", JSON)
+        .header("stripe-signature", &header)
+        .body(body.clone())
+        .send()
+        .await;
+    assert!(cut.is_err(), "the client should have timed out");
+    // The handler goes on without the client and completes the event.
+    for _ in 0..100 {
+        if handler.effects() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(handler.effects(), 1);
+    let mut retry = post(&url, Some(JSON), Some(&header), body.clone()).await;
+    for _ in 0..50 {
+        if retry.status != StatusCode::CONFLICT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        retry = post(&url, Some(JSON), Some(&header), body.clone()).await;
+    }
+    assert_ok(&retry, "duplicate");
+    assert_eq!(handler.runs(), 1);
+}
+
 /// One `#[tokio::test]` per behaviour. `$serve` starts the ready route, `$extract` a
 /// user handler using `VerifiedEvent`; both take an `Arc<Processor>` and return a URL.
 #[macro_export]
 macro_rules! adapter_tests {
     ($serve:path, $extract:path) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn client_that_disconnects_does_not_cancel_the_handler() {
+            adapter_suite::client_disconnects($serve).await;
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn valid_event_runs_once_and_duplicate_does_not_run() {
             adapter_suite::valid_event_runs_once($serve).await;

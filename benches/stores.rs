@@ -755,7 +755,7 @@ mod postgres_bench {
                     let (claim, complete) = store_sql(SRC, &table, "");
                     let m = rt.block_on(drive(Arc::new(StorePair(store)), conc, b.secs));
                     best.add(STORE, "PostgresStore", conc, m);
-                    rt.block_on(check_prepared(&pool, &claim, &complete));
+                    rt.block_on(check_prepared(&no_ping, &claim, &complete));
                     rt.block_on(drop_table(&pool, &table));
 
                     if let Some(bin) = &pgbench_bin {

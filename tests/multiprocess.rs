@@ -252,22 +252,26 @@ async fn sigkill_during_handler_is_409_until_lease_then_taken_over() {
         &url,
         &name,
         &files[0],
-        &["--hang-on", &id, "--lease-ms", "3000"],
+        &["--hang-on", &id, "--lease-ms", "6000"],
         "HANDLING",
     );
     a.kill().unwrap(); // SIGKILL
     a.wait().unwrap();
-    let started = std::time::Instant::now();
-    let first = run_round("postgres", &url, &name, &files, &["--lease-ms", "3000"]);
-    if started.elapsed() < Duration::from_millis(2500) {
-        assert_eq!(
-            first.get(&409),
-            Some(&1),
-            "answered 409 while the dead process's lease lasts: {first:?}"
-        );
-    }
-    tokio::time::sleep(Duration::from_millis(3200)).await;
-    let second = run_round("postgres", &url, &name, &files, &["--lease-ms", "3000"]);
+    let killed = std::time::Instant::now();
+    // The lease is 6 s and was renewed every 2 s until the kill, so it lasts at least 4 s
+    // after it: far longer than a round.
+    let first = run_round("postgres", &url, &name, &files, &["--lease-ms", "6000"]);
+    assert!(
+        killed.elapsed() < Duration::from_millis(3500),
+        "the first round must run while the lease lasts"
+    );
+    assert_eq!(
+        first.get(&409),
+        Some(&1),
+        "answered 409 while the dead process's lease lasts: {first:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(6200).saturating_sub(killed.elapsed())).await;
+    let second = run_round("postgres", &url, &name, &files, &["--lease-ms", "6000"]);
     assert_eq!(second.get(&200), Some(&1), "{second:?}");
     assert_eq!(sql_effects("postgres", &url, &name).await, 1);
     let pool = stripe_webhooks::sqlx::PgPool::connect(&url).await.unwrap();

@@ -33,6 +33,15 @@ fn verifier() -> Verifier {
         .with_clock(FixedClock(T))
 }
 
+/// One claim+complete pair per id.
+async fn pairs(store: &MemoryStore, ids: &[EventId]) {
+    for id in ids {
+        if let Ok(Claim::Acquired(t)) = store.claim(id, "invoice.paid", LEASE).await {
+            let _ = store.complete(&t).await;
+        }
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -92,24 +101,12 @@ fn bench(c: &mut Criterion) {
         next += n;
         ids
     };
-    rt.block_on(async {
-        for id in fresh_ids(DEFAULT_MEMORY_CAPACITY as u64) {
-            if let Ok(Claim::Acquired(t)) = steady.claim(&id, "invoice.paid", LEASE).await {
-                let _ = steady.complete(&t).await;
-            }
-        }
-    });
+    rt.block_on(pairs(&steady, &fresh_ids(DEFAULT_MEMORY_CAPACITY as u64)));
     g.bench_function("memory_claim_complete", |b| {
         b.iter_custom(|iters| {
             let ids = fresh_ids(iters);
             let start = Instant::now();
-            rt.block_on(async {
-                for id in &ids {
-                    if let Ok(Claim::Acquired(t)) = steady.claim(id, "invoice.paid", LEASE).await {
-                        let _ = steady.complete(&t).await;
-                    }
-                }
-            });
+            rt.block_on(pairs(&steady, &ids));
             start.elapsed()
         })
     });
@@ -120,13 +117,7 @@ fn bench(c: &mut Criterion) {
             let store = MemoryStore::new();
             let ids = fresh_ids(iters);
             let start = Instant::now();
-            rt.block_on(async {
-                for id in &ids {
-                    if let Ok(Claim::Acquired(t)) = store.claim(id, "invoice.paid", LEASE).await {
-                        let _ = store.complete(&t).await;
-                    }
-                }
-            });
+            rt.block_on(pairs(&store, &ids));
             start.elapsed()
         })
     });

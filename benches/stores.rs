@@ -455,7 +455,6 @@ mod sqlite_bench {
 #[cfg(feature = "postgres")]
 mod postgres_bench {
     use super::*;
-    use sqlx::postgres::PgPoolOptions;
     use sqlx::{Connection as _, PgConnection, PgPool, Row as _};
     use std::path::{Path, PathBuf};
     use std::process::Command;
@@ -642,10 +641,11 @@ mod postgres_bench {
         Ok(m)
     }
 
-    /// A pool of [`POOL`] connections, all open; `ping` is sqlx's `test_before_acquire`
-    /// (on by default: one extra round trip each time a statement takes a connection).
+    /// A pool of [`POOL`] connections, all open, with the settings the crate ships
+    /// ([`PostgresStore::pool_options`]); `ping` turns sqlx's `test_before_acquire` back
+    /// on (its default: one extra round trip each time a statement takes a connection).
     async fn open_pool(url: &str, ping: bool) -> Result<PgPool, sqlx::Error> {
-        let pool = PgPoolOptions::new()
+        let pool = PostgresStore::pool_options()
             .max_connections(POOL)
             .min_connections(POOL)
             .test_before_acquire(ping)

@@ -14,7 +14,9 @@ const t = Math.floor(Date.now() / 1000);
 let seed = 12345;
 const rand = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648; };
 
-const out = [];
+// Streamed in chunks: hundreds of thousands of lines do not fit in one string.
+let out = [];
+const flush = () => { if (out.length) { fs.writeSync(1, out.join('\n') + '\n'); out = []; } };
 let distinct = 0;
 for (let i = 0; i < count; i++) {
   const dup = distinct > 0 && rand() < dupShare;
@@ -26,5 +28,6 @@ for (let i = 0; i < count; i++) {
   });
   const sig = crypto.createHmac('sha256', secret).update(`${t}.${body}`).digest('hex');
   out.push(`t=${t},v1=${sig}\t${body}`);
+  if (out.length === 10000) flush();
 }
-process.stdout.write(out.join('\n') + '\n');
+flush();

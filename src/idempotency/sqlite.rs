@@ -1,12 +1,15 @@
 //! The SQLite store: the embedded default.
 
+use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool};
+use tokio::sync::watch;
 
 use super::{
     lease_ms, new_fence, retry_after_ms, truncate_error, validate_name, with_table, Claim,
@@ -14,7 +17,6 @@ use super::{
     DEFAULT_RETENTION, DEFAULT_TABLE,
 };
 use crate::event::{Event, EventId};
-use crate::handler::HandlerError;
 use crate::processor::{
     run_handler, store_call, DispatchSettings, Dispatched, Dispatcher, OutcomeKind,
 };
@@ -29,12 +31,23 @@ const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGE
 /// How long a writer waits for SQLite's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The savepoint each inbox delivery runs in.
+const SAVEPOINT: &str = "stripe_webhooks_delivery";
+
 /// How many rows [`purge_expired`](IdempotencyStore::purge_expired) deletes per statement.
 const PURGE_BATCH: i64 = 1000;
 
 #[derive(Debug)]
 struct Sql {
     claim: String,
+    /// Inbox mode's claim, in a savepoint of its own: the row is written completed at
+    /// once. Inside the inbox's transaction nobody else can see it before the commit,
+    /// and a rollback removes it.
+    inbox_claim: String,
+    /// The same, releasing the previous delivery's savepoint first.
+    inbox_next_claim: String,
+    /// Rolls back a failed delivery's savepoint and records the failure.
+    inbox_failed: String,
     state: String,
     complete: String,
     release: String,
@@ -42,11 +55,26 @@ struct Sql {
     record: String,
     failed: String,
     purge: String,
-    record_failure: String,
 }
 
 impl Sql {
     fn new(t: &str) -> Self {
+        let inbox_upsert = format!(
+            "INSERT INTO {t} (event_id, event_type, status, attempts, fence, lease_until, first_seen, updated_at, completed_at) \
+             VALUES (?1, ?2, 'completed', 1, ?3, NULL, {NOW_MS}, {NOW_MS}, {NOW_MS}) \
+             ON CONFLICT (event_id) DO UPDATE SET status = 'completed', attempts = {t}.attempts + 1, \
+             fence = excluded.fence, lease_until = NULL, updated_at = excluded.updated_at, \
+             completed_at = excluded.completed_at \
+             WHERE {t}.status = 'failed' OR ({t}.status = 'processing' AND {t}.lease_until <= excluded.updated_at) \
+             RETURNING attempts"
+        );
+        let record_failure = format!(
+            "INSERT INTO {t} (event_id, event_type, status, attempts, fence, lease_until, last_error, first_seen, updated_at) \
+             VALUES (?1, ?2, 'failed', ?3, ?4, NULL, ?5, {NOW_MS}, {NOW_MS}) \
+             ON CONFLICT (event_id) DO UPDATE SET status = 'failed', attempts = excluded.attempts, \
+             fence = excluded.fence, lease_until = NULL, last_error = excluded.last_error, updated_at = excluded.updated_at \
+             WHERE {t}.status = 'failed' OR ({t}.status = 'processing' AND {t}.lease_until <= excluded.updated_at)"
+        );
         Self {
             claim: format!(
                 "INSERT INTO {t} (event_id, event_type, status, attempts, fence, lease_until, first_seen, updated_at) \
@@ -55,6 +83,13 @@ impl Sql {
                  fence = excluded.fence, lease_until = excluded.lease_until, updated_at = excluded.updated_at \
                  WHERE {t}.status = 'failed' OR ({t}.status = 'processing' AND {t}.lease_until <= excluded.updated_at) \
                  RETURNING attempts"
+            ),
+            inbox_claim: format!("SAVEPOINT {SAVEPOINT}; {inbox_upsert}"),
+            inbox_next_claim: format!(
+                "RELEASE {SAVEPOINT}; SAVEPOINT {SAVEPOINT}; {inbox_upsert}"
+            ),
+            inbox_failed: format!(
+                "ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}; {record_failure}"
             ),
             state: format!("SELECT status, lease_until - {NOW_MS} FROM {t} WHERE event_id = ?1"),
             complete: format!(
@@ -79,13 +114,6 @@ impl Sql {
             purge: format!(
                 "DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE status <> 'processing' \
                  AND updated_at < {NOW_MS} - ?1 LIMIT ?2)"
-            ),
-            record_failure: format!(
-                "INSERT INTO {t} (event_id, event_type, status, attempts, fence, lease_until, last_error, first_seen, updated_at) \
-                 VALUES (?1, ?2, 'failed', ?3, ?4, NULL, ?5, {NOW_MS}, {NOW_MS}) \
-                 ON CONFLICT (event_id) DO UPDATE SET status = 'failed', attempts = excluded.attempts, \
-                 fence = excluded.fence, lease_until = NULL, last_error = excluded.last_error, updated_at = excluded.updated_at \
-                 WHERE {t}.status = 'failed' OR ({t}.status = 'processing' AND {t}.lease_until <= excluded.updated_at)"
             ),
         }
     }
@@ -240,6 +268,8 @@ impl SqliteStore {
         SqliteInbox {
             store: self.clone(),
             handler,
+            writer: Arc::new(tokio::sync::Mutex::new(Writer::default())),
+            queued: AtomicUsize::new(0),
         }
     }
 
@@ -417,17 +447,22 @@ impl IdempotencyStore for SqliteStore {
 }
 
 /// Inbox mode on SQLite: a [`Dispatcher`] that claims the event, runs a
-/// [`TransactionalHandler`] and marks the event completed, all in one `BEGIN IMMEDIATE`
-/// transaction. The handler's writes and the "done" mark commit together or not at all,
-/// so a crash between them can never run the handler's effects twice.
+/// [`TransactionalHandler`] and marks the event completed in one transaction. The
+/// handler's writes and the "done" mark commit together or not at all, so a crash
+/// between them can never run the handler's effects twice.
 ///
-/// SQLite has one writer at a time, and the transaction holds it while the handler runs:
-/// deliveries of *any* event are processed one after another. A concurrent duplicate
-/// waits for the transaction (up to the 5 s busy timeout), then sees the event completed;
-/// a delivery that waits longer is answered 503 and Stripe delivers it again. Keep inbox
-/// handlers short (local writes only), or use the plain [`SqliteStore`] dispatcher for
-/// handlers that call other services. A failed handler rolls everything back and the
-/// failure is recorded, so Stripe's retry runs it again.
+/// SQLite has one writer at a time, so deliveries queue for it in arrival order, on one
+/// connection of their own. Deliveries that queue behind each other share a transaction
+/// (group commit): each runs in its own savepoint (claim, handler), and the last one in
+/// the queue commits for all of them (at most 32 deliveries, or 20 ms after the first). Every delivery is answered only once its
+/// transaction has committed; if the commit fails, every delivery in it is answered 503
+/// and Stripe delivers them again. A handler that fails rolls back its own savepoint
+/// (its writes and its claim), its failure is recorded, and the others are unaffected.
+///
+/// A delivery that waits longer than the 5 s busy timeout for the writer is answered 503.
+/// Keep inbox handlers short (local writes only): the next delivery waits for them. Use
+/// the plain [`SqliteStore`] dispatcher for handlers that call other services. A handler
+/// may open its own nested transaction (`conn.begin()`), which becomes a savepoint.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -454,10 +489,53 @@ impl IdempotencyStore for SqliteStore {
 /// let processor = Processor::with_dispatcher(Verifier::from_secrets_list("whsec_…")?, store.inbox(Access));
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct SqliteInbox<H> {
     store: SqliteStore,
     handler: H,
+    writer: Arc<tokio::sync::Mutex<Writer>>,
+    /// Deliveries waiting for the writer: while there are some, a batch stays open.
+    queued: AtomicUsize,
+}
+
+/// The most deliveries one inbox transaction carries.
+const MAX_BATCH: usize = 32;
+
+/// How long after its first delivery an inbox transaction commits at the latest (it
+/// commits sooner whenever no delivery is waiting).
+const MAX_BATCH_AGE: Duration = Duration::from_millis(20);
+
+/// The inbox's writer: one connection (a pool of one, opened on first use with the store
+/// pool's options, so that its transaction can be kept between deliveries) and the
+/// transaction in progress, if any.
+#[derive(Default)]
+struct Writer {
+    pool: Option<SqlitePool>,
+    batch: Option<Batch>,
+    /// Numbers the batches, so a finisher commits only the one it was started for.
+    batches: u64,
+}
+
+/// An open inbox transaction and the deliveries waiting for its commit. Dropped without
+/// committing (an error, a timeout, a cancelled delivery), it rolls back and its
+/// deliveries are answered 503.
+struct Batch {
+    tx: sqlx::Transaction<'static, Sqlite>,
+    number: u64,
+    /// Whether a finisher task watches this batch (see [`SqliteInbox::leave_open`]).
+    finisher: bool,
+    /// Whether the last delivery's savepoint is still open (released by the next one).
+    savepoint_open: bool,
+    members: usize,
+    opened: Instant,
+    committed: watch::Sender<Option<bool>>,
+}
+
+impl<H> fmt::Debug for SqliteInbox<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteInbox")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<H> SqliteInbox<H> {
@@ -467,102 +545,256 @@ impl<H> SqliteInbox<H> {
     }
 }
 
+/// What one delivery did inside a batch, before the batch commits.
+enum Step {
+    /// Answer now, without waiting for the commit.
+    Now(Dispatched),
+    /// Answer this once the batch has committed; 503 if it does not.
+    AfterCommit(Dispatched),
+}
+
 #[async_trait]
 impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
         if !self.handler.handles(event.event_type()) {
             return Dispatched::unclaimed(OutcomeKind::Ignored);
         }
-        let store = &self.store;
-        let id = event.id();
-        let event_type = event.event_type().as_str();
-        let fence = new_fence();
-        let hex = format!("{fence:032x}");
         let t = settings
             .store_timeout
             .max(BUSY_TIMEOUT + Duration::from_secs(1));
+        // Waiting for the writer is waiting for SQLite's write lock: past the busy
+        // timeout, 503 and Stripe delivers again.
+        let locked = {
+            let _queued = Queued::count(&self.queued);
+            tokio::time::timeout(BUSY_TIMEOUT, self.writer.lock()).await
+        };
+        let Ok(mut writer) = locked else {
+            return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(StoreError::Timeout(
+                BUSY_TIMEOUT,
+            )));
+        };
 
-        let begun = store_call(t, async {
-            store
-                .pool
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map_err(busy_or_down)
-        })
-        .await;
-        let mut tx = match begun {
-            Ok(tx) => tx,
+        // The batch is taken out while this delivery works on it: if the delivery is
+        // dropped half-way, so is the batch, which rolls back.
+        let mut batch = match writer.batch.take() {
+            Some(batch) => batch,
+            None => match self.open_batch(&mut writer, t).await {
+                Ok(batch) => batch,
+                Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
+            },
+        };
+        let step = match self.deliver(&mut batch, event, settings, t).await {
+            Ok(step) => step,
+            // The transaction is in an unknown state: drop it (rolling back every
+            // delivery in it; the others are answered 503).
             Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
         };
-        let attempt = match claim_on(&store.sql, &mut *tx, id, event_type, &hex, settings.lease)
-            .await
-        {
-            Ok(Some(a)) => a,
-            Ok(None) => {
-                let state = state_on(&store.sql, &mut *tx, id).await;
-                drop(tx);
-                return match state {
-                    Ok(Some(Claim::Completed)) => Dispatched::unclaimed(OutcomeKind::Duplicate),
-                    Ok(Some(claim)) => in_progress(claim),
-                    Ok(None) => in_progress(Claim::InProgress {
-                        retry_after: Duration::from_secs(1),
-                    }),
-                    Err(e) => Dispatched::unclaimed(OutcomeKind::StoreUnavailable(db_err(e))),
-                };
+        let mut committed = batch.committed.subscribe();
+        let full = batch.members >= MAX_BATCH || batch.opened.elapsed() >= MAX_BATCH_AGE;
+        if full || self.queued.load(Ordering::SeqCst) == 0 {
+            let result = commit(batch, t).await;
+            drop(writer);
+            if let (Err(e), Step::AfterCommit(d)) = (result, &step) {
+                return not_committed(d, e);
             }
-            Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(busy_or_down(e))),
-        };
-
-        let result = run_handler(self.handler.handle(event, &mut *tx), settings.deadline).await;
-        match result {
-            Ok(()) => {
-                let completed = async {
-                    let done = sqlx::query(&store.sql.complete)
-                        .bind(id.as_str())
-                        .bind(&hex)
-                        .execute(&mut *tx)
-                        .await?;
-                    if done.rows_affected() != 1 {
-                        return Err(sqlx::Error::RowNotFound);
-                    }
-                    tx.commit().await
-                };
-                let completed = store_call(t, async { completed.await.map_err(db_err) });
-                match completed.await {
-                    Ok(()) => Dispatched::attempt(OutcomeKind::Processed, attempt),
-                    // Nothing committed, the handler's writes included: answer 503 so
-                    // Stripe delivers again.
-                    Err(e) => Dispatched::attempt(OutcomeKind::StoreUnavailable(e), attempt),
+        } else {
+            self.leave_open(&mut writer, batch);
+            drop(writer);
+        }
+        match step {
+            Step::Now(d) => d,
+            Step::AfterCommit(d) => {
+                let ok = tokio::time::timeout(t, committed.wait_for(Option::is_some))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .is_some_and(|v| *v == Some(true));
+                if ok {
+                    d
+                } else {
+                    not_committed(
+                        &d,
+                        StoreError::unavailable("the inbox transaction did not commit"),
+                    )
                 }
-            }
-            Err(e) => {
-                drop(tx); // rolls back the claim and the handler's writes
-                self.record_failure(id, event_type, attempt, &hex, &e).await;
-                Dispatched::attempt(OutcomeKind::HandlerFailed(e), attempt)
             }
         }
     }
 }
 
+/// Nothing of this delivery committed: 503, and Stripe delivers it again.
+fn not_committed(d: &Dispatched, e: StoreError) -> Dispatched {
+    Dispatched {
+        kind: OutcomeKind::StoreUnavailable(e),
+        attempt: d.attempt,
+    }
+}
+
+/// Counts a delivery as waiting for the writer for as long as it lives, cancelled or not.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn count(queued: &'a AtomicUsize) -> Self {
+        queued.fetch_add(1, Ordering::SeqCst);
+        Self(queued)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Commits a batch and tells its deliveries.
+async fn commit(batch: Batch, t: Duration) -> Result<(), StoreError> {
+    let Batch { tx, committed, .. } = batch;
+    let result = store_call(t, async { tx.commit().await.map_err(busy_or_down) }).await;
+    committed.send_replace(Some(result.is_ok()));
+    result
+}
+
 impl<H> SqliteInbox<H> {
-    async fn record_failure(
+    /// Leaves a batch open for the delivery queued next. In case that delivery never
+    /// takes it (it gave up waiting, or was cancelled), a finisher task commits the
+    /// batch a little later if it is still open.
+    fn leave_open(&self, writer: &mut Writer, mut batch: Batch) {
+        if !batch.finisher {
+            batch.finisher = true;
+            let (shared, number) = (Arc::clone(&self.writer), batch.number);
+            tokio::spawn(async move {
+                tokio::time::sleep(MAX_BATCH_AGE * 2).await;
+                let mut writer = shared.lock().await;
+                if writer.batch.as_ref().is_some_and(|b| b.number == number) {
+                    if let Some(batch) = writer.batch.take() {
+                        // Its deliveries hear the result; nobody else is waiting for it.
+                        let _ = commit(batch, BUSY_TIMEOUT + Duration::from_secs(1)).await;
+                    }
+                }
+            });
+        }
+        writer.batch = Some(batch);
+    }
+}
+
+impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
+    async fn open_batch(&self, writer: &mut Writer, t: Duration) -> Result<Batch, StoreError> {
+        let pool = writer.pool.get_or_insert_with(|| {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(BUSY_TIMEOUT)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .test_before_acquire(false)
+                .connect_lazy_with((*self.store.pool.connect_options()).clone())
+        });
+        let tx = store_call(t, async {
+            pool.begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(busy_or_down)
+        })
+        .await?;
+        writer.batches += 1;
+        Ok(Batch {
+            tx,
+            number: writer.batches,
+            finisher: false,
+            savepoint_open: false,
+            members: 0,
+            opened: Instant::now(),
+            committed: watch::Sender::new(None),
+        })
+    }
+
+    /// One delivery in the batch: claim (marked completed at once: nobody sees it before
+    /// the commit, and a rollback removes it) and handler, in a savepoint of its own.
+    async fn deliver(
         &self,
-        id: &EventId,
-        event_type: &str,
-        attempt: u32,
-        fence: &str,
-        e: &HandlerError,
-    ) {
-        let reason = e.to_string();
-        // Best effort: if it fails, the event is simply claimable again, as it should be.
-        let _ = sqlx::query(&self.store.sql.record_failure)
-            .bind(id.as_str())
-            .bind(event_type)
-            .bind(i64::from(attempt))
-            .bind(fence)
-            .bind(truncate_error(&reason))
-            .execute(&self.store.pool)
-            .await;
+        batch: &mut Batch,
+        event: &Event,
+        settings: &DispatchSettings,
+        t: Duration,
+    ) -> Result<Step, StoreError> {
+        let sql = &self.store.sql;
+        let id = event.id();
+        let event_type = event.event_type().as_str();
+        let fence = format!("{:032x}", new_fence());
+        let claim = if batch.savepoint_open {
+            &sql.inbox_next_claim
+        } else {
+            &sql.inbox_claim
+        };
+        let claimed = store_call(t, async {
+            sqlx::query(claim)
+                .bind(id.as_str())
+                .bind(event_type)
+                .bind(&fence)
+                .fetch_optional(&mut *batch.tx)
+                .await
+                .map_err(busy_or_down)
+        })
+        .await?;
+        batch.savepoint_open = true;
+        batch.members += 1;
+        let attempt = match claimed {
+            Some(row) => {
+                u32::try_from(row.try_get::<i64, _>(0).map_err(db_err)?).unwrap_or(u32::MAX)
+            }
+            None => {
+                let state = store_call(t, async {
+                    state_on(sql, &mut *batch.tx, id).await.map_err(db_err)
+                })
+                .await?;
+                return Ok(match state {
+                    // Completed, perhaps earlier in this same batch: say so only once
+                    // that is committed.
+                    Some(Claim::Completed) => {
+                        Step::AfterCommit(Dispatched::unclaimed(OutcomeKind::Duplicate))
+                    }
+                    Some(claim) => Step::Now(in_progress(claim)),
+                    // Cannot happen while this transaction holds the write lock (the
+                    // claim refused a row that is neither failed nor expired); answer
+                    // "in progress" rather than guess.
+                    None => Step::Now(in_progress(Claim::InProgress {
+                        retry_after: Duration::from_secs(1),
+                    })),
+                });
+            }
+        };
+
+        match run_handler(
+            self.handler.handle(event, &mut *batch.tx),
+            settings.deadline,
+        )
+        .await
+        {
+            Ok(()) => Ok(Step::AfterCommit(Dispatched::attempt(
+                OutcomeKind::Processed,
+                attempt,
+            ))),
+            Err(e) => {
+                // Undo this delivery's savepoint (its claim and its writes) and record
+                // the failure in the batch, so Stripe's retry runs it again.
+                let reason = e.to_string();
+                store_call(t, async {
+                    sqlx::query(&sql.inbox_failed)
+                        .bind(id.as_str())
+                        .bind(event_type)
+                        .bind(i64::from(attempt))
+                        .bind(&fence)
+                        .bind(truncate_error(&reason))
+                        .execute(&mut *batch.tx)
+                        .await
+                        .map_err(db_err)
+                })
+                .await?;
+                batch.savepoint_open = false;
+                Ok(Step::Now(Dispatched::attempt(
+                    OutcomeKind::HandlerFailed(e),
+                    attempt,
+                )))
+            }
+        }
     }
 }
 

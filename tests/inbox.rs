@@ -1,0 +1,396 @@
+//! SQLite inbox mode in one process: the handler's writes and the "done" mark commit
+//! together, failures roll both back, duplicates queue and run once, and a cancelled
+//! delivery gives the write lock back at once.
+
+#![cfg(feature = "sqlite")]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use stripe_webhooks::sqlx::{self, Sqlite, SqliteConnection};
+use stripe_webhooks::{
+    async_trait, testing, Event, EventId, HandlerError, IdempotencyStore, OutcomeKind, Processor,
+    RecordStatus, SigningSecret, SqliteStore, TransactionalHandler, Verifier,
+};
+use tokio::sync::Notify;
+
+const SECRET: &str = common::SECRET;
+
+/// Writes one `effects` row per run; can be told to fail, or to hang after its write.
+#[derive(Default)]
+struct Effects {
+    runs: AtomicUsize,
+    fail_first: AtomicUsize,
+    hang_first: AtomicUsize,
+    wrote: Notify,
+}
+
+#[async_trait]
+impl TransactionalHandler<Sqlite> for Effects {
+    async fn handle(&self, event: &Event, conn: &mut SqliteConnection) -> Result<(), HandlerError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        sqlx::query("INSERT INTO effects (event_id) VALUES (?1)")
+            .bind(event.id().as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(HandlerError::new)?;
+        if take(&self.hang_first) {
+            self.wrote.notify_one();
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        if take(&self.fail_first) {
+            return Err(HandlerError::new("boom: downstream said no"));
+        }
+        Ok(())
+    }
+}
+
+fn take(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+        .is_ok()
+}
+
+async fn setup(name: &str, handler: Arc<Effects>) -> (SqliteStore, Arc<Processor>) {
+    let dir = std::env::temp_dir().join(format!(
+        "inbox_{name}_{:x}",
+        stripe_webhooks::new_fence() as u64
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = SqliteStore::connect(dir.join("events.db")).await.unwrap();
+    sqlx::query("CREATE TABLE effects (event_id TEXT NOT NULL)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
+    let processor = Processor::with_dispatcher(verifier, store.inbox(SharedEffects(handler)));
+    (store, Arc::new(processor))
+}
+
+/// Lets the test keep a handle on the handler the inbox owns.
+struct SharedEffects(Arc<Effects>);
+
+#[async_trait]
+impl TransactionalHandler<Sqlite> for SharedEffects {
+    async fn handle(&self, event: &Event, conn: &mut SqliteConnection) -> Result<(), HandlerError> {
+        self.0.handle(event, conn).await
+    }
+}
+
+fn delivery(id: &str) -> (String, String) {
+    let body = testing::event_for_type(id, "checkout.session.completed").unwrap();
+    let header = testing::sign(body.as_bytes(), SECRET, testing::now());
+    (header, body)
+}
+
+async fn effects(store: &SqliteStore, id: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM effects WHERE event_id = ?1")
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effect_and_done_mark_commit_together() {
+    let handler = Arc::new(Effects::default());
+    let (store, processor) = setup("commit", handler.clone()).await;
+    let (header, body) = delivery("evt_inbox_commit");
+
+    let first = processor.process(Some(&header), body.as_bytes()).await;
+    assert!(matches!(first.kind(), OutcomeKind::Processed), "{first:?}");
+    assert_eq!(first.attempt(), Some(1));
+    let again = processor.process(Some(&header), body.as_bytes()).await;
+    assert!(matches!(again.kind(), OutcomeKind::Duplicate), "{again:?}");
+    assert_eq!(again.status(), 200);
+
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
+    assert_eq!(effects(&store, "evt_inbox_commit").await, 1);
+    let record = store
+        .record(&EventId::new("evt_inbox_commit"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, RecordStatus::Completed);
+    assert_eq!(record.attempts, 1);
+    assert!(record.completed_at_ms.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_handler_rolls_back_its_writes_and_is_recorded() {
+    let handler = Arc::new(Effects::default());
+    handler.fail_first.store(1, Ordering::SeqCst);
+    let (store, processor) = setup("fail", handler.clone()).await;
+    let (header, body) = delivery("evt_inbox_fail");
+    let id = EventId::new("evt_inbox_fail");
+
+    let failed = processor.process(Some(&header), body.as_bytes()).await;
+    assert!(
+        matches!(failed.kind(), OutcomeKind::HandlerFailed(_)),
+        "{failed:?}"
+    );
+    assert_eq!(failed.status(), 500, "Stripe must deliver it again");
+    assert_eq!(effects(&store, "evt_inbox_fail").await, 0, "rolled back");
+    let record = store.record(&id).await.unwrap().unwrap();
+    assert_eq!(record.status, RecordStatus::Failed);
+    assert_eq!(record.attempts, 1);
+    assert!(record.last_error.unwrap().contains("boom"));
+    assert_eq!(store.failed_events(10).await.unwrap().len(), 1);
+
+    let retried = processor.process(Some(&header), body.as_bytes()).await;
+    assert!(
+        matches!(retried.kind(), OutcomeKind::Processed),
+        "{retried:?}"
+    );
+    assert_eq!(retried.attempt(), Some(2));
+    assert_eq!(effects(&store, "evt_inbox_fail").await, 1);
+    let record = store.record(&id).await.unwrap().unwrap();
+    assert_eq!(record.status, RecordStatus::Completed);
+    assert_eq!(record.attempts, 2);
+    assert!(store.failed_events(10).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_duplicates_queue_and_run_once() {
+    let handler = Arc::new(Effects::default());
+    let (store, processor) = setup("dups", handler.clone()).await;
+    let mut tasks = Vec::new();
+    for copy in 0..4 {
+        for n in 0..8 {
+            let processor = processor.clone();
+            let (header, body) = delivery(&format!("evt_inbox_dup_{n}"));
+            tasks.push(tokio::spawn(async move {
+                let _ = copy;
+                processor.process(Some(&header), body.as_bytes()).await
+            }));
+        }
+    }
+    let mut processed = 0;
+    for task in tasks {
+        let outcome = task.await.unwrap();
+        // Duplicates wait their turn for the writer, then see the event completed.
+        assert_eq!(outcome.status(), 200, "{outcome:?}");
+        if matches!(outcome.kind(), OutcomeKind::Processed) {
+            processed += 1;
+        }
+    }
+    assert_eq!(processed, 8);
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 8);
+    for n in 0..8 {
+        assert_eq!(effects(&store, &format!("evt_inbox_dup_{n}")).await, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_delivery_rolls_back_and_frees_the_lock_at_once() {
+    let handler = Arc::new(Effects::default());
+    handler.hang_first.store(1, Ordering::SeqCst);
+    let (store, processor) = setup("cancel", handler.clone()).await;
+    let (header, body) = delivery("evt_inbox_cancel");
+
+    let hung = {
+        let (processor, header, body) = (processor.clone(), header.clone(), body.clone());
+        tokio::spawn(async move { processor.process(Some(&header), body.as_bytes()).await })
+    };
+    tokio::time::timeout(Duration::from_secs(10), handler.wrote.notified())
+        .await
+        .expect("the handler wrote");
+    hung.abort();
+    assert!(hung.await.unwrap_err().is_cancelled());
+
+    // Another writer on the same file gets the lock well inside SQLite's 5 s busy wait.
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("INSERT INTO effects (event_id) VALUES ('someone_else')").execute(store.pool()),
+    )
+    .await
+    .expect("the write lock was given back")
+    .unwrap();
+
+    // Stripe's redelivery runs at once: the claim and the write were rolled back.
+    let redelivered = tokio::time::timeout(
+        Duration::from_secs(2),
+        processor.process(Some(&header), body.as_bytes()),
+    )
+    .await
+    .expect("no wait for a lease");
+    assert!(
+        matches!(redelivered.kind(), OutcomeKind::Processed),
+        "{redelivered:?}"
+    );
+    assert_eq!(
+        redelivered.attempt(),
+        Some(1),
+        "the first claim was rolled back"
+    );
+    assert_eq!(effects(&store, "evt_inbox_cancel").await, 1);
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 2);
+}
+
+/// Fails the events whose id ends in `_fail`; while `poison` is set, gives the events
+/// whose id ends in `_poison` a write that makes the commit itself fail (a deferred
+/// foreign key is checked only at COMMIT).
+#[derive(Default)]
+struct Picky {
+    runs: AtomicUsize,
+    poison: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl TransactionalHandler<Sqlite> for Picky {
+    async fn handle(&self, event: &Event, conn: &mut SqliteConnection) -> Result<(), HandlerError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        let id = event.id().as_str();
+        sqlx::query("INSERT INTO effects (event_id) VALUES (?1)")
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(HandlerError::new)?;
+        if id.ends_with("_poison") && self.poison.load(Ordering::SeqCst) {
+            sqlx::query("INSERT INTO children (parent) VALUES ('nobody')")
+                .execute(&mut *conn)
+                .await
+                .map_err(HandlerError::new)?;
+        }
+        if id.ends_with("_fail") {
+            return Err(HandlerError::new("this one fails"));
+        }
+        Ok(())
+    }
+}
+
+async fn picky(name: &str) -> (SqliteStore, Arc<Processor>, Arc<Picky>) {
+    let handler = Arc::new(Picky::default());
+    let (store, _) = setup(name, Arc::new(Effects::default())).await;
+    for ddl in [
+        "CREATE TABLE parents (id TEXT PRIMARY KEY)",
+        "CREATE TABLE children (parent TEXT REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED)",
+    ] {
+        sqlx::query(ddl).execute(store.pool()).await.unwrap();
+    }
+    struct Shared(Arc<Picky>);
+    #[async_trait]
+    impl TransactionalHandler<Sqlite> for Shared {
+        async fn handle(&self, e: &Event, c: &mut SqliteConnection) -> Result<(), HandlerError> {
+            self.0.handle(e, c).await
+        }
+    }
+    let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
+    let processor = Processor::with_dispatcher(verifier, store.inbox(Shared(handler.clone())));
+    (store, Arc::new(processor), handler)
+}
+
+async fn deliver_all(processor: &Arc<Processor>, ids: &[String]) -> Vec<stripe_webhooks::Outcome> {
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let processor = processor.clone();
+            let (header, body) = delivery(id);
+            tokio::spawn(async move { processor.process(Some(&header), body.as_bytes()).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_handler_in_a_batch_leaves_the_others_committed() {
+    let (store, processor, _) = picky("batchfail").await;
+    let ids: Vec<String> = (0..12)
+        .map(|n| format!("evt_batch_{n}{}", if n == 5 { "_fail" } else { "" }))
+        .collect();
+    for round in 0..2 {
+        for (id, outcome) in ids.iter().zip(deliver_all(&processor, &ids).await) {
+            if id.ends_with("_fail") {
+                assert!(
+                    matches!(outcome.kind(), OutcomeKind::HandlerFailed(_)),
+                    "{outcome:?}"
+                );
+            } else if round == 0 {
+                assert!(
+                    matches!(outcome.kind(), OutcomeKind::Processed),
+                    "{outcome:?}"
+                );
+            } else {
+                assert!(
+                    matches!(outcome.kind(), OutcomeKind::Duplicate),
+                    "{outcome:?}"
+                );
+            }
+        }
+    }
+    for id in &ids {
+        let want = i64::from(!id.ends_with("_fail"));
+        assert_eq!(effects(&store, id).await, want, "{id}");
+    }
+    let failed = store
+        .record(&EventId::new("evt_batch_5_fail"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.status, RecordStatus::Failed);
+    assert_eq!(failed.attempts, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_commit_answers_its_deliveries_503_and_redelivery_runs_each_once() {
+    let (store, processor, handler) = picky("commitfail").await;
+    handler.poison.store(true, Ordering::SeqCst);
+
+    // Alone: the commit fails, nothing is recorded, Stripe is told to come back.
+    let lone = vec!["evt_lone_poison".to_owned()];
+    let outcome = deliver_all(&processor, &lone).await.remove(0);
+    assert!(
+        matches!(outcome.kind(), OutcomeKind::StoreUnavailable(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.status(), 503);
+    assert!(store
+        .record(&EventId::new("evt_lone_poison"))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(effects(&store, "evt_lone_poison").await, 0);
+
+    // Among others: whoever shared its transaction is answered 503 too, never 200.
+    let ids: Vec<String> = (0..16)
+        .map(|n| format!("evt_mixed_{n}{}", if n == 3 { "_poison" } else { "" }))
+        .collect();
+    let mut pending: Vec<String> = ids
+        .iter()
+        .zip(deliver_all(&processor, &ids).await)
+        .filter(|(_, o)| {
+            assert!(o.status() == 200 || o.status() == 503, "{o:?}");
+            o.status() == 503
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(pending.contains(&"evt_mixed_3_poison".to_owned()));
+    eprintln!(
+        "deliveries that shared the failed transaction: {}",
+        pending.len()
+    );
+    for id in &ids {
+        let committed = i64::from(!pending.contains(id));
+        assert_eq!(effects(&store, id).await, committed, "{id}");
+    }
+
+    // Stripe delivers the 503s again; with the poison gone every event ends up once.
+    handler.poison.store(false, Ordering::SeqCst);
+    pending.extend(lone);
+    for outcome in deliver_all(&processor, &pending).await {
+        assert!(
+            matches!(outcome.kind(), OutcomeKind::Processed),
+            "{outcome:?}"
+        );
+    }
+    for id in ids.iter().chain(&pending) {
+        assert_eq!(effects(&store, id).await, 1, "{id}");
+    }
+}

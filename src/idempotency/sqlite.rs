@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -270,6 +270,7 @@ impl SqliteStore {
             handler,
             writer: Arc::new(tokio::sync::Mutex::new(Writer::default())),
             queued: AtomicUsize::new(0),
+            checkpointing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -459,6 +460,9 @@ impl IdempotencyStore for SqliteStore {
 /// and Stripe delivers them again. A handler that fails rolls back its own savepoint
 /// (its writes and its claim), its failure is recorded, and the others are unaffected.
 ///
+/// The writer connection leaves WAL checkpoints to a connection of the store's pool, in
+/// the background, every 256 deliveries, so that no delivery waits for one.
+///
 /// A delivery that waits longer than the 5 s busy timeout for the writer is answered 503.
 /// Keep inbox handlers short (local writes only): the next delivery waits for them. Use
 /// the plain [`SqliteStore`] dispatcher for handlers that call other services. A handler
@@ -495,7 +499,13 @@ pub struct SqliteInbox<H> {
     writer: Arc<tokio::sync::Mutex<Writer>>,
     /// Deliveries waiting for the writer: while there are some, a batch stays open.
     queued: AtomicUsize,
+    /// Whether a background WAL checkpoint is running.
+    checkpointing: Arc<AtomicBool>,
 }
+
+/// How many committed deliveries (a few pages each) between two WAL checkpoints: about
+/// the 1000 pages at which SQLite would checkpoint by itself.
+const CHECKPOINT_EVERY: usize = 256;
 
 /// The most deliveries one inbox transaction carries.
 const MAX_BATCH: usize = 32;
@@ -513,6 +523,8 @@ struct Writer {
     batch: Option<Batch>,
     /// Numbers the batches, so a finisher commits only the one it was started for.
     batches: u64,
+    /// Deliveries committed since the last checkpoint was started.
+    since_checkpoint: usize,
 }
 
 /// An open inbox transaction and the deliveries waiting for its commit. Dropped without
@@ -592,7 +604,11 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
         let mut committed = batch.committed.subscribe();
         let full = batch.members >= MAX_BATCH || batch.opened.elapsed() >= MAX_BATCH_AGE;
         if full || self.queued.load(Ordering::SeqCst) == 0 {
+            let members = batch.members;
             let result = commit(batch, t).await;
+            if result.is_ok() {
+                self.checkpoint_soon(&mut writer, members);
+            }
             drop(writer);
             if let (Err(e), Step::AfterCommit(d)) = (result, &step) {
                 return not_committed(d, e);
@@ -655,6 +671,37 @@ async fn commit(batch: Batch, t: Duration) -> Result<(), StoreError> {
 }
 
 impl<H> SqliteInbox<H> {
+    /// The writer never checkpoints the WAL itself: a checkpoint in its commit would hold
+    /// up every delivery queued behind it (hundreds of milliseconds once the file is
+    /// large). Instead, every [`CHECKPOINT_EVERY`] deliveries, a task checkpoints from a
+    /// connection of the store's pool: first beside the writer (the bulk of the pages and
+    /// the `fsync`), then once more with the writer paused for a moment, to copy the few
+    /// pages written meanwhile. A complete checkpoint lets the next transaction start
+    /// the WAL over, so it does not grow without end under steady load.
+    fn checkpoint_soon(&self, writer: &mut Writer, committed: usize) {
+        writer.since_checkpoint += committed;
+        if writer.since_checkpoint < CHECKPOINT_EVERY
+            || self.checkpointing.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        writer.since_checkpoint = 0;
+        let pool = self.store.pool.clone();
+        let (shared, running) = (Arc::clone(&self.writer), Arc::clone(&self.checkpointing));
+        tokio::spawn(async move {
+            // Best effort: whatever a checkpoint leaves, the next one copies.
+            let checkpoint = || sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool);
+            let _ = checkpoint().await;
+            let mut writer = shared.lock().await;
+            if let Some(batch) = writer.batch.take() {
+                let _ = commit(batch, BUSY_TIMEOUT + Duration::from_secs(1)).await;
+            }
+            let _ = checkpoint().await;
+            drop(writer);
+            running.store(false, Ordering::SeqCst);
+        });
+    }
+
     /// Leaves a batch open for the delivery queued next. In case that delivery never
     /// takes it (it gave up waiting, or was cancelled), a finisher task commits the
     /// batch a little later if it is still open.
@@ -686,7 +733,12 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .test_before_acquire(false)
-                .connect_lazy_with((*self.store.pool.connect_options()).clone())
+                // Checkpoints run beside it (see `checkpoint_soon`), not in its commits.
+                .connect_lazy_with(
+                    (*self.store.pool.connect_options())
+                        .clone()
+                        .pragma("wal_autocheckpoint", "0"),
+                )
         });
         let tx = store_call(t, async {
             pool.begin_with("BEGIN IMMEDIATE")

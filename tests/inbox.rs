@@ -394,3 +394,50 @@ async fn a_failed_commit_answers_its_deliveries_503_and_redelivery_runs_each_onc
         assert_eq!(effects(&store, id).await, 1, "{id}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_wal_is_checkpointed_and_started_over_under_steady_load() {
+    let dir = std::env::temp_dir().join(format!(
+        "inbox_wal_{:x}",
+        stripe_webhooks::new_fence() as u64
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("events.db");
+    let store = SqliteStore::connect(&path).await.unwrap();
+    sqlx::query("CREATE TABLE effects (event_id TEXT NOT NULL)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
+    let handler = Arc::new(Effects::default());
+    let processor = Arc::new(Processor::with_dispatcher(
+        verifier,
+        store.inbox(SharedEffects(handler.clone())),
+    ));
+    // 4096 deliveries leave about 7 MB of WAL if nothing checkpoints it, or if it is
+    // never started over; checkpointed every 256 deliveries it stays near 0.5 MB.
+    let body = testing::event_for_type("evt_wal", "checkout.session.completed").unwrap();
+    let mut sent = 0;
+    while sent < 4096 {
+        let wave: Vec<_> = (sent..sent + 64)
+            .map(|n| {
+                let processor = processor.clone();
+                let body = body.replace("evt_wal", &format!("evt_wal_{n}"));
+                let header = testing::sign(body.as_bytes(), SECRET, testing::now());
+                tokio::spawn(async move { processor.process(Some(&header), body.as_bytes()).await })
+            })
+            .collect();
+        for task in wave {
+            assert!(task.await.unwrap().is_success());
+        }
+        sent += 64;
+    }
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 4096);
+    let wal = std::fs::metadata(dir.join("events.db-wal")).unwrap().len();
+    assert!(wal < 3 << 20, "the WAL grew to {wal} bytes");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM effects")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 4096);
+}

@@ -116,7 +116,7 @@ fn generate(tsv: &str) -> String {
     writeln!(w, "use super::objects::*;").unwrap();
     writeln!(
         w,
-        "use super::{{build_raw, build_source, build_typed, TypedEvent, Untyped}};"
+        "use super::{{build_raw, build_source, build_typed, one_pass, TypedEvent, Untyped}};"
     )
     .unwrap();
     writeln!(w).unwrap();
@@ -294,10 +294,10 @@ fn generate(tsv: &str) -> String {
     writeln!(w, "    pub fn raw_object(&self) -> &RawValue {{").unwrap();
     writeln!(w, "        match self {{").unwrap();
     for r in &rows {
-        writeln!(w, "            Event::{}(e) => &e.raw,", r.variant).unwrap();
+        writeln!(w, "            Event::{}(e) => e.raw.get(),", r.variant).unwrap();
     }
-    writeln!(w, "            Event::Unknown(e) => &e.raw,").unwrap();
-    writeln!(w, "            Event::Unparsed(e) => &e.raw,").unwrap();
+    writeln!(w, "            Event::Unknown(e) => e.raw.get(),").unwrap();
+    writeln!(w, "            Event::Unparsed(e) => e.raw.get(),").unwrap();
     writeln!(w, "        }}").unwrap();
     writeln!(w, "    }}").unwrap();
     writeln!(w, "}}").unwrap();
@@ -332,6 +332,32 @@ fn generate(tsv: &str) -> String {
         "        EventType::Unknown(_) => super::build_unknown(envelope, raw),"
     )
     .unwrap();
+    writeln!(w, "    }}").unwrap();
+    writeln!(w, "}}").unwrap();
+    writeln!(w).unwrap();
+
+    writeln!(
+        w,
+        "/// The one-pass parse, for the types whose object has a struct; `None` for the rest."
+    )
+    .unwrap();
+    writeln!(
+        w,
+        "pub(super) fn parse_one_pass(event_type: &EventType, body: &[u8]) -> Option<Event> {{"
+    )
+    .unwrap();
+    writeln!(w, "    match event_type {{").unwrap();
+    for r in &rows {
+        if matches!(typed(&r.object), Some(t) if t != "PaymentSource") {
+            writeln!(
+                w,
+                "        EventType::{} => one_pass(body, event_type, Event::{}),",
+                r.variant, r.variant
+            )
+            .unwrap();
+        }
+    }
+    writeln!(w, "        _ => None,").unwrap();
     writeln!(w, "    }}").unwrap();
     writeln!(w, "}}").unwrap();
     s

@@ -275,6 +275,61 @@ fn every_fixture_round_trips_through_serde() {
     }
 }
 
+/// The same event with `type` first. The one-pass parse reads `type` from the end of
+/// the body, so this one takes the two-pass parse.
+fn type_first(json: &str, wire: &str) -> String {
+    let ty = serde_json::Value::from(wire);
+    let tail = format!(r#","type":{ty}}}"#);
+    let members = json.strip_suffix(&tail).unwrap().strip_prefix('{').unwrap();
+    format!(r#"{{"type":{ty},{members}}}"#)
+}
+
+#[test]
+fn one_pass_and_two_pass_parses_agree_on_every_fixture() {
+    for (wire, object) in tsv_rows() {
+        for obj in object.split('|') {
+            let json = testing::event_json("evt_agree", &wire, testing::fixture(obj).unwrap());
+            let slow = type_first(&json, &wire);
+            let (a, b) = (
+                Event::from_slice(json.as_bytes()).unwrap(),
+                Event::from_slice(slow.as_bytes()).unwrap(),
+            );
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{wire} / {obj}");
+            assert_eq!(a.raw_object().get(), b.raw_object().get(), "{wire} / {obj}");
+            assert_eq!(
+                serde_json::to_string(&a).unwrap(),
+                serde_json::to_string(&b).unwrap()
+            );
+        }
+    }
+    // Also where the object does not fit its struct, and with previous attributes.
+    let broken = testing::event_json(
+        "evt_b",
+        "invoice.paid",
+        r#"{"id": 42, "object": "invoice"}"#,
+    );
+    for body in [broken.clone(), type_first(&broken, "invoice.paid")] {
+        let Event::Unparsed(u) = Event::from_slice(body.as_bytes()).unwrap() else {
+            panic!("an invoice with a numeric id is unparsed")
+        };
+        assert!(u.error().to_string().contains("id"), "{}", u.error());
+    }
+    let updated = testing::event_for_type("evt_p", "customer.updated")
+        .unwrap()
+        .replace(
+            r#""data":{"object":"#,
+            r#""data":{"previous_attributes":{"email":"old@example.com"},"object":"#,
+        );
+    for body in [updated.clone(), type_first(&updated, "customer.updated")] {
+        let event = Event::from_slice(body.as_bytes()).unwrap();
+        assert!(matches!(event, Event::CustomerUpdated(_)));
+        assert_eq!(
+            event.previous_attributes().unwrap().get(),
+            r#"{"email":"old@example.com"}"#
+        );
+    }
+}
+
 #[test]
 fn event_is_at_most_64_bytes() {
     assert!(

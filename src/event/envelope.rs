@@ -229,9 +229,10 @@ fn created_any<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
     d.deserialize_any(V)
 }
 
-/// The wire shape of a snapshot event, borrowing from the body.
+/// The wire shape of a snapshot event, borrowing from the body. `D` is its `data`:
+/// [`WireData`] keeps `data.object` raw, [`WireDataTyped`] parses it in the same pass.
 #[derive(Deserialize)]
-pub(crate) struct WireEvent<'a> {
+pub(crate) struct WireEvent<'a, D> {
     #[serde(borrow)]
     pub(crate) id: Cow<'a, str>,
     pub(crate) object: ObjectTag,
@@ -251,8 +252,32 @@ pub(crate) struct WireEvent<'a> {
     pub(crate) request: Option<EventRequest>,
     #[serde(default)]
     pub(crate) pending_webhooks: Option<u64>,
-    #[serde(default, borrow)]
-    pub(crate) data: Option<WireData<'a>>,
+    pub(crate) data: Option<D>,
+}
+
+impl<D> WireEvent<'_, D> {
+    /// The envelope, and `data` for the caller.
+    pub(crate) fn split(self) -> (Envelope, Option<D>) {
+        let event_type = EventType::from_wire(&self.event_type);
+        self.split_as(event_type)
+    }
+
+    /// As [`split`](Self::split), for a caller that already read the type.
+    pub(crate) fn split_as(self, event_type: EventType) -> (Envelope, Option<D>) {
+        let envelope = Envelope {
+            id: EventId::new(&*self.id),
+            event_type,
+            created: self.created.unwrap_or_default(),
+            livemode: self.livemode,
+            api_version: self.api_version,
+            account: self.account,
+            context: self.context,
+            request: self.request,
+            pending_webhooks: self.pending_webhooks,
+            previous_attributes: None,
+        };
+        (envelope, self.data)
+    }
 }
 
 #[derive(Deserialize)]
@@ -261,6 +286,27 @@ pub(crate) struct WireData<'a> {
     pub(crate) object: &'a RawValue,
     #[serde(default, borrow)]
     pub(crate) previous_attributes: Option<&'a RawValue>,
+}
+
+/// `data` with its object parsed straight into `T`, in the same pass as the envelope.
+#[derive(Deserialize)]
+pub(crate) struct WireDataTyped<'a, T> {
+    pub(crate) object: T,
+    #[serde(default, borrow)]
+    pub(crate) previous_attributes: Option<&'a RawValue>,
+}
+
+/// Where `data.object` is in a body, for [`RawObject`](super::RawObject).
+#[derive(Deserialize)]
+pub(crate) struct WireLocate<'a> {
+    #[serde(borrow)]
+    pub(crate) data: WireLocateData<'a>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireLocateData<'a> {
+    #[serde(borrow)]
+    pub(crate) object: &'a RawValue,
 }
 
 /// The wire shape written by `Serialize for Event`.

@@ -10,13 +10,14 @@ mod types;
 use std::fmt;
 use std::ops::Deref;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 pub use envelope::{Envelope, EventId, EventRequest};
-use envelope::{ObjectTag, WireDataOut, WireEvent, WireOut};
+use envelope::{ObjectTag, WireData, WireDataOut, WireDataTyped, WireEvent, WireLocate, WireOut};
 pub use error::{ObjectError, ParseError};
 pub use notification::{EventNotification, RelatedObject};
 pub use objects::*;
@@ -31,7 +32,7 @@ pub use types::{Event, EventType};
 pub struct TypedEvent<T> {
     pub(crate) envelope: Envelope,
     pub(crate) object: T,
-    pub(crate) raw: Box<RawValue>,
+    pub(crate) raw: RawObject,
 }
 
 impl<T> TypedEvent<T> {
@@ -47,7 +48,7 @@ impl<T> TypedEvent<T> {
 
     /// The raw `data.object` JSON, for fields the struct does not carry.
     pub fn raw_object(&self) -> &RawValue {
-        &self.raw
+        self.raw.get()
     }
 
     /// Takes the typed object out.
@@ -74,7 +75,7 @@ pub struct Untyped;
 #[derive(Debug, Clone)]
 pub struct UnknownEvent {
     pub(crate) envelope: Envelope,
-    pub(crate) raw: Box<RawValue>,
+    pub(crate) raw: RawObject,
 }
 
 impl UnknownEvent {
@@ -91,7 +92,7 @@ impl UnknownEvent {
 
     /// The raw `data.object` JSON.
     pub fn raw_object(&self) -> &RawValue {
-        &self.raw
+        self.raw.get()
     }
 }
 
@@ -101,7 +102,7 @@ impl UnknownEvent {
 #[derive(Debug, Clone)]
 pub struct UnparsedEvent {
     pub(crate) envelope: Envelope,
-    pub(crate) raw: Box<RawValue>,
+    pub(crate) raw: RawObject,
     pub(crate) error: ObjectError,
 }
 
@@ -113,7 +114,7 @@ impl UnparsedEvent {
 
     /// The raw `data.object` JSON.
     pub fn raw_object(&self) -> &RawValue {
-        &self.raw
+        self.raw.get()
     }
 
     /// Why the object did not parse, with its JSON path.
@@ -122,11 +123,61 @@ impl UnparsedEvent {
     }
 }
 
+/// `data.object` as Stripe sent it. The two-pass parse keeps it as it goes; the one-pass
+/// parse keeps a copy of the body instead, and finds the object in it the first time it
+/// is asked for (most handlers never ask).
+#[derive(Clone)]
+pub(crate) struct RawObject(RawInner);
+
+#[derive(Clone)]
+enum RawInner {
+    Kept(Box<RawValue>),
+    InBody {
+        body: Box<[u8]>,
+        found: OnceLock<Option<Box<RawValue>>>,
+    },
+}
+
+impl RawObject {
+    fn kept(raw: Box<RawValue>) -> Self {
+        Self(RawInner::Kept(raw))
+    }
+
+    fn in_body(body: &[u8]) -> Self {
+        Self(RawInner::InBody {
+            body: body.into(),
+            found: OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn get(&self) -> &RawValue {
+        match &self.0 {
+            RawInner::Kept(raw) => raw,
+            RawInner::InBody { body, found } => found
+                .get_or_init(|| {
+                    serde_json::from_slice::<WireLocate<'_>>(body)
+                        .ok()
+                        .map(|w| w.data.object.to_owned())
+                })
+                .as_deref()
+                // The body parsed once already, so the object is found; `null` stands
+                // in only if that somehow failed, rather than a panic.
+                .unwrap_or(RawValue::NULL),
+        }
+    }
+}
+
+impl fmt::Debug for RawObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.get(), f)
+    }
+}
+
 fn unparsed(envelope: Envelope, raw: Box<RawValue>, e: &serde_json::Error) -> Event {
     let error = ObjectError::new(raw.get(), e);
     Event::Unparsed(Box::new(UnparsedEvent {
         envelope,
-        raw,
+        raw: RawObject::kept(raw),
         error,
     }))
 }
@@ -140,10 +191,53 @@ fn build_typed<T: DeserializeOwned>(
         Ok(object) => wrap(Box::new(TypedEvent {
             envelope,
             object,
-            raw,
+            raw: RawObject::kept(raw),
         })),
         Err(e) => unparsed(envelope, raw, &e),
     }
+}
+
+/// The one-pass parse: the envelope and `data.object` (straight into `T`) together, for
+/// a body whose type was read from its end. `None` whenever anything is off (the type
+/// differs, the object does not fit `T`, a thin event, bad JSON): the two-pass parse then
+/// gives the answer, and the error, it always gave.
+fn one_pass<T: DeserializeOwned>(
+    body: &[u8],
+    ty: &EventType,
+    wrap: fn(Box<TypedEvent<T>>) -> Event,
+) -> Option<Event> {
+    let wire: WireEvent<'_, WireDataTyped<'_, T>> = serde_json::from_slice(body).ok()?;
+    if wire.object != ObjectTag::Event || wire.event_type != ty.as_str() {
+        return None;
+    }
+    let (mut envelope, data) = wire.split_as(ty.clone());
+    let data = data?;
+    envelope.previous_attributes = data.previous_attributes.map(RawValue::to_owned);
+    Some(wrap(Box::new(TypedEvent {
+        envelope,
+        object: data.object,
+        raw: RawObject::in_body(body),
+    })))
+}
+
+/// The `type` of an event body when it is the last member of the top-level object, as
+/// Stripe writes it: `…, "type": "invoice.paid"\n}`. Only a guess, which the one-pass
+/// parse then checks.
+fn type_at_end(body: &[u8]) -> Option<&str> {
+    fn trim_end(mut s: &[u8]) -> &[u8] {
+        while let [rest @ .., b' ' | b'\t' | b'\n' | b'\r'] = s {
+            s = rest;
+        }
+        s
+    }
+    let rest = trim_end(trim_end(body).strip_suffix(b"}")?).strip_suffix(b"\"")?;
+    let open = rest.iter().rposition(|&b| b == b'"')?;
+    let value = &rest[open + 1..];
+    if value.contains(&b'\\') {
+        return None;
+    }
+    trim_end(trim_end(&rest[..open]).strip_suffix(b":")?).strip_suffix(b"\"type\"")?;
+    std::str::from_utf8(value).ok()
 }
 
 fn build_raw(
@@ -154,7 +248,7 @@ fn build_raw(
     wrap(Box::new(TypedEvent {
         envelope,
         object: Untyped,
-        raw,
+        raw: RawObject::kept(raw),
     }))
 }
 
@@ -184,14 +278,17 @@ fn build_source(
         Ok(object) => wrap(Box::new(TypedEvent {
             envelope,
             object,
-            raw,
+            raw: RawObject::kept(raw),
         })),
         Err(e) => unparsed(envelope, raw, &e),
     }
 }
 
 fn build_unknown(envelope: Envelope, raw: Box<RawValue>) -> Event {
-    Event::Unknown(Box::new(UnknownEvent { envelope, raw }))
+    Event::Unknown(Box::new(UnknownEvent {
+        envelope,
+        raw: RawObject::kept(raw),
+    }))
 }
 
 /// Line and column just past the end of `body`, for errors found after parsing.
@@ -230,32 +327,29 @@ impl Event {
                 });
             }
         }
-        let wire: WireEvent<'_> =
+        // Stripe writes `type` last: read it from the end, and parse the object in the
+        // same pass as the envelope.
+        if let Some(ty) = type_at_end(body).map(EventType::from_wire) {
+            if let Some(event) = types::parse_one_pass(&ty, body) {
+                return Ok(event);
+            }
+        }
+        let wire: WireEvent<'_, WireData<'_>> =
             serde_json::from_slice(body).map_err(|e| ParseError::from_json(&e))?;
         if wire.object == ObjectTag::ThinEvent {
             return Err(ParseError::ThinEventNotification);
         }
-        let Some(data) = wire.data else {
+        let (mut envelope, data) = wire.split();
+        let Some(data) = data else {
             let (line, column) = end_position(body);
             return Err(ParseError::NotAnEvent {
                 message: "missing field `data`".to_owned(),
                 line,
                 column,
-                event_id: Some(wire.id.into_owned()),
+                event_id: Some(envelope.id.as_str().to_owned()),
             });
         };
-        let envelope = Envelope {
-            id: EventId::new(&*wire.id),
-            event_type: EventType::from_wire(&wire.event_type),
-            created: wire.created.unwrap_or_default(),
-            livemode: wire.livemode,
-            api_version: wire.api_version,
-            account: wire.account,
-            context: wire.context,
-            request: wire.request,
-            pending_webhooks: wire.pending_webhooks,
-            previous_attributes: data.previous_attributes.map(RawValue::to_owned),
-        };
+        envelope.previous_attributes = data.previous_attributes.map(RawValue::to_owned);
         Ok(types::build(envelope, data.object.to_owned()))
     }
 
@@ -384,6 +478,41 @@ mod tests {
     #[test]
     fn event_is_small() {
         assert!(std::mem::size_of::<Event>() <= 64);
+    }
+
+    #[test]
+    fn type_is_read_from_the_end_only_where_stripe_puts_it() {
+        assert_eq!(
+            type_at_end(br#"{"id":"e","type":"invoice.paid"}"#),
+            Some("invoice.paid")
+        );
+        assert_eq!(
+            type_at_end(b"{\n  \"id\": \"e\",\n  \"type\" :\t\"invoice.paid\"\n}\n"),
+            Some("invoice.paid")
+        );
+        // A nested `type`, an escape, no `type`, or not JSON at all: no guess.
+        assert_eq!(type_at_end(br#"{"data":{"type":"x"}}"#), None);
+        assert_eq!(type_at_end(br#"{"data":{"type":"x"} }"#), None);
+        assert_eq!(type_at_end(br#"{"type":"invoice\u002epaid"}"#), None);
+        assert_eq!(type_at_end(br#"{"id":"e","kind":"invoice.paid"}"#), None);
+        assert_eq!(type_at_end(b"\"type\": \"x\"}"), Some("x"));
+        assert_eq!(type_at_end(b""), None);
+    }
+
+    #[cfg(feature = "testing")]
+    #[test]
+    fn one_pass_takes_typed_events_and_leaves_the_rest() {
+        let body = crate::testing::event_for_type("evt_1", "checkout.session.completed")
+            .unwrap_or_default();
+        let ty = EventType::CheckoutSessionCompleted;
+        let event = types::parse_one_pass(&ty, body.as_bytes());
+        assert!(matches!(event, Some(Event::CheckoutSessionCompleted(_))));
+        // The type named at the end must be the event's own.
+        assert!(
+            types::parse_one_pass(&EventType::CheckoutSessionExpired, body.as_bytes()).is_none()
+        );
+        // Types without a struct keep their object raw: the two-pass parse does that.
+        assert!(types::parse_one_pass(&EventType::BalanceAvailable, body.as_bytes()).is_none());
     }
 
     #[test]

@@ -462,7 +462,9 @@ impl Verifier {
         header: &str,
         now: i64,
     ) -> Result<VerifiedPayload<'a>, SignatureError> {
-        let parsed = ParsedHeader::parse(header)?;
+        // Read in place: the struct is a few hundred bytes, not worth moving around.
+        let mut parsed = ParsedHeader::empty();
+        parsed.read(header)?;
         if parsed.v1_seen == 0 {
             return Err(SignatureError::NoV1Signature {
                 v0_present: parsed.v0_present,
@@ -554,14 +556,15 @@ pub(crate) struct ParsedHeader<'h> {
 
 impl<'h> ParsedHeader<'h> {
     /// Parses a header in one pass, in time linear in its length.
+    #[cfg(test)]
     pub(crate) fn parse(header: &'h str) -> Result<Self, MalformedHeader> {
-        if header.len() > MAX_HEADER_LEN {
-            return Err(MalformedHeader::TooLong {
-                len: header.len(),
-                max: MAX_HEADER_LEN,
-            });
-        }
-        let mut out = ParsedHeader {
+        let mut out = Self::empty();
+        out.read(header)?;
+        Ok(out)
+    }
+
+    pub(crate) fn empty() -> Self {
+        ParsedHeader {
             timestamp: 0,
             timestamp_digits: b"",
             inline: [[0u8; 32]; INLINE_SIGNATURES],
@@ -569,12 +572,31 @@ impl<'h> ParsedHeader<'h> {
             v1_valid: 0,
             v1_seen: 0,
             v0_present: false,
-        };
+        }
+    }
+
+    /// Reads a header into an [`empty`](Self::empty) value, in one pass, in time linear
+    /// in its length.
+    pub(crate) fn read(&mut self, header: &'h str) -> Result<(), MalformedHeader> {
+        if header.len() > MAX_HEADER_LEN {
+            return Err(MalformedHeader::TooLong {
+                len: header.len(),
+                max: MAX_HEADER_LEN,
+            });
+        }
+        let out = self;
         let mut timestamp = None;
         // Byte-wise: `,` `=` space and tab are ASCII, so every split lands on a char
         // boundary, and the entries are those `str::split(',')` would give.
         let mut rest = header.as_bytes();
         let mut index = 0;
+        // The common first entry, `t=<digits>,`, read without the general path's scans.
+        if let Some((digits, next)) = plain_timestamp_entry(rest) {
+            timestamp = Some(parse_timestamp(digits)?);
+            out.timestamp_digits = without_leading_zeros(digits);
+            rest = next;
+            index = 1;
+        }
         loop {
             if index >= MAX_HEADER_ENTRIES {
                 return Err(MalformedHeader::TooManyEntries {
@@ -583,9 +605,8 @@ impl<'h> ParsedHeader<'h> {
             }
             // The common entry, a well-formed `v1`, is decoded as it is read, without a
             // separate scan for the comma that ends it.
-            let next = if let Some((sig, next)) = well_formed_v1(rest) {
+            let next = if let Some(next) = out.well_formed_v1(rest) {
                 out.v1_seen += 1;
-                out.push_signature(sig);
                 next
             } else {
                 let (entry, next) = match rest.iter().position(|&b| b == b',') {
@@ -608,9 +629,7 @@ impl<'h> ParsedHeader<'h> {
                     }
                     b"v1" => {
                         out.v1_seen += 1;
-                        if let Some(sig) = decode_hex32(value) {
-                            out.push_signature(sig);
-                        }
+                        out.decode_signature(value);
                     }
                     b"v0" => out.v0_present = true,
                     _ => {}
@@ -624,15 +643,42 @@ impl<'h> ParsedHeader<'h> {
             index += 1;
         }
         out.timestamp = timestamp.ok_or(MalformedHeader::MissingTimestamp)?;
-        Ok(out)
+        Ok(())
     }
 
-    fn push_signature(&mut self, sig: [u8; 32]) {
-        match self.inline.get_mut(self.v1_valid) {
-            Some(slot) => *slot = sig,
-            None => self.spilled.push(sig),
+    /// Decodes a `v1` value into the next free slot; a malformed one is skipped (it
+    /// could never match). `false` if it was malformed.
+    fn decode_signature(&mut self, hex: &[u8]) -> bool {
+        let decoded = match self.inline.get_mut(self.v1_valid) {
+            Some(slot) => decode_hex32(hex, slot),
+            None => {
+                let mut sig = [0u8; 32];
+                let ok = decode_hex32(hex, &mut sig);
+                if ok {
+                    self.spilled.push(sig);
+                }
+                ok
+            }
+        };
+        self.v1_valid += usize::from(decoded);
+        decoded
+    }
+
+    /// Reads `v1=<64 hex digits>` at the start of `rest` (blanks around it allowed), up
+    /// to the comma that ends it or the end of the header, decoding it into place. `None`
+    /// for anything else, which the general path then reads.
+    fn well_formed_v1<'r>(&mut self, rest: &'r [u8]) -> Option<Option<&'r [u8]>> {
+        let value = trim_start_blanks(rest).strip_prefix(b"v1=")?;
+        if value.len() < 64 {
+            return None;
         }
-        self.v1_valid += 1;
+        let (hex, after) = value.split_at(64);
+        let next = match trim_start_blanks(after) {
+            [] => None,
+            [b',', next @ ..] => Some(next),
+            _ => return None,
+        };
+        self.decode_signature(hex).then_some(next)
     }
 
     /// The well-formed `v1` signatures, decoded, in header order.
@@ -642,19 +688,14 @@ impl<'h> ParsedHeader<'h> {
     }
 }
 
-/// Reads `v1=<64 hex digits>` at the start of `rest` (blanks around it allowed), up to
-/// the comma that ends it or the end of the header. `None` for anything else, which
-/// the general path then reads.
-fn well_formed_v1(rest: &[u8]) -> Option<([u8; 32], Option<&[u8]>)> {
-    let value = trim_start_blanks(rest).strip_prefix(b"v1=")?;
-    if value.len() < 64 {
-        return None;
-    }
-    let (hex, after) = value.split_at(64);
-    let sig = decode_hex32(hex)?;
-    match trim_start_blanks(after) {
-        [] => Some((sig, None)),
-        [b',', next @ ..] => Some((sig, Some(next))),
+/// `t=<1 to 19 digits>,` at the very start of a header: the digits and what follows the
+/// comma. `None` for anything else (blanks, no comma, other keys), which the general
+/// path then reads.
+fn plain_timestamp_entry(header: &[u8]) -> Option<(&[u8], &[u8])> {
+    let after = header.strip_prefix(b"t=")?;
+    let len = after.iter().take_while(|b| b.is_ascii_digit()).count();
+    match after.get(len) {
+        Some(b',') if (1..=19).contains(&len) => Some((&after[..len], &after[len + 1..])),
         _ => None,
     }
 }
@@ -712,8 +753,10 @@ fn parse_timestamp(bytes: &[u8]) -> Result<i64, MalformedHeader> {
 /// matches. The value is public (it came in the request), so this need not be
 /// constant time; the comparison with the expected MAC is. Written without a branch or
 /// a table lookup per byte, so that it vectorizes.
-fn decode_hex32(value: &[u8]) -> Option<[u8; 32]> {
-    let hex: &[u8; 64] = value.try_into().ok()?;
+fn decode_hex32(value: &[u8], out: &mut [u8; 32]) -> bool {
+    let Ok(hex) = <&[u8; 64]>::try_from(value) else {
+        return false;
+    };
     let mut valid = true;
     let mut nibbles = [0u8; 64];
     for (n, &c) in nibbles.iter_mut().zip(hex) {
@@ -723,13 +766,12 @@ fn decode_hex32(value: &[u8]) -> Option<[u8; 32]> {
         *n = (c & 0x0F) + 9 * (c >> 6);
     }
     if !valid {
-        return None;
+        return false;
     }
-    let mut out = [0u8; 32];
     for (o, pair) in out.iter_mut().zip(nibbles.chunks_exact(2)) {
         *o = (pair[0] << 4) | pair[1];
     }
-    Some(out)
+    true
 }
 
 #[cfg(test)]
@@ -775,17 +817,21 @@ mod tests {
 
     #[test]
     fn hex_decoding_is_exact() {
-        assert!(decode_hex32("0".repeat(64).as_bytes()).is_some());
-        assert!(decode_hex32("A".repeat(64).as_bytes()).is_some());
-        assert!(decode_hex32("0".repeat(63).as_bytes()).is_none());
-        assert!(decode_hex32("0".repeat(65).as_bytes()).is_none());
-        assert!(decode_hex32("g".repeat(64).as_bytes()).is_none());
-        assert!(decode_hex32(b"").is_none());
+        fn decode(hex: &[u8]) -> Option<[u8; 32]> {
+            let mut out = [0u8; 32];
+            decode_hex32(hex, &mut out).then_some(out)
+        }
+        assert!(decode("0".repeat(64).as_bytes()).is_some());
+        assert!(decode("A".repeat(64).as_bytes()).is_some());
+        assert!(decode("0".repeat(63).as_bytes()).is_none());
+        assert!(decode("0".repeat(65).as_bytes()).is_none());
+        assert!(decode("g".repeat(64).as_bytes()).is_none());
+        assert!(decode(b"").is_none());
         let mut mixed = *b"00112233445566778899aabbccddeeffAABBCCDDEEFF0123456789abcdefABCD";
-        assert_eq!(decode_hex32(&mixed).unwrap()[..4], [0x00, 0x11, 0x22, 0x33]);
+        assert_eq!(decode(&mixed).unwrap()[..4], [0x00, 0x11, 0x22, 0x33]);
         for bad in [b'g', b'G', b' ', 0x80, 0xFF, b'/', b':', b'@', b'`'] {
             mixed[17] = bad;
-            assert!(decode_hex32(&mixed).is_none(), "{bad:#x}");
+            assert!(decode(&mixed).is_none(), "{bad:#x}");
         }
     }
 

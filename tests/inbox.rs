@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use stripe_webhooks::sqlx::{self, Sqlite, SqliteConnection};
+use stripe_webhooks::sqlx::{self, Connection, Sqlite, SqliteConnection};
 use stripe_webhooks::{
     async_trait, testing, Event, EventId, HandlerError, IdempotencyStore, OutcomeKind, Processor,
     RecordStatus, SigningSecret, SqliteStore, TransactionalHandler, Verifier,
@@ -258,6 +258,24 @@ impl TransactionalHandler<Sqlite> for Picky {
         if id.ends_with("_fail") {
             return Err(HandlerError::new("this one fails"));
         }
+        if id.ends_with("_selfrollback") && self.poison.load(Ordering::SeqCst) {
+            // `OR ROLLBACK` makes SQLite roll back the whole transaction by itself.
+            for _ in 0..2 {
+                sqlx::query("INSERT OR ROLLBACK INTO parents (id) VALUES ('same')")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(HandlerError::new)?;
+            }
+        }
+        if id.ends_with("_nested") {
+            let mut tx = conn.begin().await.map_err(HandlerError::new)?;
+            sqlx::query("INSERT INTO parents (id) VALUES (?1)")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(HandlerError::new)?;
+            tx.commit().await.map_err(HandlerError::new)?;
+        }
         Ok(())
     }
 }
@@ -343,19 +361,25 @@ async fn a_failed_commit_answers_its_deliveries_503_and_redelivery_runs_each_onc
     let (store, processor, handler) = picky("commitfail").await;
     handler.poison.store(true, Ordering::SeqCst);
 
-    // Alone: the commit fails, nothing is recorded, Stripe is told to come back.
+    // Alone: its own writes broke the commit. That is the handler's failure: 500,
+    // recorded as failed (with why), nothing else kept.
     let lone = vec!["evt_lone_poison".to_owned()];
     let outcome = deliver_all(&processor, &lone).await.remove(0);
     assert!(
-        matches!(outcome.kind(), OutcomeKind::StoreUnavailable(_)),
+        matches!(outcome.kind(), OutcomeKind::HandlerFailed(_)),
         "{outcome:?}"
     );
-    assert_eq!(outcome.status(), 503);
-    assert!(store
+    assert_eq!(outcome.status(), 500);
+    let record = store
         .record(&EventId::new("evt_lone_poison"))
         .await
         .unwrap()
-        .is_none());
+        .unwrap();
+    assert_eq!(record.status, RecordStatus::Failed);
+    assert!(record
+        .last_error
+        .unwrap()
+        .contains("could not be committed"));
     assert_eq!(effects(&store, "evt_lone_poison").await, 0);
 
     // Among others: whoever shared its transaction is answered 503 too, never 200.
@@ -440,4 +464,91 @@ async fn the_wal_is_checkpointed_and_started_over_under_steady_load() {
         .await
         .unwrap();
     assert_eq!(rows, 4096);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_that_always_breaks_the_commit_fails_alone_and_the_others_get_through() {
+    let (store, processor, handler) = picky("poisoned").await;
+    handler.poison.store(true, Ordering::SeqCst);
+    let ids: Vec<String> = (0..16)
+        .map(|n| format!("evt_stuck_{n}{}", if n == 7 { "_poison" } else { "" }))
+        .collect();
+    // Stripe delivers, then delivers again whatever was not answered 200; the poison
+    // never goes away.
+    let mut pending = ids.clone();
+    let mut rounds = 0;
+    while pending.iter().any(|id| !id.ends_with("_poison")) {
+        rounds += 1;
+        assert!(rounds <= 3, "still pending after 3 rounds: {pending:?}");
+        let outcomes = deliver_all(&processor, &pending).await;
+        pending = pending
+            .into_iter()
+            .zip(outcomes)
+            .filter(|(id, o)| {
+                if id.ends_with("_poison") {
+                    assert_ne!(o.status(), 200, "{o:?}");
+                } else {
+                    assert!(o.status() == 200 || o.status() == 503, "{o:?}");
+                }
+                o.status() != 200
+            })
+            .map(|(id, _)| id)
+            .collect();
+    }
+    for id in &ids {
+        let want = i64::from(!id.ends_with("_poison"));
+        assert_eq!(effects(&store, id).await, want, "{id}");
+    }
+    // Once it has been alone, it is recorded as failed, for an operator to look at.
+    let again = deliver_all(&processor, &["evt_stuck_7_poison".to_owned()]).await;
+    assert_eq!(again[0].status(), 500, "{:?}", again[0]);
+    let failed = store.failed_events(10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].event_id.as_str(), "evt_stuck_7_poison");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_sqlite_rolled_back_by_itself_costs_one_retry_not_the_writer() {
+    let (store, processor, handler) = picky("selfrollback").await;
+    handler.poison.store(true, Ordering::SeqCst);
+    let first = deliver_all(&processor, &["evt_sr_selfrollback".to_owned()]).await;
+    assert!(first[0].status() >= 500, "{:?}", first[0]);
+    assert_eq!(effects(&store, "evt_sr_selfrollback").await, 0);
+
+    // The writer connection was replaced: everything after it goes through.
+    handler.poison.store(false, Ordering::SeqCst);
+    let ids: Vec<String> = (0..8)
+        .map(|n| format!("evt_sr_{n}"))
+        .chain(["evt_sr_selfrollback".to_owned()])
+        .collect();
+    for outcome in deliver_all(&processor, &ids).await {
+        assert!(
+            matches!(outcome.kind(), OutcomeKind::Processed),
+            "{outcome:?}"
+        );
+    }
+    for id in &ids {
+        assert_eq!(effects(&store, id).await, 1, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_handler_may_open_its_own_nested_transaction() {
+    let (store, processor, _) = picky("nested").await;
+    let ids: Vec<String> = (0..6).map(|n| format!("evt_n{n}_nested")).collect();
+    for outcome in deliver_all(&processor, &ids).await {
+        assert!(
+            matches!(outcome.kind(), OutcomeKind::Processed),
+            "{outcome:?}"
+        );
+    }
+    for id in &ids {
+        assert_eq!(effects(&store, id).await, 1, "{id}");
+        let parents: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM parents WHERE id = ?1")
+            .bind(id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(parents, 1, "{id}");
+    }
 }

@@ -1,5 +1,6 @@
 //! The SQLite store: the embedded default.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,6 +18,7 @@ use super::{
     DEFAULT_RETENTION, DEFAULT_TABLE,
 };
 use crate::event::{Event, EventId};
+use crate::handler::HandlerError;
 use crate::processor::{
     run_handler, store_call, DispatchSettings, Dispatched, Dispatcher, OutcomeKind,
 };
@@ -48,6 +50,8 @@ struct Sql {
     inbox_next_claim: String,
     /// Rolls back a failed delivery's savepoint and records the failure.
     inbox_failed: String,
+    /// Records a failure on its own (after a transaction that could not commit).
+    record_failure: String,
     state: String,
     complete: String,
     release: String,
@@ -91,6 +95,7 @@ impl Sql {
             inbox_failed: format!(
                 "ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}; {record_failure}"
             ),
+            record_failure: record_failure.clone(),
             state: format!("SELECT status, lease_until - {NOW_MS} FROM {t} WHERE event_id = ?1"),
             complete: format!(
                 "UPDATE {t} SET status = 'completed', completed_at = {NOW_MS}, lease_until = NULL, updated_at = {NOW_MS} \
@@ -156,6 +161,18 @@ fn is_busy(e: &sqlx::Error) -> bool {
             .code()
             .and_then(|c| c.parse::<i32>().ok())
             .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
+    }
+}
+
+/// Whether an error is a constraint checked at COMMIT (a deferred foreign key): the
+/// writes of some handler in the transaction are at fault, not the store.
+fn is_constraint(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| c & 0xff == 19),
         _ => false,
     }
 }
@@ -525,7 +542,14 @@ struct Writer {
     batches: u64,
     /// Deliveries committed since the last checkpoint was started.
     since_checkpoint: usize,
+    /// Events that were in a transaction whose commit failed on a constraint: one of
+    /// them wrote something the commit refused. Until each commits, each runs in a
+    /// transaction of its own, so that it fails alone and is recorded as failed.
+    suspects: HashSet<EventId>,
 }
+
+/// The most suspects remembered (see [`Writer::suspects`]); past it, the set starts over.
+const MAX_SUSPECTS: usize = 4096;
 
 /// An open inbox transaction and the deliveries waiting for its commit. Dropped without
 /// committing (an error, a timeout, a cancelled delivery), it rolls back and its
@@ -533,6 +557,8 @@ struct Writer {
 struct Batch {
     tx: sqlx::Transaction<'static, Sqlite>,
     number: u64,
+    /// The events of its deliveries, to suspect if its commit fails on a constraint.
+    events: Vec<EventId>,
     /// Whether a finisher task watches this batch (see [`SqliteInbox::leave_open`]).
     finisher: bool,
     /// Whether the last delivery's savepoint is still open (released by the next one).
@@ -586,11 +612,19 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
             )));
         };
 
+        // An event whose earlier transaction failed at COMMIT runs in one of its own:
+        // commit what is open first, and its own right after it.
+        let alone = writer.suspects.contains(event.id());
+        if alone {
+            if let Some(open) = writer.batch.take() {
+                let _ = self.finish(&mut writer, open, t).await;
+            }
+        }
         // The batch is taken out while this delivery works on it: if the delivery is
         // dropped half-way, so is the batch, which rolls back.
         let mut batch = match writer.batch.take() {
             Some(batch) => batch,
-            None => match self.open_batch(&mut writer, t).await {
+            None => match self.open_fresh(&mut writer, t).await {
                 Ok(batch) => batch,
                 Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
             },
@@ -598,21 +632,30 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
         let step = match self.deliver(&mut batch, event, settings, t).await {
             Ok(step) => step,
             // The transaction is in an unknown state: drop it (rolling back every
-            // delivery in it; the others are answered 503).
-            Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
+            // delivery in it; the others are answered 503), and its connection.
+            Err(e) => {
+                drop(batch);
+                discard_connection(&mut writer);
+                return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e));
+            }
         };
         let mut committed = batch.committed.subscribe();
         let full = batch.members >= MAX_BATCH || batch.opened.elapsed() >= MAX_BATCH_AGE;
-        if full || self.queued.load(Ordering::SeqCst) == 0 {
+        if alone || full || self.queued.load(Ordering::SeqCst) == 0 {
             let members = batch.members;
-            let result = commit(batch, t).await;
-            if result.is_ok() {
-                self.checkpoint_soon(&mut writer, members);
+            let result = self.finish(&mut writer, batch, t).await;
+            if let (Err(e), Step::AfterCommit(d)) = (result, &step) {
+                return match e {
+                    // Alone in its transaction: its own writes broke a constraint.
+                    // That is the handler's failure, recorded like one.
+                    CommitError::Constraint(e) if members == 1 => {
+                        self.record_commit_failure(&writer, event, d.attempt, &e, t)
+                            .await
+                    }
+                    e => not_committed(d, e.into_store_error()),
+                };
             }
             drop(writer);
-            if let (Err(e), Step::AfterCommit(d)) = (result, &step) {
-                return not_committed(d, e);
-            }
         } else {
             self.leave_open(&mut writer, batch);
             drop(writer);
@@ -662,12 +705,81 @@ impl Drop for Queued<'_> {
     }
 }
 
+/// Why a batch did not commit.
+enum CommitError {
+    /// A constraint checked at COMMIT: some delivery's writes are at fault.
+    Constraint(sqlx::Error),
+    /// The store: busy, down, or too slow.
+    Store(StoreError),
+}
+
+impl CommitError {
+    fn into_store_error(self) -> StoreError {
+        match self {
+            CommitError::Constraint(e) => db_err(e),
+            CommitError::Store(e) => e,
+        }
+    }
+}
+
 /// Commits a batch and tells its deliveries.
-async fn commit(batch: Batch, t: Duration) -> Result<(), StoreError> {
+async fn commit(batch: Batch, t: Duration) -> Result<(), CommitError> {
     let Batch { tx, committed, .. } = batch;
-    let result = store_call(t, async { tx.commit().await.map_err(busy_or_down) }).await;
+    let result = match tokio::time::timeout(t, tx.commit()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if is_constraint(&e) => Err(CommitError::Constraint(e)),
+        Ok(Err(e)) => Err(CommitError::Store(busy_or_down(e))),
+        Err(_) => Err(CommitError::Store(StoreError::Timeout(t))),
+    };
     committed.send_replace(Some(result.is_ok()));
     result
+}
+
+/// Clears the "checkpoint running" flag when the checkpoint task ends, however it ends.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Commits a batch on its writer's behalf: on success its events are no longer suspect;
+/// a constraint failure makes every one of them suspect (when there were several); any
+/// other failure drops the connection.
+async fn commit_batch(
+    writer: &mut Writer,
+    mut batch: Batch,
+    t: Duration,
+) -> (Vec<EventId>, Result<(), CommitError>) {
+    let events = std::mem::take(&mut batch.events);
+    let result = commit(batch, t).await;
+    match &result {
+        Ok(()) => {
+            for id in &events {
+                writer.suspects.remove(id);
+            }
+        }
+        Err(CommitError::Constraint(_)) if events.len() > 1 => {
+            if writer.suspects.len() + events.len() > MAX_SUSPECTS {
+                writer.suspects.clear();
+            }
+            writer.suspects.extend(events.iter().cloned());
+        }
+        Err(CommitError::Constraint(_)) => {}
+        Err(CommitError::Store(_)) => discard_connection(writer),
+    }
+    (events, result)
+}
+
+/// Drops the writer connection after a transaction ended badly: SQLite may have rolled
+/// it back by itself, or a cancelled `BEGIN` may have left it open, and sqlx would then
+/// refuse every later `BEGIN` on it. The next delivery opens a fresh one; closing this
+/// one rolls back whatever it still holds.
+fn discard_connection(writer: &mut Writer) {
+    if let Some(pool) = writer.pool.take() {
+        tokio::spawn(async move { pool.close().await });
+    }
 }
 
 impl<H> SqliteInbox<H> {
@@ -689,16 +801,23 @@ impl<H> SqliteInbox<H> {
         let pool = self.store.pool.clone();
         let (shared, running) = (Arc::clone(&self.writer), Arc::clone(&self.checkpointing));
         tokio::spawn(async move {
-            // Best effort: whatever a checkpoint leaves, the next one copies.
-            let checkpoint = || sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool);
-            let _ = checkpoint().await;
+            // Cleared however the task ends, or checkpoints would stop for good.
+            let _running = Running(running);
+            let t = BUSY_TIMEOUT + Duration::from_secs(1);
+            // Best effort: whatever a checkpoint leaves, the next one copies. One
+            // connection for both steps, taken before the writer is paused.
+            let Ok(Ok(mut conn)) = tokio::time::timeout(t, pool.acquire()).await else {
+                return;
+            };
+            let checkpoint = "PRAGMA wal_checkpoint(PASSIVE)";
+            let _ = tokio::time::timeout(t, sqlx::query(checkpoint).execute(&mut *conn)).await;
             let mut writer = shared.lock().await;
             if let Some(batch) = writer.batch.take() {
-                let _ = commit(batch, BUSY_TIMEOUT + Duration::from_secs(1)).await;
+                let _ = commit_batch(&mut writer, batch, t).await;
             }
-            let _ = checkpoint().await;
-            drop(writer);
-            running.store(false, Ordering::SeqCst);
+            // Only the pages written since the first step: a short pause.
+            let pause = Duration::from_secs(1);
+            let _ = tokio::time::timeout(pause, sqlx::query(checkpoint).execute(&mut *conn)).await;
         });
     }
 
@@ -715,7 +834,8 @@ impl<H> SqliteInbox<H> {
                 if writer.batch.as_ref().is_some_and(|b| b.number == number) {
                     if let Some(batch) = writer.batch.take() {
                         // Its deliveries hear the result; nobody else is waiting for it.
-                        let _ = commit(batch, BUSY_TIMEOUT + Duration::from_secs(1)).await;
+                        let t = BUSY_TIMEOUT + Duration::from_secs(1);
+                        let _ = commit_batch(&mut writer, batch, t).await;
                     }
                 }
             });
@@ -725,6 +845,69 @@ impl<H> SqliteInbox<H> {
 }
 
 impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
+    /// Commits a batch and keeps the books: suspects, connection, checkpoints.
+    async fn finish(
+        &self,
+        writer: &mut Writer,
+        batch: Batch,
+        t: Duration,
+    ) -> Result<(), CommitError> {
+        let members = batch.members;
+        let (events, result) = commit_batch(writer, batch, t).await;
+        if result.is_ok() {
+            self.checkpoint_soon(writer, members);
+        }
+        drop(events);
+        result
+    }
+
+    /// Records, outside any transaction, a delivery whose writes the commit refused, and
+    /// answers it as a failed handler (500: Stripe delivers it again).
+    async fn record_commit_failure(
+        &self,
+        writer: &Writer,
+        event: &Event,
+        attempt: Option<u32>,
+        e: &sqlx::Error,
+        t: Duration,
+    ) -> Dispatched {
+        let error = HandlerError::new(format!("the handler's writes could not be committed: {e}"));
+        let attempt = attempt.unwrap_or(1);
+        if let Some(pool) = &writer.pool {
+            let reason = error.to_string();
+            let _ = tokio::time::timeout(
+                t,
+                sqlx::query(&self.store.sql.record_failure)
+                    .bind(event.id().as_str())
+                    .bind(event.event_type().as_str())
+                    .bind(i64::from(attempt))
+                    .bind(format!("{:032x}", new_fence()))
+                    .bind(truncate_error(&reason))
+                    .execute(pool),
+            )
+            .await;
+        }
+        Dispatched::attempt(OutcomeKind::HandlerFailed(error), attempt)
+    }
+
+    /// Opens a batch; if the connection refuses (stuck in a transaction sqlx lost track
+    /// of), once more on a fresh connection. A lock held by another process is waited
+    /// for only once.
+    async fn open_fresh(&self, writer: &mut Writer, t: Duration) -> Result<Batch, StoreError> {
+        match self.open_batch(writer, t).await {
+            Ok(batch) => Ok(batch),
+            Err(e @ StoreError::Timeout(_)) => Err(e),
+            Err(_) => {
+                discard_connection(writer);
+                let opened = self.open_batch(writer, t).await;
+                if opened.is_err() {
+                    discard_connection(writer);
+                }
+                opened
+            }
+        }
+    }
+
     async fn open_batch(&self, writer: &mut Writer, t: Duration) -> Result<Batch, StoreError> {
         let pool = writer.pool.get_or_insert_with(|| {
             SqlitePoolOptions::new()
@@ -737,6 +920,10 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
                 .connect_lazy_with(
                     (*self.store.pool.connect_options())
                         .clone()
+                        // Its commits carry handlers' effects that Stripe will not
+                        // send again: durable through a power cut, not only a crash.
+                        // Group commit shares each fsync among a batch.
+                        .synchronous(SqliteSynchronous::Full)
                         .pragma("wal_autocheckpoint", "0"),
                 )
         });
@@ -750,6 +937,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
         Ok(Batch {
             tx,
             number: writer.batches,
+            events: Vec::new(),
             finisher: false,
             savepoint_open: false,
             members: 0,
@@ -788,6 +976,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
         .await?;
         batch.savepoint_open = true;
         batch.members += 1;
+        batch.events.push(id.clone());
         let attempt = match claimed {
             Some(row) => {
                 u32::try_from(row.try_get::<i64, _>(0).map_err(db_err)?).unwrap_or(u32::MAX)

@@ -478,7 +478,15 @@ impl IdempotencyStore for SqliteStore {
 /// (its writes and its claim), its failure is recorded, and the others are unaffected.
 ///
 /// The writer connection leaves WAL checkpoints to a connection of the store's pool, in
-/// the background, every 256 deliveries, so that no delivery waits for one.
+/// the background, every 256 deliveries, so that no delivery waits for one. It is opened
+/// with the store pool's connect options (not its `after_connect` hooks), so it is only
+/// as durable as they say: [`SqliteStore::connect`] uses `synchronous = NORMAL`, with
+/// which a power cut or OS crash (not a process crash) can undo the last transactions
+/// after Stripe was answered 200. If the handlers' effects must survive that, build the
+/// pool from [`SqliteStore::connect_options`] with
+/// `.synchronous(SqliteSynchronous::Full)` and pass it to [`SqliteStore::new`]: an fsync
+/// per transaction, shared by every delivery in it. Inbox mode needs a database file:
+/// an in-memory database would be shared-cache, and block the pool's readers.
 ///
 /// A delivery that waits longer than the 5 s busy timeout for the writer is answered 503.
 /// Keep inbox handlers short (local writes only): the next delivery waits for them. Use
@@ -920,10 +928,6 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
                 .connect_lazy_with(
                     (*self.store.pool.connect_options())
                         .clone()
-                        // Its commits carry handlers' effects that Stripe will not
-                        // send again: durable through a power cut, not only a crash.
-                        // Group commit shares each fsync among a batch.
-                        .synchronous(SqliteSynchronous::Full)
                         .pragma("wal_autocheckpoint", "0"),
                 )
         });

@@ -331,6 +331,28 @@ fn one_pass_and_two_pass_parses_agree_on_every_fixture() {
 }
 
 #[test]
+fn invalid_utf8_in_an_ignored_member_is_invalid_json_either_way() {
+    let json = testing::event_for_type("evt_u", "invoice.paid").unwrap();
+    let mut bad = json
+        .replacen(r#""object":{"#, r#""object":{"zz_not_a_field":"XX","#, 1)
+        .into_bytes();
+    let at = bad.windows(2).position(|w| w == b"XX").unwrap();
+    bad[at] = 0xFF;
+    let slow = type_first(&json, "invoice.paid").replacen(
+        r#""object":{"#,
+        r#""object":{"zz_not_a_field":"XX","#,
+        1,
+    );
+    let mut slow = slow.into_bytes();
+    let at = slow.windows(2).position(|w| w == b"XX").unwrap();
+    slow[at] = 0xFF;
+    for body in [bad, slow] {
+        let err = Event::from_slice(&body).unwrap_err();
+        assert!(matches!(err, ParseError::InvalidJson { .. }), "{err:?}");
+    }
+}
+
+#[test]
 fn event_is_at_most_64_bytes() {
     assert!(
         std::mem::size_of::<Event>() <= 64,

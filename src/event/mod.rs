@@ -133,7 +133,7 @@ pub(crate) struct RawObject(RawInner);
 enum RawInner {
     Kept(Box<RawValue>),
     InBody {
-        body: Box<[u8]>,
+        body: Box<str>,
         found: OnceLock<Option<Box<RawValue>>>,
     },
 }
@@ -143,7 +143,7 @@ impl RawObject {
         Self(RawInner::Kept(raw))
     }
 
-    fn in_body(body: &[u8]) -> Self {
+    fn in_body(body: &str) -> Self {
         Self(RawInner::InBody {
             body: body.into(),
             found: OnceLock::new(),
@@ -155,7 +155,7 @@ impl RawObject {
             RawInner::Kept(raw) => raw,
             RawInner::InBody { body, found } => found
                 .get_or_init(|| {
-                    serde_json::from_slice::<WireLocate<'_>>(body)
+                    serde_json::from_str::<WireLocate<'_>>(body)
                         .ok()
                         .map(|w| w.data.object.to_owned())
                 })
@@ -206,7 +206,10 @@ fn one_pass<T: DeserializeOwned>(
     ty: &EventType,
     wrap: fn(Box<TypedEvent<T>>) -> Event,
 ) -> Option<Event> {
-    let wire: WireEvent<'_, WireDataTyped<'_, T>> = serde_json::from_slice(body).ok()?;
+    // Checked whole: serde_json skips the members a struct ignores without checking
+    // their UTF-8, where the two-pass parse (which keeps `data.object` raw) rejects it.
+    let text = std::str::from_utf8(body).ok()?;
+    let wire: WireEvent<'_, WireDataTyped<'_, T>> = serde_json::from_str(text).ok()?;
     if wire.object != ObjectTag::Event || wire.event_type != ty.as_str() {
         return None;
     }
@@ -216,7 +219,7 @@ fn one_pass<T: DeserializeOwned>(
     Some(wrap(Box::new(TypedEvent {
         envelope,
         object: data.object,
-        raw: RawObject::in_body(body),
+        raw: RawObject::in_body(text),
     })))
 }
 

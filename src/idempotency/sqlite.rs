@@ -488,6 +488,12 @@ impl IdempotencyStore for SqliteStore {
 /// per transaction, shared by every delivery in it. Inbox mode needs a database file:
 /// an in-memory database would be shared-cache, and block the pool's readers.
 ///
+/// Under sustained load the writer holds SQLite's write lock nearly all the time. Other
+/// writers to the same file (another process, [`purge_expired`](IdempotencyStore::purge_expired),
+/// a handler writing through another connection) wait in SQLite's busy handler, which is
+/// not fair, and can give up with `SQLITE_BUSY` after 5 s: under heavy traffic, keep
+/// inbox deliveries for one database file in one process, and purge at a quiet time.
+///
 /// A delivery that waits longer than the 5 s busy timeout for the writer is answered 503.
 /// Keep inbox handlers short (local writes only): the next delivery waits for them. Use
 /// the plain [`SqliteStore`] dispatcher for handlers that call other services. A handler

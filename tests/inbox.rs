@@ -552,3 +552,73 @@ async fn a_handler_may_open_its_own_nested_transaction() {
         assert_eq!(parents, 1, "{id}");
     }
 }
+
+/// Holds the delivery of `evt_gated` in its handler until the test opens the gate.
+#[derive(Default)]
+struct Gated {
+    started: Notify,
+    gate: Notify,
+}
+
+#[async_trait]
+impl TransactionalHandler<Sqlite> for Gated {
+    async fn handle(&self, event: &Event, conn: &mut SqliteConnection) -> Result<(), HandlerError> {
+        sqlx::query("INSERT INTO effects (event_id) VALUES (?1)")
+            .bind(event.id().as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(HandlerError::new)?;
+        if event.id().as_str() == "evt_gated" {
+            self.started.notify_one();
+            self.gate.notified().await;
+        }
+        Ok(())
+    }
+}
+
+// One thread, so the order of the steps below is the order they run in.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_left_open_for_a_delivery_that_went_away_still_commits() {
+    let (store, _) = setup("finisher", Arc::new(Effects::default())).await;
+    struct Shared(Arc<Gated>);
+    #[async_trait]
+    impl TransactionalHandler<Sqlite> for Shared {
+        async fn handle(&self, e: &Event, c: &mut SqliteConnection) -> Result<(), HandlerError> {
+            self.0.handle(e, c).await
+        }
+    }
+    let handler = Arc::new(Gated::default());
+    let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
+    let processor = Arc::new(Processor::with_dispatcher(
+        verifier,
+        store.inbox(Shared(handler.clone())),
+    ));
+    let spawn = |id: &str| {
+        let (processor, (header, body)) = (processor.clone(), delivery(id));
+        tokio::spawn(async move { processor.process(Some(&header), body.as_bytes()).await })
+    };
+
+    // A holds the writer, in its handler; B queues behind it.
+    let a = spawn("evt_gated");
+    handler.started.notified().await;
+    let b = spawn("evt_queued");
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    // A finishes while B is still queued, so A leaves the transaction open for B and
+    // waits for its commit; then B goes away before it ever takes the transaction.
+    handler.gate.notify_one();
+    b.abort();
+
+    // Someone must still commit A's transaction, long before the store timeout.
+    let outcome = tokio::time::timeout(Duration::from_secs(2), a)
+        .await
+        .expect("A was answered without waiting for the store timeout")
+        .unwrap();
+    assert!(
+        matches!(outcome.kind(), OutcomeKind::Processed),
+        "{outcome:?}"
+    );
+    assert_eq!(effects(&store, "evt_gated").await, 1);
+    assert_eq!(effects(&store, "evt_queued").await, 0);
+}

@@ -54,27 +54,36 @@ fn take(n: &AtomicUsize) -> bool {
         .is_ok()
 }
 
-async fn setup(name: &str, handler: Arc<Effects>) -> (SqliteStore, Arc<Processor>) {
+/// A store in a fresh file, with the tables the handlers write (`effects`, and
+/// `parents`/`children` with a foreign key checked only at COMMIT), and a processor
+/// running `handler` in inbox mode. Also the directory of the file.
+async fn setup<H: TransactionalHandler<Sqlite>>(
+    name: &str,
+    handler: Arc<H>,
+) -> (SqliteStore, Arc<Processor>, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!(
         "inbox_{name}_{:x}",
         stripe_webhooks::new_fence() as u64
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let store = SqliteStore::connect(dir.join("events.db")).await.unwrap();
-    sqlx::query("CREATE TABLE effects (event_id TEXT NOT NULL)")
-        .execute(store.pool())
-        .await
-        .unwrap();
+    for ddl in [
+        "CREATE TABLE effects (event_id TEXT NOT NULL)",
+        "CREATE TABLE parents (id TEXT PRIMARY KEY)",
+        "CREATE TABLE children (parent TEXT REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED)",
+    ] {
+        sqlx::query(ddl).execute(store.pool()).await.unwrap();
+    }
     let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
-    let processor = Processor::with_dispatcher(verifier, store.inbox(SharedEffects(handler)));
-    (store, Arc::new(processor))
+    let processor = Processor::with_dispatcher(verifier, store.inbox(Shared(handler)));
+    (store, Arc::new(processor), dir)
 }
 
-/// Lets the test keep a handle on the handler the inbox owns.
-struct SharedEffects(Arc<Effects>);
+/// Lets a test keep a handle on the handler the inbox owns.
+struct Shared<H>(Arc<H>);
 
 #[async_trait]
-impl TransactionalHandler<Sqlite> for SharedEffects {
+impl<H: TransactionalHandler<Sqlite>> TransactionalHandler<Sqlite> for Shared<H> {
     async fn handle(&self, event: &Event, conn: &mut SqliteConnection) -> Result<(), HandlerError> {
         self.0.handle(event, conn).await
     }
@@ -97,7 +106,7 @@ async fn effects(store: &SqliteStore, id: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn effect_and_done_mark_commit_together() {
     let handler = Arc::new(Effects::default());
-    let (store, processor) = setup("commit", handler.clone()).await;
+    let (store, processor, _) = setup("commit", handler.clone()).await;
     let (header, body) = delivery("evt_inbox_commit");
 
     let first = processor.process(Some(&header), body.as_bytes()).await;
@@ -123,7 +132,7 @@ async fn effect_and_done_mark_commit_together() {
 async fn a_failed_handler_rolls_back_its_writes_and_is_recorded() {
     let handler = Arc::new(Effects::default());
     handler.fail_first.store(1, Ordering::SeqCst);
-    let (store, processor) = setup("fail", handler.clone()).await;
+    let (store, processor, _) = setup("fail", handler.clone()).await;
     let (header, body) = delivery("evt_inbox_fail");
     let id = EventId::new("evt_inbox_fail");
 
@@ -156,21 +165,13 @@ async fn a_failed_handler_rolls_back_its_writes_and_is_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_duplicates_queue_and_run_once() {
     let handler = Arc::new(Effects::default());
-    let (store, processor) = setup("dups", handler.clone()).await;
-    let mut tasks = Vec::new();
-    for copy in 0..4 {
-        for n in 0..8 {
-            let processor = processor.clone();
-            let (header, body) = delivery(&format!("evt_inbox_dup_{n}"));
-            tasks.push(tokio::spawn(async move {
-                let _ = copy;
-                processor.process(Some(&header), body.as_bytes()).await
-            }));
-        }
-    }
+    let (store, processor, _) = setup("dups", handler.clone()).await;
+    // Four deliveries of each of eight events, all at once.
+    let ids: Vec<String> = (0..4)
+        .flat_map(|_| (0..8).map(|n| format!("evt_inbox_dup_{n}")))
+        .collect();
     let mut processed = 0;
-    for task in tasks {
-        let outcome = task.await.unwrap();
+    for outcome in deliver_all(&processor, &ids).await {
         // Duplicates wait their turn for the writer, then see the event completed.
         assert_eq!(outcome.status(), 200, "{outcome:?}");
         if matches!(outcome.kind(), OutcomeKind::Processed) {
@@ -188,7 +189,7 @@ async fn concurrent_duplicates_queue_and_run_once() {
 async fn a_cancelled_delivery_rolls_back_and_frees_the_lock_at_once() {
     let handler = Arc::new(Effects::default());
     handler.hang_first.store(1, Ordering::SeqCst);
-    let (store, processor) = setup("cancel", handler.clone()).await;
+    let (store, processor, _) = setup("cancel", handler.clone()).await;
     let (header, body) = delivery("evt_inbox_cancel");
 
     let hung = {
@@ -282,23 +283,17 @@ impl TransactionalHandler<Sqlite> for Picky {
 
 async fn picky(name: &str) -> (SqliteStore, Arc<Processor>, Arc<Picky>) {
     let handler = Arc::new(Picky::default());
-    let (store, _) = setup(name, Arc::new(Effects::default())).await;
-    for ddl in [
-        "CREATE TABLE parents (id TEXT PRIMARY KEY)",
-        "CREATE TABLE children (parent TEXT REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED)",
-    ] {
-        sqlx::query(ddl).execute(store.pool()).await.unwrap();
+    let (store, processor, _) = setup(name, handler.clone()).await;
+    (store, processor, handler)
+}
+
+fn assert_all_processed(outcomes: &[stripe_webhooks::Outcome]) {
+    for outcome in outcomes {
+        assert!(
+            matches!(outcome.kind(), OutcomeKind::Processed),
+            "{outcome:?}"
+        );
     }
-    struct Shared(Arc<Picky>);
-    #[async_trait]
-    impl TransactionalHandler<Sqlite> for Shared {
-        async fn handle(&self, e: &Event, c: &mut SqliteConnection) -> Result<(), HandlerError> {
-            self.0.handle(e, c).await
-        }
-    }
-    let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
-    let processor = Processor::with_dispatcher(verifier, store.inbox(Shared(handler.clone())));
-    (store, Arc::new(processor), handler)
 }
 
 async fn deliver_all(processor: &Arc<Processor>, ids: &[String]) -> Vec<stripe_webhooks::Outcome> {
@@ -408,12 +403,7 @@ async fn a_failed_commit_answers_its_deliveries_503_and_redelivery_runs_each_onc
     // Stripe delivers the 503s again; with the poison gone every event ends up once.
     handler.poison.store(false, Ordering::SeqCst);
     pending.extend(lone);
-    for outcome in deliver_all(&processor, &pending).await {
-        assert!(
-            matches!(outcome.kind(), OutcomeKind::Processed),
-            "{outcome:?}"
-        );
-    }
+    assert_all_processed(&deliver_all(&processor, &pending).await);
     for id in ids.iter().chain(&pending) {
         assert_eq!(effects(&store, id).await, 1, "{id}");
     }
@@ -421,40 +411,15 @@ async fn a_failed_commit_answers_its_deliveries_503_and_redelivery_runs_each_onc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_wal_is_checkpointed_and_started_over_under_steady_load() {
-    let dir = std::env::temp_dir().join(format!(
-        "inbox_wal_{:x}",
-        stripe_webhooks::new_fence() as u64
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("events.db");
-    let store = SqliteStore::connect(&path).await.unwrap();
-    sqlx::query("CREATE TABLE effects (event_id TEXT NOT NULL)")
-        .execute(store.pool())
-        .await
-        .unwrap();
-    let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
     let handler = Arc::new(Effects::default());
-    let processor = Arc::new(Processor::with_dispatcher(
-        verifier,
-        store.inbox(SharedEffects(handler.clone())),
-    ));
+    let (store, processor, dir) = setup("wal", handler.clone()).await;
     // 4096 deliveries leave about 7 MB of WAL if nothing checkpoints it, or if it is
     // never started over; checkpointed every 256 deliveries it stays near 0.5 MB.
-    let body = testing::event_for_type("evt_wal", "checkout.session.completed").unwrap();
-    let mut sent = 0;
-    while sent < 4096 {
-        let wave: Vec<_> = (sent..sent + 64)
-            .map(|n| {
-                let processor = processor.clone();
-                let body = body.replace("evt_wal", &format!("evt_wal_{n}"));
-                let header = testing::sign(body.as_bytes(), SECRET, testing::now());
-                tokio::spawn(async move { processor.process(Some(&header), body.as_bytes()).await })
-            })
-            .collect();
-        for task in wave {
-            assert!(task.await.unwrap().is_success());
+    for wave in 0..64 {
+        let ids: Vec<String> = (0..64).map(|n| format!("evt_wal_{wave}_{n}")).collect();
+        for outcome in deliver_all(&processor, &ids).await {
+            assert!(outcome.is_success(), "{outcome:?}");
         }
-        sent += 64;
     }
     assert_eq!(handler.runs.load(Ordering::SeqCst), 4096);
     let wal = std::fs::metadata(dir.join("events.db-wal")).unwrap().len();
@@ -521,12 +486,7 @@ async fn a_transaction_sqlite_rolled_back_by_itself_costs_one_retry_not_the_writ
         .map(|n| format!("evt_sr_{n}"))
         .chain(["evt_sr_selfrollback".to_owned()])
         .collect();
-    for outcome in deliver_all(&processor, &ids).await {
-        assert!(
-            matches!(outcome.kind(), OutcomeKind::Processed),
-            "{outcome:?}"
-        );
-    }
+    assert_all_processed(&deliver_all(&processor, &ids).await);
     for id in &ids {
         assert_eq!(effects(&store, id).await, 1, "{id}");
     }
@@ -536,12 +496,7 @@ async fn a_transaction_sqlite_rolled_back_by_itself_costs_one_retry_not_the_writ
 async fn a_handler_may_open_its_own_nested_transaction() {
     let (store, processor, _) = picky("nested").await;
     let ids: Vec<String> = (0..6).map(|n| format!("evt_n{n}_nested")).collect();
-    for outcome in deliver_all(&processor, &ids).await {
-        assert!(
-            matches!(outcome.kind(), OutcomeKind::Processed),
-            "{outcome:?}"
-        );
-    }
+    assert_all_processed(&deliver_all(&processor, &ids).await);
     for id in &ids {
         assert_eq!(effects(&store, id).await, 1, "{id}");
         let parents: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM parents WHERE id = ?1")
@@ -579,20 +534,8 @@ impl TransactionalHandler<Sqlite> for Gated {
 // One thread, so the order of the steps below is the order they run in.
 #[tokio::test(flavor = "current_thread")]
 async fn a_batch_left_open_for_a_delivery_that_went_away_still_commits() {
-    let (store, _) = setup("finisher", Arc::new(Effects::default())).await;
-    struct Shared(Arc<Gated>);
-    #[async_trait]
-    impl TransactionalHandler<Sqlite> for Shared {
-        async fn handle(&self, e: &Event, c: &mut SqliteConnection) -> Result<(), HandlerError> {
-            self.0.handle(e, c).await
-        }
-    }
     let handler = Arc::new(Gated::default());
-    let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
-    let processor = Arc::new(Processor::with_dispatcher(
-        verifier,
-        store.inbox(Shared(handler.clone())),
-    ));
+    let (store, processor, _) = setup("finisher", handler.clone()).await;
     let spawn = |id: &str| {
         let (processor, (header, body)) = (processor.clone(), delivery(id));
         tokio::spawn(async move { processor.process(Some(&header), body.as_bytes()).await })

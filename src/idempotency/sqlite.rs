@@ -571,13 +571,13 @@ const MAX_SUSPECTS: usize = 4096;
 struct Batch {
     tx: sqlx::Transaction<'static, Sqlite>,
     number: u64,
-    /// The events of its deliveries, to suspect if its commit fails on a constraint.
+    /// The events of its deliveries (one each), to suspect if its commit fails on a
+    /// constraint.
     events: Vec<EventId>,
     /// Whether a finisher task watches this batch (see [`SqliteInbox::leave_open`]).
     finisher: bool,
     /// Whether the last delivery's savepoint is still open (released by the next one).
     savepoint_open: bool,
-    members: usize,
     opened: Instant,
     committed: watch::Sender<Option<bool>>,
 }
@@ -654,9 +654,9 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
             }
         };
         let mut committed = batch.committed.subscribe();
-        let full = batch.members >= MAX_BATCH || batch.opened.elapsed() >= MAX_BATCH_AGE;
+        let full = batch.events.len() >= MAX_BATCH || batch.opened.elapsed() >= MAX_BATCH_AGE;
         if alone || full || self.queued.load(Ordering::SeqCst) == 0 {
-            let members = batch.members;
+            let members = batch.events.len();
             let result = self.finish(&mut writer, batch, t).await;
             if let (Err(e), Step::AfterCommit(d)) = (result, &step) {
                 return match e {
@@ -669,11 +669,10 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
                     e => not_committed(d, e.into_store_error()),
                 };
             }
-            drop(writer);
         } else {
             self.leave_open(&mut writer, batch);
-            drop(writer);
         }
+        drop(writer);
         match step {
             Step::Now(d) => d,
             Step::AfterCommit(d) => {
@@ -765,7 +764,7 @@ async fn commit_batch(
     writer: &mut Writer,
     mut batch: Batch,
     t: Duration,
-) -> (Vec<EventId>, Result<(), CommitError>) {
+) -> Result<(), CommitError> {
     let events = std::mem::take(&mut batch.events);
     let result = commit(batch, t).await;
     match &result {
@@ -783,7 +782,7 @@ async fn commit_batch(
         Err(CommitError::Constraint(_)) => {}
         Err(CommitError::Store(_)) => discard_connection(writer),
     }
-    (events, result)
+    result
 }
 
 /// Drops the writer connection after a transaction ended badly: SQLite may have rolled
@@ -866,12 +865,11 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
         batch: Batch,
         t: Duration,
     ) -> Result<(), CommitError> {
-        let members = batch.members;
-        let (events, result) = commit_batch(writer, batch, t).await;
+        let members = batch.events.len();
+        let result = commit_batch(writer, batch, t).await;
         if result.is_ok() {
             self.checkpoint_soon(writer, members);
         }
-        drop(events);
         result
     }
 
@@ -950,7 +948,6 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
             events: Vec::new(),
             finisher: false,
             savepoint_open: false,
-            members: 0,
             opened: Instant::now(),
             committed: watch::Sender::new(None),
         })
@@ -985,7 +982,6 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
         })
         .await?;
         batch.savepoint_open = true;
-        batch.members += 1;
         batch.events.push(id.clone());
         let attempt = match claimed {
             Some(row) => {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use stripe_webhooks::{
-    async_trait, testing, Claim, Event, EventHandler, EventId, FixedClock, HandlerError,
-    IdempotencyStore, MemoryStore, Processor, SigningSecret, Verifier, DEFAULT_MEMORY_CAPACITY,
+    async_trait, testing, Claim, Event, EventHandler, EventId, EventType, FixedClock, HandlerError,
+    IdempotencyStore, MemoryStore, Processor, SigningSecret, Verifier, DEFAULT_MAX_RECORDS,
 };
 
 const SECRET: &str = "whsec_bench_secret_0123456789abcdef";
@@ -36,7 +36,7 @@ fn verifier() -> Verifier {
 /// One claim+complete pair per id.
 async fn pairs(store: &MemoryStore, ids: &[EventId]) {
     for id in ids {
-        if let Ok(Claim::Acquired(t)) = store.claim(id, "invoice.paid", LEASE).await {
+        if let Ok(Claim::Acquired(t)) = store.claim(id, &EventType::InvoicePaid, LEASE).await {
             let _ = store.complete(&t).await;
         }
     }
@@ -101,7 +101,7 @@ fn bench(c: &mut Criterion) {
         next += n;
         ids
     };
-    rt.block_on(pairs(&steady, &fresh_ids(DEFAULT_MEMORY_CAPACITY as u64)));
+    rt.block_on(pairs(&steady, &fresh_ids(DEFAULT_MAX_RECORDS as u64)));
     g.bench_function("memory_claim_complete", |b| {
         b.iter_custom(|iters| {
             let ids = fresh_ids(iters);
@@ -142,7 +142,8 @@ fn bench(c: &mut Criterion) {
                     // Half the ids are shared between the threads, half are distinct.
                     let id =
                         EventId::new(format!("evt_{}_{i}", if i % 2 == 0 { 0 } else { t + 1 }));
-                    if let Ok(Claim::Acquired(tok)) = store.claim(&id, "invoice.paid", LEASE).await
+                    if let Ok(Claim::Acquired(tok)) =
+                        store.claim(&id, &EventType::InvoicePaid, LEASE).await
                     {
                         let _ = store.complete(&tok).await;
                     }

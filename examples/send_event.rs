@@ -75,7 +75,11 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
 async fn main() -> Result<(), Box<dyn Error>> {
     let a = parse_args()?;
     let client = reqwest::Client::new();
-    let stamp = stripe_webhooks::new_fence() as u32;
+    // Distinct ids on every run, so a second run is not all duplicates.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+        .unwrap_or_default();
     let mut requests = Vec::new();
     for i in 0..a.count {
         let id = match (&a.id, a.count) {

@@ -174,7 +174,7 @@ async fn processor(a: &Args) -> Result<Processor, Box<dyn Error>> {
             .execute(store.pool())
             .await?;
             if a.inbox {
-                Processor::with_dispatcher(
+                Processor::with_inbox(
                     verifier,
                     store.inbox(InboxEffect {
                         table: effects_table,
@@ -211,7 +211,7 @@ async fn processor(a: &Args) -> Result<Processor, Box<dyn Error>> {
             .execute(&pool)
             .await;
             if a.inbox {
-                Processor::with_dispatcher(
+                Processor::with_inbox(
                     verifier,
                     store.inbox(InboxEffect {
                         table: effects_table,

@@ -1,4 +1,4 @@
-//! The application's side: [`EventHandler`] and the closure [`Router`].
+//! The application's side: [`EventHandler`] and the closure router [`EventRouter`].
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -11,8 +11,8 @@ use async_trait::async_trait;
 
 use crate::event::{Event, EventType};
 
-/// A boxed future, as returned by [`Router`] routes.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// The future an [`EventRouter`] route returns: `Box::pin(async move { … })`.
+type RouteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
 
 /// Why a handler did not process an event. Any variant makes the processor release its
 /// claim and answer 500, so Stripe delivers the event again.
@@ -28,6 +28,12 @@ pub enum HandlerError {
     /// The handler ran past the processor's deadline and was dropped.
     #[error("handler passed its deadline of {0:?}")]
     DeadlineExceeded(Duration),
+    /// The handler was stopped because its claim's lease was lost: the store said
+    /// another delivery took the event over, or renewals failed until the lease may have
+    /// run out. Stopping it keeps two runs of the handler from overlapping; Stripe's
+    /// retry (or the delivery that took over) runs it again.
+    #[error("handler stopped: its claim's lease was lost")]
+    LeaseLost,
 }
 
 impl HandlerError {
@@ -88,17 +94,17 @@ pub trait EventHandler: Send + Sync + 'static {
     }
 }
 
-type Route =
-    Box<dyn for<'a> Fn(&'a Event) -> BoxFuture<'a, Result<(), HandlerError>> + Send + Sync>;
+type Route = Box<dyn for<'a> Fn(&'a Event) -> RouteFuture<'a> + Send + Sync>;
 
 /// An [`EventHandler`] built from one closure per event type, plus an optional fallback.
+/// (Named so that it never collides with `axum::Router` in an application's imports.)
 ///
 /// Types with no route and no fallback are answered 200 without being claimed.
 ///
 /// ```
-/// use stripe_webhooks::{Event, EventType, HandlerError, Router};
+/// use stripe_webhooks::{Event, EventType, HandlerError, EventRouter};
 ///
-/// let router = Router::new()
+/// let router = EventRouter::new()
 ///     .on(EventType::CheckoutSessionCompleted, |event| {
 ///         Box::pin(async move {
 ///             if let Event::CheckoutSessionCompleted(session) = event {
@@ -119,21 +125,21 @@ type Route =
 /// # let _ = router;
 /// ```
 #[derive(Default)]
-pub struct Router {
+pub struct EventRouter {
     routes: HashMap<EventType, Route>,
     fallback: Option<Route>,
 }
 
-impl fmt::Debug for Router {
+impl fmt::Debug for EventRouter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Router")
+        f.debug_struct("EventRouter")
             .field("routes", &self.routes.keys().collect::<Vec<_>>())
             .field("fallback", &self.fallback.is_some())
             .finish()
     }
 }
 
-impl Router {
+impl EventRouter {
     /// An empty router.
     pub fn new() -> Self {
         Self::default()
@@ -143,7 +149,13 @@ impl Router {
     #[must_use]
     pub fn on<F>(mut self, event_type: EventType, f: F) -> Self
     where
-        F: for<'a> Fn(&'a Event) -> BoxFuture<'a, Result<(), HandlerError>> + Send + Sync + 'static,
+        F: for<'a> Fn(
+                &'a Event,
+            )
+                -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>
+            + Send
+            + Sync
+            + 'static,
     {
         self.routes.insert(event_type, Box::new(f));
         self
@@ -153,7 +165,13 @@ impl Router {
     #[must_use]
     pub fn fallback<F>(mut self, f: F) -> Self
     where
-        F: for<'a> Fn(&'a Event) -> BoxFuture<'a, Result<(), HandlerError>> + Send + Sync + 'static,
+        F: for<'a> Fn(
+                &'a Event,
+            )
+                -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>
+            + Send
+            + Sync
+            + 'static,
     {
         self.fallback = Some(Box::new(f));
         self
@@ -161,7 +179,7 @@ impl Router {
 }
 
 #[async_trait]
-impl EventHandler for Router {
+impl EventHandler for EventRouter {
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
         match self
             .routes

@@ -3,54 +3,58 @@
 //! although Stripe delivers at least once, retries for three days, sends events out of
 //! order and may deliver one event to several replicas at the same moment.
 //!
-//! # Quick start
+//! # Quick start: axum and SQLite
 //!
-//! Implement [`EventHandler`] (or build a [`Router`] of closures), pick an
-//! [`IdempotencyStore`], and hand every request to a shared [`Processor`]. Its
-//! [`Outcome::status`] is the HTTP status to answer with.
+//! `stripe-webhooks = { version = "0.1", features = ["axum", "sqlite"] }`, then implement
+//! [`EventHandler`], build one [`Processor`] and mount its route:
 //!
-//! ```
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use stripe_webhooks::{async_trait, testing, Event, EventHandler, HandlerError, MemoryStore, Processor, Verifier};
+#![cfg_attr(
+    all(feature = "axum", feature = "sqlite"),
+    doc = r#"
+```no_run
+use std::sync::Arc;
+use stripe_webhooks::{async_trait, Event, EventHandler, HandlerError, Processor, SqliteStore, Verifier};
+
+struct Billing;
+
+#[async_trait]
+impl EventHandler for Billing {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        match event {
+            Event::CheckoutSessionCompleted(session) => println!("provision {}", session.id),
+            Event::InvoicePaymentFailed(invoice) => println!("dunning {:?}", invoice.id),
+            _ => {}
+        }
+        Ok(()) // an error answers 500, and Stripe delivers the event again
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Several comma-separated secrets are accepted while you roll them.
+    let verifier = Verifier::from_secrets_list(&std::env::var("STRIPE_WEBHOOK_SECRET")?)?;
+    let store = SqliteStore::connect("stripe-webhooks.db").await?; // creates and migrates
+    let processor = Arc::new(Processor::new(verifier, store, Billing));
+
+    let app = axum::Router::new().route("/webhooks/stripe", stripe_webhooks::axum::route(processor));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:4242").await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+```
+"#
+)]
 //!
-//! struct Billing;
-//!
-//! #[async_trait]
-//! impl EventHandler for Billing {
-//!     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-//!         match event {
-//!             Event::CheckoutSessionCompleted(session) => println!("provision {}", session.id),
-//!             Event::InvoicePaymentFailed(invoice) => println!("dunning {:?}", invoice.id),
-//!             _ => {}
-//!         }
-//!         Ok(())
-//!     }
-//! }
-//!
-//! // STRIPE_WEBHOOK_SECRET may hold several comma-separated secrets during a rotation.
-//! let secrets = std::env::var("STRIPE_WEBHOOK_SECRET").unwrap_or_else(|_| "whsec_test".into());
-//! let processor = Processor::new(Verifier::from_secrets_list(&secrets)?, MemoryStore::new(), Billing);
-//!
-//! // In your web framework's POST handler: the raw body and the header. (Here Stripe's
-//! // part is played by `testing::sign`, with the newest secret of the list.)
-//! let body = testing::event_for_type("evt_1", "checkout.session.completed").unwrap();
-//! let newest = secrets.rsplit(',').next().unwrap_or_default().trim();
-//! let header = testing::sign(body.as_bytes(), newest, testing::now());
-//! let outcome = processor.process(Some(&header), body.as_bytes()).await;
-//! assert_eq!(outcome.status(), 200);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! # }).unwrap();
-//! ```
-//!
-//! # Verifying without a framework or a store
+//! With any other framework, hand [`Processor::process`] the `Stripe-Signature` header
+//! and the raw body, and answer with [`Outcome::status`]. To verify without a store,
+//! [`verify_signature`] or a [`Verifier`] gives a [`VerifiedPayload`] to parse:
 //!
 //! ```
 //! use stripe_webhooks::{testing, verify_signature, Event};
 //!
 //! let body = testing::event_for_type("evt_1", "invoice.payment_failed").unwrap();
 //! let header = testing::sign(body.as_bytes(), "whsec_test", testing::now());
-//! let verified = verify_signature(body.as_bytes(), &header, "whsec_test")?;
-//! match verified.parse()? {
+//! match verify_signature(body.as_bytes(), &header, "whsec_test")?.parse()? {
 //!     Event::InvoicePaymentFailed(invoice) => println!("{:?}", invoice.subscription_id()),
 //!     other => println!("{}", other.event_type()),
 //! }
@@ -61,59 +65,50 @@
 //!
 //! | Store | Feature | Persistence | Claim primitive |
 //! |---|---|---|---|
-//! | [`MemoryStore`] | always | none: one process, forgotten on restart | one map operation under a mutex |
+//! | [`MemoryStore`] | always | one process, bounded, forgotten on restart | one map operation under a mutex |
 //! | `SqliteStore` | `sqlite` | a file (WAL); several processes on one host | `INSERT … ON CONFLICT DO UPDATE … WHERE … RETURNING` |
-//! | `PostgresStore` | `postgres` | shared by every replica | `INSERT … ON CONFLICT DO UPDATE … WHERE … RETURNING` |
+//! | `PostgresStore` | `postgres` | shared by every replica | the same statement |
 //! | `RedisStore` | `redis` | shared; needs `noeviction` and AOF | one Lua script per operation |
 //!
-//! Every store runs the same conformance suite (`testing::store_conformance`). Leases are
-//! judged by the store's clock, so a crashed replica's claim is taken over once its lease
-//! ends. The SQL stores also offer an inbox mode (`SqliteStore::inbox`,
-//! `PostgresStore::inbox`): the handler receives the claim's transaction, so its writes
-//! and the completion mark commit together.
-//!
-//! Schedule `purge_expired()` (for example hourly, from one replica) to delete records
-//! past their retention (30 days by default); it works in bounded batches and never
-//! touches a record under lease.
+//! The SQL stores also run an inbox mode ([`Processor::with_inbox`]): the handler's
+//! writes and the completion mark commit in one transaction. Every store passes
+//! `testing::store_conformance`; so can yours (see [`IdempotencyStore`]).
 //!
 //! # Features
 //!
-//! | Feature | Enables | Default |
-//! |---|---|---|
-//! | `sqlite` | `SqliteStore` and its inbox mode (sqlx) | no |
-//! | `postgres` | `PostgresStore` and its inbox mode (sqlx) | no |
-//! | `redis` | `RedisStore` (redis, connection manager) | no |
-//! | `axum` | `axum`: a ready route and a `VerifiedEvent` extractor | no |
-//! | `actix-web` | `actix`: a ready service and a `VerifiedEvent` extractor | no |
-//! | `tokio` | handler deadlines and store timeouts on the tokio runtime | no |
-//! | `tracing` | one span per delivery, with event id, type, attempt and outcome | no |
-//! | `testing` | [`testing`]: signer, event builder, store conformance suite | no |
+//! | Feature | Enables |
+//! |---|---|
+//! | `sqlite`, `postgres`, `redis` | the stores (sqlx, redis), and `sqlx` / `redis` re-exported |
+//! | `postgres-tls`, `redis-tls` | TLS to the server (rustls): `sslmode=require`, `rediss://` |
+//! | `axum`, `actix-web` | the [`axum`] and [`actix`] adapters: a route and a `VerifiedEvent` extractor |
+//! | `tokio` | handler deadlines, store timeouts, lease renewal (on with every store and adapter) |
+//! | `tracing` | one span per delivery |
+//! | `testing` | the test kit: signer, fixtures, store conformance |
 //!
-//! With no features the crate needs no async runtime: verification, the event model, the
-//! handler trait, the memory store and the processor all build on their own.
+//! None is on by default: the core builds without an async runtime.
 //!
 //! # Security
 //!
-//! - Signatures are HMAC-SHA256 over `{t}.{body}`, compared in constant time
-//!   (`subtle`) as full 32-byte values: a prefix or an empty `v1=` never matches.
-//! - Timestamps are checked symmetrically (±300 s) by default; replays and far-future
-//!   timestamps are refused. [`Tolerance::DangerouslyUnchecked`] turns the check off and
-//!   is named to stand out in review.
+//! - Signatures are HMAC-SHA256, compared in constant time as full 32-byte values;
+//!   timestamps must be within ±300 s ([`Tolerance`]).
 //! - No secret or expected signature appears in any error, `Debug` output or log line.
-//! - Headers over 8 KiB or with more than 32 entries are refused before any work, and
-//!   bodies over 1 MiB are refused by the processor.
-//!
-//! # Minimum supported Rust version
+//! - Headers over 8 KiB and bodies over 1 MiB are refused before any work; the adapters
+//!   give a body 10 s to arrive.
+//! - Parsing without verification is [`dangerous::parse_unverified`], named to stand out.
 //!
 //! The MSRV is the `rust-version` in `Cargo.toml`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(any(feature = "axum", feature = "actix-web"))]
 mod adapters;
+mod clock;
 mod error;
 mod event;
 mod handler;
 mod idempotency;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod inbox;
+pub mod objects;
 mod processor;
 mod secret;
 mod signature;
@@ -128,35 +123,51 @@ pub use adapters::actix;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use adapters::axum;
 pub use async_trait::async_trait;
+pub use clock::{Clock, FixedClock, ManualClock, SystemClock};
 pub use error::Error;
-pub use event::*;
-pub use handler::{BoxFuture, EventHandler, HandlerError, Router};
+pub use event::{
+    Envelope, Event, EventId, EventNotification, EventRequest, EventType, ObjectError, ParseError,
+    RelatedObject, TypedEvent, UnknownEvent, UnparsedEvent, Untyped,
+};
+pub use handler::{EventHandler, EventRouter, HandlerError};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use idempotency::RedisStore;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use idempotency::TransactionalHandler;
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use idempotency::DEFAULT_TABLE;
 pub use idempotency::{
-    new_fence, truncate_error, Claim, ClaimToken, EventRecord, IdempotencyStore, MemoryStore,
-    RecordStatus, StoreError, DEFAULT_MEMORY_CAPACITY, DEFAULT_RETENTION, DEFAULT_TABLE,
-    MAX_ERROR_LEN,
+    Claim, ClaimToken, EventRecord, IdempotencyStore, MemoryStore, RecordStatus, StoreAdmin,
+    StoreError, UnknownStatus, DEFAULT_MAX_RECORDS, DEFAULT_RETENTION, MAX_ERROR_LEN,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use idempotency::{PostgresInbox, PostgresStore, POSTGRES_MIGRATION};
+pub use idempotency::{PostgresStore, POSTGRES_MIGRATION};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use idempotency::{SqliteInbox, SqliteStore, SQLITE_MIGRATION};
+pub use idempotency::{SqliteStore, SQLITE_MIGRATION};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use inbox::PostgresInbox;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use inbox::SqliteInbox;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use inbox::TransactionalHandler;
 pub use processor::{
-    run_handler, store_call, DispatchSettings, Dispatched, Dispatcher, Outcome, OutcomeKind,
-    Processor, StoreDispatcher, DEFAULT_HANDLER_DEADLINE, DEFAULT_LEASE, DEFAULT_MAX_BODY,
-    DEFAULT_STORE_TIMEOUT,
+    Inbox, Outcome, OutcomeKind, Processor, DEFAULT_BODY_TIMEOUT, DEFAULT_HANDLER_DEADLINE,
+    DEFAULT_LEASE, DEFAULT_MAX_BODY, DEFAULT_STORE_TIMEOUT,
 };
+/// Re-export of the `redis` crate the Redis store is built on, so applications build
+/// their client and connection manager with the same version.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis;
 pub use secret::{SecretError, SigningSecret};
 pub use signature::{
-    verify_signature, Clock, FixedClock, MalformedHeader, ManualClock, MatchedSecret, MismatchHint,
-    SignatureError, SystemClock, Tolerance, VerifiedPayload, Verifier, DEFAULT_TOLERANCE,
-    MAX_HEADER_ENTRIES, MAX_HEADER_LEN,
+    verify_signature, MalformedHeader, MatchedSecret, MismatchHint, SignatureError, Tolerance,
+    VerifiedPayload, Verifier, DEFAULT_TOLERANCE, MAX_HEADER_ENTRIES, MAX_HEADER_LEN,
 };
 /// Re-export of the `sqlx` the SQL stores are built on, so applications use the same
 /// version for their pools and inbox handlers.
@@ -171,15 +182,30 @@ pub struct ReadmeDoctests;
 
 /// Escape hatches that skip verification. Everything here is unsafe in the security sense.
 pub mod dangerous {
-    use crate::event::{Event, ParseError};
+    use crate::event::{Event, EventNotification, ParseError};
 
-    /// Parses a body **without verifying its signature**. Only for bodies you verified
-    /// before and stored, or for tests; never for a request.
+    /// Parses a snapshot event body **without verifying its signature**. Only for bodies
+    /// you verified before and stored, or for tests; never for a request (use
+    /// [`VerifiedPayload::parse`](crate::VerifiedPayload::parse)).
     ///
     /// # Errors
     ///
-    /// As [`Event::from_slice`].
+    /// - [`ParseError::InvalidJson`] if the body is not JSON;
+    /// - [`ParseError::NotAnEvent`] if it has no `id`, `type` or `data.object`, or its
+    ///   `object` is not `"event"`;
+    /// - [`ParseError::ThinEventNotification`] for a v2 thin event.
     pub fn parse_unverified(body: &[u8]) -> Result<Event, ParseError> {
         Event::from_slice(body)
+    }
+
+    /// Parses a thin event notification **without verifying its signature**; as
+    /// [`parse_unverified`], only for bodies verified before.
+    ///
+    /// # Errors
+    ///
+    /// - [`ParseError::SnapshotEvent`] if the body is a v1 snapshot event;
+    /// - [`ParseError::InvalidJson`] or [`ParseError::NotAnEvent`] otherwise.
+    pub fn parse_unverified_notification(body: &[u8]) -> Result<EventNotification, ParseError> {
+        EventNotification::from_slice(body)
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
 use stripe_webhooks::actix::VerifiedEvent;
-use stripe_webhooks::Processor;
+use stripe_webhooks::{Processor, SigningSecret, Verifier};
 
 /// Serves the app built by `factory` on an ephemeral port and returns the URL of
 /// `/webhooks/stripe`.
@@ -50,16 +50,41 @@ async fn serve_extractor(processor: Arc<Processor>) -> String {
 
 adapter_tests!(serve_route, serve_extractor);
 
-/// Without the processor in the app data, the extractor answers 500 and says why.
+/// Without a verifier in the app data, the extractor answers 500 and says why.
 #[tokio::test]
-async fn extractor_without_processor_is_500() {
+async fn extractor_without_verifier_is_500() {
     let url = spawn(|cfg| {
         cfg.route("/webhooks/stripe", web::post().to(user_handler));
     });
     let (header, body) = adapter_suite::signed("evt_unconfigured");
     let reply = adapter_suite::post(&url, Some(adapter_suite::JSON), Some(&header), body).await;
     assert_eq!(reply.status, 500);
-    assert_eq!(reply.body, r#"{"error":"processor_not_configured"}"#);
+    assert_eq!(reply.body, r#"{"error":"verifier_not_configured"}"#);
+}
+
+/// Verification alone: the extractor needs a `Verifier`, no store and no handler.
+#[tokio::test]
+async fn extractor_needs_only_a_verifier() {
+    let verifier = web::Data::new(Verifier::new(
+        SigningSecret::new(adapter_suite::SECRET).unwrap(),
+    ));
+    let url = spawn(move |cfg| {
+        cfg.app_data(verifier.clone())
+            .route("/webhooks/stripe", web::post().to(user_handler));
+    });
+    let (header, body) = adapter_suite::signed("evt_verify_only");
+    let reply =
+        adapter_suite::post(&url, Some(adapter_suite::JSON), Some(&header), body.clone()).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "evt_verify_only");
+    let forged = stripe_webhooks::testing::sign(
+        body.as_bytes(),
+        "whsec_other",
+        stripe_webhooks::testing::now(),
+    );
+    let reply = adapter_suite::post(&url, Some(adapter_suite::JSON), Some(&forged), body).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.body, r#"{"error":"bad_signature"}"#);
 }
 
 /// The resource mounts inside a scope.

@@ -113,7 +113,7 @@ fn generate(tsv: &str) -> String {
     writeln!(w, "use serde_json::value::RawValue;").unwrap();
     writeln!(w).unwrap();
     writeln!(w, "use super::envelope::Envelope;").unwrap();
-    writeln!(w, "use super::objects::*;").unwrap();
+    writeln!(w, "use crate::objects::*;").unwrap();
     writeln!(
         w,
         "use super::{{build_raw, build_source, build_typed, one_pass, TypedEvent, Untyped}};"
@@ -195,6 +195,31 @@ fn generate(tsv: &str) -> String {
     }
     writeln!(w, "            EventType::Unknown(_) => return None,").unwrap();
     writeln!(w, "        }})").unwrap();
+    writeln!(w, "    }}").unwrap();
+    writeln!(w).unwrap();
+    writeln!(
+        w,
+        "    /// Whether events of this type carry a typed object (a struct of"
+    )
+    .unwrap();
+    writeln!(
+        w,
+        "    /// [`objects`](crate::objects)) rather than [`Untyped`]; `false` for an unknown type."
+    )
+    .unwrap();
+    writeln!(w, "    pub fn has_typed_object(&self) -> bool {{").unwrap();
+    let typed_rows: Vec<&str> = rows
+        .iter()
+        .filter(|r| typed(&r.object).is_some())
+        .map(|r| r.variant.as_str())
+        .collect();
+    writeln!(w, "        matches!(").unwrap();
+    writeln!(w, "            self,").unwrap();
+    for (i, v) in typed_rows.iter().enumerate() {
+        let sep = if i + 1 == typed_rows.len() { "" } else { " |" };
+        writeln!(w, "            EventType::{v}{sep}").unwrap();
+    }
+    writeln!(w, "        )").unwrap();
     writeln!(w, "    }}").unwrap();
     writeln!(w).unwrap();
     writeln!(

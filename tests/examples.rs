@@ -27,6 +27,8 @@ struct Service {
     base: String,
     db: PathBuf,
     client: reqwest::Client,
+    /// Removed once the service is stopped (fields drop after `drop`).
+    _dir: common::TempDir,
 }
 
 impl Drop for Service {
@@ -43,11 +45,7 @@ async fn start(name: &str) -> Service {
         .local_addr()
         .unwrap()
         .port();
-    let dir = std::env::temp_dir().join(format!(
-        "ex_{name}_{:x}",
-        stripe_webhooks::new_fence() as u64
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::TempDir::new(&format!("ex_{name}"));
     let db = dir.join("stripe-webhooks.db");
     let child = Command::new(common::example_binary(name))
         .env(
@@ -72,6 +70,7 @@ async fn start(name: &str) -> Service {
                 base,
                 db,
                 client,
+                _dir: dir,
             };
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -10,9 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use stripe_webhooks::redis;
+use stripe_webhooks::sqlx::{PgConnection, Postgres};
 use stripe_webhooks::{
-    async_trait, testing, Event, EventHandler, HandlerError, PostgresStore, Processor, RedisStore,
-    Verifier,
+    async_trait, testing, Event, EventHandler, HandlerError, OutcomeKind, PostgresStore, Processor,
+    RedisStore, StoreError, TransactionalHandler, Verifier,
 };
 use tokio::net::{TcpListener, TcpStream};
 
@@ -119,8 +123,44 @@ impl Proxy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_cut_off_is_503_within_2s_then_exactly_once() {
+/// A TCP proxy to `target` that stops forwarding a connection's requests for good once
+/// one carries `pattern`: the statement hangs, as on a stalled server.
+async fn stalling_proxy(target: String, pattern: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(&target).await else {
+                    return;
+                };
+                let (mut client_rd, mut client_wr) = client.into_split();
+                let (mut server_rd, mut server_wr) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_rd, &mut client_wr).await;
+                });
+                let mut buf = vec![0_u8; 64 * 1024];
+                loop {
+                    let n = match client_rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if buf[..n].windows(pattern.len()).any(|w| w == pattern) {
+                        std::future::pending::<()>().await;
+                    }
+                    if server_wr.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn pg_url_and_target() -> (String, String) {
     let url = std::env::var("DATABASE_URL_TEST").unwrap_or_else(|_| {
         panic!("DATABASE_URL_TEST is not set: run `eval \"$(scripts/services.sh start)\"` or `scripts/test.sh`")
     });
@@ -132,6 +172,66 @@ async fn postgres_cut_off_is_503_within_2s_then_exactly_once() {
         .next()
         .unwrap()
         .to_owned();
+    (url, target)
+}
+
+struct NoEffects;
+
+#[async_trait]
+impl TransactionalHandler<Postgres> for NoEffects {
+    async fn handle(&self, _event: &Event, _conn: &mut PgConnection) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+/// In inbox mode, a duplicate's claim is refused and the record's state is read: that
+/// read runs under the store timeout like every other store call, so a stalled server
+/// is answered 503 in time instead of holding the delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_inbox_state_read_is_under_the_store_timeout() {
+    let (url, target) = pg_url_and_target();
+    let proxy = stalling_proxy(target.clone(), b"SELECT status").await;
+    let pool = stripe_webhooks::sqlx::postgres::PgPoolOptions::new()
+        .connect(&url.replace(&target, &proxy.to_string()))
+        .await
+        .unwrap();
+    let store = PostgresStore::new(pool)
+        .with_table(&common::unique("t_faults_state"))
+        .unwrap();
+    store.migrate().await.unwrap();
+    let p = Processor::with_inbox(
+        Verifier::from_secrets_list(SECRET).unwrap(),
+        store.inbox(NoEffects),
+    )
+    .with_store_timeout(Duration::from_millis(1500));
+    let delivery = deliveries("pg_state", 1).remove(0);
+    let first = p.process(Some(&delivery.0), delivery.1.as_bytes()).await;
+    assert!(matches!(first.kind(), OutcomeKind::Processed), "{first:?}");
+    // The duplicate's claim is refused; its state read stalls.
+    let started = Instant::now();
+    let dup = tokio::time::timeout(
+        Duration::from_secs(20),
+        p.process(Some(&delivery.0), delivery.1.as_bytes()),
+    )
+    .await
+    .expect("the state read must not hang the delivery");
+    assert!(
+        matches!(
+            dup.kind(),
+            OutcomeKind::StoreUnavailable(StoreError::Timeout(_))
+        ),
+        "{dup:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cut_off_is_503_within_2s_then_exactly_once() {
+    let (url, target) = pg_url_and_target();
     let proxy = Proxy::start(target.clone()).await;
     let proxied = url.replace(&target, &proxy.addr.to_string());
     let pool = stripe_webhooks::sqlx::postgres::PgPoolOptions::new()
@@ -139,7 +239,7 @@ async fn postgres_cut_off_is_503_within_2s_then_exactly_once() {
         .connect(&proxied)
         .await
         .unwrap();
-    let table = format!("t_faults_{:x}", stripe_webhooks::new_fence() as u64);
+    let table = common::unique("t_faults");
     let store = PostgresStore::new(pool).with_table(&table).unwrap();
     store.migrate().await.unwrap();
     let runs = Arc::new(Runs::default());
@@ -194,7 +294,7 @@ async fn redis_paused_is_503_within_2s_then_exactly_once() {
     let conn = redis::aio::ConnectionManager::new(client.clone())
         .await
         .unwrap();
-    let prefix = format!("t_faults_{:x}", stripe_webhooks::new_fence() as u64);
+    let prefix = common::unique("t_faults");
     let store = RedisStore::new(conn).with_prefix(&prefix).unwrap();
     let runs = Arc::new(Runs::default());
     let p = Processor::new(

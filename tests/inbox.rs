@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use stripe_webhooks::sqlx::{self, Connection, Sqlite, SqliteConnection};
 use stripe_webhooks::{
-    async_trait, testing, Event, EventId, HandlerError, IdempotencyStore, OutcomeKind, Processor,
-    RecordStatus, SigningSecret, SqliteStore, TransactionalHandler, Verifier,
+    async_trait, testing, Event, EventId, HandlerError, OutcomeKind, Processor, RecordStatus,
+    SigningSecret, SqliteStore, StoreAdmin, TransactionalHandler, Verifier,
 };
 use tokio::sync::Notify;
 
@@ -60,12 +60,8 @@ fn take(n: &AtomicUsize) -> bool {
 async fn setup<H: TransactionalHandler<Sqlite>>(
     name: &str,
     handler: Arc<H>,
-) -> (SqliteStore, Arc<Processor>, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "inbox_{name}_{:x}",
-        stripe_webhooks::new_fence() as u64
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+) -> (SqliteStore, Arc<Processor>, common::TempDir) {
+    let dir = common::TempDir::new(&format!("inbox_{name}"));
     let store = SqliteStore::connect(dir.join("events.db")).await.unwrap();
     for ddl in [
         "CREATE TABLE effects (event_id TEXT NOT NULL)",
@@ -75,7 +71,7 @@ async fn setup<H: TransactionalHandler<Sqlite>>(
         sqlx::query(ddl).execute(store.pool()).await.unwrap();
     }
     let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
-    let processor = Processor::with_dispatcher(verifier, store.inbox(Shared(handler)));
+    let processor = Processor::with_inbox(verifier, store.inbox(Shared(handler)));
     (store, Arc::new(processor), dir)
 }
 
@@ -106,7 +102,7 @@ async fn effects(store: &SqliteStore, id: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn effect_and_done_mark_commit_together() {
     let handler = Arc::new(Effects::default());
-    let (store, processor, _) = setup("commit", handler.clone()).await;
+    let (store, processor, _dir) = setup("commit", handler.clone()).await;
     let (header, body) = delivery("evt_inbox_commit");
 
     let first = processor.process(Some(&header), body.as_bytes()).await;
@@ -132,7 +128,7 @@ async fn effect_and_done_mark_commit_together() {
 async fn a_failed_handler_rolls_back_its_writes_and_is_recorded() {
     let handler = Arc::new(Effects::default());
     handler.fail_first.store(1, Ordering::SeqCst);
-    let (store, processor, _) = setup("fail", handler.clone()).await;
+    let (store, processor, _dir) = setup("fail", handler.clone()).await;
     let (header, body) = delivery("evt_inbox_fail");
     let id = EventId::new("evt_inbox_fail");
 
@@ -165,7 +161,7 @@ async fn a_failed_handler_rolls_back_its_writes_and_is_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_duplicates_queue_and_run_once() {
     let handler = Arc::new(Effects::default());
-    let (store, processor, _) = setup("dups", handler.clone()).await;
+    let (store, processor, _dir) = setup("dups", handler.clone()).await;
     // Four deliveries of each of eight events, all at once.
     let ids: Vec<String> = (0..4)
         .flat_map(|_| (0..8).map(|n| format!("evt_inbox_dup_{n}")))
@@ -189,7 +185,7 @@ async fn concurrent_duplicates_queue_and_run_once() {
 async fn a_cancelled_delivery_rolls_back_and_frees_the_lock_at_once() {
     let handler = Arc::new(Effects::default());
     handler.hang_first.store(1, Ordering::SeqCst);
-    let (store, processor, _) = setup("cancel", handler.clone()).await;
+    let (store, processor, _dir) = setup("cancel", handler.clone()).await;
     let (header, body) = delivery("evt_inbox_cancel");
 
     let hung = {
@@ -268,6 +264,15 @@ impl TransactionalHandler<Sqlite> for Picky {
                     .map_err(HandlerError::new)?;
             }
         }
+        if id.ends_with("_swallowed") && self.poison.load(Ordering::SeqCst) {
+            // The same, with the errors ignored: the handler says Ok over a transaction
+            // that no longer exists.
+            for _ in 0..2 {
+                let _ = sqlx::query("INSERT OR ROLLBACK INTO parents (id) VALUES ('same')")
+                    .execute(&mut *conn)
+                    .await;
+            }
+        }
         if id.ends_with("_nested") {
             let mut tx = conn.begin().await.map_err(HandlerError::new)?;
             sqlx::query("INSERT INTO parents (id) VALUES (?1)")
@@ -281,10 +286,10 @@ impl TransactionalHandler<Sqlite> for Picky {
     }
 }
 
-async fn picky(name: &str) -> (SqliteStore, Arc<Processor>, Arc<Picky>) {
+async fn picky(name: &str) -> (SqliteStore, Arc<Processor>, Arc<Picky>, common::TempDir) {
     let handler = Arc::new(Picky::default());
-    let (store, processor, _) = setup(name, handler.clone()).await;
-    (store, processor, handler)
+    let (store, processor, dir) = setup(name, handler.clone()).await;
+    (store, processor, handler, dir)
 }
 
 fn assert_all_processed(outcomes: &[stripe_webhooks::Outcome]) {
@@ -314,7 +319,7 @@ async fn deliver_all(processor: &Arc<Processor>, ids: &[String]) -> Vec<stripe_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_handler_in_a_batch_leaves_the_others_committed() {
-    let (store, processor, _) = picky("batchfail").await;
+    let (store, processor, _handler, _dir) = picky("batchfail").await;
     let ids: Vec<String> = (0..12)
         .map(|n| format!("evt_batch_{n}{}", if n == 5 { "_fail" } else { "" }))
         .collect();
@@ -353,7 +358,7 @@ async fn a_failing_handler_in_a_batch_leaves_the_others_committed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_commit_answers_its_deliveries_503_and_redelivery_runs_each_once() {
-    let (store, processor, handler) = picky("commitfail").await;
+    let (store, processor, handler, _dir) = picky("commitfail").await;
     handler.poison.store(true, Ordering::SeqCst);
 
     // Alone: its own writes broke the commit. That is the handler's failure: 500,
@@ -433,7 +438,7 @@ async fn the_wal_is_checkpointed_and_started_over_under_steady_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_that_always_breaks_the_commit_fails_alone_and_the_others_get_through() {
-    let (store, processor, handler) = picky("poisoned").await;
+    let (store, processor, handler, _dir) = picky("poisoned").await;
     handler.poison.store(true, Ordering::SeqCst);
     let ids: Vec<String> = (0..16)
         .map(|n| format!("evt_stuck_{n}{}", if n == 7 { "_poison" } else { "" }))
@@ -474,7 +479,7 @@ async fn an_event_that_always_breaks_the_commit_fails_alone_and_the_others_get_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_transaction_sqlite_rolled_back_by_itself_costs_one_retry_not_the_writer() {
-    let (store, processor, handler) = picky("selfrollback").await;
+    let (store, processor, handler, _dir) = picky("selfrollback").await;
     handler.poison.store(true, Ordering::SeqCst);
     let first = deliver_all(&processor, &["evt_sr_selfrollback".to_owned()]).await;
     assert!(first[0].status() >= 500, "{:?}", first[0]);
@@ -492,9 +497,92 @@ async fn a_transaction_sqlite_rolled_back_by_itself_costs_one_retry_not_the_writ
     }
 }
 
+/// 16 concurrent deliveries, one of which inserts the same unique key twice with
+/// `OR ROLLBACK`, so SQLite rolls the whole shared transaction back. The culprit is
+/// answered 500 and recorded as failed; the others are answered 200, or 503 and then 200
+/// when delivered again; the culprit never takes them down twice.
+async fn a_self_rollback_in_a_batch_is_isolated(suffix: &str) {
+    let (store, processor, handler, _dir) = picky(&format!("isolate{suffix}")).await;
+    handler.poison.store(true, Ordering::SeqCst);
+    let culprit = format!("evt_iso_7{suffix}");
+    let ids: Vec<String> = (0..16)
+        .map(|n| {
+            if n == 7 {
+                culprit.clone()
+            } else {
+                format!("evt_iso_{n}")
+            }
+        })
+        .collect();
+    let mut pending = ids.clone();
+    let mut rounds = 0;
+    let mut culprit_answers = Vec::new();
+    while pending.iter().any(|id| *id != culprit) {
+        rounds += 1;
+        assert!(
+            rounds <= 4,
+            "still pending after {rounds} rounds: {pending:?}"
+        );
+        let outcomes = deliver_all(&processor, &pending).await;
+        pending = pending
+            .into_iter()
+            .zip(outcomes)
+            .filter(|(id, o)| {
+                if *id == culprit {
+                    culprit_answers.push(o.status());
+                } else {
+                    assert!(
+                        matches!(
+                            o.kind(),
+                            OutcomeKind::Processed | OutcomeKind::StoreUnavailable(_)
+                        ),
+                        "{id}: {o:?}"
+                    );
+                }
+                o.status() != 200
+            })
+            .map(|(id, _)| id)
+            .collect();
+    }
+    // Alone, the culprit fails as a handler fails, every time.
+    let alone = deliver_all(&processor, std::slice::from_ref(&culprit)).await;
+    assert!(
+        matches!(alone[0].kind(), OutcomeKind::HandlerFailed(_)),
+        "{:?}",
+        alone[0]
+    );
+    assert!(
+        culprit_answers.iter().all(|s| *s >= 500),
+        "{culprit_answers:?}"
+    );
+    for id in &ids {
+        let want = i64::from(*id != culprit);
+        assert_eq!(effects(&store, id).await, want, "{id}");
+    }
+    let failed = store.failed_events(10).await.unwrap();
+    let failed: Vec<&str> = failed.iter().map(|r| r.event_id.as_str()).collect();
+    assert_eq!(failed, [culprit.as_str()]);
+    let record = store
+        .record(&EventId::new(culprit.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, RecordStatus::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_handler_whose_write_rolls_back_the_batch_fails_alone() {
+    a_self_rollback_in_a_batch_is_isolated("_selfrollback").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_handler_that_hides_a_rolled_back_batch_fails_alone() {
+    a_self_rollback_in_a_batch_is_isolated("_swallowed").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_handler_may_open_its_own_nested_transaction() {
-    let (store, processor, _) = picky("nested").await;
+    let (store, processor, _handler, _dir) = picky("nested").await;
     let ids: Vec<String> = (0..6).map(|n| format!("evt_n{n}_nested")).collect();
     assert_all_processed(&deliver_all(&processor, &ids).await);
     for id in &ids {
@@ -535,7 +623,7 @@ impl TransactionalHandler<Sqlite> for Gated {
 #[tokio::test(flavor = "current_thread")]
 async fn a_batch_left_open_for_a_delivery_that_went_away_still_commits() {
     let handler = Arc::new(Gated::default());
-    let (store, processor, _) = setup("finisher", handler.clone()).await;
+    let (store, processor, _dir) = setup("finisher", handler.clone()).await;
     let spawn = |id: &str| {
         let (processor, (header, body)) = (processor.clone(), delivery(id));
         tokio::spawn(async move { processor.process(Some(&header), body.as_bytes()).await })

@@ -38,7 +38,7 @@ fn redis_url() -> String {
 }
 
 fn unique(what: &str) -> String {
-    format!("mp_{what}_{:x}", stripe_webhooks::new_fence() as u64)
+    common::unique(&format!("mp_{what}"))
 }
 
 fn now_ms() -> u64 {
@@ -176,6 +176,7 @@ fn assert_only_200_409(counts: &HashMap<u16, usize>, total: usize) {
 async fn four_processes_share_postgres_exactly_once() {
     let _serial = SERIAL.lock().await;
     let (url, name) = (pg_url(), unique("pg"));
+    let _dir = common::TempDir::at(&name);
     let files = deal(&name, 100, 10, 4);
     let counts = run_round("postgres", &url, &name, &files, &[]);
     assert_only_200_409(&counts, 1000);
@@ -190,6 +191,7 @@ async fn four_processes_share_postgres_exactly_once() {
 async fn four_processes_share_redis_exactly_once() {
     let _serial = SERIAL.lock().await;
     let (url, name) = (redis_url(), unique("redis"));
+    let _dir = common::TempDir::at(&name);
     let files = deal(&name, 100, 10, 4);
     let counts = run_round("redis", &url, &name, &files, &[]);
     assert_only_200_409(&counts, 1000);
@@ -207,6 +209,7 @@ async fn four_processes_share_redis_exactly_once() {
 async fn two_processes_share_one_sqlite_file_exactly_once() {
     let _serial = SERIAL.lock().await;
     let name = unique("sqlite");
+    let _dir = common::TempDir::at(&name);
     let dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("events.db").display().to_string();
@@ -245,6 +248,7 @@ fn start_and_wait_for(
 async fn sigkill_during_handler_is_409_until_lease_then_taken_over() {
     let _serial = SERIAL.lock().await;
     let (url, name) = (pg_url(), unique("kill"));
+    let _dir = common::TempDir::at(&name);
     let id = format!("evt_{name}_0");
     let files = deal(&name, 1, 1, 1);
     let mut a = start_and_wait_for(
@@ -333,6 +337,7 @@ async fn inbox_kill_between_write_and_commit(backend: &str, url: &str, name: &st
 async fn postgres_inbox_kill_between_write_and_commit() {
     let _serial = SERIAL.lock().await;
     let (url, name) = (pg_url(), unique("inboxpg"));
+    let _dir = common::TempDir::at(&name);
     inbox_kill_between_write_and_commit("postgres", &url, &name).await;
 }
 
@@ -340,6 +345,7 @@ async fn postgres_inbox_kill_between_write_and_commit() {
 async fn sqlite_inbox_kill_between_write_and_commit() {
     let _serial = SERIAL.lock().await;
     let name = unique("inboxlite");
+    let _dir = common::TempDir::at(&name);
     let dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("events.db").display().to_string();
@@ -350,6 +356,7 @@ async fn sqlite_inbox_kill_between_write_and_commit() {
 async fn sqlite_inbox_two_processes_exactly_once() {
     let _serial = SERIAL.lock().await;
     let name = unique("inboxlite2");
+    let _dir = common::TempDir::at(&name);
     let dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("events.db").display().to_string();

@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stripe_webhooks::{
-    async_trait, testing, Claim, ClaimToken, Event, EventHandler, EventId, EventRecord, EventType,
-    HandlerError, IdempotencyStore, MemoryStore, OutcomeKind, Processor, Router, SigningSecret,
-    StoreError, Verifier,
+    async_trait, testing, Claim, ClaimToken, Event, EventHandler, EventId, EventRouter, EventType,
+    HandlerError, IdempotencyStore, ManualClock, MemoryStore, OutcomeKind, ParseError, Processor,
+    RecordStatus, SignatureError, SigningSecret, StoreAdmin, StoreError, Verifier,
 };
+use tokio::sync::Notify;
 
 const SECRET: &str = common::SECRET;
 
@@ -63,14 +64,14 @@ struct NaiveStore {
 
 #[async_trait]
 impl IdempotencyStore for NaiveStore {
-    async fn claim(&self, id: &EventId, _t: &str, _l: Duration) -> Result<Claim, StoreError> {
+    async fn claim(&self, id: &EventId, _t: &EventType, _l: Duration) -> Result<Claim, StoreError> {
         let seen = self.seen.lock().unwrap().contains(id);
         if seen {
             return Ok(Claim::Completed);
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
         self.seen.lock().unwrap().insert(id.clone());
-        Ok(Claim::Acquired(ClaimToken::new(id.clone(), 1, 1)))
+        Ok(Claim::Acquired(ClaimToken::new(id.clone(), 1)))
     }
     async fn complete(&self, _t: &ClaimToken) -> Result<(), StoreError> {
         Ok(())
@@ -80,15 +81,6 @@ impl IdempotencyStore for NaiveStore {
     }
     async fn extend(&self, _t: &ClaimToken, _l: Duration) -> Result<(), StoreError> {
         Ok(())
-    }
-    async fn record(&self, _id: &EventId) -> Result<Option<EventRecord>, StoreError> {
-        Ok(None)
-    }
-    async fn failed_events(&self, _l: usize) -> Result<Vec<EventRecord>, StoreError> {
-        Ok(vec![])
-    }
-    async fn purge_expired(&self) -> Result<u64, StoreError> {
-        Ok(0)
     }
 }
 
@@ -158,12 +150,27 @@ async fn hundred_events_fifty_duplicates_run_exactly_once() {
     assert_eq!(handler.runs.load(Ordering::SeqCst), 100);
 }
 
+/// Signals when it starts and holds until told to finish.
+#[derive(Default)]
+struct Gate {
+    runs: AtomicUsize,
+    started: Notify,
+    finish: Notify,
+}
+
+#[async_trait]
+impl EventHandler for Gate {
+    async fn handle(&self, _event: &Event) -> Result<(), HandlerError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        self.started.notify_one();
+        self.finish.notified().await;
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_duplicate_gets_409_with_retry_after() {
-    let handler = Arc::new(Counting {
-        sleep: Some(Duration::from_millis(300)),
-        ..Default::default()
-    });
+    let handler = Arc::new(Gate::default());
     let p = Arc::new(Processor::new(
         verifier(),
         MemoryStore::new(),
@@ -174,11 +181,12 @@ async fn in_flight_duplicate_gets_409_with_retry_after() {
         let (p, h, b) = (p.clone(), h.clone(), b.clone());
         tokio::spawn(async move { p.process(Some(&h), b.as_bytes()).await.status() })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    handler.started.notified().await;
     let dup = p.process(Some(&h), b.as_bytes()).await;
     assert_eq!(dup.status(), 409);
     assert!(matches!(dup.kind(), OutcomeKind::InProgress { .. }));
     assert!(dup.retry_after_secs().unwrap() >= 1);
+    handler.finish.notify_one();
     assert_eq!(first.await.unwrap(), 200);
     assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
 }
@@ -265,23 +273,23 @@ async fn handler_deadline_is_500() {
 #[tokio::test]
 async fn crash_after_claim_is_409_until_lease_then_taken_over() {
     let handler = Arc::new(Counting::default());
-    let store = Arc::new(MemoryStore::new());
-    let p = Processor::new(verifier(), store.clone(), handler.clone())
-        .with_handler_deadline(Some(Duration::from_millis(100)))
-        .with_lease(Duration::from_millis(400));
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = Arc::new(MemoryStore::new().with_clock(clock.clone()));
+    let p = Processor::new(verifier(), store.clone(), handler.clone());
     let id = EventId::new("evt_crash");
     // A replica claims the event and dies: its token is simply dropped.
     let claim = store
-        .claim(&id, "invoice.paid", Duration::from_millis(400))
+        .claim(&id, &EventType::InvoicePaid, Duration::from_secs(30))
         .await
         .unwrap();
     assert!(matches!(claim, Claim::Acquired(_)));
     drop(claim);
     let (h, b) = signed("evt_crash", "invoice.paid");
-    assert_eq!(p.process(Some(&h), b.as_bytes()).await.status(), 409);
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let o = p.process(Some(&h), b.as_bytes()).await;
-    assert_eq!(o.status(), 200);
+    assert!(matches!(o.kind(), OutcomeKind::InProgress { .. }), "{o:?}");
+    clock.advance(Duration::from_secs(31));
+    let o = p.process(Some(&h), b.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
     assert_eq!(o.attempt(), Some(2));
     assert_eq!(store.record(&id).await.unwrap().unwrap().attempts, 2);
     assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
@@ -295,7 +303,7 @@ struct Broken {
 
 #[async_trait]
 impl IdempotencyStore for Broken {
-    async fn claim(&self, id: &EventId, t: &str, l: Duration) -> Result<Claim, StoreError> {
+    async fn claim(&self, id: &EventId, t: &EventType, l: Duration) -> Result<Claim, StoreError> {
         if self.claims_fail {
             return Err(StoreError::unavailable("connection refused"));
         }
@@ -309,15 +317,6 @@ impl IdempotencyStore for Broken {
     }
     async fn extend(&self, t: &ClaimToken, l: Duration) -> Result<(), StoreError> {
         self.inner.extend(t, l).await
-    }
-    async fn record(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
-        self.inner.record(id).await
-    }
-    async fn failed_events(&self, l: usize) -> Result<Vec<EventRecord>, StoreError> {
-        self.inner.failed_events(l).await
-    }
-    async fn purge_expired(&self) -> Result<u64, StoreError> {
-        self.inner.purge_expired().await
     }
 }
 
@@ -362,7 +361,12 @@ async fn store_that_hangs_is_503_within_timeout() {
     struct Hanging;
     #[async_trait]
     impl IdempotencyStore for Hanging {
-        async fn claim(&self, _: &EventId, _: &str, _: Duration) -> Result<Claim, StoreError> {
+        async fn claim(
+            &self,
+            _: &EventId,
+            _: &EventType,
+            _: Duration,
+        ) -> Result<Claim, StoreError> {
             std::future::pending().await
         }
         async fn complete(&self, _: &ClaimToken) -> Result<(), StoreError> {
@@ -373,15 +377,6 @@ async fn store_that_hangs_is_503_within_timeout() {
         }
         async fn extend(&self, _: &ClaimToken, _: Duration) -> Result<(), StoreError> {
             std::future::pending().await
-        }
-        async fn record(&self, _: &EventId) -> Result<Option<EventRecord>, StoreError> {
-            Ok(None)
-        }
-        async fn failed_events(&self, _: usize) -> Result<Vec<EventRecord>, StoreError> {
-            Ok(vec![])
-        }
-        async fn purge_expired(&self) -> Result<u64, StoreError> {
-            Ok(0)
         }
     }
     let handler = Arc::new(Counting::default());
@@ -398,35 +393,80 @@ async fn store_that_hangs_is_503_within_timeout() {
 }
 
 #[tokio::test]
-async fn rejections_map_to_400_and_413() {
+async fn each_rejection_has_its_own_outcome_and_status() {
     let handler = Arc::new(Counting::default());
     let p = Processor::new(verifier(), MemoryStore::new(), handler.clone()).with_max_body(4096);
     let (h, b) = signed("evt_r", "customer.created");
-    assert_eq!(p.process(None, b.as_bytes()).await.status(), 400);
-    let bad = testing::sign(b.as_bytes(), "whsec_wrong", testing::now());
-    let o = p.process(Some(&bad), b.as_bytes()).await;
+
+    let o = p.process(None, b.as_bytes()).await;
+    assert!(
+        matches!(
+            o.kind(),
+            OutcomeKind::BadSignature(SignatureError::MissingHeader)
+        ),
+        "{o:?}"
+    );
+    assert_eq!((o.status(), o.kind().name()), (400, "bad_signature"));
+
+    let wrong = testing::sign(b.as_bytes(), "whsec_wrong", testing::now());
+    let o = p.process(Some(&wrong), b.as_bytes()).await;
+    assert!(
+        matches!(
+            o.kind(),
+            OutcomeKind::BadSignature(SignatureError::Mismatch { .. })
+        ),
+        "{o:?}"
+    );
     assert_eq!(o.status(), 400);
-    assert_eq!(o.kind().name(), "bad_signature");
+
     let stale = testing::sign(b.as_bytes(), SECRET, testing::now() - 3600);
-    assert_eq!(p.process(Some(&stale), b.as_bytes()).await.status(), 400);
+    let o = p.process(Some(&stale), b.as_bytes()).await;
+    assert!(
+        matches!(
+            o.kind(),
+            OutcomeKind::BadSignature(SignatureError::OutsideTolerance { .. })
+        ),
+        "{o:?}"
+    );
+    assert_eq!(o.status(), 400);
+
     let not_event = br#"{"hello":"world"}"#;
     let h2 = testing::sign(not_event, SECRET, testing::now());
     let o = p.process(Some(&h2), not_event).await;
-    assert_eq!(o.status(), 400);
-    assert_eq!(o.kind().name(), "not_an_event");
+    assert!(
+        matches!(
+            o.kind(),
+            OutcomeKind::NotAnEvent(ParseError::NotAnEvent { .. })
+        ),
+        "{o:?}"
+    );
+    assert_eq!((o.status(), o.kind().name()), (400, "not_an_event"));
+
     let big = vec![b' '; 4097];
     let o = p.process(Some(&h), &big).await;
-    assert_eq!(o.status(), 413);
+    assert!(
+        matches!(
+            o.kind(),
+            OutcomeKind::PayloadTooLarge {
+                len: 4097,
+                limit: 4096
+            }
+        ),
+        "{o:?}"
+    );
+    assert_eq!((o.status(), o.kind().name()), (413, "payload_too_large"));
+
     assert_eq!(handler.runs.load(Ordering::SeqCst), 0);
     // The valid one still works.
-    assert_eq!(p.process(Some(&h), b.as_bytes()).await.status(), 200);
+    let o = p.process(Some(&h), b.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
 }
 
 #[tokio::test]
 async fn router_ignores_types_without_route_and_does_not_claim() {
     let hits = Arc::new(AtomicUsize::new(0));
     let h2 = hits.clone();
-    let router = Router::new().on(EventType::InvoicePaid, move |_e| {
+    let router = EventRouter::new().on(EventType::InvoicePaid, move |_e| {
         let h2 = h2.clone();
         Box::pin(async move {
             h2.fetch_add(1, Ordering::SeqCst);
@@ -497,14 +537,14 @@ async fn running_handler_renews_its_lease_and_is_never_taken_over() {
     // The handler runs four times as long as the lease. Without renewal, the duplicates
     // sent after the lease would take the event over and run the handler again.
     let handler = Arc::new(SlowFirst {
-        first_sleep: Duration::from_millis(1200),
+        first_sleep: Duration::from_millis(7500),
         ..Default::default()
     });
     let store = Arc::new(MemoryStore::new());
     let p = Arc::new(
         Processor::new(verifier(), store.clone(), handler.clone())
             .with_handler_deadline(None)
-            .with_lease(Duration::from_millis(300)),
+            .with_lease(Duration::from_secs(2)),
     );
     let (h, b) = signed("evt_renewed", "invoice.paid");
     let first = {
@@ -512,9 +552,12 @@ async fn running_handler_renews_its_lease_and_is_never_taken_over() {
         tokio::spawn(async move { p.process(Some(&h), b.as_bytes()).await.status() })
     };
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(2200)).await;
         let dup = p.process(Some(&h), b.as_bytes()).await;
-        assert_eq!(dup.status(), 409, "{:?}", dup.kind());
+        assert!(
+            matches!(dup.kind(), OutcomeKind::InProgress { .. }),
+            "{dup:?}"
+        );
     }
     assert_eq!(first.await.unwrap(), 200);
     assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
@@ -556,7 +599,7 @@ async fn dropped_delivery_releases_its_claim_for_the_retry() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         again = p.process(Some(&h), b.as_bytes()).await;
     }
-    assert_eq!(again.status(), 200, "{:?}", again.kind());
+    assert!(matches!(again.kind(), OutcomeKind::Processed), "{again:?}");
     assert_eq!(again.attempt(), Some(2));
     assert_eq!(handler.runs.load(Ordering::SeqCst), 2);
     let record = store
@@ -565,4 +608,177 @@ async fn dropped_delivery_releases_its_claim_for_the_retry() {
         .unwrap()
         .unwrap();
     assert!(record.last_error.unwrap().contains("cancelled"));
+}
+
+/// A store over a `MemoryStore` whose renewals always fail with `extend_error`, and whose
+/// first completion takes `first_complete_delay`.
+struct Flaky {
+    inner: MemoryStore,
+    extend_error: fn(&ClaimToken) -> StoreError,
+    first_complete_delay: Duration,
+    completes: AtomicUsize,
+}
+
+impl Flaky {
+    fn new(extend_error: fn(&ClaimToken) -> StoreError) -> Self {
+        Self {
+            inner: MemoryStore::new(),
+            extend_error,
+            first_complete_delay: Duration::ZERO,
+            completes: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for Flaky {
+    async fn claim(&self, id: &EventId, t: &EventType, l: Duration) -> Result<Claim, StoreError> {
+        self.inner.claim(id, t, l).await
+    }
+    async fn complete(&self, t: &ClaimToken) -> Result<(), StoreError> {
+        if self.completes.fetch_add(1, Ordering::SeqCst) == 0 {
+            tokio::time::sleep(self.first_complete_delay).await;
+        }
+        self.inner.complete(t).await
+    }
+    async fn release(&self, t: &ClaimToken, r: &str) -> Result<(), StoreError> {
+        self.inner.release(t, r).await
+    }
+    async fn extend(&self, t: &ClaimToken, _l: Duration) -> Result<(), StoreError> {
+        Err((self.extend_error)(t))
+    }
+}
+
+/// Counts the runs in progress, on every exit path (a dropped run included).
+#[derive(Default)]
+struct Overlap {
+    runs: AtomicUsize,
+    active: AtomicUsize,
+    most_active: AtomicUsize,
+    first_sleep: Duration,
+}
+
+struct Active<'a>(&'a AtomicUsize);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl EventHandler for Overlap {
+    async fn handle(&self, _event: &Event) -> Result<(), HandlerError> {
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        let _active = Active(&self.active);
+        self.most_active.fetch_max(now, Ordering::SeqCst);
+        if self.runs.fetch_add(1, Ordering::SeqCst) == 0 {
+            tokio::time::sleep(self.first_sleep).await;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_whose_renewals_fail_is_stopped_before_its_lease_can_run_out() {
+    // No deadline, renewals failing: without the stop, a redelivery after the lease
+    // would run the handler beside the first run, still sleeping.
+    let handler = Arc::new(Overlap {
+        first_sleep: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let store = Flaky::new(|_| StoreError::unavailable("connection reset"));
+    let p = Arc::new(
+        Processor::new(verifier(), store, handler.clone())
+            .with_handler_deadline(None)
+            .with_lease(Duration::from_secs(2)),
+    );
+    let (h, b) = signed("evt_unrenewed", "invoice.paid");
+    let first = {
+        let (p, h, b) = (p.clone(), h.clone(), b.clone());
+        tokio::spawn(async move { p.process(Some(&h), b.as_bytes()).await })
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let retry = p.process(Some(&h), b.as_bytes()).await;
+    assert!(matches!(retry.kind(), OutcomeKind::Processed), "{retry:?}");
+    let first = first.await.unwrap();
+    assert!(
+        matches!(
+            first.kind(),
+            OutcomeKind::HandlerFailed(HandlerError::LeaseLost)
+        ),
+        "{first:?}"
+    );
+    assert!(first.duration() < Duration::from_secs(4), "{first:?}");
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        handler.most_active.load(Ordering::SeqCst),
+        1,
+        "two runs overlapped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_is_stopped_when_the_store_says_its_claim_was_taken_over() {
+    let handler = Arc::new(Overlap {
+        first_sleep: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let store = Flaky::new(|t| StoreError::LeaseLost {
+        event_id: t.event_id().clone(),
+    });
+    let p = Processor::new(verifier(), store, handler.clone())
+        .with_handler_deadline(None)
+        .with_lease(Duration::from_secs(3));
+    let (h, b) = signed("evt_taken_over", "invoice.paid");
+    let o = p.process(Some(&h), b.as_bytes()).await;
+    assert!(
+        matches!(
+            o.kind(),
+            OutcomeKind::HandlerFailed(HandlerError::LeaseLost)
+        ),
+        "{o:?}"
+    );
+    assert_eq!(o.status(), 500);
+    assert!(
+        o.duration() < Duration::from_secs(10),
+        "stopped at the first renewal: {o:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_dropped_after_its_handler_succeeded_is_completed_not_released() {
+    // The handler succeeds; the client goes away while the completion is being written.
+    // The claim must be completed, not released: a release would record a false
+    // failure and run the handler again on Stripe's retry.
+    let handler = Arc::new(Counting::default());
+    let mut store = Flaky::new(|_| StoreError::unavailable("unused"));
+    store.first_complete_delay = Duration::from_secs(1);
+    let store = Arc::new(store);
+    let p = Processor::new(verifier(), store.clone(), handler.clone());
+    let (h, b) = signed("evt_done_then_dropped", "invoice.paid");
+    let cut = tokio::time::timeout(
+        Duration::from_millis(300),
+        p.process(Some(&h), b.as_bytes()),
+    );
+    assert!(
+        cut.await.is_err(),
+        "the completion should still be in flight"
+    );
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
+    let id = EventId::new("evt_done_then_dropped");
+    let mut status = None;
+    for _ in 0..100 {
+        status = store.inner.record(&id).await.unwrap().map(|r| r.status);
+        if status == Some(RecordStatus::Completed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, Some(RecordStatus::Completed));
+    let record = store.inner.record(&id).await.unwrap().unwrap();
+    assert_eq!(record.last_error, None, "no false failure is recorded");
+    let retry = p.process(Some(&h), b.as_bytes()).await;
+    assert!(matches!(retry.kind(), OutcomeKind::Duplicate), "{retry:?}");
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
 }

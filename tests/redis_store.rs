@@ -9,10 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+mod common;
+
+use stripe_webhooks::redis::{self, aio::ConnectionManager};
+use stripe_webhooks::testing::store_conformance::{self, LeaseTime};
 use stripe_webhooks::{
-    new_fence, testing::store_conformance, Claim, ClaimToken, EventId, IdempotencyStore,
-    RecordStatus, RedisStore, StoreError,
+    Claim, ClaimToken, EventId, EventType, IdempotencyStore, RecordStatus, RedisStore, StoreAdmin,
+    StoreError,
 };
 use tokio::sync::RwLock;
 
@@ -40,7 +43,7 @@ async fn connect() -> ConnectionManager {
 
 /// A store with its own key prefix, and a second connection to look at its keys.
 async fn store() -> (RedisStore, String, ConnectionManager) {
-    let prefix = format!("t_{:x}", new_fence() as u64);
+    let prefix = common::unique("t");
     let store = RedisStore::new(connect().await)
         .with_prefix(&prefix)
         .unwrap();
@@ -48,7 +51,11 @@ async fn store() -> (RedisStore, String, ConnectionManager) {
 }
 
 async fn acquire(store: &RedisStore, id: &EventId) -> ClaimToken {
-    match store.claim(id, "invoice.paid", LEASE).await.unwrap() {
+    match store
+        .claim(id, &EventType::InvoicePaid, LEASE)
+        .await
+        .unwrap()
+    {
         Claim::Acquired(t) => t,
         other => panic!("expected Acquired, got {other:?}"),
     }
@@ -62,7 +69,7 @@ async fn pttl(conn: &mut ConnectionManager, key: &str) -> i64 {
 async fn redis_store_conformance() {
     let _shared = SERVER.read().await;
     let (store, _, _) = store().await;
-    store_conformance::run_all(Arc::new(store)).await;
+    store_conformance::run_all(Arc::new(store), LeaseTime::Real).await;
 }
 
 #[tokio::test]
@@ -159,7 +166,7 @@ async fn released_event_is_failed_until_completed() {
     assert_eq!(failed[0].event_id, id);
     assert_eq!(failed[0].status, RecordStatus::Failed);
     assert_eq!(failed[0].last_error.as_deref(), Some("mailer down"));
-    assert_eq!(failed[0].event_type, "invoice.paid");
+    assert_eq!(failed[0].event_type, EventType::InvoicePaid);
 
     // Claimed again: no longer listed while processing, nor once completed.
     let second = acquire(&store, &id).await;
@@ -320,7 +327,7 @@ async fn unreadable_record_is_unavailable_not_a_panic() {
         .unwrap();
     let id = EventId::new("evt_bad");
     assert!(matches!(
-        store.claim(&id, "x", LEASE).await,
+        store.claim(&id, &EventType::InvoicePaid, LEASE).await,
         Err(StoreError::Unavailable(_))
     ));
     assert!(matches!(
@@ -334,7 +341,7 @@ async fn unreadable_record_is_unavailable_not_a_panic() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    match store.claim(&id, "x", LEASE).await {
+    match store.claim(&id, &EventType::InvoicePaid, LEASE).await {
         Err(StoreError::Unavailable(e)) => {
             let source = e
                 .downcast_ref::<redis::RedisError>()
@@ -368,7 +375,11 @@ async fn claim_while_redis_is_paused_returns_within_the_callers_timeout() {
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    let res = tokio::time::timeout(Duration::from_millis(300), store.claim(&id, "x", LEASE)).await;
+    let res = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.claim(&id, &EventType::InvoicePaid, LEASE),
+    )
+    .await;
     assert!(started.elapsed() < Duration::from_millis(1000));
     // Redis holds the script until the pause ends, so the caller's timeout fires.
     assert!(res.is_err(), "claim answered during the pause: {res:?}");

@@ -5,28 +5,33 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use stripe_webhooks::testing::store_conformance::{self, LeaseTime};
 use stripe_webhooks::{
-    testing::store_conformance, Claim, EventId, IdempotencyStore, ManualClock, MemoryStore,
-    RecordStatus,
+    Claim, EventId, EventType, IdempotencyStore, ManualClock, MemoryStore, RecordStatus,
+    StoreAdmin, StoreError,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_conformance() {
-    store_conformance::run_all(Arc::new(MemoryStore::new())).await;
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = MemoryStore::new().with_clock(clock.clone());
+    store_conformance::run_all(Arc::new(store), LeaseTime::Manual(clock)).await;
 }
 
 const LEASE: Duration = Duration::from_secs(30);
 
 #[tokio::test]
-async fn memory_store_evicts_only_completed_oldest_first() {
+async fn memory_store_evicts_completed_oldest_first_and_never_a_live_claim() {
     let clock = ManualClock::new(1_000_000);
     let store = MemoryStore::new()
         .with_clock(clock.clone())
-        .with_capacity(3);
+        .with_max_records(3);
     let ids: Vec<EventId> = (0..5).map(|i| EventId::new(format!("evt_{i}"))).collect();
     // evt_0 and evt_1 complete; evt_2 is processing.
     for id in &ids[..3] {
-        let Claim::Acquired(t) = store.claim(id, "x", LEASE).await.unwrap() else {
+        let Claim::Acquired(t) = claim(&store, id.as_str(), LEASE).await else {
             panic!()
         };
         clock.advance(Duration::from_millis(10));
@@ -34,23 +39,22 @@ async fn memory_store_evicts_only_completed_oldest_first() {
             store.complete(&t).await.unwrap();
         }
     }
-    // A fourth record evicts the oldest completed one, evt_0.
-    store.claim(&ids[3], "x", LEASE).await.unwrap();
+    // A fourth record evicts the oldest completed one, evt_0: a late duplicate of it
+    // would run again (documented).
+    claim(&store, "evt_3", LEASE).await;
     assert_eq!(store.len(), 3);
     assert!(store.record(&ids[0]).await.unwrap().is_none());
     assert!(store.record(&ids[1]).await.unwrap().is_some());
-    // Only processing records left besides evt_1: evt_1 goes, processing records never do.
-    store.claim(&ids[4], "x", LEASE).await.unwrap();
+    // Then evt_1; after that only live claims are left, and none is dropped.
+    claim(&store, "evt_4", LEASE).await;
     assert!(store.record(&ids[1]).await.unwrap().is_none());
-    store
-        .claim(&EventId::new("evt_5"), "x", LEASE)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.len(),
-        4,
-        "over capacity rather than drop an in-flight claim"
-    );
+    assert!(matches!(
+        store
+            .claim(&EventId::new("evt_5"), &EventType::InvoicePaid, LEASE)
+            .await,
+        Err(StoreError::Full { .. })
+    ));
+    assert_eq!(store.len(), 3);
     assert_eq!(
         store.record(&ids[2]).await.unwrap().unwrap().status,
         RecordStatus::Processing
@@ -63,19 +67,27 @@ async fn memory_store_leases_follow_its_clock() {
     let store = MemoryStore::new().with_clock(clock.clone());
     let id = EventId::new("evt_clock");
     let Claim::Acquired(a) = store
-        .claim(&id, "x", Duration::from_secs(10))
+        .claim(&id, &EventType::InvoicePaid, Duration::from_secs(10))
         .await
         .unwrap()
     else {
         panic!()
     };
     clock.advance(Duration::from_secs(4));
-    match store.claim(&id, "x", LEASE).await.unwrap() {
+    match store
+        .claim(&id, &EventType::InvoicePaid, LEASE)
+        .await
+        .unwrap()
+    {
         Claim::InProgress { retry_after } => assert_eq!(retry_after, Duration::from_secs(6)),
         other => panic!("{other:?}"),
     }
     clock.advance(Duration::from_secs(7));
-    let Claim::Acquired(b) = store.claim(&id, "x", LEASE).await.unwrap() else {
+    let Claim::Acquired(b) = store
+        .claim(&id, &EventType::InvoicePaid, LEASE)
+        .await
+        .unwrap()
+    else {
         panic!()
     };
     assert_eq!(b.attempt(), 2);
@@ -90,19 +102,26 @@ async fn memory_store_purges_past_retention_but_never_leased() {
         .with_clock(clock.clone())
         .with_retention(Duration::from_secs(100));
     let done = EventId::new("evt_done");
-    let Claim::Acquired(t) = store.claim(&done, "x", LEASE).await.unwrap() else {
+    let Claim::Acquired(t) = store
+        .claim(&done, &EventType::InvoicePaid, LEASE)
+        .await
+        .unwrap()
+    else {
         panic!()
     };
     store.complete(&t).await.unwrap();
     let leased = EventId::new("evt_leased");
     store
-        .claim(&leased, "x", Duration::from_secs(1000))
+        .claim(&leased, &EventType::InvoicePaid, Duration::from_secs(1000))
         .await
         .unwrap();
     clock.advance(Duration::from_secs(50));
     assert_eq!(store.purge_expired().await.unwrap(), 0);
     assert_eq!(
-        store.claim(&done, "x", LEASE).await.unwrap(),
+        store
+            .claim(&done, &EventType::InvoicePaid, LEASE)
+            .await
+            .unwrap(),
         Claim::Completed,
         "inside retention"
     );
@@ -114,77 +133,193 @@ async fn memory_store_purges_past_retention_but_never_leased() {
 
 /// A table, key prefix or file name no other test uses.
 fn unique(what: &str) -> String {
-    format!("t_{what}_{:x}", stripe_webhooks::new_fence() as u64)
+    common::unique(&format!("t_{what}"))
+}
+
+async fn claim(store: &impl IdempotencyStore, id: &str, lease: Duration) -> Claim {
+    store
+        .claim(&EventId::new(id), &EventType::InvoicePaid, lease)
+        .await
+        .unwrap()
+}
+
+/// Failed records are bounded like the others: a flood of failures at capacity 10 keeps
+/// 10 records, the oldest failure going first.
+#[tokio::test]
+async fn memory_store_bounds_failed_records() {
+    let clock = ManualClock::new(0);
+    let store = MemoryStore::new()
+        .with_clock(clock.clone())
+        .with_max_records(10);
+    for i in 0..1000 {
+        let Claim::Acquired(t) = claim(&store, &format!("evt_fail_{i}"), LEASE).await else {
+            panic!()
+        };
+        clock.advance(Duration::from_millis(1));
+        store.release(&t, "downstream down").await.unwrap();
+    }
+    assert_eq!(store.len(), 10);
+    let failed = store.failed_events(100).await.unwrap();
+    let ids: Vec<&str> = failed.iter().map(|r| r.event_id.as_str()).collect();
+    assert_eq!(ids.len(), 10);
+    assert!(
+        ids.contains(&"evt_fail_999") && !ids.contains(&"evt_fail_0"),
+        "{ids:?}"
+    );
+}
+
+/// Processing records whose lease ended (a crashed delivery) are evicted before a live
+/// claim is refused, and purged past retention; when every record is a live claim, a new
+/// claim is refused with `Full` (503) rather than dropping one.
+#[tokio::test]
+async fn memory_store_bounds_abandoned_claims_and_refuses_when_all_are_live() {
+    let clock = ManualClock::new(0);
+    let store = MemoryStore::new()
+        .with_clock(clock.clone())
+        .with_max_records(3)
+        .with_retention(Duration::from_secs(100));
+    for i in 0..3 {
+        claim(&store, &format!("evt_crashed_{i}"), Duration::from_secs(10)).await;
+    }
+    assert!(matches!(
+        store
+            .claim(&EventId::new("evt_new"), &EventType::InvoicePaid, LEASE)
+            .await,
+        Err(StoreError::Full { max_records: 3 })
+    ));
+    clock.advance(Duration::from_secs(11));
+    // Their leases ended: the oldest abandoned claim makes room.
+    assert!(matches!(
+        claim(&store, "evt_new", LEASE).await,
+        Claim::Acquired(_)
+    ));
+    assert_eq!(store.len(), 3);
+    // Past retention after their lease ended, abandoned claims are purged (evt_new's
+    // 30 s lease has ended too); the live one stays.
+    clock.advance(Duration::from_secs(200));
+    let Claim::Acquired(live) = claim(&store, "evt_live", Duration::from_secs(1000)).await else {
+        panic!()
+    };
+    assert_eq!(
+        store.purge_expired().await.unwrap(),
+        2,
+        "two abandoned claims"
+    );
+    assert!(store.record(live.event_id()).await.unwrap().is_some());
 }
 
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use super::*;
-    use stripe_webhooks::{SqliteStore, StoreError};
+    use stripe_webhooks::SqliteStore;
 
-    pub(super) async fn store(name: &str) -> (SqliteStore, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(unique(name));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("events.db");
-        (SqliteStore::connect(&path).await.unwrap(), path)
+    pub(super) async fn store(name: &str) -> (SqliteStore, common::TempDir) {
+        let dir = common::TempDir::new(name);
+        (
+            SqliteStore::connect(dir.join("events.db")).await.unwrap(),
+            dir,
+        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn sqlite_store_conformance() {
-        let (store, _) = store("conf").await;
-        store_conformance::run_all(Arc::new(store)).await;
+        let (store, _dir) = store("conf").await;
+        store_conformance::run_all(Arc::new(store), LeaseTime::Real).await;
     }
 
     #[tokio::test]
-    async fn sqlite_migrate_is_idempotent_and_names_are_validated() {
-        let (store, _) = store("mig").await;
+    async fn sqlite_migrate_is_idempotent_and_renamed_tables_are_used() {
+        let (store, _dir) = store("mig").await;
         store.migrate().await.unwrap();
         store.migrate().await.unwrap();
         let renamed = store.clone().with_table("my_events").unwrap();
         renamed.migrate().await.unwrap();
-        assert!(renamed
-            .migration_sql()
-            .contains("CREATE TABLE IF NOT EXISTS my_events"));
+        renamed.migrate().await.unwrap();
+        claim(&renamed, "evt_renamed", LEASE).await;
+        let in_renamed: i64 = stripe_webhooks::sqlx::query_scalar(
+            "SELECT count(*) FROM my_events WHERE event_id = 'evt_renamed'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(in_renamed, 1);
+        assert!(store
+            .record(&EventId::new("evt_renamed"))
+            .await
+            .unwrap()
+            .is_none());
         assert!(matches!(
             store.clone().with_table("events; DROP TABLE x"),
             Err(StoreError::InvalidConfig(_))
         ));
-        assert!(stripe_webhooks::SQLITE_MIGRATION.contains("stripe_webhook_events"));
+    }
+
+    /// Both SQL stores read an attempt count the same way, even one out of `u32`'s range
+    /// (they once disagreed: 0 in one, `u32::MAX` in the other).
+    #[tokio::test]
+    async fn sqlite_reads_out_of_range_attempts_like_postgres() {
+        let (store, _dir) = store("attempts").await;
+        let id = EventId::new("evt_attempts");
+        claim(&store, id.as_str(), LEASE).await;
+        for (written, read) in [(-5_i64, 0_u32), (1 << 40, u32::MAX)] {
+            stripe_webhooks::sqlx::query("UPDATE stripe_webhook_events SET attempts = ?1")
+                .bind(written)
+                .execute(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(store.record(&id).await.unwrap().unwrap().attempts, read);
+        }
     }
 
     #[tokio::test]
     async fn sqlite_survives_reopen() {
-        let (store, path) = store("reopen").await;
+        let (store, dir) = store("reopen").await;
+        let path = dir.join("events.db");
         let id = EventId::new("evt_durable");
-        let Claim::Acquired(t) = store.claim(&id, "x", LEASE).await.unwrap() else {
+        let Claim::Acquired(t) = store
+            .claim(&id, &EventType::InvoicePaid, LEASE)
+            .await
+            .unwrap()
+        else {
             panic!()
         };
         store.complete(&t).await.unwrap();
         store.pool().close().await;
         let again = SqliteStore::connect(&path).await.unwrap();
         assert_eq!(
-            again.claim(&id, "x", LEASE).await.unwrap(),
+            again
+                .claim(&id, &EventType::InvoicePaid, LEASE)
+                .await
+                .unwrap(),
             Claim::Completed
         );
     }
 
     #[tokio::test]
     async fn sqlite_purge_keeps_leased_and_recent() {
-        let (store, _) = store("purge").await;
-        let store = store.with_retention(Duration::from_millis(300));
+        let (store, _dir) = store("purge").await;
+        let store = store.with_retention(Duration::from_secs(2));
         let old = EventId::new("evt_old");
-        let Claim::Acquired(t) = store.claim(&old, "x", LEASE).await.unwrap() else {
+        let Claim::Acquired(t) = store
+            .claim(&old, &EventType::InvoicePaid, LEASE)
+            .await
+            .unwrap()
+        else {
             panic!()
         };
         store.complete(&t).await.unwrap();
         let leased = EventId::new("evt_leased");
         store
-            .claim(&leased, "x", Duration::from_secs(600))
+            .claim(&leased, &EventType::InvoicePaid, Duration::from_secs(600))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         let recent = EventId::new("evt_recent");
-        let Claim::Acquired(t) = store.claim(&recent, "x", LEASE).await.unwrap() else {
+        let Claim::Acquired(t) = store
+            .claim(&recent, &EventType::InvoicePaid, LEASE)
+            .await
+            .unwrap()
+        else {
             panic!()
         };
         store.complete(&t).await.unwrap();
@@ -192,7 +327,10 @@ mod sqlite {
         assert!(store.record(&old).await.unwrap().is_none());
         assert!(store.record(&leased).await.unwrap().is_some());
         assert_eq!(
-            store.claim(&recent, "x", LEASE).await.unwrap(),
+            store
+                .claim(&recent, &EventType::InvoicePaid, LEASE)
+                .await
+                .unwrap(),
             Claim::Completed
         );
     }
@@ -203,7 +341,7 @@ mod postgres {
     use super::*;
     use stripe_webhooks::sqlx::postgres::PgPoolOptions;
     use stripe_webhooks::sqlx::PgPool;
-    use stripe_webhooks::{PostgresStore, StoreError};
+    use stripe_webhooks::PostgresStore;
 
     pub(super) async fn pool() -> PgPool {
         let url = std::env::var("DATABASE_URL_TEST").unwrap_or_else(|_| {
@@ -229,7 +367,33 @@ mod postgres {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres_store_conformance() {
-        store_conformance::run_all(Arc::new(store("conf").await)).await;
+        store_conformance::run_all(Arc::new(store("conf").await), LeaseTime::Real).await;
+    }
+
+    /// See `sqlite_reads_out_of_range_attempts_like_postgres`; `INTEGER` is 32-bit here,
+    /// so only a negative count is out of range.
+    #[tokio::test]
+    async fn postgres_reads_out_of_range_attempts_like_sqlite() {
+        let s = store("attempts").await;
+        let id = EventId::new("evt_attempts");
+        claim(&s, id.as_str(), LEASE).await;
+        let table = table_of(&s);
+        stripe_webhooks::sqlx::query(&format!("UPDATE {table} SET attempts = -5"))
+            .execute(s.pool())
+            .await
+            .unwrap();
+        assert_eq!(s.record(&id).await.unwrap().unwrap().attempts, 0);
+    }
+
+    fn table_of(s: &PostgresStore) -> String {
+        let sql = s.migration_sql();
+        sql.split("CREATE TABLE IF NOT EXISTS ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
     }
 
     #[tokio::test]
@@ -253,11 +417,16 @@ mod postgres {
         for task in tasks {
             task.await.unwrap().unwrap();
         }
+        claim(
+            &PostgresStore::new(s.pool().clone()).with_table(&t).unwrap(),
+            "evt_c",
+            LEASE,
+        )
+        .await;
         assert!(matches!(
             s.clone().with_table("x y"),
             Err(StoreError::InvalidConfig(_))
         ));
-        assert!(stripe_webhooks::POSTGRES_MIGRATION.contains("stripe_webhook_events"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,15 +434,7 @@ mod postgres {
         let s = store("purge")
             .await
             .with_retention(Duration::from_secs(3600));
-        let table = s.migration_sql();
-        let table = table
-            .split("CREATE TABLE IF NOT EXISTS ")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned();
+        let table = table_of(&s);
         // 100,000 records: 90,000 completed long ago, 5,000 failed long ago, 4,000 leased
         // (processing, first seen long ago), 1,000 completed recently.
         stripe_webhooks::sqlx::query(&format!(
@@ -299,16 +460,20 @@ mod postgres {
         assert_eq!(left, 5_000);
         // Leased records survive and are still in progress; recent ones are still completed.
         assert!(matches!(
-            s.claim(&EventId::new("evt_96000"), "invoice.paid", LEASE)
+            s.claim(&EventId::new("evt_96000"), &EventType::InvoicePaid, LEASE)
                 .await
                 .unwrap(),
             Claim::InProgress { .. }
         ));
         for g in [99_001, 99_500, 100_000] {
             assert_eq!(
-                s.claim(&EventId::new(format!("evt_{g}")), "invoice.paid", LEASE)
-                    .await
-                    .unwrap(),
+                s.claim(
+                    &EventId::new(format!("evt_{g}")),
+                    &EventType::InvoicePaid,
+                    LEASE
+                )
+                .await
+                .unwrap(),
                 Claim::Completed
             );
         }

@@ -3,7 +3,7 @@
 # for each store (memory, SQLite, PostgreSQL, Redis) at concurrency 1 and 16, next to the
 # database's own floor for the same work, measured in the same run (pgbench running the
 # store's two statements; the store's two Lua scripts as raw EVALSHA; the SQLite store's
-# SQL through sqlx without the store). See benches/stores.rs for what each floor is.
+# SQL through sqlx without the store). See benches/stores/ for what each floor is.
 # Target: every store reaches 60% of its floor at concurrency 16; the script ends with
 # the Markdown table and exits 1 when a store misses (or has no floor).
 #

@@ -6,11 +6,17 @@ use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use stripe_webhooks::sqlx::{self, Postgres, Sqlite};
+#[cfg(feature = "postgres")]
+use stripe_webhooks::sqlx::Postgres;
+use stripe_webhooks::sqlx::{self, Sqlite};
+#[cfg(feature = "postgres")]
+use stripe_webhooks::PostgresStore;
 use stripe_webhooks::{
-    async_trait, Event, EventHandler, EventType, HandlerError, MemoryStore, PostgresStore,
-    Processor, RedisStore, SqliteStore, TransactionalHandler, Verifier,
+    async_trait, Event, EventHandler, EventType, HandlerError, MemoryStore, Processor, SqliteStore,
+    TransactionalHandler, Verifier,
 };
+#[cfg(feature = "redis")]
+use stripe_webhooks::{redis, RedisStore};
 
 /// The secret used when `STRIPE_WEBHOOK_SECRET` is unset, so the examples run out of the
 /// box; `send_event` signs with the same one. Never use it for a real endpoint.
@@ -167,6 +173,7 @@ impl TransactionalHandler<Sqlite> for Demo {
     }
 }
 
+#[cfg(feature = "postgres")]
 #[async_trait]
 impl TransactionalHandler<Postgres> for Demo {
     async fn handle(
@@ -196,8 +203,10 @@ impl TransactionalHandler<Postgres> for Demo {
 
 /// The demo handler for Redis: the access log is a Redis list (Redis has no transaction
 /// spanning the claim and the handler, so this is the plain claim/complete mode).
+#[cfg(feature = "redis")]
 pub struct RedisDemo(redis::aio::ConnectionManager);
 
+#[cfg(feature = "redis")]
 #[async_trait]
 impl EventHandler for RedisDemo {
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
@@ -247,23 +256,50 @@ pub async fn processor(config: &Config) -> Result<Arc<Processor>, Box<dyn Error>
         tracing::info!("store: memory (forgotten on restart)");
         Processor::new(verifier, MemoryStore::new(), MemoryDemo::default())
     } else if let Some(url) = &config.database_url {
-        let store = PostgresStore::connect(url).await?;
-        sqlx::query(POSTGRES_ACCESS).execute(store.pool()).await?;
-        tracing::info!("store: PostgreSQL");
-        Processor::with_dispatcher(verifier, store.inbox(Demo))
+        postgres(verifier, url).await?
     } else if let Some(url) = &config.redis_url {
-        let conn = redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await?;
-        tracing::info!("store: Redis");
-        Processor::new(verifier, RedisStore::new(conn.clone()), RedisDemo(conn))
+        redis_store(verifier, url).await?
     } else {
         let store = SqliteStore::connect(&config.sqlite_path).await?;
         sqlx::query(SQLITE_ACCESS).execute(store.pool()).await?;
         tracing::info!(path = %config.sqlite_path, "store: SQLite");
-        Processor::with_dispatcher(verifier, store.inbox(Demo))
+        Processor::with_inbox(verifier, store.inbox(Demo))
     };
     Ok(Arc::new(
         processor.with_handler_deadline(Some(Duration::from_secs(10))),
     ))
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres(verifier: Verifier, url: &str) -> Result<Processor, Box<dyn Error>> {
+    let store = PostgresStore::connect(url).await?;
+    sqlx::query(POSTGRES_ACCESS).execute(store.pool()).await?;
+    tracing::info!("store: PostgreSQL");
+    Ok(Processor::with_inbox(verifier, store.inbox(Demo)))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres(_verifier: Verifier, _url: &str) -> Result<Processor, Box<dyn Error>> {
+    Err(
+        "DATABASE_URL is set, but this build has no PostgreSQL support: add `--features postgres`"
+            .into(),
+    )
+}
+
+#[cfg(feature = "redis")]
+async fn redis_store(verifier: Verifier, url: &str) -> Result<Processor, Box<dyn Error>> {
+    let conn = redis::aio::ConnectionManager::new(redis::Client::open(url)?).await?;
+    tracing::info!("store: Redis");
+    Ok(Processor::new(
+        verifier,
+        RedisStore::new(conn.clone()),
+        RedisDemo(conn),
+    ))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_store(_verifier: Verifier, _url: &str) -> Result<Processor, Box<dyn Error>> {
+    Err("REDIS_URL is set, but this build has no Redis support: add `--features redis`".into())
 }
 
 /// `RUST_LOG` controls the level (default `info`).
@@ -272,9 +308,12 @@ pub async fn processor(config: &Config) -> Result<Arc<Processor>, Box<dyn Error>
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(ansi)
         .init();
 }
 

@@ -5,13 +5,13 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use actix_web::{App, HttpServer};
-//! use stripe_webhooks::{MemoryStore, Processor, Router, Verifier};
+//! use stripe_webhooks::{EventRouter, MemoryStore, Processor, Verifier};
 //!
 //! #[actix_web::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     // Several comma-separated secrets are accepted during a rotation.
 //!     let secrets = std::env::var("STRIPE_WEBHOOK_SECRET")?;
-//!     let handler = Router::new().fallback(|event| {
+//!     let handler = EventRouter::new().fallback(|event| {
 //!         Box::pin(async move {
 //!             println!("{} {}", event.event_type(), event.id());
 //!             Ok(())
@@ -76,6 +76,7 @@ pub use super::common::Rejection;
 use super::common::{self, Reply};
 use crate::event::Event;
 use crate::processor::{Outcome, Processor};
+use crate::signature::Verifier;
 
 /// The webhook resource at `path`: accepts POST (answering any other method 405),
 /// checks the content type, reads the body under a `web::PayloadConfig` of
@@ -99,10 +100,11 @@ async fn respond(
     if let Err(reply) = common::precheck(request.method() == Method::POST, content_type) {
         return into_response(reply);
     }
-    let body = match read_body(&request, payload).await {
-        Ok(body) => body,
-        Err(rejection) => return rejection.error_response(),
-    };
+    let body =
+        match common::read_within(processor.body_timeout(), read_body(&request, payload)).await {
+            Ok(body) => body,
+            Err(rejection) => return rejection.error_response(),
+        };
     let signature = request.headers().get(common::SIGNATURE_HEADER).cloned();
     into_response(common::process(processor, signature, body).await)
 }
@@ -161,22 +163,21 @@ impl ResponseError for Rejection {
     }
 }
 
-/// An extractor for a verified, parsed [`Event`], for handlers of your own.
+/// An extractor for a verified, parsed [`Event`], for handlers of your own. It needs
+/// only a [`Verifier`]: app data `web::Data<Verifier>` (or, failing that, a
+/// `web::Data<Processor>`'s verifier); without either the request is answered 500.
 ///
-/// It takes the [`Processor`] from the app data (`web::Data<Processor>`, registered with
-/// `.app_data(web::Data::from(processor))`; without it the request is answered 500) and
-/// uses its verifier and [`max_body`](Processor::max_body). It checks the content type
-/// (415), reads the body through actix-web's [`web::Bytes`] extractor (413 over the
-/// `web::PayloadConfig` limit, 256 KiB unless you raise it as below, or over
-/// `max_body`), verifies the signature (400) and parses the event (400). It does **not**
+/// It checks the content type (415), reads the body through actix-web's [`web::Bytes`]
+/// extractor (413 over the `web::PayloadConfig` limit, 256 KiB unless you raise it as
+/// below) within 10 s ([`DEFAULT_BODY_TIMEOUT`](crate::DEFAULT_BODY_TIMEOUT); 408
+/// after), verifies the signature (400) and parses the event (400). It does **not**
 /// claim the event: Stripe may deliver it more than once, so make your handler
 /// idempotent or pass the event to [`Processor::process_event`].
 ///
 /// ```no_run
-/// use std::sync::Arc;
 /// use actix_web::{web, App, HttpServer};
 /// use stripe_webhooks::actix::VerifiedEvent;
-/// use stripe_webhooks::{Event, MemoryStore, Processor, Router, Verifier};
+/// use stripe_webhooks::{Event, Verifier};
 ///
 /// async fn stripe(VerifiedEvent(event): VerifiedEvent) -> &'static str {
 ///     if let Event::CheckoutSessionCompleted(session) = &event {
@@ -187,17 +188,13 @@ impl ResponseError for Rejection {
 ///
 /// #[actix_web::main]
 /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
-///     let secrets = std::env::var("STRIPE_WEBHOOK_SECRET")?;
-///     let processor = Arc::new(Processor::new(
-///         Verifier::from_secrets_list(&secrets)?,
-///         MemoryStore::new(),
-///         Router::new(),
-///     ));
+///     let verifier = Verifier::from_secrets_list(&std::env::var("STRIPE_WEBHOOK_SECRET")?)?;
+///     let verifier = web::Data::new(verifier);
 ///     HttpServer::new(move || {
 ///         App::new()
-///             .app_data(web::Data::from(Arc::clone(&processor)))
-///             // Raise actix-web's 256 KiB default to the processor's limit (1 MiB).
-///             .app_data(web::PayloadConfig::new(processor.max_body()))
+///             .app_data(verifier.clone())
+///             // Raise actix-web's 256 KiB default to Stripe's largest bodies.
+///             .app_data(web::PayloadConfig::new(stripe_webhooks::DEFAULT_MAX_BODY))
 ///             .route("/webhooks/stripe", web::post().to(stripe))
 ///     })
 ///     .bind(("127.0.0.1", 8080))?
@@ -217,18 +214,19 @@ impl FromRequest for VerifiedEvent {
         let request = request.clone();
         let payload = payload.take();
         Box::pin(async move {
-            let processor = request
-                .app_data::<web::Data<Processor>>()
-                .cloned()
-                .ok_or(Rejection::MissingProcessor)?;
+            let verifier = match request.app_data::<web::Data<Verifier>>() {
+                Some(verifier) => Verifier::clone(verifier),
+                None => request
+                    .app_data::<web::Data<Processor>>()
+                    .map(|p| p.verifier().clone())
+                    .ok_or(Rejection::MissingVerifier)?,
+            };
             common::check_content_type(header(&request, CONTENT_TYPE.as_str()))?;
-            let body = read_body(&request, payload).await?;
-            common::verify_event(
-                &processor,
-                header(&request, common::SIGNATURE_HEADER),
-                &body,
-            )
-            .map(VerifiedEvent)
+            let body =
+                common::read_within(common::EXTRACTOR_BODY_TIMEOUT, read_body(&request, payload))
+                    .await?;
+            common::verify_event(&verifier, header(&request, common::SIGNATURE_HEADER), &body)
+                .map(VerifiedEvent)
         })
     }
 }

@@ -4,13 +4,13 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use stripe_webhooks::{MemoryStore, Processor, Router, Verifier};
+//! use stripe_webhooks::{EventRouter, MemoryStore, Processor, Verifier};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     // Several comma-separated secrets are accepted during a rotation.
 //!     let secrets = std::env::var("STRIPE_WEBHOOK_SECRET")?;
-//!     let handler = Router::new().fallback(|event| {
+//!     let handler = EventRouter::new().fallback(|event| {
 //!         Box::pin(async move {
 //!             println!("{} {}", event.event_type(), event.id());
 //!             Ok(())
@@ -39,6 +39,7 @@
 //! | another delivery holds the event | 409, `Retry-After` | `{"error":"in_progress"}` |
 //! | body over [`Processor::max_body`] (1 MiB by default) | 413 | `{"error":"payload_too_large"}` |
 //! | `Content-Type` missing or not `application/json` | 415 | `{"error":"unsupported_media_type"}` |
+//! | the body took longer than [`Processor::body_timeout`] (10 s) to arrive | 408 | `{"error":"body_timeout"}` |
 //! | the handler failed | 500 | `{"error":"handler_failed"}` |
 //! | the store is unreachable | 503 | `{"error":"store_unavailable"}` |
 //!
@@ -63,6 +64,7 @@ pub use super::common::Rejection;
 use super::common::{self, Reply};
 use crate::event::Event;
 use crate::processor::{Outcome, Processor};
+use crate::signature::Verifier;
 
 /// The webhook route: accepts POST (answering any other method 405), checks the content
 /// type, reads the body under a [`DefaultBodyLimit`] of
@@ -73,11 +75,11 @@ use crate::processor::{Outcome, Processor};
 ///
 /// ```
 /// # use std::sync::Arc;
-/// # use stripe_webhooks::{MemoryStore, Processor, Router, SigningSecret, Verifier};
+/// # use stripe_webhooks::{EventRouter, MemoryStore, Processor, SigningSecret, Verifier};
 /// # let processor = Arc::new(Processor::new(
 /// #     Verifier::new(SigningSecret::new("whsec_test").unwrap()),
 /// #     MemoryStore::new(),
-/// #     Router::new(),
+/// #     EventRouter::new(),
 /// # ));
 /// use axum::extract::State;
 ///
@@ -119,11 +121,11 @@ pub fn router(path: &str, processor: Arc<Processor>) -> axum::Router {
 ///
 /// ```
 /// # use std::sync::Arc;
-/// # use stripe_webhooks::{MemoryStore, Processor, Router, SigningSecret, Verifier};
+/// # use stripe_webhooks::{EventRouter, MemoryStore, Processor, SigningSecret, Verifier};
 /// # let processor = Arc::new(Processor::new(
 /// #     Verifier::new(SigningSecret::new("whsec_test").unwrap()),
 /// #     MemoryStore::new(),
-/// #     Router::new(),
+/// #     EventRouter::new(),
 /// # ));
 /// use axum::extract::DefaultBodyLimit;
 /// use axum::routing::post;
@@ -146,7 +148,7 @@ async fn respond(processor: &Arc<Processor>, request: Request) -> Response {
         return into_response(reply);
     }
     let signature = headers.get(common::SIGNATURE_HEADER).cloned();
-    let body = match read_body(request).await {
+    let body = match common::read_within(processor.body_timeout(), read_body(request)).await {
         Ok(body) => body,
         Err(rejection) => return rejection.into_response(),
     };
@@ -204,21 +206,21 @@ impl IntoResponse for Rejection {
     }
 }
 
-/// An extractor for a verified, parsed [`Event`], for handlers of your own.
+/// An extractor for a verified, parsed [`Event`], for handlers of your own. It needs
+/// only a [`Verifier`] in the router's state (`Verifier: FromRef<S>`; a state of
+/// `Arc<Processor>` works too): no store, no handler.
 ///
-/// It takes the [`Processor`] from the state (`Arc<Processor>: FromRef<S>`) and uses its
-/// verifier and [`max_body`](Processor::max_body). It checks the content type (415),
-/// reads the body through axum's [`Bytes`] extractor (so your `DefaultBodyLimit`
-/// applies: 2 MB unless you set it; 413 over either limit), verifies the signature
-/// (400) and parses the event (400). It does **not** claim the event: Stripe may deliver
-/// it more than once, so make your handler idempotent or pass the event to
+/// It checks the content type (415), reads the body through axum's [`Bytes`] extractor
+/// (so your `DefaultBodyLimit` applies: 2 MB unless you set it; 413 over it) within 10 s
+/// ([`DEFAULT_BODY_TIMEOUT`](crate::DEFAULT_BODY_TIMEOUT); 408 after), verifies the
+/// signature (400) and parses the event (400). It does **not** claim the event: Stripe
+/// may deliver it more than once, so make your handler idempotent or pass the event to
 /// [`Processor::process_event`].
 ///
 /// ```no_run
-/// use std::sync::Arc;
 /// use axum::routing::post;
 /// use stripe_webhooks::axum::VerifiedEvent;
-/// use stripe_webhooks::{Event, MemoryStore, Processor, Router, Verifier};
+/// use stripe_webhooks::{Event, Verifier};
 ///
 /// async fn stripe(VerifiedEvent(event): VerifiedEvent) -> &'static str {
 ///     if let Event::CheckoutSessionCompleted(session) = &event {
@@ -229,15 +231,10 @@ impl IntoResponse for Rejection {
 ///
 /// #[tokio::main]
 /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
-///     let secrets = std::env::var("STRIPE_WEBHOOK_SECRET")?;
-///     let processor = Arc::new(Processor::new(
-///         Verifier::from_secrets_list(&secrets)?,
-///         MemoryStore::new(),
-///         Router::new(),
-///     ));
+///     let verifier = Verifier::from_secrets_list(&std::env::var("STRIPE_WEBHOOK_SECRET")?)?;
 ///     let app = axum::Router::new()
 ///         .route("/webhooks/stripe", post(stripe))
-///         .with_state(processor);
+///         .with_state(verifier);
 ///     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 ///     axum::serve(listener, app).await?;
 ///     Ok(())
@@ -246,20 +243,27 @@ impl IntoResponse for Rejection {
 #[derive(Debug)]
 pub struct VerifiedEvent(pub Event);
 
+/// A router whose state is the processor hands its verifier to [`VerifiedEvent`].
+impl FromRef<Arc<Processor>> for Verifier {
+    fn from_ref(processor: &Arc<Processor>) -> Self {
+        processor.verifier().clone()
+    }
+}
+
 impl<S> FromRequest<S> for VerifiedEvent
 where
     S: Send + Sync,
-    Arc<Processor>: FromRef<S>,
+    Verifier: FromRef<S>,
 {
     type Rejection = Rejection;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let processor = Arc::<Processor>::from_ref(state);
+        let verifier = Verifier::from_ref(state);
         common::check_content_type(header(request.headers(), CONTENT_TYPE.as_str()))?;
         let signature = request.headers().get(common::SIGNATURE_HEADER).cloned();
-        let body = read_body(request).await?;
+        let body = common::read_within(common::EXTRACTOR_BODY_TIMEOUT, read_body(request)).await?;
         common::verify_event(
-            &processor,
+            &verifier,
             signature.as_ref().map(HeaderValue::as_bytes),
             &body,
         )

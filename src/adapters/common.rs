@@ -3,66 +3,74 @@
 //! reads its framework's request and writes its framework's response.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::event::{Event, ParseError};
-use crate::processor::{Outcome, Processor};
-use crate::signature::SignatureError;
+use crate::processor::{Answer, Outcome, Processor, DEFAULT_BODY_TIMEOUT};
+use crate::signature::{SignatureError, Verifier};
 
-/// Why a `VerifiedEvent` extractor refused a request. Its status and JSON body are the
-/// ones the ready-made route answers with for the same problem.
+/// Why an adapter refused a request before (or instead of) processing it. Its status and
+/// name come from the same table as [`OutcomeKind`](crate::OutcomeKind)'s: a bad
+/// signature is `400 bad_signature` whether the ready route or a `VerifiedEvent`
+/// extractor finds it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Rejection {
     /// The request's `Content-Type` is missing or is not `application/json` (any
-    /// parameters, any letter case). 415.
+    /// parameters, any letter case). 415 `unsupported_media_type`.
     #[error("content type is not application/json")]
     UnsupportedMediaType,
     /// The body is longer than the framework's body limit or the processor's
-    /// [`max_body`](Processor::max_body). 413.
+    /// [`max_body`](Processor::max_body). 413 `payload_too_large`.
     #[error("body is longer than the limit")]
     PayloadTooLarge,
     /// The framework could not read the body (the client went away, a malformed chunk).
-    /// 400.
+    /// 400 `body_unreadable`.
     #[error("request body could not be read")]
     BodyUnreadable(#[source] Box<dyn StdError + Send + Sync>),
-    /// The signature was missing, malformed, stale or wrong. 400.
+    /// The body did not arrive within the read deadline
+    /// ([`Processor::body_timeout`], [`DEFAULT_BODY_TIMEOUT`] for the extractors): a
+    /// client trickling its body is cut off. 408 `body_timeout`.
+    #[error("request body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
+    /// The signature was missing, malformed, stale or wrong. 400 `bad_signature`.
     #[error(transparent)]
     BadSignature(SignatureError),
-    /// The verified body is not a Stripe event. 400.
+    /// The verified body is not a Stripe event. 400 `not_an_event`.
     #[error(transparent)]
     NotAnEvent(ParseError),
-    /// No [`Processor`] was registered where the extractor looks for it (actix-web:
-    /// `App::app_data(web::Data::from(processor))`). A configuration error. 500.
-    #[error("no Processor is registered as app data")]
-    MissingProcessor,
+    /// No [`Verifier`] is where the extractor looks for it (actix-web: app data
+    /// `web::Data<Verifier>` or `web::Data<Processor>`). A configuration error. 500
+    /// `verifier_not_configured`.
+    #[error("no Verifier is registered as app data")]
+    MissingVerifier,
 }
 
 impl Rejection {
-    /// The HTTP status to answer with.
-    pub fn status(&self) -> u16 {
+    fn answer(&self) -> Answer {
         match self {
-            Rejection::UnsupportedMediaType => 415,
-            Rejection::PayloadTooLarge => 413,
-            Rejection::BodyUnreadable(_)
-            | Rejection::BadSignature(_)
-            | Rejection::NotAnEvent(_) => 400,
-            Rejection::MissingProcessor => 500,
+            Rejection::UnsupportedMediaType => Answer::UnsupportedMediaType,
+            Rejection::PayloadTooLarge => Answer::PayloadTooLarge,
+            Rejection::BodyUnreadable(_) => Answer::BodyUnreadable,
+            Rejection::BodyTimeout(_) => Answer::BodyTimeout,
+            Rejection::BadSignature(_) => Answer::BadSignature,
+            Rejection::NotAnEvent(_) => Answer::NotAnEvent,
+            Rejection::MissingVerifier => Answer::VerifierMissing,
         }
     }
 
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        self.answer().status()
+    }
+
     /// A short stable name, sent as `{"error":"<name>"}`: `unsupported_media_type`,
-    /// `payload_too_large`, `body_unreadable`, `bad_signature`, `not_an_event` or
-    /// `processor_not_configured`.
+    /// `payload_too_large`, `body_unreadable`, `body_timeout`, `bad_signature`,
+    /// `not_an_event` or `verifier_not_configured`.
     pub fn name(&self) -> &'static str {
-        match self {
-            Rejection::UnsupportedMediaType => "unsupported_media_type",
-            Rejection::PayloadTooLarge => "payload_too_large",
-            Rejection::BodyUnreadable(_) => "body_unreadable",
-            Rejection::BadSignature(_) => "bad_signature",
-            Rejection::NotAnEvent(_) => "not_an_event",
-            Rejection::MissingProcessor => "processor_not_configured",
-        }
+        self.answer().name()
     }
 }
 
@@ -87,10 +95,10 @@ pub(crate) const ALLOW: &str = "POST";
 pub(crate) const SIGNATURE_HEADER: &str = "stripe-signature";
 
 impl Reply {
-    fn error(status: u16, name: &str) -> Self {
+    fn error(answer: Answer) -> Self {
         Self {
-            status,
-            body: format!(r#"{{"error":"{name}"}}"#),
+            status: answer.status(),
+            body: format!(r#"{{"error":"{}"}}"#, answer.name()),
             retry_after: None,
             allow_post: false,
         }
@@ -101,31 +109,30 @@ impl Reply {
     /// [`OutcomeKind::name`](crate::OutcomeKind::name), fixed ASCII identifiers, so the
     /// body never echoes the request.
     pub(crate) fn outcome(outcome: &Outcome) -> Self {
-        let name = outcome.kind().name();
-        let status = outcome.status();
-        if (200..300).contains(&status) {
+        let answer = outcome.kind().answer();
+        if outcome.is_success() {
             Self {
-                status,
-                body: format!(r#"{{"status":"{name}"}}"#),
+                status: answer.status(),
+                body: format!(r#"{{"status":"{}"}}"#, answer.name()),
                 retry_after: None,
                 allow_post: false,
             }
         } else {
             Self {
                 retry_after: outcome.retry_after_secs(),
-                ..Self::error(status, name)
+                ..Self::error(answer)
             }
         }
     }
 
     pub(crate) fn rejection(rejection: &Rejection) -> Self {
-        Self::error(rejection.status(), rejection.name())
+        Self::error(rejection.answer())
     }
 
     pub(crate) fn method_not_allowed() -> Self {
         Self {
             allow_post: true,
-            ..Self::error(405, "method_not_allowed")
+            ..Self::error(Answer::MethodNotAllowed)
         }
     }
 }
@@ -186,21 +193,31 @@ where
     // if the runtime is shutting down; answer 500 so that Stripe retries.
     delivery
         .await
-        .unwrap_or_else(|_| Reply::error(500, "internal_error"))
+        .unwrap_or_else(|_| Reply::error(Answer::HandlerFailed))
 }
 
+/// Reads a body within `deadline`: a client that trickles its body is answered 408
+/// instead of holding a connection and its buffer for as long as it likes.
+pub(crate) async fn read_within<T>(
+    deadline: Duration,
+    read: impl Future<Output = Result<T, Rejection>>,
+) -> Result<T, Rejection> {
+    tokio::time::timeout(deadline, read)
+        .await
+        .unwrap_or(Err(Rejection::BodyTimeout(deadline)))
+}
+
+/// The read deadline of the `VerifiedEvent` extractors, which have no processor to ask.
+pub(crate) const EXTRACTOR_BODY_TIMEOUT: Duration = DEFAULT_BODY_TIMEOUT;
+
 /// What the `VerifiedEvent` extractors do once they have the body (after
-/// [`check_content_type`]): check the processor's body limit, verify, parse.
+/// [`check_content_type`]): verify, parse.
 pub(crate) fn verify_event(
-    processor: &Processor,
+    verifier: &Verifier,
     signature_header: Option<&[u8]>,
     body: &[u8],
 ) -> Result<Event, Rejection> {
-    if body.len() > processor.max_body() {
-        return Err(Rejection::PayloadTooLarge);
-    }
-    processor
-        .verifier()
+    verifier
         .verify_request(body, signature(signature_header))
         .map_err(Rejection::BadSignature)?
         .parse()

@@ -3,7 +3,6 @@
 mod envelope;
 mod error;
 mod notification;
-mod objects;
 #[rustfmt::skip]
 mod types;
 
@@ -16,11 +15,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::objects::PaymentSource;
 pub use envelope::{Envelope, EventId, EventRequest};
 use envelope::{ObjectTag, WireData, WireDataOut, WireDataTyped, WireEvent, WireLocate, WireOut};
 pub use error::{ObjectError, ParseError};
 pub use notification::{EventNotification, RelatedObject};
-pub use objects::*;
 pub use types::{Event, EventType};
 
 /// An event of a known type: its [`Envelope`], its typed object and the raw
@@ -302,18 +301,10 @@ fn end_position(body: &[u8]) -> (usize, usize) {
 }
 
 impl Event {
-    /// Parses a snapshot event from a body.
-    ///
-    /// Use it on bodies you verified yourself or stored after verification; a request body
-    /// should go through [`VerifiedPayload::parse`](crate::VerifiedPayload::parse).
-    ///
-    /// # Errors
-    ///
-    /// - [`ParseError::InvalidJson`] if the body is not JSON;
-    /// - [`ParseError::NotAnEvent`] if it has no `id`, `type` or `data.object`, or its
-    ///   `object` is not `"event"`;
-    /// - [`ParseError::ThinEventNotification`] for a v2 thin event.
-    pub fn from_slice(body: &[u8]) -> Result<Event, ParseError> {
+    /// Parses a snapshot event from a body, without verification: the crate's one
+    /// parse, behind [`VerifiedPayload::parse`](crate::VerifiedPayload::parse) and
+    /// [`dangerous::parse_unverified`](crate::dangerous::parse_unverified).
+    pub(crate) fn from_slice(body: &[u8]) -> Result<Event, ParseError> {
         if let Some(first) = body.iter().position(|b| !b.is_ascii_whitespace()) {
             if body[first] != b'{' && body[first].is_ascii() && !body[first].is_ascii_alphabetic() {
                 let line = 1 + body[..first].iter().filter(|&&b| b == b'\n').count();
@@ -401,9 +392,14 @@ impl Event {
         self.envelope().previous_attributes()
     }
 
-    /// Whether the event is [`Event::Unknown`] or [`Event::Unparsed`].
+    /// Whether the event's object is not typed: [`Event::Unknown`], [`Event::Unparsed`],
+    /// or a known type whose object the crate has no struct for yet (it carries
+    /// [`Untyped`]). Read such an object from [`raw_object`](Self::raw_object).
     pub fn is_untyped(&self) -> bool {
-        matches!(self, Event::Unknown(_) | Event::Unparsed(_))
+        match self {
+            Event::Unknown(_) | Event::Unparsed(_) => true,
+            other => !other.event_type().has_typed_object(),
+        }
     }
 }
 
@@ -432,8 +428,11 @@ impl Serialize for Event {
 }
 
 impl<'de> Deserialize<'de> for Event {
-    /// Reads an event in Stripe's JSON shape. It needs a format that can hand over raw
-    /// JSON, which is to say `serde_json`.
+    /// Reads an event in Stripe's JSON shape **without verifying any signature**, as
+    /// [`dangerous::parse_unverified`](crate::dangerous::parse_unverified) does: for
+    /// events you verified before and stored (a queue, a database), never for a request
+    /// body. It needs a format that can hand over raw JSON, which is to say
+    /// `serde_json`.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = Box::<RawValue>::deserialize(d)?;
         Event::from_slice(raw.get().as_bytes()).map_err(serde::de::Error::custom)

@@ -58,7 +58,7 @@ impl EventNotification {
     ///
     /// - [`ParseError::SnapshotEvent`] if the body is a v1 snapshot event;
     /// - [`ParseError::InvalidJson`] or [`ParseError::NotAnEvent`] otherwise.
-    pub fn from_slice(body: &[u8]) -> Result<Self, ParseError> {
+    pub(crate) fn from_slice(body: &[u8]) -> Result<Self, ParseError> {
         let tag: Tag<'_> = serde_json::from_slice(body).map_err(|e| ParseError::from_json(&e))?;
         match tag.object.as_deref() {
             Some("v2.core.event") => {}

@@ -4,7 +4,7 @@
 use serde_json::value::RawValue;
 
 use super::envelope::Envelope;
-use super::objects::*;
+use crate::objects::*;
 use super::{build_raw, build_source, build_typed, one_pass, TypedEvent, Untyped};
 
 /// The type of a Stripe event: every documented v1 event type (API 2026-07-29.dahlia), plus
@@ -1359,6 +1359,96 @@ impl EventType {
             EventType::TreasuryReceivedDebitCreated => "treasury.received_debit",
             EventType::Unknown(_) => return None,
         })
+    }
+
+    /// Whether events of this type carry a typed object (a struct of
+    /// [`objects`](crate::objects)) rather than [`Untyped`]; `false` for an unknown type.
+    pub fn has_typed_object(&self) -> bool {
+        matches!(
+            self,
+            EventType::AccountExternalAccountCreated |
+            EventType::AccountExternalAccountDeleted |
+            EventType::AccountExternalAccountUpdated |
+            EventType::ChargeCaptured |
+            EventType::ChargeDisputeClosed |
+            EventType::ChargeDisputeCreated |
+            EventType::ChargeDisputeFundsReinstated |
+            EventType::ChargeDisputeFundsWithdrawn |
+            EventType::ChargeDisputeUpdated |
+            EventType::ChargeExpired |
+            EventType::ChargeFailed |
+            EventType::ChargePending |
+            EventType::ChargeRefundUpdated |
+            EventType::ChargeRefunded |
+            EventType::ChargeSucceeded |
+            EventType::ChargeUpdated |
+            EventType::CheckoutSessionAsyncPaymentFailed |
+            EventType::CheckoutSessionAsyncPaymentSucceeded |
+            EventType::CheckoutSessionCompleted |
+            EventType::CheckoutSessionExpired |
+            EventType::CustomerCreated |
+            EventType::CustomerDeleted |
+            EventType::CustomerSourceCreated |
+            EventType::CustomerSourceDeleted |
+            EventType::CustomerSourceExpiring |
+            EventType::CustomerSourceUpdated |
+            EventType::CustomerSubscriptionCreated |
+            EventType::CustomerSubscriptionDeleted |
+            EventType::CustomerSubscriptionPaused |
+            EventType::CustomerSubscriptionPendingUpdateApplied |
+            EventType::CustomerSubscriptionPendingUpdateExpired |
+            EventType::CustomerSubscriptionResumed |
+            EventType::CustomerSubscriptionTrialWillEnd |
+            EventType::CustomerSubscriptionUpdated |
+            EventType::CustomerUpdated |
+            EventType::InvoiceCreated |
+            EventType::InvoiceDeleted |
+            EventType::InvoiceFinalizationFailed |
+            EventType::InvoiceFinalized |
+            EventType::InvoiceMarkedUncollectible |
+            EventType::InvoiceOverdue |
+            EventType::InvoiceOverpaid |
+            EventType::InvoicePaid |
+            EventType::InvoicePaymentActionRequired |
+            EventType::InvoicePaymentAttemptRequired |
+            EventType::InvoicePaymentFailed |
+            EventType::InvoicePaymentSucceeded |
+            EventType::InvoiceSent |
+            EventType::InvoiceUpcoming |
+            EventType::InvoiceUpdated |
+            EventType::InvoiceVoided |
+            EventType::InvoiceWillBeDue |
+            EventType::PaymentIntentAmountCapturableUpdated |
+            EventType::PaymentIntentCanceled |
+            EventType::PaymentIntentCreated |
+            EventType::PaymentIntentPartiallyFunded |
+            EventType::PaymentIntentPaymentFailed |
+            EventType::PaymentIntentProcessing |
+            EventType::PaymentIntentRequiresAction |
+            EventType::PaymentIntentSucceeded |
+            EventType::PaymentMethodAttached |
+            EventType::PaymentMethodAutomaticallyUpdated |
+            EventType::PaymentMethodDetached |
+            EventType::PaymentMethodUpdated |
+            EventType::PriceCreated |
+            EventType::PriceDeleted |
+            EventType::PriceUpdated |
+            EventType::ProductCreated |
+            EventType::ProductDeleted |
+            EventType::ProductUpdated |
+            EventType::RefundCreated |
+            EventType::RefundFailed |
+            EventType::RefundUpdated |
+            EventType::SetupIntentCanceled |
+            EventType::SetupIntentCreated |
+            EventType::SetupIntentRequiresAction |
+            EventType::SetupIntentSetupFailed |
+            EventType::SetupIntentSucceeded |
+            EventType::SourceCanceled |
+            EventType::SourceChargeable |
+            EventType::SourceFailed |
+            EventType::SourceRefundAttributesRequired
+        )
     }
 
     /// Looks up a wire name; an unrecognised one becomes [`EventType::Unknown`].

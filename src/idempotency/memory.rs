@@ -8,14 +8,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    new_fence, truncate_error, Claim, ClaimToken, EventRecord, IdempotencyStore, RecordStatus,
+    truncate_error, Claim, ClaimToken, EventRecord, IdempotencyStore, RecordStatus, StoreAdmin,
     StoreError, DEFAULT_RETENTION,
 };
-use crate::event::EventId;
-use crate::signature::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock};
+use crate::event::{EventId, EventType};
 
-/// The default number of records a [`MemoryStore`] keeps before evicting completed ones.
-pub const DEFAULT_MEMORY_CAPACITY: usize = 100_000;
+/// The default number of records a [`MemoryStore`] keeps: 100,000.
+pub const DEFAULT_MAX_RECORDS: usize = 100_000;
 
 /// An in-process [`IdempotencyStore`]: for tests and single-process services.
 ///
@@ -24,22 +24,35 @@ pub const DEFAULT_MEMORY_CAPACITY: usize = 100_000;
 /// the process exits: a service that restarts or runs several replicas needs a durable
 /// store (`SqliteStore`, `PostgresStore`, `RedisStore`).
 ///
-/// Memory is bounded: past [`with_capacity`](Self::with_capacity) records it evicts
-/// completed records, oldest completion first. It never evicts a processing or failed
-/// record, so nothing in flight is lost.
+/// # Memory is bounded
+///
+/// The store never holds more than [`with_max_records`](Self::with_max_records) records.
+/// To make room for a new claim it evicts, in this order:
+///
+/// 1. completed records, oldest completion first. **A duplicate of an evicted event
+///    runs the handler again**: keep the bound above the number of events Stripe may
+///    still redeliver (three days of traffic), or use a durable store;
+/// 2. failed records, oldest failure first (Stripe delivers the event again; the
+///    retry counts its attempts from 1);
+/// 3. processing records whose lease has ended (their delivery crashed).
+///
+/// When every record is a live claim, a new claim is refused with [`StoreError::Full`]
+/// (answered 503, so Stripe delivers the event again later): nothing is lost, and
+/// nothing in flight is evicted. [`purge_expired`](StoreAdmin::purge_expired) deletes
+/// completed, failed and abandoned processing records past their retention.
 ///
 /// ```
 /// # tokio_test_block_on(async {
 /// use std::time::Duration;
-/// use stripe_webhooks::{Claim, EventId, IdempotencyStore, MemoryStore};
+/// use stripe_webhooks::{Claim, EventId, EventType, IdempotencyStore, MemoryStore};
 ///
 /// let store = MemoryStore::new();
-/// let id = EventId::new("evt_1");
-/// let Claim::Acquired(token) = store.claim(&id, "customer.created", Duration::from_secs(30)).await? else {
+/// let (id, ty) = (EventId::new("evt_1"), EventType::CustomerCreated);
+/// let Claim::Acquired(token) = store.claim(&id, &ty, Duration::from_secs(30)).await? else {
 ///     unreachable!()
 /// };
 /// store.complete(&token).await?;
-/// assert_eq!(store.claim(&id, "customer.created", Duration::from_secs(30)).await?, Claim::Completed);
+/// assert_eq!(store.claim(&id, &ty, Duration::from_secs(30)).await?, Claim::Completed);
 /// # Ok::<(), stripe_webhooks::StoreError>(())
 /// # });
 /// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -50,20 +63,23 @@ pub const DEFAULT_MEMORY_CAPACITY: usize = 100_000;
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<dyn Clock>,
-    capacity: usize,
+    max_records: usize,
     retention: Duration,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     records: HashMap<EventId, Rec>,
-    /// Completed records in completion order, for eviction.
+    /// Completed records in completion order, for eviction. An entry is current while
+    /// its record is completed and its stamp is the record's `updated_ms`.
     completed: VecDeque<(EventId, i64)>,
+    /// Failed records in failure order, likewise.
+    failed: VecDeque<(EventId, i64)>,
 }
 
 #[derive(Debug)]
 struct Rec {
-    event_type: String,
+    event_type: EventType,
     status: RecordStatus,
     attempts: u32,
     fence: u128,
@@ -85,13 +101,13 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// An empty store with the system clock, [`DEFAULT_MEMORY_CAPACITY`] and
+    /// An empty store with the system clock, [`DEFAULT_MAX_RECORDS`] and
     /// [`DEFAULT_RETENTION`].
     pub fn new() -> Self {
         Self {
             inner: Arc::default(),
             clock: Arc::new(SystemClock),
-            capacity: DEFAULT_MEMORY_CAPACITY,
+            max_records: DEFAULT_MAX_RECORDS,
             retention: DEFAULT_RETENTION,
         }
     }
@@ -103,14 +119,15 @@ impl MemoryStore {
         self
     }
 
-    /// How many records to keep before evicting completed ones (at least 1).
+    /// The most records the store holds (at least 1); see the eviction order above.
     #[must_use]
-    pub fn with_capacity(mut self, capacity: usize) -> Self {
-        self.capacity = capacity.max(1);
+    pub fn with_max_records(mut self, max_records: usize) -> Self {
+        self.max_records = max_records.max(1);
         self
     }
 
-    /// How long completed and failed records are kept by [`purge_expired`](IdempotencyStore::purge_expired).
+    /// How long completed and failed records are kept by
+    /// [`purge_expired`](StoreAdmin::purge_expired).
     #[must_use]
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
@@ -136,13 +153,13 @@ impl MemoryStore {
     fn with_claim<T>(
         &self,
         token: &ClaimToken,
-        f: impl FnOnce(&mut Rec, i64) -> T,
+        f: impl FnOnce(&mut Inner, i64) -> T,
     ) -> Result<T, StoreError> {
         let now = self.clock.now_millis();
         let mut inner = self.lock();
-        match inner.records.get_mut(token.event_id()) {
+        match inner.records.get(token.event_id()) {
             Some(rec) if rec.fence == token.fence() && rec.status == RecordStatus::Processing => {
-                Ok(f(rec, now))
+                Ok(f(&mut inner, now))
             }
             _ => Err(StoreError::LeaseLost {
                 event_id: token.event_id().clone(),
@@ -152,21 +169,73 @@ impl MemoryStore {
 }
 
 impl Inner {
-    fn evict(&mut self, capacity: usize) {
-        while self.records.len() > capacity {
-            let Some((id, at)) = self.completed.pop_front() else {
-                return;
-            };
-            // One lookup: the queue entry may be stale (the record was purged, or is no
-            // longer the completion the queue saw).
+    /// Makes room for one more record; `false` if every record is a live claim.
+    fn make_room(&mut self, max_records: usize, now: i64) -> bool {
+        while self.records.len() >= max_records {
+            if !(self.evict_from(Queue::Completed)
+                || self.evict_from(Queue::Failed)
+                || self.evict_abandoned(now))
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Evicts the oldest current entry of a queue, skipping stale ones.
+    fn evict_from(&mut self, which: Queue) -> bool {
+        let (queue, status) = match which {
+            Queue::Completed => (&mut self.completed, RecordStatus::Completed),
+            Queue::Failed => (&mut self.failed, RecordStatus::Failed),
+        };
+        while let Some((id, stamp)) = queue.pop_front() {
             if let Entry::Occupied(e) = self.records.entry(id) {
                 let r = e.get();
-                if r.status == RecordStatus::Completed && r.completed_at_ms == Some(at) {
+                if r.status == status && r.updated_ms == stamp {
                     e.remove();
+                    return true;
                 }
             }
         }
+        false
     }
+
+    /// Evicts one processing record whose lease has ended (its delivery crashed). Only
+    /// reached when no completed or failed record is left, so the scan is rare.
+    fn evict_abandoned(&mut self, now: i64) -> bool {
+        let abandoned = self
+            .records
+            .iter()
+            .filter(|(_, r)| r.status == RecordStatus::Processing && r.lease_until_ms <= now)
+            .min_by_key(|(_, r)| r.lease_until_ms)
+            .map(|(id, _)| id.clone());
+        abandoned.is_some_and(|id| self.records.remove(&id).is_some())
+    }
+
+    /// Records a settled (completed or failed) record in its eviction queue, dropping
+    /// stale entries when the queue has grown well past the records it can name.
+    fn settled(&mut self, id: &EventId, status: RecordStatus, stamp: i64) {
+        let queue = if status == RecordStatus::Completed {
+            &mut self.completed
+        } else {
+            &mut self.failed
+        };
+        queue.push_back((id.clone(), stamp));
+        if queue.len() > 2 * self.records.len() + 64 {
+            let records = &self.records;
+            queue.retain(|(id, stamp)| {
+                records
+                    .get(id)
+                    .is_some_and(|r| r.status == status && r.updated_ms == *stamp)
+            });
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Queue {
+    Completed,
+    Failed,
 }
 
 fn record_of(id: &EventId, r: &Rec) -> EventRecord {
@@ -186,87 +255,90 @@ impl IdempotencyStore for MemoryStore {
     async fn claim(
         &self,
         id: &EventId,
-        event_type: &str,
+        event_type: &EventType,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
         let now = self.clock.now_millis();
         let lease_until_ms = now.saturating_add(ms(lease));
-        let fence = new_fence();
         let mut inner = self.lock();
-        let attempt = match inner.records.entry(id.clone()) {
-            Entry::Occupied(mut e) => {
-                let rec = e.get_mut();
-                match rec.status {
-                    RecordStatus::Completed => return Ok(Claim::Completed),
-                    RecordStatus::Processing if rec.lease_until_ms > now => {
-                        let left = u64::try_from(rec.lease_until_ms - now).unwrap_or(0);
-                        return Ok(Claim::InProgress {
-                            retry_after: Duration::from_millis(left),
-                        });
-                    }
-                    RecordStatus::Processing | RecordStatus::Failed => {
-                        rec.status = RecordStatus::Processing;
-                        rec.attempts = rec.attempts.saturating_add(1);
-                        rec.fence = fence;
-                        rec.lease_until_ms = lease_until_ms;
-                        rec.updated_ms = now;
-                        rec.attempts
-                    }
+        if let Some(rec) = inner.records.get_mut(id) {
+            match rec.status {
+                RecordStatus::Completed => return Ok(Claim::Completed),
+                RecordStatus::Processing if rec.lease_until_ms > now => {
+                    let left = u64::try_from(rec.lease_until_ms - now).unwrap_or(0);
+                    return Ok(Claim::InProgress {
+                        retry_after: Duration::from_millis(left),
+                    });
+                }
+                RecordStatus::Processing | RecordStatus::Failed => {
+                    let token = ClaimToken::new(id.clone(), rec.attempts.saturating_add(1));
+                    rec.status = RecordStatus::Processing;
+                    rec.attempts = token.attempt();
+                    rec.fence = token.fence();
+                    rec.lease_until_ms = lease_until_ms;
+                    rec.updated_ms = now;
+                    return Ok(Claim::Acquired(token));
                 }
             }
-            Entry::Vacant(e) => {
-                e.insert(Rec {
-                    event_type: event_type.to_owned(),
-                    status: RecordStatus::Processing,
-                    attempts: 1,
-                    fence,
-                    lease_until_ms,
-                    last_error: None,
-                    first_seen_ms: now,
-                    completed_at_ms: None,
-                    updated_ms: now,
-                });
-                inner.evict(self.capacity);
-                1
-            }
-        };
-        Ok(Claim::Acquired(ClaimToken::new(id.clone(), fence, attempt)))
+        }
+        if !inner.make_room(self.max_records, now) {
+            return Err(StoreError::Full {
+                max_records: self.max_records,
+            });
+        }
+        let token = ClaimToken::new(id.clone(), 1);
+        inner.records.insert(
+            id.clone(),
+            Rec {
+                event_type: event_type.clone(),
+                status: RecordStatus::Processing,
+                attempts: 1,
+                fence: token.fence(),
+                lease_until_ms,
+                last_error: None,
+                first_seen_ms: now,
+                completed_at_ms: None,
+                updated_ms: now,
+            },
+        );
+        Ok(Claim::Acquired(token))
     }
 
     async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
-        let now = self.clock.now_millis();
-        let mut inner = self.lock();
-        match inner.records.get_mut(token.event_id()) {
-            Some(rec) if rec.fence == token.fence() && rec.status == RecordStatus::Processing => {
+        self.with_claim(token, |inner, now| {
+            if let Some(rec) = inner.records.get_mut(token.event_id()) {
                 rec.status = RecordStatus::Completed;
                 rec.completed_at_ms = Some(now);
                 rec.updated_ms = now;
-                inner.completed.push_back((token.event_id().clone(), now));
-                inner.evict(self.capacity);
-                Ok(())
             }
-            _ => Err(StoreError::LeaseLost {
-                event_id: token.event_id().clone(),
-            }),
-        }
+            inner.settled(token.event_id(), RecordStatus::Completed, now);
+        })
     }
 
     async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
-        self.with_claim(token, |rec, now| {
-            rec.status = RecordStatus::Failed;
-            rec.last_error = Some(truncate_error(reason).to_owned());
-            rec.lease_until_ms = now;
-            rec.updated_ms = now;
+        self.with_claim(token, |inner, now| {
+            if let Some(rec) = inner.records.get_mut(token.event_id()) {
+                rec.status = RecordStatus::Failed;
+                rec.last_error = Some(truncate_error(reason).to_owned());
+                rec.lease_until_ms = now;
+                rec.updated_ms = now;
+            }
+            inner.settled(token.event_id(), RecordStatus::Failed, now);
         })
     }
 
     async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
-        self.with_claim(token, |rec, now| {
-            rec.lease_until_ms = now.saturating_add(ms(lease));
-            rec.updated_ms = now;
+        self.with_claim(token, |inner, now| {
+            if let Some(rec) = inner.records.get_mut(token.event_id()) {
+                rec.lease_until_ms = now.saturating_add(ms(lease));
+                rec.updated_ms = now;
+            }
         })
     }
+}
 
+#[async_trait]
+impl StoreAdmin for MemoryStore {
     async fn record(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
         Ok(self.lock().records.get(id).map(|r| record_of(id, r)))
     }
@@ -284,16 +356,24 @@ impl IdempotencyStore for MemoryStore {
         Ok(failed)
     }
 
+    /// Deletes completed and failed records last changed before the retention period,
+    /// and processing records whose lease ended before it (their delivery crashed long
+    /// ago). A live lease is never touched.
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         let cutoff = self.clock.now_millis().saturating_sub(ms(self.retention));
         let mut inner = self.lock();
         let before = inner.records.len();
         inner.records.retain(|_, r| match r.status {
-            RecordStatus::Processing => true,
+            RecordStatus::Processing => r.lease_until_ms >= cutoff,
             RecordStatus::Completed | RecordStatus::Failed => r.updated_ms >= cutoff,
         });
-        let Inner { records, completed } = &mut *inner;
+        let Inner {
+            records,
+            completed,
+            failed,
+        } = &mut *inner;
         completed.retain(|(id, _)| records.contains_key(id));
+        failed.retain(|(id, _)| records.contains_key(id));
         Ok((before - inner.records.len()) as u64)
     }
 }

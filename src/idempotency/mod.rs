@@ -1,12 +1,10 @@
 //! Idempotency: claiming an event so its handler runs once.
 
 mod memory;
-#[cfg(feature = "postgres")]
-mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
-#[cfg(feature = "sqlite")]
-mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod sql;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -16,15 +14,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::event::EventId;
+use crate::event::{EventId, EventType};
 
-pub use memory::{MemoryStore, DEFAULT_MEMORY_CAPACITY};
-#[cfg(feature = "postgres")]
-pub use postgres::{PostgresInbox, PostgresStore, POSTGRES_MIGRATION};
+pub use memory::{MemoryStore, DEFAULT_MAX_RECORDS};
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sql::DEFAULT_TABLE;
+#[cfg(feature = "postgres")]
+pub use sql::{PostgresStore, POSTGRES_MIGRATION};
 #[cfg(feature = "sqlite")]
-pub use sqlite::{SqliteInbox, SqliteStore, SQLITE_MIGRATION};
+pub use sql::{SqliteStore, SQLITE_MIGRATION};
 
 /// How long completed records are kept by default: 30 days (Stripe retries for 3 days and
 /// lets you list events for 30).
@@ -36,6 +36,25 @@ pub const MAX_ERROR_LEN: usize = 1024;
 /// Proof that this delivery holds the claim on an event. Every later call on the claim
 /// ([`complete`](IdempotencyStore::complete), [`release`](IdempotencyStore::release),
 /// [`extend`](IdempotencyStore::extend)) is fenced by it.
+///
+/// # For store authors
+///
+/// A store makes one when a claim is acquired: [`ClaimToken::new`] draws a fresh
+/// fencing value, unique across processes. Write [`fence_hex`](Self::fence_hex) (or
+/// [`fence`](Self::fence)) into the record together with the claim, and change the
+/// record in `complete`, `release` and `extend` only while it still holds that value.
+/// A store that learns the attempt number only from its claim statement sets it
+/// afterwards with [`with_attempt`](Self::with_attempt).
+///
+/// ```
+/// use stripe_webhooks::{ClaimToken, EventId};
+///
+/// let token = ClaimToken::new(EventId::new("evt_1"), 0);
+/// let fence = token.fence_hex(); // written by the claim statement
+/// let token = token.with_attempt(1); // read back from it
+/// assert_eq!((fence.len(), token.attempt()), (32, 1));
+/// assert_ne!(token.fence(), ClaimToken::new(EventId::new("evt_1"), 1).fence());
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClaimToken {
     event_id: EventId,
@@ -44,13 +63,25 @@ pub struct ClaimToken {
 }
 
 impl ClaimToken {
-    /// Builds a token; stores call this when a claim is acquired.
-    pub fn new(event_id: EventId, fence: u128, attempt: u32) -> Self {
+    /// A token for a claim just acquired on `event_id`, as its `attempt`-th attempt (1
+    /// for the first), with a fresh fencing value: a random 128-bit seed drawn once per
+    /// process (from the OS-seeded keys of
+    /// [`std::collections::hash_map::RandomState`], the process id and the clock), plus
+    /// a counter, so two tokens of one process never share a fence and tokens of two
+    /// processes collide with negligible probability. No system call after the first.
+    pub fn new(event_id: EventId, attempt: u32) -> Self {
         Self {
             event_id,
-            fence,
+            fence: new_fence(),
             attempt,
         }
+    }
+
+    /// The same claim, as attempt number `attempt`.
+    #[must_use]
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
     }
 
     /// The event the claim is on.
@@ -63,7 +94,7 @@ impl ClaimToken {
         self.fence
     }
 
-    /// The fence as 32 lowercase hex digits, as stores write it.
+    /// The fence as 32 lowercase hex digits, as the crate's stores write it.
     pub fn fence_hex(&self) -> String {
         format!("{:032x}", self.fence)
     }
@@ -83,12 +114,7 @@ impl fmt::Debug for ClaimToken {
     }
 }
 
-/// A fresh 128-bit fencing value, unique across processes: a random 128-bit seed drawn
-/// once per process (from the OS-seeded keys of
-/// [`std::collections::hash_map::RandomState`], the process id and the clock), plus a
-/// counter, so two values from one process never collide and values from two processes
-/// collide with negligible probability. No system call after the first.
-pub fn new_fence() -> u128 {
+fn new_fence() -> u128 {
     static SEED: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let seed = *SEED.get_or_init(|| {
@@ -142,15 +168,30 @@ impl RecordStatus {
             RecordStatus::Failed => "failed",
         }
     }
+}
+
+/// A status name that is not `processing`, `completed` or `failed`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown record status {0:?}: expected processing, completed or failed")]
+pub struct UnknownStatus(pub String);
+
+impl std::str::FromStr for RecordStatus {
+    type Err = UnknownStatus;
 
     /// Reads a name written by [`as_str`](Self::as_str).
-    pub fn from_name(s: &str) -> Option<Self> {
-        Some(match s {
+    fn from_str(s: &str) -> Result<Self, UnknownStatus> {
+        Ok(match s {
             "processing" => RecordStatus::Processing,
             "completed" => RecordStatus::Completed,
             "failed" => RecordStatus::Failed,
-            _ => return None,
+            other => return Err(UnknownStatus(other.to_owned())),
         })
+    }
+}
+
+impl fmt::Display for RecordStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -160,8 +201,8 @@ impl RecordStatus {
 pub struct EventRecord {
     /// The event id.
     pub event_id: EventId,
-    /// The event type, as sent.
-    pub event_type: String,
+    /// The event type.
+    pub event_type: EventType,
     /// Where it stands.
     pub status: RecordStatus,
     /// How many times it was claimed.
@@ -176,11 +217,11 @@ pub struct EventRecord {
 }
 
 impl EventRecord {
-    /// Builds a record; stores use it to answer [`IdempotencyStore::record`].
+    /// Builds a record; stores use it to answer [`StoreAdmin::record`].
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         event_id: EventId,
-        event_type: String,
+        event_type: EventType,
         status: RecordStatus,
         attempts: u32,
         last_error: Option<String>,
@@ -218,6 +259,14 @@ pub enum StoreError {
     /// The backend did not answer within the processor's store timeout.
     #[error("idempotency store did not answer within {0:?}")]
     Timeout(Duration),
+    /// A [`MemoryStore`] holds as many records as it may, all of them live claims; the
+    /// processor answers 503 and Stripe delivers the event again later. Raise the bound
+    /// ([`MemoryStore::with_max_records`]) or use a durable store.
+    #[error("memory store is full: {max_records} records, all of them live claims")]
+    Full {
+        /// The store's bound.
+        max_records: usize,
+    },
     /// A setting is invalid (for example a table name with characters other than
     /// letters, digits and underscores).
     #[error("invalid store configuration: {0}")]
@@ -232,7 +281,7 @@ impl StoreError {
 }
 
 /// Cuts `reason` to at most [`MAX_ERROR_LEN`] bytes, on a character boundary.
-pub fn truncate_error(reason: &str) -> &str {
+pub(crate) fn truncate_error(reason: &str) -> &str {
     if reason.len() <= MAX_ERROR_LEN {
         return reason;
     }
@@ -266,11 +315,25 @@ pub(crate) fn validate_name(name: &str, extra: &[char]) -> Result<(), StoreError
 }
 
 /// Durable memory of which events were processed, with leases so a crashed delivery's
-/// claim can be taken over.
+/// claim can be taken over. This is all the processor needs of a store.
 ///
-/// Every implementation must make [`claim`](Self::claim) one atomic operation, and fence
-/// `complete`, `release` and `extend` by the token. `testing::store_conformance` (feature
-/// `testing`) checks all of it; run it against your own store.
+/// # The store contract
+///
+/// - [`claim`](Self::claim) is one atomic operation: of any number of concurrent claims
+///   on one event, at most one is [`Claim::Acquired`].
+/// - The token it returns ([`ClaimToken::new`]) carries a fresh fence, written with the
+///   claim; [`complete`](Self::complete), [`release`](Self::release) and
+///   [`extend`](Self::extend) change the record only while it holds that fence, and
+///   answer [`StoreError::LeaseLost`] otherwise.
+/// - Leases are judged by one clock for every replica (the database's, or an injected
+///   one), never by the caller's.
+/// - A duplicate is a [`Claim`] value, never an error; [`StoreError::Unavailable`] and
+///   [`StoreError::Timeout`] mean the backend failed.
+/// - `release` may cut its reason to [`MAX_ERROR_LEN`] bytes.
+///
+/// `testing::store_conformance` (feature `testing`) checks all of it: run it against your
+/// own store. The operator queries are a separate trait, [`StoreAdmin`], so that a store
+/// that only implements this one keeps compiling when queries are added.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Claims `id` for `lease`.
@@ -286,7 +349,7 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     async fn claim(
         &self,
         id: &EventId,
-        event_type: &str,
+        event_type: &EventType,
         lease: Duration,
     ) -> Result<Claim, StoreError>;
 
@@ -312,7 +375,13 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     ///
     /// As [`complete`](Self::complete).
     async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError>;
+}
 
+/// The operator's queries on a store: one record, the failed events, and purging old
+/// records. Every store of this crate implements it. Queries added later come with a
+/// default body, so a third-party implementation keeps compiling.
+#[async_trait]
+pub trait StoreAdmin: IdempotencyStore {
     /// What the store holds about `id`.
     ///
     /// # Errors
@@ -342,7 +411,7 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
     async fn claim(
         &self,
         id: &EventId,
-        event_type: &str,
+        event_type: &EventType,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
         (**self).claim(id, event_type, lease).await
@@ -356,6 +425,10 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
     async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
         (**self).extend(token, lease).await
     }
+}
+
+#[async_trait]
+impl<S: StoreAdmin + ?Sized> StoreAdmin for std::sync::Arc<S> {
     async fn record(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
         (**self).record(id).await
     }
@@ -367,66 +440,23 @@ impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
     }
 }
 
-/// A handler for a SQL store's inbox mode: it receives the open transaction in which the
-/// event was claimed, and the completion mark is written in that same transaction, so the
-/// handler's writes and the "done" mark commit together or not at all.
-///
-/// Write the handler's effects through `conn` only; anything it does elsewhere (an HTTP
-/// call, another database) is not covered by the transaction.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
-#[async_trait]
-pub trait TransactionalHandler<DB: sqlx::Database>: Send + Sync + 'static {
-    /// Processes one event inside the claim's transaction.
-    ///
-    /// # Errors
-    ///
-    /// A [`HandlerError`](crate::HandlerError) rolls the transaction back (the
-    /// handler's writes included) and records the failure, so Stripe's retry runs it again.
-    async fn handle(
-        &self,
-        event: &crate::Event,
-        conn: &mut DB::Connection,
-    ) -> Result<(), crate::HandlerError>;
-
-    /// Whether this handler acts on events of this type; `false` answers 200 without a
-    /// transaction. The default handles everything.
-    fn handles(&self, event_type: &crate::EventType) -> bool {
-        let _ = event_type;
-        true
-    }
-}
-
-/// `retry_after` from a lease's remaining milliseconds (at least 1 ms).
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn retry_after_ms(ms: i64) -> Duration {
-    Duration::from_millis(u64::try_from(ms).unwrap_or(0).max(1))
-}
-
-/// A lease as whole milliseconds for SQL.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn lease_ms(lease: Duration) -> i64 {
-    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Replaces the default table name in shipped SQL with a validated one.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn with_table(sql: &str, table: &str) -> String {
-    sql.replace(DEFAULT_TABLE, table)
-}
-
-/// The table name the SQL stores use unless told otherwise.
-pub const DEFAULT_TABLE: &str = "stripe_webhook_events";
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn fences_differ() {
-        let a = new_fence();
-        let b = new_fence();
-        assert_ne!(a, b);
+    fn statuses_read_back_what_they_write() {
+        for status in [
+            RecordStatus::Processing,
+            RecordStatus::Completed,
+            RecordStatus::Failed,
+        ] {
+            assert_eq!(status.as_str().parse(), Ok(status));
+        }
+        assert_eq!(
+            "done".parse::<RecordStatus>(),
+            Err(UnknownStatus("done".into()))
+        );
     }
 
     #[test]

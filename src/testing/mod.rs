@@ -9,11 +9,11 @@ use hmac::Mac;
 
 use crate::secret::HmacSha256;
 
-pub use crate::signature::ManualClock;
+pub use crate::clock::ManualClock;
 
 /// The current Unix time in seconds.
 pub fn now() -> i64 {
-    crate::signature::Clock::now_unix(&crate::signature::SystemClock)
+    crate::clock::Clock::now_unix(&crate::clock::SystemClock)
 }
 
 fn v1(payload: &[u8], secret: &str, timestamp: i64) -> String {

@@ -316,7 +316,7 @@ pub async fn extractor<Fut: Future<Output = String>>(serve: impl FnOnce(Arc<Proc
     let reply = post(&url, Some("text/plain"), Some(&header), body).await;
     assert_error(&reply, 415, "unsupported_media_type");
 
-    // Up to the processor's limit, whatever the framework's default.
+    // Up to the body limit the application set on its framework (here the processor's).
     let mut big = testing::event_for_type("evt_big", "invoice.paid").unwrap();
     big.push_str(&" ".repeat(DEFAULT_MAX_BODY - big.len()));
     let header = testing::sign(big.as_bytes(), SECRET, testing::now());
@@ -355,7 +355,7 @@ pub async fn client_disconnects<Fut: Future<Output = String>>(
         .await;
     assert!(cut.is_err(), "the client should have timed out");
     // The handler goes on without the client and completes the event.
-    for _ in 0..100 {
+    for _ in 0..500 {
         if handler.effects() == 1 {
             break;
         }
@@ -372,6 +372,52 @@ pub async fn client_disconnects<Fut: Future<Output = String>>(
     }
     assert_ok(&retry, "duplicate");
     assert_eq!(handler.runs(), 1);
+}
+
+/// A client that sends its headers and part of its body, then stalls, is answered 408
+/// once the processor's body timeout passes, and nothing runs.
+pub async fn slow_body_is_408<Fut: Future<Output = String>>(
+    serve: impl FnOnce(Arc<Processor>) -> Fut,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let handler = Arc::new(Counting::default());
+    let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
+    let processor = Processor::new(verifier, MemoryStore::new(), handler.clone())
+        .with_body_timeout(Duration::from_secs(1));
+    let url = serve(Arc::new(processor)).await;
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let (header, body) = signed("evt_trickle");
+    let mut conn = tokio::net::TcpStream::connect(host).await.unwrap();
+    let head = format!(
+        "POST /{path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: {JSON}\r\n\
+         stripe-signature: {header}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body.as_bytes()[..100]).await.unwrap();
+    // Stall far longer than the timeout; the server must answer on its own.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0_u8; 1024];
+        loop {
+            let n = conn.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer while the body trickles");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.ends_with(r#"{"error":"body_timeout"}"#), "{answer}");
+    assert_eq!(handler.runs(), 0);
 }
 
 /// One `#[tokio::test]` per behaviour. `$serve` starts the ready route, `$extract` a
@@ -410,6 +456,10 @@ macro_rules! adapter_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn handler_failure_is_500_then_redelivery_succeeds_once() {
             adapter_suite::failure_then_redelivery($serve).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_trickled_body_is_408_after_the_body_timeout() {
+            adapter_suite::slow_body_is_408($serve).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn verified_event_extractor() {

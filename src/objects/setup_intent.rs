@@ -117,7 +117,7 @@ string_enum! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::objects::common::ApiErrorType;
+    use crate::objects::ApiErrorType;
 
     const FIXTURE: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -1,4 +1,9 @@
-//! Typed Stripe objects carried in `data.object`.
+//! Typed Stripe objects carried in `data.object`, as `stripe_webhooks::objects::Invoice`
+//! and so on. Events reach them through their variant ([`Event::InvoicePaid`] carries a
+//! [`TypedEvent<Invoice>`]).
+//!
+//! [`Event::InvoicePaid`]: crate::Event::InvoicePaid
+//! [`TypedEvent<Invoice>`]: crate::TypedEvent
 //!
 //! Every struct tolerates API-version drift: all fields but `id` are optional, unknown
 //! fields are ignored, every enum keeps unknown values in an `Unknown(String)` variant,

@@ -9,10 +9,10 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 
 use super::{
-    new_fence, truncate_error, validate_name, Claim, ClaimToken, EventRecord, IdempotencyStore,
-    RecordStatus, StoreError, DEFAULT_RETENTION,
+    truncate_error, validate_name, Claim, ClaimToken, EventRecord, IdempotencyStore, RecordStatus,
+    StoreAdmin, StoreError, DEFAULT_RETENTION,
 };
-use crate::event::EventId;
+use crate::event::{EventId, EventType};
 
 /// The key prefix a [`RedisStore`] uses unless told otherwise.
 const DEFAULT_PREFIX: &str = "stripe_webhooks";
@@ -25,140 +25,46 @@ const MAX_MS: u64 = 1_000_000_000_000_000;
 /// How many failed-set members one `purge_expired` script looks at.
 const PURGE_BATCH: i64 = 1000;
 
-/// The fields [`RedisStore::record`](IdempotencyStore::record) and `failed_events` read,
+/// The fields [`RedisStore::record`](StoreAdmin::record) and `failed_events` read,
 /// in this order.
 const RECORD_FIELDS: usize = 6;
 
 /// Every script starts by reading the server's clock, in Unix milliseconds: leases are
 /// judged by Redis, never by the application's clock. `fmt` writes an integer without
 /// Lua's `%.14g` rounding.
-const PRELUDE: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function fmt(n) return string.format('%d', n) end
-";
+const PRELUDE: &str = include_str!("prelude.lua");
 
 /// KEYS: event hash, failed set. ARGV: event id, event type, lease ms, fence hex,
 /// retention ms. Returns `{0, 0}` completed, `{1, ms left}` in progress, `{2, attempt}`
 /// acquired.
-const CLAIM: &str = r"
-local lease = tonumber(ARGV[3])
-local h = redis.call('HMGET', KEYS[1], 'status', 'lease_until_ms')
-local status = h[1]
-if status == 'completed' then
-  return {0, 0}
-end
-if status == 'processing' then
-  local until_ms = tonumber(h[2]) or 0
-  if until_ms > now then
-    return {1, until_ms - now}
-  end
-elseif status == false then
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'type', ARGV[2], 'attempts', '0', 'first_seen_ms', fmt(now))
-elseif status ~= 'failed' then
-  return redis.error_reply('unreadable status in ' .. KEYS[1])
-end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', 'processing', 'fence', ARGV[4],
-  'lease_until_ms', fmt(now + lease))
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], fmt(math.max(1, lease + tonumber(ARGV[5]))))
-return {2, attempts}
-";
+const CLAIM: &str = include_str!("claim.lua");
 
 /// The check `complete`, `release` and `extend` share: the record is processing and
 /// holds the token's fence, else nothing changes and the script answers 0.
 /// KEYS: event hash, failed set. ARGV: event id, fence hex, retention ms, then each
 /// script's own.
-const FENCED: &str = r"
-local h = redis.call('HMGET', KEYS[1], 'status', 'fence')
-if h[1] ~= 'processing' or h[2] ~= ARGV[2] then
-  return 0
-end
-local retention = tonumber(ARGV[3])
-";
+const FENCED: &str = include_str!("fenced.lua");
 
-const COMPLETE: &str = r"
-redis.call('HSET', KEYS[1], 'status', 'completed', 'completed_at_ms', fmt(now),
-  'lease_until_ms', fmt(now))
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], fmt(math.max(1, retention)))
-return 1
-";
+const COMPLETE: &str = include_str!("complete.lua");
 
 /// ARGV[4]: the reason, already cut to `MAX_ERROR_LEN`.
-const RELEASE: &str = r"
-redis.call('HSET', KEYS[1], 'status', 'failed', 'last_error', ARGV[4],
-  'lease_until_ms', fmt(now))
-local first = tonumber(redis.call('HGET', KEYS[1], 'first_seen_ms')) or now
-redis.call('ZADD', KEYS[2], fmt(first), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], fmt(math.max(1, retention)))
-return 1
-";
+const RELEASE: &str = include_str!("release.lua");
 
 /// ARGV[4]: the new lease in ms.
-const EXTEND: &str = r"
-local lease = tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], 'lease_until_ms', fmt(now + lease))
-redis.call('PEXPIRE', KEYS[1], fmt(math.max(1, lease + retention)))
-return 1
-";
+const EXTEND: &str = include_str!("extend.lua");
 
 /// KEYS: event hash.
-const RECORD: &str = r"
-return redis.call('HMGET', KEYS[1], 'status', 'type', 'attempts', 'last_error',
-  'first_seen_ms', 'completed_at_ms')
-";
+const RECORD: &str = include_str!("record.lua");
 
 /// KEYS: failed set. ARGV: event key prefix, limit. Returns, oldest first, up to `limit`
 /// failed records as `id` and the six `RECORD` fields each; drops from the set the ids
 /// whose record is gone (expired) or no longer failed.
-const FAILED_EVENTS: &str = r"
-local limit = tonumber(ARGV[2])
-local out, stale = {}, {}
-local found, start = 0, 0
-while found < limit do
-  local ids = redis.call('ZRANGE', KEYS[1], start, start + 99)
-  if #ids == 0 then break end
-  for _, id in ipairs(ids) do
-    local h = redis.call('HMGET', ARGV[1] .. id, 'status', 'type', 'attempts', 'last_error',
-      'first_seen_ms', 'completed_at_ms')
-    if h[1] == 'failed' then
-      if found < limit then
-        found = found + 1
-        out[#out + 1] = id
-        for i = 1, 6 do out[#out + 1] = h[i] end
-      end
-    else
-      stale[#stale + 1] = id
-    end
-  end
-  start = start + #ids
-end
-for i = 1, #stale, 500 do
-  redis.call('ZREM', KEYS[1], unpack(stale, i, math.min(i + 499, #stale)))
-end
-return out
-";
+const FAILED_EVENTS: &str = include_str!("failed_events.lua");
 
 /// KEYS: failed set. ARGV: event key prefix, start, count. Drops the ids in
 /// `[start, start + count)` whose record is gone or no longer failed; returns
 /// `{dropped, looked at}`.
-const PURGE: &str = r"
-local start = tonumber(ARGV[2])
-local ids = redis.call('ZRANGE', KEYS[1], start, start + tonumber(ARGV[3]) - 1)
-local stale = {}
-for _, id in ipairs(ids) do
-  if redis.call('HGET', ARGV[1] .. id, 'status') ~= 'failed' then
-    stale[#stale + 1] = id
-  end
-end
-for i = 1, #stale, 500 do
-  redis.call('ZREM', KEYS[1], unpack(stale, i, math.min(i + 499, #stale)))
-end
-return {#stale, #ids}
-";
+const PURGE: &str = include_str!("purge.lua");
 
 fn script(parts: &[&str]) -> Script {
     Script::new(&parts.concat())
@@ -222,7 +128,7 @@ static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PURGE]));
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
-/// use stripe_webhooks::{Claim, EventId, IdempotencyStore, RedisStore};
+/// use stripe_webhooks::{Claim, EventId, EventType, IdempotencyStore, RedisStore};
 ///
 /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
 /// let conn = redis::aio::ConnectionManager::new(client).await?;
@@ -232,7 +138,7 @@ static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PURGE]));
 ///
 /// let id = EventId::new("evt_1");
 /// let lease = Duration::from_secs(30);
-/// if let Claim::Acquired(token) = store.claim(&id, "invoice.paid", lease).await? {
+/// if let Claim::Acquired(token) = store.claim(&id, &EventType::InvoicePaid, lease).await? {
 ///     // ... handle the event ...
 ///     store.complete(&token).await?;
 /// }
@@ -356,7 +262,7 @@ fn parse_record(
     let Some(status) = status else {
         return Ok(None);
     };
-    let status = RecordStatus::from_name(status).ok_or_else(|| corrupt(key, "status"))?;
+    let status: RecordStatus = status.parse().map_err(|_| corrupt(key, "status"))?;
     let int = |v: &Option<String>, what: &str| -> Result<Option<i64>, StoreError> {
         v.as_deref()
             .map(|s| s.parse::<i64>().map_err(|_| corrupt(key, what)))
@@ -365,7 +271,7 @@ fn parse_record(
     let attempts = int(attempts, "attempts")?.unwrap_or(0);
     Ok(Some(EventRecord::new(
         id,
-        event_type.clone().unwrap_or_default(),
+        EventType::from_wire(event_type.as_deref().unwrap_or_default()),
         status,
         u32::try_from(attempts.max(0)).unwrap_or(u32::MAX),
         last_error.clone(),
@@ -379,18 +285,18 @@ impl IdempotencyStore for RedisStore {
     async fn claim(
         &self,
         id: &EventId,
-        event_type: &str,
+        event_type: &EventType,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        let fence = new_fence();
+        let token = ClaimToken::new(id.clone(), 0);
         let mut conn = self.conn.clone();
         let (kind, n): (i64, i64) = CLAIM_SCRIPT
             .key(self.event_key(id))
             .key(self.failed_key())
             .arg(id.as_str())
-            .arg(event_type)
+            .arg(event_type.as_str())
             .arg(ms(lease))
-            .arg(format!("{fence:032x}"))
+            .arg(token.fence_hex())
             .arg(ms(self.retention))
             .invoke_async(&mut conn)
             .await
@@ -401,11 +307,7 @@ impl IdempotencyStore for RedisStore {
             1 => Claim::InProgress {
                 retry_after: Duration::from_millis(n),
             },
-            _ => Claim::Acquired(ClaimToken::new(
-                id.clone(),
-                fence,
-                u32::try_from(n).unwrap_or(u32::MAX),
-            )),
+            _ => Claim::Acquired(token.with_attempt(u32::try_from(n).unwrap_or(u32::MAX))),
         })
     }
 
@@ -422,7 +324,10 @@ impl IdempotencyStore for RedisStore {
         self.fenced(&EXTEND_SCRIPT, token, &ms(lease).to_string())
             .await
     }
+}
 
+#[async_trait]
+impl StoreAdmin for RedisStore {
     async fn record(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
         let key = self.event_key(id);
         let mut conn = self.conn.clone();

@@ -1,0 +1,96 @@
+//! Clocks: where the crate reads the time. Signature verification reads seconds, stores
+//! read milliseconds for leases and retention; tests and replays inject their own.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A source of the current time in Unix seconds, injectable for tests and replays.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time as seconds since the Unix epoch.
+    fn now_unix(&self) -> i64;
+
+    /// The current time as milliseconds since the Unix epoch (used for leases). The
+    /// default is [`now_unix`](Self::now_unix) × 1000.
+    fn now_millis(&self) -> i64 {
+        self.now_unix().saturating_mul(1000)
+    }
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_unix(&self) -> i64 {
+        match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
+        }
+    }
+
+    fn now_millis(&self) -> i64 {
+        match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(e) => i64::try_from(e.duration().as_millis()).map_or(i64::MIN, |s| -s),
+        }
+    }
+}
+
+/// A clock that moves only when told to, shared by its clones: for tests of leases and
+/// retention.
+///
+/// ```
+/// use std::time::Duration;
+/// use stripe_webhooks::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new(1_700_000_000_000);
+/// clock.advance(Duration::from_millis(1500));
+/// assert_eq!(clock.now_millis(), 1_700_000_001_500);
+/// assert_eq!(clock.now_unix(), 1_700_000_001);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    /// A clock reading `millis` (Unix milliseconds).
+    pub fn new(millis: i64) -> Self {
+        Self(Arc::new(AtomicI64::new(millis)))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        let _ = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                Some(v.saturating_add(ms))
+            });
+    }
+
+    /// Sets the clock to `millis`.
+    pub fn set(&self, millis: i64) {
+        self.0.store(millis, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_unix(&self) -> i64 {
+        self.0.load(Ordering::SeqCst).div_euclid(1000)
+    }
+
+    fn now_millis(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A clock stopped at one instant (Unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedClock(pub i64);
+
+impl Clock for FixedClock {
+    fn now_unix(&self) -> i64 {
+        self.0
+    }
+}

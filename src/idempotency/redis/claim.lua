@@ -1,0 +1,23 @@
+local lease = tonumber(ARGV[3])
+local h = redis.call('HMGET', KEYS[1], 'status', 'lease_until_ms')
+local status = h[1]
+if status == 'completed' then
+  return {0, 0}
+end
+if status == 'processing' then
+  local until_ms = tonumber(h[2]) or 0
+  if until_ms > now then
+    return {1, until_ms - now}
+  end
+elseif status == false then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'type', ARGV[2], 'attempts', '0', 'first_seen_ms', fmt(now))
+elseif status ~= 'failed' then
+  return redis.error_reply('unreadable status in ' .. KEYS[1])
+end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'processing', 'fence', ARGV[4],
+  'lease_until_ms', fmt(now + lease))
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], fmt(math.max(1, lease + tonumber(ARGV[5]))))
+return {2, attempts}

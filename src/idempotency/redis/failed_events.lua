@@ -1,0 +1,25 @@
+local limit = tonumber(ARGV[2])
+local out, stale = {}, {}
+local found, start = 0, 0
+while found < limit do
+  local ids = redis.call('ZRANGE', KEYS[1], start, start + 99)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    local h = redis.call('HMGET', ARGV[1] .. id, 'status', 'type', 'attempts', 'last_error',
+      'first_seen_ms', 'completed_at_ms')
+    if h[1] == 'failed' then
+      if found < limit then
+        found = found + 1
+        out[#out + 1] = id
+        for i = 1, 6 do out[#out + 1] = h[i] end
+      end
+    else
+      stale[#stale + 1] = id
+    end
+  end
+  start = start + #ids
+end
+for i = 1, #stale, 500 do
+  redis.call('ZREM', KEYS[1], unpack(stale, i, math.min(i + 499, #stale)))
+end
+return out

@@ -1,0 +1,475 @@
+//! The SQL stores: SQLite and PostgreSQL share one code path ([`SqlCore`]) over the
+//! statements of their dialect (`statements.rs`).
+
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
+pub(crate) mod statements;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+
+use super::{validate_name, Claim, ClaimToken, EventRecord, RecordStatus, StoreError};
+use crate::event::{EventId, EventType};
+use statements::{render, Statements};
+
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresStore, POSTGRES_MIGRATION};
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteStore, SQLITE_MIGRATION};
+
+/// The table name the SQL stores use unless told otherwise.
+pub const DEFAULT_TABLE: &str = "stripe_webhook_events";
+
+/// How many rows one purge statement deletes.
+const PURGE_BATCH: i64 = 1000;
+
+/// A database the SQL stores run on: its statements and its schema.
+pub(crate) trait Dialect: Database {
+    const STATEMENTS: &'static Statements;
+    const MIGRATION: &'static str;
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+}
+
+#[cfg(feature = "sqlite")]
+impl Dialect for sqlx::Sqlite {
+    const STATEMENTS: &'static Statements = &statements::SQLITE;
+    const MIGRATION: &'static str = SQLITE_MIGRATION;
+    fn rows_affected(done: &Self::QueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Dialect for sqlx::Postgres {
+    const STATEMENTS: &'static Statements = &statements::POSTGRES;
+    const MIGRATION: &'static str = POSTGRES_MIGRATION;
+    fn rows_affected(done: &Self::QueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+/// The statements for one table name.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    pub(crate) claim: String,
+    /// Only SQLite's inbox claims that way.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) claim_completed: String,
+    pub(crate) state: String,
+    pub(crate) complete: String,
+    pub(crate) release: String,
+    pub(crate) extend: String,
+    pub(crate) record_failure: String,
+    pub(crate) record: String,
+    pub(crate) failed: String,
+    pub(crate) purge: String,
+}
+
+impl Sql {
+    fn new(d: &Statements, t: &str) -> Self {
+        Self {
+            claim: render(d.claim, d, t),
+            claim_completed: render(d.claim_completed, d, t),
+            state: render(d.state, d, t),
+            complete: render(d.complete, d, t),
+            release: render(d.release, d, t),
+            extend: render(d.extend, d, t),
+            record_failure: render(d.record_failure, d, t),
+            record: render(d.record, d, t),
+            failed: render(d.failed, d, t),
+            purge: render(d.purge, d, t),
+        }
+    }
+}
+
+/// What the SQLite and PostgreSQL stores have in common: the pool, the table, the
+/// retention, and every store operation.
+#[derive(Debug)]
+pub(crate) struct SqlCore<DB: Dialect> {
+    pub(crate) pool: Pool<DB>,
+    pub(crate) table: Arc<str>,
+    pub(crate) retention: Duration,
+    pub(crate) sql: Arc<Sql>,
+}
+
+impl<DB: Dialect> Clone for SqlCore<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            table: Arc::clone(&self.table),
+            retention: self.retention,
+            sql: Arc::clone(&self.sql),
+        }
+    }
+}
+
+pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+/// A lease or retention as whole milliseconds for SQL.
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// An attempt count read back from a database, where it is a signed integer: clamped
+/// into `u32` (a negative count reads as 0, a count past `u32::MAX` as `u32::MAX`).
+pub(crate) fn attempts_from(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+/// `retry_after` from a lease's remaining milliseconds (at least 1 ms).
+pub(crate) fn retry_after_ms(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0).max(1))
+}
+
+/// What a `state` row says about a record that refused a claim: completed, or in
+/// progress for how long. `None`: failed or expired since the claim ran (try again).
+pub(crate) fn claim_from_state(status: &str, left_ms: Option<i64>) -> Option<Claim> {
+    match status {
+        "completed" => Some(Claim::Completed),
+        "processing" if left_ms.unwrap_or(0) > 0 => Some(Claim::InProgress {
+            retry_after: retry_after_ms(left_ms.unwrap_or(0)),
+        }),
+        _ => None,
+    }
+}
+
+impl<DB: Dialect> SqlCore<DB> {
+    pub(crate) fn new(pool: Pool<DB>) -> Self {
+        Self {
+            pool,
+            table: Arc::from(DEFAULT_TABLE),
+            retention: super::DEFAULT_RETENTION,
+            sql: Arc::new(Sql::new(DB::STATEMENTS, DEFAULT_TABLE)),
+        }
+    }
+
+    pub(crate) fn with_table(mut self, table: &str) -> Result<Self, StoreError> {
+        validate_name(table, &[])?;
+        self.table = Arc::from(table);
+        self.sql = Arc::new(Sql::new(DB::STATEMENTS, table));
+        Ok(self)
+    }
+
+    /// The shipped schema, for this table name.
+    pub(crate) fn migration_sql(&self) -> String {
+        DB::MIGRATION.replace(DEFAULT_TABLE, &self.table)
+    }
+}
+
+impl<DB: Dialect> SqlCore<DB>
+where
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// Runs `claim` once; `Ok(None)` means the record refused it.
+    pub(crate) async fn claim_on<'c, E>(
+        &self,
+        conn: E,
+        statement: &str,
+        id: &EventId,
+        event_type: &EventType,
+        fence: &str,
+        lease: Option<Duration>,
+    ) -> Result<Option<u32>, sqlx::Error>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let q = sqlx::query(statement)
+            .bind(id.as_str())
+            .bind(event_type.as_str())
+            .bind(fence);
+        let q = match lease {
+            Some(lease) => q.bind(millis(lease)),
+            None => q,
+        };
+        let row = q.fetch_optional(conn).await?;
+        row.map(|r| r.try_get::<i64, _>(0).map(attempts_from))
+            .transpose()
+    }
+
+    /// Reads why a claim was refused.
+    pub(crate) async fn state_on<'c, E>(
+        &self,
+        conn: E,
+        id: &EventId,
+    ) -> Result<Option<Claim>, sqlx::Error>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let row = sqlx::query(&self.sql.state)
+            .bind(id.as_str())
+            .fetch_optional(conn)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let status: String = row.try_get(0)?;
+        let left: Option<i64> = row.try_get(1)?;
+        Ok(claim_from_state(&status, left))
+    }
+
+    /// Records a failure outside any live claim (see `Statements::record_failure`).
+    pub(crate) async fn record_failure_on<'c, E>(
+        &self,
+        conn: E,
+        statement: &str,
+        id: &EventId,
+        event_type: &EventType,
+        attempt: u32,
+        reason: &str,
+    ) -> Result<(), sqlx::Error>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        sqlx::query(statement)
+            .bind(id.as_str())
+            .bind(event_type.as_str())
+            .bind(i64::from(attempt))
+            .bind(ClaimToken::new(id.clone(), attempt).fence_hex())
+            .bind(super::truncate_error(reason))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn claim(
+        &self,
+        id: &EventId,
+        event_type: &EventType,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let token = ClaimToken::new(id.clone(), 0);
+        let fence = token.fence_hex();
+        for _ in 0..3 {
+            let claimed = self
+                .claim_on(
+                    &self.pool,
+                    &self.sql.claim,
+                    id,
+                    event_type,
+                    &fence,
+                    Some(lease),
+                )
+                .await
+                .map_err(db_err)?;
+            if let Some(attempt) = claimed {
+                return Ok(Claim::Acquired(token.with_attempt(attempt)));
+            }
+            if let Some(claim) = self.state_on(&self.pool, id).await.map_err(db_err)? {
+                return Ok(claim);
+            }
+        }
+        // The record keeps changing under us: another delivery is busy with it.
+        Ok(Claim::InProgress {
+            retry_after: Duration::from_secs(1),
+        })
+    }
+
+    /// Runs a statement fenced by the token: exactly one row changes, or the claim is lost.
+    async fn fenced(
+        &self,
+        statement: &str,
+        token: &ClaimToken,
+        extra: Option<Extra<'_>>,
+    ) -> Result<(), StoreError> {
+        let q = sqlx::query(statement)
+            .bind(token.event_id().as_str())
+            .bind(token.fence_hex());
+        let q = match extra {
+            Some(Extra::Text(s)) => q.bind(s),
+            Some(Extra::Millis(ms)) => q.bind(ms),
+            None => q,
+        };
+        let done = q.execute(&self.pool).await.map_err(db_err)?;
+        if DB::rows_affected(&done) == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost {
+                event_id: token.event_id().clone(),
+            })
+        }
+    }
+
+    pub(crate) async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+        self.fenced(&self.sql.complete, token, None).await
+    }
+
+    pub(crate) async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
+        let reason = super::truncate_error(reason);
+        self.fenced(&self.sql.release, token, Some(Extra::Text(reason)))
+            .await
+    }
+
+    pub(crate) async fn extend(
+        &self,
+        token: &ClaimToken,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        self.fenced(&self.sql.extend, token, Some(Extra::Millis(millis(lease))))
+            .await
+    }
+
+    pub(crate) async fn record(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
+        let row = sqlx::query(&self.sql.record)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(to_record::<DB>).transpose()
+    }
+
+    pub(crate) async fn failed_events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query(&self.sql.failed)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(to_record::<DB>).collect()
+    }
+
+    pub(crate) async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(&self.sql.purge)
+                .bind(millis(self.retention))
+                .bind(PURGE_BATCH)
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+            let n = DB::rows_affected(&done);
+            total += n;
+            if n < PURGE_BATCH.unsigned_abs() {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// The trait impls of a SQL store: each call goes to its `core`.
+macro_rules! store_impls {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::idempotency::IdempotencyStore for $store {
+            async fn claim(
+                &self,
+                id: &$crate::event::EventId,
+                event_type: &$crate::event::EventType,
+                lease: std::time::Duration,
+            ) -> Result<$crate::idempotency::Claim, $crate::idempotency::StoreError> {
+                self.core.claim(id, event_type, lease).await
+            }
+
+            async fn complete(
+                &self,
+                token: &$crate::idempotency::ClaimToken,
+            ) -> Result<(), $crate::idempotency::StoreError> {
+                self.core.complete(token).await
+            }
+
+            async fn release(
+                &self,
+                token: &$crate::idempotency::ClaimToken,
+                reason: &str,
+            ) -> Result<(), $crate::idempotency::StoreError> {
+                self.core.release(token, reason).await
+            }
+
+            async fn extend(
+                &self,
+                token: &$crate::idempotency::ClaimToken,
+                lease: std::time::Duration,
+            ) -> Result<(), $crate::idempotency::StoreError> {
+                self.core.extend(token, lease).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::idempotency::StoreAdmin for $store {
+            async fn record(
+                &self,
+                id: &$crate::event::EventId,
+            ) -> Result<Option<$crate::idempotency::EventRecord>, $crate::idempotency::StoreError>
+            {
+                self.core.record(id).await
+            }
+
+            async fn failed_events(
+                &self,
+                limit: usize,
+            ) -> Result<Vec<$crate::idempotency::EventRecord>, $crate::idempotency::StoreError>
+            {
+                self.core.failed_events(limit).await
+            }
+
+            async fn purge_expired(&self) -> Result<u64, $crate::idempotency::StoreError> {
+                self.core.purge_expired().await
+            }
+        }
+    };
+}
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(unused_imports)
+)]
+pub(crate) use store_impls;
+
+/// The third parameter of a fenced statement.
+enum Extra<'a> {
+    Text(&'a str),
+    Millis(i64),
+}
+
+fn to_record<DB: Dialect>(row: &DB::Row) -> Result<EventRecord, StoreError>
+where
+    for<'q> String: Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let status: String = row.try_get(2).map_err(db_err)?;
+    let event_type: String = row.try_get(1).map_err(db_err)?;
+    Ok(EventRecord {
+        event_id: EventId::new(row.try_get::<String, _>(0).map_err(db_err)?),
+        event_type: EventType::from_wire(&event_type),
+        status: RecordStatus::from_str(&status).map_err(StoreError::unavailable)?,
+        attempts: attempts_from(row.try_get(3).map_err(db_err)?),
+        last_error: row.try_get(4).map_err(db_err)?,
+        first_seen_ms: row.try_get(5).map_err(db_err)?,
+        completed_at_ms: row.try_get(6).map_err(db_err)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_read_back_the_same_way_on_every_dialect() {
+        assert_eq!(attempts_from(-1), 0);
+        assert_eq!(attempts_from(0), 0);
+        assert_eq!(attempts_from(7), 7);
+        assert_eq!(attempts_from(i64::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn refused_claims_read_their_state() {
+        assert_eq!(claim_from_state("completed", None), Some(Claim::Completed));
+        assert_eq!(
+            claim_from_state("processing", Some(1500)),
+            Some(Claim::InProgress {
+                retry_after: Duration::from_millis(1500)
+            })
+        );
+        assert_eq!(claim_from_state("processing", Some(0)), None);
+        assert_eq!(claim_from_state("failed", None), None);
+    }
+}

@@ -1,0 +1,143 @@
+//! The PostgreSQL store: for replicated services.
+
+use std::time::Duration;
+
+use sqlx::{PgPool, Postgres};
+
+use super::{db_err, SqlCore};
+use crate::idempotency::StoreError;
+use crate::inbox::{PostgresInbox, TransactionalHandler};
+
+/// The schema, as shipped in `migrations/postgres/0001_webhook_events.sql`, for the
+/// default table name. Use [`PostgresStore::migration_sql`] for a renamed table.
+pub const POSTGRES_MIGRATION: &str =
+    include_str!("../../../migrations/postgres/0001_webhook_events.sql");
+
+/// Postgres's `lock_not_available` (a `lock_timeout` fired).
+pub(crate) fn is_lock_timeout(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
+}
+
+/// An [`IdempotencyStore`] in PostgreSQL: the store for services with several replicas.
+///
+/// Claims are one `INSERT … ON CONFLICT DO UPDATE … WHERE … RETURNING` statement, and lease
+/// expiry is judged by the database's clock (`now()`), never a replica's.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use stripe_webhooks::{sqlx::PgPool, PostgresStore};
+///
+/// // A pool of its own, tuned for the store, with the table created:
+/// let store = PostgresStore::connect("postgres://app@127.0.0.1/app").await?;
+///
+/// // Or on the application's pool, with another table name:
+/// let pool = PostgresStore::pool_options().connect("postgres://app@127.0.0.1/app").await?;
+/// let store = PostgresStore::new(pool).with_table("stripe_events")?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pub(crate) core: SqlCore<Postgres>,
+}
+
+impl PostgresStore {
+    /// A store on a pool the application already owns, with the default table
+    /// (`stripe_webhook_events`) and retention (30 days). Call
+    /// [`migrate`](Self::migrate) once before use.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            core: SqlCore::new(pool),
+        }
+    }
+
+    /// Connects a pool tuned for this store and creates the table if it is missing.
+    ///
+    /// The pool comes from [`pool_options`](Self::pool_options): unlike sqlx's default, it
+    /// does not ping each connection before lending it out. A claim is a single
+    /// statement, so the ping doubled its round trips; a connection that died is
+    /// reported by the statement itself, and the delivery is answered 503 and retried.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the server cannot be reached or the migration fails.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = Self::pool_options().connect(url).await.map_err(db_err)?;
+        let store = Self::new(pool);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The pool settings [`connect`](Self::connect) uses: up to 16 connections, no
+    /// health-check round trip before each use, a 5 s acquire timeout. Start from them
+    /// when you build the pool yourself.
+    pub fn pool_options() -> sqlx::postgres::PgPoolOptions {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(16)
+            .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(5))
+    }
+
+    /// Uses another table name (optionally without a schema; it is used as written).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidConfig`] unless the name is 1 to 63 ASCII letters, digits or
+    /// underscores, not starting with a digit.
+    pub fn with_table(mut self, table: &str) -> Result<Self, StoreError> {
+        self.core = self.core.with_table(table)?;
+        Ok(self)
+    }
+
+    /// How long completed and failed records are kept.
+    #[must_use]
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.core.retention = retention;
+        self
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.core.pool
+    }
+
+    /// The schema for this store's table name, for your own migration tool.
+    pub fn migration_sql(&self) -> String {
+        self.core.migration_sql()
+    }
+
+    /// Creates the table and its indexes if they are missing. Safe to run again, and from
+    /// several replicas at once (it takes a transaction-scoped advisory lock).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the statements fail.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        // One simple-protocol message runs as one implicit transaction, so the advisory
+        // lock taken first is held until the schema statements are done.
+        let key = self
+            .core
+            .table
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+        let sql = format!(
+            "SELECT pg_advisory_xact_lock({}); {}",
+            i64::from_ne_bytes(key.to_ne_bytes()),
+            self.migration_sql()
+        );
+        sqlx::raw_sql(&sql)
+            .execute(self.pool())
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Runs `handler` in inbox mode: see [`PostgresInbox`].
+    pub fn inbox<H: TransactionalHandler<Postgres>>(&self, handler: H) -> PostgresInbox<H> {
+        PostgresInbox::new(self.clone(), handler)
+    }
+}
+
+super::store_impls!(PostgresStore);

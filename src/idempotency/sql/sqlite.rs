@@ -1,0 +1,161 @@
+//! The SQLite store: the embedded default.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool};
+
+use super::{db_err, SqlCore};
+use crate::idempotency::StoreError;
+use crate::inbox::{SqliteInbox, TransactionalHandler};
+
+/// The schema, as shipped in `migrations/sqlite/0001_webhook_events.sql`, for the default
+/// table name. Use [`SqliteStore::migration_sql`] for a renamed table.
+pub const SQLITE_MIGRATION: &str =
+    include_str!("../../../migrations/sqlite/0001_webhook_events.sql");
+
+/// How long a writer waits for SQLite's lock before giving up.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether an error is SQLite's lock contention (`SQLITE_BUSY` or `SQLITE_LOCKED`).
+pub(crate) fn is_busy(e: &sqlx::Error) -> bool {
+    sqlite_code(e).is_some_and(|c| matches!(c & 0xff, 5 | 6))
+}
+
+/// SQLite's extended result code of a database error.
+pub(crate) fn sqlite_code(e: &sqlx::Error) -> Option<i32> {
+    match e {
+        sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i32>().ok()),
+        _ => None,
+    }
+}
+
+/// An [`IdempotencyStore`] in a SQLite database: durable across restarts, and safe for
+/// several processes sharing one file.
+///
+/// Claims are one `INSERT … ON CONFLICT DO UPDATE … WHERE … RETURNING` statement, and lease
+/// expiry is judged by SQLite's clock. [`SqliteStore::connect`] opens the file in WAL mode
+/// with a 5 s busy timeout; a pool you build yourself should do the same
+/// (`journal_mode(Wal)`, `busy_timeout`), or concurrent writers see `SQLITE_BUSY`.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), stripe_webhooks::StoreError> {
+/// use stripe_webhooks::SqliteStore;
+///
+/// let store = SqliteStore::connect("stripe-webhooks.db").await?; // creates and migrates
+/// # Ok(()) }
+/// ```
+///
+/// For handlers whose effects live in the same database, [`SqliteStore::inbox`] runs the
+/// handler inside the claim's transaction.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pub(crate) core: SqlCore<Sqlite>,
+}
+
+impl SqliteStore {
+    /// A store on a pool the application already owns, with the default table
+    /// (`stripe_webhook_events`) and retention (30 days). Call
+    /// [`migrate`](Self::migrate) once before use.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self {
+            core: SqlCore::new(pool),
+        }
+    }
+
+    /// Opens (creating if needed) a database file in WAL mode with a 5 s busy timeout, and
+    /// applies the schema.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the file cannot be opened or migrated.
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let options = Self::connect_options(path);
+        // Switching a new file to WAL, or two processes creating the schema at once, can
+        // report SQLITE_BUSY without waiting on the busy timeout: retry for a while.
+        let mut tries = 0;
+        loop {
+            let attempt = async {
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .connect_with(options.clone())
+                    .await?;
+                let store = Self::new(pool);
+                sqlx::raw_sql(&store.migration_sql())
+                    .execute(store.pool())
+                    .await?;
+                Ok::<_, sqlx::Error>(store)
+            };
+            match attempt.await {
+                Ok(store) => return Ok(store),
+                Err(e) if is_busy(&e) && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(db_err(e)),
+            }
+        }
+    }
+
+    /// The connection options [`connect`](Self::connect) uses: create if missing, WAL,
+    /// `synchronous = NORMAL`, 5 s busy timeout. Use them for your own pool on the same
+    /// file.
+    pub fn connect_options(path: impl AsRef<Path>) -> SqliteConnectOptions {
+        SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+    }
+
+    /// Uses another table name.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidConfig`] unless the name is 1 to 63 ASCII letters, digits or
+    /// underscores, not starting with a digit.
+    pub fn with_table(mut self, table: &str) -> Result<Self, StoreError> {
+        self.core = self.core.with_table(table)?;
+        Ok(self)
+    }
+
+    /// How long completed and failed records are kept.
+    #[must_use]
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.core.retention = retention;
+        self
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.core.pool
+    }
+
+    /// The schema for this store's table name, for your own migration tool.
+    pub fn migration_sql(&self) -> String {
+        self.core.migration_sql()
+    }
+
+    /// Creates the table and its indexes if they are missing. Safe to run again, and from
+    /// several processes.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the statements fail.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::raw_sql(&self.migration_sql())
+            .execute(self.pool())
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Runs `handler` in inbox mode: see [`SqliteInbox`].
+    pub fn inbox<H: TransactionalHandler<Sqlite>>(&self, handler: H) -> SqliteInbox<H> {
+        SqliteInbox::new(self.clone(), handler)
+    }
+}
+
+super::store_impls!(SqliteStore);

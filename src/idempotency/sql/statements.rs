@@ -1,0 +1,134 @@
+//! The statements of the SQL stores, one set per dialect.
+//!
+//! Both stores run the same code (`super::SqlCore`) over these statements, which take
+//! their parameters in the same order and return the same column types (`BIGINT` /
+//! `INTEGER` as `i64`, times as Unix milliseconds). `{t}` stands for the table name and
+//! `{now}` for the dialect's clock in Unix milliseconds; [`render`] fills both in.
+//!
+//! This file has no dependencies, so `benches/stores` includes it as it is and times the
+//! very statements the stores run (hence its `pub` items, reachable there).
+// A build with one SQL store uses one dialect.
+#![allow(unreachable_pub, dead_code)]
+
+/// One dialect's statements. Parameters, in order:
+///
+/// | statement | parameters | returns |
+/// |---|---|---|
+/// | `claim` | event id, event type, fence, lease ms | `attempts` when acquired |
+/// | `claim_completed` | event id, event type, fence | `attempts` when acquired |
+/// | `state` | event id | status, lease ms left |
+/// | `complete` | event id, fence | |
+/// | `release` | event id, fence, reason | |
+/// | `extend` | event id, fence, lease ms | |
+/// | `record_failure` | event id, event type, attempts, fence, reason | |
+/// | `record` | event id | the record columns |
+/// | `failed` | limit | the record columns |
+/// | `purge` | retention ms, batch size | |
+#[derive(Debug)]
+pub struct Statements {
+    /// The dialect's current time in Unix milliseconds, as an SQL expression.
+    pub now: &'static str,
+    /// Takes a new, failed or expired record: one `INSERT … ON CONFLICT DO UPDATE … WHERE`.
+    pub claim: &'static str,
+    /// As `claim`, but writes the record completed at once: for inbox mode, inside the
+    /// transaction that also holds the handler's writes.
+    pub claim_completed: &'static str,
+    /// Why a claim was refused: status and the milliseconds left on the lease.
+    pub state: &'static str,
+    /// Fenced: marks the claim completed.
+    pub complete: &'static str,
+    /// Fenced: marks the claim failed, with the reason.
+    pub release: &'static str,
+    /// Fenced: moves the lease's end.
+    pub extend: &'static str,
+    /// Records a failure without a live claim (after a transaction that rolled back),
+    /// unless another delivery holds a live lease or the event completed.
+    pub record_failure: &'static str,
+    /// One record.
+    pub record: &'static str,
+    /// Failed records, oldest first.
+    pub failed: &'static str,
+    /// Deletes one batch of completed and failed records past retention.
+    pub purge: &'static str,
+}
+
+/// SQLite: `?N` parameters, times from SQLite's own clock.
+pub const SQLITE: Statements = Statements {
+    now: "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+    claim: "INSERT INTO {t} (event_id, event_type, status, attempts, fence, lease_until, first_seen, updated_at) \
+        VALUES (?1, ?2, 'processing', 1, ?3, {now} + ?4, {now}, {now}) \
+        ON CONFLICT (event_id) DO UPDATE SET status = 'processing', attempts = {t}.attempts + 1, \
+        fence = excluded.fence, lease_until = excluded.lease_until, updated_at = excluded.updated_at \
+        WHERE {t}.status = 'failed' OR ({t}.status = 'processing' AND {t}.lease_until <= excluded.updated_at) \
+        RETURNING attempts",
+    claim_completed: "INSERT INTO {t} (event_id, event_type, status, attempts, fence, lease_until, first_seen, updated_at, completed_at) \
+        VALUES (?1, ?2, 'completed', 1, ?3, NULL, {now}, {now}, {now}) \
+        ON CONFLICT (event_id) DO UPDATE SET status = 'completed', attempts = {t}.attempts + 1, \
+        fence = excluded.fence, lease_until = NULL, updated_at = excluded.updated_at, \
+        completed_at = excluded.completed_at \
+        WHERE {t}.status = 'failed' OR ({t}.status = 'processing' AND {t}.lease_until <= excluded.updated_at) \
+        RETURNING attempts",
+    state: "SELECT status, lease_until - {now} FROM {t} WHERE event_id = ?1",
+    complete: "UPDATE {t} SET status = 'completed', completed_at = {now}, lease_until = NULL, updated_at = {now} \
+        WHERE event_id = ?1 AND fence = ?2 AND status = 'processing'",
+    release: "UPDATE {t} SET status = 'failed', last_error = ?3, lease_until = NULL, updated_at = {now} \
+        WHERE event_id = ?1 AND fence = ?2 AND status = 'processing'",
+    extend: "UPDATE {t} SET lease_until = {now} + ?3, updated_at = {now} \
+        WHERE event_id = ?1 AND fence = ?2 AND status = 'processing'",
+    record_failure: "INSERT INTO {t} (event_id, event_type, status, attempts, fence, lease_until, last_error, first_seen, updated_at) \
+        VALUES (?1, ?2, 'failed', ?3, ?4, NULL, ?5, {now}, {now}) \
+        ON CONFLICT (event_id) DO UPDATE SET status = 'failed', attempts = excluded.attempts, \
+        fence = excluded.fence, lease_until = NULL, last_error = excluded.last_error, updated_at = excluded.updated_at \
+        WHERE {t}.status = 'failed' OR ({t}.status = 'processing' AND {t}.lease_until <= excluded.updated_at)",
+    record: "SELECT event_id, event_type, status, attempts, last_error, first_seen, completed_at \
+        FROM {t} WHERE event_id = ?1",
+    failed: "SELECT event_id, event_type, status, attempts, last_error, first_seen, completed_at \
+        FROM {t} WHERE status = 'failed' ORDER BY first_seen LIMIT ?1",
+    purge: "DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE status <> 'processing' \
+        AND updated_at < {now} - ?1 LIMIT ?2)",
+};
+
+/// PostgreSQL: `$N` parameters, times from the server's `now()` (the transaction's
+/// start) and `clock_timestamp()`.
+pub const POSTGRES: Statements = Statements {
+    now: "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+    claim: "INSERT INTO {t} AS e (event_id, event_type, status, attempts, fence, lease_until, first_seen, updated_at) \
+        VALUES ($1, $2, 'processing', 1, $3, now() + $4::bigint * interval '1 millisecond', now(), now()) \
+        ON CONFLICT (event_id) DO UPDATE SET status = 'processing', attempts = e.attempts + 1, \
+        fence = EXCLUDED.fence, lease_until = EXCLUDED.lease_until, updated_at = now() \
+        WHERE e.status = 'failed' OR (e.status = 'processing' AND e.lease_until <= now()) \
+        RETURNING attempts::bigint",
+    claim_completed: "INSERT INTO {t} AS e (event_id, event_type, status, attempts, fence, lease_until, first_seen, updated_at, completed_at) \
+        VALUES ($1, $2, 'completed', 1, $3, NULL, now(), now(), now()) \
+        ON CONFLICT (event_id) DO UPDATE SET status = 'completed', attempts = e.attempts + 1, \
+        fence = EXCLUDED.fence, lease_until = NULL, updated_at = now(), completed_at = now() \
+        WHERE e.status = 'failed' OR (e.status = 'processing' AND e.lease_until <= now()) \
+        RETURNING attempts::bigint",
+    state: "SELECT status, (extract(epoch FROM (lease_until - clock_timestamp())) * 1000)::bigint \
+        FROM {t} WHERE event_id = $1",
+    complete: "UPDATE {t} SET status = 'completed', completed_at = now(), lease_until = NULL, updated_at = now() \
+        WHERE event_id = $1 AND fence = $2 AND status = 'processing'",
+    release: "UPDATE {t} SET status = 'failed', last_error = $3, lease_until = NULL, updated_at = now() \
+        WHERE event_id = $1 AND fence = $2 AND status = 'processing'",
+    extend: "UPDATE {t} SET lease_until = now() + $3::bigint * interval '1 millisecond', updated_at = now() \
+        WHERE event_id = $1 AND fence = $2 AND status = 'processing'",
+    record_failure: "INSERT INTO {t} AS e (event_id, event_type, status, attempts, fence, lease_until, last_error, first_seen, updated_at) \
+        VALUES ($1, $2, 'failed', $3::bigint, $4, NULL, $5, now(), now()) \
+        ON CONFLICT (event_id) DO UPDATE SET status = 'failed', attempts = EXCLUDED.attempts, \
+        fence = EXCLUDED.fence, lease_until = NULL, last_error = EXCLUDED.last_error, updated_at = now() \
+        WHERE e.status = 'failed' OR (e.status = 'processing' AND e.lease_until <= now())",
+    record: "SELECT event_id, event_type, status, attempts::bigint, last_error, \
+        (extract(epoch FROM first_seen) * 1000)::bigint, (extract(epoch FROM completed_at) * 1000)::bigint \
+        FROM {t} WHERE event_id = $1",
+    failed: "SELECT event_id, event_type, status, attempts::bigint, last_error, \
+        (extract(epoch FROM first_seen) * 1000)::bigint, (extract(epoch FROM completed_at) * 1000)::bigint \
+        FROM {t} WHERE status = 'failed' ORDER BY first_seen LIMIT $1",
+    purge: "DELETE FROM {t} WHERE event_id IN (SELECT event_id FROM {t} WHERE status <> 'processing' \
+        AND updated_at < now() - $1::bigint * interval '1 millisecond' LIMIT $2 FOR UPDATE SKIP LOCKED)",
+};
+
+/// A statement with the table name and the dialect's clock filled in. `table` must be
+/// validated first (the stores allow only letters, digits and underscores).
+pub fn render(sql: &str, dialect: &Statements, table: &str) -> String {
+    sql.replace("{now}", dialect.now).replace("{t}", table)
+}

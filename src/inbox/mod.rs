@@ -1,0 +1,49 @@
+//! Inbox mode for the SQL stores: the handler runs inside the transaction that claims
+//! the event, and the completion mark commits with its writes.
+//!
+//! - [`TransactionalHandler`]: the application's side;
+//! - `sqlite`: [`SqliteInbox`], one writer connection with group commit (`group_commit`);
+//! - `postgres`: [`PostgresInbox`], one transaction per delivery.
+
+#[cfg(feature = "sqlite")]
+mod group_commit;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use async_trait::async_trait;
+
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresInbox;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteInbox;
+
+/// A handler for a SQL store's inbox mode: it receives the open transaction in which the
+/// event was claimed, and the completion mark is written in that same transaction, so the
+/// handler's writes and the "done" mark commit together or not at all.
+///
+/// Write the handler's effects through `conn` only; anything it does elsewhere (an HTTP
+/// call, another database) is not covered by the transaction.
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+#[async_trait]
+pub trait TransactionalHandler<DB: sqlx::Database>: Send + Sync + 'static {
+    /// Processes one event inside the claim's transaction.
+    ///
+    /// # Errors
+    ///
+    /// A [`HandlerError`](crate::HandlerError) rolls the transaction back (the
+    /// handler's writes included) and records the failure, so Stripe's retry runs it again.
+    async fn handle(
+        &self,
+        event: &crate::Event,
+        conn: &mut DB::Connection,
+    ) -> Result<(), crate::HandlerError>;
+
+    /// Whether this handler acts on events of this type; `false` answers 200 without a
+    /// transaction. The default handles everything.
+    fn handles(&self, event_type: &crate::EventType) -> bool {
+        let _ = event_type;
+        true
+    }
+}

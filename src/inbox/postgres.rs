@@ -1,0 +1,195 @@
+//! Inbox mode on PostgreSQL: one transaction per delivery.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Postgres;
+
+use super::TransactionalHandler;
+use crate::event::Event;
+use crate::idempotency::sql::postgres::is_lock_timeout;
+use crate::idempotency::sql::{db_err, millis};
+use crate::idempotency::{Claim, ClaimToken, PostgresStore, StoreError};
+use crate::processor::sealed::Sealed;
+use crate::processor::{
+    run_handler, store_call, DispatchSettings, Dispatched, Dispatcher, Inbox, OutcomeKind,
+};
+
+/// Inbox mode on PostgreSQL, for [`Processor::with_inbox`](crate::Processor::with_inbox): it claims the event, runs a
+/// [`TransactionalHandler`] and marks the event completed, all in one transaction. The
+/// handler's writes and the "done" mark commit together or not at all.
+///
+/// A concurrent duplicate blocks on the claim row's lock for at most the processor's
+/// store timeout (`lock_timeout`), then gets 409, or 200 if the first delivery committed
+/// in the meantime. A failed handler rolls everything back and the failure is recorded.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use stripe_webhooks::sqlx::{PgConnection, PgPool, Postgres};
+/// use stripe_webhooks::{async_trait, Event, HandlerError, PostgresStore, Processor, TransactionalHandler, Verifier};
+///
+/// struct Access;
+///
+/// #[async_trait]
+/// impl TransactionalHandler<Postgres> for Access {
+///     async fn handle(&self, event: &Event, conn: &mut PgConnection) -> Result<(), HandlerError> {
+///         if let Event::CustomerSubscriptionDeleted(sub) = event {
+///             stripe_webhooks::sqlx::query("DELETE FROM access WHERE subscription = $1")
+///                 .bind(sub.id.as_str())
+///                 .execute(&mut *conn)
+///                 .await
+///                 .map_err(HandlerError::new)?;
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let store = PostgresStore::new(PgPool::connect("postgres://app@127.0.0.1/app").await?);
+/// store.migrate().await?;
+/// let processor = Processor::with_inbox(Verifier::from_secrets_list("whsec_…")?, store.inbox(Access));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct PostgresInbox<H> {
+    store: PostgresStore,
+    handler: H,
+}
+
+impl<H> PostgresInbox<H> {
+    pub(crate) fn new(store: PostgresStore, handler: H) -> Self {
+        Self { store, handler }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &PostgresStore {
+        &self.store
+    }
+}
+
+impl<H: TransactionalHandler<Postgres>> Inbox for PostgresInbox<H> {}
+impl<H: TransactionalHandler<Postgres>> Sealed for PostgresInbox<H> {}
+
+#[async_trait]
+impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
+    async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
+        if !self.handler.handles(event.event_type()) {
+            return Dispatched::unclaimed(OutcomeKind::Ignored);
+        }
+        let core = &self.store.core;
+        let id = event.id();
+        let event_type = event.event_type();
+        let hex = ClaimToken::new(id.clone(), 0).fence_hex();
+        let t = settings.store_timeout;
+        let lock_ms = millis(t).max(1);
+
+        let begun = store_call(t, async {
+            let mut tx = core.pool.begin().await.map_err(db_err)?;
+            sqlx::query(&format!("SET LOCAL lock_timeout = '{lock_ms}ms'"))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            Ok(tx)
+        })
+        .await;
+        let mut tx = match begun {
+            Ok(tx) => tx,
+            Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
+        };
+        let claimed = store_call(t + Duration::from_millis(500), async {
+            let attempt = core
+                .claim_on(
+                    &mut *tx,
+                    &core.sql.claim,
+                    id,
+                    event_type,
+                    &hex,
+                    Some(settings.lease),
+                )
+                .await
+                .map_err(db_err)?;
+            if attempt.is_some() {
+                // The short lock timeout was for the claim only; the handler's own
+                // statements run under the session's setting.
+                sqlx::query("SET LOCAL lock_timeout TO DEFAULT")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            Ok(attempt)
+        })
+        .await;
+        let attempt = match claimed {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                // Under the store timeout like every other store call.
+                let state = store_call(t, async {
+                    core.state_on(&mut *tx, id).await.map_err(db_err)
+                })
+                .await;
+                drop(tx);
+                return match state {
+                    Ok(Some(Claim::InProgress { retry_after })) => {
+                        Dispatched::unclaimed(OutcomeKind::InProgress { retry_after })
+                    }
+                    Ok(Some(_)) => Dispatched::unclaimed(OutcomeKind::Duplicate),
+                    Ok(None) => Dispatched::unclaimed(OutcomeKind::InProgress {
+                        retry_after: Duration::from_secs(1),
+                    }),
+                    Err(e) => Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
+                };
+            }
+            Err(StoreError::Unavailable(e))
+                if e.downcast_ref::<sqlx::Error>().is_some_and(is_lock_timeout) =>
+            {
+                return Dispatched::unclaimed(OutcomeKind::InProgress { retry_after: t });
+            }
+            Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
+        };
+
+        match run_handler(self.handler.handle(event, &mut *tx), settings.deadline).await {
+            Ok(()) => {
+                let completed = store_call(t, async {
+                    let done = sqlx::query(&core.sql.complete)
+                        .bind(id.as_str())
+                        .bind(&hex)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() != 1 {
+                        return Err(StoreError::LeaseLost {
+                            event_id: id.clone(),
+                        });
+                    }
+                    Ok(())
+                })
+                .await;
+                let committed = match completed {
+                    Ok(()) => store_call(t, async { tx.commit().await.map_err(db_err) }).await,
+                    Err(e) => Err(e),
+                };
+                match committed {
+                    Ok(()) => Dispatched::attempt(OutcomeKind::Processed, attempt),
+                    Err(e) => Dispatched::attempt(OutcomeKind::StoreUnavailable(e), attempt),
+                }
+            }
+            Err(e) => {
+                drop(tx);
+                let reason = e.to_string();
+                let _ = store_call(t, async {
+                    core.record_failure_on(
+                        &core.pool,
+                        &core.sql.record_failure,
+                        id,
+                        event_type,
+                        attempt,
+                        &reason,
+                    )
+                    .await
+                    .map_err(db_err)
+                })
+                .await;
+                Dispatched::attempt(OutcomeKind::HandlerFailed(e), attempt)
+            }
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Inbox mode on SQLite: each delivery in a savepoint of the shared transaction of the
+//! group-commit engine (`group_commit`).
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Sqlite;
+
+use super::group_commit::{busy_or_down, is_rolled_back, Batch, CommitError, GroupCommit, Writer};
+use super::TransactionalHandler;
+use crate::event::Event;
+use crate::handler::HandlerError;
+use crate::idempotency::sql::db_err;
+use crate::idempotency::sql::sqlite::BUSY_TIMEOUT;
+use crate::idempotency::{Claim, ClaimToken, SqliteStore, StoreError};
+use crate::processor::sealed::Sealed;
+use crate::processor::{
+    run_handler, store_call, DispatchSettings, Dispatched, Dispatcher, Inbox, OutcomeKind,
+};
+
+/// The savepoint each inbox delivery runs in.
+const SAVEPOINT: &str = "stripe_webhooks_delivery";
+
+/// Inbox mode on SQLite, for [`Processor::with_inbox`](crate::Processor::with_inbox): it claims the event, runs a
+/// [`TransactionalHandler`] and marks the event completed in one transaction. The
+/// handler's writes and the "done" mark commit together or not at all, so a crash
+/// between them can never run the handler's effects twice.
+///
+/// SQLite has one writer at a time, so deliveries queue for it in arrival order, on one
+/// connection of their own. Deliveries that queue behind each other share a transaction
+/// (group commit): each runs in its own savepoint (claim, handler), and the last one in
+/// the queue commits for all of them (at most 32 deliveries, or 20 ms after the first).
+/// Every delivery is answered only once its
+/// transaction has committed; if the commit fails, every delivery in it is answered 503
+/// and Stripe delivers them again. A handler that fails rolls back its own savepoint
+/// (its writes and its claim), its failure is recorded, and the others are unaffected.
+///
+/// A handler whose write makes SQLite roll back the whole transaction by itself (a
+/// column with `UNIQUE ON CONFLICT ROLLBACK`, a trigger with `RAISE(ROLLBACK)`,
+/// `INSERT OR ROLLBACK`, a full disk) takes its batch down with it: that delivery is
+/// answered 500 and recorded as failed (see
+/// [`failed_events`](crate::StoreAdmin::failed_events)), and the others are answered 503
+/// and, when Stripe delivers them again, each runs in a transaction of its own until it
+/// commits, so the culprit cannot take them down twice. A deferred constraint refused
+/// at COMMIT is isolated the same way.
+///
+/// The writer connection leaves WAL checkpoints to a connection of the store's pool, in
+/// the background, every 256 deliveries, so that no delivery waits for one. It is opened
+/// with the store pool's connect options (not its `after_connect` hooks), so it is only
+/// as durable as they say: [`SqliteStore::connect`] uses `synchronous = NORMAL`, with
+/// which a power cut or OS crash (not a process crash) can undo the last transactions
+/// after Stripe was answered 200. If the handlers' effects must survive that, build the
+/// pool from [`SqliteStore::connect_options`] with
+/// `.synchronous(SqliteSynchronous::Full)` and pass it to [`SqliteStore::new`]: an fsync
+/// per transaction, shared by every delivery in it. Inbox mode needs a database file:
+/// an in-memory database would be shared-cache, and block the pool's readers.
+///
+/// Under sustained load the writer holds SQLite's write lock nearly all the time. Other
+/// writers to the same file (another process, [`purge_expired`](crate::StoreAdmin::purge_expired),
+/// a handler writing through another connection) wait in SQLite's busy handler, which is
+/// not fair, and can give up with `SQLITE_BUSY` after 5 s: under heavy traffic, keep
+/// inbox deliveries for one database file in one process, and purge at a quiet time.
+///
+/// A delivery that waits longer than the 5 s busy timeout for the writer is answered 503.
+/// Keep inbox handlers short (local writes only): the next delivery waits for them. Use
+/// the plain [`SqliteStore`] dispatcher for handlers that call other services. A handler
+/// may open its own nested transaction (`conn.begin()`), which becomes a savepoint.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use stripe_webhooks::sqlx::{Sqlite, SqliteConnection};
+/// use stripe_webhooks::{async_trait, Event, HandlerError, Processor, SqliteStore, TransactionalHandler, Verifier};
+///
+/// struct Access;
+///
+/// #[async_trait]
+/// impl TransactionalHandler<Sqlite> for Access {
+///     async fn handle(&self, event: &Event, conn: &mut SqliteConnection) -> Result<(), HandlerError> {
+///         if let Event::CheckoutSessionCompleted(session) = event {
+///             stripe_webhooks::sqlx::query("INSERT INTO access (customer) VALUES (?1)")
+///                 .bind(session.id.as_str())
+///                 .execute(&mut *conn)
+///                 .await
+///                 .map_err(HandlerError::new)?;
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let store = SqliteStore::connect("stripe-webhooks.db").await?;
+/// let processor = Processor::with_inbox(Verifier::from_secrets_list("whsec_…")?, store.inbox(Access));
+/// # Ok(()) }
+/// ```
+pub struct SqliteInbox<H> {
+    store: SqliteStore,
+    handler: H,
+    engine: GroupCommit,
+}
+
+impl<H> fmt::Debug for SqliteInbox<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteInbox")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H> SqliteInbox<H> {
+    pub(crate) fn new(store: SqliteStore, handler: H) -> Self {
+        let engine = GroupCommit::new(store.pool().clone());
+        Self {
+            store,
+            handler,
+            engine,
+        }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &SqliteStore {
+        &self.store
+    }
+}
+
+impl<H: TransactionalHandler<Sqlite>> Inbox for SqliteInbox<H> {}
+impl<H: TransactionalHandler<Sqlite>> Sealed for SqliteInbox<H> {}
+
+/// What one delivery did inside a batch, before the batch commits.
+enum Step {
+    /// Answer now, without waiting for the commit.
+    Now(Dispatched),
+    /// Answer this once the batch has committed; 503 if it does not.
+    AfterCommit(Dispatched),
+    /// SQLite rolled the whole transaction back by itself: during this delivery's
+    /// handler (`culprit`: its attempt and error), or earlier, unnoticed.
+    RolledBack {
+        culprit: Option<(u32, HandlerError)>,
+    },
+}
+
+fn rolled_back() -> StoreError {
+    StoreError::unavailable("SQLite rolled the inbox transaction back")
+}
+
+#[async_trait]
+impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
+    async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
+        if !self.handler.handles(event.event_type()) {
+            return Dispatched::unclaimed(OutcomeKind::Ignored);
+        }
+        let t = settings
+            .store_timeout
+            .max(BUSY_TIMEOUT + Duration::from_secs(1));
+        // Waiting for the writer is waiting for SQLite's write lock: past the busy
+        // timeout, 503 and Stripe delivers again.
+        let mut writer = match self.engine.lock().await {
+            Ok(writer) => writer,
+            Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
+        };
+
+        // An event whose earlier transaction failed because of some delivery's writes
+        // runs in one of its own: commit what is open first, and its own right after it.
+        let alone = writer.suspects.contains(event.id());
+        if alone {
+            if let Some(open) = writer.batch.take() {
+                let _ = self.engine.finish(&mut writer, open, t).await;
+            }
+        }
+        // The batch is taken out while this delivery works on it: if the delivery is
+        // dropped half-way, so is the batch, which rolls back.
+        let mut batch = match writer.batch.take() {
+            Some(batch) => batch,
+            None => match self.engine.open_fresh(&mut writer, t).await {
+                Ok(batch) => batch,
+                Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
+            },
+        };
+        let step = match self.deliver(&mut batch, event, settings, t).await {
+            Ok(Step::RolledBack { culprit }) => {
+                // The transaction is gone, with every delivery in it: they are answered
+                // 503 and run alone when Stripe delivers them again.
+                let events = std::mem::take(&mut batch.events);
+                drop(batch);
+                writer.suspect(&events);
+                writer.suspect(std::slice::from_ref(event.id()));
+                writer.discard_connection();
+                return match culprit {
+                    Some((attempt, error)) => {
+                        self.record_failure(&writer, event, attempt, error, t).await
+                    }
+                    None => Dispatched::unclaimed(OutcomeKind::StoreUnavailable(rolled_back())),
+                };
+            }
+            Ok(step) => step,
+            // The transaction is in an unknown state: drop it (rolling back every
+            // delivery in it; the others are answered 503), and its connection.
+            Err(e) => {
+                drop(batch);
+                writer.discard_connection();
+                return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e));
+            }
+        };
+        let mut committed = batch.committed.subscribe();
+        if alone || batch.is_full() || !self.engine.others_waiting() {
+            let members = batch.events.len();
+            let result = self.engine.finish(&mut writer, batch, t).await;
+            if let (Err(e), Step::AfterCommit(d)) = (result, &step) {
+                return match e {
+                    // Alone in its transaction: its own writes broke it. That is the
+                    // handler's failure, recorded like one.
+                    CommitError::Writes(e) if members == 1 => {
+                        let error = HandlerError::new(format!(
+                            "the handler's writes could not be committed: {e}"
+                        ));
+                        let attempt = d.attempt.unwrap_or(1);
+                        self.record_failure(&writer, event, attempt, error, t).await
+                    }
+                    e => not_committed(d, e.into_store_error()),
+                };
+            }
+        } else {
+            self.engine.leave_open(&mut writer, batch);
+        }
+        drop(writer);
+        match step {
+            Step::AfterCommit(d) => {
+                let ok = tokio::time::timeout(t, committed.wait_for(Option::is_some))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .is_some_and(|v| *v == Some(true));
+                if ok {
+                    d
+                } else {
+                    not_committed(
+                        &d,
+                        StoreError::unavailable("the inbox transaction did not commit"),
+                    )
+                }
+            }
+            Step::Now(d) => d,
+            Step::RolledBack { .. } => {
+                Dispatched::unclaimed(OutcomeKind::StoreUnavailable(rolled_back()))
+            }
+        }
+    }
+}
+
+/// Nothing of this delivery committed: 503, and Stripe delivers it again.
+fn not_committed(d: &Dispatched, e: StoreError) -> Dispatched {
+    Dispatched {
+        kind: OutcomeKind::StoreUnavailable(e),
+        attempt: d.attempt,
+    }
+}
+
+impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
+    /// Records, outside any transaction, a delivery whose writes could not be committed,
+    /// and answers it as a failed handler (500: Stripe delivers it again). The record is
+    /// what [`failed_events`](crate::StoreAdmin::failed_events) lists.
+    async fn record_failure(
+        &self,
+        writer: &Writer,
+        event: &Event,
+        attempt: u32,
+        error: HandlerError,
+        t: Duration,
+    ) -> Dispatched {
+        let pool = writer.pool().unwrap_or(self.store.pool());
+        let core = &self.store.core;
+        let reason = error.to_string();
+        let _ = store_call(t, async {
+            core.record_failure_on(
+                pool,
+                &core.sql.record_failure,
+                event.id(),
+                event.event_type(),
+                attempt,
+                &reason,
+            )
+            .await
+            .map_err(db_err)
+        })
+        .await;
+        Dispatched::attempt(OutcomeKind::HandlerFailed(error), attempt)
+    }
+
+    /// One delivery in the batch: claim (marked completed at once: nobody sees it before
+    /// the commit, and a rollback removes it) and handler, in a savepoint of its own.
+    async fn deliver(
+        &self,
+        batch: &mut Batch,
+        event: &Event,
+        settings: &DispatchSettings,
+        t: Duration,
+    ) -> Result<Step, StoreError> {
+        let core = &self.store.core;
+        let id = event.id();
+        let fence = ClaimToken::new(id.clone(), 0).fence_hex();
+        // The previous delivery's savepoint is released by this one's first statement.
+        let claim = if batch.savepoint_open {
+            format!(
+                "RELEASE {SAVEPOINT}; SAVEPOINT {SAVEPOINT}; {}",
+                core.sql.claim_completed
+            )
+        } else {
+            format!("SAVEPOINT {SAVEPOINT}; {}", core.sql.claim_completed)
+        };
+        let claimed = store_call(t, async {
+            match core
+                .claim_on(&mut *batch.tx, &claim, id, event.event_type(), &fence, None)
+                .await
+            {
+                Ok(claimed) => Ok(Some(claimed)),
+                // An earlier delivery's write made SQLite roll everything back.
+                Err(e) if is_rolled_back(&e) => Ok(None),
+                Err(e) => Err(busy_or_down(e)),
+            }
+        })
+        .await?;
+        let Some(claimed) = claimed else {
+            return Ok(Step::RolledBack { culprit: None });
+        };
+        batch.savepoint_open = true;
+        batch.events.push(id.clone());
+        let Some(attempt) = claimed else {
+            let state = store_call(t, async {
+                core.state_on(&mut *batch.tx, id).await.map_err(db_err)
+            })
+            .await?;
+            return Ok(match state {
+                // Completed, perhaps earlier in this same batch: say so only once that
+                // is committed.
+                Some(Claim::Completed) => {
+                    Step::AfterCommit(Dispatched::unclaimed(OutcomeKind::Duplicate))
+                }
+                Some(Claim::InProgress { retry_after }) => {
+                    Step::Now(Dispatched::unclaimed(OutcomeKind::InProgress {
+                        retry_after,
+                    }))
+                }
+                // Cannot happen while this transaction holds the write lock (the claim
+                // refused a row that is neither failed nor expired); answer "in
+                // progress" rather than guess.
+                Some(Claim::Acquired(_)) | None => {
+                    Step::Now(Dispatched::unclaimed(OutcomeKind::InProgress {
+                        retry_after: Duration::from_secs(1),
+                    }))
+                }
+            });
+        };
+
+        match run_handler(
+            self.handler.handle(event, &mut *batch.tx),
+            settings.deadline,
+        )
+        .await
+        {
+            Ok(()) => Ok(Step::AfterCommit(Dispatched::attempt(
+                OutcomeKind::Processed,
+                attempt,
+            ))),
+            Err(e) => {
+                // Undo this delivery's savepoint (its claim and its writes) and record
+                // the failure in the batch, so Stripe's retry runs it again.
+                let undo = format!(
+                    "ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}; {}",
+                    core.sql.record_failure
+                );
+                let reason = e.to_string();
+                let undone = store_call(t, async {
+                    let recorded = core
+                        .record_failure_on(
+                            &mut *batch.tx,
+                            &undo,
+                            id,
+                            event.event_type(),
+                            attempt,
+                            &reason,
+                        )
+                        .await;
+                    match recorded {
+                        Ok(()) => Ok(true),
+                        // The handler's own write made SQLite roll the whole
+                        // transaction back: there is no savepoint left to undo.
+                        Err(e) if is_rolled_back(&e) => Ok(false),
+                        Err(e) => Err(db_err(e)),
+                    }
+                })
+                .await?;
+                if !undone {
+                    return Ok(Step::RolledBack {
+                        culprit: Some((attempt, e)),
+                    });
+                }
+                batch.savepoint_open = false;
+                Ok(Step::Now(Dispatched::attempt(
+                    OutcomeKind::HandlerFailed(e),
+                    attempt,
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The step after verify and parse: claim the event, run the handler, record the result.
+//! Crate-internal: the standard dispatcher here, and the SQL inbox dispatchers in
+//! `crate::inbox`, are the only implementations.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use super::lease::{renewing_lease, ClaimGuard};
+use super::outcome::OutcomeKind;
+use super::{DEFAULT_HANDLER_DEADLINE, DEFAULT_LEASE, DEFAULT_STORE_TIMEOUT};
+use crate::event::Event;
+use crate::handler::{EventHandler, HandlerError};
+use crate::idempotency::{Claim, ClaimToken, IdempotencyStore, StoreError};
+
+/// The settings an event is dispatched under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DispatchSettings {
+    /// How long a claim is leased.
+    pub(crate) lease: Duration,
+    /// How long the handler may run (`None`: no limit).
+    pub(crate) deadline: Option<Duration>,
+    /// How long one store call may take before the delivery is answered 503.
+    pub(crate) store_timeout: Duration,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        Self {
+            lease: DEFAULT_LEASE,
+            deadline: Some(DEFAULT_HANDLER_DEADLINE),
+            store_timeout: DEFAULT_STORE_TIMEOUT,
+        }
+    }
+}
+
+/// What a dispatcher did with one event.
+#[derive(Debug)]
+pub(crate) struct Dispatched {
+    pub(crate) kind: OutcomeKind,
+    /// Which attempt it was, when the event was claimed.
+    pub(crate) attempt: Option<u32>,
+}
+
+impl Dispatched {
+    /// A result with no claim attempt (duplicate, in progress, ignored, store down).
+    pub(crate) fn unclaimed(kind: OutcomeKind) -> Self {
+        Self {
+            kind,
+            attempt: None,
+        }
+    }
+
+    /// A result of attempt number `attempt`.
+    pub(crate) fn attempt(kind: OutcomeKind, attempt: u32) -> Self {
+        Self {
+            kind,
+            attempt: Some(attempt),
+        }
+    }
+}
+
+/// Claims, handles and records one verified, parsed event.
+#[async_trait::async_trait]
+pub(crate) trait Dispatcher: Send + Sync + 'static {
+    async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched;
+}
+
+/// The standard dispatcher: claim in the store, run the handler outside any
+/// transaction, then complete (retried briefly) or release.
+pub(crate) struct StoreDispatcher {
+    store: Arc<dyn IdempotencyStore>,
+    handler: Arc<dyn EventHandler>,
+}
+
+impl StoreDispatcher {
+    pub(crate) fn new(store: impl IdempotencyStore, handler: impl EventHandler) -> Self {
+        Self {
+            store: Arc::new(store),
+            handler: Arc::new(handler),
+        }
+    }
+}
+
+/// How many times a completion is retried after the first try.
+const COMPLETION_RETRIES: u32 = 3;
+
+#[async_trait::async_trait]
+impl Dispatcher for StoreDispatcher {
+    async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
+        if !self.handler.handles(event.event_type()) {
+            return Dispatched::unclaimed(OutcomeKind::Ignored);
+        }
+        let t = settings.store_timeout;
+        let claimed_at = std::time::Instant::now();
+        let claim = store_call(
+            t,
+            self.store
+                .claim(event.id(), event.event_type(), settings.lease),
+        )
+        .await;
+        let token = match claim {
+            Ok(Claim::Acquired(token)) => token,
+            Ok(Claim::Completed) => return Dispatched::unclaimed(OutcomeKind::Duplicate),
+            Ok(Claim::InProgress { retry_after }) => {
+                return Dispatched::unclaimed(OutcomeKind::InProgress { retry_after })
+            }
+            Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
+        };
+        // Until the claim is settled, dropping this future (a client that went away, a
+        // server that cancels requests) settles it from a task of its own: released
+        // while the handler runs, completed once it has succeeded.
+        let mut guard = ClaimGuard::new(&self.store, token.clone());
+        let handled = renewing_lease(
+            &*self.store,
+            &token,
+            settings,
+            claimed_at,
+            run_handler(handler_future(&*self.handler, event), settings.deadline),
+        )
+        .await;
+        let dispatched = match handled {
+            Ok(()) => {
+                guard.handler_succeeded();
+                let kind = complete(&*self.store, &token, t).await;
+                Dispatched::attempt(kind, token.attempt())
+            }
+            // The lease is gone: another delivery may hold the event now, so this one
+            // has nothing to release.
+            Err(e @ HandlerError::LeaseLost) => {
+                Dispatched::attempt(OutcomeKind::HandlerFailed(e), token.attempt())
+            }
+            Err(e) => {
+                // If the release fails too, the lease expiring frees the event instead.
+                let _ = store_call(t, self.store.release(&token, &e.to_string())).await;
+                Dispatched::attempt(OutcomeKind::HandlerFailed(e), token.attempt())
+            }
+        };
+        guard.settled();
+        dispatched
+    }
+}
+
+/// Records a completion, retrying briefly: the handler has run, and a 5xx now would run
+/// it again.
+pub(super) async fn complete(
+    store: &dyn IdempotencyStore,
+    token: &ClaimToken,
+    t: Duration,
+) -> OutcomeKind {
+    let mut last = None;
+    for i in 0..=COMPLETION_RETRIES {
+        if i > 0 {
+            pause(Duration::from_millis(50 << (i - 1))).await;
+        }
+        match store_call(t, store.complete(token)).await {
+            Ok(()) => return OutcomeKind::Processed,
+            Err(StoreError::LeaseLost { .. }) => return OutcomeKind::LeaseLost,
+            Err(e) => last = Some(e),
+        }
+    }
+    OutcomeKind::CompletionNotRecorded(
+        last.unwrap_or_else(|| StoreError::unavailable("completion failed")),
+    )
+}
+
+/// Calls [`EventHandler::handle`] with a panic in the call itself (before the first poll,
+/// possible in a handler written without `async-trait`) turned into a failed future.
+fn handler_future<'a>(
+    handler: &'a dyn EventHandler,
+    event: &'a Event,
+) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>> {
+    match catch_unwind(AssertUnwindSafe(|| handler.handle(event))) {
+        Ok(fut) => fut,
+        Err(payload) => {
+            let e = HandlerError::Panicked(panic_message(&*payload));
+            Box::pin(std::future::ready(Err(e)))
+        }
+    }
+}
+
+/// Runs a handler's future with panics caught and the deadline applied: a panic becomes
+/// [`HandlerError::Panicked`], a timeout [`HandlerError::DeadlineExceeded`].
+pub(crate) async fn run_handler<'a>(
+    fut: Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>,
+    deadline: Option<Duration>,
+) -> Result<(), HandlerError> {
+    let fut = CatchUnwind(fut);
+    match deadline {
+        Some(d) => with_timeout(d, fut)
+            .await
+            .unwrap_or(Err(HandlerError::DeadlineExceeded(d))),
+        None => fut.await,
+    }
+}
+
+/// Runs a store call with a timeout: past it, [`StoreError::Timeout`].
+pub(crate) async fn store_call<T>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    with_timeout(timeout, fut)
+        .await
+        .unwrap_or(Err(StoreError::Timeout(timeout)))
+}
+
+#[cfg(feature = "tokio")]
+async fn with_timeout<F: Future>(d: Duration, f: F) -> Option<F::Output> {
+    tokio::time::timeout(d, f).await.ok()
+}
+
+#[cfg(not(feature = "tokio"))]
+async fn with_timeout<F: Future>(_d: Duration, f: F) -> Option<F::Output> {
+    Some(f.await)
+}
+
+#[cfg(feature = "tokio")]
+async fn pause(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+#[cfg(not(feature = "tokio"))]
+async fn pause(_d: Duration) {}
+
+/// Turns a panic while polling the handler's future into [`HandlerError::Panicked`].
+struct CatchUnwind<'a>(Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>);
+
+impl Future for CatchUnwind<'_> {
+    type Output = Result<(), HandlerError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => Poll::Ready(Err(HandlerError::Panicked(panic_message(&*payload)))),
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,203 @@
+//! Keeping a claim while its handler runs: lease renewal, stopping a handler whose lease
+//! is lost, and settling the claim of a delivery that was dropped half-way.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::dispatch::DispatchSettings;
+use crate::handler::HandlerError;
+use crate::idempotency::{ClaimToken, IdempotencyStore};
+
+/// Where a claim stands, for [`ClaimGuard`].
+enum Held {
+    /// The handler runs (or failed and the claim is not yet released).
+    Running(ClaimToken),
+    /// The handler succeeded; the completion is not recorded yet.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    Succeeded(ClaimToken),
+    /// Completed, released, or lost: nothing to do on drop.
+    Settled,
+}
+
+/// Settles the claim of a delivery whose future was dropped (the client went away, the
+/// server cancelled the request) before it did so itself, from a task spawned on the
+/// current tokio runtime:
+///
+/// - while the handler runs, the claim is released, so Stripe's retry can run it again
+///   at once;
+/// - once the handler has succeeded, the claim is **completed**, never released: a
+///   release would let the retry run the handler a second time.
+///
+/// Without a runtime (or without the `tokio` feature) nothing is spawned and the lease
+/// expiring frees the event instead.
+pub(super) struct ClaimGuard<'a> {
+    store: &'a Arc<dyn IdempotencyStore>,
+    held: Held,
+}
+
+impl<'a> ClaimGuard<'a> {
+    pub(super) fn new(store: &'a Arc<dyn IdempotencyStore>, token: ClaimToken) -> Self {
+        Self {
+            store,
+            held: Held::Running(token),
+        }
+    }
+
+    /// The handler returned `Ok`: from now on a drop completes the claim.
+    pub(super) fn handler_succeeded(&mut self) {
+        if let Held::Running(token) = std::mem::replace(&mut self.held, Held::Settled) {
+            self.held = Held::Succeeded(token);
+        }
+    }
+
+    /// The delivery settled the claim itself.
+    pub(super) fn settled(&mut self) {
+        self.held = Held::Settled;
+    }
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        let held = std::mem::replace(&mut self.held, Held::Settled);
+        if matches!(held, Held::Settled) {
+            return;
+        }
+        #[cfg(feature = "tokio")]
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let store = Arc::clone(self.store);
+            runtime.spawn(async move {
+                match held {
+                    Held::Running(token) => {
+                        let reason = "delivery cancelled before the handler finished";
+                        let _ = store.release(&token, reason).await;
+                    }
+                    Held::Succeeded(token) => {
+                        let t = super::DEFAULT_STORE_TIMEOUT;
+                        let _ = super::dispatch::complete(&*store, &token, t).await;
+                    }
+                    Held::Settled => {}
+                }
+            });
+        }
+        #[cfg(not(feature = "tokio"))]
+        let _ = (held, self.store);
+    }
+}
+
+/// Runs `work` (the handler) while renewing the claim's lease every third of the lease,
+/// so a handler that runs longer than the lease is not taken over by a redelivery. The
+/// renewal runs alongside the handler, never pausing it.
+///
+/// A renewal that fails for a passing reason is tried again at the next third. But the
+/// handler is **stopped** (its future dropped, answered [`HandlerError::LeaseLost`]) as
+/// soon as the store says the claim is gone, or when the lease may have run out: more
+/// than 90% of a lease after the start of the last call that set it (the claim, or the
+/// last successful renewal). Past that point another delivery may claim the event, and
+/// two runs of one handler must never overlap.
+#[cfg(feature = "tokio")]
+pub(super) async fn renewing_lease(
+    store: &dyn IdempotencyStore,
+    token: &ClaimToken,
+    settings: &DispatchSettings,
+    claimed_at: Instant,
+    work: impl Future<Output = Result<(), HandlerError>>,
+) -> Result<(), HandlerError> {
+    use std::task::Poll;
+    use tokio::time::{sleep_until, timeout_at};
+
+    use super::dispatch::store_call;
+    use crate::idempotency::StoreError;
+
+    use std::time::Duration;
+
+    let lease = settings.lease;
+    let every = (lease / 3).max(Duration::from_millis(1));
+    let safe = lease - lease / 10;
+    // The lease certainly lasts until then; the handler stops there at the latest.
+    let mut held_until = claimed_at + safe;
+    let mut next_renewal = claimed_at + every;
+    let mut work = std::pin::pin!(work);
+    loop {
+        let wake = next_renewal.min(held_until);
+        if let Ok(out) = timeout_at(wake.into(), work.as_mut()).await {
+            return out;
+        }
+        if Instant::now() >= held_until {
+            note_lost("the lease may have run out while renewals failed");
+            return Err(HandlerError::LeaseLost);
+        }
+        let started = Instant::now();
+        let mut renew = std::pin::pin!(store_call(
+            settings.store_timeout,
+            store.extend(token, lease)
+        ));
+        let mut expiry = std::pin::pin!(sleep_until(held_until.into()));
+        let mut renewed = None;
+        let finished = std::future::poll_fn(|cx| {
+            if renewed.is_none() {
+                if let Poll::Ready(result) = renew.as_mut().poll(cx) {
+                    renewed = Some(result);
+                }
+            }
+            if let Poll::Ready(out) = work.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            if renewed.is_some() {
+                return Poll::Ready(None);
+            }
+            if expiry.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(HandlerError::LeaseLost)));
+            }
+            Poll::Pending
+        })
+        .await;
+        if let Some(out) = finished {
+            return out;
+        }
+        match renewed {
+            Some(Ok(())) => {
+                held_until = started + safe;
+                next_renewal = started + every;
+            }
+            Some(Err(StoreError::LeaseLost { .. })) => {
+                note_lost("the store says another delivery took the claim over");
+                return Err(HandlerError::LeaseLost);
+            }
+            Some(Err(e)) => {
+                note_renewal_failed(&e);
+                next_renewal = Instant::now() + every.min(Duration::from_secs(1));
+            }
+            None => {}
+        }
+    }
+}
+
+/// Without a runtime there is no timer to renew on: the handler must finish within the
+/// lease.
+#[cfg(not(feature = "tokio"))]
+pub(super) async fn renewing_lease(
+    _store: &dyn IdempotencyStore,
+    _token: &ClaimToken,
+    _settings: &DispatchSettings,
+    _claimed_at: Instant,
+    work: impl Future<Output = Result<(), HandlerError>>,
+) -> Result<(), HandlerError> {
+    work.await
+}
+
+#[cfg(feature = "tokio")]
+fn note_renewal_failed(e: &crate::idempotency::StoreError) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(error = %e, "could not renew the lease of a running handler");
+    #[cfg(not(feature = "tracing"))]
+    let _ = e;
+}
+
+#[cfg(feature = "tokio")]
+fn note_lost(why: &str) {
+    #[cfg(feature = "tracing")]
+    tracing::error!(why, "stopped a running handler: its claim's lease was lost");
+    #[cfg(not(feature = "tracing"))]
+    let _ = why;
+}

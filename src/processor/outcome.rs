@@ -1,0 +1,236 @@
+//! What happened to a delivery, and the one table that maps it to an HTTP status and a
+//! name. The adapters' request checks answer from the same table.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::event::{EventId, EventType, ParseError};
+use crate::handler::HandlerError;
+use crate::idempotency::StoreError;
+use crate::signature::SignatureError;
+
+/// Every answer this crate gives a webhook request: its status and its stable name. The
+/// processor's [`OutcomeKind`] and the adapters' `Rejection` both answer through it, so
+/// one failure has one name and one status wherever it is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
+pub(crate) enum Answer {
+    Processed,
+    Duplicate,
+    Ignored,
+    CompletionNotRecorded,
+    LeaseLost,
+    InProgress,
+    BadSignature,
+    NotAnEvent,
+    BodyUnreadable,
+    MethodNotAllowed,
+    BodyTimeout,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    HandlerFailed,
+    VerifierMissing,
+    StoreUnavailable,
+}
+
+impl Answer {
+    /// The HTTP status. This is the one place the mapping lives.
+    pub(crate) const fn status(self) -> u16 {
+        match self {
+            Answer::Processed
+            | Answer::Duplicate
+            | Answer::Ignored
+            | Answer::CompletionNotRecorded
+            | Answer::LeaseLost => 200,
+            Answer::BadSignature | Answer::NotAnEvent | Answer::BodyUnreadable => 400,
+            Answer::MethodNotAllowed => 405,
+            Answer::BodyTimeout => 408,
+            Answer::InProgress => 409,
+            Answer::PayloadTooLarge => 413,
+            Answer::UnsupportedMediaType => 415,
+            Answer::HandlerFailed | Answer::VerifierMissing => 500,
+            Answer::StoreUnavailable => 503,
+        }
+    }
+
+    /// The stable name, sent in response bodies and logged.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Answer::Processed => "processed",
+            Answer::Duplicate => "duplicate",
+            Answer::Ignored => "ignored",
+            Answer::CompletionNotRecorded => "completion_not_recorded",
+            Answer::LeaseLost => "lease_lost",
+            Answer::InProgress => "in_progress",
+            Answer::BadSignature => "bad_signature",
+            Answer::NotAnEvent => "not_an_event",
+            Answer::BodyUnreadable => "body_unreadable",
+            Answer::MethodNotAllowed => "method_not_allowed",
+            Answer::BodyTimeout => "body_timeout",
+            Answer::PayloadTooLarge => "payload_too_large",
+            Answer::UnsupportedMediaType => "unsupported_media_type",
+            Answer::HandlerFailed => "handler_failed",
+            Answer::VerifierMissing => "verifier_not_configured",
+            Answer::StoreUnavailable => "store_unavailable",
+        }
+    }
+}
+
+/// What happened to one delivery. Its [`name`](Self::name) and
+/// [`status`](Self::status) are the crate's one vocabulary: the adapters' `Rejection`
+/// uses the same names and statuses for the same failures.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OutcomeKind {
+    /// The handler ran and succeeded, and the event is recorded as completed. 200.
+    Processed,
+    /// The event was processed before; the handler did not run. 200.
+    Duplicate,
+    /// The handler does not act on this event type; nothing was claimed. 200.
+    Ignored,
+    /// The handler succeeded but the completion could not be recorded even after
+    /// retries. Answered 200 (a 5xx would run the handler again); the claim's lease will
+    /// expire and a later delivery may run the handler again, so alert on it.
+    CompletionNotRecorded(StoreError),
+    /// The handler succeeded but its lease had expired and another delivery took the
+    /// event over. 200; the other delivery records the completion.
+    LeaseLost,
+    /// Another delivery holds the event. 409 with `Retry-After`.
+    InProgress {
+        /// How long until the other delivery's lease ends.
+        retry_after: Duration,
+    },
+    /// The signature was missing, malformed, stale or wrong. 400.
+    BadSignature(SignatureError),
+    /// The verified body is not a Stripe event. 400.
+    NotAnEvent(ParseError),
+    /// The body is longer than the limit; nothing else was done. 413.
+    PayloadTooLarge {
+        /// The body's length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The handler failed, panicked, ran past its deadline or was stopped because its
+    /// lease was lost; Stripe's retry runs it again. 500.
+    HandlerFailed(HandlerError),
+    /// The store could not be reached; the handler did not run. 503.
+    StoreUnavailable(StoreError),
+}
+
+impl OutcomeKind {
+    pub(crate) fn answer(&self) -> Answer {
+        match self {
+            OutcomeKind::Processed => Answer::Processed,
+            OutcomeKind::Duplicate => Answer::Duplicate,
+            OutcomeKind::Ignored => Answer::Ignored,
+            OutcomeKind::CompletionNotRecorded(_) => Answer::CompletionNotRecorded,
+            OutcomeKind::LeaseLost => Answer::LeaseLost,
+            OutcomeKind::InProgress { .. } => Answer::InProgress,
+            OutcomeKind::BadSignature(_) => Answer::BadSignature,
+            OutcomeKind::NotAnEvent(_) => Answer::NotAnEvent,
+            OutcomeKind::PayloadTooLarge { .. } => Answer::PayloadTooLarge,
+            OutcomeKind::HandlerFailed(_) => Answer::HandlerFailed,
+            OutcomeKind::StoreUnavailable(_) => Answer::StoreUnavailable,
+        }
+    }
+
+    /// A short stable name for logs and response bodies: `processed`, `duplicate`,
+    /// `ignored`, `completion_not_recorded`, `lease_lost`, `in_progress`,
+    /// `bad_signature`, `not_an_event`, `payload_too_large`, `handler_failed` or
+    /// `store_unavailable`.
+    pub fn name(&self) -> &'static str {
+        self.answer().name()
+    }
+
+    /// The HTTP status to answer Stripe with:
+    ///
+    /// | Outcome | Status |
+    /// |---|---|
+    /// | processed, duplicate, ignored, completion not recorded, lease lost | 200 |
+    /// | bad signature, not an event | 400 |
+    /// | in progress elsewhere | 409 |
+    /// | body too large | 413 |
+    /// | handler failed | 500 |
+    /// | store unavailable | 503 |
+    pub fn status(&self) -> u16 {
+        self.answer().status()
+    }
+}
+
+/// The result of [`Processor::process`](crate::Processor::process): what happened, the
+/// HTTP status to answer with, and the fields of an operator's log line. It never holds a
+/// secret or the body.
+#[derive(Debug)]
+pub struct Outcome {
+    pub(crate) kind: OutcomeKind,
+    pub(crate) event_id: Option<EventId>,
+    pub(crate) event_type: Option<EventType>,
+    pub(crate) attempt: Option<u32>,
+    pub(crate) duration: Duration,
+    pub(crate) secret_label: Option<Arc<str>>,
+}
+
+impl Outcome {
+    pub(crate) fn new(kind: OutcomeKind, started: Instant) -> Self {
+        Self {
+            kind,
+            event_id: None,
+            event_type: None,
+            attempt: None,
+            duration: started.elapsed(),
+            secret_label: None,
+        }
+    }
+
+    /// What happened.
+    pub fn kind(&self) -> &OutcomeKind {
+        &self.kind
+    }
+
+    /// The HTTP status to answer Stripe with: [`OutcomeKind::status`].
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+
+    /// Whether Stripe should consider the event delivered (a 2xx status).
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status())
+    }
+
+    /// For a 409, the seconds to send in `Retry-After` (at least 1).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self.kind {
+            OutcomeKind::InProgress { retry_after } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+                    .map(|s| s.max(1))
+            }
+            _ => None,
+        }
+    }
+
+    /// The event id, once the body was parsed.
+    pub fn event_id(&self) -> Option<&EventId> {
+        self.event_id.as_ref()
+    }
+
+    /// The event type, once the body was parsed.
+    pub fn event_type(&self) -> Option<&EventType> {
+        self.event_type.as_ref()
+    }
+
+    /// Which attempt this was (1 for the first), when the event was claimed.
+    pub fn attempt(&self) -> Option<u32> {
+        self.attempt
+    }
+
+    /// How long the delivery took.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// The label of the secret that verified the request, if it has one.
+    pub fn secret_label(&self) -> Option<&str> {
+        self.secret_label.as_deref()
+    }
+}

@@ -1,6 +1,7 @@
 //! A complete Stripe webhook service on actix-web: the same service as `examples/axum.rs`.
 //!
-//! Run with: `cargo run --example actix --all-features`
+//! Run with: `cargo run --example actix --features actix-web,sqlite,tracing`
+//! (add `postgres` or `redis` to the features for those stores)
 //!
 //! - `STRIPE_WEBHOOK_SECRET`: one secret or several, comma-separated (rotation); a local
 //!   development secret when unset.
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use stripe_webhooks::Processor;
 
-/// The service's routes. Tests drive it without a socket.
+/// The service's routes. The tests below drive them without a socket.
 fn app(processor: Arc<Processor>) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg: &mut web::ServiceConfig| {
         cfg.service(stripe_webhooks::actix::service(
@@ -48,4 +49,34 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .run()
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use actix_web::test::{call_service, init_service, read_body, TestRequest};
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn the_service_answers_without_a_socket() {
+        let (processor, header, body) = common::test_delivery();
+        let service = init_service(App::new().configure(app(processor))).await;
+        let post = || {
+            TestRequest::post()
+                .uri("/webhook")
+                .insert_header(("content-type", "application/json"))
+                .insert_header(("stripe-signature", header.as_str()))
+                .set_payload(body.clone())
+                .to_request()
+        };
+        let first = call_service(&service, post()).await;
+        assert_eq!(first.status(), 200);
+        assert_eq!(&read_body(first).await[..], br#"{"status":"processed"}"#);
+        let again = call_service(&service, post()).await;
+        assert_eq!(&read_body(again).await[..], br#"{"status":"duplicate"}"#);
+        let health = call_service(&service, TestRequest::get().uri("/healthz").to_request()).await;
+        assert_eq!(health.status(), 200);
+    }
 }

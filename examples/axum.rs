@@ -1,6 +1,7 @@
 //! A complete Stripe webhook service on axum.
 //!
-//! Run with: `cargo run --example axum --all-features`
+//! Run with: `cargo run --example axum --features axum,sqlite,tracing`
+//! (add `postgres` or `redis` to the features for those stores)
 //!
 //! - `STRIPE_WEBHOOK_SECRET`: one secret or several, comma-separated (rotation); a local
 //!   development secret when unset.
@@ -23,7 +24,8 @@ use std::sync::Arc;
 use axum::routing::get;
 use stripe_webhooks::Processor;
 
-/// The service: the webhook route and a health check. Tests drive it without a socket.
+/// The service: the webhook route and a health check. The tests below drive it without a
+/// socket.
 fn app(processor: Arc<Processor>) -> axum::Router {
     stripe_webhooks::axum::router("/webhook", processor).route("/healthz", get(|| async { "ok" }))
 }
@@ -39,4 +41,37 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .with_graceful_shutdown(common::shutdown_signal())
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_service_answers_without_a_socket() {
+        let (processor, header, body) = common::test_delivery();
+        let post = || {
+            Request::post("/webhook")
+                .header("content-type", "application/json")
+                .header("stripe-signature", &header)
+                .body(Body::from(body.clone()))
+                .unwrap()
+        };
+        let first = app(processor.clone()).oneshot(post()).await.unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(first.into_body(), 1024).await.unwrap();
+        assert_eq!(&bytes[..], br#"{"status":"processed"}"#);
+        let again = app(processor.clone()).oneshot(post()).await.unwrap();
+        let bytes = axum::body::to_bytes(again.into_body(), 1024).await.unwrap();
+        assert_eq!(&bytes[..], br#"{"status":"duplicate"}"#);
+        let health = Request::get("/healthz").body(Body::empty()).unwrap();
+        let health = app(processor).oneshot(health).await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+    }
 }

@@ -12,6 +12,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="$root/target/services"
 pg_port="${PG_PORT:-54329}"
 redis_port="${REDIS_PORT:-63799}"
+redis_tls_port="${REDIS_TLS_PORT:-63800}"
 
 log() { echo "services: $*" >&2; }
 
@@ -43,12 +44,25 @@ run_as_pg() {
   fi
 }
 
+# A self-signed certificate for 127.0.0.1, so the TLS tests (features postgres-tls and
+# redis-tls) have servers that speak TLS. openssl comes with the postgresql package.
+make_cert() {
+  command -v openssl >/dev/null 2>&1 || apt_install openssl
+  rm -rf "$dir/tls"; mkdir -p "$dir/tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
+    -addext "subjectAltName=IP:127.0.0.1" -addext "basicConstraints=critical,CA:FALSE" \
+    -keyout "$dir/tls/server.key" -out "$dir/tls/server.crt" >/dev/null 2>&1
+  chmod 600 "$dir/tls/server.key"
+}
+
 start_pg() {
   local bin
   bin="$(find_pg_bin)" || { apt_install postgresql; bin="$(find_pg_bin)"; }
   rm -rf "$dir/pg" "$dir/pgsock"; mkdir -p "$dir/pg" "$dir/pgsock"
   run_as_pg "'$bin/initdb' -D '$dir/pg' -A trust -U postgres --no-sync >/dev/null"
-  run_as_pg "'$bin/pg_ctl' -D '$dir/pg' -l '$dir/pg/log' -w -o \"-p $pg_port -k $dir/pgsock -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off\" start >/dev/null"
+  cp "$dir/tls/server.crt" "$dir/tls/server.key" "$dir/pg/"
+  [ "$(id -u)" = 0 ] && chown pgtest "$dir/pg/server.crt" "$dir/pg/server.key"
+  run_as_pg "'$bin/pg_ctl' -D '$dir/pg' -l '$dir/pg/log' -w -o \"-p $pg_port -k $dir/pgsock -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key\" start >/dev/null"
   echo "export DATABASE_URL_TEST=postgres://postgres@127.0.0.1:$pg_port/postgres"
   echo "export PG_BIN=$bin"
 }
@@ -58,9 +72,14 @@ start_redis() {
   mkdir -p "$dir/redis"
   redis-server --port "$redis_port" --bind 127.0.0.1 --daemonize yes --dir "$dir/redis" \
     --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/log" --save '' --appendonly yes \
-    --maxmemory-policy noeviction >/dev/null
+    --maxmemory-policy noeviction \
+    --tls-port "$redis_tls_port" --tls-cert-file "$dir/tls/server.crt" --tls-key-file "$dir/tls/server.key" \
+    --tls-ca-cert-file "$dir/tls/server.crt" --tls-auth-clients no >/dev/null
   for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   echo "export REDIS_URL_TEST=redis://127.0.0.1:$redis_port"
+  # The server's certificate is self-signed: tests trust it as their root.
+  echo "export REDIS_TLS_URL_TEST=rediss://127.0.0.1:$redis_tls_port"
+  echo "export TLS_CA_TEST=$dir/tls/server.crt"
 }
 
 stop_all() {
@@ -72,7 +91,7 @@ stop_all() {
 }
 
 case "${1:-}" in
-  start) stop_all; mkdir -p "$dir"; start_pg; start_redis ;;
+  start) stop_all; mkdir -p "$dir"; make_cert; start_pg; start_redis ;;
   stop) stop_all ;;
   *) echo "usage: $0 start|stop" >&2; exit 2 ;;
 esac

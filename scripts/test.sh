@@ -7,10 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=0
-if [ -z "${DATABASE_URL_TEST:-}" ] || [ -z "${REDIS_URL_TEST:-}" ]; then
+if [ -z "${DATABASE_URL_TEST:-}" ] || [ -z "${REDIS_URL_TEST:-}" ] || [ -z "${REDIS_TLS_URL_TEST:-}" ] || [ -z "${TLS_CA_TEST:-}" ]; then
   eval "$(scripts/services.sh start)"
   started=1
   trap 'scripts/services.sh stop' EXIT
 fi
-export DATABASE_URL_TEST REDIS_URL_TEST
+export DATABASE_URL_TEST REDIS_URL_TEST REDIS_TLS_URL_TEST TLS_CA_TEST
 cargo test --all-features "$@"

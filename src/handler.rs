@@ -149,13 +149,7 @@ impl EventRouter {
     #[must_use]
     pub fn on<F>(mut self, event_type: EventType, f: F) -> Self
     where
-        F: for<'a> Fn(
-                &'a Event,
-            )
-                -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>
-            + Send
-            + Sync
-            + 'static,
+        F: for<'a> Fn(&'a Event) -> RouteFuture<'a> + Send + Sync + 'static,
     {
         self.routes.insert(event_type, Box::new(f));
         self
@@ -165,13 +159,7 @@ impl EventRouter {
     #[must_use]
     pub fn fallback<F>(mut self, f: F) -> Self
     where
-        F: for<'a> Fn(
-                &'a Event,
-            )
-                -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>
-            + Send
-            + Sync
-            + 'static,
+        F: for<'a> Fn(&'a Event) -> RouteFuture<'a> + Send + Sync + 'static,
     {
         self.fallback = Some(Box::new(f));
         self

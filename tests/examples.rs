@@ -14,7 +14,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use stripe_webhooks::sqlx::SqlitePool;
@@ -56,8 +56,9 @@ async fn start(name: &str) -> Service {
         .env("SQLITE_PATH", &db)
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .env("RUST_LOG", "info")
+        // Not a terminal: the log must come out without colour codes.
+        .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
@@ -244,6 +245,14 @@ async fn end_to_end(name: &str) {
     }
     let status = exited.expect("the service stops on SIGTERM");
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+
+    // Its log went to a file: plain text, one line per delivery.
+    let log = std::fs::read_to_string(s._dir.join("stdout.log")).unwrap();
+    assert!(log.contains("webhook delivery"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI codes in a log that is not a terminal: {log:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

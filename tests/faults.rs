@@ -142,14 +142,20 @@ async fn stalling_proxy(target: String, pattern: &'static [u8]) -> std::net::Soc
                     let _ = tokio::io::copy(&mut server_rd, &mut client_wr).await;
                 });
                 let mut buf = vec![0_u8; 64 * 1024];
+                // The end of the previous read, so a pattern split across two reads is
+                // seen too.
+                let mut tail: Vec<u8> = Vec::new();
                 loop {
                     let n = match client_rd.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
-                    if buf[..n].windows(pattern.len()).any(|w| w == pattern) {
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.windows(pattern.len()).any(|w| w == pattern) {
                         std::future::pending::<()>().await;
                     }
+                    let keep = tail.len().saturating_sub(pattern.len());
+                    tail.drain(..keep);
                     if server_wr.write_all(&buf[..n]).await.is_err() {
                         return;
                     }
@@ -191,8 +197,10 @@ impl TransactionalHandler<Postgres> for NoEffects {
 async fn postgres_inbox_state_read_is_under_the_store_timeout() {
     let (url, target) = pg_url_and_target();
     let proxy = stalling_proxy(target.clone(), b"SELECT status").await;
+    // Plaintext, so the proxy can read the statements (the server also speaks TLS).
+    let proxied = format!("{}?sslmode=disable", url.replace(&target, &proxy.to_string()));
     let pool = stripe_webhooks::sqlx::postgres::PgPoolOptions::new()
-        .connect(&url.replace(&target, &proxy.to_string()))
+        .connect(&proxied)
         .await
         .unwrap();
     let store = PostgresStore::new(pool)

@@ -302,6 +302,23 @@ async fn redis_store(_verifier: Verifier, _url: &str) -> Result<Processor, Box<d
     Err("REDIS_URL is set, but this build has no Redis support: add `--features redis`".into())
 }
 
+/// A processor on the memory store with the demo handler, and a signed
+/// `checkout.session.completed`: for the examples' own tests.
+#[cfg(test)]
+pub fn test_delivery() -> (Arc<Processor>, String, String) {
+    let verifier = Verifier::from_secrets_list(DEV_SECRET).unwrap();
+    let processor = Processor::new(verifier, MemoryStore::new(), MemoryDemo::default());
+    let body =
+        stripe_webhooks::testing::event_for_type("evt_example", "checkout.session.completed")
+            .unwrap();
+    let header = stripe_webhooks::testing::sign(
+        body.as_bytes(),
+        DEV_SECRET,
+        stripe_webhooks::testing::now(),
+    );
+    (Arc::new(processor), header, body)
+}
+
 /// `RUST_LOG` controls the level (default `info`).
 /// With the crate's `tracing` feature (on here), the processor logs one line per delivery
 /// with the event id, type, outcome, attempt and duration; never the secret or the body.

@@ -26,7 +26,7 @@ pub trait HasId {
 /// object.
 ///
 /// ```
-/// use stripe_webhooks::{Customer, Expandable};
+/// use stripe_webhooks::objects::{Customer, Expandable};
 ///
 /// let id: Expandable<Customer> = serde_json::from_str(r#""cus_1""#).unwrap();
 /// assert_eq!(id.id(), Some("cus_1"));

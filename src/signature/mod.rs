@@ -192,8 +192,9 @@ impl<'a> VerifiedPayload<'a> {
     ///
     /// # Errors
     ///
-    /// A [`ParseError`] only when the body is not a Stripe event at all; see
-    /// [`Event::from_slice`].
+    /// A [`ParseError`] only when the body is not a Stripe event at all:
+    /// [`ParseError::InvalidJson`], [`ParseError::NotAnEvent`] (no `id`, `type` or
+    /// `data.object`), or [`ParseError::ThinEventNotification`] for a v2 thin event.
     pub fn parse(&self) -> Result<Event, ParseError> {
         Event::from_slice(self.body)
     }
@@ -202,8 +203,8 @@ impl<'a> VerifiedPayload<'a> {
     ///
     /// # Errors
     ///
-    /// [`ParseError::SnapshotEvent`] for a v1 snapshot event, otherwise as
-    /// [`EventNotification::from_slice`].
+    /// [`ParseError::SnapshotEvent`] for a v1 snapshot event, otherwise
+    /// [`ParseError::InvalidJson`] or [`ParseError::NotAnEvent`].
     pub fn parse_notification(&self) -> Result<EventNotification, ParseError> {
         EventNotification::from_slice(self.body)
     }

@@ -84,7 +84,7 @@ pub fn event_json(id: &str, event_type: &str, object_json: &str) -> String {
 /// ```
 /// use stripe_webhooks::{testing, Event};
 /// let json = testing::event_for_type("evt_1", "invoice.payment_failed").unwrap();
-/// let event = Event::from_slice(json.as_bytes()).unwrap();
+/// let event = stripe_webhooks::dangerous::parse_unverified(json.as_bytes()).unwrap();
 /// assert!(matches!(event, Event::InvoicePaymentFailed(_)));
 /// ```
 pub fn event_for_type(id: &str, event_type: &str) -> Option<String> {

@@ -331,6 +331,21 @@ pub async fn extractor<Fut: Future<Output = String>>(serve: impl FnOnce(Arc<Proc
     assert_eq!(handler.runs(), 0);
 }
 
+/// Verification alone: `serve` mounts the `VerifiedEvent` handler on an app whose state
+/// is only the given `Verifier` (no store, no handler).
+pub async fn extractor_with_only_a_verifier<Fut: Future<Output = String>>(
+    serve: impl FnOnce(Verifier) -> Fut,
+) {
+    let url = serve(Verifier::new(SigningSecret::new(SECRET).unwrap())).await;
+    let (header, body) = signed("evt_verify_only");
+    let reply = post(&url, Some(JSON), Some(&header), body.clone()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "evt_verify_only");
+    let forged = testing::sign(body.as_bytes(), "whsec_other", testing::now());
+    let reply = post(&url, Some(JSON), Some(&forged), body).await;
+    assert_error(&reply, 400, "bad_signature");
+}
+
 /// The client gives up while the handler runs (as Stripe does after its timeout): the
 /// handler still finishes and the event is completed, so the retry is a duplicate.
 pub async fn client_disconnects<Fut: Future<Output = String>>(

@@ -128,7 +128,7 @@ static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PURGE]));
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
-/// use stripe_webhooks::{Claim, EventId, EventType, IdempotencyStore, RedisStore};
+/// use stripe_webhooks::{redis, Claim, EventId, EventType, IdempotencyStore, RedisStore};
 ///
 /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
 /// let conn = redis::aio::ConnectionManager::new(client).await?;

@@ -166,6 +166,20 @@ impl<DB: Dialect> SqlCore<DB> {
 impl<DB: Dialect> SqlCore<DB>
 where
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+{
+    /// Runs a script of several statements (a migration) in one simple-protocol message.
+    pub(crate) async fn run_script(&self, script: &str) -> Result<(), StoreError> {
+        sqlx::raw_sql(script)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+impl<DB: Dialect> SqlCore<DB>
+where
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,

@@ -127,11 +127,7 @@ impl PostgresStore {
             i64::from_ne_bytes(key.to_ne_bytes()),
             self.migration_sql()
         );
-        sqlx::raw_sql(&sql)
-            .execute(self.pool())
-            .await
-            .map_err(db_err)?;
-        Ok(())
+        self.core.run_script(&sql).await
     }
 
     /// Runs `handler` in inbox mode: see [`PostgresInbox`].

@@ -145,11 +145,7 @@ impl SqliteStore {
     ///
     /// [`StoreError::Unavailable`] if the statements fail.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::raw_sql(&self.migration_sql())
-            .execute(self.pool())
-            .await
-            .map_err(db_err)?;
-        Ok(())
+        self.core.run_script(&self.migration_sql()).await
     }
 
     /// Runs `handler` in inbox mode: see [`SqliteInbox`].

@@ -114,7 +114,7 @@ impl Dispatcher for StoreDispatcher {
         // Until the claim is settled, dropping this future (a client that went away, a
         // server that cancels requests) settles it from a task of its own: released
         // while the handler runs, completed once it has succeeded.
-        let mut guard = ClaimGuard::new(&self.store, token.clone());
+        let mut guard = ClaimGuard::new(&self.store, token.clone(), t);
         let handled = renewing_lease(
             &*self.store,
             &token,

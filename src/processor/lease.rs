@@ -34,13 +34,21 @@ enum Held {
 pub(super) struct ClaimGuard<'a> {
     store: &'a Arc<dyn IdempotencyStore>,
     held: Held,
+    /// The processor's store timeout, for the completion's calls.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    store_timeout: std::time::Duration,
 }
 
 impl<'a> ClaimGuard<'a> {
-    pub(super) fn new(store: &'a Arc<dyn IdempotencyStore>, token: ClaimToken) -> Self {
+    pub(super) fn new(
+        store: &'a Arc<dyn IdempotencyStore>,
+        token: ClaimToken,
+        store_timeout: std::time::Duration,
+    ) -> Self {
         Self {
             store,
             held: Held::Running(token),
+            store_timeout,
         }
     }
 
@@ -66,6 +74,7 @@ impl Drop for ClaimGuard<'_> {
         #[cfg(feature = "tokio")]
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let store = Arc::clone(self.store);
+            let t = self.store_timeout;
             runtime.spawn(async move {
                 match held {
                     Held::Running(token) => {
@@ -73,7 +82,6 @@ impl Drop for ClaimGuard<'_> {
                         let _ = store.release(&token, reason).await;
                     }
                     Held::Succeeded(token) => {
-                        let t = super::DEFAULT_STORE_TIMEOUT;
                         let _ = super::dispatch::complete(&*store, &token, t).await;
                     }
                     Held::Settled => {}

@@ -198,7 +198,10 @@ async fn postgres_inbox_state_read_is_under_the_store_timeout() {
     let (url, target) = pg_url_and_target();
     let proxy = stalling_proxy(target.clone(), b"SELECT status").await;
     // Plaintext, so the proxy can read the statements (the server also speaks TLS).
-    let proxied = format!("{}?sslmode=disable", url.replace(&target, &proxy.to_string()));
+    let proxied = format!(
+        "{}?sslmode=disable",
+        url.replace(&target, &proxy.to_string())
+    );
     let pool = stripe_webhooks::sqlx::postgres::PgPoolOptions::new()
         .connect(&proxied)
         .await

@@ -14,8 +14,9 @@ use crate::event::{Event, EventType};
 /// The future an [`EventRouter`] route returns: `Box::pin(async move { … })`.
 type RouteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
 
-/// Why a handler did not process an event. Any variant makes the processor release its
-/// claim and answer 500, so Stripe delivers the event again.
+/// Why a handler did not process an event. The processor answers 500, so Stripe delivers
+/// the event again, and releases its claim (except after
+/// [`LeaseLost`](Self::LeaseLost), when the claim may no longer be its own).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandlerError {
@@ -28,10 +29,12 @@ pub enum HandlerError {
     /// The handler ran past the processor's deadline and was dropped.
     #[error("handler passed its deadline of {0:?}")]
     DeadlineExceeded(Duration),
-    /// The handler was stopped because its claim's lease was lost: the store said
-    /// another delivery took the event over, or renewals failed until the lease may have
-    /// run out. Stopping it keeps two runs of the handler from overlapping; Stripe's
-    /// retry (or the delivery that took over) runs it again.
+    /// The processor stopped the handler because its claim's lease was lost: the store
+    /// said another delivery took the event over, or renewals failed until the lease may
+    /// have run out. Stopping it keeps two runs of the handler from overlapping; Stripe's
+    /// retry (or the delivery that took over) runs it again, and nothing is released,
+    /// since the claim may be another delivery's now. (A handler that returns this
+    /// itself is treated as any other failure.)
     #[error("handler stopped: its claim's lease was lost")]
     LeaseLost,
 }
@@ -50,7 +53,8 @@ impl HandlerError {
 }
 
 /// What the application does with each event. The processor calls it at most once per
-/// event at a time, and never again after it has succeeded.
+/// event at a time, and not again after it has succeeded and its completion was recorded
+/// (the README's "What it guarantees" lists the visible exceptions).
 ///
 /// ```
 /// use stripe_webhooks::{async_trait, Event, EventHandler, HandlerError};

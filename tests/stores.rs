@@ -22,6 +22,43 @@ async fn memory_store_conformance() {
 
 const LEASE: Duration = Duration::from_secs(30);
 
+/// A third-party store that implements only `IdempotencyStore` runs the claim behaviours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_admin_queries_runs_the_claim_behaviours() {
+    struct OnlyClaims(MemoryStore);
+    #[stripe_webhooks::async_trait]
+    impl IdempotencyStore for OnlyClaims {
+        async fn claim(
+            &self,
+            id: &EventId,
+            t: &EventType,
+            l: Duration,
+        ) -> Result<Claim, StoreError> {
+            self.0.claim(id, t, l).await
+        }
+        async fn complete(&self, t: &stripe_webhooks::ClaimToken) -> Result<(), StoreError> {
+            self.0.complete(t).await
+        }
+        async fn release(
+            &self,
+            t: &stripe_webhooks::ClaimToken,
+            r: &str,
+        ) -> Result<(), StoreError> {
+            self.0.release(t, r).await
+        }
+        async fn extend(
+            &self,
+            t: &stripe_webhooks::ClaimToken,
+            l: Duration,
+        ) -> Result<(), StoreError> {
+            self.0.extend(t, l).await
+        }
+    }
+    let clock = ManualClock::new(0);
+    let store = OnlyClaims(MemoryStore::new().with_clock(clock.clone()));
+    store_conformance::run_claims(Arc::new(store), LeaseTime::Manual(clock)).await;
+}
+
 #[tokio::test]
 async fn memory_store_evicts_completed_oldest_first_and_never_a_live_claim() {
     let clock = ManualClock::new(1_000_000);
@@ -167,6 +204,35 @@ async fn memory_store_bounds_failed_records() {
         ids.contains(&"evt_fail_999") && !ids.contains(&"evt_fail_0"),
         "{ids:?}"
     );
+}
+
+/// Completed records go before failed ones: a failure is still Stripe's to retry.
+#[tokio::test]
+async fn memory_store_evicts_completed_before_failed() {
+    let clock = ManualClock::new(0);
+    let store = MemoryStore::new()
+        .with_clock(clock.clone())
+        .with_max_records(2);
+    let Claim::Acquired(failed) = claim(&store, "evt_failed", LEASE).await else {
+        panic!()
+    };
+    store.release(&failed, "down").await.unwrap();
+    clock.advance(Duration::from_secs(1));
+    let Claim::Acquired(done) = claim(&store, "evt_done", LEASE).await else {
+        panic!()
+    };
+    store.complete(&done).await.unwrap();
+    claim(&store, "evt_new", LEASE).await;
+    assert!(store
+        .record(&EventId::new("evt_done"))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .record(&EventId::new("evt_failed"))
+        .await
+        .unwrap()
+        .is_some());
 }
 
 /// Processing records whose lease ended (a crashed delivery) are evicted before a live

@@ -43,6 +43,7 @@
 //! | another delivery holds the event | 409, `Retry-After` | `{"error":"in_progress"}` |
 //! | body over [`Processor::max_body`] (1 MiB by default) | 413 | `{"error":"payload_too_large"}` |
 //! | `Content-Type` missing or not `application/json` | 415 | `{"error":"unsupported_media_type"}` |
+//! | the body took longer than [`Processor::body_timeout`] (10 s) to arrive | 408 | `{"error":"body_timeout"}` |
 //! | the handler failed | 500 | `{"error":"handler_failed"}` |
 //! | the store is unreachable | 503 | `{"error":"store_unavailable"}` |
 //!
@@ -169,8 +170,8 @@ impl ResponseError for Rejection {
 ///
 /// It checks the content type (415), reads the body through actix-web's [`web::Bytes`]
 /// extractor (413 over the `web::PayloadConfig` limit, 256 KiB unless you raise it as
-/// below) within 10 s ([`DEFAULT_BODY_TIMEOUT`](crate::DEFAULT_BODY_TIMEOUT); 408
-/// after), verifies the signature (400) and parses the event (400). It does **not**
+/// below) within 10 s ([`DEFAULT_BODY_TIMEOUT`](crate::DEFAULT_BODY_TIMEOUT), fixed
+/// for the extractor; the ready service takes [`Processor::body_timeout`]; 408 after), verifies the signature (400) and parses the event (400). It does **not**
 /// claim the event: Stripe may deliver it more than once, so make your handler
 /// idempotent or pass the event to [`Processor::process_event`].
 ///

@@ -212,7 +212,8 @@ impl IntoResponse for Rejection {
 ///
 /// It checks the content type (415), reads the body through axum's [`Bytes`] extractor
 /// (so your `DefaultBodyLimit` applies: 2 MB unless you set it; 413 over it) within 10 s
-/// ([`DEFAULT_BODY_TIMEOUT`](crate::DEFAULT_BODY_TIMEOUT); 408 after), verifies the
+/// ([`DEFAULT_BODY_TIMEOUT`](crate::DEFAULT_BODY_TIMEOUT), fixed for the extractor; the
+/// ready route takes [`Processor::body_timeout`]; 408 after), verifies the
 /// signature (400) and parses the event (400). It does **not** claim the event: Stripe
 /// may deliver it more than once, so make your handler idempotent or pass the event to
 /// [`Processor::process_event`].

@@ -331,9 +331,10 @@ pub(crate) fn validate_name(name: &str, extra: &[char]) -> Result<(), StoreError
 ///   [`StoreError::Timeout`] mean the backend failed.
 /// - `release` may cut its reason to [`MAX_ERROR_LEN`] bytes.
 ///
-/// `testing::store_conformance` (feature `testing`) checks all of it: run it against your
-/// own store. The operator queries are a separate trait, [`StoreAdmin`], so that a store
-/// that only implements this one keeps compiling when queries are added.
+/// `testing::store_conformance` (feature `testing`) checks all of it: run its `run_all`
+/// against your own store, or `run_claims` if it does not implement [`StoreAdmin`]. The
+/// operator queries are that separate trait, so that a store that only implements this
+/// one keeps compiling when queries are added.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Claims `id` for `lease`.

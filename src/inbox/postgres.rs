@@ -66,6 +66,13 @@ impl<H> PostgresInbox<H> {
     }
 }
 
+impl PostgresStore {
+    /// Runs `handler` in inbox mode: see [`PostgresInbox`].
+    pub fn inbox<H: TransactionalHandler<Postgres>>(&self, handler: H) -> PostgresInbox<H> {
+        PostgresInbox::new(self.clone(), handler)
+    }
+}
+
 impl<H: TransactionalHandler<Postgres>> Inbox for PostgresInbox<H> {}
 impl<H: TransactionalHandler<Postgres>> Sealed for PostgresInbox<H> {}
 

@@ -34,7 +34,9 @@ const SAVEPOINT: &str = "stripe_webhooks_delivery";
 /// Every delivery is answered only once its
 /// transaction has committed; if the commit fails, every delivery in it is answered 503
 /// and Stripe delivers them again. A handler that fails rolls back its own savepoint
-/// (its writes and its claim), its failure is recorded, and the others are unaffected.
+/// (its writes and its claim), its failure is recorded in the batch (kept if the batch
+/// commits; if it does not, the event was answered 500 and comes back anyway), and the
+/// others are unaffected.
 ///
 /// A handler whose write makes SQLite roll back the whole transaction by itself (a
 /// column with `UNIQUE ON CONFLICT ROLLBACK`, a trigger with `RAISE(ROLLBACK)`,
@@ -119,6 +121,13 @@ impl<H> SqliteInbox<H> {
     /// The store underneath.
     pub fn store(&self) -> &SqliteStore {
         &self.store
+    }
+}
+
+impl SqliteStore {
+    /// Runs `handler` in inbox mode: see [`SqliteInbox`].
+    pub fn inbox<H: TransactionalHandler<Sqlite>>(&self, handler: H) -> SqliteInbox<H> {
+        SqliteInbox::new(self.clone(), handler)
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::lease::{renewing_lease, ClaimGuard};
+use super::lease::{renewing_lease, ClaimGuard, Handled};
 use super::outcome::OutcomeKind;
 use super::{DEFAULT_HANDLER_DEADLINE, DEFAULT_LEASE, DEFAULT_STORE_TIMEOUT};
 use crate::event::Event;
@@ -124,17 +124,18 @@ impl Dispatcher for StoreDispatcher {
         )
         .await;
         let dispatched = match handled {
-            Ok(()) => {
+            Handled::Finished(Ok(())) => {
                 guard.handler_succeeded();
                 let kind = complete(&*self.store, &token, t).await;
                 Dispatched::attempt(kind, token.attempt())
             }
             // The lease is gone: another delivery may hold the event now, so this one
             // has nothing to release.
-            Err(e @ HandlerError::LeaseLost) => {
-                Dispatched::attempt(OutcomeKind::HandlerFailed(e), token.attempt())
-            }
-            Err(e) => {
+            Handled::LeaseLost => Dispatched::attempt(
+                OutcomeKind::HandlerFailed(HandlerError::LeaseLost),
+                token.attempt(),
+            ),
+            Handled::Finished(Err(e)) => {
                 // If the release fails too, the lease expiring frees the event instead.
                 let _ = store_call(t, self.store.release(&token, &e.to_string())).await;
                 Dispatched::attempt(OutcomeKind::HandlerFailed(e), token.attempt())

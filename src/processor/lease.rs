@@ -9,6 +9,23 @@ use super::dispatch::DispatchSettings;
 use crate::handler::HandlerError;
 use crate::idempotency::{ClaimToken, IdempotencyStore};
 
+/// How the handler's run ended, as [`renewing_lease`] saw it.
+pub(super) enum Handled {
+    /// The handler returned (or failed, panicked, ran past its deadline).
+    Finished(Result<(), HandlerError>),
+    /// The processor stopped the handler: its lease was lost. Nothing is released; the
+    /// claim may be someone else's now.
+    LeaseLost,
+}
+
+/// `at + d`, or a far future when that overflows (a lease of `Duration::MAX`).
+#[cfg(feature = "tokio")]
+fn later(at: Instant, d: std::time::Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(std::time::Duration::from_secs(1 << 30)))
+        .unwrap_or(at)
+}
+
 /// Where a claim stands, for [`ClaimGuard`].
 enum Held {
     /// The handler runs (or failed and the claim is not yet released).
@@ -79,10 +96,12 @@ impl Drop for ClaimGuard<'_> {
                 match held {
                     Held::Running(token) => {
                         let reason = "delivery cancelled before the handler finished";
-                        let _ = store.release(&token, reason).await;
+                        // If this fails too, the lease running out frees the event.
+                        let _ = super::dispatch::store_call(t, store.release(&token, reason)).await;
                     }
                     Held::Succeeded(token) => {
-                        let _ = super::dispatch::complete(&*store, &token, t).await;
+                        let kind = super::dispatch::complete(&*store, &token, t).await;
+                        note_completion_after_drop(&token, &kind);
                     }
                     Held::Settled => {}
                 }
@@ -91,6 +110,22 @@ impl Drop for ClaimGuard<'_> {
         #[cfg(not(feature = "tokio"))]
         let _ = (held, self.store);
     }
+}
+
+/// A completion recorded for a dropped delivery that failed is an event that may run
+/// again: say so, as the delivery's own outcome would have.
+#[cfg(feature = "tokio")]
+fn note_completion_after_drop(token: &ClaimToken, kind: &super::OutcomeKind) {
+    #[cfg(feature = "tracing")]
+    if let super::OutcomeKind::CompletionNotRecorded(e) = kind {
+        tracing::error!(
+            event_id = token.event_id().as_str(),
+            error = %e,
+            "the handler succeeded but its completion could not be recorded after the delivery was dropped; the event may run again"
+        );
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = (token, kind);
 }
 
 /// Runs `work` (the handler) while renewing the claim's lease every third of the lease,
@@ -102,7 +137,8 @@ impl Drop for ClaimGuard<'_> {
 /// soon as the store says the claim is gone, or when the lease may have run out: more
 /// than 90% of a lease after the start of the last call that set it (the claim, or the
 /// last successful renewal). Past that point another delivery may claim the event, and
-/// two runs of one handler must never overlap.
+/// two runs of one handler must never overlap. (A handler is stopped at its next
+/// `.await`; work it spawned, or blocking code, runs on.)
 #[cfg(feature = "tokio")]
 pub(super) async fn renewing_lease(
     store: &dyn IdempotencyStore,
@@ -110,7 +146,7 @@ pub(super) async fn renewing_lease(
     settings: &DispatchSettings,
     claimed_at: Instant,
     work: impl Future<Output = Result<(), HandlerError>>,
-) -> Result<(), HandlerError> {
+) -> Handled {
     use std::task::Poll;
     use tokio::time::{sleep_until, timeout_at};
 
@@ -123,17 +159,17 @@ pub(super) async fn renewing_lease(
     let every = (lease / 3).max(Duration::from_millis(1));
     let safe = lease - lease / 10;
     // The lease certainly lasts until then; the handler stops there at the latest.
-    let mut held_until = claimed_at + safe;
-    let mut next_renewal = claimed_at + every;
+    let mut held_until = later(claimed_at, safe);
+    let mut next_renewal = later(claimed_at, every);
     let mut work = std::pin::pin!(work);
     loop {
         let wake = next_renewal.min(held_until);
         if let Ok(out) = timeout_at(wake.into(), work.as_mut()).await {
-            return out;
+            return Handled::Finished(out);
         }
         if Instant::now() >= held_until {
             note_lost("the lease may have run out while renewals failed");
-            return Err(HandlerError::LeaseLost);
+            return Handled::LeaseLost;
         }
         let started = Instant::now();
         let mut renew = std::pin::pin!(store_call(
@@ -149,13 +185,14 @@ pub(super) async fn renewing_lease(
                 }
             }
             if let Poll::Ready(out) = work.as_mut().poll(cx) {
-                return Poll::Ready(Some(out));
+                return Poll::Ready(Some(Handled::Finished(out)));
             }
             if renewed.is_some() {
                 return Poll::Ready(None);
             }
             if expiry.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Some(Err(HandlerError::LeaseLost)));
+                note_lost("the lease may have run out while a renewal was pending");
+                return Poll::Ready(Some(Handled::LeaseLost));
             }
             Poll::Pending
         })
@@ -165,16 +202,16 @@ pub(super) async fn renewing_lease(
         }
         match renewed {
             Some(Ok(())) => {
-                held_until = started + safe;
-                next_renewal = started + every;
+                held_until = later(started, safe);
+                next_renewal = later(started, every);
             }
             Some(Err(StoreError::LeaseLost { .. })) => {
                 note_lost("the store says another delivery took the claim over");
-                return Err(HandlerError::LeaseLost);
+                return Handled::LeaseLost;
             }
             Some(Err(e)) => {
                 note_renewal_failed(&e);
-                next_renewal = Instant::now() + every.min(Duration::from_secs(1));
+                next_renewal = later(Instant::now(), every.min(Duration::from_secs(1)));
             }
             None => {}
         }
@@ -190,8 +227,8 @@ pub(super) async fn renewing_lease(
     _settings: &DispatchSettings,
     _claimed_at: Instant,
     work: impl Future<Output = Result<(), HandlerError>>,
-) -> Result<(), HandlerError> {
-    work.await
+) -> Handled {
+    Handled::Finished(work.await)
 }
 
 #[cfg(feature = "tokio")]

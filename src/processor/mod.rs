@@ -33,6 +33,9 @@ pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 pub const DEFAULT_HANDLER_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a claim is leased by default. It is always at least twice the deadline.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// The longest lease the processor takes: longer ones (or a deadline that would need
+/// one) are cut to it, so lease arithmetic stays within every store's range.
+const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
 /// How long a store call may take by default before the delivery is answered 503.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the adapters wait by default for a request's whole body before answering
@@ -142,7 +145,8 @@ impl Processor {
         self.settings.lease = self
             .settings
             .lease
-            .max(deadline.unwrap_or_default().saturating_mul(2));
+            .max(deadline.unwrap_or_default().saturating_mul(2))
+            .min(MAX_LEASE);
         self
     }
 
@@ -151,12 +155,15 @@ impl Processor {
     ///
     /// While the handler runs, the processor renews the lease every third of it (with the
     /// `tokio` feature), so a slow handler is never taken over while its process is alive;
-    /// the lease only bounds how long a crashed delivery blocks the event. A delivery
-    /// whose future is dropped (the client went away) releases its claim.
+    /// the lease only bounds how long a crashed delivery blocks the event. If renewals
+    /// fail until the lease may have run out, the handler is stopped (500) rather than
+    /// run beside a redelivery. A delivery whose future is dropped releases its claim, or
+    /// completes it if the handler had already succeeded. The lease is at most one day.
     #[must_use]
     pub fn with_lease(mut self, lease: Duration) -> Self {
-        self.settings.lease =
-            lease.max(self.settings.deadline.unwrap_or_default().saturating_mul(2));
+        self.settings.lease = lease
+            .max(self.settings.deadline.unwrap_or_default().saturating_mul(2))
+            .min(MAX_LEASE);
         self
     }
 

@@ -317,7 +317,7 @@ impl Verifier {
         self
     }
 
-    /// Replaces the clock, for example with a [`FixedClock`] in tests or replays.
+    /// Replaces the clock, for example with a [`FixedClock`](crate::FixedClock) in tests or replays.
     #[must_use]
     pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Arc::new(clock);

@@ -82,17 +82,49 @@ async fn acquire<S: IdempotencyStore + ?Sized>(
     }
 }
 
-/// Runs every behaviour in turn.
+/// Runs every behaviour in turn: [`run_claims`], then those that read records back
+/// through [`StoreAdmin`].
 pub async fn run_all<S: StoreAdmin>(store: Arc<S>, time: LeaseTime) {
+    run_claims(Arc::clone(&store), time.clone()).await;
     first_claim_acquires(&*store).await;
-    live_claim_is_in_progress(&*store).await;
     complete_leads_to_completed(&*store).await;
     release_makes_claimable_again(&*store).await;
-    expired_lease_is_taken_over(&*store, &time).await;
     zombie_cannot_complete(&*store, &time).await;
+}
+
+/// Runs the behaviours that need only [`IdempotencyStore`], for a store that does not
+/// implement [`StoreAdmin`].
+pub async fn run_claims<S: IdempotencyStore>(store: Arc<S>, time: LeaseTime) {
+    claim_complete_release_cycle(&*store).await;
+    live_claim_is_in_progress(&*store).await;
+    expired_lease_is_taken_over(&*store, &time).await;
     extend_keeps_the_claim(&*store, &time).await;
     foreign_token_is_rejected(&*store).await;
-    concurrent_claims_acquire_once(store.clone(), 50).await;
+    concurrent_claims_acquire_once(store, 50).await;
+}
+
+/// Claim, release, claim again (attempt 2), complete: then every claim is `Completed`,
+/// and the finished claim can no longer be completed or released.
+pub async fn claim_complete_release_cycle<S: IdempotencyStore + ?Sized>(store: &S) {
+    let id = fresh_id("cycle");
+    let first = acquire(store, &id, LONG).await;
+    assert_eq!((first.attempt(), first.event_id()), (1, &id));
+    store.release(&first, "try again").await.unwrap();
+    let second = acquire(store, &id, LONG).await;
+    assert_eq!(second.attempt(), 2);
+    assert!(matches!(
+        store.complete(&first).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    store.complete(&second).await.unwrap();
+    assert_eq!(
+        store.claim(&id, &TYPE, LONG).await.unwrap(),
+        Claim::Completed
+    );
+    assert!(matches!(
+        store.release(&second, "late").await,
+        Err(StoreError::LeaseLost { .. })
+    ));
 }
 
 /// The first claim of an id acquires it, attempt 1, and the record says processing.

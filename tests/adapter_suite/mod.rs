@@ -389,8 +389,9 @@ pub async fn client_disconnects<Fut: Future<Output = String>>(
     assert_eq!(handler.runs(), 1);
 }
 
-/// A client that sends its headers and part of its body, then stalls, is answered 408
-/// once the processor's body timeout passes, and nothing runs.
+/// A client that trickles its body, a byte every 100 ms (never idle for long), is
+/// answered 408 once the processor's body timeout has passed in all: the deadline is on
+/// the whole body, not on each read. Nothing runs.
 pub async fn slow_body_is_408<Fut: Future<Output = String>>(
     serve: impl FnOnce(Arc<Processor>) -> Fut,
 ) {
@@ -404,20 +405,28 @@ pub async fn slow_body_is_408<Fut: Future<Output = String>>(
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
     let (header, body) = signed("evt_trickle");
-    let mut conn = tokio::net::TcpStream::connect(host).await.unwrap();
+    let conn = tokio::net::TcpStream::connect(host).await.unwrap();
+    let (mut rd, mut wr) = conn.into_split();
     let head = format!(
         "POST /{path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: {JSON}\r\n\
          stripe-signature: {header}\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(&body.as_bytes()[..100]).await.unwrap();
-    // Stall far longer than the timeout; the server must answer on its own.
+    wr.write_all(head.as_bytes()).await.unwrap();
+    // Up to 20 s of trickling (the body is several KiB), stopped by the answer.
+    let trickle = tokio::spawn(async move {
+        for byte in body.into_bytes().into_iter().take(200) {
+            if wr.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
     let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), async {
+    let read = tokio::time::timeout(Duration::from_secs(15), async {
         let mut buf = [0_u8; 1024];
         loop {
-            let n = conn.read(&mut buf).await.unwrap_or(0);
+            let n = rd.read(&mut buf).await.unwrap_or(0);
             if n == 0 {
                 break;
             }
@@ -428,6 +437,7 @@ pub async fn slow_body_is_408<Fut: Future<Output = String>>(
         }
     })
     .await;
+    trickle.abort();
     assert!(read.is_ok(), "no answer while the body trickles");
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");

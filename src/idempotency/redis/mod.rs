@@ -93,8 +93,8 @@ static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PURGE]));
 /// ([`with_retention`](Self::with_retention), [`DEFAULT_RETENTION`] by default) after it
 /// was completed or released, and a processing record for its lease plus the retention,
 /// so it never vanishes while its lease is live.
-/// [`purge_expired`](IdempotencyStore::purge_expired) only drops the ids of expired
-/// failed records from `{prefix}:failed` ([`failed_events`](IdempotencyStore::failed_events)
+/// [`purge_expired`](crate::StoreAdmin::purge_expired) only drops the ids of expired
+/// failed records from `{prefix}:failed` ([`failed_events`](crate::StoreAdmin::failed_events)
 /// drops those it meets too); run it now and then, for example daily, so that set does
 /// not grow.
 ///

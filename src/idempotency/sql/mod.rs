@@ -369,9 +369,44 @@ where
     }
 }
 
-/// The trait impls of a SQL store: each call goes to its `core`.
+/// What the two SQL stores share, written once: their settings and accessors, and the
+/// trait impls; each call goes to the store's `core`.
 macro_rules! store_impls {
-    ($store:ty) => {
+    ($store:ty, $pool:ty) => {
+        impl $store {
+            /// Uses another table name (as written, without quoting).
+            ///
+            /// # Errors
+            ///
+            /// [`StoreError::InvalidConfig`](crate::StoreError::InvalidConfig) unless the
+            /// name is 1 to 63 ASCII letters, digits or underscores, not starting with a
+            /// digit.
+            pub fn with_table(
+                mut self,
+                table: &str,
+            ) -> Result<Self, $crate::idempotency::StoreError> {
+                self.core = self.core.with_table(table)?;
+                Ok(self)
+            }
+
+            /// How long completed and failed records are kept (30 days by default).
+            #[must_use]
+            pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
+                self.core.retention = retention;
+                self
+            }
+
+            /// The pool.
+            pub fn pool(&self) -> &$pool {
+                &self.core.pool
+            }
+
+            /// The schema for this store's table name, for your own migration tool.
+            pub fn migration_sql(&self) -> String {
+                self.core.migration_sql()
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::idempotency::IdempotencyStore for $store {
             async fn claim(

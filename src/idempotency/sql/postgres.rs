@@ -6,7 +6,6 @@ use sqlx::{PgPool, Postgres};
 
 use super::{db_err, SqlCore};
 use crate::idempotency::StoreError;
-use crate::inbox::{PostgresInbox, TransactionalHandler};
 
 /// The schema, as shipped in `migrations/postgres/0001_webhook_events.sql`, for the
 /// default table name. Use [`PostgresStore::migration_sql`] for a renamed table.
@@ -18,7 +17,7 @@ pub(crate) fn is_lock_timeout(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
 }
 
-/// An [`IdempotencyStore`] in PostgreSQL: the store for services with several replicas.
+/// An [`IdempotencyStore`](crate::IdempotencyStore) in PostgreSQL: the store for services with several replicas.
 ///
 /// Claims are one `INSERT … ON CONFLICT DO UPDATE … WHERE … RETURNING` statement, and lease
 /// expiry is judged by the database's clock (`now()`), never a replica's.
@@ -78,34 +77,6 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(5))
     }
 
-    /// Uses another table name (optionally without a schema; it is used as written).
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::InvalidConfig`] unless the name is 1 to 63 ASCII letters, digits or
-    /// underscores, not starting with a digit.
-    pub fn with_table(mut self, table: &str) -> Result<Self, StoreError> {
-        self.core = self.core.with_table(table)?;
-        Ok(self)
-    }
-
-    /// How long completed and failed records are kept.
-    #[must_use]
-    pub fn with_retention(mut self, retention: Duration) -> Self {
-        self.core.retention = retention;
-        self
-    }
-
-    /// The pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.core.pool
-    }
-
-    /// The schema for this store's table name, for your own migration tool.
-    pub fn migration_sql(&self) -> String {
-        self.core.migration_sql()
-    }
-
     /// Creates the table and its indexes if they are missing. Safe to run again, and from
     /// several replicas at once (it takes a transaction-scoped advisory lock).
     ///
@@ -129,11 +100,6 @@ impl PostgresStore {
         );
         self.core.run_script(&sql).await
     }
-
-    /// Runs `handler` in inbox mode: see [`PostgresInbox`].
-    pub fn inbox<H: TransactionalHandler<Postgres>>(&self, handler: H) -> PostgresInbox<H> {
-        PostgresInbox::new(self.clone(), handler)
-    }
 }
 
-super::store_impls!(PostgresStore);
+super::store_impls!(PostgresStore, PgPool);

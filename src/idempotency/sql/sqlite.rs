@@ -8,7 +8,6 @@ use sqlx::{Sqlite, SqlitePool};
 
 use super::{db_err, SqlCore};
 use crate::idempotency::StoreError;
-use crate::inbox::{SqliteInbox, TransactionalHandler};
 
 /// The schema, as shipped in `migrations/sqlite/0001_webhook_events.sql`, for the default
 /// table name. Use [`SqliteStore::migration_sql`] for a renamed table.
@@ -31,7 +30,7 @@ pub(crate) fn sqlite_code(e: &sqlx::Error) -> Option<i32> {
     }
 }
 
-/// An [`IdempotencyStore`] in a SQLite database: durable across restarts, and safe for
+/// An [`IdempotencyStore`](crate::IdempotencyStore) in a SQLite database: durable across restarts, and safe for
 /// several processes sharing one file.
 ///
 /// Claims are one `INSERT … ON CONFLICT DO UPDATE … WHERE … RETURNING` statement, and lease
@@ -110,34 +109,6 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
     }
 
-    /// Uses another table name.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::InvalidConfig`] unless the name is 1 to 63 ASCII letters, digits or
-    /// underscores, not starting with a digit.
-    pub fn with_table(mut self, table: &str) -> Result<Self, StoreError> {
-        self.core = self.core.with_table(table)?;
-        Ok(self)
-    }
-
-    /// How long completed and failed records are kept.
-    #[must_use]
-    pub fn with_retention(mut self, retention: Duration) -> Self {
-        self.core.retention = retention;
-        self
-    }
-
-    /// The pool.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.core.pool
-    }
-
-    /// The schema for this store's table name, for your own migration tool.
-    pub fn migration_sql(&self) -> String {
-        self.core.migration_sql()
-    }
-
     /// Creates the table and its indexes if they are missing. Safe to run again, and from
     /// several processes.
     ///
@@ -147,11 +118,6 @@ impl SqliteStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         self.core.run_script(&self.migration_sql()).await
     }
-
-    /// Runs `handler` in inbox mode: see [`SqliteInbox`].
-    pub fn inbox<H: TransactionalHandler<Sqlite>>(&self, handler: H) -> SqliteInbox<H> {
-        SqliteInbox::new(self.clone(), handler)
-    }
 }
 
-super::store_impls!(SqliteStore);
+super::store_impls!(SqliteStore, SqlitePool);

@@ -14,7 +14,8 @@ pub(super) enum Handled {
     /// The handler returned (or failed, panicked, ran past its deadline).
     Finished(Result<(), HandlerError>),
     /// The processor stopped the handler: its lease was lost. Nothing is released; the
-    /// claim may be someone else's now.
+    /// claim may be someone else's now. (Only with the `tokio` feature's timers.)
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     LeaseLost,
 }
 

@@ -13,4 +13,7 @@ if [ -z "${DATABASE_URL_TEST:-}" ] || [ -z "${REDIS_URL_TEST:-}" ] || [ -z "${RE
   trap 'scripts/services.sh stop' EXIT
 fi
 export DATABASE_URL_TEST REDIS_URL_TEST REDIS_TLS_URL_TEST TLS_CA_TEST
+# The example services run as processes in tests/examples.rs: build their binaries first
+# (`cargo test` builds examples with `test = true` as test harnesses only).
+cargo build --all-features --examples
 cargo test --all-features "$@"

@@ -10,7 +10,8 @@ pub fn verifier_at(now: i64) -> Verifier {
     Verifier::new(SigningSecret::new(SECRET).unwrap()).with_clock(FixedClock(now))
 }
 
-/// The path of an example binary that `cargo test --all-features` built beside this test:
+/// The path of an example binary built beside this test by
+/// `cargo build --all-features --examples` (scripts/test.sh runs it first):
 /// target/debug/deps/<test>-… → target/debug/examples/<name>.
 pub fn example_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -23,7 +24,7 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
         .join(name);
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build --example {name} --all-features` (cargo test --all-features does)",
+        "{} is missing: build the examples first with `cargo build --all-features --examples` (scripts/test.sh does)",
         path.display()
     );
     path

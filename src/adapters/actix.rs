@@ -224,7 +224,7 @@ impl FromRequest for VerifiedEvent {
             };
             common::check_content_type(header(&request, CONTENT_TYPE.as_str()))?;
             let body =
-                common::read_within(common::EXTRACTOR_BODY_TIMEOUT, read_body(&request, payload))
+                common::read_within(crate::DEFAULT_BODY_TIMEOUT, read_body(&request, payload))
                     .await?;
             common::verify_event(&verifier, header(&request, common::SIGNATURE_HEADER), &body)
                 .map(VerifiedEvent)

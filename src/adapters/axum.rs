@@ -262,7 +262,7 @@ where
         let verifier = Verifier::from_ref(state);
         common::check_content_type(header(request.headers(), CONTENT_TYPE.as_str()))?;
         let signature = request.headers().get(common::SIGNATURE_HEADER).cloned();
-        let body = common::read_within(common::EXTRACTOR_BODY_TIMEOUT, read_body(request)).await?;
+        let body = common::read_within(crate::DEFAULT_BODY_TIMEOUT, read_body(request)).await?;
         common::verify_event(
             &verifier,
             signature.as_ref().map(HeaderValue::as_bytes),

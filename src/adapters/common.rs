@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::event::{Event, ParseError};
-use crate::processor::{Answer, Outcome, Processor, DEFAULT_BODY_TIMEOUT};
+use crate::processor::{Answer, Outcome, Processor};
 use crate::signature::{SignatureError, Verifier};
 
 /// Why an adapter refused a request before (or instead of) processing it. Its status and
@@ -31,7 +31,7 @@ pub enum Rejection {
     #[error("request body could not be read")]
     BodyUnreadable(#[source] Box<dyn StdError + Send + Sync>),
     /// The body did not arrive within the read deadline
-    /// ([`Processor::body_timeout`], [`DEFAULT_BODY_TIMEOUT`] for the extractors): a
+    /// ([`Processor::body_timeout`], [`DEFAULT_BODY_TIMEOUT`](crate::DEFAULT_BODY_TIMEOUT) for the extractors): a
     /// client trickling its body is cut off. 408 `body_timeout`.
     #[error("request body did not arrive within {0:?}")]
     BodyTimeout(Duration),
@@ -206,9 +206,6 @@ pub(crate) async fn read_within<T>(
         .await
         .unwrap_or(Err(Rejection::BodyTimeout(deadline)))
 }
-
-/// The read deadline of the `VerifiedEvent` extractors, which have no processor to ask.
-pub(crate) const EXTRACTOR_BODY_TIMEOUT: Duration = DEFAULT_BODY_TIMEOUT;
 
 /// What the `VerifiedEvent` extractors do once they have the body (after
 /// [`check_content_type`]): verify, parse.

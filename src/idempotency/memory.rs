@@ -150,21 +150,30 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn with_claim<T>(
+    /// Changes the claimed record with `f`, if the token still holds it, then files the
+    /// record in the eviction queue of the status it `settles` into, if any.
+    fn with_claim(
         &self,
         token: &ClaimToken,
-        f: impl FnOnce(&mut Inner, i64) -> T,
-    ) -> Result<T, StoreError> {
+        settles: Option<RecordStatus>,
+        f: impl FnOnce(&mut Rec, i64),
+    ) -> Result<(), StoreError> {
         let now = self.clock.now_millis();
         let mut inner = self.lock();
-        match inner.records.get(token.event_id()) {
+        match inner.records.get_mut(token.event_id()) {
             Some(rec) if rec.fence == token.fence() && rec.status == RecordStatus::Processing => {
-                Ok(f(&mut inner, now))
+                f(rec, now);
             }
-            _ => Err(StoreError::LeaseLost {
-                event_id: token.event_id().clone(),
-            }),
+            _ => {
+                return Err(StoreError::LeaseLost {
+                    event_id: token.event_id().clone(),
+                })
+            }
         }
+        if let Some(status) = settles {
+            inner.settled(token.event_id(), status, now);
+        }
+        Ok(())
     }
 }
 
@@ -305,34 +314,26 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
-        self.with_claim(token, |inner, now| {
-            if let Some(rec) = inner.records.get_mut(token.event_id()) {
-                rec.status = RecordStatus::Completed;
-                rec.completed_at_ms = Some(now);
-                rec.updated_ms = now;
-            }
-            inner.settled(token.event_id(), RecordStatus::Completed, now);
+        self.with_claim(token, Some(RecordStatus::Completed), |rec, now| {
+            rec.status = RecordStatus::Completed;
+            rec.completed_at_ms = Some(now);
+            rec.updated_ms = now;
         })
     }
 
     async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
-        self.with_claim(token, |inner, now| {
-            if let Some(rec) = inner.records.get_mut(token.event_id()) {
-                rec.status = RecordStatus::Failed;
-                rec.last_error = Some(truncate_error(reason).to_owned());
-                rec.lease_until_ms = now;
-                rec.updated_ms = now;
-            }
-            inner.settled(token.event_id(), RecordStatus::Failed, now);
+        self.with_claim(token, Some(RecordStatus::Failed), |rec, now| {
+            rec.status = RecordStatus::Failed;
+            rec.last_error = Some(truncate_error(reason).to_owned());
+            rec.lease_until_ms = now;
+            rec.updated_ms = now;
         })
     }
 
     async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
-        self.with_claim(token, |inner, now| {
-            if let Some(rec) = inner.records.get_mut(token.event_id()) {
-                rec.lease_until_ms = now.saturating_add(ms(lease));
-                rec.updated_ms = now;
-            }
+        self.with_claim(token, None, |rec, now| {
+            rec.lease_until_ms = now.saturating_add(ms(lease));
+            rec.updated_ms = now;
         })
     }
 }

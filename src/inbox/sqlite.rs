@@ -98,6 +98,33 @@ pub struct SqliteInbox<H> {
     store: SqliteStore,
     handler: H,
     engine: GroupCommit,
+    sql: InboxSql,
+}
+
+/// The inbox's statements, built once from the store's: each delivery's claim in a
+/// savepoint of its own (releasing the previous delivery's first, when one is open), and
+/// the undo of a failed delivery.
+struct InboxSql {
+    claim_first: String,
+    claim_next: String,
+    undo: String,
+}
+
+impl InboxSql {
+    fn new(store: &SqliteStore) -> Self {
+        let sql = &store.core.sql;
+        Self {
+            claim_first: format!("SAVEPOINT {SAVEPOINT}; {}", sql.claim_completed),
+            claim_next: format!(
+                "RELEASE {SAVEPOINT}; SAVEPOINT {SAVEPOINT}; {}",
+                sql.claim_completed
+            ),
+            undo: format!(
+                "ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}; {}",
+                sql.record_failure
+            ),
+        }
+    }
 }
 
 impl<H> fmt::Debug for SqliteInbox<H> {
@@ -111,10 +138,12 @@ impl<H> fmt::Debug for SqliteInbox<H> {
 impl<H> SqliteInbox<H> {
     pub(crate) fn new(store: SqliteStore, handler: H) -> Self {
         let engine = GroupCommit::new(store.pool().clone());
+        let sql = InboxSql::new(&store);
         Self {
             store,
             handler,
             engine,
+            sql,
         }
     }
 
@@ -308,16 +337,13 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
         let fence = ClaimToken::new(id.clone(), 0).fence_hex();
         // The previous delivery's savepoint is released by this one's first statement.
         let claim = if batch.savepoint_open {
-            format!(
-                "RELEASE {SAVEPOINT}; SAVEPOINT {SAVEPOINT}; {}",
-                core.sql.claim_completed
-            )
+            &self.sql.claim_next
         } else {
-            format!("SAVEPOINT {SAVEPOINT}; {}", core.sql.claim_completed)
+            &self.sql.claim_first
         };
         let claimed = store_call(t, async {
             match core
-                .claim_on(&mut *batch.tx, &claim, id, event.event_type(), &fence, None)
+                .claim_on(&mut *batch.tx, claim, id, event.event_type(), &fence, None)
                 .await
             {
                 Ok(claimed) => Ok(Some(claimed)),
@@ -372,16 +398,12 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
             Err(e) => {
                 // Undo this delivery's savepoint (its claim and its writes) and record
                 // the failure in the batch, so Stripe's retry runs it again.
-                let undo = format!(
-                    "ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}; {}",
-                    core.sql.record_failure
-                );
                 let reason = e.to_string();
                 let undone = store_call(t, async {
                     let recorded = core
                         .record_failure_on(
                             &mut *batch.tx,
-                            &undo,
+                            &self.sql.undo,
                             id,
                             event.event_type(),
                             attempt,

@@ -19,14 +19,6 @@ pub(super) enum Handled {
     LeaseLost,
 }
 
-/// `at + d`, or a far future when that overflows (a lease of `Duration::MAX`).
-#[cfg(feature = "tokio")]
-fn later(at: Instant, d: std::time::Duration) -> Instant {
-    at.checked_add(d)
-        .or_else(|| at.checked_add(std::time::Duration::from_secs(1 << 30)))
-        .unwrap_or(at)
-}
-
 /// Where a claim stands, for [`ClaimGuard`].
 enum Held {
     /// The handler runs (or failed and the claim is not yet released).
@@ -156,12 +148,13 @@ pub(super) async fn renewing_lease(
 
     use std::time::Duration;
 
+    // At most a day (`MAX_LEASE`), so no instant below can overflow.
     let lease = settings.lease;
     let every = (lease / 3).max(Duration::from_millis(1));
     let safe = lease - lease / 10;
     // The lease certainly lasts until then; the handler stops there at the latest.
-    let mut held_until = later(claimed_at, safe);
-    let mut next_renewal = later(claimed_at, every);
+    let mut held_until = claimed_at + safe;
+    let mut next_renewal = claimed_at + every;
     let mut work = std::pin::pin!(work);
     loop {
         let wake = next_renewal.min(held_until);
@@ -203,8 +196,8 @@ pub(super) async fn renewing_lease(
         }
         match renewed {
             Some(Ok(())) => {
-                held_until = later(started, safe);
-                next_renewal = later(started, every);
+                held_until = started + safe;
+                next_renewal = started + every;
             }
             Some(Err(StoreError::LeaseLost { .. })) => {
                 note_lost("the store says another delivery took the claim over");
@@ -212,7 +205,7 @@ pub(super) async fn renewing_lease(
             }
             Some(Err(e)) => {
                 note_renewal_failed(&e);
-                next_renewal = later(Instant::now(), every.min(Duration::from_secs(1)));
+                next_renewal = Instant::now() + every.min(Duration::from_secs(1));
             }
             None => {}
         }

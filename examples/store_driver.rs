@@ -7,12 +7,14 @@
 //! Run with: `cargo run --example store_driver --all-features -- --backend sqlite --url events.db --name demo --deliveries deliveries.jsonl`
 
 use std::error::Error;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stripe_webhooks::sqlx::{self, PgPool, Postgres, Sqlite, SqlitePool};
 use stripe_webhooks::{
-    async_trait, Event, EventHandler, HandlerError, PostgresStore, Processor, RedisStore,
-    SqliteStore, TransactionalHandler, Verifier,
+    async_trait, Event, EventHandler, EventNotification, HandlerError, IdempotencyStore,
+    PostgresStore, Processor, RedisStore, SqliteStore, ThinEventHandler, TransactionalHandler,
+    Verifier,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -82,8 +84,21 @@ struct Effect {
 impl EventHandler for Effect {
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
         maybe_hang(&self.hang_on, event, "HANDLING").await;
+        self.record(event.id().as_str()).await
+    }
+}
+
+/// A thin event's effect is recorded under its dedupe key: its snapshot twin's id.
+#[async_trait]
+impl ThinEventHandler for Effect {
+    async fn handle(&self, n: &EventNotification) -> Result<(), HandlerError> {
+        self.record(n.dedupe_key().as_str()).await
+    }
+}
+
+impl Effect {
+    async fn record(&self, id: &str) -> Result<(), HandlerError> {
         tokio::time::sleep(Duration::from_millis(3)).await;
-        let id = event.id().as_str();
         match &self.effects {
             Effects::Sqlite(pool, t) => {
                 sqlx::query(&format!("INSERT INTO {t} (event_id) VALUES (?1)"))
@@ -112,6 +127,12 @@ impl EventHandler for Effect {
         }
         .map_err(HandlerError::new)
     }
+}
+
+/// A processor that takes snapshot and thin payloads on one route, with one effect.
+fn both(verifier: Verifier, store: impl IdempotencyStore, effect: Effect) -> Processor {
+    let effect = Arc::new(effect);
+    Processor::new(verifier, store, Arc::clone(&effect)).with_thin_handler(effect)
 }
 
 struct InboxEffect {
@@ -183,7 +204,7 @@ async fn processor(a: &Args) -> Result<Processor, Box<dyn Error>> {
                 )
             } else {
                 let effects = Effects::Sqlite(store.pool().clone(), effects_table);
-                Processor::new(
+                both(
                     verifier,
                     store,
                     Effect {
@@ -219,7 +240,7 @@ async fn processor(a: &Args) -> Result<Processor, Box<dyn Error>> {
                     }),
                 )
             } else {
-                Processor::new(
+                both(
                     verifier,
                     store,
                     Effect {
@@ -234,7 +255,7 @@ async fn processor(a: &Args) -> Result<Processor, Box<dyn Error>> {
             let conn = redis::aio::ConnectionManager::new(client).await?;
             let store = RedisStore::new(conn.clone()).with_prefix(&a.name)?;
             let effects = Effects::Redis(conn, format!("{}:effects", a.name));
-            Processor::new(
+            both(
                 verifier,
                 store,
                 Effect {

@@ -102,6 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(any(feature = "axum", feature = "actix-web"))]
 mod adapters;
 mod clock;
+pub mod cloud;
 mod error;
 mod event;
 mod handler;
@@ -127,9 +128,11 @@ pub use clock::{Clock, FixedClock, ManualClock, SystemClock};
 pub use error::Error;
 pub use event::{
     Envelope, Event, EventId, EventNotification, EventRequest, EventType, ObjectError, ParseError,
-    RelatedObject, TypedEvent, UnknownEvent, UnparsedEvent, Untyped,
+    RelatedObject, ThinEventType, TypedEvent, UnknownEvent, UnparsedEvent, Untyped,
 };
-pub use handler::{EventHandler, EventRouter, HandlerError};
+pub use handler::{
+    AccountFilter, EventHandler, EventRouter, HandlerError, ThinEventHandler, ThinEventRouter,
+};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use idempotency::RedisStore;
@@ -179,6 +182,15 @@ pub use sqlx;
 #[cfg(all(doctest, feature = "axum", feature = "sqlite"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The parts of a thin event notification ([`EventNotification`]): its reason, its
+/// changes, and the typed `data` of the types that carry one.
+pub mod thin {
+    pub use crate::event::{
+        EventChanges, EventReason, InvoiceUpcoming, MeterErrorReason, MeterErrorReport,
+        MeterErrorType, MeterSampleError, MeterSampleRequest, ReasonRequest, ThinEventData,
+    };
+}
 
 /// Escape hatches that skip verification. Everything here is unsafe in the security sense.
 pub mod dangerous {

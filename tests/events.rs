@@ -264,8 +264,11 @@ const THIN: &str = r#"{"id":"evt_test_65R9","object":"v2.core.event","type":"v1.
 #[test]
 fn thin_events_parse_with_their_own_parser() {
     let n = stripe_webhooks::dangerous::parse_unverified_notification(THIN.as_bytes()).unwrap();
-    assert_eq!(n.id, "evt_test_65R9");
-    assert_eq!(n.event_type, "v1.billing.meter.error_report_triggered");
+    assert_eq!(n.id.as_str(), "evt_test_65R9");
+    assert_eq!(
+        n.event_type.as_str(),
+        "v1.billing.meter.error_report_triggered"
+    );
     let rel = n.related_object.unwrap();
     assert_eq!(rel.object_type, "billing.meter");
     assert_eq!(rel.url, "/v1/billing/meters/mtr_123");

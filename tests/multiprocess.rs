@@ -164,6 +164,38 @@ async fn sql_effects(backend: &str, url: &str, name: &str) -> i64 {
     }
 }
 
+/// `changes` changes, each delivered as a snapshot event and as its thin twin (signed
+/// with the same secret, as one route taking both would see them), shuffled and dealt
+/// into `procs` files.
+fn deal_pairs(name: &str, changes: usize, procs: usize) -> Vec<PathBuf> {
+    let dir = std::env::temp_dir().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files: Vec<Vec<String>> = vec![Vec::new(); procs];
+    for i in 0..changes {
+        let (snapshot, thin) = testing::event_pair(
+            &format!("evt_{name}_{i}"),
+            "customer.updated",
+            &format!("cus_{i}"),
+        );
+        let signed = |body: String| {
+            let header = testing::sign(body.as_bytes(), SECRET, testing::now());
+            serde_json::json!({ "header": header, "body": body }).to_string()
+        };
+        // The two deliveries of one change always go to two different processes.
+        files[i % procs].push(signed(snapshot));
+        files[(i + 1) % procs].push(signed(thin));
+    }
+    files
+        .iter()
+        .enumerate()
+        .map(|(p, lines)| {
+            let path = dir.join(format!("pairs_{p}.jsonl"));
+            std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+            path
+        })
+        .collect()
+}
+
 fn assert_only_200_409(counts: &HashMap<u16, usize>, total: usize) {
     assert_eq!(counts.values().sum::<usize>(), total, "{counts:?}");
     assert!(
@@ -203,6 +235,66 @@ async fn four_processes_share_redis_exactly_once() {
         .await
         .unwrap();
     assert_eq!(effects, 100);
+}
+
+/// One change delivered as a snapshot event and as a thin event, at once, to two
+/// processes: the application's work runs once (the thin event is claimed under its
+/// `snapshot_event`), on every shared store.
+async fn snapshot_and_thin_twins_run_once(backend: &str, url: &str, name: &str) -> i64 {
+    let files = deal_pairs(name, 100, 2);
+    let counts = run_round(backend, url, name, &files, &[]);
+    assert_only_200_409(&counts, 200);
+    // Retries of all of it, as Stripe would send: nothing runs again.
+    let again = run_round(backend, url, name, &files, &[]);
+    assert_eq!(again.get(&200), Some(&200), "{again:?}");
+    match backend {
+        "redis" => {
+            let client = redis::Client::open(url).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            redis::cmd("LLEN")
+                .arg(format!("{name}:effects"))
+                .query_async(&mut conn)
+                .await
+                .unwrap()
+        }
+        _ => sql_effects(backend, url, name).await,
+    }
+}
+
+#[tokio::test]
+async fn snapshot_and_thin_twins_run_once_on_postgres() {
+    let _serial = SERIAL.lock().await;
+    let (url, name) = (pg_url(), unique("pg_twins"));
+    let _dir = common::TempDir::at(&name);
+    assert_eq!(
+        snapshot_and_thin_twins_run_once("postgres", &url, &name).await,
+        100
+    );
+}
+
+#[tokio::test]
+async fn snapshot_and_thin_twins_run_once_on_redis() {
+    let _serial = SERIAL.lock().await;
+    let (url, name) = (redis_url(), unique("redis_twins"));
+    let _dir = common::TempDir::at(&name);
+    assert_eq!(
+        snapshot_and_thin_twins_run_once("redis", &url, &name).await,
+        100
+    );
+}
+
+#[tokio::test]
+async fn snapshot_and_thin_twins_run_once_on_sqlite() {
+    let _serial = SERIAL.lock().await;
+    let name = unique("sqlite_twins");
+    let _dir = common::TempDir::at(&name);
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("events.db").display().to_string();
+    assert_eq!(
+        snapshot_and_thin_twins_run_once("sqlite", &db, &name).await,
+        100
+    );
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 
 mod envelope;
 mod error;
-mod notification;
+mod thin;
+#[rustfmt::skip]
+mod thin_types;
 #[rustfmt::skip]
 mod types;
 
@@ -19,7 +21,14 @@ use crate::objects::PaymentSource;
 pub use envelope::{Envelope, EventId, EventRequest};
 use envelope::{ObjectTag, WireData, WireDataOut, WireDataTyped, WireEvent, WireLocate, WireOut};
 pub use error::{ObjectError, ParseError};
-pub use notification::{EventNotification, RelatedObject};
+#[cfg(all(test, feature = "testing"))]
+pub(crate) use thin::rfc3339_seconds;
+pub use thin::{
+    EventChanges, EventNotification, EventReason, InvoiceUpcoming, MeterErrorReason,
+    MeterErrorReport, MeterErrorType, MeterSampleError, MeterSampleRequest, ReasonRequest,
+    RelatedObject, ThinEventData,
+};
+pub use thin_types::ThinEventType;
 pub use types::{Event, EventType};
 
 /// An event of a known type: its [`Envelope`], its typed object and the raw

@@ -78,6 +78,10 @@ impl<H: TransactionalHandler<Postgres>> Sealed for PostgresInbox<H> {}
 
 #[async_trait]
 impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
+    fn store(&self) -> std::sync::Arc<dyn crate::IdempotencyStore> {
+        std::sync::Arc::new(self.store.clone())
+    }
+
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
         if !self.handler.handles(event.event_type()) {
             return Dispatched::unclaimed(OutcomeKind::Ignored);

@@ -182,6 +182,10 @@ fn rolled_back() -> StoreError {
 
 #[async_trait]
 impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
+    fn store(&self) -> std::sync::Arc<dyn crate::IdempotencyStore> {
+        std::sync::Arc::new(self.store.clone())
+    }
+
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
         if !self.handler.handles(event.event_type()) {
             return Dispatched::unclaimed(OutcomeKind::Ignored);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::lease::{renewing_lease, ClaimGuard, Handled};
 use super::outcome::OutcomeKind;
 use super::{DEFAULT_HANDLER_DEADLINE, DEFAULT_LEASE, DEFAULT_STORE_TIMEOUT};
-use crate::event::Event;
+use crate::event::{Event, EventId, EventType};
 use crate::handler::{EventHandler, HandlerError};
 use crate::idempotency::{Claim, ClaimToken, IdempotencyStore, StoreError};
 
@@ -68,6 +68,10 @@ impl Dispatched {
 #[async_trait::async_trait]
 pub(crate) trait Dispatcher: Send + Sync + 'static {
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched;
+
+    /// The store it claims in, which thin events (always dispatched the standard way)
+    /// share, so that both families deduplicate against one another.
+    fn store(&self) -> Arc<dyn IdempotencyStore>;
 }
 
 /// The standard dispatcher: claim in the store, run the handler outside any
@@ -78,9 +82,9 @@ pub(crate) struct StoreDispatcher {
 }
 
 impl StoreDispatcher {
-    pub(crate) fn new(store: impl IdempotencyStore, handler: impl EventHandler) -> Self {
+    pub(crate) fn new(store: Arc<dyn IdempotencyStore>, handler: impl EventHandler) -> Self {
         Self {
-            store: Arc::new(store),
+            store,
             handler: Arc::new(handler),
         }
     }
@@ -92,58 +96,78 @@ const COMPLETION_RETRIES: u32 = 3;
 #[async_trait::async_trait]
 impl Dispatcher for StoreDispatcher {
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
-        if !self.handler.handles(event.event_type()) {
+        if !self.handler.handles_event(event) {
             return Dispatched::unclaimed(OutcomeKind::Ignored);
         }
-        let t = settings.store_timeout;
-        let claimed_at = std::time::Instant::now();
-        let claim = store_call(
-            t,
-            self.store
-                .claim(event.id(), event.event_type(), settings.lease),
-        )
-        .await;
-        let token = match claim {
-            Ok(Claim::Acquired(token)) => token,
-            Ok(Claim::Completed) => return Dispatched::unclaimed(OutcomeKind::Duplicate),
-            Ok(Claim::InProgress { retry_after }) => {
-                return Dispatched::unclaimed(OutcomeKind::InProgress { retry_after })
-            }
-            Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
-        };
-        // Until the claim is settled, dropping this future (a client that went away, a
-        // server that cancels requests) settles it from a task of its own: released
-        // while the handler runs, completed once it has succeeded.
-        let mut guard = ClaimGuard::new(&self.store, token.clone(), t);
-        let handled = renewing_lease(
-            &*self.store,
-            &token,
+        let handler = &*self.handler;
+        claim_and_run(
+            &self.store,
+            event.id(),
+            event.event_type(),
             settings,
-            claimed_at,
-            run_handler(handler_future(&*self.handler, event), settings.deadline),
+            handler_future(|| handler.handle(event)),
         )
-        .await;
-        let dispatched = match handled {
-            Handled::Finished(Ok(())) => {
-                guard.handler_succeeded();
-                let kind = complete(&*self.store, &token, t).await;
-                Dispatched::attempt(kind, token.attempt())
-            }
-            // The lease is gone: another delivery may hold the event now, so this one
-            // has nothing to release.
-            Handled::LeaseLost => Dispatched::attempt(
-                OutcomeKind::HandlerFailed(HandlerError::LeaseLost),
-                token.attempt(),
-            ),
-            Handled::Finished(Err(e)) => {
-                // If the release fails too, the lease expiring frees the event instead.
-                let _ = store_call(t, self.store.release(&token, &e.to_string())).await;
-                Dispatched::attempt(OutcomeKind::HandlerFailed(e), token.attempt())
-            }
-        };
-        guard.settled();
-        dispatched
+        .await
     }
+
+    fn store(&self) -> Arc<dyn IdempotencyStore> {
+        Arc::clone(&self.store)
+    }
+}
+
+/// Claims `key` in `store`, runs the handler's future under a renewed lease, and
+/// completes or releases the claim: the one claim-handle-complete path of snapshot and
+/// thin events alike.
+pub(crate) async fn claim_and_run(
+    store: &Arc<dyn IdempotencyStore>,
+    key: &EventId,
+    event_type: &EventType,
+    settings: &DispatchSettings,
+    handler: HandlerFuture<'_>,
+) -> Dispatched {
+    let t = settings.store_timeout;
+    let claimed_at = std::time::Instant::now();
+    let claim = store_call(t, store.claim(key, event_type, settings.lease)).await;
+    let token = match claim {
+        Ok(Claim::Acquired(token)) => token,
+        Ok(Claim::Completed) => return Dispatched::unclaimed(OutcomeKind::Duplicate),
+        Ok(Claim::InProgress { retry_after }) => {
+            return Dispatched::unclaimed(OutcomeKind::InProgress { retry_after })
+        }
+        Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
+    };
+    // Until the claim is settled, dropping this future (a client that went away, a
+    // server that cancels requests) settles it from a task of its own: released while
+    // the handler runs, completed once it has succeeded.
+    let mut guard = ClaimGuard::new(store, token.clone(), t);
+    let handled = renewing_lease(
+        &**store,
+        &token,
+        settings,
+        claimed_at,
+        run_handler(handler, settings.deadline),
+    )
+    .await;
+    let dispatched = match handled {
+        Handled::Finished(Ok(())) => {
+            guard.handler_succeeded();
+            let kind = complete(&**store, &token, t).await;
+            Dispatched::attempt(kind, token.attempt())
+        }
+        // The lease is gone: another delivery may hold the event now, so this one has
+        // nothing to release.
+        Handled::LeaseLost => Dispatched::attempt(
+            OutcomeKind::HandlerFailed(HandlerError::LeaseLost),
+            token.attempt(),
+        ),
+        Handled::Finished(Err(e)) => {
+            // If the release fails too, the lease expiring frees the event instead.
+            let _ = store_call(t, store.release(&token, &e.to_string())).await;
+            Dispatched::attempt(OutcomeKind::HandlerFailed(e), token.attempt())
+        }
+    };
+    guard.settled();
+    dispatched
 }
 
 /// Records a completion, retrying briefly: the handler has run, and a 5xx now would run
@@ -169,13 +193,15 @@ pub(super) async fn complete(
     )
 }
 
-/// Calls [`EventHandler::handle`] with a panic in the call itself (before the first poll,
-/// possible in a handler written without `async-trait`) turned into a failed future.
-fn handler_future<'a>(
-    handler: &'a dyn EventHandler,
-    event: &'a Event,
-) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>> {
-    match catch_unwind(AssertUnwindSafe(|| handler.handle(event))) {
+/// A handler's boxed future.
+pub(crate) type HandlerFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
+
+/// Calls a handler (`|| handler.handle(event)`) with a panic in the call itself (before
+/// the first poll, possible in a handler written without `async-trait`) turned into a
+/// failed future.
+pub(crate) fn handler_future<'a>(call: impl FnOnce() -> HandlerFuture<'a>) -> HandlerFuture<'a> {
+    match catch_unwind(AssertUnwindSafe(call)) {
         Ok(fut) => fut,
         Err(payload) => {
             let e = HandlerError::Panicked(panic_message(&*payload));

@@ -14,12 +14,12 @@ mod trace;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::event::{Event, ParseError};
-use crate::handler::EventHandler;
+use crate::event::{Event, EventNotification, EventType, ParseError};
+use crate::handler::{EventHandler, ThinEventHandler};
 use crate::idempotency::IdempotencyStore;
-use crate::signature::Verifier;
+use crate::signature::{VerifiedPayload, Verifier};
 
-use dispatch::StoreDispatcher;
+use dispatch::{claim_and_run, handler_future, StoreDispatcher};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use dispatch::{run_handler, store_call};
 pub(crate) use dispatch::{DispatchSettings, Dispatched, Dispatcher};
@@ -80,7 +80,15 @@ pub(crate) mod sealed {
 /// ```
 pub struct Processor {
     verifier: Verifier,
-    dispatcher: Arc<dyn Dispatcher>,
+    /// The snapshot side; `None` on a thin-only processor.
+    dispatcher: Option<Arc<dyn Dispatcher>>,
+    /// The thin side, on the snapshot side's store.
+    thin: Option<Arc<dyn ThinEventHandler>>,
+    store: Arc<dyn IdempotencyStore>,
+    /// Claim thin events under their snapshot twin's id.
+    dedupe_on_snapshot: bool,
+    /// Only events of this mode are handled (`None`: both).
+    livemode: Option<bool>,
     max_body: usize,
     body_timeout: Duration,
     settings: DispatchSettings,
@@ -90,6 +98,10 @@ impl std::fmt::Debug for Processor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Processor")
             .field("verifier", &self.verifier)
+            .field("snapshot", &self.dispatcher.is_some())
+            .field("thin", &self.thin.is_some())
+            .field("dedupe_on_snapshot", &self.dedupe_on_snapshot)
+            .field("livemode", &self.livemode)
             .field("max_body", &self.max_body)
             .field("body_timeout", &self.body_timeout)
             .field("settings", &self.settings)
@@ -100,29 +112,125 @@ impl std::fmt::Debug for Processor {
 impl Processor {
     /// A processor with the default body limit (1 MiB), handler deadline (10 s), lease
     /// (30 s) and store timeout (2 s).
+    ///
+    /// It handles snapshot events (`"object": "event"`). A thin event sent to it is
+    /// answered 200 and dropped, unless [`with_thin_handler`](Self::with_thin_handler)
+    /// gave it a thin handler too.
     pub fn new(
         verifier: Verifier,
         store: impl IdempotencyStore,
         handler: impl EventHandler,
     ) -> Self {
-        Self::dispatching(verifier, StoreDispatcher::new(store, handler))
+        let store: Arc<dyn IdempotencyStore> = Arc::new(store);
+        Self::dispatching(
+            verifier,
+            Some(Arc::new(StoreDispatcher::new(Arc::clone(&store), handler))),
+            store,
+        )
+    }
+
+    /// A processor for a thin event destination (`"object": "v2.core.event"`): the same
+    /// verify, parse, claim, handle, complete path and statuses as [`new`](Self::new).
+    /// Stripe signs each destination with its own secret, so mount one route per
+    /// destination, each with its own processor and verifier, on one shared store: the
+    /// two deduplicate against each other (see
+    /// [`with_snapshot_dedupe`](Self::with_snapshot_dedupe)).
+    ///
+    /// A snapshot event sent to it is answered 200 and dropped;
+    /// `v2.core.event_destination.ping` is answered 200 without a handler.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use stripe_webhooks::{testing, EventRouter, MemoryStore, Processor, SigningSecret, ThinEventRouter, Verifier};
+    ///
+    /// let store = Arc::new(MemoryStore::new());
+    /// let snapshot = Processor::new(
+    ///     Verifier::new(SigningSecret::new("whsec_snapshot")?),
+    ///     Arc::clone(&store),
+    ///     EventRouter::new().fallback(|_e| Box::pin(async { Ok(()) })),
+    /// );
+    /// let thin = Processor::thin(
+    ///     Verifier::new(SigningSecret::new("whsec_thin")?),
+    ///     store,
+    ///     ThinEventRouter::new().fallback(|_n| Box::pin(async { Ok(()) })),
+    /// );
+    ///
+    /// // One change, delivered both ways: the application's work runs once.
+    /// let (snap, notification) = testing::event_pair("evt_1", "customer.created", "cus_1");
+    /// let at = testing::now();
+    /// let a = snapshot.process(Some(&testing::sign(snap.as_bytes(), "whsec_snapshot", at)), snap.as_bytes()).await;
+    /// let b = thin.process(Some(&testing::sign(notification.as_bytes(), "whsec_thin", at)), notification.as_bytes()).await;
+    /// assert_eq!((a.kind().name(), b.kind().name()), ("processed", "duplicate"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn thin(
+        verifier: Verifier,
+        store: impl IdempotencyStore,
+        handler: impl ThinEventHandler,
+    ) -> Self {
+        let mut p = Self::dispatching(verifier, None, Arc::new(store));
+        p.thin = Some(Arc::new(handler));
+        p
     }
 
     /// A processor that runs a SQL store's inbox mode (`SqliteStore::inbox`,
     /// `PostgresStore::inbox`): the handler's writes and the completion mark commit in
-    /// one transaction.
+    /// one transaction. (A thin handler added with
+    /// [`with_thin_handler`](Self::with_thin_handler) runs the standard way, on the same
+    /// store.)
     pub fn with_inbox(verifier: Verifier, inbox: impl Inbox) -> Self {
-        Self::dispatching(verifier, inbox)
+        let store = inbox.store();
+        Self::dispatching(verifier, Some(Arc::new(inbox)), store)
     }
 
-    fn dispatching(verifier: Verifier, dispatcher: impl Dispatcher) -> Self {
+    fn dispatching(
+        verifier: Verifier,
+        dispatcher: Option<Arc<dyn Dispatcher>>,
+        store: Arc<dyn IdempotencyStore>,
+    ) -> Self {
         Self {
             verifier,
-            dispatcher: Arc::new(dispatcher),
+            dispatcher,
+            thin: None,
+            store,
+            dedupe_on_snapshot: true,
+            livemode: None,
             max_body: DEFAULT_MAX_BODY,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             settings: DispatchSettings::default(),
         }
+    }
+
+    /// Adds a thin event handler, so this processor's route takes both kinds of payload
+    /// (it tells them apart by their `object`). Stripe signs each destination with its
+    /// own secret: give the verifier both (`Verifier::new(snapshot).with_secret(thin)`).
+    #[must_use]
+    pub fn with_thin_handler(mut self, handler: impl ThinEventHandler) -> Self {
+        self.thin = Some(Arc::new(handler));
+        self
+    }
+
+    /// Whether a thin event that names its snapshot twin (`snapshot_event`) is claimed
+    /// under the twin's id (`true`, the default) or its own. With `true`, one change
+    /// delivered to a snapshot destination and to a thin destination runs the
+    /// application's work once, whichever arrives first: the other is a duplicate. This
+    /// is what Stripe's migration guide recommends while both destinations run.
+    #[must_use]
+    pub fn with_snapshot_dedupe(mut self, on: bool) -> Self {
+        self.dedupe_on_snapshot = on;
+        self
+    }
+
+    /// Handles only live-mode events (`true`) or only test-mode events (`false`). An event
+    /// of the other mode is answered 200 without being claimed or handled
+    /// ([`OutcomeKind::OtherMode`]), so a test endpoint pointed at production by mistake
+    /// (or the other way round) never acts. By default both are handled.
+    #[must_use]
+    pub fn with_livemode(mut self, livemode: bool) -> Self {
+        self.livemode = Some(livemode);
+        self
     }
 
     /// Sets the body limit; a longer body is answered 413 before any other work.
@@ -236,29 +344,104 @@ impl Processor {
             Err(e) => return Outcome::new(OutcomeKind::BadSignature(e), started),
         };
         let secret_label = verified.matched_secret().label_arc().cloned();
-        let event = match verified.parse() {
-            Ok(event) => event,
-            // A genuine v2 thin event sent to a snapshot endpoint: nothing to run, but it
-            // is Stripe's and must not be retried for three days. Acknowledge it.
-            Err(ParseError::ThinEventNotification) => {
-                let mut o = Outcome::new(OutcomeKind::Ignored, started);
-                o.secret_label = secret_label;
-                return o;
-            }
-            Err(e) => {
-                let mut o = Outcome::new(OutcomeKind::NotAnEvent(e), started);
-                o.secret_label = secret_label;
-                return o;
-            }
-        };
-        #[cfg(feature = "tracing")]
-        trace::record_event(&tracing::Span::current(), &event);
-        let Dispatched { kind, attempt } = self.dispatcher.dispatch(&event, &self.settings).await;
-        let mut o = Outcome::new(kind, started);
+        let mut o = self.route(&verified, started).await;
         o.secret_label = secret_label;
+        o
+    }
+
+    /// Parses a verified body as the kind of payload this processor takes first, and
+    /// runs it.
+    async fn route(&self, verified: &VerifiedPayload<'_>, started: Instant) -> Outcome {
+        if self.dispatcher.is_none() {
+            return match verified.parse_notification() {
+                Ok(n) => self.run_notification(&n, started).await,
+                // A genuine snapshot event at a thin route: nothing here handles it, but
+                // it is Stripe's and must not be retried for three days.
+                Err(ParseError::SnapshotEvent) => Outcome::new(OutcomeKind::Ignored, started),
+                Err(e) => Outcome::new(OutcomeKind::NotAnEvent(e), started),
+            };
+        }
+        match verified.parse() {
+            Ok(event) => {
+                #[cfg(feature = "tracing")]
+                trace::record_event(&tracing::Span::current(), &event);
+                self.run_event(&event, started).await
+            }
+            // A genuine thin event: handled if this processor has a thin handler, else
+            // acknowledged (it must not be retried for three days).
+            Err(ParseError::ThinEventNotification) => match verified.parse_notification() {
+                Ok(n) => self.run_notification(&n, started).await,
+                Err(e) => Outcome::new(OutcomeKind::NotAnEvent(e), started),
+            },
+            Err(e) => Outcome::new(OutcomeKind::NotAnEvent(e), started),
+        }
+    }
+
+    /// The snapshot path after parsing: the livemode guard, then claim, handle, complete.
+    async fn run_event(&self, event: &Event, started: Instant) -> Outcome {
+        let (kind, attempt) = match (&self.dispatcher, self.livemode) {
+            (_, Some(mode)) if mode != event.livemode() => (
+                OutcomeKind::OtherMode {
+                    livemode: event.livemode(),
+                },
+                None,
+            ),
+            (Some(d), _) => {
+                let Dispatched { kind, attempt } = d.dispatch(event, &self.settings).await;
+                (kind, attempt)
+            }
+            (None, _) => (OutcomeKind::Ignored, None),
+        };
+        let mut o = Outcome::new(kind, started);
         o.attempt = attempt;
         o.event_id = Some(event.id().clone());
         o.event_type = Some(event.event_type().clone());
+        o.claim_key = o.event_id.clone();
+        o
+    }
+
+    /// The thin path after parsing: ping and livemode, then claim (under the dedupe key),
+    /// handle, complete.
+    async fn run_notification(&self, n: &EventNotification, started: Instant) -> Outcome {
+        #[cfg(feature = "tracing")]
+        trace::record_notification(&tracing::Span::current(), n);
+        let key = if self.dedupe_on_snapshot {
+            n.dedupe_key()
+        } else {
+            &n.id
+        };
+        let (kind, attempt) = match &self.thin {
+            _ if n.is_ping() => (OutcomeKind::Ping, None),
+            _ if self.livemode.is_some_and(|mode| mode != n.livemode) => (
+                OutcomeKind::OtherMode {
+                    livemode: n.livemode,
+                },
+                None,
+            ),
+            Some(h) if h.handles_notification(n) => {
+                // Keyed on the snapshot twin, the record carries the twin's type, so it
+                // reads the same whichever delivery came first.
+                let record_type = match n.snapshot_type() {
+                    Some(t) if key != &n.id => t,
+                    _ => EventType::from_wire(n.event_type.as_str()),
+                };
+                let Dispatched { kind, attempt } = claim_and_run(
+                    &self.store,
+                    key,
+                    &record_type,
+                    &self.settings,
+                    handler_future(|| h.handle(n)),
+                )
+                .await;
+                (kind, attempt)
+            }
+            _ => (OutcomeKind::Ignored, None),
+        };
+        let mut o = Outcome::new(kind, started);
+        o.attempt = attempt;
+        o.event_id = Some(n.id.clone());
+        o.thin_type = Some(n.event_type.clone());
+        o.claim_key = Some(key.clone());
         o
     }
 
@@ -270,16 +453,41 @@ impl Processor {
         let span = trace::delivery_span();
         #[cfg(feature = "tracing")]
         trace::record_event(&span, event);
-        let dispatch = self.dispatcher.dispatch(event, &self.settings);
+        let run = self.run_event(event, started);
         #[cfg(feature = "tracing")]
-        let dispatch = tracing::Instrument::instrument(dispatch, span.clone());
-        let Dispatched { kind, attempt } = dispatch.await;
-        let mut o = Outcome::new(kind, started);
-        o.attempt = attempt;
-        o.event_id = Some(event.id().clone());
-        o.event_type = Some(event.event_type().clone());
+        let run = tracing::Instrument::instrument(run, span.clone());
+        let o = run.await;
         #[cfg(feature = "tracing")]
         trace::log_outcome(&span, &o);
         o
+    }
+
+    /// Runs an event that a cloud event bus delivered (see [`crate::cloud`]) **without
+    /// any signature check**: the bus authenticated it. The same claim, handle, complete
+    /// path, livemode guard and deduplication as [`process`](Self::process).
+    pub async fn process_unsigned(&self, event: &crate::cloud::CloudEvent) -> Outcome {
+        match event {
+            crate::cloud::CloudEvent::Snapshot(e) => self.process_event(e).await,
+            crate::cloud::CloudEvent::Thin(n) => self.process_notification(n).await,
+        }
+    }
+
+    /// Claims, handles and completes a thin event notification that was already verified
+    /// and parsed (for example one read back from a queue).
+    pub async fn process_notification(&self, notification: &EventNotification) -> Outcome {
+        let started = Instant::now();
+        #[cfg(feature = "tracing")]
+        {
+            let span = trace::delivery_span();
+            let o = tracing::Instrument::instrument(
+                self.run_notification(notification, started),
+                span.clone(),
+            )
+            .await;
+            trace::log_outcome(&span, &o);
+            o
+        }
+        #[cfg(not(feature = "tracing"))]
+        self.run_notification(notification, started).await
     }
 }

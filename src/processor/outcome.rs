@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::event::{EventId, EventType, ParseError};
+use crate::event::{EventId, EventType, ParseError, ThinEventType};
 use crate::handler::HandlerError;
 use crate::idempotency::StoreError;
 use crate::signature::SignatureError;
@@ -18,6 +18,8 @@ pub(crate) enum Answer {
     Processed,
     Duplicate,
     Ignored,
+    OtherMode,
+    Ping,
     CompletionNotRecorded,
     LeaseLost,
     InProgress,
@@ -40,6 +42,8 @@ impl Answer {
             Answer::Processed
             | Answer::Duplicate
             | Answer::Ignored
+            | Answer::OtherMode
+            | Answer::Ping
             | Answer::CompletionNotRecorded
             | Answer::LeaseLost => 200,
             Answer::BadSignature | Answer::NotAnEvent | Answer::BodyUnreadable => 400,
@@ -59,6 +63,8 @@ impl Answer {
             Answer::Processed => "processed",
             Answer::Duplicate => "duplicate",
             Answer::Ignored => "ignored",
+            Answer::OtherMode => "other_mode",
+            Answer::Ping => "ping",
             Answer::CompletionNotRecorded => "completion_not_recorded",
             Answer::LeaseLost => "lease_lost",
             Answer::InProgress => "in_progress",
@@ -86,8 +92,18 @@ pub enum OutcomeKind {
     Processed,
     /// The event was processed before; the handler did not run. 200.
     Duplicate,
-    /// The handler does not act on this event type; nothing was claimed. 200.
+    /// Nothing here acts on this event (no route for its type or account, or a payload
+    /// of the kind this processor has no handler for); nothing was claimed. 200.
     Ignored,
+    /// The event is of the other mode than the processor's
+    /// ([`Processor::with_livemode`](crate::Processor::with_livemode)); nothing was claimed
+    /// or handled. 200.
+    OtherMode {
+        /// The event's `livemode`.
+        livemode: bool,
+    },
+    /// A `v2.core.event_destination.ping`: acknowledged without a handler. 200.
+    Ping,
     /// The handler succeeded but the completion could not be recorded even after
     /// retries. Answered 200 (a 5xx would run the handler again); the claim's lease will
     /// expire and a later delivery may run the handler again, so alert on it.
@@ -124,6 +140,8 @@ impl OutcomeKind {
             OutcomeKind::Processed => Answer::Processed,
             OutcomeKind::Duplicate => Answer::Duplicate,
             OutcomeKind::Ignored => Answer::Ignored,
+            OutcomeKind::OtherMode { .. } => Answer::OtherMode,
+            OutcomeKind::Ping => Answer::Ping,
             OutcomeKind::CompletionNotRecorded(_) => Answer::CompletionNotRecorded,
             OutcomeKind::LeaseLost => Answer::LeaseLost,
             OutcomeKind::InProgress { .. } => Answer::InProgress,
@@ -169,6 +187,8 @@ pub struct Outcome {
     pub(crate) attempt: Option<u32>,
     pub(crate) duration: Duration,
     pub(crate) secret_label: Option<Arc<str>>,
+    pub(crate) thin_type: Option<ThinEventType>,
+    pub(crate) claim_key: Option<EventId>,
 }
 
 impl Outcome {
@@ -180,6 +200,8 @@ impl Outcome {
             attempt: None,
             duration: started.elapsed(),
             secret_label: None,
+            thin_type: None,
+            claim_key: None,
         }
     }
 
@@ -217,6 +239,18 @@ impl Outcome {
     /// The event type, once the body was parsed.
     pub fn event_type(&self) -> Option<&EventType> {
         self.event_type.as_ref()
+    }
+
+    /// The thin event type, when the delivery was a thin event notification (its
+    /// [`event_type`](Self::event_type) is then `None`).
+    pub fn thin_event_type(&self) -> Option<&ThinEventType> {
+        self.thin_type.as_ref()
+    }
+
+    /// The key the event was (or would have been) claimed under: the event id, or for a
+    /// thin event its [`dedupe_key`](crate::EventNotification::dedupe_key).
+    pub fn claim_key(&self) -> Option<&EventId> {
+        self.claim_key.as_ref()
     }
 
     /// Which attempt this was (1 for the first), when the event was claimed.

@@ -24,6 +24,11 @@ pub(super) fn record_event(span: &tracing::Span, event: &Event) {
     span.record("event_type", event.event_type().as_str());
 }
 
+pub(super) fn record_notification(span: &tracing::Span, n: &crate::event::EventNotification) {
+    span.record("event_id", n.id.as_str());
+    span.record("event_type", n.event_type.as_str());
+}
+
 /// Fills in the span's last fields and writes the one log line of the delivery.
 pub(super) fn log_outcome(span: &tracing::Span, o: &Outcome) {
     let status = o.status();

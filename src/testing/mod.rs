@@ -92,3 +92,151 @@ pub fn event_for_type(id: &str, event_type: &str) -> Option<String> {
     let first = object.split('|').next()?;
     Some(event_json(id, event_type, fixture(first)?))
 }
+
+/// Builds a thin event notification body (`"object": "v2.core.event"`), as Stripe would
+/// push it to a thin event destination.
+///
+/// ```
+/// use stripe_webhooks::{testing::ThinEventBuilder, dangerous, ThinEventType};
+///
+/// let body = ThinEventBuilder::new("evt_test_1", "v1.invoice.paid")
+///     .related("in_1", "invoice", "/v1/invoices/in_1")
+///     .snapshot_event("evt_1")
+///     .context("acct_1")
+///     .build();
+/// let n = dangerous::parse_unverified_notification(body.as_bytes()).unwrap();
+/// assert_eq!(n.event_type, ThinEventType::V1InvoicePaid);
+/// assert_eq!(n.account(), Some("acct_1"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ThinEventBuilder {
+    value: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ThinEventBuilder {
+    /// A test-mode notification of `event_type`, created now, with no related object.
+    pub fn new(id: &str, event_type: &str) -> Self {
+        let mut value = serde_json::Map::new();
+        value.insert("id".into(), id.into());
+        value.insert("object".into(), "v2.core.event".into());
+        value.insert("type".into(), event_type.into());
+        value.insert("livemode".into(), false.into());
+        value.insert("created".into(), rfc3339(now()).into());
+        value.insert("context".into(), serde_json::Value::Null);
+        value.insert(
+            "reason".into(),
+            serde_json::json!({"type": "request", "request": {"id": "req_test", "idempotency_key": null}}),
+        );
+        Self { value }
+    }
+
+    /// Sets `related_object`.
+    #[must_use]
+    pub fn related(mut self, id: &str, object_type: &str, url: &str) -> Self {
+        self.value.insert(
+            "related_object".into(),
+            serde_json::json!({"id": id, "type": object_type, "url": url}),
+        );
+        self
+    }
+
+    /// Sets `snapshot_event`: the id of the snapshot twin.
+    #[must_use]
+    pub fn snapshot_event(mut self, id: &str) -> Self {
+        self.value.insert("snapshot_event".into(), id.into());
+        self
+    }
+
+    /// Sets `context` (a connected account, `acct_…`).
+    #[must_use]
+    pub fn context(mut self, context: &str) -> Self {
+        self.value.insert("context".into(), context.into());
+        self
+    }
+
+    /// Sets `livemode`.
+    #[must_use]
+    pub fn livemode(mut self, livemode: bool) -> Self {
+        self.value.insert("livemode".into(), livemode.into());
+        self
+    }
+
+    /// Sets `created` (Unix seconds, written as RFC 3339).
+    #[must_use]
+    pub fn created(mut self, unix: i64) -> Self {
+        self.value.insert("created".into(), rfc3339(unix).into());
+        self
+    }
+
+    /// The JSON body.
+    pub fn build(&self) -> String {
+        serde_json::Value::Object(self.value.clone()).to_string()
+    }
+}
+
+/// `unix` seconds as an RFC 3339 UTC timestamp with milliseconds, as Stripe writes them.
+pub fn rfc3339(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil date from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// One change delivered both ways, as Stripe does while a snapshot and a thin
+/// destination run side by side: a snapshot event `snapshot_id` of `event_type` (around
+/// the fixture for its object, with id `object_id`), and its thin twin
+/// `v1.<event_type>` whose `snapshot_event` is `snapshot_id`.
+///
+/// # Panics
+///
+/// If `event_type` is not a documented snapshot type with a fixture.
+pub fn event_pair(snapshot_id: &str, event_type: &str, object_id: &str) -> (String, String) {
+    let ty = crate::EventType::from_wire(event_type);
+    let object_type = ty
+        .object_type()
+        .and_then(|o| o.split('|').next())
+        .unwrap_or_else(|| panic!("{event_type} is not a documented snapshot type"));
+    let mut object: serde_json::Value = fixture(object_type)
+        .and_then(|f| serde_json::from_str(f).ok())
+        .unwrap_or_else(|| panic!("no fixture for {object_type}"));
+    object["id"] = object_id.into();
+    let snapshot = event_json(snapshot_id, event_type, &object.to_string());
+    let thin = ThinEventBuilder::new(
+        &format!("evt_thin_{snapshot_id}"),
+        &format!("v1.{event_type}"),
+    )
+    .related(
+        object_id,
+        object_type,
+        &format!("/v1/{object_type}s/{object_id}"),
+    )
+    .snapshot_event(snapshot_id)
+    .build();
+    (snapshot, thin)
+}
+
+#[cfg(test)]
+mod thin_tests {
+    #[test]
+    fn rfc3339_round_trips() {
+        for t in [0, 951_782_400, 1_644_884_865, 1_793_455_407, 4_102_444_800] {
+            let s = super::rfc3339(t);
+            assert_eq!(crate::event::rfc3339_seconds(&s), Some(t), "{s}");
+        }
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+    }
+}

@@ -1,18 +1,16 @@
-//! The application's side: [`EventHandler`] and the closure router [`EventRouter`].
+//! The application's side: [`EventHandler`] (snapshot events), [`ThinEventHandler`]
+//! (thin events) and their closure routers (`router`).
 
-use std::collections::HashMap;
+mod router;
+
 use std::error::Error as StdError;
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::event::{Event, EventType};
+use crate::event::{Event, EventNotification, EventType, ThinEventType};
 
-/// The future an [`EventRouter`] route returns: `Box::pin(async move { … })`.
-type RouteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
+pub use router::{AccountFilter, EventRouter, ThinEventRouter};
 
 /// Why a handler did not process an event. The processor answers 500, so Stripe delivers
 /// the event again, and releases its claim (except after
@@ -96,95 +94,13 @@ pub trait EventHandler: Send + Sync + 'static {
         let _ = event_type;
         true
     }
-}
 
-type Route = Box<dyn for<'a> Fn(&'a Event) -> RouteFuture<'a> + Send + Sync>;
-
-/// An [`EventHandler`] built from one closure per event type, plus an optional fallback.
-/// (Named so that it never collides with `axum::Router` in an application's imports.)
-///
-/// Types with no route and no fallback are answered 200 without being claimed.
-///
-/// ```
-/// use stripe_webhooks::{Event, EventType, HandlerError, EventRouter};
-///
-/// let router = EventRouter::new()
-///     .on(EventType::CheckoutSessionCompleted, |event| {
-///         Box::pin(async move {
-///             if let Event::CheckoutSessionCompleted(session) = event {
-///                 println!("provision {}", session.id);
-///             }
-///             Ok(())
-///         })
-///     })
-///     .on(EventType::InvoicePaymentFailed, |_event| {
-///         Box::pin(async { Err(HandlerError::new("mailer down")) })
-///     })
-///     .fallback(|event| {
-///         Box::pin(async move {
-///             println!("unhandled {}", event.event_type());
-///             Ok(())
-///         })
-///     });
-/// # let _ = router;
-/// ```
-#[derive(Default)]
-pub struct EventRouter {
-    routes: HashMap<EventType, Route>,
-    fallback: Option<Route>,
-}
-
-impl fmt::Debug for EventRouter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventRouter")
-            .field("routes", &self.routes.keys().collect::<Vec<_>>())
-            .field("fallback", &self.fallback.is_some())
-            .finish()
-    }
-}
-
-impl EventRouter {
-    /// An empty router.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Routes events of `event_type` to `f`, replacing any earlier route for it.
-    #[must_use]
-    pub fn on<F>(mut self, event_type: EventType, f: F) -> Self
-    where
-        F: for<'a> Fn(&'a Event) -> RouteFuture<'a> + Send + Sync + 'static,
-    {
-        self.routes.insert(event_type, Box::new(f));
-        self
-    }
-
-    /// Routes every event that has no route of its own to `f`.
-    #[must_use]
-    pub fn fallback<F>(mut self, f: F) -> Self
-    where
-        F: for<'a> Fn(&'a Event) -> RouteFuture<'a> + Send + Sync + 'static,
-    {
-        self.fallback = Some(Box::new(f));
-        self
-    }
-}
-
-#[async_trait]
-impl EventHandler for EventRouter {
-    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        match self
-            .routes
-            .get(event.event_type())
-            .or(self.fallback.as_ref())
-        {
-            Some(route) => route(event).await,
-            None => Ok(()),
-        }
-    }
-
-    fn handles(&self, event_type: &EventType) -> bool {
-        self.fallback.is_some() || self.routes.contains_key(event_type)
+    /// Whether this handler acts on this event: the check the processor makes before it
+    /// claims the event. The default asks [`handles`](Self::handles) with the event's
+    /// type; override it to filter on more than the type (the routers filter on the
+    /// Connect account here, see [`AccountFilter`]).
+    fn handles_event(&self, event: &Event) -> bool {
+        self.handles(event.event_type())
     }
 }
 
@@ -196,5 +112,69 @@ impl<H: EventHandler + ?Sized> EventHandler for std::sync::Arc<H> {
 
     fn handles(&self, event_type: &EventType) -> bool {
         (**self).handles(event_type)
+    }
+
+    fn handles_event(&self, event: &Event) -> bool {
+        (**self).handles_event(event)
+    }
+}
+
+/// What the application does with each thin event notification: the thin counterpart of
+/// [`EventHandler`], with the same guarantees. The processor claims a notification under
+/// its [`dedupe_key`](EventNotification::dedupe_key), so a change delivered both as a
+/// snapshot and as a thin event runs once across both handlers.
+///
+/// A thin event carries no object: fetch the
+/// [`related_object`](EventNotification::related_object) when you need its state.
+///
+/// ```
+/// use stripe_webhooks::{async_trait, EventNotification, HandlerError, ThinEventHandler, ThinEventType};
+///
+/// struct Sync;
+///
+/// #[async_trait]
+/// impl ThinEventHandler for Sync {
+///     async fn handle(&self, n: &EventNotification) -> Result<(), HandlerError> {
+///         if n.event_type == ThinEventType::V1CustomerUpdated {
+///             println!("refetch {:?}", n.related_object_id());
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait ThinEventHandler: Send + Sync + 'static {
+    /// Processes one notification. Return an error to have Stripe deliver it again later.
+    ///
+    /// # Errors
+    ///
+    /// A [`HandlerError`] when the event was not processed.
+    async fn handle(&self, notification: &EventNotification) -> Result<(), HandlerError>;
+
+    /// Whether this handler acts on notifications of this type; when it returns `false`
+    /// the processor answers 200 without claiming. The default handles everything.
+    fn handles(&self, event_type: &ThinEventType) -> bool {
+        let _ = event_type;
+        true
+    }
+
+    /// Whether this handler acts on this notification (by default, by its type).
+    fn handles_notification(&self, notification: &EventNotification) -> bool {
+        self.handles(&notification.event_type)
+    }
+}
+
+#[async_trait]
+impl<H: ThinEventHandler + ?Sized> ThinEventHandler for std::sync::Arc<H> {
+    async fn handle(&self, notification: &EventNotification) -> Result<(), HandlerError> {
+        (**self).handle(notification).await
+    }
+
+    fn handles(&self, event_type: &ThinEventType) -> bool {
+        (**self).handles(event_type)
+    }
+
+    fn handles_notification(&self, notification: &EventNotification) -> bool {
+        (**self).handles_notification(notification)
     }
 }

@@ -1,0 +1,122 @@
+//! Stripe events delivered to Amazon EventBridge and Azure Event Grid.
+//!
+//! Stripe can send events to a cloud event bus instead of an HTTPS endpoint. There the
+//! cloud platform authenticates the delivery (an EventBridge rule, an Event Grid
+//! subscription with Microsoft Entra authentication) and **no `Stripe-Signature`
+//! exists**, so nothing here verifies a signature. Parse only what your platform
+//! delivered and authenticated, then run it with
+//! [`Processor::process_unsigned`](crate::Processor::process_unsigned): the same claim,
+//! handle, complete path, and the same deduplication, as a signed delivery.
+//!
+//! Both families arrive this way: the envelope's payload is a snapshot event or a thin
+//! event notification, told apart by its `object`.
+//!
+//! ```
+//! use stripe_webhooks::cloud::{self, CloudEvent};
+//!
+//! let body = br#"{"version":"0","id":"1b2c","detail-type":"customer.created",
+//!   "source":"aws.partner/stripe.com/ed_test_1","account":"123456789012",
+//!   "time":"2026-10-30T14:03:27Z","region":"us-west-2","resources":[],
+//!   "detail":{"id":"evt_1","object":"event","created":1793455407,"livemode":false,
+//!     "data":{"object":{"id":"cus_1","object":"customer"}},"type":"customer.created"}}"#;
+//! match cloud::parse_eventbridge(body)? {
+//!     CloudEvent::Snapshot(event) => assert_eq!(event.id().as_str(), "evt_1"),
+//!     CloudEvent::Thin(_) => unreachable!(),
+//! }
+//! # Ok::<(), stripe_webhooks::ParseError>(())
+//! ```
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::event::{Event, EventNotification, ParseError};
+
+/// A Stripe event taken out of a cloud envelope: a snapshot event or a thin event
+/// notification.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum CloudEvent {
+    /// A snapshot event (`"object": "event"`).
+    Snapshot(Event),
+    /// A thin event notification (`"object": "v2.core.event"`).
+    Thin(Box<EventNotification>),
+}
+
+impl CloudEvent {
+    /// The event id.
+    pub fn id(&self) -> &crate::EventId {
+        match self {
+            CloudEvent::Snapshot(e) => e.id(),
+            CloudEvent::Thin(n) => &n.id,
+        }
+    }
+
+    /// Parses a Stripe payload of either family.
+    fn from_payload(payload: &RawValue) -> Result<Self, ParseError> {
+        let bytes = payload.get().as_bytes();
+        match Event::from_slice(bytes) {
+            Ok(e) => Ok(CloudEvent::Snapshot(e)),
+            Err(ParseError::ThinEventNotification) => {
+                EventNotification::from_slice(bytes).map(|n| CloudEvent::Thin(Box::new(n)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct EventBridge<'a> {
+    #[serde(borrow)]
+    detail: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct EventGrid<'a> {
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+fn missing(what: &str) -> impl Fn(serde_json::Error) -> ParseError + '_ {
+    move |e| {
+        let mut err = ParseError::from_json(&e);
+        if let ParseError::NotAnEvent { message, .. } = &mut err {
+            *message = format!("not {what}: {message}");
+        }
+        err
+    }
+}
+
+/// Takes the Stripe event out of an Amazon EventBridge event (its `detail`), **without
+/// verifying any signature**: EventBridge authenticated the delivery.
+///
+/// # Errors
+///
+/// [`ParseError::InvalidJson`] for a body that is not JSON, [`ParseError::NotAnEvent`]
+/// for one without a `detail` or whose `detail` is not a Stripe event.
+pub fn parse_eventbridge(body: &[u8]) -> Result<CloudEvent, ParseError> {
+    let envelope: EventBridge<'_> =
+        serde_json::from_slice(body).map_err(missing("an EventBridge event"))?;
+    CloudEvent::from_payload(envelope.detail)
+}
+
+/// Takes the Stripe events out of an Azure Event Grid delivery (CloudEvents schema:
+/// each event's `data`; one event or a batch), **without verifying any signature**:
+/// Event Grid authenticated the delivery.
+///
+/// # Errors
+///
+/// As [`parse_eventbridge`]; one bad event fails the whole batch, so Event Grid retries
+/// it whole and nothing is lost.
+pub fn parse_event_grid(body: &[u8]) -> Result<Vec<CloudEvent>, ParseError> {
+    let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let envelopes: Vec<EventGrid<'_>> = if batch {
+        serde_json::from_slice(body)
+    } else {
+        serde_json::from_slice(body).map(|e| vec![e])
+    }
+    .map_err(missing("an Event Grid event"))?;
+    envelopes
+        .iter()
+        .map(|e| CloudEvent::from_payload(e.data))
+        .collect()
+}

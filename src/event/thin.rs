@@ -1,0 +1,528 @@
+//! Thin event notifications (`"object": "v2.core.event"`): [`EventNotification`] and its
+//! parts. [`ThinEventType`] is generated in `thin_types.rs`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::error::ParseError;
+use super::thin_types::ThinEventType;
+use super::{EventId, EventType};
+
+/// The object a thin event is about; fetch it from [`url`](Self::url) with the Stripe API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RelatedObject {
+    /// The object's id; `None` for the singletons that have none (`v1.balance.available`,
+    /// `v1.tax.settings.updated`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The object's type, for example `customer` or `billing.meter`.
+    #[serde(rename = "type")]
+    pub object_type: String,
+    /// The API path to fetch it from, for example `/v1/customers/cus_123`.
+    pub url: String,
+}
+
+/// Why a thin event happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EventReason {
+    /// What kind of cause: `request` today; Stripe may add others.
+    #[serde(rename = "type")]
+    pub reason_type: String,
+    /// The API request behind the event, when `reason_type` is `request`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<ReasonRequest>,
+}
+
+/// The API request behind a thin event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ReasonRequest {
+    /// The request id (`req_…`).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The `Idempotency-Key` the request was sent with.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// On a fetched thin event, the changed fields of the related object, the thin
+/// counterpart of a snapshot event's `previous_attributes`. Only the changed fields
+/// appear; `before` is `None` for a creation and `after` for a deletion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EventChanges {
+    /// The prior values.
+    #[serde(default)]
+    pub before: Option<serde_json::Value>,
+    /// The new values.
+    #[serde(default)]
+    pub after: Option<serde_json::Value>,
+}
+
+/// The `data` of a fetched thin event, typed for the types whose shape the crate knows.
+/// Pushed notifications never carry `data`: it appears on the event fetched with
+/// `GET /v2/core/events/{id}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum ThinEventData {
+    /// `v1.billing.meter.error_report_triggered` and `v1.billing.meter.no_meter_found`.
+    MeterErrorReport(MeterErrorReport),
+    /// `v1.invoice.upcoming`: whose invoice is coming up.
+    InvoiceUpcoming(InvoiceUpcoming),
+    /// Any other type's `data`, as Stripe sent it.
+    Raw(Box<RawValue>),
+}
+
+/// Meter usage that Stripe could not record (`v1.billing.meter.*` thin events).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MeterErrorReport {
+    /// A summary for the developer.
+    #[serde(default)]
+    pub developer_message_summary: Option<String>,
+    /// The errors, by kind.
+    #[serde(default)]
+    pub reason: Option<MeterErrorReason>,
+    /// The start of the window the errors were counted in (RFC 3339).
+    #[serde(default)]
+    pub validation_start: Option<String>,
+    /// The end of that window (RFC 3339).
+    #[serde(default)]
+    pub validation_end: Option<String>,
+}
+
+/// How many meter events failed, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MeterErrorReason {
+    /// How many meter events failed.
+    #[serde(default)]
+    pub error_count: Option<i64>,
+    /// The failures grouped by error code.
+    #[serde(default, deserialize_with = "null_vec")]
+    pub error_types: Vec<MeterErrorType>,
+}
+
+/// One kind of meter error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MeterErrorType {
+    /// The error code, for example `meter_event_no_customer_defined`.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// How many meter events failed with it.
+    #[serde(default)]
+    pub error_count: Option<i64>,
+    /// A few of them.
+    #[serde(default, deserialize_with = "null_vec")]
+    pub sample_errors: Vec<MeterSampleError>,
+}
+
+/// One failed meter event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MeterSampleError {
+    /// What went wrong.
+    #[serde(default)]
+    pub error_message: Option<String>,
+    /// The request that sent the meter event.
+    #[serde(default)]
+    pub request: Option<MeterSampleRequest>,
+}
+
+/// The request of a failed meter event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MeterSampleRequest {
+    /// The meter event's identifier.
+    #[serde(default)]
+    pub identifier: Option<String>,
+}
+
+/// The `data` of `v1.invoice.upcoming`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct InvoiceUpcoming {
+    /// The customer (`cus_…`).
+    #[serde(default)]
+    pub customer: Option<String>,
+    /// The subscription (`sub_…`).
+    #[serde(default)]
+    pub subscription: Option<String>,
+}
+
+/// An array that may be `null`.
+fn null_vec<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+impl ThinEventData {
+    fn build(event_type: &ThinEventType, raw: Box<RawValue>) -> Self {
+        let typed = match event_type {
+            ThinEventType::V1BillingMeterErrorReportTriggered
+            | ThinEventType::V1BillingMeterNoMeterFound => {
+                serde_json::from_str(raw.get()).map(ThinEventData::MeterErrorReport)
+            }
+            ThinEventType::V1InvoiceUpcoming => {
+                serde_json::from_str(raw.get()).map(ThinEventData::InvoiceUpcoming)
+            }
+            _ => return ThinEventData::Raw(raw),
+        };
+        // A shape this release does not know is kept as it came, never an error.
+        typed.unwrap_or(ThinEventData::Raw(raw))
+    }
+
+    /// The data as raw JSON text, whatever its type.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl PartialEq for ThinEventData {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::MeterErrorReport(a), Self::MeterErrorReport(b)) => a == b,
+            (Self::InvoiceUpcoming(a), Self::InvoiceUpcoming(b)) => a == b,
+            (Self::Raw(a), Self::Raw(b)) => a.get() == b.get(),
+            _ => false,
+        }
+    }
+}
+
+/// A thin event notification (`"object": "v2.core.event"`), typed by its
+/// [`ThinEventType`].
+///
+/// A thin event carries no snapshot of the object: fetch the
+/// [`related_object`](Self::related_object) (or the whole event) from the API when you
+/// need it, in your client's API version. `data` and `changes` appear only on an event
+/// fetched with `GET /v2/core/events/{id}`, never on the pushed notification.
+///
+/// ```
+/// use stripe_webhooks::{dangerous, ThinEventType};
+///
+/// let body = br#"{"id":"evt_test_1","object":"v2.core.event","type":"v1.customer.created",
+///   "created":"2026-10-30T14:03:27.512Z","livemode":false,"context":null,
+///   "related_object":{"id":"cus_1","type":"customer","url":"/v1/customers/cus_1"},
+///   "snapshot_event":"evt_1Pgc76"}"#;
+/// let n = dangerous::parse_unverified_notification(body)?;
+/// assert_eq!(n.event_type, ThinEventType::V1CustomerCreated);
+/// assert_eq!(n.related_object_id(), Some("cus_1"));
+/// // The snapshot twin's id is the key the processor deduplicates on.
+/// assert_eq!(n.dedupe_key().as_str(), "evt_1Pgc76");
+/// assert_eq!(n.created_unix(), Some(1_793_455_407));
+/// # Ok::<(), stripe_webhooks::ParseError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct EventNotification {
+    /// The event id (`evt_…`).
+    pub id: EventId,
+    /// Always `"v2.core.event"`.
+    pub object: &'static str,
+    /// The event type, for example [`ThinEventType::V1CustomerCreated`].
+    #[serde(rename = "type", serialize_with = "ser_type")]
+    pub event_type: ThinEventType,
+    /// When the event was created (RFC 3339, as Stripe sent it); see
+    /// [`created_unix`](Self::created_unix).
+    pub created: String,
+    /// Whether the event happened in live mode.
+    pub livemode: bool,
+    /// The account (`acct_…`, for Connect) or organization the event belongs to. Send it
+    /// as the `Stripe-Context` header when fetching the event or its object.
+    pub context: Option<String>,
+    /// Why the event happened.
+    pub reason: Option<EventReason>,
+    /// The object the event is about, when there is one.
+    pub related_object: Option<RelatedObject>,
+    /// The id of the snapshot event raised by the same change, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_event: Option<EventId>,
+    /// The event's own data (fetched events of the types that have it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<ThinEventData>,
+    /// The changed fields (fetched events of types that track changes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<EventChanges>,
+}
+
+fn ser_type<S: serde::Serializer>(t: &ThinEventType, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t.as_str())
+}
+
+/// The wire shape, borrowing what it can.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    id: EventId,
+    #[serde(borrow)]
+    object: std::borrow::Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    event_type: std::borrow::Cow<'a, str>,
+    created: String,
+    #[serde(default)]
+    livemode: bool,
+    #[serde(default)]
+    context: Option<String>,
+    #[serde(default)]
+    reason: Option<EventReason>,
+    #[serde(default)]
+    related_object: Option<RelatedObject>,
+    #[serde(default)]
+    snapshot_event: Option<EventId>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    changes: Option<EventChanges>,
+}
+
+#[derive(Deserialize)]
+struct Tag<'a> {
+    #[serde(borrow, default)]
+    object: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl EventNotification {
+    /// Parses a thin event notification from a body: the crate's one parse, behind
+    /// [`VerifiedPayload::parse_notification`](crate::VerifiedPayload::parse_notification).
+    ///
+    /// # Errors
+    ///
+    /// - [`ParseError::SnapshotEvent`] if the body is a v1 snapshot event;
+    /// - [`ParseError::InvalidJson`] or [`ParseError::NotAnEvent`] otherwise.
+    pub(crate) fn from_slice(body: &[u8]) -> Result<Self, ParseError> {
+        let wire: Wire<'_> = match serde_json::from_slice(body) {
+            Ok(w) => w,
+            Err(e) => return Err(Self::explain(body, &e)),
+        };
+        if wire.object != "v2.core.event" {
+            return Err(Self::wrong_object(Some(&wire.object)));
+        }
+        let event_type = ThinEventType::from_wire(&wire.event_type);
+        let data = wire
+            .data
+            .filter(|d| d.get() != "null")
+            .map(|d| ThinEventData::build(&event_type, d));
+        Ok(EventNotification {
+            id: wire.id,
+            object: "v2.core.event",
+            event_type,
+            created: wire.created,
+            livemode: wire.livemode,
+            context: wire.context,
+            reason: wire.reason,
+            related_object: wire.related_object,
+            snapshot_event: wire.snapshot_event,
+            data,
+            changes: wire.changes,
+        })
+    }
+
+    /// The error for a body that did not parse: a snapshot event or another object is
+    /// named as such, anything else is the JSON error.
+    fn explain(body: &[u8], e: &serde_json::Error) -> ParseError {
+        match serde_json::from_slice::<Tag<'_>>(body) {
+            Ok(tag) if tag.object.as_deref() != Some("v2.core.event") => {
+                Self::wrong_object(tag.object.as_deref())
+            }
+            _ => ParseError::from_json(e),
+        }
+    }
+
+    fn wrong_object(object: Option<&str>) -> ParseError {
+        match object {
+            Some("event") => ParseError::SnapshotEvent,
+            other => ParseError::NotAnEvent {
+                message: match other {
+                    Some(o) => format!("`object` is {o:?}, not \"v2.core.event\""),
+                    None => "missing field `object`".to_owned(),
+                },
+                line: 1,
+                column: 1,
+                event_id: None,
+            },
+        }
+    }
+
+    /// The key the processor claims this event under: the id of its snapshot twin
+    /// ([`snapshot_event`](Self::snapshot_event)) when it has one, so one change
+    /// delivered both as a snapshot and as a thin event runs the application's work once,
+    /// as Stripe's migration guide recommends; otherwise its own id.
+    pub fn dedupe_key(&self) -> &EventId {
+        self.snapshot_event.as_ref().unwrap_or(&self.id)
+    }
+
+    /// The related object's id, when there is one.
+    pub fn related_object_id(&self) -> Option<&str> {
+        self.related_object.as_ref().and_then(|o| o.id.as_deref())
+    }
+
+    /// `created` in Unix seconds, or `None` if it is not an RFC 3339 timestamp.
+    pub fn created_unix(&self) -> Option<i64> {
+        rfc3339_seconds(&self.created)
+    }
+
+    /// For Connect, the connected account (`acct_…`) the event belongs to: the last part
+    /// of [`context`](Self::context) when it names an account.
+    pub fn account(&self) -> Option<&str> {
+        let context = self.context.as_deref()?;
+        let last = context.rsplit('/').next().unwrap_or(context);
+        last.starts_with("acct_").then_some(last)
+    }
+
+    /// The snapshot event type raised by the same change, for the `v1.*` types that have
+    /// a snapshot twin (see [`ThinEventType::snapshot_type`]).
+    pub fn snapshot_type(&self) -> Option<EventType> {
+        self.event_type.snapshot_type()
+    }
+
+    /// Whether this is `v2.core.event_destination.ping`, which the processor answers 200
+    /// without running a handler.
+    pub fn is_ping(&self) -> bool {
+        self.event_type == ThinEventType::V2CoreEventDestinationPing
+    }
+}
+
+impl<'de> Deserialize<'de> for EventNotification {
+    /// Reads a thin event in Stripe's JSON shape **without verifying any signature**: for
+    /// events you verified before and stored, never for a request body.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        EventNotification::from_slice(raw.get().as_bytes()).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for ThinEventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ThinEventType {
+    type Err = std::convert::Infallible;
+    /// Never fails: an unrecognised name becomes [`ThinEventType::Unknown`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(ThinEventType::from_wire(s))
+    }
+}
+
+impl ThinEventType {
+    /// Whether this is [`ThinEventType::Unknown`].
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, ThinEventType::Unknown(_))
+    }
+}
+
+impl Serialize for ThinEventType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ThinEventType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(ThinEventType::from_wire(&s))
+    }
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 timestamp (`2026-10-30T14:03:27.512Z`,
+/// `…+02:00`); fractions are dropped.
+pub(crate) fn rfc3339_seconds(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(r)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || !matches!(b.get(10), Some(b'T' | b't' | b' '))
+    {
+        return None;
+    }
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &b[19..];
+    if let Some((b'.', frac)) = rest.split_first() {
+        let digits = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let digits = [*h1, *h2, *m1, *m2];
+            if !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let v = |a: u8, b: u8| i64::from(a - b'0') * 10 + i64::from(b - b'0');
+            let off = v(digits[0], digits[1]) * 3600 + v(digits[2], digits[3]) * 60;
+            if *sign == b'+' {
+                off
+            } else {
+                -off
+            }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc3339_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            rfc3339_seconds("2022-02-15T00:27:45.330Z"),
+            Some(1_644_884_865)
+        );
+        assert_eq!(
+            rfc3339_seconds("2022-02-15T02:27:45+02:00"),
+            Some(1_644_884_865)
+        );
+        assert_eq!(
+            rfc3339_seconds("2000-02-29T12:00:00-01:30"),
+            Some(951_831_000 + 5400)
+        );
+        for bad in [
+            "",
+            "2022-02-15",
+            "2022-02-15T00:27:45",
+            "2022-13-01T00:00:00Z",
+            "2022-02-15T00:27:45.Z",
+            "x022-02-15T00:27:45Z",
+            "2022-02-15T00:27:45+0200",
+        ] {
+            assert_eq!(rfc3339_seconds(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The closure routers: [`EventRouter`] for snapshot events and [`ThinEventRouter`] for
+//! thin ones, on one route table (exact type, prefix, catch-all, Connect filter).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+
+use super::{EventHandler, HandlerError, ThinEventHandler};
+use crate::event::{Event, EventNotification, EventType, ThinEventType};
+
+/// The future a route returns: `Box::pin(async move { … })`.
+type RouteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
+
+type Route<E> = Box<dyn for<'a> Fn(&'a E) -> RouteFuture<'a> + Send + Sync>;
+
+/// Which Connect accounts a router takes events from.
+///
+/// A snapshot event names its connected account in `account`; a thin event in
+/// `context`. Events of the platform itself have neither.
+///
+/// ```
+/// use stripe_webhooks::AccountFilter;
+///
+/// assert!(AccountFilter::Platform.matches(None));
+/// assert!(!AccountFilter::Platform.matches(Some("acct_1")));
+/// assert!(AccountFilter::Connected.matches(Some("acct_1")));
+/// assert!(AccountFilter::only(["acct_1"]).matches(Some("acct_1")));
+/// assert!(!AccountFilter::only(["acct_1"]).matches(Some("acct_2")));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AccountFilter {
+    /// Every event (the default).
+    #[default]
+    Any,
+    /// Only the platform's own events (no connected account).
+    Platform,
+    /// Only events of connected accounts.
+    Connected,
+    /// Only events of these connected accounts (`acct_…`).
+    Only(BTreeSet<String>),
+}
+
+impl AccountFilter {
+    /// Only events of these connected accounts.
+    pub fn only<I, S>(accounts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        AccountFilter::Only(accounts.into_iter().map(Into::into).collect())
+    }
+
+    /// Whether an event of `account` (`None`: the platform's own) passes.
+    pub fn matches(&self, account: Option<&str>) -> bool {
+        match self {
+            AccountFilter::Any => true,
+            AccountFilter::Platform => account.is_none(),
+            AccountFilter::Connected => account.is_some(),
+            AccountFilter::Only(set) => account.is_some_and(|a| set.contains(a)),
+        }
+    }
+}
+
+/// One route table: exact types, prefixes (longest first), a catch-all, a Connect
+/// filter, and the next table to try.
+struct Routes<K, E: ?Sized> {
+    exact: HashMap<K, Route<E>>,
+    /// `(prefix ending in '.', route)`, longest prefix first.
+    prefixes: Vec<(String, Route<E>)>,
+    fallback: Option<Route<E>>,
+    accounts: AccountFilter,
+    next: Option<Box<Routes<K, E>>>,
+}
+
+impl<K, E: ?Sized> Default for Routes<K, E> {
+    fn default() -> Self {
+        Self {
+            exact: HashMap::new(),
+            prefixes: Vec::new(),
+            fallback: None,
+            accounts: AccountFilter::Any,
+            next: None,
+        }
+    }
+}
+
+/// `"invoice.*"`, `"invoice."` and `"invoice"` all become `"invoice."`, so a prefix only
+/// ever matches whole segments (`invoice` never matches `invoiceitem.created`).
+fn normalise_prefix(prefix: &str) -> String {
+    let p = prefix.trim_end_matches('*').trim_end_matches('.');
+    format!("{p}.")
+}
+
+impl<K: Eq + Hash, E: ?Sized> Routes<K, E> {
+    /// This table's route for a type (not the next table's).
+    fn own(&self, key: &K, wire: &str) -> Option<&Route<E>> {
+        self.exact
+            .get(key)
+            .or_else(|| {
+                self.prefixes
+                    .iter()
+                    .find(|(p, _)| wire.starts_with(p.as_str()))
+                    .map(|(_, r)| r)
+            })
+            .or(self.fallback.as_ref())
+    }
+
+    /// The route for an event: the first table whose filter passes and that has one.
+    fn find(&self, key: &K, wire: &str, account: Option<&str>) -> Option<&Route<E>> {
+        let own = self
+            .accounts
+            .matches(account)
+            .then(|| self.own(key, wire))
+            .flatten();
+        own.or_else(|| self.next.as_ref()?.find(key, wire, account))
+    }
+
+    /// Whether any table could route this type, whatever the account.
+    fn handles_type(&self, key: &K, wire: &str) -> bool {
+        self.own(key, wire).is_some()
+            || self
+                .next
+                .as_ref()
+                .is_some_and(|n| n.handles_type(key, wire))
+    }
+
+    fn add_prefix(&mut self, prefix: &str, route: Route<E>) {
+        let p = normalise_prefix(prefix);
+        self.prefixes.retain(|(q, _)| *q != p);
+        self.prefixes.push((p, route));
+        self.prefixes
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    }
+
+    fn append(&mut self, other: Routes<K, E>) {
+        match &mut self.next {
+            Some(next) => next.append(other),
+            None => self.next = Some(Box::new(other)),
+        }
+    }
+
+    /// The `enabled_events` a Stripe endpoint needs for these routes: `["*"]` with a
+    /// catch-all, otherwise every exact type and every known type under a prefix.
+    fn enabled_events<'k>(
+        &self,
+        all: impl Iterator<Item = &'k str> + Clone,
+        wire: impl Fn(&K) -> String,
+    ) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        let mut table = Some(self);
+        while let Some(t) = table {
+            if t.fallback.is_some() {
+                return vec!["*".to_owned()];
+            }
+            out.extend(t.exact.keys().map(&wire));
+            for (p, _) in &t.prefixes {
+                out.extend(
+                    all.clone()
+                        .filter(|w| w.starts_with(p.as_str()))
+                        .map(str::to_owned),
+                );
+            }
+            table = t.next.as_deref();
+        }
+        out.into_iter().collect()
+    }
+
+    fn describe(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        name: &str,
+        wire: impl Fn(&K) -> String,
+    ) -> fmt::Result {
+        let mut exact: Vec<String> = self.exact.keys().map(wire).collect();
+        exact.sort();
+        f.debug_struct(name)
+            .field("routes", &exact)
+            .field(
+                "prefixes",
+                &self.prefixes.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            )
+            .field("fallback", &self.fallback.is_some())
+            .field("accounts", &self.accounts)
+            .field("next", &self.next.is_some())
+            .finish()
+    }
+}
+
+/// An [`EventHandler`] built from closures: one per event type, per type prefix
+/// (`"invoice.*"`), and a catch-all [`fallback`](Self::fallback), optionally limited to
+/// some Connect accounts. (Named so that it never collides with `axum::Router`.)
+///
+/// An event goes to its exact route, else to the longest matching prefix, else to the
+/// fallback. An event with none of them is answered 200 without being claimed, and so is
+/// one whose account the [`accounts`](Self::accounts) filter turns away.
+///
+/// ```
+/// use stripe_webhooks::{AccountFilter, Event, EventType, HandlerError, EventRouter};
+///
+/// let router = EventRouter::new()
+///     .on(EventType::CheckoutSessionCompleted, |event| {
+///         Box::pin(async move {
+///             if let Event::CheckoutSessionCompleted(session) = event {
+///                 println!("provision {}", session.id);
+///             }
+///             Ok(())
+///         })
+///     })
+///     .on_prefix("invoice.*", |event| {
+///         Box::pin(async move {
+///             println!("invoice event {}", event.event_type());
+///             Ok(())
+///         })
+///     })
+///     // Connected accounts' events go to a router of their own.
+///     .accounts(AccountFilter::Platform)
+///     .or(EventRouter::new()
+///         .accounts(AccountFilter::Connected)
+///         .fallback(|_event| Box::pin(async { Err(HandlerError::new("not yet")) })));
+///
+/// // The endpoint configuration these routes need:
+/// let enabled = router.enabled_events();
+/// assert_eq!(enabled, ["*"]);
+/// ```
+#[derive(Default)]
+pub struct EventRouter {
+    routes: Routes<EventType, Event>,
+}
+
+impl fmt::Debug for EventRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.routes
+            .describe(f, "EventRouter", |k| k.as_str().to_owned())
+    }
+}
+
+impl EventRouter {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes events of `event_type` to `f`, replacing any earlier route for it.
+    #[must_use]
+    pub fn on<F>(mut self, event_type: EventType, f: F) -> Self
+    where
+        F: for<'a> Fn(&'a Event) -> RouteFuture<'a> + Send + Sync + 'static,
+    {
+        self.routes.exact.insert(event_type, Box::new(f));
+        self
+    }
+
+    /// Routes events whose type starts with `prefix` (`"invoice.*"`, `"invoice."` or
+    /// `"invoice"`: whole dot-separated segments only) to `f`, when no exact route
+    /// matches. The longest matching prefix wins.
+    #[must_use]
+    pub fn on_prefix<F>(mut self, prefix: &str, f: F) -> Self
+    where
+        F: for<'a> Fn(&'a Event) -> RouteFuture<'a> + Send + Sync + 'static,
+    {
+        self.routes.add_prefix(prefix, Box::new(f));
+        self
+    }
+
+    /// Routes every event that has no route of its own to `f` (the catch-all).
+    #[must_use]
+    pub fn fallback<F>(mut self, f: F) -> Self
+    where
+        F: for<'a> Fn(&'a Event) -> RouteFuture<'a> + Send + Sync + 'static,
+    {
+        self.routes.fallback = Some(Box::new(f));
+        self
+    }
+
+    /// Takes only events of these Connect accounts (by the event's `account`); the others
+    /// go to the [`or`](Self::or) router, if any, else are answered 200 unclaimed.
+    #[must_use]
+    pub fn accounts(mut self, filter: AccountFilter) -> Self {
+        self.routes.accounts = filter;
+        self
+    }
+
+    /// Tries `other` for every event this router does not take (no route, or turned away
+    /// by its account filter).
+    #[must_use]
+    pub fn or(mut self, other: EventRouter) -> Self {
+        self.routes.append(other.routes);
+        self
+    }
+
+    /// The `enabled_events` a Stripe webhook endpoint needs for these routes: `["*"]`
+    /// when a fallback takes everything, otherwise each routed type and every documented
+    /// type under each prefix, sorted. Print it, or send it when creating the endpoint,
+    /// instead of keeping the list by hand.
+    pub fn enabled_events(&self) -> Vec<String> {
+        self.routes
+            .enabled_events(EventType::ALL.iter().map(EventType::as_str), |k| {
+                k.as_str().to_owned()
+            })
+    }
+}
+
+#[async_trait]
+impl EventHandler for EventRouter {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        let ty = event.event_type();
+        match self.routes.find(ty, ty.as_str(), event.account()) {
+            Some(route) => route(event).await,
+            None => Ok(()),
+        }
+    }
+
+    fn handles(&self, event_type: &EventType) -> bool {
+        self.routes.handles_type(event_type, event_type.as_str())
+    }
+
+    fn handles_event(&self, event: &Event) -> bool {
+        let ty = event.event_type();
+        self.routes.find(ty, ty.as_str(), event.account()).is_some()
+    }
+}
+
+/// A [`ThinEventHandler`] built from closures, like [`EventRouter`]: by exact
+/// [`ThinEventType`], by prefix (`"v1.invoice.*"`), and a catch-all, optionally limited
+/// to some Connect accounts (by the notification's `context`). Notifications with no
+/// route are answered 200 without being claimed.
+///
+/// ```
+/// use stripe_webhooks::{ThinEventRouter, ThinEventType};
+///
+/// let router = ThinEventRouter::new()
+///     .on(ThinEventType::V1CustomerCreated, |n| {
+///         Box::pin(async move {
+///             println!("fetch {:?}", n.related_object.as_ref().map(|o| &o.url));
+///             Ok(())
+///         })
+///     })
+///     .on_prefix("v1.billing.meter.*", |_n| Box::pin(async { Ok(()) }));
+/// assert_eq!(
+///     router.enabled_events(),
+///     [
+///         "v1.billing.meter.error_report_triggered",
+///         "v1.billing.meter.no_meter_found",
+///         "v1.customer.created",
+///     ]
+/// );
+/// ```
+#[derive(Default)]
+pub struct ThinEventRouter {
+    routes: Routes<ThinEventType, EventNotification>,
+}
+
+impl fmt::Debug for ThinEventRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.routes
+            .describe(f, "ThinEventRouter", |k| k.as_str().to_owned())
+    }
+}
+
+impl ThinEventRouter {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes notifications of `event_type` to `f`, replacing any earlier route for it.
+    #[must_use]
+    pub fn on<F>(mut self, event_type: ThinEventType, f: F) -> Self
+    where
+        F: for<'a> Fn(&'a EventNotification) -> RouteFuture<'a> + Send + Sync + 'static,
+    {
+        self.routes.exact.insert(event_type, Box::new(f));
+        self
+    }
+
+    /// Routes notifications whose type starts with `prefix` (`"v1.invoice.*"`; whole
+    /// segments only) to `f`, when no exact route matches. The longest prefix wins.
+    #[must_use]
+    pub fn on_prefix<F>(mut self, prefix: &str, f: F) -> Self
+    where
+        F: for<'a> Fn(&'a EventNotification) -> RouteFuture<'a> + Send + Sync + 'static,
+    {
+        self.routes.add_prefix(prefix, Box::new(f));
+        self
+    }
+
+    /// Routes every notification that has no route of its own to `f` (the catch-all).
+    #[must_use]
+    pub fn fallback<F>(mut self, f: F) -> Self
+    where
+        F: for<'a> Fn(&'a EventNotification) -> RouteFuture<'a> + Send + Sync + 'static,
+    {
+        self.routes.fallback = Some(Box::new(f));
+        self
+    }
+
+    /// Takes only notifications of these Connect accounts (by the account in `context`).
+    #[must_use]
+    pub fn accounts(mut self, filter: AccountFilter) -> Self {
+        self.routes.accounts = filter;
+        self
+    }
+
+    /// Tries `other` for every notification this router does not take.
+    #[must_use]
+    pub fn or(mut self, other: ThinEventRouter) -> Self {
+        self.routes.append(other.routes);
+        self
+    }
+
+    /// The `enabled_events` a thin event destination needs for these routes (see
+    /// [`EventRouter::enabled_events`]).
+    pub fn enabled_events(&self) -> Vec<String> {
+        self.routes
+            .enabled_events(ThinEventType::ALL.iter().map(ThinEventType::as_str), |k| {
+                k.as_str().to_owned()
+            })
+    }
+}
+
+#[async_trait]
+impl ThinEventHandler for ThinEventRouter {
+    async fn handle(&self, n: &EventNotification) -> Result<(), HandlerError> {
+        let ty = &n.event_type;
+        match self.routes.find(ty, ty.as_str(), n.account()) {
+            Some(route) => route(n).await,
+            None => Ok(()),
+        }
+    }
+
+    fn handles(&self, event_type: &ThinEventType) -> bool {
+        self.routes.handles_type(event_type, event_type.as_str())
+    }
+
+    fn handles_notification(&self, n: &EventNotification) -> bool {
+        let ty = &n.event_type;
+        self.routes.find(ty, ty.as_str(), n.account()).is_some()
+    }
+}

@@ -10,8 +10,11 @@
 //!   when `STRIPE_WEBHOOKS_STORE=memory`.
 //! - `PORT` (default 4242) on 127.0.0.1; `RUST_LOG` sets the log level.
 //!
-//! Routes: `POST /webhook` (actix's 256 KiB body limit raised to the processor's 1 MiB) and
-//! `GET /healthz`. SIGINT or SIGTERM stops it after in-flight deliveries finish (actix's
+//! - `STRIPE_THIN_WEBHOOK_SECRET`: the thin event destination's secret(s);
+//!   `--print-enabled-events` prints both destinations' `enabled_events` and exits.
+//!
+//! Routes: `POST /webhook` (actix's 256 KiB body limit raised to the processor's 1 MiB),
+//! `POST /webhook/thin` (thin events) and `GET /healthz`. SIGINT or SIGTERM stops it after in-flight deliveries finish (actix's
 //! own graceful shutdown).
 
 mod common;
@@ -23,11 +26,18 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use stripe_webhooks::Processor;
 
 /// The service's routes. The tests below drive them without a socket.
-fn app(processor: Arc<Processor>) -> impl Fn(&mut web::ServiceConfig) + Clone {
+fn app(
+    processor: Arc<Processor>,
+    thin: Arc<Processor>,
+) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg: &mut web::ServiceConfig| {
         cfg.service(stripe_webhooks::actix::service(
             "/webhook",
             processor.clone(),
+        ))
+        .service(stripe_webhooks::actix::service(
+            "/webhook/thin",
+            thin.clone(),
         ))
         .route(
             "/healthz",
@@ -40,9 +50,15 @@ fn app(processor: Arc<Processor>) -> impl Fn(&mut web::ServiceConfig) + Clone {
 async fn main() -> Result<(), Box<dyn Error>> {
     common::init_logging();
     let config = common::Config::from_env()?;
-    let processor = common::processor(&config).await?;
-    let routes = app(processor);
-    tracing::info!("listening on http://127.0.0.1:{}/webhook", config.port);
+    let processors = common::processor(&config).await?;
+    if common::print_enabled_events(&processors) {
+        return Ok(());
+    }
+    let routes = app(processors.snapshot, processors.thin);
+    tracing::info!(
+        "listening on http://127.0.0.1:{}/webhook (and /webhook/thin)",
+        config.port
+    );
     HttpServer::new(move || App::new().configure(routes.clone()))
         .bind(("127.0.0.1", config.port))?
         .shutdown_timeout(30)
@@ -62,7 +78,8 @@ mod tests {
     #[actix_web::test]
     async fn the_service_answers_without_a_socket() {
         let (processor, header, body) = common::test_delivery();
-        let service = init_service(App::new().configure(app(processor))).await;
+        let service =
+            init_service(App::new().configure(app(processor, common::test_thin_processor()))).await;
         let post = || {
             TestRequest::post()
                 .uri("/webhook")

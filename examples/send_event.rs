@@ -9,6 +9,13 @@
 //! `--concurrency N` requests in flight, `--bad-signature`, `--stale` (timestamp an hour
 //! old), `--secret S` (default `STRIPE_WEBHOOK_SECRET`, else the examples' development
 //! secret). Exits non-zero if a request could not be sent.
+//!
+//! Thin events: `--thin` sends a thin event notification of `--type` (any of the 326 thin
+//! types, `v1.customer.created`; a snapshot type gets its `v1.` twin) to `--thin-url`
+//! (default `http://127.0.0.1:4242/webhook/thin`), signed with `--thin-secret` (default
+//! `STRIPE_THIN_WEBHOOK_SECRET`, else the examples' thin development secret). `--both`
+//! sends each change both ways at once, a snapshot event to `--url` and its thin twin
+//! (whose `snapshot_event` names it) to `--thin-url`: the service runs its work once.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -18,6 +25,15 @@ use stripe_webhooks::testing;
 use tokio::sync::Semaphore;
 
 const DEV_SECRET: &str = "whsec_local_development_only";
+const DEV_THIN_SECRET: &str = "whsec_local_thin_development_only";
+
+/// Which payloads to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Snapshot,
+    Thin,
+    Both,
+}
 
 #[derive(Debug)]
 struct Args {
@@ -30,6 +46,17 @@ struct Args {
     bad_signature: bool,
     stale: bool,
     secret: String,
+    mode: Mode,
+    thin_url: String,
+    thin_secret: String,
+}
+
+fn first_secret(var: &str, default: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.split(',').next().map(str::to_owned))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
@@ -42,11 +69,10 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         concurrency: 1,
         bad_signature: false,
         stale: false,
-        secret: std::env::var("STRIPE_WEBHOOK_SECRET")
-            .ok()
-            .and_then(|s| s.split(',').next().map(str::to_owned))
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| DEV_SECRET.to_owned()),
+        secret: first_secret("STRIPE_WEBHOOK_SECRET", DEV_SECRET),
+        mode: Mode::Snapshot,
+        thin_url: "http://127.0.0.1:4242/webhook/thin".to_owned(),
+        thin_secret: first_secret("STRIPE_THIN_WEBHOOK_SECRET", DEV_THIN_SECRET),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,6 +87,10 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--secret" => a.secret = value()?,
             "--bad-signature" => a.bad_signature = true,
             "--stale" => a.stale = true,
+            "--thin" => a.mode = Mode::Thin,
+            "--both" => a.mode = Mode::Both,
+            "--thin-url" => a.thin_url = value()?,
+            "--thin-secret" => a.thin_secret = value()?,
             "-h" | "--help" => {
                 println!("see the top of examples/send_event.rs for the flags");
                 std::process::exit(0);
@@ -69,6 +99,24 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         }
     }
     Ok(a)
+}
+
+/// A thin notification of `event_type` (a thin type, or a snapshot type's `v1.` twin).
+fn thin_body(id: &str, event_type: &str) -> Result<String, Box<dyn Error>> {
+    use stripe_webhooks::ThinEventType;
+    let mut ty = ThinEventType::from_wire(event_type);
+    if ty.is_unknown() {
+        ty = ThinEventType::from_wire(&format!("v1.{event_type}"));
+    }
+    if ty.is_unknown() {
+        return Err(format!("{event_type} is not a documented thin event type").into());
+    }
+    let mut b = testing::ThinEventBuilder::new(id, ty.as_str());
+    if let Some(object) = ty.related_object_type() {
+        let object_id = format!("obj_{id}");
+        b = b.related(&object_id, object, &format!("/v1/{object}s/{object_id}"));
+    }
+    Ok(b.build())
 }
 
 #[tokio::main]
@@ -87,28 +135,52 @@ async fn main() -> Result<(), Box<dyn Error>> {
             (Some(id), _) => format!("{id}_{i}"),
             (None, _) => format!("evt_local_{stamp:08x}_{i}"),
         };
-        let body = testing::event_for_type(&id, &a.event_type)
-            .ok_or_else(|| format!("{} is not a documented event type", a.event_type))?;
         let t = if a.stale {
             testing::now() - 3600
         } else {
             testing::now()
         };
-        let secret = if a.bad_signature {
-            "whsec_not_the_right_secret"
-        } else {
-            a.secret.as_str()
+        let sign = |body: &str, secret: &str| {
+            let secret = if a.bad_signature {
+                "whsec_not_the_right_secret"
+            } else {
+                secret
+            };
+            testing::sign(body.as_bytes(), secret, t)
         };
-        let header = testing::sign(body.as_bytes(), secret, t);
+        let mut sends = Vec::new();
+        match a.mode {
+            Mode::Snapshot => {
+                let body = testing::event_for_type(&id, &a.event_type)
+                    .ok_or_else(|| format!("{} is not a documented event type", a.event_type))?;
+                sends.push((a.url.clone(), sign(&body, &a.secret), body));
+            }
+            Mode::Thin => {
+                let body = thin_body(&id, &a.event_type)?;
+                sends.push((a.thin_url.clone(), sign(&body, &a.thin_secret), body));
+            }
+            Mode::Both => {
+                let snapshot_type = a.event_type.strip_prefix("v1.").unwrap_or(&a.event_type);
+                if stripe_webhooks::EventType::from_wire(snapshot_type).is_unknown() {
+                    return Err(format!("{snapshot_type} is not a documented snapshot type").into());
+                }
+                let object_id = format!("obj_{id}");
+                let (snapshot, thin) = testing::event_pair(&id, snapshot_type, &object_id);
+                sends.push((a.url.clone(), sign(&snapshot, &a.secret), snapshot));
+                sends.push((a.thin_url.clone(), sign(&thin, &a.thin_secret), thin));
+            }
+        }
         for _ in 0..a.duplicates {
-            requests.push((id.clone(), header.clone(), body.clone()));
+            for (url, header, body) in &sends {
+                requests.push((id.clone(), url.clone(), header.clone(), body.clone()));
+            }
         }
     }
 
     let limit = Arc::new(Semaphore::new(a.concurrency));
     let mut tasks = Vec::new();
-    for (id, header, body) in requests {
-        let (client, url, limit) = (client.clone(), a.url.clone(), limit.clone());
+    for (id, url, header, body) in requests {
+        let (client, limit) = (client.clone(), limit.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
             let resp = client

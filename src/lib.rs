@@ -159,8 +159,8 @@ pub use inbox::SqliteInbox;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use inbox::TransactionalHandler;
 pub use processor::{
-    Inbox, Outcome, OutcomeKind, Processor, DEFAULT_BODY_TIMEOUT, DEFAULT_HANDLER_DEADLINE,
-    DEFAULT_LEASE, DEFAULT_MAX_BODY, DEFAULT_STORE_TIMEOUT,
+    EnabledEvents, Inbox, Outcome, OutcomeKind, Processor, DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HANDLER_DEADLINE, DEFAULT_LEASE, DEFAULT_MAX_BODY, DEFAULT_STORE_TIMEOUT,
 };
 /// Re-export of the `redis` crate the Redis store is built on, so applications build
 /// their client and connection manager with the same version.

@@ -21,6 +21,7 @@ use stripe_webhooks::sqlx::SqlitePool;
 use stripe_webhooks::testing;
 
 const SECRET: &str = "whsec_examples_e2e";
+const THIN_SECRET: &str = "whsec_examples_e2e_thin";
 
 struct Service {
     child: Child,
@@ -52,6 +53,7 @@ async fn start(name: &str) -> Service {
             "STRIPE_WEBHOOK_SECRET",
             format!("{SECRET},whsec_old_secret"),
         )
+        .env("STRIPE_THIN_WEBHOOK_SECRET", THIN_SECRET)
         .env("PORT", port.to_string())
         .env("SQLITE_PATH", &db)
         .env_remove("DATABASE_URL")
@@ -227,6 +229,55 @@ async fn end_to_end(name: &str) {
     assert_eq!(s.deliver("evt_e2e_other", "customer.created").await, 200);
     assert_eq!(s.effects("evt_e2e_other").await, 0);
 
+    // One change sent both ways at once by `send_event --both`: the snapshot event to
+    // /webhook, its thin twin to /webhook/thin. The work runs once: one delivery is
+    // processed, the other is a duplicate (or 409 while the first runs).
+    let out = Command::new(common::example_binary("send_event"))
+        .args([
+            "--both",
+            "--type",
+            "customer.subscription.deleted",
+            "--id",
+            "evt_e2e_both",
+        ])
+        .args(["--url", &format!("{}/webhook", s.base)])
+        .args(["--thin-url", &format!("{}/webhook/thin", s.base)])
+        .args(["--secret", SECRET, "--thin-secret", THIN_SECRET])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let statuses: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("evt_e2e_both "))
+        .filter_map(|l| l.split(' ').nth(1))
+        .collect();
+    assert_eq!(statuses.len(), 2, "{stdout}");
+    assert!(
+        statuses.iter().all(|s| *s == "200" || *s == "409"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("\"processed\"").count(),
+        1,
+        "one of the two runs the work: {stdout}"
+    );
+    // A thin event on its own route, with its own secret; the snapshot secret fails there.
+    let thin = testing::ThinEventBuilder::new("evt_e2e_thin", "v1.customer.created").build();
+    let post_thin = |secret: &str| {
+        s.client
+            .post(format!("{}/webhook/thin", s.base))
+            .header("content-type", "application/json")
+            .header(
+                "stripe-signature",
+                testing::sign(thin.as_bytes(), secret, testing::now()),
+            )
+            .body(thin.clone())
+            .send()
+    };
+    assert_eq!(post_thin(SECRET).await.unwrap().status(), 400);
+    assert_eq!(post_thin(THIN_SECRET).await.unwrap().status(), 200);
+
     // SIGTERM: a graceful exit.
     let mut s = s;
     let pid = s.child.id().to_string();
@@ -263,4 +314,48 @@ async fn axum_example_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actix_example_end_to_end() {
     end_to_end("actix").await;
+}
+
+/// `--print-enabled-events` prints what both Stripe destinations need for the demo's
+/// handlers, as JSON, and exits.
+#[test]
+fn examples_print_their_enabled_events() {
+    for name in ["axum", "actix"] {
+        let dir = common::TempDir::new(&format!("ex_manifest_{name}"));
+        let out = Command::new(common::example_binary(name))
+            .arg("--print-enabled-events")
+            .env("SQLITE_PATH", dir.join("m.db"))
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let snapshot: Vec<&str> = v["snapshot"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
+        assert_eq!(
+            snapshot,
+            [
+                "checkout.session.completed",
+                "customer.subscription.deleted",
+                "invoice.payment_failed"
+            ],
+            "{name}"
+        );
+        let thin = v["thin"].as_array().unwrap();
+        assert!(thin.iter().any(|t| t == "v1.customer.created"), "{name}");
+        assert!(
+            thin.iter().any(|t| t == "v1.checkout.session.completed"),
+            "{name}"
+        );
+        assert!(thin.iter().all(|t| {
+            let t = t.as_str().unwrap();
+            t.starts_with("v1.customer.") || t.starts_with("v1.checkout.session.")
+        }));
+    }
 }

@@ -12,8 +12,8 @@ use stripe_webhooks::sqlx::{self, Sqlite};
 #[cfg(feature = "postgres")]
 use stripe_webhooks::PostgresStore;
 use stripe_webhooks::{
-    async_trait, Event, EventHandler, EventType, HandlerError, MemoryStore, Processor, SqliteStore,
-    TransactionalHandler, Verifier,
+    async_trait, Event, EventHandler, EventType, HandlerError, IdempotencyStore, MemoryStore,
+    Processor, SqliteStore, ThinEventRouter, TransactionalHandler, Verifier,
 };
 #[cfg(feature = "redis")]
 use stripe_webhooks::{redis, RedisStore};
@@ -21,12 +21,16 @@ use stripe_webhooks::{redis, RedisStore};
 /// The secret used when `STRIPE_WEBHOOK_SECRET` is unset, so the examples run out of the
 /// box; `send_event` signs with the same one. Never use it for a real endpoint.
 pub const DEV_SECRET: &str = "whsec_local_development_only";
+/// The thin destination's development secret (`STRIPE_THIN_WEBHOOK_SECRET` unset).
+pub const DEV_THIN_SECRET: &str = "whsec_local_thin_development_only";
 
 /// Settings read from the environment.
 #[derive(Debug)]
 pub struct Config {
     /// One secret or several, comma-separated.
     pub secrets: String,
+    /// The thin event destination's secrets.
+    pub thin_secrets: String,
     /// The port on 127.0.0.1.
     pub port: u16,
     /// `postgres://…` when set.
@@ -52,6 +56,10 @@ impl Config {
                 DEV_SECRET.to_owned()
             }
         };
+        let thin_secrets = std::env::var("STRIPE_THIN_WEBHOOK_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| DEV_THIN_SECRET.to_owned());
         let port = match std::env::var("PORT") {
             Ok(p) => p.parse().map_err(|e| format!("PORT={p:?}: {e}"))?,
             Err(_) => 4242,
@@ -61,6 +69,7 @@ impl Config {
             .filter(|u| u.starts_with("postgres"));
         Ok(Self {
             secrets,
+            thin_secrets,
             port,
             database_url,
             redis_url: std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()),
@@ -248,38 +257,94 @@ impl EventHandler for MemoryDemo {
     }
 }
 
-/// Builds the processor on the store the environment names: Postgres when
+/// The two routes' processors, on one store: `/webhook` (snapshot events) and
+/// `/webhook/thin` (thin events), each with its destination's secret. A change delivered
+/// to both runs once.
+pub struct Processors {
+    /// For `POST /webhook`.
+    pub snapshot: Arc<Processor>,
+    /// For `POST /webhook/thin`.
+    pub thin: Arc<Processor>,
+}
+
+/// The demo thin handler: a thin event carries no object, so it says which object to
+/// fetch before acting.
+pub fn thin_demo() -> ThinEventRouter {
+    ThinEventRouter::new()
+        .on_prefix("v1.customer.*", |n| {
+            Box::pin(async move {
+                let url = n.related_object.as_ref().map(|o| o.url.as_str());
+                tracing::info!(event_type = %n.event_type, url, "thin event: fetch the customer before acting");
+                Ok(())
+            })
+        })
+        .on_prefix("v1.checkout.session.*", |n| {
+            Box::pin(async move {
+                let url = n.related_object.as_ref().map(|o| o.url.as_str());
+                tracing::info!(event_type = %n.event_type, url, "thin event: fetch the session before acting");
+                Ok(())
+            })
+        })
+}
+
+fn both(
+    config: &Config,
+    snapshot: Processor,
+    store: impl IdempotencyStore,
+) -> Result<Processors, Box<dyn Error>> {
+    let deadline = Some(Duration::from_secs(10));
+    let thin = Processor::thin(
+        Verifier::from_secrets_list(&config.thin_secrets)?,
+        store,
+        thin_demo(),
+    );
+    Ok(Processors {
+        snapshot: Arc::new(snapshot.with_handler_deadline(deadline)),
+        thin: Arc::new(thin.with_handler_deadline(deadline)),
+    })
+}
+
+/// Builds the processors on the store the environment names: Postgres when
 /// `DATABASE_URL` is set, Redis when `REDIS_URL` is, the SQLite file otherwise.
-pub async fn processor(config: &Config) -> Result<Arc<Processor>, Box<dyn Error>> {
+pub async fn processor(config: &Config) -> Result<Processors, Box<dyn Error>> {
     let verifier = Verifier::from_secrets_list(&config.secrets)?;
-    let processor = if config.memory {
+    if config.memory {
         tracing::info!("store: memory (forgotten on restart)");
-        Processor::new(verifier, MemoryStore::new(), MemoryDemo::default())
+        let store = Arc::new(MemoryStore::new());
+        let p = Processor::new(verifier, Arc::clone(&store), MemoryDemo::default());
+        both(config, p, store)
     } else if let Some(url) = &config.database_url {
-        postgres(verifier, url).await?
+        postgres(config, verifier, url).await
     } else if let Some(url) = &config.redis_url {
-        redis_store(verifier, url).await?
+        redis_store(config, verifier, url).await
     } else {
         let store = SqliteStore::connect(&config.sqlite_path).await?;
         sqlx::query(SQLITE_ACCESS).execute(store.pool()).await?;
         tracing::info!(path = %config.sqlite_path, "store: SQLite");
-        Processor::with_inbox(verifier, store.inbox(Demo))
-    };
-    Ok(Arc::new(
-        processor.with_handler_deadline(Some(Duration::from_secs(10))),
-    ))
+        let p = Processor::with_inbox(verifier, store.inbox(Demo));
+        both(config, p, store)
+    }
 }
 
 #[cfg(feature = "postgres")]
-async fn postgres(verifier: Verifier, url: &str) -> Result<Processor, Box<dyn Error>> {
+async fn postgres(
+    config: &Config,
+    verifier: Verifier,
+    url: &str,
+) -> Result<Processors, Box<dyn Error>> {
     let store = PostgresStore::connect(url).await?;
     sqlx::query(POSTGRES_ACCESS).execute(store.pool()).await?;
     tracing::info!("store: PostgreSQL");
-    Ok(Processor::with_inbox(verifier, store.inbox(Demo)))
+    let p = Processor::with_inbox(verifier, store.inbox(Demo));
+    both(config, p, store)
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn postgres(_verifier: Verifier, _url: &str) -> Result<Processor, Box<dyn Error>> {
+async fn postgres(
+    _config: &Config,
+    _verifier: Verifier,
+    _url: &str,
+) -> Result<Processors, Box<dyn Error>> {
     Err(
         "DATABASE_URL is set, but this build has no PostgreSQL support: add `--features postgres`"
             .into(),
@@ -287,19 +352,39 @@ async fn postgres(_verifier: Verifier, _url: &str) -> Result<Processor, Box<dyn 
 }
 
 #[cfg(feature = "redis")]
-async fn redis_store(verifier: Verifier, url: &str) -> Result<Processor, Box<dyn Error>> {
+async fn redis_store(
+    config: &Config,
+    verifier: Verifier,
+    url: &str,
+) -> Result<Processors, Box<dyn Error>> {
     let conn = redis::aio::ConnectionManager::new(redis::Client::open(url)?).await?;
     tracing::info!("store: Redis");
-    Ok(Processor::new(
-        verifier,
-        RedisStore::new(conn.clone()),
-        RedisDemo(conn),
-    ))
+    let store = RedisStore::new(conn.clone());
+    let p = Processor::new(verifier, store.clone(), RedisDemo(conn));
+    both(config, p, store)
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis_store(_verifier: Verifier, _url: &str) -> Result<Processor, Box<dyn Error>> {
+async fn redis_store(
+    _config: &Config,
+    _verifier: Verifier,
+    _url: &str,
+) -> Result<Processors, Box<dyn Error>> {
     Err("REDIS_URL is set, but this build has no Redis support: add `--features redis`".into())
+}
+
+/// Prints the `enabled_events` of both destinations as JSON and returns `true` when the
+/// command line asks for it (`--print-enabled-events`).
+pub fn print_enabled_events(p: &Processors) -> bool {
+    if !std::env::args().any(|a| a == "--print-enabled-events") {
+        return false;
+    }
+    let manifest = serde_json::json!({
+        "snapshot": p.snapshot.enabled_events().snapshot,
+        "thin": p.thin.enabled_events().thin,
+    });
+    println!("{manifest:#}");
+    true
 }
 
 /// A processor on the memory store with the demo handler, and a signed
@@ -317,6 +402,14 @@ pub fn test_delivery() -> (Arc<Processor>, String, String) {
         stripe_webhooks::testing::now(),
     );
     (Arc::new(processor), header, body)
+}
+
+/// A thin processor on the memory store with the demo thin handler: for the examples'
+/// own tests.
+#[cfg(test)]
+pub fn test_thin_processor() -> Arc<Processor> {
+    let verifier = Verifier::from_secrets_list(DEV_THIN_SECRET).unwrap();
+    Arc::new(Processor::thin(verifier, MemoryStore::new(), thin_demo()))
 }
 
 /// `RUST_LOG` controls the level (default `info`).

@@ -78,6 +78,10 @@ impl<H: TransactionalHandler<Postgres>> Sealed for PostgresInbox<H> {}
 
 #[async_trait]
 impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
+    fn handles(&self, event_type: &crate::EventType) -> bool {
+        self.handler.handles(event_type)
+    }
+
     fn store(&self) -> std::sync::Arc<dyn crate::IdempotencyStore> {
         std::sync::Arc::new(self.store.clone())
     }

@@ -182,6 +182,10 @@ fn rolled_back() -> StoreError {
 
 #[async_trait]
 impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
+    fn handles(&self, event_type: &crate::EventType) -> bool {
+        self.handler.handles(event_type)
+    }
+
     fn store(&self) -> std::sync::Arc<dyn crate::IdempotencyStore> {
         std::sync::Arc::new(self.store.clone())
     }

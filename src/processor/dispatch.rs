@@ -69,6 +69,9 @@ impl Dispatched {
 pub(crate) trait Dispatcher: Send + Sync + 'static {
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched;
 
+    /// Whether its handler acts on events of this type (for the manifest).
+    fn handles(&self, event_type: &crate::event::EventType) -> bool;
+
     /// The store it claims in, which thin events (always dispatched the standard way)
     /// share, so that both families deduplicate against one another.
     fn store(&self) -> Arc<dyn IdempotencyStore>;
@@ -108,6 +111,10 @@ impl Dispatcher for StoreDispatcher {
             handler_future(|| handler.handle(event)),
         )
         .await
+    }
+
+    fn handles(&self, event_type: &EventType) -> bool {
+        self.handler.handles(event_type)
     }
 
     fn store(&self) -> Arc<dyn IdempotencyStore> {

@@ -14,7 +14,7 @@ mod trace;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::event::{Event, EventNotification, EventType, ParseError};
+use crate::event::{Event, EventNotification, EventType, ParseError, ThinEventType};
 use crate::handler::{EventHandler, ThinEventHandler};
 use crate::idempotency::IdempotencyStore;
 use crate::signature::{VerifiedPayload, Verifier};
@@ -41,6 +41,17 @@ pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the adapters wait by default for a request's whole body before answering
 /// 408: Stripe sends its bodies at once, so only a slow or hostile client needs longer.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The event types a processor's Stripe destinations need: see
+/// [`Processor::enabled_events`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct EnabledEvents {
+    /// For the snapshot destination (webhook endpoint).
+    pub snapshot: Vec<String>,
+    /// For the thin event destination.
+    pub thin: Vec<String>,
+}
 
 /// A SQL store's inbox mode, for [`Processor::with_inbox`]: `SqliteInbox` and
 /// `PostgresInbox` (from `SqliteStore::inbox` and `PostgresStore::inbox`). The trait is
@@ -298,6 +309,50 @@ impl Processor {
     /// The verifier.
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
+    }
+
+    /// The `enabled_events` the Stripe destinations of this processor need, from what its
+    /// handlers [`handles`](EventHandler::handles): a snapshot list and a thin list, each
+    /// `["*"]` when a handler takes every type (it takes a type this release does not
+    /// know), empty when the processor has no handler of that family. Print it, or send
+    /// it when you create or update the endpoint, rather than keeping the list by hand.
+    ///
+    /// ```
+    /// use stripe_webhooks::{EventRouter, EventType, MemoryStore, Processor, SigningSecret, Verifier};
+    ///
+    /// let p = Processor::new(
+    ///     Verifier::new(SigningSecret::new("whsec_x").unwrap()),
+    ///     MemoryStore::new(),
+    ///     EventRouter::new()
+    ///         .on(EventType::CheckoutSessionCompleted, |_e| Box::pin(async { Ok(()) }))
+    ///         .on_prefix("customer.subscription.*", |_e| Box::pin(async { Ok(()) })),
+    /// );
+    /// let enabled = p.enabled_events();
+    /// assert!(enabled.snapshot.contains(&"customer.subscription.deleted".to_owned()));
+    /// assert!(enabled.snapshot.contains(&"checkout.session.completed".to_owned()));
+    /// assert!(enabled.thin.is_empty());
+    /// ```
+    pub fn enabled_events(&self) -> EnabledEvents {
+        const PROBE: &str = "stripe_webhooks.unknown_type_probe";
+        let snapshot = match &self.dispatcher {
+            Some(d) if d.handles(&EventType::Unknown(PROBE.to_owned())) => vec!["*".to_owned()],
+            Some(d) => EventType::ALL
+                .iter()
+                .filter(|t| d.handles(t))
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+            None => Vec::new(),
+        };
+        let thin = match &self.thin {
+            Some(h) if h.handles(&ThinEventType::Unknown(PROBE.to_owned())) => vec!["*".to_owned()],
+            Some(h) => ThinEventType::ALL
+                .iter()
+                .filter(|t| h.handles(t))
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+            None => Vec::new(),
+        };
+        EnabledEvents { snapshot, thin }
     }
 
     /// The body limit in bytes.

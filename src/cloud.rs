@@ -19,10 +19,10 @@
 //!   "time":"2026-10-30T14:03:27Z","region":"us-west-2","resources":[],
 //!   "detail":{"id":"evt_1","object":"event","created":1793455407,"livemode":false,
 //!     "data":{"object":{"id":"cus_1","object":"customer"}},"type":"customer.created"}}"#;
-//! match cloud::parse_eventbridge(body)? {
-//!     CloudEvent::Snapshot(event) => assert_eq!(event.id().as_str(), "evt_1"),
-//!     CloudEvent::Thin(_) => unreachable!(),
-//! }
+//! let CloudEvent::Snapshot(event) = cloud::parse_eventbridge(body)? else {
+//!     panic!("a snapshot event");
+//! };
+//! assert_eq!(event.id().as_str(), "evt_1");
 //! # Ok::<(), stripe_webhooks::ParseError>(())
 //! ```
 

@@ -216,7 +216,7 @@ impl PartialEq for ThinEventData {
 /// assert_eq!(n.related_object_id(), Some("cus_1"));
 /// // The snapshot twin's id is the key the processor deduplicates on.
 /// assert_eq!(n.dedupe_key().as_str(), "evt_1Pgc76");
-/// assert_eq!(n.created_unix(), Some(1_793_455_407));
+/// assert_eq!(n.created_unix(), Some(1_793_369_007));
 /// # Ok::<(), stripe_webhooks::ParseError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -341,14 +341,10 @@ impl EventHandler for EventRouter {
 ///         })
 ///     })
 ///     .on_prefix("v1.billing.meter.*", |_n| Box::pin(async { Ok(()) }));
-/// assert_eq!(
-///     router.enabled_events(),
-///     [
-///         "v1.billing.meter.error_report_triggered",
-///         "v1.billing.meter.no_meter_found",
-///         "v1.customer.created",
-///     ]
-/// );
+/// let enabled = router.enabled_events();
+/// assert!(enabled.contains(&"v1.billing.meter.error_report_triggered".to_owned()));
+/// assert!(enabled.contains(&"v1.customer.created".to_owned()));
+/// assert!(!enabled.contains(&"v1.customer.updated".to_owned()));
 /// ```
 #[derive(Default)]
 pub struct ThinEventRouter {

@@ -770,3 +770,98 @@ async fn cloud_envelopes_run_through_the_same_claims() {
     }
     assert!(cloud::parse_event_grid(b"[]").unwrap().is_empty());
 }
+
+/// Inbox mode handles snapshot events in the claim's transaction; a thin handler beside
+/// it runs the standard way on the same table, so the twins still run once.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twins_run_once_beside_the_sqlite_inbox() {
+    use stripe_webhooks::sqlx::{self, Sqlite, SqliteConnection};
+    use stripe_webhooks::TransactionalHandler;
+
+    struct Effects;
+    #[stripe_webhooks::async_trait]
+    impl TransactionalHandler<Sqlite> for Effects {
+        async fn handle(
+            &self,
+            event: &Event,
+            conn: &mut SqliteConnection,
+        ) -> Result<(), HandlerError> {
+            sqlx::query("INSERT INTO effects (key) VALUES (?1)")
+                .bind(event.id().as_str())
+                .execute(conn)
+                .await
+                .map(|_| ())
+                .map_err(HandlerError::new)
+        }
+    }
+
+    let dir = common::TempDir::new("thin_inbox");
+    let store = stripe_webhooks::SqliteStore::connect(dir.join("events.db"))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    sqlx::query("CREATE TABLE effects (key TEXT NOT NULL)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let pool = store.pool().clone();
+    let thin_pool = pool.clone();
+    let both = Arc::new(
+        Processor::with_inbox(
+            Verifier::new(SigningSecret::new(SNAPSHOT_SECRET).unwrap())
+                .with_secret(SigningSecret::new(THIN_SECRET).unwrap()),
+            store.inbox(Effects),
+        )
+        .with_thin_handler(ThinEventRouter::new().fallback(move |n| {
+            let pool = thin_pool.clone();
+            let key = n.dedupe_key().to_string();
+            Box::pin(async move {
+                sqlx::query("INSERT INTO effects (key) VALUES (?1)")
+                    .bind(key)
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(HandlerError::new)
+            })
+        })),
+    );
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let (snap, thin) =
+            testing::event_pair(&format!("evt_inbox_{i}"), "customer.created", "cus_1");
+        for (body, secret) in [(snap, SNAPSHOT_SECRET), (thin, THIN_SECRET)] {
+            let p = Arc::clone(&both);
+            tasks.push(tokio::spawn(async move {
+                // 409 and 503 are Stripe-retried answers: deliver until settled.
+                for _ in 0..50 {
+                    let o = deliver(&p, &body, secret).await;
+                    if o.status() == 200 {
+                        return o.kind().name();
+                    }
+                    assert!(matches!(o.status(), 409 | 503), "{o:?}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                panic!("never settled");
+            }));
+        }
+    }
+    let mut names = Vec::new();
+    for t in tasks {
+        names.push(t.await.unwrap());
+    }
+    assert_eq!(
+        names.iter().filter(|n| **n == "processed").count(),
+        10,
+        "{names:?}"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM effects")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let keys: i64 = sqlx::query_scalar("SELECT count(DISTINCT key) FROM effects")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((rows, keys), (10, 10));
+}

@@ -187,8 +187,9 @@ pub struct ReadmeDoctests;
 /// changes, and the typed `data` of the types that carry one.
 pub mod thin {
     pub use crate::event::{
-        EventChanges, EventReason, InvoiceUpcoming, MeterErrorReason, MeterErrorReport,
-        MeterErrorType, MeterSampleError, MeterSampleRequest, ReasonRequest, ThinEventData,
+        AccountLinkReturned, AccountPersonData, CapabilityStatusUpdated, EventChanges, EventReason,
+        InvoiceUpcoming, MeterErrorReason, MeterErrorReport, MeterErrorType, MeterSampleError,
+        MeterSampleRequest, ReasonRequest, ThinEventData,
     };
 }
 

@@ -202,11 +202,39 @@ fn fetched_data_is_typed_where_the_crate_knows_it() {
         (Some("cus_1"), Some("sub_1"))
     );
 
-    // A v2 type's data, and a known type's data in a shape this release does not know,
-    // are kept raw: never an error.
-    let v2 = r#"{"id":"evt_3","object":"v2.core.event","type":"v2.core.account_link.returned",
-      "created":"2026-10-30T00:00:00Z","livemode":false,"data":{"account_id":"acct_1","use_case":"account_onboarding"}}"#;
-    let Some(ThinEventData::Raw(raw)) = parse(v2).data else {
+    let link = r#"{"id":"evt_3","object":"v2.core.event","type":"v2.core.account_link.returned",
+      "created":"2026-10-30T00:00:00Z","livemode":false,"data":{"account_id":"acct_1","configurations":["merchant"],"use_case":"account_onboarding"}}"#;
+    let Some(ThinEventData::AccountLinkReturned(l)) = parse(link).data else {
+        panic!()
+    };
+    assert_eq!(
+        (l.account_id.as_deref(), l.use_case.as_deref()),
+        (Some("acct_1"), Some("account_onboarding"))
+    );
+    assert_eq!(l.configurations, ["merchant"]);
+    let cap = link
+        .replace("v2.core.account_link.returned", "v2.core.account[configuration.merchant].capability_status_updated")
+        .replace(r#""account_id":"acct_1","configurations":["merchant"],"use_case":"account_onboarding""#, r#""updated_capability":"cards""#);
+    let Some(ThinEventData::CapabilityStatusUpdated(c)) = parse(&cap).data else {
+        panic!()
+    };
+    assert_eq!(c.updated_capability.as_deref(), Some("cards"));
+    let person = link.replace(
+        "v2.core.account_link.returned",
+        "v2.core.account_person.updated",
+    );
+    let Some(ThinEventData::AccountPerson(p)) = parse(&person).data else {
+        panic!()
+    };
+    assert_eq!(p.account_id.as_deref(), Some("acct_1"));
+
+    // A type whose data the reference does not describe, and a known type's data in a
+    // shape this release does not know, are kept raw: never an error.
+    let money = link.replace(
+        "v2.core.account_link.returned",
+        "v2.money_management.transaction.created",
+    );
+    let Some(ThinEventData::Raw(raw)) = parse(&money).data else {
         panic!()
     };
     assert!(raw.get().contains("account_onboarding"));

@@ -24,9 +24,10 @@ pub use error::{ObjectError, ParseError};
 #[cfg(all(test, feature = "testing"))]
 pub(crate) use thin::rfc3339_seconds;
 pub use thin::{
-    EventChanges, EventNotification, EventReason, InvoiceUpcoming, MeterErrorReason,
-    MeterErrorReport, MeterErrorType, MeterSampleError, MeterSampleRequest, ReasonRequest,
-    RelatedObject, ThinEventData,
+    AccountLinkReturned, AccountPersonData, CapabilityStatusUpdated, EventChanges,
+    EventNotification, EventReason, InvoiceUpcoming, MeterErrorReason, MeterErrorReport,
+    MeterErrorType, MeterSampleError, MeterSampleRequest, ReasonRequest, RelatedObject,
+    ThinEventData,
 };
 pub use thin_types::ThinEventType;
 pub use types::{Event, EventType};

@@ -74,7 +74,15 @@ pub enum ThinEventData {
     MeterErrorReport(MeterErrorReport),
     /// `v1.invoice.upcoming`: whose invoice is coming up.
     InvoiceUpcoming(InvoiceUpcoming),
-    /// Any other type's `data`, as Stripe sent it.
+    /// `v2.core.account[configuration.*].capability_status_updated`.
+    CapabilityStatusUpdated(CapabilityStatusUpdated),
+    /// `v2.core.account_link.returned`.
+    AccountLinkReturned(AccountLinkReturned),
+    /// `v2.core.account_person.created`, `.updated` and `.deleted`.
+    AccountPerson(AccountPersonData),
+    /// Any other type's `data` (the `v2.money_management.*` types, whose shape the
+    /// reference data does not give), or a known type's `data` in a shape this release
+    /// does not know, as Stripe sent it.
     Raw(Box<RawValue>),
 }
 
@@ -163,6 +171,39 @@ fn null_vec<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
+/// The `data` of `v2.core.account[configuration.*].capability_status_updated`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CapabilityStatusUpdated {
+    /// The capability whose status changed, for example `cards` (an open set).
+    #[serde(default)]
+    pub updated_capability: Option<String>,
+}
+
+/// The `data` of `v2.core.account_link.returned`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AccountLinkReturned {
+    /// The v2 account that was onboarded.
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// Its configurations: `customer`, `merchant`, `recipient`.
+    #[serde(default, deserialize_with = "null_vec")]
+    pub configurations: Vec<String>,
+    /// `account_onboarding` or `account_update` (an open set).
+    #[serde(default)]
+    pub use_case: Option<String>,
+}
+
+/// The `data` of `v2.core.account_person.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AccountPersonData {
+    /// The v2 account the person belongs to.
+    #[serde(default)]
+    pub account_id: Option<String>,
+}
+
 impl ThinEventData {
     fn build(event_type: &ThinEventType, raw: Box<RawValue>) -> Self {
         let typed = match event_type {
@@ -172,6 +213,19 @@ impl ThinEventData {
             }
             ThinEventType::V1InvoiceUpcoming => {
                 serde_json::from_str(raw.get()).map(ThinEventData::InvoiceUpcoming)
+            }
+            ThinEventType::V2CoreAccountConfigurationCustomerCapabilityStatusUpdated
+            | ThinEventType::V2CoreAccountConfigurationMerchantCapabilityStatusUpdated
+            | ThinEventType::V2CoreAccountConfigurationRecipientCapabilityStatusUpdated => {
+                serde_json::from_str(raw.get()).map(ThinEventData::CapabilityStatusUpdated)
+            }
+            ThinEventType::V2CoreAccountLinkReturned => {
+                serde_json::from_str(raw.get()).map(ThinEventData::AccountLinkReturned)
+            }
+            ThinEventType::V2CoreAccountPersonCreated
+            | ThinEventType::V2CoreAccountPersonDeleted
+            | ThinEventType::V2CoreAccountPersonUpdated => {
+                serde_json::from_str(raw.get()).map(ThinEventData::AccountPerson)
             }
             _ => return ThinEventData::Raw(raw),
         };
@@ -190,6 +244,9 @@ impl PartialEq for ThinEventData {
         match (self, other) {
             (Self::MeterErrorReport(a), Self::MeterErrorReport(b)) => a == b,
             (Self::InvoiceUpcoming(a), Self::InvoiceUpcoming(b)) => a == b,
+            (Self::CapabilityStatusUpdated(a), Self::CapabilityStatusUpdated(b)) => a == b,
+            (Self::AccountLinkReturned(a), Self::AccountLinkReturned(b)) => a == b,
+            (Self::AccountPerson(a), Self::AccountPerson(b)) => a == b,
             (Self::Raw(a), Self::Raw(b)) => a.get() == b.get(),
             _ => false,
         }

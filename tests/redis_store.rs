@@ -72,6 +72,13 @@ async fn redis_store_conformance() {
     store_conformance::run_all(Arc::new(store), LeaseTime::Real).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_store_ordering_conformance() {
+    let _shared = SERVER.read().await;
+    let (store, _, _) = store().await;
+    store_conformance::run_ordering(Arc::new(store), LeaseTime::Real).await;
+}
+
 #[tokio::test]
 async fn prefix_is_validated() {
     let _shared = SERVER.read().await;

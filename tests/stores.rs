@@ -20,6 +20,13 @@ async fn memory_store_conformance() {
     store_conformance::run_all(Arc::new(store), LeaseTime::Manual(clock)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_ordering_conformance() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = MemoryStore::new().with_clock(clock.clone());
+    store_conformance::run_ordering(Arc::new(store), LeaseTime::Manual(clock)).await;
+}
+
 const LEASE: Duration = Duration::from_secs(30);
 
 /// A third-party store that implements only `IdempotencyStore` runs the claim behaviours.
@@ -294,6 +301,12 @@ mod sqlite {
         store_conformance::run_all(Arc::new(store), LeaseTime::Real).await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_store_ordering_conformance() {
+        let (store, _dir) = store("ordering").await;
+        store_conformance::run_ordering(Arc::new(store), LeaseTime::Real).await;
+    }
+
     #[tokio::test]
     async fn sqlite_migrate_is_idempotent_and_renamed_tables_are_used() {
         let (store, _dir) = store("mig").await;
@@ -435,6 +448,11 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres_store_conformance() {
         store_conformance::run_all(Arc::new(store("conf").await), LeaseTime::Real).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_store_ordering_conformance() {
+        store_conformance::run_ordering(Arc::new(store("ordering").await), LeaseTime::Real).await;
     }
 
     /// See `sqlite_reads_out_of_range_attempts_like_postgres`; `INTEGER` is 32-bit here,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    truncate_error, Claim, ClaimToken, EventRecord, IdempotencyStore, RecordStatus, StoreAdmin,
-    StoreError, DEFAULT_RETENTION,
+    advances, truncate_error, Claim, ClaimToken, EventRecord, IdempotencyStore, ObjectLock,
+    OrderingStore, RecordStatus, StoreAdmin, StoreError, Watermark, DEFAULT_RETENTION,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::event::{EventId, EventType};
@@ -75,6 +75,19 @@ struct Inner {
     completed: VecDeque<(EventId, i64)>,
     /// Failed records in failure order, likewise.
     failed: VecDeque<(EventId, i64)>,
+    /// The ordering guard's objects: watermark and lock.
+    objects: HashMap<String, Obj>,
+    /// Objects in the order they were last written, for eviction; an entry is current
+    /// while its stamp is the object's `updated_ms`.
+    object_order: VecDeque<(String, i64)>,
+}
+
+#[derive(Debug, Default)]
+struct Obj {
+    watermark: Option<Watermark>,
+    holder: Option<String>,
+    lock_until_ms: i64,
+    updated_ms: i64,
 }
 
 #[derive(Debug)]
@@ -338,6 +351,113 @@ impl IdempotencyStore for MemoryStore {
     }
 }
 
+impl Inner {
+    /// The object's row, made (evicting the oldest unlocked objects past `max`) if new.
+    fn object(&mut self, object_id: &str, max: usize, now: i64) -> &mut Obj {
+        if !self.objects.contains_key(object_id) {
+            while self.objects.len() >= max {
+                let Some((id, stamp)) = self.object_order.pop_front() else {
+                    break;
+                };
+                let evict = self.objects.get(&id).is_some_and(|o| {
+                    o.updated_ms == stamp && (o.holder.is_none() || o.lock_until_ms <= now)
+                });
+                if evict {
+                    self.objects.remove(&id);
+                }
+            }
+        }
+        self.object_order.push_back((object_id.to_owned(), now));
+        if self.object_order.len() > 2 * self.objects.len() + 64 {
+            let objects = &self.objects;
+            self.object_order
+                .retain(|(id, stamp)| objects.get(id).is_some_and(|o| o.updated_ms == *stamp));
+        }
+        let obj = self.objects.entry(object_id.to_owned()).or_default();
+        obj.updated_ms = now;
+        obj
+    }
+}
+
+#[async_trait]
+impl OrderingStore for MemoryStore {
+    async fn lock_object(
+        &self,
+        object_id: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<ObjectLock, StoreError> {
+        let now = self.clock.now_millis();
+        let mut inner = self.lock();
+        let obj = inner.object(object_id, self.max_records, now);
+        let free = match &obj.holder {
+            None => true,
+            Some(h) => h == holder || obj.lock_until_ms <= now,
+        };
+        if !free {
+            let left = u64::try_from(obj.lock_until_ms - now).unwrap_or(0).max(1);
+            return Ok(ObjectLock::Busy {
+                retry_after: Duration::from_millis(left),
+            });
+        }
+        obj.holder = Some(holder.to_owned());
+        obj.lock_until_ms = now.saturating_add(ms(lease));
+        Ok(ObjectLock::Acquired {
+            watermark: obj.watermark.clone(),
+        })
+    }
+
+    async fn complete_applied(
+        &self,
+        token: &ClaimToken,
+        object_id: &str,
+        holder: &str,
+        applied: &Watermark,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now_millis();
+        let mut inner = self.lock();
+        match inner.records.get_mut(token.event_id()) {
+            Some(rec) if rec.fence == token.fence() && rec.status == RecordStatus::Processing => {
+                rec.status = RecordStatus::Completed;
+                rec.completed_at_ms = Some(now);
+                rec.updated_ms = now;
+            }
+            _ => {
+                return Err(StoreError::LeaseLost {
+                    event_id: token.event_id().clone(),
+                })
+            }
+        }
+        inner.settled(token.event_id(), RecordStatus::Completed, now);
+        let obj = inner.object(object_id, self.max_records, now);
+        if advances(obj.watermark.as_ref(), applied) {
+            obj.watermark = Some(applied.clone());
+        }
+        if obj.holder.as_deref() == Some(holder) {
+            obj.holder = None;
+        }
+        Ok(())
+    }
+
+    async fn unlock_object(&self, object_id: &str, holder: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if let Some(obj) = inner.objects.get_mut(object_id) {
+            if obj.holder.as_deref() == Some(holder) {
+                obj.holder = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn watermark(&self, object_id: &str) -> Result<Option<Watermark>, StoreError> {
+        Ok(self
+            .lock()
+            .objects
+            .get(object_id)
+            .and_then(|o| o.watermark.clone()))
+    }
+}
+
 #[async_trait]
 impl StoreAdmin for MemoryStore {
     async fn record(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
@@ -368,13 +488,20 @@ impl StoreAdmin for MemoryStore {
             RecordStatus::Processing => r.lease_until_ms >= cutoff,
             RecordStatus::Completed | RecordStatus::Failed => r.updated_ms >= cutoff,
         });
+        let now = self.clock.now_millis();
         let Inner {
             records,
             completed,
             failed,
+            objects,
+            ..
         } = &mut *inner;
         completed.retain(|(id, _)| records.contains_key(id));
         failed.retain(|(id, _)| records.contains_key(id));
+        // Watermarks outlive their events' records by the same retention: an event
+        // older than that is past Stripe's retries and its object's next event decides.
+        objects
+            .retain(|_, o| o.updated_ms >= cutoff || (o.holder.is_some() && o.lock_until_ms > now));
         Ok((before - inner.records.len()) as u64)
     }
 }

@@ -1,6 +1,7 @@
 //! Idempotency: claiming an event so its handler runs once.
 
 mod memory;
+mod ordering;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -17,6 +18,8 @@ use async_trait::async_trait;
 use crate::event::{EventId, EventType};
 
 pub use memory::{MemoryStore, DEFAULT_MAX_RECORDS};
+pub(crate) use ordering::advances;
+pub use ordering::{ObjectLock, OrderingStore, Watermark};
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

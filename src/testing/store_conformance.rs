@@ -27,7 +27,8 @@ use std::time::Duration;
 use crate::clock::ManualClock;
 use crate::event::{EventId, EventType};
 use crate::idempotency::{
-    Claim, ClaimToken, IdempotencyStore, RecordStatus, StoreAdmin, StoreError,
+    Claim, ClaimToken, IdempotencyStore, ObjectLock, OrderingStore, RecordStatus, StoreAdmin,
+    StoreError, Watermark,
 };
 
 const LONG: Duration = Duration::from_secs(600);
@@ -313,4 +314,173 @@ pub async fn concurrent_claims_acquire_once<S: IdempotencyStore>(store: Arc<S>, 
         }
     }
     assert_eq!(acquired, 1, "exactly one of {n} concurrent claims acquires");
+}
+
+/// Runs the behaviours of the ordering guard's side of a store ([`OrderingStore`]):
+/// object locks, watermarks that never go back, and the one atomic completion.
+pub async fn run_ordering<S: OrderingStore>(store: Arc<S>, time: LeaseTime) {
+    object_lock_is_exclusive(&*store).await;
+    complete_applied_moves_the_watermark_forward_only(&*store).await;
+    complete_applied_with_a_lost_claim_changes_nothing(&*store).await;
+    expired_object_lock_is_taken_over(&*store, &time).await;
+    concurrent_object_locks_acquire_once(store, 50).await;
+}
+
+fn fresh_object(what: &str) -> String {
+    let nonce = ClaimToken::new(EventId::new(what), 0).fence() as u64;
+    format!("cus_conf_{what}_{nonce:x}")
+}
+
+fn acquired(lock: ObjectLock) -> Option<Watermark> {
+    match lock {
+        ObjectLock::Acquired { watermark } => watermark,
+        ObjectLock::Busy { .. } => panic!("the object lock should have been acquired"),
+    }
+}
+
+/// One holder at a time; the holder renews its own lock; an unlock by another holder
+/// does nothing; after the holder's unlock another holder acquires.
+pub async fn object_lock_is_exclusive<S: OrderingStore + ?Sized>(store: &S) {
+    let obj = fresh_object("lock");
+    assert_eq!(
+        acquired(store.lock_object(&obj, "a", LONG).await.unwrap()),
+        None
+    );
+    match store.lock_object(&obj, "b", LONG).await.unwrap() {
+        ObjectLock::Busy { retry_after } => assert!(retry_after > Duration::ZERO),
+        other => panic!("a second holder must wait, got {other:?}"),
+    }
+    assert_eq!(
+        acquired(store.lock_object(&obj, "a", LONG).await.unwrap()),
+        None
+    );
+    store.unlock_object(&obj, "b").await.unwrap();
+    assert!(matches!(
+        store.lock_object(&obj, "b", LONG).await.unwrap(),
+        ObjectLock::Busy { .. }
+    ));
+    store.unlock_object(&obj, "a").await.unwrap();
+    assert_eq!(
+        acquired(store.lock_object(&obj, "b", LONG).await.unwrap()),
+        None
+    );
+    assert_eq!(store.watermark(&obj).await.unwrap(), None);
+}
+
+async fn apply<S: OrderingStore + ?Sized>(
+    store: &S,
+    obj: &str,
+    created: i64,
+    what: &str,
+) -> Watermark {
+    let id = fresh_id(what);
+    let token = acquire(store, &id, LONG).await;
+    let holder = token.fence_hex();
+    let _ = acquired(store.lock_object(obj, &holder, LONG).await.unwrap());
+    let wm = Watermark::new(created, id);
+    store
+        .complete_applied(&token, obj, &holder, &wm)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim(token.event_id(), &TYPE, LONG).await.unwrap(),
+        Claim::Completed,
+        "complete_applied completes the claim"
+    );
+    wm
+}
+
+/// The watermark moves to a newer or same-second event, never to an older one, and each
+/// completion frees the lock.
+pub async fn complete_applied_moves_the_watermark_forward_only<S: OrderingStore + ?Sized>(
+    store: &S,
+) {
+    let obj = fresh_object("wm");
+    let first = apply(store, &obj, 1_000, "wm1").await;
+    assert_eq!(store.watermark(&obj).await.unwrap().as_ref(), Some(&first));
+    // The lock is free again, and the next holder reads the watermark.
+    assert_eq!(
+        acquired(store.lock_object(&obj, "reader", LONG).await.unwrap()).as_ref(),
+        Some(&first)
+    );
+    store.unlock_object(&obj, "reader").await.unwrap();
+    let _older = apply(store, &obj, 999, "wm0").await;
+    assert_eq!(
+        store.watermark(&obj).await.unwrap().as_ref(),
+        Some(&first),
+        "never back"
+    );
+    let same_second = apply(store, &obj, 1_000, "wm1b").await;
+    assert_eq!(
+        store.watermark(&obj).await.unwrap().as_ref(),
+        Some(&same_second)
+    );
+    let newer = apply(store, &obj, 1_001, "wm2").await;
+    assert_eq!(store.watermark(&obj).await.unwrap().as_ref(), Some(&newer));
+}
+
+/// A token that lost its claim changes nothing: not the record, not the watermark.
+pub async fn complete_applied_with_a_lost_claim_changes_nothing<S: OrderingStore + ?Sized>(
+    store: &S,
+) {
+    let obj = fresh_object("lost");
+    let id = fresh_id("lost");
+    let token = acquire(store, &id, LONG).await;
+    store.release(&token, "gone").await.unwrap();
+    let holder = token.fence_hex();
+    let _ = acquired(store.lock_object(&obj, &holder, LONG).await.unwrap());
+    let res = store
+        .complete_applied(&token, &obj, &holder, &Watermark::new(5, id.clone()))
+        .await;
+    assert!(matches!(res, Err(StoreError::LeaseLost { .. })), "{res:?}");
+    assert_eq!(store.watermark(&obj).await.unwrap(), None);
+    assert!(matches!(
+        store.claim(&id, &TYPE, LONG).await.unwrap(),
+        Claim::Acquired(_)
+    ));
+}
+
+/// A lock whose lease ran out is taken over by another holder.
+pub async fn expired_object_lock_is_taken_over<S: OrderingStore + ?Sized>(
+    store: &S,
+    time: &LeaseTime,
+) {
+    let obj = fresh_object("expired");
+    let _ = acquired(
+        store
+            .lock_object(&obj, "crashed", time.short_lease())
+            .await
+            .unwrap(),
+    );
+    assert!(matches!(
+        store.lock_object(&obj, "next", LONG).await.unwrap(),
+        ObjectLock::Busy { .. }
+    ));
+    time.run_out().await;
+    assert_eq!(
+        acquired(store.lock_object(&obj, "next", LONG).await.unwrap()),
+        None
+    );
+}
+
+/// `n` holders race for one object's lock: exactly one acquires.
+pub async fn concurrent_object_locks_acquire_once<S: OrderingStore>(store: Arc<S>, n: usize) {
+    let obj = fresh_object("race");
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (store, obj) = (Arc::clone(&store), obj.clone());
+        tasks.push(tokio::spawn(async move {
+            store
+                .lock_object(&obj, &format!("h{i}"), LONG)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut acquired_n = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), ObjectLock::Acquired { .. }) {
+            acquired_n += 1;
+        }
+    }
+    assert_eq!(acquired_n, 1, "exactly one holder gets the object");
 }

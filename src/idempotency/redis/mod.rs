@@ -9,8 +9,8 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 
 use super::{
-    truncate_error, validate_name, Claim, ClaimToken, EventRecord, IdempotencyStore, RecordStatus,
-    StoreAdmin, StoreError, DEFAULT_RETENTION,
+    truncate_error, validate_name, Claim, ClaimToken, EventRecord, IdempotencyStore, ObjectLock,
+    OrderingStore, RecordStatus, StoreAdmin, StoreError, Watermark, DEFAULT_RETENTION,
 };
 use crate::event::{EventId, EventType};
 
@@ -45,7 +45,22 @@ const CLAIM: &str = include_str!("claim.lua");
 /// script's own.
 const FENCED: &str = include_str!("fenced.lua");
 
-const COMPLETE: &str = include_str!("complete.lua");
+/// Marks the fenced claim completed (the caller's script returns).
+const COMPLETE_BODY: &str = include_str!("complete_body.lua");
+
+/// After `COMPLETE_BODY`: KEYS[3] the object hash; ARGV[4] holder, ARGV[5] created,
+/// ARGV[6] event id. Moves the watermark forward (never back) and frees the holder's lock.
+const APPLY: &str = include_str!("apply.lua");
+
+/// KEYS: object hash. ARGV: holder, lease ms, retention ms. Returns `{'ok', created,
+/// event id}` (empty strings: no watermark yet) or `{'busy', ms left, ''}`.
+const LOCK_OBJECT: &str = include_str!("lock_object.lua");
+
+/// KEYS: object hash. ARGV: holder.
+const UNLOCK_OBJECT: &str = include_str!("unlock_object.lua");
+
+/// KEYS: object hash. Returns `{created, event id}` (empty strings: none).
+const WATERMARK: &str = include_str!("watermark.lua");
 
 /// ARGV[4]: the reason, already cut to `MAX_ERROR_LEN`.
 const RELEASE: &str = include_str!("release.lua");
@@ -71,7 +86,13 @@ fn script(parts: &[&str]) -> Script {
 }
 
 static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, CLAIM]));
-static COMPLETE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, FENCED, COMPLETE]));
+static COMPLETE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| script(&[PRELUDE, FENCED, COMPLETE_BODY, "return 1\n"]));
+static COMPLETE_APPLIED_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| script(&[PRELUDE, FENCED, COMPLETE_BODY, APPLY]));
+static LOCK_OBJECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LOCK_OBJECT]));
+static UNLOCK_OBJECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[UNLOCK_OBJECT]));
+static WATERMARK_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[WATERMARK]));
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, FENCED, RELEASE]));
 static EXTEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, FENCED, EXTEND]));
 static RECORD_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[RECORD]));
@@ -220,6 +241,10 @@ impl RedisStore {
         format!("{}:evt:", self.prefix)
     }
 
+    fn object_key(&self, object_id: &str) -> String {
+        format!("{}:obj:{}", self.prefix, object_id)
+    }
+
     fn failed_key(&self) -> String {
         format!("{}:failed", self.prefix)
     }
@@ -323,6 +348,98 @@ impl IdempotencyStore for RedisStore {
     async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
         self.fenced(&EXTEND_SCRIPT, token, &ms(lease).to_string())
             .await
+    }
+}
+
+/// A watermark from the scripts' `created` and `event_id` strings (empty: none).
+fn watermark_of(key: &str, created: &str, event_id: &str) -> Result<Option<Watermark>, StoreError> {
+    if created.is_empty() || event_id.is_empty() {
+        return Ok(None);
+    }
+    let created = created.parse().map_err(|_| corrupt(key, "created"))?;
+    Ok(Some(Watermark::new(created, EventId::new(event_id))))
+}
+
+/// The ordering guard's objects: one hash per object at `{prefix}:obj:{object_id}` with
+/// `created`, `event_id` (the watermark), `holder` and `lock_until_ms` (the lock); it
+/// expires after the retention once its lock is free.
+#[async_trait]
+impl OrderingStore for RedisStore {
+    async fn lock_object(
+        &self,
+        object_id: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<ObjectLock, StoreError> {
+        let key = self.object_key(object_id);
+        let mut conn = self.conn.clone();
+        let (kind, a, b): (String, String, String) = LOCK_OBJECT_SCRIPT
+            .key(&key)
+            .arg(holder)
+            .arg(ms(lease))
+            .arg(ms(self.retention))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if kind == "busy" {
+            let left: u64 = a.parse().map_err(|_| corrupt(&key, "lock_until_ms"))?;
+            return Ok(ObjectLock::Busy {
+                retry_after: Duration::from_millis(left.max(1)),
+            });
+        }
+        Ok(ObjectLock::Acquired {
+            watermark: watermark_of(&key, &a, &b)?,
+        })
+    }
+
+    async fn complete_applied(
+        &self,
+        token: &ClaimToken,
+        object_id: &str,
+        holder: &str,
+        applied: &Watermark,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let held: i64 = COMPLETE_APPLIED_SCRIPT
+            .key(self.event_key(token.event_id()))
+            .key(self.failed_key())
+            .key(self.object_key(object_id))
+            .arg(token.event_id().as_str())
+            .arg(token.fence_hex())
+            .arg(ms(self.retention))
+            .arg(holder)
+            .arg(applied.created)
+            .arg(applied.event_id.as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if held == 1 {
+            Ok(())
+        } else {
+            Err(lease_lost(token))
+        }
+    }
+
+    async fn unlock_object(&self, object_id: &str, holder: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = UNLOCK_OBJECT_SCRIPT
+            .key(self.object_key(object_id))
+            .arg(holder)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn watermark(&self, object_id: &str) -> Result<Option<Watermark>, StoreError> {
+        let key = self.object_key(object_id);
+        let mut conn = self.conn.clone();
+        let (created, event_id): (String, String) = WATERMARK_SCRIPT
+            .key(&key)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        watermark_of(&key, &created, &event_id)
     }
 }
 

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
-use super::{validate_name, Claim, ClaimToken, EventRecord, RecordStatus, StoreError};
+use super::{
+    validate_name, Claim, ClaimToken, EventRecord, ObjectLock, RecordStatus, StoreError, Watermark,
+};
 use crate::event::{EventId, EventType};
 use statements::{render, Statements};
 
@@ -68,6 +70,12 @@ pub(crate) struct Sql {
     pub(crate) record: String,
     pub(crate) failed: String,
     pub(crate) purge: String,
+    pub(crate) lock_object: String,
+    pub(crate) object_lock_left: String,
+    pub(crate) advance: String,
+    pub(crate) unlock_object: String,
+    pub(crate) watermark: String,
+    pub(crate) purge_objects: String,
 }
 
 impl Sql {
@@ -83,6 +91,12 @@ impl Sql {
             record: render(d.record, d, t),
             failed: render(d.failed, d, t),
             purge: render(d.purge, d, t),
+            lock_object: render(d.lock_object, d, t),
+            object_lock_left: render(d.object_lock_left, d, t),
+            advance: render(d.advance, d, t),
+            unlock_object: render(d.unlock_object, d, t),
+            watermark: render(d.watermark, d, t),
+            purge_objects: render(d.purge_objects, d, t),
         }
     }
 }
@@ -363,8 +377,118 @@ where
             let n = DB::rows_affected(&done);
             total += n;
             if n < PURGE_BATCH.unsigned_abs() {
+                break;
+            }
+        }
+        // Watermarks go after the same retention (they are not counted as records).
+        loop {
+            let done = sqlx::query(&self.sql.purge_objects)
+                .bind(millis(self.retention))
+                .bind(PURGE_BATCH)
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+            if DB::rows_affected(&done) < PURGE_BATCH.unsigned_abs() {
                 return Ok(total);
             }
+        }
+    }
+
+    pub(crate) async fn lock_object(
+        &self,
+        object_id: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<ObjectLock, StoreError> {
+        for _ in 0..3 {
+            let row = sqlx::query(&self.sql.lock_object)
+                .bind(object_id)
+                .bind(holder)
+                .bind(millis(lease))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+            if let Some(row) = row {
+                return Ok(ObjectLock::Acquired {
+                    watermark: watermark_of::<DB>(&row)?,
+                });
+            }
+            let left: Option<Option<i64>> = sqlx::query_scalar(&self.sql.object_lock_left)
+                .bind(object_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+            if let Some(Some(ms)) = left.filter(|l| l.is_some_and(|ms| ms > 0)) {
+                return Ok(ObjectLock::Busy {
+                    retry_after: retry_after_ms(ms),
+                });
+            }
+        }
+        Ok(ObjectLock::Busy {
+            retry_after: Duration::from_secs(1),
+        })
+    }
+
+    /// Completes the claim, moves the watermark and frees the lock in one transaction.
+    pub(crate) async fn complete_applied(
+        &self,
+        token: &ClaimToken,
+        object_id: &str,
+        holder: &str,
+        applied: &Watermark,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let done = sqlx::query(&self.sql.complete)
+            .bind(token.event_id().as_str())
+            .bind(token.fence_hex())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if DB::rows_affected(&done) != 1 {
+            tx.rollback().await.map_err(db_err)?;
+            return Err(StoreError::LeaseLost {
+                event_id: token.event_id().clone(),
+            });
+        }
+        sqlx::query(&self.sql.advance)
+            .bind(object_id)
+            .bind(applied.created)
+            .bind(applied.event_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query(&self.sql.unlock_object)
+            .bind(object_id)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    pub(crate) async fn unlock_object(
+        &self,
+        object_id: &str,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&self.sql.unlock_object)
+            .bind(object_id)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    pub(crate) async fn watermark(&self, object_id: &str) -> Result<Option<Watermark>, StoreError> {
+        let row = sqlx::query(&self.sql.watermark)
+            .bind(object_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        match row {
+            Some(row) => watermark_of::<DB>(&row),
+            None => Ok(None),
         }
     }
 }
@@ -464,6 +588,46 @@ macro_rules! store_impls {
                 self.core.purge_expired().await
             }
         }
+
+        #[async_trait::async_trait]
+        impl $crate::idempotency::OrderingStore for $store {
+            async fn lock_object(
+                &self,
+                object_id: &str,
+                holder: &str,
+                lease: std::time::Duration,
+            ) -> Result<$crate::idempotency::ObjectLock, $crate::idempotency::StoreError> {
+                self.core.lock_object(object_id, holder, lease).await
+            }
+
+            async fn complete_applied(
+                &self,
+                token: &$crate::idempotency::ClaimToken,
+                object_id: &str,
+                holder: &str,
+                applied: &$crate::idempotency::Watermark,
+            ) -> Result<(), $crate::idempotency::StoreError> {
+                self.core
+                    .complete_applied(token, object_id, holder, applied)
+                    .await
+            }
+
+            async fn unlock_object(
+                &self,
+                object_id: &str,
+                holder: &str,
+            ) -> Result<(), $crate::idempotency::StoreError> {
+                self.core.unlock_object(object_id, holder).await
+            }
+
+            async fn watermark(
+                &self,
+                object_id: &str,
+            ) -> Result<Option<$crate::idempotency::Watermark>, $crate::idempotency::StoreError>
+            {
+                self.core.watermark(object_id).await
+            }
+        }
     };
 }
 #[cfg_attr(
@@ -471,6 +635,21 @@ macro_rules! store_impls {
     allow(unused_imports)
 )]
 pub(crate) use store_impls;
+
+/// A watermark from a row's `created` and `event_id` columns (both null: none yet).
+fn watermark_of<DB: Dialect>(row: &DB::Row) -> Result<Option<Watermark>, StoreError>
+where
+    for<'q> String: Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let created: Option<i64> = row.try_get(0).map_err(db_err)?;
+    let event_id: Option<String> = row.try_get(1).map_err(db_err)?;
+    Ok(match (created, event_id) {
+        (Some(created), Some(id)) => Some(Watermark::new(created, EventId::new(id))),
+        _ => None,
+    })
+}
 
 /// The third parameter of a fenced statement.
 enum Extra<'a> {

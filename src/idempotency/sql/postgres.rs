@@ -9,8 +9,10 @@ use crate::idempotency::StoreError;
 
 /// The schema, as shipped in `migrations/postgres/0001_webhook_events.sql`, for the
 /// default table name. Use [`PostgresStore::migration_sql`] for a renamed table.
-pub const POSTGRES_MIGRATION: &str =
-    include_str!("../../../migrations/postgres/0001_webhook_events.sql");
+pub const POSTGRES_MIGRATION: &str = concat!(
+    include_str!("../../../migrations/postgres/0001_webhook_events.sql"),
+    include_str!("../../../migrations/postgres/0002_objects.sql"),
+);
 
 /// Postgres's `lock_not_available` (a `lock_timeout` fired).
 pub(crate) fn is_lock_timeout(e: &sqlx::Error) -> bool {

@@ -11,8 +11,10 @@ use crate::idempotency::StoreError;
 
 /// The schema, as shipped in `migrations/sqlite/0001_webhook_events.sql`, for the default
 /// table name. Use [`SqliteStore::migration_sql`] for a renamed table.
-pub const SQLITE_MIGRATION: &str =
-    include_str!("../../../migrations/sqlite/0001_webhook_events.sql");
+pub const SQLITE_MIGRATION: &str = concat!(
+    include_str!("../../../migrations/sqlite/0001_webhook_events.sql"),
+    include_str!("../../../migrations/sqlite/0002_objects.sql"),
+);
 
 /// How long a writer waits for SQLite's lock before giving up.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

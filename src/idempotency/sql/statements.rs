@@ -24,6 +24,12 @@
 /// | `record` | event id | the record columns |
 /// | `failed` | limit | the record columns |
 /// | `purge` | retention ms, batch size | |
+/// | `lock_object` | object id, holder, lease ms | `created`, `event_id` when locked |
+/// | `object_lock_left` | object id | lock ms left |
+/// | `advance` | object id, created, event id | |
+/// | `unlock_object` | object id, holder | |
+/// | `watermark` | object id | `created`, `event_id` |
+/// | `purge_objects` | retention ms, batch size | |
 #[derive(Debug)]
 pub struct Statements {
     /// The dialect's current time in Unix milliseconds, as an SQL expression.
@@ -50,6 +56,19 @@ pub struct Statements {
     pub failed: &'static str,
     /// Deletes one batch of completed and failed records past retention.
     pub purge: &'static str,
+    /// Takes or renews an object's lock when free, expired or the holder's; returns
+    /// the watermark when it did.
+    pub lock_object: &'static str,
+    /// How long another holder's lock on an object has left.
+    pub object_lock_left: &'static str,
+    /// Moves an object's watermark forward (never back).
+    pub advance: &'static str,
+    /// Frees the holder's lock on an object.
+    pub unlock_object: &'static str,
+    /// An object's watermark.
+    pub watermark: &'static str,
+    /// Deletes one batch of unlocked objects untouched for the retention.
+    pub purge_objects: &'static str,
 }
 
 /// SQLite: `?N` parameters, times from SQLite's own clock.
@@ -86,6 +105,20 @@ pub const SQLITE: Statements = Statements {
         FROM {t} WHERE status = 'failed' ORDER BY first_seen LIMIT ?1",
     purge: "DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE status <> 'processing' \
         AND updated_at < {now} - ?1 LIMIT ?2)",
+    lock_object: "INSERT INTO {t}_objects AS o (object_id, holder, lock_until, updated_at) \
+        VALUES (?1, ?2, {now} + ?3, {now}) \
+        ON CONFLICT (object_id) DO UPDATE SET holder = excluded.holder, lock_until = excluded.lock_until, \
+        updated_at = excluded.updated_at \
+        WHERE o.holder IS NULL OR o.holder = excluded.holder OR o.lock_until <= excluded.updated_at \
+        RETURNING created, event_id",
+    object_lock_left: "SELECT lock_until - {now} FROM {t}_objects WHERE object_id = ?1",
+    advance: "INSERT INTO {t}_objects AS o (object_id, created, event_id, updated_at) VALUES (?1, ?2, ?3, {now}) \
+        ON CONFLICT (object_id) DO UPDATE SET created = excluded.created, event_id = excluded.event_id, \
+        updated_at = excluded.updated_at WHERE o.created IS NULL OR o.created <= excluded.created",
+    unlock_object: "UPDATE {t}_objects SET holder = NULL, lock_until = NULL WHERE object_id = ?1 AND holder = ?2",
+    watermark: "SELECT created, event_id FROM {t}_objects WHERE object_id = ?1",
+    purge_objects: "DELETE FROM {t}_objects WHERE rowid IN (SELECT rowid FROM {t}_objects \
+        WHERE (holder IS NULL OR lock_until < {now}) AND updated_at < {now} - ?1 LIMIT ?2)",
 };
 
 /// PostgreSQL: `$N` parameters, times from the server's `now()` (the transaction's
@@ -124,6 +157,22 @@ pub const POSTGRES: Statements = Statements {
         (extract(epoch FROM first_seen) * 1000)::bigint, (extract(epoch FROM completed_at) * 1000)::bigint \
         FROM {t} WHERE status = 'failed' ORDER BY first_seen LIMIT $1",
     purge: "DELETE FROM {t} WHERE event_id IN (SELECT event_id FROM {t} WHERE status <> 'processing' \
+        AND updated_at < now() - $1::bigint * interval '1 millisecond' LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    lock_object: "INSERT INTO {t}_objects AS o (object_id, holder, lock_until, updated_at) \
+        VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond', clock_timestamp()) \
+        ON CONFLICT (object_id) DO UPDATE SET holder = EXCLUDED.holder, lock_until = EXCLUDED.lock_until, \
+        updated_at = EXCLUDED.updated_at \
+        WHERE o.holder IS NULL OR o.holder = EXCLUDED.holder OR o.lock_until <= EXCLUDED.updated_at \
+        RETURNING created, event_id",
+    object_lock_left: "SELECT (extract(epoch FROM (lock_until - clock_timestamp())) * 1000)::bigint \
+        FROM {t}_objects WHERE object_id = $1",
+    advance: "INSERT INTO {t}_objects AS o (object_id, created, event_id, updated_at) VALUES ($1, $2, $3, now()) \
+        ON CONFLICT (object_id) DO UPDATE SET created = EXCLUDED.created, event_id = EXCLUDED.event_id, \
+        updated_at = now() WHERE o.created IS NULL OR o.created <= EXCLUDED.created",
+    unlock_object: "UPDATE {t}_objects SET holder = NULL, lock_until = NULL WHERE object_id = $1 AND holder = $2",
+    watermark: "SELECT created, event_id FROM {t}_objects WHERE object_id = $1",
+    purge_objects: "DELETE FROM {t}_objects WHERE object_id IN (SELECT object_id FROM {t}_objects \
+        WHERE (holder IS NULL OR lock_until < now()) \
         AND updated_at < now() - $1::bigint * interval '1 millisecond' LIMIT $2 FOR UPDATE SKIP LOCKED)",
 };
 

@@ -2,4 +2,3 @@ redis.call('HSET', KEYS[1], 'status', 'completed', 'completed_at_ms', fmt(now),
   'lease_until_ms', fmt(now))
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], fmt(math.max(1, retention)))
-return 1

@@ -1,0 +1,13 @@
+-- stripe-webhooks: the ordering guard's objects, one row per Stripe object
+-- (`data.object.id`): the last event applied to it (its watermark) and a lock that lets
+-- events about one object run one at a time.
+CREATE TABLE IF NOT EXISTS stripe_webhook_events_objects (
+    object_id  TEXT PRIMARY KEY,
+    created    BIGINT,
+    event_id   TEXT,
+    holder     TEXT,
+    lock_until TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS stripe_webhook_events_objects_purge_idx
+    ON stripe_webhook_events_objects (updated_at);

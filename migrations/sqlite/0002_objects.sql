@@ -1,0 +1,13 @@
+-- stripe-webhooks: the ordering guard's objects, one row per Stripe object
+-- (`data.object.id`): the last event applied to it (its watermark) and a lock that lets
+-- events about one object run one at a time. Times are Unix milliseconds.
+CREATE TABLE IF NOT EXISTS stripe_webhook_events_objects (
+    object_id  TEXT PRIMARY KEY NOT NULL,
+    created    INTEGER,
+    event_id   TEXT,
+    holder     TEXT,
+    lock_until INTEGER,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stripe_webhook_events_objects_purge_idx
+    ON stripe_webhook_events_objects (updated_at);

@@ -1,0 +1,144 @@
+//! The ordering guard's side of a store: per-object watermarks and object locks.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{ClaimToken, IdempotencyStore, StoreError};
+use crate::event::EventId;
+
+/// The last event applied to an object: its `created` time (Unix seconds) and id. The
+/// ordering guard answers an event older than its object's watermark without running
+/// the handler.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Watermark {
+    /// The applied event's `created`, in Unix seconds.
+    pub created: i64,
+    /// The applied event's id.
+    pub event_id: EventId,
+}
+
+impl Watermark {
+    /// A watermark of event `event_id` created at `created`.
+    pub fn new(created: i64, event_id: EventId) -> Self {
+        Self { created, event_id }
+    }
+}
+
+/// What [`OrderingStore::lock_object`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ObjectLock {
+    /// The object is locked for the caller; its watermark, if any event was applied.
+    Acquired {
+        /// The last event applied to the object.
+        watermark: Option<Watermark>,
+    },
+    /// Another delivery holds the object's lock for this long yet.
+    Busy {
+        /// When to try again.
+        retry_after: Duration,
+    },
+}
+
+/// A store that keeps, for each object (`data.object.id`), the last event applied to it
+/// (its [`Watermark`]) and a lock, so events about one object run one at a time and an
+/// old event is never applied over a newer one. `MemoryStore`, `SqliteStore`,
+/// `PostgresStore` and `RedisStore` implement it; turn the guard on with
+/// [`Processor::ordered`](crate::Processor::ordered).
+///
+/// # For store authors
+///
+/// The lock is a lease held by an opaque `holder` string: [`lock_object`](Self::lock_object)
+/// takes it when it is free, expired or already the caller's (which renews it).
+/// [`complete_applied`](Self::complete_applied) must, in **one atomic step**, complete
+/// the event's claim (fenced by the token, as [`IdempotencyStore::complete`]), advance
+/// the watermark when the applied event is not older than it, and free the lock if the
+/// holder still has it; when the claim is lost it changes nothing and answers
+/// [`StoreError::LeaseLost`]. `testing::store_conformance::run_ordering` checks all of it.
+#[async_trait]
+pub trait OrderingStore: IdempotencyStore {
+    /// Takes (or renews) the lock on `object_id` for `holder` for `lease`, and reads the
+    /// object's watermark.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store cannot answer.
+    async fn lock_object(
+        &self,
+        object_id: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<ObjectLock, StoreError>;
+
+    /// Completes the claim of `token`, advances the object's watermark to `applied`
+    /// unless the watermark is newer, and frees `holder`'s lock: one atomic step.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::LeaseLost`] if the token no longer holds the claim (nothing changed).
+    async fn complete_applied(
+        &self,
+        token: &ClaimToken,
+        object_id: &str,
+        holder: &str,
+        applied: &Watermark,
+    ) -> Result<(), StoreError>;
+
+    /// Frees `holder`'s lock on `object_id` without touching the watermark (the handler
+    /// failed, or the event was stale). Freeing a lock that is not the holder's does
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store cannot answer.
+    async fn unlock_object(&self, object_id: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// The object's watermark, if an event was applied to it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store cannot answer.
+    async fn watermark(&self, object_id: &str) -> Result<Option<Watermark>, StoreError>;
+}
+
+#[async_trait]
+impl<S: OrderingStore + ?Sized> OrderingStore for std::sync::Arc<S> {
+    async fn lock_object(
+        &self,
+        object_id: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<ObjectLock, StoreError> {
+        (**self).lock_object(object_id, holder, lease).await
+    }
+
+    async fn complete_applied(
+        &self,
+        token: &ClaimToken,
+        object_id: &str,
+        holder: &str,
+        applied: &Watermark,
+    ) -> Result<(), StoreError> {
+        (**self)
+            .complete_applied(token, object_id, holder, applied)
+            .await
+    }
+
+    async fn unlock_object(&self, object_id: &str, holder: &str) -> Result<(), StoreError> {
+        (**self).unlock_object(object_id, holder).await
+    }
+
+    async fn watermark(&self, object_id: &str) -> Result<Option<Watermark>, StoreError> {
+        (**self).watermark(object_id).await
+    }
+}
+
+/// Whether `applied` may replace `current` as an object's watermark: not older. At the
+/// same second the later-applied event wins (ids are not ordered).
+pub(crate) fn advances(current: Option<&Watermark>, applied: &Watermark) -> bool {
+    match current {
+        Some(w) => applied.created >= w.created,
+        None => true,
+    }
+}

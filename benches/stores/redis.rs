@@ -15,7 +15,7 @@ use crate::{
 const PRELUDE: &str = include_str!("../../src/idempotency/redis/prelude.lua");
 const CLAIM: &str = include_str!("../../src/idempotency/redis/claim.lua");
 const FENCED: &str = include_str!("../../src/idempotency/redis/fenced.lua");
-const COMPLETE: &str = include_str!("../../src/idempotency/redis/complete.lua");
+const COMPLETE: &str = include_str!("../../src/idempotency/redis/complete_body.lua");
 const PER_TASK: &str = "raw EVALSHA, one connection per task";
 const SHARED: &str = "raw EVALSHA, one shared connection";
 /// Short, so the bench's keys expire by themselves; it is deleted at the end anyway.
@@ -26,7 +26,7 @@ const RETENTION: Duration = Duration::from_secs(600);
 fn scripts() -> (String, String) {
     (
         [PRELUDE, CLAIM].concat(),
-        [PRELUDE, FENCED, COMPLETE].concat(),
+        [PRELUDE, FENCED, COMPLETE, "return 1\n"].concat(),
     )
 }
 

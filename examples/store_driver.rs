@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use stripe_webhooks::sqlx::{self, PgPool, Postgres, Sqlite, SqlitePool};
 use stripe_webhooks::{
     async_trait, Event, EventHandler, EventNotification, HandlerError, IdempotencyStore,
-    PostgresStore, Processor, RedisStore, SqliteStore, ThinEventHandler, TransactionalHandler,
-    Verifier,
+    PostgresStore, Processor, RedisStore, SqliteStore, ThinEventHandler, TiePolicy,
+    TransactionalHandler, Verifier,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -30,6 +30,10 @@ struct Args {
     lease_ms: u64,
     hang_on: Option<String>,
     inbox: bool,
+    /// The ordering guard, with a handler that keeps each object's version.
+    ordered: bool,
+    /// Deliver again (as Stripe would) while the answer is 409 or 5xx.
+    retry: bool,
 }
 
 fn args() -> Result<Args, Box<dyn Error>> {
@@ -49,6 +53,8 @@ fn args() -> Result<Args, Box<dyn Error>> {
             "--lease-ms" => a.lease_ms = value()?.parse()?,
             "--hang-on" => a.hang_on = Some(value()?),
             "--inbox" => a.inbox = true,
+            "--ordered" => a.ordered = true,
+            "--retry" => a.retry = true,
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -180,8 +186,124 @@ impl TransactionalHandler<Postgres> for InboxEffect {
     }
 }
 
+/// The version an update carries in `metadata.version`.
+fn version_of(event: &Event) -> Result<(String, i64), HandlerError> {
+    let v: serde_json::Value =
+        serde_json::from_str(event.raw_object().get()).map_err(HandlerError::new)?;
+    let id = v["id"]
+        .as_str()
+        .ok_or_else(|| HandlerError::new("no object id"))?;
+    let version = v["metadata"]["version"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| HandlerError::new("no metadata.version"))?;
+    Ok((id.to_owned(), version))
+}
+
+/// Keeps each object's state (its version) the way an application copies Stripe's
+/// objects, and counts every update applied over a newer one (a regression).
+struct VersionState {
+    effects: Effects,
+}
+
+#[async_trait]
+impl EventHandler for VersionState {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        let (object_id, version) = version_of(event)?;
+        // Handlers take 0 to 20 ms, so deliveries overlap.
+        tokio::time::sleep(Duration::from_millis(
+            (version as u64 * 7 + object_id.len() as u64) % 21,
+        ))
+        .await;
+        match &self.effects {
+            Effects::Sqlite(pool, t) => sqlx::query(&format!(
+                "INSERT INTO {t} (object_id, version, regressions) VALUES (?1, ?2, 0) \
+                 ON CONFLICT (object_id) DO UPDATE SET version = excluded.version, \
+                 regressions = {t}.regressions + (excluded.version < {t}.version)"
+            ))
+            .bind(&object_id)
+            .bind(version)
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(HandlerError::new),
+            Effects::Postgres(pool, t) => sqlx::query(&format!(
+                "INSERT INTO {t} (object_id, version, regressions) VALUES ($1, $2, 0) \
+                 ON CONFLICT (object_id) DO UPDATE SET version = excluded.version, \
+                 regressions = {t}.regressions + (excluded.version < {t}.version)::int"
+            ))
+            .bind(&object_id)
+            .bind(version)
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(HandlerError::new),
+            Effects::Redis(conn, key) => {
+                let mut conn = conn.clone();
+                redis::Script::new(
+                    "local v = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') \
+                     if tonumber(ARGV[2]) < v then redis.call('HINCRBY', KEYS[2], 'regressions', 1) end \
+                     redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1",
+                )
+                .key(format!("{key}:state"))
+                .key(format!("{key}:regressions"))
+                .arg(&object_id)
+                .arg(version)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(HandlerError::new)
+            }
+        }
+    }
+}
+
+/// The processor of `--ordered`: the ordering guard over the backend's store.
+async fn ordered(a: &Args, verifier: Verifier) -> Result<Processor, Box<dyn Error>> {
+    let state = format!("{}_state", a.name);
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS {state} (object_id TEXT PRIMARY KEY, version BIGINT NOT NULL, \
+         regressions BIGINT NOT NULL)"
+    );
+    Ok(match a.backend.as_str() {
+        "sqlite" => {
+            let store = SqliteStore::connect(&a.url).await?.with_table(&a.name)?;
+            store.migrate().await?;
+            sqlx::query(&ddl).execute(store.pool()).await?;
+            let effects = Effects::Sqlite(store.pool().clone(), state);
+            Processor::ordered(verifier, store, VersionState { effects }, TiePolicy::Run)
+        }
+        "postgres" => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(16)
+                .connect(&a.url)
+                .await?;
+            let store = PostgresStore::new(pool.clone()).with_table(&a.name)?;
+            store.migrate().await?;
+            let _ = sqlx::query(&ddl).execute(&pool).await;
+            let effects = Effects::Postgres(pool, state);
+            Processor::ordered(verifier, store, VersionState { effects }, TiePolicy::Run)
+        }
+        "redis" => {
+            let client = redis::Client::open(a.url.as_str())?;
+            let conn = redis::aio::ConnectionManager::new(client).await?;
+            let store = RedisStore::new(conn.clone()).with_prefix(&a.name)?;
+            let effects = Effects::Redis(conn, a.name.clone());
+            Processor::ordered(verifier, store, VersionState { effects }, TiePolicy::Run)
+        }
+        other => return Err(format!("unknown backend {other}").into()),
+    })
+}
+
 async fn processor(a: &Args) -> Result<Processor, Box<dyn Error>> {
     let verifier = Verifier::from_secrets_list(SECRET)?;
+    if a.ordered {
+        let lease = Duration::from_millis(a.lease_ms);
+        return Ok(ordered(a, verifier)
+            .await?
+            .with_handler_deadline(Some(lease / 2))
+            .with_lease(lease));
+    }
     let effects_table = format!("{}_effects", a.name);
     let lease = Duration::from_millis(a.lease_ms);
     let deadline = Some(lease / 2);
@@ -311,10 +433,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
         tokio::time::sleep(Duration::from_millis(a.start_at_ms - now_ms)).await;
     }
     let mut tasks = Vec::new();
+    let retry = a.retry;
     for (header, body) in deliveries {
         let p = p.clone();
         tasks.push(tokio::spawn(async move {
-            let o = p.process(Some(&header), body.as_bytes()).await;
+            let mut o = p.process(Some(&header), body.as_bytes()).await;
+            // Stripe delivers again after a 409 or a 5xx; so does `--retry`, sooner.
+            while retry && (o.status() == 409 || o.status() >= 500) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                o = p.process(Some(&header), body.as_bytes()).await;
+            }
             let id = o.event_id().map(|i| i.to_string()).unwrap_or_default();
             say(format!("STATUS {} {id} {}", o.status(), o.kind().name())).await;
         }));

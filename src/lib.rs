@@ -160,7 +160,7 @@ pub use inbox::SqliteInbox;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use inbox::TransactionalHandler;
 pub use processor::{
-    EnabledEvents, Inbox, Outcome, OutcomeKind, Processor, DEFAULT_BODY_TIMEOUT,
+    EnabledEvents, Inbox, Outcome, OutcomeKind, Processor, TiePolicy, DEFAULT_BODY_TIMEOUT,
     DEFAULT_HANDLER_DEADLINE, DEFAULT_LEASE, DEFAULT_MAX_BODY, DEFAULT_STORE_TIMEOUT,
 };
 /// Re-export of the `redis` crate the Redis store is built on, so applications build

@@ -196,6 +196,112 @@ fn deal_pairs(name: &str, changes: usize, procs: usize) -> Vec<PathBuf> {
         .collect()
 }
 
+/// `objects` objects, each updated `versions` times (`created` one second apart,
+/// `metadata.version` 1 to `versions`), every update `dups` times, shuffled and dealt
+/// into `procs` files.
+fn deal_updates(
+    name: &str,
+    objects: usize,
+    versions: i64,
+    dups: usize,
+    procs: usize,
+) -> Vec<PathBuf> {
+    let base = testing::now() - 3600;
+    let mut all = Vec::new();
+    for o in 0..objects {
+        for v in 1..=versions {
+            let object =
+                format!(r#"{{"id":"cus_{o}","object":"customer","metadata":{{"version":"{v}"}}}}"#);
+            let mut event: serde_json::Value = serde_json::from_str(&testing::event_json(
+                &format!("evt_{name}_{o}_{v}"),
+                "customer.updated",
+                &object,
+            ))
+            .unwrap();
+            event["created"] = (base + v).into();
+            let body = event.to_string();
+            let header = testing::sign(body.as_bytes(), SECRET, testing::now());
+            let line = serde_json::json!({ "header": header, "body": body }).to_string();
+            all.extend(std::iter::repeat(line).take(dups));
+        }
+    }
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in (1..all.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        all.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+    let dir = std::env::temp_dir().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    (0..procs)
+        .map(|p| {
+            let path = dir.join(format!("updates_{p}.jsonl"));
+            let lines: Vec<&String> = all.iter().skip(p).step_by(procs).collect();
+            std::fs::write(
+                &path,
+                lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+            )
+            .unwrap();
+            path
+        })
+        .collect()
+}
+
+/// 100 objects × 5 updates, shuffled and duplicated across 4 processes with the
+/// ordering guard: every object ends at its last version, and no update was ever
+/// applied over a newer one. Returns `(objects at version 5, regressions)`.
+async fn ordered_updates(backend: &str, url: &str, name: &str) -> (i64, i64) {
+    let files = deal_updates(name, 100, 5, 2, 4);
+    let counts = run_round(backend, url, name, &files, &["--ordered", "--retry"]);
+    assert_eq!(counts.get(&200), Some(&1000), "{counts:?}");
+    match backend {
+        "redis" => {
+            let client = redis::Client::open(url).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let state: HashMap<String, i64> = redis::cmd("HGETALL")
+                .arg(format!("{name}:state"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let regressions: Option<i64> = redis::cmd("HGET")
+                .arg(format!("{name}:regressions"))
+                .arg("regressions")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let at_last = state.values().filter(|v| **v == 5).count() as i64;
+            (at_last, regressions.unwrap_or(0))
+        }
+        _ => {
+            let pool = stripe_webhooks::sqlx::PgPool::connect(url).await.unwrap();
+            let q = format!(
+                "SELECT count(*) FILTER (WHERE version = 5), coalesce(sum(regressions), 0)::bigint FROM {name}_state"
+            );
+            stripe_webhooks::sqlx::query_as(&q)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+#[tokio::test]
+async fn ordering_guard_across_four_processes_on_postgres() {
+    let _serial = SERIAL.lock().await;
+    let (url, name) = (pg_url(), unique("pg_order"));
+    let _dir = common::TempDir::at(&name);
+    assert_eq!(ordered_updates("postgres", &url, &name).await, (100, 0));
+}
+
+#[tokio::test]
+async fn ordering_guard_across_four_processes_on_redis() {
+    let _serial = SERIAL.lock().await;
+    let (url, name) = (redis_url(), unique("redis_order"));
+    let _dir = common::TempDir::at(&name);
+    assert_eq!(ordered_updates("redis", &url, &name).await, (100, 0));
+}
+
 fn assert_only_200_409(counts: &HashMap<u16, usize>, total: usize) {
     assert_eq!(counts.values().sum::<usize>(), total, "{counts:?}");
     assert!(

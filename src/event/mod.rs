@@ -402,6 +402,20 @@ impl Event {
         self.envelope().previous_attributes()
     }
 
+    /// The id of the event's object (`data.object.id`), or `None` for an object without
+    /// one (`invoice.upcoming`). The ordering guard keys its watermarks on it.
+    pub fn object_id(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Id<'a> {
+            #[serde(borrow, default)]
+            id: Option<std::borrow::Cow<'a, str>>,
+        }
+        serde_json::from_str::<Id<'_>>(self.raw_object().get())
+            .ok()
+            .and_then(|o| o.id)
+            .map(std::borrow::Cow::into_owned)
+    }
+
     /// Whether the event's object is not typed: [`Event::Unknown`], [`Event::Unparsed`],
     /// or a known type whose object the crate has no struct for yet (it carries
     /// [`Untyped`]). Read such an object from [`raw_object`](Self::raw_object).

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::event::{Event, EventNotification, EventType, ThinEventType};
+use crate::idempotency::Watermark;
 
 pub use router::{AccountFilter, EventRouter, ThinEventRouter};
 
@@ -102,6 +103,20 @@ pub trait EventHandler: Send + Sync + 'static {
     fn handles_event(&self, event: &Event) -> bool {
         self.handles(event.event_type())
     }
+
+    /// Called instead of [`handle`](Self::handle) by a processor with the ordering guard
+    /// ([`Processor::ordered`](crate::Processor::ordered)) for an event older than the
+    /// last one applied to its object (`watermark`), so an old state is never applied
+    /// over a newer one. The default does nothing; override it to log or count them.
+    /// An error answers 500, like `handle`'s.
+    ///
+    /// # Errors
+    ///
+    /// A [`HandlerError`] to have Stripe deliver the event again.
+    async fn handle_stale(&self, event: &Event, watermark: &Watermark) -> Result<(), HandlerError> {
+        let _ = (event, watermark);
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -116,6 +131,10 @@ impl<H: EventHandler + ?Sized> EventHandler for std::sync::Arc<H> {
 
     fn handles_event(&self, event: &Event) -> bool {
         (**self).handles_event(event)
+    }
+
+    async fn handle_stale(&self, event: &Event, watermark: &Watermark) -> Result<(), HandlerError> {
+        (**self).handle_stale(event, watermark).await
     }
 }
 

@@ -12,10 +12,13 @@ use std::time::Duration;
 
 use super::lease::{renewing_lease, ClaimGuard, Handled};
 use super::outcome::OutcomeKind;
+use super::TiePolicy;
 use super::{DEFAULT_HANDLER_DEADLINE, DEFAULT_LEASE, DEFAULT_STORE_TIMEOUT};
 use crate::event::{Event, EventId, EventType};
 use crate::handler::{EventHandler, HandlerError};
-use crate::idempotency::{Claim, ClaimToken, IdempotencyStore, StoreError};
+use crate::idempotency::{
+    Claim, ClaimToken, IdempotencyStore, ObjectLock, OrderingStore, StoreError, Watermark,
+};
 
 /// The settings an event is dispatched under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,13 +85,19 @@ pub(crate) trait Dispatcher: Send + Sync + 'static {
 pub(crate) struct StoreDispatcher {
     store: Arc<dyn IdempotencyStore>,
     handler: Arc<dyn EventHandler>,
+    ordering: Option<OrderingGuard>,
 }
 
 impl StoreDispatcher {
-    pub(crate) fn new(store: Arc<dyn IdempotencyStore>, handler: impl EventHandler) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn IdempotencyStore>,
+        handler: impl EventHandler,
+        ordering: Option<OrderingGuard>,
+    ) -> Self {
         Self {
             store,
             handler: Arc::new(handler),
+            ordering,
         }
     }
 }
@@ -103,6 +112,13 @@ impl Dispatcher for StoreDispatcher {
             return Dispatched::unclaimed(OutcomeKind::Ignored);
         }
         let handler = &*self.handler;
+        if let Some(ordering) = &self.ordering {
+            if let Some(object_id) = event.object_id() {
+                return ordering
+                    .dispatch(event, &object_id, handler, settings)
+                    .await;
+            }
+        }
         claim_and_run(
             &self.store,
             event.id(),
@@ -122,9 +138,8 @@ impl Dispatcher for StoreDispatcher {
     }
 }
 
-/// Claims `key` in `store`, runs the handler's future under a renewed lease, and
-/// completes or releases the claim: the one claim-handle-complete path of snapshot and
-/// thin events alike.
+/// Claims `key`, then runs the handler's future and settles the claim: the one
+/// claim-handle-complete path of snapshot and thin events alike.
 pub(crate) async fn claim_and_run(
     store: &Arc<dyn IdempotencyStore>,
     key: &EventId,
@@ -132,24 +147,78 @@ pub(crate) async fn claim_and_run(
     settings: &DispatchSettings,
     handler: HandlerFuture<'_>,
 ) -> Dispatched {
-    let t = settings.store_timeout;
     let claimed_at = std::time::Instant::now();
-    let claim = store_call(t, store.claim(key, event_type, settings.lease)).await;
-    let token = match claim {
-        Ok(Claim::Acquired(token)) => token,
-        Ok(Claim::Completed) => return Dispatched::unclaimed(OutcomeKind::Duplicate),
-        Ok(Claim::InProgress { retry_after }) => {
-            return Dispatched::unclaimed(OutcomeKind::InProgress { retry_after })
+    match claim(&**store, key, event_type, settings).await {
+        Ok(token) => {
+            run_claimed(
+                store,
+                &token,
+                settings,
+                claimed_at,
+                handler,
+                Completion::Plain,
+            )
+            .await
         }
-        Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
-    };
+        Err(refused) => refused,
+    }
+}
+
+/// Claims `key`; `Err` is the answer when the claim was refused.
+async fn claim(
+    store: &dyn IdempotencyStore,
+    key: &EventId,
+    event_type: &EventType,
+    settings: &DispatchSettings,
+) -> Result<ClaimToken, Dispatched> {
+    let claim = store_call(
+        settings.store_timeout,
+        store.claim(key, event_type, settings.lease),
+    )
+    .await;
+    match claim {
+        Ok(Claim::Acquired(token)) => Ok(token),
+        Ok(Claim::Completed) => Err(Dispatched::unclaimed(OutcomeKind::Duplicate)),
+        Ok(Claim::InProgress { retry_after }) => {
+            Err(Dispatched::unclaimed(OutcomeKind::InProgress {
+                retry_after,
+            }))
+        }
+        Err(e) => Err(Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e))),
+    }
+}
+
+/// How a claim whose handler succeeded is completed.
+enum Completion<'a> {
+    /// `IdempotencyStore::complete`.
+    Plain,
+    /// `OrderingStore::complete_applied`: with the object's watermark, freeing its lock.
+    Applied {
+        store: &'a dyn OrderingStore,
+        object_id: &'a str,
+        holder: &'a str,
+        applied: Watermark,
+    },
+}
+
+/// Runs the handler of a held claim under a renewed lease, then completes the claim (the
+/// handler succeeded) or releases it (it failed).
+async fn run_claimed(
+    store: &Arc<dyn IdempotencyStore>,
+    token: &ClaimToken,
+    settings: &DispatchSettings,
+    claimed_at: std::time::Instant,
+    handler: HandlerFuture<'_>,
+    completion: Completion<'_>,
+) -> Dispatched {
+    let t = settings.store_timeout;
     // Until the claim is settled, dropping this future (a client that went away, a
     // server that cancels requests) settles it from a task of its own: released while
     // the handler runs, completed once it has succeeded.
     let mut guard = ClaimGuard::new(store, token.clone(), t);
     let handled = renewing_lease(
         &**store,
-        &token,
+        token,
         settings,
         claimed_at,
         run_handler(handler, settings.deadline),
@@ -158,7 +227,20 @@ pub(crate) async fn claim_and_run(
     let dispatched = match handled {
         Handled::Finished(Ok(())) => {
             guard.handler_succeeded();
-            let kind = complete(&**store, &token, t).await;
+            let kind = match completion {
+                Completion::Plain => complete(t, || store.complete(token)).await,
+                Completion::Applied {
+                    store,
+                    object_id,
+                    holder,
+                    applied,
+                } => {
+                    complete(t, || {
+                        store.complete_applied(token, object_id, holder, &applied)
+                    })
+                    .await
+                }
+            };
             Dispatched::attempt(kind, token.attempt())
         }
         // The lease is gone: another delivery may hold the event now, so this one has
@@ -169,7 +251,7 @@ pub(crate) async fn claim_and_run(
         ),
         Handled::Finished(Err(e)) => {
             // If the release fails too, the lease expiring frees the event instead.
-            let _ = store_call(t, store.release(&token, &e.to_string())).await;
+            let _ = store_call(t, store.release(token, &e.to_string())).await;
             Dispatched::attempt(OutcomeKind::HandlerFailed(e), token.attempt())
         }
     };
@@ -177,19 +259,150 @@ pub(crate) async fn claim_and_run(
     dispatched
 }
 
+/// The ordering guard of a processor built with [`Processor::ordered`](super::Processor::ordered).
+pub(crate) struct OrderingGuard {
+    pub(crate) store: Arc<dyn OrderingStore>,
+    pub(crate) ties: TiePolicy,
+}
+
+impl OrderingGuard {
+    /// Locks the object, claims the event, and runs it unless it is older than the
+    /// object's watermark.
+    async fn dispatch(
+        &self,
+        event: &Event,
+        object_id: &str,
+        handler: &dyn EventHandler,
+        settings: &DispatchSettings,
+    ) -> Dispatched {
+        let t = settings.store_timeout;
+        // The lock first: an event that has to wait leaves no trace in the store.
+        let holder = ClaimToken::new(event.id().clone(), 0).fence_hex();
+        let claimed_at = std::time::Instant::now();
+        let watermark = match store_call(
+            t,
+            self.store.lock_object(object_id, &holder, settings.lease),
+        )
+        .await
+        {
+            Ok(ObjectLock::Acquired { watermark }) => watermark,
+            Ok(ObjectLock::Busy { retry_after }) => {
+                return Dispatched::unclaimed(OutcomeKind::InProgress { retry_after })
+            }
+            Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
+        };
+        let unlock = || async {
+            // If this fails, the lock's lease ends it instead.
+            let _ = store_call(t, self.store.unlock_object(object_id, &holder)).await;
+        };
+        let token = match claim(&*self.store, event.id(), event.event_type(), settings).await {
+            Ok(token) => token,
+            Err(refused) => {
+                unlock().await;
+                return refused;
+            }
+        };
+        let stale = watermark.filter(|w| {
+            let tie = w.created == event.created() && w.event_id != *event.id();
+            w.created > event.created() || (tie && self.ties == TiePolicy::Stale)
+        });
+        if let Some(watermark) = stale {
+            // An older event than the one applied last: not applied over it. The claim
+            // completes, so Stripe's retries of it are duplicates.
+            let renewed: Arc<dyn IdempotencyStore> =
+                Arc::clone(&self.store) as Arc<dyn IdempotencyStore>;
+            let fut = handler_future(|| handler.handle_stale(event, &watermark));
+            let mut d = run_claimed(
+                &renewed,
+                &token,
+                settings,
+                claimed_at,
+                fut,
+                Completion::Plain,
+            )
+            .await;
+            unlock().await;
+            if matches!(d.kind, OutcomeKind::Processed) {
+                d.kind = OutcomeKind::Stale { watermark };
+            }
+            return d;
+        }
+        let lease: Arc<dyn IdempotencyStore> = Arc::new(ObjectLease {
+            store: Arc::clone(&self.store),
+            object_id: object_id.to_owned(),
+            holder: holder.clone(),
+        });
+        let applied = Watermark::new(event.created(), event.id().clone());
+        let fut = handler_future(|| handler.handle(event));
+        let completion = Completion::Applied {
+            store: &*self.store,
+            object_id,
+            holder: &holder,
+            applied,
+        };
+        let d = run_claimed(&lease, &token, settings, claimed_at, fut, completion).await;
+        if !matches!(d.kind, OutcomeKind::Processed) {
+            unlock().await;
+        }
+        d
+    }
+}
+
+/// The claim's store, seen by the lease renewal and the drop guard, with the object's
+/// lock renewed beside the claim: losing either is losing the lease.
+struct ObjectLease {
+    store: Arc<dyn OrderingStore>,
+    object_id: String,
+    holder: String,
+}
+
+#[async_trait::async_trait]
+impl IdempotencyStore for ObjectLease {
+    async fn claim(
+        &self,
+        id: &EventId,
+        t: &EventType,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        self.store.claim(id, t, lease).await
+    }
+
+    async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+        self.store.complete(token).await
+    }
+
+    async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
+        self.store.release(token, reason).await
+    }
+
+    async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
+        self.store.extend(token, lease).await?;
+        match self
+            .store
+            .lock_object(&self.object_id, &self.holder, lease)
+            .await?
+        {
+            ObjectLock::Acquired { .. } => Ok(()),
+            ObjectLock::Busy { .. } => Err(StoreError::LeaseLost {
+                event_id: token.event_id().clone(),
+            }),
+        }
+    }
+}
+
 /// Records a completion, retrying briefly: the handler has run, and a 5xx now would run
 /// it again.
-pub(super) async fn complete(
-    store: &dyn IdempotencyStore,
-    token: &ClaimToken,
-    t: Duration,
-) -> OutcomeKind {
+pub(super) async fn complete<'a, F, Fut>(t: Duration, call: F) -> OutcomeKind
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), StoreError>> + 'a,
+{
     let mut last = None;
     for i in 0..=COMPLETION_RETRIES {
         if i > 0 {
             pause(Duration::from_millis(50 << (i - 1))).await;
         }
-        match store_call(t, store.complete(token)).await {
+        match store_call(t, call()).await {
             Ok(()) => return OutcomeKind::Processed,
             Err(StoreError::LeaseLost { .. }) => return OutcomeKind::LeaseLost,
             Err(e) => last = Some(e),

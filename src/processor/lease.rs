@@ -93,7 +93,7 @@ impl Drop for ClaimGuard<'_> {
                         let _ = super::dispatch::store_call(t, store.release(&token, reason)).await;
                     }
                     Held::Succeeded(token) => {
-                        let kind = super::dispatch::complete(&*store, &token, t).await;
+                        let kind = super::dispatch::complete(t, || store.complete(&token)).await;
                         note_completion_after_drop(&token, &kind);
                     }
                     Held::Settled => {}

@@ -19,7 +19,8 @@ use crate::handler::{EventHandler, ThinEventHandler};
 use crate::idempotency::IdempotencyStore;
 use crate::signature::{VerifiedPayload, Verifier};
 
-use dispatch::{claim_and_run, handler_future, StoreDispatcher};
+use crate::idempotency::OrderingStore;
+use dispatch::{claim_and_run, handler_future, OrderingGuard, StoreDispatcher};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use dispatch::{run_handler, store_call};
 pub(crate) use dispatch::{DispatchSettings, Dispatched, Dispatcher};
@@ -41,6 +42,24 @@ pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the adapters wait by default for a request's whole body before answering
 /// 408: Stripe sends its bodies at once, so only a slow or hostile client needs longer.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the ordering guard ([`Processor::ordered`]) settles a tie: an event of the same
+/// object and the same `created` second as the last one applied, but another id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TiePolicy {
+    /// Run it (the default): within one second the order is unknown, so the later
+    /// delivery is applied, and becomes the watermark. Right for handlers that act on
+    /// what the event says happened (send a receipt, record a payment).
+    #[default]
+    Run,
+    /// Treat it as stale: only a strictly newer event is applied after another of the
+    /// same second. Right for handlers that copy the object's state and would rather keep
+    /// the first of two same-second states than flip between them; pair it with fetching
+    /// the object from the API when you need the latest state (the `client` feature's
+    /// fetch-before-acting wrapper).
+    Stale,
+}
 
 /// The event types a processor's Stripe destinations need: see
 /// [`Processor::enabled_events`].
@@ -133,11 +152,65 @@ impl Processor {
         handler: impl EventHandler,
     ) -> Self {
         let store: Arc<dyn IdempotencyStore> = Arc::new(store);
-        Self::dispatching(
-            verifier,
-            Some(Arc::new(StoreDispatcher::new(Arc::clone(&store), handler))),
-            store,
-        )
+        let dispatcher = StoreDispatcher::new(Arc::clone(&store), handler, None);
+        Self::dispatching(verifier, Some(Arc::new(dispatcher)), store)
+    }
+
+    /// A processor with the **ordering guard**: events about one object
+    /// (`data.object.id`) run one at a time, and an event older than the last one applied
+    /// to its object (its [`Watermark`](crate::Watermark), kept in the store and moved in
+    /// the same atomic step as the completion) is answered 200 without running
+    /// [`handle`](EventHandler::handle): the processor calls
+    /// [`handle_stale`](EventHandler::handle_stale) instead (a no-op unless you
+    /// override it) and reports [`OutcomeKind::Stale`]. A delivery that finds its object
+    /// locked by another is answered 409, like a duplicate in flight, and Stripe retries
+    /// it.
+    ///
+    /// Stripe's `created` has a resolution of one second and event ids are not ordered,
+    /// so two events of one object in the same second are a tie, settled by `ties`
+    /// ([`TiePolicy`]). Events without an object id (`invoice.upcoming`) and thin events
+    /// run unguarded. The guard needs the standard mode: an inbox processor has none.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use stripe_webhooks::{dangerous, testing, EventRouter, MemoryStore, Processor, SigningSecret, TiePolicy, Verifier};
+    ///
+    /// let p = Processor::ordered(
+    ///     Verifier::new(SigningSecret::new("whsec_x")?),
+    ///     MemoryStore::new(),
+    ///     EventRouter::new().fallback(|_e| Box::pin(async { Ok(()) })),
+    ///     TiePolicy::Run,
+    /// );
+    /// let update = |id: &str, created: i64| {
+    ///     let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
+    ///         id,
+    ///         "customer.updated",
+    ///         r#"{"id":"cus_1","object":"customer"}"#,
+    ///     ))
+    ///     .unwrap();
+    ///     v["created"] = created.into();
+    ///     dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
+    /// };
+    /// assert_eq!(p.process_event(&update("evt_2", 1_700_000_002)).await.kind().name(), "processed");
+    /// // The older update arrives late: it is not applied over the newer one.
+    /// assert_eq!(p.process_event(&update("evt_1", 1_700_000_001)).await.kind().name(), "stale");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn ordered<S: OrderingStore>(
+        verifier: Verifier,
+        store: S,
+        handler: impl EventHandler,
+        ties: TiePolicy,
+    ) -> Self {
+        let store = Arc::new(store);
+        let guard = OrderingGuard {
+            store: Arc::clone(&store) as Arc<dyn OrderingStore>,
+            ties,
+        };
+        let store: Arc<dyn IdempotencyStore> = store;
+        let dispatcher = StoreDispatcher::new(Arc::clone(&store), handler, Some(guard));
+        Self::dispatching(verifier, Some(Arc::new(dispatcher)), store)
     }
 
     /// A processor for a thin event destination (`"object": "v2.core.event"`): the same

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::event::{EventId, EventType, ParseError, ThinEventType};
 use crate::handler::HandlerError;
-use crate::idempotency::StoreError;
+use crate::idempotency::{StoreError, Watermark};
 use crate::signature::SignatureError;
 
 /// Every answer this crate gives a webhook request: its status and its stable name. The
@@ -20,6 +20,7 @@ pub(crate) enum Answer {
     Ignored,
     OtherMode,
     Ping,
+    Stale,
     CompletionNotRecorded,
     LeaseLost,
     InProgress,
@@ -44,6 +45,7 @@ impl Answer {
             | Answer::Ignored
             | Answer::OtherMode
             | Answer::Ping
+            | Answer::Stale
             | Answer::CompletionNotRecorded
             | Answer::LeaseLost => 200,
             Answer::BadSignature | Answer::NotAnEvent | Answer::BodyUnreadable => 400,
@@ -65,6 +67,7 @@ impl Answer {
             Answer::Ignored => "ignored",
             Answer::OtherMode => "other_mode",
             Answer::Ping => "ping",
+            Answer::Stale => "stale",
             Answer::CompletionNotRecorded => "completion_not_recorded",
             Answer::LeaseLost => "lease_lost",
             Answer::InProgress => "in_progress",
@@ -104,6 +107,13 @@ pub enum OutcomeKind {
     },
     /// A `v2.core.event_destination.ping`: acknowledged without a handler. 200.
     Ping,
+    /// The ordering guard ([`Processor::ordered`](crate::Processor::ordered)) found a
+    /// newer event already applied to the event's object: `handle` did not run
+    /// (`handle_stale` did), and the event is completed. 200.
+    Stale {
+        /// The last event applied to the object.
+        watermark: Watermark,
+    },
     /// The handler succeeded but the completion could not be recorded even after
     /// retries. Answered 200 (a 5xx would run the handler again); the claim's lease will
     /// expire and a later delivery may run the handler again, so alert on it.
@@ -142,6 +152,7 @@ impl OutcomeKind {
             OutcomeKind::Ignored => Answer::Ignored,
             OutcomeKind::OtherMode { .. } => Answer::OtherMode,
             OutcomeKind::Ping => Answer::Ping,
+            OutcomeKind::Stale { .. } => Answer::Stale,
             OutcomeKind::CompletionNotRecorded(_) => Answer::CompletionNotRecorded,
             OutcomeKind::LeaseLost => Answer::LeaseLost,
             OutcomeKind::InProgress { .. } => Answer::InProgress,

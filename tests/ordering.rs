@@ -1,0 +1,305 @@
+//! The ordering guard (`Processor::ordered`): stale events, object locks, ties, failures.
+//! The multi-process proofs on PostgreSQL and Redis are in `multiprocess.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use stripe_webhooks::{
+    async_trait, dangerous, testing, Event, EventHandler, HandlerError, MemoryStore, OrderingStore,
+    OutcomeKind, Processor, SigningSecret, TiePolicy, Verifier, Watermark,
+};
+
+const BASE: i64 = 1_700_000_000;
+
+fn update(id: &str, object: &str, created: i64) -> Event {
+    let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
+        id,
+        "customer.updated",
+        &format!(r#"{{"id":"{object}","object":"customer"}}"#),
+    ))
+    .unwrap();
+    v["created"] = created.into();
+    dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
+}
+
+#[derive(Default)]
+struct Recorder {
+    applied: Mutex<Vec<String>>,
+    stale: Mutex<Vec<(String, String)>>,
+    delay: Duration,
+    fail_on: Option<&'static str>,
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        tokio::time::sleep(self.delay).await;
+        if self.fail_on == Some(event.id().as_str()) {
+            return Err(HandlerError::new("downstream down"));
+        }
+        self.applied.lock().unwrap().push(event.id().to_string());
+        Ok(())
+    }
+
+    async fn handle_stale(&self, event: &Event, watermark: &Watermark) -> Result<(), HandlerError> {
+        self.stale
+            .lock()
+            .unwrap()
+            .push((event.id().to_string(), watermark.event_id.to_string()));
+        Ok(())
+    }
+}
+
+fn processor(store: impl OrderingStore, h: Arc<Recorder>, ties: TiePolicy) -> Processor {
+    Processor::ordered(
+        Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
+        store,
+        h,
+        ties,
+    )
+}
+
+#[tokio::test]
+async fn an_older_event_is_stale_and_goes_to_handle_stale() {
+    let h = Arc::new(Recorder::default());
+    let store = Arc::new(MemoryStore::new());
+    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run);
+    assert_eq!(
+        p.process_event(&update("evt_2", "cus_1", BASE + 2))
+            .await
+            .kind()
+            .name(),
+        "processed"
+    );
+    let o = p.process_event(&update("evt_1", "cus_1", BASE + 1)).await;
+    assert_eq!(o.status(), 200);
+    let OutcomeKind::Stale { watermark } = o.kind() else {
+        panic!("{o:?}")
+    };
+    assert_eq!(
+        (watermark.created, watermark.event_id.as_str()),
+        (BASE + 2, "evt_2")
+    );
+    assert_eq!(h.applied.lock().unwrap().as_slice(), ["evt_2"]);
+    assert_eq!(
+        h.stale.lock().unwrap().as_slice(),
+        [("evt_1".to_owned(), "evt_2".to_owned())]
+    );
+    // The stale event is completed: Stripe's retry of it is a duplicate.
+    assert_eq!(
+        p.process_event(&update("evt_1", "cus_1", BASE + 1))
+            .await
+            .kind()
+            .name(),
+        "duplicate"
+    );
+    // A newer one applies and moves the watermark; other objects are independent.
+    assert_eq!(
+        p.process_event(&update("evt_3", "cus_1", BASE + 3))
+            .await
+            .kind()
+            .name(),
+        "processed"
+    );
+    assert_eq!(
+        p.process_event(&update("evt_o", "cus_2", BASE))
+            .await
+            .kind()
+            .name(),
+        "processed"
+    );
+    assert_eq!(
+        store
+            .watermark("cus_1")
+            .await
+            .unwrap()
+            .unwrap()
+            .event_id
+            .as_str(),
+        "evt_3"
+    );
+}
+
+#[tokio::test]
+async fn ties_follow_the_policy() {
+    for (ties, want) in [(TiePolicy::Run, "processed"), (TiePolicy::Stale, "stale")] {
+        let h = Arc::new(Recorder::default());
+        let p = processor(MemoryStore::new(), Arc::clone(&h), ties);
+        assert_eq!(
+            p.process_event(&update("evt_a", "cus_1", BASE))
+                .await
+                .kind()
+                .name(),
+            "processed"
+        );
+        assert_eq!(
+            p.process_event(&update("evt_b", "cus_1", BASE))
+                .await
+                .kind()
+                .name(),
+            want,
+            "{ties:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_object_at_a_time_and_a_waiting_event_is_409() {
+    let h = Arc::new(Recorder {
+        delay: Duration::from_millis(300),
+        ..Recorder::default()
+    });
+    let p = Arc::new(processor(
+        MemoryStore::new(),
+        Arc::clone(&h),
+        TiePolicy::Run,
+    ));
+    let slow = {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move { p.process_event(&update("evt_s", "cus_1", BASE + 5)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let o = p.process_event(&update("evt_w", "cus_1", BASE + 4)).await;
+    assert_eq!((o.status(), o.kind().name()), (409, "in_progress"));
+    assert!(o.retry_after_secs().is_some());
+    // Another object is not held up.
+    let other = p.process_event(&update("evt_x", "cus_2", BASE)).await;
+    assert_eq!(other.kind().name(), "processed");
+    assert_eq!(slow.await.unwrap().kind().name(), "processed");
+    // Stripe's retry of the waiting (older) event: stale now.
+    assert_eq!(
+        p.process_event(&update("evt_w", "cus_1", BASE + 4))
+            .await
+            .kind()
+            .name(),
+        "stale"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_handler_frees_the_object_and_keeps_the_watermark() {
+    let h = Arc::new(Recorder {
+        fail_on: Some("evt_bad"),
+        ..Recorder::default()
+    });
+    let store = Arc::new(MemoryStore::new());
+    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run);
+    assert_eq!(
+        p.process_event(&update("evt_1", "cus_1", BASE + 1))
+            .await
+            .kind()
+            .name(),
+        "processed"
+    );
+    let o = p.process_event(&update("evt_bad", "cus_1", BASE + 2)).await;
+    assert_eq!(o.status(), 500);
+    assert_eq!(
+        store
+            .watermark("cus_1")
+            .await
+            .unwrap()
+            .unwrap()
+            .event_id
+            .as_str(),
+        "evt_1"
+    );
+    // The object is free at once (no 409), and the watermark did not move.
+    assert_eq!(
+        p.process_event(&update("evt_1b", "cus_1", BASE + 1))
+            .await
+            .kind()
+            .name(),
+        "processed"
+    );
+}
+
+#[tokio::test]
+async fn events_without_an_object_id_run_unguarded() {
+    let h = Arc::new(Recorder::default());
+    let p = processor(MemoryStore::new(), Arc::clone(&h), TiePolicy::Run);
+    let body = testing::event_json(
+        "evt_up",
+        "invoice.upcoming",
+        r#"{"object":"invoice","customer":"cus_1"}"#,
+    );
+    let e = dangerous::parse_unverified(body.as_bytes()).unwrap();
+    assert_eq!(e.object_id(), None);
+    assert_eq!(p.process_event(&e).await.kind().name(), "processed");
+}
+
+/// 30 objects × 5 updates, each twice, all at once on one processor: every object ends
+/// at its newest update, and no update is applied after a newer one of its object.
+async fn shuffled_updates_end_in_order(store: impl OrderingStore) {
+    let h = Arc::new(Recorder {
+        delay: Duration::from_millis(3),
+        ..Recorder::default()
+    });
+    let p = Arc::new(processor(store, Arc::clone(&h), TiePolicy::Run));
+    let mut events = Vec::new();
+    for o in 0..30 {
+        for v in 1..=5 {
+            for _ in 0..2 {
+                events.push(update(
+                    &format!("evt_{o}_{v}"),
+                    &format!("cus_{o}"),
+                    BASE + v,
+                ));
+            }
+        }
+    }
+    let mut seed = 7_u64;
+    for i in (1..events.len()).rev() {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        events.swap(i, (seed >> 33) as usize % (i + 1));
+    }
+    let mut tasks = Vec::new();
+    for e in events {
+        let p = Arc::clone(&p);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let o = p.process_event(&e).await;
+                if o.status() == 200 {
+                    return;
+                }
+                assert_eq!(o.status(), 409, "{o:?}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let applied = h.applied.lock().unwrap().clone();
+    for o in 0..30 {
+        let versions: Vec<i64> = applied
+            .iter()
+            .filter_map(|id| id.strip_prefix(&format!("evt_{o}_")))
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert_eq!(versions.last(), Some(&5), "object {o}: {versions:?}");
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "object {o}: {versions:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shuffled_updates_end_in_order_on_memory() {
+    shuffled_updates_end_in_order(MemoryStore::new()).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shuffled_updates_end_in_order_on_sqlite() {
+    let dir = common::TempDir::new("ordering");
+    let store = stripe_webhooks::SqliteStore::connect(dir.join("events.db"))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    shuffled_updates_end_in_order(store).await;
+}

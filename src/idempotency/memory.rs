@@ -456,6 +456,16 @@ impl OrderingStore for MemoryStore {
             .get(object_id)
             .and_then(|o| o.watermark.clone()))
     }
+
+    async fn advance_watermark(&self, key: &str, to: &Watermark) -> Result<(), StoreError> {
+        let now = self.clock.now_millis();
+        let mut inner = self.lock();
+        let obj = inner.object(key, self.max_records, now);
+        if advances(obj.watermark.as_ref(), to) {
+            obj.watermark = Some(to.clone());
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]

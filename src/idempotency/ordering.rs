@@ -100,6 +100,15 @@ pub trait OrderingStore: IdempotencyStore {
     ///
     /// [`StoreError`] when the store cannot answer.
     async fn watermark(&self, object_id: &str) -> Result<Option<Watermark>, StoreError>;
+
+    /// Moves `key`'s watermark to `to` unless it is newer already, outside any claim: the
+    /// reconciler keeps its cursors this way (keys `reconcile:…`), so replicas that run
+    /// it at once only ever move a cursor forward.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store cannot answer.
+    async fn advance_watermark(&self, key: &str, to: &Watermark) -> Result<(), StoreError>;
 }
 
 #[async_trait]
@@ -131,6 +140,10 @@ impl<S: OrderingStore + ?Sized> OrderingStore for std::sync::Arc<S> {
 
     async fn watermark(&self, object_id: &str) -> Result<Option<Watermark>, StoreError> {
         (**self).watermark(object_id).await
+    }
+
+    async fn advance_watermark(&self, key: &str, to: &Watermark) -> Result<(), StoreError> {
+        (**self).advance_watermark(key, to).await
     }
 }
 

@@ -323,7 +323,29 @@ pub async fn run_ordering<S: OrderingStore>(store: Arc<S>, time: LeaseTime) {
     complete_applied_moves_the_watermark_forward_only(&*store).await;
     complete_applied_with_a_lost_claim_changes_nothing(&*store).await;
     expired_object_lock_is_taken_over(&*store, &time).await;
+    advance_watermark_only_moves_forward(&*store).await;
     concurrent_object_locks_acquire_once(store, 50).await;
+}
+
+/// `advance_watermark` (the reconciler's cursors) moves forward, never back.
+pub async fn advance_watermark_only_moves_forward<S: OrderingStore + ?Sized>(store: &S) {
+    let key = format!("reconcile:{}", fresh_object("cursor"));
+    assert_eq!(store.watermark(&key).await.unwrap(), None);
+    let at = |created: i64, id: &str| Watermark::new(created, EventId::new(id));
+    store
+        .advance_watermark(&key, &at(10, "evt_a"))
+        .await
+        .unwrap();
+    store
+        .advance_watermark(&key, &at(9, "evt_old"))
+        .await
+        .unwrap();
+    assert_eq!(store.watermark(&key).await.unwrap(), Some(at(10, "evt_a")));
+    store
+        .advance_watermark(&key, &at(12, "evt_b"))
+        .await
+        .unwrap();
+    assert_eq!(store.watermark(&key).await.unwrap(), Some(at(12, "evt_b")));
 }
 
 fn fresh_object(what: &str) -> String {

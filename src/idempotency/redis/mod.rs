@@ -59,6 +59,10 @@ const LOCK_OBJECT: &str = include_str!("lock_object.lua");
 /// KEYS: object hash. ARGV: holder.
 const UNLOCK_OBJECT: &str = include_str!("unlock_object.lua");
 
+/// KEYS: object hash. ARGV: created, event id, retention ms. Moves the watermark
+/// forward (never back), outside any claim.
+const ADVANCE: &str = include_str!("advance.lua");
+
 /// KEYS: object hash. Returns `{created, event id}` (empty strings: none).
 const WATERMARK: &str = include_str!("watermark.lua");
 
@@ -93,6 +97,7 @@ static COMPLETE_APPLIED_SCRIPT: LazyLock<Script> =
 static LOCK_OBJECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LOCK_OBJECT]));
 static UNLOCK_OBJECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[UNLOCK_OBJECT]));
 static WATERMARK_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[WATERMARK]));
+static ADVANCE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[ADVANCE]));
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, FENCED, RELEASE]));
 static EXTEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, FENCED, EXTEND]));
 static RECORD_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[RECORD]));
@@ -440,6 +445,19 @@ impl OrderingStore for RedisStore {
             .await
             .map_err(unavailable)?;
         watermark_of(&key, &created, &event_id)
+    }
+
+    async fn advance_watermark(&self, key: &str, to: &Watermark) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = ADVANCE_SCRIPT
+            .key(self.object_key(key))
+            .arg(to.created)
+            .arg(to.event_id.as_str())
+            .arg(ms(self.retention).max(1))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 }
 

@@ -466,6 +466,21 @@ where
         tx.commit().await.map_err(db_err)
     }
 
+    pub(crate) async fn advance_watermark(
+        &self,
+        key: &str,
+        to: &Watermark,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&self.sql.advance)
+            .bind(key)
+            .bind(to.created)
+            .bind(to.event_id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
     pub(crate) async fn unlock_object(
         &self,
         object_id: &str,
@@ -626,6 +641,14 @@ macro_rules! store_impls {
             ) -> Result<Option<$crate::idempotency::Watermark>, $crate::idempotency::StoreError>
             {
                 self.core.watermark(object_id).await
+            }
+
+            async fn advance_watermark(
+                &self,
+                key: &str,
+                to: &$crate::idempotency::Watermark,
+            ) -> Result<(), $crate::idempotency::StoreError> {
+                self.core.advance_watermark(key, to).await
             }
         }
     };

@@ -357,6 +357,12 @@ impl Event {
         Ok(types::build(envelope, data.object.to_owned()))
     }
 
+    /// The same envelope around another `data.object` (for example the object fetched
+    /// again from the API), typed as a body with that object would be.
+    pub(crate) fn with_object(&self, raw: Box<RawValue>) -> Event {
+        types::build(self.envelope().clone(), raw)
+    }
+
     /// The event id (`evt_…`).
     pub fn id(&self) -> &EventId {
         &self.envelope().id

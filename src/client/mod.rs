@@ -20,6 +20,8 @@
 //! event triggered it.
 
 mod fetch;
+#[cfg(feature = "client")]
+mod http;
 mod paths;
 
 use std::error::Error as StdError;
@@ -33,6 +35,12 @@ use serde_json::value::RawValue;
 use crate::event::{Event, EventId, EventNotification};
 
 pub use fetch::{FetchLatest, FetchLatestError, Fetched, FetchedObject};
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub use http::{
+    HttpClient, DEFAULT_BASE_URL, DEFAULT_BUCKET_RATE, DEFAULT_DEADLINE, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_CONCURRENCY,
+};
 pub use paths::object_path;
 
 /// The Stripe API version the client sends (`Stripe-Version`) and the crate's types
@@ -90,7 +98,7 @@ impl ApiKey {
     }
 
     /// The key, for the `Authorization` header only.
-    #[allow(dead_code)] // for the HTTP client
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }

@@ -927,7 +927,7 @@ fn split_query(url: &str) -> (&str, Vec<(String, String)>) {
 }
 
 /// Decodes `%XX` escapes and `+` (form encoding); a bad escape is kept as it is.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -101,6 +101,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 #[cfg(any(feature = "axum", feature = "actix-web"))]
 mod adapters;
+pub mod client;
 mod clock;
 pub mod cloud;
 mod error;

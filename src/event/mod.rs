@@ -21,7 +21,7 @@ use crate::objects::PaymentSource;
 pub use envelope::{Envelope, EventId, EventRequest};
 use envelope::{ObjectTag, WireData, WireDataOut, WireDataTyped, WireEvent, WireLocate, WireOut};
 pub use error::{ObjectError, ParseError};
-#[cfg(all(test, feature = "testing"))]
+#[cfg(feature = "testing")]
 pub(crate) use thin::rfc3339_seconds;
 pub use thin::{
     AccountLinkReturned, AccountPersonData, CapabilityStatusUpdated, EventChanges,
@@ -355,6 +355,12 @@ impl Event {
         };
         envelope.previous_attributes = data.previous_attributes.map(RawValue::to_owned);
         Ok(types::build(envelope, data.object.to_owned()))
+    }
+
+    /// The same envelope around another `data.object` (for example the object fetched
+    /// again from the API), typed as a body with that object would be.
+    pub(crate) fn with_object(&self, raw: Box<RawValue>) -> Event {
+        types::build(self.envelope().clone(), raw)
     }
 
     /// The event id (`evt_…`).

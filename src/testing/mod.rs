@@ -1,7 +1,9 @@
 //! Test kit (feature `testing`): sign requests like Stripe, build events from Stripe's
-//! fixtures, and check any [`IdempotencyStore`](crate::IdempotencyStore) with
-//! [`store_conformance`].
+//! fixtures, check any [`IdempotencyStore`](crate::IdempotencyStore) with
+//! [`store_conformance`], and run a Stripe API client against a fake Stripe API
+//! ([`FakeStripe`]).
 
+mod fake_api;
 mod fixtures;
 pub mod store_conformance;
 
@@ -10,6 +12,7 @@ use hmac::Mac;
 use crate::secret::HmacSha256;
 
 pub use crate::clock::ManualClock;
+pub use fake_api::{FakeStripe, Fault, RecordedRequest, FAKE_API_KEY};
 
 /// The current Unix time in seconds.
 pub fn now() -> i64 {

@@ -1,0 +1,416 @@
+//! Fetching what events are about: a thin event's related object, a snapshot event's
+//! latest object, and the [`FetchLatest`] handler wrapper.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::paths::{collection_path, object_path};
+use super::{ClientError, RequestContext, StripeClient};
+use crate::event::{Event, EventNotification, EventType};
+use crate::handler::{EventHandler, HandlerError};
+use crate::objects::{
+    Charge, CheckoutSession, Customer, Dispute, Invoice, PaymentIntent, PaymentMethod, Price,
+    Product, Refund, SetupIntent, Subscription,
+};
+
+/// An object fetched from the API, typed by its `object` field for the objects
+/// [`objects`](crate::objects) has a struct for. More types become typed as the crate
+/// grows structs for them (the enum is `#[non_exhaustive]`); until then they are
+/// [`Other`](Self::Other), as raw JSON. An object whose shape does not fit its struct is
+/// also kept raw, never an error.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum FetchedObject {
+    /// `charge`.
+    Charge(Box<Charge>),
+    /// `checkout.session`.
+    CheckoutSession(Box<CheckoutSession>),
+    /// `customer` (also a deleted customer: see [`Customer::is_deleted`]).
+    Customer(Box<Customer>),
+    /// `dispute`.
+    Dispute(Box<Dispute>),
+    /// `invoice`.
+    Invoice(Box<Invoice>),
+    /// `payment_intent`.
+    PaymentIntent(Box<PaymentIntent>),
+    /// `payment_method`.
+    PaymentMethod(Box<PaymentMethod>),
+    /// `price`.
+    Price(Box<Price>),
+    /// `product`.
+    Product(Box<Product>),
+    /// `refund`.
+    Refund(Box<Refund>),
+    /// `setup_intent`.
+    SetupIntent(Box<SetupIntent>),
+    /// `subscription`.
+    Subscription(Box<Subscription>),
+    /// Any other object, as Stripe sent it.
+    Other(Box<RawValue>),
+}
+
+impl FetchedObject {
+    /// Types `raw` by its `object` field.
+    pub fn from_raw(raw: &RawValue) -> Self {
+        fn typed<T: serde::de::DeserializeOwned>(
+            raw: &RawValue,
+            wrap: fn(Box<T>) -> FetchedObject,
+        ) -> FetchedObject {
+            match serde_json::from_str::<T>(raw.get()) {
+                Ok(v) => wrap(Box::new(v)),
+                Err(_) => FetchedObject::Other(raw.to_owned()),
+            }
+        }
+        let tag = serde_json::from_str::<Tag<'_>>(raw.get()).ok();
+        match tag.as_ref().and_then(|t| t.object.as_deref()) {
+            Some("charge") => typed(raw, FetchedObject::Charge),
+            Some("checkout.session") => typed(raw, FetchedObject::CheckoutSession),
+            Some("customer") => typed(raw, FetchedObject::Customer),
+            Some("dispute") => typed(raw, FetchedObject::Dispute),
+            Some("invoice") => typed(raw, FetchedObject::Invoice),
+            Some("payment_intent") => typed(raw, FetchedObject::PaymentIntent),
+            Some("payment_method") => typed(raw, FetchedObject::PaymentMethod),
+            Some("price") => typed(raw, FetchedObject::Price),
+            Some("product") => typed(raw, FetchedObject::Product),
+            Some("refund") => typed(raw, FetchedObject::Refund),
+            Some("setup_intent") => typed(raw, FetchedObject::SetupIntent),
+            Some("subscription") => typed(raw, FetchedObject::Subscription),
+            _ => FetchedObject::Other(raw.to_owned()),
+        }
+    }
+
+    /// Whether the object is not typed ([`Other`](Self::Other)).
+    pub fn is_other(&self) -> bool {
+        matches!(self, FetchedObject::Other(_))
+    }
+}
+
+#[derive(Deserialize)]
+struct Tag<'a> {
+    #[serde(borrow, default)]
+    object: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// An object fetched from the API: its raw JSON, always, and the [`FetchedObject`]
+/// typed from it.
+#[derive(Clone)]
+pub struct Fetched {
+    raw: Box<RawValue>,
+    object: FetchedObject,
+}
+
+impl Fetched {
+    /// Wraps raw JSON, typing it by its `object` field.
+    pub fn from_raw(raw: Box<RawValue>) -> Self {
+        let object = FetchedObject::from_raw(&raw);
+        Self { raw, object }
+    }
+
+    /// The typed object.
+    pub fn object(&self) -> &FetchedObject {
+        &self.object
+    }
+
+    /// The raw JSON, as Stripe sent it.
+    pub fn raw(&self) -> &RawValue {
+        &self.raw
+    }
+
+    /// The `object` field (`customer`, `billing.meter`…), if any.
+    pub fn object_type(&self) -> Option<String> {
+        serde_json::from_str::<Tag<'_>>(self.raw.get())
+            .ok()?
+            .object
+            .map(|o| o.into_owned())
+    }
+
+    /// The `id` field, if any (singletons such as `tax.settings` have none).
+    pub fn id(&self) -> Option<String> {
+        serde_json::from_str::<Tag<'_>>(self.raw.get())
+            .ok()?
+            .id
+            .map(|o| o.into_owned())
+    }
+
+    /// Takes the raw JSON and the typed object apart.
+    pub fn into_parts(self) -> (Box<RawValue>, FetchedObject) {
+        (self.raw, self.object)
+    }
+}
+
+impl fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fetched")
+            .field("object", &self.object)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventNotification {
+    /// Fetches the [`related_object`](Self::related_object) from its URL with the
+    /// event's `Stripe-Context` and `Stripe-Request-Trigger: event=<id>`, as Stripe's
+    /// SDKs do. A singleton (a related object without an id) works the same way.
+    ///
+    /// ```
+    /// use stripe_webhooks::client::{ClientError, FetchedObject, RequestContext, StripeClient};
+    /// use stripe_webhooks::{async_trait, dangerous};
+    ///
+    /// struct Canned; // stands in for an `HttpClient`
+    /// #[async_trait]
+    /// impl StripeClient for Canned {
+    ///     async fn get(&self, ctx: &RequestContext, path: &str, _: &[(String, String)]) -> Result<String, ClientError> {
+    ///         assert_eq!(ctx.stripe_context(), Some("acct_1"));
+    ///         assert_eq!(path, "/v1/customers/cus_1");
+    ///         Ok(r#"{"id":"cus_1","object":"customer"}"#.to_owned())
+    ///     }
+    /// }
+    ///
+    /// let body = br#"{"id":"evt_1","object":"v2.core.event","type":"v1.customer.updated",
+    ///   "created":"2026-10-30T14:03:27.512Z","livemode":false,"context":"acct_1",
+    ///   "related_object":{"id":"cus_1","type":"customer","url":"/v1/customers/cus_1"}}"#;
+    /// let n = dangerous::parse_unverified_notification(body)?;
+    /// let fetched = tokio::runtime::Runtime::new()?.block_on(n.fetch_related_object(&Canned))?;
+    /// assert!(matches!(fetched.object(), FetchedObject::Customer(c) if c.id == "cus_1"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NothingToFetch`] if the event has no related object;
+    /// [`ClientError::InvalidUrl`] if its URL is not a path on the API host; otherwise
+    /// as [`StripeClient::retrieve_object`].
+    pub async fn fetch_related_object(
+        &self,
+        client: &dyn StripeClient,
+    ) -> Result<Fetched, ClientError> {
+        let related = self
+            .related_object
+            .as_ref()
+            .ok_or(ClientError::NothingToFetch(
+                "the event has no related object",
+            ))?;
+        let raw = client
+            .retrieve_object(&RequestContext::for_notification(self), &related.url)
+            .await?;
+        Ok(Fetched::from_raw(raw))
+    }
+
+    /// Fetches this event from `GET /v2/core/events/{id}`, with its `data` and
+    /// `changes`, with the event's `Stripe-Context`.
+    ///
+    /// # Errors
+    ///
+    /// As [`StripeClient::retrieve_v2_event`].
+    pub async fn fetch_event(
+        &self,
+        client: &dyn StripeClient,
+    ) -> Result<EventNotification, ClientError> {
+        client
+            .retrieve_v2_event(&RequestContext::for_notification(self), self.id.as_str())
+            .await
+    }
+}
+
+impl Event {
+    /// The API path of this event's `data.object` (`/v1/customers/cus_…`), from its
+    /// `object` and `id` fields.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::NothingToFetch`] if the object has no `id`;
+    /// [`ClientError::NoApiPath`] if the crate knows no path for its type.
+    pub fn object_path(&self) -> Result<String, ClientError> {
+        let tag = serde_json::from_str::<Tag<'_>>(self.raw_object().get()).ok();
+        let object_type = tag
+            .as_ref()
+            .and_then(|t| t.object.as_deref())
+            .map(str::to_owned)
+            .or_else(|| {
+                let t = self.event_type().object_type()?;
+                (!t.contains('|')).then(|| t.to_owned())
+            })
+            .unwrap_or_default();
+        let id = tag
+            .as_ref()
+            .and_then(|t| t.id.as_deref())
+            .ok_or(ClientError::NothingToFetch("the event's object has no id"))?;
+        if collection_path(&object_type).is_none() {
+            return Err(ClientError::NoApiPath { object_type });
+        }
+        object_path(&object_type, id).ok_or_else(|| ClientError::InvalidUrl {
+            url: id.to_owned(),
+            reason: "the object's id is not a plain stripe id",
+        })
+    }
+
+    /// Fetches the latest version of this event's `data.object` (with `Stripe-Account`
+    /// set to the event's [`account`](Self::account)), as Stripe's docs advise before
+    /// acting on an event that may be stale.
+    ///
+    /// # Errors
+    ///
+    /// As [`object_path`](Self::object_path) and [`StripeClient::retrieve_object`].
+    pub async fn fetch_latest_object(
+        &self,
+        client: &dyn StripeClient,
+    ) -> Result<Fetched, ClientError> {
+        let path = self.object_path()?;
+        let raw = client
+            .retrieve_object(&RequestContext::for_event(self), &path)
+            .await?;
+        Ok(Fetched::from_raw(raw))
+    }
+
+    /// This event with its `data.object` fetched again: the same envelope around the
+    /// object as it is now.
+    ///
+    /// # Errors
+    ///
+    /// As [`fetch_latest_object`](Self::fetch_latest_object).
+    pub async fn refetched(&self, client: &dyn StripeClient) -> Result<Event, ClientError> {
+        let (raw, _) = self.fetch_latest_object(client).await?.into_parts();
+        Ok(self.with_object(raw))
+    }
+}
+
+/// Why [`FetchLatest::new`] refused an event type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchLatestError {
+    /// The type's object has no known API path (see [`object_path`]), or the type is
+    /// unknown, or it carries one of several object types.
+    #[error(
+        "cannot fetch the object of {event_type} events: no known api path for {object_type:?}"
+    )]
+    NoApiPath {
+        /// The event type.
+        event_type: String,
+        /// Its object type, if one is known.
+        object_type: Option<String>,
+    },
+    /// A `*.deleted` type: its object can no longer be fetched (a 404 would fail the
+    /// handler on every retry).
+    #[error("cannot fetch the object of {event_type} events: it was deleted")]
+    Deleted {
+        /// The event type.
+        event_type: String,
+    },
+}
+
+/// A handler wrapper that fetches before acting: for the event types you choose, it
+/// retrieves the latest `data.object` from the API (with the Connect `Stripe-Account`
+/// of [`Event::account`]) and hands the inner handler the event rebuilt around it, so
+/// events delivered late or out of order act on the object as it is now.
+///
+/// A failed fetch fails the delivery ([`HandlerError`], answered 500, so Stripe
+/// delivers the event again); the inner handler never sees the stale snapshot for a
+/// chosen type. Other types pass through untouched.
+///
+/// ```
+/// use std::sync::Arc;
+/// use stripe_webhooks::client::{FetchLatest, StripeClient};
+/// use stripe_webhooks::{async_trait, Event, EventHandler, EventType, HandlerError};
+///
+/// struct Billing;
+/// #[async_trait]
+/// impl EventHandler for Billing {
+///     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+///         if let Event::CustomerSubscriptionUpdated(sub) = event {
+///             println!("{} is {:?} now", sub.id, sub.status); // fresh from the API
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// fn handler(client: Arc<dyn StripeClient>) -> Result<FetchLatest<Billing>, Box<dyn std::error::Error>> {
+///     Ok(FetchLatest::new(Billing, client, [EventType::CustomerSubscriptionUpdated])?)
+/// }
+/// ```
+pub struct FetchLatest<H> {
+    inner: H,
+    client: Arc<dyn StripeClient>,
+    types: BTreeSet<EventType>,
+}
+
+impl<H: EventHandler> FetchLatest<H> {
+    /// Wraps `inner`, fetching the latest object for events of `types`.
+    ///
+    /// # Errors
+    ///
+    /// [`FetchLatestError::NoApiPath`] for a type whose object has no known API path;
+    /// [`FetchLatestError::Deleted`] for a `*.deleted` type.
+    pub fn new(
+        inner: H,
+        client: Arc<dyn StripeClient>,
+        types: impl IntoIterator<Item = EventType>,
+    ) -> Result<Self, FetchLatestError> {
+        let mut set = BTreeSet::new();
+        for ty in types {
+            let object_type = ty.object_type();
+            if object_type.map_or(true, |o| o.contains('|') || collection_path(o).is_none()) {
+                return Err(FetchLatestError::NoApiPath {
+                    event_type: ty.as_str().to_owned(),
+                    object_type: object_type.map(str::to_owned),
+                });
+            }
+            if ty.as_str().ends_with(".deleted") {
+                return Err(FetchLatestError::Deleted {
+                    event_type: ty.as_str().to_owned(),
+                });
+            }
+            set.insert(ty);
+        }
+        Ok(Self {
+            inner,
+            client,
+            types: set,
+        })
+    }
+
+    /// The inner handler.
+    pub fn inner(&self) -> &H {
+        &self.inner
+    }
+
+    /// Whether events of `event_type` are fetched before the inner handler runs.
+    pub fn fetches(&self, event_type: &EventType) -> bool {
+        self.types.contains(event_type)
+    }
+}
+
+impl<H> fmt::Debug for FetchLatest<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FetchLatest")
+            .field("types", &self.types)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<H: EventHandler> EventHandler for FetchLatest<H> {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        if !self.types.contains(event.event_type()) {
+            return self.inner.handle(event).await;
+        }
+        let fresh = event
+            .refetched(self.client.as_ref())
+            .await
+            .map_err(HandlerError::new)?;
+        self.inner.handle(&fresh).await
+    }
+
+    fn handles(&self, event_type: &EventType) -> bool {
+        self.inner.handles(event_type)
+    }
+
+    fn handles_event(&self, event: &Event) -> bool {
+        self.inner.handles_event(event)
+    }
+}

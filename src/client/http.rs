@@ -1,0 +1,465 @@
+//! [`HttpClient`]: the [`StripeClient`] over HTTPS (reqwest, rustls), with retries, a
+//! deadline, a concurrency cap and a rate limit.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::API_VERSION;
+use super::{check_api_path, ApiError, ApiKey, ClientError, RequestContext, StripeClient};
+
+/// Stripe's API host.
+pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
+/// How long one call may take, retries and waits included.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+/// How many attempts one call may make.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+/// How many requests may be in flight at once.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
+/// Requests per second, well under Stripe's live-mode read limit (100/s), which the
+/// rest of the application shares.
+pub const DEFAULT_BUCKET_RATE: u32 = 20;
+
+/// A read-only Stripe API client over HTTPS (feature `client`).
+///
+/// - Sends only `GET`s, with `Authorization: Bearer <key>`, `Stripe-Version:`
+///   [`API_VERSION`](super::API_VERSION) and the [`RequestContext`]'s headers.
+/// - Retries network errors, 409, 429 and 5xx answers (and whatever
+///   `Stripe-Should-Retry: true` marks; never what `Stripe-Should-Retry: false` marks),
+///   with exponential backoff and full jitter, waiting `Retry-After` seconds when Stripe
+///   sends it, for at most [`DEFAULT_MAX_ATTEMPTS`] attempts within a total deadline
+///   ([`DEFAULT_DEADLINE`]). A wait that would pass the deadline is not started.
+/// - Keeps at most [`DEFAULT_MAX_CONCURRENCY`] requests in flight and sends at most
+///   [`DEFAULT_BUCKET_RATE`] requests a second (a token bucket, bursting up to one
+///   second's worth), shared by its clones.
+/// - Never follows redirects; never puts the key in an error or in `Debug`.
+///
+/// ```no_run
+/// use stripe_webhooks::client::{ApiKey, HttpClient, RequestContext, StripeClient};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = HttpClient::new(ApiKey::new(std::env::var("STRIPE_SECRET_KEY")?)?)?
+///     .with_deadline(std::time::Duration::from_secs(10))
+///     .with_rate_limit(10);
+/// let event = client.retrieve_event(&RequestContext::platform(), "evt_1").await?;
+/// println!("{}", event.event_type());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct HttpClient {
+    http: reqwest::Client,
+    api_key: ApiKey,
+    base_url: String,
+    deadline: Duration,
+    attempt_timeout: Duration,
+    max_attempts: u32,
+    backoff_base: Duration,
+    backoff_max: Duration,
+    max_concurrency: usize,
+    permits: Arc<Semaphore>,
+    rate: u32,
+    bucket: Arc<Mutex<TokenBucket>>,
+}
+
+impl HttpClient {
+    /// A client for Stripe's API host with the defaults above.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Network`] if the HTTP client cannot be built (TLS set-up).
+    pub fn new(api_key: ApiKey) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("stripe-webhooks-rs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Network(Box::new(e)))?;
+        Ok(Self::with_reqwest(http, api_key))
+    }
+
+    /// A client on an existing `reqwest::Client` (its proxy, TLS and pool settings).
+    /// Give it `redirect(Policy::none())`: the API never redirects.
+    pub fn with_reqwest(http: reqwest::Client, api_key: ApiKey) -> Self {
+        Self {
+            http,
+            api_key,
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            deadline: DEFAULT_DEADLINE,
+            attempt_timeout: Duration::from_secs(20),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(8),
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            permits: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENCY)),
+            rate: DEFAULT_BUCKET_RATE,
+            bucket: Arc::new(Mutex::new(TokenBucket::new(
+                DEFAULT_BUCKET_RATE,
+                Instant::now(),
+            ))),
+        }
+    }
+
+    /// Sends requests to `base_url` (scheme, host and port, as `http://127.0.0.1:4010`)
+    /// instead of [`DEFAULT_BASE_URL`]: a fake Stripe API in tests, or a proxy.
+    #[must_use]
+    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = base_url.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// Sets the total deadline of one call, retries and waits included.
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Sets how long one attempt may take (default 20 s; never past the deadline).
+    #[must_use]
+    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// Sets how many attempts one call may make (at least 1).
+    #[must_use]
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Sets the backoff: the `n`th retry waits a random time up to
+    /// `min(max, base × 2ⁿ⁻¹)` (default 500 ms and 8 s), unless Stripe sent
+    /// `Retry-After`.
+    #[must_use]
+    pub fn with_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.backoff_base = base;
+        self.backoff_max = max.max(base);
+        self
+    }
+
+    /// Sets how many requests may be in flight at once (at least 1), for this client
+    /// and the clones made after.
+    #[must_use]
+    pub fn with_max_concurrency(mut self, max: usize) -> Self {
+        self.max_concurrency = max.max(1);
+        self.permits = Arc::new(Semaphore::new(self.max_concurrency));
+        self
+    }
+
+    /// Sets how many requests a second may start (at least 1), for this client and the
+    /// clones made after.
+    #[must_use]
+    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
+        self.rate = per_second.max(1);
+        self.bucket = Arc::new(Mutex::new(TokenBucket::new(self.rate, Instant::now())));
+        self
+    }
+
+    /// The base URL requests go to.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Waits for a rate-limit token.
+    async fn rate_token(&self) {
+        let wait = match self.bucket.lock() {
+            Ok(mut bucket) => bucket.take(Instant::now()),
+            // A panic while holding this lock left plain numbers behind: use them.
+            Err(poisoned) => poisoned.into_inner().take(Instant::now()),
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One request: an answer, or why not and whether (and when) to try again.
+    async fn attempt(
+        &self,
+        ctx: &RequestContext,
+        url: &str,
+        query: &[(String, String)],
+    ) -> Result<String, Failure> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| Failure::fatal(ClientError::Network(Box::new(e))))?;
+        self.rate_token().await;
+        let mut request = self
+            .http
+            .get(url)
+            .query(query)
+            .bearer_auth(self.api_key.expose())
+            .header("Stripe-Version", API_VERSION)
+            .timeout(self.attempt_timeout);
+        for (name, value) in ctx.headers() {
+            request = request.header(name, value);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Failure::retry(self.network(e)))?;
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let request_id = header("request-id");
+        let should_retry = header("stripe-should-retry").and_then(|v| match v.as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        });
+        let retry_after = header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response
+            .text()
+            .await
+            .map_err(|e| Failure::retry(self.network(e)))?;
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let mut api = ApiError::from_response(status, &body, request_id, should_retry);
+        if let Some(m) = &mut api.message {
+            *m = self.redact(m);
+        }
+        Err(Failure {
+            retryable: api.is_retryable(),
+            retry_after,
+            error: ClientError::Api(api),
+        })
+    }
+
+    /// A transport error, with the key taken out of its text should it ever be there.
+    fn network(&self, e: reqwest::Error) -> ClientError {
+        let text = e.to_string();
+        if text.contains(self.api_key.expose()) {
+            ClientError::Network(self.redact(&text).into())
+        } else {
+            ClientError::Network(Box::new(e))
+        }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        text.replace(self.api_key.expose(), "<redacted>")
+    }
+}
+
+/// A failed attempt.
+struct Failure {
+    error: ClientError,
+    retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn retry(error: ClientError) -> Self {
+        Self {
+            error,
+            retryable: true,
+            retry_after: None,
+        }
+    }
+
+    fn fatal(error: ClientError) -> Self {
+        Self {
+            error,
+            retryable: false,
+            retry_after: None,
+        }
+    }
+}
+
+#[async_trait]
+impl StripeClient for HttpClient {
+    async fn get(
+        &self,
+        ctx: &RequestContext,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<String, ClientError> {
+        check_api_path(path)?;
+        if path.contains('?') {
+            return Err(ClientError::InvalidUrl {
+                url: path.to_owned(),
+                reason: "the query goes in the query parameter",
+            });
+        }
+        let url = format!("{}{path}", self.base_url);
+        let deadline_at = Instant::now() + self.deadline;
+        let exceeded = |attempts, last: Option<ClientError>| ClientError::DeadlineExceeded {
+            deadline: self.deadline,
+            attempts,
+            last: last.map(Box::new),
+        };
+        let mut last: Option<ClientError> = None;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let outcome =
+                tokio::time::timeout_at(deadline_at, self.attempt(ctx, &url, query)).await;
+            let failure = match outcome {
+                Err(_elapsed) => return Err(exceeded(attempts, last)),
+                Ok(Ok(body)) => return Ok(body),
+                Ok(Err(failure)) => failure,
+            };
+            if !failure.retryable {
+                return Err(failure.error);
+            }
+            if attempts >= self.max_attempts {
+                return Err(ClientError::RetriesExhausted {
+                    attempts,
+                    last: Box::new(failure.error),
+                });
+            }
+            let wait = failure.retry_after.unwrap_or_else(|| {
+                backoff(attempts, self.backoff_base, self.backoff_max, random_unit())
+            });
+            if Instant::now() + wait >= deadline_at {
+                return Err(exceeded(attempts, Some(failure.error)));
+            }
+            tokio::time::sleep(wait).await;
+            last = Some(failure.error);
+        }
+    }
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key)
+            .field("api_version", &API_VERSION)
+            .field("deadline", &self.deadline)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &(self.backoff_base, self.backoff_max))
+            .field("max_concurrency", &self.max_concurrency)
+            .field("rate_per_second", &self.rate)
+            .finish()
+    }
+}
+
+/// Full jitter: a wait of `unit` (0 to 1) times `min(max, base × 2^(attempt - 1))`.
+fn backoff(attempt: u32, base: Duration, max: Duration, unit: f64) -> Duration {
+    let exp = 2u32.saturating_pow(attempt.saturating_sub(1));
+    let cap = base.saturating_mul(exp).min(max);
+    cap.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+/// A random number in 0 to 1 from the standard library's randomly keyed hasher: plenty
+/// for jitter, with no dependency.
+fn random_unit() -> f64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(u64::from(std::process::id()));
+    // 53 random bits, as an f64 mantissa holds.
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A token bucket: `rate` tokens a second, holding at most `rate`. Taking a token when
+/// there is none reserves the next one and says how long to wait for it, so waiting
+/// callers are served in turn.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(per_second: u32, now: Instant) -> Self {
+        let rate = f64::from(per_second.max(1));
+        Self {
+            rate,
+            capacity: rate,
+            tokens: rate,
+            last: now,
+        }
+    }
+
+    /// Takes a token at `now`; how long to wait before using it.
+    fn take(&mut self, now: Instant) -> Duration {
+        if now > self.last {
+            let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + refill).min(self.capacity);
+            self.last = now;
+        }
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_full_jitter() {
+        let (base, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        assert_eq!(backoff(1, base, max, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff(2, base, max, 1.0), Duration::from_millis(200));
+        assert_eq!(backoff(4, base, max, 1.0), Duration::from_millis(800));
+        assert_eq!(backoff(6, base, max, 1.0), max);
+        assert_eq!(backoff(60, base, max, 1.0), max); // no overflow
+        assert_eq!(backoff(3, base, max, 0.0), Duration::ZERO);
+        assert_eq!(backoff(3, base, max, 0.5), Duration::from_millis(200));
+        assert_eq!(backoff(0, base, max, 1.0), base);
+    }
+
+    #[test]
+    fn random_units_are_in_range_and_vary() {
+        let draws: Vec<f64> = (0..64).map(|_| random_unit()).collect();
+        assert!(draws.iter().all(|u| (0.0..1.0).contains(u)));
+        assert!(draws.windows(2).any(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn token_bucket_bursts_then_paces() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(4, t0);
+        for _ in 0..4 {
+            assert_eq!(bucket.take(t0), Duration::ZERO);
+        }
+        // Empty: the next callers are spaced a quarter second apart.
+        assert_eq!(bucket.take(t0), Duration::from_millis(250));
+        assert_eq!(bucket.take(t0), Duration::from_millis(500));
+        // A second later the bucket has refilled 4 tokens and paid the 2 reserved.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(bucket.take(t1), Duration::ZERO);
+        assert_eq!(bucket.take(t1), Duration::ZERO);
+        assert_eq!(bucket.take(t1), Duration::from_millis(250));
+        // It never holds more than a second's worth.
+        let t2 = t1 + Duration::from_secs(60);
+        for _ in 0..4 {
+            assert_eq!(bucket.take(t2), Duration::ZERO);
+        }
+        assert!(bucket.take(t2) > Duration::ZERO);
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        let client = HttpClient::with_reqwest(
+            reqwest::Client::new(),
+            ApiKey::new("sk_test_supersecret").unwrap(),
+        );
+        let dbg = format!("{client:?}");
+        assert!(!dbg.contains("supersecret"), "{dbg}");
+        assert!(dbg.contains("<redacted>"));
+    }
+}

@@ -1,0 +1,1024 @@
+//! Talking back to Stripe: a small, read-only Stripe API client.
+//!
+//! [`StripeClient`] is the trait (always built, no dependencies): retrieve a snapshot
+//! [`Event`] or a thin [`EventNotification`], list either family, and fetch an object by
+//! the URL a thin event gives. `HttpClient` (feature `client`) implements it over HTTPS
+//! with retries, a deadline, a concurrency cap and a rate limit; the fake Stripe API in
+//! `testing::FakeStripe` (feature `testing`) lets tests run it without a network.
+//!
+//! On top of the trait:
+//!
+//! - [`EventNotification::fetch_related_object`] and [`Event::fetch_latest_object`]
+//!   return a [`Fetched`] object: raw JSON always, typed for the objects in
+//!   [`objects`](crate::objects) ([`FetchedObject`]);
+//! - [`FetchLatest`] wraps an [`EventHandler`](crate::EventHandler) so that, for the
+//!   types you choose, it runs on the object as it is *now*, fetched from the API, and
+//!   never on the event's (possibly stale) snapshot.
+//!
+//! Every call takes a [`RequestContext`]: which account it is for (`Stripe-Account` for a
+//! snapshot event's `account`, `Stripe-Context` for a thin event's `context`) and which
+//! event triggered it.
+
+mod fetch;
+#[cfg(feature = "client")]
+mod http;
+mod paths;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::event::{Event, EventId, EventNotification};
+
+pub use fetch::{FetchLatest, FetchLatestError, Fetched, FetchedObject};
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub use http::{
+    HttpClient, DEFAULT_BASE_URL, DEFAULT_BUCKET_RATE, DEFAULT_DEADLINE, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_CONCURRENCY,
+};
+pub use paths::object_path;
+
+/// The Stripe API version the client sends (`Stripe-Version`) and the crate's types
+/// follow.
+pub const API_VERSION: &str = "2026-10-28.endive";
+
+/// A Stripe secret or restricted API key (`sk_…`, `rk_…`). `Debug` never prints it, and
+/// no error of this module contains it.
+///
+/// ```
+/// use stripe_webhooks::client::ApiKey;
+///
+/// let key = ApiKey::new("sk_test_123")?;
+/// assert_eq!(format!("{key:?}"), "ApiKey(<redacted>)");
+/// # Ok::<(), stripe_webhooks::client::ApiKeyError>(())
+/// ```
+#[derive(Clone)]
+pub struct ApiKey(Arc<str>);
+
+/// Why a string could not become an [`ApiKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiKeyError {
+    /// The key was the empty string (often an unset environment variable).
+    #[error("api key is empty")]
+    Empty,
+    /// The key starts or ends with whitespace, usually a stray newline.
+    #[error("api key has leading or trailing whitespace")]
+    SurroundingWhitespace,
+    /// The key has a character that cannot go in an HTTP header.
+    #[error("api key has a character that cannot go in a header")]
+    InvalidCharacter,
+}
+
+impl ApiKey {
+    /// Wraps a key as shown in the Dashboard.
+    ///
+    /// # Errors
+    ///
+    /// - [`ApiKeyError::Empty`] for an empty string;
+    /// - [`ApiKeyError::SurroundingWhitespace`] if it starts or ends with whitespace;
+    /// - [`ApiKeyError::InvalidCharacter`] for a control or non-ASCII character.
+    pub fn new(key: impl AsRef<str>) -> Result<Self, ApiKeyError> {
+        let key = key.as_ref();
+        if key.is_empty() {
+            return Err(ApiKeyError::Empty);
+        }
+        if key.trim() != key {
+            return Err(ApiKeyError::SurroundingWhitespace);
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiKeyError::InvalidCharacter);
+        }
+        Ok(Self(Arc::from(key)))
+    }
+
+    /// The key, for the `Authorization` header only.
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// Which account a request is for, and which event triggered it.
+///
+/// ```
+/// use stripe_webhooks::client::RequestContext;
+///
+/// let platform = RequestContext::platform();
+/// assert_eq!(platform.stripe_account(), None);
+/// let connected = RequestContext::platform().with_stripe_account("acct_1");
+/// assert_eq!(connected.stripe_account(), Some("acct_1"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestContext {
+    stripe_account: Option<String>,
+    stripe_context: Option<String>,
+    trigger_event: Option<EventId>,
+}
+
+impl RequestContext {
+    /// The platform's own account: no `Stripe-Account` or `Stripe-Context` header.
+    pub fn platform() -> Self {
+        Self::default()
+    }
+
+    /// For fetching what a snapshot event is about: `Stripe-Account` is the event's
+    /// [`account`](Event::account) (Connect), if any.
+    pub fn for_event(event: &Event) -> Self {
+        Self {
+            stripe_account: event.account().map(str::to_owned),
+            stripe_context: None,
+            trigger_event: None,
+        }
+    }
+
+    /// For fetching a thin event or its related object: `Stripe-Context` is the event's
+    /// [`context`](EventNotification::context), if any, and `Stripe-Request-Trigger`
+    /// names the event (`event=evt_…`), as Stripe's SDKs send.
+    pub fn for_notification(notification: &EventNotification) -> Self {
+        Self {
+            stripe_account: None,
+            stripe_context: notification.context.clone(),
+            trigger_event: Some(notification.id.clone()),
+        }
+    }
+
+    /// Sends `Stripe-Account: <account>` (a connected account, `acct_…`).
+    #[must_use]
+    pub fn with_stripe_account(mut self, account: impl Into<String>) -> Self {
+        self.stripe_account = Some(account.into());
+        self
+    }
+
+    /// Sends `Stripe-Context: <context>` (an account or organization context).
+    #[must_use]
+    pub fn with_stripe_context(mut self, context: impl Into<String>) -> Self {
+        self.stripe_context = Some(context.into());
+        self
+    }
+
+    /// Sends `Stripe-Request-Trigger: event=<id>`.
+    #[must_use]
+    pub fn with_trigger_event(mut self, id: impl Into<EventId>) -> Self {
+        self.trigger_event = Some(id.into());
+        self
+    }
+
+    /// The `Stripe-Account` header's value, if any.
+    pub fn stripe_account(&self) -> Option<&str> {
+        self.stripe_account.as_deref()
+    }
+
+    /// The `Stripe-Context` header's value, if any.
+    pub fn stripe_context(&self) -> Option<&str> {
+        self.stripe_context.as_deref()
+    }
+
+    /// The event named in `Stripe-Request-Trigger`, if any.
+    pub fn trigger_event(&self) -> Option<&EventId> {
+        self.trigger_event.as_ref()
+    }
+
+    /// The headers this context adds to a request, as `(name, value)`.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::new();
+        if let Some(account) = &self.stripe_account {
+            headers.push(("Stripe-Account", account.clone()));
+        }
+        if let Some(context) = &self.stripe_context {
+            headers.push(("Stripe-Context", context.clone()));
+        }
+        if let Some(id) = &self.trigger_event {
+            headers.push(("Stripe-Request-Trigger", format!("event={id}")));
+        }
+        headers
+    }
+}
+
+/// An error answer from the Stripe API: its status and Stripe's error body
+/// (`{"error": {"type", "code", "message", …}}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApiError {
+    /// The HTTP status, for example 404.
+    pub status: u16,
+    /// Stripe's error `type`: `invalid_request_error`, `api_error`, `rate_limit_error`…
+    pub error_type: Option<String>,
+    /// Stripe's error `code`, for example `resource_missing`.
+    pub code: Option<String>,
+    /// Stripe's human-readable `message`.
+    pub message: Option<String>,
+    /// The `Request-Id` response header (`req_…`), for Stripe's support and logs.
+    pub request_id: Option<String>,
+    /// The `Stripe-Should-Retry` response header, when Stripe sent one.
+    pub should_retry: Option<bool>,
+}
+
+impl ApiError {
+    /// Builds the error from a status, the response body and two response headers. A
+    /// body that is not Stripe's error shape leaves the fields `None`.
+    pub fn from_response(
+        status: u16,
+        body: &str,
+        request_id: Option<String>,
+        should_retry: Option<bool>,
+    ) -> Self {
+        #[derive(Deserialize)]
+        struct Body {
+            error: Inner,
+        }
+        #[derive(Deserialize)]
+        struct Inner {
+            #[serde(rename = "type", default)]
+            error_type: Option<String>,
+            #[serde(default)]
+            code: Option<String>,
+            #[serde(default)]
+            message: Option<String>,
+        }
+        let inner = serde_json::from_str::<Body>(body).ok().map(|b| b.error);
+        let (error_type, code, message) = match inner {
+            Some(i) => (i.error_type, i.code, i.message),
+            None => (None, None, None),
+        };
+        Self {
+            status,
+            error_type,
+            code,
+            message,
+            request_id,
+            should_retry,
+        }
+    }
+
+    /// Whether the object does not exist (404): deleted, or never there.
+    pub fn is_not_found(&self) -> bool {
+        self.status == 404
+    }
+
+    /// Whether this is a rate-limit answer (429).
+    pub fn is_rate_limited(&self) -> bool {
+        self.status == 429
+    }
+
+    /// Whether a retry may succeed: `Stripe-Should-Retry` when Stripe sent it, else a
+    /// 409 (lock conflict), 429 or 5xx status.
+    pub fn is_retryable(&self) -> bool {
+        self.should_retry
+            .unwrap_or(self.status == 409 || self.status == 429 || self.status >= 500)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stripe answered {}", self.status)?;
+        if let Some(t) = &self.error_type {
+            write!(f, " {t}")?;
+        }
+        if let Some(c) = &self.code {
+            write!(f, " ({c})")?;
+        }
+        if let Some(m) = &self.message {
+            write!(f, ": {m}")?;
+        }
+        if let Some(r) = &self.request_id {
+            write!(f, " [request {r}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a Stripe API call failed. No variant ever holds the API key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Stripe answered with an error that retrying would not fix (or
+    /// `Stripe-Should-Retry: false`). A 404 is here with `status` 404: the object was
+    /// deleted or never existed ([`ApiError::is_not_found`]).
+    #[error("{0}")]
+    Api(ApiError),
+    /// The client gave up after `attempts` attempts, each failed with a retryable error
+    /// (429, 5xx, network); `last` is the last one.
+    #[error("gave up after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        /// How many requests were sent.
+        attempts: u32,
+        /// The last attempt's error.
+        #[source]
+        last: Box<ClientError>,
+    },
+    /// The call's total deadline passed (or the next wait would pass it) before an
+    /// answer; `last` is the last attempt's error, if one had finished.
+    #[error("deadline of {deadline:?} exceeded after {attempts} attempts{}", last_suffix(.last))]
+    DeadlineExceeded {
+        /// The deadline.
+        deadline: std::time::Duration,
+        /// How many requests were sent.
+        attempts: u32,
+        /// The last finished attempt's error.
+        #[source]
+        last: Option<Box<ClientError>>,
+    },
+    /// The request did not get an answer: connection refused or dropped, timeout, TLS.
+    #[error("network error: {0}")]
+    Network(#[source] Box<dyn StdError + Send + Sync>),
+    /// The answer's body was not what the call expects (for example not an event).
+    #[error("unexpected response body from {path}: {message}")]
+    Decode {
+        /// The request path.
+        path: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The URL was refused: an object URL must be a path on the API host (`/v1/…`,
+    /// `/v2/…`), never an absolute URL to another host.
+    #[error("refused url {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// There is nothing to fetch: the thin event has no related object, or the event's
+    /// object has no `id`.
+    #[error("nothing to fetch: {0}")]
+    NothingToFetch(&'static str),
+    /// The crate knows no API path for this object type (see [`object_path`]).
+    #[error("no known api path for objects of type {object_type:?}")]
+    NoApiPath {
+        /// The object's type, as in its `object` field.
+        object_type: String,
+    },
+}
+
+fn last_suffix(last: &Option<Box<ClientError>>) -> String {
+    match last {
+        Some(e) => format!(": {e}"),
+        None => String::new(),
+    }
+}
+
+impl ClientError {
+    /// The API error behind this error (directly, or the last attempt's), if any.
+    pub fn api_error(&self) -> Option<&ApiError> {
+        match self {
+            ClientError::Api(e) => Some(e),
+            ClientError::RetriesExhausted { last, .. } => last.api_error(),
+            ClientError::DeadlineExceeded { last, .. } => last.as_ref()?.api_error(),
+            _ => None,
+        }
+    }
+
+    /// Whether Stripe said the object does not exist (404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Api(e) if e.is_not_found())
+    }
+
+    /// Whether the call failed on rate limits (the last answer was a 429).
+    pub fn is_rate_limited(&self) -> bool {
+        self.api_error().is_some_and(ApiError::is_rate_limited)
+    }
+
+    fn decode(path: &str, message: impl fmt::Display) -> Self {
+        ClientError::Decode {
+            path: path.to_owned(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Checks that `url` is a path on the API host: it starts with `/v1/` or `/v2/`, has no
+/// scheme, host, `..` segment, backslash, fragment or control character.
+///
+/// # Errors
+///
+/// [`ClientError::InvalidUrl`] when it is not.
+pub fn check_api_path(url: &str) -> Result<(), ClientError> {
+    let refuse = |reason| {
+        Err(ClientError::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        })
+    };
+    if url.contains("://") || url.starts_with("//") {
+        return refuse("an absolute url; only paths on the api host are fetched");
+    }
+    if !(url.starts_with("/v1/") || url.starts_with("/v2/")) {
+        return refuse("not a /v1/ or /v2/ path");
+    }
+    if url
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b'\\' || b == b'#' || b == b' ' || b == b'@')
+    {
+        return refuse("a character not allowed in an api path");
+    }
+    let path = url.split('?').next().unwrap_or(url);
+    if path
+        .split('/')
+        .any(|s| s == ".." || s == "." || s.contains('%'))
+    {
+        return refuse("a dot or encoded segment");
+    }
+    Ok(())
+}
+
+/// Parameters of `GET /v1/events` (snapshot events, newest first).
+///
+/// ```
+/// use stripe_webhooks::client::ListEventsParams;
+///
+/// let params = ListEventsParams::new()
+///     .with_types(["invoice.paid", "invoice.payment_failed"])
+///     .with_created_gte(1_790_000_000)
+///     .with_limit(100);
+/// assert!(params.to_query().contains(&("types[]".to_owned(), "invoice.paid".to_owned())));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListEventsParams {
+    /// `created[gte]`: created at or after (Unix seconds).
+    pub created_gte: Option<i64>,
+    /// `created[lt]`: created before (Unix seconds).
+    pub created_lt: Option<i64>,
+    /// `types[]`: only these types (Stripe takes up to 20).
+    pub types: Vec<String>,
+    /// `delivery_success`: only events whose delivery to every endpoint succeeded
+    /// (`true`) or failed for some endpoint (`false`).
+    pub delivery_success: Option<bool>,
+    /// `starting_after`: the page after this event (the last of the previous page).
+    pub starting_after: Option<EventId>,
+    /// `ending_before`: the page before this event.
+    pub ending_before: Option<EventId>,
+    /// `limit`: 1 to 100 (Stripe's default is 10).
+    pub limit: Option<u8>,
+}
+
+impl ListEventsParams {
+    /// No filter: the newest 10 events.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `created[gte]`.
+    #[must_use]
+    pub fn with_created_gte(mut self, unix: i64) -> Self {
+        self.created_gte = Some(unix);
+        self
+    }
+
+    /// Sets `created[lt]`.
+    #[must_use]
+    pub fn with_created_lt(mut self, unix: i64) -> Self {
+        self.created_lt = Some(unix);
+        self
+    }
+
+    /// Sets `types[]`.
+    #[must_use]
+    pub fn with_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets `delivery_success`.
+    #[must_use]
+    pub fn with_delivery_success(mut self, success: bool) -> Self {
+        self.delivery_success = Some(success);
+        self
+    }
+
+    /// Sets `starting_after`.
+    #[must_use]
+    pub fn with_starting_after(mut self, id: impl Into<EventId>) -> Self {
+        self.starting_after = Some(id.into());
+        self
+    }
+
+    /// Sets `ending_before`.
+    #[must_use]
+    pub fn with_ending_before(mut self, id: impl Into<EventId>) -> Self {
+        self.ending_before = Some(id.into());
+        self
+    }
+
+    /// Sets `limit`, clamped to Stripe's 1 to 100.
+    #[must_use]
+    pub fn with_limit(mut self, limit: u8) -> Self {
+        self.limit = Some(limit.clamp(1, 100));
+        self
+    }
+
+    /// The query string pairs, as Stripe spells them.
+    pub fn to_query(&self) -> Vec<(String, String)> {
+        let mut q = Vec::new();
+        if let Some(v) = self.created_gte {
+            q.push(("created[gte]".to_owned(), v.to_string()));
+        }
+        if let Some(v) = self.created_lt {
+            q.push(("created[lt]".to_owned(), v.to_string()));
+        }
+        for t in &self.types {
+            q.push(("types[]".to_owned(), t.clone()));
+        }
+        if let Some(v) = self.delivery_success {
+            q.push(("delivery_success".to_owned(), v.to_string()));
+        }
+        if let Some(v) = &self.starting_after {
+            q.push(("starting_after".to_owned(), v.to_string()));
+        }
+        if let Some(v) = &self.ending_before {
+            q.push(("ending_before".to_owned(), v.to_string()));
+        }
+        if let Some(v) = self.limit {
+            q.push(("limit".to_owned(), v.clamp(1, 100).to_string()));
+        }
+        q
+    }
+}
+
+/// One page of `GET /v1/events`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EventPage {
+    /// The events, newest first.
+    pub data: Vec<Event>,
+    /// Whether there are more (older) events after this page.
+    pub has_more: bool,
+}
+
+impl EventPage {
+    /// The parameters for the next (older) page: `params` with `starting_after` set to
+    /// this page's last event. `None` when there is no next page.
+    pub fn next_params(&self, params: &ListEventsParams) -> Option<ListEventsParams> {
+        if !self.has_more {
+            return None;
+        }
+        let last = self.data.last()?;
+        let mut next = params.clone();
+        next.ending_before = None;
+        next.starting_after = Some(last.id().clone());
+        Some(next)
+    }
+}
+
+/// Parameters of `GET /v2/core/events` (thin events).
+///
+/// ```
+/// use stripe_webhooks::client::ListV2EventsParams;
+///
+/// let params = ListV2EventsParams::new().with_object_id("cus_1").with_limit(50);
+/// assert!(params.to_query().contains(&("object_id".to_owned(), "cus_1".to_owned())));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListV2EventsParams {
+    /// `object_id`: only events about this object.
+    pub object_id: Option<String>,
+    /// `types`: only these types.
+    pub types: Vec<String>,
+    /// `created_gt` (RFC 3339).
+    pub created_gt: Option<String>,
+    /// `created_gte` (RFC 3339).
+    pub created_gte: Option<String>,
+    /// `created_lt` (RFC 3339).
+    pub created_lt: Option<String>,
+    /// `limit`: 1 to 100.
+    pub limit: Option<u8>,
+}
+
+impl ListV2EventsParams {
+    /// No filter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `object_id`.
+    #[must_use]
+    pub fn with_object_id(mut self, id: impl Into<String>) -> Self {
+        self.object_id = Some(id.into());
+        self
+    }
+
+    /// Sets `types`.
+    #[must_use]
+    pub fn with_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets `created_gt` (RFC 3339, for example `testing::rfc3339(unix)`).
+    #[must_use]
+    pub fn with_created_gt(mut self, rfc3339: impl Into<String>) -> Self {
+        self.created_gt = Some(rfc3339.into());
+        self
+    }
+
+    /// Sets `created_gte` (RFC 3339).
+    #[must_use]
+    pub fn with_created_gte(mut self, rfc3339: impl Into<String>) -> Self {
+        self.created_gte = Some(rfc3339.into());
+        self
+    }
+
+    /// Sets `created_lt` (RFC 3339).
+    #[must_use]
+    pub fn with_created_lt(mut self, rfc3339: impl Into<String>) -> Self {
+        self.created_lt = Some(rfc3339.into());
+        self
+    }
+
+    /// Sets `limit`, clamped to 1 to 100.
+    #[must_use]
+    pub fn with_limit(mut self, limit: u8) -> Self {
+        self.limit = Some(limit.clamp(1, 100));
+        self
+    }
+
+    /// The query string pairs, as Stripe spells them.
+    pub fn to_query(&self) -> Vec<(String, String)> {
+        let mut q = Vec::new();
+        if let Some(v) = &self.object_id {
+            q.push(("object_id".to_owned(), v.clone()));
+        }
+        for t in &self.types {
+            q.push(("types".to_owned(), t.clone()));
+        }
+        for (k, v) in [
+            ("created_gt", &self.created_gt),
+            ("created_gte", &self.created_gte),
+            ("created_lt", &self.created_lt),
+        ] {
+            if let Some(v) = v {
+                q.push((k.to_owned(), v.clone()));
+            }
+        }
+        if let Some(v) = self.limit {
+            q.push(("limit".to_owned(), v.clamp(1, 100).to_string()));
+        }
+        q
+    }
+}
+
+/// The opaque token of a page of `GET /v2/core/events` (the `page` parameter of its
+/// `next_page_url`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PageToken(String);
+
+impl PageToken {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The `page` parameter of a `next_page_url` / `previous_page_url`.
+    fn from_url(url: &str) -> Option<Self> {
+        let query = url.split_once('?')?.1;
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == "page").then(|| PageToken(percent_decode(v)))
+        })
+    }
+}
+
+/// One page of `GET /v2/core/events`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NotificationPage {
+    /// The events, newest first.
+    pub data: Vec<EventNotification>,
+    /// The next page's token, when there is one.
+    pub next_page: Option<PageToken>,
+    /// The previous page's token, when there is one.
+    pub previous_page: Option<PageToken>,
+}
+
+/// A read-only Stripe API client: the few calls a webhook service needs to talk back to
+/// Stripe. Only [`get`](Self::get) must be implemented; every other call is built on
+/// it, so a test double is a few lines.
+///
+/// ```
+/// use stripe_webhooks::async_trait;
+/// use stripe_webhooks::client::{ClientError, RequestContext, StripeClient};
+///
+/// struct Canned;
+///
+/// #[async_trait]
+/// impl StripeClient for Canned {
+///     async fn get(&self, _: &RequestContext, path: &str, _: &[(String, String)]) -> Result<String, ClientError> {
+///         Ok(format!(r#"{{"id":"cus_1","object":"customer","path":"{path}"}}"#))
+///     }
+/// }
+///
+/// let ctx = RequestContext::platform();
+/// let raw = tokio::runtime::Runtime::new()?.block_on(Canned.retrieve_object(&ctx, "/v1/customers/cus_1"))?;
+/// assert!(raw.get().contains("cus_1"));
+/// // An object URL is a path on the API host, never another host:
+/// let err = tokio::runtime::Runtime::new()?.block_on(Canned.retrieve_object(&ctx, "https://evil.example/v1/x"));
+/// assert!(matches!(err, Err(ClientError::InvalidUrl { .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[async_trait]
+pub trait StripeClient: Send + Sync + 'static {
+    /// `GET {path}?{query}` on the API host, with the context's headers; the body of a
+    /// 2xx answer.
+    ///
+    /// # Errors
+    ///
+    /// Any [`ClientError`]: [`Api`](ClientError::Api) for an error answer,
+    /// [`InvalidUrl`](ClientError::InvalidUrl) for a path that is not on the API host,
+    /// and the transport's own.
+    async fn get(
+        &self,
+        ctx: &RequestContext,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<String, ClientError>;
+
+    /// `GET /v1/events/{id}`: a snapshot event, parsed as a webhook body is.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get), and [`ClientError::Decode`] if the body is not an event.
+    async fn retrieve_event(&self, ctx: &RequestContext, id: &str) -> Result<Event, ClientError> {
+        let path = format!("/v1/events/{}", path_segment(id)?);
+        let body = self.get(ctx, &path, &[]).await?;
+        Event::from_slice(body.as_bytes()).map_err(|e| ClientError::decode(&path, e))
+    }
+
+    /// `GET /v2/core/events/{id}`: a thin event with its `data` and `changes`.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get), and [`ClientError::Decode`] if the body is not a thin event.
+    async fn retrieve_v2_event(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+    ) -> Result<EventNotification, ClientError> {
+        let path = format!("/v2/core/events/{}", path_segment(id)?);
+        let body = self.get(ctx, &path, &[]).await?;
+        EventNotification::from_slice(body.as_bytes()).map_err(|e| ClientError::decode(&path, e))
+    }
+
+    /// `GET {url}` for an object URL a thin event gives (`/v1/customers/cus_…`), as raw
+    /// JSON. The URL must be a path on the API host ([`check_api_path`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::InvalidUrl`] for any other URL; as [`get`](Self::get); and
+    /// [`ClientError::Decode`] if the body is not JSON.
+    async fn retrieve_object(
+        &self,
+        ctx: &RequestContext,
+        url: &str,
+    ) -> Result<Box<RawValue>, ClientError> {
+        check_api_path(url)?;
+        let (path, query) = split_query(url);
+        let body = self.get(ctx, path, &query).await?;
+        serde_json::from_str::<Box<RawValue>>(&body).map_err(|e| ClientError::decode(path, e))
+    }
+
+    /// `GET /v1/events`: one page of snapshot events, newest first. Follow
+    /// [`EventPage::next_params`] for the next.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get), and [`ClientError::Decode`] if the body is not a list of
+    /// events.
+    async fn list_events(
+        &self,
+        ctx: &RequestContext,
+        params: &ListEventsParams,
+    ) -> Result<EventPage, ClientError> {
+        #[derive(Deserialize)]
+        struct List {
+            data: Vec<Box<RawValue>>,
+            #[serde(default)]
+            has_more: bool,
+        }
+        let path = "/v1/events";
+        let body = self.get(ctx, path, &params.to_query()).await?;
+        let list: List = serde_json::from_str(&body).map_err(|e| ClientError::decode(path, e))?;
+        let data = list
+            .data
+            .iter()
+            .map(|raw| Event::from_slice(raw.get().as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientError::decode(path, e))?;
+        Ok(EventPage {
+            data,
+            has_more: list.has_more,
+        })
+    }
+
+    /// `GET /v2/core/events`: one page of thin events; `page` is a token from the
+    /// previous page ([`NotificationPage::next_page`]), `None` for the first.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get), and [`ClientError::Decode`] if the body is not a list of
+    /// thin events.
+    async fn list_v2_events(
+        &self,
+        ctx: &RequestContext,
+        params: &ListV2EventsParams,
+        page: Option<&PageToken>,
+    ) -> Result<NotificationPage, ClientError> {
+        #[derive(Deserialize)]
+        struct List {
+            data: Vec<Box<RawValue>>,
+            #[serde(default)]
+            next_page_url: Option<String>,
+            #[serde(default)]
+            previous_page_url: Option<String>,
+        }
+        let path = "/v2/core/events";
+        let mut query = params.to_query();
+        if let Some(page) = page {
+            query.push(("page".to_owned(), page.as_str().to_owned()));
+        }
+        let body = self.get(ctx, path, &query).await?;
+        let list: List = serde_json::from_str(&body).map_err(|e| ClientError::decode(path, e))?;
+        let data = list
+            .data
+            .iter()
+            .map(|raw| EventNotification::from_slice(raw.get().as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientError::decode(path, e))?;
+        Ok(NotificationPage {
+            data,
+            next_page: list.next_page_url.as_deref().and_then(PageToken::from_url),
+            previous_page: list
+                .previous_page_url
+                .as_deref()
+                .and_then(PageToken::from_url),
+        })
+    }
+}
+
+#[async_trait]
+impl<C: StripeClient + ?Sized> StripeClient for Arc<C> {
+    async fn get(
+        &self,
+        ctx: &RequestContext,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<String, ClientError> {
+        (**self).get(ctx, path, query).await
+    }
+}
+
+/// An id as one path segment: refused if it could change the path.
+fn path_segment(id: &str) -> Result<&str, ClientError> {
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ClientError::InvalidUrl {
+            url: id.to_owned(),
+            reason: "an id must be letters, digits, `_` or `-`",
+        });
+    }
+    Ok(id)
+}
+
+/// `/v1/x?a=1&b=2` into the path and its decoded query pairs.
+fn split_query(url: &str) -> (&str, Vec<(String, String)>) {
+    match url.split_once('?') {
+        None => (url, Vec::new()),
+        Some((path, query)) => (
+            path,
+            query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (percent_decode(k), percent_decode(v))
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (form encoding); a bad escape is kept as it is.
+pub(crate) fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_paths() {
+        for ok in [
+            "/v1/customers/cus_1",
+            "/v2/core/accounts/acct_1",
+            "/v1/tax/settings",
+        ] {
+            assert!(check_api_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://evil.example/v1/customers/cus_1",
+            "//evil.example/v1/x",
+            "v1/customers",
+            "/v3/x",
+            "/v1/../admin",
+            "/v1/x%2F..",
+            "/v1/x\r\nHost: evil",
+            "/v1/x#frag",
+            "/v1/x\\y",
+        ] {
+            assert!(
+                matches!(check_api_path(bad), Err(ClientError::InvalidUrl { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("types%5B%5D"), "types[]");
+        assert_eq!(percent_decode("a+b%2"), "a b%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%"), "%");
+    }
+
+    #[test]
+    fn page_token_from_url() {
+        assert_eq!(
+            PageToken::from_url("/v2/core/events?limit=2&page=abc%3D"),
+            Some(PageToken::new("abc="))
+        );
+        assert_eq!(PageToken::from_url("/v2/core/events"), None);
+    }
+
+    #[test]
+    fn api_error_from_body() {
+        let e = ApiError::from_response(
+            404,
+            r#"{"error":{"type":"invalid_request_error","code":"resource_missing","message":"No such customer: 'cus_x'"}}"#,
+            Some("req_1".into()),
+            None,
+        );
+        assert_eq!(e.code.as_deref(), Some("resource_missing"));
+        assert!(e.is_not_found() && !e.is_retryable());
+        assert_eq!(
+            e.to_string(),
+            "stripe answered 404 invalid_request_error (resource_missing): No such customer: 'cus_x' [request req_1]"
+        );
+        let e = ApiError::from_response(500, "not json", None, Some(false));
+        assert!(!e.is_retryable());
+        assert!(ApiError::from_response(503, "", None, None).is_retryable());
+        assert!(ApiError::from_response(400, "", None, Some(true)).is_retryable());
+    }
+}

@@ -1,0 +1,93 @@
+//! Where each object type is retrieved: `GET /v1/customers/{id}` and so on.
+
+/// Object types (their `object` field) and the collection path their id goes after.
+const PATHS: &[(&str, &str)] = &[
+    ("account", "/v1/accounts"),
+    ("application_fee", "/v1/application_fees"),
+    ("balance_transaction", "/v1/balance_transactions"),
+    ("billing.meter", "/v1/billing/meters"),
+    (
+        "billing_portal.configuration",
+        "/v1/billing_portal/configurations",
+    ),
+    ("charge", "/v1/charges"),
+    ("checkout.session", "/v1/checkout/sessions"),
+    ("coupon", "/v1/coupons"),
+    ("credit_note", "/v1/credit_notes"),
+    ("customer", "/v1/customers"),
+    ("dispute", "/v1/disputes"),
+    ("file", "/v1/files"),
+    ("invoice", "/v1/invoices"),
+    ("invoiceitem", "/v1/invoiceitems"),
+    ("mandate", "/v1/mandates"),
+    ("payment_intent", "/v1/payment_intents"),
+    ("payment_link", "/v1/payment_links"),
+    ("payment_method", "/v1/payment_methods"),
+    ("payout", "/v1/payouts"),
+    ("plan", "/v1/plans"),
+    ("price", "/v1/prices"),
+    ("product", "/v1/products"),
+    ("promotion_code", "/v1/promotion_codes"),
+    ("quote", "/v1/quotes"),
+    ("refund", "/v1/refunds"),
+    ("review", "/v1/reviews"),
+    ("setup_intent", "/v1/setup_intents"),
+    ("subscription", "/v1/subscriptions"),
+    ("subscription_schedule", "/v1/subscription_schedules"),
+    ("tax_rate", "/v1/tax_rates"),
+    ("topup", "/v1/topups"),
+    ("transfer", "/v1/transfers"),
+];
+
+/// The API path to retrieve an object of `object_type` (its `object` field, for example
+/// `checkout.session`) with this `id`, or `None` for a type without a known path (or an
+/// id that is not a plain Stripe id).
+///
+/// ```
+/// use stripe_webhooks::client::object_path;
+///
+/// assert_eq!(object_path("customer", "cus_1").as_deref(), Some("/v1/customers/cus_1"));
+/// assert_eq!(object_path("checkout.session", "cs_1").as_deref(), Some("/v1/checkout/sessions/cs_1"));
+/// assert_eq!(object_path("card", "card_1"), None); // cards live under their customer
+/// ```
+pub fn object_path(object_type: &str, id: &str) -> Option<String> {
+    let base = collection_path(object_type)?;
+    let plain = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    plain.then(|| format!("{base}/{id}"))
+}
+
+/// Whether [`object_path`] knows `object_type`.
+pub(crate) fn collection_path(object_type: &str) -> Option<&'static str> {
+    PATHS
+        .iter()
+        .find(|(t, _)| *t == object_type)
+        .map(|(_, p)| *p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_and_well_formed() {
+        for w in PATHS.windows(2) {
+            assert!(w[0].0 < w[1].0, "{} before {}", w[0].0, w[1].0);
+        }
+        for (_, p) in PATHS {
+            assert!(p.starts_with("/v1/") && !p.ends_with('/'), "{p}");
+        }
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert_eq!(
+            object_path("invoice", "in_1").as_deref(),
+            Some("/v1/invoices/in_1")
+        );
+        assert_eq!(object_path("invoice", "../x"), None);
+        assert_eq!(object_path("invoice", ""), None);
+    }
+}

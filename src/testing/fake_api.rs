@@ -1,0 +1,818 @@
+//! A fake Stripe API: a small HTTP/1.1 server on 127.0.0.1 that serves what a test
+//! loaded, injects faults on demand and records every request.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::client::percent_decode;
+
+/// The API key [`FakeStripe::client`] sends. The fake accepts any bearer key, and
+/// answers 401 to a request without one, as Stripe does.
+pub const FAKE_API_KEY: &str = "sk_test_fake_4eC39HqLyjWDarjtT1zdp7dc";
+
+/// A fault [`FakeStripe`] injects instead of (or before) its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// 429 `rate_limit_error`, with `Retry-After: <secs>` when given.
+    TooManyRequests {
+        /// The `Retry-After` header, in seconds.
+        retry_after_secs: Option<u64>,
+    },
+    /// 500 `api_error`, with `Stripe-Should-Retry: <should_retry>` when given.
+    ServerError {
+        /// The `Stripe-Should-Retry` header.
+        should_retry: Option<bool>,
+    },
+    /// Waits this long, then answers as usual.
+    Delay(Duration),
+    /// Closes the connection without answering.
+    DropConnection,
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordedRequest {
+    /// The method, as sent (`GET`).
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The query's pairs, decoded, in order.
+    pub query: Vec<(String, String)>,
+    /// The headers, names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RecordedRequest {
+    /// The first value of a header (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of a query parameter.
+    pub fn query_value(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a query parameter, in order.
+    pub fn query_values(&self, name: &str) -> Vec<&str> {
+        self.query
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+struct FaultRule {
+    path_prefix: Option<String>,
+    remaining: Option<usize>,
+    fault: Fault,
+}
+
+struct StoredEvent {
+    id: String,
+    created: i64,
+    event_type: String,
+    delivery_success: bool,
+    object_id: Option<String>,
+    order: u64,
+    json: String,
+}
+
+impl StoredEvent {
+    fn key(&self) -> (i64, u64) {
+        (self.created, self.order)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    events: Vec<StoredEvent>,
+    v2_events: Vec<StoredEvent>,
+    objects: HashMap<String, String>,
+    faults: Vec<FaultRule>,
+    requests: Vec<RecordedRequest>,
+    order: u64,
+}
+
+#[derive(Default)]
+struct State {
+    inner: Mutex<Inner>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    request_ids: AtomicU64,
+}
+
+impl State {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panicking test thread cannot leave the maps half-updated in a way that
+        // matters to a fake: go on with them.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A fake Stripe API for tests, on `127.0.0.1` and a free port: point a client at
+/// [`base_url`](Self::base_url) and load what it should serve.
+///
+/// It serves, from what the test loaded:
+///
+/// - `GET /v1/events` (newest first) with `created[gte|gt|lt|lte]`, `types[]`, `type`,
+///   `delivery_success`, `starting_after`, `ending_before` and `limit` (1–100, default
+///   10), answering `{"object": "list", "data", "has_more", "url"}`;
+/// - `GET /v1/events/{id}` ([`add_event`](Self::add_event));
+/// - `GET /v2/core/events` with `object_id`, `types`, `created_gt|gte|lt|lte`, `limit`
+///   (default 20) and `page`, answering `{"data", "next_page_url", "previous_page_url"}`;
+/// - `GET /v2/core/events/{id}` ([`add_v2_event`](Self::add_v2_event));
+/// - any object by its path ([`add_object`](Self::add_object)).
+///
+/// Anything else is Stripe's 404 (`invalid_request_error`, `resource_missing`); every
+/// answer has a `Request-Id`. A request without `Authorization` is answered 401, and
+/// any method but `GET` 405. Faults ([`fail_next`](Self::fail_next),
+/// [`fail_path`](Self::fail_path)) come before the answer. Every request is recorded
+/// ([`requests`](Self::requests)), with the most ever in flight at once
+/// ([`max_in_flight`](Self::max_in_flight)). The server stops when the value is dropped.
+///
+#[cfg_attr(
+    feature = "client",
+    doc = r#"
+```
+use stripe_webhooks::client::{ListEventsParams, RequestContext, StripeClient};
+use stripe_webhooks::testing::{self, FakeStripe, Fault};
+
+# tokio::runtime::Runtime::new().unwrap().block_on(async {
+let fake = FakeStripe::start().await?;
+fake.add_event(&testing::event_for_type("evt_1", "invoice.paid").unwrap())?;
+fake.fail_next(2, Fault::TooManyRequests { retry_after_secs: Some(0) });
+
+// `fake.client()` is an `HttpClient` with its base URL set to `fake.base_url()`.
+let client = fake.client()?;
+let page = client.list_events(&RequestContext::platform(), &ListEventsParams::new()).await?;
+assert_eq!(page.data.len(), 1); // after two 429s
+assert_eq!(fake.requests().len(), 3);
+assert_eq!(fake.requests()[2].header("stripe-version"), Some(stripe_webhooks::client::API_VERSION));
+# Ok::<(), Box<dyn std::error::Error>>(())
+# }).unwrap();
+```
+"#
+)]
+pub struct FakeStripe {
+    addr: SocketAddr,
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+impl FakeStripe {
+    /// Starts the server on `127.0.0.1` and a free port, on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error if no port can be bound.
+    pub async fn start() -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State::default());
+        let accept_state = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, Arc::clone(&accept_state)));
+            }
+        });
+        Ok(Self { addr, state, task })
+    }
+
+    /// `http://127.0.0.1:<port>`, for `HttpClient::with_base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// An `HttpClient` for this server: [`FAKE_API_KEY`], base URL
+    /// [`base_url`](Self::base_url), and millisecond backoffs so tests stay fast.
+    ///
+    /// # Errors
+    ///
+    /// As `HttpClient::new`.
+    #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+    pub fn client(&self) -> Result<crate::client::HttpClient, crate::client::ClientError> {
+        let key = crate::client::ApiKey::new(FAKE_API_KEY).map_err(|e| {
+            crate::client::ClientError::InvalidUrl {
+                url: String::new(),
+                reason: match e {
+                    crate::client::ApiKeyError::Empty => "empty api key",
+                    _ => "invalid api key",
+                },
+            }
+        })?;
+        Ok(crate::client::HttpClient::new(key)?
+            .with_base_url(self.base_url())
+            .with_backoff(Duration::from_millis(1), Duration::from_millis(20))
+            .with_rate_limit(1_000))
+    }
+
+    /// Serves a snapshot event (`"object": "event"`) from `GET /v1/events/{id}` and in
+    /// the list, as delivered successfully (`delivery_success=true`).
+    ///
+    /// # Errors
+    ///
+    /// The JSON error if it is not JSON with a string `id` and `type` and an integer
+    /// `created`.
+    pub fn add_event(&self, json: &str) -> Result<(), serde_json::Error> {
+        self.add_event_with_delivery(json, true)
+    }
+
+    /// As [`add_event`](Self::add_event), with the `delivery_success` filter's answer
+    /// for it.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_event`](Self::add_event).
+    pub fn add_event_with_delivery(
+        &self,
+        json: &str,
+        delivery_success: bool,
+    ) -> Result<(), serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Tag {
+            id: String,
+            created: i64,
+            #[serde(rename = "type")]
+            event_type: String,
+        }
+        let tag: Tag = serde_json::from_str(json)?;
+        let mut inner = self.state.lock();
+        inner.order += 1;
+        let order = inner.order;
+        inner.events.retain(|e| e.id != tag.id);
+        inner.events.push(StoredEvent {
+            id: tag.id,
+            created: tag.created,
+            event_type: tag.event_type,
+            delivery_success,
+            object_id: None,
+            order,
+            json: json.trim().to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Serves a thin event (`"object": "v2.core.event"`) from `GET /v2/core/events/{id}`
+    /// and in the list. Load it as `GET /v2/core/events/{id}` answers it, with `data`
+    /// and `changes` where its type has them.
+    ///
+    /// # Errors
+    ///
+    /// The JSON error if it is not JSON with a string `id`, `type` and `created`
+    /// (RFC 3339).
+    pub fn add_v2_event(&self, json: &str) -> Result<(), serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Related {
+            #[serde(default)]
+            id: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Tag {
+            id: String,
+            created: String,
+            #[serde(rename = "type")]
+            event_type: String,
+            #[serde(default)]
+            related_object: Option<Related>,
+        }
+        let tag: Tag = serde_json::from_str(json)?;
+        let created = crate::event::rfc3339_seconds(&tag.created).ok_or_else(|| {
+            <serde_json::Error as serde::de::Error>::custom("`created` is not RFC 3339")
+        })?;
+        let mut inner = self.state.lock();
+        inner.order += 1;
+        let order = inner.order;
+        inner.v2_events.retain(|e| e.id != tag.id);
+        inner.v2_events.push(StoredEvent {
+            id: tag.id,
+            created,
+            event_type: tag.event_type,
+            delivery_success: true,
+            object_id: tag.related_object.and_then(|r| r.id),
+            order,
+            json: json.trim().to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Serves `json` from `GET {path}` (a path such as `/v1/customers/cus_1`, as a thin
+    /// event's `related_object.url` gives), replacing what was there.
+    ///
+    /// # Errors
+    ///
+    /// The JSON error if `json` is not JSON.
+    pub fn add_object(&self, path: &str, json: &str) -> Result<(), serde_json::Error> {
+        serde_json::from_str::<serde::de::IgnoredAny>(json)?;
+        let path = path.split('?').next().unwrap_or(path).to_owned();
+        self.state
+            .lock()
+            .objects
+            .insert(path, json.trim().to_owned());
+        Ok(())
+    }
+
+    /// Stops serving the object at `path` (it answers 404, as a deleted object does).
+    pub fn remove_object(&self, path: &str) {
+        self.state.lock().objects.remove(path);
+    }
+
+    /// Answers the next `n` requests (any path) with `fault`.
+    pub fn fail_next(&self, n: usize, fault: Fault) {
+        self.state.lock().faults.push(FaultRule {
+            path_prefix: None,
+            remaining: Some(n),
+            fault,
+        });
+    }
+
+    /// Answers requests whose path starts with `path_prefix` with `fault`: the next
+    /// `times` of them, or every one until [`clear_faults`](Self::clear_faults) when
+    /// `times` is `None`.
+    pub fn fail_path(&self, path_prefix: &str, times: Option<usize>, fault: Fault) {
+        self.state.lock().faults.push(FaultRule {
+            path_prefix: Some(path_prefix.to_owned()),
+            remaining: times,
+            fault,
+        });
+    }
+
+    /// Removes every fault still pending.
+    pub fn clear_faults(&self) {
+        self.state.lock().faults.clear();
+    }
+
+    /// Every request received so far, in the order they arrived.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.lock().requests.clone()
+    }
+
+    /// Forgets the recorded requests and resets [`max_in_flight`](Self::max_in_flight).
+    pub fn clear_requests(&self) {
+        self.state.lock().requests.clear();
+        self.state.max_in_flight.store(0, Ordering::SeqCst);
+    }
+
+    /// The most requests that were being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+impl fmt::Debug for FakeStripe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeStripe")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for FakeStripe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An answer: status, extra headers, body.
+struct Answer {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn ok(body: String) -> Self {
+        Self {
+            status: 200,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    fn error(status: u16, error_type: &str, code: Option<&str>, message: &str) -> Self {
+        let mut error = serde_json::json!({"type": error_type, "message": message});
+        if let Some(code) = code {
+            error["code"] = code.into();
+        }
+        Self {
+            status,
+            headers: Vec::new(),
+            body: serde_json::json!({ "error": error }).to_string(),
+        }
+    }
+
+    fn missing(what: &str, id: &str) -> Self {
+        Self::error(
+            404,
+            "invalid_request_error",
+            Some("resource_missing"),
+            &format!("No such {what}: '{id}'"),
+        )
+    }
+
+    fn bad_param(param: &str, message: &str) -> Self {
+        let mut a = Self::error(
+            400,
+            "invalid_request_error",
+            Some("parameter_invalid"),
+            message,
+        );
+        if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&a.body) {
+            v["error"]["param"] = param.into();
+            a.body = v.to_string();
+        }
+        a
+    }
+}
+
+/// Reads one request head; `None` on EOF, an I/O error or a head over 64 KiB.
+async fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.truncate(end);
+            return String::from_utf8(buf).ok();
+        }
+        if buf.len() > 64 * 1024 {
+            return None;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn parse_head(head: &str) -> Option<RecordedRequest> {
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_owned();
+    let target = first.next()?;
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let query = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Some(RecordedRequest {
+        method,
+        path: path.to_owned(),
+        query,
+        headers,
+    })
+}
+
+async fn serve(mut stream: TcpStream, state: Arc<State>) {
+    let Some(request) = read_head(&mut stream).await.as_deref().and_then(parse_head) else {
+        return;
+    };
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let answer = answer(&request, &state).await;
+    if let Some(answer) = answer {
+        let id = state.request_ids.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRequest-Id: req_fake_{id}\r\nConnection: close\r\n",
+            answer.status,
+            reason(answer.status),
+            answer.body.len()
+        );
+        for (name, value) in &answer.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str("\r\n");
+        out.push_str(&answer.body);
+        let _ = stream.write_all(out.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    }
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        429 => "Too Many Requests",
+        _ => "Internal Server Error",
+    }
+}
+
+/// The answer to a request, after its fault; `None` to drop the connection.
+async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
+    let fault = {
+        let mut inner = state.lock();
+        inner.requests.push(request.clone());
+        let found = inner.faults.iter_mut().find(|r| {
+            r.remaining != Some(0)
+                && r.path_prefix
+                    .as_deref()
+                    .map_or(true, |p| request.path.starts_with(p))
+        });
+        let fault = found.map(|rule| {
+            if let Some(n) = &mut rule.remaining {
+                *n -= 1;
+            }
+            rule.fault.clone()
+        });
+        inner.faults.retain(|r| r.remaining != Some(0));
+        fault
+    };
+    match fault {
+        None => {}
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::DropConnection) => return None,
+        Some(Fault::TooManyRequests { retry_after_secs }) => {
+            let mut a = Answer::error(
+                429,
+                "rate_limit_error",
+                Some("rate_limit"),
+                "Too many requests hit the API too quickly.",
+            );
+            if let Some(s) = retry_after_secs {
+                a.headers.push(("Retry-After", s.to_string()));
+            }
+            return Some(a);
+        }
+        Some(Fault::ServerError { should_retry }) => {
+            let mut a = Answer::error(500, "api_error", None, "An unknown error occurred.");
+            if let Some(r) = should_retry {
+                a.headers.push(("Stripe-Should-Retry", r.to_string()));
+            }
+            return Some(a);
+        }
+    }
+    if request.method != "GET" {
+        return Some(Answer::error(
+            405,
+            "invalid_request_error",
+            None,
+            "the fake Stripe API only answers GET",
+        ));
+    }
+    if !request
+        .header("authorization")
+        .is_some_and(|a| a.starts_with("Bearer ") && a.len() > 7)
+    {
+        return Some(Answer::error(
+            401,
+            "invalid_request_error",
+            None,
+            "You did not provide an API key.",
+        ));
+    }
+    let inner = state.lock();
+    let path = request.path.as_str();
+    Some(if path == "/v1/events" {
+        list_v1(&inner.events, request)
+    } else if path == "/v2/core/events" {
+        list_v2(&inner.v2_events, request)
+    } else if let Some(id) = path.strip_prefix("/v1/events/") {
+        match inner.events.iter().find(|e| e.id == id) {
+            Some(e) => Answer::ok(e.json.clone()),
+            None => Answer::missing("event", id),
+        }
+    } else if let Some(id) = path.strip_prefix("/v2/core/events/") {
+        match inner.v2_events.iter().find(|e| e.id == id) {
+            Some(e) => Answer::ok(e.json.clone()),
+            None => Answer::missing("event", id),
+        }
+    } else {
+        match inner.objects.get(path) {
+            Some(json) => Answer::ok(json.clone()),
+            None => {
+                let id = path.rsplit('/').next().unwrap_or(path);
+                Answer::missing("object", id)
+            }
+        }
+    })
+}
+
+/// Parses an integer parameter; `Err` is the 400 to answer.
+fn int_param(request: &RecordedRequest, name: &str) -> Result<Option<i64>, Answer> {
+    match request.query_value(name) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| Answer::bad_param(name, &format!("Invalid integer: {v}"))),
+    }
+}
+
+fn limit_param(request: &RecordedRequest, default: usize) -> Result<usize, Answer> {
+    match int_param(request, "limit")? {
+        None => Ok(default),
+        Some(n) if (1..=100).contains(&n) => Ok(usize::try_from(n).unwrap_or(default)),
+        Some(n) => Err(Answer::bad_param(
+            "limit",
+            &format!("This value must be between 1 and 100 (it was {n})."),
+        )),
+    }
+}
+
+/// `types[]`, `types[0]`, `types` and `type`.
+fn types_param(request: &RecordedRequest) -> Vec<&str> {
+    request
+        .query
+        .iter()
+        .filter(|(k, _)| k == "types" || k == "type" || k.starts_with("types["))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+fn list_json(items: &[&StoredEvent]) -> String {
+    let data: Vec<&str> = items.iter().map(|e| e.json.as_str()).collect();
+    format!("[{}]", data.join(","))
+}
+
+fn newest_first(events: &[StoredEvent]) -> Vec<&StoredEvent> {
+    let mut all: Vec<&StoredEvent> = events.iter().collect();
+    all.sort_by_key(|e| std::cmp::Reverse(e.key()));
+    all
+}
+
+fn list_v1(events: &[StoredEvent], request: &RecordedRequest) -> Answer {
+    let result = (|| {
+        let limit = limit_param(request, 10)?;
+        let gte = int_param(request, "created[gte]")?;
+        let gt = int_param(request, "created[gt]")?;
+        let lt = int_param(request, "created[lt]")?;
+        let lte = int_param(request, "created[lte]")?;
+        let exact = int_param(request, "created")?;
+        let delivery = match request.query_value("delivery_success") {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(v) => {
+                return Err(Answer::bad_param(
+                    "delivery_success",
+                    &format!("Invalid boolean: {v}"),
+                ))
+            }
+        };
+        let types = types_param(request);
+        let all = newest_first(events);
+        let cursor = |name: &str| -> Result<Option<(i64, u64)>, Answer> {
+            match request.query_value(name) {
+                None => Ok(None),
+                Some(id) => all
+                    .iter()
+                    .find(|e| e.id == id)
+                    .map(|e| Some(e.key()))
+                    .ok_or_else(|| Answer::missing("event", id)),
+            }
+        };
+        let after = cursor("starting_after")?;
+        let before = cursor("ending_before")?;
+        if after.is_some() && before.is_some() {
+            return Err(Answer::bad_param(
+                "ending_before",
+                "You may only specify one of these parameters: starting_after, ending_before.",
+            ));
+        }
+        let matching: Vec<&StoredEvent> = all
+            .into_iter()
+            .filter(|e| gte.map_or(true, |v| e.created >= v))
+            .filter(|e| gt.map_or(true, |v| e.created > v))
+            .filter(|e| lt.map_or(true, |v| e.created < v))
+            .filter(|e| lte.map_or(true, |v| e.created <= v))
+            .filter(|e| exact.map_or(true, |v| e.created == v))
+            .filter(|e| delivery.map_or(true, |d| e.delivery_success == d))
+            .filter(|e| types.is_empty() || types.contains(&e.event_type.as_str()))
+            .collect();
+        let (page, has_more) = if let Some(b) = before {
+            let newer: Vec<&StoredEvent> = matching.into_iter().filter(|e| e.key() > b).collect();
+            let start = newer.len().saturating_sub(limit);
+            (newer[start..].to_vec(), start > 0)
+        } else {
+            let older: Vec<&StoredEvent> = matching
+                .into_iter()
+                .filter(|e| after.map_or(true, |a| e.key() < a))
+                .collect();
+            let has_more = older.len() > limit;
+            (older.into_iter().take(limit).collect(), has_more)
+        };
+        Ok(format!(
+            r#"{{"object":"list","data":{},"has_more":{has_more},"url":"/v1/events"}}"#,
+            list_json(&page)
+        ))
+    })();
+    match result {
+        Ok(body) => Answer::ok(body),
+        Err(a) => a,
+    }
+}
+
+fn time_param(request: &RecordedRequest, name: &str) -> Result<Option<i64>, Answer> {
+    match request.query_value(name) {
+        None => Ok(None),
+        Some(v) => crate::event::rfc3339_seconds(v)
+            .map(Some)
+            .ok_or_else(|| Answer::bad_param(name, &format!("Invalid timestamp: {v}"))),
+    }
+}
+
+fn list_v2(events: &[StoredEvent], request: &RecordedRequest) -> Answer {
+    let result = (|| {
+        let limit = limit_param(request, 20)?;
+        let gt = time_param(request, "created_gt")?;
+        let gte = time_param(request, "created_gte")?;
+        let lt = time_param(request, "created_lt")?;
+        let lte = time_param(request, "created_lte")?;
+        let object_id = request.query_value("object_id");
+        let types = types_param(request);
+        let offset = match request.query_value("page") {
+            None => 0,
+            Some(p) => p
+                .strip_prefix("fake_page_")
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| Answer::bad_param("page", "Invalid page token."))?,
+        };
+        let matching: Vec<&StoredEvent> = newest_first(events)
+            .into_iter()
+            .filter(|e| gte.map_or(true, |v| e.created >= v))
+            .filter(|e| gt.map_or(true, |v| e.created > v))
+            .filter(|e| lt.map_or(true, |v| e.created < v))
+            .filter(|e| lte.map_or(true, |v| e.created <= v))
+            .filter(|e| object_id.map_or(true, |o| e.object_id.as_deref() == Some(o)))
+            .filter(|e| types.is_empty() || types.contains(&e.event_type.as_str()))
+            .collect();
+        let page: Vec<&StoredEvent> = matching.iter().skip(offset).take(limit).copied().collect();
+        let url = |offset: usize| {
+            serde_json::Value::from(format!(
+                "/v2/core/events?limit={limit}&page=fake_page_{offset}"
+            ))
+        };
+        let next = if offset + limit < matching.len() {
+            url(offset + limit)
+        } else {
+            serde_json::Value::Null
+        };
+        let previous = if offset > 0 {
+            url(offset.saturating_sub(limit))
+        } else {
+            serde_json::Value::Null
+        };
+        Ok(format!(
+            r#"{{"data":{},"next_page_url":{next},"previous_page_url":{previous}}}"#,
+            list_json(&page)
+        ))
+    })();
+    match result {
+        Ok(body) => Answer::ok(body),
+        Err(a) => a,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_parse() {
+        let r = parse_head(
+            "GET /v1/events?types%5B%5D=a&limit=3 HTTP/1.1\r\nHost: x\r\nStripe-Version: v",
+        )
+        .unwrap();
+        assert_eq!(r.path, "/v1/events");
+        assert_eq!(r.query_values("types[]"), ["a"]);
+        assert_eq!(r.header("Stripe-Version"), Some("v"));
+        assert!(parse_head("").is_none());
+    }
+}

@@ -1,0 +1,913 @@
+//! The Stripe API client (`client::HttpClient`) against the fake Stripe API
+//! (`testing::FakeStripe`): headers, pagination, retrieval, retries and their limits,
+//! the concurrency cap, redaction, and fetching before acting.
+#![cfg(all(feature = "client", feature = "testing"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use stripe_webhooks::client::{
+    ClientError, FetchLatest, FetchLatestError, FetchedObject, HttpClient, ListEventsParams,
+    ListV2EventsParams, RequestContext, StripeClient, API_VERSION,
+};
+use stripe_webhooks::objects::SubscriptionStatus;
+use stripe_webhooks::testing::{self, FakeStripe, Fault, ThinEventBuilder, FAKE_API_KEY};
+use stripe_webhooks::{
+    async_trait, dangerous, Event, EventHandler, EventType, HandlerError, MemoryStore, Processor,
+    SigningSecret, Verifier,
+};
+
+const BASE: i64 = 1_790_000_000;
+
+/// A snapshot event of `event_type` around its fixture, created at `created`.
+fn event_at(id: &str, event_type: &str, created: i64) -> String {
+    let mut v: Value =
+        serde_json::from_str(&testing::event_for_type(id, event_type).unwrap()).unwrap();
+    v["created"] = created.into();
+    v.to_string()
+}
+
+fn subscription(id: &str, status: &str) -> String {
+    let mut v: Value = serde_json::from_str(testing::fixture("subscription").unwrap()).unwrap();
+    v["id"] = id.into();
+    v["status"] = status.into();
+    v.to_string()
+}
+
+fn subscription_event(event_id: &str, sub_id: &str, account: Option<&str>) -> String {
+    let mut v: Value = serde_json::from_str(&testing::event_json(
+        event_id,
+        "customer.subscription.updated",
+        &subscription(sub_id, "active"),
+    ))
+    .unwrap();
+    if let Some(a) = account {
+        v["account"] = a.into();
+    }
+    v.to_string()
+}
+
+async fn fake() -> (FakeStripe, HttpClient) {
+    let fake = FakeStripe::start().await.unwrap();
+    let client = fake.client().unwrap();
+    (fake, client)
+}
+
+fn ids(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| e.id().to_string()).collect()
+}
+
+#[tokio::test]
+async fn snapshot_fetches_send_bearer_version_and_account() {
+    let (fake, client) = fake().await;
+    let body = subscription_event("evt_1", "sub_1", Some("acct_9"));
+    fake.add_event(&body).unwrap();
+    fake.add_object("/v1/subscriptions/sub_1", &subscription("sub_1", "active"))
+        .unwrap();
+    let event = dangerous::parse_unverified(body.as_bytes()).unwrap();
+
+    let fetched = client
+        .retrieve_event(&RequestContext::platform(), "evt_1")
+        .await
+        .unwrap();
+    assert!(matches!(fetched, Event::CustomerSubscriptionUpdated(_)));
+    event.fetch_latest_object(&client).await.unwrap();
+
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(r.method, "GET");
+        let bearer = format!("Bearer {FAKE_API_KEY}");
+        assert_eq!(r.header("authorization"), Some(bearer.as_str()));
+        assert_eq!(r.header("stripe-version"), Some(API_VERSION));
+        assert_eq!(r.header("stripe-context"), None);
+        assert_eq!(r.header("stripe-request-trigger"), None);
+    }
+    assert_eq!(requests[0].path, "/v1/events/evt_1");
+    assert_eq!(requests[0].header("stripe-account"), None);
+    assert_eq!(requests[1].path, "/v1/subscriptions/sub_1");
+    assert_eq!(requests[1].header("stripe-account"), Some("acct_9"));
+}
+
+#[tokio::test]
+async fn thin_fetches_send_context_and_request_trigger() {
+    let (fake, client) = fake().await;
+    let body = ThinEventBuilder::new("evt_thin_1", "v1.customer.updated")
+        .related("cus_1", "customer", "/v1/customers/cus_1")
+        .context("acct_7")
+        .build();
+    fake.add_v2_event(&body).unwrap();
+    fake.add_object(
+        "/v1/customers/cus_1",
+        r#"{"id":"cus_1","object":"customer"}"#,
+    )
+    .unwrap();
+    let n = dangerous::parse_unverified_notification(body.as_bytes()).unwrap();
+
+    n.fetch_related_object(&client).await.unwrap();
+    let again = n.fetch_event(&client).await.unwrap();
+    assert_eq!(again.id, n.id);
+
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].path, "/v1/customers/cus_1");
+    assert_eq!(requests[1].path, "/v2/core/events/evt_thin_1");
+    for r in &requests {
+        assert_eq!(r.header("stripe-context"), Some("acct_7"));
+        assert_eq!(r.header("stripe-request-trigger"), Some("event=evt_thin_1"));
+        assert_eq!(r.header("stripe-account"), None);
+        assert_eq!(r.header("stripe-version"), Some(API_VERSION));
+    }
+}
+
+#[tokio::test]
+async fn list_events_pages_newest_first_with_filters() {
+    let (fake, client) = fake().await;
+    let types = ["customer.created", "invoice.paid", "invoice.payment_failed"];
+    for i in 0..12i64 {
+        let id = format!("evt_{i:02}");
+        let body = event_at(&id, types[(i % 3) as usize], BASE + i);
+        fake.add_event_with_delivery(&body, i != 5).unwrap();
+    }
+    let params = ListEventsParams::new()
+        .with_types(["invoice.paid", "invoice.payment_failed"])
+        .with_created_gte(BASE + 1)
+        .with_created_lt(BASE + 11)
+        .with_delivery_success(true)
+        .with_limit(2);
+    let ctx = RequestContext::platform();
+
+    let mut pages = Vec::new();
+    let mut next = Some(params.clone());
+    while let Some(p) = next {
+        let page = client.list_events(&ctx, &p).await.unwrap();
+        next = page.next_params(&p);
+        pages.push(page);
+        assert!(pages.len() <= 3, "more pages than there are events");
+    }
+    let got: Vec<Vec<String>> = pages.iter().map(|p| ids(&p.data)).collect();
+    assert_eq!(
+        got,
+        [
+            ["evt_10", "evt_08"],
+            ["evt_07", "evt_04"],
+            ["evt_02", "evt_01"]
+        ]
+    );
+    assert!(pages[0].has_more && pages[1].has_more && !pages[2].has_more);
+
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 3);
+    let first = &requests[0];
+    assert_eq!(
+        first.query_values("types[]"),
+        ["invoice.paid", "invoice.payment_failed"]
+    );
+    assert_eq!(first.query_value("created[gte]"), Some("1790000001"));
+    assert_eq!(first.query_value("created[lt]"), Some("1790000011"));
+    assert_eq!(first.query_value("delivery_success"), Some("true"));
+    assert_eq!(first.query_value("limit"), Some("2"));
+    assert_eq!(first.query_value("starting_after"), None);
+    assert_eq!(requests[1].query_value("starting_after"), Some("evt_08"));
+    assert_eq!(requests[2].query_value("starting_after"), Some("evt_04"));
+
+    // Back from the last page with ending_before.
+    let back = client
+        .list_events(&ctx, &params.clone().with_ending_before("evt_02"))
+        .await
+        .unwrap();
+    assert_eq!(ids(&back.data), ["evt_07", "evt_04"]);
+    // Only the undelivered one.
+    let failed = client
+        .list_events(&ctx, &ListEventsParams::new().with_delivery_success(false))
+        .await
+        .unwrap();
+    assert_eq!(ids(&failed.data), ["evt_05"]);
+}
+
+#[tokio::test]
+async fn list_events_rejects_a_limit_over_100_like_stripe() {
+    let (fake, client) = fake().await;
+    let mut params = ListEventsParams::new();
+    params.limit = Some(101); // the builder clamps; the field does not
+    let query = params.to_query();
+    assert!(query.contains(&("limit".to_owned(), "100".to_owned())));
+    let err = client
+        .get(
+            &RequestContext::platform(),
+            "/v1/events",
+            &[("limit".to_owned(), "101".to_owned())],
+        )
+        .await
+        .unwrap_err();
+    let api = err.api_error().unwrap();
+    assert_eq!(
+        (api.status, api.code.as_deref()),
+        (400, Some("parameter_invalid"))
+    );
+    assert_eq!(fake.requests().len(), 1, "a 400 is not retried");
+}
+
+#[tokio::test]
+async fn list_v2_events_follows_page_tokens() {
+    let (fake, client) = fake().await;
+    for i in 0..5i64 {
+        let object = if i % 2 == 0 { "cus_a" } else { "cus_b" };
+        let body = ThinEventBuilder::new(&format!("evt_v2_{i}"), "v1.customer.updated")
+            .related(object, "customer", &format!("/v1/customers/{object}"))
+            .created(BASE + i)
+            .build();
+        fake.add_v2_event(&body).unwrap();
+    }
+    let ctx = RequestContext::platform();
+    let params = ListV2EventsParams::new().with_limit(2);
+    let mut seen = Vec::new();
+    let mut page = client.list_v2_events(&ctx, &params, None).await.unwrap();
+    assert!(page.previous_page.is_none());
+    loop {
+        seen.push(
+            page.data
+                .iter()
+                .map(|n| n.id.to_string())
+                .collect::<Vec<_>>(),
+        );
+        let Some(token) = page.next_page.clone() else {
+            break;
+        };
+        page = client
+            .list_v2_events(&ctx, &params, Some(&token))
+            .await
+            .unwrap();
+        assert!(page.previous_page.is_some());
+        assert!(seen.len() < 3, "more pages than there are events");
+    }
+    assert_eq!(
+        seen,
+        [
+            vec!["evt_v2_4", "evt_v2_3"],
+            vec!["evt_v2_2", "evt_v2_1"],
+            vec!["evt_v2_0"]
+        ]
+    );
+
+    // Filters: one object, a time range, a type.
+    let filtered = ListV2EventsParams::new()
+        .with_object_id("cus_a")
+        .with_created_gte(testing::rfc3339(BASE + 1))
+        .with_types(["v1.customer.updated"]);
+    let page = client.list_v2_events(&ctx, &filtered, None).await.unwrap();
+    let got: Vec<String> = page.data.iter().map(|n| n.id.to_string()).collect();
+    assert_eq!(got, ["evt_v2_4", "evt_v2_2"]);
+    let last = fake.requests().pop().unwrap();
+    assert_eq!(last.query_value("object_id"), Some("cus_a"));
+    assert_eq!(last.query_values("types"), ["v1.customer.updated"]);
+    assert!(last.query_value("created_gte").is_some());
+}
+
+#[tokio::test]
+async fn retrieves_v1_and_v2_events_and_objects() {
+    let (fake, client) = fake().await;
+    let ctx = RequestContext::platform();
+    fake.add_event(&event_at("evt_1", "invoice.paid", BASE))
+        .unwrap();
+    let fetched = include_str!("fixtures/thin/v1.customer.updated.fetched.json");
+    fake.add_v2_event(fetched).unwrap();
+    fake.add_object(
+        "/v1/products/prod_1",
+        r#"{"id":"prod_1","object":"product","name":"Gold"}"#,
+    )
+    .unwrap();
+
+    let event = client.retrieve_event(&ctx, "evt_1").await.unwrap();
+    assert!(matches!(event, Event::InvoicePaid(_)), "{event:?}");
+
+    let id = serde_json::from_str::<Value>(fetched).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let n = client.retrieve_v2_event(&ctx, &id).await.unwrap();
+    assert!(
+        n.changes.is_some(),
+        "a fetched thin event keeps its changes"
+    );
+
+    let raw = client
+        .retrieve_object(&ctx, "/v1/products/prod_1")
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(raw.get()).unwrap()["name"],
+        "Gold"
+    );
+
+    // An id that would change the path is refused before any request.
+    let before = fake.requests().len();
+    let err = client
+        .retrieve_event(&ctx, "../v1/customers")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::InvalidUrl { .. }), "{err:?}");
+    assert_eq!(fake.requests().len(), before);
+}
+
+#[tokio::test]
+async fn related_objects_are_typed_raw_or_singletons() {
+    let (fake, client) = fake().await;
+    fake.add_object(
+        "/v1/customers/cus_1",
+        r#"{"id":"cus_1","object":"customer","email":"a@example.com"}"#,
+    )
+    .unwrap();
+    fake.add_object(
+        "/v1/billing/meters/mtr_1",
+        r#"{"id":"mtr_1","object":"billing.meter","display_name":"API calls"}"#,
+    )
+    .unwrap();
+    fake.add_object(
+        "/v1/tax/settings",
+        r#"{"object":"tax.settings","status":"active"}"#,
+    )
+    .unwrap();
+
+    let customer = ThinEventBuilder::new("evt_a", "v1.customer.updated")
+        .related("cus_1", "customer", "/v1/customers/cus_1")
+        .build();
+    let n = dangerous::parse_unverified_notification(customer.as_bytes()).unwrap();
+    let fetched = n.fetch_related_object(&client).await.unwrap();
+    match fetched.object() {
+        FetchedObject::Customer(c) => assert_eq!(c.email.as_deref(), Some("a@example.com")),
+        other => panic!("expected a customer, got {other:?}"),
+    }
+    assert_eq!(fetched.object_type().as_deref(), Some("customer"));
+    assert!(fetched.raw().get().contains("a@example.com"));
+
+    let meter = ThinEventBuilder::new("evt_b", "v1.billing.meter.error_report_triggered")
+        .related("mtr_1", "billing.meter", "/v1/billing/meters/mtr_1")
+        .build();
+    let n = dangerous::parse_unverified_notification(meter.as_bytes()).unwrap();
+    let fetched = n.fetch_related_object(&client).await.unwrap();
+    assert!(fetched.object().is_other());
+    assert_eq!(fetched.id().as_deref(), Some("mtr_1"));
+
+    let mut singleton: Value =
+        serde_json::from_str(&ThinEventBuilder::new("evt_c", "v1.tax.settings.updated").build())
+            .unwrap();
+    singleton["related_object"] = json!({"type": "tax.settings", "url": "/v1/tax/settings"});
+    let n = dangerous::parse_unverified_notification(singleton.to_string().as_bytes()).unwrap();
+    assert_eq!(n.related_object_id(), None);
+    let fetched = n.fetch_related_object(&client).await.unwrap();
+    assert_eq!(fetched.object_type().as_deref(), Some("tax.settings"));
+    assert_eq!(fetched.id(), None);
+
+    let none = ThinEventBuilder::new("evt_d", "v2.core.event_destination.ping").build();
+    let n = dangerous::parse_unverified_notification(none.as_bytes()).unwrap();
+    let err = n.fetch_related_object(&client).await.unwrap_err();
+    assert!(matches!(err, ClientError::NothingToFetch(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn not_found_is_an_api_error_with_type_code_and_request_id() {
+    let (fake, client) = fake().await;
+    let err = client
+        .retrieve_object(&RequestContext::platform(), "/v1/customers/cus_gone")
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    let ClientError::Api(api) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(api.status, 404);
+    assert_eq!(api.error_type.as_deref(), Some("invalid_request_error"));
+    assert_eq!(api.code.as_deref(), Some("resource_missing"));
+    assert!(api.message.as_deref().unwrap().contains("cus_gone"));
+    assert!(api.request_id.as_deref().unwrap().starts_with("req_fake_"));
+    assert!(err.to_string().contains("resource_missing"), "{err}");
+    assert_eq!(fake.requests().len(), 1, "a 404 is not retried");
+}
+
+#[tokio::test]
+async fn rides_out_a_429_storm() {
+    let (fake, client) = fake().await;
+    fake.add_event(&event_at("evt_1", "invoice.paid", BASE))
+        .unwrap();
+    fake.fail_next(
+        5,
+        Fault::TooManyRequests {
+            retry_after_secs: Some(0),
+        },
+    );
+    let start = Instant::now();
+    let page = client
+        .list_events(&RequestContext::platform(), &ListEventsParams::new())
+        .await
+        .unwrap();
+    assert_eq!(ids(&page.data), ["evt_1"]);
+    assert_eq!(fake.requests().len(), 6);
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let (fake, client) = fake().await;
+    fake.add_event(&event_at("evt_1", "invoice.paid", BASE))
+        .unwrap();
+    fake.fail_next(
+        1,
+        Fault::TooManyRequests {
+            retry_after_secs: Some(1),
+        },
+    );
+    let start = Instant::now();
+    client
+        .retrieve_event(&RequestContext::platform(), "evt_1")
+        .await
+        .unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn gives_up_at_the_deadline_when_faults_never_stop() {
+    let (fake, client) = fake().await;
+    let client = client
+        .with_deadline(Duration::from_millis(300))
+        .with_max_attempts(1_000);
+    fake.fail_path(
+        "/v1/events",
+        None,
+        Fault::ServerError { should_retry: None },
+    );
+    let start = Instant::now();
+    let err = client
+        .list_events(&RequestContext::platform(), &ListEventsParams::new())
+        .await
+        .unwrap_err();
+    let elapsed = start.elapsed();
+    let ClientError::DeadlineExceeded { attempts, last, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(*attempts > 1, "{attempts}");
+    assert_eq!(last.as_ref().unwrap().api_error().unwrap().status, 500);
+    assert!(elapsed < Duration::from_millis(1_500), "{elapsed:?}");
+    assert_eq!(fake.requests().len() as u32, *attempts);
+
+    // A Retry-After that would pass the deadline is not waited for at all.
+    fake.clear_faults();
+    fake.fail_path(
+        "/v1/events",
+        None,
+        Fault::TooManyRequests {
+            retry_after_secs: Some(30),
+        },
+    );
+    let start = Instant::now();
+    let err = client
+        .list_events(&RequestContext::platform(), &ListEventsParams::new())
+        .await
+        .unwrap_err();
+    assert!(start.elapsed() < Duration::from_millis(250));
+    assert!(
+        matches!(err, ClientError::DeadlineExceeded { attempts: 1, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_rate_limited());
+}
+
+#[tokio::test]
+async fn gives_up_after_max_attempts() {
+    let (fake, client) = fake().await;
+    let client = client.with_max_attempts(3);
+    fake.fail_path(
+        "/v1/events",
+        None,
+        Fault::TooManyRequests {
+            retry_after_secs: Some(0),
+        },
+    );
+    let err = client
+        .list_events(&RequestContext::platform(), &ListEventsParams::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::RetriesExhausted { attempts: 3, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_rate_limited());
+    assert_eq!(fake.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn stripe_should_retry_false_stops_retrying() {
+    let (fake, client) = fake().await;
+    fake.add_event(&event_at("evt_1", "invoice.paid", BASE))
+        .unwrap();
+    fake.fail_next(
+        1,
+        Fault::ServerError {
+            should_retry: Some(false),
+        },
+    );
+    let err = client
+        .retrieve_event(&RequestContext::platform(), "evt_1")
+        .await
+        .unwrap_err();
+    let api = err.api_error().unwrap();
+    assert_eq!((api.status, api.should_retry), (500, Some(false)));
+    assert!(matches!(err, ClientError::Api(_)));
+    assert_eq!(fake.requests().len(), 1);
+
+    // The same 500 without the header is retried.
+    fake.fail_next(1, Fault::ServerError { should_retry: None });
+    client
+        .retrieve_event(&RequestContext::platform(), "evt_1")
+        .await
+        .unwrap();
+    assert_eq!(fake.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn dropped_connections_and_slow_answers_are_retried() {
+    let (fake, client) = fake().await;
+    fake.add_event(&event_at("evt_1", "invoice.paid", BASE))
+        .unwrap();
+    fake.fail_next(2, Fault::DropConnection);
+    client
+        .retrieve_event(&RequestContext::platform(), "evt_1")
+        .await
+        .unwrap();
+    assert_eq!(fake.requests().len(), 3);
+
+    let client = client.with_attempt_timeout(Duration::from_millis(100));
+    fake.fail_next(1, Fault::Delay(Duration::from_secs(5)));
+    let start = Instant::now();
+    client
+        .retrieve_event(&RequestContext::platform(), "evt_1")
+        .await
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(fake.requests().len(), 5);
+}
+
+#[tokio::test]
+async fn network_errors_are_network_errors() {
+    // A port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let client = HttpClient::new(stripe_webhooks::client::ApiKey::new(FAKE_API_KEY).unwrap())
+        .unwrap()
+        .with_base_url(format!("http://127.0.0.1:{port}"))
+        .with_backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .with_max_attempts(2);
+    let err = client
+        .retrieve_event(&RequestContext::platform(), "evt_1")
+        .await
+        .unwrap_err();
+    let ClientError::RetriesExhausted { attempts: 2, last } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(matches!(**last, ClientError::Network(_)), "{last:?}");
+}
+
+async fn max_in_flight_with(cap: usize) -> usize {
+    let (fake, client) = fake().await;
+    let client = Arc::new(client.with_max_concurrency(cap));
+    fake.add_object(
+        "/v1/customers/cus_1",
+        r#"{"id":"cus_1","object":"customer"}"#,
+    )
+    .unwrap();
+    fake.fail_path(
+        "/v1/customers",
+        None,
+        Fault::Delay(Duration::from_millis(40)),
+    );
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let client = Arc::clone(&client);
+            tokio::spawn(async move {
+                client
+                    .retrieve_object(&RequestContext::platform(), "/v1/customers/cus_1")
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(fake.requests().len(), 12);
+    fake.max_in_flight()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_cap_is_respected() {
+    let capped = max_in_flight_with(3).await;
+    assert!(
+        (2..=3).contains(&capped),
+        "{capped} in flight with a cap of 3"
+    );
+    // The control: without the cap, the same load runs wider.
+    let uncapped = max_in_flight_with(12).await;
+    assert!(uncapped > 3, "{uncapped} in flight with a cap of 12");
+}
+
+#[tokio::test]
+async fn rate_limit_paces_requests() {
+    let (fake, client) = fake().await;
+    let client = Arc::new(client.with_rate_limit(10));
+    fake.add_object(
+        "/v1/customers/cus_1",
+        r#"{"id":"cus_1","object":"customer"}"#,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..15)
+        .map(|_| {
+            let client = Arc::clone(&client);
+            tokio::spawn(async move {
+                client
+                    .retrieve_object(&RequestContext::platform(), "/v1/customers/cus_1")
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // 10 at once, then 5 more at 10 a second.
+    assert!(
+        start.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_api_key_is_in_no_error_and_no_debug_output() {
+    let (fake, client) = fake().await;
+    let secret_part = FAKE_API_KEY.trim_start_matches("sk_test_");
+    let ctx = RequestContext::platform();
+    let mut errors: Vec<ClientError> = Vec::new();
+
+    errors.push(
+        client
+            .retrieve_object(&ctx, "/v1/customers/x")
+            .await
+            .unwrap_err(),
+    );
+    fake.fail_next(
+        1,
+        Fault::ServerError {
+            should_retry: Some(false),
+        },
+    );
+    errors.push(client.retrieve_event(&ctx, "evt_1").await.unwrap_err());
+    fake.fail_next(
+        10,
+        Fault::TooManyRequests {
+            retry_after_secs: Some(0),
+        },
+    );
+    errors.push(
+        client
+            .clone()
+            .with_max_attempts(2)
+            .retrieve_event(&ctx, "evt_1")
+            .await
+            .unwrap_err(),
+    );
+    fake.clear_faults();
+    fake.fail_path("/v1/events", None, Fault::DropConnection);
+    errors.push(
+        client
+            .clone()
+            .with_deadline(Duration::from_millis(100))
+            .retrieve_event(&ctx, "evt_1")
+            .await
+            .unwrap_err(),
+    );
+    fake.clear_faults();
+    fake.add_event(r#"{"id":"evt_bad","object":"event","created":1,"type":"invoice.paid"}"#)
+        .unwrap();
+    errors.push(client.retrieve_event(&ctx, "evt_bad").await.unwrap_err());
+    errors.push(
+        client
+            .retrieve_object(&ctx, "https://evil.example/v1/customers")
+            .await
+            .unwrap_err(),
+    );
+
+    assert!(
+        matches!(errors[4], ClientError::Decode { .. }),
+        "{:?}",
+        errors[4]
+    );
+    for e in &errors {
+        for text in [e.to_string(), format!("{e:?}"), format!("{e:#?}")] {
+            assert!(!text.contains(secret_part), "key in {text}");
+        }
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            assert!(!s.to_string().contains(secret_part), "key in {s}");
+            source = s.source();
+        }
+    }
+    for text in [format!("{client:?}"), format!("{fake:?}")] {
+        assert!(!text.contains(secret_part), "key in {text}");
+    }
+    assert!(format!("{client:?}").contains("ApiKey(<redacted>)"));
+}
+
+#[tokio::test]
+async fn absolute_and_foreign_urls_are_refused() {
+    let (fake, client) = fake().await;
+    for url in [
+        "https://evil.example/v1/customers/cus_1",
+        "http://127.0.0.1:1/v1/customers/cus_1",
+        "//evil.example/v1/customers/cus_1",
+        "/v1/../../etc/passwd",
+    ] {
+        let mut body: Value = serde_json::from_str(
+            &ThinEventBuilder::new("evt_x", "v1.customer.updated")
+                .related("cus_1", "customer", url)
+                .build(),
+        )
+        .unwrap();
+        body["related_object"]["url"] = url.into();
+        let n = dangerous::parse_unverified_notification(body.to_string().as_bytes()).unwrap();
+        let err = n.fetch_related_object(&client).await.unwrap_err();
+        assert!(
+            matches!(err, ClientError::InvalidUrl { .. }),
+            "{url}: {err:?}"
+        );
+        let err = client
+            .get(&RequestContext::platform(), url, &[])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::InvalidUrl { .. }),
+            "{url}: {err:?}"
+        );
+    }
+    assert!(fake.requests().is_empty());
+}
+
+/// An inner handler that records the subscription status it was given.
+#[derive(Default, Clone)]
+struct Recorder(Arc<Mutex<Vec<Seen>>>);
+
+/// An event id and the subscription status its handler saw.
+type Seen = (String, Option<SubscriptionStatus>);
+
+#[async_trait]
+impl EventHandler for Recorder {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        let status = match event {
+            Event::CustomerSubscriptionUpdated(sub) => sub.status.clone(),
+            _ => None,
+        };
+        self.0
+            .lock()
+            .unwrap()
+            .push((event.id().to_string(), status));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn fetch_latest_hands_the_inner_handler_the_fresh_object() {
+    let (fake, client) = fake().await;
+    fake.add_object(
+        "/v1/subscriptions/sub_1",
+        &subscription("sub_1", "canceled"),
+    )
+    .unwrap();
+    let recorder = Recorder::default();
+    let handler = FetchLatest::new(
+        recorder.clone(),
+        Arc::new(client),
+        [EventType::CustomerSubscriptionUpdated],
+    )
+    .unwrap();
+    assert!(handler.fetches(&EventType::CustomerSubscriptionUpdated));
+
+    let body = subscription_event("evt_1", "sub_1", Some("acct_3"));
+    let event = dangerous::parse_unverified(body.as_bytes()).unwrap();
+    handler.handle(&event).await.unwrap();
+    // A type not chosen passes through without a request.
+    let other =
+        dangerous::parse_unverified(event_at("evt_2", "invoice.paid", BASE).as_bytes()).unwrap();
+    handler.handle(&other).await.unwrap();
+
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        [
+            ("evt_1".to_owned(), Some(SubscriptionStatus::Canceled)),
+            ("evt_2".to_owned(), None)
+        ]
+    );
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].path, "/v1/subscriptions/sub_1");
+    assert_eq!(requests[0].header("stripe-account"), Some("acct_3"));
+}
+
+#[test]
+fn fetch_latest_refuses_types_it_cannot_fetch() {
+    struct Never;
+    #[async_trait]
+    impl StripeClient for Never {
+        async fn get(
+            &self,
+            _: &RequestContext,
+            _: &str,
+            _: &[(String, String)],
+        ) -> Result<String, ClientError> {
+            unreachable!()
+        }
+    }
+    let client: Arc<dyn StripeClient> = Arc::new(Never);
+    for (ty, deleted) in [
+        (EventType::AccountExternalAccountCreated, false), // card, bank account or source
+        (EventType::BalanceAvailable, false),              // a singleton
+        (EventType::from_wire("made.up"), false),
+        (EventType::CustomerDeleted, true),
+    ] {
+        let err =
+            FetchLatest::new(Recorder::default(), Arc::clone(&client), [ty.clone()]).unwrap_err();
+        match err {
+            FetchLatestError::Deleted { .. } => assert!(deleted, "{ty}"),
+            FetchLatestError::NoApiPath { .. } => assert!(!deleted, "{ty}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    for ty in [
+        EventType::CheckoutSessionCompleted,
+        EventType::InvoicePaymentFailed,
+        EventType::PaymentIntentSucceeded,
+        EventType::CustomerUpdated,
+        EventType::ChargeRefunded,
+    ] {
+        assert!(FetchLatest::new(Recorder::default(), Arc::clone(&client), [ty]).is_ok());
+    }
+}
+
+#[tokio::test]
+async fn a_failed_fetch_is_a_500_and_the_retry_succeeds() {
+    let (fake, client) = fake().await;
+    fake.add_object(
+        "/v1/subscriptions/sub_1",
+        &subscription("sub_1", "past_due"),
+    )
+    .unwrap();
+    fake.fail_path(
+        "/v1/subscriptions/",
+        None,
+        Fault::ServerError {
+            should_retry: Some(false),
+        },
+    );
+    let recorder = Recorder::default();
+    let handler = FetchLatest::new(
+        recorder.clone(),
+        Arc::new(client),
+        [EventType::CustomerSubscriptionUpdated],
+    )
+    .unwrap();
+    let secret = "whsec_client_test";
+    let processor = Processor::new(
+        Verifier::new(SigningSecret::new(secret).unwrap()),
+        MemoryStore::new(),
+        handler,
+    );
+    let body = subscription_event("evt_1", "sub_1", None);
+    let header = testing::sign(body.as_bytes(), secret, testing::now());
+
+    let outcome = processor.process(Some(&header), body.as_bytes()).await;
+    assert_eq!(outcome.status(), 500, "{outcome:?}");
+    assert!(
+        recorder.0.lock().unwrap().is_empty(),
+        "never the stale snapshot"
+    );
+
+    // Stripe's retry, once the API answers again.
+    fake.clear_faults();
+    let outcome = processor.process(Some(&header), body.as_bytes()).await;
+    assert_eq!(outcome.status(), 200, "{outcome:?}");
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        [("evt_1".to_owned(), Some(SubscriptionStatus::PastDue))]
+    );
+    // And a duplicate after that runs nothing and fetches nothing.
+    let before = fake.requests().len();
+    let outcome = processor.process(Some(&header), body.as_bytes()).await;
+    assert_eq!(outcome.status(), 200);
+    assert_eq!(recorder.0.lock().unwrap().len(), 1);
+    assert_eq!(fake.requests().len(), before);
+}

@@ -112,6 +112,7 @@ mod idempotency;
 mod inbox;
 pub mod objects;
 mod processor;
+pub mod reconcile;
 mod secret;
 mod signature;
 #[cfg(feature = "testing")]

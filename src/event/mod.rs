@@ -21,6 +21,7 @@ use crate::objects::PaymentSource;
 pub use envelope::{Envelope, EventId, EventRequest};
 use envelope::{ObjectTag, WireData, WireDataOut, WireDataTyped, WireEvent, WireLocate, WireOut};
 pub use error::{ObjectError, ParseError};
+pub(crate) use thin::rfc3339_from;
 #[cfg(feature = "testing")]
 pub(crate) use thin::rfc3339_seconds;
 pub use thin::{

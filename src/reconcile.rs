@@ -1,0 +1,385 @@
+//! The reconciler: catches up on events that never reached the webhook routes.
+//!
+//! A webhook endpoint that was down, disabled or misconfigured for longer than Stripe's
+//! three days of retries loses those events for good unless someone lists them from the
+//! API. [`Reconciler`] lists them with a [`StripeClient`] and runs each through the
+//! same [`Processor`] as the webhook routes (claim, handle, complete): an event the
+//! webhook path already completed is a duplicate and skipped, one running elsewhere is
+//! left to its holder, so running it beside live webhooks, and from several replicas at
+//! once, still runs each handler once.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::client::{
+    ClientError, ListEventsParams, ListV2EventsParams, RequestContext, StripeClient,
+};
+use crate::event::{rfc3339_from, EventId};
+use crate::idempotency::{OrderingStore, StoreError, Watermark};
+use crate::processor::{Outcome, Processor};
+
+/// How far back a reconciler looks when it has no cursor yet, and for undelivered
+/// events: 3 days, as long as Stripe retries a delivery.
+pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(3 * 24 * 3600);
+
+/// The most `types[]` Stripe takes in one list request; with more, the reconciler lists
+/// every type and the processor skips those it does not handle.
+const MAX_TYPE_FILTERS: usize = 20;
+
+/// What one reconciler pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReconcileReport {
+    /// Pages listed.
+    pub pages: usize,
+    /// Events listed.
+    pub listed: usize,
+    /// Events whose handler ran and completed now: the webhook never delivered them.
+    pub processed: usize,
+    /// Events already completed (by the webhook path, or an earlier pass).
+    pub duplicates: usize,
+    /// Events another delivery was running: left to it.
+    pub in_progress: usize,
+    /// Events whose handler failed, or whose claim the store could not take: the next
+    /// pass (or Stripe's retry) runs them again.
+    pub failed: usize,
+    /// Events answered without running the handler (no route, stale, other mode).
+    pub skipped: usize,
+    /// The cursor after the pass, for the passes that keep one.
+    pub cursor: Option<Watermark>,
+}
+
+impl ReconcileReport {
+    fn count(&mut self, o: &Outcome) {
+        match o.kind().name() {
+            "processed" | "completion_not_recorded" => self.processed += 1,
+            "duplicate" => self.duplicates += 1,
+            "in_progress" => self.in_progress += 1,
+            _ if o.status() >= 500 => self.failed += 1,
+            _ => self.skipped += 1,
+        }
+    }
+}
+
+/// Why a reconciler pass stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReconcileError {
+    /// Listing events from Stripe failed (after the client's retries). Nothing after the
+    /// cursor was skipped: the next pass lists it again.
+    #[error("listing events from Stripe failed: {0}")]
+    Client(#[from] ClientError),
+    /// The cursor could not be read or written.
+    #[error("the reconciler's cursor store failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Lists events from Stripe and runs them through a [`Processor`]'s claims.
+///
+/// - [`undelivered`](Self::undelivered): the events Stripe could not deliver
+///   (`delivery_success=false`) in the last [`lookback`](Self::with_lookback);
+/// - [`since_cursor`](Self::since_cursor): every snapshot event since its cursor, which
+///   it keeps in the idempotency store (an [`OrderingStore`] watermark under
+///   `reconcile:{name}:v1`) and only ever moves forward;
+/// - [`thin_since_cursor`](Self::thin_since_cursor): the same from the v2 events list,
+///   for a processor with a thin handler.
+///
+/// Only the types the processor's handlers take are listed
+/// ([`Processor::enabled_events`]).
+///
+/// Schedule a pass every few minutes, from every replica if you like:
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use stripe_webhooks::client::{ApiKey, HttpClient};
+/// use stripe_webhooks::reconcile::Reconciler;
+/// use stripe_webhooks::{EventRouter, Processor, SqliteStore, Verifier};
+///
+/// let store = SqliteStore::connect("stripe-webhooks.db").await?;
+/// let processor = Arc::new(Processor::new(
+///     Verifier::from_secrets_list(&std::env::var("STRIPE_WEBHOOK_SECRET")?)?,
+///     store.clone(),
+///     EventRouter::new().fallback(|_e| Box::pin(async { Ok(()) })),
+/// ));
+/// let client = HttpClient::new(ApiKey::new(std::env::var("STRIPE_API_KEY")?)?)?;
+/// let reconciler = Reconciler::new(client, Arc::clone(&processor), store);
+/// tokio::spawn(async move {
+///     let mut every = tokio::time::interval(Duration::from_secs(600));
+///     loop {
+///         every.tick().await;
+///         match reconciler.since_cursor().await {
+///             Ok(report) => println!("reconciled: {report:?}"),
+///             Err(e) => eprintln!("reconcile failed, next pass retries: {e}"),
+///         }
+///     }
+/// });
+/// # Ok(()) }
+/// ```
+pub struct Reconciler {
+    client: Arc<dyn StripeClient>,
+    processor: Arc<Processor>,
+    cursors: Arc<dyn OrderingStore>,
+    name: String,
+    context: RequestContext,
+    lookback: Duration,
+    page_size: u8,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler")
+            .field("name", &self.name)
+            .field("context", &self.context)
+            .field("lookback", &self.lookback)
+            .field("page_size", &self.page_size)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Where a cursor pass may move its cursor: up to the oldest event it could not settle
+/// (so the next pass lists it again), else to the newest it saw.
+#[derive(Default)]
+struct Frontier {
+    newest: Option<Watermark>,
+    oldest_open: Option<i64>,
+}
+
+impl Frontier {
+    fn saw(&mut self, created: i64, id: &EventId, o: &Outcome) {
+        if self.newest.as_ref().is_none_or_older(created) {
+            self.newest = Some(Watermark::new(created, id.clone()));
+        }
+        let open = matches!(o.kind().name(), "in_progress") || o.status() >= 500;
+        if open {
+            self.oldest_open = Some(self.oldest_open.map_or(created, |c| c.min(created)));
+        }
+    }
+
+    fn target(&self) -> Option<Watermark> {
+        match (self.oldest_open, &self.newest) {
+            // Not past an open event: the next pass starts at its second.
+            (Some(open), _) => Some(Watermark::new(open, EventId::new(""))),
+            (None, newest) => newest.clone(),
+        }
+    }
+}
+
+trait OlderThan {
+    fn is_none_or_older(self, created: i64) -> bool;
+}
+
+impl OlderThan for Option<&Watermark> {
+    fn is_none_or_older(self, created: i64) -> bool {
+        match self {
+            Some(w) => w.created < created,
+            None => true,
+        }
+    }
+}
+
+impl Reconciler {
+    /// A reconciler named `default`, for the platform account, looking back
+    /// [`DEFAULT_LOOKBACK`], 100 events a page. `cursors` is the processor's store
+    /// (any [`OrderingStore`]): the cursor lives beside the claims.
+    pub fn new(
+        client: impl StripeClient,
+        processor: Arc<Processor>,
+        cursors: impl OrderingStore,
+    ) -> Self {
+        Self {
+            client: Arc::new(client),
+            processor,
+            cursors: Arc::new(cursors),
+            name: "default".to_owned(),
+            context: RequestContext::default(),
+            lookback: DEFAULT_LOOKBACK,
+            page_size: 100,
+        }
+    }
+
+    /// Names the cursor (`reconcile:{name}:v1`, `…:v2`), for several reconcilers on one
+    /// store (one per connected account, say).
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Lists the events of a connected account (`Stripe-Account`) or context
+    /// (`Stripe-Context`) instead of the platform's.
+    #[must_use]
+    pub fn with_context(mut self, context: RequestContext) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// How far back to look for undelivered events, and for a cursor pass's first run.
+    #[must_use]
+    pub fn with_lookback(mut self, lookback: Duration) -> Self {
+        self.lookback = lookback;
+        self
+    }
+
+    /// Events per page (1 to 100).
+    #[must_use]
+    pub fn with_page_size(mut self, n: u8) -> Self {
+        self.page_size = n.clamp(1, 100);
+        self
+    }
+
+    fn since(&self) -> i64 {
+        now_unix().saturating_sub(i64::try_from(self.lookback.as_secs()).unwrap_or(i64::MAX))
+    }
+
+    /// The snapshot types to list: `None` to list them all.
+    fn snapshot_types(&self) -> Option<Vec<String>> {
+        let types = self.processor.enabled_events().snapshot;
+        (!types.iter().any(|t| t == "*") && types.len() <= MAX_TYPE_FILTERS).then_some(types)
+    }
+
+    fn v1_params(&self, created_gte: i64) -> ListEventsParams {
+        let mut p = ListEventsParams::new()
+            .with_created_gte(created_gte)
+            .with_limit(self.page_size);
+        if let Some(types) = self.snapshot_types() {
+            p = p.with_types(types);
+        }
+        p
+    }
+
+    /// Runs every v1 event matching `params`, page after page.
+    async fn run_v1(
+        &self,
+        mut params: ListEventsParams,
+        report: &mut ReconcileReport,
+        frontier: &mut Frontier,
+    ) -> Result<(), ReconcileError> {
+        loop {
+            let page = self.client.list_events(&self.context, &params).await?;
+            report.pages += 1;
+            report.listed += page.data.len();
+            for event in &page.data {
+                let o = self.processor.process_event(event).await;
+                report.count(&o);
+                frontier.saw(event.created(), event.id(), &o);
+            }
+            match page.next_params(&params) {
+                Some(next) => params = next,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Runs the snapshot events Stripe could not deliver (`delivery_success=false`) in
+    /// the lookback. It keeps no cursor: an event stays listed until Stripe delivers
+    /// it, and each later pass finds it completed.
+    ///
+    /// # Errors
+    ///
+    /// [`ReconcileError::Client`] when listing fails; the events run before it stay run.
+    pub async fn undelivered(&self) -> Result<ReconcileReport, ReconcileError> {
+        let mut report = ReconcileReport::default();
+        if self.processor.enabled_events().snapshot.is_empty() {
+            return Ok(report);
+        }
+        let params = self.v1_params(self.since()).with_delivery_success(false);
+        self.run_v1(params, &mut report, &mut Frontier::default())
+            .await?;
+        Ok(report)
+    }
+
+    /// Runs every snapshot event created since the cursor (on the first pass, since the
+    /// lookback), then moves the cursor forward: to the newest event seen, or, when an
+    /// event failed or was running elsewhere, to that event's second, so the next pass
+    /// lists it again.
+    ///
+    /// # Errors
+    ///
+    /// [`ReconcileError`] when listing or the cursor fails; the cursor then stays.
+    pub async fn since_cursor(&self) -> Result<ReconcileReport, ReconcileError> {
+        let mut report = ReconcileReport::default();
+        if self.processor.enabled_events().snapshot.is_empty() {
+            return Ok(report);
+        }
+        let key = format!("reconcile:{}:v1", self.name);
+        let from = match self.cursors.watermark(&key).await? {
+            Some(w) => w.created,
+            None => self.since(),
+        };
+        let mut frontier = Frontier::default();
+        self.run_v1(self.v1_params(from), &mut report, &mut frontier)
+            .await?;
+        self.advance(&key, &frontier, &mut report).await?;
+        Ok(report)
+    }
+
+    /// As [`since_cursor`](Self::since_cursor), from the v2 events list
+    /// (`GET /v2/core/events`), for a processor with a thin handler; each notification
+    /// runs through [`Processor::process_notification`], so it shares the dedupe key
+    /// with its snapshot twin.
+    ///
+    /// # Errors
+    ///
+    /// [`ReconcileError`] when listing or the cursor fails; the cursor then stays.
+    pub async fn thin_since_cursor(&self) -> Result<ReconcileReport, ReconcileError> {
+        let mut report = ReconcileReport::default();
+        let types = self.processor.enabled_events().thin;
+        if types.is_empty() {
+            return Ok(report);
+        }
+        let key = format!("reconcile:{}:v2", self.name);
+        let from = match self.cursors.watermark(&key).await? {
+            Some(w) => w.created,
+            None => self.since(),
+        };
+        let mut params = ListV2EventsParams::new()
+            .with_created_gte(rfc3339_from(from))
+            .with_limit(self.page_size);
+        if !types.iter().any(|t| t == "*") && types.len() <= MAX_TYPE_FILTERS {
+            params = params.with_types(types);
+        }
+        let mut frontier = Frontier::default();
+        let mut page_token = None;
+        loop {
+            let page = self
+                .client
+                .list_v2_events(&self.context, &params, page_token.as_ref())
+                .await?;
+            report.pages += 1;
+            report.listed += page.data.len();
+            for n in &page.data {
+                let o = self.processor.process_notification(n).await;
+                report.count(&o);
+                frontier.saw(n.created_unix().unwrap_or(from), &n.id, &o);
+            }
+            match page.next_page {
+                Some(next) if !page.data.is_empty() => page_token = Some(next),
+                _ => break,
+            }
+        }
+        self.advance(&key, &frontier, &mut report).await?;
+        Ok(report)
+    }
+
+    async fn advance(
+        &self,
+        key: &str,
+        frontier: &Frontier,
+        report: &mut ReconcileReport,
+    ) -> Result<(), ReconcileError> {
+        if let Some(to) = frontier.target() {
+            self.cursors.advance_watermark(key, &to).await?;
+        }
+        report.cursor = self.cursors.watermark(key).await?;
+        Ok(())
+    }
+}

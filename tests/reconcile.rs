@@ -1,0 +1,348 @@
+//! The reconciler against the fake Stripe API: undelivered events, cursor passes across
+//! pages while webhooks arrive, several replicas at once, failures that keep the cursor,
+//! and thin events from the v2 list.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![cfg(all(feature = "client", feature = "testing"))]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use stripe_webhooks::client::{RequestContext, StripeClient};
+use stripe_webhooks::reconcile::{ReconcileError, Reconciler};
+use stripe_webhooks::testing::{self, FakeStripe, Fault, ThinEventBuilder};
+use stripe_webhooks::{
+    async_trait, Event, EventHandler, EventNotification, EventType, HandlerError, MemoryStore,
+    OrderingStore, Processor, SigningSecret, ThinEventHandler, Verifier,
+};
+
+const SECRET: &str = "whsec_reconcile";
+
+/// Counts handler runs per event (or dedupe key), optionally failing some.
+#[derive(Default)]
+struct Runs {
+    runs: Mutex<HashMap<String, usize>>,
+    fail: Mutex<Vec<String>>,
+}
+
+impl Runs {
+    fn run(&self, key: &str) -> Result<(), HandlerError> {
+        if self.fail.lock().unwrap().iter().any(|f| f == key) {
+            return Err(HandlerError::new("downstream down"));
+        }
+        *self.runs.lock().unwrap().entry(key.to_owned()).or_default() += 1;
+        Ok(())
+    }
+
+    fn total(&self) -> usize {
+        self.runs.lock().unwrap().values().sum()
+    }
+
+    fn all_once(&self, n: usize) {
+        let runs = self.runs.lock().unwrap();
+        assert_eq!(runs.len(), n, "{runs:?}");
+        assert!(runs.values().all(|c| *c == 1), "every event once: {runs:?}");
+    }
+}
+
+#[async_trait]
+impl EventHandler for Runs {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        self.run(event.id().as_str())
+    }
+
+    fn handles(&self, t: &EventType) -> bool {
+        matches!(t, EventType::InvoicePaid | EventType::CustomerCreated)
+    }
+}
+
+#[async_trait]
+impl ThinEventHandler for Runs {
+    async fn handle(&self, n: &EventNotification) -> Result<(), HandlerError> {
+        self.run(n.dedupe_key().as_str())
+    }
+}
+
+fn event(id: &str, ty: &str, created: i64) -> String {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&testing::event_for_type(id, ty).unwrap()).unwrap();
+    v["created"] = created.into();
+    v.to_string()
+}
+
+struct Setup {
+    fake: FakeStripe,
+    store: Arc<MemoryStore>,
+    runs: Arc<Runs>,
+    processor: Arc<Processor>,
+}
+
+async fn setup() -> Setup {
+    let fake = FakeStripe::start().await.unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let runs = Arc::new(Runs::default());
+    let processor = Arc::new(
+        Processor::new(
+            Verifier::new(SigningSecret::new(SECRET).unwrap()),
+            Arc::clone(&store),
+            Arc::clone(&runs),
+        )
+        .with_thin_handler(Arc::clone(&runs)),
+    );
+    Setup {
+        fake,
+        store,
+        runs,
+        processor,
+    }
+}
+
+impl Setup {
+    fn reconciler(&self) -> Reconciler {
+        Reconciler::new(
+            self.fake.client().unwrap(),
+            Arc::clone(&self.processor),
+            Arc::clone(&self.store),
+        )
+        .with_page_size(4)
+    }
+}
+
+#[tokio::test]
+async fn undelivered_events_run_once_and_delivered_ones_are_duplicates() {
+    let s = setup().await;
+    let now = testing::now();
+    for i in 0..5 {
+        let body = event(&format!("evt_u{i}"), "invoice.paid", now - 100 + i);
+        s.fake.add_event_with_delivery(&body, i % 2 == 1).unwrap();
+    }
+    // A type no handler takes, and one past the lookback: not listed.
+    s.fake
+        .add_event_with_delivery(&event("evt_other", "charge.succeeded", now - 50), false)
+        .unwrap();
+    s.fake
+        .add_event_with_delivery(
+            &event("evt_old", "invoice.paid", now - 5 * 24 * 3600),
+            false,
+        )
+        .unwrap();
+    // The webhook delivered evt_u0 already.
+    let body = event("evt_u0", "invoice.paid", now - 100);
+    let o = s
+        .processor
+        .process(
+            Some(&testing::sign(body.as_bytes(), SECRET, now)),
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(o.kind().name(), "processed");
+
+    let report = s.reconciler().undelivered().await.unwrap();
+    assert_eq!(
+        (report.listed, report.processed, report.duplicates),
+        (3, 2, 1),
+        "{report:?}"
+    );
+    s.runs.all_once(3);
+    // The request filtered on what the processor handles and on delivery_success.
+    let req = s
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/v1/events")
+        .unwrap();
+    assert_eq!(req.query_value("delivery_success"), Some("false"));
+    let mut types = req.query_values("types[]");
+    types.sort_unstable();
+    assert_eq!(types, ["customer.created", "invoice.paid"]);
+    // A second pass finds them all completed.
+    let again = s.reconciler().undelivered().await.unwrap();
+    assert_eq!((again.processed, again.duplicates), (0, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cursor_pass_across_pages_while_webhooks_arrive_runs_each_event_once() {
+    let s = setup().await;
+    let now = testing::now();
+    let bodies: Vec<String> = (0..10)
+        .map(|i| event(&format!("evt_c{i}"), "invoice.paid", now - 60 + i))
+        .collect();
+    for b in &bodies {
+        s.fake.add_event(b).unwrap();
+    }
+    // Slow pages, so webhooks for the same events land while the pass runs.
+    s.fake.fail_path(
+        "/v1/events",
+        Some(3),
+        Fault::Delay(Duration::from_millis(30)),
+    );
+    let webhooks = {
+        let p = Arc::clone(&s.processor);
+        let bodies = bodies.clone();
+        tokio::spawn(async move {
+            for b in bodies.iter().rev() {
+                let h = testing::sign(b.as_bytes(), SECRET, testing::now());
+                for _ in 0..2 {
+                    let o = p.process(Some(&h), b.as_bytes()).await;
+                    assert!(matches!(o.status(), 200 | 409), "{o:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // Two replicas reconcile at once, too.
+    let (ra, rb) = (s.reconciler(), s.reconciler());
+    let (a, b) = tokio::join!(ra.since_cursor(), rb.since_cursor());
+    webhooks.await.unwrap();
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.pages >= 3, "10 events at 4 a page: {a:?}");
+    assert_eq!(a.listed, 10);
+    s.runs.all_once(10);
+    // The cursor moved to the newest event (or to an event still running elsewhere).
+    let cursor = s
+        .store
+        .watermark("reconcile:default:v1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(cursor.created >= now - 60, "{cursor:?} {a:?} {b:?}");
+    // The next pass starts at the cursor and runs nothing new.
+    let next = s.reconciler().since_cursor().await.unwrap();
+    assert_eq!(next.processed, 0);
+    s.runs.all_once(10);
+}
+
+#[tokio::test]
+async fn a_failed_event_holds_the_cursor_until_it_succeeds() {
+    let s = setup().await;
+    let now = testing::now();
+    for i in 0..6 {
+        s.fake
+            .add_event(&event(
+                &format!("evt_f{i}"),
+                "invoice.paid",
+                now - 60 + i * 10,
+            ))
+            .unwrap();
+    }
+    s.runs.fail.lock().unwrap().push("evt_f2".to_owned());
+    let r = s.reconciler().since_cursor().await.unwrap();
+    assert_eq!((r.processed, r.failed), (5, 1), "{r:?}");
+    assert_eq!(
+        r.cursor.as_ref().unwrap().created,
+        now - 40,
+        "held at the failed event's second"
+    );
+    // Fixed: the next pass lists from there, runs it, and moves on.
+    s.runs.fail.lock().unwrap().clear();
+    let r = s.reconciler().since_cursor().await.unwrap();
+    assert_eq!((r.processed, r.failed), (1, 0), "{r:?}");
+    assert_eq!(r.cursor.unwrap().created, now - 10);
+    s.runs.all_once(6);
+}
+
+#[tokio::test]
+async fn listing_errors_keep_the_cursor_and_say_why() {
+    let s = setup().await;
+    let now = testing::now();
+    s.fake
+        .add_event(&event("evt_e1", "invoice.paid", now - 10))
+        .unwrap();
+    s.fake.fail_next(
+        1,
+        Fault::ServerError {
+            should_retry: Some(false),
+        },
+    );
+    let err = s.reconciler().since_cursor().await.unwrap_err();
+    assert!(matches!(err, ReconcileError::Client(_)), "{err}");
+    assert_eq!(
+        s.store.watermark("reconcile:default:v1").await.unwrap(),
+        None
+    );
+    assert_eq!(s.runs.total(), 0);
+    // The client rides out a short 429 storm within its deadline.
+    s.fake.fail_next(
+        4,
+        Fault::TooManyRequests {
+            retry_after_secs: Some(0),
+        },
+    );
+    let r = s.reconciler().since_cursor().await.unwrap();
+    assert_eq!(r.processed, 1);
+}
+
+#[tokio::test]
+async fn connect_reconcilers_list_with_their_account() {
+    let s = setup().await;
+    let event = {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&event("evt_acct", "invoice.paid", testing::now() - 5)).unwrap();
+        v["account"] = "acct_9".into();
+        v.to_string()
+    };
+    s.fake.add_event(&event).unwrap();
+    let probe = s.fake.client().unwrap();
+    let one = probe
+        .retrieve_event(&RequestContext::default(), "evt_acct")
+        .await
+        .unwrap();
+    let ctx = RequestContext::for_event(&one);
+    let r = s
+        .reconciler()
+        .with_name("acct_9")
+        .with_context(ctx)
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!(r.processed, 1);
+    let listed = s
+        .fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path == "/v1/events")
+        .unwrap();
+    assert_eq!(listed.header("stripe-account"), Some("acct_9"));
+    assert!(s
+        .store
+        .watermark("reconcile:acct_9:v1")
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn thin_events_reconcile_from_the_v2_list_and_share_the_dedupe_key() {
+    let s = setup().await;
+    let now = testing::now();
+    let (snapshot, thin) = testing::event_pair("evt_pair", "customer.created", "cus_1");
+    // The snapshot twin was handled by the webhook path.
+    let o = s
+        .processor
+        .process(
+            Some(&testing::sign(snapshot.as_bytes(), SECRET, now)),
+            snapshot.as_bytes(),
+        )
+        .await;
+    assert_eq!(o.kind().name(), "processed");
+    s.fake.add_v2_event(&thin).unwrap();
+    for i in 0..5 {
+        let n = ThinEventBuilder::new(&format!("evt_t{i}"), "v1.price.activated")
+            .created(now - 30 + i)
+            .build();
+        s.fake.add_v2_event(&n).unwrap();
+    }
+    let r = s.reconciler().thin_since_cursor().await.unwrap();
+    assert_eq!((r.listed, r.processed, r.duplicates), (6, 5, 1), "{r:?}");
+    s.runs.all_once(6);
+    assert!(s
+        .store
+        .watermark("reconcile:default:v2")
+        .await
+        .unwrap()
+        .is_some());
+    let again = s.reconciler().thin_since_cursor().await.unwrap();
+    assert_eq!(again.processed, 0);
+}

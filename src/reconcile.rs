@@ -155,7 +155,7 @@ struct Frontier {
 
 impl Frontier {
     fn saw(&mut self, created: i64, id: &EventId, o: &Outcome) {
-        if self.newest.as_ref().is_none_or_older(created) {
+        if self.newest.as_ref().map_or(true, |w| w.created < created) {
             self.newest = Some(Watermark::new(created, id.clone()));
         }
         let open = matches!(o.kind().name(), "in_progress") || o.status() >= 500;
@@ -169,19 +169,6 @@ impl Frontier {
             // Not past an open event: the next pass starts at its second.
             (Some(open), _) => Some(Watermark::new(open, EventId::new(""))),
             (None, newest) => newest.clone(),
-        }
-    }
-}
-
-trait OlderThan {
-    fn is_none_or_older(self, created: i64) -> bool;
-}
-
-impl OlderThan for Option<&Watermark> {
-    fn is_none_or_older(self, created: i64) -> bool {
-        match self {
-            Some(w) => w.created < created,
-            None => true,
         }
     }
 }

@@ -359,3 +359,25 @@ fn examples_print_their_enabled_events() {
         }));
     }
 }
+
+/// `examples/reconcile.rs --fake`: the pass runs the two events the webhook missed and
+/// skips the one it handled; a second pass runs nothing.
+#[cfg(feature = "client")]
+#[test]
+fn reconcile_example_catches_up_once() {
+    let dir = common::TempDir::new("ex_reconcile");
+    let run = || {
+        let out = Command::new(common::example_binary("reconcile"))
+            .arg("--fake")
+            .env("SQLITE_PATH", dir.join("r.db"))
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = run();
+    assert!(first.contains("2 processed, 1 already done"), "{first}");
+    let second = run();
+    assert!(second.contains("0 processed"), "{second}");
+}

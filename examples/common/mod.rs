@@ -88,7 +88,7 @@ fn now_ms() -> i64 {
 }
 
 /// One row per effect the demo handler had: `grant`, `payment_failed` or `revoke`.
-const SQLITE_ACCESS: &str = "CREATE TABLE IF NOT EXISTS access (
+pub const SQLITE_ACCESS: &str = "CREATE TABLE IF NOT EXISTS access (
     event_id TEXT NOT NULL, action TEXT NOT NULL, customer TEXT, email TEXT, at INTEGER NOT NULL)";
 const POSTGRES_ACCESS: &str = "CREATE TABLE IF NOT EXISTS access (
     event_id TEXT NOT NULL, action TEXT NOT NULL, customer TEXT, email TEXT, at BIGINT NOT NULL)";

@@ -128,7 +128,7 @@ async fn an_older_event_is_stale_and_goes_to_handle_stale() {
 async fn ties_follow_the_policy() {
     for (ties, want) in [(TiePolicy::Run, "processed"), (TiePolicy::Stale, "stale")] {
         let h = Arc::new(Recorder::default());
-        let p = processor(MemoryStore::new(), Arc::clone(&h), ties);
+        let p = processor(MemoryStore::new(), Arc::clone(&h), ties.clone());
         assert_eq!(
             p.process_event(&update("evt_a", "cus_1", BASE))
                 .await
@@ -302,4 +302,67 @@ async fn shuffled_updates_end_in_order_on_sqlite() {
         .unwrap();
     store.migrate().await.unwrap();
     shuffled_updates_end_in_order(store).await;
+}
+
+/// `TiePolicy::Fetch`: a same-second event runs on the object fetched from the API; a
+/// failed fetch is a 500, never the stale snapshot.
+#[cfg(feature = "client")]
+#[tokio::test]
+async fn a_tie_runs_on_the_fetched_object_with_the_fetch_policy() {
+    struct Seen(Mutex<Vec<String>>);
+    #[async_trait]
+    impl EventHandler for Seen {
+        async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+            let v: serde_json::Value = serde_json::from_str(event.raw_object().get()).unwrap();
+            let name = v["name"].as_str().unwrap_or("-").to_owned();
+            self.0.lock().unwrap().push(name);
+            Ok(())
+        }
+    }
+    let fake = testing::FakeStripe::start().await.unwrap();
+    fake.add_object(
+        "/v1/customers/cus_1",
+        r#"{"id":"cus_1","object":"customer","name":"from the API"}"#,
+    )
+    .unwrap();
+    let seen = Arc::new(Seen(Mutex::new(Vec::new())));
+    let p = Processor::ordered(
+        Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
+        MemoryStore::new(),
+        Arc::clone(&seen),
+        TiePolicy::Fetch(Arc::new(fake.client().unwrap())),
+    );
+    let named = |id: &str, created: i64, name: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
+            id,
+            "customer.updated",
+            &format!(r#"{{"id":"cus_1","object":"customer","name":"{name}"}}"#),
+        ))
+        .unwrap();
+        v["created"] = created.into();
+        dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
+    };
+    assert_eq!(
+        p.process_event(&named("evt_a", BASE, "snapshot a"))
+            .await
+            .kind()
+            .name(),
+        "processed"
+    );
+    assert_eq!(
+        p.process_event(&named("evt_b", BASE, "snapshot b"))
+            .await
+            .kind()
+            .name(),
+        "processed"
+    );
+    assert_eq!(
+        seen.0.lock().unwrap().as_slice(),
+        ["snapshot a", "from the API"],
+        "no watermark yet: the first runs as sent; the tie runs on the fetched object"
+    );
+    fake.remove_object("/v1/customers/cus_1");
+    let o = p.process_event(&named("evt_c", BASE, "snapshot c")).await;
+    assert_eq!(o.status(), 500, "{o:?}");
+    assert_eq!(seen.0.lock().unwrap().len(), 2);
 }

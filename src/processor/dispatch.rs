@@ -302,9 +302,9 @@ impl OrderingGuard {
                 return refused;
             }
         };
-        let stale = watermark.filter(|w| {
+        let stale = watermark.clone().filter(|w| {
             let tie = w.created == event.created() && w.event_id != *event.id();
-            w.created > event.created() || (tie && self.ties == TiePolicy::Stale)
+            w.created > event.created() || (tie && matches!(self.ties, TiePolicy::Stale))
         });
         if let Some(watermark) = stale {
             // An older event than the one applied last: not applied over it. The claim
@@ -333,6 +333,25 @@ impl OrderingGuard {
             holder: holder.clone(),
         });
         let applied = Watermark::new(event.created(), event.id().clone());
+        let tie = watermark
+            .as_ref()
+            .is_some_and(|w| w.created == event.created());
+        let fresh;
+        let event = match &self.ties {
+            TiePolicy::Fetch(client) if tie => match event.refetched(&**client).await {
+                Ok(e) => {
+                    fresh = e;
+                    &fresh
+                }
+                Err(e) => {
+                    let e = HandlerError::new(e);
+                    let _ = store_call(t, self.store.release(&token, &e.to_string())).await;
+                    unlock().await;
+                    return Dispatched::attempt(OutcomeKind::HandlerFailed(e), token.attempt());
+                }
+            },
+            _ => event,
+        };
         let fut = handler_future(|| handler.handle(event));
         let completion = Completion::Applied {
             store: &*self.store,

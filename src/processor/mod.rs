@@ -44,21 +44,36 @@ pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the ordering guard ([`Processor::ordered`]) settles a tie: an event of the same
-/// object and the same `created` second as the last one applied, but another id.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// object and the same `created` second as the last one applied, but another id. Within
+/// one second Stripe's order is unknown, so the event's snapshot may or may not be the
+/// newer state.
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum TiePolicy {
-    /// Run it (the default): within one second the order is unknown, so the later
-    /// delivery is applied, and becomes the watermark. Right for handlers that act on
-    /// what the event says happened (send a receipt, record a payment).
+    /// Run it (the default), and it becomes the watermark. Right for handlers that act on
+    /// what the event says happened (send a receipt, record a payment), where both
+    /// events must run.
     #[default]
     Run,
-    /// Treat it as stale: only a strictly newer event is applied after another of the
-    /// same second. Right for handlers that copy the object's state and would rather keep
-    /// the first of two same-second states than flip between them; pair it with fetching
-    /// the object from the API when you need the latest state (the `client` feature's
-    /// fetch-before-acting wrapper).
+    /// Fetch the object from the API and run the handler on the event rebuilt with that
+    /// object ([`Event::refetched`](crate::Event::refetched)), so a handler that copies
+    /// state copies the current one whatever the order. A failed fetch is a handler
+    /// failure (500, and Stripe retries), never a silent fall back to the snapshot.
+    Fetch(Arc<dyn crate::client::StripeClient>),
+    /// Treat it as stale: after one event of a second, another of the same second is not
+    /// applied. For handlers that copy state and can live with keeping the first of two
+    /// same-second states.
     Stale,
+}
+
+impl std::fmt::Debug for TiePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TiePolicy::Run => "Run",
+            TiePolicy::Fetch(_) => "Fetch(..)",
+            TiePolicy::Stale => "Stale",
+        })
+    }
 }
 
 /// The event types a processor's Stripe destinations need: see

@@ -85,7 +85,11 @@ pub enum ReconcileError {
 ///   for a processor with a thin handler.
 ///
 /// Only the types the processor's handlers take are listed
-/// ([`Processor::enabled_events`]).
+/// ([`Processor::enabled_events`]). A pass lists everything first and then runs it
+/// oldest first (Stripe lists newest first), so with the ordering guard
+/// ([`Processor::ordered`]) the missed updates of an object apply in order instead of
+/// all but the newest being stale; the listing is held in memory, which the lookback
+/// and the cursor bound.
 ///
 /// Schedule a pass every few minutes, from every replica if you like:
 ///
@@ -136,6 +140,13 @@ impl std::fmt::Debug for Reconciler {
             .field("page_size", &self.page_size)
             .finish_non_exhaustive()
     }
+}
+
+/// Puts a newest-first listing oldest first, keeping the order within a second reversed
+/// too (Stripe lists the later of two same-second events first).
+fn oldest_first<T>(items: &mut [T], created: impl Fn(&T) -> i64) {
+    items.reverse();
+    items.sort_by_key(created);
 }
 
 fn now_unix() -> i64 {
@@ -243,27 +254,34 @@ impl Reconciler {
         p
     }
 
-    /// Runs every v1 event matching `params`, page after page.
+    /// Lists every v1 event matching `params`, page after page, then runs them oldest
+    /// first: Stripe lists newest first, and an ordering guard would otherwise find
+    /// every older event of an object stale.
     async fn run_v1(
         &self,
         mut params: ListEventsParams,
         report: &mut ReconcileReport,
         frontier: &mut Frontier,
     ) -> Result<(), ReconcileError> {
+        let mut events = Vec::new();
         loop {
             let page = self.client.list_events(&self.context, &params).await?;
             report.pages += 1;
             report.listed += page.data.len();
-            for event in &page.data {
-                let o = self.processor.process_event(event).await;
-                report.count(&o);
-                frontier.saw(event.created(), event.id(), &o);
-            }
-            match page.next_params(&params) {
+            let next = page.next_params(&params);
+            events.extend(page.data);
+            match next {
                 Some(next) => params = next,
-                None => return Ok(()),
+                None => break,
             }
         }
+        oldest_first(&mut events, |e| e.created());
+        for event in &events {
+            let o = self.processor.process_event(event).await;
+            report.count(&o);
+            frontier.saw(event.created(), event.id(), &o);
+        }
+        Ok(())
     }
 
     /// Runs the snapshot events Stripe could not deliver (`delivery_success=false`) in
@@ -334,7 +352,7 @@ impl Reconciler {
         if !types.iter().any(|t| t == "*") && types.len() <= MAX_TYPE_FILTERS {
             params = params.with_types(types);
         }
-        let mut frontier = Frontier::default();
+        let mut notifications = Vec::new();
         let mut page_token = None;
         loop {
             let page = self
@@ -343,15 +361,19 @@ impl Reconciler {
                 .await?;
             report.pages += 1;
             report.listed += page.data.len();
-            for n in &page.data {
-                let o = self.processor.process_notification(n).await;
-                report.count(&o);
-                frontier.saw(n.created_unix().unwrap_or(from), &n.id, &o);
-            }
+            let empty = page.data.is_empty();
+            notifications.extend(page.data);
             match page.next_page {
-                Some(next) if !page.data.is_empty() => page_token = Some(next),
+                Some(next) if !empty => page_token = Some(next),
                 _ => break,
             }
+        }
+        oldest_first(&mut notifications, |n| n.created_unix().unwrap_or(from));
+        let mut frontier = Frontier::default();
+        for n in &notifications {
+            let o = self.processor.process_notification(n).await;
+            report.count(&o);
+            frontier.saw(n.created_unix().unwrap_or(from), &n.id, &o);
         }
         self.advance(&key, &frontier, &mut report).await?;
         Ok(report)

@@ -346,3 +346,52 @@ async fn thin_events_reconcile_from_the_v2_list_and_share_the_dedupe_key() {
     let again = s.reconciler().thin_since_cursor().await.unwrap();
     assert_eq!(again.processed, 0);
 }
+
+/// With the ordering guard, missed updates of one object apply oldest first: none is
+/// stale, and the handler sees them in order.
+#[tokio::test]
+async fn missed_updates_apply_in_order_under_the_ordering_guard() {
+    struct Order(Mutex<Vec<String>>);
+    #[async_trait]
+    impl EventHandler for Order {
+        async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+            self.0.lock().unwrap().push(event.id().to_string());
+            Ok(())
+        }
+    }
+    let fake = FakeStripe::start().await.unwrap();
+    let now = testing::now();
+    for (id, created) in [
+        ("evt_o1", now - 30),
+        ("evt_o2", now - 20),
+        ("evt_o3", now - 20),
+        ("evt_o4", now - 10),
+    ] {
+        let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
+            id,
+            "customer.updated",
+            r#"{"id":"cus_1","object":"customer"}"#,
+        ))
+        .unwrap();
+        v["created"] = created.into();
+        fake.add_event(&v.to_string()).unwrap();
+    }
+    let store = Arc::new(MemoryStore::new());
+    let order = Arc::new(Order(Mutex::new(Vec::new())));
+    let processor = Arc::new(Processor::ordered(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        Arc::clone(&store),
+        Arc::clone(&order),
+        stripe_webhooks::TiePolicy::Run,
+    ));
+    let r = Reconciler::new(fake.client().unwrap(), processor, store)
+        .with_page_size(2)
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!((r.processed, r.skipped), (4, 0), "{r:?}");
+    assert_eq!(
+        order.0.lock().unwrap().as_slice(),
+        ["evt_o1", "evt_o2", "evt_o3", "evt_o4"]
+    );
+}

@@ -258,6 +258,38 @@ impl EventHandler for VersionState {
     }
 }
 
+/// `VersionState` in inbox mode: the state changes in the delivery's transaction.
+struct VersionStateTx {
+    table: String,
+}
+
+#[async_trait]
+impl TransactionalHandler<Postgres> for VersionStateTx {
+    async fn handle(
+        &self,
+        event: &Event,
+        conn: &mut sqlx::PgConnection,
+    ) -> Result<(), HandlerError> {
+        let (object_id, version) = version_of(event)?;
+        tokio::time::sleep(Duration::from_millis(
+            (version as u64 * 7 + object_id.len() as u64) % 21,
+        ))
+        .await;
+        let t = &self.table;
+        sqlx::query(&format!(
+            "INSERT INTO {t} (object_id, version, regressions) VALUES ($1, $2, 0) \
+             ON CONFLICT (object_id) DO UPDATE SET version = excluded.version, \
+             regressions = {t}.regressions + (excluded.version < {t}.version)::int"
+        ))
+        .bind(&object_id)
+        .bind(version)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(HandlerError::new)
+    }
+}
+
 /// The processor of `--ordered`: the ordering guard over the backend's store.
 async fn ordered(a: &Args, verifier: Verifier) -> Result<Processor, Box<dyn Error>> {
     let state = format!("{}_state", a.name);
@@ -281,6 +313,13 @@ async fn ordered(a: &Args, verifier: Verifier) -> Result<Processor, Box<dyn Erro
             let store = PostgresStore::new(pool.clone()).with_table(&a.name)?;
             store.migrate().await?;
             let _ = sqlx::query(&ddl).execute(&pool).await;
+            if a.inbox {
+                let handler = VersionStateTx { table: state };
+                return Ok(Processor::with_inbox(
+                    verifier,
+                    store.inbox(handler).ordered(TiePolicy::Run),
+                ));
+            }
             let effects = Effects::Postgres(pool, state);
             Processor::ordered(verifier, store, VersionState { effects }, TiePolicy::Run)
         }

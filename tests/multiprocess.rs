@@ -251,9 +251,11 @@ fn deal_updates(
 /// 100 objects × 5 updates, shuffled and duplicated across 4 processes with the
 /// ordering guard: every object ends at its last version, and no update was ever
 /// applied over a newer one. Returns `(objects at version 5, regressions)`.
-async fn ordered_updates(backend: &str, url: &str, name: &str) -> (i64, i64) {
+async fn ordered_updates(backend: &str, url: &str, name: &str, extra: &[&str]) -> (i64, i64) {
     let files = deal_updates(name, 100, 5, 2, 4);
-    let counts = run_round(backend, url, name, &files, &["--ordered", "--retry"]);
+    let mut flags = vec!["--ordered", "--retry"];
+    flags.extend_from_slice(extra);
+    let counts = run_round(backend, url, name, &files, &flags);
     assert_eq!(counts.get(&200), Some(&1000), "{counts:?}");
     match backend {
         "redis" => {
@@ -291,7 +293,21 @@ async fn ordering_guard_across_four_processes_on_postgres() {
     let _serial = SERIAL.lock().await;
     let (url, name) = (pg_url(), unique("pg_order"));
     let _dir = common::TempDir::at(&name);
-    assert_eq!(ordered_updates("postgres", &url, &name).await, (100, 0));
+    assert_eq!(
+        ordered_updates("postgres", &url, &name, &[]).await,
+        (100, 0)
+    );
+}
+
+#[tokio::test]
+async fn ordering_guard_in_postgres_inbox_mode_across_four_processes() {
+    let _serial = SERIAL.lock().await;
+    let (url, name) = (pg_url(), unique("pg_order_inbox"));
+    let _dir = common::TempDir::at(&name);
+    assert_eq!(
+        ordered_updates("postgres", &url, &name, &["--inbox"]).await,
+        (100, 0)
+    );
 }
 
 #[tokio::test]
@@ -299,7 +315,7 @@ async fn ordering_guard_across_four_processes_on_redis() {
     let _serial = SERIAL.lock().await;
     let (url, name) = (redis_url(), unique("redis_order"));
     let _dir = common::TempDir::at(&name);
-    assert_eq!(ordered_updates("redis", &url, &name).await, (100, 0));
+    assert_eq!(ordered_updates("redis", &url, &name, &[]).await, (100, 0));
 }
 
 fn assert_only_200_409(counts: &HashMap<u16, usize>, total: usize) {

@@ -8,11 +8,12 @@ use sqlx::Postgres;
 use super::TransactionalHandler;
 use crate::event::Event;
 use crate::idempotency::sql::postgres::is_lock_timeout;
-use crate::idempotency::sql::{db_err, millis};
-use crate::idempotency::{Claim, ClaimToken, PostgresStore, StoreError};
+use crate::idempotency::sql::{db_err, millis, watermark_of};
+use crate::idempotency::{Claim, ClaimToken, PostgresStore, StoreError, Watermark};
 use crate::processor::sealed::Sealed;
 use crate::processor::{
     run_handler, store_call, DispatchSettings, Dispatched, Dispatcher, Inbox, OutcomeKind,
+    TiePolicy,
 };
 
 /// Inbox mode on PostgreSQL, for [`Processor::with_inbox`](crate::Processor::with_inbox): it claims the event, runs a
@@ -53,11 +54,28 @@ use crate::processor::{
 pub struct PostgresInbox<H> {
     store: PostgresStore,
     handler: H,
+    ordering: Option<TiePolicy>,
 }
 
 impl<H> PostgresInbox<H> {
     pub(crate) fn new(store: PostgresStore, handler: H) -> Self {
-        Self { store, handler }
+        Self {
+            store,
+            handler,
+            ordering: None,
+        }
+    }
+
+    /// Turns on the ordering guard (see [`Processor::ordered`](crate::Processor::ordered))
+    /// inside the delivery's transaction: the object's row (`{table}_objects`) is locked
+    /// with the claim, so deliveries about one object run one at a time (a delivery that
+    /// waits past the store timeout gets 409), an event older than the object's
+    /// watermark is completed without running the handler (`stale`), and the watermark
+    /// moves in the transaction that commits the handler's writes.
+    #[must_use]
+    pub fn ordered(mut self, ties: TiePolicy) -> Self {
+        self.ordering = Some(ties);
+        self
     }
 
     /// The store underneath.
@@ -91,6 +109,7 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
             return Dispatched::unclaimed(OutcomeKind::Ignored);
         }
         let core = &self.store.core;
+        let object_id = self.ordering.as_ref().and_then(|_| event.object_id());
         let id = event.id();
         let event_type = event.event_type();
         let hex = ClaimToken::new(id.clone(), 0).fence_hex();
@@ -122,7 +141,18 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
                 )
                 .await
                 .map_err(db_err)?;
+            let mut watermark = None;
             if attempt.is_some() {
+                // The ordering guard's row lock, under the same short lock timeout: a
+                // delivery about the same object holds it until it commits.
+                if let Some(object_id) = &object_id {
+                    let row = sqlx::query(&core.sql.lock_row)
+                        .bind(object_id.as_str())
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    watermark = watermark_of::<Postgres>(&row)?;
+                }
                 // The short lock timeout was for the claim only; the handler's own
                 // statements run under the session's setting.
                 sqlx::query("SET LOCAL lock_timeout TO DEFAULT")
@@ -130,10 +160,10 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
                     .await
                     .map_err(db_err)?;
             }
-            Ok(attempt)
+            Ok(attempt.map(|a| (a, watermark)))
         })
         .await;
-        let attempt = match claimed {
+        let (attempt, watermark) = match claimed {
             Ok(Some(a)) => a,
             Ok(None) => {
                 // Under the store timeout like every other store call.
@@ -161,9 +191,50 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
             Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
         };
 
-        match run_handler(self.handler.handle(event, &mut *tx), settings.deadline).await {
+        let tie = watermark
+            .as_ref()
+            .is_some_and(|w| w.created == event.created() && w.event_id != *id);
+        let stale = watermark.as_ref().is_some_and(|w| {
+            w.created > event.created() || (tie && matches!(self.ordering, Some(TiePolicy::Stale)))
+        });
+        // A tie under `TiePolicy::Fetch` runs on the object fetched from the API; a
+        // failed fetch is a handler failure.
+        let mut failed_fetch = None;
+        let fresh;
+        let event = match &self.ordering {
+            Some(TiePolicy::Fetch(client)) if tie && !stale => {
+                match event.refetched(&**client).await {
+                    Ok(e) => {
+                        fresh = e;
+                        &fresh
+                    }
+                    Err(e) => {
+                        failed_fetch = Some(crate::HandlerError::new(e));
+                        event
+                    }
+                }
+            }
+            _ => event,
+        };
+        let outcome = if let Some(e) = failed_fetch.take() {
+            Err(e)
+        } else if stale {
+            Ok(())
+        } else {
+            run_handler(self.handler.handle(event, &mut *tx), settings.deadline).await
+        };
+        match outcome {
             Ok(()) => {
                 let completed = store_call(t, async {
+                    if let (Some(object_id), false) = (&object_id, stale) {
+                        sqlx::query(&core.sql.advance)
+                            .bind(object_id.as_str())
+                            .bind(event.created())
+                            .bind(id.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                    }
                     let done = sqlx::query(&core.sql.complete)
                         .bind(id.as_str())
                         .bind(&hex)
@@ -183,6 +254,12 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
                     Err(e) => Err(e),
                 };
                 match committed {
+                    Ok(()) if stale => Dispatched::attempt(
+                        OutcomeKind::Stale {
+                            watermark: watermark.unwrap_or_else(|| Watermark::new(0, id.clone())),
+                        },
+                        attempt,
+                    ),
                     Ok(()) => Dispatched::attempt(OutcomeKind::Processed, attempt),
                     Err(e) => Dispatched::attempt(OutcomeKind::StoreUnavailable(e), attempt),
                 }

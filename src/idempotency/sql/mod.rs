@@ -75,6 +75,8 @@ pub(crate) struct Sql {
     pub(crate) advance: String,
     pub(crate) unlock_object: String,
     pub(crate) watermark: String,
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) lock_row: String,
     pub(crate) purge_objects: String,
 }
 
@@ -96,6 +98,7 @@ impl Sql {
             advance: render(d.advance, d, t),
             unlock_object: render(d.unlock_object, d, t),
             watermark: render(d.watermark, d, t),
+            lock_row: render(d.lock_row, d, t),
             purge_objects: render(d.purge_objects, d, t),
         }
     }
@@ -660,7 +663,7 @@ macro_rules! store_impls {
 pub(crate) use store_impls;
 
 /// A watermark from a row's `created` and `event_id` columns (both null: none yet).
-fn watermark_of<DB: Dialect>(row: &DB::Row) -> Result<Option<Watermark>, StoreError>
+pub(crate) fn watermark_of<DB: Dialect>(row: &DB::Row) -> Result<Option<Watermark>, StoreError>
 where
     for<'q> String: Decode<'q, DB> + Type<DB>,
     for<'q> i64: Decode<'q, DB> + Type<DB>,

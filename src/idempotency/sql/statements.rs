@@ -29,6 +29,7 @@
 /// | `advance` | object id, created, event id | |
 /// | `unlock_object` | object id, holder | |
 /// | `watermark` | object id | `created`, `event_id` |
+/// | `lock_row` | object id | `created`, `event_id` (the row stays locked) |
 /// | `purge_objects` | retention ms, batch size | |
 #[derive(Debug)]
 pub struct Statements {
@@ -67,6 +68,9 @@ pub struct Statements {
     pub unlock_object: &'static str,
     /// An object's watermark.
     pub watermark: &'static str,
+    /// Inbox mode: writes the object's row, so it stays locked until the transaction
+    /// ends, and reads its watermark.
+    pub lock_row: &'static str,
     /// Deletes one batch of unlocked objects untouched for the retention.
     pub purge_objects: &'static str,
 }
@@ -117,6 +121,8 @@ pub const SQLITE: Statements = Statements {
         updated_at = excluded.updated_at WHERE o.created IS NULL OR o.created <= excluded.created",
     unlock_object: "UPDATE {t}_objects SET holder = NULL, lock_until = NULL WHERE object_id = ?1 AND holder = ?2",
     watermark: "SELECT created, event_id FROM {t}_objects WHERE object_id = ?1",
+    lock_row: "INSERT INTO {t}_objects AS o (object_id, updated_at) VALUES (?1, {now}) \
+        ON CONFLICT (object_id) DO UPDATE SET updated_at = excluded.updated_at RETURNING created, event_id",
     purge_objects: "DELETE FROM {t}_objects WHERE rowid IN (SELECT rowid FROM {t}_objects \
         WHERE (holder IS NULL OR lock_until < {now}) AND updated_at < {now} - ?1 LIMIT ?2)",
 };
@@ -171,6 +177,8 @@ pub const POSTGRES: Statements = Statements {
         updated_at = now() WHERE o.created IS NULL OR o.created <= EXCLUDED.created",
     unlock_object: "UPDATE {t}_objects SET holder = NULL, lock_until = NULL WHERE object_id = $1 AND holder = $2",
     watermark: "SELECT created, event_id FROM {t}_objects WHERE object_id = $1",
+    lock_row: "INSERT INTO {t}_objects AS o (object_id, updated_at) VALUES ($1, now()) \
+        ON CONFLICT (object_id) DO UPDATE SET updated_at = now() RETURNING created, event_id",
     purge_objects: "DELETE FROM {t}_objects WHERE object_id IN (SELECT object_id FROM {t}_objects \
         WHERE (holder IS NULL OR lock_until < now()) \
         AND updated_at < now() - $1::bigint * interval '1 millisecond' LIMIT $2 FOR UPDATE SKIP LOCKED)",

@@ -142,9 +142,9 @@ pub use idempotency::RedisStore;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use idempotency::DEFAULT_TABLE;
 pub use idempotency::{
-    Claim, ClaimToken, EventRecord, IdempotencyStore, MemoryStore, ObjectLock, OrderingStore,
-    RecordStatus, StoreAdmin, StoreError, UnknownStatus, Watermark, DEFAULT_MAX_RECORDS,
-    DEFAULT_RETENTION, MAX_ERROR_LEN,
+    Claim, ClaimToken, EventRecord, IdempotencyStore, LockedClaim, MemoryStore, ObjectLock,
+    OrderingStore, RecordStatus, StoreAdmin, StoreError, UnknownStatus, Watermark,
+    DEFAULT_MAX_RECORDS, DEFAULT_RETENTION, MAX_ERROR_LEN,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -19,7 +19,7 @@ use crate::event::{EventId, EventType};
 
 pub use memory::{MemoryStore, DEFAULT_MAX_RECORDS};
 pub(crate) use ordering::advances;
-pub use ordering::{ObjectLock, OrderingStore, Watermark};
+pub use ordering::{LockedClaim, ObjectLock, OrderingStore, Watermark};
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{ClaimToken, IdempotencyStore, StoreError};
-use crate::event::EventId;
+use super::{Claim, ClaimToken, IdempotencyStore, StoreError};
+use crate::event::{EventId, EventType};
 
 /// The last event applied to an object: its `created` time (Unix seconds) and id. The
 /// ordering guard answers an event older than its object's watermark without running
@@ -35,6 +35,27 @@ pub enum ObjectLock {
         watermark: Option<Watermark>,
     },
     /// Another delivery holds the object's lock for this long yet.
+    Busy {
+        /// When to try again.
+        retry_after: Duration,
+    },
+}
+
+/// What [`OrderingStore::lock_and_claim`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockedClaim {
+    /// The object is locked and the event claimed.
+    Acquired {
+        /// The object's watermark.
+        watermark: Option<Watermark>,
+        /// The event's claim.
+        token: ClaimToken,
+    },
+    /// The event's claim was refused ([`Claim::Completed`] or [`Claim::InProgress`]);
+    /// the object is not locked.
+    Refused(Claim),
+    /// Another holder has the object's lock; nothing was claimed.
     Busy {
         /// When to try again.
         retry_after: Duration,
@@ -101,6 +122,38 @@ pub trait OrderingStore: IdempotencyStore {
     /// [`StoreError`] when the store cannot answer.
     async fn watermark(&self, object_id: &str) -> Result<Option<Watermark>, StoreError>;
 
+    /// Locks `object_id` for `holder` and, when it is locked, claims the event: the
+    /// ordering guard's first step. The default calls
+    /// [`lock_object`](Self::lock_object) then [`claim`](IdempotencyStore::claim) (and
+    /// unlocks again when the claim is refused); the SQL stores do both in one
+    /// transaction, one commit.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store cannot answer (the object is then not locked by
+    /// this call, or its lease frees it).
+    async fn lock_and_claim(
+        &self,
+        object_id: &str,
+        holder: &str,
+        lease: Duration,
+        event_id: &EventId,
+        event_type: &EventType,
+    ) -> Result<LockedClaim, StoreError> {
+        let watermark = match self.lock_object(object_id, holder, lease).await? {
+            ObjectLock::Acquired { watermark } => watermark,
+            ObjectLock::Busy { retry_after } => return Ok(LockedClaim::Busy { retry_after }),
+        };
+        let claim = self.claim(event_id, event_type, lease).await;
+        match claim {
+            Ok(Claim::Acquired(token)) => Ok(LockedClaim::Acquired { watermark, token }),
+            other => {
+                let _ = self.unlock_object(object_id, holder).await;
+                other.map(LockedClaim::Refused)
+            }
+        }
+    }
+
     /// Moves `key`'s watermark to `to` unless it is newer already, outside any claim: the
     /// reconciler keeps its cursors this way (keys `reconcile:…`), so replicas that run
     /// it at once only ever move a cursor forward.
@@ -144,6 +197,19 @@ impl<S: OrderingStore + ?Sized> OrderingStore for std::sync::Arc<S> {
 
     async fn advance_watermark(&self, key: &str, to: &Watermark) -> Result<(), StoreError> {
         (**self).advance_watermark(key, to).await
+    }
+
+    async fn lock_and_claim(
+        &self,
+        object_id: &str,
+        holder: &str,
+        lease: Duration,
+        event_id: &EventId,
+        event_type: &EventType,
+    ) -> Result<LockedClaim, StoreError> {
+        (**self)
+            .lock_and_claim(object_id, holder, lease, event_id, event_type)
+            .await
     }
 }
 

@@ -17,7 +17,8 @@ use super::{DEFAULT_HANDLER_DEADLINE, DEFAULT_LEASE, DEFAULT_STORE_TIMEOUT};
 use crate::event::{Event, EventId, EventType};
 use crate::handler::{EventHandler, HandlerError};
 use crate::idempotency::{
-    Claim, ClaimToken, IdempotencyStore, ObjectLock, OrderingStore, StoreError, Watermark,
+    Claim, ClaimToken, IdempotencyStore, LockedClaim, ObjectLock, OrderingStore, StoreError,
+    Watermark,
 };
 
 /// The settings an event is dispatched under.
@@ -279,28 +280,41 @@ impl OrderingGuard {
         // The lock first: an event that has to wait leaves no trace in the store.
         let holder = ClaimToken::new(event.id().clone(), 0).fence_hex();
         let claimed_at = std::time::Instant::now();
-        let watermark = match store_call(
-            t,
-            self.store.lock_object(object_id, &holder, settings.lease),
-        )
-        .await
-        {
-            Ok(ObjectLock::Acquired { watermark }) => watermark,
-            Ok(ObjectLock::Busy { retry_after }) => {
+        let locked = self.store.lock_and_claim(
+            object_id,
+            &holder,
+            settings.lease,
+            event.id(),
+            event.event_type(),
+        );
+        let (watermark, token) = match store_call(t, locked).await {
+            Ok(LockedClaim::Acquired { watermark, token }) => (watermark, token),
+            Ok(LockedClaim::Busy { retry_after }) => {
                 return Dispatched::unclaimed(OutcomeKind::InProgress { retry_after })
+            }
+            Ok(LockedClaim::Refused(Claim::Completed)) => {
+                return Dispatched::unclaimed(OutcomeKind::Duplicate)
+            }
+            Ok(LockedClaim::Refused(Claim::InProgress { retry_after })) => {
+                return Dispatched::unclaimed(OutcomeKind::InProgress { retry_after })
+            }
+            Ok(LockedClaim::Refused(Claim::Acquired(token))) => {
+                // Not a refusal after all (a store's own lock_and_claim): settle it.
+                let _ = store_call(
+                    t,
+                    self.store
+                        .release(&token, "claimed without the object lock"),
+                )
+                .await;
+                return Dispatched::unclaimed(OutcomeKind::InProgress {
+                    retry_after: Duration::from_millis(100),
+                });
             }
             Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
         };
         let unlock = || async {
             // If this fails, the lock's lease ends it instead.
             let _ = store_call(t, self.store.unlock_object(object_id, &holder)).await;
-        };
-        let token = match claim(&*self.store, event.id(), event.event_type(), settings).await {
-            Ok(token) => token,
-            Err(refused) => {
-                unlock().await;
-                return refused;
-            }
         };
         let stale = watermark.clone().filter(|w| {
             let tie = w.created == event.created() && w.event_id != *event.id();

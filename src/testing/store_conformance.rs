@@ -27,8 +27,8 @@ use std::time::Duration;
 use crate::clock::ManualClock;
 use crate::event::{EventId, EventType};
 use crate::idempotency::{
-    Claim, ClaimToken, IdempotencyStore, ObjectLock, OrderingStore, RecordStatus, StoreAdmin,
-    StoreError, Watermark,
+    Claim, ClaimToken, IdempotencyStore, LockedClaim, ObjectLock, OrderingStore, RecordStatus,
+    StoreAdmin, StoreError, Watermark,
 };
 
 const LONG: Duration = Duration::from_secs(600);
@@ -324,7 +324,52 @@ pub async fn run_ordering<S: OrderingStore>(store: Arc<S>, time: LeaseTime) {
     complete_applied_with_a_lost_claim_changes_nothing(&*store).await;
     expired_object_lock_is_taken_over(&*store, &time).await;
     advance_watermark_only_moves_forward(&*store).await;
+    lock_and_claim_locks_then_claims(&*store).await;
     concurrent_object_locks_acquire_once(store, 50).await;
+}
+
+/// `lock_and_claim`: both or neither. A busy object claims nothing; a refused claim
+/// leaves the object unlocked.
+pub async fn lock_and_claim_locks_then_claims<S: OrderingStore + ?Sized>(store: &S) {
+    let obj = fresh_object("lac");
+    let (first, second) = (fresh_id("lac1"), fresh_id("lac2"));
+    let token = match store
+        .lock_and_claim(&obj, "h1", LONG, &first, &TYPE)
+        .await
+        .unwrap()
+    {
+        LockedClaim::Acquired {
+            watermark: None,
+            token,
+        } => token,
+        other => panic!("lock and claim should both succeed, got {other:?}"),
+    };
+    assert!(matches!(
+        store
+            .lock_and_claim(&obj, "h2", LONG, &second, &TYPE)
+            .await
+            .unwrap(),
+        LockedClaim::Busy { .. }
+    ));
+    // The busy call claimed nothing: the second event is still new.
+    let probe = acquire(store, &second, LONG).await;
+    store.release(&probe, "probe").await.unwrap();
+    store
+        .complete_applied(&token, &obj, "h1", &Watermark::new(7, first.clone()))
+        .await
+        .unwrap();
+    // A completed event is refused, and the object stays free for others.
+    assert_eq!(
+        store
+            .lock_and_claim(&obj, "h3", LONG, &first, &TYPE)
+            .await
+            .unwrap(),
+        LockedClaim::Refused(Claim::Completed)
+    );
+    assert_eq!(
+        acquired(store.lock_object(&obj, "h4", LONG).await.unwrap()),
+        Some(Watermark::new(7, first))
+    );
 }
 
 /// `advance_watermark` (the reconciler's cursors) moves forward, never back.

@@ -14,7 +14,8 @@ use std::time::Duration;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
 use super::{
-    validate_name, Claim, ClaimToken, EventRecord, ObjectLock, RecordStatus, StoreError, Watermark,
+    validate_name, Claim, ClaimToken, EventRecord, LockedClaim, ObjectLock, RecordStatus,
+    StoreError, Watermark,
 };
 use crate::event::{EventId, EventType};
 use statements::{render, Statements};
@@ -416,20 +417,81 @@ where
                     watermark: watermark_of::<DB>(&row)?,
                 });
             }
-            let left: Option<Option<i64>> = sqlx::query_scalar(&self.sql.object_lock_left)
-                .bind(object_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
-            if let Some(Some(ms)) = left.filter(|l| l.is_some_and(|ms| ms > 0)) {
-                return Ok(ObjectLock::Busy {
-                    retry_after: retry_after_ms(ms),
-                });
+            if let Some(retry_after) = self.lock_object_busy(object_id).await? {
+                return Ok(ObjectLock::Busy { retry_after });
             }
         }
         Ok(ObjectLock::Busy {
             retry_after: Duration::from_secs(1),
         })
+    }
+
+    /// Locks the object and claims the event in one transaction; a refused claim rolls
+    /// the lock back with it.
+    pub(crate) async fn lock_and_claim(
+        &self,
+        object_id: &str,
+        holder: &str,
+        lease: Duration,
+        id: &EventId,
+        event_type: &EventType,
+    ) -> Result<LockedClaim, StoreError> {
+        let token = ClaimToken::new(id.clone(), 0);
+        let fence = token.fence_hex();
+        for _ in 0..3 {
+            let mut tx = self.pool.begin().await.map_err(db_err)?;
+            let row = sqlx::query(&self.sql.lock_object)
+                .bind(object_id)
+                .bind(holder)
+                .bind(millis(lease))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let Some(row) = row else {
+                tx.rollback().await.map_err(db_err)?;
+                match self.lock_object_busy(object_id).await? {
+                    Some(retry_after) => return Ok(LockedClaim::Busy { retry_after }),
+                    None => continue,
+                }
+            };
+            let watermark = watermark_of::<DB>(&row)?;
+            let claimed = self
+                .claim_on(
+                    &mut *tx,
+                    &self.sql.claim,
+                    id,
+                    event_type,
+                    &fence,
+                    Some(lease),
+                )
+                .await
+                .map_err(db_err)?;
+            if let Some(attempt) = claimed {
+                tx.commit().await.map_err(db_err)?;
+                return Ok(LockedClaim::Acquired {
+                    watermark,
+                    token: token.with_attempt(attempt),
+                });
+            }
+            let state = self.state_on(&mut *tx, id).await.map_err(db_err)?;
+            tx.rollback().await.map_err(db_err)?;
+            if let Some(claim) = state {
+                return Ok(LockedClaim::Refused(claim));
+            }
+        }
+        Ok(LockedClaim::Busy {
+            retry_after: Duration::from_secs(1),
+        })
+    }
+
+    /// How long another holder's lock on the object has left; `None` if it is free.
+    async fn lock_object_busy(&self, object_id: &str) -> Result<Option<Duration>, StoreError> {
+        let left: Option<Option<i64>> = sqlx::query_scalar(&self.sql.object_lock_left)
+            .bind(object_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(left.flatten().filter(|ms| *ms > 0).map(retry_after_ms))
     }
 
     /// Completes the claim, moves the watermark and frees the lock in one transaction.
@@ -652,6 +714,19 @@ macro_rules! store_impls {
                 to: &$crate::idempotency::Watermark,
             ) -> Result<(), $crate::idempotency::StoreError> {
                 self.core.advance_watermark(key, to).await
+            }
+
+            async fn lock_and_claim(
+                &self,
+                object_id: &str,
+                holder: &str,
+                lease: std::time::Duration,
+                event_id: &$crate::event::EventId,
+                event_type: &$crate::event::EventType,
+            ) -> Result<$crate::idempotency::LockedClaim, $crate::idempotency::StoreError> {
+                self.core
+                    .lock_and_claim(object_id, holder, lease, event_id, event_type)
+                    .await
             }
         }
     };

@@ -290,6 +290,29 @@ impl TransactionalHandler<Postgres> for VersionStateTx {
     }
 }
 
+#[async_trait]
+impl TransactionalHandler<Sqlite> for VersionStateTx {
+    async fn handle(
+        &self,
+        event: &Event,
+        conn: &mut sqlx::SqliteConnection,
+    ) -> Result<(), HandlerError> {
+        let (object_id, version) = version_of(event)?;
+        let t = &self.table;
+        sqlx::query(&format!(
+            "INSERT INTO {t} (object_id, version, regressions) VALUES (?1, ?2, 0) \
+             ON CONFLICT (object_id) DO UPDATE SET version = excluded.version, \
+             regressions = {t}.regressions + (excluded.version < {t}.version)"
+        ))
+        .bind(&object_id)
+        .bind(version)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(HandlerError::new)
+    }
+}
+
 /// The processor of `--ordered`: the ordering guard over the backend's store.
 async fn ordered(a: &Args, verifier: Verifier) -> Result<Processor, Box<dyn Error>> {
     let state = format!("{}_state", a.name);
@@ -302,6 +325,13 @@ async fn ordered(a: &Args, verifier: Verifier) -> Result<Processor, Box<dyn Erro
             let store = SqliteStore::connect(&a.url).await?.with_table(&a.name)?;
             store.migrate().await?;
             sqlx::query(&ddl).execute(store.pool()).await?;
+            if a.inbox {
+                let handler = VersionStateTx { table: state };
+                return Ok(Processor::with_inbox(
+                    verifier,
+                    store.inbox(handler).ordered(TiePolicy::Run),
+                ));
+            }
             let effects = Effects::Sqlite(store.pool().clone(), state);
             Processor::ordered(verifier, store, VersionState { effects }, TiePolicy::Run)
         }

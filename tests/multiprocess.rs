@@ -252,7 +252,8 @@ fn deal_updates(
 /// ordering guard: every object ends at its last version, and no update was ever
 /// applied over a newer one. Returns `(objects at version 5, regressions)`.
 async fn ordered_updates(backend: &str, url: &str, name: &str, extra: &[&str]) -> (i64, i64) {
-    let files = deal_updates(name, 100, 5, 2, 4);
+    let procs = if backend == "sqlite" { 2 } else { 4 };
+    let files = deal_updates(name, 100, 5, 2, procs);
     let mut flags = vec!["--ordered", "--retry"];
     flags.extend_from_slice(extra);
     let counts = run_round(backend, url, name, &files, &flags);
@@ -274,6 +275,18 @@ async fn ordered_updates(backend: &str, url: &str, name: &str, extra: &[&str]) -
                 .unwrap();
             let at_last = state.values().filter(|v| **v == 5).count() as i64;
             (at_last, regressions.unwrap_or(0))
+        }
+        "sqlite" => {
+            let pool = stripe_webhooks::sqlx::SqlitePool::connect(&format!("sqlite://{url}"))
+                .await
+                .unwrap();
+            let q = format!(
+                "SELECT count(*) FILTER (WHERE version = 5), coalesce(sum(regressions), 0) FROM {name}_state"
+            );
+            stripe_webhooks::sqlx::query_as(&q)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
         }
         _ => {
             let pool = stripe_webhooks::sqlx::PgPool::connect(url).await.unwrap();
@@ -306,6 +319,20 @@ async fn ordering_guard_in_postgres_inbox_mode_across_four_processes() {
     let _dir = common::TempDir::at(&name);
     assert_eq!(
         ordered_updates("postgres", &url, &name, &["--inbox"]).await,
+        (100, 0)
+    );
+}
+
+#[tokio::test]
+async fn ordering_guard_in_sqlite_inbox_mode_across_two_processes() {
+    let _serial = SERIAL.lock().await;
+    let name = unique("sqlite_order_inbox");
+    let _dir = common::TempDir::at(&name);
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("events.db").display().to_string();
+    assert_eq!(
+        ordered_updates("sqlite", &db, &name, &["--inbox"]).await,
         (100, 0)
     );
 }

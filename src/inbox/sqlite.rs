@@ -11,12 +11,13 @@ use super::group_commit::{busy_or_down, is_rolled_back, Batch, CommitError, Grou
 use super::TransactionalHandler;
 use crate::event::Event;
 use crate::handler::HandlerError;
-use crate::idempotency::sql::db_err;
 use crate::idempotency::sql::sqlite::BUSY_TIMEOUT;
+use crate::idempotency::sql::{db_err, watermark_of};
 use crate::idempotency::{Claim, ClaimToken, SqliteStore, StoreError};
 use crate::processor::sealed::Sealed;
 use crate::processor::{
     run_handler, store_call, DispatchSettings, Dispatched, Dispatcher, Inbox, OutcomeKind,
+    TiePolicy,
 };
 
 /// The savepoint each inbox delivery runs in.
@@ -99,6 +100,7 @@ pub struct SqliteInbox<H> {
     handler: H,
     engine: GroupCommit,
     sql: InboxSql,
+    ordering: Option<TiePolicy>,
 }
 
 /// The inbox's statements, built once from the store's: each delivery's claim in a
@@ -144,12 +146,24 @@ impl<H> SqliteInbox<H> {
             handler,
             engine,
             sql,
+            ordering: None,
         }
     }
 
     /// The store underneath.
     pub fn store(&self) -> &SqliteStore {
         &self.store
+    }
+
+    /// Turns on the ordering guard (see [`Processor::ordered`](crate::Processor::ordered))
+    /// inside the delivery's transaction: an event older than its object's watermark is
+    /// completed without running the handler (`stale`), and the watermark moves in the
+    /// transaction that commits the handler's writes. SQLite's one writer already runs
+    /// the deliveries of a file one at a time, so no object lock is needed.
+    #[must_use]
+    pub fn ordered(mut self, ties: TiePolicy) -> Self {
+        self.ordering = Some(ties);
+        self
     }
 }
 
@@ -331,6 +345,51 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
         Dispatched::attempt(OutcomeKind::HandlerFailed(error), attempt)
     }
 
+    /// Undoes a failed delivery's savepoint (its claim and its writes) and records the
+    /// failure in the batch, so Stripe's retry runs it again.
+    async fn undo(
+        &self,
+        batch: &mut Batch,
+        event: &Event,
+        attempt: u32,
+        e: HandlerError,
+        t: Duration,
+    ) -> Result<Step, StoreError> {
+        let core = &self.store.core;
+        let id = event.id();
+        let reason = e.to_string();
+        let undone = store_call(t, async {
+            let recorded = core
+                .record_failure_on(
+                    &mut *batch.tx,
+                    &self.sql.undo,
+                    id,
+                    event.event_type(),
+                    attempt,
+                    &reason,
+                )
+                .await;
+            match recorded {
+                Ok(()) => Ok(true),
+                // The handler's own write made SQLite roll the whole transaction
+                // back: there is no savepoint left to undo.
+                Err(e) if is_rolled_back(&e) => Ok(false),
+                Err(e) => Err(db_err(e)),
+            }
+        })
+        .await?;
+        if !undone {
+            return Ok(Step::RolledBack {
+                culprit: Some((attempt, e)),
+            });
+        }
+        batch.savepoint_open = false;
+        Ok(Step::Now(Dispatched::attempt(
+            OutcomeKind::HandlerFailed(e),
+            attempt,
+        )))
+    }
+
     /// One delivery in the batch: claim (marked completed at once: nobody sees it before
     /// the commit, and a rollback removes it) and handler, in a savepoint of its own.
     async fn deliver(
@@ -393,51 +452,78 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
             });
         };
 
-        match run_handler(
+        // The ordering guard, in the batch's transaction (which sees the watermarks
+        // this batch moved already).
+        let object_id = self.ordering.as_ref().and_then(|_| event.object_id());
+        let mut watermark = None;
+        if let Some(object_id) = &object_id {
+            let row = store_call(t, async {
+                sqlx::query(&core.sql.watermark)
+                    .bind(object_id.as_str())
+                    .fetch_optional(&mut *batch.tx)
+                    .await
+                    .map_err(busy_or_down)
+            })
+            .await?;
+            if let Some(row) = row {
+                watermark = watermark_of::<Sqlite>(&row)?;
+            }
+        }
+        let tie = watermark
+            .as_ref()
+            .is_some_and(|w| w.created == event.created() && w.event_id != *id);
+        let stale = watermark.as_ref().is_some_and(|w| {
+            w.created > event.created() || (tie && matches!(self.ordering, Some(TiePolicy::Stale)))
+        });
+        if let (true, Some(watermark)) = (stale, watermark.clone()) {
+            // Claimed as completed already: the commit settles it, without the handler.
+            return Ok(Step::AfterCommit(Dispatched::attempt(
+                OutcomeKind::Stale { watermark },
+                attempt,
+            )));
+        }
+        let fresh;
+        let event = match &self.ordering {
+            Some(TiePolicy::Fetch(client)) if tie => match event.refetched(&**client).await {
+                Ok(e) => {
+                    fresh = e;
+                    &fresh
+                }
+                Err(e) => {
+                    return self
+                        .undo(batch, event, attempt, HandlerError::new(e), t)
+                        .await;
+                }
+            },
+            _ => event,
+        };
+
+        let handled = run_handler(
             self.handler.handle(event, &mut *batch.tx),
             settings.deadline,
         )
-        .await
-        {
+        .await;
+        let handled = match (handled, &object_id) {
+            (Ok(()), Some(object_id)) => {
+                let advanced = sqlx::query(&core.sql.advance)
+                    .bind(object_id.as_str())
+                    .bind(event.created())
+                    .bind(id.as_str())
+                    .execute(&mut *batch.tx)
+                    .await;
+                match advanced {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(HandlerError::new(e)),
+                }
+            }
+            (other, _) => other,
+        };
+        match handled {
             Ok(()) => Ok(Step::AfterCommit(Dispatched::attempt(
                 OutcomeKind::Processed,
                 attempt,
             ))),
-            Err(e) => {
-                // Undo this delivery's savepoint (its claim and its writes) and record
-                // the failure in the batch, so Stripe's retry runs it again.
-                let reason = e.to_string();
-                let undone = store_call(t, async {
-                    let recorded = core
-                        .record_failure_on(
-                            &mut *batch.tx,
-                            &self.sql.undo,
-                            id,
-                            event.event_type(),
-                            attempt,
-                            &reason,
-                        )
-                        .await;
-                    match recorded {
-                        Ok(()) => Ok(true),
-                        // The handler's own write made SQLite roll the whole
-                        // transaction back: there is no savepoint left to undo.
-                        Err(e) if is_rolled_back(&e) => Ok(false),
-                        Err(e) => Err(db_err(e)),
-                    }
-                })
-                .await?;
-                if !undone {
-                    return Ok(Step::RolledBack {
-                        culprit: Some((attempt, e)),
-                    });
-                }
-                batch.savepoint_open = false;
-                Ok(Step::Now(Dispatched::attempt(
-                    OutcomeKind::HandlerFailed(e),
-                    attempt,
-                )))
-            }
+            Err(e) => self.undo(batch, event, attempt, e, t).await,
         }
     }
 }

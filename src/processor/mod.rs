@@ -184,9 +184,9 @@ impl Processor {
     /// Stripe's `created` has a resolution of one second and event ids are not ordered,
     /// so two events of one object in the same second are a tie, settled by `ties`
     /// ([`TiePolicy`]). Events without an object id (`invoice.upcoming`) and thin events
-    /// run unguarded. In inbox mode, [`PostgresInbox::ordered`](crate::PostgresInbox::ordered) and
-    /// [`SqliteInbox::ordered`](crate::SqliteInbox::ordered)
-    /// runs the same guard inside the delivery's transaction.
+    /// run unguarded. In inbox mode, [`PostgresInbox::ordered`](crate::PostgresInbox::ordered)
+    /// and [`SqliteInbox::ordered`](crate::SqliteInbox::ordered) run the same guard inside
+    /// the delivery's transaction.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

@@ -79,6 +79,9 @@ pub(crate) struct Sql {
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) lock_row: String,
     pub(crate) purge_objects: String,
+    pub(crate) settle_object: String,
+    pub(crate) lock_and_claim: Option<String>,
+    pub(crate) complete_applied: Option<String>,
 }
 
 impl Sql {
@@ -101,6 +104,9 @@ impl Sql {
             watermark: render(d.watermark, d, t),
             lock_row: render(d.lock_row, d, t),
             purge_objects: render(d.purge_objects, d, t),
+            settle_object: render(d.settle_object, d, t),
+            lock_and_claim: d.lock_and_claim.map(|q| render(q, d, t)),
+            complete_applied: d.complete_applied.map(|q| render(q, d, t)),
         }
     }
 }
@@ -438,6 +444,11 @@ where
     ) -> Result<LockedClaim, StoreError> {
         let token = ClaimToken::new(id.clone(), 0);
         let fence = token.fence_hex();
+        if let Some(statement) = &self.sql.lock_and_claim {
+            return self
+                .lock_and_claim_at_once(statement, object_id, holder, lease, id, event_type, token)
+                .await;
+        }
         for _ in 0..3 {
             let mut tx = self.pool.begin().await.map_err(db_err)?;
             let row = sqlx::query(&self.sql.lock_object)
@@ -484,6 +495,62 @@ where
         })
     }
 
+    /// `lock_and_claim` in one statement; a refused claim unlocks the object again.
+    #[allow(clippy::too_many_arguments)]
+    async fn lock_and_claim_at_once(
+        &self,
+        statement: &str,
+        object_id: &str,
+        holder: &str,
+        lease: Duration,
+        id: &EventId,
+        event_type: &EventType,
+        token: ClaimToken,
+    ) -> Result<LockedClaim, StoreError> {
+        let fence = token.fence_hex();
+        for _ in 0..3 {
+            let row = sqlx::query(statement)
+                .bind(object_id)
+                .bind(holder)
+                .bind(millis(lease))
+                .bind(id.as_str())
+                .bind(event_type.as_str())
+                .bind(&fence)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+            let locked: i64 = row.try_get(0).map_err(db_err)?;
+            if locked == 0 {
+                match self.lock_object_busy(object_id).await? {
+                    Some(retry_after) => return Ok(LockedClaim::Busy { retry_after }),
+                    None => continue,
+                }
+            }
+            let created: Option<i64> = row.try_get(1).map_err(db_err)?;
+            let wm_id: Option<String> = row.try_get(2).map_err(db_err)?;
+            let watermark = match (created, wm_id) {
+                (Some(c), Some(e)) => Some(Watermark::new(c, EventId::new(e))),
+                _ => None,
+            };
+            let attempts: Option<i64> = row.try_get(3).map_err(db_err)?;
+            if let Some(attempt) = attempts {
+                return Ok(LockedClaim::Acquired {
+                    watermark,
+                    token: token.with_attempt(attempts_from(attempt)),
+                });
+            }
+            // Refused: the lock was taken in the same statement; give it back.
+            let state = self.state_on(&self.pool, id).await.map_err(db_err)?;
+            self.unlock_object(object_id, holder).await?;
+            if let Some(claim) = state {
+                return Ok(LockedClaim::Refused(claim));
+            }
+        }
+        Ok(LockedClaim::Busy {
+            retry_after: Duration::from_secs(1),
+        })
+    }
+
     /// How long another holder's lock on the object has left; `None` if it is free.
     async fn lock_object_busy(&self, object_id: &str) -> Result<Option<Duration>, StoreError> {
         let left: Option<Option<i64>> = sqlx::query_scalar(&self.sql.object_lock_left)
@@ -494,7 +561,8 @@ where
         Ok(left.flatten().filter(|ms| *ms > 0).map(retry_after_ms))
     }
 
-    /// Completes the claim, moves the watermark and frees the lock in one transaction.
+    /// Completes the claim, moves the watermark and frees the lock: one statement where
+    /// the dialect can, else one transaction.
     pub(crate) async fn complete_applied(
         &self,
         token: &ClaimToken,
@@ -502,6 +570,22 @@ where
         holder: &str,
         applied: &Watermark,
     ) -> Result<(), StoreError> {
+        let lost = || StoreError::LeaseLost {
+            event_id: token.event_id().clone(),
+        };
+        if let Some(statement) = &self.sql.complete_applied {
+            let done: i64 = sqlx::query_scalar(statement)
+                .bind(token.event_id().as_str())
+                .bind(token.fence_hex())
+                .bind(object_id)
+                .bind(holder)
+                .bind(applied.created)
+                .bind(applied.event_id.as_str())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+            return if done == 1 { Ok(()) } else { Err(lost()) };
+        }
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let done = sqlx::query(&self.sql.complete)
             .bind(token.event_id().as_str())
@@ -511,20 +595,13 @@ where
             .map_err(db_err)?;
         if DB::rows_affected(&done) != 1 {
             tx.rollback().await.map_err(db_err)?;
-            return Err(StoreError::LeaseLost {
-                event_id: token.event_id().clone(),
-            });
+            return Err(lost());
         }
-        sqlx::query(&self.sql.advance)
-            .bind(object_id)
-            .bind(applied.created)
-            .bind(applied.event_id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        sqlx::query(&self.sql.unlock_object)
+        sqlx::query(&self.sql.settle_object)
             .bind(object_id)
             .bind(holder)
+            .bind(applied.created)
+            .bind(applied.event_id.as_str())
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;

@@ -30,6 +30,9 @@
 /// | `unlock_object` | object id, holder | |
 /// | `watermark` | object id | `created`, `event_id` |
 /// | `lock_row` | object id | `created`, `event_id` (the row stays locked) |
+/// | `settle_object` | object id, holder, created, event id | |
+/// | `lock_and_claim` | object id, holder, lease ms, event id, event type, fence | locked, `created`, `event_id`, `attempts` |
+/// | `complete_applied` | event id, fence, object id, holder, created, applied event id | completed rows |
 /// | `purge_objects` | retention ms, batch size | |
 #[derive(Debug)]
 pub struct Statements {
@@ -73,6 +76,14 @@ pub struct Statements {
     pub lock_row: &'static str,
     /// Deletes one batch of unlocked objects untouched for the retention.
     pub purge_objects: &'static str,
+    /// Moves the watermark forward and frees the holder's lock: one upsert.
+    pub settle_object: &'static str,
+    /// Where the dialect can (data-modifying CTEs): the object lock and the claim in
+    /// one statement.
+    pub lock_and_claim: Option<&'static str>,
+    /// Where the dialect can: the completion, the watermark and the unlock in one
+    /// statement, counting the completed rows.
+    pub complete_applied: Option<&'static str>,
 }
 
 /// SQLite: `?N` parameters, times from SQLite's own clock.
@@ -125,6 +136,15 @@ pub const SQLITE: Statements = Statements {
         ON CONFLICT (object_id) DO UPDATE SET updated_at = excluded.updated_at RETURNING created, event_id",
     purge_objects: "DELETE FROM {t}_objects WHERE rowid IN (SELECT rowid FROM {t}_objects \
         WHERE (holder IS NULL OR lock_until < {now}) AND updated_at < {now} - ?1 LIMIT ?2)",
+    settle_object: "INSERT INTO {t}_objects AS o (object_id, created, event_id, updated_at) VALUES (?1, ?3, ?4, {now}) \
+        ON CONFLICT (object_id) DO UPDATE SET \
+        created = CASE WHEN o.created IS NULL OR o.created <= excluded.created THEN excluded.created ELSE o.created END, \
+        event_id = CASE WHEN o.created IS NULL OR o.created <= excluded.created THEN excluded.event_id ELSE o.event_id END, \
+        holder = CASE WHEN o.holder = ?2 THEN NULL ELSE o.holder END, \
+        lock_until = CASE WHEN o.holder = ?2 THEN NULL ELSE o.lock_until END, \
+        updated_at = excluded.updated_at",
+    lock_and_claim: None,
+    complete_applied: None,
 };
 
 /// PostgreSQL: `$N` parameters, times from the server's `now()` (the transaction's
@@ -182,6 +202,43 @@ pub const POSTGRES: Statements = Statements {
     purge_objects: "DELETE FROM {t}_objects WHERE object_id IN (SELECT object_id FROM {t}_objects \
         WHERE (holder IS NULL OR lock_until < now()) \
         AND updated_at < now() - $1::bigint * interval '1 millisecond' LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    settle_object: "INSERT INTO {t}_objects AS o (object_id, created, event_id, updated_at) VALUES ($1, $3, $4, now()) \
+        ON CONFLICT (object_id) DO UPDATE SET \
+        created = CASE WHEN o.created IS NULL OR o.created <= EXCLUDED.created THEN EXCLUDED.created ELSE o.created END, \
+        event_id = CASE WHEN o.created IS NULL OR o.created <= EXCLUDED.created THEN EXCLUDED.event_id ELSE o.event_id END, \
+        holder = CASE WHEN o.holder = $2 THEN NULL ELSE o.holder END, \
+        lock_until = CASE WHEN o.holder = $2 THEN NULL ELSE o.lock_until END, \
+        updated_at = now()",
+    lock_and_claim: Some("WITH lock AS (\
+        INSERT INTO {t}_objects AS o (object_id, holder, lock_until, updated_at) \
+        VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond', clock_timestamp()) \
+        ON CONFLICT (object_id) DO UPDATE SET holder = EXCLUDED.holder, lock_until = EXCLUDED.lock_until, \
+        updated_at = EXCLUDED.updated_at \
+        WHERE o.holder IS NULL OR o.holder = EXCLUDED.holder OR o.lock_until <= EXCLUDED.updated_at \
+        RETURNING created, event_id), \
+        claim AS (\
+        INSERT INTO {t} AS e (event_id, event_type, status, attempts, fence, lease_until, first_seen, updated_at) \
+        SELECT $4, $5, 'processing', 1, $6, now() + $3::bigint * interval '1 millisecond', now(), now() \
+        WHERE EXISTS (SELECT 1 FROM lock) \
+        ON CONFLICT (event_id) DO UPDATE SET status = 'processing', attempts = e.attempts + 1, \
+        fence = EXCLUDED.fence, lease_until = EXCLUDED.lease_until, updated_at = now() \
+        WHERE e.status = 'failed' OR (e.status = 'processing' AND e.lease_until <= now()) \
+        RETURNING attempts::bigint) \
+        SELECT (SELECT count(*) FROM lock)::bigint, (SELECT created FROM lock), (SELECT event_id FROM lock), \
+        (SELECT attempts FROM claim)"),
+    complete_applied: Some("WITH done AS (\
+        UPDATE {t} SET status = 'completed', completed_at = now(), lease_until = NULL, updated_at = now() \
+        WHERE event_id = $1 AND fence = $2 AND status = 'processing' RETURNING 1), \
+        obj AS (\
+        INSERT INTO {t}_objects AS o (object_id, created, event_id, updated_at) \
+        SELECT $3, $5, $6, now() WHERE EXISTS (SELECT 1 FROM done) \
+        ON CONFLICT (object_id) DO UPDATE SET \
+        created = CASE WHEN o.created IS NULL OR o.created <= EXCLUDED.created THEN EXCLUDED.created ELSE o.created END, \
+        event_id = CASE WHEN o.created IS NULL OR o.created <= EXCLUDED.created THEN EXCLUDED.event_id ELSE o.event_id END, \
+        holder = CASE WHEN o.holder = $4 THEN NULL ELSE o.holder END, \
+        lock_until = CASE WHEN o.holder = $4 THEN NULL ELSE o.lock_until END, \
+        updated_at = now() RETURNING 1) \
+        SELECT count(*)::bigint FROM done"),
 };
 
 /// A statement with the table name and the dialect's clock filled in. `table` must be

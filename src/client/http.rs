@@ -329,6 +329,14 @@ impl StripeClient for HttpClient {
             if Instant::now() + wait >= deadline_at {
                 return Err(exceeded(attempts, Some(failure.error)));
             }
+            #[cfg(feature = "tracing")]
+            tracing::debug!(
+                path,
+                attempt = attempts,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                error = %failure.error,
+                "stripe api call failed; retrying"
+            );
             tokio::time::sleep(wait).await;
             last = Some(failure.error);
         }

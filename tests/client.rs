@@ -609,6 +609,19 @@ async fn network_errors_are_network_errors() {
     assert!(matches!(**last, ClientError::Network(_)), "{last:?}");
 }
 
+#[tokio::test]
+async fn a_bad_base_url_is_not_retried() {
+    let client = HttpClient::new(stripe_webhooks::client::ApiKey::new(FAKE_API_KEY).unwrap())
+        .unwrap()
+        .with_base_url("not a url")
+        .with_max_attempts(5);
+    let err = client
+        .retrieve_event(&RequestContext::platform(), "evt_1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::InvalidUrl { .. }), "{err:?}");
+}
+
 async fn max_in_flight_with(cap: usize) -> usize {
     let (fake, client) = fake().await;
     let client = Arc::new(client.with_max_concurrency(cap));

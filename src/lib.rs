@@ -61,6 +61,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Talking back to Stripe
+//!
+//! [`client::StripeClient`] retrieves and lists events and fetches the objects thin
+//! events point at; `client::HttpClient` (feature `client`) implements it with retries,
+//! a deadline, a concurrency cap and a rate limit, and `testing::FakeStripe` stands in
+//! for the API in tests. [`client::FetchLatest`] wraps a handler so that, for the types
+//! you choose, it acts on the object as it is now rather than on the event's snapshot.
+//!
 //! # Stores
 //!
 //! | Store | Feature | Persistence | Claim primitive |
@@ -83,7 +91,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! | `axum`, `actix-web` | the [`axum`] and [`actix`] adapters: a route and a `VerifiedEvent` extractor |
 //! | `tokio` | handler deadlines, store timeouts, lease renewal (on with every store and adapter) |
 //! | `tracing` | one span per delivery |
-//! | `testing` | the test kit: signer, fixtures, store conformance |
+//! | `client` | `client::HttpClient`, the Stripe API client (reqwest, rustls) |
+//! | `testing` | the test kit: signer, fixtures, store conformance, a fake Stripe API |
 //!
 //! None is on by default: the core builds without an async runtime.
 //!

@@ -269,7 +269,10 @@ impl Event {
     }
 
     /// This event with its `data.object` fetched again: the same envelope around the
-    /// object as it is now.
+    /// object as it is now. The envelope is the event's own, so its
+    /// [`api_version`](Self::api_version) and `previous_attributes` still describe the
+    /// event as sent, while the object is rendered in the client's API version
+    /// ([`API_VERSION`](super::API_VERSION) for `HttpClient`).
     ///
     /// # Errors
     ///

@@ -202,10 +202,17 @@ impl HttpClient {
         for (name, value) in ctx.headers() {
             request = request.header(name, value);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| Failure::retry(self.network(e)))?;
+        let response = request.send().await.map_err(|e| {
+            if e.is_builder() {
+                // Not a transient failure: the base URL (or a header) cannot be sent.
+                Failure::fatal(ClientError::InvalidUrl {
+                    url: self.base_url.clone(),
+                    reason: "the request cannot be built from this base url",
+                })
+            } else {
+                Failure::retry(self.network(e))
+            }
+        })?;
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -329,6 +336,14 @@ impl StripeClient for HttpClient {
             if Instant::now() + wait >= deadline_at {
                 return Err(exceeded(attempts, Some(failure.error)));
             }
+            #[cfg(feature = "tracing")]
+            tracing::debug!(
+                path,
+                attempt = attempts,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                error = %failure.error,
+                "stripe api call failed; retrying"
+            );
             tokio::time::sleep(wait).await;
             last = Some(failure.error);
         }

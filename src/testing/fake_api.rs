@@ -33,6 +33,20 @@ pub enum Fault {
         /// The `Stripe-Should-Retry` header.
         should_retry: Option<bool>,
     },
+    /// Any answer: a status, Stripe's error `type`, `code` and `message`, and
+    /// `Stripe-Should-Retry` when given (a 401 for a revoked key, a 409 lock conflict…).
+    Error {
+        /// The HTTP status.
+        status: u16,
+        /// The error's `type`, for example `invalid_request_error`.
+        error_type: String,
+        /// The error's `code`, if any.
+        code: Option<String>,
+        /// The error's `message`.
+        message: String,
+        /// The `Stripe-Should-Retry` header.
+        should_retry: Option<bool>,
+    },
     /// Waits this long, then answers as usual.
     Delay(Duration),
     /// Closes the connection without answering.
@@ -529,6 +543,7 @@ fn reason(status: u16) -> &'static str {
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         429 => "Too Many Requests",
         _ => "Internal Server Error",
     }
@@ -572,6 +587,19 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
         }
         Some(Fault::ServerError { should_retry }) => {
             let mut a = Answer::error(500, "api_error", None, "An unknown error occurred.");
+            if let Some(r) = should_retry {
+                a.headers.push(("Stripe-Should-Retry", r.to_string()));
+            }
+            return Some(a);
+        }
+        Some(Fault::Error {
+            status,
+            error_type,
+            code,
+            message,
+            should_retry,
+        }) => {
+            let mut a = Answer::error(status, &error_type, code.as_deref(), &message);
             if let Some(r) = should_retry {
                 a.headers.push(("Stripe-Should-Retry", r.to_string()));
             }

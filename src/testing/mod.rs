@@ -208,7 +208,8 @@ pub fn event_pair(snapshot_id: &str, event_type: &str, object_id: &str) -> (Stri
     .related(
         object_id,
         object_type,
-        &format!("/v1/{object_type}s/{object_id}"),
+        &crate::client::object_path(object_type, object_id)
+            .unwrap_or_else(|| format!("/v1/{object_type}s/{object_id}")),
     )
     .snapshot_event(snapshot_id)
     .build();

@@ -127,7 +127,7 @@ pub use clock::{Clock, FixedClock, ManualClock, SystemClock};
 pub use error::Error;
 pub use event::{
     Envelope, Event, EventId, EventNotification, EventRequest, EventType, ObjectError, ParseError,
-    RelatedObject, TypedEvent, UnknownEvent, UnparsedEvent, Untyped,
+    RelatedObject, TypedEvent, UnknownEvent, UnparsedEvent,
 };
 pub use handler::{EventHandler, EventRouter, HandlerError};
 #[cfg(feature = "redis")]

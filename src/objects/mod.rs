@@ -16,7 +16,10 @@ mod checkout_session;
 mod common;
 mod customer;
 mod dispute;
+#[rustfmt::skip]
+mod generated;
 mod invoice;
+mod lean;
 mod payment_intent;
 mod payment_method;
 mod payment_source;
@@ -36,7 +39,9 @@ pub use common::{
     List, Metadata, Shipping, TaxExempt,
 };
 pub use customer::{Customer, CustomerInvoiceSettings};
+// The generated module's own `pub use` list names every type; it is generated too.
 pub use dispute::{Dispute, DisputeEvidenceDetails, DisputeReason, DisputeStatus};
+pub use generated::*;
 pub use invoice::{
     Invoice, InvoiceBillingReason, InvoiceLineItem, InvoiceLineItemParent,
     InvoiceLineItemParentType, InvoiceLineItemPricing, InvoiceLineItemPricingType,
@@ -64,6 +69,8 @@ pub use subscription::{
     CancellationDetails, CancellationFeedback, CancellationReason, PauseCollection,
     PauseCollectionBehavior, Subscription, SubscriptionItem, SubscriptionStatus,
 };
+
+pub(crate) use lean::FromJson;
 
 #[cfg(test)]
 mod tests {

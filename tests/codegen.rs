@@ -1115,6 +1115,33 @@ fn generate_objects(root: &Path, event_tsv: &str) -> Vec<(String, String)> {
         e.sort();
         writeln!(mod_rs, "pub use {stem}::{{{}}};", e.join(", ")).unwrap();
     }
+    writeln!(mod_rs).unwrap();
+    writeln!(
+        mod_rs,
+        "/// `(object type, parse)` for every object with a struct, hand-written or generated:"
+    )
+    .unwrap();
+    writeln!(
+        mod_rs,
+        "/// the parse gives the id read through the struct. For the drift tests, through"
+    )
+    .unwrap();
+    writeln!(mod_rs, "/// [`testing::parse_object`](crate::testing::parse_object).").unwrap();
+    writeln!(mod_rs, "#[cfg(feature = \"testing\")]").unwrap();
+    writeln!(mod_rs, "#[allow(clippy::type_complexity)]").unwrap();
+    writeln!(
+        mod_rs,
+        "pub(crate) const PARSERS: &[(&str, fn(&str) -> Result<Option<String>, serde_json::Error>)] = &["
+    )
+    .unwrap();
+    for (object, name) in &names {
+        writeln!(
+            mod_rs,
+            "    ({object:?}, |s| serde_json::from_str::<super::{name}>(s).map(|o| super::HasId::id(&o).map(str::to_owned))),"
+        )
+        .unwrap();
+    }
+    writeln!(mod_rs, "];").unwrap();
     files.push(("mod.rs".to_owned(), mod_rs));
     files
 }

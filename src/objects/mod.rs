@@ -70,6 +70,8 @@ pub use subscription::{
     PauseCollectionBehavior, Subscription, SubscriptionItem, SubscriptionStatus,
 };
 
+#[cfg(feature = "testing")]
+pub(crate) use generated::PARSERS;
 pub(crate) use lean::FromJson;
 
 #[cfg(test)]

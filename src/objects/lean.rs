@@ -43,21 +43,6 @@ pub(crate) fn members(v: Value) -> Option<Map<String, Value>> {
     }
 }
 
-/// Calls `set` with the index in `keys` (sorted) of each of `members` that is listed
-/// there, and its value. Shared by every
-/// generated struct, whose own code is then only the `match` from index to field.
-pub(crate) fn each_member(
-    members: Map<String, Value>,
-    keys: &[&str],
-    set: &mut dyn FnMut(usize, Value),
-) {
-    for (k, v) in members {
-        if let Ok(i) = keys.binary_search(&k.as_str()) {
-            set(i, v);
-        }
-    }
-}
-
 /// The index of the string `v` in `values` (sorted), or the string itself when it is not
 /// there; `None` when `v` is not a string. Shared by every generated enum.
 pub(crate) fn wire_index(v: Value, values: &[&str]) -> Option<Result<usize, String>> {
@@ -65,17 +50,16 @@ pub(crate) fn wire_index(v: Value, values: &[&str]) -> Option<Result<usize, Stri
     Some(values.binary_search(&s.as_str()).map_err(|_| s))
 }
 
-/// Sets an optional field: `None` when the value does not fit. Out of line, so each
-/// field of each struct costs a call rather than a copy of the conversion.
-#[inline(never)]
-pub(crate) fn set<T: FromJson>(slot: &mut Option<T>, v: Value) {
-    *slot = T::from_json(v);
+/// Takes the member `key` out of `m` for an optional field: `None` when it is absent,
+/// `null`, or does not fit. Shared by every field of that type in every struct.
+pub(crate) fn take<T: FromJson>(m: &mut Map<String, Value>, key: &str) -> Option<T> {
+    m.remove(key).and_then(T::from_json)
 }
 
-/// Sets a collection field: empty when the value does not fit.
-#[inline(never)]
-pub(crate) fn set_or_default<T: FromJson + Default>(slot: &mut T, v: Value) {
-    *slot = T::from_json(v).unwrap_or_default();
+/// Takes the member `key` out of `m` for a collection field: empty when it is absent,
+/// `null`, or does not fit.
+pub(crate) fn take_or_default<T: FromJson + Default>(m: &mut Map<String, Value>, key: &str) -> T {
+    take(m, key).unwrap_or_default()
 }
 
 /// Writes `key` when the field has a value; absent and `null` read back the same.

@@ -55,67 +55,39 @@ pub struct Account {
     /// `settings` (object; nullable, not always sent).
     pub settings: Option<Value>,
     /// `tos_acceptance` (object; not always sent).
-    pub tos_acceptance: Option<AccountTosAcceptance>,
+    pub tos_acceptance: Option<Value>,
     /// `type` (enum).
     pub type_: Option<AccountType>,
 }
 
 impl FromJson for Account {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "business_profile",
-            "business_type",
-            "capabilities",
-            "charges_enabled",
-            "company",
-            "controller",
-            "country",
-            "created",
-            "default_currency",
-            "details_submitted",
-            "email",
-            "external_accounts",
-            "future_requirements",
-            "groups",
-            "id",
-            "individual",
-            "metadata",
-            "object",
-            "payouts_enabled",
-            "requirements",
-            "settings",
-            "tos_acceptance",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.business_profile, v),
-            1 => set(&mut o.business_type, v),
-            2 => set(&mut o.capabilities, v),
-            3 => set(&mut o.charges_enabled, v),
-            4 => set(&mut o.company, v),
-            5 => set(&mut o.controller, v),
-            6 => set(&mut o.country, v),
-            7 => set(&mut o.created, v),
-            8 => set(&mut o.default_currency, v),
-            9 => set(&mut o.details_submitted, v),
-            10 => set(&mut o.email, v),
-            11 => set_or_default(&mut o.external_accounts, v),
-            12 => set(&mut o.future_requirements, v),
-            13 => set(&mut o.groups, v),
-            14 => set(&mut o.id, v),
-            15 => set(&mut o.individual, v),
-            16 => set_or_default(&mut o.metadata, v),
-            17 => set(&mut o.object, v),
-            18 => set(&mut o.payouts_enabled, v),
-            19 => set(&mut o.requirements, v),
-            20 => set(&mut o.settings, v),
-            21 => set(&mut o.tos_acceptance, v),
-            22 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            business_profile: take(&mut m, "business_profile"),
+            business_type: take(&mut m, "business_type"),
+            capabilities: take(&mut m, "capabilities"),
+            charges_enabled: take(&mut m, "charges_enabled"),
+            company: take(&mut m, "company"),
+            controller: take(&mut m, "controller"),
+            country: take(&mut m, "country"),
+            created: take(&mut m, "created"),
+            default_currency: take(&mut m, "default_currency"),
+            details_submitted: take(&mut m, "details_submitted"),
+            email: take(&mut m, "email"),
+            external_accounts: take_or_default(&mut m, "external_accounts"),
+            future_requirements: take(&mut m, "future_requirements"),
+            groups: take(&mut m, "groups"),
+            individual: take(&mut m, "individual"),
+            metadata: take_or_default(&mut m, "metadata"),
+            payouts_enabled: take(&mut m, "payouts_enabled"),
+            requirements: take(&mut m, "requirements"),
+            settings: take(&mut m, "settings"),
+            tos_acceptance: take(&mut m, "tos_acceptance"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 
@@ -161,58 +133,6 @@ impl HasId for Account {
     }
 }
 
-/// `tos_acceptance` of [`Account`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct AccountTosAcceptance {
-    /// `date` (integer; nullable, not always sent).
-    pub date: Option<i64>,
-    /// `ip` (string; nullable, not always sent).
-    pub ip: Option<String>,
-    /// `service_agreement` (string; not always sent).
-    pub service_agreement: Option<String>,
-    /// `user_agent` (string; nullable, not always sent).
-    pub user_agent: Option<String>,
-}
-
-impl FromJson for AccountTosAcceptance {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "date",
-            "ip",
-            "service_agreement",
-            "user_agent",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.date, v),
-            1 => set(&mut o.ip, v),
-            2 => set(&mut o.service_agreement, v),
-            3 => set(&mut o.user_agent, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for AccountTosAcceptance {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for AccountTosAcceptance {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "date", &self.date)?;
-        entry(&mut m, "ip", &self.ip)?;
-        entry(&mut m, "service_agreement", &self.service_agreement)?;
-        entry(&mut m, "user_agent", &self.user_agent)?;
-        m.end()
-    }
-}
-
 /// `groups` of [`Account`].
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -223,16 +143,10 @@ pub struct AccountGroups {
 
 impl FromJson for AccountGroups {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "payments_pricing",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.payments_pricing, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            payments_pricing: take(&mut m, "payments_pricing"),
+        })
     }
 }
 

@@ -22,20 +22,12 @@ pub struct Application {
 
 impl FromJson for Application {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "id",
-            "name",
-            "object",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.id, v),
-            1 => set(&mut o.name, v),
-            2 => set(&mut o.object, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            name: take(&mut m, "name"),
+        })
     }
 }
 

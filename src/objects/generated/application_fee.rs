@@ -33,7 +33,7 @@ pub struct ApplicationFee {
     /// `currency` (string).
     pub currency: Option<String>,
     /// `fee_source` (object; nullable).
-    pub fee_source: Option<ApplicationFeeFeeSource>,
+    pub fee_source: Option<Value>,
     /// `livemode` (boolean).
     pub livemode: Option<bool>,
     /// `originating_transaction` (expandable<charge>; nullable).
@@ -46,44 +46,24 @@ pub struct ApplicationFee {
 
 impl FromJson for ApplicationFee {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "account",
-            "amount",
-            "amount_refunded",
-            "application",
-            "balance_transaction",
-            "charge",
-            "created",
-            "currency",
-            "fee_source",
-            "id",
-            "livemode",
-            "object",
-            "originating_transaction",
-            "refunded",
-            "refunds",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.account, v),
-            1 => set(&mut o.amount, v),
-            2 => set(&mut o.amount_refunded, v),
-            3 => set(&mut o.application, v),
-            4 => set(&mut o.balance_transaction, v),
-            5 => set(&mut o.charge, v),
-            6 => set(&mut o.created, v),
-            7 => set(&mut o.currency, v),
-            8 => set(&mut o.fee_source, v),
-            9 => set(&mut o.id, v),
-            10 => set(&mut o.livemode, v),
-            11 => set(&mut o.object, v),
-            12 => set(&mut o.originating_transaction, v),
-            13 => set(&mut o.refunded, v),
-            14 => set_or_default(&mut o.refunds, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            account: take(&mut m, "account"),
+            amount: take(&mut m, "amount"),
+            amount_refunded: take(&mut m, "amount_refunded"),
+            application: take(&mut m, "application"),
+            balance_transaction: take(&mut m, "balance_transaction"),
+            charge: take(&mut m, "charge"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            fee_source: take(&mut m, "fee_source"),
+            livemode: take(&mut m, "livemode"),
+            originating_transaction: take(&mut m, "originating_transaction"),
+            refunded: take(&mut m, "refunded"),
+            refunds: take_or_default(&mut m, "refunds"),
+        })
     }
 }
 
@@ -118,76 +98,6 @@ impl Serialize for ApplicationFee {
 impl HasId for ApplicationFee {
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
-    }
-}
-
-/// `fee_source` of [`ApplicationFee`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct ApplicationFeeFeeSource {
-    /// `charge` (string; not always sent).
-    pub charge: Option<String>,
-    /// `payout` (string; not always sent).
-    pub payout: Option<String>,
-    /// `type` (enum).
-    pub type_: Option<ApplicationFeeFeeSourceType>,
-}
-
-impl FromJson for ApplicationFeeFeeSource {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "charge",
-            "payout",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.charge, v),
-            1 => set(&mut o.payout, v),
-            2 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for ApplicationFeeFeeSource {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for ApplicationFeeFeeSource {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "charge", &self.charge)?;
-        entry(&mut m, "payout", &self.payout)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
-    }
-}
-
-string_enum! {
-    /// `fee_source.type` of [`ApplicationFeeFeeSource`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum ApplicationFeeFeeSourceType {
-        Charge = "charge",
-        Payout = "payout",
-    }
-}
-
-impl FromJson for ApplicationFeeFeeSourceType {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "charge",
-            "payout",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Charge,
-            Ok(1) => Self::Payout,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
     }
 }
 

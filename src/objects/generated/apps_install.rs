@@ -50,48 +50,26 @@ pub struct AppsInstall {
 
 impl FromJson for AppsInstall {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "account",
-            "app",
-            "approval_required",
-            "auth_code",
-            "channel",
-            "content_security_policy_granted",
-            "content_security_policy_pending",
-            "created",
-            "created_by",
-            "endpoints_granted",
-            "endpoints_pending",
-            "id",
-            "livemode",
-            "object",
-            "permissions_granted",
-            "permissions_pending",
-            "status",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.account, v),
-            1 => set(&mut o.app, v),
-            2 => set(&mut o.approval_required, v),
-            3 => set(&mut o.auth_code, v),
-            4 => set(&mut o.channel, v),
-            5 => set(&mut o.content_security_policy_granted, v),
-            6 => set(&mut o.content_security_policy_pending, v),
-            7 => set(&mut o.created, v),
-            8 => set(&mut o.created_by, v),
-            9 => set_or_default(&mut o.endpoints_granted, v),
-            10 => set_or_default(&mut o.endpoints_pending, v),
-            11 => set(&mut o.id, v),
-            12 => set(&mut o.livemode, v),
-            13 => set(&mut o.object, v),
-            14 => set_or_default(&mut o.permissions_granted, v),
-            15 => set_or_default(&mut o.permissions_pending, v),
-            16 => set(&mut o.status, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            account: take(&mut m, "account"),
+            app: take(&mut m, "app"),
+            approval_required: take(&mut m, "approval_required"),
+            auth_code: take(&mut m, "auth_code"),
+            channel: take(&mut m, "channel"),
+            content_security_policy_granted: take(&mut m, "content_security_policy_granted"),
+            content_security_policy_pending: take(&mut m, "content_security_policy_pending"),
+            created: take(&mut m, "created"),
+            created_by: take(&mut m, "created_by"),
+            endpoints_granted: take_or_default(&mut m, "endpoints_granted"),
+            endpoints_pending: take_or_default(&mut m, "endpoints_pending"),
+            livemode: take(&mut m, "livemode"),
+            permissions_granted: take_or_default(&mut m, "permissions_granted"),
+            permissions_pending: take_or_default(&mut m, "permissions_pending"),
+            status: take(&mut m, "status"),
+        })
     }
 }
 
@@ -143,18 +121,11 @@ pub struct AppsInstallContentSecurityPolicyPending {
 
 impl FromJson for AppsInstallContentSecurityPolicyPending {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "connect_src",
-            "image_src",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set_or_default(&mut o.connect_src, v),
-            1 => set_or_default(&mut o.image_src, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            connect_src: take_or_default(&mut m, "connect_src"),
+            image_src: take_or_default(&mut m, "image_src"),
+        })
     }
 }
 
@@ -185,18 +156,11 @@ pub struct AppsInstallContentSecurityPolicyGranted {
 
 impl FromJson for AppsInstallContentSecurityPolicyGranted {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "connect_src",
-            "image_src",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set_or_default(&mut o.connect_src, v),
-            1 => set_or_default(&mut o.image_src, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            connect_src: take_or_default(&mut m, "connect_src"),
+            image_src: take_or_default(&mut m, "image_src"),
+        })
     }
 }
 

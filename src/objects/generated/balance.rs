@@ -32,30 +32,17 @@ pub struct Balance {
 
 impl FromJson for Balance {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "available",
-            "connect_reserved",
-            "instant_available",
-            "issuing",
-            "livemode",
-            "object",
-            "pending",
-            "refund_and_dispute_prefunding",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set_or_default(&mut o.available, v),
-            1 => set_or_default(&mut o.connect_reserved, v),
-            2 => set_or_default(&mut o.instant_available, v),
-            3 => set(&mut o.issuing, v),
-            4 => set(&mut o.livemode, v),
-            5 => set(&mut o.object, v),
-            6 => set_or_default(&mut o.pending, v),
-            7 => set(&mut o.refund_and_dispute_prefunding, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            object: take(&mut m, "object"),
+            available: take_or_default(&mut m, "available"),
+            connect_reserved: take_or_default(&mut m, "connect_reserved"),
+            instant_available: take_or_default(&mut m, "instant_available"),
+            issuing: take(&mut m, "issuing"),
+            livemode: take(&mut m, "livemode"),
+            pending: take_or_default(&mut m, "pending"),
+            refund_and_dispute_prefunding: take(&mut m, "refund_and_dispute_prefunding"),
+        })
     }
 }
 

@@ -20,18 +20,11 @@ pub struct BalanceSettings {
 
 impl FromJson for BalanceSettings {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "object",
-            "payments",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.object, v),
-            1 => set(&mut o.payments, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            object: take(&mut m, "object"),
+            payments: take(&mut m, "payments"),
+        })
     }
 }
 

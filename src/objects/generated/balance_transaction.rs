@@ -31,7 +31,7 @@ pub struct BalanceTransaction {
     /// `fee` (integer).
     pub fee: Option<i64>,
     /// `fee_details` (array<object>).
-    pub fee_details: Vec<BalanceTransactionFeeDetails>,
+    pub fee_details: Vec<Value>,
     /// `net` (integer).
     pub net: Option<i64>,
     /// `reporting_category` (string).
@@ -46,46 +46,25 @@ pub struct BalanceTransaction {
 
 impl FromJson for BalanceTransaction {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "available_on",
-            "balance_type",
-            "created",
-            "currency",
-            "description",
-            "exchange_rate",
-            "fee",
-            "fee_details",
-            "id",
-            "net",
-            "object",
-            "reporting_category",
-            "source",
-            "status",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.available_on, v),
-            2 => set(&mut o.balance_type, v),
-            3 => set(&mut o.created, v),
-            4 => set(&mut o.currency, v),
-            5 => set(&mut o.description, v),
-            6 => set(&mut o.exchange_rate, v),
-            7 => set(&mut o.fee, v),
-            8 => set_or_default(&mut o.fee_details, v),
-            9 => set(&mut o.id, v),
-            10 => set(&mut o.net, v),
-            11 => set(&mut o.object, v),
-            12 => set(&mut o.reporting_category, v),
-            13 => set(&mut o.source, v),
-            14 => set(&mut o.status, v),
-            15 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            available_on: take(&mut m, "available_on"),
+            balance_type: take(&mut m, "balance_type"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            description: take(&mut m, "description"),
+            exchange_rate: take(&mut m, "exchange_rate"),
+            fee: take(&mut m, "fee"),
+            fee_details: take_or_default(&mut m, "fee_details"),
+            net: take(&mut m, "net"),
+            reporting_category: take(&mut m, "reporting_category"),
+            source: take(&mut m, "source"),
+            status: take(&mut m, "status"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 
@@ -121,63 +100,6 @@ impl Serialize for BalanceTransaction {
 impl HasId for BalanceTransaction {
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
-    }
-}
-
-/// `fee_details` of [`BalanceTransaction`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct BalanceTransactionFeeDetails {
-    /// `amount` (integer).
-    pub amount: Option<i64>,
-    /// `application` (string; nullable).
-    pub application: Option<String>,
-    /// `currency` (string).
-    pub currency: Option<String>,
-    /// `description` (string; nullable).
-    pub description: Option<String>,
-    /// `type` (string).
-    pub type_: Option<String>,
-}
-
-impl FromJson for BalanceTransactionFeeDetails {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "application",
-            "currency",
-            "description",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.application, v),
-            2 => set(&mut o.currency, v),
-            3 => set(&mut o.description, v),
-            4 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for BalanceTransactionFeeDetails {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for BalanceTransactionFeeDetails {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "application", &self.application)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "description", &self.description)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
     }
 }
 

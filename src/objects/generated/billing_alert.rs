@@ -28,28 +28,16 @@ pub struct BillingAlert {
 
 impl FromJson for BillingAlert {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "alert_type",
-            "id",
-            "livemode",
-            "object",
-            "status",
-            "title",
-            "usage_threshold",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.alert_type, v),
-            1 => set(&mut o.id, v),
-            2 => set(&mut o.livemode, v),
-            3 => set(&mut o.object, v),
-            4 => set(&mut o.status, v),
-            5 => set(&mut o.title, v),
-            6 => set(&mut o.usage_threshold, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            alert_type: take(&mut m, "alert_type"),
+            livemode: take(&mut m, "livemode"),
+            status: take(&mut m, "status"),
+            title: take(&mut m, "title"),
+            usage_threshold: take(&mut m, "usage_threshold"),
+        })
     }
 }
 

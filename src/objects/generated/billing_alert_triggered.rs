@@ -28,26 +28,15 @@ pub struct BillingAlertTriggered {
 
 impl FromJson for BillingAlertTriggered {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "alert",
-            "created",
-            "customer",
-            "livemode",
-            "object",
-            "value",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.alert, v),
-            1 => set(&mut o.created, v),
-            2 => set(&mut o.customer, v),
-            3 => set(&mut o.livemode, v),
-            4 => set(&mut o.object, v),
-            5 => set(&mut o.value, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            object: take(&mut m, "object"),
+            alert: take(&mut m, "alert"),
+            created: take(&mut m, "created"),
+            customer: take(&mut m, "customer"),
+            livemode: take(&mut m, "livemode"),
+            value: take(&mut m, "value"),
+        })
     }
 }
 

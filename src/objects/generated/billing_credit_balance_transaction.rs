@@ -36,34 +36,19 @@ pub struct BillingCreditBalanceTransaction {
 
 impl FromJson for BillingCreditBalanceTransaction {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "created",
-            "credit",
-            "credit_grant",
-            "debit",
-            "effective_at",
-            "id",
-            "livemode",
-            "object",
-            "test_clock",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.created, v),
-            1 => set(&mut o.credit, v),
-            2 => set(&mut o.credit_grant, v),
-            3 => set(&mut o.debit, v),
-            4 => set(&mut o.effective_at, v),
-            5 => set(&mut o.id, v),
-            6 => set(&mut o.livemode, v),
-            7 => set(&mut o.object, v),
-            8 => set(&mut o.test_clock, v),
-            9 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            created: take(&mut m, "created"),
+            credit: take(&mut m, "credit"),
+            credit_grant: take(&mut m, "credit_grant"),
+            debit: take(&mut m, "debit"),
+            effective_at: take(&mut m, "effective_at"),
+            livemode: take(&mut m, "livemode"),
+            test_clock: take(&mut m, "test_clock"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 

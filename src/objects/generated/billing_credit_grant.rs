@@ -50,48 +50,26 @@ pub struct BillingCreditGrant {
 
 impl FromJson for BillingCreditGrant {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "applicability_config",
-            "category",
-            "created",
-            "customer",
-            "customer_account",
-            "effective_at",
-            "expires_at",
-            "id",
-            "livemode",
-            "metadata",
-            "name",
-            "object",
-            "priority",
-            "test_clock",
-            "updated",
-            "voided_at",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.applicability_config, v),
-            2 => set(&mut o.category, v),
-            3 => set(&mut o.created, v),
-            4 => set(&mut o.customer, v),
-            5 => set(&mut o.customer_account, v),
-            6 => set(&mut o.effective_at, v),
-            7 => set(&mut o.expires_at, v),
-            8 => set(&mut o.id, v),
-            9 => set(&mut o.livemode, v),
-            10 => set_or_default(&mut o.metadata, v),
-            11 => set(&mut o.name, v),
-            12 => set(&mut o.object, v),
-            13 => set(&mut o.priority, v),
-            14 => set(&mut o.test_clock, v),
-            15 => set(&mut o.updated, v),
-            16 => set(&mut o.voided_at, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            applicability_config: take(&mut m, "applicability_config"),
+            category: take(&mut m, "category"),
+            created: take(&mut m, "created"),
+            customer: take(&mut m, "customer"),
+            customer_account: take(&mut m, "customer_account"),
+            effective_at: take(&mut m, "effective_at"),
+            expires_at: take(&mut m, "expires_at"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            name: take(&mut m, "name"),
+            priority: take(&mut m, "priority"),
+            test_clock: take(&mut m, "test_clock"),
+            updated: take(&mut m, "updated"),
+            voided_at: take(&mut m, "voided_at"),
+        })
     }
 }
 

@@ -26,26 +26,15 @@ pub struct BillingFeedbackOption {
 
 impl FromJson for BillingFeedbackOption {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "description",
-            "id",
-            "livemode",
-            "object",
-            "status",
-            "status_transitions",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.description, v),
-            1 => set(&mut o.id, v),
-            2 => set(&mut o.livemode, v),
-            3 => set(&mut o.object, v),
-            4 => set(&mut o.status, v),
-            5 => set(&mut o.status_transitions, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            description: take(&mut m, "description"),
+            livemode: take(&mut m, "livemode"),
+            status: take(&mut m, "status"),
+            status_transitions: take(&mut m, "status_transitions"),
+        })
     }
 }
 
@@ -84,16 +73,10 @@ pub struct BillingFeedbackOptionStatusTransitions {
 
 impl FromJson for BillingFeedbackOptionStatusTransitions {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "deactivated_at",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.deactivated_at, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            deactivated_at: take(&mut m, "deactivated_at"),
+        })
     }
 }
 

@@ -42,40 +42,22 @@ pub struct BillingMeter {
 
 impl FromJson for BillingMeter {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "created",
-            "customer_mapping",
-            "default_aggregation",
-            "display_name",
-            "event_name",
-            "event_time_window",
-            "id",
-            "livemode",
-            "object",
-            "status",
-            "status_transitions",
-            "updated",
-            "value_settings",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.created, v),
-            1 => set(&mut o.customer_mapping, v),
-            2 => set(&mut o.default_aggregation, v),
-            3 => set(&mut o.display_name, v),
-            4 => set(&mut o.event_name, v),
-            5 => set(&mut o.event_time_window, v),
-            6 => set(&mut o.id, v),
-            7 => set(&mut o.livemode, v),
-            8 => set(&mut o.object, v),
-            9 => set(&mut o.status, v),
-            10 => set(&mut o.status_transitions, v),
-            11 => set(&mut o.updated, v),
-            12 => set(&mut o.value_settings, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            created: take(&mut m, "created"),
+            customer_mapping: take(&mut m, "customer_mapping"),
+            default_aggregation: take(&mut m, "default_aggregation"),
+            display_name: take(&mut m, "display_name"),
+            event_name: take(&mut m, "event_name"),
+            event_time_window: take(&mut m, "event_time_window"),
+            livemode: take(&mut m, "livemode"),
+            status: take(&mut m, "status"),
+            status_transitions: take(&mut m, "status_transitions"),
+            updated: take(&mut m, "updated"),
+            value_settings: take(&mut m, "value_settings"),
+        })
     }
 }
 
@@ -121,16 +103,10 @@ pub struct BillingMeterValueSettings {
 
 impl FromJson for BillingMeterValueSettings {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "event_payload_key",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.event_payload_key, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            event_payload_key: take(&mut m, "event_payload_key"),
+        })
     }
 }
 
@@ -158,16 +134,10 @@ pub struct BillingMeterStatusTransitions {
 
 impl FromJson for BillingMeterStatusTransitions {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "deactivated_at",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.deactivated_at, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            deactivated_at: take(&mut m, "deactivated_at"),
+        })
     }
 }
 
@@ -195,16 +165,10 @@ pub struct BillingMeterDefaultAggregation {
 
 impl FromJson for BillingMeterDefaultAggregation {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "formula",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.formula, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            formula: take(&mut m, "formula"),
+        })
     }
 }
 
@@ -234,18 +198,11 @@ pub struct BillingMeterCustomerMapping {
 
 impl FromJson for BillingMeterCustomerMapping {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "event_payload_key",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.event_payload_key, v),
-            1 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            event_payload_key: take(&mut m, "event_payload_key"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 

@@ -21,7 +21,7 @@ pub struct BillingPortalConfiguration {
     /// `application` (expandable<application | deleted_application>; nullable).
     pub application: Option<Expandable<Application>>,
     /// `business_profile` (object).
-    pub business_profile: Option<BillingPortalConfigurationBusinessProfile>,
+    pub business_profile: Option<Value>,
     /// `created` (integer).
     pub created: Option<i64>,
     /// `default_return_url` (string; nullable).
@@ -44,42 +44,23 @@ pub struct BillingPortalConfiguration {
 
 impl FromJson for BillingPortalConfiguration {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "active",
-            "application",
-            "business_profile",
-            "created",
-            "default_return_url",
-            "features",
-            "id",
-            "is_default",
-            "livemode",
-            "login_page",
-            "metadata",
-            "name",
-            "object",
-            "updated",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.active, v),
-            1 => set(&mut o.application, v),
-            2 => set(&mut o.business_profile, v),
-            3 => set(&mut o.created, v),
-            4 => set(&mut o.default_return_url, v),
-            5 => set(&mut o.features, v),
-            6 => set(&mut o.id, v),
-            7 => set(&mut o.is_default, v),
-            8 => set(&mut o.livemode, v),
-            9 => set(&mut o.login_page, v),
-            10 => set_or_default(&mut o.metadata, v),
-            11 => set(&mut o.name, v),
-            12 => set(&mut o.object, v),
-            13 => set(&mut o.updated, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            active: take(&mut m, "active"),
+            application: take(&mut m, "application"),
+            business_profile: take(&mut m, "business_profile"),
+            created: take(&mut m, "created"),
+            default_return_url: take(&mut m, "default_return_url"),
+            features: take(&mut m, "features"),
+            is_default: take(&mut m, "is_default"),
+            livemode: take(&mut m, "livemode"),
+            login_page: take(&mut m, "login_page"),
+            metadata: take_or_default(&mut m, "metadata"),
+            name: take(&mut m, "name"),
+            updated: take(&mut m, "updated"),
+        })
     }
 }
 
@@ -128,18 +109,11 @@ pub struct BillingPortalConfigurationLoginPage {
 
 impl FromJson for BillingPortalConfigurationLoginPage {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "enabled",
-            "url",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.enabled, v),
-            1 => set(&mut o.url, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            enabled: take(&mut m, "enabled"),
+            url: take(&mut m, "url"),
+        })
     }
 }
 
@@ -154,53 +128,6 @@ impl Serialize for BillingPortalConfigurationLoginPage {
         let mut m = s.serialize_map(None)?;
         entry(&mut m, "enabled", &self.enabled)?;
         entry(&mut m, "url", &self.url)?;
-        m.end()
-    }
-}
-
-/// `business_profile` of [`BillingPortalConfiguration`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct BillingPortalConfigurationBusinessProfile {
-    /// `headline` (string; nullable).
-    pub headline: Option<String>,
-    /// `privacy_policy_url` (string; nullable).
-    pub privacy_policy_url: Option<String>,
-    /// `terms_of_service_url` (string; nullable).
-    pub terms_of_service_url: Option<String>,
-}
-
-impl FromJson for BillingPortalConfigurationBusinessProfile {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "headline",
-            "privacy_policy_url",
-            "terms_of_service_url",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.headline, v),
-            1 => set(&mut o.privacy_policy_url, v),
-            2 => set(&mut o.terms_of_service_url, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for BillingPortalConfigurationBusinessProfile {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for BillingPortalConfigurationBusinessProfile {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "headline", &self.headline)?;
-        entry(&mut m, "privacy_policy_url", &self.privacy_policy_url)?;
-        entry(&mut m, "terms_of_service_url", &self.terms_of_service_url)?;
         m.end()
     }
 }

@@ -42,40 +42,22 @@ pub struct BillingPortalSession {
 
 impl FromJson for BillingPortalSession {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "after_expiration",
-            "configuration",
-            "created",
-            "customer",
-            "customer_account",
-            "flow",
-            "id",
-            "livemode",
-            "locale",
-            "object",
-            "on_behalf_of",
-            "return_url",
-            "url",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.after_expiration, v),
-            1 => set(&mut o.configuration, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.customer, v),
-            4 => set(&mut o.customer_account, v),
-            5 => set(&mut o.flow, v),
-            6 => set(&mut o.id, v),
-            7 => set(&mut o.livemode, v),
-            8 => set(&mut o.locale, v),
-            9 => set(&mut o.object, v),
-            10 => set(&mut o.on_behalf_of, v),
-            11 => set(&mut o.return_url, v),
-            12 => set(&mut o.url, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            after_expiration: take(&mut m, "after_expiration"),
+            configuration: take(&mut m, "configuration"),
+            created: take(&mut m, "created"),
+            customer: take(&mut m, "customer"),
+            customer_account: take(&mut m, "customer_account"),
+            flow: take(&mut m, "flow"),
+            livemode: take(&mut m, "livemode"),
+            locale: take(&mut m, "locale"),
+            on_behalf_of: take(&mut m, "on_behalf_of"),
+            return_url: take(&mut m, "return_url"),
+            url: take(&mut m, "url"),
+        })
     }
 }
 

@@ -32,30 +32,17 @@ pub struct Capability {
 
 impl FromJson for Capability {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "account",
-            "future_requirements",
-            "id",
-            "object",
-            "requested",
-            "requested_at",
-            "requirements",
-            "status",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.account, v),
-            1 => set(&mut o.future_requirements, v),
-            2 => set(&mut o.id, v),
-            3 => set(&mut o.object, v),
-            4 => set(&mut o.requested, v),
-            5 => set(&mut o.requested_at, v),
-            6 => set(&mut o.requirements, v),
-            7 => set(&mut o.status, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            account: take(&mut m, "account"),
+            future_requirements: take(&mut m, "future_requirements"),
+            requested: take(&mut m, "requested"),
+            requested_at: take(&mut m, "requested_at"),
+            requirements: take(&mut m, "requirements"),
+            status: take(&mut m, "status"),
+        })
     }
 }
 

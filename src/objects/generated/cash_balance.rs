@@ -28,26 +28,15 @@ pub struct CashBalance {
 
 impl FromJson for CashBalance {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "available",
-            "customer",
-            "customer_account",
-            "livemode",
-            "object",
-            "settings",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set_or_default(&mut o.available, v),
-            1 => set(&mut o.customer, v),
-            2 => set(&mut o.customer_account, v),
-            3 => set(&mut o.livemode, v),
-            4 => set(&mut o.object, v),
-            5 => set(&mut o.settings, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            object: take(&mut m, "object"),
+            available: take_or_default(&mut m, "available"),
+            customer: take(&mut m, "customer"),
+            customer_account: take(&mut m, "customer_account"),
+            livemode: take(&mut m, "livemode"),
+            settings: take(&mut m, "settings"),
+        })
     }
 }
 
@@ -88,18 +77,11 @@ pub struct CashBalanceSettings {
 
 impl FromJson for CashBalanceSettings {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "reconciliation_mode",
-            "using_merchant_default",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.reconciliation_mode, v),
-            1 => set(&mut o.using_merchant_default, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            reconciliation_mode: take(&mut m, "reconciliation_mode"),
+            using_merchant_default: take(&mut m, "using_merchant_default"),
+        })
     }
 }
 

@@ -60,58 +60,31 @@ pub struct ClimateOrder {
 
 impl FromJson for ClimateOrder {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount_fees",
-            "amount_subtotal",
-            "amount_total",
-            "beneficiary",
-            "canceled_at",
-            "cancellation_reason",
-            "certificate",
-            "confirmed_at",
-            "created",
-            "currency",
-            "delayed_at",
-            "delivered_at",
-            "delivery_details",
-            "expected_delivery_year",
-            "id",
-            "livemode",
-            "metadata",
-            "metric_tons",
-            "object",
-            "product",
-            "product_substituted_at",
-            "status",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount_fees, v),
-            1 => set(&mut o.amount_subtotal, v),
-            2 => set(&mut o.amount_total, v),
-            3 => set(&mut o.beneficiary, v),
-            4 => set(&mut o.canceled_at, v),
-            5 => set(&mut o.cancellation_reason, v),
-            6 => set(&mut o.certificate, v),
-            7 => set(&mut o.confirmed_at, v),
-            8 => set(&mut o.created, v),
-            9 => set(&mut o.currency, v),
-            10 => set(&mut o.delayed_at, v),
-            11 => set(&mut o.delivered_at, v),
-            12 => set_or_default(&mut o.delivery_details, v),
-            13 => set(&mut o.expected_delivery_year, v),
-            14 => set(&mut o.id, v),
-            15 => set(&mut o.livemode, v),
-            16 => set_or_default(&mut o.metadata, v),
-            17 => set(&mut o.metric_tons, v),
-            18 => set(&mut o.object, v),
-            19 => set(&mut o.product, v),
-            20 => set(&mut o.product_substituted_at, v),
-            21 => set(&mut o.status, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount_fees: take(&mut m, "amount_fees"),
+            amount_subtotal: take(&mut m, "amount_subtotal"),
+            amount_total: take(&mut m, "amount_total"),
+            beneficiary: take(&mut m, "beneficiary"),
+            canceled_at: take(&mut m, "canceled_at"),
+            cancellation_reason: take(&mut m, "cancellation_reason"),
+            certificate: take(&mut m, "certificate"),
+            confirmed_at: take(&mut m, "confirmed_at"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            delayed_at: take(&mut m, "delayed_at"),
+            delivered_at: take(&mut m, "delivered_at"),
+            delivery_details: take_or_default(&mut m, "delivery_details"),
+            expected_delivery_year: take(&mut m, "expected_delivery_year"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            metric_tons: take(&mut m, "metric_tons"),
+            product: take(&mut m, "product"),
+            product_substituted_at: take(&mut m, "product_substituted_at"),
+            status: take(&mut m, "status"),
+        })
     }
 }
 
@@ -166,16 +139,10 @@ pub struct ClimateOrderBeneficiary {
 
 impl FromJson for ClimateOrderBeneficiary {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "public_name",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.public_name, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            public_name: take(&mut m, "public_name"),
+        })
     }
 }
 

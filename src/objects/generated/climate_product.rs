@@ -34,32 +34,18 @@ pub struct ClimateProduct {
 
 impl FromJson for ClimateProduct {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "created",
-            "current_prices_per_metric_ton",
-            "delivery_year",
-            "id",
-            "livemode",
-            "metric_tons_available",
-            "name",
-            "object",
-            "suppliers",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.created, v),
-            1 => set_or_default(&mut o.current_prices_per_metric_ton, v),
-            2 => set(&mut o.delivery_year, v),
-            3 => set(&mut o.id, v),
-            4 => set(&mut o.livemode, v),
-            5 => set(&mut o.metric_tons_available, v),
-            6 => set(&mut o.name, v),
-            7 => set(&mut o.object, v),
-            8 => set_or_default(&mut o.suppliers, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            created: take(&mut m, "created"),
+            current_prices_per_metric_ton: take_or_default(&mut m, "current_prices_per_metric_ton"),
+            delivery_year: take(&mut m, "delivery_year"),
+            livemode: take(&mut m, "livemode"),
+            metric_tons_available: take(&mut m, "metric_tons_available"),
+            name: take(&mut m, "name"),
+            suppliers: take_or_default(&mut m, "suppliers"),
+        })
     }
 }
 

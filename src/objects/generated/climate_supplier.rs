@@ -19,7 +19,7 @@ pub struct ClimateSupplier {
     /// `livemode` (boolean).
     pub livemode: Option<bool>,
     /// `locations` (array<object>).
-    pub locations: Vec<ClimateSupplierLocations>,
+    pub locations: Vec<Value>,
     /// `name` (string).
     pub name: Option<String>,
     /// `removal_pathway` (enum).
@@ -28,28 +28,16 @@ pub struct ClimateSupplier {
 
 impl FromJson for ClimateSupplier {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "id",
-            "info_url",
-            "livemode",
-            "locations",
-            "name",
-            "object",
-            "removal_pathway",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.id, v),
-            1 => set(&mut o.info_url, v),
-            2 => set(&mut o.livemode, v),
-            3 => set_or_default(&mut o.locations, v),
-            4 => set(&mut o.name, v),
-            5 => set(&mut o.object, v),
-            6 => set(&mut o.removal_pathway, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            info_url: take(&mut m, "info_url"),
+            livemode: take(&mut m, "livemode"),
+            locations: take_or_default(&mut m, "locations"),
+            name: take(&mut m, "name"),
+            removal_pathway: take(&mut m, "removal_pathway"),
+        })
     }
 }
 
@@ -76,63 +64,6 @@ impl Serialize for ClimateSupplier {
 impl HasId for ClimateSupplier {
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
-    }
-}
-
-/// `locations` of [`ClimateSupplier`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct ClimateSupplierLocations {
-    /// `city` (string; nullable).
-    pub city: Option<String>,
-    /// `country` (string).
-    pub country: Option<String>,
-    /// `latitude` (number; nullable).
-    pub latitude: Option<f64>,
-    /// `longitude` (number; nullable).
-    pub longitude: Option<f64>,
-    /// `region` (string; nullable).
-    pub region: Option<String>,
-}
-
-impl FromJson for ClimateSupplierLocations {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "city",
-            "country",
-            "latitude",
-            "longitude",
-            "region",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.city, v),
-            1 => set(&mut o.country, v),
-            2 => set(&mut o.latitude, v),
-            3 => set(&mut o.longitude, v),
-            4 => set(&mut o.region, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for ClimateSupplierLocations {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for ClimateSupplierLocations {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "city", &self.city)?;
-        entry(&mut m, "country", &self.country)?;
-        entry(&mut m, "latitude", &self.latitude)?;
-        entry(&mut m, "longitude", &self.longitude)?;
-        entry(&mut m, "region", &self.region)?;
-        m.end()
     }
 }
 

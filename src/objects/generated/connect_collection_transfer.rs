@@ -26,26 +26,15 @@ pub struct ConnectCollectionTransfer {
 
 impl FromJson for ConnectCollectionTransfer {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "currency",
-            "destination",
-            "id",
-            "livemode",
-            "object",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.currency, v),
-            2 => set(&mut o.destination, v),
-            3 => set(&mut o.id, v),
-            4 => set(&mut o.livemode, v),
-            5 => set(&mut o.object, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            currency: take(&mut m, "currency"),
+            destination: take(&mut m, "destination"),
+            livemode: take(&mut m, "livemode"),
+        })
     }
 }
 

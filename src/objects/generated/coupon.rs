@@ -50,48 +50,26 @@ pub struct Coupon {
 
 impl FromJson for Coupon {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount_off",
-            "applies_to",
-            "created",
-            "currency",
-            "currency_options",
-            "duration",
-            "duration_in_months",
-            "id",
-            "livemode",
-            "max_redemptions",
-            "metadata",
-            "name",
-            "object",
-            "percent_off",
-            "redeem_by",
-            "times_redeemed",
-            "valid",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount_off, v),
-            1 => set(&mut o.applies_to, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.currency, v),
-            4 => set_or_default(&mut o.currency_options, v),
-            5 => set(&mut o.duration, v),
-            6 => set(&mut o.duration_in_months, v),
-            7 => set(&mut o.id, v),
-            8 => set(&mut o.livemode, v),
-            9 => set(&mut o.max_redemptions, v),
-            10 => set_or_default(&mut o.metadata, v),
-            11 => set(&mut o.name, v),
-            12 => set(&mut o.object, v),
-            13 => set(&mut o.percent_off, v),
-            14 => set(&mut o.redeem_by, v),
-            15 => set(&mut o.times_redeemed, v),
-            16 => set(&mut o.valid, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount_off: take(&mut m, "amount_off"),
+            applies_to: take(&mut m, "applies_to"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            currency_options: take_or_default(&mut m, "currency_options"),
+            duration: take(&mut m, "duration"),
+            duration_in_months: take(&mut m, "duration_in_months"),
+            livemode: take(&mut m, "livemode"),
+            max_redemptions: take(&mut m, "max_redemptions"),
+            metadata: take_or_default(&mut m, "metadata"),
+            name: take(&mut m, "name"),
+            percent_off: take(&mut m, "percent_off"),
+            redeem_by: take(&mut m, "redeem_by"),
+            times_redeemed: take(&mut m, "times_redeemed"),
+            valid: take(&mut m, "valid"),
+        })
     }
 }
 
@@ -141,16 +119,10 @@ pub struct CouponAppliesTo {
 
 impl FromJson for CouponAppliesTo {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "products",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set_or_default(&mut o.products, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            products: take_or_default(&mut m, "products"),
+        })
     }
 }
 

@@ -57,7 +57,7 @@ pub struct CreditNote {
     /// `pre_payment_amount` (integer).
     pub pre_payment_amount: Option<i64>,
     /// `pretax_credit_amounts` (array<object>).
-    pub pretax_credit_amounts: Vec<CreditNotePretaxCreditAmounts>,
+    pub pretax_credit_amounts: Vec<Value>,
     /// `reason` (enum; nullable).
     pub reason: Option<CreditNoteReason>,
     /// `refunds` (array<object>).
@@ -84,82 +84,43 @@ pub struct CreditNote {
 
 impl FromJson for CreditNote {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "amount_shipping",
-            "created",
-            "currency",
-            "customer",
-            "customer_account",
-            "customer_balance_transaction",
-            "discount_amount",
-            "discount_amounts",
-            "effective_at",
-            "id",
-            "invoice",
-            "lines",
-            "livemode",
-            "memo",
-            "metadata",
-            "number",
-            "object",
-            "out_of_band_amount",
-            "pdf",
-            "post_payment_amount",
-            "pre_payment_amount",
-            "pretax_credit_amounts",
-            "reason",
-            "refunds",
-            "shipping_cost",
-            "status",
-            "subtotal",
-            "subtotal_excluding_tax",
-            "total",
-            "total_excluding_tax",
-            "total_taxes",
-            "type",
-            "voided_at",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.amount_shipping, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.currency, v),
-            4 => set(&mut o.customer, v),
-            5 => set(&mut o.customer_account, v),
-            6 => set(&mut o.customer_balance_transaction, v),
-            7 => set(&mut o.discount_amount, v),
-            8 => set_or_default(&mut o.discount_amounts, v),
-            9 => set(&mut o.effective_at, v),
-            10 => set(&mut o.id, v),
-            11 => set(&mut o.invoice, v),
-            12 => set_or_default(&mut o.lines, v),
-            13 => set(&mut o.livemode, v),
-            14 => set(&mut o.memo, v),
-            15 => set_or_default(&mut o.metadata, v),
-            16 => set(&mut o.number, v),
-            17 => set(&mut o.object, v),
-            18 => set(&mut o.out_of_band_amount, v),
-            19 => set(&mut o.pdf, v),
-            20 => set(&mut o.post_payment_amount, v),
-            21 => set(&mut o.pre_payment_amount, v),
-            22 => set_or_default(&mut o.pretax_credit_amounts, v),
-            23 => set(&mut o.reason, v),
-            24 => set_or_default(&mut o.refunds, v),
-            25 => set(&mut o.shipping_cost, v),
-            26 => set(&mut o.status, v),
-            27 => set(&mut o.subtotal, v),
-            28 => set(&mut o.subtotal_excluding_tax, v),
-            29 => set(&mut o.total, v),
-            30 => set(&mut o.total_excluding_tax, v),
-            31 => set_or_default(&mut o.total_taxes, v),
-            32 => set(&mut o.type_, v),
-            33 => set(&mut o.voided_at, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            amount_shipping: take(&mut m, "amount_shipping"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            customer: take(&mut m, "customer"),
+            customer_account: take(&mut m, "customer_account"),
+            customer_balance_transaction: take(&mut m, "customer_balance_transaction"),
+            discount_amount: take(&mut m, "discount_amount"),
+            discount_amounts: take_or_default(&mut m, "discount_amounts"),
+            effective_at: take(&mut m, "effective_at"),
+            invoice: take(&mut m, "invoice"),
+            lines: take_or_default(&mut m, "lines"),
+            livemode: take(&mut m, "livemode"),
+            memo: take(&mut m, "memo"),
+            metadata: take_or_default(&mut m, "metadata"),
+            number: take(&mut m, "number"),
+            out_of_band_amount: take(&mut m, "out_of_band_amount"),
+            pdf: take(&mut m, "pdf"),
+            post_payment_amount: take(&mut m, "post_payment_amount"),
+            pre_payment_amount: take(&mut m, "pre_payment_amount"),
+            pretax_credit_amounts: take_or_default(&mut m, "pretax_credit_amounts"),
+            reason: take(&mut m, "reason"),
+            refunds: take_or_default(&mut m, "refunds"),
+            shipping_cost: take(&mut m, "shipping_cost"),
+            status: take(&mut m, "status"),
+            subtotal: take(&mut m, "subtotal"),
+            subtotal_excluding_tax: take(&mut m, "subtotal_excluding_tax"),
+            total: take(&mut m, "total"),
+            total_excluding_tax: take(&mut m, "total_excluding_tax"),
+            total_taxes: take_or_default(&mut m, "total_taxes"),
+            type_: take(&mut m, "type"),
+            voided_at: take(&mut m, "voided_at"),
+        })
     }
 }
 
@@ -216,58 +177,6 @@ impl HasId for CreditNote {
     }
 }
 
-/// `pretax_credit_amounts` of [`CreditNote`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct CreditNotePretaxCreditAmounts {
-    /// `amount` (integer).
-    pub amount: Option<i64>,
-    /// `credit_balance_transaction` (expandable<billing.credit_balance_transaction>; not always sent).
-    pub credit_balance_transaction: Option<Expandable<BillingCreditBalanceTransaction>>,
-    /// `discount` (expandable<discount | deleted_discount>; not always sent).
-    pub discount: Option<Expandable<Discount>>,
-    /// `type` (enum).
-    pub type_: Option<CreditNotePretaxCreditAmountsType>,
-}
-
-impl FromJson for CreditNotePretaxCreditAmounts {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "credit_balance_transaction",
-            "discount",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.credit_balance_transaction, v),
-            2 => set(&mut o.discount, v),
-            3 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for CreditNotePretaxCreditAmounts {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for CreditNotePretaxCreditAmounts {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "credit_balance_transaction", &self.credit_balance_transaction)?;
-        entry(&mut m, "discount", &self.discount)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
-    }
-}
-
 /// `discount_amounts` of [`CreditNote`].
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -280,18 +189,11 @@ pub struct CreditNoteDiscountAmounts {
 
 impl FromJson for CreditNoteDiscountAmounts {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "discount",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.discount, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            amount: take(&mut m, "amount"),
+            discount: take(&mut m, "discount"),
+        })
     }
 }
 
@@ -307,29 +209,6 @@ impl Serialize for CreditNoteDiscountAmounts {
         entry(&mut m, "amount", &self.amount)?;
         entry(&mut m, "discount", &self.discount)?;
         m.end()
-    }
-}
-
-string_enum! {
-    /// `pretax_credit_amounts[].type` of [`CreditNotePretaxCreditAmounts`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum CreditNotePretaxCreditAmountsType {
-        CreditBalanceTransaction = "credit_balance_transaction",
-        Discount = "discount",
-    }
-}
-
-impl FromJson for CreditNotePretaxCreditAmountsType {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "credit_balance_transaction",
-            "discount",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::CreditBalanceTransaction,
-            Ok(1) => Self::Discount,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
     }
 }
 

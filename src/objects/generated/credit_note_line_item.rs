@@ -29,7 +29,7 @@ pub struct CreditNoteLineItem {
     /// `metadata` (map<string,string>; nullable).
     pub metadata: Metadata,
     /// `pretax_credit_amounts` (array<object>).
-    pub pretax_credit_amounts: Vec<CreditNoteLineItemPretaxCreditAmounts>,
+    pub pretax_credit_amounts: Vec<Value>,
     /// `quantity` (integer; nullable).
     pub quantity: Option<i64>,
     /// `tax_rates` (array<tax_rate>).
@@ -46,46 +46,25 @@ pub struct CreditNoteLineItem {
 
 impl FromJson for CreditNoteLineItem {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "description",
-            "discount_amount",
-            "discount_amounts",
-            "id",
-            "invoice_line_item",
-            "livemode",
-            "metadata",
-            "object",
-            "pretax_credit_amounts",
-            "quantity",
-            "tax_rates",
-            "taxes",
-            "type",
-            "unit_amount",
-            "unit_amount_decimal",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.description, v),
-            2 => set(&mut o.discount_amount, v),
-            3 => set_or_default(&mut o.discount_amounts, v),
-            4 => set(&mut o.id, v),
-            5 => set(&mut o.invoice_line_item, v),
-            6 => set(&mut o.livemode, v),
-            7 => set_or_default(&mut o.metadata, v),
-            8 => set(&mut o.object, v),
-            9 => set_or_default(&mut o.pretax_credit_amounts, v),
-            10 => set(&mut o.quantity, v),
-            11 => set_or_default(&mut o.tax_rates, v),
-            12 => set_or_default(&mut o.taxes, v),
-            13 => set(&mut o.type_, v),
-            14 => set(&mut o.unit_amount, v),
-            15 => set(&mut o.unit_amount_decimal, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            description: take(&mut m, "description"),
+            discount_amount: take(&mut m, "discount_amount"),
+            discount_amounts: take_or_default(&mut m, "discount_amounts"),
+            invoice_line_item: take(&mut m, "invoice_line_item"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            pretax_credit_amounts: take_or_default(&mut m, "pretax_credit_amounts"),
+            quantity: take(&mut m, "quantity"),
+            tax_rates: take_or_default(&mut m, "tax_rates"),
+            taxes: take_or_default(&mut m, "taxes"),
+            type_: take(&mut m, "type"),
+            unit_amount: take(&mut m, "unit_amount"),
+            unit_amount_decimal: take(&mut m, "unit_amount_decimal"),
+        })
     }
 }
 
@@ -124,58 +103,6 @@ impl HasId for CreditNoteLineItem {
     }
 }
 
-/// `pretax_credit_amounts` of [`CreditNoteLineItem`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct CreditNoteLineItemPretaxCreditAmounts {
-    /// `amount` (integer).
-    pub amount: Option<i64>,
-    /// `credit_balance_transaction` (expandable<billing.credit_balance_transaction>; not always sent).
-    pub credit_balance_transaction: Option<Expandable<BillingCreditBalanceTransaction>>,
-    /// `discount` (expandable<discount | deleted_discount>; not always sent).
-    pub discount: Option<Expandable<Discount>>,
-    /// `type` (enum).
-    pub type_: Option<CreditNoteLineItemPretaxCreditAmountsType>,
-}
-
-impl FromJson for CreditNoteLineItemPretaxCreditAmounts {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "credit_balance_transaction",
-            "discount",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.credit_balance_transaction, v),
-            2 => set(&mut o.discount, v),
-            3 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for CreditNoteLineItemPretaxCreditAmounts {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for CreditNoteLineItemPretaxCreditAmounts {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "credit_balance_transaction", &self.credit_balance_transaction)?;
-        entry(&mut m, "discount", &self.discount)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
-    }
-}
-
 /// `discount_amounts` of [`CreditNoteLineItem`].
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -188,18 +115,11 @@ pub struct CreditNoteLineItemDiscountAmounts {
 
 impl FromJson for CreditNoteLineItemDiscountAmounts {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "discount",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.discount, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            amount: take(&mut m, "amount"),
+            discount: take(&mut m, "discount"),
+        })
     }
 }
 
@@ -215,29 +135,6 @@ impl Serialize for CreditNoteLineItemDiscountAmounts {
         entry(&mut m, "amount", &self.amount)?;
         entry(&mut m, "discount", &self.discount)?;
         m.end()
-    }
-}
-
-string_enum! {
-    /// `pretax_credit_amounts[].type` of [`CreditNoteLineItemPretaxCreditAmounts`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum CreditNoteLineItemPretaxCreditAmountsType {
-        CreditBalanceTransaction = "credit_balance_transaction",
-        Discount = "discount",
-    }
-}
-
-impl FromJson for CreditNoteLineItemPretaxCreditAmountsType {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "credit_balance_transaction",
-            "discount",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::CreditBalanceTransaction,
-            Ok(1) => Self::Discount,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
     }
 }
 

@@ -44,44 +44,24 @@ pub struct CustomerBalanceTransaction {
 
 impl FromJson for CustomerBalanceTransaction {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "checkout_session",
-            "created",
-            "credit_note",
-            "currency",
-            "customer",
-            "customer_account",
-            "description",
-            "ending_balance",
-            "id",
-            "invoice",
-            "livemode",
-            "metadata",
-            "object",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.checkout_session, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.credit_note, v),
-            4 => set(&mut o.currency, v),
-            5 => set(&mut o.customer, v),
-            6 => set(&mut o.customer_account, v),
-            7 => set(&mut o.description, v),
-            8 => set(&mut o.ending_balance, v),
-            9 => set(&mut o.id, v),
-            10 => set(&mut o.invoice, v),
-            11 => set(&mut o.livemode, v),
-            12 => set_or_default(&mut o.metadata, v),
-            13 => set(&mut o.object, v),
-            14 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            checkout_session: take(&mut m, "checkout_session"),
+            created: take(&mut m, "created"),
+            credit_note: take(&mut m, "credit_note"),
+            currency: take(&mut m, "currency"),
+            customer: take(&mut m, "customer"),
+            customer_account: take(&mut m, "customer_account"),
+            description: take(&mut m, "description"),
+            ending_balance: take(&mut m, "ending_balance"),
+            invoice: take(&mut m, "invoice"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 

@@ -48,46 +48,25 @@ pub struct CustomerCashBalanceTransaction {
 
 impl FromJson for CustomerCashBalanceTransaction {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "adjusted_for_overdraft",
-            "applied_to_payment",
-            "created",
-            "currency",
-            "customer",
-            "customer_account",
-            "ending_balance",
-            "funded",
-            "id",
-            "livemode",
-            "net_amount",
-            "object",
-            "refunded_from_payment",
-            "transferred_to_balance",
-            "type",
-            "unapplied_from_payment",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.adjusted_for_overdraft, v),
-            1 => set(&mut o.applied_to_payment, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.currency, v),
-            4 => set(&mut o.customer, v),
-            5 => set(&mut o.customer_account, v),
-            6 => set(&mut o.ending_balance, v),
-            7 => set(&mut o.funded, v),
-            8 => set(&mut o.id, v),
-            9 => set(&mut o.livemode, v),
-            10 => set(&mut o.net_amount, v),
-            11 => set(&mut o.object, v),
-            12 => set(&mut o.refunded_from_payment, v),
-            13 => set(&mut o.transferred_to_balance, v),
-            14 => set(&mut o.type_, v),
-            15 => set(&mut o.unapplied_from_payment, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            adjusted_for_overdraft: take(&mut m, "adjusted_for_overdraft"),
+            applied_to_payment: take(&mut m, "applied_to_payment"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            customer: take(&mut m, "customer"),
+            customer_account: take(&mut m, "customer_account"),
+            ending_balance: take(&mut m, "ending_balance"),
+            funded: take(&mut m, "funded"),
+            livemode: take(&mut m, "livemode"),
+            net_amount: take(&mut m, "net_amount"),
+            refunded_from_payment: take(&mut m, "refunded_from_payment"),
+            transferred_to_balance: take(&mut m, "transferred_to_balance"),
+            type_: take(&mut m, "type"),
+            unapplied_from_payment: take(&mut m, "unapplied_from_payment"),
+        })
     }
 }
 
@@ -136,16 +115,10 @@ pub struct CustomerCashBalanceTransactionUnappliedFromPayment {
 
 impl FromJson for CustomerCashBalanceTransactionUnappliedFromPayment {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "payment_intent",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.payment_intent, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            payment_intent: take(&mut m, "payment_intent"),
+        })
     }
 }
 
@@ -173,16 +146,10 @@ pub struct CustomerCashBalanceTransactionTransferredToBalance {
 
 impl FromJson for CustomerCashBalanceTransactionTransferredToBalance {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "balance_transaction",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.balance_transaction, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            balance_transaction: take(&mut m, "balance_transaction"),
+        })
     }
 }
 
@@ -210,16 +177,10 @@ pub struct CustomerCashBalanceTransactionRefundedFromPayment {
 
 impl FromJson for CustomerCashBalanceTransactionRefundedFromPayment {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "refund",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.refund, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            refund: take(&mut m, "refund"),
+        })
     }
 }
 
@@ -247,16 +208,10 @@ pub struct CustomerCashBalanceTransactionAppliedToPayment {
 
 impl FromJson for CustomerCashBalanceTransactionAppliedToPayment {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "payment_intent",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.payment_intent, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            payment_intent: take(&mut m, "payment_intent"),
+        })
     }
 }
 
@@ -286,18 +241,11 @@ pub struct CustomerCashBalanceTransactionAdjustedForOverdraft {
 
 impl FromJson for CustomerCashBalanceTransactionAdjustedForOverdraft {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "balance_transaction",
-            "linked_transaction",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.balance_transaction, v),
-            1 => set(&mut o.linked_transaction, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            balance_transaction: take(&mut m, "balance_transaction"),
+            linked_transaction: take(&mut m, "linked_transaction"),
+        })
     }
 }
 

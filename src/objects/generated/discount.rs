@@ -42,40 +42,22 @@ pub struct Discount {
 
 impl FromJson for Discount {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "checkout_session",
-            "customer",
-            "customer_account",
-            "end",
-            "id",
-            "invoice",
-            "invoice_item",
-            "object",
-            "promotion_code",
-            "source",
-            "start",
-            "subscription",
-            "subscription_item",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.checkout_session, v),
-            1 => set(&mut o.customer, v),
-            2 => set(&mut o.customer_account, v),
-            3 => set(&mut o.end, v),
-            4 => set(&mut o.id, v),
-            5 => set(&mut o.invoice, v),
-            6 => set(&mut o.invoice_item, v),
-            7 => set(&mut o.object, v),
-            8 => set(&mut o.promotion_code, v),
-            9 => set(&mut o.source, v),
-            10 => set(&mut o.start, v),
-            11 => set(&mut o.subscription, v),
-            12 => set(&mut o.subscription_item, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            checkout_session: take(&mut m, "checkout_session"),
+            customer: take(&mut m, "customer"),
+            customer_account: take(&mut m, "customer_account"),
+            end: take(&mut m, "end"),
+            invoice: take(&mut m, "invoice"),
+            invoice_item: take(&mut m, "invoice_item"),
+            promotion_code: take(&mut m, "promotion_code"),
+            source: take(&mut m, "source"),
+            start: take(&mut m, "start"),
+            subscription: take(&mut m, "subscription"),
+            subscription_item: take(&mut m, "subscription_item"),
+        })
     }
 }
 
@@ -123,18 +105,11 @@ pub struct DiscountSource {
 
 impl FromJson for DiscountSource {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "coupon",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.coupon, v),
-            1 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            coupon: take(&mut m, "coupon"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 

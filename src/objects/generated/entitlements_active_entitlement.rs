@@ -24,24 +24,14 @@ pub struct EntitlementsActiveEntitlement {
 
 impl FromJson for EntitlementsActiveEntitlement {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "feature",
-            "id",
-            "livemode",
-            "lookup_key",
-            "object",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.feature, v),
-            1 => set(&mut o.id, v),
-            2 => set(&mut o.livemode, v),
-            3 => set(&mut o.lookup_key, v),
-            4 => set(&mut o.object, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            feature: take(&mut m, "feature"),
+            livemode: take(&mut m, "livemode"),
+            lookup_key: take(&mut m, "lookup_key"),
+        })
     }
 }
 

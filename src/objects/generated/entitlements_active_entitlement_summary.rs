@@ -24,22 +24,13 @@ pub struct EntitlementsActiveEntitlementSummary {
 
 impl FromJson for EntitlementsActiveEntitlementSummary {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "customer",
-            "entitlements",
-            "livemode",
-            "object",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.customer, v),
-            1 => set_or_default(&mut o.entitlements, v),
-            2 => set(&mut o.livemode, v),
-            3 => set(&mut o.object, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            object: take(&mut m, "object"),
+            customer: take(&mut m, "customer"),
+            entitlements: take_or_default(&mut m, "entitlements"),
+            livemode: take(&mut m, "livemode"),
+        })
     }
 }
 

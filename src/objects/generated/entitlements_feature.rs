@@ -28,28 +28,16 @@ pub struct EntitlementsFeature {
 
 impl FromJson for EntitlementsFeature {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "active",
-            "id",
-            "livemode",
-            "lookup_key",
-            "metadata",
-            "name",
-            "object",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.active, v),
-            1 => set(&mut o.id, v),
-            2 => set(&mut o.livemode, v),
-            3 => set(&mut o.lookup_key, v),
-            4 => set_or_default(&mut o.metadata, v),
-            5 => set(&mut o.name, v),
-            6 => set(&mut o.object, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            active: take(&mut m, "active"),
+            livemode: take(&mut m, "livemode"),
+            lookup_key: take(&mut m, "lookup_key"),
+            metadata: take_or_default(&mut m, "metadata"),
+            name: take(&mut m, "name"),
+        })
     }
 }
 

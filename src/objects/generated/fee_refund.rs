@@ -32,30 +32,17 @@ pub struct FeeRefund {
 
 impl FromJson for FeeRefund {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "balance_transaction",
-            "created",
-            "currency",
-            "fee",
-            "id",
-            "metadata",
-            "object",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.balance_transaction, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.currency, v),
-            4 => set(&mut o.fee, v),
-            5 => set(&mut o.id, v),
-            6 => set_or_default(&mut o.metadata, v),
-            7 => set(&mut o.object, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            balance_transaction: take(&mut m, "balance_transaction"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            fee: take(&mut m, "fee"),
+            metadata: take_or_default(&mut m, "metadata"),
+        })
     }
 }
 

@@ -38,36 +38,20 @@ pub struct File {
 
 impl FromJson for File {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "created",
-            "expires_at",
-            "filename",
-            "id",
-            "links",
-            "object",
-            "purpose",
-            "size",
-            "title",
-            "type",
-            "url",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.created, v),
-            1 => set(&mut o.expires_at, v),
-            2 => set(&mut o.filename, v),
-            3 => set(&mut o.id, v),
-            4 => set_or_default(&mut o.links, v),
-            5 => set(&mut o.object, v),
-            6 => set(&mut o.purpose, v),
-            7 => set(&mut o.size, v),
-            8 => set(&mut o.title, v),
-            9 => set(&mut o.type_, v),
-            10 => set(&mut o.url, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            created: take(&mut m, "created"),
+            expires_at: take(&mut m, "expires_at"),
+            filename: take(&mut m, "filename"),
+            links: take_or_default(&mut m, "links"),
+            purpose: take(&mut m, "purpose"),
+            size: take(&mut m, "size"),
+            title: take(&mut m, "title"),
+            type_: take(&mut m, "type"),
+            url: take(&mut m, "url"),
+        })
     }
 }
 

@@ -32,32 +32,18 @@ pub struct FileLink {
 
 impl FromJson for FileLink {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "created",
-            "expired",
-            "expires_at",
-            "file",
-            "id",
-            "livemode",
-            "metadata",
-            "object",
-            "url",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.created, v),
-            1 => set(&mut o.expired, v),
-            2 => set(&mut o.expires_at, v),
-            3 => set(&mut o.file, v),
-            4 => set(&mut o.id, v),
-            5 => set(&mut o.livemode, v),
-            6 => set_or_default(&mut o.metadata, v),
-            7 => set(&mut o.object, v),
-            8 => set(&mut o.url, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            created: take(&mut m, "created"),
+            expired: take(&mut m, "expired"),
+            expires_at: take(&mut m, "expires_at"),
+            file: take(&mut m, "file"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            url: take(&mut m, "url"),
+        })
     }
 }
 

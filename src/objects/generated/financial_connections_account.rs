@@ -17,13 +17,13 @@ pub struct FinancialConnectionsAccount {
     /// `object` (const).
     pub object: Option<String>,
     /// `account_holder` (object; nullable).
-    pub account_holder: Option<FinancialConnectionsAccountAccountHolder>,
+    pub account_holder: Option<Value>,
     /// `account_numbers` (array<object>; nullable).
-    pub account_numbers: Vec<FinancialConnectionsAccountAccountNumbers>,
+    pub account_numbers: Vec<Value>,
     /// `balance` (object; nullable).
     pub balance: Option<Value>,
     /// `balance_refresh` (object; nullable).
-    pub balance_refresh: Option<FinancialConnectionsAccountBalanceRefresh>,
+    pub balance_refresh: Option<Value>,
     /// `category` (enum).
     pub category: Option<FinancialConnectionsAccountCategory>,
     /// `created` (integer).
@@ -39,7 +39,7 @@ pub struct FinancialConnectionsAccount {
     /// `ownership` (expandable<financial_connections.account_ownership>; nullable).
     pub ownership: Option<Expandable<FinancialConnectionsAccountOwnership>>,
     /// `ownership_refresh` (object; nullable).
-    pub ownership_refresh: Option<FinancialConnectionsAccountOwnershipRefresh>,
+    pub ownership_refresh: Option<Value>,
     /// `permissions` (array<enum>; nullable).
     pub permissions: Vec<FinancialConnectionsAccountPermissions>,
     /// `status` (enum).
@@ -53,61 +53,35 @@ pub struct FinancialConnectionsAccount {
     /// `supported_payment_method_types` (array<enum>).
     pub supported_payment_method_types: Vec<FinancialConnectionsAccountSupportedPaymentMethodTypes>,
     /// `transaction_refresh` (object; nullable).
-    pub transaction_refresh: Option<FinancialConnectionsAccountTransactionRefresh>,
+    pub transaction_refresh: Option<Value>,
 }
 
 impl FromJson for FinancialConnectionsAccount {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "account_holder",
-            "account_numbers",
-            "balance",
-            "balance_refresh",
-            "category",
-            "created",
-            "display_name",
-            "id",
-            "institution_name",
-            "last4",
-            "livemode",
-            "object",
-            "ownership",
-            "ownership_refresh",
-            "permissions",
-            "status",
-            "status_details",
-            "subcategory",
-            "subscriptions",
-            "supported_payment_method_types",
-            "transaction_refresh",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.account_holder, v),
-            1 => set_or_default(&mut o.account_numbers, v),
-            2 => set(&mut o.balance, v),
-            3 => set(&mut o.balance_refresh, v),
-            4 => set(&mut o.category, v),
-            5 => set(&mut o.created, v),
-            6 => set(&mut o.display_name, v),
-            7 => set(&mut o.id, v),
-            8 => set(&mut o.institution_name, v),
-            9 => set(&mut o.last4, v),
-            10 => set(&mut o.livemode, v),
-            11 => set(&mut o.object, v),
-            12 => set(&mut o.ownership, v),
-            13 => set(&mut o.ownership_refresh, v),
-            14 => set_or_default(&mut o.permissions, v),
-            15 => set(&mut o.status, v),
-            16 => set(&mut o.status_details, v),
-            17 => set(&mut o.subcategory, v),
-            18 => set_or_default(&mut o.subscriptions, v),
-            19 => set_or_default(&mut o.supported_payment_method_types, v),
-            20 => set(&mut o.transaction_refresh, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            account_holder: take(&mut m, "account_holder"),
+            account_numbers: take_or_default(&mut m, "account_numbers"),
+            balance: take(&mut m, "balance"),
+            balance_refresh: take(&mut m, "balance_refresh"),
+            category: take(&mut m, "category"),
+            created: take(&mut m, "created"),
+            display_name: take(&mut m, "display_name"),
+            institution_name: take(&mut m, "institution_name"),
+            last4: take(&mut m, "last4"),
+            livemode: take(&mut m, "livemode"),
+            ownership: take(&mut m, "ownership"),
+            ownership_refresh: take(&mut m, "ownership_refresh"),
+            permissions: take_or_default(&mut m, "permissions"),
+            status: take(&mut m, "status"),
+            status_details: take(&mut m, "status_details"),
+            subcategory: take(&mut m, "subcategory"),
+            subscriptions: take_or_default(&mut m, "subscriptions"),
+            supported_payment_method_types: take_or_default(&mut m, "supported_payment_method_types"),
+            transaction_refresh: take(&mut m, "transaction_refresh"),
+        })
     }
 }
 
@@ -151,377 +125,6 @@ impl HasId for FinancialConnectionsAccount {
     }
 }
 
-/// `transaction_refresh` of [`FinancialConnectionsAccount`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct FinancialConnectionsAccountTransactionRefresh {
-    /// `id` (string).
-    pub id: Option<String>,
-    /// `last_attempted_at` (integer).
-    pub last_attempted_at: Option<i64>,
-    /// `next_refresh_available_at` (integer; nullable).
-    pub next_refresh_available_at: Option<i64>,
-    /// `status` (enum).
-    pub status: Option<FinancialConnectionsAccountTransactionRefreshStatus>,
-}
-
-impl FromJson for FinancialConnectionsAccountTransactionRefresh {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "id",
-            "last_attempted_at",
-            "next_refresh_available_at",
-            "status",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.id, v),
-            1 => set(&mut o.last_attempted_at, v),
-            2 => set(&mut o.next_refresh_available_at, v),
-            3 => set(&mut o.status, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for FinancialConnectionsAccountTransactionRefresh {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for FinancialConnectionsAccountTransactionRefresh {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "last_attempted_at", &self.last_attempted_at)?;
-        entry(&mut m, "next_refresh_available_at", &self.next_refresh_available_at)?;
-        entry(&mut m, "status", &self.status)?;
-        m.end()
-    }
-}
-
-/// `ownership_refresh` of [`FinancialConnectionsAccount`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct FinancialConnectionsAccountOwnershipRefresh {
-    /// `last_attempted_at` (integer).
-    pub last_attempted_at: Option<i64>,
-    /// `next_refresh_available_at` (integer; nullable).
-    pub next_refresh_available_at: Option<i64>,
-    /// `status` (enum).
-    pub status: Option<FinancialConnectionsAccountOwnershipRefreshStatus>,
-}
-
-impl FromJson for FinancialConnectionsAccountOwnershipRefresh {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "last_attempted_at",
-            "next_refresh_available_at",
-            "status",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.last_attempted_at, v),
-            1 => set(&mut o.next_refresh_available_at, v),
-            2 => set(&mut o.status, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for FinancialConnectionsAccountOwnershipRefresh {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for FinancialConnectionsAccountOwnershipRefresh {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "last_attempted_at", &self.last_attempted_at)?;
-        entry(&mut m, "next_refresh_available_at", &self.next_refresh_available_at)?;
-        entry(&mut m, "status", &self.status)?;
-        m.end()
-    }
-}
-
-/// `balance_refresh` of [`FinancialConnectionsAccount`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct FinancialConnectionsAccountBalanceRefresh {
-    /// `last_attempted_at` (integer).
-    pub last_attempted_at: Option<i64>,
-    /// `next_refresh_available_at` (integer; nullable).
-    pub next_refresh_available_at: Option<i64>,
-    /// `status` (enum).
-    pub status: Option<FinancialConnectionsAccountBalanceRefreshStatus>,
-}
-
-impl FromJson for FinancialConnectionsAccountBalanceRefresh {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "last_attempted_at",
-            "next_refresh_available_at",
-            "status",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.last_attempted_at, v),
-            1 => set(&mut o.next_refresh_available_at, v),
-            2 => set(&mut o.status, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for FinancialConnectionsAccountBalanceRefresh {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for FinancialConnectionsAccountBalanceRefresh {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "last_attempted_at", &self.last_attempted_at)?;
-        entry(&mut m, "next_refresh_available_at", &self.next_refresh_available_at)?;
-        entry(&mut m, "status", &self.status)?;
-        m.end()
-    }
-}
-
-/// `account_numbers` of [`FinancialConnectionsAccount`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct FinancialConnectionsAccountAccountNumbers {
-    /// `expected_expiry_date` (integer; nullable).
-    pub expected_expiry_date: Option<i64>,
-    /// `identifier_type` (enum).
-    pub identifier_type: Option<FinancialConnectionsAccountAccountNumbersIdentifierType>,
-    /// `status` (enum).
-    pub status: Option<FinancialConnectionsAccountAccountNumbersStatus>,
-    /// `supported_networks` (array<enum>).
-    pub supported_networks: Vec<FinancialConnectionsAccountAccountNumbersSupportedNetworks>,
-}
-
-impl FromJson for FinancialConnectionsAccountAccountNumbers {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "expected_expiry_date",
-            "identifier_type",
-            "status",
-            "supported_networks",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.expected_expiry_date, v),
-            1 => set(&mut o.identifier_type, v),
-            2 => set(&mut o.status, v),
-            3 => set_or_default(&mut o.supported_networks, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for FinancialConnectionsAccountAccountNumbers {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for FinancialConnectionsAccountAccountNumbers {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "expected_expiry_date", &self.expected_expiry_date)?;
-        entry(&mut m, "identifier_type", &self.identifier_type)?;
-        entry(&mut m, "status", &self.status)?;
-        m.serialize_entry("supported_networks", &self.supported_networks)?;
-        m.end()
-    }
-}
-
-/// `account_holder` of [`FinancialConnectionsAccount`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct FinancialConnectionsAccountAccountHolder {
-    /// `account` (expandable<financial_connections.account>; not always sent).
-    pub account: Option<Expandable<FinancialConnectionsAccount>>,
-    /// `customer` (expandable<customer>; not always sent).
-    pub customer: Option<Expandable<Customer>>,
-    /// `customer_account` (string; not always sent).
-    pub customer_account: Option<String>,
-    /// `type` (enum).
-    pub type_: Option<FinancialConnectionsAccountAccountHolderType>,
-}
-
-impl FromJson for FinancialConnectionsAccountAccountHolder {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "account",
-            "customer",
-            "customer_account",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.account, v),
-            1 => set(&mut o.customer, v),
-            2 => set(&mut o.customer_account, v),
-            3 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for FinancialConnectionsAccountAccountHolder {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for FinancialConnectionsAccountAccountHolder {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "account", &self.account)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "customer_account", &self.customer_account)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
-    }
-}
-
-string_enum! {
-    /// `account_holder.type` of [`FinancialConnectionsAccountAccountHolder`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum FinancialConnectionsAccountAccountHolderType {
-        Account = "account",
-        Customer = "customer",
-    }
-}
-
-impl FromJson for FinancialConnectionsAccountAccountHolderType {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "account",
-            "customer",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Account,
-            Ok(1) => Self::Customer,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `account_numbers[].identifier_type` of [`FinancialConnectionsAccountAccountNumbers`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum FinancialConnectionsAccountAccountNumbersIdentifierType {
-        AccountNumber = "account_number",
-        TokenizedAccountNumber = "tokenized_account_number",
-    }
-}
-
-impl FromJson for FinancialConnectionsAccountAccountNumbersIdentifierType {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "account_number",
-            "tokenized_account_number",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::AccountNumber,
-            Ok(1) => Self::TokenizedAccountNumber,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `account_numbers[].status` of [`FinancialConnectionsAccountAccountNumbers`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum FinancialConnectionsAccountAccountNumbersStatus {
-        Deactivated = "deactivated",
-        Expired = "expired",
-        Pending = "pending",
-        Transactable = "transactable",
-    }
-}
-
-impl FromJson for FinancialConnectionsAccountAccountNumbersStatus {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "deactivated",
-            "expired",
-            "pending",
-            "transactable",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Deactivated,
-            Ok(1) => Self::Expired,
-            Ok(2) => Self::Pending,
-            Ok(3) => Self::Transactable,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `account_numbers[].supported_networks` of [`FinancialConnectionsAccountAccountNumbers`]: Stripe marks the enum closed in this release, but it grows across releases; an unknown value is kept.
-    pub enum FinancialConnectionsAccountAccountNumbersSupportedNetworks {
-        Ach = "ach",
-    }
-}
-
-impl FromJson for FinancialConnectionsAccountAccountNumbersSupportedNetworks {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "ach",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Ach,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `balance_refresh.status` of [`FinancialConnectionsAccountBalanceRefresh`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum FinancialConnectionsAccountBalanceRefreshStatus {
-        Failed = "failed",
-        Pending = "pending",
-        Succeeded = "succeeded",
-    }
-}
-
-impl FromJson for FinancialConnectionsAccountBalanceRefreshStatus {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "failed",
-            "pending",
-            "succeeded",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Failed,
-            Ok(1) => Self::Pending,
-            Ok(2) => Self::Succeeded,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
 string_enum! {
     /// `category` of [`FinancialConnectionsAccount`]: Stripe marks the enum open in this release; an unknown value is kept.
     pub enum FinancialConnectionsAccountCategory {
@@ -545,32 +148,6 @@ impl FromJson for FinancialConnectionsAccountCategory {
             Ok(1) => Self::Credit,
             Ok(2) => Self::Investment,
             Ok(3) => Self::Other,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `ownership_refresh.status` of [`FinancialConnectionsAccountOwnershipRefresh`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum FinancialConnectionsAccountOwnershipRefreshStatus {
-        Failed = "failed",
-        Pending = "pending",
-        Succeeded = "succeeded",
-    }
-}
-
-impl FromJson for FinancialConnectionsAccountOwnershipRefreshStatus {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "failed",
-            "pending",
-            "succeeded",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Failed,
-            Ok(1) => Self::Pending,
-            Ok(2) => Self::Succeeded,
             Ok(_) => return None,
             Err(s) => Self::Unknown(s),
         })
@@ -704,32 +281,6 @@ impl FromJson for FinancialConnectionsAccountSupportedPaymentMethodTypes {
         Some(match wire_index(v, VALUES)? {
             Ok(0) => Self::Link,
             Ok(1) => Self::UsBankAccount,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `transaction_refresh.status` of [`FinancialConnectionsAccountTransactionRefresh`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum FinancialConnectionsAccountTransactionRefreshStatus {
-        Failed = "failed",
-        Pending = "pending",
-        Succeeded = "succeeded",
-    }
-}
-
-impl FromJson for FinancialConnectionsAccountTransactionRefreshStatus {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "failed",
-            "pending",
-            "succeeded",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Failed,
-            Ok(1) => Self::Pending,
-            Ok(2) => Self::Succeeded,
             Ok(_) => return None,
             Err(s) => Self::Unknown(s),
         })

@@ -30,30 +30,17 @@ pub struct FinancialConnectionsAccountOwner {
 
 impl FromJson for FinancialConnectionsAccountOwner {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "email",
-            "id",
-            "name",
-            "object",
-            "ownership",
-            "phone",
-            "raw_address",
-            "refreshed_at",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.email, v),
-            1 => set(&mut o.id, v),
-            2 => set(&mut o.name, v),
-            3 => set(&mut o.object, v),
-            4 => set(&mut o.ownership, v),
-            5 => set(&mut o.phone, v),
-            6 => set(&mut o.raw_address, v),
-            7 => set(&mut o.refreshed_at, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            email: take(&mut m, "email"),
+            name: take(&mut m, "name"),
+            ownership: take(&mut m, "ownership"),
+            phone: take(&mut m, "phone"),
+            raw_address: take(&mut m, "raw_address"),
+            refreshed_at: take(&mut m, "refreshed_at"),
+        })
     }
 }
 

@@ -22,22 +22,13 @@ pub struct FinancialConnectionsAccountOwnership {
 
 impl FromJson for FinancialConnectionsAccountOwnership {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "created",
-            "id",
-            "object",
-            "owners",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.created, v),
-            1 => set(&mut o.id, v),
-            2 => set(&mut o.object, v),
-            3 => set_or_default(&mut o.owners, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            created: take(&mut m, "created"),
+            owners: take_or_default(&mut m, "owners"),
+        })
     }
 }
 

@@ -28,26 +28,15 @@ pub struct FinancialConnectionsAuthorization {
 
 impl FromJson for FinancialConnectionsAuthorization {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "id",
-            "institution_name",
-            "livemode",
-            "object",
-            "status",
-            "status_details",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.id, v),
-            1 => set(&mut o.institution_name, v),
-            2 => set(&mut o.livemode, v),
-            3 => set(&mut o.object, v),
-            4 => set(&mut o.status, v),
-            5 => set(&mut o.status_details, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            institution_name: take(&mut m, "institution_name"),
+            livemode: take(&mut m, "livemode"),
+            status: take(&mut m, "status"),
+            status_details: take(&mut m, "status_details"),
+        })
     }
 }
 

@@ -42,42 +42,23 @@ pub struct IdentityVerificationReport {
 
 impl FromJson for IdentityVerificationReport {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "client_reference_id",
-            "created",
-            "document",
-            "email",
-            "id",
-            "id_number",
-            "livemode",
-            "object",
-            "options",
-            "phone",
-            "selfie",
-            "type",
-            "verification_flow",
-            "verification_session",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.client_reference_id, v),
-            1 => set(&mut o.created, v),
-            2 => set(&mut o.document, v),
-            3 => set(&mut o.email, v),
-            4 => set(&mut o.id, v),
-            5 => set(&mut o.id_number, v),
-            6 => set(&mut o.livemode, v),
-            7 => set(&mut o.object, v),
-            8 => set(&mut o.options, v),
-            9 => set(&mut o.phone, v),
-            10 => set(&mut o.selfie, v),
-            11 => set(&mut o.type_, v),
-            12 => set(&mut o.verification_flow, v),
-            13 => set(&mut o.verification_session, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            client_reference_id: take(&mut m, "client_reference_id"),
+            created: take(&mut m, "created"),
+            document: take(&mut m, "document"),
+            email: take(&mut m, "email"),
+            id_number: take(&mut m, "id_number"),
+            livemode: take(&mut m, "livemode"),
+            options: take(&mut m, "options"),
+            phone: take(&mut m, "phone"),
+            selfie: take(&mut m, "selfie"),
+            type_: take(&mut m, "type"),
+            verification_flow: take(&mut m, "verification_flow"),
+            verification_session: take(&mut m, "verification_session"),
+        })
     }
 }
 

@@ -56,54 +56,29 @@ pub struct IdentityVerificationSession {
 
 impl FromJson for IdentityVerificationSession {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "client_reference_id",
-            "client_secret",
-            "created",
-            "id",
-            "last_error",
-            "last_verification_report",
-            "livemode",
-            "metadata",
-            "object",
-            "options",
-            "provided_details",
-            "redaction",
-            "related_customer",
-            "related_customer_account",
-            "related_person",
-            "status",
-            "type",
-            "url",
-            "verification_flow",
-            "verified_outputs",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.client_reference_id, v),
-            1 => set(&mut o.client_secret, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.id, v),
-            4 => set(&mut o.last_error, v),
-            5 => set(&mut o.last_verification_report, v),
-            6 => set(&mut o.livemode, v),
-            7 => set_or_default(&mut o.metadata, v),
-            8 => set(&mut o.object, v),
-            9 => set(&mut o.options, v),
-            10 => set(&mut o.provided_details, v),
-            11 => set(&mut o.redaction, v),
-            12 => set(&mut o.related_customer, v),
-            13 => set(&mut o.related_customer_account, v),
-            14 => set(&mut o.related_person, v),
-            15 => set(&mut o.status, v),
-            16 => set(&mut o.type_, v),
-            17 => set(&mut o.url, v),
-            18 => set(&mut o.verification_flow, v),
-            19 => set(&mut o.verified_outputs, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            client_reference_id: take(&mut m, "client_reference_id"),
+            client_secret: take(&mut m, "client_secret"),
+            created: take(&mut m, "created"),
+            last_error: take(&mut m, "last_error"),
+            last_verification_report: take(&mut m, "last_verification_report"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            options: take(&mut m, "options"),
+            provided_details: take(&mut m, "provided_details"),
+            redaction: take(&mut m, "redaction"),
+            related_customer: take(&mut m, "related_customer"),
+            related_customer_account: take(&mut m, "related_customer_account"),
+            related_person: take(&mut m, "related_person"),
+            status: take(&mut m, "status"),
+            type_: take(&mut m, "type"),
+            url: take(&mut m, "url"),
+            verification_flow: take(&mut m, "verification_flow"),
+            verified_outputs: take(&mut m, "verified_outputs"),
+        })
     }
 }
 
@@ -158,18 +133,11 @@ pub struct IdentityVerificationSessionRelatedPerson {
 
 impl FromJson for IdentityVerificationSessionRelatedPerson {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "account",
-            "person",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.account, v),
-            1 => set(&mut o.person, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            account: take(&mut m, "account"),
+            person: take(&mut m, "person"),
+        })
     }
 }
 
@@ -198,16 +166,10 @@ pub struct IdentityVerificationSessionRedaction {
 
 impl FromJson for IdentityVerificationSessionRedaction {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "status",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.status, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            status: take(&mut m, "status"),
+        })
     }
 }
 
@@ -237,18 +199,11 @@ pub struct IdentityVerificationSessionProvidedDetails {
 
 impl FromJson for IdentityVerificationSessionProvidedDetails {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "email",
-            "phone",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.email, v),
-            1 => set(&mut o.phone, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            email: take(&mut m, "email"),
+            phone: take(&mut m, "phone"),
+        })
     }
 }
 
@@ -279,18 +234,11 @@ pub struct IdentityVerificationSessionLastError {
 
 impl FromJson for IdentityVerificationSessionLastError {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "code",
-            "reason",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.code, v),
-            1 => set(&mut o.reason, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            code: take(&mut m, "code"),
+            reason: take(&mut m, "reason"),
+        })
     }
 }
 

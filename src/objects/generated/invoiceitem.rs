@@ -66,64 +66,34 @@ pub struct Invoiceitem {
 
 impl FromJson for Invoiceitem {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "currency",
-            "customer",
-            "customer_account",
-            "date",
-            "description",
-            "discountable",
-            "discounts",
-            "frozen_fields",
-            "id",
-            "invoice",
-            "invoicing_rules",
-            "livemode",
-            "metadata",
-            "net_amount",
-            "object",
-            "parent",
-            "period",
-            "pricing",
-            "proration",
-            "proration_details",
-            "quantity",
-            "quantity_decimal",
-            "tax_rates",
-            "test_clock",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.currency, v),
-            2 => set(&mut o.customer, v),
-            3 => set(&mut o.customer_account, v),
-            4 => set(&mut o.date, v),
-            5 => set(&mut o.description, v),
-            6 => set(&mut o.discountable, v),
-            7 => set_or_default(&mut o.discounts, v),
-            8 => set_or_default(&mut o.frozen_fields, v),
-            9 => set(&mut o.id, v),
-            10 => set(&mut o.invoice, v),
-            11 => set_or_default(&mut o.invoicing_rules, v),
-            12 => set(&mut o.livemode, v),
-            13 => set_or_default(&mut o.metadata, v),
-            14 => set(&mut o.net_amount, v),
-            15 => set(&mut o.object, v),
-            16 => set(&mut o.parent, v),
-            17 => set(&mut o.period, v),
-            18 => set(&mut o.pricing, v),
-            19 => set(&mut o.proration, v),
-            20 => set(&mut o.proration_details, v),
-            21 => set(&mut o.quantity, v),
-            22 => set(&mut o.quantity_decimal, v),
-            23 => set_or_default(&mut o.tax_rates, v),
-            24 => set(&mut o.test_clock, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            currency: take(&mut m, "currency"),
+            customer: take(&mut m, "customer"),
+            customer_account: take(&mut m, "customer_account"),
+            date: take(&mut m, "date"),
+            description: take(&mut m, "description"),
+            discountable: take(&mut m, "discountable"),
+            discounts: take_or_default(&mut m, "discounts"),
+            frozen_fields: take_or_default(&mut m, "frozen_fields"),
+            invoice: take(&mut m, "invoice"),
+            invoicing_rules: take_or_default(&mut m, "invoicing_rules"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            net_amount: take(&mut m, "net_amount"),
+            parent: take(&mut m, "parent"),
+            period: take(&mut m, "period"),
+            pricing: take(&mut m, "pricing"),
+            proration: take(&mut m, "proration"),
+            proration_details: take(&mut m, "proration_details"),
+            quantity: take(&mut m, "quantity"),
+            quantity_decimal: take(&mut m, "quantity_decimal"),
+            tax_rates: take_or_default(&mut m, "tax_rates"),
+            test_clock: take(&mut m, "test_clock"),
+        })
     }
 }
 
@@ -183,18 +153,11 @@ pub struct InvoiceitemPeriod {
 
 impl FromJson for InvoiceitemPeriod {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "end",
-            "start",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.end, v),
-            1 => set(&mut o.start, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            end: take(&mut m, "end"),
+            start: take(&mut m, "start"),
+        })
     }
 }
 
@@ -223,16 +186,10 @@ pub struct InvoiceitemInvoicingRules {
 
 impl FromJson for InvoiceitemInvoicingRules {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            type_: take(&mut m, "type"),
+        })
     }
 }
 

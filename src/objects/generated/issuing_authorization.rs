@@ -39,9 +39,9 @@ pub struct IssuingAuthorization {
     /// `fleet` (object; nullable).
     pub fleet: Option<Value>,
     /// `fraud_challenges` (array<object>; nullable, not always sent).
-    pub fraud_challenges: Vec<IssuingAuthorizationFraudChallenges>,
+    pub fraud_challenges: Vec<Value>,
     /// `fuel` (object; nullable).
-    pub fuel: Option<IssuingAuthorizationFuel>,
+    pub fuel: Option<Value>,
     /// `livemode` (boolean).
     pub livemode: Option<bool>,
     /// `merchant_amount` (integer).
@@ -53,7 +53,7 @@ pub struct IssuingAuthorization {
     /// `metadata` (map<string,string>).
     pub metadata: Metadata,
     /// `network_data` (object; nullable).
-    pub network_data: Option<IssuingAuthorizationNetworkData>,
+    pub network_data: Option<Value>,
     /// `pending_request` (object; nullable).
     pub pending_request: Option<Value>,
     /// `request_history` (array<object>).
@@ -65,7 +65,7 @@ pub struct IssuingAuthorization {
     /// `transactions` (array<issuing.transaction>).
     pub transactions: Vec<Box<IssuingTransaction>>,
     /// `treasury` (object; nullable, not always sent).
-    pub treasury: Option<IssuingAuthorizationTreasury>,
+    pub treasury: Option<Value>,
     /// `verification_data` (object).
     pub verification_data: Option<Value>,
     /// `verified_by_fraud_challenge` (boolean; nullable).
@@ -76,74 +76,39 @@ pub struct IssuingAuthorization {
 
 impl FromJson for IssuingAuthorization {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "amount_details",
-            "approved",
-            "authorization_method",
-            "balance_transactions",
-            "card",
-            "card_presence",
-            "cardholder",
-            "created",
-            "currency",
-            "fleet",
-            "fraud_challenges",
-            "fuel",
-            "id",
-            "livemode",
-            "merchant_amount",
-            "merchant_currency",
-            "merchant_data",
-            "metadata",
-            "network_data",
-            "object",
-            "pending_request",
-            "request_history",
-            "status",
-            "token",
-            "transactions",
-            "treasury",
-            "verification_data",
-            "verified_by_fraud_challenge",
-            "wallet",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.amount_details, v),
-            2 => set(&mut o.approved, v),
-            3 => set(&mut o.authorization_method, v),
-            4 => set_or_default(&mut o.balance_transactions, v),
-            5 => set(&mut o.card, v),
-            6 => set(&mut o.card_presence, v),
-            7 => set(&mut o.cardholder, v),
-            8 => set(&mut o.created, v),
-            9 => set(&mut o.currency, v),
-            10 => set(&mut o.fleet, v),
-            11 => set_or_default(&mut o.fraud_challenges, v),
-            12 => set(&mut o.fuel, v),
-            13 => set(&mut o.id, v),
-            14 => set(&mut o.livemode, v),
-            15 => set(&mut o.merchant_amount, v),
-            16 => set(&mut o.merchant_currency, v),
-            17 => set(&mut o.merchant_data, v),
-            18 => set_or_default(&mut o.metadata, v),
-            19 => set(&mut o.network_data, v),
-            20 => set(&mut o.object, v),
-            21 => set(&mut o.pending_request, v),
-            22 => set_or_default(&mut o.request_history, v),
-            23 => set(&mut o.status, v),
-            24 => set(&mut o.token, v),
-            25 => set_or_default(&mut o.transactions, v),
-            26 => set(&mut o.treasury, v),
-            27 => set(&mut o.verification_data, v),
-            28 => set(&mut o.verified_by_fraud_challenge, v),
-            29 => set(&mut o.wallet, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            amount_details: take(&mut m, "amount_details"),
+            approved: take(&mut m, "approved"),
+            authorization_method: take(&mut m, "authorization_method"),
+            balance_transactions: take_or_default(&mut m, "balance_transactions"),
+            card: take(&mut m, "card"),
+            card_presence: take(&mut m, "card_presence"),
+            cardholder: take(&mut m, "cardholder"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            fleet: take(&mut m, "fleet"),
+            fraud_challenges: take_or_default(&mut m, "fraud_challenges"),
+            fuel: take(&mut m, "fuel"),
+            livemode: take(&mut m, "livemode"),
+            merchant_amount: take(&mut m, "merchant_amount"),
+            merchant_currency: take(&mut m, "merchant_currency"),
+            merchant_data: take(&mut m, "merchant_data"),
+            metadata: take_or_default(&mut m, "metadata"),
+            network_data: take(&mut m, "network_data"),
+            pending_request: take(&mut m, "pending_request"),
+            request_history: take_or_default(&mut m, "request_history"),
+            status: take(&mut m, "status"),
+            token: take(&mut m, "token"),
+            transactions: take_or_default(&mut m, "transactions"),
+            treasury: take(&mut m, "treasury"),
+            verification_data: take(&mut m, "verification_data"),
+            verified_by_fraud_challenge: take(&mut m, "verified_by_fraud_challenge"),
+            wallet: take(&mut m, "wallet"),
+        })
     }
 }
 
@@ -196,204 +161,6 @@ impl HasId for IssuingAuthorization {
     }
 }
 
-/// `treasury` of [`IssuingAuthorization`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct IssuingAuthorizationTreasury {
-    /// `received_credits` (array<string>).
-    pub received_credits: Vec<String>,
-    /// `received_debits` (array<string>).
-    pub received_debits: Vec<String>,
-    /// `transaction` (string; nullable).
-    pub transaction: Option<String>,
-}
-
-impl FromJson for IssuingAuthorizationTreasury {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "received_credits",
-            "received_debits",
-            "transaction",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set_or_default(&mut o.received_credits, v),
-            1 => set_or_default(&mut o.received_debits, v),
-            2 => set(&mut o.transaction, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for IssuingAuthorizationTreasury {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for IssuingAuthorizationTreasury {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("received_credits", &self.received_credits)?;
-        m.serialize_entry("received_debits", &self.received_debits)?;
-        entry(&mut m, "transaction", &self.transaction)?;
-        m.end()
-    }
-}
-
-/// `network_data` of [`IssuingAuthorization`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct IssuingAuthorizationNetworkData {
-    /// `acquiring_institution_id` (string; nullable).
-    pub acquiring_institution_id: Option<String>,
-    /// `system_trace_audit_number` (string; nullable).
-    pub system_trace_audit_number: Option<String>,
-    /// `transaction_id` (string; nullable).
-    pub transaction_id: Option<String>,
-}
-
-impl FromJson for IssuingAuthorizationNetworkData {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "acquiring_institution_id",
-            "system_trace_audit_number",
-            "transaction_id",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.acquiring_institution_id, v),
-            1 => set(&mut o.system_trace_audit_number, v),
-            2 => set(&mut o.transaction_id, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for IssuingAuthorizationNetworkData {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for IssuingAuthorizationNetworkData {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "acquiring_institution_id", &self.acquiring_institution_id)?;
-        entry(&mut m, "system_trace_audit_number", &self.system_trace_audit_number)?;
-        entry(&mut m, "transaction_id", &self.transaction_id)?;
-        m.end()
-    }
-}
-
-/// `fuel` of [`IssuingAuthorization`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct IssuingAuthorizationFuel {
-    /// `industry_product_code` (string; nullable).
-    pub industry_product_code: Option<String>,
-    /// `quantity_decimal` (decimal_string; nullable).
-    pub quantity_decimal: Option<String>,
-    /// `type` (enum; nullable).
-    pub type_: Option<IssuingAuthorizationFuelType>,
-    /// `unit` (enum; nullable).
-    pub unit: Option<IssuingAuthorizationFuelUnit>,
-    /// `unit_cost_decimal` (decimal_string; nullable).
-    pub unit_cost_decimal: Option<String>,
-}
-
-impl FromJson for IssuingAuthorizationFuel {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "industry_product_code",
-            "quantity_decimal",
-            "type",
-            "unit",
-            "unit_cost_decimal",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.industry_product_code, v),
-            1 => set(&mut o.quantity_decimal, v),
-            2 => set(&mut o.type_, v),
-            3 => set(&mut o.unit, v),
-            4 => set(&mut o.unit_cost_decimal, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for IssuingAuthorizationFuel {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for IssuingAuthorizationFuel {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "industry_product_code", &self.industry_product_code)?;
-        entry(&mut m, "quantity_decimal", &self.quantity_decimal)?;
-        entry(&mut m, "type", &self.type_)?;
-        entry(&mut m, "unit", &self.unit)?;
-        entry(&mut m, "unit_cost_decimal", &self.unit_cost_decimal)?;
-        m.end()
-    }
-}
-
-/// `fraud_challenges` of [`IssuingAuthorization`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct IssuingAuthorizationFraudChallenges {
-    /// `channel` (const).
-    pub channel: Option<String>,
-    /// `status` (enum).
-    pub status: Option<IssuingAuthorizationFraudChallengesStatus>,
-    /// `undeliverable_reason` (enum; nullable).
-    pub undeliverable_reason: Option<IssuingAuthorizationFraudChallengesUndeliverableReason>,
-}
-
-impl FromJson for IssuingAuthorizationFraudChallenges {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "channel",
-            "status",
-            "undeliverable_reason",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.channel, v),
-            1 => set(&mut o.status, v),
-            2 => set(&mut o.undeliverable_reason, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for IssuingAuthorizationFraudChallenges {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for IssuingAuthorizationFraudChallenges {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "channel", &self.channel)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "undeliverable_reason", &self.undeliverable_reason)?;
-        m.end()
-    }
-}
-
 /// `amount_details` of [`IssuingAuthorization`].
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -406,18 +173,11 @@ pub struct IssuingAuthorizationAmountDetails {
 
 impl FromJson for IssuingAuthorizationAmountDetails {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "atm_fee",
-            "cashback_amount",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.atm_fee, v),
-            1 => set(&mut o.cashback_amount, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            atm_fee: take(&mut m, "atm_fee"),
+            cashback_amount: take(&mut m, "cashback_amount"),
+        })
     }
 }
 
@@ -485,134 +245,6 @@ impl FromJson for IssuingAuthorizationCardPresence {
         Some(match wire_index(v, VALUES)? {
             Ok(0) => Self::NotPresent,
             Ok(1) => Self::Present,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `fraud_challenges[].status` of [`IssuingAuthorizationFraudChallenges`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum IssuingAuthorizationFraudChallengesStatus {
-        Expired = "expired",
-        Pending = "pending",
-        Rejected = "rejected",
-        Undeliverable = "undeliverable",
-        Verified = "verified",
-    }
-}
-
-impl FromJson for IssuingAuthorizationFraudChallengesStatus {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "expired",
-            "pending",
-            "rejected",
-            "undeliverable",
-            "verified",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Expired,
-            Ok(1) => Self::Pending,
-            Ok(2) => Self::Rejected,
-            Ok(3) => Self::Undeliverable,
-            Ok(4) => Self::Verified,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `fraud_challenges[].undeliverable_reason` of [`IssuingAuthorizationFraudChallenges`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum IssuingAuthorizationFraudChallengesUndeliverableReason {
-        NoPhoneNumber = "no_phone_number",
-        UnsupportedPhoneNumber = "unsupported_phone_number",
-    }
-}
-
-impl FromJson for IssuingAuthorizationFraudChallengesUndeliverableReason {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "no_phone_number",
-            "unsupported_phone_number",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::NoPhoneNumber,
-            Ok(1) => Self::UnsupportedPhoneNumber,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `fuel.type` of [`IssuingAuthorizationFuel`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum IssuingAuthorizationFuelType {
-        Diesel = "diesel",
-        Other = "other",
-        UnleadedPlus = "unleaded_plus",
-        UnleadedRegular = "unleaded_regular",
-        UnleadedSuper = "unleaded_super",
-    }
-}
-
-impl FromJson for IssuingAuthorizationFuelType {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "diesel",
-            "other",
-            "unleaded_plus",
-            "unleaded_regular",
-            "unleaded_super",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Diesel,
-            Ok(1) => Self::Other,
-            Ok(2) => Self::UnleadedPlus,
-            Ok(3) => Self::UnleadedRegular,
-            Ok(4) => Self::UnleadedSuper,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `fuel.unit` of [`IssuingAuthorizationFuel`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum IssuingAuthorizationFuelUnit {
-        ChargingMinute = "charging_minute",
-        ImperialGallon = "imperial_gallon",
-        Kilogram = "kilogram",
-        KilowattHour = "kilowatt_hour",
-        Liter = "liter",
-        Other = "other",
-        Pound = "pound",
-        UsGallon = "us_gallon",
-    }
-}
-
-impl FromJson for IssuingAuthorizationFuelUnit {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "charging_minute",
-            "imperial_gallon",
-            "kilogram",
-            "kilowatt_hour",
-            "liter",
-            "other",
-            "pound",
-            "us_gallon",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::ChargingMinute,
-            Ok(1) => Self::ImperialGallon,
-            Ok(2) => Self::Kilogram,
-            Ok(3) => Self::KilowattHour,
-            Ok(4) => Self::Liter,
-            Ok(5) => Self::Other,
-            Ok(6) => Self::Pound,
-            Ok(7) => Self::UsGallon,
             Ok(_) => return None,
             Err(s) => Self::Unknown(s),
         })

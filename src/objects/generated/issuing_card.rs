@@ -70,68 +70,36 @@ pub struct IssuingCard {
 
 impl FromJson for IssuingCard {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "brand",
-            "cancellation_reason",
-            "cardholder",
-            "created",
-            "currency",
-            "cvc",
-            "exp_month",
-            "exp_year",
-            "financial_account",
-            "id",
-            "last4",
-            "latest_fraud_warning",
-            "lifecycle_controls",
-            "livemode",
-            "metadata",
-            "number",
-            "object",
-            "personalization_design",
-            "replaced_by",
-            "replacement_for",
-            "replacement_reason",
-            "second_line",
-            "shipping",
-            "spending_controls",
-            "status",
-            "type",
-            "wallets",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.brand, v),
-            1 => set(&mut o.cancellation_reason, v),
-            2 => set(&mut o.cardholder, v),
-            3 => set(&mut o.created, v),
-            4 => set(&mut o.currency, v),
-            5 => set(&mut o.cvc, v),
-            6 => set(&mut o.exp_month, v),
-            7 => set(&mut o.exp_year, v),
-            8 => set(&mut o.financial_account, v),
-            9 => set(&mut o.id, v),
-            10 => set(&mut o.last4, v),
-            11 => set(&mut o.latest_fraud_warning, v),
-            12 => set(&mut o.lifecycle_controls, v),
-            13 => set(&mut o.livemode, v),
-            14 => set_or_default(&mut o.metadata, v),
-            15 => set(&mut o.number, v),
-            16 => set(&mut o.object, v),
-            17 => set(&mut o.personalization_design, v),
-            18 => set(&mut o.replaced_by, v),
-            19 => set(&mut o.replacement_for, v),
-            20 => set(&mut o.replacement_reason, v),
-            21 => set(&mut o.second_line, v),
-            22 => set(&mut o.shipping, v),
-            23 => set(&mut o.spending_controls, v),
-            24 => set(&mut o.status, v),
-            25 => set(&mut o.type_, v),
-            26 => set(&mut o.wallets, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            brand: take(&mut m, "brand"),
+            cancellation_reason: take(&mut m, "cancellation_reason"),
+            cardholder: take(&mut m, "cardholder"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            cvc: take(&mut m, "cvc"),
+            exp_month: take(&mut m, "exp_month"),
+            exp_year: take(&mut m, "exp_year"),
+            financial_account: take(&mut m, "financial_account"),
+            last4: take(&mut m, "last4"),
+            latest_fraud_warning: take(&mut m, "latest_fraud_warning"),
+            lifecycle_controls: take(&mut m, "lifecycle_controls"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            number: take(&mut m, "number"),
+            personalization_design: take(&mut m, "personalization_design"),
+            replaced_by: take(&mut m, "replaced_by"),
+            replacement_for: take(&mut m, "replacement_for"),
+            replacement_reason: take(&mut m, "replacement_reason"),
+            second_line: take(&mut m, "second_line"),
+            shipping: take(&mut m, "shipping"),
+            spending_controls: take(&mut m, "spending_controls"),
+            status: take(&mut m, "status"),
+            type_: take(&mut m, "type"),
+            wallets: take(&mut m, "wallets"),
+        })
     }
 }
 
@@ -193,18 +161,11 @@ pub struct IssuingCardLatestFraudWarning {
 
 impl FromJson for IssuingCardLatestFraudWarning {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "started_at",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.started_at, v),
-            1 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            started_at: take(&mut m, "started_at"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 

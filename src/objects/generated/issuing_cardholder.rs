@@ -48,46 +48,25 @@ pub struct IssuingCardholder {
 
 impl FromJson for IssuingCardholder {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "billing",
-            "company",
-            "created",
-            "email",
-            "id",
-            "individual",
-            "livemode",
-            "metadata",
-            "name",
-            "object",
-            "phone_number",
-            "preferred_locales",
-            "requirements",
-            "spending_controls",
-            "status",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.billing, v),
-            1 => set(&mut o.company, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.email, v),
-            4 => set(&mut o.id, v),
-            5 => set(&mut o.individual, v),
-            6 => set(&mut o.livemode, v),
-            7 => set_or_default(&mut o.metadata, v),
-            8 => set(&mut o.name, v),
-            9 => set(&mut o.object, v),
-            10 => set(&mut o.phone_number, v),
-            11 => set_or_default(&mut o.preferred_locales, v),
-            12 => set(&mut o.requirements, v),
-            13 => set(&mut o.spending_controls, v),
-            14 => set(&mut o.status, v),
-            15 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            billing: take(&mut m, "billing"),
+            company: take(&mut m, "company"),
+            created: take(&mut m, "created"),
+            email: take(&mut m, "email"),
+            individual: take(&mut m, "individual"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            name: take(&mut m, "name"),
+            phone_number: take(&mut m, "phone_number"),
+            preferred_locales: take_or_default(&mut m, "preferred_locales"),
+            requirements: take(&mut m, "requirements"),
+            spending_controls: take(&mut m, "spending_controls"),
+            status: take(&mut m, "status"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 
@@ -138,18 +117,11 @@ pub struct IssuingCardholderRequirements {
 
 impl FromJson for IssuingCardholderRequirements {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "disabled_reason",
-            "past_due",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.disabled_reason, v),
-            1 => set_or_default(&mut o.past_due, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            disabled_reason: take(&mut m, "disabled_reason"),
+            past_due: take_or_default(&mut m, "past_due"),
+        })
     }
 }
 
@@ -178,16 +150,10 @@ pub struct IssuingCardholderCompany {
 
 impl FromJson for IssuingCardholderCompany {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "tax_id_provided",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.tax_id_provided, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            tax_id_provided: take(&mut m, "tax_id_provided"),
+        })
     }
 }
 
@@ -215,16 +181,10 @@ pub struct IssuingCardholderBilling {
 
 impl FromJson for IssuingCardholderBilling {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "address",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.address, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            address: take(&mut m, "address"),
+        })
     }
 }
 

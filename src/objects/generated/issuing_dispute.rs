@@ -42,40 +42,22 @@ pub struct IssuingDispute {
 
 impl FromJson for IssuingDispute {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "balance_transactions",
-            "created",
-            "currency",
-            "evidence",
-            "id",
-            "livemode",
-            "loss_reason",
-            "metadata",
-            "object",
-            "status",
-            "transaction",
-            "treasury",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set_or_default(&mut o.balance_transactions, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.currency, v),
-            4 => set(&mut o.evidence, v),
-            5 => set(&mut o.id, v),
-            6 => set(&mut o.livemode, v),
-            7 => set(&mut o.loss_reason, v),
-            8 => set_or_default(&mut o.metadata, v),
-            9 => set(&mut o.object, v),
-            10 => set(&mut o.status, v),
-            11 => set(&mut o.transaction, v),
-            12 => set(&mut o.treasury, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            balance_transactions: take_or_default(&mut m, "balance_transactions"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            evidence: take(&mut m, "evidence"),
+            livemode: take(&mut m, "livemode"),
+            loss_reason: take(&mut m, "loss_reason"),
+            metadata: take_or_default(&mut m, "metadata"),
+            status: take(&mut m, "status"),
+            transaction: take(&mut m, "transaction"),
+            treasury: take(&mut m, "treasury"),
+        })
     }
 }
 
@@ -123,18 +105,11 @@ pub struct IssuingDisputeTreasury {
 
 impl FromJson for IssuingDisputeTreasury {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "debit_reversal",
-            "received_debit",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.debit_reversal, v),
-            1 => set(&mut o.received_debit, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            debit_reversal: take(&mut m, "debit_reversal"),
+            received_debit: take(&mut m, "received_debit"),
+        })
     }
 }
 

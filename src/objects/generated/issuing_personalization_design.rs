@@ -19,7 +19,7 @@ pub struct IssuingPersonalizationDesign {
     /// `card_logo` (expandable<file>; nullable).
     pub card_logo: Option<Expandable<File>>,
     /// `carrier_text` (object; nullable).
-    pub carrier_text: Option<IssuingPersonalizationDesignCarrierText>,
+    pub carrier_text: Option<Value>,
     /// `created` (integer).
     pub created: Option<i64>,
     /// `livemode` (boolean).
@@ -42,40 +42,22 @@ pub struct IssuingPersonalizationDesign {
 
 impl FromJson for IssuingPersonalizationDesign {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "card_logo",
-            "carrier_text",
-            "created",
-            "id",
-            "livemode",
-            "lookup_key",
-            "metadata",
-            "name",
-            "object",
-            "physical_bundle",
-            "preferences",
-            "rejection_reasons",
-            "status",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.card_logo, v),
-            1 => set(&mut o.carrier_text, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.id, v),
-            4 => set(&mut o.livemode, v),
-            5 => set(&mut o.lookup_key, v),
-            6 => set_or_default(&mut o.metadata, v),
-            7 => set(&mut o.name, v),
-            8 => set(&mut o.object, v),
-            9 => set(&mut o.physical_bundle, v),
-            10 => set(&mut o.preferences, v),
-            11 => set(&mut o.rejection_reasons, v),
-            12 => set(&mut o.status, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            card_logo: take(&mut m, "card_logo"),
+            carrier_text: take(&mut m, "carrier_text"),
+            created: take(&mut m, "created"),
+            livemode: take(&mut m, "livemode"),
+            lookup_key: take(&mut m, "lookup_key"),
+            metadata: take_or_default(&mut m, "metadata"),
+            name: take(&mut m, "name"),
+            physical_bundle: take(&mut m, "physical_bundle"),
+            preferences: take(&mut m, "preferences"),
+            rejection_reasons: take(&mut m, "rejection_reasons"),
+            status: take(&mut m, "status"),
+        })
     }
 }
 
@@ -123,18 +105,11 @@ pub struct IssuingPersonalizationDesignRejectionReasons {
 
 impl FromJson for IssuingPersonalizationDesignRejectionReasons {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "card_logo",
-            "carrier_text",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set_or_default(&mut o.card_logo, v),
-            1 => set_or_default(&mut o.carrier_text, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            card_logo: take_or_default(&mut m, "card_logo"),
+            carrier_text: take_or_default(&mut m, "carrier_text"),
+        })
     }
 }
 
@@ -165,18 +140,11 @@ pub struct IssuingPersonalizationDesignPreferences {
 
 impl FromJson for IssuingPersonalizationDesignPreferences {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "is_default",
-            "is_platform_default",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.is_default, v),
-            1 => set(&mut o.is_platform_default, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            is_default: take(&mut m, "is_default"),
+            is_platform_default: take(&mut m, "is_platform_default"),
+        })
     }
 }
 
@@ -191,58 +159,6 @@ impl Serialize for IssuingPersonalizationDesignPreferences {
         let mut m = s.serialize_map(None)?;
         entry(&mut m, "is_default", &self.is_default)?;
         entry(&mut m, "is_platform_default", &self.is_platform_default)?;
-        m.end()
-    }
-}
-
-/// `carrier_text` of [`IssuingPersonalizationDesign`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct IssuingPersonalizationDesignCarrierText {
-    /// `footer_body` (string; nullable).
-    pub footer_body: Option<String>,
-    /// `footer_title` (string; nullable).
-    pub footer_title: Option<String>,
-    /// `header_body` (string; nullable).
-    pub header_body: Option<String>,
-    /// `header_title` (string; nullable).
-    pub header_title: Option<String>,
-}
-
-impl FromJson for IssuingPersonalizationDesignCarrierText {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "footer_body",
-            "footer_title",
-            "header_body",
-            "header_title",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.footer_body, v),
-            1 => set(&mut o.footer_title, v),
-            2 => set(&mut o.header_body, v),
-            3 => set(&mut o.header_title, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for IssuingPersonalizationDesignCarrierText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for IssuingPersonalizationDesignCarrierText {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "footer_body", &self.footer_body)?;
-        entry(&mut m, "footer_title", &self.footer_title)?;
-        entry(&mut m, "header_body", &self.header_body)?;
-        entry(&mut m, "header_title", &self.header_title)?;
         m.end()
     }
 }

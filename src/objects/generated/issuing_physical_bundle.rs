@@ -15,7 +15,7 @@ pub struct IssuingPhysicalBundle {
     /// `object` (const).
     pub object: Option<String>,
     /// `features` (object).
-    pub features: Option<IssuingPhysicalBundleFeatures>,
+    pub features: Option<Value>,
     /// `livemode` (boolean).
     pub livemode: Option<bool>,
     /// `name` (string).
@@ -28,28 +28,16 @@ pub struct IssuingPhysicalBundle {
 
 impl FromJson for IssuingPhysicalBundle {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "features",
-            "id",
-            "livemode",
-            "name",
-            "object",
-            "status",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.features, v),
-            1 => set(&mut o.id, v),
-            2 => set(&mut o.livemode, v),
-            3 => set(&mut o.name, v),
-            4 => set(&mut o.object, v),
-            5 => set(&mut o.status, v),
-            6 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            features: take(&mut m, "features"),
+            livemode: take(&mut m, "livemode"),
+            name: take(&mut m, "name"),
+            status: take(&mut m, "status"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 
@@ -76,131 +64,6 @@ impl Serialize for IssuingPhysicalBundle {
 impl HasId for IssuingPhysicalBundle {
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
-    }
-}
-
-/// `features` of [`IssuingPhysicalBundle`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct IssuingPhysicalBundleFeatures {
-    /// `card_logo` (enum).
-    pub card_logo: Option<IssuingPhysicalBundleFeaturesCardLogo>,
-    /// `carrier_text` (enum).
-    pub carrier_text: Option<IssuingPhysicalBundleFeaturesCarrierText>,
-    /// `second_line` (enum).
-    pub second_line: Option<IssuingPhysicalBundleFeaturesSecondLine>,
-}
-
-impl FromJson for IssuingPhysicalBundleFeatures {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "card_logo",
-            "carrier_text",
-            "second_line",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.card_logo, v),
-            1 => set(&mut o.carrier_text, v),
-            2 => set(&mut o.second_line, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for IssuingPhysicalBundleFeatures {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for IssuingPhysicalBundleFeatures {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "card_logo", &self.card_logo)?;
-        entry(&mut m, "carrier_text", &self.carrier_text)?;
-        entry(&mut m, "second_line", &self.second_line)?;
-        m.end()
-    }
-}
-
-string_enum! {
-    /// `features.card_logo` of [`IssuingPhysicalBundleFeatures`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum IssuingPhysicalBundleFeaturesCardLogo {
-        Optional = "optional",
-        Required = "required",
-        Unsupported = "unsupported",
-    }
-}
-
-impl FromJson for IssuingPhysicalBundleFeaturesCardLogo {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "optional",
-            "required",
-            "unsupported",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Optional,
-            Ok(1) => Self::Required,
-            Ok(2) => Self::Unsupported,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `features.carrier_text` of [`IssuingPhysicalBundleFeatures`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum IssuingPhysicalBundleFeaturesCarrierText {
-        Optional = "optional",
-        Required = "required",
-        Unsupported = "unsupported",
-    }
-}
-
-impl FromJson for IssuingPhysicalBundleFeaturesCarrierText {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "optional",
-            "required",
-            "unsupported",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Optional,
-            Ok(1) => Self::Required,
-            Ok(2) => Self::Unsupported,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `features.second_line` of [`IssuingPhysicalBundleFeatures`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum IssuingPhysicalBundleFeaturesSecondLine {
-        Optional = "optional",
-        Required = "required",
-        Unsupported = "unsupported",
-    }
-}
-
-impl FromJson for IssuingPhysicalBundleFeaturesSecondLine {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "optional",
-            "required",
-            "unsupported",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Optional,
-            Ok(1) => Self::Required,
-            Ok(2) => Self::Unsupported,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
     }
 }
 

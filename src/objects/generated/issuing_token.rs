@@ -40,38 +40,21 @@ pub struct IssuingToken {
 
 impl FromJson for IssuingToken {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "card",
-            "created",
-            "device_fingerprint",
-            "id",
-            "last4",
-            "livemode",
-            "network",
-            "network_data",
-            "network_updated_at",
-            "object",
-            "status",
-            "wallet_provider",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.card, v),
-            1 => set(&mut o.created, v),
-            2 => set(&mut o.device_fingerprint, v),
-            3 => set(&mut o.id, v),
-            4 => set(&mut o.last4, v),
-            5 => set(&mut o.livemode, v),
-            6 => set(&mut o.network, v),
-            7 => set(&mut o.network_data, v),
-            8 => set(&mut o.network_updated_at, v),
-            9 => set(&mut o.object, v),
-            10 => set(&mut o.status, v),
-            11 => set(&mut o.wallet_provider, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            card: take(&mut m, "card"),
+            created: take(&mut m, "created"),
+            device_fingerprint: take(&mut m, "device_fingerprint"),
+            last4: take(&mut m, "last4"),
+            livemode: take(&mut m, "livemode"),
+            network: take(&mut m, "network"),
+            network_data: take(&mut m, "network_data"),
+            network_updated_at: take(&mut m, "network_updated_at"),
+            status: take(&mut m, "status"),
+            wallet_provider: take(&mut m, "wallet_provider"),
+        })
     }
 }
 

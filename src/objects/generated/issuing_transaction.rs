@@ -45,7 +45,7 @@ pub struct IssuingTransaction {
     /// `metadata` (map<string,string>).
     pub metadata: Metadata,
     /// `network_data` (object; nullable).
-    pub network_data: Option<IssuingTransactionNetworkData>,
+    pub network_data: Option<Value>,
     /// `purchase_details` (object; nullable, not always sent).
     pub purchase_details: Option<Value>,
     /// `token` (expandable<issuing.token>; nullable, not always sent).
@@ -60,58 +60,31 @@ pub struct IssuingTransaction {
 
 impl FromJson for IssuingTransaction {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "amount_details",
-            "authorization",
-            "balance_transaction",
-            "card",
-            "cardholder",
-            "created",
-            "currency",
-            "dispute",
-            "id",
-            "livemode",
-            "merchant_amount",
-            "merchant_currency",
-            "merchant_data",
-            "metadata",
-            "network_data",
-            "object",
-            "purchase_details",
-            "token",
-            "treasury",
-            "type",
-            "wallet",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.amount_details, v),
-            2 => set(&mut o.authorization, v),
-            3 => set(&mut o.balance_transaction, v),
-            4 => set(&mut o.card, v),
-            5 => set(&mut o.cardholder, v),
-            6 => set(&mut o.created, v),
-            7 => set(&mut o.currency, v),
-            8 => set(&mut o.dispute, v),
-            9 => set(&mut o.id, v),
-            10 => set(&mut o.livemode, v),
-            11 => set(&mut o.merchant_amount, v),
-            12 => set(&mut o.merchant_currency, v),
-            13 => set(&mut o.merchant_data, v),
-            14 => set_or_default(&mut o.metadata, v),
-            15 => set(&mut o.network_data, v),
-            16 => set(&mut o.object, v),
-            17 => set(&mut o.purchase_details, v),
-            18 => set(&mut o.token, v),
-            19 => set(&mut o.treasury, v),
-            20 => set(&mut o.type_, v),
-            21 => set(&mut o.wallet, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            amount_details: take(&mut m, "amount_details"),
+            authorization: take(&mut m, "authorization"),
+            balance_transaction: take(&mut m, "balance_transaction"),
+            card: take(&mut m, "card"),
+            cardholder: take(&mut m, "cardholder"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            dispute: take(&mut m, "dispute"),
+            livemode: take(&mut m, "livemode"),
+            merchant_amount: take(&mut m, "merchant_amount"),
+            merchant_currency: take(&mut m, "merchant_currency"),
+            merchant_data: take(&mut m, "merchant_data"),
+            metadata: take_or_default(&mut m, "metadata"),
+            network_data: take(&mut m, "network_data"),
+            purchase_details: take(&mut m, "purchase_details"),
+            token: take(&mut m, "token"),
+            treasury: take(&mut m, "treasury"),
+            type_: take(&mut m, "type"),
+            wallet: take(&mut m, "wallet"),
+        })
     }
 }
 
@@ -168,18 +141,11 @@ pub struct IssuingTransactionTreasury {
 
 impl FromJson for IssuingTransactionTreasury {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "received_credit",
-            "received_debit",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.received_credit, v),
-            1 => set(&mut o.received_debit, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            received_credit: take(&mut m, "received_credit"),
+            received_debit: take(&mut m, "received_debit"),
+        })
     }
 }
 
@@ -198,53 +164,6 @@ impl Serialize for IssuingTransactionTreasury {
     }
 }
 
-/// `network_data` of [`IssuingTransaction`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct IssuingTransactionNetworkData {
-    /// `authorization_code` (string; nullable).
-    pub authorization_code: Option<String>,
-    /// `processing_date` (string; nullable).
-    pub processing_date: Option<String>,
-    /// `transaction_id` (string; nullable).
-    pub transaction_id: Option<String>,
-}
-
-impl FromJson for IssuingTransactionNetworkData {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "authorization_code",
-            "processing_date",
-            "transaction_id",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.authorization_code, v),
-            1 => set(&mut o.processing_date, v),
-            2 => set(&mut o.transaction_id, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for IssuingTransactionNetworkData {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for IssuingTransactionNetworkData {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "authorization_code", &self.authorization_code)?;
-        entry(&mut m, "processing_date", &self.processing_date)?;
-        entry(&mut m, "transaction_id", &self.transaction_id)?;
-        m.end()
-    }
-}
-
 /// `amount_details` of [`IssuingTransaction`].
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -257,18 +176,11 @@ pub struct IssuingTransactionAmountDetails {
 
 impl FromJson for IssuingTransactionAmountDetails {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "atm_fee",
-            "cashback_amount",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.atm_fee, v),
-            1 => set(&mut o.cashback_amount, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            atm_fee: take(&mut m, "atm_fee"),
+            cashback_amount: take(&mut m, "cashback_amount"),
+        })
     }
 }
 

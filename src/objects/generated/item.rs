@@ -15,7 +15,7 @@ pub struct Item {
     /// `object` (const).
     pub object: Option<String>,
     /// `adjustable_quantity` (object; nullable).
-    pub adjustable_quantity: Option<ItemAdjustableQuantity>,
+    pub adjustable_quantity: Option<Value>,
     /// `amount_discount` (integer).
     pub amount_discount: Option<i64>,
     /// `amount_subtotal` (integer).
@@ -37,47 +37,28 @@ pub struct Item {
     /// `quantity` (integer; nullable).
     pub quantity: Option<i64>,
     /// `taxes` (array<object>; not always sent).
-    pub taxes: Vec<ItemTaxes>,
+    pub taxes: Vec<Value>,
 }
 
 impl FromJson for Item {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "adjustable_quantity",
-            "amount_discount",
-            "amount_subtotal",
-            "amount_tax",
-            "amount_total",
-            "currency",
-            "description",
-            "discounts",
-            "id",
-            "metadata",
-            "object",
-            "price",
-            "quantity",
-            "taxes",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.adjustable_quantity, v),
-            1 => set(&mut o.amount_discount, v),
-            2 => set(&mut o.amount_subtotal, v),
-            3 => set(&mut o.amount_tax, v),
-            4 => set(&mut o.amount_total, v),
-            5 => set(&mut o.currency, v),
-            6 => set(&mut o.description, v),
-            7 => set_or_default(&mut o.discounts, v),
-            8 => set(&mut o.id, v),
-            9 => set_or_default(&mut o.metadata, v),
-            10 => set(&mut o.object, v),
-            11 => set(&mut o.price, v),
-            12 => set(&mut o.quantity, v),
-            13 => set_or_default(&mut o.taxes, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            adjustable_quantity: take(&mut m, "adjustable_quantity"),
+            amount_discount: take(&mut m, "amount_discount"),
+            amount_subtotal: take(&mut m, "amount_subtotal"),
+            amount_tax: take(&mut m, "amount_tax"),
+            amount_total: take(&mut m, "amount_total"),
+            currency: take(&mut m, "currency"),
+            description: take(&mut m, "description"),
+            discounts: take_or_default(&mut m, "discounts"),
+            metadata: take_or_default(&mut m, "metadata"),
+            price: take(&mut m, "price"),
+            quantity: take(&mut m, "quantity"),
+            taxes: take_or_default(&mut m, "taxes"),
+        })
     }
 }
 
@@ -114,58 +95,6 @@ impl HasId for Item {
     }
 }
 
-/// `taxes` of [`Item`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct ItemTaxes {
-    /// `amount` (integer).
-    pub amount: Option<i64>,
-    /// `rate` (tax_rate).
-    pub rate: Option<Box<TaxRate>>,
-    /// `taxability_reason` (enum; nullable).
-    pub taxability_reason: Option<ItemTaxesTaxabilityReason>,
-    /// `taxable_amount` (integer; nullable).
-    pub taxable_amount: Option<i64>,
-}
-
-impl FromJson for ItemTaxes {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "rate",
-            "taxability_reason",
-            "taxable_amount",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.rate, v),
-            2 => set(&mut o.taxability_reason, v),
-            3 => set(&mut o.taxable_amount, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for ItemTaxes {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for ItemTaxes {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "rate", &self.rate)?;
-        entry(&mut m, "taxability_reason", &self.taxability_reason)?;
-        entry(&mut m, "taxable_amount", &self.taxable_amount)?;
-        m.end()
-    }
-}
-
 /// `discounts` of [`Item`].
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -178,18 +107,11 @@ pub struct ItemDiscounts {
 
 impl FromJson for ItemDiscounts {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "discount",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.discount, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            amount: take(&mut m, "amount"),
+            discount: take(&mut m, "discount"),
+        })
     }
 }
 
@@ -205,115 +127,6 @@ impl Serialize for ItemDiscounts {
         entry(&mut m, "amount", &self.amount)?;
         entry(&mut m, "discount", &self.discount)?;
         m.end()
-    }
-}
-
-/// `adjustable_quantity` of [`Item`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct ItemAdjustableQuantity {
-    /// `enabled` (boolean).
-    pub enabled: Option<bool>,
-    /// `maximum` (integer; nullable).
-    pub maximum: Option<i64>,
-    /// `minimum` (integer; nullable).
-    pub minimum: Option<i64>,
-}
-
-impl FromJson for ItemAdjustableQuantity {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "enabled",
-            "maximum",
-            "minimum",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.enabled, v),
-            1 => set(&mut o.maximum, v),
-            2 => set(&mut o.minimum, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for ItemAdjustableQuantity {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for ItemAdjustableQuantity {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "enabled", &self.enabled)?;
-        entry(&mut m, "maximum", &self.maximum)?;
-        entry(&mut m, "minimum", &self.minimum)?;
-        m.end()
-    }
-}
-
-string_enum! {
-    /// `taxes[].taxability_reason` of [`ItemTaxes`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum ItemTaxesTaxabilityReason {
-        CustomerExempt = "customer_exempt",
-        NotCollecting = "not_collecting",
-        NotSubjectToTax = "not_subject_to_tax",
-        NotSupported = "not_supported",
-        PortionProductExempt = "portion_product_exempt",
-        PortionReducedRated = "portion_reduced_rated",
-        PortionStandardRated = "portion_standard_rated",
-        ProductExempt = "product_exempt",
-        ProductExemptHoliday = "product_exempt_holiday",
-        ProportionallyRated = "proportionally_rated",
-        ReducedRated = "reduced_rated",
-        ReverseCharge = "reverse_charge",
-        StandardRated = "standard_rated",
-        TaxableBasisReduced = "taxable_basis_reduced",
-        ZeroRated = "zero_rated",
-    }
-}
-
-impl FromJson for ItemTaxesTaxabilityReason {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "customer_exempt",
-            "not_collecting",
-            "not_subject_to_tax",
-            "not_supported",
-            "portion_product_exempt",
-            "portion_reduced_rated",
-            "portion_standard_rated",
-            "product_exempt",
-            "product_exempt_holiday",
-            "proportionally_rated",
-            "reduced_rated",
-            "reverse_charge",
-            "standard_rated",
-            "taxable_basis_reduced",
-            "zero_rated",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::CustomerExempt,
-            Ok(1) => Self::NotCollecting,
-            Ok(2) => Self::NotSubjectToTax,
-            Ok(3) => Self::NotSupported,
-            Ok(4) => Self::PortionProductExempt,
-            Ok(5) => Self::PortionReducedRated,
-            Ok(6) => Self::PortionStandardRated,
-            Ok(7) => Self::ProductExempt,
-            Ok(8) => Self::ProductExemptHoliday,
-            Ok(9) => Self::ProportionallyRated,
-            Ok(10) => Self::ReducedRated,
-            Ok(11) => Self::ReverseCharge,
-            Ok(12) => Self::StandardRated,
-            Ok(13) => Self::TaxableBasisReduced,
-            Ok(14) => Self::ZeroRated,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
     }
 }
 

@@ -38,36 +38,20 @@ pub struct Mandate {
 
 impl FromJson for Mandate {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "customer_acceptance",
-            "id",
-            "livemode",
-            "multi_use",
-            "object",
-            "on_behalf_of",
-            "payment_method",
-            "payment_method_details",
-            "single_use",
-            "status",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.customer_acceptance, v),
-            1 => set(&mut o.id, v),
-            2 => set(&mut o.livemode, v),
-            3 => set(&mut o.multi_use, v),
-            4 => set(&mut o.object, v),
-            5 => set(&mut o.on_behalf_of, v),
-            6 => set(&mut o.payment_method, v),
-            7 => set(&mut o.payment_method_details, v),
-            8 => set(&mut o.single_use, v),
-            9 => set(&mut o.status, v),
-            10 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            customer_acceptance: take(&mut m, "customer_acceptance"),
+            livemode: take(&mut m, "livemode"),
+            multi_use: take(&mut m, "multi_use"),
+            on_behalf_of: take(&mut m, "on_behalf_of"),
+            payment_method: take(&mut m, "payment_method"),
+            payment_method_details: take(&mut m, "payment_method_details"),
+            single_use: take(&mut m, "single_use"),
+            status: take(&mut m, "status"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 
@@ -113,18 +97,11 @@ pub struct MandateSingleUse {
 
 impl FromJson for MandateSingleUse {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "currency",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.currency, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            amount: take(&mut m, "amount"),
+            currency: take(&mut m, "currency"),
+        })
     }
 }
 
@@ -155,18 +132,11 @@ pub struct MandateMultiUse {
 
 impl FromJson for MandateMultiUse {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "currency",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.currency, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            amount: take(&mut m, "amount"),
+            currency: take(&mut m, "currency"),
+        })
     }
 }
 

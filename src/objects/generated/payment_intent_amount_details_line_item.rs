@@ -34,34 +34,19 @@ pub struct PaymentIntentAmountDetailsLineItem {
 
 impl FromJson for PaymentIntentAmountDetailsLineItem {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "discount_amount",
-            "id",
-            "object",
-            "payment_method_options",
-            "product_code",
-            "product_name",
-            "quantity",
-            "tax",
-            "unit_cost",
-            "unit_of_measure",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.discount_amount, v),
-            1 => set(&mut o.id, v),
-            2 => set(&mut o.object, v),
-            3 => set(&mut o.payment_method_options, v),
-            4 => set(&mut o.product_code, v),
-            5 => set(&mut o.product_name, v),
-            6 => set(&mut o.quantity, v),
-            7 => set(&mut o.tax, v),
-            8 => set(&mut o.unit_cost, v),
-            9 => set(&mut o.unit_of_measure, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            discount_amount: take(&mut m, "discount_amount"),
+            payment_method_options: take(&mut m, "payment_method_options"),
+            product_code: take(&mut m, "product_code"),
+            product_name: take(&mut m, "product_name"),
+            quantity: take(&mut m, "quantity"),
+            tax: take(&mut m, "tax"),
+            unit_cost: take(&mut m, "unit_cost"),
+            unit_of_measure: take(&mut m, "unit_of_measure"),
+        })
     }
 }
 
@@ -104,16 +89,10 @@ pub struct PaymentIntentAmountDetailsLineItemTax {
 
 impl FromJson for PaymentIntentAmountDetailsLineItemTax {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "total_tax_amount",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.total_tax_amount, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            total_tax_amount: take(&mut m, "total_tax_amount"),
+        })
     }
 }
 

@@ -61,7 +61,7 @@ pub struct PaymentLink {
     /// `optional_items` (array<object>; nullable, not always sent).
     pub optional_items: Vec<Value>,
     /// `payment_intent_data` (object; nullable).
-    pub payment_intent_data: Option<PaymentLinkPaymentIntentData>,
+    pub payment_intent_data: Option<Value>,
     /// `payment_method_collection` (enum).
     pub payment_method_collection: Option<PaymentLinkPaymentMethodCollection>,
     /// `payment_method_options` (object; nullable).
@@ -90,88 +90,46 @@ pub struct PaymentLink {
 
 impl FromJson for PaymentLink {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "active",
-            "after_completion",
-            "allow_promotion_codes",
-            "application",
-            "application_fee_amount",
-            "application_fee_percent",
-            "automatic_tax",
-            "billing_address_collection",
-            "consent_collection",
-            "currency",
-            "custom_fields",
-            "custom_text",
-            "customer_creation",
-            "id",
-            "inactive_message",
-            "invoice_creation",
-            "line_items",
-            "livemode",
-            "managed_payments",
-            "metadata",
-            "name_collection",
-            "object",
-            "on_behalf_of",
-            "optional_items",
-            "payment_intent_data",
-            "payment_method_collection",
-            "payment_method_options",
-            "payment_method_types",
-            "phone_number_collection",
-            "restrictions",
-            "shipping_address_collection",
-            "shipping_options",
-            "submit_type",
-            "subscription_data",
-            "tax_id_collection",
-            "transfer_data",
-            "url",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.active, v),
-            1 => set(&mut o.after_completion, v),
-            2 => set(&mut o.allow_promotion_codes, v),
-            3 => set(&mut o.application, v),
-            4 => set(&mut o.application_fee_amount, v),
-            5 => set(&mut o.application_fee_percent, v),
-            6 => set(&mut o.automatic_tax, v),
-            7 => set(&mut o.billing_address_collection, v),
-            8 => set(&mut o.consent_collection, v),
-            9 => set(&mut o.currency, v),
-            10 => set_or_default(&mut o.custom_fields, v),
-            11 => set(&mut o.custom_text, v),
-            12 => set(&mut o.customer_creation, v),
-            13 => set(&mut o.id, v),
-            14 => set(&mut o.inactive_message, v),
-            15 => set(&mut o.invoice_creation, v),
-            16 => set_or_default(&mut o.line_items, v),
-            17 => set(&mut o.livemode, v),
-            18 => set(&mut o.managed_payments, v),
-            19 => set_or_default(&mut o.metadata, v),
-            20 => set(&mut o.name_collection, v),
-            21 => set(&mut o.object, v),
-            22 => set(&mut o.on_behalf_of, v),
-            23 => set_or_default(&mut o.optional_items, v),
-            24 => set(&mut o.payment_intent_data, v),
-            25 => set(&mut o.payment_method_collection, v),
-            26 => set(&mut o.payment_method_options, v),
-            27 => set_or_default(&mut o.payment_method_types, v),
-            28 => set(&mut o.phone_number_collection, v),
-            29 => set(&mut o.restrictions, v),
-            30 => set(&mut o.shipping_address_collection, v),
-            31 => set_or_default(&mut o.shipping_options, v),
-            32 => set(&mut o.submit_type, v),
-            33 => set(&mut o.subscription_data, v),
-            34 => set(&mut o.tax_id_collection, v),
-            35 => set(&mut o.transfer_data, v),
-            36 => set(&mut o.url, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            active: take(&mut m, "active"),
+            after_completion: take(&mut m, "after_completion"),
+            allow_promotion_codes: take(&mut m, "allow_promotion_codes"),
+            application: take(&mut m, "application"),
+            application_fee_amount: take(&mut m, "application_fee_amount"),
+            application_fee_percent: take(&mut m, "application_fee_percent"),
+            automatic_tax: take(&mut m, "automatic_tax"),
+            billing_address_collection: take(&mut m, "billing_address_collection"),
+            consent_collection: take(&mut m, "consent_collection"),
+            currency: take(&mut m, "currency"),
+            custom_fields: take_or_default(&mut m, "custom_fields"),
+            custom_text: take(&mut m, "custom_text"),
+            customer_creation: take(&mut m, "customer_creation"),
+            inactive_message: take(&mut m, "inactive_message"),
+            invoice_creation: take(&mut m, "invoice_creation"),
+            line_items: take_or_default(&mut m, "line_items"),
+            livemode: take(&mut m, "livemode"),
+            managed_payments: take(&mut m, "managed_payments"),
+            metadata: take_or_default(&mut m, "metadata"),
+            name_collection: take(&mut m, "name_collection"),
+            on_behalf_of: take(&mut m, "on_behalf_of"),
+            optional_items: take_or_default(&mut m, "optional_items"),
+            payment_intent_data: take(&mut m, "payment_intent_data"),
+            payment_method_collection: take(&mut m, "payment_method_collection"),
+            payment_method_options: take(&mut m, "payment_method_options"),
+            payment_method_types: take_or_default(&mut m, "payment_method_types"),
+            phone_number_collection: take(&mut m, "phone_number_collection"),
+            restrictions: take(&mut m, "restrictions"),
+            shipping_address_collection: take(&mut m, "shipping_address_collection"),
+            shipping_options: take_or_default(&mut m, "shipping_options"),
+            submit_type: take(&mut m, "submit_type"),
+            subscription_data: take(&mut m, "subscription_data"),
+            tax_id_collection: take(&mut m, "tax_id_collection"),
+            transfer_data: take(&mut m, "transfer_data"),
+            url: take(&mut m, "url"),
+        })
     }
 }
 
@@ -243,18 +201,11 @@ pub struct PaymentLinkTransferData {
 
 impl FromJson for PaymentLinkTransferData {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "destination",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.destination, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            amount: take(&mut m, "amount"),
+            destination: take(&mut m, "destination"),
+        })
     }
 }
 
@@ -285,18 +236,11 @@ pub struct PaymentLinkTaxIdCollection {
 
 impl FromJson for PaymentLinkTaxIdCollection {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "enabled",
-            "required",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.enabled, v),
-            1 => set(&mut o.required, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            enabled: take(&mut m, "enabled"),
+            required: take(&mut m, "required"),
+        })
     }
 }
 
@@ -327,18 +271,11 @@ pub struct PaymentLinkShippingOptions {
 
 impl FromJson for PaymentLinkShippingOptions {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "shipping_amount",
-            "shipping_rate",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.shipping_amount, v),
-            1 => set(&mut o.shipping_rate, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            shipping_amount: take(&mut m, "shipping_amount"),
+            shipping_rate: take(&mut m, "shipping_rate"),
+        })
     }
 }
 
@@ -367,16 +304,10 @@ pub struct PaymentLinkShippingAddressCollection {
 
 impl FromJson for PaymentLinkShippingAddressCollection {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "allowed_countries",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set_or_default(&mut o.allowed_countries, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            allowed_countries: take_or_default(&mut m, "allowed_countries"),
+        })
     }
 }
 
@@ -404,16 +335,10 @@ pub struct PaymentLinkPhoneNumberCollection {
 
 impl FromJson for PaymentLinkPhoneNumberCollection {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "enabled",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.enabled, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            enabled: take(&mut m, "enabled"),
+        })
     }
 }
 
@@ -431,73 +356,6 @@ impl Serialize for PaymentLinkPhoneNumberCollection {
     }
 }
 
-/// `payment_intent_data` of [`PaymentLink`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct PaymentLinkPaymentIntentData {
-    /// `capture_method` (enum; nullable).
-    pub capture_method: Option<PaymentLinkPaymentIntentDataCaptureMethod>,
-    /// `description` (string; nullable).
-    pub description: Option<String>,
-    /// `metadata` (map<string,string>).
-    pub metadata: Metadata,
-    /// `setup_future_usage` (enum; nullable).
-    pub setup_future_usage: Option<PaymentLinkPaymentIntentDataSetupFutureUsage>,
-    /// `statement_descriptor` (string; nullable).
-    pub statement_descriptor: Option<String>,
-    /// `statement_descriptor_suffix` (string; nullable).
-    pub statement_descriptor_suffix: Option<String>,
-    /// `transfer_group` (string; nullable).
-    pub transfer_group: Option<String>,
-}
-
-impl FromJson for PaymentLinkPaymentIntentData {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "capture_method",
-            "description",
-            "metadata",
-            "setup_future_usage",
-            "statement_descriptor",
-            "statement_descriptor_suffix",
-            "transfer_group",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.capture_method, v),
-            1 => set(&mut o.description, v),
-            2 => set_or_default(&mut o.metadata, v),
-            3 => set(&mut o.setup_future_usage, v),
-            4 => set(&mut o.statement_descriptor, v),
-            5 => set(&mut o.statement_descriptor_suffix, v),
-            6 => set(&mut o.transfer_group, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for PaymentLinkPaymentIntentData {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for PaymentLinkPaymentIntentData {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "capture_method", &self.capture_method)?;
-        entry(&mut m, "description", &self.description)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "setup_future_usage", &self.setup_future_usage)?;
-        entry(&mut m, "statement_descriptor", &self.statement_descriptor)?;
-        entry(&mut m, "statement_descriptor_suffix", &self.statement_descriptor_suffix)?;
-        entry(&mut m, "transfer_group", &self.transfer_group)?;
-        m.end()
-    }
-}
-
 /// `managed_payments` of [`PaymentLink`].
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -508,16 +366,10 @@ pub struct PaymentLinkManagedPayments {
 
 impl FromJson for PaymentLinkManagedPayments {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "enabled",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.enabled, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            enabled: take(&mut m, "enabled"),
+        })
     }
 }
 
@@ -575,55 +427,6 @@ impl FromJson for PaymentLinkCustomerCreation {
         Some(match wire_index(v, VALUES)? {
             Ok(0) => Self::Always,
             Ok(1) => Self::IfRequired,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `payment_intent_data.capture_method` of [`PaymentLinkPaymentIntentData`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum PaymentLinkPaymentIntentDataCaptureMethod {
-        Automatic = "automatic",
-        AutomaticAsync = "automatic_async",
-        Manual = "manual",
-    }
-}
-
-impl FromJson for PaymentLinkPaymentIntentDataCaptureMethod {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "automatic",
-            "automatic_async",
-            "manual",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Automatic,
-            Ok(1) => Self::AutomaticAsync,
-            Ok(2) => Self::Manual,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `payment_intent_data.setup_future_usage` of [`PaymentLinkPaymentIntentData`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum PaymentLinkPaymentIntentDataSetupFutureUsage {
-        OffSession = "off_session",
-        OnSession = "on_session",
-    }
-}
-
-impl FromJson for PaymentLinkPaymentIntentDataSetupFutureUsage {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "off_session",
-            "on_session",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::OffSession,
-            Ok(1) => Self::OnSession,
             Ok(_) => return None,
             Err(s) => Self::Unknown(s),
         })

@@ -33,7 +33,7 @@ pub struct PaymentRecord {
     /// `created` (integer).
     pub created: Option<i64>,
     /// `customer_details` (object; nullable).
-    pub customer_details: Option<PaymentRecordCustomerDetails>,
+    pub customer_details: Option<Value>,
     /// `customer_presence` (enum; nullable).
     pub customer_presence: Option<PaymentRecordCustomerPresence>,
     /// `description` (string; nullable).
@@ -51,61 +51,35 @@ pub struct PaymentRecord {
     /// `reported_by` (enum).
     pub reported_by: Option<PaymentRecordReportedBy>,
     /// `shipping_details` (object; nullable).
-    pub shipping_details: Option<PaymentRecordShippingDetails>,
+    pub shipping_details: Option<Value>,
 }
 
 impl FromJson for PaymentRecord {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "amount_authorized",
-            "amount_canceled",
-            "amount_failed",
-            "amount_guaranteed",
-            "amount_refunded",
-            "amount_requested",
-            "application",
-            "created",
-            "customer_details",
-            "customer_presence",
-            "description",
-            "id",
-            "latest_payment_attempt_record",
-            "livemode",
-            "metadata",
-            "object",
-            "payment_method_details",
-            "processor_details",
-            "reported_by",
-            "shipping_details",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.amount_authorized, v),
-            2 => set(&mut o.amount_canceled, v),
-            3 => set(&mut o.amount_failed, v),
-            4 => set(&mut o.amount_guaranteed, v),
-            5 => set(&mut o.amount_refunded, v),
-            6 => set(&mut o.amount_requested, v),
-            7 => set(&mut o.application, v),
-            8 => set(&mut o.created, v),
-            9 => set(&mut o.customer_details, v),
-            10 => set(&mut o.customer_presence, v),
-            11 => set(&mut o.description, v),
-            12 => set(&mut o.id, v),
-            13 => set(&mut o.latest_payment_attempt_record, v),
-            14 => set(&mut o.livemode, v),
-            15 => set_or_default(&mut o.metadata, v),
-            16 => set(&mut o.object, v),
-            17 => set(&mut o.payment_method_details, v),
-            18 => set(&mut o.processor_details, v),
-            19 => set(&mut o.reported_by, v),
-            20 => set(&mut o.shipping_details, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            amount_authorized: take(&mut m, "amount_authorized"),
+            amount_canceled: take(&mut m, "amount_canceled"),
+            amount_failed: take(&mut m, "amount_failed"),
+            amount_guaranteed: take(&mut m, "amount_guaranteed"),
+            amount_refunded: take(&mut m, "amount_refunded"),
+            amount_requested: take(&mut m, "amount_requested"),
+            application: take(&mut m, "application"),
+            created: take(&mut m, "created"),
+            customer_details: take(&mut m, "customer_details"),
+            customer_presence: take(&mut m, "customer_presence"),
+            description: take(&mut m, "description"),
+            latest_payment_attempt_record: take(&mut m, "latest_payment_attempt_record"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            payment_method_details: take(&mut m, "payment_method_details"),
+            processor_details: take(&mut m, "processor_details"),
+            reported_by: take(&mut m, "reported_by"),
+            shipping_details: take(&mut m, "shipping_details"),
+        })
     }
 }
 
@@ -149,105 +123,6 @@ impl HasId for PaymentRecord {
     }
 }
 
-/// `shipping_details` of [`PaymentRecord`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct PaymentRecordShippingDetails {
-    /// `address` (address).
-    pub address: Option<Address>,
-    /// `name` (string; nullable).
-    pub name: Option<String>,
-    /// `phone` (string; nullable).
-    pub phone: Option<String>,
-}
-
-impl FromJson for PaymentRecordShippingDetails {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "address",
-            "name",
-            "phone",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.address, v),
-            1 => set(&mut o.name, v),
-            2 => set(&mut o.phone, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for PaymentRecordShippingDetails {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for PaymentRecordShippingDetails {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "address", &self.address)?;
-        entry(&mut m, "name", &self.name)?;
-        entry(&mut m, "phone", &self.phone)?;
-        m.end()
-    }
-}
-
-/// `customer_details` of [`PaymentRecord`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct PaymentRecordCustomerDetails {
-    /// `customer` (string; nullable).
-    pub customer: Option<String>,
-    /// `email` (string; nullable).
-    pub email: Option<String>,
-    /// `name` (string; nullable).
-    pub name: Option<String>,
-    /// `phone` (string; nullable).
-    pub phone: Option<String>,
-}
-
-impl FromJson for PaymentRecordCustomerDetails {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "customer",
-            "email",
-            "name",
-            "phone",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.customer, v),
-            1 => set(&mut o.email, v),
-            2 => set(&mut o.name, v),
-            3 => set(&mut o.phone, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for PaymentRecordCustomerDetails {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for PaymentRecordCustomerDetails {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "email", &self.email)?;
-        entry(&mut m, "name", &self.name)?;
-        entry(&mut m, "phone", &self.phone)?;
-        m.end()
-    }
-}
-
 /// `amount_requested` of [`PaymentRecord`].
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -260,18 +135,11 @@ pub struct PaymentRecordAmountRequested {
 
 impl FromJson for PaymentRecordAmountRequested {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "currency",
-            "value",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.currency, v),
-            1 => set(&mut o.value, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            currency: take(&mut m, "currency"),
+            value: take(&mut m, "value"),
+        })
     }
 }
 
@@ -302,18 +170,11 @@ pub struct PaymentRecordAmountRefunded {
 
 impl FromJson for PaymentRecordAmountRefunded {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "currency",
-            "value",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.currency, v),
-            1 => set(&mut o.value, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            currency: take(&mut m, "currency"),
+            value: take(&mut m, "value"),
+        })
     }
 }
 
@@ -344,18 +205,11 @@ pub struct PaymentRecordAmountGuaranteed {
 
 impl FromJson for PaymentRecordAmountGuaranteed {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "currency",
-            "value",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.currency, v),
-            1 => set(&mut o.value, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            currency: take(&mut m, "currency"),
+            value: take(&mut m, "value"),
+        })
     }
 }
 
@@ -386,18 +240,11 @@ pub struct PaymentRecordAmountFailed {
 
 impl FromJson for PaymentRecordAmountFailed {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "currency",
-            "value",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.currency, v),
-            1 => set(&mut o.value, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            currency: take(&mut m, "currency"),
+            value: take(&mut m, "value"),
+        })
     }
 }
 
@@ -428,18 +275,11 @@ pub struct PaymentRecordAmountCanceled {
 
 impl FromJson for PaymentRecordAmountCanceled {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "currency",
-            "value",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.currency, v),
-            1 => set(&mut o.value, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            currency: take(&mut m, "currency"),
+            value: take(&mut m, "value"),
+        })
     }
 }
 
@@ -470,18 +310,11 @@ pub struct PaymentRecordAmountAuthorized {
 
 impl FromJson for PaymentRecordAmountAuthorized {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "currency",
-            "value",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.currency, v),
-            1 => set(&mut o.value, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            currency: take(&mut m, "currency"),
+            value: take(&mut m, "value"),
+        })
     }
 }
 
@@ -512,18 +345,11 @@ pub struct PaymentRecordAmount {
 
 impl FromJson for PaymentRecordAmount {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "currency",
-            "value",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.currency, v),
-            1 => set(&mut o.value, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            currency: take(&mut m, "currency"),
+            value: take(&mut m, "value"),
+        })
     }
 }
 

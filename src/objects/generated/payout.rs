@@ -70,68 +70,36 @@ pub struct Payout {
 
 impl FromJson for Payout {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "application_fee",
-            "application_fee_amount",
-            "arrival_date",
-            "automatic",
-            "balance_transaction",
-            "created",
-            "currency",
-            "description",
-            "destination",
-            "failure_balance_transaction",
-            "failure_code",
-            "failure_message",
-            "id",
-            "livemode",
-            "metadata",
-            "method",
-            "object",
-            "original_payout",
-            "payout_method",
-            "reconciliation_status",
-            "reversed_by",
-            "source_type",
-            "statement_descriptor",
-            "status",
-            "trace_id",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.application_fee, v),
-            2 => set(&mut o.application_fee_amount, v),
-            3 => set(&mut o.arrival_date, v),
-            4 => set(&mut o.automatic, v),
-            5 => set(&mut o.balance_transaction, v),
-            6 => set(&mut o.created, v),
-            7 => set(&mut o.currency, v),
-            8 => set(&mut o.description, v),
-            9 => set(&mut o.destination, v),
-            10 => set(&mut o.failure_balance_transaction, v),
-            11 => set(&mut o.failure_code, v),
-            12 => set(&mut o.failure_message, v),
-            13 => set(&mut o.id, v),
-            14 => set(&mut o.livemode, v),
-            15 => set_or_default(&mut o.metadata, v),
-            16 => set(&mut o.method, v),
-            17 => set(&mut o.object, v),
-            18 => set(&mut o.original_payout, v),
-            19 => set(&mut o.payout_method, v),
-            20 => set(&mut o.reconciliation_status, v),
-            21 => set(&mut o.reversed_by, v),
-            22 => set(&mut o.source_type, v),
-            23 => set(&mut o.statement_descriptor, v),
-            24 => set(&mut o.status, v),
-            25 => set(&mut o.trace_id, v),
-            26 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            application_fee: take(&mut m, "application_fee"),
+            application_fee_amount: take(&mut m, "application_fee_amount"),
+            arrival_date: take(&mut m, "arrival_date"),
+            automatic: take(&mut m, "automatic"),
+            balance_transaction: take(&mut m, "balance_transaction"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            description: take(&mut m, "description"),
+            destination: take(&mut m, "destination"),
+            failure_balance_transaction: take(&mut m, "failure_balance_transaction"),
+            failure_code: take(&mut m, "failure_code"),
+            failure_message: take(&mut m, "failure_message"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            method: take(&mut m, "method"),
+            original_payout: take(&mut m, "original_payout"),
+            payout_method: take(&mut m, "payout_method"),
+            reconciliation_status: take(&mut m, "reconciliation_status"),
+            reversed_by: take(&mut m, "reversed_by"),
+            source_type: take(&mut m, "source_type"),
+            statement_descriptor: take(&mut m, "statement_descriptor"),
+            status: take(&mut m, "status"),
+            trace_id: take(&mut m, "trace_id"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 
@@ -193,18 +161,11 @@ pub struct PayoutTraceId {
 
 impl FromJson for PayoutTraceId {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "status",
-            "value",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.status, v),
-            1 => set(&mut o.value, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            status: take(&mut m, "status"),
+            value: take(&mut m, "value"),
+        })
     }
 }
 

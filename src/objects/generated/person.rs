@@ -23,13 +23,13 @@ pub struct Person {
     /// `address` (address; not always sent).
     pub address: Option<Address>,
     /// `address_kana` (object; nullable, not always sent).
-    pub address_kana: Option<PersonAddressKana>,
+    pub address_kana: Option<Value>,
     /// `address_kanji` (object; nullable, not always sent).
-    pub address_kanji: Option<PersonAddressKanji>,
+    pub address_kanji: Option<Value>,
     /// `created` (integer).
     pub created: Option<i64>,
     /// `dob` (object; not always sent).
-    pub dob: Option<PersonDob>,
+    pub dob: Option<Value>,
     /// `email` (string; nullable, not always sent).
     pub email: Option<String>,
     /// `first_name` (string; nullable, not always sent).
@@ -67,7 +67,7 @@ pub struct Person {
     /// `registered_address` (address; not always sent).
     pub registered_address: Option<Address>,
     /// `relationship` (object; not always sent).
-    pub relationship: Option<PersonRelationship>,
+    pub relationship: Option<Value>,
     /// `requirements` (object; nullable, not always sent).
     pub requirements: Option<Value>,
     /// `ssn_last_4_provided` (boolean; not always sent).
@@ -80,78 +80,41 @@ pub struct Person {
 
 impl FromJson for Person {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "account",
-            "additional_tos_acceptances",
-            "address",
-            "address_kana",
-            "address_kanji",
-            "created",
-            "dob",
-            "email",
-            "first_name",
-            "first_name_kana",
-            "first_name_kanji",
-            "full_name_aliases",
-            "future_requirements",
-            "gender",
-            "id",
-            "id_number_provided",
-            "id_number_secondary_provided",
-            "last_name",
-            "last_name_kana",
-            "last_name_kanji",
-            "maiden_name",
-            "metadata",
-            "nationality",
-            "object",
-            "phone",
-            "political_exposure",
-            "registered_address",
-            "relationship",
-            "requirements",
-            "ssn_last_4_provided",
-            "us_cfpb_data",
-            "verification",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.account, v),
-            1 => set(&mut o.additional_tos_acceptances, v),
-            2 => set(&mut o.address, v),
-            3 => set(&mut o.address_kana, v),
-            4 => set(&mut o.address_kanji, v),
-            5 => set(&mut o.created, v),
-            6 => set(&mut o.dob, v),
-            7 => set(&mut o.email, v),
-            8 => set(&mut o.first_name, v),
-            9 => set(&mut o.first_name_kana, v),
-            10 => set(&mut o.first_name_kanji, v),
-            11 => set_or_default(&mut o.full_name_aliases, v),
-            12 => set(&mut o.future_requirements, v),
-            13 => set(&mut o.gender, v),
-            14 => set(&mut o.id, v),
-            15 => set(&mut o.id_number_provided, v),
-            16 => set(&mut o.id_number_secondary_provided, v),
-            17 => set(&mut o.last_name, v),
-            18 => set(&mut o.last_name_kana, v),
-            19 => set(&mut o.last_name_kanji, v),
-            20 => set(&mut o.maiden_name, v),
-            21 => set_or_default(&mut o.metadata, v),
-            22 => set(&mut o.nationality, v),
-            23 => set(&mut o.object, v),
-            24 => set(&mut o.phone, v),
-            25 => set(&mut o.political_exposure, v),
-            26 => set(&mut o.registered_address, v),
-            27 => set(&mut o.relationship, v),
-            28 => set(&mut o.requirements, v),
-            29 => set(&mut o.ssn_last_4_provided, v),
-            30 => set(&mut o.us_cfpb_data, v),
-            31 => set(&mut o.verification, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            account: take(&mut m, "account"),
+            additional_tos_acceptances: take(&mut m, "additional_tos_acceptances"),
+            address: take(&mut m, "address"),
+            address_kana: take(&mut m, "address_kana"),
+            address_kanji: take(&mut m, "address_kanji"),
+            created: take(&mut m, "created"),
+            dob: take(&mut m, "dob"),
+            email: take(&mut m, "email"),
+            first_name: take(&mut m, "first_name"),
+            first_name_kana: take(&mut m, "first_name_kana"),
+            first_name_kanji: take(&mut m, "first_name_kanji"),
+            full_name_aliases: take_or_default(&mut m, "full_name_aliases"),
+            future_requirements: take(&mut m, "future_requirements"),
+            gender: take(&mut m, "gender"),
+            id_number_provided: take(&mut m, "id_number_provided"),
+            id_number_secondary_provided: take(&mut m, "id_number_secondary_provided"),
+            last_name: take(&mut m, "last_name"),
+            last_name_kana: take(&mut m, "last_name_kana"),
+            last_name_kanji: take(&mut m, "last_name_kanji"),
+            maiden_name: take(&mut m, "maiden_name"),
+            metadata: take_or_default(&mut m, "metadata"),
+            nationality: take(&mut m, "nationality"),
+            phone: take(&mut m, "phone"),
+            political_exposure: take(&mut m, "political_exposure"),
+            registered_address: take(&mut m, "registered_address"),
+            relationship: take(&mut m, "relationship"),
+            requirements: take(&mut m, "requirements"),
+            ssn_last_4_provided: take(&mut m, "ssn_last_4_provided"),
+            us_cfpb_data: take(&mut m, "us_cfpb_data"),
+            verification: take(&mut m, "verification"),
+        })
     }
 }
 
@@ -203,259 +166,6 @@ impl Serialize for Person {
 impl HasId for Person {
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
-    }
-}
-
-/// `relationship` of [`Person`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct PersonRelationship {
-    /// `authorizer` (boolean; nullable).
-    pub authorizer: Option<bool>,
-    /// `director` (boolean; nullable).
-    pub director: Option<bool>,
-    /// `executive` (boolean; nullable).
-    pub executive: Option<bool>,
-    /// `legal_guardian` (boolean; nullable).
-    pub legal_guardian: Option<bool>,
-    /// `owner` (boolean; nullable).
-    pub owner: Option<bool>,
-    /// `percent_ownership` (number; nullable).
-    pub percent_ownership: Option<f64>,
-    /// `representative` (boolean; nullable).
-    pub representative: Option<bool>,
-    /// `title` (string; nullable).
-    pub title: Option<String>,
-}
-
-impl FromJson for PersonRelationship {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "authorizer",
-            "director",
-            "executive",
-            "legal_guardian",
-            "owner",
-            "percent_ownership",
-            "representative",
-            "title",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.authorizer, v),
-            1 => set(&mut o.director, v),
-            2 => set(&mut o.executive, v),
-            3 => set(&mut o.legal_guardian, v),
-            4 => set(&mut o.owner, v),
-            5 => set(&mut o.percent_ownership, v),
-            6 => set(&mut o.representative, v),
-            7 => set(&mut o.title, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for PersonRelationship {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for PersonRelationship {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "authorizer", &self.authorizer)?;
-        entry(&mut m, "director", &self.director)?;
-        entry(&mut m, "executive", &self.executive)?;
-        entry(&mut m, "legal_guardian", &self.legal_guardian)?;
-        entry(&mut m, "owner", &self.owner)?;
-        entry(&mut m, "percent_ownership", &self.percent_ownership)?;
-        entry(&mut m, "representative", &self.representative)?;
-        entry(&mut m, "title", &self.title)?;
-        m.end()
-    }
-}
-
-/// `dob` of [`Person`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct PersonDob {
-    /// `day` (integer; nullable).
-    pub day: Option<i64>,
-    /// `month` (integer; nullable).
-    pub month: Option<i64>,
-    /// `year` (integer; nullable).
-    pub year: Option<i64>,
-}
-
-impl FromJson for PersonDob {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "day",
-            "month",
-            "year",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.day, v),
-            1 => set(&mut o.month, v),
-            2 => set(&mut o.year, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for PersonDob {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for PersonDob {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "day", &self.day)?;
-        entry(&mut m, "month", &self.month)?;
-        entry(&mut m, "year", &self.year)?;
-        m.end()
-    }
-}
-
-/// `address_kanji` of [`Person`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct PersonAddressKanji {
-    /// `city` (string; nullable).
-    pub city: Option<String>,
-    /// `country` (string; nullable).
-    pub country: Option<String>,
-    /// `line1` (string; nullable).
-    pub line1: Option<String>,
-    /// `line2` (string; nullable).
-    pub line2: Option<String>,
-    /// `postal_code` (string; nullable).
-    pub postal_code: Option<String>,
-    /// `state` (string; nullable).
-    pub state: Option<String>,
-    /// `town` (string; nullable).
-    pub town: Option<String>,
-}
-
-impl FromJson for PersonAddressKanji {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "city",
-            "country",
-            "line1",
-            "line2",
-            "postal_code",
-            "state",
-            "town",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.city, v),
-            1 => set(&mut o.country, v),
-            2 => set(&mut o.line1, v),
-            3 => set(&mut o.line2, v),
-            4 => set(&mut o.postal_code, v),
-            5 => set(&mut o.state, v),
-            6 => set(&mut o.town, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for PersonAddressKanji {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for PersonAddressKanji {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "city", &self.city)?;
-        entry(&mut m, "country", &self.country)?;
-        entry(&mut m, "line1", &self.line1)?;
-        entry(&mut m, "line2", &self.line2)?;
-        entry(&mut m, "postal_code", &self.postal_code)?;
-        entry(&mut m, "state", &self.state)?;
-        entry(&mut m, "town", &self.town)?;
-        m.end()
-    }
-}
-
-/// `address_kana` of [`Person`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct PersonAddressKana {
-    /// `city` (string; nullable).
-    pub city: Option<String>,
-    /// `country` (string; nullable).
-    pub country: Option<String>,
-    /// `line1` (string; nullable).
-    pub line1: Option<String>,
-    /// `line2` (string; nullable).
-    pub line2: Option<String>,
-    /// `postal_code` (string; nullable).
-    pub postal_code: Option<String>,
-    /// `state` (string; nullable).
-    pub state: Option<String>,
-    /// `town` (string; nullable).
-    pub town: Option<String>,
-}
-
-impl FromJson for PersonAddressKana {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "city",
-            "country",
-            "line1",
-            "line2",
-            "postal_code",
-            "state",
-            "town",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.city, v),
-            1 => set(&mut o.country, v),
-            2 => set(&mut o.line1, v),
-            3 => set(&mut o.line2, v),
-            4 => set(&mut o.postal_code, v),
-            5 => set(&mut o.state, v),
-            6 => set(&mut o.town, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for PersonAddressKana {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for PersonAddressKana {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "city", &self.city)?;
-        entry(&mut m, "country", &self.country)?;
-        entry(&mut m, "line1", &self.line1)?;
-        entry(&mut m, "line2", &self.line2)?;
-        entry(&mut m, "postal_code", &self.postal_code)?;
-        entry(&mut m, "state", &self.state)?;
-        entry(&mut m, "town", &self.town)?;
-        m.end()
     }
 }
 

@@ -44,42 +44,23 @@ pub struct PromotionCode {
 
 impl FromJson for PromotionCode {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "active",
-            "code",
-            "created",
-            "customer",
-            "customer_account",
-            "expires_at",
-            "id",
-            "livemode",
-            "max_redemptions",
-            "metadata",
-            "object",
-            "promotion",
-            "restrictions",
-            "times_redeemed",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.active, v),
-            1 => set(&mut o.code, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.customer, v),
-            4 => set(&mut o.customer_account, v),
-            5 => set(&mut o.expires_at, v),
-            6 => set(&mut o.id, v),
-            7 => set(&mut o.livemode, v),
-            8 => set(&mut o.max_redemptions, v),
-            9 => set_or_default(&mut o.metadata, v),
-            10 => set(&mut o.object, v),
-            11 => set(&mut o.promotion, v),
-            12 => set(&mut o.restrictions, v),
-            13 => set(&mut o.times_redeemed, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            active: take(&mut m, "active"),
+            code: take(&mut m, "code"),
+            created: take(&mut m, "created"),
+            customer: take(&mut m, "customer"),
+            customer_account: take(&mut m, "customer_account"),
+            expires_at: take(&mut m, "expires_at"),
+            livemode: take(&mut m, "livemode"),
+            max_redemptions: take(&mut m, "max_redemptions"),
+            metadata: take_or_default(&mut m, "metadata"),
+            promotion: take(&mut m, "promotion"),
+            restrictions: take(&mut m, "restrictions"),
+            times_redeemed: take(&mut m, "times_redeemed"),
+        })
     }
 }
 
@@ -128,18 +109,11 @@ pub struct PromotionCodePromotion {
 
 impl FromJson for PromotionCodePromotion {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "coupon",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.coupon, v),
-            1 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            coupon: take(&mut m, "coupon"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 

@@ -71,7 +71,7 @@ pub struct Quote {
     /// `status` (enum).
     pub status: Option<QuoteStatus>,
     /// `status_transitions` (object).
-    pub status_transitions: Option<QuoteStatusTransitions>,
+    pub status_transitions: Option<Value>,
     /// `subscription` (expandable<subscription>; nullable).
     pub subscription: Option<Expandable<Subscription>>,
     /// `subscription_data` (object).
@@ -83,91 +83,50 @@ pub struct Quote {
     /// `total_details` (object).
     pub total_details: Option<Value>,
     /// `transfer_data` (object; nullable).
-    pub transfer_data: Option<QuoteTransferData>,
+    pub transfer_data: Option<Value>,
 }
 
 impl FromJson for Quote {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount_subtotal",
-            "amount_total",
-            "application",
-            "application_fee_amount",
-            "application_fee_percent",
-            "automatic_tax",
-            "collection_method",
-            "computed",
-            "created",
-            "currency",
-            "customer",
-            "customer_account",
-            "default_tax_rates",
-            "description",
-            "discounts",
-            "expires_at",
-            "footer",
-            "from_quote",
-            "header",
-            "id",
-            "invoice",
-            "invoice_settings",
-            "line_items",
-            "livemode",
-            "metadata",
-            "number",
-            "object",
-            "on_behalf_of",
-            "status",
-            "status_transitions",
-            "subscription",
-            "subscription_data",
-            "subscription_schedule",
-            "test_clock",
-            "total_details",
-            "transfer_data",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount_subtotal, v),
-            1 => set(&mut o.amount_total, v),
-            2 => set(&mut o.application, v),
-            3 => set(&mut o.application_fee_amount, v),
-            4 => set(&mut o.application_fee_percent, v),
-            5 => set(&mut o.automatic_tax, v),
-            6 => set(&mut o.collection_method, v),
-            7 => set(&mut o.computed, v),
-            8 => set(&mut o.created, v),
-            9 => set(&mut o.currency, v),
-            10 => set(&mut o.customer, v),
-            11 => set(&mut o.customer_account, v),
-            12 => set_or_default(&mut o.default_tax_rates, v),
-            13 => set(&mut o.description, v),
-            14 => set_or_default(&mut o.discounts, v),
-            15 => set(&mut o.expires_at, v),
-            16 => set(&mut o.footer, v),
-            17 => set(&mut o.from_quote, v),
-            18 => set(&mut o.header, v),
-            19 => set(&mut o.id, v),
-            20 => set(&mut o.invoice, v),
-            21 => set(&mut o.invoice_settings, v),
-            22 => set_or_default(&mut o.line_items, v),
-            23 => set(&mut o.livemode, v),
-            24 => set_or_default(&mut o.metadata, v),
-            25 => set(&mut o.number, v),
-            26 => set(&mut o.object, v),
-            27 => set(&mut o.on_behalf_of, v),
-            28 => set(&mut o.status, v),
-            29 => set(&mut o.status_transitions, v),
-            30 => set(&mut o.subscription, v),
-            31 => set(&mut o.subscription_data, v),
-            32 => set(&mut o.subscription_schedule, v),
-            33 => set(&mut o.test_clock, v),
-            34 => set(&mut o.total_details, v),
-            35 => set(&mut o.transfer_data, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount_subtotal: take(&mut m, "amount_subtotal"),
+            amount_total: take(&mut m, "amount_total"),
+            application: take(&mut m, "application"),
+            application_fee_amount: take(&mut m, "application_fee_amount"),
+            application_fee_percent: take(&mut m, "application_fee_percent"),
+            automatic_tax: take(&mut m, "automatic_tax"),
+            collection_method: take(&mut m, "collection_method"),
+            computed: take(&mut m, "computed"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            customer: take(&mut m, "customer"),
+            customer_account: take(&mut m, "customer_account"),
+            default_tax_rates: take_or_default(&mut m, "default_tax_rates"),
+            description: take(&mut m, "description"),
+            discounts: take_or_default(&mut m, "discounts"),
+            expires_at: take(&mut m, "expires_at"),
+            footer: take(&mut m, "footer"),
+            from_quote: take(&mut m, "from_quote"),
+            header: take(&mut m, "header"),
+            invoice: take(&mut m, "invoice"),
+            invoice_settings: take(&mut m, "invoice_settings"),
+            line_items: take_or_default(&mut m, "line_items"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            number: take(&mut m, "number"),
+            on_behalf_of: take(&mut m, "on_behalf_of"),
+            status: take(&mut m, "status"),
+            status_transitions: take(&mut m, "status_transitions"),
+            subscription: take(&mut m, "subscription"),
+            subscription_data: take(&mut m, "subscription_data"),
+            subscription_schedule: take(&mut m, "subscription_schedule"),
+            test_clock: take(&mut m, "test_clock"),
+            total_details: take(&mut m, "total_details"),
+            transfer_data: take(&mut m, "transfer_data"),
+        })
     }
 }
 
@@ -226,100 +185,6 @@ impl HasId for Quote {
     }
 }
 
-/// `transfer_data` of [`Quote`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct QuoteTransferData {
-    /// `amount` (integer; nullable).
-    pub amount: Option<i64>,
-    /// `amount_percent` (number; nullable).
-    pub amount_percent: Option<f64>,
-    /// `destination` (expandable<account>).
-    pub destination: Option<Expandable<Account>>,
-}
-
-impl FromJson for QuoteTransferData {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "amount_percent",
-            "destination",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.amount_percent, v),
-            2 => set(&mut o.destination, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for QuoteTransferData {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for QuoteTransferData {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "amount_percent", &self.amount_percent)?;
-        entry(&mut m, "destination", &self.destination)?;
-        m.end()
-    }
-}
-
-/// `status_transitions` of [`Quote`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct QuoteStatusTransitions {
-    /// `accepted_at` (integer; nullable).
-    pub accepted_at: Option<i64>,
-    /// `canceled_at` (integer; nullable).
-    pub canceled_at: Option<i64>,
-    /// `finalized_at` (integer; nullable).
-    pub finalized_at: Option<i64>,
-}
-
-impl FromJson for QuoteStatusTransitions {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "accepted_at",
-            "canceled_at",
-            "finalized_at",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.accepted_at, v),
-            1 => set(&mut o.canceled_at, v),
-            2 => set(&mut o.finalized_at, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for QuoteStatusTransitions {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for QuoteStatusTransitions {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "accepted_at", &self.accepted_at)?;
-        entry(&mut m, "canceled_at", &self.canceled_at)?;
-        entry(&mut m, "finalized_at", &self.finalized_at)?;
-        m.end()
-    }
-}
-
 /// `from_quote` of [`Quote`].
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -332,18 +197,11 @@ pub struct QuoteFromQuote {
 
 impl FromJson for QuoteFromQuote {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "is_revision",
-            "quote",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.is_revision, v),
-            1 => set(&mut o.quote, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            is_revision: take(&mut m, "is_revision"),
+            quote: take(&mut m, "quote"),
+        })
     }
 }
 

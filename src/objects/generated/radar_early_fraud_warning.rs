@@ -32,30 +32,17 @@ pub struct RadarEarlyFraudWarning {
 
 impl FromJson for RadarEarlyFraudWarning {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "actionable",
-            "charge",
-            "created",
-            "fraud_type",
-            "id",
-            "livemode",
-            "object",
-            "payment_intent",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.actionable, v),
-            1 => set(&mut o.charge, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.fraud_type, v),
-            4 => set(&mut o.id, v),
-            5 => set(&mut o.livemode, v),
-            6 => set(&mut o.object, v),
-            7 => set(&mut o.payment_intent, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            actionable: take(&mut m, "actionable"),
+            charge: take(&mut m, "charge"),
+            created: take(&mut m, "created"),
+            fraud_type: take(&mut m, "fraud_type"),
+            livemode: take(&mut m, "livemode"),
+            payment_intent: take(&mut m, "payment_intent"),
+        })
     }
 }
 

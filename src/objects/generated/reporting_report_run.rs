@@ -23,7 +23,7 @@ pub struct ReportingReportRun {
     /// `livemode` (boolean).
     pub livemode: Option<bool>,
     /// `parameters` (object).
-    pub parameters: Option<ReportingReportRunParameters>,
+    pub parameters: Option<Value>,
     /// `report_type` (string).
     pub report_type: Option<String>,
     /// `result` (file; nullable).
@@ -36,34 +36,19 @@ pub struct ReportingReportRun {
 
 impl FromJson for ReportingReportRun {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "created",
-            "error",
-            "id",
-            "livemode",
-            "object",
-            "parameters",
-            "report_type",
-            "result",
-            "status",
-            "succeeded_at",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.created, v),
-            1 => set(&mut o.error, v),
-            2 => set(&mut o.id, v),
-            3 => set(&mut o.livemode, v),
-            4 => set(&mut o.object, v),
-            5 => set(&mut o.parameters, v),
-            6 => set(&mut o.report_type, v),
-            7 => set(&mut o.result, v),
-            8 => set(&mut o.status, v),
-            9 => set(&mut o.succeeded_at, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            created: take(&mut m, "created"),
+            error: take(&mut m, "error"),
+            livemode: take(&mut m, "livemode"),
+            parameters: take(&mut m, "parameters"),
+            report_type: take(&mut m, "report_type"),
+            result: take(&mut m, "result"),
+            status: take(&mut m, "status"),
+            succeeded_at: take(&mut m, "succeeded_at"),
+        })
     }
 }
 
@@ -93,78 +78,6 @@ impl Serialize for ReportingReportRun {
 impl HasId for ReportingReportRun {
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
-    }
-}
-
-/// `parameters` of [`ReportingReportRun`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct ReportingReportRunParameters {
-    /// `columns` (array<string>; not always sent).
-    pub columns: Vec<String>,
-    /// `connected_account` (string; not always sent).
-    pub connected_account: Option<String>,
-    /// `currency` (string; not always sent).
-    pub currency: Option<String>,
-    /// `interval_end` (integer; not always sent).
-    pub interval_end: Option<i64>,
-    /// `interval_start` (integer; not always sent).
-    pub interval_start: Option<i64>,
-    /// `payout` (string; not always sent).
-    pub payout: Option<String>,
-    /// `reporting_category` (string; not always sent).
-    pub reporting_category: Option<String>,
-    /// `timezone` (string; not always sent).
-    pub timezone: Option<String>,
-}
-
-impl FromJson for ReportingReportRunParameters {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "columns",
-            "connected_account",
-            "currency",
-            "interval_end",
-            "interval_start",
-            "payout",
-            "reporting_category",
-            "timezone",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set_or_default(&mut o.columns, v),
-            1 => set(&mut o.connected_account, v),
-            2 => set(&mut o.currency, v),
-            3 => set(&mut o.interval_end, v),
-            4 => set(&mut o.interval_start, v),
-            5 => set(&mut o.payout, v),
-            6 => set(&mut o.reporting_category, v),
-            7 => set(&mut o.timezone, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for ReportingReportRunParameters {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for ReportingReportRunParameters {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("columns", &self.columns)?;
-        entry(&mut m, "connected_account", &self.connected_account)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "interval_end", &self.interval_end)?;
-        entry(&mut m, "interval_start", &self.interval_start)?;
-        entry(&mut m, "payout", &self.payout)?;
-        entry(&mut m, "reporting_category", &self.reporting_category)?;
-        entry(&mut m, "timezone", &self.timezone)?;
-        m.end()
     }
 }
 

@@ -34,32 +34,18 @@ pub struct ReportingReportType {
 
 impl FromJson for ReportingReportType {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "data_available_end",
-            "data_available_start",
-            "default_columns",
-            "id",
-            "livemode",
-            "name",
-            "object",
-            "updated",
-            "version",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.data_available_end, v),
-            1 => set(&mut o.data_available_start, v),
-            2 => set_or_default(&mut o.default_columns, v),
-            3 => set(&mut o.id, v),
-            4 => set(&mut o.livemode, v),
-            5 => set(&mut o.name, v),
-            6 => set(&mut o.object, v),
-            7 => set(&mut o.updated, v),
-            8 => set(&mut o.version, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            data_available_end: take(&mut m, "data_available_end"),
+            data_available_start: take(&mut m, "data_available_start"),
+            default_columns: take_or_default(&mut m, "default_columns"),
+            livemode: take(&mut m, "livemode"),
+            name: take(&mut m, "name"),
+            updated: take(&mut m, "updated"),
+            version: take(&mut m, "version"),
+        })
     }
 }
 

@@ -50,48 +50,26 @@ pub struct ReserveHold {
 
 impl FromJson for ReserveHold {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "amount_releasable",
-            "created",
-            "created_by",
-            "currency",
-            "destination",
-            "id",
-            "is_releasable",
-            "livemode",
-            "metadata",
-            "object",
-            "reason",
-            "release_details",
-            "release_schedule",
-            "reserve_plan",
-            "source_charge",
-            "source_type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.amount_releasable, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.created_by, v),
-            4 => set(&mut o.currency, v),
-            5 => set(&mut o.destination, v),
-            6 => set(&mut o.id, v),
-            7 => set(&mut o.is_releasable, v),
-            8 => set(&mut o.livemode, v),
-            9 => set_or_default(&mut o.metadata, v),
-            10 => set(&mut o.object, v),
-            11 => set(&mut o.reason, v),
-            12 => set_or_default(&mut o.release_details, v),
-            13 => set(&mut o.release_schedule, v),
-            14 => set(&mut o.reserve_plan, v),
-            15 => set(&mut o.source_charge, v),
-            16 => set(&mut o.source_type, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            amount_releasable: take(&mut m, "amount_releasable"),
+            created: take(&mut m, "created"),
+            created_by: take(&mut m, "created_by"),
+            currency: take(&mut m, "currency"),
+            destination: take(&mut m, "destination"),
+            is_releasable: take(&mut m, "is_releasable"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            reason: take(&mut m, "reason"),
+            release_details: take_or_default(&mut m, "release_details"),
+            release_schedule: take(&mut m, "release_schedule"),
+            reserve_plan: take(&mut m, "reserve_plan"),
+            source_charge: take(&mut m, "source_charge"),
+            source_type: take(&mut m, "source_type"),
+        })
     }
 }
 
@@ -143,18 +121,11 @@ pub struct ReserveHoldReleaseSchedule {
 
 impl FromJson for ReserveHoldReleaseSchedule {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "release_after",
-            "scheduled_release",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.release_after, v),
-            1 => set(&mut o.scheduled_release, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            release_after: take(&mut m, "release_after"),
+            scheduled_release: take(&mut m, "scheduled_release"),
+        })
     }
 }
 
@@ -185,18 +156,11 @@ pub struct ReserveHoldReleaseDetails {
 
 impl FromJson for ReserveHoldReleaseDetails {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "reserve_release",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.reserve_release, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            amount: take(&mut m, "amount"),
+            reserve_release: take(&mut m, "reserve_release"),
+        })
     }
 }
 

@@ -46,44 +46,24 @@ pub struct ReservePlan {
 
 impl FromJson for ReservePlan {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "created",
-            "created_by",
-            "currency",
-            "destination",
-            "disabled_at",
-            "fixed_release",
-            "id",
-            "livemode",
-            "manual_release",
-            "metadata",
-            "object",
-            "percent",
-            "rolling_release",
-            "status",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.created, v),
-            1 => set(&mut o.created_by, v),
-            2 => set(&mut o.currency, v),
-            3 => set(&mut o.destination, v),
-            4 => set(&mut o.disabled_at, v),
-            5 => set(&mut o.fixed_release, v),
-            6 => set(&mut o.id, v),
-            7 => set(&mut o.livemode, v),
-            8 => set(&mut o.manual_release, v),
-            9 => set_or_default(&mut o.metadata, v),
-            10 => set(&mut o.object, v),
-            11 => set(&mut o.percent, v),
-            12 => set(&mut o.rolling_release, v),
-            13 => set(&mut o.status, v),
-            14 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            created: take(&mut m, "created"),
+            created_by: take(&mut m, "created_by"),
+            currency: take(&mut m, "currency"),
+            destination: take(&mut m, "destination"),
+            disabled_at: take(&mut m, "disabled_at"),
+            fixed_release: take(&mut m, "fixed_release"),
+            livemode: take(&mut m, "livemode"),
+            manual_release: take(&mut m, "manual_release"),
+            metadata: take_or_default(&mut m, "metadata"),
+            percent: take(&mut m, "percent"),
+            rolling_release: take(&mut m, "rolling_release"),
+            status: take(&mut m, "status"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 
@@ -133,18 +113,11 @@ pub struct ReservePlanRollingRelease {
 
 impl FromJson for ReservePlanRollingRelease {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "days_after_charge",
-            "expires_on",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.days_after_charge, v),
-            1 => set(&mut o.expires_on, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            days_after_charge: take(&mut m, "days_after_charge"),
+            expires_on: take(&mut m, "expires_on"),
+        })
     }
 }
 
@@ -175,18 +148,11 @@ pub struct ReservePlanFixedRelease {
 
 impl FromJson for ReservePlanFixedRelease {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "release_after",
-            "scheduled_release",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.release_after, v),
-            1 => set(&mut o.scheduled_release, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            release_after: take(&mut m, "release_after"),
+            scheduled_release: take(&mut m, "scheduled_release"),
+        })
     }
 }
 

@@ -39,47 +39,28 @@ pub struct ReserveRelease {
     /// `reserve_plan` (expandable<reserve.plan>; nullable).
     pub reserve_plan: Option<Expandable<ReservePlan>>,
     /// `source_transaction` (object; not always sent).
-    pub source_transaction: Option<ReserveReleaseSourceTransaction>,
+    pub source_transaction: Option<Value>,
 }
 
 impl FromJson for ReserveRelease {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "created",
-            "created_by",
-            "currency",
-            "destination",
-            "id",
-            "livemode",
-            "metadata",
-            "object",
-            "reason",
-            "released_at",
-            "reserve_hold",
-            "reserve_plan",
-            "source_transaction",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.created, v),
-            2 => set(&mut o.created_by, v),
-            3 => set(&mut o.currency, v),
-            4 => set(&mut o.destination, v),
-            5 => set(&mut o.id, v),
-            6 => set(&mut o.livemode, v),
-            7 => set_or_default(&mut o.metadata, v),
-            8 => set(&mut o.object, v),
-            9 => set(&mut o.reason, v),
-            10 => set(&mut o.released_at, v),
-            11 => set(&mut o.reserve_hold, v),
-            12 => set(&mut o.reserve_plan, v),
-            13 => set(&mut o.source_transaction, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            created: take(&mut m, "created"),
+            created_by: take(&mut m, "created_by"),
+            currency: take(&mut m, "currency"),
+            destination: take(&mut m, "destination"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            reason: take(&mut m, "reason"),
+            released_at: take(&mut m, "released_at"),
+            reserve_hold: take(&mut m, "reserve_hold"),
+            reserve_plan: take(&mut m, "reserve_plan"),
+            source_transaction: take(&mut m, "source_transaction"),
+        })
     }
 }
 
@@ -113,53 +94,6 @@ impl Serialize for ReserveRelease {
 impl HasId for ReserveRelease {
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
-    }
-}
-
-/// `source_transaction` of [`ReserveRelease`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct ReserveReleaseSourceTransaction {
-    /// `dispute` (expandable<dispute>; not always sent).
-    pub dispute: Option<Expandable<Dispute>>,
-    /// `refund` (expandable<refund>; not always sent).
-    pub refund: Option<Expandable<Refund>>,
-    /// `type` (enum).
-    pub type_: Option<ReserveReleaseSourceTransactionType>,
-}
-
-impl FromJson for ReserveReleaseSourceTransaction {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "dispute",
-            "refund",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.dispute, v),
-            1 => set(&mut o.refund, v),
-            2 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for ReserveReleaseSourceTransaction {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for ReserveReleaseSourceTransaction {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "dispute", &self.dispute)?;
-        entry(&mut m, "refund", &self.refund)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
     }
 }
 
@@ -232,29 +166,6 @@ impl FromJson for ReserveReleaseReason {
             Ok(1) => Self::HoldReleasedEarly,
             Ok(2) => Self::HoldReversed,
             Ok(3) => Self::PlanDisabled,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `source_transaction.type` of [`ReserveReleaseSourceTransaction`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum ReserveReleaseSourceTransactionType {
-        Dispute = "dispute",
-        Refund = "refund",
-    }
-}
-
-impl FromJson for ReserveReleaseSourceTransactionType {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "dispute",
-            "refund",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Dispute,
-            Ok(1) => Self::Refund,
             Ok(_) => return None,
             Err(s) => Self::Unknown(s),
         })

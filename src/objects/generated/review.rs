@@ -27,7 +27,7 @@ pub struct Review {
     /// `ip_address` (string; nullable).
     pub ip_address: Option<String>,
     /// `ip_address_location` (object; nullable).
-    pub ip_address_location: Option<ReviewIpAddressLocation>,
+    pub ip_address_location: Option<Value>,
     /// `livemode` (boolean).
     pub livemode: Option<bool>,
     /// `open` (boolean).
@@ -39,47 +39,28 @@ pub struct Review {
     /// `reason` (string).
     pub reason: Option<String>,
     /// `session` (object; nullable).
-    pub session: Option<ReviewSession>,
+    pub session: Option<Value>,
 }
 
 impl FromJson for Review {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "billing_zip",
-            "charge",
-            "closed_reason",
-            "created",
-            "id",
-            "ip_address",
-            "ip_address_location",
-            "livemode",
-            "object",
-            "open",
-            "opened_reason",
-            "payment_intent",
-            "reason",
-            "session",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.billing_zip, v),
-            1 => set(&mut o.charge, v),
-            2 => set(&mut o.closed_reason, v),
-            3 => set(&mut o.created, v),
-            4 => set(&mut o.id, v),
-            5 => set(&mut o.ip_address, v),
-            6 => set(&mut o.ip_address_location, v),
-            7 => set(&mut o.livemode, v),
-            8 => set(&mut o.object, v),
-            9 => set(&mut o.open, v),
-            10 => set(&mut o.opened_reason, v),
-            11 => set(&mut o.payment_intent, v),
-            12 => set(&mut o.reason, v),
-            13 => set(&mut o.session, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            billing_zip: take(&mut m, "billing_zip"),
+            charge: take(&mut m, "charge"),
+            closed_reason: take(&mut m, "closed_reason"),
+            created: take(&mut m, "created"),
+            ip_address: take(&mut m, "ip_address"),
+            ip_address_location: take(&mut m, "ip_address_location"),
+            livemode: take(&mut m, "livemode"),
+            open: take(&mut m, "open"),
+            opened_reason: take(&mut m, "opened_reason"),
+            payment_intent: take(&mut m, "payment_intent"),
+            reason: take(&mut m, "reason"),
+            session: take(&mut m, "session"),
+        })
     }
 }
 
@@ -113,115 +94,6 @@ impl Serialize for Review {
 impl HasId for Review {
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
-    }
-}
-
-/// `session` of [`Review`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct ReviewSession {
-    /// `browser` (string; nullable).
-    pub browser: Option<String>,
-    /// `device` (string; nullable).
-    pub device: Option<String>,
-    /// `platform` (string; nullable).
-    pub platform: Option<String>,
-    /// `version` (string; nullable).
-    pub version: Option<String>,
-}
-
-impl FromJson for ReviewSession {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "browser",
-            "device",
-            "platform",
-            "version",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.browser, v),
-            1 => set(&mut o.device, v),
-            2 => set(&mut o.platform, v),
-            3 => set(&mut o.version, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for ReviewSession {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for ReviewSession {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "browser", &self.browser)?;
-        entry(&mut m, "device", &self.device)?;
-        entry(&mut m, "platform", &self.platform)?;
-        entry(&mut m, "version", &self.version)?;
-        m.end()
-    }
-}
-
-/// `ip_address_location` of [`Review`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct ReviewIpAddressLocation {
-    /// `city` (string; nullable).
-    pub city: Option<String>,
-    /// `country` (string; nullable).
-    pub country: Option<String>,
-    /// `latitude` (number; nullable).
-    pub latitude: Option<f64>,
-    /// `longitude` (number; nullable).
-    pub longitude: Option<f64>,
-    /// `region` (string; nullable).
-    pub region: Option<String>,
-}
-
-impl FromJson for ReviewIpAddressLocation {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "city",
-            "country",
-            "latitude",
-            "longitude",
-            "region",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.city, v),
-            1 => set(&mut o.country, v),
-            2 => set(&mut o.latitude, v),
-            3 => set(&mut o.longitude, v),
-            4 => set(&mut o.region, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for ReviewIpAddressLocation {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for ReviewIpAddressLocation {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "city", &self.city)?;
-        entry(&mut m, "country", &self.country)?;
-        entry(&mut m, "latitude", &self.latitude)?;
-        entry(&mut m, "longitude", &self.longitude)?;
-        entry(&mut m, "region", &self.region)?;
-        m.end()
     }
 }
 

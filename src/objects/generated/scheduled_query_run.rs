@@ -38,36 +38,20 @@ pub struct ScheduledQueryRun {
 
 impl FromJson for ScheduledQueryRun {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "created",
-            "data_load_time",
-            "error",
-            "file",
-            "id",
-            "livemode",
-            "object",
-            "result_available_until",
-            "sql",
-            "status",
-            "title",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.created, v),
-            1 => set(&mut o.data_load_time, v),
-            2 => set(&mut o.error, v),
-            3 => set(&mut o.file, v),
-            4 => set(&mut o.id, v),
-            5 => set(&mut o.livemode, v),
-            6 => set(&mut o.object, v),
-            7 => set(&mut o.result_available_until, v),
-            8 => set(&mut o.sql, v),
-            9 => set(&mut o.status, v),
-            10 => set(&mut o.title, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            created: take(&mut m, "created"),
+            data_load_time: take(&mut m, "data_load_time"),
+            error: take(&mut m, "error"),
+            file: take(&mut m, "file"),
+            livemode: take(&mut m, "livemode"),
+            result_available_until: take(&mut m, "result_available_until"),
+            sql: take(&mut m, "sql"),
+            status: take(&mut m, "status"),
+            title: take(&mut m, "title"),
+        })
     }
 }
 
@@ -111,16 +95,10 @@ pub struct ScheduledQueryRunError {
 
 impl FromJson for ScheduledQueryRunError {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "message",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.message, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            message: take(&mut m, "message"),
+        })
     }
 }
 

@@ -46,46 +46,25 @@ pub struct SetupAttempt {
 
 impl FromJson for SetupAttempt {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "application",
-            "attach_to_self",
-            "created",
-            "customer",
-            "customer_account",
-            "flow_directions",
-            "id",
-            "livemode",
-            "object",
-            "on_behalf_of",
-            "payment_method",
-            "payment_method_details",
-            "setup_error",
-            "setup_intent",
-            "status",
-            "usage",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.application, v),
-            1 => set(&mut o.attach_to_self, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.customer, v),
-            4 => set(&mut o.customer_account, v),
-            5 => set_or_default(&mut o.flow_directions, v),
-            6 => set(&mut o.id, v),
-            7 => set(&mut o.livemode, v),
-            8 => set(&mut o.object, v),
-            9 => set(&mut o.on_behalf_of, v),
-            10 => set(&mut o.payment_method, v),
-            11 => set(&mut o.payment_method_details, v),
-            12 => set(&mut o.setup_error, v),
-            13 => set(&mut o.setup_intent, v),
-            14 => set(&mut o.status, v),
-            15 => set(&mut o.usage, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            application: take(&mut m, "application"),
+            attach_to_self: take(&mut m, "attach_to_self"),
+            created: take(&mut m, "created"),
+            customer: take(&mut m, "customer"),
+            customer_account: take(&mut m, "customer_account"),
+            flow_directions: take_or_default(&mut m, "flow_directions"),
+            livemode: take(&mut m, "livemode"),
+            on_behalf_of: take(&mut m, "on_behalf_of"),
+            payment_method: take(&mut m, "payment_method"),
+            payment_method_details: take(&mut m, "payment_method_details"),
+            setup_error: take(&mut m, "setup_error"),
+            setup_intent: take(&mut m, "setup_intent"),
+            status: take(&mut m, "status"),
+            usage: take(&mut m, "usage"),
+        })
     }
 }
 

@@ -38,38 +38,21 @@ pub struct ShippingRate {
 
 impl FromJson for ShippingRate {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "active",
-            "created",
-            "delivery_estimate",
-            "display_name",
-            "fixed_amount",
-            "id",
-            "livemode",
-            "metadata",
-            "object",
-            "tax_behavior",
-            "tax_code",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.active, v),
-            1 => set(&mut o.created, v),
-            2 => set(&mut o.delivery_estimate, v),
-            3 => set(&mut o.display_name, v),
-            4 => set(&mut o.fixed_amount, v),
-            5 => set(&mut o.id, v),
-            6 => set(&mut o.livemode, v),
-            7 => set_or_default(&mut o.metadata, v),
-            8 => set(&mut o.object, v),
-            9 => set(&mut o.tax_behavior, v),
-            10 => set(&mut o.tax_code, v),
-            11 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            active: take(&mut m, "active"),
+            created: take(&mut m, "created"),
+            delivery_estimate: take(&mut m, "delivery_estimate"),
+            display_name: take(&mut m, "display_name"),
+            fixed_amount: take(&mut m, "fixed_amount"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            tax_behavior: take(&mut m, "tax_behavior"),
+            tax_code: take(&mut m, "tax_code"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 

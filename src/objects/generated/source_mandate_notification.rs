@@ -29,7 +29,7 @@ pub struct SourceMandateNotification {
     /// `reason` (string).
     pub reason: Option<String>,
     /// `sepa_debit` (object; not always sent).
-    pub sepa_debit: Option<SourceMandateNotificationSepaDebit>,
+    pub sepa_debit: Option<Value>,
     /// `source` (source).
     pub source: Option<Box<Source>>,
     /// `status` (string).
@@ -40,38 +40,21 @@ pub struct SourceMandateNotification {
 
 impl FromJson for SourceMandateNotification {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "acss_debit",
-            "amount",
-            "bacs_debit",
-            "created",
-            "id",
-            "livemode",
-            "object",
-            "reason",
-            "sepa_debit",
-            "source",
-            "status",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.acss_debit, v),
-            1 => set(&mut o.amount, v),
-            2 => set(&mut o.bacs_debit, v),
-            3 => set(&mut o.created, v),
-            4 => set(&mut o.id, v),
-            5 => set(&mut o.livemode, v),
-            6 => set(&mut o.object, v),
-            7 => set(&mut o.reason, v),
-            8 => set(&mut o.sepa_debit, v),
-            9 => set(&mut o.source, v),
-            10 => set(&mut o.status, v),
-            11 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            acss_debit: take(&mut m, "acss_debit"),
+            amount: take(&mut m, "amount"),
+            bacs_debit: take(&mut m, "bacs_debit"),
+            created: take(&mut m, "created"),
+            livemode: take(&mut m, "livemode"),
+            reason: take(&mut m, "reason"),
+            sepa_debit: take(&mut m, "sepa_debit"),
+            source: take(&mut m, "source"),
+            status: take(&mut m, "status"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 
@@ -106,53 +89,6 @@ impl HasId for SourceMandateNotification {
     }
 }
 
-/// `sepa_debit` of [`SourceMandateNotification`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct SourceMandateNotificationSepaDebit {
-    /// `creditor_identifier` (string; not always sent).
-    pub creditor_identifier: Option<String>,
-    /// `last4` (string; not always sent).
-    pub last4: Option<String>,
-    /// `mandate_reference` (string; not always sent).
-    pub mandate_reference: Option<String>,
-}
-
-impl FromJson for SourceMandateNotificationSepaDebit {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "creditor_identifier",
-            "last4",
-            "mandate_reference",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.creditor_identifier, v),
-            1 => set(&mut o.last4, v),
-            2 => set(&mut o.mandate_reference, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for SourceMandateNotificationSepaDebit {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for SourceMandateNotificationSepaDebit {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "creditor_identifier", &self.creditor_identifier)?;
-        entry(&mut m, "last4", &self.last4)?;
-        entry(&mut m, "mandate_reference", &self.mandate_reference)?;
-        m.end()
-    }
-}
-
 /// `bacs_debit` of [`SourceMandateNotification`].
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -163,16 +99,10 @@ pub struct SourceMandateNotificationBacsDebit {
 
 impl FromJson for SourceMandateNotificationBacsDebit {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "last4",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.last4, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            last4: take(&mut m, "last4"),
+        })
     }
 }
 
@@ -200,16 +130,10 @@ pub struct SourceMandateNotificationAcssDebit {
 
 impl FromJson for SourceMandateNotificationAcssDebit {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "statement_descriptor",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.statement_descriptor, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            statement_descriptor: take(&mut m, "statement_descriptor"),
+        })
     }
 }
 

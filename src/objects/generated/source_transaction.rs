@@ -17,23 +17,23 @@ pub struct SourceTransaction {
     /// `object` (const).
     pub object: Option<String>,
     /// `ach_credit_transfer` (object; not always sent).
-    pub ach_credit_transfer: Option<SourceTransactionAchCreditTransfer>,
+    pub ach_credit_transfer: Option<Value>,
     /// `amount` (integer).
     pub amount: Option<i64>,
     /// `chf_credit_transfer` (object; not always sent).
-    pub chf_credit_transfer: Option<SourceTransactionChfCreditTransfer>,
+    pub chf_credit_transfer: Option<Value>,
     /// `created` (integer).
     pub created: Option<i64>,
     /// `currency` (string).
     pub currency: Option<String>,
     /// `gbp_credit_transfer` (object; not always sent).
-    pub gbp_credit_transfer: Option<SourceTransactionGbpCreditTransfer>,
+    pub gbp_credit_transfer: Option<Value>,
     /// `livemode` (boolean).
     pub livemode: Option<bool>,
     /// `paper_check` (object; not always sent).
     pub paper_check: Option<SourceTransactionPaperCheck>,
     /// `sepa_credit_transfer` (object; not always sent).
-    pub sepa_credit_transfer: Option<SourceTransactionSepaCreditTransfer>,
+    pub sepa_credit_transfer: Option<Value>,
     /// `source` (string).
     pub source: Option<String>,
     /// `status` (string).
@@ -44,42 +44,23 @@ pub struct SourceTransaction {
 
 impl FromJson for SourceTransaction {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "ach_credit_transfer",
-            "amount",
-            "chf_credit_transfer",
-            "created",
-            "currency",
-            "gbp_credit_transfer",
-            "id",
-            "livemode",
-            "object",
-            "paper_check",
-            "sepa_credit_transfer",
-            "source",
-            "status",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.ach_credit_transfer, v),
-            1 => set(&mut o.amount, v),
-            2 => set(&mut o.chf_credit_transfer, v),
-            3 => set(&mut o.created, v),
-            4 => set(&mut o.currency, v),
-            5 => set(&mut o.gbp_credit_transfer, v),
-            6 => set(&mut o.id, v),
-            7 => set(&mut o.livemode, v),
-            8 => set(&mut o.object, v),
-            9 => set(&mut o.paper_check, v),
-            10 => set(&mut o.sepa_credit_transfer, v),
-            11 => set(&mut o.source, v),
-            12 => set(&mut o.status, v),
-            13 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            ach_credit_transfer: take(&mut m, "ach_credit_transfer"),
+            amount: take(&mut m, "amount"),
+            chf_credit_transfer: take(&mut m, "chf_credit_transfer"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            gbp_credit_transfer: take(&mut m, "gbp_credit_transfer"),
+            livemode: take(&mut m, "livemode"),
+            paper_check: take(&mut m, "paper_check"),
+            sepa_credit_transfer: take(&mut m, "sepa_credit_transfer"),
+            source: take(&mut m, "source"),
+            status: take(&mut m, "status"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 
@@ -116,53 +97,6 @@ impl HasId for SourceTransaction {
     }
 }
 
-/// `sepa_credit_transfer` of [`SourceTransaction`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct SourceTransactionSepaCreditTransfer {
-    /// `reference` (string; not always sent).
-    pub reference: Option<String>,
-    /// `sender_iban` (string; not always sent).
-    pub sender_iban: Option<String>,
-    /// `sender_name` (string; not always sent).
-    pub sender_name: Option<String>,
-}
-
-impl FromJson for SourceTransactionSepaCreditTransfer {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "reference",
-            "sender_iban",
-            "sender_name",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.reference, v),
-            1 => set(&mut o.sender_iban, v),
-            2 => set(&mut o.sender_name, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for SourceTransactionSepaCreditTransfer {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for SourceTransactionSepaCreditTransfer {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "reference", &self.reference)?;
-        entry(&mut m, "sender_iban", &self.sender_iban)?;
-        entry(&mut m, "sender_name", &self.sender_name)?;
-        m.end()
-    }
-}
-
 /// `paper_check` of [`SourceTransaction`].
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -175,18 +109,11 @@ pub struct SourceTransactionPaperCheck {
 
 impl FromJson for SourceTransactionPaperCheck {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "available_at",
-            "invoices",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.available_at, v),
-            1 => set(&mut o.invoices, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            available_at: take(&mut m, "available_at"),
+            invoices: take(&mut m, "invoices"),
+        })
     }
 }
 
@@ -201,182 +128,6 @@ impl Serialize for SourceTransactionPaperCheck {
         let mut m = s.serialize_map(None)?;
         entry(&mut m, "available_at", &self.available_at)?;
         entry(&mut m, "invoices", &self.invoices)?;
-        m.end()
-    }
-}
-
-/// `gbp_credit_transfer` of [`SourceTransaction`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct SourceTransactionGbpCreditTransfer {
-    /// `fingerprint` (string; not always sent).
-    pub fingerprint: Option<String>,
-    /// `funding_method` (string; not always sent).
-    pub funding_method: Option<String>,
-    /// `last4` (string; not always sent).
-    pub last4: Option<String>,
-    /// `reference` (string; not always sent).
-    pub reference: Option<String>,
-    /// `sender_account_number` (string; not always sent).
-    pub sender_account_number: Option<String>,
-    /// `sender_name` (string; not always sent).
-    pub sender_name: Option<String>,
-    /// `sender_sort_code` (string; not always sent).
-    pub sender_sort_code: Option<String>,
-}
-
-impl FromJson for SourceTransactionGbpCreditTransfer {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "fingerprint",
-            "funding_method",
-            "last4",
-            "reference",
-            "sender_account_number",
-            "sender_name",
-            "sender_sort_code",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.fingerprint, v),
-            1 => set(&mut o.funding_method, v),
-            2 => set(&mut o.last4, v),
-            3 => set(&mut o.reference, v),
-            4 => set(&mut o.sender_account_number, v),
-            5 => set(&mut o.sender_name, v),
-            6 => set(&mut o.sender_sort_code, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for SourceTransactionGbpCreditTransfer {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for SourceTransactionGbpCreditTransfer {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "fingerprint", &self.fingerprint)?;
-        entry(&mut m, "funding_method", &self.funding_method)?;
-        entry(&mut m, "last4", &self.last4)?;
-        entry(&mut m, "reference", &self.reference)?;
-        entry(&mut m, "sender_account_number", &self.sender_account_number)?;
-        entry(&mut m, "sender_name", &self.sender_name)?;
-        entry(&mut m, "sender_sort_code", &self.sender_sort_code)?;
-        m.end()
-    }
-}
-
-/// `chf_credit_transfer` of [`SourceTransaction`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct SourceTransactionChfCreditTransfer {
-    /// `reference` (string; not always sent).
-    pub reference: Option<String>,
-    /// `sender_address_country` (string; not always sent).
-    pub sender_address_country: Option<String>,
-    /// `sender_address_line1` (string; not always sent).
-    pub sender_address_line1: Option<String>,
-    /// `sender_iban` (string; not always sent).
-    pub sender_iban: Option<String>,
-    /// `sender_name` (string; not always sent).
-    pub sender_name: Option<String>,
-}
-
-impl FromJson for SourceTransactionChfCreditTransfer {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "reference",
-            "sender_address_country",
-            "sender_address_line1",
-            "sender_iban",
-            "sender_name",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.reference, v),
-            1 => set(&mut o.sender_address_country, v),
-            2 => set(&mut o.sender_address_line1, v),
-            3 => set(&mut o.sender_iban, v),
-            4 => set(&mut o.sender_name, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for SourceTransactionChfCreditTransfer {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for SourceTransactionChfCreditTransfer {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "reference", &self.reference)?;
-        entry(&mut m, "sender_address_country", &self.sender_address_country)?;
-        entry(&mut m, "sender_address_line1", &self.sender_address_line1)?;
-        entry(&mut m, "sender_iban", &self.sender_iban)?;
-        entry(&mut m, "sender_name", &self.sender_name)?;
-        m.end()
-    }
-}
-
-/// `ach_credit_transfer` of [`SourceTransaction`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct SourceTransactionAchCreditTransfer {
-    /// `customer_data` (string; not always sent).
-    pub customer_data: Option<String>,
-    /// `fingerprint` (string; not always sent).
-    pub fingerprint: Option<String>,
-    /// `last4` (string; not always sent).
-    pub last4: Option<String>,
-    /// `routing_number` (string; not always sent).
-    pub routing_number: Option<String>,
-}
-
-impl FromJson for SourceTransactionAchCreditTransfer {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "customer_data",
-            "fingerprint",
-            "last4",
-            "routing_number",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.customer_data, v),
-            1 => set(&mut o.fingerprint, v),
-            2 => set(&mut o.last4, v),
-            3 => set(&mut o.routing_number, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for SourceTransactionAchCreditTransfer {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for SourceTransactionAchCreditTransfer {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "customer_data", &self.customer_data)?;
-        entry(&mut m, "fingerprint", &self.fingerprint)?;
-        entry(&mut m, "last4", &self.last4)?;
-        entry(&mut m, "routing_number", &self.routing_number)?;
         m.end()
     }
 }

@@ -58,56 +58,30 @@ pub struct SubscriptionSchedule {
 
 impl FromJson for SubscriptionSchedule {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "application",
-            "billing_mode",
-            "canceled_at",
-            "completed_at",
-            "created",
-            "current_phase",
-            "customer",
-            "customer_account",
-            "default_settings",
-            "end_behavior",
-            "id",
-            "livemode",
-            "metadata",
-            "object",
-            "pause_schedules",
-            "phases",
-            "released_at",
-            "released_subscription",
-            "status",
-            "subscription",
-            "test_clock",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.application, v),
-            1 => set(&mut o.billing_mode, v),
-            2 => set(&mut o.canceled_at, v),
-            3 => set(&mut o.completed_at, v),
-            4 => set(&mut o.created, v),
-            5 => set(&mut o.current_phase, v),
-            6 => set(&mut o.customer, v),
-            7 => set(&mut o.customer_account, v),
-            8 => set(&mut o.default_settings, v),
-            9 => set(&mut o.end_behavior, v),
-            10 => set(&mut o.id, v),
-            11 => set(&mut o.livemode, v),
-            12 => set_or_default(&mut o.metadata, v),
-            13 => set(&mut o.object, v),
-            14 => set_or_default(&mut o.pause_schedules, v),
-            15 => set_or_default(&mut o.phases, v),
-            16 => set(&mut o.released_at, v),
-            17 => set(&mut o.released_subscription, v),
-            18 => set(&mut o.status, v),
-            19 => set(&mut o.subscription, v),
-            20 => set(&mut o.test_clock, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            application: take(&mut m, "application"),
+            billing_mode: take(&mut m, "billing_mode"),
+            canceled_at: take(&mut m, "canceled_at"),
+            completed_at: take(&mut m, "completed_at"),
+            created: take(&mut m, "created"),
+            current_phase: take(&mut m, "current_phase"),
+            customer: take(&mut m, "customer"),
+            customer_account: take(&mut m, "customer_account"),
+            default_settings: take(&mut m, "default_settings"),
+            end_behavior: take(&mut m, "end_behavior"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            pause_schedules: take_or_default(&mut m, "pause_schedules"),
+            phases: take_or_default(&mut m, "phases"),
+            released_at: take(&mut m, "released_at"),
+            released_subscription: take(&mut m, "released_subscription"),
+            status: take(&mut m, "status"),
+            subscription: take(&mut m, "subscription"),
+            test_clock: take(&mut m, "test_clock"),
+        })
     }
 }
 
@@ -163,18 +137,11 @@ pub struct SubscriptionScheduleCurrentPhase {
 
 impl FromJson for SubscriptionScheduleCurrentPhase {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "end_date",
-            "start_date",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.end_date, v),
-            1 => set(&mut o.start_date, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            end_date: take(&mut m, "end_date"),
+            start_date: take(&mut m, "start_date"),
+        })
     }
 }
 

@@ -24,24 +24,14 @@ pub struct TaxCode {
 
 impl FromJson for TaxCode {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "description",
-            "id",
-            "name",
-            "object",
-            "requirements",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.description, v),
-            1 => set(&mut o.id, v),
-            2 => set(&mut o.name, v),
-            3 => set(&mut o.object, v),
-            4 => set(&mut o.requirements, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            description: take(&mut m, "description"),
+            name: take(&mut m, "name"),
+            requirements: take(&mut m, "requirements"),
+        })
     }
 }
 
@@ -79,16 +69,10 @@ pub struct TaxCodeRequirements {
 
 impl FromJson for TaxCodeRequirements {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "performance_location",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.performance_location, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            performance_location: take(&mut m, "performance_location"),
+        })
     }
 }
 

@@ -24,24 +24,14 @@ pub struct TaxDeductedAtSource {
 
 impl FromJson for TaxDeductedAtSource {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "id",
-            "object",
-            "period_end",
-            "period_start",
-            "tax_deduction_account_number",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.id, v),
-            1 => set(&mut o.object, v),
-            2 => set(&mut o.period_end, v),
-            3 => set(&mut o.period_start, v),
-            4 => set(&mut o.tax_deduction_account_number, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            period_end: take(&mut m, "period_end"),
+            period_start: take(&mut m, "period_start"),
+            tax_deduction_account_number: take(&mut m, "tax_deduction_account_number"),
+        })
     }
 }
 

@@ -27,47 +27,31 @@ pub struct TaxId {
     /// `livemode` (boolean).
     pub livemode: Option<bool>,
     /// `owner` (object; nullable).
-    pub owner: Option<TaxIdOwner>,
+    pub owner: Option<Value>,
     /// `type` (enum).
     pub type_: Option<String>,
     /// `value` (string).
     pub value: Option<String>,
     /// `verification` (object; nullable).
-    pub verification: Option<TaxIdVerification>,
+    pub verification: Option<Value>,
 }
 
 impl FromJson for TaxId {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "country",
-            "created",
-            "customer",
-            "customer_account",
-            "id",
-            "livemode",
-            "object",
-            "owner",
-            "type",
-            "value",
-            "verification",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.country, v),
-            1 => set(&mut o.created, v),
-            2 => set(&mut o.customer, v),
-            3 => set(&mut o.customer_account, v),
-            4 => set(&mut o.id, v),
-            5 => set(&mut o.livemode, v),
-            6 => set(&mut o.object, v),
-            7 => set(&mut o.owner, v),
-            8 => set(&mut o.type_, v),
-            9 => set(&mut o.value, v),
-            10 => set(&mut o.verification, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            country: take(&mut m, "country"),
+            created: take(&mut m, "created"),
+            customer: take(&mut m, "customer"),
+            customer_account: take(&mut m, "customer_account"),
+            livemode: take(&mut m, "livemode"),
+            owner: take(&mut m, "owner"),
+            type_: take(&mut m, "type"),
+            value: take(&mut m, "value"),
+            verification: take(&mut m, "verification"),
+        })
     }
 }
 
@@ -98,168 +82,6 @@ impl Serialize for TaxId {
 impl HasId for TaxId {
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
-    }
-}
-
-/// `verification` of [`TaxId`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct TaxIdVerification {
-    /// `status` (enum).
-    pub status: Option<TaxIdVerificationStatus>,
-    /// `verified_address` (string; nullable).
-    pub verified_address: Option<String>,
-    /// `verified_name` (string; nullable).
-    pub verified_name: Option<String>,
-}
-
-impl FromJson for TaxIdVerification {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "status",
-            "verified_address",
-            "verified_name",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.status, v),
-            1 => set(&mut o.verified_address, v),
-            2 => set(&mut o.verified_name, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for TaxIdVerification {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for TaxIdVerification {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "verified_address", &self.verified_address)?;
-        entry(&mut m, "verified_name", &self.verified_name)?;
-        m.end()
-    }
-}
-
-/// `owner` of [`TaxId`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct TaxIdOwner {
-    /// `account` (expandable<account>; not always sent).
-    pub account: Option<Expandable<Account>>,
-    /// `application` (expandable<application>; not always sent).
-    pub application: Option<Expandable<Application>>,
-    /// `customer` (expandable<customer>; not always sent).
-    pub customer: Option<Expandable<Customer>>,
-    /// `customer_account` (string; nullable).
-    pub customer_account: Option<String>,
-    /// `type` (enum).
-    pub type_: Option<TaxIdOwnerType>,
-}
-
-impl FromJson for TaxIdOwner {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "account",
-            "application",
-            "customer",
-            "customer_account",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.account, v),
-            1 => set(&mut o.application, v),
-            2 => set(&mut o.customer, v),
-            3 => set(&mut o.customer_account, v),
-            4 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for TaxIdOwner {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for TaxIdOwner {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "account", &self.account)?;
-        entry(&mut m, "application", &self.application)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "customer_account", &self.customer_account)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
-    }
-}
-
-string_enum! {
-    /// `owner.type` of [`TaxIdOwner`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum TaxIdOwnerType {
-        Account = "account",
-        Application = "application",
-        Customer = "customer",
-        SelfValue = "self",
-    }
-}
-
-impl FromJson for TaxIdOwnerType {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "account",
-            "application",
-            "customer",
-            "self",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Account,
-            Ok(1) => Self::Application,
-            Ok(2) => Self::Customer,
-            Ok(3) => Self::SelfValue,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `verification.status` of [`TaxIdVerification`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum TaxIdVerificationStatus {
-        Pending = "pending",
-        Unavailable = "unavailable",
-        Unverified = "unverified",
-        Verified = "verified",
-    }
-}
-
-impl FromJson for TaxIdVerificationStatus {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "pending",
-            "unavailable",
-            "unverified",
-            "verified",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Pending,
-            Ok(1) => Self::Unavailable,
-            Ok(2) => Self::Unverified,
-            Ok(3) => Self::Verified,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
     }
 }
 

@@ -52,50 +52,27 @@ pub struct TaxRate {
 
 impl FromJson for TaxRate {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "active",
-            "country",
-            "created",
-            "description",
-            "display_name",
-            "effective_percentage",
-            "flat_amount",
-            "id",
-            "inclusive",
-            "jurisdiction",
-            "jurisdiction_level",
-            "livemode",
-            "metadata",
-            "object",
-            "percentage",
-            "rate_type",
-            "state",
-            "tax_type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.active, v),
-            1 => set(&mut o.country, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.description, v),
-            4 => set(&mut o.display_name, v),
-            5 => set(&mut o.effective_percentage, v),
-            6 => set(&mut o.flat_amount, v),
-            7 => set(&mut o.id, v),
-            8 => set(&mut o.inclusive, v),
-            9 => set(&mut o.jurisdiction, v),
-            10 => set(&mut o.jurisdiction_level, v),
-            11 => set(&mut o.livemode, v),
-            12 => set_or_default(&mut o.metadata, v),
-            13 => set(&mut o.object, v),
-            14 => set(&mut o.percentage, v),
-            15 => set(&mut o.rate_type, v),
-            16 => set(&mut o.state, v),
-            17 => set(&mut o.tax_type, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            active: take(&mut m, "active"),
+            country: take(&mut m, "country"),
+            created: take(&mut m, "created"),
+            description: take(&mut m, "description"),
+            display_name: take(&mut m, "display_name"),
+            effective_percentage: take(&mut m, "effective_percentage"),
+            flat_amount: take(&mut m, "flat_amount"),
+            inclusive: take(&mut m, "inclusive"),
+            jurisdiction: take(&mut m, "jurisdiction"),
+            jurisdiction_level: take(&mut m, "jurisdiction_level"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            percentage: take(&mut m, "percentage"),
+            rate_type: take(&mut m, "rate_type"),
+            state: take(&mut m, "state"),
+            tax_type: take(&mut m, "tax_type"),
+        })
     }
 }
 
@@ -148,18 +125,11 @@ pub struct TaxRateFlatAmount {
 
 impl FromJson for TaxRateFlatAmount {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "currency",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.currency, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            amount: take(&mut m, "amount"),
+            currency: take(&mut m, "currency"),
+        })
     }
 }
 

@@ -15,7 +15,7 @@ pub struct TaxSettings {
     /// `object` (const).
     pub object: Option<String>,
     /// `defaults` (object).
-    pub defaults: Option<TaxSettingsDefaults>,
+    pub defaults: Option<Value>,
     /// `head_office` (object; nullable).
     pub head_office: Option<TaxSettingsHeadOffice>,
     /// `livemode` (boolean).
@@ -28,26 +28,15 @@ pub struct TaxSettings {
 
 impl FromJson for TaxSettings {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "defaults",
-            "head_office",
-            "livemode",
-            "object",
-            "status",
-            "status_details",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.defaults, v),
-            1 => set(&mut o.head_office, v),
-            2 => set(&mut o.livemode, v),
-            3 => set(&mut o.object, v),
-            4 => set(&mut o.status, v),
-            5 => set(&mut o.status_details, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            object: take(&mut m, "object"),
+            defaults: take(&mut m, "defaults"),
+            head_office: take(&mut m, "head_office"),
+            livemode: take(&mut m, "livemode"),
+            status: take(&mut m, "status"),
+            status_details: take(&mut m, "status_details"),
+        })
     }
 }
 
@@ -86,16 +75,10 @@ pub struct TaxSettingsHeadOffice {
 
 impl FromJson for TaxSettingsHeadOffice {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "address",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.address, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            address: take(&mut m, "address"),
+        })
     }
 }
 
@@ -110,108 +93,6 @@ impl Serialize for TaxSettingsHeadOffice {
         let mut m = s.serialize_map(None)?;
         entry(&mut m, "address", &self.address)?;
         m.end()
-    }
-}
-
-/// `defaults` of [`TaxSettings`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct TaxSettingsDefaults {
-    /// `provider` (enum).
-    pub provider: Option<TaxSettingsDefaultsProvider>,
-    /// `tax_behavior` (enum; nullable).
-    pub tax_behavior: Option<TaxSettingsDefaultsTaxBehavior>,
-    /// `tax_code` (string; nullable).
-    pub tax_code: Option<String>,
-}
-
-impl FromJson for TaxSettingsDefaults {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "provider",
-            "tax_behavior",
-            "tax_code",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.provider, v),
-            1 => set(&mut o.tax_behavior, v),
-            2 => set(&mut o.tax_code, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for TaxSettingsDefaults {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for TaxSettingsDefaults {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "provider", &self.provider)?;
-        entry(&mut m, "tax_behavior", &self.tax_behavior)?;
-        entry(&mut m, "tax_code", &self.tax_code)?;
-        m.end()
-    }
-}
-
-string_enum! {
-    /// `defaults.provider` of [`TaxSettingsDefaults`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum TaxSettingsDefaultsProvider {
-        Anrok = "anrok",
-        Avalara = "avalara",
-        Sphere = "sphere",
-        Stripe = "stripe",
-    }
-}
-
-impl FromJson for TaxSettingsDefaultsProvider {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "anrok",
-            "avalara",
-            "sphere",
-            "stripe",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Anrok,
-            Ok(1) => Self::Avalara,
-            Ok(2) => Self::Sphere,
-            Ok(3) => Self::Stripe,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
-    }
-}
-
-string_enum! {
-    /// `defaults.tax_behavior` of [`TaxSettingsDefaults`]: Stripe marks the enum open in this release; an unknown value is kept.
-    pub enum TaxSettingsDefaultsTaxBehavior {
-        Exclusive = "exclusive",
-        Inclusive = "inclusive",
-        InferredByCurrency = "inferred_by_currency",
-    }
-}
-
-impl FromJson for TaxSettingsDefaultsTaxBehavior {
-    fn from_json(v: Value) -> Option<Self> {
-        const VALUES: &[&str] = &[
-            "exclusive",
-            "inclusive",
-            "inferred_by_currency",
-        ];
-        Some(match wire_index(v, VALUES)? {
-            Ok(0) => Self::Exclusive,
-            Ok(1) => Self::Inclusive,
-            Ok(2) => Self::InferredByCurrency,
-            Ok(_) => return None,
-            Err(s) => Self::Unknown(s),
-        })
     }
 }
 

@@ -17,9 +17,9 @@ pub struct TerminalLocation {
     /// `address` (address).
     pub address: Option<Address>,
     /// `address_kana` (object; not always sent).
-    pub address_kana: Option<TerminalLocationAddressKana>,
+    pub address_kana: Option<Value>,
     /// `address_kanji` (object; not always sent).
-    pub address_kanji: Option<TerminalLocationAddressKanji>,
+    pub address_kanji: Option<Value>,
     /// `configuration_overrides` (string; not always sent).
     pub configuration_overrides: Option<String>,
     /// `display_name` (string).
@@ -38,38 +38,21 @@ pub struct TerminalLocation {
 
 impl FromJson for TerminalLocation {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "address",
-            "address_kana",
-            "address_kanji",
-            "configuration_overrides",
-            "display_name",
-            "display_name_kana",
-            "display_name_kanji",
-            "id",
-            "livemode",
-            "metadata",
-            "object",
-            "phone",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.address, v),
-            1 => set(&mut o.address_kana, v),
-            2 => set(&mut o.address_kanji, v),
-            3 => set(&mut o.configuration_overrides, v),
-            4 => set(&mut o.display_name, v),
-            5 => set(&mut o.display_name_kana, v),
-            6 => set(&mut o.display_name_kanji, v),
-            7 => set(&mut o.id, v),
-            8 => set(&mut o.livemode, v),
-            9 => set_or_default(&mut o.metadata, v),
-            10 => set(&mut o.object, v),
-            11 => set(&mut o.phone, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            address: take(&mut m, "address"),
+            address_kana: take(&mut m, "address_kana"),
+            address_kanji: take(&mut m, "address_kanji"),
+            configuration_overrides: take(&mut m, "configuration_overrides"),
+            display_name: take(&mut m, "display_name"),
+            display_name_kana: take(&mut m, "display_name_kana"),
+            display_name_kanji: take(&mut m, "display_name_kanji"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            phone: take(&mut m, "phone"),
+        })
     }
 }
 
@@ -101,140 +84,6 @@ impl Serialize for TerminalLocation {
 impl HasId for TerminalLocation {
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
-    }
-}
-
-/// `address_kanji` of [`TerminalLocation`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct TerminalLocationAddressKanji {
-    /// `city` (string; nullable).
-    pub city: Option<String>,
-    /// `country` (string; nullable).
-    pub country: Option<String>,
-    /// `line1` (string; nullable).
-    pub line1: Option<String>,
-    /// `line2` (string; nullable).
-    pub line2: Option<String>,
-    /// `postal_code` (string; nullable).
-    pub postal_code: Option<String>,
-    /// `state` (string; nullable).
-    pub state: Option<String>,
-    /// `town` (string; nullable).
-    pub town: Option<String>,
-}
-
-impl FromJson for TerminalLocationAddressKanji {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "city",
-            "country",
-            "line1",
-            "line2",
-            "postal_code",
-            "state",
-            "town",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.city, v),
-            1 => set(&mut o.country, v),
-            2 => set(&mut o.line1, v),
-            3 => set(&mut o.line2, v),
-            4 => set(&mut o.postal_code, v),
-            5 => set(&mut o.state, v),
-            6 => set(&mut o.town, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for TerminalLocationAddressKanji {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for TerminalLocationAddressKanji {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "city", &self.city)?;
-        entry(&mut m, "country", &self.country)?;
-        entry(&mut m, "line1", &self.line1)?;
-        entry(&mut m, "line2", &self.line2)?;
-        entry(&mut m, "postal_code", &self.postal_code)?;
-        entry(&mut m, "state", &self.state)?;
-        entry(&mut m, "town", &self.town)?;
-        m.end()
-    }
-}
-
-/// `address_kana` of [`TerminalLocation`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct TerminalLocationAddressKana {
-    /// `city` (string; nullable).
-    pub city: Option<String>,
-    /// `country` (string; nullable).
-    pub country: Option<String>,
-    /// `line1` (string; nullable).
-    pub line1: Option<String>,
-    /// `line2` (string; nullable).
-    pub line2: Option<String>,
-    /// `postal_code` (string; nullable).
-    pub postal_code: Option<String>,
-    /// `state` (string; nullable).
-    pub state: Option<String>,
-    /// `town` (string; nullable).
-    pub town: Option<String>,
-}
-
-impl FromJson for TerminalLocationAddressKana {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "city",
-            "country",
-            "line1",
-            "line2",
-            "postal_code",
-            "state",
-            "town",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.city, v),
-            1 => set(&mut o.country, v),
-            2 => set(&mut o.line1, v),
-            3 => set(&mut o.line2, v),
-            4 => set(&mut o.postal_code, v),
-            5 => set(&mut o.state, v),
-            6 => set(&mut o.town, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for TerminalLocationAddressKana {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for TerminalLocationAddressKana {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "city", &self.city)?;
-        entry(&mut m, "country", &self.country)?;
-        entry(&mut m, "line1", &self.line1)?;
-        entry(&mut m, "line2", &self.line2)?;
-        entry(&mut m, "postal_code", &self.postal_code)?;
-        entry(&mut m, "state", &self.state)?;
-        entry(&mut m, "town", &self.town)?;
-        m.end()
     }
 }
 

@@ -42,40 +42,22 @@ pub struct TerminalReader {
 
 impl FromJson for TerminalReader {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "action",
-            "device_sw_version",
-            "device_type",
-            "id",
-            "ip_address",
-            "label",
-            "last_seen_at",
-            "livemode",
-            "location",
-            "metadata",
-            "object",
-            "serial_number",
-            "status",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.action, v),
-            1 => set(&mut o.device_sw_version, v),
-            2 => set(&mut o.device_type, v),
-            3 => set(&mut o.id, v),
-            4 => set(&mut o.ip_address, v),
-            5 => set(&mut o.label, v),
-            6 => set(&mut o.last_seen_at, v),
-            7 => set(&mut o.livemode, v),
-            8 => set(&mut o.location, v),
-            9 => set_or_default(&mut o.metadata, v),
-            10 => set(&mut o.object, v),
-            11 => set(&mut o.serial_number, v),
-            12 => set(&mut o.status, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            action: take(&mut m, "action"),
+            device_sw_version: take(&mut m, "device_sw_version"),
+            device_type: take(&mut m, "device_type"),
+            ip_address: take(&mut m, "ip_address"),
+            label: take(&mut m, "label"),
+            last_seen_at: take(&mut m, "last_seen_at"),
+            livemode: take(&mut m, "livemode"),
+            location: take(&mut m, "location"),
+            metadata: take_or_default(&mut m, "metadata"),
+            serial_number: take(&mut m, "serial_number"),
+            status: take(&mut m, "status"),
+        })
     }
 }
 

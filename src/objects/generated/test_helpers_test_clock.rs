@@ -34,32 +34,18 @@ pub struct TestHelpersTestClock {
 
 impl FromJson for TestHelpersTestClock {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "created",
-            "deletes_after",
-            "frozen_time",
-            "id",
-            "livemode",
-            "name",
-            "object",
-            "status",
-            "status_details",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.created, v),
-            1 => set(&mut o.deletes_after, v),
-            2 => set(&mut o.frozen_time, v),
-            3 => set(&mut o.id, v),
-            4 => set(&mut o.livemode, v),
-            5 => set(&mut o.name, v),
-            6 => set(&mut o.object, v),
-            7 => set(&mut o.status, v),
-            8 => set(&mut o.status_details, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            created: take(&mut m, "created"),
+            deletes_after: take(&mut m, "deletes_after"),
+            frozen_time: take(&mut m, "frozen_time"),
+            livemode: take(&mut m, "livemode"),
+            name: take(&mut m, "name"),
+            status: take(&mut m, "status"),
+            status_details: take(&mut m, "status_details"),
+        })
     }
 }
 

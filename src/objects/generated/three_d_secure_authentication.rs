@@ -17,7 +17,7 @@ pub struct ThreeDSecureAuthentication {
     /// `object` (const).
     pub object: Option<String>,
     /// `acquirer_details` (object; not always sent).
-    pub acquirer_details: Option<ThreeDSecureAuthenticationAcquirerDetails>,
+    pub acquirer_details: Option<Value>,
     /// `amount` (integer; not always sent).
     pub amount: Option<i64>,
     /// `challenge_url` (string; not always sent).
@@ -51,63 +51,37 @@ pub struct ThreeDSecureAuthentication {
     /// `reason` (enum; not always sent).
     pub reason: Option<ThreeDSecureAuthenticationReason>,
     /// `shipping_address` (object; not always sent).
-    pub shipping_address: Option<ThreeDSecureAuthenticationShippingAddress>,
+    pub shipping_address: Option<Value>,
     /// `status` (enum).
     pub status: Option<ThreeDSecureAuthenticationStatus>,
 }
 
 impl FromJson for ThreeDSecureAuthentication {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "acquirer_details",
-            "amount",
-            "challenge_url",
-            "channel",
-            "created",
-            "currency",
-            "directory_server",
-            "fingerprinting_url",
-            "flow_preference",
-            "future_usage",
-            "id",
-            "livemode",
-            "message_category",
-            "metadata",
-            "object",
-            "outcome",
-            "outcome_details",
-            "payment_method",
-            "reason",
-            "shipping_address",
-            "status",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.acquirer_details, v),
-            1 => set(&mut o.amount, v),
-            2 => set(&mut o.challenge_url, v),
-            3 => set(&mut o.channel, v),
-            4 => set(&mut o.created, v),
-            5 => set(&mut o.currency, v),
-            6 => set(&mut o.directory_server, v),
-            7 => set(&mut o.fingerprinting_url, v),
-            8 => set(&mut o.flow_preference, v),
-            9 => set(&mut o.future_usage, v),
-            10 => set(&mut o.id, v),
-            11 => set(&mut o.livemode, v),
-            12 => set(&mut o.message_category, v),
-            13 => set_or_default(&mut o.metadata, v),
-            14 => set(&mut o.object, v),
-            15 => set(&mut o.outcome, v),
-            16 => set(&mut o.outcome_details, v),
-            17 => set(&mut o.payment_method, v),
-            18 => set(&mut o.reason, v),
-            19 => set(&mut o.shipping_address, v),
-            20 => set(&mut o.status, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            acquirer_details: take(&mut m, "acquirer_details"),
+            amount: take(&mut m, "amount"),
+            challenge_url: take(&mut m, "challenge_url"),
+            channel: take(&mut m, "channel"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            directory_server: take(&mut m, "directory_server"),
+            fingerprinting_url: take(&mut m, "fingerprinting_url"),
+            flow_preference: take(&mut m, "flow_preference"),
+            future_usage: take(&mut m, "future_usage"),
+            livemode: take(&mut m, "livemode"),
+            message_category: take(&mut m, "message_category"),
+            metadata: take_or_default(&mut m, "metadata"),
+            outcome: take(&mut m, "outcome"),
+            outcome_details: take(&mut m, "outcome_details"),
+            payment_method: take(&mut m, "payment_method"),
+            reason: take(&mut m, "reason"),
+            shipping_address: take(&mut m, "shipping_address"),
+            status: take(&mut m, "status"),
+        })
     }
 }
 
@@ -148,130 +122,6 @@ impl Serialize for ThreeDSecureAuthentication {
 impl HasId for ThreeDSecureAuthentication {
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
-    }
-}
-
-/// `shipping_address` of [`ThreeDSecureAuthentication`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct ThreeDSecureAuthenticationShippingAddress {
-    /// `city` (string; not always sent).
-    pub city: Option<String>,
-    /// `country` (string; not always sent).
-    pub country: Option<String>,
-    /// `line1` (string; not always sent).
-    pub line1: Option<String>,
-    /// `line2` (string; not always sent).
-    pub line2: Option<String>,
-    /// `postal_code` (string; not always sent).
-    pub postal_code: Option<String>,
-    /// `state` (string; not always sent).
-    pub state: Option<String>,
-}
-
-impl FromJson for ThreeDSecureAuthenticationShippingAddress {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "city",
-            "country",
-            "line1",
-            "line2",
-            "postal_code",
-            "state",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.city, v),
-            1 => set(&mut o.country, v),
-            2 => set(&mut o.line1, v),
-            3 => set(&mut o.line2, v),
-            4 => set(&mut o.postal_code, v),
-            5 => set(&mut o.state, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for ThreeDSecureAuthenticationShippingAddress {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for ThreeDSecureAuthenticationShippingAddress {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "city", &self.city)?;
-        entry(&mut m, "country", &self.country)?;
-        entry(&mut m, "line1", &self.line1)?;
-        entry(&mut m, "line2", &self.line2)?;
-        entry(&mut m, "postal_code", &self.postal_code)?;
-        entry(&mut m, "state", &self.state)?;
-        m.end()
-    }
-}
-
-/// `acquirer_details` of [`ThreeDSecureAuthentication`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct ThreeDSecureAuthenticationAcquirerDetails {
-    /// `acquirer_bin` (string; not always sent).
-    pub acquirer_bin: Option<String>,
-    /// `acquirer_country` (string; not always sent).
-    pub acquirer_country: Option<String>,
-    /// `acquirer_merchant_id` (string; not always sent).
-    pub acquirer_merchant_id: Option<String>,
-    /// `mcc` (string; not always sent).
-    pub mcc: Option<String>,
-    /// `merchant_name` (string; not always sent).
-    pub merchant_name: Option<String>,
-    /// `requestor_id` (string; not always sent).
-    pub requestor_id: Option<String>,
-}
-
-impl FromJson for ThreeDSecureAuthenticationAcquirerDetails {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "acquirer_bin",
-            "acquirer_country",
-            "acquirer_merchant_id",
-            "mcc",
-            "merchant_name",
-            "requestor_id",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.acquirer_bin, v),
-            1 => set(&mut o.acquirer_country, v),
-            2 => set(&mut o.acquirer_merchant_id, v),
-            3 => set(&mut o.mcc, v),
-            4 => set(&mut o.merchant_name, v),
-            5 => set(&mut o.requestor_id, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for ThreeDSecureAuthenticationAcquirerDetails {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for ThreeDSecureAuthenticationAcquirerDetails {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "acquirer_bin", &self.acquirer_bin)?;
-        entry(&mut m, "acquirer_country", &self.acquirer_country)?;
-        entry(&mut m, "acquirer_merchant_id", &self.acquirer_merchant_id)?;
-        entry(&mut m, "mcc", &self.mcc)?;
-        entry(&mut m, "merchant_name", &self.merchant_name)?;
-        entry(&mut m, "requestor_id", &self.requestor_id)?;
-        m.end()
     }
 }
 

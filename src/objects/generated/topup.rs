@@ -54,52 +54,28 @@ pub struct Topup {
 
 impl FromJson for Topup {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "balance_transaction",
-            "created",
-            "currency",
-            "description",
-            "expected_availability_date",
-            "failure_code",
-            "failure_message",
-            "id",
-            "initiated_by",
-            "livemode",
-            "metadata",
-            "object",
-            "payment_method",
-            "payment_method_options",
-            "source",
-            "statement_descriptor",
-            "status",
-            "transfer_group",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.balance_transaction, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.currency, v),
-            4 => set(&mut o.description, v),
-            5 => set(&mut o.expected_availability_date, v),
-            6 => set(&mut o.failure_code, v),
-            7 => set(&mut o.failure_message, v),
-            8 => set(&mut o.id, v),
-            9 => set(&mut o.initiated_by, v),
-            10 => set(&mut o.livemode, v),
-            11 => set_or_default(&mut o.metadata, v),
-            12 => set(&mut o.object, v),
-            13 => set(&mut o.payment_method, v),
-            14 => set(&mut o.payment_method_options, v),
-            15 => set(&mut o.source, v),
-            16 => set(&mut o.statement_descriptor, v),
-            17 => set(&mut o.status, v),
-            18 => set(&mut o.transfer_group, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            balance_transaction: take(&mut m, "balance_transaction"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            description: take(&mut m, "description"),
+            expected_availability_date: take(&mut m, "expected_availability_date"),
+            failure_code: take(&mut m, "failure_code"),
+            failure_message: take(&mut m, "failure_message"),
+            initiated_by: take(&mut m, "initiated_by"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            payment_method: take(&mut m, "payment_method"),
+            payment_method_options: take(&mut m, "payment_method_options"),
+            source: take(&mut m, "source"),
+            statement_descriptor: take(&mut m, "statement_descriptor"),
+            status: take(&mut m, "status"),
+            transfer_group: take(&mut m, "transfer_group"),
+        })
     }
 }
 

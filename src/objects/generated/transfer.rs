@@ -50,48 +50,26 @@ pub struct Transfer {
 
 impl FromJson for Transfer {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "amount_reversed",
-            "balance_transaction",
-            "created",
-            "currency",
-            "description",
-            "destination",
-            "destination_payment",
-            "id",
-            "livemode",
-            "metadata",
-            "object",
-            "reversals",
-            "reversed",
-            "source_transaction",
-            "source_type",
-            "transfer_group",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.amount_reversed, v),
-            2 => set(&mut o.balance_transaction, v),
-            3 => set(&mut o.created, v),
-            4 => set(&mut o.currency, v),
-            5 => set(&mut o.description, v),
-            6 => set(&mut o.destination, v),
-            7 => set(&mut o.destination_payment, v),
-            8 => set(&mut o.id, v),
-            9 => set(&mut o.livemode, v),
-            10 => set_or_default(&mut o.metadata, v),
-            11 => set(&mut o.object, v),
-            12 => set_or_default(&mut o.reversals, v),
-            13 => set(&mut o.reversed, v),
-            14 => set(&mut o.source_transaction, v),
-            15 => set(&mut o.source_type, v),
-            16 => set(&mut o.transfer_group, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            amount_reversed: take(&mut m, "amount_reversed"),
+            balance_transaction: take(&mut m, "balance_transaction"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            description: take(&mut m, "description"),
+            destination: take(&mut m, "destination"),
+            destination_payment: take(&mut m, "destination_payment"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            reversals: take_or_default(&mut m, "reversals"),
+            reversed: take(&mut m, "reversed"),
+            source_transaction: take(&mut m, "source_transaction"),
+            source_type: take(&mut m, "source_type"),
+            transfer_group: take(&mut m, "transfer_group"),
+        })
     }
 }
 

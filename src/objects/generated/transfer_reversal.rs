@@ -34,34 +34,19 @@ pub struct TransferReversal {
 
 impl FromJson for TransferReversal {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "balance_transaction",
-            "created",
-            "currency",
-            "destination_payment_refund",
-            "id",
-            "metadata",
-            "object",
-            "source_refund",
-            "transfer",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.balance_transaction, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.currency, v),
-            4 => set(&mut o.destination_payment_refund, v),
-            5 => set(&mut o.id, v),
-            6 => set_or_default(&mut o.metadata, v),
-            7 => set(&mut o.object, v),
-            8 => set(&mut o.source_refund, v),
-            9 => set(&mut o.transfer, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            balance_transaction: take(&mut m, "balance_transaction"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            destination_payment_refund: take(&mut m, "destination_payment_refund"),
+            metadata: take_or_default(&mut m, "metadata"),
+            source_refund: take(&mut m, "source_refund"),
+            transfer: take(&mut m, "transfer"),
+        })
     }
 }
 

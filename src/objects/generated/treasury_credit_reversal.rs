@@ -44,42 +44,23 @@ pub struct TreasuryCreditReversal {
 
 impl FromJson for TreasuryCreditReversal {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "created",
-            "currency",
-            "financial_account",
-            "hosted_regulatory_receipt_url",
-            "id",
-            "livemode",
-            "metadata",
-            "network",
-            "object",
-            "received_credit",
-            "status",
-            "status_transitions",
-            "transaction",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.created, v),
-            2 => set(&mut o.currency, v),
-            3 => set(&mut o.financial_account, v),
-            4 => set(&mut o.hosted_regulatory_receipt_url, v),
-            5 => set(&mut o.id, v),
-            6 => set(&mut o.livemode, v),
-            7 => set_or_default(&mut o.metadata, v),
-            8 => set(&mut o.network, v),
-            9 => set(&mut o.object, v),
-            10 => set(&mut o.received_credit, v),
-            11 => set(&mut o.status, v),
-            12 => set(&mut o.status_transitions, v),
-            13 => set(&mut o.transaction, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            financial_account: take(&mut m, "financial_account"),
+            hosted_regulatory_receipt_url: take(&mut m, "hosted_regulatory_receipt_url"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            network: take(&mut m, "network"),
+            received_credit: take(&mut m, "received_credit"),
+            status: take(&mut m, "status"),
+            status_transitions: take(&mut m, "status_transitions"),
+            transaction: take(&mut m, "transaction"),
+        })
     }
 }
 
@@ -126,16 +107,10 @@ pub struct TreasuryCreditReversalStatusTransitions {
 
 impl FromJson for TreasuryCreditReversalStatusTransitions {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "posted_at",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.posted_at, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            posted_at: take(&mut m, "posted_at"),
+        })
     }
 }
 

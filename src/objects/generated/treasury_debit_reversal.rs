@@ -46,44 +46,24 @@ pub struct TreasuryDebitReversal {
 
 impl FromJson for TreasuryDebitReversal {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "created",
-            "currency",
-            "financial_account",
-            "hosted_regulatory_receipt_url",
-            "id",
-            "linked_flows",
-            "livemode",
-            "metadata",
-            "network",
-            "object",
-            "received_debit",
-            "status",
-            "status_transitions",
-            "transaction",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.created, v),
-            2 => set(&mut o.currency, v),
-            3 => set(&mut o.financial_account, v),
-            4 => set(&mut o.hosted_regulatory_receipt_url, v),
-            5 => set(&mut o.id, v),
-            6 => set(&mut o.linked_flows, v),
-            7 => set(&mut o.livemode, v),
-            8 => set_or_default(&mut o.metadata, v),
-            9 => set(&mut o.network, v),
-            10 => set(&mut o.object, v),
-            11 => set(&mut o.received_debit, v),
-            12 => set(&mut o.status, v),
-            13 => set(&mut o.status_transitions, v),
-            14 => set(&mut o.transaction, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            financial_account: take(&mut m, "financial_account"),
+            hosted_regulatory_receipt_url: take(&mut m, "hosted_regulatory_receipt_url"),
+            linked_flows: take(&mut m, "linked_flows"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            network: take(&mut m, "network"),
+            received_debit: take(&mut m, "received_debit"),
+            status: take(&mut m, "status"),
+            status_transitions: take(&mut m, "status_transitions"),
+            transaction: take(&mut m, "transaction"),
+        })
     }
 }
 
@@ -131,16 +111,10 @@ pub struct TreasuryDebitReversalStatusTransitions {
 
 impl FromJson for TreasuryDebitReversalStatusTransitions {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "completed_at",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.completed_at, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            completed_at: take(&mut m, "completed_at"),
+        })
     }
 }
 
@@ -168,16 +142,10 @@ pub struct TreasuryDebitReversalLinkedFlows {
 
 impl FromJson for TreasuryDebitReversalLinkedFlows {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "issuing_dispute",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.issuing_dispute, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            issuing_dispute: take(&mut m, "issuing_dispute"),
+        })
     }
 }
 

@@ -19,7 +19,7 @@ pub struct TreasuryFinancialAccount {
     /// `active_features` (array<enum>; not always sent).
     pub active_features: Vec<TreasuryFinancialAccountActiveFeatures>,
     /// `balance` (object).
-    pub balance: Option<TreasuryFinancialAccountBalance>,
+    pub balance: Option<Value>,
     /// `country` (string).
     pub country: Option<String>,
     /// `created` (integer).
@@ -52,50 +52,27 @@ pub struct TreasuryFinancialAccount {
 
 impl FromJson for TreasuryFinancialAccount {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "active_features",
-            "balance",
-            "country",
-            "created",
-            "features",
-            "financial_addresses",
-            "id",
-            "is_default",
-            "livemode",
-            "metadata",
-            "nickname",
-            "object",
-            "pending_features",
-            "platform_restrictions",
-            "restricted_features",
-            "status",
-            "status_details",
-            "supported_currencies",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set_or_default(&mut o.active_features, v),
-            1 => set(&mut o.balance, v),
-            2 => set(&mut o.country, v),
-            3 => set(&mut o.created, v),
-            4 => set(&mut o.features, v),
-            5 => set_or_default(&mut o.financial_addresses, v),
-            6 => set(&mut o.id, v),
-            7 => set(&mut o.is_default, v),
-            8 => set(&mut o.livemode, v),
-            9 => set_or_default(&mut o.metadata, v),
-            10 => set(&mut o.nickname, v),
-            11 => set(&mut o.object, v),
-            12 => set_or_default(&mut o.pending_features, v),
-            13 => set(&mut o.platform_restrictions, v),
-            14 => set_or_default(&mut o.restricted_features, v),
-            15 => set(&mut o.status, v),
-            16 => set(&mut o.status_details, v),
-            17 => set_or_default(&mut o.supported_currencies, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            active_features: take_or_default(&mut m, "active_features"),
+            balance: take(&mut m, "balance"),
+            country: take(&mut m, "country"),
+            created: take(&mut m, "created"),
+            features: take(&mut m, "features"),
+            financial_addresses: take_or_default(&mut m, "financial_addresses"),
+            is_default: take(&mut m, "is_default"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            nickname: take(&mut m, "nickname"),
+            pending_features: take_or_default(&mut m, "pending_features"),
+            platform_restrictions: take(&mut m, "platform_restrictions"),
+            restricted_features: take_or_default(&mut m, "restricted_features"),
+            status: take(&mut m, "status"),
+            status_details: take(&mut m, "status_details"),
+            supported_currencies: take_or_default(&mut m, "supported_currencies"),
+        })
     }
 }
 
@@ -148,18 +125,11 @@ pub struct TreasuryFinancialAccountPlatformRestrictions {
 
 impl FromJson for TreasuryFinancialAccountPlatformRestrictions {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "inbound_flows",
-            "outbound_flows",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.inbound_flows, v),
-            1 => set(&mut o.outbound_flows, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            inbound_flows: take(&mut m, "inbound_flows"),
+            outbound_flows: take(&mut m, "outbound_flows"),
+        })
     }
 }
 
@@ -174,53 +144,6 @@ impl Serialize for TreasuryFinancialAccountPlatformRestrictions {
         let mut m = s.serialize_map(None)?;
         entry(&mut m, "inbound_flows", &self.inbound_flows)?;
         entry(&mut m, "outbound_flows", &self.outbound_flows)?;
-        m.end()
-    }
-}
-
-/// `balance` of [`TreasuryFinancialAccount`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct TreasuryFinancialAccountBalance {
-    /// `cash` (map<string,integer>).
-    pub cash: HashMap<String, i64>,
-    /// `inbound_pending` (map<string,integer>).
-    pub inbound_pending: HashMap<String, i64>,
-    /// `outbound_pending` (map<string,integer>).
-    pub outbound_pending: HashMap<String, i64>,
-}
-
-impl FromJson for TreasuryFinancialAccountBalance {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "cash",
-            "inbound_pending",
-            "outbound_pending",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set_or_default(&mut o.cash, v),
-            1 => set_or_default(&mut o.inbound_pending, v),
-            2 => set_or_default(&mut o.outbound_pending, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for TreasuryFinancialAccountBalance {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for TreasuryFinancialAccountBalance {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("cash", &self.cash)?;
-        m.serialize_entry("inbound_pending", &self.inbound_pending)?;
-        m.serialize_entry("outbound_pending", &self.outbound_pending)?;
         m.end()
     }
 }

@@ -30,30 +30,17 @@ pub struct TreasuryFinancialAccountFeatures {
 
 impl FromJson for TreasuryFinancialAccountFeatures {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "card_issuing",
-            "deposit_insurance",
-            "financial_addresses",
-            "inbound_transfers",
-            "intra_stripe_flows",
-            "object",
-            "outbound_payments",
-            "outbound_transfers",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.card_issuing, v),
-            1 => set(&mut o.deposit_insurance, v),
-            2 => set(&mut o.financial_addresses, v),
-            3 => set(&mut o.inbound_transfers, v),
-            4 => set(&mut o.intra_stripe_flows, v),
-            5 => set(&mut o.object, v),
-            6 => set(&mut o.outbound_payments, v),
-            7 => set(&mut o.outbound_transfers, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            object: take(&mut m, "object"),
+            card_issuing: take(&mut m, "card_issuing"),
+            deposit_insurance: take(&mut m, "deposit_insurance"),
+            financial_addresses: take(&mut m, "financial_addresses"),
+            inbound_transfers: take(&mut m, "inbound_transfers"),
+            intra_stripe_flows: take(&mut m, "intra_stripe_flows"),
+            outbound_payments: take(&mut m, "outbound_payments"),
+            outbound_transfers: take(&mut m, "outbound_transfers"),
+        })
     }
 }
 

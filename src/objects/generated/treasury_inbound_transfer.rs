@@ -49,61 +49,36 @@ pub struct TreasuryInboundTransfer {
     /// `status` (enum).
     pub status: Option<TreasuryInboundTransferStatus>,
     /// `status_transitions` (object).
-    pub status_transitions: Option<TreasuryInboundTransferStatusTransitions>,
+    pub status_transitions: Option<Value>,
     /// `transaction` (expandable<treasury.transaction>; nullable).
     pub transaction: Option<Expandable<TreasuryTransaction>>,
 }
 
 impl FromJson for TreasuryInboundTransfer {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "cancelable",
-            "created",
-            "currency",
-            "description",
-            "failure_details",
-            "financial_account",
-            "hosted_regulatory_receipt_url",
-            "id",
-            "linked_flows",
-            "livemode",
-            "metadata",
-            "object",
-            "origin_payment_method",
-            "origin_payment_method_details",
-            "returned",
-            "statement_descriptor",
-            "status",
-            "status_transitions",
-            "transaction",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.cancelable, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.currency, v),
-            4 => set(&mut o.description, v),
-            5 => set(&mut o.failure_details, v),
-            6 => set(&mut o.financial_account, v),
-            7 => set(&mut o.hosted_regulatory_receipt_url, v),
-            8 => set(&mut o.id, v),
-            9 => set(&mut o.linked_flows, v),
-            10 => set(&mut o.livemode, v),
-            11 => set_or_default(&mut o.metadata, v),
-            12 => set(&mut o.object, v),
-            13 => set(&mut o.origin_payment_method, v),
-            14 => set(&mut o.origin_payment_method_details, v),
-            15 => set(&mut o.returned, v),
-            16 => set(&mut o.statement_descriptor, v),
-            17 => set(&mut o.status, v),
-            18 => set(&mut o.status_transitions, v),
-            19 => set(&mut o.transaction, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            cancelable: take(&mut m, "cancelable"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            description: take(&mut m, "description"),
+            failure_details: take(&mut m, "failure_details"),
+            financial_account: take(&mut m, "financial_account"),
+            hosted_regulatory_receipt_url: take(&mut m, "hosted_regulatory_receipt_url"),
+            linked_flows: take(&mut m, "linked_flows"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            origin_payment_method: take(&mut m, "origin_payment_method"),
+            origin_payment_method_details: take(&mut m, "origin_payment_method_details"),
+            returned: take(&mut m, "returned"),
+            statement_descriptor: take(&mut m, "statement_descriptor"),
+            status: take(&mut m, "status"),
+            status_transitions: take(&mut m, "status_transitions"),
+            transaction: take(&mut m, "transaction"),
+        })
     }
 }
 
@@ -146,53 +121,6 @@ impl HasId for TreasuryInboundTransfer {
     }
 }
 
-/// `status_transitions` of [`TreasuryInboundTransfer`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct TreasuryInboundTransferStatusTransitions {
-    /// `canceled_at` (integer; nullable, not always sent).
-    pub canceled_at: Option<i64>,
-    /// `failed_at` (integer; nullable).
-    pub failed_at: Option<i64>,
-    /// `succeeded_at` (integer; nullable).
-    pub succeeded_at: Option<i64>,
-}
-
-impl FromJson for TreasuryInboundTransferStatusTransitions {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "canceled_at",
-            "failed_at",
-            "succeeded_at",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.canceled_at, v),
-            1 => set(&mut o.failed_at, v),
-            2 => set(&mut o.succeeded_at, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for TreasuryInboundTransferStatusTransitions {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for TreasuryInboundTransferStatusTransitions {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "canceled_at", &self.canceled_at)?;
-        entry(&mut m, "failed_at", &self.failed_at)?;
-        entry(&mut m, "succeeded_at", &self.succeeded_at)?;
-        m.end()
-    }
-}
-
 /// `linked_flows` of [`TreasuryInboundTransfer`].
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -203,16 +131,10 @@ pub struct TreasuryInboundTransferLinkedFlows {
 
 impl FromJson for TreasuryInboundTransferLinkedFlows {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "received_debit",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.received_debit, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            received_debit: take(&mut m, "received_debit"),
+        })
     }
 }
 
@@ -240,16 +162,10 @@ pub struct TreasuryInboundTransferFailureDetails {
 
 impl FromJson for TreasuryInboundTransferFailureDetails {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "code",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.code, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            code: take(&mut m, "code"),
+        })
     }
 }
 

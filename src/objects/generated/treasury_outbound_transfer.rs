@@ -47,7 +47,7 @@ pub struct TreasuryOutboundTransfer {
     /// `status` (enum).
     pub status: Option<TreasuryOutboundTransferStatus>,
     /// `status_transitions` (object).
-    pub status_transitions: Option<TreasuryOutboundTransferStatusTransitions>,
+    pub status_transitions: Option<Value>,
     /// `tracking_details` (object; nullable).
     pub tracking_details: Option<Value>,
     /// `transaction` (expandable<treasury.transaction>).
@@ -56,54 +56,29 @@ pub struct TreasuryOutboundTransfer {
 
 impl FromJson for TreasuryOutboundTransfer {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "cancelable",
-            "created",
-            "currency",
-            "description",
-            "destination_payment_method",
-            "destination_payment_method_details",
-            "expected_arrival_date",
-            "financial_account",
-            "hosted_regulatory_receipt_url",
-            "id",
-            "livemode",
-            "metadata",
-            "object",
-            "returned_details",
-            "statement_descriptor",
-            "status",
-            "status_transitions",
-            "tracking_details",
-            "transaction",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.cancelable, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.currency, v),
-            4 => set(&mut o.description, v),
-            5 => set(&mut o.destination_payment_method, v),
-            6 => set(&mut o.destination_payment_method_details, v),
-            7 => set(&mut o.expected_arrival_date, v),
-            8 => set(&mut o.financial_account, v),
-            9 => set(&mut o.hosted_regulatory_receipt_url, v),
-            10 => set(&mut o.id, v),
-            11 => set(&mut o.livemode, v),
-            12 => set_or_default(&mut o.metadata, v),
-            13 => set(&mut o.object, v),
-            14 => set(&mut o.returned_details, v),
-            15 => set(&mut o.statement_descriptor, v),
-            16 => set(&mut o.status, v),
-            17 => set(&mut o.status_transitions, v),
-            18 => set(&mut o.tracking_details, v),
-            19 => set(&mut o.transaction, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            cancelable: take(&mut m, "cancelable"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            description: take(&mut m, "description"),
+            destination_payment_method: take(&mut m, "destination_payment_method"),
+            destination_payment_method_details: take(&mut m, "destination_payment_method_details"),
+            expected_arrival_date: take(&mut m, "expected_arrival_date"),
+            financial_account: take(&mut m, "financial_account"),
+            hosted_regulatory_receipt_url: take(&mut m, "hosted_regulatory_receipt_url"),
+            livemode: take(&mut m, "livemode"),
+            metadata: take_or_default(&mut m, "metadata"),
+            returned_details: take(&mut m, "returned_details"),
+            statement_descriptor: take(&mut m, "statement_descriptor"),
+            status: take(&mut m, "status"),
+            status_transitions: take(&mut m, "status_transitions"),
+            tracking_details: take(&mut m, "tracking_details"),
+            transaction: take(&mut m, "transaction"),
+        })
     }
 }
 
@@ -146,58 +121,6 @@ impl HasId for TreasuryOutboundTransfer {
     }
 }
 
-/// `status_transitions` of [`TreasuryOutboundTransfer`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct TreasuryOutboundTransferStatusTransitions {
-    /// `canceled_at` (integer; nullable).
-    pub canceled_at: Option<i64>,
-    /// `failed_at` (integer; nullable).
-    pub failed_at: Option<i64>,
-    /// `posted_at` (integer; nullable).
-    pub posted_at: Option<i64>,
-    /// `returned_at` (integer; nullable).
-    pub returned_at: Option<i64>,
-}
-
-impl FromJson for TreasuryOutboundTransferStatusTransitions {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "canceled_at",
-            "failed_at",
-            "posted_at",
-            "returned_at",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.canceled_at, v),
-            1 => set(&mut o.failed_at, v),
-            2 => set(&mut o.posted_at, v),
-            3 => set(&mut o.returned_at, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for TreasuryOutboundTransferStatusTransitions {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for TreasuryOutboundTransferStatusTransitions {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "canceled_at", &self.canceled_at)?;
-        entry(&mut m, "failed_at", &self.failed_at)?;
-        entry(&mut m, "posted_at", &self.posted_at)?;
-        entry(&mut m, "returned_at", &self.returned_at)?;
-        m.end()
-    }
-}
-
 /// `returned_details` of [`TreasuryOutboundTransfer`].
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
@@ -210,18 +133,11 @@ pub struct TreasuryOutboundTransferReturnedDetails {
 
 impl FromJson for TreasuryOutboundTransferReturnedDetails {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "code",
-            "transaction",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.code, v),
-            1 => set(&mut o.transaction, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            code: take(&mut m, "code"),
+            transaction: take(&mut m, "transaction"),
+        })
     }
 }
 

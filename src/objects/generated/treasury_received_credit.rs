@@ -48,46 +48,25 @@ pub struct TreasuryReceivedCredit {
 
 impl FromJson for TreasuryReceivedCredit {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "created",
-            "currency",
-            "description",
-            "failure_code",
-            "financial_account",
-            "hosted_regulatory_receipt_url",
-            "id",
-            "initiating_payment_method_details",
-            "linked_flows",
-            "livemode",
-            "network",
-            "object",
-            "reversal_details",
-            "status",
-            "transaction",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.created, v),
-            2 => set(&mut o.currency, v),
-            3 => set(&mut o.description, v),
-            4 => set(&mut o.failure_code, v),
-            5 => set(&mut o.financial_account, v),
-            6 => set(&mut o.hosted_regulatory_receipt_url, v),
-            7 => set(&mut o.id, v),
-            8 => set(&mut o.initiating_payment_method_details, v),
-            9 => set(&mut o.linked_flows, v),
-            10 => set(&mut o.livemode, v),
-            11 => set(&mut o.network, v),
-            12 => set(&mut o.object, v),
-            13 => set(&mut o.reversal_details, v),
-            14 => set(&mut o.status, v),
-            15 => set(&mut o.transaction, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            description: take(&mut m, "description"),
+            failure_code: take(&mut m, "failure_code"),
+            financial_account: take(&mut m, "financial_account"),
+            hosted_regulatory_receipt_url: take(&mut m, "hosted_regulatory_receipt_url"),
+            initiating_payment_method_details: take(&mut m, "initiating_payment_method_details"),
+            linked_flows: take(&mut m, "linked_flows"),
+            livemode: take(&mut m, "livemode"),
+            network: take(&mut m, "network"),
+            reversal_details: take(&mut m, "reversal_details"),
+            status: take(&mut m, "status"),
+            transaction: take(&mut m, "transaction"),
+        })
     }
 }
 
@@ -138,18 +117,11 @@ pub struct TreasuryReceivedCreditReversalDetails {
 
 impl FromJson for TreasuryReceivedCreditReversalDetails {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "deadline",
-            "restricted_reason",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.deadline, v),
-            1 => set(&mut o.restricted_reason, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            deadline: take(&mut m, "deadline"),
+            restricted_reason: take(&mut m, "restricted_reason"),
+        })
     }
 }
 

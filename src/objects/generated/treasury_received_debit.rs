@@ -33,7 +33,7 @@ pub struct TreasuryReceivedDebit {
     /// `initiating_payment_method_details` (object; not always sent).
     pub initiating_payment_method_details: Option<Value>,
     /// `linked_flows` (object).
-    pub linked_flows: Option<TreasuryReceivedDebitLinkedFlows>,
+    pub linked_flows: Option<Value>,
     /// `livemode` (boolean).
     pub livemode: Option<bool>,
     /// `network` (enum).
@@ -48,46 +48,25 @@ pub struct TreasuryReceivedDebit {
 
 impl FromJson for TreasuryReceivedDebit {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "created",
-            "currency",
-            "description",
-            "failure_code",
-            "financial_account",
-            "hosted_regulatory_receipt_url",
-            "id",
-            "initiating_payment_method_details",
-            "linked_flows",
-            "livemode",
-            "network",
-            "object",
-            "reversal_details",
-            "status",
-            "transaction",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.created, v),
-            2 => set(&mut o.currency, v),
-            3 => set(&mut o.description, v),
-            4 => set(&mut o.failure_code, v),
-            5 => set(&mut o.financial_account, v),
-            6 => set(&mut o.hosted_regulatory_receipt_url, v),
-            7 => set(&mut o.id, v),
-            8 => set(&mut o.initiating_payment_method_details, v),
-            9 => set(&mut o.linked_flows, v),
-            10 => set(&mut o.livemode, v),
-            11 => set(&mut o.network, v),
-            12 => set(&mut o.object, v),
-            13 => set(&mut o.reversal_details, v),
-            14 => set(&mut o.status, v),
-            15 => set(&mut o.transaction, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            description: take(&mut m, "description"),
+            failure_code: take(&mut m, "failure_code"),
+            financial_account: take(&mut m, "financial_account"),
+            hosted_regulatory_receipt_url: take(&mut m, "hosted_regulatory_receipt_url"),
+            initiating_payment_method_details: take(&mut m, "initiating_payment_method_details"),
+            linked_flows: take(&mut m, "linked_flows"),
+            livemode: take(&mut m, "livemode"),
+            network: take(&mut m, "network"),
+            reversal_details: take(&mut m, "reversal_details"),
+            status: take(&mut m, "status"),
+            transaction: take(&mut m, "transaction"),
+        })
     }
 }
 
@@ -138,18 +117,11 @@ pub struct TreasuryReceivedDebitReversalDetails {
 
 impl FromJson for TreasuryReceivedDebitReversalDetails {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "deadline",
-            "restricted_reason",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.deadline, v),
-            1 => set(&mut o.restricted_reason, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            deadline: take(&mut m, "deadline"),
+            restricted_reason: take(&mut m, "restricted_reason"),
+        })
     }
 }
 
@@ -164,68 +136,6 @@ impl Serialize for TreasuryReceivedDebitReversalDetails {
         let mut m = s.serialize_map(None)?;
         entry(&mut m, "deadline", &self.deadline)?;
         entry(&mut m, "restricted_reason", &self.restricted_reason)?;
-        m.end()
-    }
-}
-
-/// `linked_flows` of [`TreasuryReceivedDebit`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct TreasuryReceivedDebitLinkedFlows {
-    /// `debit_reversal` (string; nullable).
-    pub debit_reversal: Option<String>,
-    /// `inbound_transfer` (string; nullable).
-    pub inbound_transfer: Option<String>,
-    /// `issuing_authorization` (string; nullable).
-    pub issuing_authorization: Option<String>,
-    /// `issuing_transaction` (string; nullable).
-    pub issuing_transaction: Option<String>,
-    /// `payout` (string; nullable).
-    pub payout: Option<String>,
-    /// `topup` (string; nullable).
-    pub topup: Option<String>,
-}
-
-impl FromJson for TreasuryReceivedDebitLinkedFlows {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "debit_reversal",
-            "inbound_transfer",
-            "issuing_authorization",
-            "issuing_transaction",
-            "payout",
-            "topup",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.debit_reversal, v),
-            1 => set(&mut o.inbound_transfer, v),
-            2 => set(&mut o.issuing_authorization, v),
-            3 => set(&mut o.issuing_transaction, v),
-            4 => set(&mut o.payout, v),
-            5 => set(&mut o.topup, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for TreasuryReceivedDebitLinkedFlows {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for TreasuryReceivedDebitLinkedFlows {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "debit_reversal", &self.debit_reversal)?;
-        entry(&mut m, "inbound_transfer", &self.inbound_transfer)?;
-        entry(&mut m, "issuing_authorization", &self.issuing_authorization)?;
-        entry(&mut m, "issuing_transaction", &self.issuing_transaction)?;
-        entry(&mut m, "payout", &self.payout)?;
-        entry(&mut m, "topup", &self.topup)?;
         m.end()
     }
 }

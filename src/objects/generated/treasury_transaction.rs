@@ -17,7 +17,7 @@ pub struct TreasuryTransaction {
     /// `amount` (integer).
     pub amount: Option<i64>,
     /// `balance_impact` (object).
-    pub balance_impact: Option<TreasuryTransactionBalanceImpact>,
+    pub balance_impact: Option<Value>,
     /// `created` (integer).
     pub created: Option<i64>,
     /// `currency` (string).
@@ -44,44 +44,24 @@ pub struct TreasuryTransaction {
 
 impl FromJson for TreasuryTransaction {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "amount",
-            "balance_impact",
-            "created",
-            "currency",
-            "description",
-            "entries",
-            "financial_account",
-            "flow",
-            "flow_details",
-            "flow_type",
-            "id",
-            "livemode",
-            "object",
-            "status",
-            "status_transitions",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.amount, v),
-            1 => set(&mut o.balance_impact, v),
-            2 => set(&mut o.created, v),
-            3 => set(&mut o.currency, v),
-            4 => set(&mut o.description, v),
-            5 => set_or_default(&mut o.entries, v),
-            6 => set(&mut o.financial_account, v),
-            7 => set(&mut o.flow, v),
-            8 => set(&mut o.flow_details, v),
-            9 => set(&mut o.flow_type, v),
-            10 => set(&mut o.id, v),
-            11 => set(&mut o.livemode, v),
-            12 => set(&mut o.object, v),
-            13 => set(&mut o.status, v),
-            14 => set(&mut o.status_transitions, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            amount: take(&mut m, "amount"),
+            balance_impact: take(&mut m, "balance_impact"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            description: take(&mut m, "description"),
+            entries: take_or_default(&mut m, "entries"),
+            financial_account: take(&mut m, "financial_account"),
+            flow: take(&mut m, "flow"),
+            flow_details: take(&mut m, "flow_details"),
+            flow_type: take(&mut m, "flow_type"),
+            livemode: take(&mut m, "livemode"),
+            status: take(&mut m, "status"),
+            status_transitions: take(&mut m, "status_transitions"),
+        })
     }
 }
 
@@ -131,18 +111,11 @@ pub struct TreasuryTransactionStatusTransitions {
 
 impl FromJson for TreasuryTransactionStatusTransitions {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "posted_at",
-            "void_at",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.posted_at, v),
-            1 => set(&mut o.void_at, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            posted_at: take(&mut m, "posted_at"),
+            void_at: take(&mut m, "void_at"),
+        })
     }
 }
 
@@ -157,53 +130,6 @@ impl Serialize for TreasuryTransactionStatusTransitions {
         let mut m = s.serialize_map(None)?;
         entry(&mut m, "posted_at", &self.posted_at)?;
         entry(&mut m, "void_at", &self.void_at)?;
-        m.end()
-    }
-}
-
-/// `balance_impact` of [`TreasuryTransaction`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct TreasuryTransactionBalanceImpact {
-    /// `cash` (integer).
-    pub cash: Option<i64>,
-    /// `inbound_pending` (integer).
-    pub inbound_pending: Option<i64>,
-    /// `outbound_pending` (integer).
-    pub outbound_pending: Option<i64>,
-}
-
-impl FromJson for TreasuryTransactionBalanceImpact {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "cash",
-            "inbound_pending",
-            "outbound_pending",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.cash, v),
-            1 => set(&mut o.inbound_pending, v),
-            2 => set(&mut o.outbound_pending, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for TreasuryTransactionBalanceImpact {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for TreasuryTransactionBalanceImpact {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "cash", &self.cash)?;
-        entry(&mut m, "inbound_pending", &self.inbound_pending)?;
-        entry(&mut m, "outbound_pending", &self.outbound_pending)?;
         m.end()
     }
 }

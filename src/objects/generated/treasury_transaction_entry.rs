@@ -15,7 +15,7 @@ pub struct TreasuryTransactionEntry {
     /// `object` (const).
     pub object: Option<String>,
     /// `balance_impact` (object).
-    pub balance_impact: Option<TreasuryTransactionEntryBalanceImpact>,
+    pub balance_impact: Option<Value>,
     /// `created` (integer).
     pub created: Option<i64>,
     /// `currency` (string).
@@ -40,40 +40,22 @@ pub struct TreasuryTransactionEntry {
 
 impl FromJson for TreasuryTransactionEntry {
     fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "balance_impact",
-            "created",
-            "currency",
-            "effective_at",
-            "financial_account",
-            "flow",
-            "flow_details",
-            "flow_type",
-            "id",
-            "livemode",
-            "object",
-            "transaction",
-            "type",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.balance_impact, v),
-            1 => set(&mut o.created, v),
-            2 => set(&mut o.currency, v),
-            3 => set(&mut o.effective_at, v),
-            4 => set(&mut o.financial_account, v),
-            5 => set(&mut o.flow, v),
-            6 => set(&mut o.flow_details, v),
-            7 => set(&mut o.flow_type, v),
-            8 => set(&mut o.id, v),
-            9 => set(&mut o.livemode, v),
-            10 => set(&mut o.object, v),
-            11 => set(&mut o.transaction, v),
-            12 => set(&mut o.type_, v),
-            _ => {}
-        });
-        Some(o)
+        let mut m = members(v)?;
+        Some(Self {
+            id: take(&mut m, "id"),
+            object: take(&mut m, "object"),
+            balance_impact: take(&mut m, "balance_impact"),
+            created: take(&mut m, "created"),
+            currency: take(&mut m, "currency"),
+            effective_at: take(&mut m, "effective_at"),
+            financial_account: take(&mut m, "financial_account"),
+            flow: take(&mut m, "flow"),
+            flow_details: take(&mut m, "flow_details"),
+            flow_type: take(&mut m, "flow_type"),
+            livemode: take(&mut m, "livemode"),
+            transaction: take(&mut m, "transaction"),
+            type_: take(&mut m, "type"),
+        })
     }
 }
 
@@ -106,53 +88,6 @@ impl Serialize for TreasuryTransactionEntry {
 impl HasId for TreasuryTransactionEntry {
     fn id(&self) -> Option<&str> {
         self.id.as_deref()
-    }
-}
-
-/// `balance_impact` of [`TreasuryTransactionEntry`].
-#[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
-pub struct TreasuryTransactionEntryBalanceImpact {
-    /// `cash` (integer).
-    pub cash: Option<i64>,
-    /// `inbound_pending` (integer).
-    pub inbound_pending: Option<i64>,
-    /// `outbound_pending` (integer).
-    pub outbound_pending: Option<i64>,
-}
-
-impl FromJson for TreasuryTransactionEntryBalanceImpact {
-    fn from_json(v: Value) -> Option<Self> {
-        const KEYS: &[&str] = &[
-            "cash",
-            "inbound_pending",
-            "outbound_pending",
-        ];
-        let members = members(v)?;
-        let mut o = Self::default();
-        each_member(members, KEYS, &mut |i, v| match i {
-            0 => set(&mut o.cash, v),
-            1 => set(&mut o.inbound_pending, v),
-            2 => set(&mut o.outbound_pending, v),
-            _ => {}
-        });
-        Some(o)
-    }
-}
-
-impl<'de> Deserialize<'de> for TreasuryTransactionEntryBalanceImpact {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_object(d)
-    }
-}
-
-impl Serialize for TreasuryTransactionEntryBalanceImpact {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "cash", &self.cash)?;
-        entry(&mut m, "inbound_pending", &self.inbound_pending)?;
-        entry(&mut m, "outbound_pending", &self.outbound_pending)?;
-        m.end()
     }
 }
 

@@ -791,10 +791,10 @@ fn gen_field(
         format!("; {}", notes.join(", "))
     };
     let wire = leaf(&row.name).to_owned();
-    let ty_doc = row.ty.replace('|', " | ");
+    let ty_doc = &row.ty;
     GenField {
         ident: field_ident(&wire),
-        doc: format!("`{wire}` ({ty_doc}{notes})."),
+        doc: format!("`{wire}` (`{ty_doc}`{notes})."),
         wire,
         ty,
         holder,

@@ -12,51 +12,51 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Account {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `business_profile` (object; nullable, not always sent).
+    /// `business_profile` (`object`; nullable, not always sent).
     pub business_profile: Option<Value>,
-    /// `business_type` (enum; nullable, not always sent).
+    /// `business_type` (`enum`; nullable, not always sent).
     pub business_type: Option<AccountBusinessType>,
-    /// `capabilities` (object; not always sent).
+    /// `capabilities` (`object`; not always sent).
     pub capabilities: Option<Value>,
-    /// `charges_enabled` (boolean).
+    /// `charges_enabled` (`boolean`).
     pub charges_enabled: Option<bool>,
-    /// `company` (object; not always sent).
+    /// `company` (`object`; not always sent).
     pub company: Option<Value>,
-    /// `controller` (object; not always sent).
+    /// `controller` (`object`; not always sent).
     pub controller: Option<Value>,
-    /// `country` (string; not always sent).
+    /// `country` (`string`; not always sent).
     pub country: Option<String>,
-    /// `created` (integer; not always sent).
+    /// `created` (`integer`; not always sent).
     pub created: Option<i64>,
-    /// `default_currency` (string; not always sent).
+    /// `default_currency` (`string`; not always sent).
     pub default_currency: Option<String>,
-    /// `details_submitted` (boolean).
+    /// `details_submitted` (`boolean`).
     pub details_submitted: Option<bool>,
-    /// `email` (string; nullable).
+    /// `email` (`string`; nullable).
     pub email: Option<String>,
-    /// `external_accounts` (list<bank_account | card>; not always sent).
+    /// `external_accounts` (`list<bank_account|card>`; not always sent).
     pub external_accounts: List<Value>,
-    /// `future_requirements` (object; not always sent).
+    /// `future_requirements` (`object`; not always sent).
     pub future_requirements: Option<Value>,
-    /// `groups` (object; nullable, not always sent).
+    /// `groups` (`object`; nullable, not always sent).
     pub groups: Option<AccountGroups>,
-    /// `individual` (person; not always sent).
+    /// `individual` (`person`; not always sent).
     pub individual: Option<Box<Person>>,
-    /// `metadata` (map<string,string>; not always sent).
+    /// `metadata` (`map<string,string>`; not always sent).
     pub metadata: Metadata,
-    /// `payouts_enabled` (boolean).
+    /// `payouts_enabled` (`boolean`).
     pub payouts_enabled: Option<bool>,
-    /// `requirements` (object; not always sent).
+    /// `requirements` (`object`; not always sent).
     pub requirements: Option<Value>,
-    /// `settings` (object; nullable, not always sent).
+    /// `settings` (`object`; nullable, not always sent).
     pub settings: Option<Value>,
-    /// `tos_acceptance` (object; not always sent).
+    /// `tos_acceptance` (`object`; not always sent).
     pub tos_acceptance: Option<Value>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<AccountType>,
 }
 
@@ -137,7 +137,7 @@ impl HasId for Account {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct AccountGroups {
-    /// `payments_pricing` (string; nullable).
+    /// `payments_pricing` (`string`; nullable).
     pub payments_pricing: Option<String>,
 }
 

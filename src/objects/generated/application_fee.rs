@@ -12,35 +12,35 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ApplicationFee {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `account` (expandable<account>).
+    /// `account` (`expandable<account>`).
     pub account: Option<Expandable<Account>>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `amount_refunded` (integer).
+    /// `amount_refunded` (`integer`).
     pub amount_refunded: Option<i64>,
-    /// `application` (expandable<application>).
+    /// `application` (`expandable<application>`).
     pub application: Option<Expandable<Application>>,
-    /// `balance_transaction` (expandable<balance_transaction>; nullable).
+    /// `balance_transaction` (`expandable<balance_transaction>`; nullable).
     pub balance_transaction: Option<Expandable<BalanceTransaction>>,
-    /// `charge` (expandable<charge>).
+    /// `charge` (`expandable<charge>`).
     pub charge: Option<Expandable<Charge>>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `fee_source` (object; nullable).
+    /// `fee_source` (`object`; nullable).
     pub fee_source: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `originating_transaction` (expandable<charge>; nullable).
+    /// `originating_transaction` (`expandable<charge>`; nullable).
     pub originating_transaction: Option<Expandable<Charge>>,
-    /// `refunded` (boolean).
+    /// `refunded` (`boolean`).
     pub refunded: Option<bool>,
-    /// `refunds` (list<fee_refund>).
+    /// `refunds` (`list<fee_refund>`).
     pub refunds: List<Box<FeeRefund>>,
 }
 

@@ -12,39 +12,39 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct AppsInstall {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `account` (string).
+    /// `account` (`string`).
     pub account: Option<String>,
-    /// `app` (string).
+    /// `app` (`string`).
     pub app: Option<String>,
-    /// `approval_required` (boolean).
+    /// `approval_required` (`boolean`).
     pub approval_required: Option<bool>,
-    /// `auth_code` (string; nullable).
+    /// `auth_code` (`string`; nullable).
     pub auth_code: Option<String>,
-    /// `channel` (enum).
+    /// `channel` (`enum`).
     pub channel: Option<AppsInstallChannel>,
-    /// `content_security_policy_granted` (object).
+    /// `content_security_policy_granted` (`object`).
     pub content_security_policy_granted: Option<AppsInstallContentSecurityPolicyGranted>,
-    /// `content_security_policy_pending` (object).
+    /// `content_security_policy_pending` (`object`).
     pub content_security_policy_pending: Option<AppsInstallContentSecurityPolicyPending>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `created_by` (string; nullable).
+    /// `created_by` (`string`; nullable).
     pub created_by: Option<String>,
-    /// `endpoints_granted` (array<string>).
+    /// `endpoints_granted` (`array<string>`).
     pub endpoints_granted: Vec<String>,
-    /// `endpoints_pending` (array<string>).
+    /// `endpoints_pending` (`array<string>`).
     pub endpoints_pending: Vec<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `permissions_granted` (array<string>).
+    /// `permissions_granted` (`array<string>`).
     pub permissions_granted: Vec<String>,
-    /// `permissions_pending` (array<string>).
+    /// `permissions_pending` (`array<string>`).
     pub permissions_pending: Vec<String>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<AppsInstallStatus>,
 }
 
@@ -113,9 +113,9 @@ impl HasId for AppsInstall {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct AppsInstallContentSecurityPolicyPending {
-    /// `connect_src` (array<string>).
+    /// `connect_src` (`array<string>`).
     pub connect_src: Vec<String>,
-    /// `image_src` (array<string>).
+    /// `image_src` (`array<string>`).
     pub image_src: Vec<String>,
 }
 
@@ -148,9 +148,9 @@ impl Serialize for AppsInstallContentSecurityPolicyPending {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct AppsInstallContentSecurityPolicyGranted {
-    /// `connect_src` (array<string>).
+    /// `connect_src` (`array<string>`).
     pub connect_src: Vec<String>,
-    /// `image_src` (array<string>).
+    /// `image_src` (`array<string>`).
     pub image_src: Vec<String>,
 }
 

@@ -12,21 +12,21 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Balance {
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `available` (array<object>).
+    /// `available` (`array<object>`).
     pub available: Vec<Value>,
-    /// `connect_reserved` (array<object>; not always sent).
+    /// `connect_reserved` (`array<object>`; not always sent).
     pub connect_reserved: Vec<Value>,
-    /// `instant_available` (array<object>; not always sent).
+    /// `instant_available` (`array<object>`; not always sent).
     pub instant_available: Vec<Value>,
-    /// `issuing` (object; not always sent).
+    /// `issuing` (`object`; not always sent).
     pub issuing: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `pending` (array<object>).
+    /// `pending` (`array<object>`).
     pub pending: Vec<Value>,
-    /// `refund_and_dispute_prefunding` (object; not always sent).
+    /// `refund_and_dispute_prefunding` (`object`; not always sent).
     pub refund_and_dispute_prefunding: Option<Value>,
 }
 

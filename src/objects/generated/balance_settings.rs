@@ -12,9 +12,9 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BalanceSettings {
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `payments` (object).
+    /// `payments` (`object`).
     pub payments: Option<Value>,
 }
 

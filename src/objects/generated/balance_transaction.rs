@@ -10,37 +10,37 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BalanceTransaction {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `available_on` (integer).
+    /// `available_on` (`integer`).
     pub available_on: Option<i64>,
-    /// `balance_type` (enum).
+    /// `balance_type` (`enum`).
     pub balance_type: Option<BalanceTransactionBalanceType>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `description` (string; nullable).
+    /// `description` (`string`; nullable).
     pub description: Option<String>,
-    /// `exchange_rate` (number; nullable).
+    /// `exchange_rate` (`number`; nullable).
     pub exchange_rate: Option<f64>,
-    /// `fee` (integer).
+    /// `fee` (`integer`).
     pub fee: Option<i64>,
-    /// `fee_details` (array<object>).
+    /// `fee_details` (`array<object>`).
     pub fee_details: Vec<Value>,
-    /// `net` (integer).
+    /// `net` (`integer`).
     pub net: Option<i64>,
-    /// `reporting_category` (string).
+    /// `reporting_category` (`string`).
     pub reporting_category: Option<String>,
-    /// `source` (expandable<application_fee | charge | connect_collection_transfer | customer_cash_balance_transaction | dispute | fee_refund | issuing.authorization | issuing.dispute | issuing.transaction | payout | refund | reserve_transaction | tax_deducted_at_source | topup | transfer | transfer_reversal>; nullable).
+    /// `source` (`expandable<application_fee|charge|connect_collection_transfer|customer_cash_balance_transaction|dispute|fee_refund|issuing.authorization|issuing.dispute|issuing.transaction|payout|refund|reserve_transaction|tax_deducted_at_source|topup|transfer|transfer_reversal>`; nullable).
     pub source: Option<Expandable<IdOnly>>,
-    /// `status` (string).
+    /// `status` (`string`).
     pub status: Option<String>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<BalanceTransactionType>,
 }
 

@@ -10,19 +10,19 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingAlert {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `alert_type` (const).
+    /// `alert_type` (`const`).
     pub alert_type: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `status` (enum; nullable).
+    /// `status` (`enum`; nullable).
     pub status: Option<BillingAlertStatus>,
-    /// `title` (string).
+    /// `title` (`string`).
     pub title: Option<String>,
-    /// `usage_threshold` (object; nullable).
+    /// `usage_threshold` (`object`; nullable).
     pub usage_threshold: Option<Value>,
 }
 

@@ -12,17 +12,17 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingAlertTriggered {
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `alert` (billing.alert).
+    /// `alert` (`billing.alert`).
     pub alert: Option<Box<BillingAlert>>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `customer` (string).
+    /// `customer` (`string`).
     pub customer: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `value` (integer).
+    /// `value` (`integer`).
     pub value: Option<i64>,
 }
 

@@ -12,25 +12,25 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingCreditBalanceTransaction {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `credit` (object; nullable).
+    /// `credit` (`object`; nullable).
     pub credit: Option<Value>,
-    /// `credit_grant` (expandable<billing.credit_grant>).
+    /// `credit_grant` (`expandable<billing.credit_grant>`).
     pub credit_grant: Option<Expandable<BillingCreditGrant>>,
-    /// `debit` (object; nullable).
+    /// `debit` (`object`; nullable).
     pub debit: Option<Value>,
-    /// `effective_at` (integer).
+    /// `effective_at` (`integer`).
     pub effective_at: Option<i64>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `test_clock` (expandable<test_helpers.test_clock>; nullable).
+    /// `test_clock` (`expandable<test_helpers.test_clock>`; nullable).
     pub test_clock: Option<Expandable<TestHelpersTestClock>>,
-    /// `type` (enum; nullable).
+    /// `type` (`enum`; nullable).
     pub type_: Option<BillingCreditBalanceTransactionType>,
 }
 

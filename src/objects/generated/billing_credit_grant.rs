@@ -12,39 +12,39 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingCreditGrant {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (object).
+    /// `amount` (`object`).
     pub amount: Option<Value>,
-    /// `applicability_config` (object).
+    /// `applicability_config` (`object`).
     pub applicability_config: Option<Value>,
-    /// `category` (enum).
+    /// `category` (`enum`).
     pub category: Option<BillingCreditGrantCategory>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `customer` (expandable<customer | deleted_customer>).
+    /// `customer` (`expandable<customer|deleted_customer>`).
     pub customer: Option<Expandable<Customer>>,
-    /// `customer_account` (string; nullable).
+    /// `customer_account` (`string`; nullable).
     pub customer_account: Option<String>,
-    /// `effective_at` (integer; nullable).
+    /// `effective_at` (`integer`; nullable).
     pub effective_at: Option<i64>,
-    /// `expires_at` (integer; nullable).
+    /// `expires_at` (`integer`; nullable).
     pub expires_at: Option<i64>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `name` (string; nullable).
+    /// `name` (`string`; nullable).
     pub name: Option<String>,
-    /// `priority` (integer; nullable).
+    /// `priority` (`integer`; nullable).
     pub priority: Option<i64>,
-    /// `test_clock` (expandable<test_helpers.test_clock>; nullable).
+    /// `test_clock` (`expandable<test_helpers.test_clock>`; nullable).
     pub test_clock: Option<Expandable<TestHelpersTestClock>>,
-    /// `updated` (integer).
+    /// `updated` (`integer`).
     pub updated: Option<i64>,
-    /// `voided_at` (integer; nullable).
+    /// `voided_at` (`integer`; nullable).
     pub voided_at: Option<i64>,
 }
 

@@ -10,17 +10,17 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingFeedbackOption {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `description` (string).
+    /// `description` (`string`).
     pub description: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<BillingFeedbackOptionStatus>,
-    /// `status_transitions` (object).
+    /// `status_transitions` (`object`).
     pub status_transitions: Option<BillingFeedbackOptionStatusTransitions>,
 }
 
@@ -67,7 +67,7 @@ impl HasId for BillingFeedbackOption {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingFeedbackOptionStatusTransitions {
-    /// `deactivated_at` (integer; nullable).
+    /// `deactivated_at` (`integer`; nullable).
     pub deactivated_at: Option<i64>,
 }
 

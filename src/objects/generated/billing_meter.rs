@@ -12,31 +12,31 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingMeter {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `customer_mapping` (object).
+    /// `customer_mapping` (`object`).
     pub customer_mapping: Option<BillingMeterCustomerMapping>,
-    /// `default_aggregation` (object).
+    /// `default_aggregation` (`object`).
     pub default_aggregation: Option<BillingMeterDefaultAggregation>,
-    /// `display_name` (string).
+    /// `display_name` (`string`).
     pub display_name: Option<String>,
-    /// `event_name` (string).
+    /// `event_name` (`string`).
     pub event_name: Option<String>,
-    /// `event_time_window` (enum; nullable).
+    /// `event_time_window` (`enum`; nullable).
     pub event_time_window: Option<BillingMeterEventTimeWindow>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<BillingMeterStatus>,
-    /// `status_transitions` (object).
+    /// `status_transitions` (`object`).
     pub status_transitions: Option<BillingMeterStatusTransitions>,
-    /// `updated` (integer).
+    /// `updated` (`integer`).
     pub updated: Option<i64>,
-    /// `value_settings` (object).
+    /// `value_settings` (`object`).
     pub value_settings: Option<BillingMeterValueSettings>,
 }
 
@@ -97,7 +97,7 @@ impl HasId for BillingMeter {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingMeterValueSettings {
-    /// `event_payload_key` (string).
+    /// `event_payload_key` (`string`).
     pub event_payload_key: Option<String>,
 }
 
@@ -128,7 +128,7 @@ impl Serialize for BillingMeterValueSettings {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingMeterStatusTransitions {
-    /// `deactivated_at` (integer; nullable).
+    /// `deactivated_at` (`integer`; nullable).
     pub deactivated_at: Option<i64>,
 }
 
@@ -159,7 +159,7 @@ impl Serialize for BillingMeterStatusTransitions {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingMeterDefaultAggregation {
-    /// `formula` (enum).
+    /// `formula` (`enum`).
     pub formula: Option<BillingMeterDefaultAggregationFormula>,
 }
 
@@ -190,9 +190,9 @@ impl Serialize for BillingMeterDefaultAggregation {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingMeterCustomerMapping {
-    /// `event_payload_key` (string).
+    /// `event_payload_key` (`string`).
     pub event_payload_key: Option<String>,
-    /// `type` (const).
+    /// `type` (`const`).
     pub type_: Option<String>,
 }
 

@@ -12,33 +12,33 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingPortalConfiguration {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `active` (boolean).
+    /// `active` (`boolean`).
     pub active: Option<bool>,
-    /// `application` (expandable<application | deleted_application>; nullable).
+    /// `application` (`expandable<application|deleted_application>`; nullable).
     pub application: Option<Expandable<Application>>,
-    /// `business_profile` (object).
+    /// `business_profile` (`object`).
     pub business_profile: Option<Value>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `default_return_url` (string; nullable).
+    /// `default_return_url` (`string`; nullable).
     pub default_return_url: Option<String>,
-    /// `features` (object).
+    /// `features` (`object`).
     pub features: Option<Value>,
-    /// `is_default` (boolean).
+    /// `is_default` (`boolean`).
     pub is_default: Option<bool>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `login_page` (object).
+    /// `login_page` (`object`).
     pub login_page: Option<BillingPortalConfigurationLoginPage>,
-    /// `metadata` (map<string,string>; nullable).
+    /// `metadata` (`map<string,string>`; nullable).
     pub metadata: Metadata,
-    /// `name` (string; nullable).
+    /// `name` (`string`; nullable).
     pub name: Option<String>,
-    /// `updated` (integer).
+    /// `updated` (`integer`).
     pub updated: Option<i64>,
 }
 
@@ -101,9 +101,9 @@ impl HasId for BillingPortalConfiguration {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingPortalConfigurationLoginPage {
-    /// `enabled` (boolean).
+    /// `enabled` (`boolean`).
     pub enabled: Option<bool>,
-    /// `url` (string; nullable).
+    /// `url` (`string`; nullable).
     pub url: Option<String>,
 }
 

@@ -12,31 +12,31 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingPortalSession {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `after_expiration` (object; nullable, not always sent).
+    /// `after_expiration` (`object`; nullable, not always sent).
     pub after_expiration: Option<Value>,
-    /// `configuration` (expandable<billing_portal.configuration>).
+    /// `configuration` (`expandable<billing_portal.configuration>`).
     pub configuration: Option<Expandable<BillingPortalConfiguration>>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `customer` (string).
+    /// `customer` (`string`).
     pub customer: Option<String>,
-    /// `customer_account` (string; nullable).
+    /// `customer_account` (`string`; nullable).
     pub customer_account: Option<String>,
-    /// `flow` (object; nullable).
+    /// `flow` (`object`; nullable).
     pub flow: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `locale` (enum; nullable).
+    /// `locale` (`enum`; nullable).
     pub locale: Option<BillingPortalSessionLocale>,
-    /// `on_behalf_of` (string; nullable).
+    /// `on_behalf_of` (`string`; nullable).
     pub on_behalf_of: Option<String>,
-    /// `return_url` (string; nullable).
+    /// `return_url` (`string`; nullable).
     pub return_url: Option<String>,
-    /// `url` (string).
+    /// `url` (`string`).
     pub url: Option<String>,
 }
 

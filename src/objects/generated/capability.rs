@@ -12,21 +12,21 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Capability {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `account` (expandable<account>).
+    /// `account` (`expandable<account>`).
     pub account: Option<Expandable<Account>>,
-    /// `future_requirements` (object; not always sent).
+    /// `future_requirements` (`object`; not always sent).
     pub future_requirements: Option<Value>,
-    /// `requested` (boolean).
+    /// `requested` (`boolean`).
     pub requested: Option<bool>,
-    /// `requested_at` (integer; nullable).
+    /// `requested_at` (`integer`; nullable).
     pub requested_at: Option<i64>,
-    /// `requirements` (object; not always sent).
+    /// `requirements` (`object`; not always sent).
     pub requirements: Option<Value>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<CapabilityStatus>,
 }
 

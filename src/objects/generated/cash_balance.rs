@@ -12,17 +12,17 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CashBalance {
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `available` (map<string,integer>; nullable).
+    /// `available` (`map<string,integer>`; nullable).
     pub available: HashMap<String, i64>,
-    /// `customer` (string).
+    /// `customer` (`string`).
     pub customer: Option<String>,
-    /// `customer_account` (string; nullable).
+    /// `customer_account` (`string`; nullable).
     pub customer_account: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `settings` (object).
+    /// `settings` (`object`).
     pub settings: Option<CashBalanceSettings>,
 }
 
@@ -69,9 +69,9 @@ impl HasId for CashBalance {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CashBalanceSettings {
-    /// `reconciliation_mode` (enum).
+    /// `reconciliation_mode` (`enum`).
     pub reconciliation_mode: Option<CashBalanceSettingsReconciliationMode>,
-    /// `using_merchant_default` (boolean).
+    /// `using_merchant_default` (`boolean`).
     pub using_merchant_default: Option<bool>,
 }
 

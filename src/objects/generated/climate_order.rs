@@ -12,49 +12,49 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ClimateOrder {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount_fees` (integer).
+    /// `amount_fees` (`integer`).
     pub amount_fees: Option<i64>,
-    /// `amount_subtotal` (integer).
+    /// `amount_subtotal` (`integer`).
     pub amount_subtotal: Option<i64>,
-    /// `amount_total` (integer).
+    /// `amount_total` (`integer`).
     pub amount_total: Option<i64>,
-    /// `beneficiary` (object; not always sent).
+    /// `beneficiary` (`object`; not always sent).
     pub beneficiary: Option<ClimateOrderBeneficiary>,
-    /// `canceled_at` (integer; nullable).
+    /// `canceled_at` (`integer`; nullable).
     pub canceled_at: Option<i64>,
-    /// `cancellation_reason` (enum; nullable).
+    /// `cancellation_reason` (`enum`; nullable).
     pub cancellation_reason: Option<ClimateOrderCancellationReason>,
-    /// `certificate` (string; nullable).
+    /// `certificate` (`string`; nullable).
     pub certificate: Option<String>,
-    /// `confirmed_at` (integer; nullable).
+    /// `confirmed_at` (`integer`; nullable).
     pub confirmed_at: Option<i64>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `delayed_at` (integer; nullable).
+    /// `delayed_at` (`integer`; nullable).
     pub delayed_at: Option<i64>,
-    /// `delivered_at` (integer; nullable).
+    /// `delivered_at` (`integer`; nullable).
     pub delivered_at: Option<i64>,
-    /// `delivery_details` (array<object>).
+    /// `delivery_details` (`array<object>`).
     pub delivery_details: Vec<Value>,
-    /// `expected_delivery_year` (integer).
+    /// `expected_delivery_year` (`integer`).
     pub expected_delivery_year: Option<i64>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `metric_tons` (decimal_string).
+    /// `metric_tons` (`decimal_string`).
     pub metric_tons: Option<String>,
-    /// `product` (expandable<climate.product>).
+    /// `product` (`expandable<climate.product>`).
     pub product: Option<Expandable<ClimateProduct>>,
-    /// `product_substituted_at` (integer; nullable).
+    /// `product_substituted_at` (`integer`; nullable).
     pub product_substituted_at: Option<i64>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<ClimateOrderStatus>,
 }
 
@@ -133,7 +133,7 @@ impl HasId for ClimateOrder {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ClimateOrderBeneficiary {
-    /// `public_name` (string).
+    /// `public_name` (`string`).
     pub public_name: Option<String>,
 }
 

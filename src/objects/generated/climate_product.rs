@@ -12,23 +12,23 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ClimateProduct {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `current_prices_per_metric_ton` (map<string,object>).
+    /// `current_prices_per_metric_ton` (`map<string,object>`).
     pub current_prices_per_metric_ton: HashMap<String, Value>,
-    /// `delivery_year` (integer; nullable).
+    /// `delivery_year` (`integer`; nullable).
     pub delivery_year: Option<i64>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metric_tons_available` (decimal_string).
+    /// `metric_tons_available` (`decimal_string`).
     pub metric_tons_available: Option<String>,
-    /// `name` (string).
+    /// `name` (`string`).
     pub name: Option<String>,
-    /// `suppliers` (array<climate.supplier>).
+    /// `suppliers` (`array<climate.supplier>`).
     pub suppliers: Vec<Box<ClimateSupplier>>,
 }
 

@@ -10,19 +10,19 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ClimateSupplier {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `info_url` (string).
+    /// `info_url` (`string`).
     pub info_url: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `locations` (array<object>).
+    /// `locations` (`array<object>`).
     pub locations: Vec<Value>,
-    /// `name` (string).
+    /// `name` (`string`).
     pub name: Option<String>,
-    /// `removal_pathway` (enum).
+    /// `removal_pathway` (`enum`).
     pub removal_pathway: Option<ClimateSupplierRemovalPathway>,
 }
 

@@ -12,39 +12,39 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Coupon {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount_off` (integer; nullable).
+    /// `amount_off` (`integer`; nullable).
     pub amount_off: Option<i64>,
-    /// `applies_to` (object; not always sent).
+    /// `applies_to` (`object`; not always sent).
     pub applies_to: Option<CouponAppliesTo>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string; nullable).
+    /// `currency` (`string`; nullable).
     pub currency: Option<String>,
-    /// `currency_options` (map<string,object>; not always sent).
+    /// `currency_options` (`map<string,object>`; not always sent).
     pub currency_options: HashMap<String, Value>,
-    /// `duration` (enum).
+    /// `duration` (`enum`).
     pub duration: Option<CouponDuration>,
-    /// `duration_in_months` (integer; nullable).
+    /// `duration_in_months` (`integer`; nullable).
     pub duration_in_months: Option<i64>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `max_redemptions` (integer; nullable).
+    /// `max_redemptions` (`integer`; nullable).
     pub max_redemptions: Option<i64>,
-    /// `metadata` (map<string,string>; nullable).
+    /// `metadata` (`map<string,string>`; nullable).
     pub metadata: Metadata,
-    /// `name` (string; nullable).
+    /// `name` (`string`; nullable).
     pub name: Option<String>,
-    /// `percent_off` (number; nullable).
+    /// `percent_off` (`number`; nullable).
     pub percent_off: Option<f64>,
-    /// `redeem_by` (integer; nullable).
+    /// `redeem_by` (`integer`; nullable).
     pub redeem_by: Option<i64>,
-    /// `times_redeemed` (integer).
+    /// `times_redeemed` (`integer`).
     pub times_redeemed: Option<i64>,
-    /// `valid` (boolean).
+    /// `valid` (`boolean`).
     pub valid: Option<bool>,
 }
 
@@ -113,7 +113,7 @@ impl HasId for Coupon {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CouponAppliesTo {
-    /// `products` (array<string>).
+    /// `products` (`array<string>`).
     pub products: Vec<String>,
 }
 

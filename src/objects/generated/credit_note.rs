@@ -12,73 +12,73 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CreditNote {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `amount_shipping` (integer).
+    /// `amount_shipping` (`integer`).
     pub amount_shipping: Option<i64>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `customer` (expandable<customer | deleted_customer>).
+    /// `customer` (`expandable<customer|deleted_customer>`).
     pub customer: Option<Expandable<Customer>>,
-    /// `customer_account` (string; nullable).
+    /// `customer_account` (`string`; nullable).
     pub customer_account: Option<String>,
-    /// `customer_balance_transaction` (expandable<customer_balance_transaction>; nullable).
+    /// `customer_balance_transaction` (`expandable<customer_balance_transaction>`; nullable).
     pub customer_balance_transaction: Option<Expandable<CustomerBalanceTransaction>>,
-    /// `discount_amount` (integer).
+    /// `discount_amount` (`integer`).
     pub discount_amount: Option<i64>,
-    /// `discount_amounts` (array<object>).
+    /// `discount_amounts` (`array<object>`).
     pub discount_amounts: Vec<CreditNoteDiscountAmounts>,
-    /// `effective_at` (integer; nullable).
+    /// `effective_at` (`integer`; nullable).
     pub effective_at: Option<i64>,
-    /// `invoice` (expandable<invoice>).
+    /// `invoice` (`expandable<invoice>`).
     pub invoice: Option<Expandable<Invoice>>,
-    /// `lines` (list<credit_note_line_item>).
+    /// `lines` (`list<credit_note_line_item>`).
     pub lines: List<Box<CreditNoteLineItem>>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `memo` (string; nullable).
+    /// `memo` (`string`; nullable).
     pub memo: Option<String>,
-    /// `metadata` (map<string,string>; nullable).
+    /// `metadata` (`map<string,string>`; nullable).
     pub metadata: Metadata,
-    /// `number` (string).
+    /// `number` (`string`).
     pub number: Option<String>,
-    /// `out_of_band_amount` (integer; nullable).
+    /// `out_of_band_amount` (`integer`; nullable).
     pub out_of_band_amount: Option<i64>,
-    /// `pdf` (string).
+    /// `pdf` (`string`).
     pub pdf: Option<String>,
-    /// `post_payment_amount` (integer).
+    /// `post_payment_amount` (`integer`).
     pub post_payment_amount: Option<i64>,
-    /// `pre_payment_amount` (integer).
+    /// `pre_payment_amount` (`integer`).
     pub pre_payment_amount: Option<i64>,
-    /// `pretax_credit_amounts` (array<object>).
+    /// `pretax_credit_amounts` (`array<object>`).
     pub pretax_credit_amounts: Vec<Value>,
-    /// `reason` (enum; nullable).
+    /// `reason` (`enum`; nullable).
     pub reason: Option<CreditNoteReason>,
-    /// `refunds` (array<object>).
+    /// `refunds` (`array<object>`).
     pub refunds: Vec<Value>,
-    /// `shipping_cost` (object; nullable).
+    /// `shipping_cost` (`object`; nullable).
     pub shipping_cost: Option<Value>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<CreditNoteStatus>,
-    /// `subtotal` (integer).
+    /// `subtotal` (`integer`).
     pub subtotal: Option<i64>,
-    /// `subtotal_excluding_tax` (integer; nullable).
+    /// `subtotal_excluding_tax` (`integer`; nullable).
     pub subtotal_excluding_tax: Option<i64>,
-    /// `total` (integer).
+    /// `total` (`integer`).
     pub total: Option<i64>,
-    /// `total_excluding_tax` (integer; nullable).
+    /// `total_excluding_tax` (`integer`; nullable).
     pub total_excluding_tax: Option<i64>,
-    /// `total_taxes` (array<object>; nullable).
+    /// `total_taxes` (`array<object>`; nullable).
     pub total_taxes: Vec<Value>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<CreditNoteType>,
-    /// `voided_at` (integer; nullable).
+    /// `voided_at` (`integer`; nullable).
     pub voided_at: Option<i64>,
 }
 
@@ -181,9 +181,9 @@ impl HasId for CreditNote {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CreditNoteDiscountAmounts {
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `discount` (expandable<discount | deleted_discount>).
+    /// `discount` (`expandable<discount|deleted_discount>`).
     pub discount: Option<Expandable<Discount>>,
 }
 

@@ -10,37 +10,37 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CreditNoteLineItem {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `description` (string; nullable).
+    /// `description` (`string`; nullable).
     pub description: Option<String>,
-    /// `discount_amount` (integer).
+    /// `discount_amount` (`integer`).
     pub discount_amount: Option<i64>,
-    /// `discount_amounts` (array<object>).
+    /// `discount_amounts` (`array<object>`).
     pub discount_amounts: Vec<CreditNoteLineItemDiscountAmounts>,
-    /// `invoice_line_item` (string; not always sent).
+    /// `invoice_line_item` (`string`; not always sent).
     pub invoice_line_item: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>; nullable).
+    /// `metadata` (`map<string,string>`; nullable).
     pub metadata: Metadata,
-    /// `pretax_credit_amounts` (array<object>).
+    /// `pretax_credit_amounts` (`array<object>`).
     pub pretax_credit_amounts: Vec<Value>,
-    /// `quantity` (integer; nullable).
+    /// `quantity` (`integer`; nullable).
     pub quantity: Option<i64>,
-    /// `tax_rates` (array<tax_rate>).
+    /// `tax_rates` (`array<tax_rate>`).
     pub tax_rates: Vec<Box<TaxRate>>,
-    /// `taxes` (array<object>; nullable).
+    /// `taxes` (`array<object>`; nullable).
     pub taxes: Vec<Value>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<CreditNoteLineItemType>,
-    /// `unit_amount` (integer; nullable).
+    /// `unit_amount` (`integer`; nullable).
     pub unit_amount: Option<i64>,
-    /// `unit_amount_decimal` (decimal_string; nullable).
+    /// `unit_amount_decimal` (`decimal_string`; nullable).
     pub unit_amount_decimal: Option<String>,
 }
 
@@ -107,9 +107,9 @@ impl HasId for CreditNoteLineItem {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CreditNoteLineItemDiscountAmounts {
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `discount` (expandable<discount | deleted_discount>).
+    /// `discount` (`expandable<discount|deleted_discount>`).
     pub discount: Option<Expandable<Discount>>,
 }
 

@@ -10,35 +10,35 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CustomerBalanceTransaction {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `checkout_session` (expandable<checkout.session>; nullable).
+    /// `checkout_session` (`expandable<checkout.session>`; nullable).
     pub checkout_session: Option<Expandable<CheckoutSession>>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `credit_note` (expandable<credit_note>; nullable).
+    /// `credit_note` (`expandable<credit_note>`; nullable).
     pub credit_note: Option<Expandable<CreditNote>>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `customer` (expandable<customer>).
+    /// `customer` (`expandable<customer>`).
     pub customer: Option<Expandable<Customer>>,
-    /// `customer_account` (string; nullable).
+    /// `customer_account` (`string`; nullable).
     pub customer_account: Option<String>,
-    /// `description` (string; nullable).
+    /// `description` (`string`; nullable).
     pub description: Option<String>,
-    /// `ending_balance` (integer).
+    /// `ending_balance` (`integer`).
     pub ending_balance: Option<i64>,
-    /// `invoice` (expandable<invoice>; nullable).
+    /// `invoice` (`expandable<invoice>`; nullable).
     pub invoice: Option<Expandable<Invoice>>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>; nullable).
+    /// `metadata` (`map<string,string>`; nullable).
     pub metadata: Metadata,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<CustomerBalanceTransactionType>,
 }
 

@@ -12,37 +12,37 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CustomerCashBalanceTransaction {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `adjusted_for_overdraft` (object; not always sent).
+    /// `adjusted_for_overdraft` (`object`; not always sent).
     pub adjusted_for_overdraft: Option<CustomerCashBalanceTransactionAdjustedForOverdraft>,
-    /// `applied_to_payment` (object; not always sent).
+    /// `applied_to_payment` (`object`; not always sent).
     pub applied_to_payment: Option<CustomerCashBalanceTransactionAppliedToPayment>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `customer` (expandable<customer>).
+    /// `customer` (`expandable<customer>`).
     pub customer: Option<Expandable<Customer>>,
-    /// `customer_account` (string; nullable).
+    /// `customer_account` (`string`; nullable).
     pub customer_account: Option<String>,
-    /// `ending_balance` (integer).
+    /// `ending_balance` (`integer`).
     pub ending_balance: Option<i64>,
-    /// `funded` (object; not always sent).
+    /// `funded` (`object`; not always sent).
     pub funded: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `net_amount` (integer).
+    /// `net_amount` (`integer`).
     pub net_amount: Option<i64>,
-    /// `refunded_from_payment` (object; not always sent).
+    /// `refunded_from_payment` (`object`; not always sent).
     pub refunded_from_payment: Option<CustomerCashBalanceTransactionRefundedFromPayment>,
-    /// `transferred_to_balance` (object; not always sent).
+    /// `transferred_to_balance` (`object`; not always sent).
     pub transferred_to_balance: Option<CustomerCashBalanceTransactionTransferredToBalance>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<CustomerCashBalanceTransactionType>,
-    /// `unapplied_from_payment` (object; not always sent).
+    /// `unapplied_from_payment` (`object`; not always sent).
     pub unapplied_from_payment: Option<CustomerCashBalanceTransactionUnappliedFromPayment>,
 }
 
@@ -109,7 +109,7 @@ impl HasId for CustomerCashBalanceTransaction {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CustomerCashBalanceTransactionUnappliedFromPayment {
-    /// `payment_intent` (expandable<payment_intent>).
+    /// `payment_intent` (`expandable<payment_intent>`).
     pub payment_intent: Option<Expandable<PaymentIntent>>,
 }
 
@@ -140,7 +140,7 @@ impl Serialize for CustomerCashBalanceTransactionUnappliedFromPayment {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CustomerCashBalanceTransactionTransferredToBalance {
-    /// `balance_transaction` (expandable<balance_transaction>).
+    /// `balance_transaction` (`expandable<balance_transaction>`).
     pub balance_transaction: Option<Expandable<BalanceTransaction>>,
 }
 
@@ -171,7 +171,7 @@ impl Serialize for CustomerCashBalanceTransactionTransferredToBalance {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CustomerCashBalanceTransactionRefundedFromPayment {
-    /// `refund` (expandable<refund>).
+    /// `refund` (`expandable<refund>`).
     pub refund: Option<Expandable<Refund>>,
 }
 
@@ -202,7 +202,7 @@ impl Serialize for CustomerCashBalanceTransactionRefundedFromPayment {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CustomerCashBalanceTransactionAppliedToPayment {
-    /// `payment_intent` (expandable<payment_intent>).
+    /// `payment_intent` (`expandable<payment_intent>`).
     pub payment_intent: Option<Expandable<PaymentIntent>>,
 }
 
@@ -233,9 +233,9 @@ impl Serialize for CustomerCashBalanceTransactionAppliedToPayment {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CustomerCashBalanceTransactionAdjustedForOverdraft {
-    /// `balance_transaction` (expandable<balance_transaction>).
+    /// `balance_transaction` (`expandable<balance_transaction>`).
     pub balance_transaction: Option<Expandable<BalanceTransaction>>,
-    /// `linked_transaction` (expandable<customer_cash_balance_transaction>).
+    /// `linked_transaction` (`expandable<customer_cash_balance_transaction>`).
     pub linked_transaction: Option<Expandable<CustomerCashBalanceTransaction>>,
 }
 

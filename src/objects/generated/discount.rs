@@ -12,31 +12,31 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Discount {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `checkout_session` (string; nullable).
+    /// `checkout_session` (`string`; nullable).
     pub checkout_session: Option<String>,
-    /// `customer` (expandable<customer | deleted_customer>; nullable).
+    /// `customer` (`expandable<customer|deleted_customer>`; nullable).
     pub customer: Option<Expandable<Customer>>,
-    /// `customer_account` (string; nullable).
+    /// `customer_account` (`string`; nullable).
     pub customer_account: Option<String>,
-    /// `end` (integer; nullable).
+    /// `end` (`integer`; nullable).
     pub end: Option<i64>,
-    /// `invoice` (string; nullable).
+    /// `invoice` (`string`; nullable).
     pub invoice: Option<String>,
-    /// `invoice_item` (string; nullable).
+    /// `invoice_item` (`string`; nullable).
     pub invoice_item: Option<String>,
-    /// `promotion_code` (expandable<promotion_code>; nullable).
+    /// `promotion_code` (`expandable<promotion_code>`; nullable).
     pub promotion_code: Option<Expandable<PromotionCode>>,
-    /// `source` (object).
+    /// `source` (`object`).
     pub source: Option<DiscountSource>,
-    /// `start` (integer).
+    /// `start` (`integer`).
     pub start: Option<i64>,
-    /// `subscription` (string; nullable).
+    /// `subscription` (`string`; nullable).
     pub subscription: Option<String>,
-    /// `subscription_item` (string; nullable).
+    /// `subscription_item` (`string`; nullable).
     pub subscription_item: Option<String>,
 }
 
@@ -97,9 +97,9 @@ impl HasId for Discount {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct DiscountSource {
-    /// `coupon` (expandable<coupon>; nullable).
+    /// `coupon` (`expandable<coupon>`; nullable).
     pub coupon: Option<Expandable<Coupon>>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<DiscountSourceType>,
 }
 

@@ -10,15 +10,15 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct EntitlementsActiveEntitlement {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `feature` (expandable<entitlements.feature>).
+    /// `feature` (`expandable<entitlements.feature>`).
     pub feature: Option<Expandable<EntitlementsFeature>>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `lookup_key` (string).
+    /// `lookup_key` (`string`).
     pub lookup_key: Option<String>,
 }
 

@@ -12,13 +12,13 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct EntitlementsActiveEntitlementSummary {
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `customer` (string).
+    /// `customer` (`string`).
     pub customer: Option<String>,
-    /// `entitlements` (list<entitlements.active_entitlement>).
+    /// `entitlements` (`list<entitlements.active_entitlement>`).
     pub entitlements: List<Box<EntitlementsActiveEntitlement>>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
 }
 

@@ -10,19 +10,19 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct EntitlementsFeature {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `active` (boolean).
+    /// `active` (`boolean`).
     pub active: Option<bool>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `lookup_key` (string).
+    /// `lookup_key` (`string`).
     pub lookup_key: Option<String>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `name` (string).
+    /// `name` (`string`).
     pub name: Option<String>,
 }
 

@@ -12,27 +12,27 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct File {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `expires_at` (integer; nullable).
+    /// `expires_at` (`integer`; nullable).
     pub expires_at: Option<i64>,
-    /// `filename` (string; nullable).
+    /// `filename` (`string`; nullable).
     pub filename: Option<String>,
-    /// `links` (list<file_link>; nullable, not always sent).
+    /// `links` (`list<file_link>`; nullable, not always sent).
     pub links: List<Box<FileLink>>,
-    /// `purpose` (enum).
+    /// `purpose` (`enum`).
     pub purpose: Option<FilePurpose>,
-    /// `size` (integer).
+    /// `size` (`integer`).
     pub size: Option<i64>,
-    /// `title` (string; nullable).
+    /// `title` (`string`; nullable).
     pub title: Option<String>,
-    /// `type` (string; nullable).
+    /// `type` (`string`; nullable).
     pub type_: Option<String>,
-    /// `url` (string; nullable).
+    /// `url` (`string`; nullable).
     pub url: Option<String>,
 }
 

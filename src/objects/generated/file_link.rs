@@ -10,23 +10,23 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct FileLink {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `expired` (boolean).
+    /// `expired` (`boolean`).
     pub expired: Option<bool>,
-    /// `expires_at` (integer; nullable).
+    /// `expires_at` (`integer`; nullable).
     pub expires_at: Option<i64>,
-    /// `file` (expandable<file>).
+    /// `file` (`expandable<file>`).
     pub file: Option<Expandable<File>>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `url` (string; nullable).
+    /// `url` (`string`; nullable).
     pub url: Option<String>,
 }
 

@@ -12,47 +12,47 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct FinancialConnectionsAccount {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `account_holder` (object; nullable).
+    /// `account_holder` (`object`; nullable).
     pub account_holder: Option<Value>,
-    /// `account_numbers` (array<object>; nullable).
+    /// `account_numbers` (`array<object>`; nullable).
     pub account_numbers: Vec<Value>,
-    /// `balance` (object; nullable).
+    /// `balance` (`object`; nullable).
     pub balance: Option<Value>,
-    /// `balance_refresh` (object; nullable).
+    /// `balance_refresh` (`object`; nullable).
     pub balance_refresh: Option<Value>,
-    /// `category` (enum).
+    /// `category` (`enum`).
     pub category: Option<FinancialConnectionsAccountCategory>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `display_name` (string; nullable).
+    /// `display_name` (`string`; nullable).
     pub display_name: Option<String>,
-    /// `institution_name` (string).
+    /// `institution_name` (`string`).
     pub institution_name: Option<String>,
-    /// `last4` (string; nullable).
+    /// `last4` (`string`; nullable).
     pub last4: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `ownership` (expandable<financial_connections.account_ownership>; nullable).
+    /// `ownership` (`expandable<financial_connections.account_ownership>`; nullable).
     pub ownership: Option<Expandable<FinancialConnectionsAccountOwnership>>,
-    /// `ownership_refresh` (object; nullable).
+    /// `ownership_refresh` (`object`; nullable).
     pub ownership_refresh: Option<Value>,
-    /// `permissions` (array<enum>; nullable).
+    /// `permissions` (`array<enum>`; nullable).
     pub permissions: Vec<FinancialConnectionsAccountPermissions>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<FinancialConnectionsAccountStatus>,
-    /// `status_details` (object; not always sent).
+    /// `status_details` (`object`; not always sent).
     pub status_details: Option<Value>,
-    /// `subcategory` (enum).
+    /// `subcategory` (`enum`).
     pub subcategory: Option<FinancialConnectionsAccountSubcategory>,
-    /// `subscriptions` (array<enum>; nullable).
+    /// `subscriptions` (`array<enum>`; nullable).
     pub subscriptions: Vec<FinancialConnectionsAccountSubscriptions>,
-    /// `supported_payment_method_types` (array<enum>).
+    /// `supported_payment_method_types` (`array<enum>`).
     pub supported_payment_method_types: Vec<FinancialConnectionsAccountSupportedPaymentMethodTypes>,
-    /// `transaction_refresh` (object; nullable).
+    /// `transaction_refresh` (`object`; nullable).
     pub transaction_refresh: Option<Value>,
 }
 

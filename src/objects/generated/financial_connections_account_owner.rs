@@ -10,21 +10,21 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct FinancialConnectionsAccountOwner {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `email` (string; nullable).
+    /// `email` (`string`; nullable).
     pub email: Option<String>,
-    /// `name` (string).
+    /// `name` (`string`).
     pub name: Option<String>,
-    /// `ownership` (string).
+    /// `ownership` (`string`).
     pub ownership: Option<String>,
-    /// `phone` (string; nullable).
+    /// `phone` (`string`; nullable).
     pub phone: Option<String>,
-    /// `raw_address` (string; nullable).
+    /// `raw_address` (`string`; nullable).
     pub raw_address: Option<String>,
-    /// `refreshed_at` (integer; nullable).
+    /// `refreshed_at` (`integer`; nullable).
     pub refreshed_at: Option<i64>,
 }
 

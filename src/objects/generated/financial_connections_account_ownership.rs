@@ -10,13 +10,13 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct FinancialConnectionsAccountOwnership {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `owners` (list<financial_connections.account_owner>).
+    /// `owners` (`list<financial_connections.account_owner>`).
     pub owners: List<Box<FinancialConnectionsAccountOwner>>,
 }
 

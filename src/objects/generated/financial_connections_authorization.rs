@@ -12,17 +12,17 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct FinancialConnectionsAuthorization {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `institution_name` (string).
+    /// `institution_name` (`string`).
     pub institution_name: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<FinancialConnectionsAuthorizationStatus>,
-    /// `status_details` (object).
+    /// `status_details` (`object`).
     pub status_details: Option<Value>,
 }
 

@@ -10,33 +10,33 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IdentityVerificationReport {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `client_reference_id` (string; nullable).
+    /// `client_reference_id` (`string`; nullable).
     pub client_reference_id: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `document` (object; not always sent).
+    /// `document` (`object`; not always sent).
     pub document: Option<Value>,
-    /// `email` (object; not always sent).
+    /// `email` (`object`; not always sent).
     pub email: Option<Value>,
-    /// `id_number` (object; not always sent).
+    /// `id_number` (`object`; not always sent).
     pub id_number: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `options` (object; not always sent).
+    /// `options` (`object`; not always sent).
     pub options: Option<Value>,
-    /// `phone` (object; not always sent).
+    /// `phone` (`object`; not always sent).
     pub phone: Option<Value>,
-    /// `selfie` (object; not always sent).
+    /// `selfie` (`object`; not always sent).
     pub selfie: Option<Value>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<IdentityVerificationReportType>,
-    /// `verification_flow` (string; not always sent).
+    /// `verification_flow` (`string`; not always sent).
     pub verification_flow: Option<String>,
-    /// `verification_session` (string; nullable).
+    /// `verification_session` (`string`; nullable).
     pub verification_session: Option<String>,
 }
 

@@ -12,45 +12,45 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IdentityVerificationSession {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `client_reference_id` (string; nullable).
+    /// `client_reference_id` (`string`; nullable).
     pub client_reference_id: Option<String>,
-    /// `client_secret` (string; nullable).
+    /// `client_secret` (`string`; nullable).
     pub client_secret: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `last_error` (object; nullable).
+    /// `last_error` (`object`; nullable).
     pub last_error: Option<IdentityVerificationSessionLastError>,
-    /// `last_verification_report` (expandable<identity.verification_report>; nullable).
+    /// `last_verification_report` (`expandable<identity.verification_report>`; nullable).
     pub last_verification_report: Option<Expandable<IdentityVerificationReport>>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `options` (object; nullable).
+    /// `options` (`object`; nullable).
     pub options: Option<Value>,
-    /// `provided_details` (object; nullable, not always sent).
+    /// `provided_details` (`object`; nullable, not always sent).
     pub provided_details: Option<IdentityVerificationSessionProvidedDetails>,
-    /// `redaction` (object; nullable).
+    /// `redaction` (`object`; nullable).
     pub redaction: Option<IdentityVerificationSessionRedaction>,
-    /// `related_customer` (string; nullable).
+    /// `related_customer` (`string`; nullable).
     pub related_customer: Option<String>,
-    /// `related_customer_account` (string; nullable).
+    /// `related_customer_account` (`string`; nullable).
     pub related_customer_account: Option<String>,
-    /// `related_person` (object; not always sent).
+    /// `related_person` (`object`; not always sent).
     pub related_person: Option<IdentityVerificationSessionRelatedPerson>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<IdentityVerificationSessionStatus>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<IdentityVerificationSessionType>,
-    /// `url` (string; nullable).
+    /// `url` (`string`; nullable).
     pub url: Option<String>,
-    /// `verification_flow` (string; not always sent).
+    /// `verification_flow` (`string`; not always sent).
     pub verification_flow: Option<String>,
-    /// `verified_outputs` (object; nullable, not always sent).
+    /// `verified_outputs` (`object`; nullable, not always sent).
     pub verified_outputs: Option<Value>,
 }
 
@@ -125,9 +125,9 @@ impl HasId for IdentityVerificationSession {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IdentityVerificationSessionRelatedPerson {
-    /// `account` (string).
+    /// `account` (`string`).
     pub account: Option<String>,
-    /// `person` (string).
+    /// `person` (`string`).
     pub person: Option<String>,
 }
 
@@ -160,7 +160,7 @@ impl Serialize for IdentityVerificationSessionRelatedPerson {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IdentityVerificationSessionRedaction {
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<IdentityVerificationSessionRedactionStatus>,
 }
 
@@ -191,9 +191,9 @@ impl Serialize for IdentityVerificationSessionRedaction {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IdentityVerificationSessionProvidedDetails {
-    /// `email` (string; not always sent).
+    /// `email` (`string`; not always sent).
     pub email: Option<String>,
-    /// `phone` (string; not always sent).
+    /// `phone` (`string`; not always sent).
     pub phone: Option<String>,
 }
 
@@ -226,9 +226,9 @@ impl Serialize for IdentityVerificationSessionProvidedDetails {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IdentityVerificationSessionLastError {
-    /// `code` (enum; nullable).
+    /// `code` (`enum`; nullable).
     pub code: Option<IdentityVerificationSessionLastErrorCode>,
-    /// `reason` (string; nullable).
+    /// `reason` (`string`; nullable).
     pub reason: Option<String>,
 }
 

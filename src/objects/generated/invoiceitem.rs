@@ -12,55 +12,55 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Invoiceitem {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `customer` (expandable<customer | deleted_customer>).
+    /// `customer` (`expandable<customer|deleted_customer>`).
     pub customer: Option<Expandable<Customer>>,
-    /// `customer_account` (string; nullable).
+    /// `customer_account` (`string`; nullable).
     pub customer_account: Option<String>,
-    /// `date` (integer).
+    /// `date` (`integer`).
     pub date: Option<i64>,
-    /// `description` (string; nullable).
+    /// `description` (`string`; nullable).
     pub description: Option<String>,
-    /// `discountable` (boolean).
+    /// `discountable` (`boolean`).
     pub discountable: Option<bool>,
-    /// `discounts` (array<expandable<discount>>; nullable).
+    /// `discounts` (`array<expandable<discount>>`; nullable).
     pub discounts: Vec<Expandable<Discount>>,
-    /// `frozen_fields` (array<enum>; not always sent).
+    /// `frozen_fields` (`array<enum>`; not always sent).
     pub frozen_fields: Vec<InvoiceitemFrozenFields>,
-    /// `invoice` (expandable<invoice>; nullable).
+    /// `invoice` (`expandable<invoice>`; nullable).
     pub invoice: Option<Expandable<Invoice>>,
-    /// `invoicing_rules` (array<object>; not always sent).
+    /// `invoicing_rules` (`array<object>`; not always sent).
     pub invoicing_rules: Vec<InvoiceitemInvoicingRules>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>; nullable).
+    /// `metadata` (`map<string,string>`; nullable).
     pub metadata: Metadata,
-    /// `net_amount` (integer; not always sent).
+    /// `net_amount` (`integer`; not always sent).
     pub net_amount: Option<i64>,
-    /// `parent` (object; nullable).
+    /// `parent` (`object`; nullable).
     pub parent: Option<Value>,
-    /// `period` (object).
+    /// `period` (`object`).
     pub period: Option<InvoiceitemPeriod>,
-    /// `pricing` (object; nullable).
+    /// `pricing` (`object`; nullable).
     pub pricing: Option<Value>,
-    /// `proration` (boolean).
+    /// `proration` (`boolean`).
     pub proration: Option<bool>,
-    /// `proration_details` (object; not always sent).
+    /// `proration_details` (`object`; not always sent).
     pub proration_details: Option<Value>,
-    /// `quantity` (integer).
+    /// `quantity` (`integer`).
     pub quantity: Option<i64>,
-    /// `quantity_decimal` (decimal_string).
+    /// `quantity_decimal` (`decimal_string`).
     pub quantity_decimal: Option<String>,
-    /// `tax_rates` (array<tax_rate>; nullable).
+    /// `tax_rates` (`array<tax_rate>`; nullable).
     pub tax_rates: Vec<Box<TaxRate>>,
-    /// `test_clock` (expandable<test_helpers.test_clock>; nullable).
+    /// `test_clock` (`expandable<test_helpers.test_clock>`; nullable).
     pub test_clock: Option<Expandable<TestHelpersTestClock>>,
 }
 
@@ -145,9 +145,9 @@ impl HasId for Invoiceitem {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct InvoiceitemPeriod {
-    /// `end` (integer).
+    /// `end` (`integer`).
     pub end: Option<i64>,
-    /// `start` (integer).
+    /// `start` (`integer`).
     pub start: Option<i64>,
 }
 
@@ -180,7 +180,7 @@ impl Serialize for InvoiceitemPeriod {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct InvoiceitemInvoicingRules {
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<InvoiceitemInvoicingRulesType>,
 }
 

@@ -12,65 +12,65 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingAuthorization {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `amount_details` (object; nullable).
+    /// `amount_details` (`object`; nullable).
     pub amount_details: Option<IssuingAuthorizationAmountDetails>,
-    /// `approved` (boolean).
+    /// `approved` (`boolean`).
     pub approved: Option<bool>,
-    /// `authorization_method` (enum).
+    /// `authorization_method` (`enum`).
     pub authorization_method: Option<IssuingAuthorizationAuthorizationMethod>,
-    /// `balance_transactions` (array<balance_transaction>).
+    /// `balance_transactions` (`array<balance_transaction>`).
     pub balance_transactions: Vec<Box<BalanceTransaction>>,
-    /// `card` (issuing.card).
+    /// `card` (`issuing.card`).
     pub card: Option<Box<IssuingCard>>,
-    /// `card_presence` (enum; nullable).
+    /// `card_presence` (`enum`; nullable).
     pub card_presence: Option<IssuingAuthorizationCardPresence>,
-    /// `cardholder` (expandable<issuing.cardholder>; nullable).
+    /// `cardholder` (`expandable<issuing.cardholder>`; nullable).
     pub cardholder: Option<Expandable<IssuingCardholder>>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `fleet` (object; nullable).
+    /// `fleet` (`object`; nullable).
     pub fleet: Option<Value>,
-    /// `fraud_challenges` (array<object>; nullable, not always sent).
+    /// `fraud_challenges` (`array<object>`; nullable, not always sent).
     pub fraud_challenges: Vec<Value>,
-    /// `fuel` (object; nullable).
+    /// `fuel` (`object`; nullable).
     pub fuel: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `merchant_amount` (integer).
+    /// `merchant_amount` (`integer`).
     pub merchant_amount: Option<i64>,
-    /// `merchant_currency` (string).
+    /// `merchant_currency` (`string`).
     pub merchant_currency: Option<String>,
-    /// `merchant_data` (object).
+    /// `merchant_data` (`object`).
     pub merchant_data: Option<Value>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `network_data` (object; nullable).
+    /// `network_data` (`object`; nullable).
     pub network_data: Option<Value>,
-    /// `pending_request` (object; nullable).
+    /// `pending_request` (`object`; nullable).
     pub pending_request: Option<Value>,
-    /// `request_history` (array<object>).
+    /// `request_history` (`array<object>`).
     pub request_history: Vec<Value>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<IssuingAuthorizationStatus>,
-    /// `token` (expandable<issuing.token>; nullable, not always sent).
+    /// `token` (`expandable<issuing.token>`; nullable, not always sent).
     pub token: Option<Expandable<IssuingToken>>,
-    /// `transactions` (array<issuing.transaction>).
+    /// `transactions` (`array<issuing.transaction>`).
     pub transactions: Vec<Box<IssuingTransaction>>,
-    /// `treasury` (object; nullable, not always sent).
+    /// `treasury` (`object`; nullable, not always sent).
     pub treasury: Option<Value>,
-    /// `verification_data` (object).
+    /// `verification_data` (`object`).
     pub verification_data: Option<Value>,
-    /// `verified_by_fraud_challenge` (boolean; nullable).
+    /// `verified_by_fraud_challenge` (`boolean`; nullable).
     pub verified_by_fraud_challenge: Option<bool>,
-    /// `wallet` (string; nullable).
+    /// `wallet` (`string`; nullable).
     pub wallet: Option<String>,
 }
 
@@ -165,9 +165,9 @@ impl HasId for IssuingAuthorization {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingAuthorizationAmountDetails {
-    /// `atm_fee` (integer; nullable).
+    /// `atm_fee` (`integer`; nullable).
     pub atm_fee: Option<i64>,
-    /// `cashback_amount` (integer; nullable).
+    /// `cashback_amount` (`integer`; nullable).
     pub cashback_amount: Option<i64>,
 }
 

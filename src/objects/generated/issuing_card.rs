@@ -12,59 +12,59 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingCard {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `brand` (string).
+    /// `brand` (`string`).
     pub brand: Option<String>,
-    /// `cancellation_reason` (enum; nullable).
+    /// `cancellation_reason` (`enum`; nullable).
     pub cancellation_reason: Option<IssuingCardCancellationReason>,
-    /// `cardholder` (issuing.cardholder).
+    /// `cardholder` (`issuing.cardholder`).
     pub cardholder: Option<Box<IssuingCardholder>>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `cvc` (string; not always sent).
+    /// `cvc` (`string`; not always sent).
     pub cvc: Option<String>,
-    /// `exp_month` (integer).
+    /// `exp_month` (`integer`).
     pub exp_month: Option<i64>,
-    /// `exp_year` (integer).
+    /// `exp_year` (`integer`).
     pub exp_year: Option<i64>,
-    /// `financial_account` (string; nullable, not always sent).
+    /// `financial_account` (`string`; nullable, not always sent).
     pub financial_account: Option<String>,
-    /// `last4` (string).
+    /// `last4` (`string`).
     pub last4: Option<String>,
-    /// `latest_fraud_warning` (object; nullable).
+    /// `latest_fraud_warning` (`object`; nullable).
     pub latest_fraud_warning: Option<IssuingCardLatestFraudWarning>,
-    /// `lifecycle_controls` (object; nullable).
+    /// `lifecycle_controls` (`object`; nullable).
     pub lifecycle_controls: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `number` (string; not always sent).
+    /// `number` (`string`; not always sent).
     pub number: Option<String>,
-    /// `personalization_design` (expandable<issuing.personalization_design>; nullable).
+    /// `personalization_design` (`expandable<issuing.personalization_design>`; nullable).
     pub personalization_design: Option<Expandable<IssuingPersonalizationDesign>>,
-    /// `replaced_by` (expandable<issuing.card>; nullable).
+    /// `replaced_by` (`expandable<issuing.card>`; nullable).
     pub replaced_by: Option<Expandable<IssuingCard>>,
-    /// `replacement_for` (expandable<issuing.card>; nullable).
+    /// `replacement_for` (`expandable<issuing.card>`; nullable).
     pub replacement_for: Option<Expandable<IssuingCard>>,
-    /// `replacement_reason` (enum; nullable).
+    /// `replacement_reason` (`enum`; nullable).
     pub replacement_reason: Option<IssuingCardReplacementReason>,
-    /// `second_line` (string; nullable).
+    /// `second_line` (`string`; nullable).
     pub second_line: Option<String>,
-    /// `shipping` (object; nullable).
+    /// `shipping` (`object`; nullable).
     pub shipping: Option<Value>,
-    /// `spending_controls` (object).
+    /// `spending_controls` (`object`).
     pub spending_controls: Option<Value>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<IssuingCardStatus>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<IssuingCardType>,
-    /// `wallets` (object; nullable).
+    /// `wallets` (`object`; nullable).
     pub wallets: Option<Value>,
 }
 
@@ -153,9 +153,9 @@ impl HasId for IssuingCard {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingCardLatestFraudWarning {
-    /// `started_at` (integer; nullable).
+    /// `started_at` (`integer`; nullable).
     pub started_at: Option<i64>,
-    /// `type` (enum; nullable).
+    /// `type` (`enum`; nullable).
     pub type_: Option<IssuingCardLatestFraudWarningType>,
 }
 

@@ -12,37 +12,37 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingCardholder {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `billing` (object).
+    /// `billing` (`object`).
     pub billing: Option<IssuingCardholderBilling>,
-    /// `company` (object; nullable).
+    /// `company` (`object`; nullable).
     pub company: Option<IssuingCardholderCompany>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `email` (string; nullable).
+    /// `email` (`string`; nullable).
     pub email: Option<String>,
-    /// `individual` (object; nullable).
+    /// `individual` (`object`; nullable).
     pub individual: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `name` (string).
+    /// `name` (`string`).
     pub name: Option<String>,
-    /// `phone_number` (string; nullable).
+    /// `phone_number` (`string`; nullable).
     pub phone_number: Option<String>,
-    /// `preferred_locales` (array<enum>; nullable).
+    /// `preferred_locales` (`array<enum>`; nullable).
     pub preferred_locales: Vec<IssuingCardholderPreferredLocales>,
-    /// `requirements` (object).
+    /// `requirements` (`object`).
     pub requirements: Option<IssuingCardholderRequirements>,
-    /// `spending_controls` (object; nullable).
+    /// `spending_controls` (`object`; nullable).
     pub spending_controls: Option<Value>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<IssuingCardholderStatus>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<IssuingCardholderType>,
 }
 
@@ -109,9 +109,9 @@ impl HasId for IssuingCardholder {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingCardholderRequirements {
-    /// `disabled_reason` (enum; nullable).
+    /// `disabled_reason` (`enum`; nullable).
     pub disabled_reason: Option<IssuingCardholderRequirementsDisabledReason>,
-    /// `past_due` (array<enum>; nullable).
+    /// `past_due` (`array<enum>`; nullable).
     pub past_due: Vec<IssuingCardholderRequirementsPastDue>,
 }
 
@@ -144,7 +144,7 @@ impl Serialize for IssuingCardholderRequirements {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingCardholderCompany {
-    /// `tax_id_provided` (boolean).
+    /// `tax_id_provided` (`boolean`).
     pub tax_id_provided: Option<bool>,
 }
 
@@ -175,7 +175,7 @@ impl Serialize for IssuingCardholderCompany {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingCardholderBilling {
-    /// `address` (address).
+    /// `address` (`address`).
     pub address: Option<Address>,
 }
 

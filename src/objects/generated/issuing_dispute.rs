@@ -12,31 +12,31 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingDispute {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `balance_transactions` (array<balance_transaction>; nullable, not always sent).
+    /// `balance_transactions` (`array<balance_transaction>`; nullable, not always sent).
     pub balance_transactions: Vec<Box<BalanceTransaction>>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `evidence` (object).
+    /// `evidence` (`object`).
     pub evidence: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `loss_reason` (enum; not always sent).
+    /// `loss_reason` (`enum`; not always sent).
     pub loss_reason: Option<IssuingDisputeLossReason>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<IssuingDisputeStatus>,
-    /// `transaction` (expandable<issuing.transaction>).
+    /// `transaction` (`expandable<issuing.transaction>`).
     pub transaction: Option<Expandable<IssuingTransaction>>,
-    /// `treasury` (object; nullable, not always sent).
+    /// `treasury` (`object`; nullable, not always sent).
     pub treasury: Option<IssuingDisputeTreasury>,
 }
 
@@ -97,9 +97,9 @@ impl HasId for IssuingDispute {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingDisputeTreasury {
-    /// `debit_reversal` (string; nullable).
+    /// `debit_reversal` (`string`; nullable).
     pub debit_reversal: Option<String>,
-    /// `received_debit` (string).
+    /// `received_debit` (`string`).
     pub received_debit: Option<String>,
 }
 

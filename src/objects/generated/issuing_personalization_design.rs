@@ -12,31 +12,31 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingPersonalizationDesign {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `card_logo` (expandable<file>; nullable).
+    /// `card_logo` (`expandable<file>`; nullable).
     pub card_logo: Option<Expandable<File>>,
-    /// `carrier_text` (object; nullable).
+    /// `carrier_text` (`object`; nullable).
     pub carrier_text: Option<Value>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `lookup_key` (string; nullable).
+    /// `lookup_key` (`string`; nullable).
     pub lookup_key: Option<String>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `name` (string; nullable).
+    /// `name` (`string`; nullable).
     pub name: Option<String>,
-    /// `physical_bundle` (expandable<issuing.physical_bundle>).
+    /// `physical_bundle` (`expandable<issuing.physical_bundle>`).
     pub physical_bundle: Option<Expandable<IssuingPhysicalBundle>>,
-    /// `preferences` (object).
+    /// `preferences` (`object`).
     pub preferences: Option<IssuingPersonalizationDesignPreferences>,
-    /// `rejection_reasons` (object).
+    /// `rejection_reasons` (`object`).
     pub rejection_reasons: Option<IssuingPersonalizationDesignRejectionReasons>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<IssuingPersonalizationDesignStatus>,
 }
 
@@ -97,9 +97,9 @@ impl HasId for IssuingPersonalizationDesign {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingPersonalizationDesignRejectionReasons {
-    /// `card_logo` (array<enum>; nullable).
+    /// `card_logo` (`array<enum>`; nullable).
     pub card_logo: Vec<IssuingPersonalizationDesignRejectionReasonsCardLogo>,
-    /// `carrier_text` (array<enum>; nullable).
+    /// `carrier_text` (`array<enum>`; nullable).
     pub carrier_text: Vec<IssuingPersonalizationDesignRejectionReasonsCarrierText>,
 }
 
@@ -132,9 +132,9 @@ impl Serialize for IssuingPersonalizationDesignRejectionReasons {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingPersonalizationDesignPreferences {
-    /// `is_default` (boolean).
+    /// `is_default` (`boolean`).
     pub is_default: Option<bool>,
-    /// `is_platform_default` (boolean; nullable).
+    /// `is_platform_default` (`boolean`; nullable).
     pub is_platform_default: Option<bool>,
 }
 

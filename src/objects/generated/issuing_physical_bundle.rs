@@ -10,19 +10,19 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingPhysicalBundle {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `features` (object).
+    /// `features` (`object`).
     pub features: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `name` (string).
+    /// `name` (`string`).
     pub name: Option<String>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<IssuingPhysicalBundleStatus>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<IssuingPhysicalBundleType>,
 }
 

@@ -12,29 +12,29 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingToken {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `card` (expandable<issuing.card>).
+    /// `card` (`expandable<issuing.card>`).
     pub card: Option<Expandable<IssuingCard>>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `device_fingerprint` (string; nullable).
+    /// `device_fingerprint` (`string`; nullable).
     pub device_fingerprint: Option<String>,
-    /// `last4` (string; not always sent).
+    /// `last4` (`string`; not always sent).
     pub last4: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `network` (enum).
+    /// `network` (`enum`).
     pub network: Option<IssuingTokenNetwork>,
-    /// `network_data` (object; not always sent).
+    /// `network_data` (`object`; not always sent).
     pub network_data: Option<Value>,
-    /// `network_updated_at` (integer).
+    /// `network_updated_at` (`integer`).
     pub network_updated_at: Option<i64>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<IssuingTokenStatus>,
-    /// `wallet_provider` (enum; not always sent).
+    /// `wallet_provider` (`enum`; not always sent).
     pub wallet_provider: Option<IssuingTokenWalletProvider>,
 }
 

@@ -12,49 +12,49 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingTransaction {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `amount_details` (object; nullable).
+    /// `amount_details` (`object`; nullable).
     pub amount_details: Option<IssuingTransactionAmountDetails>,
-    /// `authorization` (expandable<issuing.authorization>; nullable).
+    /// `authorization` (`expandable<issuing.authorization>`; nullable).
     pub authorization: Option<Expandable<IssuingAuthorization>>,
-    /// `balance_transaction` (expandable<balance_transaction>; nullable).
+    /// `balance_transaction` (`expandable<balance_transaction>`; nullable).
     pub balance_transaction: Option<Expandable<BalanceTransaction>>,
-    /// `card` (expandable<issuing.card>).
+    /// `card` (`expandable<issuing.card>`).
     pub card: Option<Expandable<IssuingCard>>,
-    /// `cardholder` (expandable<issuing.cardholder>; nullable).
+    /// `cardholder` (`expandable<issuing.cardholder>`; nullable).
     pub cardholder: Option<Expandable<IssuingCardholder>>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `dispute` (expandable<issuing.dispute>; nullable).
+    /// `dispute` (`expandable<issuing.dispute>`; nullable).
     pub dispute: Option<Expandable<IssuingDispute>>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `merchant_amount` (integer).
+    /// `merchant_amount` (`integer`).
     pub merchant_amount: Option<i64>,
-    /// `merchant_currency` (string).
+    /// `merchant_currency` (`string`).
     pub merchant_currency: Option<String>,
-    /// `merchant_data` (object).
+    /// `merchant_data` (`object`).
     pub merchant_data: Option<Value>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `network_data` (object; nullable).
+    /// `network_data` (`object`; nullable).
     pub network_data: Option<Value>,
-    /// `purchase_details` (object; nullable, not always sent).
+    /// `purchase_details` (`object`; nullable, not always sent).
     pub purchase_details: Option<Value>,
-    /// `token` (expandable<issuing.token>; nullable, not always sent).
+    /// `token` (`expandable<issuing.token>`; nullable, not always sent).
     pub token: Option<Expandable<IssuingToken>>,
-    /// `treasury` (object; nullable, not always sent).
+    /// `treasury` (`object`; nullable, not always sent).
     pub treasury: Option<IssuingTransactionTreasury>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<IssuingTransactionType>,
-    /// `wallet` (enum; nullable).
+    /// `wallet` (`enum`; nullable).
     pub wallet: Option<IssuingTransactionWallet>,
 }
 
@@ -133,9 +133,9 @@ impl HasId for IssuingTransaction {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingTransactionTreasury {
-    /// `received_credit` (string; nullable).
+    /// `received_credit` (`string`; nullable).
     pub received_credit: Option<String>,
-    /// `received_debit` (string; nullable).
+    /// `received_debit` (`string`; nullable).
     pub received_debit: Option<String>,
 }
 
@@ -168,9 +168,9 @@ impl Serialize for IssuingTransactionTreasury {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingTransactionAmountDetails {
-    /// `atm_fee` (integer; nullable).
+    /// `atm_fee` (`integer`; nullable).
     pub atm_fee: Option<i64>,
-    /// `cashback_amount` (integer; nullable).
+    /// `cashback_amount` (`integer`; nullable).
     pub cashback_amount: Option<i64>,
 }
 

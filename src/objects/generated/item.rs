@@ -10,33 +10,33 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Item {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `adjustable_quantity` (object; nullable).
+    /// `adjustable_quantity` (`object`; nullable).
     pub adjustable_quantity: Option<Value>,
-    /// `amount_discount` (integer).
+    /// `amount_discount` (`integer`).
     pub amount_discount: Option<i64>,
-    /// `amount_subtotal` (integer).
+    /// `amount_subtotal` (`integer`).
     pub amount_subtotal: Option<i64>,
-    /// `amount_tax` (integer).
+    /// `amount_tax` (`integer`).
     pub amount_tax: Option<i64>,
-    /// `amount_total` (integer).
+    /// `amount_total` (`integer`).
     pub amount_total: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `description` (string; nullable).
+    /// `description` (`string`; nullable).
     pub description: Option<String>,
-    /// `discounts` (array<object>; not always sent).
+    /// `discounts` (`array<object>`; not always sent).
     pub discounts: Vec<ItemDiscounts>,
-    /// `metadata` (map<string,string>; nullable).
+    /// `metadata` (`map<string,string>`; nullable).
     pub metadata: Metadata,
-    /// `price` (price; nullable).
+    /// `price` (`price`; nullable).
     pub price: Option<Box<Price>>,
-    /// `quantity` (integer; nullable).
+    /// `quantity` (`integer`; nullable).
     pub quantity: Option<i64>,
-    /// `taxes` (array<object>; not always sent).
+    /// `taxes` (`array<object>`; not always sent).
     pub taxes: Vec<Value>,
 }
 
@@ -99,9 +99,9 @@ impl HasId for Item {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ItemDiscounts {
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `discount` (discount).
+    /// `discount` (`discount`).
     pub discount: Option<Box<Discount>>,
 }
 

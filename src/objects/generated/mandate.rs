@@ -12,27 +12,27 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Mandate {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `customer_acceptance` (object).
+    /// `customer_acceptance` (`object`).
     pub customer_acceptance: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `multi_use` (object; not always sent).
+    /// `multi_use` (`object`; not always sent).
     pub multi_use: Option<MandateMultiUse>,
-    /// `on_behalf_of` (string; not always sent).
+    /// `on_behalf_of` (`string`; not always sent).
     pub on_behalf_of: Option<String>,
-    /// `payment_method` (expandable<payment_method>).
+    /// `payment_method` (`expandable<payment_method>`).
     pub payment_method: Option<Expandable<PaymentMethod>>,
-    /// `payment_method_details` (object).
+    /// `payment_method_details` (`object`).
     pub payment_method_details: Option<Value>,
-    /// `single_use` (object; not always sent).
+    /// `single_use` (`object`; not always sent).
     pub single_use: Option<MandateSingleUse>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<MandateStatus>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<MandateType>,
 }
 
@@ -89,9 +89,9 @@ impl HasId for Mandate {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct MandateSingleUse {
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
 }
 
@@ -124,9 +124,9 @@ impl Serialize for MandateSingleUse {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct MandateMultiUse {
-    /// `amount` (integer; not always sent).
+    /// `amount` (`integer`; not always sent).
     pub amount: Option<i64>,
-    /// `currency` (string; not always sent).
+    /// `currency` (`string`; not always sent).
     pub currency: Option<String>,
 }
 

@@ -10,25 +10,25 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentIntentAmountDetailsLineItem {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `discount_amount` (integer; nullable).
+    /// `discount_amount` (`integer`; nullable).
     pub discount_amount: Option<i64>,
-    /// `payment_method_options` (object; nullable).
+    /// `payment_method_options` (`object`; nullable).
     pub payment_method_options: Option<Value>,
-    /// `product_code` (string; nullable).
+    /// `product_code` (`string`; nullable).
     pub product_code: Option<String>,
-    /// `product_name` (string).
+    /// `product_name` (`string`).
     pub product_name: Option<String>,
-    /// `quantity` (integer).
+    /// `quantity` (`integer`).
     pub quantity: Option<i64>,
-    /// `tax` (object; nullable).
+    /// `tax` (`object`; nullable).
     pub tax: Option<PaymentIntentAmountDetailsLineItemTax>,
-    /// `unit_cost` (integer).
+    /// `unit_cost` (`integer`).
     pub unit_cost: Option<i64>,
-    /// `unit_of_measure` (string; nullable).
+    /// `unit_of_measure` (`string`; nullable).
     pub unit_of_measure: Option<String>,
 }
 
@@ -83,7 +83,7 @@ impl HasId for PaymentIntentAmountDetailsLineItem {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentIntentAmountDetailsLineItemTax {
-    /// `total_tax_amount` (integer).
+    /// `total_tax_amount` (`integer`).
     pub total_tax_amount: Option<i64>,
 }
 

@@ -12,79 +12,79 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentLink {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `active` (boolean).
+    /// `active` (`boolean`).
     pub active: Option<bool>,
-    /// `after_completion` (object).
+    /// `after_completion` (`object`).
     pub after_completion: Option<Value>,
-    /// `allow_promotion_codes` (boolean).
+    /// `allow_promotion_codes` (`boolean`).
     pub allow_promotion_codes: Option<bool>,
-    /// `application` (expandable<application | deleted_application>; nullable).
+    /// `application` (`expandable<application|deleted_application>`; nullable).
     pub application: Option<Expandable<Application>>,
-    /// `application_fee_amount` (integer; nullable).
+    /// `application_fee_amount` (`integer`; nullable).
     pub application_fee_amount: Option<i64>,
-    /// `application_fee_percent` (number; nullable).
+    /// `application_fee_percent` (`number`; nullable).
     pub application_fee_percent: Option<f64>,
-    /// `automatic_tax` (object).
+    /// `automatic_tax` (`object`).
     pub automatic_tax: Option<Value>,
-    /// `billing_address_collection` (enum).
+    /// `billing_address_collection` (`enum`).
     pub billing_address_collection: Option<PaymentLinkBillingAddressCollection>,
-    /// `consent_collection` (object; nullable).
+    /// `consent_collection` (`object`; nullable).
     pub consent_collection: Option<Value>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `custom_fields` (array<object>).
+    /// `custom_fields` (`array<object>`).
     pub custom_fields: Vec<Value>,
-    /// `custom_text` (object).
+    /// `custom_text` (`object`).
     pub custom_text: Option<Value>,
-    /// `customer_creation` (enum).
+    /// `customer_creation` (`enum`).
     pub customer_creation: Option<PaymentLinkCustomerCreation>,
-    /// `inactive_message` (string; nullable).
+    /// `inactive_message` (`string`; nullable).
     pub inactive_message: Option<String>,
-    /// `invoice_creation` (object; nullable).
+    /// `invoice_creation` (`object`; nullable).
     pub invoice_creation: Option<Value>,
-    /// `line_items` (list<item>; not always sent).
+    /// `line_items` (`list<item>`; not always sent).
     pub line_items: List<Box<Item>>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `managed_payments` (object; nullable).
+    /// `managed_payments` (`object`; nullable).
     pub managed_payments: Option<PaymentLinkManagedPayments>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `name_collection` (object; not always sent).
+    /// `name_collection` (`object`; not always sent).
     pub name_collection: Option<Value>,
-    /// `on_behalf_of` (expandable<account>; nullable).
+    /// `on_behalf_of` (`expandable<account>`; nullable).
     pub on_behalf_of: Option<Expandable<Account>>,
-    /// `optional_items` (array<object>; nullable, not always sent).
+    /// `optional_items` (`array<object>`; nullable, not always sent).
     pub optional_items: Vec<Value>,
-    /// `payment_intent_data` (object; nullable).
+    /// `payment_intent_data` (`object`; nullable).
     pub payment_intent_data: Option<Value>,
-    /// `payment_method_collection` (enum).
+    /// `payment_method_collection` (`enum`).
     pub payment_method_collection: Option<PaymentLinkPaymentMethodCollection>,
-    /// `payment_method_options` (object; nullable).
+    /// `payment_method_options` (`object`; nullable).
     pub payment_method_options: Option<Value>,
-    /// `payment_method_types` (array<enum>; nullable).
+    /// `payment_method_types` (`array<enum>`; nullable).
     pub payment_method_types: Vec<PaymentLinkPaymentMethodTypes>,
-    /// `phone_number_collection` (object).
+    /// `phone_number_collection` (`object`).
     pub phone_number_collection: Option<PaymentLinkPhoneNumberCollection>,
-    /// `restrictions` (object; nullable).
+    /// `restrictions` (`object`; nullable).
     pub restrictions: Option<Value>,
-    /// `shipping_address_collection` (object; nullable).
+    /// `shipping_address_collection` (`object`; nullable).
     pub shipping_address_collection: Option<PaymentLinkShippingAddressCollection>,
-    /// `shipping_options` (array<object>).
+    /// `shipping_options` (`array<object>`).
     pub shipping_options: Vec<PaymentLinkShippingOptions>,
-    /// `submit_type` (enum).
+    /// `submit_type` (`enum`).
     pub submit_type: Option<PaymentLinkSubmitType>,
-    /// `subscription_data` (object; nullable).
+    /// `subscription_data` (`object`; nullable).
     pub subscription_data: Option<Value>,
-    /// `tax_id_collection` (object).
+    /// `tax_id_collection` (`object`).
     pub tax_id_collection: Option<PaymentLinkTaxIdCollection>,
-    /// `transfer_data` (object; nullable).
+    /// `transfer_data` (`object`; nullable).
     pub transfer_data: Option<PaymentLinkTransferData>,
-    /// `url` (string).
+    /// `url` (`string`).
     pub url: Option<String>,
 }
 
@@ -193,9 +193,9 @@ impl HasId for PaymentLink {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentLinkTransferData {
-    /// `amount` (integer; nullable).
+    /// `amount` (`integer`; nullable).
     pub amount: Option<i64>,
-    /// `destination` (expandable<account>).
+    /// `destination` (`expandable<account>`).
     pub destination: Option<Expandable<Account>>,
 }
 
@@ -228,9 +228,9 @@ impl Serialize for PaymentLinkTransferData {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentLinkTaxIdCollection {
-    /// `enabled` (boolean).
+    /// `enabled` (`boolean`).
     pub enabled: Option<bool>,
-    /// `required` (enum).
+    /// `required` (`enum`).
     pub required: Option<PaymentLinkTaxIdCollectionRequired>,
 }
 
@@ -263,9 +263,9 @@ impl Serialize for PaymentLinkTaxIdCollection {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentLinkShippingOptions {
-    /// `shipping_amount` (integer).
+    /// `shipping_amount` (`integer`).
     pub shipping_amount: Option<i64>,
-    /// `shipping_rate` (expandable<shipping_rate>).
+    /// `shipping_rate` (`expandable<shipping_rate>`).
     pub shipping_rate: Option<Expandable<ShippingRate>>,
 }
 
@@ -298,7 +298,7 @@ impl Serialize for PaymentLinkShippingOptions {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentLinkShippingAddressCollection {
-    /// `allowed_countries` (array<enum>).
+    /// `allowed_countries` (`array<enum>`).
     pub allowed_countries: Vec<String>,
 }
 
@@ -329,7 +329,7 @@ impl Serialize for PaymentLinkShippingAddressCollection {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentLinkPhoneNumberCollection {
-    /// `enabled` (boolean).
+    /// `enabled` (`boolean`).
     pub enabled: Option<bool>,
 }
 
@@ -360,7 +360,7 @@ impl Serialize for PaymentLinkPhoneNumberCollection {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentLinkManagedPayments {
-    /// `enabled` (boolean).
+    /// `enabled` (`boolean`).
     pub enabled: Option<bool>,
 }
 

@@ -10,47 +10,47 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentRecord {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (object).
+    /// `amount` (`object`).
     pub amount: Option<PaymentRecordAmount>,
-    /// `amount_authorized` (object).
+    /// `amount_authorized` (`object`).
     pub amount_authorized: Option<PaymentRecordAmountAuthorized>,
-    /// `amount_canceled` (object).
+    /// `amount_canceled` (`object`).
     pub amount_canceled: Option<PaymentRecordAmountCanceled>,
-    /// `amount_failed` (object).
+    /// `amount_failed` (`object`).
     pub amount_failed: Option<PaymentRecordAmountFailed>,
-    /// `amount_guaranteed` (object).
+    /// `amount_guaranteed` (`object`).
     pub amount_guaranteed: Option<PaymentRecordAmountGuaranteed>,
-    /// `amount_refunded` (object).
+    /// `amount_refunded` (`object`).
     pub amount_refunded: Option<PaymentRecordAmountRefunded>,
-    /// `amount_requested` (object).
+    /// `amount_requested` (`object`).
     pub amount_requested: Option<PaymentRecordAmountRequested>,
-    /// `application` (string; nullable).
+    /// `application` (`string`; nullable).
     pub application: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `customer_details` (object; nullable).
+    /// `customer_details` (`object`; nullable).
     pub customer_details: Option<Value>,
-    /// `customer_presence` (enum; nullable).
+    /// `customer_presence` (`enum`; nullable).
     pub customer_presence: Option<PaymentRecordCustomerPresence>,
-    /// `description` (string; nullable).
+    /// `description` (`string`; nullable).
     pub description: Option<String>,
-    /// `latest_payment_attempt_record` (string; nullable).
+    /// `latest_payment_attempt_record` (`string`; nullable).
     pub latest_payment_attempt_record: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `payment_method_details` (object; nullable).
+    /// `payment_method_details` (`object`; nullable).
     pub payment_method_details: Option<Value>,
-    /// `processor_details` (object).
+    /// `processor_details` (`object`).
     pub processor_details: Option<Value>,
-    /// `reported_by` (enum).
+    /// `reported_by` (`enum`).
     pub reported_by: Option<PaymentRecordReportedBy>,
-    /// `shipping_details` (object; nullable).
+    /// `shipping_details` (`object`; nullable).
     pub shipping_details: Option<Value>,
 }
 
@@ -127,9 +127,9 @@ impl HasId for PaymentRecord {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentRecordAmountRequested {
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `value` (integer).
+    /// `value` (`integer`).
     pub value: Option<i64>,
 }
 
@@ -162,9 +162,9 @@ impl Serialize for PaymentRecordAmountRequested {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentRecordAmountRefunded {
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `value` (integer).
+    /// `value` (`integer`).
     pub value: Option<i64>,
 }
 
@@ -197,9 +197,9 @@ impl Serialize for PaymentRecordAmountRefunded {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentRecordAmountGuaranteed {
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `value` (integer).
+    /// `value` (`integer`).
     pub value: Option<i64>,
 }
 
@@ -232,9 +232,9 @@ impl Serialize for PaymentRecordAmountGuaranteed {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentRecordAmountFailed {
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `value` (integer).
+    /// `value` (`integer`).
     pub value: Option<i64>,
 }
 
@@ -267,9 +267,9 @@ impl Serialize for PaymentRecordAmountFailed {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentRecordAmountCanceled {
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `value` (integer).
+    /// `value` (`integer`).
     pub value: Option<i64>,
 }
 
@@ -302,9 +302,9 @@ impl Serialize for PaymentRecordAmountCanceled {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentRecordAmountAuthorized {
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `value` (integer).
+    /// `value` (`integer`).
     pub value: Option<i64>,
 }
 
@@ -337,9 +337,9 @@ impl Serialize for PaymentRecordAmountAuthorized {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentRecordAmount {
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `value` (integer).
+    /// `value` (`integer`).
     pub value: Option<i64>,
 }
 

@@ -12,59 +12,59 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Payout {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `application_fee` (expandable<application_fee>; nullable).
+    /// `application_fee` (`expandable<application_fee>`; nullable).
     pub application_fee: Option<Expandable<ApplicationFee>>,
-    /// `application_fee_amount` (integer; nullable).
+    /// `application_fee_amount` (`integer`; nullable).
     pub application_fee_amount: Option<i64>,
-    /// `arrival_date` (integer).
+    /// `arrival_date` (`integer`).
     pub arrival_date: Option<i64>,
-    /// `automatic` (boolean).
+    /// `automatic` (`boolean`).
     pub automatic: Option<bool>,
-    /// `balance_transaction` (expandable<balance_transaction>; nullable).
+    /// `balance_transaction` (`expandable<balance_transaction>`; nullable).
     pub balance_transaction: Option<Expandable<BalanceTransaction>>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `description` (string; nullable).
+    /// `description` (`string`; nullable).
     pub description: Option<String>,
-    /// `destination` (expandable<bank_account | card | deleted_bank_account | deleted_card>; nullable).
+    /// `destination` (`expandable<bank_account|card|deleted_bank_account|deleted_card>`; nullable).
     pub destination: Option<Expandable<IdOnly>>,
-    /// `failure_balance_transaction` (expandable<balance_transaction>; nullable).
+    /// `failure_balance_transaction` (`expandable<balance_transaction>`; nullable).
     pub failure_balance_transaction: Option<Expandable<BalanceTransaction>>,
-    /// `failure_code` (string; nullable).
+    /// `failure_code` (`string`; nullable).
     pub failure_code: Option<String>,
-    /// `failure_message` (string; nullable).
+    /// `failure_message` (`string`; nullable).
     pub failure_message: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>; nullable).
+    /// `metadata` (`map<string,string>`; nullable).
     pub metadata: Metadata,
-    /// `method` (string).
+    /// `method` (`string`).
     pub method: Option<String>,
-    /// `original_payout` (expandable<payout>; nullable).
+    /// `original_payout` (`expandable<payout>`; nullable).
     pub original_payout: Option<Expandable<Payout>>,
-    /// `payout_method` (string; nullable).
+    /// `payout_method` (`string`; nullable).
     pub payout_method: Option<String>,
-    /// `reconciliation_status` (enum).
+    /// `reconciliation_status` (`enum`).
     pub reconciliation_status: Option<PayoutReconciliationStatus>,
-    /// `reversed_by` (expandable<payout>; nullable).
+    /// `reversed_by` (`expandable<payout>`; nullable).
     pub reversed_by: Option<Expandable<Payout>>,
-    /// `source_type` (string).
+    /// `source_type` (`string`).
     pub source_type: Option<String>,
-    /// `statement_descriptor` (string; nullable).
+    /// `statement_descriptor` (`string`; nullable).
     pub statement_descriptor: Option<String>,
-    /// `status` (string).
+    /// `status` (`string`).
     pub status: Option<String>,
-    /// `trace_id` (object; nullable).
+    /// `trace_id` (`object`; nullable).
     pub trace_id: Option<PayoutTraceId>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<PayoutType>,
 }
 
@@ -153,9 +153,9 @@ impl HasId for Payout {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PayoutTraceId {
-    /// `status` (string).
+    /// `status` (`string`).
     pub status: Option<String>,
-    /// `value` (string; nullable).
+    /// `value` (`string`; nullable).
     pub value: Option<String>,
 }
 

@@ -12,69 +12,69 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Person {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `account` (string).
+    /// `account` (`string`).
     pub account: Option<String>,
-    /// `additional_tos_acceptances` (object; not always sent).
+    /// `additional_tos_acceptances` (`object`; not always sent).
     pub additional_tos_acceptances: Option<Value>,
-    /// `address` (address; not always sent).
+    /// `address` (`address`; not always sent).
     pub address: Option<Address>,
-    /// `address_kana` (object; nullable, not always sent).
+    /// `address_kana` (`object`; nullable, not always sent).
     pub address_kana: Option<Value>,
-    /// `address_kanji` (object; nullable, not always sent).
+    /// `address_kanji` (`object`; nullable, not always sent).
     pub address_kanji: Option<Value>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `dob` (object; not always sent).
+    /// `dob` (`object`; not always sent).
     pub dob: Option<Value>,
-    /// `email` (string; nullable, not always sent).
+    /// `email` (`string`; nullable, not always sent).
     pub email: Option<String>,
-    /// `first_name` (string; nullable, not always sent).
+    /// `first_name` (`string`; nullable, not always sent).
     pub first_name: Option<String>,
-    /// `first_name_kana` (string; nullable, not always sent).
+    /// `first_name_kana` (`string`; nullable, not always sent).
     pub first_name_kana: Option<String>,
-    /// `first_name_kanji` (string; nullable, not always sent).
+    /// `first_name_kanji` (`string`; nullable, not always sent).
     pub first_name_kanji: Option<String>,
-    /// `full_name_aliases` (array<string>; not always sent).
+    /// `full_name_aliases` (`array<string>`; not always sent).
     pub full_name_aliases: Vec<String>,
-    /// `future_requirements` (object; nullable, not always sent).
+    /// `future_requirements` (`object`; nullable, not always sent).
     pub future_requirements: Option<Value>,
-    /// `gender` (string; nullable, not always sent).
+    /// `gender` (`string`; nullable, not always sent).
     pub gender: Option<String>,
-    /// `id_number_provided` (boolean; not always sent).
+    /// `id_number_provided` (`boolean`; not always sent).
     pub id_number_provided: Option<bool>,
-    /// `id_number_secondary_provided` (boolean; not always sent).
+    /// `id_number_secondary_provided` (`boolean`; not always sent).
     pub id_number_secondary_provided: Option<bool>,
-    /// `last_name` (string; nullable, not always sent).
+    /// `last_name` (`string`; nullable, not always sent).
     pub last_name: Option<String>,
-    /// `last_name_kana` (string; nullable, not always sent).
+    /// `last_name_kana` (`string`; nullable, not always sent).
     pub last_name_kana: Option<String>,
-    /// `last_name_kanji` (string; nullable, not always sent).
+    /// `last_name_kanji` (`string`; nullable, not always sent).
     pub last_name_kanji: Option<String>,
-    /// `maiden_name` (string; nullable, not always sent).
+    /// `maiden_name` (`string`; nullable, not always sent).
     pub maiden_name: Option<String>,
-    /// `metadata` (map<string,string>; not always sent).
+    /// `metadata` (`map<string,string>`; not always sent).
     pub metadata: Metadata,
-    /// `nationality` (string; nullable, not always sent).
+    /// `nationality` (`string`; nullable, not always sent).
     pub nationality: Option<String>,
-    /// `phone` (string; nullable, not always sent).
+    /// `phone` (`string`; nullable, not always sent).
     pub phone: Option<String>,
-    /// `political_exposure` (enum; not always sent).
+    /// `political_exposure` (`enum`; not always sent).
     pub political_exposure: Option<PersonPoliticalExposure>,
-    /// `registered_address` (address; not always sent).
+    /// `registered_address` (`address`; not always sent).
     pub registered_address: Option<Address>,
-    /// `relationship` (object; not always sent).
+    /// `relationship` (`object`; not always sent).
     pub relationship: Option<Value>,
-    /// `requirements` (object; nullable, not always sent).
+    /// `requirements` (`object`; nullable, not always sent).
     pub requirements: Option<Value>,
-    /// `ssn_last_4_provided` (boolean; not always sent).
+    /// `ssn_last_4_provided` (`boolean`; not always sent).
     pub ssn_last_4_provided: Option<bool>,
-    /// `us_cfpb_data` (object; nullable, not always sent).
+    /// `us_cfpb_data` (`object`; nullable, not always sent).
     pub us_cfpb_data: Option<Value>,
-    /// `verification` (object; not always sent).
+    /// `verification` (`object`; not always sent).
     pub verification: Option<Value>,
 }
 

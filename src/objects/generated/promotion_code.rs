@@ -12,33 +12,33 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PromotionCode {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `active` (boolean).
+    /// `active` (`boolean`).
     pub active: Option<bool>,
-    /// `code` (string).
+    /// `code` (`string`).
     pub code: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `customer` (expandable<customer | deleted_customer>; nullable).
+    /// `customer` (`expandable<customer|deleted_customer>`; nullable).
     pub customer: Option<Expandable<Customer>>,
-    /// `customer_account` (string; nullable).
+    /// `customer_account` (`string`; nullable).
     pub customer_account: Option<String>,
-    /// `expires_at` (integer; nullable).
+    /// `expires_at` (`integer`; nullable).
     pub expires_at: Option<i64>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `max_redemptions` (integer; nullable).
+    /// `max_redemptions` (`integer`; nullable).
     pub max_redemptions: Option<i64>,
-    /// `metadata` (map<string,string>; nullable).
+    /// `metadata` (`map<string,string>`; nullable).
     pub metadata: Metadata,
-    /// `promotion` (object).
+    /// `promotion` (`object`).
     pub promotion: Option<PromotionCodePromotion>,
-    /// `restrictions` (object).
+    /// `restrictions` (`object`).
     pub restrictions: Option<Value>,
-    /// `times_redeemed` (integer).
+    /// `times_redeemed` (`integer`).
     pub times_redeemed: Option<i64>,
 }
 
@@ -101,9 +101,9 @@ impl HasId for PromotionCode {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PromotionCodePromotion {
-    /// `coupon` (expandable<coupon>; nullable).
+    /// `coupon` (`expandable<coupon>`; nullable).
     pub coupon: Option<Expandable<Coupon>>,
-    /// `type` (const).
+    /// `type` (`const`).
     pub type_: Option<String>,
 }
 

@@ -12,77 +12,77 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Quote {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount_subtotal` (integer).
+    /// `amount_subtotal` (`integer`).
     pub amount_subtotal: Option<i64>,
-    /// `amount_total` (integer).
+    /// `amount_total` (`integer`).
     pub amount_total: Option<i64>,
-    /// `application` (expandable<application | deleted_application>; nullable).
+    /// `application` (`expandable<application|deleted_application>`; nullable).
     pub application: Option<Expandable<Application>>,
-    /// `application_fee_amount` (integer; nullable).
+    /// `application_fee_amount` (`integer`; nullable).
     pub application_fee_amount: Option<i64>,
-    /// `application_fee_percent` (number; nullable).
+    /// `application_fee_percent` (`number`; nullable).
     pub application_fee_percent: Option<f64>,
-    /// `automatic_tax` (object).
+    /// `automatic_tax` (`object`).
     pub automatic_tax: Option<Value>,
-    /// `collection_method` (enum).
+    /// `collection_method` (`enum`).
     pub collection_method: Option<QuoteCollectionMethod>,
-    /// `computed` (object).
+    /// `computed` (`object`).
     pub computed: Option<Value>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string; nullable).
+    /// `currency` (`string`; nullable).
     pub currency: Option<String>,
-    /// `customer` (expandable<customer | deleted_customer>; nullable).
+    /// `customer` (`expandable<customer|deleted_customer>`; nullable).
     pub customer: Option<Expandable<Customer>>,
-    /// `customer_account` (string; nullable).
+    /// `customer_account` (`string`; nullable).
     pub customer_account: Option<String>,
-    /// `default_tax_rates` (array<expandable<tax_rate>>; not always sent).
+    /// `default_tax_rates` (`array<expandable<tax_rate>>`; not always sent).
     pub default_tax_rates: Vec<Expandable<TaxRate>>,
-    /// `description` (string; nullable).
+    /// `description` (`string`; nullable).
     pub description: Option<String>,
-    /// `discounts` (array<expandable<discount>>).
+    /// `discounts` (`array<expandable<discount>>`).
     pub discounts: Vec<Expandable<Discount>>,
-    /// `expires_at` (integer).
+    /// `expires_at` (`integer`).
     pub expires_at: Option<i64>,
-    /// `footer` (string; nullable).
+    /// `footer` (`string`; nullable).
     pub footer: Option<String>,
-    /// `from_quote` (object; nullable).
+    /// `from_quote` (`object`; nullable).
     pub from_quote: Option<QuoteFromQuote>,
-    /// `header` (string; nullable).
+    /// `header` (`string`; nullable).
     pub header: Option<String>,
-    /// `invoice` (expandable<invoice | deleted_invoice>; nullable).
+    /// `invoice` (`expandable<invoice|deleted_invoice>`; nullable).
     pub invoice: Option<Expandable<Invoice>>,
-    /// `invoice_settings` (object).
+    /// `invoice_settings` (`object`).
     pub invoice_settings: Option<Value>,
-    /// `line_items` (list<item>; not always sent).
+    /// `line_items` (`list<item>`; not always sent).
     pub line_items: List<Box<Item>>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `number` (string; nullable).
+    /// `number` (`string`; nullable).
     pub number: Option<String>,
-    /// `on_behalf_of` (expandable<account>; nullable).
+    /// `on_behalf_of` (`expandable<account>`; nullable).
     pub on_behalf_of: Option<Expandable<Account>>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<QuoteStatus>,
-    /// `status_transitions` (object).
+    /// `status_transitions` (`object`).
     pub status_transitions: Option<Value>,
-    /// `subscription` (expandable<subscription>; nullable).
+    /// `subscription` (`expandable<subscription>`; nullable).
     pub subscription: Option<Expandable<Subscription>>,
-    /// `subscription_data` (object).
+    /// `subscription_data` (`object`).
     pub subscription_data: Option<Value>,
-    /// `subscription_schedule` (expandable<subscription_schedule>; nullable).
+    /// `subscription_schedule` (`expandable<subscription_schedule>`; nullable).
     pub subscription_schedule: Option<Expandable<SubscriptionSchedule>>,
-    /// `test_clock` (expandable<test_helpers.test_clock>; nullable).
+    /// `test_clock` (`expandable<test_helpers.test_clock>`; nullable).
     pub test_clock: Option<Expandable<TestHelpersTestClock>>,
-    /// `total_details` (object).
+    /// `total_details` (`object`).
     pub total_details: Option<Value>,
-    /// `transfer_data` (object; nullable).
+    /// `transfer_data` (`object`; nullable).
     pub transfer_data: Option<Value>,
 }
 
@@ -189,9 +189,9 @@ impl HasId for Quote {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct QuoteFromQuote {
-    /// `is_revision` (boolean).
+    /// `is_revision` (`boolean`).
     pub is_revision: Option<bool>,
-    /// `quote` (expandable<quote>).
+    /// `quote` (`expandable<quote>`).
     pub quote: Option<Expandable<Quote>>,
 }
 

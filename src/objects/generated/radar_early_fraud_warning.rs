@@ -12,21 +12,21 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct RadarEarlyFraudWarning {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `actionable` (boolean).
+    /// `actionable` (`boolean`).
     pub actionable: Option<bool>,
-    /// `charge` (expandable<charge>).
+    /// `charge` (`expandable<charge>`).
     pub charge: Option<Expandable<Charge>>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `fraud_type` (string).
+    /// `fraud_type` (`string`).
     pub fraud_type: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `payment_intent` (expandable<payment_intent>; not always sent).
+    /// `payment_intent` (`expandable<payment_intent>`; not always sent).
     pub payment_intent: Option<Expandable<PaymentIntent>>,
 }
 

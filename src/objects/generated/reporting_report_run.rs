@@ -12,25 +12,25 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ReportingReportRun {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `error` (string; nullable).
+    /// `error` (`string`; nullable).
     pub error: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `parameters` (object).
+    /// `parameters` (`object`).
     pub parameters: Option<Value>,
-    /// `report_type` (string).
+    /// `report_type` (`string`).
     pub report_type: Option<String>,
-    /// `result` (file; nullable).
+    /// `result` (`file`; nullable).
     pub result: Option<Box<File>>,
-    /// `status` (string).
+    /// `status` (`string`).
     pub status: Option<String>,
-    /// `succeeded_at` (integer; nullable).
+    /// `succeeded_at` (`integer`; nullable).
     pub succeeded_at: Option<i64>,
 }
 

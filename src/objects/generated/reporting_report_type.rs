@@ -12,23 +12,23 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ReportingReportType {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `data_available_end` (integer).
+    /// `data_available_end` (`integer`).
     pub data_available_end: Option<i64>,
-    /// `data_available_start` (integer).
+    /// `data_available_start` (`integer`).
     pub data_available_start: Option<i64>,
-    /// `default_columns` (array<string>; nullable).
+    /// `default_columns` (`array<string>`; nullable).
     pub default_columns: Vec<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `name` (string).
+    /// `name` (`string`).
     pub name: Option<String>,
-    /// `updated` (integer).
+    /// `updated` (`integer`).
     pub updated: Option<i64>,
-    /// `version` (integer).
+    /// `version` (`integer`).
     pub version: Option<i64>,
 }
 

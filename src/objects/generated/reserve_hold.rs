@@ -12,39 +12,39 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ReserveHold {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `amount_releasable` (integer; not always sent).
+    /// `amount_releasable` (`integer`; not always sent).
     pub amount_releasable: Option<i64>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `created_by` (enum).
+    /// `created_by` (`enum`).
     pub created_by: Option<ReserveHoldCreatedBy>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `destination` (enum).
+    /// `destination` (`enum`).
     pub destination: Option<ReserveHoldDestination>,
-    /// `is_releasable` (boolean; not always sent).
+    /// `is_releasable` (`boolean`; not always sent).
     pub is_releasable: Option<bool>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>; not always sent).
+    /// `metadata` (`map<string,string>`; not always sent).
     pub metadata: Metadata,
-    /// `reason` (enum).
+    /// `reason` (`enum`).
     pub reason: Option<ReserveHoldReason>,
-    /// `release_details` (array<object>; not always sent).
+    /// `release_details` (`array<object>`; not always sent).
     pub release_details: Vec<ReserveHoldReleaseDetails>,
-    /// `release_schedule` (object).
+    /// `release_schedule` (`object`).
     pub release_schedule: Option<ReserveHoldReleaseSchedule>,
-    /// `reserve_plan` (expandable<reserve.plan>; nullable).
+    /// `reserve_plan` (`expandable<reserve.plan>`; nullable).
     pub reserve_plan: Option<Expandable<ReservePlan>>,
-    /// `source_charge` (expandable<charge>; nullable).
+    /// `source_charge` (`expandable<charge>`; nullable).
     pub source_charge: Option<Expandable<Charge>>,
-    /// `source_type` (enum).
+    /// `source_type` (`enum`).
     pub source_type: Option<ReserveHoldSourceType>,
 }
 
@@ -113,9 +113,9 @@ impl HasId for ReserveHold {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ReserveHoldReleaseSchedule {
-    /// `release_after` (integer; nullable).
+    /// `release_after` (`integer`; nullable).
     pub release_after: Option<i64>,
-    /// `scheduled_release` (integer; nullable).
+    /// `scheduled_release` (`integer`; nullable).
     pub scheduled_release: Option<i64>,
 }
 
@@ -148,9 +148,9 @@ impl Serialize for ReserveHoldReleaseSchedule {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ReserveHoldReleaseDetails {
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `reserve_release` (string).
+    /// `reserve_release` (`string`).
     pub reserve_release: Option<String>,
 }
 

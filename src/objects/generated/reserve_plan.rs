@@ -12,35 +12,35 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ReservePlan {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `created_by` (enum).
+    /// `created_by` (`enum`).
     pub created_by: Option<ReservePlanCreatedBy>,
-    /// `currency` (string; nullable).
+    /// `currency` (`string`; nullable).
     pub currency: Option<String>,
-    /// `destination` (enum).
+    /// `destination` (`enum`).
     pub destination: Option<ReservePlanDestination>,
-    /// `disabled_at` (integer; nullable).
+    /// `disabled_at` (`integer`; nullable).
     pub disabled_at: Option<i64>,
-    /// `fixed_release` (object; not always sent).
+    /// `fixed_release` (`object`; not always sent).
     pub fixed_release: Option<ReservePlanFixedRelease>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `manual_release` (object; not always sent).
+    /// `manual_release` (`object`; not always sent).
     pub manual_release: Option<Value>,
-    /// `metadata` (map<string,string>; not always sent).
+    /// `metadata` (`map<string,string>`; not always sent).
     pub metadata: Metadata,
-    /// `percent` (integer).
+    /// `percent` (`integer`).
     pub percent: Option<i64>,
-    /// `rolling_release` (object; not always sent).
+    /// `rolling_release` (`object`; not always sent).
     pub rolling_release: Option<ReservePlanRollingRelease>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<ReservePlanStatus>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<ReservePlanType>,
 }
 
@@ -105,9 +105,9 @@ impl HasId for ReservePlan {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ReservePlanRollingRelease {
-    /// `days_after_charge` (integer).
+    /// `days_after_charge` (`integer`).
     pub days_after_charge: Option<i64>,
-    /// `expires_on` (integer; nullable).
+    /// `expires_on` (`integer`; nullable).
     pub expires_on: Option<i64>,
 }
 
@@ -140,9 +140,9 @@ impl Serialize for ReservePlanRollingRelease {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ReservePlanFixedRelease {
-    /// `release_after` (integer).
+    /// `release_after` (`integer`).
     pub release_after: Option<i64>,
-    /// `scheduled_release` (integer).
+    /// `scheduled_release` (`integer`).
     pub scheduled_release: Option<i64>,
 }
 

@@ -12,33 +12,33 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ReserveRelease {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `created_by` (enum).
+    /// `created_by` (`enum`).
     pub created_by: Option<ReserveReleaseCreatedBy>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `destination` (enum).
+    /// `destination` (`enum`).
     pub destination: Option<ReserveReleaseDestination>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>; not always sent).
+    /// `metadata` (`map<string,string>`; not always sent).
     pub metadata: Metadata,
-    /// `reason` (enum).
+    /// `reason` (`enum`).
     pub reason: Option<ReserveReleaseReason>,
-    /// `released_at` (integer).
+    /// `released_at` (`integer`).
     pub released_at: Option<i64>,
-    /// `reserve_hold` (expandable<reserve.hold>; nullable).
+    /// `reserve_hold` (`expandable<reserve.hold>`; nullable).
     pub reserve_hold: Option<Expandable<ReserveHold>>,
-    /// `reserve_plan` (expandable<reserve.plan>; nullable).
+    /// `reserve_plan` (`expandable<reserve.plan>`; nullable).
     pub reserve_plan: Option<Expandable<ReservePlan>>,
-    /// `source_transaction` (object; not always sent).
+    /// `source_transaction` (`object`; not always sent).
     pub source_transaction: Option<Value>,
 }
 

@@ -10,15 +10,15 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ReserveTransaction {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `description` (string; nullable).
+    /// `description` (`string`; nullable).
     pub description: Option<String>,
 }
 

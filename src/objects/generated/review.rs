@@ -12,33 +12,33 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Review {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `billing_zip` (string; nullable).
+    /// `billing_zip` (`string`; nullable).
     pub billing_zip: Option<String>,
-    /// `charge` (expandable<charge>; nullable).
+    /// `charge` (`expandable<charge>`; nullable).
     pub charge: Option<Expandable<Charge>>,
-    /// `closed_reason` (enum; nullable).
+    /// `closed_reason` (`enum`; nullable).
     pub closed_reason: Option<ReviewClosedReason>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `ip_address` (string; nullable).
+    /// `ip_address` (`string`; nullable).
     pub ip_address: Option<String>,
-    /// `ip_address_location` (object; nullable).
+    /// `ip_address_location` (`object`; nullable).
     pub ip_address_location: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `open` (boolean).
+    /// `open` (`boolean`).
     pub open: Option<bool>,
-    /// `opened_reason` (enum).
+    /// `opened_reason` (`enum`).
     pub opened_reason: Option<ReviewOpenedReason>,
-    /// `payment_intent` (expandable<payment_intent>; not always sent).
+    /// `payment_intent` (`expandable<payment_intent>`; not always sent).
     pub payment_intent: Option<Expandable<PaymentIntent>>,
-    /// `reason` (string).
+    /// `reason` (`string`).
     pub reason: Option<String>,
-    /// `session` (object; nullable).
+    /// `session` (`object`; nullable).
     pub session: Option<Value>,
 }
 

@@ -12,27 +12,27 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ScheduledQueryRun {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `data_load_time` (integer).
+    /// `data_load_time` (`integer`).
     pub data_load_time: Option<i64>,
-    /// `error` (object; not always sent).
+    /// `error` (`object`; not always sent).
     pub error: Option<ScheduledQueryRunError>,
-    /// `file` (file; nullable).
+    /// `file` (`file`; nullable).
     pub file: Option<Box<File>>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `result_available_until` (integer).
+    /// `result_available_until` (`integer`).
     pub result_available_until: Option<i64>,
-    /// `sql` (string).
+    /// `sql` (`string`).
     pub sql: Option<String>,
-    /// `status` (string).
+    /// `status` (`string`).
     pub status: Option<String>,
-    /// `title` (string).
+    /// `title` (`string`).
     pub title: Option<String>,
 }
 
@@ -89,7 +89,7 @@ impl HasId for ScheduledQueryRun {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ScheduledQueryRunError {
-    /// `message` (string).
+    /// `message` (`string`).
     pub message: Option<String>,
 }
 

@@ -10,37 +10,37 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SetupAttempt {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `application` (expandable<application>; nullable).
+    /// `application` (`expandable<application>`; nullable).
     pub application: Option<Expandable<Application>>,
-    /// `attach_to_self` (boolean; not always sent).
+    /// `attach_to_self` (`boolean`; not always sent).
     pub attach_to_self: Option<bool>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `customer` (expandable<customer | deleted_customer>; nullable).
+    /// `customer` (`expandable<customer|deleted_customer>`; nullable).
     pub customer: Option<Expandable<Customer>>,
-    /// `customer_account` (string; nullable).
+    /// `customer_account` (`string`; nullable).
     pub customer_account: Option<String>,
-    /// `flow_directions` (array<enum>; nullable).
+    /// `flow_directions` (`array<enum>`; nullable).
     pub flow_directions: Vec<SetupAttemptFlowDirections>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `on_behalf_of` (expandable<account>; nullable).
+    /// `on_behalf_of` (`expandable<account>`; nullable).
     pub on_behalf_of: Option<Expandable<Account>>,
-    /// `payment_method` (expandable<payment_method>).
+    /// `payment_method` (`expandable<payment_method>`).
     pub payment_method: Option<Expandable<PaymentMethod>>,
-    /// `payment_method_details` (object).
+    /// `payment_method_details` (`object`).
     pub payment_method_details: Option<Value>,
-    /// `setup_error` (object; nullable).
+    /// `setup_error` (`object`; nullable).
     pub setup_error: Option<Value>,
-    /// `setup_intent` (expandable<setup_intent>).
+    /// `setup_intent` (`expandable<setup_intent>`).
     pub setup_intent: Option<Expandable<SetupIntent>>,
-    /// `status` (string).
+    /// `status` (`string`).
     pub status: Option<String>,
-    /// `usage` (string).
+    /// `usage` (`string`).
     pub usage: Option<String>,
 }
 

@@ -10,29 +10,29 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ShippingRate {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `active` (boolean).
+    /// `active` (`boolean`).
     pub active: Option<bool>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `delivery_estimate` (object; nullable).
+    /// `delivery_estimate` (`object`; nullable).
     pub delivery_estimate: Option<Value>,
-    /// `display_name` (string; nullable).
+    /// `display_name` (`string`; nullable).
     pub display_name: Option<String>,
-    /// `fixed_amount` (object; not always sent).
+    /// `fixed_amount` (`object`; not always sent).
     pub fixed_amount: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `tax_behavior` (enum; nullable).
+    /// `tax_behavior` (`enum`; nullable).
     pub tax_behavior: Option<ShippingRateTaxBehavior>,
-    /// `tax_code` (expandable<tax_code>; nullable).
+    /// `tax_code` (`expandable<tax_code>`; nullable).
     pub tax_code: Option<Expandable<TaxCode>>,
-    /// `type` (const).
+    /// `type` (`const`).
     pub type_: Option<String>,
 }
 

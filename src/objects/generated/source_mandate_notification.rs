@@ -12,29 +12,29 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SourceMandateNotification {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `acss_debit` (object; not always sent).
+    /// `acss_debit` (`object`; not always sent).
     pub acss_debit: Option<SourceMandateNotificationAcssDebit>,
-    /// `amount` (integer; nullable).
+    /// `amount` (`integer`; nullable).
     pub amount: Option<i64>,
-    /// `bacs_debit` (object; not always sent).
+    /// `bacs_debit` (`object`; not always sent).
     pub bacs_debit: Option<SourceMandateNotificationBacsDebit>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `reason` (string).
+    /// `reason` (`string`).
     pub reason: Option<String>,
-    /// `sepa_debit` (object; not always sent).
+    /// `sepa_debit` (`object`; not always sent).
     pub sepa_debit: Option<Value>,
-    /// `source` (source).
+    /// `source` (`source`).
     pub source: Option<Box<Source>>,
-    /// `status` (string).
+    /// `status` (`string`).
     pub status: Option<String>,
-    /// `type` (string).
+    /// `type` (`string`).
     pub type_: Option<String>,
 }
 
@@ -93,7 +93,7 @@ impl HasId for SourceMandateNotification {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SourceMandateNotificationBacsDebit {
-    /// `last4` (string; not always sent).
+    /// `last4` (`string`; not always sent).
     pub last4: Option<String>,
 }
 
@@ -124,7 +124,7 @@ impl Serialize for SourceMandateNotificationBacsDebit {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SourceMandateNotificationAcssDebit {
-    /// `statement_descriptor` (string; not always sent).
+    /// `statement_descriptor` (`string`; not always sent).
     pub statement_descriptor: Option<String>,
 }
 

@@ -12,33 +12,33 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SourceTransaction {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `ach_credit_transfer` (object; not always sent).
+    /// `ach_credit_transfer` (`object`; not always sent).
     pub ach_credit_transfer: Option<Value>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `chf_credit_transfer` (object; not always sent).
+    /// `chf_credit_transfer` (`object`; not always sent).
     pub chf_credit_transfer: Option<Value>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `gbp_credit_transfer` (object; not always sent).
+    /// `gbp_credit_transfer` (`object`; not always sent).
     pub gbp_credit_transfer: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `paper_check` (object; not always sent).
+    /// `paper_check` (`object`; not always sent).
     pub paper_check: Option<SourceTransactionPaperCheck>,
-    /// `sepa_credit_transfer` (object; not always sent).
+    /// `sepa_credit_transfer` (`object`; not always sent).
     pub sepa_credit_transfer: Option<Value>,
-    /// `source` (string).
+    /// `source` (`string`).
     pub source: Option<String>,
-    /// `status` (string).
+    /// `status` (`string`).
     pub status: Option<String>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<SourceTransactionType>,
 }
 
@@ -101,9 +101,9 @@ impl HasId for SourceTransaction {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SourceTransactionPaperCheck {
-    /// `available_at` (string; not always sent).
+    /// `available_at` (`string`; not always sent).
     pub available_at: Option<String>,
-    /// `invoices` (string; not always sent).
+    /// `invoices` (`string`; not always sent).
     pub invoices: Option<String>,
 }
 

@@ -12,47 +12,47 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SubscriptionSchedule {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `application` (expandable<application | deleted_application>; nullable).
+    /// `application` (`expandable<application|deleted_application>`; nullable).
     pub application: Option<Expandable<Application>>,
-    /// `billing_mode` (object).
+    /// `billing_mode` (`object`).
     pub billing_mode: Option<Value>,
-    /// `canceled_at` (integer; nullable).
+    /// `canceled_at` (`integer`; nullable).
     pub canceled_at: Option<i64>,
-    /// `completed_at` (integer; nullable).
+    /// `completed_at` (`integer`; nullable).
     pub completed_at: Option<i64>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `current_phase` (object; nullable).
+    /// `current_phase` (`object`; nullable).
     pub current_phase: Option<SubscriptionScheduleCurrentPhase>,
-    /// `customer` (expandable<customer | deleted_customer>).
+    /// `customer` (`expandable<customer|deleted_customer>`).
     pub customer: Option<Expandable<Customer>>,
-    /// `customer_account` (string; nullable).
+    /// `customer_account` (`string`; nullable).
     pub customer_account: Option<String>,
-    /// `default_settings` (object).
+    /// `default_settings` (`object`).
     pub default_settings: Option<Value>,
-    /// `end_behavior` (enum).
+    /// `end_behavior` (`enum`).
     pub end_behavior: Option<SubscriptionScheduleEndBehavior>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>; nullable).
+    /// `metadata` (`map<string,string>`; nullable).
     pub metadata: Metadata,
-    /// `pause_schedules` (array<object>).
+    /// `pause_schedules` (`array<object>`).
     pub pause_schedules: Vec<Value>,
-    /// `phases` (array<object>).
+    /// `phases` (`array<object>`).
     pub phases: Vec<Value>,
-    /// `released_at` (integer; nullable).
+    /// `released_at` (`integer`; nullable).
     pub released_at: Option<i64>,
-    /// `released_subscription` (string; nullable).
+    /// `released_subscription` (`string`; nullable).
     pub released_subscription: Option<String>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<SubscriptionScheduleStatus>,
-    /// `subscription` (expandable<subscription>; nullable).
+    /// `subscription` (`expandable<subscription>`; nullable).
     pub subscription: Option<Expandable<Subscription>>,
-    /// `test_clock` (expandable<test_helpers.test_clock>; nullable).
+    /// `test_clock` (`expandable<test_helpers.test_clock>`; nullable).
     pub test_clock: Option<Expandable<TestHelpersTestClock>>,
 }
 
@@ -129,9 +129,9 @@ impl HasId for SubscriptionSchedule {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SubscriptionScheduleCurrentPhase {
-    /// `end_date` (integer).
+    /// `end_date` (`integer`).
     pub end_date: Option<i64>,
-    /// `start_date` (integer).
+    /// `start_date` (`integer`).
     pub start_date: Option<i64>,
 }
 

@@ -10,15 +10,15 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TaxCode {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `description` (string).
+    /// `description` (`string`).
     pub description: Option<String>,
-    /// `name` (string).
+    /// `name` (`string`).
     pub name: Option<String>,
-    /// `requirements` (object; nullable).
+    /// `requirements` (`object`; nullable).
     pub requirements: Option<TaxCodeRequirements>,
 }
 
@@ -63,7 +63,7 @@ impl HasId for TaxCode {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TaxCodeRequirements {
-    /// `performance_location` (enum).
+    /// `performance_location` (`enum`).
     pub performance_location: Option<TaxCodeRequirementsPerformanceLocation>,
 }
 

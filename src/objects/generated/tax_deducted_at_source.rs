@@ -10,15 +10,15 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TaxDeductedAtSource {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `period_end` (integer).
+    /// `period_end` (`integer`).
     pub period_end: Option<i64>,
-    /// `period_start` (integer).
+    /// `period_start` (`integer`).
     pub period_start: Option<i64>,
-    /// `tax_deduction_account_number` (string).
+    /// `tax_deduction_account_number` (`string`).
     pub tax_deduction_account_number: Option<String>,
 }
 

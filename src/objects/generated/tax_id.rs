@@ -12,27 +12,27 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TaxId {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `country` (string; nullable).
+    /// `country` (`string`; nullable).
     pub country: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `customer` (expandable<customer>; nullable).
+    /// `customer` (`expandable<customer>`; nullable).
     pub customer: Option<Expandable<Customer>>,
-    /// `customer_account` (string; nullable).
+    /// `customer_account` (`string`; nullable).
     pub customer_account: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `owner` (object; nullable).
+    /// `owner` (`object`; nullable).
     pub owner: Option<Value>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<String>,
-    /// `value` (string).
+    /// `value` (`string`).
     pub value: Option<String>,
-    /// `verification` (object; nullable).
+    /// `verification` (`object`; nullable).
     pub verification: Option<Value>,
 }
 

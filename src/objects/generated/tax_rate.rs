@@ -12,41 +12,41 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TaxRate {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `active` (boolean).
+    /// `active` (`boolean`).
     pub active: Option<bool>,
-    /// `country` (string; nullable).
+    /// `country` (`string`; nullable).
     pub country: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `description` (string; nullable).
+    /// `description` (`string`; nullable).
     pub description: Option<String>,
-    /// `display_name` (string).
+    /// `display_name` (`string`).
     pub display_name: Option<String>,
-    /// `effective_percentage` (number; nullable).
+    /// `effective_percentage` (`number`; nullable).
     pub effective_percentage: Option<f64>,
-    /// `flat_amount` (object; nullable).
+    /// `flat_amount` (`object`; nullable).
     pub flat_amount: Option<TaxRateFlatAmount>,
-    /// `inclusive` (boolean).
+    /// `inclusive` (`boolean`).
     pub inclusive: Option<bool>,
-    /// `jurisdiction` (string; nullable).
+    /// `jurisdiction` (`string`; nullable).
     pub jurisdiction: Option<String>,
-    /// `jurisdiction_level` (enum; nullable).
+    /// `jurisdiction_level` (`enum`; nullable).
     pub jurisdiction_level: Option<TaxRateJurisdictionLevel>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>; nullable).
+    /// `metadata` (`map<string,string>`; nullable).
     pub metadata: Metadata,
-    /// `percentage` (number).
+    /// `percentage` (`number`).
     pub percentage: Option<f64>,
-    /// `rate_type` (enum; nullable).
+    /// `rate_type` (`enum`; nullable).
     pub rate_type: Option<TaxRateRateType>,
-    /// `state` (string; nullable).
+    /// `state` (`string`; nullable).
     pub state: Option<String>,
-    /// `tax_type` (enum; nullable).
+    /// `tax_type` (`enum`; nullable).
     pub tax_type: Option<TaxRateTaxType>,
 }
 
@@ -117,9 +117,9 @@ impl HasId for TaxRate {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TaxRateFlatAmount {
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
 }
 

@@ -12,17 +12,17 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TaxSettings {
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `defaults` (object).
+    /// `defaults` (`object`).
     pub defaults: Option<Value>,
-    /// `head_office` (object; nullable).
+    /// `head_office` (`object`; nullable).
     pub head_office: Option<TaxSettingsHeadOffice>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<TaxSettingsStatus>,
-    /// `status_details` (object).
+    /// `status_details` (`object`).
     pub status_details: Option<Value>,
 }
 
@@ -69,7 +69,7 @@ impl HasId for TaxSettings {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TaxSettingsHeadOffice {
-    /// `address` (address).
+    /// `address` (`address`).
     pub address: Option<Address>,
 }
 

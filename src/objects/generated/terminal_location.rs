@@ -10,29 +10,29 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TerminalLocation {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `address` (address).
+    /// `address` (`address`).
     pub address: Option<Address>,
-    /// `address_kana` (object; not always sent).
+    /// `address_kana` (`object`; not always sent).
     pub address_kana: Option<Value>,
-    /// `address_kanji` (object; not always sent).
+    /// `address_kanji` (`object`; not always sent).
     pub address_kanji: Option<Value>,
-    /// `configuration_overrides` (string; not always sent).
+    /// `configuration_overrides` (`string`; not always sent).
     pub configuration_overrides: Option<String>,
-    /// `display_name` (string).
+    /// `display_name` (`string`).
     pub display_name: Option<String>,
-    /// `display_name_kana` (string; not always sent).
+    /// `display_name_kana` (`string`; not always sent).
     pub display_name_kana: Option<String>,
-    /// `display_name_kanji` (string; not always sent).
+    /// `display_name_kanji` (`string`; not always sent).
     pub display_name_kanji: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `phone` (string; not always sent).
+    /// `phone` (`string`; not always sent).
     pub phone: Option<String>,
 }
 

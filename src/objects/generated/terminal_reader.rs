@@ -12,31 +12,31 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TerminalReader {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `action` (object; nullable).
+    /// `action` (`object`; nullable).
     pub action: Option<Value>,
-    /// `device_sw_version` (string; nullable).
+    /// `device_sw_version` (`string`; nullable).
     pub device_sw_version: Option<String>,
-    /// `device_type` (enum).
+    /// `device_type` (`enum`).
     pub device_type: Option<TerminalReaderDeviceType>,
-    /// `ip_address` (string; nullable).
+    /// `ip_address` (`string`; nullable).
     pub ip_address: Option<String>,
-    /// `label` (string).
+    /// `label` (`string`).
     pub label: Option<String>,
-    /// `last_seen_at` (integer; nullable).
+    /// `last_seen_at` (`integer`; nullable).
     pub last_seen_at: Option<i64>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `location` (expandable<terminal.location>; nullable).
+    /// `location` (`expandable<terminal.location>`; nullable).
     pub location: Option<Expandable<TerminalLocation>>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `serial_number` (string).
+    /// `serial_number` (`string`).
     pub serial_number: Option<String>,
-    /// `status` (enum; nullable).
+    /// `status` (`enum`; nullable).
     pub status: Option<TerminalReaderStatus>,
 }
 

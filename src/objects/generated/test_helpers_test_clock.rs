@@ -12,23 +12,23 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TestHelpersTestClock {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `deletes_after` (integer).
+    /// `deletes_after` (`integer`).
     pub deletes_after: Option<i64>,
-    /// `frozen_time` (integer).
+    /// `frozen_time` (`integer`).
     pub frozen_time: Option<i64>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `name` (string; nullable).
+    /// `name` (`string`; nullable).
     pub name: Option<String>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<TestHelpersTestClockStatus>,
-    /// `status_details` (object).
+    /// `status_details` (`object`).
     pub status_details: Option<Value>,
 }
 

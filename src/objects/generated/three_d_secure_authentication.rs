@@ -12,47 +12,47 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ThreeDSecureAuthentication {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `acquirer_details` (object; not always sent).
+    /// `acquirer_details` (`object`; not always sent).
     pub acquirer_details: Option<Value>,
-    /// `amount` (integer; not always sent).
+    /// `amount` (`integer`; not always sent).
     pub amount: Option<i64>,
-    /// `challenge_url` (string; not always sent).
+    /// `challenge_url` (`string`; not always sent).
     pub challenge_url: Option<String>,
-    /// `channel` (object).
+    /// `channel` (`object`).
     pub channel: Option<Value>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string; not always sent).
+    /// `currency` (`string`; not always sent).
     pub currency: Option<String>,
-    /// `directory_server` (enum).
+    /// `directory_server` (`enum`).
     pub directory_server: Option<ThreeDSecureAuthenticationDirectoryServer>,
-    /// `fingerprinting_url` (string; not always sent).
+    /// `fingerprinting_url` (`string`; not always sent).
     pub fingerprinting_url: Option<String>,
-    /// `flow_preference` (object; not always sent).
+    /// `flow_preference` (`object`; not always sent).
     pub flow_preference: Option<Value>,
-    /// `future_usage` (object; not always sent).
+    /// `future_usage` (`object`; not always sent).
     pub future_usage: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `message_category` (enum).
+    /// `message_category` (`enum`).
     pub message_category: Option<ThreeDSecureAuthenticationMessageCategory>,
-    /// `metadata` (map<string,string>; nullable).
+    /// `metadata` (`map<string,string>`; nullable).
     pub metadata: Metadata,
-    /// `outcome` (enum; not always sent).
+    /// `outcome` (`enum`; not always sent).
     pub outcome: Option<ThreeDSecureAuthenticationOutcome>,
-    /// `outcome_details` (object; not always sent).
+    /// `outcome_details` (`object`; not always sent).
     pub outcome_details: Option<Value>,
-    /// `payment_method` (expandable<payment_method>).
+    /// `payment_method` (`expandable<payment_method>`).
     pub payment_method: Option<Expandable<PaymentMethod>>,
-    /// `reason` (enum; not always sent).
+    /// `reason` (`enum`; not always sent).
     pub reason: Option<ThreeDSecureAuthenticationReason>,
-    /// `shipping_address` (object; not always sent).
+    /// `shipping_address` (`object`; not always sent).
     pub shipping_address: Option<Value>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<ThreeDSecureAuthenticationStatus>,
 }
 

@@ -12,43 +12,43 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Topup {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `balance_transaction` (expandable<balance_transaction>; nullable).
+    /// `balance_transaction` (`expandable<balance_transaction>`; nullable).
     pub balance_transaction: Option<Expandable<BalanceTransaction>>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `description` (string; nullable).
+    /// `description` (`string`; nullable).
     pub description: Option<String>,
-    /// `expected_availability_date` (integer; nullable).
+    /// `expected_availability_date` (`integer`; nullable).
     pub expected_availability_date: Option<i64>,
-    /// `failure_code` (string; nullable).
+    /// `failure_code` (`string`; nullable).
     pub failure_code: Option<String>,
-    /// `failure_message` (string; nullable).
+    /// `failure_message` (`string`; nullable).
     pub failure_message: Option<String>,
-    /// `initiated_by` (enum; nullable).
+    /// `initiated_by` (`enum`; nullable).
     pub initiated_by: Option<TopupInitiatedBy>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `payment_method` (expandable<payment_method>; nullable, not always sent).
+    /// `payment_method` (`expandable<payment_method>`; nullable, not always sent).
     pub payment_method: Option<Expandable<PaymentMethod>>,
-    /// `payment_method_options` (object; nullable, not always sent).
+    /// `payment_method_options` (`object`; nullable, not always sent).
     pub payment_method_options: Option<Value>,
-    /// `source` (source; nullable).
+    /// `source` (`source`; nullable).
     pub source: Option<Box<Source>>,
-    /// `statement_descriptor` (string; nullable).
+    /// `statement_descriptor` (`string`; nullable).
     pub statement_descriptor: Option<String>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<TopupStatus>,
-    /// `transfer_group` (string; nullable).
+    /// `transfer_group` (`string`; nullable).
     pub transfer_group: Option<String>,
 }
 

@@ -12,39 +12,39 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Transfer {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `amount_reversed` (integer).
+    /// `amount_reversed` (`integer`).
     pub amount_reversed: Option<i64>,
-    /// `balance_transaction` (expandable<balance_transaction>; nullable).
+    /// `balance_transaction` (`expandable<balance_transaction>`; nullable).
     pub balance_transaction: Option<Expandable<BalanceTransaction>>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `description` (string; nullable).
+    /// `description` (`string`; nullable).
     pub description: Option<String>,
-    /// `destination` (expandable<account>; nullable).
+    /// `destination` (`expandable<account>`; nullable).
     pub destination: Option<Expandable<Account>>,
-    /// `destination_payment` (expandable<charge>; not always sent).
+    /// `destination_payment` (`expandable<charge>`; not always sent).
     pub destination_payment: Option<Expandable<Charge>>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `reversals` (list<transfer_reversal>).
+    /// `reversals` (`list<transfer_reversal>`).
     pub reversals: List<Box<TransferReversal>>,
-    /// `reversed` (boolean).
+    /// `reversed` (`boolean`).
     pub reversed: Option<bool>,
-    /// `source_transaction` (expandable<charge>; nullable).
+    /// `source_transaction` (`expandable<charge>`; nullable).
     pub source_transaction: Option<Expandable<Charge>>,
-    /// `source_type` (string; not always sent).
+    /// `source_type` (`string`; not always sent).
     pub source_type: Option<String>,
-    /// `transfer_group` (string; nullable).
+    /// `transfer_group` (`string`; nullable).
     pub transfer_group: Option<String>,
 }
 

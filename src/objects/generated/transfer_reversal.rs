@@ -10,25 +10,25 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TransferReversal {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `balance_transaction` (expandable<balance_transaction>; nullable).
+    /// `balance_transaction` (`expandable<balance_transaction>`; nullable).
     pub balance_transaction: Option<Expandable<BalanceTransaction>>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `destination_payment_refund` (expandable<refund>; nullable).
+    /// `destination_payment_refund` (`expandable<refund>`; nullable).
     pub destination_payment_refund: Option<Expandable<Refund>>,
-    /// `metadata` (map<string,string>; nullable).
+    /// `metadata` (`map<string,string>`; nullable).
     pub metadata: Metadata,
-    /// `source_refund` (expandable<refund>; nullable).
+    /// `source_refund` (`expandable<refund>`; nullable).
     pub source_refund: Option<Expandable<Refund>>,
-    /// `transfer` (expandable<transfer>).
+    /// `transfer` (`expandable<transfer>`).
     pub transfer: Option<Expandable<Transfer>>,
 }
 

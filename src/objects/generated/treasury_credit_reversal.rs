@@ -12,33 +12,33 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryCreditReversal {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `financial_account` (string).
+    /// `financial_account` (`string`).
     pub financial_account: Option<String>,
-    /// `hosted_regulatory_receipt_url` (string; nullable).
+    /// `hosted_regulatory_receipt_url` (`string`; nullable).
     pub hosted_regulatory_receipt_url: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `network` (enum).
+    /// `network` (`enum`).
     pub network: Option<TreasuryCreditReversalNetwork>,
-    /// `received_credit` (string).
+    /// `received_credit` (`string`).
     pub received_credit: Option<String>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<TreasuryCreditReversalStatus>,
-    /// `status_transitions` (object).
+    /// `status_transitions` (`object`).
     pub status_transitions: Option<TreasuryCreditReversalStatusTransitions>,
-    /// `transaction` (expandable<treasury.transaction>; nullable).
+    /// `transaction` (`expandable<treasury.transaction>`; nullable).
     pub transaction: Option<Expandable<TreasuryTransaction>>,
 }
 
@@ -101,7 +101,7 @@ impl HasId for TreasuryCreditReversal {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryCreditReversalStatusTransitions {
-    /// `posted_at` (integer; nullable).
+    /// `posted_at` (`integer`; nullable).
     pub posted_at: Option<i64>,
 }
 

@@ -12,35 +12,35 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryDebitReversal {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `financial_account` (string; nullable).
+    /// `financial_account` (`string`; nullable).
     pub financial_account: Option<String>,
-    /// `hosted_regulatory_receipt_url` (string; nullable).
+    /// `hosted_regulatory_receipt_url` (`string`; nullable).
     pub hosted_regulatory_receipt_url: Option<String>,
-    /// `linked_flows` (object; nullable).
+    /// `linked_flows` (`object`; nullable).
     pub linked_flows: Option<TreasuryDebitReversalLinkedFlows>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `network` (enum).
+    /// `network` (`enum`).
     pub network: Option<TreasuryDebitReversalNetwork>,
-    /// `received_debit` (string).
+    /// `received_debit` (`string`).
     pub received_debit: Option<String>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<TreasuryDebitReversalStatus>,
-    /// `status_transitions` (object).
+    /// `status_transitions` (`object`).
     pub status_transitions: Option<TreasuryDebitReversalStatusTransitions>,
-    /// `transaction` (expandable<treasury.transaction>; nullable).
+    /// `transaction` (`expandable<treasury.transaction>`; nullable).
     pub transaction: Option<Expandable<TreasuryTransaction>>,
 }
 
@@ -105,7 +105,7 @@ impl HasId for TreasuryDebitReversal {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryDebitReversalStatusTransitions {
-    /// `completed_at` (integer; nullable).
+    /// `completed_at` (`integer`; nullable).
     pub completed_at: Option<i64>,
 }
 
@@ -136,7 +136,7 @@ impl Serialize for TreasuryDebitReversalStatusTransitions {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryDebitReversalLinkedFlows {
-    /// `issuing_dispute` (string; nullable).
+    /// `issuing_dispute` (`string`; nullable).
     pub issuing_dispute: Option<String>,
 }
 

@@ -12,41 +12,41 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryFinancialAccount {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `active_features` (array<enum>; not always sent).
+    /// `active_features` (`array<enum>`; not always sent).
     pub active_features: Vec<TreasuryFinancialAccountActiveFeatures>,
-    /// `balance` (object).
+    /// `balance` (`object`).
     pub balance: Option<Value>,
-    /// `country` (string).
+    /// `country` (`string`).
     pub country: Option<String>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `features` (treasury.financial_account_features; not always sent).
+    /// `features` (`treasury.financial_account_features`; not always sent).
     pub features: Option<Box<TreasuryFinancialAccountFeatures>>,
-    /// `financial_addresses` (array<object>).
+    /// `financial_addresses` (`array<object>`).
     pub financial_addresses: Vec<Value>,
-    /// `is_default` (boolean; not always sent).
+    /// `is_default` (`boolean`; not always sent).
     pub is_default: Option<bool>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>; nullable).
+    /// `metadata` (`map<string,string>`; nullable).
     pub metadata: Metadata,
-    /// `nickname` (string; nullable, not always sent).
+    /// `nickname` (`string`; nullable, not always sent).
     pub nickname: Option<String>,
-    /// `pending_features` (array<enum>; not always sent).
+    /// `pending_features` (`array<enum>`; not always sent).
     pub pending_features: Vec<TreasuryFinancialAccountPendingFeatures>,
-    /// `platform_restrictions` (object; nullable, not always sent).
+    /// `platform_restrictions` (`object`; nullable, not always sent).
     pub platform_restrictions: Option<TreasuryFinancialAccountPlatformRestrictions>,
-    /// `restricted_features` (array<enum>; not always sent).
+    /// `restricted_features` (`array<enum>`; not always sent).
     pub restricted_features: Vec<TreasuryFinancialAccountRestrictedFeatures>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<TreasuryFinancialAccountStatus>,
-    /// `status_details` (object).
+    /// `status_details` (`object`).
     pub status_details: Option<Value>,
-    /// `supported_currencies` (array<string>).
+    /// `supported_currencies` (`array<string>`).
     pub supported_currencies: Vec<String>,
 }
 
@@ -117,9 +117,9 @@ impl HasId for TreasuryFinancialAccount {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryFinancialAccountPlatformRestrictions {
-    /// `inbound_flows` (enum; nullable).
+    /// `inbound_flows` (`enum`; nullable).
     pub inbound_flows: Option<TreasuryFinancialAccountPlatformRestrictionsInboundFlows>,
-    /// `outbound_flows` (enum; nullable).
+    /// `outbound_flows` (`enum`; nullable).
     pub outbound_flows: Option<TreasuryFinancialAccountPlatformRestrictionsOutboundFlows>,
 }
 

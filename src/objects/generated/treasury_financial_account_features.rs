@@ -10,21 +10,21 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryFinancialAccountFeatures {
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `card_issuing` (object; not always sent).
+    /// `card_issuing` (`object`; not always sent).
     pub card_issuing: Option<Value>,
-    /// `deposit_insurance` (object; not always sent).
+    /// `deposit_insurance` (`object`; not always sent).
     pub deposit_insurance: Option<Value>,
-    /// `financial_addresses` (object; not always sent).
+    /// `financial_addresses` (`object`; not always sent).
     pub financial_addresses: Option<Value>,
-    /// `inbound_transfers` (object; not always sent).
+    /// `inbound_transfers` (`object`; not always sent).
     pub inbound_transfers: Option<Value>,
-    /// `intra_stripe_flows` (object; not always sent).
+    /// `intra_stripe_flows` (`object`; not always sent).
     pub intra_stripe_flows: Option<Value>,
-    /// `outbound_payments` (object; not always sent).
+    /// `outbound_payments` (`object`; not always sent).
     pub outbound_payments: Option<Value>,
-    /// `outbound_transfers` (object; not always sent).
+    /// `outbound_transfers` (`object`; not always sent).
     pub outbound_transfers: Option<Value>,
 }
 

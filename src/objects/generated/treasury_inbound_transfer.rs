@@ -12,45 +12,45 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryInboundTransfer {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `cancelable` (boolean).
+    /// `cancelable` (`boolean`).
     pub cancelable: Option<bool>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `description` (string; nullable).
+    /// `description` (`string`; nullable).
     pub description: Option<String>,
-    /// `failure_details` (object; nullable).
+    /// `failure_details` (`object`; nullable).
     pub failure_details: Option<TreasuryInboundTransferFailureDetails>,
-    /// `financial_account` (string).
+    /// `financial_account` (`string`).
     pub financial_account: Option<String>,
-    /// `hosted_regulatory_receipt_url` (string; nullable).
+    /// `hosted_regulatory_receipt_url` (`string`; nullable).
     pub hosted_regulatory_receipt_url: Option<String>,
-    /// `linked_flows` (object).
+    /// `linked_flows` (`object`).
     pub linked_flows: Option<TreasuryInboundTransferLinkedFlows>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `origin_payment_method` (string; nullable).
+    /// `origin_payment_method` (`string`; nullable).
     pub origin_payment_method: Option<String>,
-    /// `origin_payment_method_details` (object; nullable).
+    /// `origin_payment_method_details` (`object`; nullable).
     pub origin_payment_method_details: Option<Value>,
-    /// `returned` (boolean; nullable).
+    /// `returned` (`boolean`; nullable).
     pub returned: Option<bool>,
-    /// `statement_descriptor` (string).
+    /// `statement_descriptor` (`string`).
     pub statement_descriptor: Option<String>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<TreasuryInboundTransferStatus>,
-    /// `status_transitions` (object).
+    /// `status_transitions` (`object`).
     pub status_transitions: Option<Value>,
-    /// `transaction` (expandable<treasury.transaction>; nullable).
+    /// `transaction` (`expandable<treasury.transaction>`; nullable).
     pub transaction: Option<Expandable<TreasuryTransaction>>,
 }
 
@@ -125,7 +125,7 @@ impl HasId for TreasuryInboundTransfer {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryInboundTransferLinkedFlows {
-    /// `received_debit` (string; nullable).
+    /// `received_debit` (`string`; nullable).
     pub received_debit: Option<String>,
 }
 
@@ -156,7 +156,7 @@ impl Serialize for TreasuryInboundTransferLinkedFlows {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryInboundTransferFailureDetails {
-    /// `code` (enum).
+    /// `code` (`enum`).
     pub code: Option<TreasuryInboundTransferFailureDetailsCode>,
 }
 

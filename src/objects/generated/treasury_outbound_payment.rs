@@ -12,49 +12,49 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryOutboundPayment {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `cancelable` (boolean).
+    /// `cancelable` (`boolean`).
     pub cancelable: Option<bool>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `customer` (string; nullable).
+    /// `customer` (`string`; nullable).
     pub customer: Option<String>,
-    /// `description` (string; nullable).
+    /// `description` (`string`; nullable).
     pub description: Option<String>,
-    /// `destination_payment_method` (string; nullable).
+    /// `destination_payment_method` (`string`; nullable).
     pub destination_payment_method: Option<String>,
-    /// `destination_payment_method_details` (object; nullable).
+    /// `destination_payment_method_details` (`object`; nullable).
     pub destination_payment_method_details: Option<Value>,
-    /// `end_user_details` (object; nullable).
+    /// `end_user_details` (`object`; nullable).
     pub end_user_details: Option<TreasuryOutboundPaymentEndUserDetails>,
-    /// `expected_arrival_date` (integer).
+    /// `expected_arrival_date` (`integer`).
     pub expected_arrival_date: Option<i64>,
-    /// `financial_account` (string).
+    /// `financial_account` (`string`).
     pub financial_account: Option<String>,
-    /// `hosted_regulatory_receipt_url` (string; nullable).
+    /// `hosted_regulatory_receipt_url` (`string`; nullable).
     pub hosted_regulatory_receipt_url: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `returned_details` (object; nullable).
+    /// `returned_details` (`object`; nullable).
     pub returned_details: Option<TreasuryOutboundPaymentReturnedDetails>,
-    /// `statement_descriptor` (string).
+    /// `statement_descriptor` (`string`).
     pub statement_descriptor: Option<String>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<TreasuryOutboundPaymentStatus>,
-    /// `status_transitions` (object).
+    /// `status_transitions` (`object`).
     pub status_transitions: Option<Value>,
-    /// `tracking_details` (object; nullable).
+    /// `tracking_details` (`object`; nullable).
     pub tracking_details: Option<Value>,
-    /// `transaction` (expandable<treasury.transaction>).
+    /// `transaction` (`expandable<treasury.transaction>`).
     pub transaction: Option<Expandable<TreasuryTransaction>>,
 }
 
@@ -133,9 +133,9 @@ impl HasId for TreasuryOutboundPayment {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryOutboundPaymentReturnedDetails {
-    /// `code` (enum).
+    /// `code` (`enum`).
     pub code: Option<TreasuryOutboundPaymentReturnedDetailsCode>,
-    /// `transaction` (expandable<treasury.transaction>).
+    /// `transaction` (`expandable<treasury.transaction>`).
     pub transaction: Option<Expandable<TreasuryTransaction>>,
 }
 
@@ -168,9 +168,9 @@ impl Serialize for TreasuryOutboundPaymentReturnedDetails {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryOutboundPaymentEndUserDetails {
-    /// `ip_address` (string; nullable).
+    /// `ip_address` (`string`; nullable).
     pub ip_address: Option<String>,
-    /// `present` (boolean).
+    /// `present` (`boolean`).
     pub present: Option<bool>,
 }
 

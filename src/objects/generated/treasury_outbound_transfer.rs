@@ -12,45 +12,45 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryOutboundTransfer {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `cancelable` (boolean).
+    /// `cancelable` (`boolean`).
     pub cancelable: Option<bool>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `description` (string; nullable).
+    /// `description` (`string`; nullable).
     pub description: Option<String>,
-    /// `destination_payment_method` (string; nullable).
+    /// `destination_payment_method` (`string`; nullable).
     pub destination_payment_method: Option<String>,
-    /// `destination_payment_method_details` (object).
+    /// `destination_payment_method_details` (`object`).
     pub destination_payment_method_details: Option<Value>,
-    /// `expected_arrival_date` (integer).
+    /// `expected_arrival_date` (`integer`).
     pub expected_arrival_date: Option<i64>,
-    /// `financial_account` (string).
+    /// `financial_account` (`string`).
     pub financial_account: Option<String>,
-    /// `hosted_regulatory_receipt_url` (string; nullable).
+    /// `hosted_regulatory_receipt_url` (`string`; nullable).
     pub hosted_regulatory_receipt_url: Option<String>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `metadata` (map<string,string>).
+    /// `metadata` (`map<string,string>`).
     pub metadata: Metadata,
-    /// `returned_details` (object; nullable).
+    /// `returned_details` (`object`; nullable).
     pub returned_details: Option<TreasuryOutboundTransferReturnedDetails>,
-    /// `statement_descriptor` (string).
+    /// `statement_descriptor` (`string`).
     pub statement_descriptor: Option<String>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<TreasuryOutboundTransferStatus>,
-    /// `status_transitions` (object).
+    /// `status_transitions` (`object`).
     pub status_transitions: Option<Value>,
-    /// `tracking_details` (object; nullable).
+    /// `tracking_details` (`object`; nullable).
     pub tracking_details: Option<Value>,
-    /// `transaction` (expandable<treasury.transaction>).
+    /// `transaction` (`expandable<treasury.transaction>`).
     pub transaction: Option<Expandable<TreasuryTransaction>>,
 }
 
@@ -125,9 +125,9 @@ impl HasId for TreasuryOutboundTransfer {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryOutboundTransferReturnedDetails {
-    /// `code` (enum).
+    /// `code` (`enum`).
     pub code: Option<TreasuryOutboundTransferReturnedDetailsCode>,
-    /// `transaction` (expandable<treasury.transaction>).
+    /// `transaction` (`expandable<treasury.transaction>`).
     pub transaction: Option<Expandable<TreasuryTransaction>>,
 }
 

@@ -12,37 +12,37 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryReceivedDebit {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `description` (string).
+    /// `description` (`string`).
     pub description: Option<String>,
-    /// `failure_code` (enum; nullable).
+    /// `failure_code` (`enum`; nullable).
     pub failure_code: Option<TreasuryReceivedDebitFailureCode>,
-    /// `financial_account` (string; nullable).
+    /// `financial_account` (`string`; nullable).
     pub financial_account: Option<String>,
-    /// `hosted_regulatory_receipt_url` (string; nullable).
+    /// `hosted_regulatory_receipt_url` (`string`; nullable).
     pub hosted_regulatory_receipt_url: Option<String>,
-    /// `initiating_payment_method_details` (object; not always sent).
+    /// `initiating_payment_method_details` (`object`; not always sent).
     pub initiating_payment_method_details: Option<Value>,
-    /// `linked_flows` (object).
+    /// `linked_flows` (`object`).
     pub linked_flows: Option<Value>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `network` (enum).
+    /// `network` (`enum`).
     pub network: Option<TreasuryReceivedDebitNetwork>,
-    /// `reversal_details` (object; nullable).
+    /// `reversal_details` (`object`; nullable).
     pub reversal_details: Option<TreasuryReceivedDebitReversalDetails>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<TreasuryReceivedDebitStatus>,
-    /// `transaction` (expandable<treasury.transaction>; nullable).
+    /// `transaction` (`expandable<treasury.transaction>`; nullable).
     pub transaction: Option<Expandable<TreasuryTransaction>>,
 }
 
@@ -109,9 +109,9 @@ impl HasId for TreasuryReceivedDebit {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryReceivedDebitReversalDetails {
-    /// `deadline` (integer; nullable).
+    /// `deadline` (`integer`; nullable).
     pub deadline: Option<i64>,
-    /// `restricted_reason` (enum; nullable).
+    /// `restricted_reason` (`enum`; nullable).
     pub restricted_reason: Option<TreasuryReceivedDebitReversalDetailsRestrictedReason>,
 }
 

@@ -10,35 +10,35 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryTransaction {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `amount` (integer).
+    /// `amount` (`integer`).
     pub amount: Option<i64>,
-    /// `balance_impact` (object).
+    /// `balance_impact` (`object`).
     pub balance_impact: Option<Value>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `description` (string).
+    /// `description` (`string`).
     pub description: Option<String>,
-    /// `entries` (list<treasury.transaction_entry>; nullable, not always sent).
+    /// `entries` (`list<treasury.transaction_entry>`; nullable, not always sent).
     pub entries: List<Box<TreasuryTransactionEntry>>,
-    /// `financial_account` (string).
+    /// `financial_account` (`string`).
     pub financial_account: Option<String>,
-    /// `flow` (string; nullable).
+    /// `flow` (`string`; nullable).
     pub flow: Option<String>,
-    /// `flow_details` (object; nullable, not always sent).
+    /// `flow_details` (`object`; nullable, not always sent).
     pub flow_details: Option<Value>,
-    /// `flow_type` (enum).
+    /// `flow_type` (`enum`).
     pub flow_type: Option<TreasuryTransactionFlowType>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `status` (enum).
+    /// `status` (`enum`).
     pub status: Option<TreasuryTransactionStatus>,
-    /// `status_transitions` (object).
+    /// `status_transitions` (`object`).
     pub status_transitions: Option<TreasuryTransactionStatusTransitions>,
 }
 
@@ -103,9 +103,9 @@ impl HasId for TreasuryTransaction {
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryTransactionStatusTransitions {
-    /// `posted_at` (integer; nullable).
+    /// `posted_at` (`integer`; nullable).
     pub posted_at: Option<i64>,
-    /// `void_at` (integer; nullable).
+    /// `void_at` (`integer`; nullable).
     pub void_at: Option<i64>,
 }
 

@@ -10,31 +10,31 @@ use super::prelude::*;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryTransactionEntry {
-    /// `id` (string).
+    /// `id` (`string`).
     pub id: Option<String>,
-    /// `object` (const).
+    /// `object` (`const`).
     pub object: Option<String>,
-    /// `balance_impact` (object).
+    /// `balance_impact` (`object`).
     pub balance_impact: Option<Value>,
-    /// `created` (integer).
+    /// `created` (`integer`).
     pub created: Option<i64>,
-    /// `currency` (string).
+    /// `currency` (`string`).
     pub currency: Option<String>,
-    /// `effective_at` (integer).
+    /// `effective_at` (`integer`).
     pub effective_at: Option<i64>,
-    /// `financial_account` (string).
+    /// `financial_account` (`string`).
     pub financial_account: Option<String>,
-    /// `flow` (string; nullable).
+    /// `flow` (`string`; nullable).
     pub flow: Option<String>,
-    /// `flow_details` (object; nullable, not always sent).
+    /// `flow_details` (`object`; nullable, not always sent).
     pub flow_details: Option<Value>,
-    /// `flow_type` (enum).
+    /// `flow_type` (`enum`).
     pub flow_type: Option<TreasuryTransactionEntryFlowType>,
-    /// `livemode` (boolean).
+    /// `livemode` (`boolean`).
     pub livemode: Option<bool>,
-    /// `transaction` (expandable<treasury.transaction>).
+    /// `transaction` (`expandable<treasury.transaction>`).
     pub transaction: Option<Expandable<TreasuryTransaction>>,
-    /// `type` (enum).
+    /// `type` (`enum`).
     pub type_: Option<TreasuryTransactionEntryType>,
 }
 

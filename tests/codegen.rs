@@ -1,7 +1,8 @@
-//! The generator of `src/event/types.rs`, and the check that the committed file is what
-//! it writes now.
+//! The generator of `src/event/types.rs` (from `data/stripe/event-types.tsv`) and of
+//! `src/objects/generated/` (from `data/stripe/schemas/*.tsv`), and the checks that the
+//! committed files are what it writes now.
 //!
-//! Regenerate after changing `data/stripe/event-types.tsv` or the object table below:
+//! Regenerate after changing the data or the tables below:
 //!
 //! ```text
 //! STRIPE_WEBHOOKS_REGENERATE=1 cargo test --test codegen

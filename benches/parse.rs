@@ -34,6 +34,45 @@ fn invoice_with_lines() -> String {
     )
 }
 
+/// A checkout.session.completed event with few fields set (about 1.6 KiB): Stripe's
+/// fixture with only a handful of its top-level fields.
+fn small_checkout() -> String {
+    const KEEP: &[&str] = &[
+        "id",
+        "object",
+        "amount_subtotal",
+        "amount_total",
+        "automatic_tax",
+        "created",
+        "currency",
+        "customer_details",
+        "expires_at",
+        "livemode",
+        "metadata",
+        "mode",
+        "payment_intent",
+        "payment_method_types",
+        "payment_status",
+        "status",
+        "success_url",
+        "total_details",
+        "invoice_creation",
+        "custom_text",
+        "customer_email",
+        "client_reference_id",
+    ];
+    let fixture = testing::fixture("checkout.session").unwrap_or_default();
+    let mut session: serde_json::Value = serde_json::from_str(fixture).unwrap_or_default();
+    if let Some(m) = session.as_object_mut() {
+        m.retain(|k, _| KEEP.contains(&k.as_str()));
+    }
+    testing::event_json(
+        "evt_bench_small",
+        "checkout.session.completed",
+        &session.to_string(),
+    )
+}
+
 fn bench(c: &mut Criterion) {
     let checkout =
         testing::event_for_type("evt_bench_cs", "checkout.session.completed").unwrap_or_default();
@@ -86,6 +125,26 @@ fn bench(c: &mut Criterion) {
             },
         );
     }
+    g.finish();
+
+    // The small event, typed against `Value`, side by side.
+    let small = small_checkout();
+    let mut g = c.benchmark_group("parse_small");
+    let name = format!("checkout.session.completed({}B)", small.len());
+    let bytes = small.as_bytes();
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_with_input(
+        BenchmarkId::new("serde_json_value", &name),
+        bytes,
+        |b, bytes| b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(bytes)).is_ok()),
+    );
+    g.bench_with_input(BenchmarkId::new("typed_event", &name), bytes, |b, bytes| {
+        b.iter(|| {
+            let e = parse_unverified(black_box(bytes));
+            debug_assert!(e.as_ref().is_ok_and(|e| !e.is_untyped()));
+            e.is_ok()
+        })
+    });
     g.finish();
 }
 

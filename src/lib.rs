@@ -139,7 +139,7 @@ pub use clock::{Clock, FixedClock, ManualClock, SystemClock};
 pub use error::Error;
 pub use event::{
     Envelope, Event, EventId, EventNotification, EventRequest, EventType, ObjectError, ParseError,
-    RelatedObject, ThinEventType, TypedEvent, UnknownEvent, UnparsedEvent, Untyped,
+    RelatedObject, ThinEventType, TypedEvent, UnknownEvent, UnparsedEvent,
 };
 pub use handler::{
     AccountFilter, EventHandler, EventRouter, HandlerError, ThinEventHandler, ThinEventRouter,

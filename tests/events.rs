@@ -33,8 +33,8 @@ fn variant_name(wire: &str) -> String {
 #[test]
 fn every_documented_type_parses_to_its_own_variant() {
     let rows = tsv_rows();
-    assert_eq!(rows.len(), 265);
-    assert_eq!(EventType::ALL.len(), 265);
+    assert_eq!(rows.len(), 275);
+    assert_eq!(EventType::ALL.len(), 275);
     for (wire, object) in &rows {
         // Every object a type can carry, not only the first.
         for obj in object.split('|') {
@@ -54,12 +54,16 @@ fn every_documented_type_parses_to_its_own_variant() {
                 variant_name(wire),
                 "{wire} parsed to the wrong variant"
             );
-            // Untyped exactly when the variant carries no struct.
-            let carries_untyped = debug.contains("object: Untyped");
-            assert_eq!(event.is_untyped(), carries_untyped, "{wire}");
+            // Every documented type carries a struct of `objects`.
+            assert!(!event.is_untyped(), "{wire} is untyped");
+            assert!(event.event_type().has_typed_object(), "{wire}");
             assert_eq!(event.id().as_str(), "evt_all");
             let raw: serde_json::Value = serde_json::from_str(event.raw_object().get()).unwrap();
             assert_eq!(raw["object"], obj);
+            // The typed object holds the fixture's id, read through the struct.
+            if let Some(id) = raw["id"].as_str() {
+                assert_eq!(event.object_id(), Some(id), "{wire} / {obj}");
+            }
         }
     }
 }

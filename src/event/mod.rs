@@ -74,12 +74,6 @@ impl<T> Deref for TypedEvent<T> {
     }
 }
 
-/// The object of an event type the crate has no struct for yet. Read it from
-/// [`TypedEvent::raw_object`]; a later release replaces `Untyped` with a struct without
-/// renaming the variant.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Untyped;
-
 /// An event whose type this release does not know. Nothing is lost: the type string is
 /// in the envelope and the object is kept raw.
 #[derive(Debug, Clone)]
@@ -253,16 +247,35 @@ fn type_at_end(body: &[u8]) -> Option<&str> {
     std::str::from_utf8(value).ok()
 }
 
-fn build_raw(
+/// As [`build_typed`], for a generated object: `data.object` is parsed into a
+/// `serde_json::Value` and converted, leniently (see [`objects`](crate::objects)). Only
+/// an object that is not a JSON object at all ends up [`Event::Unparsed`].
+fn build_generated<T: crate::objects::FromJson>(
     envelope: Envelope,
     raw: Box<RawValue>,
-    wrap: fn(Box<TypedEvent<Untyped>>) -> Event,
+    wrap: fn(Box<TypedEvent<T>>) -> Event,
 ) -> Event {
-    wrap(Box::new(TypedEvent {
-        envelope,
-        object: Untyped,
-        raw: RawObject::kept(raw),
-    }))
+    match generated_value(&raw).map(T::from_json) {
+        Some(Some(object)) => wrap(Box::new(TypedEvent {
+            envelope,
+            object,
+            raw: RawObject::kept(raw),
+        })),
+        _ => unparsed_generated(envelope, raw),
+    }
+}
+
+fn generated_value(raw: &RawValue) -> Option<serde_json::Value> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// The [`Event::Unparsed`] of a generated object that is not a JSON object.
+fn unparsed_generated(envelope: Envelope, raw: Box<RawValue>) -> Event {
+    let e = match serde_json::from_str::<serde_json::Value>(raw.get()) {
+        Err(e) => e,
+        Ok(_) => serde::de::Error::custom("expected a JSON object"),
+    };
+    unparsed(envelope, raw, &e)
 }
 
 fn build_source(
@@ -409,9 +422,13 @@ impl Event {
         self.envelope().previous_attributes()
     }
 
-    /// The id of the event's object (`data.object.id`), or `None` for an object without
-    /// one (`invoice.upcoming`). The ordering guard keys its watermarks on it.
-    pub fn object_id(&self) -> Option<String> {
+    /// The object id the ordering guard keys on: [`object_id`](Self::object_id), or for
+    /// an event whose object did not parse (or is of an unknown type) the raw
+    /// `data.object.id`.
+    pub(crate) fn ordering_key(&self) -> Option<String> {
+        if let Some(id) = self.object_id() {
+            return Some(id.to_owned());
+        }
         #[derive(Deserialize)]
         struct Id<'a> {
             #[serde(borrow, default)]
@@ -423,14 +440,12 @@ impl Event {
             .map(std::borrow::Cow::into_owned)
     }
 
-    /// Whether the event's object is not typed: [`Event::Unknown`], [`Event::Unparsed`],
-    /// or a known type whose object the crate has no struct for yet (it carries
-    /// [`Untyped`]). Read such an object from [`raw_object`](Self::raw_object).
+    /// Whether the event's object is not typed: [`Event::Unknown`] or
+    /// [`Event::Unparsed`]. Every other variant carries a struct of
+    /// [`objects`](crate::objects). Read an untyped object from
+    /// [`raw_object`](Self::raw_object).
     pub fn is_untyped(&self) -> bool {
-        match self {
-            Event::Unknown(_) | Event::Unparsed(_) => true,
-            other => !other.event_type().has_typed_object(),
-        }
+        matches!(self, Event::Unknown(_) | Event::Unparsed(_))
     }
 }
 
@@ -539,7 +554,7 @@ mod tests {
         assert!(
             types::parse_one_pass(&EventType::CheckoutSessionExpired, body.as_bytes()).is_none()
         );
-        // Types without a struct keep their object raw: the two-pass parse does that.
+        // Generated objects take the two-pass parse.
         assert!(types::parse_one_pass(&EventType::BalanceAvailable, body.as_bytes()).is_none());
     }
 

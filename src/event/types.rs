@@ -5,9 +5,9 @@ use serde_json::value::RawValue;
 
 use super::envelope::Envelope;
 use crate::objects::*;
-use super::{build_raw, build_source, build_typed, one_pass, TypedEvent, Untyped};
+use super::{build_generated, build_source, build_typed, one_pass, TypedEvent};
 
-/// The type of a Stripe event: every documented v1 event type (API 2026-07-29.dahlia), plus
+/// The type of a Stripe event: every documented v1 event type (API 2026-10-28.endive), plus
 /// [`EventType::Unknown`] for a type this release does not know.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -30,6 +30,12 @@ pub enum EventType {
     ApplicationFeeRefundUpdated,
     /// `application_fee.refunded`: Occurs whenever an application fee is refunded, whether from refunding a charge or from [refunding the application fee directly](#fee_refunds). This includes partial refunds.
     ApplicationFeeRefunded,
+    /// `apps.install.created`: Occurs whenever a user installs a Stripe app. Sent to the app developer, embedding platform, and installing merchant.
+    AppsInstallCreated,
+    /// `apps.install.deleted`: Occurs whenever a user uninstalls a Stripe app. Sent to the app developer, embedding platform, and installing merchant.
+    AppsInstallDeleted,
+    /// `apps.install.updated`: Occurs whenever a user updates a Stripe app. Sent to the app developer, embedding platform, and installing merchant.
+    AppsInstallUpdated,
     /// `balance.available`: Occurs whenever your Stripe balance has been updated (e.g., when a charge is available to be paid out). By default, Stripe automatically transfers funds in your balance to your bank account on a daily basis. This event is not fired for negative transactions.
     BalanceAvailable,
     /// `balance_settings.updated`: Occurs whenever a balance settings status or property has changed.
@@ -248,11 +254,11 @@ pub enum EventType {
     InvoiceitemCreated,
     /// `invoiceitem.deleted`: Occurs whenever an invoice item is deleted.
     InvoiceitemDeleted,
-    /// `issuing_authorization.created`: Occurs whenever an authorization is created.
+    /// `issuing_authorization.created`: Occurs whenever an authorization is created. For verification authorizations, this event is only accessible via private preview.
     IssuingAuthorizationCreated,
     /// `issuing_authorization.request`: Represents a synchronous request for authorization, see [Using your integration to handle authorization requests](https://docs.stripe.com/issuing/purchases/authorizations#authorization-handling).
     IssuingAuthorizationRequest,
-    /// `issuing_authorization.updated`: Occurs whenever an authorization is updated.
+    /// `issuing_authorization.updated`: Occurs whenever an authorization is updated. For verification authorizations, this event is only accessible via private preview.
     IssuingAuthorizationUpdated,
     /// `issuing_card.created`: Occurs whenever a card is created.
     IssuingCardCreated,
@@ -412,7 +418,7 @@ pub enum EventType {
     SetupIntentRequiresAction,
     /// `setup_intent.setup_failed`: Occurs when a SetupIntent has failed the attempt to setup a payment method.
     SetupIntentSetupFailed,
-    /// `setup_intent.succeeded`: Occurs when an SetupIntent has successfully setup a payment method.
+    /// `setup_intent.succeeded`: Occurs when a SetupIntent has successfully setup a payment method.
     SetupIntentSucceeded,
     /// `sigma.scheduled_query_run.created`: Occurs whenever a Sigma scheduled query run finishes.
     SigmaScheduledQueryRunCreated,
@@ -466,6 +472,20 @@ pub enum EventType {
     TestHelpersTestClockInternalFailure,
     /// `test_helpers.test_clock.ready`: Occurs whenever a test clock transitions to a ready status.
     TestHelpersTestClockReady,
+    /// `three_d_secure.authentication.canceled`: Occurs when a 3DS Authentication's status transitions to 'canceled'
+    ThreeDSecureAuthenticationCanceled,
+    /// `three_d_secure.authentication.challenge_started`: Occurs when a 3DS Authentication's 'challenge_url' was loaded.
+    ThreeDSecureAuthenticationChallengeStarted,
+    /// `three_d_secure.authentication.errored`: Occurs when a 3DS Authentication's status transitions to 'error'
+    ThreeDSecureAuthenticationErrored,
+    /// `three_d_secure.authentication.failed`: Occurs when a 3DS Authentication's status transitions to 'failed'
+    ThreeDSecureAuthenticationFailed,
+    /// `three_d_secure.authentication.requires_challenge`: Occurs when a 3DS Authentication's status transitions to 'requires_challenge'
+    ThreeDSecureAuthenticationRequiresChallenge,
+    /// `three_d_secure.authentication.requires_submission`: Occurs when a 3DS Authentication's status transitions to 'requires_submission'
+    ThreeDSecureAuthenticationRequiresSubmission,
+    /// `three_d_secure.authentication.succeeded`: Occurs when a 3DS Authentication's status transitions to 'succeeded'
+    ThreeDSecureAuthenticationSucceeded,
     /// `topup.canceled`: Occurs whenever a top-up is canceled.
     TopupCanceled,
     /// `topup.created`: Occurs whenever a top-up is created.
@@ -482,9 +502,9 @@ pub enum EventType {
     TransferReversed,
     /// `transfer.updated`: Occurs whenever a transfer's description or metadata is updated.
     TransferUpdated,
-    /// `treasury.credit_reversal.created`: Occurs whenever an CreditReversal is submitted and created.
+    /// `treasury.credit_reversal.created`: Occurs whenever a CreditReversal is submitted and created.
     TreasuryCreditReversalCreated,
-    /// `treasury.credit_reversal.posted`: Occurs whenever an CreditReversal post is posted.
+    /// `treasury.credit_reversal.posted`: Occurs whenever a CreditReversal post is posted.
     TreasuryCreditReversalPosted,
     /// `treasury.debit_reversal.completed`: Occurs whenever a DebitReversal is completed.
     TreasuryDebitReversalCompleted,
@@ -558,6 +578,9 @@ impl EventType {
         EventType::ApplicationFeeCreated,
         EventType::ApplicationFeeRefundUpdated,
         EventType::ApplicationFeeRefunded,
+        EventType::AppsInstallCreated,
+        EventType::AppsInstallDeleted,
+        EventType::AppsInstallUpdated,
         EventType::BalanceAvailable,
         EventType::BalanceSettingsUpdated,
         EventType::BillingAlertTriggered,
@@ -776,6 +799,13 @@ impl EventType {
         EventType::TestHelpersTestClockDeleted,
         EventType::TestHelpersTestClockInternalFailure,
         EventType::TestHelpersTestClockReady,
+        EventType::ThreeDSecureAuthenticationCanceled,
+        EventType::ThreeDSecureAuthenticationChallengeStarted,
+        EventType::ThreeDSecureAuthenticationErrored,
+        EventType::ThreeDSecureAuthenticationFailed,
+        EventType::ThreeDSecureAuthenticationRequiresChallenge,
+        EventType::ThreeDSecureAuthenticationRequiresSubmission,
+        EventType::ThreeDSecureAuthenticationSucceeded,
         EventType::TopupCanceled,
         EventType::TopupCreated,
         EventType::TopupFailed,
@@ -828,6 +858,9 @@ impl EventType {
             EventType::ApplicationFeeCreated => "application_fee.created",
             EventType::ApplicationFeeRefundUpdated => "application_fee.refund.updated",
             EventType::ApplicationFeeRefunded => "application_fee.refunded",
+            EventType::AppsInstallCreated => "apps.install.created",
+            EventType::AppsInstallDeleted => "apps.install.deleted",
+            EventType::AppsInstallUpdated => "apps.install.updated",
             EventType::BalanceAvailable => "balance.available",
             EventType::BalanceSettingsUpdated => "balance_settings.updated",
             EventType::BillingAlertTriggered => "billing.alert.triggered",
@@ -1046,6 +1079,13 @@ impl EventType {
             EventType::TestHelpersTestClockDeleted => "test_helpers.test_clock.deleted",
             EventType::TestHelpersTestClockInternalFailure => "test_helpers.test_clock.internal_failure",
             EventType::TestHelpersTestClockReady => "test_helpers.test_clock.ready",
+            EventType::ThreeDSecureAuthenticationCanceled => "three_d_secure.authentication.canceled",
+            EventType::ThreeDSecureAuthenticationChallengeStarted => "three_d_secure.authentication.challenge_started",
+            EventType::ThreeDSecureAuthenticationErrored => "three_d_secure.authentication.errored",
+            EventType::ThreeDSecureAuthenticationFailed => "three_d_secure.authentication.failed",
+            EventType::ThreeDSecureAuthenticationRequiresChallenge => "three_d_secure.authentication.requires_challenge",
+            EventType::ThreeDSecureAuthenticationRequiresSubmission => "three_d_secure.authentication.requires_submission",
+            EventType::ThreeDSecureAuthenticationSucceeded => "three_d_secure.authentication.succeeded",
             EventType::TopupCanceled => "topup.canceled",
             EventType::TopupCreated => "topup.created",
             EventType::TopupFailed => "topup.failed",
@@ -1101,6 +1141,9 @@ impl EventType {
             EventType::ApplicationFeeCreated => "application_fee",
             EventType::ApplicationFeeRefundUpdated => "fee_refund",
             EventType::ApplicationFeeRefunded => "application_fee",
+            EventType::AppsInstallCreated => "apps.install",
+            EventType::AppsInstallDeleted => "apps.install",
+            EventType::AppsInstallUpdated => "apps.install",
             EventType::BalanceAvailable => "balance",
             EventType::BalanceSettingsUpdated => "balance_settings",
             EventType::BillingAlertTriggered => "billing.alert_triggered",
@@ -1319,6 +1362,13 @@ impl EventType {
             EventType::TestHelpersTestClockDeleted => "test_helpers.test_clock",
             EventType::TestHelpersTestClockInternalFailure => "test_helpers.test_clock",
             EventType::TestHelpersTestClockReady => "test_helpers.test_clock",
+            EventType::ThreeDSecureAuthenticationCanceled => "three_d_secure.authentication",
+            EventType::ThreeDSecureAuthenticationChallengeStarted => "three_d_secure.authentication",
+            EventType::ThreeDSecureAuthenticationErrored => "three_d_secure.authentication",
+            EventType::ThreeDSecureAuthenticationFailed => "three_d_secure.authentication",
+            EventType::ThreeDSecureAuthenticationRequiresChallenge => "three_d_secure.authentication",
+            EventType::ThreeDSecureAuthenticationRequiresSubmission => "three_d_secure.authentication",
+            EventType::ThreeDSecureAuthenticationSucceeded => "three_d_secure.authentication",
             EventType::TopupCanceled => "topup",
             EventType::TopupCreated => "topup",
             EventType::TopupFailed => "topup",
@@ -1362,364 +1412,295 @@ impl EventType {
     }
 
     /// Whether events of this type carry a typed object (a struct of
-    /// [`objects`](crate::objects)) rather than [`Untyped`]; `false` for an unknown type.
+    /// [`objects`](crate::objects)): `true` for every documented type, `false` for an
+    /// unknown one.
     pub fn has_typed_object(&self) -> bool {
-        matches!(
-            self,
-            EventType::AccountExternalAccountCreated |
-            EventType::AccountExternalAccountDeleted |
-            EventType::AccountExternalAccountUpdated |
-            EventType::ChargeCaptured |
-            EventType::ChargeDisputeClosed |
-            EventType::ChargeDisputeCreated |
-            EventType::ChargeDisputeFundsReinstated |
-            EventType::ChargeDisputeFundsWithdrawn |
-            EventType::ChargeDisputeUpdated |
-            EventType::ChargeExpired |
-            EventType::ChargeFailed |
-            EventType::ChargePending |
-            EventType::ChargeRefundUpdated |
-            EventType::ChargeRefunded |
-            EventType::ChargeSucceeded |
-            EventType::ChargeUpdated |
-            EventType::CheckoutSessionAsyncPaymentFailed |
-            EventType::CheckoutSessionAsyncPaymentSucceeded |
-            EventType::CheckoutSessionCompleted |
-            EventType::CheckoutSessionExpired |
-            EventType::CustomerCreated |
-            EventType::CustomerDeleted |
-            EventType::CustomerSourceCreated |
-            EventType::CustomerSourceDeleted |
-            EventType::CustomerSourceExpiring |
-            EventType::CustomerSourceUpdated |
-            EventType::CustomerSubscriptionCreated |
-            EventType::CustomerSubscriptionDeleted |
-            EventType::CustomerSubscriptionPaused |
-            EventType::CustomerSubscriptionPendingUpdateApplied |
-            EventType::CustomerSubscriptionPendingUpdateExpired |
-            EventType::CustomerSubscriptionResumed |
-            EventType::CustomerSubscriptionTrialWillEnd |
-            EventType::CustomerSubscriptionUpdated |
-            EventType::CustomerUpdated |
-            EventType::InvoiceCreated |
-            EventType::InvoiceDeleted |
-            EventType::InvoiceFinalizationFailed |
-            EventType::InvoiceFinalized |
-            EventType::InvoiceMarkedUncollectible |
-            EventType::InvoiceOverdue |
-            EventType::InvoiceOverpaid |
-            EventType::InvoicePaid |
-            EventType::InvoicePaymentActionRequired |
-            EventType::InvoicePaymentAttemptRequired |
-            EventType::InvoicePaymentFailed |
-            EventType::InvoicePaymentSucceeded |
-            EventType::InvoiceSent |
-            EventType::InvoiceUpcoming |
-            EventType::InvoiceUpdated |
-            EventType::InvoiceVoided |
-            EventType::InvoiceWillBeDue |
-            EventType::PaymentIntentAmountCapturableUpdated |
-            EventType::PaymentIntentCanceled |
-            EventType::PaymentIntentCreated |
-            EventType::PaymentIntentPartiallyFunded |
-            EventType::PaymentIntentPaymentFailed |
-            EventType::PaymentIntentProcessing |
-            EventType::PaymentIntentRequiresAction |
-            EventType::PaymentIntentSucceeded |
-            EventType::PaymentMethodAttached |
-            EventType::PaymentMethodAutomaticallyUpdated |
-            EventType::PaymentMethodDetached |
-            EventType::PaymentMethodUpdated |
-            EventType::PriceCreated |
-            EventType::PriceDeleted |
-            EventType::PriceUpdated |
-            EventType::ProductCreated |
-            EventType::ProductDeleted |
-            EventType::ProductUpdated |
-            EventType::RefundCreated |
-            EventType::RefundFailed |
-            EventType::RefundUpdated |
-            EventType::SetupIntentCanceled |
-            EventType::SetupIntentCreated |
-            EventType::SetupIntentRequiresAction |
-            EventType::SetupIntentSetupFailed |
-            EventType::SetupIntentSucceeded |
-            EventType::SourceCanceled |
-            EventType::SourceChargeable |
-            EventType::SourceFailed |
-            EventType::SourceRefundAttributesRequired
-        )
+        !self.is_unknown()
     }
 
     /// Looks up a wire name; an unrecognised one becomes [`EventType::Unknown`].
     pub fn from_wire(s: &str) -> EventType {
-        match s {
-            "account.application.authorized" => EventType::AccountApplicationAuthorized,
-            "account.application.deauthorized" => EventType::AccountApplicationDeauthorized,
-            "account.external_account.created" => EventType::AccountExternalAccountCreated,
-            "account.external_account.deleted" => EventType::AccountExternalAccountDeleted,
-            "account.external_account.updated" => EventType::AccountExternalAccountUpdated,
-            "account.updated" => EventType::AccountUpdated,
-            "application_fee.created" => EventType::ApplicationFeeCreated,
-            "application_fee.refund.updated" => EventType::ApplicationFeeRefundUpdated,
-            "application_fee.refunded" => EventType::ApplicationFeeRefunded,
-            "balance.available" => EventType::BalanceAvailable,
-            "balance_settings.updated" => EventType::BalanceSettingsUpdated,
-            "billing.alert.triggered" => EventType::BillingAlertTriggered,
-            "billing.credit_balance_transaction.created" => EventType::BillingCreditBalanceTransactionCreated,
-            "billing.credit_grant.created" => EventType::BillingCreditGrantCreated,
-            "billing.credit_grant.updated" => EventType::BillingCreditGrantUpdated,
-            "billing.meter.created" => EventType::BillingMeterCreated,
-            "billing.meter.deactivated" => EventType::BillingMeterDeactivated,
-            "billing.meter.reactivated" => EventType::BillingMeterReactivated,
-            "billing.meter.updated" => EventType::BillingMeterUpdated,
-            "billing_portal.configuration.created" => EventType::BillingPortalConfigurationCreated,
-            "billing_portal.configuration.updated" => EventType::BillingPortalConfigurationUpdated,
-            "billing_portal.session.created" => EventType::BillingPortalSessionCreated,
-            "capability.updated" => EventType::CapabilityUpdated,
-            "cash_balance.funds_available" => EventType::CashBalanceFundsAvailable,
-            "charge.captured" => EventType::ChargeCaptured,
-            "charge.dispute.closed" => EventType::ChargeDisputeClosed,
-            "charge.dispute.created" => EventType::ChargeDisputeCreated,
-            "charge.dispute.funds_reinstated" => EventType::ChargeDisputeFundsReinstated,
-            "charge.dispute.funds_withdrawn" => EventType::ChargeDisputeFundsWithdrawn,
-            "charge.dispute.updated" => EventType::ChargeDisputeUpdated,
-            "charge.expired" => EventType::ChargeExpired,
-            "charge.failed" => EventType::ChargeFailed,
-            "charge.pending" => EventType::ChargePending,
-            "charge.refund.updated" => EventType::ChargeRefundUpdated,
-            "charge.refunded" => EventType::ChargeRefunded,
-            "charge.succeeded" => EventType::ChargeSucceeded,
-            "charge.updated" => EventType::ChargeUpdated,
-            "checkout.session.async_payment_failed" => EventType::CheckoutSessionAsyncPaymentFailed,
-            "checkout.session.async_payment_succeeded" => EventType::CheckoutSessionAsyncPaymentSucceeded,
-            "checkout.session.completed" => EventType::CheckoutSessionCompleted,
-            "checkout.session.expired" => EventType::CheckoutSessionExpired,
-            "climate.order.canceled" => EventType::ClimateOrderCanceled,
-            "climate.order.created" => EventType::ClimateOrderCreated,
-            "climate.order.delayed" => EventType::ClimateOrderDelayed,
-            "climate.order.delivered" => EventType::ClimateOrderDelivered,
-            "climate.order.product_substituted" => EventType::ClimateOrderProductSubstituted,
-            "climate.product.created" => EventType::ClimateProductCreated,
-            "climate.product.pricing_updated" => EventType::ClimateProductPricingUpdated,
-            "coupon.created" => EventType::CouponCreated,
-            "coupon.deleted" => EventType::CouponDeleted,
-            "coupon.updated" => EventType::CouponUpdated,
-            "credit_note.created" => EventType::CreditNoteCreated,
-            "credit_note.updated" => EventType::CreditNoteUpdated,
-            "credit_note.voided" => EventType::CreditNoteVoided,
-            "customer.created" => EventType::CustomerCreated,
-            "customer.deleted" => EventType::CustomerDeleted,
-            "customer.discount.created" => EventType::CustomerDiscountCreated,
-            "customer.discount.deleted" => EventType::CustomerDiscountDeleted,
-            "customer.discount.updated" => EventType::CustomerDiscountUpdated,
-            "customer.source.created" => EventType::CustomerSourceCreated,
-            "customer.source.deleted" => EventType::CustomerSourceDeleted,
-            "customer.source.expiring" => EventType::CustomerSourceExpiring,
-            "customer.source.updated" => EventType::CustomerSourceUpdated,
-            "customer.subscription.created" => EventType::CustomerSubscriptionCreated,
-            "customer.subscription.deleted" => EventType::CustomerSubscriptionDeleted,
-            "customer.subscription.paused" => EventType::CustomerSubscriptionPaused,
-            "customer.subscription.pending_update_applied" => EventType::CustomerSubscriptionPendingUpdateApplied,
-            "customer.subscription.pending_update_expired" => EventType::CustomerSubscriptionPendingUpdateExpired,
-            "customer.subscription.resumed" => EventType::CustomerSubscriptionResumed,
-            "customer.subscription.trial_will_end" => EventType::CustomerSubscriptionTrialWillEnd,
-            "customer.subscription.updated" => EventType::CustomerSubscriptionUpdated,
-            "customer.tax_id.created" => EventType::CustomerTaxIdCreated,
-            "customer.tax_id.deleted" => EventType::CustomerTaxIdDeleted,
-            "customer.tax_id.updated" => EventType::CustomerTaxIdUpdated,
-            "customer.updated" => EventType::CustomerUpdated,
-            "customer_cash_balance_transaction.created" => EventType::CustomerCashBalanceTransactionCreated,
-            "entitlements.active_entitlement_summary.updated" => EventType::EntitlementsActiveEntitlementSummaryUpdated,
-            "file.created" => EventType::FileCreated,
-            "financial_connections.account.account_numbers_updated" => EventType::FinancialConnectionsAccountAccountNumbersUpdated,
-            "financial_connections.account.created" => EventType::FinancialConnectionsAccountCreated,
-            "financial_connections.account.deactivated" => EventType::FinancialConnectionsAccountDeactivated,
-            "financial_connections.account.disconnected" => EventType::FinancialConnectionsAccountDisconnected,
-            "financial_connections.account.expected_deactivation_date_updated" => EventType::FinancialConnectionsAccountExpectedDeactivationDateUpdated,
-            "financial_connections.account.reactivated" => EventType::FinancialConnectionsAccountReactivated,
-            "financial_connections.account.refreshed_balance" => EventType::FinancialConnectionsAccountRefreshedBalance,
-            "financial_connections.account.refreshed_ownership" => EventType::FinancialConnectionsAccountRefreshedOwnership,
-            "financial_connections.account.refreshed_transactions" => EventType::FinancialConnectionsAccountRefreshedTransactions,
-            "financial_connections.account.supported_payment_method_types_updated" => EventType::FinancialConnectionsAccountSupportedPaymentMethodTypesUpdated,
-            "financial_connections.account.upcoming_account_number_expiry" => EventType::FinancialConnectionsAccountUpcomingAccountNumberExpiry,
-            "financial_connections.account.upcoming_deactivation" => EventType::FinancialConnectionsAccountUpcomingDeactivation,
-            "financial_connections.authorization.expected_deactivation_date_updated" => EventType::FinancialConnectionsAuthorizationExpectedDeactivationDateUpdated,
-            "financial_connections.authorization.upcoming_deactivation" => EventType::FinancialConnectionsAuthorizationUpcomingDeactivation,
-            "identity.verification_session.canceled" => EventType::IdentityVerificationSessionCanceled,
-            "identity.verification_session.created" => EventType::IdentityVerificationSessionCreated,
-            "identity.verification_session.processing" => EventType::IdentityVerificationSessionProcessing,
-            "identity.verification_session.redacted" => EventType::IdentityVerificationSessionRedacted,
-            "identity.verification_session.requires_input" => EventType::IdentityVerificationSessionRequiresInput,
-            "identity.verification_session.verified" => EventType::IdentityVerificationSessionVerified,
-            "invoice.created" => EventType::InvoiceCreated,
-            "invoice.deleted" => EventType::InvoiceDeleted,
-            "invoice.finalization_failed" => EventType::InvoiceFinalizationFailed,
-            "invoice.finalized" => EventType::InvoiceFinalized,
-            "invoice.marked_uncollectible" => EventType::InvoiceMarkedUncollectible,
-            "invoice.overdue" => EventType::InvoiceOverdue,
-            "invoice.overpaid" => EventType::InvoiceOverpaid,
-            "invoice.paid" => EventType::InvoicePaid,
-            "invoice.payment_action_required" => EventType::InvoicePaymentActionRequired,
-            "invoice.payment_attempt_required" => EventType::InvoicePaymentAttemptRequired,
-            "invoice.payment_failed" => EventType::InvoicePaymentFailed,
-            "invoice.payment_succeeded" => EventType::InvoicePaymentSucceeded,
-            "invoice.sent" => EventType::InvoiceSent,
-            "invoice.upcoming" => EventType::InvoiceUpcoming,
-            "invoice.updated" => EventType::InvoiceUpdated,
-            "invoice.voided" => EventType::InvoiceVoided,
-            "invoice.will_be_due" => EventType::InvoiceWillBeDue,
-            "invoice_payment.paid" => EventType::InvoicePaymentPaid,
-            "invoiceitem.created" => EventType::InvoiceitemCreated,
-            "invoiceitem.deleted" => EventType::InvoiceitemDeleted,
-            "issuing_authorization.created" => EventType::IssuingAuthorizationCreated,
-            "issuing_authorization.request" => EventType::IssuingAuthorizationRequest,
-            "issuing_authorization.updated" => EventType::IssuingAuthorizationUpdated,
-            "issuing_card.created" => EventType::IssuingCardCreated,
-            "issuing_card.updated" => EventType::IssuingCardUpdated,
-            "issuing_cardholder.created" => EventType::IssuingCardholderCreated,
-            "issuing_cardholder.updated" => EventType::IssuingCardholderUpdated,
-            "issuing_dispute.closed" => EventType::IssuingDisputeClosed,
-            "issuing_dispute.created" => EventType::IssuingDisputeCreated,
-            "issuing_dispute.funds_reinstated" => EventType::IssuingDisputeFundsReinstated,
-            "issuing_dispute.funds_rescinded" => EventType::IssuingDisputeFundsRescinded,
-            "issuing_dispute.submitted" => EventType::IssuingDisputeSubmitted,
-            "issuing_dispute.updated" => EventType::IssuingDisputeUpdated,
-            "issuing_personalization_design.activated" => EventType::IssuingPersonalizationDesignActivated,
-            "issuing_personalization_design.deactivated" => EventType::IssuingPersonalizationDesignDeactivated,
-            "issuing_personalization_design.rejected" => EventType::IssuingPersonalizationDesignRejected,
-            "issuing_personalization_design.updated" => EventType::IssuingPersonalizationDesignUpdated,
-            "issuing_token.created" => EventType::IssuingTokenCreated,
-            "issuing_token.updated" => EventType::IssuingTokenUpdated,
-            "issuing_transaction.created" => EventType::IssuingTransactionCreated,
-            "issuing_transaction.purchase_details_receipt_updated" => EventType::IssuingTransactionPurchaseDetailsReceiptUpdated,
-            "issuing_transaction.updated" => EventType::IssuingTransactionUpdated,
-            "mandate.updated" => EventType::MandateUpdated,
-            "payment_intent.amount_capturable_updated" => EventType::PaymentIntentAmountCapturableUpdated,
-            "payment_intent.canceled" => EventType::PaymentIntentCanceled,
-            "payment_intent.created" => EventType::PaymentIntentCreated,
-            "payment_intent.partially_funded" => EventType::PaymentIntentPartiallyFunded,
-            "payment_intent.payment_failed" => EventType::PaymentIntentPaymentFailed,
-            "payment_intent.processing" => EventType::PaymentIntentProcessing,
-            "payment_intent.requires_action" => EventType::PaymentIntentRequiresAction,
-            "payment_intent.succeeded" => EventType::PaymentIntentSucceeded,
-            "payment_link.created" => EventType::PaymentLinkCreated,
-            "payment_link.updated" => EventType::PaymentLinkUpdated,
-            "payment_method.attached" => EventType::PaymentMethodAttached,
-            "payment_method.automatically_updated" => EventType::PaymentMethodAutomaticallyUpdated,
-            "payment_method.detached" => EventType::PaymentMethodDetached,
-            "payment_method.updated" => EventType::PaymentMethodUpdated,
-            "payout.canceled" => EventType::PayoutCanceled,
-            "payout.created" => EventType::PayoutCreated,
-            "payout.failed" => EventType::PayoutFailed,
-            "payout.paid" => EventType::PayoutPaid,
-            "payout.reconciliation_completed" => EventType::PayoutReconciliationCompleted,
-            "payout.updated" => EventType::PayoutUpdated,
-            "person.created" => EventType::PersonCreated,
-            "person.deleted" => EventType::PersonDeleted,
-            "person.updated" => EventType::PersonUpdated,
-            "plan.created" => EventType::PlanCreated,
-            "plan.deleted" => EventType::PlanDeleted,
-            "plan.updated" => EventType::PlanUpdated,
-            "price.created" => EventType::PriceCreated,
-            "price.deleted" => EventType::PriceDeleted,
-            "price.updated" => EventType::PriceUpdated,
-            "product.created" => EventType::ProductCreated,
-            "product.deleted" => EventType::ProductDeleted,
-            "product.updated" => EventType::ProductUpdated,
-            "promotion_code.created" => EventType::PromotionCodeCreated,
-            "promotion_code.updated" => EventType::PromotionCodeUpdated,
-            "quote.accepted" => EventType::QuoteAccepted,
-            "quote.canceled" => EventType::QuoteCanceled,
-            "quote.created" => EventType::QuoteCreated,
-            "quote.finalized" => EventType::QuoteFinalized,
-            "radar.early_fraud_warning.created" => EventType::RadarEarlyFraudWarningCreated,
-            "radar.early_fraud_warning.updated" => EventType::RadarEarlyFraudWarningUpdated,
-            "refund.created" => EventType::RefundCreated,
-            "refund.failed" => EventType::RefundFailed,
-            "refund.updated" => EventType::RefundUpdated,
-            "reporting.report_run.failed" => EventType::ReportingReportRunFailed,
-            "reporting.report_run.succeeded" => EventType::ReportingReportRunSucceeded,
-            "reporting.report_type.updated" => EventType::ReportingReportTypeUpdated,
-            "reserve.hold.created" => EventType::ReserveHoldCreated,
-            "reserve.hold.updated" => EventType::ReserveHoldUpdated,
-            "reserve.plan.created" => EventType::ReservePlanCreated,
-            "reserve.plan.disabled" => EventType::ReservePlanDisabled,
-            "reserve.plan.expired" => EventType::ReservePlanExpired,
-            "reserve.plan.updated" => EventType::ReservePlanUpdated,
-            "reserve.release.created" => EventType::ReserveReleaseCreated,
-            "review.closed" => EventType::ReviewClosed,
-            "review.opened" => EventType::ReviewOpened,
-            "setup_intent.canceled" => EventType::SetupIntentCanceled,
-            "setup_intent.created" => EventType::SetupIntentCreated,
-            "setup_intent.requires_action" => EventType::SetupIntentRequiresAction,
-            "setup_intent.setup_failed" => EventType::SetupIntentSetupFailed,
-            "setup_intent.succeeded" => EventType::SetupIntentSucceeded,
-            "sigma.scheduled_query_run.created" => EventType::SigmaScheduledQueryRunCreated,
-            "source.canceled" => EventType::SourceCanceled,
-            "source.chargeable" => EventType::SourceChargeable,
-            "source.failed" => EventType::SourceFailed,
-            "source.mandate_notification" => EventType::SourceMandateNotification,
-            "source.refund_attributes_required" => EventType::SourceRefundAttributesRequired,
-            "source.transaction.created" => EventType::SourceTransactionCreated,
-            "source.transaction.updated" => EventType::SourceTransactionUpdated,
-            "subscription_schedule.aborted" => EventType::SubscriptionScheduleAborted,
-            "subscription_schedule.canceled" => EventType::SubscriptionScheduleCanceled,
-            "subscription_schedule.completed" => EventType::SubscriptionScheduleCompleted,
-            "subscription_schedule.created" => EventType::SubscriptionScheduleCreated,
-            "subscription_schedule.expiring" => EventType::SubscriptionScheduleExpiring,
-            "subscription_schedule.released" => EventType::SubscriptionScheduleReleased,
-            "subscription_schedule.updated" => EventType::SubscriptionScheduleUpdated,
-            "tax.settings.updated" => EventType::TaxSettingsUpdated,
-            "tax_rate.created" => EventType::TaxRateCreated,
-            "tax_rate.updated" => EventType::TaxRateUpdated,
-            "terminal.reader.action_failed" => EventType::TerminalReaderActionFailed,
-            "terminal.reader.action_succeeded" => EventType::TerminalReaderActionSucceeded,
-            "terminal.reader.action_updated" => EventType::TerminalReaderActionUpdated,
-            "test_helpers.test_clock.advancing" => EventType::TestHelpersTestClockAdvancing,
-            "test_helpers.test_clock.created" => EventType::TestHelpersTestClockCreated,
-            "test_helpers.test_clock.deleted" => EventType::TestHelpersTestClockDeleted,
-            "test_helpers.test_clock.internal_failure" => EventType::TestHelpersTestClockInternalFailure,
-            "test_helpers.test_clock.ready" => EventType::TestHelpersTestClockReady,
-            "topup.canceled" => EventType::TopupCanceled,
-            "topup.created" => EventType::TopupCreated,
-            "topup.failed" => EventType::TopupFailed,
-            "topup.reversed" => EventType::TopupReversed,
-            "topup.succeeded" => EventType::TopupSucceeded,
-            "transfer.created" => EventType::TransferCreated,
-            "transfer.reversed" => EventType::TransferReversed,
-            "transfer.updated" => EventType::TransferUpdated,
-            "treasury.credit_reversal.created" => EventType::TreasuryCreditReversalCreated,
-            "treasury.credit_reversal.posted" => EventType::TreasuryCreditReversalPosted,
-            "treasury.debit_reversal.completed" => EventType::TreasuryDebitReversalCompleted,
-            "treasury.debit_reversal.created" => EventType::TreasuryDebitReversalCreated,
-            "treasury.debit_reversal.initial_credit_granted" => EventType::TreasuryDebitReversalInitialCreditGranted,
-            "treasury.financial_account.closed" => EventType::TreasuryFinancialAccountClosed,
-            "treasury.financial_account.created" => EventType::TreasuryFinancialAccountCreated,
-            "treasury.financial_account.features_status_updated" => EventType::TreasuryFinancialAccountFeaturesStatusUpdated,
-            "treasury.inbound_transfer.canceled" => EventType::TreasuryInboundTransferCanceled,
-            "treasury.inbound_transfer.created" => EventType::TreasuryInboundTransferCreated,
-            "treasury.inbound_transfer.failed" => EventType::TreasuryInboundTransferFailed,
-            "treasury.inbound_transfer.succeeded" => EventType::TreasuryInboundTransferSucceeded,
-            "treasury.outbound_payment.canceled" => EventType::TreasuryOutboundPaymentCanceled,
-            "treasury.outbound_payment.created" => EventType::TreasuryOutboundPaymentCreated,
-            "treasury.outbound_payment.expected_arrival_date_updated" => EventType::TreasuryOutboundPaymentExpectedArrivalDateUpdated,
-            "treasury.outbound_payment.failed" => EventType::TreasuryOutboundPaymentFailed,
-            "treasury.outbound_payment.posted" => EventType::TreasuryOutboundPaymentPosted,
-            "treasury.outbound_payment.returned" => EventType::TreasuryOutboundPaymentReturned,
-            "treasury.outbound_payment.tracking_details_updated" => EventType::TreasuryOutboundPaymentTrackingDetailsUpdated,
-            "treasury.outbound_transfer.canceled" => EventType::TreasuryOutboundTransferCanceled,
-            "treasury.outbound_transfer.created" => EventType::TreasuryOutboundTransferCreated,
-            "treasury.outbound_transfer.expected_arrival_date_updated" => EventType::TreasuryOutboundTransferExpectedArrivalDateUpdated,
-            "treasury.outbound_transfer.failed" => EventType::TreasuryOutboundTransferFailed,
-            "treasury.outbound_transfer.posted" => EventType::TreasuryOutboundTransferPosted,
-            "treasury.outbound_transfer.returned" => EventType::TreasuryOutboundTransferReturned,
-            "treasury.outbound_transfer.tracking_details_updated" => EventType::TreasuryOutboundTransferTrackingDetailsUpdated,
-            "treasury.received_credit.created" => EventType::TreasuryReceivedCreditCreated,
-            "treasury.received_credit.failed" => EventType::TreasuryReceivedCreditFailed,
-            "treasury.received_credit.succeeded" => EventType::TreasuryReceivedCreditSucceeded,
-            "treasury.received_debit.created" => EventType::TreasuryReceivedDebitCreated,
-            other => EventType::Unknown(other.to_owned()),
+        // `ALL` is sorted by wire name: a binary search, not 275 string compares.
+        const WIRE: &[&str] = &[
+            "account.application.authorized",
+            "account.application.deauthorized",
+            "account.external_account.created",
+            "account.external_account.deleted",
+            "account.external_account.updated",
+            "account.updated",
+            "application_fee.created",
+            "application_fee.refund.updated",
+            "application_fee.refunded",
+            "apps.install.created",
+            "apps.install.deleted",
+            "apps.install.updated",
+            "balance.available",
+            "balance_settings.updated",
+            "billing.alert.triggered",
+            "billing.credit_balance_transaction.created",
+            "billing.credit_grant.created",
+            "billing.credit_grant.updated",
+            "billing.meter.created",
+            "billing.meter.deactivated",
+            "billing.meter.reactivated",
+            "billing.meter.updated",
+            "billing_portal.configuration.created",
+            "billing_portal.configuration.updated",
+            "billing_portal.session.created",
+            "capability.updated",
+            "cash_balance.funds_available",
+            "charge.captured",
+            "charge.dispute.closed",
+            "charge.dispute.created",
+            "charge.dispute.funds_reinstated",
+            "charge.dispute.funds_withdrawn",
+            "charge.dispute.updated",
+            "charge.expired",
+            "charge.failed",
+            "charge.pending",
+            "charge.refund.updated",
+            "charge.refunded",
+            "charge.succeeded",
+            "charge.updated",
+            "checkout.session.async_payment_failed",
+            "checkout.session.async_payment_succeeded",
+            "checkout.session.completed",
+            "checkout.session.expired",
+            "climate.order.canceled",
+            "climate.order.created",
+            "climate.order.delayed",
+            "climate.order.delivered",
+            "climate.order.product_substituted",
+            "climate.product.created",
+            "climate.product.pricing_updated",
+            "coupon.created",
+            "coupon.deleted",
+            "coupon.updated",
+            "credit_note.created",
+            "credit_note.updated",
+            "credit_note.voided",
+            "customer.created",
+            "customer.deleted",
+            "customer.discount.created",
+            "customer.discount.deleted",
+            "customer.discount.updated",
+            "customer.source.created",
+            "customer.source.deleted",
+            "customer.source.expiring",
+            "customer.source.updated",
+            "customer.subscription.created",
+            "customer.subscription.deleted",
+            "customer.subscription.paused",
+            "customer.subscription.pending_update_applied",
+            "customer.subscription.pending_update_expired",
+            "customer.subscription.resumed",
+            "customer.subscription.trial_will_end",
+            "customer.subscription.updated",
+            "customer.tax_id.created",
+            "customer.tax_id.deleted",
+            "customer.tax_id.updated",
+            "customer.updated",
+            "customer_cash_balance_transaction.created",
+            "entitlements.active_entitlement_summary.updated",
+            "file.created",
+            "financial_connections.account.account_numbers_updated",
+            "financial_connections.account.created",
+            "financial_connections.account.deactivated",
+            "financial_connections.account.disconnected",
+            "financial_connections.account.expected_deactivation_date_updated",
+            "financial_connections.account.reactivated",
+            "financial_connections.account.refreshed_balance",
+            "financial_connections.account.refreshed_ownership",
+            "financial_connections.account.refreshed_transactions",
+            "financial_connections.account.supported_payment_method_types_updated",
+            "financial_connections.account.upcoming_account_number_expiry",
+            "financial_connections.account.upcoming_deactivation",
+            "financial_connections.authorization.expected_deactivation_date_updated",
+            "financial_connections.authorization.upcoming_deactivation",
+            "identity.verification_session.canceled",
+            "identity.verification_session.created",
+            "identity.verification_session.processing",
+            "identity.verification_session.redacted",
+            "identity.verification_session.requires_input",
+            "identity.verification_session.verified",
+            "invoice.created",
+            "invoice.deleted",
+            "invoice.finalization_failed",
+            "invoice.finalized",
+            "invoice.marked_uncollectible",
+            "invoice.overdue",
+            "invoice.overpaid",
+            "invoice.paid",
+            "invoice.payment_action_required",
+            "invoice.payment_attempt_required",
+            "invoice.payment_failed",
+            "invoice.payment_succeeded",
+            "invoice.sent",
+            "invoice.upcoming",
+            "invoice.updated",
+            "invoice.voided",
+            "invoice.will_be_due",
+            "invoice_payment.paid",
+            "invoiceitem.created",
+            "invoiceitem.deleted",
+            "issuing_authorization.created",
+            "issuing_authorization.request",
+            "issuing_authorization.updated",
+            "issuing_card.created",
+            "issuing_card.updated",
+            "issuing_cardholder.created",
+            "issuing_cardholder.updated",
+            "issuing_dispute.closed",
+            "issuing_dispute.created",
+            "issuing_dispute.funds_reinstated",
+            "issuing_dispute.funds_rescinded",
+            "issuing_dispute.submitted",
+            "issuing_dispute.updated",
+            "issuing_personalization_design.activated",
+            "issuing_personalization_design.deactivated",
+            "issuing_personalization_design.rejected",
+            "issuing_personalization_design.updated",
+            "issuing_token.created",
+            "issuing_token.updated",
+            "issuing_transaction.created",
+            "issuing_transaction.purchase_details_receipt_updated",
+            "issuing_transaction.updated",
+            "mandate.updated",
+            "payment_intent.amount_capturable_updated",
+            "payment_intent.canceled",
+            "payment_intent.created",
+            "payment_intent.partially_funded",
+            "payment_intent.payment_failed",
+            "payment_intent.processing",
+            "payment_intent.requires_action",
+            "payment_intent.succeeded",
+            "payment_link.created",
+            "payment_link.updated",
+            "payment_method.attached",
+            "payment_method.automatically_updated",
+            "payment_method.detached",
+            "payment_method.updated",
+            "payout.canceled",
+            "payout.created",
+            "payout.failed",
+            "payout.paid",
+            "payout.reconciliation_completed",
+            "payout.updated",
+            "person.created",
+            "person.deleted",
+            "person.updated",
+            "plan.created",
+            "plan.deleted",
+            "plan.updated",
+            "price.created",
+            "price.deleted",
+            "price.updated",
+            "product.created",
+            "product.deleted",
+            "product.updated",
+            "promotion_code.created",
+            "promotion_code.updated",
+            "quote.accepted",
+            "quote.canceled",
+            "quote.created",
+            "quote.finalized",
+            "radar.early_fraud_warning.created",
+            "radar.early_fraud_warning.updated",
+            "refund.created",
+            "refund.failed",
+            "refund.updated",
+            "reporting.report_run.failed",
+            "reporting.report_run.succeeded",
+            "reporting.report_type.updated",
+            "reserve.hold.created",
+            "reserve.hold.updated",
+            "reserve.plan.created",
+            "reserve.plan.disabled",
+            "reserve.plan.expired",
+            "reserve.plan.updated",
+            "reserve.release.created",
+            "review.closed",
+            "review.opened",
+            "setup_intent.canceled",
+            "setup_intent.created",
+            "setup_intent.requires_action",
+            "setup_intent.setup_failed",
+            "setup_intent.succeeded",
+            "sigma.scheduled_query_run.created",
+            "source.canceled",
+            "source.chargeable",
+            "source.failed",
+            "source.mandate_notification",
+            "source.refund_attributes_required",
+            "source.transaction.created",
+            "source.transaction.updated",
+            "subscription_schedule.aborted",
+            "subscription_schedule.canceled",
+            "subscription_schedule.completed",
+            "subscription_schedule.created",
+            "subscription_schedule.expiring",
+            "subscription_schedule.released",
+            "subscription_schedule.updated",
+            "tax.settings.updated",
+            "tax_rate.created",
+            "tax_rate.updated",
+            "terminal.reader.action_failed",
+            "terminal.reader.action_succeeded",
+            "terminal.reader.action_updated",
+            "test_helpers.test_clock.advancing",
+            "test_helpers.test_clock.created",
+            "test_helpers.test_clock.deleted",
+            "test_helpers.test_clock.internal_failure",
+            "test_helpers.test_clock.ready",
+            "three_d_secure.authentication.canceled",
+            "three_d_secure.authentication.challenge_started",
+            "three_d_secure.authentication.errored",
+            "three_d_secure.authentication.failed",
+            "three_d_secure.authentication.requires_challenge",
+            "three_d_secure.authentication.requires_submission",
+            "three_d_secure.authentication.succeeded",
+            "topup.canceled",
+            "topup.created",
+            "topup.failed",
+            "topup.reversed",
+            "topup.succeeded",
+            "transfer.created",
+            "transfer.reversed",
+            "transfer.updated",
+            "treasury.credit_reversal.created",
+            "treasury.credit_reversal.posted",
+            "treasury.debit_reversal.completed",
+            "treasury.debit_reversal.created",
+            "treasury.debit_reversal.initial_credit_granted",
+            "treasury.financial_account.closed",
+            "treasury.financial_account.created",
+            "treasury.financial_account.features_status_updated",
+            "treasury.inbound_transfer.canceled",
+            "treasury.inbound_transfer.created",
+            "treasury.inbound_transfer.failed",
+            "treasury.inbound_transfer.succeeded",
+            "treasury.outbound_payment.canceled",
+            "treasury.outbound_payment.created",
+            "treasury.outbound_payment.expected_arrival_date_updated",
+            "treasury.outbound_payment.failed",
+            "treasury.outbound_payment.posted",
+            "treasury.outbound_payment.returned",
+            "treasury.outbound_payment.tracking_details_updated",
+            "treasury.outbound_transfer.canceled",
+            "treasury.outbound_transfer.created",
+            "treasury.outbound_transfer.expected_arrival_date_updated",
+            "treasury.outbound_transfer.failed",
+            "treasury.outbound_transfer.posted",
+            "treasury.outbound_transfer.returned",
+            "treasury.outbound_transfer.tracking_details_updated",
+            "treasury.received_credit.created",
+            "treasury.received_credit.failed",
+            "treasury.received_credit.succeeded",
+            "treasury.received_debit.created",
+        ];
+        match WIRE.binary_search(&s) {
+            Ok(i) => EventType::ALL[i].clone(),
+            Err(_) => EventType::Unknown(s.to_owned()),
         }
     }
 }
@@ -1727,17 +1708,17 @@ impl EventType {
 /// A Stripe event, typed by its `type`.
 ///
 /// Each documented type has its own variant carrying a [`TypedEvent`]: the envelope, the
-/// typed `data.object` (or [`Untyped`] where the crate has no struct for that object
-/// yet) and the raw `data.object` JSON. A type the crate does not know is
+/// typed `data.object` (a struct of [`objects`](crate::objects)) and the raw
+/// `data.object` JSON. A type the crate does not know is
 /// [`Event::Unknown`]; a known type whose object does not parse is [`Event::Unparsed`].
 /// Neither is an error: a verified event is never thrown away.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {
     /// `account.application.authorized` (object `application`): Occurs whenever a user authorizes an application. Sent to the related application only.
-    AccountApplicationAuthorized(Box<TypedEvent<Untyped>>),
+    AccountApplicationAuthorized(Box<TypedEvent<Application>>),
     /// `account.application.deauthorized` (object `application`): Occurs whenever a user deauthorizes an application. Sent to the related application only.
-    AccountApplicationDeauthorized(Box<TypedEvent<Untyped>>),
+    AccountApplicationDeauthorized(Box<TypedEvent<Application>>),
     /// `account.external_account.created` (object `bank_account|card|source`): Occurs whenever an external account is created.
     AccountExternalAccountCreated(Box<TypedEvent<PaymentSource>>),
     /// `account.external_account.deleted` (object `bank_account|card|source`): Occurs whenever an external account is deleted.
@@ -1745,43 +1726,49 @@ pub enum Event {
     /// `account.external_account.updated` (object `bank_account|card|source`): Occurs whenever an external account is updated.
     AccountExternalAccountUpdated(Box<TypedEvent<PaymentSource>>),
     /// `account.updated` (object `account`): Occurs whenever an account status or property has changed.
-    AccountUpdated(Box<TypedEvent<Untyped>>),
+    AccountUpdated(Box<TypedEvent<Account>>),
     /// `application_fee.created` (object `application_fee`): Occurs whenever an application fee is created on a charge.
-    ApplicationFeeCreated(Box<TypedEvent<Untyped>>),
+    ApplicationFeeCreated(Box<TypedEvent<ApplicationFee>>),
     /// `application_fee.refund.updated` (object `fee_refund`): Occurs whenever an application fee refund is updated.
-    ApplicationFeeRefundUpdated(Box<TypedEvent<Untyped>>),
+    ApplicationFeeRefundUpdated(Box<TypedEvent<FeeRefund>>),
     /// `application_fee.refunded` (object `application_fee`): Occurs whenever an application fee is refunded, whether from refunding a charge or from [refunding the application fee directly](#fee_refunds). This includes partial refunds.
-    ApplicationFeeRefunded(Box<TypedEvent<Untyped>>),
+    ApplicationFeeRefunded(Box<TypedEvent<ApplicationFee>>),
+    /// `apps.install.created` (object `apps.install`): Occurs whenever a user installs a Stripe app. Sent to the app developer, embedding platform, and installing merchant.
+    AppsInstallCreated(Box<TypedEvent<AppsInstall>>),
+    /// `apps.install.deleted` (object `apps.install`): Occurs whenever a user uninstalls a Stripe app. Sent to the app developer, embedding platform, and installing merchant.
+    AppsInstallDeleted(Box<TypedEvent<AppsInstall>>),
+    /// `apps.install.updated` (object `apps.install`): Occurs whenever a user updates a Stripe app. Sent to the app developer, embedding platform, and installing merchant.
+    AppsInstallUpdated(Box<TypedEvent<AppsInstall>>),
     /// `balance.available` (object `balance`): Occurs whenever your Stripe balance has been updated (e.g., when a charge is available to be paid out). By default, Stripe automatically transfers funds in your balance to your bank account on a daily basis. This event is not fired for negative transactions.
-    BalanceAvailable(Box<TypedEvent<Untyped>>),
+    BalanceAvailable(Box<TypedEvent<Balance>>),
     /// `balance_settings.updated` (object `balance_settings`): Occurs whenever a balance settings status or property has changed.
-    BalanceSettingsUpdated(Box<TypedEvent<Untyped>>),
+    BalanceSettingsUpdated(Box<TypedEvent<BalanceSettings>>),
     /// `billing.alert.triggered` (object `billing.alert_triggered`): Occurs whenever your custom alert threshold is met.
-    BillingAlertTriggered(Box<TypedEvent<Untyped>>),
+    BillingAlertTriggered(Box<TypedEvent<BillingAlertTriggered>>),
     /// `billing.credit_balance_transaction.created` (object `billing.credit_balance_transaction`): Occurs when a credit balance transaction is created
-    BillingCreditBalanceTransactionCreated(Box<TypedEvent<Untyped>>),
+    BillingCreditBalanceTransactionCreated(Box<TypedEvent<BillingCreditBalanceTransaction>>),
     /// `billing.credit_grant.created` (object `billing.credit_grant`): Occurs when a credit grant is created
-    BillingCreditGrantCreated(Box<TypedEvent<Untyped>>),
+    BillingCreditGrantCreated(Box<TypedEvent<BillingCreditGrant>>),
     /// `billing.credit_grant.updated` (object `billing.credit_grant`): Occurs when a credit grant is updated
-    BillingCreditGrantUpdated(Box<TypedEvent<Untyped>>),
+    BillingCreditGrantUpdated(Box<TypedEvent<BillingCreditGrant>>),
     /// `billing.meter.created` (object `billing.meter`): Occurs when a meter is created
-    BillingMeterCreated(Box<TypedEvent<Untyped>>),
+    BillingMeterCreated(Box<TypedEvent<BillingMeter>>),
     /// `billing.meter.deactivated` (object `billing.meter`): Occurs when a meter is deactivated
-    BillingMeterDeactivated(Box<TypedEvent<Untyped>>),
+    BillingMeterDeactivated(Box<TypedEvent<BillingMeter>>),
     /// `billing.meter.reactivated` (object `billing.meter`): Occurs when a meter is reactivated
-    BillingMeterReactivated(Box<TypedEvent<Untyped>>),
+    BillingMeterReactivated(Box<TypedEvent<BillingMeter>>),
     /// `billing.meter.updated` (object `billing.meter`): Occurs when a meter is updated
-    BillingMeterUpdated(Box<TypedEvent<Untyped>>),
+    BillingMeterUpdated(Box<TypedEvent<BillingMeter>>),
     /// `billing_portal.configuration.created` (object `billing_portal.configuration`): Occurs whenever a portal configuration is created.
-    BillingPortalConfigurationCreated(Box<TypedEvent<Untyped>>),
+    BillingPortalConfigurationCreated(Box<TypedEvent<BillingPortalConfiguration>>),
     /// `billing_portal.configuration.updated` (object `billing_portal.configuration`): Occurs whenever a portal configuration is updated.
-    BillingPortalConfigurationUpdated(Box<TypedEvent<Untyped>>),
+    BillingPortalConfigurationUpdated(Box<TypedEvent<BillingPortalConfiguration>>),
     /// `billing_portal.session.created` (object `billing_portal.session`): Occurs whenever a portal session is created.
-    BillingPortalSessionCreated(Box<TypedEvent<Untyped>>),
+    BillingPortalSessionCreated(Box<TypedEvent<BillingPortalSession>>),
     /// `capability.updated` (object `capability`): Occurs whenever a capability has new requirements or a new status.
-    CapabilityUpdated(Box<TypedEvent<Untyped>>),
+    CapabilityUpdated(Box<TypedEvent<Capability>>),
     /// `cash_balance.funds_available` (object `cash_balance`): Occurs whenever there is a positive remaining cash balance after Stripe automatically reconciles new funds into the cash balance. If you enabled manual reconciliation, this webhook will fire whenever there are new funds into the cash balance.
-    CashBalanceFundsAvailable(Box<TypedEvent<Untyped>>),
+    CashBalanceFundsAvailable(Box<TypedEvent<CashBalance>>),
     /// `charge.captured` (object `charge`): Occurs whenever a previously uncaptured charge is captured.
     ChargeCaptured(Box<TypedEvent<Charge>>),
     /// `charge.dispute.closed` (object `dispute`): Occurs when a dispute is closed and the dispute status changes to `lost`, `warning_closed`, or `won`.
@@ -1817,41 +1804,41 @@ pub enum Event {
     /// `checkout.session.expired` (object `checkout.session`): Occurs when a Checkout Session is expired.
     CheckoutSessionExpired(Box<TypedEvent<CheckoutSession>>),
     /// `climate.order.canceled` (object `climate.order`): Occurs when a Climate order is canceled.
-    ClimateOrderCanceled(Box<TypedEvent<Untyped>>),
+    ClimateOrderCanceled(Box<TypedEvent<ClimateOrder>>),
     /// `climate.order.created` (object `climate.order`): Occurs when a Climate order is created.
-    ClimateOrderCreated(Box<TypedEvent<Untyped>>),
+    ClimateOrderCreated(Box<TypedEvent<ClimateOrder>>),
     /// `climate.order.delayed` (object `climate.order`): Occurs when a Climate order is delayed.
-    ClimateOrderDelayed(Box<TypedEvent<Untyped>>),
+    ClimateOrderDelayed(Box<TypedEvent<ClimateOrder>>),
     /// `climate.order.delivered` (object `climate.order`): Occurs when a Climate order is delivered.
-    ClimateOrderDelivered(Box<TypedEvent<Untyped>>),
+    ClimateOrderDelivered(Box<TypedEvent<ClimateOrder>>),
     /// `climate.order.product_substituted` (object `climate.order`): Occurs when a Climate order's product is substituted for another.
-    ClimateOrderProductSubstituted(Box<TypedEvent<Untyped>>),
+    ClimateOrderProductSubstituted(Box<TypedEvent<ClimateOrder>>),
     /// `climate.product.created` (object `climate.product`): Occurs when a Climate product is created.
-    ClimateProductCreated(Box<TypedEvent<Untyped>>),
+    ClimateProductCreated(Box<TypedEvent<ClimateProduct>>),
     /// `climate.product.pricing_updated` (object `climate.product`): Occurs when a Climate product is updated.
-    ClimateProductPricingUpdated(Box<TypedEvent<Untyped>>),
+    ClimateProductPricingUpdated(Box<TypedEvent<ClimateProduct>>),
     /// `coupon.created` (object `coupon`): Occurs whenever a coupon is created.
-    CouponCreated(Box<TypedEvent<Untyped>>),
+    CouponCreated(Box<TypedEvent<Coupon>>),
     /// `coupon.deleted` (object `coupon`): Occurs whenever a coupon is deleted.
-    CouponDeleted(Box<TypedEvent<Untyped>>),
+    CouponDeleted(Box<TypedEvent<Coupon>>),
     /// `coupon.updated` (object `coupon`): Occurs whenever a coupon is updated.
-    CouponUpdated(Box<TypedEvent<Untyped>>),
+    CouponUpdated(Box<TypedEvent<Coupon>>),
     /// `credit_note.created` (object `credit_note`): Occurs whenever a credit note is created.
-    CreditNoteCreated(Box<TypedEvent<Untyped>>),
+    CreditNoteCreated(Box<TypedEvent<CreditNote>>),
     /// `credit_note.updated` (object `credit_note`): Occurs whenever a credit note is updated.
-    CreditNoteUpdated(Box<TypedEvent<Untyped>>),
+    CreditNoteUpdated(Box<TypedEvent<CreditNote>>),
     /// `credit_note.voided` (object `credit_note`): Occurs whenever a credit note is voided.
-    CreditNoteVoided(Box<TypedEvent<Untyped>>),
+    CreditNoteVoided(Box<TypedEvent<CreditNote>>),
     /// `customer.created` (object `customer`): Occurs whenever a new customer is created.
     CustomerCreated(Box<TypedEvent<Customer>>),
     /// `customer.deleted` (object `customer`): Occurs whenever a customer is deleted.
     CustomerDeleted(Box<TypedEvent<Customer>>),
     /// `customer.discount.created` (object `discount`): Occurs whenever a coupon is attached to a customer.
-    CustomerDiscountCreated(Box<TypedEvent<Untyped>>),
+    CustomerDiscountCreated(Box<TypedEvent<Discount>>),
     /// `customer.discount.deleted` (object `discount`): Occurs whenever a coupon is removed from a customer.
-    CustomerDiscountDeleted(Box<TypedEvent<Untyped>>),
+    CustomerDiscountDeleted(Box<TypedEvent<Discount>>),
     /// `customer.discount.updated` (object `discount`): Occurs whenever a customer is switched from one coupon to another.
-    CustomerDiscountUpdated(Box<TypedEvent<Untyped>>),
+    CustomerDiscountUpdated(Box<TypedEvent<Discount>>),
     /// `customer.source.created` (object `bank_account|card|source`): Occurs whenever a new source is created for a customer.
     CustomerSourceCreated(Box<TypedEvent<PaymentSource>>),
     /// `customer.source.deleted` (object `bank_account|card|source`): Occurs whenever a source is removed from a customer.
@@ -1877,59 +1864,59 @@ pub enum Event {
     /// `customer.subscription.updated` (object `subscription`): Occurs whenever a subscription changes (e.g., switching from one plan to another, or changing the status from trial to active).
     CustomerSubscriptionUpdated(Box<TypedEvent<Subscription>>),
     /// `customer.tax_id.created` (object `tax_id`): Occurs whenever a tax ID is created for a customer.
-    CustomerTaxIdCreated(Box<TypedEvent<Untyped>>),
+    CustomerTaxIdCreated(Box<TypedEvent<TaxId>>),
     /// `customer.tax_id.deleted` (object `tax_id`): Occurs whenever a tax ID is deleted from a customer.
-    CustomerTaxIdDeleted(Box<TypedEvent<Untyped>>),
+    CustomerTaxIdDeleted(Box<TypedEvent<TaxId>>),
     /// `customer.tax_id.updated` (object `tax_id`): Occurs whenever a customer's tax ID is updated.
-    CustomerTaxIdUpdated(Box<TypedEvent<Untyped>>),
+    CustomerTaxIdUpdated(Box<TypedEvent<TaxId>>),
     /// `customer.updated` (object `customer`): Occurs whenever any property of a customer changes.
     CustomerUpdated(Box<TypedEvent<Customer>>),
     /// `customer_cash_balance_transaction.created` (object `customer_cash_balance_transaction`): Occurs whenever a new customer cash balance transactions is created.
-    CustomerCashBalanceTransactionCreated(Box<TypedEvent<Untyped>>),
+    CustomerCashBalanceTransactionCreated(Box<TypedEvent<CustomerCashBalanceTransaction>>),
     /// `entitlements.active_entitlement_summary.updated` (object `entitlements.active_entitlement_summary`): Occurs whenever a customer's entitlements change.
-    EntitlementsActiveEntitlementSummaryUpdated(Box<TypedEvent<Untyped>>),
+    EntitlementsActiveEntitlementSummaryUpdated(Box<TypedEvent<EntitlementsActiveEntitlementSummary>>),
     /// `file.created` (object `file`): Occurs whenever a new Stripe-generated file is available for your account.
-    FileCreated(Box<TypedEvent<Untyped>>),
+    FileCreated(Box<TypedEvent<File>>),
     /// `financial_connections.account.account_numbers_updated` (object `financial_connections.account`): Occurs when a Financial Connections account's account numbers are updated.
-    FinancialConnectionsAccountAccountNumbersUpdated(Box<TypedEvent<Untyped>>),
+    FinancialConnectionsAccountAccountNumbersUpdated(Box<TypedEvent<FinancialConnectionsAccount>>),
     /// `financial_connections.account.created` (object `financial_connections.account`): Occurs when a new Financial Connections account is created.
-    FinancialConnectionsAccountCreated(Box<TypedEvent<Untyped>>),
+    FinancialConnectionsAccountCreated(Box<TypedEvent<FinancialConnectionsAccount>>),
     /// `financial_connections.account.deactivated` (object `financial_connections.account`): Occurs when a Financial Connections account's status is updated from `active` to `inactive`.
-    FinancialConnectionsAccountDeactivated(Box<TypedEvent<Untyped>>),
+    FinancialConnectionsAccountDeactivated(Box<TypedEvent<FinancialConnectionsAccount>>),
     /// `financial_connections.account.disconnected` (object `financial_connections.account`): Occurs when a Financial Connections account is disconnected.
-    FinancialConnectionsAccountDisconnected(Box<TypedEvent<Untyped>>),
+    FinancialConnectionsAccountDisconnected(Box<TypedEvent<FinancialConnectionsAccount>>),
     /// `financial_connections.account.expected_deactivation_date_updated` (object `financial_connections.account`): Occurs when a Financial Connections account’s `expected_deactivation_date` changes.
-    FinancialConnectionsAccountExpectedDeactivationDateUpdated(Box<TypedEvent<Untyped>>),
+    FinancialConnectionsAccountExpectedDeactivationDateUpdated(Box<TypedEvent<FinancialConnectionsAccount>>),
     /// `financial_connections.account.reactivated` (object `financial_connections.account`): Occurs when a Financial Connections account's status is updated from `inactive` to `active`.
-    FinancialConnectionsAccountReactivated(Box<TypedEvent<Untyped>>),
+    FinancialConnectionsAccountReactivated(Box<TypedEvent<FinancialConnectionsAccount>>),
     /// `financial_connections.account.refreshed_balance` (object `financial_connections.account`): Occurs when an Account’s `balance_refresh` status transitions from `pending` to either `succeeded` or `failed`.
-    FinancialConnectionsAccountRefreshedBalance(Box<TypedEvent<Untyped>>),
+    FinancialConnectionsAccountRefreshedBalance(Box<TypedEvent<FinancialConnectionsAccount>>),
     /// `financial_connections.account.refreshed_ownership` (object `financial_connections.account`): Occurs when an Account’s `ownership_refresh` status transitions from `pending` to either `succeeded` or `failed`.
-    FinancialConnectionsAccountRefreshedOwnership(Box<TypedEvent<Untyped>>),
+    FinancialConnectionsAccountRefreshedOwnership(Box<TypedEvent<FinancialConnectionsAccount>>),
     /// `financial_connections.account.refreshed_transactions` (object `financial_connections.account`): Occurs when an Account’s `transaction_refresh` status transitions from `pending` to either `succeeded` or `failed`.
-    FinancialConnectionsAccountRefreshedTransactions(Box<TypedEvent<Untyped>>),
+    FinancialConnectionsAccountRefreshedTransactions(Box<TypedEvent<FinancialConnectionsAccount>>),
     /// `financial_connections.account.supported_payment_method_types_updated` (object `financial_connections.account`): Occurs when the supported_payment_method_types array on a Financial Connections account changes.
-    FinancialConnectionsAccountSupportedPaymentMethodTypesUpdated(Box<TypedEvent<Untyped>>),
+    FinancialConnectionsAccountSupportedPaymentMethodTypesUpdated(Box<TypedEvent<FinancialConnectionsAccount>>),
     /// `financial_connections.account.upcoming_account_number_expiry` (object `financial_connections.account`): Occurs when an Account’s tokenized account number is about to expire.
-    FinancialConnectionsAccountUpcomingAccountNumberExpiry(Box<TypedEvent<Untyped>>),
+    FinancialConnectionsAccountUpcomingAccountNumberExpiry(Box<TypedEvent<FinancialConnectionsAccount>>),
     /// `financial_connections.account.upcoming_deactivation` (object `financial_connections.account`): Occurs when a Financial Connections account is about to become `inactive`.
-    FinancialConnectionsAccountUpcomingDeactivation(Box<TypedEvent<Untyped>>),
+    FinancialConnectionsAccountUpcomingDeactivation(Box<TypedEvent<FinancialConnectionsAccount>>),
     /// `financial_connections.authorization.expected_deactivation_date_updated` (object `financial_connections.authorization`): Occurs when a Financial Connections authorization’s `expected_deactivation_date` changes.
-    FinancialConnectionsAuthorizationExpectedDeactivationDateUpdated(Box<TypedEvent<Untyped>>),
+    FinancialConnectionsAuthorizationExpectedDeactivationDateUpdated(Box<TypedEvent<FinancialConnectionsAuthorization>>),
     /// `financial_connections.authorization.upcoming_deactivation` (object `financial_connections.authorization`): Occurs when a Financial Connections authorization is about to become `inactive`.
-    FinancialConnectionsAuthorizationUpcomingDeactivation(Box<TypedEvent<Untyped>>),
+    FinancialConnectionsAuthorizationUpcomingDeactivation(Box<TypedEvent<FinancialConnectionsAuthorization>>),
     /// `identity.verification_session.canceled` (object `identity.verification_session`): Occurs whenever a VerificationSession is canceled
-    IdentityVerificationSessionCanceled(Box<TypedEvent<Untyped>>),
+    IdentityVerificationSessionCanceled(Box<TypedEvent<IdentityVerificationSession>>),
     /// `identity.verification_session.created` (object `identity.verification_session`): Occurs whenever a VerificationSession is created
-    IdentityVerificationSessionCreated(Box<TypedEvent<Untyped>>),
+    IdentityVerificationSessionCreated(Box<TypedEvent<IdentityVerificationSession>>),
     /// `identity.verification_session.processing` (object `identity.verification_session`): Occurs whenever a VerificationSession transitions to processing
-    IdentityVerificationSessionProcessing(Box<TypedEvent<Untyped>>),
+    IdentityVerificationSessionProcessing(Box<TypedEvent<IdentityVerificationSession>>),
     /// `identity.verification_session.redacted` (object `identity.verification_session`): Occurs whenever a VerificationSession is redacted.
-    IdentityVerificationSessionRedacted(Box<TypedEvent<Untyped>>),
+    IdentityVerificationSessionRedacted(Box<TypedEvent<IdentityVerificationSession>>),
     /// `identity.verification_session.requires_input` (object `identity.verification_session`): Occurs whenever a VerificationSession transitions to require user input
-    IdentityVerificationSessionRequiresInput(Box<TypedEvent<Untyped>>),
+    IdentityVerificationSessionRequiresInput(Box<TypedEvent<IdentityVerificationSession>>),
     /// `identity.verification_session.verified` (object `identity.verification_session`): Occurs whenever a VerificationSession transitions to verified
-    IdentityVerificationSessionVerified(Box<TypedEvent<Untyped>>),
+    IdentityVerificationSessionVerified(Box<TypedEvent<IdentityVerificationSession>>),
     /// `invoice.created` (object `invoice`): Occurs whenever a new invoice is created. To learn how webhooks can be used with this event, and how they can affect it, see [Using Webhooks with Subscriptions](https://docs.stripe.com/subscriptions/webhooks).
     InvoiceCreated(Box<TypedEvent<Invoice>>),
     /// `invoice.deleted` (object `invoice`): Occurs whenever a draft invoice is deleted. Note: This event is not sent for [invoice previews](https://docs.stripe.com/api/invoices/create_preview).
@@ -1965,57 +1952,57 @@ pub enum Event {
     /// `invoice.will_be_due` (object `invoice`): Occurs X number of days before an invoice becomes due—where X is determined by Automations
     InvoiceWillBeDue(Box<TypedEvent<Invoice>>),
     /// `invoice_payment.paid` (object `invoice_payment`): Occurs when an InvoicePayment is successfully paid.
-    InvoicePaymentPaid(Box<TypedEvent<Untyped>>),
+    InvoicePaymentPaid(Box<TypedEvent<InvoicePayment>>),
     /// `invoiceitem.created` (object `invoiceitem`): Occurs whenever an invoice item is created.
-    InvoiceitemCreated(Box<TypedEvent<Untyped>>),
+    InvoiceitemCreated(Box<TypedEvent<Invoiceitem>>),
     /// `invoiceitem.deleted` (object `invoiceitem`): Occurs whenever an invoice item is deleted.
-    InvoiceitemDeleted(Box<TypedEvent<Untyped>>),
-    /// `issuing_authorization.created` (object `issuing.authorization`): Occurs whenever an authorization is created.
-    IssuingAuthorizationCreated(Box<TypedEvent<Untyped>>),
+    InvoiceitemDeleted(Box<TypedEvent<Invoiceitem>>),
+    /// `issuing_authorization.created` (object `issuing.authorization`): Occurs whenever an authorization is created. For verification authorizations, this event is only accessible via private preview.
+    IssuingAuthorizationCreated(Box<TypedEvent<IssuingAuthorization>>),
     /// `issuing_authorization.request` (object `issuing.authorization`): Represents a synchronous request for authorization, see [Using your integration to handle authorization requests](https://docs.stripe.com/issuing/purchases/authorizations#authorization-handling).
-    IssuingAuthorizationRequest(Box<TypedEvent<Untyped>>),
-    /// `issuing_authorization.updated` (object `issuing.authorization`): Occurs whenever an authorization is updated.
-    IssuingAuthorizationUpdated(Box<TypedEvent<Untyped>>),
+    IssuingAuthorizationRequest(Box<TypedEvent<IssuingAuthorization>>),
+    /// `issuing_authorization.updated` (object `issuing.authorization`): Occurs whenever an authorization is updated. For verification authorizations, this event is only accessible via private preview.
+    IssuingAuthorizationUpdated(Box<TypedEvent<IssuingAuthorization>>),
     /// `issuing_card.created` (object `issuing.card`): Occurs whenever a card is created.
-    IssuingCardCreated(Box<TypedEvent<Untyped>>),
+    IssuingCardCreated(Box<TypedEvent<IssuingCard>>),
     /// `issuing_card.updated` (object `issuing.card`): Occurs whenever a card is updated.
-    IssuingCardUpdated(Box<TypedEvent<Untyped>>),
+    IssuingCardUpdated(Box<TypedEvent<IssuingCard>>),
     /// `issuing_cardholder.created` (object `issuing.cardholder`): Occurs whenever a cardholder is created.
-    IssuingCardholderCreated(Box<TypedEvent<Untyped>>),
+    IssuingCardholderCreated(Box<TypedEvent<IssuingCardholder>>),
     /// `issuing_cardholder.updated` (object `issuing.cardholder`): Occurs whenever a cardholder is updated.
-    IssuingCardholderUpdated(Box<TypedEvent<Untyped>>),
+    IssuingCardholderUpdated(Box<TypedEvent<IssuingCardholder>>),
     /// `issuing_dispute.closed` (object `issuing.dispute`): Occurs whenever a dispute is won, lost or expired.
-    IssuingDisputeClosed(Box<TypedEvent<Untyped>>),
+    IssuingDisputeClosed(Box<TypedEvent<IssuingDispute>>),
     /// `issuing_dispute.created` (object `issuing.dispute`): Occurs whenever a dispute is created.
-    IssuingDisputeCreated(Box<TypedEvent<Untyped>>),
+    IssuingDisputeCreated(Box<TypedEvent<IssuingDispute>>),
     /// `issuing_dispute.funds_reinstated` (object `issuing.dispute`): Occurs whenever funds are reinstated to your account for an Issuing dispute.
-    IssuingDisputeFundsReinstated(Box<TypedEvent<Untyped>>),
+    IssuingDisputeFundsReinstated(Box<TypedEvent<IssuingDispute>>),
     /// `issuing_dispute.funds_rescinded` (object `issuing.dispute`): Occurs whenever funds are deducted from your account for an Issuing dispute.
-    IssuingDisputeFundsRescinded(Box<TypedEvent<Untyped>>),
+    IssuingDisputeFundsRescinded(Box<TypedEvent<IssuingDispute>>),
     /// `issuing_dispute.submitted` (object `issuing.dispute`): Occurs whenever a dispute is submitted.
-    IssuingDisputeSubmitted(Box<TypedEvent<Untyped>>),
+    IssuingDisputeSubmitted(Box<TypedEvent<IssuingDispute>>),
     /// `issuing_dispute.updated` (object `issuing.dispute`): Occurs whenever a dispute is updated.
-    IssuingDisputeUpdated(Box<TypedEvent<Untyped>>),
+    IssuingDisputeUpdated(Box<TypedEvent<IssuingDispute>>),
     /// `issuing_personalization_design.activated` (object `issuing.personalization_design`): Occurs whenever a personalization design is activated following the activation of the physical bundle that belongs to it.
-    IssuingPersonalizationDesignActivated(Box<TypedEvent<Untyped>>),
+    IssuingPersonalizationDesignActivated(Box<TypedEvent<IssuingPersonalizationDesign>>),
     /// `issuing_personalization_design.deactivated` (object `issuing.personalization_design`): Occurs whenever a personalization design is deactivated following the deactivation of the physical bundle that belongs to it.
-    IssuingPersonalizationDesignDeactivated(Box<TypedEvent<Untyped>>),
+    IssuingPersonalizationDesignDeactivated(Box<TypedEvent<IssuingPersonalizationDesign>>),
     /// `issuing_personalization_design.rejected` (object `issuing.personalization_design`): Occurs whenever a personalization design is rejected by design review.
-    IssuingPersonalizationDesignRejected(Box<TypedEvent<Untyped>>),
+    IssuingPersonalizationDesignRejected(Box<TypedEvent<IssuingPersonalizationDesign>>),
     /// `issuing_personalization_design.updated` (object `issuing.personalization_design`): Occurs whenever a personalization design is updated.
-    IssuingPersonalizationDesignUpdated(Box<TypedEvent<Untyped>>),
+    IssuingPersonalizationDesignUpdated(Box<TypedEvent<IssuingPersonalizationDesign>>),
     /// `issuing_token.created` (object `issuing.token`): Occurs whenever an issuing digital wallet token is created.
-    IssuingTokenCreated(Box<TypedEvent<Untyped>>),
+    IssuingTokenCreated(Box<TypedEvent<IssuingToken>>),
     /// `issuing_token.updated` (object `issuing.token`): Occurs whenever an issuing digital wallet token is updated.
-    IssuingTokenUpdated(Box<TypedEvent<Untyped>>),
+    IssuingTokenUpdated(Box<TypedEvent<IssuingToken>>),
     /// `issuing_transaction.created` (object `issuing.transaction`): Occurs whenever an issuing transaction is created.
-    IssuingTransactionCreated(Box<TypedEvent<Untyped>>),
+    IssuingTransactionCreated(Box<TypedEvent<IssuingTransaction>>),
     /// `issuing_transaction.purchase_details_receipt_updated` (object `issuing.transaction`): Occurs whenever an issuing transaction is updated with receipt data.
-    IssuingTransactionPurchaseDetailsReceiptUpdated(Box<TypedEvent<Untyped>>),
+    IssuingTransactionPurchaseDetailsReceiptUpdated(Box<TypedEvent<IssuingTransaction>>),
     /// `issuing_transaction.updated` (object `issuing.transaction`): Occurs whenever an issuing transaction is updated.
-    IssuingTransactionUpdated(Box<TypedEvent<Untyped>>),
+    IssuingTransactionUpdated(Box<TypedEvent<IssuingTransaction>>),
     /// `mandate.updated` (object `mandate`): Occurs whenever a Mandate is updated.
-    MandateUpdated(Box<TypedEvent<Untyped>>),
+    MandateUpdated(Box<TypedEvent<Mandate>>),
     /// `payment_intent.amount_capturable_updated` (object `payment_intent`): Occurs when a PaymentIntent has funds to be captured. Check the `amount_capturable` property on the PaymentIntent to determine the amount that can be captured. You may capture the PaymentIntent with an `amount_to_capture` value up to the specified amount. [Learn more about capturing PaymentIntents.](https://docs.stripe.com/api/payment_intents/capture)
     PaymentIntentAmountCapturableUpdated(Box<TypedEvent<PaymentIntent>>),
     /// `payment_intent.canceled` (object `payment_intent`): Occurs when a PaymentIntent is canceled.
@@ -2033,9 +2020,9 @@ pub enum Event {
     /// `payment_intent.succeeded` (object `payment_intent`): Occurs when a PaymentIntent has successfully completed payment.
     PaymentIntentSucceeded(Box<TypedEvent<PaymentIntent>>),
     /// `payment_link.created` (object `payment_link`): Occurs when a payment link is created.
-    PaymentLinkCreated(Box<TypedEvent<Untyped>>),
+    PaymentLinkCreated(Box<TypedEvent<PaymentLink>>),
     /// `payment_link.updated` (object `payment_link`): Occurs when a payment link is updated.
-    PaymentLinkUpdated(Box<TypedEvent<Untyped>>),
+    PaymentLinkUpdated(Box<TypedEvent<PaymentLink>>),
     /// `payment_method.attached` (object `payment_method`): Occurs whenever a new payment method is attached to a customer.
     PaymentMethodAttached(Box<TypedEvent<PaymentMethod>>),
     /// `payment_method.automatically_updated` (object `payment_method`): Occurs whenever a payment method's details are automatically updated by the network.
@@ -2045,29 +2032,29 @@ pub enum Event {
     /// `payment_method.updated` (object `payment_method`): Occurs whenever a payment method is updated via the [PaymentMethod update API](https://docs.stripe.com/api/payment_methods/update).
     PaymentMethodUpdated(Box<TypedEvent<PaymentMethod>>),
     /// `payout.canceled` (object `payout`): Occurs whenever a payout is canceled.
-    PayoutCanceled(Box<TypedEvent<Untyped>>),
+    PayoutCanceled(Box<TypedEvent<Payout>>),
     /// `payout.created` (object `payout`): Occurs whenever a payout is created.
-    PayoutCreated(Box<TypedEvent<Untyped>>),
+    PayoutCreated(Box<TypedEvent<Payout>>),
     /// `payout.failed` (object `payout`): Occurs whenever a payout attempt fails.
-    PayoutFailed(Box<TypedEvent<Untyped>>),
+    PayoutFailed(Box<TypedEvent<Payout>>),
     /// `payout.paid` (object `payout`): Occurs whenever a payout is *expected* to be available in the destination account. If the payout fails, a `payout.failed` notification is also sent, at a later time.
-    PayoutPaid(Box<TypedEvent<Untyped>>),
+    PayoutPaid(Box<TypedEvent<Payout>>),
     /// `payout.reconciliation_completed` (object `payout`): Occurs whenever balance transactions paid out in an automatic payout can be queried.
-    PayoutReconciliationCompleted(Box<TypedEvent<Untyped>>),
+    PayoutReconciliationCompleted(Box<TypedEvent<Payout>>),
     /// `payout.updated` (object `payout`): Occurs whenever a payout is updated.
-    PayoutUpdated(Box<TypedEvent<Untyped>>),
+    PayoutUpdated(Box<TypedEvent<Payout>>),
     /// `person.created` (object `person`): Occurs whenever a person associated with an account is created.
-    PersonCreated(Box<TypedEvent<Untyped>>),
+    PersonCreated(Box<TypedEvent<Person>>),
     /// `person.deleted` (object `person`): Occurs whenever a person associated with an account is deleted.
-    PersonDeleted(Box<TypedEvent<Untyped>>),
+    PersonDeleted(Box<TypedEvent<Person>>),
     /// `person.updated` (object `person`): Occurs whenever a person associated with an account is updated.
-    PersonUpdated(Box<TypedEvent<Untyped>>),
+    PersonUpdated(Box<TypedEvent<Person>>),
     /// `plan.created` (object `plan`): Occurs whenever a plan is created.
-    PlanCreated(Box<TypedEvent<Untyped>>),
+    PlanCreated(Box<TypedEvent<Plan>>),
     /// `plan.deleted` (object `plan`): Occurs whenever a plan is deleted.
-    PlanDeleted(Box<TypedEvent<Untyped>>),
+    PlanDeleted(Box<TypedEvent<Plan>>),
     /// `plan.updated` (object `plan`): Occurs whenever a plan is updated.
-    PlanUpdated(Box<TypedEvent<Untyped>>),
+    PlanUpdated(Box<TypedEvent<Plan>>),
     /// `price.created` (object `price`): Occurs whenever a price is created.
     PriceCreated(Box<TypedEvent<Price>>),
     /// `price.deleted` (object `price`): Occurs whenever a price is deleted.
@@ -2081,21 +2068,21 @@ pub enum Event {
     /// `product.updated` (object `product`): Occurs whenever a product is updated.
     ProductUpdated(Box<TypedEvent<Product>>),
     /// `promotion_code.created` (object `promotion_code`): Occurs whenever a promotion code is created.
-    PromotionCodeCreated(Box<TypedEvent<Untyped>>),
+    PromotionCodeCreated(Box<TypedEvent<PromotionCode>>),
     /// `promotion_code.updated` (object `promotion_code`): Occurs whenever a promotion code is updated.
-    PromotionCodeUpdated(Box<TypedEvent<Untyped>>),
+    PromotionCodeUpdated(Box<TypedEvent<PromotionCode>>),
     /// `quote.accepted` (object `quote`): Occurs whenever a quote is accepted.
-    QuoteAccepted(Box<TypedEvent<Untyped>>),
+    QuoteAccepted(Box<TypedEvent<Quote>>),
     /// `quote.canceled` (object `quote`): Occurs whenever a quote is canceled.
-    QuoteCanceled(Box<TypedEvent<Untyped>>),
+    QuoteCanceled(Box<TypedEvent<Quote>>),
     /// `quote.created` (object `quote`): Occurs whenever a quote is created.
-    QuoteCreated(Box<TypedEvent<Untyped>>),
+    QuoteCreated(Box<TypedEvent<Quote>>),
     /// `quote.finalized` (object `quote`): Occurs whenever a quote is finalized.
-    QuoteFinalized(Box<TypedEvent<Untyped>>),
+    QuoteFinalized(Box<TypedEvent<Quote>>),
     /// `radar.early_fraud_warning.created` (object `radar.early_fraud_warning`): Occurs whenever an early fraud warning is created.
-    RadarEarlyFraudWarningCreated(Box<TypedEvent<Untyped>>),
+    RadarEarlyFraudWarningCreated(Box<TypedEvent<RadarEarlyFraudWarning>>),
     /// `radar.early_fraud_warning.updated` (object `radar.early_fraud_warning`): Occurs whenever an early fraud warning is updated.
-    RadarEarlyFraudWarningUpdated(Box<TypedEvent<Untyped>>),
+    RadarEarlyFraudWarningUpdated(Box<TypedEvent<RadarEarlyFraudWarning>>),
     /// `refund.created` (object `refund`): Occurs whenever a refund is created.
     RefundCreated(Box<TypedEvent<Refund>>),
     /// `refund.failed` (object `refund`): Occurs whenever a refund has failed.
@@ -2103,29 +2090,29 @@ pub enum Event {
     /// `refund.updated` (object `refund`): Occurs whenever a refund is updated.
     RefundUpdated(Box<TypedEvent<Refund>>),
     /// `reporting.report_run.failed` (object `reporting.report_run`): Occurs whenever a requested `ReportRun` failed to complete.
-    ReportingReportRunFailed(Box<TypedEvent<Untyped>>),
+    ReportingReportRunFailed(Box<TypedEvent<ReportingReportRun>>),
     /// `reporting.report_run.succeeded` (object `reporting.report_run`): Occurs whenever a requested `ReportRun` completed successfully.
-    ReportingReportRunSucceeded(Box<TypedEvent<Untyped>>),
+    ReportingReportRunSucceeded(Box<TypedEvent<ReportingReportRun>>),
     /// `reporting.report_type.updated` (object `reporting.report_type`): Occurs whenever a `ReportType` is updated (typically to indicate that a new day's data has come available).
-    ReportingReportTypeUpdated(Box<TypedEvent<Untyped>>),
+    ReportingReportTypeUpdated(Box<TypedEvent<ReportingReportType>>),
     /// `reserve.hold.created` (object `reserve.hold`): Occurs when a reserve hold is created.
-    ReserveHoldCreated(Box<TypedEvent<Untyped>>),
+    ReserveHoldCreated(Box<TypedEvent<ReserveHold>>),
     /// `reserve.hold.updated` (object `reserve.hold`): Occurs when a reserve hold is updated.
-    ReserveHoldUpdated(Box<TypedEvent<Untyped>>),
+    ReserveHoldUpdated(Box<TypedEvent<ReserveHold>>),
     /// `reserve.plan.created` (object `reserve.plan`): Occurs when a reserve plan is created.
-    ReservePlanCreated(Box<TypedEvent<Untyped>>),
+    ReservePlanCreated(Box<TypedEvent<ReservePlan>>),
     /// `reserve.plan.disabled` (object `reserve.plan`): Occurs when a reserve plan is disabled.
-    ReservePlanDisabled(Box<TypedEvent<Untyped>>),
+    ReservePlanDisabled(Box<TypedEvent<ReservePlan>>),
     /// `reserve.plan.expired` (object `reserve.plan`): Occurs when a reserve plan expires.
-    ReservePlanExpired(Box<TypedEvent<Untyped>>),
+    ReservePlanExpired(Box<TypedEvent<ReservePlan>>),
     /// `reserve.plan.updated` (object `reserve.plan`): Occurs when a reserve plan is updated.
-    ReservePlanUpdated(Box<TypedEvent<Untyped>>),
+    ReservePlanUpdated(Box<TypedEvent<ReservePlan>>),
     /// `reserve.release.created` (object `reserve.release`): Occurs when a reserve release is created.
-    ReserveReleaseCreated(Box<TypedEvent<Untyped>>),
+    ReserveReleaseCreated(Box<TypedEvent<ReserveRelease>>),
     /// `review.closed` (object `review`): Occurs whenever a review is closed. The review's `reason` field indicates why: `approved`, `disputed`, `refunded`, `refunded_as_fraud`, or `canceled`.
-    ReviewClosed(Box<TypedEvent<Untyped>>),
+    ReviewClosed(Box<TypedEvent<Review>>),
     /// `review.opened` (object `review`): Occurs whenever a review is opened.
-    ReviewOpened(Box<TypedEvent<Untyped>>),
+    ReviewOpened(Box<TypedEvent<Review>>),
     /// `setup_intent.canceled` (object `setup_intent`): Occurs when a SetupIntent is canceled.
     SetupIntentCanceled(Box<TypedEvent<SetupIntent>>),
     /// `setup_intent.created` (object `setup_intent`): Occurs when a new SetupIntent is created.
@@ -2134,10 +2121,10 @@ pub enum Event {
     SetupIntentRequiresAction(Box<TypedEvent<SetupIntent>>),
     /// `setup_intent.setup_failed` (object `setup_intent`): Occurs when a SetupIntent has failed the attempt to setup a payment method.
     SetupIntentSetupFailed(Box<TypedEvent<SetupIntent>>),
-    /// `setup_intent.succeeded` (object `setup_intent`): Occurs when an SetupIntent has successfully setup a payment method.
+    /// `setup_intent.succeeded` (object `setup_intent`): Occurs when a SetupIntent has successfully setup a payment method.
     SetupIntentSucceeded(Box<TypedEvent<SetupIntent>>),
     /// `sigma.scheduled_query_run.created` (object `scheduled_query_run`): Occurs whenever a Sigma scheduled query run finishes.
-    SigmaScheduledQueryRunCreated(Box<TypedEvent<Untyped>>),
+    SigmaScheduledQueryRunCreated(Box<TypedEvent<ScheduledQueryRun>>),
     /// `source.canceled` (object `source`): Occurs whenever a source is canceled.
     SourceCanceled(Box<TypedEvent<Source>>),
     /// `source.chargeable` (object `source`): Occurs whenever a source transitions to chargeable.
@@ -2145,125 +2132,139 @@ pub enum Event {
     /// `source.failed` (object `source`): Occurs whenever a source fails.
     SourceFailed(Box<TypedEvent<Source>>),
     /// `source.mandate_notification` (object `source_mandate_notification`): Occurs whenever a source mandate notification method is set to manual.
-    SourceMandateNotification(Box<TypedEvent<Untyped>>),
+    SourceMandateNotification(Box<TypedEvent<SourceMandateNotification>>),
     /// `source.refund_attributes_required` (object `source`): Occurs whenever the refund attributes are required on a receiver source to process a refund or a mispayment.
     SourceRefundAttributesRequired(Box<TypedEvent<Source>>),
     /// `source.transaction.created` (object `source_transaction`): Occurs whenever a source transaction is created.
-    SourceTransactionCreated(Box<TypedEvent<Untyped>>),
+    SourceTransactionCreated(Box<TypedEvent<SourceTransaction>>),
     /// `source.transaction.updated` (object `source_transaction`): Occurs whenever a source transaction is updated.
-    SourceTransactionUpdated(Box<TypedEvent<Untyped>>),
+    SourceTransactionUpdated(Box<TypedEvent<SourceTransaction>>),
     /// `subscription_schedule.aborted` (object `subscription_schedule`): Occurs whenever a subscription schedule is canceled due to the underlying subscription being canceled because of delinquency.
-    SubscriptionScheduleAborted(Box<TypedEvent<Untyped>>),
+    SubscriptionScheduleAborted(Box<TypedEvent<SubscriptionSchedule>>),
     /// `subscription_schedule.canceled` (object `subscription_schedule`): Occurs whenever a subscription schedule is canceled.
-    SubscriptionScheduleCanceled(Box<TypedEvent<Untyped>>),
+    SubscriptionScheduleCanceled(Box<TypedEvent<SubscriptionSchedule>>),
     /// `subscription_schedule.completed` (object `subscription_schedule`): Occurs whenever a new subscription schedule is completed.
-    SubscriptionScheduleCompleted(Box<TypedEvent<Untyped>>),
+    SubscriptionScheduleCompleted(Box<TypedEvent<SubscriptionSchedule>>),
     /// `subscription_schedule.created` (object `subscription_schedule`): Occurs whenever a new subscription schedule is created.
-    SubscriptionScheduleCreated(Box<TypedEvent<Untyped>>),
+    SubscriptionScheduleCreated(Box<TypedEvent<SubscriptionSchedule>>),
     /// `subscription_schedule.expiring` (object `subscription_schedule`): Occurs 7 days before a subscription schedule will expire.
-    SubscriptionScheduleExpiring(Box<TypedEvent<Untyped>>),
+    SubscriptionScheduleExpiring(Box<TypedEvent<SubscriptionSchedule>>),
     /// `subscription_schedule.released` (object `subscription_schedule`): Occurs whenever a new subscription schedule is released.
-    SubscriptionScheduleReleased(Box<TypedEvent<Untyped>>),
+    SubscriptionScheduleReleased(Box<TypedEvent<SubscriptionSchedule>>),
     /// `subscription_schedule.updated` (object `subscription_schedule`): Occurs whenever a subscription schedule is updated.
-    SubscriptionScheduleUpdated(Box<TypedEvent<Untyped>>),
+    SubscriptionScheduleUpdated(Box<TypedEvent<SubscriptionSchedule>>),
     /// `tax.settings.updated` (object `tax.settings`): Occurs whenever tax settings is updated.
-    TaxSettingsUpdated(Box<TypedEvent<Untyped>>),
+    TaxSettingsUpdated(Box<TypedEvent<TaxSettings>>),
     /// `tax_rate.created` (object `tax_rate`): Occurs whenever a new tax rate is created.
-    TaxRateCreated(Box<TypedEvent<Untyped>>),
+    TaxRateCreated(Box<TypedEvent<TaxRate>>),
     /// `tax_rate.updated` (object `tax_rate`): Occurs whenever a tax rate is updated.
-    TaxRateUpdated(Box<TypedEvent<Untyped>>),
+    TaxRateUpdated(Box<TypedEvent<TaxRate>>),
     /// `terminal.reader.action_failed` (object `terminal.reader`): Occurs whenever an action sent to a Terminal reader failed.
-    TerminalReaderActionFailed(Box<TypedEvent<Untyped>>),
+    TerminalReaderActionFailed(Box<TypedEvent<TerminalReader>>),
     /// `terminal.reader.action_succeeded` (object `terminal.reader`): Occurs whenever an action sent to a Terminal reader was successful.
-    TerminalReaderActionSucceeded(Box<TypedEvent<Untyped>>),
+    TerminalReaderActionSucceeded(Box<TypedEvent<TerminalReader>>),
     /// `terminal.reader.action_updated` (object `terminal.reader`): Occurs whenever an action sent to a Terminal reader is updated.
-    TerminalReaderActionUpdated(Box<TypedEvent<Untyped>>),
+    TerminalReaderActionUpdated(Box<TypedEvent<TerminalReader>>),
     /// `test_helpers.test_clock.advancing` (object `test_helpers.test_clock`): Occurs whenever a test clock starts advancing.
-    TestHelpersTestClockAdvancing(Box<TypedEvent<Untyped>>),
+    TestHelpersTestClockAdvancing(Box<TypedEvent<TestHelpersTestClock>>),
     /// `test_helpers.test_clock.created` (object `test_helpers.test_clock`): Occurs whenever a test clock is created.
-    TestHelpersTestClockCreated(Box<TypedEvent<Untyped>>),
+    TestHelpersTestClockCreated(Box<TypedEvent<TestHelpersTestClock>>),
     /// `test_helpers.test_clock.deleted` (object `test_helpers.test_clock`): Occurs whenever a test clock is deleted.
-    TestHelpersTestClockDeleted(Box<TypedEvent<Untyped>>),
+    TestHelpersTestClockDeleted(Box<TypedEvent<TestHelpersTestClock>>),
     /// `test_helpers.test_clock.internal_failure` (object `test_helpers.test_clock`): Occurs whenever a test clock fails to advance its frozen time.
-    TestHelpersTestClockInternalFailure(Box<TypedEvent<Untyped>>),
+    TestHelpersTestClockInternalFailure(Box<TypedEvent<TestHelpersTestClock>>),
     /// `test_helpers.test_clock.ready` (object `test_helpers.test_clock`): Occurs whenever a test clock transitions to a ready status.
-    TestHelpersTestClockReady(Box<TypedEvent<Untyped>>),
+    TestHelpersTestClockReady(Box<TypedEvent<TestHelpersTestClock>>),
+    /// `three_d_secure.authentication.canceled` (object `three_d_secure.authentication`): Occurs when a 3DS Authentication's status transitions to 'canceled'
+    ThreeDSecureAuthenticationCanceled(Box<TypedEvent<ThreeDSecureAuthentication>>),
+    /// `three_d_secure.authentication.challenge_started` (object `three_d_secure.authentication`): Occurs when a 3DS Authentication's 'challenge_url' was loaded.
+    ThreeDSecureAuthenticationChallengeStarted(Box<TypedEvent<ThreeDSecureAuthentication>>),
+    /// `three_d_secure.authentication.errored` (object `three_d_secure.authentication`): Occurs when a 3DS Authentication's status transitions to 'error'
+    ThreeDSecureAuthenticationErrored(Box<TypedEvent<ThreeDSecureAuthentication>>),
+    /// `three_d_secure.authentication.failed` (object `three_d_secure.authentication`): Occurs when a 3DS Authentication's status transitions to 'failed'
+    ThreeDSecureAuthenticationFailed(Box<TypedEvent<ThreeDSecureAuthentication>>),
+    /// `three_d_secure.authentication.requires_challenge` (object `three_d_secure.authentication`): Occurs when a 3DS Authentication's status transitions to 'requires_challenge'
+    ThreeDSecureAuthenticationRequiresChallenge(Box<TypedEvent<ThreeDSecureAuthentication>>),
+    /// `three_d_secure.authentication.requires_submission` (object `three_d_secure.authentication`): Occurs when a 3DS Authentication's status transitions to 'requires_submission'
+    ThreeDSecureAuthenticationRequiresSubmission(Box<TypedEvent<ThreeDSecureAuthentication>>),
+    /// `three_d_secure.authentication.succeeded` (object `three_d_secure.authentication`): Occurs when a 3DS Authentication's status transitions to 'succeeded'
+    ThreeDSecureAuthenticationSucceeded(Box<TypedEvent<ThreeDSecureAuthentication>>),
     /// `topup.canceled` (object `topup`): Occurs whenever a top-up is canceled.
-    TopupCanceled(Box<TypedEvent<Untyped>>),
+    TopupCanceled(Box<TypedEvent<Topup>>),
     /// `topup.created` (object `topup`): Occurs whenever a top-up is created.
-    TopupCreated(Box<TypedEvent<Untyped>>),
+    TopupCreated(Box<TypedEvent<Topup>>),
     /// `topup.failed` (object `topup`): Occurs whenever a top-up fails.
-    TopupFailed(Box<TypedEvent<Untyped>>),
+    TopupFailed(Box<TypedEvent<Topup>>),
     /// `topup.reversed` (object `topup`): Occurs whenever a top-up is reversed.
-    TopupReversed(Box<TypedEvent<Untyped>>),
+    TopupReversed(Box<TypedEvent<Topup>>),
     /// `topup.succeeded` (object `topup`): Occurs whenever a top-up succeeds.
-    TopupSucceeded(Box<TypedEvent<Untyped>>),
+    TopupSucceeded(Box<TypedEvent<Topup>>),
     /// `transfer.created` (object `transfer`): Occurs whenever a transfer is created.
-    TransferCreated(Box<TypedEvent<Untyped>>),
+    TransferCreated(Box<TypedEvent<Transfer>>),
     /// `transfer.reversed` (object `transfer`): Occurs whenever a transfer is reversed, including partial reversals.
-    TransferReversed(Box<TypedEvent<Untyped>>),
+    TransferReversed(Box<TypedEvent<Transfer>>),
     /// `transfer.updated` (object `transfer`): Occurs whenever a transfer's description or metadata is updated.
-    TransferUpdated(Box<TypedEvent<Untyped>>),
-    /// `treasury.credit_reversal.created` (object `treasury.credit_reversal`): Occurs whenever an CreditReversal is submitted and created.
-    TreasuryCreditReversalCreated(Box<TypedEvent<Untyped>>),
-    /// `treasury.credit_reversal.posted` (object `treasury.credit_reversal`): Occurs whenever an CreditReversal post is posted.
-    TreasuryCreditReversalPosted(Box<TypedEvent<Untyped>>),
+    TransferUpdated(Box<TypedEvent<Transfer>>),
+    /// `treasury.credit_reversal.created` (object `treasury.credit_reversal`): Occurs whenever a CreditReversal is submitted and created.
+    TreasuryCreditReversalCreated(Box<TypedEvent<TreasuryCreditReversal>>),
+    /// `treasury.credit_reversal.posted` (object `treasury.credit_reversal`): Occurs whenever a CreditReversal post is posted.
+    TreasuryCreditReversalPosted(Box<TypedEvent<TreasuryCreditReversal>>),
     /// `treasury.debit_reversal.completed` (object `treasury.debit_reversal`): Occurs whenever a DebitReversal is completed.
-    TreasuryDebitReversalCompleted(Box<TypedEvent<Untyped>>),
+    TreasuryDebitReversalCompleted(Box<TypedEvent<TreasuryDebitReversal>>),
     /// `treasury.debit_reversal.created` (object `treasury.debit_reversal`): Occurs whenever a DebitReversal is created.
-    TreasuryDebitReversalCreated(Box<TypedEvent<Untyped>>),
+    TreasuryDebitReversalCreated(Box<TypedEvent<TreasuryDebitReversal>>),
     /// `treasury.debit_reversal.initial_credit_granted` (object `treasury.debit_reversal`): Occurs whenever an initial credit is granted on a DebitReversal.
-    TreasuryDebitReversalInitialCreditGranted(Box<TypedEvent<Untyped>>),
+    TreasuryDebitReversalInitialCreditGranted(Box<TypedEvent<TreasuryDebitReversal>>),
     /// `treasury.financial_account.closed` (object `treasury.financial_account`): Occurs whenever the status of the FinancialAccount becomes closed.
-    TreasuryFinancialAccountClosed(Box<TypedEvent<Untyped>>),
+    TreasuryFinancialAccountClosed(Box<TypedEvent<TreasuryFinancialAccount>>),
     /// `treasury.financial_account.created` (object `treasury.financial_account`): Occurs whenever a new FinancialAccount is created.
-    TreasuryFinancialAccountCreated(Box<TypedEvent<Untyped>>),
+    TreasuryFinancialAccountCreated(Box<TypedEvent<TreasuryFinancialAccount>>),
     /// `treasury.financial_account.features_status_updated` (object `treasury.financial_account`): Occurs whenever the statuses of any features within an existing FinancialAccount are updated.
-    TreasuryFinancialAccountFeaturesStatusUpdated(Box<TypedEvent<Untyped>>),
+    TreasuryFinancialAccountFeaturesStatusUpdated(Box<TypedEvent<TreasuryFinancialAccount>>),
     /// `treasury.inbound_transfer.canceled` (object `treasury.inbound_transfer`): Occurs whenever an InboundTransfer is canceled.
-    TreasuryInboundTransferCanceled(Box<TypedEvent<Untyped>>),
+    TreasuryInboundTransferCanceled(Box<TypedEvent<TreasuryInboundTransfer>>),
     /// `treasury.inbound_transfer.created` (object `treasury.inbound_transfer`): Occurs whenever an InboundTransfer is created.
-    TreasuryInboundTransferCreated(Box<TypedEvent<Untyped>>),
+    TreasuryInboundTransferCreated(Box<TypedEvent<TreasuryInboundTransfer>>),
     /// `treasury.inbound_transfer.failed` (object `treasury.inbound_transfer`): Occurs whenever an InboundTransfer has failed.
-    TreasuryInboundTransferFailed(Box<TypedEvent<Untyped>>),
+    TreasuryInboundTransferFailed(Box<TypedEvent<TreasuryInboundTransfer>>),
     /// `treasury.inbound_transfer.succeeded` (object `treasury.inbound_transfer`): Occurs whenever an InboundTransfer has succeeded.
-    TreasuryInboundTransferSucceeded(Box<TypedEvent<Untyped>>),
+    TreasuryInboundTransferSucceeded(Box<TypedEvent<TreasuryInboundTransfer>>),
     /// `treasury.outbound_payment.canceled` (object `treasury.outbound_payment`): Occurs whenever an OutboundPayment is canceled.
-    TreasuryOutboundPaymentCanceled(Box<TypedEvent<Untyped>>),
+    TreasuryOutboundPaymentCanceled(Box<TypedEvent<TreasuryOutboundPayment>>),
     /// `treasury.outbound_payment.created` (object `treasury.outbound_payment`): Occurs whenever a new OutboundPayment is successfully created.
-    TreasuryOutboundPaymentCreated(Box<TypedEvent<Untyped>>),
+    TreasuryOutboundPaymentCreated(Box<TypedEvent<TreasuryOutboundPayment>>),
     /// `treasury.outbound_payment.expected_arrival_date_updated` (object `treasury.outbound_payment`): Occurs whenever the arrival date on an OutboundPayment updates.
-    TreasuryOutboundPaymentExpectedArrivalDateUpdated(Box<TypedEvent<Untyped>>),
+    TreasuryOutboundPaymentExpectedArrivalDateUpdated(Box<TypedEvent<TreasuryOutboundPayment>>),
     /// `treasury.outbound_payment.failed` (object `treasury.outbound_payment`): Occurs whenever an OutboundPayment fails.
-    TreasuryOutboundPaymentFailed(Box<TypedEvent<Untyped>>),
+    TreasuryOutboundPaymentFailed(Box<TypedEvent<TreasuryOutboundPayment>>),
     /// `treasury.outbound_payment.posted` (object `treasury.outbound_payment`): Occurs whenever an OutboundPayment posts.
-    TreasuryOutboundPaymentPosted(Box<TypedEvent<Untyped>>),
+    TreasuryOutboundPaymentPosted(Box<TypedEvent<TreasuryOutboundPayment>>),
     /// `treasury.outbound_payment.returned` (object `treasury.outbound_payment`): Occurs whenever an OutboundPayment was returned.
-    TreasuryOutboundPaymentReturned(Box<TypedEvent<Untyped>>),
+    TreasuryOutboundPaymentReturned(Box<TypedEvent<TreasuryOutboundPayment>>),
     /// `treasury.outbound_payment.tracking_details_updated` (object `treasury.outbound_payment`): Occurs whenever tracking_details on an OutboundPayment is updated.
-    TreasuryOutboundPaymentTrackingDetailsUpdated(Box<TypedEvent<Untyped>>),
+    TreasuryOutboundPaymentTrackingDetailsUpdated(Box<TypedEvent<TreasuryOutboundPayment>>),
     /// `treasury.outbound_transfer.canceled` (object `treasury.outbound_transfer`): Occurs whenever an OutboundTransfer is canceled.
-    TreasuryOutboundTransferCanceled(Box<TypedEvent<Untyped>>),
+    TreasuryOutboundTransferCanceled(Box<TypedEvent<TreasuryOutboundTransfer>>),
     /// `treasury.outbound_transfer.created` (object `treasury.outbound_transfer`): Occurs whenever an OutboundTransfer is created.
-    TreasuryOutboundTransferCreated(Box<TypedEvent<Untyped>>),
+    TreasuryOutboundTransferCreated(Box<TypedEvent<TreasuryOutboundTransfer>>),
     /// `treasury.outbound_transfer.expected_arrival_date_updated` (object `treasury.outbound_transfer`): Occurs whenever the arrival date on an OutboundTransfer updates.
-    TreasuryOutboundTransferExpectedArrivalDateUpdated(Box<TypedEvent<Untyped>>),
+    TreasuryOutboundTransferExpectedArrivalDateUpdated(Box<TypedEvent<TreasuryOutboundTransfer>>),
     /// `treasury.outbound_transfer.failed` (object `treasury.outbound_transfer`): Occurs whenever an OutboundTransfer has failed.
-    TreasuryOutboundTransferFailed(Box<TypedEvent<Untyped>>),
+    TreasuryOutboundTransferFailed(Box<TypedEvent<TreasuryOutboundTransfer>>),
     /// `treasury.outbound_transfer.posted` (object `treasury.outbound_transfer`): Occurs whenever an OutboundTransfer is posted.
-    TreasuryOutboundTransferPosted(Box<TypedEvent<Untyped>>),
+    TreasuryOutboundTransferPosted(Box<TypedEvent<TreasuryOutboundTransfer>>),
     /// `treasury.outbound_transfer.returned` (object `treasury.outbound_transfer`): Occurs whenever an OutboundTransfer is returned.
-    TreasuryOutboundTransferReturned(Box<TypedEvent<Untyped>>),
+    TreasuryOutboundTransferReturned(Box<TypedEvent<TreasuryOutboundTransfer>>),
     /// `treasury.outbound_transfer.tracking_details_updated` (object `treasury.outbound_transfer`): Occurs whenever tracking_details on an OutboundTransfer is updated.
-    TreasuryOutboundTransferTrackingDetailsUpdated(Box<TypedEvent<Untyped>>),
+    TreasuryOutboundTransferTrackingDetailsUpdated(Box<TypedEvent<TreasuryOutboundTransfer>>),
     /// `treasury.received_credit.created` (object `treasury.received_credit`): Occurs whenever a received_credit is created as a result of funds being pushed by another account.
-    TreasuryReceivedCreditCreated(Box<TypedEvent<Untyped>>),
+    TreasuryReceivedCreditCreated(Box<TypedEvent<TreasuryReceivedCredit>>),
     /// `treasury.received_credit.failed` (object `treasury.received_credit`): Occurs whenever a received_credit transitions to failed state. Only applicable for check deposits.
-    TreasuryReceivedCreditFailed(Box<TypedEvent<Untyped>>),
+    TreasuryReceivedCreditFailed(Box<TypedEvent<TreasuryReceivedCredit>>),
     /// `treasury.received_credit.succeeded` (object `treasury.received_credit`): Occurs whenever a received_credit transitions to succeeded state. Only applicable for check deposits.
-    TreasuryReceivedCreditSucceeded(Box<TypedEvent<Untyped>>),
+    TreasuryReceivedCreditSucceeded(Box<TypedEvent<TreasuryReceivedCredit>>),
     /// `treasury.received_debit.created` (object `treasury.received_debit`): Occurs whenever a received_debit is created as a result of funds being pulled by another account.
-    TreasuryReceivedDebitCreated(Box<TypedEvent<Untyped>>),
+    TreasuryReceivedDebitCreated(Box<TypedEvent<TreasuryReceivedDebit>>),
     /// An event type this release of the crate does not know.
     Unknown(Box<super::UnknownEvent>),
     /// A known event type whose `data.object` did not parse into its struct.
@@ -2283,6 +2284,9 @@ impl Event {
             Event::ApplicationFeeCreated(e) => &e.envelope,
             Event::ApplicationFeeRefundUpdated(e) => &e.envelope,
             Event::ApplicationFeeRefunded(e) => &e.envelope,
+            Event::AppsInstallCreated(e) => &e.envelope,
+            Event::AppsInstallDeleted(e) => &e.envelope,
+            Event::AppsInstallUpdated(e) => &e.envelope,
             Event::BalanceAvailable(e) => &e.envelope,
             Event::BalanceSettingsUpdated(e) => &e.envelope,
             Event::BillingAlertTriggered(e) => &e.envelope,
@@ -2501,6 +2505,13 @@ impl Event {
             Event::TestHelpersTestClockDeleted(e) => &e.envelope,
             Event::TestHelpersTestClockInternalFailure(e) => &e.envelope,
             Event::TestHelpersTestClockReady(e) => &e.envelope,
+            Event::ThreeDSecureAuthenticationCanceled(e) => &e.envelope,
+            Event::ThreeDSecureAuthenticationChallengeStarted(e) => &e.envelope,
+            Event::ThreeDSecureAuthenticationErrored(e) => &e.envelope,
+            Event::ThreeDSecureAuthenticationFailed(e) => &e.envelope,
+            Event::ThreeDSecureAuthenticationRequiresChallenge(e) => &e.envelope,
+            Event::ThreeDSecureAuthenticationRequiresSubmission(e) => &e.envelope,
+            Event::ThreeDSecureAuthenticationSucceeded(e) => &e.envelope,
             Event::TopupCanceled(e) => &e.envelope,
             Event::TopupCreated(e) => &e.envelope,
             Event::TopupFailed(e) => &e.envelope,
@@ -2544,6 +2555,292 @@ impl Event {
         }
     }
 
+    /// The id of the typed `data.object` (`cus_…`, `in_…`), read through its struct;
+    /// `None` for an object without one (a balance, an upcoming invoice) and for
+    /// [`Event::Unknown`] and [`Event::Unparsed`].
+    pub fn object_id(&self) -> Option<&str> {
+        // Through `dyn HasId`: one call, not 275 inlined copies of `id()`.
+        let object: &dyn HasId = match self {
+            Event::AccountApplicationAuthorized(e) => &e.object,
+            Event::AccountApplicationDeauthorized(e) => &e.object,
+            Event::AccountExternalAccountCreated(e) => &e.object,
+            Event::AccountExternalAccountDeleted(e) => &e.object,
+            Event::AccountExternalAccountUpdated(e) => &e.object,
+            Event::AccountUpdated(e) => &e.object,
+            Event::ApplicationFeeCreated(e) => &e.object,
+            Event::ApplicationFeeRefundUpdated(e) => &e.object,
+            Event::ApplicationFeeRefunded(e) => &e.object,
+            Event::AppsInstallCreated(e) => &e.object,
+            Event::AppsInstallDeleted(e) => &e.object,
+            Event::AppsInstallUpdated(e) => &e.object,
+            Event::BalanceAvailable(e) => &e.object,
+            Event::BalanceSettingsUpdated(e) => &e.object,
+            Event::BillingAlertTriggered(e) => &e.object,
+            Event::BillingCreditBalanceTransactionCreated(e) => &e.object,
+            Event::BillingCreditGrantCreated(e) => &e.object,
+            Event::BillingCreditGrantUpdated(e) => &e.object,
+            Event::BillingMeterCreated(e) => &e.object,
+            Event::BillingMeterDeactivated(e) => &e.object,
+            Event::BillingMeterReactivated(e) => &e.object,
+            Event::BillingMeterUpdated(e) => &e.object,
+            Event::BillingPortalConfigurationCreated(e) => &e.object,
+            Event::BillingPortalConfigurationUpdated(e) => &e.object,
+            Event::BillingPortalSessionCreated(e) => &e.object,
+            Event::CapabilityUpdated(e) => &e.object,
+            Event::CashBalanceFundsAvailable(e) => &e.object,
+            Event::ChargeCaptured(e) => &e.object,
+            Event::ChargeDisputeClosed(e) => &e.object,
+            Event::ChargeDisputeCreated(e) => &e.object,
+            Event::ChargeDisputeFundsReinstated(e) => &e.object,
+            Event::ChargeDisputeFundsWithdrawn(e) => &e.object,
+            Event::ChargeDisputeUpdated(e) => &e.object,
+            Event::ChargeExpired(e) => &e.object,
+            Event::ChargeFailed(e) => &e.object,
+            Event::ChargePending(e) => &e.object,
+            Event::ChargeRefundUpdated(e) => &e.object,
+            Event::ChargeRefunded(e) => &e.object,
+            Event::ChargeSucceeded(e) => &e.object,
+            Event::ChargeUpdated(e) => &e.object,
+            Event::CheckoutSessionAsyncPaymentFailed(e) => &e.object,
+            Event::CheckoutSessionAsyncPaymentSucceeded(e) => &e.object,
+            Event::CheckoutSessionCompleted(e) => &e.object,
+            Event::CheckoutSessionExpired(e) => &e.object,
+            Event::ClimateOrderCanceled(e) => &e.object,
+            Event::ClimateOrderCreated(e) => &e.object,
+            Event::ClimateOrderDelayed(e) => &e.object,
+            Event::ClimateOrderDelivered(e) => &e.object,
+            Event::ClimateOrderProductSubstituted(e) => &e.object,
+            Event::ClimateProductCreated(e) => &e.object,
+            Event::ClimateProductPricingUpdated(e) => &e.object,
+            Event::CouponCreated(e) => &e.object,
+            Event::CouponDeleted(e) => &e.object,
+            Event::CouponUpdated(e) => &e.object,
+            Event::CreditNoteCreated(e) => &e.object,
+            Event::CreditNoteUpdated(e) => &e.object,
+            Event::CreditNoteVoided(e) => &e.object,
+            Event::CustomerCreated(e) => &e.object,
+            Event::CustomerDeleted(e) => &e.object,
+            Event::CustomerDiscountCreated(e) => &e.object,
+            Event::CustomerDiscountDeleted(e) => &e.object,
+            Event::CustomerDiscountUpdated(e) => &e.object,
+            Event::CustomerSourceCreated(e) => &e.object,
+            Event::CustomerSourceDeleted(e) => &e.object,
+            Event::CustomerSourceExpiring(e) => &e.object,
+            Event::CustomerSourceUpdated(e) => &e.object,
+            Event::CustomerSubscriptionCreated(e) => &e.object,
+            Event::CustomerSubscriptionDeleted(e) => &e.object,
+            Event::CustomerSubscriptionPaused(e) => &e.object,
+            Event::CustomerSubscriptionPendingUpdateApplied(e) => &e.object,
+            Event::CustomerSubscriptionPendingUpdateExpired(e) => &e.object,
+            Event::CustomerSubscriptionResumed(e) => &e.object,
+            Event::CustomerSubscriptionTrialWillEnd(e) => &e.object,
+            Event::CustomerSubscriptionUpdated(e) => &e.object,
+            Event::CustomerTaxIdCreated(e) => &e.object,
+            Event::CustomerTaxIdDeleted(e) => &e.object,
+            Event::CustomerTaxIdUpdated(e) => &e.object,
+            Event::CustomerUpdated(e) => &e.object,
+            Event::CustomerCashBalanceTransactionCreated(e) => &e.object,
+            Event::EntitlementsActiveEntitlementSummaryUpdated(e) => &e.object,
+            Event::FileCreated(e) => &e.object,
+            Event::FinancialConnectionsAccountAccountNumbersUpdated(e) => &e.object,
+            Event::FinancialConnectionsAccountCreated(e) => &e.object,
+            Event::FinancialConnectionsAccountDeactivated(e) => &e.object,
+            Event::FinancialConnectionsAccountDisconnected(e) => &e.object,
+            Event::FinancialConnectionsAccountExpectedDeactivationDateUpdated(e) => &e.object,
+            Event::FinancialConnectionsAccountReactivated(e) => &e.object,
+            Event::FinancialConnectionsAccountRefreshedBalance(e) => &e.object,
+            Event::FinancialConnectionsAccountRefreshedOwnership(e) => &e.object,
+            Event::FinancialConnectionsAccountRefreshedTransactions(e) => &e.object,
+            Event::FinancialConnectionsAccountSupportedPaymentMethodTypesUpdated(e) => &e.object,
+            Event::FinancialConnectionsAccountUpcomingAccountNumberExpiry(e) => &e.object,
+            Event::FinancialConnectionsAccountUpcomingDeactivation(e) => &e.object,
+            Event::FinancialConnectionsAuthorizationExpectedDeactivationDateUpdated(e) => &e.object,
+            Event::FinancialConnectionsAuthorizationUpcomingDeactivation(e) => &e.object,
+            Event::IdentityVerificationSessionCanceled(e) => &e.object,
+            Event::IdentityVerificationSessionCreated(e) => &e.object,
+            Event::IdentityVerificationSessionProcessing(e) => &e.object,
+            Event::IdentityVerificationSessionRedacted(e) => &e.object,
+            Event::IdentityVerificationSessionRequiresInput(e) => &e.object,
+            Event::IdentityVerificationSessionVerified(e) => &e.object,
+            Event::InvoiceCreated(e) => &e.object,
+            Event::InvoiceDeleted(e) => &e.object,
+            Event::InvoiceFinalizationFailed(e) => &e.object,
+            Event::InvoiceFinalized(e) => &e.object,
+            Event::InvoiceMarkedUncollectible(e) => &e.object,
+            Event::InvoiceOverdue(e) => &e.object,
+            Event::InvoiceOverpaid(e) => &e.object,
+            Event::InvoicePaid(e) => &e.object,
+            Event::InvoicePaymentActionRequired(e) => &e.object,
+            Event::InvoicePaymentAttemptRequired(e) => &e.object,
+            Event::InvoicePaymentFailed(e) => &e.object,
+            Event::InvoicePaymentSucceeded(e) => &e.object,
+            Event::InvoiceSent(e) => &e.object,
+            Event::InvoiceUpcoming(e) => &e.object,
+            Event::InvoiceUpdated(e) => &e.object,
+            Event::InvoiceVoided(e) => &e.object,
+            Event::InvoiceWillBeDue(e) => &e.object,
+            Event::InvoicePaymentPaid(e) => &e.object,
+            Event::InvoiceitemCreated(e) => &e.object,
+            Event::InvoiceitemDeleted(e) => &e.object,
+            Event::IssuingAuthorizationCreated(e) => &e.object,
+            Event::IssuingAuthorizationRequest(e) => &e.object,
+            Event::IssuingAuthorizationUpdated(e) => &e.object,
+            Event::IssuingCardCreated(e) => &e.object,
+            Event::IssuingCardUpdated(e) => &e.object,
+            Event::IssuingCardholderCreated(e) => &e.object,
+            Event::IssuingCardholderUpdated(e) => &e.object,
+            Event::IssuingDisputeClosed(e) => &e.object,
+            Event::IssuingDisputeCreated(e) => &e.object,
+            Event::IssuingDisputeFundsReinstated(e) => &e.object,
+            Event::IssuingDisputeFundsRescinded(e) => &e.object,
+            Event::IssuingDisputeSubmitted(e) => &e.object,
+            Event::IssuingDisputeUpdated(e) => &e.object,
+            Event::IssuingPersonalizationDesignActivated(e) => &e.object,
+            Event::IssuingPersonalizationDesignDeactivated(e) => &e.object,
+            Event::IssuingPersonalizationDesignRejected(e) => &e.object,
+            Event::IssuingPersonalizationDesignUpdated(e) => &e.object,
+            Event::IssuingTokenCreated(e) => &e.object,
+            Event::IssuingTokenUpdated(e) => &e.object,
+            Event::IssuingTransactionCreated(e) => &e.object,
+            Event::IssuingTransactionPurchaseDetailsReceiptUpdated(e) => &e.object,
+            Event::IssuingTransactionUpdated(e) => &e.object,
+            Event::MandateUpdated(e) => &e.object,
+            Event::PaymentIntentAmountCapturableUpdated(e) => &e.object,
+            Event::PaymentIntentCanceled(e) => &e.object,
+            Event::PaymentIntentCreated(e) => &e.object,
+            Event::PaymentIntentPartiallyFunded(e) => &e.object,
+            Event::PaymentIntentPaymentFailed(e) => &e.object,
+            Event::PaymentIntentProcessing(e) => &e.object,
+            Event::PaymentIntentRequiresAction(e) => &e.object,
+            Event::PaymentIntentSucceeded(e) => &e.object,
+            Event::PaymentLinkCreated(e) => &e.object,
+            Event::PaymentLinkUpdated(e) => &e.object,
+            Event::PaymentMethodAttached(e) => &e.object,
+            Event::PaymentMethodAutomaticallyUpdated(e) => &e.object,
+            Event::PaymentMethodDetached(e) => &e.object,
+            Event::PaymentMethodUpdated(e) => &e.object,
+            Event::PayoutCanceled(e) => &e.object,
+            Event::PayoutCreated(e) => &e.object,
+            Event::PayoutFailed(e) => &e.object,
+            Event::PayoutPaid(e) => &e.object,
+            Event::PayoutReconciliationCompleted(e) => &e.object,
+            Event::PayoutUpdated(e) => &e.object,
+            Event::PersonCreated(e) => &e.object,
+            Event::PersonDeleted(e) => &e.object,
+            Event::PersonUpdated(e) => &e.object,
+            Event::PlanCreated(e) => &e.object,
+            Event::PlanDeleted(e) => &e.object,
+            Event::PlanUpdated(e) => &e.object,
+            Event::PriceCreated(e) => &e.object,
+            Event::PriceDeleted(e) => &e.object,
+            Event::PriceUpdated(e) => &e.object,
+            Event::ProductCreated(e) => &e.object,
+            Event::ProductDeleted(e) => &e.object,
+            Event::ProductUpdated(e) => &e.object,
+            Event::PromotionCodeCreated(e) => &e.object,
+            Event::PromotionCodeUpdated(e) => &e.object,
+            Event::QuoteAccepted(e) => &e.object,
+            Event::QuoteCanceled(e) => &e.object,
+            Event::QuoteCreated(e) => &e.object,
+            Event::QuoteFinalized(e) => &e.object,
+            Event::RadarEarlyFraudWarningCreated(e) => &e.object,
+            Event::RadarEarlyFraudWarningUpdated(e) => &e.object,
+            Event::RefundCreated(e) => &e.object,
+            Event::RefundFailed(e) => &e.object,
+            Event::RefundUpdated(e) => &e.object,
+            Event::ReportingReportRunFailed(e) => &e.object,
+            Event::ReportingReportRunSucceeded(e) => &e.object,
+            Event::ReportingReportTypeUpdated(e) => &e.object,
+            Event::ReserveHoldCreated(e) => &e.object,
+            Event::ReserveHoldUpdated(e) => &e.object,
+            Event::ReservePlanCreated(e) => &e.object,
+            Event::ReservePlanDisabled(e) => &e.object,
+            Event::ReservePlanExpired(e) => &e.object,
+            Event::ReservePlanUpdated(e) => &e.object,
+            Event::ReserveReleaseCreated(e) => &e.object,
+            Event::ReviewClosed(e) => &e.object,
+            Event::ReviewOpened(e) => &e.object,
+            Event::SetupIntentCanceled(e) => &e.object,
+            Event::SetupIntentCreated(e) => &e.object,
+            Event::SetupIntentRequiresAction(e) => &e.object,
+            Event::SetupIntentSetupFailed(e) => &e.object,
+            Event::SetupIntentSucceeded(e) => &e.object,
+            Event::SigmaScheduledQueryRunCreated(e) => &e.object,
+            Event::SourceCanceled(e) => &e.object,
+            Event::SourceChargeable(e) => &e.object,
+            Event::SourceFailed(e) => &e.object,
+            Event::SourceMandateNotification(e) => &e.object,
+            Event::SourceRefundAttributesRequired(e) => &e.object,
+            Event::SourceTransactionCreated(e) => &e.object,
+            Event::SourceTransactionUpdated(e) => &e.object,
+            Event::SubscriptionScheduleAborted(e) => &e.object,
+            Event::SubscriptionScheduleCanceled(e) => &e.object,
+            Event::SubscriptionScheduleCompleted(e) => &e.object,
+            Event::SubscriptionScheduleCreated(e) => &e.object,
+            Event::SubscriptionScheduleExpiring(e) => &e.object,
+            Event::SubscriptionScheduleReleased(e) => &e.object,
+            Event::SubscriptionScheduleUpdated(e) => &e.object,
+            Event::TaxSettingsUpdated(e) => &e.object,
+            Event::TaxRateCreated(e) => &e.object,
+            Event::TaxRateUpdated(e) => &e.object,
+            Event::TerminalReaderActionFailed(e) => &e.object,
+            Event::TerminalReaderActionSucceeded(e) => &e.object,
+            Event::TerminalReaderActionUpdated(e) => &e.object,
+            Event::TestHelpersTestClockAdvancing(e) => &e.object,
+            Event::TestHelpersTestClockCreated(e) => &e.object,
+            Event::TestHelpersTestClockDeleted(e) => &e.object,
+            Event::TestHelpersTestClockInternalFailure(e) => &e.object,
+            Event::TestHelpersTestClockReady(e) => &e.object,
+            Event::ThreeDSecureAuthenticationCanceled(e) => &e.object,
+            Event::ThreeDSecureAuthenticationChallengeStarted(e) => &e.object,
+            Event::ThreeDSecureAuthenticationErrored(e) => &e.object,
+            Event::ThreeDSecureAuthenticationFailed(e) => &e.object,
+            Event::ThreeDSecureAuthenticationRequiresChallenge(e) => &e.object,
+            Event::ThreeDSecureAuthenticationRequiresSubmission(e) => &e.object,
+            Event::ThreeDSecureAuthenticationSucceeded(e) => &e.object,
+            Event::TopupCanceled(e) => &e.object,
+            Event::TopupCreated(e) => &e.object,
+            Event::TopupFailed(e) => &e.object,
+            Event::TopupReversed(e) => &e.object,
+            Event::TopupSucceeded(e) => &e.object,
+            Event::TransferCreated(e) => &e.object,
+            Event::TransferReversed(e) => &e.object,
+            Event::TransferUpdated(e) => &e.object,
+            Event::TreasuryCreditReversalCreated(e) => &e.object,
+            Event::TreasuryCreditReversalPosted(e) => &e.object,
+            Event::TreasuryDebitReversalCompleted(e) => &e.object,
+            Event::TreasuryDebitReversalCreated(e) => &e.object,
+            Event::TreasuryDebitReversalInitialCreditGranted(e) => &e.object,
+            Event::TreasuryFinancialAccountClosed(e) => &e.object,
+            Event::TreasuryFinancialAccountCreated(e) => &e.object,
+            Event::TreasuryFinancialAccountFeaturesStatusUpdated(e) => &e.object,
+            Event::TreasuryInboundTransferCanceled(e) => &e.object,
+            Event::TreasuryInboundTransferCreated(e) => &e.object,
+            Event::TreasuryInboundTransferFailed(e) => &e.object,
+            Event::TreasuryInboundTransferSucceeded(e) => &e.object,
+            Event::TreasuryOutboundPaymentCanceled(e) => &e.object,
+            Event::TreasuryOutboundPaymentCreated(e) => &e.object,
+            Event::TreasuryOutboundPaymentExpectedArrivalDateUpdated(e) => &e.object,
+            Event::TreasuryOutboundPaymentFailed(e) => &e.object,
+            Event::TreasuryOutboundPaymentPosted(e) => &e.object,
+            Event::TreasuryOutboundPaymentReturned(e) => &e.object,
+            Event::TreasuryOutboundPaymentTrackingDetailsUpdated(e) => &e.object,
+            Event::TreasuryOutboundTransferCanceled(e) => &e.object,
+            Event::TreasuryOutboundTransferCreated(e) => &e.object,
+            Event::TreasuryOutboundTransferExpectedArrivalDateUpdated(e) => &e.object,
+            Event::TreasuryOutboundTransferFailed(e) => &e.object,
+            Event::TreasuryOutboundTransferPosted(e) => &e.object,
+            Event::TreasuryOutboundTransferReturned(e) => &e.object,
+            Event::TreasuryOutboundTransferTrackingDetailsUpdated(e) => &e.object,
+            Event::TreasuryReceivedCreditCreated(e) => &e.object,
+            Event::TreasuryReceivedCreditFailed(e) => &e.object,
+            Event::TreasuryReceivedCreditSucceeded(e) => &e.object,
+            Event::TreasuryReceivedDebitCreated(e) => &e.object,
+            Event::Unknown(_) | Event::Unparsed(_) => return None,
+        };
+        object.id()
+    }
+
     /// The raw `data.object` JSON, as Stripe sent it.
     pub fn raw_object(&self) -> &RawValue {
         match self {
@@ -2556,6 +2853,9 @@ impl Event {
             Event::ApplicationFeeCreated(e) => e.raw.get(),
             Event::ApplicationFeeRefundUpdated(e) => e.raw.get(),
             Event::ApplicationFeeRefunded(e) => e.raw.get(),
+            Event::AppsInstallCreated(e) => e.raw.get(),
+            Event::AppsInstallDeleted(e) => e.raw.get(),
+            Event::AppsInstallUpdated(e) => e.raw.get(),
             Event::BalanceAvailable(e) => e.raw.get(),
             Event::BalanceSettingsUpdated(e) => e.raw.get(),
             Event::BillingAlertTriggered(e) => e.raw.get(),
@@ -2774,6 +3074,13 @@ impl Event {
             Event::TestHelpersTestClockDeleted(e) => e.raw.get(),
             Event::TestHelpersTestClockInternalFailure(e) => e.raw.get(),
             Event::TestHelpersTestClockReady(e) => e.raw.get(),
+            Event::ThreeDSecureAuthenticationCanceled(e) => e.raw.get(),
+            Event::ThreeDSecureAuthenticationChallengeStarted(e) => e.raw.get(),
+            Event::ThreeDSecureAuthenticationErrored(e) => e.raw.get(),
+            Event::ThreeDSecureAuthenticationFailed(e) => e.raw.get(),
+            Event::ThreeDSecureAuthenticationRequiresChallenge(e) => e.raw.get(),
+            Event::ThreeDSecureAuthenticationRequiresSubmission(e) => e.raw.get(),
+            Event::ThreeDSecureAuthenticationSucceeded(e) => e.raw.get(),
             Event::TopupCanceled(e) => e.raw.get(),
             Event::TopupCreated(e) => e.raw.get(),
             Event::TopupFailed(e) => e.raw.get(),
@@ -2821,30 +3128,33 @@ impl Event {
 /// Builds the variant that `envelope.event_type` names.
 pub(super) fn build(envelope: Envelope, raw: Box<RawValue>) -> Event {
     match envelope.event_type {
-        EventType::AccountApplicationAuthorized => build_raw(envelope, raw, Event::AccountApplicationAuthorized),
-        EventType::AccountApplicationDeauthorized => build_raw(envelope, raw, Event::AccountApplicationDeauthorized),
+        EventType::AccountApplicationAuthorized => build_generated(envelope, raw, Event::AccountApplicationAuthorized),
+        EventType::AccountApplicationDeauthorized => build_generated(envelope, raw, Event::AccountApplicationDeauthorized),
         EventType::AccountExternalAccountCreated => build_source(envelope, raw, Event::AccountExternalAccountCreated),
         EventType::AccountExternalAccountDeleted => build_source(envelope, raw, Event::AccountExternalAccountDeleted),
         EventType::AccountExternalAccountUpdated => build_source(envelope, raw, Event::AccountExternalAccountUpdated),
-        EventType::AccountUpdated => build_raw(envelope, raw, Event::AccountUpdated),
-        EventType::ApplicationFeeCreated => build_raw(envelope, raw, Event::ApplicationFeeCreated),
-        EventType::ApplicationFeeRefundUpdated => build_raw(envelope, raw, Event::ApplicationFeeRefundUpdated),
-        EventType::ApplicationFeeRefunded => build_raw(envelope, raw, Event::ApplicationFeeRefunded),
-        EventType::BalanceAvailable => build_raw(envelope, raw, Event::BalanceAvailable),
-        EventType::BalanceSettingsUpdated => build_raw(envelope, raw, Event::BalanceSettingsUpdated),
-        EventType::BillingAlertTriggered => build_raw(envelope, raw, Event::BillingAlertTriggered),
-        EventType::BillingCreditBalanceTransactionCreated => build_raw(envelope, raw, Event::BillingCreditBalanceTransactionCreated),
-        EventType::BillingCreditGrantCreated => build_raw(envelope, raw, Event::BillingCreditGrantCreated),
-        EventType::BillingCreditGrantUpdated => build_raw(envelope, raw, Event::BillingCreditGrantUpdated),
-        EventType::BillingMeterCreated => build_raw(envelope, raw, Event::BillingMeterCreated),
-        EventType::BillingMeterDeactivated => build_raw(envelope, raw, Event::BillingMeterDeactivated),
-        EventType::BillingMeterReactivated => build_raw(envelope, raw, Event::BillingMeterReactivated),
-        EventType::BillingMeterUpdated => build_raw(envelope, raw, Event::BillingMeterUpdated),
-        EventType::BillingPortalConfigurationCreated => build_raw(envelope, raw, Event::BillingPortalConfigurationCreated),
-        EventType::BillingPortalConfigurationUpdated => build_raw(envelope, raw, Event::BillingPortalConfigurationUpdated),
-        EventType::BillingPortalSessionCreated => build_raw(envelope, raw, Event::BillingPortalSessionCreated),
-        EventType::CapabilityUpdated => build_raw(envelope, raw, Event::CapabilityUpdated),
-        EventType::CashBalanceFundsAvailable => build_raw(envelope, raw, Event::CashBalanceFundsAvailable),
+        EventType::AccountUpdated => build_generated(envelope, raw, Event::AccountUpdated),
+        EventType::ApplicationFeeCreated => build_generated(envelope, raw, Event::ApplicationFeeCreated),
+        EventType::ApplicationFeeRefundUpdated => build_generated(envelope, raw, Event::ApplicationFeeRefundUpdated),
+        EventType::ApplicationFeeRefunded => build_generated(envelope, raw, Event::ApplicationFeeRefunded),
+        EventType::AppsInstallCreated => build_generated(envelope, raw, Event::AppsInstallCreated),
+        EventType::AppsInstallDeleted => build_generated(envelope, raw, Event::AppsInstallDeleted),
+        EventType::AppsInstallUpdated => build_generated(envelope, raw, Event::AppsInstallUpdated),
+        EventType::BalanceAvailable => build_generated(envelope, raw, Event::BalanceAvailable),
+        EventType::BalanceSettingsUpdated => build_generated(envelope, raw, Event::BalanceSettingsUpdated),
+        EventType::BillingAlertTriggered => build_generated(envelope, raw, Event::BillingAlertTriggered),
+        EventType::BillingCreditBalanceTransactionCreated => build_generated(envelope, raw, Event::BillingCreditBalanceTransactionCreated),
+        EventType::BillingCreditGrantCreated => build_generated(envelope, raw, Event::BillingCreditGrantCreated),
+        EventType::BillingCreditGrantUpdated => build_generated(envelope, raw, Event::BillingCreditGrantUpdated),
+        EventType::BillingMeterCreated => build_generated(envelope, raw, Event::BillingMeterCreated),
+        EventType::BillingMeterDeactivated => build_generated(envelope, raw, Event::BillingMeterDeactivated),
+        EventType::BillingMeterReactivated => build_generated(envelope, raw, Event::BillingMeterReactivated),
+        EventType::BillingMeterUpdated => build_generated(envelope, raw, Event::BillingMeterUpdated),
+        EventType::BillingPortalConfigurationCreated => build_generated(envelope, raw, Event::BillingPortalConfigurationCreated),
+        EventType::BillingPortalConfigurationUpdated => build_generated(envelope, raw, Event::BillingPortalConfigurationUpdated),
+        EventType::BillingPortalSessionCreated => build_generated(envelope, raw, Event::BillingPortalSessionCreated),
+        EventType::CapabilityUpdated => build_generated(envelope, raw, Event::CapabilityUpdated),
+        EventType::CashBalanceFundsAvailable => build_generated(envelope, raw, Event::CashBalanceFundsAvailable),
         EventType::ChargeCaptured => build_typed(envelope, raw, Event::ChargeCaptured),
         EventType::ChargeDisputeClosed => build_typed(envelope, raw, Event::ChargeDisputeClosed),
         EventType::ChargeDisputeCreated => build_typed(envelope, raw, Event::ChargeDisputeCreated),
@@ -2862,24 +3172,24 @@ pub(super) fn build(envelope: Envelope, raw: Box<RawValue>) -> Event {
         EventType::CheckoutSessionAsyncPaymentSucceeded => build_typed(envelope, raw, Event::CheckoutSessionAsyncPaymentSucceeded),
         EventType::CheckoutSessionCompleted => build_typed(envelope, raw, Event::CheckoutSessionCompleted),
         EventType::CheckoutSessionExpired => build_typed(envelope, raw, Event::CheckoutSessionExpired),
-        EventType::ClimateOrderCanceled => build_raw(envelope, raw, Event::ClimateOrderCanceled),
-        EventType::ClimateOrderCreated => build_raw(envelope, raw, Event::ClimateOrderCreated),
-        EventType::ClimateOrderDelayed => build_raw(envelope, raw, Event::ClimateOrderDelayed),
-        EventType::ClimateOrderDelivered => build_raw(envelope, raw, Event::ClimateOrderDelivered),
-        EventType::ClimateOrderProductSubstituted => build_raw(envelope, raw, Event::ClimateOrderProductSubstituted),
-        EventType::ClimateProductCreated => build_raw(envelope, raw, Event::ClimateProductCreated),
-        EventType::ClimateProductPricingUpdated => build_raw(envelope, raw, Event::ClimateProductPricingUpdated),
-        EventType::CouponCreated => build_raw(envelope, raw, Event::CouponCreated),
-        EventType::CouponDeleted => build_raw(envelope, raw, Event::CouponDeleted),
-        EventType::CouponUpdated => build_raw(envelope, raw, Event::CouponUpdated),
-        EventType::CreditNoteCreated => build_raw(envelope, raw, Event::CreditNoteCreated),
-        EventType::CreditNoteUpdated => build_raw(envelope, raw, Event::CreditNoteUpdated),
-        EventType::CreditNoteVoided => build_raw(envelope, raw, Event::CreditNoteVoided),
+        EventType::ClimateOrderCanceled => build_generated(envelope, raw, Event::ClimateOrderCanceled),
+        EventType::ClimateOrderCreated => build_generated(envelope, raw, Event::ClimateOrderCreated),
+        EventType::ClimateOrderDelayed => build_generated(envelope, raw, Event::ClimateOrderDelayed),
+        EventType::ClimateOrderDelivered => build_generated(envelope, raw, Event::ClimateOrderDelivered),
+        EventType::ClimateOrderProductSubstituted => build_generated(envelope, raw, Event::ClimateOrderProductSubstituted),
+        EventType::ClimateProductCreated => build_generated(envelope, raw, Event::ClimateProductCreated),
+        EventType::ClimateProductPricingUpdated => build_generated(envelope, raw, Event::ClimateProductPricingUpdated),
+        EventType::CouponCreated => build_generated(envelope, raw, Event::CouponCreated),
+        EventType::CouponDeleted => build_generated(envelope, raw, Event::CouponDeleted),
+        EventType::CouponUpdated => build_generated(envelope, raw, Event::CouponUpdated),
+        EventType::CreditNoteCreated => build_generated(envelope, raw, Event::CreditNoteCreated),
+        EventType::CreditNoteUpdated => build_generated(envelope, raw, Event::CreditNoteUpdated),
+        EventType::CreditNoteVoided => build_generated(envelope, raw, Event::CreditNoteVoided),
         EventType::CustomerCreated => build_typed(envelope, raw, Event::CustomerCreated),
         EventType::CustomerDeleted => build_typed(envelope, raw, Event::CustomerDeleted),
-        EventType::CustomerDiscountCreated => build_raw(envelope, raw, Event::CustomerDiscountCreated),
-        EventType::CustomerDiscountDeleted => build_raw(envelope, raw, Event::CustomerDiscountDeleted),
-        EventType::CustomerDiscountUpdated => build_raw(envelope, raw, Event::CustomerDiscountUpdated),
+        EventType::CustomerDiscountCreated => build_generated(envelope, raw, Event::CustomerDiscountCreated),
+        EventType::CustomerDiscountDeleted => build_generated(envelope, raw, Event::CustomerDiscountDeleted),
+        EventType::CustomerDiscountUpdated => build_generated(envelope, raw, Event::CustomerDiscountUpdated),
         EventType::CustomerSourceCreated => build_source(envelope, raw, Event::CustomerSourceCreated),
         EventType::CustomerSourceDeleted => build_source(envelope, raw, Event::CustomerSourceDeleted),
         EventType::CustomerSourceExpiring => build_source(envelope, raw, Event::CustomerSourceExpiring),
@@ -2892,33 +3202,33 @@ pub(super) fn build(envelope: Envelope, raw: Box<RawValue>) -> Event {
         EventType::CustomerSubscriptionResumed => build_typed(envelope, raw, Event::CustomerSubscriptionResumed),
         EventType::CustomerSubscriptionTrialWillEnd => build_typed(envelope, raw, Event::CustomerSubscriptionTrialWillEnd),
         EventType::CustomerSubscriptionUpdated => build_typed(envelope, raw, Event::CustomerSubscriptionUpdated),
-        EventType::CustomerTaxIdCreated => build_raw(envelope, raw, Event::CustomerTaxIdCreated),
-        EventType::CustomerTaxIdDeleted => build_raw(envelope, raw, Event::CustomerTaxIdDeleted),
-        EventType::CustomerTaxIdUpdated => build_raw(envelope, raw, Event::CustomerTaxIdUpdated),
+        EventType::CustomerTaxIdCreated => build_generated(envelope, raw, Event::CustomerTaxIdCreated),
+        EventType::CustomerTaxIdDeleted => build_generated(envelope, raw, Event::CustomerTaxIdDeleted),
+        EventType::CustomerTaxIdUpdated => build_generated(envelope, raw, Event::CustomerTaxIdUpdated),
         EventType::CustomerUpdated => build_typed(envelope, raw, Event::CustomerUpdated),
-        EventType::CustomerCashBalanceTransactionCreated => build_raw(envelope, raw, Event::CustomerCashBalanceTransactionCreated),
-        EventType::EntitlementsActiveEntitlementSummaryUpdated => build_raw(envelope, raw, Event::EntitlementsActiveEntitlementSummaryUpdated),
-        EventType::FileCreated => build_raw(envelope, raw, Event::FileCreated),
-        EventType::FinancialConnectionsAccountAccountNumbersUpdated => build_raw(envelope, raw, Event::FinancialConnectionsAccountAccountNumbersUpdated),
-        EventType::FinancialConnectionsAccountCreated => build_raw(envelope, raw, Event::FinancialConnectionsAccountCreated),
-        EventType::FinancialConnectionsAccountDeactivated => build_raw(envelope, raw, Event::FinancialConnectionsAccountDeactivated),
-        EventType::FinancialConnectionsAccountDisconnected => build_raw(envelope, raw, Event::FinancialConnectionsAccountDisconnected),
-        EventType::FinancialConnectionsAccountExpectedDeactivationDateUpdated => build_raw(envelope, raw, Event::FinancialConnectionsAccountExpectedDeactivationDateUpdated),
-        EventType::FinancialConnectionsAccountReactivated => build_raw(envelope, raw, Event::FinancialConnectionsAccountReactivated),
-        EventType::FinancialConnectionsAccountRefreshedBalance => build_raw(envelope, raw, Event::FinancialConnectionsAccountRefreshedBalance),
-        EventType::FinancialConnectionsAccountRefreshedOwnership => build_raw(envelope, raw, Event::FinancialConnectionsAccountRefreshedOwnership),
-        EventType::FinancialConnectionsAccountRefreshedTransactions => build_raw(envelope, raw, Event::FinancialConnectionsAccountRefreshedTransactions),
-        EventType::FinancialConnectionsAccountSupportedPaymentMethodTypesUpdated => build_raw(envelope, raw, Event::FinancialConnectionsAccountSupportedPaymentMethodTypesUpdated),
-        EventType::FinancialConnectionsAccountUpcomingAccountNumberExpiry => build_raw(envelope, raw, Event::FinancialConnectionsAccountUpcomingAccountNumberExpiry),
-        EventType::FinancialConnectionsAccountUpcomingDeactivation => build_raw(envelope, raw, Event::FinancialConnectionsAccountUpcomingDeactivation),
-        EventType::FinancialConnectionsAuthorizationExpectedDeactivationDateUpdated => build_raw(envelope, raw, Event::FinancialConnectionsAuthorizationExpectedDeactivationDateUpdated),
-        EventType::FinancialConnectionsAuthorizationUpcomingDeactivation => build_raw(envelope, raw, Event::FinancialConnectionsAuthorizationUpcomingDeactivation),
-        EventType::IdentityVerificationSessionCanceled => build_raw(envelope, raw, Event::IdentityVerificationSessionCanceled),
-        EventType::IdentityVerificationSessionCreated => build_raw(envelope, raw, Event::IdentityVerificationSessionCreated),
-        EventType::IdentityVerificationSessionProcessing => build_raw(envelope, raw, Event::IdentityVerificationSessionProcessing),
-        EventType::IdentityVerificationSessionRedacted => build_raw(envelope, raw, Event::IdentityVerificationSessionRedacted),
-        EventType::IdentityVerificationSessionRequiresInput => build_raw(envelope, raw, Event::IdentityVerificationSessionRequiresInput),
-        EventType::IdentityVerificationSessionVerified => build_raw(envelope, raw, Event::IdentityVerificationSessionVerified),
+        EventType::CustomerCashBalanceTransactionCreated => build_generated(envelope, raw, Event::CustomerCashBalanceTransactionCreated),
+        EventType::EntitlementsActiveEntitlementSummaryUpdated => build_generated(envelope, raw, Event::EntitlementsActiveEntitlementSummaryUpdated),
+        EventType::FileCreated => build_generated(envelope, raw, Event::FileCreated),
+        EventType::FinancialConnectionsAccountAccountNumbersUpdated => build_generated(envelope, raw, Event::FinancialConnectionsAccountAccountNumbersUpdated),
+        EventType::FinancialConnectionsAccountCreated => build_generated(envelope, raw, Event::FinancialConnectionsAccountCreated),
+        EventType::FinancialConnectionsAccountDeactivated => build_generated(envelope, raw, Event::FinancialConnectionsAccountDeactivated),
+        EventType::FinancialConnectionsAccountDisconnected => build_generated(envelope, raw, Event::FinancialConnectionsAccountDisconnected),
+        EventType::FinancialConnectionsAccountExpectedDeactivationDateUpdated => build_generated(envelope, raw, Event::FinancialConnectionsAccountExpectedDeactivationDateUpdated),
+        EventType::FinancialConnectionsAccountReactivated => build_generated(envelope, raw, Event::FinancialConnectionsAccountReactivated),
+        EventType::FinancialConnectionsAccountRefreshedBalance => build_generated(envelope, raw, Event::FinancialConnectionsAccountRefreshedBalance),
+        EventType::FinancialConnectionsAccountRefreshedOwnership => build_generated(envelope, raw, Event::FinancialConnectionsAccountRefreshedOwnership),
+        EventType::FinancialConnectionsAccountRefreshedTransactions => build_generated(envelope, raw, Event::FinancialConnectionsAccountRefreshedTransactions),
+        EventType::FinancialConnectionsAccountSupportedPaymentMethodTypesUpdated => build_generated(envelope, raw, Event::FinancialConnectionsAccountSupportedPaymentMethodTypesUpdated),
+        EventType::FinancialConnectionsAccountUpcomingAccountNumberExpiry => build_generated(envelope, raw, Event::FinancialConnectionsAccountUpcomingAccountNumberExpiry),
+        EventType::FinancialConnectionsAccountUpcomingDeactivation => build_generated(envelope, raw, Event::FinancialConnectionsAccountUpcomingDeactivation),
+        EventType::FinancialConnectionsAuthorizationExpectedDeactivationDateUpdated => build_generated(envelope, raw, Event::FinancialConnectionsAuthorizationExpectedDeactivationDateUpdated),
+        EventType::FinancialConnectionsAuthorizationUpcomingDeactivation => build_generated(envelope, raw, Event::FinancialConnectionsAuthorizationUpcomingDeactivation),
+        EventType::IdentityVerificationSessionCanceled => build_generated(envelope, raw, Event::IdentityVerificationSessionCanceled),
+        EventType::IdentityVerificationSessionCreated => build_generated(envelope, raw, Event::IdentityVerificationSessionCreated),
+        EventType::IdentityVerificationSessionProcessing => build_generated(envelope, raw, Event::IdentityVerificationSessionProcessing),
+        EventType::IdentityVerificationSessionRedacted => build_generated(envelope, raw, Event::IdentityVerificationSessionRedacted),
+        EventType::IdentityVerificationSessionRequiresInput => build_generated(envelope, raw, Event::IdentityVerificationSessionRequiresInput),
+        EventType::IdentityVerificationSessionVerified => build_generated(envelope, raw, Event::IdentityVerificationSessionVerified),
         EventType::InvoiceCreated => build_typed(envelope, raw, Event::InvoiceCreated),
         EventType::InvoiceDeleted => build_typed(envelope, raw, Event::InvoiceDeleted),
         EventType::InvoiceFinalizationFailed => build_typed(envelope, raw, Event::InvoiceFinalizationFailed),
@@ -2936,32 +3246,32 @@ pub(super) fn build(envelope: Envelope, raw: Box<RawValue>) -> Event {
         EventType::InvoiceUpdated => build_typed(envelope, raw, Event::InvoiceUpdated),
         EventType::InvoiceVoided => build_typed(envelope, raw, Event::InvoiceVoided),
         EventType::InvoiceWillBeDue => build_typed(envelope, raw, Event::InvoiceWillBeDue),
-        EventType::InvoicePaymentPaid => build_raw(envelope, raw, Event::InvoicePaymentPaid),
-        EventType::InvoiceitemCreated => build_raw(envelope, raw, Event::InvoiceitemCreated),
-        EventType::InvoiceitemDeleted => build_raw(envelope, raw, Event::InvoiceitemDeleted),
-        EventType::IssuingAuthorizationCreated => build_raw(envelope, raw, Event::IssuingAuthorizationCreated),
-        EventType::IssuingAuthorizationRequest => build_raw(envelope, raw, Event::IssuingAuthorizationRequest),
-        EventType::IssuingAuthorizationUpdated => build_raw(envelope, raw, Event::IssuingAuthorizationUpdated),
-        EventType::IssuingCardCreated => build_raw(envelope, raw, Event::IssuingCardCreated),
-        EventType::IssuingCardUpdated => build_raw(envelope, raw, Event::IssuingCardUpdated),
-        EventType::IssuingCardholderCreated => build_raw(envelope, raw, Event::IssuingCardholderCreated),
-        EventType::IssuingCardholderUpdated => build_raw(envelope, raw, Event::IssuingCardholderUpdated),
-        EventType::IssuingDisputeClosed => build_raw(envelope, raw, Event::IssuingDisputeClosed),
-        EventType::IssuingDisputeCreated => build_raw(envelope, raw, Event::IssuingDisputeCreated),
-        EventType::IssuingDisputeFundsReinstated => build_raw(envelope, raw, Event::IssuingDisputeFundsReinstated),
-        EventType::IssuingDisputeFundsRescinded => build_raw(envelope, raw, Event::IssuingDisputeFundsRescinded),
-        EventType::IssuingDisputeSubmitted => build_raw(envelope, raw, Event::IssuingDisputeSubmitted),
-        EventType::IssuingDisputeUpdated => build_raw(envelope, raw, Event::IssuingDisputeUpdated),
-        EventType::IssuingPersonalizationDesignActivated => build_raw(envelope, raw, Event::IssuingPersonalizationDesignActivated),
-        EventType::IssuingPersonalizationDesignDeactivated => build_raw(envelope, raw, Event::IssuingPersonalizationDesignDeactivated),
-        EventType::IssuingPersonalizationDesignRejected => build_raw(envelope, raw, Event::IssuingPersonalizationDesignRejected),
-        EventType::IssuingPersonalizationDesignUpdated => build_raw(envelope, raw, Event::IssuingPersonalizationDesignUpdated),
-        EventType::IssuingTokenCreated => build_raw(envelope, raw, Event::IssuingTokenCreated),
-        EventType::IssuingTokenUpdated => build_raw(envelope, raw, Event::IssuingTokenUpdated),
-        EventType::IssuingTransactionCreated => build_raw(envelope, raw, Event::IssuingTransactionCreated),
-        EventType::IssuingTransactionPurchaseDetailsReceiptUpdated => build_raw(envelope, raw, Event::IssuingTransactionPurchaseDetailsReceiptUpdated),
-        EventType::IssuingTransactionUpdated => build_raw(envelope, raw, Event::IssuingTransactionUpdated),
-        EventType::MandateUpdated => build_raw(envelope, raw, Event::MandateUpdated),
+        EventType::InvoicePaymentPaid => build_typed(envelope, raw, Event::InvoicePaymentPaid),
+        EventType::InvoiceitemCreated => build_generated(envelope, raw, Event::InvoiceitemCreated),
+        EventType::InvoiceitemDeleted => build_generated(envelope, raw, Event::InvoiceitemDeleted),
+        EventType::IssuingAuthorizationCreated => build_generated(envelope, raw, Event::IssuingAuthorizationCreated),
+        EventType::IssuingAuthorizationRequest => build_generated(envelope, raw, Event::IssuingAuthorizationRequest),
+        EventType::IssuingAuthorizationUpdated => build_generated(envelope, raw, Event::IssuingAuthorizationUpdated),
+        EventType::IssuingCardCreated => build_generated(envelope, raw, Event::IssuingCardCreated),
+        EventType::IssuingCardUpdated => build_generated(envelope, raw, Event::IssuingCardUpdated),
+        EventType::IssuingCardholderCreated => build_generated(envelope, raw, Event::IssuingCardholderCreated),
+        EventType::IssuingCardholderUpdated => build_generated(envelope, raw, Event::IssuingCardholderUpdated),
+        EventType::IssuingDisputeClosed => build_generated(envelope, raw, Event::IssuingDisputeClosed),
+        EventType::IssuingDisputeCreated => build_generated(envelope, raw, Event::IssuingDisputeCreated),
+        EventType::IssuingDisputeFundsReinstated => build_generated(envelope, raw, Event::IssuingDisputeFundsReinstated),
+        EventType::IssuingDisputeFundsRescinded => build_generated(envelope, raw, Event::IssuingDisputeFundsRescinded),
+        EventType::IssuingDisputeSubmitted => build_generated(envelope, raw, Event::IssuingDisputeSubmitted),
+        EventType::IssuingDisputeUpdated => build_generated(envelope, raw, Event::IssuingDisputeUpdated),
+        EventType::IssuingPersonalizationDesignActivated => build_generated(envelope, raw, Event::IssuingPersonalizationDesignActivated),
+        EventType::IssuingPersonalizationDesignDeactivated => build_generated(envelope, raw, Event::IssuingPersonalizationDesignDeactivated),
+        EventType::IssuingPersonalizationDesignRejected => build_generated(envelope, raw, Event::IssuingPersonalizationDesignRejected),
+        EventType::IssuingPersonalizationDesignUpdated => build_generated(envelope, raw, Event::IssuingPersonalizationDesignUpdated),
+        EventType::IssuingTokenCreated => build_generated(envelope, raw, Event::IssuingTokenCreated),
+        EventType::IssuingTokenUpdated => build_generated(envelope, raw, Event::IssuingTokenUpdated),
+        EventType::IssuingTransactionCreated => build_generated(envelope, raw, Event::IssuingTransactionCreated),
+        EventType::IssuingTransactionPurchaseDetailsReceiptUpdated => build_generated(envelope, raw, Event::IssuingTransactionPurchaseDetailsReceiptUpdated),
+        EventType::IssuingTransactionUpdated => build_generated(envelope, raw, Event::IssuingTransactionUpdated),
+        EventType::MandateUpdated => build_generated(envelope, raw, Event::MandateUpdated),
         EventType::PaymentIntentAmountCapturableUpdated => build_typed(envelope, raw, Event::PaymentIntentAmountCapturableUpdated),
         EventType::PaymentIntentCanceled => build_typed(envelope, raw, Event::PaymentIntentCanceled),
         EventType::PaymentIntentCreated => build_typed(envelope, raw, Event::PaymentIntentCreated),
@@ -2970,127 +3280,134 @@ pub(super) fn build(envelope: Envelope, raw: Box<RawValue>) -> Event {
         EventType::PaymentIntentProcessing => build_typed(envelope, raw, Event::PaymentIntentProcessing),
         EventType::PaymentIntentRequiresAction => build_typed(envelope, raw, Event::PaymentIntentRequiresAction),
         EventType::PaymentIntentSucceeded => build_typed(envelope, raw, Event::PaymentIntentSucceeded),
-        EventType::PaymentLinkCreated => build_raw(envelope, raw, Event::PaymentLinkCreated),
-        EventType::PaymentLinkUpdated => build_raw(envelope, raw, Event::PaymentLinkUpdated),
+        EventType::PaymentLinkCreated => build_generated(envelope, raw, Event::PaymentLinkCreated),
+        EventType::PaymentLinkUpdated => build_generated(envelope, raw, Event::PaymentLinkUpdated),
         EventType::PaymentMethodAttached => build_typed(envelope, raw, Event::PaymentMethodAttached),
         EventType::PaymentMethodAutomaticallyUpdated => build_typed(envelope, raw, Event::PaymentMethodAutomaticallyUpdated),
         EventType::PaymentMethodDetached => build_typed(envelope, raw, Event::PaymentMethodDetached),
         EventType::PaymentMethodUpdated => build_typed(envelope, raw, Event::PaymentMethodUpdated),
-        EventType::PayoutCanceled => build_raw(envelope, raw, Event::PayoutCanceled),
-        EventType::PayoutCreated => build_raw(envelope, raw, Event::PayoutCreated),
-        EventType::PayoutFailed => build_raw(envelope, raw, Event::PayoutFailed),
-        EventType::PayoutPaid => build_raw(envelope, raw, Event::PayoutPaid),
-        EventType::PayoutReconciliationCompleted => build_raw(envelope, raw, Event::PayoutReconciliationCompleted),
-        EventType::PayoutUpdated => build_raw(envelope, raw, Event::PayoutUpdated),
-        EventType::PersonCreated => build_raw(envelope, raw, Event::PersonCreated),
-        EventType::PersonDeleted => build_raw(envelope, raw, Event::PersonDeleted),
-        EventType::PersonUpdated => build_raw(envelope, raw, Event::PersonUpdated),
-        EventType::PlanCreated => build_raw(envelope, raw, Event::PlanCreated),
-        EventType::PlanDeleted => build_raw(envelope, raw, Event::PlanDeleted),
-        EventType::PlanUpdated => build_raw(envelope, raw, Event::PlanUpdated),
+        EventType::PayoutCanceled => build_generated(envelope, raw, Event::PayoutCanceled),
+        EventType::PayoutCreated => build_generated(envelope, raw, Event::PayoutCreated),
+        EventType::PayoutFailed => build_generated(envelope, raw, Event::PayoutFailed),
+        EventType::PayoutPaid => build_generated(envelope, raw, Event::PayoutPaid),
+        EventType::PayoutReconciliationCompleted => build_generated(envelope, raw, Event::PayoutReconciliationCompleted),
+        EventType::PayoutUpdated => build_generated(envelope, raw, Event::PayoutUpdated),
+        EventType::PersonCreated => build_generated(envelope, raw, Event::PersonCreated),
+        EventType::PersonDeleted => build_generated(envelope, raw, Event::PersonDeleted),
+        EventType::PersonUpdated => build_generated(envelope, raw, Event::PersonUpdated),
+        EventType::PlanCreated => build_typed(envelope, raw, Event::PlanCreated),
+        EventType::PlanDeleted => build_typed(envelope, raw, Event::PlanDeleted),
+        EventType::PlanUpdated => build_typed(envelope, raw, Event::PlanUpdated),
         EventType::PriceCreated => build_typed(envelope, raw, Event::PriceCreated),
         EventType::PriceDeleted => build_typed(envelope, raw, Event::PriceDeleted),
         EventType::PriceUpdated => build_typed(envelope, raw, Event::PriceUpdated),
         EventType::ProductCreated => build_typed(envelope, raw, Event::ProductCreated),
         EventType::ProductDeleted => build_typed(envelope, raw, Event::ProductDeleted),
         EventType::ProductUpdated => build_typed(envelope, raw, Event::ProductUpdated),
-        EventType::PromotionCodeCreated => build_raw(envelope, raw, Event::PromotionCodeCreated),
-        EventType::PromotionCodeUpdated => build_raw(envelope, raw, Event::PromotionCodeUpdated),
-        EventType::QuoteAccepted => build_raw(envelope, raw, Event::QuoteAccepted),
-        EventType::QuoteCanceled => build_raw(envelope, raw, Event::QuoteCanceled),
-        EventType::QuoteCreated => build_raw(envelope, raw, Event::QuoteCreated),
-        EventType::QuoteFinalized => build_raw(envelope, raw, Event::QuoteFinalized),
-        EventType::RadarEarlyFraudWarningCreated => build_raw(envelope, raw, Event::RadarEarlyFraudWarningCreated),
-        EventType::RadarEarlyFraudWarningUpdated => build_raw(envelope, raw, Event::RadarEarlyFraudWarningUpdated),
+        EventType::PromotionCodeCreated => build_generated(envelope, raw, Event::PromotionCodeCreated),
+        EventType::PromotionCodeUpdated => build_generated(envelope, raw, Event::PromotionCodeUpdated),
+        EventType::QuoteAccepted => build_generated(envelope, raw, Event::QuoteAccepted),
+        EventType::QuoteCanceled => build_generated(envelope, raw, Event::QuoteCanceled),
+        EventType::QuoteCreated => build_generated(envelope, raw, Event::QuoteCreated),
+        EventType::QuoteFinalized => build_generated(envelope, raw, Event::QuoteFinalized),
+        EventType::RadarEarlyFraudWarningCreated => build_generated(envelope, raw, Event::RadarEarlyFraudWarningCreated),
+        EventType::RadarEarlyFraudWarningUpdated => build_generated(envelope, raw, Event::RadarEarlyFraudWarningUpdated),
         EventType::RefundCreated => build_typed(envelope, raw, Event::RefundCreated),
         EventType::RefundFailed => build_typed(envelope, raw, Event::RefundFailed),
         EventType::RefundUpdated => build_typed(envelope, raw, Event::RefundUpdated),
-        EventType::ReportingReportRunFailed => build_raw(envelope, raw, Event::ReportingReportRunFailed),
-        EventType::ReportingReportRunSucceeded => build_raw(envelope, raw, Event::ReportingReportRunSucceeded),
-        EventType::ReportingReportTypeUpdated => build_raw(envelope, raw, Event::ReportingReportTypeUpdated),
-        EventType::ReserveHoldCreated => build_raw(envelope, raw, Event::ReserveHoldCreated),
-        EventType::ReserveHoldUpdated => build_raw(envelope, raw, Event::ReserveHoldUpdated),
-        EventType::ReservePlanCreated => build_raw(envelope, raw, Event::ReservePlanCreated),
-        EventType::ReservePlanDisabled => build_raw(envelope, raw, Event::ReservePlanDisabled),
-        EventType::ReservePlanExpired => build_raw(envelope, raw, Event::ReservePlanExpired),
-        EventType::ReservePlanUpdated => build_raw(envelope, raw, Event::ReservePlanUpdated),
-        EventType::ReserveReleaseCreated => build_raw(envelope, raw, Event::ReserveReleaseCreated),
-        EventType::ReviewClosed => build_raw(envelope, raw, Event::ReviewClosed),
-        EventType::ReviewOpened => build_raw(envelope, raw, Event::ReviewOpened),
+        EventType::ReportingReportRunFailed => build_generated(envelope, raw, Event::ReportingReportRunFailed),
+        EventType::ReportingReportRunSucceeded => build_generated(envelope, raw, Event::ReportingReportRunSucceeded),
+        EventType::ReportingReportTypeUpdated => build_generated(envelope, raw, Event::ReportingReportTypeUpdated),
+        EventType::ReserveHoldCreated => build_generated(envelope, raw, Event::ReserveHoldCreated),
+        EventType::ReserveHoldUpdated => build_generated(envelope, raw, Event::ReserveHoldUpdated),
+        EventType::ReservePlanCreated => build_generated(envelope, raw, Event::ReservePlanCreated),
+        EventType::ReservePlanDisabled => build_generated(envelope, raw, Event::ReservePlanDisabled),
+        EventType::ReservePlanExpired => build_generated(envelope, raw, Event::ReservePlanExpired),
+        EventType::ReservePlanUpdated => build_generated(envelope, raw, Event::ReservePlanUpdated),
+        EventType::ReserveReleaseCreated => build_generated(envelope, raw, Event::ReserveReleaseCreated),
+        EventType::ReviewClosed => build_generated(envelope, raw, Event::ReviewClosed),
+        EventType::ReviewOpened => build_generated(envelope, raw, Event::ReviewOpened),
         EventType::SetupIntentCanceled => build_typed(envelope, raw, Event::SetupIntentCanceled),
         EventType::SetupIntentCreated => build_typed(envelope, raw, Event::SetupIntentCreated),
         EventType::SetupIntentRequiresAction => build_typed(envelope, raw, Event::SetupIntentRequiresAction),
         EventType::SetupIntentSetupFailed => build_typed(envelope, raw, Event::SetupIntentSetupFailed),
         EventType::SetupIntentSucceeded => build_typed(envelope, raw, Event::SetupIntentSucceeded),
-        EventType::SigmaScheduledQueryRunCreated => build_raw(envelope, raw, Event::SigmaScheduledQueryRunCreated),
+        EventType::SigmaScheduledQueryRunCreated => build_generated(envelope, raw, Event::SigmaScheduledQueryRunCreated),
         EventType::SourceCanceled => build_typed(envelope, raw, Event::SourceCanceled),
         EventType::SourceChargeable => build_typed(envelope, raw, Event::SourceChargeable),
         EventType::SourceFailed => build_typed(envelope, raw, Event::SourceFailed),
-        EventType::SourceMandateNotification => build_raw(envelope, raw, Event::SourceMandateNotification),
+        EventType::SourceMandateNotification => build_generated(envelope, raw, Event::SourceMandateNotification),
         EventType::SourceRefundAttributesRequired => build_typed(envelope, raw, Event::SourceRefundAttributesRequired),
-        EventType::SourceTransactionCreated => build_raw(envelope, raw, Event::SourceTransactionCreated),
-        EventType::SourceTransactionUpdated => build_raw(envelope, raw, Event::SourceTransactionUpdated),
-        EventType::SubscriptionScheduleAborted => build_raw(envelope, raw, Event::SubscriptionScheduleAborted),
-        EventType::SubscriptionScheduleCanceled => build_raw(envelope, raw, Event::SubscriptionScheduleCanceled),
-        EventType::SubscriptionScheduleCompleted => build_raw(envelope, raw, Event::SubscriptionScheduleCompleted),
-        EventType::SubscriptionScheduleCreated => build_raw(envelope, raw, Event::SubscriptionScheduleCreated),
-        EventType::SubscriptionScheduleExpiring => build_raw(envelope, raw, Event::SubscriptionScheduleExpiring),
-        EventType::SubscriptionScheduleReleased => build_raw(envelope, raw, Event::SubscriptionScheduleReleased),
-        EventType::SubscriptionScheduleUpdated => build_raw(envelope, raw, Event::SubscriptionScheduleUpdated),
-        EventType::TaxSettingsUpdated => build_raw(envelope, raw, Event::TaxSettingsUpdated),
-        EventType::TaxRateCreated => build_raw(envelope, raw, Event::TaxRateCreated),
-        EventType::TaxRateUpdated => build_raw(envelope, raw, Event::TaxRateUpdated),
-        EventType::TerminalReaderActionFailed => build_raw(envelope, raw, Event::TerminalReaderActionFailed),
-        EventType::TerminalReaderActionSucceeded => build_raw(envelope, raw, Event::TerminalReaderActionSucceeded),
-        EventType::TerminalReaderActionUpdated => build_raw(envelope, raw, Event::TerminalReaderActionUpdated),
-        EventType::TestHelpersTestClockAdvancing => build_raw(envelope, raw, Event::TestHelpersTestClockAdvancing),
-        EventType::TestHelpersTestClockCreated => build_raw(envelope, raw, Event::TestHelpersTestClockCreated),
-        EventType::TestHelpersTestClockDeleted => build_raw(envelope, raw, Event::TestHelpersTestClockDeleted),
-        EventType::TestHelpersTestClockInternalFailure => build_raw(envelope, raw, Event::TestHelpersTestClockInternalFailure),
-        EventType::TestHelpersTestClockReady => build_raw(envelope, raw, Event::TestHelpersTestClockReady),
-        EventType::TopupCanceled => build_raw(envelope, raw, Event::TopupCanceled),
-        EventType::TopupCreated => build_raw(envelope, raw, Event::TopupCreated),
-        EventType::TopupFailed => build_raw(envelope, raw, Event::TopupFailed),
-        EventType::TopupReversed => build_raw(envelope, raw, Event::TopupReversed),
-        EventType::TopupSucceeded => build_raw(envelope, raw, Event::TopupSucceeded),
-        EventType::TransferCreated => build_raw(envelope, raw, Event::TransferCreated),
-        EventType::TransferReversed => build_raw(envelope, raw, Event::TransferReversed),
-        EventType::TransferUpdated => build_raw(envelope, raw, Event::TransferUpdated),
-        EventType::TreasuryCreditReversalCreated => build_raw(envelope, raw, Event::TreasuryCreditReversalCreated),
-        EventType::TreasuryCreditReversalPosted => build_raw(envelope, raw, Event::TreasuryCreditReversalPosted),
-        EventType::TreasuryDebitReversalCompleted => build_raw(envelope, raw, Event::TreasuryDebitReversalCompleted),
-        EventType::TreasuryDebitReversalCreated => build_raw(envelope, raw, Event::TreasuryDebitReversalCreated),
-        EventType::TreasuryDebitReversalInitialCreditGranted => build_raw(envelope, raw, Event::TreasuryDebitReversalInitialCreditGranted),
-        EventType::TreasuryFinancialAccountClosed => build_raw(envelope, raw, Event::TreasuryFinancialAccountClosed),
-        EventType::TreasuryFinancialAccountCreated => build_raw(envelope, raw, Event::TreasuryFinancialAccountCreated),
-        EventType::TreasuryFinancialAccountFeaturesStatusUpdated => build_raw(envelope, raw, Event::TreasuryFinancialAccountFeaturesStatusUpdated),
-        EventType::TreasuryInboundTransferCanceled => build_raw(envelope, raw, Event::TreasuryInboundTransferCanceled),
-        EventType::TreasuryInboundTransferCreated => build_raw(envelope, raw, Event::TreasuryInboundTransferCreated),
-        EventType::TreasuryInboundTransferFailed => build_raw(envelope, raw, Event::TreasuryInboundTransferFailed),
-        EventType::TreasuryInboundTransferSucceeded => build_raw(envelope, raw, Event::TreasuryInboundTransferSucceeded),
-        EventType::TreasuryOutboundPaymentCanceled => build_raw(envelope, raw, Event::TreasuryOutboundPaymentCanceled),
-        EventType::TreasuryOutboundPaymentCreated => build_raw(envelope, raw, Event::TreasuryOutboundPaymentCreated),
-        EventType::TreasuryOutboundPaymentExpectedArrivalDateUpdated => build_raw(envelope, raw, Event::TreasuryOutboundPaymentExpectedArrivalDateUpdated),
-        EventType::TreasuryOutboundPaymentFailed => build_raw(envelope, raw, Event::TreasuryOutboundPaymentFailed),
-        EventType::TreasuryOutboundPaymentPosted => build_raw(envelope, raw, Event::TreasuryOutboundPaymentPosted),
-        EventType::TreasuryOutboundPaymentReturned => build_raw(envelope, raw, Event::TreasuryOutboundPaymentReturned),
-        EventType::TreasuryOutboundPaymentTrackingDetailsUpdated => build_raw(envelope, raw, Event::TreasuryOutboundPaymentTrackingDetailsUpdated),
-        EventType::TreasuryOutboundTransferCanceled => build_raw(envelope, raw, Event::TreasuryOutboundTransferCanceled),
-        EventType::TreasuryOutboundTransferCreated => build_raw(envelope, raw, Event::TreasuryOutboundTransferCreated),
-        EventType::TreasuryOutboundTransferExpectedArrivalDateUpdated => build_raw(envelope, raw, Event::TreasuryOutboundTransferExpectedArrivalDateUpdated),
-        EventType::TreasuryOutboundTransferFailed => build_raw(envelope, raw, Event::TreasuryOutboundTransferFailed),
-        EventType::TreasuryOutboundTransferPosted => build_raw(envelope, raw, Event::TreasuryOutboundTransferPosted),
-        EventType::TreasuryOutboundTransferReturned => build_raw(envelope, raw, Event::TreasuryOutboundTransferReturned),
-        EventType::TreasuryOutboundTransferTrackingDetailsUpdated => build_raw(envelope, raw, Event::TreasuryOutboundTransferTrackingDetailsUpdated),
-        EventType::TreasuryReceivedCreditCreated => build_raw(envelope, raw, Event::TreasuryReceivedCreditCreated),
-        EventType::TreasuryReceivedCreditFailed => build_raw(envelope, raw, Event::TreasuryReceivedCreditFailed),
-        EventType::TreasuryReceivedCreditSucceeded => build_raw(envelope, raw, Event::TreasuryReceivedCreditSucceeded),
-        EventType::TreasuryReceivedDebitCreated => build_raw(envelope, raw, Event::TreasuryReceivedDebitCreated),
+        EventType::SourceTransactionCreated => build_generated(envelope, raw, Event::SourceTransactionCreated),
+        EventType::SourceTransactionUpdated => build_generated(envelope, raw, Event::SourceTransactionUpdated),
+        EventType::SubscriptionScheduleAborted => build_generated(envelope, raw, Event::SubscriptionScheduleAborted),
+        EventType::SubscriptionScheduleCanceled => build_generated(envelope, raw, Event::SubscriptionScheduleCanceled),
+        EventType::SubscriptionScheduleCompleted => build_generated(envelope, raw, Event::SubscriptionScheduleCompleted),
+        EventType::SubscriptionScheduleCreated => build_generated(envelope, raw, Event::SubscriptionScheduleCreated),
+        EventType::SubscriptionScheduleExpiring => build_generated(envelope, raw, Event::SubscriptionScheduleExpiring),
+        EventType::SubscriptionScheduleReleased => build_generated(envelope, raw, Event::SubscriptionScheduleReleased),
+        EventType::SubscriptionScheduleUpdated => build_generated(envelope, raw, Event::SubscriptionScheduleUpdated),
+        EventType::TaxSettingsUpdated => build_generated(envelope, raw, Event::TaxSettingsUpdated),
+        EventType::TaxRateCreated => build_generated(envelope, raw, Event::TaxRateCreated),
+        EventType::TaxRateUpdated => build_generated(envelope, raw, Event::TaxRateUpdated),
+        EventType::TerminalReaderActionFailed => build_generated(envelope, raw, Event::TerminalReaderActionFailed),
+        EventType::TerminalReaderActionSucceeded => build_generated(envelope, raw, Event::TerminalReaderActionSucceeded),
+        EventType::TerminalReaderActionUpdated => build_generated(envelope, raw, Event::TerminalReaderActionUpdated),
+        EventType::TestHelpersTestClockAdvancing => build_generated(envelope, raw, Event::TestHelpersTestClockAdvancing),
+        EventType::TestHelpersTestClockCreated => build_generated(envelope, raw, Event::TestHelpersTestClockCreated),
+        EventType::TestHelpersTestClockDeleted => build_generated(envelope, raw, Event::TestHelpersTestClockDeleted),
+        EventType::TestHelpersTestClockInternalFailure => build_generated(envelope, raw, Event::TestHelpersTestClockInternalFailure),
+        EventType::TestHelpersTestClockReady => build_generated(envelope, raw, Event::TestHelpersTestClockReady),
+        EventType::ThreeDSecureAuthenticationCanceled => build_generated(envelope, raw, Event::ThreeDSecureAuthenticationCanceled),
+        EventType::ThreeDSecureAuthenticationChallengeStarted => build_generated(envelope, raw, Event::ThreeDSecureAuthenticationChallengeStarted),
+        EventType::ThreeDSecureAuthenticationErrored => build_generated(envelope, raw, Event::ThreeDSecureAuthenticationErrored),
+        EventType::ThreeDSecureAuthenticationFailed => build_generated(envelope, raw, Event::ThreeDSecureAuthenticationFailed),
+        EventType::ThreeDSecureAuthenticationRequiresChallenge => build_generated(envelope, raw, Event::ThreeDSecureAuthenticationRequiresChallenge),
+        EventType::ThreeDSecureAuthenticationRequiresSubmission => build_generated(envelope, raw, Event::ThreeDSecureAuthenticationRequiresSubmission),
+        EventType::ThreeDSecureAuthenticationSucceeded => build_generated(envelope, raw, Event::ThreeDSecureAuthenticationSucceeded),
+        EventType::TopupCanceled => build_generated(envelope, raw, Event::TopupCanceled),
+        EventType::TopupCreated => build_generated(envelope, raw, Event::TopupCreated),
+        EventType::TopupFailed => build_generated(envelope, raw, Event::TopupFailed),
+        EventType::TopupReversed => build_generated(envelope, raw, Event::TopupReversed),
+        EventType::TopupSucceeded => build_generated(envelope, raw, Event::TopupSucceeded),
+        EventType::TransferCreated => build_generated(envelope, raw, Event::TransferCreated),
+        EventType::TransferReversed => build_generated(envelope, raw, Event::TransferReversed),
+        EventType::TransferUpdated => build_generated(envelope, raw, Event::TransferUpdated),
+        EventType::TreasuryCreditReversalCreated => build_generated(envelope, raw, Event::TreasuryCreditReversalCreated),
+        EventType::TreasuryCreditReversalPosted => build_generated(envelope, raw, Event::TreasuryCreditReversalPosted),
+        EventType::TreasuryDebitReversalCompleted => build_generated(envelope, raw, Event::TreasuryDebitReversalCompleted),
+        EventType::TreasuryDebitReversalCreated => build_generated(envelope, raw, Event::TreasuryDebitReversalCreated),
+        EventType::TreasuryDebitReversalInitialCreditGranted => build_generated(envelope, raw, Event::TreasuryDebitReversalInitialCreditGranted),
+        EventType::TreasuryFinancialAccountClosed => build_generated(envelope, raw, Event::TreasuryFinancialAccountClosed),
+        EventType::TreasuryFinancialAccountCreated => build_generated(envelope, raw, Event::TreasuryFinancialAccountCreated),
+        EventType::TreasuryFinancialAccountFeaturesStatusUpdated => build_generated(envelope, raw, Event::TreasuryFinancialAccountFeaturesStatusUpdated),
+        EventType::TreasuryInboundTransferCanceled => build_generated(envelope, raw, Event::TreasuryInboundTransferCanceled),
+        EventType::TreasuryInboundTransferCreated => build_generated(envelope, raw, Event::TreasuryInboundTransferCreated),
+        EventType::TreasuryInboundTransferFailed => build_generated(envelope, raw, Event::TreasuryInboundTransferFailed),
+        EventType::TreasuryInboundTransferSucceeded => build_generated(envelope, raw, Event::TreasuryInboundTransferSucceeded),
+        EventType::TreasuryOutboundPaymentCanceled => build_generated(envelope, raw, Event::TreasuryOutboundPaymentCanceled),
+        EventType::TreasuryOutboundPaymentCreated => build_generated(envelope, raw, Event::TreasuryOutboundPaymentCreated),
+        EventType::TreasuryOutboundPaymentExpectedArrivalDateUpdated => build_generated(envelope, raw, Event::TreasuryOutboundPaymentExpectedArrivalDateUpdated),
+        EventType::TreasuryOutboundPaymentFailed => build_generated(envelope, raw, Event::TreasuryOutboundPaymentFailed),
+        EventType::TreasuryOutboundPaymentPosted => build_generated(envelope, raw, Event::TreasuryOutboundPaymentPosted),
+        EventType::TreasuryOutboundPaymentReturned => build_generated(envelope, raw, Event::TreasuryOutboundPaymentReturned),
+        EventType::TreasuryOutboundPaymentTrackingDetailsUpdated => build_generated(envelope, raw, Event::TreasuryOutboundPaymentTrackingDetailsUpdated),
+        EventType::TreasuryOutboundTransferCanceled => build_generated(envelope, raw, Event::TreasuryOutboundTransferCanceled),
+        EventType::TreasuryOutboundTransferCreated => build_generated(envelope, raw, Event::TreasuryOutboundTransferCreated),
+        EventType::TreasuryOutboundTransferExpectedArrivalDateUpdated => build_generated(envelope, raw, Event::TreasuryOutboundTransferExpectedArrivalDateUpdated),
+        EventType::TreasuryOutboundTransferFailed => build_generated(envelope, raw, Event::TreasuryOutboundTransferFailed),
+        EventType::TreasuryOutboundTransferPosted => build_generated(envelope, raw, Event::TreasuryOutboundTransferPosted),
+        EventType::TreasuryOutboundTransferReturned => build_generated(envelope, raw, Event::TreasuryOutboundTransferReturned),
+        EventType::TreasuryOutboundTransferTrackingDetailsUpdated => build_generated(envelope, raw, Event::TreasuryOutboundTransferTrackingDetailsUpdated),
+        EventType::TreasuryReceivedCreditCreated => build_generated(envelope, raw, Event::TreasuryReceivedCreditCreated),
+        EventType::TreasuryReceivedCreditFailed => build_generated(envelope, raw, Event::TreasuryReceivedCreditFailed),
+        EventType::TreasuryReceivedCreditSucceeded => build_generated(envelope, raw, Event::TreasuryReceivedCreditSucceeded),
+        EventType::TreasuryReceivedDebitCreated => build_generated(envelope, raw, Event::TreasuryReceivedDebitCreated),
         EventType::Unknown(_) => super::build_unknown(envelope, raw),
     }
 }
 
-/// The one-pass parse, for the types whose object has a struct; `None` for the rest.
+/// The one-pass parse, for the types whose object has a hand-written struct; `None` for the rest.
 pub(super) fn parse_one_pass(event_type: &EventType, body: &[u8]) -> Option<Event> {
     match event_type {
         EventType::ChargeCaptured => one_pass(body, event_type, Event::ChargeCaptured),
@@ -3138,6 +3455,7 @@ pub(super) fn parse_one_pass(event_type: &EventType, body: &[u8]) -> Option<Even
         EventType::InvoiceUpdated => one_pass(body, event_type, Event::InvoiceUpdated),
         EventType::InvoiceVoided => one_pass(body, event_type, Event::InvoiceVoided),
         EventType::InvoiceWillBeDue => one_pass(body, event_type, Event::InvoiceWillBeDue),
+        EventType::InvoicePaymentPaid => one_pass(body, event_type, Event::InvoicePaymentPaid),
         EventType::PaymentIntentAmountCapturableUpdated => one_pass(body, event_type, Event::PaymentIntentAmountCapturableUpdated),
         EventType::PaymentIntentCanceled => one_pass(body, event_type, Event::PaymentIntentCanceled),
         EventType::PaymentIntentCreated => one_pass(body, event_type, Event::PaymentIntentCreated),
@@ -3150,6 +3468,9 @@ pub(super) fn parse_one_pass(event_type: &EventType, body: &[u8]) -> Option<Even
         EventType::PaymentMethodAutomaticallyUpdated => one_pass(body, event_type, Event::PaymentMethodAutomaticallyUpdated),
         EventType::PaymentMethodDetached => one_pass(body, event_type, Event::PaymentMethodDetached),
         EventType::PaymentMethodUpdated => one_pass(body, event_type, Event::PaymentMethodUpdated),
+        EventType::PlanCreated => one_pass(body, event_type, Event::PlanCreated),
+        EventType::PlanDeleted => one_pass(body, event_type, Event::PlanDeleted),
+        EventType::PlanUpdated => one_pass(body, event_type, Event::PlanUpdated),
         EventType::PriceCreated => one_pass(body, event_type, Event::PriceCreated),
         EventType::PriceDeleted => one_pass(body, event_type, Event::PriceDeleted),
         EventType::PriceUpdated => one_pass(body, event_type, Event::PriceUpdated),

@@ -109,7 +109,7 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
             return Dispatched::unclaimed(OutcomeKind::Ignored);
         }
         let core = &self.store.core;
-        let object_id = self.ordering.as_ref().and_then(|_| event.object_id());
+        let object_id = self.ordering.as_ref().and_then(|_| event.ordering_key());
         let id = event.id();
         let event_type = event.event_type();
         let hex = ClaimToken::new(id.clone(), 0).fence_hex();

@@ -321,6 +321,36 @@ where
     Option::<T>::deserialize(d).map(Option::unwrap_or_default)
 }
 
+/// Reads a string, borrowed from the input when it can be: what every open enum
+/// deserializes through, so each enum adds a `match` and no visitor of its own.
+pub(crate) fn open_str<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<std::borrow::Cow<'de, str>, D::Error> {
+    struct OpenStr;
+
+    impl<'de> Visitor<'de> for OpenStr {
+        type Value = std::borrow::Cow<'de, str>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(std::borrow::Cow::Borrowed(v))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(std::borrow::Cow::Owned(v.to_owned()))
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(std::borrow::Cow::Owned(v))
+        }
+    }
+
+    d.deserialize_str(OpenStr)
+}
+
 /// Defines an open string enum: the known wire values as variants, plus
 /// `Unknown(String)` for values this release does not know. It serializes as the wire
 /// string and never fails to deserialize from a string.
@@ -347,6 +377,7 @@ macro_rules! string_enum {
 
         impl $name {
             /// The value as Stripe writes it.
+            #[inline]
             pub fn as_str(&self) -> &str {
                 match self {
                     $( $name::$variant => $wire, )*
@@ -355,10 +386,12 @@ macro_rules! string_enum {
             }
 
             /// Whether the value is one this release does not know.
+            #[inline]
             pub fn is_unknown(&self) -> bool {
                 matches!(self, $name::Unknown(_))
             }
 
+            #[inline]
             fn from_known(s: &str) -> Option<Self> {
                 match s {
                     $( $wire => Some($name::$variant), )*
@@ -368,6 +401,7 @@ macro_rules! string_enum {
         }
 
         impl ::std::fmt::Display for $name {
+            #[inline]
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
@@ -376,12 +410,14 @@ macro_rules! string_enum {
         impl ::std::str::FromStr for $name {
             type Err = ::std::convert::Infallible;
             /// Never fails: an unrecognised value becomes `Unknown`.
+            #[inline]
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 Ok(Self::from(s))
             }
         }
 
         impl From<&str> for $name {
+            #[inline]
             fn from(s: &str) -> Self {
                 Self::from_known(s).unwrap_or_else(|| $name::Unknown(s.to_owned()))
             }
@@ -395,25 +431,10 @@ macro_rules! string_enum {
 
         impl<'de> ::serde::Deserialize<'de> for $name {
             fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct EnumVisitor;
-
-                impl<'de> ::serde::de::Visitor<'de> for EnumVisitor {
-                    type Value = $name;
-
-                    fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                        f.write_str("a string")
-                    }
-
-                    fn visit_str<E: ::serde::de::Error>(self, v: &str) -> Result<$name, E> {
-                        Ok($name::from(v))
-                    }
-
-                    fn visit_string<E: ::serde::de::Error>(self, v: String) -> Result<$name, E> {
-                        Ok($name::from_known(&v).unwrap_or($name::Unknown(v)))
-                    }
-                }
-
-                d.deserialize_str(EnumVisitor)
+                $crate::objects::common::open_str(d).map(|s| match $name::from_known(&s) {
+                    Some(known) => known,
+                    None => $name::Unknown(s.into_owned()),
+                })
             }
         }
     };

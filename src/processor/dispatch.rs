@@ -114,7 +114,7 @@ impl Dispatcher for StoreDispatcher {
         }
         let handler = &*self.handler;
         if let Some(ordering) = &self.ordering {
-            if let Some(object_id) = event.object_id() {
+            if let Some(object_id) = event.ordering_key() {
                 return ordering
                     .dispatch(event, &object_id, handler, settings)
                     .await;

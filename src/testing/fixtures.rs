@@ -1,4 +1,5 @@
-//! Stripe's fixture for every object a v1 event carries (API 2026-07-29.dahlia).
+//! Stripe's fixture for every object a v1 event carries (API 2026-07-29.dahlia), plus the
+//! two constructed for objects whose events came later (`tests/fixtures/objects/`).
 
 /// `(object type, fixture JSON)` for every object, sorted by object type.
 pub(super) const FIXTURES: &[(&str, &str)] = &[
@@ -13,6 +14,10 @@ pub(super) const FIXTURES: &[(&str, &str)] = &[
     (
         "application_fee",
         include_str!("../../data/stripe/fixtures/application_fee.json"),
+    ),
+    (
+        "apps.install",
+        include_str!("../../tests/fixtures/objects/apps.install.json"),
     ),
     (
         "balance",
@@ -284,6 +289,10 @@ pub(super) const FIXTURES: &[(&str, &str)] = &[
     (
         "test_helpers.test_clock",
         include_str!("../../data/stripe/fixtures/test_helpers.test_clock.json"),
+    ),
+    (
+        "three_d_secure.authentication",
+        include_str!("../../tests/fixtures/objects/three_d_secure.authentication.json"),
     ),
     (
         "topup",

@@ -64,6 +64,36 @@ pub fn fixture(object_type: &str) -> Option<&'static str> {
         .map(|(_, json)| *json)
 }
 
+/// Parses `json` into the struct of `object_type` (`"coupon"`, `"checkout.session"`),
+/// the way an event's `data.object` is parsed, and gives the id read through the
+/// struct. `None` for an object type without a struct. For drift tests over every
+/// object: an unknown field, an unknown enum value or a field of another type must not
+/// make a parse fail.
+///
+/// ```
+/// use stripe_webhooks::testing;
+/// let id = testing::parse_object("coupon", r#"{"id":"co_1","duration":"someday"}"#);
+/// assert_eq!(id.unwrap().unwrap().as_deref(), Some("co_1"));
+/// ```
+///
+/// # Errors
+///
+/// The JSON error when the object does not parse into its struct.
+pub fn parse_object(
+    object_type: &str,
+    json: &str,
+) -> Option<Result<Option<String>, serde_json::Error>> {
+    crate::objects::PARSERS
+        .iter()
+        .find(|(o, _)| *o == object_type)
+        .map(|(_, parse)| parse(json))
+}
+
+/// Every object type with a struct (hand-written or generated), sorted.
+pub fn object_types() -> impl Iterator<Item = &'static str> {
+    crate::objects::PARSERS.iter().map(|(o, _)| *o)
+}
+
 /// Every fixture, as `(object type, JSON)`.
 pub fn fixtures() -> &'static [(&'static str, &'static str)] {
     fixtures::FIXTURES

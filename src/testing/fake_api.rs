@@ -517,6 +517,9 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let answer = answer(&request, &state).await;
+    // Done before the answer leaves: a client that sends its next request as soon as it
+    // reads this one's answer must not be counted twice.
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
     if let Some(answer) = answer {
         let id = state.request_ids.fetch_add(1, Ordering::SeqCst) + 1;
         let mut out = format!(
@@ -533,7 +536,6 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
         let _ = stream.write_all(out.as_bytes()).await;
         let _ = stream.shutdown().await;
     }
-    state.in_flight.fetch_sub(1, Ordering::SeqCst);
 }
 
 fn reason(status: u16) -> &'static str {

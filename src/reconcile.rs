@@ -158,11 +158,28 @@ fn now_unix() -> i64 {
 
 /// Where a cursor pass may move its cursor: up to the oldest event it could not settle
 /// (so the next pass lists it again), else to the newest it saw.
-#[derive(Default)]
 struct Frontier {
     newest: Option<Watermark>,
     oldest_open: Option<i64>,
+    /// When the pass started, in Unix seconds.
+    now: i64,
 }
+
+impl Default for Frontier {
+    fn default() -> Self {
+        Self {
+            newest: None,
+            oldest_open: None,
+            now: now_unix(),
+        }
+    }
+}
+
+/// The id a cursor carries when it stops at a second rather than at an event.
+const OPEN_EVENT: &str = "-";
+
+/// How far behind the present a cursor stays, in seconds.
+const SAFETY_LAG: i64 = 60;
 
 impl Frontier {
     fn saw(&mut self, created: i64, id: &EventId, o: &Outcome) {
@@ -177,8 +194,17 @@ impl Frontier {
 
     fn target(&self) -> Option<Watermark> {
         match (self.oldest_open, &self.newest) {
-            // Not past an open event: the next pass starts at its second.
-            (Some(open), _) => Some(Watermark::new(open, EventId::new(""))),
+            // Not past an open event: the next pass starts at its second. (Stores read
+            // an empty id as no watermark, hence a placeholder.)
+            (Some(open), _) => Some(Watermark::new(open, EventId::new(OPEN_EVENT))),
+            // Not past a minute ago either: an event Stripe lists a little late still
+            // falls in the next pass.
+            (None, Some(newest)) if newest.created > self.now.saturating_sub(SAFETY_LAG) => {
+                Some(Watermark::new(
+                    self.now.saturating_sub(SAFETY_LAG),
+                    EventId::new(OPEN_EVENT),
+                ))
+            }
             (None, newest) => newest.clone(),
         }
     }

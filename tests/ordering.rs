@@ -361,8 +361,104 @@ async fn a_tie_runs_on_the_fetched_object_with_the_fetch_policy() {
         ["snapshot a", "from the API"],
         "no watermark yet: the first runs as sent; the tie runs on the fetched object"
     );
-    fake.remove_object("/v1/customers/cus_1");
+    // A transient failure to fetch is a 500 (Stripe retries), never the stale snapshot.
+    fake.fail_next(
+        1,
+        testing::Fault::ServerError {
+            should_retry: Some(false),
+        },
+    );
     let o = p.process_event(&named("evt_c", BASE, "snapshot c")).await;
     assert_eq!(o.status(), 500, "{o:?}");
     assert_eq!(seen.0.lock().unwrap().len(), 2);
+    // An object that cannot be fetched for good (deleted: 404) runs on its snapshot,
+    // rather than failing every retry for three days.
+    fake.remove_object("/v1/customers/cus_1");
+    let o = p.process_event(&named("evt_c", BASE, "snapshot c")).await;
+    assert_eq!(o.kind().name(), "processed", "{o:?}");
+    assert_eq!(
+        seen.0.lock().unwrap().last().map(String::as_str),
+        Some("snapshot c")
+    );
+}
+
+/// A delivery dropped mid-handler (a client that hung up) frees its object at once: the
+/// next event of the object is not held up for a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_delivery_frees_its_object() {
+    let h = Arc::new(Recorder {
+        delay: Duration::from_millis(2_000),
+        ..Recorder::default()
+    });
+    let p = Arc::new(processor(
+        MemoryStore::new(),
+        Arc::clone(&h),
+        TiePolicy::Run,
+    ));
+    let slow = {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move {
+            p.process_event(&update("evt_drop", "cus_1", BASE + 1))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    slow.abort();
+    let mut last = None;
+    for _ in 0..50 {
+        let o = p
+            .process_event(&update("evt_next", "cus_1", BASE + 2))
+            .await;
+        if o.status() != 409 {
+            last = Some(o.kind().name());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        last,
+        Some("processed"),
+        "the object stayed locked after the drop"
+    );
+}
+
+/// A thin event claimed under its snapshot twin joins the twin's ordering guard: it
+/// moves the watermark, so an older snapshot of the object that arrives later is stale.
+#[tokio::test]
+async fn a_thin_twin_moves_the_watermark() {
+    use stripe_webhooks::testing::ThinEventBuilder;
+    use stripe_webhooks::{EventNotification, ThinEventHandler};
+    struct Thin;
+    #[async_trait]
+    impl ThinEventHandler for Thin {
+        async fn handle(&self, _n: &EventNotification) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+    let h = Arc::new(Recorder::default());
+    let store = Arc::new(MemoryStore::new());
+    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run).with_thin_handler(Thin);
+    let thin = ThinEventBuilder::new("evt_thin_2", "v1.customer.updated")
+        .related("cus_1", "customer", "/v1/customers/cus_1")
+        .snapshot_event("evt_2")
+        .created(BASE + 2)
+        .build();
+    let n = dangerous::parse_unverified_notification(thin.as_bytes()).unwrap();
+    assert_eq!(p.process_notification(&n).await.kind().name(), "processed");
+    let wm = store.watermark("cus_1").await.unwrap().unwrap();
+    assert_eq!((wm.created, wm.event_id.as_str()), (BASE + 2, "evt_2"));
+    assert_eq!(
+        p.process_event(&update("evt_2", "cus_1", BASE + 2))
+            .await
+            .kind()
+            .name(),
+        "duplicate"
+    );
+    assert_eq!(
+        p.process_event(&update("evt_1", "cus_1", BASE + 1))
+            .await
+            .kind()
+            .name(),
+        "stale"
+    );
 }

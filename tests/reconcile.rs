@@ -239,7 +239,10 @@ async fn a_failed_event_holds_the_cursor_until_it_succeeds() {
     s.runs.fail.lock().unwrap().clear();
     let r = s.reconciler().since_cursor().await.unwrap();
     assert_eq!((r.processed, r.failed), (1, 0), "{r:?}");
-    assert_eq!(r.cursor.unwrap().created, now - 10);
+    // All settled: the cursor moves up to a minute ago (events Stripe lists a little
+    // late still fall in the next pass), not to the newest event.
+    let cursor = r.cursor.unwrap().created;
+    assert!((now - 61..=now - 59).contains(&cursor), "{cursor} vs {now}");
     s.runs.all_once(6);
 }
 

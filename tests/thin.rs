@@ -399,6 +399,10 @@ async fn thin_router_exact_prefix_catch_all_and_connect() {
     assert!(manifest.iter().all(|t| t.starts_with("v1.invoice.")));
     let all = ThinEventRouter::new().fallback(ok_route(&hits, "all"));
     assert_eq!(all.enabled_events(), ["*"]);
+    // `"*"` as a prefix is the catch-all, not a prefix nothing matches.
+    let star = ThinEventRouter::new().on_prefix("*", ok_route(&hits, "star"));
+    assert_eq!(star.enabled_events(), ["*"]);
+    assert!(star.handles_notification(&note("v2.core.account.created", None)));
 }
 
 // ---- The processor's thin path ----

@@ -130,6 +130,15 @@ impl<K: Eq + Hash, E: ?Sized> Routes<K, E> {
     }
 
     fn add_prefix(&mut self, prefix: &str, route: Route<E>) {
+        // `"*"` or `""` is every type: the catch-all.
+        if prefix
+            .trim_end_matches('*')
+            .trim_end_matches('.')
+            .is_empty()
+        {
+            self.fallback = Some(route);
+            return;
+        }
         let p = normalise_prefix(prefix);
         self.prefixes.retain(|(q, _)| *q != p);
         self.prefixes.push((p, route));
@@ -257,7 +266,8 @@ impl EventRouter {
 
     /// Routes events whose type starts with `prefix` (`"invoice.*"`, `"invoice."` or
     /// `"invoice"`: whole dot-separated segments only) to `f`, when no exact route
-    /// matches. The longest matching prefix wins.
+    /// matches. The longest matching prefix wins; `"*"` is the catch-all
+    /// ([`fallback`](Self::fallback)).
     #[must_use]
     pub fn on_prefix<F>(mut self, prefix: &str, f: F) -> Self
     where

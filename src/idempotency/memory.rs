@@ -355,17 +355,24 @@ impl Inner {
     /// The object's row, made (evicting the oldest unlocked objects past `max`) if new.
     fn object(&mut self, object_id: &str, max: usize, now: i64) -> &mut Obj {
         if !self.objects.contains_key(object_id) {
+            // Locked objects are kept, and queued again so they stay evictable.
+            let mut locked = Vec::new();
             while self.objects.len() >= max {
                 let Some((id, stamp)) = self.object_order.pop_front() else {
                     break;
                 };
-                let evict = self.objects.get(&id).is_some_and(|o| {
-                    o.updated_ms == stamp && (o.holder.is_none() || o.lock_until_ms <= now)
-                });
-                if evict {
-                    self.objects.remove(&id);
+                match self.objects.get(&id) {
+                    Some(o) if o.updated_ms == stamp => {
+                        if o.holder.is_none() || o.lock_until_ms <= now {
+                            self.objects.remove(&id);
+                        } else {
+                            locked.push((id, stamp));
+                        }
+                    }
+                    _ => {}
                 }
             }
+            self.object_order.extend(locked);
         }
         self.object_order.push_back((object_id.to_owned(), now));
         if self.object_order.len() > 2 * self.objects.len() + 64 {

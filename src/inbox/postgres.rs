@@ -12,8 +12,8 @@ use crate::idempotency::sql::{db_err, millis, watermark_of};
 use crate::idempotency::{Claim, ClaimToken, PostgresStore, StoreError, Watermark};
 use crate::processor::sealed::Sealed;
 use crate::processor::{
-    run_handler, store_call, DispatchSettings, Dispatched, Dispatcher, Inbox, OutcomeKind,
-    TiePolicy,
+    fetch_within, run_handler, store_call, DispatchSettings, Dispatched, Dispatcher, Inbox,
+    OutcomeKind, TiePolicy,
 };
 
 /// Inbox mode on PostgreSQL, for [`Processor::with_inbox`](crate::Processor::with_inbox): it claims the event, runs a
@@ -70,7 +70,8 @@ impl<H> PostgresInbox<H> {
     /// inside the delivery's transaction: the object's row (`{table}_objects`) is locked
     /// with the claim, so deliveries about one object run one at a time (a delivery that
     /// waits past the store timeout gets 409), an event older than the object's
-    /// watermark is completed without running the handler (`stale`), and the watermark
+    /// watermark is completed without running the handler (`stale`; a [`TransactionalHandler`] has no
+    /// `handle_stale`, so nothing runs for it), and the watermark
     /// moves in the transaction that commits the handler's writes.
     #[must_use]
     pub fn ordered(mut self, ties: TiePolicy) -> Self {
@@ -129,7 +130,8 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
             Ok(tx) => tx,
             Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
         };
-        let claimed = store_call(t + Duration::from_millis(500), async {
+        // The claim and the object's row lock each wait up to `t`.
+        let claimed = store_call(t * 2 + Duration::from_millis(500), async {
             let attempt = core
                 .claim_on(
                     &mut *tx,
@@ -197,19 +199,21 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
         let stale = watermark.as_ref().is_some_and(|w| {
             w.created > event.created() || (tie && matches!(self.ordering, Some(TiePolicy::Stale)))
         });
-        // A tie under `TiePolicy::Fetch` runs on the object fetched from the API; a
-        // failed fetch is a handler failure.
+        // A tie under `TiePolicy::Fetch` runs on the object fetched from the API (within
+        // the handler's deadline, since the transaction is open); a failed fetch is a
+        // handler failure.
         let mut failed_fetch = None;
         let fresh;
         let event = match &self.ordering {
             Some(TiePolicy::Fetch(client)) if tie && !stale => {
-                match event.refetched(&**client).await {
-                    Ok(e) => {
+                match fetch_within(event, &**client, settings.deadline).await {
+                    Ok(Some(e)) => {
                         fresh = e;
                         &fresh
                     }
+                    Ok(None) => event,
                     Err(e) => {
-                        failed_fetch = Some(crate::HandlerError::new(e));
+                        failed_fetch = Some(e);
                         event
                     }
                 }

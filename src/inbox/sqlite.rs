@@ -16,8 +16,8 @@ use crate::idempotency::sql::{db_err, watermark_of};
 use crate::idempotency::{Claim, ClaimToken, SqliteStore, StoreError};
 use crate::processor::sealed::Sealed;
 use crate::processor::{
-    run_handler, store_call, DispatchSettings, Dispatched, Dispatcher, Inbox, OutcomeKind,
-    TiePolicy,
+    fetch_within, run_handler, store_call, DispatchSettings, Dispatched, Dispatcher, Inbox,
+    OutcomeKind, TiePolicy,
 };
 
 /// The savepoint each inbox delivery runs in.
@@ -157,7 +157,8 @@ impl<H> SqliteInbox<H> {
 
     /// Turns on the ordering guard (see [`Processor::ordered`](crate::Processor::ordered))
     /// inside the delivery's transaction: an event older than its object's watermark is
-    /// completed without running the handler (`stale`), and the watermark moves in the
+    /// completed without running the handler (`stale`; `handle_stale` belongs to
+    /// `EventHandler`, so nothing runs for it), and the watermark moves in the
     /// transaction that commits the handler's writes. SQLite's one writer already runs
     /// the deliveries of a file one at a time, so no object lock is needed.
     #[must_use]
@@ -484,17 +485,18 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
         }
         let fresh;
         let event = match &self.ordering {
-            Some(TiePolicy::Fetch(client)) if tie => match event.refetched(&**client).await {
-                Ok(e) => {
-                    fresh = e;
-                    &fresh
+            // The batch holds SQLite's write lock meanwhile: the fetch is bounded by the
+            // store timeout, not the handler deadline.
+            Some(TiePolicy::Fetch(client)) if tie => {
+                match fetch_within(event, &**client, Some(t)).await {
+                    Ok(Some(e)) => {
+                        fresh = e;
+                        &fresh
+                    }
+                    Ok(None) => event,
+                    Err(e) => return self.undo(batch, event, attempt, e, t).await,
                 }
-                Err(e) => {
-                    return self
-                        .undo(batch, event, attempt, HandlerError::new(e), t)
-                        .await;
-                }
-            },
+            }
             _ => event,
         };
 

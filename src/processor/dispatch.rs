@@ -86,14 +86,14 @@ pub(crate) trait Dispatcher: Send + Sync + 'static {
 pub(crate) struct StoreDispatcher {
     store: Arc<dyn IdempotencyStore>,
     handler: Arc<dyn EventHandler>,
-    ordering: Option<OrderingGuard>,
+    ordering: Option<Arc<OrderingGuard>>,
 }
 
 impl StoreDispatcher {
     pub(crate) fn new(
         store: Arc<dyn IdempotencyStore>,
         handler: impl EventHandler,
-        ordering: Option<OrderingGuard>,
+        ordering: Option<Arc<OrderingGuard>>,
     ) -> Self {
         Self {
             store,
@@ -150,17 +150,7 @@ pub(crate) async fn claim_and_run(
 ) -> Dispatched {
     let claimed_at = std::time::Instant::now();
     match claim(&**store, key, event_type, settings).await {
-        Ok(token) => {
-            run_claimed(
-                store,
-                &token,
-                settings,
-                claimed_at,
-                handler,
-                Completion::Plain,
-            )
-            .await
-        }
+        Ok(token) => run_claimed(store, &token, settings, claimed_at, handler).await,
         Err(refused) => refused,
     }
 }
@@ -189,19 +179,6 @@ async fn claim(
     }
 }
 
-/// How a claim whose handler succeeded is completed.
-enum Completion<'a> {
-    /// `IdempotencyStore::complete`.
-    Plain,
-    /// `OrderingStore::complete_applied`: with the object's watermark, freeing its lock.
-    Applied {
-        store: &'a dyn OrderingStore,
-        object_id: &'a str,
-        holder: &'a str,
-        applied: Watermark,
-    },
-}
-
 /// Runs the handler of a held claim under a renewed lease, then completes the claim (the
 /// handler succeeded) or releases it (it failed).
 async fn run_claimed(
@@ -210,7 +187,6 @@ async fn run_claimed(
     settings: &DispatchSettings,
     claimed_at: std::time::Instant,
     handler: HandlerFuture<'_>,
-    completion: Completion<'_>,
 ) -> Dispatched {
     let t = settings.store_timeout;
     // Until the claim is settled, dropping this future (a client that went away, a
@@ -228,20 +204,7 @@ async fn run_claimed(
     let dispatched = match handled {
         Handled::Finished(Ok(())) => {
             guard.handler_succeeded();
-            let kind = match completion {
-                Completion::Plain => complete(t, || store.complete(token)).await,
-                Completion::Applied {
-                    store,
-                    object_id,
-                    holder,
-                    applied,
-                } => {
-                    complete(t, || {
-                        store.complete_applied(token, object_id, holder, &applied)
-                    })
-                    .await
-                }
-            };
+            let kind = complete(t, || store.complete(token)).await;
             Dispatched::attempt(kind, token.attempt())
         }
         // The lease is gone: another delivery may hold the event now, so this one has
@@ -267,6 +230,102 @@ pub(crate) struct OrderingGuard {
 }
 
 impl OrderingGuard {
+    /// Locks the object and claims `key`; `Err` is the answer when either is refused.
+    async fn lock_and_claim(
+        &self,
+        key: &EventId,
+        event_type: &EventType,
+        object_id: &str,
+        settings: &DispatchSettings,
+    ) -> Result<(Option<Watermark>, ClaimToken, String), Dispatched> {
+        let t = settings.store_timeout;
+        // The lock first: an event that has to wait leaves no trace in the store.
+        let holder = ClaimToken::new(key.clone(), 0).fence_hex();
+        let locked = self
+            .store
+            .lock_and_claim(object_id, &holder, settings.lease, key, event_type);
+        match store_call(t, locked).await {
+            Ok(LockedClaim::Acquired { watermark, token }) => Ok((watermark, token, holder)),
+            Ok(LockedClaim::Busy { retry_after })
+            | Ok(LockedClaim::Refused(Claim::InProgress { retry_after })) => {
+                Err(Dispatched::unclaimed(OutcomeKind::InProgress {
+                    retry_after,
+                }))
+            }
+            Ok(LockedClaim::Refused(Claim::Completed)) => {
+                Err(Dispatched::unclaimed(OutcomeKind::Duplicate))
+            }
+            Ok(LockedClaim::Refused(Claim::Acquired(token))) => {
+                // Not a refusal after all (a store's own lock_and_claim): settle it.
+                let reason = "claimed without the object lock";
+                let _ = store_call(t, self.store.release(&token, reason)).await;
+                Err(Dispatched::unclaimed(OutcomeKind::InProgress {
+                    retry_after: Duration::from_millis(100),
+                }))
+            }
+            Err(e) => Err(Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e))),
+        }
+    }
+
+    /// The object lease every settlement of a guarded claim goes through: a completion
+    /// moves the watermark to `applied` (none: stale, it stays) and frees the object, a
+    /// release frees it too; the drop guard uses it as well.
+    fn lease(
+        &self,
+        object_id: &str,
+        holder: &str,
+        applied: Option<Watermark>,
+    ) -> Arc<dyn IdempotencyStore> {
+        Arc::new(ObjectLease {
+            store: Arc::clone(&self.store),
+            object_id: object_id.to_owned(),
+            holder: holder.to_owned(),
+            applied,
+        })
+    }
+
+    /// A thin event claimed under its snapshot twin's id, guarded like the twin: keyed on
+    /// the related object, its `created` second against the watermark. A stale one is
+    /// completed without the handler (thin handlers have no `handle_stale`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn dispatch_thin(
+        &self,
+        key: &EventId,
+        record_type: &EventType,
+        object_id: &str,
+        created: i64,
+        fut: HandlerFuture<'_>,
+        settings: &DispatchSettings,
+    ) -> Dispatched {
+        let claimed_at = std::time::Instant::now();
+        let (watermark, token, holder) = match self
+            .lock_and_claim(key, record_type, object_id, settings)
+            .await
+        {
+            Ok(held) => held,
+            Err(refused) => return refused,
+        };
+        let stale = watermark.filter(|w| {
+            let tie = w.created == created && w.event_id != *key;
+            w.created > created || (tie && matches!(self.ties, TiePolicy::Stale))
+        });
+        if let Some(watermark) = stale {
+            let lease = self.lease(object_id, &holder, None);
+            let done = Box::pin(std::future::ready(Ok(())));
+            let mut d = run_claimed(&lease, &token, settings, claimed_at, done).await;
+            if matches!(d.kind, OutcomeKind::Processed) {
+                d.kind = OutcomeKind::Stale { watermark };
+            }
+            return d;
+        }
+        let lease = self.lease(
+            object_id,
+            &holder,
+            Some(Watermark::new(created, key.clone())),
+        );
+        run_claimed(&lease, &token, settings, claimed_at, fut).await
+    }
+
     /// Locks the object, claims the event, and runs it unless it is older than the
     /// object's watermark.
     async fn dispatch(
@@ -276,117 +335,107 @@ impl OrderingGuard {
         handler: &dyn EventHandler,
         settings: &DispatchSettings,
     ) -> Dispatched {
-        let t = settings.store_timeout;
-        // The lock first: an event that has to wait leaves no trace in the store.
-        let holder = ClaimToken::new(event.id().clone(), 0).fence_hex();
         let claimed_at = std::time::Instant::now();
-        let locked = self.store.lock_and_claim(
-            object_id,
-            &holder,
-            settings.lease,
-            event.id(),
-            event.event_type(),
-        );
-        let (watermark, token) = match store_call(t, locked).await {
-            Ok(LockedClaim::Acquired { watermark, token }) => (watermark, token),
-            Ok(LockedClaim::Busy { retry_after }) => {
-                return Dispatched::unclaimed(OutcomeKind::InProgress { retry_after })
-            }
-            Ok(LockedClaim::Refused(Claim::Completed)) => {
-                return Dispatched::unclaimed(OutcomeKind::Duplicate)
-            }
-            Ok(LockedClaim::Refused(Claim::InProgress { retry_after })) => {
-                return Dispatched::unclaimed(OutcomeKind::InProgress { retry_after })
-            }
-            Ok(LockedClaim::Refused(Claim::Acquired(token))) => {
-                // Not a refusal after all (a store's own lock_and_claim): settle it.
-                let _ = store_call(
-                    t,
-                    self.store
-                        .release(&token, "claimed without the object lock"),
-                )
-                .await;
-                return Dispatched::unclaimed(OutcomeKind::InProgress {
-                    retry_after: Duration::from_millis(100),
-                });
-            }
-            Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
-        };
-        let unlock = || async {
-            // If this fails, the lock's lease ends it instead.
-            let _ = store_call(t, self.store.unlock_object(object_id, &holder)).await;
+        let (watermark, token, holder) = match self
+            .lock_and_claim(event.id(), event.event_type(), object_id, settings)
+            .await
+        {
+            Ok(held) => held,
+            Err(refused) => return refused,
         };
         let stale = watermark.clone().filter(|w| {
             let tie = w.created == event.created() && w.event_id != *event.id();
             w.created > event.created() || (tie && matches!(self.ties, TiePolicy::Stale))
         });
+        let lease = |applied| self.lease(object_id, &holder, applied);
         if let Some(watermark) = stale {
             // An older event than the one applied last: not applied over it. The claim
             // completes, so Stripe's retries of it are duplicates.
-            let renewed: Arc<dyn IdempotencyStore> =
-                Arc::clone(&self.store) as Arc<dyn IdempotencyStore>;
             let fut = handler_future(|| handler.handle_stale(event, &watermark));
-            let mut d = run_claimed(
-                &renewed,
-                &token,
-                settings,
-                claimed_at,
-                fut,
-                Completion::Plain,
-            )
-            .await;
-            unlock().await;
+            let mut d = run_claimed(&lease(None), &token, settings, claimed_at, fut).await;
             if matches!(d.kind, OutcomeKind::Processed) {
                 d.kind = OutcomeKind::Stale { watermark };
             }
             return d;
         }
-        let lease: Arc<dyn IdempotencyStore> = Arc::new(ObjectLease {
-            store: Arc::clone(&self.store),
-            object_id: object_id.to_owned(),
-            holder: holder.clone(),
-        });
-        let applied = Watermark::new(event.created(), event.id().clone());
         let tie = watermark
             .as_ref()
             .is_some_and(|w| w.created == event.created());
-        let fresh;
-        let event = match &self.ties {
-            TiePolicy::Fetch(client) if tie => match event.refetched(&**client).await {
-                Ok(e) => {
-                    fresh = e;
-                    &fresh
-                }
-                Err(e) => {
-                    let e = HandlerError::new(e);
-                    let _ = store_call(t, self.store.release(&token, &e.to_string())).await;
-                    unlock().await;
-                    return Dispatched::attempt(OutcomeKind::HandlerFailed(e), token.attempt());
-                }
-            },
-            _ => event,
+        let applied = Watermark::new(event.created(), event.id().clone());
+        let fut = match &self.ties {
+            // The fetch is part of the handler's run: under the lease renewal, the
+            // deadline and the drop guard.
+            TiePolicy::Fetch(client) if tie => {
+                let client = Arc::clone(client);
+                handler_future(move || {
+                    Box::pin(async move {
+                        match refetched_for_tie(event, &*client).await? {
+                            Some(fresh) => handler.handle(&fresh).await,
+                            None => handler.handle(event).await,
+                        }
+                    })
+                })
+            }
+            _ => handler_future(|| handler.handle(event)),
         };
-        let fut = handler_future(|| handler.handle(event));
-        let completion = Completion::Applied {
-            store: &*self.store,
-            object_id,
-            holder: &holder,
-            applied,
-        };
-        let d = run_claimed(&lease, &token, settings, claimed_at, fut, completion).await;
-        if !matches!(d.kind, OutcomeKind::Processed) {
-            unlock().await;
-        }
-        d
+        run_claimed(&lease(Some(applied)), &token, settings, claimed_at, fut).await
+    }
+}
+
+/// The event rebuilt around its object fetched from the API, for a tie under
+/// `TiePolicy::Fetch`. `Ok(None)` when the object cannot be fetched for good (deleted,
+/// no API path, no id): the snapshot is then all there is, and the event runs on it,
+/// rather than failing every retry. A transient failure is a handler failure.
+pub(crate) async fn refetched_for_tie(
+    event: &Event,
+    client: &dyn crate::client::StripeClient,
+) -> Result<Option<Event>, HandlerError> {
+    use crate::client::ClientError;
+    match event.refetched(client).await {
+        Ok(fresh) => Ok(Some(fresh)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(ClientError::NoApiPath { .. } | ClientError::NothingToFetch(_)) => Ok(None),
+        Err(e) => Err(HandlerError::new(e)),
+    }
+}
+
+/// [`refetched_for_tie`] within `limit`, for the inbox modes (which hold a transaction
+/// meanwhile).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) async fn fetch_within(
+    event: &Event,
+    client: &dyn crate::client::StripeClient,
+    limit: Option<Duration>,
+) -> Result<Option<Event>, HandlerError> {
+    let fetch = refetched_for_tie(event, client);
+    match limit {
+        Some(d) => with_timeout(d, fetch)
+            .await
+            .unwrap_or(Err(HandlerError::DeadlineExceeded(d))),
+        None => fetch.await,
     }
 }
 
 /// The claim's store, seen by the lease renewal and the drop guard, with the object's
-/// lock renewed beside the claim: losing either is losing the lease.
+/// lock renewed beside the claim (losing either is losing the lease), and settled with
+/// the claim.
 struct ObjectLease {
     store: Arc<dyn OrderingStore>,
     object_id: String,
     holder: String,
+    /// The watermark a completion records; `None` for a stale event (the watermark
+    /// stays).
+    applied: Option<Watermark>,
+}
+
+impl ObjectLease {
+    async fn unlock(&self) {
+        // If this fails, the lock's lease ends it instead.
+        let _ = self
+            .store
+            .unlock_object(&self.object_id, &self.holder)
+            .await;
+    }
 }
 
 #[async_trait::async_trait]
@@ -401,11 +450,24 @@ impl IdempotencyStore for ObjectLease {
     }
 
     async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
-        self.store.complete(token).await
+        match &self.applied {
+            Some(applied) => {
+                self.store
+                    .complete_applied(token, &self.object_id, &self.holder, applied)
+                    .await
+            }
+            None => {
+                let done = self.store.complete(token).await;
+                self.unlock().await;
+                done
+            }
+        }
     }
 
     async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
-        self.store.release(token, reason).await
+        let done = self.store.release(token, reason).await;
+        self.unlock().await;
+        done
     }
 
     async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {

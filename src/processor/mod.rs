@@ -22,7 +22,7 @@ use crate::signature::{VerifiedPayload, Verifier};
 use crate::idempotency::OrderingStore;
 use dispatch::{claim_and_run, handler_future, OrderingGuard, StoreDispatcher};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) use dispatch::{run_handler, store_call};
+pub(crate) use dispatch::{fetch_within, run_handler, store_call};
 pub(crate) use dispatch::{DispatchSettings, Dispatched, Dispatcher};
 #[cfg(any(feature = "axum", feature = "actix-web"))]
 pub(crate) use outcome::Answer;
@@ -134,6 +134,8 @@ pub struct Processor {
     dedupe_on_snapshot: bool,
     /// Only events of this mode are handled (`None`: both).
     livemode: Option<bool>,
+    /// The ordering guard of [`Processor::ordered`], which thin twins go through too.
+    ordering: Option<Arc<OrderingGuard>>,
     max_body: usize,
     body_timeout: Duration,
     settings: DispatchSettings,
@@ -221,13 +223,16 @@ impl Processor {
         ties: TiePolicy,
     ) -> Self {
         let store = Arc::new(store);
-        let guard = OrderingGuard {
+        let guard = Arc::new(OrderingGuard {
             store: Arc::clone(&store) as Arc<dyn OrderingStore>,
             ties,
-        };
+        });
         let store: Arc<dyn IdempotencyStore> = store;
-        let dispatcher = StoreDispatcher::new(Arc::clone(&store), handler, Some(guard));
-        Self::dispatching(verifier, Some(Arc::new(dispatcher)), store)
+        let dispatcher =
+            StoreDispatcher::new(Arc::clone(&store), handler, Some(Arc::clone(&guard)));
+        let mut p = Self::dispatching(verifier, Some(Arc::new(dispatcher)), store);
+        p.ordering = Some(guard);
+        p
     }
 
     /// A processor for a thin event destination (`"object": "v2.core.event"`): the same
@@ -298,6 +303,7 @@ impl Processor {
             store,
             dedupe_on_snapshot: true,
             livemode: None,
+            ordering: None,
             max_body: DEFAULT_MAX_BODY,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             settings: DispatchSettings::default(),
@@ -570,14 +576,33 @@ impl Processor {
                     Some(t) if key != &n.id => t,
                     _ => EventType::from_wire(n.event_type.as_str()),
                 };
-                let Dispatched { kind, attempt } = claim_and_run(
-                    &self.store,
-                    key,
-                    &record_type,
-                    &self.settings,
-                    handler_future(|| h.handle(n)),
-                )
-                .await;
+                let fut = handler_future(|| h.handle(n));
+                // Claimed under its snapshot twin, a thin event joins the twin's ordering
+                // guard: otherwise it would complete the twin's claim and leave the
+                // watermark behind.
+                let guarded = match (&self.ordering, n.related_object_id(), n.created_unix()) {
+                    (Some(guard), Some(object_id), Some(created)) if key != &n.id => {
+                        Some((guard, object_id, created))
+                    }
+                    _ => None,
+                };
+                let Dispatched { kind, attempt } = match guarded {
+                    Some((guard, object_id, created)) => {
+                        guard
+                            .dispatch_thin(
+                                key,
+                                &record_type,
+                                object_id,
+                                created,
+                                fut,
+                                &self.settings,
+                            )
+                            .await
+                    }
+                    None => {
+                        claim_and_run(&self.store, key, &record_type, &self.settings, fut).await
+                    }
+                };
                 (kind, attempt)
             }
             _ => (OutcomeKind::Ignored, None),

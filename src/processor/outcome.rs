@@ -109,7 +109,8 @@ pub enum OutcomeKind {
     Ping,
     /// The ordering guard ([`Processor::ordered`](crate::Processor::ordered)) found a
     /// newer event already applied to the event's object: `handle` did not run
-    /// (`handle_stale` did), and the event is completed. 200.
+    /// (`EventHandler::handle_stale` did, in the standard mode), and the event is
+    /// completed. 200.
     Stale {
         /// The last event applied to the object.
         watermark: Watermark,

@@ -539,9 +539,9 @@ where
                     token: token.with_attempt(attempts_from(attempt)),
                 });
             }
-            // Refused: the lock was taken in the same statement; give it back.
-            let state = self.state_on(&self.pool, id).await.map_err(db_err)?;
+            // Refused: the lock was taken in the same statement; give it back first.
             self.unlock_object(object_id, holder).await?;
+            let state = self.state_on(&self.pool, id).await.map_err(db_err)?;
             if let Some(claim) = state {
                 return Ok(LockedClaim::Refused(claim));
             }

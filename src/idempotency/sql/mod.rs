@@ -432,8 +432,8 @@ where
         })
     }
 
-    /// Locks the object and claims the event in one transaction; a refused claim rolls
-    /// the lock back with it.
+    /// Locks the object and claims the event: one statement on PostgreSQL, two on
+    /// SQLite; a refused claim leaves the object unlocked.
     pub(crate) async fn lock_and_claim(
         &self,
         object_id: &str,
@@ -442,57 +442,26 @@ where
         id: &EventId,
         event_type: &EventType,
     ) -> Result<LockedClaim, StoreError> {
-        let token = ClaimToken::new(id.clone(), 0);
-        let fence = token.fence_hex();
         if let Some(statement) = &self.sql.lock_and_claim {
+            let token = ClaimToken::new(id.clone(), 0);
             return self
                 .lock_and_claim_at_once(statement, object_id, holder, lease, id, event_type, token)
                 .await;
         }
-        for _ in 0..3 {
-            let mut tx = self.pool.begin().await.map_err(db_err)?;
-            let row = sqlx::query(&self.sql.lock_object)
-                .bind(object_id)
-                .bind(holder)
-                .bind(millis(lease))
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            let Some(row) = row else {
-                tx.rollback().await.map_err(db_err)?;
-                match self.lock_object_busy(object_id).await? {
-                    Some(retry_after) => return Ok(LockedClaim::Busy { retry_after }),
-                    None => continue,
-                }
-            };
-            let watermark = watermark_of::<DB>(&row)?;
-            let claimed = self
-                .claim_on(
-                    &mut *tx,
-                    &self.sql.claim,
-                    id,
-                    event_type,
-                    &fence,
-                    Some(lease),
-                )
-                .await
-                .map_err(db_err)?;
-            if let Some(attempt) = claimed {
-                tx.commit().await.map_err(db_err)?;
-                return Ok(LockedClaim::Acquired {
-                    watermark,
-                    token: token.with_attempt(attempt),
-                });
-            }
-            let state = self.state_on(&mut *tx, id).await.map_err(db_err)?;
-            tx.rollback().await.map_err(db_err)?;
-            if let Some(claim) = state {
-                return Ok(LockedClaim::Refused(claim));
+        // SQLite: two autocommit statements are cheaper than a transaction through
+        // sqlx's worker thread (four), and a crash between them only leaves the lock to
+        // its lease.
+        let watermark = match self.lock_object(object_id, holder, lease).await? {
+            ObjectLock::Acquired { watermark } => watermark,
+            ObjectLock::Busy { retry_after } => return Ok(LockedClaim::Busy { retry_after }),
+        };
+        match self.claim(id, event_type, lease).await {
+            Ok(Claim::Acquired(token)) => Ok(LockedClaim::Acquired { watermark, token }),
+            other => {
+                self.unlock_object(object_id, holder).await?;
+                other.map(LockedClaim::Refused)
             }
         }
-        Ok(LockedClaim::Busy {
-            retry_after: Duration::from_secs(1),
-        })
     }
 
     /// `lock_and_claim` in one statement; a refused claim unlocks the object again.

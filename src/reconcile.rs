@@ -16,7 +16,7 @@ use crate::client::{
 };
 use crate::event::{rfc3339_from, EventId};
 use crate::idempotency::{OrderingStore, StoreError, Watermark};
-use crate::processor::{Outcome, Processor};
+use crate::processor::{Outcome, OutcomeKind, Processor};
 
 /// How far back a reconciler looks when it has no cursor yet, and for undelivered
 /// events: 3 days, as long as Stripe retries a delivery.
@@ -51,10 +51,10 @@ pub struct ReconcileReport {
 
 impl ReconcileReport {
     fn count(&mut self, o: &Outcome) {
-        match o.kind().name() {
-            "processed" | "completion_not_recorded" => self.processed += 1,
-            "duplicate" => self.duplicates += 1,
-            "in_progress" => self.in_progress += 1,
+        match o.kind() {
+            OutcomeKind::Processed | OutcomeKind::CompletionNotRecorded(_) => self.processed += 1,
+            OutcomeKind::Duplicate => self.duplicates += 1,
+            OutcomeKind::InProgress { .. } => self.in_progress += 1,
             _ if o.status() >= 500 => self.failed += 1,
             _ => self.skipped += 1,
         }
@@ -186,7 +186,7 @@ impl Frontier {
         if self.newest.as_ref().map_or(true, |w| w.created < created) {
             self.newest = Some(Watermark::new(created, id.clone()));
         }
-        let open = matches!(o.kind().name(), "in_progress") || o.status() >= 500;
+        let open = matches!(o.kind(), OutcomeKind::InProgress { .. }) || o.status() >= 500;
         if open {
             self.oldest_open = Some(self.oldest_open.map_or(created, |c| c.min(created)));
         }

@@ -16,12 +16,17 @@ use stripe_webhooks::{
 const BASE: i64 = 1_700_000_000;
 
 fn update(id: &str, object: &str, created: i64) -> Event {
-    let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
+    customer_updated(
         id,
-        "customer.updated",
         &format!(r#"{{"id":"{object}","object":"customer"}}"#),
-    ))
-    .unwrap();
+        created,
+    )
+}
+
+/// A `customer.updated` event around `customer` (JSON), created at `created`.
+fn customer_updated(id: &str, customer: &str, created: i64) -> Event {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&testing::event_json(id, "customer.updated", customer)).unwrap();
     v["created"] = created.into();
     dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
 }
@@ -333,14 +338,8 @@ async fn a_tie_runs_on_the_fetched_object_with_the_fetch_policy() {
         TiePolicy::Fetch(Arc::new(fake.client().unwrap())),
     );
     let named = |id: &str, created: i64, name: &str| {
-        let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
-            id,
-            "customer.updated",
-            &format!(r#"{{"id":"cus_1","object":"customer","name":"{name}"}}"#),
-        ))
-        .unwrap();
-        v["created"] = created.into();
-        dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
+        let customer = format!(r#"{{"id":"cus_1","object":"customer","name":"{name}"}}"#);
+        customer_updated(id, &customer, created)
     };
     assert_eq!(
         p.process_event(&named("evt_a", BASE, "snapshot a"))

@@ -112,7 +112,7 @@ pub struct MeterErrorReason {
     #[serde(default)]
     pub error_count: Option<i64>,
     /// The failures grouped by error code.
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(default, deserialize_with = "crate::objects::null_as_default")]
     pub error_types: Vec<MeterErrorType>,
 }
 
@@ -127,7 +127,7 @@ pub struct MeterErrorType {
     #[serde(default)]
     pub error_count: Option<i64>,
     /// A few of them.
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(default, deserialize_with = "crate::objects::null_as_default")]
     pub sample_errors: Vec<MeterSampleError>,
 }
 
@@ -164,13 +164,6 @@ pub struct InvoiceUpcoming {
     pub subscription: Option<String>,
 }
 
-/// An array that may be `null`.
-fn null_vec<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Vec<T>, D::Error> {
-    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
-}
-
 /// The `data` of `v2.core.account[configuration.*].capability_status_updated`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -188,7 +181,7 @@ pub struct AccountLinkReturned {
     #[serde(default)]
     pub account_id: Option<String>,
     /// Its configurations: `customer`, `merchant`, `recipient`.
-    #[serde(default, deserialize_with = "null_vec")]
+    #[serde(default, deserialize_with = "crate::objects::null_as_default")]
     pub configurations: Vec<String>,
     /// `account_onboarding` or `account_update` (an open set).
     #[serde(default)]

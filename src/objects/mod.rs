@@ -62,6 +62,7 @@
 mod charge;
 mod checkout_session;
 mod common;
+pub(crate) use common::null_as_default;
 mod customer;
 mod dispute;
 #[rustfmt::skip]

@@ -121,6 +121,7 @@ mod idempotency;
 mod inbox;
 pub mod objects;
 mod processor;
+pub mod queue;
 pub mod reconcile;
 mod secret;
 mod signature;

@@ -87,6 +87,16 @@ impl ClaimToken {
         self
     }
 
+    /// The same fence on another key: the SQL queues take a batch of jobs under one fence.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn with_key(&self, event_id: EventId) -> Self {
+        Self {
+            event_id,
+            fence: self.fence,
+            attempt: self.attempt,
+        }
+    }
+
     /// The event the claim is on.
     pub fn event_id(&self) -> &EventId {
         &self.event_id

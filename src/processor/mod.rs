@@ -20,9 +20,10 @@ use crate::idempotency::IdempotencyStore;
 use crate::signature::{VerifiedPayload, Verifier};
 
 use crate::idempotency::OrderingStore;
-use dispatch::{claim_and_run, handler_future, OrderingGuard, StoreDispatcher};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) use dispatch::{fetch_within, run_handler, store_call};
+pub(crate) use dispatch::fetch_within;
+use dispatch::{claim_and_run, OrderingGuard, StoreDispatcher};
+pub(crate) use dispatch::{handler_future, run_handler, store_call};
 pub(crate) use dispatch::{DispatchSettings, Dispatched, Dispatcher};
 #[cfg(any(feature = "axum", feature = "actix-web"))]
 pub(crate) use outcome::Answer;
@@ -136,6 +137,8 @@ pub struct Processor {
     livemode: Option<bool>,
     /// The ordering guard of [`Processor::ordered`], which thin twins go through too.
     ordering: Option<Arc<OrderingGuard>>,
+    /// Ack-fast mode ([`Processor::queued`]): verified events go to this queue.
+    queue: Option<Arc<dyn crate::queue::Queue>>,
     max_body: usize,
     body_timeout: Duration,
     settings: DispatchSettings,
@@ -149,6 +152,7 @@ impl std::fmt::Debug for Processor {
             .field("thin", &self.thin.is_some())
             .field("dedupe_on_snapshot", &self.dedupe_on_snapshot)
             .field("livemode", &self.livemode)
+            .field("queued", &self.queue.is_some())
             .field("max_body", &self.max_body)
             .field("body_timeout", &self.body_timeout)
             .field("settings", &self.settings)
@@ -281,6 +285,42 @@ impl Processor {
         p
     }
 
+    /// An **ack-fast** processor: it verifies the signature, parses the envelope, writes
+    /// the raw verified body to `queue` in one atomic statement keyed by the event's
+    /// dedupe key (its id, or a thin event's `snapshot_event`), and answers 200
+    /// [`OutcomeKind::Queued`] without running a handler. A [`Worker`](crate::queue::Worker)
+    /// runs the queued events, with retries and a dead state.
+    ///
+    /// Both families are taken, on one route or two. A duplicate of a queued, running,
+    /// finished or dead event answers 200 [`OutcomeKind::Duplicate`] and queues nothing;
+    /// a queue that fails or does not answer within the store timeout answers 503
+    /// [`OutcomeKind::StoreUnavailable`] (nothing is lost: Stripe delivers it again); a bad
+    /// signature answers 400 and nothing is written. Pings and, with
+    /// [`with_livemode`](Self::with_livemode), events of the other mode are answered
+    /// without queueing. The adapters take this processor as any other.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use stripe_webhooks::queue::{MemoryQueue, QueueAdmin};
+    /// use stripe_webhooks::{testing, Processor, SigningSecret, Verifier};
+    ///
+    /// let queue = MemoryQueue::new();
+    /// let p = Processor::queued(Verifier::new(SigningSecret::new("whsec_x")?), queue.clone());
+    /// let body = testing::event_json("evt_1", "customer.created", r#"{"id":"cus_1","object":"customer"}"#);
+    /// let header = testing::sign(body.as_bytes(), "whsec_x", testing::now());
+    /// assert_eq!(p.process(Some(&header), body.as_bytes()).await.kind().name(), "queued");
+    /// assert_eq!(p.process(Some(&header), body.as_bytes()).await.kind().name(), "duplicate");
+    /// assert_eq!(queue.counts().await?.queued, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn queued(verifier: Verifier, queue: impl crate::queue::Queue) -> Self {
+        // The ack path claims nothing: the store is never called.
+        let mut p = Self::dispatching(verifier, None, Arc::new(crate::MemoryStore::new()));
+        p.queue = Some(Arc::new(queue));
+        p
+    }
+
     /// A processor that runs a SQL store's inbox mode (`SqliteStore::inbox`,
     /// `PostgresStore::inbox`): the handler's writes and the completion mark commit in
     /// one transaction. (A thin handler added with
@@ -304,6 +344,7 @@ impl Processor {
             dedupe_on_snapshot: true,
             livemode: None,
             ordering: None,
+            queue: None,
             max_body: DEFAULT_MAX_BODY,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             settings: DispatchSettings::default(),
@@ -503,6 +544,9 @@ impl Processor {
     /// Parses a verified body as the kind of payload this processor takes first, and
     /// runs it.
     async fn route(&self, verified: &VerifiedPayload<'_>, started: Instant) -> Outcome {
+        if let Some(queue) = &self.queue {
+            return self.enqueue(queue.as_ref(), verified.body(), started).await;
+        }
         if self.dispatcher.is_none() {
             return match verified.parse_notification() {
                 Ok(n) => self.run_notification(&n, started).await,
@@ -526,6 +570,52 @@ impl Processor {
             },
             Err(e) => Outcome::new(OutcomeKind::NotAnEvent(e), started),
         }
+    }
+
+    /// The ack-fast path: parse, the ping and livemode answers, then one enqueue.
+    async fn enqueue(
+        &self,
+        queue: &dyn crate::queue::Queue,
+        body: &[u8],
+        started: Instant,
+    ) -> Outcome {
+        use crate::queue::{Enqueued, NewJob};
+        let mut o = Outcome::new(OutcomeKind::Ignored, started);
+        let (job, livemode) = match Event::from_slice(body) {
+            Ok(event) => {
+                #[cfg(feature = "tracing")]
+                trace::record_event(&tracing::Span::current(), &event);
+                o.event_id = Some(event.id().clone());
+                o.event_type = Some(event.event_type().clone());
+                (NewJob::snapshot(&event, body), event.livemode())
+            }
+            Err(ParseError::ThinEventNotification) => match EventNotification::from_slice(body) {
+                Ok(n) => {
+                    #[cfg(feature = "tracing")]
+                    trace::record_notification(&tracing::Span::current(), &n);
+                    o.event_id = Some(n.id.clone());
+                    o.thin_type = Some(n.event_type.clone());
+                    if n.is_ping() {
+                        o.kind = OutcomeKind::Ping;
+                        return o;
+                    }
+                    (NewJob::thin(&n, body, self.dedupe_on_snapshot), n.livemode)
+                }
+                Err(e) => return Outcome::new(OutcomeKind::NotAnEvent(e), started),
+            },
+            Err(e) => return Outcome::new(OutcomeKind::NotAnEvent(e), started),
+        };
+        o.claim_key = Some(job.key.clone());
+        o.kind = match self.livemode {
+            Some(mode) if mode != livemode => OutcomeKind::OtherMode { livemode },
+            _ => match store_call(self.settings.store_timeout, queue.enqueue(&job)).await {
+                Ok(Enqueued::Queued) => OutcomeKind::Queued,
+                Ok(Enqueued::Duplicate) => OutcomeKind::Duplicate,
+                Err(e) => OutcomeKind::StoreUnavailable(e),
+            },
+        };
+        o.duration = started.elapsed();
+        o
     }
 
     /// The snapshot path after parsing: the livemode guard, then claim, handle, complete.

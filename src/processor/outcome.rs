@@ -16,6 +16,7 @@ use crate::signature::SignatureError;
 #[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
 pub(crate) enum Answer {
     Processed,
+    Queued,
     Duplicate,
     Ignored,
     OtherMode,
@@ -41,6 +42,7 @@ impl Answer {
     pub(crate) const fn status(self) -> u16 {
         match self {
             Answer::Processed
+            | Answer::Queued
             | Answer::Duplicate
             | Answer::Ignored
             | Answer::OtherMode
@@ -63,6 +65,7 @@ impl Answer {
     pub(crate) const fn name(self) -> &'static str {
         match self {
             Answer::Processed => "processed",
+            Answer::Queued => "queued",
             Answer::Duplicate => "duplicate",
             Answer::Ignored => "ignored",
             Answer::OtherMode => "other_mode",
@@ -93,7 +96,11 @@ impl Answer {
 pub enum OutcomeKind {
     /// The handler ran and succeeded, and the event is recorded as completed. 200.
     Processed,
-    /// The event was processed before; the handler did not run. 200.
+    /// Ack-fast mode ([`Processor::queued`](crate::Processor::queued)): the verified event
+    /// was written to the queue, and a worker will run it. 200.
+    Queued,
+    /// The event was processed before (or, in ack-fast mode, is queued already); the
+    /// handler did not run. 200.
     Duplicate,
     /// Nothing here acts on this event (no route for its type or account, or a payload
     /// of the kind this processor has no handler for); nothing was claimed. 200.
@@ -149,6 +156,7 @@ impl OutcomeKind {
     pub(crate) fn answer(&self) -> Answer {
         match self {
             OutcomeKind::Processed => Answer::Processed,
+            OutcomeKind::Queued => Answer::Queued,
             OutcomeKind::Duplicate => Answer::Duplicate,
             OutcomeKind::Ignored => Answer::Ignored,
             OutcomeKind::OtherMode { .. } => Answer::OtherMode,
@@ -165,7 +173,7 @@ impl OutcomeKind {
         }
     }
 
-    /// A short stable name for logs and response bodies: `processed`, `duplicate`,
+    /// A short stable name for logs and response bodies: `processed`, `queued`, `duplicate`,
     /// `ignored`, `completion_not_recorded`, `lease_lost`, `in_progress`,
     /// `bad_signature`, `not_an_event`, `payload_too_large`, `handler_failed` or
     /// `store_unavailable`.
@@ -177,7 +185,7 @@ impl OutcomeKind {
     ///
     /// | Outcome | Status |
     /// |---|---|
-    /// | processed, duplicate, ignored, completion not recorded, lease lost | 200 |
+    /// | processed, queued, duplicate, ignored, completion not recorded, lease lost | 200 |
     /// | bad signature, not an event | 400 |
     /// | in progress elsewhere | 409 |
     /// | body too large | 413 |

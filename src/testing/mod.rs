@@ -5,6 +5,7 @@
 
 mod fake_api;
 mod fixtures;
+pub mod queue_conformance;
 pub mod store_conformance;
 
 use hmac::Mac;

@@ -12,6 +12,7 @@ use crate::idempotency::StoreError;
 pub const POSTGRES_MIGRATION: &str = concat!(
     include_str!("../../../migrations/postgres/0001_webhook_events.sql"),
     include_str!("../../../migrations/postgres/0002_objects.sql"),
+    include_str!("../../../migrations/postgres/0003_jobs.sql"),
 );
 
 /// Postgres's `lock_not_available` (a `lock_timeout` fired).

@@ -14,6 +14,7 @@ use crate::idempotency::StoreError;
 pub const SQLITE_MIGRATION: &str = concat!(
     include_str!("../../../migrations/sqlite/0001_webhook_events.sql"),
     include_str!("../../../migrations/sqlite/0002_objects.sql"),
+    include_str!("../../../migrations/sqlite/0003_jobs.sql"),
 );
 
 /// How long a writer waits for SQLite's lock before giving up.

@@ -1,0 +1,613 @@
+//! Ack fast, process later: a durable queue of verified events, and the workers that run
+//! them.
+//!
+//! - [`Queue`]: what the ingest side ([`Processor::queued`](crate::Processor::queued))
+//!   and the [`Worker`] need of a queue; [`QueueAdmin`]: the operator's queries;
+//! - `memory`: [`MemoryQueue`], for tests and single-process tools;
+//! - `sql`: [`SqliteQueue`] and [`PostgresQueue`], beside the SQL stores, in their database;
+//! - `redis`: [`RedisQueue`], on Redis Streams with a consumer group;
+//! - `worker`: [`Worker`] and [`RetryPolicy`] (feature `tokio`).
+//!
+//! A job is the raw verified body of one event, keyed by the event's dedupe key (its id,
+//! or a thin event's `snapshot_event`), so a duplicate delivery of a queued, running,
+//! finished or dead event queues nothing.
+
+mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "tokio")]
+mod worker;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::event::{Event, EventId, EventNotification, ParseError};
+use crate::idempotency::{ClaimToken, StoreError};
+
+pub use memory::MemoryQueue;
+#[cfg(feature = "postgres")]
+pub use sql::PostgresQueue;
+#[cfg(feature = "sqlite")]
+pub use sql::SqliteQueue;
+#[cfg(feature = "tokio")]
+pub use worker::{RetryPolicy, Worker, WorkerHandle, DEFAULT_JOB_DEADLINE};
+
+/// Which payload a job holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayloadKind {
+    /// A v1 snapshot event (`"object": "event"`).
+    Snapshot,
+    /// A v2 thin event notification.
+    Thin,
+}
+
+impl PayloadKind {
+    /// The name queues write: `snapshot` or `thin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadKind::Snapshot => "snapshot",
+            PayloadKind::Thin => "thin",
+        }
+    }
+
+    /// Reads a name written by [`as_str`](Self::as_str); anything else is `None`.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "snapshot" => Some(PayloadKind::Snapshot),
+            "thin" => Some(PayloadKind::Thin),
+            _ => None,
+        }
+    }
+}
+
+/// One verified event to queue: its dedupe key, what the workers need to schedule it,
+/// and the raw body, borrowed (the queue writes it as it is).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NewJob<'a> {
+    /// The dedupe key: the event id, or a thin event's `snapshot_event`.
+    pub key: EventId,
+    /// The event id.
+    pub event_id: EventId,
+    /// The event type as Stripe wrote it.
+    pub event_type: String,
+    /// Snapshot or thin.
+    pub kind: PayloadKind,
+    /// The object the event is about (`data.object.id`, or a thin event's related
+    /// object), for per-object order.
+    pub object_id: Option<String>,
+    /// The event's `created`, in Unix seconds (0 when unknown).
+    pub created: i64,
+    /// The raw verified body.
+    pub body: &'a [u8],
+}
+
+impl<'a> NewJob<'a> {
+    /// A job for a parsed snapshot event and its raw body.
+    pub fn snapshot(event: &Event, body: &'a [u8]) -> Self {
+        Self {
+            key: event.id().clone(),
+            event_id: event.id().clone(),
+            event_type: event.event_type().as_str().to_owned(),
+            kind: PayloadKind::Snapshot,
+            object_id: event.ordering_key(),
+            created: event.created(),
+            body,
+        }
+    }
+
+    /// A job for a parsed thin event and its raw body, keyed by its
+    /// [`dedupe_key`](EventNotification::dedupe_key) when `dedupe_on_snapshot`, else by its
+    /// own id.
+    pub fn thin(n: &EventNotification, body: &'a [u8], dedupe_on_snapshot: bool) -> Self {
+        let key = if dedupe_on_snapshot {
+            n.dedupe_key().clone()
+        } else {
+            n.id.clone()
+        };
+        Self {
+            key,
+            event_id: n.id.clone(),
+            event_type: n.event_type.as_str().to_owned(),
+            kind: PayloadKind::Thin,
+            object_id: n.related_object_id().map(str::to_owned),
+            created: n.created_unix().unwrap_or(0),
+            body,
+        }
+    }
+
+    /// Parses a verified body of either family into a job (thin events keyed by their
+    /// snapshot twin).
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] when the body is not a Stripe event.
+    pub fn parse(body: &'a [u8]) -> Result<Self, ParseError> {
+        match Event::from_slice(body) {
+            Ok(event) => Ok(Self::snapshot(&event, body)),
+            Err(ParseError::ThinEventNotification) => {
+                let n = EventNotification::from_slice(body)?;
+                Ok(Self::thin(&n, body, true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The answer to [`Queue::enqueue`]. A duplicate is a value, never an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// The job was written.
+    Queued,
+    /// A job with this key exists (queued, running, retrying, completed or dead);
+    /// nothing was written.
+    Duplicate,
+}
+
+/// A job a worker took: its lease token and its payload.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Job {
+    /// The lease: every later call on the job is fenced by it. Its
+    /// [`event_id`](ClaimToken::event_id) is the job's key and its
+    /// [`attempt`](ClaimToken::attempt) counts this run.
+    pub token: ClaimToken,
+    /// The event id.
+    pub event_id: EventId,
+    /// The event type as Stripe wrote it.
+    pub event_type: String,
+    /// Snapshot or thin.
+    pub kind: PayloadKind,
+    /// The raw verified body.
+    pub body: Vec<u8>,
+}
+
+impl Job {
+    /// A taken job; queues build them in [`Queue::take`].
+    pub fn new(
+        token: ClaimToken,
+        event_id: EventId,
+        event_type: String,
+        kind: PayloadKind,
+        body: Vec<u8>,
+    ) -> Self {
+        Self {
+            token,
+            event_id,
+            event_type,
+            kind,
+            body,
+        }
+    }
+
+    /// The job's key (its dedupe key).
+    pub fn key(&self) -> &EventId {
+        self.token.event_id()
+    }
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("token", &self.token)
+            .field("event_id", &self.event_id)
+            .field("event_type", &self.event_type)
+            .field("kind", &self.kind)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum JobState {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker holds it (its lease may have expired: then it is taken over).
+    Running,
+    /// Its last run failed; it runs again at `run_at`.
+    Retrying,
+    /// Its handler succeeded (or nothing handles its type).
+    Completed,
+    /// It failed its last attempt, or can never run (its body is not an event). Kept,
+    /// with its last error, until an operator requeues it.
+    Dead,
+}
+
+impl JobState {
+    /// Every state, in the order of a job's life.
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Retrying,
+        JobState::Completed,
+        JobState::Dead,
+    ];
+
+    /// The name queues write.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Retrying => "retrying",
+            JobState::Completed => "completed",
+            JobState::Dead => "dead",
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A state name that is not one of [`JobState::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job state {0:?}: expected queued, running, retrying, completed or dead")]
+pub struct UnknownJobState(pub String);
+
+impl std::str::FromStr for JobState {
+    type Err = UnknownJobState;
+
+    fn from_str(s: &str) -> Result<Self, UnknownJobState> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownJobState(s.to_owned()))
+    }
+}
+
+/// What a queue keeps about one job, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct JobRecord {
+    /// The job's key (the dedupe key).
+    pub key: EventId,
+    /// The event id.
+    pub event_id: EventId,
+    /// The event type.
+    pub event_type: String,
+    /// Snapshot or thin, as its name.
+    pub kind: &'static str,
+    /// Where it stands.
+    pub state: JobState,
+    /// How many runs were started.
+    pub attempts: u32,
+    /// The last run's error, at most [`MAX_ERROR_LEN`](crate::MAX_ERROR_LEN) bytes.
+    pub last_error: Option<String>,
+    /// When it was queued, in Unix milliseconds.
+    pub enqueued_at_ms: i64,
+    /// When it runs next (queued, retrying) or its lease ends (running), in Unix
+    /// milliseconds.
+    pub run_at_ms: Option<i64>,
+    /// When it completed or died, in Unix milliseconds.
+    pub finished_at_ms: Option<i64>,
+    /// The raw verified body, as queued.
+    #[serde(skip)]
+    pub body: Vec<u8>,
+}
+
+impl JobRecord {
+    /// Builds a record; queues use it to answer [`QueueAdmin`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        key: EventId,
+        event_id: EventId,
+        event_type: String,
+        kind: PayloadKind,
+        state: JobState,
+        attempts: u32,
+        last_error: Option<String>,
+        enqueued_at_ms: i64,
+        run_at_ms: Option<i64>,
+        finished_at_ms: Option<i64>,
+        body: Vec<u8>,
+    ) -> Self {
+        Self {
+            key,
+            event_id,
+            event_type,
+            kind: kind.as_str(),
+            state,
+            attempts,
+            last_error,
+            enqueued_at_ms,
+            run_at_ms,
+            finished_at_ms,
+            body,
+        }
+    }
+}
+
+/// How many jobs are in each state, and how long the oldest queued one has waited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct QueueCounts {
+    /// Waiting for a worker (due now or not).
+    pub queued: u64,
+    /// Held by a worker.
+    pub running: u64,
+    /// Failed, waiting for their next attempt.
+    pub retrying: u64,
+    /// Dead: out of attempts, waiting for an operator.
+    pub dead: u64,
+    /// Completed and not yet purged.
+    pub completed: u64,
+    /// How long the oldest queued job has waited, in milliseconds.
+    pub oldest_queued_age_ms: Option<u64>,
+}
+
+impl QueueCounts {
+    /// Counts, with the age of the oldest queued job.
+    pub fn new(
+        queued: u64,
+        running: u64,
+        retrying: u64,
+        dead: u64,
+        completed: u64,
+        oldest_queued_age: Option<Duration>,
+    ) -> Self {
+        Self {
+            queued,
+            running,
+            retrying,
+            dead,
+            completed,
+            oldest_queued_age_ms: oldest_queued_age
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// The number of jobs in `state`.
+    pub fn get(&self, state: JobState) -> u64 {
+        match state {
+            JobState::Queued => self.queued,
+            JobState::Running => self.running,
+            JobState::Retrying => self.retrying,
+            JobState::Completed => self.completed,
+            JobState::Dead => self.dead,
+        }
+    }
+}
+
+/// A durable queue of verified events. The ingest side
+/// ([`Processor::queued`](crate::Processor::queued)) calls [`enqueue`](Self::enqueue);
+/// a [`Worker`] calls the rest.
+///
+/// # The queue contract
+///
+/// - `enqueue` is one atomic step keyed by [`NewJob::key`]: of any number of concurrent
+///   enqueues of one key, one is [`Enqueued::Queued`], and a key is never queued twice
+///   while its job exists in any state.
+/// - `take` hands a job to at most one worker at a time: it moves due jobs (queued,
+///   retrying whose time came, or running whose lease ended) to running, with a fresh
+///   fence ([`ClaimToken`]) and the attempt count incremented. With `per_object_order`,
+///   a job about an object is taken only when no earlier job (by `created`, then by
+///   queue order) about that object is queued, retrying or running, and no other job of
+///   it runs under a live lease.
+/// - `extend`, `complete`, `fail` and `release` change the job only while it holds the
+///   token's fence, and answer [`StoreError::LeaseLost`] otherwise.
+/// - Leases and retry times are judged by one clock for every process (the
+///   database's), never a worker's.
+///
+/// `testing::queue_conformance` (feature `testing`) checks all of it.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Writes a job unless one with its key exists.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the backend fails; the processor answers 503 and
+    /// Stripe delivers the event again.
+    async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError>;
+
+    /// Takes up to `max` due jobs, oldest first, leasing each for `lease`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the backend fails.
+    async fn take(
+        &self,
+        max: usize,
+        lease: Duration,
+        per_object_order: bool,
+    ) -> Result<Vec<Job>, StoreError>;
+
+    /// Moves the job's lease to end `lease` from now.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::LeaseLost`] if the token no longer holds the job.
+    async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError>;
+
+    /// Marks the job completed.
+    ///
+    /// # Errors
+    ///
+    /// As [`extend`](Self::extend).
+    async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError>;
+
+    /// Records a failed run: the job runs again after `retry_in`, or, when `None`, it is
+    /// dead. `error` may be cut to [`MAX_ERROR_LEN`](crate::MAX_ERROR_LEN) bytes.
+    ///
+    /// # Errors
+    ///
+    /// As [`extend`](Self::extend).
+    async fn fail(
+        &self,
+        token: &ClaimToken,
+        error: &str,
+        retry_in: Option<Duration>,
+    ) -> Result<(), StoreError>;
+
+    /// Gives the job back untouched (a worker shutting down): queued again at once, and
+    /// this run does not count as an attempt.
+    ///
+    /// # Errors
+    ///
+    /// As [`extend`](Self::extend).
+    async fn release(&self, token: &ClaimToken) -> Result<(), StoreError>;
+
+    /// Waits until a job may be due, or `max_wait` passes. Queues that can be woken
+    /// (Postgres's `LISTEN`) return early when a job is queued; the default returns
+    /// `false` at once, and the worker sleeps its poll interval instead.
+    async fn wait_for_jobs(&self, max_wait: Duration) -> bool {
+        let _ = max_wait;
+        false
+    }
+}
+
+/// The operator's queries on a queue: counts, lists, requeueing and purging. Every queue
+/// of this crate implements it; the command-line tool and the console are built on it.
+#[async_trait]
+pub trait QueueAdmin: Queue {
+    /// How many jobs are in each state, and the age of the oldest queued job.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the backend fails.
+    async fn counts(&self) -> Result<QueueCounts, StoreError>;
+
+    /// Up to `limit` jobs in `state`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// As [`counts`](Self::counts).
+    async fn jobs(&self, state: JobState, limit: usize) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// One job, by its key.
+    ///
+    /// # Errors
+    ///
+    /// As [`counts`](Self::counts).
+    async fn job(&self, key: &EventId) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Queues a dead or retrying job to run at once, with its attempts reset. `false`
+    /// when there is no such job in either state.
+    ///
+    /// # Errors
+    ///
+    /// As [`counts`](Self::counts).
+    async fn requeue(&self, key: &EventId) -> Result<bool, StoreError>;
+
+    /// Requeues every dead job; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// As [`counts`](Self::counts).
+    async fn requeue_dead(&self) -> Result<u64, StoreError>;
+
+    /// Deletes up to `batch` completed jobs that finished more than `older_than` ago
+    /// (their keys stop deduplicating). Dead jobs are never purged. Returns how many were
+    /// deleted; call again while it returns `batch`.
+    ///
+    /// # Errors
+    ///
+    /// As [`counts`](Self::counts).
+    async fn purge_completed(&self, older_than: Duration, batch: usize) -> Result<u64, StoreError>;
+}
+
+macro_rules! forward_queue {
+    ($($ty:tt)*) => {
+        #[async_trait]
+        impl<Q: Queue + ?Sized> Queue for $($ty)*<Q> {
+            async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
+                (**self).enqueue(job).await
+            }
+            async fn take(
+                &self,
+                max: usize,
+                lease: Duration,
+                per_object_order: bool,
+            ) -> Result<Vec<Job>, StoreError> {
+                (**self).take(max, lease, per_object_order).await
+            }
+            async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
+                (**self).extend(token, lease).await
+            }
+            async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+                (**self).complete(token).await
+            }
+            async fn fail(
+                &self,
+                token: &ClaimToken,
+                error: &str,
+                retry_in: Option<Duration>,
+            ) -> Result<(), StoreError> {
+                (**self).fail(token, error, retry_in).await
+            }
+            async fn release(&self, token: &ClaimToken) -> Result<(), StoreError> {
+                (**self).release(token).await
+            }
+            async fn wait_for_jobs(&self, max_wait: Duration) -> bool {
+                (**self).wait_for_jobs(max_wait).await
+            }
+        }
+    };
+}
+forward_queue!(std::sync::Arc);
+
+#[async_trait]
+impl<Q: QueueAdmin + ?Sized> QueueAdmin for std::sync::Arc<Q> {
+    async fn counts(&self) -> Result<QueueCounts, StoreError> {
+        (**self).counts().await
+    }
+    async fn jobs(&self, state: JobState, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        (**self).jobs(state, limit).await
+    }
+    async fn job(&self, key: &EventId) -> Result<Option<JobRecord>, StoreError> {
+        (**self).job(key).await
+    }
+    async fn requeue(&self, key: &EventId) -> Result<bool, StoreError> {
+        (**self).requeue(key).await
+    }
+    async fn requeue_dead(&self) -> Result<u64, StoreError> {
+        (**self).requeue_dead().await
+    }
+    async fn purge_completed(&self, older_than: Duration, batch: usize) -> Result<u64, StoreError> {
+        (**self).purge_completed(older_than, batch).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_read_back() {
+        for state in JobState::ALL {
+            assert_eq!(state.as_str().parse(), Ok(state));
+        }
+        assert!("done".parse::<JobState>().is_err());
+        for kind in [PayloadKind::Snapshot, PayloadKind::Thin] {
+            assert_eq!(PayloadKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(PayloadKind::from_name("v3"), None);
+    }
+
+    #[cfg(feature = "testing")]
+    #[test]
+    fn jobs_parse_both_families() {
+        let body = crate::testing::event_json(
+            "evt_1",
+            "customer.updated",
+            r#"{"id":"cus_1","object":"customer"}"#,
+        );
+        let job = NewJob::parse(body.as_bytes()).unwrap();
+        assert_eq!(
+            (job.key.as_str(), job.kind, job.object_id.as_deref()),
+            ("evt_1", PayloadKind::Snapshot, Some("cus_1"))
+        );
+        let thin = crate::testing::ThinEventBuilder::new("evt_thin_1", "v1.customer.updated")
+            .snapshot_event("evt_1")
+            .build();
+        let job = NewJob::parse(thin.as_bytes()).unwrap();
+        assert_eq!((job.key.as_str(), job.kind), ("evt_1", PayloadKind::Thin));
+        assert!(NewJob::parse(b"{}").is_err());
+    }
+}

@@ -1,0 +1,827 @@
+//! The SQL queues: a `{table}_jobs` table beside the SQL store's, in the same database,
+//! created by the store's `migrate()`. SQLite and PostgreSQL run one code path
+//! ([`SqlQueue`]) over their dialect's statements.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+
+use super::worker::{Ran, Runner};
+use super::{Enqueued, Job, JobRecord, JobState, NewJob, PayloadKind, QueueCounts, Worker};
+use crate::event::EventId;
+use crate::idempotency::sql::{attempts_from, db_err, millis, Dialect};
+use crate::idempotency::{truncate_error, ClaimToken, StoreError};
+use crate::processor::{handler_future, run_handler};
+
+/// One dialect's queue statements. `{j}` is the jobs table, `{now}` the clock in Unix
+/// milliseconds. Parameters:
+///
+/// | statement | parameters | returns |
+/// |---|---|---|
+/// | `enqueue` | key, event id, type, kind, object id, created, body | a row when queued |
+/// | `take` | fence, lease ms, limit | the job columns |
+/// | `extend` | key, fence, lease ms | |
+/// | `complete` | key, fence | |
+/// | `retry` | key, fence, error, delay ms | |
+/// | `bury` | key, fence, error | |
+/// | `release` | key, fence | |
+/// | `counts` | | state, count, ms since the oldest was queued |
+/// | `list` | state, limit | the record columns |
+/// | `record` | key | the record columns |
+/// | `requeue` | key | |
+/// | `requeue_dead` | | |
+/// | `purge` | age ms, limit | |
+pub(crate) struct Statements {
+    now: &'static str,
+    enqueue: &'static str,
+    take: &'static str,
+    /// The extra condition of per-object order, on the candidate row `j`.
+    in_order: &'static str,
+    extend: &'static str,
+    complete: &'static str,
+    retry: &'static str,
+    bury: &'static str,
+    release: &'static str,
+    counts: &'static str,
+    list: &'static str,
+    record: &'static str,
+    requeue: &'static str,
+    requeue_dead: &'static str,
+    purge: &'static str,
+}
+
+const RECORD_COLUMNS: &str = "job_key, event_id, event_type, kind, state, attempts, last_error, \
+    enqueued_at, run_at, finished_at, body";
+
+const IN_ORDER: &str = " AND (j.object_id IS NULL OR NOT EXISTS (SELECT 1 FROM {j} o \
+    WHERE o.object_id = j.object_id AND o.seq <> j.seq \
+    AND o.state IN ('queued', 'retrying', 'running') \
+    AND ((o.state = 'running' AND o.run_at > {now}) OR o.created < j.created \
+    OR (o.created = j.created AND o.seq < j.seq))))";
+
+#[cfg(feature = "sqlite")]
+const SQLITE: Statements = Statements {
+    now: "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+    enqueue: "INSERT INTO {j} (job_key, event_id, event_type, kind, object_id, created, body, \
+        state, attempts, run_at, enqueued_at) \
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', 0, {now}, {now}) \
+        ON CONFLICT (job_key) DO NOTHING RETURNING seq",
+    take: "UPDATE {j} SET state = 'running', attempts = attempts + 1, fence = ?1, \
+        run_at = {now} + ?2 \
+        WHERE seq IN (SELECT seq FROM {j} j WHERE j.state IN ('queued', 'retrying', 'running') \
+        AND j.run_at <= {now}{order} ORDER BY j.run_at, j.seq LIMIT ?3) \
+        RETURNING seq, job_key, event_id, event_type, kind, body, attempts",
+    in_order: IN_ORDER,
+    extend: "UPDATE {j} SET run_at = {now} + ?3 \
+        WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
+    complete: "UPDATE {j} SET state = 'completed', finished_at = {now}, run_at = {now} \
+        WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
+    retry: "UPDATE {j} SET state = 'retrying', last_error = ?3, run_at = {now} + ?4 \
+        WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
+    bury: "UPDATE {j} SET state = 'dead', last_error = ?3, finished_at = {now} \
+        WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
+    release: "UPDATE {j} SET state = 'queued', attempts = MAX(attempts - 1, 0), run_at = {now} \
+        WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
+    counts: "SELECT state, COUNT(*), {now} - MIN(enqueued_at) FROM {j} GROUP BY state",
+    list: "SELECT {cols} FROM {j} WHERE state = ?1 ORDER BY seq LIMIT ?2",
+    record: "SELECT {cols} FROM {j} WHERE job_key = ?1",
+    requeue: "UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, finished_at = NULL \
+        WHERE job_key = ?1 AND state IN ('dead', 'retrying') RETURNING seq",
+    requeue_dead: "UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, \
+        finished_at = NULL WHERE state = 'dead' RETURNING seq",
+    purge: "DELETE FROM {j} WHERE seq IN (SELECT seq FROM {j} WHERE state = 'completed' \
+        AND finished_at <= {now} - ?1 LIMIT ?2)",
+};
+
+#[cfg(feature = "postgres")]
+const POSTGRES: Statements = Statements {
+    now: "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+    enqueue: "WITH ins AS (INSERT INTO {j} (job_key, event_id, event_type, kind, object_id, \
+        created, body, state, attempts, run_at, enqueued_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, {now}, {now}) \
+        ON CONFLICT (job_key) DO NOTHING RETURNING seq) \
+        SELECT seq, pg_notify('{j}', '') FROM ins",
+    take:
+        "WITH picked AS (SELECT seq FROM {j} j WHERE j.state IN ('queued', 'retrying', 'running') \
+        AND j.run_at <= {now}{order} ORDER BY j.run_at, j.seq LIMIT $3 FOR UPDATE SKIP LOCKED) \
+        UPDATE {j} t SET state = 'running', attempts = t.attempts + 1, fence = $1, \
+        run_at = {now} + $2 FROM picked WHERE t.seq = picked.seq \
+        RETURNING t.seq, t.job_key, t.event_id, t.event_type, t.kind, t.body, t.attempts",
+    in_order: IN_ORDER,
+    extend: "UPDATE {j} SET run_at = {now} + $3 \
+        WHERE job_key = $1 AND fence = $2 AND state = 'running'",
+    complete: "UPDATE {j} SET state = 'completed', finished_at = {now}, run_at = {now} \
+        WHERE job_key = $1 AND fence = $2 AND state = 'running'",
+    retry: "UPDATE {j} SET state = 'retrying', last_error = $3, run_at = {now} + $4 \
+        WHERE job_key = $1 AND fence = $2 AND state = 'running'",
+    bury: "UPDATE {j} SET state = 'dead', last_error = $3, finished_at = {now} \
+        WHERE job_key = $1 AND fence = $2 AND state = 'running'",
+    release: "UPDATE {j} SET state = 'queued', attempts = GREATEST(attempts - 1, 0), \
+        run_at = {now} WHERE job_key = $1 AND fence = $2 AND state = 'running'",
+    counts: "SELECT state, COUNT(*), {now} - MIN(enqueued_at) FROM {j} GROUP BY state",
+    list: "SELECT {cols} FROM {j} WHERE state = $1 ORDER BY seq LIMIT $2",
+    record: "SELECT {cols} FROM {j} WHERE job_key = $1",
+    requeue: "WITH up AS (UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, \
+        finished_at = NULL WHERE job_key = $1 AND state IN ('dead', 'retrying') RETURNING seq) \
+        SELECT seq, pg_notify('{j}', '') FROM up",
+    requeue_dead: "WITH up AS (UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, \
+        finished_at = NULL WHERE state = 'dead' RETURNING seq) \
+        SELECT seq, pg_notify('{j}', '') FROM up",
+    purge: "DELETE FROM {j} WHERE seq IN (SELECT seq FROM {j} WHERE state = 'completed' \
+        AND finished_at <= {now} - $1 LIMIT $2)",
+};
+
+/// A database the queue runs on.
+pub(crate) trait QueueDialect: Dialect {
+    const QUEUE: &'static Statements;
+    /// How an inbox transaction begins: SQLite takes the write lock at once, so the
+    /// completion never fails to upgrade a read transaction.
+    const BEGIN: &'static str;
+}
+
+#[cfg(feature = "sqlite")]
+impl QueueDialect for sqlx::Sqlite {
+    const QUEUE: &'static Statements = &SQLITE;
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+}
+
+#[cfg(feature = "postgres")]
+impl QueueDialect for sqlx::Postgres {
+    const QUEUE: &'static Statements = &POSTGRES;
+    const BEGIN: &'static str = "BEGIN";
+}
+
+/// The statements, rendered for one jobs table.
+#[derive(Debug)]
+struct Rendered {
+    enqueue: String,
+    take: String,
+    take_in_order: String,
+    extend: String,
+    complete: String,
+    retry: String,
+    bury: String,
+    release: String,
+    counts: String,
+    list: String,
+    record: String,
+    requeue: String,
+    requeue_dead: String,
+    purge: String,
+}
+
+impl Rendered {
+    fn new(s: &Statements, jobs: &str) -> Self {
+        let r = |q: &str| {
+            q.replace("{cols}", RECORD_COLUMNS)
+                .replace("{now}", s.now)
+                .replace("{j}", jobs)
+        };
+        Self {
+            enqueue: r(s.enqueue),
+            take: r(&s.take.replace("{order}", "")),
+            take_in_order: r(&s.take.replace("{order}", s.in_order)),
+            extend: r(s.extend),
+            complete: r(s.complete),
+            retry: r(s.retry),
+            bury: r(s.bury),
+            release: r(s.release),
+            counts: r(s.counts),
+            list: r(s.list),
+            record: r(s.record),
+            requeue: r(s.requeue),
+            requeue_dead: r(s.requeue_dead),
+            purge: r(s.purge),
+        }
+    }
+}
+
+/// What the SQLite and PostgreSQL queues share: the pool, the table and every operation.
+#[derive(Debug)]
+pub(crate) struct SqlQueue<DB: QueueDialect> {
+    pub(crate) pool: Pool<DB>,
+    pub(crate) jobs: Arc<str>,
+    sql: Arc<Rendered>,
+    _db: PhantomData<fn() -> DB>,
+}
+
+impl<DB: QueueDialect> Clone for SqlQueue<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            jobs: Arc::clone(&self.jobs),
+            sql: Arc::clone(&self.sql),
+            _db: PhantomData,
+        }
+    }
+}
+
+/// A fenced statement changed no row: the job is no longer the token's.
+fn lost(token: &ClaimToken) -> StoreError {
+    StoreError::LeaseLost {
+        event_id: token.event_id().clone(),
+    }
+}
+
+fn state_from(s: &str) -> Result<JobState, StoreError> {
+    s.parse().map_err(StoreError::unavailable)
+}
+
+fn kind_from(s: &str) -> Result<PayloadKind, StoreError> {
+    PayloadKind::from_name(s)
+        .ok_or_else(|| StoreError::unavailable(format!("unknown job kind {s:?} in the queue")))
+}
+
+impl<DB: QueueDialect> SqlQueue<DB>
+where
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// The queue beside the store table `table`: `{table}_jobs`.
+    pub(crate) fn new(pool: Pool<DB>, table: &str) -> Self {
+        let jobs = format!("{table}_jobs");
+        Self {
+            pool,
+            sql: Arc::new(Rendered::new(DB::QUEUE, &jobs)),
+            jobs: Arc::from(jobs),
+            _db: PhantomData,
+        }
+    }
+
+    pub(crate) async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
+        let row = sqlx::query(&self.sql.enqueue)
+            .bind(job.key.as_str())
+            .bind(job.event_id.as_str())
+            .bind(job.event_type.as_str())
+            .bind(job.kind.as_str())
+            .bind(job.object_id.as_deref())
+            .bind(job.created)
+            .bind(job.body)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(if row.is_some() {
+            Enqueued::Queued
+        } else {
+            Enqueued::Duplicate
+        })
+    }
+
+    pub(crate) async fn take(
+        &self,
+        max: usize,
+        lease: Duration,
+        per_object_order: bool,
+    ) -> Result<Vec<Job>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let batch = ClaimToken::new(EventId::new(""), 0);
+        let statement = if per_object_order {
+            &self.sql.take_in_order
+        } else {
+            &self.sql.take
+        };
+        let rows = sqlx::query(statement)
+            .bind(batch.fence_hex())
+            .bind(millis(lease))
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let seq: i64 = row.try_get(0).map_err(db_err)?;
+            let key: String = row.try_get(1).map_err(db_err)?;
+            let event_id: String = row.try_get(2).map_err(db_err)?;
+            let event_type: String = row.try_get(3).map_err(db_err)?;
+            let kind: String = row.try_get(4).map_err(db_err)?;
+            let body: Vec<u8> = row.try_get(5).map_err(db_err)?;
+            let attempts: i64 = row.try_get(6).map_err(db_err)?;
+            let token = batch
+                .with_key(EventId::new(key))
+                .with_attempt(attempts_from(attempts));
+            jobs.push((
+                seq,
+                Job::new(
+                    token,
+                    EventId::new(event_id),
+                    event_type,
+                    kind_from(&kind)?,
+                    body,
+                ),
+            ));
+        }
+        // RETURNING gives no order; the oldest first.
+        jobs.sort_by_key(|(seq, _)| *seq);
+        Ok(jobs.into_iter().map(|(_, job)| job).collect())
+    }
+
+    /// Runs a fenced statement: one row changes, or the lease is lost.
+    async fn fenced<'c, E>(
+        &self,
+        conn: E,
+        statement: &str,
+        token: &ClaimToken,
+        text: Option<&str>,
+        ms: Option<i64>,
+    ) -> Result<(), StoreError>
+    where
+        E: Executor<'c, Database = DB>,
+    {
+        let mut q = sqlx::query(statement)
+            .bind(token.event_id().as_str())
+            .bind(token.fence_hex());
+        if let Some(text) = text {
+            q = q.bind(truncate_error(text));
+        }
+        if let Some(ms) = ms {
+            q = q.bind(ms);
+        }
+        let done = q.execute(conn).await.map_err(db_err)?;
+        if DB::rows_affected(&done) == 1 {
+            Ok(())
+        } else {
+            Err(lost(token))
+        }
+    }
+
+    pub(crate) async fn extend(
+        &self,
+        token: &ClaimToken,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        self.fenced(
+            &self.pool,
+            &self.sql.extend,
+            token,
+            None,
+            Some(millis(lease)),
+        )
+        .await
+    }
+
+    pub(crate) async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+        self.fenced(&self.pool, &self.sql.complete, token, None, None)
+            .await
+    }
+
+    /// Completes the job on `conn`: inside an inbox transaction.
+    pub(crate) async fn complete_on(
+        &self,
+        conn: &mut DB::Connection,
+        token: &ClaimToken,
+    ) -> Result<(), StoreError> {
+        self.fenced(conn, &self.sql.complete, token, None, None)
+            .await
+    }
+
+    pub(crate) async fn fail(
+        &self,
+        token: &ClaimToken,
+        error: &str,
+        retry_in: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        match retry_in {
+            Some(delay) => {
+                self.fenced(
+                    &self.pool,
+                    &self.sql.retry,
+                    token,
+                    Some(error),
+                    Some(millis(delay)),
+                )
+                .await
+            }
+            None => {
+                self.fenced(&self.pool, &self.sql.bury, token, Some(error), None)
+                    .await
+            }
+        }
+    }
+
+    pub(crate) async fn release(&self, token: &ClaimToken) -> Result<(), StoreError> {
+        self.fenced(&self.pool, &self.sql.release, token, None, None)
+            .await
+    }
+
+    pub(crate) async fn counts(&self) -> Result<QueueCounts, StoreError> {
+        let rows = sqlx::query(&self.sql.counts)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let mut c = [0u64; 5];
+        let mut oldest = None;
+        for row in rows {
+            let state: String = row.try_get(0).map_err(db_err)?;
+            let n: i64 = row.try_get(1).map_err(db_err)?;
+            let age: Option<i64> = row.try_get(2).map_err(db_err)?;
+            let state = state_from(&state)?;
+            if let Some(i) = JobState::ALL.iter().position(|s| *s == state) {
+                c[i] = u64::try_from(n).unwrap_or(0);
+            }
+            if state == JobState::Queued {
+                oldest = age.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+            }
+        }
+        Ok(QueueCounts::new(c[0], c[1], c[2], c[4], c[3], oldest))
+    }
+
+    fn record_from(row: &DB::Row) -> Result<JobRecord, StoreError> {
+        let key: String = row.try_get(0).map_err(db_err)?;
+        let event_id: String = row.try_get(1).map_err(db_err)?;
+        let event_type: String = row.try_get(2).map_err(db_err)?;
+        let kind: String = row.try_get(3).map_err(db_err)?;
+        let state: String = row.try_get(4).map_err(db_err)?;
+        let attempts: i64 = row.try_get(5).map_err(db_err)?;
+        let last_error: Option<String> = row.try_get(6).map_err(db_err)?;
+        let enqueued_at: i64 = row.try_get(7).map_err(db_err)?;
+        let run_at: i64 = row.try_get(8).map_err(db_err)?;
+        let finished_at: Option<i64> = row.try_get(9).map_err(db_err)?;
+        let body: Vec<u8> = row.try_get(10).map_err(db_err)?;
+        let state = state_from(&state)?;
+        let pending = matches!(
+            state,
+            JobState::Queued | JobState::Retrying | JobState::Running
+        );
+        Ok(JobRecord::new(
+            EventId::new(key),
+            EventId::new(event_id),
+            event_type,
+            kind_from(&kind)?,
+            state,
+            attempts_from(attempts),
+            last_error,
+            enqueued_at,
+            pending.then_some(run_at),
+            finished_at,
+            body,
+        ))
+    }
+
+    pub(crate) async fn jobs(
+        &self,
+        state: JobState,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let rows = sqlx::query(&self.sql.list)
+            .bind(state.as_str())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(Self::record_from).collect()
+    }
+
+    pub(crate) async fn job(&self, key: &EventId) -> Result<Option<JobRecord>, StoreError> {
+        let row = sqlx::query(&self.sql.record)
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(Self::record_from).transpose()
+    }
+
+    pub(crate) async fn requeue(&self, key: &EventId) -> Result<bool, StoreError> {
+        let rows = sqlx::query(&self.sql.requeue)
+            .bind(key.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(!rows.is_empty())
+    }
+
+    pub(crate) async fn requeue_dead(&self) -> Result<u64, StoreError> {
+        let rows = sqlx::query(&self.sql.requeue_dead)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.len() as u64)
+    }
+
+    pub(crate) async fn purge_completed(
+        &self,
+        older_than: Duration,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(&self.sql.purge)
+            .bind(millis(older_than))
+            .bind(i64::try_from(batch).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(DB::rows_affected(&done))
+    }
+}
+
+/// Inbox mode: the handler runs inside a transaction on the queue's database, and the
+/// job's completion is written in that same transaction.
+struct InboxRunner<DB: QueueDialect, H> {
+    queue: SqlQueue<DB>,
+    handler: H,
+}
+
+macro_rules! inbox_runner {
+    ($db:ty) => {
+        #[async_trait::async_trait]
+        impl<H: crate::TransactionalHandler<$db>> Runner for InboxRunner<$db, H> {
+            async fn run(&self, job: &Job, deadline: Option<Duration>) -> Ran {
+                if job.kind == PayloadKind::Thin {
+                    return Ran::permanent(
+                        "an inbox worker has no thin event handler (add one with \
+                 Worker::with_thin_handler), then requeue the job"
+                            .to_owned(),
+                    );
+                }
+                let event = match crate::Event::from_slice(&job.body) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        return Ran::permanent(format!("the queued body is not an event: {e}"))
+                    }
+                };
+                if !self.handler.handles(event.event_type()) {
+                    return Ran::Skipped;
+                }
+                let mut tx: sqlx::Transaction<'static, $db> = match self
+                    .queue
+                    .pool
+                    .begin_with(<$db as QueueDialect>::BEGIN)
+                    .await
+                {
+                    Ok(tx) => tx,
+                    Err(e) => {
+                        return Ran::Failed {
+                            error: format!("could not begin the inbox transaction: {e}"),
+                            permanent: false,
+                        }
+                    }
+                };
+                let handled = run_handler(
+                    handler_future(|| self.handler.handle(&event, &mut *tx)),
+                    deadline,
+                )
+                .await;
+                if let Err(e) = handled {
+                    let _ = tx.rollback().await;
+                    return Ran::failed(&e);
+                }
+                match self.queue.complete_on(&mut *tx, &job.token).await {
+                    Ok(()) => match tx.commit().await {
+                        Ok(()) => Ran::Completed,
+                        Err(e) => Ran::Failed {
+                            error: format!("could not commit the inbox transaction: {e}"),
+                            permanent: false,
+                        },
+                    },
+                    Err(StoreError::LeaseLost { .. }) => {
+                        let _ = tx.rollback().await;
+                        Ran::LeaseLost
+                    }
+                    Err(e) => {
+                        let _ = tx.rollback().await;
+                        Ran::Failed {
+                            error: format!("could not complete the job: {e}"),
+                            permanent: false,
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+#[cfg(feature = "sqlite")]
+inbox_runner!(sqlx::Sqlite);
+#[cfg(feature = "postgres")]
+inbox_runner!(sqlx::Postgres);
+
+/// The public queue types: a newtype over [`SqlQueue`] per database, with the traits.
+macro_rules! queue_impls {
+    ($queue:ident, $db:ty, $pool:ty) => {
+        #[async_trait::async_trait]
+        impl super::Queue for $queue {
+            async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
+                self.core.enqueue(job).await
+            }
+            async fn take(
+                &self,
+                max: usize,
+                lease: Duration,
+                per_object_order: bool,
+            ) -> Result<Vec<Job>, StoreError> {
+                self.core.take(max, lease, per_object_order).await
+            }
+            async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
+                self.core.extend(token, lease).await
+            }
+            async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+                self.core.complete(token).await
+            }
+            async fn fail(
+                &self,
+                token: &ClaimToken,
+                error: &str,
+                retry_in: Option<Duration>,
+            ) -> Result<(), StoreError> {
+                self.core.fail(token, error, retry_in).await
+            }
+            async fn release(&self, token: &ClaimToken) -> Result<(), StoreError> {
+                self.core.release(token).await
+            }
+            async fn wait_for_jobs(&self, max_wait: Duration) -> bool {
+                self.wait(max_wait).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl super::QueueAdmin for $queue {
+            async fn counts(&self) -> Result<QueueCounts, StoreError> {
+                self.core.counts().await
+            }
+            async fn jobs(
+                &self,
+                state: JobState,
+                limit: usize,
+            ) -> Result<Vec<JobRecord>, StoreError> {
+                self.core.jobs(state, limit).await
+            }
+            async fn job(&self, key: &EventId) -> Result<Option<JobRecord>, StoreError> {
+                self.core.job(key).await
+            }
+            async fn requeue(&self, key: &EventId) -> Result<bool, StoreError> {
+                self.core.requeue(key).await
+            }
+            async fn requeue_dead(&self) -> Result<u64, StoreError> {
+                self.core.requeue_dead().await
+            }
+            async fn purge_completed(
+                &self,
+                older_than: Duration,
+                batch: usize,
+            ) -> Result<u64, StoreError> {
+                self.core.purge_completed(older_than, batch).await
+            }
+        }
+
+        impl $queue {
+            /// The pool.
+            pub fn pool(&self) -> &$pool {
+                &self.core.pool
+            }
+
+            /// The jobs table's name.
+            pub fn table(&self) -> &str {
+                &self.core.jobs
+            }
+
+            /// A [`Worker`] in **inbox mode**: each job's handler runs inside a
+            /// transaction on this queue's database, and the job's completion is written in
+            /// that same transaction, so the handler's writes and the "done" mark commit
+            /// together or not at all. A failed handler rolls its writes back and the job
+            /// is retried. Thin jobs need [`Worker::with_thin_handler`] (they run outside
+            /// a transaction).
+            pub fn inbox_worker(&self, handler: impl crate::TransactionalHandler<$db>) -> Worker {
+                let runner = Arc::new(InboxRunner {
+                    queue: self.core.clone(),
+                    handler,
+                });
+                Worker::with_runner(Arc::new(self.clone()), runner, None)
+            }
+        }
+    };
+}
+
+/// A [`Queue`](super::Queue) in the SQLite file of a [`SqliteStore`](crate::SqliteStore):
+/// the table `{store table}_jobs`, created by the store's `migrate()` (and `connect`), in
+/// WAL mode. Take one with [`SqliteStore::queue`](crate::SqliteStore::queue).
+///
+/// Jobs are taken with one `UPDATE … WHERE seq IN (SELECT … LIMIT n) RETURNING`
+/// statement; SQLite runs one writer at a time, so a take is atomic across processes
+/// sharing the file. Workers poll (there is no notification in SQLite).
+///
+/// ```no_run
+/// # async fn f() -> Result<(), stripe_webhooks::StoreError> {
+/// use stripe_webhooks::SqliteStore;
+///
+/// let queue = SqliteStore::connect("stripe-webhooks.db").await?.queue();
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+#[derive(Debug, Clone)]
+pub struct SqliteQueue {
+    pub(crate) core: SqlQueue<sqlx::Sqlite>,
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteQueue {
+    /// The queue beside the store table `store_table` (`{store_table}_jobs`) on `pool`.
+    /// Run the store's `migrate()` first.
+    pub fn new(pool: sqlx::SqlitePool, store_table: &str) -> Self {
+        Self {
+            core: SqlQueue::new(pool, store_table),
+        }
+    }
+
+    async fn wait(&self, _max_wait: Duration) -> bool {
+        false
+    }
+}
+
+#[cfg(feature = "sqlite")]
+queue_impls!(SqliteQueue, sqlx::Sqlite, sqlx::SqlitePool);
+
+#[cfg(feature = "sqlite")]
+impl crate::SqliteStore {
+    /// The queue in this store's database (`{table}_jobs`), for
+    /// [`Processor::queued`](crate::Processor::queued) and [`Worker`](super::Worker).
+    pub fn queue(&self) -> SqliteQueue {
+        SqliteQueue::new(self.core.pool.clone(), &self.core.table)
+    }
+}
+
+/// A [`Queue`](super::Queue) in the PostgreSQL database of a
+/// [`PostgresStore`](crate::PostgresStore): the table `{store table}_jobs`, created by the
+/// store's `migrate()`. Take one with [`PostgresStore::queue`](crate::PostgresStore::queue).
+///
+/// Workers take jobs with `FOR UPDATE SKIP LOCKED`, so replicas never wait on each other's
+/// rows, and are woken by `LISTEN`/`NOTIFY` (the enqueue statement notifies the channel
+/// named after the table), polling only as a fallback and for retries that come due.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), stripe_webhooks::StoreError> {
+/// use stripe_webhooks::PostgresStore;
+///
+/// let queue = PostgresStore::connect("postgres://app@127.0.0.1/app").await?.queue();
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+#[derive(Debug, Clone)]
+pub struct PostgresQueue {
+    pub(crate) core: SqlQueue<sqlx::Postgres>,
+    listener: Arc<tokio::sync::Mutex<Option<sqlx::postgres::PgListener>>>,
+}
+
+#[cfg(feature = "postgres")]
+impl PostgresQueue {
+    /// The queue beside the store table `store_table` (`{store_table}_jobs`) on `pool`.
+    /// Run the store's `migrate()` first.
+    pub fn new(pool: sqlx::PgPool, store_table: &str) -> Self {
+        Self {
+            core: SqlQueue::new(pool, store_table),
+            listener: Arc::default(),
+        }
+    }
+
+    /// Waits for a `NOTIFY` on the queue's channel, at most `max_wait`. A listener that
+    /// cannot connect (or dies) is dropped and the worker polls; the next wait connects
+    /// again.
+    async fn wait(&self, max_wait: Duration) -> bool {
+        let mut slot = self.listener.lock().await;
+        if slot.is_none() {
+            let connected = async {
+                let mut l = sqlx::postgres::PgListener::connect_with(&self.core.pool).await?;
+                l.listen(&self.core.jobs).await?;
+                Ok::<_, sqlx::Error>(l)
+            };
+            match tokio::time::timeout(max_wait, connected).await {
+                Ok(Ok(l)) => *slot = Some(l),
+                _ => return false,
+            }
+        }
+        let Some(listener) = slot.as_mut() else {
+            return false;
+        };
+        match tokio::time::timeout(max_wait, listener.try_recv()).await {
+            // Woken, or waited the whole time: either way the caller looks again.
+            Ok(Ok(Some(_))) | Err(_) => true,
+            // The connection was lost (notifications may be missed) or failed.
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                *slot = None;
+                false
+            }
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+queue_impls!(PostgresQueue, sqlx::Postgres, sqlx::PgPool);
+
+#[cfg(feature = "postgres")]
+impl crate::PostgresStore {
+    /// The queue in this store's database (`{table}_jobs`), for
+    /// [`Processor::queued`](crate::Processor::queued) and [`Worker`](super::Worker).
+    pub fn queue(&self) -> PostgresQueue {
+        PostgresQueue::new(self.core.pool.clone(), &self.core.table)
+    }
+}

@@ -1,0 +1,700 @@
+//! Workers: run queued events through the application's handlers, with leases renewed
+//! while a handler runs, a deadline, panics contained, fenced completion, retries with
+//! backoff and jitter, a dead state, and graceful shutdown.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use super::{Job, PayloadKind, Queue};
+use crate::event::{Event, EventNotification};
+use crate::handler::{EventHandler, HandlerError, ThinEventHandler};
+use crate::idempotency::StoreError;
+use crate::processor::{handler_future, run_handler, store_call};
+
+/// When a failed job runs again, and when it is given up as dead.
+///
+/// The default, [`RetryPolicy::stripe`], follows Stripe's own delivery retries: about
+/// three days of exponential backoff. A delay grows from `initial` by `multiplier` per
+/// attempt up to `max_delay`, and each is cut by a random share of up to `jitter` so
+/// that jobs that failed together do not retry together.
+///
+/// ```
+/// use std::time::Duration;
+/// use stripe_webhooks::queue::RetryPolicy;
+///
+/// let p = RetryPolicy::new(3, Duration::from_secs(1), Duration::from_secs(60)).with_jitter(0.0);
+/// assert_eq!(p.delay_after(1), Some(Duration::from_secs(1)));
+/// assert_eq!(p.delay_after(2), Some(Duration::from_secs(2)));
+/// assert_eq!(p.delay_after(3), None); // the third attempt was the last: dead
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    max_attempts: u32,
+    initial: Duration,
+    multiplier: u32,
+    max_delay: Duration,
+    jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self::stripe()
+    }
+}
+
+impl RetryPolicy {
+    /// Stripe's schedule: 20 attempts, the first retry after a minute, doubling up to six
+    /// hours, with up to 20% jitter. The retries span about three days (1 + 2 + … + 256
+    /// minutes, then eleven times six hours), as Stripe's live-mode deliveries do.
+    pub fn stripe() -> Self {
+        Self {
+            max_attempts: 20,
+            initial: Duration::from_secs(60),
+            multiplier: 2,
+            max_delay: Duration::from_secs(6 * 3600),
+            jitter: 0.2,
+        }
+    }
+
+    /// `max_attempts` runs in all (at least 1), the first retry after `initial`, doubling
+    /// up to `max_delay`, with 20% jitter.
+    pub fn new(max_attempts: u32, initial: Duration, max_delay: Duration) -> Self {
+        Self {
+            max_attempts: max_attempts.max(1),
+            initial,
+            max_delay: max_delay.max(initial),
+            ..Self::stripe()
+        }
+    }
+
+    /// How much each delay grows per attempt (at least 1: constant delays).
+    #[must_use]
+    pub fn with_multiplier(mut self, multiplier: u32) -> Self {
+        self.multiplier = multiplier.max(1);
+        self
+    }
+
+    /// The largest random share cut from a delay, from 0.0 (none) to 1.0.
+    #[must_use]
+    pub fn with_jitter(mut self, jitter: f64) -> Self {
+        self.jitter = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self
+    }
+
+    /// How many runs a job gets before it is dead.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// How long to wait after failed attempt number `attempt` (1 for the first), or `None`
+    /// when it was the last.
+    pub fn delay_after(&self, attempt: u32) -> Option<Duration> {
+        if attempt >= self.max_attempts {
+            return None;
+        }
+        let mut delay = self.initial;
+        for _ in 1..attempt {
+            delay = delay.saturating_mul(self.multiplier);
+            if delay >= self.max_delay {
+                break;
+            }
+        }
+        let delay = delay.min(self.max_delay);
+        Some(delay.mul_f64(1.0 - self.jitter * unit_random()))
+    }
+}
+
+/// A number in `[0, 1)` from the OS-seeded hasher keys: jitter needs no more.
+fn unit_random() -> f64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// How a job's run ended.
+#[derive(Debug)]
+pub(crate) enum Ran {
+    /// The handler succeeded; the worker completes the job.
+    Succeeded,
+    /// The handler succeeded and the job was completed in its transaction (inbox mode).
+    Completed,
+    /// Nothing handles this event type; the worker completes the job.
+    Skipped,
+    /// The handler failed. `permanent`: it can never succeed (the body is not an event),
+    /// so the job is dead at once.
+    Failed { error: String, permanent: bool },
+    /// The job's lease was lost while it ran (inbox mode: its transaction rolled back).
+    LeaseLost,
+}
+
+impl Ran {
+    pub(crate) fn failed(e: &HandlerError) -> Self {
+        Ran::Failed {
+            error: e.to_string(),
+            permanent: false,
+        }
+    }
+
+    pub(crate) fn permanent(error: String) -> Self {
+        Ran::Failed {
+            error,
+            permanent: true,
+        }
+    }
+}
+
+/// How a worker runs one job: through handlers, or in a SQL queue's inbox transaction.
+#[async_trait]
+pub(crate) trait Runner: Send + Sync + 'static {
+    async fn run(&self, job: &Job, deadline: Option<Duration>) -> Ran;
+}
+
+/// The standard runner: the snapshot handler for snapshot jobs, the thin handler for thin
+/// ones.
+struct Handlers {
+    snapshot: Option<Arc<dyn EventHandler>>,
+    thin: Option<Arc<dyn ThinEventHandler>>,
+}
+
+#[async_trait]
+impl Runner for Handlers {
+    async fn run(&self, job: &Job, deadline: Option<Duration>) -> Ran {
+        match job.kind {
+            PayloadKind::Snapshot => {
+                let Some(h) = &self.snapshot else {
+                    return Ran::permanent(no_handler("snapshot", "Worker::new"));
+                };
+                let event = match Event::from_slice(&job.body) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        return Ran::permanent(format!("the queued body is not an event: {e}"))
+                    }
+                };
+                if !h.handles_event(&event) {
+                    return Ran::Skipped;
+                }
+                match run_handler(handler_future(|| h.handle(&event)), deadline).await {
+                    Ok(()) => Ran::Succeeded,
+                    Err(e) => Ran::failed(&e),
+                }
+            }
+            PayloadKind::Thin => {
+                let Some(h) = &self.thin else {
+                    return Ran::permanent(no_handler("thin", "Worker::with_thin_handler"));
+                };
+                let n = match EventNotification::from_slice(&job.body) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        return Ran::permanent(format!("the queued body is not an event: {e}"))
+                    }
+                };
+                if !h.handles_notification(&n) {
+                    return Ran::Skipped;
+                }
+                match run_handler(handler_future(|| h.handle(&n)), deadline).await {
+                    Ok(()) => Ran::Succeeded,
+                    Err(e) => Ran::failed(&e),
+                }
+            }
+        }
+    }
+}
+
+/// A job of a family the worker has no handler for is kept dead rather than dropped: with
+/// snapshot dedupe, its twin of the other family was not queued.
+fn no_handler(family: &str, fix: &str) -> String {
+    format!("this worker has no {family} event handler (add one with {fix}), then requeue the job")
+}
+
+/// Runs queued events: takes up to `concurrency` jobs at a time from a [`Queue`] and runs
+/// each through the application's [`EventHandler`] (snapshot events) or
+/// [`ThinEventHandler`] (thin events), by the rules of the inline processor:
+///
+/// - the job's lease is renewed while the handler runs, and a handler whose lease is
+///   lost is stopped (another worker has the job now);
+/// - the handler has a deadline, and its panics are contained;
+/// - the completion is fenced: only the worker that holds the job can complete it;
+/// - a failed run is retried after a [`RetryPolicy`] delay; after its last attempt the
+///   job is dead, with its last error and attempts, until an operator requeues it;
+/// - a job whose type no handler takes is completed without running anything.
+///
+/// A worker killed outright loses nothing: its jobs' leases end and other workers take
+/// them over. [`WorkerHandle::shutdown`] stops it gracefully. Several workers, in one
+/// process or many, can share a queue.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use stripe_webhooks::queue::{MemoryQueue, NewJob, Queue, QueueAdmin, Worker};
+/// use stripe_webhooks::{testing, EventRouter};
+///
+/// let queue = MemoryQueue::new();
+/// let body = testing::event_json("evt_1", "customer.created", r#"{"id":"cus_1","object":"customer"}"#);
+/// queue.enqueue(&NewJob::parse(body.as_bytes())?).await?;
+///
+/// let worker = Worker::new(queue.clone(), EventRouter::new().fallback(|_e| Box::pin(async { Ok(()) })))
+///     .with_concurrency(4);
+/// assert_eq!(worker.run_once().await?, 1); // or worker.spawn() for a background loop
+/// assert_eq!(queue.counts().await?.completed, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub struct Worker {
+    queue: Arc<dyn Queue>,
+    runner: Arc<dyn Runner>,
+    /// The handlers of the standard runner, kept to add a thin one later.
+    handlers: Option<(
+        Option<Arc<dyn EventHandler>>,
+        Option<Arc<dyn ThinEventHandler>>,
+    )>,
+    settings: Settings,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    concurrency: usize,
+    lease: Duration,
+    deadline: Option<Duration>,
+    retry: RetryPolicy,
+    per_object_order: bool,
+    poll_interval: Duration,
+    store_timeout: Duration,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a worker's handler may run by default: 60 s (a queued job may do more than
+/// a request would).
+pub const DEFAULT_JOB_DEADLINE: Duration = Duration::from_secs(60);
+
+impl Worker {
+    /// A worker for snapshot events, with 4 concurrent jobs, a 60 s handler deadline, a
+    /// 2-minute lease renewed every 40 s, Stripe's [`RetryPolicy`], and a 1 s poll.
+    pub fn new(queue: impl Queue, handler: impl EventHandler) -> Self {
+        Self::with_handlers(Arc::new(queue), Some(Arc::new(handler)), None)
+    }
+
+    /// A worker for thin events.
+    pub fn thin(queue: impl Queue, handler: impl ThinEventHandler) -> Self {
+        Self::with_handlers(Arc::new(queue), None, Some(Arc::new(handler)))
+    }
+
+    fn with_handlers(
+        queue: Arc<dyn Queue>,
+        snapshot: Option<Arc<dyn EventHandler>>,
+        thin: Option<Arc<dyn ThinEventHandler>>,
+    ) -> Self {
+        let runner = Arc::new(Handlers {
+            snapshot: snapshot.clone(),
+            thin: thin.clone(),
+        });
+        Self::with_runner(queue, runner, Some((snapshot, thin)))
+    }
+
+    pub(crate) fn with_runner(
+        queue: Arc<dyn Queue>,
+        runner: Arc<dyn Runner>,
+        handlers: Option<(
+            Option<Arc<dyn EventHandler>>,
+            Option<Arc<dyn ThinEventHandler>>,
+        )>,
+    ) -> Self {
+        Self {
+            queue,
+            runner,
+            handlers,
+            settings: Settings {
+                concurrency: 4,
+                lease: 2 * DEFAULT_JOB_DEADLINE,
+                deadline: Some(DEFAULT_JOB_DEADLINE),
+                retry: RetryPolicy::stripe(),
+                per_object_order: false,
+                poll_interval: Duration::from_secs(1),
+                store_timeout: crate::DEFAULT_STORE_TIMEOUT,
+            },
+        }
+    }
+
+    /// Adds a thin event handler, so the worker runs jobs of both families.
+    ///
+    /// # Panics
+    ///
+    /// Never; on an inbox worker (whose thin events have no transaction) the thin
+    /// handler runs the standard way beside the inbox handler.
+    #[must_use]
+    pub fn with_thin_handler(mut self, handler: impl ThinEventHandler) -> Self {
+        let thin: Arc<dyn ThinEventHandler> = Arc::new(handler);
+        match self.handlers.take() {
+            Some((snapshot, _)) => {
+                self.runner = Arc::new(Handlers {
+                    snapshot: snapshot.clone(),
+                    thin: Some(Arc::clone(&thin)),
+                });
+                self.handlers = Some((snapshot, Some(thin)));
+            }
+            None => {
+                self.runner = Arc::new(WithThin {
+                    inner: Arc::clone(&self.runner),
+                    thin: Handlers {
+                        snapshot: None,
+                        thin: Some(thin),
+                    },
+                });
+            }
+        }
+        self
+    }
+
+    /// How many jobs run at once (at least 1; default 4).
+    #[must_use]
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.settings.concurrency = n.max(1);
+        self
+    }
+
+    /// How long a handler may run (default 60 s; `None`: no limit). The lease is kept at
+    /// least twice the deadline.
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.settings.deadline = deadline;
+        if let Some(d) = deadline {
+            self.settings.lease = self.settings.lease.max(2 * d);
+        }
+        self
+    }
+
+    /// How long a job is leased (default 2 minutes, at least 3 × the renewal interval of
+    /// a third of it): a worker that dies holding a job delays it by this much.
+    #[must_use]
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.settings.lease = lease.max(Duration::from_millis(300));
+        self
+    }
+
+    /// When failed jobs run again, and when they are dead.
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.settings.retry = retry;
+        self
+    }
+
+    /// Runs the jobs about one object (`data.object.id`, a thin event's related object)
+    /// one at a time in `created` order, so a slow `updated` is never overtaken by a later
+    /// one. A job that is still retrying holds the later jobs of its object back; a dead
+    /// one does not.
+    #[must_use]
+    pub fn with_per_object_order(mut self, on: bool) -> Self {
+        self.settings.per_object_order = on;
+        self
+    }
+
+    /// How long an idle worker waits before it looks again (default 1 s). Queues that can
+    /// wake workers (Postgres) wake them sooner.
+    #[must_use]
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.settings.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a queue call may take before it counts as failed (default 2 s).
+    #[must_use]
+    pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.store_timeout = timeout;
+        self
+    }
+
+    /// Takes up to `concurrency` due jobs, runs them all, and returns how many it took:
+    /// for tests, and for running the queue from a scheduler instead of a loop.
+    ///
+    /// # Errors
+    ///
+    /// The queue's error if the take fails; a failure to settle a job is logged (the
+    /// job's lease ends and it runs again).
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let jobs = store_call(
+            self.settings.store_timeout,
+            self.queue.take(
+                self.settings.concurrency,
+                self.settings.lease,
+                self.settings.per_object_order,
+            ),
+        )
+        .await?;
+        let n = jobs.len();
+        let (_stop_tx, stop) = watch::channel(false);
+        let mut set = JoinSet::new();
+        for job in jobs {
+            let (queue, runner, settings) = (
+                Arc::clone(&self.queue),
+                Arc::clone(&self.runner),
+                self.settings.clone(),
+            );
+            let stop = stop.clone();
+            set.spawn(async move { run_job(&*queue, &*runner, &settings, job, stop).await });
+        }
+        while set.join_next().await.is_some() {}
+        Ok(n)
+    }
+
+    /// Runs the worker on the current tokio runtime until [`WorkerHandle::shutdown`].
+    pub fn spawn(self) -> WorkerHandle {
+        let (stop_taking, taking) = watch::channel(false);
+        let (hard_stop, stop) = watch::channel(false);
+        let task = tokio::spawn(self.run_loop(taking, stop));
+        WorkerHandle {
+            stop_taking,
+            hard_stop,
+            task,
+        }
+    }
+
+    async fn run_loop(self, mut taking: watch::Receiver<bool>, stop: watch::Receiver<bool>) {
+        let permits = Arc::new(Semaphore::new(self.settings.concurrency));
+        let mut set = JoinSet::new();
+        let mut failures = 0u32;
+        loop {
+            if *taking.borrow() {
+                break;
+            }
+            // Reap finished jobs so the set does not grow.
+            while set.try_join_next().is_some() {}
+            let free = permits.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = set.join_next() => {}
+                    _ = taking.changed() => {}
+                }
+                continue;
+            }
+            let taken = store_call(
+                self.settings.store_timeout,
+                self.queue
+                    .take(free, self.settings.lease, self.settings.per_object_order),
+            )
+            .await;
+            let jobs = match taken {
+                Ok(jobs) => {
+                    failures = 0;
+                    jobs
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    note_take_failed(&e);
+                    // Back off up to 32 poll intervals while the queue is down.
+                    let pause = self.settings.poll_interval * (1 << failures.min(5));
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = taking.changed() => {}
+                    }
+                    continue;
+                }
+            };
+            if jobs.is_empty() {
+                let queue = Arc::clone(&self.queue);
+                let poll = self.settings.poll_interval;
+                tokio::select! {
+                    woken = queue.wait_for_jobs(poll) => {
+                        if !woken {
+                            tokio::time::sleep(poll).await;
+                        }
+                    }
+                    _ = taking.changed() => {}
+                }
+                continue;
+            }
+            for job in jobs {
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    // Cannot happen (we took no more than the free permits); give it back.
+                    let _ = self.queue.release(&job.token).await;
+                    continue;
+                };
+                let (queue, runner, settings, stop) = (
+                    Arc::clone(&self.queue),
+                    Arc::clone(&self.runner),
+                    self.settings.clone(),
+                    stop.clone(),
+                );
+                set.spawn(async move {
+                    run_job(&*queue, &*runner, &settings, job, stop).await;
+                    drop(permit);
+                });
+            }
+        }
+        // Graceful: no more takes; the jobs in hand finish, or are released when the
+        // handle's deadline passes (it flips `stop`).
+        while set.join_next().await.is_some() {}
+    }
+}
+
+/// A running [`Worker`]'s handle.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    stop_taking: watch::Sender<bool>,
+    hard_stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stops taking jobs and waits for the jobs in hand to finish, at most `grace`; the
+    /// handlers still running then are stopped and their jobs released, queued again at
+    /// once without counting the attempt. Returns when every job is settled.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.stop_taking.send(true);
+        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
+            let _ = self.hard_stop.send(true);
+            let _ = (&mut self.task).await;
+        }
+    }
+
+    /// Whether the worker's loop has ended.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// The standard thin handler beside an inbox runner.
+struct WithThin {
+    inner: Arc<dyn Runner>,
+    thin: Handlers,
+}
+
+#[async_trait]
+impl Runner for WithThin {
+    async fn run(&self, job: &Job, deadline: Option<Duration>) -> Ran {
+        match job.kind {
+            PayloadKind::Thin => self.thin.run(job, deadline).await,
+            PayloadKind::Snapshot => self.inner.run(job, deadline).await,
+        }
+    }
+}
+
+/// How the run with lease renewal ended.
+enum Held {
+    Ran(Ran),
+    /// The lease was lost (or renewals failed until it may have ended).
+    Lost,
+    /// The worker is shutting down past its grace.
+    Stopped,
+}
+
+/// Runs one job: the handler under lease renewal, then the fenced settlement.
+async fn run_job(
+    queue: &dyn Queue,
+    runner: &dyn Runner,
+    s: &Settings,
+    job: Job,
+    mut stop: watch::Receiver<bool>,
+) {
+    let held = {
+        let run = runner.run(&job, s.deadline);
+        tokio::pin!(run);
+        let every = s.lease / 3;
+        let mut renewed = Instant::now();
+        loop {
+            tokio::select! {
+                ran = &mut run => break Held::Ran(ran),
+                _ = tokio::time::sleep(every) => {
+                    match store_call(s.store_timeout, queue.extend(&job.token, s.lease)).await {
+                        Ok(()) => renewed = Instant::now(),
+                        Err(StoreError::LeaseLost { .. }) => break Held::Lost,
+                        Err(e) => {
+                            note_settle_failed("renew", &job, &e);
+                            if renewed.elapsed() + every >= s.lease {
+                                break Held::Lost;
+                            }
+                        }
+                    }
+                }
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break Held::Stopped;
+                    }
+                }
+            }
+        }
+    };
+    let settled = match held {
+        Held::Ran(Ran::Succeeded | Ran::Skipped) => settle(s, || queue.complete(&job.token)).await,
+        Held::Ran(Ran::Completed | Ran::LeaseLost) | Held::Lost => Ok(()),
+        Held::Ran(Ran::Failed { error, permanent }) => {
+            let retry_in = if permanent {
+                None
+            } else {
+                s.retry.delay_after(job.token.attempt())
+            };
+            note_failed(&job, &error, retry_in);
+            settle(s, || queue.fail(&job.token, &error, retry_in)).await
+        }
+        Held::Stopped => settle(s, || queue.release(&job.token)).await,
+    };
+    if let Err(e) = settled {
+        note_settle_failed("settle", &job, &e);
+    }
+}
+
+/// A settlement, tried three times over a short backoff while the queue fails; a lost
+/// lease is final (the job is another worker's).
+async fn settle<'a, F, Fut>(s: &Settings, call: F) -> Result<(), StoreError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>> + 'a,
+{
+    let mut last = None;
+    for pause in [0u64, 50, 250] {
+        if pause > 0 {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        match store_call(s.store_timeout, call()).await {
+            Ok(()) => return Ok(()),
+            Err(e @ StoreError::LeaseLost { .. }) => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| StoreError::unavailable("settlement failed")))
+}
+
+#[allow(unused_variables)]
+fn note_take_failed(e: &StoreError) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(error = %e, "could not take jobs from the queue");
+}
+
+#[allow(unused_variables)]
+fn note_failed(job: &Job, error: &str, retry_in: Option<Duration>) {
+    #[cfg(feature = "tracing")]
+    match retry_in {
+        Some(d) => tracing::warn!(
+            job = %job.key(), event_type = %job.event_type, attempt = job.token.attempt(),
+            retry_in_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX), error,
+            "job failed; it will be retried"
+        ),
+        None => tracing::error!(
+            job = %job.key(), event_type = %job.event_type, attempt = job.token.attempt(), error,
+            "job failed its last attempt and is dead"
+        ),
+    }
+}
+
+#[allow(unused_variables)]
+fn note_settle_failed(what: &str, job: &Job, e: &StoreError) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(job = %job.key(), error = %e, what, "could not record a job's state");
+}

@@ -1,0 +1,575 @@
+//! The event queue: the conformance suite on every queue, the ack-fast processor, and
+//! workers (retries, dead jobs, leases, shutdown, inbox mode, per-object order).
+//!
+//! Needs `DATABASE_URL_TEST` for the Postgres tests; `eval "$(scripts/services.sh start)"`
+//! or `scripts/test.sh` set it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+mod common;
+
+use common::{unique, TempDir};
+use stripe_webhooks::queue::{
+    JobState, MemoryQueue, NewJob, Queue, QueueAdmin, RetryPolicy, SqliteQueue, Worker,
+};
+use stripe_webhooks::testing::queue_conformance;
+use stripe_webhooks::testing::store_conformance::LeaseTime;
+use stripe_webhooks::testing::{self, ThinEventBuilder};
+use stripe_webhooks::{
+    async_trait, Event, EventHandler, EventNotification, EventRouter, HandlerError, ManualClock,
+    Processor, SigningSecret, SqliteStore, ThinEventHandler, Verifier,
+};
+
+const SECRET: &str = "whsec_queue_tests";
+
+fn verifier() -> Verifier {
+    Verifier::new(SigningSecret::new(SECRET).unwrap())
+}
+
+fn signed(body: &str) -> String {
+    testing::sign(body.as_bytes(), SECRET, testing::now())
+}
+
+fn customer_event(id: &str, customer: &str, created: i64) -> String {
+    let body = testing::event_json(
+        id,
+        "customer.updated",
+        &format!(r#"{{"id":"{customer}","object":"customer"}}"#),
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["created"] = created.into();
+    v.to_string()
+}
+
+async fn sqlite_queue(dir: &TempDir) -> SqliteQueue {
+    SqliteStore::connect(dir.join("queue.db"))
+        .await
+        .unwrap()
+        .queue()
+}
+
+/// Records the events a handler saw, and fails the ones it is told to.
+#[derive(Clone, Default)]
+struct Recorder {
+    seen: Arc<Mutex<Vec<String>>>,
+    failing: Arc<Mutex<Vec<String>>>,
+    sleep: Option<Duration>,
+    panics: bool,
+}
+
+impl Recorder {
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+    fn fail(&self, id: &str) {
+        self.failing.lock().unwrap().push(id.to_owned());
+    }
+    fn fix(&self) {
+        self.failing.lock().unwrap().clear();
+    }
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        if let Some(d) = self.sleep {
+            tokio::time::sleep(d).await;
+        }
+        self.seen
+            .lock()
+            .unwrap()
+            .push(event.id().as_str().to_owned());
+        if self.panics {
+            panic!("handler panicked on purpose");
+        }
+        if self
+            .failing
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|f| f == event.id().as_str())
+        {
+            return Err(HandlerError::new("downstream is down"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ThinEventHandler for Recorder {
+    async fn handle(&self, n: &EventNotification) -> Result<(), HandlerError> {
+        self.seen.lock().unwrap().push(n.id.as_str().to_owned());
+        Ok(())
+    }
+}
+
+fn fast_retry(attempts: u32) -> RetryPolicy {
+    RetryPolicy::new(
+        attempts,
+        Duration::from_millis(20),
+        Duration::from_millis(40),
+    )
+    .with_jitter(0.0)
+}
+
+/// Runs `run_once` until the queue has nothing queued, retrying or running.
+async fn drain(worker: &Worker, queue: &impl QueueAdmin) {
+    for _ in 0..500 {
+        worker.run_once().await.unwrap();
+        let c = queue.counts().await.unwrap();
+        if c.queued + c.retrying + c.running == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the queue did not drain: {:?}",
+        queue.counts().await.unwrap()
+    );
+}
+
+// ---- conformance ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_queue_conformance() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let c = clock.clone();
+    queue_conformance::run_all(
+        move || {
+            let c = c.clone();
+            async move { MemoryQueue::with_clock(c) }
+        },
+        LeaseTime::Manual(clock),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_queue_conformance() {
+    let dir = TempDir::new("queue_conf");
+    let n = AtomicUsize::new(0);
+    let path = dir.join("conf.db");
+    queue_conformance::run_all(
+        || {
+            let table = format!("t{}", n.fetch_add(1, Ordering::Relaxed));
+            let path = path.clone();
+            async move {
+                let store = SqliteStore::connect(&path)
+                    .await
+                    .unwrap()
+                    .with_table(&table)
+                    .unwrap();
+                store.migrate().await.unwrap();
+                store.queue()
+            }
+        },
+        LeaseTime::Real,
+    )
+    .await;
+}
+
+// ---- ingest ----
+
+#[tokio::test]
+async fn ack_fast_queues_once_and_runs_nothing() {
+    let queue = MemoryQueue::new();
+    let p = Processor::queued(verifier(), queue.clone());
+    let body = customer_event("evt_ack_1", "cus_1", testing::now());
+    let o = p.process(Some(&signed(&body)), body.as_bytes()).await;
+    assert_eq!((o.status(), o.kind().name()), (200, "queued"));
+    assert_eq!(o.claim_key().unwrap().as_str(), "evt_ack_1");
+    let again = p.process(Some(&signed(&body)), body.as_bytes()).await;
+    assert_eq!((again.status(), again.kind().name()), (200, "duplicate"));
+    let rec = queue.job(&"evt_ack_1".into()).await.unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Queued);
+    assert_eq!(rec.body, body.as_bytes(), "the raw verified body, as sent");
+
+    // A bad signature writes nothing.
+    let forged = customer_event("evt_forged", "cus_1", testing::now());
+    let bad = testing::sign(forged.as_bytes(), "whsec_wrong", testing::now());
+    let o = p.process(Some(&bad), forged.as_bytes()).await;
+    assert_eq!(o.status(), 400);
+    assert!(queue.job(&"evt_forged".into()).await.unwrap().is_none());
+    // Neither does a verified body that is not an event.
+    let o = p.process(Some(&signed("{}")), b"{}").await;
+    assert_eq!((o.status(), o.kind().name()), (400, "not_an_event"));
+    assert_eq!(queue.counts().await.unwrap().queued, 1);
+}
+
+#[tokio::test]
+async fn ack_fast_keys_thin_events_by_their_snapshot_twin_and_answers_pings() {
+    let queue = MemoryQueue::new();
+    let p = Processor::queued(verifier(), queue.clone());
+    let snapshot = customer_event("evt_twin", "cus_1", testing::now());
+    let thin = ThinEventBuilder::new("evt_thin_twin", "v1.customer.updated")
+        .related("cus_1", "customer", "/v1/customers/cus_1")
+        .snapshot_event("evt_twin")
+        .build();
+    let o = p.process(Some(&signed(&thin)), thin.as_bytes()).await;
+    assert_eq!(o.kind().name(), "queued");
+    let o = p
+        .process(Some(&signed(&snapshot)), snapshot.as_bytes())
+        .await;
+    assert_eq!(o.kind().name(), "duplicate", "one job for the change");
+    let ping = ThinEventBuilder::new("evt_ping", "v2.core.event_destination.ping").build();
+    let o = p.process(Some(&signed(&ping)), ping.as_bytes()).await;
+    assert_eq!(o.kind().name(), "ping");
+    assert_eq!(queue.counts().await.unwrap().queued, 1);
+    // The livemode guard answers without queueing.
+    let p = Processor::queued(verifier(), queue.clone()).with_livemode(true);
+    let test_mode = customer_event("evt_test_mode", "cus_1", testing::now());
+    let o = p
+        .process(Some(&signed(&test_mode)), test_mode.as_bytes())
+        .await;
+    assert_eq!(o.kind().name(), "other_mode");
+    assert_eq!(queue.counts().await.unwrap().queued, 1);
+}
+
+#[tokio::test]
+async fn ack_fast_answers_503_when_the_queue_is_down_and_loses_nothing() {
+    let dir = TempDir::new("queue_down");
+    let queue = sqlite_queue(&dir).await;
+    let p = Processor::queued(verifier(), queue.clone());
+    queue.pool().close().await;
+    let body = customer_event("evt_down", "cus_1", testing::now());
+    let o = p.process(Some(&signed(&body)), body.as_bytes()).await;
+    assert_eq!((o.status(), o.kind().name()), (503, "store_unavailable"));
+    // Stripe delivers it again once the queue is back.
+    let queue = sqlite_queue(&dir).await;
+    let p = Processor::queued(verifier(), queue.clone());
+    let o = p.process(Some(&signed(&body)), body.as_bytes()).await;
+    assert_eq!(o.kind().name(), "queued");
+}
+
+// ---- workers ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_retries_then_dies_and_runs_once_after_requeue() {
+    let dir = TempDir::new("queue_dead");
+    let queue = sqlite_queue(&dir).await;
+    let p = Processor::queued(verifier(), queue.clone());
+    let body = customer_event("evt_dies", "cus_1", testing::now());
+    p.process(Some(&signed(&body)), body.as_bytes()).await;
+    let handler = Recorder::default();
+    handler.fail("evt_dies");
+    let worker = Worker::new(queue.clone(), handler.clone()).with_retry(fast_retry(3));
+    drain(&worker, &queue).await;
+    assert_eq!(handler.seen().len(), 3, "three attempts");
+    let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3);
+    assert_eq!(
+        dead[0].last_error.as_deref(),
+        Some("handler failed: downstream is down")
+    );
+    assert_eq!(dead[0].body, body.as_bytes());
+    // Stripe's retry of a dead event is a duplicate: the job stays dead for the operator.
+    let o = p.process(Some(&signed(&body)), body.as_bytes()).await;
+    assert_eq!(o.kind().name(), "duplicate");
+
+    handler.fix();
+    assert_eq!(queue.requeue_dead().await.unwrap(), 1);
+    drain(&worker, &queue).await;
+    assert_eq!(handler.seen().len(), 4, "runs once more after the fix");
+    let rec = queue.job(&"evt_dies".into()).await.unwrap().unwrap();
+    assert_eq!((rec.state, rec.attempts), (JobState::Completed, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panics_and_deadlines_are_failures_and_bodies_that_are_not_events_die_at_once() {
+    let queue = MemoryQueue::new();
+    let body = customer_event("evt_panic", "cus_1", testing::now());
+    queue
+        .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+        .await
+        .unwrap();
+    let handler = Recorder {
+        panics: true,
+        ..Recorder::default()
+    };
+    let worker = Worker::new(queue.clone(), handler).with_retry(fast_retry(1));
+    drain(&worker, &queue).await;
+    let rec = queue.job(&"evt_panic".into()).await.unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Dead);
+    assert!(rec.last_error.unwrap().contains("panicked on purpose"));
+
+    let body = customer_event("evt_slow", "cus_1", testing::now());
+    queue
+        .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+        .await
+        .unwrap();
+    let slow = Recorder {
+        sleep: Some(Duration::from_secs(5)),
+        ..Recorder::default()
+    };
+    let worker = Worker::new(queue.clone(), slow)
+        .with_retry(fast_retry(1))
+        .with_deadline(Some(Duration::from_millis(50)));
+    drain(&worker, &queue).await;
+    let rec = queue.job(&"evt_slow".into()).await.unwrap().unwrap();
+    assert!(rec.last_error.unwrap().contains("deadline"));
+
+    let mut job = NewJob::parse(body.as_bytes()).unwrap();
+    job.key = "evt_garbage".into();
+    job.body = b"not json";
+    queue.enqueue(&job).await.unwrap();
+    let worker = Worker::new(queue.clone(), Recorder::default()).with_retry(fast_retry(5));
+    drain(&worker, &queue).await;
+    let rec = queue.job(&"evt_garbage".into()).await.unwrap().unwrap();
+    assert_eq!((rec.state, rec.attempts), (JobState::Dead, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thin_jobs_need_a_thin_handler_and_are_kept_until_one_is_added() {
+    let queue = MemoryQueue::new();
+    let p = Processor::queued(verifier(), queue.clone());
+    let thin = ThinEventBuilder::new("evt_thin_job", "v1.customer.updated")
+        .related("cus_1", "customer", "/v1/customers/cus_1")
+        .build();
+    p.process(Some(&signed(&thin)), thin.as_bytes()).await;
+    let handler = Recorder::default();
+    let worker = Worker::new(queue.clone(), handler.clone());
+    drain(&worker, &queue).await;
+    let rec = queue.job(&"evt_thin_job".into()).await.unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Dead);
+    assert!(rec.last_error.unwrap().contains("with_thin_handler"));
+    let worker = worker.with_thin_handler(handler.clone());
+    assert!(queue.requeue(&"evt_thin_job".into()).await.unwrap());
+    drain(&worker, &queue).await;
+    assert_eq!(handler.seen(), ["evt_thin_job"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrouted_types_complete_without_running() {
+    let queue = MemoryQueue::new();
+    let body = customer_event("evt_unrouted", "cus_1", testing::now());
+    queue
+        .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+        .await
+        .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&ran);
+    let router = EventRouter::new().on(stripe_webhooks::EventType::InvoicePaid, move |_e| {
+        r.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    });
+    drain(&Worker::new(queue.clone(), router), &queue).await;
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!(queue.counts().await.unwrap().completed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_loses_its_lease_is_stopped_and_its_job_taken_over() {
+    let queue = MemoryQueue::new();
+    let body = customer_event("evt_lease", "cus_1", testing::now());
+    queue
+        .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+        .await
+        .unwrap();
+    // The first worker's lease is short and its handler slow: another worker takes the
+    // job when the lease ends, and the first one's renewal finds it lost.
+    let jobs = queue
+        .take(1, Duration::from_millis(1), false)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let handler = Recorder::default();
+    drain(&Worker::new(queue.clone(), handler.clone()), &queue).await;
+    assert_eq!(handler.seen(), ["evt_lease"]);
+    assert!(queue.complete(&jobs[0].token).await.is_err(), "fenced");
+    let rec = queue.job(&"evt_lease".into()).await.unwrap().unwrap();
+    assert_eq!((rec.state, rec.attempts), (JobState::Completed, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_short_jobs_and_releases_long_ones() {
+    let queue = MemoryQueue::new();
+    for (i, _) in (0..2).enumerate() {
+        let body = customer_event(&format!("evt_shutdown_{i}"), &format!("cus_{i}"), 1);
+        queue
+            .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+            .await
+            .unwrap();
+    }
+    let slow = Recorder {
+        sleep: Some(Duration::from_secs(30)),
+        ..Recorder::default()
+    };
+    let handle = Worker::new(queue.clone(), slow)
+        .with_poll_interval(Duration::from_millis(10))
+        .spawn();
+    for _ in 0..200 {
+        if queue.counts().await.unwrap().running == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = std::time::Instant::now();
+    handle.shutdown(Duration::from_millis(100)).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let c = queue.counts().await.unwrap();
+    assert_eq!((c.queued, c.running), (2, 0), "released, not lost");
+    for i in 0..2 {
+        let rec = queue
+            .job(&format!("evt_shutdown_{i}").into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec.attempts, 0, "a released run does not count");
+    }
+
+    let quick = Recorder::default();
+    let handle = Worker::new(queue.clone(), quick.clone())
+        .with_poll_interval(Duration::from_millis(10))
+        .spawn();
+    for _ in 0..500 {
+        if queue.counts().await.unwrap().completed == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(queue.counts().await.unwrap().completed, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_object_order_runs_a_slow_update_before_the_later_one() {
+    let dir = TempDir::new("queue_order");
+    let queue = sqlite_queue(&dir).await;
+    let t = testing::now();
+    for (id, created) in [("evt_o2", t + 1), ("evt_o1", t), ("evt_o3", t + 2)] {
+        let body = customer_event(id, "cus_ordered", created);
+        queue
+            .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+            .await
+            .unwrap();
+    }
+    let handler = Recorder {
+        sleep: Some(Duration::from_millis(30)),
+        ..Recorder::default()
+    };
+    let worker = Worker::new(queue.clone(), handler.clone())
+        .with_concurrency(8)
+        .with_per_object_order(true);
+    drain(&worker, &queue).await;
+    assert_eq!(handler.seen(), ["evt_o1", "evt_o2", "evt_o3"]);
+}
+
+/// Inbox mode: the handler's writes and the completion commit together; a failed
+/// handler's writes roll back.
+struct Ledger;
+
+#[async_trait]
+impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Sqlite> for Ledger {
+    async fn handle(
+        &self,
+        event: &Event,
+        conn: &mut stripe_webhooks::sqlx::SqliteConnection,
+    ) -> Result<(), HandlerError> {
+        stripe_webhooks::sqlx::query("INSERT INTO ledger (event_id) VALUES (?1)")
+            .bind(event.id().as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(HandlerError::new)?;
+        if event.id().as_str().contains("fail") {
+            return Err(HandlerError::new("refused after writing"));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_inbox_worker_commits_effects_with_the_completion() {
+    let dir = TempDir::new("queue_inbox");
+    let queue = sqlite_queue(&dir).await;
+    stripe_webhooks::sqlx::query("CREATE TABLE ledger (event_id TEXT NOT NULL)")
+        .execute(queue.pool())
+        .await
+        .unwrap();
+    for id in ["evt_inbox_ok", "evt_inbox_fail"] {
+        let body = customer_event(id, "cus_1", 1);
+        queue
+            .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+            .await
+            .unwrap();
+    }
+    let worker = queue.inbox_worker(Ledger).with_retry(fast_retry(2));
+    drain(&worker, &queue).await;
+    let rows: Vec<String> = stripe_webhooks::sqlx::query_scalar("SELECT event_id FROM ledger")
+        .fetch_all(queue.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        ["evt_inbox_ok"],
+        "the failed handler's writes rolled back"
+    );
+    let c = queue.counts().await.unwrap();
+    assert_eq!((c.completed, c.dead), (1, 1));
+}
+
+// ---- Postgres ----
+
+mod postgres {
+    use super::*;
+    use stripe_webhooks::queue::PostgresQueue;
+    use stripe_webhooks::sqlx::postgres::PgPoolOptions;
+    use stripe_webhooks::PostgresStore;
+
+    pub(super) async fn queue(name: &str) -> PostgresQueue {
+        let url = std::env::var("DATABASE_URL_TEST").unwrap_or_else(|_| {
+            panic!(
+                "DATABASE_URL_TEST is not set: start PostgreSQL with `eval \"$(scripts/services.sh start)\"` \
+                 or run the whole suite with `scripts/test.sh`"
+            )
+        });
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .connect(&url)
+            .await
+            .unwrap();
+        let store = PostgresStore::new(pool).with_table(&unique(name)).unwrap();
+        store.migrate().await.unwrap();
+        store.queue()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_queue_conformance() {
+        queue_conformance::run_all(|| queue("qconf"), LeaseTime::Real).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_workers_are_woken_by_notify_not_the_poll() {
+        let queue = queue("qnotify").await;
+        let handler = Recorder::default();
+        // A poll of a minute: only LISTEN/NOTIFY can wake the worker in time.
+        let handle = Worker::new(queue.clone(), handler.clone())
+            .with_poll_interval(Duration::from_secs(60))
+            .spawn();
+        tokio::time::sleep(Duration::from_millis(500)).await; // the worker is waiting
+        let p = Processor::queued(verifier(), queue.clone());
+        let body = customer_event("evt_notify", "cus_1", testing::now());
+        assert_eq!(
+            p.process(Some(&signed(&body)), body.as_bytes())
+                .await
+                .kind()
+                .name(),
+            "queued"
+        );
+        let mut done = false;
+        for _ in 0..100 {
+            if queue.counts().await.unwrap().completed == 1 {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        handle.shutdown(Duration::from_secs(5)).await;
+        assert!(done, "woken within 5 s, long before the 60 s poll");
+        assert_eq!(handler.seen(), ["evt_notify"]);
+    }
+}

@@ -3,6 +3,7 @@
 #
 #   eval "$(scripts/services.sh start)"   # prints export lines for DATABASE_URL_TEST / REDIS_URL_TEST
 #   scripts/services.sh stop
+#   scripts/services.sh restart-pg        # as after a crash; tests/queue_restart.rs uses it
 #
 # Data lives under target/services/ and is wiped at each start. Missing servers are
 # installed from Debian's packages when running as root.
@@ -90,8 +91,17 @@ stop_all() {
   if command -v redis-cli >/dev/null 2>&1; then redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true; fi
 }
 
+# Restarts PostgreSQL as after a crash (`-m immediate`), with the options it was started
+# with: for the tests that check the queue survives it.
+restart_pg() {
+  local bin
+  bin="$(find_pg_bin)"
+  run_as_pg "'$bin/pg_ctl' -D '$dir/pg' -m immediate -w restart -l '$dir/pg/log' >/dev/null"
+}
+
 case "${1:-}" in
   start) stop_all; mkdir -p "$dir"; make_cert; start_pg; start_redis ;;
   stop) stop_all ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  restart-pg) restart_pg ;;
+  *) echo "usage: $0 start|stop|restart-pg" >&2; exit 2 ;;
 esac

@@ -498,8 +498,10 @@ impl Worker {
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     note_take_failed(&e);
-                    // Back off up to 32 poll intervals while the queue is down.
-                    let pause = self.settings.poll_interval * (1 << failures.min(5));
+                    // Back off while the queue is down: doubling from the poll interval, at
+                    // most 5 s (or the poll interval, if longer).
+                    let pause = (self.settings.poll_interval * (1 << failures.min(5)))
+                        .min(self.settings.poll_interval.max(Duration::from_secs(5)));
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         _ = taking.changed() => {}

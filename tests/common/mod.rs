@@ -91,3 +91,4 @@ pub fn unique(what: &str) -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
+pub mod queue_service;

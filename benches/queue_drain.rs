@@ -1,0 +1,110 @@
+//! How fast workers drain a queue: `N` queued `customer.updated` jobs (default 20,000),
+//! a no-op handler, `WORKERS` concurrent jobs (default 4), on PostgreSQL
+//! (`DATABASE_URL`) or Redis (`REDIS_URL`, Redis Streams), whichever `QUEUE_BACKEND`
+//! names. It prints one line, `drain <backend> <jobs> jobs <seconds> s <jobs/s> jobs/s`,
+//! that `benches/load/queue.sh` compares with pgbench (or a pipelined Redis client)
+//! running the same dequeue-and-complete statements.
+//!
+//! Run with: `DATABASE_URL=postgres://… cargo bench --bench queue_drain --features postgres,redis,testing`
+//! (`QUEUE_BACKEND=redis REDIS_URL=redis://…` for Redis; `QUEUE_TABLE` names the table and
+//! keeps it; `FILL_ONLY=1` fills it and stops, for pgbench to drain).
+
+use std::error::Error;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stripe_webhooks::queue::{NewJob, Queue, QueueAdmin, Worker};
+use stripe_webhooks::{testing, EventRouter};
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+async fn fill(queue: Arc<dyn QueueAdmin>, n: usize) -> Result<(), Box<dyn Error>> {
+    let bodies: Vec<String> = (0..n)
+        .map(|i| {
+            testing::event_json(
+                &format!("evt_drain_{i:07}"),
+                "customer.updated",
+                &format!(r#"{{"id":"cus_{}","object":"customer"}}"#, i % 1000),
+            )
+        })
+        .collect();
+    let bodies = Arc::new(bodies);
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..16 {
+        let (queue, bodies) = (Arc::clone(&queue), Arc::clone(&bodies));
+        tasks.spawn(async move {
+            for body in bodies.iter().skip(t).step_by(16) {
+                let job = NewJob::parse(body.as_bytes()).map_err(|e| e.to_string())?;
+                queue.enqueue(&job).await.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    // `cargo bench` passes `--bench`; nothing to parse.
+    let n: usize = env_or("N", "20000").parse()?;
+    let workers: usize = env_or("WORKERS", "4").parse()?;
+    let backend = env_or("QUEUE_BACKEND", "postgres");
+    let table = env_or("QUEUE_TABLE", &format!("drain_{}", std::process::id()));
+    let queue: Arc<dyn QueueAdmin> = match backend.as_str() {
+        "postgres" => {
+            let url = std::env::var("DATABASE_URL").map_err(|_| "set DATABASE_URL")?;
+            let store = stripe_webhooks::PostgresStore::connect(&url)
+                .await?
+                .with_table(&table)?;
+            store.migrate().await?;
+            Arc::new(store.queue())
+        }
+        "redis" => {
+            let url = std::env::var("REDIS_URL").map_err(|_| "set REDIS_URL")?;
+            let conn = stripe_webhooks::redis::aio::ConnectionManager::new(
+                stripe_webhooks::redis::Client::open(url)?,
+            )
+            .await?;
+            Arc::new(stripe_webhooks::RedisStore::new(conn).with_prefix(&table)?.queue())
+        }
+        other => return Err(format!("QUEUE_BACKEND={other:?}: postgres or redis").into()),
+    };
+    fill(Arc::clone(&queue), n).await?;
+    let queued = queue.counts().await?.queued;
+    if queued != n as u64 {
+        return Err(format!("{queued} jobs queued, expected {n}: use a fresh QUEUE_TABLE").into());
+    }
+    if std::env::var("FILL_ONLY").is_ok() {
+        println!("filled {backend} {n} jobs");
+        return Ok(());
+    }
+    let handler = EventRouter::new().fallback(|_e| Box::pin(async { Ok(()) }));
+    let started = Instant::now();
+    let handle = Worker::new(Arc::clone(&queue), handler)
+        .with_concurrency(workers)
+        .with_poll_interval(Duration::from_millis(5))
+        .spawn();
+    loop {
+        let c = queue.counts().await?;
+        if c.completed == n as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    handle.shutdown(Duration::from_secs(5)).await;
+    println!(
+        "drain {backend} {n} jobs {secs:.2} s {:.0} jobs/s",
+        n as f64 / secs
+    );
+    // Nothing left behind unless asked to keep it.
+    if std::env::var("QUEUE_TABLE").is_err() {
+        queue.purge_completed(Duration::ZERO, usize::MAX).await?;
+    }
+    Ok(())
+}

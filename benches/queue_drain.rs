@@ -70,7 +70,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 stripe_webhooks::redis::Client::open(url)?,
             )
             .await?;
-            Arc::new(stripe_webhooks::RedisStore::new(conn).with_prefix(&table)?.queue())
+            Arc::new(
+                stripe_webhooks::RedisStore::new(conn)
+                    .with_prefix(&table)?
+                    .queue(),
+            )
         }
         other => return Err(format!("QUEUE_BACKEND={other:?}: postgres or redis").into()),
     };

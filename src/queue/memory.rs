@@ -318,6 +318,16 @@ impl QueueAdmin for MemoryQueue {
         Ok(inner.jobs.get(key.as_str()).map(|e| e.record(key.as_str())))
     }
 
+    async fn recent(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let inner = self.lock();
+        let mut v: Vec<(&String, &Entry)> = inner.jobs.iter().collect();
+        v.sort_by(|a, b| b.1.seq.cmp(&a.1.seq));
+        Ok(v.into_iter()
+            .take(limit)
+            .map(|(k, e)| e.record(k))
+            .collect())
+    }
+
     async fn requeue(&self, key: &EventId) -> Result<bool, StoreError> {
         let now = self.now();
         let mut inner = self.lock();

@@ -487,6 +487,23 @@ pub trait QueueAdmin: Queue {
     /// As [`counts`](Self::counts).
     async fn job(&self, key: &EventId) -> Result<Option<JobRecord>, StoreError>;
 
+    /// The `limit` most recently queued jobs, in any state, newest first: the recent
+    /// deliveries. The default merges [`jobs`](Self::jobs) of every state (up to
+    /// `limit` each); the crate's SQL queues answer with one query.
+    ///
+    /// # Errors
+    ///
+    /// As [`counts`](Self::counts).
+    async fn recent(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let mut all = Vec::new();
+        for state in JobState::ALL {
+            all.extend(self.jobs(state, usize::MAX).await?);
+        }
+        all.sort_by(|a, b| b.enqueued_at_ms.cmp(&a.enqueued_at_ms));
+        all.truncate(limit);
+        Ok(all)
+    }
+
     /// Queues a dead or retrying job to run at once, with its attempts reset. `false`
     /// when there is no such job in either state.
     ///
@@ -562,6 +579,9 @@ impl<Q: QueueAdmin + ?Sized> QueueAdmin for std::sync::Arc<Q> {
     }
     async fn job(&self, key: &EventId) -> Result<Option<JobRecord>, StoreError> {
         (**self).job(key).await
+    }
+    async fn recent(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        (**self).recent(limit).await
     }
     async fn requeue(&self, key: &EventId) -> Result<bool, StoreError> {
         (**self).requeue(key).await

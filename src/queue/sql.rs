@@ -30,6 +30,7 @@ use crate::processor::{handler_future, run_handler};
 /// | `counts` | | state, count, ms since the oldest was queued |
 /// | `list` | state, limit | the record columns |
 /// | `record` | key | the record columns |
+/// | `recent` | limit | the record columns, newest first |
 /// | `requeue` | key | |
 /// | `requeue_dead` | | |
 /// | `purge` | age ms, limit | |
@@ -47,6 +48,7 @@ pub(crate) struct Statements {
     counts: &'static str,
     list: &'static str,
     record: &'static str,
+    recent: &'static str,
     requeue: &'static str,
     requeue_dead: &'static str,
     purge: &'static str,
@@ -87,6 +89,7 @@ const SQLITE: Statements = Statements {
     counts: "SELECT state, COUNT(*), {now} - MIN(enqueued_at) FROM {j} GROUP BY state",
     list: "SELECT {cols} FROM {j} WHERE state = ?1 ORDER BY seq LIMIT ?2",
     record: "SELECT {cols} FROM {j} WHERE job_key = ?1",
+    recent: "SELECT {cols} FROM {j} ORDER BY seq DESC LIMIT ?1",
     requeue: "UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, finished_at = NULL \
         WHERE job_key = ?1 AND state IN ('dead', 'retrying') RETURNING seq",
     requeue_dead: "UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, \
@@ -123,6 +126,7 @@ const POSTGRES: Statements = Statements {
     counts: "SELECT state, COUNT(*), {now} - MIN(enqueued_at) FROM {j} GROUP BY state",
     list: "SELECT {cols} FROM {j} WHERE state = $1 ORDER BY seq LIMIT $2",
     record: "SELECT {cols} FROM {j} WHERE job_key = $1",
+    recent: "SELECT {cols} FROM {j} ORDER BY seq DESC LIMIT $1",
     requeue: "WITH up AS (UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, \
         finished_at = NULL WHERE job_key = $1 AND state IN ('dead', 'retrying') RETURNING seq) \
         SELECT seq, pg_notify('{j}', '') FROM up",
@@ -167,6 +171,7 @@ struct Rendered {
     counts: String,
     list: String,
     record: String,
+    recent: String,
     requeue: String,
     requeue_dead: String,
     purge: String,
@@ -191,6 +196,7 @@ impl Rendered {
             counts: r(s.counts),
             list: r(s.list),
             record: r(s.record),
+            recent: r(s.recent),
             requeue: r(s.requeue),
             requeue_dead: r(s.requeue_dead),
             purge: r(s.purge),
@@ -492,6 +498,15 @@ where
         row.as_ref().map(Self::record_from).transpose()
     }
 
+    pub(crate) async fn recent(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let rows = sqlx::query(&self.sql.recent)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(Self::record_from).collect()
+    }
+
     pub(crate) async fn requeue(&self, key: &EventId) -> Result<bool, StoreError> {
         let rows = sqlx::query(&self.sql.requeue)
             .bind(key.as_str())
@@ -656,6 +671,9 @@ macro_rules! queue_impls {
             }
             async fn job(&self, key: &EventId) -> Result<Option<JobRecord>, StoreError> {
                 self.core.job(key).await
+            }
+            async fn recent(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+                self.core.recent(limit).await
             }
             async fn requeue(&self, key: &EventId) -> Result<bool, StoreError> {
                 self.core.requeue(key).await

@@ -328,6 +328,13 @@ pub async fn counts_and_purge<Q: QueueAdmin + ?Sized>(q: &Q, time: &LeaseTime) {
     q.fail(&last.token, "x", None).await.unwrap();
     let c = q.counts().await.unwrap();
     assert_eq!((c.queued, c.running, c.completed, c.dead), (1, 0, 3, 1));
+    let recent = q.recent(3).await.unwrap();
+    let keys: Vec<&str> = recent.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["evt_count_4", "evt_count_3", "evt_count_2"],
+        "newest first"
+    );
     run_out(time, short_lease(time)).await;
     assert_eq!(q.purge_completed(Duration::ZERO, 2).await.unwrap(), 2);
     assert_eq!(q.purge_completed(Duration::ZERO, 2).await.unwrap(), 1);

@@ -14,8 +14,8 @@
 //! - `--print-enabled-events`: prints the `enabled_events` both Stripe destinations need
 //!   for the handlers below, as JSON, and exits.
 //!
-//! Routes: `POST /webhook` (snapshot events), `POST /webhook/thin` (thin events) and
-//! `GET /healthz`. The two routes share one store and one dedupe key (a thin event is
+//! Routes: `POST /webhook` (snapshot events), `POST /webhook/thin` (thin events),
+//! `GET /healthz`, and `GET /metrics` (Prometheus) with the `metrics` feature. The two routes share one store and one dedupe key (a thin event is
 //! claimed under its `snapshot_event`), so a change delivered to both runs once, on
 //! whichever route it reaches first: a real thin handler therefore fetches the object
 //! and does the same work as the snapshot one (the demo's only logs what it would fetch). The demo handler provisions access on
@@ -53,7 +53,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         "listening on http://{}/webhook (and /webhook/thin)",
         listener.local_addr()?
     );
-    axum::serve(listener, app(processors.snapshot, processors.thin))
+    // `GET /metrics` (Prometheus) when built with the `metrics` feature.
+    let app = common::with_metrics(app(processors.snapshot, processors.thin), None);
+    axum::serve(listener, app)
         .with_graceful_shutdown(common::shutdown_signal())
         .await?;
     Ok(())

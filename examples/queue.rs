@@ -28,8 +28,8 @@
 //! - `STRIPE_WEBHOOKS_TABLE`: the store's table name (the queue is `{table}_jobs`, the
 //!   effects `{table}_effects`), so several services (or tests) share one database.
 //!
-//! Routes: `POST /webhook`, `POST /webhook/thin`, `GET /healthz`, and `GET /queue` (the
-//! queue's counts as JSON). SIGINT or SIGTERM stops taking requests and jobs, and gives the
+//! Routes: `POST /webhook`, `POST /webhook/thin`, `GET /healthz`, `GET /queue` (the
+//! queue's counts as JSON), and `GET /metrics` (Prometheus) with the `metrics` feature. SIGINT or SIGTERM stops taking requests and jobs, and gives the
 //! jobs in hand 10 s to finish before they are released for another process.
 
 mod common;
@@ -316,7 +316,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
         "listening on http://{}/webhook (ack fast, process later)",
         listener.local_addr()?
     );
-    axum::serve(listener, app(Arc::new(snapshot), Arc::new(thin), queue))
+    // `GET /metrics` (Prometheus) when built with the `metrics` feature.
+    let app = common::with_metrics(
+        app(Arc::new(snapshot), Arc::new(thin), Arc::clone(&queue)),
+        Some(queue),
+    );
+    axum::serve(listener, app)
         .with_graceful_shutdown(common::shutdown_signal())
         .await?;
     handle.shutdown(Duration::from_secs(10)).await;

@@ -119,6 +119,9 @@ mod handler;
 mod idempotency;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod inbox;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod objects;
 mod processor;
 pub mod queue;

@@ -449,3 +449,43 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down: finishing in-flight deliveries");
 }
+
+/// With the crate's `metrics` feature: installs the Prometheus recorder and serves
+/// `GET /metrics` in its text format (refreshing the queue gauges first, when there is a
+/// queue). Without it, the router is unchanged.
+#[cfg(feature = "metrics")]
+pub fn with_metrics(
+    router: axum::Router,
+    queue: Option<Arc<dyn stripe_webhooks::queue::QueueAdmin>>,
+) -> axum::Router {
+    let handle = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "no /metrics: the Prometheus recorder is not installed");
+            return router;
+        }
+    };
+    router.route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (handle, queue) = (handle.clone(), queue.clone());
+            async move {
+                if let Some(q) = queue {
+                    if let Err(e) = stripe_webhooks::metrics::record_queue(&*q).await {
+                        tracing::warn!(error = %e, "could not count the queue's jobs");
+                    }
+                }
+                handle.render()
+            }
+        }),
+    )
+}
+
+/// Without the crate's `metrics` feature: no `/metrics` route.
+#[cfg(not(feature = "metrics"))]
+pub fn with_metrics(
+    router: axum::Router,
+    _queue: Option<Arc<dyn stripe_webhooks::queue::QueueAdmin>>,
+) -> axum::Router {
+    router
+}

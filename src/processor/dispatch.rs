@@ -532,12 +532,17 @@ pub(crate) async fn run_handler<'a>(
     deadline: Option<Duration>,
 ) -> Result<(), HandlerError> {
     let fut = CatchUnwind(fut);
-    match deadline {
+    #[cfg(feature = "metrics")]
+    let started = std::time::Instant::now();
+    let result = match deadline {
         Some(d) => with_timeout(d, fut)
             .await
             .unwrap_or(Err(HandlerError::DeadlineExceeded(d))),
         None => fut.await,
-    }
+    };
+    #[cfg(feature = "metrics")]
+    crate::metrics::handler_ran(started.elapsed(), &result);
+    result
 }
 
 /// Runs a store call with a timeout: past it, [`StoreError::Timeout`].
@@ -545,9 +550,14 @@ pub(crate) async fn store_call<T>(
     timeout: Duration,
     fut: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    with_timeout(timeout, fut)
+    let result = with_timeout(timeout, fut)
         .await
-        .unwrap_or(Err(StoreError::Timeout(timeout)))
+        .unwrap_or(Err(StoreError::Timeout(timeout)));
+    #[cfg(feature = "metrics")]
+    if let Err(e) = &result {
+        crate::metrics::store_error(e);
+    }
+    result
 }
 
 #[cfg(feature = "tokio")]

@@ -515,10 +515,15 @@ impl Processor {
                 .instrument(span.clone())
                 .await;
             trace::log_outcome(&span, &outcome);
+            record(&outcome);
             outcome
         }
         #[cfg(not(feature = "tracing"))]
-        self.run(signature_header, body, started).await
+        {
+            let outcome = self.run(signature_header, body, started).await;
+            record(&outcome);
+            outcome
+        }
     }
 
     async fn run(&self, header: Option<&str>, body: &[u8], started: Instant) -> Outcome {
@@ -638,6 +643,7 @@ impl Processor {
         o.event_id = Some(event.id().clone());
         o.event_type = Some(event.event_type().clone());
         o.claim_key = o.event_id.clone();
+        o.created = Some(event.created());
         o
     }
 
@@ -702,6 +708,7 @@ impl Processor {
         o.event_id = Some(n.id.clone());
         o.thin_type = Some(n.event_type.clone());
         o.claim_key = Some(key.clone());
+        o.created = n.created_unix();
         o
     }
 
@@ -719,6 +726,7 @@ impl Processor {
         let o = run.await;
         #[cfg(feature = "tracing")]
         trace::log_outcome(&span, &o);
+        record(&o);
         o
     }
 
@@ -745,9 +753,23 @@ impl Processor {
             )
             .await;
             trace::log_outcome(&span, &o);
+            record(&o);
             o
         }
         #[cfg(not(feature = "tracing"))]
-        self.run_notification(notification, started).await
+        {
+            let o = self.run_notification(notification, started).await;
+            record(&o);
+            o
+        }
     }
+}
+
+/// Reports a delivery to the metrics recorder (feature `metrics`).
+#[inline]
+fn record(outcome: &Outcome) {
+    #[cfg(feature = "metrics")]
+    crate::metrics::delivery(outcome);
+    #[cfg(not(feature = "metrics"))]
+    let _ = outcome;
 }

@@ -209,6 +209,9 @@ pub struct Outcome {
     pub(crate) secret_label: Option<Arc<str>>,
     pub(crate) thin_type: Option<ThinEventType>,
     pub(crate) claim_key: Option<EventId>,
+    /// The event's `created`, in Unix seconds (for the lag metric).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) created: Option<i64>,
 }
 
 impl Outcome {
@@ -222,6 +225,7 @@ impl Outcome {
             secret_label: None,
             thin_type: None,
             claim_key: None,
+            created: None,
         }
     }
 

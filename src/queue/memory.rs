@@ -226,13 +226,16 @@ impl Queue for MemoryQueue {
             e.fence = token.fence();
             e.state = JobState::Running;
             e.run_at = now.saturating_add(millis(lease));
-            taken.push(Job::new(
-                token,
-                e.event_id.clone(),
-                e.event_type.clone(),
-                e.kind,
-                e.body.clone(),
-            ));
+            taken.push(
+                Job::new(
+                    token,
+                    e.event_id.clone(),
+                    e.event_type.clone(),
+                    e.kind,
+                    e.body.clone(),
+                )
+                .with_created(e.created),
+            );
         }
         Ok(taken)
     }

@@ -162,6 +162,8 @@ pub struct Job {
     pub kind: PayloadKind,
     /// The raw verified body.
     pub body: Vec<u8>,
+    /// The event's `created`, in Unix seconds (0 when the queue does not know it).
+    pub created: i64,
 }
 
 impl Job {
@@ -179,7 +181,16 @@ impl Job {
             event_type,
             kind,
             body,
+            created: 0,
         }
+    }
+
+    /// The same job, with the event's `created` (Unix seconds): the workers report the
+    /// lag from it.
+    #[must_use]
+    pub fn with_created(mut self, created: i64) -> Self {
+        self.created = created;
+        self
     }
 
     /// The job's key (its dedupe key).

@@ -74,7 +74,7 @@ const SQLITE: Statements = Statements {
         run_at = {now} + ?2 \
         WHERE seq IN (SELECT seq FROM {j} j WHERE j.state IN ('queued', 'retrying', 'running') \
         AND j.run_at <= {now}{order} ORDER BY j.run_at, j.seq LIMIT ?3) \
-        RETURNING seq, job_key, event_id, event_type, kind, body, attempts",
+        RETURNING seq, job_key, event_id, event_type, kind, body, attempts, created",
     in_order: IN_ORDER,
     extend: "UPDATE {j} SET run_at = {now} + ?3 \
         WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
@@ -111,7 +111,7 @@ const POSTGRES: Statements = Statements {
         AND j.run_at <= {now}{order} ORDER BY j.run_at, j.seq LIMIT $3 FOR UPDATE SKIP LOCKED) \
         UPDATE {j} t SET state = 'running', attempts = t.attempts + 1, fence = $1, \
         run_at = {now} + $2 FROM picked WHERE t.seq = picked.seq \
-        RETURNING t.seq, t.job_key, t.event_id, t.event_type, t.kind, t.body, t.attempts",
+        RETURNING t.seq, t.job_key, t.event_id, t.event_type, t.kind, t.body, t.attempts, t.created",
     in_order: IN_ORDER,
     extend: "UPDATE {j} SET run_at = {now} + $3 \
         WHERE job_key = $1 AND fence = $2 AND state = 'running'",
@@ -314,6 +314,7 @@ where
             let kind: String = row.try_get(4).map_err(db_err)?;
             let body: Vec<u8> = row.try_get(5).map_err(db_err)?;
             let attempts: i64 = row.try_get(6).map_err(db_err)?;
+            let created: i64 = row.try_get(7).map_err(db_err)?;
             let token = batch
                 .with_key(EventId::new(key))
                 .with_attempt(attempts_from(attempts));
@@ -325,7 +326,8 @@ where
                     event_type,
                     kind_from(&kind)?,
                     body,
-                ),
+                )
+                .with_created(created),
             ));
         }
         // RETURNING gives no order; the oldest first.

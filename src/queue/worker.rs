@@ -480,7 +480,7 @@ impl Worker {
             if free == 0 {
                 tokio::select! {
                     _ = set.join_next() => {}
-                    _ = taking.changed() => {}
+                    () = until_true(&mut taking) => {}
                 }
                 continue;
             }
@@ -504,7 +504,7 @@ impl Worker {
                         .min(self.settings.poll_interval.max(Duration::from_secs(5)));
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
-                        _ = taking.changed() => {}
+                        () = until_true(&mut taking) => {}
                     }
                     continue;
                 }
@@ -518,7 +518,7 @@ impl Worker {
                             tokio::time::sleep(poll).await;
                         }
                     }
-                    _ = taking.changed() => {}
+                    () = until_true(&mut taking) => {}
                 }
                 continue;
             }
@@ -546,7 +546,21 @@ impl Worker {
     }
 }
 
-/// A running [`Worker`]'s handle.
+/// Resolves once the flag is set; never, if its sender is gone (a dropped
+/// [`WorkerHandle`] detaches the worker, it does not stop it).
+async fn until_true(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A running [`Worker`]'s handle. Dropping it detaches the worker: it runs until the
+/// runtime stops.
 #[derive(Debug)]
 pub struct WorkerHandle {
     stop_taking: watch::Sender<bool>,
@@ -610,6 +624,8 @@ async fn run_job(
         tokio::pin!(run);
         let every = s.lease / 3;
         let mut renewed = Instant::now();
+        // A handle dropped without `shutdown` never stops the jobs in hand.
+        let mut stoppable = true;
         loop {
             tokio::select! {
                 ran = &mut run => break Held::Ran(ran),
@@ -625,17 +641,20 @@ async fn run_job(
                         }
                     }
                 }
-                changed = stop.changed() => {
-                    if changed.is_err() || *stop.borrow() {
-                        break Held::Stopped;
-                    }
-                }
+                changed = stop.changed(), if stoppable => match changed {
+                    Ok(()) if *stop.borrow() => break Held::Stopped,
+                    Ok(()) => {}
+                    Err(_) => stoppable = false,
+                },
             }
         }
     };
-    let settled = match held {
-        Held::Ran(Ran::Succeeded | Ran::Skipped) => settle(s, || queue.complete(&job.token)).await,
-        Held::Ran(Ran::Completed | Ran::LeaseLost) | Held::Lost => Ok(()),
+    let (settled, result) = match held {
+        Held::Ran(Ran::Succeeded | Ran::Skipped) => {
+            (settle(s, || queue.complete(&job.token)).await, "completed")
+        }
+        Held::Ran(Ran::Completed) => (Ok(()), "completed"),
+        Held::Ran(Ran::LeaseLost) | Held::Lost => (Ok(()), "lease_lost"),
         Held::Ran(Ran::Failed { error, permanent }) => {
             let retry_in = if permanent {
                 None
@@ -643,13 +662,25 @@ async fn run_job(
                 s.retry.delay_after(job.token.attempt())
             };
             note_failed(&job, &error, retry_in);
-            settle(s, || queue.fail(&job.token, &error, retry_in)).await
+            let settled = settle(s, || queue.fail(&job.token, &error, retry_in)).await;
+            (
+                settled,
+                if retry_in.is_some() {
+                    "retried"
+                } else {
+                    "dead"
+                },
+            )
         }
-        Held::Stopped => settle(s, || queue.release(&job.token)).await,
+        Held::Stopped => (settle(s, || queue.release(&job.token)).await, "released"),
     };
-    if let Err(e) = settled {
-        note_settle_failed("settle", &job, &e);
+    if let Err(e) = &settled {
+        note_settle_failed("settle", &job, e);
     }
+    #[cfg(not(feature = "metrics"))]
+    let _ = result;
+    #[cfg(feature = "metrics")]
+    crate::metrics::job(result, job.kind, &job.event_type, job.created);
 }
 
 /// A settlement, tried three times over a short backoff while the queue fails; a lost

@@ -13,6 +13,7 @@ pub const SECRET: &str = "whsec_queue_process_tests";
 /// One `queue` example process.
 pub struct Service {
     pub port: u16,
+    example: &'static str,
     env: Vec<(String, String)>,
     child: Child,
 }
@@ -21,13 +22,23 @@ impl Service {
     /// Starts the example on a free port with `env` (plus the secret and quiet logs), and
     /// waits until it answers.
     pub async fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_example("queue", env).await
+    }
+
+    /// Starts another example service the same way.
+    pub async fn start_example(example: &'static str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let child = spawn(port, &env);
-        let s = Self { port, env, child };
+        let child = spawn(example, port, &env);
+        let s = Self {
+            port,
+            example,
+            env,
+            child,
+        };
         s.wait_ready().await;
         s
     }
@@ -40,7 +51,7 @@ impl Service {
 
     /// Starts the process again on the same port with the same settings.
     pub async fn restart(&mut self) {
-        self.child = spawn(self.port, &self.env);
+        self.child = spawn(self.example, self.port, &self.env);
         self.wait_ready().await;
     }
 
@@ -74,8 +85,8 @@ impl Drop for Service {
     }
 }
 
-fn spawn(port: u16, env: &[(String, String)]) -> Child {
-    Command::new(super::example_binary("queue"))
+fn spawn(example: &str, port: u16, env: &[(String, String)]) -> Child {
+    Command::new(super::example_binary(example))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PORT", port.to_string())

@@ -1,0 +1,190 @@
+//! The metrics (feature `metrics`), scraped from the example services' `GET /metrics` in
+//! Prometheus format after a known sequence of deliveries.
+//!
+//! Needs the example services built with every feature (`scripts/test.sh` builds them).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![cfg(all(
+    feature = "metrics",
+    feature = "axum",
+    feature = "sqlite",
+    feature = "tracing"
+))]
+
+mod common;
+
+use std::time::Duration;
+
+use common::queue_service::{wait_drained, Service, SECRET};
+use stripe_webhooks::testing;
+
+/// The sum of a metric's samples whose labels include every `key="value"` of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn post(port: u16, path: &str, body: &str, secret: &str) -> u16 {
+    let header = testing::sign(body.as_bytes(), secret, testing::now());
+    reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", "application/json")
+        .header("stripe-signature", header)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn scrape(port: u16) -> String {
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_example_reports_deliveries_jobs_lag_and_depth() {
+    let dir = common::TempDir::new("metrics_queue");
+    let db = dir.join("q.db");
+    let service = Service::start(&[
+        ("SQLITE_PATH", db.to_str().unwrap()),
+        ("DEMO_HANDLER_SLEEP_MS", "0"),
+    ])
+    .await;
+    let p = service.port;
+    let paid = testing::event_for_type("evt_metrics_1", "invoice.paid").unwrap();
+    let failed = testing::event_for_type("evt_metrics_2", "invoice.payment_failed").unwrap();
+    let mut invented: serde_json::Value = serde_json::from_str(&paid).unwrap();
+    invented["id"] = "evt_metrics_3".into();
+    invented["type"] = "invented.type.for_metrics".into();
+    let invented = invented.to_string();
+    assert_eq!(post(p, "/webhook", &paid, SECRET).await, 200);
+    assert_eq!(post(p, "/webhook", &paid, SECRET).await, 200); // duplicate
+    assert_eq!(post(p, "/webhook", &failed, SECRET).await, 200);
+    assert_eq!(post(p, "/webhook", &invented, SECRET).await, 200);
+    assert_eq!(post(p, "/webhook", &paid, "whsec_wrong").await, 400);
+    wait_drained(&service, 3, Duration::from_secs(30)).await;
+
+    let text = scrape(p).await;
+    let d = "stripe_webhooks_deliveries_total";
+    assert_eq!(sample(&text, d, &[("outcome", "queued")]), 3.0, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            d,
+            &[("outcome", "queued"), ("event_type", "invoice.paid")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            d,
+            &[("outcome", "duplicate"), ("family", "snapshot")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            d,
+            &[("outcome", "bad_signature"), ("reason", "mismatch")]
+        ),
+        1.0
+    );
+    // An invented type is counted under `other`, never under its own name.
+    assert_eq!(sample(&text, d, &[("event_type", "other")]), 1.0);
+    assert!(!text.contains("invented.type.for_metrics"));
+    assert_eq!(
+        sample(
+            &text,
+            "stripe_webhooks_jobs_total",
+            &[("result", "completed")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "stripe_webhooks_queue_jobs",
+            &[("state", "completed")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(&text, "stripe_webhooks_queue_jobs", &[("state", "dead")]),
+        0.0
+    );
+    assert_eq!(
+        sample(&text, "stripe_webhooks_lag_seconds_count", &[]),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "stripe_webhooks_handler_duration_seconds_count",
+            &[("result", "ok")]
+        ),
+        3.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inline_example_reports_deliveries_and_handler_runs() {
+    let dir = common::TempDir::new("metrics_axum");
+    let db = dir.join("a.db");
+    let service = Service::start_example("axum", &[("SQLITE_PATH", db.to_str().unwrap())]).await;
+    let p = service.port;
+    let paid = testing::event_for_type("evt_inline_1", "checkout.session.completed").unwrap();
+    assert_eq!(post(p, "/webhook", &paid, SECRET).await, 200);
+    assert_eq!(post(p, "/webhook", &paid, SECRET).await, 200);
+    assert_eq!(post(p, "/webhook", "{}", SECRET).await, 400);
+    let text = scrape(p).await;
+    let d = "stripe_webhooks_deliveries_total";
+    assert_eq!(
+        sample(
+            &text,
+            d,
+            &[
+                ("outcome", "processed"),
+                ("event_type", "checkout.session.completed")
+            ]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(sample(&text, d, &[("outcome", "duplicate")]), 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            d,
+            &[("outcome", "not_an_event"), ("family", "unknown")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "stripe_webhooks_lag_seconds_count",
+            &[("family", "snapshot")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "stripe_webhooks_handler_duration_seconds_count", &[]),
+        1.0
+    );
+}

@@ -1,8 +1,8 @@
 //! The event queue: the conformance suite on every queue, the ack-fast processor, and
 //! workers (retries, dead jobs, leases, shutdown, inbox mode, per-object order).
 //!
-//! Needs `DATABASE_URL_TEST` for the Postgres tests; `eval "$(scripts/services.sh start)"`
-//! or `scripts/test.sh` set it.
+//! Needs `DATABASE_URL_TEST` for the Postgres tests and `REDIS_URL_TEST` for the Redis
+//! ones; `eval "$(scripts/services.sh start)"` or `scripts/test.sh` set them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -571,5 +571,248 @@ mod postgres {
         handle.shutdown(Duration::from_secs(5)).await;
         assert!(done, "woken within 5 s, long before the 60 s poll");
         assert_eq!(handler.seen(), ["evt_notify"]);
+    }
+}
+
+// ---- Redis ----
+
+mod redis_queue {
+    use super::*;
+    use stripe_webhooks::queue::RedisQueue;
+    use stripe_webhooks::redis::{self, aio::ConnectionManager};
+    use stripe_webhooks::RedisStore;
+
+    const LONG: Duration = Duration::from_secs(600);
+
+    async fn connect() -> ConnectionManager {
+        let url = std::env::var("REDIS_URL_TEST").unwrap_or_else(|_| {
+            panic!(
+                "REDIS_URL_TEST is not set: start a Redis server with \
+                 `eval \"$(scripts/services.sh start)\"` and run again, or run `scripts/test.sh`"
+            )
+        });
+        let client = redis::Client::open(url).expect("REDIS_URL_TEST is a valid Redis URL");
+        ConnectionManager::new(client)
+            .await
+            .expect("Redis at REDIS_URL_TEST answers")
+    }
+
+    /// A queue under its own prefix, taken from a store.
+    pub(super) async fn queue(name: &str) -> RedisQueue {
+        RedisStore::new(connect().await)
+            .with_prefix(&unique(name))
+            .unwrap()
+            .queue()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn redis_queue_conformance() {
+        queue_conformance::run_all(|| queue("qconf"), LeaseTime::Real).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_failing_job_retries_then_dies_and_runs_once_after_requeue() {
+        let queue = queue("qdead").await;
+        let p = Processor::queued(verifier(), queue.clone());
+        let body = customer_event("evt_dies", "cus_1", testing::now());
+        assert_eq!(
+            p.process(Some(&signed(&body)), body.as_bytes())
+                .await
+                .kind()
+                .name(),
+            "queued"
+        );
+        let handler = Recorder::default();
+        handler.fail("evt_dies");
+        let worker = Worker::new(queue.clone(), handler.clone()).with_retry(fast_retry(3));
+        drain(&worker, &queue).await;
+        assert_eq!(handler.seen().len(), 3, "three attempts");
+        let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].attempts, 3);
+        assert_eq!(
+            dead[0].last_error.as_deref(),
+            Some("handler failed: downstream is down")
+        );
+        assert_eq!(dead[0].body, body.as_bytes());
+        let o = p.process(Some(&signed(&body)), body.as_bytes()).await;
+        assert_eq!(o.kind().name(), "duplicate", "a dead job stays dead");
+
+        handler.fix();
+        assert_eq!(queue.requeue_dead().await.unwrap(), 1);
+        drain(&worker, &queue).await;
+        assert_eq!(handler.seen().len(), 4, "runs once more after the fix");
+        let rec = queue.job(&"evt_dies".into()).await.unwrap().unwrap();
+        assert_eq!((rec.state, rec.attempts), (JobState::Completed, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_consumer_takes_over_the_job_of_a_consumer_that_died() {
+        let prefix = unique("qtakeover");
+        let dead = RedisQueue::new(connect().await, &prefix).unwrap();
+        let alive = RedisQueue::new(connect().await, &prefix).unwrap();
+        assert_ne!(dead.consumer(), alive.consumer());
+        let body = customer_event("evt_orphan", "cus_1", testing::now());
+        dead.enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+            .await
+            .unwrap();
+        // Taken, and never settled: the consumer died.
+        let lease = Duration::from_millis(300);
+        let orphan = dead.take(1, lease, true).await.unwrap().remove(0);
+        assert!(
+            alive.take(1, lease, true).await.unwrap().is_empty(),
+            "the lease is live"
+        );
+
+        let mut conn = connect().await;
+        let stream = format!("{prefix}:q:stream");
+        let pending = |conn: &mut ConnectionManager| {
+            let mut conn = conn.clone();
+            let stream = stream.clone();
+            async move {
+                let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                    .arg(&stream)
+                    .arg("workers")
+                    .arg("-")
+                    .arg("+")
+                    .arg(10)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                rows.into_iter().map(|r| r.1).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(pending(&mut conn).await, [dead.consumer()]);
+
+        tokio::time::sleep(lease + Duration::from_millis(200)).await;
+        let jobs = alive.take(1, Duration::from_secs(30), true).await.unwrap();
+        assert_eq!(jobs.len(), 1, "taken over");
+        assert_eq!(jobs[0].key().as_str(), "evt_orphan");
+        assert_eq!(jobs[0].token.attempt(), 2);
+        assert_eq!(
+            pending(&mut conn).await,
+            [alive.consumer()],
+            "the entry moved to the new consumer"
+        );
+        assert!(matches!(
+            dead.complete(&orphan.token).await,
+            Err(stripe_webhooks::StoreError::LeaseLost { .. })
+        ));
+        alive.complete(&jobs[0].token).await.unwrap();
+        assert!(pending(&mut conn).await.is_empty(), "acked");
+        let len: u64 = redis::cmd("XLEN")
+            .arg(&stream)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(len, 0, "deleted");
+        let rec = alive.job(&"evt_orphan".into()).await.unwrap().unwrap();
+        assert_eq!((rec.state, rec.attempts), (JobState::Completed, 2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_later_job_whose_consumer_died_stops_holding_its_object_back() {
+        let queue = queue("qparked").await;
+        let job = queue_conformance::job;
+        queue
+            .enqueue(&job("evt_second", Some("sub_1"), 2, b"{}"))
+            .await
+            .unwrap();
+        let lease = Duration::from_millis(300);
+        let orphan = queue.take(1, lease, false).await.unwrap().remove(0);
+        assert_eq!(orphan.key().as_str(), "evt_second");
+        // An earlier event of the object arrives while the later one runs.
+        queue
+            .enqueue(&job("evt_first", Some("sub_1"), 1, b"{}"))
+            .await
+            .unwrap();
+        assert!(
+            queue.take(10, LONG, true).await.unwrap().is_empty(),
+            "sub_1 has a job under a live lease"
+        );
+        assert_eq!(
+            queue.counts().await.unwrap().queued,
+            1,
+            "parked, still queued"
+        );
+        tokio::time::sleep(lease + Duration::from_millis(200)).await;
+        let first = queue.take(10, LONG, true).await.unwrap();
+        let keys: Vec<&str> = first.iter().map(|j| j.key().as_str()).collect();
+        assert_eq!(keys, ["evt_first"], "the earlier job runs first");
+        assert!(queue.take(10, LONG, true).await.unwrap().is_empty());
+        queue.complete(&first[0].token).await.unwrap();
+        let second = queue.take(10, LONG, true).await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(
+            (second[0].key().as_str(), second[0].token.attempt()),
+            ("evt_second", 2)
+        );
+        assert!(queue.complete(&orphan.token).await.is_err(), "fenced");
+        queue.complete(&second[0].token).await.unwrap();
+        assert_eq!(queue.counts().await.unwrap().completed, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stale_stream_entries_are_acked_and_never_run() {
+        let prefix = unique("qstale");
+        let queue = RedisQueue::new(connect().await, &prefix).unwrap();
+        let job = queue_conformance::job;
+        queue
+            .enqueue(&job("evt_done", None, 1, b"{}"))
+            .await
+            .unwrap();
+        let j = queue.take(1, LONG, false).await.unwrap().remove(0);
+        queue.complete(&j.token).await.unwrap();
+        queue
+            .enqueue(&job("evt_live", None, 1, b"{}"))
+            .await
+            .unwrap();
+        // Entries naming a completed job, a queued job (not its current entry) and no job.
+        let mut conn = connect().await;
+        let stream = format!("{prefix}:q:stream");
+        for key in ["evt_done", "evt_live", "evt_gone"] {
+            let _: String = redis::cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg("key")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        let jobs = queue.take(10, LONG, false).await.unwrap();
+        let keys: Vec<&str> = jobs.iter().map(|j| j.key().as_str()).collect();
+        assert_eq!(keys, ["evt_live"], "once");
+        assert_eq!(jobs[0].token.attempt(), 1);
+        queue.complete(&jobs[0].token).await.unwrap();
+        let len: u64 = redis::cmd("XLEN")
+            .arg(&stream)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(len, 0, "every stale entry was acked and deleted");
+        assert!(queue.take(10, LONG, false).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn redis_per_object_order_runs_a_slow_update_before_the_later_one() {
+        let queue = queue("qorder").await;
+        let t = testing::now();
+        for (id, created) in [("evt_o2", t + 1), ("evt_o1", t), ("evt_o3", t + 2)] {
+            let body = customer_event(id, "cus_ordered", created);
+            queue
+                .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+                .await
+                .unwrap();
+        }
+        let handler = Recorder {
+            sleep: Some(Duration::from_millis(30)),
+            ..Recorder::default()
+        };
+        let worker = Worker::new(queue.clone(), handler.clone())
+            .with_concurrency(8)
+            .with_per_object_order(true);
+        drain(&worker, &queue).await;
+        assert_eq!(handler.seen(), ["evt_o1", "evt_o2", "evt_o3"]);
     }
 }

@@ -13,6 +13,8 @@
 //! finished or dead event queues nothing.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "tokio")]
@@ -27,6 +29,8 @@ use crate::event::{Event, EventId, EventNotification, ParseError};
 use crate::idempotency::{ClaimToken, StoreError};
 
 pub use memory::MemoryQueue;
+#[cfg(feature = "redis")]
+pub use redis::RedisQueue;
 #[cfg(feature = "postgres")]
 pub use sql::PostgresQueue;
 #[cfg(feature = "sqlite")]

@@ -20,7 +20,7 @@ const DEFAULT_PREFIX: &str = "stripe_webhooks";
 /// The longest lease or retention passed to Redis, in milliseconds (about 31,700 years):
 /// it keeps every sum the scripts make well inside the integers a Lua number holds
 /// exactly.
-const MAX_MS: u64 = 1_000_000_000_000_000;
+pub(crate) const MAX_MS: u64 = 1_000_000_000_000_000;
 
 /// How many failed-set members one `purge_expired` script looks at.
 const PURGE_BATCH: i64 = 1000;
@@ -32,7 +32,7 @@ const RECORD_FIELDS: usize = 6;
 /// Every script starts by reading the server's clock, in Unix milliseconds: leases are
 /// judged by Redis, never by the application's clock. `fmt` writes an integer without
 /// Lua's `%.14g` rounding.
-const PRELUDE: &str = include_str!("prelude.lua");
+pub(crate) const PRELUDE: &str = include_str!("prelude.lua");
 
 /// KEYS: event hash, failed set. ARGV: event id, event type, lease ms, fence hex,
 /// retention ms. Returns `{0, 0}` completed, `{1, ms left}` in progress, `{2, attempt}`
@@ -173,8 +173,8 @@ static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PURGE]));
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
-    prefix: String,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) prefix: String,
     retention: Duration,
 }
 
@@ -187,7 +187,7 @@ impl fmt::Debug for RedisStore {
     }
 }
 
-fn ms(d: Duration) -> u64 {
+pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).min(MAX_MS)
 }
 

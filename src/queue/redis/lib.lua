@@ -1,0 +1,41 @@
+-- ARGV[1] is the queue's key prefix, `{prefix}:q:`; every key is built from it.
+local P = ARGV[1]
+local STREAM, GROUP = P .. 'stream', 'workers'
+local DELAYED, LEASES = P .. 'delayed', P .. 'leases'
+local function job_key(k) return P .. 'job:' .. k end
+local function obj_key(o) return P .. 'obj:' .. o end
+local function objrun_key(o) return P .. 'objrun:' .. o end
+-- A job's member in its object's set: same-`created` jobs sort by enqueue order.
+local function member(seq, k) return string.format('%020d', tonumber(seq)) .. ':' .. k end
+-- Acknowledges and deletes a stream entry ('' is none).
+local function ack(e)
+  if e and e ~= '' then
+    redis.call('XACK', STREAM, GROUP, e)
+    redis.call('XDEL', STREAM, e)
+  end
+end
+-- Gives the job a new stream entry, for any consumer to read.
+local function add_entry(k)
+  local e = redis.call('XADD', STREAM, '*', 'key', k)
+  redis.call('HSET', job_key(k), 'entry', e)
+  return e
+end
+-- The job stops running: its entry is acked and its lease forgotten.
+local function stop(k, e, o)
+  ack(e)
+  redis.call('ZREM', P .. 'running', k)
+  redis.call('ZREM', LEASES, k)
+  if o ~= '' then redis.call('ZREM', objrun_key(o), k) end
+end
+-- Gives the first pending job of object `o` an entry again if a take parked it.
+local function wake(o)
+  if o == '' then return end
+  local head = redis.call('ZRANGE', obj_key(o), 0, 0)[1]
+  if not head then return end
+  local k = string.sub(head, 22)
+  local h = redis.call('HMGET', job_key(k), 'state', 'entry')
+  if (h[1] == 'queued' or h[1] == 'retrying') and (h[2] or '') == ''
+      and not redis.call('ZSCORE', DELAYED, k) then
+    add_entry(k)
+  end
+end

@@ -1,0 +1,557 @@
+//! The Redis queue (feature `redis`): Redis Streams with one consumer group, and a hash
+//! per job. Every operation is one Lua script, judged by the server's clock.
+
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use ::redis::aio::ConnectionManager;
+use ::redis::Script;
+use async_trait::async_trait;
+
+use super::{
+    Enqueued, Job, JobRecord, JobState, NewJob, PayloadKind, Queue, QueueAdmin, QueueCounts,
+};
+use crate::event::EventId;
+use crate::idempotency::redis::{ms, MAX_MS, PRELUDE};
+use crate::idempotency::{truncate_error, validate_name, ClaimToken, StoreError};
+
+/// The most jobs one `take` hands out; a larger `max` is cut to it.
+const MAX_TAKE: usize = 500;
+
+/// How many stream entries (and due retries) one `take` looks at, at most: parked and
+/// stale entries are looked at once and leave the stream, so a later take goes on.
+const SCAN_BUDGET: u64 = 1000;
+
+/// How many dead jobs one `requeue_dead` script requeues.
+const REQUEUE_BATCH: u64 = 500;
+
+/// The fields of a record reply: the key, then `records.lua`'s fields in its order.
+const RECORD_FIELDS: usize = 11;
+
+/// The queue's key names and helpers (`ack`, `add_entry`, `stop`, `wake`), after
+/// the store's prelude (`now`, `fmt`). ARGV[1] is the key prefix.
+const LIB: &str = include_str!("lib.lua");
+
+/// ARGV: prefix, key, event id, type, kind, object id ('' for none), created, body.
+/// Returns 1 queued, 0 duplicate.
+const ENQUEUE: &str = include_str!("enqueue.lua");
+
+/// ARGV: prefix, consumer, lease ms, per-object order ('1'/'0'), max, scan budget, then
+/// `max` fences. Returns `{index, key, event id, type, kind, body, attempts}` per job
+/// taken, where the fence written was ARGV[6 + index].
+const TAKE: &str = include_str!("take.lua");
+
+/// The fence check the settling scripts share: ARGV prefix, key, fence, then each
+/// script's own; answers 0 unless the job is running under that fence.
+const FENCED: &str = include_str!("fenced.lua");
+
+/// ARGV[4]: the new lease in ms.
+const EXTEND: &str = include_str!("extend.lua");
+
+/// Completed: acked, listed in `{prefix}:q:completed` by finish time.
+const COMPLETE: &str = include_str!("complete.lua");
+
+/// ARGV[4]: the error; ARGV[5]: the delay in ms. Retrying, in `{prefix}:q:delayed`.
+const RETRY: &str = include_str!("retry.lua");
+
+/// ARGV[4]: the error. Dead.
+const BURY: &str = include_str!("bury.lua");
+
+/// Queued again at once, with a new entry; the attempt is given back.
+const RELEASE: &str = include_str!("release.lua");
+
+/// Returns the counts (queued, running, retrying, dead, completed) and the age in ms of
+/// the oldest queued job (-1: none).
+const COUNTS: &str = include_str!("counts.lua");
+
+/// ARGV: prefix, then `one` and a key, or a state and a limit.
+const RECORDS: &str = include_str!("records.lua");
+
+/// ARGV: prefix, then `one` and a key, or `dead` and a batch size. Returns `{requeued,
+/// looked at}`.
+const REQUEUE: &str = include_str!("requeue.lua");
+
+/// ARGV: prefix, age ms, batch size. Returns how many were deleted.
+const PURGE: &str = include_str!("purge.lua");
+
+fn script(parts: &[&str]) -> Script {
+    Script::new(&parts.concat())
+}
+
+static ENQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, ENQUEUE]));
+static TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, TAKE]));
+static EXTEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, FENCED, EXTEND]));
+static COMPLETE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| script(&[PRELUDE, LIB, FENCED, COMPLETE]));
+static RETRY_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, FENCED, RETRY]));
+static BURY_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, FENCED, BURY]));
+static RELEASE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| script(&[PRELUDE, LIB, FENCED, RELEASE]));
+static COUNTS_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, COUNTS]));
+static RECORDS_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, RECORDS]));
+static REQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, REQUEUE]));
+static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, PURGE]));
+
+/// A [`Queue`] and [`QueueAdmin`] on Redis Streams (feature `redis`): for several
+/// replicas sharing one Redis server, beside a [`RedisStore`](crate::RedisStore).
+///
+/// # How it works
+///
+/// Each job is a hash at `{prefix}:q:job:{key}` (event id, type, kind, object id,
+/// `created`, body, state, attempts, fence, `run_at`, last error, `enqueued_at`,
+/// `finished_at`, enqueue sequence and its current stream entry). A job waiting for a
+/// worker has one entry in the stream `{prefix}:q:stream`, which workers read with
+/// `XREADGROUP` in the consumer group `workers`, created with `MKSTREAM` on first use.
+/// Every queue value has its own consumer name (host, process id and a random part),
+/// and a running job's entry stays pending in its consumer's list until the job
+/// completes, fails or is released, when it is acknowledged and deleted.
+///
+/// Every operation is one Lua script, so an enqueue checks and writes the job's hash and
+/// adds its entry atomically, and leases and retry times are judged by the Redis
+/// server's clock (`TIME`), never the application's:
+///
+/// - `take` first moves retrying jobs whose time came from the sorted set
+///   `{prefix}:q:delayed` back into the stream, then takes over jobs whose lease ended
+///   (`{prefix}:q:leases`, scored by lease end: their entry moves to this consumer with
+///   `XCLAIM`) and entries another consumer read and kept longer than the lease
+///   (`XAUTOCLAIM`, a consumer that died), then reads new entries. A job is taken with a
+///   fresh fence, its attempts counted; an entry that is not its job's current one is
+///   acknowledged and skipped, never run.
+/// - With per-object order, each object keeps its pending jobs (queued, retrying,
+///   running) in `{prefix}:q:obj:{object id}`, ordered by `created` then enqueue order,
+///   and its running jobs in `{prefix}:q:objrun:{object id}` by lease end. A job that is
+///   not first, or whose object has another job under a live lease, is *parked*: its
+///   entry is acknowledged, and when the jobs before it leave (complete, die, release,
+///   or lose their lease) the first one gets a new entry. A parked job shows as queued.
+///   Workers sharing a queue should agree on per-object order: a parked job waits for
+///   its object even if another worker takes without order.
+/// - Each state has a sorted set, `{prefix}:q:{state}` (queued, running, retrying,
+///   dead by enqueue order; completed by finish time), for counts, lists and
+///   [`purge_completed`](QueueAdmin::purge_completed). Dead jobs are kept until an
+///   operator requeues them; nothing in the queue expires by itself.
+///
+/// Needs Redis 7 or later (`XAUTOCLAIM`, and scripts that read `TIME` before writing).
+/// As for the store, run Redis with `maxmemory-policy noeviction` and `appendonly yes`;
+/// the scripts touch keys named inside them, so Redis Cluster is not supported.
+///
+/// Workers poll ([`wait_for_jobs`](Queue::wait_for_jobs) is the default, which does not
+/// wait). Consumers of queues that were dropped stay in the group, with no pending
+/// entries once their jobs were taken over; `XGROUP DELCONSUMER` removes them.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use stripe_webhooks::queue::{NewJob, Queue, RedisQueue};
+/// use stripe_webhooks::{redis, testing, RedisStore};
+///
+/// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+/// let conn = redis::aio::ConnectionManager::new(client).await?;
+/// // Beside a store, under its prefix:
+/// let _beside = RedisStore::new(conn.clone()).with_prefix("billing")?.queue();
+/// // Or on its own, with the same keys:
+/// let queue = RedisQueue::new(conn, "billing")?;
+///
+/// let body = testing::event_json("evt_1", "customer.created", r#"{"id":"cus_1","object":"customer"}"#);
+/// queue.enqueue(&NewJob::parse(body.as_bytes())?).await?;
+/// for job in queue.take(10, Duration::from_secs(30), true).await? {
+///     // ... run the job ...
+///     queue.complete(&job.token).await?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[derive(Clone)]
+pub struct RedisQueue {
+    conn: ConnectionManager,
+    /// `{prefix}:q:`, the start of every key.
+    keys: Arc<str>,
+    consumer: Arc<str>,
+}
+
+impl fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("keys", &self.keys)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A consumer name no other queue value shares: host, process id and a fresh fence.
+fn consumer_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let random = ClaimToken::new(EventId::new(""), 0).fence_hex();
+    format!("{host}-{}-{random}", std::process::id())
+}
+
+fn corrupt(key: &str, what: &str) -> StoreError {
+    StoreError::unavailable(format!("unreadable job {key:?} in the Redis queue: {what}"))
+}
+
+fn lease_lost(token: &ClaimToken) -> StoreError {
+    StoreError::LeaseLost {
+        event_id: token.event_id().clone(),
+    }
+}
+
+impl RedisQueue {
+    /// A queue on `conn` with its keys under `{prefix}:q:`; each value gets its own
+    /// consumer name (its clones share it).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidConfig`] unless `prefix` is 1 to 63 ASCII letters, digits,
+    /// underscores, `:` or `-`, not starting with a digit.
+    pub fn new(conn: ConnectionManager, prefix: &str) -> Result<Self, StoreError> {
+        validate_name(prefix, &[':', '-'])?;
+        Ok(Self::with_valid_prefix(conn, prefix))
+    }
+
+    fn with_valid_prefix(conn: ConnectionManager, prefix: &str) -> Self {
+        Self {
+            conn,
+            keys: Arc::from(format!("{prefix}:q:")),
+            consumer: Arc::from(consumer_name()),
+        }
+    }
+
+    /// This queue's consumer name in the group.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// Runs a fenced script; 0 means the token lost the job.
+    async fn fenced(
+        &self,
+        script: &Script,
+        token: &ClaimToken,
+        extra: &[&str],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut call = script.prepare_invoke();
+        call.arg(&*self.keys)
+            .arg(token.event_id().as_str())
+            .arg(token.fence_hex());
+        for a in extra {
+            call.arg(*a);
+        }
+        let held: i64 = call
+            .invoke_async(&mut conn)
+            .await
+            .map_err(StoreError::unavailable)?;
+        if held == 1 {
+            Ok(())
+        } else {
+            Err(lease_lost(token))
+        }
+    }
+
+    async fn records(&self, what: &str, arg: &str) -> Result<Vec<JobRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let rows: Vec<Vec<Option<Vec<u8>>>> = RECORDS_SCRIPT
+            .arg(&*self.keys)
+            .arg(what)
+            .arg(arg)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.extend(parse_record(row)?);
+        }
+        Ok(out)
+    }
+}
+
+impl crate::RedisStore {
+    /// The queue beside this store: the same connection, its keys under `{prefix}:q:`.
+    /// Each call makes a queue with its own consumer name.
+    pub fn queue(&self) -> RedisQueue {
+        RedisQueue::with_valid_prefix(self.conn.clone(), &self.prefix)
+    }
+}
+
+fn text(key: &str, what: &str, v: Option<Vec<u8>>) -> Result<Option<String>, StoreError> {
+    v.map(|b| String::from_utf8(b).map_err(|_| corrupt(key, what)))
+        .transpose()
+}
+
+fn int(key: &str, what: &str, v: Option<Vec<u8>>) -> Result<Option<i64>, StoreError> {
+    text(key, what, v)?
+        .map(|s| s.parse::<i64>().map_err(|_| corrupt(key, what)))
+        .transpose()
+}
+
+/// A record from `records.lua`'s reply; `None` when the job's hash is gone.
+fn parse_record(row: Vec<Option<Vec<u8>>>) -> Result<Option<JobRecord>, StoreError> {
+    let Ok(
+        [key, event_id, event_type, kind, state, attempts, last_error, enqueued_at, run_at, finished_at, body],
+    ) = <[Option<Vec<u8>>; RECORD_FIELDS]>::try_from(row)
+    else {
+        return Err(StoreError::unavailable(
+            "unreadable reply from the Redis queue: wrong field count",
+        ));
+    };
+    let key = text("?", "key", key)?.unwrap_or_default();
+    let Some(state) = text(&key, "state", state)? else {
+        return Ok(None);
+    };
+    let state: JobState = state.parse().map_err(|_| corrupt(&key, "state"))?;
+    let kind = text(&key, "kind", kind)?.unwrap_or_default();
+    let kind = PayloadKind::from_name(&kind).ok_or_else(|| corrupt(&key, "kind"))?;
+    let attempts = int(&key, "attempts", attempts)?.unwrap_or(0);
+    let pending = matches!(
+        state,
+        JobState::Queued | JobState::Retrying | JobState::Running
+    );
+    let run_at = int(&key, "run_at", run_at)?;
+    Ok(Some(JobRecord::new(
+        EventId::new(key.clone()),
+        EventId::new(text(&key, "event_id", event_id)?.unwrap_or_default()),
+        text(&key, "type", event_type)?.unwrap_or_default(),
+        kind,
+        state,
+        u32::try_from(attempts.max(0)).unwrap_or(u32::MAX),
+        text(&key, "last_error", last_error)?,
+        int(&key, "enqueued_at", enqueued_at)?.unwrap_or(0),
+        run_at.filter(|_| pending),
+        int(&key, "finished_at", finished_at)?,
+        body.unwrap_or_default(),
+    )))
+}
+
+/// One job `take.lua` handed out: index of its fence, key, event id, type, kind, body,
+/// attempts.
+type Taken = (i64, String, String, String, String, Vec<u8>, i64);
+
+#[async_trait]
+impl Queue for RedisQueue {
+    async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
+        let mut conn = self.conn.clone();
+        let queued: i64 = ENQUEUE_SCRIPT
+            .arg(&*self.keys)
+            .arg(job.key.as_str())
+            .arg(job.event_id.as_str())
+            .arg(job.event_type.as_str())
+            .arg(job.kind.as_str())
+            .arg(job.object_id.as_deref().unwrap_or(""))
+            .arg(job.created)
+            .arg(job.body)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(if queued == 1 {
+            Enqueued::Queued
+        } else {
+            Enqueued::Duplicate
+        })
+    }
+
+    async fn take(
+        &self,
+        max: usize,
+        lease: Duration,
+        per_object_order: bool,
+    ) -> Result<Vec<Job>, StoreError> {
+        let max = max.min(MAX_TAKE);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        // Fences are drawn here and written by the script, which picks the keys.
+        let fences: Vec<ClaimToken> = (0..max)
+            .map(|_| ClaimToken::new(EventId::new(""), 0))
+            .collect();
+        let mut call = TAKE_SCRIPT.prepare_invoke();
+        call.arg(&*self.keys)
+            .arg(&*self.consumer)
+            // At least 1 ms: a job taken now is never due again within the same script.
+            .arg(ms(lease).max(1))
+            .arg(if per_object_order { "1" } else { "0" })
+            .arg(max)
+            .arg(SCAN_BUDGET);
+        for f in &fences {
+            call.arg(f.fence_hex());
+        }
+        let mut conn = self.conn.clone();
+        let taken: Vec<Taken> = call
+            .invoke_async(&mut conn)
+            .await
+            .map_err(StoreError::unavailable)?;
+        let mut jobs = Vec::with_capacity(taken.len());
+        for (index, key, event_id, event_type, kind, body, attempts) in taken {
+            let fence = usize::try_from(index)
+                .ok()
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| fences.get(i))
+                .ok_or_else(|| corrupt(&key, "fence index"))?;
+            let kind = PayloadKind::from_name(&kind).ok_or_else(|| corrupt(&key, "kind"))?;
+            let attempt = u32::try_from(attempts.max(0)).unwrap_or(u32::MAX);
+            jobs.push(Job::new(
+                fence.with_key(EventId::new(key)).with_attempt(attempt),
+                EventId::new(event_id),
+                event_type,
+                kind,
+                body,
+            ));
+        }
+        Ok(jobs)
+    }
+
+    async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
+        let lease = ms(lease).to_string();
+        self.fenced(&EXTEND_SCRIPT, token, &[&lease]).await
+    }
+
+    async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+        self.fenced(&COMPLETE_SCRIPT, token, &[]).await
+    }
+
+    async fn fail(
+        &self,
+        token: &ClaimToken,
+        error: &str,
+        retry_in: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let error = truncate_error(error);
+        match retry_in {
+            Some(delay) => {
+                let delay = ms(delay).to_string();
+                self.fenced(&RETRY_SCRIPT, token, &[error, &delay]).await
+            }
+            None => self.fenced(&BURY_SCRIPT, token, &[error]).await,
+        }
+    }
+
+    async fn release(&self, token: &ClaimToken) -> Result<(), StoreError> {
+        self.fenced(&RELEASE_SCRIPT, token, &[]).await
+    }
+}
+
+#[async_trait]
+impl QueueAdmin for RedisQueue {
+    async fn counts(&self) -> Result<QueueCounts, StoreError> {
+        let mut conn = self.conn.clone();
+        let (queued, running, retrying, dead, completed, age): (u64, u64, u64, u64, u64, i64) =
+            COUNTS_SCRIPT
+                .arg(&*self.keys)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(StoreError::unavailable)?;
+        let age = u64::try_from(age).ok().map(Duration::from_millis);
+        Ok(QueueCounts::new(
+            queued, running, retrying, dead, completed, age,
+        ))
+    }
+
+    /// Up to `limit` jobs in `state`: by enqueue order, and completed jobs by the time
+    /// they finished.
+    async fn jobs(&self, state: JobState, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = u64::try_from(limit).unwrap_or(u64::MAX).min(MAX_MS);
+        self.records(state.as_str(), &limit.to_string()).await
+    }
+
+    async fn job(&self, key: &EventId) -> Result<Option<JobRecord>, StoreError> {
+        Ok(self.records("one", key.as_str()).await?.into_iter().next())
+    }
+
+    async fn requeue(&self, key: &EventId) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let (requeued, _): (i64, i64) = REQUEUE_SCRIPT
+            .arg(&*self.keys)
+            .arg("one")
+            .arg(key.as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(requeued == 1)
+    }
+
+    /// Requeues every dead job, in batches of 500 (one script each).
+    async fn requeue_dead(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut total = 0_u64;
+        loop {
+            let (requeued, seen): (u64, u64) = REQUEUE_SCRIPT
+                .arg(&*self.keys)
+                .arg("dead")
+                .arg(REQUEUE_BATCH)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(StoreError::unavailable)?;
+            total = total.saturating_add(requeued);
+            if seen < REQUEUE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn purge_completed(&self, older_than: Duration, batch: usize) -> Result<u64, StoreError> {
+        if batch == 0 {
+            return Ok(0);
+        }
+        let batch = u64::try_from(batch).unwrap_or(u64::MAX).min(MAX_MS);
+        let mut conn = self.conn.clone();
+        let deleted: u64 = PURGE_SCRIPT
+            .arg(&*self.keys)
+            .arg(ms(older_than))
+            .arg(batch)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(state: Option<&str>) -> Vec<Option<Vec<u8>>> {
+        let f = |s: &str| Some(s.as_bytes().to_vec());
+        vec![
+            f("evt_1"),
+            f("evt_1"),
+            f("invoice.paid"),
+            f("snapshot"),
+            state.map(|s| s.as_bytes().to_vec()),
+            f("2"),
+            f("boom"),
+            f("1700"),
+            f("1800"),
+            f("1900"),
+            f("{}"),
+        ]
+    }
+
+    #[test]
+    fn parses_a_record() {
+        let rec = parse_record(row(Some("dead"))).unwrap().unwrap();
+        assert_eq!((rec.key.as_str(), rec.state), ("evt_1", JobState::Dead));
+        assert_eq!((rec.attempts, rec.last_error.as_deref()), (2, Some("boom")));
+        assert_eq!(
+            (rec.enqueued_at_ms, rec.run_at_ms, rec.finished_at_ms),
+            (1700, None, Some(1900))
+        );
+        assert_eq!(rec.body, b"{}");
+        let rec = parse_record(row(Some("retrying"))).unwrap().unwrap();
+        assert_eq!(rec.run_at_ms, Some(1800));
+        assert!(parse_record(row(None)).unwrap().is_none(), "gone");
+        assert!(parse_record(row(Some("weird"))).is_err());
+        assert!(parse_record(vec![None; 3]).is_err());
+    }
+
+    #[test]
+    fn consumer_names_differ() {
+        assert_ne!(consumer_name(), consumer_name());
+    }
+}

@@ -1,0 +1,32 @@
+-- ARGV[2] 'one' and a key, or 'dead' and a batch size. Returns {requeued, looked at}.
+local function requeue(k)
+  local jk = job_key(k)
+  local h = redis.call('HMGET', jk, 'state', 'entry', 'object', 'created', 'seq')
+  local state = h[1]
+  if state ~= 'dead' and state ~= 'retrying' then
+    return 0
+  end
+  ack(h[2] or '')
+  redis.call('ZREM', P .. state, k)
+  redis.call('ZREM', DELAYED, k)
+  redis.call('ZADD', P .. 'queued', h[5], k)
+  redis.call('HSET', jk, 'state', 'queued', 'attempts', '0', 'run_at', fmt(now), 'entry', '')
+  redis.call('HDEL', jk, 'finished_at')
+  local o = h[3] or ''
+  if o ~= '' then redis.call('ZADD', obj_key(o), h[4], member(h[5], k)) end
+  add_entry(k)
+  return 1
+end
+if ARGV[2] == 'one' then
+  return {requeue(ARGV[3]), 1}
+end
+local n = 0
+local keys = redis.call('ZRANGE', P .. 'dead', 0, tonumber(ARGV[3]) - 1)
+for _, k in ipairs(keys) do
+  if requeue(k) == 1 then
+    n = n + 1
+  else
+    redis.call('ZREM', P .. 'dead', k)
+  end
+end
+return {n, #keys}

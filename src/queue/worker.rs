@@ -262,6 +262,12 @@ pub struct Worker {
     settings: Settings,
 }
 
+/// A standard worker's snapshot and thin handlers.
+type HandlerPair = (
+    Option<Arc<dyn EventHandler>>,
+    Option<Arc<dyn ThinEventHandler>>,
+);
+
 #[derive(Debug, Clone)]
 struct Settings {
     concurrency: usize,

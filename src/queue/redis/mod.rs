@@ -128,8 +128,9 @@ static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, 
 ///   its object even if another worker takes without order.
 /// - Each state has a sorted set, `{prefix}:q:{state}` (queued, running, retrying,
 ///   dead by enqueue order; completed by finish time), for counts, lists and
-///   [`purge_completed`](QueueAdmin::purge_completed). Dead jobs are kept until an
-///   operator requeues them; nothing in the queue expires by itself.
+///   [`purge_completed`](QueueAdmin::purge_completed), and `{prefix}:q:all` holds
+///   every job by enqueue order, for [`recent`](QueueAdmin::recent). Dead jobs are kept
+///   until an operator requeues them; nothing in the queue expires by itself.
 ///
 /// Needs Redis 7 or later (`XAUTOCLAIM`, and scripts that read `TIME` before writing).
 /// As for the store, run Redis with `maxmemory-policy noeviction` and `appendonly yes`;
@@ -329,7 +330,7 @@ fn parse_record(row: Vec<Option<Vec<u8>>>) -> Result<Option<JobRecord>, StoreErr
 
 /// One job `take.lua` handed out: index of its fence, key, event id, type, kind, body,
 /// attempts.
-type Taken = (i64, String, String, String, String, Vec<u8>, i64);
+type Taken = (i64, String, String, String, String, Vec<u8>, i64, i64);
 
 #[async_trait]
 impl Queue for RedisQueue {
@@ -385,7 +386,7 @@ impl Queue for RedisQueue {
             .await
             .map_err(StoreError::unavailable)?;
         let mut jobs = Vec::with_capacity(taken.len());
-        for (index, key, event_id, event_type, kind, body, attempts) in taken {
+        for (index, key, event_id, event_type, kind, body, attempts, created) in taken {
             let fence = usize::try_from(index)
                 .ok()
                 .and_then(|i| i.checked_sub(1))
@@ -393,13 +394,16 @@ impl Queue for RedisQueue {
                 .ok_or_else(|| corrupt(&key, "fence index"))?;
             let kind = PayloadKind::from_name(&kind).ok_or_else(|| corrupt(&key, "kind"))?;
             let attempt = u32::try_from(attempts.max(0)).unwrap_or(u32::MAX);
-            jobs.push(Job::new(
-                fence.with_key(EventId::new(key)).with_attempt(attempt),
-                EventId::new(event_id),
-                event_type,
-                kind,
-                body,
-            ));
+            jobs.push(
+                Job::new(
+                    fence.with_key(EventId::new(key)).with_attempt(attempt),
+                    EventId::new(event_id),
+                    event_type,
+                    kind,
+                    body,
+                )
+                .with_created(created),
+            );
         }
         Ok(jobs)
     }
@@ -462,6 +466,14 @@ impl QueueAdmin for RedisQueue {
 
     async fn job(&self, key: &EventId) -> Result<Option<JobRecord>, StoreError> {
         Ok(self.records("one", key.as_str()).await?.into_iter().next())
+    }
+
+    async fn recent(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = u64::try_from(limit).unwrap_or(u64::MAX).min(MAX_MS);
+        self.records("recent", &limit.to_string()).await
     }
 
     async fn requeue(&self, key: &EventId) -> Result<bool, StoreError> {

@@ -4,6 +4,7 @@ local keys = redis.call('ZRANGEBYSCORE', P .. 'completed', '-inf', fmt(now - ton
 for _, k in ipairs(keys) do
   if redis.call('HGET', job_key(k), 'state') == 'completed' then
     redis.call('DEL', job_key(k))
+    redis.call('ZREM', P .. 'all', k)
   end
   redis.call('ZREM', P .. 'completed', k)
 end

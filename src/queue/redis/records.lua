@@ -1,4 +1,5 @@
--- ARGV[2] 'one' and a key, or a state and a limit. Each record is the key, then the
+-- ARGV[2] 'one' and a key, 'recent' and a limit (newest first, from the `all` set of
+-- every job by enqueue order), or a state and a limit. Each record is the key, then the
 -- fields below.
 local function record(k)
   local r = redis.call('HMGET', job_key(k), 'event_id', 'type', 'kind', 'state', 'attempts',
@@ -10,7 +11,13 @@ if ARGV[2] == 'one' then
   return {record(ARGV[3])}
 end
 local out = {}
-for _, k in ipairs(redis.call('ZRANGE', P .. ARGV[2], 0, tonumber(ARGV[3]) - 1)) do
+local keys
+if ARGV[2] == 'recent' then
+  keys = redis.call('ZREVRANGE', P .. 'all', 0, tonumber(ARGV[3]) - 1)
+else
+  keys = redis.call('ZRANGE', P .. ARGV[2], 0, tonumber(ARGV[3]) - 1)
+end
+for _, k in ipairs(keys) do
   out[#out + 1] = record(k)
 end
 return out

@@ -63,8 +63,8 @@ local function consider(k, e)
   end
   redis.call('ZADD', LEASES, until_ms, k)
   if o ~= '' then redis.call('ZADD', objrun_key(o), until_ms, k) end
-  local f = redis.call('HMGET', jk, 'event_id', 'type', 'kind', 'body')
-  out[i] = {i, k, f[1] or '', f[2] or '', f[3] or '', f[4] or '', attempts}
+  local f = redis.call('HMGET', jk, 'event_id', 'type', 'kind', 'body', 'created')
+  out[i] = {i, k, f[1] or '', f[2] or '', f[3] or '', f[4] or '', attempts, tonumber(f[5]) or 0}
 end
 
 local function consider_entry(entry)

@@ -164,6 +164,7 @@ pub(crate) fn store_error(e: &StoreError) {
 
 /// A job a worker settled: `completed`, `retried`, `dead`, `released` or `lease_lost`;
 /// `created` (Unix seconds, 0 when unknown) gives the lag of a completed job.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(crate) fn job(
     result: &'static str,
     kind: crate::queue::PayloadKind,

@@ -129,6 +129,7 @@ pub(crate) enum Ran {
     /// The handler succeeded; the worker completes the job.
     Succeeded,
     /// The handler succeeded and the job was completed in its transaction (inbox mode).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     Completed,
     /// Nothing handles this event type; the worker completes the job.
     Skipped,
@@ -136,6 +137,7 @@ pub(crate) enum Ran {
     /// so the job is dead at once.
     Failed { error: String, permanent: bool },
     /// The job's lease was lost while it ran (inbox mode: its transaction rolled back).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     LeaseLost,
 }
 
@@ -255,10 +257,7 @@ pub struct Worker {
     queue: Arc<dyn Queue>,
     runner: Arc<dyn Runner>,
     /// The handlers of the standard runner, kept to add a thin one later.
-    handlers: Option<(
-        Option<Arc<dyn EventHandler>>,
-        Option<Arc<dyn ThinEventHandler>>,
-    )>,
+    handlers: Option<HandlerPair>,
     settings: Settings,
 }
 
@@ -318,10 +317,7 @@ impl Worker {
     pub(crate) fn with_runner(
         queue: Arc<dyn Queue>,
         runner: Arc<dyn Runner>,
-        handlers: Option<(
-            Option<Arc<dyn EventHandler>>,
-            Option<Arc<dyn ThinEventHandler>>,
-        )>,
+        handlers: Option<HandlerPair>,
     ) -> Self {
         Self {
             queue,

@@ -8,7 +8,7 @@ use stripe_webhooks::{EventId, EventRecord};
 
 use crate::backend::Backend;
 use crate::error::CliError;
-use crate::output::{human, print_json, utc, when, Table};
+use crate::output::{human, pretty_json, print_json, utc, when, Table};
 use crate::StoreOpts;
 
 /// `status` counts the store's failed events up to this many.
@@ -332,12 +332,13 @@ pub(crate) async fn show(b: &Backend, id: &str, json: bool) -> Result<(), CliErr
             println!("  completed    {}", when(ms));
         }
     }
-    match &view.body {
-        Some(body) => {
-            let text = serde_json::to_string_pretty(body)
-                .map_err(|e| CliError::Other(format!("cannot write JSON: {e}")))?;
-            println!("body\n{text}");
-        }
+    match &view.job {
+        Some(j) => match std::str::from_utf8(&j.body) {
+            Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
+                println!("body\n{}", pretty_json(text));
+            }
+            _ => println!("body (not JSON)\n{}", String::from_utf8_lossy(&j.body)),
+        },
         None => println!("body         (the store keeps no body; only queued events have one)"),
     }
     Ok(())

@@ -81,6 +81,64 @@ fn cell(text: &str) -> String {
     }
 }
 
+/// Valid JSON, indented by two spaces, with its keys in the order they were written (a
+/// `serde_json::Value` would sort them).
+pub(crate) fn pretty_json(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len() * 2);
+    let mut depth = 0_usize;
+    let (mut in_string, mut escaped) = (false, false);
+    let mut chars = raw.trim().chars().peekable();
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.extend(std::iter::repeat("  ").take(depth));
+    };
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                    chars.next();
+                }
+                if matches!(chars.peek(), Some('}' | ']')) {
+                    if let Some(close) = chars.next() {
+                        out.push(close);
+                    }
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Now, in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -185,6 +243,19 @@ mod tests {
         assert_eq!(parse_age("7"), Ok(Duration::from_secs(7 * 86_400)));
         assert!(parse_age("soon").is_err());
         assert!(parse_age("3w").is_err());
+    }
+
+    #[test]
+    fn indents_json_keeping_key_order() {
+        let raw = r#"{"id":"evt_1", "object" : "event","data":{"object":{}},"list":[1,[]],"s":"a,{\"b\":[c]}"}"#;
+        let pretty = pretty_json(raw);
+        assert_eq!(
+            pretty,
+            "{\n  \"id\": \"evt_1\",\n  \"object\": \"event\",\n  \"data\": {\n    \"object\": {}\n  },\n  \"list\": [\n    1,\n    []\n  ],\n  \"s\": \"a,{\\\"b\\\":[c]}\"\n}"
+        );
+        let a: serde_json::Value = serde_json::from_str(raw).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&pretty).unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -110,13 +110,12 @@ fn classify(e: &(dyn StdError + 'static)) -> Kind {
     while let Some(err) = cur {
         if let Some(sqlx_err) = err.downcast_ref::<sqlx::Error>() {
             match sqlx_err {
-                sqlx::Error::Database(db) => {
-                    // SQLite: "no such table: x"; PostgreSQL: 42P01 undefined_table.
+                // SQLite: "no such table: x"; PostgreSQL: 42P01 undefined_table.
+                sqlx::Error::Database(db)
                     if db.code().as_deref() == Some("42P01")
-                        || db.message().contains("no such table")
-                    {
-                        return Kind::MissingTable;
-                    }
+                        || db.message().contains("no such table") =>
+                {
+                    return Kind::MissingTable;
                 }
                 sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_)

@@ -53,6 +53,7 @@ struct Global {
 
 /// Which store (and queue) to open.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Store (as the examples read it)")]
 pub(crate) struct StoreOpts {
     /// The SQLite file, used when neither --database-url nor --redis-url is set.
     #[arg(

@@ -93,6 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! | `tracing` | one span per delivery |
 //! | `client` | `client::HttpClient`, the Stripe API client (reqwest, rustls) |
 //! | `testing` | the test kit: signer, fixtures, store conformance, a fake Stripe API |
+//! | `cli` | the `stripe-webhooks` command-line tool: status, dead jobs, requeue, purge, migrate, send |
 //!
 //! None is on by default: the core builds without an async runtime.
 //!

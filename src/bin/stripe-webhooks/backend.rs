@@ -1,0 +1,224 @@
+//! Opening the store (and its queue) the flags name, as the examples do: PostgreSQL when
+//! a database URL is given, else Redis when a Redis URL is, else the SQLite file.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stripe_webhooks::queue::QueueAdmin;
+use stripe_webhooks::sqlx::postgres::PgPool;
+use stripe_webhooks::sqlx::sqlite::SqlitePoolOptions;
+use stripe_webhooks::{
+    redis, PostgresStore, RedisStore, SqliteStore, StoreAdmin, StoreError, DEFAULT_TABLE,
+};
+
+use crate::error::{redact_url, CliError};
+use crate::StoreOpts;
+
+/// The Redis store's default key prefix.
+const REDIS_DEFAULT_PREFIX: &str = "stripe_webhooks";
+/// How long to wait for a server before saying it is unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One opened store.
+#[derive(Debug)]
+enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+    Redis(RedisStore),
+}
+
+/// The store the flags name, opened, with a description for messages (no password).
+#[derive(Debug)]
+pub(crate) struct Backend {
+    store: Store,
+    target: String,
+    table: String,
+}
+
+impl Backend {
+    /// Opens the store without creating anything: a missing SQLite file is an error.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::NoDatabase`], [`CliError::Unreachable`], [`CliError::Usage`].
+    pub(crate) async fn open(opts: &StoreOpts) -> Result<Self, CliError> {
+        Self::connect(opts, false).await
+    }
+
+    /// Opens the store, creating the SQLite file if missing (for `migrate`).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub(crate) async fn open_or_create(opts: &StoreOpts) -> Result<Self, CliError> {
+        Self::connect(opts, true).await
+    }
+
+    async fn connect(opts: &StoreOpts, create: bool) -> Result<Self, CliError> {
+        let table = opts.table.as_deref().filter(|t| !t.is_empty());
+        if let Some(url) = opts.database_url.as_deref().filter(|u| !u.is_empty()) {
+            open_postgres(url, table).await
+        } else if let Some(url) = opts.redis_url.as_deref().filter(|u| !u.is_empty()) {
+            open_redis(url, table).await
+        } else {
+            open_sqlite(&opts.sqlite, table, create).await
+        }
+    }
+
+    /// The store, for its operator queries.
+    pub(crate) fn store(&self) -> &dyn StoreAdmin {
+        match &self.store {
+            Store::Sqlite(s) => s,
+            Store::Postgres(s) => s,
+            Store::Redis(s) => s,
+        }
+    }
+
+    /// The store's queue.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::NoQueue`] when this build has no queue for the store.
+    pub(crate) fn queue(&self) -> Result<Arc<dyn QueueAdmin>, CliError> {
+        match &self.store {
+            Store::Sqlite(s) => Ok(Arc::new(s.queue())),
+            Store::Postgres(s) => Ok(Arc::new(s.queue())),
+            Store::Redis(s) => redis_queue(s),
+        }
+    }
+
+    /// `sqlite`, `postgres` or `redis`.
+    pub(crate) fn kind(&self) -> &'static str {
+        match &self.store {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+            Store::Redis(_) => "redis",
+        }
+    }
+
+    /// The store, for messages: `the SQLite file x.db`, `PostgreSQL at postgres://u:***@h/d`.
+    pub(crate) fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The store's table (SQL) or key prefix (Redis).
+    pub(crate) fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Turns a store error into an error that says what to do.
+    pub(crate) fn err(&self, context: &str) -> impl Fn(StoreError) -> CliError + '_ {
+        let context = context.to_owned();
+        move |e| CliError::from_store(e, &context, &self.target, &self.table)
+    }
+
+    /// Applies the schema: the store's table and the queue's. Returns what was done.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::Unreachable`] or [`CliError::Store`] if the statements fail.
+    pub(crate) async fn migrate(&self) -> Result<&'static str, CliError> {
+        match &self.store {
+            Store::Sqlite(s) => s.migrate().await.map_err(self.err("migrating"))?,
+            Store::Postgres(s) => s.migrate().await.map_err(self.err("migrating"))?,
+            Store::Redis(_) => return Ok("Redis needs no schema: nothing to do"),
+        }
+        Ok("the store's and the queue's tables are up to date")
+    }
+}
+
+/// The queue of a Redis store: its Redis Streams queue, under the same prefix.
+// The `Result` keeps the shape of the other backends' queue openers.
+#[allow(clippy::unnecessary_wraps)]
+fn redis_queue(store: &RedisStore) -> Result<Arc<dyn QueueAdmin>, CliError> {
+    Ok(Arc::new(store.queue()))
+}
+
+async fn open_sqlite(path: &Path, table: Option<&str>, create: bool) -> Result<Backend, CliError> {
+    let shown = path.display().to_string();
+    let target = format!("the SQLite file {shown}");
+    if !create && !path.exists() {
+        return Err(CliError::NoDatabase { path: shown });
+    }
+    let options = SqliteStore::connect_options(path).create_if_missing(create);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|e| CliError::Unreachable {
+            target: target.clone(),
+            source: Box::new(e),
+        })?;
+    let mut store = SqliteStore::new(pool);
+    if let Some(t) = table {
+        store = store.with_table(t).map_err(invalid_table)?;
+    }
+    Ok(Backend {
+        store: Store::Sqlite(store),
+        target,
+        table: table.unwrap_or(DEFAULT_TABLE).to_owned(),
+    })
+}
+
+async fn open_postgres(url: &str, table: Option<&str>) -> Result<Backend, CliError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(CliError::Usage(format!(
+            "--database-url (DATABASE_URL) must be a postgres:// URL, not {}",
+            redact_url(url)
+        )));
+    }
+    let target = format!("PostgreSQL at {}", redact_url(url));
+    let pool: PgPool = PostgresStore::pool_options()
+        .max_connections(2)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect(url)
+        .await
+        .map_err(|e| CliError::Unreachable {
+            target: target.clone(),
+            source: Box::new(e),
+        })?;
+    let mut store = PostgresStore::new(pool);
+    if let Some(t) = table {
+        store = store.with_table(t).map_err(invalid_table)?;
+    }
+    Ok(Backend {
+        store: Store::Postgres(store),
+        target,
+        table: table.unwrap_or(DEFAULT_TABLE).to_owned(),
+    })
+}
+
+async fn open_redis(url: &str, prefix: Option<&str>) -> Result<Backend, CliError> {
+    let target = format!("Redis at {}", redact_url(url));
+    let unreachable = |source: Box<dyn std::error::Error + Send + Sync>| CliError::Unreachable {
+        target: target.clone(),
+        source,
+    };
+    let client = redis::Client::open(url).map_err(|e| unreachable(Box::new(e)))?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(CONNECT_TIMEOUT);
+    let conn = tokio::time::timeout(
+        CONNECT_TIMEOUT * 2,
+        redis::aio::ConnectionManager::new_with_config(client, config),
+    )
+    .await
+    .map_err(|_| unreachable("no answer within 10 s".into()))?
+    .map_err(|e| unreachable(Box::new(e)))?;
+    let mut store = RedisStore::new(conn);
+    if let Some(p) = prefix {
+        store = store.with_prefix(p).map_err(invalid_table)?;
+    }
+    Ok(Backend {
+        store: Store::Redis(store),
+        target,
+        table: prefix.unwrap_or(REDIS_DEFAULT_PREFIX).to_owned(),
+    })
+}
+
+fn invalid_table(e: StoreError) -> CliError {
+    CliError::Usage(format!("--table (STRIPE_WEBHOOKS_TABLE): {e}"))
+}

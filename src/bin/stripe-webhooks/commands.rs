@@ -1,0 +1,506 @@
+//! The store and queue subcommands: status, failed, dead, show, requeue, purge, migrate.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use stripe_webhooks::queue::{JobRecord, JobState, QueueCounts};
+use stripe_webhooks::{EventId, EventRecord};
+
+use crate::backend::Backend;
+use crate::error::CliError;
+use crate::output::{human, pretty_json, print_json, utc, when, Table};
+use crate::StoreOpts;
+
+/// `status` counts the store's failed events up to this many.
+const FAILED_COUNT_CAP: usize = 10_000;
+
+/// One failed event or job, as `failed` and `dead` list it.
+#[derive(Debug, Serialize)]
+struct Row {
+    /// The event id (the job's key).
+    id: String,
+    /// The event type.
+    event_type: String,
+    /// `failed` (a store record), `retrying` or `dead` (a queue job).
+    state: &'static str,
+    /// `store` (inline processing) or `queue`.
+    source: &'static str,
+    /// Attempts so far.
+    attempts: u32,
+    /// The last attempt's error.
+    last_error: Option<String>,
+    /// First claimed (store) or queued (queue), in Unix milliseconds.
+    first_seen_ms: i64,
+    /// The same, as `YYYY-MM-DD HH:MM:SS UTC`.
+    first_seen: String,
+    /// When a retrying job runs next, in Unix milliseconds.
+    next_run_ms: Option<i64>,
+}
+
+impl Row {
+    fn from_record(r: &EventRecord) -> Self {
+        Self {
+            id: r.event_id.as_str().to_owned(),
+            event_type: r.event_type.as_str().to_owned(),
+            state: "failed",
+            source: "store",
+            attempts: r.attempts,
+            last_error: r.last_error.clone(),
+            first_seen_ms: r.first_seen_ms,
+            first_seen: utc(r.first_seen_ms),
+            next_run_ms: None,
+        }
+    }
+
+    fn from_job(j: &JobRecord) -> Self {
+        Self {
+            id: j.key.as_str().to_owned(),
+            event_type: j.event_type.clone(),
+            state: j.state.as_str(),
+            source: "queue",
+            attempts: j.attempts,
+            last_error: j.last_error.clone(),
+            first_seen_ms: j.enqueued_at_ms,
+            first_seen: utc(j.enqueued_at_ms),
+            next_run_ms: (j.state == JobState::Retrying)
+                .then_some(j.run_at_ms)
+                .flatten(),
+        }
+    }
+}
+
+fn print_rows(rows: &[Row], empty: &str, json: bool) -> Result<(), CliError> {
+    if json {
+        return print_json(&rows);
+    }
+    if rows.is_empty() {
+        println!("{empty}");
+        return Ok(());
+    }
+    let mut t = Table::new(vec![
+        "ID",
+        "TYPE",
+        "STATE",
+        "ATTEMPTS",
+        "FIRST SEEN",
+        "LAST ERROR",
+    ]);
+    for r in rows {
+        t.row(vec![
+            r.id.clone(),
+            r.event_type.clone(),
+            r.state.to_owned(),
+            r.attempts.to_string(),
+            r.first_seen.clone(),
+            r.last_error.clone().unwrap_or_else(|| "-".to_owned()),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+/// Says on stderr why the queue's part is missing (stdout stays valid JSON or a table).
+fn note(reason: &CliError) {
+    eprintln!("note: {reason}");
+}
+
+#[derive(Debug, Serialize)]
+struct Status<'a> {
+    store: &'static str,
+    target: &'a str,
+    table: &'a str,
+    queue: Option<QueueCounts>,
+    /// The age of the oldest queued job, in milliseconds.
+    lag_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue_unavailable: Option<String>,
+    /// The store's failed events (inline processing), at most 10,000 counted.
+    failed_events: usize,
+    failed_events_capped: bool,
+}
+
+/// `status`: counts by state, the lag, and the store's failed events.
+pub(crate) async fn status(b: &Backend, json: bool) -> Result<(), CliError> {
+    let (queue, queue_unavailable) = match b.queue() {
+        Ok(q) => (
+            Some(q.counts().await.map_err(b.err("counting jobs"))?),
+            None,
+        ),
+        Err(e @ CliError::NoQueue(_)) => (None, Some(e)),
+        Err(e) => return Err(e),
+    };
+    let failed = b
+        .store()
+        .failed_events(FAILED_COUNT_CAP + 1)
+        .await
+        .map_err(b.err("listing failed events"))?;
+    let status = Status {
+        store: b.kind(),
+        target: b.target(),
+        table: b.table(),
+        lag_ms: queue.as_ref().and_then(|c| c.oldest_queued_age_ms),
+        queue,
+        queue_unavailable: queue_unavailable.as_ref().map(ToString::to_string),
+        failed_events: failed.len().min(FAILED_COUNT_CAP),
+        failed_events_capped: failed.len() > FAILED_COUNT_CAP,
+    };
+    if json {
+        if let Some(e) = &queue_unavailable {
+            note(e);
+        }
+        return print_json(&status);
+    }
+    println!("store      {} (table {})", status.target, status.table);
+    match &status.queue {
+        Some(c) => {
+            println!("queue      {}_jobs", status.table);
+            for state in [
+                JobState::Queued,
+                JobState::Running,
+                JobState::Retrying,
+                JobState::Dead,
+                JobState::Completed,
+            ] {
+                println!("  {:<10} {}", state.as_str(), c.get(state));
+            }
+            match c.oldest_queued_age_ms {
+                Some(ms) => println!(
+                    "lag        {} (the oldest queued job has waited this long)",
+                    human(Duration::from_millis(ms))
+                ),
+                None => println!("lag        none (nothing queued)"),
+            }
+        }
+        None => {
+            println!("queue      unavailable");
+            if let Some(e) = &queue_unavailable {
+                note(e);
+            }
+        }
+    }
+    println!(
+        "failed     {}{} in the store (inline processing; Stripe retries them)",
+        status.failed_events,
+        if status.failed_events_capped { "+" } else { "" }
+    );
+    let dead = status.queue.as_ref().map_or(0, |c| c.dead);
+    let retrying = status.queue.as_ref().map_or(0, |c| c.retrying);
+    if dead > 0 {
+        println!("\n{dead} dead: `stripe-webhooks dead` lists them, `stripe-webhooks show ID` shows one, `stripe-webhooks requeue ID` reruns it");
+    }
+    if retrying > 0 || status.failed_events > 0 {
+        println!("`stripe-webhooks failed` lists the failing events with their last errors");
+    }
+    Ok(())
+}
+
+/// `failed`: the store's failed events and the queue's retrying jobs.
+pub(crate) async fn failed(b: &Backend, limit: usize, json: bool) -> Result<(), CliError> {
+    let mut rows: Vec<Row> = b
+        .store()
+        .failed_events(limit)
+        .await
+        .map_err(b.err("listing failed events"))?
+        .iter()
+        .map(Row::from_record)
+        .collect();
+    match b.queue() {
+        Ok(q) => rows.extend(
+            q.jobs(JobState::Retrying, limit)
+                .await
+                .map_err(b.err("listing retrying jobs"))?
+                .iter()
+                .map(Row::from_job),
+        ),
+        Err(e @ CliError::NoQueue(_)) => note(&e),
+        Err(e) => return Err(e),
+    }
+    rows.sort_by_key(|r| r.first_seen_ms);
+    print_rows(&rows, "no failed events and no retrying jobs", json)
+}
+
+/// `dead`: the queue's dead jobs.
+pub(crate) async fn dead(b: &Backend, limit: usize, json: bool) -> Result<(), CliError> {
+    let queue = b.queue()?;
+    let rows: Vec<Row> = queue
+        .jobs(JobState::Dead, limit)
+        .await
+        .map_err(b.err("listing dead jobs"))?
+        .iter()
+        .map(Row::from_job)
+        .collect();
+    print_rows(&rows, "no dead jobs", json)
+}
+
+/// A store record, as `show` prints it.
+#[derive(Debug, Serialize)]
+struct RecordView {
+    event_id: String,
+    event_type: String,
+    status: &'static str,
+    attempts: u32,
+    last_error: Option<String>,
+    first_seen_ms: i64,
+    completed_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct ShowView {
+    id: String,
+    job: Option<JobRecord>,
+    record: Option<RecordView>,
+    /// The job's raw body: JSON, or a string if it is not JSON.
+    body: Option<serde_json::Value>,
+}
+
+/// `show ID`: the job and the store record, and the raw body.
+pub(crate) async fn show(b: &Backend, id: &str, json: bool) -> Result<(), CliError> {
+    let key = EventId::new(id);
+    let job = match b.queue() {
+        Ok(q) => q.job(&key).await.map_err(b.err("reading the job"))?,
+        Err(CliError::NoQueue(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let record = b
+        .store()
+        .record(&key)
+        .await
+        .map_err(b.err("reading the store record"))?
+        .map(|r| RecordView {
+            event_id: r.event_id.as_str().to_owned(),
+            event_type: r.event_type.as_str().to_owned(),
+            status: r.status.as_str(),
+            attempts: r.attempts,
+            last_error: r.last_error,
+            first_seen_ms: r.first_seen_ms,
+            completed_at_ms: r.completed_at_ms,
+        });
+    if job.is_none() && record.is_none() {
+        return Err(CliError::NotFound(format!(
+            "no job and no store record with id {id} in {} (table {}): check the id, and the \
+             store flags (--sqlite, --database-url, --redis-url, --table)",
+            b.target(),
+            b.table()
+        )));
+    }
+    let body = job.as_ref().map(|j| {
+        serde_json::from_slice(&j.body).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&j.body).into_owned())
+        })
+    });
+    let view = ShowView {
+        id: id.to_owned(),
+        job,
+        record,
+        body,
+    };
+    if json {
+        return print_json(&view);
+    }
+    if let Some(j) = &view.job {
+        println!("job {}", j.key);
+        println!("  event id     {}", j.event_id);
+        println!("  type         {}", j.event_type);
+        println!("  kind         {}", j.kind);
+        println!("  state        {}", j.state);
+        println!("  attempts     {}", j.attempts);
+        println!("  last error   {}", j.last_error.as_deref().unwrap_or("-"));
+        println!("  queued       {}", when(j.enqueued_at_ms));
+        if let Some(ms) = j.run_at_ms {
+            let label = if j.state == JobState::Running {
+                "lease ends"
+            } else {
+                "runs"
+            };
+            println!("  {label:<12} {}", when(ms));
+        }
+        if let Some(ms) = j.finished_at_ms {
+            println!("  finished     {}", when(ms));
+        }
+        if matches!(j.state, JobState::Dead | JobState::Retrying) {
+            println!("  rerun it     stripe-webhooks requeue {}", j.key);
+        }
+    }
+    if let Some(r) = &view.record {
+        println!("store record {}", r.event_id);
+        println!("  type         {}", r.event_type);
+        println!("  status       {}", r.status);
+        println!("  attempts     {}", r.attempts);
+        println!("  last error   {}", r.last_error.as_deref().unwrap_or("-"));
+        println!("  first seen   {}", when(r.first_seen_ms));
+        if let Some(ms) = r.completed_at_ms {
+            println!("  completed    {}", when(ms));
+        }
+    }
+    match &view.job {
+        Some(j) => match std::str::from_utf8(&j.body) {
+            Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
+                println!("body\n{}", pretty_json(text));
+            }
+            _ => println!("body (not JSON)\n{}", String::from_utf8_lossy(&j.body)),
+        },
+        None => println!("body         (the store keeps no body; only queued events have one)"),
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct Requeued {
+    requeued: u64,
+    ids: Vec<String>,
+}
+
+/// `requeue ID` or `requeue --all-dead`.
+pub(crate) async fn requeue(
+    b: &Backend,
+    id: Option<&str>,
+    all_dead: bool,
+    json: bool,
+) -> Result<(), CliError> {
+    let queue = b.queue()?;
+    let result = match id {
+        Some(id) if !all_dead => {
+            let key = EventId::new(id);
+            if !queue.requeue(&key).await.map_err(b.err("requeueing"))? {
+                return Err(not_requeued(b, &*queue, &key).await);
+            }
+            Requeued {
+                requeued: 1,
+                ids: vec![id.to_owned()],
+            }
+        }
+        None if all_dead => Requeued {
+            requeued: queue
+                .requeue_dead()
+                .await
+                .map_err(b.err("requeueing the dead jobs"))?,
+            ids: Vec::new(),
+        },
+        _ => {
+            return Err(CliError::Usage(
+                "give either an id or --all-dead, not both".to_owned(),
+            ))
+        }
+    };
+    if json {
+        return print_json(&result);
+    }
+    match id {
+        Some(id) => println!("requeued {id}: it runs as soon as a worker is free"),
+        None => println!(
+            "requeued {} dead job{}: they run as soon as workers are free",
+            result.requeued,
+            if result.requeued == 1 { "" } else { "s" }
+        ),
+    }
+    Ok(())
+}
+
+/// Why `requeue(key)` did nothing.
+async fn not_requeued(
+    b: &Backend,
+    queue: &dyn stripe_webhooks::queue::QueueAdmin,
+    key: &EventId,
+) -> CliError {
+    match queue.job(key).await {
+        Ok(Some(job)) => {
+            return CliError::Other(format!(
+                "job {key} is {}: only dead or retrying jobs can be requeued",
+                job.state
+            ))
+        }
+        Ok(None) => {}
+        Err(e) => return b.err("reading the job")(e),
+    }
+    match b.store().record(key).await {
+        Ok(Some(r)) => CliError::Other(format!(
+            "{key} is not in the queue; the store has it as {} (processed inline): Stripe \
+             delivers a failed event again by itself, or resend it from the Dashboard \
+             (Developers → Events → Resend)",
+            r.status
+        )),
+        Ok(None) => CliError::NotFound(format!(
+            "no job with id {key} in {} (table {}_jobs)",
+            b.target(),
+            b.table()
+        )),
+        Err(e) => b.err("reading the store record")(e),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Purged {
+    completed_jobs: u64,
+    older_than_secs: u64,
+    store_records: u64,
+}
+
+/// `purge`: completed jobs older than `older_than`, in batches, and the store's expired
+/// records.
+pub(crate) async fn purge(
+    b: &Backend,
+    older_than: Duration,
+    batch: usize,
+    json: bool,
+) -> Result<(), CliError> {
+    if batch == 0 {
+        return Err(CliError::Usage("--batch must be at least 1".to_owned()));
+    }
+    let mut completed_jobs = 0;
+    match b.queue() {
+        Ok(q) => loop {
+            let n = q
+                .purge_completed(older_than, batch)
+                .await
+                .map_err(b.err("purging completed jobs"))?;
+            completed_jobs += n;
+            if n < u64::try_from(batch).unwrap_or(u64::MAX) {
+                break;
+            }
+        },
+        Err(e @ CliError::NoQueue(_)) => note(&e),
+        Err(e) => return Err(e),
+    }
+    let store_records = b
+        .store()
+        .purge_expired()
+        .await
+        .map_err(b.err("purging expired records"))?;
+    let purged = Purged {
+        completed_jobs,
+        older_than_secs: older_than.as_secs(),
+        store_records,
+    };
+    if json {
+        return print_json(&purged);
+    }
+    println!(
+        "purged {completed_jobs} completed jobs older than {} and {store_records} expired store records",
+        human(older_than)
+    );
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct Migrated<'a> {
+    store: &'static str,
+    target: &'a str,
+    table: &'a str,
+    message: &'static str,
+}
+
+/// `migrate`: the store's schema, with the queue's table.
+pub(crate) async fn migrate(opts: &StoreOpts, json: bool) -> Result<(), CliError> {
+    let b = Backend::open_or_create(opts).await?;
+    let message = b.migrate().await?;
+    if json {
+        return print_json(&Migrated {
+            store: b.kind(),
+            target: b.target(),
+            table: b.table(),
+            message,
+        });
+    }
+    println!("{}: {message} (table {})", b.target(), b.table());
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! What can go wrong, the exit code of each, and keeping secrets out of messages.
+
+use std::error::Error as StdError;
+
+use stripe_webhooks::{redis, sqlx, StoreError};
+
+/// Any error but the two below (success is 0).
+pub(crate) const EXIT_ERROR: u8 = 1;
+/// A usage error (clap exits with 2 for its own).
+pub(crate) const EXIT_USAGE: u8 = 2;
+/// No job or event with that id.
+pub(crate) const EXIT_NOT_FOUND: u8 = 3;
+
+/// Why a command failed. Each message says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    /// The server could not be reached, or refused the connection.
+    #[error("cannot connect to {target}; check the URL and that the server is running")]
+    Unreachable {
+        /// The store, with any password redacted.
+        target: String,
+        /// What the driver said.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The SQLite file does not exist.
+    #[error(
+        "there is no SQLite database at {path}: pass the service's file with --sqlite PATH \
+         (or SQLITE_PATH), or create it with `stripe-webhooks migrate`"
+    )]
+    NoDatabase {
+        /// The path as given.
+        path: String,
+    },
+    /// The store's or the queue's table is missing.
+    #[error(
+        "the table {table} (or {table}_jobs) is missing in {target}: run `stripe-webhooks migrate` with the same \
+         store flags (or pass the service's --table / STRIPE_WEBHOOKS_TABLE)"
+    )]
+    MissingTable {
+        /// The store's table (the queue's is `{table}_jobs`).
+        table: String,
+        /// The store, with any password redacted.
+        target: String,
+    },
+    /// No job or record with that id.
+    #[error("{0}")]
+    NotFound(String),
+    /// This store has no queue in this build.
+    #[error("{0}")]
+    NoQueue(String),
+    /// A flag's value is unusable.
+    #[error("{0}")]
+    Usage(String),
+    /// A store call failed for another reason.
+    #[error("{context} on {target} failed")]
+    Store {
+        /// What the tool was doing.
+        context: String,
+        /// The store, with any password redacted.
+        target: String,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// Anything else, with its explanation.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    /// The process's exit code for this error.
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            CliError::NotFound(_) => EXIT_NOT_FOUND,
+            CliError::Usage(_) => EXIT_USAGE,
+            _ => EXIT_ERROR,
+        }
+    }
+
+    /// Classifies a store error: a missing table or an unreachable server gets its own
+    /// variant (and advice); the rest keeps its cause.
+    pub(crate) fn from_store(e: StoreError, context: &str, target: &str, table: &str) -> Self {
+        match classify(&e) {
+            Kind::MissingTable => CliError::MissingTable {
+                table: table.to_owned(),
+                target: target.to_owned(),
+            },
+            Kind::Unreachable => CliError::Unreachable {
+                target: target.to_owned(),
+                source: Box::new(e),
+            },
+            Kind::Other => CliError::Store {
+                context: context.to_owned(),
+                target: target.to_owned(),
+                source: e,
+            },
+        }
+    }
+}
+
+enum Kind {
+    MissingTable,
+    Unreachable,
+    Other,
+}
+
+fn classify(e: &(dyn StdError + 'static)) -> Kind {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(sqlx_err) = err.downcast_ref::<sqlx::Error>() {
+            match sqlx_err {
+                // SQLite: "no such table: x"; PostgreSQL: 42P01 undefined_table.
+                sqlx::Error::Database(db)
+                    if db.code().as_deref() == Some("42P01")
+                        || db.message().contains("no such table") =>
+                {
+                    return Kind::MissingTable;
+                }
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed => return Kind::Unreachable,
+                _ => {}
+            }
+        }
+        if let Some(r) = err.downcast_ref::<redis::RedisError>() {
+            if r.is_io_error() || r.is_connection_refusal() || r.is_connection_dropped() {
+                return Kind::Unreachable;
+            }
+        }
+        let text = err.to_string();
+        if text.contains("no such table")
+            || (text.contains("relation") && text.contains("does not exist"))
+        {
+            return Kind::MissingTable;
+        }
+        cur = err.source();
+    }
+    Kind::Other
+}
+
+/// The error and its causes, joined by `: ` (each cause once).
+pub(crate) fn chain(e: &(dyn StdError + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = err.source();
+    }
+    out
+}
+
+/// `url` with its password (and any `password=` parameter) replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(password) = url_password(url) {
+        out = out.replace(&format!(":{password}@"), ":***@");
+    }
+    for param in query_passwords(url) {
+        out = out.replace(&param, "***");
+    }
+    out
+}
+
+/// The password in `scheme://user:password@host…`, if any.
+fn url_password(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let userinfo = &authority[..authority.rfind('@')?];
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
+/// The values of `password=` / `sslpassword=` query parameters.
+fn query_passwords(url: &str) -> Vec<String> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, v)| k.to_ascii_lowercase().contains("password") && !v.is_empty())
+        .map(|(_, v)| v.to_owned())
+        .collect()
+}
+
+/// Replaces every secret it knows with `***` in text about to be printed.
+#[derive(Debug, Default)]
+pub(crate) struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    /// Remembers a URL's password and password parameters.
+    pub(crate) fn add_url(&mut self, url: Option<&str>) {
+        let Some(url) = url else { return };
+        if let Some(p) = url_password(url) {
+            self.add_secret(Some(p));
+        }
+        for p in query_passwords(url) {
+            self.add_secret(Some(&p));
+        }
+    }
+
+    /// Remembers a secret.
+    pub(crate) fn add_secret(&mut self, secret: Option<&str>) {
+        if let Some(s) = secret.filter(|s| !s.is_empty()) {
+            self.secrets.push(s.to_owned());
+        }
+    }
+
+    /// `text` with every known secret replaced.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for s in &self.secrets {
+            out = out.replace(s.as_str(), "***");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/app?sslmode=require"),
+            "postgres://app:***@db:5432/app?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("redis://:pw@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/app?password=hunter2"),
+            "postgres://app@db/app?password=***"
+        );
+        assert_eq!(redact_url("redis://127.0.0.1"), "redis://127.0.0.1");
+        let mut r = Redactor::default();
+        r.add_url(Some("postgres://u:p4ss@h/d"));
+        r.add_secret(Some("whsec_x"));
+        assert_eq!(r.scrub("p4ss and whsec_x"), "*** and ***");
+    }
+}

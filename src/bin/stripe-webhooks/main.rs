@@ -1,0 +1,204 @@
+//! `stripe-webhooks`: the operator's tool for the stores and queues of the
+//! `stripe-webhooks` crate. It shows what happened to events (counts, failed and dead
+//! jobs with their last errors and bodies), reruns them, purges old jobs, applies the
+//! schema, and sends signed test events to a local service.
+//!
+//! Build with `cargo build --features cli`; run `stripe-webhooks --help`.
+
+mod backend;
+mod commands;
+mod error;
+mod output;
+mod send;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{CliError, Redactor};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  error: the store is unreachable, its tables are missing (run `stripe-webhooks migrate`),
+     a request could not be sent, or the store failed; the message says what to do
+  2  usage: an unknown flag or subcommand, or a bad value
+  3  not found: no job or event with that id
+
+Store: PostgreSQL when --database-url (DATABASE_URL) is set, else Redis when --redis-url
+(REDIS_URL) is set, else the SQLite file --sqlite (SQLITE_PATH, default stripe-webhooks.db).
+The queue is the table `{table}_jobs` beside the store's table.";
+
+/// See and fix what happened to your Stripe webhooks: the idempotency store and the
+/// queue of the `stripe-webhooks` crate.
+#[derive(Debug, Parser)]
+#[command(name = "stripe-webhooks", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, Args)]
+struct Global {
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(flatten)]
+    store: StoreOpts,
+}
+
+/// Which store (and queue) to open.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Store (as the examples read it)")]
+pub(crate) struct StoreOpts {
+    /// The SQLite file, used when neither --database-url nor --redis-url is set.
+    #[arg(
+        long,
+        global = true,
+        env = "SQLITE_PATH",
+        default_value = "stripe-webhooks.db",
+        value_name = "PATH"
+    )]
+    pub(crate) sqlite: PathBuf,
+    /// A PostgreSQL URL (postgres://user:password@host/db).
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub(crate) database_url: Option<String>,
+    /// A Redis URL (redis://…, rediss://…), used when --database-url is not set.
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub(crate) redis_url: Option<String>,
+    /// The store's table (SQL) or key prefix (Redis); the queue is `{table}_jobs`.
+    /// Default: stripe_webhook_events (SQL), stripe_webhooks (Redis).
+    #[arg(
+        long,
+        global = true,
+        env = "STRIPE_WEBHOOKS_TABLE",
+        value_name = "NAME"
+    )]
+    pub(crate) table: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Jobs by state, the lag (age of the oldest queued job), and the store's failed events.
+    Status,
+    /// Events whose last attempt failed: the store's failed events (inline processing) and
+    /// the queue's retrying jobs.
+    Failed {
+        /// Show at most this many of each.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// The queue's dead jobs: out of attempts, waiting for `requeue`.
+    Dead {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One job (or store record), with its last error and its raw body as JSON.
+    Show {
+        /// The event id (the job's key).
+        id: String,
+    },
+    /// Queues a dead or retrying job to run at once, with its attempts reset.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all_dead"])))]
+    Requeue {
+        /// The event id (the job's key).
+        id: Option<String>,
+        /// Requeue every dead job.
+        #[arg(long)]
+        all_dead: bool,
+    },
+    /// Deletes completed jobs older than --older-than (in bounded batches) and the
+    /// store's expired records. Dead jobs are never purged.
+    Purge {
+        /// How old a completed job must be: 30d, 12h, 90m, 3600s.
+        #[arg(long, default_value = "30d", value_parser = output::parse_age)]
+        older_than: std::time::Duration,
+        /// Rows deleted per statement.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// Creates the store's table and the queue's table if missing (safe to run again).
+    Migrate,
+    /// Signs events like Stripe and posts them to a local service.
+    Send(send::SendArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut redactor = Redactor::default();
+    redactor.add_url(cli.global.store.database_url.as_deref());
+    redactor.add_url(cli.global.store.redis_url.as_deref());
+    if let Command::Send(args) = &cli.command {
+        redactor.add_secret(args.secret.as_deref());
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(error::EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", redactor.scrub(&error::chain(&e)));
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let json = cli.global.json;
+    let store = &cli.global.store;
+    match cli.command {
+        Command::Send(args) => send::run(args, json).await,
+        Command::Migrate => commands::migrate(store, json).await,
+        command => {
+            let backend = backend::Backend::open(store).await?;
+            match command {
+                Command::Status => commands::status(&backend, json).await,
+                Command::Failed { limit } => commands::failed(&backend, limit, json).await,
+                Command::Dead { limit } => commands::dead(&backend, limit, json).await,
+                Command::Show { id } => commands::show(&backend, &id, json).await,
+                Command::Requeue { id, all_dead } => {
+                    commands::requeue(&backend, id.as_deref(), all_dead, json).await
+                }
+                Command::Purge { older_than, batch } => {
+                    commands::purge(&backend, older_than, batch, json).await
+                }
+                Command::Migrate | Command::Send(_) => Ok(()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

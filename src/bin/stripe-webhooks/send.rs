@@ -1,0 +1,271 @@
+//! `send`: an offline `stripe trigger`. Builds events from the Stripe fixtures shipped in
+//! the crate, signs them like Stripe and posts them to a local service.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use clap::Args;
+use serde::Serialize;
+use stripe_webhooks::{testing, EventType, ThinEventType};
+use tokio::sync::Semaphore;
+
+use crate::error::{redact_url, CliError, Redactor};
+use crate::output::print_json;
+
+/// The examples' development secrets, used when no secret is given.
+const DEV_SECRET: &str = "whsec_local_development_only";
+const DEV_THIN_SECRET: &str = "whsec_local_thin_development_only";
+
+/// What to send, and where.
+#[derive(Debug, Args)]
+pub(crate) struct SendArgs {
+    /// Where to post [default: http://127.0.0.1:4242/webhook, or …/webhook/thin with --thin].
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// The event type (a documented Stripe type; with --thin, a thin type or a snapshot
+    /// type's `v1.` twin).
+    #[arg(
+        long = "type",
+        default_value = "checkout.session.completed",
+        value_name = "TYPE"
+    )]
+    event_type: String,
+    /// The event id (with --count, suffixed `_0`, `_1`, …) [default: a fresh one per run].
+    #[arg(long, value_name = "EVENT_ID")]
+    id: Option<String>,
+    /// Distinct events to send.
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    /// Copies of each event (Stripe delivers at least once).
+    #[arg(long, default_value_t = 1)]
+    duplicates: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// The signing secret [default: STRIPE_WEBHOOK_SECRET (STRIPE_THIN_WEBHOOK_SECRET with
+    /// --thin), else the examples' development secret]. Never printed.
+    #[arg(long, value_name = "SECRET")]
+    pub(crate) secret: Option<String>,
+    /// Send a thin event notification instead of a snapshot event.
+    #[arg(long)]
+    thin: bool,
+    /// Sign with a wrong secret (the service should answer 400).
+    #[arg(long)]
+    bad_signature: bool,
+    /// Sign with a timestamp an hour old (the service should answer 400).
+    #[arg(long)]
+    stale: bool,
+}
+
+/// One response.
+#[derive(Debug, Serialize)]
+struct Response {
+    id: String,
+    status: Option<u16>,
+    body: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary<'a> {
+    url: &'a str,
+    sent: usize,
+    statuses: BTreeMap<u16, usize>,
+    failed_to_send: usize,
+    responses: Vec<Response>,
+}
+
+fn first_secret(var: &str, default: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.split(',').next().map(str::to_owned))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// A thin notification of `event_type` (a thin type, or a snapshot type's `v1.` twin).
+fn thin_body(id: &str, event_type: &str) -> Result<String, CliError> {
+    let mut ty = ThinEventType::from_wire(event_type);
+    if ty.is_unknown() {
+        ty = ThinEventType::from_wire(&format!("v1.{event_type}"));
+    }
+    if ty.is_unknown() {
+        return Err(CliError::Usage(format!(
+            "{event_type} is not a documented thin event type (try v1.customer.created)"
+        )));
+    }
+    let mut b = testing::ThinEventBuilder::new(id, ty.as_str());
+    if let Some(object) = ty.related_object_type() {
+        let object_id = format!("obj_{id}");
+        let url = stripe_webhooks::client::object_path(object, &object_id)
+            .unwrap_or_else(|| format!("/v1/{object}s/{object_id}"));
+        b = b.related(&object_id, object, &url);
+    }
+    Ok(b.build())
+}
+
+fn body_for(a: &SendArgs, id: &str) -> Result<String, CliError> {
+    if a.thin {
+        return thin_body(id, &a.event_type);
+    }
+    if EventType::from_wire(&a.event_type).is_unknown() {
+        return Err(CliError::Usage(format!(
+            "{} is not a documented event type (try checkout.session.completed)",
+            a.event_type
+        )));
+    }
+    testing::event_for_type(id, &a.event_type).ok_or_else(|| {
+        CliError::Usage(format!(
+            "{} has no fixture to build an event from",
+            a.event_type
+        ))
+    })
+}
+
+/// Sends the events and prints each status and a summary.
+///
+/// # Errors
+///
+/// [`CliError::Usage`] for an unknown type; [`CliError::Other`] when a request could not
+/// be sent (the message names the URL, without any password).
+pub(crate) async fn run(a: SendArgs, json: bool) -> Result<(), CliError> {
+    let url = a.url.clone().unwrap_or_else(|| {
+        if a.thin {
+            "http://127.0.0.1:4242/webhook/thin".to_owned()
+        } else {
+            "http://127.0.0.1:4242/webhook".to_owned()
+        }
+    });
+    let secret = match (&a.secret, a.thin) {
+        (Some(s), _) => s.clone(),
+        (None, false) => first_secret("STRIPE_WEBHOOK_SECRET", DEV_SECRET),
+        (None, true) => first_secret("STRIPE_THIN_WEBHOOK_SECRET", DEV_THIN_SECRET),
+    };
+    let signing = if a.bad_signature {
+        "whsec_not_the_right_secret".to_owned()
+    } else {
+        secret
+    };
+    let shown_url = redact_url(&url);
+    let mut redactor = Redactor::default();
+    redactor.add_url(Some(&url));
+    redactor.add_secret(Some(&signing));
+    let redactor = Arc::new(redactor);
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot build the HTTP client: {e}")))?;
+    // Distinct ids on every run, so a second run is not all duplicates.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+        .unwrap_or_default();
+    let mut requests = Vec::new();
+    for i in 0..a.count {
+        let id = match (&a.id, a.count) {
+            (Some(id), 1) => id.clone(),
+            (Some(id), _) => format!("{id}_{i}"),
+            (None, _) => format!("evt_local_{stamp:08x}_{i}"),
+        };
+        let body = body_for(&a, &id)?;
+        let t = if a.stale {
+            testing::now() - 3600
+        } else {
+            testing::now()
+        };
+        let header = testing::sign(body.as_bytes(), &signing, t);
+        for _ in 0..a.duplicates {
+            requests.push((id.clone(), header.clone(), body.clone()));
+        }
+    }
+
+    let limit = Arc::new(Semaphore::new(usize::from(a.concurrency)));
+    let mut tasks = Vec::new();
+    for (id, header, body) in requests {
+        let (client, limit, url) = (client.clone(), Arc::clone(&limit), url.clone());
+        let redactor = Arc::clone(&redactor);
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let sent = client
+                .post(&url)
+                .header("content-type", "application/json; charset=utf-8")
+                .header("stripe-signature", header)
+                .body(body)
+                .send()
+                .await;
+            match sent {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let text = redactor.scrub(&r.text().await.unwrap_or_default());
+                    Response {
+                        id,
+                        status: Some(status),
+                        body: Some(text),
+                        error: None,
+                    }
+                }
+                Err(e) => Response {
+                    id,
+                    status: None,
+                    body: None,
+                    error: Some(redactor.scrub(&crate::error::chain(&e))),
+                },
+            }
+        }));
+    }
+    let mut responses = Vec::new();
+    for t in tasks {
+        let r = t
+            .await
+            .map_err(|e| CliError::Other(format!("a request task failed: {e}")))?;
+        if !json {
+            match (r.status, &r.body, &r.error) {
+                (Some(s), body, _) => println!("{} {s} {}", r.id, body.as_deref().unwrap_or("")),
+                (None, _, error) => println!("{} error {}", r.id, error.as_deref().unwrap_or("")),
+            }
+        }
+        responses.push(r);
+    }
+    let mut statuses = BTreeMap::new();
+    for s in responses.iter().filter_map(|r| r.status) {
+        *statuses.entry(s).or_insert(0) += 1;
+    }
+    let failed_to_send = responses.iter().filter(|r| r.status.is_none()).count();
+    let summary = Summary {
+        url: &shown_url,
+        sent: responses.len(),
+        statuses,
+        failed_to_send,
+        responses,
+    };
+    if json {
+        print_json(&summary)?;
+    } else {
+        let parts: Vec<String> = summary
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{n}×{s}"))
+            .collect();
+        println!(
+            "summary: {} sent to {shown_url}: {}{}",
+            summary.sent,
+            parts.join(", "),
+            if failed_to_send > 0 {
+                format!(
+                    "{}{failed_to_send} could not be sent",
+                    if parts.is_empty() { "" } else { ", " }
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if failed_to_send > 0 {
+        return Err(CliError::Other(format!(
+            "{failed_to_send} of {} requests could not be sent to {shown_url}: is the service \
+             running there? (`cargo run --example queue --features axum,sqlite,tracing`)",
+            summary.sent
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,627 @@
+//! The `stripe-webhooks` command-line tool, run as a user runs it: the built binary
+//! against a SQLite file, the PostgreSQL of `DATABASE_URL_TEST` and the Redis of
+//! `REDIS_URL_TEST` (`eval "$(scripts/services.sh start)"` or `scripts/test.sh` set them),
+//! and `send` against a small local HTTP server.
+//!
+//! Run with: `cargo test --features cli,testing --test cli`
+
+#![cfg(feature = "cli")]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{unique, TempDir};
+use serde_json::Value;
+use stripe_webhooks::queue::{Enqueued, NewJob, Queue};
+use stripe_webhooks::testing;
+use stripe_webhooks::{
+    Claim, EventId, EventType, IdempotencyStore, SqliteStore, StoreAdmin, Verifier,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stripe-webhooks");
+
+/// What one run of the tool printed, and its exit code.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    #[track_caller]
+    fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "{self:#?}");
+        self
+    }
+}
+
+/// Runs the tool with `args` and no store settings from the environment.
+async fn cli(args: &[&str]) -> Out {
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("STRIPE_WEBHOOKS_TABLE")
+        .env_remove("SQLITE_PATH")
+        .env_remove("STRIPE_WEBHOOK_SECRET")
+        .env_remove("STRIPE_THIN_WEBHOOK_SECRET")
+        .output()
+        .await
+        .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs the tool with the store flags `store` followed by `args`.
+async fn on(store: &[String], args: &[&str]) -> Out {
+    let mut all: Vec<&str> = store.iter().map(String::as_str).collect();
+    all.extend_from_slice(args);
+    cli(&all).await
+}
+
+/// Queues an event, takes it and fails it for good: a dead job.
+async fn make_dead(queue: &impl Queue, id: &str) {
+    let body = testing::event_for_type(id, "invoice.payment_failed").unwrap();
+    let job = NewJob::parse(body.as_bytes()).unwrap();
+    assert_eq!(queue.enqueue(&job).await.unwrap(), Enqueued::Queued);
+    let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    queue
+        .fail(&taken[0].token, "handler failed: card_declined", None)
+        .await
+        .unwrap();
+}
+
+/// Claims an event in a store and releases it with an error: a failed event.
+async fn make_failed(store: &impl IdempotencyStore, id: &str) {
+    let ty = EventType::from_wire("invoice.payment_failed");
+    let Claim::Acquired(token) = store
+        .claim(&EventId::new(id), &ty, Duration::from_secs(60))
+        .await
+        .unwrap()
+    else {
+        panic!("claim on {id} was not acquired")
+    };
+    store
+        .release(&token, "inline handler: timeout")
+        .await
+        .unwrap();
+}
+
+/// The whole operator flow on one store whose queue exists: migrate, an empty status, a
+/// dead job in `status` and `dead`, `show`, `requeue ID`, `requeue --all-dead`, a
+/// missing table and unknown ids.
+async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
+    let migrated = on(store, &["migrate", "--json"]).await.ok().json();
+    let message = migrated["message"].as_str().unwrap();
+    assert!(
+        message.contains("up to date") || message.contains("nothing to do"),
+        "{message}"
+    );
+    // Again: migrating is safe to repeat.
+    on(store, &["migrate"]).await.ok();
+
+    let status = on(store, &["status", "--json"]).await.ok().json();
+    for state in ["queued", "running", "retrying", "dead", "completed"] {
+        assert_eq!(status["queue"][state], 0, "{status}");
+    }
+    assert_eq!(status["failed_events"], 0);
+    assert_eq!(status["lag_ms"], Value::Null);
+    let text = on(store, &["status"]).await.ok().stdout;
+    assert!(text.contains("dead       0"), "{text}");
+    assert!(text.contains("lag        none"), "{text}");
+
+    let id = format!("evt_{prefix}_dead");
+    make_dead(queue, &id).await;
+
+    let status = on(store, &["status", "--json"]).await.ok().json();
+    assert_eq!(status["queue"]["dead"], 1, "{status}");
+    let text = on(store, &["status"]).await.ok().stdout;
+    assert!(text.contains("dead       1"), "{text}");
+    assert!(text.contains("stripe-webhooks requeue ID"), "{text}");
+
+    let dead = on(store, &["dead"]).await.ok().stdout;
+    let mut lines = dead.lines();
+    let header = lines.next().unwrap();
+    for column in ["ID", "TYPE", "ATTEMPTS", "LAST ERROR", "FIRST SEEN"] {
+        assert!(header.contains(column), "{dead}");
+    }
+    let row = lines.next().unwrap();
+    assert!(row.starts_with(&id), "{dead}");
+    assert!(row.contains("invoice.payment_failed"), "{dead}");
+    assert!(row.contains("handler failed: card_declined"), "{dead}");
+    let dead = on(store, &["dead", "--json"]).await.ok().json();
+    assert_eq!(dead.as_array().unwrap().len(), 1);
+    assert_eq!(dead[0]["id"], id.as_str());
+    assert_eq!(dead[0]["state"], "dead");
+    assert_eq!(dead[0]["attempts"], 1);
+
+    let shown = on(store, &["show", &id]).await.ok().stdout;
+    assert!(shown.contains("state        dead"), "{shown}");
+    assert!(shown.contains("handler failed: card_declined"), "{shown}");
+    assert!(
+        shown.contains(&format!("  \"id\": \"{id}\"")),
+        "pretty body: {shown}"
+    );
+    let shown = on(store, &["show", &id, "--json"]).await.ok().json();
+    assert_eq!(shown["job"]["state"], "dead");
+    assert_eq!(shown["body"]["id"], id.as_str());
+    assert_eq!(shown["body"]["type"], "invoice.payment_failed");
+
+    let requeued = on(store, &["requeue", &id, "--json"]).await.ok().json();
+    assert_eq!(requeued["requeued"], 1);
+    let shown = on(store, &["show", &id, "--json"]).await.ok().json();
+    assert_eq!(shown["job"]["state"], "queued");
+    assert_eq!(shown["job"]["attempts"], 0);
+    // A queued job cannot be requeued: an error (1), not "not found".
+    let again = on(store, &["requeue", &id]).await;
+    assert_eq!(again.code, 1, "{again:#?}");
+    assert!(again.stderr.contains("is queued"), "{again:#?}");
+
+    // Take the requeued job out of the way, then make two more dead jobs.
+    let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
+    queue.complete(&taken[0].token).await.unwrap();
+    make_dead(queue, &format!("evt_{prefix}_dead_a")).await;
+    make_dead(queue, &format!("evt_{prefix}_dead_b")).await;
+    let requeued = on(store, &["requeue", "--all-dead", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(requeued["requeued"], 2);
+    let status = on(store, &["status", "--json"]).await.ok().json();
+    assert_eq!(status["queue"]["dead"], 0);
+    assert_eq!(status["queue"]["queued"], 2);
+    assert_eq!(status["queue"]["completed"], 1);
+    assert!(status["lag_ms"].is_u64(), "{status}");
+
+    // Unknown ids: exit code 3.
+    let missing = on(store, &["show", "evt_no_such_event"]).await;
+    assert_eq!(missing.code, 3, "{missing:#?}");
+    assert!(missing.stderr.contains("evt_no_such_event"));
+    let missing = on(store, &["requeue", "evt_no_such_event"]).await;
+    assert_eq!(missing.code, 3, "{missing:#?}");
+
+    // Purge: the completed job, with nothing newer than it kept.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let purged = on(
+        store,
+        &["purge", "--older-than", "0s", "--batch", "1", "--json"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(purged["completed_jobs"], 1, "{purged}");
+    let purged = on(store, &["purge"]).await.ok().stdout;
+    assert!(purged.contains("purged 0 completed jobs"), "{purged}");
+
+    // A table that was never migrated: the hint, and exit 1.
+    let mut other: Vec<String> = Vec::new();
+    let mut flags = store.iter();
+    while let Some(flag) = flags.next() {
+        if flag == "--table" {
+            flags.next();
+        } else {
+            other.push(flag.clone());
+        }
+    }
+    other.extend(["--table".to_owned(), unique("cli_never_migrated")]);
+    for command in ["status", "dead", "failed"] {
+        let out = on(&other, &[command]).await;
+        assert_eq!(out.code, 1, "{out:#?}");
+        assert!(
+            out.stderr.contains("run `stripe-webhooks migrate`"),
+            "{command}: {out:#?}"
+        );
+    }
+}
+
+// ---- SQLite ----
+
+fn sqlite_flags(dir: &TempDir) -> Vec<String> {
+    vec![
+        "--sqlite".to_owned(),
+        dir.join("cli.db").display().to_string(),
+    ]
+}
+
+#[tokio::test]
+async fn sqlite_operator_flow() {
+    let dir = TempDir::new("cli-sqlite");
+    let flags = sqlite_flags(&dir);
+    // `migrate` creates the file; the queue is opened after it, as the service does.
+    on(&flags, &["migrate"]).await.ok();
+    let queue = SqliteStore::connect(dir.join("cli.db"))
+        .await
+        .unwrap()
+        .queue();
+    operator_flow(&flags, &queue, "sqlite").await;
+}
+
+#[tokio::test]
+async fn sqlite_failed_lists_store_failures_and_retrying_jobs() {
+    let dir = TempDir::new("cli-failed");
+    let flags = sqlite_flags(&dir);
+    on(&flags, &["migrate"]).await.ok();
+    let store = SqliteStore::connect(dir.join("cli.db")).await.unwrap();
+    assert!(on(&flags, &["failed"])
+        .await
+        .ok()
+        .stdout
+        .contains("no failed events"));
+
+    make_failed(&store, "evt_inline_failed").await;
+    let queue = store.queue();
+    let body = testing::event_for_type("evt_retrying", "invoice.paid").unwrap();
+    queue
+        .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+        .await
+        .unwrap();
+    let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
+    queue
+        .fail(
+            &taken[0].token,
+            "upstream 502",
+            Some(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+
+    let rows = on(&flags, &["failed", "--json"]).await.ok().json();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let inline = rows
+        .iter()
+        .find(|r| r["id"] == "evt_inline_failed")
+        .unwrap();
+    assert_eq!(inline["source"], "store");
+    assert_eq!(inline["last_error"], "inline handler: timeout");
+    let retrying = rows.iter().find(|r| r["id"] == "evt_retrying").unwrap();
+    assert_eq!(retrying["state"], "retrying");
+    assert!(retrying["next_run_ms"].is_i64());
+    let text = on(&flags, &["failed"]).await.ok().stdout;
+    assert!(
+        text.contains("upstream 502") && text.contains("inline handler: timeout"),
+        "{text}"
+    );
+
+    let status = on(&flags, &["status", "--json"]).await.ok().json();
+    assert_eq!(status["failed_events"], 1);
+    assert_eq!(status["queue"]["retrying"], 1);
+
+    // The store record of an inline event: shown, but it has no body to show and is not
+    // in the queue to requeue.
+    let shown = on(&flags, &["show", "evt_inline_failed"]).await.ok().stdout;
+    assert!(shown.contains("status       failed"), "{shown}");
+    let requeue = on(&flags, &["requeue", "evt_inline_failed"]).await;
+    assert_eq!(requeue.code, 1, "{requeue:#?}");
+    assert!(requeue.stderr.contains("not in the queue"), "{requeue:#?}");
+    // A retrying job can be requeued.
+    on(&flags, &["requeue", "evt_retrying"]).await.ok();
+}
+
+#[tokio::test]
+async fn sqlite_missing_file_says_to_migrate_and_creates_nothing() {
+    let dir = TempDir::new("cli-nofile");
+    let path = dir.join("absent.db");
+    let out = cli(&["--sqlite", &path.display().to_string(), "status"]).await;
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stderr.contains("stripe-webhooks migrate"), "{out:#?}");
+    assert!(out.stderr.contains("absent.db"), "{out:#?}");
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2_and_help_documents_exit_codes() {
+    assert_eq!(cli(&["requeue"]).await.code, 2);
+    assert_eq!(cli(&["requeue", "evt_1", "--all-dead"]).await.code, 2);
+    assert_eq!(cli(&["purge", "--older-than", "soon"]).await.code, 2);
+    assert_eq!(cli(&["no-such-command"]).await.code, 2);
+    let help = cli(&["--help"]).await.ok().stdout;
+    for line in ["Exit codes", "3  not found", "2  usage"] {
+        assert!(help.contains(line), "{help}");
+    }
+}
+
+#[tokio::test]
+async fn the_env_names_the_store_like_the_examples() {
+    let dir = TempDir::new("cli-env");
+    let path = dir.join("env.db").display().to_string();
+    let out = tokio::process::Command::new(BIN)
+        .args(["migrate"])
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env("SQLITE_PATH", &path)
+        .env("STRIPE_WEBHOOKS_TABLE", "svc_events")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let store = SqliteStore::connect(&path)
+        .await
+        .unwrap()
+        .with_table("svc_events")
+        .unwrap();
+    make_dead(&store.queue(), "evt_env").await;
+    let dead = cli(&["--sqlite", &path, "--table", "svc_events", "dead", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(dead[0]["id"], "evt_env");
+}
+
+// ---- PostgreSQL ----
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL_TEST").unwrap_or_else(|_| {
+        panic!(
+            "DATABASE_URL_TEST is not set: start PostgreSQL with `eval \"$(scripts/services.sh start)\"` \
+             or run the whole suite with `scripts/test.sh`"
+        )
+    })
+}
+
+#[tokio::test]
+async fn postgres_operator_flow() {
+    use stripe_webhooks::sqlx::postgres::PgPoolOptions;
+    use stripe_webhooks::PostgresStore;
+
+    let url = database_url();
+    let table = unique("cli_pg");
+    let flags = vec![
+        "--database-url".to_owned(),
+        url.clone(),
+        "--table".to_owned(),
+        table.clone(),
+    ];
+    // Before `migrate`, the table is missing.
+    let out = on(&flags, &["status"]).await;
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(
+        out.stderr.contains("run `stripe-webhooks migrate`"),
+        "{out:#?}"
+    );
+
+    on(&flags, &["migrate"]).await.ok();
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap();
+    let store = PostgresStore::new(pool.clone()).with_table(&table).unwrap();
+    operator_flow(&flags, &store.queue(), &table).await;
+
+    make_failed(&store, "evt_pg_inline").await;
+    let status = on(&flags, &["status", "--json"]).await.ok().json();
+    assert_eq!(status["failed_events"], 1);
+
+    for t in [format!("{table}_jobs"), table] {
+        let _ = stripe_webhooks::sqlx::query(&format!("DROP TABLE IF EXISTS {t}"))
+            .execute(&pool)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn unreachable_postgres_names_the_url_without_its_password() {
+    let out = cli(&[
+        "--database-url",
+        "postgres://app:pg-pass-never-shown@127.0.0.1:1/app",
+        "status",
+    ])
+    .await;
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("cannot connect to PostgreSQL at postgres://app:***@127.0.0.1:1/app"),
+        "{out:#?}"
+    );
+    assert!(
+        !out.stderr.contains("pg-pass-never-shown") && !out.stdout.contains("pg-pass-never-shown")
+    );
+}
+
+// ---- Redis ----
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL_TEST").unwrap_or_else(|_| {
+        panic!(
+            "REDIS_URL_TEST is not set: start a Redis server with \
+             `eval \"$(scripts/services.sh start)\"` and run again, or run `scripts/test.sh`"
+        )
+    })
+}
+
+/// The store's part on Redis (this build has no Redis queue yet: the queue commands say
+/// so and exit 1).
+#[tokio::test]
+async fn redis_operator_flow() {
+    use stripe_webhooks::redis::{self, aio::ConnectionManager};
+    use stripe_webhooks::RedisStore;
+
+    let url = redis_url();
+    let prefix = unique("cli_redis");
+    let flags = vec![
+        "--redis-url".to_owned(),
+        url.clone(),
+        "--table".to_owned(),
+        prefix.clone(),
+    ];
+    let migrated = on(&flags, &["migrate"]).await.ok().stdout;
+    assert!(migrated.contains("nothing to do"), "{migrated}");
+
+    let conn = ConnectionManager::new(redis::Client::open(url).unwrap())
+        .await
+        .unwrap();
+    let store = RedisStore::new(conn).with_prefix(&prefix).unwrap();
+    operator_flow(&flags, &store.queue(), &prefix).await;
+
+    make_failed(&store, "evt_redis_failed").await;
+    let status = on(&flags, &["status", "--json"]).await.ok().json();
+    assert_eq!(status["store"], "redis");
+    assert_eq!(status["failed_events"], 1, "{status}");
+    let failed = on(&flags, &["failed", "--json"]).await.ok().json();
+    assert!(
+        failed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"] == "evt_redis_failed" && f["last_error"] == "inline handler: timeout"),
+        "{failed}"
+    );
+    let shown = on(&flags, &["show", "evt_redis_failed", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(shown["record"]["status"], "failed");
+    let missing = on(&flags, &["show", "evt_redis_nothing"]).await;
+    assert_eq!(missing.code, 3, "{missing:#?}");
+}
+
+#[tokio::test]
+async fn unreachable_redis_names_the_url_without_its_password() {
+    let out = cli(&[
+        "--redis-url",
+        "redis://:redis-pass-never-shown@127.0.0.1:1/0",
+        "status",
+    ])
+    .await;
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("cannot connect to Redis at redis://:***@127.0.0.1:1/0"),
+        "{out:#?}"
+    );
+    assert!(!out.stderr.contains("redis-pass-never-shown"));
+}
+
+// ---- send ----
+
+/// A webhook endpoint on 127.0.0.1 that verifies signatures with `secret`: 200 when
+/// the signature is good, 400 otherwise. Returns its URL and how many requests it got.
+async fn endpoint(secret: &str) -> (String, Arc<AtomicUsize>) {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+
+    let verifier = Arc::new(Verifier::from_secrets_list(secret).unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    let app = axum::Router::new().route(
+        "/webhook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let verifier = Arc::clone(&verifier);
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let header = headers
+                    .get("stripe-signature")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("");
+                match verifier.verify(&body, header) {
+                    Ok(_) => (StatusCode::OK, "ok"),
+                    Err(_) => (StatusCode::BAD_REQUEST, "bad signature"),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/webhook"), hits)
+}
+
+#[tokio::test]
+async fn send_signs_and_posts_events() {
+    let secret = "whsec_cli_send_test_secret";
+    let (url, hits) = endpoint(secret).await;
+
+    let out = cli(&[
+        "send",
+        "--url",
+        &url,
+        "--secret",
+        secret,
+        "--type",
+        "invoice.paid",
+        "--count",
+        "2",
+        "--duplicates",
+        "2",
+        "--concurrency",
+        "2",
+        "--json",
+    ])
+    .await
+    .ok();
+    let summary = out.json();
+    assert_eq!(summary["sent"], 4, "{summary}");
+    assert_eq!(summary["statuses"]["200"], 4, "{summary}");
+    assert_eq!(summary["failed_to_send"], 0);
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
+    assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
+
+    let text = cli(&[
+        "send",
+        "--url",
+        &url,
+        "--secret",
+        secret,
+        "--id",
+        "evt_cli_send",
+    ])
+    .await
+    .ok()
+    .stdout;
+    assert!(text.contains("evt_cli_send 200"), "{text}");
+    assert!(text.contains("summary: 1 sent"), "{text}");
+
+    // A wrong signature is the service's 400, not an error of the tool.
+    let bad = cli(&[
+        "send",
+        "--url",
+        &url,
+        "--secret",
+        secret,
+        "--bad-signature",
+        "--json",
+    ])
+    .await
+    .ok()
+    .json();
+    assert_eq!(bad["statuses"]["400"], 1, "{bad}");
+
+    // An unknown type is a usage error.
+    assert_eq!(
+        cli(&["send", "--url", &url, "--type", "no.such.type"])
+            .await
+            .code,
+        2
+    );
+}
+
+#[tokio::test]
+async fn send_to_nothing_names_the_url() {
+    let out = cli(&["send", "--url", "http://127.0.0.1:1/webhook"]).await;
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(
+        out.stderr.contains("http://127.0.0.1:1/webhook"),
+        "{out:#?}"
+    );
+    assert!(out.stderr.contains("is the service running"), "{out:#?}");
+}

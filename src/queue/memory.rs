@@ -321,7 +321,7 @@ impl QueueAdmin for MemoryQueue {
     async fn recent(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
         let inner = self.lock();
         let mut v: Vec<(&String, &Entry)> = inner.jobs.iter().collect();
-        v.sort_by(|a, b| b.1.seq.cmp(&a.1.seq));
+        v.sort_by_key(|(_, e)| std::cmp::Reverse(e.seq));
         Ok(v.into_iter()
             .take(limit)
             .map(|(k, e)| e.record(k))

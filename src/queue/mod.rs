@@ -499,7 +499,7 @@ pub trait QueueAdmin: Queue {
         for state in JobState::ALL {
             all.extend(self.jobs(state, usize::MAX).await?);
         }
-        all.sort_by(|a, b| b.enqueued_at_ms.cmp(&a.enqueued_at_ms));
+        all.sort_by_key(|r| std::cmp::Reverse(r.enqueued_at_ms));
         all.truncate(limit);
         Ok(all)
     }

@@ -255,12 +255,15 @@ pub struct Worker {
     queue: Arc<dyn Queue>,
     runner: Arc<dyn Runner>,
     /// The handlers of the standard runner, kept to add a thin one later.
-    handlers: Option<(
-        Option<Arc<dyn EventHandler>>,
-        Option<Arc<dyn ThinEventHandler>>,
-    )>,
+    handlers: Option<HandlerPair>,
     settings: Settings,
 }
+
+/// A standard worker's snapshot and thin handlers.
+type HandlerPair = (
+    Option<Arc<dyn EventHandler>>,
+    Option<Arc<dyn ThinEventHandler>>,
+);
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -312,10 +315,7 @@ impl Worker {
     pub(crate) fn with_runner(
         queue: Arc<dyn Queue>,
         runner: Arc<dyn Runner>,
-        handlers: Option<(
-            Option<Arc<dyn EventHandler>>,
-            Option<Arc<dyn ThinEventHandler>>,
-        )>,
+        handlers: Option<HandlerPair>,
     ) -> Self {
         Self {
             queue,

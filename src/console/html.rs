@@ -245,9 +245,9 @@ pub(super) fn layout(ctx: &Ctx<'_>, title: &str, notice: Option<&str>, main: &st
     }
     out.push_str("</nav></header>\n<main>\n");
     if let Some(notice) = notice {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<p class=\"notice\" role=\"status\">{}</p>\n",
+            "<p class=\"notice\" role=\"status\">{}</p>",
             Esc(notice)
         );
     }
@@ -275,10 +275,10 @@ fn badge(state: JobState) -> String {
 pub(super) fn counts(ctx: &Ctx<'_>, c: &QueueCounts) -> String {
     let mut out = String::from("<section class=\"cards\" aria-label=\"Jobs by state\">\n");
     for state in JobState::ALL {
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<a class=\"card {s}\" href=\"{base}/state/{s}\"><span class=\"n\">{n}</span>\
-             <span class=\"label\">{label}</span></a>\n",
+             <span class=\"label\">{label}</span></a>",
             s = state.as_str(),
             base = Esc(ctx.base),
             n = c.get(state),
@@ -390,13 +390,13 @@ pub(super) fn jobs_table(ctx: &Ctx<'_>, jobs: &[JobRecord], actions: bool, empty
                 format!(
                     "<span class=\"error\" title=\"{}\">{}</span>",
                     Esc(e),
-                    Esc(&short(e, 90))
+                    Esc(&short(e, 72))
                 )
             },
         );
         let _ = write!(
             out,
-            "<tr class=\"{state}\"><td>{link}</td><td class=\"mono\">{ty}</td><td>{badge}</td>\
+            "<tr class=\"{state}\"><td class=\"mono\">{link}</td><td class=\"mono\">{ty}</td><td>{badge}</td>\
              <td class=\"num\">{attempts}</td><td>{queued}</td><td>{when}</td><td>{error}</td>",
             state = job.state.as_str(),
             link = job_link(ctx, job),
@@ -478,9 +478,9 @@ pub(super) fn overview(
 
 fn more(out: &mut String, ctx: &Ctx<'_>, state: JobState, total: u64, shown: usize) {
     if total > shown as u64 {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<p class=\"more\"><a href=\"{}/state/{}\">All {} {} jobs</a></p>\n",
+            "<p class=\"more\"><a href=\"{}/state/{}\">All {} {} jobs</a></p>",
             Esc(ctx.base),
             state.as_str(),
             total,
@@ -515,9 +515,9 @@ pub(super) fn state_page(
     let empty = format!("No {} jobs.", state.as_str());
     out.push_str(&jobs_table(ctx, jobs, true, &empty));
     if c.get(state) > jobs.len() as u64 {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<p class=\"hint\">The oldest {} of {} are shown.</p>\n",
+            "<p class=\"hint\">The oldest {} of {} are shown.</p>",
             jobs.len(),
             c.get(state)
         );
@@ -528,7 +528,7 @@ pub(super) fn state_page(
 /// One job: its record, its last error, its button and its raw JSON.
 pub(super) fn job_page(ctx: &Ctx<'_>, job: &JobRecord) -> String {
     let mut out = format!(
-        "<h1 class=\"mono\">{} {}</h1>\n<div class=\"section-head\">",
+        "<div class=\"section-head job-head\"><h1 class=\"mono\">{} {}</h1>",
         Esc(job.key.as_str()),
         badge(job.state)
     );
@@ -548,7 +548,7 @@ pub(super) fn job_page(ctx: &Ctx<'_>, job: &JobRecord) -> String {
     }
     out.push_str("</div>\n<dl class=\"record\">\n");
     let mut row = |name: &str, value: String| {
-        let _ = write!(out, "<dt>{}</dt><dd>{}</dd>\n", Esc(name), value);
+        let _ = writeln!(out, "<dt>{}</dt><dd>{}</dd>", Esc(name), value);
     };
     row(
         "Key",
@@ -589,14 +589,14 @@ pub(super) fn job_page(ctx: &Ctx<'_>, job: &JobRecord) -> String {
             Esc(e)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<h2>Raw event <span class=\"muted\">({} bytes)</span></h2>\n",
+        "<h2>Raw event <span class=\"muted\">({} bytes)</span></h2>",
         job.body.len()
     );
     match pretty_json(&job.body) {
         Some(json) => {
-            let _ = write!(out, "<pre class=\"json\">{}</pre>\n", Esc(&json));
+            let _ = writeln!(out, "<pre class=\"json\">{}</pre>", Esc(&json));
         }
         None => {
             let _ = write!(

@@ -129,6 +129,7 @@ pub(crate) enum Ran {
     /// The handler succeeded; the worker completes the job.
     Succeeded,
     /// The handler succeeded and the job was completed in its transaction (inbox mode).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     Completed,
     /// Nothing handles this event type; the worker completes the job.
     Skipped,
@@ -136,6 +137,7 @@ pub(crate) enum Ran {
     /// so the job is dead at once.
     Failed { error: String, permanent: bool },
     /// The job's lease was lost while it ran (inbox mode: its transaction rolled back).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     LeaseLost,
 }
 

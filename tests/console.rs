@@ -508,7 +508,9 @@ async fn a_job_page_shows_the_record_and_the_raw_json() {
 async fn served_at_the_root_it_links_from_the_root() {
     let queue = MemoryQueue::new();
     failed(&queue, &customer("evt_dead"), "boom", None).await;
-    let app = Console::new(queue.clone(), bearer_token(TOKEN)).router();
+    // As an application holds it: behind `Arc<dyn QueueAdmin>`.
+    let shared: std::sync::Arc<dyn QueueAdmin> = std::sync::Arc::new(queue.clone());
+    let app = Console::new(shared, bearer_token(TOKEN)).router();
     let (response, html) = send(&app, get("/").body(Body::empty()).unwrap()).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(html.contains(r#"href="/jobs/evt_dead""#));

@@ -89,6 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! | `sqlite`, `postgres`, `redis` | the stores (sqlx, redis), and `sqlx` / `redis` re-exported |
 //! | `postgres-tls`, `redis-tls` | TLS to the server (rustls): `sslmode=require`, `rediss://` |
 //! | `axum`, `actix-web` | the [`axum`] and [`actix`] adapters: a route and a `VerifiedEvent` extractor |
+//! | `console` | `console::Console`, the web console over a queue (on axum) |
 //! | `tokio` | handler deadlines, store timeouts, lease renewal (on with every store and adapter) |
 //! | `tracing` | one span per delivery |
 //! | `client` | `client::HttpClient`, the Stripe API client (reqwest, rustls) |
@@ -114,6 +115,9 @@ mod adapters;
 pub mod client;
 mod clock;
 pub mod cloud;
+#[cfg(feature = "console")]
+#[cfg_attr(docsrs, doc(cfg(feature = "console")))]
+pub mod console;
 mod error;
 mod event;
 mod handler;

@@ -1,0 +1,683 @@
+//! The web console (feature `console`): a few server-rendered pages to see what the
+//! queue holds and to requeue what failed. Plain HTML and one stylesheet; no script.
+//!
+//! - **Overview**: the jobs in each state, how long the oldest queued job has waited,
+//!   the dead jobs (each with a *Requeue* button, and *Requeue all dead*), the retrying
+//!   ones (*Run now*) and the most recent deliveries;
+//! - **a state**: every job in it, oldest first;
+//! - **a job**: its record (type, attempts, times, last error) and its raw JSON,
+//!   pretty-printed.
+//!
+//! Build a [`Console`] over any [`QueueAdmin`] with your application's authorization
+//! check, and nest its [`router`](Console::router) where you like:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use stripe_webhooks::console::{self, Console};
+//! use stripe_webhooks::queue::MemoryQueue;
+//!
+//! let queue = MemoryQueue::new(); // or `SqliteStore::queue()`, `PostgresStore::queue()`
+//! let password = std::env::var("CONSOLE_PASSWORD").unwrap_or_default();
+//! let console = Console::new(queue, console::basic_auth("admin", &password))
+//!     .with_basic_auth_realm("webhooks");
+//! let app: axum::Router = axum::Router::new().nest("/admin/webhooks", console.router());
+//! ```
+//!
+//! # Security
+//!
+//! - Every request, the stylesheet included, passes the authorization check first; a
+//!   refused one is answered 401 and nothing is read from the queue. An empty password
+//!   or token refuses everyone.
+//! - The requeue buttons are POST forms carrying a CSRF token: an HMAC-SHA256, under a
+//!   key drawn when the console is built, of a session nonce the console keeps in a
+//!   `SameSite=Strict`, `HttpOnly` cookie and of the hour; a token is good for one to two
+//!   hours and only with its cookie. A POST without a good token, or whose `Origin`
+//!   names another host or whose `Sec-Fetch-Site` is not `same-origin`, is refused with
+//!   403 and changes nothing. Behind a proxy that rewrites `Host`, name the public
+//!   origin with [`Console::with_allowed_origin`].
+//! - Every answer carries `Content-Security-Policy` (no script at all, styles from the
+//!   console only, no framing), `X-Frame-Options: DENY`, `Cache-Control: no-store`,
+//!   `X-Content-Type-Options: nosniff` and `Referrer-Policy: same-origin`.
+//! - Everything that comes from an event (keys, ids, types, errors, bodies) is
+//!   HTML-escaped. No secret is shown: the console only reads the queue.
+
+mod csrf;
+mod html;
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::extract::{OriginalUri, Request, State};
+use axum::routing::any;
+use axum_core::body::Body;
+use axum_core::response::{IntoResponse, Response};
+use http::header::{
+    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, HOST,
+    LOCATION, ORIGIN, REFERRER_POLICY, SET_COOKIE, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use subtle::ConstantTimeEq;
+
+use crate::clock::{Clock, SystemClock};
+use crate::event::EventId;
+use crate::queue::{JobState, QueueAdmin};
+use html::{Ctx, PathSeg};
+
+/// The rows a list shows by default.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// The largest POST body the console reads (its forms send well under 1 KiB).
+const MAX_FORM: usize = 16 * 1024;
+/// The cookie holding the browser's CSRF session nonce.
+const SESSION_COOKIE: &str = "swh_console";
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const CSS: &str = include_str!("console.css");
+
+type Authorize = dyn Fn(&Parts) -> bool + Send + Sync;
+
+/// The web console: pages over a [`QueueAdmin`], behind your authorization check. See
+/// the [module docs](self) for what it shows and how it is protected.
+///
+/// ```
+/// use stripe_webhooks::console::Console;
+/// use stripe_webhooks::queue::MemoryQueue;
+///
+/// // Any check over the request's parts: a header, a cookie your login sets, …
+/// let console = Console::new(MemoryQueue::new(), |parts: &http::request::Parts| {
+///     parts.headers.get("x-internal-user").is_some_and(|v| v == "ops")
+/// });
+/// let app: axum::Router = axum::Router::new().nest("/admin/webhooks", console.router());
+/// ```
+#[derive(Clone)]
+pub struct Console {
+    queue: Arc<dyn QueueAdmin>,
+    authorize: Arc<Authorize>,
+    csrf: Arc<csrf::Csrf>,
+    realm: Option<HeaderValue>,
+    allowed_origins: Vec<String>,
+    page_size: usize,
+}
+
+impl fmt::Debug for Console {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Console")
+            .field("realm", &self.realm)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("page_size", &self.page_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Console {
+    /// A console over `queue`, showing a page only to requests `authorize` accepts (it
+    /// sees the method, URI and headers: check a header, a cookie or basic auth; see
+    /// [`basic_auth`] and [`bearer_token`]). Each console draws its own CSRF key.
+    pub fn new(
+        queue: impl QueueAdmin,
+        authorize: impl Fn(&Parts) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            queue: Arc::new(queue),
+            authorize: Arc::new(authorize),
+            csrf: Arc::new(csrf::Csrf::new()),
+            realm: None,
+            allowed_origins: Vec::new(),
+            page_size: DEFAULT_PAGE_SIZE,
+        }
+    }
+
+    /// Answers refused requests with `WWW-Authenticate: Basic realm="…"`, so a browser
+    /// asks for a user name and password (pair it with [`basic_auth`]). Quotes and
+    /// backslashes in `realm` are dropped.
+    #[must_use]
+    pub fn with_basic_auth_realm(mut self, realm: &str) -> Self {
+        let realm: String = realm
+            .chars()
+            .filter(|c| !matches!(c, '"' | '\\') && !c.is_control())
+            .collect();
+        self.realm =
+            HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")).ok();
+        self
+    }
+
+    /// Accepts POSTs whose `Origin` is `origin` (`https://admin.example.com`), for a
+    /// console behind a proxy that changes the `Host` header. Once one is named, only
+    /// the named origins are accepted; otherwise `Origin` must match `Host`.
+    #[must_use]
+    pub fn with_allowed_origin(mut self, origin: &str) -> Self {
+        self.allowed_origins
+            .push(origin.trim_end_matches('/').to_ascii_lowercase());
+        self
+    }
+
+    /// How many jobs each list shows (at least 1; default [`DEFAULT_PAGE_SIZE`]).
+    #[must_use]
+    pub fn with_page_size(mut self, n: usize) -> Self {
+        self.page_size = n.max(1);
+        self
+    }
+
+    /// The console's routes, relative to where you nest them: `/` (the overview),
+    /// `/state/{state}`, `/jobs/{key}`, `/console.css`, and the POST actions `/requeue`
+    /// and `/requeue-dead`. Links and redirects follow the path it is nested at.
+    pub fn router(&self) -> axum::Router {
+        let shared = Arc::new(self.clone());
+        axum::Router::new()
+            .route("/", any(serve))
+            .route("/{*path}", any(serve))
+            .with_state(shared)
+    }
+}
+
+/// An authorization check for HTTP basic auth: accepts `Authorization: Basic …` with
+/// exactly `user` and `password`, compared in constant time. An empty password accepts
+/// no one.
+///
+/// ```
+/// use stripe_webhooks::console::basic_auth;
+///
+/// let check = basic_auth("admin", "s3cret");
+/// let (parts, ()) = http::Request::get("/")
+///     .header("authorization", "Basic YWRtaW46czNjcmV0") // admin:s3cret
+///     .body(())
+///     .unwrap()
+///     .into_parts();
+/// assert!(check(&parts));
+/// ```
+pub fn basic_auth(user: &str, password: &str) -> impl Fn(&Parts) -> bool + Send + Sync + 'static {
+    let expected = (!password.is_empty()).then(|| base64(format!("{user}:{password}").as_bytes()));
+    move |parts: &Parts| {
+        let Some(expected) = &expected else {
+            return false;
+        };
+        credentials(&parts.headers, "basic")
+            .is_some_and(|given| bool::from(given.as_bytes().ct_eq(expected.as_bytes())))
+    }
+}
+
+/// An authorization check for a bearer token: accepts `Authorization: Bearer <token>`,
+/// compared in constant time. An empty token accepts no one.
+///
+/// ```
+/// use stripe_webhooks::console::bearer_token;
+///
+/// let check = bearer_token("t0ken");
+/// let (parts, ()) = http::Request::get("/").header("authorization", "Bearer t0ken").body(()).unwrap().into_parts();
+/// assert!(check(&parts));
+/// ```
+pub fn bearer_token(token: &str) -> impl Fn(&Parts) -> bool + Send + Sync + 'static {
+    let expected = token.to_owned();
+    move |parts: &Parts| {
+        !expected.is_empty()
+            && credentials(&parts.headers, "bearer")
+                .is_some_and(|given| bool::from(given.as_bytes().ct_eq(expected.as_bytes())))
+    }
+}
+
+/// The credentials after `scheme` (matched in any case) in `Authorization`.
+fn credentials<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
+    let (given_scheme, rest) = value.split_once(' ')?;
+    given_scheme
+        .eq_ignore_ascii_case(scheme)
+        .then(|| rest.trim())
+}
+
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// What a request asks for.
+enum Route {
+    Overview,
+    Css,
+    State(String),
+    Job(String),
+    Requeue,
+    RequeueDead,
+    NotFound,
+}
+
+impl Route {
+    fn of(path: &str) -> Self {
+        let path = path.trim_end_matches('/');
+        match path {
+            "" => return Route::Overview,
+            "/console.css" => return Route::Css,
+            "/requeue" => return Route::Requeue,
+            "/requeue-dead" => return Route::RequeueDead,
+            _ => {}
+        }
+        let one = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+                .and_then(|rest| html::percent_decode(rest, false))
+        };
+        if let Some(state) = one("/state/") {
+            Route::State(state)
+        } else if let Some(key) = one("/jobs/") {
+            Route::Job(key)
+        } else {
+            Route::NotFound
+        }
+    }
+
+    fn allows_post(&self) -> bool {
+        matches!(self, Route::Requeue | Route::RequeueDead)
+    }
+}
+
+/// Every request: authorize, answer, add the security headers.
+async fn serve(State(console): State<Arc<Console>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let mut response = if (console.authorize)(&parts) {
+        console.answer(&parts, body).await
+    } else {
+        let mut r = page(
+            StatusCode::UNAUTHORIZED,
+            html::message("Unauthorized", "Sign in to see the webhook console."),
+        );
+        if let Some(realm) = &console.realm {
+            r.headers_mut().insert(WWW_AUTHENTICATE, realm.clone());
+        }
+        r
+    };
+    let h = response.headers_mut();
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    response
+}
+
+fn page(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn message(status: StatusCode, title: &str, text: &str) -> Response {
+    page(status, html::message(title, text))
+}
+
+fn unavailable(e: &crate::idempotency::StoreError) -> Response {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(error = %e, "console: the queue did not answer");
+    #[cfg(not(feature = "tracing"))]
+    let _ = e;
+    message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Queue unavailable",
+        "The queue did not answer; see the service's logs, then reload.",
+    )
+}
+
+fn redirect(to: String) -> Response {
+    match HeaderValue::from_str(&to) {
+        Ok(location) => (StatusCode::SEE_OTHER, [(LOCATION, location)]).into_response(),
+        Err(_) => message(StatusCode::OK, "Done", "Done; go back and reload."),
+    }
+}
+
+/// The path the console is nested at (`/admin/webhooks`), without a final `/`; empty
+/// when it is served at the root.
+fn base_path(parts: &Parts) -> String {
+    let inner = parts.uri.path();
+    let original = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(inner, |o| o.0.path());
+    let base = original
+        .strip_suffix(inner)
+        .or_else(|| (inner == "/").then_some(original))
+        .unwrap_or("");
+    base.trim_end_matches('/').to_owned()
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn now_secs() -> i64 {
+    SystemClock.now_unix()
+}
+
+impl Console {
+    async fn answer(&self, parts: &Parts, body: Body) -> Response {
+        let route = Route::of(parts.uri.path());
+        let base = base_path(parts);
+        let read = parts.method == Method::GET || parts.method == Method::HEAD;
+        if let Route::NotFound = route {
+            return message(StatusCode::NOT_FOUND, "Not found", "No such page.");
+        }
+        match (read, route.allows_post(), parts.method == Method::POST) {
+            (true, false, _) => self.get(parts, route, &base).await,
+            (_, true, true) => self.post(parts, route, body, &base).await,
+            (_, post, _) => {
+                let mut r = message(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "Method not allowed",
+                    "This page does not take that method.",
+                );
+                let allow = if post { "POST" } else { "GET, HEAD" };
+                r.headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static(allow));
+                r
+            }
+        }
+    }
+
+    async fn get(&self, parts: &Parts, route: Route, base: &str) -> Response {
+        if let Route::Css = route {
+            return (
+                [(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/css; charset=utf-8"),
+                )],
+                CSS,
+            )
+                .into_response();
+        }
+        let (nonce, fresh) = match cookie(&parts.headers, SESSION_COOKIE) {
+            Some(n) if csrf::valid_nonce(n) => (n.to_owned(), false),
+            _ => (self.csrf.nonce(), true),
+        };
+        let token = self.csrf.token(&nonce, now_secs());
+        let ctx = Ctx {
+            base,
+            token: &token,
+            now: SystemClock.now_millis(),
+        };
+        let query = parts.uri.query().map(html::form_pairs).unwrap_or_default();
+        let notice = notice(&query);
+        let result = match route {
+            Route::State(name) => self.state_page(&ctx, &name, notice.as_deref()).await,
+            Route::Job(key) => self.job_page(&ctx, &key, notice.as_deref()).await,
+            _ => self.overview(&ctx, notice.as_deref()).await,
+        };
+        let mut response = match result {
+            Ok(r) => r,
+            Err(e) => unavailable(&e),
+        };
+        if fresh {
+            let path = if base.is_empty() { "/" } else { base };
+            let value = format!("{SESSION_COOKIE}={nonce}; Path={path}; HttpOnly; SameSite=Strict");
+            let value = HeaderValue::from_str(&value).or_else(|_| {
+                HeaderValue::from_str(&format!(
+                    "{SESSION_COOKIE}={nonce}; Path=/; HttpOnly; SameSite=Strict"
+                ))
+            });
+            if let Ok(v) = value {
+                response.headers_mut().append(SET_COOKIE, v);
+            }
+        }
+        response
+    }
+
+    async fn overview(
+        &self,
+        ctx: &Ctx<'_>,
+        notice: Option<&str>,
+    ) -> Result<Response, crate::idempotency::StoreError> {
+        let counts = self.queue.counts().await?;
+        let dead = self.queue.jobs(JobState::Dead, self.page_size).await?;
+        let retrying = self.queue.jobs(JobState::Retrying, self.page_size).await?;
+        let recent = self.queue.recent(self.page_size).await?;
+        let main = html::overview(ctx, &counts, &dead, &retrying, &recent);
+        Ok(page(
+            StatusCode::OK,
+            html::layout(ctx, "Queue", notice, &main),
+        ))
+    }
+
+    async fn state_page(
+        &self,
+        ctx: &Ctx<'_>,
+        name: &str,
+        notice: Option<&str>,
+    ) -> Result<Response, crate::idempotency::StoreError> {
+        let Ok(state) = name.parse::<JobState>() else {
+            return Ok(message(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "No such state.",
+            ));
+        };
+        let counts = self.queue.counts().await?;
+        let jobs = self
+            .queue
+            .jobs(state, self.page_size.saturating_mul(4))
+            .await?;
+        let main = html::state_page(ctx, state, &counts, &jobs);
+        Ok(page(
+            StatusCode::OK,
+            html::layout(ctx, state.as_str(), notice, &main),
+        ))
+    }
+
+    async fn job_page(
+        &self,
+        ctx: &Ctx<'_>,
+        key: &str,
+        notice: Option<&str>,
+    ) -> Result<Response, crate::idempotency::StoreError> {
+        Ok(match self.queue.job(&EventId::new(key)).await? {
+            Some(job) => {
+                let main = html::job_page(ctx, &job);
+                page(StatusCode::OK, html::layout(ctx, key, notice, &main))
+            }
+            None => {
+                let main = format!(
+                    "<h1>Not found</h1>\n<p class=\"empty\">The queue holds no job with the key \
+                     <span class=\"mono\">{}</span>: it was never queued here, or it completed \
+                     and was purged.</p>\n",
+                    html::Esc(key)
+                );
+                page(
+                    StatusCode::NOT_FOUND,
+                    html::layout(ctx, "Not found", notice, &main),
+                )
+            }
+        })
+    }
+
+    /// Whether a POST comes from the console's own pages, by `Sec-Fetch-Site` and
+    /// `Origin` when the browser sends them.
+    fn same_origin(&self, headers: &HeaderMap, parts: &Parts) -> bool {
+        if let Some(site) = headers.get("sec-fetch-site") {
+            if site.as_bytes() != b"same-origin" {
+                return false;
+            }
+        }
+        let Some(origin) = headers.get(ORIGIN) else {
+            return true;
+        };
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        if !self.allowed_origins.is_empty() {
+            return self.allowed_origins.contains(&origin);
+        }
+        let Some((_, authority)) = origin.split_once("://") else {
+            return false; // "null", or garbage
+        };
+        let host = headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()));
+        host.is_some_and(|h| h.eq_ignore_ascii_case(authority))
+    }
+
+    async fn post(&self, parts: &Parts, route: Route, body: Body, base: &str) -> Response {
+        let forbidden = |text: &str| message(StatusCode::FORBIDDEN, "Forbidden", text);
+        if !self.same_origin(&parts.headers, parts) {
+            return forbidden("This request did not come from the console's own pages.");
+        }
+        let body = match axum::body::to_bytes(body, MAX_FORM).await {
+            Ok(b) => b,
+            Err(_) => {
+                return message(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Too large",
+                    "The form was larger than the console accepts.",
+                )
+            }
+        };
+        let form = html::form_pairs(&String::from_utf8_lossy(&body));
+        let field = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let nonce = cookie(&parts.headers, SESSION_COOKIE).unwrap_or("");
+        let token = field("csrf").unwrap_or("");
+        if !self.csrf.check(nonce, token, now_secs()) {
+            return forbidden(
+                "The form's CSRF token is missing, wrong or expired: reload the page and try again.",
+            );
+        }
+        let home = if base.is_empty() { "/" } else { base };
+        match route {
+            Route::Requeue => {
+                let Some(key) = field("key").filter(|k| !k.is_empty()) else {
+                    return message(
+                        StatusCode::BAD_REQUEST,
+                        "Bad request",
+                        "No job key was given.",
+                    );
+                };
+                match self.queue.requeue(&EventId::new(key)).await {
+                    Ok(done) => {
+                        note_requeued(key, done);
+                        let notice = if done { "requeued" } else { "not_requeued" };
+                        redirect(format!("{base}/jobs/{}?notice={notice}", PathSeg(key)))
+                    }
+                    Err(e) => unavailable(&e),
+                }
+            }
+            _ => match self.queue.requeue_dead().await {
+                Ok(n) => {
+                    note_requeued_dead(n);
+                    redirect(format!("{home}?notice=requeued_dead&n={n}"))
+                }
+                Err(e) => unavailable(&e),
+            },
+        }
+    }
+}
+
+/// The notice a redirect asked for: one of a fixed few, never text from the request.
+fn notice(query: &[(String, String)]) -> Option<String> {
+    let get = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    match get("notice")? {
+        "requeued" => Some("Requeued: a worker will run it shortly.".to_owned()),
+        "not_requeued" => {
+            Some("Not requeued: only dead and retrying jobs can be requeued.".to_owned())
+        }
+        "requeued_dead" => {
+            let n: u64 = get("n").and_then(|n| n.parse().ok()).unwrap_or(0);
+            Some(format!(
+                "Requeued {n} dead job{}.",
+                if n == 1 { "" } else { "s" }
+            ))
+        }
+        _ => None,
+    }
+}
+
+#[allow(unused_variables)]
+fn note_requeued(key: &str, done: bool) {
+    #[cfg(feature = "tracing")]
+    tracing::info!(job = key, requeued = done, "console: requeue");
+}
+
+#[allow(unused_variables)]
+fn note_requeued_dead(n: u64) {
+    #[cfg(feature = "tracing")]
+    tracing::info!(jobs = n, "console: requeue all dead");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
+
+    #[test]
+    fn routes() {
+        assert!(matches!(Route::of("/"), Route::Overview));
+        assert!(matches!(Route::of(""), Route::Overview));
+        assert!(matches!(Route::of("/jobs/evt_1%2Fx"), Route::Job(k) if k == "evt_1/x"));
+        assert!(matches!(Route::of("/state/dead/"), Route::State(s) if s == "dead"));
+        assert!(matches!(Route::of("/jobs/"), Route::NotFound));
+        assert!(matches!(Route::of("/jobs/a/b"), Route::NotFound));
+        assert!(matches!(Route::of("/other"), Route::NotFound));
+    }
+
+    #[test]
+    fn notices_are_fixed_text() {
+        let q = |s: &str| html::form_pairs(s);
+        assert_eq!(notice(&q("notice=<script>")), None);
+        assert_eq!(
+            notice(&q("notice=requeued_dead&n=3")).as_deref(),
+            Some("Requeued 3 dead jobs.")
+        );
+        assert_eq!(
+            notice(&q("notice=requeued_dead&n=<b>")).as_deref(),
+            Some("Requeued 0 dead jobs.")
+        );
+    }
+}

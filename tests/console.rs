@@ -1,0 +1,522 @@
+//! The web console, driven through its router without a socket: authorization, CSRF,
+//! the security headers, requeueing, and escaping of everything that comes from events.
+#![cfg(feature = "console")]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use stripe_webhooks::console::{basic_auth, bearer_token, Console};
+use stripe_webhooks::queue::{JobState, MemoryQueue, NewJob, Queue, QueueAdmin};
+use stripe_webhooks::testing;
+use tower::ServiceExt;
+
+const TOKEN: &str = "console-test-token";
+const BASE: &str = "/admin/webhooks";
+
+fn app(queue: &MemoryQueue) -> axum::Router {
+    let console = Console::new(queue.clone(), bearer_token(TOKEN));
+    axum::Router::new().nest(BASE, console.router())
+}
+
+async fn enqueue(queue: &MemoryQueue, body: &str) {
+    queue
+        .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+        .await
+        .unwrap();
+}
+
+fn customer(id: &str) -> String {
+    testing::event_json(
+        id,
+        "customer.created",
+        r#"{"id":"cus_1","object":"customer"}"#,
+    )
+}
+
+/// Queues `body`, then runs and fails it once, for good (`retry_in: None`) or not.
+async fn failed(queue: &MemoryQueue, body: &str, error: &str, retry_in: Option<Duration>) {
+    enqueue(queue, body).await;
+    let job = queue
+        .take(1, Duration::from_secs(30), false)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    queue.fail(&job.token, error, retry_in).await.unwrap();
+}
+
+async fn send(app: &axum::Router, request: Request<Body>) -> (Response<Body>, String) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    (
+        Response::from_parts(parts, Body::empty()),
+        String::from_utf8(bytes.to_vec()).unwrap(),
+    )
+}
+
+fn get(path: &str) -> axum::http::request::Builder {
+    Request::get(path).header("authorization", format!("Bearer {TOKEN}"))
+}
+
+/// A GET of the overview: its session cookie and the token its forms carry.
+async fn session(app: &axum::Router) -> (String, String) {
+    let (response, html) = send(app, get(BASE).body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(cookie.contains(&format!("Path={BASE}")), "{cookie}");
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let marker = r#"name="csrf" value=""#;
+    let start = html.find(marker).expect("a form with a CSRF token") + marker.len();
+    let token = html[start..].split('"').next().unwrap().to_owned();
+    (cookie, token)
+}
+
+fn post(path: &str, cookie: &str, form: &str) -> Request<Body> {
+    get(path)
+        .method("POST")
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("host", "console.test")
+        .header("origin", "http://console.test")
+        .header("sec-fetch-site", "same-origin")
+        .body(Body::from(form.to_owned()))
+        .unwrap()
+}
+
+async fn state_of(queue: &MemoryQueue, key: &str) -> JobState {
+    queue.job(&key.into()).await.unwrap().unwrap().state
+}
+
+fn assert_secure(response: &Response<Body>) {
+    let h = response.headers();
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(
+        !csp.contains("script-src") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
+async fn every_page_needs_the_authorization_check() {
+    let queue = MemoryQueue::new();
+    failed(&queue, &customer("evt_secret_dead"), "boom", None).await;
+    let app = app(&queue);
+    for path in [
+        BASE.to_owned(),
+        format!("{BASE}/state/dead"),
+        format!("{BASE}/jobs/evt_secret_dead"),
+        format!("{BASE}/console.css"),
+        format!("{BASE}/nowhere"),
+    ] {
+        for auth in [None, Some("Bearer wrong"), Some("Basic YWRtaW46YWRtaW4=")] {
+            let mut request = Request::get(&path);
+            if let Some(auth) = auth {
+                request = request.header("authorization", auth);
+            }
+            let (response, body) = send(&app, request.body(Body::empty()).unwrap()).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{path} {auth:?}"
+            );
+            assert_secure(&response);
+            assert!(response.headers().get("set-cookie").is_none());
+            assert!(
+                !body.contains("evt_secret_dead") && !body.contains("boom"),
+                "{body}"
+            );
+        }
+    }
+    // An unauthorized POST changes nothing, even with a good session and token.
+    let (cookie, token) = session(&app).await;
+    let mut request = post(
+        &format!("{BASE}/requeue"),
+        &cookie,
+        &format!("csrf={token}&key=evt_secret_dead"),
+    );
+    request.headers_mut().remove("authorization");
+    let (response, _) = send(&app, request).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(state_of(&queue, "evt_secret_dead").await, JobState::Dead);
+}
+
+#[tokio::test]
+async fn basic_auth_with_a_realm_asks_the_browser() {
+    let queue = MemoryQueue::new();
+    let console =
+        Console::new(queue.clone(), basic_auth("admin", "pa55")).with_basic_auth_realm("ops");
+    let app = axum::Router::new().nest(BASE, console.router());
+    let (response, _) = send(&app, Request::get(BASE).body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        r#"Basic realm="ops", charset="UTF-8""#
+    );
+    // admin:pa55
+    let ok = Request::get(BASE)
+        .header("authorization", "Basic YWRtaW46cGE1NQ==")
+        .body(Body::empty())
+        .unwrap();
+    let (response, body) = send(&app, ok).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!body.contains("pa55"));
+    // An empty password accepts no one.
+    let check = basic_auth("admin", "");
+    let (parts, ()) = Request::get("/")
+        .header("authorization", "Basic YWRtaW46")
+        .body(())
+        .unwrap()
+        .into_parts();
+    assert!(!check(&parts));
+}
+
+#[tokio::test]
+async fn the_overview_shows_counts_failures_and_recent_deliveries() {
+    let queue = MemoryQueue::new();
+    failed(&queue, &customer("evt_dead"), "card_declined", None).await;
+    failed(
+        &queue,
+        &customer("evt_retrying"),
+        "timeout",
+        Some(Duration::from_secs(600)),
+    )
+    .await;
+    enqueue(&queue, &customer("evt_waiting")).await;
+    let app = app(&queue);
+    let (response, html) = send(&app, get(BASE).body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+    assert_secure(&response);
+    for needle in [
+        "evt_waiting",
+        "evt_dead",
+        "evt_retrying",
+        "card_declined",
+        "timeout",
+        "Oldest queued",
+        "Requeue all 1 dead",
+        "Recent deliveries",
+        // Links follow the nesting path.
+        r#"href="/admin/webhooks/jobs/evt_dead""#,
+        r#"href="/admin/webhooks/console.css""#,
+        r#"action="/admin/webhooks/requeue""#,
+        r#"<span class="badge dead">dead</span>"#,
+        r#"<span class="badge retrying">retrying</span>"#,
+    ] {
+        assert!(html.contains(needle), "{needle} missing from\n{html}");
+    }
+    let (response, css) = send(
+        &app,
+        get(&format!("{BASE}/console.css"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/css; charset=utf-8"
+    );
+    assert!(css.contains(".badge.dead"));
+
+    let (response, html) = send(
+        &app,
+        get(&format!("{BASE}/state/dead"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(html.contains("evt_dead") && !html.contains("evt_waiting"));
+}
+
+#[tokio::test]
+async fn requeue_needs_a_csrf_token_bound_to_the_session() {
+    let queue = MemoryQueue::new();
+    failed(&queue, &customer("evt_dead"), "boom", None).await;
+    let app = app(&queue);
+    let (cookie, token) = session(&app).await;
+    let (other_cookie, other_token) = session(&app).await;
+    assert_ne!(cookie, other_cookie);
+    let other_console = Console::new(queue.clone(), bearer_token(TOKEN));
+    let other_app = axum::Router::new().nest(BASE, other_console.router());
+    let (_, foreign_token) = session(&other_app).await;
+    let url = format!("{BASE}/requeue");
+
+    let refused = [
+        post(&url, &cookie, "key=evt_dead"),
+        post(&url, &cookie, "key=evt_dead&csrf="),
+        post(&url, &cookie, "key=evt_dead&csrf=00"),
+        post(&url, &cookie, &format!("key=evt_dead&csrf={other_token}")),
+        post(&url, &cookie, &format!("key=evt_dead&csrf={foreign_token}")),
+        post(&url, "", &format!("key=evt_dead&csrf={token}")),
+        post(&url, &other_cookie, &format!("key=evt_dead&csrf={token}")),
+    ];
+    for request in refused {
+        let (response, body) = send(&app, request).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{body}");
+        assert_secure(&response);
+        assert_eq!(state_of(&queue, "evt_dead").await, JobState::Dead);
+    }
+
+    // Cross-site by Origin or by Sec-Fetch-Site, even with a good token.
+    let good = format!("key=evt_dead&csrf={token}");
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("origin", "null"),
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+    ] {
+        let mut request = post(&url, &cookie, &good);
+        request.headers_mut().insert(name, value.parse().unwrap());
+        let (response, _) = send(&app, request).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+        assert_eq!(state_of(&queue, "evt_dead").await, JobState::Dead);
+    }
+
+    // A GET does not requeue.
+    let (response, _) = send(&app, get(&url).body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "POST");
+
+    let (response, _) = send(&app, post(&url, &cookie, &good)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        response.headers()["location"],
+        "/admin/webhooks/jobs/evt_dead?notice=requeued"
+    );
+    let job = queue.job(&"evt_dead".into()).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Queued, 0));
+
+    // Without the headers older clients omit, the token alone suffices.
+    failed(&queue, &customer("evt_dead_2"), "boom", None).await;
+    let mut request = post(&url, &cookie, &format!("key=evt_dead_2&csrf={token}"));
+    request.headers_mut().remove("origin");
+    request.headers_mut().remove("sec-fetch-site");
+    let (response, _) = send(&app, request).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(state_of(&queue, "evt_dead_2").await, JobState::Queued);
+
+    let (_, html) = send(
+        &app,
+        get("/admin/webhooks/jobs/evt_dead?notice=requeued")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(html.contains("Requeued: a worker will run it shortly."));
+}
+
+#[tokio::test]
+async fn requeue_all_dead_and_run_now() {
+    let queue = MemoryQueue::new();
+    for id in ["evt_d1", "evt_d2", "evt_d3"] {
+        failed(&queue, &customer(id), "boom", None).await;
+    }
+    failed(
+        &queue,
+        &customer("evt_later"),
+        "boom",
+        Some(Duration::from_secs(3600)),
+    )
+    .await;
+    let app = app(&queue);
+    let (cookie, token) = session(&app).await;
+    let (response, _) = send(
+        &app,
+        post(
+            &format!("{BASE}/requeue-dead"),
+            &cookie,
+            &format!("csrf={token}"),
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        response.headers()["location"],
+        "/admin/webhooks?notice=requeued_dead&n=3"
+    );
+    let counts = queue.counts().await.unwrap();
+    assert_eq!((counts.dead, counts.queued, counts.retrying), (0, 3, 1));
+
+    // "Run now" on a retrying job.
+    let (response, _) = send(
+        &app,
+        post(
+            &format!("{BASE}/requeue"),
+            &cookie,
+            &format!("csrf={token}&key=evt_later"),
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(state_of(&queue, "evt_later").await, JobState::Queued);
+
+    // A job that is not dead or retrying is left alone, and the page says so.
+    let (response, _) = send(
+        &app,
+        post(
+            &format!("{BASE}/requeue"),
+            &cookie,
+            &format!("csrf={token}&key=evt_d1"),
+        ),
+    )
+    .await;
+    assert_eq!(
+        response.headers()["location"],
+        "/admin/webhooks/jobs/evt_d1?notice=not_requeued"
+    );
+    let (_, html) = send(
+        &app,
+        get("/admin/webhooks?notice=requeued_dead&n=3")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(html.contains("Requeued 3 dead jobs."));
+}
+
+#[tokio::test]
+async fn everything_from_events_is_escaped() {
+    let queue = MemoryQueue::new();
+    let body = serde_json::json!({
+        "id": "evt_<script>alert(1)</script>",
+        "object": "event",
+        "api_version": "2026-07-29.dahlia",
+        "created": 1_700_000_000,
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null},
+        "type": "x.<script>alert(2)</script>",
+        "data": {"object": {"id": "cus_1", "object": "customer",
+            "name": "</pre><script>alert(3)</script>\"'&"}},
+    })
+    .to_string();
+    failed(
+        &queue,
+        &body,
+        "handler said <script>alert(4)</script> & \"quit\"",
+        None,
+    )
+    .await;
+    let key = "evt_<script>alert(1)</script>";
+    let app = app(&queue);
+    let job_path = format!("{BASE}/jobs/evt_%3Cscript%3Ealert%281%29%3C%2Fscript%3E");
+    for path in [
+        BASE.to_owned(),
+        format!("{BASE}/state/dead"),
+        job_path.clone(),
+    ] {
+        let (response, html) = send(&app, get(&path).body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert!(!html.contains("<script"), "unescaped on {path}:\n{html}");
+        assert!(
+            html.contains("evt_&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{path}"
+        );
+        assert!(
+            html.contains("&lt;script&gt;alert(4)&lt;/script&gt;"),
+            "{path}"
+        );
+    }
+    let (_, html) = send(&app, get(&job_path).body(Body::empty()).unwrap()).await;
+    // The raw JSON, pretty-printed and escaped.
+    assert!(html.contains("&lt;/pre&gt;&lt;script&gt;alert(3)&lt;/script&gt;\\&quot;&#39;&amp;"));
+    assert!(html.contains("x.&lt;script&gt;alert(2)&lt;/script&gt;"));
+    assert!(
+        html.contains("\n  &quot;object&quot;: &quot;event&quot;,\n"),
+        "{html}"
+    );
+    assert!(html.contains("&amp; &quot;quit&quot;"));
+    // Its requeue form carries the key as an escaped attribute, and requeues it.
+    assert!(html.contains(r#"name="key" value="evt_&lt;script&gt;alert(1)&lt;/script&gt;""#));
+    let (cookie, token) = session(&app).await;
+    let form = format!("csrf={token}&key=evt_%3Cscript%3Ealert%281%29%3C%2Fscript%3E");
+    let (response, _) = send(&app, post(&format!("{BASE}/requeue"), &cookie, &form)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        response.headers()["location"],
+        format!("{job_path}?notice=requeued")
+    );
+    assert_eq!(state_of(&queue, key).await, JobState::Queued);
+}
+
+#[tokio::test]
+async fn a_job_page_shows_the_record_and_the_raw_json() {
+    let queue = MemoryQueue::new();
+    failed(
+        &queue,
+        &customer("evt_one"),
+        "first line\nsecond line",
+        Some(Duration::from_secs(60)),
+    )
+    .await;
+    let app = app(&queue);
+    let (response, html) = send(
+        &app,
+        get(&format!("{BASE}/jobs/evt_one"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    for needle in [
+        "customer.created",
+        "first line\nsecond line",
+        "Run now",
+        "Raw event",
+        "&quot;id&quot;: &quot;cus_1&quot;",
+        "Attempts</dt><dd>1</dd>",
+    ] {
+        assert!(html.contains(needle), "{needle} missing from\n{html}");
+    }
+    let (response, _) = send(
+        &app,
+        get(&format!("{BASE}/jobs/evt_nope"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_secure(&response);
+    for path in ["/state/finished", "/nowhere", "/jobs/a/b"] {
+        let (response, _) = send(
+            &app,
+            get(&format!("{BASE}{path}")).body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn served_at_the_root_it_links_from_the_root() {
+    let queue = MemoryQueue::new();
+    failed(&queue, &customer("evt_dead"), "boom", None).await;
+    // As an application holds it: behind `Arc<dyn QueueAdmin>`.
+    let shared: std::sync::Arc<dyn QueueAdmin> = std::sync::Arc::new(queue.clone());
+    let app = Console::new(shared, bearer_token(TOKEN)).router();
+    let (response, html) = send(&app, get("/").body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(html.contains(r#"href="/jobs/evt_dead""#));
+    assert!(html.contains(r#"action="/requeue""#));
+    assert!(response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Path=/;"));
+}

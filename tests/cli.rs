@@ -18,9 +18,7 @@ use common::{unique, TempDir};
 use serde_json::Value;
 use stripe_webhooks::queue::{Enqueued, NewJob, Queue};
 use stripe_webhooks::testing;
-use stripe_webhooks::{
-    Claim, EventId, EventType, IdempotencyStore, SqliteStore, StoreAdmin, Verifier,
-};
+use stripe_webhooks::{Claim, EventId, EventType, IdempotencyStore, SqliteStore, Verifier};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stripe-webhooks");
 
@@ -222,7 +220,13 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
         }
     }
     other.extend(["--table".to_owned(), unique("cli_never_migrated")]);
-    for command in ["status", "dead", "failed"] {
+    // Redis has no schema: nothing to migrate, nothing missing.
+    let commands: &[&str] = if store.iter().any(|f| f == "--redis-url") {
+        &[]
+    } else {
+        &["status", "dead", "failed"]
+    };
+    for &command in commands {
         let out = on(&other, &[command]).await;
         assert_eq!(out.code, 1, "{out:#?}");
         assert!(

@@ -77,14 +77,20 @@ impl Backend {
 
     /// The store's queue.
     ///
-    /// # Errors
-    ///
-    /// [`CliError::NoQueue`] when this build has no queue for the store.
-    pub(crate) fn queue(&self) -> Result<Arc<dyn QueueAdmin>, CliError> {
+    pub(crate) fn queue(&self) -> Arc<dyn QueueAdmin> {
         match &self.store {
-            Store::Sqlite(s) => Ok(Arc::new(s.queue())),
-            Store::Postgres(s) => Ok(Arc::new(s.queue())),
-            Store::Redis(s) => redis_queue(s),
+            Store::Sqlite(s) => Arc::new(s.queue()),
+            Store::Postgres(s) => Arc::new(s.queue()),
+            Store::Redis(s) => Arc::new(s.queue()),
+        }
+    }
+
+    /// Where the queue lives: its table, or its Redis key prefix.
+    pub(crate) fn queue_name(&self) -> String {
+        match &self.store {
+            Store::Sqlite(s) => s.queue().table().to_owned(),
+            Store::Postgres(s) => s.queue().table().to_owned(),
+            Store::Redis(_) => format!("Redis Streams, keys {}:q:*", self.table()),
         }
     }
 
@@ -126,13 +132,6 @@ impl Backend {
         }
         Ok("the store's and the queue's tables are up to date")
     }
-}
-
-/// The queue of a Redis store: its Redis Streams queue, under the same prefix.
-// The `Result` keeps the shape of the other backends' queue openers.
-#[allow(clippy::unnecessary_wraps)]
-fn redis_queue(store: &RedisStore) -> Result<Arc<dyn QueueAdmin>, CliError> {
-    Ok(Arc::new(store.queue()))
 }
 
 async fn open_sqlite(path: &Path, table: Option<&str>, create: bool) -> Result<Backend, CliError> {

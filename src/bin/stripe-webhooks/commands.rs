@@ -100,20 +100,15 @@ fn print_rows(rows: &[Row], empty: &str, json: bool) -> Result<(), CliError> {
 }
 
 /// Says on stderr why the queue's part is missing (stdout stays valid JSON or a table).
-fn note(reason: &CliError) {
-    eprintln!("note: {reason}");
-}
 
 #[derive(Debug, Serialize)]
 struct Status<'a> {
     store: &'static str,
     target: &'a str,
     table: &'a str,
-    queue: Option<QueueCounts>,
+    queue: QueueCounts,
     /// The age of the oldest queued job, in milliseconds.
     lag_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    queue_unavailable: Option<String>,
     /// The store's failed events (inline processing), at most 10,000 counted.
     failed_events: usize,
     failed_events_capped: bool,
@@ -121,14 +116,7 @@ struct Status<'a> {
 
 /// `status`: counts by state, the lag, and the store's failed events.
 pub(crate) async fn status(b: &Backend, json: bool) -> Result<(), CliError> {
-    let (queue, queue_unavailable) = match b.queue() {
-        Ok(q) => (
-            Some(q.counts().await.map_err(b.err("counting jobs"))?),
-            None,
-        ),
-        Err(e @ CliError::NoQueue(_)) => (None, Some(e)),
-        Err(e) => return Err(e),
-    };
+    let queue = b.queue().counts().await.map_err(b.err("counting jobs"))?;
     let failed = b
         .store()
         .failed_events(FAILED_COUNT_CAP + 1)
@@ -138,53 +126,39 @@ pub(crate) async fn status(b: &Backend, json: bool) -> Result<(), CliError> {
         store: b.kind(),
         target: b.target(),
         table: b.table(),
-        lag_ms: queue.as_ref().and_then(|c| c.oldest_queued_age_ms),
+        lag_ms: queue.oldest_queued_age_ms,
         queue,
-        queue_unavailable: queue_unavailable.as_ref().map(ToString::to_string),
         failed_events: failed.len().min(FAILED_COUNT_CAP),
         failed_events_capped: failed.len() > FAILED_COUNT_CAP,
     };
     if json {
-        if let Some(e) = &queue_unavailable {
-            note(e);
-        }
         return print_json(&status);
     }
     println!("store      {} (table {})", status.target, status.table);
-    match &status.queue {
-        Some(c) => {
-            println!("queue      {}_jobs", status.table);
-            for state in [
-                JobState::Queued,
-                JobState::Running,
-                JobState::Retrying,
-                JobState::Dead,
-                JobState::Completed,
-            ] {
-                println!("  {:<10} {}", state.as_str(), c.get(state));
-            }
-            match c.oldest_queued_age_ms {
-                Some(ms) => println!(
-                    "lag        {} (the oldest queued job has waited this long)",
-                    human(Duration::from_millis(ms))
-                ),
-                None => println!("lag        none (nothing queued)"),
-            }
-        }
-        None => {
-            println!("queue      unavailable");
-            if let Some(e) = &queue_unavailable {
-                note(e);
-            }
-        }
+    let c = &status.queue;
+    println!("queue      {}", b.queue_name());
+    for state in [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Retrying,
+        JobState::Dead,
+        JobState::Completed,
+    ] {
+        println!("  {:<10} {}", state.as_str(), c.get(state));
+    }
+    match c.oldest_queued_age_ms {
+        Some(ms) => println!(
+            "lag        {} (the oldest queued job has waited this long)",
+            human(Duration::from_millis(ms))
+        ),
+        None => println!("lag        none (nothing queued)"),
     }
     println!(
         "failed     {}{} in the store (inline processing; Stripe retries them)",
         status.failed_events,
         if status.failed_events_capped { "+" } else { "" }
     );
-    let dead = status.queue.as_ref().map_or(0, |c| c.dead);
-    let retrying = status.queue.as_ref().map_or(0, |c| c.retrying);
+    let (dead, retrying) = (status.queue.dead, status.queue.retrying);
     if dead > 0 {
         println!("\n{dead} dead: `stripe-webhooks dead` lists them, `stripe-webhooks show ID` shows one, `stripe-webhooks requeue ID` reruns it");
     }
@@ -204,24 +178,21 @@ pub(crate) async fn failed(b: &Backend, limit: usize, json: bool) -> Result<(), 
         .iter()
         .map(Row::from_record)
         .collect();
-    match b.queue() {
-        Ok(q) => rows.extend(
-            q.jobs(JobState::Retrying, limit)
-                .await
-                .map_err(b.err("listing retrying jobs"))?
-                .iter()
-                .map(Row::from_job),
-        ),
-        Err(e @ CliError::NoQueue(_)) => note(&e),
-        Err(e) => return Err(e),
-    }
+    rows.extend(
+        b.queue()
+            .jobs(JobState::Retrying, limit)
+            .await
+            .map_err(b.err("listing retrying jobs"))?
+            .iter()
+            .map(Row::from_job),
+    );
     rows.sort_by_key(|r| r.first_seen_ms);
     print_rows(&rows, "no failed events and no retrying jobs", json)
 }
 
 /// `dead`: the queue's dead jobs.
 pub(crate) async fn dead(b: &Backend, limit: usize, json: bool) -> Result<(), CliError> {
-    let queue = b.queue()?;
+    let queue = b.queue();
     let rows: Vec<Row> = queue
         .jobs(JobState::Dead, limit)
         .await
@@ -256,11 +227,11 @@ struct ShowView {
 /// `show ID`: the job and the store record, and the raw body.
 pub(crate) async fn show(b: &Backend, id: &str, json: bool) -> Result<(), CliError> {
     let key = EventId::new(id);
-    let job = match b.queue() {
-        Ok(q) => q.job(&key).await.map_err(b.err("reading the job"))?,
-        Err(CliError::NoQueue(_)) => None,
-        Err(e) => return Err(e),
-    };
+    let job = b
+        .queue()
+        .job(&key)
+        .await
+        .map_err(b.err("reading the job"))?;
     let record = b
         .store()
         .record(&key)
@@ -357,7 +328,7 @@ pub(crate) async fn requeue(
     all_dead: bool,
     json: bool,
 ) -> Result<(), CliError> {
-    let queue = b.queue()?;
+    let queue = b.queue();
     let result = match id {
         Some(id) if !all_dead => {
             let key = EventId::new(id);
@@ -447,19 +418,16 @@ pub(crate) async fn purge(
         return Err(CliError::Usage("--batch must be at least 1".to_owned()));
     }
     let mut completed_jobs = 0;
-    match b.queue() {
-        Ok(q) => loop {
-            let n = q
-                .purge_completed(older_than, batch)
-                .await
-                .map_err(b.err("purging completed jobs"))?;
-            completed_jobs += n;
-            if n < u64::try_from(batch).unwrap_or(u64::MAX) {
-                break;
-            }
-        },
-        Err(e @ CliError::NoQueue(_)) => note(&e),
-        Err(e) => return Err(e),
+    let queue = b.queue();
+    loop {
+        let n = queue
+            .purge_completed(older_than, batch)
+            .await
+            .map_err(b.err("purging completed jobs"))?;
+        completed_jobs += n;
+        if n < u64::try_from(batch).unwrap_or(u64::MAX) {
+            break;
+        }
     }
     let store_records = b
         .store()

@@ -46,9 +46,6 @@ pub(crate) enum CliError {
     /// No job or record with that id.
     #[error("{0}")]
     NotFound(String),
-    /// This store has no queue in this build.
-    #[error("{0}")]
-    NoQueue(String),
     /// A flag's value is unusable.
     #[error("{0}")]
     Usage(String),

@@ -6,7 +6,8 @@
 //! running the same dequeue-and-complete statements.
 //!
 //! Run with: `DATABASE_URL=postgres://… cargo bench --bench queue_drain --features postgres,redis,testing`
-//! (`QUEUE_BACKEND=redis REDIS_URL=redis://…` for Redis; `QUEUE_TABLE` names the table and
+//! (`QUEUE_BACKEND=redis REDIS_URL=redis://…` for Redis; `RAW=1` drains with bare
+//! take-and-complete calls instead of a worker, the baseline; `QUEUE_TABLE` names the table and
 //! keeps it; `FILL_ONLY=1` fills it and stops, for pgbench to drain).
 
 use std::error::Error;
@@ -48,6 +49,53 @@ async fn fill(queue: Arc<dyn QueueAdmin>, n: usize) -> Result<(), Box<dyn Error>
     Ok(())
 }
 
+/// The baseline without a worker: `workers` clients each looping on the queue's own
+/// dequeue-and-complete calls (`take(1)`, `complete`), no parse, no handler, no task per
+/// job: the same statements or scripts, as fast as a client can send them.
+async fn raw(
+    queue: Arc<dyn QueueAdmin>,
+    n: usize,
+    workers: usize,
+    backend: &str,
+) -> Result<(), Box<dyn Error>> {
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let queue = Arc::clone(&queue);
+        tasks.spawn(async move {
+            let mut done = 0usize;
+            loop {
+                let jobs = queue
+                    .take(1, Duration::from_secs(120), false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let Some(job) = jobs.into_iter().next() else {
+                    return Ok::<usize, String>(done);
+                };
+                queue
+                    .complete(&job.token)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                done += 1;
+            }
+        });
+    }
+    let mut total = 0;
+    while let Some(r) = tasks.join_next().await {
+        total += r??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "raw {backend} {total} jobs {secs:.2} s {:.0} jobs/s",
+        total as f64 / secs
+    );
+    if total != n {
+        return Err(format!("drained {total} of {n} jobs").into());
+    }
+    queue.purge_completed(Duration::ZERO, usize::MAX).await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     // `cargo bench` passes `--bench`; nothing to parse.
@@ -86,6 +134,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     if std::env::var("FILL_ONLY").is_ok() {
         println!("filled {backend} {n} jobs");
         return Ok(());
+    }
+    if std::env::var("RAW").is_ok() {
+        return raw(queue, n, workers, &backend).await;
     }
     let handler = EventRouter::new().fallback(|_e| Box::pin(async { Ok(()) }));
     let started = Instant::now();

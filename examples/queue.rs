@@ -29,7 +29,10 @@
 //!   effects `{table}_effects`), so several services (or tests) share one database.
 //!
 //! Routes: `POST /webhook`, `POST /webhook/thin`, `GET /healthz`, `GET /queue` (the
-//! queue's counts as JSON), and `GET /metrics` (Prometheus) with the `metrics` feature. SIGINT or SIGTERM stops taking requests and jobs, and gives the
+//! queue's counts as JSON), `GET /metrics` (Prometheus) with the `metrics` feature, and
+//! the web console at `/admin/webhooks` with the `console` feature when
+//! `CONSOLE_PASSWORD` is set (basic auth, user `admin`; without a password it is not
+//! mounted). SIGINT or SIGTERM stops taking requests and jobs, and gives the
 //! jobs in hand 10 s to finish before they are released for another process.
 
 mod common;
@@ -278,6 +281,28 @@ async fn redis_queue(_: &str, _: Work) -> Result<(Arc<dyn QueueAdmin>, Worker), 
     Err("REDIS_URL is set, but this build has no Redis support: add `--features redis`".into())
 }
 
+/// The web console at `/admin/webhooks` (feature `console`), behind basic auth with the
+/// password in `CONSOLE_PASSWORD`; never mounted without one.
+#[cfg(feature = "console")]
+fn with_console(app: axum::Router, queue: Arc<dyn QueueAdmin>) -> axum::Router {
+    match std::env::var("CONSOLE_PASSWORD") {
+        Ok(password) if !password.is_empty() => {
+            use stripe_webhooks::console::{basic_auth, Console};
+            let console = Console::new(queue, basic_auth("admin", &password))
+                .with_basic_auth_realm("stripe-webhooks");
+            tracing::info!("console at /admin/webhooks (user admin)");
+            app.nest("/admin/webhooks", console.router())
+        }
+        _ => app,
+    }
+}
+
+/// Without the `console` feature: no console.
+#[cfg(not(feature = "console"))]
+fn with_console(app: axum::Router, _queue: Arc<dyn QueueAdmin>) -> axum::Router {
+    app
+}
+
 fn env_u64(name: &str, default: u64) -> Result<u64, Box<dyn Error>> {
     match std::env::var(name) {
         Ok(v) => Ok(v.parse().map_err(|e| format!("{name}={v:?}: {e}"))?),
@@ -319,8 +344,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     // `GET /metrics` (Prometheus) when built with the `metrics` feature.
     let app = common::with_metrics(
         app(Arc::new(snapshot), Arc::new(thin), Arc::clone(&queue)),
-        Some(queue),
+        Some(Arc::clone(&queue)),
     );
+    let app = with_console(app, queue);
     axum::serve(listener, app)
         .with_graceful_shutdown(common::shutdown_signal())
         .await?;

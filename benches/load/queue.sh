@@ -8,10 +8,11 @@
 #    `queue_drain` bench), against pgbench with 4 clients running the same take-and-
 #    complete statements the workers run (rendered below from src/queue/sql.rs) on the
 #    same number of jobs.
-# 3. Drain on Redis (Redis Streams): the `queue_drain` bench against redis-benchmark
-#    pipelining the same per-job commands the queue's scripts run.
+# 3. Drain on Redis (Redis Streams): the `queue_drain` bench against a raw client (4
+#    connections each looping on the queue's own take and complete scripts, no worker,
+#    no parse, no handler: `RAW=1`), on the same number of jobs.
 #
-# Run with: bash benches/load/queue.sh  (DURATION=15s, N=20000 to change). It starts
+# Run with: bash benches/load/queue.sh  (DURATION=15s, N=20000, PARTS="ack drain" to change). It starts
 # throwaway PostgreSQL and Redis servers with scripts/services.sh unless DATABASE_URL and
 # REDIS_URL are set.
 set -euo pipefail
@@ -57,6 +58,8 @@ ack() { # name port max-req/s
   printf '%s\t%s\t%s\t%s\n' "$name" "$rps" "$p99" "${non2xx:-0}" | tee -a "$results"
 }
 
+parts="${PARTS:-ack drain}"
+if [[ " $parts " == *" ack "* ]]; then
 echo "== 1. ack path, c=64 =="
 echo -e "server\treq/s\tp99\tnon-2xx"
 STRIPE_WEBHOOK_SECRET="$secret" SQLITE_PATH="$work/queue.db" PORT=4311 RUST_LOG=warn \
@@ -65,13 +68,15 @@ pids+=($!); wait_up 4311
 ack "queue+sqlite (handler sleeps 2 s)" 4311 12000
 STRIPE_WEBHOOK_SECRET="$secret" PORT=4313 node "$here/express_server.js" &
 pids+=($!); sleep 1
-ack "express+stripe-node (trivial handler)" 4313 6000
+ack "express+stripe-node (trivial handler)" 4313 15000
 awk -F'\t' 'NR==1 {q=$2; qp=$3} NR==2 {printf "ack: queue %.1fx Express req/s; queue p99 %s (Express %s)\n", q/$2, qp, $3}' "$results"
+fi
+[[ " $parts " == *" drain "* ]] || exit 0
 
 echo
 echo "== 2. drain on PostgreSQL, $n jobs, 4 workers =="
 table="pgdrain_$$"
-"$drain_bin" >"$work/drain_pg.txt" 2>&1 || { cat "$work/drain_pg.txt"; exit 1; }
+N="$n" "$drain_bin" >"$work/drain_pg.txt" 2>&1 || { cat "$work/drain_pg.txt"; exit 1; }
 cat "$work/drain_pg.txt"
 QUEUE_TABLE="$table" FILL_ONLY=1 N="$n" "$drain_bin" >/dev/null
 now="(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
@@ -89,5 +94,10 @@ psql "$DATABASE_URL" -qc "DROP TABLE IF EXISTS ${table}_jobs, ${table}_objects, 
 
 echo
 echo "== 3. drain on Redis, $n jobs, 4 workers =="
-QUEUE_BACKEND=redis "$drain_bin" >"$work/drain_redis.txt" 2>&1 || { cat "$work/drain_redis.txt"; exit 1; }
+QUEUE_BACKEND=redis N="$n" "$drain_bin" >"$work/drain_redis.txt" 2>&1 || { cat "$work/drain_redis.txt"; exit 1; }
 cat "$work/drain_redis.txt"
+QUEUE_BACKEND=redis N="$n" RAW=1 "$drain_bin" >"$work/raw_redis.txt" 2>&1 || { cat "$work/raw_redis.txt"; exit 1; }
+cat "$work/raw_redis.txt"
+ours="$(awk '{print $(NF-1)}' "$work/drain_redis.txt")"
+raw="$(awk '{print $(NF-1)}' "$work/raw_redis.txt")"
+awk -v o="$ours" -v r="$raw" 'BEGIN {printf "drain redis: workers %.0f jobs/s = %.0f%% of the raw client (%.0f jobs/s)\n", o, 100*o/r, r}'

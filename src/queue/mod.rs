@@ -17,6 +17,8 @@ mod memory;
 mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite_batch;
 #[cfg(feature = "tokio")]
 mod worker;
 

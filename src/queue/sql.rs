@@ -627,7 +627,7 @@ macro_rules! queue_impls {
         #[async_trait::async_trait]
         impl super::Queue for $queue {
             async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
-                self.core.enqueue(job).await
+                self.enqueue_one(job).await
             }
             async fn take(
                 &self,
@@ -726,7 +726,9 @@ macro_rules! queue_impls {
 ///
 /// Jobs are taken with one `UPDATE … WHERE seq IN (SELECT … LIMIT n) RETURNING`
 /// statement; SQLite runs one writer at a time, so a take is atomic across processes
-/// sharing the file. Workers poll (there is no notification in SQLite).
+/// sharing the file. Workers poll (there is no notification in SQLite). Enqueues that
+/// arrive together share one multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING`,
+/// written by one task per queue (a burst pays for one transaction, not one each).
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), stripe_webhooks::StoreError> {
@@ -740,6 +742,7 @@ macro_rules! queue_impls {
 #[derive(Debug, Clone)]
 pub struct SqliteQueue {
     pub(crate) core: SqlQueue<sqlx::Sqlite>,
+    batcher: super::sqlite_batch::Batcher,
 }
 
 #[cfg(feature = "sqlite")]
@@ -747,9 +750,14 @@ impl SqliteQueue {
     /// The queue beside the store table `store_table` (`{store_table}_jobs`) on `pool`.
     /// Run the store's `migrate()` first.
     pub fn new(pool: sqlx::SqlitePool, store_table: &str) -> Self {
-        Self {
-            core: SqlQueue::new(pool, store_table),
-        }
+        let core = SqlQueue::new(pool.clone(), store_table);
+        let batcher = super::sqlite_batch::Batcher::new(pool, Arc::clone(&core.jobs));
+        Self { core, batcher }
+    }
+
+    /// Concurrent enqueues share one statement: see `sqlite_batch`.
+    async fn enqueue_one(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
+        self.batcher.enqueue(job).await
     }
 
     async fn wait(&self, _max_wait: Duration) -> bool {
@@ -801,6 +809,10 @@ impl PostgresQueue {
             core: SqlQueue::new(pool, store_table),
             listener: Arc::default(),
         }
+    }
+
+    async fn enqueue_one(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
+        self.core.enqueue(job).await
     }
 
     /// Waits for a `NOTIFY` on the queue's channel, at most `max_wait`. A listener that

@@ -1,0 +1,180 @@
+//! SQLite's enqueue batcher: concurrent enqueues share one multi-row `INSERT`.
+//!
+//! SQLite has one writer at a time, and each autocommit `INSERT` pays for a transaction
+//! of its own (the lock, the WAL frames of every page it touched, six b-trees). Under a
+//! burst of deliveries the enqueues wait on each other anyway, so a single task writes
+//! them: it takes whatever is waiting (at most [`MAX_ROWS`]) and inserts it in one
+//! statement, `INSERT … VALUES (…), (…) ON CONFLICT (job_key) DO NOTHING RETURNING
+//! job_key`, whose answer tells each enqueue whether it was queued or a duplicate. When
+//! nothing else waits, a batch is one row and nothing is delayed.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use sqlx::{Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Enqueued, NewJob};
+use crate::idempotency::StoreError;
+
+/// The most rows one statement inserts (7 parameters each, far below SQLite's 32,766).
+pub(super) const MAX_ROWS: usize = 128;
+
+/// One enqueue handed to the writer task: the job, owned (its body is copied once, to
+/// cross to the task), and where to send the answer.
+struct Pending {
+    key: String,
+    event_id: String,
+    event_type: String,
+    kind: &'static str,
+    object_id: Option<String>,
+    created: i64,
+    body: Vec<u8>,
+    reply: oneshot::Sender<Result<Enqueued, StoreError>>,
+}
+
+/// The writer task's handle, started on the first enqueue and shared by the queue's
+/// clones. When the runtime that ran the task is gone, the next enqueue starts another.
+#[derive(Debug, Clone)]
+pub(super) struct Batcher {
+    pool: SqlitePool,
+    jobs_table: Arc<str>,
+    tx: Arc<Mutex<Option<mpsc::Sender<Pending>>>>,
+}
+
+impl Batcher {
+    pub(super) fn new(pool: SqlitePool, jobs_table: Arc<str>) -> Self {
+        Self {
+            pool,
+            jobs_table,
+            tx: Arc::default(),
+        }
+    }
+
+    fn sender(&self) -> mpsc::Sender<Pending> {
+        let mut slot = self
+            .tx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tx) = slot.as_ref().filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(4 * MAX_ROWS);
+        tokio::spawn(write(self.pool.clone(), Arc::clone(&self.jobs_table), rx));
+        *slot = Some(tx.clone());
+        tx
+    }
+
+    /// Queues `job` through the writer task.
+    pub(super) async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            key: job.key.as_str().to_owned(),
+            event_id: job.event_id.as_str().to_owned(),
+            event_type: job.event_type.clone(),
+            kind: job.kind.as_str(),
+            object_id: job.object_id.clone(),
+            created: job.created,
+            body: job.body.to_vec(),
+            reply,
+        };
+        if self.sender().send(pending).await.is_err() {
+            return Err(StoreError::unavailable("the SQLite enqueue writer stopped"));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::unavailable("the SQLite enqueue writer stopped")))
+    }
+}
+
+/// The writer task: one statement per batch of waiting enqueues, until every sender is
+/// gone.
+async fn write(pool: SqlitePool, jobs: Arc<str>, mut rx: mpsc::Receiver<Pending>) {
+    let now = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+    let mut batch = Vec::with_capacity(MAX_ROWS);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_ROWS {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut sql = format!(
+            "INSERT INTO {jobs} (job_key, event_id, event_type, kind, object_id, created, body, \
+             state, attempts, run_at, enqueued_at) VALUES "
+        );
+        for i in 0..batch.len() {
+            let p = i * 7;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, 'queued', 0, {now}, {now})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7
+            ));
+        }
+        sql.push_str(" ON CONFLICT (job_key) DO NOTHING RETURNING job_key");
+        let mut q = sqlx::query(&sql);
+        for p in &batch {
+            q = q
+                .bind(p.key.as_str())
+                .bind(p.event_id.as_str())
+                .bind(p.event_type.as_str())
+                .bind(p.kind)
+                .bind(p.object_id.as_deref())
+                .bind(p.created)
+                .bind(p.body.as_slice());
+        }
+        match q.fetch_all(&pool).await {
+            Ok(rows) => {
+                let mut queued: HashSet<String> = rows
+                    .iter()
+                    .filter_map(|r| r.try_get::<String, _>(0).ok())
+                    .collect();
+                for p in batch.drain(..) {
+                    // A key twice in one batch: the first is queued, the rest duplicates.
+                    let answer = if queued.remove(&p.key) {
+                        Enqueued::Queued
+                    } else {
+                        Enqueued::Duplicate
+                    };
+                    let _ = p.reply.send(Ok(answer));
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for p in batch.drain(..) {
+                    let _ = p.reply.send(Err(db_err_shared(&e)));
+                }
+            }
+        }
+    }
+}
+
+/// The batch's error, for each of its enqueues.
+fn db_err_shared(e: &Arc<sqlx::Error>) -> StoreError {
+    StoreError::unavailable(SharedError(Arc::clone(e)))
+}
+
+/// An error shared by every enqueue of a failed batch.
+#[derive(Debug)]
+struct SharedError(Arc<sqlx::Error>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}

@@ -520,3 +520,35 @@ async fn served_at_the_root_it_links_from_the_root() {
         .unwrap()
         .contains("Path=/;"));
 }
+
+/// With a store, the overview also lists the inline processor's failed events, escaped,
+/// read only.
+#[tokio::test]
+async fn with_a_store_the_overview_lists_inline_failures() {
+    use stripe_webhooks::{Claim, EventId, EventType, IdempotencyStore, MemoryStore};
+    let store = MemoryStore::new();
+    let Claim::Acquired(token) = store
+        .claim(
+            &EventId::new("evt_inline_<b>"),
+            &EventType::InvoicePaid,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("claim");
+    };
+    store
+        .release(&token, "ledger down <script>alert(1)</script>")
+        .await
+        .unwrap();
+    let queue = MemoryQueue::new();
+    let console = Console::new(queue, bearer_token(TOKEN)).with_store(store);
+    let app = axum::Router::new().nest(BASE, console.router());
+    let (response, html) = send(&app, get(BASE).body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(html.contains("Failed inline"), "{html}");
+    assert!(html.contains("evt_inline_&lt;b&gt;"), "{html}");
+    assert!(html.contains("ledger down &lt;script&gt;"), "{html}");
+    assert!(!html.contains("<script>"));
+}

@@ -476,6 +476,48 @@ pub(super) fn overview(
     out
 }
 
+/// The inline processor's failed events (an idempotency store's `failed_events`): read
+/// only, since the store keeps no body and Stripe delivers them again by itself.
+pub(super) fn store_failures(ctx: &Ctx<'_>, failed: &[crate::EventRecord]) -> String {
+    let mut out = String::from(
+        "<section>\n<div class=\"section-head\"><h2>Failed inline</h2></div>\n\
+         <p class=\"hint\">Handled in the request (not queued), their last attempt failed: \
+         Stripe delivers them again on its own schedule, for up to three days. Fix the cause; \
+         the next delivery runs them.</p>\n",
+    );
+    if failed.is_empty() {
+        out.push_str("<p class=\"empty\">No inline failures.</p>\n</section>\n");
+        return out;
+    }
+    out.push_str(
+        "<div class=\"table-wrap\"><table>\n<thead><tr><th>Event</th><th>Type</th>\
+         <th class=\"num\">Attempts</th><th>First seen</th><th>Last error</th></tr></thead>\n<tbody>\n",
+    );
+    for r in failed {
+        let error = r.last_error.as_deref().map_or_else(
+            || "<span class=\"muted\">—</span>".to_owned(),
+            |e| {
+                format!(
+                    "<span class=\"error\" title=\"{}\">{}</span>",
+                    Esc(e),
+                    Esc(&short(e, 72))
+                )
+            },
+        );
+        let _ = write!(
+            out,
+            "<tr class=\"dead\"><td class=\"mono\">{id}</td><td class=\"mono\">{ty}</td>\
+             <td class=\"num\">{attempts}</td><td>{seen}</td><td>{error}</td></tr>\n",
+            id = Esc(r.event_id.as_str()),
+            ty = Esc(r.event_type.as_str()),
+            attempts = r.attempts,
+            seen = time_cell(ctx, Some(r.first_seen_ms)),
+        );
+    }
+    out.push_str("</tbody></table></div>\n</section>\n");
+    out
+}
+
 fn more(out: &mut String, ctx: &Ctx<'_>, state: JobState, total: u64, shown: usize) {
     if total > shown as u64 {
         let _ = writeln!(

@@ -93,6 +93,7 @@ type Authorize = dyn Fn(&Parts) -> bool + Send + Sync;
 #[derive(Clone)]
 pub struct Console {
     queue: Arc<dyn QueueAdmin>,
+    store: Option<Arc<dyn crate::StoreAdmin>>,
     authorize: Arc<Authorize>,
     csrf: Arc<csrf::Csrf>,
     realm: Option<HeaderValue>,
@@ -120,6 +121,7 @@ impl Console {
     ) -> Self {
         Self {
             queue: Arc::new(queue),
+            store: None,
             authorize: Arc::new(authorize),
             csrf: Arc::new(csrf::Csrf::new()),
             realm: None,
@@ -149,6 +151,16 @@ impl Console {
     pub fn with_allowed_origin(mut self, origin: &str) -> Self {
         self.allowed_origins
             .push(origin.trim_end_matches('/').to_ascii_lowercase());
+        self
+    }
+
+    /// Also shows the inline processor's failed events from `store` (its
+    /// [`failed_events`](crate::StoreAdmin::failed_events)), read only: the store keeps
+    /// no body, and Stripe delivers them again by itself. For applications that run some
+    /// routes inline ([`Processor::new`](crate::Processor::new)) beside the queue.
+    #[must_use]
+    pub fn with_store(mut self, store: impl crate::StoreAdmin) -> Self {
+        self.store = Some(Arc::new(store));
         self
     }
 
@@ -456,7 +468,11 @@ impl Console {
         let dead = self.queue.jobs(JobState::Dead, self.page_size).await?;
         let retrying = self.queue.jobs(JobState::Retrying, self.page_size).await?;
         let recent = self.queue.recent(self.page_size).await?;
-        let main = html::overview(ctx, &counts, &dead, &retrying, &recent);
+        let mut main = html::overview(ctx, &counts, &dead, &retrying, &recent);
+        if let Some(store) = &self.store {
+            let failed = store.failed_events(self.page_size).await?;
+            main.push_str(&html::store_failures(ctx, &failed));
+        }
         Ok(page(
             StatusCode::OK,
             html::layout(ctx, "Queue", notice, &main),

@@ -504,10 +504,10 @@ pub(super) fn store_failures(ctx: &Ctx<'_>, failed: &[crate::EventRecord]) -> St
                 )
             },
         );
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<tr class=\"dead\"><td class=\"mono\">{id}</td><td class=\"mono\">{ty}</td>\
-             <td class=\"num\">{attempts}</td><td>{seen}</td><td>{error}</td></tr>\n",
+             <td class=\"num\">{attempts}</td><td>{seen}</td><td>{error}</td></tr>",
             id = Esc(r.event_id.as_str()),
             ty = Esc(r.event_type.as_str()),
             attempts = r.attempts,

@@ -16,7 +16,8 @@
 //!   Redis Streams when `REDIS_URL=redis://…`.
 //! - `STRIPE_WEBHOOK_SECRET`, `STRIPE_THIN_WEBHOOK_SECRET`: as in the axum example.
 //! - `PORT` (default 4242) on 127.0.0.1.
-//! - `QUEUE_WORKERS`: jobs run at once (default 8).
+//! - `QUEUE_WORKERS`: jobs run at once (default 4; in inbox mode each holds one of the
+//!   store pool's 8 connections while it runs).
 //! - `DEMO_HANDLER_SLEEP_MS`: how long the demo handler works, `2000` or a range `0-50`.
 //! - `QUEUE_LEASE_MS`: a job's lease (default 120000); a process killed with SIGKILL
 //!   delays its jobs by this much.
@@ -142,6 +143,8 @@ fn plain_mode() -> bool {
 
 #[async_trait]
 impl TransactionalHandler<Sqlite> for Effects {
+    // The work first, the write last: on SQLite the transaction holds the database's one
+    // write lock from its first write to its commit.
     async fn handle(
         &self,
         event: &Event,
@@ -317,7 +320,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let work = Work::from_env()?;
     let (queue, worker) = queue_and_worker(&config, work).await?;
     let lease = Duration::from_millis(env_u64("QUEUE_LEASE_MS", 120_000)?);
-    let workers = usize::try_from(env_u64("QUEUE_WORKERS", 8)?)?;
+    let workers = usize::try_from(env_u64("QUEUE_WORKERS", 4)?)?;
     let first_retry = Duration::from_millis(env_u64("QUEUE_RETRY_MS", 60_000)?);
     let retry = RetryPolicy::new(20, first_retry, Duration::from_secs(6 * 3600));
     let handle = worker

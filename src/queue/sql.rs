@@ -140,15 +140,16 @@ const POSTGRES: Statements = Statements {
 /// A database the queue runs on.
 pub(crate) trait QueueDialect: Dialect {
     const QUEUE: &'static Statements;
-    /// How an inbox transaction begins: SQLite takes the write lock at once, so the
-    /// completion never fails to upgrade a read transaction.
+    /// How an inbox transaction begins. Deferred on SQLite too: SQLite has one writer, and
+    /// `BEGIN IMMEDIATE` would hold the write lock (and every enqueue behind it) for the
+    /// whole handler; deferred, it takes the lock at the transaction's first write.
     const BEGIN: &'static str;
 }
 
 #[cfg(feature = "sqlite")]
 impl QueueDialect for sqlx::Sqlite {
     const QUEUE: &'static Statements = &SQLITE;
-    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    const BEGIN: &'static str = "BEGIN";
 }
 
 #[cfg(feature = "postgres")]
@@ -160,6 +161,8 @@ impl QueueDialect for sqlx::Postgres {
 /// The statements, rendered for one jobs table.
 #[derive(Debug)]
 struct Rendered {
+    /// PostgreSQL's enqueue; SQLite's goes through `sqlite_batch`.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     enqueue: String,
     take: String,
     take_in_order: String,
@@ -264,6 +267,7 @@ where
         }
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
         let row = sqlx::query(&self.sql.enqueue)
             .bind(job.key.as_str())
@@ -709,6 +713,12 @@ macro_rules! queue_impls {
             /// together or not at all. A failed handler rolls its writes back and the job
             /// is retried. Thin jobs need [`Worker::with_thin_handler`] (they run outside
             /// a transaction).
+            ///
+            /// Each running job holds one of the pool's connections for its whole run, and
+            /// lease renewals need one too: keep the worker's concurrency below the pool's
+            /// size. On SQLite the transaction takes the database's one write lock at its
+            /// first write and keeps it until the commit, holding every other writer back
+            /// meanwhile: do the slow work first and the writes last.
             pub fn inbox_worker(&self, handler: impl crate::TransactionalHandler<$db>) -> Worker {
                 let runner = Arc::new(InboxRunner {
                     queue: self.core.clone(),

@@ -6,9 +6,11 @@
 //! them: it takes whatever is waiting (at most [`MAX_ROWS`]) and inserts it in one
 //! statement, `INSERT … VALUES (…), (…) ON CONFLICT (job_key) DO NOTHING RETURNING
 //! job_key`, whose answer tells each enqueue whether it was queued or a duplicate. When
-//! nothing else waits, a batch is one row and nothing is delayed.
+//! nothing else waits, a batch is one row and nothing is delayed. The task writes on a
+//! connection of its own, and WAL checkpoints run beside it (see [`write`]).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sqlx::{Row, SqlitePool};
@@ -60,7 +62,26 @@ impl Batcher {
             return tx.clone();
         }
         let (tx, rx) = mpsc::channel(4 * MAX_ROWS);
-        tokio::spawn(write(self.pool.clone(), Arc::clone(&self.jobs_table), rx));
+        // A connection of its own, opened with the pool's options: the pool's connections
+        // may all be held (an inbox worker keeps one per running job), and enqueues must
+        // not wait for them.
+        let writer = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_before_acquire(false)
+            // Checkpoints run beside it (see `write`), never in its commits.
+            .connect_lazy_with(
+                (*self.pool.connect_options())
+                    .clone()
+                    .pragma("wal_autocheckpoint", "0"),
+            );
+        tokio::spawn(write(
+            writer,
+            self.pool.clone(),
+            Arc::clone(&self.jobs_table),
+            rx,
+        ));
         *slot = Some(tx.clone());
         tx
     }
@@ -87,12 +108,46 @@ impl Batcher {
     }
 }
 
+/// How many rows (about a page each) between two WAL checkpoints: about the 1000 pages at
+/// which SQLite would checkpoint by itself.
+const CHECKPOINT_EVERY: usize = 256;
+
+/// Clears a flag when dropped, however the task holding it ends.
+struct Clear(Arc<AtomicBool>);
+
+impl Drop for Clear {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// The writer task: one statement per batch of waiting enqueues, until every sender is
 /// gone.
-async fn write(pool: SqlitePool, jobs: Arc<str>, mut rx: mpsc::Receiver<Pending>) {
+///
+/// The writer never checkpoints the WAL in its commits (a checkpoint there would hold up
+/// every enqueue waiting behind it, for the copy and the `fsync`). Every
+/// [`CHECKPOINT_EVERY`] rows, a task checkpoints from a connection of the store's pool,
+/// beside the writer; when it is done, the writer copies the few pages written meanwhile
+/// between two batches, so the checkpoint completes and the WAL starts over instead of
+/// growing under steady load.
+async fn write(
+    pool: SqlitePool,
+    store_pool: SqlitePool,
+    jobs: Arc<str>,
+    mut rx: mpsc::Receiver<Pending>,
+) {
     let now = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+    let checkpointing = Arc::new(AtomicBool::new(false));
+    let bulk_done = Arc::new(AtomicBool::new(false));
+    let mut since_checkpoint = 0usize;
     let mut batch = Vec::with_capacity(MAX_ROWS);
     while let Some(first) = rx.recv().await {
+        if bulk_done.swap(false, Ordering::SeqCst) {
+            // Best effort: whatever it leaves, the next checkpoint copies.
+            let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await;
+        }
         batch.push(first);
         while batch.len() < MAX_ROWS {
             match rx.try_recv() {
@@ -134,6 +189,24 @@ async fn write(pool: SqlitePool, jobs: Arc<str>, mut rx: mpsc::Receiver<Pending>
         }
         match q.fetch_all(&pool).await {
             Ok(rows) => {
+                since_checkpoint += batch.len();
+                if since_checkpoint >= CHECKPOINT_EVERY
+                    && !checkpointing.swap(true, Ordering::SeqCst)
+                {
+                    since_checkpoint = 0;
+                    let (store_pool, running, done) = (
+                        store_pool.clone(),
+                        Arc::clone(&checkpointing),
+                        Arc::clone(&bulk_done),
+                    );
+                    tokio::spawn(async move {
+                        let _running = Clear(running);
+                        let checkpoint = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)");
+                        if checkpoint.execute(&store_pool).await.is_ok() {
+                            done.store(true, Ordering::SeqCst);
+                        }
+                    });
+                }
                 let mut queued: HashSet<String> = rows
                     .iter()
                     .filter_map(|r| r.try_get::<String, _>(0).ok())

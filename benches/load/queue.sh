@@ -66,7 +66,7 @@ echo -e "server\treq/s\tp99\tnon-2xx"
 env -u DATABASE_URL -u REDIS_URL STRIPE_WEBHOOK_SECRET="$secret" SQLITE_PATH="$work/queue.db" PORT=4311 \
   RUST_LOG=warn DEMO_HANDLER_SLEEP_MS=2000 QUEUE_WORKERS=4 "$root/target/release/examples/queue" &
 pids+=($!); wait_up 4311
-ack "queue+sqlite (handler sleeps 2 s)" 4311 12000
+ack "queue+sqlite (handler sleeps 2 s)" 4311 25000
 STRIPE_WEBHOOK_SECRET="$secret" PORT=4313 node "$here/express_server.js" &
 pids+=($!); sleep 1
 ack "express+stripe-node (trivial handler)" 4313 15000

@@ -118,6 +118,7 @@ pub mod cloud;
 #[cfg(feature = "console")]
 #[cfg_attr(docsrs, doc(cfg(feature = "console")))]
 pub mod console;
+mod display;
 mod error;
 mod event;
 mod handler;
@@ -198,6 +199,18 @@ pub use signature::{
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use sqlx;
+
+/// What the `stripe-webhooks` binary (feature `cli`) shares with the crate's own
+/// formatting, so the tool and the console print times alike. Not a public API: it may
+/// change in any release.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod __cli {
+    /// `ms` (Unix milliseconds) as `2025-01-31 23:59:59 UTC`.
+    pub fn utc(ms: i64) -> String {
+        crate::display::utc(ms)
+    }
+}
 
 /// The README's examples, compiled as doctests (the quick start needs its features).
 #[cfg(all(doctest, feature = "axum", feature = "sqlite"))]

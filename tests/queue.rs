@@ -107,6 +107,14 @@ impl ThinEventHandler for Recorder {
     }
 }
 
+/// Queues a verified body as the ingest path would.
+async fn enqueue_body(queue: &impl Queue, body: &str) {
+    queue
+        .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+        .await
+        .unwrap();
+}
+
 fn fast_retry(attempts: u32) -> RetryPolicy {
     RetryPolicy::new(
         attempts,
@@ -261,13 +269,17 @@ async fn ack_fast_answers_503_when_the_queue_is_down_and_loses_nothing() {
 
 // ---- workers ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_job_retries_then_dies_and_runs_once_after_requeue() {
-    let dir = TempDir::new("queue_dead");
-    let queue = sqlite_queue(&dir).await;
+/// A handler that always fails: the job goes through its retries, ends dead with its
+/// error and body, Stripe's retry of it is a duplicate, and requeued after the fix it
+/// completes once.
+async fn a_failing_job_retries_then_dies_and_runs_once_after_requeue_on<Q>(queue: Q)
+where
+    Q: QueueAdmin + Clone,
+{
     let p = Processor::queued(verifier(), queue.clone());
     let body = customer_event("evt_dies", "cus_1", testing::now());
-    p.process(Some(&signed(&body)), body.as_bytes()).await;
+    let o = p.process(Some(&signed(&body)), body.as_bytes()).await;
+    assert_eq!(o.kind().name(), "queued");
     let handler = Recorder::default();
     handler.fail("evt_dies");
     let worker = Worker::new(queue.clone(), handler.clone()).with_retry(fast_retry(3));
@@ -293,14 +305,38 @@ async fn a_failing_job_retries_then_dies_and_runs_once_after_requeue() {
     assert_eq!((rec.state, rec.attempts), (JobState::Completed, 1));
 }
 
+/// Three updates of one object, queued out of order, run one at a time in `created`
+/// order although the worker could run eight jobs at once.
+async fn per_object_order_runs_a_slow_update_before_the_later_one_on<Q>(queue: Q)
+where
+    Q: QueueAdmin + Clone,
+{
+    let t = testing::now();
+    for (id, created) in [("evt_o2", t + 1), ("evt_o1", t), ("evt_o3", t + 2)] {
+        enqueue_body(&queue, &customer_event(id, "cus_ordered", created)).await;
+    }
+    let handler = Recorder {
+        sleep: Some(Duration::from_millis(30)),
+        ..Recorder::default()
+    };
+    let worker = Worker::new(queue.clone(), handler.clone())
+        .with_concurrency(8)
+        .with_per_object_order(true);
+    drain(&worker, &queue).await;
+    assert_eq!(handler.seen(), ["evt_o1", "evt_o2", "evt_o3"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_retries_then_dies_and_runs_once_after_requeue() {
+    let dir = TempDir::new("queue_dead");
+    a_failing_job_retries_then_dies_and_runs_once_after_requeue_on(sqlite_queue(&dir).await).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panics_and_deadlines_are_failures_and_bodies_that_are_not_events_die_at_once() {
     let queue = MemoryQueue::new();
     let body = customer_event("evt_panic", "cus_1", testing::now());
-    queue
-        .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
-        .await
-        .unwrap();
+    enqueue_body(&queue, &body).await;
     let handler = Recorder {
         panics: true,
         ..Recorder::default()
@@ -312,10 +348,7 @@ async fn panics_and_deadlines_are_failures_and_bodies_that_are_not_events_die_at
     assert!(rec.last_error.unwrap().contains("panicked on purpose"));
 
     let body = customer_event("evt_slow", "cus_1", testing::now());
-    queue
-        .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
-        .await
-        .unwrap();
+    enqueue_body(&queue, &body).await;
     let slow = Recorder {
         sleep: Some(Duration::from_secs(5)),
         ..Recorder::default()
@@ -361,10 +394,7 @@ async fn thin_jobs_need_a_thin_handler_and_are_kept_until_one_is_added() {
 async fn unrouted_types_complete_without_running() {
     let queue = MemoryQueue::new();
     let body = customer_event("evt_unrouted", "cus_1", testing::now());
-    queue
-        .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
-        .await
-        .unwrap();
+    enqueue_body(&queue, &body).await;
     let ran = Arc::new(AtomicUsize::new(0));
     let r = Arc::clone(&ran);
     let router = EventRouter::new().on(stripe_webhooks::EventType::InvoicePaid, move |_e| {
@@ -380,10 +410,7 @@ async fn unrouted_types_complete_without_running() {
 async fn a_worker_that_loses_its_lease_is_stopped_and_its_job_taken_over() {
     let queue = MemoryQueue::new();
     let body = customer_event("evt_lease", "cus_1", testing::now());
-    queue
-        .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
-        .await
-        .unwrap();
+    enqueue_body(&queue, &body).await;
     // The first worker's lease is short and its handler slow: another worker takes the
     // job when the lease ends, and the first one's renewal finds it lost.
     let jobs = queue
@@ -404,10 +431,7 @@ async fn shutdown_finishes_short_jobs_and_releases_long_ones() {
     let queue = MemoryQueue::new();
     for (i, _) in (0..2).enumerate() {
         let body = customer_event(&format!("evt_shutdown_{i}"), &format!("cus_{i}"), 1);
-        queue
-            .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
-            .await
-            .unwrap();
+        enqueue_body(&queue, &body).await;
     }
     let slow = Recorder {
         sleep: Some(Duration::from_secs(30)),
@@ -453,24 +477,7 @@ async fn shutdown_finishes_short_jobs_and_releases_long_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn per_object_order_runs_a_slow_update_before_the_later_one() {
     let dir = TempDir::new("queue_order");
-    let queue = sqlite_queue(&dir).await;
-    let t = testing::now();
-    for (id, created) in [("evt_o2", t + 1), ("evt_o1", t), ("evt_o3", t + 2)] {
-        let body = customer_event(id, "cus_ordered", created);
-        queue
-            .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
-            .await
-            .unwrap();
-    }
-    let handler = Recorder {
-        sleep: Some(Duration::from_millis(30)),
-        ..Recorder::default()
-    };
-    let worker = Worker::new(queue.clone(), handler.clone())
-        .with_concurrency(8)
-        .with_per_object_order(true);
-    drain(&worker, &queue).await;
-    assert_eq!(handler.seen(), ["evt_o1", "evt_o2", "evt_o3"]);
+    per_object_order_runs_a_slow_update_before_the_later_one_on(sqlite_queue(&dir).await).await;
 }
 
 /// Inbox mode: the handler's writes and the completion commit together; a failed
@@ -506,10 +513,7 @@ async fn sqlite_inbox_worker_commits_effects_with_the_completion() {
         .unwrap();
     for id in ["evt_inbox_ok", "evt_inbox_fail"] {
         let body = customer_event(id, "cus_1", 1);
-        queue
-            .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
-            .await
-            .unwrap();
+        enqueue_body(&queue, &body).await;
     }
     let worker = queue.inbox_worker(Ledger).with_retry(fast_retry(2));
     drain(&worker, &queue).await;
@@ -549,6 +553,16 @@ mod postgres {
         let store = PostgresStore::new(pool).with_table(&unique(name)).unwrap();
         store.migrate().await.unwrap();
         store.queue()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_failing_job_retries_then_dies_and_runs_once_after_requeue() {
+        a_failing_job_retries_then_dies_and_runs_once_after_requeue_on(queue("qdead").await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_per_object_order_runs_a_slow_update_before_the_later_one() {
+        per_object_order_runs_a_slow_update_before_the_later_one_on(queue("qorder").await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -626,38 +640,7 @@ mod redis_queue {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_failing_job_retries_then_dies_and_runs_once_after_requeue() {
-        let queue = queue("qdead").await;
-        let p = Processor::queued(verifier(), queue.clone());
-        let body = customer_event("evt_dies", "cus_1", testing::now());
-        assert_eq!(
-            p.process(Some(&signed(&body)), body.as_bytes())
-                .await
-                .kind()
-                .name(),
-            "queued"
-        );
-        let handler = Recorder::default();
-        handler.fail("evt_dies");
-        let worker = Worker::new(queue.clone(), handler.clone()).with_retry(fast_retry(3));
-        drain(&worker, &queue).await;
-        assert_eq!(handler.seen().len(), 3, "three attempts");
-        let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
-        assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].attempts, 3);
-        assert_eq!(
-            dead[0].last_error.as_deref(),
-            Some("handler failed: downstream is down")
-        );
-        assert_eq!(dead[0].body, body.as_bytes());
-        let o = p.process(Some(&signed(&body)), body.as_bytes()).await;
-        assert_eq!(o.kind().name(), "duplicate", "a dead job stays dead");
-
-        handler.fix();
-        assert_eq!(queue.requeue_dead().await.unwrap(), 1);
-        drain(&worker, &queue).await;
-        assert_eq!(handler.seen().len(), 4, "runs once more after the fix");
-        let rec = queue.job(&"evt_dies".into()).await.unwrap().unwrap();
-        assert_eq!((rec.state, rec.attempts), (JobState::Completed, 1));
+        a_failing_job_retries_then_dies_and_runs_once_after_requeue_on(queue("qdead").await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -667,9 +650,7 @@ mod redis_queue {
         let alive = RedisQueue::new(connect().await, &prefix).unwrap();
         assert_ne!(dead.consumer(), alive.consumer());
         let body = customer_event("evt_orphan", "cus_1", testing::now());
-        dead.enqueue(&NewJob::parse(body.as_bytes()).unwrap())
-            .await
-            .unwrap();
+        enqueue_body(&dead, &body).await;
         // Taken, and never settled: the consumer died.
         let lease = Duration::from_millis(300);
         let orphan = dead.take(1, lease, true).await.unwrap().remove(0);
@@ -810,23 +791,6 @@ mod redis_queue {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn redis_per_object_order_runs_a_slow_update_before_the_later_one() {
-        let queue = queue("qorder").await;
-        let t = testing::now();
-        for (id, created) in [("evt_o2", t + 1), ("evt_o1", t), ("evt_o3", t + 2)] {
-            let body = customer_event(id, "cus_ordered", created);
-            queue
-                .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
-                .await
-                .unwrap();
-        }
-        let handler = Recorder {
-            sleep: Some(Duration::from_millis(30)),
-            ..Recorder::default()
-        };
-        let worker = Worker::new(queue.clone(), handler.clone())
-            .with_concurrency(8)
-            .with_per_object_order(true);
-        drain(&worker, &queue).await;
-        assert_eq!(handler.seen(), ["evt_o1", "evt_o2", "evt_o3"]);
+        per_object_order_runs_a_slow_update_before_the_later_one_on(queue("qorder").await).await;
     }
 }

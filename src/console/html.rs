@@ -4,6 +4,7 @@
 
 use std::fmt::{self, Write as _};
 
+use crate::display::{pretty_json, utc};
 use crate::queue::{JobRecord, JobState, QueueCounts};
 
 /// Text for HTML, escaped for both element content and quoted attribute values.
@@ -87,91 +88,6 @@ pub(super) fn form_pairs(s: &str) -> Vec<(String, String)> {
             Some((percent_decode(k, true)?, percent_decode(v, true)?))
         })
         .collect()
-}
-
-/// `body` re-indented two spaces a level, keys and numbers exactly as Stripe wrote them
-/// (in their order); `None` when it is not JSON.
-pub(super) fn pretty_json(body: &[u8]) -> Option<String> {
-    serde_json::from_slice::<serde::de::IgnoredAny>(body).ok()?;
-    let s = std::str::from_utf8(body).ok()?;
-    let mut out = String::with_capacity(s.len() * 2);
-    let mut indent = 0usize;
-    let (mut in_str, mut escaped) = (false, false);
-    let mut chars = s.chars().peekable();
-    let newline = |out: &mut String, indent: usize| {
-        out.push('\n');
-        for _ in 0..indent {
-            out.push_str("  ");
-        }
-    };
-    while let Some(c) = chars.next() {
-        if in_str {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_str = false;
-            }
-            continue;
-        }
-        match c {
-            '"' => {
-                in_str = true;
-                out.push(c);
-            }
-            '{' | '[' => {
-                let close = if c == '{' { '}' } else { ']' };
-                while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
-                    chars.next();
-                }
-                out.push(c);
-                if chars.peek() == Some(&close) {
-                    chars.next();
-                    out.push(close);
-                } else {
-                    indent += 1;
-                    newline(&mut out, indent);
-                }
-            }
-            '}' | ']' => {
-                indent = indent.saturating_sub(1);
-                newline(&mut out, indent);
-                out.push(c);
-            }
-            ',' => {
-                out.push(c);
-                newline(&mut out, indent);
-            }
-            ':' => out.push_str(": "),
-            c if c.is_ascii_whitespace() => {}
-            c => out.push(c),
-        }
-    }
-    Some(out)
-}
-
-/// `ms` (Unix milliseconds) as `2025-01-31 23:59:59 UTC`.
-pub(super) fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// A length of time, coarsely: `850 ms`, `12 s`, `3 min 5 s`, `2 h 10 min`, `3 d 4 h`.
@@ -369,6 +285,20 @@ fn time_cell(ctx: &Ctx<'_>, ms: Option<i64>) -> String {
 }
 
 /// A table of jobs; `actions` adds a requeue button to dead and retrying rows.
+/// A last error, cut for a table cell (the whole text in its title), or a dash.
+fn error_cell(error: Option<&str>) -> String {
+    error.map_or_else(
+        || "<span class=\"muted\">—</span>".to_owned(),
+        |e| {
+            format!(
+                "<span class=\"error\" title=\"{}\">{}</span>",
+                Esc(e),
+                Esc(&short(e, 72))
+            )
+        },
+    )
+}
+
 pub(super) fn jobs_table(ctx: &Ctx<'_>, jobs: &[JobRecord], actions: bool, empty: &str) -> String {
     if jobs.is_empty() {
         return format!("<p class=\"empty\">{}</p>\n", Esc(empty));
@@ -384,16 +314,7 @@ pub(super) fn jobs_table(ctx: &Ctx<'_>, jobs: &[JobRecord], actions: bool, empty
     out.push_str("</tr></thead>\n<tbody>\n");
     for job in jobs {
         let when = job.run_at_ms.or(job.finished_at_ms);
-        let error = job.last_error.as_deref().map_or_else(
-            || "<span class=\"muted\">—</span>".to_owned(),
-            |e| {
-                format!(
-                    "<span class=\"error\" title=\"{}\">{}</span>",
-                    Esc(e),
-                    Esc(&short(e, 72))
-                )
-            },
-        );
+        let error = error_cell(job.last_error.as_deref());
         let _ = write!(
             out,
             "<tr class=\"{state}\"><td class=\"mono\">{link}</td><td class=\"mono\">{ty}</td><td>{badge}</td>\
@@ -494,16 +415,7 @@ pub(super) fn store_failures(ctx: &Ctx<'_>, failed: &[crate::EventRecord]) -> St
          <th class=\"num\">Attempts</th><th>First seen</th><th>Last error</th></tr></thead>\n<tbody>\n",
     );
     for r in failed {
-        let error = r.last_error.as_deref().map_or_else(
-            || "<span class=\"muted\">—</span>".to_owned(),
-            |e| {
-                format!(
-                    "<span class=\"error\" title=\"{}\">{}</span>",
-                    Esc(e),
-                    Esc(&short(e, 72))
-                )
-            },
-        );
+        let error = error_cell(r.last_error.as_deref());
         let _ = writeln!(
             out,
             "<tr class=\"dead\"><td class=\"mono\">{id}</td><td class=\"mono\">{ty}</td>\
@@ -702,22 +614,7 @@ mod tests {
     }
 
     #[test]
-    fn json_is_reindented_in_its_own_order() {
-        let body = br#"{"z":1,"a":{"s":"a,b:{\"c\"}","e":[],"o":{ }},"l":[1, 2.50]}"#;
-        let pretty = pretty_json(body).unwrap();
-        assert_eq!(
-            pretty,
-            "{\n  \"z\": 1,\n  \"a\": {\n    \"s\": \"a,b:{\\\"c\\\"}\",\n    \"e\": [],\n    \
-             \"o\": {}\n  },\n  \"l\": [\n    1,\n    2.50\n  ]\n}"
-        );
-        assert_eq!(pretty_json(b"{not json"), None);
-    }
-
-    #[test]
-    fn times_read_as_utc() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(1_709_251_199_000), "2024-02-29 23:59:59 UTC");
-        assert_eq!(utc(-1000), "1969-12-31 23:59:59 UTC");
+    fn spans_read_coarsely() {
         assert_eq!(span(850), "850 ms");
         assert_eq!(span(125_000), "2 min 5 s");
         assert_eq!(span(90_061_000), "1 d 1 h");

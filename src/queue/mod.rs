@@ -310,6 +310,23 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// The body re-indented two spaces a level, its keys and numbers exactly as Stripe
+    /// wrote them and in their order (a `serde_json::Value` would reorder them); `None`
+    /// when the body is not JSON.
+    ///
+    /// ```
+    /// use stripe_webhooks::queue::{JobRecord, JobState, PayloadKind};
+    ///
+    /// let r = JobRecord::new(
+    ///     "evt_1".into(), "evt_1".into(), "invoice.paid".into(), PayloadKind::Snapshot,
+    ///     JobState::Dead, 3, None, 0, None, None, br#"{"z":1,"a":[]}"#.to_vec(),
+    /// );
+    /// assert_eq!(r.pretty_body().as_deref(), Some("{\n  \"z\": 1,\n  \"a\": []\n}"));
+    /// ```
+    pub fn pretty_body(&self) -> Option<String> {
+        crate::display::pretty_json(&self.body)
+    }
+
     /// Builds a record; queues use it to answer [`QueueAdmin`].
     #[allow(clippy::too_many_arguments)]
     pub fn new(

@@ -8,7 +8,7 @@ use stripe_webhooks::{EventId, EventRecord};
 
 use crate::backend::Backend;
 use crate::error::CliError;
-use crate::output::{human, pretty_json, print_json, utc, when, Table};
+use crate::output::{human, print_json, utc, when, Table};
 use crate::StoreOpts;
 
 /// `status` counts the store's failed events up to this many.
@@ -304,11 +304,9 @@ pub(crate) async fn show(b: &Backend, id: &str, json: bool) -> Result<(), CliErr
         }
     }
     match &view.job {
-        Some(j) => match std::str::from_utf8(&j.body) {
-            Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
-                println!("body\n{}", pretty_json(text));
-            }
-            _ => println!("body (not JSON)\n{}", String::from_utf8_lossy(&j.body)),
+        Some(j) => match j.pretty_body() {
+            Some(pretty) => println!("body\n{pretty}"),
+            None => println!("body (not JSON)\n{}", String::from_utf8_lossy(&j.body)),
         },
         None => println!("body         (the store keeps no body; only queued events have one)"),
     }

@@ -81,64 +81,6 @@ fn cell(text: &str) -> String {
     }
 }
 
-/// Valid JSON, indented by two spaces, with its keys in the order they were written (a
-/// `serde_json::Value` would sort them).
-pub(crate) fn pretty_json(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len() * 2);
-    let mut depth = 0_usize;
-    let (mut in_string, mut escaped) = (false, false);
-    let mut chars = raw.trim().chars().peekable();
-    let newline = |out: &mut String, depth: usize| {
-        out.push('\n');
-        out.extend(std::iter::repeat("  ").take(depth));
-    };
-    while let Some(c) = chars.next() {
-        if in_string {
-            out.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => {
-                in_string = true;
-                out.push(c);
-            }
-            '{' | '[' => {
-                out.push(c);
-                while chars.peek().is_some_and(|c| c.is_whitespace()) {
-                    chars.next();
-                }
-                if matches!(chars.peek(), Some('}' | ']')) {
-                    if let Some(close) = chars.next() {
-                        out.push(close);
-                    }
-                } else {
-                    depth += 1;
-                    newline(&mut out, depth);
-                }
-            }
-            '}' | ']' => {
-                depth = depth.saturating_sub(1);
-                newline(&mut out, depth);
-                out.push(c);
-            }
-            ',' => {
-                out.push(c);
-                newline(&mut out, depth);
-            }
-            ':' => out.push_str(": "),
-            c if c.is_whitespace() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Now, in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -147,27 +89,7 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Unix milliseconds as `2025-01-31 23:59:59 UTC`.
-pub(crate) fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub(crate) use stripe_webhooks::__cli::utc;
 
 /// Unix milliseconds as `2025-01-31 23:59:59 UTC (3h 2m ago)`.
 pub(crate) fn when(ms: i64) -> String {
@@ -230,32 +152,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn formats_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc(1_767_225_599_000), "2025-12-31 23:59:59 UTC");
-    }
-
-    #[test]
     fn reads_ages() {
         assert_eq!(parse_age("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert_eq!(parse_age("90m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_age("7"), Ok(Duration::from_secs(7 * 86_400)));
         assert!(parse_age("soon").is_err());
         assert!(parse_age("3w").is_err());
-    }
-
-    #[test]
-    fn indents_json_keeping_key_order() {
-        let raw = r#"{"id":"evt_1", "object" : "event","data":{"object":{}},"list":[1,[]],"s":"a,{\"b\":[c]}"}"#;
-        let pretty = pretty_json(raw);
-        assert_eq!(
-            pretty,
-            "{\n  \"id\": \"evt_1\",\n  \"object\": \"event\",\n  \"data\": {\n    \"object\": {}\n  },\n  \"list\": [\n    1,\n    []\n  ],\n  \"s\": \"a,{\\\"b\\\":[c]}\"\n}"
-        );
-        let a: serde_json::Value = serde_json::from_str(raw).unwrap();
-        let b: serde_json::Value = serde_json::from_str(&pretty).unwrap();
-        assert_eq!(a, b);
     }
 
     #[test]

@@ -1,0 +1,127 @@
+//! Text for people: dates, and JSON bodies re-indented as Stripe wrote them. Shared by
+//! the event model (RFC 3339 timestamps), the console and the command-line tool.
+
+/// `unix` seconds as (year, month, day, hour, minute, second), UTC (Howard Hinnant's
+/// `civil_from_days`).
+pub(crate) fn civil(unix: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// `ms` (Unix milliseconds) as `2025-01-31 23:59:59 UTC`.
+#[cfg_attr(not(any(feature = "console", feature = "cli")), allow(dead_code))]
+pub(crate) fn utc(ms: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(ms.div_euclid(1000));
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
+}
+
+/// `body` re-indented two spaces a level, keys and numbers exactly as Stripe wrote them
+/// (in their order); `None` when it is not JSON.
+pub(crate) fn pretty_json(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).ok()?;
+    let s = std::str::from_utf8(body).ok()?;
+    let mut out = String::with_capacity(s.len() * 2);
+    let mut indent = 0usize;
+    let (mut in_str, mut escaped) = (false, false);
+    let mut chars = s.chars().peekable();
+    let newline = |out: &mut String, indent: usize| {
+        out.push('\n');
+        for _ in 0..indent {
+            out.push_str("  ");
+        }
+    };
+    while let Some(c) = chars.next() {
+        if in_str {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_str = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                let close = if c == '{' { '}' } else { ']' };
+                while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+                    chars.next();
+                }
+                out.push(c);
+                if chars.peek() == Some(&close) {
+                    chars.next();
+                    out.push(close);
+                } else {
+                    indent += 1;
+                    newline(&mut out, indent);
+                }
+            }
+            '}' | ']' => {
+                indent = indent.saturating_sub(1);
+                newline(&mut out, indent);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, indent);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_ascii_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_read_as_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_709_251_199_000), "2024-02-29 23:59:59 UTC");
+        assert_eq!(utc(1_767_225_599_000), "2025-12-31 23:59:59 UTC");
+        assert_eq!(utc(-1000), "1969-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn json_is_reindented_in_its_own_order() {
+        let body = br#"{"z":1,"a":{"s":"a,b:{\"c\"}","e":[],"o":{ }},"l":[1, 2.50]}"#;
+        let pretty = pretty_json(body).unwrap();
+        assert_eq!(
+            pretty,
+            "{\n  \"z\": 1,\n  \"a\": {\n    \"s\": \"a,b:{\\\"c\\\"}\",\n    \"e\": [],\n    \
+             \"o\": {}\n  },\n  \"l\": [\n    1,\n    2.50\n  ]\n}"
+        );
+        assert_eq!(pretty_json(b"{not json"), None);
+    }
+
+    #[test]
+    fn reindenting_keeps_the_value() {
+        let raw = br#"{"id":"evt_1", "object" : "event","data":{"object":{}},"list":[1,[]],"s":"a,{\"b\":[c]}"}"#;
+        let pretty = pretty_json(raw).unwrap();
+        assert_eq!(
+            pretty,
+            "{\n  \"id\": \"evt_1\",\n  \"object\": \"event\",\n  \"data\": {\n    \"object\": {}\n  },\n  \"list\": [\n    1,\n    []\n  ],\n  \"s\": \"a,{\\\"b\\\":[c]}\"\n}"
+        );
+        let a: serde_json::Value = serde_json::from_slice(raw).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&pretty).unwrap();
+        assert_eq!(a, b);
+    }
+}

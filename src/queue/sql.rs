@@ -63,6 +63,9 @@ const IN_ORDER: &str = " AND (j.object_id IS NULL OR NOT EXISTS (SELECT 1 FROM {
     AND ((o.state = 'running' AND o.run_at > {now}) OR o.created < j.created \
     OR (o.created = j.created AND o.seq < j.seq))))";
 
+// `take` names its index: with a long queue SQLite's planner picks `state_idx` and sorts
+// every queued row by `run_at` for each take, holding the write lock throughout (measured:
+// the ack path's p99 went from 344 ms to 16 ms at c=64 with this alone).
 #[cfg(feature = "sqlite")]
 const SQLITE: Statements = Statements {
     now: "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
@@ -72,7 +75,8 @@ const SQLITE: Statements = Statements {
         ON CONFLICT (job_key) DO NOTHING RETURNING seq",
     take: "UPDATE {j} SET state = 'running', attempts = attempts + 1, fence = ?1, \
         run_at = {now} + ?2 \
-        WHERE seq IN (SELECT seq FROM {j} j WHERE j.state IN ('queued', 'retrying', 'running') \
+        WHERE seq IN (SELECT seq FROM {j} j INDEXED BY {j}_due_idx \
+        WHERE j.state IN ('queued', 'retrying', 'running') \
         AND j.run_at <= {now}{order} ORDER BY j.run_at, j.seq LIMIT ?3) \
         RETURNING seq, job_key, event_id, event_type, kind, body, attempts, created",
     in_order: IN_ORDER,

@@ -76,6 +76,8 @@ impl Batcher {
                 (*self.pool.connect_options())
                     .clone()
                     .pragma("wal_autocheckpoint", "0")
+                    // The key index takes random inserts: keep its pages in memory.
+                    .pragma("cache_size", "-32768")
                     // One prepared statement per batch size, kept.
                     .statement_cache_capacity(MAX_ROWS + 8),
             );

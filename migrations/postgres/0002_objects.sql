@@ -11,3 +11,6 @@ CREATE TABLE IF NOT EXISTS stripe_webhook_events_objects (
 );
 CREATE INDEX IF NOT EXISTS stripe_webhook_events_objects_purge_idx
     ON stripe_webhook_events_objects (updated_at);
+-- Room on each page, so that lock and unlock updates (which change no indexed column)
+-- stay on their page as HOT updates instead of adding index entries.
+ALTER TABLE stripe_webhook_events_objects SET (fillfactor = 70);

@@ -56,6 +56,11 @@ impl Dialect for sqlx::Postgres {
     }
 }
 
+/// Whether a statement failed on a trigger's `RAISE` with `message`.
+fn raised(e: &sqlx::Error, message: &str) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.message().contains(message))
+}
+
 /// The statements for one table name.
 #[derive(Debug)]
 pub(crate) struct Sql {
@@ -79,9 +84,11 @@ pub(crate) struct Sql {
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) lock_row: String,
     pub(crate) purge_objects: String,
-    pub(crate) settle_object: String,
     pub(crate) lock_and_claim: Option<String>,
     pub(crate) complete_applied: Option<String>,
+    pub(crate) lock_and_claim_step: Option<String>,
+    pub(crate) locked_claim: Option<String>,
+    pub(crate) settle_step: Option<String>,
 }
 
 impl Sql {
@@ -104,9 +111,11 @@ impl Sql {
             watermark: render(d.watermark, d, t),
             lock_row: render(d.lock_row, d, t),
             purge_objects: render(d.purge_objects, d, t),
-            settle_object: render(d.settle_object, d, t),
             lock_and_claim: d.lock_and_claim.map(|q| render(q, d, t)),
             complete_applied: d.complete_applied.map(|q| render(q, d, t)),
+            lock_and_claim_step: d.lock_and_claim_step.map(|q| render(q, d, t)),
+            locked_claim: d.locked_claim.map(|q| render(q, d, t)),
+            settle_step: d.settle_step.map(|q| render(q, d, t)),
         }
     }
 }
@@ -432,8 +441,8 @@ where
         })
     }
 
-    /// Locks the object and claims the event: one statement on PostgreSQL, two on
-    /// SQLite; a refused claim leaves the object unlocked.
+    /// Locks the object and claims the event: one statement (and, on SQLite, a read of
+    /// what it took); a refused claim leaves the object unlocked.
     pub(crate) async fn lock_and_claim(
         &self,
         object_id: &str,
@@ -442,26 +451,90 @@ where
         id: &EventId,
         event_type: &EventType,
     ) -> Result<LockedClaim, StoreError> {
+        let token = ClaimToken::new(id.clone(), 0);
+        if let (Some(step), Some(read)) = (&self.sql.lock_and_claim_step, &self.sql.locked_claim) {
+            return self
+                .lock_and_claim_by_step(step, read, object_id, holder, lease, id, event_type, token)
+                .await;
+        }
         if let Some(statement) = &self.sql.lock_and_claim {
-            let token = ClaimToken::new(id.clone(), 0);
             return self
                 .lock_and_claim_at_once(statement, object_id, holder, lease, id, event_type, token)
                 .await;
         }
-        // SQLite: two autocommit statements are cheaper than a transaction through
-        // sqlx's worker thread (four), and a crash between them only leaves the lock to
-        // its lease.
-        let watermark = match self.lock_object(object_id, holder, lease).await? {
-            ObjectLock::Acquired { watermark } => watermark,
-            ObjectLock::Busy { retry_after } => return Ok(LockedClaim::Busy { retry_after }),
-        };
-        match self.claim(id, event_type, lease).await {
-            Ok(Claim::Acquired(token)) => Ok(LockedClaim::Acquired { watermark, token }),
-            other => {
-                self.unlock_object(object_id, holder).await?;
-                other.map(LockedClaim::Refused)
+        Err(StoreError::unavailable(
+            "this dialect has no lock_and_claim statement",
+        ))
+    }
+
+    /// `lock_and_claim` through a view's trigger (SQLite): one statement that locks and
+    /// claims or, raising, does neither; then a read of the claim's attempts and the
+    /// watermark (the lock keeps both as they are).
+    #[allow(clippy::too_many_arguments)]
+    async fn lock_and_claim_by_step(
+        &self,
+        step: &str,
+        read: &str,
+        object_id: &str,
+        holder: &str,
+        lease: Duration,
+        id: &EventId,
+        event_type: &EventType,
+        token: ClaimToken,
+    ) -> Result<LockedClaim, StoreError> {
+        let fence = token.fence_hex();
+        for _ in 0..3 {
+            let done = sqlx::query(step)
+                .bind(object_id)
+                .bind(holder)
+                .bind(millis(lease))
+                .bind(id.as_str())
+                .bind(event_type.as_str())
+                .bind(&fence)
+                .execute(&self.pool)
+                .await;
+            match done {
+                Ok(_) => {}
+                Err(e) if raised(&e, statements::OBJECT_BUSY) => {
+                    match self.lock_object_busy(object_id).await? {
+                        Some(retry_after) => return Ok(LockedClaim::Busy { retry_after }),
+                        None => continue,
+                    }
+                }
+                Err(e) if raised(&e, statements::CLAIM_REFUSED) => {
+                    match self.state_on(&self.pool, id).await.map_err(db_err)? {
+                        Some(claim) => return Ok(LockedClaim::Refused(claim)),
+                        None => continue,
+                    }
+                }
+                Err(e) => return Err(db_err(e)),
             }
+            let row = sqlx::query(read)
+                .bind(id.as_str())
+                .bind(&fence)
+                .bind(object_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+            let Some(row) = row else {
+                // Taken from us already: only when the lease is shorter than this read.
+                continue;
+            };
+            let attempts: i64 = row.try_get(0).map_err(db_err)?;
+            let created: Option<i64> = row.try_get(1).map_err(db_err)?;
+            let wm_id: Option<String> = row.try_get(2).map_err(db_err)?;
+            let watermark = match (created, wm_id) {
+                (Some(c), Some(e)) => Some(Watermark::new(c, EventId::new(e))),
+                _ => None,
+            };
+            return Ok(LockedClaim::Acquired {
+                watermark,
+                token: token.with_attempt(attempts_from(attempts)),
+            });
         }
+        Ok(LockedClaim::Busy {
+            retry_after: Duration::from_secs(1),
+        })
     }
 
     /// `lock_and_claim` in one statement; a refused claim unlocks the object again.
@@ -542,6 +615,22 @@ where
         let lost = || StoreError::LeaseLost {
             event_id: token.event_id().clone(),
         };
+        if let Some(step) = &self.sql.settle_step {
+            return match sqlx::query(step)
+                .bind(token.event_id().as_str())
+                .bind(token.fence_hex())
+                .bind(object_id)
+                .bind(holder)
+                .bind(applied.created)
+                .bind(applied.event_id.as_str())
+                .execute(&self.pool)
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if raised(&e, statements::LEASE_LOST) => Err(lost()),
+                Err(e) => Err(db_err(e)),
+            };
+        }
         if let Some(statement) = &self.sql.complete_applied {
             let done: i64 = sqlx::query_scalar(statement)
                 .bind(token.event_id().as_str())
@@ -555,26 +644,9 @@ where
                 .map_err(db_err)?;
             return if done == 1 { Ok(()) } else { Err(lost()) };
         }
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let done = sqlx::query(&self.sql.complete)
-            .bind(token.event_id().as_str())
-            .bind(token.fence_hex())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        if DB::rows_affected(&done) != 1 {
-            tx.rollback().await.map_err(db_err)?;
-            return Err(lost());
-        }
-        sqlx::query(&self.sql.settle_object)
-            .bind(object_id)
-            .bind(holder)
-            .bind(applied.created)
-            .bind(applied.event_id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)
+        Err(StoreError::unavailable(
+            "this dialect has no complete_applied statement",
+        ))
     }
 
     pub(crate) async fn advance_watermark(

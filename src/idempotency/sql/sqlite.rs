@@ -15,6 +15,7 @@ pub const SQLITE_MIGRATION: &str = concat!(
     include_str!("../../../migrations/sqlite/0001_webhook_events.sql"),
     include_str!("../../../migrations/sqlite/0002_objects.sql"),
     include_str!("../../../migrations/sqlite/0003_jobs.sql"),
+    include_str!("../../../migrations/sqlite/0004_guard_steps.sql"),
 );
 
 /// How long a writer waits for SQLite's lock before giving up.

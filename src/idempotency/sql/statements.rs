@@ -30,9 +30,11 @@
 /// | `unlock_object` | object id, holder | |
 /// | `watermark` | object id | `created`, `event_id` |
 /// | `lock_row` | object id | `created`, `event_id` (the row stays locked) |
-/// | `settle_object` | object id, holder, created, event id | |
 /// | `lock_and_claim` | object id, holder, lease ms, event id, event type, fence | locked, `created`, `event_id`, `attempts` |
 /// | `complete_applied` | event id, fence, object id, holder, created, applied event id | completed rows |
+/// | `lock_and_claim_step` | as `lock_and_claim` | nothing; raises when refused |
+/// | `locked_claim` | event id, fence, object id | `attempts`, `created`, `event_id` |
+/// | `settle_step` | as `complete_applied` | nothing; raises when the lease is lost |
 /// | `purge_objects` | retention ms, batch size | |
 #[derive(Debug)]
 pub struct Statements {
@@ -61,7 +63,9 @@ pub struct Statements {
     /// Deletes one batch of completed and failed records past retention.
     pub purge: &'static str,
     /// Takes or renews an object's lock when free, expired or the holder's; returns
-    /// the watermark when it did.
+    /// the watermark when it did. It leaves `updated_at` (indexed, for the purge) as it
+    /// is: a locked object is never purged, and on PostgreSQL an update that changes no
+    /// indexed column stays on its page (HOT) instead of adding index entries.
     pub lock_object: &'static str,
     /// How long another holder's lock on an object has left.
     pub object_lock_left: &'static str,
@@ -76,15 +80,28 @@ pub struct Statements {
     pub lock_row: &'static str,
     /// Deletes one batch of unlocked objects untouched for the retention.
     pub purge_objects: &'static str,
-    /// Moves the watermark forward and frees the holder's lock: one upsert.
-    pub settle_object: &'static str,
     /// Where the dialect can (data-modifying CTEs): the object lock and the claim in
     /// one statement.
     pub lock_and_claim: Option<&'static str>,
     /// Where the dialect can: the completion, the watermark and the unlock in one
     /// statement, counting the completed rows.
     pub complete_applied: Option<&'static str>,
+    /// Where the dialect has no data-modifying CTEs (SQLite): `lock_and_claim` as one
+    /// `INSERT` into a view whose trigger locks and claims, raising
+    /// [`OBJECT_BUSY`] or [`CLAIM_REFUSED`] (which undoes the statement).
+    pub lock_and_claim_step: Option<&'static str>,
+    /// What `lock_and_claim_step` took: the claim's attempts and the object's watermark.
+    pub locked_claim: Option<&'static str>,
+    /// Likewise `complete_applied`, raising [`LEASE_LOST`] when the fence does not match.
+    pub settle_step: Option<&'static str>,
 }
+
+/// What `lock_and_claim_step` raises when another holder has the object.
+pub const OBJECT_BUSY: &str = "stripe_webhooks: object busy";
+/// What `lock_and_claim_step` raises when the claim is refused (the lock is undone).
+pub const CLAIM_REFUSED: &str = "stripe_webhooks: claim refused";
+/// What `settle_step` raises when the claim is no longer the fence's.
+pub const LEASE_LOST: &str = "stripe_webhooks: lease lost";
 
 /// SQLite: `?N` parameters, times from SQLite's own clock.
 pub const SQLITE: Statements = Statements {
@@ -122,8 +139,7 @@ pub const SQLITE: Statements = Statements {
         AND updated_at < {now} - ?1 LIMIT ?2)",
     lock_object: "INSERT INTO {t}_objects AS o (object_id, holder, lock_until, updated_at) \
         VALUES (?1, ?2, {now} + ?3, {now}) \
-        ON CONFLICT (object_id) DO UPDATE SET holder = excluded.holder, lock_until = excluded.lock_until, \
-        updated_at = excluded.updated_at \
+        ON CONFLICT (object_id) DO UPDATE SET holder = excluded.holder, lock_until = excluded.lock_until \
         WHERE o.holder IS NULL OR o.holder = excluded.holder OR o.lock_until <= excluded.updated_at \
         RETURNING created, event_id",
     object_lock_left: "SELECT lock_until - {now} FROM {t}_objects WHERE object_id = ?1",
@@ -136,15 +152,15 @@ pub const SQLITE: Statements = Statements {
         ON CONFLICT (object_id) DO UPDATE SET updated_at = excluded.updated_at RETURNING created, event_id",
     purge_objects: "DELETE FROM {t}_objects WHERE rowid IN (SELECT rowid FROM {t}_objects \
         WHERE (holder IS NULL OR lock_until < {now}) AND updated_at < {now} - ?1 LIMIT ?2)",
-    settle_object: "INSERT INTO {t}_objects AS o (object_id, created, event_id, updated_at) VALUES (?1, ?3, ?4, {now}) \
-        ON CONFLICT (object_id) DO UPDATE SET \
-        created = CASE WHEN o.created IS NULL OR o.created <= excluded.created THEN excluded.created ELSE o.created END, \
-        event_id = CASE WHEN o.created IS NULL OR o.created <= excluded.created THEN excluded.event_id ELSE o.event_id END, \
-        holder = CASE WHEN o.holder = ?2 THEN NULL ELSE o.holder END, \
-        lock_until = CASE WHEN o.holder = ?2 THEN NULL ELSE o.lock_until END, \
-        updated_at = excluded.updated_at",
     lock_and_claim: None,
     complete_applied: None,
+    // The views and their triggers: migrations/sqlite/0004_guard_steps.sql.
+    lock_and_claim_step: Some("INSERT INTO {t}_lock_claim (object_id, holder, lease_ms, event_id, event_type, fence) \
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+    locked_claim: Some("SELECT c.attempts, o.created, o.event_id FROM {t} c, {t}_objects o \
+        WHERE c.event_id = ?1 AND c.fence = ?2 AND o.object_id = ?3"),
+    settle_step: Some("INSERT INTO {t}_settle (event_id, fence, object_id, holder, created, applied_event) \
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
 };
 
 /// PostgreSQL: `$N` parameters, times from the server's `now()` (the transaction's
@@ -186,8 +202,7 @@ pub const POSTGRES: Statements = Statements {
         AND updated_at < now() - $1::bigint * interval '1 millisecond' LIMIT $2 FOR UPDATE SKIP LOCKED)",
     lock_object: "INSERT INTO {t}_objects AS o (object_id, holder, lock_until, updated_at) \
         VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond', clock_timestamp()) \
-        ON CONFLICT (object_id) DO UPDATE SET holder = EXCLUDED.holder, lock_until = EXCLUDED.lock_until, \
-        updated_at = EXCLUDED.updated_at \
+        ON CONFLICT (object_id) DO UPDATE SET holder = EXCLUDED.holder, lock_until = EXCLUDED.lock_until \
         WHERE o.holder IS NULL OR o.holder = EXCLUDED.holder OR o.lock_until <= EXCLUDED.updated_at \
         RETURNING created, event_id",
     object_lock_left: "SELECT (extract(epoch FROM (lock_until - clock_timestamp())) * 1000)::bigint \
@@ -202,18 +217,10 @@ pub const POSTGRES: Statements = Statements {
     purge_objects: "DELETE FROM {t}_objects WHERE object_id IN (SELECT object_id FROM {t}_objects \
         WHERE (holder IS NULL OR lock_until < now()) \
         AND updated_at < now() - $1::bigint * interval '1 millisecond' LIMIT $2 FOR UPDATE SKIP LOCKED)",
-    settle_object: "INSERT INTO {t}_objects AS o (object_id, created, event_id, updated_at) VALUES ($1, $3, $4, now()) \
-        ON CONFLICT (object_id) DO UPDATE SET \
-        created = CASE WHEN o.created IS NULL OR o.created <= EXCLUDED.created THEN EXCLUDED.created ELSE o.created END, \
-        event_id = CASE WHEN o.created IS NULL OR o.created <= EXCLUDED.created THEN EXCLUDED.event_id ELSE o.event_id END, \
-        holder = CASE WHEN o.holder = $2 THEN NULL ELSE o.holder END, \
-        lock_until = CASE WHEN o.holder = $2 THEN NULL ELSE o.lock_until END, \
-        updated_at = now()",
     lock_and_claim: Some("WITH lock AS (\
         INSERT INTO {t}_objects AS o (object_id, holder, lock_until, updated_at) \
         VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond', clock_timestamp()) \
-        ON CONFLICT (object_id) DO UPDATE SET holder = EXCLUDED.holder, lock_until = EXCLUDED.lock_until, \
-        updated_at = EXCLUDED.updated_at \
+        ON CONFLICT (object_id) DO UPDATE SET holder = EXCLUDED.holder, lock_until = EXCLUDED.lock_until \
         WHERE o.holder IS NULL OR o.holder = EXCLUDED.holder OR o.lock_until <= EXCLUDED.updated_at \
         RETURNING created, event_id), \
         claim AS (\
@@ -239,6 +246,9 @@ pub const POSTGRES: Statements = Statements {
         lock_until = CASE WHEN o.holder = $4 THEN NULL ELSE o.lock_until END, \
         updated_at = now() RETURNING 1) \
         SELECT count(*)::bigint FROM done"),
+    lock_and_claim_step: None,
+    locked_claim: None,
+    settle_step: None,
 };
 
 /// A statement with the table name and the dialect's clock filled in. `table` must be

@@ -448,3 +448,10 @@ proptest! {
         let _ = parse_unverified(&b);
     }
 }
+
+#[test]
+fn test_kit_events_carry_the_pinned_api_version() {
+    let json = testing::event_json("evt_version", "customer.created", r#"{"id":"cus_1"}"#);
+    let e = parse_unverified(json.as_bytes()).unwrap();
+    assert_eq!(e.api_version(), Some(stripe_webhooks::client::API_VERSION));
+}

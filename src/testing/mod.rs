@@ -100,11 +100,13 @@ pub fn fixtures() -> &'static [(&'static str, &'static str)] {
     fixtures::FIXTURES
 }
 
-/// A snapshot event envelope around `object_json`, as Stripe would send it.
+/// A snapshot event envelope around `object_json`, as Stripe would send it, stamped with
+/// the API version the crate is built against ([`API_VERSION`](crate::client::API_VERSION)).
 pub fn event_json(id: &str, event_type: &str, object_json: &str) -> String {
     format!(
-        r#"{{"id":{},"object":"event","api_version":"2026-07-29.dahlia","created":{},"data":{{"object":{}}},"livemode":false,"pending_webhooks":1,"request":{{"id":null,"idempotency_key":null}},"type":{}}}"#,
+        r#"{{"id":{},"object":"event","api_version":{},"created":{},"data":{{"object":{}}},"livemode":false,"pending_webhooks":1,"request":{{"id":null,"idempotency_key":null}},"type":{}}}"#,
         serde_json::Value::from(id),
+        serde_json::Value::from(crate::client::API_VERSION),
         now(),
         object_json.trim(),
         serde_json::Value::from(event_type),

@@ -484,13 +484,7 @@ where
     ) -> Result<LockedClaim, StoreError> {
         let fence = token.fence_hex();
         for _ in 0..3 {
-            let done = sqlx::query(step)
-                .bind(object_id)
-                .bind(holder)
-                .bind(millis(lease))
-                .bind(id.as_str())
-                .bind(event_type.as_str())
-                .bind(&fence)
+            let done = lock_and_claim_query(step, object_id, holder, lease, id, event_type, &fence)
                 .execute(&self.pool)
                 .await;
             match done {
@@ -521,14 +515,8 @@ where
                 continue;
             };
             let attempts: i64 = row.try_get(0).map_err(db_err)?;
-            let created: Option<i64> = row.try_get(1).map_err(db_err)?;
-            let wm_id: Option<String> = row.try_get(2).map_err(db_err)?;
-            let watermark = match (created, wm_id) {
-                (Some(c), Some(e)) => Some(Watermark::new(c, EventId::new(e))),
-                _ => None,
-            };
             return Ok(LockedClaim::Acquired {
-                watermark,
+                watermark: watermark_at::<DB>(&row, 1)?,
                 token: token.with_attempt(attempts_from(attempts)),
             });
         }
@@ -551,16 +539,11 @@ where
     ) -> Result<LockedClaim, StoreError> {
         let fence = token.fence_hex();
         for _ in 0..3 {
-            let row = sqlx::query(statement)
-                .bind(object_id)
-                .bind(holder)
-                .bind(millis(lease))
-                .bind(id.as_str())
-                .bind(event_type.as_str())
-                .bind(&fence)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db_err)?;
+            let row =
+                lock_and_claim_query(statement, object_id, holder, lease, id, event_type, &fence)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db_err)?;
             let locked: i64 = row.try_get(0).map_err(db_err)?;
             if locked == 0 {
                 match self.lock_object_busy(object_id).await? {
@@ -568,12 +551,7 @@ where
                     None => continue,
                 }
             }
-            let created: Option<i64> = row.try_get(1).map_err(db_err)?;
-            let wm_id: Option<String> = row.try_get(2).map_err(db_err)?;
-            let watermark = match (created, wm_id) {
-                (Some(c), Some(e)) => Some(Watermark::new(c, EventId::new(e))),
-                _ => None,
-            };
+            let watermark = watermark_at::<DB>(&row, 1)?;
             let attempts: Option<i64> = row.try_get(3).map_err(db_err)?;
             if let Some(attempt) = attempts {
                 return Ok(LockedClaim::Acquired {
@@ -855,6 +833,30 @@ macro_rules! store_impls {
 )]
 pub(crate) use store_impls;
 
+/// A `lock_and_claim` statement (either form) with its six parameters bound, in the
+/// order `statements.rs` gives.
+fn lock_and_claim_query<'q, DB: Dialect>(
+    statement: &'q str,
+    object_id: &'q str,
+    holder: &'q str,
+    lease: Duration,
+    id: &'q EventId,
+    event_type: &'q EventType,
+    fence: &'q str,
+) -> sqlx::query::Query<'q, DB, DB::Arguments<'q>>
+where
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+{
+    sqlx::query(statement)
+        .bind(object_id)
+        .bind(holder)
+        .bind(millis(lease))
+        .bind(id.as_str())
+        .bind(event_type.as_str())
+        .bind(fence)
+}
+
 /// A watermark from a row's `created` and `event_id` columns (both null: none yet).
 pub(crate) fn watermark_of<DB: Dialect>(row: &DB::Row) -> Result<Option<Watermark>, StoreError>
 where
@@ -862,8 +864,18 @@ where
     for<'q> i64: Decode<'q, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    let created: Option<i64> = row.try_get(0).map_err(db_err)?;
-    let event_id: Option<String> = row.try_get(1).map_err(db_err)?;
+    watermark_at::<DB>(row, 0)
+}
+
+/// The watermark in columns `first` (`created`) and `first + 1` (`event_id`) of a row.
+fn watermark_at<DB: Dialect>(row: &DB::Row, first: usize) -> Result<Option<Watermark>, StoreError>
+where
+    for<'q> String: Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let created: Option<i64> = row.try_get(first).map_err(db_err)?;
+    let event_id: Option<String> = row.try_get(first + 1).map_err(db_err)?;
     Ok(match (created, event_id) {
         (Some(created), Some(id)) => Some(Watermark::new(created, EventId::new(id))),
         _ => None,

@@ -29,6 +29,9 @@
 //! - `STRIPE_WEBHOOKS_TABLE`: the store's table name (the queue is `{table}_jobs`, the
 //!   effects `{table}_effects`), so several services (or tests) share one database.
 //!
+//! `--print-enabled-events` prints the `enabled_events` both Stripe destinations need,
+//! from what the workers' handlers take, and exits.
+//!
 //! Routes: `POST /webhook`, `POST /webhook/thin`, `GET /healthz`, `GET /queue` (the
 //! queue's counts as JSON), `GET /metrics` (Prometheus) with the `metrics` feature, and
 //! the web console at `/admin/webhooks` with the `console` feature when
@@ -319,6 +322,28 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let config = common::Config::from_env()?;
     let work = Work::from_env()?;
     let (queue, worker) = queue_and_worker(&config, work).await?;
+    // The queued processors report the workers' types: the manifest, and what a
+    // reconciler over them would list.
+    let enabled = worker.enabled_events();
+    let processors = common::Processors {
+        snapshot: Arc::new(
+            Processor::queued(
+                Verifier::from_secrets_list(&config.secrets)?,
+                Arc::clone(&queue),
+            )
+            .with_enabled_events(enabled.clone()),
+        ),
+        thin: Arc::new(
+            Processor::queued(
+                Verifier::from_secrets_list(&config.thin_secrets)?,
+                Arc::clone(&queue),
+            )
+            .with_enabled_events(enabled),
+        ),
+    };
+    if common::print_enabled_events(&processors) {
+        return Ok(());
+    }
     let lease = Duration::from_millis(env_u64("QUEUE_LEASE_MS", 120_000)?);
     let workers = usize::try_from(env_u64("QUEUE_WORKERS", 4)?)?;
     let first_retry = Duration::from_millis(env_u64("QUEUE_RETRY_MS", 60_000)?);
@@ -330,14 +355,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .with_deadline(Some(lease / 2))
         .spawn();
 
-    let snapshot = Processor::queued(
-        Verifier::from_secrets_list(&config.secrets)?,
-        Arc::clone(&queue),
-    );
-    let thin = Processor::queued(
-        Verifier::from_secrets_list(&config.thin_secrets)?,
-        Arc::clone(&queue),
-    );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
     tracing::info!(
         workers,
@@ -346,7 +363,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     );
     // `GET /metrics` (Prometheus) when built with the `metrics` feature.
     let app = common::with_metrics(
-        app(Arc::new(snapshot), Arc::new(thin), Arc::clone(&queue)),
+        app(processors.snapshot, processors.thin, Arc::clone(&queue)),
         Some(Arc::clone(&queue)),
     );
     let app = with_console(app, queue);

@@ -36,7 +36,11 @@ pub struct ReconcileReport {
     pub listed: usize,
     /// Events whose handler ran and completed now: the webhook never delivered them.
     pub processed: usize,
-    /// Events already completed (by the webhook path, or an earlier pass).
+    /// Events queued for the workers now (a reconciler over an ack-fast processor,
+    /// [`Processor::queued`](crate::Processor::queued)): the webhook never delivered them.
+    pub queued: usize,
+    /// Events already completed (by the webhook path, or an earlier pass), or already
+    /// queued.
     pub duplicates: usize,
     /// Events another delivery was running: left to it.
     pub in_progress: usize,
@@ -53,6 +57,7 @@ impl ReconcileReport {
     fn count(&mut self, o: &Outcome) {
         match o.kind() {
             OutcomeKind::Processed | OutcomeKind::CompletionNotRecorded(_) => self.processed += 1,
+            OutcomeKind::Queued => self.queued += 1,
             OutcomeKind::Duplicate => self.duplicates += 1,
             OutcomeKind::InProgress { .. } => self.in_progress += 1,
             _ if o.status() >= 500 => self.failed += 1,
@@ -90,6 +95,14 @@ pub enum ReconcileError {
 /// ([`Processor::ordered`]) the missed updates of an object apply in order instead of
 /// all but the newest being stale; the listing is held in memory, which the lookback
 /// and the cursor bound.
+///
+/// Over an ack-fast processor ([`Processor::queued`]) a pass runs no handler: each event
+/// goes to the queue under the same dedupe key as its webhook delivery
+/// ([`ReconcileReport::queued`], or a duplicate when the webhook queued it first), and
+/// the workers run it with their retries and dead state. Give that processor the
+/// workers' types ([`Processor::with_enabled_events`] from
+/// [`Worker::enabled_events`](crate::queue::Worker::enabled_events)), or it lists every
+/// type.
 ///
 /// Schedule a pass every few minutes, from every replica if you like:
 ///

@@ -316,6 +316,23 @@ async fn actix_example_end_to_end() {
     end_to_end("actix").await;
 }
 
+/// The ack-fast example prints its workers' types: its demo handlers take every type.
+#[test]
+fn the_queue_example_prints_its_workers_enabled_events() {
+    let dir = common::TempDir::new("ex_manifest_queue");
+    let out = Command::new(common::example_binary("queue"))
+        .arg("--print-enabled-events")
+        .env("SQLITE_PATH", dir.join("m.db"))
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"snapshot": ["*"], "thin": ["*"]}));
+}
+
 /// `--print-enabled-events` prints what both Stripe destinations need for the demo's
 /// handlers, as JSON, and exits.
 #[test]

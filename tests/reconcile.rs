@@ -398,3 +398,76 @@ async fn missed_updates_apply_in_order_under_the_ordering_guard() {
         ["evt_o1", "evt_o2", "evt_o3", "evt_o4"]
     );
 }
+
+/// Over an ack-fast processor a pass runs no handler: it queues what the webhook never
+/// delivered, under the webhook's dedupe keys (snapshot and thin), lists only the
+/// workers' types, and the workers then run each event once.
+#[tokio::test]
+async fn an_ack_fast_processor_queues_reconciled_events_for_its_workers() {
+    use stripe_webhooks::queue::{MemoryQueue, QueueAdmin, Worker};
+
+    let fake = FakeStripe::start().await.unwrap();
+    let queue = MemoryQueue::new();
+    let runs = Arc::new(Runs::default());
+    let worker =
+        Worker::new(queue.clone(), Arc::clone(&runs)).with_thin_handler(Arc::clone(&runs));
+    let plain = Processor::queued(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        queue.clone(),
+    );
+    // Without the workers' types, a queued processor takes (and lists) every type.
+    assert_eq!(plain.enabled_events().snapshot, ["*"]);
+    let processor = Arc::new(plain.with_enabled_events(worker.enabled_events()));
+    let mut types = processor.enabled_events().snapshot;
+    types.sort_unstable();
+    assert_eq!(types, ["customer.created", "invoice.paid"]);
+
+    let now = testing::now();
+    for i in 0..5 {
+        let body = event(&format!("evt_q{i}"), "invoice.paid", now - 100 + i);
+        fake.add_event_with_delivery(&body, i % 2 == 1).unwrap();
+    }
+    // The webhook queued evt_q0 and the snapshot twin of a thin event already.
+    let (snapshot, thin) = testing::event_pair("evt_pair", "customer.created", "cus_1");
+    for body in [event("evt_q0", "invoice.paid", now - 100), snapshot] {
+        let header = testing::sign(body.as_bytes(), SECRET, now);
+        let o = processor.process(Some(&header), body.as_bytes()).await;
+        assert_eq!(o.kind().name(), "queued");
+    }
+    fake.add_v2_event(&thin).unwrap();
+    let lone = ThinEventBuilder::new("evt_t0", "v1.price.activated")
+        .created(now - 30)
+        .build();
+    fake.add_v2_event(&lone).unwrap();
+
+    let store = Arc::new(MemoryStore::new());
+    let reconciler = Reconciler::new(fake.client().unwrap(), Arc::clone(&processor), store)
+        .with_page_size(4);
+    let r = reconciler.undelivered().await.unwrap();
+    assert_eq!(
+        (r.listed, r.queued, r.duplicates, r.processed, r.skipped),
+        (3, 2, 1, 0, 0),
+        "{r:?}"
+    );
+    let req = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/v1/events")
+        .unwrap();
+    let mut listed = req.query_values("types[]");
+    listed.sort_unstable();
+    assert_eq!(listed, ["customer.created", "invoice.paid"]);
+    let t = reconciler.thin_since_cursor().await.unwrap();
+    assert_eq!((t.listed, t.queued, t.duplicates), (2, 1, 1), "{t:?}");
+    assert_eq!(runs.total(), 0, "a pass over a queue runs no handler");
+    assert_eq!(queue.counts().await.unwrap().queued, 5);
+
+    // The workers parse what the pass wrote back and run each event once.
+    while worker.run_once().await.unwrap() > 0 {}
+    runs.all_once(5);
+    let counts = queue.counts().await.unwrap();
+    assert_eq!((counts.completed, counts.dead), (5, 0), "{counts:?}");
+    // A second pass finds every event queued already.
+    let again = reconciler.undelivered().await.unwrap();
+    assert_eq!((again.queued, again.duplicates), (0, 3), "{again:?}");
+}

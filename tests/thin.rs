@@ -789,6 +789,28 @@ async fn cloud_envelopes_run_through_the_same_claims() {
     );
     assert_eq!(counter.runs.lock().unwrap().len(), 1);
 
+    // An ack-fast processor queues cloud deliveries as it queues signed ones, under the
+    // same dedupe key, and the queued body parses back.
+    let queue = stripe_webhooks::queue::MemoryQueue::new();
+    let q = Processor::queued(verifier(SNAPSHOT_SECRET), queue.clone());
+    let mut outcomes = Vec::new();
+    for e in &both {
+        outcomes.push(q.process_unsigned(e).await.kind().name());
+    }
+    assert_eq!(outcomes, ["queued", "duplicate"]);
+    assert_eq!(
+        deliver(&q, &snap, SNAPSHOT_SECRET).await.kind().name(),
+        "duplicate"
+    );
+    let jobs = stripe_webhooks::queue::Queue::take(&queue, 10, std::time::Duration::from_secs(60), false)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert!(matches!(
+        stripe_webhooks::dangerous::parse_unverified(&jobs[0].body).unwrap(),
+        Event::InvoicePaid(_)
+    ));
+
     // Bad envelopes are errors, never panics.
     for bad in [
         "{}",

@@ -89,6 +89,45 @@ pub struct EnabledEvents {
     pub thin: Vec<String>,
 }
 
+impl EnabledEvents {
+    /// Every type of both families: `["*"]` each.
+    pub fn every_type() -> Self {
+        Self {
+            snapshot: vec!["*".to_owned()],
+            thin: vec!["*".to_owned()],
+        }
+    }
+
+    /// The types a snapshot handler and a thin handler take, by their `handles`: `["*"]`
+    /// for a handler that takes a type this release does not know, empty for a family
+    /// without a handler.
+    pub(crate) fn of(
+        snapshot: Option<impl Fn(&EventType) -> bool>,
+        thin: Option<impl Fn(&ThinEventType) -> bool>,
+    ) -> Self {
+        const PROBE: &str = "stripe_webhooks.unknown_type_probe";
+        let snapshot = match snapshot {
+            Some(h) if h(&EventType::Unknown(PROBE.to_owned())) => vec!["*".to_owned()],
+            Some(h) => EventType::ALL
+                .iter()
+                .filter(|t| h(t))
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+            None => Vec::new(),
+        };
+        let thin = match thin {
+            Some(h) if h(&ThinEventType::Unknown(PROBE.to_owned())) => vec!["*".to_owned()],
+            Some(h) => ThinEventType::ALL
+                .iter()
+                .filter(|t| h(t))
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+            None => Vec::new(),
+        };
+        Self { snapshot, thin }
+    }
+}
+
 /// A SQL store's inbox mode, for [`Processor::with_inbox`]: `SqliteInbox` and
 /// `PostgresInbox` (from `SqliteStore::inbox` and `PostgresStore::inbox`). The trait is
 /// sealed: only this crate's inbox types implement it.
@@ -140,6 +179,8 @@ pub struct Processor {
     ordering: Option<Arc<OrderingGuard>>,
     /// Ack-fast mode ([`Processor::queued`]): verified events go to this queue.
     queue: Option<Arc<dyn crate::queue::Queue>>,
+    /// What an ack-fast processor reports as its enabled events.
+    queued_events: Option<EnabledEvents>,
     max_body: usize,
     body_timeout: Duration,
     settings: DispatchSettings,
@@ -346,6 +387,7 @@ impl Processor {
             livemode: None,
             ordering: None,
             queue: None,
+            queued_events: None,
             max_body: DEFAULT_MAX_BODY,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             settings: DispatchSettings::default(),
@@ -471,26 +513,29 @@ impl Processor {
     /// assert!(enabled.thin.is_empty());
     /// ```
     pub fn enabled_events(&self) -> EnabledEvents {
-        const PROBE: &str = "stripe_webhooks.unknown_type_probe";
-        let snapshot = match &self.dispatcher {
-            Some(d) if d.handles(&EventType::Unknown(PROBE.to_owned())) => vec!["*".to_owned()],
-            Some(d) => EventType::ALL
-                .iter()
-                .filter(|t| d.handles(t))
-                .map(|t| t.as_str().to_owned())
-                .collect(),
-            None => Vec::new(),
-        };
-        let thin = match &self.thin {
-            Some(h) if h.handles(&ThinEventType::Unknown(PROBE.to_owned())) => vec!["*".to_owned()],
-            Some(h) => ThinEventType::ALL
-                .iter()
-                .filter(|t| h.handles(t))
-                .map(|t| t.as_str().to_owned())
-                .collect(),
-            None => Vec::new(),
-        };
-        EnabledEvents { snapshot, thin }
+        if self.queue.is_some() {
+            // An ack-fast processor queues every type; its workers decide.
+            return self
+                .queued_events
+                .clone()
+                .unwrap_or_else(EnabledEvents::every_type);
+        }
+        EnabledEvents::of(
+            self.dispatcher.as_ref().map(|d| |t: &EventType| d.handles(t)),
+            self.thin.as_ref().map(|h| |t: &ThinEventType| h.handles(t)),
+        )
+    }
+
+    /// For an ack-fast processor ([`Processor::queued`]): the event types its workers
+    /// handle ([`Worker::enabled_events`](crate::queue::Worker::enabled_events)), which
+    /// [`enabled_events`](Self::enabled_events) then reports instead of every type, so
+    /// the manifest and a [`Reconciler`](crate::reconcile::Reconciler) list only those.
+    /// The processor still queues whatever arrives (a worker skips the types it does not
+    /// handle). Ignored by a processor that runs handlers itself.
+    #[must_use]
+    pub fn with_enabled_events(mut self, events: EnabledEvents) -> Self {
+        self.queued_events = Some(events);
+        self
     }
 
     /// The body limit in bytes.
@@ -585,36 +630,71 @@ impl Processor {
         body: &[u8],
         started: Instant,
     ) -> Outcome {
-        use crate::queue::{Enqueued, NewJob};
-        let mut o = Outcome::new(OutcomeKind::Ignored, started);
-        let (job, livemode) = match Event::from_slice(body) {
-            Ok(event) => {
-                #[cfg(feature = "tracing")]
-                trace::record_event(&tracing::Span::current(), &event);
-                o.event_id = Some(event.id().clone());
-                o.event_type = Some(event.event_type().clone());
-                (NewJob::snapshot(&event, body), event.livemode())
-            }
+        match Event::from_slice(body) {
+            Ok(event) => self.enqueue_event(queue, &event, body, started).await,
             Err(ParseError::ThinEventNotification) => match EventNotification::from_slice(body) {
-                Ok(n) => {
-                    #[cfg(feature = "tracing")]
-                    trace::record_notification(&tracing::Span::current(), &n);
-                    o.event_id = Some(n.id.clone());
-                    o.thin_type = Some(n.event_type.clone());
-                    if n.is_ping() {
-                        o.kind = OutcomeKind::Ping;
-                        return o;
-                    }
-                    (NewJob::thin(&n, body, self.dedupe_on_snapshot), n.livemode)
-                }
-                Err(e) => return Outcome::new(OutcomeKind::NotAnEvent(e), started),
+                Ok(n) => self.enqueue_notification(queue, &n, body, started).await,
+                Err(e) => Outcome::new(OutcomeKind::NotAnEvent(e), started),
             },
-            Err(e) => return Outcome::new(OutcomeKind::NotAnEvent(e), started),
-        };
+            Err(e) => Outcome::new(OutcomeKind::NotAnEvent(e), started),
+        }
+    }
+
+    /// Queues a parsed snapshot event with its body (the verified request body, or the
+    /// event written back as JSON).
+    async fn enqueue_event(
+        &self,
+        queue: &dyn crate::queue::Queue,
+        event: &Event,
+        body: &[u8],
+        started: Instant,
+    ) -> Outcome {
+        #[cfg(feature = "tracing")]
+        trace::record_event(&tracing::Span::current(), event);
+        let mut o = Outcome::new(OutcomeKind::Ignored, started);
+        o.event_id = Some(event.id().clone());
+        o.event_type = Some(event.event_type().clone());
+        o.created = Some(event.created());
+        let job = crate::queue::NewJob::snapshot(event, body);
+        self.enqueue_job(queue, &job, event.livemode(), o, started)
+            .await
+    }
+
+    /// Queues a parsed thin event with its body; a ping is answered, not queued.
+    async fn enqueue_notification(
+        &self,
+        queue: &dyn crate::queue::Queue,
+        n: &EventNotification,
+        body: &[u8],
+        started: Instant,
+    ) -> Outcome {
+        #[cfg(feature = "tracing")]
+        trace::record_notification(&tracing::Span::current(), n);
+        let mut o = Outcome::new(OutcomeKind::Ping, started);
+        o.event_id = Some(n.id.clone());
+        o.thin_type = Some(n.event_type.clone());
+        o.created = n.created_unix();
+        if n.is_ping() {
+            return o;
+        }
+        let job = crate::queue::NewJob::thin(n, body, self.dedupe_on_snapshot);
+        self.enqueue_job(queue, &job, n.livemode, o, started).await
+    }
+
+    /// The livemode answer, then one enqueue under the job's dedupe key.
+    async fn enqueue_job(
+        &self,
+        queue: &dyn crate::queue::Queue,
+        job: &crate::queue::NewJob<'_>,
+        livemode: bool,
+        mut o: Outcome,
+        started: Instant,
+    ) -> Outcome {
+        use crate::queue::Enqueued;
         o.claim_key = Some(job.key.clone());
         o.kind = match self.livemode {
             Some(mode) if mode != livemode => OutcomeKind::OtherMode { livemode },
-            _ => match store_call(self.settings.store_timeout, queue.enqueue(&job)).await {
+            _ => match store_call(self.settings.store_timeout, queue.enqueue(job)).await {
                 Ok(Enqueued::Queued) => OutcomeKind::Queued,
                 Ok(Enqueued::Duplicate) => OutcomeKind::Duplicate,
                 Err(e) => OutcomeKind::StoreUnavailable(e),
@@ -622,6 +702,29 @@ impl Processor {
         };
         o.duration = started.elapsed();
         o
+    }
+
+    /// An ack-fast processor given an event parsed elsewhere (a reconciler's list, a
+    /// cloud bus): the event written back as Stripe's JSON, then queued like a request
+    /// body.
+    async fn enqueue_parsed(
+        &self,
+        queue: &dyn crate::queue::Queue,
+        parsed: Parsed<'_>,
+        started: Instant,
+    ) -> Outcome {
+        let body = match parsed {
+            Parsed::Event(e) => serde_json::to_vec(e),
+            Parsed::Notification(n) => serde_json::to_vec(n),
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(e) => return Outcome::new(OutcomeKind::NotAnEvent(ParseError::from_json(&e)), started),
+        };
+        match parsed {
+            Parsed::Event(e) => self.enqueue_event(queue, e, &body, started).await,
+            Parsed::Notification(n) => self.enqueue_notification(queue, n, &body, started).await,
+        }
     }
 
     /// The snapshot path after parsing: the livemode guard, then claim, handle, complete.
@@ -714,14 +817,23 @@ impl Processor {
     }
 
     /// Claims, handles and completes an event that was already verified and parsed (for
-    /// example one read back from a queue).
+    /// example one read back from a queue, or listed by a
+    /// [`Reconciler`](crate::reconcile::Reconciler)). An ack-fast processor
+    /// ([`Processor::queued`]) queues it instead, written back as Stripe's JSON, under the
+    /// same dedupe key as its webhook delivery: [`OutcomeKind::Queued`], or
+    /// [`OutcomeKind::Duplicate`] when the queue has it already.
     pub async fn process_event(&self, event: &Event) -> Outcome {
         let started = Instant::now();
         #[cfg(feature = "tracing")]
         let span = trace::delivery_span();
         #[cfg(feature = "tracing")]
         trace::record_event(&span, event);
-        let run = self.run_event(event, started);
+        let run = async {
+            match &self.queue {
+                Some(queue) => self.enqueue_parsed(queue.as_ref(), Parsed::Event(event), started).await,
+                None => self.run_event(event, started).await,
+            }
+        };
         #[cfg(feature = "tracing")]
         let run = tracing::Instrument::instrument(run, span.clone());
         let o = run.await;
@@ -742,28 +854,36 @@ impl Processor {
     }
 
     /// Claims, handles and completes a thin event notification that was already verified
-    /// and parsed (for example one read back from a queue).
+    /// and parsed (for example one read back from a queue). An ack-fast processor queues
+    /// it instead, as [`process_event`](Self::process_event) does.
     pub async fn process_notification(&self, notification: &EventNotification) -> Outcome {
         let started = Instant::now();
+        let run = async {
+            match &self.queue {
+                Some(queue) => {
+                    self.enqueue_parsed(queue.as_ref(), Parsed::Notification(notification), started)
+                        .await
+                }
+                None => self.run_notification(notification, started).await,
+            }
+        };
         #[cfg(feature = "tracing")]
-        {
-            let span = trace::delivery_span();
-            let o = tracing::Instrument::instrument(
-                self.run_notification(notification, started),
-                span.clone(),
-            )
-            .await;
-            trace::log_outcome(&span, &o);
-            record(&o);
-            o
-        }
-        #[cfg(not(feature = "tracing"))]
-        {
-            let o = self.run_notification(notification, started).await;
-            record(&o);
-            o
-        }
+        let span = trace::delivery_span();
+        #[cfg(feature = "tracing")]
+        let run = tracing::Instrument::instrument(run, span.clone());
+        let o = run.await;
+        #[cfg(feature = "tracing")]
+        trace::log_outcome(&span, &o);
+        record(&o);
+        o
     }
+}
+
+/// An event that arrived parsed, of either family.
+#[derive(Clone, Copy)]
+enum Parsed<'a> {
+    Event(&'a Event),
+    Notification(&'a EventNotification),
 }
 
 /// Reports a delivery to the metrics recorder (feature `metrics`).

@@ -560,6 +560,14 @@ macro_rules! inbox_runner {
     ($db:ty) => {
         #[async_trait::async_trait]
         impl<H: crate::TransactionalHandler<$db>> Runner for InboxRunner<$db, H> {
+            fn handles(&self, event_type: &crate::EventType) -> bool {
+                self.handler.handles(event_type)
+            }
+
+            fn handles_thin(&self, _: &crate::ThinEventType) -> bool {
+                false
+            }
+
             async fn run(&self, job: &Job, deadline: Option<Duration>) -> Ran {
                 if job.kind == PayloadKind::Thin {
                     return Ran::permanent(

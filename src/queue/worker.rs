@@ -13,7 +13,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::{Job, PayloadKind, Queue};
-use crate::event::{Event, EventNotification};
+use crate::event::{Event, EventNotification, EventType, ThinEventType};
 use crate::handler::{EventHandler, HandlerError, ThinEventHandler};
 use crate::idempotency::StoreError;
 use crate::processor::{handler_future, run_handler, store_call};
@@ -161,6 +161,12 @@ impl Ran {
 #[async_trait]
 pub(crate) trait Runner: Send + Sync + 'static {
     async fn run(&self, job: &Job, deadline: Option<Duration>) -> Ran;
+
+    /// Whether it runs snapshot events of this type (for the manifest).
+    fn handles(&self, event_type: &EventType) -> bool;
+
+    /// Whether it runs thin events of this type (for the manifest).
+    fn handles_thin(&self, event_type: &ThinEventType) -> bool;
 }
 
 /// The standard runner: the snapshot handler for snapshot jobs, the thin handler for thin
@@ -172,6 +178,14 @@ struct Handlers {
 
 #[async_trait]
 impl Runner for Handlers {
+    fn handles(&self, event_type: &EventType) -> bool {
+        self.snapshot.as_ref().is_some_and(|h| h.handles(event_type))
+    }
+
+    fn handles_thin(&self, event_type: &ThinEventType) -> bool {
+        self.thin.as_ref().is_some_and(|h| h.handles(event_type))
+    }
+
     async fn run(&self, job: &Job, deadline: Option<Duration>) -> Ran {
         match job.kind {
             PayloadKind::Snapshot => {
@@ -333,6 +347,35 @@ impl Worker {
                 store_timeout: crate::DEFAULT_STORE_TIMEOUT,
             },
         }
+    }
+
+    /// The `enabled_events` the Stripe destinations feeding this worker's queue need,
+    /// from what its handlers [`handles`](EventHandler::handles), as
+    /// [`Processor::enabled_events`](crate::Processor::enabled_events) computes them for
+    /// a processor that runs its handlers. Give it to the ack-fast processor
+    /// ([`Processor::with_enabled_events`](crate::Processor::with_enabled_events)), so
+    /// its manifest and a reconciler over it list these types only.
+    ///
+    /// ```
+    /// use stripe_webhooks::queue::{MemoryQueue, Worker};
+    /// use stripe_webhooks::{EventRouter, EventType};
+    ///
+    /// let worker = Worker::new(
+    ///     MemoryQueue::new(),
+    ///     EventRouter::new().on(EventType::InvoicePaid, |_e| Box::pin(async { Ok(()) })),
+    /// );
+    /// assert_eq!(worker.enabled_events().snapshot, ["invoice.paid"]);
+    /// assert!(worker.enabled_events().thin.is_empty());
+    /// ```
+    pub fn enabled_events(&self) -> crate::EnabledEvents {
+        let runner = &self.runner;
+        let snapshot = |t: &EventType| runner.handles(t);
+        let thin = |t: &ThinEventType| runner.handles_thin(t);
+        let has_thin = ThinEventType::ALL.iter().any(|t| runner.handles_thin(t))
+            || runner.handles_thin(&ThinEventType::Unknown(String::new()));
+        let has_snapshot = EventType::ALL.iter().any(|t| runner.handles(t))
+            || runner.handles(&EventType::Unknown(String::new()));
+        crate::EnabledEvents::of(has_snapshot.then_some(snapshot), has_thin.then_some(thin))
     }
 
     /// Adds a thin event handler, so the worker runs jobs of both families.
@@ -596,6 +639,14 @@ struct WithThin {
 
 #[async_trait]
 impl Runner for WithThin {
+    fn handles(&self, event_type: &EventType) -> bool {
+        self.inner.handles(event_type)
+    }
+
+    fn handles_thin(&self, event_type: &ThinEventType) -> bool {
+        self.thin.handles_thin(event_type)
+    }
+
     async fn run(&self, job: &Job, deadline: Option<Duration>) -> Ran {
         match job.kind {
             PayloadKind::Thin => self.thin.run(job, deadline).await,

@@ -271,13 +271,14 @@ async fn redis_queue(
     work: Work,
 ) -> Result<(Arc<dyn QueueAdmin>, Worker), Box<dyn Error>> {
     let client = stripe_webhooks::redis::Client::open(url)?;
-    let conn = stripe_webhooks::redis::aio::ConnectionManager::new(client).await?;
+    let conn = stripe_webhooks::redis::aio::ConnectionManager::new(client.clone()).await?;
     tracing::info!("queue: Redis Streams");
     let mut store = stripe_webhooks::RedisStore::new(conn);
     if let (Some(t), _) = tables() {
         store = store.with_prefix(&t)?;
     }
-    let queue = store.queue();
+    // Idle workers block on the stream for new jobs instead of polling.
+    let queue = store.queue().with_wakeups(client);
     let worker = Worker::new(queue.clone(), Plain(work)).with_thin_handler(Plain(work));
     Ok((Arc::new(queue), worker))
 }

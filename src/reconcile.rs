@@ -392,6 +392,9 @@ impl Reconciler {
             params = params.with_types(types);
         }
         let mut notifications = Vec::new();
+        // Its clock starts before the listing, as the v1 pass's does: the cursor stays
+        // SAFETY_LAG behind the listing's start however long the listing takes.
+        let mut frontier = Frontier::default();
         let mut page_token = None;
         loop {
             let page = self
@@ -400,15 +403,15 @@ impl Reconciler {
                 .await?;
             report.pages += 1;
             report.listed += page.data.len();
-            let empty = page.data.is_empty();
             notifications.extend(page.data);
+            // An empty page may still have a next one; a token that does not move on
+            // ends the listing rather than looping.
             match page.next_page {
-                Some(next) if !empty => page_token = Some(next),
+                Some(next) if page_token.as_ref() != Some(&next) => page_token = Some(next),
                 _ => break,
             }
         }
         oldest_first(&mut notifications, |n| n.created_unix().unwrap_or(from));
-        let mut frontier = Frontier::default();
         for n in &notifications {
             let o = self.processor.process_notification(n).await;
             report.count(&o);

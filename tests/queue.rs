@@ -672,6 +672,76 @@ mod redis_queue {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_workers_are_woken_by_the_stream_not_the_poll() {
+        let url = std::env::var("REDIS_URL_TEST").expect("REDIS_URL_TEST is set");
+        let client = redis::Client::open(url).unwrap();
+        let queue = queue("qwake").await.with_wakeups(client);
+        assert!(format!("{queue:?}").contains("wakeups: true"));
+        let handler = Recorder::default();
+        // A poll of a minute: only the blocking read can wake the worker in time.
+        let handle = Worker::new(queue.clone(), handler.clone())
+            .with_poll_interval(Duration::from_secs(60))
+            .spawn();
+        tokio::time::sleep(Duration::from_millis(500)).await; // the worker is waiting
+        let p = Processor::queued(verifier(), queue.clone());
+        let body = customer_event("evt_wake", "cus_1", testing::now());
+        assert_eq!(
+            p.process(Some(&signed(&body)), body.as_bytes())
+                .await
+                .kind()
+                .name(),
+            "queued"
+        );
+        let mut done = false;
+        for _ in 0..100 {
+            if queue.counts().await.unwrap().completed == 1 {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        handle.shutdown(Duration::from_secs(5)).await;
+        assert!(done, "woken within 5 s, long before the 60 s poll");
+        assert_eq!(handler.seen(), ["evt_wake"]);
+    }
+
+    /// A wakeup connection that cannot connect is no wake at all: the worker falls back
+    /// to its poll and still runs the job.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_workers_poll_when_the_wakeup_connection_fails() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        let queue = queue("qwakefail").await.with_wakeups(client);
+        let handler = Recorder::default();
+        let handle = Worker::new(queue.clone(), handler.clone())
+            .with_poll_interval(Duration::from_millis(50))
+            .spawn();
+        let p = Processor::queued(verifier(), queue.clone());
+        let body = customer_event("evt_poll", "cus_1", testing::now());
+        let header = signed(&body);
+        assert_eq!(
+            p.process(Some(&header), body.as_bytes())
+                .await
+                .kind()
+                .name(),
+            "queued"
+        );
+        let mut done = false;
+        for _ in 0..200 {
+            if queue.counts().await.unwrap().completed == 1 {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        handle.shutdown(Duration::from_secs(5)).await;
+        assert!(done, "the poll ran the job");
+        assert_eq!(handler.seen(), ["evt_poll"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_failing_job_retries_then_dies_and_runs_once_after_requeue() {
         a_failing_job_retries_then_dies_and_runs_once_after_requeue_on(queue("qdead").await).await;
     }
@@ -826,4 +896,53 @@ mod redis_queue {
     async fn redis_per_object_order_runs_a_slow_update_before_the_later_one() {
         per_object_order_runs_a_slow_update_before_the_later_one_on(queue("qorder").await).await;
     }
+}
+
+/// One change sent to both destinations, a worker whose snapshot handler does not take
+/// its type but whose thin handler does: given the worker's types, the ack-fast
+/// processor ignores the snapshot twin instead of queueing it under the shared key, so
+/// the thin twin is queued and its handler runs once (as in inline mode). Types no
+/// handler takes are not queued at all.
+#[tokio::test]
+async fn twins_reach_the_handler_that_takes_them_in_ack_fast_mode() {
+    use stripe_webhooks::{ThinEventRouter, ThinEventType};
+
+    let queue = MemoryQueue::new();
+    let thin_runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&thin_runs);
+    let worker = Worker::new(
+        queue.clone(),
+        EventRouter::new().on(stripe_webhooks::EventType::InvoicePaid, |_e| {
+            Box::pin(async { Ok(()) })
+        }),
+    )
+    .with_thin_handler(ThinEventRouter::new().on(
+        ThinEventType::V1CustomerCreated,
+        move |_n| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        },
+    ));
+    let p =
+        Processor::queued(verifier(), queue.clone()).with_enabled_events(worker.enabled_events());
+    let (snapshot, thin) = testing::event_pair("evt_twin", "customer.created", "cus_1");
+    let mut answers = Vec::new();
+    for body in [&snapshot, &thin, &snapshot, &thin] {
+        answers.push(
+            p.process(Some(&signed(body)), body.as_bytes())
+                .await
+                .kind()
+                .name(),
+        );
+    }
+    assert_eq!(answers, ["ignored", "queued", "ignored", "duplicate"]);
+    let other = customer_event("evt_other", "cus_2", testing::now());
+    let o = p.process(Some(&signed(&other)), other.as_bytes()).await;
+    assert_eq!(o.kind().name(), "ignored");
+    assert_eq!(queue.counts().await.unwrap().queued, 1);
+
+    while worker.run_once().await.unwrap() > 0 {}
+    assert_eq!(thin_runs.load(Ordering::SeqCst), 1);
+    let counts = queue.counts().await.unwrap();
+    assert_eq!((counts.completed, counts.dead), (1, 0), "{counts:?}");
 }

@@ -409,8 +409,7 @@ async fn an_ack_fast_processor_queues_reconciled_events_for_its_workers() {
     let fake = FakeStripe::start().await.unwrap();
     let queue = MemoryQueue::new();
     let runs = Arc::new(Runs::default());
-    let worker =
-        Worker::new(queue.clone(), Arc::clone(&runs)).with_thin_handler(Arc::clone(&runs));
+    let worker = Worker::new(queue.clone(), Arc::clone(&runs)).with_thin_handler(Arc::clone(&runs));
     let plain = Processor::queued(
         Verifier::new(SigningSecret::new(SECRET).unwrap()),
         queue.clone(),
@@ -441,8 +440,8 @@ async fn an_ack_fast_processor_queues_reconciled_events_for_its_workers() {
     fake.add_v2_event(&lone).unwrap();
 
     let store = Arc::new(MemoryStore::new());
-    let reconciler = Reconciler::new(fake.client().unwrap(), Arc::clone(&processor), store)
-        .with_page_size(4);
+    let reconciler =
+        Reconciler::new(fake.client().unwrap(), Arc::clone(&processor), store).with_page_size(4);
     let r = reconciler.undelivered().await.unwrap();
     assert_eq!(
         (r.listed, r.queued, r.duplicates, r.processed, r.skipped),

@@ -802,9 +802,10 @@ async fn cloud_envelopes_run_through_the_same_claims() {
         deliver(&q, &snap, SNAPSHOT_SECRET).await.kind().name(),
         "duplicate"
     );
-    let jobs = stripe_webhooks::queue::Queue::take(&queue, 10, std::time::Duration::from_secs(60), false)
-        .await
-        .unwrap();
+    let jobs =
+        stripe_webhooks::queue::Queue::take(&queue, 10, std::time::Duration::from_secs(60), false)
+            .await
+            .unwrap();
     assert_eq!(jobs.len(), 1);
     assert!(matches!(
         stripe_webhooks::dangerous::parse_unverified(&jobs[0].body).unwrap(),

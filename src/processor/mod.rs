@@ -128,6 +128,33 @@ impl EnabledEvents {
     }
 }
 
+/// The types an ack-fast processor queues, per family.
+#[derive(Debug, Clone)]
+struct QueuedTypes {
+    snapshot: TypeSet,
+    thin: TypeSet,
+}
+
+/// A family's types from an `enabled_events` list: `*` takes every one.
+#[derive(Debug, Clone)]
+struct TypeSet {
+    all: bool,
+    names: std::collections::HashSet<String>,
+}
+
+impl TypeSet {
+    fn new(list: &[String]) -> Self {
+        Self {
+            all: list.iter().any(|t| t == "*"),
+            names: list.iter().cloned().collect(),
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.all || self.names.contains(name)
+    }
+}
+
 /// A SQL store's inbox mode, for [`Processor::with_inbox`]: `SqliteInbox` and
 /// `PostgresInbox` (from `SqliteStore::inbox` and `PostgresStore::inbox`). The trait is
 /// sealed: only this crate's inbox types implement it.
@@ -179,8 +206,8 @@ pub struct Processor {
     ordering: Option<Arc<OrderingGuard>>,
     /// Ack-fast mode ([`Processor::queued`]): verified events go to this queue.
     queue: Option<Arc<dyn crate::queue::Queue>>,
-    /// What an ack-fast processor reports as its enabled events.
-    queued_events: Option<EnabledEvents>,
+    /// What an ack-fast processor reports as its enabled events, and queues.
+    queued_events: Option<(EnabledEvents, QueuedTypes)>,
     max_body: usize,
     body_timeout: Duration,
     settings: DispatchSettings,
@@ -228,6 +255,15 @@ impl Processor {
     /// override it) and reports [`OutcomeKind::Stale`]. A delivery that finds its object
     /// locked by another is answered 409, like a duplicate in flight, and Stripe retries
     /// it.
+    ///
+    /// Staleness is judged when an event runs, not when it was first delivered: an event
+    /// whose handler failed is stale on its retry if a newer event of its object was
+    /// applied meanwhile, and reaches [`handle_stale`](EventHandler::handle_stale), not
+    /// `handle`. Guard only the types whose newest state is what matters (`*.updated`),
+    /// and route events that must each run (a payment to record, a receipt to send)
+    /// through an unguarded processor, or act on them in `handle_stale`. (A queue
+    /// [`Worker`](crate::queue::Worker) with per-object order instead holds an object's
+    /// later jobs back while an earlier one waits for its retry.)
     ///
     /// Stripe's `created` has a resolution of one second and event ids are not ordered,
     /// so two events of one object in the same second are a tie, settled by `ties`
@@ -517,24 +553,35 @@ impl Processor {
             // An ack-fast processor queues every type; its workers decide.
             return self
                 .queued_events
-                .clone()
-                .unwrap_or_else(EnabledEvents::every_type);
+                .as_ref()
+                .map_or_else(EnabledEvents::every_type, |(e, _)| e.clone());
         }
         EnabledEvents::of(
-            self.dispatcher.as_ref().map(|d| |t: &EventType| d.handles(t)),
+            self.dispatcher
+                .as_ref()
+                .map(|d| |t: &EventType| d.handles(t)),
             self.thin.as_ref().map(|h| |t: &ThinEventType| h.handles(t)),
         )
     }
 
     /// For an ack-fast processor ([`Processor::queued`]): the event types its workers
-    /// handle ([`Worker::enabled_events`](crate::queue::Worker::enabled_events)), which
-    /// [`enabled_events`](Self::enabled_events) then reports instead of every type, so
-    /// the manifest and a [`Reconciler`](crate::reconcile::Reconciler) list only those.
-    /// The processor still queues whatever arrives (a worker skips the types it does not
-    /// handle). Ignored by a processor that runs handlers itself.
+    /// handle ([`Worker::enabled_events`](crate::queue::Worker::enabled_events)). It
+    /// queues only those, and answers any other 200 `ignored` without queueing it, as a
+    /// processor that runs its handlers does; [`enabled_events`](Self::enabled_events)
+    /// reports them, so the manifest and a [`Reconciler`](crate::reconcile::Reconciler)
+    /// list only those. Ignored by a processor that runs handlers itself.
+    ///
+    /// Give it whenever one change reaches both destinations (snapshot and thin twins,
+    /// deduplicated on `snapshot_event`) and the workers take one family's type but not
+    /// the other's: without it the twin that arrives first is queued, the other answered
+    /// `duplicate`, and a worker whose handler does not take the queued one skips it.
     #[must_use]
     pub fn with_enabled_events(mut self, events: EnabledEvents) -> Self {
-        self.queued_events = Some(events);
+        let types = QueuedTypes {
+            snapshot: TypeSet::new(&events.snapshot),
+            thin: TypeSet::new(&events.thin),
+        };
+        self.queued_events = Some((events, types));
         self
     }
 
@@ -655,8 +702,11 @@ impl Processor {
         o.event_id = Some(event.id().clone());
         o.event_type = Some(event.event_type().clone());
         o.created = Some(event.created());
+        let taken = self.queued_events.as_ref().map_or(true, |(_, t)| {
+            t.snapshot.contains(event.event_type().as_str())
+        });
         let job = crate::queue::NewJob::snapshot(event, body);
-        self.enqueue_job(queue, &job, event.livemode(), o, started)
+        self.enqueue_job(queue, &job, event.livemode(), taken, o, started)
             .await
     }
 
@@ -677,16 +727,23 @@ impl Processor {
         if n.is_ping() {
             return o;
         }
+        let taken = self
+            .queued_events
+            .as_ref()
+            .map_or(true, |(_, t)| t.thin.contains(n.event_type.as_str()));
         let job = crate::queue::NewJob::thin(n, body, self.dedupe_on_snapshot);
-        self.enqueue_job(queue, &job, n.livemode, o, started).await
+        self.enqueue_job(queue, &job, n.livemode, taken, o, started)
+            .await
     }
 
-    /// The livemode answer, then one enqueue under the job's dedupe key.
+    /// The livemode answer, a type the workers do not take (`taken` false) ignored, then
+    /// one enqueue under the job's dedupe key.
     async fn enqueue_job(
         &self,
         queue: &dyn crate::queue::Queue,
         job: &crate::queue::NewJob<'_>,
         livemode: bool,
+        taken: bool,
         mut o: Outcome,
         started: Instant,
     ) -> Outcome {
@@ -694,6 +751,7 @@ impl Processor {
         o.claim_key = Some(job.key.clone());
         o.kind = match self.livemode {
             Some(mode) if mode != livemode => OutcomeKind::OtherMode { livemode },
+            _ if !taken => OutcomeKind::Ignored,
             _ => match store_call(self.settings.store_timeout, queue.enqueue(job)).await {
                 Ok(Enqueued::Queued) => OutcomeKind::Queued,
                 Ok(Enqueued::Duplicate) => OutcomeKind::Duplicate,
@@ -719,7 +777,9 @@ impl Processor {
         };
         let body = match body {
             Ok(body) => body,
-            Err(e) => return Outcome::new(OutcomeKind::NotAnEvent(ParseError::from_json(&e)), started),
+            Err(e) => {
+                return Outcome::new(OutcomeKind::NotAnEvent(ParseError::from_json(&e)), started)
+            }
         };
         match parsed {
             Parsed::Event(e) => self.enqueue_event(queue, e, &body, started).await,
@@ -830,7 +890,10 @@ impl Processor {
         trace::record_event(&span, event);
         let run = async {
             match &self.queue {
-                Some(queue) => self.enqueue_parsed(queue.as_ref(), Parsed::Event(event), started).await,
+                Some(queue) => {
+                    self.enqueue_parsed(queue.as_ref(), Parsed::Event(event), started)
+                        .await
+                }
                 None => self.run_event(event, started).await,
             }
         };

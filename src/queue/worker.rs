@@ -179,7 +179,9 @@ struct Handlers {
 #[async_trait]
 impl Runner for Handlers {
     fn handles(&self, event_type: &EventType) -> bool {
-        self.snapshot.as_ref().is_some_and(|h| h.handles(event_type))
+        self.snapshot
+            .as_ref()
+            .is_some_and(|h| h.handles(event_type))
     }
 
     fn handles_thin(&self, event_type: &ThinEventType) -> bool {
@@ -681,6 +683,9 @@ async fn run_job(
         let mut stoppable = true;
         loop {
             tokio::select! {
+                // The run first: a handler that finished as the stop came is settled as
+                // it ended, not released to run again.
+                biased;
                 ran = &mut run => break Held::Ran(ran),
                 _ = tokio::time::sleep(every) => {
                     match store_call(s.store_timeout, queue.extend(&job.token, s.lease)).await {

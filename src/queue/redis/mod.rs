@@ -136,8 +136,8 @@ static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, 
 /// As for the store, run Redis with `maxmemory-policy noeviction` and `appendonly yes`;
 /// the scripts touch keys named inside them, so Redis Cluster is not supported.
 ///
-/// Workers poll ([`wait_for_jobs`](Queue::wait_for_jobs) is the default, which does not
-/// wait). Consumers of queues that were dropped stay in the group, with no pending
+/// Idle workers poll, or with [`with_wakeups`](RedisQueue::with_wakeups) block on the
+/// stream until a job is queued. Consumers of queues that were dropped stay in the group, with no pending
 /// entries once their jobs were taken over; `XGROUP DELCONSUMER` removes them.
 ///
 /// ```no_run
@@ -169,6 +169,15 @@ pub struct RedisQueue {
     /// `{prefix}:q:`, the start of every key.
     keys: Arc<str>,
     consumer: Arc<str>,
+    /// Where idle workers block for new entries ([`RedisQueue::with_wakeups`]).
+    wakeups: Option<Arc<Wakeups>>,
+}
+
+/// The client and the dedicated connection on which idle workers block with `XREAD`: a
+/// blocking read on the shared `ConnectionManager` would hold up every other command.
+struct Wakeups {
+    client: ::redis::Client,
+    conn: tokio::sync::Mutex<Option<::redis::aio::MultiplexedConnection>>,
 }
 
 impl fmt::Debug for RedisQueue {
@@ -176,6 +185,8 @@ impl fmt::Debug for RedisQueue {
         f.debug_struct("RedisQueue")
             .field("keys", &self.keys)
             .field("consumer", &self.consumer)
+            // Not the client: its connection info may hold a password.
+            .field("wakeups", &self.wakeups.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -220,6 +231,76 @@ impl RedisQueue {
             conn,
             keys: Arc::from(format!("{prefix}:q:")),
             consumer: Arc::from(consumer_name()),
+            wakeups: None,
+        }
+    }
+
+    /// Wakes idle workers as soon as a job is queued, instead of at their next poll: an
+    /// idle worker blocks in `XREAD BLOCK` on the queue's stream, on one connection of its
+    /// own that `client` opens at the first wait (pass the client the
+    /// `ConnectionManager` was made from). Retries that come due are still found by the
+    /// poll. Without it, workers poll every
+    /// [`poll interval`](super::Worker::with_poll_interval).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use stripe_webhooks::{redis, RedisStore};
+    ///
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let conn = redis::aio::ConnectionManager::new(client.clone()).await?;
+    /// let queue = RedisStore::new(conn).queue().with_wakeups(client);
+    /// # let _ = queue;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_wakeups(mut self, client: ::redis::Client) -> Self {
+        self.wakeups = Some(Arc::new(Wakeups {
+            client,
+            conn: tokio::sync::Mutex::new(None),
+        }));
+        self
+    }
+
+    /// Blocks for a new entry in the stream, at most `max_wait`: `true` when one came or
+    /// the time passed (the caller looks again), `false` when it cannot wait (no
+    /// wakeups, or the connection failed: it is dropped, and the next wait connects
+    /// again).
+    async fn wait(&self, max_wait: Duration) -> bool {
+        let Some(w) = &self.wakeups else {
+            return false;
+        };
+        let mut slot = w.conn.lock().await;
+        if slot.is_none() {
+            match tokio::time::timeout(max_wait, w.client.get_multiplexed_async_connection()).await
+            {
+                Ok(Ok(c)) => *slot = Some(c),
+                _ => return false,
+            }
+        }
+        let Some(conn) = slot.as_mut() else {
+            return false;
+        };
+        let block = u64::try_from(max_wait.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let stream = format!("{}stream", self.keys);
+        let mut read = ::redis::cmd("XREAD");
+        read.arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg("$");
+        let read = read.query_async::<::redis::Value>(conn);
+        // A margin over the block, for a server that never answers.
+        match tokio::time::timeout(max_wait + Duration::from_secs(1), read).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(_)) | Err(_) => {
+                *slot = None;
+                false
+            }
         }
     }
 
@@ -435,6 +516,10 @@ impl Queue for RedisQueue {
 
     async fn release(&self, token: &ClaimToken) -> Result<(), StoreError> {
         self.fenced(&RELEASE_SCRIPT, token, &[]).await
+    }
+
+    async fn wait_for_jobs(&self, max_wait: Duration) -> bool {
+        self.wait(max_wait).await
     }
 }
 

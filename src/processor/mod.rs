@@ -550,7 +550,7 @@ impl Processor {
     /// ```
     pub fn enabled_events(&self) -> EnabledEvents {
         if self.queue.is_some() {
-            // An ack-fast processor queues every type; its workers decide.
+            // An ack-fast processor takes what its workers take: every type unless told.
             return self
                 .queued_events
                 .as_ref()

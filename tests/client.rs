@@ -481,6 +481,24 @@ async fn gives_up_at_the_deadline_when_faults_never_stop() {
         "{err:?}"
     );
     assert!(err.is_rate_limited());
+
+    // Nor is one too large for the clock (a proxy's, say): an error, never a panic.
+    fake.clear_faults();
+    fake.fail_path(
+        "/v1/events",
+        None,
+        Fault::TooManyRequests {
+            retry_after_secs: Some(u64::MAX),
+        },
+    );
+    let err = client
+        .list_events(&RequestContext::platform(), &ListEventsParams::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::DeadlineExceeded { attempts: 1, .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -845,6 +863,18 @@ impl EventHandler for Recorder {
             .push((event.id().to_string(), status));
         Ok(())
     }
+
+    async fn handle_stale(
+        &self,
+        event: &Event,
+        _: &stripe_webhooks::Watermark,
+    ) -> Result<(), HandlerError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((format!("stale {}", event.id()), None));
+        Ok(())
+    }
 }
 
 #[tokio::test]
@@ -871,12 +901,16 @@ async fn fetch_latest_hands_the_inner_handler_the_fresh_object() {
     let other =
         dangerous::parse_unverified(event_at("evt_2", "invoice.paid", BASE).as_bytes()).unwrap();
     handler.handle(&other).await.unwrap();
+    // A stale event reaches the inner handler's handle_stale, without a fetch.
+    let watermark = stripe_webhooks::Watermark::new(BASE + 10, "evt_9".into());
+    handler.handle_stale(&event, &watermark).await.unwrap();
 
     assert_eq!(
         *recorder.0.lock().unwrap(),
         [
             ("evt_1".to_owned(), Some(SubscriptionStatus::Canceled)),
-            ("evt_2".to_owned(), None)
+            ("evt_2".to_owned(), None),
+            ("stale evt_1".to_owned(), None)
         ]
     );
     let requests = fake.requests();

@@ -416,4 +416,12 @@ impl<H: EventHandler> EventHandler for FetchLatest<H> {
     fn handles_event(&self, event: &Event) -> bool {
         self.inner.handles_event(event)
     }
+
+    async fn handle_stale(
+        &self,
+        event: &Event,
+        watermark: &crate::idempotency::Watermark,
+    ) -> Result<(), HandlerError> {
+        self.inner.handle_stale(event, watermark).await
+    }
 }

@@ -333,7 +333,8 @@ impl StripeClient for HttpClient {
             let wait = failure.retry_after.unwrap_or_else(|| {
                 backoff(attempts, self.backoff_base, self.backoff_max, random_unit())
             });
-            if Instant::now() + wait >= deadline_at {
+            // `Retry-After` is the server's: a huge value must not overflow the clock.
+            if wait >= deadline_at.saturating_duration_since(Instant::now()) {
                 return Err(exceeded(attempts, Some(failure.error)));
             }
             #[cfg(feature = "tracing")]

@@ -700,7 +700,8 @@ impl PageToken {
         let query = url.split_once('?')?.1;
         query.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=')?;
-            (k == "page").then(|| PageToken(percent_decode(v)))
+            // The token is opaque: a `+` in it is a `+`, not a form-encoded space.
+            (k == "page").then(|| PageToken(decode_escapes(v, false)))
         })
     }
 }
@@ -928,12 +929,18 @@ fn split_query(url: &str) -> (&str, Vec<(String, String)>) {
 
 /// Decodes `%XX` escapes and `+` (form encoding); a bad escape is kept as it is.
 pub(crate) fn percent_decode(s: &str) -> String {
+    decode_escapes(s, true)
+}
+
+/// Decodes `%XX` escapes, and `+` as a space when `plus_is_space`; a bad escape is kept
+/// as it is.
+fn decode_escapes(s: &str, plus_is_space: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < b.len() => {
                 match std::str::from_utf8(&b[i + 1..i + 3])
                     .ok()
@@ -1000,6 +1007,11 @@ mod tests {
             Some(PageToken::new("abc="))
         );
         assert_eq!(PageToken::from_url("/v2/core/events"), None);
+        // An opaque token keeps its `+`.
+        assert_eq!(
+            PageToken::from_url("/v2/core/events?page=a+b%2Bc"),
+            Some(PageToken::new("a+b+c"))
+        );
     }
 
     #[test]

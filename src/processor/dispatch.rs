@@ -393,8 +393,25 @@ pub(crate) async fn refetched_for_tie(
     use crate::client::ClientError;
     match event.refetched(client).await {
         Ok(fresh) => Ok(Some(fresh)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(ClientError::NoApiPath { .. } | ClientError::NothingToFetch(_)) => Ok(None),
+        Err(e)
+            if e.is_not_found()
+                || matches!(
+                    e,
+                    ClientError::NoApiPath { .. } | ClientError::NothingToFetch(_)
+                ) =>
+        {
+            #[cfg(feature = "tracing")]
+            tracing::warn!(
+                event_id = %event.id(),
+                event_type = %event.event_type(),
+                error = %e,
+                "stripe_webhooks: a same-second event's object cannot be fetched for good; \
+                 running it on its snapshot"
+            );
+            #[cfg(not(feature = "tracing"))]
+            let _ = e;
+            Ok(None)
+        }
         Err(e) => Err(HandlerError::new(e)),
     }
 }

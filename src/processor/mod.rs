@@ -59,8 +59,12 @@ pub enum TiePolicy {
     Run,
     /// Fetch the object from the API and run the handler on the event rebuilt with that
     /// object ([`Event::refetched`](crate::Event::refetched)), so a handler that copies
-    /// state copies the current one whatever the order. A failed fetch is a handler
-    /// failure (500, and Stripe retries), never a silent fall back to the snapshot.
+    /// state copies the current one whatever the order. A fetch that may succeed later
+    /// (network, 429, 5xx, deadline, a key without access) is a handler failure (500,
+    /// and Stripe retries), never a fall back to the snapshot. An object the API cannot
+    /// return for good (404: deleted; a type without an API path) leaves the snapshot
+    /// as all there is: the event runs on it, with a warning in the log (feature
+    /// `tracing`), rather than failing every retry for three days.
     Fetch(Arc<dyn crate::client::StripeClient>),
     /// Treat it as stale: after one event of a second, another of the same second is not
     /// applied. For handlers that copy state and can live with keeping the first of two
@@ -375,7 +379,11 @@ impl Processor {
     /// [`OutcomeKind::StoreUnavailable`] (nothing is lost: Stripe delivers it again); a bad
     /// signature answers 400 and nothing is written. Pings and, with
     /// [`with_livemode`](Self::with_livemode), events of the other mode are answered
-    /// without queueing. The adapters take this processor as any other.
+    /// without queueing. The adapters take this processor as any other. Give it the
+    /// workers' types ([`with_enabled_events`](Self::with_enabled_events)) so it queues
+    /// only what they run. Events parsed elsewhere
+    /// ([`process_event`](Self::process_event): a reconciler pass, a cloud bus) are
+    /// queued the same way.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

@@ -5,6 +5,7 @@
 //! ones; `eval "$(scripts/services.sh start)"` or `scripts/test.sh` set them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![cfg(all(feature = "sqlite", feature = "testing"))]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,9 @@ use std::time::Duration;
 
 mod common;
 
-use common::{unique, TempDir};
+#[cfg(any(feature = "postgres", feature = "redis"))]
+use common::unique;
+use common::TempDir;
 use stripe_webhooks::queue::{
     JobState, MemoryQueue, NewJob, Queue, QueueAdmin, RetryPolicy, SqliteQueue, Worker,
 };
@@ -565,6 +568,7 @@ async fn the_sqlite_queue_wal_starts_over_under_steady_enqueues() {
 
 // ---- Postgres ----
 
+#[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
     use stripe_webhooks::queue::PostgresQueue;
@@ -637,6 +641,7 @@ mod postgres {
 
 // ---- Redis ----
 
+#[cfg(feature = "redis")]
 mod redis_queue {
     use super::*;
     use stripe_webhooks::queue::RedisQueue;

@@ -8,6 +8,7 @@
 //! example services built (`cargo build --all-features --examples`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![cfg(all(feature = "postgres", feature = "redis", feature = "testing"))]
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

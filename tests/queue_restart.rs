@@ -9,6 +9,7 @@
 //! (`scripts/test.sh` does both).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![cfg(all(feature = "postgres", feature = "testing"))]
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

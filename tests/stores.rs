@@ -176,7 +176,7 @@ async fn memory_store_purges_past_retention_but_never_leased() {
 }
 
 /// A table, key prefix or file name no other test uses.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(feature = "postgres")]
 fn unique(what: &str) -> String {
     common::unique(&format!("t_{what}"))
 }

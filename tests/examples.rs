@@ -316,11 +316,10 @@ async fn actix_example_end_to_end() {
     end_to_end("actix").await;
 }
 
-/// The ack-fast example prints its workers' types: its demo handlers take every type.
-#[test]
-fn the_queue_example_prints_its_workers_enabled_events() {
-    let dir = common::TempDir::new("ex_manifest_queue");
-    let out = Command::new(common::example_binary("queue"))
+/// Runs an example with `--print-enabled-events` and reads the manifest it prints.
+fn printed_manifest(name: &str) -> serde_json::Value {
+    let dir = common::TempDir::new(&format!("ex_manifest_{name}"));
+    let out = Command::new(common::example_binary(name))
         .arg("--print-enabled-events")
         .env("SQLITE_PATH", dir.join("m.db"))
         .env_remove("DATABASE_URL")
@@ -328,9 +327,17 @@ fn the_queue_example_prints_its_workers_enabled_events() {
         .env("RUST_LOG", "off")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v, serde_json::json!({"snapshot": ["*"], "thin": ["*"]}));
+    assert!(out.status.success(), "{name}: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The ack-fast example prints its workers' types: its demo handlers take every type.
+#[test]
+fn the_queue_example_prints_its_workers_enabled_events() {
+    assert_eq!(
+        printed_manifest("queue"),
+        serde_json::json!({"snapshot": ["*"], "thin": ["*"]})
+    );
 }
 
 /// `--print-enabled-events` prints what both Stripe destinations need for the demo's
@@ -338,17 +345,7 @@ fn the_queue_example_prints_its_workers_enabled_events() {
 #[test]
 fn examples_print_their_enabled_events() {
     for name in ["axum", "actix"] {
-        let dir = common::TempDir::new(&format!("ex_manifest_{name}"));
-        let out = Command::new(common::example_binary(name))
-            .arg("--print-enabled-events")
-            .env("SQLITE_PATH", dir.join("m.db"))
-            .env_remove("DATABASE_URL")
-            .env_remove("REDIS_URL")
-            .env("RUST_LOG", "off")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{name}: {out:?}");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = printed_manifest(name);
         let snapshot: Vec<&str> = v["snapshot"]
             .as_array()
             .unwrap()

@@ -109,26 +109,40 @@ impl EnabledEvents {
         snapshot: Option<impl Fn(&EventType) -> bool>,
         thin: Option<impl Fn(&ThinEventType) -> bool>,
     ) -> Self {
-        const PROBE: &str = "stripe_webhooks.unknown_type_probe";
-        let snapshot = match snapshot {
-            Some(h) if h(&EventType::Unknown(PROBE.to_owned())) => vec!["*".to_owned()],
-            Some(h) => EventType::ALL
-                .iter()
-                .filter(|t| h(t))
-                .map(|t| t.as_str().to_owned())
-                .collect(),
-            None => Vec::new(),
-        };
-        let thin = match thin {
-            Some(h) if h(&ThinEventType::Unknown(PROBE.to_owned())) => vec!["*".to_owned()],
-            Some(h) => ThinEventType::ALL
-                .iter()
-                .filter(|t| h(t))
-                .map(|t| t.as_str().to_owned())
-                .collect(),
-            None => Vec::new(),
-        };
-        Self { snapshot, thin }
+        Self {
+            snapshot: taken(
+                snapshot,
+                EventType::Unknown,
+                EventType::ALL,
+                EventType::as_str,
+            ),
+            thin: taken(
+                thin,
+                ThinEventType::Unknown,
+                ThinEventType::ALL,
+                ThinEventType::as_str,
+            ),
+        }
+    }
+}
+
+/// One family's list: `["*"]` when `handles` takes a type this release does not know
+/// (built by `unknown`), else the known types it takes; empty without a handler.
+fn taken<T>(
+    handles: Option<impl Fn(&T) -> bool>,
+    unknown: fn(String) -> T,
+    all: &[T],
+    name: fn(&T) -> &str,
+) -> Vec<String> {
+    const PROBE: &str = "stripe_webhooks.unknown_type_probe";
+    match handles {
+        Some(h) if h(&unknown(PROBE.to_owned())) => vec!["*".to_owned()],
+        Some(h) => all
+            .iter()
+            .filter(|t| h(t))
+            .map(|t| name(t).to_owned())
+            .collect(),
+        None => Vec::new(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Reconciling 10,000 listed events against the fake Stripe API, with a no-op handler,
 //! on SQLite (and PostgreSQL when `DATABASE_URL_TEST` is set): events per second, with
-//! and without the ordering guard. One pass per store, repeated `ROUNDS` times on fresh
-//! tables; the median is reported.
+//! and without the ordering guard. Each round runs one pass of each on fresh tables, back
+//! to back (alternating which goes first); the guard's cost is the median of the rounds'
+//! own ratios, with their range.
 //!
 //! Run with: `cargo bench --bench reconcile --features client,testing,sqlite,postgres`
 //! (`eval "$(scripts/services.sh start)"` first for PostgreSQL).
@@ -19,7 +20,7 @@ use stripe_webhooks::{
 };
 
 const EVENTS: usize = 10_000;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 struct Noop;
 
@@ -54,6 +55,31 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Which pass of a round runs first alternates, so a machine that speeds up or slows
+/// down during the bench does not favour one side.
+fn order(round: usize) -> [bool; 2] {
+    if round % 2 == 0 {
+        [false, true]
+    } else {
+        [true, false]
+    }
+}
+
+/// One table row: the median rates, and the guard's cost as the median of each round's
+/// own ratio (its two passes ran back to back, so they saw the same machine).
+fn report(store: &str, rounds: &[[f64; 2]]) {
+    let costs: Vec<f64> = rounds.iter().map(|[p, g]| (p / g - 1.0) * 100.0).collect();
+    let (lo, hi) = costs
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), c| (lo.min(*c), hi.max(*c)));
+    println!(
+        "| {store} | {:.0} | {:.0} | {:+.1}% ({lo:+.0}% to {hi:+.0}%) |",
+        median(rounds.iter().map(|r| r[0]).collect()),
+        median(rounds.iter().map(|r| r[1]).collect()),
+        median(costs),
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let fake = FakeStripe::start().await.unwrap();
@@ -75,34 +101,26 @@ async fn main() {
     }
     let dir = std::env::temp_dir().join(format!("reconcile_bench_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    println!("| store | without the guard (events/s) | with the guard (events/s) | guard cost |");
+    println!("| store | without the guard (events/s) | with the guard (events/s) | guard cost per event (median of rounds; range) |");
     println!("|---|---|---|---|");
-    let mut plain = Vec::new();
-    let mut guarded = Vec::new();
+    let mut rounds = Vec::new();
     for round in 0..ROUNDS {
-        for ordered in [false, true] {
+        let mut pair = [0.0; 2];
+        for ordered in order(round) {
             let store = SqliteStore::connect(dir.join(format!("r{round}_{ordered}.db")))
                 .await
                 .unwrap();
-            let rate = pass(&fake, store, ordered).await;
-            if ordered {
-                guarded.push(rate)
-            } else {
-                plain.push(rate)
-            }
+            pair[usize::from(ordered)] = pass(&fake, store, ordered).await;
         }
+        rounds.push(pair);
     }
-    let (p, g) = (median(plain), median(guarded));
-    println!(
-        "| SQLite | {p:.0} | {g:.0} | {:+.1}% per event |",
-        (p / g - 1.0) * 100.0
-    );
+    report("SQLite", &rounds);
     if let Ok(url) = std::env::var("DATABASE_URL_TEST") {
         let pool = stripe_webhooks::sqlx::PgPool::connect(&url).await.unwrap();
-        let mut plain = Vec::new();
-        let mut guarded = Vec::new();
+        let mut rounds = Vec::new();
         for round in 0..ROUNDS {
-            for ordered in [false, true] {
+            let mut pair = [0.0; 2];
+            for ordered in order(round) {
                 let store = PostgresStore::new(pool.clone())
                     .with_table(&format!(
                         "reconcile_bench_{}_{round}_{ordered}",
@@ -110,19 +128,11 @@ async fn main() {
                     ))
                     .unwrap();
                 store.migrate().await.unwrap();
-                let rate = pass(&fake, store, ordered).await;
-                if ordered {
-                    guarded.push(rate)
-                } else {
-                    plain.push(rate)
-                }
+                pair[usize::from(ordered)] = pass(&fake, store, ordered).await;
             }
+            rounds.push(pair);
         }
-        let (p, g) = (median(plain), median(guarded));
-        println!(
-            "| PostgreSQL | {p:.0} | {g:.0} | {:+.1}% per event |",
-            (p / g - 1.0) * 100.0
-        );
+        report("PostgreSQL", &rounds);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

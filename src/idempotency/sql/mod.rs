@@ -87,7 +87,6 @@ pub(crate) struct Sql {
     pub(crate) lock_and_claim: Option<String>,
     pub(crate) complete_applied: Option<String>,
     pub(crate) lock_and_claim_step: Option<String>,
-    pub(crate) locked_claim: Option<String>,
     pub(crate) settle_step: Option<String>,
 }
 
@@ -114,7 +113,6 @@ impl Sql {
             lock_and_claim: d.lock_and_claim.map(|q| render(q, d, t)),
             complete_applied: d.complete_applied.map(|q| render(q, d, t)),
             lock_and_claim_step: d.lock_and_claim_step.map(|q| render(q, d, t)),
-            locked_claim: d.locked_claim.map(|q| render(q, d, t)),
             settle_step: d.settle_step.map(|q| render(q, d, t)),
         }
     }
@@ -452,9 +450,9 @@ where
         event_type: &EventType,
     ) -> Result<LockedClaim, StoreError> {
         let token = ClaimToken::new(id.clone(), 0);
-        if let (Some(step), Some(read)) = (&self.sql.lock_and_claim_step, &self.sql.locked_claim) {
+        if let Some(step) = &self.sql.lock_and_claim_step {
             return self
-                .lock_and_claim_by_step(step, read, object_id, holder, lease, id, event_type, token)
+                .lock_and_claim_by_step(step, object_id, holder, lease, id, event_type, token)
                 .await;
         }
         if let Some(statement) = &self.sql.lock_and_claim {
@@ -468,13 +466,13 @@ where
     }
 
     /// `lock_and_claim` through a view's trigger (SQLite): one statement that locks and
-    /// claims or, raising, does neither; then a read of the claim's attempts and the
-    /// watermark (the lock keeps both as they are).
+    /// claims or, raising, does neither, then, in the same query (one round trip to the
+    /// connection's thread), a read of the claim's attempts and the watermark (the lock
+    /// keeps both as they are).
     #[allow(clippy::too_many_arguments)]
     async fn lock_and_claim_by_step(
         &self,
         step: &str,
-        read: &str,
         object_id: &str,
         holder: &str,
         lease: Duration,
@@ -485,10 +483,10 @@ where
         let fence = token.fence_hex();
         for _ in 0..3 {
             let done = lock_and_claim_query(step, object_id, holder, lease, id, event_type, &fence)
-                .execute(&self.pool)
+                .fetch_optional(&self.pool)
                 .await;
-            match done {
-                Ok(_) => {}
+            let row = match done {
+                Ok(row) => row,
                 Err(e) if raised(&e, statements::OBJECT_BUSY) => {
                     match self.lock_object_busy(object_id).await? {
                         Some(retry_after) => return Ok(LockedClaim::Busy { retry_after }),
@@ -502,14 +500,7 @@ where
                     }
                 }
                 Err(e) => return Err(db_err(e)),
-            }
-            let row = sqlx::query(read)
-                .bind(id.as_str())
-                .bind(&fence)
-                .bind(object_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
+            };
             let Some(row) = row else {
                 // Taken from us already: only when the lease is shorter than this read.
                 continue;

@@ -32,8 +32,7 @@
 /// | `lock_row` | object id | `created`, `event_id` (the row stays locked) |
 /// | `lock_and_claim` | object id, holder, lease ms, event id, event type, fence | locked, `created`, `event_id`, `attempts` |
 /// | `complete_applied` | event id, fence, object id, holder, created, applied event id | completed rows |
-/// | `lock_and_claim_step` | as `lock_and_claim` | nothing; raises when refused |
-/// | `locked_claim` | event id, fence, object id | `attempts`, `created`, `event_id` |
+/// | `lock_and_claim_step` | as `lock_and_claim` | `attempts`, `created`, `event_id`; raises when refused |
 /// | `settle_step` | as `complete_applied` | nothing; raises when the lease is lost |
 /// | `purge_objects` | retention ms, batch size | |
 #[derive(Debug)]
@@ -88,10 +87,10 @@ pub struct Statements {
     pub complete_applied: Option<&'static str>,
     /// Where the dialect has no data-modifying CTEs (SQLite): `lock_and_claim` as one
     /// `INSERT` into a view whose trigger locks and claims, raising
-    /// [`OBJECT_BUSY`] or [`CLAIM_REFUSED`] (which undoes the statement).
+    /// [`OBJECT_BUSY`] or [`CLAIM_REFUSED`] (which undoes the statement), followed in
+    /// the same query (one round trip) by a read of what it took: the claim's attempts
+    /// and the object's watermark.
     pub lock_and_claim_step: Option<&'static str>,
-    /// What `lock_and_claim_step` took: the claim's attempts and the object's watermark.
-    pub locked_claim: Option<&'static str>,
     /// Likewise `complete_applied`, raising [`LEASE_LOST`] when the fence does not match.
     pub settle_step: Option<&'static str>,
 }
@@ -156,9 +155,9 @@ pub const SQLITE: Statements = Statements {
     complete_applied: None,
     // The views and their triggers: migrations/sqlite/0004_guard_steps.sql.
     lock_and_claim_step: Some("INSERT INTO {t}_lock_claim (object_id, holder, lease_ms, event_id, event_type, fence) \
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-    locked_claim: Some("SELECT c.attempts, o.created, o.event_id FROM {t} c, {t}_objects o \
-        WHERE c.event_id = ?1 AND c.fence = ?2 AND o.object_id = ?3"),
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6); \
+        SELECT c.attempts, o.created, o.event_id FROM {t} c, {t}_objects o \
+        WHERE c.event_id = ?4 AND c.fence = ?6 AND o.object_id = ?1"),
     settle_step: Some("INSERT INTO {t}_settle (event_id, fence, object_id, holder, created, applied_event) \
         VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
 };
@@ -247,7 +246,6 @@ pub const POSTGRES: Statements = Statements {
         updated_at = now() RETURNING 1) \
         SELECT count(*)::bigint FROM done"),
     lock_and_claim_step: None,
-    locked_claim: None,
     settle_step: None,
 };
 

@@ -29,6 +29,46 @@ async fn memory_store_ordering_conformance() {
 
 const LEASE: Duration = Duration::from_secs(30);
 
+/// Watermarks past the retention go in a purge, walked a bounded batch at a time (2,500
+/// objects: three batches); a locked object's and a recent one's stay.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+async fn watermarks_purge_past_retention<S: stripe_webhooks::OrderingStore + StoreAdmin>(store: S) {
+    use stripe_webhooks::{ObjectLock, Watermark};
+    let mark =
+        |i: usize| Watermark::new(1_700_000_000 + i as i64, EventId::new(format!("evt_{i}")));
+    for i in 0..2500 {
+        store
+            .advance_watermark(&format!("cus_{i:05}"), &mark(i))
+            .await
+            .unwrap();
+    }
+    let locked = store
+        .lock_object("cus_01000", "holder_a", Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert!(matches!(locked, ObjectLock::Acquired { .. }), "{locked:?}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    store
+        .advance_watermark("cus_recent", &mark(9))
+        .await
+        .unwrap();
+    store.purge_expired().await.unwrap();
+    for i in [0, 999, 1001, 1999, 2000, 2499] {
+        let object = format!("cus_{i:05}");
+        assert_eq!(store.watermark(&object).await.unwrap(), None, "{object}");
+    }
+    assert_eq!(
+        store.watermark("cus_01000").await.unwrap(),
+        Some(mark(1000))
+    );
+    assert_eq!(store.watermark("cus_recent").await.unwrap(), Some(mark(9)));
+    let busy = store
+        .lock_object("cus_01000", "holder_b", LEASE)
+        .await
+        .unwrap();
+    assert!(matches!(busy, ObjectLock::Busy { .. }), "{busy:?}");
+}
+
 /// A third-party store that implements only `IdempotencyStore` runs the claim behaviours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_without_admin_queries_runs_the_claim_behaviours() {
@@ -376,6 +416,12 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn sqlite_purges_watermarks_past_retention() {
+        let (store, _dir) = store("purge_objects").await;
+        watermarks_purge_past_retention(store.with_retention(Duration::from_secs(2))).await;
+    }
+
+    #[tokio::test]
     async fn sqlite_purge_keeps_leased_and_recent() {
         let (store, _dir) = store("purge").await;
         let store = store.with_retention(Duration::from_secs(2));
@@ -453,6 +499,12 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres_store_ordering_conformance() {
         store_conformance::run_ordering(Arc::new(store("ordering").await), LeaseTime::Real).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_purges_watermarks_past_retention() {
+        let store = store("purge_objects").await;
+        watermarks_purge_past_retention(store.with_retention(Duration::from_secs(2))).await;
     }
 
     /// See `sqlite_reads_out_of_range_attempts_like_postgres`; `INTEGER` is 32-bit here,

@@ -9,8 +9,9 @@ CREATE TABLE IF NOT EXISTS stripe_webhook_events_objects (
     lock_until TIMESTAMPTZ,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS stripe_webhook_events_objects_purge_idx
-    ON stripe_webhook_events_objects (updated_at);
--- Room on each page, so that lock and unlock updates (which change no indexed column)
--- stay on their page as HOT updates instead of adding index entries.
+-- No index on updated_at: purging walks the table in key order, and every lock and
+-- watermark write stays a HOT update (no index entry to add).
+DROP INDEX IF EXISTS stripe_webhook_events_objects_purge_idx;
+-- Room on each page, so that lock, unlock and watermark updates (which change no indexed
+-- column) stay on their page as HOT updates instead of adding index entries.
 ALTER TABLE stripe_webhook_events_objects SET (fillfactor = 70);

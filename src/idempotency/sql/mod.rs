@@ -84,6 +84,7 @@ pub(crate) struct Sql {
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) lock_row: String,
     pub(crate) purge_objects: String,
+    pub(crate) purge_objects_upto: String,
     pub(crate) lock_and_claim: Option<String>,
     pub(crate) complete_applied: Option<String>,
     pub(crate) lock_and_claim_step: Option<String>,
@@ -110,6 +111,7 @@ impl Sql {
             watermark: render(d.watermark, d, t),
             lock_row: render(d.lock_row, d, t),
             purge_objects: render(d.purge_objects, d, t),
+            purge_objects_upto: render(d.purge_objects_upto, d, t),
             lock_and_claim: d.lock_and_claim.map(|q| render(q, d, t)),
             complete_applied: d.complete_applied.map(|q| render(q, d, t)),
             lock_and_claim_step: d.lock_and_claim_step.map(|q| render(q, d, t)),
@@ -397,17 +399,27 @@ where
                 break;
             }
         }
-        // Watermarks go after the same retention (they are not counted as records).
+        // Watermarks go after the same retention (they are not counted as records): a
+        // walk over the objects in key order, one bounded batch per statement.
+        let mut after = String::new();
         loop {
-            let done = sqlx::query(&self.sql.purge_objects)
-                .bind(millis(self.retention))
+            let upto: Option<String> = sqlx::query_scalar(&self.sql.purge_objects_upto)
+                .bind(after.as_str())
                 .bind(PURGE_BATCH)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+            let Some(upto) = upto else {
+                return Ok(total);
+            };
+            sqlx::query(&self.sql.purge_objects)
+                .bind(millis(self.retention))
+                .bind(after.as_str())
+                .bind(upto.as_str())
                 .execute(&self.pool)
                 .await
                 .map_err(db_err)?;
-            if DB::rows_affected(&done) < PURGE_BATCH.unsigned_abs() {
-                return Ok(total);
-            }
+            after = upto;
         }
     }
 

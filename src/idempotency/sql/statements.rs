@@ -34,7 +34,8 @@
 /// | `complete_applied` | event id, fence, object id, holder, created, applied event id | completed rows |
 /// | `lock_and_claim_step` | as `lock_and_claim` | `attempts`, `created`, `event_id`; raises when refused |
 /// | `settle_step` | as `complete_applied` | nothing; raises when the lease is lost |
-/// | `purge_objects` | retention ms, batch size | |
+/// | `purge_objects_upto` | after object id, batch size | the last object id of the next batch |
+/// | `purge_objects` | retention ms, after object id, up to object id | |
 #[derive(Debug)]
 pub struct Statements {
     /// The dialect's current time in Unix milliseconds, as an SQL expression.
@@ -79,6 +80,10 @@ pub struct Statements {
     pub lock_row: &'static str,
     /// Deletes one batch of unlocked objects untouched for the retention.
     pub purge_objects: &'static str,
+    /// Where the next batch of `purge_objects` ends: it walks the objects table in key
+    /// order, a bounded batch at a time, so the table needs no index on `updated_at`
+    /// (whose entry every completion would otherwise move).
+    pub purge_objects_upto: &'static str,
     /// Where the dialect can (data-modifying CTEs): the object lock and the claim in
     /// one statement.
     pub lock_and_claim: Option<&'static str>,
@@ -149,8 +154,10 @@ pub const SQLITE: Statements = Statements {
     watermark: "SELECT created, event_id FROM {t}_objects WHERE object_id = ?1",
     lock_row: "INSERT INTO {t}_objects AS o (object_id, updated_at) VALUES (?1, {now}) \
         ON CONFLICT (object_id) DO UPDATE SET updated_at = excluded.updated_at RETURNING created, event_id",
-    purge_objects: "DELETE FROM {t}_objects WHERE rowid IN (SELECT rowid FROM {t}_objects \
-        WHERE (holder IS NULL OR lock_until < {now}) AND updated_at < {now} - ?1 LIMIT ?2)",
+    purge_objects: "DELETE FROM {t}_objects WHERE object_id > ?2 AND object_id <= ?3 \
+        AND (holder IS NULL OR lock_until < {now}) AND updated_at < {now} - ?1",
+    purge_objects_upto: "SELECT max(object_id) FROM (SELECT object_id FROM {t}_objects \
+        WHERE object_id > ?1 ORDER BY object_id LIMIT ?2)",
     lock_and_claim: None,
     complete_applied: None,
     // The views and their triggers: migrations/sqlite/0004_guard_steps.sql.
@@ -213,9 +220,11 @@ pub const POSTGRES: Statements = Statements {
     watermark: "SELECT created, event_id FROM {t}_objects WHERE object_id = $1",
     lock_row: "INSERT INTO {t}_objects AS o (object_id, updated_at) VALUES ($1, now()) \
         ON CONFLICT (object_id) DO UPDATE SET updated_at = now() RETURNING created, event_id",
-    purge_objects: "DELETE FROM {t}_objects WHERE object_id IN (SELECT object_id FROM {t}_objects \
-        WHERE (holder IS NULL OR lock_until < now()) \
-        AND updated_at < now() - $1::bigint * interval '1 millisecond' LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    purge_objects: "DELETE FROM {t}_objects WHERE object_id > $2 AND object_id <= $3 \
+        AND (holder IS NULL OR lock_until < now()) \
+        AND updated_at < now() - $1::bigint * interval '1 millisecond'",
+    purge_objects_upto: "SELECT max(object_id) FROM (SELECT object_id FROM {t}_objects \
+        WHERE object_id > $1 ORDER BY object_id LIMIT $2) AS batch",
     lock_and_claim: Some("WITH lock AS (\
         INSERT INTO {t}_objects AS o (object_id, holder, lock_until, updated_at) \
         VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond', clock_timestamp()) \

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use stripe_webhooks::client::{
@@ -429,6 +429,87 @@ async fn retry_after_is_honoured() {
         "{:?}",
         start.elapsed()
     );
+}
+
+/// `Retry-After` as an HTTP date: waited for until that second, not waited for at all
+/// when it is past, and not started when it is past the deadline.
+#[tokio::test]
+async fn retry_after_as_an_http_date_is_honoured() {
+    let (fake, client) = fake().await;
+    fake.add_event(&event_at("evt_1", "invoice.paid", BASE))
+        .unwrap();
+    let platform = RequestContext::platform();
+    let retrieve = || client.retrieve_event(&platform, "evt_1");
+    // Two seconds ahead, written to the second: between one and two seconds' wait.
+    fake.fail_next(
+        1,
+        Fault::TooManyRequestsUntil {
+            retry_at: SystemTime::now() + Duration::from_secs(2),
+        },
+    );
+    let start = Instant::now();
+    retrieve().await.unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(fake.requests().len(), 2);
+
+    // A date already past: retried, and nothing in the way.
+    fake.fail_next(
+        1,
+        Fault::TooManyRequestsUntil {
+            retry_at: SystemTime::now() - Duration::from_secs(60),
+        },
+    );
+    retrieve().await.unwrap();
+    assert_eq!(fake.requests().len(), 4);
+
+    // An hour ahead, past the client's deadline: the error at once, one attempt.
+    fake.fail_path(
+        "/v1/events/evt_1",
+        None,
+        Fault::TooManyRequestsUntil {
+            retry_at: SystemTime::now() + Duration::from_secs(3_600),
+        },
+    );
+    let err = retrieve().await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::DeadlineExceeded { attempts: 1, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_rate_limited());
+    let sent = fake.requests();
+    let last = sent.last().unwrap();
+    assert_eq!(last.path, "/v1/events/evt_1");
+    assert_eq!(sent.len(), 5);
+}
+
+/// An `account` or `context` that cannot be a header value (a forged or corrupted event)
+/// is its own error, naming the header, and nothing is sent.
+#[tokio::test]
+async fn a_header_value_that_cannot_be_sent_is_refused_before_sending() {
+    let (fake, client) = fake().await;
+    let contexts = [
+        (
+            RequestContext::platform().with_stripe_account("acct_1\r\nX-Injected: 1"),
+            "Stripe-Account",
+        ),
+        (
+            RequestContext::platform().with_stripe_context("ctx\u{0}"),
+            "Stripe-Context",
+        ),
+    ];
+    for (ctx, header) in contexts {
+        let err = client.retrieve_event(&ctx, "evt_1").await.unwrap_err();
+        match &err {
+            ClientError::InvalidHeader { name, .. } => assert_eq!(*name, header),
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains(header), "{err}");
+    }
+    assert!(fake.requests().is_empty());
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
@@ -32,8 +32,8 @@ pub const DEFAULT_BUCKET_RATE: u32 = 20;
 ///   [`API_VERSION`](super::API_VERSION) and the [`RequestContext`]'s headers.
 /// - Retries network errors, 409, 429 and 5xx answers (and whatever
 ///   `Stripe-Should-Retry: true` marks; never what `Stripe-Should-Retry: false` marks),
-///   with exponential backoff and full jitter, waiting `Retry-After` seconds when Stripe
-///   sends it, for at most [`DEFAULT_MAX_ATTEMPTS`] attempts within a total deadline
+///   with exponential backoff and full jitter, waiting as long as `Retry-After` says
+///   when the answer has one (seconds or an HTTP date), for at most [`DEFAULT_MAX_ATTEMPTS`] attempts within a total deadline
 ///   ([`DEFAULT_DEADLINE`]). A wait that would pass the deadline is not started.
 /// - Keeps at most [`DEFAULT_MAX_CONCURRENCY`] requests in flight and sends at most
 ///   [`DEFAULT_BUCKET_RATE`] requests a second (a token bucket, bursting up to one
@@ -167,18 +167,6 @@ impl HttpClient {
         &self.base_url
     }
 
-    /// Waits for a rate-limit token.
-    async fn rate_token(&self) {
-        let wait = match self.bucket.lock() {
-            Ok(mut bucket) => bucket.take(Instant::now()),
-            // A panic while holding this lock left plain numbers behind: use them.
-            Err(poisoned) => poisoned.into_inner().take(Instant::now()),
-        };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-    }
-
     /// One request: an answer, or why not and whether (and when) to try again.
     async fn attempt(
         &self,
@@ -191,7 +179,7 @@ impl HttpClient {
             .acquire()
             .await
             .map_err(|e| Failure::fatal(ClientError::Network(Box::new(e))))?;
-        self.rate_token().await;
+        rate_token(&self.bucket).await;
         let mut request = self
             .http
             .get(url)
@@ -204,7 +192,8 @@ impl HttpClient {
         }
         let response = request.send().await.map_err(|e| {
             if e.is_builder() {
-                // Not a transient failure: the base URL (or a header) cannot be sent.
+                // Not a transient failure: the base URL cannot be sent (the headers were
+                // checked before the first attempt).
                 Failure::fatal(ClientError::InvalidUrl {
                     url: self.base_url.clone(),
                     reason: "the request cannot be built from this base url",
@@ -227,9 +216,7 @@ impl HttpClient {
             "false" => Some(false),
             _ => None,
         });
-        let retry_after = header("retry-after")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = header("retry-after").and_then(|v| retry_after(&v));
         let body = response
             .text()
             .await
@@ -303,6 +290,11 @@ impl StripeClient for HttpClient {
                 reason: "the query goes in the query parameter",
             });
         }
+        for (name, value) in ctx.headers() {
+            if reqwest::header::HeaderValue::from_str(&value).is_err() {
+                return Err(ClientError::InvalidHeader { name, value });
+            }
+        }
         let url = format!("{}{path}", self.base_url);
         let deadline_at = Instant::now() + self.deadline;
         let exceeded = |attempts, last: Option<ClientError>| ClientError::DeadlineExceeded {
@@ -367,6 +359,19 @@ impl fmt::Debug for HttpClient {
     }
 }
 
+/// A `Retry-After` value: seconds, or an HTTP date (a past one is no wait); `None` when
+/// it is neither, and the backoff decides.
+fn retry_after(value: &str) -> Option<Duration> {
+    if let Ok(secs) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = super::http_date::parse(value)?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
 /// Full jitter: a wait of `unit` (0 to 1) times `min(max, base × 2^(attempt - 1))`.
 fn backoff(attempt: u32, base: Duration, max: Duration, unit: f64) -> Duration {
     let exp = 2u32.saturating_pow(attempt.saturating_sub(1));
@@ -381,6 +386,42 @@ fn random_unit() -> f64 {
     h.write_u64(u64::from(std::process::id()));
     // 53 random bits, as an f64 mantissa holds.
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Waits for a rate-limit token. A wait cut short (the call's deadline passed, or its
+/// caller gave up) gives its reserved token back, so the callers after it do not wait
+/// for a request that was never sent.
+async fn rate_token(bucket: &Mutex<TokenBucket>) {
+    let wait = with_bucket(bucket, |b| b.take(Instant::now()));
+    if wait.is_zero() {
+        return;
+    }
+    struct Reserved<'a> {
+        bucket: &'a Mutex<TokenBucket>,
+        used: bool,
+    }
+    impl Drop for Reserved<'_> {
+        fn drop(&mut self) {
+            if !self.used {
+                with_bucket(self.bucket, TokenBucket::give_back);
+            }
+        }
+    }
+    let mut reserved = Reserved {
+        bucket,
+        used: false,
+    };
+    tokio::time::sleep(wait).await;
+    reserved.used = true;
+}
+
+/// Runs `f` on the bucket; a panic while it was held left plain numbers behind, so a
+/// poisoned lock is used as it is.
+fn with_bucket<T>(bucket: &Mutex<TokenBucket>, f: impl FnOnce(&mut TokenBucket) -> T) -> T {
+    match bucket.lock() {
+        Ok(mut b) => f(&mut b),
+        Err(poisoned) => f(&mut poisoned.into_inner()),
+    }
 }
 
 /// A token bucket: `rate` tokens a second, holding at most `rate`. Taking a token when
@@ -419,6 +460,11 @@ impl TokenBucket {
             Duration::from_secs_f64(-self.tokens / self.rate)
         }
     }
+
+    /// Returns a token taken but not used.
+    fn give_back(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.capacity);
+    }
 }
 
 #[cfg(test)]
@@ -443,6 +489,21 @@ mod tests {
         let draws: Vec<f64> = (0..64).map(|_| random_unit()).collect();
         assert!(draws.iter().all(|u| (0.0..1.0).contains(u)));
         assert!(draws.windows(2).any(|w| w[0] != w[1]));
+    }
+
+    /// A caller that stops waiting for its token gives it back: the next caller waits
+    /// for its own turn, not for the abandoned one's too.
+    #[cfg(feature = "testing")]
+    #[tokio::test]
+    async fn an_abandoned_wait_gives_its_token_back() {
+        let bucket = Mutex::new(TokenBucket::new(2, Instant::now()));
+        rate_token(&bucket).await;
+        rate_token(&bucket).await;
+        let cut = tokio::time::timeout(Duration::from_millis(10), rate_token(&bucket)).await;
+        assert!(cut.is_err(), "the third token needs a wait");
+        let wait = with_bucket(&bucket, |b| b.take(Instant::now()));
+        assert!(wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(wait >= Duration::from_millis(400), "{wait:?}");
     }
 
     #[test]

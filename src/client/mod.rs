@@ -22,6 +22,8 @@
 mod fetch;
 #[cfg(feature = "client")]
 mod http;
+#[cfg(any(feature = "client", feature = "testing"))]
+pub(crate) mod http_date;
 mod paths;
 
 use std::error::Error as StdError;
@@ -350,6 +352,17 @@ pub enum ClientError {
         url: String,
         /// Why it was refused.
         reason: &'static str,
+    },
+    /// A header the [`RequestContext`] asks for cannot be sent: its value (an event's
+    /// `account` or `context`, or one given to the context) holds characters HTTP
+    /// headers do not allow. Nothing was sent.
+    #[error("cannot send header {name}: {value:?} is not a valid header value")]
+    InvalidHeader {
+        /// The header's name (`Stripe-Account`, `Stripe-Context` or
+        /// `Stripe-Request-Trigger`).
+        name: &'static str,
+        /// The value as given.
+        value: String,
     },
     /// There is nothing to fetch: the thin event has no related object, or the event's
     /// object has no `id`.

@@ -28,6 +28,12 @@ pub enum Fault {
         /// The `Retry-After` header, in seconds.
         retry_after_secs: Option<u64>,
     },
+    /// 429 `rate_limit_error` with `Retry-After` as an HTTP date (what a proxy or load
+    /// balancer in front of an API may send instead of seconds).
+    TooManyRequestsUntil {
+        /// The time `Retry-After` names (written to the second).
+        retry_at: std::time::SystemTime,
+    },
     /// 500 `api_error`, with `Stripe-Should-Retry: <should_retry>` when given.
     ServerError {
         /// The `Stripe-Should-Retry` header.
@@ -576,15 +582,16 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         Some(Fault::DropConnection) => return None,
         Some(Fault::TooManyRequests { retry_after_secs }) => {
-            let mut a = Answer::error(
-                429,
-                "rate_limit_error",
-                Some("rate_limit"),
-                "Too many requests hit the API too quickly.",
-            );
+            let mut a = too_many_requests();
             if let Some(s) = retry_after_secs {
                 a.headers.push(("Retry-After", s.to_string()));
             }
+            return Some(a);
+        }
+        Some(Fault::TooManyRequestsUntil { retry_at }) => {
+            let mut a = too_many_requests();
+            a.headers
+                .push(("Retry-After", crate::client::http_date::format(retry_at)));
             return Some(a);
         }
         Some(Fault::ServerError { should_retry }) => {
@@ -655,6 +662,16 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
 }
 
 /// Parses an integer parameter; `Err` is the 400 to answer.
+/// Stripe's 429 answer, without its `Retry-After`.
+fn too_many_requests() -> Answer {
+    Answer::error(
+        429,
+        "rate_limit_error",
+        Some("rate_limit"),
+        "Too many requests hit the API too quickly.",
+    )
+}
+
 fn int_param(request: &RecordedRequest, name: &str) -> Result<Option<i64>, Answer> {
     match request.query_value(name) {
         None => Ok(None),

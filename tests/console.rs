@@ -504,6 +504,45 @@ async fn a_job_page_shows_the_record_and_the_raw_json() {
     }
 }
 
+/// The session cookie a GET of the overview with `headers` is given.
+async fn cookie_of(console: Console, headers: &[(&str, &str)]) -> String {
+    let mut request = get(BASE);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let app = axum::Router::new().nest(BASE, console.router());
+    let (response, _) = send(&app, request.body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The session cookie is `Secure` when the console is reached over HTTPS (a proxy says
+/// so, or the allowed origin is `https://`) or when told so, and not over plain HTTP.
+#[tokio::test]
+async fn the_session_cookie_is_secure_over_https() {
+    let console = || Console::new(MemoryQueue::new(), bearer_token(TOKEN));
+    let plain = cookie_of(console(), &[]).await;
+    assert!(!plain.contains("Secure"), "{plain}");
+    for headers in [
+        &[("x-forwarded-proto", "https")][..],
+        &[("x-forwarded-proto", "HTTPS, http")][..],
+        &[("forwarded", "for=192.0.2.60;proto=https;by=203.0.113.43")][..],
+    ] {
+        let cookie = cookie_of(console(), headers).await;
+        assert!(cookie.ends_with("; Secure"), "{headers:?}: {cookie}");
+        assert!(cookie.contains("HttpOnly; SameSite=Strict"), "{cookie}");
+    }
+    let proxied_http = cookie_of(console(), &[("x-forwarded-proto", "http")]).await;
+    assert!(!proxied_http.contains("Secure"), "{proxied_http}");
+    let named = console().with_allowed_origin("https://admin.example.com");
+    assert!(cookie_of(named, &[]).await.contains("; Secure"));
+    let forced = console().with_secure_cookie();
+    assert!(cookie_of(forced, &[]).await.contains("; Secure"));
+}
+
 #[tokio::test]
 async fn served_at_the_root_it_links_from_the_root() {
     let queue = MemoryQueue::new();

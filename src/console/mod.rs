@@ -30,7 +30,8 @@
 //!   or token refuses everyone.
 //! - The requeue buttons are POST forms carrying a CSRF token: an HMAC-SHA256, under a
 //!   key drawn when the console is built, of a session nonce the console keeps in a
-//!   `SameSite=Strict`, `HttpOnly` cookie and of the hour; a token is good for one to two
+//!   `SameSite=Strict`, `HttpOnly` cookie (`Secure` over HTTPS, see
+//!   [`Console::with_secure_cookie`]) and of the hour; a token is good for one to two
 //!   hours and only with its cookie. A POST without a good token, or whose `Origin`
 //!   names another host or whose `Sec-Fetch-Site` is not `same-origin`, is refused with
 //!   403 and changes nothing. Behind a proxy that rewrites `Host`, name the public
@@ -98,6 +99,7 @@ pub struct Console {
     csrf: Arc<csrf::Csrf>,
     realm: Option<HeaderValue>,
     allowed_origins: Vec<String>,
+    secure_cookie: bool,
     page_size: usize,
 }
 
@@ -106,6 +108,7 @@ impl fmt::Debug for Console {
         f.debug_struct("Console")
             .field("realm", &self.realm)
             .field("allowed_origins", &self.allowed_origins)
+            .field("secure_cookie", &self.secure_cookie)
             .field("page_size", &self.page_size)
             .finish_non_exhaustive()
     }
@@ -126,6 +129,7 @@ impl Console {
             csrf: Arc::new(csrf::Csrf::new()),
             realm: None,
             allowed_origins: Vec::new(),
+            secure_cookie: false,
             page_size: DEFAULT_PAGE_SIZE,
         }
     }
@@ -152,6 +156,40 @@ impl Console {
         self.allowed_origins
             .push(origin.trim_end_matches('/').to_ascii_lowercase());
         self
+    }
+
+    /// Marks the session cookie `Secure` on every answer, for a console only ever
+    /// reached over HTTPS. Without it the cookie is `Secure` when the request came over
+    /// HTTPS: its URI says so, a proxy says so (`X-Forwarded-Proto: https` or
+    /// `Forwarded: proto=https`), or an origin named with
+    /// [`with_allowed_origin`](Self::with_allowed_origin) is `https://`. (A console
+    /// reached over plain HTTP on another host than `localhost` cannot keep a `Secure`
+    /// cookie, and its requeue forms would be refused.)
+    #[must_use]
+    pub fn with_secure_cookie(mut self) -> Self {
+        self.secure_cookie = true;
+        self
+    }
+
+    /// Whether the session cookie gets `Secure` on this request.
+    fn over_https(&self, parts: &Parts) -> bool {
+        let says = |name: &str, value: &str| {
+            parts
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split([',', ';']))
+                .any(|v| v.trim().eq_ignore_ascii_case(value))
+        };
+        self.secure_cookie
+            || parts.uri.scheme_str() == Some("https")
+            || self
+                .allowed_origins
+                .iter()
+                .any(|o| o.starts_with("https://"))
+            || says("x-forwarded-proto", "https")
+            || says("forwarded", "proto=https")
     }
 
     /// Also shows the inline processor's failed events from `store` (its
@@ -446,11 +484,15 @@ impl Console {
         };
         if fresh {
             let path = if base.is_empty() { "/" } else { base };
-            let value = format!("{SESSION_COOKIE}={nonce}; Path={path}; HttpOnly; SameSite=Strict");
+            let secure = if self.over_https(&parts) {
+                "; Secure"
+            } else {
+                ""
+            };
+            let attributes = format!("HttpOnly; SameSite=Strict{secure}");
+            let value = format!("{SESSION_COOKIE}={nonce}; Path={path}; {attributes}");
             let value = HeaderValue::from_str(&value).or_else(|_| {
-                HeaderValue::from_str(&format!(
-                    "{SESSION_COOKIE}={nonce}; Path=/; HttpOnly; SameSite=Strict"
-                ))
+                HeaderValue::from_str(&format!("{SESSION_COOKIE}={nonce}; Path=/; {attributes}"))
             });
             if let Ok(v) = value {
                 response.headers_mut().append(SET_COOKIE, v);

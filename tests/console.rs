@@ -530,13 +530,22 @@ async fn the_session_cookie_is_secure_over_https() {
         &[("x-forwarded-proto", "https")][..],
         &[("x-forwarded-proto", "HTTPS, http")][..],
         &[("forwarded", "for=192.0.2.60;proto=https;by=203.0.113.43")][..],
+        &[("forwarded", "for=192.0.2.60; Proto=\"https\", proto=http")][..],
     ] {
         let cookie = cookie_of(console(), headers).await;
         assert!(cookie.ends_with("; Secure"), "{headers:?}: {cookie}");
         assert!(cookie.contains("HttpOnly; SameSite=Strict"), "{cookie}");
     }
-    let proxied_http = cookie_of(console(), &[("x-forwarded-proto", "http")]).await;
-    assert!(!proxied_http.contains("Secure"), "{proxied_http}");
+    // The browser's own scheme is the first proxy's: HTTP here, however the later
+    // hops went.
+    for headers in [
+        &[("x-forwarded-proto", "http")][..],
+        &[("x-forwarded-proto", "http, https")][..],
+        &[("forwarded", "proto=http, proto=https")][..],
+    ] {
+        let cookie = cookie_of(console(), headers).await;
+        assert!(!cookie.contains("Secure"), "{headers:?}: {cookie}");
+    }
     let named = console().with_allowed_origin("https://admin.example.com");
     assert!(cookie_of(named, &[]).await.contains("; Secure"));
     let forced = console().with_secure_cookie();

@@ -57,6 +57,7 @@ async fn watermarks_purge_past_retention<S: stripe_webhooks::OrderingStore + Sto
         let object = format!("cus_{i:05}");
         assert_eq!(store.watermark(&object).await.unwrap(), None, "{object}");
     }
+    assert_eq!(store.watermark("").await.unwrap(), None);
     assert_eq!(
         store.watermark("cus_01000").await.unwrap(),
         Some(mark(1000))

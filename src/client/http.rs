@@ -389,8 +389,8 @@ fn random_unit() -> f64 {
 }
 
 /// Waits for a rate-limit token. A wait cut short (the call's deadline passed, or its
-/// caller gave up) gives its reserved token back, so the callers after it do not wait
-/// for a request that was never sent.
+/// caller gave up) gives its reserved token back, so callers that come later do not
+/// wait for a request that was never sent (those already waiting keep their turn).
 async fn rate_token(bucket: &Mutex<TokenBucket>) {
     let wait = with_bucket(bucket, |b| b.take(Instant::now()));
     if wait.is_zero() {

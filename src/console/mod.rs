@@ -173,23 +173,32 @@ impl Console {
 
     /// Whether the session cookie gets `Secure` on this request.
     fn over_https(&self, parts: &Parts) -> bool {
-        let says = |name: &str, value: &str| {
+        // The first proxy's view (the one the browser talked to): the first value of
+        // `X-Forwarded-Proto`, the `proto` of `Forwarded`'s first element.
+        let first = |name: &str| {
             parts
                 .headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split([',', ';']))
-                .any(|v| v.trim().eq_ignore_ascii_case(value))
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .unwrap_or("")
         };
+        let forwarded_proto = first("forwarded").split(';').find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            key.trim()
+                .eq_ignore_ascii_case("proto")
+                .then(|| value.trim().trim_matches('"'))
+        });
         self.secure_cookie
             || parts.uri.scheme_str() == Some("https")
             || self
                 .allowed_origins
                 .iter()
                 .any(|o| o.starts_with("https://"))
-            || says("x-forwarded-proto", "https")
-            || says("forwarded", "proto=https")
+            || first("x-forwarded-proto")
+                .trim()
+                .eq_ignore_ascii_case("https")
+            || forwarded_proto.is_some_and(|p| p.eq_ignore_ascii_case("https"))
     }
 
     /// Also shows the inline processor's failed events from `store` (its
@@ -484,7 +493,7 @@ impl Console {
         };
         if fresh {
             let path = if base.is_empty() { "/" } else { base };
-            let secure = if self.over_https(&parts) {
+            let secure = if self.over_https(parts) {
                 "; Secure"
             } else {
                 ""

@@ -661,7 +661,6 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
     })
 }
 
-/// Parses an integer parameter; `Err` is the 400 to answer.
 /// Stripe's 429 answer, without its `Retry-After`.
 fn too_many_requests() -> Answer {
     Answer::error(
@@ -672,6 +671,7 @@ fn too_many_requests() -> Answer {
     )
 }
 
+/// Parses an integer parameter; `Err` is the 400 to answer.
 fn int_param(request: &RecordedRequest, name: &str) -> Result<Option<i64>, Answer> {
     match request.query_value(name) {
         None => Ok(None),

@@ -401,11 +401,13 @@ where
         }
         // Watermarks go after the same retention (they are not counted as records): a
         // walk over the objects in key order, one bounded batch per statement.
-        let mut after = String::new();
+        // The first batch starts at the smallest id there is, "" (included).
+        let (mut after, mut first) = (String::new(), true);
         loop {
             let upto: Option<String> = sqlx::query_scalar(&self.sql.purge_objects_upto)
                 .bind(after.as_str())
                 .bind(PURGE_BATCH)
+                .bind(i64::from(first))
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db_err)?;
@@ -416,10 +418,11 @@ where
                 .bind(millis(self.retention))
                 .bind(after.as_str())
                 .bind(upto.as_str())
+                .bind(i64::from(first))
                 .execute(&self.pool)
                 .await
                 .map_err(db_err)?;
-            after = upto;
+            (after, first) = (upto, false);
         }
     }
 

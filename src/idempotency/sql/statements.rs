@@ -34,8 +34,8 @@
 /// | `complete_applied` | event id, fence, object id, holder, created, applied event id | completed rows |
 /// | `lock_and_claim_step` | as `lock_and_claim` | `attempts`, `created`, `event_id`; raises when refused |
 /// | `settle_step` | as `complete_applied` | nothing; raises when the lease is lost |
-/// | `purge_objects_upto` | after object id, batch size | the last object id of the next batch |
-/// | `purge_objects` | retention ms, after object id, up to object id | |
+/// | `purge_objects_upto` | after object id, batch size, 1 on the first batch (which includes `after`) | the last object id of the next batch |
+/// | `purge_objects` | retention ms, after object id, up to object id, 1 on the first batch | |
 #[derive(Debug)]
 pub struct Statements {
     /// The dialect's current time in Unix milliseconds, as an SQL expression.
@@ -154,13 +154,16 @@ pub const SQLITE: Statements = Statements {
     watermark: "SELECT created, event_id FROM {t}_objects WHERE object_id = ?1",
     lock_row: "INSERT INTO {t}_objects AS o (object_id, updated_at) VALUES (?1, {now}) \
         ON CONFLICT (object_id) DO UPDATE SET updated_at = excluded.updated_at RETURNING created, event_id",
-    purge_objects: "DELETE FROM {t}_objects WHERE object_id > ?2 AND object_id <= ?3 \
+    purge_objects: "DELETE FROM {t}_objects WHERE object_id >= ?2 AND object_id <= ?3 \
+        AND (object_id > ?2 OR ?4 = 1) \
         AND (holder IS NULL OR lock_until < {now}) AND updated_at < {now} - ?1",
     purge_objects_upto: "SELECT max(object_id) FROM (SELECT object_id FROM {t}_objects \
-        WHERE object_id > ?1 ORDER BY object_id LIMIT ?2)",
+        WHERE object_id >= ?1 AND (object_id > ?1 OR ?3 = 1) ORDER BY object_id LIMIT ?2)",
     lock_and_claim: None,
     complete_applied: None,
-    // The views and their triggers: migrations/sqlite/0004_guard_steps.sql.
+    // The views and their triggers: migrations/sqlite/0004_guard_steps.sql. Both
+    // statements take the same arguments, by number: keep every parameter `?N` (sqlx
+    // fills an unnumbered `?` by position, per statement).
     lock_and_claim_step: Some("INSERT INTO {t}_lock_claim (object_id, holder, lease_ms, event_id, event_type, fence) \
         VALUES (?1, ?2, ?3, ?4, ?5, ?6); \
         SELECT c.attempts, o.created, o.event_id FROM {t} c, {t}_objects o \
@@ -220,11 +223,12 @@ pub const POSTGRES: Statements = Statements {
     watermark: "SELECT created, event_id FROM {t}_objects WHERE object_id = $1",
     lock_row: "INSERT INTO {t}_objects AS o (object_id, updated_at) VALUES ($1, now()) \
         ON CONFLICT (object_id) DO UPDATE SET updated_at = now() RETURNING created, event_id",
-    purge_objects: "DELETE FROM {t}_objects WHERE object_id > $2 AND object_id <= $3 \
+    purge_objects: "DELETE FROM {t}_objects WHERE object_id IN (SELECT object_id FROM {t}_objects \
+        WHERE object_id >= $2 AND object_id <= $3 AND (object_id > $2 OR $4::bigint = 1) \
         AND (holder IS NULL OR lock_until < now()) \
-        AND updated_at < now() - $1::bigint * interval '1 millisecond'",
+        AND updated_at < now() - $1::bigint * interval '1 millisecond' FOR UPDATE SKIP LOCKED)",
     purge_objects_upto: "SELECT max(object_id) FROM (SELECT object_id FROM {t}_objects \
-        WHERE object_id > $1 ORDER BY object_id LIMIT $2) AS batch",
+        WHERE object_id >= $1 AND (object_id > $1 OR $3::bigint = 1) ORDER BY object_id LIMIT $2) AS batch",
     lock_and_claim: Some("WITH lock AS (\
         INSERT INTO {t}_objects AS o (object_id, holder, lock_until, updated_at) \
         VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond', clock_timestamp()) \

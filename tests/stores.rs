@@ -29,6 +29,50 @@ async fn memory_store_ordering_conformance() {
 
 const LEASE: Duration = Duration::from_secs(30);
 
+/// A completion whose object has no row (its lock's lease ended and the row was purged)
+/// still records the watermark; one whose row is there moves it forward, never back.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+async fn complete_applied_records_the_watermark_with_or_without_a_row<
+    S: stripe_webhooks::OrderingStore,
+>(
+    store: S,
+) {
+    use stripe_webhooks::Watermark;
+    let settle = |id: &'static str, created: i64| {
+        let store = &store;
+        async move {
+            let Claim::Acquired(token) = store
+                .claim(&EventId::new(id), &EventType::CustomerUpdated, LEASE)
+                .await
+                .unwrap()
+            else {
+                panic!("{id} not claimed")
+            };
+            let mark = Watermark::new(created, EventId::new(id));
+            store
+                .complete_applied(&token, "cus_rowless", "holder", &mark)
+                .await
+                .unwrap();
+        }
+    };
+    settle("evt_rowless_2", 2).await;
+    let at = |created, id| Some(Watermark::new(created, EventId::new(id)));
+    assert_eq!(
+        store.watermark("cus_rowless").await.unwrap(),
+        at(2, "evt_rowless_2")
+    );
+    settle("evt_rowless_1", 1).await;
+    assert_eq!(
+        store.watermark("cus_rowless").await.unwrap(),
+        at(2, "evt_rowless_2")
+    );
+    settle("evt_rowless_3", 3).await;
+    assert_eq!(
+        store.watermark("cus_rowless").await.unwrap(),
+        at(3, "evt_rowless_3")
+    );
+}
+
 /// Watermarks past the retention go in a purge, walked a bounded batch at a time (2,500
 /// objects: three batches); a locked object's and a recent one's stay.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -417,6 +461,12 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn sqlite_completes_applied_with_or_without_a_row() {
+        let (store, _dir) = store("rowless").await;
+        complete_applied_records_the_watermark_with_or_without_a_row(store).await;
+    }
+
+    #[tokio::test]
     async fn sqlite_purges_watermarks_past_retention() {
         let (store, _dir) = store("purge_objects").await;
         watermarks_purge_past_retention(store.with_retention(Duration::from_secs(2))).await;
@@ -500,6 +550,11 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres_store_ordering_conformance() {
         store_conformance::run_ordering(Arc::new(store("ordering").await), LeaseTime::Real).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_completes_applied_with_or_without_a_row() {
+        complete_applied_records_the_watermark_with_or_without_a_row(store("rowless").await).await;
     }
 
     #[tokio::test]

@@ -17,6 +17,18 @@ pub(crate) fn civil(unix: i64) -> (i64, i64, i64, i64, i64, i64) {
     (year, month, day, secs / 3600, secs / 60 % 60, secs % 60)
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date, month 1 to 12 (Howard Hinnant's
+/// `days_from_civil`); the inverse of [`civil`]'s date.
+pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// `ms` (Unix milliseconds) as `2025-01-31 23:59:59 UTC`.
 #[cfg_attr(not(any(feature = "console", feature = "cli")), allow(dead_code))]
 pub(crate) fn utc(ms: i64) -> String {

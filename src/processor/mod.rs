@@ -905,27 +905,7 @@ impl Processor {
     /// same dedupe key as its webhook delivery: [`OutcomeKind::Queued`], or
     /// [`OutcomeKind::Duplicate`] when the queue has it already.
     pub async fn process_event(&self, event: &Event) -> Outcome {
-        let started = Instant::now();
-        #[cfg(feature = "tracing")]
-        let span = trace::delivery_span();
-        #[cfg(feature = "tracing")]
-        trace::record_event(&span, event);
-        let run = async {
-            match &self.queue {
-                Some(queue) => {
-                    self.enqueue_parsed(queue.as_ref(), Parsed::Event(event), started)
-                        .await
-                }
-                None => self.run_event(event, started).await,
-            }
-        };
-        #[cfg(feature = "tracing")]
-        let run = tracing::Instrument::instrument(run, span.clone());
-        let o = run.await;
-        #[cfg(feature = "tracing")]
-        trace::log_outcome(&span, &o);
-        record(&o);
-        o
+        self.process_parsed(Parsed::Event(event)).await
     }
 
     /// Runs an event that a cloud event bus delivered (see [`crate::cloud`]) **without
@@ -942,18 +922,27 @@ impl Processor {
     /// and parsed (for example one read back from a queue). An ack-fast processor queues
     /// it instead, as [`process_event`](Self::process_event) does.
     pub async fn process_notification(&self, notification: &EventNotification) -> Outcome {
+        self.process_parsed(Parsed::Notification(notification))
+            .await
+    }
+
+    /// An event of either family that arrived parsed: queued by an ack-fast processor,
+    /// run otherwise; traced and recorded either way.
+    async fn process_parsed(&self, parsed: Parsed<'_>) -> Outcome {
         let started = Instant::now();
-        let run = async {
-            match &self.queue {
-                Some(queue) => {
-                    self.enqueue_parsed(queue.as_ref(), Parsed::Notification(notification), started)
-                        .await
-                }
-                None => self.run_notification(notification, started).await,
-            }
-        };
         #[cfg(feature = "tracing")]
         let span = trace::delivery_span();
+        #[cfg(feature = "tracing")]
+        if let Parsed::Event(event) = parsed {
+            trace::record_event(&span, event);
+        }
+        let run = async {
+            match (&self.queue, parsed) {
+                (Some(queue), _) => self.enqueue_parsed(queue.as_ref(), parsed, started).await,
+                (None, Parsed::Event(e)) => self.run_event(e, started).await,
+                (None, Parsed::Notification(n)) => self.run_notification(n, started).await,
+            }
+        };
         #[cfg(feature = "tracing")]
         let run = tracing::Instrument::instrument(run, span.clone());
         let o = run.await;

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use serde::de::{self, Deserializer, Visitor};
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::EventType;
+use crate::objects::map_only::map_deserialize;
 
 /// A Stripe event id (`evt_…`). Cloning it is cheap (a shared, immutable string), so
 /// outcomes, claim tokens and store indexes all hold the same one.
@@ -65,16 +67,19 @@ impl<'de> Deserialize<'de> for EventId {
 }
 
 /// The API request that caused an event, if any.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct EventRequest {
     /// The request id (`req_…`); `None` for events Stripe caused itself (automatic
     /// collection, renewals).
-    #[serde(default)]
     pub id: Option<String>,
     /// The `Idempotency-Key` the request was sent with.
-    #[serde(default)]
     pub idempotency_key: Option<String>,
 }
+
+map_deserialize!(EventRequest {
+    "id" => id,
+    "idempotency_key" => idempotency_key,
+});
 
 /// Everything about an event except its `data.object`.
 #[derive(Debug, Clone)]
@@ -231,40 +236,201 @@ fn created_any<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
 
 /// The wire shape of a snapshot event, borrowing from the body. `D` is its `data`:
 /// [`WireData`] keeps `data.object` raw, [`WireDataTyped`] parses it in the same pass.
-#[derive(Deserialize)]
+///
+/// Read by hand rather than derived: the one-pass parse reads it once per typed object,
+/// and a derived visitor would be compiled again for each. Here only the loop over the
+/// members is per `D`; the envelope's members are read by [`WireHead::read`], compiled
+/// once. It reads a JSON object only, with serde's own errors for a missing or repeated
+/// member.
 pub(crate) struct WireEvent<'a, D> {
-    #[serde(borrow)]
-    pub(crate) id: Cow<'a, str>,
-    pub(crate) object: ObjectTag,
-    #[serde(rename = "type", borrow)]
-    pub(crate) event_type: Cow<'a, str>,
-    #[serde(default, deserialize_with = "created_any")]
-    pub(crate) created: Option<i64>,
-    #[serde(default)]
-    pub(crate) livemode: bool,
-    #[serde(default)]
-    pub(crate) api_version: Option<String>,
-    #[serde(default)]
-    pub(crate) account: Option<String>,
-    #[serde(default)]
-    pub(crate) context: Option<String>,
-    #[serde(default, deserialize_with = "request_any")]
-    pub(crate) request: Option<EventRequest>,
-    #[serde(default)]
-    pub(crate) pending_webhooks: Option<u64>,
+    pub(crate) head: WireHead<'a>,
     pub(crate) data: Option<D>,
 }
 
-impl<D> WireEvent<'_, D> {
-    /// The envelope, and `data` for the caller.
-    pub(crate) fn split(self) -> (Envelope, Option<D>) {
-        let event_type = EventType::from_wire(&self.event_type);
-        self.split_as(event_type)
+/// Every member of a snapshot event but `data`.
+pub(crate) struct WireHead<'a> {
+    pub(crate) id: Cow<'a, str>,
+    pub(crate) object: ObjectTag,
+    pub(crate) event_type: Cow<'a, str>,
+    pub(crate) created: Option<i64>,
+    pub(crate) livemode: bool,
+    pub(crate) api_version: Option<String>,
+    pub(crate) account: Option<String>,
+    pub(crate) context: Option<String>,
+    pub(crate) request: Option<EventRequest>,
+    pub(crate) pending_webhooks: Option<u64>,
+}
+
+/// The members of the top-level object that [`WireEvent`] reads.
+#[derive(Clone, Copy)]
+enum Key {
+    Id,
+    Object,
+    Type,
+    Created,
+    Livemode,
+    ApiVersion,
+    Account,
+    Context,
+    Request,
+    PendingWebhooks,
+    Data,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "id" => Key::Id,
+                    "object" => Key::Object,
+                    "type" => Key::Type,
+                    "created" => Key::Created,
+                    "livemode" => Key::Livemode,
+                    "api_version" => Key::ApiVersion,
+                    "account" => Key::Account,
+                    "context" => Key::Context,
+                    "request" => Key::Request,
+                    "pending_webhooks" => Key::PendingWebhooks,
+                    "data" => Key::Data,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+/// [`WireHead`] as its members arrive: each `Some` once read, to refuse a repeated one.
+#[derive(Default)]
+struct PartialHead<'a> {
+    id: Option<Cow<'a, str>>,
+    object: Option<ObjectTag>,
+    event_type: Option<Cow<'a, str>>,
+    created: Option<Option<i64>>,
+    livemode: Option<bool>,
+    api_version: Option<Option<String>>,
+    account: Option<Option<String>>,
+    context: Option<Option<String>>,
+    request: Option<Option<EventRequest>>,
+    pending_webhooks: Option<Option<u64>>,
+}
+
+/// Reads `T` into `slot`, or fails if the member was already read.
+fn once<'de, A: de::MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    slot: &mut Option<T>,
+    name: &'static str,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
+/// `created`, through [`created_any`].
+struct CreatedAny(Option<i64>);
+
+impl<'de> Deserialize<'de> for CreatedAny {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        created_any(d).map(CreatedAny)
+    }
+}
+
+/// `request`, through [`request_any`].
+struct RequestAny(Option<EventRequest>);
+
+impl<'de> Deserialize<'de> for RequestAny {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        request_any(d).map(RequestAny)
+    }
+}
+
+impl<'de> PartialHead<'de> {
+    /// Reads the value of the member `key` (anything but `data`).
+    fn read<A: de::MapAccess<'de>>(&mut self, key: Key, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            Key::Id => once(map, &mut self.id, "id"),
+            Key::Object => once(map, &mut self.object, "object"),
+            Key::Type => once(map, &mut self.event_type, "type"),
+            Key::Created => {
+                if self.created.is_some() {
+                    return Err(de::Error::duplicate_field("created"));
+                }
+                self.created = Some(map.next_value::<CreatedAny>()?.0);
+                Ok(())
+            }
+            Key::Livemode => once(map, &mut self.livemode, "livemode"),
+            Key::ApiVersion => once(map, &mut self.api_version, "api_version"),
+            Key::Account => once(map, &mut self.account, "account"),
+            Key::Context => once(map, &mut self.context, "context"),
+            Key::Request => {
+                if self.request.is_some() {
+                    return Err(de::Error::duplicate_field("request"));
+                }
+                self.request = Some(map.next_value::<RequestAny>()?.0);
+                Ok(())
+            }
+            Key::PendingWebhooks => once(map, &mut self.pending_webhooks, "pending_webhooks"),
+            Key::Data | Key::Other => map.next_value::<de::IgnoredAny>().map(drop),
+        }
     }
 
-    /// As [`split`](Self::split), for a caller that already read the type.
-    pub(crate) fn split_as(self, event_type: EventType) -> (Envelope, Option<D>) {
-        let envelope = Envelope {
+    /// The head, or serde's `missing field` error for the first required member absent.
+    fn finish<E: de::Error>(self) -> Result<WireHead<'de>, E> {
+        Ok(WireHead {
+            id: self.id.ok_or_else(|| E::missing_field("id"))?,
+            object: self.object.ok_or_else(|| E::missing_field("object"))?,
+            event_type: self.event_type.ok_or_else(|| E::missing_field("type"))?,
+            created: self.created.flatten(),
+            livemode: self.livemode.unwrap_or_default(),
+            api_version: self.api_version.flatten(),
+            account: self.account.flatten(),
+            context: self.context.flatten(),
+            request: self.request.flatten(),
+            pending_webhooks: self.pending_webhooks.flatten(),
+        })
+    }
+}
+
+impl<'de, D: Deserialize<'de>> Deserialize<'de> for WireEvent<'de, D> {
+    fn deserialize<De: Deserializer<'de>>(d: De) -> Result<Self, De::Error> {
+        struct V<D>(PhantomData<D>);
+        impl<'de, D: Deserialize<'de>> Visitor<'de> for V<D> {
+            type Value = WireEvent<'de, D>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut head = PartialHead::default();
+                let mut data: Option<Option<D>> = None;
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Data => once(&mut map, &mut data, "data")?,
+                        key => head.read(key, &mut map)?,
+                    }
+                }
+                Ok(WireEvent {
+                    head: head.finish()?,
+                    data: data.flatten(),
+                })
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+impl WireHead<'_> {
+    /// The envelope, for a caller that read the type.
+    pub(crate) fn into_envelope(self, event_type: EventType) -> Envelope {
+        Envelope {
             id: EventId::new(&*self.id),
             event_type,
             created: self.created.unwrap_or_default(),
@@ -275,8 +441,20 @@ impl<D> WireEvent<'_, D> {
             request: self.request,
             pending_webhooks: self.pending_webhooks,
             previous_attributes: None,
-        };
-        (envelope, self.data)
+        }
+    }
+}
+
+impl<D> WireEvent<'_, D> {
+    /// The envelope, and `data` for the caller.
+    pub(crate) fn split(self) -> (Envelope, Option<D>) {
+        let event_type = EventType::from_wire(&self.head.event_type);
+        self.split_as(event_type)
+    }
+
+    /// As [`split`](Self::split), for a caller that already read the type.
+    pub(crate) fn split_as(self, event_type: EventType) -> (Envelope, Option<D>) {
+        (self.head.into_envelope(event_type), self.data)
     }
 }
 
@@ -289,11 +467,67 @@ pub(crate) struct WireData<'a> {
 }
 
 /// `data` with its object parsed straight into `T`, in the same pass as the envelope.
-#[derive(Deserialize)]
+/// Read by hand, from a JSON object only, for the reason [`WireEvent`] is.
 pub(crate) struct WireDataTyped<'a, T> {
     pub(crate) object: T,
-    #[serde(default, borrow)]
     pub(crate) previous_attributes: Option<&'a RawValue>,
+}
+
+impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for WireDataTyped<'a, T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a, T>(PhantomData<(&'a (), T)>);
+        impl<'de: 'a, 'a, T: Deserialize<'de>> Visitor<'de> for V<'a, T> {
+            type Value = WireDataTyped<'a, T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event's `data` object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut object = None;
+                let mut previous_attributes: Option<Option<&'a RawValue>> = None;
+                while let Some(key) = map.next_key::<DataKey>()? {
+                    match key {
+                        DataKey::Object => once(&mut map, &mut object, "object")?,
+                        DataKey::PreviousAttributes => {
+                            once(&mut map, &mut previous_attributes, "previous_attributes")?
+                        }
+                        DataKey::Other => map.next_value::<de::IgnoredAny>().map(drop)?,
+                    }
+                }
+                Ok(WireDataTyped {
+                    object: object.ok_or_else(|| de::Error::missing_field("object"))?,
+                    previous_attributes: previous_attributes.flatten(),
+                })
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+/// The members of `data` that [`WireDataTyped`] reads.
+enum DataKey {
+    Object,
+    PreviousAttributes,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for DataKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DataKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DataKey, E> {
+                Ok(match v {
+                    "object" => DataKey::Object,
+                    "previous_attributes" => DataKey::PreviousAttributes,
+                    _ => DataKey::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
 }
 
 /// Where `data.object` is in a body, for [`RawObject`](super::RawObject).

@@ -214,7 +214,7 @@ fn one_pass<T: DeserializeOwned>(
     // their UTF-8, where the two-pass parse (which keeps `data.object` raw) rejects it.
     let text = std::str::from_utf8(body).ok()?;
     let wire: WireEvent<'_, WireDataTyped<'_, T>> = serde_json::from_str(text).ok()?;
-    if wire.object != ObjectTag::Event || wire.event_type != ty.as_str() {
+    if wire.head.object != ObjectTag::Event || wire.head.event_type != ty.as_str() {
         return None;
     }
     let (mut envelope, data) = wire.split_as(ty.clone());
@@ -354,7 +354,7 @@ impl Event {
         }
         let wire: WireEvent<'_, WireData<'_>> =
             serde_json::from_slice(body).map_err(|e| ParseError::from_json(&e))?;
-        if wire.object == ObjectTag::ThinEvent {
+        if wire.head.object == ObjectTag::ThinEvent {
             return Err(ParseError::ThinEventNotification);
         }
         let (mut envelope, data) = wire.split();
@@ -556,6 +556,18 @@ mod tests {
         );
         // Generated objects take the two-pass parse.
         assert!(types::parse_one_pass(&EventType::BalanceAvailable, body.as_bytes()).is_none());
+        // Every hand-written object's fixture takes the one-pass parse.
+        for ty in [
+            "invoice.payment_failed",
+            "customer.subscription.updated",
+            "payment_intent.succeeded",
+            "charge.refunded",
+            "customer.created",
+        ] {
+            let body = crate::testing::event_for_type("evt_1", ty).unwrap_or_default();
+            let event = types::parse_one_pass(&EventType::from_wire(ty), body.as_bytes());
+            assert!(event.is_some_and(|e| !e.is_untyped()), "{ty}");
+        }
     }
 
     #[test]

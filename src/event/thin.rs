@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use super::error::ParseError;
 use super::thin_types::ThinEventType;
 use super::{EventId, EventType};
+use crate::objects::map_only::map_deserialize;
 
 /// The object a thin event is about; fetch it from [`url`](Self::url) with the Stripe API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,115 +88,142 @@ pub enum ThinEventData {
 }
 
 /// Meter usage that Stripe could not record (`v1.billing.meter.*` thin events).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct MeterErrorReport {
     /// A summary for the developer.
-    #[serde(default)]
     pub developer_message_summary: Option<String>,
     /// The errors, by kind.
-    #[serde(default)]
     pub reason: Option<MeterErrorReason>,
     /// The start of the window the errors were counted in (RFC 3339).
-    #[serde(default)]
     pub validation_start: Option<String>,
     /// The end of that window (RFC 3339).
-    #[serde(default)]
     pub validation_end: Option<String>,
 }
 
+map_deserialize!(MeterErrorReport {
+    "developer_message_summary" => developer_message_summary,
+    "reason" => reason,
+    "validation_start" => validation_start,
+    "validation_end" => validation_end,
+});
+
 /// How many meter events failed, and why.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct MeterErrorReason {
     /// How many meter events failed.
-    #[serde(default)]
     pub error_count: Option<i64>,
     /// The failures grouped by error code.
-    #[serde(default, deserialize_with = "crate::objects::null_as_default")]
     pub error_types: Vec<MeterErrorType>,
 }
 
+map_deserialize!(MeterErrorReason {
+    "error_count" => error_count,
+    "error_types" => error_types: null_as_default,
+});
+
 /// One kind of meter error.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct MeterErrorType {
     /// The error code, for example `meter_event_no_customer_defined`.
-    #[serde(default)]
     pub code: Option<String>,
     /// How many meter events failed with it.
-    #[serde(default)]
     pub error_count: Option<i64>,
     /// A few of them.
-    #[serde(default, deserialize_with = "crate::objects::null_as_default")]
     pub sample_errors: Vec<MeterSampleError>,
 }
 
+map_deserialize!(MeterErrorType {
+    "code" => code,
+    "error_count" => error_count,
+    "sample_errors" => sample_errors: null_as_default,
+});
+
 /// One failed meter event.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct MeterSampleError {
     /// What went wrong.
-    #[serde(default)]
     pub error_message: Option<String>,
     /// The request that sent the meter event.
-    #[serde(default)]
     pub request: Option<MeterSampleRequest>,
 }
 
+map_deserialize!(MeterSampleError {
+    "error_message" => error_message,
+    "request" => request,
+});
+
 /// The request of a failed meter event.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct MeterSampleRequest {
     /// The meter event's identifier.
-    #[serde(default)]
     pub identifier: Option<String>,
 }
 
+map_deserialize!(MeterSampleRequest {
+    "identifier" => identifier,
+});
+
 /// The `data` of `v1.invoice.upcoming`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct InvoiceUpcoming {
     /// The customer (`cus_…`).
-    #[serde(default)]
     pub customer: Option<String>,
     /// The subscription (`sub_…`).
-    #[serde(default)]
     pub subscription: Option<String>,
 }
 
+map_deserialize!(InvoiceUpcoming {
+    "customer" => customer,
+    "subscription" => subscription,
+});
+
 /// The `data` of `v2.core.account[configuration.*].capability_status_updated`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct CapabilityStatusUpdated {
     /// The capability whose status changed, for example `cards` (an open set).
-    #[serde(default)]
     pub updated_capability: Option<String>,
 }
 
+map_deserialize!(CapabilityStatusUpdated {
+    "updated_capability" => updated_capability,
+});
+
 /// The `data` of `v2.core.account_link.returned`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct AccountLinkReturned {
     /// The v2 account that was onboarded.
-    #[serde(default)]
     pub account_id: Option<String>,
     /// Its configurations: `customer`, `merchant`, `recipient`.
-    #[serde(default, deserialize_with = "crate::objects::null_as_default")]
     pub configurations: Vec<String>,
     /// `account_onboarding` or `account_update` (an open set).
-    #[serde(default)]
     pub use_case: Option<String>,
 }
 
+map_deserialize!(AccountLinkReturned {
+    "account_id" => account_id,
+    "configurations" => configurations: null_as_default,
+    "use_case" => use_case,
+});
+
 /// The `data` of `v2.core.account_person.*`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct AccountPersonData {
     /// The v2 account the person belongs to.
-    #[serde(default)]
     pub account_id: Option<String>,
 }
+
+map_deserialize!(AccountPersonData {
+    "account_id" => account_id,
+});
 
 impl ThinEventData {
     fn build(event_type: &ThinEventType, raw: Box<RawValue>) -> Self {

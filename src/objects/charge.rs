@@ -1,13 +1,13 @@
 //! `charge` (`charge.*` events except disputes and `charge.refund.updated`).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::common::{
-    null_as_default, string_enum, BillingDetails, Currency, Expandable, HasId, IdOnly, List,
-    Metadata, Shipping,
+    string_enum, BillingDetails, Currency, Expandable, HasId, IdOnly, List, Metadata, Shipping,
 };
 use super::customer::Customer;
 use super::invoice::Invoice;
+use super::map_only::map_deserialize;
 use super::payment_intent::PaymentIntent;
 use super::refund::Refund;
 
@@ -15,116 +15,120 @@ use super::refund::Refund;
 ///
 /// Carried by `charge.succeeded`, `.failed`, `.captured`, `.refunded`, `.updated`,
 /// `.pending` and `.expired`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Charge {
     /// Charge id (`ch_…` or `py_…`).
     pub id: String,
     /// Always `"charge"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Amount intended to be collected, in the smallest currency unit.
-    #[serde(default)]
     pub amount: Option<i64>,
     /// Amount captured.
-    #[serde(default)]
     pub amount_captured: Option<i64>,
     /// Amount refunded (can be less than `amount` for partial refunds).
-    #[serde(default)]
     pub amount_refunded: Option<i64>,
     /// Application fee requested, for Connect.
-    #[serde(default)]
     pub application_fee_amount: Option<i64>,
     /// The balance transaction it created (expandable).
-    #[serde(default)]
     pub balance_transaction: Option<Expandable<IdOnly>>,
     /// Billing details of the payment method at the time of the charge.
-    #[serde(default)]
     pub billing_details: Option<BillingDetails>,
     /// Full statement descriptor the customer sees.
-    #[serde(default)]
     pub calculated_statement_descriptor: Option<String>,
     /// Whether it was captured (uncaptured charges are authorizations).
-    #[serde(default)]
     pub captured: Option<bool>,
     /// When it was created (Unix seconds).
-    #[serde(default)]
     pub created: Option<i64>,
     /// Currency.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// The customer (expandable).
-    #[serde(default)]
     pub customer: Option<Expandable<Customer>>,
     /// Your description.
-    #[serde(default)]
     pub description: Option<String>,
     /// Whether it was disputed.
-    #[serde(default)]
     pub disputed: Option<bool>,
     /// Error code explaining a failure (see Stripe's error codes).
-    #[serde(default)]
     pub failure_code: Option<String>,
     /// Message explaining a failure.
-    #[serde(default)]
     pub failure_message: Option<String>,
     /// The invoice it paid (expandable). Removed in API version 2025-03-31.basil: use
     /// the invoice's `payments` instead.
-    #[serde(default)]
     pub invoice: Option<Expandable<Invoice>>,
     /// Whether it exists in live mode.
-    #[serde(default)]
     pub livemode: Option<bool>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// Whether the payment was accepted and why not.
-    #[serde(default)]
     pub outcome: Option<ChargeOutcome>,
     /// Whether it succeeded or was authorized for later capture.
-    #[serde(default)]
     pub paid: Option<bool>,
     /// The PaymentIntent it belongs to (expandable).
-    #[serde(default)]
     pub payment_intent: Option<Expandable<PaymentIntent>>,
     /// Id of the payment method used.
-    #[serde(default)]
     pub payment_method: Option<String>,
     /// Details of the payment method at the time of the charge.
-    #[serde(default)]
     pub payment_method_details: Option<PaymentMethodDetails>,
     /// Email the receipt was sent to.
-    #[serde(default)]
     pub receipt_email: Option<String>,
     /// Receipt number.
-    #[serde(default)]
     pub receipt_number: Option<String>,
     /// URL of the receipt.
-    #[serde(default)]
     pub receipt_url: Option<String>,
     /// Whether it was fully refunded.
-    #[serde(default)]
     pub refunded: Option<bool>,
     /// Its refunds: included by default before API version 2022-11-15, only when
     /// expanded after.
-    #[serde(default)]
     pub refunds: Option<List<Refund>>,
     /// Shipping details.
-    #[serde(default)]
     pub shipping: Option<Shipping>,
     /// Statement descriptor.
-    #[serde(default)]
     pub statement_descriptor: Option<String>,
     /// Suffix appended to the account's statement descriptor.
-    #[serde(default)]
     pub statement_descriptor_suffix: Option<String>,
     /// Status.
-    #[serde(default)]
     pub status: Option<ChargeStatus>,
     /// Transfer group, for Connect.
-    #[serde(default)]
     pub transfer_group: Option<String>,
 }
+
+map_deserialize!(Charge {
+    required "id" => id;
+    "object" => object,
+    "amount" => amount,
+    "amount_captured" => amount_captured,
+    "amount_refunded" => amount_refunded,
+    "application_fee_amount" => application_fee_amount,
+    "balance_transaction" => balance_transaction,
+    "billing_details" => billing_details,
+    "calculated_statement_descriptor" => calculated_statement_descriptor,
+    "captured" => captured,
+    "created" => created,
+    "currency" => currency,
+    "customer" => customer,
+    "description" => description,
+    "disputed" => disputed,
+    "failure_code" => failure_code,
+    "failure_message" => failure_message,
+    "invoice" => invoice,
+    "livemode" => livemode,
+    "metadata" => metadata: null_as_default,
+    "outcome" => outcome,
+    "paid" => paid,
+    "payment_intent" => payment_intent,
+    "payment_method" => payment_method,
+    "payment_method_details" => payment_method_details,
+    "receipt_email" => receipt_email,
+    "receipt_number" => receipt_number,
+    "receipt_url" => receipt_url,
+    "refunded" => refunded,
+    "refunds" => refunds,
+    "shipping" => shipping,
+    "statement_descriptor" => statement_descriptor,
+    "statement_descriptor_suffix" => statement_descriptor_suffix,
+    "status" => status,
+    "transfer_group" => transfer_group,
+});
 
 impl Charge {
     /// The customer's id, whether `customer` is expanded or not.
@@ -156,79 +160,90 @@ impl HasId for Charge {
 }
 
 /// Whether a [`Charge`] was accepted, and the reason when it was not.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct ChargeOutcome {
     /// Advice for retrying a declined card payment.
-    #[serde(default)]
     pub advice_code: Option<String>,
     /// The card network's decline code.
-    #[serde(default)]
     pub network_decline_code: Option<String>,
     /// `approved_by_network`, `declined_by_network`, `not_sent_to_network` or
     /// `reversed_after_approval`.
-    #[serde(default)]
     pub network_status: Option<String>,
     /// A reason code for the outcome (`highest_risk_level`, `elevated_risk_level`…).
-    #[serde(default)]
     pub reason: Option<String>,
     /// Radar's risk level: `normal`, `elevated`, `highest`…
-    #[serde(default)]
     pub risk_level: Option<String>,
     /// Radar's risk score (0–100).
-    #[serde(default)]
     pub risk_score: Option<i64>,
     /// A human-readable description of the outcome for you.
-    #[serde(default)]
     pub seller_message: Option<String>,
     /// `authorized`, `manual_review`, `issuer_declined`, `blocked` or `invalid`.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub type_: Option<String>,
 }
+
+map_deserialize!(ChargeOutcome {
+    "advice_code" => advice_code,
+    "network_decline_code" => network_decline_code,
+    "network_status" => network_status,
+    "reason" => reason,
+    "risk_level" => risk_level,
+    "risk_score" => risk_score,
+    "seller_message" => seller_message,
+    "type" => type_,
+});
 
 /// The payment method's details at the time of a [`Charge`]. Only card details are
 /// typed; other types are under the key named by [`type_`](Self::type_) in the raw
 /// object.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct PaymentMethodDetails {
     /// Card details, when `type` is `card`.
-    #[serde(default)]
     pub card: Option<ChargeCardDetails>,
     /// Kind of payment method (`card`, `sepa_debit`…).
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub type_: Option<String>,
 }
 
+map_deserialize!(PaymentMethodDetails {
+    "card" => card,
+    "type" => type_,
+});
+
 /// Card details of a [`Charge`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct ChargeCardDetails {
     /// Card brand: `amex`, `visa`, `mastercard`…
-    #[serde(default)]
     pub brand: Option<String>,
     /// Two-letter country code of the issuer.
-    #[serde(default)]
     pub country: Option<String>,
     /// Expiry month (1–12).
-    #[serde(default)]
     pub exp_month: Option<i64>,
     /// Four-digit expiry year.
-    #[serde(default)]
     pub exp_year: Option<i64>,
     /// Identifies the card number across objects.
-    #[serde(default)]
     pub fingerprint: Option<String>,
     /// `credit`, `debit`, `prepaid` or `unknown`.
-    #[serde(default)]
     pub funding: Option<String>,
     /// Last four digits.
-    #[serde(default)]
     pub last4: Option<String>,
     /// Card network the charge went through.
-    #[serde(default)]
     pub network: Option<String>,
 }
+
+map_deserialize!(ChargeCardDetails {
+    "brand" => brand,
+    "country" => country,
+    "exp_month" => exp_month,
+    "exp_year" => exp_year,
+    "fingerprint" => fingerprint,
+    "funding" => funding,
+    "last4" => last4,
+    "network" => network,
+});
 
 string_enum! {
     /// Status of a [`Charge`].

@@ -1,13 +1,13 @@
 //! `checkout.session` (`checkout.session.*` events).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::common::{
-    null_as_default, string_enum, Address, Currency, Expandable, HasId, IdOnly, List, Metadata,
-    Shipping, TaxExempt,
+    string_enum, Address, Currency, Expandable, HasId, IdOnly, List, Metadata, Shipping, TaxExempt,
 };
 use super::customer::Customer;
 use super::invoice::Invoice;
+use super::map_only::map_deserialize;
 use super::payment_intent::PaymentIntent;
 use super::price::Price;
 use super::setup_intent::SetupIntent;
@@ -19,108 +19,112 @@ use super::subscription::Subscription;
 /// `.async_payment_failed`. Fulfil an order on `completed` when
 /// [`is_paid`](Self::is_paid), or on `async_payment_succeeded` for delayed payment
 /// methods.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct CheckoutSession {
     /// Session id (`cs_…`).
     pub id: String,
     /// Always `"checkout.session"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Total before discounts and taxes, in the smallest currency unit.
-    #[serde(default)]
     pub amount_subtotal: Option<i64>,
     /// Total after discounts and taxes.
-    #[serde(default)]
     pub amount_total: Option<i64>,
     /// Where the customer goes on canceling.
-    #[serde(default)]
     pub cancel_url: Option<String>,
     /// Your reference (a cart or user id) passed when creating the session.
-    #[serde(default)]
     pub client_reference_id: Option<String>,
     /// Details collected during the session (shipping, from API version
     /// 2025-03-31.basil).
-    #[serde(default)]
     pub collected_information: Option<CollectedInformation>,
     /// When it was created (Unix seconds).
-    #[serde(default)]
     pub created: Option<i64>,
     /// Currency.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// The customer (expandable); set once a customer exists.
-    #[serde(default)]
     pub customer: Option<Expandable<Customer>>,
     /// Whether a customer is created: `always` or `if_required`.
-    #[serde(default)]
     pub customer_creation: Option<CheckoutCustomerCreation>,
     /// What the customer entered: email, name, address.
-    #[serde(default)]
     pub customer_details: Option<CustomerDetails>,
     /// The email passed when creating the session. The address the customer actually
     /// used is in `customer_details`; see [`customer_email()`](Self::customer_email).
-    #[serde(default)]
     pub customer_email: Option<String>,
     /// When it expires (Unix seconds).
-    #[serde(default)]
     pub expires_at: Option<i64>,
     /// The invoice created for it (expandable).
-    #[serde(default)]
     pub invoice: Option<Expandable<Invoice>>,
     /// Its line items; only sent when expanded.
-    #[serde(default)]
     pub line_items: Option<List<CheckoutLineItem>>,
     /// Whether it exists in live mode.
-    #[serde(default)]
     pub livemode: Option<bool>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// Payment, setup or subscription.
-    #[serde(default)]
     pub mode: Option<CheckoutMode>,
     /// The PaymentIntent (expandable), in `payment` mode.
-    #[serde(default)]
     pub payment_intent: Option<Expandable<PaymentIntent>>,
     /// The payment link that created it (expandable).
-    #[serde(default)]
     pub payment_link: Option<Expandable<IdOnly>>,
     /// Payment method types offered.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub payment_method_types: Vec<String>,
     /// Whether the funds are available.
-    #[serde(default)]
     pub payment_status: Option<CheckoutPaymentStatus>,
     /// The session it was recovered from.
-    #[serde(default)]
     pub recovered_from: Option<String>,
     /// The SetupIntent (expandable), in `setup` mode.
-    #[serde(default)]
     pub setup_intent: Option<Expandable<SetupIntent>>,
     /// Shipping details, before API version 2022-08-01 (then `shipping_details`).
-    #[serde(default)]
     pub shipping: Option<Shipping>,
     /// Shipping details, from API version 2022-08-01 until 2025-03-31.basil (then
     /// `collected_information.shipping_details`).
-    #[serde(default)]
     pub shipping_details: Option<Shipping>,
     /// Status.
-    #[serde(default)]
     pub status: Option<CheckoutSessionStatus>,
     /// The subscription (expandable), in `subscription` mode.
-    #[serde(default)]
     pub subscription: Option<Expandable<Subscription>>,
     /// Where the customer goes after paying.
-    #[serde(default)]
     pub success_url: Option<String>,
     /// Discount, shipping and tax totals.
-    #[serde(default)]
     pub total_details: Option<TotalDetails>,
     /// URL of the hosted page, while open.
-    #[serde(default)]
     pub url: Option<String>,
 }
+
+map_deserialize!(CheckoutSession {
+    required "id" => id;
+    "object" => object,
+    "amount_subtotal" => amount_subtotal,
+    "amount_total" => amount_total,
+    "cancel_url" => cancel_url,
+    "client_reference_id" => client_reference_id,
+    "collected_information" => collected_information,
+    "created" => created,
+    "currency" => currency,
+    "customer" => customer,
+    "customer_creation" => customer_creation,
+    "customer_details" => customer_details,
+    "customer_email" => customer_email,
+    "expires_at" => expires_at,
+    "invoice" => invoice,
+    "line_items" => line_items,
+    "livemode" => livemode,
+    "metadata" => metadata: null_as_default,
+    "mode" => mode,
+    "payment_intent" => payment_intent,
+    "payment_link" => payment_link,
+    "payment_method_types" => payment_method_types: null_as_default,
+    "payment_status" => payment_status,
+    "recovered_from" => recovered_from,
+    "setup_intent" => setup_intent,
+    "shipping" => shipping,
+    "shipping_details" => shipping_details,
+    "status" => status,
+    "subscription" => subscription,
+    "success_url" => success_url,
+    "total_details" => total_details,
+    "url" => url,
+});
 
 impl CheckoutSession {
     /// The customer's email: `customer_details.email` (what the customer entered), or
@@ -186,83 +190,93 @@ impl HasId for CheckoutSession {
 }
 
 /// What the customer entered in a [`CheckoutSession`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct CustomerDetails {
     /// Billing address.
-    #[serde(default)]
     pub address: Option<Address>,
     /// Business name.
-    #[serde(default)]
     pub business_name: Option<String>,
     /// Email address.
-    #[serde(default)]
     pub email: Option<String>,
     /// Individual's name.
-    #[serde(default)]
     pub individual_name: Option<String>,
     /// Name (cardholder or account holder).
-    #[serde(default)]
     pub name: Option<String>,
     /// Phone number.
-    #[serde(default)]
     pub phone: Option<String>,
     /// Tax exemption status.
-    #[serde(default)]
     pub tax_exempt: Option<TaxExempt>,
 }
 
+map_deserialize!(CustomerDetails {
+    "address" => address,
+    "business_name" => business_name,
+    "email" => email,
+    "individual_name" => individual_name,
+    "name" => name,
+    "phone" => phone,
+    "tax_exempt" => tax_exempt,
+});
+
 /// Details collected during a [`CheckoutSession`] (API version 2025-03-31.basil and
 /// later).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct CollectedInformation {
     /// Business name.
-    #[serde(default)]
     pub business_name: Option<String>,
     /// Individual's name.
-    #[serde(default)]
     pub individual_name: Option<String>,
     /// Shipping name and address.
-    #[serde(default)]
     pub shipping_details: Option<Shipping>,
 }
 
+map_deserialize!(CollectedInformation {
+    "business_name" => business_name,
+    "individual_name" => individual_name,
+    "shipping_details" => shipping_details,
+});
+
 /// A line item of a [`CheckoutSession`] (`"object": "item"`), sent only when
 /// `line_items` is expanded.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct CheckoutLineItem {
     /// Line item id (`li_…`).
     pub id: String,
     /// Always `"item"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Discount amount, in the smallest currency unit.
-    #[serde(default)]
     pub amount_discount: Option<i64>,
     /// Amount before discounts and taxes.
-    #[serde(default)]
     pub amount_subtotal: Option<i64>,
     /// Tax amount.
-    #[serde(default)]
     pub amount_tax: Option<i64>,
     /// Amount after discounts and taxes.
-    #[serde(default)]
     pub amount_total: Option<i64>,
     /// Currency.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// Description (the product's name by default).
-    #[serde(default)]
     pub description: Option<String>,
     /// The price.
-    #[serde(default)]
     pub price: Option<Price>,
     /// Quantity.
-    #[serde(default)]
     pub quantity: Option<i64>,
 }
+
+map_deserialize!(CheckoutLineItem {
+    required "id" => id;
+    "object" => object,
+    "amount_discount" => amount_discount,
+    "amount_subtotal" => amount_subtotal,
+    "amount_tax" => amount_tax,
+    "amount_total" => amount_total,
+    "currency" => currency,
+    "description" => description,
+    "price" => price,
+    "quantity" => quantity,
+});
 
 impl CheckoutLineItem {
     /// The price's id.
@@ -278,19 +292,22 @@ impl HasId for CheckoutLineItem {
 }
 
 /// Discount, shipping and tax totals of a [`CheckoutSession`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct TotalDetails {
     /// Total discount.
-    #[serde(default)]
     pub amount_discount: Option<i64>,
     /// Total shipping.
-    #[serde(default)]
     pub amount_shipping: Option<i64>,
     /// Total tax.
-    #[serde(default)]
     pub amount_tax: Option<i64>,
 }
+
+map_deserialize!(TotalDetails {
+    "amount_discount" => amount_discount,
+    "amount_shipping" => amount_shipping,
+    "amount_tax" => amount_tax,
+});
 
 string_enum! {
     /// Status of a [`CheckoutSession`].

@@ -8,6 +8,8 @@ use std::marker::PhantomData;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::map_only::map_deserialize;
+
 /// Key-value pairs attached to a Stripe object (`metadata`). Stripe only ever sends
 /// string values.
 pub type Metadata = HashMap<String, String>;
@@ -120,25 +122,53 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Expandable<T> {
 /// A Stripe list object (`"object": "list"`), as embedded in `invoice.lines`,
 /// `subscription.items` and the like. Only the first page is ever embedded: check
 /// [`has_more`](Self::has_more) before assuming `data` is complete.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct List<T> {
     /// Always `"list"`.
-    #[serde(default = "list_object")]
     pub object: String,
     /// The items on this page.
-    #[serde(default = "Vec::new", deserialize_with = "null_as_default")]
     pub data: Vec<T>,
     /// Whether more items exist than `data` holds.
-    #[serde(default)]
     pub has_more: bool,
     /// The API path that lists every item.
-    #[serde(default)]
     pub url: Option<String>,
     /// The total number of items, when Stripe includes it.
-    #[serde(default)]
     pub total_count: Option<u64>,
+}
+
+// As `map_deserialize!` writes for the other hand-written structs, for a generic one.
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = List<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a `list` object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<List<T>, A::Error> {
+                let mut list = List::default();
+                while let Some(key) = map.next_key::<crate::objects::map_only::Key<'de>>()? {
+                    match &*key.0 {
+                        "object" => list.object = map.next_value()?,
+                        "data" => list.data = map.next_value::<Option<_>>()?.unwrap_or_default(),
+                        "has_more" => list.has_more = map.next_value()?,
+                        "url" => list.url = map.next_value()?,
+                        "total_count" => list.total_count = map.next_value()?,
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(list)
+            }
+        }
+
+        d.deserialize_map(V(PhantomData))
+    }
 }
 
 fn list_object() -> String {
@@ -225,100 +255,103 @@ impl PartialEq<&str> for Currency {
 }
 
 /// A postal address. Every part may be missing.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Address {
     /// City, district, suburb, town or village.
-    #[serde(default)]
     pub city: Option<String>,
     /// Two-letter ISO country code.
-    #[serde(default)]
     pub country: Option<String>,
     /// Address line 1 (street, PO box or company name).
-    #[serde(default)]
     pub line1: Option<String>,
     /// Address line 2 (apartment, suite, unit or building).
-    #[serde(default)]
     pub line2: Option<String>,
     /// ZIP or postal code.
-    #[serde(default)]
     pub postal_code: Option<String>,
     /// State, county, province or region.
-    #[serde(default)]
     pub state: Option<String>,
 }
+
+map_deserialize!(Address {
+    "city" => city,
+    "country" => country,
+    "line1" => line1,
+    "line2" => line2,
+    "postal_code" => postal_code,
+    "state" => state,
+});
 
 /// Shipping details: a name, an address and optionally a phone and a tracking number
 /// (`customer.shipping`, `charge.shipping`, `payment_intent.shipping`,
 /// `checkout.session.shipping_details`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Shipping {
     /// The shipping address.
-    #[serde(default)]
     pub address: Option<Address>,
     /// The recipient's name.
-    #[serde(default)]
     pub name: Option<String>,
     /// The recipient's phone number.
-    #[serde(default)]
     pub phone: Option<String>,
     /// The delivery service that shipped a physical product.
-    #[serde(default)]
     pub carrier: Option<String>,
     /// The tracking number of a physical product.
-    #[serde(default)]
     pub tracking_number: Option<String>,
 }
 
+map_deserialize!(Shipping {
+    "address" => address,
+    "name" => name,
+    "phone" => phone,
+    "carrier" => carrier,
+    "tracking_number" => tracking_number,
+});
+
 /// Billing details of a payment method or charge.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct BillingDetails {
     /// Billing address.
-    #[serde(default)]
     pub address: Option<Address>,
     /// Email address.
-    #[serde(default)]
     pub email: Option<String>,
     /// Full name.
-    #[serde(default)]
     pub name: Option<String>,
     /// Phone number, including the extension.
-    #[serde(default)]
     pub phone: Option<String>,
     /// Tax id.
-    #[serde(default)]
     pub tax_id: Option<String>,
 }
+
+map_deserialize!(BillingDetails {
+    "address" => address,
+    "email" => email,
+    "name" => name,
+    "phone" => phone,
+    "tax_id" => tax_id,
+});
 
 /// An object Stripe references that this crate has no struct for (an account, a
 /// balance transaction, a test clock…): only its `id` and `object` are kept when it
 /// arrives expanded. Read the rest from the raw object JSON.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct IdOnly {
     /// The object's id.
     pub id: String,
     /// The object's type (`"account"`, `"balance_transaction"`…), when sent.
-    #[serde(default)]
     pub object: Option<String>,
 }
+
+map_deserialize!(IdOnly {
+    required "id" => id;
+    "object" => object,
+});
 
 impl HasId for IdOnly {
     fn id(&self) -> Option<&str> {
         Some(&self.id)
     }
-}
-
-/// Reads a value that may be JSON `null` as its type's default, so collection fields
-/// such as `metadata` need not be `Option`.
-pub(crate) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 /// Reads a string, borrowed from the input when it can be: what every open enum
@@ -564,21 +597,6 @@ mod tests {
             TaxExempt::Unknown("new".into())
         );
         assert!(serde_json::from_str::<TaxExempt>("1").is_err());
-    }
-
-    #[test]
-    fn null_collections_become_empty() {
-        #[derive(Deserialize)]
-        struct M {
-            #[serde(default, deserialize_with = "null_as_default")]
-            metadata: Metadata,
-        }
-        let m: M = serde_json::from_str(r#"{"metadata":null}"#).unwrap();
-        assert!(m.metadata.is_empty());
-        let m: M = serde_json::from_str(r#"{}"#).unwrap();
-        assert!(m.metadata.is_empty());
-        let m: M = serde_json::from_str(r#"{"metadata":{"a":"b"}}"#).unwrap();
-        assert_eq!(m.metadata["a"], "b");
     }
 
     #[test]

@@ -1,10 +1,9 @@
 //! `customer` (`customer.*` events), also the expanded form of every `customer` field.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::common::{
-    null_as_default, Address, Currency, Expandable, HasId, IdOnly, Metadata, Shipping, TaxExempt,
-};
+use super::common::{Address, Currency, Expandable, HasId, IdOnly, Metadata, Shipping, TaxExempt};
+use super::map_only::map_deserialize;
 use super::payment_method::PaymentMethod;
 
 /// A customer.
@@ -13,70 +12,74 @@ use super::payment_method::PaymentMethod;
 /// what an expanded `customer` field holds, which may be the deleted stub
 /// `{"id": "cus_…", "object": "customer", "deleted": true}`: every field but `id` is then
 /// `None` and [`is_deleted`](Self::is_deleted) is `true`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Customer {
     /// Customer id (`cus_…`).
     pub id: String,
     /// Always `"customer"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Billing address.
-    #[serde(default)]
     pub address: Option<Address>,
     /// Credit balance in the smallest currency unit; negative is a credit
     /// (`account_balance` before API version 2019-10-17).
-    #[serde(default)]
     pub balance: Option<i64>,
     /// When it was created (Unix seconds).
-    #[serde(default)]
     pub created: Option<i64>,
     /// Default currency for recurring billing.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// Default legacy source (card, bank account or source; expandable).
-    #[serde(default)]
     pub default_source: Option<Expandable<IdOnly>>,
     /// `true` on a deleted customer stub.
-    #[serde(default)]
     pub deleted: Option<bool>,
     /// Whether the latest invoice payment failed or an invoice is overdue.
-    #[serde(default)]
     pub delinquent: Option<bool>,
     /// Your description.
-    #[serde(default)]
     pub description: Option<String>,
     /// Email address.
-    #[serde(default)]
     pub email: Option<String>,
     /// Prefix of the customer's invoice numbers.
-    #[serde(default)]
     pub invoice_prefix: Option<String>,
     /// Default invoice settings, including the default payment method.
-    #[serde(default)]
     pub invoice_settings: Option<CustomerInvoiceSettings>,
     /// Whether it exists in live mode.
-    #[serde(default)]
     pub livemode: Option<bool>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// Full name or business name.
-    #[serde(default)]
     pub name: Option<String>,
     /// Phone number.
-    #[serde(default)]
     pub phone: Option<String>,
     /// Preferred languages, most preferred first.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub preferred_locales: Vec<String>,
     /// Shipping details.
-    #[serde(default)]
     pub shipping: Option<Shipping>,
     /// Tax exemption status.
-    #[serde(default)]
     pub tax_exempt: Option<TaxExempt>,
 }
+
+map_deserialize!(Customer {
+    required "id" => id;
+    "object" => object,
+    "address" => address,
+    "balance" => balance,
+    "created" => created,
+    "currency" => currency,
+    "default_source" => default_source,
+    "deleted" => deleted,
+    "delinquent" => delinquent,
+    "description" => description,
+    "email" => email,
+    "invoice_prefix" => invoice_prefix,
+    "invoice_settings" => invoice_settings,
+    "livemode" => livemode,
+    "metadata" => metadata: null_as_default,
+    "name" => name,
+    "phone" => phone,
+    "preferred_locales" => preferred_locales: null_as_default,
+    "shipping" => shipping,
+    "tax_exempt" => tax_exempt,
+});
 
 impl Customer {
     /// Whether this is a deleted customer stub.
@@ -101,16 +104,19 @@ impl HasId for Customer {
 }
 
 /// A customer's default invoice settings.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct CustomerInvoiceSettings {
     /// Default payment method for subscriptions and invoices (expandable).
-    #[serde(default)]
     pub default_payment_method: Option<Expandable<PaymentMethod>>,
     /// Default invoice footer.
-    #[serde(default)]
     pub footer: Option<String>,
 }
+
+map_deserialize!(CustomerInvoiceSettings {
+    "default_payment_method" => default_payment_method,
+    "footer" => footer,
+});
 
 #[cfg(test)]
 mod tests {

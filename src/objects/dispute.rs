@@ -1,57 +1,62 @@
 //! `dispute` (`charge.dispute.*` events).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::charge::Charge;
-use super::common::{null_as_default, string_enum, Currency, Expandable, HasId, Metadata};
+use super::common::{string_enum, Currency, Expandable, HasId, Metadata};
+use super::map_only::map_deserialize;
 use super::payment_intent::PaymentIntent;
 
 /// A dispute (chargeback or inquiry) a customer raised with their bank.
 ///
 /// Carried by `charge.dispute.created`, `.updated`, `.closed`, `.funds_withdrawn` and
 /// `.funds_reinstated`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Dispute {
     /// Dispute id (`du_…` or `dp_…`).
     pub id: String,
     /// Always `"dispute"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Disputed amount, in the smallest currency unit.
-    #[serde(default)]
     pub amount: Option<i64>,
     /// The disputed charge (expandable).
-    #[serde(default)]
     pub charge: Option<Expandable<Charge>>,
     /// When it was created (Unix seconds).
-    #[serde(default)]
     pub created: Option<i64>,
     /// Currency.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// Evidence deadline and submission state.
-    #[serde(default)]
     pub evidence_details: Option<DisputeEvidenceDetails>,
     /// Whether the charge can still be refunded to close the dispute.
-    #[serde(default)]
     pub is_charge_refundable: Option<bool>,
     /// Whether it exists in live mode.
-    #[serde(default)]
     pub livemode: Option<bool>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// The disputed PaymentIntent (expandable).
-    #[serde(default)]
     pub payment_intent: Option<Expandable<PaymentIntent>>,
     /// The reason the customer gave.
-    #[serde(default)]
     pub reason: Option<DisputeReason>,
     /// Status.
-    #[serde(default)]
     pub status: Option<DisputeStatus>,
 }
+
+map_deserialize!(Dispute {
+    required "id" => id;
+    "object" => object,
+    "amount" => amount,
+    "charge" => charge,
+    "created" => created,
+    "currency" => currency,
+    "evidence_details" => evidence_details,
+    "is_charge_refundable" => is_charge_refundable,
+    "livemode" => livemode,
+    "metadata" => metadata: null_as_default,
+    "payment_intent" => payment_intent,
+    "reason" => reason,
+    "status" => status,
+});
 
 impl Dispute {
     /// The disputed charge's id, whether `charge` is expanded or not.
@@ -77,22 +82,25 @@ impl HasId for Dispute {
 }
 
 /// Evidence deadline and submission state of a [`Dispute`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct DisputeEvidenceDetails {
     /// Deadline for submitting evidence (Unix seconds).
-    #[serde(default)]
     pub due_by: Option<i64>,
     /// Whether evidence has been staged.
-    #[serde(default)]
     pub has_evidence: Option<bool>,
     /// Whether the deadline passed.
-    #[serde(default)]
     pub past_due: Option<bool>,
     /// How many times evidence was submitted.
-    #[serde(default)]
     pub submission_count: Option<i64>,
 }
+
+map_deserialize!(DisputeEvidenceDetails {
+    "due_by" => due_by,
+    "has_evidence" => has_evidence,
+    "past_due" => past_due,
+    "submission_count" => submission_count,
+});
 
 string_enum! {
     /// The reason given for a [`Dispute`].

@@ -1,13 +1,13 @@
 //! `invoice` (`invoice.*` events), its line items and payments.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::charge::Charge;
 use super::common::{
-    null_as_default, string_enum, CollectionMethod, Currency, Expandable, HasId, IdOnly, List,
-    Metadata,
+    string_enum, CollectionMethod, Currency, Expandable, HasId, IdOnly, List, Metadata,
 };
 use super::customer::Customer;
+use super::map_only::map_deserialize;
 use super::payment_intent::{LastPaymentError, PaymentIntent};
 use super::payment_method::PaymentMethod;
 use super::price::{Plan, Price};
@@ -28,162 +28,165 @@ use super::subscription::Subscription;
 /// | [`charge_id`](Self::charge_id) | `charge` | `payments.data[].payment.charge` |
 /// | [`is_paid`](Self::is_paid) | `paid` | `status == paid` |
 /// | [`subscription_metadata`](Self::subscription_metadata) | `subscription_details.metadata` | `parent.subscription_details.metadata` |
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Invoice {
     /// Invoice id (`in_…`); `None` on `invoice.upcoming`.
-    #[serde(default)]
     pub id: Option<String>,
     /// Always `"invoice"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Final amount due, in the smallest currency unit.
-    #[serde(default)]
     pub amount_due: Option<i64>,
     /// Amount paid beyond what was due.
-    #[serde(default)]
     pub amount_overpaid: Option<i64>,
     /// Amount paid.
-    #[serde(default)]
     pub amount_paid: Option<i64>,
     /// Amount still to be paid.
-    #[serde(default)]
     pub amount_remaining: Option<i64>,
     /// Number of payment attempts made so far.
-    #[serde(default)]
     pub attempt_count: Option<i64>,
     /// Whether a payment attempt was made.
-    #[serde(default)]
     pub attempted: Option<bool>,
     /// Whether Stripe automatically finalizes and collects it.
-    #[serde(default)]
     pub auto_advance: Option<bool>,
     /// Why it was created.
-    #[serde(default)]
     pub billing_reason: Option<InvoiceBillingReason>,
     /// The latest charge for it (expandable). Before API version 2025-03-31.basil only;
     /// see [`charge_id`](Self::charge_id).
-    #[serde(default)]
     pub charge: Option<Expandable<Charge>>,
     /// Whether it is closed to payment attempts. Before API version 2018-11-08 only
     /// (replaced by `auto_advance`).
-    #[serde(default)]
     pub closed: Option<bool>,
     /// How it is collected.
-    #[serde(default)]
     pub collection_method: Option<CollectionMethod>,
     /// When it was created (Unix seconds). Called `date` before API version 2019-03-14.
-    #[serde(default)]
     pub created: Option<i64>,
     /// Currency.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// The customer (expandable).
-    #[serde(default)]
     pub customer: Option<Expandable<Customer>>,
     /// The customer's email when the invoice was finalized.
-    #[serde(default)]
     pub customer_email: Option<String>,
     /// The customer's name when the invoice was finalized.
-    #[serde(default)]
     pub customer_name: Option<String>,
     /// `created` before API version 2019-03-14 (Unix seconds).
-    #[serde(default)]
     pub date: Option<i64>,
     /// Default payment method (expandable).
-    #[serde(default)]
     pub default_payment_method: Option<Expandable<PaymentMethod>>,
     /// Your description (the memo).
-    #[serde(default)]
     pub description: Option<String>,
     /// When payment is due (Unix seconds), for `send_invoice` invoices.
-    #[serde(default)]
     pub due_date: Option<i64>,
     /// Whether it was forgiven. Before API version 2018-11-08 only (replaced by status
     /// `uncollectible`).
-    #[serde(default)]
     pub forgiven: Option<bool>,
     /// URL of the hosted invoice page, for the customer to pay.
-    #[serde(default)]
     pub hosted_invoice_url: Option<String>,
     /// URL of the PDF.
-    #[serde(default)]
     pub invoice_pdf: Option<String>,
     /// Why finalization failed.
-    #[serde(default)]
     pub last_finalization_error: Option<LastPaymentError>,
     /// Line items (the first page).
-    #[serde(default, deserialize_with = "null_as_default")]
     pub lines: List<InvoiceLineItem>,
     /// Whether it exists in live mode.
-    #[serde(default)]
     pub livemode: Option<bool>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// When the next automatic payment attempt happens (Unix seconds).
-    #[serde(default)]
     pub next_payment_attempt: Option<i64>,
     /// Invoice number shown to the customer.
-    #[serde(default)]
     pub number: Option<String>,
     /// Whether it was paid. Before API version 2025-03-31.basil only; see
     /// [`is_paid`](Self::is_paid).
-    #[serde(default)]
     pub paid: Option<bool>,
     /// Whether it was paid outside Stripe. Before API version 2025-03-31.basil only.
-    #[serde(default)]
     pub paid_out_of_band: Option<bool>,
     /// What created it (a subscription or a quote), from API version 2025-03-31.basil.
-    #[serde(default)]
     pub parent: Option<InvoiceParent>,
     /// The PaymentIntent collecting it (expandable). Before API version
     /// 2025-03-31.basil only; see [`payment_intent_id`](Self::payment_intent_id).
-    #[serde(default)]
     pub payment_intent: Option<Expandable<PaymentIntent>>,
     /// Its payments, from API version 2025-03-31.basil, when included.
-    #[serde(default)]
     pub payments: Option<List<InvoicePayment>>,
     /// End of the usage period it covers (Unix seconds); for subscription periods see
     /// the line items' `period`.
-    #[serde(default)]
     pub period_end: Option<i64>,
     /// Start of the usage period it covers (Unix seconds).
-    #[serde(default)]
     pub period_start: Option<i64>,
     /// Receipt number.
-    #[serde(default)]
     pub receipt_number: Option<String>,
     /// Status (present from API version 2018-11-08).
-    #[serde(default)]
     pub status: Option<InvoiceStatus>,
     /// When the status changed.
-    #[serde(default)]
     pub status_transitions: Option<InvoiceStatusTransitions>,
     /// The subscription it bills (expandable). Before API version 2025-03-31.basil only;
     /// see [`subscription_id`](Self::subscription_id).
-    #[serde(default)]
     pub subscription: Option<Expandable<Subscription>>,
     /// The subscription's metadata when the invoice was created, between its
     /// introduction and API version 2025-03-31.basil (then in `parent`).
-    #[serde(default)]
     pub subscription_details: Option<InvoiceSubscriptionDetails>,
     /// Total before discounts and taxes.
-    #[serde(default)]
     pub subtotal: Option<i64>,
     /// Tax amount. Before API version 2025-03-31.basil only (then `total_taxes`).
-    #[serde(default)]
     pub tax: Option<i64>,
     /// Total after discounts and taxes.
-    #[serde(default)]
     pub total: Option<i64>,
     /// Total after discounts, before taxes.
-    #[serde(default)]
     pub total_excluding_tax: Option<i64>,
     /// When the `invoice.created` webhooks were delivered (Unix seconds).
-    #[serde(default)]
     pub webhooks_delivered_at: Option<i64>,
 }
+
+map_deserialize!(Invoice {
+    "id" => id,
+    "object" => object,
+    "amount_due" => amount_due,
+    "amount_overpaid" => amount_overpaid,
+    "amount_paid" => amount_paid,
+    "amount_remaining" => amount_remaining,
+    "attempt_count" => attempt_count,
+    "attempted" => attempted,
+    "auto_advance" => auto_advance,
+    "billing_reason" => billing_reason,
+    "charge" => charge,
+    "closed" => closed,
+    "collection_method" => collection_method,
+    "created" => created,
+    "currency" => currency,
+    "customer" => customer,
+    "customer_email" => customer_email,
+    "customer_name" => customer_name,
+    "date" => date,
+    "default_payment_method" => default_payment_method,
+    "description" => description,
+    "due_date" => due_date,
+    "forgiven" => forgiven,
+    "hosted_invoice_url" => hosted_invoice_url,
+    "invoice_pdf" => invoice_pdf,
+    "last_finalization_error" => last_finalization_error,
+    "lines" => lines: null_as_default,
+    "livemode" => livemode,
+    "metadata" => metadata: null_as_default,
+    "next_payment_attempt" => next_payment_attempt,
+    "number" => number,
+    "paid" => paid,
+    "paid_out_of_band" => paid_out_of_band,
+    "parent" => parent,
+    "payment_intent" => payment_intent,
+    "payments" => payments,
+    "period_end" => period_end,
+    "period_start" => period_start,
+    "receipt_number" => receipt_number,
+    "status" => status,
+    "status_transitions" => status_transitions,
+    "subscription" => subscription,
+    "subscription_details" => subscription_details,
+    "subtotal" => subtotal,
+    "tax" => tax,
+    "total" => total,
+    "total_excluding_tax" => total_excluding_tax,
+    "webhooks_delivered_at" => webhooks_delivered_at,
+});
 
 impl Invoice {
     /// The id of the subscription it bills: `parent.subscription_details.subscription`
@@ -281,78 +284,83 @@ impl HasId for Invoice {
 /// Before API version 2025-03-31.basil a line names its `price`, `plan`, `proration`,
 /// `subscription_item` and `type` directly; from basil they are under `parent` and
 /// `pricing`. The helper methods read both.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct InvoiceLineItem {
     /// Line item id (`il_…`; `sli_…`/`ii_…` in older versions).
     pub id: String,
     /// Always `"line_item"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Amount, in the smallest currency unit.
-    #[serde(default)]
     pub amount: Option<i64>,
     /// Amount excluding tax. Before API version 2025-03-31.basil only.
-    #[serde(default)]
     pub amount_excluding_tax: Option<i64>,
     /// Currency.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// Description shown on the invoice.
-    #[serde(default)]
     pub description: Option<String>,
     /// Whether discounts apply to it.
-    #[serde(default)]
     pub discountable: Option<bool>,
     /// The invoice's id.
-    #[serde(default)]
     pub invoice: Option<String>,
     /// The invoice item behind it (expandable). Before API version 2025-03-31.basil
     /// only.
-    #[serde(default)]
     pub invoice_item: Option<Expandable<IdOnly>>,
     /// Whether it exists in live mode.
-    #[serde(default)]
     pub livemode: Option<bool>,
     /// Metadata: the subscription's or invoice item's.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// What generated it, from API version 2025-03-31.basil.
-    #[serde(default)]
     pub parent: Option<InvoiceLineItemParent>,
     /// The period it covers.
-    #[serde(default)]
     pub period: Option<Period>,
     /// The plan. Before API version 2025-03-31.basil only.
-    #[serde(default)]
     pub plan: Option<Plan>,
     /// The price. Before API version 2025-03-31.basil only (then
     /// `pricing.price_details`).
-    #[serde(default)]
     pub price: Option<Price>,
     /// Pricing details, from API version 2025-03-31.basil.
-    #[serde(default)]
     pub pricing: Option<InvoiceLineItemPricing>,
     /// Whether it is a proration. Before API version 2025-03-31.basil only.
-    #[serde(default)]
     pub proration: Option<bool>,
     /// Quantity.
-    #[serde(default)]
     pub quantity: Option<i64>,
     /// The subscription (expandable).
-    #[serde(default)]
     pub subscription: Option<Expandable<Subscription>>,
     /// The subscription item's id. Before API version 2025-03-31.basil only.
-    #[serde(default)]
     pub subscription_item: Option<Expandable<IdOnly>>,
     /// Amount before discounts and taxes, from API version 2025-03-31.basil.
-    #[serde(default)]
     pub subtotal: Option<i64>,
     /// `subscription` or `invoiceitem`. Before API version 2025-03-31.basil only (then
     /// `parent.type`).
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub type_: Option<InvoiceLineItemType>,
 }
+
+map_deserialize!(InvoiceLineItem {
+    required "id" => id;
+    "object" => object,
+    "amount" => amount,
+    "amount_excluding_tax" => amount_excluding_tax,
+    "currency" => currency,
+    "description" => description,
+    "discountable" => discountable,
+    "invoice" => invoice,
+    "invoice_item" => invoice_item,
+    "livemode" => livemode,
+    "metadata" => metadata: null_as_default,
+    "parent" => parent,
+    "period" => period,
+    "plan" => plan,
+    "price" => price,
+    "pricing" => pricing,
+    "proration" => proration,
+    "quantity" => quantity,
+    "subscription" => subscription,
+    "subscription_item" => subscription_item,
+    "subtotal" => subtotal,
+    "type" => type_,
+});
 
 impl InvoiceLineItem {
     /// The price id: `pricing.price_details.price` (API version 2025-03-31.basil and
@@ -426,177 +434,211 @@ impl HasId for InvoiceLineItem {
 }
 
 /// A time period (Unix seconds).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Period {
     /// Start.
-    #[serde(default)]
     pub start: Option<i64>,
     /// End.
-    #[serde(default)]
     pub end: Option<i64>,
 }
 
+map_deserialize!(Period {
+    "start" => start,
+    "end" => end,
+});
+
 /// What generated an [`Invoice`] (`invoice.parent`, API version 2025-03-31.basil and
 /// later).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct InvoiceParent {
     /// Set when a quote created it.
-    #[serde(default)]
     pub quote_details: Option<InvoiceQuoteDetails>,
     /// Set when a subscription created it.
-    #[serde(default)]
     pub subscription_details: Option<InvoiceSubscriptionDetails>,
     /// Which of the two is set.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub type_: Option<InvoiceParentType>,
 }
 
+map_deserialize!(InvoiceParent {
+    "quote_details" => quote_details,
+    "subscription_details" => subscription_details,
+    "type" => type_,
+});
+
 /// The quote an [`Invoice`] came from.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct InvoiceQuoteDetails {
     /// The quote's id.
-    #[serde(default)]
     pub quote: Option<String>,
 }
 
+map_deserialize!(InvoiceQuoteDetails {
+    "quote" => quote,
+});
+
 /// The subscription an [`Invoice`] came from (`invoice.parent.subscription_details`,
 /// and the older top-level `invoice.subscription_details`, which only had `metadata`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct InvoiceSubscriptionDetails {
     /// The subscription's metadata when the invoice was created.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// The subscription (expandable).
-    #[serde(default)]
     pub subscription: Option<Expandable<Subscription>>,
     /// The proration date used, for proration invoices.
-    #[serde(default)]
     pub subscription_proration_date: Option<i64>,
 }
 
+map_deserialize!(InvoiceSubscriptionDetails {
+    "metadata" => metadata: null_as_default,
+    "subscription" => subscription,
+    "subscription_proration_date" => subscription_proration_date,
+});
+
 /// When an [`Invoice`]'s status changed (Unix seconds).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct InvoiceStatusTransitions {
     /// When it was finalized.
-    #[serde(default)]
     pub finalized_at: Option<i64>,
     /// When it was marked uncollectible.
-    #[serde(default)]
     pub marked_uncollectible_at: Option<i64>,
     /// When it was paid.
-    #[serde(default)]
     pub paid_at: Option<i64>,
     /// When it was voided.
-    #[serde(default)]
     pub voided_at: Option<i64>,
 }
 
+map_deserialize!(InvoiceStatusTransitions {
+    "finalized_at" => finalized_at,
+    "marked_uncollectible_at" => marked_uncollectible_at,
+    "paid_at" => paid_at,
+    "voided_at" => voided_at,
+});
+
 /// What generated an [`InvoiceLineItem`] (API version 2025-03-31.basil and later).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct InvoiceLineItemParent {
     /// Set when an invoice item generated it.
-    #[serde(default)]
     pub invoice_item_details: Option<LineItemParentDetails>,
     /// Set when a subscription item generated it.
-    #[serde(default)]
     pub subscription_item_details: Option<LineItemParentDetails>,
     /// Which of the two is set.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub type_: Option<InvoiceLineItemParentType>,
 }
 
+map_deserialize!(InvoiceLineItemParent {
+    "invoice_item_details" => invoice_item_details,
+    "subscription_item_details" => subscription_item_details,
+    "type" => type_,
+});
+
 /// The invoice item or subscription item behind an [`InvoiceLineItem`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct LineItemParentDetails {
     /// The invoice item's id.
-    #[serde(default)]
     pub invoice_item: Option<String>,
     /// Whether it is a proration.
-    #[serde(default)]
     pub proration: Option<bool>,
     /// The subscription's id.
-    #[serde(default)]
     pub subscription: Option<String>,
     /// The subscription item's id (subscription item details only).
-    #[serde(default)]
     pub subscription_item: Option<String>,
 }
 
+map_deserialize!(LineItemParentDetails {
+    "invoice_item" => invoice_item,
+    "proration" => proration,
+    "subscription" => subscription,
+    "subscription_item" => subscription_item,
+});
+
 /// How an [`InvoiceLineItem`] is priced (API version 2025-03-31.basil and later).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct InvoiceLineItemPricing {
     /// The price and product.
-    #[serde(default)]
     pub price_details: Option<LineItemPriceDetails>,
     /// Kind of pricing (`price_details`).
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub type_: Option<InvoiceLineItemPricingType>,
     /// Unit amount as a decimal string.
-    #[serde(default)]
     pub unit_amount_decimal: Option<String>,
 }
 
+map_deserialize!(InvoiceLineItemPricing {
+    "price_details" => price_details,
+    "type" => type_,
+    "unit_amount_decimal" => unit_amount_decimal,
+});
+
 /// The price and product of an [`InvoiceLineItem`].
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct LineItemPriceDetails {
     /// The price (expandable).
-    #[serde(default)]
     pub price: Option<Expandable<Price>>,
     /// The product's id.
-    #[serde(default)]
     pub product: Option<String>,
 }
 
+map_deserialize!(LineItemPriceDetails {
+    "price" => price,
+    "product" => product,
+});
+
 /// A payment towards an [`Invoice`] (`invoice.payments`, API version 2025-03-31.basil
 /// and later).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct InvoicePayment {
     /// Invoice payment id (`inpay_…`).
     pub id: String,
     /// Always `"invoice_payment"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Amount paid.
-    #[serde(default)]
     pub amount_paid: Option<i64>,
     /// Amount requested.
-    #[serde(default)]
     pub amount_requested: Option<i64>,
     /// When it was created (Unix seconds).
-    #[serde(default)]
     pub created: Option<i64>,
     /// Currency.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// The invoice's id (expandable).
-    #[serde(default)]
     pub invoice: Option<Expandable<IdOnly>>,
     /// Whether it is the invoice's default payment.
-    #[serde(default)]
     pub is_default: Option<bool>,
     /// Whether it exists in live mode.
-    #[serde(default)]
     pub livemode: Option<bool>,
     /// The PaymentIntent or charge behind it.
-    #[serde(default)]
     pub payment: Option<InvoicePaymentDetails>,
     /// Status.
-    #[serde(default)]
     pub status: Option<InvoicePaymentStatus>,
     /// When the status changed.
-    #[serde(default)]
     pub status_transitions: Option<InvoicePaymentStatusTransitions>,
 }
+
+map_deserialize!(InvoicePayment {
+    required "id" => id;
+    "object" => object,
+    "amount_paid" => amount_paid,
+    "amount_requested" => amount_requested,
+    "created" => created,
+    "currency" => currency,
+    "invoice" => invoice,
+    "is_default" => is_default,
+    "livemode" => livemode,
+    "payment" => payment,
+    "status" => status,
+    "status_transitions" => status_transitions,
+});
 
 impl HasId for InvoicePayment {
     fn id(&self) -> Option<&str> {
@@ -605,34 +647,41 @@ impl HasId for InvoicePayment {
 }
 
 /// The PaymentIntent or charge behind an [`InvoicePayment`].
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct InvoicePaymentDetails {
     /// The charge (expandable), when `type` is `charge`.
-    #[serde(default)]
     pub charge: Option<Expandable<Charge>>,
     /// The PaymentIntent (expandable), when `type` is `payment_intent`.
-    #[serde(default)]
     pub payment_intent: Option<Expandable<PaymentIntent>>,
     /// The payment record (expandable), when `type` is `payment_record`.
-    #[serde(default)]
     pub payment_record: Option<Expandable<IdOnly>>,
     /// Which of the three is set.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub type_: Option<InvoicePaymentType>,
 }
 
+map_deserialize!(InvoicePaymentDetails {
+    "charge" => charge,
+    "payment_intent" => payment_intent,
+    "payment_record" => payment_record,
+    "type" => type_,
+});
+
 /// When an [`InvoicePayment`]'s status changed (Unix seconds).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct InvoicePaymentStatusTransitions {
     /// When it was canceled.
-    #[serde(default)]
     pub canceled_at: Option<i64>,
     /// When it was paid.
-    #[serde(default)]
     pub paid_at: Option<i64>,
 }
+
+map_deserialize!(InvoicePaymentStatusTransitions {
+    "canceled_at" => canceled_at,
+    "paid_at" => paid_at,
+});
 
 string_enum! {
     /// Status of an [`Invoice`].

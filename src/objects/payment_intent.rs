@@ -1,15 +1,15 @@
 //! `payment_intent` (`payment_intent.*` events) and the payment error shared with
 //! SetupIntents and invoices.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::charge::Charge;
 use super::common::{
-    null_as_default, string_enum, ApiErrorType, Currency, Expandable, HasId, IdOnly, List,
-    Metadata, Shipping,
+    string_enum, ApiErrorType, Currency, Expandable, HasId, IdOnly, List, Metadata, Shipping,
 };
 use super::customer::Customer;
 use super::invoice::Invoice;
+use super::map_only::map_deserialize;
 use super::payment_method::PaymentMethod;
 
 /// A PaymentIntent: one payment, from creation through authentication to success.
@@ -21,105 +21,109 @@ use super::payment_method::PaymentMethod;
 /// Its charges moved between API versions: before 2022-11-15 every charge is in the
 /// `charges` list; from 2022-11-15 only `latest_charge` is sent.
 /// [`latest_charge_id`](Self::latest_charge_id) reads either.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct PaymentIntent {
     /// PaymentIntent id (`pi_…`).
     pub id: String,
     /// Always `"payment_intent"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Amount intended to be collected, in the smallest currency unit.
-    #[serde(default)]
     pub amount: Option<i64>,
     /// Amount that can still be captured.
-    #[serde(default)]
     pub amount_capturable: Option<i64>,
     /// Amount received.
-    #[serde(default)]
     pub amount_received: Option<i64>,
     /// Application fee requested, for Connect.
-    #[serde(default)]
     pub application_fee_amount: Option<i64>,
     /// When it was canceled (Unix seconds).
-    #[serde(default)]
     pub canceled_at: Option<i64>,
     /// Why it was canceled.
-    #[serde(default)]
     pub cancellation_reason: Option<PaymentIntentCancellationReason>,
     /// When funds are captured.
-    #[serde(default)]
     pub capture_method: Option<CaptureMethod>,
     /// Its charges, before API version 2022-11-15 (newest first). Later versions send
     /// [`latest_charge`](Self::latest_charge) instead.
-    #[serde(default)]
     pub charges: Option<List<Charge>>,
     /// When it was created (Unix seconds).
-    #[serde(default)]
     pub created: Option<i64>,
     /// Currency.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// The customer (expandable).
-    #[serde(default)]
     pub customer: Option<Expandable<Customer>>,
     /// Your description.
-    #[serde(default)]
     pub description: Option<String>,
     /// The invoice that created it (expandable). Removed in API version
     /// 2025-03-31.basil: use the invoice's `payments` instead.
-    #[serde(default)]
     pub invoice: Option<Expandable<Invoice>>,
     /// The error of the latest failed attempt; cleared when it succeeds.
-    #[serde(default)]
     pub last_payment_error: Option<LastPaymentError>,
     /// The latest charge (expandable), from API version 2022-11-15.
-    #[serde(default)]
     pub latest_charge: Option<Expandable<Charge>>,
     /// Whether it exists in live mode.
-    #[serde(default)]
     pub livemode: Option<bool>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// What the customer must do next (redirect, 3-D Secure…), as raw JSON: its shape
     /// depends on its `type`.
-    #[serde(default)]
     pub next_action: Option<serde_json::Value>,
     /// The connected account the payment is made on behalf of (expandable).
-    #[serde(default)]
     pub on_behalf_of: Option<Expandable<IdOnly>>,
     /// The payment method (expandable).
-    #[serde(default)]
     pub payment_method: Option<Expandable<PaymentMethod>>,
     /// Payment method types it may use.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub payment_method_types: Vec<String>,
     /// Email the receipt is sent to.
-    #[serde(default)]
     pub receipt_email: Option<String>,
     /// Whether the payment method is saved for later.
-    #[serde(default)]
     pub setup_future_usage: Option<SetupFutureUsage>,
     /// Shipping details.
-    #[serde(default)]
     pub shipping: Option<Shipping>,
     /// Legacy source used (expandable).
-    #[serde(default)]
     pub source: Option<Expandable<IdOnly>>,
     /// Statement descriptor.
-    #[serde(default)]
     pub statement_descriptor: Option<String>,
     /// Suffix appended to the account's statement descriptor.
-    #[serde(default)]
     pub statement_descriptor_suffix: Option<String>,
     /// Status.
-    #[serde(default)]
     pub status: Option<PaymentIntentStatus>,
     /// Transfer group, for Connect.
-    #[serde(default)]
     pub transfer_group: Option<String>,
 }
+
+map_deserialize!(PaymentIntent {
+    required "id" => id;
+    "object" => object,
+    "amount" => amount,
+    "amount_capturable" => amount_capturable,
+    "amount_received" => amount_received,
+    "application_fee_amount" => application_fee_amount,
+    "canceled_at" => canceled_at,
+    "cancellation_reason" => cancellation_reason,
+    "capture_method" => capture_method,
+    "charges" => charges,
+    "created" => created,
+    "currency" => currency,
+    "customer" => customer,
+    "description" => description,
+    "invoice" => invoice,
+    "last_payment_error" => last_payment_error,
+    "latest_charge" => latest_charge,
+    "livemode" => livemode,
+    "metadata" => metadata: null_as_default,
+    "next_action" => next_action,
+    "on_behalf_of" => on_behalf_of,
+    "payment_method" => payment_method,
+    "payment_method_types" => payment_method_types: null_as_default,
+    "receipt_email" => receipt_email,
+    "setup_future_usage" => setup_future_usage,
+    "shipping" => shipping,
+    "source" => source,
+    "statement_descriptor" => statement_descriptor,
+    "statement_descriptor_suffix" => statement_descriptor_suffix,
+    "status" => status,
+    "transfer_group" => transfer_group,
+});
 
 impl PaymentIntent {
     /// The latest charge's id, from `latest_charge` (API version 2022-11-15 and later)
@@ -169,48 +173,52 @@ impl HasId for PaymentIntent {
 
 /// The error of a failed payment or setup attempt (`payment_intent.last_payment_error`,
 /// `setup_intent.last_setup_error`, `invoice.last_finalization_error`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct LastPaymentError {
     /// Advice for retrying a declined card payment.
-    #[serde(default)]
     pub advice_code: Option<String>,
     /// The charge that failed, for card errors.
-    #[serde(default)]
     pub charge: Option<String>,
     /// Error code (`card_declined`, `expired_card`, `authentication_required`…). A
     /// string rather than an enum: the list has hundreds of values and grows often.
-    #[serde(default)]
     pub code: Option<String>,
     /// The issuer's decline code (`insufficient_funds`, `do_not_honor`…), for card
     /// errors.
-    #[serde(default)]
     pub decline_code: Option<String>,
     /// Link to the error code's documentation.
-    #[serde(default)]
     pub doc_url: Option<String>,
     /// A human-readable message, fit to show the customer for card errors.
-    #[serde(default)]
     pub message: Option<String>,
     /// The card network's advice code.
-    #[serde(default)]
     pub network_advice_code: Option<String>,
     /// The card network's decline code.
-    #[serde(default)]
     pub network_decline_code: Option<String>,
     /// The parameter the error relates to.
-    #[serde(default)]
     pub param: Option<String>,
     /// The payment method that failed.
-    #[serde(default)]
     pub payment_method: Option<Box<PaymentMethod>>,
     /// The type of the payment method that failed, when `payment_method` is absent.
-    #[serde(default)]
     pub payment_method_type: Option<String>,
     /// Error category.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub type_: Option<ApiErrorType>,
 }
+
+map_deserialize!(LastPaymentError {
+    "advice_code" => advice_code,
+    "charge" => charge,
+    "code" => code,
+    "decline_code" => decline_code,
+    "doc_url" => doc_url,
+    "message" => message,
+    "network_advice_code" => network_advice_code,
+    "network_decline_code" => network_decline_code,
+    "param" => param,
+    "payment_method" => payment_method,
+    "payment_method_type" => payment_method_type,
+    "type" => type_,
+});
 
 string_enum! {
     /// Status of a [`PaymentIntent`].

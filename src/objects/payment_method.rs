@@ -1,45 +1,51 @@
 //! `payment_method` (`payment_method.*` events).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::common::{null_as_default, string_enum, BillingDetails, Expandable, HasId, Metadata};
+use super::common::{string_enum, BillingDetails, Expandable, HasId, Metadata};
 use super::customer::Customer;
+use super::map_only::map_deserialize;
 
 /// A payment method: a card, bank account or wallet a customer pays with.
 ///
 /// Carried by `payment_method.attached`, `.detached`, `.updated` and
 /// `.automatically_updated`. Only the card details are typed; other types' details are
 /// in the raw object under the key named by [`type_`](Self::type_).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct PaymentMethod {
     /// Payment method id (`pm_…`; `card_…`/`src_…` for legacy objects).
     pub id: String,
     /// Always `"payment_method"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Billing details.
-    #[serde(default)]
     pub billing_details: Option<BillingDetails>,
     /// Card details, when `type` is `card`.
-    #[serde(default)]
     pub card: Option<PaymentMethodCard>,
     /// When it was created (Unix seconds).
-    #[serde(default)]
     pub created: Option<i64>,
     /// The customer it is attached to (expandable); `None` once detached.
-    #[serde(default)]
     pub customer: Option<Expandable<Customer>>,
     /// Whether it exists in live mode.
-    #[serde(default)]
     pub livemode: Option<bool>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// Kind of payment method.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub type_: Option<PaymentMethodType>,
 }
+
+map_deserialize!(PaymentMethod {
+    required "id" => id;
+    "object" => object,
+    "billing_details" => billing_details,
+    "card" => card,
+    "created" => created,
+    "customer" => customer,
+    "livemode" => livemode,
+    "metadata" => metadata: null_as_default,
+    "type" => type_,
+});
 
 impl PaymentMethod {
     /// The customer's id, whether `customer` is expanded or not.
@@ -55,34 +61,37 @@ impl HasId for PaymentMethod {
 }
 
 /// Card details of a [`PaymentMethod`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct PaymentMethodCard {
     /// Card brand: `amex`, `visa`, `mastercard`… (free-form; new brands appear).
-    #[serde(default)]
     pub brand: Option<String>,
     /// Two-letter country code of the issuer.
-    #[serde(default)]
     pub country: Option<String>,
     /// Brand to show the customer (for co-branded cards).
-    #[serde(default)]
     pub display_brand: Option<String>,
     /// Expiry month (1–12).
-    #[serde(default)]
     pub exp_month: Option<i64>,
     /// Four-digit expiry year.
-    #[serde(default)]
     pub exp_year: Option<i64>,
     /// Identifies the card number across payment methods.
-    #[serde(default)]
     pub fingerprint: Option<String>,
     /// `credit`, `debit`, `prepaid` or `unknown`.
-    #[serde(default)]
     pub funding: Option<String>,
     /// Last four digits.
-    #[serde(default)]
     pub last4: Option<String>,
 }
+
+map_deserialize!(PaymentMethodCard {
+    "brand" => brand,
+    "country" => country,
+    "display_brand" => display_brand,
+    "exp_month" => exp_month,
+    "exp_year" => exp_year,
+    "fingerprint" => fingerprint,
+    "funding" => funding,
+    "last4" => last4,
+});
 
 string_enum! {
     /// Kind of payment method (`payment_method.type`). New kinds appear often and parse

@@ -1,191 +1,206 @@
 //! Legacy payment sources: `card`, `bank_account` and `source` (`customer.source.*`,
 //! `account.external_account.*` and `source.*` events).
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 
-use super::common::{
-    null_as_default, string_enum, Address, Currency, Expandable, HasId, IdOnly, Metadata,
-};
+use super::common::{string_enum, Address, Currency, Expandable, HasId, IdOnly, Metadata};
 use super::customer::Customer;
+use super::map_only::map_deserialize;
 
 /// A card saved as a legacy source on a customer, or as a connected account's external
 /// account.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Card {
     /// Card id (`card_…`).
     pub id: String,
     /// Always `"card"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// The connected account it is an external account of (expandable).
-    #[serde(default)]
     pub account: Option<Expandable<IdOnly>>,
     /// Billing address country.
-    #[serde(default)]
     pub address_country: Option<String>,
     /// Billing address postal code.
-    #[serde(default)]
     pub address_zip: Option<String>,
     /// Card brand as displayed: `Visa`, `American Express`, `MasterCard`…
-    #[serde(default)]
     pub brand: Option<String>,
     /// Two-letter country code of the issuer.
-    #[serde(default)]
     pub country: Option<String>,
     /// Default currency, for external accounts.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// The customer it belongs to (expandable).
-    #[serde(default)]
     pub customer: Option<Expandable<Customer>>,
     /// Result of the CVC check: `pass`, `fail`, `unavailable` or `unchecked`.
-    #[serde(default)]
     pub cvc_check: Option<String>,
     /// `true` on a deleted card stub.
-    #[serde(default)]
     pub deleted: Option<bool>,
     /// Expiry month (1–12).
-    #[serde(default)]
     pub exp_month: Option<i64>,
     /// Four-digit expiry year.
-    #[serde(default)]
     pub exp_year: Option<i64>,
     /// Identifies the card number across objects.
-    #[serde(default)]
     pub fingerprint: Option<String>,
     /// `credit`, `debit`, `prepaid` or `unknown`.
-    #[serde(default)]
     pub funding: Option<String>,
     /// Last four digits.
-    #[serde(default)]
     pub last4: Option<String>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// Cardholder name.
-    #[serde(default)]
     pub name: Option<String>,
 }
 
+map_deserialize!(Card {
+    required "id" => id;
+    "object" => object,
+    "account" => account,
+    "address_country" => address_country,
+    "address_zip" => address_zip,
+    "brand" => brand,
+    "country" => country,
+    "currency" => currency,
+    "customer" => customer,
+    "cvc_check" => cvc_check,
+    "deleted" => deleted,
+    "exp_month" => exp_month,
+    "exp_year" => exp_year,
+    "fingerprint" => fingerprint,
+    "funding" => funding,
+    "last4" => last4,
+    "metadata" => metadata: null_as_default,
+    "name" => name,
+});
+
 /// A bank account saved as a legacy source on a customer, or as a connected account's
 /// external account.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct BankAccount {
     /// Bank account id (`ba_…`).
     pub id: String,
     /// Always `"bank_account"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// The connected account it is an external account of (expandable).
-    #[serde(default)]
     pub account: Option<Expandable<IdOnly>>,
     /// Account holder's name.
-    #[serde(default)]
     pub account_holder_name: Option<String>,
     /// `individual` or `company`.
-    #[serde(default)]
     pub account_holder_type: Option<String>,
     /// The bank's account type (`checking`, `savings`…), when known.
-    #[serde(default)]
     pub account_type: Option<String>,
     /// Bank name.
-    #[serde(default)]
     pub bank_name: Option<String>,
     /// Two-letter country code of the bank.
-    #[serde(default)]
     pub country: Option<String>,
     /// Currency paid out to it.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// The customer it belongs to (expandable).
-    #[serde(default)]
     pub customer: Option<Expandable<Customer>>,
     /// `true` on a deleted bank account stub.
-    #[serde(default)]
     pub deleted: Option<bool>,
     /// Identifies the account number across objects.
-    #[serde(default)]
     pub fingerprint: Option<String>,
     /// Last four digits of the account number.
-    #[serde(default)]
     pub last4: Option<String>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// Routing transit number.
-    #[serde(default)]
     pub routing_number: Option<String>,
     /// Verification status.
-    #[serde(default)]
     pub status: Option<BankAccountStatus>,
 }
 
+map_deserialize!(BankAccount {
+    required "id" => id;
+    "object" => object,
+    "account" => account,
+    "account_holder_name" => account_holder_name,
+    "account_holder_type" => account_holder_type,
+    "account_type" => account_type,
+    "bank_name" => bank_name,
+    "country" => country,
+    "currency" => currency,
+    "customer" => customer,
+    "deleted" => deleted,
+    "fingerprint" => fingerprint,
+    "last4" => last4,
+    "metadata" => metadata: null_as_default,
+    "routing_number" => routing_number,
+    "status" => status,
+});
+
 /// A legacy Source object (`src_…`), replaced by PaymentMethods.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Source {
     /// Source id (`src_…`).
     pub id: String,
     /// Always `"source"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Amount for single-use sources, in the smallest currency unit.
-    #[serde(default)]
     pub amount: Option<i64>,
     /// When it was created (Unix seconds).
-    #[serde(default)]
     pub created: Option<i64>,
     /// Currency of a single-use source.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// The customer it is attached to.
-    #[serde(default)]
     pub customer: Option<String>,
     /// How the customer authenticates.
-    #[serde(default)]
     pub flow: Option<SourceFlow>,
     /// Whether it exists in live mode.
-    #[serde(default)]
     pub livemode: Option<bool>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// The owner's details.
-    #[serde(default)]
     pub owner: Option<SourceOwner>,
     /// Statement descriptor.
-    #[serde(default)]
     pub statement_descriptor: Option<String>,
     /// Status; only `chargeable` sources can be charged.
-    #[serde(default)]
     pub status: Option<SourceStatus>,
     /// Kind of source.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub type_: Option<SourceType>,
     /// Whether it can be reused.
-    #[serde(default)]
     pub usage: Option<SourceUsage>,
 }
 
+map_deserialize!(Source {
+    required "id" => id;
+    "object" => object,
+    "amount" => amount,
+    "created" => created,
+    "currency" => currency,
+    "customer" => customer,
+    "flow" => flow,
+    "livemode" => livemode,
+    "metadata" => metadata: null_as_default,
+    "owner" => owner,
+    "statement_descriptor" => statement_descriptor,
+    "status" => status,
+    "type" => type_,
+    "usage" => usage,
+});
+
 /// The owner of a [`Source`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct SourceOwner {
     /// Owner's address.
-    #[serde(default)]
     pub address: Option<Address>,
     /// Owner's email.
-    #[serde(default)]
     pub email: Option<String>,
     /// Owner's name.
-    #[serde(default)]
     pub name: Option<String>,
     /// Owner's phone.
-    #[serde(default)]
     pub phone: Option<String>,
 }
+
+map_deserialize!(SourceOwner {
+    "address" => address,
+    "email" => email,
+    "name" => name,
+    "phone" => phone,
+});
 
 impl HasId for Card {
     fn id(&self) -> Option<&str> {

@@ -1,8 +1,9 @@
 //! `price` (`price.*` events, subscription items, line items) and the legacy `plan`.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::common::{null_as_default, string_enum, Currency, Expandable, HasId, Metadata};
+use super::common::{string_enum, Currency, Expandable, HasId, Metadata};
+use super::map_only::map_deserialize;
 use super::product::Product;
 
 /// A price: how much and how often to charge for a product.
@@ -10,60 +11,65 @@ use super::product::Product;
 /// Carried by `price.created`, `price.updated` and `price.deleted`, and embedded in
 /// subscription items, checkout line items and (before API version 2025-03-31.basil)
 /// invoice lines.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Price {
     /// Price id (`price_…`; old plan-backed prices keep the plan's id).
     pub id: String,
     /// Always `"price"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Whether the price can be used for new purchases.
-    #[serde(default)]
     pub active: Option<bool>,
     /// How quantities are turned into amounts.
-    #[serde(default)]
     pub billing_scheme: Option<BillingScheme>,
     /// When it was created (Unix seconds).
-    #[serde(default)]
     pub created: Option<i64>,
     /// Currency.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// `true` on a deleted price stub.
-    #[serde(default)]
     pub deleted: Option<bool>,
     /// Whether it exists in live mode.
-    #[serde(default)]
     pub livemode: Option<bool>,
     /// A lookup key to find the price without its id.
-    #[serde(default)]
     pub lookup_key: Option<String>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// A brief description, hidden from customers.
-    #[serde(default)]
     pub nickname: Option<String>,
     /// The product it prices (expandable).
-    #[serde(default)]
     pub product: Option<Expandable<Product>>,
     /// Billing interval for recurring prices; `None` for one-time prices.
-    #[serde(default)]
     pub recurring: Option<Recurring>,
     /// Whether the amount includes tax.
-    #[serde(default)]
     pub tax_behavior: Option<TaxBehavior>,
     /// One-time or recurring.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub type_: Option<PriceType>,
     /// Unit amount in the smallest currency unit, when it is an integer.
-    #[serde(default)]
     pub unit_amount: Option<i64>,
     /// Unit amount as a decimal string, which may have more precision.
-    #[serde(default)]
     pub unit_amount_decimal: Option<String>,
 }
+
+map_deserialize!(Price {
+    required "id" => id;
+    "object" => object,
+    "active" => active,
+    "billing_scheme" => billing_scheme,
+    "created" => created,
+    "currency" => currency,
+    "deleted" => deleted,
+    "livemode" => livemode,
+    "lookup_key" => lookup_key,
+    "metadata" => metadata: null_as_default,
+    "nickname" => nickname,
+    "product" => product,
+    "recurring" => recurring,
+    "tax_behavior" => tax_behavior,
+    "type" => type_,
+    "unit_amount" => unit_amount,
+    "unit_amount_decimal" => unit_amount_decimal,
+});
 
 impl Price {
     /// The product's id, whether `product` is expanded or not.
@@ -79,85 +85,92 @@ impl HasId for Price {
 }
 
 /// The recurring part of a [`Price`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Recurring {
     /// How usage is aggregated (metered prices, before billing meters).
-    #[serde(default)]
     pub aggregate_usage: Option<String>,
     /// Billing frequency.
-    #[serde(default)]
     pub interval: Option<RecurringInterval>,
     /// Number of intervals between bills (3 with `month` = quarterly).
-    #[serde(default)]
     pub interval_count: Option<i64>,
     /// The billing meter tracking usage, for metered prices.
-    #[serde(default)]
     pub meter: Option<String>,
     /// Default trial length in days.
-    #[serde(default)]
     pub trial_period_days: Option<i64>,
     /// Licensed (per seat) or metered.
-    #[serde(default)]
     pub usage_type: Option<UsageType>,
 }
 
+map_deserialize!(Recurring {
+    "aggregate_usage" => aggregate_usage,
+    "interval" => interval,
+    "interval_count" => interval_count,
+    "meter" => meter,
+    "trial_period_days" => trial_period_days,
+    "usage_type" => usage_type,
+});
+
 /// A plan: the predecessor of [`Price`], still sent on subscriptions, subscription
 /// items and (before API version 2025-03-31.basil) invoice lines.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Plan {
     /// Plan id (also usable as a price id).
     pub id: String,
     /// Always `"plan"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Whether the plan can be used for new purchases.
-    #[serde(default)]
     pub active: Option<bool>,
     /// Amount per interval in the smallest currency unit.
-    #[serde(default)]
     pub amount: Option<i64>,
     /// Amount as a decimal string.
-    #[serde(default)]
     pub amount_decimal: Option<String>,
     /// How quantities are turned into amounts.
-    #[serde(default)]
     pub billing_scheme: Option<BillingScheme>,
     /// When it was created (Unix seconds).
-    #[serde(default)]
     pub created: Option<i64>,
     /// Currency.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// Billing frequency.
-    #[serde(default)]
     pub interval: Option<RecurringInterval>,
     /// Number of intervals between bills.
-    #[serde(default)]
     pub interval_count: Option<i64>,
     /// Whether it exists in live mode.
-    #[serde(default)]
     pub livemode: Option<bool>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// Display name, before API version 2018-02-05 (then moved to the product).
-    #[serde(default)]
     pub name: Option<String>,
     /// A brief description, hidden from customers.
-    #[serde(default)]
     pub nickname: Option<String>,
     /// The product (expandable).
-    #[serde(default)]
     pub product: Option<Expandable<Product>>,
     /// Default trial length in days.
-    #[serde(default)]
     pub trial_period_days: Option<i64>,
     /// Licensed (per seat) or metered.
-    #[serde(default)]
     pub usage_type: Option<UsageType>,
 }
+
+map_deserialize!(Plan {
+    required "id" => id;
+    "object" => object,
+    "active" => active,
+    "amount" => amount,
+    "amount_decimal" => amount_decimal,
+    "billing_scheme" => billing_scheme,
+    "created" => created,
+    "currency" => currency,
+    "interval" => interval,
+    "interval_count" => interval_count,
+    "livemode" => livemode,
+    "metadata" => metadata: null_as_default,
+    "name" => name,
+    "nickname" => nickname,
+    "product" => product,
+    "trial_period_days" => trial_period_days,
+    "usage_type" => usage_type,
+});
 
 impl Plan {
     /// The product's id, whether `product` is expanded or not.

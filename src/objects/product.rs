@@ -1,70 +1,76 @@
 //! `product` (`product.*` events).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::common::{null_as_default, string_enum, Expandable, HasId, IdOnly, Metadata};
+use super::common::{string_enum, Expandable, HasId, IdOnly, Metadata};
+use super::map_only::map_deserialize;
 use super::price::Price;
 
 /// A product: what you sell. Prices say how much it costs.
 ///
 /// Carried by `product.created`, `product.updated` and `product.deleted`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Product {
     /// Product id (`prod_…`).
     pub id: String,
     /// Always `"product"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Whether it can be bought.
-    #[serde(default)]
     pub active: Option<bool>,
     /// When it was created (Unix seconds).
-    #[serde(default)]
     pub created: Option<i64>,
     /// Its default price (expandable).
-    #[serde(default)]
     pub default_price: Option<Expandable<Price>>,
     /// `true` on a deleted product stub.
-    #[serde(default)]
     pub deleted: Option<bool>,
     /// Description shown to customers.
-    #[serde(default)]
     pub description: Option<String>,
     /// Image URLs.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub images: Vec<String>,
     /// Whether it exists in live mode.
-    #[serde(default)]
     pub livemode: Option<bool>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// Name shown to customers.
-    #[serde(default)]
     pub name: Option<String>,
     /// Whether it is shipped (physical goods).
-    #[serde(default)]
     pub shippable: Option<bool>,
     /// Statement descriptor for card statements.
-    #[serde(default)]
     pub statement_descriptor: Option<String>,
     /// Tax code (expandable).
-    #[serde(default)]
     pub tax_code: Option<Expandable<IdOnly>>,
     /// `good` or `service` (older accounts).
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub type_: Option<ProductType>,
     /// Unit label shown on receipts and invoices.
-    #[serde(default)]
     pub unit_label: Option<String>,
     /// When it was last updated (Unix seconds).
-    #[serde(default)]
     pub updated: Option<i64>,
     /// A publicly accessible web page for it.
-    #[serde(default)]
     pub url: Option<String>,
 }
+
+map_deserialize!(Product {
+    required "id" => id;
+    "object" => object,
+    "active" => active,
+    "created" => created,
+    "default_price" => default_price,
+    "deleted" => deleted,
+    "description" => description,
+    "images" => images: null_as_default,
+    "livemode" => livemode,
+    "metadata" => metadata: null_as_default,
+    "name" => name,
+    "shippable" => shippable,
+    "statement_descriptor" => statement_descriptor,
+    "tax_code" => tax_code,
+    "type" => type_,
+    "unit_label" => unit_label,
+    "updated" => updated,
+    "url" => url,
+});
 
 impl Product {
     /// The default price's id, whether `default_price` is expanded or not.

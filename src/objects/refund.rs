@@ -1,62 +1,67 @@
 //! `refund` (`refund.*` and `charge.refund.updated` events).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::charge::Charge;
-use super::common::{null_as_default, string_enum, Currency, Expandable, HasId, IdOnly, Metadata};
+use super::common::{string_enum, Currency, Expandable, HasId, IdOnly, Metadata};
+use super::map_only::map_deserialize;
 use super::payment_intent::PaymentIntent;
 
 /// A refund of a charge.
 ///
 /// Carried by `refund.created`, `refund.updated`, `refund.failed` and
 /// `charge.refund.updated`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Refund {
     /// Refund id (`re_…` or `pyr_…`).
     pub id: String,
     /// Always `"refund"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Amount refunded, in the smallest currency unit.
-    #[serde(default)]
     pub amount: Option<i64>,
     /// The balance transaction it created (expandable).
-    #[serde(default)]
     pub balance_transaction: Option<Expandable<IdOnly>>,
     /// The charge refunded (expandable).
-    #[serde(default)]
     pub charge: Option<Expandable<Charge>>,
     /// When it was created (Unix seconds).
-    #[serde(default)]
     pub created: Option<i64>,
     /// Currency.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// Your description.
-    #[serde(default)]
     pub description: Option<String>,
     /// Why it failed, when `status` is `failed`: `lost_or_stolen_card`,
     /// `expired_or_canceled_card`, `charge_for_pending_refund_disputed`,
     /// `insufficient_funds`, `declined`, `merchant_request` or `unknown`.
-    #[serde(default)]
     pub failure_reason: Option<String>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// The PaymentIntent refunded (expandable).
-    #[serde(default)]
     pub payment_intent: Option<Expandable<PaymentIntent>>,
     /// Why it was made.
-    #[serde(default)]
     pub reason: Option<RefundReason>,
     /// Receipt number.
-    #[serde(default)]
     pub receipt_number: Option<String>,
     /// Status.
-    #[serde(default)]
     pub status: Option<RefundStatus>,
 }
+
+map_deserialize!(Refund {
+    required "id" => id;
+    "object" => object,
+    "amount" => amount,
+    "balance_transaction" => balance_transaction,
+    "charge" => charge,
+    "created" => created,
+    "currency" => currency,
+    "description" => description,
+    "failure_reason" => failure_reason,
+    "metadata" => metadata: null_as_default,
+    "payment_intent" => payment_intent,
+    "reason" => reason,
+    "receipt_number" => receipt_number,
+    "status" => status,
+});
 
 impl Refund {
     /// The charge's id, whether `charge` is expanded or not.

@@ -1,9 +1,10 @@
 //! `setup_intent` (`setup_intent.*` events).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::common::{null_as_default, string_enum, Expandable, HasId, IdOnly, Metadata};
+use super::common::{string_enum, Expandable, HasId, IdOnly, Metadata};
 use super::customer::Customer;
+use super::map_only::map_deserialize;
 use super::payment_intent::{LastPaymentError, SetupFutureUsage};
 use super::payment_method::PaymentMethod;
 
@@ -11,60 +12,64 @@ use super::payment_method::PaymentMethod;
 ///
 /// Carried by `setup_intent.succeeded`, `.setup_failed`, `.created`, `.canceled` and
 /// `.requires_action`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct SetupIntent {
     /// SetupIntent id (`seti_…`).
     pub id: String,
     /// Always `"setup_intent"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Why it was canceled.
-    #[serde(default)]
     pub cancellation_reason: Option<SetupIntentCancellationReason>,
     /// When it was created (Unix seconds).
-    #[serde(default)]
     pub created: Option<i64>,
     /// The customer (expandable).
-    #[serde(default)]
     pub customer: Option<Expandable<Customer>>,
     /// Your description.
-    #[serde(default)]
     pub description: Option<String>,
     /// The error of the latest failed attempt.
-    #[serde(default)]
     pub last_setup_error: Option<LastPaymentError>,
     /// The latest setup attempt (expandable).
-    #[serde(default)]
     pub latest_attempt: Option<Expandable<IdOnly>>,
     /// Whether it exists in live mode.
-    #[serde(default)]
     pub livemode: Option<bool>,
     /// The mandate it created (expandable).
-    #[serde(default)]
     pub mandate: Option<Expandable<IdOnly>>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// What the customer must do next, as raw JSON: its shape depends on its `type`.
-    #[serde(default)]
     pub next_action: Option<serde_json::Value>,
     /// The connected account it is set up on behalf of (expandable).
-    #[serde(default)]
     pub on_behalf_of: Option<Expandable<IdOnly>>,
     /// The payment method being saved (expandable).
-    #[serde(default)]
     pub payment_method: Option<Expandable<PaymentMethod>>,
     /// Payment method types it may use.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub payment_method_types: Vec<String>,
     /// Status.
-    #[serde(default)]
     pub status: Option<SetupIntentStatus>,
     /// How the saved payment method will be used.
-    #[serde(default)]
     pub usage: Option<SetupFutureUsage>,
 }
+
+map_deserialize!(SetupIntent {
+    required "id" => id;
+    "object" => object,
+    "cancellation_reason" => cancellation_reason,
+    "created" => created,
+    "customer" => customer,
+    "description" => description,
+    "last_setup_error" => last_setup_error,
+    "latest_attempt" => latest_attempt,
+    "livemode" => livemode,
+    "mandate" => mandate,
+    "metadata" => metadata: null_as_default,
+    "next_action" => next_action,
+    "on_behalf_of" => on_behalf_of,
+    "payment_method" => payment_method,
+    "payment_method_types" => payment_method_types: null_as_default,
+    "status" => status,
+    "usage" => usage,
+});
 
 impl SetupIntent {
     /// The customer's id, whether `customer` is expanded or not.

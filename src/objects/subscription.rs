@@ -1,13 +1,13 @@
 //! `subscription` (`customer.subscription.*` events) and its items.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::common::{
-    null_as_default, string_enum, CollectionMethod, Currency, Expandable, HasId, IdOnly, List,
-    Metadata,
+    string_enum, CollectionMethod, Currency, Expandable, HasId, IdOnly, List, Metadata,
 };
 use super::customer::Customer;
 use super::invoice::Invoice;
+use super::map_only::map_deserialize;
 use super::payment_method::PaymentMethod;
 use super::price::{Plan, Price};
 use super::setup_intent::SetupIntent;
@@ -22,112 +22,116 @@ use super::setup_intent::SetupIntent;
 /// (`current_period_start`/`current_period_end`) to each item;
 /// [`current_period_end`](Self::current_period_end) and
 /// [`current_period_start`](Self::current_period_start) read either.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Subscription {
     /// Subscription id (`sub_…`).
     pub id: String,
     /// Always `"subscription"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// Percentage of each invoice paid to the platform, for Connect.
-    #[serde(default)]
     pub application_fee_percent: Option<f64>,
     /// The anchor that billing periods are aligned to (Unix seconds).
-    #[serde(default)]
     pub billing_cycle_anchor: Option<i64>,
     /// When it will be (or was) canceled (Unix seconds).
-    #[serde(default)]
     pub cancel_at: Option<i64>,
     /// Whether it cancels at the end of the current period.
-    #[serde(default)]
     pub cancel_at_period_end: Option<bool>,
     /// When cancellation was requested (Unix seconds).
-    #[serde(default)]
     pub canceled_at: Option<i64>,
     /// Why it was canceled.
-    #[serde(default)]
     pub cancellation_details: Option<CancellationDetails>,
     /// How its invoices are collected (`billing` before API version 2019-10-17).
-    #[serde(default)]
     pub collection_method: Option<CollectionMethod>,
     /// When it was created (Unix seconds).
-    #[serde(default)]
     pub created: Option<i64>,
     /// Currency.
-    #[serde(default)]
     pub currency: Option<Currency>,
     /// End of the current period. Before API version 2025-03-31.basil only; see
     /// [`current_period_end()`](Self::current_period_end).
-    #[serde(default)]
     pub current_period_end: Option<i64>,
     /// Start of the current period. Before API version 2025-03-31.basil only; see
     /// [`current_period_start()`](Self::current_period_start).
-    #[serde(default)]
     pub current_period_start: Option<i64>,
     /// The customer (expandable).
-    #[serde(default)]
     pub customer: Option<Expandable<Customer>>,
     /// Days until an invoice is due, for `send_invoice` subscriptions.
-    #[serde(default)]
     pub days_until_due: Option<i64>,
     /// Default payment method (expandable).
-    #[serde(default)]
     pub default_payment_method: Option<Expandable<PaymentMethod>>,
     /// Default legacy source (expandable).
-    #[serde(default)]
     pub default_source: Option<Expandable<IdOnly>>,
     /// Your description.
-    #[serde(default)]
     pub description: Option<String>,
     /// When it ended, if it did (Unix seconds).
-    #[serde(default)]
     pub ended_at: Option<i64>,
     /// Its items, each with a price (the first page).
-    #[serde(default, deserialize_with = "null_as_default")]
     pub items: List<SubscriptionItem>,
     /// Its most recent invoice (expandable).
-    #[serde(default)]
     pub latest_invoice: Option<Expandable<Invoice>>,
     /// Whether it exists in live mode.
-    #[serde(default)]
     pub livemode: Option<bool>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// Set while payment collection is paused.
-    #[serde(default)]
     pub pause_collection: Option<PauseCollection>,
     /// SetupIntent for collecting authentication (expandable).
-    #[serde(default)]
     pub pending_setup_intent: Option<Expandable<SetupIntent>>,
     /// The plan, when it has a single item. Legacy: not sent from API version
     /// 2025-03-31.basil.
-    #[serde(default)]
     pub plan: Option<Plan>,
     /// The quantity, when it has a single item. Legacy: not sent from API version
     /// 2025-03-31.basil.
-    #[serde(default)]
     pub quantity: Option<i64>,
     /// The schedule managing it (expandable).
-    #[serde(default)]
     pub schedule: Option<Expandable<IdOnly>>,
     /// When it started (Unix seconds; `start` before API version 2019-10-17).
-    #[serde(default)]
     pub start_date: Option<i64>,
     /// Status.
-    #[serde(default)]
     pub status: Option<SubscriptionStatus>,
     /// Tax percentage applied to invoices. Legacy: replaced by tax rates.
-    #[serde(default)]
     pub tax_percent: Option<f64>,
     /// When the trial ends (Unix seconds).
-    #[serde(default)]
     pub trial_end: Option<i64>,
     /// When the trial started (Unix seconds).
-    #[serde(default)]
     pub trial_start: Option<i64>,
 }
+
+map_deserialize!(Subscription {
+    required "id" => id;
+    "object" => object,
+    "application_fee_percent" => application_fee_percent,
+    "billing_cycle_anchor" => billing_cycle_anchor,
+    "cancel_at" => cancel_at,
+    "cancel_at_period_end" => cancel_at_period_end,
+    "canceled_at" => canceled_at,
+    "cancellation_details" => cancellation_details,
+    "collection_method" => collection_method,
+    "created" => created,
+    "currency" => currency,
+    "current_period_end" => current_period_end,
+    "current_period_start" => current_period_start,
+    "customer" => customer,
+    "days_until_due" => days_until_due,
+    "default_payment_method" => default_payment_method,
+    "default_source" => default_source,
+    "description" => description,
+    "ended_at" => ended_at,
+    "items" => items: null_as_default,
+    "latest_invoice" => latest_invoice,
+    "livemode" => livemode,
+    "metadata" => metadata: null_as_default,
+    "pause_collection" => pause_collection,
+    "pending_setup_intent" => pending_setup_intent,
+    "plan" => plan,
+    "quantity" => quantity,
+    "schedule" => schedule,
+    "start_date" => start_date,
+    "status" => status,
+    "tax_percent" => tax_percent,
+    "trial_end" => trial_end,
+    "trial_start" => trial_start,
+});
 
 impl Subscription {
     /// End of the current billing period (Unix seconds): the subscription's
@@ -198,39 +202,43 @@ impl HasId for Subscription {
 }
 
 /// An item of a [`Subscription`]: a price and a quantity.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct SubscriptionItem {
     /// Subscription item id (`si_…`).
     pub id: String,
     /// Always `"subscription_item"`.
-    #[serde(default)]
     pub object: Option<String>,
     /// When it was created (Unix seconds).
-    #[serde(default)]
     pub created: Option<i64>,
     /// End of its current period, from API version 2025-03-31.basil.
-    #[serde(default)]
     pub current_period_end: Option<i64>,
     /// Start of its current period, from API version 2025-03-31.basil.
-    #[serde(default)]
     pub current_period_start: Option<i64>,
     /// Your metadata.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// The plan (legacy, still sent).
-    #[serde(default)]
     pub plan: Option<Plan>,
     /// The price (absent in API versions before prices existed).
-    #[serde(default)]
     pub price: Option<Price>,
     /// Quantity.
-    #[serde(default)]
     pub quantity: Option<i64>,
     /// The subscription's id.
-    #[serde(default)]
     pub subscription: Option<String>,
 }
+
+map_deserialize!(SubscriptionItem {
+    required "id" => id;
+    "object" => object,
+    "created" => created,
+    "current_period_end" => current_period_end,
+    "current_period_start" => current_period_start,
+    "metadata" => metadata: null_as_default,
+    "plan" => plan,
+    "price" => price,
+    "quantity" => quantity,
+    "subscription" => subscription,
+});
 
 impl SubscriptionItem {
     /// The price id: `price.id`, or else `plan.id` (older versions).
@@ -249,31 +257,37 @@ impl HasId for SubscriptionItem {
 }
 
 /// Why a [`Subscription`] was canceled.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct CancellationDetails {
     /// The customer's comment.
-    #[serde(default)]
     pub comment: Option<String>,
     /// The customer's feedback.
-    #[serde(default)]
     pub feedback: Option<CancellationFeedback>,
     /// Why it was canceled.
-    #[serde(default)]
     pub reason: Option<CancellationReason>,
 }
 
+map_deserialize!(CancellationDetails {
+    "comment" => comment,
+    "feedback" => feedback,
+    "reason" => reason,
+});
+
 /// Paused payment collection of a [`Subscription`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct PauseCollection {
     /// What happens to invoices while paused.
-    #[serde(default)]
     pub behavior: Option<PauseCollectionBehavior>,
     /// When collection resumes (Unix seconds).
-    #[serde(default)]
     pub resumes_at: Option<i64>,
 }
+
+map_deserialize!(PauseCollection {
+    "behavior" => behavior,
+    "resumes_at" => resumes_at,
+});
 
 string_enum! {
     /// Status of a [`Subscription`].

@@ -239,7 +239,7 @@ fn created_any<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
 ///
 /// Read by hand rather than derived: the one-pass parse reads it once per typed object,
 /// and a derived visitor would be compiled again for each. Here only the loop over the
-/// members is per `D`; the envelope's members are read by [`WireHead::read`], compiled
+/// members is per `D`; the envelope's members are read by [`PartialHead::read`], compiled
 /// once. It reads a JSON object only, with serde's own errors for a missing or repeated
 /// member.
 pub(crate) struct WireEvent<'a, D> {
@@ -310,9 +310,9 @@ impl<'de> Deserialize<'de> for Key {
 /// [`WireHead`] as its members arrive: each `Some` once read, to refuse a repeated one.
 #[derive(Default)]
 struct PartialHead<'a> {
-    id: Option<Cow<'a, str>>,
+    id: Option<Borrowed<'a>>,
     object: Option<ObjectTag>,
-    event_type: Option<Cow<'a, str>>,
+    event_type: Option<Borrowed<'a>>,
     created: Option<Option<i64>>,
     livemode: Option<bool>,
     api_version: Option<Option<String>>,
@@ -333,6 +333,16 @@ fn once<'de, A: de::MapAccess<'de>, T: Deserialize<'de>>(
     }
     *slot = Some(map.next_value()?);
     Ok(())
+}
+
+/// A string borrowed from the body unless it holds an escape (serde's own `Cow` always
+/// copies).
+struct Borrowed<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Borrowed<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::objects::open_str(d).map(Borrowed)
+    }
 }
 
 /// `created`, through [`created_any`].
@@ -386,9 +396,9 @@ impl<'de> PartialHead<'de> {
     /// The head, or serde's `missing field` error for the first required member absent.
     fn finish<E: de::Error>(self) -> Result<WireHead<'de>, E> {
         Ok(WireHead {
-            id: self.id.ok_or_else(|| E::missing_field("id"))?,
+            id: self.id.ok_or_else(|| E::missing_field("id"))?.0,
             object: self.object.ok_or_else(|| E::missing_field("object"))?,
-            event_type: self.event_type.ok_or_else(|| E::missing_field("type"))?,
+            event_type: self.event_type.ok_or_else(|| E::missing_field("type"))?.0,
             created: self.created.flatten(),
             livemode: self.livemode.unwrap_or_default(),
             api_version: self.api_version.flatten(),
@@ -569,4 +579,81 @@ pub(crate) struct WireDataOut<'a> {
     pub(crate) object: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) previous_attributes: Option<&'a RawValue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(json: &str) -> Result<WireEvent<'_, WireData<'_>>, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_envelope_is_read_with_serde_s_errors() {
+        let w = wire(
+            r#"{"id":"evt_1","object":"event","type":"invoice.paid","created":3,
+                "request":"req_1","extra":[1,{"a":null}],"data":{"object":{"id":"in_1"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(w.head.id, "evt_1");
+        assert!(
+            matches!(w.head.id, Cow::Borrowed(_)),
+            "borrowed from the body"
+        );
+        assert!(matches!(w.head.event_type, Cow::Borrowed("invoice.paid")));
+        assert_eq!(w.head.created, Some(3));
+        assert_eq!(w.head.request.and_then(|r| r.id).as_deref(), Some("req_1"));
+        assert_eq!(w.data.map(|d| d.object.get()), Some(r#"{"id":"in_1"}"#));
+
+        // `data` is optional, and may be null.
+        let w = wire(r#"{"id":"e","object":"event","type":"x","data":null}"#).unwrap();
+        assert!(w.data.is_none());
+        assert!(wire(r#"{"id":"e","object":"event","type":"x"}"#)
+            .unwrap()
+            .data
+            .is_none());
+
+        for (json, error) in [
+            (r#"{"object":"event","type":"x"}"#, "missing field `id`"),
+            (r#"{"id":"e","type":"x"}"#, "missing field `object`"),
+            (r#"{"id":"e","object":"event"}"#, "missing field `type`"),
+            (
+                r#"{"id":"e","id":"f","object":"event","type":"x"}"#,
+                "duplicate field `id`",
+            ),
+            (
+                r#"{"id":"e","object":"event","type":"x","type":"y"}"#,
+                "duplicate field `type`",
+            ),
+            (
+                r#"{"id":"e","object":"event","type":"x","data":null,"data":null}"#,
+                "duplicate field `data`",
+            ),
+            (
+                r#"{"id":"e","object":"event","type":"x","data":{}}"#,
+                "missing field `object`",
+            ),
+            (
+                r#"{"id":"e","object":"charge","type":"x"}"#,
+                "`object` is \"charge\"",
+            ),
+            (r#"["e","event","x"]"#, "expected an event object"),
+        ] {
+            let e = wire(json).map(|_| ()).unwrap_err();
+            assert!(e.contains(error), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn typed_data_reads_its_object_and_previous_attributes() {
+        let d: WireDataTyped<'_, EventRequest> = serde_json::from_str(
+            r#"{"previous_attributes":{"a":1},"x":2,"object":{"id":"req_1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(d.object.id.as_deref(), Some("req_1"));
+        assert_eq!(d.previous_attributes.map(RawValue::get), Some(r#"{"a":1}"#));
+        let e = serde_json::from_str::<WireDataTyped<'_, EventRequest>>(r#"{"x":1}"#);
+        assert!(e.is_err_and(|e| e.to_string().contains("missing field `object`")));
+    }
 }

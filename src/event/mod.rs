@@ -556,7 +556,7 @@ mod tests {
         );
         // Generated objects take the two-pass parse.
         assert!(types::parse_one_pass(&EventType::BalanceAvailable, body.as_bytes()).is_none());
-        // Every hand-written object's fixture takes the one-pass parse.
+        // The fixtures of the main hand-written objects take the one-pass parse.
         for ty in [
             "invoice.payment_failed",
             "customer.subscription.updated",

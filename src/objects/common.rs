@@ -146,7 +146,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
             type Value = List<T>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a `list` object")
+                f.write_str("a JSON object for `List`")
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<List<T>, A::Error> {
@@ -170,6 +170,17 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
         d.deserialize_map(V(PhantomData))
     }
 }
+
+// Every field is read above: a field added to `List` and not there does not compile.
+const _: fn(List<()>) = |l: List<()>| {
+    let List {
+        object: _,
+        data: _,
+        has_more: _,
+        url: _,
+        total_count: _,
+    } = l;
+};
 
 fn list_object() -> String {
     "list".to_owned()

@@ -1,15 +1,18 @@
 //! `Deserialize` for the hand-written objects, written by [`map_deserialize!`] instead
 //! of derived.
 //!
-//! `#[derive(Deserialize)]` gives each struct a visitor for a JSON object, a second one
-//! for a JSON array of its fields in order (which Stripe never sends, but `serde_json`
+//! `#[derive(Deserialize)]` gives each struct a visitor with a method for a map and one
+//! for a sequence of its fields in order (which Stripe never sends, but `serde_json`
 //! compiles in), a field-name visitor, and one local per field, each dropped on every
-//! early return: about a hundred lines of LLVM IR per field. [`map_deserialize!`] writes
+//! early return: for `Invoice`, 7.8k lines of LLVM IR, where this macro's visitor is
+//! 2.9k. [`map_deserialize!`] writes
 //! one visitor per struct that starts from `Default` and assigns each member as it
 //! arrives, with one shared [`Key`] type for the member names, borrowed from the input.
 //! Behaviour, compared with the derive:
 //!
-//! - only a JSON object is read; an array is an `invalid type` error, as any other;
+//! - only a map is read: a JSON array is an `invalid type` error, as any other, and
+//!   formats that write structs as sequences (bincode, postcard) cannot read these
+//!   structs back;
 //! - unknown members are skipped, absent ones keep their `Default`;
 //! - a repeated member keeps its last value, as `serde_json::Value` does, instead of
 //!   failing the object;
@@ -51,7 +54,7 @@ macro_rules! map_deserialize {
                     type Value = $t;
 
                     fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                        f.write_str(concat!("a `", stringify!($t), "` object"))
+                        f.write_str(concat!("a JSON object for `", stringify!($t), "`"))
                     }
 
                     fn visit_map<A: ::serde::de::MapAccess<'de>>(
@@ -154,7 +157,7 @@ mod tests {
         assert!(e.contains("invalid type: integer `3`"), "{e}");
         // Only an object is read: serde's derive would also take an array of fields.
         let e = thing(r#"["t","n"]"#).unwrap_err().to_string();
-        assert!(e.contains("expected a `Thing` object"), "{e}");
+        assert!(e.contains("expected a JSON object for `Thing`"), "{e}");
     }
 
     #[test]

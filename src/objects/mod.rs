@@ -19,9 +19,10 @@
 //!
 //! Their `Deserialize` is not derived: `map_deserialize!` lists each struct's members by
 //! wire name and writes one visitor that starts from `Default` and assigns each member
-//! as it arrives (it compiles to well under half of what `#[derive(Deserialize)]` gives).
-//! A JSON object is the only input it takes; a member repeated within one object keeps
-//! its last value; a required member (the `id` of an object whose `id` is not an
+//! as it arrives: for [`Invoice`], 2.9k lines of LLVM IR where the derive gave 7.8k.
+//! A map is the only input it takes (a JSON object, or a map in another self-describing
+//! format; formats that write structs as sequences, such as bincode or postcard, cannot
+//! read these structs back); a member repeated within one object keeps its last value; a required member (the `id` of an object whose `id` is not an
 //! `Option`) that is absent fails with serde's `missing field` error.
 //!
 //! # Generated objects
@@ -69,6 +70,7 @@
 mod charge;
 mod checkout_session;
 mod common;
+pub(crate) use common::open_str;
 mod customer;
 mod dispute;
 #[rustfmt::skip]

@@ -921,31 +921,18 @@ fn write_struct(w: &mut String, s: &GenStruct) {
     writeln!(w, "    }}").unwrap();
     writeln!(w, "}}").unwrap();
     writeln!(w).unwrap();
-    // Serialize: the fields that have a value, as a map.
+    // Serialize: the fields that have a value, as a map (one table, see `lean::Field`).
     writeln!(w, "impl Serialize for {} {{", s.name).unwrap();
     writeln!(
         w,
         "    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {{"
     )
     .unwrap();
-    writeln!(w, "        let mut m = s.serialize_map(None)?;").unwrap();
+    writeln!(w, "        serialize_fields(s, &[").unwrap();
     for f in &s.fields {
-        match f.holder {
-            Holder::Option => writeln!(
-                w,
-                "        entry(&mut m, {:?}, &self.{})?;",
-                f.wire, f.ident
-            )
-            .unwrap(),
-            Holder::Default => writeln!(
-                w,
-                "        m.serialize_entry({:?}, &self.{})?;",
-                f.wire, f.ident
-            )
-            .unwrap(),
-        }
+        writeln!(w, "            ({:?}, &self.{}),", f.wire, f.ident).unwrap();
     }
-    writeln!(w, "        m.end()").unwrap();
+    writeln!(w, "        ])").unwrap();
     writeln!(w, "    }}").unwrap();
     writeln!(w, "}}").unwrap();
     writeln!(w).unwrap();
@@ -1069,7 +1056,6 @@ fn generate_objects(root: &Path, event_tsv: &str) -> Vec<(String, String)> {
     writeln!(mod_rs, "mod prelude {{").unwrap();
     writeln!(mod_rs, "    pub(super) use std::collections::HashMap;").unwrap();
     writeln!(mod_rs).unwrap();
-    writeln!(mod_rs, "    pub(super) use serde::ser::SerializeMap;").unwrap();
     writeln!(
         mod_rs,
         "    pub(super) use serde::{{Deserialize, Deserializer, Serialize, Serializer}};"
@@ -1080,7 +1066,7 @@ fn generate_objects(root: &Path, event_tsv: &str) -> Vec<(String, String)> {
     writeln!(mod_rs, "    pub(super) use super::super::common::{{string_enum, Address, Expandable, HasId, IdOnly, List, Metadata}};").unwrap();
     writeln!(
         mod_rs,
-        "    pub(super) use super::super::lean::{{deserialize_object, entry, members, take, take_or_default, wire_index, FromJson}};"
+        "    pub(super) use super::super::lean::{{deserialize_object, members, serialize_fields, take, take_or_default, wire_index, FromJson}};"
     )
     .unwrap();
     let hand: BTreeSet<&str> = HAND_WRITTEN.iter().map(|(_, s)| *s).collect();

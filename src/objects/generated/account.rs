@@ -99,31 +99,31 @@ impl<'de> Deserialize<'de> for Account {
 
 impl Serialize for Account {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "business_profile", &self.business_profile)?;
-        entry(&mut m, "business_type", &self.business_type)?;
-        entry(&mut m, "capabilities", &self.capabilities)?;
-        entry(&mut m, "charges_enabled", &self.charges_enabled)?;
-        entry(&mut m, "company", &self.company)?;
-        entry(&mut m, "controller", &self.controller)?;
-        entry(&mut m, "country", &self.country)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "default_currency", &self.default_currency)?;
-        entry(&mut m, "details_submitted", &self.details_submitted)?;
-        entry(&mut m, "email", &self.email)?;
-        m.serialize_entry("external_accounts", &self.external_accounts)?;
-        entry(&mut m, "future_requirements", &self.future_requirements)?;
-        entry(&mut m, "groups", &self.groups)?;
-        entry(&mut m, "individual", &self.individual)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "payouts_enabled", &self.payouts_enabled)?;
-        entry(&mut m, "requirements", &self.requirements)?;
-        entry(&mut m, "settings", &self.settings)?;
-        entry(&mut m, "tos_acceptance", &self.tos_acceptance)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("business_profile", &self.business_profile),
+            ("business_type", &self.business_type),
+            ("capabilities", &self.capabilities),
+            ("charges_enabled", &self.charges_enabled),
+            ("company", &self.company),
+            ("controller", &self.controller),
+            ("country", &self.country),
+            ("created", &self.created),
+            ("default_currency", &self.default_currency),
+            ("details_submitted", &self.details_submitted),
+            ("email", &self.email),
+            ("external_accounts", &self.external_accounts),
+            ("future_requirements", &self.future_requirements),
+            ("groups", &self.groups),
+            ("individual", &self.individual),
+            ("metadata", &self.metadata),
+            ("payouts_enabled", &self.payouts_enabled),
+            ("requirements", &self.requirements),
+            ("settings", &self.settings),
+            ("tos_acceptance", &self.tos_acceptance),
+            ("type", &self.type_),
+        ])
     }
 }
 
@@ -158,9 +158,9 @@ impl<'de> Deserialize<'de> for AccountGroups {
 
 impl Serialize for AccountGroups {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "payments_pricing", &self.payments_pricing)?;
-        m.end()
+        serialize_fields(s, &[
+            ("payments_pricing", &self.payments_pricing),
+        ])
     }
 }
 

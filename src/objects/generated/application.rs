@@ -39,11 +39,11 @@ impl<'de> Deserialize<'de> for Application {
 
 impl Serialize for Application {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "name", &self.name)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("name", &self.name),
+        ])
     }
 }
 

@@ -75,23 +75,23 @@ impl<'de> Deserialize<'de> for ApplicationFee {
 
 impl Serialize for ApplicationFee {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "account", &self.account)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "amount_refunded", &self.amount_refunded)?;
-        entry(&mut m, "application", &self.application)?;
-        entry(&mut m, "balance_transaction", &self.balance_transaction)?;
-        entry(&mut m, "charge", &self.charge)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "fee_source", &self.fee_source)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "originating_transaction", &self.originating_transaction)?;
-        entry(&mut m, "refunded", &self.refunded)?;
-        m.serialize_entry("refunds", &self.refunds)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("account", &self.account),
+            ("amount", &self.amount),
+            ("amount_refunded", &self.amount_refunded),
+            ("application", &self.application),
+            ("balance_transaction", &self.balance_transaction),
+            ("charge", &self.charge),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("fee_source", &self.fee_source),
+            ("livemode", &self.livemode),
+            ("originating_transaction", &self.originating_transaction),
+            ("refunded", &self.refunded),
+            ("refunds", &self.refunds),
+        ])
     }
 }
 

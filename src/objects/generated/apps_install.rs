@@ -81,25 +81,25 @@ impl<'de> Deserialize<'de> for AppsInstall {
 
 impl Serialize for AppsInstall {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "account", &self.account)?;
-        entry(&mut m, "app", &self.app)?;
-        entry(&mut m, "approval_required", &self.approval_required)?;
-        entry(&mut m, "auth_code", &self.auth_code)?;
-        entry(&mut m, "channel", &self.channel)?;
-        entry(&mut m, "content_security_policy_granted", &self.content_security_policy_granted)?;
-        entry(&mut m, "content_security_policy_pending", &self.content_security_policy_pending)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "created_by", &self.created_by)?;
-        m.serialize_entry("endpoints_granted", &self.endpoints_granted)?;
-        m.serialize_entry("endpoints_pending", &self.endpoints_pending)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("permissions_granted", &self.permissions_granted)?;
-        m.serialize_entry("permissions_pending", &self.permissions_pending)?;
-        entry(&mut m, "status", &self.status)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("account", &self.account),
+            ("app", &self.app),
+            ("approval_required", &self.approval_required),
+            ("auth_code", &self.auth_code),
+            ("channel", &self.channel),
+            ("content_security_policy_granted", &self.content_security_policy_granted),
+            ("content_security_policy_pending", &self.content_security_policy_pending),
+            ("created", &self.created),
+            ("created_by", &self.created_by),
+            ("endpoints_granted", &self.endpoints_granted),
+            ("endpoints_pending", &self.endpoints_pending),
+            ("livemode", &self.livemode),
+            ("permissions_granted", &self.permissions_granted),
+            ("permissions_pending", &self.permissions_pending),
+            ("status", &self.status),
+        ])
     }
 }
 
@@ -137,10 +137,10 @@ impl<'de> Deserialize<'de> for AppsInstallContentSecurityPolicyPending {
 
 impl Serialize for AppsInstallContentSecurityPolicyPending {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("connect_src", &self.connect_src)?;
-        m.serialize_entry("image_src", &self.image_src)?;
-        m.end()
+        serialize_fields(s, &[
+            ("connect_src", &self.connect_src),
+            ("image_src", &self.image_src),
+        ])
     }
 }
 
@@ -172,10 +172,10 @@ impl<'de> Deserialize<'de> for AppsInstallContentSecurityPolicyGranted {
 
 impl Serialize for AppsInstallContentSecurityPolicyGranted {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("connect_src", &self.connect_src)?;
-        m.serialize_entry("image_src", &self.image_src)?;
-        m.end()
+        serialize_fields(s, &[
+            ("connect_src", &self.connect_src),
+            ("image_src", &self.image_src),
+        ])
     }
 }
 

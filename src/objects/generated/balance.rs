@@ -54,16 +54,16 @@ impl<'de> Deserialize<'de> for Balance {
 
 impl Serialize for Balance {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "object", &self.object)?;
-        m.serialize_entry("available", &self.available)?;
-        m.serialize_entry("connect_reserved", &self.connect_reserved)?;
-        m.serialize_entry("instant_available", &self.instant_available)?;
-        entry(&mut m, "issuing", &self.issuing)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("pending", &self.pending)?;
-        entry(&mut m, "refund_and_dispute_prefunding", &self.refund_and_dispute_prefunding)?;
-        m.end()
+        serialize_fields(s, &[
+            ("object", &self.object),
+            ("available", &self.available),
+            ("connect_reserved", &self.connect_reserved),
+            ("instant_available", &self.instant_available),
+            ("issuing", &self.issuing),
+            ("livemode", &self.livemode),
+            ("pending", &self.pending),
+            ("refund_and_dispute_prefunding", &self.refund_and_dispute_prefunding),
+        ])
     }
 }
 

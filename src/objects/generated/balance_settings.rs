@@ -36,10 +36,10 @@ impl<'de> Deserialize<'de> for BalanceSettings {
 
 impl Serialize for BalanceSettings {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "payments", &self.payments)?;
-        m.end()
+        serialize_fields(s, &[
+            ("object", &self.object),
+            ("payments", &self.payments),
+        ])
     }
 }
 

@@ -76,24 +76,24 @@ impl<'de> Deserialize<'de> for BalanceTransaction {
 
 impl Serialize for BalanceTransaction {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "available_on", &self.available_on)?;
-        entry(&mut m, "balance_type", &self.balance_type)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "description", &self.description)?;
-        entry(&mut m, "exchange_rate", &self.exchange_rate)?;
-        entry(&mut m, "fee", &self.fee)?;
-        m.serialize_entry("fee_details", &self.fee_details)?;
-        entry(&mut m, "net", &self.net)?;
-        entry(&mut m, "reporting_category", &self.reporting_category)?;
-        entry(&mut m, "source", &self.source)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("available_on", &self.available_on),
+            ("balance_type", &self.balance_type),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("description", &self.description),
+            ("exchange_rate", &self.exchange_rate),
+            ("fee", &self.fee),
+            ("fee_details", &self.fee_details),
+            ("net", &self.net),
+            ("reporting_category", &self.reporting_category),
+            ("source", &self.source),
+            ("status", &self.status),
+            ("type", &self.type_),
+        ])
     }
 }
 

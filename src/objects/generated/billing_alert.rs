@@ -49,15 +49,15 @@ impl<'de> Deserialize<'de> for BillingAlert {
 
 impl Serialize for BillingAlert {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "alert_type", &self.alert_type)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "title", &self.title)?;
-        entry(&mut m, "usage_threshold", &self.usage_threshold)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("alert_type", &self.alert_type),
+            ("livemode", &self.livemode),
+            ("status", &self.status),
+            ("title", &self.title),
+            ("usage_threshold", &self.usage_threshold),
+        ])
     }
 }
 

@@ -48,14 +48,14 @@ impl<'de> Deserialize<'de> for BillingAlertTriggered {
 
 impl Serialize for BillingAlertTriggered {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "alert", &self.alert)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "value", &self.value)?;
-        m.end()
+        serialize_fields(s, &[
+            ("object", &self.object),
+            ("alert", &self.alert),
+            ("created", &self.created),
+            ("customer", &self.customer),
+            ("livemode", &self.livemode),
+            ("value", &self.value),
+        ])
     }
 }
 

@@ -60,18 +60,18 @@ impl<'de> Deserialize<'de> for BillingCreditBalanceTransaction {
 
 impl Serialize for BillingCreditBalanceTransaction {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "credit", &self.credit)?;
-        entry(&mut m, "credit_grant", &self.credit_grant)?;
-        entry(&mut m, "debit", &self.debit)?;
-        entry(&mut m, "effective_at", &self.effective_at)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "test_clock", &self.test_clock)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("created", &self.created),
+            ("credit", &self.credit),
+            ("credit_grant", &self.credit_grant),
+            ("debit", &self.debit),
+            ("effective_at", &self.effective_at),
+            ("livemode", &self.livemode),
+            ("test_clock", &self.test_clock),
+            ("type", &self.type_),
+        ])
     }
 }
 

@@ -81,25 +81,25 @@ impl<'de> Deserialize<'de> for BillingCreditGrant {
 
 impl Serialize for BillingCreditGrant {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "applicability_config", &self.applicability_config)?;
-        entry(&mut m, "category", &self.category)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "customer_account", &self.customer_account)?;
-        entry(&mut m, "effective_at", &self.effective_at)?;
-        entry(&mut m, "expires_at", &self.expires_at)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "name", &self.name)?;
-        entry(&mut m, "priority", &self.priority)?;
-        entry(&mut m, "test_clock", &self.test_clock)?;
-        entry(&mut m, "updated", &self.updated)?;
-        entry(&mut m, "voided_at", &self.voided_at)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("applicability_config", &self.applicability_config),
+            ("category", &self.category),
+            ("created", &self.created),
+            ("customer", &self.customer),
+            ("customer_account", &self.customer_account),
+            ("effective_at", &self.effective_at),
+            ("expires_at", &self.expires_at),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("name", &self.name),
+            ("priority", &self.priority),
+            ("test_clock", &self.test_clock),
+            ("updated", &self.updated),
+            ("voided_at", &self.voided_at),
+        ])
     }
 }
 

@@ -46,14 +46,14 @@ impl<'de> Deserialize<'de> for BillingFeedbackOption {
 
 impl Serialize for BillingFeedbackOption {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "description", &self.description)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "status_transitions", &self.status_transitions)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("description", &self.description),
+            ("livemode", &self.livemode),
+            ("status", &self.status),
+            ("status_transitions", &self.status_transitions),
+        ])
     }
 }
 
@@ -88,9 +88,9 @@ impl<'de> Deserialize<'de> for BillingFeedbackOptionStatusTransitions {
 
 impl Serialize for BillingFeedbackOptionStatusTransitions {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "deactivated_at", &self.deactivated_at)?;
-        m.end()
+        serialize_fields(s, &[
+            ("deactivated_at", &self.deactivated_at),
+        ])
     }
 }
 

@@ -69,21 +69,21 @@ impl<'de> Deserialize<'de> for BillingMeter {
 
 impl Serialize for BillingMeter {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "customer_mapping", &self.customer_mapping)?;
-        entry(&mut m, "default_aggregation", &self.default_aggregation)?;
-        entry(&mut m, "display_name", &self.display_name)?;
-        entry(&mut m, "event_name", &self.event_name)?;
-        entry(&mut m, "event_time_window", &self.event_time_window)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "status_transitions", &self.status_transitions)?;
-        entry(&mut m, "updated", &self.updated)?;
-        entry(&mut m, "value_settings", &self.value_settings)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("created", &self.created),
+            ("customer_mapping", &self.customer_mapping),
+            ("default_aggregation", &self.default_aggregation),
+            ("display_name", &self.display_name),
+            ("event_name", &self.event_name),
+            ("event_time_window", &self.event_time_window),
+            ("livemode", &self.livemode),
+            ("status", &self.status),
+            ("status_transitions", &self.status_transitions),
+            ("updated", &self.updated),
+            ("value_settings", &self.value_settings),
+        ])
     }
 }
 
@@ -118,9 +118,9 @@ impl<'de> Deserialize<'de> for BillingMeterValueSettings {
 
 impl Serialize for BillingMeterValueSettings {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "event_payload_key", &self.event_payload_key)?;
-        m.end()
+        serialize_fields(s, &[
+            ("event_payload_key", &self.event_payload_key),
+        ])
     }
 }
 
@@ -149,9 +149,9 @@ impl<'de> Deserialize<'de> for BillingMeterStatusTransitions {
 
 impl Serialize for BillingMeterStatusTransitions {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "deactivated_at", &self.deactivated_at)?;
-        m.end()
+        serialize_fields(s, &[
+            ("deactivated_at", &self.deactivated_at),
+        ])
     }
 }
 
@@ -180,9 +180,9 @@ impl<'de> Deserialize<'de> for BillingMeterDefaultAggregation {
 
 impl Serialize for BillingMeterDefaultAggregation {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "formula", &self.formula)?;
-        m.end()
+        serialize_fields(s, &[
+            ("formula", &self.formula),
+        ])
     }
 }
 
@@ -214,10 +214,10 @@ impl<'de> Deserialize<'de> for BillingMeterCustomerMapping {
 
 impl Serialize for BillingMeterCustomerMapping {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "event_payload_key", &self.event_payload_key)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("event_payload_key", &self.event_payload_key),
+            ("type", &self.type_),
+        ])
     }
 }
 

@@ -72,22 +72,22 @@ impl<'de> Deserialize<'de> for BillingPortalConfiguration {
 
 impl Serialize for BillingPortalConfiguration {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "active", &self.active)?;
-        entry(&mut m, "application", &self.application)?;
-        entry(&mut m, "business_profile", &self.business_profile)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "default_return_url", &self.default_return_url)?;
-        entry(&mut m, "features", &self.features)?;
-        entry(&mut m, "is_default", &self.is_default)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "login_page", &self.login_page)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "name", &self.name)?;
-        entry(&mut m, "updated", &self.updated)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("active", &self.active),
+            ("application", &self.application),
+            ("business_profile", &self.business_profile),
+            ("created", &self.created),
+            ("default_return_url", &self.default_return_url),
+            ("features", &self.features),
+            ("is_default", &self.is_default),
+            ("livemode", &self.livemode),
+            ("login_page", &self.login_page),
+            ("metadata", &self.metadata),
+            ("name", &self.name),
+            ("updated", &self.updated),
+        ])
     }
 }
 
@@ -125,10 +125,10 @@ impl<'de> Deserialize<'de> for BillingPortalConfigurationLoginPage {
 
 impl Serialize for BillingPortalConfigurationLoginPage {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "enabled", &self.enabled)?;
-        entry(&mut m, "url", &self.url)?;
-        m.end()
+        serialize_fields(s, &[
+            ("enabled", &self.enabled),
+            ("url", &self.url),
+        ])
     }
 }
 

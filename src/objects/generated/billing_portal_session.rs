@@ -69,21 +69,21 @@ impl<'de> Deserialize<'de> for BillingPortalSession {
 
 impl Serialize for BillingPortalSession {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "after_expiration", &self.after_expiration)?;
-        entry(&mut m, "configuration", &self.configuration)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "customer_account", &self.customer_account)?;
-        entry(&mut m, "flow", &self.flow)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "locale", &self.locale)?;
-        entry(&mut m, "on_behalf_of", &self.on_behalf_of)?;
-        entry(&mut m, "return_url", &self.return_url)?;
-        entry(&mut m, "url", &self.url)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("after_expiration", &self.after_expiration),
+            ("configuration", &self.configuration),
+            ("created", &self.created),
+            ("customer", &self.customer),
+            ("customer_account", &self.customer_account),
+            ("flow", &self.flow),
+            ("livemode", &self.livemode),
+            ("locale", &self.locale),
+            ("on_behalf_of", &self.on_behalf_of),
+            ("return_url", &self.return_url),
+            ("url", &self.url),
+        ])
     }
 }
 

@@ -54,16 +54,16 @@ impl<'de> Deserialize<'de> for Capability {
 
 impl Serialize for Capability {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "account", &self.account)?;
-        entry(&mut m, "future_requirements", &self.future_requirements)?;
-        entry(&mut m, "requested", &self.requested)?;
-        entry(&mut m, "requested_at", &self.requested_at)?;
-        entry(&mut m, "requirements", &self.requirements)?;
-        entry(&mut m, "status", &self.status)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("account", &self.account),
+            ("future_requirements", &self.future_requirements),
+            ("requested", &self.requested),
+            ("requested_at", &self.requested_at),
+            ("requirements", &self.requirements),
+            ("status", &self.status),
+        ])
     }
 }
 

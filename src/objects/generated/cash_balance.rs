@@ -48,14 +48,14 @@ impl<'de> Deserialize<'de> for CashBalance {
 
 impl Serialize for CashBalance {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "object", &self.object)?;
-        m.serialize_entry("available", &self.available)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "customer_account", &self.customer_account)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "settings", &self.settings)?;
-        m.end()
+        serialize_fields(s, &[
+            ("object", &self.object),
+            ("available", &self.available),
+            ("customer", &self.customer),
+            ("customer_account", &self.customer_account),
+            ("livemode", &self.livemode),
+            ("settings", &self.settings),
+        ])
     }
 }
 
@@ -93,10 +93,10 @@ impl<'de> Deserialize<'de> for CashBalanceSettings {
 
 impl Serialize for CashBalanceSettings {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "reconciliation_mode", &self.reconciliation_mode)?;
-        entry(&mut m, "using_merchant_default", &self.using_merchant_default)?;
-        m.end()
+        serialize_fields(s, &[
+            ("reconciliation_mode", &self.reconciliation_mode),
+            ("using_merchant_default", &self.using_merchant_default),
+        ])
     }
 }
 

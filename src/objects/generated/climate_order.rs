@@ -96,30 +96,30 @@ impl<'de> Deserialize<'de> for ClimateOrder {
 
 impl Serialize for ClimateOrder {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount_fees", &self.amount_fees)?;
-        entry(&mut m, "amount_subtotal", &self.amount_subtotal)?;
-        entry(&mut m, "amount_total", &self.amount_total)?;
-        entry(&mut m, "beneficiary", &self.beneficiary)?;
-        entry(&mut m, "canceled_at", &self.canceled_at)?;
-        entry(&mut m, "cancellation_reason", &self.cancellation_reason)?;
-        entry(&mut m, "certificate", &self.certificate)?;
-        entry(&mut m, "confirmed_at", &self.confirmed_at)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "delayed_at", &self.delayed_at)?;
-        entry(&mut m, "delivered_at", &self.delivered_at)?;
-        m.serialize_entry("delivery_details", &self.delivery_details)?;
-        entry(&mut m, "expected_delivery_year", &self.expected_delivery_year)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "metric_tons", &self.metric_tons)?;
-        entry(&mut m, "product", &self.product)?;
-        entry(&mut m, "product_substituted_at", &self.product_substituted_at)?;
-        entry(&mut m, "status", &self.status)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount_fees", &self.amount_fees),
+            ("amount_subtotal", &self.amount_subtotal),
+            ("amount_total", &self.amount_total),
+            ("beneficiary", &self.beneficiary),
+            ("canceled_at", &self.canceled_at),
+            ("cancellation_reason", &self.cancellation_reason),
+            ("certificate", &self.certificate),
+            ("confirmed_at", &self.confirmed_at),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("delayed_at", &self.delayed_at),
+            ("delivered_at", &self.delivered_at),
+            ("delivery_details", &self.delivery_details),
+            ("expected_delivery_year", &self.expected_delivery_year),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("metric_tons", &self.metric_tons),
+            ("product", &self.product),
+            ("product_substituted_at", &self.product_substituted_at),
+            ("status", &self.status),
+        ])
     }
 }
 
@@ -154,9 +154,9 @@ impl<'de> Deserialize<'de> for ClimateOrderBeneficiary {
 
 impl Serialize for ClimateOrderBeneficiary {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "public_name", &self.public_name)?;
-        m.end()
+        serialize_fields(s, &[
+            ("public_name", &self.public_name),
+        ])
     }
 }
 

@@ -57,17 +57,17 @@ impl<'de> Deserialize<'de> for ClimateProduct {
 
 impl Serialize for ClimateProduct {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "created", &self.created)?;
-        m.serialize_entry("current_prices_per_metric_ton", &self.current_prices_per_metric_ton)?;
-        entry(&mut m, "delivery_year", &self.delivery_year)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "metric_tons_available", &self.metric_tons_available)?;
-        entry(&mut m, "name", &self.name)?;
-        m.serialize_entry("suppliers", &self.suppliers)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("created", &self.created),
+            ("current_prices_per_metric_ton", &self.current_prices_per_metric_ton),
+            ("delivery_year", &self.delivery_year),
+            ("livemode", &self.livemode),
+            ("metric_tons_available", &self.metric_tons_available),
+            ("name", &self.name),
+            ("suppliers", &self.suppliers),
+        ])
     }
 }
 

@@ -49,15 +49,15 @@ impl<'de> Deserialize<'de> for ClimateSupplier {
 
 impl Serialize for ClimateSupplier {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "info_url", &self.info_url)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("locations", &self.locations)?;
-        entry(&mut m, "name", &self.name)?;
-        entry(&mut m, "removal_pathway", &self.removal_pathway)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("info_url", &self.info_url),
+            ("livemode", &self.livemode),
+            ("locations", &self.locations),
+            ("name", &self.name),
+            ("removal_pathway", &self.removal_pathway),
+        ])
     }
 }
 

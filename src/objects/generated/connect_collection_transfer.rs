@@ -46,14 +46,14 @@ impl<'de> Deserialize<'de> for ConnectCollectionTransfer {
 
 impl Serialize for ConnectCollectionTransfer {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "destination", &self.destination)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("currency", &self.currency),
+            ("destination", &self.destination),
+            ("livemode", &self.livemode),
+        ])
     }
 }
 

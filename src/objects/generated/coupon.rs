@@ -81,25 +81,25 @@ impl<'de> Deserialize<'de> for Coupon {
 
 impl Serialize for Coupon {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount_off", &self.amount_off)?;
-        entry(&mut m, "applies_to", &self.applies_to)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        m.serialize_entry("currency_options", &self.currency_options)?;
-        entry(&mut m, "duration", &self.duration)?;
-        entry(&mut m, "duration_in_months", &self.duration_in_months)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "max_redemptions", &self.max_redemptions)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "name", &self.name)?;
-        entry(&mut m, "percent_off", &self.percent_off)?;
-        entry(&mut m, "redeem_by", &self.redeem_by)?;
-        entry(&mut m, "times_redeemed", &self.times_redeemed)?;
-        entry(&mut m, "valid", &self.valid)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount_off", &self.amount_off),
+            ("applies_to", &self.applies_to),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("currency_options", &self.currency_options),
+            ("duration", &self.duration),
+            ("duration_in_months", &self.duration_in_months),
+            ("livemode", &self.livemode),
+            ("max_redemptions", &self.max_redemptions),
+            ("metadata", &self.metadata),
+            ("name", &self.name),
+            ("percent_off", &self.percent_off),
+            ("redeem_by", &self.redeem_by),
+            ("times_redeemed", &self.times_redeemed),
+            ("valid", &self.valid),
+        ])
     }
 }
 
@@ -134,9 +134,9 @@ impl<'de> Deserialize<'de> for CouponAppliesTo {
 
 impl Serialize for CouponAppliesTo {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("products", &self.products)?;
-        m.end()
+        serialize_fields(s, &[
+            ("products", &self.products),
+        ])
     }
 }
 

@@ -132,42 +132,42 @@ impl<'de> Deserialize<'de> for CreditNote {
 
 impl Serialize for CreditNote {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "amount_shipping", &self.amount_shipping)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "customer_account", &self.customer_account)?;
-        entry(&mut m, "customer_balance_transaction", &self.customer_balance_transaction)?;
-        entry(&mut m, "discount_amount", &self.discount_amount)?;
-        m.serialize_entry("discount_amounts", &self.discount_amounts)?;
-        entry(&mut m, "effective_at", &self.effective_at)?;
-        entry(&mut m, "invoice", &self.invoice)?;
-        m.serialize_entry("lines", &self.lines)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "memo", &self.memo)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "number", &self.number)?;
-        entry(&mut m, "out_of_band_amount", &self.out_of_band_amount)?;
-        entry(&mut m, "pdf", &self.pdf)?;
-        entry(&mut m, "post_payment_amount", &self.post_payment_amount)?;
-        entry(&mut m, "pre_payment_amount", &self.pre_payment_amount)?;
-        m.serialize_entry("pretax_credit_amounts", &self.pretax_credit_amounts)?;
-        entry(&mut m, "reason", &self.reason)?;
-        m.serialize_entry("refunds", &self.refunds)?;
-        entry(&mut m, "shipping_cost", &self.shipping_cost)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "subtotal", &self.subtotal)?;
-        entry(&mut m, "subtotal_excluding_tax", &self.subtotal_excluding_tax)?;
-        entry(&mut m, "total", &self.total)?;
-        entry(&mut m, "total_excluding_tax", &self.total_excluding_tax)?;
-        m.serialize_entry("total_taxes", &self.total_taxes)?;
-        entry(&mut m, "type", &self.type_)?;
-        entry(&mut m, "voided_at", &self.voided_at)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("amount_shipping", &self.amount_shipping),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("customer", &self.customer),
+            ("customer_account", &self.customer_account),
+            ("customer_balance_transaction", &self.customer_balance_transaction),
+            ("discount_amount", &self.discount_amount),
+            ("discount_amounts", &self.discount_amounts),
+            ("effective_at", &self.effective_at),
+            ("invoice", &self.invoice),
+            ("lines", &self.lines),
+            ("livemode", &self.livemode),
+            ("memo", &self.memo),
+            ("metadata", &self.metadata),
+            ("number", &self.number),
+            ("out_of_band_amount", &self.out_of_band_amount),
+            ("pdf", &self.pdf),
+            ("post_payment_amount", &self.post_payment_amount),
+            ("pre_payment_amount", &self.pre_payment_amount),
+            ("pretax_credit_amounts", &self.pretax_credit_amounts),
+            ("reason", &self.reason),
+            ("refunds", &self.refunds),
+            ("shipping_cost", &self.shipping_cost),
+            ("status", &self.status),
+            ("subtotal", &self.subtotal),
+            ("subtotal_excluding_tax", &self.subtotal_excluding_tax),
+            ("total", &self.total),
+            ("total_excluding_tax", &self.total_excluding_tax),
+            ("total_taxes", &self.total_taxes),
+            ("type", &self.type_),
+            ("voided_at", &self.voided_at),
+        ])
     }
 }
 
@@ -205,10 +205,10 @@ impl<'de> Deserialize<'de> for CreditNoteDiscountAmounts {
 
 impl Serialize for CreditNoteDiscountAmounts {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "discount", &self.discount)?;
-        m.end()
+        serialize_fields(s, &[
+            ("amount", &self.amount),
+            ("discount", &self.discount),
+        ])
     }
 }
 

@@ -76,24 +76,24 @@ impl<'de> Deserialize<'de> for CreditNoteLineItem {
 
 impl Serialize for CreditNoteLineItem {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "description", &self.description)?;
-        entry(&mut m, "discount_amount", &self.discount_amount)?;
-        m.serialize_entry("discount_amounts", &self.discount_amounts)?;
-        entry(&mut m, "invoice_line_item", &self.invoice_line_item)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        m.serialize_entry("pretax_credit_amounts", &self.pretax_credit_amounts)?;
-        entry(&mut m, "quantity", &self.quantity)?;
-        m.serialize_entry("tax_rates", &self.tax_rates)?;
-        m.serialize_entry("taxes", &self.taxes)?;
-        entry(&mut m, "type", &self.type_)?;
-        entry(&mut m, "unit_amount", &self.unit_amount)?;
-        entry(&mut m, "unit_amount_decimal", &self.unit_amount_decimal)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("description", &self.description),
+            ("discount_amount", &self.discount_amount),
+            ("discount_amounts", &self.discount_amounts),
+            ("invoice_line_item", &self.invoice_line_item),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("pretax_credit_amounts", &self.pretax_credit_amounts),
+            ("quantity", &self.quantity),
+            ("tax_rates", &self.tax_rates),
+            ("taxes", &self.taxes),
+            ("type", &self.type_),
+            ("unit_amount", &self.unit_amount),
+            ("unit_amount_decimal", &self.unit_amount_decimal),
+        ])
     }
 }
 
@@ -131,10 +131,10 @@ impl<'de> Deserialize<'de> for CreditNoteLineItemDiscountAmounts {
 
 impl Serialize for CreditNoteLineItemDiscountAmounts {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "discount", &self.discount)?;
-        m.end()
+        serialize_fields(s, &[
+            ("amount", &self.amount),
+            ("discount", &self.discount),
+        ])
     }
 }
 

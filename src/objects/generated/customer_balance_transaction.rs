@@ -73,23 +73,23 @@ impl<'de> Deserialize<'de> for CustomerBalanceTransaction {
 
 impl Serialize for CustomerBalanceTransaction {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "checkout_session", &self.checkout_session)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "credit_note", &self.credit_note)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "customer_account", &self.customer_account)?;
-        entry(&mut m, "description", &self.description)?;
-        entry(&mut m, "ending_balance", &self.ending_balance)?;
-        entry(&mut m, "invoice", &self.invoice)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("checkout_session", &self.checkout_session),
+            ("created", &self.created),
+            ("credit_note", &self.credit_note),
+            ("currency", &self.currency),
+            ("customer", &self.customer),
+            ("customer_account", &self.customer_account),
+            ("description", &self.description),
+            ("ending_balance", &self.ending_balance),
+            ("invoice", &self.invoice),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("type", &self.type_),
+        ])
     }
 }
 

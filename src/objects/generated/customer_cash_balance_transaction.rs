@@ -78,24 +78,24 @@ impl<'de> Deserialize<'de> for CustomerCashBalanceTransaction {
 
 impl Serialize for CustomerCashBalanceTransaction {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "adjusted_for_overdraft", &self.adjusted_for_overdraft)?;
-        entry(&mut m, "applied_to_payment", &self.applied_to_payment)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "customer_account", &self.customer_account)?;
-        entry(&mut m, "ending_balance", &self.ending_balance)?;
-        entry(&mut m, "funded", &self.funded)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "net_amount", &self.net_amount)?;
-        entry(&mut m, "refunded_from_payment", &self.refunded_from_payment)?;
-        entry(&mut m, "transferred_to_balance", &self.transferred_to_balance)?;
-        entry(&mut m, "type", &self.type_)?;
-        entry(&mut m, "unapplied_from_payment", &self.unapplied_from_payment)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("adjusted_for_overdraft", &self.adjusted_for_overdraft),
+            ("applied_to_payment", &self.applied_to_payment),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("customer", &self.customer),
+            ("customer_account", &self.customer_account),
+            ("ending_balance", &self.ending_balance),
+            ("funded", &self.funded),
+            ("livemode", &self.livemode),
+            ("net_amount", &self.net_amount),
+            ("refunded_from_payment", &self.refunded_from_payment),
+            ("transferred_to_balance", &self.transferred_to_balance),
+            ("type", &self.type_),
+            ("unapplied_from_payment", &self.unapplied_from_payment),
+        ])
     }
 }
 
@@ -130,9 +130,9 @@ impl<'de> Deserialize<'de> for CustomerCashBalanceTransactionUnappliedFromPaymen
 
 impl Serialize for CustomerCashBalanceTransactionUnappliedFromPayment {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "payment_intent", &self.payment_intent)?;
-        m.end()
+        serialize_fields(s, &[
+            ("payment_intent", &self.payment_intent),
+        ])
     }
 }
 
@@ -161,9 +161,9 @@ impl<'de> Deserialize<'de> for CustomerCashBalanceTransactionTransferredToBalanc
 
 impl Serialize for CustomerCashBalanceTransactionTransferredToBalance {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "balance_transaction", &self.balance_transaction)?;
-        m.end()
+        serialize_fields(s, &[
+            ("balance_transaction", &self.balance_transaction),
+        ])
     }
 }
 
@@ -192,9 +192,9 @@ impl<'de> Deserialize<'de> for CustomerCashBalanceTransactionRefundedFromPayment
 
 impl Serialize for CustomerCashBalanceTransactionRefundedFromPayment {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "refund", &self.refund)?;
-        m.end()
+        serialize_fields(s, &[
+            ("refund", &self.refund),
+        ])
     }
 }
 
@@ -223,9 +223,9 @@ impl<'de> Deserialize<'de> for CustomerCashBalanceTransactionAppliedToPayment {
 
 impl Serialize for CustomerCashBalanceTransactionAppliedToPayment {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "payment_intent", &self.payment_intent)?;
-        m.end()
+        serialize_fields(s, &[
+            ("payment_intent", &self.payment_intent),
+        ])
     }
 }
 
@@ -257,10 +257,10 @@ impl<'de> Deserialize<'de> for CustomerCashBalanceTransactionAdjustedForOverdraf
 
 impl Serialize for CustomerCashBalanceTransactionAdjustedForOverdraft {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "balance_transaction", &self.balance_transaction)?;
-        entry(&mut m, "linked_transaction", &self.linked_transaction)?;
-        m.end()
+        serialize_fields(s, &[
+            ("balance_transaction", &self.balance_transaction),
+            ("linked_transaction", &self.linked_transaction),
+        ])
     }
 }
 

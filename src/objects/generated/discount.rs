@@ -69,21 +69,21 @@ impl<'de> Deserialize<'de> for Discount {
 
 impl Serialize for Discount {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "checkout_session", &self.checkout_session)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "customer_account", &self.customer_account)?;
-        entry(&mut m, "end", &self.end)?;
-        entry(&mut m, "invoice", &self.invoice)?;
-        entry(&mut m, "invoice_item", &self.invoice_item)?;
-        entry(&mut m, "promotion_code", &self.promotion_code)?;
-        entry(&mut m, "source", &self.source)?;
-        entry(&mut m, "start", &self.start)?;
-        entry(&mut m, "subscription", &self.subscription)?;
-        entry(&mut m, "subscription_item", &self.subscription_item)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("checkout_session", &self.checkout_session),
+            ("customer", &self.customer),
+            ("customer_account", &self.customer_account),
+            ("end", &self.end),
+            ("invoice", &self.invoice),
+            ("invoice_item", &self.invoice_item),
+            ("promotion_code", &self.promotion_code),
+            ("source", &self.source),
+            ("start", &self.start),
+            ("subscription", &self.subscription),
+            ("subscription_item", &self.subscription_item),
+        ])
     }
 }
 
@@ -121,10 +121,10 @@ impl<'de> Deserialize<'de> for DiscountSource {
 
 impl Serialize for DiscountSource {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "coupon", &self.coupon)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("coupon", &self.coupon),
+            ("type", &self.type_),
+        ])
     }
 }
 

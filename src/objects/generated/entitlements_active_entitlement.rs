@@ -43,13 +43,13 @@ impl<'de> Deserialize<'de> for EntitlementsActiveEntitlement {
 
 impl Serialize for EntitlementsActiveEntitlement {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "feature", &self.feature)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "lookup_key", &self.lookup_key)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("feature", &self.feature),
+            ("livemode", &self.livemode),
+            ("lookup_key", &self.lookup_key),
+        ])
     }
 }
 

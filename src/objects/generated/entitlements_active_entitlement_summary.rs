@@ -42,12 +42,12 @@ impl<'de> Deserialize<'de> for EntitlementsActiveEntitlementSummary {
 
 impl Serialize for EntitlementsActiveEntitlementSummary {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "customer", &self.customer)?;
-        m.serialize_entry("entitlements", &self.entitlements)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.end()
+        serialize_fields(s, &[
+            ("object", &self.object),
+            ("customer", &self.customer),
+            ("entitlements", &self.entitlements),
+            ("livemode", &self.livemode),
+        ])
     }
 }
 

@@ -49,15 +49,15 @@ impl<'de> Deserialize<'de> for EntitlementsFeature {
 
 impl Serialize for EntitlementsFeature {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "active", &self.active)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "lookup_key", &self.lookup_key)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "name", &self.name)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("active", &self.active),
+            ("livemode", &self.livemode),
+            ("lookup_key", &self.lookup_key),
+            ("metadata", &self.metadata),
+            ("name", &self.name),
+        ])
     }
 }
 

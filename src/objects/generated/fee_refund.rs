@@ -54,16 +54,16 @@ impl<'de> Deserialize<'de> for FeeRefund {
 
 impl Serialize for FeeRefund {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "balance_transaction", &self.balance_transaction)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "fee", &self.fee)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("balance_transaction", &self.balance_transaction),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("fee", &self.fee),
+            ("metadata", &self.metadata),
+        ])
     }
 }
 

@@ -63,19 +63,19 @@ impl<'de> Deserialize<'de> for File {
 
 impl Serialize for File {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "expires_at", &self.expires_at)?;
-        entry(&mut m, "filename", &self.filename)?;
-        m.serialize_entry("links", &self.links)?;
-        entry(&mut m, "purpose", &self.purpose)?;
-        entry(&mut m, "size", &self.size)?;
-        entry(&mut m, "title", &self.title)?;
-        entry(&mut m, "type", &self.type_)?;
-        entry(&mut m, "url", &self.url)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("created", &self.created),
+            ("expires_at", &self.expires_at),
+            ("filename", &self.filename),
+            ("links", &self.links),
+            ("purpose", &self.purpose),
+            ("size", &self.size),
+            ("title", &self.title),
+            ("type", &self.type_),
+            ("url", &self.url),
+        ])
     }
 }
 

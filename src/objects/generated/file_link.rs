@@ -55,17 +55,17 @@ impl<'de> Deserialize<'de> for FileLink {
 
 impl Serialize for FileLink {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "expired", &self.expired)?;
-        entry(&mut m, "expires_at", &self.expires_at)?;
-        entry(&mut m, "file", &self.file)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "url", &self.url)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("created", &self.created),
+            ("expired", &self.expired),
+            ("expires_at", &self.expires_at),
+            ("file", &self.file),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("url", &self.url),
+        ])
     }
 }
 

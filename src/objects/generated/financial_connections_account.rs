@@ -93,29 +93,29 @@ impl<'de> Deserialize<'de> for FinancialConnectionsAccount {
 
 impl Serialize for FinancialConnectionsAccount {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "account_holder", &self.account_holder)?;
-        m.serialize_entry("account_numbers", &self.account_numbers)?;
-        entry(&mut m, "balance", &self.balance)?;
-        entry(&mut m, "balance_refresh", &self.balance_refresh)?;
-        entry(&mut m, "category", &self.category)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "display_name", &self.display_name)?;
-        entry(&mut m, "institution_name", &self.institution_name)?;
-        entry(&mut m, "last4", &self.last4)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "ownership", &self.ownership)?;
-        entry(&mut m, "ownership_refresh", &self.ownership_refresh)?;
-        m.serialize_entry("permissions", &self.permissions)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "status_details", &self.status_details)?;
-        entry(&mut m, "subcategory", &self.subcategory)?;
-        m.serialize_entry("subscriptions", &self.subscriptions)?;
-        m.serialize_entry("supported_payment_method_types", &self.supported_payment_method_types)?;
-        entry(&mut m, "transaction_refresh", &self.transaction_refresh)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("account_holder", &self.account_holder),
+            ("account_numbers", &self.account_numbers),
+            ("balance", &self.balance),
+            ("balance_refresh", &self.balance_refresh),
+            ("category", &self.category),
+            ("created", &self.created),
+            ("display_name", &self.display_name),
+            ("institution_name", &self.institution_name),
+            ("last4", &self.last4),
+            ("livemode", &self.livemode),
+            ("ownership", &self.ownership),
+            ("ownership_refresh", &self.ownership_refresh),
+            ("permissions", &self.permissions),
+            ("status", &self.status),
+            ("status_details", &self.status_details),
+            ("subcategory", &self.subcategory),
+            ("subscriptions", &self.subscriptions),
+            ("supported_payment_method_types", &self.supported_payment_method_types),
+            ("transaction_refresh", &self.transaction_refresh),
+        ])
     }
 }
 

@@ -52,16 +52,16 @@ impl<'de> Deserialize<'de> for FinancialConnectionsAccountOwner {
 
 impl Serialize for FinancialConnectionsAccountOwner {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "email", &self.email)?;
-        entry(&mut m, "name", &self.name)?;
-        entry(&mut m, "ownership", &self.ownership)?;
-        entry(&mut m, "phone", &self.phone)?;
-        entry(&mut m, "raw_address", &self.raw_address)?;
-        entry(&mut m, "refreshed_at", &self.refreshed_at)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("email", &self.email),
+            ("name", &self.name),
+            ("ownership", &self.ownership),
+            ("phone", &self.phone),
+            ("raw_address", &self.raw_address),
+            ("refreshed_at", &self.refreshed_at),
+        ])
     }
 }
 

@@ -40,12 +40,12 @@ impl<'de> Deserialize<'de> for FinancialConnectionsAccountOwnership {
 
 impl Serialize for FinancialConnectionsAccountOwnership {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "created", &self.created)?;
-        m.serialize_entry("owners", &self.owners)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("created", &self.created),
+            ("owners", &self.owners),
+        ])
     }
 }
 

@@ -48,14 +48,14 @@ impl<'de> Deserialize<'de> for FinancialConnectionsAuthorization {
 
 impl Serialize for FinancialConnectionsAuthorization {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "institution_name", &self.institution_name)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "status_details", &self.status_details)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("institution_name", &self.institution_name),
+            ("livemode", &self.livemode),
+            ("status", &self.status),
+            ("status_details", &self.status_details),
+        ])
     }
 }
 

@@ -70,22 +70,22 @@ impl<'de> Deserialize<'de> for IdentityVerificationReport {
 
 impl Serialize for IdentityVerificationReport {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "client_reference_id", &self.client_reference_id)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "document", &self.document)?;
-        entry(&mut m, "email", &self.email)?;
-        entry(&mut m, "id_number", &self.id_number)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "options", &self.options)?;
-        entry(&mut m, "phone", &self.phone)?;
-        entry(&mut m, "selfie", &self.selfie)?;
-        entry(&mut m, "type", &self.type_)?;
-        entry(&mut m, "verification_flow", &self.verification_flow)?;
-        entry(&mut m, "verification_session", &self.verification_session)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("client_reference_id", &self.client_reference_id),
+            ("created", &self.created),
+            ("document", &self.document),
+            ("email", &self.email),
+            ("id_number", &self.id_number),
+            ("livemode", &self.livemode),
+            ("options", &self.options),
+            ("phone", &self.phone),
+            ("selfie", &self.selfie),
+            ("type", &self.type_),
+            ("verification_flow", &self.verification_flow),
+            ("verification_session", &self.verification_session),
+        ])
     }
 }
 

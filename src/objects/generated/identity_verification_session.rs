@@ -90,28 +90,28 @@ impl<'de> Deserialize<'de> for IdentityVerificationSession {
 
 impl Serialize for IdentityVerificationSession {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "client_reference_id", &self.client_reference_id)?;
-        entry(&mut m, "client_secret", &self.client_secret)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "last_error", &self.last_error)?;
-        entry(&mut m, "last_verification_report", &self.last_verification_report)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "options", &self.options)?;
-        entry(&mut m, "provided_details", &self.provided_details)?;
-        entry(&mut m, "redaction", &self.redaction)?;
-        entry(&mut m, "related_customer", &self.related_customer)?;
-        entry(&mut m, "related_customer_account", &self.related_customer_account)?;
-        entry(&mut m, "related_person", &self.related_person)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "type", &self.type_)?;
-        entry(&mut m, "url", &self.url)?;
-        entry(&mut m, "verification_flow", &self.verification_flow)?;
-        entry(&mut m, "verified_outputs", &self.verified_outputs)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("client_reference_id", &self.client_reference_id),
+            ("client_secret", &self.client_secret),
+            ("created", &self.created),
+            ("last_error", &self.last_error),
+            ("last_verification_report", &self.last_verification_report),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("options", &self.options),
+            ("provided_details", &self.provided_details),
+            ("redaction", &self.redaction),
+            ("related_customer", &self.related_customer),
+            ("related_customer_account", &self.related_customer_account),
+            ("related_person", &self.related_person),
+            ("status", &self.status),
+            ("type", &self.type_),
+            ("url", &self.url),
+            ("verification_flow", &self.verification_flow),
+            ("verified_outputs", &self.verified_outputs),
+        ])
     }
 }
 
@@ -149,10 +149,10 @@ impl<'de> Deserialize<'de> for IdentityVerificationSessionRelatedPerson {
 
 impl Serialize for IdentityVerificationSessionRelatedPerson {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "account", &self.account)?;
-        entry(&mut m, "person", &self.person)?;
-        m.end()
+        serialize_fields(s, &[
+            ("account", &self.account),
+            ("person", &self.person),
+        ])
     }
 }
 
@@ -181,9 +181,9 @@ impl<'de> Deserialize<'de> for IdentityVerificationSessionRedaction {
 
 impl Serialize for IdentityVerificationSessionRedaction {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "status", &self.status)?;
-        m.end()
+        serialize_fields(s, &[
+            ("status", &self.status),
+        ])
     }
 }
 
@@ -215,10 +215,10 @@ impl<'de> Deserialize<'de> for IdentityVerificationSessionProvidedDetails {
 
 impl Serialize for IdentityVerificationSessionProvidedDetails {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "email", &self.email)?;
-        entry(&mut m, "phone", &self.phone)?;
-        m.end()
+        serialize_fields(s, &[
+            ("email", &self.email),
+            ("phone", &self.phone),
+        ])
     }
 }
 
@@ -250,10 +250,10 @@ impl<'de> Deserialize<'de> for IdentityVerificationSessionLastError {
 
 impl Serialize for IdentityVerificationSessionLastError {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "code", &self.code)?;
-        entry(&mut m, "reason", &self.reason)?;
-        m.end()
+        serialize_fields(s, &[
+            ("code", &self.code),
+            ("reason", &self.reason),
+        ])
     }
 }
 

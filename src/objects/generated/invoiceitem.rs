@@ -105,33 +105,33 @@ impl<'de> Deserialize<'de> for Invoiceitem {
 
 impl Serialize for Invoiceitem {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "customer_account", &self.customer_account)?;
-        entry(&mut m, "date", &self.date)?;
-        entry(&mut m, "description", &self.description)?;
-        entry(&mut m, "discountable", &self.discountable)?;
-        m.serialize_entry("discounts", &self.discounts)?;
-        m.serialize_entry("frozen_fields", &self.frozen_fields)?;
-        entry(&mut m, "invoice", &self.invoice)?;
-        m.serialize_entry("invoicing_rules", &self.invoicing_rules)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "net_amount", &self.net_amount)?;
-        entry(&mut m, "parent", &self.parent)?;
-        entry(&mut m, "period", &self.period)?;
-        entry(&mut m, "pricing", &self.pricing)?;
-        entry(&mut m, "proration", &self.proration)?;
-        entry(&mut m, "proration_details", &self.proration_details)?;
-        entry(&mut m, "quantity", &self.quantity)?;
-        entry(&mut m, "quantity_decimal", &self.quantity_decimal)?;
-        m.serialize_entry("tax_rates", &self.tax_rates)?;
-        entry(&mut m, "test_clock", &self.test_clock)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("currency", &self.currency),
+            ("customer", &self.customer),
+            ("customer_account", &self.customer_account),
+            ("date", &self.date),
+            ("description", &self.description),
+            ("discountable", &self.discountable),
+            ("discounts", &self.discounts),
+            ("frozen_fields", &self.frozen_fields),
+            ("invoice", &self.invoice),
+            ("invoicing_rules", &self.invoicing_rules),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("net_amount", &self.net_amount),
+            ("parent", &self.parent),
+            ("period", &self.period),
+            ("pricing", &self.pricing),
+            ("proration", &self.proration),
+            ("proration_details", &self.proration_details),
+            ("quantity", &self.quantity),
+            ("quantity_decimal", &self.quantity_decimal),
+            ("tax_rates", &self.tax_rates),
+            ("test_clock", &self.test_clock),
+        ])
     }
 }
 
@@ -169,10 +169,10 @@ impl<'de> Deserialize<'de> for InvoiceitemPeriod {
 
 impl Serialize for InvoiceitemPeriod {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "end", &self.end)?;
-        entry(&mut m, "start", &self.start)?;
-        m.end()
+        serialize_fields(s, &[
+            ("end", &self.end),
+            ("start", &self.start),
+        ])
     }
 }
 
@@ -201,9 +201,9 @@ impl<'de> Deserialize<'de> for InvoiceitemInvoicingRules {
 
 impl Serialize for InvoiceitemInvoicingRules {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("type", &self.type_),
+        ])
     }
 }
 

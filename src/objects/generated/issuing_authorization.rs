@@ -120,38 +120,38 @@ impl<'de> Deserialize<'de> for IssuingAuthorization {
 
 impl Serialize for IssuingAuthorization {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "amount_details", &self.amount_details)?;
-        entry(&mut m, "approved", &self.approved)?;
-        entry(&mut m, "authorization_method", &self.authorization_method)?;
-        m.serialize_entry("balance_transactions", &self.balance_transactions)?;
-        entry(&mut m, "card", &self.card)?;
-        entry(&mut m, "card_presence", &self.card_presence)?;
-        entry(&mut m, "cardholder", &self.cardholder)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "fleet", &self.fleet)?;
-        m.serialize_entry("fraud_challenges", &self.fraud_challenges)?;
-        entry(&mut m, "fuel", &self.fuel)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "merchant_amount", &self.merchant_amount)?;
-        entry(&mut m, "merchant_currency", &self.merchant_currency)?;
-        entry(&mut m, "merchant_data", &self.merchant_data)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "network_data", &self.network_data)?;
-        entry(&mut m, "pending_request", &self.pending_request)?;
-        m.serialize_entry("request_history", &self.request_history)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "token", &self.token)?;
-        m.serialize_entry("transactions", &self.transactions)?;
-        entry(&mut m, "treasury", &self.treasury)?;
-        entry(&mut m, "verification_data", &self.verification_data)?;
-        entry(&mut m, "verified_by_fraud_challenge", &self.verified_by_fraud_challenge)?;
-        entry(&mut m, "wallet", &self.wallet)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("amount_details", &self.amount_details),
+            ("approved", &self.approved),
+            ("authorization_method", &self.authorization_method),
+            ("balance_transactions", &self.balance_transactions),
+            ("card", &self.card),
+            ("card_presence", &self.card_presence),
+            ("cardholder", &self.cardholder),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("fleet", &self.fleet),
+            ("fraud_challenges", &self.fraud_challenges),
+            ("fuel", &self.fuel),
+            ("livemode", &self.livemode),
+            ("merchant_amount", &self.merchant_amount),
+            ("merchant_currency", &self.merchant_currency),
+            ("merchant_data", &self.merchant_data),
+            ("metadata", &self.metadata),
+            ("network_data", &self.network_data),
+            ("pending_request", &self.pending_request),
+            ("request_history", &self.request_history),
+            ("status", &self.status),
+            ("token", &self.token),
+            ("transactions", &self.transactions),
+            ("treasury", &self.treasury),
+            ("verification_data", &self.verification_data),
+            ("verified_by_fraud_challenge", &self.verified_by_fraud_challenge),
+            ("wallet", &self.wallet),
+        ])
     }
 }
 
@@ -189,10 +189,10 @@ impl<'de> Deserialize<'de> for IssuingAuthorizationAmountDetails {
 
 impl Serialize for IssuingAuthorizationAmountDetails {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "atm_fee", &self.atm_fee)?;
-        entry(&mut m, "cashback_amount", &self.cashback_amount)?;
-        m.end()
+        serialize_fields(s, &[
+            ("atm_fee", &self.atm_fee),
+            ("cashback_amount", &self.cashback_amount),
+        ])
     }
 }
 

@@ -111,35 +111,35 @@ impl<'de> Deserialize<'de> for IssuingCard {
 
 impl Serialize for IssuingCard {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "brand", &self.brand)?;
-        entry(&mut m, "cancellation_reason", &self.cancellation_reason)?;
-        entry(&mut m, "cardholder", &self.cardholder)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "cvc", &self.cvc)?;
-        entry(&mut m, "exp_month", &self.exp_month)?;
-        entry(&mut m, "exp_year", &self.exp_year)?;
-        entry(&mut m, "financial_account", &self.financial_account)?;
-        entry(&mut m, "last4", &self.last4)?;
-        entry(&mut m, "latest_fraud_warning", &self.latest_fraud_warning)?;
-        entry(&mut m, "lifecycle_controls", &self.lifecycle_controls)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "number", &self.number)?;
-        entry(&mut m, "personalization_design", &self.personalization_design)?;
-        entry(&mut m, "replaced_by", &self.replaced_by)?;
-        entry(&mut m, "replacement_for", &self.replacement_for)?;
-        entry(&mut m, "replacement_reason", &self.replacement_reason)?;
-        entry(&mut m, "second_line", &self.second_line)?;
-        entry(&mut m, "shipping", &self.shipping)?;
-        entry(&mut m, "spending_controls", &self.spending_controls)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "type", &self.type_)?;
-        entry(&mut m, "wallets", &self.wallets)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("brand", &self.brand),
+            ("cancellation_reason", &self.cancellation_reason),
+            ("cardholder", &self.cardholder),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("cvc", &self.cvc),
+            ("exp_month", &self.exp_month),
+            ("exp_year", &self.exp_year),
+            ("financial_account", &self.financial_account),
+            ("last4", &self.last4),
+            ("latest_fraud_warning", &self.latest_fraud_warning),
+            ("lifecycle_controls", &self.lifecycle_controls),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("number", &self.number),
+            ("personalization_design", &self.personalization_design),
+            ("replaced_by", &self.replaced_by),
+            ("replacement_for", &self.replacement_for),
+            ("replacement_reason", &self.replacement_reason),
+            ("second_line", &self.second_line),
+            ("shipping", &self.shipping),
+            ("spending_controls", &self.spending_controls),
+            ("status", &self.status),
+            ("type", &self.type_),
+            ("wallets", &self.wallets),
+        ])
     }
 }
 
@@ -177,10 +177,10 @@ impl<'de> Deserialize<'de> for IssuingCardLatestFraudWarning {
 
 impl Serialize for IssuingCardLatestFraudWarning {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "started_at", &self.started_at)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("started_at", &self.started_at),
+            ("type", &self.type_),
+        ])
     }
 }
 

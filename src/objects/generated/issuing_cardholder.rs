@@ -78,24 +78,24 @@ impl<'de> Deserialize<'de> for IssuingCardholder {
 
 impl Serialize for IssuingCardholder {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "billing", &self.billing)?;
-        entry(&mut m, "company", &self.company)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "email", &self.email)?;
-        entry(&mut m, "individual", &self.individual)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "name", &self.name)?;
-        entry(&mut m, "phone_number", &self.phone_number)?;
-        m.serialize_entry("preferred_locales", &self.preferred_locales)?;
-        entry(&mut m, "requirements", &self.requirements)?;
-        entry(&mut m, "spending_controls", &self.spending_controls)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("billing", &self.billing),
+            ("company", &self.company),
+            ("created", &self.created),
+            ("email", &self.email),
+            ("individual", &self.individual),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("name", &self.name),
+            ("phone_number", &self.phone_number),
+            ("preferred_locales", &self.preferred_locales),
+            ("requirements", &self.requirements),
+            ("spending_controls", &self.spending_controls),
+            ("status", &self.status),
+            ("type", &self.type_),
+        ])
     }
 }
 
@@ -133,10 +133,10 @@ impl<'de> Deserialize<'de> for IssuingCardholderRequirements {
 
 impl Serialize for IssuingCardholderRequirements {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "disabled_reason", &self.disabled_reason)?;
-        m.serialize_entry("past_due", &self.past_due)?;
-        m.end()
+        serialize_fields(s, &[
+            ("disabled_reason", &self.disabled_reason),
+            ("past_due", &self.past_due),
+        ])
     }
 }
 
@@ -165,9 +165,9 @@ impl<'de> Deserialize<'de> for IssuingCardholderCompany {
 
 impl Serialize for IssuingCardholderCompany {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "tax_id_provided", &self.tax_id_provided)?;
-        m.end()
+        serialize_fields(s, &[
+            ("tax_id_provided", &self.tax_id_provided),
+        ])
     }
 }
 
@@ -196,9 +196,9 @@ impl<'de> Deserialize<'de> for IssuingCardholderBilling {
 
 impl Serialize for IssuingCardholderBilling {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "address", &self.address)?;
-        m.end()
+        serialize_fields(s, &[
+            ("address", &self.address),
+        ])
     }
 }
 

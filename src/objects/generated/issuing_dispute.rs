@@ -69,21 +69,21 @@ impl<'de> Deserialize<'de> for IssuingDispute {
 
 impl Serialize for IssuingDispute {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        m.serialize_entry("balance_transactions", &self.balance_transactions)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "evidence", &self.evidence)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "loss_reason", &self.loss_reason)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "transaction", &self.transaction)?;
-        entry(&mut m, "treasury", &self.treasury)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("balance_transactions", &self.balance_transactions),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("evidence", &self.evidence),
+            ("livemode", &self.livemode),
+            ("loss_reason", &self.loss_reason),
+            ("metadata", &self.metadata),
+            ("status", &self.status),
+            ("transaction", &self.transaction),
+            ("treasury", &self.treasury),
+        ])
     }
 }
 
@@ -121,10 +121,10 @@ impl<'de> Deserialize<'de> for IssuingDisputeTreasury {
 
 impl Serialize for IssuingDisputeTreasury {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "debit_reversal", &self.debit_reversal)?;
-        entry(&mut m, "received_debit", &self.received_debit)?;
-        m.end()
+        serialize_fields(s, &[
+            ("debit_reversal", &self.debit_reversal),
+            ("received_debit", &self.received_debit),
+        ])
     }
 }
 

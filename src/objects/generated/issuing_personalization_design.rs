@@ -69,21 +69,21 @@ impl<'de> Deserialize<'de> for IssuingPersonalizationDesign {
 
 impl Serialize for IssuingPersonalizationDesign {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "card_logo", &self.card_logo)?;
-        entry(&mut m, "carrier_text", &self.carrier_text)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "lookup_key", &self.lookup_key)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "name", &self.name)?;
-        entry(&mut m, "physical_bundle", &self.physical_bundle)?;
-        entry(&mut m, "preferences", &self.preferences)?;
-        entry(&mut m, "rejection_reasons", &self.rejection_reasons)?;
-        entry(&mut m, "status", &self.status)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("card_logo", &self.card_logo),
+            ("carrier_text", &self.carrier_text),
+            ("created", &self.created),
+            ("livemode", &self.livemode),
+            ("lookup_key", &self.lookup_key),
+            ("metadata", &self.metadata),
+            ("name", &self.name),
+            ("physical_bundle", &self.physical_bundle),
+            ("preferences", &self.preferences),
+            ("rejection_reasons", &self.rejection_reasons),
+            ("status", &self.status),
+        ])
     }
 }
 
@@ -121,10 +121,10 @@ impl<'de> Deserialize<'de> for IssuingPersonalizationDesignRejectionReasons {
 
 impl Serialize for IssuingPersonalizationDesignRejectionReasons {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("card_logo", &self.card_logo)?;
-        m.serialize_entry("carrier_text", &self.carrier_text)?;
-        m.end()
+        serialize_fields(s, &[
+            ("card_logo", &self.card_logo),
+            ("carrier_text", &self.carrier_text),
+        ])
     }
 }
 
@@ -156,10 +156,10 @@ impl<'de> Deserialize<'de> for IssuingPersonalizationDesignPreferences {
 
 impl Serialize for IssuingPersonalizationDesignPreferences {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "is_default", &self.is_default)?;
-        entry(&mut m, "is_platform_default", &self.is_platform_default)?;
-        m.end()
+        serialize_fields(s, &[
+            ("is_default", &self.is_default),
+            ("is_platform_default", &self.is_platform_default),
+        ])
     }
 }
 

@@ -49,15 +49,15 @@ impl<'de> Deserialize<'de> for IssuingPhysicalBundle {
 
 impl Serialize for IssuingPhysicalBundle {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "features", &self.features)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "name", &self.name)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("features", &self.features),
+            ("livemode", &self.livemode),
+            ("name", &self.name),
+            ("status", &self.status),
+            ("type", &self.type_),
+        ])
     }
 }
 

@@ -66,20 +66,20 @@ impl<'de> Deserialize<'de> for IssuingToken {
 
 impl Serialize for IssuingToken {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "card", &self.card)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "device_fingerprint", &self.device_fingerprint)?;
-        entry(&mut m, "last4", &self.last4)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "network", &self.network)?;
-        entry(&mut m, "network_data", &self.network_data)?;
-        entry(&mut m, "network_updated_at", &self.network_updated_at)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "wallet_provider", &self.wallet_provider)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("card", &self.card),
+            ("created", &self.created),
+            ("device_fingerprint", &self.device_fingerprint),
+            ("last4", &self.last4),
+            ("livemode", &self.livemode),
+            ("network", &self.network),
+            ("network_data", &self.network_data),
+            ("network_updated_at", &self.network_updated_at),
+            ("status", &self.status),
+            ("wallet_provider", &self.wallet_provider),
+        ])
     }
 }
 

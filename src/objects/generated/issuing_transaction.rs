@@ -96,30 +96,30 @@ impl<'de> Deserialize<'de> for IssuingTransaction {
 
 impl Serialize for IssuingTransaction {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "amount_details", &self.amount_details)?;
-        entry(&mut m, "authorization", &self.authorization)?;
-        entry(&mut m, "balance_transaction", &self.balance_transaction)?;
-        entry(&mut m, "card", &self.card)?;
-        entry(&mut m, "cardholder", &self.cardholder)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "dispute", &self.dispute)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "merchant_amount", &self.merchant_amount)?;
-        entry(&mut m, "merchant_currency", &self.merchant_currency)?;
-        entry(&mut m, "merchant_data", &self.merchant_data)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "network_data", &self.network_data)?;
-        entry(&mut m, "purchase_details", &self.purchase_details)?;
-        entry(&mut m, "token", &self.token)?;
-        entry(&mut m, "treasury", &self.treasury)?;
-        entry(&mut m, "type", &self.type_)?;
-        entry(&mut m, "wallet", &self.wallet)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("amount_details", &self.amount_details),
+            ("authorization", &self.authorization),
+            ("balance_transaction", &self.balance_transaction),
+            ("card", &self.card),
+            ("cardholder", &self.cardholder),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("dispute", &self.dispute),
+            ("livemode", &self.livemode),
+            ("merchant_amount", &self.merchant_amount),
+            ("merchant_currency", &self.merchant_currency),
+            ("merchant_data", &self.merchant_data),
+            ("metadata", &self.metadata),
+            ("network_data", &self.network_data),
+            ("purchase_details", &self.purchase_details),
+            ("token", &self.token),
+            ("treasury", &self.treasury),
+            ("type", &self.type_),
+            ("wallet", &self.wallet),
+        ])
     }
 }
 
@@ -157,10 +157,10 @@ impl<'de> Deserialize<'de> for IssuingTransactionTreasury {
 
 impl Serialize for IssuingTransactionTreasury {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "received_credit", &self.received_credit)?;
-        entry(&mut m, "received_debit", &self.received_debit)?;
-        m.end()
+        serialize_fields(s, &[
+            ("received_credit", &self.received_credit),
+            ("received_debit", &self.received_debit),
+        ])
     }
 }
 
@@ -192,10 +192,10 @@ impl<'de> Deserialize<'de> for IssuingTransactionAmountDetails {
 
 impl Serialize for IssuingTransactionAmountDetails {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "atm_fee", &self.atm_fee)?;
-        entry(&mut m, "cashback_amount", &self.cashback_amount)?;
-        m.end()
+        serialize_fields(s, &[
+            ("atm_fee", &self.atm_fee),
+            ("cashback_amount", &self.cashback_amount),
+        ])
     }
 }
 

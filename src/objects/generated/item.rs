@@ -70,22 +70,22 @@ impl<'de> Deserialize<'de> for Item {
 
 impl Serialize for Item {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "adjustable_quantity", &self.adjustable_quantity)?;
-        entry(&mut m, "amount_discount", &self.amount_discount)?;
-        entry(&mut m, "amount_subtotal", &self.amount_subtotal)?;
-        entry(&mut m, "amount_tax", &self.amount_tax)?;
-        entry(&mut m, "amount_total", &self.amount_total)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "description", &self.description)?;
-        m.serialize_entry("discounts", &self.discounts)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "price", &self.price)?;
-        entry(&mut m, "quantity", &self.quantity)?;
-        m.serialize_entry("taxes", &self.taxes)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("adjustable_quantity", &self.adjustable_quantity),
+            ("amount_discount", &self.amount_discount),
+            ("amount_subtotal", &self.amount_subtotal),
+            ("amount_tax", &self.amount_tax),
+            ("amount_total", &self.amount_total),
+            ("currency", &self.currency),
+            ("description", &self.description),
+            ("discounts", &self.discounts),
+            ("metadata", &self.metadata),
+            ("price", &self.price),
+            ("quantity", &self.quantity),
+            ("taxes", &self.taxes),
+        ])
     }
 }
 
@@ -123,10 +123,10 @@ impl<'de> Deserialize<'de> for ItemDiscounts {
 
 impl Serialize for ItemDiscounts {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "discount", &self.discount)?;
-        m.end()
+        serialize_fields(s, &[
+            ("amount", &self.amount),
+            ("discount", &self.discount),
+        ])
     }
 }
 

@@ -63,19 +63,19 @@ impl<'de> Deserialize<'de> for Mandate {
 
 impl Serialize for Mandate {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "customer_acceptance", &self.customer_acceptance)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "multi_use", &self.multi_use)?;
-        entry(&mut m, "on_behalf_of", &self.on_behalf_of)?;
-        entry(&mut m, "payment_method", &self.payment_method)?;
-        entry(&mut m, "payment_method_details", &self.payment_method_details)?;
-        entry(&mut m, "single_use", &self.single_use)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("customer_acceptance", &self.customer_acceptance),
+            ("livemode", &self.livemode),
+            ("multi_use", &self.multi_use),
+            ("on_behalf_of", &self.on_behalf_of),
+            ("payment_method", &self.payment_method),
+            ("payment_method_details", &self.payment_method_details),
+            ("single_use", &self.single_use),
+            ("status", &self.status),
+            ("type", &self.type_),
+        ])
     }
 }
 
@@ -113,10 +113,10 @@ impl<'de> Deserialize<'de> for MandateSingleUse {
 
 impl Serialize for MandateSingleUse {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "currency", &self.currency)?;
-        m.end()
+        serialize_fields(s, &[
+            ("amount", &self.amount),
+            ("currency", &self.currency),
+        ])
     }
 }
 
@@ -148,10 +148,10 @@ impl<'de> Deserialize<'de> for MandateMultiUse {
 
 impl Serialize for MandateMultiUse {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "currency", &self.currency)?;
-        m.end()
+        serialize_fields(s, &[
+            ("amount", &self.amount),
+            ("currency", &self.currency),
+        ])
     }
 }
 

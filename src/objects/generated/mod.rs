@@ -9,12 +9,11 @@
 mod prelude {
     pub(super) use std::collections::HashMap;
 
-    pub(super) use serde::ser::SerializeMap;
     pub(super) use serde::{Deserialize, Deserializer, Serialize, Serializer};
     pub(super) use serde_json::Value;
 
     pub(super) use super::super::common::{string_enum, Address, Expandable, HasId, IdOnly, List, Metadata};
-    pub(super) use super::super::lean::{deserialize_object, entry, members, take, take_or_default, wire_index, FromJson};
+    pub(super) use super::super::lean::{deserialize_object, members, serialize_fields, take, take_or_default, wire_index, FromJson};
     pub(super) use super::super::{BankAccount, Card, Charge, CheckoutSession, Customer, Dispute, Invoice, InvoiceLineItem, InvoicePayment, PaymentIntent, PaymentMethod, Plan, Price, Product, Refund, SetupIntent, Source, Subscription, SubscriptionItem};
     pub(super) use super::account::Account;
     pub(super) use super::application::Application;

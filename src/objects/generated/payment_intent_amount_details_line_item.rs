@@ -58,18 +58,18 @@ impl<'de> Deserialize<'de> for PaymentIntentAmountDetailsLineItem {
 
 impl Serialize for PaymentIntentAmountDetailsLineItem {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "discount_amount", &self.discount_amount)?;
-        entry(&mut m, "payment_method_options", &self.payment_method_options)?;
-        entry(&mut m, "product_code", &self.product_code)?;
-        entry(&mut m, "product_name", &self.product_name)?;
-        entry(&mut m, "quantity", &self.quantity)?;
-        entry(&mut m, "tax", &self.tax)?;
-        entry(&mut m, "unit_cost", &self.unit_cost)?;
-        entry(&mut m, "unit_of_measure", &self.unit_of_measure)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("discount_amount", &self.discount_amount),
+            ("payment_method_options", &self.payment_method_options),
+            ("product_code", &self.product_code),
+            ("product_name", &self.product_name),
+            ("quantity", &self.quantity),
+            ("tax", &self.tax),
+            ("unit_cost", &self.unit_cost),
+            ("unit_of_measure", &self.unit_of_measure),
+        ])
     }
 }
 
@@ -104,9 +104,9 @@ impl<'de> Deserialize<'de> for PaymentIntentAmountDetailsLineItemTax {
 
 impl Serialize for PaymentIntentAmountDetailsLineItemTax {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "total_tax_amount", &self.total_tax_amount)?;
-        m.end()
+        serialize_fields(s, &[
+            ("total_tax_amount", &self.total_tax_amount),
+        ])
     }
 }
 

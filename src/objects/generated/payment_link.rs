@@ -141,45 +141,45 @@ impl<'de> Deserialize<'de> for PaymentLink {
 
 impl Serialize for PaymentLink {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "active", &self.active)?;
-        entry(&mut m, "after_completion", &self.after_completion)?;
-        entry(&mut m, "allow_promotion_codes", &self.allow_promotion_codes)?;
-        entry(&mut m, "application", &self.application)?;
-        entry(&mut m, "application_fee_amount", &self.application_fee_amount)?;
-        entry(&mut m, "application_fee_percent", &self.application_fee_percent)?;
-        entry(&mut m, "automatic_tax", &self.automatic_tax)?;
-        entry(&mut m, "billing_address_collection", &self.billing_address_collection)?;
-        entry(&mut m, "consent_collection", &self.consent_collection)?;
-        entry(&mut m, "currency", &self.currency)?;
-        m.serialize_entry("custom_fields", &self.custom_fields)?;
-        entry(&mut m, "custom_text", &self.custom_text)?;
-        entry(&mut m, "customer_creation", &self.customer_creation)?;
-        entry(&mut m, "inactive_message", &self.inactive_message)?;
-        entry(&mut m, "invoice_creation", &self.invoice_creation)?;
-        m.serialize_entry("line_items", &self.line_items)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "managed_payments", &self.managed_payments)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "name_collection", &self.name_collection)?;
-        entry(&mut m, "on_behalf_of", &self.on_behalf_of)?;
-        m.serialize_entry("optional_items", &self.optional_items)?;
-        entry(&mut m, "payment_intent_data", &self.payment_intent_data)?;
-        entry(&mut m, "payment_method_collection", &self.payment_method_collection)?;
-        entry(&mut m, "payment_method_options", &self.payment_method_options)?;
-        m.serialize_entry("payment_method_types", &self.payment_method_types)?;
-        entry(&mut m, "phone_number_collection", &self.phone_number_collection)?;
-        entry(&mut m, "restrictions", &self.restrictions)?;
-        entry(&mut m, "shipping_address_collection", &self.shipping_address_collection)?;
-        m.serialize_entry("shipping_options", &self.shipping_options)?;
-        entry(&mut m, "submit_type", &self.submit_type)?;
-        entry(&mut m, "subscription_data", &self.subscription_data)?;
-        entry(&mut m, "tax_id_collection", &self.tax_id_collection)?;
-        entry(&mut m, "transfer_data", &self.transfer_data)?;
-        entry(&mut m, "url", &self.url)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("active", &self.active),
+            ("after_completion", &self.after_completion),
+            ("allow_promotion_codes", &self.allow_promotion_codes),
+            ("application", &self.application),
+            ("application_fee_amount", &self.application_fee_amount),
+            ("application_fee_percent", &self.application_fee_percent),
+            ("automatic_tax", &self.automatic_tax),
+            ("billing_address_collection", &self.billing_address_collection),
+            ("consent_collection", &self.consent_collection),
+            ("currency", &self.currency),
+            ("custom_fields", &self.custom_fields),
+            ("custom_text", &self.custom_text),
+            ("customer_creation", &self.customer_creation),
+            ("inactive_message", &self.inactive_message),
+            ("invoice_creation", &self.invoice_creation),
+            ("line_items", &self.line_items),
+            ("livemode", &self.livemode),
+            ("managed_payments", &self.managed_payments),
+            ("metadata", &self.metadata),
+            ("name_collection", &self.name_collection),
+            ("on_behalf_of", &self.on_behalf_of),
+            ("optional_items", &self.optional_items),
+            ("payment_intent_data", &self.payment_intent_data),
+            ("payment_method_collection", &self.payment_method_collection),
+            ("payment_method_options", &self.payment_method_options),
+            ("payment_method_types", &self.payment_method_types),
+            ("phone_number_collection", &self.phone_number_collection),
+            ("restrictions", &self.restrictions),
+            ("shipping_address_collection", &self.shipping_address_collection),
+            ("shipping_options", &self.shipping_options),
+            ("submit_type", &self.submit_type),
+            ("subscription_data", &self.subscription_data),
+            ("tax_id_collection", &self.tax_id_collection),
+            ("transfer_data", &self.transfer_data),
+            ("url", &self.url),
+        ])
     }
 }
 
@@ -217,10 +217,10 @@ impl<'de> Deserialize<'de> for PaymentLinkTransferData {
 
 impl Serialize for PaymentLinkTransferData {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "destination", &self.destination)?;
-        m.end()
+        serialize_fields(s, &[
+            ("amount", &self.amount),
+            ("destination", &self.destination),
+        ])
     }
 }
 
@@ -252,10 +252,10 @@ impl<'de> Deserialize<'de> for PaymentLinkTaxIdCollection {
 
 impl Serialize for PaymentLinkTaxIdCollection {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "enabled", &self.enabled)?;
-        entry(&mut m, "required", &self.required)?;
-        m.end()
+        serialize_fields(s, &[
+            ("enabled", &self.enabled),
+            ("required", &self.required),
+        ])
     }
 }
 
@@ -287,10 +287,10 @@ impl<'de> Deserialize<'de> for PaymentLinkShippingOptions {
 
 impl Serialize for PaymentLinkShippingOptions {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "shipping_amount", &self.shipping_amount)?;
-        entry(&mut m, "shipping_rate", &self.shipping_rate)?;
-        m.end()
+        serialize_fields(s, &[
+            ("shipping_amount", &self.shipping_amount),
+            ("shipping_rate", &self.shipping_rate),
+        ])
     }
 }
 
@@ -319,9 +319,9 @@ impl<'de> Deserialize<'de> for PaymentLinkShippingAddressCollection {
 
 impl Serialize for PaymentLinkShippingAddressCollection {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("allowed_countries", &self.allowed_countries)?;
-        m.end()
+        serialize_fields(s, &[
+            ("allowed_countries", &self.allowed_countries),
+        ])
     }
 }
 
@@ -350,9 +350,9 @@ impl<'de> Deserialize<'de> for PaymentLinkPhoneNumberCollection {
 
 impl Serialize for PaymentLinkPhoneNumberCollection {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "enabled", &self.enabled)?;
-        m.end()
+        serialize_fields(s, &[
+            ("enabled", &self.enabled),
+        ])
     }
 }
 
@@ -381,9 +381,9 @@ impl<'de> Deserialize<'de> for PaymentLinkManagedPayments {
 
 impl Serialize for PaymentLinkManagedPayments {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "enabled", &self.enabled)?;
-        m.end()
+        serialize_fields(s, &[
+            ("enabled", &self.enabled),
+        ])
     }
 }
 

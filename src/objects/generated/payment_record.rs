@@ -91,29 +91,29 @@ impl<'de> Deserialize<'de> for PaymentRecord {
 
 impl Serialize for PaymentRecord {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "amount_authorized", &self.amount_authorized)?;
-        entry(&mut m, "amount_canceled", &self.amount_canceled)?;
-        entry(&mut m, "amount_failed", &self.amount_failed)?;
-        entry(&mut m, "amount_guaranteed", &self.amount_guaranteed)?;
-        entry(&mut m, "amount_refunded", &self.amount_refunded)?;
-        entry(&mut m, "amount_requested", &self.amount_requested)?;
-        entry(&mut m, "application", &self.application)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "customer_details", &self.customer_details)?;
-        entry(&mut m, "customer_presence", &self.customer_presence)?;
-        entry(&mut m, "description", &self.description)?;
-        entry(&mut m, "latest_payment_attempt_record", &self.latest_payment_attempt_record)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "payment_method_details", &self.payment_method_details)?;
-        entry(&mut m, "processor_details", &self.processor_details)?;
-        entry(&mut m, "reported_by", &self.reported_by)?;
-        entry(&mut m, "shipping_details", &self.shipping_details)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("amount_authorized", &self.amount_authorized),
+            ("amount_canceled", &self.amount_canceled),
+            ("amount_failed", &self.amount_failed),
+            ("amount_guaranteed", &self.amount_guaranteed),
+            ("amount_refunded", &self.amount_refunded),
+            ("amount_requested", &self.amount_requested),
+            ("application", &self.application),
+            ("created", &self.created),
+            ("customer_details", &self.customer_details),
+            ("customer_presence", &self.customer_presence),
+            ("description", &self.description),
+            ("latest_payment_attempt_record", &self.latest_payment_attempt_record),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("payment_method_details", &self.payment_method_details),
+            ("processor_details", &self.processor_details),
+            ("reported_by", &self.reported_by),
+            ("shipping_details", &self.shipping_details),
+        ])
     }
 }
 
@@ -151,10 +151,10 @@ impl<'de> Deserialize<'de> for PaymentRecordAmountRequested {
 
 impl Serialize for PaymentRecordAmountRequested {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "value", &self.value)?;
-        m.end()
+        serialize_fields(s, &[
+            ("currency", &self.currency),
+            ("value", &self.value),
+        ])
     }
 }
 
@@ -186,10 +186,10 @@ impl<'de> Deserialize<'de> for PaymentRecordAmountRefunded {
 
 impl Serialize for PaymentRecordAmountRefunded {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "value", &self.value)?;
-        m.end()
+        serialize_fields(s, &[
+            ("currency", &self.currency),
+            ("value", &self.value),
+        ])
     }
 }
 
@@ -221,10 +221,10 @@ impl<'de> Deserialize<'de> for PaymentRecordAmountGuaranteed {
 
 impl Serialize for PaymentRecordAmountGuaranteed {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "value", &self.value)?;
-        m.end()
+        serialize_fields(s, &[
+            ("currency", &self.currency),
+            ("value", &self.value),
+        ])
     }
 }
 
@@ -256,10 +256,10 @@ impl<'de> Deserialize<'de> for PaymentRecordAmountFailed {
 
 impl Serialize for PaymentRecordAmountFailed {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "value", &self.value)?;
-        m.end()
+        serialize_fields(s, &[
+            ("currency", &self.currency),
+            ("value", &self.value),
+        ])
     }
 }
 
@@ -291,10 +291,10 @@ impl<'de> Deserialize<'de> for PaymentRecordAmountCanceled {
 
 impl Serialize for PaymentRecordAmountCanceled {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "value", &self.value)?;
-        m.end()
+        serialize_fields(s, &[
+            ("currency", &self.currency),
+            ("value", &self.value),
+        ])
     }
 }
 
@@ -326,10 +326,10 @@ impl<'de> Deserialize<'de> for PaymentRecordAmountAuthorized {
 
 impl Serialize for PaymentRecordAmountAuthorized {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "value", &self.value)?;
-        m.end()
+        serialize_fields(s, &[
+            ("currency", &self.currency),
+            ("value", &self.value),
+        ])
     }
 }
 
@@ -361,10 +361,10 @@ impl<'de> Deserialize<'de> for PaymentRecordAmount {
 
 impl Serialize for PaymentRecordAmount {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "value", &self.value)?;
-        m.end()
+        serialize_fields(s, &[
+            ("currency", &self.currency),
+            ("value", &self.value),
+        ])
     }
 }
 

@@ -111,35 +111,35 @@ impl<'de> Deserialize<'de> for Payout {
 
 impl Serialize for Payout {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "application_fee", &self.application_fee)?;
-        entry(&mut m, "application_fee_amount", &self.application_fee_amount)?;
-        entry(&mut m, "arrival_date", &self.arrival_date)?;
-        entry(&mut m, "automatic", &self.automatic)?;
-        entry(&mut m, "balance_transaction", &self.balance_transaction)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "description", &self.description)?;
-        entry(&mut m, "destination", &self.destination)?;
-        entry(&mut m, "failure_balance_transaction", &self.failure_balance_transaction)?;
-        entry(&mut m, "failure_code", &self.failure_code)?;
-        entry(&mut m, "failure_message", &self.failure_message)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "method", &self.method)?;
-        entry(&mut m, "original_payout", &self.original_payout)?;
-        entry(&mut m, "payout_method", &self.payout_method)?;
-        entry(&mut m, "reconciliation_status", &self.reconciliation_status)?;
-        entry(&mut m, "reversed_by", &self.reversed_by)?;
-        entry(&mut m, "source_type", &self.source_type)?;
-        entry(&mut m, "statement_descriptor", &self.statement_descriptor)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "trace_id", &self.trace_id)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("application_fee", &self.application_fee),
+            ("application_fee_amount", &self.application_fee_amount),
+            ("arrival_date", &self.arrival_date),
+            ("automatic", &self.automatic),
+            ("balance_transaction", &self.balance_transaction),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("description", &self.description),
+            ("destination", &self.destination),
+            ("failure_balance_transaction", &self.failure_balance_transaction),
+            ("failure_code", &self.failure_code),
+            ("failure_message", &self.failure_message),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("method", &self.method),
+            ("original_payout", &self.original_payout),
+            ("payout_method", &self.payout_method),
+            ("reconciliation_status", &self.reconciliation_status),
+            ("reversed_by", &self.reversed_by),
+            ("source_type", &self.source_type),
+            ("statement_descriptor", &self.statement_descriptor),
+            ("status", &self.status),
+            ("trace_id", &self.trace_id),
+            ("type", &self.type_),
+        ])
     }
 }
 
@@ -177,10 +177,10 @@ impl<'de> Deserialize<'de> for PayoutTraceId {
 
 impl Serialize for PayoutTraceId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "value", &self.value)?;
-        m.end()
+        serialize_fields(s, &[
+            ("status", &self.status),
+            ("value", &self.value),
+        ])
     }
 }
 

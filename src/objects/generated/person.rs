@@ -126,40 +126,40 @@ impl<'de> Deserialize<'de> for Person {
 
 impl Serialize for Person {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "account", &self.account)?;
-        entry(&mut m, "additional_tos_acceptances", &self.additional_tos_acceptances)?;
-        entry(&mut m, "address", &self.address)?;
-        entry(&mut m, "address_kana", &self.address_kana)?;
-        entry(&mut m, "address_kanji", &self.address_kanji)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "dob", &self.dob)?;
-        entry(&mut m, "email", &self.email)?;
-        entry(&mut m, "first_name", &self.first_name)?;
-        entry(&mut m, "first_name_kana", &self.first_name_kana)?;
-        entry(&mut m, "first_name_kanji", &self.first_name_kanji)?;
-        m.serialize_entry("full_name_aliases", &self.full_name_aliases)?;
-        entry(&mut m, "future_requirements", &self.future_requirements)?;
-        entry(&mut m, "gender", &self.gender)?;
-        entry(&mut m, "id_number_provided", &self.id_number_provided)?;
-        entry(&mut m, "id_number_secondary_provided", &self.id_number_secondary_provided)?;
-        entry(&mut m, "last_name", &self.last_name)?;
-        entry(&mut m, "last_name_kana", &self.last_name_kana)?;
-        entry(&mut m, "last_name_kanji", &self.last_name_kanji)?;
-        entry(&mut m, "maiden_name", &self.maiden_name)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "nationality", &self.nationality)?;
-        entry(&mut m, "phone", &self.phone)?;
-        entry(&mut m, "political_exposure", &self.political_exposure)?;
-        entry(&mut m, "registered_address", &self.registered_address)?;
-        entry(&mut m, "relationship", &self.relationship)?;
-        entry(&mut m, "requirements", &self.requirements)?;
-        entry(&mut m, "ssn_last_4_provided", &self.ssn_last_4_provided)?;
-        entry(&mut m, "us_cfpb_data", &self.us_cfpb_data)?;
-        entry(&mut m, "verification", &self.verification)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("account", &self.account),
+            ("additional_tos_acceptances", &self.additional_tos_acceptances),
+            ("address", &self.address),
+            ("address_kana", &self.address_kana),
+            ("address_kanji", &self.address_kanji),
+            ("created", &self.created),
+            ("dob", &self.dob),
+            ("email", &self.email),
+            ("first_name", &self.first_name),
+            ("first_name_kana", &self.first_name_kana),
+            ("first_name_kanji", &self.first_name_kanji),
+            ("full_name_aliases", &self.full_name_aliases),
+            ("future_requirements", &self.future_requirements),
+            ("gender", &self.gender),
+            ("id_number_provided", &self.id_number_provided),
+            ("id_number_secondary_provided", &self.id_number_secondary_provided),
+            ("last_name", &self.last_name),
+            ("last_name_kana", &self.last_name_kana),
+            ("last_name_kanji", &self.last_name_kanji),
+            ("maiden_name", &self.maiden_name),
+            ("metadata", &self.metadata),
+            ("nationality", &self.nationality),
+            ("phone", &self.phone),
+            ("political_exposure", &self.political_exposure),
+            ("registered_address", &self.registered_address),
+            ("relationship", &self.relationship),
+            ("requirements", &self.requirements),
+            ("ssn_last_4_provided", &self.ssn_last_4_provided),
+            ("us_cfpb_data", &self.us_cfpb_data),
+            ("verification", &self.verification),
+        ])
     }
 }
 

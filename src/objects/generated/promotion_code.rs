@@ -72,22 +72,22 @@ impl<'de> Deserialize<'de> for PromotionCode {
 
 impl Serialize for PromotionCode {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "active", &self.active)?;
-        entry(&mut m, "code", &self.code)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "customer_account", &self.customer_account)?;
-        entry(&mut m, "expires_at", &self.expires_at)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "max_redemptions", &self.max_redemptions)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "promotion", &self.promotion)?;
-        entry(&mut m, "restrictions", &self.restrictions)?;
-        entry(&mut m, "times_redeemed", &self.times_redeemed)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("active", &self.active),
+            ("code", &self.code),
+            ("created", &self.created),
+            ("customer", &self.customer),
+            ("customer_account", &self.customer_account),
+            ("expires_at", &self.expires_at),
+            ("livemode", &self.livemode),
+            ("max_redemptions", &self.max_redemptions),
+            ("metadata", &self.metadata),
+            ("promotion", &self.promotion),
+            ("restrictions", &self.restrictions),
+            ("times_redeemed", &self.times_redeemed),
+        ])
     }
 }
 
@@ -125,10 +125,10 @@ impl<'de> Deserialize<'de> for PromotionCodePromotion {
 
 impl Serialize for PromotionCodePromotion {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "coupon", &self.coupon)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("coupon", &self.coupon),
+            ("type", &self.type_),
+        ])
     }
 }
 

@@ -138,44 +138,44 @@ impl<'de> Deserialize<'de> for Quote {
 
 impl Serialize for Quote {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount_subtotal", &self.amount_subtotal)?;
-        entry(&mut m, "amount_total", &self.amount_total)?;
-        entry(&mut m, "application", &self.application)?;
-        entry(&mut m, "application_fee_amount", &self.application_fee_amount)?;
-        entry(&mut m, "application_fee_percent", &self.application_fee_percent)?;
-        entry(&mut m, "automatic_tax", &self.automatic_tax)?;
-        entry(&mut m, "collection_method", &self.collection_method)?;
-        entry(&mut m, "computed", &self.computed)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "customer_account", &self.customer_account)?;
-        m.serialize_entry("default_tax_rates", &self.default_tax_rates)?;
-        entry(&mut m, "description", &self.description)?;
-        m.serialize_entry("discounts", &self.discounts)?;
-        entry(&mut m, "expires_at", &self.expires_at)?;
-        entry(&mut m, "footer", &self.footer)?;
-        entry(&mut m, "from_quote", &self.from_quote)?;
-        entry(&mut m, "header", &self.header)?;
-        entry(&mut m, "invoice", &self.invoice)?;
-        entry(&mut m, "invoice_settings", &self.invoice_settings)?;
-        m.serialize_entry("line_items", &self.line_items)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "number", &self.number)?;
-        entry(&mut m, "on_behalf_of", &self.on_behalf_of)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "status_transitions", &self.status_transitions)?;
-        entry(&mut m, "subscription", &self.subscription)?;
-        entry(&mut m, "subscription_data", &self.subscription_data)?;
-        entry(&mut m, "subscription_schedule", &self.subscription_schedule)?;
-        entry(&mut m, "test_clock", &self.test_clock)?;
-        entry(&mut m, "total_details", &self.total_details)?;
-        entry(&mut m, "transfer_data", &self.transfer_data)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount_subtotal", &self.amount_subtotal),
+            ("amount_total", &self.amount_total),
+            ("application", &self.application),
+            ("application_fee_amount", &self.application_fee_amount),
+            ("application_fee_percent", &self.application_fee_percent),
+            ("automatic_tax", &self.automatic_tax),
+            ("collection_method", &self.collection_method),
+            ("computed", &self.computed),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("customer", &self.customer),
+            ("customer_account", &self.customer_account),
+            ("default_tax_rates", &self.default_tax_rates),
+            ("description", &self.description),
+            ("discounts", &self.discounts),
+            ("expires_at", &self.expires_at),
+            ("footer", &self.footer),
+            ("from_quote", &self.from_quote),
+            ("header", &self.header),
+            ("invoice", &self.invoice),
+            ("invoice_settings", &self.invoice_settings),
+            ("line_items", &self.line_items),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("number", &self.number),
+            ("on_behalf_of", &self.on_behalf_of),
+            ("status", &self.status),
+            ("status_transitions", &self.status_transitions),
+            ("subscription", &self.subscription),
+            ("subscription_data", &self.subscription_data),
+            ("subscription_schedule", &self.subscription_schedule),
+            ("test_clock", &self.test_clock),
+            ("total_details", &self.total_details),
+            ("transfer_data", &self.transfer_data),
+        ])
     }
 }
 
@@ -213,10 +213,10 @@ impl<'de> Deserialize<'de> for QuoteFromQuote {
 
 impl Serialize for QuoteFromQuote {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "is_revision", &self.is_revision)?;
-        entry(&mut m, "quote", &self.quote)?;
-        m.end()
+        serialize_fields(s, &[
+            ("is_revision", &self.is_revision),
+            ("quote", &self.quote),
+        ])
     }
 }
 

@@ -54,16 +54,16 @@ impl<'de> Deserialize<'de> for RadarEarlyFraudWarning {
 
 impl Serialize for RadarEarlyFraudWarning {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "actionable", &self.actionable)?;
-        entry(&mut m, "charge", &self.charge)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "fraud_type", &self.fraud_type)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "payment_intent", &self.payment_intent)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("actionable", &self.actionable),
+            ("charge", &self.charge),
+            ("created", &self.created),
+            ("fraud_type", &self.fraud_type),
+            ("livemode", &self.livemode),
+            ("payment_intent", &self.payment_intent),
+        ])
     }
 }
 

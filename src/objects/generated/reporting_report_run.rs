@@ -60,18 +60,18 @@ impl<'de> Deserialize<'de> for ReportingReportRun {
 
 impl Serialize for ReportingReportRun {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "error", &self.error)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "parameters", &self.parameters)?;
-        entry(&mut m, "report_type", &self.report_type)?;
-        entry(&mut m, "result", &self.result)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "succeeded_at", &self.succeeded_at)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("created", &self.created),
+            ("error", &self.error),
+            ("livemode", &self.livemode),
+            ("parameters", &self.parameters),
+            ("report_type", &self.report_type),
+            ("result", &self.result),
+            ("status", &self.status),
+            ("succeeded_at", &self.succeeded_at),
+        ])
     }
 }
 

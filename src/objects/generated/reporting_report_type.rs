@@ -57,17 +57,17 @@ impl<'de> Deserialize<'de> for ReportingReportType {
 
 impl Serialize for ReportingReportType {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "data_available_end", &self.data_available_end)?;
-        entry(&mut m, "data_available_start", &self.data_available_start)?;
-        m.serialize_entry("default_columns", &self.default_columns)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "name", &self.name)?;
-        entry(&mut m, "updated", &self.updated)?;
-        entry(&mut m, "version", &self.version)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("data_available_end", &self.data_available_end),
+            ("data_available_start", &self.data_available_start),
+            ("default_columns", &self.default_columns),
+            ("livemode", &self.livemode),
+            ("name", &self.name),
+            ("updated", &self.updated),
+            ("version", &self.version),
+        ])
     }
 }
 

@@ -81,25 +81,25 @@ impl<'de> Deserialize<'de> for ReserveHold {
 
 impl Serialize for ReserveHold {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "amount_releasable", &self.amount_releasable)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "created_by", &self.created_by)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "destination", &self.destination)?;
-        entry(&mut m, "is_releasable", &self.is_releasable)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "reason", &self.reason)?;
-        m.serialize_entry("release_details", &self.release_details)?;
-        entry(&mut m, "release_schedule", &self.release_schedule)?;
-        entry(&mut m, "reserve_plan", &self.reserve_plan)?;
-        entry(&mut m, "source_charge", &self.source_charge)?;
-        entry(&mut m, "source_type", &self.source_type)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("amount_releasable", &self.amount_releasable),
+            ("created", &self.created),
+            ("created_by", &self.created_by),
+            ("currency", &self.currency),
+            ("destination", &self.destination),
+            ("is_releasable", &self.is_releasable),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("reason", &self.reason),
+            ("release_details", &self.release_details),
+            ("release_schedule", &self.release_schedule),
+            ("reserve_plan", &self.reserve_plan),
+            ("source_charge", &self.source_charge),
+            ("source_type", &self.source_type),
+        ])
     }
 }
 
@@ -137,10 +137,10 @@ impl<'de> Deserialize<'de> for ReserveHoldReleaseSchedule {
 
 impl Serialize for ReserveHoldReleaseSchedule {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "release_after", &self.release_after)?;
-        entry(&mut m, "scheduled_release", &self.scheduled_release)?;
-        m.end()
+        serialize_fields(s, &[
+            ("release_after", &self.release_after),
+            ("scheduled_release", &self.scheduled_release),
+        ])
     }
 }
 
@@ -172,10 +172,10 @@ impl<'de> Deserialize<'de> for ReserveHoldReleaseDetails {
 
 impl Serialize for ReserveHoldReleaseDetails {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "reserve_release", &self.reserve_release)?;
-        m.end()
+        serialize_fields(s, &[
+            ("amount", &self.amount),
+            ("reserve_release", &self.reserve_release),
+        ])
     }
 }
 

@@ -75,23 +75,23 @@ impl<'de> Deserialize<'de> for ReservePlan {
 
 impl Serialize for ReservePlan {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "created_by", &self.created_by)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "destination", &self.destination)?;
-        entry(&mut m, "disabled_at", &self.disabled_at)?;
-        entry(&mut m, "fixed_release", &self.fixed_release)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "manual_release", &self.manual_release)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "percent", &self.percent)?;
-        entry(&mut m, "rolling_release", &self.rolling_release)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("created", &self.created),
+            ("created_by", &self.created_by),
+            ("currency", &self.currency),
+            ("destination", &self.destination),
+            ("disabled_at", &self.disabled_at),
+            ("fixed_release", &self.fixed_release),
+            ("livemode", &self.livemode),
+            ("manual_release", &self.manual_release),
+            ("metadata", &self.metadata),
+            ("percent", &self.percent),
+            ("rolling_release", &self.rolling_release),
+            ("status", &self.status),
+            ("type", &self.type_),
+        ])
     }
 }
 
@@ -129,10 +129,10 @@ impl<'de> Deserialize<'de> for ReservePlanRollingRelease {
 
 impl Serialize for ReservePlanRollingRelease {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "days_after_charge", &self.days_after_charge)?;
-        entry(&mut m, "expires_on", &self.expires_on)?;
-        m.end()
+        serialize_fields(s, &[
+            ("days_after_charge", &self.days_after_charge),
+            ("expires_on", &self.expires_on),
+        ])
     }
 }
 
@@ -164,10 +164,10 @@ impl<'de> Deserialize<'de> for ReservePlanFixedRelease {
 
 impl Serialize for ReservePlanFixedRelease {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "release_after", &self.release_after)?;
-        entry(&mut m, "scheduled_release", &self.scheduled_release)?;
-        m.end()
+        serialize_fields(s, &[
+            ("release_after", &self.release_after),
+            ("scheduled_release", &self.scheduled_release),
+        ])
     }
 }
 

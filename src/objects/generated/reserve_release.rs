@@ -72,22 +72,22 @@ impl<'de> Deserialize<'de> for ReserveRelease {
 
 impl Serialize for ReserveRelease {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "created_by", &self.created_by)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "destination", &self.destination)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "reason", &self.reason)?;
-        entry(&mut m, "released_at", &self.released_at)?;
-        entry(&mut m, "reserve_hold", &self.reserve_hold)?;
-        entry(&mut m, "reserve_plan", &self.reserve_plan)?;
-        entry(&mut m, "source_transaction", &self.source_transaction)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("created", &self.created),
+            ("created_by", &self.created_by),
+            ("currency", &self.currency),
+            ("destination", &self.destination),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("reason", &self.reason),
+            ("released_at", &self.released_at),
+            ("reserve_hold", &self.reserve_hold),
+            ("reserve_plan", &self.reserve_plan),
+            ("source_transaction", &self.source_transaction),
+        ])
     }
 }
 

@@ -72,22 +72,22 @@ impl<'de> Deserialize<'de> for Review {
 
 impl Serialize for Review {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "billing_zip", &self.billing_zip)?;
-        entry(&mut m, "charge", &self.charge)?;
-        entry(&mut m, "closed_reason", &self.closed_reason)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "ip_address", &self.ip_address)?;
-        entry(&mut m, "ip_address_location", &self.ip_address_location)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "open", &self.open)?;
-        entry(&mut m, "opened_reason", &self.opened_reason)?;
-        entry(&mut m, "payment_intent", &self.payment_intent)?;
-        entry(&mut m, "reason", &self.reason)?;
-        entry(&mut m, "session", &self.session)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("billing_zip", &self.billing_zip),
+            ("charge", &self.charge),
+            ("closed_reason", &self.closed_reason),
+            ("created", &self.created),
+            ("ip_address", &self.ip_address),
+            ("ip_address_location", &self.ip_address_location),
+            ("livemode", &self.livemode),
+            ("open", &self.open),
+            ("opened_reason", &self.opened_reason),
+            ("payment_intent", &self.payment_intent),
+            ("reason", &self.reason),
+            ("session", &self.session),
+        ])
     }
 }
 

@@ -63,19 +63,19 @@ impl<'de> Deserialize<'de> for ScheduledQueryRun {
 
 impl Serialize for ScheduledQueryRun {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "data_load_time", &self.data_load_time)?;
-        entry(&mut m, "error", &self.error)?;
-        entry(&mut m, "file", &self.file)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "result_available_until", &self.result_available_until)?;
-        entry(&mut m, "sql", &self.sql)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "title", &self.title)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("created", &self.created),
+            ("data_load_time", &self.data_load_time),
+            ("error", &self.error),
+            ("file", &self.file),
+            ("livemode", &self.livemode),
+            ("result_available_until", &self.result_available_until),
+            ("sql", &self.sql),
+            ("status", &self.status),
+            ("title", &self.title),
+        ])
     }
 }
 
@@ -110,9 +110,9 @@ impl<'de> Deserialize<'de> for ScheduledQueryRunError {
 
 impl Serialize for ScheduledQueryRunError {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "message", &self.message)?;
-        m.end()
+        serialize_fields(s, &[
+            ("message", &self.message),
+        ])
     }
 }
 

@@ -76,24 +76,24 @@ impl<'de> Deserialize<'de> for SetupAttempt {
 
 impl Serialize for SetupAttempt {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "application", &self.application)?;
-        entry(&mut m, "attach_to_self", &self.attach_to_self)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "customer_account", &self.customer_account)?;
-        m.serialize_entry("flow_directions", &self.flow_directions)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "on_behalf_of", &self.on_behalf_of)?;
-        entry(&mut m, "payment_method", &self.payment_method)?;
-        entry(&mut m, "payment_method_details", &self.payment_method_details)?;
-        entry(&mut m, "setup_error", &self.setup_error)?;
-        entry(&mut m, "setup_intent", &self.setup_intent)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "usage", &self.usage)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("application", &self.application),
+            ("attach_to_self", &self.attach_to_self),
+            ("created", &self.created),
+            ("customer", &self.customer),
+            ("customer_account", &self.customer_account),
+            ("flow_directions", &self.flow_directions),
+            ("livemode", &self.livemode),
+            ("on_behalf_of", &self.on_behalf_of),
+            ("payment_method", &self.payment_method),
+            ("payment_method_details", &self.payment_method_details),
+            ("setup_error", &self.setup_error),
+            ("setup_intent", &self.setup_intent),
+            ("status", &self.status),
+            ("usage", &self.usage),
+        ])
     }
 }
 

@@ -64,20 +64,20 @@ impl<'de> Deserialize<'de> for ShippingRate {
 
 impl Serialize for ShippingRate {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "active", &self.active)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "delivery_estimate", &self.delivery_estimate)?;
-        entry(&mut m, "display_name", &self.display_name)?;
-        entry(&mut m, "fixed_amount", &self.fixed_amount)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "tax_behavior", &self.tax_behavior)?;
-        entry(&mut m, "tax_code", &self.tax_code)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("active", &self.active),
+            ("created", &self.created),
+            ("delivery_estimate", &self.delivery_estimate),
+            ("display_name", &self.display_name),
+            ("fixed_amount", &self.fixed_amount),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("tax_behavior", &self.tax_behavior),
+            ("tax_code", &self.tax_code),
+            ("type", &self.type_),
+        ])
     }
 }
 

@@ -66,20 +66,20 @@ impl<'de> Deserialize<'de> for SourceMandateNotification {
 
 impl Serialize for SourceMandateNotification {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "acss_debit", &self.acss_debit)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "bacs_debit", &self.bacs_debit)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "reason", &self.reason)?;
-        entry(&mut m, "sepa_debit", &self.sepa_debit)?;
-        entry(&mut m, "source", &self.source)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("acss_debit", &self.acss_debit),
+            ("amount", &self.amount),
+            ("bacs_debit", &self.bacs_debit),
+            ("created", &self.created),
+            ("livemode", &self.livemode),
+            ("reason", &self.reason),
+            ("sepa_debit", &self.sepa_debit),
+            ("source", &self.source),
+            ("status", &self.status),
+            ("type", &self.type_),
+        ])
     }
 }
 
@@ -114,9 +114,9 @@ impl<'de> Deserialize<'de> for SourceMandateNotificationBacsDebit {
 
 impl Serialize for SourceMandateNotificationBacsDebit {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "last4", &self.last4)?;
-        m.end()
+        serialize_fields(s, &[
+            ("last4", &self.last4),
+        ])
     }
 }
 
@@ -145,9 +145,9 @@ impl<'de> Deserialize<'de> for SourceMandateNotificationAcssDebit {
 
 impl Serialize for SourceMandateNotificationAcssDebit {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "statement_descriptor", &self.statement_descriptor)?;
-        m.end()
+        serialize_fields(s, &[
+            ("statement_descriptor", &self.statement_descriptor),
+        ])
     }
 }
 

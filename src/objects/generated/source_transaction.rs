@@ -72,22 +72,22 @@ impl<'de> Deserialize<'de> for SourceTransaction {
 
 impl Serialize for SourceTransaction {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "ach_credit_transfer", &self.ach_credit_transfer)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "chf_credit_transfer", &self.chf_credit_transfer)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "gbp_credit_transfer", &self.gbp_credit_transfer)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "paper_check", &self.paper_check)?;
-        entry(&mut m, "sepa_credit_transfer", &self.sepa_credit_transfer)?;
-        entry(&mut m, "source", &self.source)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("ach_credit_transfer", &self.ach_credit_transfer),
+            ("amount", &self.amount),
+            ("chf_credit_transfer", &self.chf_credit_transfer),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("gbp_credit_transfer", &self.gbp_credit_transfer),
+            ("livemode", &self.livemode),
+            ("paper_check", &self.paper_check),
+            ("sepa_credit_transfer", &self.sepa_credit_transfer),
+            ("source", &self.source),
+            ("status", &self.status),
+            ("type", &self.type_),
+        ])
     }
 }
 
@@ -125,10 +125,10 @@ impl<'de> Deserialize<'de> for SourceTransactionPaperCheck {
 
 impl Serialize for SourceTransactionPaperCheck {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "available_at", &self.available_at)?;
-        entry(&mut m, "invoices", &self.invoices)?;
-        m.end()
+        serialize_fields(s, &[
+            ("available_at", &self.available_at),
+            ("invoices", &self.invoices),
+        ])
     }
 }
 

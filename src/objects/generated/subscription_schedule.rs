@@ -93,29 +93,29 @@ impl<'de> Deserialize<'de> for SubscriptionSchedule {
 
 impl Serialize for SubscriptionSchedule {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "application", &self.application)?;
-        entry(&mut m, "billing_mode", &self.billing_mode)?;
-        entry(&mut m, "canceled_at", &self.canceled_at)?;
-        entry(&mut m, "completed_at", &self.completed_at)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "current_phase", &self.current_phase)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "customer_account", &self.customer_account)?;
-        entry(&mut m, "default_settings", &self.default_settings)?;
-        entry(&mut m, "end_behavior", &self.end_behavior)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        m.serialize_entry("pause_schedules", &self.pause_schedules)?;
-        m.serialize_entry("phases", &self.phases)?;
-        entry(&mut m, "released_at", &self.released_at)?;
-        entry(&mut m, "released_subscription", &self.released_subscription)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "subscription", &self.subscription)?;
-        entry(&mut m, "test_clock", &self.test_clock)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("application", &self.application),
+            ("billing_mode", &self.billing_mode),
+            ("canceled_at", &self.canceled_at),
+            ("completed_at", &self.completed_at),
+            ("created", &self.created),
+            ("current_phase", &self.current_phase),
+            ("customer", &self.customer),
+            ("customer_account", &self.customer_account),
+            ("default_settings", &self.default_settings),
+            ("end_behavior", &self.end_behavior),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("pause_schedules", &self.pause_schedules),
+            ("phases", &self.phases),
+            ("released_at", &self.released_at),
+            ("released_subscription", &self.released_subscription),
+            ("status", &self.status),
+            ("subscription", &self.subscription),
+            ("test_clock", &self.test_clock),
+        ])
     }
 }
 
@@ -153,10 +153,10 @@ impl<'de> Deserialize<'de> for SubscriptionScheduleCurrentPhase {
 
 impl Serialize for SubscriptionScheduleCurrentPhase {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "end_date", &self.end_date)?;
-        entry(&mut m, "start_date", &self.start_date)?;
-        m.end()
+        serialize_fields(s, &[
+            ("end_date", &self.end_date),
+            ("start_date", &self.start_date),
+        ])
     }
 }
 

@@ -43,13 +43,13 @@ impl<'de> Deserialize<'de> for TaxCode {
 
 impl Serialize for TaxCode {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "description", &self.description)?;
-        entry(&mut m, "name", &self.name)?;
-        entry(&mut m, "requirements", &self.requirements)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("description", &self.description),
+            ("name", &self.name),
+            ("requirements", &self.requirements),
+        ])
     }
 }
 
@@ -84,9 +84,9 @@ impl<'de> Deserialize<'de> for TaxCodeRequirements {
 
 impl Serialize for TaxCodeRequirements {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "performance_location", &self.performance_location)?;
-        m.end()
+        serialize_fields(s, &[
+            ("performance_location", &self.performance_location),
+        ])
     }
 }
 

@@ -43,13 +43,13 @@ impl<'de> Deserialize<'de> for TaxDeductedAtSource {
 
 impl Serialize for TaxDeductedAtSource {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "period_end", &self.period_end)?;
-        entry(&mut m, "period_start", &self.period_start)?;
-        entry(&mut m, "tax_deduction_account_number", &self.tax_deduction_account_number)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("period_end", &self.period_end),
+            ("period_start", &self.period_start),
+            ("tax_deduction_account_number", &self.tax_deduction_account_number),
+        ])
     }
 }
 

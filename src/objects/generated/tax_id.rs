@@ -63,19 +63,19 @@ impl<'de> Deserialize<'de> for TaxId {
 
 impl Serialize for TaxId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "country", &self.country)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "customer", &self.customer)?;
-        entry(&mut m, "customer_account", &self.customer_account)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "owner", &self.owner)?;
-        entry(&mut m, "type", &self.type_)?;
-        entry(&mut m, "value", &self.value)?;
-        entry(&mut m, "verification", &self.verification)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("country", &self.country),
+            ("created", &self.created),
+            ("customer", &self.customer),
+            ("customer_account", &self.customer_account),
+            ("livemode", &self.livemode),
+            ("owner", &self.owner),
+            ("type", &self.type_),
+            ("value", &self.value),
+            ("verification", &self.verification),
+        ])
     }
 }
 

@@ -84,26 +84,26 @@ impl<'de> Deserialize<'de> for TaxRate {
 
 impl Serialize for TaxRate {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "active", &self.active)?;
-        entry(&mut m, "country", &self.country)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "description", &self.description)?;
-        entry(&mut m, "display_name", &self.display_name)?;
-        entry(&mut m, "effective_percentage", &self.effective_percentage)?;
-        entry(&mut m, "flat_amount", &self.flat_amount)?;
-        entry(&mut m, "inclusive", &self.inclusive)?;
-        entry(&mut m, "jurisdiction", &self.jurisdiction)?;
-        entry(&mut m, "jurisdiction_level", &self.jurisdiction_level)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "percentage", &self.percentage)?;
-        entry(&mut m, "rate_type", &self.rate_type)?;
-        entry(&mut m, "state", &self.state)?;
-        entry(&mut m, "tax_type", &self.tax_type)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("active", &self.active),
+            ("country", &self.country),
+            ("created", &self.created),
+            ("description", &self.description),
+            ("display_name", &self.display_name),
+            ("effective_percentage", &self.effective_percentage),
+            ("flat_amount", &self.flat_amount),
+            ("inclusive", &self.inclusive),
+            ("jurisdiction", &self.jurisdiction),
+            ("jurisdiction_level", &self.jurisdiction_level),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("percentage", &self.percentage),
+            ("rate_type", &self.rate_type),
+            ("state", &self.state),
+            ("tax_type", &self.tax_type),
+        ])
     }
 }
 
@@ -141,10 +141,10 @@ impl<'de> Deserialize<'de> for TaxRateFlatAmount {
 
 impl Serialize for TaxRateFlatAmount {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "currency", &self.currency)?;
-        m.end()
+        serialize_fields(s, &[
+            ("amount", &self.amount),
+            ("currency", &self.currency),
+        ])
     }
 }
 

@@ -48,14 +48,14 @@ impl<'de> Deserialize<'de> for TaxSettings {
 
 impl Serialize for TaxSettings {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "defaults", &self.defaults)?;
-        entry(&mut m, "head_office", &self.head_office)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "status_details", &self.status_details)?;
-        m.end()
+        serialize_fields(s, &[
+            ("object", &self.object),
+            ("defaults", &self.defaults),
+            ("head_office", &self.head_office),
+            ("livemode", &self.livemode),
+            ("status", &self.status),
+            ("status_details", &self.status_details),
+        ])
     }
 }
 
@@ -90,9 +90,9 @@ impl<'de> Deserialize<'de> for TaxSettingsHeadOffice {
 
 impl Serialize for TaxSettingsHeadOffice {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "address", &self.address)?;
-        m.end()
+        serialize_fields(s, &[
+            ("address", &self.address),
+        ])
     }
 }
 

@@ -64,20 +64,20 @@ impl<'de> Deserialize<'de> for TerminalLocation {
 
 impl Serialize for TerminalLocation {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "address", &self.address)?;
-        entry(&mut m, "address_kana", &self.address_kana)?;
-        entry(&mut m, "address_kanji", &self.address_kanji)?;
-        entry(&mut m, "configuration_overrides", &self.configuration_overrides)?;
-        entry(&mut m, "display_name", &self.display_name)?;
-        entry(&mut m, "display_name_kana", &self.display_name_kana)?;
-        entry(&mut m, "display_name_kanji", &self.display_name_kanji)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "phone", &self.phone)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("address", &self.address),
+            ("address_kana", &self.address_kana),
+            ("address_kanji", &self.address_kanji),
+            ("configuration_overrides", &self.configuration_overrides),
+            ("display_name", &self.display_name),
+            ("display_name_kana", &self.display_name_kana),
+            ("display_name_kanji", &self.display_name_kanji),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("phone", &self.phone),
+        ])
     }
 }
 

@@ -69,21 +69,21 @@ impl<'de> Deserialize<'de> for TerminalReader {
 
 impl Serialize for TerminalReader {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "action", &self.action)?;
-        entry(&mut m, "device_sw_version", &self.device_sw_version)?;
-        entry(&mut m, "device_type", &self.device_type)?;
-        entry(&mut m, "ip_address", &self.ip_address)?;
-        entry(&mut m, "label", &self.label)?;
-        entry(&mut m, "last_seen_at", &self.last_seen_at)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "location", &self.location)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "serial_number", &self.serial_number)?;
-        entry(&mut m, "status", &self.status)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("action", &self.action),
+            ("device_sw_version", &self.device_sw_version),
+            ("device_type", &self.device_type),
+            ("ip_address", &self.ip_address),
+            ("label", &self.label),
+            ("last_seen_at", &self.last_seen_at),
+            ("livemode", &self.livemode),
+            ("location", &self.location),
+            ("metadata", &self.metadata),
+            ("serial_number", &self.serial_number),
+            ("status", &self.status),
+        ])
     }
 }
 

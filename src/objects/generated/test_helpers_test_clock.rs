@@ -57,17 +57,17 @@ impl<'de> Deserialize<'de> for TestHelpersTestClock {
 
 impl Serialize for TestHelpersTestClock {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "deletes_after", &self.deletes_after)?;
-        entry(&mut m, "frozen_time", &self.frozen_time)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "name", &self.name)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "status_details", &self.status_details)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("created", &self.created),
+            ("deletes_after", &self.deletes_after),
+            ("frozen_time", &self.frozen_time),
+            ("livemode", &self.livemode),
+            ("name", &self.name),
+            ("status", &self.status),
+            ("status_details", &self.status_details),
+        ])
     }
 }
 

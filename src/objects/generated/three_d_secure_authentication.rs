@@ -93,29 +93,29 @@ impl<'de> Deserialize<'de> for ThreeDSecureAuthentication {
 
 impl Serialize for ThreeDSecureAuthentication {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "acquirer_details", &self.acquirer_details)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "challenge_url", &self.challenge_url)?;
-        entry(&mut m, "channel", &self.channel)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "directory_server", &self.directory_server)?;
-        entry(&mut m, "fingerprinting_url", &self.fingerprinting_url)?;
-        entry(&mut m, "flow_preference", &self.flow_preference)?;
-        entry(&mut m, "future_usage", &self.future_usage)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "message_category", &self.message_category)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "outcome", &self.outcome)?;
-        entry(&mut m, "outcome_details", &self.outcome_details)?;
-        entry(&mut m, "payment_method", &self.payment_method)?;
-        entry(&mut m, "reason", &self.reason)?;
-        entry(&mut m, "shipping_address", &self.shipping_address)?;
-        entry(&mut m, "status", &self.status)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("acquirer_details", &self.acquirer_details),
+            ("amount", &self.amount),
+            ("challenge_url", &self.challenge_url),
+            ("channel", &self.channel),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("directory_server", &self.directory_server),
+            ("fingerprinting_url", &self.fingerprinting_url),
+            ("flow_preference", &self.flow_preference),
+            ("future_usage", &self.future_usage),
+            ("livemode", &self.livemode),
+            ("message_category", &self.message_category),
+            ("metadata", &self.metadata),
+            ("outcome", &self.outcome),
+            ("outcome_details", &self.outcome_details),
+            ("payment_method", &self.payment_method),
+            ("reason", &self.reason),
+            ("shipping_address", &self.shipping_address),
+            ("status", &self.status),
+        ])
     }
 }
 

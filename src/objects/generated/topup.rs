@@ -87,27 +87,27 @@ impl<'de> Deserialize<'de> for Topup {
 
 impl Serialize for Topup {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "balance_transaction", &self.balance_transaction)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "description", &self.description)?;
-        entry(&mut m, "expected_availability_date", &self.expected_availability_date)?;
-        entry(&mut m, "failure_code", &self.failure_code)?;
-        entry(&mut m, "failure_message", &self.failure_message)?;
-        entry(&mut m, "initiated_by", &self.initiated_by)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "payment_method", &self.payment_method)?;
-        entry(&mut m, "payment_method_options", &self.payment_method_options)?;
-        entry(&mut m, "source", &self.source)?;
-        entry(&mut m, "statement_descriptor", &self.statement_descriptor)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "transfer_group", &self.transfer_group)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("balance_transaction", &self.balance_transaction),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("description", &self.description),
+            ("expected_availability_date", &self.expected_availability_date),
+            ("failure_code", &self.failure_code),
+            ("failure_message", &self.failure_message),
+            ("initiated_by", &self.initiated_by),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("payment_method", &self.payment_method),
+            ("payment_method_options", &self.payment_method_options),
+            ("source", &self.source),
+            ("statement_descriptor", &self.statement_descriptor),
+            ("status", &self.status),
+            ("transfer_group", &self.transfer_group),
+        ])
     }
 }
 

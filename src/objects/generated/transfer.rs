@@ -81,25 +81,25 @@ impl<'de> Deserialize<'de> for Transfer {
 
 impl Serialize for Transfer {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "amount_reversed", &self.amount_reversed)?;
-        entry(&mut m, "balance_transaction", &self.balance_transaction)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "description", &self.description)?;
-        entry(&mut m, "destination", &self.destination)?;
-        entry(&mut m, "destination_payment", &self.destination_payment)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        m.serialize_entry("reversals", &self.reversals)?;
-        entry(&mut m, "reversed", &self.reversed)?;
-        entry(&mut m, "source_transaction", &self.source_transaction)?;
-        entry(&mut m, "source_type", &self.source_type)?;
-        entry(&mut m, "transfer_group", &self.transfer_group)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("amount_reversed", &self.amount_reversed),
+            ("balance_transaction", &self.balance_transaction),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("description", &self.description),
+            ("destination", &self.destination),
+            ("destination_payment", &self.destination_payment),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("reversals", &self.reversals),
+            ("reversed", &self.reversed),
+            ("source_transaction", &self.source_transaction),
+            ("source_type", &self.source_type),
+            ("transfer_group", &self.transfer_group),
+        ])
     }
 }
 

@@ -58,18 +58,18 @@ impl<'de> Deserialize<'de> for TransferReversal {
 
 impl Serialize for TransferReversal {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "balance_transaction", &self.balance_transaction)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "destination_payment_refund", &self.destination_payment_refund)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "source_refund", &self.source_refund)?;
-        entry(&mut m, "transfer", &self.transfer)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("balance_transaction", &self.balance_transaction),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("destination_payment_refund", &self.destination_payment_refund),
+            ("metadata", &self.metadata),
+            ("source_refund", &self.source_refund),
+            ("transfer", &self.transfer),
+        ])
     }
 }
 

@@ -72,22 +72,22 @@ impl<'de> Deserialize<'de> for TreasuryCreditReversal {
 
 impl Serialize for TreasuryCreditReversal {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "financial_account", &self.financial_account)?;
-        entry(&mut m, "hosted_regulatory_receipt_url", &self.hosted_regulatory_receipt_url)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "network", &self.network)?;
-        entry(&mut m, "received_credit", &self.received_credit)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "status_transitions", &self.status_transitions)?;
-        entry(&mut m, "transaction", &self.transaction)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("financial_account", &self.financial_account),
+            ("hosted_regulatory_receipt_url", &self.hosted_regulatory_receipt_url),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("network", &self.network),
+            ("received_credit", &self.received_credit),
+            ("status", &self.status),
+            ("status_transitions", &self.status_transitions),
+            ("transaction", &self.transaction),
+        ])
     }
 }
 
@@ -122,9 +122,9 @@ impl<'de> Deserialize<'de> for TreasuryCreditReversalStatusTransitions {
 
 impl Serialize for TreasuryCreditReversalStatusTransitions {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "posted_at", &self.posted_at)?;
-        m.end()
+        serialize_fields(s, &[
+            ("posted_at", &self.posted_at),
+        ])
     }
 }
 

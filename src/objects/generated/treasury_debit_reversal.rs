@@ -75,23 +75,23 @@ impl<'de> Deserialize<'de> for TreasuryDebitReversal {
 
 impl Serialize for TreasuryDebitReversal {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "financial_account", &self.financial_account)?;
-        entry(&mut m, "hosted_regulatory_receipt_url", &self.hosted_regulatory_receipt_url)?;
-        entry(&mut m, "linked_flows", &self.linked_flows)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "network", &self.network)?;
-        entry(&mut m, "received_debit", &self.received_debit)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "status_transitions", &self.status_transitions)?;
-        entry(&mut m, "transaction", &self.transaction)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("financial_account", &self.financial_account),
+            ("hosted_regulatory_receipt_url", &self.hosted_regulatory_receipt_url),
+            ("linked_flows", &self.linked_flows),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("network", &self.network),
+            ("received_debit", &self.received_debit),
+            ("status", &self.status),
+            ("status_transitions", &self.status_transitions),
+            ("transaction", &self.transaction),
+        ])
     }
 }
 
@@ -126,9 +126,9 @@ impl<'de> Deserialize<'de> for TreasuryDebitReversalStatusTransitions {
 
 impl Serialize for TreasuryDebitReversalStatusTransitions {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "completed_at", &self.completed_at)?;
-        m.end()
+        serialize_fields(s, &[
+            ("completed_at", &self.completed_at),
+        ])
     }
 }
 
@@ -157,9 +157,9 @@ impl<'de> Deserialize<'de> for TreasuryDebitReversalLinkedFlows {
 
 impl Serialize for TreasuryDebitReversalLinkedFlows {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "issuing_dispute", &self.issuing_dispute)?;
-        m.end()
+        serialize_fields(s, &[
+            ("issuing_dispute", &self.issuing_dispute),
+        ])
     }
 }
 

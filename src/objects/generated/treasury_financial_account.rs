@@ -84,26 +84,26 @@ impl<'de> Deserialize<'de> for TreasuryFinancialAccount {
 
 impl Serialize for TreasuryFinancialAccount {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        m.serialize_entry("active_features", &self.active_features)?;
-        entry(&mut m, "balance", &self.balance)?;
-        entry(&mut m, "country", &self.country)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "features", &self.features)?;
-        m.serialize_entry("financial_addresses", &self.financial_addresses)?;
-        entry(&mut m, "is_default", &self.is_default)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "nickname", &self.nickname)?;
-        m.serialize_entry("pending_features", &self.pending_features)?;
-        entry(&mut m, "platform_restrictions", &self.platform_restrictions)?;
-        m.serialize_entry("restricted_features", &self.restricted_features)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "status_details", &self.status_details)?;
-        m.serialize_entry("supported_currencies", &self.supported_currencies)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("active_features", &self.active_features),
+            ("balance", &self.balance),
+            ("country", &self.country),
+            ("created", &self.created),
+            ("features", &self.features),
+            ("financial_addresses", &self.financial_addresses),
+            ("is_default", &self.is_default),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("nickname", &self.nickname),
+            ("pending_features", &self.pending_features),
+            ("platform_restrictions", &self.platform_restrictions),
+            ("restricted_features", &self.restricted_features),
+            ("status", &self.status),
+            ("status_details", &self.status_details),
+            ("supported_currencies", &self.supported_currencies),
+        ])
     }
 }
 
@@ -141,10 +141,10 @@ impl<'de> Deserialize<'de> for TreasuryFinancialAccountPlatformRestrictions {
 
 impl Serialize for TreasuryFinancialAccountPlatformRestrictions {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "inbound_flows", &self.inbound_flows)?;
-        entry(&mut m, "outbound_flows", &self.outbound_flows)?;
-        m.end()
+        serialize_fields(s, &[
+            ("inbound_flows", &self.inbound_flows),
+            ("outbound_flows", &self.outbound_flows),
+        ])
     }
 }
 

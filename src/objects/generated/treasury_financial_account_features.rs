@@ -52,16 +52,16 @@ impl<'de> Deserialize<'de> for TreasuryFinancialAccountFeatures {
 
 impl Serialize for TreasuryFinancialAccountFeatures {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "card_issuing", &self.card_issuing)?;
-        entry(&mut m, "deposit_insurance", &self.deposit_insurance)?;
-        entry(&mut m, "financial_addresses", &self.financial_addresses)?;
-        entry(&mut m, "inbound_transfers", &self.inbound_transfers)?;
-        entry(&mut m, "intra_stripe_flows", &self.intra_stripe_flows)?;
-        entry(&mut m, "outbound_payments", &self.outbound_payments)?;
-        entry(&mut m, "outbound_transfers", &self.outbound_transfers)?;
-        m.end()
+        serialize_fields(s, &[
+            ("object", &self.object),
+            ("card_issuing", &self.card_issuing),
+            ("deposit_insurance", &self.deposit_insurance),
+            ("financial_addresses", &self.financial_addresses),
+            ("inbound_transfers", &self.inbound_transfers),
+            ("intra_stripe_flows", &self.intra_stripe_flows),
+            ("outbound_payments", &self.outbound_payments),
+            ("outbound_transfers", &self.outbound_transfers),
+        ])
     }
 }
 

@@ -90,28 +90,28 @@ impl<'de> Deserialize<'de> for TreasuryInboundTransfer {
 
 impl Serialize for TreasuryInboundTransfer {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "cancelable", &self.cancelable)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "description", &self.description)?;
-        entry(&mut m, "failure_details", &self.failure_details)?;
-        entry(&mut m, "financial_account", &self.financial_account)?;
-        entry(&mut m, "hosted_regulatory_receipt_url", &self.hosted_regulatory_receipt_url)?;
-        entry(&mut m, "linked_flows", &self.linked_flows)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "origin_payment_method", &self.origin_payment_method)?;
-        entry(&mut m, "origin_payment_method_details", &self.origin_payment_method_details)?;
-        entry(&mut m, "returned", &self.returned)?;
-        entry(&mut m, "statement_descriptor", &self.statement_descriptor)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "status_transitions", &self.status_transitions)?;
-        entry(&mut m, "transaction", &self.transaction)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("cancelable", &self.cancelable),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("description", &self.description),
+            ("failure_details", &self.failure_details),
+            ("financial_account", &self.financial_account),
+            ("hosted_regulatory_receipt_url", &self.hosted_regulatory_receipt_url),
+            ("linked_flows", &self.linked_flows),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("origin_payment_method", &self.origin_payment_method),
+            ("origin_payment_method_details", &self.origin_payment_method_details),
+            ("returned", &self.returned),
+            ("statement_descriptor", &self.statement_descriptor),
+            ("status", &self.status),
+            ("status_transitions", &self.status_transitions),
+            ("transaction", &self.transaction),
+        ])
     }
 }
 
@@ -146,9 +146,9 @@ impl<'de> Deserialize<'de> for TreasuryInboundTransferLinkedFlows {
 
 impl Serialize for TreasuryInboundTransferLinkedFlows {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "received_debit", &self.received_debit)?;
-        m.end()
+        serialize_fields(s, &[
+            ("received_debit", &self.received_debit),
+        ])
     }
 }
 
@@ -177,9 +177,9 @@ impl<'de> Deserialize<'de> for TreasuryInboundTransferFailureDetails {
 
 impl Serialize for TreasuryInboundTransferFailureDetails {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "code", &self.code)?;
-        m.end()
+        serialize_fields(s, &[
+            ("code", &self.code),
+        ])
     }
 }
 

@@ -90,28 +90,28 @@ impl<'de> Deserialize<'de> for TreasuryOutboundTransfer {
 
 impl Serialize for TreasuryOutboundTransfer {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "cancelable", &self.cancelable)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "description", &self.description)?;
-        entry(&mut m, "destination_payment_method", &self.destination_payment_method)?;
-        entry(&mut m, "destination_payment_method_details", &self.destination_payment_method_details)?;
-        entry(&mut m, "expected_arrival_date", &self.expected_arrival_date)?;
-        entry(&mut m, "financial_account", &self.financial_account)?;
-        entry(&mut m, "hosted_regulatory_receipt_url", &self.hosted_regulatory_receipt_url)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        m.serialize_entry("metadata", &self.metadata)?;
-        entry(&mut m, "returned_details", &self.returned_details)?;
-        entry(&mut m, "statement_descriptor", &self.statement_descriptor)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "status_transitions", &self.status_transitions)?;
-        entry(&mut m, "tracking_details", &self.tracking_details)?;
-        entry(&mut m, "transaction", &self.transaction)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("cancelable", &self.cancelable),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("description", &self.description),
+            ("destination_payment_method", &self.destination_payment_method),
+            ("destination_payment_method_details", &self.destination_payment_method_details),
+            ("expected_arrival_date", &self.expected_arrival_date),
+            ("financial_account", &self.financial_account),
+            ("hosted_regulatory_receipt_url", &self.hosted_regulatory_receipt_url),
+            ("livemode", &self.livemode),
+            ("metadata", &self.metadata),
+            ("returned_details", &self.returned_details),
+            ("statement_descriptor", &self.statement_descriptor),
+            ("status", &self.status),
+            ("status_transitions", &self.status_transitions),
+            ("tracking_details", &self.tracking_details),
+            ("transaction", &self.transaction),
+        ])
     }
 }
 
@@ -149,10 +149,10 @@ impl<'de> Deserialize<'de> for TreasuryOutboundTransferReturnedDetails {
 
 impl Serialize for TreasuryOutboundTransferReturnedDetails {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "code", &self.code)?;
-        entry(&mut m, "transaction", &self.transaction)?;
-        m.end()
+        serialize_fields(s, &[
+            ("code", &self.code),
+            ("transaction", &self.transaction),
+        ])
     }
 }
 

@@ -78,24 +78,24 @@ impl<'de> Deserialize<'de> for TreasuryReceivedDebit {
 
 impl Serialize for TreasuryReceivedDebit {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "description", &self.description)?;
-        entry(&mut m, "failure_code", &self.failure_code)?;
-        entry(&mut m, "financial_account", &self.financial_account)?;
-        entry(&mut m, "hosted_regulatory_receipt_url", &self.hosted_regulatory_receipt_url)?;
-        entry(&mut m, "initiating_payment_method_details", &self.initiating_payment_method_details)?;
-        entry(&mut m, "linked_flows", &self.linked_flows)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "network", &self.network)?;
-        entry(&mut m, "reversal_details", &self.reversal_details)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "transaction", &self.transaction)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("description", &self.description),
+            ("failure_code", &self.failure_code),
+            ("financial_account", &self.financial_account),
+            ("hosted_regulatory_receipt_url", &self.hosted_regulatory_receipt_url),
+            ("initiating_payment_method_details", &self.initiating_payment_method_details),
+            ("linked_flows", &self.linked_flows),
+            ("livemode", &self.livemode),
+            ("network", &self.network),
+            ("reversal_details", &self.reversal_details),
+            ("status", &self.status),
+            ("transaction", &self.transaction),
+        ])
     }
 }
 
@@ -133,10 +133,10 @@ impl<'de> Deserialize<'de> for TreasuryReceivedDebitReversalDetails {
 
 impl Serialize for TreasuryReceivedDebitReversalDetails {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "deadline", &self.deadline)?;
-        entry(&mut m, "restricted_reason", &self.restricted_reason)?;
-        m.end()
+        serialize_fields(s, &[
+            ("deadline", &self.deadline),
+            ("restricted_reason", &self.restricted_reason),
+        ])
     }
 }
 

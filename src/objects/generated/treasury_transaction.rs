@@ -73,23 +73,23 @@ impl<'de> Deserialize<'de> for TreasuryTransaction {
 
 impl Serialize for TreasuryTransaction {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "amount", &self.amount)?;
-        entry(&mut m, "balance_impact", &self.balance_impact)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "description", &self.description)?;
-        m.serialize_entry("entries", &self.entries)?;
-        entry(&mut m, "financial_account", &self.financial_account)?;
-        entry(&mut m, "flow", &self.flow)?;
-        entry(&mut m, "flow_details", &self.flow_details)?;
-        entry(&mut m, "flow_type", &self.flow_type)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "status", &self.status)?;
-        entry(&mut m, "status_transitions", &self.status_transitions)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("amount", &self.amount),
+            ("balance_impact", &self.balance_impact),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("description", &self.description),
+            ("entries", &self.entries),
+            ("financial_account", &self.financial_account),
+            ("flow", &self.flow),
+            ("flow_details", &self.flow_details),
+            ("flow_type", &self.flow_type),
+            ("livemode", &self.livemode),
+            ("status", &self.status),
+            ("status_transitions", &self.status_transitions),
+        ])
     }
 }
 
@@ -127,10 +127,10 @@ impl<'de> Deserialize<'de> for TreasuryTransactionStatusTransitions {
 
 impl Serialize for TreasuryTransactionStatusTransitions {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "posted_at", &self.posted_at)?;
-        entry(&mut m, "void_at", &self.void_at)?;
-        m.end()
+        serialize_fields(s, &[
+            ("posted_at", &self.posted_at),
+            ("void_at", &self.void_at),
+        ])
     }
 }
 

@@ -67,21 +67,21 @@ impl<'de> Deserialize<'de> for TreasuryTransactionEntry {
 
 impl Serialize for TreasuryTransactionEntry {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        entry(&mut m, "id", &self.id)?;
-        entry(&mut m, "object", &self.object)?;
-        entry(&mut m, "balance_impact", &self.balance_impact)?;
-        entry(&mut m, "created", &self.created)?;
-        entry(&mut m, "currency", &self.currency)?;
-        entry(&mut m, "effective_at", &self.effective_at)?;
-        entry(&mut m, "financial_account", &self.financial_account)?;
-        entry(&mut m, "flow", &self.flow)?;
-        entry(&mut m, "flow_details", &self.flow_details)?;
-        entry(&mut m, "flow_type", &self.flow_type)?;
-        entry(&mut m, "livemode", &self.livemode)?;
-        entry(&mut m, "transaction", &self.transaction)?;
-        entry(&mut m, "type", &self.type_)?;
-        m.end()
+        serialize_fields(s, &[
+            ("id", &self.id),
+            ("object", &self.object),
+            ("balance_impact", &self.balance_impact),
+            ("created", &self.created),
+            ("currency", &self.currency),
+            ("effective_at", &self.effective_at),
+            ("financial_account", &self.financial_account),
+            ("flow", &self.flow),
+            ("flow_details", &self.flow_details),
+            ("flow_type", &self.flow_type),
+            ("livemode", &self.livemode),
+            ("transaction", &self.transaction),
+            ("type", &self.type_),
+        ])
     }
 }
 

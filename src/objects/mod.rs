@@ -63,9 +63,10 @@
 //! speed of parsing into `Value`; the hot events (checkout, invoices, subscriptions,
 //! payment intents, charges) use the hand-written structs and the one-pass parse.
 //!
-//! Generated objects implement `Serialize` (hand-written, as a map of the fields that
-//! have a value: `None` fields are left out, which reads back the same), `Deserialize`
-//! (through `Value`, for any format), `Clone`, `Debug`, `Default` and `PartialEq`.
+//! Generated objects implement `Serialize` (as a map of the fields that have a value:
+//! `None` fields are left out, which reads back the same; each field is written through
+//! a `Value`), `Deserialize` (through `Value`, for any self-describing format), `Clone`,
+//! `Debug`, `Default` and `PartialEq`.
 
 mod charge;
 mod checkout_session;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::EventType;
-use crate::objects::map_only::map_deserialize;
+use crate::objects::map_only::{map_deserialize, BorrowedStr};
 
 /// A Stripe event id (`evt_…`). Cloning it is cheap (a shared, immutable string), so
 /// outcomes, claim tokens and store indexes all hold the same one.
@@ -261,64 +261,18 @@ pub(crate) struct WireHead<'a> {
     pub(crate) pending_webhooks: Option<u64>,
 }
 
-/// The members of the top-level object that [`WireEvent`] reads.
-#[derive(Clone, Copy)]
-enum Key {
-    Id,
-    Object,
-    Type,
-    Created,
-    Livemode,
-    ApiVersion,
-    Account,
-    Context,
-    Request,
-    PendingWebhooks,
-    Data,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-                Ok(match v {
-                    "id" => Key::Id,
-                    "object" => Key::Object,
-                    "type" => Key::Type,
-                    "created" => Key::Created,
-                    "livemode" => Key::Livemode,
-                    "api_version" => Key::ApiVersion,
-                    "account" => Key::Account,
-                    "context" => Key::Context,
-                    "request" => Key::Request,
-                    "pending_webhooks" => Key::PendingWebhooks,
-                    "data" => Key::Data,
-                    _ => Key::Other,
-                })
-            }
-        }
-        d.deserialize_identifier(V)
-    }
-}
-
 /// [`WireHead`] as its members arrive: each `Some` once read, to refuse a repeated one.
 #[derive(Default)]
 struct PartialHead<'a> {
-    id: Option<Borrowed<'a>>,
+    id: Option<BorrowedStr<'a>>,
     object: Option<ObjectTag>,
-    event_type: Option<Borrowed<'a>>,
-    created: Option<Option<i64>>,
+    event_type: Option<BorrowedStr<'a>>,
+    created: Option<CreatedAny>,
     livemode: Option<bool>,
     api_version: Option<Option<String>>,
     account: Option<Option<String>>,
     context: Option<Option<String>>,
-    request: Option<Option<EventRequest>>,
+    request: Option<RequestAny>,
     pending_webhooks: Option<Option<u64>>,
 }
 
@@ -333,16 +287,6 @@ fn once<'de, A: de::MapAccess<'de>, T: Deserialize<'de>>(
     }
     *slot = Some(map.next_value()?);
     Ok(())
-}
-
-/// A string borrowed from the body unless it holds an escape (serde's own `Cow` always
-/// copies).
-struct Borrowed<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Borrowed<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::objects::open_str(d).map(Borrowed)
-    }
 }
 
 /// `created`, through [`created_any`].
@@ -365,31 +309,19 @@ impl<'de> Deserialize<'de> for RequestAny {
 
 impl<'de> PartialHead<'de> {
     /// Reads the value of the member `key` (anything but `data`).
-    fn read<A: de::MapAccess<'de>>(&mut self, key: Key, map: &mut A) -> Result<(), A::Error> {
+    fn read<A: de::MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
         match key {
-            Key::Id => once(map, &mut self.id, "id"),
-            Key::Object => once(map, &mut self.object, "object"),
-            Key::Type => once(map, &mut self.event_type, "type"),
-            Key::Created => {
-                if self.created.is_some() {
-                    return Err(de::Error::duplicate_field("created"));
-                }
-                self.created = Some(map.next_value::<CreatedAny>()?.0);
-                Ok(())
-            }
-            Key::Livemode => once(map, &mut self.livemode, "livemode"),
-            Key::ApiVersion => once(map, &mut self.api_version, "api_version"),
-            Key::Account => once(map, &mut self.account, "account"),
-            Key::Context => once(map, &mut self.context, "context"),
-            Key::Request => {
-                if self.request.is_some() {
-                    return Err(de::Error::duplicate_field("request"));
-                }
-                self.request = Some(map.next_value::<RequestAny>()?.0);
-                Ok(())
-            }
-            Key::PendingWebhooks => once(map, &mut self.pending_webhooks, "pending_webhooks"),
-            Key::Data | Key::Other => map.next_value::<de::IgnoredAny>().map(drop),
+            "id" => once(map, &mut self.id, "id"),
+            "object" => once(map, &mut self.object, "object"),
+            "type" => once(map, &mut self.event_type, "type"),
+            "created" => once(map, &mut self.created, "created"),
+            "livemode" => once(map, &mut self.livemode, "livemode"),
+            "api_version" => once(map, &mut self.api_version, "api_version"),
+            "account" => once(map, &mut self.account, "account"),
+            "context" => once(map, &mut self.context, "context"),
+            "request" => once(map, &mut self.request, "request"),
+            "pending_webhooks" => once(map, &mut self.pending_webhooks, "pending_webhooks"),
+            _ => map.next_value::<de::IgnoredAny>().map(drop),
         }
     }
 
@@ -399,12 +331,12 @@ impl<'de> PartialHead<'de> {
             id: self.id.ok_or_else(|| E::missing_field("id"))?.0,
             object: self.object.ok_or_else(|| E::missing_field("object"))?,
             event_type: self.event_type.ok_or_else(|| E::missing_field("type"))?.0,
-            created: self.created.flatten(),
+            created: self.created.and_then(|c| c.0),
             livemode: self.livemode.unwrap_or_default(),
             api_version: self.api_version.flatten(),
             account: self.account.flatten(),
             context: self.context.flatten(),
-            request: self.request.flatten(),
+            request: self.request.and_then(|r| r.0),
             pending_webhooks: self.pending_webhooks.flatten(),
         })
     }
@@ -421,9 +353,9 @@ impl<'de, D: Deserialize<'de>> Deserialize<'de> for WireEvent<'de, D> {
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut head = PartialHead::default();
                 let mut data: Option<Option<D>> = None;
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::Data => once(&mut map, &mut data, "data")?,
+                while let Some(key) = map.next_key::<BorrowedStr<'de>>()? {
+                    match &*key.0 {
+                        "data" => once(&mut map, &mut data, "data")?,
                         key => head.read(key, &mut map)?,
                     }
                 }
@@ -494,13 +426,13 @@ impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for WireDataTyped<'a, T>
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut object = None;
                 let mut previous_attributes: Option<Option<&'a RawValue>> = None;
-                while let Some(key) = map.next_key::<DataKey>()? {
-                    match key {
-                        DataKey::Object => once(&mut map, &mut object, "object")?,
-                        DataKey::PreviousAttributes => {
+                while let Some(key) = map.next_key::<BorrowedStr<'de>>()? {
+                    match &*key.0 {
+                        "object" => once(&mut map, &mut object, "object")?,
+                        "previous_attributes" => {
                             once(&mut map, &mut previous_attributes, "previous_attributes")?
                         }
-                        DataKey::Other => map.next_value::<de::IgnoredAny>().map(drop)?,
+                        _ => map.next_value::<de::IgnoredAny>().map(drop)?,
                     }
                 }
                 Ok(WireDataTyped {
@@ -510,33 +442,6 @@ impl<'de: 'a, 'a, T: Deserialize<'de>> Deserialize<'de> for WireDataTyped<'a, T>
             }
         }
         d.deserialize_map(V(PhantomData))
-    }
-}
-
-/// The members of `data` that [`WireDataTyped`] reads.
-enum DataKey {
-    Object,
-    PreviousAttributes,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for DataKey {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = DataKey;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<DataKey, E> {
-                Ok(match v {
-                    "object" => DataKey::Object,
-                    "previous_attributes" => DataKey::PreviousAttributes,
-                    _ => DataKey::Other,
-                })
-            }
-        }
-        d.deserialize_identifier(V)
     }
 }
 

@@ -151,7 +151,9 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<List<T>, A::Error> {
                 let mut list = List::default();
-                while let Some(key) = map.next_key::<crate::objects::map_only::Key<'de>>()? {
+                while let Some(key) =
+                    map.next_key::<crate::objects::map_only::BorrowedStr<'de>>()?
+                {
                     match &*key.0 {
                         "object" => list.object = map.next_value()?,
                         "data" => list.data = map.next_value::<Option<_>>()?.unwrap_or_default(),

@@ -7,7 +7,7 @@
 //! early return: for `Invoice`, 7.8k lines of LLVM IR, where this macro's visitor is
 //! 2.9k. [`map_deserialize!`] writes
 //! one visitor per struct that starts from `Default` and assigns each member as it
-//! arrives, with one shared [`Key`] type for the member names, borrowed from the input.
+//! arrives, with one shared [`BorrowedStr`] type for the member names, borrowed from the input.
 //! Behaviour, compared with the derive:
 //!
 //! - only a map is read: a JSON array is an `invalid type` error, as any other, and
@@ -26,12 +26,13 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer};
 
-/// A member name, borrowed from the input unless it holds an escape.
-pub(crate) struct Key<'de>(pub(crate) Cow<'de, str>);
+/// A string (a member name, an event id), borrowed from the input unless it holds an
+/// escape: serde's own `Cow<str>` always copies.
+pub(crate) struct BorrowedStr<'de>(pub(crate) Cow<'de, str>);
 
-impl<'de> Deserialize<'de> for Key<'de> {
+impl<'de> Deserialize<'de> for BorrowedStr<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        super::common::open_str(d).map(Key)
+        super::common::open_str(d).map(BorrowedStr)
     }
 }
 
@@ -63,7 +64,7 @@ macro_rules! map_deserialize {
                     ) -> Result<$t, A::Error> {
                         let mut s = <$t as ::std::default::Default>::default();
                         $(let mut seen = { let _ = $rwire; false };)?
-                        while let Some(key) = map.next_key::<$crate::objects::map_only::Key<'de>>()? {
+                        while let Some(key) = map.next_key::<$crate::objects::map_only::BorrowedStr<'de>>()? {
                             match &*key.0 {
                                 $($rwire => {
                                     s.$rfield = map.next_value()?;

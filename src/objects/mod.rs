@@ -71,7 +71,6 @@
 mod charge;
 mod checkout_session;
 mod common;
-pub(crate) use common::open_str;
 mod customer;
 mod dispute;
 #[rustfmt::skip]

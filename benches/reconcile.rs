@@ -5,7 +5,9 @@
 //! own ratios, with their range.
 //!
 //! Run with: `cargo bench --bench reconcile --features client,testing,sqlite,postgres`
-//! (`eval "$(scripts/services.sh start)"` first for PostgreSQL).
+//! (`eval "$(scripts/services.sh start)"` first for PostgreSQL). `EVENTS`, `ROUNDS`,
+//! `STORES` (`sqlite`, `postgres`) and `ONLY` (`plain`, `guard`, `none`: one side, for an
+//! instruction counter) change what runs.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
@@ -19,8 +21,30 @@ use stripe_webhooks::{
     Processor, SigningSecret, SqliteStore, TiePolicy, Verifier,
 };
 
-const EVENTS: usize = 10_000;
-const ROUNDS: usize = 5;
+/// `name` from the environment, or `default`.
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Whether `store` runs: every store unless `STORES` (say `sqlite` or `postgres`) names
+/// others.
+fn wanted(store: &str) -> bool {
+    std::env::var("STORES").map_or(true, |s| s.contains(store))
+}
+
+/// Which passes run: both (the default), or only `plain` or `guard` (with `ONLY`), so
+/// an instruction counter such as `valgrind --tool=cachegrind` can measure one side.
+fn passes(round: usize) -> Vec<bool> {
+    match std::env::var("ONLY").as_deref() {
+        Ok("plain") => vec![false],
+        Ok("guard") => vec![true],
+        Ok("none") => vec![],
+        _ => order(round).to_vec(),
+    }
+}
 
 struct Noop;
 
@@ -35,7 +59,12 @@ impl EventHandler for Noop {
     }
 }
 
-async fn pass<S: OrderingStore + Clone>(fake: &FakeStripe, store: S, ordered: bool) -> f64 {
+async fn pass<S: OrderingStore + Clone>(
+    fake: &FakeStripe,
+    store: S,
+    ordered: bool,
+    events: usize,
+) -> f64 {
     let verifier = Verifier::new(SigningSecret::new("whsec_bench").unwrap());
     let processor = Arc::new(if ordered {
         Processor::ordered(verifier, store.clone(), Noop, TiePolicy::Run)
@@ -46,8 +75,8 @@ async fn pass<S: OrderingStore + Clone>(fake: &FakeStripe, store: S, ordered: bo
     let started = Instant::now();
     let report = reconciler.since_cursor().await.unwrap();
     let secs = started.elapsed().as_secs_f64();
-    assert_eq!(report.processed, EVENTS, "{report:?}");
-    EVENTS as f64 / secs
+    assert_eq!(report.processed, events, "{report:?}");
+    events as f64 / secs
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -68,6 +97,12 @@ fn order(round: usize) -> [bool; 2] {
 /// One table row: the median rates, and the guard's cost as the median of each round's
 /// own ratio (its two passes ran back to back, so they saw the same machine).
 fn report(store: &str, rounds: &[[f64; 2]]) {
+    if rounds.iter().any(|r| r.contains(&0.0)) {
+        // One side only (`ONLY`): its rate, no ratio.
+        let rates: Vec<f64> = rounds.iter().map(|[p, g]| p.max(*g)).collect();
+        println!("| {store} | one side only: {:.0} events/s |", median(rates));
+        return;
+    }
     let costs: Vec<f64> = rounds.iter().map(|[p, g]| (p / g - 1.0) * 100.0).collect();
     let (lo, hi) = costs
         .iter()
@@ -82,9 +117,11 @@ fn report(store: &str, rounds: &[[f64; 2]]) {
 
 #[tokio::main]
 async fn main() {
+    let events = knob("EVENTS", 10_000);
+    let rounds_wanted = knob("ROUNDS", 5);
     let fake = FakeStripe::start().await.unwrap();
     let now = testing::now();
-    for i in 0..EVENTS {
+    for i in 0..events {
         // 2,000 customers, 5 updates each, one second apart per customer.
         let object = format!(
             r#"{{"id":"cus_{}","object":"customer","email":"c@example.com"}}"#,
@@ -104,23 +141,28 @@ async fn main() {
     println!("| store | without the guard (events/s) | with the guard (events/s) | guard cost per event (median of rounds; range) |");
     println!("|---|---|---|---|");
     let mut rounds = Vec::new();
-    for round in 0..ROUNDS {
+    for round in (0..rounds_wanted).filter(|_| wanted("sqlite")) {
         let mut pair = [0.0; 2];
-        for ordered in order(round) {
+        for ordered in passes(round) {
             let store = SqliteStore::connect(dir.join(format!("r{round}_{ordered}.db")))
                 .await
                 .unwrap();
-            pair[usize::from(ordered)] = pass(&fake, store, ordered).await;
+            pair[usize::from(ordered)] = pass(&fake, store, ordered, events).await;
         }
         rounds.push(pair);
     }
-    report("SQLite", &rounds);
-    if let Ok(url) = std::env::var("DATABASE_URL_TEST") {
+    if !rounds.iter().flatten().all(|r| *r == 0.0) {
+        report("SQLite", &rounds);
+    }
+    let postgres = std::env::var("DATABASE_URL_TEST")
+        .ok()
+        .filter(|_| wanted("postgres"));
+    if let Some(url) = postgres {
         let pool = stripe_webhooks::sqlx::PgPool::connect(&url).await.unwrap();
         let mut rounds = Vec::new();
-        for round in 0..ROUNDS {
+        for round in 0..rounds_wanted {
             let mut pair = [0.0; 2];
-            for ordered in order(round) {
+            for ordered in passes(round) {
                 let store = PostgresStore::new(pool.clone())
                     .with_table(&format!(
                         "reconcile_bench_{}_{round}_{ordered}",
@@ -128,7 +170,7 @@ async fn main() {
                     ))
                     .unwrap();
                 store.migrate().await.unwrap();
-                pair[usize::from(ordered)] = pass(&fake, store, ordered).await;
+                pair[usize::from(ordered)] = pass(&fake, store, ordered, events).await;
             }
             rounds.push(pair);
         }

@@ -154,6 +154,9 @@ pub use event::{
 pub use handler::{
     AccountFilter, EventHandler, EventRouter, HandlerError, ThinEventHandler, ThinEventRouter,
 };
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use idempotency::Migration;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use idempotency::RedisStore;

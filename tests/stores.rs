@@ -262,6 +262,83 @@ async fn memory_store_purges_past_retention_but_never_leased() {
 
 /// A table, key prefix or file name no other test uses.
 #[cfg(feature = "postgres")]
+/// A SQL store as the versioned-migration checks see it.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+trait MigrationDb: Sized {
+    fn table(&self, name: &str) -> Self;
+    async fn migrate(&self) -> Result<Vec<u32>, StoreError>;
+    fn migrations(&self) -> Vec<stripe_webhooks::Migration>;
+    fn migration_sql(&self) -> String;
+    async fn exec(&self, sql: &str);
+    /// The versions recorded for `table`, in order.
+    async fn recorded(&self, table: &str) -> Vec<i64>;
+    /// Whether a table or view named `name` exists.
+    async fn exists(&self, name: &str) -> bool;
+}
+
+/// Migrations are versioned: each applied once and recorded, by one of several migrating
+/// at once; a table migrated before versions were recorded is taken over; a failing
+/// migration leaves nothing behind. `prefix` names this run's tables.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+async fn migrations_are_versioned<S: MigrationDb>(db: S, prefix: &str, last: u32) {
+    let versions: Vec<u32> = (1..=last).collect();
+    // Every name the schema makes from the longest table name fits PostgreSQL's 63.
+    let longest = "t".repeat(45);
+    for m in db.table(&longest).migrations() {
+        for name in m
+            .sql
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        {
+            if name.starts_with(&longest) {
+                assert!(name.len() <= 63, "{name} in {}", m.name);
+            }
+        }
+    }
+    let fresh = db.table(&format!("{prefix}_fresh"));
+    let listed: Vec<u32> = fresh.migrations().iter().map(|m| m.version).collect();
+    assert_eq!(listed, versions);
+    assert!(fresh
+        .migrations()
+        .iter()
+        .all(|m| m.sql.contains(&format!("{prefix}_fresh")) && m.name.ends_with(".sql")));
+    let whole: String = fresh.migrations().iter().map(|m| m.sql.as_str()).collect();
+    assert_eq!(fresh.migration_sql(), whole);
+    assert_eq!(fresh.migrate().await.unwrap(), versions);
+    assert_eq!(fresh.migrate().await.unwrap(), Vec::<u32>::new());
+    let expected: Vec<i64> = versions.iter().map(|v| i64::from(*v)).collect();
+    assert_eq!(db.recorded(&format!("{prefix}_fresh")).await, expected);
+
+    // Migrated the old way: the whole script, no versions recorded.
+    let old = db.table(&format!("{prefix}_old"));
+    db.exec(&old.migration_sql()).await;
+    assert_eq!(old.migrate().await.unwrap(), versions);
+    assert_eq!(old.migrate().await.unwrap(), Vec::<u32>::new());
+
+    // Four at once on a new table: each version applied by exactly one of them.
+    let t = format!("{prefix}_race");
+    let (a, b, c, d) = (db.table(&t), db.table(&t), db.table(&t), db.table(&t));
+    let (ra, rb, rc, rd) = tokio::join!(a.migrate(), b.migrate(), c.migrate(), d.migrate());
+    let mut all: Vec<u32> = [ra, rb, rc, rd]
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, versions);
+    assert_eq!(db.recorded(&t).await, expected);
+
+    // A view in the table's place cannot be indexed: the first migration fails, and the
+    // run leaves nothing behind, not even its record table.
+    let broken = format!("{prefix}_broken");
+    db.exec(&format!("CREATE VIEW {broken} AS SELECT 'x' AS event_id"))
+        .await;
+    assert!(matches!(
+        db.table(&broken).migrate().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(!db.exists(&format!("{broken}_migrations")).await);
+    assert!(!db.exists(&format!("{broken}_objects")).await);
+}
+
 fn unique(what: &str) -> String {
     common::unique(&format!("t_{what}"))
 }
@@ -392,6 +469,51 @@ mod sqlite {
         store_conformance::run_ordering(Arc::new(store), LeaseTime::Real).await;
     }
 
+    impl MigrationDb for SqliteStore {
+        fn table(&self, name: &str) -> Self {
+            self.clone().with_table(name).unwrap()
+        }
+        async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+            SqliteStore::migrate(self).await
+        }
+        fn migrations(&self) -> Vec<stripe_webhooks::Migration> {
+            SqliteStore::migrations(self)
+        }
+        fn migration_sql(&self) -> String {
+            SqliteStore::migration_sql(self)
+        }
+        async fn exec(&self, sql: &str) {
+            stripe_webhooks::sqlx::raw_sql(sql)
+                .execute(self.pool())
+                .await
+                .unwrap();
+        }
+        async fn recorded(&self, table: &str) -> Vec<i64> {
+            stripe_webhooks::sqlx::query_scalar(&format!(
+                "SELECT version FROM {table}_migrations ORDER BY version"
+            ))
+            .fetch_all(self.pool())
+            .await
+            .unwrap()
+        }
+        async fn exists(&self, name: &str) -> bool {
+            stripe_webhooks::sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM sqlite_master WHERE name = ?1",
+            )
+            .bind(name)
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+                > 0
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_migrations_are_versioned() {
+        let (store, _dir) = store("versions").await;
+        migrations_are_versioned(store, "v", 4).await;
+    }
+
     #[tokio::test]
     async fn sqlite_migrate_is_idempotent_and_renamed_tables_are_used() {
         let (store, _dir) = store("mig").await;
@@ -415,6 +537,11 @@ mod sqlite {
             .is_none());
         assert!(matches!(
             store.clone().with_table("events; DROP TABLE x"),
+            Err(StoreError::InvalidConfig(_))
+        ));
+        assert!(store.clone().with_table(&"t".repeat(45)).is_ok());
+        assert!(matches!(
+            store.clone().with_table(&"t".repeat(46)),
             Err(StoreError::InvalidConfig(_))
         ));
     }
@@ -550,6 +677,48 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres_store_ordering_conformance() {
         store_conformance::run_ordering(Arc::new(store("ordering").await), LeaseTime::Real).await;
+    }
+
+    impl MigrationDb for PostgresStore {
+        fn table(&self, name: &str) -> Self {
+            self.clone().with_table(name).unwrap()
+        }
+        async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+            PostgresStore::migrate(self).await
+        }
+        fn migrations(&self) -> Vec<stripe_webhooks::Migration> {
+            PostgresStore::migrations(self)
+        }
+        fn migration_sql(&self) -> String {
+            PostgresStore::migration_sql(self)
+        }
+        async fn exec(&self, sql: &str) {
+            stripe_webhooks::sqlx::raw_sql(sql)
+                .execute(self.pool())
+                .await
+                .unwrap();
+        }
+        async fn recorded(&self, table: &str) -> Vec<i64> {
+            stripe_webhooks::sqlx::query_scalar(&format!(
+                "SELECT version FROM {table}_migrations ORDER BY version"
+            ))
+            .fetch_all(self.pool())
+            .await
+            .unwrap()
+        }
+        async fn exists(&self, name: &str) -> bool {
+            stripe_webhooks::sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
+                .bind(name)
+                .fetch_one(self.pool())
+                .await
+                .unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn postgres_migrations_are_versioned() {
+        let store = PostgresStore::new(pool().await);
+        migrations_are_versioned(store, &unique("v"), 3).await;
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ pub use ordering::{LockedClaim, ObjectLock, OrderingStore, Watermark};
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use sql::DEFAULT_TABLE;
+pub use sql::{Migration, DEFAULT_TABLE};
 #[cfg(feature = "postgres")]
 pub use sql::{PostgresStore, POSTGRES_MIGRATION};
 #[cfg(feature = "sqlite")]

@@ -119,18 +119,33 @@ impl Backend {
         move |e| CliError::from_store(e, &context, &self.target, &self.table)
     }
 
-    /// Applies the schema: the store's table and the queue's. Returns what was done.
+    /// Applies the schema: the store's table and the queue's. Returns what was done and
+    /// the migration versions applied now.
     ///
     /// # Errors
     ///
     /// [`CliError::Unreachable`] or [`CliError::Store`] if the statements fail.
-    pub(crate) async fn migrate(&self) -> Result<&'static str, CliError> {
-        match &self.store {
+    pub(crate) async fn migrate(&self) -> Result<(String, Vec<u32>), CliError> {
+        let applied = match &self.store {
             Store::Sqlite(s) => s.migrate().await.map_err(self.err("migrating"))?,
             Store::Postgres(s) => s.migrate().await.map_err(self.err("migrating"))?,
-            Store::Redis(_) => return Ok("Redis needs no schema: nothing to do"),
-        }
-        Ok("the store's and the queue's tables are up to date")
+            Store::Redis(_) => {
+                return Ok((
+                    "Redis needs no schema: nothing to do".to_owned(),
+                    Vec::new(),
+                ))
+            }
+        };
+        let message = if applied.is_empty() {
+            "the store's and the queue's tables are up to date: no migration to apply".to_owned()
+        } else {
+            let list: Vec<String> = applied.iter().map(u32::to_string).collect();
+            format!(
+                "applied migration(s) {}; the store's and the queue's tables are up to date",
+                list.join(", ")
+            )
+        };
+        Ok((message, applied))
     }
 }
 

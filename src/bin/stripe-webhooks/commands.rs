@@ -452,19 +452,22 @@ struct Migrated<'a> {
     store: &'static str,
     target: &'a str,
     table: &'a str,
-    message: &'static str,
+    message: String,
+    /// The migration versions applied by this run.
+    applied: Vec<u32>,
 }
 
 /// `migrate`: the store's schema, with the queue's table.
 pub(crate) async fn migrate(opts: &StoreOpts, json: bool) -> Result<(), CliError> {
     let b = Backend::open_or_create(opts).await?;
-    let message = b.migrate().await?;
+    let (message, applied) = b.migrate().await?;
     if json {
         return print_json(&Migrated {
             store: b.kind(),
             target: b.target(),
             table: b.table(),
             message,
+            applied,
         });
     }
     println!("{}: {message} (table {})", b.target(), b.table());

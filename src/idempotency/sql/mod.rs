@@ -28,6 +28,25 @@ pub use sqlite::{SqliteStore, SQLITE_MIGRATION};
 /// The table name the SQL stores use unless told otherwise.
 pub const DEFAULT_TABLE: &str = "stripe_webhook_events";
 
+/// One schema migration of a SQL store, for this store's table name. The store's
+/// `migrate()` applies each once, in version order, and records it in the table
+/// `{table}_migrations`; give them to your own migration tool instead if you run one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Migration {
+    /// Its version: the number its file name starts with.
+    pub version: u32,
+    /// Its file under `migrations/sqlite/` or `migrations/postgres/`.
+    pub name: &'static str,
+    /// Its SQL, with the store's table name.
+    pub sql: String,
+}
+
+/// The longest table name: the schema names tables and indexes after it with suffixes of
+/// up to 18 characters (`_objects_purge_idx`), and PostgreSQL cuts identifiers at 63, so
+/// a longer name would make two of them the same.
+pub(crate) const MAX_TABLE_LEN: usize = 63 - 18;
+
 /// How many rows one purge statement deletes.
 const PURGE_BATCH: i64 = 1000;
 
@@ -35,6 +54,8 @@ const PURGE_BATCH: i64 = 1000;
 pub(crate) trait Dialect: Database {
     const STATEMENTS: &'static Statements;
     const MIGRATION: &'static str;
+    /// The schema as versioned migrations: (version, file name, SQL).
+    const MIGRATIONS: &'static [(u32, &'static str, &'static str)];
     fn rows_affected(done: &Self::QueryResult) -> u64;
 }
 
@@ -42,6 +63,7 @@ pub(crate) trait Dialect: Database {
 impl Dialect for sqlx::Sqlite {
     const STATEMENTS: &'static Statements = &statements::SQLITE;
     const MIGRATION: &'static str = SQLITE_MIGRATION;
+    const MIGRATIONS: &'static [(u32, &'static str, &'static str)] = sqlite::SQLITE_MIGRATIONS;
     fn rows_affected(done: &Self::QueryResult) -> u64 {
         done.rows_affected()
     }
@@ -51,6 +73,7 @@ impl Dialect for sqlx::Sqlite {
 impl Dialect for sqlx::Postgres {
     const STATEMENTS: &'static Statements = &statements::POSTGRES;
     const MIGRATION: &'static str = POSTGRES_MIGRATION;
+    const MIGRATIONS: &'static [(u32, &'static str, &'static str)] = postgres::POSTGRES_MIGRATIONS;
     fn rows_affected(done: &Self::QueryResult) -> u64 {
         done.rows_affected()
     }
@@ -185,6 +208,13 @@ impl<DB: Dialect> SqlCore<DB> {
 
     pub(crate) fn with_table(mut self, table: &str) -> Result<Self, StoreError> {
         validate_name(table, &[])?;
+        if table.len() > MAX_TABLE_LEN {
+            return Err(StoreError::InvalidConfig(format!(
+                "{table:?} is too long: a table name has at most {MAX_TABLE_LEN} characters, \
+                 so that the names made from it (such as `{table}_objects_purge_idx`) stay \
+                 within PostgreSQL's 63"
+            )));
+        }
         self.table = Arc::from(table);
         self.sql = Arc::new(Sql::new(DB::STATEMENTS, table));
         Ok(self)
@@ -194,21 +224,74 @@ impl<DB: Dialect> SqlCore<DB> {
     pub(crate) fn migration_sql(&self) -> String {
         DB::MIGRATION.replace(DEFAULT_TABLE, &self.table)
     }
-}
 
-impl<DB: Dialect> SqlCore<DB>
-where
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-{
-    /// Runs a script of several statements (a migration) in one simple-protocol message.
-    pub(crate) async fn run_script(&self, script: &str) -> Result<(), StoreError> {
-        sqlx::raw_sql(script)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(())
+    /// The dialect's clock, in Unix milliseconds, as SQL.
+    pub(crate) fn now_sql(&self) -> &'static str {
+        DB::STATEMENTS.now
+    }
+
+    /// The shipped migrations, for this table name.
+    pub(crate) fn migrations(&self) -> Vec<Migration> {
+        DB::MIGRATIONS
+            .iter()
+            .map(|(version, name, sql)| Migration {
+                version: *version,
+                name,
+                sql: sql.replace(DEFAULT_TABLE, &self.table),
+            })
+            .collect()
     }
 }
+
+/// Applies the migrations of `$core` (a `SqlCore`) not yet recorded in
+/// `{table}_migrations`, in one transaction begun with `$begin` (and `$lock`, an
+/// `Option<String>` statement, run first in it); evaluates to the versions applied. An
+/// error drops the transaction, which rolls all of it back. A macro rather than a generic
+/// method, so that it runs on the concrete connection type, whose future is `Send`.
+/// Statements go through `Executor::execute` with a plain `&str` (no arguments: the
+/// simple protocol, several statements in one script); `raw_sql` on a transaction made the
+/// future not provably `Send`.
+macro_rules! migrate_versioned {
+    ($core:expr, $begin:expr, $lock:expr) => {
+        async {
+            let core = $core;
+            let t = &core.table;
+            let now = core.now_sql();
+            let mut tx = core.pool.begin_with($begin).await?;
+            if let Some(lock) = $lock {
+                sqlx::Executor::execute(&mut *tx, lock.as_str()).await?;
+            }
+            let create = format!(
+                "CREATE TABLE IF NOT EXISTS {t}_migrations (version BIGINT PRIMARY KEY, \
+                 name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+            );
+            sqlx::Executor::execute(&mut *tx, create.as_str()).await?;
+            let select = format!("SELECT version FROM {t}_migrations");
+            let rows = sqlx::Executor::fetch_all(&mut *tx, select.as_str()).await?;
+            let done = rows
+                .iter()
+                .map(|row| sqlx::Row::try_get::<i64, usize>(row, 0))
+                .collect::<Result<Vec<i64>, _>>()?;
+            let mut applied = Vec::new();
+            for m in core.migrations() {
+                if done.contains(&i64::from(m.version)) {
+                    continue;
+                }
+                // The name is a file name of this crate's (letters, digits, `_`, `.`).
+                let script = format!(
+                    "{}\n;INSERT INTO {t}_migrations (version, name, applied_at) \
+                     VALUES ({}, '{}', {now})",
+                    m.sql, m.version, m.name
+                );
+                sqlx::Executor::execute(&mut *tx, script.as_str()).await?;
+                applied.push(m.version);
+            }
+            tx.commit().await?;
+            Ok::<Vec<u32>, sqlx::Error>(applied)
+        }
+    };
+}
+pub(crate) use migrate_versioned;
 
 impl<DB: Dialect> SqlCore<DB>
 where
@@ -685,8 +768,9 @@ macro_rules! store_impls {
             /// # Errors
             ///
             /// [`StoreError::InvalidConfig`](crate::StoreError::InvalidConfig) unless the
-            /// name is 1 to 63 ASCII letters, digits or underscores, not starting with a
-            /// digit.
+            /// name is 1 to 45 ASCII letters, digits or underscores, not starting with a
+            /// digit (the schema's other names add up to 18 characters to it, within
+            /// PostgreSQL's 63).
             pub fn with_table(
                 mut self,
                 table: &str,
@@ -707,9 +791,17 @@ macro_rules! store_impls {
                 &self.core.pool
             }
 
-            /// The schema for this store's table name, for your own migration tool.
+            /// The whole schema for this store's table name, as one script for a new
+            /// database: every [migration](Self::migrations) in order.
             pub fn migration_sql(&self) -> String {
                 self.core.migration_sql()
+            }
+
+            /// The schema's migrations for this store's table name, in version order,
+            /// for your own migration tool: [`migrate`](Self::migrate) applies the ones a
+            /// database has not had and records them in `{table}_migrations`.
+            pub fn migrations(&self) -> Vec<$crate::idempotency::Migration> {
+                self.core.migrations()
             }
         }
 

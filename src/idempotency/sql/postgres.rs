@@ -15,6 +15,25 @@ pub const POSTGRES_MIGRATION: &str = concat!(
     include_str!("../../../migrations/postgres/0003_jobs.sql"),
 );
 
+/// The schema's migrations, in version order: what [`PostgresStore::migrate`] applies.
+pub(crate) const POSTGRES_MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "0001_webhook_events.sql",
+        include_str!("../../../migrations/postgres/0001_webhook_events.sql"),
+    ),
+    (
+        2,
+        "0002_objects.sql",
+        include_str!("../../../migrations/postgres/0002_objects.sql"),
+    ),
+    (
+        3,
+        "0003_jobs.sql",
+        include_str!("../../../migrations/postgres/0003_jobs.sql"),
+    ),
+];
+
 /// Postgres's `lock_not_available` (a `lock_timeout` fired).
 pub(crate) fn is_lock_timeout(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
@@ -80,15 +99,20 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(5))
     }
 
-    /// Creates the table and its indexes if they are missing. Safe to run again, and from
-    /// several replicas at once (it takes a transaction-scoped advisory lock).
+    /// Applies the [migrations](Self::migrations) this database has not had yet, each
+    /// once, in version order, in one transaction, and records them in the table
+    /// `{table}_migrations`; answers the versions it applied now (none when the schema is
+    /// up to date). Safe to run again, and from several replicas at once: the
+    /// transaction first takes an advisory lock named after the table.
+    ///
+    /// A database migrated before versions were recorded (this crate before 0.1) has every
+    /// migration applied once more and recorded: those migrations only create what is
+    /// missing.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Unavailable`] if the statements fail.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        // One simple-protocol message runs as one implicit transaction, so the advisory
-        // lock taken first is held until the schema statements are done.
+    /// [`StoreError::Unavailable`] if a statement fails; nothing of that run is applied.
+    pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
         let key = self
             .core
             .table
@@ -96,12 +120,13 @@ impl PostgresStore {
             .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
             });
-        let sql = format!(
-            "SELECT pg_advisory_xact_lock({}); {}",
-            i64::from_ne_bytes(key.to_ne_bytes()),
-            self.migration_sql()
+        let lock = format!(
+            "SELECT pg_advisory_xact_lock({})",
+            i64::from_ne_bytes(key.to_ne_bytes())
         );
-        self.core.run_script(&sql).await
+        super::migrate_versioned!(&self.core, "BEGIN", Some(lock))
+            .await
+            .map_err(db_err)
     }
 }
 

@@ -18,6 +18,30 @@ pub const SQLITE_MIGRATION: &str = concat!(
     include_str!("../../../migrations/sqlite/0004_guard_steps.sql"),
 );
 
+/// The schema's migrations, in version order: what [`SqliteStore::migrate`] applies.
+pub(crate) const SQLITE_MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "0001_webhook_events.sql",
+        include_str!("../../../migrations/sqlite/0001_webhook_events.sql"),
+    ),
+    (
+        2,
+        "0002_objects.sql",
+        include_str!("../../../migrations/sqlite/0002_objects.sql"),
+    ),
+    (
+        3,
+        "0003_jobs.sql",
+        include_str!("../../../migrations/sqlite/0003_jobs.sql"),
+    ),
+    (
+        4,
+        "0004_guard_steps.sql",
+        include_str!("../../../migrations/sqlite/0004_guard_steps.sql"),
+    ),
+];
+
 /// How long a writer waits for SQLite's lock before giving up.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -85,9 +109,7 @@ impl SqliteStore {
                     .connect_with(options.clone())
                     .await?;
                 let store = Self::new(pool);
-                sqlx::raw_sql(&store.migration_sql())
-                    .execute(store.pool())
-                    .await?;
+                super::migrate_versioned!(&store.core, "BEGIN IMMEDIATE", None::<String>).await?;
                 Ok::<_, sqlx::Error>(store)
             };
             match attempt.await {
@@ -113,14 +135,23 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
     }
 
-    /// Creates the table and its indexes if they are missing. Safe to run again, and from
-    /// several processes.
+    /// Applies the [migrations](Self::migrations) this database has not had yet, each
+    /// once, in version order, in one `BEGIN IMMEDIATE` transaction, and records them in
+    /// the table `{table}_migrations`; answers the versions it applied now (none when the
+    /// schema is up to date). Safe to run again, and from several processes at once.
+    /// [`connect`](Self::connect) runs it.
+    ///
+    /// A database migrated before versions were recorded (this crate before 0.1) has every
+    /// migration applied once more and recorded: those migrations only create what is
+    /// missing.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Unavailable`] if the statements fail.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.core.run_script(&self.migration_sql()).await
+    /// [`StoreError::Unavailable`] if a statement fails; nothing of that run is applied.
+    pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+        super::migrate_versioned!(&self.core, "BEGIN IMMEDIATE", None::<String>)
+            .await
+            .map_err(db_err)
     }
 }
 

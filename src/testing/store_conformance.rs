@@ -325,7 +325,73 @@ pub async fn run_ordering<S: OrderingStore>(store: Arc<S>, time: LeaseTime) {
     expired_object_lock_is_taken_over(&*store, &time).await;
     advance_watermark_only_moves_forward(&*store).await;
     lock_and_claim_locks_then_claims(&*store).await;
+    claim_locks_and_object_locks_exclude_each_other(&*store, &time).await;
     concurrent_object_locks_acquire_once(store, 50).await;
+}
+
+/// The lock `lock_and_claim` takes and the one `lock_object` takes are one lock, however
+/// a store keeps them (the SQLite store keeps the first in the claim's own row): each
+/// keeps other holders out of the other, the holder renews its own either way, the
+/// holder's unlock frees both, and one whose claim's lease ran out is taken over.
+pub async fn claim_locks_and_object_locks_exclude_each_other<S: OrderingStore + ?Sized>(
+    store: &S,
+    time: &LeaseTime,
+) {
+    let obj = fresh_object("both");
+    let (first, second) = (fresh_id("both1"), fresh_id("both2"));
+    let token = match store
+        .lock_and_claim(&obj, "a", LONG, &first, &TYPE)
+        .await
+        .unwrap()
+    {
+        LockedClaim::Acquired { token, .. } => token,
+        other => panic!("lock and claim should both succeed, got {other:?}"),
+    };
+    match store.lock_object(&obj, "b", LONG).await.unwrap() {
+        ObjectLock::Busy { retry_after } => assert!(retry_after > Duration::ZERO),
+        other => panic!("a claim's lock must keep others out, got {other:?}"),
+    }
+    assert_eq!(
+        acquired(store.lock_object(&obj, "a", LONG).await.unwrap()),
+        None
+    );
+    store.unlock_object(&obj, "a").await.unwrap();
+    assert_eq!(
+        acquired(store.lock_object(&obj, "b", LONG).await.unwrap()),
+        None
+    );
+    match store
+        .lock_and_claim(&obj, "c", LONG, &second, &TYPE)
+        .await
+        .unwrap()
+    {
+        LockedClaim::Busy { retry_after } => assert!(retry_after > Duration::ZERO),
+        other => panic!("an object lock must keep claims out, got {other:?}"),
+    }
+    // The first claim, still held, completes and moves the watermark.
+    store
+        .complete_applied(&token, &obj, "a", &Watermark::new(5, first.clone()))
+        .await
+        .unwrap();
+    store.unlock_object(&obj, "b").await.unwrap();
+
+    // A holder that crashed holding a claim's lock: its lease ends, another takes over.
+    match store
+        .lock_and_claim(&obj, "crashed", time.short_lease(), &second, &TYPE)
+        .await
+        .unwrap()
+    {
+        LockedClaim::Acquired { watermark, .. } => {
+            assert_eq!(watermark, Some(Watermark::new(5, first)));
+        }
+        other => panic!("the object is free again, got {other:?}"),
+    }
+    assert!(matches!(
+        store.lock_object(&obj, "next", LONG).await.unwrap(),
+        ObjectLock::Busy { .. }
+    ));
+    time.run_out().await;
+    assert!(acquired(store.lock_object(&obj, "next", LONG).await.unwrap()).is_some());
 }
 
 /// `lock_and_claim`: both or neither. A busy object claims nothing; a refused claim

@@ -243,6 +243,21 @@ impl<DB: Dialect> SqlCore<DB> {
     }
 }
 
+/// The migrations under `migrations/<dir>/`, named once: the whole script (`$whole`, for a
+/// new database) and the versioned list (`$list`) that `migrate()` applies.
+macro_rules! shipped_migrations {
+    ($(#[$doc:meta])* $whole:ident, $list:ident = $dir:literal: [$($v:literal $file:literal),* $(,)?]) => {
+        $(#[$doc])*
+        pub const $whole: &str = concat!($(include_str!(concat!("../../../migrations/", $dir, "/", $file))),*);
+
+        /// The schema's migrations, in version order: (version, file name, SQL).
+        pub(crate) const $list: &[(u32, &str, &str)] = &[
+            $(($v, $file, include_str!(concat!("../../../migrations/", $dir, "/", $file)))),*
+        ];
+    };
+}
+pub(crate) use shipped_migrations;
+
 /// Applies the migrations of `$core` (a `SqlCore`) not yet recorded in
 /// `{table}_migrations`, in one transaction begun with `$begin` (and `$lock`, an
 /// `Option<String>` statement, run first in it); evaluates to the versions applied. An

@@ -7,32 +7,16 @@ use sqlx::{PgPool, Postgres};
 use super::{db_err, SqlCore};
 use crate::idempotency::StoreError;
 
-/// The schema, as shipped in `migrations/postgres/0001_webhook_events.sql`, for the
-/// default table name. Use [`PostgresStore::migration_sql`] for a renamed table.
-pub const POSTGRES_MIGRATION: &str = concat!(
-    include_str!("../../../migrations/postgres/0001_webhook_events.sql"),
-    include_str!("../../../migrations/postgres/0002_objects.sql"),
-    include_str!("../../../migrations/postgres/0003_jobs.sql"),
-);
-
-/// The schema's migrations, in version order: what [`PostgresStore::migrate`] applies.
-pub(crate) const POSTGRES_MIGRATIONS: &[(u32, &str, &str)] = &[
-    (
-        1,
-        "0001_webhook_events.sql",
-        include_str!("../../../migrations/postgres/0001_webhook_events.sql"),
-    ),
-    (
-        2,
-        "0002_objects.sql",
-        include_str!("../../../migrations/postgres/0002_objects.sql"),
-    ),
-    (
-        3,
-        "0003_jobs.sql",
-        include_str!("../../../migrations/postgres/0003_jobs.sql"),
-    ),
-];
+super::shipped_migrations! {
+    /// The whole schema for a new database: every file under `migrations/postgres/`, in
+    /// order, for the default table name. [`PostgresStore::migrations`] gives them one by
+    /// one, and [`PostgresStore::migration_sql`] for a renamed table.
+    POSTGRES_MIGRATION, POSTGRES_MIGRATIONS = "postgres": [
+        1 "0001_webhook_events.sql",
+        2 "0002_objects.sql",
+        3 "0003_jobs.sql",
+    ]
+}
 
 /// Postgres's `lock_not_available` (a `lock_timeout` fired).
 pub(crate) fn is_lock_timeout(e: &sqlx::Error) -> bool {

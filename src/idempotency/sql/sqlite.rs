@@ -9,38 +9,17 @@ use sqlx::{Sqlite, SqlitePool};
 use super::{db_err, SqlCore};
 use crate::idempotency::StoreError;
 
-/// The schema, as shipped in `migrations/sqlite/0001_webhook_events.sql`, for the default
-/// table name. Use [`SqliteStore::migration_sql`] for a renamed table.
-pub const SQLITE_MIGRATION: &str = concat!(
-    include_str!("../../../migrations/sqlite/0001_webhook_events.sql"),
-    include_str!("../../../migrations/sqlite/0002_objects.sql"),
-    include_str!("../../../migrations/sqlite/0003_jobs.sql"),
-    include_str!("../../../migrations/sqlite/0004_guard_steps.sql"),
-);
-
-/// The schema's migrations, in version order: what [`SqliteStore::migrate`] applies.
-pub(crate) const SQLITE_MIGRATIONS: &[(u32, &str, &str)] = &[
-    (
-        1,
-        "0001_webhook_events.sql",
-        include_str!("../../../migrations/sqlite/0001_webhook_events.sql"),
-    ),
-    (
-        2,
-        "0002_objects.sql",
-        include_str!("../../../migrations/sqlite/0002_objects.sql"),
-    ),
-    (
-        3,
-        "0003_jobs.sql",
-        include_str!("../../../migrations/sqlite/0003_jobs.sql"),
-    ),
-    (
-        4,
-        "0004_guard_steps.sql",
-        include_str!("../../../migrations/sqlite/0004_guard_steps.sql"),
-    ),
-];
+super::shipped_migrations! {
+    /// The whole schema for a new database: every file under `migrations/sqlite/`, in
+    /// order, for the default table name. [`SqliteStore::migrations`] gives them one by
+    /// one, and [`SqliteStore::migration_sql`] for a renamed table.
+    SQLITE_MIGRATION, SQLITE_MIGRATIONS = "sqlite": [
+        1 "0001_webhook_events.sql",
+        2 "0002_objects.sql",
+        3 "0003_jobs.sql",
+        4 "0004_guard_steps.sql",
+    ]
+}
 
 /// How long a writer waits for SQLite's lock before giving up.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -645,18 +645,18 @@ where
         for _ in 0..3 {
             let row =
                 lock_and_claim_query(statement, object_id, holder, lease, id, event_type, &fence)
-                    .fetch_one(&self.pool)
+                    .fetch_optional(&self.pool)
                     .await
                     .map_err(db_err)?;
-            let locked: i64 = row.try_get(0).map_err(db_err)?;
-            if locked == 0 {
+            let Some(row) = row else {
+                // Not locked: another holder has the object.
                 match self.lock_object_busy(object_id).await? {
                     Some(retry_after) => return Ok(LockedClaim::Busy { retry_after }),
                     None => continue,
                 }
-            }
-            let watermark = watermark_at::<DB>(&row, 1)?;
-            let attempts: Option<i64> = row.try_get(3).map_err(db_err)?;
+            };
+            let watermark = watermark_at::<DB>(&row, 0)?;
+            let attempts: Option<i64> = row.try_get(2).map_err(db_err)?;
             if let Some(attempt) = attempts {
                 return Ok(LockedClaim::Acquired {
                     watermark,
@@ -714,17 +714,17 @@ where
             };
         }
         if let Some(statement) = &self.sql.complete_applied {
-            let done: i64 = sqlx::query_scalar(statement)
+            let done: Option<i64> = sqlx::query_scalar(statement)
                 .bind(token.event_id().as_str())
                 .bind(token.fence_hex())
                 .bind(object_id)
                 .bind(holder)
                 .bind(applied.created)
                 .bind(applied.event_id.as_str())
-                .fetch_one(&self.pool)
+                .fetch_optional(&self.pool)
                 .await
                 .map_err(db_err)?;
-            return if done == 1 { Ok(()) } else { Err(lost()) };
+            return if done.is_some() { Ok(()) } else { Err(lost()) };
         }
         Err(StoreError::unavailable(
             "this dialect has no complete_applied statement",

@@ -30,8 +30,8 @@
 /// | `unlock_object` | object id, holder | |
 /// | `watermark` | object id | `created`, `event_id` |
 /// | `lock_row` | object id | `created`, `event_id` (the row stays locked) |
-/// | `lock_and_claim` | object id, holder, lease ms, event id, event type, fence | locked, `created`, `event_id`, `attempts` |
-/// | `complete_applied` | event id, fence, object id, holder, created, applied event id | completed rows |
+/// | `lock_and_claim` | object id, holder, lease ms, event id, event type, fence | no row when not locked, else `created`, `event_id`, `attempts` (null when the claim was refused) |
+/// | `complete_applied` | event id, fence, object id, holder, created, applied event id | a row when completed |
 /// | `lock_and_claim_step` | as `lock_and_claim` | `attempts`, `created`, `event_id`; raises when refused |
 /// | `settle_step` | as `complete_applied` | nothing; raises when the lease is lost |
 /// | `purge_objects_upto` | after object id, batch size, 1 on the first batch (which includes `after`) | the last object id of the next batch |
@@ -238,26 +238,25 @@ pub const POSTGRES: Statements = Statements {
         claim AS (\
         INSERT INTO {t} AS e (event_id, event_type, status, attempts, fence, lease_until, first_seen, updated_at) \
         SELECT $4, $5, 'processing', 1, $6, now() + $3::bigint * interval '1 millisecond', now(), now() \
-        WHERE EXISTS (SELECT 1 FROM lock) \
+        FROM lock \
         ON CONFLICT (event_id) DO UPDATE SET status = 'processing', attempts = e.attempts + 1, \
         fence = EXCLUDED.fence, lease_until = EXCLUDED.lease_until, updated_at = now() \
         WHERE e.status = 'failed' OR (e.status = 'processing' AND e.lease_until <= now()) \
         RETURNING attempts::bigint) \
-        SELECT (SELECT count(*) FROM lock)::bigint, (SELECT created FROM lock), (SELECT event_id FROM lock), \
-        (SELECT attempts FROM claim)"),
+        SELECT lock.created, lock.event_id, claim.attempts FROM lock LEFT JOIN claim ON true"),
     complete_applied: Some("WITH done AS (\
         UPDATE {t} SET status = 'completed', completed_at = now(), lease_until = NULL, updated_at = now() \
         WHERE event_id = $1 AND fence = $2 AND status = 'processing' RETURNING 1), \
         obj AS (\
         INSERT INTO {t}_objects AS o (object_id, created, event_id, updated_at) \
-        SELECT $3, $5, $6, now() WHERE EXISTS (SELECT 1 FROM done) \
+        SELECT $3, $5, $6, now() FROM done \
         ON CONFLICT (object_id) DO UPDATE SET \
         created = CASE WHEN o.created IS NULL OR o.created <= EXCLUDED.created THEN EXCLUDED.created ELSE o.created END, \
         event_id = CASE WHEN o.created IS NULL OR o.created <= EXCLUDED.created THEN EXCLUDED.event_id ELSE o.event_id END, \
         holder = CASE WHEN o.holder = $4 THEN NULL ELSE o.holder END, \
         lock_until = CASE WHEN o.holder = $4 THEN NULL ELSE o.lock_until END, \
         updated_at = now() RETURNING 1) \
-        SELECT count(*)::bigint FROM done"),
+        SELECT 1::bigint FROM done"),
     lock_and_claim_step: None,
     settle_step: None,
 };

@@ -326,7 +326,7 @@ async fn ordering_guard_in_postgres_inbox_mode_across_four_processes() {
 #[tokio::test]
 async fn ordering_guard_in_sqlite_inbox_mode_across_two_processes() {
     let _serial = SERIAL.lock().await;
-    let name = unique("sqlite_order_inbox");
+    let name = unique("sq_ord_inbox");
     let _dir = common::TempDir::at(&name);
     let dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&dir).unwrap();

@@ -260,8 +260,6 @@ async fn memory_store_purges_past_retention_but_never_leased() {
     assert!(store.record(&leased).await.unwrap().is_some());
 }
 
-/// A table, key prefix or file name no other test uses.
-#[cfg(feature = "postgres")]
 /// A SQL store as the versioned-migration checks see it.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 trait MigrationDb: Sized {
@@ -279,9 +277,19 @@ trait MigrationDb: Sized {
 /// Migrations are versioned: each applied once and recorded, by one of several migrating
 /// at once; a table migrated before versions were recorded is taken over; a failing
 /// migration leaves nothing behind. `prefix` names this run's tables; the store ships
-/// migrations 1 to `last`, of which 1 to `unrecorded` predate the record table.
+/// the files under `migrations/<dir>/`, of which 1 to `unrecorded` predate the record
+/// table.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-async fn migrations_are_versioned<S: MigrationDb>(db: S, prefix: &str, last: u32, unrecorded: u32) {
+async fn migrations_are_versioned<S: MigrationDb>(db: S, prefix: &str, dir: &str, unrecorded: u32) {
+    // The store ships every file under migrations/<dir>/, numbered from 1, in order.
+    let mut files: Vec<String> = std::fs::read_dir(format!("migrations/{dir}"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let names: Vec<&str> = db.migrations().iter().map(|m| m.name).collect();
+    assert_eq!(names, files);
+    let last = u32::try_from(files.len()).unwrap();
     let versions: Vec<u32> = (1..=last).collect();
     // Every name the schema makes from the longest table name fits PostgreSQL's 63.
     let longest = "t".repeat(45);
@@ -342,6 +350,8 @@ async fn migrations_are_versioned<S: MigrationDb>(db: S, prefix: &str, last: u32
     assert!(!db.exists(&format!("{broken}_objects")).await);
 }
 
+/// A table, key prefix or file name no other test uses.
+#[cfg(feature = "postgres")]
 fn unique(what: &str) -> String {
     common::unique(&format!("t_{what}"))
 }
@@ -514,7 +524,7 @@ mod sqlite {
     #[tokio::test]
     async fn sqlite_migrations_are_versioned() {
         let (store, _dir) = store("versions").await;
-        migrations_are_versioned(store, "v", 4, 4).await;
+        migrations_are_versioned(store, "v", "sqlite", 4).await;
     }
 
     #[tokio::test]
@@ -721,7 +731,7 @@ mod postgres {
     #[tokio::test]
     async fn postgres_migrations_are_versioned() {
         let store = PostgresStore::new(pool().await);
-        migrations_are_versioned(store, &unique("v"), 3, 3).await;
+        migrations_are_versioned(store, &unique("v"), "postgres", 3).await;
     }
 
     #[tokio::test]

@@ -330,7 +330,7 @@ pub async fn run_ordering<S: OrderingStore>(store: Arc<S>, time: LeaseTime) {
 }
 
 /// The lock `lock_and_claim` takes and the one `lock_object` takes are one lock, however
-/// a store keeps them (the SQLite store keeps the first in the claim's own row): each
+/// a store keeps them: each
 /// keeps other holders out of the other, the holder renews its own either way, the
 /// holder's unlock frees both, and one whose claim's lease ran out is taken over.
 pub async fn claim_locks_and_object_locks_exclude_each_other<S: OrderingStore + ?Sized>(

@@ -134,7 +134,8 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
-    /// Creates the store's table and the queue's table if missing (safe to run again).
+    /// Applies the schema's migrations this database has not had (the store's and the
+    /// queue's tables), recorded in `{table}_migrations`; safe to run again.
     Migrate,
     /// Signs events like Stripe and posts them to a local service.
     Send(send::SendArgs),

@@ -207,7 +207,6 @@ impl<DB: Dialect> SqlCore<DB> {
     }
 
     pub(crate) fn with_table(mut self, table: &str) -> Result<Self, StoreError> {
-        validate_name(table, &[])?;
         if table.len() > MAX_TABLE_LEN {
             return Err(StoreError::InvalidConfig(format!(
                 "{table:?} is too long: a table name has at most {MAX_TABLE_LEN} characters, \
@@ -215,6 +214,7 @@ impl<DB: Dialect> SqlCore<DB> {
                  within PostgreSQL's 63"
             )));
         }
+        validate_name(table, &[])?;
         self.table = Arc::from(table);
         self.sql = Arc::new(Sql::new(DB::STATEMENTS, table));
         Ok(self)
@@ -272,6 +272,23 @@ macro_rules! migrate_versioned {
             let core = $core;
             let t = &core.table;
             let now = core.now_sql();
+            // Up to date already (every start of a service): answered by a read, with no
+            // write lock. A missing record table is an error here, and the write path
+            // below creates it.
+            let select = format!("SELECT version FROM {t}_migrations");
+            if let Ok(rows) = sqlx::Executor::fetch_all(&core.pool, select.as_str()).await {
+                let have: Vec<i64> = rows
+                    .iter()
+                    .filter_map(|row| sqlx::Row::try_get::<i64, usize>(row, 0).ok())
+                    .collect();
+                if core
+                    .migrations()
+                    .iter()
+                    .all(|m| have.contains(&i64::from(m.version)))
+                {
+                    return Ok(Vec::new());
+                }
+            }
             let mut tx = core.pool.begin_with($begin).await?;
             if let Some(lock) = $lock {
                 sqlx::Executor::execute(&mut *tx, lock.as_str()).await?;
@@ -281,7 +298,6 @@ macro_rules! migrate_versioned {
                  name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
             );
             sqlx::Executor::execute(&mut *tx, create.as_str()).await?;
-            let select = format!("SELECT version FROM {t}_migrations");
             let rows = sqlx::Executor::fetch_all(&mut *tx, select.as_str()).await?;
             let done = rows
                 .iter()
@@ -814,7 +830,10 @@ macro_rules! store_impls {
 
             /// The schema's migrations for this store's table name, in version order,
             /// for your own migration tool: [`migrate`](Self::migrate) applies the ones a
-            /// database has not had and records them in `{table}_migrations`.
+            /// database has not had and records them in `{table}_migrations`. A tool of
+            /// your own that applies them and also lets the store migrate (`connect`
+            /// does) should record each in that table too (`version`, `name`,
+            /// `applied_at` in Unix milliseconds), or the store applies it again.
             pub fn migrations(&self) -> Vec<$crate::idempotency::Migration> {
                 self.core.migrations()
             }

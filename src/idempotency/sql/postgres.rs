@@ -56,7 +56,8 @@ impl PostgresStore {
         }
     }
 
-    /// Connects a pool tuned for this store and creates the table if it is missing.
+    /// Connects a pool tuned for this store and applies the migrations the database has
+    /// not had ([`migrate`](Self::migrate)).
     ///
     /// The pool comes from [`pool_options`](Self::pool_options): unlike sqlx's default, it
     /// does not ping each connection before lending it out. A claim is a single
@@ -86,8 +87,9 @@ impl PostgresStore {
     /// Applies the [migrations](Self::migrations) this database has not had yet, each
     /// once, in version order, in one transaction, and records them in the table
     /// `{table}_migrations`; answers the versions it applied now (none when the schema is
-    /// up to date). Safe to run again, and from several replicas at once: the
-    /// transaction first takes an advisory lock named after the table.
+    /// up to date; such a database is only read, with no write lock). Safe to run
+    /// again, and from several replicas at once: the transaction (read committed, whatever
+    /// the database's default) first takes an advisory lock named after the table.
     ///
     /// A database migrated before versions were recorded (this crate before 0.1) has every
     /// migration applied once more and recorded: those migrations only create what is
@@ -108,9 +110,13 @@ impl PostgresStore {
             "SELECT pg_advisory_xact_lock({})",
             i64::from_ne_bytes(key.to_ne_bytes())
         );
-        super::migrate_versioned!(&self.core, "BEGIN", Some(lock))
-            .await
-            .map_err(db_err)
+        super::migrate_versioned!(
+            &self.core,
+            "BEGIN ISOLATION LEVEL READ COMMITTED",
+            Some(lock)
+        )
+        .await
+        .map_err(db_err)
     }
 }
 

@@ -117,7 +117,8 @@ impl SqliteStore {
     /// Applies the [migrations](Self::migrations) this database has not had yet, each
     /// once, in version order, in one `BEGIN IMMEDIATE` transaction, and records them in
     /// the table `{table}_migrations`; answers the versions it applied now (none when the
-    /// schema is up to date). Safe to run again, and from several processes at once.
+    /// schema is up to date; such a database is only read, with no write lock). Safe to run
+    /// again, and from several processes at once.
     /// [`connect`](Self::connect) runs it.
     ///
     /// A database migrated before versions were recorded (this crate before 0.1) has every

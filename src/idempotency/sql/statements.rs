@@ -88,7 +88,7 @@ pub struct Statements {
     /// one statement.
     pub lock_and_claim: Option<&'static str>,
     /// Where the dialect can: the completion, the watermark and the unlock in one
-    /// statement, counting the completed rows.
+    /// statement, answering a row when the claim was completed.
     pub complete_applied: Option<&'static str>,
     /// Where the dialect has no data-modifying CTEs (SQLite): `lock_and_claim` as one
     /// `INSERT` into a view whose trigger locks and claims, raising

@@ -274,6 +274,49 @@ trait MigrationDb: Sized {
     async fn exists(&self, name: &str) -> bool;
 }
 
+/// `MigrationDb` for a SQL store; `$exists` answers whether a table or view named `$1`
+/// (or `?1`) exists.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! migration_db {
+    ($store:ident, $exists:literal) => {
+        impl MigrationDb for $store {
+            fn table(&self, name: &str) -> Self {
+                self.clone().with_table(name).unwrap()
+            }
+            async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+                $store::migrate(self).await
+            }
+            fn migrations(&self) -> Vec<stripe_webhooks::Migration> {
+                $store::migrations(self)
+            }
+            fn migration_sql(&self) -> String {
+                $store::migration_sql(self)
+            }
+            async fn exec(&self, sql: &str) {
+                stripe_webhooks::sqlx::raw_sql(sql)
+                    .execute(self.pool())
+                    .await
+                    .unwrap();
+            }
+            async fn recorded(&self, table: &str) -> Vec<i64> {
+                stripe_webhooks::sqlx::query_scalar(&format!(
+                    "SELECT version FROM {table}_migrations ORDER BY version"
+                ))
+                .fetch_all(self.pool())
+                .await
+                .unwrap()
+            }
+            async fn exists(&self, name: &str) -> bool {
+                stripe_webhooks::sqlx::query_scalar::<_, bool>($exists)
+                    .bind(name)
+                    .fetch_one(self.pool())
+                    .await
+                    .unwrap()
+            }
+        }
+    };
+}
+
 /// Migrations are versioned: each applied once and recorded, by one of several migrating
 /// at once; a table migrated before versions were recorded is taken over; a failing
 /// migration leaves nothing behind. `prefix` names this run's tables; the store ships
@@ -316,6 +359,7 @@ async fn migrations_are_versioned<S: MigrationDb>(db: S, prefix: &str, dir: &str
     assert_eq!(fresh.migrate().await.unwrap(), Vec::<u32>::new());
     let expected: Vec<i64> = versions.iter().map(|v| i64::from(*v)).collect();
     assert_eq!(db.recorded(&format!("{prefix}_fresh")).await, expected);
+    assert!(db.exists(&format!("{prefix}_fresh_migrations")).await);
 
     // Migrated before versions were recorded: the migrations of then, each as a script.
     let old = db.table(&format!("{prefix}_old"));
@@ -482,44 +526,10 @@ mod sqlite {
         store_conformance::run_ordering(Arc::new(store), LeaseTime::Real).await;
     }
 
-    impl MigrationDb for SqliteStore {
-        fn table(&self, name: &str) -> Self {
-            self.clone().with_table(name).unwrap()
-        }
-        async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
-            SqliteStore::migrate(self).await
-        }
-        fn migrations(&self) -> Vec<stripe_webhooks::Migration> {
-            SqliteStore::migrations(self)
-        }
-        fn migration_sql(&self) -> String {
-            SqliteStore::migration_sql(self)
-        }
-        async fn exec(&self, sql: &str) {
-            stripe_webhooks::sqlx::raw_sql(sql)
-                .execute(self.pool())
-                .await
-                .unwrap();
-        }
-        async fn recorded(&self, table: &str) -> Vec<i64> {
-            stripe_webhooks::sqlx::query_scalar(&format!(
-                "SELECT version FROM {table}_migrations ORDER BY version"
-            ))
-            .fetch_all(self.pool())
-            .await
-            .unwrap()
-        }
-        async fn exists(&self, name: &str) -> bool {
-            stripe_webhooks::sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM sqlite_master WHERE name = ?1",
-            )
-            .bind(name)
-            .fetch_one(self.pool())
-            .await
-            .unwrap()
-                > 0
-        }
-    }
+    migration_db!(
+        SqliteStore,
+        "SELECT count(*) > 0 FROM sqlite_master WHERE name = ?1"
+    );
 
     #[tokio::test]
     async fn sqlite_migrations_are_versioned() {
@@ -692,41 +702,7 @@ mod postgres {
         store_conformance::run_ordering(Arc::new(store("ordering").await), LeaseTime::Real).await;
     }
 
-    impl MigrationDb for PostgresStore {
-        fn table(&self, name: &str) -> Self {
-            self.clone().with_table(name).unwrap()
-        }
-        async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
-            PostgresStore::migrate(self).await
-        }
-        fn migrations(&self) -> Vec<stripe_webhooks::Migration> {
-            PostgresStore::migrations(self)
-        }
-        fn migration_sql(&self) -> String {
-            PostgresStore::migration_sql(self)
-        }
-        async fn exec(&self, sql: &str) {
-            stripe_webhooks::sqlx::raw_sql(sql)
-                .execute(self.pool())
-                .await
-                .unwrap();
-        }
-        async fn recorded(&self, table: &str) -> Vec<i64> {
-            stripe_webhooks::sqlx::query_scalar(&format!(
-                "SELECT version FROM {table}_migrations ORDER BY version"
-            ))
-            .fetch_all(self.pool())
-            .await
-            .unwrap()
-        }
-        async fn exists(&self, name: &str) -> bool {
-            stripe_webhooks::sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
-                .bind(name)
-                .fetch_one(self.pool())
-                .await
-                .unwrap()
-        }
-    }
+    migration_db!(PostgresStore, "SELECT to_regclass($1) IS NOT NULL");
 
     #[tokio::test]
     async fn postgres_migrations_are_versioned() {

@@ -360,6 +360,18 @@ async fn migrations_are_versioned<S: MigrationDb>(db: S, prefix: &str, dir: &str
     let expected: Vec<i64> = versions.iter().map(|v| i64::from(*v)).collect();
     assert_eq!(db.recorded(&format!("{prefix}_fresh")).await, expected);
     assert!(db.exists(&format!("{prefix}_fresh_migrations")).await);
+    // Migrated by a newer release (a rollback): nothing applied, no error, the newer
+    // record kept.
+    let newer = last + 1;
+    db.exec(&format!(
+        "INSERT INTO {prefix}_fresh_migrations (version, name, applied_at) \
+         VALUES ({newer}, '{newer:04}_later.sql', 0)"
+    ))
+    .await;
+    assert_eq!(fresh.migrate().await.unwrap(), Vec::<u32>::new());
+    let mut with_newer = expected.clone();
+    with_newer.push(i64::from(newer));
+    assert_eq!(db.recorded(&format!("{prefix}_fresh")).await, with_newer);
 
     // Migrated before versions were recorded: the migrations of then, each as a script.
     let old = db.table(&format!("{prefix}_old"));

@@ -243,6 +243,36 @@ impl<DB: Dialect> SqlCore<DB> {
     }
 }
 
+/// Warns (with the `tracing` feature) when `{table}_migrations` records versions this build
+/// does not ship: the database was migrated by a newer release, as after rolling a
+/// deployment back. Not an error: each migration only adds to the schema, so the older
+/// statements still run, and a rollback must be able to start.
+pub(crate) fn note_newer_schema(table: &str, recorded: &[i64], shipped: &[Migration]) {
+    let newer = newer_versions(recorded, shipped);
+    if newer.is_empty() {
+        return;
+    }
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        table,
+        ?newer,
+        "the database has migrations newer than this build of stripe-webhooks \
+         (migrated by a newer release); running on the older statements"
+    );
+    #[cfg(not(feature = "tracing"))]
+    let _ = (table, newer);
+}
+
+/// The recorded versions past the last one `shipped`.
+fn newer_versions(recorded: &[i64], shipped: &[Migration]) -> Vec<i64> {
+    let known = shipped
+        .iter()
+        .map(|m| i64::from(m.version))
+        .max()
+        .unwrap_or(0);
+    recorded.iter().copied().filter(|v| *v > known).collect()
+}
+
 /// The migrations under `migrations/<dir>/`, named once: the whole script (`$whole`, for a
 /// new database) and the versioned list (`$list`) that `migrate()` applies.
 macro_rules! shipped_migrations {
@@ -276,16 +306,21 @@ macro_rules! migrate_versioned {
             // write lock. A missing record table is an error here, and the write path
             // below creates it.
             let select = format!("SELECT version FROM {t}_migrations");
-            if let Ok(rows) = sqlx::Executor::fetch_all(&core.pool, select.as_str()).await {
-                let have: Vec<i64> = rows
-                    .iter()
-                    .filter_map(|row| sqlx::Row::try_get::<i64, usize>(row, 0).ok())
-                    .collect();
-                if core
-                    .migrations()
-                    .iter()
-                    .all(|m| have.contains(&i64::from(m.version)))
-                {
+            macro_rules! recorded {
+                ($conn:expr) => {
+                    sqlx::Executor::fetch_all($conn, select.as_str())
+                        .await
+                        .and_then(|rows| {
+                            rows.iter()
+                                .map(|row| sqlx::Row::try_get::<i64, usize>(row, 0))
+                                .collect::<Result<Vec<i64>, _>>()
+                        })
+                };
+            }
+            if let Ok(have) = recorded!(&core.pool) {
+                let shipped = core.migrations();
+                if shipped.iter().all(|m| have.contains(&i64::from(m.version))) {
+                    $crate::idempotency::sql::note_newer_schema(t, &have, &shipped);
                     return Ok(Vec::new());
                 }
             }
@@ -298,11 +333,7 @@ macro_rules! migrate_versioned {
                  name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
             );
             sqlx::Executor::execute(&mut *tx, create.as_str()).await?;
-            let rows = sqlx::Executor::fetch_all(&mut *tx, select.as_str()).await?;
-            let done = rows
-                .iter()
-                .map(|row| sqlx::Row::try_get::<i64, usize>(row, 0))
-                .collect::<Result<Vec<i64>, _>>()?;
+            let done = recorded!(&mut *tx)?;
             let mut applied = Vec::new();
             for m in core.migrations() {
                 if done.contains(&i64::from(m.version)) {
@@ -1042,6 +1073,30 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_newer_than_the_shipped_ones_are_named() {
+        let shipped = |versions: &[u32]| -> Vec<Migration> {
+            versions
+                .iter()
+                .map(|v| Migration {
+                    version: *v,
+                    name: "x.sql",
+                    sql: String::new(),
+                })
+                .collect()
+        };
+        assert_eq!(
+            newer_versions(&[1, 2, 3], &shipped(&[1, 2, 3])),
+            Vec::<i64>::new()
+        );
+        assert_eq!(
+            newer_versions(&[1, 2, 3, 4, 7], &shipped(&[1, 2, 3])),
+            vec![4, 7]
+        );
+        assert_eq!(newer_versions(&[1], &shipped(&[1, 2])), Vec::<i64>::new());
+        assert_eq!(newer_versions(&[1, 2], &shipped(&[])), vec![1, 2]);
+    }
 
     #[test]
     fn attempts_read_back_the_same_way_on_every_dialect() {

@@ -95,6 +95,10 @@ impl PostgresStore {
     /// migration applied once more and recorded: those migrations only create what is
     /// missing.
     ///
+    /// A database that records versions this build does not know (migrated by a newer
+    /// release, as after a rollback) is left as it is and answers none; with the
+    /// `tracing` feature, a warning names those versions.
+    ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] if a statement fails; nothing of that run is applied.

@@ -722,6 +722,39 @@ mod postgres {
         migrations_are_versioned(store, &unique("v"), "postgres", 3).await;
     }
 
+    /// Migration 4 drops the status columns' `CHECK` constraints (PostgreSQL rebuilds them
+    /// at each write), under the names PostgreSQL gave them, for the longest table name
+    /// too; the first three migrations created them.
+    #[tokio::test]
+    async fn postgres_migrations_drop_the_check_constraints() {
+        let base = unique("nochk");
+        assert!(base.len() < 45, "{base}");
+        let longest = format!("{base}{}", "x".repeat(45 - base.len()));
+        for table in [base, longest] {
+            let store = PostgresStore::new(pool().await).with_table(&table).unwrap();
+            let checks = || async {
+                stripe_webhooks::sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM pg_constraint \
+                     WHERE contype = 'c' AND conrelid IN ($1::regclass, $2::regclass)",
+                )
+                .bind(&table)
+                .bind(format!("{table}_jobs"))
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+            };
+            for m in store.migrations().iter().filter(|m| m.version <= 3) {
+                stripe_webhooks::sqlx::raw_sql(&m.sql)
+                    .execute(store.pool())
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(checks().await, 2, "{table}");
+            store.migrate().await.unwrap();
+            assert_eq!(checks().await, 0, "{table}");
+        }
+    }
+
     #[tokio::test]
     async fn postgres_completes_applied_with_or_without_a_row() {
         complete_applied_records_the_watermark_with_or_without_a_row(store("rowless").await).await;

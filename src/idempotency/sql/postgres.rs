@@ -15,6 +15,7 @@ super::shipped_migrations! {
         1 "0001_webhook_events.sql",
         2 "0002_objects.sql",
         3 "0003_jobs.sql",
+        4 "0004_no_check_constraints.sql",
     ]
 }
 

@@ -77,6 +77,16 @@ pub enum ReconcileError {
     /// The cursor could not be read or written.
     #[error("the reconciler's cursor store failed: {0}")]
     Store(#[from] StoreError),
+    /// Stripe said more events follow but gave no way to them: a v1 page with
+    /// `has_more` and no events, a v1 page ending on the event the one before ended on,
+    /// or a v2 `next_page` token equal to the one just used. The pass stops before
+    /// running anything and leaves the cursor where it was, so no unlisted event falls
+    /// behind it; the next pass lists again.
+    #[error("Stripe's event list stopped moving after page {page}: it says more events follow but gives no way to them")]
+    ListingStalled {
+        /// The page (from 1) after which the listing could not go on.
+        page: usize,
+    },
 }
 
 /// Lists events from Stripe and runs them through a [`Processor`]'s claims.
@@ -308,6 +318,13 @@ impl Reconciler {
             report.pages += 1;
             report.listed += page.data.len();
             let next = page.next_params(&params);
+            let stalled = page.has_more
+                && next.as_ref().map_or(true, |n| {
+                    n.starting_after.is_some() && n.starting_after == params.starting_after
+                });
+            if stalled {
+                return Err(ReconcileError::ListingStalled { page: report.pages });
+            }
             events.extend(page.data);
             match next {
                 Some(next) => params = next,
@@ -405,10 +422,13 @@ impl Reconciler {
             report.listed += page.data.len();
             notifications.extend(page.data);
             // An empty page may still have a next one; a token that does not move on
-            // ends the listing rather than looping.
+            // stops the pass rather than looping (or skipping what follows).
             match page.next_page {
-                Some(next) if page_token.as_ref() != Some(&next) => page_token = Some(next),
-                _ => break,
+                Some(next) if page_token.as_ref() == Some(&next) => {
+                    return Err(ReconcileError::ListingStalled { page: report.pages });
+                }
+                Some(next) => page_token = Some(next),
+                None => break,
             }
         }
         oldest_first(&mut notifications, |n| n.created_unix().unwrap_or(from));

@@ -583,6 +583,27 @@ async fn gives_up_at_the_deadline_when_faults_never_stop() {
 }
 
 #[tokio::test]
+async fn a_deadline_of_duration_max_means_none() {
+    let (fake, client) = fake().await;
+    let client = client.with_deadline(Duration::MAX);
+    fake.add_event(&event_at("evt_far", "invoice.paid", BASE))
+        .unwrap();
+    fake.fail_path(
+        "/v1/events/evt_far",
+        Some(1),
+        Fault::TooManyRequests {
+            retry_after_secs: Some(0),
+        },
+    );
+    let event = client
+        .retrieve_event(&RequestContext::platform(), "evt_far")
+        .await
+        .unwrap();
+    assert_eq!(event.id().to_string(), "evt_far");
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[tokio::test]
 async fn gives_up_after_max_attempts() {
     let (fake, client) = fake().await;
     let client = client.with_max_attempts(3);

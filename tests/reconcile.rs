@@ -470,3 +470,73 @@ async fn an_ack_fast_processor_queues_reconciled_events_for_its_workers() {
     let again = reconciler.undelivered().await.unwrap();
     assert_eq!((again.queued, again.duplicates), (0, 3), "{again:?}");
 }
+
+/// A Stripe API whose lists never move on: `GET /v1/events` always answers `v1`, and
+/// `GET /v2/core/events` an empty page pointing at the same next page.
+struct Stuck {
+    v1: String,
+}
+
+#[async_trait]
+impl StripeClient for Stuck {
+    async fn get(
+        &self,
+        _ctx: &RequestContext,
+        path: &str,
+        _query: &[(String, String)],
+    ) -> Result<String, stripe_webhooks::client::ClientError> {
+        Ok(match path {
+            "/v1/events" => self.v1.clone(),
+            _ => r#"{"data":[],"next_page_url":"/v2/core/events?page=tok_same","previous_page_url":null}"#
+                .to_owned(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_listing_that_stops_moving_fails_the_pass_and_keeps_the_cursor() {
+    let s = setup().await;
+    let now = testing::now();
+    let reconciler =
+        |v1: String| Reconciler::new(Stuck { v1 }, Arc::clone(&s.processor), Arc::clone(&s.store));
+    // `has_more` with no events: no way to the rest.
+    let empty = r#"{"object":"list","data":[],"has_more":true,"url":"/v1/events"}"#;
+    let err = reconciler(empty.to_owned())
+        .since_cursor()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ReconcileError::ListingStalled { page: 1 }),
+        "{err}"
+    );
+    // Every page ends on the same event: the second page is the first again.
+    let same = format!(
+        r#"{{"object":"list","data":[{}],"has_more":true,"url":"/v1/events"}}"#,
+        event("evt_stuck", "invoice.paid", now - 10)
+    );
+    let err = reconciler(same.clone()).since_cursor().await.unwrap_err();
+    assert!(
+        matches!(err, ReconcileError::ListingStalled { page: 2 }),
+        "{err}"
+    );
+    let err = reconciler(same).undelivered().await.unwrap_err();
+    assert!(
+        matches!(err, ReconcileError::ListingStalled { page: 2 }),
+        "{err}"
+    );
+    // v2: the next page's token is the one just used.
+    let err = reconciler(empty.to_owned())
+        .thin_since_cursor()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ReconcileError::ListingStalled { page: 2 }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("after page 2"), "{err}");
+    // Nothing ran and no cursor moved.
+    assert_eq!(s.runs.total(), 0);
+    for key in ["reconcile:default:v1", "reconcile:default:v2"] {
+        assert_eq!(s.store.watermark(key).await.unwrap(), None, "{key}");
+    }
+}

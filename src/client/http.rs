@@ -14,6 +14,9 @@ use tokio::time::Instant;
 use super::API_VERSION;
 use super::{check_api_path, ApiError, ApiKey, ClientError, RequestContext, StripeClient};
 
+/// How far away a deadline too large to add to the clock is put (30 years, as tokio's
+/// own timers do).
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 /// Stripe's API host.
 pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
 /// How long one call may take, retries and waits included.
@@ -113,7 +116,8 @@ impl HttpClient {
         self
     }
 
-    /// Sets the total deadline of one call, retries and waits included.
+    /// Sets the total deadline of one call, retries and waits included
+    /// (`Duration::MAX`: none; the attempt timeout and the attempt count still bound it).
     #[must_use]
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
@@ -296,7 +300,11 @@ impl StripeClient for HttpClient {
             }
         }
         let url = format!("{}{path}", self.base_url);
-        let deadline_at = Instant::now() + self.deadline;
+        // `with_deadline(Duration::MAX)` means no deadline, not an overflow.
+        let now = Instant::now();
+        let deadline_at = now
+            .checked_add(self.deadline)
+            .unwrap_or_else(|| now + FAR_FUTURE);
         let exceeded = |attempts, last: Option<ClientError>| ClientError::DeadlineExceeded {
             deadline: self.deadline,
             attempts,

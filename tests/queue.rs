@@ -533,6 +533,74 @@ async fn sqlite_inbox_worker_commits_effects_with_the_completion() {
     assert_eq!((c.completed, c.dead), (1, 1));
 }
 
+/// Reads, then writes: on its first run, another connection commits in between, so
+/// SQLite refuses its write (`SQLITE_BUSY_SNAPSHOT`: its snapshot is stale).
+struct ReadThenWrite {
+    other: stripe_webhooks::sqlx::SqlitePool,
+    runs: Arc<Mutex<u32>>,
+}
+
+#[async_trait]
+impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Sqlite> for ReadThenWrite {
+    async fn handle(
+        &self,
+        event: &Event,
+        conn: &mut stripe_webhooks::sqlx::SqliteConnection,
+    ) -> Result<(), HandlerError> {
+        let run = {
+            let mut runs = self.runs.lock().unwrap();
+            *runs += 1;
+            *runs
+        };
+        let before: i64 = stripe_webhooks::sqlx::query_scalar("SELECT count(*) FROM ledger")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(HandlerError::new)?;
+        if run == 1 {
+            stripe_webhooks::sqlx::query("INSERT INTO elsewhere (n) VALUES (1)")
+                .execute(&self.other)
+                .await
+                .map_err(HandlerError::new)?;
+        }
+        stripe_webhooks::sqlx::query("INSERT INTO ledger (event_id) VALUES (?1)")
+            .bind(format!("{} after {before}", event.id()))
+            .execute(&mut *conn)
+            .await
+            .map_err(HandlerError::new)?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_inbox_handler_whose_snapshot_went_stale_runs_again_at_once() {
+    let dir = TempDir::new("queue_inbox_snapshot");
+    let queue = sqlite_queue(&dir).await;
+    stripe_webhooks::sqlx::raw_sql(
+        "CREATE TABLE ledger (event_id TEXT NOT NULL); CREATE TABLE elsewhere (n INTEGER)",
+    )
+    .execute(queue.pool())
+    .await
+    .unwrap();
+    enqueue_body(&queue, &customer_event("evt_stale_read", "cus_1", 1)).await;
+    let runs = Arc::new(Mutex::new(0));
+    let handler = ReadThenWrite {
+        other: queue.pool().clone(),
+        runs: Arc::clone(&runs),
+    };
+    let worker = queue.inbox_worker(handler).with_retry(fast_retry(1));
+    worker.run_once().await.unwrap();
+    // Ran twice in the one take: the first transaction rolled back, the second (begun
+    // with the write lock) committed. Nothing went to the retry schedule.
+    assert_eq!(*runs.lock().unwrap(), 2);
+    let rows: Vec<String> = stripe_webhooks::sqlx::query_scalar("SELECT event_id FROM ledger")
+        .fetch_all(queue.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, ["evt_stale_read after 0"]);
+    let c = queue.counts().await.unwrap();
+    assert_eq!((c.completed, c.dead, c.retrying), (1, 0, 0), "{c:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sqlite_queue_wal_starts_over_under_steady_enqueues() {
     let dir = TempDir::new("queue_wal");
@@ -622,6 +690,71 @@ mod postgres {
         let store = PostgresStore::new(pool).with_table(&unique(name)).unwrap();
         store.migrate().await.unwrap();
         store.queue()
+    }
+
+    /// Writes a row, then outlasts a few lease renewals.
+    struct SlowLedger;
+
+    #[async_trait]
+    impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Postgres> for SlowLedger {
+        async fn handle(
+            &self,
+            event: &Event,
+            conn: &mut stripe_webhooks::sqlx::PgConnection,
+        ) -> Result<(), HandlerError> {
+            let table = format!("{}_ledger", event.id());
+            stripe_webhooks::sqlx::query(&format!("INSERT INTO {table} VALUES (1)"))
+                .execute(&mut *conn)
+                .await
+                .map_err(HandlerError::new)?;
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            Ok(())
+        }
+    }
+
+    /// The job's lease is renewed beside the inbox transaction; under a database default
+    /// of repeatable read, the completion would then fail on the renewed row. The inbox
+    /// transaction is read committed whatever the default.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_postgres_inbox_job_renewed_while_it_runs_completes_under_repeatable_read() {
+        let url = std::env::var("DATABASE_URL_TEST").unwrap();
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    stripe_webhooks::sqlx::Executor::execute(
+                        conn,
+                        "SET default_transaction_isolation = 'repeatable read'",
+                    )
+                    .await
+                    .map(|_| ())
+                })
+            })
+            .connect(&url)
+            .await
+            .unwrap();
+        let store = PostgresStore::new(pool).with_table(&unique("qrr")).unwrap();
+        store.migrate().await.unwrap();
+        let queue = store.queue();
+        let id = unique("evt_rr");
+        stripe_webhooks::sqlx::query(&format!("CREATE TABLE {id}_ledger (n INT)"))
+            .execute(queue.pool())
+            .await
+            .unwrap();
+        enqueue_body(&queue, &customer_event(&id, "cus_1", 1)).await;
+        let worker = queue
+            .inbox_worker(SlowLedger)
+            .with_lease(Duration::from_millis(300))
+            .with_retry(fast_retry(1));
+        worker.run_once().await.unwrap();
+        let c = queue.counts().await.unwrap();
+        assert_eq!((c.completed, c.dead), (1, 0), "{c:?}");
+        let rows: i64 =
+            stripe_webhooks::sqlx::query_scalar(&format!("SELECT count(*) FROM {id}_ledger"))
+                .fetch_one(queue.pool())
+                .await
+                .unwrap();
+        assert_eq!(rows, 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,22 +144,53 @@ const POSTGRES: Statements = Statements {
 /// A database the queue runs on.
 pub(crate) trait QueueDialect: Dialect {
     const QUEUE: &'static Statements;
-    /// How an inbox transaction begins. Deferred on SQLite too: SQLite has one writer, and
+    /// How an inbox transaction begins. Deferred on SQLite: SQLite has one writer, and
     /// `BEGIN IMMEDIATE` would hold the write lock (and every enqueue behind it) for the
     /// whole handler; deferred, it takes the lock at the transaction's first write.
+    /// Read committed on PostgreSQL, whatever the database's default: the job's lease is
+    /// renewed beside the transaction, and under a stricter isolation the completion
+    /// would fail on that renewal.
     const BEGIN: &'static str;
+    /// How an inbox transaction that lost its snapshot ([`snapshot_lost`](Self::snapshot_lost))
+    /// begins again, once, at once; `None` where that cannot happen.
+    const BEGIN_AGAIN: Option<&'static str>;
+    /// Whether `error` (or one of its sources) says the transaction read a snapshot that
+    /// a write elsewhere made stale, so its own write was refused: SQLite's
+    /// `SQLITE_BUSY_SNAPSHOT`, when a deferred transaction that read first writes after
+    /// another connection committed. Everything it did rolls back, so it runs again.
+    fn snapshot_lost(error: &(dyn std::error::Error + 'static)) -> bool;
 }
 
 #[cfg(feature = "sqlite")]
 impl QueueDialect for sqlx::Sqlite {
     const QUEUE: &'static Statements = &SQLITE;
     const BEGIN: &'static str = "BEGIN";
+    /// Holds the write lock from the start, so no write can make its snapshot stale.
+    const BEGIN_AGAIN: Option<&'static str> = Some("BEGIN IMMEDIATE");
+    fn snapshot_lost(error: &(dyn std::error::Error + 'static)) -> bool {
+        /// `SQLITE_BUSY_SNAPSHOT`.
+        const BUSY_SNAPSHOT: i32 = 517;
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if let Some(e) = e.downcast_ref::<sqlx::Error>() {
+                if crate::idempotency::sql::sqlite::sqlite_code(e) == Some(BUSY_SNAPSHOT) {
+                    return true;
+                }
+            }
+            next = e.source();
+        }
+        false
+    }
 }
 
 #[cfg(feature = "postgres")]
 impl QueueDialect for sqlx::Postgres {
     const QUEUE: &'static Statements = &POSTGRES;
-    const BEGIN: &'static str = "BEGIN";
+    const BEGIN: &'static str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+    const BEGIN_AGAIN: Option<&'static str> = None;
+    fn snapshot_lost(_: &(dyn std::error::Error + 'static)) -> bool {
+        false
+    }
 }
 
 /// The statements, rendered for one jobs table.
@@ -585,48 +616,62 @@ macro_rules! inbox_runner {
                 if !self.handler.handles(event.event_type()) {
                     return Ran::Skipped;
                 }
-                let mut tx: sqlx::Transaction<'static, $db> = match self
-                    .queue
-                    .pool
-                    .begin_with(<$db as QueueDialect>::BEGIN)
-                    .await
-                {
-                    Ok(tx) => tx,
-                    Err(e) => {
-                        return Ran::Failed {
-                            error: format!("could not begin the inbox transaction: {e}"),
-                            permanent: false,
+                let mut begin = <$db as QueueDialect>::BEGIN;
+                loop {
+                    // A transaction that lost its snapshot runs once more, begun so that
+                    // it cannot lose it again.
+                    let again = <$db as QueueDialect>::BEGIN_AGAIN.filter(|b| *b != begin);
+                    let mut tx: sqlx::Transaction<'static, $db> =
+                        match self.queue.pool.begin_with(begin).await {
+                            Ok(tx) => tx,
+                            Err(e) => {
+                                return Ran::Failed {
+                                    error: format!("could not begin the inbox transaction: {e}"),
+                                    permanent: false,
+                                }
+                            }
+                        };
+                    let handled = run_handler(
+                        handler_future(|| self.handler.handle(&event, &mut *tx)),
+                        deadline,
+                    )
+                    .await;
+                    if let Err(e) = handled {
+                        let _ = tx.rollback().await;
+                        match again {
+                            Some(b) if <$db as QueueDialect>::snapshot_lost(&e) => {
+                                begin = b;
+                                continue;
+                            }
+                            _ => return Ran::failed(&e),
                         }
                     }
-                };
-                let handled = run_handler(
-                    handler_future(|| self.handler.handle(&event, &mut *tx)),
-                    deadline,
-                )
-                .await;
-                if let Err(e) = handled {
-                    let _ = tx.rollback().await;
-                    return Ran::failed(&e);
-                }
-                match self.queue.complete_on(&mut *tx, &job.token).await {
-                    Ok(()) => match tx.commit().await {
-                        Ok(()) => Ran::Completed,
-                        Err(e) => Ran::Failed {
-                            error: format!("could not commit the inbox transaction: {e}"),
-                            permanent: false,
+                    return match self.queue.complete_on(&mut *tx, &job.token).await {
+                        Ok(()) => match tx.commit().await {
+                            Ok(()) => Ran::Completed,
+                            Err(e) => Ran::Failed {
+                                error: format!("could not commit the inbox transaction: {e}"),
+                                permanent: false,
+                            },
                         },
-                    },
-                    Err(StoreError::LeaseLost { .. }) => {
-                        let _ = tx.rollback().await;
-                        Ran::LeaseLost
-                    }
-                    Err(e) => {
-                        let _ = tx.rollback().await;
-                        Ran::Failed {
-                            error: format!("could not complete the job: {e}"),
-                            permanent: false,
+                        Err(StoreError::LeaseLost { .. }) => {
+                            let _ = tx.rollback().await;
+                            Ran::LeaseLost
                         }
-                    }
+                        Err(e) => {
+                            let _ = tx.rollback().await;
+                            match again {
+                                Some(b) if <$db as QueueDialect>::snapshot_lost(&e) => {
+                                    begin = b;
+                                    continue;
+                                }
+                                _ => Ran::Failed {
+                                    error: format!("could not complete the job: {e}"),
+                                    permanent: false,
+                                },
+                            }
+                        }
+                    };
                 }
             }
         }

@@ -18,6 +18,7 @@ use common::unique;
 use common::TempDir;
 use stripe_webhooks::queue::{
     JobState, MemoryQueue, NewJob, Queue, QueueAdmin, RetryPolicy, SqliteQueue, Worker,
+    MAX_RETRY_DELAY,
 };
 use stripe_webhooks::testing::queue_conformance;
 use stripe_webhooks::testing::store_conformance::LeaseTime;
@@ -531,6 +532,59 @@ async fn sqlite_inbox_worker_commits_effects_with_the_completion() {
     );
     let c = queue.counts().await.unwrap();
     assert_eq!((c.completed, c.dead), (1, 1));
+}
+
+/// Durations too large for a clock or a database column are taken as the largest the
+/// worker allows: the jobs still run, fail into `retrying` and complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_takes_durations_too_large_for_the_database_as_its_limits() {
+    let dir = TempDir::new("queue_huge_durations");
+    let queue = sqlite_queue(&dir).await;
+    enqueue_body(&queue, &customer_event("evt_huge_ok", "cus_1", 1)).await;
+    enqueue_body(&queue, &customer_event("evt_huge_fail", "cus_2", 1)).await;
+    let handler = Recorder::default();
+    handler.fail("evt_huge_fail");
+    let policy = RetryPolicy::new(3, Duration::MAX, Duration::MAX).with_jitter(0.0);
+    assert_eq!(policy.delay_after(1), Some(MAX_RETRY_DELAY));
+    let worker = Worker::new(queue.clone(), handler.clone())
+        .with_lease(Duration::MAX)
+        .with_deadline(Some(Duration::MAX))
+        .with_retry(policy);
+    worker.run_once().await.unwrap();
+    let c = queue.counts().await.unwrap();
+    assert_eq!((c.completed, c.retrying, c.dead), (1, 1, 0), "{c:?}");
+    let retrying = queue.jobs(JobState::Retrying, 10).await.unwrap();
+    let wait = retrying[0].run_at_ms.unwrap() - retrying[0].enqueued_at_ms;
+    let year_ms = i64::try_from(MAX_RETRY_DELAY.as_millis()).unwrap();
+    assert!(
+        (year_ms - 60_000..=year_ms + 60_000).contains(&wait),
+        "{wait}"
+    );
+}
+
+/// A job's `Debug` output gives the body's length, never the body.
+#[tokio::test]
+async fn queued_bodies_stay_out_of_debug_output() {
+    let dir = TempDir::new("queue_debug");
+    let queue = sqlite_queue(&dir).await;
+    let body = testing::event_json(
+        "evt_private",
+        "customer.updated",
+        r#"{"id":"cus_1","object":"customer","email":"jenny.rosen@example.com"}"#,
+    );
+    let job = NewJob::parse(body.as_bytes()).unwrap();
+    let shown = format!("{job:?}");
+    assert!(
+        shown.contains(&format!("body_len: {}", body.len())),
+        "{shown}"
+    );
+    queue.enqueue(&job).await.unwrap();
+    let record = queue.job(&"evt_private".into()).await.unwrap().unwrap();
+    assert_eq!(record.body, body.as_bytes());
+    for shown in [shown, format!("{record:?}"), format!("{record:#?}")] {
+        assert!(!shown.contains("jenny"), "{shown}");
+        assert!(shown.contains("body_len"), "{shown}");
+    }
 }
 
 /// Reads, then writes: on its first run, another connection commits in between, so

@@ -38,7 +38,9 @@ pub use sql::PostgresQueue;
 #[cfg(feature = "sqlite")]
 pub use sql::SqliteQueue;
 #[cfg(feature = "tokio")]
-pub use worker::{RetryPolicy, Worker, WorkerHandle, DEFAULT_JOB_DEADLINE};
+pub use worker::{
+    RetryPolicy, Worker, WorkerHandle, DEFAULT_JOB_DEADLINE, MAX_JOB_LEASE, MAX_RETRY_DELAY,
+};
 
 /// Which payload a job holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,8 +71,9 @@ impl PayloadKind {
 }
 
 /// One verified event to queue: its dedupe key, what the workers need to schedule it,
-/// and the raw body, borrowed (the queue writes it as it is).
-#[derive(Debug, Clone)]
+/// and the raw body, borrowed (the queue writes it as it is). Its `Debug` output gives the
+/// body's length, not the body (customers' names, emails and addresses).
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct NewJob<'a> {
     /// The dedupe key: the event id, or a thin event's `snapshot_event`.
@@ -205,6 +208,38 @@ impl Job {
     }
 }
 
+impl fmt::Debug for NewJob<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewJob")
+            .field("key", &self.key)
+            .field("event_id", &self.event_id)
+            .field("event_type", &self.event_type)
+            .field("kind", &self.kind)
+            .field("object_id", &self.object_id)
+            .field("created", &self.created)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl fmt::Debug for JobRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobRecord")
+            .field("key", &self.key)
+            .field("event_id", &self.event_id)
+            .field("event_type", &self.event_type)
+            .field("kind", &self.kind)
+            .field("state", &self.state)
+            .field("attempts", &self.attempts)
+            .field("last_error", &self.last_error)
+            .field("enqueued_at_ms", &self.enqueued_at_ms)
+            .field("run_at_ms", &self.run_at_ms)
+            .field("finished_at_ms", &self.finished_at_ms)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
 impl fmt::Debug for Job {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Job")
@@ -279,8 +314,9 @@ impl std::str::FromStr for JobState {
     }
 }
 
-/// What a queue keeps about one job, for operators.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// What a queue keeps about one job, for operators. Its `Debug` output (as its JSON)
+/// leaves the body out, giving its length.
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct JobRecord {
     /// The job's key (the dedupe key).

@@ -64,12 +64,13 @@ impl RetryPolicy {
     }
 
     /// `max_attempts` runs in all (at least 1), the first retry after `initial`, doubling
-    /// up to `max_delay`, with 20% jitter.
+    /// up to `max_delay`, with 20% jitter. Delays are at most [`MAX_RETRY_DELAY`].
     pub fn new(max_attempts: u32, initial: Duration, max_delay: Duration) -> Self {
+        let initial = initial.min(MAX_RETRY_DELAY);
         Self {
             max_attempts: max_attempts.max(1),
             initial,
-            max_delay: max_delay.max(initial),
+            max_delay: max_delay.clamp(initial, MAX_RETRY_DELAY),
             ..Self::stripe()
         }
     }
@@ -306,6 +307,15 @@ impl std::fmt::Debug for Worker {
 /// a request would).
 pub const DEFAULT_JOB_DEADLINE: Duration = Duration::from_secs(60);
 
+/// The longest delay a [`RetryPolicy`] waits before a retry (a year): longer ones are
+/// taken as this, so a job's next run is always a time its database can hold.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The longest lease a [`Worker`] takes a job for (a day, as the processor's): longer
+/// ones, asked for or made from the deadline, are taken as this. The lease is renewed
+/// while the handler runs, so it bounds only how long a dead worker's job waits.
+pub const MAX_JOB_LEASE: Duration = Duration::from_secs(24 * 3600);
+
 impl Worker {
     /// A worker for snapshot events, with 4 concurrent jobs, a 60 s handler deadline, a
     /// 2-minute lease renewed every 40 s, Stripe's [`RetryPolicy`], and a 1 s poll.
@@ -418,21 +428,26 @@ impl Worker {
     }
 
     /// How long a handler may run (default 60 s; `None`: no limit). The lease is kept at
-    /// least twice the deadline.
+    /// least twice the deadline (up to [`MAX_JOB_LEASE`]).
     #[must_use]
     pub fn with_deadline(mut self, deadline: Option<Duration>) -> Self {
         self.settings.deadline = deadline;
         if let Some(d) = deadline {
-            self.settings.lease = self.settings.lease.max(2 * d);
+            self.settings.lease = self
+                .settings
+                .lease
+                .max(d.saturating_mul(2))
+                .min(MAX_JOB_LEASE);
         }
         self
     }
 
-    /// How long a job is leased (default 2 minutes, at least 3 × the renewal interval of
-    /// a third of it): a worker that dies holding a job delays it by this much.
+    /// How long a job is leased (default 2 minutes; from 300 ms, three renewals of a
+    /// third of it, to [`MAX_JOB_LEASE`]): a worker that dies holding a job delays it by
+    /// this much.
     #[must_use]
     pub fn with_lease(mut self, lease: Duration) -> Self {
-        self.settings.lease = lease.max(Duration::from_millis(300));
+        self.settings.lease = lease.clamp(Duration::from_millis(300), MAX_JOB_LEASE);
         self
     }
 

@@ -309,6 +309,31 @@ where
     assert_eq!((rec.state, rec.attempts), (JobState::Completed, 1));
 }
 
+/// A job this version cannot read (here, a kind from a newer release, written by
+/// `spoil`) is dead with the reason, and the job taken beside it still runs.
+async fn an_unreadable_job_dies_and_its_batch_still_runs_on<Q, F, Fut>(queue: Q, spoil: F)
+where
+    Q: QueueAdmin + Clone,
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let now = testing::now();
+    enqueue_body(&queue, &customer_event("evt_fine", "cus_1", now)).await;
+    enqueue_body(&queue, &customer_event("evt_spoilt", "cus_2", now)).await;
+    spoil("evt_spoilt".to_owned()).await;
+    let handler = Recorder::default();
+    let worker = Worker::new(queue.clone(), handler.clone()).with_retry(fast_retry(3));
+    drain(&worker, &queue).await;
+    assert_eq!(handler.seen(), ["evt_fine"]);
+    let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].key.as_str(), "evt_spoilt");
+    assert_eq!(dead[0].kind, "unknown");
+    let why = dead[0].last_error.as_deref().unwrap_or_default();
+    assert!(why.contains("cannot be read by this version"), "{why}");
+    assert_eq!(queue.counts().await.unwrap().completed, 1);
+}
+
 /// Three updates of one object, queued out of order, run one at a time in `created`
 /// order although the worker could run eight jobs at once.
 async fn per_object_order_runs_a_slow_update_before_the_later_one_on<Q>(queue: Q)
@@ -334,6 +359,23 @@ where
 async fn a_failing_job_retries_then_dies_and_runs_once_after_requeue() {
     let dir = TempDir::new("queue_dead");
     a_failing_job_retries_then_dies_and_runs_once_after_requeue_on(sqlite_queue(&dir).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_job_dies_and_its_batch_still_runs() {
+    let dir = TempDir::new("queue_unreadable");
+    let queue = sqlite_queue(&dir).await;
+    let pool = queue.pool().clone();
+    an_unreadable_job_dies_and_its_batch_still_runs_on(queue, |key| async move {
+        stripe_webhooks::sqlx::query(
+            "UPDATE stripe_webhook_events_jobs SET kind = 'future' WHERE job_key = ?1",
+        )
+        .bind(key)
+        .execute(&pool)
+        .await
+        .unwrap();
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -812,6 +854,27 @@ mod postgres {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_unreadable_job_dies_and_its_batch_still_runs() {
+        let table = unique("qspoil");
+        let store = PostgresStore::new(queue("unused").await.pool().clone())
+            .with_table(&table)
+            .unwrap();
+        store.migrate().await.unwrap();
+        let queue = store.queue();
+        let pool = queue.pool().clone();
+        an_unreadable_job_dies_and_its_batch_still_runs_on(queue, |key| async move {
+            stripe_webhooks::sqlx::query(&format!(
+                "UPDATE {table}_jobs SET kind = 'future' WHERE job_key = $1"
+            ))
+            .bind(key)
+            .execute(&pool)
+            .await
+            .unwrap();
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_failing_job_retries_then_dies_and_runs_once_after_requeue() {
         a_failing_job_retries_then_dies_and_runs_once_after_requeue_on(queue("qdead").await).await;
     }
@@ -869,6 +932,26 @@ mod redis_queue {
             .with_prefix(&unique(name))
             .unwrap()
             .queue()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_unreadable_job_dies_and_its_batch_still_runs() {
+        let prefix = unique("qspoil");
+        let queue = RedisStore::new(connect().await)
+            .with_prefix(&prefix)
+            .unwrap()
+            .queue();
+        let mut conn = connect().await;
+        an_unreadable_job_dies_and_its_batch_still_runs_on(queue, |key| async move {
+            let _: () = redis::cmd("HSET")
+                .arg(format!("{prefix}:q:job:{key}"))
+                .arg("kind")
+                .arg("future")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

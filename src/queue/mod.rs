@@ -325,7 +325,8 @@ pub struct JobRecord {
     pub event_id: EventId,
     /// The event type.
     pub event_type: String,
-    /// Snapshot or thin, as its name.
+    /// Snapshot or thin, as its name; `unknown` for a kind this version cannot read
+    /// (written by a newer release).
     pub kind: &'static str,
     /// Where it stands.
     pub state: JobState,
@@ -391,6 +392,13 @@ impl JobRecord {
             finished_at_ms,
             body,
         }
+    }
+
+    /// The record of a job whose stored kind is `name`: `unknown` when it is not a
+    /// [`PayloadKind`]'s.
+    pub(crate) fn with_kind_name(mut self, name: &str) -> Self {
+        self.kind = PayloadKind::from_name(name).map_or("unknown", PayloadKind::as_str);
+        self
     }
 }
 

@@ -345,29 +345,47 @@ where
             .await
             .map_err(db_err)?;
         let mut jobs = Vec::with_capacity(rows.len());
+        let mut unreadable = Vec::new();
         for row in rows {
-            let seq: i64 = row.try_get(0).map_err(db_err)?;
-            let key: String = row.try_get(1).map_err(db_err)?;
-            let event_id: String = row.try_get(2).map_err(db_err)?;
-            let event_type: String = row.try_get(3).map_err(db_err)?;
-            let kind: String = row.try_get(4).map_err(db_err)?;
-            let body: Vec<u8> = row.try_get(5).map_err(db_err)?;
-            let attempts: i64 = row.try_get(6).map_err(db_err)?;
-            let created: i64 = row.try_get(7).map_err(db_err)?;
+            // A row that cannot be read does not cost the batch its other jobs: it is
+            // dead (below) when it can be named, else left to its lease's end.
+            let (Ok(seq), Ok(key), Ok(attempts)) = (
+                row.try_get::<i64, _>(0),
+                row.try_get::<String, _>(1),
+                row.try_get::<i64, _>(6),
+            ) else {
+                continue;
+            };
             let token = batch
                 .with_key(EventId::new(key))
                 .with_attempt(attempts_from(attempts));
-            jobs.push((
-                seq,
-                Job::new(
-                    token,
-                    EventId::new(event_id),
-                    event_type,
-                    kind_from(&kind)?,
-                    body,
-                )
-                .with_created(created),
-            ));
+            let read = (|| {
+                let event_id: String = row.try_get(2)?;
+                let event_type: String = row.try_get(3)?;
+                let kind: String = row.try_get(4)?;
+                let body: Vec<u8> = row.try_get(5)?;
+                let created: i64 = row.try_get(7)?;
+                Ok::<_, sqlx::Error>((event_id, event_type, kind, body, created))
+            })();
+            match read
+                .map_err(db_err)
+                .and_then(|(event_id, event_type, kind, body, created)| {
+                    Ok(Job::new(
+                        token.clone(),
+                        EventId::new(event_id),
+                        event_type,
+                        kind_from(&kind)?,
+                        body,
+                    )
+                    .with_created(created))
+                }) {
+                Ok(job) => jobs.push((seq, job)),
+                Err(e) => unreadable.push((token, e)),
+            }
+        }
+        for (token, e) in unreadable {
+            let why = format!("the queued job cannot be read by this version: {e}");
+            let _ = self.fail(&token, &why, None).await;
         }
         // RETURNING gives no order; the oldest first.
         jobs.sort_by_key(|(seq, _)| *seq);
@@ -505,7 +523,7 @@ where
             EventId::new(key),
             EventId::new(event_id),
             event_type,
-            kind_from(&kind)?,
+            PayloadKind::from_name(&kind).unwrap_or(PayloadKind::Snapshot),
             state,
             attempts_from(attempts),
             last_error,
@@ -513,7 +531,8 @@ where
             pending.then_some(run_at),
             finished_at,
             body,
-        ))
+        )
+        .with_kind_name(&kind))
     }
 
     pub(crate) async fn jobs(

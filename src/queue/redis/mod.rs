@@ -386,27 +386,30 @@ fn parse_record(row: Vec<Option<Vec<u8>>>) -> Result<Option<JobRecord>, StoreErr
         return Ok(None);
     };
     let state: JobState = state.parse().map_err(|_| corrupt(&key, "state"))?;
-    let kind = text(&key, "kind", kind)?.unwrap_or_default();
-    let kind = PayloadKind::from_name(&kind).ok_or_else(|| corrupt(&key, "kind"))?;
+    let kind_name = text(&key, "kind", kind)?.unwrap_or_default();
+    let kind = PayloadKind::from_name(&kind_name).unwrap_or(PayloadKind::Snapshot);
     let attempts = int(&key, "attempts", attempts)?.unwrap_or(0);
     let pending = matches!(
         state,
         JobState::Queued | JobState::Retrying | JobState::Running
     );
     let run_at = int(&key, "run_at", run_at)?;
-    Ok(Some(JobRecord::new(
-        EventId::new(key.clone()),
-        EventId::new(text(&key, "event_id", event_id)?.unwrap_or_default()),
-        text(&key, "type", event_type)?.unwrap_or_default(),
-        kind,
-        state,
-        u32::try_from(attempts.max(0)).unwrap_or(u32::MAX),
-        text(&key, "last_error", last_error)?,
-        int(&key, "enqueued_at", enqueued_at)?.unwrap_or(0),
-        run_at.filter(|_| pending),
-        int(&key, "finished_at", finished_at)?,
-        body.unwrap_or_default(),
-    )))
+    Ok(Some(
+        JobRecord::new(
+            EventId::new(key.clone()),
+            EventId::new(text(&key, "event_id", event_id)?.unwrap_or_default()),
+            text(&key, "type", event_type)?.unwrap_or_default(),
+            kind,
+            state,
+            u32::try_from(attempts.max(0)).unwrap_or(u32::MAX),
+            text(&key, "last_error", last_error)?,
+            int(&key, "enqueued_at", enqueued_at)?.unwrap_or(0),
+            run_at.filter(|_| pending),
+            int(&key, "finished_at", finished_at)?,
+            body.unwrap_or_default(),
+        )
+        .with_kind_name(&kind_name),
+    ))
 }
 
 /// One job `take.lua` handed out: index of its fence, key, event id, type, kind, body,
@@ -467,24 +470,31 @@ impl Queue for RedisQueue {
             .await
             .map_err(StoreError::unavailable)?;
         let mut jobs = Vec::with_capacity(taken.len());
+        let mut unreadable = Vec::new();
         for (index, key, event_id, event_type, kind, body, attempts, created) in taken {
-            let fence = usize::try_from(index)
+            // Without its fence a job cannot be settled: its lease's end gives it back.
+            let Some(fence) = usize::try_from(index)
                 .ok()
                 .and_then(|i| i.checked_sub(1))
                 .and_then(|i| fences.get(i))
-                .ok_or_else(|| corrupt(&key, "fence index"))?;
-            let kind = PayloadKind::from_name(&kind).ok_or_else(|| corrupt(&key, "kind"))?;
+            else {
+                continue;
+            };
             let attempt = u32::try_from(attempts.max(0)).unwrap_or(u32::MAX);
+            let token = fence.with_key(EventId::new(&key)).with_attempt(attempt);
+            // A job this version cannot read does not cost the batch its other jobs.
+            let Some(kind) = PayloadKind::from_name(&kind) else {
+                unreadable.push((token, corrupt(&key, "kind")));
+                continue;
+            };
             jobs.push(
-                Job::new(
-                    fence.with_key(EventId::new(key)).with_attempt(attempt),
-                    EventId::new(event_id),
-                    event_type,
-                    kind,
-                    body,
-                )
-                .with_created(created),
+                Job::new(token, EventId::new(event_id), event_type, kind, body)
+                    .with_created(created),
             );
+        }
+        for (token, e) in unreadable {
+            let why = format!("the queued job cannot be read by this version: {e}");
+            let _ = self.fail(&token, &why, None).await;
         }
         Ok(jobs)
     }

@@ -461,3 +461,49 @@ async fn a_thin_twin_moves_the_watermark() {
         "stale"
     );
 }
+
+/// Two routes on one store, as while both destinations run: a thin route built with
+/// `thin_ordered` moves the watermark for the change it took first, so the snapshot
+/// twin is a duplicate and an older snapshot that arrives later is stale.
+#[tokio::test]
+async fn a_thin_route_beside_an_ordered_route_moves_the_watermark() {
+    use stripe_webhooks::testing::ThinEventBuilder;
+    use stripe_webhooks::ThinEventRouter;
+    let h = Arc::new(Recorder::default());
+    let store = Arc::new(MemoryStore::new());
+    let snapshot = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run);
+    let thin = Processor::thin_ordered(
+        Verifier::new(SigningSecret::new("whsec_thin_route").unwrap()),
+        Arc::clone(&store),
+        ThinEventRouter::new().fallback(|_n| Box::pin(async { Ok(()) })),
+        TiePolicy::Run,
+    );
+    let n = ThinEventBuilder::new("evt_thin_route_2", "v1.customer.updated")
+        .related("cus_route", "customer", "/v1/customers/cus_route")
+        .snapshot_event("evt_route_2")
+        .created(BASE + 2)
+        .build();
+    let n = dangerous::parse_unverified_notification(n.as_bytes()).unwrap();
+    assert_eq!(
+        thin.process_notification(&n).await.kind().name(),
+        "processed"
+    );
+    let wm = store.watermark("cus_route").await.unwrap().unwrap();
+    assert_eq!(
+        (wm.created, wm.event_id.as_str()),
+        (BASE + 2, "evt_route_2")
+    );
+    let twin = snapshot
+        .process_event(&update("evt_route_2", "cus_route", BASE + 2))
+        .await;
+    assert_eq!(twin.kind().name(), "duplicate");
+    let older = snapshot
+        .process_event(&update("evt_route_1", "cus_route", BASE + 1))
+        .await;
+    assert_eq!(older.kind().name(), "stale");
+    assert!(h.applied.lock().unwrap().is_empty());
+    assert_eq!(
+        *h.stale.lock().unwrap(),
+        [("evt_route_1".to_owned(), "evt_route_2".to_owned())]
+    );
+}

@@ -371,6 +371,11 @@ impl Processor {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
+    ///
+    /// Beside a snapshot route built with [`ordered`](Self::ordered), build this one with
+    /// [`thin_ordered`](Self::thin_ordered): a thin event claimed under its snapshot twin
+    /// completes the twin's claim, and only a guarded route moves the object's watermark
+    /// as it does.
     pub fn thin(
         verifier: Verifier,
         store: impl IdempotencyStore,
@@ -378,6 +383,73 @@ impl Processor {
     ) -> Self {
         let mut p = Self::dispatching(verifier, None, Arc::new(store));
         p.thin = Some(Arc::new(handler));
+        p
+    }
+
+    /// [`thin`](Self::thin) with the ordering guard of [`ordered`](Self::ordered), for the
+    /// thin route beside an ordered snapshot route on the same store. A thin event
+    /// claimed under its snapshot twin (the default,
+    /// [`with_snapshot_dedupe`](Self::with_snapshot_dedupe)) locks its related object,
+    /// is stale when older than the object's watermark (its `created` second, with
+    /// `ties`), and moves the watermark when it completes, as its twin would have; so a
+    /// late retry of an older snapshot event is stale whichever route took the change.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use stripe_webhooks::testing::{self, ThinEventBuilder};
+    /// use stripe_webhooks::{
+    ///     dangerous, EventRouter, MemoryStore, Processor, SigningSecret, ThinEventRouter,
+    ///     TiePolicy, Verifier,
+    /// };
+    ///
+    /// let store = Arc::new(MemoryStore::new());
+    /// let snapshot = Processor::ordered(
+    ///     Verifier::new(SigningSecret::new("whsec_snapshot")?),
+    ///     Arc::clone(&store),
+    ///     EventRouter::new().fallback(|_e| Box::pin(async { Ok(()) })),
+    ///     TiePolicy::Run,
+    /// );
+    /// let thin = Processor::thin_ordered(
+    ///     Verifier::new(SigningSecret::new("whsec_thin")?),
+    ///     store,
+    ///     ThinEventRouter::new().fallback(|_n| Box::pin(async { Ok(()) })),
+    ///     TiePolicy::Run,
+    /// );
+    /// // The change of 10:01 arrives as a thin event first…
+    /// let n = ThinEventBuilder::new("evt_thin_2", "v1.customer.updated")
+    ///     .related("cus_1", "customer", "/v1/customers/cus_1")
+    ///     .snapshot_event("evt_2")
+    ///     .created(1_700_000_060)
+    ///     .build();
+    /// let n = dangerous::parse_unverified_notification(n.as_bytes())?;
+    /// assert_eq!(thin.process_notification(&n).await.kind().name(), "processed");
+    /// // …then a retry of the snapshot event of 10:00: stale, not applied over it.
+    /// let mut old: serde_json::Value = serde_json::from_str(&testing::event_json(
+    ///     "evt_1",
+    ///     "customer.updated",
+    ///     r#"{"id":"cus_1","object":"customer"}"#,
+    /// ))?;
+    /// old["created"] = 1_700_000_000.into();
+    /// let old = dangerous::parse_unverified(old.to_string().as_bytes())?;
+    /// assert_eq!(snapshot.process_event(&old).await.kind().name(), "stale");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn thin_ordered<S: OrderingStore>(
+        verifier: Verifier,
+        store: S,
+        handler: impl ThinEventHandler,
+        ties: TiePolicy,
+    ) -> Self {
+        let store = Arc::new(store);
+        let guard = Arc::new(OrderingGuard {
+            store: Arc::clone(&store) as Arc<dyn OrderingStore>,
+            ties,
+        });
+        let mut p = Self::dispatching(verifier, None, store);
+        p.thin = Some(Arc::new(handler));
+        p.ordering = Some(guard);
         p
     }
 
@@ -425,7 +497,10 @@ impl Processor {
     /// `PostgresStore::inbox`): the handler's writes and the completion mark commit in
     /// one transaction. (A thin handler added with
     /// [`with_thin_handler`](Self::with_thin_handler) runs the standard way, on the same
-    /// store.)
+    /// store, without the ordering guard: beside an inbox with `ordered`, a thin event
+    /// claimed under its snapshot twin would not move the object's watermark, so turn
+    /// [`with_snapshot_dedupe`](Self::with_snapshot_dedupe) off there and let the
+    /// snapshot twin run in the inbox too.)
     pub fn with_inbox(verifier: Verifier, inbox: impl Inbox) -> Self {
         let store = inbox.store();
         Self::dispatching(verifier, Some(Arc::new(inbox)), store)

@@ -604,6 +604,33 @@ async fn a_worker_takes_durations_too_large_for_the_database_as_its_limits() {
     );
 }
 
+/// SQLite: a take that waits for the write lock longer than the store timeout (2 s)
+/// is not abandoned while its statement could still commit; it takes the job when the
+/// lock is free (within the busy timeout) and runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_take_waiting_on_the_write_lock_is_not_abandoned() {
+    let dir = TempDir::new("queue_take_waits");
+    let queue = sqlite_queue(&dir).await;
+    assert_eq!(queue.min_take_timeout(), Duration::from_secs(6));
+    enqueue_body(&queue, &customer_event("evt_waited", "cus_1", 1)).await;
+    let mut holder = queue.pool().begin_with("BEGIN IMMEDIATE").await.unwrap();
+    stripe_webhooks::sqlx::query("CREATE TABLE held (n INTEGER)")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        holder.commit().await.unwrap();
+    });
+    let handler = Recorder::default();
+    let worker = Worker::new(queue.clone(), handler.clone());
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    release.await.unwrap();
+    assert_eq!(handler.seen(), ["evt_waited"]);
+    let c = queue.counts().await.unwrap();
+    assert_eq!((c.completed, c.running), (1, 0), "{c:?}");
+}
+
 /// A job's `Debug` output gives the body's length, never the body.
 #[tokio::test]
 async fn queued_bodies_stay_out_of_debug_output() {

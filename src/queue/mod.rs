@@ -538,6 +538,15 @@ pub trait Queue: Send + Sync + 'static {
         let _ = max_wait;
         false
     }
+
+    /// The least time a worker gives a [`take`](Self::take) before abandoning it (its
+    /// store timeout is raised to this). An abandoned statement can still run to its end
+    /// and commit, leaving the jobs it took running under a fence nobody holds until
+    /// their lease ends. The default is none; the SQLite queue answers its busy timeout
+    /// and a second, so that its own wait for the write lock ends first.
+    fn min_take_timeout(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// The operator's queries on a queue: counts, lists, requeueing and purging. Every queue
@@ -641,6 +650,9 @@ macro_rules! forward_queue {
             }
             async fn wait_for_jobs(&self, max_wait: Duration) -> bool {
                 (**self).wait_for_jobs(max_wait).await
+            }
+            fn min_take_timeout(&self) -> Duration {
+                (**self).min_take_timeout()
             }
         }
     };

@@ -159,6 +159,8 @@ pub(crate) trait QueueDialect: Dialect {
     /// `SQLITE_BUSY_SNAPSHOT`, when a deferred transaction that read first writes after
     /// another connection committed. Everything it did rolls back, so it runs again.
     fn snapshot_lost(error: &(dyn std::error::Error + 'static)) -> bool;
+    /// [`Queue::min_take_timeout`](super::Queue::min_take_timeout).
+    const MIN_TAKE_TIMEOUT: Duration;
 }
 
 #[cfg(feature = "sqlite")]
@@ -167,6 +169,9 @@ impl QueueDialect for sqlx::Sqlite {
     const BEGIN: &'static str = "BEGIN";
     /// Holds the write lock from the start, so no write can make its snapshot stale.
     const BEGIN_AGAIN: Option<&'static str> = Some("BEGIN IMMEDIATE");
+    /// A take waits up to the busy timeout for the write lock.
+    const MIN_TAKE_TIMEOUT: Duration =
+        crate::idempotency::sql::sqlite::BUSY_TIMEOUT.saturating_add(Duration::from_secs(1));
     fn snapshot_lost(error: &(dyn std::error::Error + 'static)) -> bool {
         /// `SQLITE_BUSY_SNAPSHOT`.
         const BUSY_SNAPSHOT: i32 = 517;
@@ -188,6 +193,7 @@ impl QueueDialect for sqlx::Postgres {
     const QUEUE: &'static Statements = &POSTGRES;
     const BEGIN: &'static str = "BEGIN ISOLATION LEVEL READ COMMITTED";
     const BEGIN_AGAIN: Option<&'static str> = None;
+    const MIN_TAKE_TIMEOUT: Duration = Duration::ZERO;
     fn snapshot_lost(_: &(dyn std::error::Error + 'static)) -> bool {
         false
     }
@@ -736,6 +742,9 @@ macro_rules! queue_impls {
             }
             async fn wait_for_jobs(&self, max_wait: Duration) -> bool {
                 self.wait(max_wait).await
+            }
+            fn min_take_timeout(&self) -> Duration {
+                <$db as QueueDialect>::MIN_TAKE_TIMEOUT
             }
         }
 

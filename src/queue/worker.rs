@@ -483,6 +483,13 @@ impl Worker {
         self
     }
 
+    /// How long a take may wait: the store timeout, or the queue's floor if higher.
+    fn take_timeout(&self) -> Duration {
+        self.settings
+            .store_timeout
+            .max(self.queue.min_take_timeout())
+    }
+
     /// Takes up to `concurrency` due jobs, runs them all, and returns how many it took:
     /// for tests, and for running the queue from a scheduler instead of a loop.
     ///
@@ -492,7 +499,7 @@ impl Worker {
     /// job's lease ends and it runs again).
     pub async fn run_once(&self) -> Result<usize, StoreError> {
         let jobs = store_call(
-            self.settings.store_timeout,
+            self.take_timeout(),
             self.queue.take(
                 self.settings.concurrency,
                 self.settings.lease,
@@ -547,7 +554,7 @@ impl Worker {
                 continue;
             }
             let taken = store_call(
-                self.settings.store_timeout,
+                self.take_timeout(),
                 self.queue
                     .take(free, self.settings.lease, self.settings.per_object_order),
             )

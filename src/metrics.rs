@@ -6,7 +6,7 @@
 //! | Name | Kind | Labels | What |
 //! |---|---|---|---|
 //! | [`DELIVERIES`] | counter | `outcome`, `family`, `event_type`, `reason` | every delivery the processor answered |
-//! | [`HANDLER_DURATION`] | histogram (s) | `family`, `result` | how long handlers ran (inline and in workers) |
+//! | [`HANDLER_DURATION`] | histogram (s) | `result` (`ok`, `error`, `panic`, `deadline`, `lease_lost`) | how long handlers ran (inline and in workers) |
 //! | [`LAG`] | histogram (s) | `family` | from the event's `created` to its completion |
 //! | [`QUEUE_JOBS`] | gauge | `state` | jobs in each state, at the last [`record_queue`] |
 //! | [`QUEUE_OLDEST_AGE`] | gauge (s) | | how long the oldest queued job has waited |

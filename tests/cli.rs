@@ -238,6 +238,62 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
 
 // ---- SQLite ----
 
+/// Text from outside (a handler's error quoting what a customer typed) reaches the
+/// terminal with its control characters escaped; a reader that goes away early ends the
+/// tool quietly (exit 0), not with a panic.
+#[tokio::test]
+async fn output_is_safe_for_terminals_and_pipes() {
+    use tokio::io::AsyncReadExt;
+    let dir = TempDir::new("cli-terminal");
+    let flags = sqlite_flags(&dir);
+    let store = SqliteStore::connect(dir.join("cli.db")).await.unwrap();
+    let queue = store.queue();
+    let body = testing::event_for_type("evt_esc", "invoice.payment_failed").unwrap();
+    queue
+        .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+        .await
+        .unwrap();
+    let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
+    let error = "handler failed: no customer \u{1b}]0;pwned\u{7}\u{1b}[2J named";
+    queue.fail(&taken[0].token, error, None).await.unwrap();
+    for args in [&["show", "evt_esc"][..], &["dead"][..]] {
+        let out = on(&flags, args).await.ok();
+        assert!(!out.stdout.contains('\u{1b}'), "{args:?}: {:?}", out.stdout);
+        assert!(!out.stdout.contains('\u{7}'), "{args:?}: {:?}", out.stdout);
+        assert!(out.stdout.contains("\\u{1b}"), "{args:?}: {:?}", out.stdout);
+    }
+
+    // A 1 MB body, and a reader that takes a few bytes and leaves.
+    let mut big: Value = serde_json::from_str(
+        &testing::event_for_type("evt_big", "invoice.payment_failed").unwrap(),
+    )
+    .unwrap();
+    big["data"]["object"]["metadata"] = serde_json::json!({ "note": "x".repeat(1 << 20) });
+    let big = big.to_string();
+    queue
+        .enqueue(&NewJob::parse(big.as_bytes()).unwrap())
+        .await
+        .unwrap();
+    let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
+    all.extend(["show", "evt_big"]);
+    let mut child = tokio::process::Command::new(BIN)
+        .args(&all)
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).await.unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 fn sqlite_flags(dir: &TempDir) -> Vec<String> {
     vec![
         "--sqlite".to_owned(),
@@ -445,6 +501,32 @@ async fn unreachable_postgres_names_the_url_without_its_password() {
     assert!(
         !out.stderr.contains("pg-pass-never-shown") && !out.stdout.contains("pg-pass-never-shown")
     );
+}
+
+/// Passwords the URL parser cannot find (a `/` or `#` left unescaped) and libpq
+/// key/value strings (not URLs, refused with the value named) are hidden too.
+#[tokio::test]
+async fn odd_database_urls_are_named_without_their_passwords() {
+    for url in [
+        "postgres://app:pg/pass#never?shown@127.0.0.1:1/app",
+        "host=127.0.0.1 user=app password=pg/pass#never?shown dbname=app",
+        "redis://:pg/pass#never?shown@127.0.0.1:1/0",
+    ] {
+        let flag = if url.starts_with("redis") {
+            "--redis-url"
+        } else {
+            "--database-url"
+        };
+        let out = cli(&[flag, url, "status"]).await;
+        assert_ne!(out.code, 0, "{out:#?}");
+        assert!(out.stderr.contains("***"), "{url}: {out:#?}");
+        for part in ["pg/pass", "never?shown"] {
+            assert!(
+                !out.stderr.contains(part) && !out.stdout.contains(part),
+                "{url}: {out:#?}"
+            );
+        }
+    }
 }
 
 // ---- Redis ----

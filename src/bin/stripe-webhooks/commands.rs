@@ -74,7 +74,7 @@ fn print_rows(rows: &[Row], empty: &str, json: bool) -> Result<(), CliError> {
         return print_json(&rows);
     }
     if rows.is_empty() {
-        println!("{empty}");
+        crate::outln!("{empty}");
         return Ok(());
     }
     let mut t = Table::new(vec![
@@ -95,7 +95,7 @@ fn print_rows(rows: &[Row], empty: &str, json: bool) -> Result<(), CliError> {
             r.last_error.clone().unwrap_or_else(|| "-".to_owned()),
         ]);
     }
-    print!("{}", t.render());
+    crate::out!("{}", t.render());
     Ok(())
 }
 
@@ -134,9 +134,9 @@ pub(crate) async fn status(b: &Backend, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(&status);
     }
-    println!("store      {} (table {})", status.target, status.table);
+    crate::outln!("store      {} (table {})", status.target, status.table);
     let c = &status.queue;
-    println!("queue      {}", b.queue_name());
+    crate::outln!("queue      {}", b.queue_name());
     for state in [
         JobState::Queued,
         JobState::Running,
@@ -144,26 +144,26 @@ pub(crate) async fn status(b: &Backend, json: bool) -> Result<(), CliError> {
         JobState::Dead,
         JobState::Completed,
     ] {
-        println!("  {:<10} {}", state.as_str(), c.get(state));
+        crate::outln!("  {:<10} {}", state.as_str(), c.get(state));
     }
     match c.oldest_queued_age_ms {
-        Some(ms) => println!(
+        Some(ms) => crate::outln!(
             "lag        {} (the oldest queued job has waited this long)",
             human(Duration::from_millis(ms))
         ),
-        None => println!("lag        none (nothing queued)"),
+        None => crate::outln!("lag        none (nothing queued)"),
     }
-    println!(
+    crate::outln!(
         "failed     {}{} in the store (inline processing; Stripe retries them)",
         status.failed_events,
         if status.failed_events_capped { "+" } else { "" }
     );
     let (dead, retrying) = (status.queue.dead, status.queue.retrying);
     if dead > 0 {
-        println!("\n{dead} dead: `stripe-webhooks dead` lists them, `stripe-webhooks show ID` shows one, `stripe-webhooks requeue ID` reruns it");
+        crate::outln!("\n{dead} dead: `stripe-webhooks dead` lists them, `stripe-webhooks show ID` shows one, `stripe-webhooks requeue ID` reruns it");
     }
     if retrying > 0 || status.failed_events > 0 {
-        println!("`stripe-webhooks failed` lists the failing events with their last errors");
+        crate::outln!("`stripe-webhooks failed` lists the failing events with their last errors");
     }
     Ok(())
 }
@@ -269,46 +269,48 @@ pub(crate) async fn show(b: &Backend, id: &str, json: bool) -> Result<(), CliErr
         return print_json(&view);
     }
     if let Some(j) = &view.job {
-        println!("job {}", j.key);
-        println!("  event id     {}", j.event_id);
-        println!("  type         {}", j.event_type);
-        println!("  kind         {}", j.kind);
-        println!("  state        {}", j.state);
-        println!("  attempts     {}", j.attempts);
-        println!("  last error   {}", j.last_error.as_deref().unwrap_or("-"));
-        println!("  queued       {}", when(j.enqueued_at_ms));
+        crate::outln!("job {}", j.key);
+        crate::outln!("  event id     {}", j.event_id);
+        crate::outln!("  type         {}", j.event_type);
+        crate::outln!("  kind         {}", j.kind);
+        crate::outln!("  state        {}", j.state);
+        crate::outln!("  attempts     {}", j.attempts);
+        crate::outln!("  last error   {}", j.last_error.as_deref().unwrap_or("-"));
+        crate::outln!("  queued       {}", when(j.enqueued_at_ms));
         if let Some(ms) = j.run_at_ms {
             let label = if j.state == JobState::Running {
                 "lease ends"
             } else {
                 "runs"
             };
-            println!("  {label:<12} {}", when(ms));
+            crate::outln!("  {label:<12} {}", when(ms));
         }
         if let Some(ms) = j.finished_at_ms {
-            println!("  finished     {}", when(ms));
+            crate::outln!("  finished     {}", when(ms));
         }
         if matches!(j.state, JobState::Dead | JobState::Retrying) {
-            println!("  rerun it     stripe-webhooks requeue {}", j.key);
+            crate::outln!("  rerun it     stripe-webhooks requeue {}", j.key);
         }
     }
     if let Some(r) = &view.record {
-        println!("store record {}", r.event_id);
-        println!("  type         {}", r.event_type);
-        println!("  status       {}", r.status);
-        println!("  attempts     {}", r.attempts);
-        println!("  last error   {}", r.last_error.as_deref().unwrap_or("-"));
-        println!("  first seen   {}", when(r.first_seen_ms));
+        crate::outln!("store record {}", r.event_id);
+        crate::outln!("  type         {}", r.event_type);
+        crate::outln!("  status       {}", r.status);
+        crate::outln!("  attempts     {}", r.attempts);
+        crate::outln!("  last error   {}", r.last_error.as_deref().unwrap_or("-"));
+        crate::outln!("  first seen   {}", when(r.first_seen_ms));
         if let Some(ms) = r.completed_at_ms {
-            println!("  completed    {}", when(ms));
+            crate::outln!("  completed    {}", when(ms));
         }
     }
     match &view.job {
         Some(j) => match j.pretty_body() {
-            Some(pretty) => println!("body\n{pretty}"),
-            None => println!("body (not JSON)\n{}", String::from_utf8_lossy(&j.body)),
+            Some(pretty) => crate::outln!("body\n{pretty}"),
+            None => crate::outln!("body (not JSON)\n{}", String::from_utf8_lossy(&j.body)),
         },
-        None => println!("body         (the store keeps no body; only queued events have one)"),
+        None => {
+            crate::outln!("body         (the store keeps no body; only queued events have one)")
+        }
     }
     Ok(())
 }
@@ -355,8 +357,8 @@ pub(crate) async fn requeue(
         return print_json(&result);
     }
     match id {
-        Some(id) => println!("requeued {id}: it runs as soon as a worker is free"),
-        None => println!(
+        Some(id) => crate::outln!("requeued {id}: it runs as soon as a worker is free"),
+        None => crate::outln!(
             "requeued {} dead job{}: they run as soon as workers are free",
             result.requeued,
             if result.requeued == 1 { "" } else { "s" }
@@ -440,7 +442,7 @@ pub(crate) async fn purge(
     if json {
         return print_json(&purged);
     }
-    println!(
+    crate::outln!(
         "purged {completed_jobs} completed jobs older than {} and {store_records} expired store records",
         human(older_than)
     );
@@ -470,6 +472,6 @@ pub(crate) async fn migrate(opts: &StoreOpts, json: bool) -> Result<(), CliError
             applied,
         });
     }
-    println!("{}: {message} (table {})", b.target(), b.table());
+    crate::outln!("{}: {message} (table {})", b.target(), b.table());
     Ok(())
 }

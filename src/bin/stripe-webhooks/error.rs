@@ -152,38 +152,81 @@ pub(crate) fn chain(e: &(dyn StdError + 'static)) -> String {
     out
 }
 
-/// `url` with its password (and any `password=` parameter) replaced by `***`.
+/// `url` with its password (and any `password=` parameter or key/value setting) replaced
+/// by `***`. Also for a value that is not a URL at all (a libpq key/value connection
+/// string given where a URL belongs), which is printed in the error that refuses it.
 pub(crate) fn redact_url(url: &str) -> String {
     let mut out = url.to_owned();
     if let Some(password) = url_password(url) {
         out = out.replace(&format!(":{password}@"), ":***@");
     }
-    for param in query_passwords(url) {
-        out = out.replace(&param, "***");
+    for secret in setting_passwords(url) {
+        out = out.replace(&secret, "***");
     }
     out
 }
 
-/// The password in `scheme://user:password@host…`, if any.
+/// The password in `scheme://user:password@host…`, if any. The user information ends at
+/// the last `@`, so a password with an unescaped `/`, `?`, `#` or `@` is found whole (a
+/// later `@` in the path or query only makes more of the text hidden).
 fn url_password(url: &str) -> Option<&str> {
     let rest = &url[url.find("://")? + 3..];
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    let userinfo = &authority[..authority.rfind('@')?];
+    let userinfo = &rest[..rest.rfind('@')?];
     let (_, password) = userinfo.split_once(':')?;
     (!password.is_empty()).then_some(password)
 }
 
-/// The values of `password=` / `sslpassword=` query parameters.
-fn query_passwords(url: &str) -> Vec<String> {
-    let Some((_, query)) = url.split_once('?') else {
-        return Vec::new();
-    };
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, v)| k.to_ascii_lowercase().contains("password") && !v.is_empty())
-        .map(|(_, v)| v.to_owned())
-        .collect()
+/// The values of every setting whose name contains `password` (`password`,
+/// `sslpassword`): as query parameters (`?password=…&…`) and as libpq key/value pairs
+/// (`host=db password=… dbname=app`, `password = '…'`, quoted values with spaces).
+fn setting_passwords(text: &str) -> Vec<String> {
+    let lower = text.to_ascii_lowercase();
+    let url = text.contains("://");
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("password") {
+        let mut i = from + at + "password".len();
+        from = i;
+        let bytes = text.as_bytes();
+        while bytes.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        if bytes.get(i) != Some(&b'=') {
+            continue;
+        }
+        i += 1;
+        while bytes.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        let value = if bytes.get(i) == Some(&b'\'') {
+            // Quoted: up to the closing quote that is not escaped (or the end).
+            let body = &text[i + 1..];
+            let mut end = body.len();
+            let mut escaped = false;
+            for (k, c) in body.char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '\'' if !escaped => {
+                        end = k;
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            &body[..end]
+        } else {
+            // A query parameter ends at `&` or `#`; a key/value setting at a space.
+            let rest = &text[i..];
+            let end = rest
+                .find(|c: char| c.is_whitespace() || (url && (c == '&' || c == '#')))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        };
+        if !value.is_empty() {
+            found.push(value.to_owned());
+        }
+    }
+    found
 }
 
 /// Replaces every secret it knows with `***` in text about to be printed.
@@ -199,7 +242,7 @@ impl Redactor {
         if let Some(p) = url_password(url) {
             self.add_secret(Some(p));
         }
-        for p in query_passwords(url) {
+        for p in setting_passwords(url) {
             self.add_secret(Some(&p));
         }
     }
@@ -240,6 +283,35 @@ mod tests {
             "postgres://app@db/app?password=***"
         );
         assert_eq!(redact_url("redis://127.0.0.1"), "redis://127.0.0.1");
+        // Generated passwords with `/`, `?`, `#` or `@` left unescaped.
+        assert_eq!(
+            redact_url("postgres://app:Zx/9q@db/app"),
+            "postgres://app:***@db/app"
+        );
+        assert_eq!(
+            redact_url("redis://:a#b?c@cache:6379"),
+            "redis://:***@cache:6379"
+        );
+        assert_eq!(
+            redact_url("postgres://app:p@ss@db/app"),
+            "postgres://app:***@db/app"
+        );
+        // libpq key/value strings, which are not URLs.
+        assert_eq!(
+            redact_url("host=db user=app password=hunter2 dbname=app"),
+            "host=db user=app password=*** dbname=app"
+        );
+        assert_eq!(
+            redact_url("host=db password = 'two words' sslpassword=k3y"),
+            "host=db password = '***' sslpassword=***"
+        );
+        let mut kv = Redactor::default();
+        kv.add_url(Some("host=db password=hunter2"));
+        kv.add_url(Some("postgres://app:Zx/9q@db/app"));
+        assert_eq!(
+            kv.scrub("cannot connect with hunter2 or Zx/9q"),
+            "cannot connect with *** or ***"
+        );
         let mut r = Redactor::default();
         r.add_url(Some("postgres://u:p4ss@h/d"));
         r.add_secret(Some("whsec_x"));

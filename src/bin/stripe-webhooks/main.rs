@@ -5,6 +5,26 @@
 //!
 //! Build with `cargo build --features cli`; run `stripe-webhooks --help`.
 
+/// `print!` for the tool's output: through [`output::write_stdout`] (control characters
+/// escaped, a closed pipe ends the tool quietly).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` for the tool's output; see [`out!`].
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod backend;
 mod commands;
 mod error;

@@ -9,6 +9,37 @@ use crate::error::CliError;
 /// The longest cell a table prints (longer ones end with `…`; `--json` has them whole).
 const MAX_CELL: usize = 80;
 
+/// Writes `args` to stdout, as [`out!`](crate::out) and [`outln!`](crate::outln) do for
+/// every command. Control characters other than newline and tab are written as `\u{…}`
+/// escapes: job keys, types, errors and bodies come from outside (a handler's error can
+/// quote what a customer typed), and an escape sequence must not reach the operator's
+/// terminal. When the reader has gone (`stripe-webhooks dead | head -1`), the tool
+/// exits quietly with 0 instead of panicking.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let text = printable(&args.to_string());
+    if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `text` with every control character but newline and tab as a `\u{…}` escape.
+pub(crate) fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Prints `value` as pretty JSON on stdout.
 ///
 /// # Errors
@@ -17,7 +48,7 @@ const MAX_CELL: usize = 80;
 pub(crate) fn print_json(value: &impl Serialize) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| CliError::Other(format!("cannot write JSON: {e}")))?;
-    println!("{text}");
+    crate::outln!("{text}");
     Ok(())
 }
 

@@ -220,8 +220,12 @@ pub(crate) async fn run(a: SendArgs, json: bool) -> Result<(), CliError> {
             .map_err(|e| CliError::Other(format!("a request task failed: {e}")))?;
         if !json {
             match (r.status, &r.body, &r.error) {
-                (Some(s), body, _) => println!("{} {s} {}", r.id, body.as_deref().unwrap_or("")),
-                (None, _, error) => println!("{} error {}", r.id, error.as_deref().unwrap_or("")),
+                (Some(s), body, _) => {
+                    crate::outln!("{} {s} {}", r.id, body.as_deref().unwrap_or(""))
+                }
+                (None, _, error) => {
+                    crate::outln!("{} error {}", r.id, error.as_deref().unwrap_or(""))
+                }
             }
         }
         responses.push(r);
@@ -246,7 +250,7 @@ pub(crate) async fn run(a: SendArgs, json: bool) -> Result<(), CliError> {
             .iter()
             .map(|(s, n)| format!("{n}×{s}"))
             .collect();
-        println!(
+        crate::outln!(
             "summary: {} sent to {shown_url}: {}{}",
             summary.sent,
             parts.join(", "),

@@ -186,6 +186,7 @@ pub use inbox::TransactionalHandler;
 pub use processor::{
     EnabledEvents, Inbox, Outcome, OutcomeKind, Processor, TiePolicy, DEFAULT_BODY_TIMEOUT,
     DEFAULT_HANDLER_DEADLINE, DEFAULT_LEASE, DEFAULT_MAX_BODY, DEFAULT_STORE_TIMEOUT,
+    MAX_STORE_TIMEOUT,
 };
 /// Re-export of the `redis` crate the Redis store is built on, so applications build
 /// their client and connection manager with the same version.

@@ -190,6 +190,31 @@ impl TransactionalHandler<Postgres> for NoEffects {
     }
 }
 
+/// A store timeout too long for PostgreSQL's `lock_timeout` (or for the clock) is taken
+/// as `MAX_STORE_TIMEOUT`: the inbox delivers, where it panicked or got 503 every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_inbox_takes_a_huge_store_timeout_as_the_maximum() {
+    let (url, _) = pg_url_and_target();
+    let pool = stripe_webhooks::sqlx::postgres::PgPoolOptions::new()
+        .connect(&url)
+        .await
+        .unwrap();
+    let store = PostgresStore::new(pool)
+        .with_table(&common::unique("t_faults_huge"))
+        .unwrap();
+    store.migrate().await.unwrap();
+    for timeout in [Duration::MAX, Duration::from_secs(30 * 24 * 3600)] {
+        let p = Processor::with_inbox(
+            Verifier::from_secrets_list(SECRET).unwrap(),
+            store.inbox(NoEffects),
+        )
+        .with_store_timeout(timeout);
+        let delivery = deliveries(&format!("pg_huge_{}", timeout.as_secs()), 1).remove(0);
+        let o = p.process(Some(&delivery.0), delivery.1.as_bytes()).await;
+        assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
+    }
+}
+
 /// In inbox mode, a duplicate's claim is refused and the record's state is read: that
 /// read runs under the store timeout like every other store call, so a stalled server
 /// is answered 503 in time instead of holding the delivery.

@@ -131,39 +131,43 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
             Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
         };
         // The claim and the object's row lock each wait up to `t`.
-        let claimed = store_call(t * 2 + Duration::from_millis(500), async {
-            let attempt = core
-                .claim_on(
-                    &mut *tx,
-                    &core.sql.claim,
-                    id,
-                    event_type,
-                    &hex,
-                    Some(settings.lease),
-                )
-                .await
-                .map_err(db_err)?;
-            let mut watermark = None;
-            if attempt.is_some() {
-                // The ordering guard's row lock, under the same short lock timeout: a
-                // delivery about the same object holds it until it commits.
-                if let Some(object_id) = &object_id {
-                    let row = sqlx::query(&core.sql.lock_row)
-                        .bind(object_id.as_str())
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                    watermark = watermark_of::<Postgres>(&row)?;
-                }
-                // The short lock timeout was for the claim only; the handler's own
-                // statements run under the session's setting.
-                sqlx::query("SET LOCAL lock_timeout TO DEFAULT")
-                    .execute(&mut *tx)
+        let claimed = store_call(
+            t.saturating_mul(2)
+                .saturating_add(Duration::from_millis(500)),
+            async {
+                let attempt = core
+                    .claim_on(
+                        &mut *tx,
+                        &core.sql.claim,
+                        id,
+                        event_type,
+                        &hex,
+                        Some(settings.lease),
+                    )
                     .await
                     .map_err(db_err)?;
-            }
-            Ok(attempt.map(|a| (a, watermark)))
-        })
+                let mut watermark = None;
+                if attempt.is_some() {
+                    // The ordering guard's row lock, under the same short lock timeout: a
+                    // delivery about the same object holds it until it commits.
+                    if let Some(object_id) = &object_id {
+                        let row = sqlx::query(&core.sql.lock_row)
+                            .bind(object_id.as_str())
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                        watermark = watermark_of::<Postgres>(&row)?;
+                    }
+                    // The short lock timeout was for the claim only; the handler's own
+                    // statements run under the session's setting.
+                    sqlx::query("SET LOCAL lock_timeout TO DEFAULT")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                }
+                Ok(attempt.map(|a| (a, watermark)))
+            },
+        )
         .await;
         let (attempt, watermark) = match claimed {
             Ok(Some(a)) => a,

@@ -39,6 +39,10 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// The longest lease the processor takes: longer ones (or a deadline that would need
 /// one) are cut to it, so lease arithmetic stays within every store's range.
 const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest store timeout a [`Processor`] or a [`Worker`](crate::queue::Worker) takes:
+/// longer ones are taken as this.
+pub const MAX_STORE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a store call may take by default before the delivery is answered 503.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the adapters wait by default for a request's whole body before answering
@@ -599,10 +603,12 @@ impl Processor {
         self
     }
 
-    /// Sets how long a store call may take before the delivery is answered 503.
+    /// Sets how long a store call may take before the delivery is answered 503 (at most
+    /// [`MAX_STORE_TIMEOUT`], an hour: PostgreSQL's `lock_timeout`, which the inbox sets
+    /// from it, holds no more than 24 days, and nothing needs more).
     #[must_use]
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.store_timeout = timeout;
+        self.settings.store_timeout = timeout.min(MAX_STORE_TIMEOUT);
         self
     }
 

@@ -148,7 +148,10 @@ pub enum OutcomeKind {
     /// The handler failed, panicked, ran past its deadline or was stopped because its
     /// lease was lost; Stripe's retry runs it again. 500.
     HandlerFailed(HandlerError),
-    /// The store could not be reached; the handler did not run. 503.
+    /// The store could not be reached, so the handler did not run; or, in inbox mode,
+    /// the transaction holding the handler's writes did not commit, or did not say so in
+    /// time (it may still commit: Stripe's retry then finds the event done, a
+    /// duplicate, else runs it). 503.
     StoreUnavailable(StoreError),
 }
 

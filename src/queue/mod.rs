@@ -396,6 +396,10 @@ impl JobRecord {
 
     /// The record of a job whose stored kind is `name`: `unknown` when it is not a
     /// [`PayloadKind`]'s.
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres", feature = "redis")),
+        allow(dead_code)
+    )]
     pub(crate) fn with_kind_name(mut self, name: &str) -> Self {
         self.kind = PayloadKind::from_name(name).map_or("unknown", PayloadKind::as_str);
         self

@@ -476,10 +476,11 @@ impl Worker {
         self
     }
 
-    /// How long a queue call may take before it counts as failed (default 2 s).
+    /// How long a queue call may take before it counts as failed (default 2 s, at most
+    /// [`MAX_STORE_TIMEOUT`](crate::MAX_STORE_TIMEOUT)).
     #[must_use]
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.store_timeout = timeout;
+        self.settings.store_timeout = timeout.min(crate::MAX_STORE_TIMEOUT);
         self
     }
 

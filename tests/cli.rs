@@ -540,8 +540,7 @@ fn redis_url() -> String {
     })
 }
 
-/// The store's part on Redis (this build has no Redis queue yet: the queue commands say
-/// so and exit 1).
+/// The store's and the queue's parts on Redis.
 #[tokio::test]
 async fn redis_operator_flow() {
     use stripe_webhooks::redis::{self, aio::ConnectionManager};

@@ -920,3 +920,55 @@ async fn twins_run_once_beside_the_sqlite_inbox() {
         .unwrap();
     assert_eq!((rows, keys), (10, 10));
 }
+
+/// A thin event in its fetched form can carry a `data` that is not a snapshot's (no
+/// `data.object`): it is still recognised as thin wherever both families are taken
+/// (it failed as "not an event" before).
+#[tokio::test]
+async fn a_thin_event_with_its_own_data_is_taken_as_thin() {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&fixture("v1.billing.meter.error_report_triggered.json")).unwrap();
+    v["data"] = serde_json::json!({ "developer_message_summary": "meter not found" });
+    let body = v.to_string();
+    assert!(matches!(
+        dangerous::parse_unverified(body.as_bytes()),
+        Err(ParseError::ThinEventNotification)
+    ));
+    let CloudEvent::Thin(n) = cloud::parse_eventbridge(eventbridge(&body).as_bytes()).unwrap()
+    else {
+        panic!("not thin")
+    };
+    assert_eq!(
+        n.event_type.as_str(),
+        "v1.billing.meter.error_report_triggered"
+    );
+    let job = stripe_webhooks::queue::NewJob::parse(body.as_bytes()).unwrap();
+    assert_eq!(job.kind, stripe_webhooks::queue::PayloadKind::Thin);
+    // A route with both handlers runs it as thin.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    let p = Processor::new(
+        Verifier::new(SigningSecret::new("whsec_both").unwrap()),
+        MemoryStore::new(),
+        EventRouter::new().fallback(|_e| Box::pin(async { Ok(()) })),
+    )
+    .with_thin_handler(ThinEventRouter::new().fallback(move |n| {
+        s.lock().unwrap().push(n.id.clone());
+        Box::pin(async { Ok(()) })
+    }));
+    let header = testing::sign(body.as_bytes(), "whsec_both", testing::now());
+    let o = p.process(Some(&header), body.as_bytes()).await;
+    assert_eq!(o.kind().name(), "processed", "{o:?}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // Bodies that are not events at all, or not JSON, are still refused as such.
+    for bad in [
+        r#"{"object":"event","data":{}}"#,
+        r#"{"object":"v2.core.event""#,
+    ] {
+        let e = dangerous::parse_unverified(bad.as_bytes()).unwrap_err();
+        assert!(
+            !matches!(e, ParseError::ThinEventNotification),
+            "{bad}: {e:?}"
+        );
+    }
+}

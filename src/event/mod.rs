@@ -352,8 +352,14 @@ impl Event {
                 return Ok(event);
             }
         }
-        let wire: WireEvent<'_, WireData<'_>> =
-            serde_json::from_slice(body).map_err(|e| ParseError::from_json(&e))?;
+        let wire: WireEvent<'_, WireData<'_>> = match serde_json::from_slice(body) {
+            Ok(wire) => wire,
+            // A thin event whose `data` is not a snapshot's (the fetched form of some
+            // types, `data.developer_message_summary`…) fails the envelope: say it is
+            // thin, so the callers that take both families parse it as one.
+            Err(_) if is_thin_envelope(body) => return Err(ParseError::ThinEventNotification),
+            Err(e) => return Err(ParseError::from_json(&e)),
+        };
         if wire.head.object == ObjectTag::ThinEvent {
             return Err(ParseError::ThinEventNotification);
         }
@@ -517,6 +523,18 @@ impl<'de> Deserialize<'de> for EventType {
         let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
         Ok(EventType::from_wire(&s))
     }
+}
+
+/// Whether `body` is a JSON object whose `object` is `v2.core.event` (read on the error
+/// path only: every other member is skipped).
+fn is_thin_envelope(body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow, default)]
+        object: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Head<'_>>(body)
+        .is_ok_and(|h| h.object.as_deref() == Some("v2.core.event"))
 }
 
 #[cfg(test)]

@@ -867,6 +867,12 @@ queue_impls!(SqliteQueue, sqlx::Sqlite, sqlx::SqlitePool);
 impl crate::SqliteStore {
     /// The queue in this store's database (`{table}_jobs`), for
     /// [`Processor::queued`](crate::Processor::queued) and [`Worker`](super::Worker).
+    ///
+    /// An acknowledged event survives a process crash. With the pool of
+    /// [`connect`](crate::SqliteStore::connect) (`synchronous = NORMAL`) a power cut or an
+    /// OS crash can undo the last commits, which Stripe would not deliver again; a pool
+    /// from [`connect_options`](crate::SqliteStore::connect_options) with
+    /// `.synchronous(SqliteSynchronous::Full)` syncs each batch of acknowledgements.
     pub fn queue(&self) -> SqliteQueue {
         SqliteQueue::new(self.core.pool.clone(), &self.core.table)
     }

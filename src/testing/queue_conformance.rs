@@ -57,6 +57,7 @@ where
     concurrent_enqueues_queue_once(Arc::new(make().await), 16).await;
     take_hands_each_job_to_one_worker(Arc::new(make().await), 4).await;
     completion_is_fenced(&make().await, &time).await;
+    extend_moves_the_lease_end(&make().await, &time).await;
     failed_jobs_retry_then_die(&make().await, &time).await;
     release_does_not_count_an_attempt(&make().await).await;
     requeue_brings_dead_jobs_back(&make().await).await;
@@ -138,6 +139,25 @@ pub async fn take_hands_each_job_to_one_worker<Q: QueueAdmin>(q: Arc<Q>, takers:
     assert_eq!(seen.len(), keys.len(), "every job taken exactly once");
     assert_eq!(unique.len(), keys.len());
     assert_eq!(q.counts().await.unwrap().completed, keys.len() as u64);
+}
+
+/// `extend` moves the lease's end: past the first lease the job is still held, and it
+/// is taken over only once the extended lease has run out.
+pub async fn extend_moves_the_lease_end<Q: QueueAdmin + ?Sized>(q: &Q, time: &LeaseTime) {
+    q.enqueue(&job("evt_extend", None, 1, b"{}")).await.unwrap();
+    let lease = short_lease(time);
+    let held = q.take(1, lease, false).await.unwrap().remove(0);
+    q.extend(&held.token, lease * 3).await.unwrap();
+    run_out(time, lease).await;
+    assert!(
+        q.take(1, LONG, false).await.unwrap().is_empty(),
+        "the extended lease is live past the first lease's end"
+    );
+    run_out(time, lease * 2).await;
+    let taken = q.take(1, LONG, false).await.unwrap();
+    assert_eq!(taken.len(), 1, "taken over once the extended lease ran out");
+    assert_eq!(taken[0].token.attempt(), 2);
+    q.complete(&taken[0].token).await.unwrap();
 }
 
 /// Only the token that holds a job settles it; a job whose lease ran out is taken over,

@@ -68,15 +68,21 @@ async fn snapshot_fetches_send_bearer_version_and_account() {
         .unwrap();
     let event = dangerous::parse_unverified(body.as_bytes()).unwrap();
 
-    let fetched = client
+    // The event is the connected account's: the platform cannot see it, as on Stripe.
+    let platform = client
         .retrieve_event(&RequestContext::platform(), "evt_1")
+        .await
+        .unwrap_err();
+    assert!(platform.is_not_found(), "{platform:?}");
+    let fetched = client
+        .retrieve_event(&RequestContext::for_event(&event), "evt_1")
         .await
         .unwrap();
     assert!(matches!(fetched, Event::CustomerSubscriptionUpdated(_)));
     event.fetch_latest_object(&client).await.unwrap();
 
     let requests = fake.requests();
-    assert_eq!(requests.len(), 2);
+    assert_eq!(requests.len(), 3);
     for r in &requests {
         assert_eq!(r.method, "GET");
         let bearer = format!("Bearer {FAKE_API_KEY}");
@@ -87,8 +93,10 @@ async fn snapshot_fetches_send_bearer_version_and_account() {
     }
     assert_eq!(requests[0].path, "/v1/events/evt_1");
     assert_eq!(requests[0].header("stripe-account"), None);
-    assert_eq!(requests[1].path, "/v1/subscriptions/sub_1");
+    assert_eq!(requests[1].path, "/v1/events/evt_1");
     assert_eq!(requests[1].header("stripe-account"), Some("acct_9"));
+    assert_eq!(requests[2].path, "/v1/subscriptions/sub_1");
+    assert_eq!(requests[2].header("stripe-account"), Some("acct_9"));
 }
 
 #[tokio::test]
@@ -210,6 +218,110 @@ async fn list_events_rejects_a_limit_over_100_like_stripe() {
     assert_eq!(fake.requests().len(), 1, "a 400 is not retried");
 }
 
+/// The fake lists as Stripe does: a connected account's events only with its header, at
+/// most 20 `types[]`, `type` or `types` but not both, `type` with a wildcard, and a v2
+/// `next_page_url` that keeps the filters, so following it alone gives the next page.
+#[tokio::test]
+async fn the_fake_lists_as_stripe_does() {
+    let (fake, client) = fake().await;
+    let platform = RequestContext::platform();
+    fake.add_event(&event_at("evt_own", "invoice.paid", BASE))
+        .unwrap();
+    fake.add_event(&subscription_event("evt_theirs", "sub_1", Some("acct_9")))
+        .unwrap();
+    fake.add_event(&event_at("evt_created", "customer.created", BASE + 1))
+        .unwrap();
+    let ids = |params: &ListEventsParams, ctx: RequestContext| {
+        let client = client.clone();
+        let params = params.clone();
+        async move {
+            let page = client.list_events(&ctx, &params).await.unwrap();
+            page.data
+                .iter()
+                .map(|e| e.id().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = ListEventsParams::new();
+    assert_eq!(
+        ids(&all, platform.clone()).await,
+        ["evt_created", "evt_own"]
+    );
+    let theirs = platform.clone().with_stripe_account("acct_9");
+    assert_eq!(ids(&all, theirs).await, ["evt_theirs"]);
+
+    let get = |query: Vec<(&str, &str)>| {
+        let client = client.clone();
+        let query: Vec<(String, String)> = query
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        async move {
+            client
+                .get(&RequestContext::platform(), "/v1/events", &query)
+                .await
+        }
+    };
+    let body = get(vec![("type", "invoice.*")]).await.unwrap();
+    assert!(
+        body.contains("evt_own") && !body.contains("evt_created"),
+        "{body}"
+    );
+    let both = get(vec![
+        ("type", "invoice.paid"),
+        ("types[]", "customer.created"),
+    ])
+    .await;
+    assert!(
+        matches!(&both, Err(ClientError::Api(e)) if e.status == 400),
+        "{both:?}"
+    );
+    let names: Vec<String> = (0..21).map(|i| format!("invoice.t{i}")).collect();
+    let many = get(names.iter().map(|n| ("types[]", n.as_str())).collect()).await;
+    assert!(
+        matches!(&many, Err(ClientError::Api(e)) if e.status == 400),
+        "{many:?}"
+    );
+
+    // v2: the next page's URL alone keeps the filter.
+    for i in 0..5i64 {
+        let object = if i % 2 == 0 { "cus_a" } else { "cus_b" };
+        let body = ThinEventBuilder::new(&format!("evt_url_{i}"), "v1.customer.updated")
+            .related(object, "customer", &format!("/v1/customers/{object}"))
+            .created(BASE + i)
+            .build();
+        fake.add_v2_event(&body).unwrap();
+    }
+    let query = vec![
+        ("object_id".to_owned(), "cus_a".to_owned()),
+        ("limit".to_owned(), "2".to_owned()),
+    ];
+    let first: Value = serde_json::from_str(
+        &client
+            .get(&platform, "/v2/core/events", &query)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let next = first["next_page_url"].as_str().unwrap().to_owned();
+    let (path, raw) = next.split_once('?').unwrap();
+    let query: Vec<(String, String)> = raw
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let second: Value =
+        serde_json::from_str(&client.get(&platform, path, &query).await.unwrap()).unwrap();
+    let objects: Vec<&str> = first["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["data"].as_array().unwrap())
+        .map(|n| n["related_object"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(objects, ["cus_a", "cus_a", "cus_a"], "{next}");
+}
+
 #[tokio::test]
 async fn list_v2_events_follows_page_tokens() {
     let (fake, client) = fake().await;
@@ -287,7 +399,16 @@ async fn retrieves_v1_and_v2_events_and_objects() {
         .as_str()
         .unwrap()
         .to_owned();
-    let n = client.retrieve_v2_event(&ctx, &id).await.unwrap();
+    // The fixture is a connected account's (its `context`): fetched with that context.
+    assert!(client.retrieve_v2_event(&ctx, &id).await.is_err());
+    let account = serde_json::from_str::<Value>(fetched).unwrap()["context"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let n = client
+        .retrieve_v2_event(&ctx.clone().with_stripe_context(account), &id)
+        .await
+        .unwrap();
     assert!(
         n.changes.is_some(),
         "a fetched thin event keeps its changes"

@@ -287,11 +287,14 @@ async fn connect_reconcilers_list_with_their_account() {
         v.to_string()
     };
     s.fake.add_event(&event).unwrap();
-    let probe = s.fake.client().unwrap();
-    let one = probe
-        .retrieve_event(&RequestContext::default(), "evt_acct")
-        .await
-        .unwrap();
+    // The platform's reconciler does not see a connected account's events.
+    let platform = s.reconciler().since_cursor().await.unwrap();
+    assert_eq!(
+        (platform.listed, platform.processed),
+        (0, 0),
+        "{platform:?}"
+    );
+    let one = stripe_webhooks::dangerous::parse_unverified(event.as_bytes()).unwrap();
     let ctx = RequestContext::for_event(&one);
     let r = s
         .reconciler()

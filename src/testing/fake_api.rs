@@ -113,6 +113,9 @@ struct StoredEvent {
     event_type: String,
     delivery_success: bool,
     object_id: Option<String>,
+    /// The connected account it belongs to (a snapshot event's `account`, a thin event's
+    /// `context`); `None` for the platform's own.
+    account: Option<String>,
     order: u64,
     json: String,
 }
@@ -154,14 +157,21 @@ impl State {
 ///
 /// It serves, from what the test loaded:
 ///
-/// - `GET /v1/events` (newest first) with `created[gte|gt|lt|lte]`, `types[]`, `type`,
-///   `delivery_success`, `starting_after`, `ending_before` and `limit` (1–100, default
-///   10), answering `{"object": "list", "data", "has_more", "url"}`;
+/// - `GET /v1/events` (newest first) with `created[gte|gt|lt|lte]`, `types[]` (at most
+///   20), `type` (with a wildcard, `invoice.*`; not with `types[]`), `delivery_success`,
+///   `starting_after`, `ending_before` and `limit` (1–100, default 10), answering
+///   `{"object": "list", "data", "has_more", "url"}`;
 /// - `GET /v1/events/{id}` ([`add_event`](Self::add_event));
 /// - `GET /v2/core/events` with `object_id`, `types`, `created_gt|gte|lt|lte`, `limit`
-///   (default 20) and `page`, answering `{"data", "next_page_url", "previous_page_url"}`;
+///   (default 20) and `page`, answering `{"data", "next_page_url", "previous_page_url"}`
+///   (the page URLs keep the filters);
 /// - `GET /v2/core/events/{id}` ([`add_v2_event`](Self::add_v2_event));
 /// - any object by its path ([`add_object`](Self::add_object)).
+///
+/// As on Stripe, an event of a connected account (a snapshot event's `account`, a thin
+/// event's `context`) is listed and retrieved only with that account's `Stripe-Account`
+/// (v1) or `Stripe-Context` (v2) header, and the platform's own only without one. Unlike
+/// Stripe, which lists the last 30 days, it keeps every event it was given.
 ///
 /// Anything else is Stripe's 404 (`invalid_request_error`, `resource_missing`); every
 /// answer has a `Request-Id`. A request without `Authorization` is answered 401, and
@@ -280,6 +290,8 @@ impl FakeStripe {
             created: i64,
             #[serde(rename = "type")]
             event_type: String,
+            #[serde(default)]
+            account: Option<String>,
         }
         let tag: Tag = serde_json::from_str(json)?;
         let mut inner = self.state.lock();
@@ -292,6 +304,7 @@ impl FakeStripe {
             event_type: tag.event_type,
             delivery_success,
             object_id: None,
+            account: tag.account,
             order,
             json: json.trim().to_owned(),
         });
@@ -320,6 +333,8 @@ impl FakeStripe {
             event_type: String,
             #[serde(default)]
             related_object: Option<Related>,
+            #[serde(default)]
+            context: Option<String>,
         }
         let tag: Tag = serde_json::from_str(json)?;
         let created = crate::event::rfc3339_seconds(&tag.created).ok_or_else(|| {
@@ -335,6 +350,7 @@ impl FakeStripe {
             event_type: tag.event_type,
             delivery_success: true,
             object_id: tag.related_object.and_then(|r| r.id),
+            account: tag.context,
             order,
             json: json.trim().to_owned(),
         });
@@ -636,17 +652,31 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
     }
     let inner = state.lock();
     let path = request.path.as_str();
+    // As Stripe: the platform sees its own events, and a connected account's only with
+    // that account's `Stripe-Account` (v1) or `Stripe-Context` (v2) header.
+    let v1_account = request.header("stripe-account");
+    let v2_account = request.header("stripe-context");
+    let v1: Vec<&StoredEvent> = inner
+        .events
+        .iter()
+        .filter(|e| e.account.as_deref() == v1_account)
+        .collect();
+    let v2: Vec<&StoredEvent> = inner
+        .v2_events
+        .iter()
+        .filter(|e| e.account.as_deref() == v2_account)
+        .collect();
     Some(if path == "/v1/events" {
-        list_v1(&inner.events, request)
+        list_v1(&v1, request)
     } else if path == "/v2/core/events" {
-        list_v2(&inner.v2_events, request)
+        list_v2(&v2, request)
     } else if let Some(id) = path.strip_prefix("/v1/events/") {
-        match inner.events.iter().find(|e| e.id == id) {
+        match v1.iter().find(|e| e.id == id) {
             Some(e) => Answer::ok(e.json.clone()),
             None => Answer::missing("event", id),
         }
     } else if let Some(id) = path.strip_prefix("/v2/core/events/") {
-        match inner.v2_events.iter().find(|e| e.id == id) {
+        match v2.iter().find(|e| e.id == id) {
             Some(e) => Answer::ok(e.json.clone()),
             None => Answer::missing("event", id),
         }
@@ -659,6 +689,22 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
             }
         }
     })
+}
+
+/// How many `types[]` `GET /v1/events` takes, as Stripe.
+const MAX_TYPES: usize = 20;
+
+/// `text` percent-encoded for a query (unreserved characters kept).
+fn encode_query(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Stripe's 429 answer, without its `Retry-After`.
@@ -708,13 +754,13 @@ fn list_json(items: &[&StoredEvent]) -> String {
     format!("[{}]", data.join(","))
 }
 
-fn newest_first(events: &[StoredEvent]) -> Vec<&StoredEvent> {
-    let mut all: Vec<&StoredEvent> = events.iter().collect();
+fn newest_first<'a>(events: &[&'a StoredEvent]) -> Vec<&'a StoredEvent> {
+    let mut all: Vec<&StoredEvent> = events.to_vec();
     all.sort_by_key(|e| std::cmp::Reverse(e.key()));
     all
 }
 
-fn list_v1(events: &[StoredEvent], request: &RecordedRequest) -> Answer {
+fn list_v1(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
     let result = (|| {
         let limit = limit_param(request, 10)?;
         let gte = int_param(request, "created[gte]")?;
@@ -734,6 +780,22 @@ fn list_v1(events: &[StoredEvent], request: &RecordedRequest) -> Answer {
             }
         };
         let types = types_param(request);
+        let single = request.query_value("type");
+        if single.is_some() && types.len() > 1 {
+            return Err(Answer::bad_param(
+                "types",
+                "You may only specify one of these parameters: type, types.",
+            ));
+        }
+        if types.len() > MAX_TYPES {
+            return Err(Answer::bad_param(
+                "types",
+                &format!(
+                    "You may pass at most {MAX_TYPES} types (you passed {}).",
+                    types.len()
+                ),
+            ));
+        }
         let all = newest_first(events);
         let cursor = |name: &str| -> Result<Option<(i64, u64)>, Answer> {
             match request.query_value(name) {
@@ -761,7 +823,13 @@ fn list_v1(events: &[StoredEvent], request: &RecordedRequest) -> Answer {
             .filter(|e| lte.map_or(true, |v| e.created <= v))
             .filter(|e| exact.map_or(true, |v| e.created == v))
             .filter(|e| delivery.map_or(true, |d| e.delivery_success == d))
-            .filter(|e| types.is_empty() || types.contains(&e.event_type.as_str()))
+            .filter(|e| match single {
+                // `type` takes a wildcard: `invoice.*`.
+                Some(t) => t
+                    .strip_suffix('*')
+                    .map_or(e.event_type == t, |prefix| e.event_type.starts_with(prefix)),
+                None => types.is_empty() || types.contains(&e.event_type.as_str()),
+            })
             .collect();
         let (page, has_more) = if let Some(b) = before {
             let newer: Vec<&StoredEvent> = matching.into_iter().filter(|e| e.key() > b).collect();
@@ -795,7 +863,7 @@ fn time_param(request: &RecordedRequest, name: &str) -> Result<Option<i64>, Answ
     }
 }
 
-fn list_v2(events: &[StoredEvent], request: &RecordedRequest) -> Answer {
+fn list_v2(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
     let result = (|| {
         let limit = limit_param(request, 20)?;
         let gt = time_param(request, "created_gt")?;
@@ -821,9 +889,16 @@ fn list_v2(events: &[StoredEvent], request: &RecordedRequest) -> Answer {
             .filter(|e| types.is_empty() || types.contains(&e.event_type.as_str()))
             .collect();
         let page: Vec<&StoredEvent> = matching.iter().skip(offset).take(limit).copied().collect();
+        // As Stripe's, the URL alone gives the next page: the filters are kept in it.
+        let filters: String = request
+            .query
+            .iter()
+            .filter(|(k, _)| k != "page" && k != "limit")
+            .map(|(k, v)| format!("&{}={}", encode_query(k), encode_query(v)))
+            .collect();
         let url = |offset: usize| {
             serde_json::Value::from(format!(
-                "/v2/core/events?limit={limit}&page=fake_page_{offset}"
+                "/v2/core/events?limit={limit}{filters}&page=fake_page_{offset}"
             ))
         };
         let next = if offset + limit < matching.len() {

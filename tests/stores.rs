@@ -419,6 +419,26 @@ async fn claim(store: &impl IdempotencyStore, id: &str, lease: Duration) -> Clai
         .unwrap()
 }
 
+/// `Duration::MAX` as a lease or a retention ("forever") is taken as a century: claims,
+/// duplicates and purges still work (on PostgreSQL they failed with "interval out of
+/// range"; on SQLite the lease overflowed into a REAL and duplicates read as errors).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+async fn durations_of_forever_are_a_century<S: StoreAdmin>(store: S) {
+    let Claim::Acquired(token) = claim(&store, "evt_forever", Duration::MAX).await else {
+        panic!("not acquired")
+    };
+    assert!(matches!(
+        claim(&store, "evt_forever", Duration::MAX).await,
+        Claim::InProgress { .. }
+    ));
+    store.complete(&token).await.unwrap();
+    assert!(matches!(
+        claim(&store, "evt_forever", Duration::from_secs(1)).await,
+        Claim::Completed
+    ));
+    assert_eq!(store.purge_expired().await.unwrap(), 0);
+}
+
 /// Failed records are bounded like the others: a flood of failures at capacity 10 keeps
 /// 10 records, the oldest failure going first.
 #[tokio::test]
@@ -635,6 +655,12 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn sqlite_takes_durations_of_forever_as_a_century() {
+        let (store, _dir) = store("forever").await;
+        durations_of_forever_are_a_century(store.with_retention(Duration::MAX)).await;
+    }
+
+    #[tokio::test]
     async fn sqlite_purge_keeps_leased_and_recent() {
         let (store, _dir) = store("purge").await;
         let store = store.with_retention(Duration::from_secs(2));
@@ -758,6 +784,12 @@ mod postgres {
     #[tokio::test]
     async fn postgres_completes_applied_with_or_without_a_row() {
         complete_applied_records_the_watermark_with_or_without_a_row(store("rowless").await).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_takes_durations_of_forever_as_a_century() {
+        let store = store("forever").await;
+        durations_of_forever_are_a_century(store.with_retention(Duration::MAX)).await;
     }
 
     #[tokio::test]

@@ -41,6 +41,12 @@ pub const DEFAULT_MAX_RECORDS: usize = 100_000;
 /// nothing in flight is evicted. [`purge_expired`](StoreAdmin::purge_expired) deletes
 /// completed, failed and abandoned processing records past their retention.
 ///
+/// The ordering guard's objects are bounded the same way: past `max_records` objects,
+/// the one written longest ago (and not locked) is evicted with its watermark, and **an
+/// older event of that object is then applied** as if it were the first. Keep the bound
+/// above the number of objects whose events may still arrive late, or use a durable
+/// store.
+///
 /// ```
 /// # tokio_test_block_on(async {
 /// use std::time::Duration;

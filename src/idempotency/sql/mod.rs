@@ -168,9 +168,17 @@ pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(Box::new(e))
 }
 
-/// A lease or retention as whole milliseconds for SQL.
+/// The longest duration the SQL statements take (a century, in milliseconds): added to or
+/// taken from a database's clock, anything longer (`Duration::MAX` for "forever") would
+/// overflow PostgreSQL's intervals and timestamps and SQLite's integers.
+pub(crate) const MAX_SQL_MILLIS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// A lease, retention or delay as whole milliseconds for SQL, at most
+/// [`MAX_SQL_MILLIS`].
 pub(crate) fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    i64::try_from(d.as_millis())
+        .unwrap_or(i64::MAX)
+        .min(MAX_SQL_MILLIS)
 }
 
 /// An attempt count read back from a database, where it is a signed integer: clamped
@@ -841,7 +849,8 @@ macro_rules! store_impls {
                 Ok(self)
             }
 
-            /// How long completed and failed records are kept (30 days by default).
+            /// How long completed and failed records are kept (30 days by default; at
+            /// most a century, which `Duration::MAX` means).
             #[must_use]
             pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
                 self.core.retention = retention;
@@ -1096,6 +1105,14 @@ mod tests {
         );
         assert_eq!(newer_versions(&[1], &shipped(&[1, 2])), Vec::<i64>::new());
         assert_eq!(newer_versions(&[1, 2], &shipped(&[])), vec![1, 2]);
+    }
+
+    #[test]
+    fn durations_past_a_century_are_a_century() {
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(millis(Duration::MAX), MAX_SQL_MILLIS);
+        let century = Duration::from_millis(u64::try_from(MAX_SQL_MILLIS).unwrap());
+        assert_eq!(millis(century + Duration::from_secs(1)), MAX_SQL_MILLIS);
     }
 
     #[test]

@@ -251,6 +251,19 @@ impl std::fmt::Debug for Processor {
     }
 }
 
+/// `store` as the processor's store and the ordering guard over it.
+fn guarded<S: OrderingStore>(
+    store: S,
+    ties: TiePolicy,
+) -> (Arc<dyn IdempotencyStore>, Arc<OrderingGuard>) {
+    let store = Arc::new(store);
+    let guard = Arc::new(OrderingGuard {
+        store: Arc::clone(&store) as Arc<dyn OrderingStore>,
+        ties,
+    });
+    (store, guard)
+}
+
 impl Processor {
     /// A processor with the default body limit (1 MiB), handler deadline (10 s), lease
     /// (30 s) and store timeout (2 s).
@@ -326,12 +339,7 @@ impl Processor {
         handler: impl EventHandler,
         ties: TiePolicy,
     ) -> Self {
-        let store = Arc::new(store);
-        let guard = Arc::new(OrderingGuard {
-            store: Arc::clone(&store) as Arc<dyn OrderingStore>,
-            ties,
-        });
-        let store: Arc<dyn IdempotencyStore> = store;
+        let (store, guard) = guarded(store, ties);
         let dispatcher =
             StoreDispatcher::new(Arc::clone(&store), handler, Some(Arc::clone(&guard)));
         let mut p = Self::dispatching(verifier, Some(Arc::new(dispatcher)), store);
@@ -446,11 +454,7 @@ impl Processor {
         handler: impl ThinEventHandler,
         ties: TiePolicy,
     ) -> Self {
-        let store = Arc::new(store);
-        let guard = Arc::new(OrderingGuard {
-            store: Arc::clone(&store) as Arc<dyn OrderingStore>,
-            ties,
-        });
+        let (store, guard) = guarded(store, ties);
         let mut p = Self::dispatching(verifier, None, store);
         p.thin = Some(Arc::new(handler));
         p.ordering = Some(guard);

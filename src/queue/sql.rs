@@ -375,17 +375,14 @@ where
             })();
             match read
                 .map_err(db_err)
-                .and_then(|(event_id, event_type, kind, body, created)| {
-                    Ok(Job::new(
-                        token.clone(),
-                        EventId::new(event_id),
-                        event_type,
-                        kind_from(&kind)?,
-                        body,
-                    )
-                    .with_created(created))
+                .and_then(|(id, ty, kind, body, created)| {
+                    Ok((id, ty, kind_from(&kind)?, body, created))
                 }) {
-                Ok(job) => jobs.push((seq, job)),
+                Ok((event_id, event_type, kind, body, created)) => jobs.push((
+                    seq,
+                    Job::new(token, EventId::new(event_id), event_type, kind, body)
+                        .with_created(created),
+                )),
                 Err(e) => unreadable.push((token, e)),
             }
         }

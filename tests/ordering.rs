@@ -507,3 +507,69 @@ async fn a_thin_route_beside_an_ordered_route_moves_the_watermark() {
         [("evt_route_1".to_owned(), "evt_route_2".to_owned())]
     );
 }
+
+/// A delivery whose object lock lapsed (its store saw the lease run out) while another
+/// delivery locked the object, applied a newer event and let go: the first one's next
+/// renewal takes the free lock again, but finds a watermark it did not see when it
+/// locked. The two ran side by side, so the first is stopped and never completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_after_another_holder_applied_stops_the_handler() {
+    use stripe_webhooks::ManualClock;
+
+    struct Gate {
+        applied: Mutex<Vec<String>>,
+        open: tokio::sync::Notify,
+    }
+    #[async_trait]
+    impl EventHandler for Gate {
+        async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+            if event.id().as_str() == "evt_a" {
+                self.open.notified().await;
+            }
+            self.applied.lock().unwrap().push(event.id().to_string());
+            Ok(())
+        }
+    }
+
+    let clock = ManualClock::new(BASE * 1000);
+    let store = MemoryStore::new().with_clock(clock.clone());
+    let gate = Arc::new(Gate {
+        applied: Mutex::new(Vec::new()),
+        open: tokio::sync::Notify::new(),
+    });
+    let lease = Duration::from_millis(900);
+    let p = Arc::new(
+        Processor::ordered(
+            Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
+            store,
+            Arc::clone(&gate),
+            TiePolicy::Run,
+        )
+        .with_handler_deadline(None)
+        .with_lease(lease),
+    );
+    let first = {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move { p.process_event(&update("evt_a", "cus_1", BASE + 1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The store's time passes the first delivery's lease (its real time does not).
+    clock.advance(lease * 2);
+    let second = p.process_event(&update("evt_b", "cus_1", BASE + 2)).await;
+    assert_eq!(second.kind().name(), "processed");
+    // The first delivery's renewal (every third of the lease) runs meanwhile.
+    tokio::time::sleep(lease / 3 + Duration::from_millis(200)).await;
+    gate.open.notify_one();
+    let first = first.await.unwrap();
+    assert_ne!(
+        first.kind().name(),
+        "processed",
+        "a run that overlapped a newer event's completed"
+    );
+    assert!(
+        first.status() >= 500,
+        "Stripe retries it: {}",
+        first.status()
+    );
+    assert_eq!(*gate.applied.lock().unwrap(), ["evt_b"]);
+}

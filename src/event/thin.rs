@@ -536,7 +536,7 @@ pub(crate) fn rfc3339_seconds(s: &str) -> Option<i64> {
         return None;
     }
     if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
+        || !(1..=days_in_month(year, month)).contains(&day)
         || hour > 23
         || minute > 59
         || second > 60
@@ -559,7 +559,11 @@ pub(crate) fn rfc3339_seconds(s: &str) -> Option<i64> {
                 return None;
             }
             let v = |a: u8, b: u8| i64::from(a - b'0') * 10 + i64::from(b - b'0');
-            let off = v(digits[0], digits[1]) * 3600 + v(digits[2], digits[3]) * 60;
+            let (off_hours, off_minutes) = (v(digits[0], digits[1]), v(digits[2], digits[3]));
+            if off_hours > 23 || off_minutes > 59 {
+                return None;
+            }
+            let off = off_hours * 3600 + off_minutes * 60;
             if *sign == b'+' {
                 off
             } else {
@@ -570,6 +574,16 @@ pub(crate) fn rfc3339_seconds(s: &str) -> Option<i64> {
     };
     let days = crate::display::days_from_civil(year, month, day);
     Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+}
+
+/// Days in `month` (1 to 12) of the proleptic Gregorian `year`.
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 #[cfg(test)]
@@ -592,6 +606,10 @@ mod tests {
             rfc3339_seconds("2000-02-29T12:00:00-01:30"),
             Some(951_831_000)
         );
+        // Leap days and months' last days are dates.
+        assert!(rfc3339_seconds("2024-02-29T00:00:00Z").is_some());
+        assert!(rfc3339_seconds("2000-02-29T00:00:00Z").is_some());
+        assert!(rfc3339_seconds("2022-12-31T23:59:59+23:59").is_some());
         for bad in [
             "",
             "2022-02-15",
@@ -600,6 +618,12 @@ mod tests {
             "2022-02-15T00:27:45.Z",
             "x022-02-15T00:27:45Z",
             "2022-02-15T00:27:45+0200",
+            // Days that no calendar has, and offsets past a day.
+            "2022-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2022-04-31T00:00:00Z",
+            "2022-02-15T00:27:45+24:00",
+            "2022-02-15T00:27:45-02:60",
         ] {
             assert_eq!(rfc3339_seconds(bad), None, "{bad}");
         }

@@ -274,12 +274,14 @@ impl OrderingGuard {
         &self,
         object_id: &str,
         holder: &str,
+        seen: Option<Watermark>,
         applied: Option<Watermark>,
     ) -> Arc<dyn IdempotencyStore> {
         Arc::new(ObjectLease {
             store: Arc::clone(&self.store),
             object_id: object_id.to_owned(),
             holder: holder.to_owned(),
+            seen,
             applied,
         })
     }
@@ -305,22 +307,23 @@ impl OrderingGuard {
             Ok(held) => held,
             Err(refused) => return refused,
         };
-        let stale = watermark.filter(|w| {
+        let stale = watermark.clone().filter(|w| {
             let tie = w.created == created && w.event_id != *key;
             w.created > created || (tie && matches!(self.ties, TiePolicy::Stale))
         });
-        if let Some(watermark) = stale {
-            let lease = self.lease(object_id, &holder, None);
+        if let Some(stale) = stale {
+            let lease = self.lease(object_id, &holder, watermark, None);
             let done = Box::pin(std::future::ready(Ok(())));
             let mut d = run_claimed(&lease, &token, settings, claimed_at, done).await;
             if matches!(d.kind, OutcomeKind::Processed) {
-                d.kind = OutcomeKind::Stale { watermark };
+                d.kind = OutcomeKind::Stale { watermark: stale };
             }
             return d;
         }
         let lease = self.lease(
             object_id,
             &holder,
+            watermark,
             Some(Watermark::new(created, key.clone())),
         );
         run_claimed(&lease, &token, settings, claimed_at, fut).await
@@ -347,7 +350,7 @@ impl OrderingGuard {
             let tie = w.created == event.created() && w.event_id != *event.id();
             w.created > event.created() || (tie && matches!(self.ties, TiePolicy::Stale))
         });
-        let lease = |applied| self.lease(object_id, &holder, applied);
+        let lease = |applied| self.lease(object_id, &holder, watermark.clone(), applied);
         if let Some(watermark) = stale {
             // An older event than the one applied last: not applied over it. The claim
             // completes, so Stripe's retries of it are duplicates.
@@ -440,6 +443,9 @@ struct ObjectLease {
     store: Arc<dyn OrderingStore>,
     object_id: String,
     holder: String,
+    /// The object's watermark when the lock was taken. A renewal that finds another
+    /// one knows that another holder applied an event while this lock had lapsed.
+    seen: Option<Watermark>,
     /// The watermark a completion records; `None` for a stale event (the watermark
     /// stays).
     applied: Option<Watermark>,
@@ -494,8 +500,10 @@ impl IdempotencyStore for ObjectLease {
             .lock_object(&self.object_id, &self.holder, lease)
             .await?
         {
-            ObjectLock::Acquired { .. } => Ok(()),
-            ObjectLock::Busy { .. } => Err(StoreError::LeaseLost {
+            // Taken again after a lapse in which another holder applied an event: the
+            // two ran side by side, so this run must not complete.
+            ObjectLock::Acquired { watermark } if watermark == self.seen => Ok(()),
+            ObjectLock::Acquired { .. } | ObjectLock::Busy { .. } => Err(StoreError::LeaseLost {
                 event_id: token.event_id().clone(),
             }),
         }

@@ -87,13 +87,26 @@ async fn prefix_is_validated() {
         .with_prefix("bad prefix!")
         .unwrap_err();
     assert!(matches!(err, StoreError::InvalidConfig(_)), "{err:?}");
-    for bad in ["", "1abc", "a{b}", &"x".repeat(64)] {
+    // `app:q` and `app:q:x` would share keys with the queue of prefix `app`.
+    for bad in ["", "1abc", "a{b}", &"x".repeat(64), "app:q", "app:q:x"] {
         assert!(
             RedisStore::new(conn.clone()).with_prefix(bad).is_err(),
             "{bad}"
         );
     }
-    assert!(RedisStore::new(conn).with_prefix("app:webhooks-1").is_ok());
+    for good in ["app:webhooks-1", "q", "q:app", "app:qq", "app:q1"] {
+        assert!(
+            RedisStore::new(conn.clone()).with_prefix(good).is_ok(),
+            "{good}"
+        );
+    }
+    for bad in ["app:q", "app:q:x"] {
+        let err = stripe_webhooks::queue::RedisQueue::new(conn.clone(), bad).unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidConfig(_)),
+            "{bad}: {err:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -187,6 +187,20 @@ impl fmt::Debug for RedisStore {
     }
 }
 
+/// A Redis key prefix: a valid name (`:` and `-` allowed too) with no `q` segment
+/// inside or at its end. A queue keeps its keys under `{prefix}:q:`, so a store or queue
+/// prefix `app:q` would share keys (`app:q:obj:…`) with the queue of prefix `app`.
+pub(crate) fn validate_redis_prefix(prefix: &str) -> Result<(), StoreError> {
+    validate_name(prefix, &[':', '-'])?;
+    if prefix.split(':').skip(1).any(|segment| segment == "q") {
+        return Err(StoreError::InvalidConfig(format!(
+            "{prefix:?} is not a valid key prefix: a segment `q` after a `:` is where \
+             queues keep their keys (`{{prefix}}:q:`)"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).min(MAX_MS)
 }
@@ -222,9 +236,11 @@ impl RedisStore {
     /// # Errors
     ///
     /// [`StoreError::InvalidConfig`] unless `prefix` is 1 to 63 ASCII letters, digits,
-    /// underscores, `:` or `-`, not starting with a digit.
+    /// underscores, `:` or `-`, not starting with a digit, with no segment `q` after a
+    /// `:` (`app:q`, `app:q:x`): queues keep their keys under `{prefix}:q:`, and such a
+    /// prefix would share keys with the queue of prefix `app`.
     pub fn with_prefix(mut self, prefix: &str) -> Result<Self, StoreError> {
-        validate_name(prefix, &[':', '-'])?;
+        validate_redis_prefix(prefix)?;
         prefix.clone_into(&mut self.prefix);
         Ok(self)
     }

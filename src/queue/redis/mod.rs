@@ -14,7 +14,7 @@ use super::{
 };
 use crate::event::EventId;
 use crate::idempotency::redis::{ms, MAX_MS, PRELUDE};
-use crate::idempotency::{truncate_error, validate_name, ClaimToken, StoreError};
+use crate::idempotency::{truncate_error, ClaimToken, StoreError};
 
 /// The most jobs one `take` hands out; a larger `max` is cut to it.
 const MAX_TAKE: usize = 500;
@@ -220,9 +220,10 @@ impl RedisQueue {
     /// # Errors
     ///
     /// [`StoreError::InvalidConfig`] unless `prefix` is 1 to 63 ASCII letters, digits,
-    /// underscores, `:` or `-`, not starting with a digit.
+    /// underscores, `:` or `-`, not starting with a digit, with no segment `q` after a
+    /// `:` (as [`RedisStore::with_prefix`](crate::RedisStore::with_prefix)).
     pub fn new(conn: ConnectionManager, prefix: &str) -> Result<Self, StoreError> {
-        validate_name(prefix, &[':', '-'])?;
+        crate::idempotency::redis::validate_redis_prefix(prefix)?;
         Ok(Self::with_valid_prefix(conn, prefix))
     }
 

@@ -5,12 +5,20 @@
 #   scripts/services.sh stop
 #   scripts/services.sh restart-pg        # as after a crash; tests/queue_restart.rs uses it
 #
-# Data lives under target/services/ and is wiped at each start. Missing servers are
+# Data lives under target/services/ (PostgreSQL's under /tmp when run as root) and is
+# wiped at each start. Missing servers are
 # installed from Debian's packages when running as root.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="$root/target/services"
+# PostgreSQL's data: under target/services, except as root, where the server runs as the
+# user pgtest, who may not be able to reach a clone under a private home (/root is
+# 0700): then under /tmp, in a directory named after the clone.
+pg_dir="$dir"
+if [ "$(id -u)" = 0 ]; then
+  pg_dir="/tmp/stripe-webhooks-services-$(printf '%s' "$root" | cksum | cut -d' ' -f1)"
+fi
 pg_port="${PG_PORT:-54329}"
 redis_port="${REDIS_PORT:-63799}"
 redis_tls_port="${REDIS_TLS_PORT:-63800}"
@@ -38,7 +46,7 @@ apt_install() {
 run_as_pg() {
   if [ "$(id -u)" = 0 ]; then
     id pgtest >/dev/null 2>&1 || useradd --system --no-create-home pgtest
-    chown -R pgtest "$dir/pg" "$dir/pgsock"
+    chown -R pgtest "$pg_dir/pg" "$pg_dir/pgsock"
     su pgtest -s /bin/sh -c "$*"
   else
     sh -c "$*"
@@ -59,18 +67,18 @@ make_cert() {
 start_pg() {
   local bin
   bin="$(find_pg_bin)" || { apt_install postgresql; bin="$(find_pg_bin)"; }
-  rm -rf "$dir/pg" "$dir/pgsock"; mkdir -p "$dir/pg" "$dir/pgsock"
-  run_as_pg "'$bin/initdb' -D '$dir/pg' -A trust -U postgres --no-sync >/dev/null"
-  cp "$dir/tls/server.crt" "$dir/tls/server.key" "$dir/pg/"
-  [ "$(id -u)" = 0 ] && chown pgtest "$dir/pg/server.crt" "$dir/pg/server.key"
-  run_as_pg "'$bin/pg_ctl' -D '$dir/pg' -l '$dir/pg/log' -w -o \"-p $pg_port -k $dir/pgsock -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key\" start >/dev/null"
+  rm -rf "$pg_dir/pg" "$pg_dir/pgsock"; mkdir -p "$pg_dir/pg" "$pg_dir/pgsock"
+  run_as_pg "'$bin/initdb' -D '$pg_dir/pg' -A trust -U postgres --no-sync >/dev/null"
+  cp "$dir/tls/server.crt" "$dir/tls/server.key" "$pg_dir/pg/"
+  [ "$(id -u)" = 0 ] && chown pgtest "$pg_dir/pg/server.crt" "$pg_dir/pg/server.key"
+  run_as_pg "'$bin/pg_ctl' -D '$pg_dir/pg' -l '$pg_dir/pg/log' -w -o \"-p $pg_port -k $pg_dir/pgsock -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key\" start >/dev/null"
   echo "export DATABASE_URL_TEST=postgres://postgres@127.0.0.1:$pg_port/postgres"
   echo "export PG_BIN=$bin"
 }
 
 start_redis() {
   command -v redis-server >/dev/null 2>&1 || apt_install redis-server
-  mkdir -p "$dir/redis"
+  rm -rf "$dir/redis"; mkdir -p "$dir/redis"
   redis-server --port "$redis_port" --bind 127.0.0.1 --daemonize yes --dir "$dir/redis" \
     --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/log" --save '' --appendonly yes \
     --maxmemory-policy noeviction \
@@ -85,8 +93,8 @@ start_redis() {
 
 stop_all() {
   local bin
-  if [ -f "$dir/pg/postmaster.pid" ] && bin="$(find_pg_bin)"; then
-    run_as_pg "'$bin/pg_ctl' -D '$dir/pg' -m immediate stop >/dev/null" || true
+  if [ -f "$pg_dir/pg/postmaster.pid" ] && bin="$(find_pg_bin)"; then
+    run_as_pg "'$bin/pg_ctl' -D '$pg_dir/pg' -m immediate stop >/dev/null" || true
   fi
   if command -v redis-cli >/dev/null 2>&1; then redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true; fi
 }
@@ -96,7 +104,7 @@ stop_all() {
 restart_pg() {
   local bin
   bin="$(find_pg_bin)"
-  run_as_pg "'$bin/pg_ctl' -D '$dir/pg' -m immediate -w restart -l '$dir/pg/log' >/dev/null"
+  run_as_pg "'$bin/pg_ctl' -D '$pg_dir/pg' -m immediate -w restart -l '$pg_dir/pg/log' >/dev/null"
 }
 
 case "${1:-}" in

@@ -92,14 +92,61 @@ impl SigningSecret {
     }
 }
 
+/// What `Debug` output shows in place of a secret.
+pub(crate) struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `Redacted` for a secret that has a value.
+pub(crate) fn redacted<T>(value: &Option<T>) -> Option<Redacted> {
+    value.as_ref().map(|_| Redacted)
+}
+
+/// Whether a member of a Stripe object holds a credential that `Debug` output leaves
+/// out: a client secret (`client_secret`, or any name ending in `secret`) or an OAuth
+/// `auth_code`. The generator of `src/objects/generated/` applies the same rule.
+pub(crate) fn is_credential_member(name: &str) -> bool {
+    name.ends_with("secret") || name == "auth_code"
+}
+
+/// A Stripe object's JSON text for `Debug` output: as it is, or, when it holds a
+/// credential member ([`is_credential_member`]) at any depth, with each such member's
+/// value shown as `"<redacted>"`.
+pub(crate) fn debug_json(json: &str) -> std::borrow::Cow<'_, str> {
+    fn redact(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m.iter_mut() {
+                    if is_credential_member(k) && !v.is_null() {
+                        *v = serde_json::Value::from("<redacted>");
+                    } else {
+                        redact(v);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+            _ => {}
+        }
+    }
+    // Most objects hold none: their text is shown as it is, without a parse.
+    if !(json.contains("secret\"") || json.contains("\"auth_code\"")) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(mut v) => {
+            redact(&mut v);
+            std::borrow::Cow::Owned(v.to_string())
+        }
+        Err(_) => std::borrow::Cow::Borrowed("<unreadable JSON>"),
+    }
+}
+
 impl fmt::Debug for SigningSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        struct Redacted;
-        impl fmt::Debug for Redacted {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("<redacted>")
-            }
-        }
         f.debug_struct("SigningSecret")
             .field("label", &self.label)
             .field("secret", &Redacted)
@@ -110,6 +157,21 @@ impl fmt::Debug for SigningSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_json_hides_credentials_at_any_depth() {
+        let plain = r#"{"id":"cus_1","name":"x"}"#;
+        assert_eq!(debug_json(plain), plain);
+        let json = r#"{"id":"pi_1","client_secret":"pi_1_secret_abc","nested":[{"auth_code":"ac_9"}],"secret":null}"#;
+        let shown = debug_json(json);
+        assert!(
+            !shown.contains("pi_1_secret_abc") && !shown.contains("ac_9"),
+            "{shown}"
+        );
+        assert!(shown.contains(r#""client_secret":"<redacted>""#), "{shown}");
+        assert!(shown.contains(r#""secret":null"#), "{shown}");
+        assert!(shown.contains(r#""id":"pi_1""#), "{shown}");
+    }
 
     #[test]
     fn rejects_empty_and_whitespace() {

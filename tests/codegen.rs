@@ -875,9 +875,61 @@ fn write_enum(w: &mut String, e: &GenEnum) {
     writeln!(w).unwrap();
 }
 
+/// Members whose values `Debug` hides, as `crate::secret::is_credential_member` decides:
+/// client secrets and OAuth codes.
+fn is_credential_member(wire: &str) -> bool {
+    wire.ends_with("secret") || wire == "auth_code"
+}
+
+/// A `Debug` impl that shows `<redacted>` for the credential members that have a value.
+fn write_redacting_debug(w: &mut String, s: &GenStruct) {
+    writeln!(w, "impl std::fmt::Debug for {} {{", s.name).unwrap();
+    writeln!(
+        w,
+        "    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {{"
+    )
+    .unwrap();
+    writeln!(w, "        f.debug_struct({:?})", s.name).unwrap();
+    for f in &s.fields {
+        if !is_credential_member(&f.wire) {
+            writeln!(w, "            .field({:?}, &self.{})", f.ident, f.ident).unwrap();
+            continue;
+        }
+        match f.holder {
+            Holder::Option => writeln!(
+                w,
+                "            .field({:?}, &redacted(&self.{}))",
+                f.ident, f.ident
+            )
+            .unwrap(),
+            Holder::Default => writeln!(
+                w,
+                "            .field({:?}, &redacted(&Some(&self.{})))",
+                f.ident, f.ident
+            )
+            .unwrap(),
+        }
+    }
+    writeln!(w, "            .finish()").unwrap();
+    writeln!(w, "    }}").unwrap();
+    writeln!(w, "}}").unwrap();
+    writeln!(w).unwrap();
+}
+
 fn write_struct(w: &mut String, s: &GenStruct) {
     writeln!(w, "/// {}", s.doc).unwrap();
-    writeln!(w, "#[derive(Clone, Debug, Default, PartialEq)]").unwrap();
+    let redacting = s.fields.iter().any(|f| is_credential_member(&f.wire));
+    if redacting {
+        writeln!(w, "///").unwrap();
+        writeln!(
+            w,
+            "/// Its `Debug` output shows `<redacted>` for its credentials' values."
+        )
+        .unwrap();
+        writeln!(w, "#[derive(Clone, Default, PartialEq)]").unwrap();
+    } else {
+        writeln!(w, "#[derive(Clone, Debug, Default, PartialEq)]").unwrap();
+    }
     writeln!(w, "#[non_exhaustive]").unwrap();
     writeln!(w, "pub struct {} {{", s.name).unwrap();
     for f in &s.fields {
@@ -889,6 +941,9 @@ fn write_struct(w: &mut String, s: &GenStruct) {
     }
     writeln!(w, "}}").unwrap();
     writeln!(w).unwrap();
+    if redacting {
+        write_redacting_debug(w, s);
+    }
     // Deserialize: through `serde_json::Value`, then one match on the key.
     // Each field taken out of the member map by name: one call per field, no visitor,
     // no `Default`, nothing generic per struct.
@@ -1069,6 +1124,7 @@ fn generate_objects(root: &Path, event_tsv: &str) -> Vec<(String, String)> {
         "    pub(super) use super::super::lean::{{deserialize_object, members, serialize_fields, take, take_or_default, wire_index, FromJson}};"
     )
     .unwrap();
+    writeln!(mod_rs, "    pub(super) use crate::secret::redacted;").unwrap();
     let hand: BTreeSet<&str> = HAND_WRITTEN.iter().map(|(_, s)| *s).collect();
     let hand: Vec<&str> = hand.into_iter().collect();
     writeln!(

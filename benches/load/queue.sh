@@ -6,8 +6,9 @@
 #    wrk at concurrency 64 for 15 s each: requests/s and p99 of the acknowledgement.
 # 2. Drain on PostgreSQL: 20,000 queued jobs, a no-op handler, 4 workers (the
 #    `queue_drain` bench), against pgbench with 4 clients running the same take-and-
-#    complete statements the workers run (rendered below from src/queue/sql.rs) on the
-#    same number of jobs.
+#    complete statements the workers run (copied below from src/queue/sql.rs's
+#    PostgreSQL statements, a take of one job; pgbench puts the values in as literals)
+#    on the same number of jobs.
 # 3. Drain on Redis (Redis Streams): the `queue_drain` bench against a raw client (4
 #    connections each looping on the queue's own take and complete scripts, no worker,
 #    no parse, no handler: `RAW=1`), on the same number of jobs.
@@ -38,7 +39,8 @@ command -v wrk >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -qq
 drain_bin="$(ls -t "$root"/target/release/deps/queue_drain-* | grep -v '\.d$' | head -1)"
 
 if [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; then
-  eval "$("$root/scripts/services.sh" start)"
+  services="$("$root/scripts/services.sh" start)"
+  eval "$services"
   started_services=1
   export DATABASE_URL="$DATABASE_URL_TEST" REDIS_URL="$REDIS_URL_TEST"
 fi
@@ -83,8 +85,8 @@ QUEUE_TABLE="$table" FILL_ONLY=1 N="$n" "$drain_bin" >/dev/null
 now="(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 jobs="${table}_jobs"
 cat > "$work/drain.sql" <<SQL
-WITH picked AS (SELECT seq FROM $jobs j WHERE j.state IN ('queued', 'retrying', 'running') AND j.run_at <= $now ORDER BY j.run_at, j.seq LIMIT 1 FOR UPDATE SKIP LOCKED) UPDATE $jobs t SET state = 'running', attempts = t.attempts + 1, fence = 'pgbench', run_at = $now + 120000 FROM picked WHERE t.seq = picked.seq RETURNING t.seq, t.job_key, t.event_id, t.event_type, t.kind, t.body, t.attempts \gset
-UPDATE $jobs SET state = 'completed', finished_at = $now, run_at = $now WHERE seq = :seq AND fence = 'pgbench' AND state = 'running';
+WITH picked AS (SELECT seq FROM $jobs j WHERE j.state IN ('queued', 'retrying', 'running') AND j.run_at <= $now ORDER BY j.run_at, j.seq LIMIT 1 FOR UPDATE SKIP LOCKED) UPDATE $jobs t SET state = 'running', attempts = t.attempts + 1, fence = 'pgbench', run_at = $now + 120000 FROM picked WHERE t.seq = picked.seq RETURNING t.seq, t.job_key, t.event_id, t.event_type, t.kind, t.body, t.attempts, t.created \gset
+UPDATE $jobs SET state = 'completed', finished_at = $now, run_at = $now WHERE job_key = ':job_key' AND fence = 'pgbench' AND state = 'running';
 SQL
 pgbench_out="$(pgbench -n -c 4 -j 2 -t $(( n / 4 )) -f "$work/drain.sql" "$DATABASE_URL" 2>&1)" || { echo "$pgbench_out"; exit 1; }
 pg_tps="$(awk '/^tps/ {print $3; exit}' <<<"$pgbench_out")"

@@ -48,7 +48,8 @@ bench() { # name port max-req/s
 }
 
 start_axum() { # store port
-  STRIPE_WEBHOOK_SECRET="$secret" STRIPE_WEBHOOKS_STORE="$1" SQLITE_PATH="$work/load.db" PORT="$2" RUST_LOG=warn \
+  # Without DATABASE_URL and REDIS_URL, which the example would take over SQLite.
+  env -u DATABASE_URL -u REDIS_URL STRIPE_WEBHOOK_SECRET="$secret" STRIPE_WEBHOOKS_STORE="$1" SQLITE_PATH="$work/load.db" PORT="$2" RUST_LOG=warn \
     "$root/target/release/examples/axum" &
   pids+=($!)
   wait_up "$2"

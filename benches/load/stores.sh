@@ -41,7 +41,9 @@ if [ -z "${DATABASE_URL_TEST:-}" ] || [ -z "${REDIS_URL_TEST:-}" ]; then
     export DATABASE_URL_TEST="${DATABASE_URL_TEST:-$pg_url}" REDIS_URL_TEST="${REDIS_URL_TEST:-$redis_url}"
   else
     echo "stores.sh: DATABASE_URL_TEST or REDIS_URL_TEST unset and no servers running: starting them with scripts/services.sh start" >&2
-    eval "$("$root/scripts/services.sh" start)"
+    services="$("$root/scripts/services.sh" start)"
+    eval "$services"
+    started_services=1
   fi
 fi
 
@@ -55,7 +57,7 @@ redis-cli -u "$REDIS_URL_TEST" ping >/dev/null || { echo "stores.sh: no Redis at
 "$PG_BIN/pg_isready" -q -d "$DATABASE_URL_TEST" || { echo "stores.sh: no PostgreSQL at $DATABASE_URL_TEST" >&2; exit 1; }
 
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; [ -z "${started_services:-}" ] || "$root/scripts/services.sh" stop' EXIT
 (cd "$root" && cargo bench --bench stores --all-features) | tee "$log"
 
 echo
@@ -82,7 +84,8 @@ awk -F'\t' -v target="$target" '
     print ""
     status = 0
     for (i = 1; i <= n; i++) {
-      if (c[i] != 16 || skip[i] != "" || store[i] == "memory") continue
+      if (c[i] != 16 || store[i] == "memory") continue
+      if (skip[i] != "") { printf "%s c=16: skipped (%s)\n", store[i], skip[i]; status = 1; continue }
       if (floor[i] == "" || floor[i] <= 0) { printf "%s c=16: no floor measured\n", store[i]; status = 1; continue }
       pct = 100 * rate[i] / floor[i]
       printf "%s c=16: %.0f%% of its floor (%s): %s (target %s%%)\n", store[i], pct, what[i], (pct >= target ? "MET" : "MISSED"), target

@@ -171,9 +171,15 @@ impl RawObject {
     }
 }
 
+/// The object's JSON, with credentials such as `client_secret` hidden
+/// (`RawValue(<json>)`).
 impl fmt::Debug for RawObject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.get(), f)
+        write!(
+            f,
+            "RawValue({})",
+            crate::secret::debug_json(self.get().get())
+        )
     }
 }
 

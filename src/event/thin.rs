@@ -254,7 +254,9 @@ impl ThinEventData {
         typed.unwrap_or(ThinEventData::Raw(raw))
     }
 
-    /// The data as raw JSON text, whatever its type.
+    /// The data as JSON text, whatever its type: for [`Raw`](Self::Raw), the text as it
+    /// came; for a typed variant, its struct written again, so members the struct does
+    /// not model are left out and those it models but did not get are `null`.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }

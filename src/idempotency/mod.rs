@@ -418,6 +418,11 @@ pub trait StoreAdmin: IdempotencyStore {
     /// Deletes completed and failed records older than the retention period, never a
     /// record under a live lease. Returns how many were deleted.
     ///
+    /// A record left `processing` by a crash stays until a claim takes it over (Stripe's
+    /// retry, or the [reconciler](crate::reconcile) for an event Stripe gave up on) in
+    /// the SQL stores; `MemoryStore` and `RedisStore` drop it once its lease ended
+    /// longer ago than the retention period.
+    ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] if the backend fails.

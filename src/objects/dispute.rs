@@ -141,6 +141,10 @@ string_enum! {
 string_enum! {
     /// Status of a [`Dispute`].
     pub enum DisputeStatus {
+        /// Lost, and can be appealed: evidence for the appeal is needed.
+        AppealNeedsResponse = "appeal_needs_response",
+        /// An appeal was submitted; the bank is deciding.
+        AppealUnderReview = "appeal_under_review",
         /// Closed by refunding the charge (old API versions).
         ChargeRefunded = "charge_refunded",
         /// Lost.

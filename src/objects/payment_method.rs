@@ -117,6 +117,8 @@ string_enum! {
         Bancontact = "bancontact",
         /// Billie.
         Billie = "billie",
+        /// Bizum.
+        Bizum = "bizum",
         /// BLIK.
         Blik = "blik",
         /// Boleto.
@@ -129,6 +131,8 @@ string_enum! {
         Cashapp = "cashapp",
         /// Crypto.
         Crypto = "crypto",
+        /// A custom payment method.
+        Custom = "custom",
         /// Customer cash balance.
         CustomerBalance = "customer_balance",
         /// EPS.
@@ -153,6 +157,8 @@ string_enum! {
         KrCard = "kr_card",
         /// Link.
         Link = "link",
+        /// MB WAY.
+        MbWay = "mb_way",
         /// MobilePay.
         Mobilepay = "mobilepay",
         /// Multibanco.
@@ -173,6 +179,8 @@ string_enum! {
         Paynow = "paynow",
         /// PayPal.
         Paypal = "paypal",
+        /// PayPay.
+        Paypay = "paypay",
         /// PayTo.
         Payto = "payto",
         /// Pix.
@@ -185,10 +193,16 @@ string_enum! {
         SamsungPay = "samsung_pay",
         /// Satispay.
         Satispay = "satispay",
+        /// Scalapay.
+        Scalapay = "scalapay",
         /// SEPA direct debit.
         SepaDebit = "sepa_debit",
+        /// SeQura.
+        Sequra = "sequra",
         /// Sofort.
         Sofort = "sofort",
+        /// Sunbit.
+        Sunbit = "sunbit",
         /// Swish.
         Swish = "swish",
         /// TWINT.

@@ -402,6 +402,8 @@ string_enum! {
         Multibanco = "multibanco",
         /// Przelewy24.
         P24 = "p24",
+        /// SEPA credit transfer.
+        SepaCreditTransfer = "sepa_credit_transfer",
         /// SEPA direct debit.
         SepaDebit = "sepa_debit",
         /// Sofort.

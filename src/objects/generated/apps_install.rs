@@ -9,7 +9,9 @@ use super::prelude::*;
 /// The `apps.install` object.
 ///
 /// Carried by `apps.install.created`, `apps.install.deleted`, `apps.install.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct AppsInstall {
     /// `id` (`string`).
@@ -46,6 +48,30 @@ pub struct AppsInstall {
     pub permissions_pending: Vec<String>,
     /// `status` (`enum`).
     pub status: Option<AppsInstallStatus>,
+}
+
+impl std::fmt::Debug for AppsInstall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppsInstall")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("account", &self.account)
+            .field("app", &self.app)
+            .field("approval_required", &self.approval_required)
+            .field("auth_code", &redacted(&self.auth_code))
+            .field("channel", &self.channel)
+            .field("content_security_policy_granted", &self.content_security_policy_granted)
+            .field("content_security_policy_pending", &self.content_security_policy_pending)
+            .field("created", &self.created)
+            .field("created_by", &self.created_by)
+            .field("endpoints_granted", &self.endpoints_granted)
+            .field("endpoints_pending", &self.endpoints_pending)
+            .field("livemode", &self.livemode)
+            .field("permissions_granted", &self.permissions_granted)
+            .field("permissions_pending", &self.permissions_pending)
+            .field("status", &self.status)
+            .finish()
+    }
 }
 
 impl FromJson for AppsInstall {

@@ -9,7 +9,9 @@ use super::prelude::*;
 /// The `identity.verification_session` object.
 ///
 /// Carried by `identity.verification_session.canceled`, `identity.verification_session.created`, `identity.verification_session.processing`, `identity.verification_session.redacted`, `identity.verification_session.requires_input`, `identity.verification_session.verified`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IdentityVerificationSession {
     /// `id` (`string`).
@@ -52,6 +54,33 @@ pub struct IdentityVerificationSession {
     pub verification_flow: Option<String>,
     /// `verified_outputs` (`object`; nullable, not always sent).
     pub verified_outputs: Option<Value>,
+}
+
+impl std::fmt::Debug for IdentityVerificationSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityVerificationSession")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("client_reference_id", &self.client_reference_id)
+            .field("client_secret", &redacted(&self.client_secret))
+            .field("created", &self.created)
+            .field("last_error", &self.last_error)
+            .field("last_verification_report", &self.last_verification_report)
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("options", &self.options)
+            .field("provided_details", &self.provided_details)
+            .field("redaction", &self.redaction)
+            .field("related_customer", &self.related_customer)
+            .field("related_customer_account", &self.related_customer_account)
+            .field("related_person", &self.related_person)
+            .field("status", &self.status)
+            .field("type_", &self.type_)
+            .field("url", &self.url)
+            .field("verification_flow", &self.verification_flow)
+            .field("verified_outputs", &self.verified_outputs)
+            .finish()
+    }
 }
 
 impl FromJson for IdentityVerificationSession {

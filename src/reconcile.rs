@@ -346,7 +346,9 @@ impl Reconciler {
     ///
     /// # Errors
     ///
-    /// [`ReconcileError::Client`] when listing fails; the events run before it stay run.
+    /// [`ReconcileError::Client`] when listing fails, and
+    /// [`ReconcileError::ListingStalled`] when a page says more follow but gives no way to
+    /// them. The listing comes first, so then nothing has run.
     pub async fn undelivered(&self) -> Result<ReconcileReport, ReconcileError> {
         let mut report = ReconcileReport::default();
         if self.processor.enabled_events().snapshot.is_empty() {

@@ -824,3 +824,48 @@ async fn a_delivery_dropped_after_its_handler_succeeded_is_completed_not_release
     assert!(matches!(retry.kind(), OutcomeKind::Duplicate), "{retry:?}");
     assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
 }
+
+/// A handler stopped for a lost lease is counted in `HANDLER_DURATION` with the result
+/// `lease_lost` (its dropped future records nothing itself).
+#[cfg(feature = "metrics")]
+#[test]
+fn a_handler_stopped_for_a_lost_lease_is_counted_lease_lost() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    // The local recorder is the thread's: a current-thread runtime keeps every task on it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let o = metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let handler = Arc::new(Overlap {
+                first_sleep: Duration::from_secs(30),
+                ..Default::default()
+            });
+            let store = Flaky::new(|t| StoreError::LeaseLost {
+                event_id: t.event_id().clone(),
+            });
+            let p = Processor::new(verifier(), store, handler)
+                .with_handler_deadline(None)
+                .with_lease(Duration::from_millis(600));
+            let (h, b) = signed("evt_lost_counted", "invoice.paid");
+            p.process(Some(&h), b.as_bytes()).await
+        })
+    });
+    assert!(
+        matches!(
+            o.kind(),
+            OutcomeKind::HandlerFailed(HandlerError::LeaseLost)
+        ),
+        "{o:?}"
+    );
+    let text = handle.render();
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("stripe_webhooks_handler_duration_seconds_count")
+                && l.contains(r#"result="lease_lost""#)
+        ),
+        "{text}"
+    );
+}

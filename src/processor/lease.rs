@@ -162,7 +162,10 @@ pub(super) async fn renewing_lease(
             return Handled::Finished(out);
         }
         if Instant::now() >= held_until {
-            note_lost("the lease may have run out while renewals failed");
+            note_lost(
+                claimed_at,
+                "the lease may have run out while renewals failed",
+            );
             return Handled::LeaseLost;
         }
         let started = Instant::now();
@@ -185,7 +188,10 @@ pub(super) async fn renewing_lease(
                 return Poll::Ready(None);
             }
             if expiry.as_mut().poll(cx).is_ready() {
-                note_lost("the lease may have run out while a renewal was pending");
+                note_lost(
+                    claimed_at,
+                    "the lease may have run out while a renewal was pending",
+                );
                 return Poll::Ready(Some(Handled::LeaseLost));
             }
             Poll::Pending
@@ -200,7 +206,10 @@ pub(super) async fn renewing_lease(
                 next_renewal = started + every;
             }
             Some(Err(StoreError::LeaseLost { .. })) => {
-                note_lost("the store says another delivery took the claim over");
+                note_lost(
+                    claimed_at,
+                    "the store says another delivery took the claim over",
+                );
                 return Handled::LeaseLost;
             }
             Some(Err(e)) => {
@@ -234,9 +243,15 @@ fn note_renewal_failed(e: &crate::idempotency::StoreError) {
 }
 
 #[cfg(feature = "tokio")]
-fn note_lost(why: &str) {
+/// A handler stopped because its lease was lost: logged, and counted as a run that
+/// ended `lease_lost` (its future is dropped, so it records nothing itself).
+fn note_lost(claimed_at: Instant, why: &str) {
     #[cfg(feature = "tracing")]
     tracing::error!(why, "stopped a running handler: its claim's lease was lost");
     #[cfg(not(feature = "tracing"))]
     let _ = why;
+    #[cfg(feature = "metrics")]
+    crate::metrics::handler_ran(claimed_at.elapsed(), &Err(HandlerError::LeaseLost));
+    #[cfg(not(feature = "metrics"))]
+    let _ = claimed_at;
 }

@@ -34,7 +34,8 @@ pub use outcome::{Outcome, OutcomeKind};
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// How long a handler may run by default before it is dropped and the delivery fails.
 pub const DEFAULT_HANDLER_DEADLINE: Duration = Duration::from_secs(10);
-/// How long a claim is leased by default. It is always at least twice the deadline.
+/// How long a claim is leased by default. It is kept at least twice the deadline (up
+/// to a day).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// The longest lease the processor takes: longer ones (or a deadline that would need
 /// one) are cut to it, so lease arithmetic stays within every store's range.
@@ -302,8 +303,11 @@ impl Processor {
     ///
     /// Stripe's `created` has a resolution of one second and event ids are not ordered,
     /// so two events of one object in the same second are a tie, settled by `ties`
-    /// ([`TiePolicy`]). Events without an object id (`invoice.upcoming`) and thin events
-    /// run unguarded. In inbox mode, [`PostgresInbox::ordered`](crate::PostgresInbox::ordered)
+    /// ([`TiePolicy`]). Events without an object id (`invoice.upcoming`) run unguarded.
+    /// A thin event claimed under its snapshot twin (the default,
+    /// [`with_thin_handler`](Self::with_thin_handler)) goes through the guard as its
+    /// twin would: an older one is answered `stale` and its thin handler is not called
+    /// (thin handlers have no `handle_stale`); other thin events run unguarded. In inbox mode, [`PostgresInbox::ordered`](crate::PostgresInbox::ordered)
     /// and [`SqliteInbox::ordered`](crate::SqliteInbox::ordered) run the same guard inside
     /// the delivery's transaction.
     ///

@@ -177,9 +177,9 @@ impl OutcomeKind {
     }
 
     /// A short stable name for logs and response bodies: `processed`, `queued`, `duplicate`,
-    /// `ignored`, `completion_not_recorded`, `lease_lost`, `in_progress`,
-    /// `bad_signature`, `not_an_event`, `payload_too_large`, `handler_failed` or
-    /// `store_unavailable`.
+    /// `ignored`, `other_mode`, `ping`, `stale`, `completion_not_recorded`, `lease_lost`,
+    /// `in_progress`, `bad_signature`, `not_an_event`, `payload_too_large`,
+    /// `handler_failed` or `store_unavailable`.
     pub fn name(&self) -> &'static str {
         self.answer().name()
     }
@@ -188,7 +188,7 @@ impl OutcomeKind {
     ///
     /// | Outcome | Status |
     /// |---|---|
-    /// | processed, queued, duplicate, ignored, completion not recorded, lease lost | 200 |
+    /// | processed, queued, duplicate, ignored, other mode, ping, stale, completion not recorded, lease lost | 200 |
     /// | bad signature, not an event | 400 |
     /// | in progress elsewhere | 409 |
     /// | body too large | 413 |

@@ -51,8 +51,9 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// Stripe's schedule: 20 attempts, the first retry after a minute, doubling up to six
-    /// hours, with up to 20% jitter. The retries span about three days (1 + 2 + … + 256
-    /// minutes, then eleven times six hours), as Stripe's live-mode deliveries do.
+    /// hours, with up to 20% jitter. The 19 retries span about 2.8 days before jitter
+    /// (1 + 2 + … + 256 minutes, then ten times six hours), near the three days of
+    /// Stripe's live-mode deliveries.
     pub fn stripe() -> Self {
         Self {
             max_attempts: 20,
@@ -247,7 +248,9 @@ fn no_handler(family: &str, fix: &str) -> String {
 /// - the completion is fenced: only the worker that holds the job can complete it;
 /// - a failed run is retried after a [`RetryPolicy`] delay; after its last attempt the
 ///   job is dead, with its last error and attempts, until an operator requeues it;
-/// - a job whose type no handler takes is completed without running anything.
+/// - a job whose type its family's handler does not take is completed without running
+///   anything; a job of a family the worker has no handler for (a thin job on a worker
+///   without a thin handler) is dead, with the reason, until an operator requeues it.
 ///
 /// A worker killed outright loses nothing: its jobs' leases end and other workers take
 /// them over. [`WorkerHandle::shutdown`] stops it gracefully. Several workers, in one
@@ -427,8 +430,9 @@ impl Worker {
         self
     }
 
-    /// How long a handler may run (default 60 s; `None`: no limit). The lease is kept at
-    /// least twice the deadline (up to [`MAX_JOB_LEASE`]).
+    /// How long a handler may run (default 60 s; `None`: no limit). It raises the lease to
+    /// twice the deadline (up to [`MAX_JOB_LEASE`]); a later
+    /// [`with_lease`](Self::with_lease) sets the lease as given.
     #[must_use]
     pub fn with_deadline(mut self, deadline: Option<Duration>) -> Self {
         self.settings.deadline = deadline;
@@ -697,6 +701,8 @@ async fn run_job(
     job: Job,
     mut stop: watch::Receiver<bool>,
 ) {
+    #[cfg(feature = "metrics")]
+    let started = Instant::now();
     let held = {
         let run = runner.run(&job, s.deadline);
         tokio::pin!(run);
@@ -735,7 +741,16 @@ async fn run_job(
             (settle(s, || queue.complete(&job.token)).await, "completed")
         }
         Held::Ran(Ran::Completed) => (Ok(()), "completed"),
-        Held::Ran(Ran::LeaseLost) | Held::Lost => (Ok(()), "lease_lost"),
+        Held::Ran(Ran::LeaseLost) => (Ok(()), "lease_lost"),
+        Held::Lost => {
+            // The handler's future was dropped before it could record its run.
+            #[cfg(feature = "metrics")]
+            crate::metrics::handler_ran(
+                started.elapsed(),
+                &Err(crate::handler::HandlerError::LeaseLost),
+            );
+            (Ok(()), "lease_lost")
+        }
         Held::Ran(Ran::Failed { error, permanent }) => {
             let retry_in = if permanent {
                 None

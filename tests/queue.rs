@@ -661,6 +661,10 @@ async fn queued_bodies_stay_out_of_debug_output() {
 struct ReadThenWrite {
     other: stripe_webhooks::sqlx::SqlitePool,
     runs: Arc<Mutex<u32>>,
+    /// Instead: on the first run another connection holds the write lock when the
+    /// handler writes (for 300 ms), so SQLite refuses the read transaction's upgrade
+    /// at once (`SQLITE_BUSY`: it never waits for a lock from inside a transaction).
+    hold_lock: bool,
 }
 
 #[async_trait]
@@ -679,7 +683,19 @@ impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Sqlite> for Re
             .fetch_one(&mut *conn)
             .await
             .map_err(HandlerError::new)?;
-        if run == 1 {
+        if run == 1 && self.hold_lock {
+            let mut locker = self.other.acquire().await.map_err(HandlerError::new)?;
+            stripe_webhooks::sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *locker)
+                .await
+                .map_err(HandlerError::new)?;
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = stripe_webhooks::sqlx::query("COMMIT")
+                    .execute(&mut *locker)
+                    .await;
+            });
+        } else if run == 1 {
             stripe_webhooks::sqlx::query("INSERT INTO elsewhere (n) VALUES (1)")
                 .execute(&self.other)
                 .await
@@ -696,7 +712,24 @@ impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Sqlite> for Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sqlite_inbox_handler_whose_snapshot_went_stale_runs_again_at_once() {
-    let dir = TempDir::new("queue_inbox_snapshot");
+    inbox_handler_runs_again_at_once(false).await;
+}
+
+/// A handler that reads, then writes while another connection holds the write lock:
+/// SQLite answers `SQLITE_BUSY` at once (no busy wait inside a transaction), and the job
+/// runs again under `BEGIN IMMEDIATE` (which waits for the lock) instead of going to the
+/// retry schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_inbox_handler_refused_the_write_lock_runs_again_at_once() {
+    inbox_handler_runs_again_at_once(true).await;
+}
+
+async fn inbox_handler_runs_again_at_once(hold_lock: bool) {
+    let dir = TempDir::new(if hold_lock {
+        "queue_inbox_busy"
+    } else {
+        "queue_inbox_snapshot"
+    });
     let queue = sqlite_queue(&dir).await;
     stripe_webhooks::sqlx::raw_sql(
         "CREATE TABLE ledger (event_id TEXT NOT NULL); CREATE TABLE elsewhere (n INTEGER)",
@@ -709,6 +742,7 @@ async fn a_sqlite_inbox_handler_whose_snapshot_went_stale_runs_again_at_once() {
     let handler = ReadThenWrite {
         other: queue.pool().clone(),
         runs: Arc::clone(&runs),
+        hold_lock,
     };
     let worker = queue.inbox_worker(handler).with_retry(fast_retry(1));
     worker.run_once().await.unwrap();
@@ -722,6 +756,55 @@ async fn a_sqlite_inbox_handler_whose_snapshot_went_stale_runs_again_at_once() {
     assert_eq!(rows, ["evt_stale_read after 0"]);
     let c = queue.counts().await.unwrap();
     assert_eq!((c.completed, c.dead, c.retrying), (1, 0, 0), "{c:?}");
+}
+
+/// Writes a row, then works for 500 ms: its transaction holds SQLite's write lock.
+struct WriteThenWork;
+
+#[async_trait]
+impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Sqlite> for WriteThenWork {
+    async fn handle(
+        &self,
+        event: &Event,
+        conn: &mut stripe_webhooks::sqlx::SqliteConnection,
+    ) -> Result<(), HandlerError> {
+        stripe_webhooks::sqlx::query("INSERT INTO ledger (event_id) VALUES (?1)")
+            .bind(event.id().as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(HandlerError::new)?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(())
+    }
+}
+
+/// A SQLite inbox job's lease renewal waits for the write lock its own transaction
+/// holds. The run goes on meanwhile (it used to wait for the renewal, which could only
+/// time out, and the job was then stopped as lost and rolled back), commits within its
+/// lease, and the renewal then has the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_inbox_job_runs_on_while_its_renewal_waits_for_its_write_lock() {
+    let dir = TempDir::new("queue_inbox_renewal");
+    let queue = sqlite_queue(&dir).await;
+    stripe_webhooks::sqlx::raw_sql("CREATE TABLE ledger (event_id TEXT NOT NULL)")
+        .execute(queue.pool())
+        .await
+        .unwrap();
+    enqueue_body(&queue, &customer_event("evt_renewed", "cus_1", 1)).await;
+    // Renewals every 300 ms; the run takes 500 ms, within the 810 ms the lease is safe.
+    let worker = queue
+        .inbox_worker(WriteThenWork)
+        .with_deadline(None)
+        .with_lease(Duration::from_millis(900))
+        .with_retry(fast_retry(1));
+    worker.run_once().await.unwrap();
+    let c = queue.counts().await.unwrap();
+    assert_eq!((c.completed, c.running, c.dead), (1, 0, 0), "{c:?}");
+    let rows: Vec<String> = stripe_webhooks::sqlx::query_scalar("SELECT event_id FROM ledger")
+        .fetch_all(queue.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, ["evt_renewed"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

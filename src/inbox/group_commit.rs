@@ -163,7 +163,7 @@ async fn commit(batch: Batch, t: Duration) -> Result<(), CommitError> {
 }
 
 /// Commits a batch on its writer's behalf: on success its events are no longer suspect;
-/// a failure of the writes makes every one of them suspect (when there were several);
+/// a failure of the writes makes every one of them suspect;
 /// any other failure drops the connection.
 async fn commit_batch(
     writer: &mut Writer,
@@ -179,9 +179,10 @@ async fn commit_batch(
             }
         }
         Err(CommitError::Writes(e)) => {
-            if events.len() > 1 {
-                writer.suspect(&events);
-            }
+            // One alone too: when another delivery, the finisher or a checkpoint
+            // committed its batch, its own path answers 503 without recording the
+            // failure, and its retry must then run alone rather than in a shared batch.
+            writer.suspect(&events);
             if is_rolled_back(e) {
                 writer.discard_connection();
             }

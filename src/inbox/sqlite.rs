@@ -284,12 +284,13 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
         }
         drop(writer);
         // A batch left open commits after the next delivery's handler, which may run up
-        // to its deadline, and its store calls: wait that long before saying the work was
-        // not committed (it would be a 503 for work that commits just after).
+        // to its deadline, and its store calls (claim, watermark, a tie's fetch, an undo,
+        // the commit: five store timeouts at most): wait that long before saying the
+        // work was not committed (it would be a 503 for work that commits just after).
         let wait = settings
             .deadline
             .unwrap_or(Duration::from_secs(60))
-            .saturating_add(t.saturating_mul(3));
+            .saturating_add(t.saturating_mul(5));
         match step {
             Step::AfterCommit(d) => {
                 let ok = tokio::time::timeout(wait, committed.wait_for(Option::is_some))

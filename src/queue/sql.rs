@@ -157,7 +157,8 @@ pub(crate) trait QueueDialect: Dialect {
     /// Whether `error` (or one of its sources) says the transaction read a snapshot that
     /// a write elsewhere made stale, so its own write was refused: SQLite's
     /// `SQLITE_BUSY_SNAPSHOT`, when a deferred transaction that read first writes after
-    /// another connection committed. Everything it did rolls back, so it runs again.
+    /// another connection committed, or `SQLITE_BUSY`, when it writes while another
+    /// connection holds the write lock. Everything it did rolls back, so it runs again.
     fn snapshot_lost(error: &(dyn std::error::Error + 'static)) -> bool;
     /// [`Queue::min_take_timeout`](super::Queue::min_take_timeout).
     const MIN_TAKE_TIMEOUT: Duration;
@@ -172,13 +173,19 @@ impl QueueDialect for sqlx::Sqlite {
     /// A take waits up to the busy timeout for the write lock.
     const MIN_TAKE_TIMEOUT: Duration =
         crate::idempotency::sql::sqlite::BUSY_TIMEOUT.saturating_add(Duration::from_secs(1));
+    /// `SQLITE_BUSY_SNAPSHOT`, and plain `SQLITE_BUSY`: a read transaction that must
+    /// become a write transaction while another connection holds the write lock gets it
+    /// at once, since SQLite never waits for a lock from inside a transaction.
     fn snapshot_lost(error: &(dyn std::error::Error + 'static)) -> bool {
+        /// `SQLITE_BUSY`.
+        const BUSY: i32 = 5;
         /// `SQLITE_BUSY_SNAPSHOT`.
         const BUSY_SNAPSHOT: i32 = 517;
         let mut next = Some(error);
         while let Some(e) = next {
             if let Some(e) = e.downcast_ref::<sqlx::Error>() {
-                if crate::idempotency::sql::sqlite::sqlite_code(e) == Some(BUSY_SNAPSHOT) {
+                if let Some(BUSY | BUSY_SNAPSHOT) = crate::idempotency::sql::sqlite::sqlite_code(e)
+                {
                     return true;
                 }
             }

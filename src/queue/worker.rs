@@ -449,6 +449,12 @@ impl Worker {
     /// How long a job is leased (default 2 minutes; from 300 ms, three renewals of a
     /// third of it, to [`MAX_JOB_LEASE`]): a worker that dies holding a job delays it by
     /// this much.
+    ///
+    /// On SQLite, an inbox job's renewals wait for the write lock its own transaction
+    /// holds once its handler wrote, so they cannot succeed before it commits: keep the
+    /// lease longer than the handler can run (twice the deadline, as
+    /// [`with_deadline`](Self::with_deadline) sets it), or the job is stopped as lost at
+    /// nine tenths of it and runs again later.
     #[must_use]
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.settings.lease = lease.clamp(Duration::from_millis(300), MAX_JOB_LEASE);
@@ -693,6 +699,18 @@ enum Held {
     Stopped,
 }
 
+/// A job's lease renewal in flight.
+type RenewalFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
+/// The renewal in flight's answer (only polled while there is one).
+async fn in_flight(renewal: &mut Option<RenewalFuture<'_>>) -> Result<(), StoreError> {
+    match renewal {
+        Some(r) => r.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs one job: the handler under lease renewal, then the fenced settlement.
 async fn run_job(
     queue: &dyn Queue,
@@ -707,7 +725,17 @@ async fn run_job(
         let run = runner.run(&job, s.deadline);
         tokio::pin!(run);
         let every = s.lease / 3;
+        // Until then the lease certainly holds; past it, the job may be another
+        // worker's, so the run stops there unless a renewal moved it.
+        let safe = s.lease - s.lease / 10;
         let mut renewed = Instant::now();
+        let mut next_renewal = renewed + every;
+        // The renewal in flight. The run is polled beside it: on SQLite an inbox run's
+        // transaction may hold the write lock the renewal waits for, and a run not
+        // polled could never let it go.
+        let mut renewal: Option<RenewalFuture<'_>> = None;
+        // When the renewal in flight was sent: the lease it sets runs from no earlier.
+        let mut sent = renewed;
         // A handle dropped without `shutdown` never stops the jobs in hand.
         let mut stoppable = true;
         loop {
@@ -716,17 +744,22 @@ async fn run_job(
                 // it ended, not released to run again.
                 biased;
                 ran = &mut run => break Held::Ran(ran),
-                _ = tokio::time::sleep(every) => {
-                    match store_call(s.store_timeout, queue.extend(&job.token, s.lease)).await {
-                        Ok(()) => renewed = Instant::now(),
+                renewed_now = in_flight(&mut renewal), if renewal.is_some() => {
+                    renewal = None;
+                    match renewed_now {
+                        Ok(()) => renewed = sent,
                         Err(StoreError::LeaseLost { .. }) => break Held::Lost,
-                        Err(e) => {
-                            note_settle_failed("renew", &job, &e);
-                            if renewed.elapsed() + every >= s.lease {
-                                break Held::Lost;
-                            }
-                        }
+                        Err(e) => note_settle_failed("renew", &job, &e),
                     }
+                    next_renewal = Instant::now() + every;
+                }
+                () = tokio::time::sleep_until((renewed + safe).into()) => break Held::Lost,
+                () = tokio::time::sleep_until(next_renewal.into()), if renewal.is_none() => {
+                    sent = Instant::now();
+                    renewal = Some(Box::pin(store_call(
+                        s.store_timeout,
+                        queue.extend(&job.token, s.lease),
+                    )));
                 }
                 changed = stop.changed(), if stoppable => match changed {
                     Ok(()) if *stop.borrow() => break Held::Stopped,

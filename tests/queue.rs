@@ -807,6 +807,43 @@ async fn a_sqlite_inbox_job_runs_on_while_its_renewal_waits_for_its_write_lock()
     assert_eq!(rows, ["evt_renewed"]);
 }
 
+/// A job whose every run outlives its lease (a SQLite inbox job writing, then working
+/// past nine tenths of a 300 ms lease: its renewals wait for its own write lock) never
+/// settles. It is dead once taken more often than its attempts allow, with why, instead
+/// of being taken for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_never_settles_is_dead_after_its_attempts() {
+    let dir = TempDir::new("queue_never_settles");
+    let queue = sqlite_queue(&dir).await;
+    stripe_webhooks::sqlx::raw_sql("CREATE TABLE ledger (event_id TEXT NOT NULL)")
+        .execute(queue.pool())
+        .await
+        .unwrap();
+    enqueue_body(&queue, &customer_event("evt_outlives", "cus_1", 1)).await;
+    let worker = queue
+        .inbox_worker(WriteThenWork)
+        .with_deadline(None)
+        .with_lease(Duration::from_millis(300))
+        .with_retry(fast_retry(2));
+    let mut takes = 0;
+    while queue.counts().await.unwrap().dead == 0 {
+        takes += 1;
+        assert!(takes <= 6, "still not dead after {takes} takes");
+        worker.run_once().await.unwrap();
+        // Past the lease of the run just lost.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+    }
+    let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    let error = dead[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("taken 3 times"), "{error}");
+    let rows: i64 = stripe_webhooks::sqlx::query_scalar("SELECT count(*) FROM ledger")
+        .fetch_one(queue.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "every run rolled back");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sqlite_queue_wal_starts_over_under_steady_enqueues() {
     let dir = TempDir::new("queue_wal");

@@ -248,6 +248,9 @@ fn no_handler(family: &str, fix: &str) -> String {
 /// - the completion is fenced: only the worker that holds the job can complete it;
 /// - a failed run is retried after a [`RetryPolicy`] delay; after its last attempt the
 ///   job is dead, with its last error and attempts, until an operator requeues it;
+/// - each take counts an attempt: a job taken more often than the policy's attempts
+///   without a run that settled (each outlived its lease, or its worker died) is dead
+///   too, with why;
 /// - a job whose type its family's handler does not take is completed without running
 ///   anything; a job of a family the worker has no handler for (a thin job on a worker
 ///   without a thin handler) is dead, with the reason, until an operator requeues it.
@@ -721,7 +724,20 @@ async fn run_job(
 ) {
     #[cfg(feature = "metrics")]
     let started = Instant::now();
-    let held = {
+    // Each take counts an attempt, and only a settled run can retry it. A job taken more
+    // often than its attempts allow never settled (its runs outlived their lease, or
+    // their worker died): it is dead, with why, instead of being taken for ever.
+    let held = if job.token.attempt() > s.retry.max_attempts() {
+        Held::Ran(Ran::Failed {
+            error: format!(
+                "taken {} times, more than the {} attempts allowed, and no run settled: \
+                 each lost its lease (a handler running longer than the lease) or its worker",
+                job.token.attempt(),
+                s.retry.max_attempts()
+            ),
+            permanent: true,
+        })
+    } else {
         let run = runner.run(&job, s.deadline);
         tokio::pin!(run);
         let every = s.lease / 3;

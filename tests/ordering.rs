@@ -572,4 +572,8 @@ async fn a_renewal_after_another_holder_applied_stops_the_handler() {
         first.status()
     );
     assert_eq!(*gate.applied.lock().unwrap(), ["evt_b"]);
+    // Neither its claim nor the object is held up: Stripe's retry runs at once, and is
+    // stale (older than the event applied meanwhile).
+    let retry = p.process_event(&update("evt_a", "cus_1", BASE + 1)).await;
+    assert_eq!(retry.kind().name(), "stale", "{retry:?}");
 }

@@ -29,48 +29,41 @@ async fn memory_store_ordering_conformance() {
 
 const LEASE: Duration = Duration::from_secs(30);
 
-/// A completion whose object has no row (its lock's lease ended and the row was purged)
-/// still records the watermark; one whose row is there moves it forward, never back.
+/// A guarded completion whose holder does not hold the object's lock (here: never
+/// took it, so the object has no row) is refused and changes nothing: neither the
+/// watermark nor the claim.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-async fn complete_applied_records_the_watermark_with_or_without_a_row<
-    S: stripe_webhooks::OrderingStore,
->(
+async fn complete_applied_without_the_lock_changes_nothing<S: stripe_webhooks::OrderingStore>(
     store: S,
 ) {
     use stripe_webhooks::Watermark;
-    let settle = |id: &'static str, created: i64| {
-        let store = &store;
-        async move {
-            let Claim::Acquired(token) = store
-                .claim(&EventId::new(id), &EventType::CustomerUpdated, LEASE)
-                .await
-                .unwrap()
-            else {
-                panic!("{id} not claimed")
-            };
-            let mark = Watermark::new(created, EventId::new(id));
-            store
-                .complete_applied(&token, "cus_rowless", "holder", &mark)
-                .await
-                .unwrap();
-        }
+    let id = EventId::new("evt_rowless");
+    let Claim::Acquired(token) = store
+        .claim(&id, &EventType::CustomerUpdated, LEASE)
+        .await
+        .unwrap()
+    else {
+        panic!("not claimed")
     };
-    settle("evt_rowless_2", 2).await;
-    let at = |created, id| Some(Watermark::new(created, EventId::new(id)));
-    assert_eq!(
-        store.watermark("cus_rowless").await.unwrap(),
-        at(2, "evt_rowless_2")
-    );
-    settle("evt_rowless_1", 1).await;
-    assert_eq!(
-        store.watermark("cus_rowless").await.unwrap(),
-        at(2, "evt_rowless_2")
-    );
-    settle("evt_rowless_3", 3).await;
-    assert_eq!(
-        store.watermark("cus_rowless").await.unwrap(),
-        at(3, "evt_rowless_3")
-    );
+    let err = store
+        .complete_applied(
+            &token,
+            "cus_rowless",
+            "holder",
+            &Watermark::new(2, id.clone()),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
+    assert_eq!(store.watermark("cus_rowless").await.unwrap(), None);
+    assert!(matches!(
+        store
+            .claim(&id, &EventType::CustomerUpdated, LEASE)
+            .await
+            .unwrap(),
+        Claim::InProgress { .. }
+    ));
+    store.complete(&token).await.unwrap();
 }
 
 /// Watermarks past the retention go in a purge, walked a bounded batch at a time (2,500
@@ -643,9 +636,9 @@ mod sqlite {
     }
 
     #[tokio::test]
-    async fn sqlite_completes_applied_with_or_without_a_row() {
+    async fn sqlite_refuses_a_completion_without_the_lock() {
         let (store, _dir) = store("rowless").await;
-        complete_applied_records_the_watermark_with_or_without_a_row(store).await;
+        complete_applied_without_the_lock_changes_nothing(store).await;
     }
 
     #[tokio::test]
@@ -782,8 +775,8 @@ mod postgres {
     }
 
     #[tokio::test]
-    async fn postgres_completes_applied_with_or_without_a_row() {
-        complete_applied_records_the_watermark_with_or_without_a_row(store("rowless").await).await;
+    async fn postgres_refuses_a_completion_without_the_lock() {
+        complete_applied_without_the_lock_changes_nothing(store("rowless").await).await;
     }
 
     #[tokio::test]

@@ -293,7 +293,7 @@ impl IdempotencyStore for MemoryStore {
             match rec.status {
                 RecordStatus::Completed => return Ok(Claim::Completed),
                 RecordStatus::Processing if rec.lease_until_ms > now => {
-                    let left = u64::try_from(rec.lease_until_ms - now).unwrap_or(0);
+                    let left = u64::try_from(rec.lease_until_ms.saturating_sub(now)).unwrap_or(0);
                     return Ok(Claim::InProgress {
                         retry_after: Duration::from_millis(left),
                     });
@@ -408,7 +408,9 @@ impl OrderingStore for MemoryStore {
             Some(h) => h == holder || obj.lock_until_ms <= now,
         };
         if !free {
-            let left = u64::try_from(obj.lock_until_ms - now).unwrap_or(0).max(1);
+            let left = u64::try_from(obj.lock_until_ms.saturating_sub(now))
+                .unwrap_or(0)
+                .max(1);
             return Ok(ObjectLock::Busy {
                 retry_after: Duration::from_millis(left),
             });
@@ -429,8 +431,16 @@ impl OrderingStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let now = self.clock.now_millis();
         let mut inner = self.lock();
+        // The lock must still name this holder (even run out): another holder may have
+        // applied a newer event meanwhile.
+        let held = inner
+            .objects
+            .get(object_id)
+            .is_some_and(|o| o.holder.as_deref() == Some(holder));
         match inner.records.get_mut(token.event_id()) {
-            Some(rec) if rec.fence == token.fence() && rec.status == RecordStatus::Processing => {
+            Some(rec)
+                if held && rec.fence == token.fence() && rec.status == RecordStatus::Processing =>
+            {
                 rec.status = RecordStatus::Completed;
                 rec.completed_at_ms = Some(now);
                 rec.updated_ms = now;
@@ -446,9 +456,7 @@ impl OrderingStore for MemoryStore {
         if advances(obj.watermark.as_ref(), applied) {
             obj.watermark = Some(applied.clone());
         }
-        if obj.holder.as_deref() == Some(holder) {
-            obj.holder = None;
-        }
+        obj.holder = None;
         Ok(())
     }
 

@@ -74,9 +74,10 @@ pub enum LockedClaim {
 /// takes it when it is free, expired or already the caller's (which renews it).
 /// [`complete_applied`](Self::complete_applied) must, in **one atomic step**, complete
 /// the event's claim (fenced by the token, as [`IdempotencyStore::complete`]), advance
-/// the watermark when the applied event is not older than it, and free the lock if the
-/// holder still has it; when the claim is lost it changes nothing and answers
-/// [`StoreError::LeaseLost`]. `testing::store_conformance::run_ordering` checks all of it.
+/// the watermark when the applied event is not older than it, and free the lock; when
+/// the claim is lost, or the object's lock no longer names the holder (it ran out and
+/// another holder took it, who may have applied a newer event meanwhile), it changes
+/// nothing and answers [`StoreError::LeaseLost`]. `testing::store_conformance::run_ordering` checks all of it.
 #[async_trait]
 pub trait OrderingStore: IdempotencyStore {
     /// Takes (or renews) the lock on `object_id` for `holder` for `lease`, and reads the
@@ -97,7 +98,8 @@ pub trait OrderingStore: IdempotencyStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::LeaseLost`] if the token no longer holds the claim (nothing changed).
+    /// [`StoreError::LeaseLost`] if the token no longer holds the claim, or the object's
+    /// lock no longer names `holder` (nothing changed).
     async fn complete_applied(
         &self,
         token: &ClaimToken,

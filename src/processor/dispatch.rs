@@ -500,10 +500,19 @@ impl IdempotencyStore for ObjectLease {
             .lock_object(&self.object_id, &self.holder, lease)
             .await?
         {
-            // Taken again after a lapse in which another holder applied an event: the
-            // two ran side by side, so this run must not complete.
             ObjectLock::Acquired { watermark } if watermark == self.seen => Ok(()),
-            ObjectLock::Acquired { .. } | ObjectLock::Busy { .. } => Err(StoreError::LeaseLost {
+            // Taken again after a lapse in which another holder applied an event: the
+            // two ran side by side, so this run must not complete. The claim and the
+            // lock just renewed are let go at once, so that the object and Stripe's
+            // retry of this event are not held up for a lease.
+            ObjectLock::Acquired { .. } => {
+                let _ = self.store.release(token, "the object's lock lapsed").await;
+                self.unlock().await;
+                Err(StoreError::LeaseLost {
+                    event_id: token.event_id().clone(),
+                })
+            }
+            ObjectLock::Busy { .. } => Err(StoreError::LeaseLost {
                 event_id: token.event_id().clone(),
             }),
         }

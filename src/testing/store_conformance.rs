@@ -323,6 +323,7 @@ pub async fn run_ordering<S: OrderingStore>(store: Arc<S>, time: LeaseTime) {
     complete_applied_moves_the_watermark_forward_only(&*store).await;
     complete_applied_with_a_lost_claim_changes_nothing(&*store).await;
     expired_object_lock_is_taken_over(&*store, &time).await;
+    complete_applied_after_the_lock_was_taken_over_changes_nothing(&*store, &time).await;
     advance_watermark_only_moves_forward(&*store).await;
     lock_and_claim_locks_then_claims(&*store).await;
     claim_locks_and_object_locks_exclude_each_other(&*store, &time).await;
@@ -368,12 +369,24 @@ pub async fn claim_locks_and_object_locks_exclude_each_other<S: OrderingStore + 
         LockedClaim::Busy { retry_after } => assert!(retry_after > Duration::ZERO),
         other => panic!("an object lock must keep claims out, got {other:?}"),
     }
-    // The first claim, still held, completes and moves the watermark.
+    // The first claim is still held, but its holder let the object go and `b` has it:
+    // it cannot complete under `b`'s lock. Locked again, it completes and moves the
+    // watermark.
+    assert!(matches!(
+        store
+            .complete_applied(&token, &obj, "a", &Watermark::new(5, first.clone()))
+            .await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    store.unlock_object(&obj, "b").await.unwrap();
+    assert_eq!(
+        acquired(store.lock_object(&obj, "a", LONG).await.unwrap()),
+        None
+    );
     store
         .complete_applied(&token, &obj, "a", &Watermark::new(5, first.clone()))
         .await
         .unwrap();
-    store.unlock_object(&obj, "b").await.unwrap();
 
     // A holder that crashed holding a claim's lock: its lease ends, another takes over.
     match store
@@ -593,6 +606,61 @@ pub async fn expired_object_lock_is_taken_over<S: OrderingStore + ?Sized>(
     assert_eq!(
         acquired(store.lock_object(&obj, "next", LONG).await.unwrap()),
         None
+    );
+}
+
+/// A holder whose object lock ran out and was taken by another holder cannot complete
+/// with `complete_applied`, even with its claim's fence: the other may have applied a
+/// newer event meanwhile (or be applying one), and this completion would then record an
+/// event applied over it. It is `LeaseLost` and changes nothing.
+pub async fn complete_applied_after_the_lock_was_taken_over_changes_nothing<
+    S: OrderingStore + ?Sized,
+>(
+    store: &S,
+    time: &LeaseTime,
+) {
+    let obj = fresh_object("lapsed");
+    let (late, other) = (fresh_id("lapsed1"), fresh_id("lapsed2"));
+    let token = match store
+        .lock_and_claim(&obj, "late", time.short_lease(), &late, &TYPE)
+        .await
+        .unwrap()
+    {
+        LockedClaim::Acquired { token, .. } => token,
+        got => panic!("lock and claim should succeed, got {got:?}"),
+    };
+    time.run_out().await;
+    let taken = match store
+        .lock_and_claim(&obj, "next", LONG, &other, &TYPE)
+        .await
+        .unwrap()
+    {
+        LockedClaim::Acquired { token, .. } => token,
+        got => panic!("the lapsed lock should be taken over, got {got:?}"),
+    };
+    let err = store
+        .complete_applied(&token, &obj, "late", &Watermark::new(9, late.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::LeaseLost { .. }),
+        "a completion under a lock taken over: {err:?}"
+    );
+    // Nothing changed: the watermark is where it was, and the late event not completed.
+    store
+        .complete_applied(&taken, &obj, "next", &Watermark::new(5, other.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        acquired(store.lock_object(&obj, "probe", LONG).await.unwrap()),
+        Some(Watermark::new(5, other))
+    );
+    assert!(
+        !matches!(
+            store.claim(&late, &TYPE, LONG).await.unwrap(),
+            Claim::Completed
+        ),
+        "the late event was completed"
     );
 }
 

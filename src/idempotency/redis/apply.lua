@@ -3,8 +3,6 @@ local current = tonumber(redis.call('HGET', KEYS[3], 'created'))
 if current == nil or created >= current then
   redis.call('HSET', KEYS[3], 'created', ARGV[5], 'event_id', ARGV[6])
 end
-if redis.call('HGET', KEYS[3], 'holder') == ARGV[4] then
-  redis.call('HDEL', KEYS[3], 'holder', 'lock_until_ms')
-end
+redis.call('HDEL', KEYS[3], 'holder', 'lock_until_ms')
 redis.call('PEXPIRE', KEYS[3], fmt(math.max(1, retention)))
 return 1

@@ -18,8 +18,9 @@ use crate::event::{EventId, EventType};
 const DEFAULT_PREFIX: &str = "stripe_webhooks";
 
 /// The longest lease or retention passed to Redis, in milliseconds (about 31,700 years):
-/// it keeps every sum the scripts make well inside the integers a Lua number holds
-/// exactly.
+/// every sum the scripts make stays far below 2^63 (what `PEXPIRE` takes and `%d`
+/// writes). Past 2^53 a Lua number rounds, by up to 128 ms on these sums, which only
+/// leases of thousands of years reach.
 pub(crate) const MAX_MS: u64 = 1_000_000_000_000_000;
 
 /// How many failed-set members one `purge_expired` script looks at.
@@ -51,6 +52,8 @@ const COMPLETE_BODY: &str = include_str!("complete_body.lua");
 /// After `COMPLETE_BODY`: KEYS[3] the object hash; ARGV[4] holder, ARGV[5] created,
 /// ARGV[6] event id. Moves the watermark forward (never back) and frees the holder's lock.
 const APPLY: &str = include_str!("apply.lua");
+/// The object lock's check before a guarded completion (KEYS[3], ARGV[4]: the holder).
+const HELD: &str = include_str!("held.lua");
 
 /// KEYS: object hash. ARGV: holder, lease ms, retention ms. Returns `{'ok', created,
 /// event id}` (empty strings: no watermark yet) or `{'busy', ms left, ''}`.
@@ -93,7 +96,7 @@ static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, CLAIM
 static COMPLETE_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| script(&[PRELUDE, FENCED, COMPLETE_BODY, "return 1\n"]));
 static COMPLETE_APPLIED_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| script(&[PRELUDE, FENCED, COMPLETE_BODY, APPLY]));
+    LazyLock::new(|| script(&[PRELUDE, FENCED, HELD, COMPLETE_BODY, APPLY]));
 static LOCK_OBJECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LOCK_OBJECT]));
 static UNLOCK_OBJECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[UNLOCK_OBJECT]));
 static WATERMARK_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[WATERMARK]));

@@ -18,6 +18,7 @@ super::shipped_migrations! {
         2 "0002_objects.sql",
         3 "0003_jobs.sql",
         4 "0004_guard_steps.sql",
+        5 "0005_settle_checks_the_lock.sql",
     ]
 }
 

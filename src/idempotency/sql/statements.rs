@@ -88,7 +88,8 @@ pub struct Statements {
     /// one statement.
     pub lock_and_claim: Option<&'static str>,
     /// Where the dialect can: the completion, the watermark and the unlock in one
-    /// statement, answering a row when the claim was completed.
+    /// statement, answering a row when the claim was completed; nothing changes unless
+    /// the object's lock still names the holder.
     pub complete_applied: Option<&'static str>,
     /// Where the dialect has no data-modifying CTEs (SQLite): `lock_and_claim` as one
     /// `INSERT` into a view whose trigger locks and claims, raising
@@ -96,7 +97,8 @@ pub struct Statements {
     /// the same query (one round trip) by a read of what it took: the claim's attempts
     /// and the object's watermark.
     pub lock_and_claim_step: Option<&'static str>,
-    /// Likewise `complete_applied`, raising [`LEASE_LOST`] when the fence does not match.
+    /// Likewise `complete_applied`, raising [`LEASE_LOST`] when the fence does not match
+    /// or the lock names another holder.
     pub settle_step: Option<&'static str>,
 }
 
@@ -244,9 +246,11 @@ pub const POSTGRES: Statements = Statements {
         WHERE e.status = 'failed' OR (e.status = 'processing' AND e.lease_until <= now()) \
         RETURNING attempts::bigint) \
         SELECT lock.created, lock.event_id, claim.attempts FROM lock LEFT JOIN claim ON true"),
-    complete_applied: Some("WITH done AS (\
+    complete_applied: Some("WITH held AS (\
+        SELECT 1 FROM {t}_objects WHERE object_id = $3 AND holder = $4 FOR NO KEY UPDATE), \
+        done AS (\
         UPDATE {t} SET status = 'completed', completed_at = now(), lease_until = NULL, updated_at = now() \
-        WHERE event_id = $1 AND fence = $2 AND status = 'processing' RETURNING 1), \
+        WHERE event_id = $1 AND fence = $2 AND status = 'processing' AND EXISTS (SELECT 1 FROM held) RETURNING 1), \
         obj AS (\
         INSERT INTO {t}_objects AS o (object_id, created, event_id, updated_at) \
         SELECT $3, $5, $6, now() FROM done \

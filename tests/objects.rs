@@ -307,8 +307,23 @@ fn generated_objects_read_their_fields() {
     let Event::PayoutPaid(p) = parse_unverified(json.as_bytes()).unwrap() else {
         panic!()
     };
-    if let Some(bt) = &p.balance_transaction {
-        assert!(matches!(bt, Expandable::Id(_) | Expandable::Object(_)));
+    let fixture: Value = serde_json::from_str(testing::fixture("payout").unwrap()).unwrap();
+    let id = fixture["balance_transaction"].as_str().unwrap();
+    assert!(
+        matches!(&p.balance_transaction, Some(Expandable::Id(got)) if got == id),
+        "{:?}",
+        p.balance_transaction
+    );
+    let expanded: stripe_webhooks::objects::Payout = serde_json::from_str(
+        r#"{"id":"po_1","balance_transaction":{"id":"txn_9","object":"balance_transaction","amount":5}}"#,
+    )
+    .unwrap();
+    match &expanded.balance_transaction {
+        Some(Expandable::Object(bt)) => {
+            assert_eq!(bt.id.as_deref(), Some("txn_9"));
+            assert_eq!(bt.amount, Some(5));
+        }
+        other => panic!("not expanded: {other:?}"),
     }
 }
 

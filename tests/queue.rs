@@ -454,22 +454,38 @@ async fn unrouted_types_complete_without_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_loses_its_lease_is_stopped_and_its_job_taken_over() {
-    let queue = MemoryQueue::new();
+    // The queue judges leases by a clock the test moves; the worker renews on real time.
+    let clock = stripe_webhooks::ManualClock::new(1_700_000_000_000);
+    let queue = MemoryQueue::with_clock(clock.clone());
     let body = customer_event("evt_lease", "cus_1", testing::now());
     enqueue_body(&queue, &body).await;
-    // The first worker's lease is short and its handler slow: another worker takes the
-    // job when the lease ends, and the first one's renewal finds it lost.
-    let jobs = queue
-        .take(1, Duration::from_millis(1), false)
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let handler = Recorder::default();
-    drain(&Worker::new(queue.clone(), handler.clone()), &queue).await;
-    assert_eq!(handler.seen(), ["evt_lease"]);
-    assert!(queue.complete(&jobs[0].token).await.is_err(), "fenced");
+    let slow = Recorder {
+        sleep: Some(Duration::from_secs(2)),
+        ..Recorder::default()
+    };
+    let handle = Worker::new(queue.clone(), slow.clone())
+        .with_deadline(None)
+        .with_lease(Duration::from_secs(3))
+        .with_poll_interval(Duration::from_millis(10))
+        .spawn();
+    wait_running(&queue, 1).await;
+    // The lease runs out in the queue's eyes, and another worker takes the job over.
+    clock.advance(Duration::from_secs(10));
+    let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
+    assert_eq!(taken.len(), 1, "the job was not taken over");
+    // The first worker's next renewal (at 1 s) finds the lease lost and stops its
+    // handler, which would otherwise finish at 2 s (before its own lease, renewed or
+    // not, would stop it at 2.7 s).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        slow.seen().is_empty(),
+        "the stopped handler ran on: {:?}",
+        slow.seen()
+    );
+    queue.complete(&taken[0].token).await.unwrap();
     let rec = queue.job(&"evt_lease".into()).await.unwrap().unwrap();
     assert_eq!((rec.state, rec.attempts), (JobState::Completed, 2));
+    handle.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,12 +502,7 @@ async fn shutdown_finishes_short_jobs_and_releases_long_ones() {
     let handle = Worker::new(queue.clone(), slow)
         .with_poll_interval(Duration::from_millis(10))
         .spawn();
-    for _ in 0..200 {
-        if queue.counts().await.unwrap().running == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_running(&queue, 2).await;
     let started = std::time::Instant::now();
     handle.shutdown(Duration::from_millis(100)).await;
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -506,18 +517,29 @@ async fn shutdown_finishes_short_jobs_and_releases_long_ones() {
         assert_eq!(rec.attempts, 0, "a released run does not count");
     }
 
-    let quick = Recorder::default();
-    let handle = Worker::new(queue.clone(), quick.clone())
+    // Jobs in hand that finish within the grace are finished, not released.
+    let short = Recorder {
+        sleep: Some(Duration::from_millis(300)),
+        ..Recorder::default()
+    };
+    let handle = Worker::new(queue.clone(), short)
         .with_poll_interval(Duration::from_millis(10))
         .spawn();
-    for _ in 0..500 {
-        if queue.counts().await.unwrap().completed == 2 {
-            break;
+    wait_running(&queue, 2).await;
+    handle.shutdown(Duration::from_secs(5)).await;
+    let c = queue.counts().await.unwrap();
+    assert_eq!((c.completed, c.queued, c.running), (2, 0, 0), "{c:?}");
+}
+
+/// Waits (at most 2 s) until `n` jobs are running.
+async fn wait_running(queue: &MemoryQueue, n: u64) {
+    for _ in 0..200 {
+        if queue.counts().await.unwrap().running == n {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    handle.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(queue.counts().await.unwrap().completed, 2);
+    panic!("{n} jobs never ran: {:?}", queue.counts().await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -355,13 +355,19 @@ pub async fn counts_and_purge<Q: QueueAdmin + ?Sized>(q: &Q, time: &LeaseTime) {
         ["evt_count_4", "evt_count_3", "evt_count_2"],
         "newest first"
     );
+    // Completed jobs younger than the retention stay.
+    assert_eq!(q.purge_completed(LONG, 10).await.unwrap(), 0);
+    assert_eq!(
+        q.counts().await.unwrap().completed,
+        3,
+        "young jobs were purged"
+    );
     run_out(time, short_lease(time)).await;
     assert_eq!(q.purge_completed(Duration::ZERO, 2).await.unwrap(), 2);
     assert_eq!(q.purge_completed(Duration::ZERO, 2).await.unwrap(), 1);
     assert_eq!(q.purge_completed(Duration::ZERO, 2).await.unwrap(), 0);
     let c = q.counts().await.unwrap();
     assert_eq!((c.completed, c.dead), (0, 1), "dead jobs are never purged");
-    assert_eq!(q.purge_completed(LONG, 10).await.unwrap(), 0);
 }
 
 fn short_lease(time: &LeaseTime) -> Duration {

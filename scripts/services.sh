@@ -14,11 +14,19 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="$root/target/services"
 # PostgreSQL's data: under target/services, except as root, where the server runs as the
 # user pgtest, who may not be able to reach a clone under a private home (/root is
-# 0700): then under /tmp, in a directory named after the clone.
+# 0700): then in a fresh directory under /tmp (made by mktemp, so no one else's), whose
+# name start writes to target/services/pg_dir for stop and restart-pg.
 pg_dir="$dir"
-if [ "$(id -u)" = 0 ]; then
-  pg_dir="/tmp/stripe-webhooks-services-$(printf '%s' "$root" | cksum | cut -d' ' -f1)"
+if [ "$(id -u)" = 0 ] && [ -f "$dir/pg_dir" ]; then
+  pg_dir="$(cat "$dir/pg_dir")"
 fi
+new_pg_dir() {
+  if [ "$(id -u)" = 0 ]; then
+    pg_dir="$(mktemp -d /tmp/stripe-webhooks-pg.XXXXXX)"
+    chmod 755 "$pg_dir"
+    echo "$pg_dir" > "$dir/pg_dir"
+  fi
+}
 pg_port="${PG_PORT:-54329}"
 redis_port="${REDIS_PORT:-63799}"
 redis_tls_port="${REDIS_TLS_PORT:-63800}"
@@ -93,9 +101,14 @@ start_redis() {
 
 stop_all() {
   local bin
-  if [ -f "$pg_dir/pg/postmaster.pid" ] && bin="$(find_pg_bin)"; then
-    run_as_pg "'$bin/pg_ctl' -D '$pg_dir/pg' -m immediate stop >/dev/null" || true
-  fi
+  local d
+  # The current data directory, and the one under target/services (an older layout).
+  for d in "$pg_dir" "$dir"; do
+    if [ -f "$d/pg/postmaster.pid" ] && bin="$(find_pg_bin)"; then
+      run_as_pg "'$bin/pg_ctl' -D '$d/pg' -m immediate stop >/dev/null" || true
+    fi
+  done
+  if [ "$pg_dir" != "$dir" ]; then rm -rf "$pg_dir"; rm -f "$dir/pg_dir"; pg_dir="$dir"; fi
   if command -v redis-cli >/dev/null 2>&1; then redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true; fi
 }
 
@@ -108,7 +121,7 @@ restart_pg() {
 }
 
 case "${1:-}" in
-  start) stop_all; mkdir -p "$dir"; make_cert; start_pg; start_redis ;;
+  start) stop_all; mkdir -p "$dir"; new_pg_dir; make_cert; start_pg; start_redis ;;
   stop) stop_all ;;
   restart-pg) restart_pg ;;
   *) echo "usage: $0 start|stop|restart-pg" >&2; exit 2 ;;

@@ -577,3 +577,75 @@ async fn a_renewal_after_another_holder_applied_stops_the_handler() {
     let retry = p.process_event(&update("evt_a", "cus_1", BASE + 1)).await;
     assert_eq!(retry.kind().name(), "stale", "{retry:?}");
 }
+
+/// A delivery whose handler finished after its object lock ran out and was taken (here
+/// by an older event, which read the old watermark and was applied) cannot complete:
+/// nothing would record its run, and the older event now stands over it. It releases its
+/// claim and answers 500, so that Stripe delivers it again, and the retry applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_after_the_lock_was_taken_over_fails_so_stripe_retries() {
+    use stripe_webhooks::ManualClock;
+
+    struct Gate {
+        applied: Mutex<Vec<String>>,
+        open: tokio::sync::Notify,
+    }
+    #[async_trait]
+    impl EventHandler for Gate {
+        async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+            if event.id().as_str() == "evt_new" && self.applied.lock().unwrap().is_empty() {
+                self.open.notified().await;
+            }
+            self.applied.lock().unwrap().push(event.id().to_string());
+            Ok(())
+        }
+    }
+
+    let clock = ManualClock::new(BASE * 1000);
+    let store = MemoryStore::new().with_clock(clock.clone());
+    let gate = Arc::new(Gate {
+        applied: Mutex::new(Vec::new()),
+        open: tokio::sync::Notify::new(),
+    });
+    let lease = Duration::from_secs(3);
+    let p = Arc::new(
+        Processor::ordered(
+            Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
+            store.clone(),
+            Arc::clone(&gate),
+            TiePolicy::Run,
+        )
+        .with_handler_deadline(None)
+        .with_lease(lease),
+    );
+    let newer = {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move { p.process_event(&update("evt_new", "cus_1", BASE + 2)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The store's time passes the lock's lease; an older event locks the object and is
+    // applied (the newer one's watermark is not recorded yet).
+    clock.advance(lease * 2);
+    let older = p.process_event(&update("evt_old", "cus_1", BASE + 1)).await;
+    assert_eq!(older.kind().name(), "processed");
+    // The newer one's handler ends before its first renewal (at a second): its
+    // completion finds the lock taken over.
+    gate.open.notify_one();
+    let newer = newer.await.unwrap();
+    assert_eq!(newer.status(), 500, "{newer:?}");
+    // Stripe's retry runs it again, at once, over the older one.
+    let retry = p.process_event(&update("evt_new", "cus_1", BASE + 2)).await;
+    assert_eq!(retry.kind().name(), "processed", "{retry:?}");
+    assert_eq!(
+        *gate.applied.lock().unwrap(),
+        ["evt_old", "evt_new", "evt_new"]
+    );
+    assert_eq!(
+        store
+            .watermark("cus_1")
+            .await
+            .unwrap()
+            .map(|w| w.event_id.to_string()),
+        Some("evt_new".to_owned())
+    );
+}

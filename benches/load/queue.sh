@@ -39,9 +39,9 @@ command -v wrk >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -qq
 drain_bin="$(ls -t "$root"/target/release/deps/queue_drain-* | grep -v '\.d$' | head -1)"
 
 if [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; then
+  started_services=1
   services="$("$root/scripts/services.sh" start)"
   eval "$services"
-  started_services=1
   export DATABASE_URL="$DATABASE_URL_TEST" REDIS_URL="$REDIS_URL_TEST"
 fi
 

@@ -29,6 +29,10 @@ find_pg_bin() {
   return 0
 }
 
+log="$(mktemp)"
+# Set before the servers may start, so that every exit below stops those it started.
+trap 'rm -f "$log"; [ -z "${started_services:-}" ] || "$root/scripts/services.sh" stop' EXIT
+
 if [ -z "${DATABASE_URL_TEST:-}" ] || [ -z "${REDIS_URL_TEST:-}" ]; then
   # Servers already answering on services.sh's ports are used as they are: never restart
   # servers someone else may be using.
@@ -41,9 +45,9 @@ if [ -z "${DATABASE_URL_TEST:-}" ] || [ -z "${REDIS_URL_TEST:-}" ]; then
     export DATABASE_URL_TEST="${DATABASE_URL_TEST:-$pg_url}" REDIS_URL_TEST="${REDIS_URL_TEST:-$redis_url}"
   else
     echo "stores.sh: DATABASE_URL_TEST or REDIS_URL_TEST unset and no servers running: starting them with scripts/services.sh start" >&2
+    started_services=1
     services="$("$root/scripts/services.sh" start)"
     eval "$services"
-    started_services=1
   fi
 fi
 
@@ -56,8 +60,6 @@ export PG_BIN
 redis-cli -u "$REDIS_URL_TEST" ping >/dev/null || { echo "stores.sh: no Redis at $REDIS_URL_TEST" >&2; exit 1; }
 "$PG_BIN/pg_isready" -q -d "$DATABASE_URL_TEST" || { echo "stores.sh: no PostgreSQL at $DATABASE_URL_TEST" >&2; exit 1; }
 
-log="$(mktemp)"
-trap 'rm -f "$log"; [ -z "${started_services:-}" ] || "$root/scripts/services.sh" stop' EXIT
 (cd "$root" && cargo bench --bench stores --all-features) | tee "$log"
 
 echo

@@ -276,13 +276,14 @@ impl OrderingGuard {
         holder: &str,
         seen: Option<Watermark>,
         applied: Option<Watermark>,
-    ) -> Arc<dyn IdempotencyStore> {
+    ) -> Arc<ObjectLease> {
         Arc::new(ObjectLease {
             store: Arc::clone(&self.store),
             object_id: object_id.to_owned(),
             holder: holder.to_owned(),
             seen,
             applied,
+            lock_lost: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -314,7 +315,7 @@ impl OrderingGuard {
         if let Some(stale) = stale {
             let lease = self.lease(object_id, &holder, watermark, None);
             let done = Box::pin(std::future::ready(Ok(())));
-            let mut d = run_claimed(&lease, &token, settings, claimed_at, done).await;
+            let mut d = lease.run(&token, settings, claimed_at, done).await;
             if matches!(d.kind, OutcomeKind::Processed) {
                 d.kind = OutcomeKind::Stale { watermark: stale };
             }
@@ -326,7 +327,7 @@ impl OrderingGuard {
             watermark,
             Some(Watermark::new(created, key.clone())),
         );
-        run_claimed(&lease, &token, settings, claimed_at, fut).await
+        lease.run(&token, settings, claimed_at, fut).await
     }
 
     /// Locks the object, claims the event, and runs it unless it is older than the
@@ -355,7 +356,7 @@ impl OrderingGuard {
             // An older event than the one applied last: not applied over it. The claim
             // completes, so Stripe's retries of it are duplicates.
             let fut = handler_future(|| handler.handle_stale(event, &watermark));
-            let mut d = run_claimed(&lease(None), &token, settings, claimed_at, fut).await;
+            let mut d = lease(None).run(&token, settings, claimed_at, fut).await;
             if matches!(d.kind, OutcomeKind::Processed) {
                 d.kind = OutcomeKind::Stale { watermark };
             }
@@ -381,7 +382,9 @@ impl OrderingGuard {
             }
             _ => handler_future(|| handler.handle(event)),
         };
-        run_claimed(&lease(Some(applied)), &token, settings, claimed_at, fut).await
+        lease(Some(applied))
+            .run(&token, settings, claimed_at, fut)
+            .await
     }
 }
 
@@ -449,9 +452,33 @@ struct ObjectLease {
     /// The watermark a completion records; `None` for a stale event (the watermark
     /// stays).
     applied: Option<Watermark>,
+    /// Set when the object's lock was found taken over while the claim was still this
+    /// delivery's, and the claim was released: the delivery must then fail (500), so
+    /// that Stripe delivers the event again, rather than answer as a lost claim (200).
+    lock_lost: std::sync::atomic::AtomicBool,
 }
 
 impl ObjectLease {
+    /// Runs the claimed event's handler under this lease ([`run_claimed`]). A lost
+    /// object lock makes the delivery a failure Stripe retries, whatever the completion
+    /// said.
+    async fn run(
+        self: Arc<Self>,
+        token: &ClaimToken,
+        settings: &DispatchSettings,
+        claimed_at: std::time::Instant,
+        handler: HandlerFuture<'_>,
+    ) -> Dispatched {
+        let store: Arc<dyn IdempotencyStore> = Arc::clone(&self) as Arc<dyn IdempotencyStore>;
+        let mut d = run_claimed(&store, token, settings, claimed_at, handler).await;
+        if self.lock_lost.load(std::sync::atomic::Ordering::SeqCst)
+            && !matches!(d.kind, OutcomeKind::HandlerFailed(_))
+        {
+            d.kind = OutcomeKind::HandlerFailed(HandlerError::LeaseLost);
+        }
+        d
+    }
+
     async fn unlock(&self) {
         // If this fails, the lock's lease ends it instead.
         let _ = self
@@ -475,9 +502,21 @@ impl IdempotencyStore for ObjectLease {
     async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
         match &self.applied {
             Some(applied) => {
-                self.store
+                let done = self
+                    .store
                     .complete_applied(token, &self.object_id, &self.holder, applied)
-                    .await
+                    .await;
+                if let Err(StoreError::LeaseLost { .. }) = &done {
+                    // Refused, with the claim perhaps still this delivery's: the lock ran
+                    // out and was taken (or its row went). Then nothing records this run,
+                    // and only Stripe's retry will apply it again, after the other.
+                    let reason = "the object's lock was taken over before the completion";
+                    if self.store.release(token, reason).await.is_ok() {
+                        self.lock_lost
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                done
             }
             None => {
                 let done = self.store.complete(token).await;
@@ -506,7 +545,15 @@ impl IdempotencyStore for ObjectLease {
             // lock just renewed are let go at once, so that the object and Stripe's
             // retry of this event are not held up for a lease.
             ObjectLock::Acquired { .. } => {
-                let _ = self.store.release(token, "the object's lock lapsed").await;
+                if self
+                    .store
+                    .release(token, "the object's lock lapsed")
+                    .await
+                    .is_ok()
+                {
+                    self.lock_lost
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                }
                 self.unlock().await;
                 Err(StoreError::LeaseLost {
                     event_id: token.event_id().clone(),

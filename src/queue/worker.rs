@@ -512,6 +512,7 @@ impl Worker {
     /// The queue's error if the take fails; a failure to settle a job is logged (the
     /// job's lease ends and it runs again).
     pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let taken_at = Instant::now();
         let jobs = store_call(
             self.take_timeout(),
             self.queue.take(
@@ -531,7 +532,9 @@ impl Worker {
                 self.settings.clone(),
             );
             let stop = stop.clone();
-            set.spawn(async move { run_job(&*queue, &*runner, &settings, job, stop).await });
+            set.spawn(async move {
+                run_job(&*queue, &*runner, &settings, job, taken_at, stop).await;
+            });
         }
         while set.join_next().await.is_some() {}
         Ok(n)
@@ -567,6 +570,7 @@ impl Worker {
                 }
                 continue;
             }
+            let taken_at = Instant::now();
             let taken = store_call(
                 self.take_timeout(),
                 self.queue
@@ -618,7 +622,7 @@ impl Worker {
                     stop.clone(),
                 );
                 set.spawn(async move {
-                    run_job(&*queue, &*runner, &settings, job, stop).await;
+                    run_job(&*queue, &*runner, &settings, job, taken_at, stop).await;
                     drop(permit);
                 });
             }
@@ -720,6 +724,8 @@ async fn run_job(
     runner: &dyn Runner,
     s: &Settings,
     job: Job,
+    // When the take that handed out the job was sent: its lease runs from no earlier.
+    taken_at: Instant,
     mut stop: watch::Receiver<bool>,
 ) {
     #[cfg(feature = "metrics")]
@@ -744,7 +750,7 @@ async fn run_job(
         // Until then the lease certainly holds; past it, the job may be another
         // worker's, so the run stops there unless a renewal moved it.
         let safe = s.lease - s.lease / 10;
-        let mut renewed = Instant::now();
+        let mut renewed = taken_at;
         let mut next_renewal = renewed + every;
         // The renewal in flight. The run is polled beside it: on SQLite an inbox run's
         // transaction may hold the write lock the renewal waits for, and a run not

@@ -479,6 +479,20 @@ impl ObjectLease {
         d
     }
 
+    /// Releases the claim after the object's lock was lost, and marks the delivery a
+    /// failure (500) unless the store says another delivery has the claim (then that one
+    /// settles it, and 200 stands). When the release itself fails, the claim may still
+    /// be this delivery's: a retry costs at most a duplicate, a 200 could lose the event.
+    async fn release_after_lock_lost(&self, token: &ClaimToken, reason: &str) {
+        if !matches!(
+            self.store.release(token, reason).await,
+            Err(StoreError::LeaseLost { .. })
+        ) {
+            self.lock_lost
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     async fn unlock(&self) {
         // If this fails, the lock's lease ends it instead.
         let _ = self
@@ -511,10 +525,7 @@ impl IdempotencyStore for ObjectLease {
                     // out and was taken (or its row went). Then nothing records this run,
                     // and only Stripe's retry will apply it again, after the other.
                     let reason = "the object's lock was taken over before the completion";
-                    if self.store.release(token, reason).await.is_ok() {
-                        self.lock_lost
-                            .store(true, std::sync::atomic::Ordering::SeqCst);
-                    }
+                    self.release_after_lock_lost(token, reason).await;
                 }
                 done
             }
@@ -545,15 +556,8 @@ impl IdempotencyStore for ObjectLease {
             // lock just renewed are let go at once, so that the object and Stripe's
             // retry of this event are not held up for a lease.
             ObjectLock::Acquired { .. } => {
-                if self
-                    .store
-                    .release(token, "the object's lock lapsed")
-                    .await
-                    .is_ok()
-                {
-                    self.lock_lost
-                        .store(true, std::sync::atomic::Ordering::SeqCst);
-                }
+                self.release_after_lock_lost(token, "the object's lock lapsed")
+                    .await;
                 self.unlock().await;
                 Err(StoreError::LeaseLost {
                     event_id: token.event_id().clone(),

@@ -508,46 +508,65 @@ async fn a_thin_route_beside_an_ordered_route_moves_the_watermark() {
     );
 }
 
+/// Records what it applied; its first run of `gated` waits until `open` is notified.
+struct Gate {
+    gated: &'static str,
+    waited: std::sync::atomic::AtomicBool,
+    applied: Mutex<Vec<String>>,
+    open: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl EventHandler for Gate {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        if event.id().as_str() == self.gated
+            && !self.waited.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.open.notified().await;
+        }
+        self.applied.lock().unwrap().push(event.id().to_string());
+        Ok(())
+    }
+}
+
+/// An ordered processor on a `MemoryStore` whose leases run by a manual clock (the
+/// processor renews on real time), with a [`Gate`] on `gated` and no handler deadline.
+fn gated(
+    gated: &'static str,
+    lease: Duration,
+) -> (
+    stripe_webhooks::ManualClock,
+    MemoryStore,
+    Arc<Gate>,
+    Arc<Processor>,
+) {
+    let clock = stripe_webhooks::ManualClock::new(BASE * 1000);
+    let store = MemoryStore::new().with_clock(clock.clone());
+    let gate = Arc::new(Gate {
+        gated,
+        waited: std::sync::atomic::AtomicBool::new(false),
+        applied: Mutex::new(Vec::new()),
+        open: tokio::sync::Notify::new(),
+    });
+    let p = Processor::ordered(
+        Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
+        store.clone(),
+        Arc::clone(&gate),
+        TiePolicy::Run,
+    )
+    .with_handler_deadline(None)
+    .with_lease(lease);
+    (clock, store, gate, Arc::new(p))
+}
+
 /// A delivery whose object lock lapsed (its store saw the lease run out) while another
 /// delivery locked the object, applied a newer event and let go: the first one's next
 /// renewal takes the free lock again, but finds a watermark it did not see when it
 /// locked. The two ran side by side, so the first is stopped and never completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewal_after_another_holder_applied_stops_the_handler() {
-    use stripe_webhooks::ManualClock;
-
-    struct Gate {
-        applied: Mutex<Vec<String>>,
-        open: tokio::sync::Notify,
-    }
-    #[async_trait]
-    impl EventHandler for Gate {
-        async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-            if event.id().as_str() == "evt_a" {
-                self.open.notified().await;
-            }
-            self.applied.lock().unwrap().push(event.id().to_string());
-            Ok(())
-        }
-    }
-
-    let clock = ManualClock::new(BASE * 1000);
-    let store = MemoryStore::new().with_clock(clock.clone());
-    let gate = Arc::new(Gate {
-        applied: Mutex::new(Vec::new()),
-        open: tokio::sync::Notify::new(),
-    });
     let lease = Duration::from_millis(900);
-    let p = Arc::new(
-        Processor::ordered(
-            Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
-            store,
-            Arc::clone(&gate),
-            TiePolicy::Run,
-        )
-        .with_handler_deadline(None)
-        .with_lease(lease),
-    );
+    let (clock, _store, gate, p) = gated("evt_a", lease);
     let first = {
         let p = Arc::clone(&p);
         tokio::spawn(async move { p.process_event(&update("evt_a", "cus_1", BASE + 1)).await })
@@ -584,40 +603,8 @@ async fn a_renewal_after_another_holder_applied_stops_the_handler() {
 /// claim and answers 500, so that Stripe delivers it again, and the retry applies it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completion_after_the_lock_was_taken_over_fails_so_stripe_retries() {
-    use stripe_webhooks::ManualClock;
-
-    struct Gate {
-        applied: Mutex<Vec<String>>,
-        open: tokio::sync::Notify,
-    }
-    #[async_trait]
-    impl EventHandler for Gate {
-        async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-            if event.id().as_str() == "evt_new" && self.applied.lock().unwrap().is_empty() {
-                self.open.notified().await;
-            }
-            self.applied.lock().unwrap().push(event.id().to_string());
-            Ok(())
-        }
-    }
-
-    let clock = ManualClock::new(BASE * 1000);
-    let store = MemoryStore::new().with_clock(clock.clone());
-    let gate = Arc::new(Gate {
-        applied: Mutex::new(Vec::new()),
-        open: tokio::sync::Notify::new(),
-    });
     let lease = Duration::from_secs(3);
-    let p = Arc::new(
-        Processor::ordered(
-            Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
-            store.clone(),
-            Arc::clone(&gate),
-            TiePolicy::Run,
-        )
-        .with_handler_deadline(None)
-        .with_lease(lease),
-    );
+    let (clock, store, gate, p) = gated("evt_new", lease);
     let newer = {
         let p = Arc::clone(&p);
         tokio::spawn(async move { p.process_event(&update("evt_new", "cus_1", BASE + 2)).await })

@@ -56,6 +56,24 @@ async fn sqlite_queue(dir: &TempDir) -> SqliteQueue {
         .queue()
 }
 
+/// A SQLite queue with a `ledger` table, where inbox handlers write their effects.
+async fn sqlite_ledger_queue(dir: &TempDir) -> SqliteQueue {
+    let queue = sqlite_queue(dir).await;
+    stripe_webhooks::sqlx::query("CREATE TABLE ledger (event_id TEXT NOT NULL)")
+        .execute(queue.pool())
+        .await
+        .unwrap();
+    queue
+}
+
+/// The event ids in the `ledger` table.
+async fn ledger(queue: &SqliteQueue) -> Vec<String> {
+    stripe_webhooks::sqlx::query_scalar("SELECT event_id FROM ledger")
+        .fetch_all(queue.pool())
+        .await
+        .unwrap()
+}
+
 /// Records the events a handler saw, and fails the ones it is told to.
 #[derive(Clone, Default)]
 struct Recorder {
@@ -574,21 +592,14 @@ impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Sqlite> for Le
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_inbox_worker_commits_effects_with_the_completion() {
     let dir = TempDir::new("queue_inbox");
-    let queue = sqlite_queue(&dir).await;
-    stripe_webhooks::sqlx::query("CREATE TABLE ledger (event_id TEXT NOT NULL)")
-        .execute(queue.pool())
-        .await
-        .unwrap();
+    let queue = sqlite_ledger_queue(&dir).await;
     for id in ["evt_inbox_ok", "evt_inbox_fail"] {
         let body = customer_event(id, "cus_1", 1);
         enqueue_body(&queue, &body).await;
     }
     let worker = queue.inbox_worker(Ledger).with_retry(fast_retry(2));
     drain(&worker, &queue).await;
-    let rows: Vec<String> = stripe_webhooks::sqlx::query_scalar("SELECT event_id FROM ledger")
-        .fetch_all(queue.pool())
-        .await
-        .unwrap();
+    let rows = ledger(&queue).await;
     assert_eq!(
         rows,
         ["evt_inbox_ok"],
@@ -752,13 +763,11 @@ async fn inbox_handler_runs_again_at_once(hold_lock: bool) {
     } else {
         "queue_inbox_snapshot"
     });
-    let queue = sqlite_queue(&dir).await;
-    stripe_webhooks::sqlx::raw_sql(
-        "CREATE TABLE ledger (event_id TEXT NOT NULL); CREATE TABLE elsewhere (n INTEGER)",
-    )
-    .execute(queue.pool())
-    .await
-    .unwrap();
+    let queue = sqlite_ledger_queue(&dir).await;
+    stripe_webhooks::sqlx::query("CREATE TABLE elsewhere (n INTEGER)")
+        .execute(queue.pool())
+        .await
+        .unwrap();
     enqueue_body(&queue, &customer_event("evt_stale_read", "cus_1", 1)).await;
     let runs = Arc::new(Mutex::new(0));
     let handler = ReadThenWrite {
@@ -771,10 +780,7 @@ async fn inbox_handler_runs_again_at_once(hold_lock: bool) {
     // Ran twice in the one take: the first transaction rolled back, the second (begun
     // with the write lock) committed. Nothing went to the retry schedule.
     assert_eq!(*runs.lock().unwrap(), 2);
-    let rows: Vec<String> = stripe_webhooks::sqlx::query_scalar("SELECT event_id FROM ledger")
-        .fetch_all(queue.pool())
-        .await
-        .unwrap();
+    let rows = ledger(&queue).await;
     assert_eq!(rows, ["evt_stale_read after 0"]);
     let c = queue.counts().await.unwrap();
     assert_eq!((c.completed, c.dead, c.retrying), (1, 0, 0), "{c:?}");
@@ -807,11 +813,7 @@ impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Sqlite> for Wr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sqlite_inbox_job_runs_on_while_its_renewal_waits_for_its_write_lock() {
     let dir = TempDir::new("queue_inbox_renewal");
-    let queue = sqlite_queue(&dir).await;
-    stripe_webhooks::sqlx::raw_sql("CREATE TABLE ledger (event_id TEXT NOT NULL)")
-        .execute(queue.pool())
-        .await
-        .unwrap();
+    let queue = sqlite_ledger_queue(&dir).await;
     enqueue_body(&queue, &customer_event("evt_renewed", "cus_1", 1)).await;
     // Renewals every 300 ms; the run takes 500 ms, within the 810 ms the lease is safe.
     let worker = queue
@@ -822,10 +824,7 @@ async fn a_sqlite_inbox_job_runs_on_while_its_renewal_waits_for_its_write_lock()
     worker.run_once().await.unwrap();
     let c = queue.counts().await.unwrap();
     assert_eq!((c.completed, c.running, c.dead), (1, 0, 0), "{c:?}");
-    let rows: Vec<String> = stripe_webhooks::sqlx::query_scalar("SELECT event_id FROM ledger")
-        .fetch_all(queue.pool())
-        .await
-        .unwrap();
+    let rows = ledger(&queue).await;
     assert_eq!(rows, ["evt_renewed"]);
 }
 
@@ -836,11 +835,7 @@ async fn a_sqlite_inbox_job_runs_on_while_its_renewal_waits_for_its_write_lock()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_never_settles_is_dead_after_its_attempts() {
     let dir = TempDir::new("queue_never_settles");
-    let queue = sqlite_queue(&dir).await;
-    stripe_webhooks::sqlx::raw_sql("CREATE TABLE ledger (event_id TEXT NOT NULL)")
-        .execute(queue.pool())
-        .await
-        .unwrap();
+    let queue = sqlite_ledger_queue(&dir).await;
     enqueue_body(&queue, &customer_event("evt_outlives", "cus_1", 1)).await;
     let worker = queue
         .inbox_worker(WriteThenWork)
@@ -859,11 +854,7 @@ async fn a_job_that_never_settles_is_dead_after_its_attempts() {
     assert_eq!(dead.len(), 1);
     let error = dead[0].last_error.clone().unwrap_or_default();
     assert!(error.contains("taken 3 times"), "{error}");
-    let rows: i64 = stripe_webhooks::sqlx::query_scalar("SELECT count(*) FROM ledger")
-        .fetch_one(queue.pool())
-        .await
-        .unwrap();
-    assert_eq!(rows, 0, "every run rolled back");
+    assert!(ledger(&queue).await.is_empty(), "every run rolled back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -728,8 +728,6 @@ async fn run_job(
     taken_at: Instant,
     mut stop: watch::Receiver<bool>,
 ) {
-    #[cfg(feature = "metrics")]
-    let started = Instant::now();
     // Each take counts an attempt, and only a settled run can retry it. A job taken more
     // often than its attempts allow never settled (its runs outlived their lease, or
     // their worker died): it is dead, with why, instead of being taken for ever.
@@ -801,7 +799,7 @@ async fn run_job(
             // The handler's future was dropped before it could record its run.
             #[cfg(feature = "metrics")]
             crate::metrics::handler_ran(
-                started.elapsed(),
+                taken_at.elapsed(),
                 &Err(crate::handler::HandlerError::LeaseLost),
             );
             (Ok(()), "lease_lost")

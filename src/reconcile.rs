@@ -198,6 +198,14 @@ impl Default for Frontier {
     }
 }
 
+/// Whether a context names one account (`acct_…`), which the v1 API takes as
+/// `Stripe-Account`, rather than a path of them (`acct_1/acct_2`) or an organization.
+fn is_account_id(context: &str) -> bool {
+    context.strip_prefix("acct_").is_some_and(|rest| {
+        !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
+}
+
 /// The id a cursor carries when it stops at a second rather than at an event.
 const OPEN_EVENT: &str = "-";
 
@@ -209,7 +217,13 @@ impl Frontier {
         if self.newest.as_ref().map_or(true, |w| w.created < created) {
             self.newest = Some(Watermark::new(created, id.clone()));
         }
-        let open = matches!(o.kind(), OutcomeKind::InProgress { .. }) || o.status() >= 500;
+        // Running elsewhere, failed, or taken over while it ran (the delivery that took it
+        // may fail in turn): the next pass lists it again, and the store skips it if it
+        // completed meanwhile.
+        let open = matches!(
+            o.kind(),
+            OutcomeKind::InProgress { .. } | OutcomeKind::LeaseLost
+        ) || o.status() >= 500;
         if open {
             self.oldest_open = Some(self.oldest_open.map_or(created, |c| c.min(created)));
         }
@@ -217,9 +231,13 @@ impl Frontier {
 
     fn target(&self) -> Option<Watermark> {
         match (self.oldest_open, &self.newest) {
-            // Not past an open event: the next pass starts at its second. (Stores read
-            // an empty id as no watermark, hence a placeholder.)
-            (Some(open), _) => Some(Watermark::new(open, EventId::new(OPEN_EVENT))),
+            // Not past an open event: the next pass starts at its second, or a minute
+            // ago if that is earlier (as below). (Stores read an empty id as no
+            // watermark, hence a placeholder.)
+            (Some(open), _) => Some(Watermark::new(
+                open.min(self.now.saturating_sub(SAFETY_LAG)),
+                EventId::new(OPEN_EVENT),
+            )),
             // Not past a minute ago either: an event Stripe lists a little late still
             // falls in the next pass.
             (None, Some(newest)) if newest.created > self.now.saturating_sub(SAFETY_LAG) => {
@@ -261,12 +279,38 @@ impl Reconciler {
         self
     }
 
-    /// Lists the events of a connected account (`Stripe-Account`) or context
-    /// (`Stripe-Context`) instead of the platform's.
+    /// Lists the events of a connected account or context instead of the platform's.
+    /// The v1 list is asked with `Stripe-Account` and the v2 list with
+    /// `Stripe-Context`, whichever of the two `context` sets: an account given either way
+    /// is sent in the header each list takes.
     #[must_use]
     pub fn with_context(mut self, context: RequestContext) -> Self {
         self.context = context;
         self
+    }
+
+    /// The v1 list's context: `Stripe-Account` (or, for a context that is not one
+    /// account, `Stripe-Context` as given).
+    fn v1_context(&self) -> RequestContext {
+        let c = &self.context;
+        match (c.stripe_account(), c.stripe_context()) {
+            (Some(account), _) => RequestContext::platform().with_stripe_account(account),
+            (None, Some(ctx)) if is_account_id(ctx) => {
+                RequestContext::platform().with_stripe_account(ctx)
+            }
+            (None, Some(ctx)) => RequestContext::platform().with_stripe_context(ctx),
+            (None, None) => RequestContext::platform(),
+        }
+    }
+
+    /// The v2 list's context: `Stripe-Context` (an account given as `Stripe-Account`
+    /// becomes its context).
+    fn v2_context(&self) -> RequestContext {
+        let c = &self.context;
+        match c.stripe_context().or(c.stripe_account()) {
+            Some(ctx) => RequestContext::platform().with_stripe_context(ctx),
+            None => RequestContext::platform(),
+        }
     }
 
     /// How far back to look for undelivered events, and for a cursor pass's first run.
@@ -313,14 +357,20 @@ impl Reconciler {
         frontier: &mut Frontier,
     ) -> Result<(), ReconcileError> {
         let mut events = Vec::new();
+        let context = self.v1_context();
+        // Every page's last event: a page that leads back to one already listed (the
+        // same page again, or a cycle) stops the pass rather than looping.
+        let mut seen = std::collections::HashSet::new();
         loop {
-            let page = self.client.list_events(&self.context, &params).await?;
+            let page = self.client.list_events(&context, &params).await?;
             report.pages += 1;
             report.listed += page.data.len();
             let next = page.next_params(&params);
             let stalled = page.has_more
                 && next.as_ref().map_or(true, |n| {
-                    n.starting_after.is_some() && n.starting_after == params.starting_after
+                    n.starting_after
+                        .as_ref()
+                        .map_or(true, |after| !seen.insert(after.clone()))
                 });
             if stalled {
                 return Err(ReconcileError::ListingStalled { page: report.pages });
@@ -415,18 +465,20 @@ impl Reconciler {
         // SAFETY_LAG behind the listing's start however long the listing takes.
         let mut frontier = Frontier::default();
         let mut page_token = None;
+        let context = self.v2_context();
+        let mut seen = std::collections::HashSet::new();
         loop {
             let page = self
                 .client
-                .list_v2_events(&self.context, &params, page_token.as_ref())
+                .list_v2_events(&context, &params, page_token.as_ref())
                 .await?;
             report.pages += 1;
             report.listed += page.data.len();
             notifications.extend(page.data);
-            // An empty page may still have a next one; a token that does not move on
-            // stops the pass rather than looping (or skipping what follows).
+            // An empty page may still have a next one; a token already used (the same
+            // page again, or a cycle) stops the pass rather than looping.
             match page.next_page {
-                Some(next) if page_token.as_ref() == Some(&next) => {
+                Some(next) if !seen.insert(next.clone()) => {
                     return Err(ReconcileError::ListingStalled { page: report.pages });
                 }
                 Some(next) => page_token = Some(next),
@@ -454,5 +506,73 @@ impl Reconciler {
         }
         report.cursor = self.cursors.watermark(key).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn frontier(now: i64) -> Frontier {
+        Frontier {
+            newest: None,
+            oldest_open: None,
+            now,
+        }
+    }
+
+    fn saw(f: &mut Frontier, created: i64, id: &str, kind: OutcomeKind) {
+        f.saw(
+            created,
+            &EventId::new(id),
+            &Outcome::new(kind, Instant::now()),
+        );
+    }
+
+    #[test]
+    fn an_open_event_keeps_the_cursor_a_minute_back_too() {
+        // A recent event failed: the cursor stays a minute back, not at its second, so
+        // an older event Stripe lists late still falls in the next pass.
+        let mut f = frontier(1000);
+        saw(
+            &mut f,
+            995,
+            "evt_open",
+            OutcomeKind::InProgress {
+                retry_after: Duration::from_secs(1),
+            },
+        );
+        saw(&mut f, 999, "evt_done", OutcomeKind::Processed);
+        assert_eq!(f.target().map(|w| w.created), Some(1000 - SAFETY_LAG));
+        // An older open event: its own second.
+        saw(
+            &mut f,
+            500,
+            "evt_old",
+            OutcomeKind::InProgress {
+                retry_after: Duration::from_secs(1),
+            },
+        );
+        assert_eq!(f.target().map(|w| w.created), Some(500));
+    }
+
+    #[test]
+    fn a_lost_lease_holds_the_cursor() {
+        // Another delivery took the event over while it ran; if that one fails, the next
+        // pass must still list it.
+        let mut f = frontier(10_000);
+        saw(&mut f, 100, "evt_taken", OutcomeKind::LeaseLost);
+        saw(&mut f, 200, "evt_done", OutcomeKind::Processed);
+        assert_eq!(f.target().map(|w| w.created), Some(100));
+    }
+
+    #[test]
+    fn account_ids_are_told_from_other_contexts() {
+        assert!(is_account_id("acct_1Abc"));
+        for not in ["acct_", "acct_1/acct_2", "org_1", "", "acct_1 x"] {
+            assert!(!is_account_id(not), "{not:?}");
+        }
     }
 }

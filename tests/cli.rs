@@ -196,11 +196,24 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
     let missing = on(store, &["requeue", "evt_no_such_event"]).await;
     assert_eq!(missing.code, 3, "{missing:#?}");
 
-    // Purge: the completed job, with nothing newer than it kept.
+    // Purge: under Stripe's three days of retries only with --force (the refused purge
+    // deletes nothing: the forced one below still finds the job).
     tokio::time::sleep(Duration::from_millis(20)).await;
+    let refused = on(store, &["purge", "--older-than", "1h"]).await;
+    assert_eq!(refused.code, 2, "{refused:#?}");
+    assert!(refused.stderr.contains("--force"), "{refused:#?}");
+    // Then the completed job, with nothing newer than it kept.
     let purged = on(
         store,
-        &["purge", "--older-than", "0s", "--batch", "1", "--json"],
+        &[
+            "purge",
+            "--older-than",
+            "0s",
+            "--batch",
+            "1",
+            "--force",
+            "--json",
+        ],
     )
     .await
     .ok()
@@ -254,13 +267,28 @@ async fn output_is_safe_for_terminals_and_pipes() {
         .await
         .unwrap();
     let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
-    let error = "handler failed: no customer \u{1b}]0;pwned\u{7}\u{1b}[2J named";
+    let error = "handler failed: no customer \u{1b}]0;pwned\u{7}\u{1b}[2J named \u{7f}\u{9b}";
     queue.fail(&taken[0].token, error, None).await.unwrap();
     for args in [&["show", "evt_esc"][..], &["dead"][..]] {
         let out = on(&flags, args).await.ok();
         assert!(!out.stdout.contains('\u{1b}'), "{args:?}: {:?}", out.stdout);
         assert!(!out.stdout.contains('\u{7}'), "{args:?}: {:?}", out.stdout);
+        assert!(!out.stdout.contains('\u{9b}'), "{args:?}: {:?}", out.stdout);
         assert!(out.stdout.contains("\\u{1b}"), "{args:?}: {:?}", out.stdout);
+    }
+    // With --json the output stays JSON (DEL and the C1 controls as JSON escapes), and
+    // still has no raw control for the terminal.
+    for args in [&["show", "evt_esc", "--json"][..], &["dead", "--json"][..]] {
+        let out = on(&flags, args).await.ok();
+        assert!(
+            !out.stdout.chars().any(|c| c.is_control() && c != '\n'),
+            "{args:?}: {:?}",
+            out.stdout
+        );
+        let parsed: Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {:?}", out.stdout));
+        assert!(parsed.to_string().contains("\\u001b]0;pwned"), "{parsed}");
+        assert!(parsed.to_string().contains('\u{9b}'), "{parsed}");
     }
 
     // A 1 MB body, and a reader that takes a few bytes and leaves.
@@ -405,6 +433,8 @@ async fn usage_errors_exit_2_and_help_documents_exit_codes() {
     assert_eq!(cli(&["requeue"]).await.code, 2);
     assert_eq!(cli(&["requeue", "evt_1", "--all-dead"]).await.code, 2);
     assert_eq!(cli(&["purge", "--older-than", "soon"]).await.code, 2);
+    assert_eq!(cli(&["purge", "--older-than", "3600"]).await.code, 2);
+    assert_eq!(cli(&["--redis-url", "notaurl", "status"]).await.code, 2);
     assert_eq!(cli(&["no-such-command"]).await.code, 2);
     let help = cli(&["--help"]).await.ok().stdout;
     for line in ["Exit codes", "3  not found", "2  usage"] {
@@ -514,10 +544,24 @@ async fn unreachable_postgres_names_the_url_without_its_password() {
 /// key/value strings (not URLs, refused with the value named) are hidden too.
 #[tokio::test]
 async fn odd_database_urls_are_named_without_their_passwords() {
-    for url in [
-        "postgres://app:pg/pass#never?shown@127.0.0.1:1/app",
-        "host=127.0.0.1 user=app password=pg/pass#never?shown dbname=app",
-        "redis://:pg/pass#never?shown@127.0.0.1:1/0",
+    for (url, parts) in [
+        (
+            "postgres://app:pg/pass#never?shown@127.0.0.1:1/app",
+            &["pg/pass", "never?shown"][..],
+        ),
+        (
+            "host=127.0.0.1 user=app password=pg/pass#never?shown dbname=app",
+            &["pg/pass", "never?shown"],
+        ),
+        (
+            "redis://:pg/pass#never?shown@127.0.0.1:1/0",
+            &["pg/pass", "never?shown"],
+        ),
+        // The redis crate's password for a Unix socket is a `pass` parameter.
+        (
+            "redis+unix:///nonexistent/redis.sock?db=0&pass=unix-never-shown",
+            &["unix-never-shown"],
+        ),
     ] {
         let flag = if url.starts_with("redis") {
             "--redis-url"
@@ -527,7 +571,7 @@ async fn odd_database_urls_are_named_without_their_passwords() {
         let out = cli(&[flag, url, "status"]).await;
         assert_ne!(out.code, 0, "{out:#?}");
         assert!(out.stderr.contains("***"), "{url}: {out:#?}");
-        for part in ["pg/pass", "never?shown"] {
+        for part in parts {
             assert!(
                 !out.stderr.contains(part) && !out.stdout.contains(part),
                 "{url}: {out:#?}"

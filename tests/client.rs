@@ -374,8 +374,25 @@ async fn list_v2_events_follows_page_tokens() {
     assert_eq!(got, ["evt_v2_4", "evt_v2_2"]);
     let last = fake.requests().pop().unwrap();
     assert_eq!(last.query_value("object_id"), Some("cus_a"));
-    assert_eq!(last.query_values("types"), ["v1.customer.updated"]);
-    assert!(last.query_value("created_gte").is_some());
+    assert_eq!(last.query_value("types[0]"), Some("v1.customer.updated"));
+    assert!(last.query_value("created[gte]").is_some());
+
+    // A misspelt filter is refused, as Stripe refuses it, rather than ignored.
+    let err = client
+        .get(
+            &ctx,
+            "/v2/core/events",
+            &[("created_gte".to_owned(), testing::rfc3339(BASE))],
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        stripe_webhooks::client::ClientError::Api(e) => {
+            assert_eq!(e.status, 400, "{err}");
+            assert_eq!(e.code.as_deref(), Some("parameter_unknown"), "{err}");
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -1039,6 +1039,66 @@ mod postgres {
         a_failing_job_retries_then_dies_and_runs_once_after_requeue_on(queue("qdead").await).await;
     }
 
+    /// Takes in per-object order from eight connections at once while updates of 300
+    /// objects arrive out of order (the later one queued first): no object ever has two
+    /// jobs taken at once. (Each take's statement reads its own snapshot; a job queued
+    /// between two takes' starts must not let both pass the order check.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_takes_in_order_never_hold_two_jobs_of_one_object() {
+        const OBJECTS: usize = 300;
+        let queue = queue("qorderrace").await;
+        let held: Arc<Mutex<std::collections::HashMap<String, usize>>> = Arc::default();
+        let done = Arc::new(AtomicUsize::new(0));
+        let t = testing::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (queue, held, done) = (queue.clone(), Arc::clone(&held), Arc::clone(&done));
+            tasks.spawn(async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                while done.load(Ordering::SeqCst) < 2 * OBJECTS {
+                    assert!(std::time::Instant::now() < deadline, "jobs left undone");
+                    let jobs = queue.take(4, Duration::from_secs(30), true).await.unwrap();
+                    if jobs.is_empty() {
+                        // Takes that overlap as much as they can: the race is between
+                        // two of them and an enqueue.
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    let objects: Vec<String> = jobs
+                        .iter()
+                        .map(|j| j.key().as_str().rsplit_once('_').unwrap().0.to_owned())
+                        .collect();
+                    for o in &objects {
+                        let mut h = held.lock().unwrap();
+                        let n = h.entry(o.clone()).or_default();
+                        *n += 1;
+                        assert_eq!(*n, 1, "two jobs of {o} taken at once");
+                    }
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                    for (job, o) in jobs.iter().zip(&objects) {
+                        *held.lock().unwrap().get_mut(o).unwrap() -= 1;
+                        queue.complete(&job.token).await.unwrap();
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+        for n in 0..OBJECTS {
+            let customer = format!("cus_race{n}");
+            enqueue_body(
+                &queue,
+                &customer_event(&format!("evt{n}_b"), &customer, t + 1),
+            )
+            .await;
+            enqueue_body(&queue, &customer_event(&format!("evt{n}_a"), &customer, t)).await;
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        let c = queue.counts().await.unwrap();
+        assert_eq!(c.completed, 2 * OBJECTS as u64, "{c:?}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres_per_object_order_runs_a_slow_update_before_the_later_one() {
         per_object_order_runs_a_slow_update_before_the_later_one_on(queue("qorder").await).await;
@@ -1112,6 +1172,45 @@ mod redis_queue {
                 .unwrap();
         })
         .await;
+    }
+
+    /// A completed-set member whose job is gone is dropped and not counted as purged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_purge_counts_only_the_jobs_it_deleted() {
+        let prefix = unique("qpurge");
+        let queue = RedisStore::new(connect().await)
+            .with_prefix(&prefix)
+            .unwrap()
+            .queue();
+        let mut conn = connect().await;
+        for id in ["evt_purge_1", "evt_purge_2"] {
+            let body = testing::event_for_type(id, "invoice.paid").unwrap();
+            queue
+                .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+                .await
+                .unwrap();
+        }
+        for job in queue.take(2, Duration::from_secs(60), false).await.unwrap() {
+            queue.complete(&job.token).await.unwrap();
+        }
+        // Two members with no job behind them, older than both completions.
+        for stale in ["evt_stale_1", "evt_stale_2"] {
+            let _: () = redis::cmd("ZADD")
+                .arg(format!("{prefix}:q:completed"))
+                .arg(1)
+                .arg(stale)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        assert_eq!(queue.purge_completed(Duration::ZERO, 2).await.unwrap(), 2);
+        assert_eq!(queue.purge_completed(Duration::ZERO, 2).await.unwrap(), 0);
+        let left: u64 = redis::cmd("ZCARD")
+            .arg(format!("{prefix}:q:completed"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -223,7 +223,7 @@ async fn a_failed_event_holds_the_cursor_until_it_succeeds() {
             .add_event(&event(
                 &format!("evt_f{i}"),
                 "invoice.paid",
-                now - 60 + i * 10,
+                now - 200 + i * 10,
             ))
             .unwrap();
     }
@@ -232,18 +232,31 @@ async fn a_failed_event_holds_the_cursor_until_it_succeeds() {
     assert_eq!((r.processed, r.failed), (5, 1), "{r:?}");
     assert_eq!(
         r.cursor.as_ref().unwrap().created,
-        now - 40,
+        now - 180,
         "held at the failed event's second"
     );
-    // Fixed: the next pass lists from there, runs it, and moves on.
+    // Fixed: the next pass lists from there, runs it, and moves on, to the newest event
+    // (older than a minute: events Stripe lists a little late are older than that).
     s.runs.fail.lock().unwrap().clear();
     let r = s.reconciler().since_cursor().await.unwrap();
     assert_eq!((r.processed, r.failed), (1, 0), "{r:?}");
-    // All settled: the cursor may move up to a minute ago (events Stripe lists a little
-    // late still fall in the next pass), never to the newest event and never back, so
-    // here it stays where the first pass held it.
-    assert_eq!(r.cursor.unwrap().created, now - 40);
+    let cursor = r.cursor.unwrap();
+    assert_eq!(
+        (cursor.created, cursor.event_id.as_str()),
+        (now - 150, "evt_f5")
+    );
     s.runs.all_once(6);
+
+    // A recent event that fails holds the cursor a minute back, not at its own second,
+    // so an older event that Stripe lists late still falls in the next pass.
+    s.fake
+        .add_event(&event("evt_recent", "invoice.paid", now - 5))
+        .unwrap();
+    s.runs.fail.lock().unwrap().push("evt_recent".to_owned());
+    let r = s.reconciler().since_cursor().await.unwrap();
+    assert_eq!((r.processed, r.failed), (0, 1), "{r:?}");
+    let held = r.cursor.unwrap().created;
+    assert!(held <= now - 55 && held >= now - 150, "{held}");
 }
 
 #[tokio::test]
@@ -299,7 +312,7 @@ async fn connect_reconcilers_list_with_their_account() {
     let r = s
         .reconciler()
         .with_name("acct_9")
-        .with_context(ctx)
+        .with_context(ctx.clone())
         .since_cursor()
         .await
         .unwrap();
@@ -317,6 +330,30 @@ async fn connect_reconcilers_list_with_their_account() {
         .await
         .unwrap()
         .is_some());
+
+    // The same reconciler's thin pass asks the v2 list with `Stripe-Context` (the v2
+    // API's header), not `Stripe-Account`, and finds the account's thin events.
+    let thin = ThinEventBuilder::new("evt_thin_acct", "v1.price.activated")
+        .created(testing::now() - 5)
+        .context("acct_9")
+        .build();
+    s.fake.add_v2_event(&thin).unwrap();
+    let r = s
+        .reconciler()
+        .with_name("acct_9")
+        .with_context(ctx)
+        .thin_since_cursor()
+        .await
+        .unwrap();
+    assert_eq!((r.listed, r.processed), (1, 1), "{r:?}");
+    let listed = s
+        .fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path == "/v2/core/events")
+        .unwrap();
+    assert_eq!(listed.header("stripe-context"), Some("acct_9"));
+    assert_eq!(listed.header("stripe-account"), None);
 }
 
 #[tokio::test]
@@ -478,6 +515,8 @@ async fn an_ack_fast_processor_queues_reconciled_events_for_its_workers() {
 /// `GET /v2/core/events` an empty page pointing at the same next page.
 struct Stuck {
     v1: String,
+    /// The v2 list's answer, when not the default empty page pointing at itself.
+    v2: Option<String>,
 }
 
 #[async_trait]
@@ -490,6 +529,7 @@ impl StripeClient for Stuck {
     ) -> Result<String, stripe_webhooks::client::ClientError> {
         Ok(match path {
             "/v1/events" => self.v1.clone(),
+            _ if self.v2.is_some() => self.v2.clone().unwrap_or_default(),
             _ => r#"{"data":[],"next_page_url":"/v2/core/events?page=tok_same","previous_page_url":null}"#
                 .to_owned(),
         })
@@ -500,8 +540,13 @@ impl StripeClient for Stuck {
 async fn a_listing_that_stops_moving_fails_the_pass_and_keeps_the_cursor() {
     let s = setup().await;
     let now = testing::now();
-    let reconciler =
-        |v1: String| Reconciler::new(Stuck { v1 }, Arc::clone(&s.processor), Arc::clone(&s.store));
+    let reconciler = |v1: String| {
+        Reconciler::new(
+            Stuck { v1, v2: None },
+            Arc::clone(&s.processor),
+            Arc::clone(&s.store),
+        )
+    };
     // `has_more` with no events: no way to the rest.
     let empty = r#"{"object":"list","data":[],"has_more":true,"url":"/v1/events"}"#;
     let err = reconciler(empty.to_owned())
@@ -537,6 +582,21 @@ async fn a_listing_that_stops_moving_fails_the_pass_and_keeps_the_cursor() {
         "{err}"
     );
     assert!(err.to_string().contains("after page 2"), "{err}");
+    // v2: a next page whose URL carries no token is an error, not the end of the list
+    // (the older pages after it would be skipped and the cursor moved past them).
+    let no_token = Reconciler::new(
+        Stuck {
+            v1: empty.to_owned(),
+            v2: Some(
+                r#"{"data":[],"next_page_url":"/v2/core/events?cursor=x","previous_page_url":null}"#
+                    .to_owned(),
+            ),
+        },
+        Arc::clone(&s.processor),
+        Arc::clone(&s.store),
+    );
+    let err = no_token.thin_since_cursor().await.unwrap_err();
+    assert!(err.to_string().contains("no `page` parameter"), "{err}");
     // Nothing ran and no cursor moved.
     assert_eq!(s.runs.total(), 0);
     for key in ["reconcile:default:v1", "reconcile:default:v2"] {

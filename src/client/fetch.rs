@@ -313,8 +313,10 @@ pub enum FetchLatestError {
 /// events delivered late or out of order act on the object as it is now.
 ///
 /// A failed fetch fails the delivery ([`HandlerError`], answered 500, so Stripe
-/// delivers the event again); the inner handler never sees the stale snapshot for a
-/// chosen type. Other types pass through untouched.
+/// delivers the event again); the inner handler's `handle` never sees the stale
+/// snapshot for a chosen type. Other types pass through untouched, and so does an
+/// event the ordering guard found stale: `handle_stale` gets it as delivered (it was
+/// not applied, so there is nothing to fetch for).
 ///
 /// ```
 /// use std::sync::Arc;

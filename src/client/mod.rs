@@ -605,12 +605,14 @@ pub struct ListV2EventsParams {
     pub object_id: Option<String>,
     /// `types`: only these types.
     pub types: Vec<String>,
-    /// `created_gt` (RFC 3339).
+    /// `created[gt]` (RFC 3339).
     pub created_gt: Option<String>,
-    /// `created_gte` (RFC 3339).
+    /// `created[gte]` (RFC 3339).
     pub created_gte: Option<String>,
-    /// `created_lt` (RFC 3339).
+    /// `created[lt]` (RFC 3339).
     pub created_lt: Option<String>,
+    /// `created[lte]` (RFC 3339).
+    pub created_lte: Option<String>,
     /// `limit`: 1 to 100.
     pub limit: Option<u8>,
 }
@@ -639,24 +641,31 @@ impl ListV2EventsParams {
         self
     }
 
-    /// Sets `created_gt` (RFC 3339, for example `testing::rfc3339(unix)`).
+    /// Sets `created[gt]` (RFC 3339, for example `testing::rfc3339(unix)`).
     #[must_use]
     pub fn with_created_gt(mut self, rfc3339: impl Into<String>) -> Self {
         self.created_gt = Some(rfc3339.into());
         self
     }
 
-    /// Sets `created_gte` (RFC 3339).
+    /// Sets `created[gte]` (RFC 3339).
     #[must_use]
     pub fn with_created_gte(mut self, rfc3339: impl Into<String>) -> Self {
         self.created_gte = Some(rfc3339.into());
         self
     }
 
-    /// Sets `created_lt` (RFC 3339).
+    /// Sets `created[lt]` (RFC 3339).
     #[must_use]
     pub fn with_created_lt(mut self, rfc3339: impl Into<String>) -> Self {
         self.created_lt = Some(rfc3339.into());
+        self
+    }
+
+    /// Sets `created[lte]` (RFC 3339).
+    #[must_use]
+    pub fn with_created_lte(mut self, rfc3339: impl Into<String>) -> Self {
+        self.created_lte = Some(rfc3339.into());
         self
     }
 
@@ -667,19 +676,22 @@ impl ListV2EventsParams {
         self
     }
 
-    /// The query string pairs, as Stripe spells them.
+    /// The query string pairs, as Stripe's SDKs spell a v2 list's query (stripe-node
+    /// 23.1.0, API `2026-10-28.endive`): `types[0]`, `types[1]`, … and the `created`
+    /// object's members in brackets (`created[gte]`).
     pub fn to_query(&self) -> Vec<(String, String)> {
         let mut q = Vec::new();
         if let Some(v) = &self.object_id {
             q.push(("object_id".to_owned(), v.clone()));
         }
-        for t in &self.types {
-            q.push(("types".to_owned(), t.clone()));
+        for (i, t) in self.types.iter().enumerate() {
+            q.push((format!("types[{i}]"), t.clone()));
         }
         for (k, v) in [
-            ("created_gt", &self.created_gt),
-            ("created_gte", &self.created_gte),
-            ("created_lt", &self.created_lt),
+            ("created[gt]", &self.created_gt),
+            ("created[gte]", &self.created_gte),
+            ("created[lt]", &self.created_lt),
+            ("created[lte]", &self.created_lte),
         ] {
             if let Some(v) = v {
                 q.push((k.to_owned(), v.clone()));
@@ -884,9 +896,18 @@ pub trait StripeClient: Send + Sync + 'static {
             .map(|raw| EventNotification::from_slice(raw.get().as_bytes()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ClientError::decode(path, e))?;
+        // A next page that cannot be followed is an error, never the end of the list:
+        // the pages after it (older events) would be skipped.
+        let next_page = match list.next_page_url.as_deref() {
+            None => None,
+            Some(url) => Some(PageToken::from_url(url).ok_or_else(|| ClientError::Decode {
+                path: path.to_owned(),
+                message: format!("next_page_url {url:?} has no `page` parameter"),
+            })?),
+        };
         Ok(NotificationPage {
             data,
-            next_page: list.next_page_url.as_deref().and_then(PageToken::from_url),
+            next_page,
             previous_page: list
                 .previous_page_url
                 .as_deref()
@@ -955,8 +976,10 @@ fn decode_escapes(s: &str, plus_is_space: bool) -> String {
         match b[i] {
             b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < b.len() => {
+                // Two hex digits exactly (`from_str_radix` alone would take `+1`).
                 match std::str::from_utf8(&b[i + 1..i + 3])
                     .ok()
+                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                 {
                     Some(v) => {
@@ -1011,6 +1034,8 @@ mod tests {
         assert_eq!(percent_decode("a+b%2"), "a b%2");
         assert_eq!(percent_decode("%zz"), "%zz");
         assert_eq!(percent_decode("%"), "%");
+        assert_eq!(decode_escapes("%+1%-f", false), "%+1%-f");
+        assert_eq!(decode_escapes("%2B%2b", false), "++");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - **Overview**: the jobs in each state, how long the oldest queued job has waited,
 //!   the dead jobs (each with a *Requeue* button, and *Requeue all dead*), the retrying
 //!   ones (*Run now*) and the most recent deliveries;
-//! - **a state**: every job in it, oldest first;
+//! - **a state**: its oldest jobs, oldest first (four pages' worth: 200 by default), with
+//!   the state's count;
 //! - **a job**: its record (type, attempts, times, last error) and its raw JSON,
 //!   pretty-printed.
 //!
@@ -211,7 +212,8 @@ impl Console {
         self
     }
 
-    /// How many jobs each list shows (at least 1; default [`DEFAULT_PAGE_SIZE`]).
+    /// How many jobs each list of the overview shows (at least 1; default
+    /// [`DEFAULT_PAGE_SIZE`]); a state's own page shows four times as many.
     #[must_use]
     pub fn with_page_size(mut self, n: usize) -> Self {
         self.page_size = n.max(1);
@@ -246,14 +248,27 @@ impl Console {
 /// assert!(check(&parts));
 /// ```
 pub fn basic_auth(user: &str, password: &str) -> impl Fn(&Parts) -> bool + Send + Sync + 'static {
-    let expected = (!password.is_empty()).then(|| base64(format!("{user}:{password}").as_bytes()));
+    let expected = (!password.is_empty())
+        .then(|| digest(base64(format!("{user}:{password}").as_bytes()).as_bytes()));
     move |parts: &Parts| {
         let Some(expected) = &expected else {
             return false;
         };
-        credentials(&parts.headers, "basic")
-            .is_some_and(|given| bool::from(given.as_bytes().ct_eq(expected.as_bytes())))
+        credentials(&parts.headers, "basic").is_some_and(|given| same_digest(given, expected))
     }
+}
+
+/// A credential's SHA-256: comparing digests, which all have one length, in constant
+/// time does not tell the length of the expected value either (a slice compare stops at
+/// a length that differs).
+fn digest(credential: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(credential).into()
+}
+
+/// Whether `given` hashes to `expected`, compared in constant time.
+fn same_digest(given: &str, expected: &[u8; 32]) -> bool {
+    bool::from(digest(given.as_bytes()).ct_eq(expected))
 }
 
 /// An authorization check for a bearer token: accepts `Authorization: Bearer <token>`,
@@ -267,11 +282,12 @@ pub fn basic_auth(user: &str, password: &str) -> impl Fn(&Parts) -> bool + Send 
 /// assert!(check(&parts));
 /// ```
 pub fn bearer_token(token: &str) -> impl Fn(&Parts) -> bool + Send + Sync + 'static {
-    let expected = token.to_owned();
+    let expected = (!token.is_empty()).then(|| digest(token.as_bytes()));
     move |parts: &Parts| {
-        !expected.is_empty()
-            && credentials(&parts.headers, "bearer")
-                .is_some_and(|given| bool::from(given.as_bytes().ct_eq(expected.as_bytes())))
+        let Some(expected) = &expected else {
+            return false;
+        };
+        credentials(&parts.headers, "bearer").is_some_and(|given| same_digest(given, expected))
     }
 }
 
@@ -707,6 +723,37 @@ fn note_requeued_dead(n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_auth(value: &str) -> Parts {
+        let (parts, ()) = http::Request::get("/")
+            .header("authorization", value)
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts
+    }
+
+    #[test]
+    fn credentials_of_any_length_but_the_right_one_are_refused() {
+        let check = bearer_token("t0ken");
+        assert!(check(&with_auth("Bearer t0ken")));
+        assert!(check(&with_auth("bearer  t0ken ")));
+        for wrong in ["t0ke", "t0kenn", "t0keN", "", "x", "t0ken t0ken"] {
+            assert!(!check(&with_auth(&format!("Bearer {wrong}"))), "{wrong:?}");
+        }
+        assert!(!check(&with_auth("Basic t0ken")));
+        assert!(!bearer_token("")(&with_auth("Bearer ")));
+
+        let check = basic_auth("admin", "s3cret");
+        assert!(check(&with_auth(&format!(
+            "Basic {}",
+            base64(b"admin:s3cret")
+        ))));
+        for wrong in ["admin:s3cre", "admin:s3crett", "admin:", "Admin:s3cret"] {
+            let value = format!("Basic {}", base64(wrong.as_bytes()));
+            assert!(!check(&with_auth(&value)), "{wrong:?}");
+        }
+    }
 
     #[test]
     fn base64_matches_rfc_4648() {

@@ -101,7 +101,8 @@ impl<'a> NewJob<'a> {
             event_id: event.id().clone(),
             event_type: event.event_type().as_str().to_owned(),
             kind: PayloadKind::Snapshot,
-            object_id: event.ordering_key(),
+            // An empty id names no object (every queue reads it so).
+            object_id: event.ordering_key().filter(|id| !id.is_empty()),
             created: event.created(),
             body,
         }
@@ -121,7 +122,10 @@ impl<'a> NewJob<'a> {
             event_id: n.id.clone(),
             event_type: n.event_type.as_str().to_owned(),
             kind: PayloadKind::Thin,
-            object_id: n.related_object_id().map(str::to_owned),
+            object_id: n
+                .related_object_id()
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned),
             created: n.created_unix().unwrap_or(0),
             body,
         }
@@ -488,7 +492,9 @@ pub trait Queue: Send + Sync + 'static {
     /// Stripe delivers the event again.
     async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError>;
 
-    /// Takes up to `max` due jobs, oldest first, leasing each for `lease`.
+    /// Takes up to `max` due jobs, leasing each for `lease`: the SQL and memory queues
+    /// take the longest due first; Redis takes jobs whose lease ended first, then new
+    /// ones in the order they were queued.
     ///
     /// # Errors
     ///

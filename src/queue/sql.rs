@@ -40,6 +40,12 @@ pub(crate) struct Statements {
     take: &'static str,
     /// The extra condition of per-object order, on the candidate row `j`.
     in_order: &'static str,
+    /// Run first, in the same transaction, by a take in per-object order where takes
+    /// can run at once (PostgreSQL): it waits for any other such take to commit, so this
+    /// take's statement reads a snapshot that has the other's jobs as running. Without
+    /// it, two takes could each pick a job of one object that the other's snapshot did
+    /// not show (one enqueued between their starts), and run both at once.
+    order_lock: Option<&'static str>,
     extend: &'static str,
     complete: &'static str,
     retry: &'static str,
@@ -80,6 +86,8 @@ const SQLITE: Statements = Statements {
         AND j.run_at <= {now}{order} ORDER BY j.run_at, j.seq LIMIT ?3) \
         RETURNING seq, job_key, event_id, event_type, kind, body, attempts, created",
     in_order: IN_ORDER,
+    // One writer at a time: a take's statement always sees the takes before it.
+    order_lock: None,
     extend: "UPDATE {j} SET run_at = {now} + ?3 \
         WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
     complete: "UPDATE {j} SET state = 'completed', finished_at = {now}, run_at = {now} \
@@ -117,6 +125,7 @@ const POSTGRES: Statements = Statements {
         run_at = {now} + $2 FROM picked WHERE t.seq = picked.seq \
         RETURNING t.seq, t.job_key, t.event_id, t.event_type, t.kind, t.body, t.attempts, t.created",
     in_order: IN_ORDER,
+    order_lock: Some("SELECT pg_advisory_xact_lock(hashtext('stripe_webhooks take {j}'))"),
     extend: "UPDATE {j} SET run_at = {now} + $3 \
         WHERE job_key = $1 AND fence = $2 AND state = 'running'",
     complete: "UPDATE {j} SET state = 'completed', finished_at = {now}, run_at = {now} \
@@ -214,6 +223,7 @@ struct Rendered {
     enqueue: String,
     take: String,
     take_in_order: String,
+    order_lock: Option<String>,
     extend: String,
     complete: String,
     retry: String,
@@ -239,6 +249,7 @@ impl Rendered {
             enqueue: r(s.enqueue),
             take: r(&s.take.replace("{order}", "")),
             take_in_order: r(&s.take.replace("{order}", s.in_order)),
+            order_lock: s.order_lock.map(r),
             extend: r(s.extend),
             complete: r(s.complete),
             retry: r(s.retry),
@@ -350,13 +361,22 @@ where
         } else {
             &self.sql.take
         };
-        let rows = sqlx::query(statement)
+        let take = sqlx::query(statement)
             .bind(batch.fence_hex())
-            .bind(millis(lease))
-            .bind(i64::try_from(max).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+            // At least a millisecond: a lease that ends as it is taken would let a take
+            // that starts a moment later take the job again.
+            .bind(millis(lease.max(Duration::from_millis(1))))
+            .bind(i64::try_from(max).unwrap_or(i64::MAX));
+        let rows = match self.sql.order_lock.as_deref().filter(|_| per_object_order) {
+            None => take.fetch_all(&self.pool).await.map_err(db_err)?,
+            Some(lock) => {
+                let mut tx = self.pool.begin().await.map_err(db_err)?;
+                sqlx::query(lock).execute(&mut *tx).await.map_err(db_err)?;
+                let rows = take.fetch_all(&mut *tx).await.map_err(db_err)?;
+                tx.commit().await.map_err(db_err)?;
+                rows
+            }
+        };
         let mut jobs = Vec::with_capacity(rows.len());
         let mut unreadable = Vec::new();
         for row in rows {

@@ -162,9 +162,13 @@ impl State {
 ///   `starting_after`, `ending_before` and `limit` (1–100, default 10), answering
 ///   `{"object": "list", "data", "has_more", "url"}`;
 /// - `GET /v1/events/{id}` ([`add_event`](Self::add_event));
-/// - `GET /v2/core/events` with `object_id`, `types`, `created_gt|gte|lt|lte`, `limit`
-///   (default 20) and `page`, answering `{"data", "next_page_url", "previous_page_url"}`
-///   (the page URLs keep the filters);
+/// - `GET /v2/core/events` with `object_id`, `types[0]`, `types[1]`, … (or `types`
+///   repeated), `created[gt|gte|lt|lte]`
+///   (RFC 3339), `limit` (default 20) and `page`, answering `{"data", "next_page_url",
+///   "previous_page_url"}` (the page URLs keep the filters);
+///
+/// Either list refuses a parameter it does not know with Stripe's 400
+/// `parameter_unknown`, so a misspelt filter fails a test instead of listing everything.
 /// - `GET /v2/core/events/{id}` ([`add_v2_event`](Self::add_v2_event));
 /// - any object by its path ([`add_object`](Self::add_object)).
 ///
@@ -760,8 +764,52 @@ fn newest_first<'a>(events: &[&'a StoredEvent]) -> Vec<&'a StoredEvent> {
     all
 }
 
+/// Stripe's answer to a parameter the endpoint does not take: 400, `parameter_unknown`.
+fn only_known_params(
+    request: &RecordedRequest,
+    names: &[&str],
+    prefixes: &[&str],
+) -> Result<(), Answer> {
+    match request
+        .query
+        .iter()
+        .find(|(k, _)| !names.contains(&k.as_str()) && !prefixes.iter().any(|p| k.starts_with(p)))
+    {
+        None => Ok(()),
+        Some((k, _)) => {
+            let mut a = Answer::error(
+                400,
+                "invalid_request_error",
+                Some("parameter_unknown"),
+                &format!("Received unknown parameter: {k}"),
+            );
+            if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&a.body) {
+                v["error"]["param"] = k.as_str().into();
+                a.body = v.to_string();
+            }
+            Err(a)
+        }
+    }
+}
+
 fn list_v1(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
     let result = (|| {
+        only_known_params(
+            request,
+            &[
+                "limit",
+                "created",
+                "created[gte]",
+                "created[gt]",
+                "created[lt]",
+                "created[lte]",
+                "delivery_success",
+                "type",
+                "starting_after",
+                "ending_before",
+            ],
+            &["types[", "expand["],
+        )?;
         let limit = limit_param(request, 10)?;
         let gte = int_param(request, "created[gte]")?;
         let gt = int_param(request, "created[gt]")?;
@@ -865,11 +913,25 @@ fn time_param(request: &RecordedRequest, name: &str) -> Result<Option<i64>, Answ
 
 fn list_v2(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
     let result = (|| {
+        only_known_params(
+            request,
+            &[
+                "limit",
+                "page",
+                "object_id",
+                "types",
+                "created[gt]",
+                "created[gte]",
+                "created[lt]",
+                "created[lte]",
+            ],
+            &["types["],
+        )?;
         let limit = limit_param(request, 20)?;
-        let gt = time_param(request, "created_gt")?;
-        let gte = time_param(request, "created_gte")?;
-        let lt = time_param(request, "created_lt")?;
-        let lte = time_param(request, "created_lte")?;
+        let gt = time_param(request, "created[gt]")?;
+        let gte = time_param(request, "created[gte]")?;
+        let lt = time_param(request, "created[lt]")?;
+        let lte = time_param(request, "created[lte]")?;
         let object_id = request.query_value("object_id");
         let types = types_param(request);
         let offset = match request.query_value("page") {
@@ -901,8 +963,8 @@ fn list_v2(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
                 "/v2/core/events?limit={limit}{filters}&page=fake_page_{offset}"
             ))
         };
-        let next = if offset + limit < matching.len() {
-            url(offset + limit)
+        let next = if offset.saturating_add(limit) < matching.len() {
+            url(offset.saturating_add(limit))
         } else {
             serde_json::Value::Null
         };

@@ -210,7 +210,15 @@ async fn open_redis(url: &str, prefix: Option<&str>) -> Result<Backend, CliError
         target: target.clone(),
         source,
     };
-    let client = redis::Client::open(url).map_err(|e| unreachable(Box::new(e)))?;
+    // A value that is not a Redis URL at all is the caller's mistake (exit 2), like a
+    // PostgreSQL URL with the wrong scheme.
+    let client = redis::Client::open(url).map_err(|e| {
+        CliError::Usage(format!(
+            "--redis-url (REDIS_URL) {:?} is not a Redis URL: {}",
+            redact_url(url),
+            redact_url(&e.to_string())
+        ))
+    })?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_number_of_retries(1)
         .set_connection_timeout(CONNECT_TIMEOUT)

@@ -99,8 +99,6 @@ fn print_rows(rows: &[Row], empty: &str, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Says on stderr why the queue's part is missing (stdout stays valid JSON or a table).
-
 #[derive(Debug, Serialize)]
 struct Status<'a> {
     store: &'static str,
@@ -406,16 +404,29 @@ struct Purged {
     store_records: u64,
 }
 
+/// How long Stripe retries a delivery: a completed job younger than this may still see
+/// its event again, and its key is what makes that a duplicate.
+const STRIPE_RETRY_WINDOW: Duration = Duration::from_secs(3 * 86_400);
+
 /// `purge`: completed jobs older than `older_than`, in batches, and the store's expired
-/// records.
+/// records. Under [`STRIPE_RETRY_WINDOW`] only with `force`.
 pub(crate) async fn purge(
     b: &Backend,
     older_than: Duration,
     batch: usize,
+    force: bool,
     json: bool,
 ) -> Result<(), CliError> {
     if batch == 0 {
         return Err(CliError::Usage("--batch must be at least 1".to_owned()));
+    }
+    if older_than < STRIPE_RETRY_WINDOW && !force {
+        return Err(CliError::Usage(format!(
+            "--older-than {} is under 3 days: Stripe retries a delivery for up to three days \
+             and the reconciler looks back as far, and a purged job's event would run again; \
+             pass --force to purge anyway",
+            human(older_than)
+        )));
     }
     let mut completed_jobs = 0;
     let queue = b.queue();

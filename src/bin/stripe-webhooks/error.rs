@@ -178,11 +178,25 @@ fn url_password(url: &str) -> Option<&str> {
 
 /// The values of every setting whose name contains `password` (`password`,
 /// `sslpassword`): as query parameters (`?password=…&…`) and as libpq key/value pairs
-/// (`host=db password=… dbname=app`, `password = '…'`, quoted values with spaces).
+/// (`host=db password=… dbname=app`, `password = '…'`, quoted values with spaces); and
+/// of a URL's `pass` query parameter (the redis crate's password for a Unix socket,
+/// `redis+unix:///run/redis.sock?pass=…`).
 fn setting_passwords(text: &str) -> Vec<String> {
     let lower = text.to_ascii_lowercase();
     let url = text.contains("://");
     let mut found = Vec::new();
+    if url {
+        if let Some((_, query)) = text.split_once('?') {
+            let query = query.split('#').next().unwrap_or(query);
+            for pair in query.split('&') {
+                if let Some((name, value)) = pair.split_once('=') {
+                    if name.eq_ignore_ascii_case("pass") && !value.is_empty() {
+                        found.push(value.to_owned());
+                    }
+                }
+            }
+        }
+    }
     let mut from = 0;
     while let Some(at) = lower[from..].find("password") {
         let mut i = from + at + "password".len();

@@ -146,13 +146,21 @@ enum Command {
     },
     /// Deletes completed jobs older than --older-than (in bounded batches) and the
     /// store's expired records. Dead jobs are never purged.
+    ///
+    /// A completed job's key is what stops Stripe's retries (for up to three days) and
+    /// the reconciler's passes from running its event again, so an age under 3 days is
+    /// refused unless --force.
     Purge {
-        /// How old a completed job must be: 30d, 12h, 90m, 3600s.
+        /// How old a completed job must be: 30d, 12h, 90m, 3600s (a unit is required).
         #[arg(long, default_value = "30d", value_parser = output::parse_age)]
         older_than: std::time::Duration,
         /// Rows deleted per statement.
         #[arg(long, default_value_t = 1000)]
         batch: usize,
+        /// Purge jobs younger than 3 days too: Stripe may still deliver their events,
+        /// which then run again.
+        #[arg(long)]
+        force: bool,
     },
     /// Applies the schema's migrations this database has not had (the store's and the
     /// queue's tables), recorded in `{table}_migrations`; safe to run again.
@@ -204,9 +212,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Requeue { id, all_dead } => {
                     commands::requeue(&backend, id.as_deref(), all_dead, json).await
                 }
-                Command::Purge { older_than, batch } => {
-                    commands::purge(&backend, older_than, batch, json).await
-                }
+                Command::Purge {
+                    older_than,
+                    batch,
+                    force,
+                } => commands::purge(&backend, older_than, batch, force, json).await,
                 Command::Migrate | Command::Send(_) => Ok(()),
             }
         }

@@ -42,14 +42,33 @@ pub(crate) fn printable(text: &str) -> String {
 
 /// Prints `value` as pretty JSON on stdout.
 ///
+/// `serde_json` escapes the controls below U+0020 but writes DEL and the C1 controls
+/// (U+007F to U+009F) as they are; those become JSON's `\u007f` escapes here, so the
+/// output is still JSON and still safe for a terminal.
+///
 /// # Errors
 ///
 /// [`CliError::Other`] if it cannot be serialized (never, for the tool's own types).
 pub(crate) fn print_json(value: &impl Serialize) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| CliError::Other(format!("cannot write JSON: {e}")))?;
-    crate::outln!("{text}");
+    crate::outln!("{}", json_printable(&text));
     Ok(())
+}
+
+/// JSON text with every control character left raw written as a `\uXXXX` escape. Raw
+/// controls can only be inside strings (the rest of JSON is ASCII punctuation, digits
+/// and words), where the escape means the same character.
+fn json_printable(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_control() && c != '\n' {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// An aligned table: a header row, then one row per item.
@@ -152,7 +171,8 @@ pub(crate) fn human(d: Duration) -> String {
     }
 }
 
-/// Reads an age: a number and a unit, `s`, `m`, `h` or `d` (`30d`, `12h`).
+/// Reads an age: a number and a unit, `s`, `m`, `h` or `d` (`30d`, `12h`). A bare number
+/// is refused: `3600` could mean seconds as well as days.
 ///
 /// # Errors
 ///
@@ -168,7 +188,12 @@ pub(crate) fn parse_age(s: &str) -> Result<Duration, String> {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
-        "d" | "" => 86_400,
+        "d" => 86_400,
+        "" => {
+            return Err(format!(
+                "{s:?} has no unit: add s, m, h or d (30d, 12h, 90m, 3600s)"
+            ))
+        }
         _ => {
             return Err(format!(
                 "unknown unit {unit:?}: use s, m, h or d (30d, 12h, 90m, 3600s)"
@@ -183,10 +208,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn json_output_stays_json() {
+        let value = serde_json::json!({ "error": "boom\u{7f}\u{85}\u{9b}[2J\u{1b}" });
+        let text = json_printable(&serde_json::to_string_pretty(&value).unwrap());
+        assert_eq!(printable(&text), text, "no raw control is left: {text:?}");
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, value);
+    }
+
+    #[test]
     fn reads_ages() {
         assert_eq!(parse_age("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert_eq!(parse_age("90m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_age("7"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_age("7").unwrap_err().contains("no unit"));
         assert!(parse_age("soon").is_err());
         assert!(parse_age("3w").is_err());
     }

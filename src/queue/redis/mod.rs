@@ -38,8 +38,9 @@ const LIB: &str = include_str!("lib.lua");
 const ENQUEUE: &str = include_str!("enqueue.lua");
 
 /// ARGV: prefix, consumer, lease ms, per-object order ('1'/'0'), max, scan budget, then
-/// `max` fences. Returns `{index, key, event id, type, kind, body, attempts}` per job
-/// taken, where the fence written was ARGV[6 + index].
+/// `max` fences. Returns `{index, key, event id, type, kind, body, attempts, created}`
+/// per job taken, where the fence written was ARGV[6 + index]: jobs whose lease ended
+/// first, then new ones in stream order.
 const TAKE: &str = include_str!("take.lua");
 
 /// The fence check the settling scripts share: ARGV prefix, key, fence, then each
@@ -414,7 +415,7 @@ fn parse_record(row: Vec<Option<Vec<u8>>>) -> Result<Option<JobRecord>, StoreErr
 }
 
 /// One job `take.lua` handed out: index of its fence, key, event id, type, kind, body,
-/// attempts.
+/// attempts, created.
 type Taken = (i64, String, String, String, String, Vec<u8>, i64, i64);
 
 #[async_trait]

@@ -295,7 +295,8 @@ impl QueueAdmin for MemoryQueue {
                 .unwrap_or(0);
             c[i] += 1;
             if e.state == JobState::Queued {
-                oldest = Some(oldest.map_or(e.enqueued_at, |o| o.min(e.enqueued_at)));
+                // Queued since `run_at` (enqueued, released or requeued then).
+                oldest = Some(oldest.map_or(e.run_at, |o| o.min(e.run_at)));
             }
         }
         let age = oldest.map(|t| Duration::from_millis(u64::try_from(now - t).unwrap_or(0)));

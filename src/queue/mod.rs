@@ -424,7 +424,9 @@ pub struct QueueCounts {
     pub dead: u64,
     /// Completed and not yet purged.
     pub completed: u64,
-    /// How long the oldest queued job has waited, in milliseconds.
+    /// How long the oldest queued job has waited, in milliseconds, since it was queued
+    /// last (a dead job requeued now has not waited). On Redis, the oldest of the first
+    /// 100 in enqueue order.
     pub oldest_queued_age_ms: Option<u64>,
 }
 

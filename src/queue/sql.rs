@@ -98,14 +98,15 @@ const SQLITE: Statements = Statements {
         WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
     release: "UPDATE {j} SET state = 'queued', attempts = MAX(attempts - 1, 0), run_at = {now} \
         WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
-    counts: "SELECT state, COUNT(*), {now} - MIN(enqueued_at) FROM {j} GROUP BY state",
+    counts: "SELECT state, COUNT(*), {now} - MIN(run_at) FROM {j} GROUP BY state",
     list: "SELECT {cols} FROM {j} WHERE state = ?1 ORDER BY seq LIMIT ?2",
     record: "SELECT {cols} FROM {j} WHERE job_key = ?1",
     recent: "SELECT {cols} FROM {j} ORDER BY seq DESC LIMIT ?1",
     requeue: "UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, finished_at = NULL \
         WHERE job_key = ?1 AND state IN ('dead', 'retrying') RETURNING seq",
     requeue_dead: "UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, \
-        finished_at = NULL WHERE state = 'dead' RETURNING seq",
+        finished_at = NULL WHERE seq IN (SELECT seq FROM {j} WHERE state = 'dead' \
+        AND seq > ?1 ORDER BY seq LIMIT ?2) RETURNING seq",
     purge: "DELETE FROM {j} WHERE seq IN (SELECT seq FROM {j} WHERE state = 'completed' \
         AND finished_at <= {now} - ?1 LIMIT ?2)",
 };
@@ -136,7 +137,7 @@ const POSTGRES: Statements = Statements {
         WHERE job_key = $1 AND fence = $2 AND state = 'running'",
     release: "UPDATE {j} SET state = 'queued', attempts = GREATEST(attempts - 1, 0), \
         run_at = {now} WHERE job_key = $1 AND fence = $2 AND state = 'running'",
-    counts: "SELECT state, COUNT(*), {now} - MIN(enqueued_at) FROM {j} GROUP BY state",
+    counts: "SELECT state, COUNT(*), {now} - MIN(run_at) FROM {j} GROUP BY state",
     list: "SELECT {cols} FROM {j} WHERE state = $1 ORDER BY seq LIMIT $2",
     record: "SELECT {cols} FROM {j} WHERE job_key = $1",
     recent: "SELECT {cols} FROM {j} ORDER BY seq DESC LIMIT $1",
@@ -144,11 +145,15 @@ const POSTGRES: Statements = Statements {
         finished_at = NULL WHERE job_key = $1 AND state IN ('dead', 'retrying') RETURNING seq) \
         SELECT seq, pg_notify('{j}', '') FROM up",
     requeue_dead: "WITH up AS (UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, \
-        finished_at = NULL WHERE state = 'dead' RETURNING seq) \
+        finished_at = NULL WHERE seq IN (SELECT seq FROM {j} WHERE state = 'dead' \
+        AND seq > $1 ORDER BY seq LIMIT $2) RETURNING seq) \
         SELECT seq, pg_notify('{j}', '') FROM up",
     purge: "DELETE FROM {j} WHERE seq IN (SELECT seq FROM {j} WHERE state = 'completed' \
         AND finished_at <= {now} - $1 LIMIT $2)",
 };
+
+/// Dead jobs requeued per statement by `requeue_dead`.
+const REQUEUE_BATCH: i64 = 500;
 
 /// A database the queue runs on.
 pub(crate) trait QueueDialect: Dialect {
@@ -606,12 +611,27 @@ where
         Ok(!rows.is_empty())
     }
 
+    /// In batches of [`REQUEUE_BATCH`], each one statement, in seq order from where the
+    /// last one ended: no statement locks every dead job, and a requeued job that fails
+    /// and is buried again meanwhile is not requeued twice by one call.
     pub(crate) async fn requeue_dead(&self) -> Result<u64, StoreError> {
-        let rows = sqlx::query(&self.sql.requeue_dead)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(rows.len() as u64)
+        let mut total = 0_u64;
+        let mut after = i64::MIN;
+        loop {
+            let rows = sqlx::query(&self.sql.requeue_dead)
+                .bind(after)
+                .bind(REQUEUE_BATCH)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+            total = total.saturating_add(rows.len() as u64);
+            if rows.len() < REQUEUE_BATCH as usize {
+                return Ok(total);
+            }
+            for row in &rows {
+                after = after.max(row.try_get::<i64, _>(0).map_err(db_err)?);
+            }
+        }
     }
 
     pub(crate) async fn purge_completed(

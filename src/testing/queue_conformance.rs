@@ -61,6 +61,7 @@ where
     failed_jobs_retry_then_die(&make().await, &time).await;
     release_does_not_count_an_attempt(&make().await).await;
     requeue_brings_dead_jobs_back(&make().await).await;
+    requeue_dead_takes_every_batch(&make().await).await;
     per_object_order_runs_one_at_a_time_in_created_order(&make().await).await;
     counts_and_purge(&make().await, &time).await;
 }
@@ -265,6 +266,31 @@ pub async fn requeue_brings_dead_jobs_back<Q: QueueAdmin + ?Sized>(q: &Q) {
     assert_eq!(q.counts().await.unwrap().completed, 3);
 }
 
+/// `requeue_dead` requeues every dead job, more than a backend's batch (500) of them,
+/// each once.
+pub async fn requeue_dead_takes_every_batch<Q: QueueAdmin + ?Sized>(q: &Q) {
+    const JOBS: usize = 1_100;
+    for i in 0..JOBS {
+        q.enqueue(&job(&format!("evt_rqb_{i}"), None, 1, b"{}"))
+            .await
+            .unwrap();
+    }
+    let mut buried = 0;
+    while buried < JOBS {
+        let jobs = q.take(200, LONG, false).await.unwrap();
+        assert!(!jobs.is_empty(), "jobs left queued");
+        for j in jobs {
+            q.fail(&j.token, "boom", None).await.unwrap();
+            buried += 1;
+        }
+    }
+    assert_eq!(q.counts().await.unwrap().dead, JOBS as u64);
+    assert_eq!(q.requeue_dead().await.unwrap(), JOBS as u64);
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.queued, c.dead), (JOBS as u64, 0), "{c:?}");
+    assert_eq!(q.requeue_dead().await.unwrap(), 0);
+}
+
 /// With per-object order, a job runs only after the earlier jobs of its object, and
 /// never beside another of its object; a retrying job holds its object's later jobs
 /// back and a dead one does not. Without it, jobs of one object run side by side.
@@ -368,6 +394,24 @@ pub async fn counts_and_purge<Q: QueueAdmin + ?Sized>(q: &Q, time: &LeaseTime) {
     assert_eq!(q.purge_completed(Duration::ZERO, 2).await.unwrap(), 0);
     let c = q.counts().await.unwrap();
     assert_eq!((c.completed, c.dead), (0, 1), "dead jobs are never purged");
+
+    // The age of the oldest queued job counts from when it was queued last: a dead job
+    // queued long ago and requeued now has not waited (a lag alert must not fire).
+    for j in q.take(1, LONG, false).await.unwrap() {
+        q.complete(&j.token).await.unwrap();
+    }
+    assert_eq!(q.counts().await.unwrap().queued, 0);
+    let waited = short_lease(time);
+    run_out(time, waited).await;
+    let dead = q.jobs(JobState::Dead, 1).await.unwrap();
+    assert!(q.requeue(&dead[0].key).await.unwrap());
+    let c = q.counts().await.unwrap();
+    assert_eq!(c.queued, 1);
+    let age = c.oldest_queued_age_ms.unwrap();
+    assert!(
+        u128::from(age) < waited.as_millis(),
+        "a job requeued now has waited {age} ms"
+    );
 }
 
 fn short_lease(time: &LeaseTime) -> Duration {

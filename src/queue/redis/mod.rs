@@ -575,7 +575,7 @@ impl QueueAdmin for RedisQueue {
 
     async fn requeue(&self, key: &EventId) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let (requeued, _): (i64, i64) = REQUEUE_SCRIPT
+        let (requeued, _, _): (i64, i64, i64) = REQUEUE_SCRIPT
             .arg(&*self.keys)
             .arg("one")
             .arg(key.as_str())
@@ -589,11 +589,15 @@ impl QueueAdmin for RedisQueue {
     async fn requeue_dead(&self) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
         let mut total = 0_u64;
+        // Batches in seq order from where the last one ended: a requeued job that fails
+        // and is buried again meanwhile is not requeued twice by one call.
+        let mut after = 0_i64;
         loop {
-            let (requeued, seen): (u64, u64) = REQUEUE_SCRIPT
+            let (requeued, seen, last): (u64, u64, i64) = REQUEUE_SCRIPT
                 .arg(&*self.keys)
                 .arg("dead")
                 .arg(REQUEUE_BATCH)
+                .arg(after)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(StoreError::unavailable)?;
@@ -601,6 +605,7 @@ impl QueueAdmin for RedisQueue {
             if seen < REQUEUE_BATCH {
                 return Ok(total);
             }
+            after = last;
         }
     }
 

@@ -1,4 +1,6 @@
--- ARGV[2] 'one' and a key, or 'dead' and a batch size. Returns {requeued, looked at}.
+-- ARGV[2] 'one' and a key, or 'dead', a batch size and the last seq a batch before looked
+-- at (so a job buried again meanwhile, under its old seq, is not requeued twice in one
+-- call). Returns {requeued, looked at, last seq looked at}.
 local function requeue(k)
   local jk = job_key(k)
   local h = redis.call('HMGET', jk, 'state', 'entry', 'object', 'created', 'seq')
@@ -18,15 +20,19 @@ local function requeue(k)
   return 1
 end
 if ARGV[2] == 'one' then
-  return {requeue(ARGV[3]), 1}
+  return {requeue(ARGV[3]), 1, 0}
 end
 local n = 0
-local keys = redis.call('ZRANGE', P .. 'dead', 0, tonumber(ARGV[3]) - 1)
-for _, k in ipairs(keys) do
+local last = tonumber(ARGV[4])
+local keys = redis.call('ZRANGEBYSCORE', P .. 'dead', '(' .. ARGV[4], '+inf', 'WITHSCORES',
+  'LIMIT', 0, tonumber(ARGV[3]))
+for i = 1, #keys, 2 do
+  local k = keys[i]
+  last = tonumber(keys[i + 1])
   if requeue(k) == 1 then
     n = n + 1
   else
     redis.call('ZREM', P .. 'dead', k)
   end
 end
-return {n, #keys}
+return {n, #keys / 2, last}

@@ -82,7 +82,7 @@ table="pgdrain_$$"
 N="$n" "$drain_bin" >"$work/drain_pg.txt" 2>&1 || { cat "$work/drain_pg.txt"; exit 1; }
 cat "$work/drain_pg.txt"
 QUEUE_TABLE="$table" FILL_ONLY=1 N="$n" "$drain_bin" >/dev/null
-now="(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+now="(SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
 jobs="${table}_jobs"
 cat > "$work/drain.sql" <<SQL
 WITH picked AS (SELECT seq FROM $jobs j WHERE j.state IN ('queued', 'retrying', 'running') AND j.run_at <= $now ORDER BY j.run_at, j.seq LIMIT 1 FOR UPDATE SKIP LOCKED) UPDATE $jobs t SET state = 'running', attempts = t.attempts + 1, fence = 'pgbench', run_at = $now + 120000 FROM picked WHERE t.seq = picked.seq RETURNING t.seq, t.job_key, t.event_id, t.event_type, t.kind, t.body, t.attempts, t.created \gset

@@ -113,7 +113,11 @@ const SQLITE: Statements = Statements {
 
 #[cfg(feature = "postgres")]
 const POSTGRES: Statements = Statements {
-    now: "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+    // A subquery, so PostgreSQL reads the clock once per statement (an InitPlan) and can
+    // use it as an index condition: with `clock_timestamp()` inline (volatile) a take
+    // walked every pending row whose `run_at` was still ahead (measured: 37 ms a take
+    // over 100,000 retrying jobs, against 0.04 ms), and a purge every completed row.
+    now: "(SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
     enqueue: "WITH ins AS (INSERT INTO {j} (job_key, event_id, event_type, kind, object_id, \
         created, body, state, attempts, run_at, enqueued_at) \
         VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, {now}, {now}) \
@@ -1000,5 +1004,81 @@ impl crate::PostgresStore {
     /// [`Processor::queued`](crate::Processor::queued) and [`Worker`](super::Worker).
     pub fn queue(&self) -> PostgresQueue {
         PostgresQueue::new(self.core.pool.clone(), &self.core.table)
+    }
+}
+
+#[cfg(all(test, feature = "postgres"))]
+mod tests {
+    use super::*;
+
+    /// PostgreSQL's plans for a take and a purge bound their index scans by the clock
+    /// (`Index Cond`), instead of walking every pending or completed row and filtering.
+    /// Needs `DATABASE_URL_TEST`, as the other PostgreSQL tests.
+    #[tokio::test]
+    async fn postgres_take_and_purge_scan_only_what_is_due() {
+        let url = std::env::var("DATABASE_URL_TEST").unwrap_or_else(|_| {
+            panic!("DATABASE_URL_TEST is not set: start the servers with scripts/services.sh")
+        });
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let table = format!(
+            "plan_{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let store = crate::PostgresStore::new(pool.clone())
+            .with_table(&table)
+            .unwrap();
+        store.migrate().await.unwrap();
+        let jobs = format!("{table}_jobs");
+        // A backlog the planner sees: many retrying jobs due later, many completed.
+        sqlx::query(&format!(
+            "INSERT INTO {jobs} (job_key, event_id, event_type, kind, body, state, run_at, \
+             enqueued_at, finished_at) \
+             SELECT 'k' || g, 'k' || g, 't', 'snapshot', '\\x00', \
+             CASE WHEN g % 2 = 0 THEN 'retrying' ELSE 'completed' END, \
+             9000000000000, 0, 9000000000000 FROM generate_series(1, 20000) g"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(&format!("ANALYZE {jobs}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let sql = Rendered::new(&POSTGRES, &jobs);
+        // The statements' parameters as literals: fence, lease, max; age, batch.
+        for (what, statement, params) in [
+            ("take", &sql.take, &["'fence'", "1000", "8"][..]),
+            (
+                "take in order",
+                &sql.take_in_order,
+                &["'fence'", "1000", "8"],
+            ),
+            ("purge", &sql.purge, &["1000", "8"]),
+        ] {
+            let mut literal = statement.clone();
+            for (i, p) in params.iter().enumerate().rev() {
+                literal = literal.replace(&format!("${}", i + 1), p);
+            }
+            let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {literal}"))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            let plan = plan.join("\n");
+            let bounded = if what == "purge" {
+                "Index Cond: (finished_at <= "
+            } else {
+                "Index Cond: (run_at <= "
+            };
+            assert!(plan.contains(bounded), "{what}:\n{plan}");
+        }
+        sqlx::query(&format!(
+            "DROP TABLE {jobs}, {table}, {table}_objects, {table}_migrations"
+        ))
+        .execute(&pool)
+        .await
+        .ok();
     }
 }

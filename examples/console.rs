@@ -171,6 +171,17 @@ async fn main() -> Result<(), Box<dyn Error>> {
     );
     axum::serve(listener, app(queue, fixed, &password, &secret)?)
         .with_graceful_shutdown(async {
+            // SIGINT or, where there is one, SIGTERM (what a service manager sends).
+            #[cfg(unix)]
+            if let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;

@@ -5,11 +5,14 @@
 //! Run against Stripe: `STRIPE_API_KEY=sk_test_… cargo run --example reconcile --features client,sqlite,tracing,testing`
 //!
 //! Run offline, against the crate's fake Stripe API seeded with a few events, one of
-//! them already handled by the "webhook": `… -- --fake`
+//! them already handled by the "webhook": `… -- --fake`. Its cursor is named `fake`
+//! and its store defaults to `stripe-webhooks-fake.db`, so a later run against Stripe
+//! does not start from the fake events' cursor.
 //!
 //! - `SQLITE_PATH`: the store (default `stripe-webhooks.db`, the axum example's).
-//! - `--every SECS`: pass after pass, as a service would schedule it (the axum example's
-//!   README section shows the same loop inside the service: every 10 minutes).
+//! - `--every SECS`: pass after pass (at least 1 s apart), as a service would schedule
+//!   it, until SIGINT or SIGTERM; the `Reconciler` docs show the same loop inside a
+//!   service.
 //! - `--undelivered`: list only the events Stripe could not deliver, instead of a cursor
 //!   pass.
 
@@ -32,13 +35,22 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let fake = args.iter().any(|a| a == "--fake");
     let undelivered = args.iter().any(|a| a == "--undelivered");
     let every = match args.iter().position(|a| a == "--every") {
-        Some(i) => Some(Duration::from_secs(
-            args.get(i + 1).ok_or("--every needs seconds")?.parse()?,
-        )),
+        Some(i) => {
+            let secs = args.get(i + 1).ok_or("--every needs a number of seconds")?;
+            match secs.parse::<u64>() {
+                Ok(n) if n >= 1 => Some(Duration::from_secs(n)),
+                _ => return Err(format!("--every {secs:?}: seconds, at least 1").into()),
+            }
+        }
         None => None,
     };
 
-    let path = std::env::var("SQLITE_PATH").unwrap_or_else(|_| "stripe-webhooks.db".to_owned());
+    let default_path = if fake {
+        "stripe-webhooks-fake.db"
+    } else {
+        "stripe-webhooks.db"
+    };
+    let path = std::env::var("SQLITE_PATH").unwrap_or_else(|_| default_path.to_owned());
     let store = SqliteStore::connect(&path).await?;
     sqlx::query(common::SQLITE_ACCESS)
         .execute(store.pool())
@@ -61,7 +73,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
             std::env::var("STRIPE_API_KEY").map_err(|_| "set STRIPE_API_KEY, or pass --fake")?;
         Arc::new(HttpClient::new(ApiKey::new(key)?)?)
     };
-    let reconciler = Reconciler::new(client, Arc::clone(&processor), store);
+    let mut reconciler = Reconciler::new(client, Arc::clone(&processor), store);
+    if fake {
+        reconciler = reconciler.with_name("fake");
+    }
+    let stop = common::shutdown_signal();
+    tokio::pin!(stop);
     loop {
         let pass = if undelivered {
             reconciler.undelivered().await
@@ -77,7 +94,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
             Err(e) => eprintln!("reconcile failed (the next pass retries): {e}"),
         }
         match every {
-            Some(d) => tokio::time::sleep(d).await,
+            Some(d) => tokio::select! {
+                () = tokio::time::sleep(d) => {}
+                () = &mut stop => return Ok(()),
+            },
             None => return Ok(()),
         }
     }

@@ -64,8 +64,12 @@ async fn snapshot_fetches_send_bearer_version_and_account() {
     let (fake, client) = fake().await;
     let body = subscription_event("evt_1", "sub_1", Some("acct_9"));
     fake.add_event(&body).unwrap();
-    fake.add_object("/v1/subscriptions/sub_1", &subscription("sub_1", "active"))
-        .unwrap();
+    fake.add_object_for(
+        "acct_9",
+        "/v1/subscriptions/sub_1",
+        &subscription("sub_1", "active"),
+    )
+    .unwrap();
     let event = dangerous::parse_unverified(body.as_bytes()).unwrap();
 
     // The event is the connected account's: the platform cannot see it, as on Stripe.
@@ -97,6 +101,18 @@ async fn snapshot_fetches_send_bearer_version_and_account() {
     assert_eq!(requests[1].header("stripe-account"), Some("acct_9"));
     assert_eq!(requests[2].path, "/v1/subscriptions/sub_1");
     assert_eq!(requests[2].header("stripe-account"), Some("acct_9"));
+
+    // Nor can the platform see the account's object (nor another account).
+    for ctx in [
+        RequestContext::platform(),
+        RequestContext::platform().with_stripe_account("acct_other"),
+    ] {
+        let err = client
+            .retrieve_object(&ctx, "/v1/subscriptions/sub_1")
+            .await
+            .unwrap_err();
+        assert!(err.is_not_found(), "{ctx:?}: {err:?}");
+    }
 }
 
 #[tokio::test]
@@ -107,7 +123,8 @@ async fn thin_fetches_send_context_and_request_trigger() {
         .context("acct_7")
         .build();
     fake.add_v2_event(&body).unwrap();
-    fake.add_object(
+    fake.add_object_for(
+        "acct_7",
         "/v1/customers/cus_1",
         r#"{"id":"cus_1","object":"customer"}"#,
     )
@@ -1120,7 +1137,8 @@ impl EventHandler for Recorder {
 #[tokio::test]
 async fn fetch_latest_hands_the_inner_handler_the_fresh_object() {
     let (fake, client) = fake().await;
-    fake.add_object(
+    fake.add_object_for(
+        "acct_3",
         "/v1/subscriptions/sub_1",
         &subscription("sub_1", "canceled"),
     )

@@ -39,8 +39,13 @@ impl Drop for Service {
     }
 }
 
-#[allow(clippy::zombie_processes)] // Service::drop kills and waits
 async fn start(name: &str) -> Service {
+    start_with(name, Some(THIN_SECRET)).await
+}
+
+/// The example `name`, with `STRIPE_THIN_WEBHOOK_SECRET` set to `thin` (or unset).
+#[allow(clippy::zombie_processes)] // Service::drop kills and waits
+async fn start_with(name: &str, thin: Option<&str>) -> Service {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -48,12 +53,16 @@ async fn start(name: &str) -> Service {
         .port();
     let dir = common::TempDir::new(&format!("ex_{name}"));
     let db = dir.join("stripe-webhooks.db");
-    let child = Command::new(common::example_binary(name))
-        .env(
-            "STRIPE_WEBHOOK_SECRET",
-            format!("{SECRET},whsec_old_secret"),
-        )
-        .env("STRIPE_THIN_WEBHOOK_SECRET", THIN_SECRET)
+    let mut command = Command::new(common::example_binary(name));
+    command.env(
+        "STRIPE_WEBHOOK_SECRET",
+        format!("{SECRET},whsec_old_secret"),
+    );
+    match thin {
+        Some(t) => command.env("STRIPE_THIN_WEBHOOK_SECRET", t),
+        None => command.env_remove("STRIPE_THIN_WEBHOOK_SECRET"),
+    };
+    let child = command
         .env("PORT", port.to_string())
         .env("SQLITE_PATH", &db)
         .env_remove("DATABASE_URL")
@@ -317,6 +326,53 @@ async fn axum_example_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actix_example_end_to_end() {
     end_to_end("actix").await;
+}
+
+/// With a real `STRIPE_WEBHOOK_SECRET` and no thin secret, the thin route refuses a
+/// request signed with the development thin secret (it is public), and with anything
+/// else; the snapshot route works as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_secret_without_a_thin_one_closes_the_thin_route() {
+    let s = start_with("axum", None).await;
+    let (_, thin) = testing::event_pair("evt_closed_thin", "customer.created", "cus_1");
+    for secret in ["whsec_local_thin_development_only", SECRET, THIN_SECRET] {
+        let status = s
+            .client
+            .post(format!("{}/webhook/thin", s.base))
+            .header("content-type", "application/json")
+            .header(
+                "stripe-signature",
+                testing::sign(thin.as_bytes(), secret, testing::now()),
+            )
+            .body(thin.clone())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 400, "thin signed with {secret}");
+    }
+    assert_eq!(
+        s.deliver("evt_open_snapshot", "customer.created").await,
+        200
+    );
+}
+
+/// A secret list the verifier refuses stops the example at once, naming the variable.
+#[test]
+fn a_bad_secret_list_names_its_variable() {
+    let dir = common::TempDir::new("ex_bad_secret");
+    let out = Command::new(common::example_binary("axum"))
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_a, whsec_b")
+        .env("SQLITE_PATH", dir.join("m.db"))
+        .env("PORT", "0")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("STRIPE_WEBHOOK_SECRET"), "{stderr}");
+    assert!(!stderr.contains("whsec_b"), "{stderr}");
 }
 
 /// Runs an example with `--print-enabled-events` and reads the manifest it prints.

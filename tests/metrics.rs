@@ -132,6 +132,20 @@ async fn the_queue_example_reports_deliveries_jobs_lag_and_depth() {
         3.0,
         "{text}"
     );
+    // Histograms, with buckets that add up across replicas (not summaries).
+    for name in [
+        "stripe_webhooks_lag_seconds",
+        "stripe_webhooks_handler_duration_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} histogram")),
+            "{name}: {text}"
+        );
+    }
+    assert!(
+        text.contains("stripe_webhooks_lag_seconds_bucket{") && text.contains("le=\"259200\""),
+        "{text}"
+    );
     assert_eq!(
         sample(
             &text,

@@ -25,7 +25,6 @@ pub const DEV_SECRET: &str = "whsec_local_development_only";
 pub const DEV_THIN_SECRET: &str = "whsec_local_thin_development_only";
 
 /// Settings read from the environment.
-#[derive(Debug)]
 pub struct Config {
     /// One secret or several, comma-separated.
     pub secrets: String,
@@ -43,23 +42,73 @@ pub struct Config {
     pub memory: bool,
 }
 
+/// Names what is set, never the secrets or the database URL's password.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("secrets", &"<redacted>")
+            .field("thin_secrets", &"<redacted>")
+            .field("port", &self.port)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("sqlite_path", &self.sqlite_path)
+            .field("memory", &self.memory)
+            .finish()
+    }
+}
+
+/// A secret nobody knows: the thin route refuses every request signed with anything.
+fn unknowable_secret() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let part = || RandomState::new().build_hasher().finish();
+    format!("whsec_unset_{:016x}{:016x}", part(), part())
+}
+
+/// Checks a comma-separated list of secrets now, naming the variable it came from.
+fn checked_secrets(name: &str, list: String) -> Result<String, Box<dyn Error>> {
+    Verifier::from_secrets_list(&list).map_err(|e| {
+        format!("{name}: {e} (one secret, or several separated by commas with no spaces)")
+    })?;
+    Ok(list)
+}
+
 impl Config {
-    /// Reads `STRIPE_WEBHOOK_SECRET`, `PORT`, `DATABASE_URL`, `REDIS_URL` and
-    /// `SQLITE_PATH`.
+    /// Reads `STRIPE_WEBHOOK_SECRET`, `STRIPE_THIN_WEBHOOK_SECRET`, `PORT`,
+    /// `DATABASE_URL`, `REDIS_URL` and `SQLITE_PATH`.
+    ///
+    /// With neither secret set, both routes use the development secrets that
+    /// `send_event` signs with. With `STRIPE_WEBHOOK_SECRET` set and no
+    /// `STRIPE_THIN_WEBHOOK_SECRET`, the thin route refuses every request (the
+    /// development thin secret is public, and a real endpoint must not accept it).
     pub fn from_env() -> Result<Self, Box<dyn Error>> {
-        let secrets = match std::env::var("STRIPE_WEBHOOK_SECRET") {
-            Ok(s) if !s.is_empty() => s,
-            _ => {
+        let set = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
+        let snapshot = set("STRIPE_WEBHOOK_SECRET");
+        let thin = set("STRIPE_THIN_WEBHOOK_SECRET");
+        let thin_secrets = match (&thin, &snapshot) {
+            (Some(t), _) => checked_secrets("STRIPE_THIN_WEBHOOK_SECRET", t.clone())?,
+            (None, Some(_)) => {
+                tracing::warn!(
+                    "STRIPE_THIN_WEBHOOK_SECRET is not set: the thin route refuses every request"
+                );
+                unknowable_secret()
+            }
+            (None, None) => {
+                tracing::warn!(
+                    "STRIPE_THIN_WEBHOOK_SECRET is not set: using the local development secret"
+                );
+                DEV_THIN_SECRET.to_owned()
+            }
+        };
+        let secrets = match snapshot {
+            Some(s) => checked_secrets("STRIPE_WEBHOOK_SECRET", s)?,
+            None => {
                 tracing::warn!(
                     "STRIPE_WEBHOOK_SECRET is not set: using the local development secret"
                 );
                 DEV_SECRET.to_owned()
             }
         };
-        let thin_secrets = std::env::var("STRIPE_THIN_WEBHOOK_SECRET")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| DEV_THIN_SECRET.to_owned());
         let port = match std::env::var("PORT") {
             Ok(p) => p.parse().map_err(|e| format!("PORT={p:?}: {e}"))?,
             Err(_) => 4242,
@@ -480,13 +529,44 @@ pub fn with_metrics(
     router: axum::Router,
     queue: Option<Arc<dyn stripe_webhooks::queue::QueueAdmin>>,
 ) -> axum::Router {
-    let handle = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use stripe_webhooks::metrics::{HANDLER_DURATION, LAG};
+    // Histograms (with buckets), not the exporter's default summaries: a histogram's
+    // buckets add up across replicas (`histogram_quantile(0.99, sum by (le) (…))`), a
+    // summary's quantiles do not. Lag runs from a second to Stripe's three days.
+    let built = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(LAG.to_owned()),
+            &[
+                0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0, 259200.0,
+            ],
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(HANDLER_DURATION.to_owned()),
+                &[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                ],
+            )
+        })
+        .and_then(PrometheusBuilder::install_recorder);
+    let handle = match built {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(error = %e, "no /metrics: the Prometheus recorder is not installed");
             return router;
         }
     };
+    // The exporter keeps what it recorded until upkeep drains it: without a scrape, that
+    // would grow with every delivery.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     router.route(
         "/metrics",
         axum::routing::get(move || {

@@ -216,7 +216,8 @@ impl RequestContext {
 pub struct ApiError {
     /// The HTTP status, for example 404.
     pub status: u16,
-    /// Stripe's error `type`: `invalid_request_error`, `api_error`, `rate_limit_error`…
+    /// Stripe's error `type`: `invalid_request_error` (a 429 too, with code
+    /// `rate_limit`), `api_error`, `card_error`, `idempotency_error`…
     pub error_type: Option<String>,
     /// Stripe's error `code`, for example `resource_missing`.
     pub code: Option<String>,

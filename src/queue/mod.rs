@@ -587,8 +587,10 @@ pub trait QueueAdmin: Queue {
     async fn job(&self, key: &EventId) -> Result<Option<JobRecord>, StoreError>;
 
     /// The `limit` most recently queued jobs, in any state, newest first: the recent
-    /// deliveries. The default merges [`jobs`](Self::jobs) of every state (up to
-    /// `limit` each); the crate's SQL queues answer with one query.
+    /// deliveries. The default reads every job of every state with [`jobs`](Self::jobs)
+    /// (which lists the oldest first, so it cannot stop at `limit`) and orders them by
+    /// enqueue time, jobs queued in the same millisecond in no set order: override it
+    /// for a queue that keeps many jobs. The crate's queues answer with one query each.
     ///
     /// # Errors
     ///

@@ -23,12 +23,13 @@ pub const FAKE_API_KEY: &str = "sk_test_fake_4eC39HqLyjWDarjtT1zdp7dc";
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
-    /// 429 `rate_limit_error`, with `Retry-After: <secs>` when given.
+    /// 429, as Stripe answers it (`invalid_request_error`, code `rate_limit`), with
+    /// `Retry-After: <secs>` when given.
     TooManyRequests {
         /// The `Retry-After` header, in seconds.
         retry_after_secs: Option<u64>,
     },
-    /// 429 `rate_limit_error` with `Retry-After` as an HTTP date (what a proxy or load
+    /// 429 (code `rate_limit`) with `Retry-After` as an HTTP date (what a proxy or load
     /// balancer in front of an API may send instead of seconds).
     TooManyRequestsUntil {
         /// The time `Retry-After` names (written to the second).
@@ -59,8 +60,9 @@ pub enum Fault {
     DropConnection,
 }
 
-/// One request the fake received.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One request the fake received. Its `Debug` hides the `Authorization` header's
+/// value (a test may point a client holding a real test key at the fake).
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecordedRequest {
     /// The method, as sent (`GET`).
@@ -71,6 +73,29 @@ pub struct RecordedRequest {
     pub query: Vec<(String, String)>,
     /// The headers, names in lower case, in order.
     pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for RecordedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let shown = if n == "authorization" {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (n.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("RecordedRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("headers", &headers)
+            .finish()
+    }
 }
 
 impl RecordedRequest {
@@ -130,7 +155,8 @@ impl StoredEvent {
 struct Inner {
     events: Vec<StoredEvent>,
     v2_events: Vec<StoredEvent>,
-    objects: HashMap<String, String>,
+    /// By the account they belong to (`None`: the platform's) and path.
+    objects: HashMap<(Option<String>, String), String>,
     faults: Vec<FaultRule>,
     requests: Vec<RecordedRequest>,
     order: u64,
@@ -170,7 +196,8 @@ impl State {
 /// Either list refuses a parameter it does not know with Stripe's 400
 /// `parameter_unknown`, so a misspelt filter fails a test instead of listing everything.
 /// - `GET /v2/core/events/{id}` ([`add_v2_event`](Self::add_v2_event));
-/// - any object by its path ([`add_object`](Self::add_object)).
+/// - any object by its path ([`add_object`](Self::add_object), or
+///   [`add_object_for`](Self::add_object_for) a connected account's).
 ///
 /// As on Stripe, an event of a connected account (a snapshot event's `account`, a thin
 /// event's `context`) is listed and retrieved only with that account's `Stripe-Account`
@@ -361,25 +388,54 @@ impl FakeStripe {
         Ok(())
     }
 
-    /// Serves `json` from `GET {path}` (a path such as `/v1/customers/cus_1`, as a thin
-    /// event's `related_object.url` gives), replacing what was there.
+    /// Serves the platform's object `json` from `GET {path}` (a path such as
+    /// `/v1/customers/cus_1`, as a thin event's `related_object.url` gives), replacing
+    /// what was there. As on Stripe, a request made for a connected account (with
+    /// `Stripe-Account` or `Stripe-Context`) does not see it: load a connected account's
+    /// objects with [`add_object_for`](Self::add_object_for).
     ///
     /// # Errors
     ///
     /// The JSON error if `json` is not JSON.
     pub fn add_object(&self, path: &str, json: &str) -> Result<(), serde_json::Error> {
+        self.insert_object(None, path, json)
+    }
+
+    /// Serves `json` from `GET {path}` to requests made for the connected account
+    /// `account` (`Stripe-Account: acct_…`, or `Stripe-Context` naming it), and to no
+    /// other.
+    ///
+    /// # Errors
+    ///
+    /// The JSON error if `json` is not JSON.
+    pub fn add_object_for(
+        &self,
+        account: &str,
+        path: &str,
+        json: &str,
+    ) -> Result<(), serde_json::Error> {
+        self.insert_object(Some(account.to_owned()), path, json)
+    }
+
+    fn insert_object(
+        &self,
+        account: Option<String>,
+        path: &str,
+        json: &str,
+    ) -> Result<(), serde_json::Error> {
         serde_json::from_str::<serde::de::IgnoredAny>(json)?;
-        let path = path.split('?').next().unwrap_or(path).to_owned();
         self.state
             .lock()
             .objects
-            .insert(path, json.trim().to_owned());
+            .insert((account, object_path(path)), json.trim().to_owned());
         Ok(())
     }
 
-    /// Stops serving the object at `path` (it answers 404, as a deleted object does).
+    /// Stops serving the object at `path`, for the platform and every account (it
+    /// answers 404, as a deleted object does).
     pub fn remove_object(&self, path: &str) {
-        self.state.lock().objects.remove(path);
+        let path = object_path(path);
+        self.state.lock().objects.retain(|(_, p), _| *p != path);
     }
 
     /// Answers the next `n` requests (any path) with `fault`.
@@ -571,8 +627,13 @@ fn reason(status: u16) -> &'static str {
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        402 => "Payment Required",
+        403 => "Forbidden",
         409 => "Conflict",
         429 => "Too Many Requests",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Internal Server Error",
     }
 }
@@ -685,7 +746,9 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
             None => Answer::missing("event", id),
         }
     } else {
-        match inner.objects.get(path) {
+        // An object: the account the request is made for, by either header.
+        let account = v1_account.or(v2_account).map(str::to_owned);
+        match inner.objects.get(&(account, path.to_owned())) {
             Some(json) => Answer::ok(json.clone()),
             None => {
                 let id = path.rsplit('/').next().unwrap_or(path);
@@ -693,6 +756,11 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
             }
         }
     })
+}
+
+/// An object's path without its query.
+fn object_path(path: &str) -> String {
+    path.split('?').next().unwrap_or(path).to_owned()
 }
 
 /// How many `types[]` `GET /v1/events` takes, as Stripe.
@@ -715,9 +783,10 @@ fn encode_query(text: &str) -> String {
 fn too_many_requests() -> Answer {
     Answer::error(
         429,
-        "rate_limit_error",
+        "invalid_request_error",
         Some("rate_limit"),
-        "Too many requests hit the API too quickly.",
+        "Request rate limit exceeded. Learn more about rate limits here \
+         https://stripe.com/docs/rate-limits.",
     )
 }
 
@@ -998,5 +1067,15 @@ mod tests {
         assert_eq!(r.query_values("types[]"), ["a"]);
         assert_eq!(r.header("Stripe-Version"), Some("v"));
         assert!(parse_head("").is_none());
+    }
+
+    #[test]
+    fn a_recorded_request_hides_its_key() {
+        let r = parse_head("GET /v1/events HTTP/1.1\r\nAuthorization: Bearer sk_test_secret_1")
+            .unwrap();
+        assert_eq!(r.header("authorization"), Some("Bearer sk_test_secret_1"));
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("sk_test_secret_1"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 }

@@ -361,6 +361,9 @@ pub async fn counts_and_purge<Q: QueueAdmin + ?Sized>(q: &Q, time: &LeaseTime) {
         q.enqueue(&job(&format!("evt_count_{i}"), None, 1, b"{}"))
             .await
             .unwrap();
+        // A millisecond apart, so that "newest first" needs no tie-break (the trait's
+        // default `recent` orders by enqueue time alone).
+        run_out(time, Duration::ZERO).await;
     }
     let c = q.counts().await.unwrap();
     assert_eq!(c.queued, 5);
@@ -424,6 +427,9 @@ fn short_lease(time: &LeaseTime) -> Duration {
 async fn run_out(time: &LeaseTime, lease: Duration) {
     match time {
         LeaseTime::Manual(clock) => clock.advance(lease + Duration::from_millis(1)),
+        LeaseTime::Real if lease.is_zero() => {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         LeaseTime::Real => tokio::time::sleep(lease + Duration::from_millis(200)).await,
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! | Name | Kind | Labels | What |
 //! |---|---|---|---|
-//! | [`DELIVERIES`] | counter | `outcome`, `family`, `event_type`, `reason` | every delivery the processor answered |
+//! | [`DELIVERIES`] | counter | `outcome`, `family`, `event_type`, `reason` | every delivery the processor answered, and every request an adapter refused before it (`family="unknown"`, `event_type="none"`) |
 //! | [`HANDLER_DURATION`] | histogram (s) | `result` (`ok`, `error`, `panic`, `deadline`, `lease_lost`) | how long handlers ran (inline and in workers) |
 //! | [`LAG`] | histogram (s) | `family` | from the event's `created` to its completion |
 //! | [`QUEUE_JOBS`] | gauge | `state` | jobs in each state, at the last [`record_queue`] |
@@ -146,6 +146,21 @@ pub(crate) fn delivery(o: &Outcome) {
             ::metrics::histogram!(LAG, "family" => family).record(lag);
         }
     }
+}
+
+/// One request an adapter refused before the processor saw it: a method other than
+/// POST, a content type other than JSON, a body too large, too slow or unreadable (and,
+/// from the extractors, a bad signature or a body that is not an event). No event was
+/// read, so `family` is `unknown` and `event_type` `none`.
+pub(crate) fn rejected(outcome: &'static str) {
+    ::metrics::counter!(
+        DELIVERIES,
+        "outcome" => outcome,
+        "family" => "unknown",
+        "event_type" => "none",
+        "reason" => "none",
+    )
+    .increment(1);
 }
 
 /// One handler run (inline or in a worker).

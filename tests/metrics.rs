@@ -166,8 +166,28 @@ async fn the_inline_example_reports_deliveries_and_handler_runs() {
     assert_eq!(post(p, "/webhook", &paid, SECRET).await, 200);
     assert_eq!(post(p, "/webhook", &paid, SECRET).await, 200);
     assert_eq!(post(p, "/webhook", "{}", SECRET).await, 400);
+    // Refused by the adapter before the processor: counted all the same.
+    let refused = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{p}/webhook"))
+        .header("content-type", "text/plain")
+        .body(paid.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 415);
+    let wrong_method = reqwest::get(format!("http://127.0.0.1:{p}/webhook"))
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), 405);
     let text = scrape(p).await;
     let d = "stripe_webhooks_deliveries_total";
+    for outcome in ["unsupported_media_type", "method_not_allowed"] {
+        assert_eq!(
+            sample(&text, d, &[("outcome", outcome), ("family", "unknown")]),
+            1.0,
+            "{outcome}: {text}"
+        );
+    }
     assert_eq!(
         sample(
             &text,

@@ -125,11 +125,18 @@ impl Reply {
         }
     }
 
+    /// A request refused before the processor saw it (counted here, as the processor
+    /// counts the deliveries it answers).
     pub(crate) fn rejection(rejection: &Rejection) -> Self {
-        Self::error(rejection.answer())
+        let answer = rejection.answer();
+        #[cfg(feature = "metrics")]
+        crate::metrics::rejected(answer.name());
+        Self::error(answer)
     }
 
     pub(crate) fn method_not_allowed() -> Self {
+        #[cfg(feature = "metrics")]
+        crate::metrics::rejected(Answer::MethodNotAllowed.name());
         Self {
             allow_post: true,
             ..Self::error(Answer::MethodNotAllowed)

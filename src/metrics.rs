@@ -10,7 +10,7 @@
 //! | [`LAG`] | histogram (s) | `family` | from the event's `created` to its completion |
 //! | [`QUEUE_JOBS`] | gauge | `state` | jobs in each state, at the last [`record_queue`] |
 //! | [`QUEUE_OLDEST_AGE`] | gauge (s) | | how long the oldest queued job has waited |
-//! | [`JOBS`] | counter | `result` (`completed`, `retried`, `dead`, `released`, `lease_lost`), `event_type` | what workers did with jobs |
+//! | [`JOBS`] | counter | `result` (`completed`, `retried`, `dead`, `released`, `lease_lost`, `settle_failed`: the queue could not record the run, so the job runs again when its lease ends), `event_type` | what workers did with jobs |
 //! | [`STORE_ERRORS`] | counter | `kind` (`unavailable`, `timeout`, `lease_lost`) | failed store and queue calls |
 //!
 //! Label values are bounded: `event_type` is the type's name only when this release
@@ -177,7 +177,8 @@ pub(crate) fn store_error(e: &StoreError) {
     ::metrics::counter!(STORE_ERRORS, "kind" => store_kind(e)).increment(1);
 }
 
-/// A job a worker settled: `completed`, `retried`, `dead`, `released` or `lease_lost`;
+/// A job a worker settled: `completed`, `retried`, `dead`, `released`, `lease_lost` or
+/// `settle_failed`;
 /// `created` (Unix seconds, 0 when unknown) gives the lag of a completed job.
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(crate) fn job(

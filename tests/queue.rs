@@ -1448,3 +1448,74 @@ async fn twins_reach_the_handler_that_takes_them_in_ack_fast_mode() {
     let counts = queue.counts().await.unwrap();
     assert_eq!((counts.completed, counts.dead), (1, 0), "{counts:?}");
 }
+
+/// A run the queue cannot record is counted `settle_failed`, not `completed`: the job is
+/// still running in the queue and runs again when its lease ends.
+#[cfg(feature = "metrics")]
+#[test]
+fn a_completion_the_queue_cannot_record_is_counted_settle_failed() {
+    use stripe_webhooks::queue::{Enqueued, Job};
+    use stripe_webhooks::{ClaimToken, StoreError};
+
+    struct NoComplete(MemoryQueue);
+    #[async_trait]
+    impl Queue for NoComplete {
+        async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
+            self.0.enqueue(job).await
+        }
+        async fn take(
+            &self,
+            max: usize,
+            lease: Duration,
+            per_object_order: bool,
+        ) -> Result<Vec<Job>, StoreError> {
+            self.0.take(max, lease, per_object_order).await
+        }
+        async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
+            self.0.extend(token, lease).await
+        }
+        async fn complete(&self, _: &ClaimToken) -> Result<(), StoreError> {
+            Err(StoreError::unavailable("the queue is down"))
+        }
+        async fn fail(
+            &self,
+            token: &ClaimToken,
+            error: &str,
+            retry_in: Option<Duration>,
+        ) -> Result<(), StoreError> {
+            self.0.fail(token, error, retry_in).await
+        }
+        async fn release(&self, token: &ClaimToken) -> Result<(), StoreError> {
+            self.0.release(token).await
+        }
+    }
+
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    // The local recorder is the thread's: a current-thread runtime keeps every task on it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let queue = MemoryQueue::new();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            enqueue_body(&queue, &customer_event("evt_unsettled", "cus_1", 1)).await;
+            let handler = Recorder::default();
+            let worker = Worker::new(NoComplete(queue.clone()), handler.clone());
+            assert_eq!(worker.run_once().await.unwrap(), 1);
+            assert_eq!(handler.seen(), ["evt_unsettled"]);
+        })
+    });
+    let text = handle.render();
+    let counted = |result: &str| {
+        text.lines().any(|l| {
+            l.starts_with("stripe_webhooks_jobs_total")
+                && l.contains(&format!("result=\"{result}\""))
+        })
+    };
+    assert!(counted("settle_failed"), "{text}");
+    assert!(!counted("completed"), "{text}");
+    let c = rt.block_on(queue.counts()).unwrap();
+    assert_eq!(c.running, 1, "{c:?}");
+}

@@ -826,6 +826,13 @@ async fn run_job(
     if let Err(e) = &settled {
         note_settle_failed("settle", &job, e);
     }
+    // What the queue holds now: a settlement that failed leaves the job running until its
+    // lease ends (then it runs again), whatever the run did.
+    let result = match &settled {
+        Ok(()) => result,
+        Err(StoreError::LeaseLost { .. }) => "lease_lost",
+        Err(_) => "settle_failed",
+    };
     #[cfg(not(feature = "metrics"))]
     let _ = result;
     #[cfg(feature = "metrics")]

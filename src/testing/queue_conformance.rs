@@ -88,6 +88,22 @@ pub async fn enqueue_is_deduplicated<Q: QueueAdmin + ?Sized>(q: &Q) {
     assert_eq!(rec.body, b"{\"a\":1}");
     assert!(rec.finished_at_ms.is_some());
     assert!(q.take(10, LONG, false).await.unwrap().is_empty());
+
+    // Retrying and dead jobs deduplicate too: Stripe's retry of an event whose job
+    // failed must not queue a second job beside it.
+    for (key, retry_in, state) in [
+        ("evt_dedupe_retrying", Some(LONG), "retrying"),
+        ("evt_dedupe_dead", None, "dead"),
+    ] {
+        let j = job(key, None, 10, b"{}");
+        assert_eq!(q.enqueue(&j).await.unwrap(), Enqueued::Queued);
+        let taken = q.take(10, LONG, false).await.unwrap();
+        assert_eq!(taken.len(), 1, "{state}");
+        q.fail(&taken[0].token, "boom", retry_in).await.unwrap();
+        assert_eq!(q.enqueue(&j).await.unwrap(), Enqueued::Duplicate, "{state}");
+    }
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.queued, c.retrying, c.dead), (0, 1, 1), "{c:?}");
 }
 
 /// Of `n` concurrent enqueues of one key, one queues.

@@ -381,6 +381,29 @@ async fn list_v2_events_follows_page_tokens() {
         ]
     );
 
+    // A token is a cursor: an event that arrives between two pages does not shift the
+    // next page (its last event is not listed again), and the previous page of the
+    // second is the first.
+    let first = client.list_v2_events(&ctx, &params, None).await.unwrap();
+    let newer = ThinEventBuilder::new("evt_v2_new", "v1.customer.updated")
+        .related("cus_c", "customer", "/v1/customers/cus_c")
+        .created(BASE + 10)
+        .build();
+    fake.add_v2_event(&newer).unwrap();
+    let second = client
+        .list_v2_events(&ctx, &params, first.next_page.as_ref())
+        .await
+        .unwrap();
+    let ids = |p: &stripe_webhooks::client::NotificationPage| -> Vec<String> {
+        p.data.iter().map(|n| n.id.to_string()).collect()
+    };
+    assert_eq!(ids(&second), ["evt_v2_2", "evt_v2_1"]);
+    let back = client
+        .list_v2_events(&ctx, &params, second.previous_page.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(ids(&back), ["evt_v2_4", "evt_v2_3"]);
+
     // Filters: one object, a time range, a type.
     let filtered = ListV2EventsParams::new()
         .with_object_id("cus_a")

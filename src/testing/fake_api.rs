@@ -758,6 +758,35 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
     })
 }
 
+/// Where a page of `GET /v2/core/events` starts: after an event (older ones) or before
+/// one (newer ones), by its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PageCursor {
+    After((i64, u64)),
+    Before((i64, u64)),
+}
+
+impl PageCursor {
+    fn token(self) -> String {
+        match self {
+            PageCursor::After((c, o)) => format!("fake_after_{c}_{o}"),
+            PageCursor::Before((c, o)) => format!("fake_before_{c}_{o}"),
+        }
+    }
+
+    fn parse(token: &str) -> Option<Self> {
+        let key = |rest: &str| {
+            let (c, o) = rest.rsplit_once('_')?;
+            Some((c.parse().ok()?, o.parse().ok()?))
+        };
+        if let Some(rest) = token.strip_prefix("fake_after_") {
+            key(rest).map(PageCursor::After)
+        } else {
+            key(token.strip_prefix("fake_before_")?).map(PageCursor::Before)
+        }
+    }
+}
+
 /// An object's path without its query.
 fn object_path(path: &str) -> String {
     path.split('?').next().unwrap_or(path).to_owned()
@@ -1003,12 +1032,15 @@ fn list_v2(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
         let lte = time_param(request, "created[lte]")?;
         let object_id = request.query_value("object_id");
         let types = types_param(request);
-        let offset = match request.query_value("page") {
-            None => 0,
-            Some(p) => p
-                .strip_prefix("fake_page_")
-                .and_then(|n| n.parse::<usize>().ok())
-                .ok_or_else(|| Answer::bad_param("page", "Invalid page token."))?,
+        // A page token is a cursor, as Stripe's: the key of the event a page starts
+        // after (`fake_after_…`, older events) or ends before (`fake_before_…`, newer
+        // ones), so events added between two requests neither repeat nor vanish.
+        let cursor = match request.query_value("page") {
+            None => None,
+            Some(p) => Some(
+                PageCursor::parse(p)
+                    .ok_or_else(|| Answer::bad_param("page", "Invalid page token."))?,
+            ),
         };
         let matching: Vec<&StoredEvent> = newest_first(events)
             .into_iter()
@@ -1019,7 +1051,20 @@ fn list_v2(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
             .filter(|e| object_id.map_or(true, |o| e.object_id.as_deref() == Some(o)))
             .filter(|e| types.is_empty() || types.contains(&e.event_type.as_str()))
             .collect();
-        let page: Vec<&StoredEvent> = matching.iter().skip(offset).take(limit).copied().collect();
+        let page: Vec<&StoredEvent> = match cursor {
+            None => matching.iter().take(limit).copied().collect(),
+            Some(PageCursor::After(key)) => matching
+                .iter()
+                .filter(|e| e.key() < key)
+                .take(limit)
+                .copied()
+                .collect(),
+            Some(PageCursor::Before(key)) => {
+                let newer: Vec<&StoredEvent> =
+                    matching.iter().filter(|e| e.key() > key).copied().collect();
+                newer[newer.len().saturating_sub(limit)..].to_vec()
+            }
+        };
         // As Stripe's, the URL alone gives the next page: the filters are kept in it.
         let filters: String = request
             .query
@@ -1027,20 +1072,22 @@ fn list_v2(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
             .filter(|(k, _)| k != "page" && k != "limit")
             .map(|(k, v)| format!("&{}={}", encode_query(k), encode_query(v)))
             .collect();
-        let url = |offset: usize| {
+        let url = |token: String| {
             serde_json::Value::from(format!(
-                "/v2/core/events?limit={limit}{filters}&page=fake_page_{offset}"
+                "/v2/core/events?limit={limit}{filters}&page={token}"
             ))
         };
-        let next = if offset.saturating_add(limit) < matching.len() {
-            url(offset.saturating_add(limit))
-        } else {
-            serde_json::Value::Null
+        let next = match page.last() {
+            Some(last) if matching.iter().any(|e| e.key() < last.key()) => {
+                url(PageCursor::After(last.key()).token())
+            }
+            _ => serde_json::Value::Null,
         };
-        let previous = if offset > 0 {
-            url(offset.saturating_sub(limit))
-        } else {
-            serde_json::Value::Null
+        let previous = match page.first() {
+            Some(first) if matching.iter().any(|e| e.key() > first.key()) => {
+                url(PageCursor::Before(first.key()).token())
+            }
+            _ => serde_json::Value::Null,
         };
         Ok(format!(
             r#"{{"data":{},"next_page_url":{next},"previous_page_url":{previous}}}"#,

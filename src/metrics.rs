@@ -152,6 +152,7 @@ pub(crate) fn delivery(o: &Outcome) {
 /// POST, a content type other than JSON, a body too large, too slow or unreadable (and,
 /// from the extractors, a bad signature or a body that is not an event). No event was
 /// read, so `family` is `unknown` and `event_type` `none`.
+#[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
 pub(crate) fn rejected(outcome: &'static str) {
     ::metrics::counter!(
         DELIVERIES,

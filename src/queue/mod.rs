@@ -613,7 +613,9 @@ pub trait QueueAdmin: Queue {
     /// As [`counts`](Self::counts).
     async fn requeue(&self, key: &EventId) -> Result<bool, StoreError>;
 
-    /// Requeues every dead job; returns how many.
+    /// Requeues every dead job; returns how many. The crate's queues work in batches of
+    /// 500 (one statement or script each), so an error after the first batch leaves the
+    /// batches before it requeued.
     ///
     /// # Errors
     ///

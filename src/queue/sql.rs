@@ -105,8 +105,8 @@ const SQLITE: Statements = Statements {
     requeue: "UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, finished_at = NULL \
         WHERE job_key = ?1 AND state IN ('dead', 'retrying') RETURNING seq",
     requeue_dead: "UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, \
-        finished_at = NULL WHERE seq IN (SELECT seq FROM {j} WHERE state = 'dead' \
-        AND seq > ?1 ORDER BY seq LIMIT ?2) RETURNING seq",
+        finished_at = NULL WHERE state = 'dead' AND seq IN (SELECT seq FROM {j} \
+        WHERE state = 'dead' AND seq > ?1 ORDER BY seq LIMIT ?2) RETURNING seq",
     purge: "DELETE FROM {j} WHERE seq IN (SELECT seq FROM {j} WHERE state = 'completed' \
         AND finished_at <= {now} - ?1 LIMIT ?2)",
 };
@@ -148,9 +148,12 @@ const POSTGRES: Statements = Statements {
     requeue: "WITH up AS (UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, \
         finished_at = NULL WHERE job_key = $1 AND state IN ('dead', 'retrying') RETURNING seq) \
         SELECT seq, pg_notify('{j}', '') FROM up",
+    // `state = 'dead'` on the updated row too: PostgreSQL re-checks a row that changed
+    // meanwhile against the UPDATE's own conditions, not the subquery's, and a job
+    // requeued and taken meanwhile must not be reset while it runs.
     requeue_dead: "WITH up AS (UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, \
-        finished_at = NULL WHERE seq IN (SELECT seq FROM {j} WHERE state = 'dead' \
-        AND seq > $1 ORDER BY seq LIMIT $2) RETURNING seq) \
+        finished_at = NULL WHERE state = 'dead' AND seq IN (SELECT seq FROM {j} \
+        WHERE state = 'dead' AND seq > $1 ORDER BY seq LIMIT $2) RETURNING seq) \
         SELECT seq, pg_notify('{j}', '') FROM up",
     purge: "DELETE FROM {j} WHERE seq IN (SELECT seq FROM {j} WHERE state = 'completed' \
         AND finished_at <= {now} - $1 LIMIT $2)",
@@ -379,7 +382,9 @@ where
         let rows = match self.sql.order_lock.as_deref().filter(|_| per_object_order) {
             None => take.fetch_all(&self.pool).await.map_err(db_err)?,
             Some(lock) => {
-                let mut tx = self.pool.begin().await.map_err(db_err)?;
+                // Read committed whatever the database's default: each statement reads
+                // a fresh snapshot, so the take's starts after the lock is held.
+                let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(db_err)?;
                 sqlx::query(lock).execute(&mut *tx).await.map_err(db_err)?;
                 let rows = take.fetch_all(&mut *tx).await.map_err(db_err)?;
                 tx.commit().await.map_err(db_err)?;
@@ -1048,6 +1053,15 @@ mod tests {
             .await
             .unwrap();
         let sql = Rendered::new(&POSTGRES, &jobs);
+        // One connection, with sequential scans priced out: the planner cannot know the
+        // clock's value, and on a small table it may cost a scan below the index. The
+        // check is whether the index can be bounded by the clock at all (an inline
+        // `clock_timestamp()` never can).
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query("SET enable_seqscan = off")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
         // The statements' parameters as literals: fence, lease, max; age, batch.
         for (what, statement, params) in [
             ("take", &sql.take, &["'fence'", "1000", "8"][..]),
@@ -1063,7 +1077,7 @@ mod tests {
                 literal = literal.replace(&format!("${}", i + 1), p);
             }
             let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {literal}"))
-                .fetch_all(&pool)
+                .fetch_all(&mut *conn)
                 .await
                 .unwrap();
             let plan = plan.join("\n");

@@ -91,10 +91,27 @@ async fn start_with(name: &str, thin: Option<&str>) -> Service {
 }
 
 impl Service {
+    /// Posts `body` to the thin route, signed with `secret`.
+    async fn post_thin(&self, body: &str, secret: &str) -> u16 {
+        let header = testing::sign(body.as_bytes(), secret, testing::now());
+        self.post_to("/webhook/thin", Some(&header), "application/json", body)
+            .await
+    }
+
     async fn post(&self, header: Option<&str>, content_type: &str, body: &str) -> u16 {
+        self.post_to("/webhook", header, content_type, body).await
+    }
+
+    async fn post_to(
+        &self,
+        path: &str,
+        header: Option<&str>,
+        content_type: &str,
+        body: &str,
+    ) -> u16 {
         let mut req = self
             .client
-            .post(format!("{}/webhook", self.base))
+            .post(format!("{}{path}", self.base))
             .header("content-type", content_type)
             .body(body.to_owned());
         if let Some(h) = header {
@@ -276,19 +293,8 @@ async fn end_to_end(name: &str) {
     assert_eq!(s.effects("evt_e2e_both").await, 1, "{stdout}");
     // A thin event on its own route, with its own secret; the snapshot secret fails there.
     let thin = testing::ThinEventBuilder::new("evt_e2e_thin", "v1.customer.created").build();
-    let post_thin = |secret: &str| {
-        s.client
-            .post(format!("{}/webhook/thin", s.base))
-            .header("content-type", "application/json")
-            .header(
-                "stripe-signature",
-                testing::sign(thin.as_bytes(), secret, testing::now()),
-            )
-            .body(thin.clone())
-            .send()
-    };
-    assert_eq!(post_thin(SECRET).await.unwrap().status(), 400);
-    assert_eq!(post_thin(THIN_SECRET).await.unwrap().status(), 200);
+    assert_eq!(s.post_thin(&thin, SECRET).await, 400);
+    assert_eq!(s.post_thin(&thin, THIN_SECRET).await, 200);
 
     // SIGTERM: a graceful exit.
     let mut s = s;
@@ -336,20 +342,11 @@ async fn a_real_secret_without_a_thin_one_closes_the_thin_route() {
     let s = start_with("axum", None).await;
     let (_, thin) = testing::event_pair("evt_closed_thin", "customer.created", "cus_1");
     for secret in ["whsec_local_thin_development_only", SECRET, THIN_SECRET] {
-        let status = s
-            .client
-            .post(format!("{}/webhook/thin", s.base))
-            .header("content-type", "application/json")
-            .header(
-                "stripe-signature",
-                testing::sign(thin.as_bytes(), secret, testing::now()),
-            )
-            .body(thin.clone())
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 400, "thin signed with {secret}");
+        assert_eq!(
+            s.post_thin(&thin, secret).await,
+            400,
+            "thin signed with {secret}"
+        );
     }
     assert_eq!(
         s.deliver("evt_open_snapshot", "customer.created").await,

@@ -830,28 +830,19 @@ async fn a_delivery_dropped_after_its_handler_succeeded_is_completed_not_release
 #[cfg(feature = "metrics")]
 #[test]
 fn a_handler_stopped_for_a_lost_lease_is_counted_lease_lost() {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
-    // The local recorder is the thread's: a current-thread runtime keeps every task on it.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let o = metrics::with_local_recorder(&recorder, || {
-        rt.block_on(async {
-            let handler = Arc::new(Overlap {
-                first_sleep: Duration::from_secs(30),
-                ..Default::default()
-            });
-            let store = Flaky::new(|t| StoreError::LeaseLost {
-                event_id: t.event_id().clone(),
-            });
-            let p = Processor::new(verifier(), store, handler)
-                .with_handler_deadline(None)
-                .with_lease(Duration::from_millis(600));
-            let (h, b) = signed("evt_lost_counted", "invoice.paid");
-            p.process(Some(&h), b.as_bytes()).await
-        })
+    let (o, text) = common::with_local_prometheus(async {
+        let handler = Arc::new(Overlap {
+            first_sleep: Duration::from_secs(30),
+            ..Default::default()
+        });
+        let store = Flaky::new(|t| StoreError::LeaseLost {
+            event_id: t.event_id().clone(),
+        });
+        let p = Processor::new(verifier(), store, handler)
+            .with_handler_deadline(None)
+            .with_lease(Duration::from_millis(600));
+        let (h, b) = signed("evt_lost_counted", "invoice.paid");
+        p.process(Some(&h), b.as_bytes()).await
     });
     assert!(
         matches!(
@@ -860,7 +851,6 @@ fn a_handler_stopped_for_a_lost_lease_is_counted_lease_lost() {
         ),
         "{o:?}"
     );
-    let text = handle.render();
     assert!(
         text.lines().any(
             |l| l.starts_with("stripe_webhooks_handler_duration_seconds_count")

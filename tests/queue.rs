@@ -1148,19 +1148,22 @@ mod redis_queue {
 
     /// A queue under its own prefix, taken from a store.
     pub(super) async fn queue(name: &str) -> RedisQueue {
-        RedisStore::new(connect().await)
-            .with_prefix(&unique(name))
-            .unwrap()
-            .queue()
+        queue_and_prefix(name).await.0
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn redis_unreadable_job_dies_and_its_batch_still_runs() {
-        let prefix = unique("qspoil");
+    /// A queue under its own prefix, and the prefix, to look at its keys.
+    async fn queue_and_prefix(name: &str) -> (RedisQueue, String) {
+        let prefix = unique(name);
         let queue = RedisStore::new(connect().await)
             .with_prefix(&prefix)
             .unwrap()
             .queue();
+        (queue, prefix)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_unreadable_job_dies_and_its_batch_still_runs() {
+        let (queue, prefix) = queue_and_prefix("qspoil").await;
         let mut conn = connect().await;
         an_unreadable_job_dies_and_its_batch_still_runs_on(queue, |key| async move {
             let _: () = redis::cmd("HSET")
@@ -1177,11 +1180,7 @@ mod redis_queue {
     /// A completed-set member whose job is gone is dropped and not counted as purged.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_purge_counts_only_the_jobs_it_deleted() {
-        let prefix = unique("qpurge");
-        let queue = RedisStore::new(connect().await)
-            .with_prefix(&prefix)
-            .unwrap()
-            .queue();
+        let (queue, prefix) = queue_and_prefix("qpurge").await;
         let mut conn = connect().await;
         for id in ["evt_purge_1", "evt_purge_2"] {
             let body = testing::event_for_type(id, "invoice.paid").unwrap();
@@ -1490,24 +1489,15 @@ fn a_completion_the_queue_cannot_record_is_counted_settle_failed() {
         }
     }
 
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
-    // The local recorder is the thread's: a current-thread runtime keeps every task on it.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let queue = MemoryQueue::new();
-    metrics::with_local_recorder(&recorder, || {
-        rt.block_on(async {
-            enqueue_body(&queue, &customer_event("evt_unsettled", "cus_1", 1)).await;
-            let handler = Recorder::default();
-            let worker = Worker::new(NoComplete(queue.clone()), handler.clone());
-            assert_eq!(worker.run_once().await.unwrap(), 1);
-            assert_eq!(handler.seen(), ["evt_unsettled"]);
-        })
+    let (c, text) = common::with_local_prometheus(async {
+        enqueue_body(&queue, &customer_event("evt_unsettled", "cus_1", 1)).await;
+        let handler = Recorder::default();
+        let worker = Worker::new(NoComplete(queue.clone()), handler.clone());
+        assert_eq!(worker.run_once().await.unwrap(), 1);
+        assert_eq!(handler.seen(), ["evt_unsettled"]);
+        queue.counts().await.unwrap()
     });
-    let text = handle.render();
     let counted = |result: &str| {
         text.lines().any(|l| {
             l.starts_with("stripe_webhooks_jobs_total")
@@ -1516,6 +1506,5 @@ fn a_completion_the_queue_cannot_record_is_counted_settle_failed() {
     };
     assert!(counted("settle_failed"), "{text}");
     assert!(!counted("completed"), "{text}");
-    let c = rt.block_on(queue.counts()).unwrap();
     assert_eq!(c.running, 1, "{c:?}");
 }

@@ -100,6 +100,15 @@ async fn setup() -> Setup {
 }
 
 impl Setup {
+    /// The last request the fake API had for `path`.
+    fn last_request(&self, path: &str) -> stripe_webhooks::testing::RecordedRequest {
+        self.fake
+            .requests()
+            .into_iter()
+            .rfind(|r| r.path == path)
+            .unwrap_or_else(|| panic!("no request for {path}"))
+    }
+
     fn reconciler(&self) -> Reconciler {
         Reconciler::new(
             self.fake.client().unwrap(),
@@ -147,12 +156,7 @@ async fn undelivered_events_run_once_and_delivered_ones_are_duplicates() {
     );
     s.runs.all_once(3);
     // The request filtered on what the processor handles and on delivery_success.
-    let req = s
-        .fake
-        .requests()
-        .into_iter()
-        .find(|r| r.path == "/v1/events")
-        .unwrap();
+    let req = s.last_request("/v1/events");
     assert_eq!(req.query_value("delivery_success"), Some("false"));
     let mut types = req.query_values("types[]");
     types.sort_unstable();
@@ -317,12 +321,7 @@ async fn connect_reconcilers_list_with_their_account() {
         .await
         .unwrap();
     assert_eq!(r.processed, 1);
-    let listed = s
-        .fake
-        .requests()
-        .into_iter()
-        .rfind(|r| r.path == "/v1/events")
-        .unwrap();
+    let listed = s.last_request("/v1/events");
     assert_eq!(listed.header("stripe-account"), Some("acct_9"));
     assert!(s
         .store
@@ -346,12 +345,7 @@ async fn connect_reconcilers_list_with_their_account() {
         .await
         .unwrap();
     assert_eq!((r.listed, r.processed), (1, 1), "{r:?}");
-    let listed = s
-        .fake
-        .requests()
-        .into_iter()
-        .rfind(|r| r.path == "/v2/core/events")
-        .unwrap();
+    let listed = s.last_request("/v2/core/events");
     assert_eq!(listed.header("stripe-context"), Some("acct_9"));
     assert_eq!(listed.header("stripe-account"), None);
 }

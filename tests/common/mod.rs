@@ -92,3 +92,18 @@ pub fn unique(what: &str) -> String {
     )
 }
 pub mod queue_service;
+
+/// Runs `work` on a current-thread runtime with a Prometheus recorder of its own (the
+/// local recorder is the thread's, and a current-thread runtime keeps every task on
+/// it); returns what it gave and the recorder's text.
+#[cfg(feature = "metrics")]
+pub fn with_local_prometheus<T>(work: impl std::future::Future<Output = T>) -> (T, String) {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let out = metrics::with_local_recorder(&recorder, || rt.block_on(work));
+    (out, handle.render())
+}

@@ -1,5 +1,5 @@
-//! Typed parse against `serde_json::Value` on the same bytes, and verify + parse against
-//! the HMAC floor.
+//! Typed parse against `serde_json::Value` on the same bytes, the ack-fast path's read
+//! of a queued job's head (`NewJob::parse`), and verify + parse against the HMAC floor.
 //!
 //! Run with: `cargo bench --bench parse --features testing`
 
@@ -104,6 +104,12 @@ fn bench(c: &mut Criterion) {
                 e.is_ok()
             })
         });
+        // What the ack-fast path reads: the envelope and `data.object.id`.
+        g.bench_with_input(
+            BenchmarkId::new("queue_job_head", &name),
+            bytes,
+            |b, bytes| b.iter(|| stripe_webhooks::queue::NewJob::parse(black_box(bytes)).is_ok()),
+        );
         let header = testing::sign(bytes, SECRET, T);
         g.bench_with_input(BenchmarkId::new("floor_hmac", &name), bytes, |b, bytes| {
             b.iter(|| {

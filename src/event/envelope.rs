@@ -486,6 +486,112 @@ pub(crate) struct WireDataOut<'a> {
     pub(crate) previous_attributes: Option<&'a RawValue>,
 }
 
+/// `data` read for its object's `id` only, for the ack-fast path (which queues the body
+/// and leaves typing the object to the worker). `object` must be there, as [`WireData`]
+/// requires; any other member, and everything in the object but a string `id`, is
+/// skipped.
+pub(crate) struct WireDataId<'a> {
+    pub(crate) object_id: Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for WireDataId<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = WireDataId<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event's data")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut object: Option<ObjectId<'a>> = None;
+                let mut previous: Option<de::IgnoredAny> = None;
+                while let Some(key) = map.next_key::<BorrowedStr<'de>>()? {
+                    match &*key.0 {
+                        "object" => once(&mut map, &mut object, "object")?,
+                        // Refused twice, as `WireData` refuses it.
+                        "previous_attributes" => {
+                            once(&mut map, &mut previous, "previous_attributes")?;
+                        }
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let object = object.ok_or_else(|| de::Error::missing_field("object"))?;
+                Ok(WireDataId {
+                    object_id: object.0,
+                })
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+/// `data.object` (`OBJECT`: any JSON value, read for its `id` member when it is an
+/// object with a string `id`) or that member's value (kept when it is a string).
+struct IdOf<'a, const OBJECT: bool>(Option<Cow<'a, str>>);
+
+type ObjectId<'a> = IdOf<'a, true>;
+
+impl<'de: 'a, 'a, const OBJECT: bool> Deserialize<'de> for IdOf<'a, OBJECT> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(IdVisitor::<OBJECT>(PhantomData))
+    }
+}
+
+/// Reads an [`IdOf`]; skips everything else.
+struct IdVisitor<'a, const OBJECT: bool>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a, const OBJECT: bool> Visitor<'de> for IdVisitor<'a, OBJECT> {
+    type Value = IdOf<'a, OBJECT>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(IdOf((!OBJECT).then_some(Cow::Borrowed(v))))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(IdOf((!OBJECT).then(|| Cow::Owned(v.to_owned()))))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(IdOf(None))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(IdOf(None))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(IdOf(None))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(IdOf(None))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(IdOf(None))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(IdOf(None))
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(IdOf(None))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        // A repeated `id` is refused: the full parse then says what is wrong.
+        let mut id: Option<IdOf<'a, false>> = None;
+        while let Some(key) = map.next_key::<BorrowedStr<'de>>()? {
+            if OBJECT && &*key.0 == "id" {
+                once(&mut map, &mut id, "id")?;
+            } else {
+                map.next_value::<de::IgnoredAny>()?;
+            }
+        }
+        Ok(IdOf(id.and_then(|v| v.0)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

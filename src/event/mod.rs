@@ -19,7 +19,9 @@ use serde_json::value::RawValue;
 
 use crate::objects::PaymentSource;
 pub use envelope::{Envelope, EventId, EventRequest};
-use envelope::{ObjectTag, WireData, WireDataOut, WireDataTyped, WireEvent, WireLocate, WireOut};
+use envelope::{
+    ObjectTag, WireData, WireDataId, WireDataOut, WireDataTyped, WireEvent, WireLocate, WireOut,
+};
 pub use error::{ObjectError, ParseError};
 pub(crate) use thin::rfc3339_from;
 #[cfg(feature = "testing")]
@@ -330,6 +332,63 @@ fn end_position(body: &[u8]) -> (usize, usize) {
     (line, column)
 }
 
+/// What the ack-fast path needs of a snapshot event: the keys it queues the body under,
+/// read without typing `data.object` (the worker does that when it runs the job).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EventHead {
+    pub(crate) id: EventId,
+    pub(crate) event_type: String,
+    pub(crate) created: i64,
+    pub(crate) livemode: bool,
+    /// [`Event::ordering_key`]: `data.object.id`.
+    pub(crate) object_id: Option<String>,
+}
+
+impl EventHead {
+    /// The head of a snapshot event body: what [`Event::from_slice`] reads, with the same
+    /// answer for every body (any body the lean read refuses goes through the full parse,
+    /// which gives the error, or the head, it always gave).
+    pub(crate) fn from_slice(body: &[u8]) -> Result<EventHead, ParseError> {
+        match Self::lean(body) {
+            Some(head) => Ok(head),
+            None => Event::from_slice(body).map(|e| EventHead::of(&e)),
+        }
+    }
+
+    /// The envelope and `data.object.id` in one pass that skips the rest of the object.
+    /// `None` when anything is off: not UTF-8 (the full parse refuses it), not a JSON
+    /// event object, a thin event, no `data.object`.
+    fn lean(body: &[u8]) -> Option<EventHead> {
+        let text = std::str::from_utf8(body).ok()?;
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
+        let wire: WireEvent<'_, WireDataId<'_>> = serde_json::from_str(text).ok()?;
+        if wire.head.object != ObjectTag::Event {
+            return None;
+        }
+        let data = wire.data?;
+        Some(EventHead {
+            id: EventId::new(&*wire.head.id),
+            event_type: wire.head.event_type.into_owned(),
+            created: wire.head.created.unwrap_or_default(),
+            livemode: wire.head.livemode,
+            object_id: data.object_id.map(std::borrow::Cow::into_owned),
+        })
+    }
+
+    /// The head of a parsed event.
+    pub(crate) fn of(event: &Event) -> EventHead {
+        EventHead {
+            id: event.id().clone(),
+            event_type: event.event_type().as_str().to_owned(),
+            created: event.created(),
+            livemode: event.livemode(),
+            object_id: event.ordering_key(),
+        }
+    }
+}
+
 impl Event {
     /// Parses a snapshot event from a body, without verification: the crate's one
     /// parse, behind [`VerifiedPayload::parse`](crate::VerifiedPayload::parse) and
@@ -591,6 +650,72 @@ mod tests {
             let body = crate::testing::event_for_type("evt_1", ty).unwrap_or_default();
             let event = types::parse_one_pass(&EventType::from_wire(ty), body.as_bytes());
             assert!(event.is_some_and(|e| !e.is_untyped()), "{ty}");
+        }
+    }
+
+    /// The ack-fast path's head, against the full parse's, for every body.
+    fn same_head(body: &[u8]) {
+        let full = Event::from_slice(body).map(|e| EventHead::of(&e));
+        let head = EventHead::from_slice(body);
+        match (&head, &full) {
+            (Ok(h), Ok(f)) => assert_eq!(h, f, "{}", String::from_utf8_lossy(body)),
+            (Err(h), Err(f)) => assert_eq!(h.to_string(), f.to_string()),
+            _ => panic!(
+                "{head:?} against {full:?} for {}",
+                String::from_utf8_lossy(body)
+            ),
+        }
+    }
+
+    #[test]
+    fn the_lean_head_reads_what_the_full_parse_reads() {
+        // Every documented type, on its fixture: the lean read takes each of them.
+        let mut lean = 0;
+        for ty in EventType::ALL {
+            let Some(body) = crate::testing::event_for_type("evt_1", ty.as_str()) else {
+                continue;
+            };
+            same_head(body.as_bytes());
+            lean += usize::from(EventHead::lean(body.as_bytes()).is_some());
+        }
+        assert!(lean > 250, "{lean}");
+        let head = EventHead::lean(br#"{"id":"evt_1","object":"event","type":"customer.updated","created":7,"livemode":true,"data":{"object":{"object":"customer","id":"cus_\u0031","x":{"id":"no"}}}}"#)
+            .unwrap_or_else(|| panic!("lean refused"));
+        assert_eq!(head.object_id.as_deref(), Some("cus_1"));
+        assert_eq!((head.created, head.livemode), (7, true));
+        // Odd bodies: each gets the full parse's answer, whichever read gave it.
+        let env = |data: &str| {
+            format!(
+                r#"{{"id":"evt_1","object":"event","type":"customer.updated","created":1,"livemode":false,"data":{data}}}"#
+            )
+        };
+        for data in [
+            r#"{"object":"cus_1"}"#,
+            r#"{"object":null}"#,
+            r#"{"object":[{"id":"x"}]}"#,
+            r#"{"object":{"id":7}}"#,
+            r#"{"object":{"id":{"id":"x"}}}"#,
+            r#"{"object":{"id":"a","id":"b"}}"#,
+            r#"{"object":{},"object":{}}"#,
+            r#"{"object":{},"previous_attributes":{},"previous_attributes":{}}"#,
+            r#"{"object":{"id":""}}"#,
+            r#"{"previous_attributes":{}}"#,
+            "null",
+            "[]",
+        ] {
+            same_head(env(data).as_bytes());
+        }
+        for body in [
+            &b"[]"[..],
+            b"",
+            b"  ",
+            b"{\"id\":\"evt_1\",\"object\":\"event\",\"type\":\"x\",\"data\":{\"object\":{\"id\":\"\xff\"}}}",
+            br#"{"id":"evt_1","object":"v2.core.event","type":"v1.billing.meter.error_report_triggered","created":"2026-01-01T00:00:00.000Z","livemode":false}"#,
+            br#"{"id":"evt_1","object":"charge","type":"x","data":{"object":{}}}"#,
+            br#"{"id":"evt_1","object":"event","type":"x","data":{"object":{}},"id":"evt_2"}"#,
+            br#"{"object":"event","type":"x","data":{"object":{}}}"#,
+        ] {
+            same_head(body);
         }
     }
 

@@ -14,7 +14,7 @@ mod trace;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::event::{Event, EventNotification, EventType, ParseError, ThinEventType};
+use crate::event::{Event, EventHead, EventNotification, EventType, ParseError, ThinEventType};
 use crate::handler::{EventHandler, ThinEventHandler};
 use crate::idempotency::IdempotencyStore;
 use crate::signature::{VerifiedPayload, Verifier};
@@ -788,8 +788,10 @@ impl Processor {
         body: &[u8],
         started: Instant,
     ) -> Outcome {
-        match Event::from_slice(body) {
-            Ok(event) => self.enqueue_event(queue, &event, body, started).await,
+        // The envelope and `data.object.id` only: the worker types the object when it
+        // runs the job.
+        match EventHead::from_slice(body) {
+            Ok(head) => self.enqueue_head(queue, head, body, started).await,
             Err(ParseError::ThinEventNotification) => match EventNotification::from_slice(body) {
                 Ok(n) => self.enqueue_notification(queue, &n, body, started).await,
                 Err(e) => Outcome::new(OutcomeKind::NotAnEvent(e), started),
@@ -807,17 +809,31 @@ impl Processor {
         body: &[u8],
         started: Instant,
     ) -> Outcome {
+        self.enqueue_head(queue, EventHead::of(event), body, started)
+            .await
+    }
+
+    /// Queues a snapshot event by its head (see [`EventHead`]) with its body.
+    async fn enqueue_head(
+        &self,
+        queue: &dyn crate::queue::Queue,
+        head: EventHead,
+        body: &[u8],
+        started: Instant,
+    ) -> Outcome {
         #[cfg(feature = "tracing")]
-        trace::record_event(&tracing::Span::current(), event);
+        trace::record_head(&tracing::Span::current(), &head);
         let mut o = Outcome::new(OutcomeKind::Ignored, started);
-        o.event_id = Some(event.id().clone());
-        o.event_type = Some(event.event_type().clone());
-        o.created = Some(event.created());
-        let taken = self.queued_events.as_ref().map_or(true, |(_, t)| {
-            t.snapshot.contains(event.event_type().as_str())
-        });
-        let job = crate::queue::NewJob::snapshot(event, body);
-        self.enqueue_job(queue, &job, event.livemode(), taken, o, started)
+        o.event_id = Some(head.id.clone());
+        o.event_type = Some(EventType::from_wire(&head.event_type));
+        o.created = Some(head.created);
+        let taken = self
+            .queued_events
+            .as_ref()
+            .map_or(true, |(_, t)| t.snapshot.contains(head.event_type.as_str()));
+        let livemode = head.livemode;
+        let job = crate::queue::NewJob::from_head(head, body);
+        self.enqueue_job(queue, &job, livemode, taken, o, started)
             .await
     }
 

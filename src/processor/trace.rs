@@ -24,6 +24,12 @@ pub(super) fn record_event(span: &tracing::Span, event: &Event) {
     span.record("event_type", event.event_type().as_str());
 }
 
+/// As [`record_event`], for the ack-fast path's head of an event.
+pub(super) fn record_head(span: &tracing::Span, head: &crate::event::EventHead) {
+    span.record("event_id", head.id.as_str());
+    span.record("event_type", head.event_type.as_str());
+}
+
 pub(super) fn record_notification(span: &tracing::Span, n: &crate::event::EventNotification) {
     span.record("event_id", n.id.as_str());
     span.record("event_type", n.event_type.as_str());

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::event::{Event, EventId, EventNotification, ParseError};
+use crate::event::{Event, EventHead, EventId, EventNotification, ParseError};
 use crate::idempotency::{ClaimToken, StoreError};
 
 pub use memory::MemoryQueue;
@@ -96,14 +96,19 @@ pub struct NewJob<'a> {
 impl<'a> NewJob<'a> {
     /// A job for a parsed snapshot event and its raw body.
     pub fn snapshot(event: &Event, body: &'a [u8]) -> Self {
+        Self::from_head(EventHead::of(event), body)
+    }
+
+    /// A job for a snapshot event's head (read without typing its object) and body.
+    pub(crate) fn from_head(head: EventHead, body: &'a [u8]) -> Self {
         Self {
-            key: event.id().clone(),
-            event_id: event.id().clone(),
-            event_type: event.event_type().as_str().to_owned(),
+            key: head.id.clone(),
+            event_id: head.id,
+            event_type: head.event_type,
             kind: PayloadKind::Snapshot,
             // An empty id names no object (every queue reads it so).
-            object_id: event.ordering_key().filter(|id| !id.is_empty()),
-            created: event.created(),
+            object_id: head.object_id.filter(|id| !id.is_empty()),
+            created: head.created,
             body,
         }
     }
@@ -138,8 +143,8 @@ impl<'a> NewJob<'a> {
     ///
     /// A [`ParseError`] when the body is not a Stripe event.
     pub fn parse(body: &'a [u8]) -> Result<Self, ParseError> {
-        match Event::from_slice(body) {
-            Ok(event) => Ok(Self::snapshot(&event, body)),
+        match EventHead::from_slice(body) {
+            Ok(head) => Ok(Self::from_head(head, body)),
             Err(ParseError::ThinEventNotification) => {
                 let n = EventNotification::from_slice(body)?;
                 Ok(Self::thin(&n, body, true))

@@ -18,6 +18,7 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Enqueued, NewJob};
+use crate::event::EventId;
 use crate::idempotency::StoreError;
 
 /// The most rows one statement inserts (7 parameters each, far below SQLite's 32,766).
@@ -26,8 +27,8 @@ pub(super) const MAX_ROWS: usize = 128;
 /// One enqueue handed to the writer task: the job, owned (its body is copied once, to
 /// cross to the task), and where to send the answer.
 struct Pending {
-    key: String,
-    event_id: String,
+    key: EventId,
+    event_id: EventId,
     event_type: String,
     kind: &'static str,
     object_id: Option<String>,
@@ -95,8 +96,8 @@ impl Batcher {
     pub(super) async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
-            key: job.key.as_str().to_owned(),
-            event_id: job.event_id.as_str().to_owned(),
+            key: job.key.clone(),
+            event_id: job.event_id.clone(),
             event_type: job.event_type.clone(),
             kind: job.kind.as_str(),
             object_id: job.object_id.clone(),
@@ -250,7 +251,7 @@ async fn write(
                     .collect();
                 for p in batch.drain(..) {
                     // A key twice in one batch: the first is queued, the rest duplicates.
-                    let answer = if queued.remove(&p.key) {
+                    let answer = if queued.remove(p.key.as_str()) {
                         Enqueued::Queued
                     } else {
                         Enqueued::Duplicate

@@ -575,6 +575,11 @@ impl<'de: 'a, 'a, const OBJECT: bool> Visitor<'de> for IdVisitor<'a, OBJECT> {
         d.deserialize_any(self)
     }
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        if OBJECT {
+            // An array for `data.object`: refused, for the full parse (whose raw id read
+            // takes an array's first element) to answer.
+            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+        }
         while seq.next_element::<de::IgnoredAny>()?.is_some() {}
         Ok(IdOf(None))
     }

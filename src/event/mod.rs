@@ -679,23 +679,35 @@ mod tests {
             lean += usize::from(EventHead::lean(body.as_bytes()).is_some());
         }
         assert!(lean > 250, "{lean}");
-        let head = EventHead::lean(br#"{"id":"evt_1","object":"event","type":"customer.updated","created":7,"livemode":true,"data":{"object":{"object":"customer","id":"cus_\u0031","x":{"id":"no"}}}}"#)
-            .unwrap_or_else(|| panic!("lean refused"));
+        let escaped = br#"{"id":"evt_1","object":"event","type":"customer.updated","created":7,"livemode":true,"data":{"object":{"object":"customer","id":"cus_\u0031","x":{"id":"no"}}}}"#;
+        same_head(escaped);
+        let head = EventHead::lean(escaped).unwrap_or_else(|| panic!("lean refused"));
         assert_eq!(head.object_id.as_deref(), Some("cus_1"));
         assert_eq!((head.created, head.livemode), (7, true));
-        // Odd bodies: each gets the full parse's answer, whichever read gave it.
-        let env = |data: &str| {
-            format!(
-                r#"{{"id":"evt_1","object":"event","type":"customer.updated","created":1,"livemode":false,"data":{data}}}"#
-            )
-        };
+        // Odd bodies: each gets the full parse's answer, whichever read gave it, for a
+        // hand-written type, a generated one, one whose object has no id, a payment
+        // source and an unknown type, with `type` first and (as Stripe writes it, for
+        // the one-pass parse) last.
+        let types = [
+            "customer.updated",
+            "account.updated",
+            "balance.available",
+            "customer.source.created",
+            "x.y",
+        ];
+        let mut bodies = Vec::new();
         for data in [
             r#"{"object":"cus_1"}"#,
             r#"{"object":null}"#,
             r#"{"object":[{"id":"x"}]}"#,
+            r#"{"object":["cus_1"]}"#,
+            r#"{"object":[]}"#,
             r#"{"object":{"id":7}}"#,
             r#"{"object":{"id":{"id":"x"}}}"#,
             r#"{"object":{"id":"a","id":"b"}}"#,
+            r#"{"object":{"\u0069d":"cus_1"}}"#,
+            r#"{"object":{"id":"cus_\ud800"}}"#,
+            r#"{"object":{"object":"card","id":"card_1"}}"#,
             r#"{"object":{},"object":{}}"#,
             r#"{"object":{},"previous_attributes":{},"previous_attributes":{}}"#,
             r#"{"object":{"id":""}}"#,
@@ -703,7 +715,38 @@ mod tests {
             "null",
             "[]",
         ] {
-            same_head(env(data).as_bytes());
+            for ty in types {
+                bodies.push(format!(
+                    r#"{{"id":"evt_1","object":"event","type":"{ty}","created":1,"livemode":false,"data":{data}}}"#
+                ));
+                bodies.push(format!(
+                    r#"{{"id":"evt_1","object":"event","created":1,"livemode":false,"data":{data},"type":"{ty}"}}"#
+                ));
+            }
+        }
+        for ty in types {
+            for rest in [
+                r#""created":1"#,
+                r#""created":"1","data":{"object":{}}"#,
+                r#""created":1.5,"data":{"object":{}}"#,
+                r#""created":18446744073709551616,"data":{"object":{}}"#,
+                r#""created":1,"created":2,"data":{"object":{}}"#,
+                r#""created":1,"data":{"object":{}},"data":{"object":{}}"#,
+                r#""created":1,"data":{"object":{}},"type":"customer.created""#,
+            ] {
+                bodies.push(format!(
+                    r#"{{"id":"evt_1","object":"event","livemode":false,{rest},"type":"{ty}"}}"#
+                ));
+            }
+            let body = format!(
+                r#"{{"id":"evt_1","object":"event","data":{{"object":{{"id":"o"}}}},"type":"{ty}"}}"#
+            );
+            bodies.push(format!("\u{c}{body}"));
+            bodies.push(format!("\u{feff}{body}"));
+            bodies.push(format!(" \n{body}\n"));
+        }
+        for body in &bodies {
+            same_head(body.as_bytes());
         }
         for body in [
             &b"[]"[..],

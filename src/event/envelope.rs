@@ -568,12 +568,6 @@ impl<'de: 'a, 'a, const OBJECT: bool> Visitor<'de> for IdVisitor<'a, OBJECT> {
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(IdOf(None))
     }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(IdOf(None))
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         if OBJECT {
             // An array for `data.object`: refused, for the full parse (whose raw id read

@@ -360,9 +360,6 @@ impl EventHead {
     /// event object, a thin event, no `data.object`.
     fn lean(body: &[u8]) -> Option<EventHead> {
         let text = std::str::from_utf8(body).ok()?;
-        if !text.trim_start().starts_with('{') {
-            return None;
-        }
         let wire: WireEvent<'_, WireDataId<'_>> = serde_json::from_str(text).ok()?;
         if wire.head.object != ObjectTag::Event {
             return None;

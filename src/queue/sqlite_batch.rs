@@ -184,6 +184,10 @@ async fn write(
     mut rx: mpsc::Receiver<Pending>,
 ) {
     let now = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+    // Anonymous `?`s, bound in order: sqlx asks SQLite each parameter's name, which for
+    // numbered ones (`?7`) is a walk of the statement's name list, so a batch of `n`
+    // numbered parameters cost `n²` steps.
+    let row = format!("(?, ?, ?, ?, ?, ?, ?, 'queued', 0, {now}, {now})");
     let checkpointing = Arc::new(AtomicBool::new(false));
     let catch_up = Arc::new(AtomicBool::new(false));
     let mut since_checkpoint = 0usize;
@@ -206,10 +210,6 @@ async fn write(
             "INSERT INTO {jobs} (job_key, event_id, event_type, kind, object_id, created, body, \
              state, attempts, run_at, enqueued_at) VALUES "
         );
-        // Anonymous `?`s, bound in order: sqlx asks SQLite each parameter's name, which
-        // for numbered ones (`?7`) is a walk of the statement's name list, so a batch of
-        // `n` numbered parameters cost `n²` steps.
-        let row = format!("(?, ?, ?, ?, ?, ?, ?, 'queued', 0, {now}, {now})");
         for i in 0..batch.len() {
             if i > 0 {
                 sql.push_str(", ");

@@ -1,0 +1,63 @@
+-- Tables for benches/load/guard_layouts.sh: ev and ev_objects as the crate's migrations make
+-- them (after migration 4), mv for merged_rows.sql and sv for seq_rows.sql.
+CREATE TABLE ev (
+    event_id     TEXT PRIMARY KEY,
+    event_type   TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 1,
+    fence        TEXT NOT NULL,
+    lease_until  TIMESTAMPTZ,
+    last_error   TEXT,
+    first_seen   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    completed_at TIMESTAMPTZ,
+    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX ev_failed_idx ON ev (first_seen) WHERE status = 'failed';
+CREATE INDEX ev_purge_idx ON ev (updated_at) WHERE status <> 'processing';
+CREATE TABLE ev_objects (
+    object_id  TEXT PRIMARY KEY,
+    created    BIGINT,
+    event_id   TEXT,
+    holder     TEXT,
+    lock_until TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+) WITH (fillfactor = 70);
+CREATE TABLE mv (
+    event_id     TEXT PRIMARY KEY,
+    event_type   TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 1,
+    fence        TEXT NOT NULL,
+    lease_until  TIMESTAMPTZ,
+    last_error   TEXT,
+    first_seen   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    completed_at TIMESTAMPTZ,
+    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    created      BIGINT,
+    applied      TEXT,
+    holder       TEXT,
+    lock_until   TIMESTAMPTZ
+) WITH (fillfactor = 80);
+CREATE INDEX mv_failed_idx ON mv (first_seen) WHERE status = 'failed';
+CREATE INDEX mv_purge_idx ON mv (updated_at) WHERE status IN ('completed', 'failed');
+CREATE FUNCTION sw_raise(msg text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '%', msg; END $$;
+CREATE TABLE sv (
+    event_id     TEXT PRIMARY KEY,
+    event_type   TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 1,
+    fence        TEXT NOT NULL,
+    lease_until  TIMESTAMPTZ,
+    last_error   TEXT,
+    first_seen   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    completed_at TIMESTAMPTZ,
+    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    object_id    TEXT,
+    seq          BIGINT,
+    created      BIGINT,
+    wm_created   BIGINT,
+    wm_event     TEXT
+);
+CREATE INDEX sv_failed_idx ON sv (first_seen) WHERE status = 'failed';
+CREATE INDEX sv_purge_idx ON sv (updated_at) WHERE status <> 'processing';
+CREATE UNIQUE INDEX sv_obj_seq ON sv (object_id, seq) WHERE object_id IS NOT NULL;

@@ -1,0 +1,9 @@
+-- Prototype, not shipped, and not safe: a cost probe. No objects table; each guarded claim
+-- row carries its object id, a sequence number unique per object (a unique index) and the
+-- watermark as of its claim; the claim reads the object's latest row and takes the next
+-- number, the completion moves its row one number on. benches/README.md says which
+-- interleavings of read-committed snapshots it lets through.
+\set n random(1, 2000000000)
+\set o random(1, 2000)
+INSERT INTO sv AS e (event_id, event_type, status, attempts, fence, lease_until, first_seen, updated_at, object_id, seq, created, wm_created, wm_event) SELECT 'evt_' || :n, 'customer.updated', 'processing', 1, 'f' || :n, now() + 30000::bigint * interval '1 millisecond', now(), now(), 'cus_' || :o, COALESCE(l.seq, 0) + 1, :n, l.wm_created, l.wm_event FROM (SELECT 1) x LEFT JOIN LATERAL (SELECT seq, status, lease_until, wm_created, wm_event FROM sv WHERE object_id = 'cus_' || :o ORDER BY seq DESC LIMIT 1) l ON true WHERE l.status IS DISTINCT FROM 'processing' OR l.lease_until <= now() ON CONFLICT (event_id) DO UPDATE SET status = 'processing', attempts = e.attempts + 1, fence = EXCLUDED.fence, lease_until = EXCLUDED.lease_until, updated_at = now(), seq = EXCLUDED.seq, wm_created = EXCLUDED.wm_created, wm_event = EXCLUDED.wm_event WHERE e.status = 'failed' OR (e.status = 'processing' AND e.lease_until <= now()) RETURNING attempts::bigint, wm_created, wm_event;
+UPDATE sv SET status = 'completed', completed_at = now(), lease_until = NULL, updated_at = now(), seq = seq + 1, wm_created = CASE WHEN wm_created IS NULL OR wm_created <= created THEN created ELSE wm_created END, wm_event = CASE WHEN wm_created IS NULL OR wm_created <= created THEN event_id ELSE wm_event END WHERE event_id = 'evt_' || :n AND fence = 'f' || :n AND status = 'processing';

@@ -430,8 +430,7 @@ pub struct QueueCounts {
     /// Completed and not yet purged.
     pub completed: u64,
     /// How long the oldest queued job has waited, in milliseconds, since it was queued
-    /// last (a dead job requeued now has not waited). On Redis, the oldest of the first
-    /// 100 in enqueue order.
+    /// last (a dead job requeued now has not waited).
     pub oldest_queued_age_ms: Option<u64>,
 }
 

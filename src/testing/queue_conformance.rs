@@ -64,6 +64,7 @@ where
     requeue_dead_takes_every_batch(&make().await).await;
     per_object_order_runs_one_at_a_time_in_created_order(&make().await).await;
     counts_and_purge(&make().await, &time).await;
+    oldest_queued_age_sees_past_requeued_jobs(&make().await, &time).await;
 }
 
 /// A key is queued once; its duplicates are [`Enqueued::Duplicate`] in every state.
@@ -431,6 +432,65 @@ pub async fn counts_and_purge<Q: QueueAdmin + ?Sized>(q: &Q, time: &LeaseTime) {
         u128::from(age) < waited.as_millis(),
         "a job requeued now has waited {age} ms"
     );
+}
+
+/// The age of the oldest queued job finds a job that has waited behind more requeued
+/// jobs than any fixed window: after a mass requeue of dead jobs enqueued before it, a
+/// backlog's lag must still show.
+pub async fn oldest_queued_age_sees_past_requeued_jobs<Q: QueueAdmin + ?Sized>(
+    q: &Q,
+    time: &LeaseTime,
+) {
+    const AHEAD: usize = 150;
+    for i in 0..AHEAD {
+        q.enqueue(&job(&format!("evt_ahead_{i}"), None, 1, b"{}"))
+            .await
+            .unwrap();
+    }
+    let mut taken = Vec::new();
+    while taken.len() < AHEAD {
+        let batch = q.take(64, LONG, false).await.unwrap();
+        assert!(!batch.is_empty(), "{} of {AHEAD} taken", taken.len());
+        taken.extend(batch);
+    }
+    for j in &taken {
+        q.fail(&j.token, "boom", None).await.unwrap();
+    }
+    q.enqueue(&job("evt_waiting", None, 1, b"{}"))
+        .await
+        .unwrap();
+    let waited = short_lease(time);
+    run_out(time, waited).await;
+    assert_eq!(q.requeue_dead().await.unwrap(), AHEAD as u64);
+    let c = q.counts().await.unwrap();
+    assert_eq!(c.queued, AHEAD as u64 + 1, "{c:?}");
+    let age = c.oldest_queued_age_ms.unwrap();
+    assert!(
+        u128::from(age) >= waited.as_millis(),
+        "the job queued {} ms ago shows as waiting {age} ms",
+        waited.as_millis()
+    );
+    // Once it is taken, the oldest is a requeued job, which has not waited.
+    let mut left = AHEAD + 1;
+    while left > 0 {
+        let batch = q.take(64, LONG, false).await.unwrap();
+        if batch.iter().any(|j| j.key().as_str() == "evt_waiting") {
+            break;
+        }
+        assert!(!batch.is_empty());
+        left -= batch.len();
+        for j in &batch {
+            q.release(&j.token).await.unwrap();
+        }
+    }
+    let c = q.counts().await.unwrap();
+    if c.queued > 0 {
+        let age = c.oldest_queued_age_ms.unwrap();
+        assert!(
+            u128::from(age) < waited.as_millis(),
+            "the requeued jobs show as waiting {age} ms"
+        );
+    }
 }
 
 fn short_lease(time: &LeaseTime) -> Duration {

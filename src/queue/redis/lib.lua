@@ -2,6 +2,10 @@
 local P = ARGV[1]
 local STREAM, GROUP = P .. 'stream', 'workers'
 local DELAYED, LEASES = P .. 'delayed', P .. 'leases'
+-- Queued jobs by when they were queued last (enqueued, released, requeued or back from a
+-- lost lease), for the age of the oldest: `{prefix}:q:queued` keeps enqueue order, in
+-- which a requeued job keeps its place.
+local SINCE = P .. 'queued_since'
 local function job_key(k) return P .. 'job:' .. k end
 local function obj_key(o) return P .. 'obj:' .. o end
 local function objrun_key(o) return P .. 'objrun:' .. o end

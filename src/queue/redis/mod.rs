@@ -129,8 +129,10 @@ static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, 
 ///   its object even if another worker takes without order.
 /// - Each state has a sorted set, `{prefix}:q:{state}` (queued, running, retrying,
 ///   dead by enqueue order; completed by finish time), for counts, lists and
-///   [`purge_completed`](QueueAdmin::purge_completed), and `{prefix}:q:all` holds
-///   every job by enqueue order, for [`recent`](QueueAdmin::recent). Dead jobs are kept
+///   [`purge_completed`](QueueAdmin::purge_completed), `{prefix}:q:all` holds
+///   every job by enqueue order, for [`recent`](QueueAdmin::recent), and
+///   `{prefix}:q:queued_since` the queued jobs by when they were queued last, for the
+///   age of the oldest ([`counts`](QueueAdmin::counts)). Dead jobs are kept
 ///   until an operator requeues them; nothing in the queue expires by itself.
 ///
 /// Needs Redis 7 or later (`XAUTOCLAIM`, and scripts that read `TIME` before writing).

@@ -12,6 +12,7 @@ local function requeue(k)
   redis.call('ZREM', P .. state, k)
   redis.call('ZREM', DELAYED, k)
   redis.call('ZADD', P .. 'queued', h[5], k)
+  redis.call('ZADD', SINCE, fmt(now), k)
   redis.call('HSET', jk, 'state', 'queued', 'attempts', '0', 'run_at', fmt(now), 'entry', '')
   redis.call('HDEL', jk, 'finished_at')
   local o = h[3] or ''

@@ -48,6 +48,7 @@ local function consider(k, e)
         stop(k, '', o)
         redis.call('HSET', jk, 'state', 'queued', 'run_at', fmt(now))
         redis.call('ZADD', P .. 'queued', seq, k)
+        redis.call('ZADD', SINCE, fmt(now), k)
         if head ~= mine then wake(o) end
       end
       return
@@ -59,6 +60,7 @@ local function consider(k, e)
   redis.call('HSET', jk, 'state', 'running', 'fence', ARGV[6 + i], 'run_at', until_ms)
   if state ~= 'running' then
     redis.call('ZREM', P .. state, k)
+    redis.call('ZREM', SINCE, k)
     redis.call('ZADD', P .. 'running', seq, k)
   end
   redis.call('ZADD', LEASES, until_ms, k)

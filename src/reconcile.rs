@@ -49,6 +49,13 @@ pub struct ReconcileReport {
     pub failed: usize,
     /// Events answered without running the handler (no route, stale, other mode).
     pub skipped: usize,
+    /// Of the failed and in-progress events, those older than the lookback
+    /// ([`Reconciler::with_lookback`]): they no longer hold the cursor back, so one event
+    /// that fails every time cannot make every later pass list more. Each stays in the
+    /// store as it is (a failure is listed by
+    /// [`failed_events`](crate::StoreAdmin::failed_events)), and Stripe no longer
+    /// retries it either.
+    pub beyond_lookback: usize,
     /// The cursor after the pass, for the passes that keep one.
     pub cursor: Option<Watermark>,
 }
@@ -186,14 +193,22 @@ struct Frontier {
     oldest_open: Option<i64>,
     /// When the pass started, in Unix seconds.
     now: i64,
+    /// An unsettled event created before this (the lookback's start) no longer holds
+    /// the cursor.
+    hold_from: i64,
+    /// How many did not.
+    beyond_lookback: usize,
 }
 
-impl Default for Frontier {
-    fn default() -> Self {
+impl Frontier {
+    fn new(lookback: Duration) -> Self {
+        let now = now_unix();
         Self {
             newest: None,
             oldest_open: None,
-            now: now_unix(),
+            now,
+            hold_from: now.saturating_sub(i64::try_from(lookback.as_secs()).unwrap_or(i64::MAX)),
+            beyond_lookback: 0,
         }
     }
 }
@@ -224,29 +239,34 @@ impl Frontier {
             o.kind(),
             OutcomeKind::InProgress { .. } | OutcomeKind::LeaseLost
         ) || o.status() >= 500;
-        if open {
+        if open && created < self.hold_from {
+            // Older than the lookback: Stripe no longer retries it, and the store keeps
+            // its failure. Holding the cursor for it would make every later pass list
+            // everything since, for as long as Stripe lists events.
+            self.beyond_lookback += 1;
+        } else if open {
             self.oldest_open = Some(self.oldest_open.map_or(created, |c| c.min(created)));
         }
     }
 
     fn target(&self) -> Option<Watermark> {
+        // A minute behind the present, by this machine's clock or, if that runs ahead
+        // of Stripe's, by the newest event listed (which Stripe's clock has passed), so
+        // that a clock ahead cannot carry the cursor past an event Stripe lists late.
+        let horizon = self
+            .newest
+            .as_ref()
+            .map_or(self.now, |n| n.created.min(self.now))
+            .saturating_sub(SAFETY_LAG);
         match (self.oldest_open, &self.newest) {
-            // Not past an open event: the next pass starts at its second, or a minute
-            // ago if that is earlier (as below). (Stores read an empty id as no
-            // watermark, hence a placeholder.)
-            (Some(open), _) => Some(Watermark::new(
-                open.min(self.now.saturating_sub(SAFETY_LAG)),
-                EventId::new(OPEN_EVENT),
-            )),
-            // Not past a minute ago either: an event Stripe lists a little late still
+            // Not past an open event: the next pass starts at its second, or at the
+            // horizon if that is earlier. (Stores read an empty id as no watermark,
+            // hence a placeholder.)
+            (Some(open), _) => Some(Watermark::new(open.min(horizon), EventId::new(OPEN_EVENT))),
+            // Not past the horizon either: an event Stripe lists a little late still
             // falls in the next pass.
-            (None, Some(newest)) if newest.created > self.now.saturating_sub(SAFETY_LAG) => {
-                Some(Watermark::new(
-                    self.now.saturating_sub(SAFETY_LAG),
-                    EventId::new(OPEN_EVENT),
-                ))
-            }
-            (None, newest) => newest.clone(),
+            (None, Some(_)) => Some(Watermark::new(horizon, EventId::new(OPEN_EVENT))),
+            (None, None) => None,
         }
     }
 }
@@ -405,15 +425,18 @@ impl Reconciler {
             return Ok(report);
         }
         let params = self.v1_params(self.since()).with_delivery_success(false);
-        self.run_v1(params, &mut report, &mut Frontier::default())
+        self.run_v1(params, &mut report, &mut Frontier::new(self.lookback))
             .await?;
         Ok(report)
     }
 
     /// Runs every snapshot event created since the cursor (on the first pass, since the
-    /// lookback), then moves the cursor forward: to the newest event seen, or, when an
-    /// event failed or was running elsewhere, to that event's second, so the next pass
-    /// lists it again.
+    /// lookback), then moves the cursor forward: to a minute before the newest event
+    /// seen (an event Stripe lists a little late still falls in the next pass, even if
+    /// this machine's clock runs ahead of Stripe's), or, when an event failed or was
+    /// running elsewhere, to that event's second, so the next pass lists it again. An
+    /// event older than the lookback no longer holds the cursor
+    /// ([`ReconcileReport::beyond_lookback`]): the store keeps its failure.
     ///
     /// # Errors
     ///
@@ -428,7 +451,7 @@ impl Reconciler {
             Some(w) => w.created,
             None => self.since(),
         };
-        let mut frontier = Frontier::default();
+        let mut frontier = Frontier::new(self.lookback);
         self.run_v1(self.v1_params(from), &mut report, &mut frontier)
             .await?;
         self.advance(&key, &frontier, &mut report).await?;
@@ -463,7 +486,7 @@ impl Reconciler {
         let mut notifications = Vec::new();
         // Its clock starts before the listing, as the v1 pass's does: the cursor stays
         // SAFETY_LAG behind the listing's start however long the listing takes.
-        let mut frontier = Frontier::default();
+        let mut frontier = Frontier::new(self.lookback);
         let mut page_token = None;
         let context = self.v2_context();
         let mut seen = std::collections::HashSet::new();
@@ -501,6 +524,7 @@ impl Reconciler {
         frontier: &Frontier,
         report: &mut ReconcileReport,
     ) -> Result<(), ReconcileError> {
+        report.beyond_lookback = frontier.beyond_lookback;
         if let Some(to) = frontier.target() {
             self.cursors.advance_watermark(key, &to).await?;
         }
@@ -520,6 +544,8 @@ mod tests {
             newest: None,
             oldest_open: None,
             now,
+            hold_from: 0,
+            beyond_lookback: 0,
         }
     }
 
@@ -533,8 +559,9 @@ mod tests {
 
     #[test]
     fn an_open_event_keeps_the_cursor_a_minute_back_too() {
-        // A recent event failed: the cursor stays a minute back, not at its second, so
-        // an older event Stripe lists late still falls in the next pass.
+        // A recent event failed: the cursor stays a minute back (before the newest event
+        // listed), not at its second, so an older event Stripe lists late still falls in
+        // the next pass.
         let mut f = frontier(1000);
         saw(
             &mut f,
@@ -545,7 +572,7 @@ mod tests {
             },
         );
         saw(&mut f, 999, "evt_done", OutcomeKind::Processed);
-        assert_eq!(f.target().map(|w| w.created), Some(1000 - SAFETY_LAG));
+        assert_eq!(f.target().map(|w| w.created), Some(999 - SAFETY_LAG));
         // An older open event: its own second.
         saw(
             &mut f,
@@ -566,6 +593,34 @@ mod tests {
         saw(&mut f, 100, "evt_taken", OutcomeKind::LeaseLost);
         saw(&mut f, 200, "evt_done", OutcomeKind::Processed);
         assert_eq!(f.target().map(|w| w.created), Some(100));
+    }
+
+    #[test]
+    fn a_clock_ahead_of_stripes_does_not_carry_the_cursor_to_the_newest_event() {
+        // This machine's clock is an hour ahead: the newest event listed, a second
+        // old by Stripe's clock, looks an hour old here. The cursor still stays a minute
+        // behind it, so an event Stripe lists a little late falls in the next pass.
+        let mut f = frontier(10_000 + 3_600);
+        saw(&mut f, 9_999, "evt_newest", OutcomeKind::Processed);
+        assert_eq!(f.target().map(|w| w.created), Some(9_999 - SAFETY_LAG));
+        // No event at all: the cursor stays.
+        assert_eq!(frontier(10_000).target(), None);
+    }
+
+    #[test]
+    fn an_event_older_than_the_lookback_no_longer_holds_the_cursor() {
+        // An event that fails every time, from before the lookback: it is counted, and
+        // the cursor moves past it instead of every later pass listing all since.
+        let mut f = frontier(100_000);
+        f.hold_from = 100_000 - 3_600;
+        saw(&mut f, 1_000, "evt_always_fails", OutcomeKind::LeaseLost);
+        saw(&mut f, 99_000, "evt_done", OutcomeKind::Processed);
+        assert_eq!(f.beyond_lookback, 1);
+        assert_eq!(f.target().map(|w| w.created), Some(99_000 - SAFETY_LAG));
+        // One within the lookback still holds it.
+        saw(&mut f, 97_000, "evt_failed", OutcomeKind::LeaseLost);
+        assert_eq!(f.beyond_lookback, 1);
+        assert_eq!(f.target().map(|w| w.created), Some(97_000));
     }
 
     #[test]

@@ -779,6 +779,31 @@ async fn a_deadline_of_duration_max_means_none() {
         .unwrap();
     assert_eq!(event.id().to_string(), "evt_far");
     assert_eq!(fake.requests().len(), 2);
+
+    // Without a deadline, a server asking to wait an hour is not slept through: the call
+    // fails at once, and the caller's next pass asks again.
+    fake.fail_path(
+        "/v1/events/evt_far",
+        None,
+        Fault::TooManyRequests {
+            retry_after_secs: Some(3600),
+        },
+    );
+    let start = Instant::now();
+    let err = client
+        .retrieve_event(&RequestContext::platform(), "evt_far")
+        .await
+        .unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        matches!(err, ClientError::RetriesExhausted { attempts: 1, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_rate_limited());
 }
 
 #[tokio::test]

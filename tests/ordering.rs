@@ -5,12 +5,14 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stripe_webhooks::{
-    async_trait, dangerous, testing, Event, EventHandler, HandlerError, MemoryStore, OrderingStore,
-    OutcomeKind, Processor, SigningSecret, TiePolicy, Verifier, Watermark,
+    async_trait, dangerous, testing, Claim, ClaimToken, Event, EventHandler, EventId, EventType,
+    HandlerError, IdempotencyStore, LockedClaim, MemoryStore, ObjectLock, OrderingStore,
+    OutcomeKind, Processor, SigningSecret, StoreError, TiePolicy, Verifier, Watermark,
 };
 
 const BASE: i64 = 1_700_000_000;
@@ -626,6 +628,232 @@ async fn a_completion_after_the_lock_was_taken_over_fails_so_stripe_retries() {
     assert_eq!(
         *gate.applied.lock().unwrap(),
         ["evt_old", "evt_new", "evt_new"]
+    );
+    assert_eq!(
+        store
+            .watermark("cus_1")
+            .await
+            .unwrap()
+            .map(|w| w.event_id.to_string()),
+        Some("evt_new".to_owned())
+    );
+}
+
+/// A `MemoryStore` whose chosen calls misbehave on cue: a release or an object lock that
+/// takes effect and then answers too late (its caller's timeout fires first), and a
+/// guarded completion that fails.
+#[derive(Clone)]
+struct Faulty {
+    inner: MemoryStore,
+    late_release: Arc<AtomicUsize>,
+    late_lock: Arc<AtomicUsize>,
+    failing_completions: Arc<AtomicUsize>,
+}
+
+const LATE: Duration = Duration::from_millis(400);
+
+fn take_one(n: &AtomicUsize) -> bool {
+    n.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1)).is_ok()
+}
+
+#[async_trait]
+impl IdempotencyStore for Faulty {
+    async fn claim(
+        &self,
+        id: &EventId,
+        t: &EventType,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        self.inner.claim(id, t, lease).await
+    }
+    async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+        self.inner.complete(token).await
+    }
+    async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
+        let done = self.inner.release(token, reason).await;
+        if take_one(&self.late_release) {
+            tokio::time::sleep(LATE).await;
+        }
+        done
+    }
+    async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
+        self.inner.extend(token, lease).await
+    }
+}
+
+#[async_trait]
+impl OrderingStore for Faulty {
+    async fn lock_object(
+        &self,
+        object_id: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<ObjectLock, StoreError> {
+        let locked = self.inner.lock_object(object_id, holder, lease).await;
+        if take_one(&self.late_lock) {
+            tokio::time::sleep(LATE).await;
+        }
+        locked
+    }
+    async fn complete_applied(
+        &self,
+        token: &ClaimToken,
+        object_id: &str,
+        holder: &str,
+        applied: &Watermark,
+    ) -> Result<(), StoreError> {
+        if take_one(&self.failing_completions) {
+            return Err(StoreError::unavailable("the database is restarting"));
+        }
+        self.inner
+            .complete_applied(token, object_id, holder, applied)
+            .await
+    }
+    async fn unlock_object(&self, object_id: &str, holder: &str) -> Result<(), StoreError> {
+        self.inner.unlock_object(object_id, holder).await
+    }
+    async fn watermark(&self, object_id: &str) -> Result<Option<Watermark>, StoreError> {
+        self.inner.watermark(object_id).await
+    }
+    async fn lock_and_claim(
+        &self,
+        object_id: &str,
+        holder: &str,
+        lease: Duration,
+        event_id: &EventId,
+        event_type: &EventType,
+    ) -> Result<LockedClaim, StoreError> {
+        self.inner
+            .lock_and_claim(object_id, holder, lease, event_id, event_type)
+            .await
+    }
+    async fn advance_watermark(&self, key: &str, to: &Watermark) -> Result<(), StoreError> {
+        self.inner.advance_watermark(key, to).await
+    }
+}
+
+/// As [`gated`], on a [`Faulty`] store, with store calls timed out at 150 ms.
+fn gated_faulty(
+    gated: &'static str,
+    lease: Duration,
+) -> (
+    stripe_webhooks::ManualClock,
+    Faulty,
+    Arc<Gate>,
+    Arc<Processor>,
+) {
+    let clock = stripe_webhooks::ManualClock::new(BASE * 1000);
+    let store = Faulty {
+        inner: MemoryStore::new().with_clock(clock.clone()),
+        late_release: Arc::default(),
+        late_lock: Arc::default(),
+        failing_completions: Arc::default(),
+    };
+    let gate = Arc::new(Gate {
+        gated,
+        waited: std::sync::atomic::AtomicBool::new(false),
+        applied: Mutex::new(Vec::new()),
+        open: tokio::sync::Notify::new(),
+    });
+    let p = Processor::ordered(
+        Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
+        store.clone(),
+        Arc::clone(&gate),
+        TiePolicy::Run,
+    )
+    .with_handler_deadline(None)
+    .with_lease(lease)
+    .with_store_timeout(Duration::from_millis(150));
+    (clock, store, gate, Arc::new(p))
+}
+
+/// As [`a_completion_after_the_lock_was_taken_over_fails_so_stripe_retries`], but the
+/// release that follows the refused completion takes effect and answers after the
+/// caller's timeout. The completion is tried again, refused again, and the release
+/// again, now refused as if another delivery held the claim: the delivery must still
+/// fail (500), or nothing would ever apply it over the older event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lock_fails_the_delivery_even_when_the_release_answers_late() {
+    let lease = Duration::from_secs(3);
+    let (clock, store, gate, p) = gated_faulty("evt_new", lease);
+    let newer = {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move { p.process_event(&update("evt_new", "cus_1", BASE + 2)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    clock.advance(lease * 2);
+    let older = p.process_event(&update("evt_old", "cus_1", BASE + 1)).await;
+    assert_eq!(older.kind().name(), "processed");
+    store.late_release.store(1, SeqCst);
+    gate.open.notify_one();
+    let newer = newer.await.unwrap();
+    assert_eq!(newer.status(), 500, "{newer:?}");
+    let retry = p.process_event(&update("evt_new", "cus_1", BASE + 2)).await;
+    assert_eq!(retry.kind().name(), "processed", "{retry:?}");
+    assert_eq!(
+        *gate.applied.lock().unwrap(),
+        ["evt_old", "evt_new", "evt_new"]
+    );
+}
+
+/// A renewal whose object lock took effect (the lock had lapsed, and another holder had
+/// applied a newer event and let go) but answered after its timeout, so the renewal
+/// never compared the watermark: the completion compares it first, and the delivery
+/// fails instead of completing an older event over the newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_cut_after_relocking_does_not_let_the_older_event_complete() {
+    let lease = Duration::from_millis(900);
+    let (clock, store, gate, p) = gated_faulty("evt_a", lease);
+    let first = {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move { p.process_event(&update("evt_a", "cus_1", BASE + 1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    clock.advance(lease * 2);
+    let second = p.process_event(&update("evt_b", "cus_1", BASE + 2)).await;
+    assert_eq!(second.kind().name(), "processed");
+    // The first delivery's renewal (at a third of the lease) locks the free object again
+    // and answers late; the handler finishes before the next renewal.
+    store.late_lock.store(1, SeqCst);
+    tokio::time::sleep(lease / 3 + LATE / 2).await;
+    gate.open.notify_one();
+    let first = first.await.unwrap();
+    assert_ne!(first.kind().name(), "processed", "{first:?}");
+    assert!(first.status() >= 500, "{first:?}");
+    assert_eq!(
+        store
+            .watermark("cus_1")
+            .await
+            .unwrap()
+            .map(|w| w.event_id.to_string()),
+        Some("evt_b".to_owned())
+    );
+    // Neither the claim nor the object is held up: the retry is stale at once.
+    let retry = p.process_event(&update("evt_a", "cus_1", BASE + 1)).await;
+    assert_eq!(retry.kind().name(), "stale", "{retry:?}");
+}
+
+/// A guarded event whose handler succeeded but whose completion (which moves the
+/// watermark) could not be recorded is answered 503, not 200: an older event arriving
+/// after the lease ends finds the watermark behind and is applied, and only Stripe's
+/// retry of the newer one puts it back on top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_completion_that_was_not_recorded_is_retried() {
+    let lease = Duration::from_secs(3);
+    let (clock, store, gate, p) = gated_faulty("none", lease);
+    store.failing_completions.store(100, SeqCst);
+    let newer = p.process_event(&update("evt_new", "cus_1", BASE + 2)).await;
+    assert_eq!(newer.status(), 503, "{newer:?}");
+    assert_eq!(newer.kind().name(), "store_unavailable");
+    store.failing_completions.store(0, SeqCst);
+    clock.advance(lease * 2);
+    let older = p.process_event(&update("evt_old", "cus_1", BASE + 1)).await;
+    assert_eq!(older.kind().name(), "processed");
+    let retry = p.process_event(&update("evt_new", "cus_1", BASE + 2)).await;
+    assert_eq!(retry.kind().name(), "processed", "{retry:?}");
+    assert_eq!(
+        *gate.applied.lock().unwrap(),
+        ["evt_new", "evt_old", "evt_new"]
     );
     assert_eq!(
         store

@@ -14,7 +14,7 @@ use stripe_webhooks::reconcile::{ReconcileError, Reconciler};
 use stripe_webhooks::testing::{self, FakeStripe, Fault, ThinEventBuilder};
 use stripe_webhooks::{
     async_trait, Event, EventHandler, EventNotification, EventType, HandlerError, MemoryStore,
-    OrderingStore, Processor, SigningSecret, ThinEventHandler, Verifier,
+    OrderingStore, Processor, SigningSecret, StoreAdmin, ThinEventHandler, Verifier,
 };
 
 const SECRET: &str = "whsec_reconcile";
@@ -204,14 +204,15 @@ async fn a_cursor_pass_across_pages_while_webhooks_arrive_runs_each_event_once()
     assert!(a.pages >= 3, "10 events at 4 a page: {a:?}");
     assert_eq!(a.listed, 10);
     s.runs.all_once(10);
-    // The cursor moved to the newest event (or to an event still running elsewhere).
+    // The cursor moved to a minute before the newest event (or to an event still running
+    // elsewhere).
     let cursor = s
         .store
         .watermark("reconcile:default:v1")
         .await
         .unwrap()
         .unwrap();
-    assert!(cursor.created >= now - 60, "{cursor:?} {a:?} {b:?}");
+    assert!(cursor.created >= now - 51 - 60, "{cursor:?} {a:?} {b:?}");
     // The next pass starts at the cursor and runs nothing new.
     let next = s.reconciler().since_cursor().await.unwrap();
     assert_eq!(next.processed, 0);
@@ -227,7 +228,7 @@ async fn a_failed_event_holds_the_cursor_until_it_succeeds() {
             .add_event(&event(
                 &format!("evt_f{i}"),
                 "invoice.paid",
-                now - 200 + i * 10,
+                now - 2000 + i * 100,
             ))
             .unwrap();
     }
@@ -236,19 +237,17 @@ async fn a_failed_event_holds_the_cursor_until_it_succeeds() {
     assert_eq!((r.processed, r.failed), (5, 1), "{r:?}");
     assert_eq!(
         r.cursor.as_ref().unwrap().created,
-        now - 180,
+        now - 1800,
         "held at the failed event's second"
     );
-    // Fixed: the next pass lists from there, runs it, and moves on, to the newest event
-    // (older than a minute: events Stripe lists a little late are older than that).
+    // Fixed: the next pass lists from there, runs it, and moves on, to a minute before
+    // the newest event (Stripe's clock has passed that event, whatever this machine's
+    // says; an event Stripe lists a little late is at most a minute older).
     s.runs.fail.lock().unwrap().clear();
     let r = s.reconciler().since_cursor().await.unwrap();
     assert_eq!((r.processed, r.failed), (1, 0), "{r:?}");
     let cursor = r.cursor.unwrap();
-    assert_eq!(
-        (cursor.created, cursor.event_id.as_str()),
-        (now - 150, "evt_f5")
-    );
+    assert_eq!(cursor.created, now - 1500 - 60);
     s.runs.all_once(6);
 
     // A recent event that fails holds the cursor a minute back, not at its own second,
@@ -261,6 +260,53 @@ async fn a_failed_event_holds_the_cursor_until_it_succeeds() {
     assert_eq!((r.processed, r.failed), (0, 1), "{r:?}");
     let held = r.cursor.unwrap().created;
     assert!(held <= now - 55 && held >= now - 150, "{held}");
+}
+
+/// An event that fails every time holds the cursor only within the lookback: past it,
+/// the cursor moves on (the store keeps the failure), so passes do not list ever more.
+#[tokio::test]
+async fn an_event_failing_past_the_lookback_stops_holding_the_cursor() {
+    let s = setup().await;
+    let now = testing::now();
+    for (id, created) in [("evt_poison", now - 7200), ("evt_later", now - 600)] {
+        s.fake
+            .add_event(&event(id, "invoice.paid", created))
+            .unwrap();
+    }
+    s.runs.fail.lock().unwrap().push("evt_poison".to_owned());
+    let reconciler = || s.reconciler().with_lookback(Duration::from_secs(3 * 3600));
+    let r = reconciler().since_cursor().await.unwrap();
+    assert_eq!(
+        (r.processed, r.failed, r.beyond_lookback),
+        (1, 1, 0),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.cursor.unwrap().created,
+        now - 7200,
+        "held within the lookback"
+    );
+    // An hour of lookback: the poison event is older. It still fails, and is recorded
+    // as failed, but the cursor moves on.
+    let r = reconciler()
+        .with_lookback(Duration::from_secs(3600))
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.failed, r.beyond_lookback, r.duplicates),
+        (1, 1, 1),
+        "{r:?}"
+    );
+    assert_eq!(r.cursor.unwrap().created, now - 600 - 60);
+    let failed = s.store.failed_events(10).await.unwrap();
+    assert!(
+        failed.iter().any(|f| f.event_id.as_str() == "evt_poison"),
+        "{failed:?}"
+    );
+    // The next pass no longer lists it.
+    let r = reconciler().since_cursor().await.unwrap();
+    assert_eq!((r.listed, r.failed), (1, 0), "{r:?}");
 }
 
 #[tokio::test]
@@ -297,13 +343,13 @@ async fn listing_errors_keep_the_cursor_and_say_why() {
 #[tokio::test]
 async fn connect_reconcilers_list_with_their_account() {
     let s = setup().await;
-    let event = {
+    let acct_event = {
         let mut v: serde_json::Value =
             serde_json::from_str(&event("evt_acct", "invoice.paid", testing::now() - 5)).unwrap();
         v["account"] = "acct_9".into();
         v.to_string()
     };
-    s.fake.add_event(&event).unwrap();
+    s.fake.add_event(&acct_event).unwrap();
     // The platform's reconciler does not see a connected account's events.
     let platform = s.reconciler().since_cursor().await.unwrap();
     assert_eq!(
@@ -311,7 +357,7 @@ async fn connect_reconcilers_list_with_their_account() {
         (0, 0),
         "{platform:?}"
     );
-    let one = stripe_webhooks::dangerous::parse_unverified(event.as_bytes()).unwrap();
+    let one = stripe_webhooks::dangerous::parse_unverified(acct_event.as_bytes()).unwrap();
     let ctx = RequestContext::for_event(&one);
     let r = s
         .reconciler()
@@ -348,6 +394,28 @@ async fn connect_reconcilers_list_with_their_account() {
     let listed = s.last_request("/v2/core/events");
     assert_eq!(listed.header("stripe-context"), Some("acct_9"));
     assert_eq!(listed.header("stripe-account"), None);
+
+    // A context that is not one account (a path of them) lists v1 events with
+    // `Stripe-Context` as given, and finds the last account's events only.
+    let nested = {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&event("evt_nested", "invoice.paid", testing::now() - 5)).unwrap();
+        v["account"] = "acct_2".into();
+        v.to_string()
+    };
+    s.fake.add_event(&nested).unwrap();
+    let r = s
+        .reconciler()
+        .with_name("nested")
+        .with_context(RequestContext::platform().with_stripe_context("acct_1/acct_2"))
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!((r.listed, r.processed), (1, 1), "{r:?}");
+    let listed = s.last_request("/v1/events");
+    assert_eq!(listed.header("stripe-context"), Some("acct_1/acct_2"));
+    assert_eq!(listed.header("stripe-account"), None);
+    assert_eq!(s.runs.runs.lock().unwrap().get("evt_nested"), Some(&1));
 }
 
 #[tokio::test]

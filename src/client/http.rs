@@ -21,6 +21,8 @@ const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
 /// How long one call may take, retries and waits included.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+/// The longest `Retry-After` a call waits for, deadline or not.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// How many attempts one call may make.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 /// How many requests may be in flight at once.
@@ -117,7 +119,9 @@ impl HttpClient {
     }
 
     /// Sets the total deadline of one call, retries and waits included
-    /// (`Duration::MAX`: none; the attempt timeout and the attempt count still bound it).
+    /// (`Duration::MAX`: none; the attempt timeout and the attempt count still bound it,
+    /// and a `Retry-After` over a minute ends the call, as
+    /// [`ClientError::RetriesExhausted`], rather than be slept through).
     #[must_use]
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
@@ -336,6 +340,16 @@ impl StripeClient for HttpClient {
             // `Retry-After` is the server's: a huge value must not overflow the clock.
             if wait >= deadline_at.saturating_duration_since(Instant::now()) {
                 return Err(exceeded(attempts, Some(failure.error)));
+            }
+            // A server that asks for more than MAX_RETRY_AFTER (with no deadline, or a
+            // long one) is saying to come back much later: the call fails now, and its
+            // caller's next pass (or Stripe's retry of the delivery) asks again, rather
+            // than sleep for as long as it says.
+            if failure.retry_after.is_some_and(|w| w > MAX_RETRY_AFTER) {
+                return Err(ClientError::RetriesExhausted {
+                    attempts,
+                    last: Box::new(failure.error),
+                });
             }
             #[cfg(feature = "tracing")]
             tracing::debug!(

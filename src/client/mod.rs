@@ -313,7 +313,8 @@ pub enum ClientError {
     #[error("{0}")]
     Api(ApiError),
     /// The client gave up after `attempts` attempts, each failed with a retryable error
-    /// (429, 5xx, network); `last` is the last one.
+    /// (429, 5xx, network), or sooner when the server asked to wait more than a minute
+    /// (`Retry-After`); `last` is the last one.
     #[error("gave up after {attempts} attempts: {last}")]
     RetriesExhausted {
         /// How many requests were sent.

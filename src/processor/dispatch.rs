@@ -6,6 +6,7 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -276,6 +277,7 @@ impl OrderingGuard {
         holder: &str,
         seen: Option<Watermark>,
         applied: Option<Watermark>,
+        lease: Duration,
     ) -> Arc<ObjectLease> {
         Arc::new(ObjectLease {
             store: Arc::clone(&self.store),
@@ -283,7 +285,9 @@ impl OrderingGuard {
             holder: holder.to_owned(),
             seen,
             applied,
-            lock_lost: std::sync::atomic::AtomicBool::new(false),
+            lease,
+            lock_lost: AtomicBool::new(false),
+            renewal_unsettled: AtomicBool::new(false),
         })
     }
 
@@ -313,7 +317,7 @@ impl OrderingGuard {
             w.created > created || (tie && matches!(self.ties, TiePolicy::Stale))
         });
         if let Some(stale) = stale {
-            let lease = self.lease(object_id, &holder, watermark, None);
+            let lease = self.lease(object_id, &holder, watermark, None, settings.lease);
             let done = Box::pin(std::future::ready(Ok(())));
             let mut d = lease.run(&token, settings, claimed_at, done).await;
             if matches!(d.kind, OutcomeKind::Processed) {
@@ -326,6 +330,7 @@ impl OrderingGuard {
             &holder,
             watermark,
             Some(Watermark::new(created, key.clone())),
+            settings.lease,
         );
         lease.run(&token, settings, claimed_at, fut).await
     }
@@ -351,7 +356,15 @@ impl OrderingGuard {
             let tie = w.created == event.created() && w.event_id != *event.id();
             w.created > event.created() || (tie && matches!(self.ties, TiePolicy::Stale))
         });
-        let lease = |applied| self.lease(object_id, &holder, watermark.clone(), applied);
+        let lease = |applied| {
+            self.lease(
+                object_id,
+                &holder,
+                watermark.clone(),
+                applied,
+                settings.lease,
+            )
+        };
         if let Some(watermark) = stale {
             // An older event than the one applied last: not applied over it. The claim
             // completes, so Stripe's retries of it are duplicates.
@@ -452,10 +465,17 @@ struct ObjectLease {
     /// The watermark a completion records; `None` for a stale event (the watermark
     /// stays).
     applied: Option<Watermark>,
-    /// Set when the object's lock was found taken over while the claim was still this
-    /// delivery's, and the claim was released: the delivery must then fail (500), so
-    /// that Stripe delivers the event again, rather than answer as a lost claim (200).
-    lock_lost: std::sync::atomic::AtomicBool,
+    /// The lease a renewal asks for, and a completion that must lock again.
+    lease: Duration,
+    /// Set (for good) when the object's lock was found taken over before this delivery
+    /// completed: the delivery must then fail (500), so that Stripe delivers the event
+    /// again, rather than answer as a lost claim (200).
+    lock_lost: AtomicBool,
+    /// Set while a renewal's `lock_object` is out. A renewal cut there (its timeout, or
+    /// the handler finishing first) may have taken the object's lock again after it
+    /// lapsed, with another holder's event applied meanwhile, and not yet compared the
+    /// watermark: the completion compares it first.
+    renewal_unsettled: AtomicBool,
 }
 
 impl ObjectLease {
@@ -471,25 +491,57 @@ impl ObjectLease {
     ) -> Dispatched {
         let store: Arc<dyn IdempotencyStore> = Arc::clone(&self) as Arc<dyn IdempotencyStore>;
         let mut d = run_claimed(&store, token, settings, claimed_at, handler).await;
-        if self.lock_lost.load(std::sync::atomic::Ordering::SeqCst)
-            && !matches!(d.kind, OutcomeKind::HandlerFailed(_))
-        {
+        if self.lock_lost.load(SeqCst) && !matches!(d.kind, OutcomeKind::HandlerFailed(_)) {
             d.kind = OutcomeKind::HandlerFailed(HandlerError::LeaseLost);
+        }
+        // The handler succeeded, but the watermark did not move: answered 200, an older
+        // event arriving later would find the object unlocked (once the lease ends) and
+        // the watermark behind, and be applied over this one for good. Stripe's retry
+        // runs this one again instead, after any such older event.
+        if self.applied.is_some() {
+            if let OutcomeKind::CompletionNotRecorded(e) = d.kind {
+                d.kind = OutcomeKind::StoreUnavailable(e);
+            }
         }
         d
     }
 
-    /// Releases the claim after the object's lock was lost, and marks the delivery a
-    /// failure (500) unless the store says another delivery has the claim (then that one
-    /// settles it, and 200 stands). When the release itself fails, the claim may still
-    /// be this delivery's: a retry costs at most a duplicate, a 200 could lose the event.
+    /// Marks the delivery a failure (500) and releases the claim after the object's
+    /// lock was lost. The mark comes first and stays, whatever the release answers: a
+    /// release cut by its timeout may have run, and its retry would then be refused as
+    /// if another delivery held the claim. A 500 costs at most a duplicate (Stripe's
+    /// retry finds the event settled, or runs it); a 200 could lose the event.
     async fn release_after_lock_lost(&self, token: &ClaimToken, reason: &str) {
-        if !matches!(
-            self.store.release(token, reason).await,
-            Err(StoreError::LeaseLost { .. })
-        ) {
-            self.lock_lost
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.lock_lost.store(true, SeqCst);
+        let _ = self.store.release(token, reason).await;
+    }
+
+    /// After a renewal was cut between locking and comparing: locks again (the holder's
+    /// own lock is renewed) and compares the watermark with the one this delivery
+    /// started from. Another holder's event applied meanwhile is a lost lock.
+    async fn settle_unsettled_renewal(&self, token: &ClaimToken) -> Result<(), StoreError> {
+        if !self.renewal_unsettled.load(SeqCst) {
+            return Ok(());
+        }
+        match self
+            .store
+            .lock_object(&self.object_id, &self.holder, self.lease)
+            .await?
+        {
+            ObjectLock::Acquired { watermark } if watermark == self.seen => {
+                self.renewal_unsettled.store(false, SeqCst);
+                Ok(())
+            }
+            ObjectLock::Acquired { .. } => {
+                self.release_after_lock_lost(token, "the object's lock lapsed")
+                    .await;
+                self.unlock().await;
+                Err(StoreError::LeaseLost {
+                    event_id: token.event_id().clone(),
+                })
+            }
+            // Another holder's: the completion is refused, and says so.
+            ObjectLock::Busy { .. } => Ok(()),
         }
     }
 
@@ -516,6 +568,7 @@ impl IdempotencyStore for ObjectLease {
     async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
         match &self.applied {
             Some(applied) => {
+                self.settle_unsettled_renewal(token).await?;
                 let done = self
                     .store
                     .complete_applied(token, &self.object_id, &self.holder, applied)
@@ -523,9 +576,12 @@ impl IdempotencyStore for ObjectLease {
                 if let Err(StoreError::LeaseLost { .. }) = &done {
                     // Refused, with the claim perhaps still this delivery's: the lock ran
                     // out and was taken (or its row went). Then nothing records this run,
-                    // and only Stripe's retry will apply it again, after the other.
+                    // and only Stripe's retry will apply it again, after the other. If
+                    // the lock is still this holder's (the claim was what went), it is
+                    // let go rather than held to its lease's end.
                     let reason = "the object's lock was taken over before the completion";
                     self.release_after_lock_lost(token, reason).await;
+                    self.unlock().await;
                 }
                 done
             }
@@ -545,11 +601,17 @@ impl IdempotencyStore for ObjectLease {
 
     async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
         self.store.extend(token, lease).await?;
-        match self
+        self.renewal_unsettled.store(true, SeqCst);
+        let locked = self
             .store
             .lock_object(&self.object_id, &self.holder, lease)
-            .await?
-        {
+            .await;
+        // A lock whose answer never came is left unsettled, for the completion to check.
+        let Ok(locked) = locked else {
+            return locked.map(|_| ());
+        };
+        self.renewal_unsettled.store(false, SeqCst);
+        match locked {
             ObjectLock::Acquired { watermark } if watermark == self.seen => Ok(()),
             // Taken again after a lapse in which another holder applied an event: the
             // two ran side by side, so this run must not complete. The claim and the

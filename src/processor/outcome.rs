@@ -124,7 +124,9 @@ pub enum OutcomeKind {
     },
     /// The handler succeeded but the completion could not be recorded even after
     /// retries. Answered 200 (a 5xx would run the handler again); the claim's lease will
-    /// expire and a later delivery may run the handler again, so alert on it.
+    /// expire and a later delivery may run the handler again, so alert on it. Under the
+    /// ordering guard ([`Processor::ordered`](crate::Processor::ordered)) this is
+    /// [`StoreUnavailable`](Self::StoreUnavailable) instead.
     CompletionNotRecorded(StoreError),
     /// The handler succeeded but its lease had expired and another delivery took the
     /// event over. 200; the other delivery records the completion.
@@ -151,7 +153,11 @@ pub enum OutcomeKind {
     /// The store could not be reached, so the handler did not run; or, in inbox mode,
     /// the transaction holding the handler's writes did not commit, or did not say so in
     /// time (it may still commit: Stripe's retry then finds the event done, a
-    /// duplicate, else runs it). 503.
+    /// duplicate, else runs it); or, under the ordering guard, the handler succeeded but
+    /// its completion, which moves the object's watermark, could not be recorded even
+    /// after retries. Then an older event arriving once the lease ends would find the
+    /// watermark behind and be applied over this one; Stripe's retry of this one runs
+    /// the handler again, after it. 503.
     StoreUnavailable(StoreError),
 }
 

@@ -718,13 +718,15 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
     let inner = state.lock();
     let path = request.path.as_str();
     // As Stripe: the platform sees its own events, and a connected account's only with
-    // that account's `Stripe-Account` (v1) or `Stripe-Context` (v2) header.
+    // that account's `Stripe-Account` or `Stripe-Context` header (the v2 API takes only
+    // the latter). A context that is a path of accounts (`acct_1/acct_2`) names its last.
     let v1_account = request.header("stripe-account");
     let v2_account = request.header("stripe-context");
+    let v1_events_of = v1_account.or_else(|| v2_account.and_then(|c| c.rsplit('/').next()));
     let v1: Vec<&StoredEvent> = inner
         .events
         .iter()
-        .filter(|e| e.account.as_deref() == v1_account)
+        .filter(|e| e.account.as_deref() == v1_events_of)
         .collect();
     let v2: Vec<&StoredEvent> = inner
         .v2_events

@@ -859,3 +859,97 @@ fn a_handler_stopped_for_a_lost_lease_is_counted_lease_lost() {
         "{text}"
     );
 }
+
+/// A handler written without `async-trait`, which counts each *call* of `handle` (work
+/// done before its future is polled) apart from each run of its future. Given by value
+/// (an `Arc` around it would defer the call into its own future).
+#[derive(Default, Clone)]
+struct EagerCalls {
+    calls: Arc<AtomicUsize>,
+    runs: Arc<AtomicUsize>,
+}
+
+type BoxedRun<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), HandlerError>> + Send + 'a>>;
+
+impl EagerCalls {
+    fn call<'a>(&'a self) -> BoxedRun<'a> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let runs = Arc::clone(&self.runs);
+        Box::pin(async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+}
+
+impl EventHandler for EagerCalls {
+    fn handle<'a, 'b, 'c>(&'a self, _event: &'b Event) -> BoxedRun<'c>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.call()
+    }
+}
+
+impl stripe_webhooks::ThinEventHandler for EagerCalls {
+    fn handle<'a, 'b, 'c>(&'a self, _n: &'b stripe_webhooks::EventNotification) -> BoxedRun<'c>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.call()
+    }
+}
+
+/// The handler is called only once its event is claimed: a duplicate, an event another
+/// delivery holds, or one whose store is down never reaches `handle`, even for work a
+/// handler does in the call itself.
+#[tokio::test]
+async fn a_handler_is_called_only_once_its_event_is_claimed() {
+    let h = EagerCalls::default();
+    let store = MemoryStore::new();
+    let p = Processor::new(verifier(), store.clone(), h.clone()).with_thin_handler(h.clone());
+    let (header, body) = signed("evt_eager", "customer.created");
+    for _ in 0..3 {
+        let o = p.process(Some(&header), body.as_bytes()).await;
+        assert!(o.is_success(), "{o:?}");
+    }
+    assert_eq!(h.calls.load(Ordering::SeqCst), 1, "called for duplicates");
+    assert_eq!(h.runs.load(Ordering::SeqCst), 1);
+
+    // A thin event (its own id as the key) likewise.
+    let thin = testing::ThinEventBuilder::new("evt_eager_thin", "v1.price.activated").build();
+    let header = testing::sign(thin.as_bytes(), SECRET, testing::now());
+    for _ in 0..3 {
+        let o = p.process(Some(&header), thin.as_bytes()).await;
+        assert!(o.is_success(), "{o:?}");
+    }
+    assert_eq!(
+        h.calls.load(Ordering::SeqCst),
+        2,
+        "called for thin duplicates"
+    );
+
+    // Held by another delivery: 409, and no call.
+    let (header, body) = signed("evt_eager_held", "customer.created");
+    let held = store
+        .claim(
+            &EventId::new("evt_eager_held"),
+            &EventType::CustomerCreated,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(held, Claim::Acquired(_)));
+    let o = p.process(Some(&header), body.as_bytes()).await;
+    assert_eq!(o.status(), 409, "{o:?}");
+    assert_eq!(
+        h.calls.load(Ordering::SeqCst),
+        2,
+        "called while held elsewhere"
+    );
+}

@@ -12,8 +12,8 @@ use crate::idempotency::sql::{db_err, millis, watermark_of};
 use crate::idempotency::{Claim, ClaimToken, PostgresStore, StoreError, Watermark};
 use crate::processor::sealed::Sealed;
 use crate::processor::{
-    fetch_within, run_handler, store_call, DispatchSettings, Dispatched, Dispatcher, Inbox,
-    OutcomeKind, TiePolicy,
+    fetch_within, handler_future, run_handler, store_call, DispatchSettings, Dispatched,
+    Dispatcher, Inbox, OutcomeKind, TiePolicy,
 };
 
 /// Inbox mode on PostgreSQL, for [`Processor::with_inbox`](crate::Processor::with_inbox): it claims the event, runs a
@@ -229,7 +229,11 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
         } else if stale {
             Ok(())
         } else {
-            run_handler(self.handler.handle(event, &mut *tx), settings.deadline).await
+            run_handler(
+                handler_future(|| self.handler.handle(event, &mut *tx)),
+                settings.deadline,
+            )
+            .await
         };
         match outcome {
             Ok(()) => {

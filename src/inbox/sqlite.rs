@@ -16,8 +16,8 @@ use crate::idempotency::sql::{db_err, watermark_of};
 use crate::idempotency::{Claim, ClaimToken, SqliteStore, StoreError};
 use crate::processor::sealed::Sealed;
 use crate::processor::{
-    fetch_within, run_handler, store_call, DispatchSettings, Dispatched, Dispatcher, Inbox,
-    OutcomeKind, TiePolicy,
+    fetch_within, handler_future, run_handler, store_call, DispatchSettings, Dispatched,
+    Dispatcher, Inbox, OutcomeKind, TiePolicy,
 };
 
 /// The savepoint each inbox delivery runs in.
@@ -509,7 +509,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
         };
 
         let handled = run_handler(
-            self.handler.handle(event, &mut *batch.tx),
+            handler_future(|| self.handler.handle(event, &mut *batch.tx)),
             settings.deadline,
         )
         .await;

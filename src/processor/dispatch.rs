@@ -126,7 +126,7 @@ impl Dispatcher for StoreDispatcher {
             event.id(),
             event.event_type(),
             settings,
-            handler_future(|| handler.handle(event)),
+            || handler.handle(event),
         )
         .await
     }
@@ -140,18 +140,23 @@ impl Dispatcher for StoreDispatcher {
     }
 }
 
-/// Claims `key`, then runs the handler's future and settles the claim: the one
-/// claim-handle-complete path of snapshot and thin events alike.
-pub(crate) async fn claim_and_run(
+/// Claims `key`, then calls the handler (`handler`, as `|| h.handle(event)`), runs its
+/// future and settles the claim: the one claim-handle-complete path of snapshot and thin
+/// events alike. The handler is called only once the claim is held: a handler written
+/// without `async-trait` may do work in the call itself, before its future.
+pub(crate) async fn claim_and_run<'a>(
     store: &Arc<dyn IdempotencyStore>,
     key: &EventId,
     event_type: &EventType,
     settings: &DispatchSettings,
-    handler: HandlerFuture<'_>,
+    handler: impl FnOnce() -> HandlerFuture<'a> + Send,
 ) -> Dispatched {
     let claimed_at = std::time::Instant::now();
     match claim(&**store, key, event_type, settings).await {
-        Ok(token) => run_claimed(store, &token, settings, claimed_at, handler).await,
+        Ok(token) => {
+            let fut = handler_future(handler);
+            run_claimed(store, &token, settings, claimed_at, fut).await
+        }
         Err(refused) => refused,
     }
 }
@@ -295,13 +300,13 @@ impl OrderingGuard {
     /// the related object, its `created` second against the watermark. A stale one is
     /// completed without the handler (thin handlers have no `handle_stale`).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn dispatch_thin(
+    pub(crate) async fn dispatch_thin<'a>(
         &self,
         key: &EventId,
         record_type: &EventType,
         object_id: &str,
         created: i64,
-        fut: HandlerFuture<'_>,
+        handler: impl FnOnce() -> HandlerFuture<'a> + Send,
         settings: &DispatchSettings,
     ) -> Dispatched {
         let claimed_at = std::time::Instant::now();
@@ -332,7 +337,9 @@ impl OrderingGuard {
             Some(Watermark::new(created, key.clone())),
             settings.lease,
         );
-        lease.run(&token, settings, claimed_at, fut).await
+        lease
+            .run(&token, settings, claimed_at, handler_future(handler))
+            .await
     }
 
     /// Locks the object, claims the event, and runs it unless it is older than the

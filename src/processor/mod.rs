@@ -963,7 +963,7 @@ impl Processor {
                     Some(t) if key != &n.id => t,
                     _ => EventType::from_wire(n.event_type.as_str()),
                 };
-                let fut = handler_future(|| h.handle(n));
+                let handler = || h.handle(n);
                 // Claimed under its snapshot twin, a thin event joins the twin's ordering
                 // guard: otherwise it would complete the twin's claim and leave the
                 // watermark behind.
@@ -981,13 +981,13 @@ impl Processor {
                                 &record_type,
                                 object_id,
                                 created,
-                                fut,
+                                handler,
                                 &self.settings,
                             )
                             .await
                     }
                     None => {
-                        claim_and_run(&self.store, key, &record_type, &self.settings, fut).await
+                        claim_and_run(&self.store, key, &record_type, &self.settings, handler).await
                     }
                 };
                 (kind, attempt)

@@ -256,10 +256,12 @@ impl Outcome {
     /// For a 409, the seconds to send in `Retry-After` (at least 1).
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self.kind {
-            OutcomeKind::InProgress { retry_after } => {
-                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
-                    .map(|s| s.max(1))
-            }
+            OutcomeKind::InProgress { retry_after } => Some(
+                retry_after
+                    .as_secs()
+                    .saturating_add(u64::from(retry_after.subsec_nanos() > 0)),
+            )
+            .map(|s| s.max(1)),
             _ => None,
         }
     }

@@ -953,3 +953,29 @@ async fn a_handler_is_called_only_once_its_event_is_claimed() {
         "called while held elsewhere"
     );
 }
+
+/// A lease of zero (which would end as it starts, letting every concurrent delivery
+/// claim) is raised to the floor: a concurrent duplicate is still 409.
+#[tokio::test]
+async fn a_zero_lease_still_keeps_concurrent_duplicates_out() {
+    let h = Arc::new(Counting {
+        sleep: Some(Duration::from_millis(60)),
+        ..Counting::default()
+    });
+    let p = Arc::new(
+        Processor::new(verifier(), MemoryStore::new(), Arc::clone(&h))
+            .with_handler_deadline(None)
+            .with_lease(Duration::ZERO),
+    );
+    let (header, body) = signed("evt_zero_lease", "customer.created");
+    let first = {
+        let (p, header, body) = (Arc::clone(&p), header.clone(), body.clone());
+        tokio::spawn(async move { p.process(Some(&header), body.as_bytes()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = p.process(Some(&header), body.as_bytes()).await;
+    assert_eq!(second.status(), 409, "{second:?}");
+    let first = first.await.unwrap();
+    assert_eq!(first.kind().name(), "processed", "{first:?}");
+    assert_eq!(h.runs.load(Ordering::SeqCst), 1);
+}

@@ -40,6 +40,9 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// The longest lease the processor takes: longer ones (or a deadline that would need
 /// one) are cut to it, so lease arithmetic stays within every store's range.
 const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
+/// The shortest claim lease: a lease that ends as it starts would let every concurrent
+/// delivery claim the event.
+const MIN_LEASE: Duration = Duration::from_millis(100);
 
 /// The longest store timeout a [`Processor`] or a [`Worker`](crate::queue::Worker) takes:
 /// longer ones are taken as this.
@@ -590,7 +593,7 @@ impl Processor {
             .settings
             .lease
             .max(deadline.unwrap_or_default().saturating_mul(2))
-            .min(MAX_LEASE);
+            .clamp(MIN_LEASE, MAX_LEASE);
         self
     }
 
@@ -602,12 +605,13 @@ impl Processor {
     /// the lease only bounds how long a crashed delivery blocks the event. If renewals
     /// fail until the lease may have run out, the handler is stopped (500) rather than
     /// run beside a redelivery. A delivery whose future is dropped releases its claim, or
-    /// completes it if the handler had already succeeded. The lease is at most one day.
+    /// completes it if the handler had already succeeded. The lease is at least 100 ms
+    /// and at most one day.
     #[must_use]
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.settings.lease = lease
             .max(self.settings.deadline.unwrap_or_default().saturating_mul(2))
-            .min(MAX_LEASE);
+            .clamp(MIN_LEASE, MAX_LEASE);
         self
     }
 

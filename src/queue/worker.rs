@@ -481,11 +481,12 @@ impl Worker {
         self
     }
 
-    /// How long an idle worker waits before it looks again (default 1 s). Queues that can
-    /// wake workers (Postgres) wake them sooner.
+    /// How long an idle worker waits before it looks again (default 1 s, from 1 ms to an
+    /// hour). Queues that can wake workers (Postgres) wake them sooner.
     #[must_use]
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
-        self.settings.poll_interval = interval.max(Duration::from_millis(1));
+        self.settings.poll_interval =
+            interval.clamp(Duration::from_millis(1), Duration::from_secs(3600));
         self
     }
 
@@ -587,8 +588,11 @@ impl Worker {
                     note_take_failed(&e);
                     // Back off while the queue is down: doubling from the poll interval, at
                     // most 5 s (or the poll interval, if longer).
-                    let pause = (self.settings.poll_interval * (1 << failures.min(5)))
-                        .min(self.settings.poll_interval.max(Duration::from_secs(5)));
+                    let pause = (self
+                        .settings
+                        .poll_interval
+                        .saturating_mul(1 << failures.min(5)))
+                    .min(self.settings.poll_interval.max(Duration::from_secs(5)));
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         () = until_true(&mut taking) => {}

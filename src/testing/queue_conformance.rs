@@ -414,6 +414,12 @@ pub async fn counts_and_purge<Q: QueueAdmin + ?Sized>(q: &Q, time: &LeaseTime) {
     assert_eq!(q.purge_completed(Duration::ZERO, 2).await.unwrap(), 0);
     let c = q.counts().await.unwrap();
     assert_eq!((c.completed, c.dead), (0, 1), "dead jobs are never purged");
+    // Any limit is taken, the largest too.
+    assert_eq!(q.jobs(JobState::Dead, usize::MAX).await.unwrap().len(), 1);
+    assert_eq!(
+        q.purge_completed(Duration::ZERO, usize::MAX).await.unwrap(),
+        0
+    );
 
     // The age of the oldest queued job counts from when it was queued last: a dead job
     // queued long ago and requeued now has not waited (a lag alert must not fire).

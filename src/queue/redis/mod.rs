@@ -13,7 +13,11 @@ use super::{
     Enqueued, Job, JobRecord, JobState, NewJob, PayloadKind, Queue, QueueAdmin, QueueCounts,
 };
 use crate::event::EventId;
-use crate::idempotency::redis::{ms, MAX_MS, PRELUDE};
+use crate::idempotency::redis::{ms, PRELUDE};
+
+/// The largest count a script is given: Lua's numbers are doubles, and one that large
+/// would come back to Redis as `1e+17`, which `ZRANGE … LIMIT` refuses.
+const MAX_LIMIT: u64 = 1 << 40;
 use crate::idempotency::{truncate_error, ClaimToken, StoreError};
 
 /// The most jobs one `take` hands out; a larger `max` is cut to it.
@@ -138,6 +142,14 @@ static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, 
 /// Needs Redis 7 or later (`XAUTOCLAIM`, and scripts that read `TIME` before writing).
 /// As for the store, run Redis with `maxmemory-policy noeviction` and `appendonly yes`;
 /// the scripts touch keys named inside them, so Redis Cluster is not supported.
+///
+/// An enqueue is answered (and Stripe gets its 200) once its script ran on the server.
+/// Unlike the store's records, whose loss only lets an event run again, a job is the
+/// event's only copy: with `appendfsync everysec` a crash of the server's host loses up
+/// to a second of acknowledged jobs, and a failover loses those not yet replicated. Run
+/// the queue's Redis with `appendfsync always` and without failover to a replica that
+/// may lag, or queue on PostgreSQL or SQLite, where an enqueue is answered after its
+/// commit.
 ///
 /// Idle workers poll, or with [`with_wakeups`](RedisQueue::with_wakeups) block on the
 /// stream until a job is queued. Consumers of queues that were dropped stay in the group, with no pending
@@ -299,7 +311,7 @@ impl RedisQueue {
             .arg("$");
         let read = read.query_async::<::redis::Value>(conn);
         // A margin over the block, for a server that never answers.
-        match tokio::time::timeout(max_wait + Duration::from_secs(1), read).await {
+        match tokio::time::timeout(max_wait.saturating_add(Duration::from_secs(1)), read).await {
             Ok(Ok(_)) => true,
             Ok(Err(_)) | Err(_) => {
                 *slot = None;
@@ -559,7 +571,7 @@ impl QueueAdmin for RedisQueue {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let limit = u64::try_from(limit).unwrap_or(u64::MAX).min(MAX_MS);
+        let limit = u64::try_from(limit).unwrap_or(u64::MAX).min(MAX_LIMIT);
         self.records(state.as_str(), &limit.to_string()).await
     }
 
@@ -571,7 +583,7 @@ impl QueueAdmin for RedisQueue {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let limit = u64::try_from(limit).unwrap_or(u64::MAX).min(MAX_MS);
+        let limit = u64::try_from(limit).unwrap_or(u64::MAX).min(MAX_LIMIT);
         self.records("recent", &limit.to_string()).await
     }
 
@@ -615,7 +627,7 @@ impl QueueAdmin for RedisQueue {
         if batch == 0 {
             return Ok(0);
         }
-        let batch = u64::try_from(batch).unwrap_or(u64::MAX).min(MAX_MS);
+        let batch = u64::try_from(batch).unwrap_or(u64::MAX).min(MAX_LIMIT);
         let mut conn = self.conn.clone();
         let deleted: u64 = PURGE_SCRIPT
             .arg(&*self.keys)

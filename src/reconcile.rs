@@ -15,6 +15,7 @@ use crate::client::{
     ClientError, ListEventsParams, ListV2EventsParams, RequestContext, StripeClient,
 };
 use crate::event::{rfc3339_from, EventId};
+use crate::handler::HandlerError;
 use crate::idempotency::{OrderingStore, StoreError, Watermark};
 use crate::processor::{Outcome, OutcomeKind, Processor};
 
@@ -49,12 +50,12 @@ pub struct ReconcileReport {
     pub failed: usize,
     /// Events answered without running the handler (no route, stale, other mode).
     pub skipped: usize,
-    /// Of the failed and in-progress events, those older than the lookback
+    /// Of the events whose handler failed, those older than the lookback
     /// ([`Reconciler::with_lookback`]): they no longer hold the cursor back, so one event
     /// that fails every time cannot make every later pass list more. Each stays in the
-    /// store as it is (a failure is listed by
-    /// [`failed_events`](crate::StoreAdmin::failed_events)), and Stripe no longer
-    /// retries it either.
+    /// store as failed (listed by [`failed_events`](crate::StoreAdmin::failed_events));
+    /// Stripe no longer retries it either. An event held elsewhere, or one the store
+    /// could not record, holds the cursor whatever its age.
     pub beyond_lookback: usize,
     /// The cursor after the pass, for the passes that keep one.
     pub cursor: Option<Watermark>,
@@ -239,10 +240,18 @@ impl Frontier {
             o.kind(),
             OutcomeKind::InProgress { .. } | OutcomeKind::LeaseLost
         ) || o.status() >= 500;
-        if open && created < self.hold_from {
-            // Older than the lookback: Stripe no longer retries it, and the store keeps
-            // its failure. Holding the cursor for it would make every later pass list
-            // everything since, for as long as Stripe lists events.
+        // A handler that failed (other than for a lost lease) had its claim released as
+        // failed: the store keeps the failure. Any other open outcome (held elsewhere,
+        // store unavailable, lease lost) may have left no record, so it holds the cursor
+        // whatever its age.
+        let recorded_failure = matches!(
+            o.kind(),
+            OutcomeKind::HandlerFailed(e) if !matches!(e, HandlerError::LeaseLost)
+        );
+        if recorded_failure && created < self.hold_from {
+            // Older than the lookback: Stripe no longer retries it. Holding the cursor
+            // for it would make every later pass list everything since, for as long as
+            // Stripe lists events.
             self.beyond_lookback += 1;
         } else if open {
             self.oldest_open = Some(self.oldest_open.map_or(created, |c| c.min(created)));
@@ -609,18 +618,41 @@ mod tests {
 
     #[test]
     fn an_event_older_than_the_lookback_no_longer_holds_the_cursor() {
-        // An event that fails every time, from before the lookback: it is counted, and
-        // the cursor moves past it instead of every later pass listing all since.
+        // An event whose handler fails every time, from before the lookback: the store
+        // keeps its failure, it is counted, and the cursor moves past it instead of every
+        // later pass listing all since.
+        let failed = || OutcomeKind::HandlerFailed(HandlerError::new("downstream down"));
         let mut f = frontier(100_000);
         f.hold_from = 100_000 - 3_600;
-        saw(&mut f, 1_000, "evt_always_fails", OutcomeKind::LeaseLost);
+        saw(&mut f, 1_000, "evt_always_fails", failed());
         saw(&mut f, 99_000, "evt_done", OutcomeKind::Processed);
         assert_eq!(f.beyond_lookback, 1);
         assert_eq!(f.target().map(|w| w.created), Some(99_000 - SAFETY_LAG));
         // One within the lookback still holds it.
-        saw(&mut f, 97_000, "evt_failed", OutcomeKind::LeaseLost);
+        saw(&mut f, 97_000, "evt_failed", failed());
         assert_eq!(f.beyond_lookback, 1);
         assert_eq!(f.target().map(|w| w.created), Some(97_000));
+        // So does an old one that may have left no record: held elsewhere, a lost
+        // lease, or a store that could not answer.
+        for (i, kind) in [
+            OutcomeKind::InProgress {
+                retry_after: Duration::from_secs(1),
+            },
+            OutcomeKind::LeaseLost,
+            OutcomeKind::HandlerFailed(HandlerError::LeaseLost),
+            OutcomeKind::StoreUnavailable(crate::idempotency::StoreError::unavailable("down")),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut f = frontier(100_000);
+            f.hold_from = 100_000 - 3_600;
+            let created = 1_000 + i64::try_from(i).unwrap_or(0);
+            saw(&mut f, created, "evt_unrecorded", kind);
+            saw(&mut f, 99_000, "evt_done", OutcomeKind::Processed);
+            assert_eq!(f.beyond_lookback, 0);
+            assert_eq!(f.target().map(|w| w.created), Some(created));
+        }
     }
 
     #[test]

@@ -646,6 +646,7 @@ async fn a_completion_after_the_lock_was_taken_over_fails_so_stripe_retries() {
 struct Faulty {
     inner: MemoryStore,
     late_release: Arc<AtomicUsize>,
+    hung_release: Arc<AtomicUsize>,
     late_lock: Arc<AtomicUsize>,
     failing_completions: Arc<AtomicUsize>,
 }
@@ -670,6 +671,10 @@ impl IdempotencyStore for Faulty {
         self.inner.complete(token).await
     }
     async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
+        if take_one(&self.hung_release) {
+            // Never reaches the store: its caller's timeout drops it first.
+            tokio::time::sleep(LATE).await;
+        }
         let done = self.inner.release(token, reason).await;
         if take_one(&self.late_release) {
             tokio::time::sleep(LATE).await;
@@ -746,6 +751,7 @@ fn gated_faulty(
     let store = Faulty {
         inner: MemoryStore::new().with_clock(clock.clone()),
         late_release: Arc::default(),
+        hung_release: Arc::default(),
         late_lock: Arc::default(),
         failing_completions: Arc::default(),
     };
@@ -863,4 +869,38 @@ async fn a_guarded_completion_that_was_not_recorded_is_retried() {
             .map(|w| w.event_id.to_string()),
         Some("evt_new".to_owned())
     );
+}
+
+/// A renewal that finds the lock taken over (another holder applied a newer event while
+/// it had lapsed) releases the claim, but the release never reaches the store (its
+/// timeout drops it), and the handler finishes before the next renewal: the completion
+/// must not go through, or Stripe's retry of the failed delivery would be a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_that_found_the_lock_lost_keeps_the_run_from_completing() {
+    let lease = Duration::from_millis(900);
+    let (clock, store, gate, p) = gated_faulty("evt_a", lease);
+    let first = {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move { p.process_event(&update("evt_a", "cus_1", BASE + 1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    clock.advance(lease * 2);
+    let second = p.process_event(&update("evt_b", "cus_1", BASE + 2)).await;
+    assert_eq!(second.kind().name(), "processed");
+    store.hung_release.store(1, SeqCst);
+    // The renewal at a third of the lease, and its release dropped at 150 ms.
+    tokio::time::sleep(lease / 3 + Duration::from_millis(250)).await;
+    gate.open.notify_one();
+    let first = first.await.unwrap();
+    assert!(first.status() >= 500, "{first:?}");
+    assert_eq!(
+        store
+            .watermark("cus_1")
+            .await
+            .unwrap()
+            .map(|w| w.event_id.to_string()),
+        Some("evt_b".to_owned())
+    );
+    let retry = p.process_event(&update("evt_a", "cus_1", BASE + 1)).await;
+    assert_eq!(retry.kind().name(), "stale", "{retry:?}");
 }

@@ -934,6 +934,24 @@ async fn a_handler_is_called_only_once_its_event_is_claimed() {
         "called for thin duplicates"
     );
 
+    // The store down: 503, and no call.
+    let down = Processor::new(
+        verifier(),
+        Broken {
+            inner: MemoryStore::new(),
+            claims_fail: true,
+        },
+        h.clone(),
+    );
+    let (header, body) = signed("evt_eager_down", "customer.created");
+    let o = down.process(Some(&header), body.as_bytes()).await;
+    assert_eq!(o.status(), 503, "{o:?}");
+    assert_eq!(
+        h.calls.load(Ordering::SeqCst),
+        2,
+        "called with the store down"
+    );
+
     // Held by another delivery: 409, and no call.
     let (header, body) = signed("evt_eager_held", "customer.created");
     let held = store
@@ -978,4 +996,40 @@ async fn a_zero_lease_still_keeps_concurrent_duplicates_out() {
     let first = first.await.unwrap();
     assert_eq!(first.kind().name(), "processed", "{first:?}");
     assert_eq!(h.runs.load(Ordering::SeqCst), 1);
+}
+
+/// A claim whose own call took most of its lease: another delivery may claim the event
+/// any moment, so the handler is not called at all (500, Stripe retries).
+#[tokio::test]
+async fn a_claim_that_outlived_its_lease_does_not_call_the_handler() {
+    struct SlowClaims(MemoryStore);
+    #[async_trait]
+    impl IdempotencyStore for SlowClaims {
+        async fn claim(
+            &self,
+            id: &EventId,
+            t: &EventType,
+            l: Duration,
+        ) -> Result<Claim, StoreError> {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            self.0.claim(id, t, l).await
+        }
+        async fn complete(&self, t: &ClaimToken) -> Result<(), StoreError> {
+            self.0.complete(t).await
+        }
+        async fn release(&self, t: &ClaimToken, r: &str) -> Result<(), StoreError> {
+            self.0.release(t, r).await
+        }
+        async fn extend(&self, t: &ClaimToken, l: Duration) -> Result<(), StoreError> {
+            self.0.extend(t, l).await
+        }
+    }
+    let h = EagerCalls::default();
+    let p = Processor::new(verifier(), SlowClaims(MemoryStore::new()), h.clone())
+        .with_handler_deadline(None)
+        .with_lease(Duration::from_millis(200));
+    let (header, body) = signed("evt_slow_claim", "customer.created");
+    let o = p.process(Some(&header), body.as_bytes()).await;
+    assert_eq!(o.status(), 500, "{o:?}");
+    assert_eq!(h.calls.load(Ordering::SeqCst), 0);
 }

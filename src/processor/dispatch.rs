@@ -153,12 +153,29 @@ pub(crate) async fn claim_and_run<'a>(
 ) -> Dispatched {
     let claimed_at = std::time::Instant::now();
     match claim(&**store, key, event_type, settings).await {
+        Ok(token) if claim_outlived(settings, claimed_at) => outlived(&token),
         Ok(token) => {
             let fut = handler_future(handler);
             run_claimed(store, &token, settings, claimed_at, fut).await
         }
         Err(refused) => refused,
     }
+}
+
+/// Whether a claim's own call took so much of its lease (nine tenths, where the renewal
+/// stops a handler) that the handler must not be called: another delivery may claim the
+/// event any moment.
+fn claim_outlived(settings: &DispatchSettings, claimed_at: std::time::Instant) -> bool {
+    claimed_at.elapsed() >= settings.lease - settings.lease / 10
+}
+
+/// The answer for a claim that outlived most of its lease: a failure Stripe retries. The
+/// claim (and an object's lock) is left to its lease, which is all but over.
+fn outlived(token: &ClaimToken) -> Dispatched {
+    Dispatched::attempt(
+        OutcomeKind::HandlerFailed(HandlerError::LeaseLost),
+        token.attempt(),
+    )
 }
 
 /// Claims `key`; `Err` is the answer when the claim was refused.
@@ -314,6 +331,7 @@ impl OrderingGuard {
             .lock_and_claim(key, record_type, object_id, settings)
             .await
         {
+            Ok((_, token, _)) if claim_outlived(settings, claimed_at) => return outlived(&token),
             Ok(held) => held,
             Err(refused) => return refused,
         };
@@ -356,6 +374,7 @@ impl OrderingGuard {
             .lock_and_claim(event.id(), event.event_type(), object_id, settings)
             .await
         {
+            Ok((_, token, _)) if claim_outlived(settings, claimed_at) => return outlived(&token),
             Ok(held) => held,
             Err(refused) => return refused,
         };
@@ -574,6 +593,16 @@ impl IdempotencyStore for ObjectLease {
 
     async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
         match &self.applied {
+            // A renewal found the lock taken over (and perhaps its release was cut): the
+            // run must not complete, or Stripe's retry would be a duplicate.
+            Some(_) if self.lock_lost.load(SeqCst) => {
+                self.release_after_lock_lost(token, "the object's lock lapsed")
+                    .await;
+                self.unlock().await;
+                Err(StoreError::LeaseLost {
+                    event_id: token.event_id().clone(),
+                })
+            }
             Some(applied) => {
                 self.settle_unsettled_renewal(token).await?;
                 let done = self
@@ -617,9 +646,11 @@ impl IdempotencyStore for ObjectLease {
         let Ok(locked) = locked else {
             return locked.map(|_| ());
         };
-        self.renewal_unsettled.store(false, SeqCst);
         match locked {
-            ObjectLock::Acquired { watermark } if watermark == self.seen => Ok(()),
+            ObjectLock::Acquired { watermark } if watermark == self.seen => {
+                self.renewal_unsettled.store(false, SeqCst);
+                Ok(())
+            }
             // Taken again after a lapse in which another holder applied an event: the
             // two ran side by side, so this run must not complete. The claim and the
             // lock just renewed are let go at once, so that the object and Stripe's

@@ -156,11 +156,6 @@ pub(super) async fn renewing_lease(
     let mut held_until = claimed_at + safe;
     let mut next_renewal = claimed_at + every;
     let mut work = std::pin::pin!(work);
-    // A claim whose own call took most of the lease: the handler does not start.
-    if Instant::now() >= held_until {
-        note_lost(claimed_at, "the claim took most of its lease to answer");
-        return Handled::LeaseLost;
-    }
     loop {
         let wake = next_renewal.min(held_until);
         if let Ok(out) = timeout_at(wake.into(), work.as_mut()).await {

@@ -715,3 +715,48 @@ async fn a_delivery_waits_out_the_next_handler_in_its_batch() {
     }
     assert!(answered > 1, "{answered}");
 }
+
+/// An inbox handler written without `async-trait` that panics in the call itself,
+/// before returning its future: the delivery fails (500) and is recorded, as a panic in
+/// the future is, instead of unwinding through the processor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_handler_call_is_a_recorded_failure() {
+    struct PanicsInCall;
+    impl TransactionalHandler<Sqlite> for PanicsInCall {
+        fn handle<'a, 'b, 'c, 'd>(
+            &'a self,
+            _event: &'b Event,
+            _conn: &'c mut SqliteConnection,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), HandlerError>> + Send + 'd>,
+        >
+        where
+            'a: 'd,
+            'b: 'd,
+            'c: 'd,
+            Self: 'd,
+        {
+            panic!("bad config")
+        }
+    }
+    let dir = common::TempDir::new("inbox_panic_call");
+    let store = SqliteStore::connect(dir.join("events.db")).await.unwrap();
+    let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
+    let processor = Processor::with_inbox(verifier, store.inbox(PanicsInCall));
+    let (header, body) = delivery("evt_inbox_panic_call");
+    let o = processor.process(Some(&header), body.as_bytes()).await;
+    assert_eq!(o.status(), 500, "{o:?}");
+    assert!(
+        matches!(
+            o.kind(),
+            OutcomeKind::HandlerFailed(HandlerError::Panicked(_))
+        ),
+        "{o:?}"
+    );
+    let record = store
+        .record(&EventId::new("evt_inbox_panic_call"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, RecordStatus::Failed);
+}

@@ -17,15 +17,15 @@ mod common;
 use common::unique;
 use common::TempDir;
 use stripe_webhooks::queue::{
-    JobState, MemoryQueue, NewJob, Queue, QueueAdmin, RetryPolicy, SqliteQueue, Worker,
+    Enqueued, JobState, MemoryQueue, NewJob, Queue, QueueAdmin, RetryPolicy, SqliteQueue, Worker,
     MAX_RETRY_DELAY,
 };
 use stripe_webhooks::testing::queue_conformance;
 use stripe_webhooks::testing::store_conformance::LeaseTime;
 use stripe_webhooks::testing::{self, ThinEventBuilder};
 use stripe_webhooks::{
-    async_trait, Event, EventHandler, EventNotification, EventRouter, HandlerError, ManualClock,
-    Processor, SigningSecret, SqliteStore, ThinEventHandler, Verifier,
+    async_trait, ClaimToken, Event, EventHandler, EventNotification, EventRouter, HandlerError,
+    ManualClock, Processor, SigningSecret, SqliteStore, StoreError, ThinEventHandler, Verifier,
 };
 
 const SECRET: &str = "whsec_queue_tests";
@@ -1507,4 +1507,93 @@ fn a_completion_the_queue_cannot_record_is_counted_settle_failed() {
     assert!(counted("settle_failed"), "{text}");
     assert!(!counted("completed"), "{text}");
     assert_eq!(c.running, 1, "{c:?}");
+}
+
+/// A queue whose first take answers late: like a database finishing a statement whose
+/// client stopped waiting, the take happens (on a task of its own) whether or not its
+/// caller still waits.
+#[derive(Clone)]
+struct LateTake {
+    inner: MemoryQueue,
+    late: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Queue for LateTake {
+    async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
+        self.inner.enqueue(job).await
+    }
+    async fn take(
+        &self,
+        max: usize,
+        lease: Duration,
+        ordered: bool,
+    ) -> Result<Vec<stripe_webhooks::queue::Job>, StoreError> {
+        let inner = self.inner.clone();
+        let late = self
+            .late
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+            .is_ok();
+        let taking = tokio::spawn(async move {
+            if late {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            inner.take(max, lease, ordered).await
+        });
+        taking.await.unwrap()
+    }
+    async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
+        self.inner.extend(token, lease).await
+    }
+    async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+        self.inner.complete(token).await
+    }
+    async fn fail(
+        &self,
+        token: &ClaimToken,
+        error: &str,
+        retry_in: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        self.inner.fail(token, error, retry_in).await
+    }
+    async fn release(&self, token: &ClaimToken) -> Result<(), StoreError> {
+        self.inner.release(token).await
+    }
+}
+
+/// A take that answers after the worker's timeout still took its jobs: the worker gives
+/// them back when it answers, queued again at once with the attempt not counted, rather
+/// than leave them running under a lease no one holds (a lease's wait, an attempt spent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_a_timed_out_take_still_took_are_given_back() {
+    let queue = LateTake {
+        inner: MemoryQueue::new(),
+        late: Arc::new(AtomicUsize::new(1)),
+    };
+    let body = customer_event("evt_late_take", "cus_1", testing::now());
+    enqueue_body(&queue, &body).await;
+    let handler = Recorder::default();
+    let worker = Worker::new(queue.clone(), handler.clone())
+        .with_store_timeout(Duration::from_millis(100))
+        .with_lease(Duration::from_secs(600));
+    let err = worker.run_once().await.unwrap_err();
+    assert!(matches!(err, StoreError::Timeout(_)), "{err:?}");
+    // The late take answers at 300 ms, and its job is given back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rec = queue
+        .inner
+        .job(&"evt_late_take".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((rec.state, rec.attempts), (JobState::Queued, 0), "{rec:?}");
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(handler.seen(), ["evt_late_take"]);
+    let rec = queue
+        .inner
+        .job(&"evt_late_take".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((rec.state, rec.attempts), (JobState::Completed, 1));
 }

@@ -505,6 +505,34 @@ impl Worker {
             .max(self.queue.min_take_timeout())
     }
 
+    /// Takes up to `max` jobs within the take timeout. The take runs on a task of its
+    /// own: one that answers after the timeout has still taken its jobs (a database
+    /// finishes a statement its client stopped waiting for), and they are given back
+    /// ([`Queue::release`]: queued again at once, the attempt not counted) when it does,
+    /// instead of sitting as running under a lease no one holds, an attempt spent.
+    async fn take(&self, max: usize) -> Result<Vec<Job>, StoreError> {
+        let queue = Arc::clone(&self.queue);
+        let (lease, ordered) = (self.settings.lease, self.settings.per_object_order);
+        let mut take = tokio::spawn(async move { queue.take(max, lease, ordered).await });
+        let limit = self.take_timeout();
+        match tokio::time::timeout(limit, &mut take).await {
+            Ok(Ok(taken)) => taken,
+            Ok(Err(e)) => Err(StoreError::unavailable(format!("the take failed: {e}"))),
+            Err(_) => {
+                let queue = Arc::clone(&self.queue);
+                tokio::spawn(async move {
+                    if let Ok(Ok(jobs)) = take.await {
+                        for job in jobs {
+                            // If this fails too, the job's lease ends and it runs then.
+                            let _ = queue.release(&job.token).await;
+                        }
+                    }
+                });
+                Err(StoreError::Timeout(limit))
+            }
+        }
+    }
+
     /// Takes up to `concurrency` due jobs, runs them all, and returns how many it took:
     /// for tests, and for running the queue from a scheduler instead of a loop.
     ///
@@ -514,15 +542,7 @@ impl Worker {
     /// job's lease ends and it runs again).
     pub async fn run_once(&self) -> Result<usize, StoreError> {
         let taken_at = Instant::now();
-        let jobs = store_call(
-            self.take_timeout(),
-            self.queue.take(
-                self.settings.concurrency,
-                self.settings.lease,
-                self.settings.per_object_order,
-            ),
-        )
-        .await?;
+        let jobs = self.take(self.settings.concurrency).await?;
         let n = jobs.len();
         let (_stop_tx, stop) = watch::channel(false);
         let mut set = JoinSet::new();
@@ -572,12 +592,7 @@ impl Worker {
                 continue;
             }
             let taken_at = Instant::now();
-            let taken = store_call(
-                self.take_timeout(),
-                self.queue
-                    .take(free, self.settings.lease, self.settings.per_object_order),
-            )
-            .await;
+            let taken = self.take(free).await;
             let jobs = match taken {
                 Ok(jobs) => {
                     failures = 0;

@@ -202,13 +202,13 @@ struct Frontier {
 }
 
 impl Frontier {
-    fn new(lookback: Duration) -> Self {
-        let now = now_unix();
+    /// A pass starting now; `hold_from` is where its lookback starts.
+    fn new(hold_from: i64) -> Self {
         Self {
             newest: None,
             oldest_open: None,
-            now,
-            hold_from: now.saturating_sub(i64::try_from(lookback.as_secs()).unwrap_or(i64::MAX)),
+            now: now_unix(),
+            hold_from,
             beyond_lookback: 0,
         }
     }
@@ -434,7 +434,7 @@ impl Reconciler {
             return Ok(report);
         }
         let params = self.v1_params(self.since()).with_delivery_success(false);
-        self.run_v1(params, &mut report, &mut Frontier::new(self.lookback))
+        self.run_v1(params, &mut report, &mut Frontier::new(self.since()))
             .await?;
         Ok(report)
     }
@@ -460,7 +460,7 @@ impl Reconciler {
             Some(w) => w.created,
             None => self.since(),
         };
-        let mut frontier = Frontier::new(self.lookback);
+        let mut frontier = Frontier::new(self.since());
         self.run_v1(self.v1_params(from), &mut report, &mut frontier)
             .await?;
         self.advance(&key, &frontier, &mut report).await?;
@@ -495,7 +495,7 @@ impl Reconciler {
         let mut notifications = Vec::new();
         // Its clock starts before the listing, as the v1 pass's does: the cursor stays
         // SAFETY_LAG behind the listing's start however long the listing takes.
-        let mut frontier = Frontier::new(self.lookback);
+        let mut frontier = Frontier::new(self.since());
         let mut page_token = None;
         let context = self.v2_context();
         let mut seen = std::collections::HashSet::new();

@@ -542,8 +542,18 @@ fn gated(
     Arc<Gate>,
     Arc<Processor>,
 ) {
+    let (clock, store, gate, p) = gated_on(gated, lease, |store| store);
+    (clock, store, gate, Arc::new(p))
+}
+
+/// As [`gated`], on the store `wrap` makes of the clocked `MemoryStore`.
+fn gated_on<S: OrderingStore + Clone>(
+    gated: &'static str,
+    lease: Duration,
+    wrap: impl FnOnce(MemoryStore) -> S,
+) -> (stripe_webhooks::ManualClock, S, Arc<Gate>, Processor) {
     let clock = stripe_webhooks::ManualClock::new(BASE * 1000);
-    let store = MemoryStore::new().with_clock(clock.clone());
+    let store = wrap(MemoryStore::new().with_clock(clock.clone()));
     let gate = Arc::new(Gate {
         gated,
         waited: std::sync::atomic::AtomicBool::new(false),
@@ -558,7 +568,7 @@ fn gated(
     )
     .with_handler_deadline(None)
     .with_lease(lease);
-    (clock, store, gate, Arc::new(p))
+    (clock, store, gate, p)
 }
 
 /// A delivery whose object lock lapsed (its store saw the lease run out) while another
@@ -747,29 +757,14 @@ fn gated_faulty(
     Arc<Gate>,
     Arc<Processor>,
 ) {
-    let clock = stripe_webhooks::ManualClock::new(BASE * 1000);
-    let store = Faulty {
-        inner: MemoryStore::new().with_clock(clock.clone()),
+    let (clock, store, gate, p) = gated_on(gated, lease, |inner| Faulty {
+        inner,
         late_release: Arc::default(),
         hung_release: Arc::default(),
         late_lock: Arc::default(),
         failing_completions: Arc::default(),
-    };
-    let gate = Arc::new(Gate {
-        gated,
-        waited: std::sync::atomic::AtomicBool::new(false),
-        applied: Mutex::new(Vec::new()),
-        open: tokio::sync::Notify::new(),
     });
-    let p = Processor::ordered(
-        Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
-        store.clone(),
-        Arc::clone(&gate),
-        TiePolicy::Run,
-    )
-    .with_handler_deadline(None)
-    .with_lease(lease)
-    .with_store_timeout(Duration::from_millis(150));
+    let p = p.with_store_timeout(Duration::from_millis(150));
     (clock, store, gate, Arc::new(p))
 }
 

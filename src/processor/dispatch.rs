@@ -532,42 +532,41 @@ impl ObjectLease {
         d
     }
 
-    /// Marks the delivery a failure (500) and releases the claim after the object's
-    /// lock was lost. The mark comes first and stays, whatever the release answers: a
-    /// release cut by its timeout may have run, and its retry would then be refused as
-    /// if another delivery held the claim. A 500 costs at most a duplicate (Stripe's
-    /// retry finds the event settled, or runs it); a 200 could lose the event.
-    async fn release_after_lock_lost(&self, token: &ClaimToken, reason: &str) {
+    /// Gives the run up after the object's lock was lost: marks the delivery a failure
+    /// (500), releases the claim and frees the lock; answers the error to return. The
+    /// mark comes first and stays, whatever the release answers: a release cut by its
+    /// timeout may have run, and its retry would then be refused as if another delivery
+    /// held the claim. A 500 costs at most a duplicate (Stripe's retry finds the event
+    /// settled, or runs it); a 200 could lose the event.
+    async fn give_up(&self, token: &ClaimToken, reason: &str) -> StoreError {
         self.lock_lost.store(true, SeqCst);
         let _ = self.store.release(token, reason).await;
+        self.unlock().await;
+        StoreError::LeaseLost {
+            event_id: token.event_id().clone(),
+        }
     }
 
-    /// After a renewal was cut between locking and comparing: locks again (the holder's
-    /// own lock is renewed) and compares the watermark with the one this delivery
-    /// started from. Another holder's event applied meanwhile is a lost lock.
-    async fn settle_unsettled_renewal(&self, token: &ClaimToken) -> Result<(), StoreError> {
-        if !self.renewal_unsettled.load(SeqCst) {
-            return Ok(());
-        }
-        match self
+    /// Locks the object again for `lease` (the holder's own lock is renewed) and compares
+    /// the watermark with the one this delivery started from: another holder's event
+    /// applied meanwhile is a lost lock, and the run is given up. Until the answer is
+    /// compared the renewal stays unsettled, so a call cut before then (its timeout, or
+    /// the handler finishing first) leaves the comparison to the completion.
+    async fn relock(&self, token: &ClaimToken, lease: Duration) -> Result<ObjectLock, StoreError> {
+        self.renewal_unsettled.store(true, SeqCst);
+        let locked = self
             .store
-            .lock_object(&self.object_id, &self.holder, self.lease)
-            .await?
-        {
-            ObjectLock::Acquired { watermark } if watermark == self.seen => {
+            .lock_object(&self.object_id, &self.holder, lease)
+            .await?;
+        match &locked {
+            ObjectLock::Acquired { watermark } if *watermark == self.seen => {
                 self.renewal_unsettled.store(false, SeqCst);
-                Ok(())
+                Ok(locked)
             }
             ObjectLock::Acquired { .. } => {
-                self.release_after_lock_lost(token, "the object's lock lapsed")
-                    .await;
-                self.unlock().await;
-                Err(StoreError::LeaseLost {
-                    event_id: token.event_id().clone(),
-                })
+                Err(self.give_up(token, "the object's lock lapsed").await)
             }
-            // Another holder's: the completion is refused, and says so.
-            ObjectLock::Busy { .. } => Ok(()),
+            ObjectLock::Busy { .. } => Ok(locked),
         }
     }
 
@@ -596,15 +595,14 @@ impl IdempotencyStore for ObjectLease {
             // A renewal found the lock taken over (and perhaps its release was cut): the
             // run must not complete, or Stripe's retry would be a duplicate.
             Some(_) if self.lock_lost.load(SeqCst) => {
-                self.release_after_lock_lost(token, "the object's lock lapsed")
-                    .await;
-                self.unlock().await;
-                Err(StoreError::LeaseLost {
-                    event_id: token.event_id().clone(),
-                })
+                Err(self.give_up(token, "the object's lock lapsed").await)
             }
             Some(applied) => {
-                self.settle_unsettled_renewal(token).await?;
+                // A renewal cut before it compared the watermark: compare it now. (Another
+                // holder's lock: the completion below is refused, and says so.)
+                if self.renewal_unsettled.load(SeqCst) {
+                    self.relock(token, self.lease).await?;
+                }
                 let done = self
                     .store
                     .complete_applied(token, &self.object_id, &self.holder, applied)
@@ -616,8 +614,7 @@ impl IdempotencyStore for ObjectLease {
                     // the lock is still this holder's (the claim was what went), it is
                     // let go rather than held to its lease's end.
                     let reason = "the object's lock was taken over before the completion";
-                    self.release_after_lock_lost(token, reason).await;
-                    self.unlock().await;
+                    self.give_up(token, reason).await;
                 }
                 done
             }
@@ -637,32 +634,12 @@ impl IdempotencyStore for ObjectLease {
 
     async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
         self.store.extend(token, lease).await?;
-        self.renewal_unsettled.store(true, SeqCst);
-        let locked = self
-            .store
-            .lock_object(&self.object_id, &self.holder, lease)
-            .await;
-        // A lock whose answer never came is left unsettled, for the completion to check.
-        let Ok(locked) = locked else {
-            return locked.map(|_| ());
-        };
-        match locked {
-            ObjectLock::Acquired { watermark } if watermark == self.seen => {
-                self.renewal_unsettled.store(false, SeqCst);
-                Ok(())
-            }
-            // Taken again after a lapse in which another holder applied an event: the
-            // two ran side by side, so this run must not complete. The claim and the
-            // lock just renewed are let go at once, so that the object and Stripe's
-            // retry of this event are not held up for a lease.
-            ObjectLock::Acquired { .. } => {
-                self.release_after_lock_lost(token, "the object's lock lapsed")
-                    .await;
-                self.unlock().await;
-                Err(StoreError::LeaseLost {
-                    event_id: token.event_id().clone(),
-                })
-            }
+        // Taken again after a lapse in which another holder applied an event, the two ran
+        // side by side, so this run must not complete: `relock` lets the claim and the
+        // lock go at once, so that the object and Stripe's retry of this event are not
+        // held up for a lease.
+        match self.relock(token, lease).await? {
+            ObjectLock::Acquired { .. } => Ok(()),
             ObjectLock::Busy { .. } => Err(StoreError::LeaseLost {
                 event_id: token.event_id().clone(),
             }),

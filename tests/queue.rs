@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod common;
 
@@ -932,6 +932,11 @@ mod postgres {
     use stripe_webhooks::PostgresStore;
 
     pub(super) async fn queue(name: &str) -> PostgresQueue {
+        queue_on(name).await.0
+    }
+
+    /// A queue, its pool and its table.
+    async fn queue_on(name: &str) -> (PostgresQueue, stripe_webhooks::sqlx::PgPool, String) {
         let url = std::env::var("DATABASE_URL_TEST").unwrap_or_else(|_| {
             panic!(
                 "DATABASE_URL_TEST is not set: start PostgreSQL with `eval \"$(scripts/services.sh start)\"` \
@@ -943,9 +948,100 @@ mod postgres {
             .connect(&url)
             .await
             .unwrap();
-        let store = PostgresStore::new(pool).with_table(&unique(name)).unwrap();
+        let table = unique(name);
+        let store = PostgresStore::new(pool.clone()).with_table(&table).unwrap();
         store.migrate().await.unwrap();
-        store.queue()
+        (store.queue(), pool, table)
+    }
+
+    /// What the server process of the queue's `LISTEN` connection waits on
+    /// (`pg_stat_activity.wait_event`: `ClientRead` when idle, `ClientWrite` when blocked
+    /// sending to a client that does not read).
+    async fn listener_wait_event(pool: &stripe_webhooks::sqlx::PgPool, channel: &str) -> String {
+        stripe_webhooks::sqlx::query_scalar::<_, Option<String>>(
+            "SELECT wait_event FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN%' AND position($1 in query) > 0",
+        )
+        .bind(channel)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .unwrap_or_default()
+    }
+
+    /// Sends `n` notifications of 200 bytes each on `channel`.
+    async fn notify_many(pool: &stripe_webhooks::sqlx::PgPool, channel: &str, n: i32) {
+        stripe_webhooks::sqlx::query(
+            "SELECT count(pg_notify($1, repeat('x', 200) || i)) FROM generate_series(1, $2) i",
+        )
+        .bind(channel)
+        .bind(n)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_listener_is_read_while_no_worker_waits() {
+        let (queue, pool, table) = queue_on("qlisten").await;
+        let channel = format!("{table}_jobs");
+        // The first wait connects the listener; then nobody waits, as when every worker
+        // is busy with a backlog.
+        assert!(queue.wait_for_jobs(Duration::from_millis(200)).await);
+        // 20 MB of notifications: far more than the sockets between the server and this
+        // process buffer.
+        notify_many(&pool, &channel, 100_000).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut idle = 0;
+        for _ in 0..300 {
+            let e = listener_wait_event(&pool, &channel).await;
+            idle = if e == "ClientRead" { idle + 1 } else { 0 };
+            if idle == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            idle, 3,
+            "the listener's server process is still sending (blocked on a connection nobody reads)"
+        );
+        // The notifications that came meanwhile end the next wait at once, and one more
+        // still wakes it.
+        let started = Instant::now();
+        assert!(queue.wait_for_jobs(Duration::from_secs(30)).await);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let woken = tokio::spawn({
+            let queue = queue.clone();
+            async move {
+                let started = Instant::now();
+                queue.wait_for_jobs(Duration::from_secs(30)).await;
+                started.elapsed()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        notify_many(&pool, &channel, 1).await;
+        assert!(woken.await.unwrap() < Duration::from_secs(10));
+    }
+
+    /// A listener whose connection is cut is made again: an idle worker is still woken by
+    /// `NOTIFY`, long before its poll.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_listener_reconnects_after_its_connection_is_cut() {
+        let (queue, pool, table) = queue_on("qrelisten").await;
+        let channel = format!("{table}_jobs");
+        assert!(queue.wait_for_jobs(Duration::from_millis(200)).await);
+        let cut: i64 = stripe_webhooks::sqlx::query_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN%' AND position($1 in query) > 0",
+        )
+        .bind(&channel)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(cut, 1);
+        let done =
+            an_idle_worker_runs_a_new_job(queue, Duration::from_secs(60), "evt_relisten").await;
+        assert!(done, "woken within 10 s, long before the 60 s poll");
     }
 
     /// Writes a row, then outlasts a few lease renewals.

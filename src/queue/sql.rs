@@ -951,7 +951,59 @@ impl crate::SqliteStore {
 #[derive(Debug, Clone)]
 pub struct PostgresQueue {
     pub(crate) core: SqlQueue<sqlx::Postgres>,
-    listener: Arc<tokio::sync::Mutex<Option<sqlx::postgres::PgListener>>>,
+    listener: Arc<tokio::sync::Mutex<Option<Listening>>>,
+}
+
+/// What the task reading a queue's `LISTEN` connection tells the workers that wait.
+#[cfg(feature = "postgres")]
+#[derive(Debug, Default)]
+struct Wakeups {
+    notify: tokio::sync::Notify,
+    /// A notification (or a lost connection, which may have lost some) that no waiting
+    /// worker has seen yet: one that came while every worker was busy.
+    pending: std::sync::atomic::AtomicBool,
+    /// Set when the task has stopped (its connection failed and could not be made
+    /// again); the next wait connects anew.
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+/// A queue's `LISTEN` connection, read all the time by a task of its own, not only while
+/// a worker waits: a connection nobody reads while the workers are busy with a backlog
+/// would leave PostgreSQL's server process blocked sending to it, and hold back the
+/// server-wide notification queue for every database (it fills, and then every
+/// `NOTIFY`, so every enqueue, fails). The task stops when the last clone of the queue is
+/// dropped.
+#[cfg(feature = "postgres")]
+#[derive(Debug)]
+struct Listening {
+    wakeups: Arc<Wakeups>,
+    task: tokio::task::AbortHandle,
+}
+
+#[cfg(feature = "postgres")]
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads every notification as it comes, waking the workers that wait; a lost
+/// connection is made again (sqlx's listener does it, and listens again) and wakes them
+/// too, as notifications may have been missed meanwhile.
+#[cfg(feature = "postgres")]
+async fn read_notifications(mut listener: sqlx::postgres::PgListener, wakeups: Arc<Wakeups>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    loop {
+        let stop = listener.try_recv().await.is_err();
+        if stop {
+            wakeups.stopped.store(true, SeqCst);
+        }
+        wakeups.pending.store(true, SeqCst);
+        wakeups.notify.notify_waiters();
+        if stop {
+            return;
+        }
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -969,34 +1021,49 @@ impl PostgresQueue {
         self.core.enqueue(job).await
     }
 
-    /// Waits for a `NOTIFY` on the queue's channel, at most `max_wait`. A listener that
-    /// cannot connect (or dies) is dropped and the worker polls; the next wait connects
-    /// again.
+    /// Waits for a `NOTIFY` on the queue's channel, at most `max_wait`; `true` when woken
+    /// or the time is up (the caller looks again), `false` when there is no listening
+    /// connection (it could not connect, or it died), and the worker polls; the next wait
+    /// connects again. A notification that came while no worker waited ends the next
+    /// wait at once.
     async fn wait(&self, max_wait: Duration) -> bool {
-        let mut slot = self.listener.lock().await;
-        if slot.is_none() {
-            let connected = async {
-                let mut l = sqlx::postgres::PgListener::connect_with(&self.core.pool).await?;
-                l.listen(&self.core.jobs).await?;
-                Ok::<_, sqlx::Error>(l)
-            };
-            match tokio::time::timeout(max_wait, connected).await {
-                Ok(Ok(l)) => *slot = Some(l),
-                _ => return false,
+        use std::sync::atomic::Ordering::SeqCst;
+        let wakeups = {
+            let mut slot = self.listener.lock().await;
+            match slot.as_ref() {
+                Some(l) if !l.wakeups.stopped.load(SeqCst) => Arc::clone(&l.wakeups),
+                _ => {
+                    *slot = None;
+                    let connected = async {
+                        let mut l =
+                            sqlx::postgres::PgListener::connect_with(&self.core.pool).await?;
+                        l.listen(&self.core.jobs).await?;
+                        Ok::<_, sqlx::Error>(l)
+                    };
+                    let Ok(Ok(listener)) = tokio::time::timeout(max_wait, connected).await else {
+                        return false;
+                    };
+                    let wakeups = Arc::new(Wakeups::default());
+                    let task = tokio::spawn(read_notifications(listener, Arc::clone(&wakeups)));
+                    *slot = Some(Listening {
+                        wakeups: Arc::clone(&wakeups),
+                        task: task.abort_handle(),
+                    });
+                    wakeups
+                }
             }
-        }
-        let Some(listener) = slot.as_mut() else {
-            return false;
         };
-        match tokio::time::timeout(max_wait, listener.try_recv()).await {
+        let notified = wakeups.notify.notified();
+        tokio::pin!(notified);
+        // Registered before `pending` is read, so a notification between the two still
+        // wakes this wait.
+        notified.as_mut().enable();
+        if !wakeups.pending.swap(false, SeqCst) {
             // Woken, or waited the whole time: either way the caller looks again.
-            Ok(Ok(Some(_))) | Err(_) => true,
-            // The connection was lost (notifications may be missed) or failed.
-            Ok(Ok(None)) | Ok(Err(_)) => {
-                *slot = None;
-                false
-            }
+            let _ = tokio::time::timeout(max_wait, notified).await;
+            wakeups.pending.store(false, SeqCst);
         }
+        !wakeups.stopped.load(SeqCst)
     }
 }
 

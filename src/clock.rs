@@ -38,6 +38,57 @@ impl Clock for SystemClock {
     }
 }
 
+/// The system clock read once, then moved by a monotonic timer (`std::time::Instant`):
+/// Unix time as it was when the clock was made plus the time elapsed since. A step of
+/// the system clock (NTP, an operator) does not move it, so leases judged by it neither
+/// end early nor last longer; the in-memory store and queue use it. Over weeks it may
+/// drift from the system clock by as much as the system clock was stepped.
+///
+/// ```
+/// use stripe_webhooks::{Clock, SteadyClock, SystemClock};
+///
+/// let steady = SteadyClock::new();
+/// assert!((steady.now_unix() - SystemClock.now_unix()).abs() <= 1);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct SteadyClock {
+    /// Unix milliseconds at `started`.
+    start_millis: i64,
+    started: std::time::Instant,
+}
+
+impl SteadyClock {
+    /// A clock reading the system clock now, and moving steadily from there.
+    pub fn new() -> Self {
+        Self::starting_at(SystemClock.now_millis())
+    }
+
+    /// A clock reading `millis` (Unix milliseconds) now, and moving steadily from there.
+    pub fn starting_at(millis: i64) -> Self {
+        Self {
+            start_millis: millis,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for SteadyClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SteadyClock {
+    fn now_unix(&self) -> i64 {
+        self.now_millis().div_euclid(1000)
+    }
+
+    fn now_millis(&self) -> i64 {
+        let elapsed = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.start_millis.saturating_add(elapsed)
+    }
+}
+
 /// A clock that moves only when told to, shared by its clones: for tests of leases and
 /// retention.
 ///
@@ -92,5 +143,32 @@ pub struct FixedClock(pub i64);
 impl Clock for FixedClock {
     fn now_unix(&self) -> i64 {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A steady clock moves from where it started by the monotonic timer alone: it does
+    /// not read the system clock again (which here reads some 1.7 × 10¹² ms).
+    #[test]
+    fn a_steady_clock_moves_from_its_start_by_the_monotonic_timer() {
+        let clock = SteadyClock::starting_at(1_000_000);
+        let first = clock.now_millis();
+        std::thread::sleep(Duration::from_millis(20));
+        let later = clock.now_millis();
+        assert!((1_000_000..1_060_000).contains(&first), "{first}");
+        assert!(
+            later >= first + 20 && later < 1_060_000,
+            "{first} then {later}"
+        );
+        assert_eq!(clock.now_unix(), later.div_euclid(1000));
+    }
+
+    #[test]
+    fn the_in_memory_store_and_queue_judge_leases_by_a_steady_clock() {
+        assert!(format!("{:?}", crate::MemoryStore::new()).contains("SteadyClock"));
+        assert!(format!("{:?}", crate::queue::MemoryQueue::new()).contains("SteadyClock"));
     }
 }

@@ -145,7 +145,7 @@ pub use adapters::actix;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use adapters::axum;
 pub use async_trait::async_trait;
-pub use clock::{Clock, FixedClock, ManualClock, SystemClock};
+pub use clock::{Clock, FixedClock, ManualClock, SteadyClock, SystemClock};
 pub use error::Error;
 pub use event::{
     Envelope, Event, EventId, EventNotification, EventRequest, EventType, ObjectError, ParseError,

@@ -11,7 +11,7 @@ use super::{
     advances, truncate_error, Claim, ClaimToken, EventRecord, IdempotencyStore, ObjectLock,
     OrderingStore, RecordStatus, StoreAdmin, StoreError, Watermark, DEFAULT_RETENTION,
 };
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SteadyClock};
 use crate::event::{EventId, EventType};
 
 /// The default number of records a [`MemoryStore`] keeps: 100,000.
@@ -120,12 +120,14 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// An empty store with the system clock, [`DEFAULT_MAX_RECORDS`] and
-    /// [`DEFAULT_RETENTION`].
+    /// An empty store with a [`SteadyClock`](crate::SteadyClock) (the system clock's
+    /// time, moved by a monotonic timer, so a step of the system clock does not end a
+    /// running handler's lease early and let a redelivery run beside it),
+    /// [`DEFAULT_MAX_RECORDS`] and [`DEFAULT_RETENTION`].
     pub fn new() -> Self {
         Self {
             inner: Arc::default(),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SteadyClock::new()),
             max_records: DEFAULT_MAX_RECORDS,
             retention: DEFAULT_RETENTION,
         }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::{
     Enqueued, Job, JobRecord, JobState, NewJob, PayloadKind, Queue, QueueAdmin, QueueCounts,
 };
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SteadyClock};
 use crate::event::EventId;
 use crate::idempotency::{truncate_error, ClaimToken, StoreError};
 
@@ -100,9 +100,11 @@ impl Default for MemoryQueue {
 }
 
 impl MemoryQueue {
-    /// An empty queue on the system clock.
+    /// An empty queue on a [`SteadyClock`](crate::SteadyClock): the system clock's
+    /// time, moved by a monotonic timer, so a step of the system clock does not end or
+    /// stretch leases.
     pub fn new() -> Self {
-        Self::with_clock(SystemClock)
+        Self::with_clock(SteadyClock::new())
     }
 
     /// An empty queue on `clock`.

@@ -165,8 +165,8 @@ pub use idempotency::RedisStore;
 pub use idempotency::DEFAULT_TABLE;
 pub use idempotency::{
     Claim, ClaimToken, EventRecord, IdempotencyStore, LockedClaim, MemoryStore, ObjectLock,
-    OrderingStore, RecordStatus, StoreAdmin, StoreError, UnknownStatus, Watermark,
-    DEFAULT_MAX_RECORDS, DEFAULT_RETENTION, MAX_ERROR_LEN,
+    OrderingStore, RecordStatus, StoreAdmin, StoreError, UnknownStatus, Watermark, ABANDONED_AFTER,
+    ABANDONED_ERROR, DEFAULT_MAX_RECORDS, DEFAULT_RETENTION, MAX_ERROR_LEN,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -491,8 +491,37 @@ impl OrderingStore for MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// [`StoreAdmin::fail_abandoned`].
+    fn abandon(&self, lease_ended: Duration) -> u64 {
+        let now = self.clock.now_millis();
+        let before = now.saturating_sub(ms(lease_ended));
+        let mut inner = self.lock();
+        let abandoned: Vec<EventId> = inner
+            .records
+            .iter()
+            .filter(|(_, r)| r.status == RecordStatus::Processing && r.lease_until_ms < before)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &abandoned {
+            if let Some(rec) = inner.records.get_mut(id) {
+                rec.status = RecordStatus::Failed;
+                rec.last_error = Some(crate::idempotency::ABANDONED_ERROR.to_owned());
+                rec.lease_until_ms = now;
+                rec.updated_ms = now;
+            }
+            inner.settled(id, RecordStatus::Failed, now);
+        }
+        abandoned.len() as u64
+    }
+}
+
 #[async_trait]
 impl StoreAdmin for MemoryStore {
+    async fn fail_abandoned(&self, lease_ended: Duration) -> Result<u64, StoreError> {
+        Ok(self.abandon(lease_ended))
+    }
+
     async fn record(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
         Ok(self.lock().records.get(id).map(|r| record_of(id, r)))
     }
@@ -510,10 +539,12 @@ impl StoreAdmin for MemoryStore {
         Ok(failed)
     }
 
-    /// Deletes completed and failed records last changed before the retention period,
-    /// and processing records whose lease ended before it (their delivery crashed long
-    /// ago). A live lease is never touched.
+    /// Records abandoned claims as failed ([`fail_abandoned`](StoreAdmin::fail_abandoned)
+    /// with [`ABANDONED_AFTER`](crate::ABANDONED_AFTER)), then deletes completed and
+    /// failed records last changed before the retention period. A live lease is never
+    /// touched.
     async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.abandon(crate::idempotency::ABANDONED_AFTER);
         let cutoff = self.clock.now_millis().saturating_sub(ms(self.retention));
         let mut inner = self.lock();
         let before = inner.records.len();

@@ -418,16 +418,50 @@ pub trait StoreAdmin: IdempotencyStore {
     /// Deletes completed and failed records older than the retention period, never a
     /// record under a live lease. Returns how many were deleted.
     ///
-    /// A record left `processing` by a crash stays until a claim takes it over (Stripe's
-    /// retry, or the [reconciler](crate::reconcile) for an event Stripe gave up on) in
-    /// the SQL stores; `MemoryStore` and `RedisStore` drop it once its lease ended
-    /// longer ago than the retention period.
+    /// Every store of this crate first records abandoned claims as failed
+    /// ([`fail_abandoned`](Self::fail_abandoned) with [`ABANDONED_AFTER`]), so an event
+    /// whose handler's process stopped every time it ran shows up in
+    /// [`failed_events`](Self::failed_events) and is kept for the retention from then,
+    /// instead of staying `processing` where no listing shows it.
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] if the backend fails.
     async fn purge_expired(&self) -> Result<u64, StoreError>;
+
+    /// Records as failed every claim still `processing` whose lease ended more than
+    /// `lease_ended` ago: the process running its handler stopped (a crash, an out of
+    /// memory kill, a deploy) and no delivery took the event over since. Stripe retries
+    /// such an event, but one that stops its process every time stays `processing`
+    /// once Stripe gives up, where [`failed_events`](Self::failed_events) would not
+    /// list it. The record keeps its attempts; its error says it was abandoned; a
+    /// delivery or the [reconciler](crate::reconcile) can still claim it, as any failed
+    /// event. A claim's holder that is still alive but has not renewed its lease for
+    /// that long finds its claim lost ([`StoreError::LeaseLost`]). Returns how many were
+    /// recorded. [`purge_expired`](Self::purge_expired) calls it with
+    /// [`ABANDONED_AFTER`]; the default body does nothing.
+    ///
+    /// On the SQL stores this reads every `processing` row (there is no index on them:
+    /// the claims' hot path would pay for one), so it belongs with the purge, not in a
+    /// loop.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the backend fails.
+    async fn fail_abandoned(&self, lease_ended: Duration) -> Result<u64, StoreError> {
+        let _ = lease_ended;
+        Ok(0)
+    }
 }
+
+/// How long after its lease ended a claim still `processing` counts as abandoned, for
+/// [`StoreAdmin::purge_expired`]: an hour. A live handler's lease is renewed long before
+/// it ends, so only a claim whose process stopped (or froze for that long) is so late.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
+
+/// The error an abandoned claim is recorded with ([`StoreAdmin::fail_abandoned`]).
+pub const ABANDONED_ERROR: &str =
+    "abandoned: its lease ended with no answer (the process running the handler stopped)";
 
 #[async_trait]
 impl<S: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<S> {
@@ -460,6 +494,9 @@ impl<S: StoreAdmin + ?Sized> StoreAdmin for std::sync::Arc<S> {
     }
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         (**self).purge_expired().await
+    }
+    async fn fail_abandoned(&self, lease_ended: Duration) -> Result<u64, StoreError> {
+        (**self).fail_abandoned(lease_ended).await
     }
 }
 

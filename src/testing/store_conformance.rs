@@ -91,6 +91,7 @@ pub async fn run_all<S: StoreAdmin>(store: Arc<S>, time: LeaseTime) {
     complete_leads_to_completed(&*store).await;
     release_makes_claimable_again(&*store).await;
     zombie_cannot_complete(&*store, &time).await;
+    abandoned_claims_are_recorded_failed(&*store, &time).await;
 }
 
 /// Runs the behaviours that need only [`IdempotencyStore`], for a store that does not
@@ -259,6 +260,58 @@ pub async fn zombie_cannot_complete<S: StoreAdmin + ?Sized>(store: &S, time: &Le
         store.claim(&id, &TYPE, LONG).await.unwrap(),
         Claim::Completed
     );
+}
+
+/// [`StoreAdmin::fail_abandoned`] records as failed a claim still processing whose lease
+/// ended longer ago than it is told, and nothing else: not a live claim, not one whose
+/// lease ended more recently. The abandoned claim's holder has lost it, it is listed
+/// failed with [`ABANDONED_ERROR`](crate::ABANDONED_ERROR), and the next claim takes it
+/// (attempt 2).
+pub async fn abandoned_claims_are_recorded_failed<S: StoreAdmin + ?Sized>(
+    store: &S,
+    time: &LeaseTime,
+) {
+    let live = fresh_id("abandon_live");
+    let live_token = acquire(store, &live, LONG).await;
+    let id = fresh_id("abandoned");
+    let token = acquire(store, &id, time.short_lease()).await;
+    time.run_out().await;
+    store
+        .fail_abandoned(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let rec = store.record(&id).await.unwrap().unwrap();
+    assert_eq!(
+        rec.status,
+        RecordStatus::Processing,
+        "its lease ended less than an hour ago"
+    );
+    let n = store.fail_abandoned(Duration::ZERO).await.unwrap();
+    assert!(n >= 1, "{n} recorded");
+    let rec = store.record(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status, RecordStatus::Failed);
+    assert_eq!(rec.attempts, 1);
+    assert_eq!(
+        rec.last_error.as_deref(),
+        Some(crate::idempotency::ABANDONED_ERROR)
+    );
+    let failed = store.failed_events(10_000).await.unwrap();
+    assert!(
+        failed.iter().any(|r| r.event_id == id),
+        "failed_events lists the abandoned event"
+    );
+    let rec = store.record(&live).await.unwrap().unwrap();
+    assert_eq!(rec.status, RecordStatus::Processing, "a live claim stays");
+    assert!(matches!(
+        store.complete(&token).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    let again = acquire(store, &id, LONG).await;
+    assert_eq!(again.attempt(), 2);
+    store.complete(&again).await.unwrap();
+    store.complete(&live_token).await.unwrap();
+    let failed = store.failed_events(10_000).await.unwrap();
+    assert!(!failed.iter().any(|r| r.event_id == id));
 }
 
 /// `extend` keeps a claim alive past its original lease.

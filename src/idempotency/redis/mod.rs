@@ -88,6 +88,11 @@ const FAILED_EVENTS: &str = include_str!("failed_events.lua");
 /// `{dropped, looked at}`.
 const PURGE: &str = include_str!("purge.lua");
 
+/// KEYS: failed set. ARGV: ms since the lease ended, error, retention ms, event key
+/// prefix, then event keys (from `SCAN`). Records those still processing whose lease
+/// ended before that as failed; returns how many.
+const ABANDON: &str = include_str!("abandon.lua");
+
 fn script(parts: &[&str]) -> Script {
     Script::new(&parts.concat())
 }
@@ -106,6 +111,7 @@ static EXTEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, FENC
 static RECORD_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[RECORD]));
 static FAILED_EVENTS_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[FAILED_EVENTS]));
 static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PURGE]));
+static ABANDON_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, ABANDON]));
 
 /// An [`IdempotencyStore`] in Redis (feature `redis`): for several replicas sharing one
 /// Redis server or Sentinel-managed primary.
@@ -493,6 +499,43 @@ impl StoreAdmin for RedisStore {
         parse_record(&key, id.clone(), &fields)
     }
 
+    /// Walks the event keys with `SCAN` (`{prefix}:evt:*`, 1000 at a time), as no set
+    /// lists the claims in progress (each claim would pay for one).
+    async fn fail_abandoned(&self, lease_ended: Duration) -> Result<u64, StoreError> {
+        let key_prefix = self.event_key_prefix();
+        let pattern = format!("{key_prefix}*");
+        let mut conn = self.conn.clone();
+        let (mut cursor, mut total) = (0_u64, 0_u64);
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(PURGE_BATCH)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if !keys.is_empty() {
+                let n: u64 = ABANDON_SCRIPT
+                    .key(self.failed_key())
+                    .arg(ms(lease_ended))
+                    .arg(super::ABANDONED_ERROR)
+                    .arg(ms(self.retention))
+                    .arg(&key_prefix)
+                    .arg(&keys)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                total = total.saturating_add(n);
+            }
+            if next == 0 {
+                return Ok(total);
+            }
+            cursor = next;
+        }
+    }
+
     async fn failed_events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -518,10 +561,14 @@ impl StoreAdmin for RedisStore {
         Ok(out)
     }
 
-    /// Redis deletes expired records itself (each key carries a `PEXPIRE` of the
-    /// retention), so this only drops the ids of expired records from the
-    /// `{prefix}:failed` set, in batches of 1000, and returns how many it dropped.
+    /// Records abandoned claims as failed
+    /// ([`fail_abandoned`](StoreAdmin::fail_abandoned) with
+    /// [`ABANDONED_AFTER`](crate::ABANDONED_AFTER)). Redis deletes expired records
+    /// itself (each key carries a `PEXPIRE` of the retention), so this then only drops
+    /// the ids of expired records from the `{prefix}:failed` set, in batches of 1000, and
+    /// returns how many it dropped.
     async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.fail_abandoned(super::ABANDONED_AFTER).await?;
         let failed_key = self.failed_key();
         let key_prefix = self.event_key_prefix();
         let mut conn = self.conn.clone();

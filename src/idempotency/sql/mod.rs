@@ -99,6 +99,7 @@ pub(crate) struct Sql {
     pub(crate) record: String,
     pub(crate) failed: String,
     pub(crate) purge: String,
+    pub(crate) abandon: String,
     pub(crate) lock_object: String,
     pub(crate) object_lock_left: String,
     pub(crate) advance: String,
@@ -127,6 +128,7 @@ impl Sql {
             record: render(d.record, d, t),
             failed: render(d.failed, d, t),
             purge: render(d.purge, d, t),
+            abandon: render(d.abandon, d, t),
             lock_object: render(d.lock_object, d, t),
             object_lock_left: render(d.object_lock_left, d, t),
             advance: render(d.advance, d, t),
@@ -537,7 +539,27 @@ where
         rows.iter().map(to_record::<DB>).collect()
     }
 
+    pub(crate) async fn fail_abandoned(&self, lease_ended: Duration) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(&self.sql.abandon)
+                .bind(millis(lease_ended))
+                .bind(crate::idempotency::ABANDONED_ERROR)
+                .bind(PURGE_BATCH)
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+            let n = DB::rows_affected(&done);
+            total += n;
+            if n < PURGE_BATCH.unsigned_abs() {
+                return Ok(total);
+            }
+        }
+    }
+
     pub(crate) async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.fail_abandoned(crate::idempotency::ABANDONED_AFTER)
+            .await?;
         let mut total = 0;
         loop {
             let done = sqlx::query(&self.sql.purge)
@@ -934,6 +956,12 @@ macro_rules! store_impls {
 
             async fn purge_expired(&self) -> Result<u64, $crate::idempotency::StoreError> {
                 self.core.purge_expired().await
+            }
+            async fn fail_abandoned(
+                &self,
+                lease_ended: std::time::Duration,
+            ) -> Result<u64, $crate::idempotency::StoreError> {
+                self.core.fail_abandoned(lease_ended).await
             }
         }
 

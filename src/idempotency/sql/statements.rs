@@ -24,6 +24,7 @@
 /// | `record` | event id | the record columns |
 /// | `failed` | limit | the record columns |
 /// | `purge` | retention ms, batch size | |
+/// | `abandon` | ms since the lease ended, error, batch size | |
 /// | `lock_object` | object id, holder, lease ms | `created`, `event_id` when locked |
 /// | `object_lock_left` | object id | lock ms left |
 /// | `advance` | object id, created, event id | |
@@ -62,6 +63,8 @@ pub struct Statements {
     pub failed: &'static str,
     /// Deletes one batch of completed and failed records past retention.
     pub purge: &'static str,
+    /// Records one batch of claims whose lease ended long ago as failed (abandoned).
+    pub abandon: &'static str,
     /// Takes or renews an object's lock when free, expired or the holder's; returns
     /// the watermark when it did. It leaves `updated_at` (indexed, for the purge) as it
     /// is: a locked object is never purged, and on PostgreSQL an update that changes no
@@ -143,6 +146,8 @@ pub const SQLITE: Statements = Statements {
         FROM {t} WHERE status = 'failed' ORDER BY first_seen LIMIT ?1",
     purge: "DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE status <> 'processing' \
         AND updated_at < {now} - ?1 LIMIT ?2)",
+    abandon: "UPDATE {t} SET status = 'failed', last_error = ?2, lease_until = NULL, updated_at = {now} \
+        WHERE rowid IN (SELECT rowid FROM {t} WHERE status = 'processing' AND lease_until < {now} - ?1 LIMIT ?3)",
     lock_object: "INSERT INTO {t}_objects AS o (object_id, holder, lock_until, updated_at) \
         VALUES (?1, ?2, {now} + ?3, {now}) \
         ON CONFLICT (object_id) DO UPDATE SET holder = excluded.holder, lock_until = excluded.lock_until \
@@ -211,6 +216,10 @@ pub const POSTGRES: Statements = Statements {
         FROM {t} WHERE status = 'failed' ORDER BY first_seen LIMIT $1",
     purge: "DELETE FROM {t} WHERE event_id IN (SELECT event_id FROM {t} WHERE status <> 'processing' \
         AND updated_at < now() - $1::bigint * interval '1 millisecond' LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    abandon: "UPDATE {t} SET status = 'failed', last_error = $2, lease_until = NULL, updated_at = now() \
+        WHERE event_id IN (SELECT event_id FROM {t} WHERE status = 'processing' \
+        AND lease_until < now() - $1::bigint * interval '1 millisecond' LIMIT $3 FOR UPDATE SKIP LOCKED) \
+        AND status = 'processing' AND lease_until < now() - $1::bigint * interval '1 millisecond'",
     lock_object: "INSERT INTO {t}_objects AS o (object_id, holder, lock_until, updated_at) \
         VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond', clock_timestamp()) \
         ON CONFLICT (object_id) DO UPDATE SET holder = EXCLUDED.holder, lock_until = EXCLUDED.lock_until \

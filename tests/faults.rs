@@ -15,8 +15,8 @@ mod common;
 use stripe_webhooks::redis;
 use stripe_webhooks::sqlx::{PgConnection, Postgres};
 use stripe_webhooks::{
-    async_trait, testing, Event, EventHandler, HandlerError, OutcomeKind, PostgresStore, Processor,
-    RedisStore, StoreError, TransactionalHandler, Verifier,
+    async_trait, testing, Event, EventHandler, EventId, HandlerError, OutcomeKind, PostgresStore,
+    Processor, RecordStatus, RedisStore, StoreAdmin, StoreError, TransactionalHandler, Verifier,
 };
 use tokio::net::{TcpListener, TcpStream};
 
@@ -188,6 +188,52 @@ impl TransactionalHandler<Postgres> for NoEffects {
     async fn handle(&self, _event: &Event, _conn: &mut PgConnection) -> Result<(), HandlerError> {
         Ok(())
     }
+}
+
+/// Catches the error of a statement that fails, and returns `Ok`.
+struct SwallowsAnError;
+
+#[async_trait]
+impl TransactionalHandler<Postgres> for SwallowsAnError {
+    async fn handle(&self, _event: &Event, conn: &mut PgConnection) -> Result<(), HandlerError> {
+        let failed = stripe_webhooks::sqlx::query("SELECT 1 / 0")
+            .execute(&mut *conn)
+            .await;
+        assert!(failed.is_err());
+        Ok(())
+    }
+}
+
+/// A handler that catches a failed statement and returns `Ok` leaves PostgreSQL's
+/// transaction aborted, its writes gone: that is the handler's failure (500, recorded
+/// with the reason), not the store's (503, nothing recorded, for as long as Stripe
+/// retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_inbox_a_handler_that_swallows_a_failed_statement_has_failed() {
+    let (url, _) = pg_url_and_target();
+    let pool = stripe_webhooks::sqlx::postgres::PgPoolOptions::new()
+        .connect(&url)
+        .await
+        .unwrap();
+    let store = PostgresStore::new(pool)
+        .with_table(&common::unique("t_faults_swallow"))
+        .unwrap();
+    store.migrate().await.unwrap();
+    let p = Processor::with_inbox(
+        Verifier::from_secrets_list(SECRET).unwrap(),
+        store.inbox(SwallowsAnError),
+    );
+    let delivery = deliveries("pg_swallow", 1).remove(0);
+    let o = p.process(Some(&delivery.0), delivery.1.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::HandlerFailed(_)), "{o:?}");
+    assert_eq!(o.status(), 500);
+    let rec = store
+        .record(&EventId::new("evt_pg_swallow_0"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.status, RecordStatus::Failed);
+    assert!(rec.last_error.unwrap().contains("25P02"));
 }
 
 /// A store timeout too long for PostgreSQL's `lock_timeout` (or for the clock) is taken

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use sqlx::Postgres;
 
 use super::TransactionalHandler;
-use crate::event::Event;
+use crate::event::{Event, EventId, EventType};
+use crate::handler::HandlerError;
 use crate::idempotency::sql::postgres::is_lock_timeout;
 use crate::idempotency::sql::{db_err, millis, watermark_of};
 use crate::idempotency::{Claim, ClaimToken, PostgresStore, StoreError, Watermark};
@@ -83,6 +84,49 @@ impl<H> PostgresInbox<H> {
     pub fn store(&self) -> &PostgresStore {
         &self.store
     }
+}
+
+impl<H> PostgresInbox<H> {
+    /// Records the handler's failure (its transaction rolled back) and answers it: 500,
+    /// and Stripe retries.
+    async fn failed(
+        &self,
+        id: &EventId,
+        event_type: &EventType,
+        attempt: u32,
+        e: HandlerError,
+        t: Duration,
+    ) -> Dispatched {
+        let core = &self.store.core;
+        let reason = e.to_string();
+        let _ = store_call(t, async {
+            core.record_failure_on(
+                &core.pool,
+                &core.sql.record_failure,
+                id,
+                event_type,
+                attempt,
+                &reason,
+            )
+            .await
+            .map_err(db_err)
+        })
+        .await;
+        Dispatched::attempt(OutcomeKind::HandlerFailed(e), attempt)
+    }
+}
+
+/// The handler's error when it returned `Ok` from an aborted transaction.
+const ABORTED_BY_THE_HANDLER: &str = "the handler returned Ok, but one of its statements \
+    had failed and aborted the transaction (SQLSTATE 25P02), so its writes were rolled back: \
+    return the statement's error instead of catching it (or run it under a savepoint)";
+
+/// Whether completing failed because the transaction was already aborted
+/// (`in_failed_sql_transaction`): a statement of the handler failed and it went on.
+fn aborted_by_the_handler(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(e) if e.downcast_ref::<sqlx::Error>().is_some_and(
+        |e| matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("25P02"))
+    ))
 }
 
 impl PostgresStore {
@@ -210,7 +254,9 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
         let fresh;
         let event = match &self.ordering {
             Some(TiePolicy::Fetch(client)) if tie && !stale => {
-                match fetch_within(event, &**client, settings.deadline).await {
+                // Bounded even without a handler deadline: the claim's and the object's
+                // rows stay locked meanwhile.
+                match fetch_within(event, &**client, settings.deadline.or(Some(t))).await {
                     Ok(Some(e)) => {
                         fresh = e;
                         &fresh
@@ -263,6 +309,14 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
                 .await;
                 let committed = match completed {
                     Ok(()) => store_call(t, async { tx.commit().await.map_err(db_err) }).await,
+                    Err(e) if aborted_by_the_handler(&e) => {
+                        // The handler caught a failed statement and returned `Ok`, but
+                        // PostgreSQL had aborted the transaction: its writes are gone.
+                        // Its failure, not the store's: recorded, and Stripe retries.
+                        drop(tx);
+                        let e = HandlerError::new(ABORTED_BY_THE_HANDLER);
+                        return self.failed(id, event_type, attempt, e, t).await;
+                    }
                     Err(e) => Err(e),
                 };
                 match committed {
@@ -278,21 +332,7 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
             }
             Err(e) => {
                 drop(tx);
-                let reason = e.to_string();
-                let _ = store_call(t, async {
-                    core.record_failure_on(
-                        &core.pool,
-                        &core.sql.record_failure,
-                        id,
-                        event_type,
-                        attempt,
-                        &reason,
-                    )
-                    .await
-                    .map_err(db_err)
-                })
-                .await;
-                Dispatched::attempt(OutcomeKind::HandlerFailed(e), attempt)
+                self.failed(id, event_type, attempt, e, t).await
             }
         }
     }

@@ -653,6 +653,48 @@ impl IdempotencyStore for Flaky {
     }
 }
 
+/// A store over a `MemoryStore` whose first completion is recorded but its answer lost:
+/// it reports a timeout, as a database does whose connection was cut after the commit.
+#[derive(Default)]
+struct AnswerLost {
+    inner: MemoryStore,
+    completes: AtomicUsize,
+}
+
+#[async_trait]
+impl IdempotencyStore for AnswerLost {
+    async fn claim(&self, id: &EventId, t: &EventType, l: Duration) -> Result<Claim, StoreError> {
+        self.inner.claim(id, t, l).await
+    }
+    async fn complete(&self, t: &ClaimToken) -> Result<(), StoreError> {
+        self.inner.complete(t).await?;
+        if self.completes.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(StoreError::Timeout(Duration::from_secs(5)));
+        }
+        Ok(())
+    }
+    async fn release(&self, t: &ClaimToken, r: &str) -> Result<(), StoreError> {
+        self.inner.release(t, r).await
+    }
+    async fn extend(&self, t: &ClaimToken, l: Duration) -> Result<(), StoreError> {
+        self.inner.extend(t, l).await
+    }
+}
+
+/// A completion whose answer was lost is tried again and finds its own work done: the
+/// event is processed, not reported as taken over by another delivery.
+#[tokio::test]
+async fn a_completion_whose_answer_was_lost_is_processed_not_lease_lost() {
+    let store = Arc::new(AnswerLost::default());
+    let p = Processor::new(verifier(), store.clone(), Counting::default());
+    let (h, b) = signed("evt_answer_lost", "invoice.paid");
+    let o = p.process(Some(&h), b.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
+    assert_eq!(store.completes.load(Ordering::SeqCst), 2, "tried again");
+    let again = p.process(Some(&h), b.as_bytes()).await;
+    assert!(matches!(again.kind(), OutcomeKind::Duplicate), "{again:?}");
+}
+
 /// Counts the runs in progress, on every exit path (a dropped run included).
 #[derive(Default)]
 struct Overlap {

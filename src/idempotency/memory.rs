@@ -185,6 +185,10 @@ impl MemoryStore {
             Some(rec) if rec.fence == token.fence() && rec.status == RecordStatus::Processing => {
                 f(rec, now);
             }
+            // A completion this token made already: done.
+            Some(rec) if completed_by(rec, token) && settles == Some(RecordStatus::Completed) => {
+                return Ok(());
+            }
             _ => {
                 return Err(StoreError::LeaseLost {
                     event_id: token.event_id().clone(),
@@ -268,6 +272,12 @@ enum Queue {
     Failed,
 }
 
+/// Whether `token`'s own completion is what completed `rec`: a completion tried again
+/// (its first answer was lost) succeeds instead of reporting the lease lost.
+fn completed_by(rec: &Rec, token: &ClaimToken) -> bool {
+    rec.status == RecordStatus::Completed && rec.fence == token.fence()
+}
+
 fn record_of(id: &EventId, r: &Rec) -> EventRecord {
     EventRecord::new(
         id.clone(),
@@ -345,7 +355,7 @@ impl IdempotencyStore for MemoryStore {
     async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
         self.with_claim(token, Some(RecordStatus::Failed), |rec, now| {
             rec.status = RecordStatus::Failed;
-            rec.last_error = Some(truncate_error(reason).to_owned());
+            rec.last_error = Some(truncate_error(reason).into_owned());
             rec.lease_until_ms = now;
             rec.updated_ms = now;
         })
@@ -447,6 +457,8 @@ impl OrderingStore for MemoryStore {
                 rec.completed_at_ms = Some(now);
                 rec.updated_ms = now;
             }
+            // A completion this token made already (the watermark moved with it): done.
+            Some(rec) if completed_by(rec, token) => return Ok(()),
             _ => {
                 return Err(StoreError::LeaseLost {
                     event_id: token.event_id().clone(),

@@ -297,16 +297,25 @@ impl StoreError {
     }
 }
 
-/// Cuts `reason` to at most [`MAX_ERROR_LEN`] bytes, on a character boundary.
-pub(crate) fn truncate_error(reason: &str) -> &str {
-    if reason.len() <= MAX_ERROR_LEN {
-        return reason;
+/// Cuts `reason` to at most [`MAX_ERROR_LEN`] bytes, on a character boundary, with any
+/// NUL replaced by U+FFFD: PostgreSQL refuses NUL in text (so a release carrying one
+/// would fail and leave the claim to its lease), and every store keeps the same text.
+pub(crate) fn truncate_error(reason: &str) -> std::borrow::Cow<'_, str> {
+    fn cut(reason: &str) -> &str {
+        if reason.len() <= MAX_ERROR_LEN {
+            return reason;
+        }
+        let mut end = MAX_ERROR_LEN;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        &reason[..end]
     }
-    let mut end = MAX_ERROR_LEN;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
+    if reason.contains('\0') {
+        let clean = reason.replace('\0', "\u{FFFD}");
+        return std::borrow::Cow::Owned(cut(&clean).to_owned());
     }
-    &reason[..end]
+    std::borrow::Cow::Borrowed(cut(reason))
 }
 
 /// Checks a table name or key prefix: 1 to 63 ASCII letters, digits or underscores (and
@@ -341,7 +350,10 @@ pub(crate) fn validate_name(name: &str, extra: &[char]) -> Result<(), StoreError
 /// - The token it returns ([`ClaimToken::new`]) carries a fresh fence, written with the
 ///   claim; [`complete`](Self::complete), [`release`](Self::release) and
 ///   [`extend`](Self::extend) change the record only while it holds that fence, and
-///   answer [`StoreError::LeaseLost`] otherwise.
+///   answer [`StoreError::LeaseLost`] otherwise. A `complete` that finds the record
+///   completed with its own fence succeeds without changing it: the caller retries a
+///   completion whose answer was lost (a timeout, a connection cut after the commit),
+///   and that retry must not report a takeover that never happened.
 /// - Leases are judged by one clock for every replica (the database's, or an injected
 ///   one), never by the caller's.
 /// - A duplicate is a [`Claim`] value, never an error; [`StoreError::Unavailable`] and
@@ -371,11 +383,13 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         lease: Duration,
     ) -> Result<Claim, StoreError>;
 
-    /// Marks the claimed event completed.
+    /// Marks the claimed event completed; again with the same token, succeeds and
+    /// changes nothing.
     ///
     /// # Errors
     ///
-    /// [`StoreError::LeaseLost`] if the token no longer holds the claim;
+    /// [`StoreError::LeaseLost`] if the token no longer holds the claim (and did not
+    /// complete it);
     /// [`StoreError::Unavailable`] if the backend fails.
     async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError>;
 
@@ -517,6 +531,17 @@ mod tests {
             "done".parse::<RecordStatus>(),
             Err(UnknownStatus("done".into()))
         );
+    }
+
+    #[test]
+    fn error_text_has_no_nul() {
+        assert_eq!(truncate_error("bad\0byte"), "bad\u{FFFD}byte");
+        let long = "\0".repeat(2 * MAX_ERROR_LEN);
+        assert!(truncate_error(&long).len() <= MAX_ERROR_LEN);
+        assert!(matches!(
+            truncate_error("plain"),
+            std::borrow::Cow::Borrowed("plain")
+        ));
     }
 
     #[test]

@@ -77,7 +77,10 @@ pub enum LockedClaim {
 /// the watermark when the applied event is not older than it, and free the lock; when
 /// the claim is lost, or the object's lock no longer names the holder (it ran out and
 /// another holder took it, who may have applied a newer event meanwhile), it changes
-/// nothing and answers [`StoreError::LeaseLost`]. `testing::store_conformance::run_ordering` checks all of it.
+/// nothing and answers [`StoreError::LeaseLost`], unless the claim is completed with the
+/// token's own fence (a completion tried again after its answer was lost), which
+/// succeeds and changes nothing. `testing::store_conformance::run_ordering` checks all of
+/// it.
 #[async_trait]
 pub trait OrderingStore: IdempotencyStore {
     /// Takes (or renews) the lock on `object_id` for `holder` for `lease`, and reads the

@@ -260,7 +260,7 @@ impl Queue for MemoryQueue {
         retry_in: Option<Duration>,
     ) -> Result<(), StoreError> {
         self.fenced(token, |e, now| {
-            e.last_error = Some(truncate_error(error).to_owned());
+            e.last_error = Some(truncate_error(error).into_owned());
             match retry_in {
                 Some(d) => {
                     e.state = JobState::Retrying;

@@ -448,11 +448,12 @@ where
     where
         E: Executor<'c, Database = DB>,
     {
+        let text = text.map(truncate_error);
         let mut q = sqlx::query(statement)
             .bind(token.event_id().as_str())
             .bind(token.fence_hex());
-        if let Some(text) = text {
-            q = q.bind(truncate_error(text));
+        if let Some(text) = &text {
+            q = q.bind(&**text);
         }
         if let Some(ms) = ms {
             q = q.bind(ms);

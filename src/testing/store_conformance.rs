@@ -175,11 +175,24 @@ pub async fn complete_leads_to_completed<S: StoreAdmin + ?Sized>(store: &S) {
     let rec = store.record(&id).await.unwrap().unwrap();
     assert_eq!(rec.status, RecordStatus::Completed);
     assert!(rec.completed_at_ms.is_some());
-    // Completing twice is not allowed: the claim is over.
+    // Completing again with the same token (its first answer was lost) succeeds and
+    // changes nothing; releasing or extending it is refused: the claim is over.
+    store.complete(&token).await.unwrap();
+    let again = store.record(&id).await.unwrap().unwrap();
+    assert_eq!(again.status, RecordStatus::Completed);
+    assert_eq!(again.completed_at_ms, rec.completed_at_ms);
     assert!(matches!(
-        store.complete(&token).await,
+        store.release(&token, "late").await,
         Err(StoreError::LeaseLost { .. })
     ));
+    assert!(matches!(
+        store.extend(&token, LONG).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert_eq!(
+        store.record(&id).await.unwrap().unwrap().status,
+        RecordStatus::Completed
+    );
 }
 
 /// After `release`, the event is claimable at once (attempt 2), the reason is kept and
@@ -211,6 +224,13 @@ pub async fn release_makes_claimable_again<S: StoreAdmin + ?Sized>(store: &S) {
     store.release(&token, &"x".repeat(5000)).await.unwrap();
     let rec = store.record(&id).await.unwrap().unwrap();
     assert!(rec.last_error.unwrap().len() <= crate::idempotency::MAX_ERROR_LEN);
+    // A NUL (which PostgreSQL refuses in text) is recorded as U+FFFD, in every store.
+    let id = fresh_id("nulreason");
+    let token = acquire(store, &id, LONG).await;
+    store.release(&token, "bad\0byte").await.unwrap();
+    let rec = store.record(&id).await.unwrap().unwrap();
+    assert_eq!(rec.status, RecordStatus::Failed);
+    assert_eq!(rec.last_error.as_deref(), Some("bad\u{FFFD}byte"));
 }
 
 /// Once a lease expires, the next claim takes the event over (attempt 2).
@@ -572,6 +592,16 @@ async fn apply<S: OrderingStore + ?Sized>(
     created: i64,
     what: &str,
 ) -> Watermark {
+    apply_keeping(store, obj, created, what).await.0
+}
+
+/// As [`apply`], also giving back the claim's token and the lock's holder.
+async fn apply_keeping<S: OrderingStore + ?Sized>(
+    store: &S,
+    obj: &str,
+    created: i64,
+    what: &str,
+) -> (Watermark, ClaimToken, String) {
     let id = fresh_id(what);
     let token = acquire(store, &id, LONG).await;
     let holder = token.fence_hex();
@@ -586,7 +616,7 @@ async fn apply<S: OrderingStore + ?Sized>(
         Claim::Completed,
         "complete_applied completes the claim"
     );
-    wm
+    (wm, token, holder)
 }
 
 /// The watermark moves to a newer or same-second event, never to an older one, and each
@@ -595,7 +625,7 @@ pub async fn complete_applied_moves_the_watermark_forward_only<S: OrderingStore 
     store: &S,
 ) {
     let obj = fresh_object("wm");
-    let first = apply(store, &obj, 1_000, "wm1").await;
+    let (first, first_token, first_holder) = apply_keeping(store, &obj, 1_000, "wm1").await;
     assert_eq!(store.watermark(&obj).await.unwrap().as_ref(), Some(&first));
     // The lock is free again, and the next holder reads the watermark.
     assert_eq!(
@@ -616,6 +646,16 @@ pub async fn complete_applied_moves_the_watermark_forward_only<S: OrderingStore 
     );
     let newer = apply(store, &obj, 1_001, "wm2").await;
     assert_eq!(store.watermark(&obj).await.unwrap().as_ref(), Some(&newer));
+    // The first completion tried again (its answer was lost) succeeds and changes
+    // nothing: not the watermark, not the lock.
+    store
+        .complete_applied(&first_token, &obj, &first_holder, &first)
+        .await
+        .unwrap();
+    assert_eq!(store.watermark(&obj).await.unwrap().as_ref(), Some(&newer));
+    let lock = store.lock_object(&obj, "after", LONG).await.unwrap();
+    assert!(matches!(lock, ObjectLock::Acquired { .. }), "{lock:?}");
+    store.unlock_object(&obj, "after").await.unwrap();
 }
 
 /// A token that lost its claim changes nothing: not the record, not the watermark.

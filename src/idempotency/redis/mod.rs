@@ -49,6 +49,10 @@ const FENCED: &str = include_str!("fenced.lua");
 /// Marks the fenced claim completed (the caller's script returns).
 const COMPLETE_BODY: &str = include_str!("complete_body.lua");
 
+/// Before `FENCED` in the completion scripts: a record already completed with this
+/// fence (a completion tried again after its answer was lost) answers 1, done.
+const COMPLETED_BY: &str = include_str!("completed_by.lua");
+
 /// After `COMPLETE_BODY`: KEYS[3] the object hash; ARGV[4] holder, ARGV[5] created,
 /// ARGV[6] event id. Moves the watermark forward (never back) and frees the holder's lock.
 const APPLY: &str = include_str!("apply.lua");
@@ -99,9 +103,9 @@ fn script(parts: &[&str]) -> Script {
 
 static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, CLAIM]));
 static COMPLETE_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| script(&[PRELUDE, FENCED, COMPLETE_BODY, "return 1\n"]));
+    LazyLock::new(|| script(&[PRELUDE, COMPLETED_BY, FENCED, COMPLETE_BODY, "return 1\n"]));
 static COMPLETE_APPLIED_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| script(&[PRELUDE, FENCED, HELD, COMPLETE_BODY, APPLY]));
+    LazyLock::new(|| script(&[PRELUDE, COMPLETED_BY, FENCED, HELD, COMPLETE_BODY, APPLY]));
 static LOCK_OBJECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LOCK_OBJECT]));
 static UNLOCK_OBJECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[UNLOCK_OBJECT]));
 static WATERMARK_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[WATERMARK]));
@@ -371,7 +375,7 @@ impl IdempotencyStore for RedisStore {
     }
 
     async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
-        self.fenced(&RELEASE_SCRIPT, token, truncate_error(reason))
+        self.fenced(&RELEASE_SCRIPT, token, &truncate_error(reason))
             .await
     }
 

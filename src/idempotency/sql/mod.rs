@@ -93,6 +93,7 @@ pub(crate) struct Sql {
     pub(crate) claim_completed: String,
     pub(crate) state: String,
     pub(crate) complete: String,
+    pub(crate) completed_by: String,
     pub(crate) release: String,
     pub(crate) extend: String,
     pub(crate) record_failure: String,
@@ -122,6 +123,7 @@ impl Sql {
             claim_completed: render(d.claim_completed, d, t),
             state: render(d.state, d, t),
             complete: render(d.complete, d, t),
+            completed_by: render(d.completed_by, d, t),
             release: render(d.release, d, t),
             extend: render(d.extend, d, t),
             record_failure: render(d.record_failure, d, t),
@@ -433,12 +435,13 @@ where
     where
         E: Executor<'c, Database = DB>,
     {
+        let reason = super::truncate_error(reason);
         sqlx::query(statement)
             .bind(id.as_str())
             .bind(event_type.as_str())
             .bind(i64::from(attempt))
             .bind(ClaimToken::new(id.clone(), attempt).fence_hex())
-            .bind(super::truncate_error(reason))
+            .bind(&*reason)
             .execute(conn)
             .await?;
         Ok(())
@@ -503,12 +506,37 @@ where
     }
 
     pub(crate) async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
-        self.fenced(&self.sql.complete, token, None).await
+        let done = self.fenced(&self.sql.complete, token, None).await;
+        self.unless_completed_by(token, done).await
+    }
+
+    /// `done`, unless it is a lost lease and the record is completed with `token`'s
+    /// fence: a completion tried again after its first answer was lost (a timeout, a
+    /// connection cut after the commit) finds its own work done, which is success.
+    async fn unless_completed_by(
+        &self,
+        token: &ClaimToken,
+        done: Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if !matches!(done, Err(StoreError::LeaseLost { .. })) {
+            return done;
+        }
+        let mine: Option<i64> = sqlx::query_scalar(&self.sql.completed_by)
+            .bind(token.event_id().as_str())
+            .bind(token.fence_hex())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if mine.is_some() {
+            Ok(())
+        } else {
+            done
+        }
     }
 
     pub(crate) async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
         let reason = super::truncate_error(reason);
-        self.fenced(&self.sql.release, token, Some(Extra::Text(reason)))
+        self.fenced(&self.sql.release, token, Some(Extra::Text(&reason)))
             .await
     }
 
@@ -765,6 +793,19 @@ where
     /// Completes the claim, moves the watermark and frees the lock: one statement where
     /// the dialect can, else one transaction.
     pub(crate) async fn complete_applied(
+        &self,
+        token: &ClaimToken,
+        object_id: &str,
+        holder: &str,
+        applied: &Watermark,
+    ) -> Result<(), StoreError> {
+        let done = self
+            .complete_applied_once(token, object_id, holder, applied)
+            .await;
+        self.unless_completed_by(token, done).await
+    }
+
+    async fn complete_applied_once(
         &self,
         token: &ClaimToken,
         object_id: &str,

@@ -18,6 +18,7 @@
 /// | `claim_completed` | event id, event type, fence | `attempts` when acquired |
 /// | `state` | event id | status, lease ms left |
 /// | `complete` | event id, fence | |
+/// | `completed_by` | event id, fence | a row when the record is completed with that fence |
 /// | `release` | event id, fence, reason | |
 /// | `extend` | event id, fence, lease ms | |
 /// | `record_failure` | event id, event type, attempts, fence, reason | |
@@ -50,6 +51,9 @@ pub struct Statements {
     pub state: &'static str,
     /// Fenced: marks the claim completed.
     pub complete: &'static str,
+    /// Whether the claim of this fence completed the record (a completion tried again
+    /// after its answer was lost finds it so).
+    pub completed_by: &'static str,
     /// Fenced: marks the claim failed, with the reason.
     pub release: &'static str,
     /// Fenced: moves the lease's end.
@@ -131,6 +135,7 @@ pub const SQLITE: Statements = Statements {
     state: "SELECT status, lease_until - {now} FROM {t} WHERE event_id = ?1",
     complete: "UPDATE {t} SET status = 'completed', completed_at = {now}, lease_until = NULL, updated_at = {now} \
         WHERE event_id = ?1 AND fence = ?2 AND status = 'processing'",
+    completed_by: "SELECT 1 FROM {t} WHERE event_id = ?1 AND fence = ?2 AND status = 'completed'",
     release: "UPDATE {t} SET status = 'failed', last_error = ?3, lease_until = NULL, updated_at = {now} \
         WHERE event_id = ?1 AND fence = ?2 AND status = 'processing'",
     extend: "UPDATE {t} SET lease_until = {now} + ?3, updated_at = {now} \
@@ -199,6 +204,7 @@ pub const POSTGRES: Statements = Statements {
         FROM {t} WHERE event_id = $1",
     complete: "UPDATE {t} SET status = 'completed', completed_at = now(), lease_until = NULL, updated_at = now() \
         WHERE event_id = $1 AND fence = $2 AND status = 'processing'",
+    completed_by: "SELECT 1::bigint FROM {t} WHERE event_id = $1 AND fence = $2 AND status = 'completed'",
     release: "UPDATE {t} SET status = 'failed', last_error = $3, lease_until = NULL, updated_at = now() \
         WHERE event_id = $1 AND fence = $2 AND status = 'processing'",
     extend: "UPDATE {t} SET lease_until = now() + $3::bigint * interval '1 millisecond', updated_at = now() \

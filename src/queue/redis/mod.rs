@@ -530,7 +530,7 @@ impl Queue for RedisQueue {
         error: &str,
         retry_in: Option<Duration>,
     ) -> Result<(), StoreError> {
-        let error = truncate_error(error);
+        let error = &*truncate_error(error);
         match retry_in {
             Some(delay) => {
                 let delay = ms(delay).to_string();

@@ -166,6 +166,25 @@ mod tests {
         assert_eq!(clock.now_unix(), later.div_euclid(1000));
     }
 
+    /// A `MemoryStore`'s `Debug` shows its settings and how many records it holds, never
+    /// the records (their ids and fences), however many there are.
+    #[test]
+    fn a_memory_stores_debug_shows_no_records() {
+        use crate::IdempotencyStore;
+        let store = crate::MemoryStore::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for i in 0..3 {
+            let id = crate::EventId::new(format!("evt_debug_{i}"));
+            let claim = store.claim(&id, &crate::EventType::InvoicePaid, Duration::from_secs(30));
+            rt.block_on(claim).unwrap();
+        }
+        let shown = format!("{store:?}");
+        assert!(shown.contains("records: Some(3)"), "{shown}");
+        assert!(!shown.contains("evt_debug"), "{shown}");
+    }
+
     #[test]
     fn the_in_memory_store_and_queue_judge_leases_by_a_steady_clock() {
         assert!(format!("{:?}", crate::MemoryStore::new()).contains("SteadyClock"));

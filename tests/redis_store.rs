@@ -225,6 +225,46 @@ async fn failed_events_are_oldest_first_and_limited() {
     assert_eq!(store.failed_events(usize::MAX).await.unwrap().len(), 4);
 }
 
+/// One `failed_events` call looks at a bounded number of set members (10,000 beyond its
+/// limit), dropping the stale ones it meets: a set that was never purged does not stall
+/// Redis in one script, and the next call gets further.
+#[tokio::test]
+async fn failed_events_looks_at_a_bounded_number_of_stale_ids_per_call() {
+    let _shared = SERVER.read().await;
+    let (store, prefix, mut conn) = store().await;
+    let failed_key = format!("{prefix}:failed");
+    // 10,050 ids whose records expired long ago, listed before any live one.
+    for batch in 0..11 {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(&failed_key);
+        for i in 0..1000 {
+            let n = batch * 1000 + i;
+            if n < 10_050 {
+                cmd.arg(n).arg(format!("evt_gone_{n}"));
+            }
+        }
+        let _: i64 = cmd.query_async(&mut conn).await.unwrap();
+    }
+    let id = EventId::new("evt_live_failed");
+    let token = acquire(&store, &id).await;
+    store.release(&token, "x").await.unwrap();
+    let first = store.failed_events(10).await.unwrap();
+    assert!(first.is_empty(), "{first:?}");
+    let left: i64 = redis::cmd("ZCARD")
+        .arg(&failed_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        10_051 - 10_010,
+        "the stale ids it looked at are dropped"
+    );
+    let second = store.failed_events(10).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].event_id, id);
+}
+
 #[tokio::test]
 async fn records_carry_a_ttl() {
     let _shared = SERVER.read().await;

@@ -1,8 +1,11 @@
 local limit = tonumber(ARGV[2])
 local out, stale = {}, {}
 local found, start = 0, 0
-while found < limit do
-  local ids = redis.call('ZRANGE', KEYS[1], start, start + 99)
+-- At most this many set members per call, stale ones included (each call drops those it
+-- meets): a set that was never purged must not stall the server in one script.
+local budget = limit + 10000
+while found < limit and start < budget do
+  local ids = redis.call('ZRANGE', KEYS[1], start, start + math.min(100, budget - start) - 1)
   if #ids == 0 then break end
   for _, id in ipairs(ids) do
     local h = redis.call('HMGET', ARGV[1] .. id, 'status', 'type', 'attempts', 'last_error',

@@ -236,6 +236,54 @@ async fn postgres_inbox_a_handler_that_swallows_a_failed_statement_has_failed() 
     assert!(rec.last_error.unwrap().contains("25P02"));
 }
 
+/// Records the `lock_timeout` its statements run under.
+#[derive(Default, Clone)]
+struct ShowsLockTimeout(Arc<Mutex<Vec<String>>>);
+
+#[async_trait]
+impl TransactionalHandler<Postgres> for ShowsLockTimeout {
+    async fn handle(&self, _event: &Event, conn: &mut PgConnection) -> Result<(), HandlerError> {
+        let shown: String = stripe_webhooks::sqlx::query_scalar("SHOW lock_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(HandlerError::new)?;
+        self.0.lock().unwrap().push(shown);
+        Ok(())
+    }
+}
+
+/// The inbox's short `lock_timeout` is for its claim: the handler's statements run under
+/// the session's own setting (here from the pool's `after_connect`), not the server's
+/// default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_inbox_handler_runs_under_the_sessions_lock_timeout() {
+    use stripe_webhooks::sqlx::Executor;
+    let (url, _) = pg_url_and_target();
+    let pool = stripe_webhooks::sqlx::postgres::PgPoolOptions::new()
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET lock_timeout = '4321ms'").await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
+        .unwrap();
+    let store = PostgresStore::new(pool)
+        .with_table(&common::unique("t_faults_locktimeout"))
+        .unwrap();
+    store.migrate().await.unwrap();
+    let handler = ShowsLockTimeout::default();
+    let p = Processor::with_inbox(
+        Verifier::from_secrets_list(SECRET).unwrap(),
+        store.inbox(handler.clone()),
+    );
+    let delivery = deliveries("pg_locktimeout", 1).remove(0);
+    let o = p.process(Some(&delivery.0), delivery.1.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
+    assert_eq!(*handler.0.lock().unwrap(), ["4321ms"]);
+}
+
 /// A store timeout too long for PostgreSQL's `lock_timeout` (or for the clock) is taken
 /// as `MAX_STORE_TIMEOUT`: the inbox delivers, where it panicked or got 503 every time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -161,17 +161,24 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
         let t = settings.store_timeout;
         let lock_ms = millis(t).max(1);
 
+        // A short lock timeout for the claim, in one round trip with reading the
+        // session's own (a pool's `after_connect` may have set one), which the handler
+        // gets back.
         let begun = store_call(t, async {
             let mut tx = core.pool.begin().await.map_err(db_err)?;
-            sqlx::query(&format!("SET LOCAL lock_timeout = '{lock_ms}ms'"))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            Ok(tx)
+            let session: String = sqlx::query_scalar(
+                "WITH s AS MATERIALIZED (SELECT current_setting('lock_timeout') AS v) \
+                 SELECT v FROM s WHERE set_config('lock_timeout', $1, true) IS NOT NULL",
+            )
+            .bind(format!("{lock_ms}ms"))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            Ok((tx, session))
         })
         .await;
-        let mut tx = match begun {
-            Ok(tx) => tx,
+        let (mut tx, session_lock_timeout) = match begun {
+            Ok(begun) => begun,
             Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
         };
         // The claim and the object's row lock each wait up to `t`.
@@ -204,7 +211,8 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
                     }
                     // The short lock timeout was for the claim only; the handler's own
                     // statements run under the session's setting.
-                    sqlx::query("SET LOCAL lock_timeout TO DEFAULT")
+                    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                        .bind(session_lock_timeout.as_str())
                         .execute(&mut *tx)
                         .await
                         .map_err(db_err)?;

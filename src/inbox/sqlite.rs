@@ -267,9 +267,12 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
             let result = self.engine.finish(&mut writer, batch, t).await;
             if let (Err(e), Step::AfterCommit(d)) = (result, &step) {
                 return match e {
-                    // Alone in its transaction: its own writes broke it. That is the
-                    // handler's failure, recorded like one.
-                    CommitError::Writes(e) if members == 1 => {
+                    // Alone in its transaction, and its handler ran: its own writes
+                    // broke it. That is the handler's failure, recorded like one. (A
+                    // duplicate or stale delivery ran no handler: not its failure.)
+                    CommitError::Writes(e)
+                        if members == 1 && matches!(d.kind, OutcomeKind::Processed) =>
+                    {
                         let error = HandlerError::new(format!(
                             "the handler's writes could not be committed: {e}"
                         ));

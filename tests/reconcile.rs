@@ -501,6 +501,82 @@ async fn missed_updates_apply_in_order_under_the_ordering_guard() {
     );
 }
 
+/// With `with_concurrency(n)`, different objects' events run at once (at most `n`),
+/// while one object's events still run one after another, oldest first, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_passes_overlap_objects_but_keep_each_objects_order() {
+    #[derive(Default)]
+    struct Overlap {
+        active: Mutex<(usize, usize)>,
+        per_object: Mutex<HashMap<String, Vec<String>>>,
+        busy: Mutex<std::collections::HashSet<String>>,
+    }
+    #[async_trait]
+    impl EventHandler for Overlap {
+        async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+            let object = event.object_id().unwrap().to_owned();
+            assert!(
+                self.busy.lock().unwrap().insert(object.clone()),
+                "two events of {object} at once"
+            );
+            {
+                let mut a = self.active.lock().unwrap();
+                a.0 += 1;
+                a.1 = a.1.max(a.0);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.active.lock().unwrap().0 -= 1;
+            self.busy.lock().unwrap().remove(&object);
+            self.per_object
+                .lock()
+                .unwrap()
+                .entry(object)
+                .or_default()
+                .push(event.id().to_string());
+            Ok(())
+        }
+    }
+    let fake = FakeStripe::start().await.unwrap();
+    let now = testing::now();
+    // 12 customers, 3 updates each, a second apart per customer.
+    for round in 0..3_i64 {
+        for c in 0..12 {
+            let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
+                &format!("evt_c{c}_u{round}"),
+                "customer.updated",
+                &format!(r#"{{"id":"cus_{c}","object":"customer"}}"#),
+            ))
+            .unwrap();
+            v["created"] = (now - 100 + round).into();
+            fake.add_event(&v.to_string()).unwrap();
+        }
+    }
+    let store = Arc::new(MemoryStore::new());
+    let handler = Arc::new(Overlap::default());
+    let processor = Arc::new(Processor::ordered(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        Arc::clone(&store),
+        Arc::clone(&handler),
+        stripe_webhooks::TiePolicy::Run,
+    ));
+    let r = Reconciler::new(fake.client().unwrap(), processor, store)
+        .with_page_size(10)
+        .with_concurrency(4)
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!((r.processed, r.skipped, r.failed), (36, 0, 0), "{r:?}");
+    let most = handler.active.lock().unwrap().1;
+    assert!((2..=4).contains(&most), "{most} handlers at once");
+    let per_object = handler.per_object.lock().unwrap();
+    assert_eq!(per_object.len(), 12);
+    for (object, ids) in per_object.iter() {
+        let c = object.trim_start_matches("cus_");
+        let expected: Vec<String> = (0..3).map(|u| format!("evt_c{c}_u{u}")).collect();
+        assert_eq!(ids, &expected, "{object} in order, each once");
+    }
+}
+
 /// Over an ack-fast processor a pass runs no handler: it queues what the webhook never
 /// delivered, under the webhook's dedupe keys (snapshot and thin), lists only the
 /// workers' types, and the workers then run each event once.

@@ -654,7 +654,7 @@ impl Reconciler {
         let (ran, lost) = in_chains(
             notifications,
             self.concurrency,
-            |n| n.related_object_id().map(str::to_owned),
+            EventNotification::ordering_key,
             |n| n.created_unix().unwrap_or(from),
             &self.processor,
             run_notifications,

@@ -59,6 +59,36 @@ fn ids(events: &[Event]) -> Vec<String> {
     events.iter().map(|e| e.id().to_string()).collect()
 }
 
+/// A snapshot event that names its account only in `context` (from an organization or
+/// Accounts v2 destination) fetches its object with `Stripe-Context`, not from the
+/// platform.
+#[tokio::test]
+async fn a_snapshot_event_with_only_a_context_fetches_with_it() {
+    let (fake, client) = fake().await;
+    let mut v: Value =
+        serde_json::from_str(&subscription_event("evt_ctx", "sub_ctx", None)).unwrap();
+    v["context"] = "acct_9".into();
+    let event = dangerous::parse_unverified(v.to_string().as_bytes()).unwrap();
+    assert_eq!(event.account(), Some("acct_9"));
+    assert_eq!(event.context(), Some("acct_9"));
+    let ctx = RequestContext::for_event(&event);
+    assert_eq!(
+        (ctx.stripe_account(), ctx.stripe_context()),
+        (None, Some("acct_9"))
+    );
+    fake.add_object_for(
+        "acct_9",
+        "/v1/subscriptions/sub_ctx",
+        &subscription("sub_ctx", "active"),
+    )
+    .unwrap();
+    event.fetch_latest_object(&client).await.unwrap();
+    let r = fake.requests().pop().unwrap();
+    assert_eq!(r.path, "/v1/subscriptions/sub_ctx");
+    assert_eq!(r.header("stripe-context"), Some("acct_9"));
+    assert_eq!(r.header("stripe-account"), None);
+}
+
 #[tokio::test]
 async fn snapshot_fetches_send_bearer_version_and_account() {
     let (fake, client) = fake().await;

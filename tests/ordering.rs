@@ -464,6 +464,94 @@ async fn a_thin_twin_moves_the_watermark() {
     );
 }
 
+/// An event about `object` on a connected account: `account`, or only `context` (as from
+/// an organization or Accounts v2 destination).
+fn connect_update(
+    id: &str,
+    object: &str,
+    created: i64,
+    account: &str,
+    context_only: bool,
+) -> Event {
+    let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
+        id,
+        "capability.updated",
+        &format!(r#"{{"id":"{object}","object":"capability","account":"{account}"}}"#),
+    ))
+    .unwrap();
+    v["created"] = created.into();
+    if context_only {
+        v["context"] = account.into();
+    } else {
+        v["account"] = account.into();
+    }
+    dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
+}
+
+/// Some ids are unique only within a connected account (every account's card payments
+/// capability is `card_payments`): an event of one account is never judged against
+/// another account's watermark, and a thin twin of a Connect event shares its
+/// snapshot's.
+#[tokio::test]
+async fn connected_accounts_objects_are_ordered_apart() {
+    use stripe_webhooks::testing::ThinEventBuilder;
+    use stripe_webhooks::{EventNotification, ThinEventHandler};
+    struct Thin;
+    #[async_trait]
+    impl ThinEventHandler for Thin {
+        async fn handle(&self, _n: &EventNotification) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+    let h = Arc::new(Recorder::default());
+    let store = Arc::new(MemoryStore::new());
+    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run).with_thin_handler(Thin);
+    let newer_on_a = connect_update("evt_a2", "card_payments", BASE + 2, "acct_A", false);
+    assert_eq!(newer_on_a.account(), Some("acct_A"));
+    assert_eq!(
+        p.process_event(&newer_on_a).await.kind().name(),
+        "processed"
+    );
+    // Older, but on another account (which names it in `context` only): not stale.
+    let older_on_b = connect_update("evt_b1", "card_payments", BASE + 1, "acct_B", true);
+    assert_eq!(older_on_b.account(), Some("acct_B"));
+    assert_eq!(
+        p.process_event(&older_on_b).await.kind().name(),
+        "processed"
+    );
+    assert_eq!(h.applied.lock().unwrap().as_slice(), ["evt_a2", "evt_b1"]);
+    // Still stale on its own account.
+    let older_on_a = connect_update("evt_a1", "card_payments", BASE + 1, "acct_A", false);
+    assert_eq!(p.process_event(&older_on_a).await.kind().name(), "stale");
+    // A thin twin on acct_B moves acct_B's watermark: its older snapshot is then stale.
+    let thin = ThinEventBuilder::new("evt_thin_b3", "v1.capability.updated")
+        .related(
+            "card_payments",
+            "capability",
+            "/v1/accounts/acct_B/capabilities/card_payments",
+        )
+        .snapshot_event("evt_b3")
+        .context("acct_B")
+        .created(BASE + 3)
+        .build();
+    let n = dangerous::parse_unverified_notification(thin.as_bytes()).unwrap();
+    assert_eq!(p.process_notification(&n).await.kind().name(), "processed");
+    let older_on_b = connect_update("evt_b2", "card_payments", BASE + 2, "acct_B", false);
+    assert_eq!(p.process_event(&older_on_b).await.kind().name(), "stale");
+    let wm = store
+        .watermark("acct_B/card_payments")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(wm.event_id.as_str(), "evt_b3");
+    let wm = store
+        .watermark("acct_A/card_payments")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(wm.event_id.as_str(), "evt_a2");
+}
+
 /// Two routes on one store, as while both destinations run: a thin route built with
 /// `thin_ordered` moves the watermark for the change it took first, so the snapshot
 /// twin is a duplicate and an older snapshot that arrives later is stale.

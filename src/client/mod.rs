@@ -137,11 +137,16 @@ impl RequestContext {
     }
 
     /// For fetching what a snapshot event is about: `Stripe-Account` is the event's
-    /// [`account`](Event::account) (Connect), if any.
+    /// `account` (Connect), if any; an event with only a `context` (from an organization
+    /// or Accounts v2 destination) sends it as `Stripe-Context`.
     pub fn for_event(event: &Event) -> Self {
+        let account = event.envelope().account();
         Self {
-            stripe_account: event.account().map(str::to_owned),
-            stripe_context: None,
+            stripe_account: account.map(str::to_owned),
+            stripe_context: account
+                .is_none()
+                .then(|| event.context().map(str::to_owned))
+                .flatten(),
             trigger_event: None,
         }
     }

@@ -325,6 +325,23 @@ fn build_unknown(envelope: Envelope, raw: Box<RawValue>) -> Event {
     }))
 }
 
+/// The connected account a `context` names: its last part, when that is an `acct_…`.
+pub(crate) fn context_account(context: &str) -> Option<&str> {
+    let last = context.rsplit('/').next().unwrap_or(context);
+    last.starts_with("acct_").then_some(last)
+}
+
+/// The key the ordering guard keeps an object's watermark and lock under: its id, within
+/// its connected account (`acct_…/id`) for a Connect event. Some ids are unique only
+/// within an account (a capability is `card_payments` on every account), so one
+/// account's event must never be judged against another's watermark.
+pub(crate) fn scoped_object_key(account: Option<&str>, object_id: &str) -> String {
+    match account {
+        Some(account) => format!("{account}/{object_id}"),
+        None => object_id.to_owned(),
+    }
+}
+
 /// Line and column just past the end of `body`, for errors found after parsing.
 fn end_position(body: &[u8]) -> (usize, usize) {
     let line = 1 + body.iter().filter(|&&b| b == b'\n').count();
@@ -470,9 +487,20 @@ impl Event {
         self.envelope().api_version()
     }
 
-    /// For Connect events, the connected account the event happened on.
+    /// For Connect events, the connected account the event happened on: the event's
+    /// `account`, or else the last part of its [`context`](Self::context) when that
+    /// names an account (an event from an organization or Accounts v2 destination
+    /// carries only `context`).
     pub fn account(&self) -> Option<&str> {
-        self.envelope().account()
+        self.envelope()
+            .account()
+            .or_else(|| self.context().and_then(context_account))
+    }
+
+    /// For events from organization or Connect contexts, the `context` string (for
+    /// example `acct_1…`, or a path of them).
+    pub fn context(&self) -> Option<&str> {
+        self.envelope().context()
     }
 
     /// The API request that caused the event.
@@ -495,7 +523,7 @@ impl Event {
     /// `data.object.id`.
     pub(crate) fn ordering_key(&self) -> Option<String> {
         if let Some(id) = self.object_id() {
-            return Some(id.to_owned());
+            return Some(scoped_object_key(self.account(), id));
         }
         #[derive(Deserialize)]
         struct Id<'a> {
@@ -505,7 +533,7 @@ impl Event {
         serde_json::from_str::<Id<'_>>(self.raw_object().get())
             .ok()
             .and_then(|o| o.id)
-            .map(std::borrow::Cow::into_owned)
+            .map(|id| scoped_object_key(self.account(), &id))
     }
 
     /// Whether the event's object is not typed: [`Event::Unknown`] or

@@ -450,9 +450,14 @@ impl EventNotification {
     /// For Connect, the connected account (`acct_…`) the event belongs to: the last part
     /// of [`context`](Self::context) when it names an account.
     pub fn account(&self) -> Option<&str> {
-        let context = self.context.as_deref()?;
-        let last = context.rsplit('/').next().unwrap_or(context);
-        last.starts_with("acct_").then_some(last)
+        self.context.as_deref().and_then(super::context_account)
+    }
+
+    /// The key the ordering guard orders this event's related object under: as a
+    /// snapshot event's, the object's id within its connected account.
+    pub(crate) fn ordering_key(&self) -> Option<String> {
+        self.related_object_id()
+            .map(|id| super::scoped_object_key(self.account(), id))
     }
 
     /// The snapshot event type raised by the same change, for the `v1.*` types that have

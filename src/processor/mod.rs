@@ -971,7 +971,8 @@ impl Processor {
                 // Claimed under its snapshot twin, a thin event joins the twin's ordering
                 // guard: otherwise it would complete the twin's claim and leave the
                 // watermark behind.
-                let guarded = match (&self.ordering, n.related_object_id(), n.created_unix()) {
+                let object_key = n.ordering_key();
+                let guarded = match (&self.ordering, object_key.as_deref(), n.created_unix()) {
                     (Some(guard), Some(object_id), Some(created)) if key != &n.id => {
                         Some((guard, object_id, created))
                     }

@@ -41,8 +41,10 @@ impl Clock for SystemClock {
 /// The system clock read once, then moved by a monotonic timer (`std::time::Instant`):
 /// Unix time as it was when the clock was made plus the time elapsed since. A step of
 /// the system clock (NTP, an operator) does not move it, so leases judged by it neither
-/// end early nor last longer; the in-memory store and queue use it. Over weeks it may
-/// drift from the system clock by as much as the system clock was stepped.
+/// end early nor last longer; the in-memory store and queue use it. It drifts from the
+/// system clock by as much as the system clock was stepped, and falls behind it by the
+/// time the machine spent suspended (the monotonic timer stops meanwhile), so the
+/// records' times (`first_seen_ms`, retention) can lag wall time by that much.
 ///
 /// ```
 /// use stripe_webhooks::{Clock, SteadyClock, SystemClock};

@@ -455,9 +455,9 @@ pub trait StoreAdmin: IdempotencyStore {
     /// recorded. [`purge_expired`](Self::purge_expired) calls it with
     /// [`ABANDONED_AFTER`]; the default body does nothing.
     ///
-    /// On the SQL stores this reads every `processing` row (there is no index on them:
-    /// the claims' hot path would pay for one), so it belongs with the purge, not in a
-    /// loop.
+    /// No index lists the claims in progress (every claim would pay for one): the SQL
+    /// stores read the whole table and Redis walks the store's keys with `SCAN`, without
+    /// holding a write lock meanwhile. It belongs with the purge, not in a loop.
     ///
     /// # Errors
     ///

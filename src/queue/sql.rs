@@ -1022,17 +1022,21 @@ impl PostgresQueue {
         self.core.enqueue(job).await
     }
 
-    /// Waits for a `NOTIFY` on the queue's channel, at most `max_wait`; `true` when woken
-    /// or the time is up (the caller looks again), `false` when there is no listening
-    /// connection (it could not connect, or it died), and the worker polls; the next wait
-    /// connects again. A notification that came while no worker waited ends the next
-    /// wait at once.
+    /// Waits for a `NOTIFY` on the queue's channel, at most `max_wait`; `true` when woken,
+    /// when the time is up or when the listening connection died (the caller looks
+    /// again, and its next wait connects anew), `false` when no listening connection
+    /// could be made (the worker polls). A notification that came while no worker waited
+    /// ends the next wait at once.
     async fn wait(&self, max_wait: Duration) -> bool {
         use std::sync::atomic::Ordering::SeqCst;
         let wakeups = {
             let mut slot = self.listener.lock().await;
             match slot.as_ref() {
-                Some(l) if !l.wakeups.stopped.load(SeqCst) => Arc::clone(&l.wakeups),
+                // A task that ended (its connection failed for good, or its runtime shut
+                // down under it) is replaced.
+                Some(l) if !l.wakeups.stopped.load(SeqCst) && !l.task.is_finished() => {
+                    Arc::clone(&l.wakeups)
+                }
                 _ => {
                     *slot = None;
                     let connected = async {
@@ -1060,11 +1064,14 @@ impl PostgresQueue {
         // wakes this wait.
         notified.as_mut().enable();
         if !wakeups.pending.swap(false, SeqCst) {
-            // Woken, or waited the whole time: either way the caller looks again.
+            // Woken, or waited the whole time: either way the caller looks again. (The
+            // flag is left as it is: another worker's wait may need it.)
             let _ = tokio::time::timeout(max_wait, notified).await;
-            wakeups.pending.store(false, SeqCst);
         }
-        !wakeups.stopped.load(SeqCst)
+        // A connection that died (notifications may have been missed) also has the
+        // caller look again; its next wait connects anew, and only if that fails does
+        // the worker fall back to its poll interval.
+        true
     }
 }
 

@@ -280,6 +280,12 @@ pub async fn zombie_cannot_complete<S: StoreAdmin + ?Sized>(store: &S, time: &Le
         store.claim(&id, &TYPE, LONG).await.unwrap(),
         Claim::Completed
     );
+    // Once the new holder completed, the zombie's completion is still refused: only a
+    // completion with the completing fence finds its own work done.
+    assert!(matches!(
+        store.complete(&a).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
 }
 
 /// [`StoreAdmin::fail_abandoned`] records as failed a claim still processing whose lease
@@ -646,6 +652,14 @@ pub async fn complete_applied_moves_the_watermark_forward_only<S: OrderingStore 
     );
     let newer = apply(store, &obj, 1_001, "wm2").await;
     assert_eq!(store.watermark(&obj).await.unwrap().as_ref(), Some(&newer));
+    // Another claim's token never passes for the completing one.
+    let foreign = ClaimToken::new(first_token.event_id().clone(), 1);
+    assert!(matches!(
+        store
+            .complete_applied(&foreign, &obj, &first_holder, &first)
+            .await,
+        Err(StoreError::LeaseLost { .. })
+    ));
     // The first completion tried again (its answer was lost) succeeds and changes
     // nothing: not the watermark, not the lock.
     store

@@ -6,7 +6,8 @@ for i = 5, #ARGV do
   local key = ARGV[i]
   local id = string.sub(key, plen + 1)
   -- An id with a `:` is another store's key under a longer prefix (`{prefix}:evt:…`).
-  if not string.find(id, ':', 1, true) then
+  -- Only hashes: anything else under the prefix is not a record of this store.
+  if not string.find(id, ':', 1, true) and redis.call('TYPE', key).ok == 'hash' then
     local h = redis.call('HMGET', key, 'status', 'lease_until_ms', 'first_seen_ms')
     local until_ms = tonumber(h[2])
     if h[1] == 'processing' and until_ms ~= nil and until_ms < before then

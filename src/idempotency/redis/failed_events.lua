@@ -1,10 +1,17 @@
 local limit = tonumber(ARGV[2])
-local out, stale = {}, {}
-local found, start = 0, 0
+local out, stale = {'0'}, {}
+local found, start = 0, tonumber(ARGV[3])
+local first = start
 -- At most this many set members per call, stale ones included (each call drops those it
--- meets): a set that was never purged must not stall the server in one script.
-local budget = limit + 10000
-while found < limit and start < budget do
+-- meets): a set that was never purged must not stall the server in one script. The
+-- first element of the answer is '1' when it stopped for that reason, and the caller
+-- goes on from where it got to.
+local budget = first + limit + 10000
+while found < limit do
+  if start >= budget then
+    out[1] = '1'
+    break
+  end
   local ids = redis.call('ZRANGE', KEYS[1], start, start + math.min(100, budget - start) - 1)
   if #ids == 0 then break end
   for _, id in ipairs(ids) do

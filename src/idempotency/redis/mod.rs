@@ -82,9 +82,10 @@ const EXTEND: &str = include_str!("extend.lua");
 /// KEYS: event hash.
 const RECORD: &str = include_str!("record.lua");
 
-/// KEYS: failed set. ARGV: event key prefix, limit. Returns, oldest first, up to `limit`
-/// failed records as `id` and the six `RECORD` fields each; drops from the set the ids
-/// whose record is gone (expired) or no longer failed.
+/// KEYS: failed set. ARGV: event key prefix, limit, start. Returns whether it stopped
+/// early (`'1'`: it looked at its budget of members), then, oldest first from `start`,
+/// up to `limit` failed records as `id` and the six `RECORD` fields each; drops from the
+/// set the ids whose record is gone (expired) or no longer failed.
 const FAILED_EVENTS: &str = include_str!("failed_events.lua");
 
 /// KEYS: failed set. ARGV: event key prefix, start, count. Drops the ids in
@@ -546,23 +547,36 @@ impl StoreAdmin for RedisStore {
         }
         let limit = u64::try_from(limit).unwrap_or(u64::MAX).min(MAX_MS);
         let mut conn = self.conn.clone();
-        let flat: Vec<Option<String>> = FAILED_EVENTS_SCRIPT
-            .key(self.failed_key())
-            .arg(self.event_key_prefix())
-            .arg(limit)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let mut out = Vec::with_capacity(flat.len() / (RECORD_FIELDS + 1));
-        for chunk in flat.chunks(RECORD_FIELDS + 1) {
-            let Some((Some(id), fields)) = chunk.split_first() else {
+        let (mut out, mut found, mut start) = (Vec::new(), 0_u64, 0_u64);
+        // Each script looks at a bounded number of set members and says whether it
+        // stopped for that; the failed ones it found stay at the head, so the next one
+        // starts after them.
+        loop {
+            let flat: Vec<Option<String>> = FAILED_EVENTS_SCRIPT
+                .key(self.failed_key())
+                .arg(self.event_key_prefix())
+                .arg(limit - found)
+                .arg(start)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let Some((more, rest)) = flat.split_first() else {
                 return Err(corrupt(&self.failed_key(), "failed_events reply"));
             };
-            let id = EventId::new(id.clone());
-            let key = self.event_key(&id);
-            out.extend(parse_record(&key, id, fields)?);
+            for chunk in rest.chunks(RECORD_FIELDS + 1) {
+                let Some((Some(id), fields)) = chunk.split_first() else {
+                    return Err(corrupt(&self.failed_key(), "failed_events reply"));
+                };
+                let id = EventId::new(id.clone());
+                let key = self.event_key(&id);
+                out.extend(parse_record(&key, id, fields)?);
+                found += 1;
+            }
+            start = found;
+            if more.as_deref() != Some("1") || found >= limit {
+                return Ok(out);
+            }
         }
-        Ok(out)
     }
 
     /// Records abandoned claims as failed
@@ -572,7 +586,18 @@ impl StoreAdmin for RedisStore {
     /// the ids of expired records from the `{prefix}:failed` set, in batches of 1000, and
     /// returns how many it dropped.
     async fn purge_expired(&self) -> Result<u64, StoreError> {
-        self.fail_abandoned(super::ABANDONED_AFTER).await?;
+        // The purge runs even when recording abandoned claims fails; that error is
+        // reported after it.
+        let abandoned = self.fail_abandoned(super::ABANDONED_AFTER).await;
+        let purged = self.purge_failed_set().await;
+        abandoned?;
+        purged
+    }
+}
+
+impl RedisStore {
+    /// Drops the ids of expired records from the failed set, in batches.
+    async fn purge_failed_set(&self) -> Result<u64, StoreError> {
         let failed_key = self.failed_key();
         let key_prefix = self.event_key_prefix();
         let mut conn = self.conn.clone();

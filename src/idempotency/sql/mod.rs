@@ -100,6 +100,7 @@ pub(crate) struct Sql {
     pub(crate) record: String,
     pub(crate) failed: String,
     pub(crate) purge: String,
+    pub(crate) abandoned: String,
     pub(crate) abandon: String,
     pub(crate) lock_object: String,
     pub(crate) object_lock_left: String,
@@ -130,6 +131,7 @@ impl Sql {
             record: render(d.record, d, t),
             failed: render(d.failed, d, t),
             purge: render(d.purge, d, t),
+            abandoned: render(d.abandoned, d, t),
             abandon: render(d.abandon, d, t),
             lock_object: render(d.lock_object, d, t),
             object_lock_left: render(d.object_lock_left, d, t),
@@ -567,27 +569,49 @@ where
         rows.iter().map(to_record::<DB>).collect()
     }
 
+    /// Reads the abandoned claims (a walk of the table that takes no write lock), then
+    /// records each as failed in a statement of its own, if it still is abandoned.
     pub(crate) async fn fail_abandoned(&self, lease_ended: Duration) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
-            let done = sqlx::query(&self.sql.abandon)
+            let ids: Vec<String> = sqlx::query_scalar(&self.sql.abandoned)
                 .bind(millis(lease_ended))
-                .bind(crate::idempotency::ABANDONED_ERROR)
                 .bind(PURGE_BATCH)
-                .execute(&self.pool)
+                .fetch_all(&self.pool)
                 .await
                 .map_err(db_err)?;
-            let n = DB::rows_affected(&done);
-            total += n;
-            if n < PURGE_BATCH.unsigned_abs() {
+            let mut recorded = 0;
+            for id in &ids {
+                let done = sqlx::query(&self.sql.abandon)
+                    .bind(millis(lease_ended))
+                    .bind(crate::idempotency::ABANDONED_ERROR)
+                    .bind(id.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                recorded += DB::rows_affected(&done);
+            }
+            total += recorded;
+            // A batch none of which could be recorded (each taken over meanwhile) ends
+            // the walk too, so a claim that keeps answering cannot loop it.
+            if ids.len() < PURGE_BATCH.unsigned_abs() as usize || recorded == 0 {
                 return Ok(total);
             }
         }
     }
 
     pub(crate) async fn purge_expired(&self) -> Result<u64, StoreError> {
-        self.fail_abandoned(crate::idempotency::ABANDONED_AFTER)
-            .await?;
+        // The purge runs even when recording abandoned claims fails; that error is
+        // reported after it.
+        let abandoned = self
+            .fail_abandoned(crate::idempotency::ABANDONED_AFTER)
+            .await;
+        let purged = self.purge_records().await;
+        abandoned?;
+        purged
+    }
+
+    async fn purge_records(&self) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
             let done = sqlx::query(&self.sql.purge)

@@ -25,7 +25,8 @@
 /// | `record` | event id | the record columns |
 /// | `failed` | limit | the record columns |
 /// | `purge` | retention ms, batch size | |
-/// | `abandon` | ms since the lease ended, error, batch size | |
+/// | `abandoned` | ms since the lease ended, batch size | event ids |
+/// | `abandon` | ms since the lease ended, error, event id | |
 /// | `lock_object` | object id, holder, lease ms | `created`, `event_id` when locked |
 /// | `object_lock_left` | object id | lock ms left |
 /// | `advance` | object id, created, event id | |
@@ -67,7 +68,10 @@ pub struct Statements {
     pub failed: &'static str,
     /// Deletes one batch of completed and failed records past retention.
     pub purge: &'static str,
-    /// Records one batch of claims whose lease ended long ago as failed (abandoned).
+    /// Claims whose lease ended long ago (abandoned): a read, which takes no write lock
+    /// while it walks the table (no index lists the claims in progress).
+    pub abandoned: &'static str,
+    /// Records one abandoned claim as failed, if it still is one.
     pub abandon: &'static str,
     /// Takes or renews an object's lock when free, expired or the holder's; returns
     /// the watermark when it did. It leaves `updated_at` (indexed, for the purge) as it
@@ -151,8 +155,9 @@ pub const SQLITE: Statements = Statements {
         FROM {t} WHERE status = 'failed' ORDER BY first_seen LIMIT ?1",
     purge: "DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE status <> 'processing' \
         AND updated_at < {now} - ?1 LIMIT ?2)",
+    abandoned: "SELECT event_id FROM {t} WHERE status = 'processing' AND lease_until < {now} - ?1 LIMIT ?2",
     abandon: "UPDATE {t} SET status = 'failed', last_error = ?2, lease_until = NULL, updated_at = {now} \
-        WHERE rowid IN (SELECT rowid FROM {t} WHERE status = 'processing' AND lease_until < {now} - ?1 LIMIT ?3)",
+        WHERE event_id = ?3 AND status = 'processing' AND lease_until < {now} - ?1",
     lock_object: "INSERT INTO {t}_objects AS o (object_id, holder, lock_until, updated_at) \
         VALUES (?1, ?2, {now} + ?3, {now}) \
         ON CONFLICT (object_id) DO UPDATE SET holder = excluded.holder, lock_until = excluded.lock_until \
@@ -222,10 +227,10 @@ pub const POSTGRES: Statements = Statements {
         FROM {t} WHERE status = 'failed' ORDER BY first_seen LIMIT $1",
     purge: "DELETE FROM {t} WHERE event_id IN (SELECT event_id FROM {t} WHERE status <> 'processing' \
         AND updated_at < now() - $1::bigint * interval '1 millisecond' LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    abandoned: "SELECT event_id FROM {t} WHERE status = 'processing' \
+        AND lease_until < now() - $1::bigint * interval '1 millisecond' LIMIT $2",
     abandon: "UPDATE {t} SET status = 'failed', last_error = $2, lease_until = NULL, updated_at = now() \
-        WHERE event_id IN (SELECT event_id FROM {t} WHERE status = 'processing' \
-        AND lease_until < now() - $1::bigint * interval '1 millisecond' LIMIT $3 FOR UPDATE SKIP LOCKED) \
-        AND status = 'processing' AND lease_until < now() - $1::bigint * interval '1 millisecond'",
+        WHERE event_id = $3 AND status = 'processing' AND lease_until < now() - $1::bigint * interval '1 millisecond'",
     lock_object: "INSERT INTO {t}_objects AS o (object_id, holder, lock_until, updated_at) \
         VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond', clock_timestamp()) \
         ON CONFLICT (object_id) DO UPDATE SET holder = EXCLUDED.holder, lock_until = EXCLUDED.lock_until \

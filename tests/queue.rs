@@ -1544,6 +1544,37 @@ async fn twins_reach_the_handler_that_takes_them_in_ack_fast_mode() {
     assert_eq!((counts.completed, counts.dead), (1, 0), "{counts:?}");
 }
 
+/// An ack-fast processor given the workers' types still queues a type this release does
+/// not know: a worker's prefix route may take it (here `invoice.*`), and the worker
+/// decides. A known type no route takes is still not queued.
+#[tokio::test]
+async fn unknown_types_are_queued_for_a_workers_prefix_route() {
+    let queue = MemoryQueue::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let worker = Worker::new(
+        queue.clone(),
+        EventRouter::new().on_prefix("invoice.*", move |_e| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        }),
+    );
+    let p =
+        Processor::queued(verifier(), queue.clone()).with_enabled_events(worker.enabled_events());
+    let future = testing::event_json(
+        "evt_future",
+        "invoice.future_thing",
+        r#"{"id":"in_1","object":"invoice"}"#,
+    );
+    let o = p.process(Some(&signed(&future)), future.as_bytes()).await;
+    assert_eq!(o.kind().name(), "queued");
+    let other = customer_event("evt_cust", "cus_2", testing::now());
+    let o = p.process(Some(&signed(&other)), other.as_bytes()).await;
+    assert_eq!(o.kind().name(), "ignored");
+    while worker.run_once().await.unwrap() > 0 {}
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
 /// A run the queue cannot record is counted `settle_failed`, not `completed`: the job is
 /// still running in the queue and runs again when its lease ends.
 #[cfg(feature = "metrics")]

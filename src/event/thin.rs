@@ -432,9 +432,16 @@ impl EventNotification {
     /// The key the processor claims this event under: the id of its snapshot twin
     /// ([`snapshot_event`](Self::snapshot_event)) when it has one, so one change
     /// delivered both as a snapshot and as a thin event runs the application's work once,
-    /// as Stripe's migration guide recommends; otherwise its own id.
+    /// as Stripe's migration guide recommends; otherwise its own id. A type known to
+    /// have no snapshot twin ([`snapshot_type`](Self::snapshot_type) is `None`, such as
+    /// `v1.invoice.line_item_added`) is always claimed under its own id, even if it names
+    /// the snapshot event of the change that raised it: several such detail events of
+    /// one change must each run.
     pub fn dedupe_key(&self) -> &EventId {
-        self.snapshot_event.as_ref().unwrap_or(&self.id)
+        match &self.snapshot_event {
+            Some(twin) if self.snapshot_type().is_some() || self.event_type.is_unknown() => twin,
+            _ => &self.id,
+        }
     }
 
     /// The related object's id, when there is one.

@@ -96,6 +96,15 @@ fn normalise_prefix(prefix: &str) -> String {
     format!("{p}.")
 }
 
+/// Whether a normalised prefix (`"v2.core.account."`) takes the type `wire`: a whole
+/// segment follows it, after a `.` or a `[` (`v2.core.account[requirements].updated`
+/// is one of the account's events too).
+fn prefix_takes(prefix: &str, wire: &str) -> bool {
+    let stem = prefix.strip_suffix('.').unwrap_or(prefix);
+    wire.strip_prefix(stem)
+        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+}
+
 impl<K: Eq + Hash, E: ?Sized> Routes<K, E> {
     /// This table's route for a type (not the next table's).
     fn own(&self, key: &K, wire: &str) -> Option<&Route<E>> {
@@ -104,7 +113,7 @@ impl<K: Eq + Hash, E: ?Sized> Routes<K, E> {
             .or_else(|| {
                 self.prefixes
                     .iter()
-                    .find(|(p, _)| wire.starts_with(p.as_str()))
+                    .find(|(p, _)| prefix_takes(p, wire))
                     .map(|(_, r)| r)
             })
             .or(self.fallback.as_ref())
@@ -170,7 +179,7 @@ impl<K: Eq + Hash, E: ?Sized> Routes<K, E> {
             for (p, _) in &t.prefixes {
                 out.extend(
                     all.clone()
-                        .filter(|w| w.starts_with(p.as_str()))
+                        .filter(|w| prefix_takes(p, w))
                         .map(str::to_owned),
                 );
             }

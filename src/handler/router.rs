@@ -19,8 +19,9 @@ type Route<E> = Box<dyn for<'a> Fn(&'a E) -> RouteFuture<'a> + Send + Sync>;
 
 /// Which Connect accounts a router takes events from.
 ///
-/// A snapshot event names its connected account in `account`; a thin event in
-/// `context`. Events of the platform itself have neither.
+/// A snapshot event names its connected account in `account` (or, with only a
+/// `context`, the account that names); a thin event in `context`. Events of the
+/// platform itself have neither.
 ///
 /// ```
 /// use stripe_webhooks::AccountFilter;
@@ -274,7 +275,7 @@ impl EventRouter {
     }
 
     /// Routes events whose type starts with `prefix` (`"invoice.*"`, `"invoice."` or
-    /// `"invoice"`: whole dot-separated segments only) to `f`, when no exact route
+    /// `"invoice"`: whole segments only, after a `.` or a `[`) to `f`, when no exact route
     /// matches. The longest matching prefix wins; `"*"` is the catch-all
     /// ([`fallback`](Self::fallback)).
     #[must_use]

@@ -38,8 +38,10 @@ pub const DEFAULT_MAX_RECORDS: usize = 100_000;
 ///
 /// When every record is a live claim, a new claim is refused with [`StoreError::Full`]
 /// (answered 503, so Stripe delivers the event again later): nothing is lost, and
-/// nothing in flight is evicted. [`purge_expired`](StoreAdmin::purge_expired) deletes
-/// completed, failed and abandoned processing records past their retention.
+/// nothing in flight is evicted. [`purge_expired`](StoreAdmin::purge_expired) records
+/// claims abandoned over [`ABANDONED_AFTER`](crate::ABANDONED_AFTER) as failed (kept for
+/// the retention from then), and deletes completed and failed records past their
+/// retention.
 ///
 /// The ordering guard's objects are bounded the same way: past `max_records` objects,
 /// the one written longest ago (and not locked) is evicted with its watermark, and **an

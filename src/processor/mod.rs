@@ -286,7 +286,8 @@ impl Processor {
     }
 
     /// A processor with the **ordering guard**: events about one object
-    /// (`data.object.id`) run one at a time, and an event older than the last one applied
+    /// (`data.object.id`, within its connected account for a Connect event: `acct_…/id`)
+    /// run one at a time, and an event older than the last one applied
     /// to its object (its [`Watermark`](crate::Watermark), kept in the store and moved in
     /// the same atomic step as the completion) is answered 200 without running
     /// [`handle`](EventHandler::handle): the processor calls
@@ -470,7 +471,7 @@ impl Processor {
 
     /// An **ack-fast** processor: it verifies the signature, parses the envelope, writes
     /// the raw verified body to `queue` in one atomic statement keyed by the event's
-    /// dedupe key (its id, or a thin event's `snapshot_event`), and answers 200
+    /// dedupe key ([`EventNotification::dedupe_key`] for a thin event), and answers 200
     /// [`OutcomeKind::Queued`] without running a handler. A [`Worker`](crate::queue::Worker)
     /// runs the queued events, with retries and a dead state.
     ///
@@ -482,7 +483,7 @@ impl Processor {
     /// [`with_livemode`](Self::with_livemode), events of the other mode are answered
     /// without queueing. The adapters take this processor as any other. Give it the
     /// workers' types ([`with_enabled_events`](Self::with_enabled_events)) so it queues
-    /// only what they run. Events parsed elsewhere
+    /// only what they run (and the types this release does not know). Events parsed elsewhere
     /// ([`process_event`](Self::process_event): a reconciler pass, a cloud bus) are
     /// queued the same way.
     ///
@@ -552,7 +553,8 @@ impl Processor {
     }
 
     /// Whether a thin event that names its snapshot twin (`snapshot_event`) is claimed
-    /// under the twin's id (`true`, the default) or its own. With `true`, one change
+    /// under the twin's id (`true`, the default; see
+    /// [`EventNotification::dedupe_key`]) or its own. With `true`, one change
     /// delivered to a snapshot destination and to a thin destination runs the
     /// application's work once, whichever arrives first: the other is a duplicate. This
     /// is what Stripe's migration guide recommends while both destinations run.
@@ -681,8 +683,9 @@ impl Processor {
 
     /// For an ack-fast processor ([`Processor::queued`]): the event types its workers
     /// handle ([`Worker::enabled_events`](crate::queue::Worker::enabled_events)). It
-    /// queues only those, and answers any other 200 `ignored` without queueing it, as a
-    /// processor that runs its handlers does; [`enabled_events`](Self::enabled_events)
+    /// queues those, and any type this release does not know (a worker's prefix route
+    /// may take it; the worker decides), and answers any other known type 200 `ignored`
+    /// without queueing it, as a processor that runs its handlers does; [`enabled_events`](Self::enabled_events)
     /// reports them, so the manifest and a [`Reconciler`](crate::reconcile::Reconciler)
     /// list only those. Ignored by a processor that runs handlers itself.
     ///

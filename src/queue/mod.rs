@@ -76,7 +76,8 @@ impl PayloadKind {
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct NewJob<'a> {
-    /// The dedupe key: the event id, or a thin event's `snapshot_event`.
+    /// The dedupe key: the event id, or a thin event's
+    /// [`dedupe_key`](crate::EventNotification::dedupe_key).
     pub key: EventId,
     /// The event id.
     pub event_id: EventId,

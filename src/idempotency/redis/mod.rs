@@ -133,10 +133,11 @@ static ABANDON_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, ABA
 /// ([`with_retention`](Self::with_retention), [`DEFAULT_RETENTION`] by default) after it
 /// was completed or released, and a processing record for its lease plus the retention,
 /// so it never vanishes while its lease is live.
-/// [`purge_expired`](crate::StoreAdmin::purge_expired) only drops the ids of expired
-/// failed records from `{prefix}:failed` ([`failed_events`](crate::StoreAdmin::failed_events)
-/// drops those it meets too); run it now and then, for example daily, so that set does
-/// not grow.
+/// [`purge_expired`](crate::StoreAdmin::purge_expired) first records claims abandoned
+/// over [`ABANDONED_AFTER`](crate::ABANDONED_AFTER) as failed (a `SCAN` of the store's
+/// event keys), then drops the ids of expired records from `{prefix}:failed`
+/// ([`failed_events`](crate::StoreAdmin::failed_events) drops those it meets too); run
+/// it now and then, for example daily, so that set does not grow.
 ///
 /// Needs Redis 5 or later (scripts that read `TIME` and then write rely on script
 /// effects replication, the default since 5).

@@ -262,15 +262,6 @@ impl Frontier {
         }
     }
 
-    /// Events of a chain whose task ended without answering (from `created` on): they
-    /// may not have run, so they hold the cursor and count as failed.
-    fn lost(&mut self, lost: Lost, report: &mut ReconcileReport) {
-        report.failed += lost.items;
-        if let Some(c) = lost.oldest {
-            self.oldest_open = Some(self.oldest_open.map_or(c, |o| o.min(c)));
-        }
-    }
-
     fn target(&self) -> Option<Watermark> {
         // A minute behind the present, by this machine's clock or, if that runs ahead
         // of Stripe's, by the newest event listed (which Stripe's clock has passed), so
@@ -293,19 +284,10 @@ impl Frontier {
     }
 }
 
-/// The items of chains whose task ended without answering.
-#[derive(Debug, Default)]
-struct Lost {
-    /// The oldest one's `created`.
-    oldest: Option<i64>,
-    /// How many.
-    items: usize,
-}
-
 /// One chain's run: its items, in order, each with its outcome.
-type ChainRun<T> = Pin<Box<dyn Future<Output = Vec<(T, Outcome)>> + Send>>;
+type ChainRun<'a, T> = Pin<Box<dyn Future<Output = Vec<(T, Outcome)>> + Send + 'a>>;
 
-fn run_events(p: Arc<Processor>, chain: Vec<Event>) -> ChainRun<Event> {
+fn run_events(p: &Processor, chain: Vec<Event>) -> ChainRun<'_, Event> {
     Box::pin(async move {
         let mut out = Vec::with_capacity(chain.len());
         for event in chain {
@@ -317,9 +299,9 @@ fn run_events(p: Arc<Processor>, chain: Vec<Event>) -> ChainRun<Event> {
 }
 
 fn run_notifications(
-    p: Arc<Processor>,
+    p: &Processor,
     chain: Vec<EventNotification>,
-) -> ChainRun<EventNotification> {
+) -> ChainRun<'_, EventNotification> {
     Box::pin(async move {
         let mut out = Vec::with_capacity(chain.len());
         for n in chain {
@@ -330,22 +312,20 @@ fn run_notifications(
     })
 }
 
-/// Runs `items` (oldest first) through `run`: with `concurrency` 1, all in order on this
-/// task; else in chains, one per object (`key`; an item without one is a chain of its
-/// own), each chain in order on a task of its own, at most `concurrency` at once. Gives
-/// back every item run with its outcome, and the `created` of the oldest item of a chain
-/// whose task ended without answering (it panicked), which must hold the cursor, with
-/// how many items such chains held.
-async fn in_chains<T: Send + 'static>(
+/// Runs `items` (oldest first) through `run`: with `concurrency` 1, all in order; else in
+/// chains, one per object (`key`; an item without one is a chain of its own), each in
+/// order, at most `concurrency` chains at once. The chains run interleaved on the
+/// caller's task (no runtime needed, nothing spawned). Gives back every item with its
+/// outcome.
+async fn in_chains<'a, T: Send + 'a>(
     items: Vec<T>,
     concurrency: usize,
     key: impl Fn(&T) -> Option<String>,
-    created: impl Fn(&T) -> i64,
-    processor: &Arc<Processor>,
-    run: fn(Arc<Processor>, Vec<T>) -> ChainRun<T>,
-) -> (Vec<(T, Outcome)>, Lost) {
+    processor: &'a Processor,
+    run: fn(&'a Processor, Vec<T>) -> ChainRun<'a, T>,
+) -> Vec<(T, Outcome)> {
     if concurrency <= 1 || items.len() <= 1 {
-        return (run(Arc::clone(processor), items).await, Lost::default());
+        return run(processor, items).await;
     }
     let mut chains: Vec<Vec<T>> = Vec::new();
     let mut by_key: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -361,35 +341,66 @@ async fn in_chains<T: Send + 'static>(
             None => chains.push(vec![item]),
         }
     }
-    let mut out = Vec::new();
-    let mut lost = Lost::default();
-    let mut running = tokio::task::JoinSet::new();
-    let mut oldest = std::collections::HashMap::new();
-    let mut pending = chains.into_iter();
-    loop {
-        while running.len() < concurrency {
-            let Some(chain) = pending.next() else { break };
-            let first = chain.first().map(&created);
-            let len = chain.len();
-            let handle = running.spawn(run(Arc::clone(processor), chain));
-            oldest.insert(handle.id(), (first, len));
-        }
-        let Some(done) = running.join_next_with_id().await else {
-            break;
-        };
-        match done {
-            Ok((_, ran)) => out.extend(ran),
-            Err(e) => {
-                if let Some(&(first, len)) = oldest.get(&e.id()) {
-                    lost.items += len;
-                    if let Some(c) = first {
-                        lost.oldest = Some(lost.oldest.map_or(c, |l| l.min(c)));
-                    }
+    Chains {
+        running: Vec::with_capacity(concurrency),
+        pending: chains.into_iter(),
+        processor,
+        run,
+        concurrency,
+        out: Vec::new(),
+    }
+    .await
+}
+
+/// The chains of [`in_chains`], polled together.
+struct Chains<'a, T> {
+    running: Vec<ChainRun<'a, T>>,
+    pending: std::vec::IntoIter<Vec<T>>,
+    processor: &'a Processor,
+    run: fn(&'a Processor, Vec<T>) -> ChainRun<'a, T>,
+    concurrency: usize,
+    out: Vec<(T, Outcome)>,
+}
+
+// No field is ever pinned in place (the chains' futures are boxed), so moving one is
+// fine whatever `T` is.
+impl<T> Unpin for Chains<'_, T> {}
+
+impl<T> Future for Chains<'_, T> {
+    type Output = Vec<(T, Outcome)>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            while this.running.len() < this.concurrency {
+                let Some(chain) = this.pending.next() else {
+                    break;
+                };
+                this.running.push((this.run)(this.processor, chain));
+            }
+            if this.running.is_empty() {
+                return std::task::Poll::Ready(std::mem::take(&mut this.out));
+            }
+            let mut finished = false;
+            let mut i = 0;
+            while i < this.running.len() {
+                if let std::task::Poll::Ready(ran) = this.running[i].as_mut().poll(cx) {
+                    this.out.extend(ran);
+                    drop(this.running.swap_remove(i));
+                    finished = true;
+                } else {
+                    i += 1;
                 }
+            }
+            // A chain that finished frees a place: the loop fills it and polls again.
+            if !finished {
+                return std::task::Poll::Pending;
             }
         }
     }
-    (out, lost)
 }
 
 impl Reconciler {
@@ -535,11 +546,10 @@ impl Reconciler {
             }
         }
         oldest_first(&mut events, |e| e.created());
-        let (ran, lost) = in_chains(
+        let ran = in_chains(
             events,
             self.concurrency,
             Event::ordering_key,
-            Event::created,
             &self.processor,
             run_events,
         )
@@ -548,7 +558,6 @@ impl Reconciler {
             report.count(o);
             frontier.saw(event.created(), event.id(), o);
         }
-        frontier.lost(lost, report);
         Ok(())
     }
 
@@ -651,11 +660,10 @@ impl Reconciler {
             }
         }
         oldest_first(&mut notifications, |n| n.created_unix().unwrap_or(from));
-        let (ran, lost) = in_chains(
+        let ran = in_chains(
             notifications,
             self.concurrency,
             EventNotification::ordering_key,
-            |n| n.created_unix().unwrap_or(from),
             &self.processor,
             run_notifications,
         )
@@ -664,7 +672,6 @@ impl Reconciler {
             report.count(o);
             frontier.saw(n.created_unix().unwrap_or(from), &n.id, o);
         }
-        frontier.lost(lost, &mut report);
         self.advance(&key, &frontier, &mut report).await?;
         Ok(report)
     }

@@ -236,6 +236,64 @@ async fn postgres_inbox_a_handler_that_swallows_a_failed_statement_has_failed() 
     assert!(rec.last_error.unwrap().contains("25P02"));
 }
 
+/// Runs a statement far longer than the handler's deadline.
+struct SleepsInTheDatabase;
+
+#[async_trait]
+impl TransactionalHandler<Postgres> for SleepsInTheDatabase {
+    async fn handle(&self, _event: &Event, conn: &mut PgConnection) -> Result<(), HandlerError> {
+        stripe_webhooks::sqlx::query("SELECT pg_sleep(30)")
+            .execute(&mut *conn)
+            .await
+            .map_err(HandlerError::new)?;
+        Ok(())
+    }
+}
+
+/// A handler dropped at its deadline in the middle of a statement: the statement is
+/// cancelled on the server (which would otherwise run it to its end, holding the claim's
+/// row), so the failure is recorded at once and Stripe's next delivery runs again
+/// instead of waiting on the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_inbox_cancels_the_statement_a_deadline_cut() {
+    let (url, _) = pg_url_and_target();
+    let pool = stripe_webhooks::sqlx::postgres::PgPoolOptions::new()
+        .connect(&url)
+        .await
+        .unwrap();
+    let store = PostgresStore::new(pool)
+        .with_table(&common::unique("t_faults_cancel"))
+        .unwrap();
+    store.migrate().await.unwrap();
+    let p = Processor::with_inbox(
+        Verifier::from_secrets_list(SECRET).unwrap(),
+        store.inbox(SleepsInTheDatabase),
+    )
+    .with_handler_deadline(Some(Duration::from_secs(1)));
+    let delivery = deliveries("pg_cancel", 1).remove(0);
+    let o = p.process(Some(&delivery.0), delivery.1.as_bytes()).await;
+    assert!(
+        matches!(
+            o.kind(),
+            OutcomeKind::HandlerFailed(HandlerError::DeadlineExceeded(_))
+        ),
+        "{o:?}"
+    );
+    let rec = store
+        .record(&EventId::new("evt_pg_cancel_0"))
+        .await
+        .unwrap()
+        .expect("the failure is recorded");
+    assert_eq!(rec.status, RecordStatus::Failed);
+    let busy: i64 = stripe_webhooks::sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(busy, 0, "the statement still runs on the server");
+}
+
 /// Records the `lock_timeout` its statements run under.
 #[derive(Default, Clone)]
 struct ShowsLockTimeout(Arc<Mutex<Vec<String>>>);

@@ -163,21 +163,23 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
 
         // A short lock timeout for the claim, in one round trip with reading the
         // session's own (a pool's `after_connect` may have set one), which the handler
-        // gets back.
+        // gets back, and the server process's id (to cancel a statement the handler
+        // leaves running past its deadline).
         let begun = store_call(t, async {
             let mut tx = core.pool.begin().await.map_err(db_err)?;
-            let session: String = sqlx::query_scalar(
-                "WITH s AS MATERIALIZED (SELECT current_setting('lock_timeout') AS v) \
-                 SELECT v FROM s WHERE set_config('lock_timeout', $1, true) IS NOT NULL",
+            let (session, pid): (String, i32) = sqlx::query_as(
+                "WITH s AS MATERIALIZED (SELECT current_setting('lock_timeout') AS v, \
+                 pg_backend_pid() AS pid) \
+                 SELECT v, pid FROM s WHERE set_config('lock_timeout', $1, true) IS NOT NULL",
             )
             .bind(format!("{lock_ms}ms"))
             .fetch_one(&mut *tx)
             .await
             .map_err(db_err)?;
-            Ok((tx, session))
+            Ok((tx, session, pid))
         })
         .await;
-        let (mut tx, session_lock_timeout) = match begun {
+        let (mut tx, session_lock_timeout, backend) = match begun {
             Ok(begun) => begun,
             Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
         };
@@ -339,7 +341,26 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
                 }
             }
             Err(e) => {
-                drop(tx);
+                if matches!(
+                    e,
+                    HandlerError::DeadlineExceeded(_) | HandlerError::Panicked(_)
+                ) {
+                    // The handler was dropped, maybe in the middle of a statement, which
+                    // the server would run to its end (a lock wait, a long `UPDATE`)
+                    // before the rollback, holding the claim's row meanwhile, so the
+                    // failure could not be recorded. Cancel it.
+                    let _ = store_call(t, async {
+                        sqlx::query("SELECT pg_cancel_backend($1)")
+                            .bind(backend)
+                            .execute(&core.pool)
+                            .await
+                            .map_err(db_err)
+                    })
+                    .await;
+                }
+                // Rolled back before the failure is recorded: until then the claim's row
+                // stays locked, and the record would wait on it.
+                let _ = store_call(t, async { tx.rollback().await.map_err(db_err) }).await;
                 self.failed(id, event_type, attempt, e, t).await
             }
         }

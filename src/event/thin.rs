@@ -546,6 +546,8 @@ pub(crate) fn rfc3339_seconds(s: &str) -> Option<i64> {
     if b.get(4) != Some(&b'-')
         || b.get(7) != Some(&b'-')
         || !matches!(b.get(10), Some(b'T' | b't' | b' '))
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
     {
         return None;
     }
@@ -638,6 +640,9 @@ mod tests {
             "2022-04-31T00:00:00Z",
             "2022-02-15T00:27:45+24:00",
             "2022-02-15T00:27:45-02:60",
+            // Time separators other than `:`.
+            "2026-10-30T14x03x27Z",
+            "2026-10-30T14:03-27Z",
         ] {
             assert_eq!(rfc3339_seconds(bad), None, "{bad}");
         }

@@ -164,7 +164,9 @@ impl MemoryStore {
     }
 
     /// How long completed and failed records are kept by
-    /// [`purge_expired`](StoreAdmin::purge_expired).
+    /// [`purge_expired`](StoreAdmin::purge_expired). Keep it longer than Stripe retries
+    /// an event (3 days): a completed record purged sooner lets a retry of its event
+    /// run again.
     #[must_use]
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;

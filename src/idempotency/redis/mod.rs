@@ -262,7 +262,9 @@ impl RedisStore {
 
     /// How long completed and failed records are kept ([`DEFAULT_RETENTION`] by
     /// default), counted from completion or release. Redis expires them itself; keep it
-    /// longer than Stripe retries an event (3 days).
+    /// longer than Stripe retries an event (3 days), or a retry of a completed event
+    /// runs again, and longer than [`ABANDONED_AFTER`](crate::ABANDONED_AFTER), or an
+    /// abandoned claim's record may expire before `purge_expired` records it failed.
     #[must_use]
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;

@@ -937,7 +937,9 @@ macro_rules! store_impls {
             }
 
             /// How long completed and failed records are kept (30 days by default; at
-            /// most a century, which `Duration::MAX` means).
+            /// most a century, which `Duration::MAX` means). Keep it longer than Stripe
+            /// retries an event (3 days): a completed record purged sooner lets a retry
+            /// of its event run again.
             #[must_use]
             pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
                 self.core.retention = retention;

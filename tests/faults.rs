@@ -190,6 +190,37 @@ impl TransactionalHandler<Postgres> for NoEffects {
     }
 }
 
+/// A migrated store on a table of its own, on `url` through a pool from `options`.
+async fn pg_store_on(
+    options: stripe_webhooks::sqlx::postgres::PgPoolOptions,
+    url: &str,
+    name: &str,
+) -> PostgresStore {
+    let pool = options.connect(url).await.unwrap();
+    let store = PostgresStore::new(pool)
+        .with_table(&common::unique(name))
+        .unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// As [`pg_store_on`], straight to the server with a default pool.
+async fn pg_store(name: &str) -> PostgresStore {
+    let (url, _) = pg_url_and_target();
+    pg_store_on(
+        stripe_webhooks::sqlx::postgres::PgPoolOptions::new(),
+        &url,
+        name,
+    )
+    .await
+}
+
+/// Delivers one signed event, `evt_{prefix}_0`, to `p`.
+async fn deliver_one(p: &Processor, prefix: &str) -> stripe_webhooks::Outcome {
+    let delivery = deliveries(prefix, 1).remove(0);
+    p.process(Some(&delivery.0), delivery.1.as_bytes()).await
+}
+
 /// Catches the error of a statement that fails, and returns `Ok`.
 struct SwallowsAnError;
 
@@ -210,21 +241,12 @@ impl TransactionalHandler<Postgres> for SwallowsAnError {
 /// retries).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_inbox_a_handler_that_swallows_a_failed_statement_has_failed() {
-    let (url, _) = pg_url_and_target();
-    let pool = stripe_webhooks::sqlx::postgres::PgPoolOptions::new()
-        .connect(&url)
-        .await
-        .unwrap();
-    let store = PostgresStore::new(pool)
-        .with_table(&common::unique("t_faults_swallow"))
-        .unwrap();
-    store.migrate().await.unwrap();
+    let store = pg_store("t_faults_swallow").await;
     let p = Processor::with_inbox(
         Verifier::from_secrets_list(SECRET).unwrap(),
         store.inbox(SwallowsAnError),
     );
-    let delivery = deliveries("pg_swallow", 1).remove(0);
-    let o = p.process(Some(&delivery.0), delivery.1.as_bytes()).await;
+    let o = deliver_one(&p, "pg_swallow").await;
     assert!(matches!(o.kind(), OutcomeKind::HandlerFailed(_)), "{o:?}");
     assert_eq!(o.status(), 500);
     let rec = store
@@ -256,22 +278,13 @@ impl TransactionalHandler<Postgres> for SleepsInTheDatabase {
 /// instead of waiting on the row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_inbox_cancels_the_statement_a_deadline_cut() {
-    let (url, _) = pg_url_and_target();
-    let pool = stripe_webhooks::sqlx::postgres::PgPoolOptions::new()
-        .connect(&url)
-        .await
-        .unwrap();
-    let store = PostgresStore::new(pool)
-        .with_table(&common::unique("t_faults_cancel"))
-        .unwrap();
-    store.migrate().await.unwrap();
+    let store = pg_store("t_faults_cancel").await;
     let p = Processor::with_inbox(
         Verifier::from_secrets_list(SECRET).unwrap(),
         store.inbox(SleepsInTheDatabase),
     )
     .with_handler_deadline(Some(Duration::from_secs(1)));
-    let delivery = deliveries("pg_cancel", 1).remove(0);
-    let o = p.process(Some(&delivery.0), delivery.1.as_bytes()).await;
+    let o = deliver_one(&p, "pg_cancel").await;
     assert!(
         matches!(
             o.kind(),
@@ -317,27 +330,19 @@ impl TransactionalHandler<Postgres> for ShowsLockTimeout {
 async fn postgres_inbox_handler_runs_under_the_sessions_lock_timeout() {
     use stripe_webhooks::sqlx::Executor;
     let (url, _) = pg_url_and_target();
-    let pool = stripe_webhooks::sqlx::postgres::PgPoolOptions::new()
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                conn.execute("SET lock_timeout = '4321ms'").await?;
-                Ok(())
-            })
+    let options = stripe_webhooks::sqlx::postgres::PgPoolOptions::new().after_connect(|conn, _| {
+        Box::pin(async move {
+            conn.execute("SET lock_timeout = '4321ms'").await?;
+            Ok(())
         })
-        .connect(&url)
-        .await
-        .unwrap();
-    let store = PostgresStore::new(pool)
-        .with_table(&common::unique("t_faults_locktimeout"))
-        .unwrap();
-    store.migrate().await.unwrap();
+    });
+    let store = pg_store_on(options, &url, "t_faults_locktimeout").await;
     let handler = ShowsLockTimeout::default();
     let p = Processor::with_inbox(
         Verifier::from_secrets_list(SECRET).unwrap(),
         store.inbox(handler.clone()),
     );
-    let delivery = deliveries("pg_locktimeout", 1).remove(0);
-    let o = p.process(Some(&delivery.0), delivery.1.as_bytes()).await;
+    let o = deliver_one(&p, "pg_locktimeout").await;
     assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
     assert_eq!(*handler.0.lock().unwrap(), ["4321ms"]);
 }
@@ -346,15 +351,7 @@ async fn postgres_inbox_handler_runs_under_the_sessions_lock_timeout() {
 /// as `MAX_STORE_TIMEOUT`: the inbox delivers, where it panicked or got 503 every time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_inbox_takes_a_huge_store_timeout_as_the_maximum() {
-    let (url, _) = pg_url_and_target();
-    let pool = stripe_webhooks::sqlx::postgres::PgPoolOptions::new()
-        .connect(&url)
-        .await
-        .unwrap();
-    let store = PostgresStore::new(pool)
-        .with_table(&common::unique("t_faults_huge"))
-        .unwrap();
-    store.migrate().await.unwrap();
+    let store = pg_store("t_faults_huge").await;
     for timeout in [Duration::MAX, Duration::from_secs(30 * 24 * 3600)] {
         let p = Processor::with_inbox(
             Verifier::from_secrets_list(SECRET).unwrap(),
@@ -379,14 +376,12 @@ async fn postgres_inbox_state_read_is_under_the_store_timeout() {
         "{}?sslmode=disable",
         url.replace(&target, &proxy.to_string())
     );
-    let pool = stripe_webhooks::sqlx::postgres::PgPoolOptions::new()
-        .connect(&proxied)
-        .await
-        .unwrap();
-    let store = PostgresStore::new(pool)
-        .with_table(&common::unique("t_faults_state"))
-        .unwrap();
-    store.migrate().await.unwrap();
+    let store = pg_store_on(
+        stripe_webhooks::sqlx::postgres::PgPoolOptions::new(),
+        &proxied,
+        "t_faults_state",
+    )
+    .await;
     let p = Processor::with_inbox(
         Verifier::from_secrets_list(SECRET).unwrap(),
         store.inbox(NoEffects),

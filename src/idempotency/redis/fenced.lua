@@ -1,4 +1,3 @@
-local h = redis.call('HMGET', KEYS[1], 'status', 'fence')
 if h[1] ~= 'processing' or h[2] ~= ARGV[2] then
   return 0
 end

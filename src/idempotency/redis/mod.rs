@@ -40,17 +40,21 @@ pub(crate) const PRELUDE: &str = include_str!("prelude.lua");
 /// acquired.
 const CLAIM: &str = include_str!("claim.lua");
 
-/// The check `complete`, `release` and `extend` share: the record is processing and
-/// holds the token's fence, else nothing changes and the script answers 0.
-/// KEYS: event hash, failed set. ARGV: event id, fence hex, retention ms, then each
-/// script's own.
+/// Reads the record's `status` and `fence` (as `h`) for the scripts of `complete`,
+/// `release` and `extend`. KEYS: event hash, failed set. ARGV: event id, fence hex,
+/// retention ms, then each script's own.
+const FENCE_READ: &str = include_str!("fence_read.lua");
+
+/// After `FENCE_READ`, the check those scripts share: the record is processing and holds
+/// the token's fence, else nothing changes and the script answers 0.
 const FENCED: &str = include_str!("fenced.lua");
 
 /// Marks the fenced claim completed (the caller's script returns).
 const COMPLETE_BODY: &str = include_str!("complete_body.lua");
 
-/// Before `FENCED` in the completion scripts: a record already completed with this
-/// fence (a completion tried again after its answer was lost) answers 1, done.
+/// Between `FENCE_READ` and `FENCED` in the completion scripts: a record already
+/// completed with this fence (a completion tried again after its answer was lost)
+/// answers 1, done.
 const COMPLETED_BY: &str = include_str!("completed_by.lua");
 
 /// After `COMPLETE_BODY`: KEYS[3] the object hash; ARGV[4] holder, ARGV[5] created,
@@ -103,16 +107,35 @@ fn script(parts: &[&str]) -> Script {
 }
 
 static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, CLAIM]));
-static COMPLETE_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| script(&[PRELUDE, COMPLETED_BY, FENCED, COMPLETE_BODY, "return 1\n"]));
-static COMPLETE_APPLIED_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| script(&[PRELUDE, COMPLETED_BY, FENCED, HELD, COMPLETE_BODY, APPLY]));
+static COMPLETE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    script(&[
+        PRELUDE,
+        FENCE_READ,
+        COMPLETED_BY,
+        FENCED,
+        COMPLETE_BODY,
+        "return 1\n",
+    ])
+});
+static COMPLETE_APPLIED_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    script(&[
+        PRELUDE,
+        FENCE_READ,
+        COMPLETED_BY,
+        FENCED,
+        HELD,
+        COMPLETE_BODY,
+        APPLY,
+    ])
+});
 static LOCK_OBJECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LOCK_OBJECT]));
 static UNLOCK_OBJECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[UNLOCK_OBJECT]));
 static WATERMARK_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[WATERMARK]));
 static ADVANCE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[ADVANCE]));
-static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, FENCED, RELEASE]));
-static EXTEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, FENCED, EXTEND]));
+static RELEASE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| script(&[PRELUDE, FENCE_READ, FENCED, RELEASE]));
+static EXTEND_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| script(&[PRELUDE, FENCE_READ, FENCED, EXTEND]));
 static RECORD_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[RECORD]));
 static FAILED_EVENTS_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[FAILED_EVENTS]));
 static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PURGE]));

@@ -1,0 +1,1 @@
+local h = redis.call('HMGET', KEYS[1], 'status', 'fence')

@@ -357,7 +357,8 @@ pub(crate) struct EventHead {
     pub(crate) event_type: String,
     pub(crate) created: i64,
     pub(crate) livemode: bool,
-    /// [`Event::ordering_key`]: `data.object.id`.
+    /// [`Event::ordering_key`]: `data.object.id`, within its connected account
+    /// (`acct_…/id`) for a Connect event.
     pub(crate) object_id: Option<String>,
 }
 
@@ -382,12 +383,18 @@ impl EventHead {
             return None;
         }
         let data = wire.data?;
+        // Keyed as `Event::ordering_key` keys it: within the connected account.
+        let account = wire
+            .head
+            .account
+            .as_deref()
+            .or_else(|| wire.head.context.as_deref().and_then(context_account));
         Some(EventHead {
             id: EventId::new(&*wire.head.id),
             event_type: wire.head.event_type.into_owned(),
             created: wire.head.created.unwrap_or_default(),
             livemode: wire.head.livemode,
-            object_id: data.object_id.map(std::borrow::Cow::into_owned),
+            object_id: data.object_id.map(|id| scoped_object_key(account, &id)),
         })
     }
 
@@ -709,6 +716,22 @@ mod tests {
         let head = EventHead::lean(escaped).unwrap_or_else(|| panic!("lean refused"));
         assert_eq!(head.object_id.as_deref(), Some("cus_1"));
         assert_eq!((head.created, head.livemode), (7, true));
+        // A Connect event's object is keyed within its account, by `account` or else by
+        // the account its `context` ends with, as the ordering guard keys it: one
+        // account's failing job must not hold back another's on the same bare id.
+        for (connect, key) in [
+            (r#""account":"acct_1","#, "acct_1/cus_1"),
+            (r#""context":"acct_9/acct_2","#, "acct_2/cus_1"),
+            (r#""context":"org_1","#, "cus_1"),
+            (r#""account":null,"context":"acct_3","#, "acct_3/cus_1"),
+        ] {
+            let body = format!(
+                r#"{{"id":"evt_1","object":"event",{connect}"type":"customer.updated","created":7,"livemode":true,"data":{{"object":{{"object":"customer","id":"cus_1"}}}}}}"#
+            );
+            same_head(body.as_bytes());
+            let head = EventHead::lean(body.as_bytes()).unwrap_or_else(|| panic!("lean refused"));
+            assert_eq!(head.object_id.as_deref(), Some(key), "{body}");
+        }
         // Odd bodies: each gets the full parse's answer, whichever read gave it, for a
         // hand-written type, a generated one, one whose object has no id, a payment
         // source and an unknown type, with `type` first and (as Stripe writes it, for

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 use stripe_webhooks::client::{
     ClientError, FetchLatest, FetchLatestError, FetchedObject, HttpClient, ListEventsParams,
-    ListV2EventsParams, RequestContext, StripeClient, API_VERSION,
+    ListV2EventsParams, RequestContext, StripeClient, WhenGone, API_VERSION,
 };
 use stripe_webhooks::objects::SubscriptionStatus;
 use stripe_webhooks::testing::{self, FakeStripe, Fault, ThinEventBuilder, FAKE_API_KEY};
@@ -1293,6 +1293,58 @@ fn fetch_latest_refuses_types_it_cannot_fetch() {
     ] {
         assert!(FetchLatest::new(Recorder::default(), Arc::clone(&client), [ty]).is_ok());
     }
+}
+
+/// An object deleted after its event: Stripe answers 404 to every fetch, so by default
+/// the delivery fails (and Stripe retries); `WhenGone::Skip` answers it handled without
+/// running the inner handler. Another failure is still a failure under `Skip`.
+#[tokio::test]
+async fn a_deleted_object_fails_the_delivery_unless_told_to_skip_it() {
+    let (fake, client) = fake().await;
+    let client: Arc<dyn StripeClient> = Arc::new(client);
+    let secret = "whsec_client_test";
+    let body = subscription_event("evt_1", "sub_gone", None);
+    let header = testing::sign(body.as_bytes(), secret, testing::now());
+    let deliver = |when_gone: WhenGone| {
+        let recorder = Recorder::default();
+        let handler = FetchLatest::new(
+            recorder.clone(),
+            Arc::clone(&client),
+            [EventType::CustomerSubscriptionUpdated],
+        )
+        .unwrap()
+        .when_gone(when_gone);
+        let processor = Processor::new(
+            Verifier::new(SigningSecret::new(secret).unwrap()),
+            MemoryStore::new(),
+            handler,
+        );
+        let (header, body) = (header.clone(), body.clone());
+        async move {
+            let outcome = processor.process(Some(&header), body.as_bytes()).await;
+            let ran = recorder.0.lock().unwrap().len();
+            (outcome.status(), ran)
+        }
+    };
+    // Never served: the fake answers 404 `resource_missing`, as Stripe does.
+    assert_eq!(deliver(WhenGone::default()).await, (500, 0));
+    assert_eq!(deliver(WhenGone::Skip).await, (200, 0));
+    assert_eq!(fake.requests().len(), 2);
+    // Any other failure is not a deletion: it fails under `Skip` as well.
+    fake.fail_next(
+        1,
+        Fault::ServerError {
+            should_retry: Some(false),
+        },
+    );
+    assert_eq!(deliver(WhenGone::Skip).await, (500, 0));
+    // And an object that is there runs the handler on it.
+    fake.add_object(
+        "/v1/subscriptions/sub_gone",
+        &subscription("sub_gone", "active"),
+    )
+    .unwrap();
+    assert_eq!(deliver(WhenGone::Skip).await, (200, 1));
 }
 
 #[tokio::test]

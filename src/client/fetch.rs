@@ -307,6 +307,24 @@ pub enum FetchLatestError {
     },
 }
 
+/// What [`FetchLatest`] does when Stripe answers that the object does not exist (404).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WhenGone {
+    /// Fail the delivery like any failed fetch: answered 500, Stripe delivers the event
+    /// again, and after its three days of retries the event stays recorded failed. The
+    /// default, because a 404 also answers a request made for the wrong account or with
+    /// a key of the other mode (test or live), which a retry after the fix puts right.
+    #[default]
+    Fail,
+    /// Run nothing and answer the delivery handled (with a `tracing` warning under the
+    /// `tracing` feature): the object was deleted after the event (a product, a draft
+    /// invoice, a plan…), so there is no current state to act on, and the deletion's own
+    /// event (`*.deleted`, which `FetchLatest` passes through as delivered) tells the
+    /// handler. Without it, each such event fails every retry for three days.
+    Skip,
+}
+
 /// A handler wrapper that fetches before acting: for the event types you choose, it
 /// retrieves the latest `data.object` from the API (with the Connect `Stripe-Account`
 /// of [`Event::account`]) and hands the inner handler the event rebuilt around it, so
@@ -314,7 +332,8 @@ pub enum FetchLatestError {
 ///
 /// A failed fetch fails the delivery ([`HandlerError`], answered 500, so Stripe
 /// delivers the event again); the inner handler's `handle` never sees the stale
-/// snapshot for a chosen type. Other types pass through untouched, and so does an
+/// snapshot for a chosen type. An object deleted since the event (Stripe answers 404)
+/// fails it too, unless [`when_gone`](Self::when_gone) says to skip such events. Other types pass through untouched, and so does an
 /// event the ordering guard found stale: `handle_stale` gets it as delivered (it was
 /// not applied, so there is nothing to fetch for).
 ///
@@ -342,6 +361,7 @@ pub struct FetchLatest<H> {
     inner: H,
     client: Arc<dyn StripeClient>,
     types: BTreeSet<EventType>,
+    when_gone: WhenGone,
 }
 
 impl<H: EventHandler> FetchLatest<H> {
@@ -376,7 +396,16 @@ impl<H: EventHandler> FetchLatest<H> {
             inner,
             client,
             types: set,
+            when_gone: WhenGone::Fail,
         })
+    }
+
+    /// What to do when the object no longer exists (Stripe answers 404):
+    /// [`WhenGone::Fail`] (the default) or [`WhenGone::Skip`].
+    #[must_use]
+    pub fn when_gone(mut self, when_gone: WhenGone) -> Self {
+        self.when_gone = when_gone;
+        self
     }
 
     /// The inner handler.
@@ -394,6 +423,7 @@ impl<H> fmt::Debug for FetchLatest<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FetchLatest")
             .field("types", &self.types)
+            .field("when_gone", &self.when_gone)
             .finish_non_exhaustive()
     }
 }
@@ -404,10 +434,20 @@ impl<H: EventHandler> EventHandler for FetchLatest<H> {
         if !self.types.contains(event.event_type()) {
             return self.inner.handle(event).await;
         }
-        let fresh = event
-            .refetched(self.client.as_ref())
-            .await
-            .map_err(HandlerError::new)?;
+        let fresh = match event.refetched(self.client.as_ref()).await {
+            Ok(fresh) => fresh,
+            Err(e) if e.is_not_found() && self.when_gone == WhenGone::Skip => {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(
+                    event_id = %event.id(),
+                    event_type = %event.event_type(),
+                    error = %e,
+                    "the event's object no longer exists: skipped without running the handler"
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(HandlerError::new(e)),
+        };
         self.inner.handle(&fresh).await
     }
 

@@ -36,7 +36,7 @@ use serde_json::value::RawValue;
 
 use crate::event::{Event, EventId, EventNotification};
 
-pub use fetch::{FetchLatest, FetchLatestError, Fetched, FetchedObject};
+pub use fetch::{FetchLatest, FetchLatestError, Fetched, FetchedObject, WhenGone};
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use http::{

@@ -18,7 +18,9 @@ use common::{unique, TempDir};
 use serde_json::Value;
 use stripe_webhooks::queue::{Enqueued, NewJob, Queue};
 use stripe_webhooks::testing;
-use stripe_webhooks::{Claim, EventId, EventType, IdempotencyStore, SqliteStore, Verifier};
+use stripe_webhooks::{
+    Claim, EventId, EventType, IdempotencyStore, SqliteStore, StoreAdmin, Verifier,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stripe-webhooks");
 
@@ -467,6 +469,114 @@ async fn the_env_names_the_store_like_the_examples() {
         .ok()
         .json();
     assert_eq!(dead[0]["id"], "evt_env");
+}
+
+/// A store flag typed on the command line beats the store variables of the
+/// environment (before or after the subcommand); two typed store flags are a usage
+/// error; with no flag the environment's order stands.
+#[tokio::test]
+async fn a_typed_store_flag_beats_the_environment() {
+    let dir = TempDir::new("cli-precedence");
+    let path = dir.join("p.db").display().to_string();
+    let run = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(BIN)
+            .args(&args)
+            // Nothing listens on port 1: opening either would fail.
+            .env("DATABASE_URL", "postgres://ops:pw@127.0.0.1:1/prod")
+            .env("REDIS_URL", "redis://127.0.0.1:1")
+            .env_remove("SQLITE_PATH")
+            .env_remove("STRIPE_WEBHOOKS_TABLE")
+            .output()
+            .await
+            .unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let migrated = run(args(&["--sqlite", &path, "migrate"])).await.ok();
+    assert!(migrated.stdout.contains(&path), "{migrated:#?}");
+    let store = SqliteStore::connect(&path).await.unwrap();
+    make_dead(&store.queue(), "evt_here").await;
+    for typed in [
+        args(&["--sqlite", &path, "dead", "--json"]),
+        args(&["dead", "--json", "--sqlite", &path]),
+    ] {
+        let dead = run(typed).await.ok().json();
+        assert_eq!(dead[0]["id"], "evt_here");
+    }
+    let requeued = run(args(&["requeue", "evt_here", "--sqlite", &path]))
+        .await
+        .ok();
+    assert!(
+        requeued.stdout.contains(&path),
+        "names the store: {requeued:#?}"
+    );
+
+    let both = run(args(&[
+        "--sqlite",
+        &path,
+        "--redis-url",
+        "redis://x",
+        "dead",
+    ]))
+    .await;
+    assert_eq!(both.code, 2, "{both:#?}");
+    assert!(
+        both.stderr.contains("--redis-url and --sqlite"),
+        "{both:#?}"
+    );
+    // `--redis-url` beats DATABASE_URL: the error is Redis's.
+    let redis = run(args(&["--redis-url", "redis://127.0.0.1:1", "dead"])).await;
+    assert_eq!(redis.code, 1, "{redis:#?}");
+    assert!(redis.stderr.contains("Redis"), "{redis:#?}");
+    assert!(!redis.stderr.contains("PostgreSQL"), "{redis:#?}");
+    // No flag: DATABASE_URL, as documented (and its password is not shown).
+    let env = run(args(&["dead"])).await;
+    assert_eq!(env.code, 1, "{env:#?}");
+    assert!(env.stderr.contains("PostgreSQL"), "{env:#?}");
+    assert!(!env.stderr.contains(":pw@"), "{env:#?}");
+}
+
+/// `purge --older-than` is also the age of the store records it deletes, not the
+/// store's default retention (30 days), which may be shorter than the service's.
+#[tokio::test]
+async fn purge_deletes_store_records_by_the_age_given() {
+    let dir = TempDir::new("cli-purge-age");
+    let flags = sqlite_flags(&dir);
+    on(&flags, &["migrate"]).await.ok();
+    let store = SqliteStore::connect(dir.join("cli.db")).await.unwrap();
+    make_failed(&store, "evt_failed").await;
+    let kept = on(&flags, &["purge", "--older-than", "4d", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(kept["store_records"], 0, "{kept}");
+    assert!(store
+        .record(&EventId::new("evt_failed"))
+        .await
+        .unwrap()
+        .is_some());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let purged = on(
+        &flags,
+        &["purge", "--older-than", "0s", "--force", "--json"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(purged["store_records"], 1, "{purged}");
+    assert!(
+        purged["target"].as_str().unwrap().contains("cli.db"),
+        "{purged}"
+    );
+    assert!(store
+        .record(&EventId::new("evt_failed"))
+        .await
+        .unwrap()
+        .is_none());
 }
 
 // ---- PostgreSQL ----

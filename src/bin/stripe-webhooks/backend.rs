@@ -75,6 +75,17 @@ impl Backend {
         }
     }
 
+    /// Purges the store's completed and failed records (and object watermarks) older
+    /// than `retention`, after recording long-abandoned claims as failed: the store's
+    /// own `purge_expired` with the retention the operator gave, not the store's default.
+    pub(crate) async fn purge_store(&self, retention: Duration) -> Result<u64, StoreError> {
+        match &self.store {
+            Store::Sqlite(s) => s.clone().with_retention(retention).purge_expired().await,
+            Store::Postgres(s) => s.clone().with_retention(retention).purge_expired().await,
+            Store::Redis(s) => s.clone().with_retention(retention).purge_expired().await,
+        }
+    }
+
     /// The store's queue.
     ///
     pub(crate) fn queue(&self) -> Arc<dyn QueueAdmin> {

@@ -314,7 +314,9 @@ pub(crate) async fn show(b: &Backend, id: &str, json: bool) -> Result<(), CliErr
 }
 
 #[derive(Debug, Serialize)]
-struct Requeued {
+struct Requeued<'a> {
+    /// The store the jobs were requeued in.
+    target: &'a str,
     requeued: u64,
     ids: Vec<String>,
 }
@@ -334,11 +336,13 @@ pub(crate) async fn requeue(
                 return Err(not_requeued(b, &*queue, &key).await);
             }
             Requeued {
+                target: b.target(),
                 requeued: 1,
                 ids: vec![id.to_owned()],
             }
         }
         None if all_dead => Requeued {
+            target: b.target(),
             requeued: queue
                 .requeue_dead()
                 .await
@@ -355,9 +359,13 @@ pub(crate) async fn requeue(
         return print_json(&result);
     }
     match id {
-        Some(id) => crate::outln!("requeued {id}: it runs as soon as a worker is free"),
+        Some(id) => crate::outln!(
+            "{}: requeued {id}: it runs as soon as a worker is free",
+            b.target()
+        ),
         None => crate::outln!(
-            "requeued {} dead job{}: they run as soon as workers are free",
+            "{}: requeued {} dead job{}: they run as soon as workers are free",
+            b.target(),
             result.requeued,
             if result.requeued == 1 { "" } else { "s" }
         ),
@@ -398,7 +406,9 @@ async fn not_requeued(
 }
 
 #[derive(Debug, Serialize)]
-struct Purged {
+struct Purged<'a> {
+    /// The store purged.
+    target: &'a str,
     completed_jobs: u64,
     older_than_secs: u64,
     store_records: u64,
@@ -408,8 +418,10 @@ struct Purged {
 /// its event again, and its key is what makes that a duplicate.
 const STRIPE_RETRY_WINDOW: Duration = Duration::from_secs(3 * 86_400);
 
-/// `purge`: completed jobs older than `older_than`, in batches, and the store's expired
-/// records. Under [`STRIPE_RETRY_WINDOW`] only with `force`.
+/// `purge`: completed jobs older than `older_than`, in batches, and the store's
+/// completed and failed records and watermarks older than the same age (not the store's
+/// default retention, which may be shorter than the service's). Under
+/// [`STRIPE_RETRY_WINDOW`] only with `force`.
 pub(crate) async fn purge(
     b: &Backend,
     older_than: Duration,
@@ -441,11 +453,11 @@ pub(crate) async fn purge(
         }
     }
     let store_records = b
-        .store()
-        .purge_expired()
+        .purge_store(older_than)
         .await
         .map_err(b.err("purging expired records"))?;
     let purged = Purged {
+        target: b.target(),
         completed_jobs,
         older_than_secs: older_than.as_secs(),
         store_records,
@@ -454,7 +466,8 @@ pub(crate) async fn purge(
         return print_json(&purged);
     }
     crate::outln!(
-        "purged {completed_jobs} completed jobs older than {} and {store_records} expired store records",
+        "{}: purged {completed_jobs} completed jobs and {store_records} store records older than {}",
+        b.target(),
         human(older_than)
     );
     Ok(())

@@ -34,7 +34,8 @@ mod send;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::error::{CliError, Redactor};
 
@@ -46,9 +47,11 @@ Exit codes:
   2  usage: an unknown flag or subcommand, or a bad value
   3  not found: no job or event with that id
 
-Store: PostgreSQL when --database-url (DATABASE_URL) is set, else Redis when --redis-url
-(REDIS_URL) is set, else the SQLite file --sqlite (SQLITE_PATH, default stripe-webhooks.db).
-The queue is the table `{table}_jobs` beside the store's table.";
+Store: the one flag given of --database-url, --redis-url and --sqlite (two are a usage
+error); with none, PostgreSQL when DATABASE_URL is set, else Redis when REDIS_URL is set,
+else the SQLite file SQLITE_PATH (default stripe-webhooks.db). A flag beats the
+environment: `--sqlite x.db` opens x.db even with DATABASE_URL set. Every command names
+the store it opened. The queue is the table `{table}_jobs` beside the store's table.";
 
 /// See and fix what happened to your Stripe webhooks: the idempotency store and the
 /// queue of the `stripe-webhooks` crate.
@@ -113,6 +116,56 @@ pub(crate) struct StoreOpts {
     pub(crate) table: Option<String>,
 }
 
+impl StoreOpts {
+    /// Makes a store flag typed on the command line beat the store variables of the
+    /// environment, which the documented order (PostgreSQL, Redis, SQLite) would
+    /// otherwise prefer: an operator who types `--sqlite staging.db purge` in a shell
+    /// that exports `DATABASE_URL` must not purge that database.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::Usage`] when two store flags are typed.
+    fn prefer_command_line(&mut self, matches: &ArgMatches) -> Result<(), CliError> {
+        let typed: Vec<&str> = [
+            ("database_url", "--database-url"),
+            ("redis_url", "--redis-url"),
+            ("sqlite", "--sqlite"),
+        ]
+        .into_iter()
+        .filter(|(id, _)| typed_on_command_line(matches, id))
+        .map(|(_, flag)| flag)
+        .collect();
+        match typed.as_slice() {
+            [] | ["--database-url"] => {}
+            ["--redis-url"] => self.database_url = None,
+            ["--sqlite"] => {
+                self.database_url = None;
+                self.redis_url = None;
+            }
+            several => {
+                return Err(CliError::Usage(format!(
+                    "give one store, not {}",
+                    several.join(" and ")
+                )))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the argument `id` was typed (a global flag may be typed after the
+/// subcommand, so the subcommand's matches are asked too).
+fn typed_on_command_line(matches: &ArgMatches, id: &str) -> bool {
+    let mut m = Some(matches);
+    while let Some(here) = m {
+        if here.value_source(id) == Some(ValueSource::CommandLine) {
+            return true;
+        }
+        m = here.subcommand().map(|(_, sub)| sub);
+    }
+    false
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Jobs by state, the lag (age of the oldest queued job), and the store's failed events.
@@ -144,8 +197,10 @@ enum Command {
         #[arg(long)]
         all_dead: bool,
     },
-    /// Deletes completed jobs older than --older-than (in bounded batches) and the
-    /// store's expired records. Dead jobs are never purged.
+    /// Deletes completed jobs older than --older-than (in bounded batches), and the
+    /// store's completed and failed records and object watermarks older than the same
+    /// age (claims whose process stopped an hour ago or more are first recorded failed).
+    /// Dead jobs are never purged.
     ///
     /// A completed job's key is what stops Stripe's retries (for up to three days) and
     /// the reconciler's passes from running its event again, so an age under 3 days is
@@ -170,7 +225,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Err(e) = cli.global.store.prefer_command_line(&matches) {
+        eprintln!("error: {e}");
+        return ExitCode::from(e.exit_code());
+    }
     let mut redactor = Redactor::default();
     redactor.add_url(cli.global.store.database_url.as_deref());
     redactor.add_url(cli.global.store.redis_url.as_deref());

@@ -322,6 +322,28 @@ async fn requeue_needs_a_csrf_token_bound_to_the_session() {
     assert!(html.contains("Requeued: a worker will run it shortly."));
 }
 
+/// Replicas given one CSRF key accept each other's forms: the page from one, its POST
+/// landing on the other, as behind a load balancer (or across a restart).
+#[tokio::test]
+async fn replicas_sharing_a_csrf_key_take_each_others_forms() {
+    let queue = MemoryQueue::new();
+    failed(&queue, &customer("evt_dead"), "boom", None).await;
+    let replica = |key: [u8; 32]| {
+        let console = Console::new(queue.clone(), bearer_token(TOKEN)).with_csrf_key(key);
+        axum::Router::new().nest(BASE, console.router())
+    };
+    let (a, b, other) = (replica([3; 32]), replica([3; 32]), replica([4; 32]));
+    let (cookie, token) = session(&a).await;
+    let url = format!("{BASE}/requeue");
+    let form = format!("key=evt_dead&csrf={token}");
+    let (response, _) = send(&other, post(&url, &cookie, &form)).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN, "another key");
+    assert_eq!(state_of(&queue, "evt_dead").await, JobState::Dead);
+    let (response, _) = send(&b, post(&url, &cookie, &form)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(state_of(&queue, "evt_dead").await, JobState::Queued);
+}
+
 #[tokio::test]
 async fn requeue_all_dead_and_run_now() {
     let queue = MemoryQueue::new();

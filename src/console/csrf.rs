@@ -1,4 +1,5 @@
-//! CSRF tokens: an HMAC-SHA256, under a key drawn when the console is built, of the
+//! CSRF tokens: an HMAC-SHA256, under a key drawn when the console is built (or given,
+//! for replicas: [`Console::with_csrf_key`](super::Console::with_csrf_key)), of the
 //! browser's session nonce (a cookie the console sets) and the hour. A token is good for
 //! its hour and the next, and only with its own cookie.
 
@@ -20,25 +21,47 @@ pub(super) const NONCE_HEX_LEN: usize = 32;
 pub(super) struct Csrf {
     mac: HmacSha256,
     counter: AtomicU64,
+    /// Drawn per console, so consoles that share a key (replicas) never hand out the
+    /// same nonce.
+    salt: [u8; 16],
+}
+
+/// `n` bytes from the standard library's OS-seeded hasher keys (128 bits drawn from the
+/// OS once per thread, then stretched by SipHash).
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let mut h = RandomState::new().build_hasher();
+        h.write_usize(i);
+        h.write_u128(now_nanos());
+        let bytes = h.finish().to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+    out
 }
 
 impl Csrf {
-    /// A console's token maker, keyed by 64 bytes from the standard library's OS-seeded
-    /// hasher keys (128 bits drawn from the OS once per thread, then stretched by
-    /// SipHash): enough for a key no one outside the process sees.
+    /// A console's token maker, keyed by 64 random bytes: enough for a key no one
+    /// outside the process sees.
     pub(super) fn new() -> Self {
-        let mut key = [0u8; 64];
-        for (i, chunk) in key.chunks_mut(8).enumerate() {
-            let mut h = RandomState::new().build_hasher();
-            h.write_usize(i);
-            h.write_u128(now_nanos());
-            chunk.copy_from_slice(&h.finish().to_le_bytes());
-        }
         // A key of SHA-256's block size, infallibly.
-        let mac = <HmacSha256 as KeyInit>::new(&key.into());
+        Self::with_mac(<HmacSha256 as KeyInit>::new(&random_bytes::<64>().into()))
+    }
+
+    /// A token maker keyed by `key`: consoles given the same key (replicas behind one
+    /// load balancer, or one console across restarts) accept each other's tokens.
+    pub(super) fn with_key(key: &[u8; 32]) -> Self {
+        // HMAC takes a key of any length; 32 bytes is SHA-256's output size.
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(key);
+        Self::with_mac(<HmacSha256 as KeyInit>::new(&block.into()))
+    }
+
+    fn with_mac(mac: HmacSha256) -> Self {
         Self {
             mac,
             counter: AtomicU64::new(0),
+            salt: random_bytes::<16>(),
         }
     }
 
@@ -46,6 +69,7 @@ impl Csrf {
     pub(super) fn nonce(&self) -> String {
         let mut mac = self.mac.clone();
         mac.update(b"nonce\0");
+        mac.update(&self.salt);
         mac.update(&self.counter.fetch_add(1, Ordering::Relaxed).to_le_bytes());
         mac.update(&now_nanos().to_le_bytes());
         let bytes = mac.finalize().into_bytes();
@@ -114,5 +138,15 @@ mod tests {
         assert!(!csrf.check(&a, "", now));
         assert!(!Csrf::new().check(&a, &token, now), "another console's key");
         assert!(!csrf.check("not-a-nonce", &csrf.token("not-a-nonce", now), now));
+    }
+
+    #[test]
+    fn a_shared_key_shares_tokens_but_not_nonces() {
+        let (a, b) = (Csrf::with_key(&[7; 32]), Csrf::with_key(&[7; 32]));
+        let now = 1_700_000_000;
+        let nonce = a.nonce();
+        assert!(b.check(&nonce, &a.token(&nonce, now), now));
+        assert!(!Csrf::with_key(&[8; 32]).check(&nonce, &a.token(&nonce, now), now));
+        assert_ne!(a.nonce(), b.nonce(), "the first nonces of two replicas");
     }
 }

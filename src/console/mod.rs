@@ -118,7 +118,8 @@ impl fmt::Debug for Console {
 impl Console {
     /// A console over `queue`, showing a page only to requests `authorize` accepts (it
     /// sees the method, URI and headers: check a header, a cookie or basic auth; see
-    /// [`basic_auth`] and [`bearer_token`]). Each console draws its own CSRF key.
+    /// [`basic_auth`] and [`bearer_token`]). Each console draws its own CSRF key unless
+    /// given one ([`with_csrf_key`](Self::with_csrf_key), for replicas).
     pub fn new(
         queue: impl QueueAdmin,
         authorize: impl Fn(&Parts) -> bool + Send + Sync + 'static,
@@ -133,6 +134,31 @@ impl Console {
             secure_cookie: false,
             page_size: DEFAULT_PAGE_SIZE,
         }
+    }
+
+    /// Keys the CSRF tokens of the console's forms with `key` instead of a key drawn
+    /// when the console is built. Give every replica behind one load balancer the same
+    /// key (32 random bytes from your secret store), or a form rendered by one replica
+    /// is refused (403, "reload the page") when its POST lands on another, and every
+    /// restart invalidates the pages open in browsers. Keep it secret: with it, a
+    /// cross-site form could carry a valid token for a nonce the attacker planted.
+    ///
+    /// ```
+    /// use stripe_webhooks::console::{bearer_token, Console};
+    /// use stripe_webhooks::queue::MemoryQueue;
+    ///
+    /// // In production: 64 hex characters from your secret store.
+    /// let hex_key = "5f1c0e9a7b3d4c2e8f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
+    /// let mut key = [0u8; 32];
+    /// hex::decode_to_slice(hex_key, &mut key)?;
+    /// let console = Console::new(MemoryQueue::new(), bearer_token("ops-token")).with_csrf_key(key);
+    /// # let _ = console;
+    /// # Ok::<(), hex::FromHexError>(())
+    /// ```
+    #[must_use]
+    pub fn with_csrf_key(mut self, key: [u8; 32]) -> Self {
+        self.csrf = Arc::new(csrf::Csrf::with_key(&key));
+        self
     }
 
     /// Answers refused requests with `WWW-Authenticate: Basic realm="…"`, so a browser

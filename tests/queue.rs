@@ -549,6 +549,25 @@ async fn shutdown_finishes_short_jobs_and_releases_long_ones() {
     assert_eq!((c.completed, c.queued, c.running), (2, 0, 0), "{c:?}");
 }
 
+/// An idle worker on a queue without wakeups (it sleeps its poll interval between
+/// takes) stops at once when asked: the sleep races the stop signal. Before, a worker
+/// polling hourly took up to an hour to shut down, past any grace.
+#[tokio::test]
+async fn an_idle_worker_stops_without_waiting_out_its_poll_interval() {
+    let queue = MemoryQueue::new();
+    let handle = Worker::new(queue.clone(), Recorder::default())
+        .with_poll_interval(Duration::from_secs(3600))
+        .spawn();
+    // Let it find the queue empty and go to sleep.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        handle.shutdown(Duration::from_secs(1)),
+    )
+    .await
+    .expect("shutdown returned within a minute, not an hour");
+}
+
 /// Waits (at most 2 s) until `n` jobs are running.
 async fn wait_running(queue: &MemoryQueue, n: u64) {
     for _ in 0..200 {
@@ -979,6 +998,62 @@ mod postgres {
         .execute(pool)
         .await
         .unwrap();
+    }
+
+    /// "Requeue all dead" walks every dead job even when another operator's requeue
+    /// takes one of a batch's jobs first: that batch comes back short by one, which
+    /// used to end the walk with the later dead jobs left dead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requeue_dead_walks_past_a_job_requeued_meanwhile() {
+        let (queue, pool, table) = queue_on("qrequeue").await;
+        let jobs = format!("{table}_jobs");
+        let n = 600;
+        for i in 0..n {
+            let body = customer_event(&format!("evt_rq_{i}"), &format!("cus_{i}"), 1);
+            queue
+                .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+                .await
+                .unwrap();
+        }
+        let taken = queue.take(n, Duration::from_secs(60), false).await.unwrap();
+        assert_eq!(taken.len(), n);
+        for job in &taken {
+            queue.fail(&job.token, "boom", None).await.unwrap();
+        }
+        // Another operator requeues the first dead job, in a transaction still open when
+        // the walk's first batch reaches it: the batch waits on its row, then skips it.
+        let mut other = pool.begin().await.unwrap();
+        stripe_webhooks::sqlx::query(&format!(
+            "UPDATE {jobs} SET state = 'queued' WHERE seq = (SELECT min(seq) FROM {jobs})"
+        ))
+        .execute(&mut *other)
+        .await
+        .unwrap();
+        let walk = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.requeue_dead().await.unwrap() }
+        });
+        let mut waited = false;
+        for _ in 0..500 {
+            let waiting: i64 = stripe_webhooks::sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND position($1 in query) > 0",
+            )
+            .bind(&jobs)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                waited = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(waited, "the walk never waited on the row");
+        other.commit().await.unwrap();
+        assert_eq!(walk.await.unwrap(), (n - 1) as u64);
+        let c = queue.counts().await.unwrap();
+        assert_eq!((c.dead, c.queued), (0, n as u64), "{c:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,10 +128,11 @@ impl<'a> NewJob<'a> {
             event_id: n.id.clone(),
             event_type: n.event_type.as_str().to_owned(),
             kind: PayloadKind::Thin,
+            // Within the connected account, as the ordering guard keys it.
             object_id: n
                 .related_object_id()
                 .filter(|id| !id.is_empty())
-                .map(str::to_owned),
+                .and_then(|_| n.ordering_key()),
             created: n.created_unix().unwrap_or(0),
             body,
         }
@@ -740,5 +741,40 @@ mod tests {
         let job = NewJob::parse(thin.as_bytes()).unwrap();
         assert_eq!((job.key.as_str(), job.kind), ("evt_1", PayloadKind::Thin));
         assert!(NewJob::parse(b"{}").is_err());
+    }
+
+    /// A Connect event's per-object key is its account's, in both families, as the
+    /// ordering guard keys it: one account's retrying job must not hold back another
+    /// account's on the same bare id, and a thin and a snapshot job about one object
+    /// share a key.
+    #[cfg(feature = "testing")]
+    #[test]
+    fn connect_jobs_are_keyed_within_their_account() {
+        let thin = crate::testing::ThinEventBuilder::new("evt_thin_1", "v1.capability.updated")
+            .related(
+                "card_payments",
+                "capability",
+                "/v1/accounts/acct_1/capabilities/card_payments",
+            )
+            .context("acct_1")
+            .build();
+        let job = NewJob::parse(thin.as_bytes()).unwrap();
+        assert_eq!(job.object_id.as_deref(), Some("acct_1/card_payments"));
+        let mut snapshot: serde_json::Value = serde_json::from_str(&crate::testing::event_json(
+            "evt_2",
+            "capability.updated",
+            r#"{"id":"card_payments","object":"capability"}"#,
+        ))
+        .unwrap();
+        snapshot["account"] = "acct_1".into();
+        let snapshot = snapshot.to_string();
+        let job = NewJob::parse(snapshot.as_bytes()).unwrap();
+        assert_eq!(job.object_id.as_deref(), Some("acct_1/card_payments"));
+        // No related object, or an empty id: no key at all (never `acct_1/`).
+        let bare = crate::testing::ThinEventBuilder::new("evt_thin_2", "v1.capability.updated")
+            .related("", "capability", "/v1/x")
+            .context("acct_1")
+            .build();
+        assert_eq!(NewJob::parse(bare.as_bytes()).unwrap().object_id, None);
     }
 }

@@ -106,7 +106,7 @@ const SQLITE: Statements = Statements {
         WHERE job_key = ?1 AND state IN ('dead', 'retrying') RETURNING seq",
     requeue_dead: "UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, \
         finished_at = NULL WHERE state = 'dead' AND seq IN (SELECT seq FROM {j} \
-        WHERE state = 'dead' AND seq > ?1 ORDER BY seq LIMIT ?2) RETURNING seq",
+        WHERE state = 'dead' AND seq > ?1 ORDER BY seq LIMIT ?2) RETURNING seq, 1",
     purge: "DELETE FROM {j} WHERE seq IN (SELECT seq FROM {j} WHERE state = 'completed' \
         AND finished_at <= {now} - ?1 LIMIT ?2)",
 };
@@ -151,10 +151,16 @@ const POSTGRES: Statements = Statements {
     // `state = 'dead'` on the updated row too: PostgreSQL re-checks a row that changed
     // meanwhile against the UPDATE's own conditions, not the subquery's, and a job
     // requeued and taken meanwhile must not be reset while it runs.
-    requeue_dead: "WITH up AS (UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, \
-        finished_at = NULL WHERE state = 'dead' AND seq IN (SELECT seq FROM {j} \
-        WHERE state = 'dead' AND seq > $1 ORDER BY seq LIMIT $2) RETURNING seq) \
-        SELECT seq, pg_notify('{j}', '') FROM up",
+    // Answers every candidate, requeued or not: a candidate that left `dead` meanwhile
+    // (requeued by key and taken) is skipped by the re-check, and a batch short by it
+    // must not end the walk.
+    requeue_dead: "WITH cand AS MATERIALIZED (SELECT seq FROM {j} \
+        WHERE state = 'dead' AND seq > $1 ORDER BY seq LIMIT $2), \
+        up AS (UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, \
+        finished_at = NULL WHERE state = 'dead' AND seq IN (SELECT seq FROM cand) RETURNING seq), \
+        woke AS (SELECT count(pg_notify('{j}', '')) AS n FROM (SELECT 1 FROM up LIMIT 1) AS one) \
+        SELECT cand.seq, CASE WHEN up.seq IS NULL THEN 0::int8 ELSE 1::int8 END FROM cand LEFT JOIN up ON up.seq = cand.seq \
+        CROSS JOIN woke",
     purge: "DELETE FROM {j} WHERE seq IN (SELECT seq FROM {j} WHERE state = 'completed' \
         AND finished_at <= {now} - $1 LIMIT $2)",
 };
@@ -623,7 +629,9 @@ where
 
     /// In batches of [`REQUEUE_BATCH`], each one statement, in seq order from where the
     /// last one ended: no statement locks every dead job, and a requeued job that fails
-    /// and is buried again meanwhile is not requeued twice by one call.
+    /// and is buried again meanwhile is not requeued twice by one call. Each statement
+    /// answers its candidates (seq, and 1 when requeued), so a batch in which another
+    /// operator's requeue took a job first still leads to the next.
     pub(crate) async fn requeue_dead(&self) -> Result<u64, StoreError> {
         let mut total = 0_u64;
         let mut after = i64::MIN;
@@ -634,12 +642,13 @@ where
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db_err)?;
-            total = total.saturating_add(rows.len() as u64);
-            if rows.len() < REQUEUE_BATCH as usize {
-                return Ok(total);
-            }
             for row in &rows {
                 after = after.max(row.try_get::<i64, _>(0).map_err(db_err)?);
+                let requeued = row.try_get::<i64, _>(1).map_err(db_err)?;
+                total = total.saturating_add(u64::from(requeued == 1));
+            }
+            if rows.len() < REQUEUE_BATCH as usize {
+                return Ok(total);
             }
         }
     }

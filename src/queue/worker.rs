@@ -317,6 +317,9 @@ pub const DEFAULT_JOB_DEADLINE: Duration = Duration::from_secs(60);
 /// taken as this, so a job's next run is always a time its database can hold.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// The most jobs a worker runs at once ([`Worker::with_concurrency`] caps at it).
+const MAX_CONCURRENCY: usize = 4096;
+
 /// The longest lease a [`Worker`] takes a job for (a day, as the processor's): longer
 /// ones, asked for or made from the deadline, are taken as this. The lease is renewed
 /// while the handler runs, so it bounds only how long a dead worker's job waits.
@@ -426,10 +429,10 @@ impl Worker {
         self
     }
 
-    /// How many jobs run at once (at least 1; default 4).
+    /// How many jobs run at once (1 to 4,096; default 4).
     #[must_use]
     pub fn with_concurrency(mut self, n: usize) -> Self {
-        self.settings.concurrency = n.max(1);
+        self.settings.concurrency = n.clamp(1, MAX_CONCURRENCY);
         self
     }
 
@@ -618,12 +621,15 @@ impl Worker {
             if jobs.is_empty() {
                 let queue = Arc::clone(&self.queue);
                 let poll = self.settings.poll_interval;
-                tokio::select! {
-                    woken = queue.wait_for_jobs(poll) => {
-                        if !woken {
-                            tokio::time::sleep(poll).await;
-                        }
+                // The whole wait races the stop signal, the sleep of a queue without
+                // wakeups included: a shutdown does not wait out a poll interval.
+                let wait = async {
+                    if !queue.wait_for_jobs(poll).await {
+                        tokio::time::sleep(poll).await;
                     }
+                };
+                tokio::select! {
+                    () = wait => {}
                     () = until_true(&mut taking) => {}
                 }
                 continue;

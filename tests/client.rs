@@ -234,6 +234,19 @@ async fn list_events_pages_newest_first_with_filters() {
         .await
         .unwrap();
     assert_eq!(ids(&back.data), ["evt_07", "evt_04"]);
+    // And on towards newer events: the next page ends before this page's newest.
+    let back_params = params.clone().with_ending_before("evt_02");
+    let next = back.next_params(&back_params).expect("newer events follow");
+    assert_eq!(
+        (
+            next.ending_before.as_ref().map(|e| e.as_str()),
+            next.starting_after.as_ref()
+        ),
+        (Some("evt_07"), None)
+    );
+    let newest = client.list_events(&ctx, &next).await.unwrap();
+    assert_eq!(ids(&newest.data), ["evt_10", "evt_08"]);
+    assert!(newest.next_params(&next).is_none());
     // Only the undelivered one.
     let failed = client
         .list_events(&ctx, &ListEventsParams::new().with_delivery_success(false))
@@ -1311,6 +1324,17 @@ fn fetch_latest_refuses_types_it_cannot_fetch() {
             other => panic!("{other:?}"),
         }
     }
+    // An upcoming invoice has no id: every delivery would fail on it.
+    let err = FetchLatest::new(
+        Recorder::default(),
+        Arc::clone(&client),
+        [EventType::from_wire("invoice.upcoming")],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, FetchLatestError::NoObjectId { .. }),
+        "{err:?}"
+    );
     for ty in [
         EventType::CheckoutSessionCompleted,
         EventType::InvoicePaymentFailed,

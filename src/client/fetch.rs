@@ -305,7 +305,17 @@ pub enum FetchLatestError {
         /// The event type.
         event_type: String,
     },
+    /// A type whose object has no id (`invoice.upcoming`: an invoice not created yet),
+    /// so there is nothing to fetch; every delivery would fail.
+    #[error("cannot fetch the object of {event_type} events: it has no id")]
+    NoObjectId {
+        /// The event type.
+        event_type: String,
+    },
 }
+
+/// Event types whose object has no id, so no API path.
+const WITHOUT_ID: &[&str] = &["invoice.upcoming"];
 
 /// What [`FetchLatest`] does when Stripe answers that the object does not exist (404).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -370,7 +380,9 @@ impl<H: EventHandler> FetchLatest<H> {
     /// # Errors
     ///
     /// [`FetchLatestError::NoApiPath`] for a type whose object has no known API path;
-    /// [`FetchLatestError::Deleted`] for a `*.deleted` type.
+    /// [`FetchLatestError::Deleted`] for a `*.deleted` type;
+    /// [`FetchLatestError::NoObjectId`] for a type whose object has no id
+    /// (`invoice.upcoming`).
     pub fn new(
         inner: H,
         client: Arc<dyn StripeClient>,
@@ -387,6 +399,11 @@ impl<H: EventHandler> FetchLatest<H> {
             }
             if ty.as_str().ends_with(".deleted") {
                 return Err(FetchLatestError::Deleted {
+                    event_type: ty.as_str().to_owned(),
+                });
+            }
+            if WITHOUT_ID.contains(&ty.as_str()) {
+                return Err(FetchLatestError::NoObjectId {
                     event_type: ty.as_str().to_owned(),
                 });
             }

@@ -37,8 +37,9 @@ pub const DEFAULT_BUCKET_RATE: u32 = 20;
 ///   [`API_VERSION`](super::API_VERSION) and the [`RequestContext`]'s headers.
 /// - Retries network errors, 409, 429 and 5xx answers (and whatever
 ///   `Stripe-Should-Retry: true` marks; never what `Stripe-Should-Retry: false` marks),
-///   with exponential backoff and full jitter, waiting as long as `Retry-After` says
-///   when the answer has one (seconds or an HTTP date), for at most [`DEFAULT_MAX_ATTEMPTS`] attempts within a total deadline
+///   with exponential backoff and jitter (each wait between half and all of its step,
+///   as Stripe's SDKs wait), and at least as long as `Retry-After` says when the
+///   answer has one (seconds or an HTTP date), for at most [`DEFAULT_MAX_ATTEMPTS`] attempts within a total deadline
 ///   ([`DEFAULT_DEADLINE`]). A wait that would pass the deadline is not started.
 /// - Keeps at most [`DEFAULT_MAX_CONCURRENCY`] requests in flight and sends at most
 ///   [`DEFAULT_BUCKET_RATE`] requests a second (a token bucket, bursting up to one
@@ -142,9 +143,9 @@ impl HttpClient {
         self
     }
 
-    /// Sets the backoff: the `n`th retry waits a random time up to
-    /// `min(max, base × 2ⁿ⁻¹)` (default 500 ms and 8 s), unless Stripe sent
-    /// `Retry-After`.
+    /// Sets the backoff: the `n`th retry waits a random time between half and all of
+    /// `min(max, base × 2ⁿ⁻¹)` (default 500 ms and 8 s), and at least what Stripe's
+    /// `Retry-After` says.
     #[must_use]
     pub fn with_backoff(mut self, base: Duration, max: Duration) -> Self {
         self.backoff_base = base;
@@ -156,7 +157,8 @@ impl HttpClient {
     /// and the clones made after.
     #[must_use]
     pub fn with_max_concurrency(mut self, max: usize) -> Self {
-        self.max_concurrency = max.max(1);
+        // `usize::MAX` for "no limit" is taken as tokio's most permits, not a panic.
+        self.max_concurrency = max.clamp(1, Semaphore::MAX_PERMITS);
         self.permits = Arc::new(Semaphore::new(self.max_concurrency));
         self
     }
@@ -233,8 +235,16 @@ impl HttpClient {
             return Ok(body);
         }
         let mut api = ApiError::from_response(status, &body, request_id, should_retry);
-        if let Some(m) = &mut api.message {
-            *m = self.redact(m);
+        for text in [
+            &mut api.message,
+            &mut api.code,
+            &mut api.error_type,
+            &mut api.request_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *text = self.redact(text);
         }
         Err(Failure {
             retryable: api.is_retryable(),
@@ -334,9 +344,10 @@ impl StripeClient for HttpClient {
                     last: Box::new(failure.error),
                 });
             }
-            let wait = failure.retry_after.unwrap_or_else(|| {
-                backoff(attempts, self.backoff_base, self.backoff_max, random_unit())
-            });
+            let wait = retry_wait(
+                backoff(attempts, self.backoff_base, self.backoff_max, random_unit()),
+                failure.retry_after,
+            );
             // `Retry-After` is the server's: a huge value must not overflow the clock.
             if wait >= deadline_at.saturating_duration_since(Instant::now()) {
                 return Err(exceeded(attempts, Some(failure.error)));
@@ -394,11 +405,21 @@ fn retry_after(value: &str) -> Option<Duration> {
     )
 }
 
-/// Full jitter: a wait of `unit` (0 to 1) times `min(max, base × 2^(attempt - 1))`.
+/// Equal jitter: a wait of `(1 + unit) / 2` (`unit` 0 to 1) times
+/// `min(max, base × 2^(attempt - 1))`, so between half and all of the step: retries of
+/// many clients spread out, and none comes back at once (full jitter's waits near zero
+/// are a burst against an API that just said it is busy).
 fn backoff(attempt: u32, base: Duration, max: Duration, unit: f64) -> Duration {
     let exp = 2u32.saturating_pow(attempt.saturating_sub(1));
     let cap = base.saturating_mul(exp).min(max);
-    cap.mul_f64(unit.clamp(0.0, 1.0))
+    cap.mul_f64((1.0 + unit.clamp(0.0, 1.0)) / 2.0)
+}
+
+/// The wait before a retry: the backoff, or longer when the server's `Retry-After`
+/// asks for longer. A `Retry-After` of 0 (or a date already past) is a floor, not a
+/// reason to retry at once.
+fn retry_wait(backoff: Duration, retry_after: Option<Duration>) -> Duration {
+    retry_after.map_or(backoff, |after| after.max(backoff))
 }
 
 /// A random number in 0 to 1 from the standard library's randomly keyed hasher: plenty
@@ -494,16 +515,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_to_its_cap_with_full_jitter() {
+    fn backoff_grows_to_its_cap_with_equal_jitter() {
         let (base, max) = (Duration::from_millis(100), Duration::from_secs(2));
         assert_eq!(backoff(1, base, max, 1.0), Duration::from_millis(100));
         assert_eq!(backoff(2, base, max, 1.0), Duration::from_millis(200));
         assert_eq!(backoff(4, base, max, 1.0), Duration::from_millis(800));
         assert_eq!(backoff(6, base, max, 1.0), max);
         assert_eq!(backoff(60, base, max, 1.0), max); // no overflow
-        assert_eq!(backoff(3, base, max, 0.0), Duration::ZERO);
-        assert_eq!(backoff(3, base, max, 0.5), Duration::from_millis(200));
+                                                      // Never under half the step.
+        assert_eq!(backoff(3, base, max, 0.0), Duration::from_millis(200));
+        assert_eq!(backoff(3, base, max, 0.5), Duration::from_millis(300));
         assert_eq!(backoff(0, base, max, 1.0), base);
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_on_the_backoff() {
+        let step = Duration::from_millis(400);
+        assert_eq!(retry_wait(step, None), step);
+        // `Retry-After: 0`, or a date already past: not a retry at once.
+        assert_eq!(retry_wait(step, Some(Duration::ZERO)), step);
+        assert_eq!(
+            retry_wait(step, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
     }
 
     #[test]

@@ -583,16 +583,24 @@ pub struct EventPage {
 }
 
 impl EventPage {
-    /// The parameters for the next (older) page: `params` with `starting_after` set to
-    /// this page's last event. `None` when there is no next page.
+    /// The parameters for the next page in the direction `params` walk: older events
+    /// (`starting_after` set to this page's last, oldest event), or, for a walk towards
+    /// newer events (`params` with `ending_before`), newer ones (`ending_before` set to
+    /// this page's first, newest event). `None` when there is no next page, and when
+    /// Stripe says there is more but the page is empty (no event to continue from: a
+    /// caller that must not miss events treats `has_more` with an empty page as an
+    /// error, as the reconciler does).
     pub fn next_params(&self, params: &ListEventsParams) -> Option<ListEventsParams> {
         if !self.has_more {
             return None;
         }
-        let last = self.data.last()?;
         let mut next = params.clone();
-        next.ending_before = None;
-        next.starting_after = Some(last.id().clone());
+        if params.ending_before.is_some() {
+            next.starting_after = None;
+            next.ending_before = Some(self.data.first()?.id().clone());
+        } else {
+            next.starting_after = Some(self.data.last()?.id().clone());
+        }
         Some(next)
     }
 }

@@ -1000,6 +1000,49 @@ mod postgres {
         .unwrap();
     }
 
+    /// The queue's `LISTEN` connection is not one of the pool's: on a pool of one
+    /// connection, a waiting worker (which holds the listener) still lets the ack path
+    /// enqueue and itself take, run and complete the job.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_listener_takes_no_connection_from_the_queues_pool() {
+        let url = std::env::var("DATABASE_URL_TEST").unwrap();
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&url)
+            .await
+            .unwrap();
+        let store = PostgresStore::new(pool)
+            .with_table(&unique("qonepool"))
+            .unwrap();
+        store.migrate().await.unwrap();
+        let queue = store.queue();
+        let recorder = Recorder::default();
+        let handle = Worker::new(queue.clone(), recorder.clone())
+            .with_poll_interval(Duration::from_secs(30))
+            .spawn();
+        // The worker finds nothing and waits on its listener.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let body = customer_event("evt_one_pool", "cus_1", 1);
+        let enqueued = tokio::time::timeout(
+            Duration::from_secs(20),
+            queue.enqueue(&NewJob::parse(body.as_bytes()).unwrap()),
+        )
+        .await
+        .expect("the enqueue got a connection");
+        assert_eq!(enqueued.unwrap(), Enqueued::Queued);
+        let mut done = false;
+        for _ in 0..400 {
+            if queue.counts().await.unwrap().completed == 1 {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        handle.shutdown(Duration::from_secs(1)).await;
+        assert!(done, "the job never completed: {:?}", queue.counts().await);
+    }
+
     /// "Requeue all dead" walks every dead job even when another operator's requeue
     /// takes one of a batch's jobs first: that batch comes back short by one, which
     /// used to end the walk with the later dead jobs left dead.

@@ -948,6 +948,9 @@ impl crate::SqliteStore {
 /// Workers take jobs with `FOR UPDATE SKIP LOCKED`, so replicas never wait on each other's
 /// rows, and are woken by `LISTEN`/`NOTIFY` (the enqueue statement notifies the channel
 /// named after the table), polling only as a fallback and for retries that come due.
+/// The `LISTEN` connection is the queue's own (made from the pool's connect options the
+/// first time a worker waits, shared by the clones of this queue), not one of the pool's:
+/// count one more server connection for each queue value that workers wait on.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), stripe_webhooks::StoreError> {
@@ -1049,8 +1052,15 @@ impl PostgresQueue {
                 _ => {
                     *slot = None;
                     let connected = async {
-                        let mut l =
-                            sqlx::postgres::PgListener::connect_with(&self.core.pool).await?;
+                        // On a pool of its own, of one connection: `PgListener` keeps the
+                        // connection it takes for good, and one taken from the queue's pool
+                        // would leave the takes, renewals and enqueues one fewer (none, on
+                        // a pool of one).
+                        let own = sqlx::postgres::PgPoolOptions::new()
+                            .max_connections(1)
+                            .connect_with((*self.core.pool.connect_options()).clone())
+                            .await?;
+                        let mut l = sqlx::postgres::PgListener::connect_with(&own).await?;
                         l.listen(&self.core.jobs).await?;
                         Ok::<_, sqlx::Error>(l)
                     };

@@ -549,6 +549,43 @@ async fn shutdown_finishes_short_jobs_and_releases_long_ones() {
     assert_eq!((c.completed, c.queued, c.running), (2, 0, 0), "{c:?}");
 }
 
+/// A handler whose `handles_event` check panics: the job is dead at once, saying so,
+/// instead of the worker's task dying with it (the job then sat running until its lease
+/// ended, an attempt counted at each take, and died as "no run settled").
+#[tokio::test]
+async fn a_panicking_handles_check_makes_the_job_dead_with_why() {
+    struct Picky;
+    #[async_trait]
+    impl EventHandler for Picky {
+        async fn handle(&self, _: &Event) -> Result<(), HandlerError> {
+            Ok(())
+        }
+        fn handles_event(&self, event: &Event) -> bool {
+            assert!(event.id().as_str() != "evt_bad", "no such customer tier");
+            true
+        }
+    }
+    let queue = MemoryQueue::new();
+    for id in ["evt_bad", "evt_good"] {
+        let body = customer_event(id, &format!("cus_{id}"), 1);
+        queue
+            .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+            .await
+            .unwrap();
+    }
+    let worker = Worker::new(queue.clone(), Picky);
+    worker.run_once().await.unwrap();
+    let bad = queue.job(&"evt_bad".into()).await.unwrap().unwrap();
+    assert_eq!(bad.state, JobState::Dead, "{bad:?}");
+    let why = bad.last_error.unwrap_or_default();
+    assert!(
+        why.contains("handles_event check panicked") && why.contains("no such customer tier"),
+        "{why}"
+    );
+    let good = queue.job(&"evt_good".into()).await.unwrap().unwrap();
+    assert_eq!(good.state, JobState::Completed);
+}
+
 /// An idle worker on a queue without wakeups (it sleeps its poll interval between
 /// takes) stops at once when asked: the sleep races the stop signal. Before, a worker
 /// polling hourly took up to an hour to shut down, past any grace.

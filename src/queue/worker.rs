@@ -16,7 +16,7 @@ use super::{Job, PayloadKind, Queue};
 use crate::event::{Event, EventNotification, EventType, ThinEventType};
 use crate::handler::{EventHandler, HandlerError, ThinEventHandler};
 use crate::idempotency::StoreError;
-use crate::processor::{handler_future, run_handler, store_call};
+use crate::processor::{check_caught, handler_future, run_handler, store_call};
 
 /// When a failed job runs again, and when it is given up as dead.
 ///
@@ -202,8 +202,10 @@ impl Runner for Handlers {
                         return Ran::permanent(format!("the queued body is not an event: {e}"))
                     }
                 };
-                if !h.handles_event(&event) {
-                    return Ran::Skipped;
+                match check_caught(|| h.handles_event(&event)) {
+                    Ok(true) => {}
+                    Ok(false) => return Ran::Skipped,
+                    Err(panic) => return Ran::permanent(check_panicked("handles_event", &panic)),
                 }
                 match run_handler(handler_future(|| h.handle(&event)), deadline).await {
                     Ok(()) => Ran::Succeeded,
@@ -220,8 +222,12 @@ impl Runner for Handlers {
                         return Ran::permanent(format!("the queued body is not an event: {e}"))
                     }
                 };
-                if !h.handles_notification(&n) {
-                    return Ran::Skipped;
+                match check_caught(|| h.handles_notification(&n)) {
+                    Ok(true) => {}
+                    Ok(false) => return Ran::Skipped,
+                    Err(panic) => {
+                        return Ran::permanent(check_panicked("handles_notification", &panic))
+                    }
                 }
                 match run_handler(handler_future(|| h.handle(&n)), deadline).await {
                     Ok(()) => Ran::Succeeded,
@@ -230,6 +236,12 @@ impl Runner for Handlers {
             }
         }
     }
+}
+
+/// Why a job is dead whose handler's check panicked: the check panics the same way each
+/// time, so the job waits for a fix and a requeue.
+pub(crate) fn check_panicked(check: &str, panic: &str) -> String {
+    format!("the handler's {check} check panicked: {panic} (fix it, then requeue the job)")
 }
 
 /// A job of a family the worker has no handler for is kept dead rather than dropped: with

@@ -1843,6 +1843,35 @@ impl Queue for LateTake {
     }
 }
 
+/// A take that answers after the job's lease may have ended (a lease of 300 ms, a take
+/// of 300 ms): the worker gives the job back, queued at once with the attempt not
+/// counted, rather than start a handler it would stop at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_taken_after_its_lease_window_is_given_back_unrun() {
+    let queue = LateTake {
+        inner: MemoryQueue::new(),
+        late: Arc::new(AtomicUsize::new(1)),
+    };
+    let body = customer_event("evt_slow_take", "cus_1", testing::now());
+    enqueue_body(&queue, &body).await;
+    let handler = Recorder::default();
+    let worker = Worker::new(queue.clone(), handler.clone())
+        .with_store_timeout(Duration::from_secs(5))
+        .with_lease(Duration::from_millis(300));
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert!(handler.seen().is_empty(), "{:?}", handler.seen());
+    let rec = queue
+        .inner
+        .job(&"evt_slow_take".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((rec.state, rec.attempts), (JobState::Queued, 0), "{rec:?}");
+    // The next take is prompt: the job runs.
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(handler.seen(), ["evt_slow_take"]);
+}
+
 /// A take that answers after the worker's timeout still took its jobs: the worker gives
 /// them back when it answers, queued again at once with the attempt not counted, rather
 /// than leave them running under a lease no one holds (a lease's wait, an attempt spent).

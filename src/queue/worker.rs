@@ -778,6 +778,12 @@ async fn run_job(
             ),
             permanent: true,
         })
+    } else if Instant::now() >= taken_at + (s.lease - s.lease / 10) {
+        // The take answered so late that the lease may already have ended: the handler
+        // would be stopped as soon as it started. Give the job back (fenced: a no-op if
+        // it is another worker's now) instead, queued again at once.
+        note_late_take(&job, taken_at.elapsed(), s.lease);
+        Held::Stopped
     } else {
         let run = runner.run(&job, s.deadline);
         tokio::pin!(run);
@@ -917,6 +923,17 @@ fn note_failed(job: &Job, error: &str, retry_in: Option<Duration>) {
             "job failed its last attempt and is dead"
         ),
     }
+}
+
+#[allow(unused_variables)]
+fn note_late_take(job: &Job, took: Duration, lease: Duration) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        job = %job.key(),
+        took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+        "the take answered after its lease's safe window; the job is given back without running (raise the lease)"
+    );
 }
 
 #[allow(unused_variables)]

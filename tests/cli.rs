@@ -865,6 +865,52 @@ async fn send_signs_and_posts_events() {
             .code,
         2
     );
+    // So are nothing to send and a URL that is not one (named without its password).
+    for args in [
+        &["send", "--url", &url, "--count", "0"][..],
+        &["send", "--url", &url, "--duplicates", "0"],
+        &["send", "--url", "ops:s3cret@localhost:4242/webhook"],
+    ] {
+        let out = cli(args).await;
+        assert_eq!(out.code, 2, "{args:?}: {out:#?}");
+        assert!(!out.stderr.contains("s3cret"), "{out:#?}");
+    }
+
+    // Answers a smoke test must not pass: the service refused good deliveries (a
+    // secret that does not match), or took a bad signature.
+    let refused = cli(&["send", "--url", &url, "--secret", "whsec_another_secret"]).await;
+    assert_eq!(refused.code, 1, "{refused:#?}");
+    assert!(refused.stdout.contains(" 400 "), "{refused:#?}");
+    assert!(
+        refused
+            .stderr
+            .contains("1 of 1 deliveries were answered 1×400"),
+        "{refused:#?}"
+    );
+    let (lax, _) = endpoint("whsec_not_the_right_secret").await;
+    let took = cli(&["send", "--url", &lax, "--bad-signature"]).await;
+    assert_eq!(took.code, 1, "{took:#?}");
+    assert!(took.stderr.contains("not refused with a 4xx"), "{took:#?}");
+}
+
+/// A send that fails names the URL without its password, in any spelling (as typed or
+/// percent-encoded: `p@ss` as `p%40ss`).
+#[tokio::test]
+async fn send_errors_never_show_the_urls_password() {
+    let out = cli(&[
+        "send",
+        "--url",
+        "http://ops:p@ss^w:rd@127.0.0.1:1/webhook",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.code, 1, "{out:#?}");
+    for shown in ["p@ss", "p%40ss", "w:rd", "%5Ew", "^w"] {
+        assert!(
+            !out.stdout.contains(shown) && !out.stderr.contains(shown),
+            "{shown}: {out:#?}"
+        );
+    }
 }
 
 #[tokio::test]

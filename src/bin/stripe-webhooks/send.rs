@@ -136,6 +136,23 @@ pub(crate) async fn run(a: SendArgs, json: bool) -> Result<(), CliError> {
             "http://127.0.0.1:4242/webhook".to_owned()
         }
     });
+    if a.count == 0 || a.duplicates == 0 {
+        return Err(CliError::Usage(
+            "--count and --duplicates must be at least 1".to_owned(),
+        ));
+    }
+    match reqwest::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+        // Not echoed: a value without `http://` may still hold a password
+        // (`user:pass@host` reads as scheme `user`) that nothing could find to hide.
+        _ => {
+            return Err(CliError::Usage(
+                "--url is not an http:// or https:// URL (for example \
+                 http://127.0.0.1:4242/webhook)"
+                    .to_owned(),
+            ))
+        }
+    }
     let secret = match (&a.secret, a.thin) {
         (Some(s), _) => s.clone(),
         (None, false) => first_secret("STRIPE_WEBHOOK_SECRET", DEV_SECRET),
@@ -270,6 +287,46 @@ pub(crate) async fn run(a: SendArgs, json: bool) -> Result<(), CliError> {
              running there? (`cargo run --example queue --features axum,sqlite,tracing`)",
             summary.sent
         )));
+    }
+    // A smoke test passes only when the service answered as it should: 2xx for a good
+    // signature, a 4xx refusal for a bad or stale one.
+    let refusal_expected = a.bad_signature || a.stale;
+    let unexpected: BTreeMap<u16, usize> = summary
+        .statuses
+        .iter()
+        .filter(|(s, _)| {
+            if refusal_expected {
+                !(400..500).contains(*s)
+            } else {
+                !(200..300).contains(*s)
+            }
+        })
+        .map(|(s, n)| (*s, *n))
+        .collect();
+    if !unexpected.is_empty() {
+        let answered: Vec<String> = unexpected.iter().map(|(s, n)| format!("{n}×{s}")).collect();
+        let count: usize = unexpected.values().sum();
+        return Err(CliError::Other(if refusal_expected {
+            format!(
+                "{count} of {} deliveries signed {} were answered {}, not refused with a 4xx: \
+                 the service does not check signatures as it should",
+                summary.sent,
+                if a.bad_signature {
+                    "with a wrong secret"
+                } else {
+                    "an hour ago"
+                },
+                answered.join(", ")
+            )
+        } else {
+            format!(
+                "{count} of {} deliveries were answered {}, not 2xx: a 400 is a secret that \
+                 does not match the service's (--secret, STRIPE_WEBHOOK_SECRET), a 5xx the \
+                 handler or its store failing",
+                summary.sent,
+                answered.join(", ")
+            )
+        }));
     }
     Ok(())
 }

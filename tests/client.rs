@@ -1002,6 +1002,80 @@ async fn network_errors_are_network_errors() {
     assert!(matches!(**last, ClientError::Network(_)), "{last:?}");
 }
 
+/// A server that answers every request with `head` and then `body_len` bytes of `x`,
+/// chunked when `head` says so. Returns its base URL.
+async fn endless_server(head: &'static str, body_len: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunked = head.contains("chunked");
+                let piece = vec![b'x'; 1 << 20];
+                let mut sent = 0;
+                while sent < body_len {
+                    let n = piece.len().min(body_len - sent);
+                    let framed = if chunked {
+                        [
+                            format!("{n:x}\r\n").into_bytes(),
+                            piece[..n].to_vec(),
+                            b"\r\n".to_vec(),
+                        ]
+                        .concat()
+                    } else {
+                        piece[..n].to_vec()
+                    };
+                    if socket.write_all(&framed).await.is_err() {
+                        return;
+                    }
+                    sent += n;
+                }
+                let _ = socket.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// An answer larger than the client reads (64 MiB), announced or streamed, is an error,
+/// not the process's memory; it is not retried.
+#[tokio::test]
+async fn an_endless_answer_is_refused_not_read_into_memory() {
+    let announced = endless_server(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000000000\r\n\r\n",
+        1 << 20,
+    )
+    .await;
+    let streamed = endless_server(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+        65 << 20,
+    )
+    .await;
+    for base in [announced, streamed] {
+        let client = HttpClient::new(stripe_webhooks::client::ApiKey::new(FAKE_API_KEY).unwrap())
+            .unwrap()
+            .with_base_url(base)
+            .with_max_attempts(3);
+        let err = client
+            .retrieve_event(&RequestContext::platform(), "evt_1")
+            .await
+            .unwrap_err();
+        match &err {
+            ClientError::Decode { path, message } => {
+                assert_eq!(path, "/v1/events/evt_1");
+                assert!(message.contains("larger than 64 MiB"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_bad_base_url_is_not_retried() {
     let client = HttpClient::new(stripe_webhooks::client::ApiKey::new(FAKE_API_KEY).unwrap())

@@ -227,10 +227,7 @@ impl HttpClient {
             _ => None,
         });
         let retry_after = header("retry-after").and_then(|v| retry_after(&v));
-        let body = response
-            .text()
-            .await
-            .map_err(|e| Failure::retry(self.network(e)))?;
+        let body = self.read_body(response, url).await?;
         if (200..300).contains(&status) {
             return Ok(body);
         }
@@ -250,6 +247,45 @@ impl HttpClient {
             retryable: api.is_retryable(),
             retry_after,
             error: ClientError::Api(api),
+        })
+    }
+
+    /// Reads an answer's body, at most [`MAX_BODY`] bytes: a proxy or a wrong base URL
+    /// streaming without end must not take the process's memory. (Stripe's largest
+    /// answers, a page of 100 events with their objects, are a few MiB.)
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        url: &str,
+    ) -> Result<String, Failure> {
+        let too_large = || {
+            let path = url.strip_prefix(self.base_url.as_str()).unwrap_or(url);
+            Failure::fatal(ClientError::Decode {
+                path: path.split('?').next().unwrap_or(path).to_owned(),
+                message: format!("the answer is larger than {} MiB", MAX_BODY >> 20),
+            })
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| Failure::retry(self.network(e)))?
+        {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        // As `Response::text` reads it: invalid UTF-8 replaced, never an error.
+        Ok(match String::from_utf8(body) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         })
     }
 
@@ -391,6 +427,9 @@ impl fmt::Debug for HttpClient {
             .finish()
     }
 }
+
+/// The largest answer body the client reads: 64 MiB.
+const MAX_BODY: usize = 64 << 20;
 
 /// A `Retry-After` value: seconds, or an HTTP date (a past one is no wait); `None` when
 /// it is neither, and the backoff decides.

@@ -690,6 +690,7 @@ pub(crate) fn handler_future<'a>(call: impl FnOnce() -> HandlerFuture<'a>) -> Ha
 /// Calls a handler's synchronous check (`handles`, `handles_event`…) with its panic
 /// caught: `Err` with the panic's message. A worker must not lose the job's task to it
 /// (the job would sit running until its lease ended, an attempt counted each time).
+#[cfg(feature = "tokio")]
 pub(crate) fn check_caught<T>(check: impl FnOnce() -> T) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(check)).map_err(|payload| panic_message(&*payload))
 }

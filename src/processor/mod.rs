@@ -20,11 +20,13 @@ use crate::idempotency::IdempotencyStore;
 use crate::signature::{VerifiedPayload, Verifier};
 
 use crate::idempotency::OrderingStore;
+#[cfg(feature = "tokio")]
+pub(crate) use dispatch::check_caught;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use dispatch::fetch_within;
-#[cfg_attr(not(feature = "tokio"), allow(unused_imports))]
-pub(crate) use dispatch::{check_caught, handler_future, run_handler, store_call};
 use dispatch::{claim_and_run, OrderingGuard, StoreDispatcher};
+#[cfg_attr(not(feature = "tokio"), allow(unused_imports))]
+pub(crate) use dispatch::{handler_future, run_handler, store_call};
 pub(crate) use dispatch::{DispatchSettings, Dispatched, Dispatcher};
 #[cfg(any(feature = "axum", feature = "actix-web"))]
 pub(crate) use outcome::Answer;

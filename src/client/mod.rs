@@ -692,24 +692,15 @@ impl ListV2EventsParams {
     }
 
     /// The query string pairs, as Stripe's SDKs spell a v2 list's query (stripe-node
-    /// and stripe-python encode a v2 array by repeating its name, where a v1 one is
-    /// indexed): `types` once per type, and the `created` object's members in brackets
-    /// (`created[gte]`).
-    ///
-    /// ```
-    /// use stripe_webhooks::client::ListV2EventsParams;
-    ///
-    /// let q = ListV2EventsParams::new().with_types(["v1.customer.updated", "v1.invoice.paid"]).to_query();
-    /// assert_eq!(q, [("types".to_owned(), "v1.customer.updated".to_owned()),
-    ///                ("types".to_owned(), "v1.invoice.paid".to_owned())]);
-    /// ```
+    /// 23.1.0, API `2026-10-28.endive`): `types[0]`, `types[1]`, … and the `created`
+    /// object's members in brackets (`created[gte]`).
     pub fn to_query(&self) -> Vec<(String, String)> {
         let mut q = Vec::new();
         if let Some(v) = &self.object_id {
             q.push(("object_id".to_owned(), v.clone()));
         }
-        for t in &self.types {
-            q.push(("types".to_owned(), t.clone()));
+        for (i, t) in self.types.iter().enumerate() {
+            q.push((format!("types[{i}]"), t.clone()));
         }
         for (k, v) in [
             ("created[gt]", &self.created_gt),

@@ -188,9 +188,8 @@ impl State {
 ///   `starting_after`, `ending_before` and `limit` (1–100, default 10), answering
 ///   `{"object": "list", "data", "has_more", "url"}`;
 /// - `GET /v1/events/{id}` ([`add_event`](Self::add_event));
-/// - `GET /v2/core/events` with `object_id`, `types` (repeated, one per type, as
-///   Stripe's SDKs send a v2 array; the v1 spelling `types[0]` is refused as an unknown
-///   parameter), `created[gt|gte|lt|lte]`
+/// - `GET /v2/core/events` with `object_id`, `types[0]`, `types[1]`, … (or `types`
+///   repeated), `created[gt|gte|lt|lte]`
 ///   (RFC 3339), `limit` (default 20) and `page`, answering `{"data", "next_page_url",
 ///   "previous_page_url"}` (the page URLs keep the filters);
 ///
@@ -844,7 +843,7 @@ fn limit_param(request: &RecordedRequest, default: usize) -> Result<usize, Answe
     }
 }
 
-/// `GET /v1/events`' types: `types[]`, `types[0]`, `types` and `type`.
+/// `types[]`, `types[0]`, `types` and `type`.
 fn types_param(request: &RecordedRequest) -> Vec<&str> {
     request
         .query
@@ -1026,7 +1025,7 @@ fn list_v2(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
                 "created[lt]",
                 "created[lte]",
             ],
-            &[],
+            &["types["],
         )?;
         let limit = limit_param(request, 20)?;
         let gt = time_param(request, "created[gt]")?;
@@ -1034,12 +1033,7 @@ fn list_v2(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
         let lt = time_param(request, "created[lt]")?;
         let lte = time_param(request, "created[lte]")?;
         let object_id = request.query_value("object_id");
-        let types: Vec<&str> = request
-            .query
-            .iter()
-            .filter(|(k, _)| k == "types")
-            .map(|(_, v)| v.as_str())
-            .collect();
+        let types = types_param(request);
         // A page token is a cursor, as Stripe's: the key of the event a page starts
         // after (`fake_after_…`, older events) or ends before (`fake_before_…`, newer
         // ones), so events added between two requests neither repeat nor vanish.

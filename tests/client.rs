@@ -1436,6 +1436,28 @@ async fn a_deleted_object_fails_the_delivery_unless_told_to_skip_it() {
         },
     );
     assert_eq!(deliver(WhenGone::Skip).await, (500, 0));
+    // Nor is a 404 that is not Stripe's `resource_missing` (a wrong base URL, a
+    // proxy's page).
+    let proxy = endless_server(
+        "HTTP/1.1 404 Not Found\r\ncontent-length: 9\r\n\r\nnot here!",
+        0,
+    )
+    .await;
+    let recorder = Recorder::default();
+    let lost = FetchLatest::new(
+        recorder.clone(),
+        Arc::new(
+            HttpClient::new(stripe_webhooks::client::ApiKey::new(FAKE_API_KEY).unwrap())
+                .unwrap()
+                .with_base_url(proxy),
+        ),
+        [EventType::CustomerSubscriptionUpdated],
+    )
+    .unwrap()
+    .when_gone(WhenGone::Skip);
+    let event = dangerous::parse_unverified(body.as_bytes()).unwrap();
+    assert!(lost.handle(&event).await.is_err());
+    assert!(recorder.0.lock().unwrap().is_empty());
     // And an object that is there runs the handler on it.
     fake.add_object(
         "/v1/subscriptions/sub_gone",

@@ -1844,10 +1844,11 @@ impl Queue for LateTake {
 }
 
 /// A take that answers after the job's lease may have ended (a lease of 300 ms, a take
-/// of 300 ms): the worker gives the job back, queued at once with the attempt not
-/// counted, rather than start a handler it would stop at once.
+/// of 300 ms): the worker does not start a handler it would stop at once; it records the
+/// attempt as failed, saying why, so the job is retried and, were every take this slow,
+/// would end dead rather than loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_taken_after_its_lease_window_is_given_back_unrun() {
+async fn a_job_taken_after_its_lease_window_is_retried_unrun() {
     let queue = LateTake {
         inner: MemoryQueue::new(),
         late: Arc::new(AtomicUsize::new(1)),
@@ -1857,7 +1858,12 @@ async fn a_job_taken_after_its_lease_window_is_given_back_unrun() {
     let handler = Recorder::default();
     let worker = Worker::new(queue.clone(), handler.clone())
         .with_store_timeout(Duration::from_secs(5))
-        .with_lease(Duration::from_millis(300));
+        .with_lease(Duration::from_millis(300))
+        .with_retry(RetryPolicy::new(
+            3,
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+        ));
     assert_eq!(worker.run_once().await.unwrap(), 1);
     assert!(handler.seen().is_empty(), "{:?}", handler.seen());
     let rec = queue
@@ -1866,8 +1872,15 @@ async fn a_job_taken_after_its_lease_window_is_given_back_unrun() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((rec.state, rec.attempts), (JobState::Queued, 0), "{rec:?}");
+    assert_eq!(
+        (rec.state, rec.attempts),
+        (JobState::Retrying, 1),
+        "{rec:?}"
+    );
+    let why = rec.last_error.unwrap_or_default();
+    assert!(why.contains("raise the worker's lease"), "{why}");
     // The next take is prompt: the job runs.
+    tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(worker.run_once().await.unwrap(), 1);
     assert_eq!(handler.seen(), ["evt_slow_take"]);
 }

@@ -328,11 +328,22 @@ pub enum WhenGone {
     #[default]
     Fail,
     /// Run nothing and answer the delivery handled (with a `tracing` warning under the
-    /// `tracing` feature): the object was deleted after the event (a product, a draft
-    /// invoice, a plan…), so there is no current state to act on, and the deletion's own
-    /// event (`*.deleted`, which `FetchLatest` passes through as delivered) tells the
-    /// handler. Without it, each such event fails every retry for three days.
+    /// `tracing` feature) when Stripe answers 404 `resource_missing`: the object was
+    /// deleted after the event (a product, a draft invoice, a plan…), so there is no
+    /// current state to act on, and the deletion's own event (`*.deleted`, which
+    /// `FetchLatest` passes through as delivered) tells the handler. Without it, each
+    /// such event fails every retry for three days. Stripe answers the same to a request
+    /// for the wrong account or with a key of the other mode, which this also skips:
+    /// choose it once fetches are known to work. Any other 404 (a wrong base URL, a
+    /// proxy's page) still fails.
     Skip,
+}
+
+/// Whether Stripe said the object does not exist: a 404 with its `resource_missing`
+/// code, not any 404 (a wrong base URL or a proxy's own 404 page says nothing about the
+/// object, and must fail).
+fn is_gone(e: &ClientError) -> bool {
+    matches!(e, ClientError::Api(api) if api.is_not_found() && api.code.as_deref() == Some("resource_missing"))
 }
 
 /// A handler wrapper that fetches before acting: for the event types you choose, it
@@ -453,7 +464,7 @@ impl<H: EventHandler> EventHandler for FetchLatest<H> {
         }
         let fresh = match event.refetched(self.client.as_ref()).await {
             Ok(fresh) => fresh,
-            Err(e) if e.is_not_found() && self.when_gone == WhenGone::Skip => {
+            Err(e) if self.when_gone == WhenGone::Skip && is_gone(&e) => {
                 #[cfg(feature = "tracing")]
                 tracing::warn!(
                     event_id = %event.id(),

@@ -780,10 +780,21 @@ async fn run_job(
         })
     } else if Instant::now() >= taken_at + (s.lease - s.lease / 10) {
         // The take answered so late that the lease may already have ended: the handler
-        // would be stopped as soon as it started. Give the job back (fenced: a no-op if
-        // it is another worker's now) instead, queued again at once.
-        note_late_take(&job, taken_at.elapsed(), s.lease);
-        Held::Stopped
+        // would be stopped as soon as it started. Record a failed attempt instead
+        // (fenced: a no-op if the job is another worker's now), so the job comes back
+        // after the retry policy's delay and, if every take is this slow, ends dead with
+        // why rather than being taken and given back for ever.
+        let took = taken_at.elapsed();
+        note_late_take(&job, took, s.lease);
+        Held::Ran(Ran::Failed {
+            error: format!(
+                "not run: the take answered after {} ms, past 90% of the {} ms lease (raise \
+                 the worker's lease above the queue's take time)",
+                took.as_millis(),
+                s.lease.as_millis()
+            ),
+            permanent: false,
+        })
     } else {
         let run = runner.run(&job, s.deadline);
         tokio::pin!(run);
@@ -932,7 +943,7 @@ fn note_late_take(job: &Job, took: Duration, lease: Duration) {
         job = %job.key(),
         took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
         lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
-        "the take answered after its lease's safe window; the job is given back without running (raise the lease)"
+        "the take answered after its lease's safe window; the job was not run and will be retried (raise the lease)"
     );
 }
 

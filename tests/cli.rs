@@ -540,29 +540,44 @@ async fn a_typed_store_flag_beats_the_environment() {
     assert!(!env.stderr.contains(":pw@"), "{env:#?}");
 }
 
-/// `purge --older-than` is also the age of the store records it deletes, not the
-/// store's default retention (30 days), which may be shorter than the service's.
+/// `purge` deletes store records only when told their age (`--records-older-than`),
+/// never on the store's default retention (30 days), which may be shorter than the
+/// service's; an age under 3 days needs `--force`; Redis records expire on their own.
 #[tokio::test]
-async fn purge_deletes_store_records_by_the_age_given() {
+async fn purge_deletes_store_records_only_by_the_age_given() {
     let dir = TempDir::new("cli-purge-age");
     let flags = sqlite_flags(&dir);
     on(&flags, &["migrate"]).await.ok();
     let store = SqliteStore::connect(dir.join("cli.db")).await.unwrap();
     make_failed(&store, "evt_failed").await;
-    let kept = on(&flags, &["purge", "--older-than", "4d", "--json"])
+    let record = || async { store.record(&EventId::new("evt_failed")).await.unwrap() };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Jobs only, even with `--force` and a zero age: the records are kept.
+    let kept = on(
+        &flags,
+        &["purge", "--older-than", "0s", "--force", "--json"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(kept["store_records"], Value::Null, "{kept}");
+    assert!(record().await.is_some());
+    let kept = on(&flags, &["purge", "--records-older-than", "4d", "--json"])
         .await
         .ok()
         .json();
     assert_eq!(kept["store_records"], 0, "{kept}");
-    assert!(store
-        .record(&EventId::new("evt_failed"))
-        .await
-        .unwrap()
-        .is_some());
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(kept["records_older_than_secs"], 4 * 86_400, "{kept}");
+    let refused = on(&flags, &["purge", "--records-older-than", "1h"]).await;
+    assert_eq!(refused.code, 2, "{refused:#?}");
+    assert!(
+        refused.stderr.contains("--records-older-than 1h"),
+        "{refused:#?}"
+    );
+    assert!(record().await.is_some());
     let purged = on(
         &flags,
-        &["purge", "--older-than", "0s", "--force", "--json"],
+        &["purge", "--records-older-than", "0s", "--force", "--json"],
     )
     .await
     .ok()
@@ -572,11 +587,12 @@ async fn purge_deletes_store_records_by_the_age_given() {
         purged["target"].as_str().unwrap().contains("cli.db"),
         "{purged}"
     );
-    assert!(store
-        .record(&EventId::new("evt_failed"))
-        .await
-        .unwrap()
-        .is_none());
+    assert!(record().await.is_none());
+    let text = on(&flags, &["purge"]).await.ok().stdout;
+    assert!(
+        text.contains("no store records (give --records-older-than"),
+        "{text}"
+    );
 }
 
 // ---- PostgreSQL ----
@@ -744,6 +760,13 @@ async fn redis_operator_flow() {
     assert_eq!(shown["record"]["status"], "failed");
     let missing = on(&flags, &["show", "evt_redis_nothing"]).await;
     assert_eq!(missing.code, 3, "{missing:#?}");
+    // Redis records expire on their own: no age to purge them by.
+    let refused = on(&flags, &["purge", "--records-older-than", "30d"]).await;
+    assert_eq!(refused.code, 2, "{refused:#?}");
+    assert!(
+        refused.stderr.contains("expire on their own"),
+        "{refused:#?}"
+    );
 }
 
 #[tokio::test]

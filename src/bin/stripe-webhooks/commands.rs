@@ -411,20 +411,45 @@ struct Purged<'a> {
     target: &'a str,
     completed_jobs: u64,
     older_than_secs: u64,
-    store_records: u64,
+    /// Claims abandoned an hour or more ago, recorded as failed.
+    abandoned_recorded_failed: u64,
+    /// Store records (and watermarks) deleted: only with `--records-older-than`.
+    store_records: Option<u64>,
+    records_older_than_secs: Option<u64>,
 }
 
 /// How long Stripe retries a delivery: a completed job younger than this may still see
 /// its event again, and its key is what makes that a duplicate.
 const STRIPE_RETRY_WINDOW: Duration = Duration::from_secs(3 * 86_400);
 
-/// `purge`: completed jobs older than `older_than`, in batches, and the store's
-/// completed and failed records and watermarks older than the same age (not the store's
-/// default retention, which may be shorter than the service's). Under
+/// `purge`'s ages: completed jobs', and the store records' when they are to go too.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PurgeAges {
+    pub(crate) jobs: Duration,
+    pub(crate) records: Option<Duration>,
+}
+
+/// Refuses an age under [`STRIPE_RETRY_WINDOW`] without `force`.
+fn check_age(flag: &str, age: Duration, force: bool) -> Result<(), CliError> {
+    if age < STRIPE_RETRY_WINDOW && !force {
+        return Err(CliError::Usage(format!(
+            "{flag} {} is under 3 days: Stripe retries a delivery for up to three days \
+             and the reconciler looks back as far, and a purged event would run again; \
+             pass --force to purge anyway",
+            human(age)
+        )));
+    }
+    Ok(())
+}
+
+/// `purge`: completed jobs older than `ages.jobs`, in batches; the store's abandoned
+/// claims recorded failed; and, when `ages.records` is given, the store's completed and
+/// failed records and watermarks older than that (never on the store's default
+/// retention, which may be shorter than the service's). Ages under
 /// [`STRIPE_RETRY_WINDOW`] only with `force`.
 pub(crate) async fn purge(
     b: &Backend,
-    older_than: Duration,
+    ages: PurgeAges,
     batch: usize,
     force: bool,
     json: bool,
@@ -432,19 +457,22 @@ pub(crate) async fn purge(
     if batch == 0 {
         return Err(CliError::Usage("--batch must be at least 1".to_owned()));
     }
-    if older_than < STRIPE_RETRY_WINDOW && !force {
-        return Err(CliError::Usage(format!(
-            "--older-than {} is under 3 days: Stripe retries a delivery for up to three days \
-             and the reconciler looks back as far, and a purged job's event would run again; \
-             pass --force to purge anyway",
-            human(older_than)
-        )));
+    check_age("--older-than", ages.jobs, force)?;
+    if let Some(records) = ages.records {
+        if b.kind() == "redis" {
+            return Err(CliError::Usage(
+                "--records-older-than is for the SQL stores: Redis records expire on their \
+                 own, after the retention the service wrote them with"
+                    .to_owned(),
+            ));
+        }
+        check_age("--records-older-than", records, force)?;
     }
     let mut completed_jobs = 0;
     let queue = b.queue();
     loop {
         let n = queue
-            .purge_completed(older_than, batch)
+            .purge_completed(ages.jobs, batch)
             .await
             .map_err(b.err("purging completed jobs"))?;
         completed_jobs += n;
@@ -452,23 +480,50 @@ pub(crate) async fn purge(
             break;
         }
     }
-    let store_records = b
-        .purge_store(older_than)
+    let abandoned = b
+        .store()
+        .fail_abandoned(stripe_webhooks::ABANDONED_AFTER)
         .await
-        .map_err(b.err("purging expired records"))?;
+        .map_err(b.err("recording abandoned claims"))?;
+    let store_records = match ages.records {
+        Some(age) => Some(
+            b.purge_store(age)
+                .await
+                .map_err(b.err("purging store records"))?,
+        ),
+        // Redis keeps an index of failed records whose own keys expire: its purge only
+        // drops the expired ones' ids (and deletes no record by age).
+        None if b.kind() == "redis" => {
+            b.store()
+                .purge_expired()
+                .await
+                .map_err(b.err("dropping expired failed-record ids"))?;
+            None
+        }
+        None => None,
+    };
     let purged = Purged {
         target: b.target(),
         completed_jobs,
-        older_than_secs: older_than.as_secs(),
+        older_than_secs: ages.jobs.as_secs(),
+        abandoned_recorded_failed: abandoned,
         store_records,
+        records_older_than_secs: ages.records.map(|a| a.as_secs()),
     };
     if json {
         return print_json(&purged);
     }
+    let records = match (store_records, ages.records) {
+        (Some(n), Some(age)) => {
+            format!("{n} store records and watermarks older than {}", human(age))
+        }
+        _ => "no store records (give --records-older-than to purge them)".to_owned(),
+    };
     crate::outln!(
-        "{}: purged {completed_jobs} completed jobs and {store_records} store records older than {}",
+        "{}: purged {completed_jobs} completed jobs older than {} and {records}; \
+         {abandoned} abandoned claims recorded failed",
         b.target(),
-        human(older_than)
+        human(ages.jobs)
     );
     Ok(())
 }

@@ -50,8 +50,9 @@ Exit codes:
 Store: the one flag given of --database-url, --redis-url and --sqlite (two are a usage
 error); with none, PostgreSQL when DATABASE_URL is set, else Redis when REDIS_URL is set,
 else the SQLite file SQLITE_PATH (default stripe-webhooks.db). A flag beats the
-environment: `--sqlite x.db` opens x.db even with DATABASE_URL set. Every command names
-the store it opened. The queue is the table `{table}_jobs` beside the store's table.";
+environment: `--sqlite x.db` opens x.db even with DATABASE_URL set. `migrate`, `requeue`
+and `purge` name the store they changed. The queue is the table `{table}_jobs` beside the
+store's table.";
 
 /// See and fix what happened to your Stripe webhooks: the idempotency store and the
 /// queue of the `stripe-webhooks` crate.
@@ -197,10 +198,11 @@ enum Command {
         #[arg(long)]
         all_dead: bool,
     },
-    /// Deletes completed jobs older than --older-than (in bounded batches), and the
-    /// store's completed and failed records and object watermarks older than the same
-    /// age (claims whose process stopped an hour ago or more are first recorded failed).
-    /// Dead jobs are never purged.
+    /// Deletes completed jobs older than --older-than (in bounded batches), records as
+    /// failed the store's claims whose process stopped an hour ago or more, and, with
+    /// --records-older-than, deletes the store's completed and failed records and object
+    /// watermarks older than that (SQL stores; Redis records expire on their own). Dead
+    /// jobs are never purged.
     ///
     /// A completed job's key is what stops Stripe's retries (for up to three days) and
     /// the reconciler's passes from running its event again, so an age under 3 days is
@@ -209,11 +211,18 @@ enum Command {
         /// How old a completed job must be: 30d, 12h, 90m, 3600s (a unit is required).
         #[arg(long, default_value = "30d", value_parser = output::parse_age)]
         older_than: std::time::Duration,
+        /// Also delete the store's completed and failed records and object watermarks
+        /// older than this (30d, 12h…): match the service's own retention
+        /// (`with_retention`), since a record deleted sooner lets a redelivery of its event
+        /// run again and a watermark deleted sooner lets an older event be applied. Not
+        /// given: the store's records are kept.
+        #[arg(long, value_parser = output::parse_age, value_name = "AGE")]
+        records_older_than: Option<std::time::Duration>,
         /// Rows deleted per statement.
         #[arg(long, default_value_t = 1000)]
         batch: usize,
-        /// Purge jobs younger than 3 days too: Stripe may still deliver their events,
-        /// which then run again.
+        /// Purge jobs (or records) younger than 3 days too: Stripe may still deliver
+        /// their events, which then run again.
         #[arg(long)]
         force: bool,
     },
@@ -278,9 +287,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 }
                 Command::Purge {
                     older_than,
+                    records_older_than,
                     batch,
                     force,
-                } => commands::purge(&backend, older_than, batch, force, json).await,
+                } => {
+                    let ages = commands::PurgeAges {
+                        jobs: older_than,
+                        records: records_older_than,
+                    };
+                    commands::purge(&backend, ages, batch, force, json).await
+                }
                 Command::Migrate | Command::Send(_) => Ok(()),
             }
         }

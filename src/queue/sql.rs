@@ -952,7 +952,7 @@ impl crate::SqliteStore {
 /// Workers take jobs with `FOR UPDATE SKIP LOCKED`, so replicas never wait on each other's
 /// rows, and are woken by `LISTEN`/`NOTIFY` (the enqueue statement notifies the channel
 /// named after the table), polling only as a fallback and for retries that come due.
-/// The `LISTEN` connection is the queue's own (made from the pool's connect options the
+/// The `LISTEN` connection is the queue's own (made with the pool's options and hooks the
 /// first time a worker waits, shared by the clones of this queue), not one of the pool's:
 /// count one more server connection for each queue value that workers wait on.
 ///
@@ -970,6 +970,10 @@ pub struct PostgresQueue {
     pub(crate) core: SqlQueue<sqlx::Postgres>,
     listener: Arc<tokio::sync::Mutex<Option<Listening>>>,
 }
+
+/// How long a worker's wait may take to make the queue's `LISTEN` connection, at least.
+#[cfg(feature = "postgres")]
+const LISTEN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the task reading a queue's `LISTEN` connection tells the workers that wait.
 #[cfg(feature = "postgres")]
@@ -1060,7 +1064,14 @@ impl PostgresQueue {
                         // connection it takes for good, and one taken from the queue's pool
                         // would leave the takes, renewals and enqueues one fewer (none, on
                         // a pool of one).
-                        let own = sqlx::postgres::PgPoolOptions::new()
+                        // The pool's own options (its `after_connect` and other hooks
+                        // included), for one connection.
+                        let own = self
+                            .core
+                            .pool
+                            .options()
+                            .clone()
+                            .min_connections(0)
                             .max_connections(1)
                             .connect_with((*self.core.pool.connect_options()).clone())
                             .await?;
@@ -1068,7 +1079,12 @@ impl PostgresQueue {
                         l.listen(&self.core.jobs).await?;
                         Ok::<_, sqlx::Error>(l)
                     };
-                    let Ok(Ok(listener)) = tokio::time::timeout(max_wait, connected).await else {
+                    // A connection of its own is a cold connect (TCP, TLS, auth): it
+                    // gets at least LISTEN_CONNECT_TIMEOUT, however short the poll
+                    // interval, or a short one would never let it finish.
+                    let connect_for = max_wait.max(LISTEN_CONNECT_TIMEOUT);
+                    let Ok(Ok(listener)) = tokio::time::timeout(connect_for, connected).await
+                    else {
                         return false;
                     };
                     let wakeups = Arc::new(Wakeups::default());

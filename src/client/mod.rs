@@ -578,7 +578,8 @@ impl ListEventsParams {
 pub struct EventPage {
     /// The events, newest first.
     pub data: Vec<Event>,
-    /// Whether there are more (older) events after this page.
+    /// Whether there are more events past this page in the direction of the walk: older
+    /// ones, or newer ones for a walk with `ending_before`.
     pub has_more: bool,
 }
 

@@ -428,10 +428,7 @@ fn message(status: StatusCode, title: &str, text: &str) -> Response {
 }
 
 fn unavailable(e: &crate::idempotency::StoreError) -> Response {
-    #[cfg(feature = "tracing")]
     tracing::warn!(error = %e, "console: the queue did not answer");
-    #[cfg(not(feature = "tracing"))]
-    let _ = e;
     message(
         StatusCode::SERVICE_UNAVAILABLE,
         "Queue unavailable",
@@ -734,15 +731,11 @@ fn notice(query: &[(String, String)]) -> Option<String> {
     }
 }
 
-#[allow(unused_variables)]
 fn note_requeued(key: &str, done: bool) {
-    #[cfg(feature = "tracing")]
     tracing::info!(job = key, requeued = done, "console: requeue");
 }
 
-#[allow(unused_variables)]
 fn note_requeued_dead(n: u64) {
-    #[cfg(feature = "tracing")]
     tracing::info!(jobs = n, "console: requeue all dead");
 }
 

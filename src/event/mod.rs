@@ -335,11 +335,15 @@ pub(crate) fn context_account(context: &str) -> Option<&str> {
 /// its connected account (`acct_…/id`) for a Connect event. Some ids are unique only
 /// within an account (a capability is `card_payments` on every account), so one
 /// account's event must never be judged against another's watermark.
-pub(crate) fn scoped_object_key(account: Option<&str>, object_id: &str) -> String {
-    match account {
+/// An empty id names no object: `None` (never a bare `acct_…/`).
+pub(crate) fn scoped_object_key(account: Option<&str>, object_id: &str) -> Option<String> {
+    if object_id.is_empty() {
+        return None;
+    }
+    Some(match account {
         Some(account) => format!("{account}/{object_id}"),
         None => object_id.to_owned(),
-    }
+    })
 }
 
 /// Line and column just past the end of `body`, for errors found after parsing.
@@ -394,7 +398,9 @@ impl EventHead {
             event_type: wire.head.event_type.into_owned(),
             created: wire.head.created.unwrap_or_default(),
             livemode: wire.head.livemode,
-            object_id: data.object_id.map(|id| scoped_object_key(account, &id)),
+            object_id: data
+                .object_id
+                .and_then(|id| scoped_object_key(account, &id)),
         })
     }
 
@@ -530,7 +536,7 @@ impl Event {
     /// `data.object.id`.
     pub(crate) fn ordering_key(&self) -> Option<String> {
         if let Some(id) = self.object_id() {
-            return Some(scoped_object_key(self.account(), id));
+            return scoped_object_key(self.account(), id);
         }
         #[derive(Deserialize)]
         struct Id<'a> {
@@ -540,7 +546,7 @@ impl Event {
         serde_json::from_str::<Id<'_>>(self.raw_object().get())
             .ok()
             .and_then(|o| o.id)
-            .map(|id| scoped_object_key(self.account(), &id))
+            .and_then(|id| scoped_object_key(self.account(), &id))
     }
 
     /// Whether the event's object is not typed: [`Event::Unknown`] or
@@ -732,6 +738,13 @@ mod tests {
             let head = EventHead::lean(body.as_bytes()).unwrap_or_else(|| panic!("lean refused"));
             assert_eq!(head.object_id.as_deref(), Some(key), "{body}");
         }
+        // An empty id names no object, within an account too (never `acct_1/`).
+        let empty = br#"{"id":"evt_1","object":"event","account":"acct_1","type":"customer.updated","created":7,"livemode":true,"data":{"object":{"object":"customer","id":""}}}"#;
+        same_head(empty);
+        assert_eq!(
+            EventHead::from_slice(empty).map(|h| h.object_id).ok(),
+            Some(None)
+        );
         // Odd bodies: each gets the full parse's answer, whichever read gave it, for a
         // hand-written type, a generated one, one whose object has no id, a payment
         // source and an unknown type, with `type` first and (as Stripe writes it, for

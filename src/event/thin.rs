@@ -464,7 +464,7 @@ impl EventNotification {
     /// snapshot event's, the object's id within its connected account.
     pub(crate) fn ordering_key(&self) -> Option<String> {
         self.related_object_id()
-            .map(|id| super::scoped_object_key(self.account(), id))
+            .and_then(|id| super::scoped_object_key(self.account(), id))
     }
 
     /// The snapshot event type raised by the same change, for the `v1.*` types that have

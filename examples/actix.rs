@@ -54,7 +54,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     if common::print_enabled_events(&processors) {
         return Ok(());
     }
-    let routes = app(processors.snapshot, processors.thin);
+    let routes = app(
+        Arc::clone(&processors.snapshot),
+        Arc::clone(&processors.thin),
+    );
     tracing::info!(
         "listening on http://127.0.0.1:{}/webhook (and /webhook/thin)",
         config.port
@@ -64,6 +67,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .shutdown_timeout(30)
         .run()
         .await?;
+    // actix waited for its connections; a delivery whose client left is on a task of
+    // its own.
+    processors.drain().await;
     Ok(())
 }
 

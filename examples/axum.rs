@@ -54,10 +54,19 @@ async fn main() -> Result<(), Box<dyn Error>> {
         listener.local_addr()?
     );
     // `GET /metrics` (Prometheus) when built with the `metrics` feature.
-    let app = common::with_metrics(app(processors.snapshot, processors.thin), None);
+    let app = common::with_metrics(
+        app(
+            Arc::clone(&processors.snapshot),
+            Arc::clone(&processors.thin),
+        ),
+        None,
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(common::shutdown_signal())
         .await?;
+    // The server waited for its connections; a delivery whose client left is on a task
+    // of its own.
+    processors.drain().await;
     Ok(())
 }
 

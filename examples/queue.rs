@@ -364,13 +364,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
     );
     // `GET /metrics` (Prometheus) when built with the `metrics` feature.
     let app = common::with_metrics(
-        app(processors.snapshot, processors.thin, Arc::clone(&queue)),
+        app(
+            Arc::clone(&processors.snapshot),
+            Arc::clone(&processors.thin),
+            Arc::clone(&queue),
+        ),
         Some(Arc::clone(&queue)),
     );
     let app = with_console(app, queue);
     axum::serve(listener, app)
         .with_graceful_shutdown(common::shutdown_signal())
         .await?;
+    processors.drain().await;
     handle.shutdown(Duration::from_secs(10)).await;
     Ok(())
 }

@@ -7,7 +7,8 @@
 //! Run offline, against the crate's fake Stripe API seeded with a few events, one of
 //! them already handled by the "webhook": `… -- --fake`. Its cursor is named `fake`
 //! and its store defaults to `stripe-webhooks-fake.db`, so a later run against Stripe
-//! does not start from the fake events' cursor.
+//! does not start from the fake events' cursor. The seeded events' ids carry the second
+//! the run started (`RECONCILE_FAKE_STAMP` sets it), so each run seeds new events.
 //!
 //! - `SQLITE_PATH`: the store (default `stripe-webhooks.db`, the axum example's).
 //! - `--every SECS`: pass after pass (at least 1 s apart), as a service would schedule
@@ -80,10 +81,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let stop = common::shutdown_signal();
     tokio::pin!(stop);
     loop {
-        let pass = if undelivered {
-            reconciler.undelivered().await
-        } else {
-            reconciler.since_cursor().await
+        // A signal stops a pass too (its claim in flight is released): a pass after a
+        // long outage may take a while.
+        let pass = async {
+            if undelivered {
+                reconciler.undelivered().await
+            } else {
+                reconciler.since_cursor().await
+            }
+        };
+        let pass = tokio::select! {
+            pass = pass => pass,
+            () = &mut stop => return Ok(()),
         };
         match pass {
             Ok(r) => println!(
@@ -105,7 +114,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
 /// Three events the demo acts on, in the fake API; the first also arrives as a webhook.
 async fn seed(server: &FakeStripe, processor: &Processor) -> Result<(), Box<dyn Error>> {
-    let stamp = testing::now();
+    let stamp = std::env::var("RECONCILE_FAKE_STAMP")
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .unwrap_or_else(testing::now);
     let mut first = None;
     for (i, ty) in [
         "checkout.session.completed",

@@ -372,6 +372,47 @@ fn a_bad_secret_list_names_its_variable() {
     assert!(!stderr.contains("whsec_b"), "{stderr}");
 }
 
+/// A secret variable set but empty (a secret reference that resolved to nothing) stops
+/// the example, instead of it running on the public development secret; so does a
+/// `DATABASE_URL` that is not PostgreSQL's (each replica would otherwise use a SQLite
+/// file of its own).
+#[test]
+fn an_empty_secret_or_a_foreign_database_url_stops_the_example() {
+    let dir = common::TempDir::new("ex_empty_secret");
+    for (name, value, said) in [
+        (
+            "STRIPE_WEBHOOK_SECRET",
+            " ",
+            "STRIPE_WEBHOOK_SECRET is set but empty",
+        ),
+        (
+            "STRIPE_THIN_WEBHOOK_SECRET",
+            "",
+            "STRIPE_THIN_WEBHOOK_SECRET is set but empty",
+        ),
+        (
+            "DATABASE_URL",
+            "mysql://u:pw@db/app",
+            "DATABASE_URL is not a postgres://",
+        ),
+    ] {
+        let out = Command::new(common::example_binary("axum"))
+            .env_remove("STRIPE_WEBHOOK_SECRET")
+            .env_remove("STRIPE_THIN_WEBHOOK_SECRET")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env(name, value)
+            .env("SQLITE_PATH", dir.join("m.db"))
+            .env("PORT", "0")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name}={value:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(said), "{stderr}");
+        assert!(!stderr.contains(":pw@"), "{stderr}");
+    }
+}
+
 /// Runs an example with `--print-enabled-events` and reads the manifest it prints.
 fn printed_manifest(name: &str) -> serde_json::Value {
     let dir = common::TempDir::new(&format!("ex_manifest_{name}"));
@@ -439,14 +480,18 @@ fn examples_print_their_enabled_events() {
 }
 
 /// `examples/reconcile.rs --fake`: the pass runs the two events the webhook missed and
-/// skips the one it handled; a second pass runs nothing.
+/// skips the one it handled; a second pass over the same events runs nothing. (The same
+/// stamp for both runs: the example names its seeded events after the second it starts
+/// in, and two runs a second boundary apart would seed different ones.)
 #[cfg(feature = "client")]
 #[test]
 fn reconcile_example_catches_up_once() {
     let dir = common::TempDir::new("ex_reconcile");
+    let stamp = testing::now().to_string();
     let run = || {
         let out = Command::new(common::example_binary("reconcile"))
             .arg("--fake")
+            .env("RECONCILE_FAKE_STAMP", &stamp)
             .env("SQLITE_PATH", dir.join("r.db"))
             .env("RUST_LOG", "off")
             .output()

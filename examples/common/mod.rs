@@ -73,18 +73,43 @@ fn checked_secrets(name: &str, list: String) -> Result<String, Box<dyn Error>> {
     Ok(list)
 }
 
+/// Whether the public development secrets may stand in for missing ones: in a debug
+/// build, or with `STRIPE_WEBHOOKS_DEV=1`.
+fn dev_secrets_allowed() -> bool {
+    cfg!(debug_assertions) || std::env::var("STRIPE_WEBHOOKS_DEV").is_ok_and(|v| v == "1")
+}
+
 impl Config {
     /// Reads `STRIPE_WEBHOOK_SECRET`, `STRIPE_THIN_WEBHOOK_SECRET`, `PORT`,
     /// `DATABASE_URL`, `REDIS_URL` and `SQLITE_PATH`.
     ///
     /// With neither secret set, both routes use the development secrets that
-    /// `send_event` signs with. With `STRIPE_WEBHOOK_SECRET` set and no
-    /// `STRIPE_THIN_WEBHOOK_SECRET`, the thin route refuses every request (the
-    /// development thin secret is public, and a real endpoint must not accept it).
+    /// `send_event` signs with, in a debug build (`cargo run --example …`) or with
+    /// `STRIPE_WEBHOOKS_DEV=1`; a release build refuses to start on them, since they are
+    /// public and anyone could sign an event with them. A secret set but empty (a secret
+    /// reference that resolved to nothing) is an error, never taken as unset. With
+    /// `STRIPE_WEBHOOK_SECRET` set and no `STRIPE_THIN_WEBHOOK_SECRET`, the thin route
+    /// refuses every request (the development thin secret is public, and a real endpoint
+    /// must not accept it).
     pub fn from_env() -> Result<Self, Box<dyn Error>> {
-        let set = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
-        let snapshot = set("STRIPE_WEBHOOK_SECRET");
-        let thin = set("STRIPE_THIN_WEBHOOK_SECRET");
+        let set = |name: &str| match std::env::var(name) {
+            Ok(v) if v.trim().is_empty() => Err(format!(
+                "{name} is set but empty: give the endpoint's signing secret (whsec_…), or \
+                 unset it for the local development secret"
+            )),
+            Ok(v) => Ok(Some(v)),
+            Err(_) => Ok(None),
+        };
+        let snapshot = set("STRIPE_WEBHOOK_SECRET")?;
+        let thin = set("STRIPE_THIN_WEBHOOK_SECRET")?;
+        if snapshot.is_none() && !dev_secrets_allowed() {
+            return Err(
+                "STRIPE_WEBHOOK_SECRET is not set, and a release build does not run on \
+                        the public development secret (set STRIPE_WEBHOOKS_DEV=1 to allow it \
+                        anyway)"
+                    .into(),
+            );
+        }
         let thin_secrets = match (&thin, &snapshot) {
             (Some(t), _) => checked_secrets("STRIPE_THIN_WEBHOOK_SECRET", t.clone())?,
             (None, Some(_)) => {
@@ -113,9 +138,18 @@ impl Config {
             Ok(p) => p.parse().map_err(|e| format!("PORT={p:?}: {e}"))?,
             Err(_) => 4242,
         };
-        let database_url = std::env::var("DATABASE_URL")
-            .ok()
-            .filter(|u| u.starts_with("postgres"));
+        // A URL of another scheme is an error rather than a silent fall back to a SQLite
+        // file of each replica's own (no shared store: no exactly-once across them).
+        let database_url =
+            match std::env::var("DATABASE_URL") {
+                Ok(u) if u.is_empty() => None,
+                Ok(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => Some(u),
+                Ok(_) => return Err(
+                    "DATABASE_URL is not a postgres:// or postgresql:// URL (unset it for SQLite)"
+                        .into(),
+                ),
+                Err(_) => None,
+            };
         Ok(Self {
             secrets,
             thin_secrets,
@@ -314,6 +348,22 @@ pub struct Processors {
     pub snapshot: Arc<Processor>,
     /// For `POST /webhook/thin`.
     pub thin: Arc<Processor>,
+}
+
+impl Processors {
+    /// After the server stopped: waits (at most 30 s) for the deliveries whose client
+    /// left mid-way, which run on tasks of their own, so that none is cut half-way by the
+    /// runtime's end (its completion lost, and Stripe's retry running it again).
+    pub async fn drain(&self) {
+        let grace = std::time::Duration::from_secs(30);
+        let (snapshot, thin) = tokio::join!(self.snapshot.drain(grace), self.thin.drain(grace));
+        if !(snapshot && thin) {
+            tracing::warn!(
+                running = self.snapshot.deliveries_running() + self.thin.deliveries_running(),
+                "deliveries still running after 30 s; Stripe delivers them again"
+            );
+        }
+    }
 }
 
 /// What the demo does with a thin event: says what to fetch.

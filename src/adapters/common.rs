@@ -180,8 +180,9 @@ pub(crate) fn signature(value: Option<&[u8]>) -> Option<&str> {
 
 /// Runs the processor on a request that passed [`precheck`], on a task of its own: a
 /// client that disconnects mid-delivery does not cancel the handler half-way, and the
-/// event is completed (or released) as if the answer had been read. The connection
-/// still waits for the answer, so graceful shutdown still waits for the delivery.
+/// event is completed (or released) as if the answer had been read. A delivery whose
+/// client left is tied to no connection, so the server's graceful shutdown does not wait
+/// for it: the task is counted until it ends, for [`Processor::drain`].
 pub(crate) async fn process<H, B>(
     processor: &Arc<Processor>,
     signature_header: Option<H>,
@@ -192,10 +193,17 @@ where
     B: AsRef<[u8]> + Send + 'static,
 {
     let processor = Arc::clone(processor);
-    let delivery = tokio::spawn(async move {
+    let running = processor.delivery_started();
+    let delivery = async move {
+        let _running = running;
         let header = signature(signature_header.as_ref().map(AsRef::as_ref));
         Reply::outcome(&processor.process(header, body.as_ref()).await)
-    });
+    };
+    // In the request's span (a tower-http trace layer's, say), which the task would
+    // otherwise leave.
+    #[cfg(feature = "tracing")]
+    let delivery = tracing::Instrument::in_current_span(delivery);
+    let delivery = tokio::spawn(delivery);
     // The processor never panics (handler panics are caught), so the task only fails
     // if the runtime is shutting down; answer 500 so that Stripe retries.
     delivery

@@ -3,9 +3,13 @@
 //! - `outcome`: what happened, and the one table of statuses and names;
 //! - `dispatch`: claim, handle, complete (and the crate's inbox dispatchers' interface);
 //! - `lease`: lease renewal, stopping a handler whose lease is lost, and the drop guard;
-//! - `trace`: the span and log line of a delivery (feature `tracing`).
+//! - `trace`: the span and log line of a delivery (feature `tracing`);
+//! - `drain`: the count of deliveries the framework routes run detached, for
+//!   [`Processor::drain`] (feature `tokio`).
 
 mod dispatch;
+#[cfg(feature = "tokio")]
+mod drain;
 mod lease;
 mod outcome;
 #[cfg(feature = "tracing")]
@@ -239,6 +243,9 @@ pub struct Processor {
     max_body: usize,
     body_timeout: Duration,
     settings: DispatchSettings,
+    /// The deliveries the framework routes run on tasks of their own.
+    #[cfg(feature = "tokio")]
+    in_flight: Arc<drain::InFlight>,
 }
 
 impl std::fmt::Debug for Processor {
@@ -542,6 +549,8 @@ impl Processor {
             max_body: DEFAULT_MAX_BODY,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             settings: DispatchSettings::default(),
+            #[cfg(feature = "tokio")]
+            in_flight: Arc::default(),
         }
     }
 
@@ -708,6 +717,49 @@ impl Processor {
     /// The body limit in bytes.
     pub fn max_body(&self) -> usize {
         self.max_body
+    }
+
+    /// Waits, at most `timeout`, until no delivery that this processor's framework routes
+    /// ([`axum`](crate::axum), [`actix`](crate::actix)) started is still running; `true`
+    /// when none is. Call it after the server's graceful shutdown returns, before the
+    /// runtime ends: the routes run each delivery on a task of its own, so that a client
+    /// that hangs up (Stripe times out, a load balancer cuts the connection during a
+    /// deploy) does not cancel its handler half-way, and the server's shutdown, which
+    /// waits for connections, does not wait for those. A delivery cut by the runtime's end
+    /// instead loses its completion, and Stripe's retry runs the handler again.
+    ///
+    /// ```no_run
+    /// # async fn run(processor: std::sync::Arc<stripe_webhooks::Processor>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// let app = stripe_webhooks::axum::router("/webhook", processor.clone());
+    /// axum::serve(listener, app)
+    ///     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+    ///     .await?;
+    /// if !processor.drain(Duration::from_secs(30)).await {
+    ///     eprintln!("some deliveries were still running; Stripe retries them");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.in_flight.drain(timeout).await
+    }
+
+    /// How many deliveries this processor's framework routes started are still running
+    /// (see [`drain`](Self::drain)).
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+    pub fn deliveries_running(&self) -> usize {
+        self.in_flight.running()
+    }
+
+    /// Counts a delivery a framework route runs on a task of its own, until the guard
+    /// is dropped.
+    #[cfg(any(feature = "axum", feature = "actix-web"))]
+    pub(crate) fn delivery_started(&self) -> drain::Running {
+        self.in_flight.start()
     }
 
     /// The claim lease.

@@ -357,7 +357,8 @@ pub async fn client_disconnects<Fut: Future<Output = String>>(
         sleep: Some(Duration::from_secs(2)),
         ..Default::default()
     });
-    let url = serve(processor(handler.clone())).await;
+    let p = processor(handler.clone());
+    let url = serve(Arc::clone(&p)).await;
     let (header, body) = signed("evt_disconnect");
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
@@ -371,14 +372,12 @@ pub async fn client_disconnects<Fut: Future<Output = String>>(
         .send()
         .await;
     assert!(cut.is_err(), "the client should have timed out");
-    // The handler goes on without the client and completes the event.
-    for _ in 0..500 {
-        if handler.effects() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The handler goes on without the client and completes the event, and a service
+    // shutting down can wait for it: `drain` returns once it has (a second after the
+    // client left).
+    assert!(p.drain(Duration::from_secs(30)).await, "the delivery ended");
     assert_eq!(handler.effects(), 1);
+    assert_eq!(p.deliveries_running(), 0);
     let mut retry = post(&url, Some(JSON), Some(&header), body.clone()).await;
     for _ in 0..50 {
         if retry.status != StatusCode::CONFLICT {

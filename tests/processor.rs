@@ -252,6 +252,45 @@ async fn handler_panic_is_500_and_processor_keeps_serving() {
     assert_eq!(p.process(Some(&h2), b2.as_bytes()).await.status(), 200);
 }
 
+/// A handler whose own `handles_event` check panics: the delivery is a 500 (Stripe
+/// delivers it again), nothing is claimed, and the panic does not escape `process`
+/// (which would end a reconciler's pass on that event every time).
+#[tokio::test]
+async fn a_panicking_handles_check_is_a_500_with_nothing_claimed() {
+    struct Picky;
+    #[async_trait]
+    impl EventHandler for Picky {
+        async fn handle(&self, _: &Event) -> Result<(), HandlerError> {
+            Ok(())
+        }
+        fn handles_event(&self, event: &Event) -> bool {
+            assert!(event.id().as_str() != "evt_picky", "unknown plan");
+            true
+        }
+    }
+    let store = Arc::new(MemoryStore::new());
+    let p = Processor::new(verifier(), store.clone(), Picky);
+    let (h, b) = signed("evt_picky", "invoice.paid");
+    let o = p.process(Some(&h), b.as_bytes()).await;
+    assert_eq!(o.status(), 500, "{o:?}");
+    match o.kind() {
+        OutcomeKind::HandlerFailed(HandlerError::Panicked(msg)) => {
+            assert!(
+                msg.contains("handles_event") && msg.contains("unknown plan"),
+                "{msg}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(store
+        .record(&EventId::new("evt_picky"))
+        .await
+        .unwrap()
+        .is_none());
+    let (h2, b2) = signed("evt_fine", "invoice.paid");
+    assert_eq!(p.process(Some(&h2), b2.as_bytes()).await.status(), 200);
+}
+
 #[tokio::test]
 async fn handler_deadline_is_500() {
     let handler = Arc::new(Counting {

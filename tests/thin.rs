@@ -12,9 +12,9 @@ use stripe_webhooks::cloud::{self, CloudEvent};
 use stripe_webhooks::testing::{self, ThinEventBuilder};
 use stripe_webhooks::thin::ThinEventData;
 use stripe_webhooks::{
-    dangerous, AccountFilter, Event, EventHandler, EventId, EventNotification, EventRouter,
-    EventType, HandlerError, IdempotencyStore, MemoryStore, ParseError, Processor, SigningSecret,
-    StoreAdmin, ThinEventHandler, ThinEventRouter, ThinEventType, Verifier,
+    async_trait, dangerous, AccountFilter, Event, EventHandler, EventId, EventNotification,
+    EventRouter, EventType, HandlerError, IdempotencyStore, MemoryStore, ParseError, Processor,
+    SigningSecret, StoreAdmin, ThinEventHandler, ThinEventRouter, ThinEventType, Verifier,
 };
 
 const SNAPSHOT_SECRET: &str = "whsec_snapshot_destination";
@@ -470,6 +470,39 @@ fn signed(body: &str, secret: &str) -> String {
 async fn deliver(p: &Processor, body: &str, secret: &str) -> stripe_webhooks::Outcome {
     p.process(Some(&signed(body, secret)), body.as_bytes())
         .await
+}
+
+/// A thin handler whose `handles_notification` check panics: a 500 with nothing
+/// claimed, the panic kept inside `process`.
+#[tokio::test]
+async fn a_panicking_thin_check_is_a_500_with_nothing_claimed() {
+    struct Picky;
+    #[async_trait]
+    impl ThinEventHandler for Picky {
+        async fn handle(&self, _: &EventNotification) -> Result<(), HandlerError> {
+            Ok(())
+        }
+        fn handles_notification(&self, n: &EventNotification) -> bool {
+            assert!(n.id.as_str() != "evt_thin_picky", "no such price");
+            true
+        }
+    }
+    let store = Arc::new(MemoryStore::new());
+    let p = Processor::thin(verifier(THIN_SECRET), Arc::clone(&store), Picky);
+    let body = ThinEventBuilder::new("evt_thin_picky", "v1.price.activated")
+        .related("price_1", "price", "/v1/prices/price_1")
+        .build();
+    let o = deliver(&p, &body, THIN_SECRET).await;
+    assert_eq!(
+        (o.status(), o.kind().name()),
+        (500, "handler_failed"),
+        "{o:?}"
+    );
+    assert!(store
+        .record(&EventId::new("evt_thin_picky"))
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]

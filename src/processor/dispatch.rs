@@ -110,8 +110,15 @@ const COMPLETION_RETRIES: u32 = 3;
 #[async_trait::async_trait]
 impl Dispatcher for StoreDispatcher {
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
-        if !self.handler.handles_event(event) {
-            return Dispatched::unclaimed(OutcomeKind::Ignored);
+        match check_caught(|| self.handler.handles_event(event)) {
+            Ok(true) => {}
+            Ok(false) => return Dispatched::unclaimed(OutcomeKind::Ignored),
+            // Nothing claimed: Stripe (or the reconciler's next pass) delivers it again.
+            Err(panic) => {
+                return Dispatched::unclaimed(OutcomeKind::HandlerFailed(HandlerError::Panicked(
+                    format!("in handles_event: {panic}"),
+                )))
+            }
         }
         let handler = &*self.handler;
         if let Some(ordering) = &self.ordering {
@@ -690,7 +697,6 @@ pub(crate) fn handler_future<'a>(call: impl FnOnce() -> HandlerFuture<'a>) -> Ha
 /// Calls a handler's synchronous check (`handles`, `handles_event`…) with its panic
 /// caught: `Err` with the panic's message. A worker must not lose the job's task to it
 /// (the job would sit running until its lease ended, an attempt counted each time).
-#[cfg(feature = "tokio")]
 pub(crate) fn check_caught<T>(check: impl FnOnce() -> T) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(check)).map_err(|payload| panic_message(&*payload))
 }

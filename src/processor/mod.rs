@@ -24,7 +24,6 @@ use crate::idempotency::IdempotencyStore;
 use crate::signature::{VerifiedPayload, Verifier};
 
 use crate::idempotency::OrderingStore;
-#[cfg(feature = "tokio")]
 pub(crate) use dispatch::check_caught;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use dispatch::fetch_within;
@@ -1014,7 +1013,14 @@ impl Processor {
         } else {
             &n.id
         };
-        let (kind, attempt) = match &self.thin {
+        let screened = !n.is_ping() && !self.livemode.is_some_and(|mode| mode != n.livemode);
+        // The handler's own check, once, its panic caught (nothing is claimed then, so the
+        // event comes back).
+        let takes = match &self.thin {
+            Some(h) if screened => check_caught(|| h.handles_notification(n)),
+            _ => Ok(false),
+        };
+        let (kind, attempt) = match (&self.thin, takes) {
             _ if n.is_ping() => (OutcomeKind::Ping, None),
             _ if self.livemode.is_some_and(|mode| mode != n.livemode) => (
                 OutcomeKind::OtherMode {
@@ -1022,7 +1028,13 @@ impl Processor {
                 },
                 None,
             ),
-            Some(h) if h.handles_notification(n) => {
+            (_, Err(panic)) => (
+                OutcomeKind::HandlerFailed(crate::handler::HandlerError::Panicked(format!(
+                    "in handles_notification: {panic}"
+                ))),
+                None,
+            ),
+            (Some(h), Ok(true)) => {
                 // Keyed on the snapshot twin, the record carries the twin's type, so it
                 // reads the same whichever delivery came first.
                 let record_type = match n.snapshot_type() {

@@ -105,7 +105,7 @@ pub enum ReconcileError {
 ///   (`delivery_success=false`) in the last [`lookback`](Self::with_lookback);
 /// - [`since_cursor`](Self::since_cursor): every snapshot event since its cursor, which
 ///   it keeps in the idempotency store (an [`OrderingStore`] watermark under
-///   `reconcile:{name}:v1`) and only ever moves forward;
+///   [`cursor_keys`](Self::cursor_keys)) and only ever moves forward;
 /// - [`thin_since_cursor`](Self::thin_since_cursor): the same from the v2 events list,
 ///   for a processor with a thin handler.
 ///
@@ -424,8 +424,9 @@ impl Reconciler {
         }
     }
 
-    /// Names the cursor (`reconcile:{name}:v1`, `…:v2`), for several reconcilers on one
-    /// store (one per connected account, say).
+    /// Names the cursor (see [`cursor_keys`](Self::cursor_keys)). Reconcilers of
+    /// different accounts, or over processors that take different types, already keep
+    /// cursors of their own; a name separates any others.
     #[must_use]
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -440,6 +441,49 @@ impl Reconciler {
     pub fn with_context(mut self, context: RequestContext) -> Self {
         self.context = context;
         self
+    }
+
+    /// The store keys of this reconciler's two cursors, `[v1, v2]`:
+    /// `reconcile:{name}:{account or "platform"}:{types}:v1` (and `…:v2`), where `types`
+    /// is a short hash of the types the processor takes (`all` when it takes every one).
+    /// Two reconcilers on one store (an ordered processor's and a plain one's, or two
+    /// connected accounts') thus never share a cursor: a shared one moved past an event
+    /// that one of them could not settle, because the other had nothing open there. A
+    /// reconciler whose types change starts a cursor of its own, from its
+    /// [lookback](Self::with_lookback). A cursor kept under the key of earlier releases
+    /// (`reconcile:{name}:v1`) is where a new one starts.
+    pub fn cursor_keys(&self) -> [String; 2] {
+        let c = &self.context;
+        let scope = c
+            .stripe_account()
+            .or(c.stripe_context())
+            .unwrap_or("platform");
+        let events = self.processor.enabled_events();
+        [("v1", events.snapshot), ("v2", events.thin)].map(|(family, mut types)| {
+            types.sort_unstable();
+            types.dedup();
+            let types = if types.iter().any(|t| t == "*") {
+                "all".to_owned()
+            } else {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(types.join(",").as_bytes());
+                hex::encode(&digest[..4])
+            };
+            format!("reconcile:{}:{scope}:{types}:{family}", self.name)
+        })
+    }
+
+    /// Where a cursor pass starts: its cursor, else the cursor of earlier releases' key,
+    /// else the lookback's start.
+    async fn start(&self, key: &str, family: &str) -> Result<i64, ReconcileError> {
+        if let Some(w) = self.cursors.watermark(key).await? {
+            return Ok(w.created);
+        }
+        let legacy = format!("reconcile:{}:{family}", self.name);
+        Ok(match self.cursors.watermark(&legacy).await? {
+            Some(w) => w.created,
+            None => self.since(),
+        })
     }
 
     /// The v1 list's context: `Stripe-Account` (or, for a context that is not one
@@ -597,11 +641,8 @@ impl Reconciler {
         if self.processor.enabled_events().snapshot.is_empty() {
             return Ok(report);
         }
-        let key = format!("reconcile:{}:v1", self.name);
-        let from = match self.cursors.watermark(&key).await? {
-            Some(w) => w.created,
-            None => self.since(),
-        };
+        let [key, _] = self.cursor_keys();
+        let from = self.start(&key, "v1").await?;
         let mut frontier = Frontier::new(self.since());
         self.run_v1(self.v1_params(from), &mut report, &mut frontier)
             .await?;
@@ -623,11 +664,8 @@ impl Reconciler {
         if types.is_empty() {
             return Ok(report);
         }
-        let key = format!("reconcile:{}:v2", self.name);
-        let from = match self.cursors.watermark(&key).await? {
-            Some(w) => w.created,
-            None => self.since(),
-        };
+        let [_, key] = self.cursor_keys();
+        let from = self.start(&key, "v2").await?;
         let mut params = ListV2EventsParams::new()
             .with_created_gte(rfc3339_from(from))
             .with_limit(self.page_size);

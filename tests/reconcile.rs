@@ -13,8 +13,9 @@ use stripe_webhooks::client::{RequestContext, StripeClient};
 use stripe_webhooks::reconcile::{ReconcileError, Reconciler};
 use stripe_webhooks::testing::{self, FakeStripe, Fault, ThinEventBuilder};
 use stripe_webhooks::{
-    async_trait, Event, EventHandler, EventNotification, EventType, HandlerError, MemoryStore,
-    OrderingStore, Processor, SigningSecret, StoreAdmin, ThinEventHandler, Verifier,
+    async_trait, Event, EventHandler, EventId, EventNotification, EventRouter, EventType,
+    HandlerError, MemoryStore, OrderingStore, Processor, SigningSecret, StoreAdmin,
+    ThinEventHandler, Verifier, Watermark,
 };
 
 const SECRET: &str = "whsec_reconcile";
@@ -208,7 +209,7 @@ async fn a_cursor_pass_across_pages_while_webhooks_arrive_runs_each_event_once()
     // elsewhere).
     let cursor = s
         .store
-        .watermark("reconcile:default:v1")
+        .watermark(&ra.cursor_keys()[0])
         .await
         .unwrap()
         .unwrap();
@@ -325,7 +326,10 @@ async fn listing_errors_keep_the_cursor_and_say_why() {
     let err = s.reconciler().since_cursor().await.unwrap_err();
     assert!(matches!(err, ReconcileError::Client(_)), "{err}");
     assert_eq!(
-        s.store.watermark("reconcile:default:v1").await.unwrap(),
+        s.store
+            .watermark(&s.reconciler().cursor_keys()[0])
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(s.runs.total(), 0);
@@ -338,6 +342,73 @@ async fn listing_errors_keep_the_cursor_and_say_why() {
     );
     let r = s.reconciler().since_cursor().await.unwrap();
     assert_eq!(r.processed, 1);
+}
+
+/// Two reconcilers on one store over processors that take different types keep
+/// cursors of their own: with one shared cursor, the one with nothing open moved it past
+/// the other's failed event, which no later pass listed again. A cursor kept under the
+/// key of earlier releases is where a new one starts.
+#[tokio::test]
+async fn reconcilers_of_different_types_keep_their_own_cursors() {
+    let s = setup().await;
+    let now = testing::now();
+    s.fake
+        .add_event(&event("evt_paid", "invoice.paid", now - 600))
+        .unwrap();
+    let other = Arc::new(Processor::new(
+        Verifier::new(SigningSecret::new("whsec_other_types").unwrap()),
+        Arc::clone(&s.store),
+        EventRouter::new().on(EventType::CustomerUpdated, |_e| {
+            Box::pin(async { Err(HandlerError::new(std::io::Error::other("down"))) })
+        }),
+    ));
+    let failing = Reconciler::new(
+        s.fake.client().unwrap(),
+        Arc::clone(&other),
+        Arc::clone(&s.store),
+    );
+    let keys = (s.reconciler().cursor_keys(), failing.cursor_keys());
+    assert_ne!(keys.0[0], keys.1[0]);
+    assert!(
+        keys.0[0].starts_with("reconcile:default:platform:"),
+        "{keys:?}"
+    );
+    s.fake
+        .add_event(&event("evt_cust", "customer.updated", now - 600))
+        .unwrap();
+    let f = failing.since_cursor().await.unwrap();
+    assert_eq!(f.failed, 1, "{f:?}");
+    let held = s.store.watermark(&keys.1[0]).await.unwrap().unwrap();
+    assert!(
+        held.created <= now - 600,
+        "held at the failed event: {held:?}"
+    );
+    // The other reconciler settles everything it lists and moves its own cursor on;
+    // the failing one's stays where it was.
+    s.reconciler().since_cursor().await.unwrap();
+    assert_eq!(s.store.watermark(&keys.1[0]).await.unwrap(), Some(held));
+    assert!(failing.since_cursor().await.unwrap().failed == 1);
+
+    // An earlier release's cursor (`reconcile:{name}:v1`) is where a new key starts.
+    let legacy = Reconciler::new(
+        s.fake.client().unwrap(),
+        Arc::clone(&other),
+        Arc::clone(&s.store),
+    )
+    .with_name("legacy");
+    s.store
+        .advance_watermark(
+            "reconcile:legacy:v1",
+            &Watermark::new(now - 100, EventId::new("-")),
+        )
+        .await
+        .unwrap();
+    let r = legacy.since_cursor().await.unwrap();
+    assert_eq!(r.listed, 0, "nothing after the old cursor: {r:?}");
+    assert_eq!(
+        s.last_request("/v1/events").query_value("created[gte]"),
+        Some((now - 100).to_string().as_str())
+    );
 }
 
 #[tokio::test]
@@ -359,22 +430,22 @@ async fn connect_reconcilers_list_with_their_account() {
     );
     let one = stripe_webhooks::dangerous::parse_unverified(acct_event.as_bytes()).unwrap();
     let ctx = RequestContext::for_event(&one);
-    let r = s
-        .reconciler()
-        .with_name("acct_9")
-        .with_context(ctx.clone())
-        .since_cursor()
-        .await
-        .unwrap();
+    // Without a name of its own: the account is in its cursor's key, apart from the
+    // platform's.
+    let acct = s.reconciler().with_context(ctx.clone());
+    let r = acct.since_cursor().await.unwrap();
     assert_eq!(r.processed, 1);
     let listed = s.last_request("/v1/events");
     assert_eq!(listed.header("stripe-account"), Some("acct_9"));
-    assert!(s
-        .store
-        .watermark("reconcile:acct_9:v1")
-        .await
-        .unwrap()
-        .is_some());
+    let (acct_key, platform_key) = (
+        acct.cursor_keys()[0].clone(),
+        s.reconciler().cursor_keys()[0].clone(),
+    );
+    assert!(acct_key.contains(":acct_9:"), "{acct_key}");
+    assert!(platform_key.contains(":platform:"), "{platform_key}");
+    // The account's pass moved its own cursor, not the platform's (which listed nothing).
+    assert!(s.store.watermark(&acct_key).await.unwrap().is_some());
+    assert_eq!(s.store.watermark(&platform_key).await.unwrap(), None);
 
     // The same reconciler's thin pass asks the v2 list with `Stripe-Context` (the v2
     // API's header), not `Stripe-Account`, and finds the account's thin events.
@@ -444,7 +515,7 @@ async fn thin_events_reconcile_from_the_v2_list_and_share_the_dedupe_key() {
     s.runs.all_once(6);
     assert!(s
         .store
-        .watermark("reconcile:default:v2")
+        .watermark(&s.reconciler().cursor_keys()[1])
         .await
         .unwrap()
         .is_some());
@@ -737,7 +808,7 @@ async fn a_listing_that_stops_moving_fails_the_pass_and_keeps_the_cursor() {
     assert!(err.to_string().contains("no `page` parameter"), "{err}");
     // Nothing ran and no cursor moved.
     assert_eq!(s.runs.total(), 0);
-    for key in ["reconcile:default:v1", "reconcile:default:v2"] {
-        assert_eq!(s.store.watermark(key).await.unwrap(), None, "{key}");
+    for key in s.reconciler().cursor_keys() {
+        assert_eq!(s.store.watermark(&key).await.unwrap(), None, "{key}");
     }
 }

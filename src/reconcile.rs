@@ -47,8 +47,9 @@ pub struct ReconcileReport {
     pub duplicates: usize,
     /// Events another delivery was running: left to it.
     pub in_progress: usize,
-    /// Events whose handler failed, or whose claim the store could not take: the next
-    /// pass (or Stripe's retry) runs them again.
+    /// Events whose handler failed, or whose claim the store could not take, or that
+    /// another delivery took over while they ran (lease lost): the next pass (or
+    /// Stripe's retry) runs them again.
     pub failed: usize,
     /// Events answered without running the handler (no route, stale, other mode).
     pub skipped: usize,
@@ -70,6 +71,9 @@ impl ReconcileReport {
             OutcomeKind::Queued => self.queued += 1,
             OutcomeKind::Duplicate => self.duplicates += 1,
             OutcomeKind::InProgress { .. } => self.in_progress += 1,
+            // Answered 200, but taken over while it ran: it holds the cursor, and the
+            // delivery that took it may fail in turn.
+            OutcomeKind::LeaseLost => self.failed += 1,
             _ if o.status() >= 500 => self.failed += 1,
             _ => self.skipped += 1,
         }
@@ -589,6 +593,10 @@ impl Reconciler {
                 None => break,
             }
         }
+        // An event on two pages (the list moved under the walk) runs once: two copies in
+        // two chains would find each other in progress and hold the cursor.
+        let mut ids = std::collections::HashSet::new();
+        events.retain(|e| ids.insert(e.id().clone()));
         oldest_first(&mut events, |e| e.created());
         let ran = in_chains(
             events,
@@ -697,6 +705,8 @@ impl Reconciler {
                 None => break,
             }
         }
+        let mut ids = std::collections::HashSet::new();
+        notifications.retain(|n| ids.insert(n.id.clone()));
         oldest_first(&mut notifications, |n| n.created_unix().unwrap_or(from));
         let ran = in_chains(
             notifications,

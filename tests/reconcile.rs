@@ -745,6 +745,58 @@ impl StripeClient for Stuck {
     }
 }
 
+/// Two pages, the second repeating an event of the first (the list moved under the
+/// walk): the event runs once and is not counted again, and no copy holds the cursor.
+#[tokio::test]
+async fn an_event_listed_twice_runs_once() {
+    #[derive(Default)]
+    struct Moving(Mutex<usize>);
+    #[async_trait]
+    impl StripeClient for Moving {
+        async fn get(
+            &self,
+            _ctx: &RequestContext,
+            _path: &str,
+            _query: &[(String, String)],
+        ) -> Result<String, stripe_webhooks::client::ClientError> {
+            let now = testing::now();
+            let mut calls = self.0.lock().unwrap();
+            *calls += 1;
+            let (data, more) = if *calls == 1 {
+                (
+                    vec![
+                        event("evt_twice_b", "invoice.paid", now - 100),
+                        event("evt_twice_a", "invoice.paid", now - 200),
+                    ],
+                    true,
+                )
+            } else {
+                (vec![event("evt_twice_a", "invoice.paid", now - 200)], false)
+            };
+            Ok(format!(
+                r#"{{"object":"list","data":[{}],"has_more":{more},"url":"/v1/events"}}"#,
+                data.join(",")
+            ))
+        }
+    }
+    let s = setup().await;
+    let r = Reconciler::new(
+        Moving::default(),
+        Arc::clone(&s.processor),
+        Arc::clone(&s.store),
+    )
+    .with_concurrency(4)
+    .since_cursor()
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.listed, r.processed, r.duplicates, r.in_progress),
+        (3, 2, 0, 0),
+        "{r:?}"
+    );
+    s.runs.all_once(2);
+}
+
 #[tokio::test]
 async fn a_listing_that_stops_moving_fails_the_pass_and_keeps_the_cursor() {
     let s = setup().await;

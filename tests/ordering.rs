@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stripe_webhooks::{
-    async_trait, dangerous, testing, Claim, ClaimToken, Event, EventHandler, EventId, EventType,
-    HandlerError, IdempotencyStore, LockedClaim, MemoryStore, ObjectLock, OrderingStore,
+    async_trait, dangerous, testing, Claim, ClaimToken, Event, EventHandler, EventId, EventRouter,
+    EventType, HandlerError, IdempotencyStore, LockedClaim, MemoryStore, ObjectLock, OrderingStore,
     OutcomeKind, Processor, SigningSecret, StoreError, TiePolicy, Verifier, Watermark,
 };
 
@@ -952,6 +952,40 @@ async fn a_guarded_completion_that_was_not_recorded_is_retried() {
             .map(|w| w.event_id.to_string()),
         Some("evt_new".to_owned())
     );
+}
+
+/// A failed delivery whose release outlives the store timeout (it never reaches the
+/// store): the object's lock is let go all the same, so the object's other events are
+/// not answered 409 until the lock's lease ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_cut_by_its_timeout_still_frees_the_object() {
+    let store = Faulty {
+        inner: MemoryStore::new(),
+        late_release: Arc::default(),
+        hung_release: Arc::new(AtomicUsize::new(1)),
+        late_lock: Arc::default(),
+        failing_completions: Arc::default(),
+    };
+    let p = Processor::ordered(
+        Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
+        store.clone(),
+        EventRouter::new().fallback(|_e| {
+            Box::pin(async { Err(HandlerError::new(std::io::Error::other("card declined"))) })
+        }),
+        TiePolicy::Run,
+    )
+    .with_lease(Duration::from_secs(600))
+    .with_store_timeout(Duration::from_millis(150));
+    let failed = p
+        .process_event(&update("evt_fails", "cus_1", BASE + 1))
+        .await;
+    assert_eq!(failed.status(), 500, "{failed:?}");
+    let probe = store
+        .inner
+        .lock_object("cus_1", "probe", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(matches!(probe, ObjectLock::Acquired { .. }), "{probe:?}");
 }
 
 /// A renewal that finds the lock taken over (another holder applied a newer event while

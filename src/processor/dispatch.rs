@@ -547,8 +547,9 @@ impl ObjectLease {
     /// settled, or runs it); a 200 could lose the event.
     async fn give_up(&self, token: &ClaimToken, reason: &str) -> StoreError {
         self.lock_lost.store(true, SeqCst);
-        let _ = self.store.release(token, reason).await;
+        // The lock first: a release cut by the caller's timeout must not leave it held.
         self.unlock().await;
+        let _ = self.store.release(token, reason).await;
         StoreError::LeaseLost {
             event_id: token.event_id().clone(),
         }
@@ -626,17 +627,21 @@ impl IdempotencyStore for ObjectLease {
                 done
             }
             None => {
-                let done = self.store.complete(token).await;
+                // Nothing applied (a stale event): the lock first, so that a completion
+                // cut by the caller's timeout does not hold the object for a lease.
                 self.unlock().await;
-                done
+                self.store.complete(token).await
             }
         }
     }
 
     async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
-        let done = self.store.release(token, reason).await;
+        // The lock first: the caller's store timeout covers both calls, and a release that
+        // used it up would otherwise leave every event of the object answered 409 until
+        // the lock's lease ended. Safe: the claim stays this delivery's until released,
+        // so a redelivery of this event waits, and its handler applied nothing.
         self.unlock().await;
-        done
+        self.store.release(token, reason).await
     }
 
     async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {

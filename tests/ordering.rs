@@ -464,6 +464,48 @@ async fn a_thin_twin_moves_the_watermark() {
     );
 }
 
+/// A thin twin that cannot join its object's guard (no related object id) is claimed
+/// under its own id, not its twin's: its snapshot twin still runs through the guard
+/// and moves the watermark, so a late older snapshot is stale.
+#[tokio::test]
+async fn a_thin_twin_without_an_object_leaves_its_twin_to_the_guard() {
+    use stripe_webhooks::testing::ThinEventBuilder;
+    use stripe_webhooks::{EventNotification, ThinEventHandler};
+    struct Thin;
+    #[async_trait]
+    impl ThinEventHandler for Thin {
+        async fn handle(&self, _n: &EventNotification) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+    let h = Arc::new(Recorder::default());
+    let store = Arc::new(MemoryStore::new());
+    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run).with_thin_handler(Thin);
+    let thin = ThinEventBuilder::new("evt_thin_2", "v1.customer.updated")
+        .snapshot_event("evt_2")
+        .created(BASE + 2)
+        .build();
+    let n = dangerous::parse_unverified_notification(thin.as_bytes()).unwrap();
+    let o = p.process_notification(&n).await;
+    assert_eq!(o.kind().name(), "processed");
+    assert_eq!(o.claim_key().unwrap().as_str(), "evt_thin_2");
+    assert_eq!(store.watermark("cus_1").await.unwrap(), None);
+    assert_eq!(
+        p.process_event(&update("evt_2", "cus_1", BASE + 2))
+            .await
+            .kind()
+            .name(),
+        "processed"
+    );
+    assert_eq!(
+        p.process_event(&update("evt_1", "cus_1", BASE + 1))
+            .await
+            .kind()
+            .name(),
+        "stale"
+    );
+}
+
 /// An event about `object` on a connected account: `account`, or only `context` (as from
 /// an organization or Accounts v2 destination).
 fn connect_update(

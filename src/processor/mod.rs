@@ -1008,10 +1008,19 @@ impl Processor {
     async fn run_notification(&self, n: &EventNotification, started: Instant) -> Outcome {
         #[cfg(feature = "tracing")]
         trace::record_notification(&tracing::Span::current(), n);
-        let key = if self.dedupe_on_snapshot {
-            n.dedupe_key()
-        } else {
-            &n.id
+        let key = match self.dedupe_on_snapshot {
+            // Beside an ordered snapshot route, a thin event that cannot join its object's
+            // guard (no related object id, or a `created` that does not read) is claimed
+            // under its own id: under its twin's, it would complete the twin's claim
+            // without the watermark moving, and a late retry of an older snapshot event
+            // would then be applied over this change.
+            true if self.ordering.is_some()
+                && (n.ordering_key().is_none() || n.created_unix().is_none()) =>
+            {
+                &n.id
+            }
+            true => n.dedupe_key(),
+            false => &n.id,
         };
         let screened = !n.is_ping() && !self.livemode.is_some_and(|mode| mode != n.livemode);
         // The handler's own check, once, its panic caught (nothing is claimed then, so the

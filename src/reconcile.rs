@@ -597,6 +597,11 @@ impl Reconciler {
         // two chains would find each other in progress and hold the cursor.
         let mut ids = std::collections::HashSet::new();
         events.retain(|e| ids.insert(e.id().clone()));
+        // Listed for a connected account, an event that does not say so is that
+        // account's all the same: keyed (and fetched) as its webhook delivery is.
+        if let Some(account) = context.stripe_account() {
+            events = events.into_iter().map(|e| e.on_account(account)).collect();
+        }
         oldest_first(&mut events, |e| e.created());
         let ran = in_chains(
             events,

@@ -745,6 +745,64 @@ impl StripeClient for Stuck {
     }
 }
 
+/// Listed for a connected account (`Stripe-Account`), an event whose body does not name
+/// the account is that account's: the handler sees it, and the ordering guard keys its
+/// object `acct_…/id`, as the webhook delivery of the same event is keyed.
+#[tokio::test]
+async fn events_listed_for_an_account_are_that_accounts() {
+    struct Plain;
+    #[async_trait]
+    impl StripeClient for Plain {
+        async fn get(
+            &self,
+            ctx: &RequestContext,
+            _path: &str,
+            _query: &[(String, String)],
+        ) -> Result<String, stripe_webhooks::client::ClientError> {
+            assert_eq!(ctx.stripe_account(), Some("acct_9"));
+            Ok(format!(
+                r#"{{"object":"list","data":[{}],"has_more":false,"url":"/v1/events"}}"#,
+                event("evt_no_account", "customer.updated", testing::now() - 100)
+            ))
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let store = Arc::new(MemoryStore::new());
+    let recorded = Arc::clone(&seen);
+    let processor = Arc::new(Processor::ordered(
+        Verifier::new(SigningSecret::new("whsec_accounts").unwrap()),
+        Arc::clone(&store),
+        EventRouter::new().on(EventType::CustomerUpdated, move |e| {
+            recorded
+                .lock()
+                .unwrap()
+                .push(e.account().map(str::to_owned));
+            Box::pin(async { Ok(()) })
+        }),
+        stripe_webhooks::TiePolicy::Run,
+    ));
+    let r = Reconciler::new(Plain, processor, Arc::clone(&store))
+        .with_context(RequestContext::platform().with_stripe_account("acct_9"))
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!(r.processed, 1, "{r:?}");
+    assert_eq!(*seen.lock().unwrap(), [Some("acct_9".to_owned())]);
+    let object = {
+        let e = stripe_webhooks::dangerous::parse_unverified(
+            event("evt_x", "customer.updated", 0).as_bytes(),
+        )
+        .unwrap();
+        e.object_id().unwrap().to_owned()
+    };
+    assert!(store
+        .watermark(&format!("acct_9/{object}"))
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(store.watermark(&object).await.unwrap(), None);
+}
+
 /// Two pages, the second repeating an event of the first (the list moved under the
 /// walk): the event runs once and is not counted again, and no copy holds the cursor.
 #[tokio::test]

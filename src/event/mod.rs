@@ -469,6 +469,18 @@ impl Event {
         Ok(types::build(envelope, data.object.to_owned()))
     }
 
+    /// This event as on the connected account `account`, when it names none: a
+    /// reconciler listing a connected account's events (`Stripe-Account`) keys them, and
+    /// fetches their objects, as their webhook deliveries would be.
+    pub(crate) fn on_account(self, account: &str) -> Event {
+        if self.account().is_some() {
+            return self;
+        }
+        let mut envelope = self.envelope().clone();
+        envelope.account = Some(account.to_owned());
+        types::build(envelope, self.raw_object().to_owned())
+    }
+
     /// The same envelope around another `data.object` (for example the object fetched
     /// again from the API), typed as a body with that object would be.
     pub(crate) fn with_object(&self, raw: Box<RawValue>) -> Event {

@@ -318,6 +318,11 @@ async fn end_to_end(name: &str) {
     // Its log went to a file: plain text, one line per delivery.
     let log = std::fs::read_to_string(s._dir.join("stdout.log")).unwrap();
     assert!(log.contains("webhook delivery"), "{log}");
+    // A refused delivery says why, and nothing secret is ever written.
+    assert!(log.contains("no signature matched"), "{log}");
+    for secret in [SECRET, THIN_SECRET, "whsec_old_secret"] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
     assert!(
         !log.contains('\u{1b}'),
         "ANSI codes in a log that is not a terminal: {log:?}"

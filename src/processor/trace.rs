@@ -1,6 +1,6 @@
 //! Tracing (feature `tracing`): one span per delivery and one log line with its outcome.
 
-use super::outcome::Outcome;
+use super::outcome::{Outcome, OutcomeKind};
 use crate::event::Event;
 
 /// The span of one delivery: it covers verification, the handler and the store calls,
@@ -49,26 +49,55 @@ pub(super) fn log_outcome(span: &tracing::Span, o: &Outcome) {
     span.record("status", status);
     span.record("duration_ms", duration_ms);
     let _enter = span.enter();
-    if status >= 500 {
-        tracing::error!(
-            outcome = o.kind.name(),
+    let outcome = o.kind.name();
+    // Why, when there is a why: the signature, parse, handler or store error (none of
+    // them holds a secret or an expected signature), with its sources.
+    let error = detail(&o.kind);
+    let error = error.as_deref().unwrap_or("");
+    match &o.kind {
+        // Answered 200, but worth an alert: the handler ran and its completion is not
+        // recorded (a later delivery may run it again).
+        OutcomeKind::CompletionNotRecorded(_) => tracing::error!(
+            outcome,
             status,
             duration_ms,
-            "webhook delivery"
-        );
-    } else if status >= 400 {
-        tracing::warn!(
-            outcome = o.kind.name(),
+            error,
+            "webhook delivery: the handler ran but its completion was not recorded; a \
+             redelivery may run it again"
+        ),
+        // Answered 200: another delivery took the event over while the handler ran, so
+        // the two may have run side by side.
+        OutcomeKind::LeaseLost => tracing::warn!(
+            outcome,
             status,
             duration_ms,
-            "webhook delivery"
-        );
-    } else {
-        tracing::info!(
-            outcome = o.kind.name(),
-            status,
-            duration_ms,
-            "webhook delivery"
-        );
+            "webhook delivery: another delivery took the event over while its handler ran"
+        ),
+        _ if status >= 500 => {
+            tracing::error!(outcome, status, duration_ms, error, "webhook delivery");
+        }
+        _ if status >= 400 => {
+            tracing::warn!(outcome, status, duration_ms, error, "webhook delivery");
+        }
+        _ => tracing::info!(outcome, status, duration_ms, "webhook delivery"),
     }
+}
+
+/// The error behind an outcome, with its sources, if it has one.
+fn detail(kind: &OutcomeKind) -> Option<String> {
+    let error: &dyn std::error::Error = match kind {
+        OutcomeKind::BadSignature(e) => e,
+        OutcomeKind::NotAnEvent(e) => e,
+        OutcomeKind::HandlerFailed(e) => e,
+        OutcomeKind::StoreUnavailable(e) | OutcomeKind::CompletionNotRecorded(e) => e,
+        _ => return None,
+    };
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    Some(text)
 }

@@ -182,7 +182,8 @@ pub(crate) fn signature(value: Option<&[u8]>) -> Option<&str> {
 /// client that disconnects mid-delivery does not cancel the handler half-way, and the
 /// event is completed (or released) as if the answer had been read. A delivery whose
 /// client left is tied to no connection, so the server's graceful shutdown does not wait
-/// for it: the task is counted until it ends, for [`Processor::drain`].
+/// for it: the task is counted until it ends, for [`Processor::drain`] (and counted as
+/// cut if its runtime drops it first).
 pub(crate) async fn process<H, B>(
     processor: &Arc<Processor>,
     signature_header: Option<H>,
@@ -195,9 +196,10 @@ where
     let processor = Arc::clone(processor);
     let running = processor.delivery_started();
     let delivery = async move {
-        let _running = running;
         let header = signature(signature_header.as_ref().map(AsRef::as_ref));
-        Reply::outcome(&processor.process(header, body.as_ref()).await)
+        let reply = Reply::outcome(&processor.process(header, body.as_ref()).await);
+        running.finished();
+        reply
     };
     // In the request's span (a tower-http trace layer's, say), which the task would
     // otherwise leave.

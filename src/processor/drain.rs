@@ -10,20 +10,37 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
     running: AtomicUsize,
+    /// Deliveries dropped before they finished (their runtime ended under them).
+    cut: AtomicUsize,
     idle: tokio::sync::Notify,
 }
 
-/// One delivery counted in [`InFlight`] until it is dropped.
+/// One delivery counted in [`InFlight`] until it is dropped; dropped before
+/// [`finished`](Running::finished), it counts as cut.
 #[cfg(any(feature = "axum", feature = "actix-web"))]
 #[derive(Debug)]
-pub(crate) struct Running(Arc<InFlight>);
+pub(crate) struct Running {
+    in_flight: Arc<InFlight>,
+    finished: bool,
+}
+
+#[cfg(any(feature = "axum", feature = "actix-web"))]
+impl Running {
+    /// The delivery ran to its end.
+    pub(crate) fn finished(mut self) {
+        self.finished = true;
+    }
+}
 
 impl InFlight {
     /// Counts a delivery until the returned guard is dropped.
     #[cfg(any(feature = "axum", feature = "actix-web"))]
     pub(crate) fn start(self: &Arc<Self>) -> Running {
         self.running.fetch_add(1, SeqCst);
-        Running(Arc::clone(self))
+        Running {
+            in_flight: Arc::clone(self),
+            finished: false,
+        }
     }
 
     /// How many are running.
@@ -31,7 +48,12 @@ impl InFlight {
         self.running.load(SeqCst)
     }
 
-    /// Waits until none runs, at most `timeout`; whether none runs.
+    /// How many were cut before they finished.
+    pub(crate) fn cut(&self) -> usize {
+        self.cut.load(SeqCst)
+    }
+
+    /// Waits until none runs, at most `timeout`; whether none runs and none was cut.
     pub(crate) async fn drain(&self, timeout: Duration) -> bool {
         let idle = async {
             loop {
@@ -46,15 +68,41 @@ impl InFlight {
                 notified.await;
             }
         };
-        tokio::time::timeout(timeout, idle).await.is_ok()
+        tokio::time::timeout(timeout, idle).await.is_ok() && self.cut() == 0
     }
 }
 
 #[cfg(any(feature = "axum", feature = "actix-web"))]
 impl Drop for Running {
     fn drop(&mut self) {
-        if self.0.running.fetch_sub(1, SeqCst) == 1 {
-            self.0.idle.notify_waiters();
+        if !self.finished {
+            self.in_flight.cut.fetch_add(1, SeqCst);
         }
+        if self.in_flight.running.fetch_sub(1, SeqCst) == 1 {
+            self.in_flight.idle.notify_waiters();
+        }
+    }
+}
+
+#[cfg(all(test, any(feature = "axum", feature = "actix-web")))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drain_waits_for_the_running_and_reports_the_cut() {
+        let in_flight = Arc::new(InFlight::default());
+        assert!(in_flight.drain(Duration::from_millis(1)).await);
+        let running = in_flight.start();
+        assert!(!in_flight.drain(Duration::from_millis(10)).await);
+        let waiter = {
+            let in_flight = Arc::clone(&in_flight);
+            tokio::spawn(async move { in_flight.drain(Duration::from_secs(30)).await })
+        };
+        running.finished();
+        assert!(waiter.await.unwrap(), "finished: drained");
+        // A delivery its runtime dropped before it finished is reported.
+        drop(in_flight.start());
+        assert_eq!((in_flight.running(), in_flight.cut()), (0, 1));
+        assert!(!in_flight.drain(Duration::from_secs(1)).await);
     }
 }

@@ -720,12 +720,19 @@ impl Processor {
 
     /// Waits, at most `timeout`, until no delivery that this processor's framework routes
     /// ([`axum`](crate::axum), [`actix`](crate::actix)) started is still running; `true`
-    /// when none is. Call it after the server's graceful shutdown returns, before the
-    /// runtime ends: the routes run each delivery on a task of its own, so that a client
-    /// that hangs up (Stripe times out, a load balancer cuts the connection during a
-    /// deploy) does not cancel its handler half-way, and the server's shutdown, which
-    /// waits for connections, does not wait for those. A delivery cut by the runtime's end
-    /// instead loses its completion, and Stripe's retry runs the handler again.
+    /// when none is and none was cut. Call it after the server's graceful shutdown
+    /// returns, before the runtime ends: the routes run each delivery on a task of its
+    /// own, so that a client that hangs up (Stripe times out, a load balancer cuts the
+    /// connection during a deploy) does not cancel its handler half-way, and the server's
+    /// shutdown, which waits for connections, does not wait for those. A delivery cut by
+    /// the runtime's end instead loses its completion, and Stripe's retry runs the handler
+    /// again.
+    ///
+    /// On axum (one tokio runtime, which outlives `axum::serve`) this waits the
+    /// deliveries out. actix-web runs each worker on a runtime of its own and drops it
+    /// when the worker stops, before `HttpServer::run` returns, so a detached delivery
+    /// still running then is cut there: `drain` can only report it (`false`). Give actix's
+    /// `shutdown_timeout` at least the handler deadline.
     ///
     /// ```no_run
     /// # async fn run(processor: std::sync::Arc<stripe_webhooks::Processor>, listener: tokio::net::TcpListener) -> std::io::Result<()> {

@@ -252,10 +252,13 @@ impl Frontier {
         // failed: the store keeps the failure. Any other open outcome (held elsewhere,
         // store unavailable, lease lost) may have left no record, so it holds the cursor
         // whatever its age.
-        let recorded_failure = matches!(
-            o.kind(),
-            OutcomeKind::HandlerFailed(e) if !matches!(e, HandlerError::LeaseLost)
-        );
+        // (Claimed, so released with its error: a failure before any claim, such as a
+        // panic in the handler's `handles` check, left no record.)
+        let recorded_failure = o.attempt().is_some()
+            && matches!(
+                o.kind(),
+                OutcomeKind::HandlerFailed(e) if !matches!(e, HandlerError::LeaseLost)
+            );
         if recorded_failure && created < self.hold_from {
             // Older than the lookback: Stripe no longer retries it. Holding the cursor
             // for it would make every later pass list everything since, for as long as
@@ -450,12 +453,12 @@ impl Reconciler {
     /// The store keys of this reconciler's two cursors, `[v1, v2]`:
     /// `reconcile:{name}:{account or "platform"}:{types}:v1` (and `…:v2`), where `types`
     /// is a short hash of the types the processor takes (`all` when it takes every one).
-    /// Two reconcilers on one store (an ordered processor's and a plain one's, or two
-    /// connected accounts') thus never share a cursor: a shared one moved past an event
+    /// Two reconcilers on one store over processors of different types, or for different
+    /// connected accounts, thus never share a cursor: a shared one moved past an event
     /// that one of them could not settle, because the other had nothing open there. A
     /// reconciler whose types change starts a cursor of its own, from its
     /// [lookback](Self::with_lookback). A cursor kept under the key of earlier releases
-    /// (`reconcile:{name}:v1`) is where a new one starts.
+    /// (`reconcile:{name}:v1`) is where a new one starts, if it is within the lookback.
     pub fn cursor_keys(&self) -> [String; 2] {
         let c = &self.context;
         let scope = c
@@ -483,9 +486,11 @@ impl Reconciler {
         if let Some(w) = self.cursors.watermark(key).await? {
             return Ok(w.created);
         }
+        // No earlier than the lookback's start: the old key is never moved again, and a
+        // cursor started after a change of types must not go back to where it froze.
         let legacy = format!("reconcile:{}:{family}", self.name);
         Ok(match self.cursors.watermark(&legacy).await? {
-            Some(w) => w.created,
+            Some(w) => w.created.max(self.since()),
             None => self.since(),
         })
     }

@@ -716,6 +716,49 @@ async fn a_delivery_waits_out_the_next_handler_in_its_batch() {
     assert!(answered > 1, "{answered}");
 }
 
+/// An inbox handler whose `handles` check panics: a 500 with nothing claimed, the panic
+/// kept inside `process` (a reconciler's pass goes on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_handles_check_is_a_500_with_nothing_claimed() {
+    struct Picky;
+    impl TransactionalHandler<Sqlite> for Picky {
+        fn handle<'a, 'b, 'c, 'd>(
+            &'a self,
+            _event: &'b Event,
+            _conn: &'c mut SqliteConnection,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), HandlerError>> + Send + 'd>,
+        >
+        where
+            'a: 'd,
+            'b: 'd,
+            'c: 'd,
+            Self: 'd,
+        {
+            Box::pin(async { Ok(()) })
+        }
+        fn handles(&self, _event_type: &stripe_webhooks::EventType) -> bool {
+            panic!("no such plan")
+        }
+    }
+    let dir = common::TempDir::new("inbox_panic_handles");
+    let store = SqliteStore::connect(dir.join("events.db")).await.unwrap();
+    let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
+    let processor = Processor::with_inbox(verifier, store.inbox(Picky));
+    let (header, body) = delivery("evt_inbox_picky");
+    let o = processor.process(Some(&header), body.as_bytes()).await;
+    assert_eq!(o.status(), 500, "{o:?}");
+    assert!(
+        matches!(o.kind(), OutcomeKind::HandlerFailed(HandlerError::Panicked(m)) if m.contains("no such plan")),
+        "{o:?}"
+    );
+    assert!(store
+        .record(&EventId::new("evt_inbox_picky"))
+        .await
+        .unwrap()
+        .is_none());
+}
+
 /// An inbox handler written without `async-trait` that panics in the call itself,
 /// before returning its future: the delivery fails (500) and is recorded, as a panic in
 /// the future is, instead of unwinding through the processor.

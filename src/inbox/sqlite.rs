@@ -206,8 +206,15 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
     }
 
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
-        if !self.handler.handles(event.event_type()) {
-            return Dispatched::unclaimed(OutcomeKind::Ignored);
+        match crate::processor::check_caught(|| self.handler.handles(event.event_type())) {
+            Ok(true) => {}
+            Ok(false) => return Dispatched::unclaimed(OutcomeKind::Ignored),
+            // Nothing claimed: the event comes back.
+            Err(panic) => {
+                return Dispatched::unclaimed(OutcomeKind::HandlerFailed(
+                    crate::handler::HandlerError::Panicked(format!("in handles: {panic}")),
+                ))
+            }
         }
         let t = settings
             .store_timeout

@@ -969,11 +969,18 @@ impl crate::SqliteStore {
 pub struct PostgresQueue {
     pub(crate) core: SqlQueue<sqlx::Postgres>,
     listener: Arc<tokio::sync::Mutex<Option<Listening>>>,
+    /// When the last `LISTEN` connect failed: waits within LISTEN_RETRY_AFTER of it fall
+    /// back to polling at once instead of each trying (and waiting) again.
+    listen_failed_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// How long a worker's wait may take to make the queue's `LISTEN` connection, at least.
 #[cfg(feature = "postgres")]
 const LISTEN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long after a failed `LISTEN` connect the workers poll without trying again.
+#[cfg(feature = "postgres")]
+const LISTEN_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// What the task reading a queue's `LISTEN` connection tells the workers that wait.
 #[cfg(feature = "postgres")]
@@ -1035,6 +1042,7 @@ impl PostgresQueue {
         Self {
             core: SqlQueue::new(pool, store_table),
             listener: Arc::default(),
+            listen_failed_at: Arc::default(),
         }
     }
 
@@ -1059,6 +1067,13 @@ impl PostgresQueue {
                 }
                 _ => {
                     *slot = None;
+                    let failed_at = *self
+                        .listen_failed_at
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if failed_at.is_some_and(|at| at.elapsed() < LISTEN_RETRY_AFTER) {
+                        return false;
+                    }
                     let connected = async {
                         // On a pool of its own, of one connection: `PgListener` keeps the
                         // connection it takes for good, and one taken from the queue's pool
@@ -1083,10 +1098,18 @@ impl PostgresQueue {
                     // gets at least LISTEN_CONNECT_TIMEOUT, however short the poll
                     // interval, or a short one would never let it finish.
                     let connect_for = max_wait.max(LISTEN_CONNECT_TIMEOUT);
+                    let note_failed = |failed: Option<std::time::Instant>| {
+                        *self
+                            .listen_failed_at
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = failed;
+                    };
                     let Ok(Ok(listener)) = tokio::time::timeout(connect_for, connected).await
                     else {
+                        note_failed(Some(std::time::Instant::now()));
                         return false;
                     };
+                    note_failed(None);
                     let wakeups = Arc::new(Wakeups::default());
                     let task = tokio::spawn(read_notifications(listener, Arc::clone(&wakeups)));
                     *slot = Some(Listening {

@@ -342,7 +342,7 @@ pub enum WhenGone {
 /// Whether Stripe said the object does not exist: a 404 with its `resource_missing`
 /// code, not any 404 (a wrong base URL or a proxy's own 404 page says nothing about the
 /// object, and must fail).
-fn is_gone(e: &ClientError) -> bool {
+pub(crate) fn is_gone(e: &ClientError) -> bool {
     matches!(e, ClientError::Api(api) if api.is_not_found() && api.code.as_deref() == Some("resource_missing"))
 }
 

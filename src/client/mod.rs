@@ -19,7 +19,7 @@
 //! snapshot event's `account`, `Stripe-Context` for a thin event's `context`) and which
 //! event triggered it.
 
-mod fetch;
+pub(crate) mod fetch;
 #[cfg(feature = "client")]
 mod http;
 #[cfg(any(feature = "client", feature = "testing"))]

@@ -435,9 +435,10 @@ impl OrderingGuard {
 }
 
 /// The event rebuilt around its object fetched from the API, for a tie under
-/// `TiePolicy::Fetch`. `Ok(None)` when the object cannot be fetched for good (deleted,
-/// no API path, no id): the snapshot is then all there is, and the event runs on it,
-/// rather than failing every retry. A transient failure is a handler failure.
+/// `TiePolicy::Fetch`. `Ok(None)` when the object cannot be fetched for good (deleted:
+/// Stripe's 404 `resource_missing`; no API path; no id): the snapshot is then all there
+/// is, and the event runs on it, rather than failing every retry. Any other failure (a
+/// proxy's 404 included) is a handler failure.
 pub(crate) async fn refetched_for_tie(
     event: &Event,
     client: &dyn crate::client::StripeClient,
@@ -446,7 +447,7 @@ pub(crate) async fn refetched_for_tie(
     match event.refetched(client).await {
         Ok(fresh) => Ok(Some(fresh)),
         Err(e)
-            if e.is_not_found()
+            if crate::client::fetch::is_gone(&e)
                 || matches!(
                     e,
                     ClientError::NoApiPath { .. } | ClientError::NothingToFetch(_)

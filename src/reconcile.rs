@@ -765,12 +765,11 @@ mod tests {
         }
     }
 
+    /// `f` saw a delivery of `id` that claimed the event (its first attempt).
     fn saw(f: &mut Frontier, created: i64, id: &str, kind: OutcomeKind) {
-        f.saw(
-            created,
-            &EventId::new(id),
-            &Outcome::new(kind, Instant::now()),
-        );
+        let mut o = Outcome::new(kind, Instant::now());
+        o.attempt = Some(1);
+        f.saw(created, &EventId::new(id), &o);
     }
 
     #[test]
@@ -839,6 +838,19 @@ mod tests {
         saw(&mut f, 97_000, "evt_failed", failed());
         assert_eq!(f.beyond_lookback, 1);
         assert_eq!(f.target().map(|w| w.created), Some(97_000));
+        // So does an old failure that claimed nothing (a panic in the handler's `handles`
+        // check): nothing recorded it.
+        let before = f.target();
+        f.saw(
+            500,
+            &EventId::new("evt_unclaimed"),
+            &Outcome::new(
+                OutcomeKind::HandlerFailed(HandlerError::Panicked("in handles_event".into())),
+                Instant::now(),
+            ),
+        );
+        assert_eq!(f.beyond_lookback, 1);
+        assert_eq!(f.target().map(|w| w.created), Some(500), "{before:?}");
         // So does an old one that may have left no record: held elsewhere, a lost
         // lease, or a store that could not answer.
         for (i, kind) in [

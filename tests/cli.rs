@@ -51,6 +51,11 @@ impl Out {
 
 /// Runs the tool with `args` and no store settings from the environment.
 async fn cli(args: &[&str]) -> Out {
+    cli_with_env(args, &[]).await
+}
+
+/// Runs the tool with `args`, no store settings from the environment but `env`'s.
+async fn cli_with_env(args: &[&str], env: &[(&str, &str)]) -> Out {
     let out = tokio::process::Command::new(BIN)
         .args(args)
         .env_remove("DATABASE_URL")
@@ -59,6 +64,7 @@ async fn cli(args: &[&str]) -> Out {
         .env_remove("SQLITE_PATH")
         .env_remove("STRIPE_WEBHOOK_SECRET")
         .env_remove("STRIPE_THIN_WEBHOOK_SECRET")
+        .envs(env.iter().copied())
         .output()
         .await
         .unwrap();
@@ -478,22 +484,17 @@ async fn the_env_names_the_store_like_the_examples() {
 async fn a_typed_store_flag_beats_the_environment() {
     let dir = TempDir::new("cli-precedence");
     let path = dir.join("p.db").display().to_string();
+    // Nothing listens on port 1: opening either would fail.
     let run = |args: Vec<String>| async move {
-        let out = tokio::process::Command::new(BIN)
-            .args(&args)
-            // Nothing listens on port 1: opening either would fail.
-            .env("DATABASE_URL", "postgres://ops:pw@127.0.0.1:1/prod")
-            .env("REDIS_URL", "redis://127.0.0.1:1")
-            .env_remove("SQLITE_PATH")
-            .env_remove("STRIPE_WEBHOOKS_TABLE")
-            .output()
-            .await
-            .unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli_with_env(
+            &args,
+            &[
+                ("DATABASE_URL", "postgres://ops:pw@127.0.0.1:1/prod"),
+                ("REDIS_URL", "redis://127.0.0.1:1"),
+            ],
+        )
+        .await
     };
     let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     let migrated = run(args(&["--sqlite", &path, "migrate"])).await.ok();

@@ -423,19 +423,21 @@ async fn a_dropped_delivery_frees_its_object() {
     );
 }
 
+/// A thin handler that does nothing: the thin side of the guard tests.
+struct Thin;
+
+#[async_trait]
+impl stripe_webhooks::ThinEventHandler for Thin {
+    async fn handle(&self, _n: &stripe_webhooks::EventNotification) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
 /// A thin event claimed under its snapshot twin joins the twin's ordering guard: it
 /// moves the watermark, so an older snapshot of the object that arrives later is stale.
 #[tokio::test]
 async fn a_thin_twin_moves_the_watermark() {
     use stripe_webhooks::testing::ThinEventBuilder;
-    use stripe_webhooks::{EventNotification, ThinEventHandler};
-    struct Thin;
-    #[async_trait]
-    impl ThinEventHandler for Thin {
-        async fn handle(&self, _n: &EventNotification) -> Result<(), HandlerError> {
-            Ok(())
-        }
-    }
     let h = Arc::new(Recorder::default());
     let store = Arc::new(MemoryStore::new());
     let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run).with_thin_handler(Thin);
@@ -470,14 +472,6 @@ async fn a_thin_twin_moves_the_watermark() {
 #[tokio::test]
 async fn a_thin_twin_without_an_object_leaves_its_twin_to_the_guard() {
     use stripe_webhooks::testing::ThinEventBuilder;
-    use stripe_webhooks::{EventNotification, ThinEventHandler};
-    struct Thin;
-    #[async_trait]
-    impl ThinEventHandler for Thin {
-        async fn handle(&self, _n: &EventNotification) -> Result<(), HandlerError> {
-            Ok(())
-        }
-    }
     let h = Arc::new(Recorder::default());
     let store = Arc::new(MemoryStore::new());
     let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run).with_thin_handler(Thin);
@@ -537,14 +531,6 @@ fn connect_update(
 #[tokio::test]
 async fn connected_accounts_objects_are_ordered_apart() {
     use stripe_webhooks::testing::ThinEventBuilder;
-    use stripe_webhooks::{EventNotification, ThinEventHandler};
-    struct Thin;
-    #[async_trait]
-    impl ThinEventHandler for Thin {
-        async fn handle(&self, _n: &EventNotification) -> Result<(), HandlerError> {
-            Ok(())
-        }
-    }
     let h = Arc::new(Recorder::default());
     let store = Arc::new(MemoryStore::new());
     let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run).with_thin_handler(Thin);

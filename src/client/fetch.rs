@@ -339,13 +339,6 @@ pub enum WhenGone {
     Skip,
 }
 
-/// Whether Stripe said the object does not exist: a 404 with its `resource_missing`
-/// code, not any 404 (a wrong base URL or a proxy's own 404 page says nothing about the
-/// object, and must fail).
-pub(crate) fn is_gone(e: &ClientError) -> bool {
-    matches!(e, ClientError::Api(api) if api.is_not_found() && api.code.as_deref() == Some("resource_missing"))
-}
-
 /// A handler wrapper that fetches before acting: for the event types you choose, it
 /// retrieves the latest `data.object` from the API (with the Connect `Stripe-Account`
 /// of [`Event::account`]) and hands the inner handler the event rebuilt around it, so
@@ -464,7 +457,7 @@ impl<H: EventHandler> EventHandler for FetchLatest<H> {
         }
         let fresh = match event.refetched(self.client.as_ref()).await {
             Ok(fresh) => fresh,
-            Err(e) if self.when_gone == WhenGone::Skip && is_gone(&e) => {
+            Err(e) if self.when_gone == WhenGone::Skip && e.is_resource_missing() => {
                 #[cfg(feature = "tracing")]
                 tracing::warn!(
                     event_id = %event.id(),

@@ -19,7 +19,7 @@
 //! snapshot event's `account`, `Stripe-Context` for a thin event's `context`) and which
 //! event triggered it.
 
-pub(crate) mod fetch;
+mod fetch;
 #[cfg(feature = "client")]
 mod http;
 #[cfg(any(feature = "client", feature = "testing"))]
@@ -404,6 +404,13 @@ impl ClientError {
     /// Whether Stripe said the object does not exist (404).
     pub fn is_not_found(&self) -> bool {
         matches!(self, ClientError::Api(e) if e.is_not_found())
+    }
+
+    /// Whether Stripe said so in its own words: a 404 with the code `resource_missing`,
+    /// not any 404 (a wrong base URL or a proxy's own 404 page says nothing about the
+    /// object). What `FetchLatest` and `TiePolicy::Fetch` take as "deleted".
+    pub(crate) fn is_resource_missing(&self) -> bool {
+        matches!(self, ClientError::Api(e) if e.is_not_found() && e.code.as_deref() == Some("resource_missing"))
     }
 
     /// Whether the call failed on rate limits (the last answer was a 429).

@@ -150,15 +150,10 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
     }
 
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
-        match crate::processor::check_caught(|| self.handler.handles(event.event_type())) {
-            Ok(true) => {}
-            Ok(false) => return Dispatched::unclaimed(OutcomeKind::Ignored),
-            // Nothing claimed: the event comes back.
-            Err(panic) => {
-                return Dispatched::unclaimed(OutcomeKind::HandlerFailed(
-                    crate::handler::HandlerError::Panicked(format!("in handles: {panic}")),
-                ))
-            }
+        if let Some(answer) =
+            Dispatched::screen("handles", || self.handler.handles(event.event_type()))
+        {
+            return answer;
         }
         let core = &self.store.core;
         let object_id = self.ordering.as_ref().and_then(|_| event.ordering_key());

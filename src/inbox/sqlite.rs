@@ -206,15 +206,10 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
     }
 
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
-        match crate::processor::check_caught(|| self.handler.handles(event.event_type())) {
-            Ok(true) => {}
-            Ok(false) => return Dispatched::unclaimed(OutcomeKind::Ignored),
-            // Nothing claimed: the event comes back.
-            Err(panic) => {
-                return Dispatched::unclaimed(OutcomeKind::HandlerFailed(
-                    crate::handler::HandlerError::Panicked(format!("in handles: {panic}")),
-                ))
-            }
+        if let Some(answer) =
+            Dispatched::screen("handles", || self.handler.handles(event.event_type()))
+        {
+            return answer;
         }
         let t = settings
             .store_timeout

@@ -60,6 +60,20 @@ impl Dispatched {
         }
     }
 
+    /// A dispatcher's first step: whether the handler takes the event, by its own check
+    /// (`name` in the error), its panic caught. `None`: go on and claim it; else the
+    /// answer, with nothing claimed: ignored, or a 500 (so Stripe, or a reconciler's
+    /// next pass, delivers it again).
+    pub(crate) fn screen(name: &str, takes: impl FnOnce() -> bool) -> Option<Self> {
+        match check_caught(takes) {
+            Ok(true) => None,
+            Ok(false) => Some(Self::unclaimed(OutcomeKind::Ignored)),
+            Err(panic) => Some(Self::unclaimed(OutcomeKind::HandlerFailed(
+                HandlerError::Panicked(format!("in {name}: {panic}")),
+            ))),
+        }
+    }
+
     /// A result of attempt number `attempt`.
     pub(crate) fn attempt(kind: OutcomeKind, attempt: u32) -> Self {
         Self {
@@ -110,15 +124,10 @@ const COMPLETION_RETRIES: u32 = 3;
 #[async_trait::async_trait]
 impl Dispatcher for StoreDispatcher {
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
-        match check_caught(|| self.handler.handles_event(event)) {
-            Ok(true) => {}
-            Ok(false) => return Dispatched::unclaimed(OutcomeKind::Ignored),
-            // Nothing claimed: Stripe (or the reconciler's next pass) delivers it again.
-            Err(panic) => {
-                return Dispatched::unclaimed(OutcomeKind::HandlerFailed(HandlerError::Panicked(
-                    format!("in handles_event: {panic}"),
-                )))
-            }
+        if let Some(answer) =
+            Dispatched::screen("handles_event", || self.handler.handles_event(event))
+        {
+            return answer;
         }
         let handler = &*self.handler;
         if let Some(ordering) = &self.ordering {
@@ -447,7 +456,7 @@ pub(crate) async fn refetched_for_tie(
     match event.refetched(client).await {
         Ok(fresh) => Ok(Some(fresh)),
         Err(e)
-            if crate::client::fetch::is_gone(&e)
+            if e.is_resource_missing()
                 || matches!(
                     e,
                     ClientError::NoApiPath { .. } | ClientError::NothingToFetch(_)

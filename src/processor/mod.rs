@@ -24,6 +24,7 @@ use crate::idempotency::IdempotencyStore;
 use crate::signature::{VerifiedPayload, Verifier};
 
 use crate::idempotency::OrderingStore;
+#[cfg(feature = "tokio")]
 pub(crate) use dispatch::check_caught;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use dispatch::fetch_within;
@@ -1029,14 +1030,7 @@ impl Processor {
             true => n.dedupe_key(),
             false => &n.id,
         };
-        let screened = !n.is_ping() && !self.livemode.is_some_and(|mode| mode != n.livemode);
-        // The handler's own check, once, its panic caught (nothing is claimed then, so the
-        // event comes back).
-        let takes = match &self.thin {
-            Some(h) if screened => check_caught(|| h.handles_notification(n)),
-            _ => Ok(false),
-        };
-        let (kind, attempt) = match (&self.thin, takes) {
+        let (kind, attempt) = match &self.thin {
             _ if n.is_ping() => (OutcomeKind::Ping, None),
             _ if self.livemode.is_some_and(|mode| mode != n.livemode) => (
                 OutcomeKind::OtherMode {
@@ -1044,50 +1038,16 @@ impl Processor {
                 },
                 None,
             ),
-            (_, Err(panic)) => (
-                OutcomeKind::HandlerFailed(crate::handler::HandlerError::Panicked(format!(
-                    "in handles_notification: {panic}"
-                ))),
-                None,
-            ),
-            (Some(h), Ok(true)) => {
-                // Keyed on the snapshot twin, the record carries the twin's type, so it
-                // reads the same whichever delivery came first.
-                let record_type = match n.snapshot_type() {
-                    Some(t) if key != &n.id => t,
-                    _ => EventType::from_wire(n.event_type.as_str()),
+            Some(h) => {
+                let d = match Dispatched::screen("handles_notification", || {
+                    h.handles_notification(n)
+                }) {
+                    Some(answer) => answer,
+                    None => self.dispatch_notification(h.as_ref(), n, key).await,
                 };
-                let handler = || h.handle(n);
-                // Claimed under its snapshot twin, a thin event joins the twin's ordering
-                // guard: otherwise it would complete the twin's claim and leave the
-                // watermark behind.
-                let object_key = n.ordering_key();
-                let guarded = match (&self.ordering, object_key.as_deref(), n.created_unix()) {
-                    (Some(guard), Some(object_id), Some(created)) if key != &n.id => {
-                        Some((guard, object_id, created))
-                    }
-                    _ => None,
-                };
-                let Dispatched { kind, attempt } = match guarded {
-                    Some((guard, object_id, created)) => {
-                        guard
-                            .dispatch_thin(
-                                key,
-                                &record_type,
-                                object_id,
-                                created,
-                                handler,
-                                &self.settings,
-                            )
-                            .await
-                    }
-                    None => {
-                        claim_and_run(&self.store, key, &record_type, &self.settings, handler).await
-                    }
-                };
-                (kind, attempt)
+                (d.kind, d.attempt)
             }
-            _ => (OutcomeKind::Ignored, None),
+            None => (OutcomeKind::Ignored, None),
         };
         let mut o = Outcome::new(kind, started);
         o.attempt = attempt;
@@ -1096,6 +1056,48 @@ impl Processor {
         o.claim_key = Some(key.clone());
         o.created = n.created_unix();
         o
+    }
+
+    /// A thin event the handler takes: claimed under `key`, handled, completed; through
+    /// the ordering guard when it is claimed under its snapshot twin.
+    async fn dispatch_notification(
+        &self,
+        h: &dyn ThinEventHandler,
+        n: &EventNotification,
+        key: &crate::event::EventId,
+    ) -> Dispatched {
+        // Keyed on the snapshot twin, the record carries the twin's type, so it
+        // reads the same whichever delivery came first.
+        let record_type = match n.snapshot_type() {
+            Some(t) if key != &n.id => t,
+            _ => EventType::from_wire(n.event_type.as_str()),
+        };
+        let handler = || h.handle(n);
+        // Claimed under its snapshot twin, a thin event joins the twin's ordering
+        // guard: otherwise it would complete the twin's claim and leave the
+        // watermark behind.
+        let object_key = n.ordering_key();
+        let guarded = match (&self.ordering, object_key.as_deref(), n.created_unix()) {
+            (Some(guard), Some(object_id), Some(created)) if key != &n.id => {
+                Some((guard, object_id, created))
+            }
+            _ => None,
+        };
+        match guarded {
+            Some((guard, object_id, created)) => {
+                guard
+                    .dispatch_thin(
+                        key,
+                        &record_type,
+                        object_id,
+                        created,
+                        handler,
+                        &self.settings,
+                    )
+                    .await
+            }
+            None => claim_and_run(&self.store, key, &record_type, &self.settings, handler).await,
+        }
     }
 
     /// Claims, handles and completes an event that was already verified and parsed (for

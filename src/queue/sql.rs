@@ -13,7 +13,7 @@ use super::{Enqueued, Job, JobRecord, JobState, NewJob, PayloadKind, QueueCounts
 use crate::event::EventId;
 use crate::idempotency::sql::{attempts_from, db_err, millis, Dialect};
 use crate::idempotency::{truncate_error, ClaimToken, StoreError};
-use crate::processor::{check_caught, handler_future, run_handler};
+use crate::processor::{handler_future, run_handler};
 
 /// One dialect's queue statements. `{j}` is the jobs table, `{now}` the clock in Unix
 /// milliseconds. Parameters:
@@ -701,12 +701,10 @@ macro_rules! inbox_runner {
                         return Ran::permanent(format!("the queued body is not an event: {e}"))
                     }
                 };
-                match check_caught(|| self.handler.handles(event.event_type())) {
-                    Ok(true) => {}
-                    Ok(false) => return Ran::Skipped,
-                    Err(panic) => {
-                        return Ran::permanent(super::worker::check_panicked("handles", &panic))
-                    }
+                if let Some(ran) = super::worker::screen_job("handles", || {
+                    self.handler.handles(event.event_type())
+                }) {
+                    return ran;
                 }
                 let mut begin = <$db as QueueDialect>::BEGIN;
                 loop {

@@ -202,10 +202,8 @@ impl Runner for Handlers {
                         return Ran::permanent(format!("the queued body is not an event: {e}"))
                     }
                 };
-                match check_caught(|| h.handles_event(&event)) {
-                    Ok(true) => {}
-                    Ok(false) => return Ran::Skipped,
-                    Err(panic) => return Ran::permanent(check_panicked("handles_event", &panic)),
+                if let Some(ran) = screen_job("handles_event", || h.handles_event(&event)) {
+                    return ran;
                 }
                 match run_handler(handler_future(|| h.handle(&event)), deadline).await {
                     Ok(()) => Ran::Succeeded,
@@ -222,12 +220,9 @@ impl Runner for Handlers {
                         return Ran::permanent(format!("the queued body is not an event: {e}"))
                     }
                 };
-                match check_caught(|| h.handles_notification(&n)) {
-                    Ok(true) => {}
-                    Ok(false) => return Ran::Skipped,
-                    Err(panic) => {
-                        return Ran::permanent(check_panicked("handles_notification", &panic))
-                    }
+                if let Some(ran) = screen_job("handles_notification", || h.handles_notification(&n))
+                {
+                    return ran;
                 }
                 match run_handler(handler_future(|| h.handle(&n)), deadline).await {
                     Ok(()) => Ran::Succeeded,
@@ -238,10 +233,18 @@ impl Runner for Handlers {
     }
 }
 
-/// Why a job is dead whose handler's check panicked: the check panics the same way each
-/// time, so the job waits for a fix and a requeue.
-pub(crate) fn check_panicked(check: &str, panic: &str) -> String {
-    format!("the handler's {check} check panicked: {panic} (fix it, then requeue the job)")
+/// Whether a job's handler takes it, by its own check (`name` in the error), its panic
+/// caught: `None` to run it; else skipped (completed without running), or dead with
+/// why: the check panics the same way each time, so the job waits for a fix and a
+/// requeue.
+pub(crate) fn screen_job(name: &str, takes: impl FnOnce() -> bool) -> Option<Ran> {
+    match check_caught(takes) {
+        Ok(true) => None,
+        Ok(false) => Some(Ran::Skipped),
+        Err(panic) => Some(Ran::permanent(format!(
+            "the handler's {name} check panicked: {panic} (fix it, then requeue the job)"
+        ))),
+    }
 }
 
 /// A job of a family the worker has no handler for is kept dead rather than dropped: with

@@ -865,7 +865,13 @@ where
                 .bind(applied.event_id.as_str())
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(db_err)?;
+                .or_else(|e| {
+                    if raised(&e, statements::LEASE_LOST) {
+                        Ok(None)
+                    } else {
+                        Err(db_err(e))
+                    }
+                })?;
             return if done.is_some() { Ok(()) } else { Err(lost()) };
         }
         Err(StoreError::unavailable(

@@ -19,6 +19,7 @@ super::shipped_migrations! {
         3 "0003_jobs.sql",
         4 "0004_guard_steps.sql",
         5 "0005_settle_checks_the_lock.sql",
+        6 "0006_settle_updates_the_object_first.sql",
     ]
 }
 

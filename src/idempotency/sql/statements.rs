@@ -34,7 +34,7 @@
 /// | `watermark` | object id | `created`, `event_id` |
 /// | `lock_row` | object id | `created`, `event_id` (the row stays locked) |
 /// | `lock_and_claim` | object id, holder, lease ms, event id, event type, fence | no row when not locked, else `created`, `event_id`, `attempts` (null when the claim was refused) |
-/// | `complete_applied` | event id, fence, object id, holder, created, applied event id | a row when completed |
+/// | `complete_applied` | event id, fence, object id, holder, created, applied event id | a row when completed; no row, or raises [`LEASE_LOST`], when not |
 /// | `lock_and_claim_step` | as `lock_and_claim` | `attempts`, `created`, `event_id`; raises when refused |
 /// | `settle_step` | as `complete_applied` | nothing; raises when the lease is lost |
 /// | `purge_objects_upto` | after object id, batch size, 1 on the first batch (which includes `after`) | the last object id of the next batch |
@@ -178,9 +178,10 @@ pub const SQLITE: Statements = Statements {
         WHERE object_id >= ?1 AND (object_id > ?1 OR ?3 = 1) ORDER BY object_id LIMIT ?2)",
     lock_and_claim: None,
     complete_applied: None,
-    // The views and their triggers: migrations/sqlite/0004_guard_steps.sql. Both
-    // statements take the same arguments, by number: keep every parameter `?N` (sqlx
-    // fills an unnumbered `?` by position, per statement).
+    // The views and their triggers: migrations/sqlite/0004_guard_steps.sql (the settle
+    // trigger as of 0006_settle_updates_the_object_first.sql). Both statements take the
+    // same arguments, by number: keep every parameter `?N` (sqlx fills an unnumbered `?`
+    // by position, per statement).
     lock_and_claim_step: Some("INSERT INTO {t}_lock_claim (object_id, holder, lease_ms, event_id, event_type, fence) \
         VALUES (?1, ?2, ?3, ?4, ?5, ?6); \
         SELECT c.attempts, o.created, o.event_id FROM {t} c, {t}_objects o \
@@ -266,21 +267,27 @@ pub const POSTGRES: Statements = Statements {
         WHERE e.status = 'failed' OR (e.status = 'processing' AND e.lease_until <= now()) \
         RETURNING attempts::bigint) \
         SELECT lock.created, lock.event_id, claim.attempts FROM lock LEFT JOIN claim ON true"),
-    complete_applied: Some("WITH held AS (\
-        SELECT 1 FROM {t}_objects WHERE object_id = $3 AND holder = $4 FOR NO KEY UPDATE), \
+    // The object's row first, fenced by its holder: the update waits for any statement
+    // writing that row and judges the holder on the row as it is after it, so a takeover
+    // of a lapsed lock makes it (and so the completion) do nothing. The claim completes
+    // only when that update took. When the update took but the claim did not complete
+    // (it was released or marked failed meanwhile), the last line's cast fails on
+    // purpose, raising LEASE_LOST: the whole statement is undone, so the watermark and
+    // the lock are as they were. (`coalesce` evaluates the cast only then, and it casts
+    // a value read from `obj`, which the planner cannot fold into a constant and raise
+    // on every execution.) The statement before, which read the row `FOR NO KEY UPDATE`
+    // first and wrote it by an upsert after the claim, cost the server 37 k more
+    // instructions an event: benches/README.md.
+    complete_applied: Some("WITH obj AS (\
+        UPDATE {t}_objects AS o SET \
+        created = CASE WHEN o.created IS NULL OR o.created <= $5 THEN $5 ELSE o.created END, \
+        event_id = CASE WHEN o.created IS NULL OR o.created <= $5 THEN $6 ELSE o.event_id END, \
+        holder = NULL, lock_until = NULL, updated_at = now() \
+        WHERE o.object_id = $3 AND o.holder = $4 RETURNING 1 AS one), \
         done AS (\
         UPDATE {t} SET status = 'completed', completed_at = now(), lease_until = NULL, updated_at = now() \
-        WHERE event_id = $1 AND fence = $2 AND status = 'processing' AND EXISTS (SELECT 1 FROM held) RETURNING 1), \
-        obj AS (\
-        INSERT INTO {t}_objects AS o (object_id, created, event_id, updated_at) \
-        SELECT $3, $5, $6, now() FROM done \
-        ON CONFLICT (object_id) DO UPDATE SET \
-        created = CASE WHEN o.created IS NULL OR o.created <= EXCLUDED.created THEN EXCLUDED.created ELSE o.created END, \
-        event_id = CASE WHEN o.created IS NULL OR o.created <= EXCLUDED.created THEN EXCLUDED.event_id ELSE o.event_id END, \
-        holder = CASE WHEN o.holder = $4 THEN NULL ELSE o.holder END, \
-        lock_until = CASE WHEN o.holder = $4 THEN NULL ELSE o.lock_until END, \
-        updated_at = now() RETURNING 1) \
-        SELECT 1::bigint FROM done"),
+        WHERE event_id = $1 AND fence = $2 AND status = 'processing' AND EXISTS (SELECT 1 FROM obj) RETURNING 1) \
+        SELECT coalesce((SELECT 1::bigint FROM done), ('stripe_webhooks: lease lost ' || one)::bigint) FROM obj"),
     lock_and_claim_step: None,
     settle_step: None,
 };

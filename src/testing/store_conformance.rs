@@ -672,7 +672,8 @@ pub async fn complete_applied_moves_the_watermark_forward_only<S: OrderingStore 
     store.unlock_object(&obj, "after").await.unwrap();
 }
 
-/// A token that lost its claim changes nothing: not the record, not the watermark.
+/// A token that lost its claim changes nothing: not the record, not the watermark, not
+/// the lock (which the holder still has, until it unlocks or its lease ends).
 pub async fn complete_applied_with_a_lost_claim_changes_nothing<S: OrderingStore + ?Sized>(
     store: &S,
 ) {
@@ -687,6 +688,9 @@ pub async fn complete_applied_with_a_lost_claim_changes_nothing<S: OrderingStore
         .await;
     assert!(matches!(res, Err(StoreError::LeaseLost { .. })), "{res:?}");
     assert_eq!(store.watermark(&obj).await.unwrap(), None);
+    let other = store.lock_object(&obj, "other", LONG).await.unwrap();
+    assert!(matches!(other, ObjectLock::Busy { .. }), "{other:?}");
+    store.unlock_object(&obj, &holder).await.unwrap();
     assert!(matches!(
         store.claim(&id, &TYPE, LONG).await.unwrap(),
         Claim::Acquired(_)

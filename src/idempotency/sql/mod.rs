@@ -79,7 +79,10 @@ impl Dialect for sqlx::Postgres {
     }
 }
 
-/// Whether a statement failed on a trigger's `RAISE` with `message`.
+/// Whether a statement failed on purpose with `message`: a SQLite trigger's `RAISE`, or
+/// PostgreSQL's error for the deliberately failing cast in `complete_applied`, which
+/// quotes the value it could not read (`invalid input syntax for type bigint:
+/// "stripe_webhooks: lease lost 1"`).
 fn raised(e: &sqlx::Error, message: &str) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.message().contains(message))
 }

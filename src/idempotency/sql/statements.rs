@@ -100,7 +100,9 @@ pub struct Statements {
     pub lock_and_claim: Option<&'static str>,
     /// Where the dialect can: the completion, the watermark and the unlock in one
     /// statement, answering a row when the claim was completed; nothing changes unless
-    /// the object's lock still names the holder.
+    /// the object's lock still names the holder and the claim is still the fence's (no
+    /// row when the lock is not the holder's; raises [`LEASE_LOST`] when it is but the
+    /// claim is gone).
     pub complete_applied: Option<&'static str>,
     /// Where the dialect has no data-modifying CTEs (SQLite): `lock_and_claim` as one
     /// `INSERT` into a view whose trigger locks and claims, raising
@@ -117,7 +119,9 @@ pub struct Statements {
 pub const OBJECT_BUSY: &str = "stripe_webhooks: object busy";
 /// What `lock_and_claim_step` raises when the claim is refused (the lock is undone).
 pub const CLAIM_REFUSED: &str = "stripe_webhooks: claim refused";
-/// What `settle_step` raises when the claim is no longer the fence's.
+/// What `settle_step` raises when the claim is no longer the fence's or the lock the
+/// holder's, and what PostgreSQL's `complete_applied` puts in its error when the claim
+/// is gone.
 pub const LEASE_LOST: &str = "stripe_webhooks: lease lost";
 
 /// SQLite: `?N` parameters, times from SQLite's own clock.

@@ -649,6 +649,64 @@ async fn dropped_delivery_releases_its_claim_for_the_retry() {
     assert!(record.last_error.unwrap().contains("cancelled"));
 }
 
+/// A caller that drops a delivery (a reconciler pass stopped by a signal) and then
+/// drains before its runtime ends: `drain` waits for the release the drop spawned, which
+/// the runtime's end would otherwise cut, leaving the event held for its whole lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_waits_for_the_release_of_a_dropped_delivery() {
+    /// A `MemoryStore` whose releases take a while.
+    struct SlowRelease(MemoryStore);
+    #[async_trait]
+    impl IdempotencyStore for SlowRelease {
+        async fn claim(
+            &self,
+            id: &EventId,
+            t: &EventType,
+            lease: Duration,
+        ) -> Result<Claim, StoreError> {
+            self.0.claim(id, t, lease).await
+        }
+        async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+            self.0.complete(token).await
+        }
+        async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            self.0.release(token, reason).await
+        }
+        async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
+            self.0.extend(token, lease).await
+        }
+    }
+    let handler = Arc::new(SlowFirst {
+        first_sleep: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let store = Arc::new(SlowRelease(MemoryStore::new()));
+    let p = Processor::new(verifier(), store.clone(), handler.clone())
+        .with_lease(Duration::from_secs(60));
+    let (h, b) = signed("evt_drained", "invoice.paid");
+    let cut = tokio::time::timeout(
+        Duration::from_millis(100),
+        p.process(Some(&h), b.as_bytes()),
+    );
+    assert!(cut.await.is_err(), "the delivery should still be running");
+    assert_eq!(p.deliveries_running(), 1, "the release is counted");
+    assert!(p.drain(Duration::from_secs(10)).await);
+    assert_eq!(p.deliveries_running(), 0);
+    let record = store
+        .0
+        .record(&EventId::new("evt_drained"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.status,
+        RecordStatus::Failed,
+        "released by the time drain returns"
+    );
+    assert!(record.last_error.unwrap().contains("cancelled"));
+}
+
 /// A store over a `MemoryStore` whose renewals always fail with `extend_error`, and whose
 /// first completion takes `first_complete_delay`.
 struct Flaky {

@@ -23,7 +23,7 @@ use crate::idempotency::{
 };
 
 /// The settings an event is dispatched under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct DispatchSettings {
     /// How long a claim is leased.
     pub(crate) lease: Duration,
@@ -31,6 +31,10 @@ pub(crate) struct DispatchSettings {
     pub(crate) deadline: Option<Duration>,
     /// How long one store call may take before the delivery is answered 503.
     pub(crate) store_timeout: Duration,
+    /// The processor's count of detached work: a dropped delivery's settling task joins
+    /// it, so that [`Processor::drain`](super::Processor::drain) waits for it.
+    #[cfg(feature = "tokio")]
+    pub(crate) in_flight: Option<std::sync::Arc<super::drain::InFlight>>,
 }
 
 impl Default for DispatchSettings {
@@ -39,6 +43,8 @@ impl Default for DispatchSettings {
             lease: DEFAULT_LEASE,
             deadline: Some(DEFAULT_HANDLER_DEADLINE),
             store_timeout: DEFAULT_STORE_TIMEOUT,
+            #[cfg(feature = "tokio")]
+            in_flight: None,
         }
     }
 }
@@ -231,7 +237,7 @@ async fn run_claimed(
     // Until the claim is settled, dropping this future (a client that went away, a
     // server that cancels requests) settles it from a task of its own: released while
     // the handler runs, completed once it has succeeded.
-    let mut guard = ClaimGuard::new(store, token.clone(), t);
+    let mut guard = ClaimGuard::new(store, token.clone(), settings);
     let handled = renewing_lease(
         &**store,
         token,

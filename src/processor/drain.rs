@@ -1,12 +1,13 @@
-//! The deliveries a processor's framework routes run on tasks of their own, counted so
-//! that a service shutting down can wait for them ([`Processor::drain`](super::Processor::drain)).
+//! The deliveries a processor's framework routes run on tasks of their own, and the
+//! tasks that settle the claim of a delivery whose future was dropped, counted so that a
+//! service shutting down can wait for them ([`Processor::drain`](super::Processor::drain)).
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-#[cfg(any(feature = "axum", feature = "actix-web"))]
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The count of deliveries running detached from their requests.
+/// The count of deliveries running detached from their requests, and of dropped
+/// deliveries' settling tasks.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
     running: AtomicUsize,
@@ -17,14 +18,12 @@ pub(crate) struct InFlight {
 
 /// One delivery counted in [`InFlight`] until it is dropped; dropped before
 /// [`finished`](Running::finished), it counts as cut.
-#[cfg(any(feature = "axum", feature = "actix-web"))]
 #[derive(Debug)]
 pub(crate) struct Running {
     in_flight: Arc<InFlight>,
     finished: bool,
 }
 
-#[cfg(any(feature = "axum", feature = "actix-web"))]
 impl Running {
     /// The delivery ran to its end.
     pub(crate) fn finished(mut self) {
@@ -34,7 +33,6 @@ impl Running {
 
 impl InFlight {
     /// Counts a delivery until the returned guard is dropped.
-    #[cfg(any(feature = "axum", feature = "actix-web"))]
     pub(crate) fn start(self: &Arc<Self>) -> Running {
         self.running.fetch_add(1, SeqCst);
         Running {
@@ -72,7 +70,6 @@ impl InFlight {
     }
 }
 
-#[cfg(any(feature = "axum", feature = "actix-web"))]
 impl Drop for Running {
     fn drop(&mut self) {
         if !self.finished {
@@ -84,7 +81,7 @@ impl Drop for Running {
     }
 }
 
-#[cfg(all(test, any(feature = "axum", feature = "actix-web")))]
+#[cfg(test)]
 mod tests {
     use super::*;
 

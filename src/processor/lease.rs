@@ -47,18 +47,23 @@ pub(super) struct ClaimGuard<'a> {
     /// The processor's store timeout, for the completion's calls.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     store_timeout: std::time::Duration,
+    /// The processor's count of detached work, which the settling task joins.
+    #[cfg(feature = "tokio")]
+    in_flight: Option<Arc<super::drain::InFlight>>,
 }
 
 impl<'a> ClaimGuard<'a> {
     pub(super) fn new(
         store: &'a Arc<dyn IdempotencyStore>,
         token: ClaimToken,
-        store_timeout: std::time::Duration,
+        settings: &DispatchSettings,
     ) -> Self {
         Self {
             store,
             held: Held::Running(token),
-            store_timeout,
+            store_timeout: settings.store_timeout,
+            #[cfg(feature = "tokio")]
+            in_flight: settings.in_flight.clone(),
         }
     }
 
@@ -85,6 +90,9 @@ impl Drop for ClaimGuard<'_> {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let store = Arc::clone(self.store);
             let t = self.store_timeout;
+            // Counted from now until the task ends, so that `Processor::drain` waits for
+            // it; a task the runtime's end cuts counts as cut.
+            let running = self.in_flight.as_ref().map(|f| f.start());
             runtime.spawn(async move {
                 match held {
                     Held::Running(token) => {
@@ -97,6 +105,9 @@ impl Drop for ClaimGuard<'_> {
                         note_completion_after_drop(&token, &kind);
                     }
                     Held::Settled => {}
+                }
+                if let Some(running) = running {
+                    running.finished();
                 }
             });
         }

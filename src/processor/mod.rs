@@ -536,6 +536,8 @@ impl Processor {
         dispatcher: Option<Arc<dyn Dispatcher>>,
         store: Arc<dyn IdempotencyStore>,
     ) -> Self {
+        #[cfg(feature = "tokio")]
+        let in_flight: Arc<drain::InFlight> = Arc::default();
         Self {
             verifier,
             dispatcher,
@@ -548,9 +550,13 @@ impl Processor {
             queued_events: None,
             max_body: DEFAULT_MAX_BODY,
             body_timeout: DEFAULT_BODY_TIMEOUT,
-            settings: DispatchSettings::default(),
+            settings: DispatchSettings {
+                #[cfg(feature = "tokio")]
+                in_flight: Some(Arc::clone(&in_flight)),
+                ..DispatchSettings::default()
+            },
             #[cfg(feature = "tokio")]
-            in_flight: Arc::default(),
+            in_flight,
         }
     }
 
@@ -729,6 +735,13 @@ impl Processor {
     /// the runtime's end instead loses its completion, and Stripe's retry runs the handler
     /// again.
     ///
+    /// It also waits for the settling of any delivery whose future was dropped before it
+    /// settled its claim (a request the server cancelled, a
+    /// [`Reconciler`](crate::reconcile::Reconciler) pass stopped by a signal): that
+    /// delivery's claim is released (or, once its handler has succeeded, completed) from
+    /// a task of its own, which the runtime's end would otherwise cut, leaving the event
+    /// held until its lease ends.
+    ///
     /// On axum (one tokio runtime, which outlives `axum::serve`) this waits the
     /// deliveries out. actix-web runs each worker on a runtime of its own and drops it
     /// when the worker stops, before `HttpServer::run` returns, so a detached delivery
@@ -754,8 +767,8 @@ impl Processor {
         self.in_flight.drain(timeout).await
     }
 
-    /// How many deliveries this processor's framework routes started are still running
-    /// (see [`drain`](Self::drain)).
+    /// How many deliveries this processor's framework routes started are still running,
+    /// with the settling tasks of dropped deliveries (see [`drain`](Self::drain)).
     #[cfg(feature = "tokio")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn deliveries_running(&self) -> usize {

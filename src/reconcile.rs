@@ -158,6 +158,12 @@ pub enum ReconcileError {
 /// });
 /// # Ok(()) }
 /// ```
+///
+/// A pass may be stopped by dropping its future (a shutdown signal): the event it was
+/// running then has its claim released from a task of its own, and the next pass, or
+/// Stripe's retry, runs it. Before the runtime ends, wait for that task with the
+/// processor's [`drain`](Processor::drain), as `examples/reconcile.rs` does; otherwise
+/// the event stays held until its lease ends.
 pub struct Reconciler {
     client: Arc<dyn StripeClient>,
     processor: Arc<Processor>,

@@ -93,8 +93,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
         let pass = tokio::select! {
             pass = pass => pass,
             () = &mut stop => {
-                // The pass's delivery in flight was dropped: its claim is released from
-                // a task of its own, which `drain` waits for before the runtime ends.
+                // The pass's delivery in flight was dropped. In inbox mode (as here) its
+                // transaction rolls back with it; over an idempotency store its claim is
+                // released from a task of its own, which `drain` waits for before the
+                // runtime ends.
                 if !processor.drain(Duration::from_secs(10)).await {
                     eprintln!("a claim was left to its lease; its event runs again after it");
                 }

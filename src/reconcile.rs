@@ -159,11 +159,13 @@ pub enum ReconcileError {
 /// # Ok(()) }
 /// ```
 ///
-/// A pass may be stopped by dropping its future (a shutdown signal): the event it was
-/// running then has its claim released from a task of its own, and the next pass, or
-/// Stripe's retry, runs it. Before the runtime ends, wait for that task with the
-/// processor's [`drain`](Processor::drain), as `examples/reconcile.rs` does; otherwise
-/// the event stays held until its lease ends.
+/// A pass may be stopped by dropping its future (a shutdown signal), and the next pass,
+/// or Stripe's retry, runs the event it was running. Over an
+/// [`IdempotencyStore`](crate::IdempotencyStore), that event's claim is released from a
+/// task of its own: before the runtime ends, wait for it with the processor's
+/// [`drain`](Processor::drain), as `examples/reconcile.rs` does, or the event stays
+/// held until its lease ends. (In inbox mode its transaction rolls back with the pass;
+/// an ack-fast processor's enqueue is one statement.)
 pub struct Reconciler {
     client: Arc<dyn StripeClient>,
     processor: Arc<Processor>,

@@ -685,11 +685,18 @@ async fn drain_waits_for_the_release_of_a_dropped_delivery() {
     let p = Processor::new(verifier(), store.clone(), handler.clone())
         .with_lease(Duration::from_secs(60));
     let (h, b) = signed("evt_drained", "invoice.paid");
-    let cut = tokio::time::timeout(
-        Duration::from_millis(100),
-        p.process(Some(&h), b.as_bytes()),
-    );
-    assert!(cut.await.is_err(), "the delivery should still be running");
+    // Dropped once its handler runs (it would take 30 s), however slow the machine.
+    let started = async {
+        while handler.runs.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let dropped = tokio::select! {
+        _ = p.process(Some(&h), b.as_bytes()) => false,
+        () = started => true,
+    };
+    assert!(dropped, "the delivery should still be running");
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
     assert_eq!(p.deliveries_running(), 1, "the release is counted");
     assert!(p.drain(Duration::from_secs(10)).await);
     assert_eq!(p.deliveries_running(), 0);

@@ -23,7 +23,7 @@ use crate::idempotency::{
 };
 
 /// The settings an event is dispatched under.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct DispatchSettings {
     /// How long a claim is leased.
     pub(crate) lease: Duration,
@@ -35,6 +35,17 @@ pub(crate) struct DispatchSettings {
     /// it, so that [`Processor::drain`](super::Processor::drain) waits for it.
     #[cfg(feature = "tokio")]
     pub(crate) in_flight: Option<std::sync::Arc<super::drain::InFlight>>,
+}
+
+impl std::fmt::Debug for DispatchSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the count of running work: the processor's own `Debug` is about settings.
+        f.debug_struct("DispatchSettings")
+            .field("lease", &self.lease)
+            .field("deadline", &self.deadline)
+            .field("store_timeout", &self.store_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for DispatchSettings {

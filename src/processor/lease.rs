@@ -49,21 +49,21 @@ pub(super) struct ClaimGuard<'a> {
     store_timeout: std::time::Duration,
     /// The processor's count of detached work, which the settling task joins.
     #[cfg(feature = "tokio")]
-    in_flight: Option<Arc<super::drain::InFlight>>,
+    in_flight: Option<&'a Arc<super::drain::InFlight>>,
 }
 
 impl<'a> ClaimGuard<'a> {
     pub(super) fn new(
         store: &'a Arc<dyn IdempotencyStore>,
         token: ClaimToken,
-        settings: &DispatchSettings,
+        settings: &'a DispatchSettings,
     ) -> Self {
         Self {
             store,
             held: Held::Running(token),
             store_timeout: settings.store_timeout,
             #[cfg(feature = "tokio")]
-            in_flight: settings.in_flight.clone(),
+            in_flight: settings.in_flight.as_ref(),
         }
     }
 
@@ -92,7 +92,7 @@ impl Drop for ClaimGuard<'_> {
             let t = self.store_timeout;
             // Counted from now until the task ends, so that `Processor::drain` waits for
             // it; a task the runtime's end cuts counts as cut.
-            let running = self.in_flight.as_ref().map(|f| f.start());
+            let running = self.in_flight.map(|f| f.start());
             runtime.spawn(async move {
                 match held {
                     Held::Running(token) => {

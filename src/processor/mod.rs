@@ -736,11 +736,12 @@ impl Processor {
     /// again.
     ///
     /// It also waits for the settling of any delivery whose future was dropped before it
-    /// settled its claim (a request the server cancelled, a
-    /// [`Reconciler`](crate::reconcile::Reconciler) pass stopped by a signal): that
-    /// delivery's claim is released (or, once its handler has succeeded, completed) from
-    /// a task of its own, which the runtime's end would otherwise cut, leaving the event
-    /// held until its lease ends.
+    /// settled its claim (a [`Reconciler`](crate::reconcile::Reconciler) pass stopped by
+    /// a signal; a request cancelled by your own server calling
+    /// [`process`](Self::process), where the crate's routes detach each delivery so that
+    /// a cancelled request does not drop it): that delivery's claim is released (or, once
+    /// its handler has succeeded, completed) from a task of its own, which the runtime's
+    /// end would otherwise cut, leaving the event held until its lease ends.
     ///
     /// On axum (one tokio runtime, which outlives `axum::serve`) this waits the
     /// deliveries out. actix-web runs each worker on a runtime of its own and drops it

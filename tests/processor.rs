@@ -654,34 +654,14 @@ async fn dropped_delivery_releases_its_claim_for_the_retry() {
 /// the runtime's end would otherwise cut, leaving the event held for its whole lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_waits_for_the_release_of_a_dropped_delivery() {
-    /// A `MemoryStore` whose releases take a while.
-    struct SlowRelease(MemoryStore);
-    #[async_trait]
-    impl IdempotencyStore for SlowRelease {
-        async fn claim(
-            &self,
-            id: &EventId,
-            t: &EventType,
-            lease: Duration,
-        ) -> Result<Claim, StoreError> {
-            self.0.claim(id, t, lease).await
-        }
-        async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
-            self.0.complete(token).await
-        }
-        async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            self.0.release(token, reason).await
-        }
-        async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
-            self.0.extend(token, lease).await
-        }
-    }
     let handler = Arc::new(SlowFirst {
         first_sleep: Duration::from_secs(30),
         ..Default::default()
     });
-    let store = Arc::new(SlowRelease(MemoryStore::new()));
+    // Releases take a while (renewals fail, but none falls due within the 60 s lease).
+    let mut store = Flaky::new(|_| StoreError::unavailable("unused"));
+    store.release_delay = Duration::from_millis(500);
+    let store = Arc::new(store);
     let p = Processor::new(verifier(), store.clone(), handler.clone())
         .with_lease(Duration::from_secs(60));
     let (h, b) = signed("evt_drained", "invoice.paid");
@@ -701,7 +681,7 @@ async fn drain_waits_for_the_release_of_a_dropped_delivery() {
     assert!(p.drain(Duration::from_secs(10)).await);
     assert_eq!(p.deliveries_running(), 0);
     let record = store
-        .0
+        .inner
         .record(&EventId::new("evt_drained"))
         .await
         .unwrap()
@@ -714,12 +694,14 @@ async fn drain_waits_for_the_release_of_a_dropped_delivery() {
     assert!(record.last_error.unwrap().contains("cancelled"));
 }
 
-/// A store over a `MemoryStore` whose renewals always fail with `extend_error`, and whose
-/// first completion takes `first_complete_delay`.
+/// A store over a `MemoryStore` whose renewals always fail with `extend_error`, whose
+/// first completion takes `first_complete_delay`, and whose releases take
+/// `release_delay`.
 struct Flaky {
     inner: MemoryStore,
     extend_error: fn(&ClaimToken) -> StoreError,
     first_complete_delay: Duration,
+    release_delay: Duration,
     completes: AtomicUsize,
     /// Notified when the first completion starts.
     completing: Notify,
@@ -731,6 +713,7 @@ impl Flaky {
             inner: MemoryStore::new(),
             extend_error,
             first_complete_delay: Duration::ZERO,
+            release_delay: Duration::ZERO,
             completes: AtomicUsize::new(0),
             completing: Notify::new(),
         }
@@ -750,6 +733,7 @@ impl IdempotencyStore for Flaky {
         self.inner.complete(t).await
     }
     async fn release(&self, t: &ClaimToken, r: &str) -> Result<(), StoreError> {
+        tokio::time::sleep(self.release_delay).await;
         self.inner.release(t, r).await
     }
     async fn extend(&self, t: &ClaimToken, _l: Duration) -> Result<(), StoreError> {

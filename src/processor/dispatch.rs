@@ -31,10 +31,11 @@ pub(crate) struct DispatchSettings {
     pub(crate) deadline: Option<Duration>,
     /// How long one store call may take before the delivery is answered 503.
     pub(crate) store_timeout: Duration,
-    /// The processor's count of detached work: a dropped delivery's settling task joins
-    /// it, so that [`Processor::drain`](super::Processor::drain) waits for it.
+    /// The processor's count of detached work: the deliveries its framework routes run
+    /// on tasks of their own, and a dropped delivery's settling task, which
+    /// [`Processor::drain`](super::Processor::drain) waits for.
     #[cfg(feature = "tokio")]
-    pub(crate) in_flight: Option<std::sync::Arc<super::drain::InFlight>>,
+    pub(crate) in_flight: std::sync::Arc<super::drain::InFlight>,
 }
 
 impl std::fmt::Debug for DispatchSettings {
@@ -55,7 +56,7 @@ impl Default for DispatchSettings {
             deadline: Some(DEFAULT_HANDLER_DEADLINE),
             store_timeout: DEFAULT_STORE_TIMEOUT,
             #[cfg(feature = "tokio")]
-            in_flight: None,
+            in_flight: std::sync::Arc::default(),
         }
     }
 }

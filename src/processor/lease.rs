@@ -49,7 +49,7 @@ pub(super) struct ClaimGuard<'a> {
     store_timeout: std::time::Duration,
     /// The processor's count of detached work, which the settling task joins.
     #[cfg(feature = "tokio")]
-    in_flight: Option<&'a Arc<super::drain::InFlight>>,
+    in_flight: &'a Arc<super::drain::InFlight>,
 }
 
 impl<'a> ClaimGuard<'a> {
@@ -63,7 +63,7 @@ impl<'a> ClaimGuard<'a> {
             held: Held::Running(token),
             store_timeout: settings.store_timeout,
             #[cfg(feature = "tokio")]
-            in_flight: settings.in_flight.as_ref(),
+            in_flight: &settings.in_flight,
         }
     }
 
@@ -92,7 +92,7 @@ impl Drop for ClaimGuard<'_> {
             let t = self.store_timeout;
             // Counted from now until the task ends, so that `Processor::drain` waits for
             // it; a task the runtime's end cuts counts as cut.
-            let running = self.in_flight.map(|f| f.start());
+            let running = self.in_flight.start();
             runtime.spawn(async move {
                 match held {
                     Held::Running(token) => {
@@ -106,9 +106,7 @@ impl Drop for ClaimGuard<'_> {
                     }
                     Held::Settled => {}
                 }
-                if let Some(running) = running {
-                    running.finished();
-                }
+                running.finished();
             });
         }
         #[cfg(not(feature = "tokio"))]

@@ -243,9 +243,6 @@ pub struct Processor {
     max_body: usize,
     body_timeout: Duration,
     settings: DispatchSettings,
-    /// The deliveries the framework routes run on tasks of their own.
-    #[cfg(feature = "tokio")]
-    in_flight: Arc<drain::InFlight>,
 }
 
 impl std::fmt::Debug for Processor {
@@ -536,8 +533,6 @@ impl Processor {
         dispatcher: Option<Arc<dyn Dispatcher>>,
         store: Arc<dyn IdempotencyStore>,
     ) -> Self {
-        #[cfg(feature = "tokio")]
-        let in_flight: Arc<drain::InFlight> = Arc::default();
         Self {
             verifier,
             dispatcher,
@@ -550,13 +545,7 @@ impl Processor {
             queued_events: None,
             max_body: DEFAULT_MAX_BODY,
             body_timeout: DEFAULT_BODY_TIMEOUT,
-            settings: DispatchSettings {
-                #[cfg(feature = "tokio")]
-                in_flight: Some(Arc::clone(&in_flight)),
-                ..DispatchSettings::default()
-            },
-            #[cfg(feature = "tokio")]
-            in_flight,
+            settings: DispatchSettings::default(),
         }
     }
 
@@ -765,7 +754,7 @@ impl Processor {
     #[cfg(feature = "tokio")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn drain(&self, timeout: Duration) -> bool {
-        self.in_flight.drain(timeout).await
+        self.settings.in_flight.drain(timeout).await
     }
 
     /// How many deliveries this processor's framework routes started are still running,
@@ -773,14 +762,14 @@ impl Processor {
     #[cfg(feature = "tokio")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn deliveries_running(&self) -> usize {
-        self.in_flight.running()
+        self.settings.in_flight.running()
     }
 
     /// Counts a delivery a framework route runs on a task of its own, until the guard
     /// is dropped.
     #[cfg(any(feature = "axum", feature = "actix-web"))]
     pub(crate) fn delivery_started(&self) -> drain::Running {
-        self.in_flight.start()
+        self.settings.in_flight.start()
     }
 
     /// The claim lease.

@@ -11,11 +11,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::client::{
     ClientError, ListEventsParams, ListV2EventsParams, RequestContext, StripeClient,
 };
+use crate::clock::{Clock, SystemClock};
 use crate::event::{rfc3339_from, Event, EventId, EventNotification};
 use crate::handler::HandlerError;
 use crate::idempotency::{OrderingStore, StoreError, Watermark};
@@ -24,6 +25,10 @@ use crate::processor::{Outcome, OutcomeKind, Processor};
 /// How far back a reconciler looks when it has no cursor yet, and for undelivered
 /// events: 3 days, as long as Stripe retries a delivery.
 pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(3 * 24 * 3600);
+
+/// How far behind the present a cursor pass leaves its cursor unless told otherwise
+/// ([`Reconciler::with_safety_lag`]): a minute.
+pub const DEFAULT_SAFETY_LAG: Duration = Duration::from_secs(60);
 
 /// The most `types[]` Stripe takes in one list request; with more, the reconciler lists
 /// every type and the processor skips those it does not handle.
@@ -173,6 +178,8 @@ pub struct Reconciler {
     name: String,
     context: RequestContext,
     lookback: Duration,
+    safety_lag: Duration,
+    clock: Arc<dyn Clock>,
     page_size: u8,
     concurrency: usize,
 }
@@ -183,6 +190,8 @@ impl std::fmt::Debug for Reconciler {
             .field("name", &self.name)
             .field("context", &self.context)
             .field("lookback", &self.lookback)
+            .field("safety_lag", &self.safety_lag)
+            .field("clock", &self.clock)
             .field("page_size", &self.page_size)
             .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
@@ -196,13 +205,6 @@ fn oldest_first<T>(items: &mut [T], created: impl Fn(&T) -> i64) {
     items.sort_by_key(created);
 }
 
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// Where a cursor pass may move its cursor: up to the oldest event it could not settle
 /// (so the next pass lists it again), else to the newest it saw.
 struct Frontier {
@@ -210,6 +212,8 @@ struct Frontier {
     oldest_open: Option<i64>,
     /// When the pass started, in Unix seconds.
     now: i64,
+    /// How far behind the present (or the newest event listed) the cursor stays.
+    lag: i64,
     /// An unsettled event created before this (the lookback's start) no longer holds
     /// the cursor.
     hold_from: i64,
@@ -218,12 +222,14 @@ struct Frontier {
 }
 
 impl Frontier {
-    /// A pass starting now; `hold_from` is where its lookback starts.
-    fn new(hold_from: i64) -> Self {
+    /// A pass starting at `now` (Unix seconds) whose cursor stays `lag` seconds behind;
+    /// `hold_from` is where its lookback starts.
+    fn new(now: i64, lag: i64, hold_from: i64) -> Self {
         Self {
             newest: None,
             oldest_open: None,
-            now: now_unix(),
+            now,
+            lag,
             hold_from,
             beyond_lookback: 0,
         }
@@ -238,11 +244,13 @@ fn is_account_id(context: &str) -> bool {
     })
 }
 
+/// A duration in whole seconds, as the cursors count.
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// The id a cursor carries when it stops at a second rather than at an event.
 const OPEN_EVENT: &str = "-";
-
-/// How far behind the present a cursor stays, in seconds.
-const SAFETY_LAG: i64 = 60;
 
 impl Frontier {
     fn saw(&mut self, created: i64, id: &EventId, o: &Outcome) {
@@ -278,14 +286,15 @@ impl Frontier {
     }
 
     fn target(&self) -> Option<Watermark> {
-        // A minute behind the present, by this machine's clock or, if that runs ahead
-        // of Stripe's, by the newest event listed (which Stripe's clock has passed), so
-        // that a clock ahead cannot carry the cursor past an event Stripe lists late.
+        // The safety lag behind the present, by this machine's clock or, if that runs
+        // ahead of Stripe's, by the newest event listed (which Stripe's clock has
+        // passed), so that a clock ahead cannot carry the cursor past an event Stripe
+        // lists late.
         let horizon = self
             .newest
             .as_ref()
             .map_or(self.now, |n| n.created.min(self.now))
-            .saturating_sub(SAFETY_LAG);
+            .saturating_sub(self.lag);
         match (self.oldest_open, &self.newest) {
             // Not past an open event: the next pass starts at its second, or at the
             // horizon if that is earlier. (Stores read an empty id as no watermark,
@@ -434,6 +443,8 @@ impl Reconciler {
             name: "default".to_owned(),
             context: RequestContext::default(),
             lookback: DEFAULT_LOOKBACK,
+            safety_lag: DEFAULT_SAFETY_LAG,
+            clock: Arc::new(SystemClock),
             page_size: 100,
             concurrency: 1,
         }
@@ -534,6 +545,30 @@ impl Reconciler {
         self
     }
 
+    /// How far behind the present a cursor pass leaves its cursor ([`DEFAULT_SAFETY_LAG`],
+    /// a minute): the next pass lists that span again, so an event Stripe lists a little
+    /// after its `created` (its list is eventually consistent) is not skipped. The
+    /// present is this reconciler's [clock](Self::with_clock), or the newest event
+    /// listed if that is earlier (a clock running ahead of Stripe's cannot carry the
+    /// cursor past an event). A longer lag relists more events each pass, each one
+    /// answered by the store as a duplicate; zero trusts Stripe's list to be complete
+    /// up to the second it was read.
+    #[must_use]
+    pub fn with_safety_lag(mut self, lag: Duration) -> Self {
+        self.safety_lag = lag;
+        self
+    }
+
+    /// Reads the present from `clock` (the system clock by default): the lookback's
+    /// start and the cursor's [safety lag](Self::with_safety_lag) count from it. Tests
+    /// and replays inject a [`FixedClock`](crate::FixedClock) or a
+    /// [`ManualClock`](crate::ManualClock).
+    #[must_use]
+    pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
     /// Runs up to `n` objects' events at once (1, the default: one event at a time).
     /// The events of one object (`data.object.id`; a thin event's related object) still
     /// run one after another, oldest first, so an ordering guard applies them in order;
@@ -553,7 +588,12 @@ impl Reconciler {
     }
 
     fn since(&self) -> i64 {
-        now_unix().saturating_sub(i64::try_from(self.lookback.as_secs()).unwrap_or(i64::MAX))
+        self.clock.now_unix().saturating_sub(secs(self.lookback))
+    }
+
+    /// A pass's frontier, starting now.
+    fn frontier(&self) -> Frontier {
+        Frontier::new(self.clock.now_unix(), secs(self.safety_lag), self.since())
     }
 
     /// The snapshot types to list: `None` to list them all.
@@ -646,14 +686,15 @@ impl Reconciler {
             return Ok(report);
         }
         let params = self.v1_params(self.since()).with_delivery_success(false);
-        self.run_v1(params, &mut report, &mut Frontier::new(self.since()))
+        self.run_v1(params, &mut report, &mut self.frontier())
             .await?;
         Ok(report)
     }
 
     /// Runs every snapshot event created since the cursor (on the first pass, since the
-    /// lookback), then moves the cursor forward: to a minute before the newest event
-    /// seen (an event Stripe lists a little late still falls in the next pass, even if
+    /// lookback), then moves the cursor forward: to the
+    /// [safety lag](Self::with_safety_lag) (a minute) before the newest event seen or the
+    /// clock's present, whichever is earlier (an event Stripe lists a little late still falls in the next pass, even if
     /// this machine's clock runs ahead of Stripe's), or, when an event failed or was
     /// running elsewhere, to that event's second, so the next pass lists it again. An
     /// event older than the lookback no longer holds the cursor
@@ -669,7 +710,7 @@ impl Reconciler {
         }
         let [key, _] = self.cursor_keys();
         let from = self.start(&key, "v1").await?;
-        let mut frontier = Frontier::new(self.since());
+        let mut frontier = self.frontier();
         self.run_v1(self.v1_params(from), &mut report, &mut frontier)
             .await?;
         self.advance(&key, &frontier, &mut report).await?;
@@ -700,8 +741,8 @@ impl Reconciler {
         }
         let mut notifications = Vec::new();
         // Its clock starts before the listing, as the v1 pass's does: the cursor stays
-        // SAFETY_LAG behind the listing's start however long the listing takes.
-        let mut frontier = Frontier::new(self.since());
+        // safety lag behind the listing's start however long the listing takes.
+        let mut frontier = self.frontier();
         let mut page_token = None;
         let context = self.v2_context();
         let mut seen = std::collections::HashSet::new();
@@ -768,10 +809,13 @@ mod tests {
             newest: None,
             oldest_open: None,
             now,
+            lag: SAFETY_LAG,
             hold_from: 0,
             beyond_lookback: 0,
         }
     }
+
+    const SAFETY_LAG: i64 = 60;
 
     /// `f` saw a delivery of `id` that claimed the event (its first attempt).
     fn saw(f: &mut Frontier, created: i64, id: &str, kind: OutcomeKind) {

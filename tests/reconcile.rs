@@ -263,6 +263,72 @@ async fn a_failed_event_holds_the_cursor_until_it_succeeds() {
     assert!(held <= now - 55 && held >= now - 150, "{held}");
 }
 
+/// The cursor stays the configured safety lag behind the present, which the reconciler
+/// reads from its clock, or behind the newest event listed when the clock is behind it;
+/// the lookback counts from that clock too.
+#[tokio::test]
+async fn the_cursor_stays_the_safety_lag_behind_the_reconcilers_clock() {
+    use stripe_webhooks::reconcile::DEFAULT_SAFETY_LAG;
+    use stripe_webhooks::{FixedClock, ManualClock};
+
+    let s = setup().await;
+    let t = 1_900_000_000;
+    for i in 0..3 {
+        s.fake
+            .add_event(&event(
+                &format!("evt_l{i}"),
+                "invoice.paid",
+                t - 300 + i * 100,
+            ))
+            .unwrap();
+    }
+    let key = s.reconciler().cursor_keys()[0].clone();
+    let cursor = || async { s.store.watermark(&key).await.unwrap().unwrap().created };
+    // The clock far ahead of the events, with the default lag: a minute before the
+    // newest event (t - 100), which Stripe's clock has passed.
+    let r = s
+        .reconciler()
+        .with_clock(FixedClock(t + 3600))
+        .with_lookback(Duration::from_secs(7200))
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!(r.processed, 3, "{r:?}");
+    assert_eq!(cursor().await, t - 100 - 60);
+    assert_eq!(DEFAULT_SAFETY_LAG, Duration::from_secs(60));
+    // A clock behind the newest event (t - 120): the lag counts from the clock.
+    let clock = ManualClock::new((t - 120) * 1000);
+    let r = s
+        .reconciler()
+        .with_clock(clock.clone())
+        .with_safety_lag(Duration::from_secs(10))
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!((r.listed, r.duplicates), (1, 1), "{r:?}");
+    assert_eq!(cursor().await, t - 120 - 10);
+    // No lag, the clock past the events: the cursor is at the newest event's second.
+    clock.set((t + 5) * 1000);
+    s.reconciler()
+        .with_clock(clock.clone())
+        .with_safety_lag(Duration::ZERO)
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!(cursor().await, t - 100);
+    // The lookback counts from the clock: a new cursor an hour on from the events,
+    // looking back half an hour, lists none of them.
+    let fresh = s
+        .reconciler()
+        .with_name("fresh")
+        .with_clock(FixedClock(t + 3600))
+        .with_lookback(Duration::from_secs(1800))
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!(fresh.listed, 0, "{fresh:?}");
+}
+
 /// An event that fails every time holds the cursor only within the lookback: past it,
 /// the cursor moves on (the store keeps the failure), so passes do not list ever more.
 #[tokio::test]

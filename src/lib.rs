@@ -242,8 +242,8 @@ pub mod dangerous {
     /// # Errors
     ///
     /// - [`ParseError::InvalidJson`] if the body is not JSON;
-    /// - [`ParseError::NotAnEvent`] if it has no `id`, `type` or `data.object`, or its
-    ///   `object` is not `"event"`;
+    /// - [`ParseError::NotAnEvent`] if it has no `id`, `type`, `created` or
+    ///   `data.object`, or its `object` is not `"event"`;
     /// - [`ParseError::ThinEventNotification`] for a v2 thin event.
     pub fn parse_unverified(body: &[u8]) -> Result<Event, ParseError> {
         Event::from_slice(body)

@@ -238,7 +238,18 @@ fn missing_envelope_fields_are_named() {
             r#"{"id":"evt","type":"x","data":{"object":{}}}"#,
             "`object`",
         ),
-        (r#"{"id":"evt","object":"event","type":"x"}"#, "`data`"),
+        (
+            r#"{"id":"evt","object":"event","type":"x","data":{"object":{}}}"#,
+            "`created`",
+        ),
+        (
+            r#"{"id":"evt","object":"event","type":"x","created":"soon","data":{"object":{}}}"#,
+            "`created`",
+        ),
+        (
+            r#"{"id":"evt","object":"event","type":"x","created":1}"#,
+            "`data`",
+        ),
         (
             r#"{"id":"evt","object":"customer","type":"x","data":{"object":{}}}"#,
             "not \"event\"",

@@ -273,13 +273,30 @@ fn bad_thin_bodies_are_clear_errors() {
         let e = dangerous::parse_unverified_notification(body).unwrap_err();
         assert!(format!("{e:?}").starts_with(want), "{e:?}");
     }
-    // A timestamp that is not RFC 3339 does not fail the parse; it is just not read.
-    let n = parse(
-        &ThinEventBuilder::new("evt_1", "v1.customer.created")
-            .build()
-            .replace("Z\"", "\""),
-    );
-    assert_eq!(n.created_unix(), None);
+    // `created` must be an RFC 3339 timestamp (with any fraction and offset): the
+    // ordering guard and the reconciler's cursor read it.
+    let body = ThinEventBuilder::new("evt_1", "v1.customer.created").build();
+    for created in ["Z\"", "+01:00\""] {
+        let n = parse(&body.replace("Z\"", created));
+        assert!(n.created_unix().is_some(), "{created}");
+    }
+    let no_offset = body.replace("Z\"", "\"");
+    let at = no_offset.find("\"created\":").unwrap() + "\"created\":".len();
+    let no_offset = &no_offset[at..at + no_offset[at..].find(',').unwrap()];
+    for created in [no_offset, "\"soon\"", "null", "1700000000"] {
+        let at = body.find("\"created\":").unwrap() + "\"created\":".len();
+        let end = at + body[at..].find(',').unwrap();
+        let bad = format!("{}{created}{}", &body[..at], &body[end..]);
+        match dangerous::parse_unverified_notification(bad.as_bytes()) {
+            // Strings that are not timestamps say so; other JSON types are serde's
+            // type errors.
+            Err(ParseError::NotAnEvent { message, .. }) => {
+                let named = message.contains("`created`") || message.contains("invalid type");
+                assert!(named, "{created}: {message}");
+            }
+            other => panic!("{created}: {other:?}"),
+        }
+    }
 }
 
 // ---- Routers ----

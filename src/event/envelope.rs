@@ -326,12 +326,24 @@ impl<'de> PartialHead<'de> {
     }
 
     /// The head, or serde's `missing field` error for the first required member absent.
+    /// A snapshot event's `created` is required (the ordering guard, the queue's order
+    /// and the reconciler's cursor all read it); a thin event's, an RFC 3339 string,
+    /// reads as `None` here and is checked by the thin parser.
     fn finish<E: de::Error>(self) -> Result<WireHead<'de>, E> {
+        let id = self.id.ok_or_else(|| E::missing_field("id"))?.0;
+        let object = self.object.ok_or_else(|| E::missing_field("object"))?;
+        let created = self.created.and_then(|c| c.0);
+        let event_type = self.event_type.ok_or_else(|| E::missing_field("type"))?.0;
+        if object == ObjectTag::Event && created.is_none() {
+            return Err(E::custom(
+                "missing field `created` (a snapshot event's creation time, in Unix seconds)",
+            ));
+        }
         Ok(WireHead {
-            id: self.id.ok_or_else(|| E::missing_field("id"))?.0,
-            object: self.object.ok_or_else(|| E::missing_field("object"))?,
-            event_type: self.event_type.ok_or_else(|| E::missing_field("type"))?.0,
-            created: self.created.and_then(|c| c.0),
+            id,
+            object,
+            event_type,
+            created,
             livemode: self.livemode.unwrap_or_default(),
             api_version: self.api_version.flatten(),
             account: self.account.flatten(),
@@ -617,17 +629,37 @@ mod tests {
         assert_eq!(w.data.map(|d| d.object.get()), Some(r#"{"id":"in_1"}"#));
 
         // `data` is optional, and may be null.
-        let w = wire(r#"{"id":"e","object":"event","type":"x","data":null}"#).unwrap();
+        let w = wire(r#"{"id":"e","object":"event","type":"x","created":1,"data":null}"#).unwrap();
         assert!(w.data.is_none());
-        assert!(wire(r#"{"id":"e","object":"event","type":"x"}"#)
-            .unwrap()
-            .data
-            .is_none());
+        assert!(
+            wire(r#"{"id":"e","object":"event","type":"x","created":1}"#)
+                .unwrap()
+                .data
+                .is_none()
+        );
+        // A thin event's `created` is a string, read by the thin parser.
+        let w = wire(
+            r#"{"id":"e","object":"v2.core.event","type":"x","created":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(w.head.created, None);
 
         for (json, error) in [
             (r#"{"object":"event","type":"x"}"#, "missing field `id`"),
             (r#"{"id":"e","type":"x"}"#, "missing field `object`"),
             (r#"{"id":"e","object":"event"}"#, "missing field `type`"),
+            (
+                r#"{"id":"e","object":"event","type":"x"}"#,
+                "missing field `created`",
+            ),
+            (
+                r#"{"id":"e","object":"event","type":"x","created":null}"#,
+                "missing field `created`",
+            ),
+            (
+                r#"{"id":"e","object":"event","type":"x","created":"2026-01-01T00:00:00Z"}"#,
+                "missing field `created`",
+            ),
             (
                 r#"{"id":"e","id":"f","object":"event","type":"x"}"#,
                 "duplicate field `id`",

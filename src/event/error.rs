@@ -19,8 +19,9 @@ pub enum ParseError {
         /// 1-based column of the problem.
         column: usize,
     },
-    /// The body is JSON but not a Stripe event: no `id`, no `type`, no `data`, or an
-    /// `object` other than `"event"`.
+    /// The body is JSON but not a Stripe event: no `id`, no `type`, no `data`, no
+    /// `created` (Unix seconds in a snapshot event, an RFC 3339 timestamp in a thin one),
+    /// or an `object` other than `"event"`.
     #[error("body is not a Stripe event: {message} at line {line} column {column}")]
     NotAnEvent {
         /// What is missing or wrong.

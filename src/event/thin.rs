@@ -383,6 +383,15 @@ impl EventNotification {
         if wire.object != "v2.core.event" {
             return Err(Self::wrong_object(Some(&wire.object)));
         }
+        // The ordering guard and the reconciler's cursor read it.
+        if rfc3339_seconds(&wire.created).is_none() {
+            return Err(ParseError::NotAnEvent {
+                message: "`created` is not an RFC 3339 timestamp".to_owned(),
+                line: 1,
+                column: 1,
+                event_id: Some(wire.id.as_str().to_owned()),
+            });
+        }
         let event_type = ThinEventType::from_wire(&wire.event_type);
         let data = wire
             .data
@@ -449,7 +458,9 @@ impl EventNotification {
         self.related_object.as_ref().and_then(|o| o.id.as_deref())
     }
 
-    /// `created` in Unix seconds, or `None` if it is not an RFC 3339 timestamp.
+    /// `created` in Unix seconds, or `None` if it is not an RFC 3339 timestamp (the
+    /// parser refuses such a notification; only a `created` changed after parsing reads
+    /// `None`).
     pub fn created_unix(&self) -> Option<i64> {
         rfc3339_seconds(&self.created)
     }

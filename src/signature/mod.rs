@@ -193,8 +193,8 @@ impl<'a> VerifiedPayload<'a> {
     /// # Errors
     ///
     /// A [`ParseError`] only when the body is not a Stripe event at all:
-    /// [`ParseError::InvalidJson`], [`ParseError::NotAnEvent`] (no `id`, `type` or
-    /// `data.object`), or [`ParseError::ThinEventNotification`] for a v2 thin event.
+    /// [`ParseError::InvalidJson`], [`ParseError::NotAnEvent`] (no `id`, `type`,
+    /// `created` or `data.object`), or [`ParseError::ThinEventNotification`] for a v2 thin event.
     pub fn parse(&self) -> Result<Event, ParseError> {
         Event::from_slice(self.body)
     }

@@ -264,13 +264,13 @@ impl Frontier {
             o.kind(),
             OutcomeKind::InProgress { .. } | OutcomeKind::LeaseLost
         ) || o.status() >= 500;
-        // A handler that failed (other than for a lost lease) had its claim released as
-        // failed: the store keeps the failure. Any other open outcome (held elsewhere,
-        // store unavailable, lease lost) may have left no record, so it holds the cursor
-        // whatever its age.
-        // (Claimed, so released with its error: a failure before any claim, such as a
-        // panic in the handler's `handles` check, left no record.)
-        let recorded_failure = o.attempt().is_some()
+        // A handler that failed (other than for a lost lease) and whose failure the
+        // store confirmed (its claim released as failed, or the failure recorded after
+        // its transaction rolled back): the store keeps the event. Any other open
+        // outcome (held elsewhere, store unavailable, lease lost, a release or record
+        // that failed or timed out, a panic in the handler's `handles` check before any
+        // claim) may have left no record, so it holds the cursor whatever its age.
+        let recorded_failure = o.failure_recorded
             && matches!(
                 o.kind(),
                 OutcomeKind::HandlerFailed(e) if !matches!(e, HandlerError::LeaseLost)
@@ -818,9 +818,11 @@ mod tests {
     const SAFETY_LAG: i64 = 60;
 
     /// `f` saw a delivery of `id` that claimed the event (its first attempt).
+    /// A failed handler's failure is recorded (the store confirmed its release).
     fn saw(f: &mut Frontier, created: i64, id: &str, kind: OutcomeKind) {
         let mut o = Outcome::new(kind, Instant::now());
         o.attempt = Some(1);
+        o.failure_recorded = matches!(o.kind, OutcomeKind::HandlerFailed(_));
         f.saw(created, &EventId::new(id), &o);
     }
 
@@ -903,6 +905,15 @@ mod tests {
         );
         assert_eq!(f.beyond_lookback, 1);
         assert_eq!(f.target().map(|w| w.created), Some(500), "{before:?}");
+        // And one whose failure the store did not confirm (its release failed).
+        let mut f = frontier(100_000);
+        f.hold_from = 100_000 - 3_600;
+        let mut o = Outcome::new(failed(), Instant::now());
+        o.attempt = Some(1);
+        f.saw(800, &EventId::new("evt_release_failed"), &o);
+        saw(&mut f, 99_000, "evt_done", OutcomeKind::Processed);
+        assert_eq!(f.beyond_lookback, 0);
+        assert_eq!(f.target().map(|w| w.created), Some(800));
         // So does an old one that may have left no record: held elsewhere, a lost
         // lease, or a store that could not answer.
         for (i, kind) in [

@@ -13,9 +13,9 @@ use stripe_webhooks::client::{RequestContext, StripeClient};
 use stripe_webhooks::reconcile::{ReconcileError, Reconciler};
 use stripe_webhooks::testing::{self, FakeStripe, Fault, ThinEventBuilder};
 use stripe_webhooks::{
-    async_trait, Event, EventHandler, EventId, EventNotification, EventRouter, EventType,
-    HandlerError, MemoryStore, OrderingStore, Processor, SigningSecret, StoreAdmin,
-    ThinEventHandler, Verifier, Watermark,
+    async_trait, Claim, ClaimToken, Event, EventHandler, EventId, EventNotification, EventRouter,
+    EventType, HandlerError, IdempotencyStore, MemoryStore, OrderingStore, Processor,
+    SigningSecret, StoreAdmin, StoreError, ThinEventHandler, Verifier, Watermark,
 };
 
 const SECRET: &str = "whsec_reconcile";
@@ -374,6 +374,72 @@ async fn an_event_failing_past_the_lookback_stops_holding_the_cursor() {
     // The next pass no longer lists it.
     let r = reconciler().since_cursor().await.unwrap();
     assert_eq!((r.listed, r.failed), (1, 0), "{r:?}");
+}
+
+/// A store that answers every release with an error: a failed handler's failure is
+/// then not recorded (its claim stays held until its lease ends).
+struct ReleaseFails(Arc<MemoryStore>);
+
+#[async_trait]
+impl IdempotencyStore for ReleaseFails {
+    async fn claim(
+        &self,
+        id: &EventId,
+        event_type: &EventType,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        self.0.claim(id, event_type, lease).await
+    }
+
+    async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+        self.0.complete(token).await
+    }
+
+    async fn release(&self, _token: &ClaimToken, _reason: &str) -> Result<(), StoreError> {
+        Err(StoreError::unavailable("release refused"))
+    }
+
+    async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
+        self.0.extend(token, lease).await
+    }
+}
+
+/// A failure past the lookback moves the cursor on only when the store confirmed it
+/// keeps the failure: one whose release failed holds the cursor, as any open event does.
+#[tokio::test]
+async fn a_failure_the_store_did_not_record_holds_the_cursor_past_the_lookback() {
+    let s = setup().await;
+    let now = testing::now();
+    for (id, created) in [("evt_poison", now - 7200), ("evt_later", now - 600)] {
+        s.fake
+            .add_event(&event(id, "invoice.paid", created))
+            .unwrap();
+    }
+    s.runs.fail.lock().unwrap().push("evt_poison".to_owned());
+    let processor = Arc::new(Processor::new(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        ReleaseFails(Arc::clone(&s.store)),
+        Arc::clone(&s.runs),
+    ));
+    let reconciler = Reconciler::new(s.fake.client().unwrap(), processor, Arc::clone(&s.store))
+        .with_lookback(Duration::from_secs(3600));
+    // The cursor is before the poison event, which is older than the hour of lookback.
+    s.store
+        .advance_watermark(
+            &reconciler.cursor_keys()[0],
+            &Watermark::new(now - 8000, EventId::new("-")),
+        )
+        .await
+        .unwrap();
+    let r = reconciler.since_cursor().await.unwrap();
+    assert_eq!((r.failed, r.processed), (1, 1), "{r:?}");
+    assert_eq!(r.beyond_lookback, 0, "{r:?}");
+    assert_eq!(
+        r.cursor.as_ref().map(|c| c.created),
+        Some(now - 7200),
+        "{r:?}"
+    );
+    assert!(s.store.failed_events(10).await.unwrap().is_empty());
 }
 
 #[tokio::test]

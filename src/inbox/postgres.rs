@@ -99,7 +99,7 @@ impl<H> PostgresInbox<H> {
     ) -> Dispatched {
         let core = &self.store.core;
         let reason = e.to_string();
-        let _ = store_call(t, async {
+        let recorded = store_call(t, async {
             core.record_failure_on(
                 &core.pool,
                 &core.sql.record_failure,
@@ -112,7 +112,7 @@ impl<H> PostgresInbox<H> {
             .map_err(db_err)
         })
         .await;
-        Dispatched::attempt(OutcomeKind::HandlerFailed(e), attempt)
+        Dispatched::failed(e, attempt, recorded.is_ok())
     }
 }
 

@@ -325,6 +325,7 @@ fn not_committed(d: &Dispatched, e: StoreError) -> Dispatched {
     Dispatched {
         kind: OutcomeKind::StoreUnavailable(e),
         attempt: d.attempt,
+        failure_recorded: false,
     }
 }
 
@@ -343,7 +344,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
         let pool = writer.pool().unwrap_or(self.store.pool());
         let core = &self.store.core;
         let reason = error.to_string();
-        let _ = store_call(t, async {
+        let recorded = store_call(t, async {
             core.record_failure_on(
                 pool,
                 &core.sql.record_failure,
@@ -356,7 +357,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
             .map_err(db_err)
         })
         .await;
-        Dispatched::attempt(OutcomeKind::HandlerFailed(error), attempt)
+        Dispatched::failed(error, attempt, recorded.is_ok())
     }
 
     /// Undoes a failed delivery's savepoint (its claim and its writes) and records the
@@ -398,10 +399,9 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
             });
         }
         batch.savepoint_open = false;
-        Ok(Step::Now(Dispatched::attempt(
-            OutcomeKind::HandlerFailed(e),
-            attempt,
-        )))
+        // The failure's record commits with the batch: answered once it has (a 503 if it
+        // does not), so that the answer can say the store keeps it.
+        Ok(Step::AfterCommit(Dispatched::failed(e, attempt, true)))
     }
 
     /// One delivery in the batch: claim (marked completed at once: nobody sees it before

@@ -67,6 +67,10 @@ pub(crate) struct Dispatched {
     pub(crate) kind: OutcomeKind,
     /// Which attempt it was, when the event was claimed.
     pub(crate) attempt: Option<u32>,
+    /// A failed handler's failure is in the store (its claim released as failed, or the
+    /// failure recorded after its transaction rolled back): the store keeps the event
+    /// whatever comes next. `false` when the store did not confirm it.
+    pub(crate) failure_recorded: bool,
 }
 
 impl Dispatched {
@@ -75,6 +79,7 @@ impl Dispatched {
         Self {
             kind,
             attempt: None,
+            failure_recorded: false,
         }
     }
 
@@ -97,6 +102,16 @@ impl Dispatched {
         Self {
             kind,
             attempt: Some(attempt),
+            failure_recorded: false,
+        }
+    }
+
+    /// Attempt number `attempt` failed with `e`; `recorded` when the store confirmed
+    /// that it keeps the failure.
+    pub(crate) fn failed(e: HandlerError, attempt: u32, recorded: bool) -> Self {
+        Self {
+            failure_recorded: recorded,
+            ..Self::attempt(OutcomeKind::HandlerFailed(e), attempt)
         }
     }
 }
@@ -272,8 +287,8 @@ async fn run_claimed(
         ),
         Handled::Finished(Err(e)) => {
             // If the release fails too, the lease expiring frees the event instead.
-            let _ = store_call(t, store.release(token, &e.to_string())).await;
-            Dispatched::attempt(OutcomeKind::HandlerFailed(e), token.attempt())
+            let released = store_call(t, store.release(token, &e.to_string())).await;
+            Dispatched::failed(e, token.attempt(), released.is_ok())
         }
     };
     guard.settled();

@@ -992,21 +992,18 @@ impl Processor {
 
     /// The snapshot path after parsing: the livemode guard, then claim, handle, complete.
     async fn run_event(&self, event: &Event, started: Instant) -> Outcome {
-        let (kind, attempt) = match (&self.dispatcher, self.livemode) {
-            (_, Some(mode)) if mode != event.livemode() => (
-                OutcomeKind::OtherMode {
+        let d = match (&self.dispatcher, self.livemode) {
+            (_, Some(mode)) if mode != event.livemode() => {
+                Dispatched::unclaimed(OutcomeKind::OtherMode {
                     livemode: event.livemode(),
-                },
-                None,
-            ),
-            (Some(d), _) => {
-                let Dispatched { kind, attempt } = d.dispatch(event, &self.settings).await;
-                (kind, attempt)
+                })
             }
-            (None, _) => (OutcomeKind::Ignored, None),
+            (Some(d), _) => d.dispatch(event, &self.settings).await,
+            (None, _) => Dispatched::unclaimed(OutcomeKind::Ignored),
         };
-        let mut o = Outcome::new(kind, started);
-        o.attempt = attempt;
+        let mut o = Outcome::new(d.kind, started);
+        o.attempt = d.attempt;
+        o.failure_recorded = d.failure_recorded;
         o.event_id = Some(event.id().clone());
         o.event_type = Some(event.event_type().clone());
         o.claim_key = o.event_id.clone();
@@ -1033,27 +1030,24 @@ impl Processor {
             true => n.dedupe_key(),
             false => &n.id,
         };
-        let (kind, attempt) = match &self.thin {
-            _ if n.is_ping() => (OutcomeKind::Ping, None),
-            _ if self.livemode.is_some_and(|mode| mode != n.livemode) => (
-                OutcomeKind::OtherMode {
+        let d = match &self.thin {
+            _ if n.is_ping() => Dispatched::unclaimed(OutcomeKind::Ping),
+            _ if self.livemode.is_some_and(|mode| mode != n.livemode) => {
+                Dispatched::unclaimed(OutcomeKind::OtherMode {
                     livemode: n.livemode,
-                },
-                None,
-            ),
+                })
+            }
             Some(h) => {
-                let d = match Dispatched::screen("handles_notification", || {
-                    h.handles_notification(n)
-                }) {
+                match Dispatched::screen("handles_notification", || h.handles_notification(n)) {
                     Some(answer) => answer,
                     None => self.dispatch_notification(h.as_ref(), n, key).await,
-                };
-                (d.kind, d.attempt)
+                }
             }
-            None => (OutcomeKind::Ignored, None),
+            None => Dispatched::unclaimed(OutcomeKind::Ignored),
         };
-        let mut o = Outcome::new(kind, started);
-        o.attempt = attempt;
+        let mut o = Outcome::new(d.kind, started);
+        o.attempt = d.attempt;
+        o.failure_recorded = d.failure_recorded;
         o.event_id = Some(n.id.clone());
         o.thin_type = Some(n.event_type.clone());
         o.claim_key = Some(key.clone());

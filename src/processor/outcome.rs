@@ -214,6 +214,8 @@ pub struct Outcome {
     pub(crate) event_id: Option<EventId>,
     pub(crate) event_type: Option<EventType>,
     pub(crate) attempt: Option<u32>,
+    /// A failed handler's failure is kept by the store (see `Dispatched`).
+    pub(crate) failure_recorded: bool,
     pub(crate) duration: Duration,
     pub(crate) secret_label: Option<Arc<str>>,
     pub(crate) thin_type: Option<ThinEventType>,
@@ -230,6 +232,7 @@ impl Outcome {
             event_id: None,
             event_type: None,
             attempt: None,
+            failure_recorded: false,
             duration: started.elapsed(),
             secret_label: None,
             thin_type: None,

@@ -725,6 +725,73 @@ async fn a_renewal_after_another_holder_applied_stops_the_handler() {
     assert_eq!(retry.kind().name(), "stale", "{retry:?}");
 }
 
+/// Holds each delivery's handler until its event's gate opens.
+#[derive(Default)]
+struct Gates {
+    gates: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
+    applied: Mutex<Vec<String>>,
+}
+
+impl Gates {
+    fn gate(&self, id: &str) -> Arc<tokio::sync::Notify> {
+        Arc::clone(self.gates.lock().unwrap().entry(id.to_owned()).or_default())
+    }
+}
+
+#[async_trait]
+impl EventHandler for Gates {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        self.gate(event.id().as_str()).notified().await;
+        self.applied.lock().unwrap().push(event.id().to_string());
+        Ok(())
+    }
+}
+
+/// A delivery whose object lock lapsed and was taken by another delivery still running:
+/// the first one's renewal finds the object busy, stops the handler and lets its claim go
+/// (it had just renewed it), so that Stripe's retry of it is answered as soon as the
+/// other delivery is done (here: stale, older than the event applied meanwhile), not
+/// held off for a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_that_finds_the_object_busy_lets_its_claim_go() {
+    let lease = Duration::from_millis(900);
+    let clock = stripe_webhooks::ManualClock::new(BASE * 1000);
+    let gates = Arc::new(Gates::default());
+    let p = Arc::new(
+        Processor::ordered(
+            Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
+            MemoryStore::new().with_clock(clock.clone()),
+            Arc::clone(&gates),
+            TiePolicy::Run,
+        )
+        .with_handler_deadline(None)
+        .with_lease(lease),
+    );
+    let run = |id: &'static str, created: i64| {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move { p.process_event(&update(id, "cus_1", created)).await })
+    };
+    let first = run("evt_a", BASE + 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The store's time passes the first delivery's lease; a newer event takes the lock
+    // and is still running when the first one renews (at a third of the lease).
+    clock.advance(lease * 2);
+    let second = run("evt_b", BASE + 2);
+    tokio::time::sleep(lease / 3 + Duration::from_millis(200)).await;
+    let first = first.await.unwrap();
+    assert!(
+        first.status() >= 500,
+        "stopped, and Stripe retries it: {first:?}"
+    );
+    gates.gate("evt_b").notify_one();
+    let second = second.await.unwrap();
+    assert_eq!(second.kind().name(), "processed", "{second:?}");
+    // No lease passed in the store's time: a claim still held would answer 409.
+    let retry = p.process_event(&update("evt_a", "cus_1", BASE + 1)).await;
+    assert_eq!(retry.kind().name(), "stale", "{retry:?}");
+    assert_eq!(*gates.applied.lock().unwrap(), ["evt_b"]);
+}
+
 /// A delivery whose handler finished after its object lock ran out and was taken (here
 /// by an older event, which read the old watermark and was applied) cannot complete:
 /// nothing would record its run, and the older event now stands over it. It releases its

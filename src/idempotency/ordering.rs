@@ -132,7 +132,10 @@ pub trait OrderingStore: IdempotencyStore {
     /// ordering guard's first step. The default calls
     /// [`lock_object`](Self::lock_object) then [`claim`](IdempotencyStore::claim) (and
     /// unlocks again when the claim is refused); the SQL stores do both in one
-    /// transaction, one commit.
+    /// statement. When the claim is refused, SQLite's statement undoes its lock, while
+    /// PostgreSQL's has taken it and a second statement gives it back (a duplicate
+    /// delivery holds its object for that round trip: another event of the object
+    /// arriving then is answered 409, and Stripe retries it).
     ///
     /// # Errors
     ///

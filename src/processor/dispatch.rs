@@ -692,12 +692,13 @@ impl IdempotencyStore for ObjectLease {
         // Taken again after a lapse in which another holder applied an event, the two ran
         // side by side, so this run must not complete: `relock` lets the claim and the
         // lock go at once, so that the object and Stripe's retry of this event are not
-        // held up for a lease.
+        // held up for a lease. Held by another holder now (it took the lapsed lock),
+        // likewise: the claim just renewed goes too.
         match self.relock(token, lease).await? {
             ObjectLock::Acquired { .. } => Ok(()),
-            ObjectLock::Busy { .. } => Err(StoreError::LeaseLost {
-                event_id: token.event_id().clone(),
-            }),
+            ObjectLock::Busy { .. } => Err(self
+                .give_up(token, "the object's lock lapsed and was taken")
+                .await),
         }
     }
 }

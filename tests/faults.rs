@@ -523,3 +523,31 @@ async fn redis_paused_is_503_within_2s_then_exactly_once() {
         .all(|(s, _)| *s == 200));
     runs.each_once(6);
 }
+
+/// An ordered inbox beside a guarded route outside it (`Processor::thin_ordered` on the
+/// same table): the lease lock that route holds on an object while its handler runs
+/// makes the inbox's delivery about that object wait (409, its claim rolled back)
+/// instead of running beside it; once the lock is freed, the delivery runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_ordered_inbox_waits_for_a_lease_lock_on_the_object() {
+    use stripe_webhooks::{dangerous, ObjectLock, OrderingStore, TiePolicy};
+    let store = pg_store("t_faults_inbox_lease").await;
+    let p = Processor::with_inbox(
+        Verifier::from_secrets_list(SECRET).unwrap(),
+        store.inbox(NoEffects).ordered(TiePolicy::Run),
+    );
+    let (header, body) = deliveries("pg_lease", 1).remove(0);
+    let event = dangerous::parse_unverified(body.as_bytes()).unwrap();
+    let object = event.object_id().unwrap().to_owned();
+    let lock = store
+        .lock_object(&object, "another-route", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(matches!(lock, ObjectLock::Acquired { .. }), "{lock:?}");
+    let o = p.process(Some(&header), body.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::InProgress { .. }), "{o:?}");
+    assert!(store.record(event.id()).await.unwrap().is_none());
+    store.unlock_object(&object, "another-route").await.unwrap();
+    let o = p.process(Some(&header), body.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
+}

@@ -803,3 +803,47 @@ async fn a_panic_in_the_handler_call_is_a_recorded_failure() {
         .unwrap();
     assert_eq!(record.status, RecordStatus::Failed);
 }
+
+/// An ordered inbox beside a guarded route outside it (`Processor::thin_ordered` on the
+/// same store): the lease lock that route holds on an object while its handler runs
+/// makes the inbox's delivery about that object wait (409, its savepoint undone, nothing
+/// written) instead of running beside it; the deliveries batched with it are not
+/// touched, and once the lock is freed it runs.
+#[tokio::test]
+async fn an_ordered_inbox_waits_for_a_lease_lock_on_the_object() {
+    use stripe_webhooks::{dangerous, ObjectLock, OrderingStore, TiePolicy};
+    let handler = Arc::new(Effects::default());
+    let dir = common::TempDir::new("inbox_lease");
+    let store = SqliteStore::connect(dir.join("events.db")).await.unwrap();
+    sqlx::query("CREATE TABLE effects (event_id TEXT NOT NULL)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let p = Processor::with_inbox(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        store
+            .inbox(Shared(Arc::clone(&handler)))
+            .ordered(TiePolicy::Run),
+    );
+    let (header, body) = delivery("evt_lease_1");
+    let event = dangerous::parse_unverified(body.as_bytes()).unwrap();
+    let object = event.object_id().unwrap().to_owned();
+    let lock = store
+        .lock_object(&object, "another-route", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(matches!(lock, ObjectLock::Acquired { .. }), "{lock:?}");
+    let o = p.process(Some(&header), body.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::InProgress { .. }), "{o:?}");
+    assert_eq!(effects(&store, "evt_lease_1").await, 0);
+    assert!(store.record(event.id()).await.unwrap().is_none());
+    // Another object's delivery is not held up.
+    let b2 = testing::event_for_type("evt_lease_2", "invoice.paid").unwrap();
+    let h2 = testing::sign(b2.as_bytes(), SECRET, testing::now());
+    let o = p.process(Some(&h2), b2.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
+    store.unlock_object(&object, "another-route").await.unwrap();
+    let o = p.process(Some(&header), body.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
+    assert_eq!(effects(&store, "evt_lease_1").await, 1);
+}

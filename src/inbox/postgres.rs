@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::Postgres;
+use sqlx::{Postgres, Row};
 
 use super::TransactionalHandler;
 use crate::event::{Event, EventId, EventType};
@@ -73,7 +73,10 @@ impl<H> PostgresInbox<H> {
     /// waits past the store timeout gets 409), an event older than the object's
     /// watermark is completed without running the handler (`stale`; a [`TransactionalHandler`] has no
     /// `handle_stale`, so nothing runs for it), and the watermark
-    /// moves in the transaction that commits the handler's writes.
+    /// moves in the transaction that commits the handler's writes. A guarded route
+    /// outside the inbox on the same table ([`Processor::thin_ordered`](crate::Processor::thin_ordered))
+    /// locks objects by a lease instead: a delivery that finds such a lock rolls back and
+    /// gets 409 until it is freed, and that route's lock waits for the row lock.
     #[must_use]
     pub fn ordered(mut self, ties: TiePolicy) -> Self {
         self.ordering = Some(ties);
@@ -114,6 +117,16 @@ impl<H> PostgresInbox<H> {
         .await;
         Dispatched::failed(e, attempt, recorded.is_ok())
     }
+}
+
+/// What a delivery's claim step took, in its transaction.
+enum Claimed {
+    /// The claim (this attempt), and the object's watermark under its row lock.
+    Took(u32, Option<Watermark>),
+    /// The claim was refused: the event completed, or another delivery holds it.
+    Refused,
+    /// A guarded route outside the inbox holds the object's lease lock this long yet.
+    ObjectBusy(Duration),
 }
 
 /// The handler's error when it returned `Ok` from an aborted transaction.
@@ -211,6 +224,15 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
                             .fetch_one(&mut *tx)
                             .await
                             .map_err(db_err)?;
+                        // A lease lock on the object (a guarded route outside the inbox,
+                        // `Processor::thin_ordered` on this store, running its handler):
+                        // wait for it, as for a row lock.
+                        let held: Option<i64> = row.try_get(2).map_err(db_err)?;
+                        if let Some(ms) = held.filter(|ms| *ms > 0) {
+                            return Ok(Claimed::ObjectBusy(Duration::from_millis(
+                                u64::try_from(ms).unwrap_or(1),
+                            )));
+                        }
                         watermark = watermark_of::<Postgres>(&row)?;
                     }
                     // The short lock timeout was for the claim only; the handler's own
@@ -221,13 +243,21 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
                         .await
                         .map_err(db_err)?;
                 }
-                Ok(attempt.map(|a| (a, watermark)))
+                Ok(match attempt {
+                    Some(a) => Claimed::Took(a, watermark),
+                    None => Claimed::Refused,
+                })
             },
         )
         .await;
         let (attempt, watermark) = match claimed {
-            Ok(Some(a)) => a,
-            Ok(None) => {
+            Ok(Claimed::Took(a, watermark)) => (a, watermark),
+            // The transaction rolls back with the claim.
+            Ok(Claimed::ObjectBusy(retry_after)) => {
+                drop(tx);
+                return Dispatched::unclaimed(OutcomeKind::InProgress { retry_after });
+            }
+            Ok(Claimed::Refused) => {
                 // Under the store timeout like every other store call.
                 let state = store_call(t, async {
                     core.state_on(&mut *tx, id).await.map_err(db_err)

@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::Sqlite;
+use sqlx::{Row, Sqlite};
 
 use super::group_commit::{busy_or_down, is_rolled_back, Batch, CommitError, GroupCommit, Writer};
 use super::TransactionalHandler;
@@ -110,6 +110,8 @@ struct InboxSql {
     claim_first: String,
     claim_next: String,
     undo: String,
+    /// Undoes a delivery's savepoint (its claim) without recording anything.
+    abandon: String,
 }
 
 impl InboxSql {
@@ -125,6 +127,7 @@ impl InboxSql {
                 "ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}; {}",
                 sql.record_failure
             ),
+            abandon: format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}"),
         }
     }
 }
@@ -160,7 +163,11 @@ impl<H> SqliteInbox<H> {
     /// completed without running the handler (`stale`; `handle_stale` belongs to
     /// `EventHandler`, so nothing runs for it), and the watermark moves in the
     /// transaction that commits the handler's writes. SQLite's one writer already runs
-    /// the deliveries of a file one at a time, so no object lock is needed.
+    /// the deliveries of a file one at a time, so the inbox takes no object lock of its
+    /// own; but a guarded route outside the inbox on the same store
+    /// ([`Processor::thin_ordered`](crate::Processor::thin_ordered)) locks objects by a
+    /// lease while its handler runs, and a delivery that finds such a lock is undone and
+    /// gets 409 until it is freed.
     #[must_use]
     pub fn ordered(mut self, ties: TiePolicy) -> Self {
         self.ordering = Some(ties);
@@ -472,7 +479,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
         let mut watermark = None;
         if let Some(object_id) = &object_id {
             let row = store_call(t, async {
-                sqlx::query(&core.sql.watermark)
+                sqlx::query(&core.sql.lock_row)
                     .bind(object_id.as_str())
                     .fetch_optional(&mut *batch.tx)
                     .await
@@ -480,6 +487,23 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
             })
             .await?;
             if let Some(row) = row {
+                // A lease lock on the object: a guarded route outside the inbox
+                // (`Processor::thin_ordered` on this store) is running its handler. This
+                // delivery waits for it (its claim is undone), as for a busy object.
+                let held: Option<i64> = row.try_get(2).map_err(db_err)?;
+                if let Some(ms) = held.filter(|ms| *ms > 0) {
+                    store_call(t, async {
+                        sqlx::query(&self.sql.abandon)
+                            .execute(&mut *batch.tx)
+                            .await
+                            .map_err(busy_or_down)
+                    })
+                    .await?;
+                    batch.savepoint_open = false;
+                    return Ok(Step::Now(Dispatched::unclaimed(OutcomeKind::InProgress {
+                        retry_after: Duration::from_millis(u64::try_from(ms).unwrap_or(1)),
+                    })));
+                }
                 watermark = watermark_of::<Sqlite>(&row)?;
             }
         }

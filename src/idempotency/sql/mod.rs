@@ -110,7 +110,6 @@ pub(crate) struct Sql {
     pub(crate) advance: String,
     pub(crate) unlock_object: String,
     pub(crate) watermark: String,
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) lock_row: String,
     pub(crate) purge_objects: String,
     pub(crate) purge_objects_upto: String,

@@ -32,7 +32,7 @@
 /// | `advance` | object id, created, event id | |
 /// | `unlock_object` | object id, holder | |
 /// | `watermark` | object id | `created`, `event_id` |
-/// | `lock_row` | object id | `created`, `event_id` (the row stays locked) |
+/// | `lock_row` | object id | `created`, `event_id`, ms left on a lease lock (the row stays locked; on SQLite no row when none) |
 /// | `lock_and_claim` | object id, holder, lease ms, event id, event type, fence | no row when not locked, else `created`, `event_id`, `attempts` (null when the claim was refused) |
 /// | `complete_applied` | event id, fence, object id, holder, created, applied event id | a row when completed; no row, or raises [`LEASE_LOST`], when not |
 /// | `lock_and_claim_step` | as `lock_and_claim` | `attempts`, `created`, `event_id`; raises when refused |
@@ -87,7 +87,8 @@ pub struct Statements {
     /// An object's watermark.
     pub watermark: &'static str,
     /// Inbox mode: writes the object's row, so it stays locked until the transaction
-    /// ends, and reads its watermark.
+    /// ends, and reads its watermark and how long a lease lock on it (a guarded route
+    /// outside the inbox) has left.
     pub lock_row: &'static str,
     /// Deletes one batch of unlocked objects untouched for the retention.
     pub purge_objects: &'static str,
@@ -173,8 +174,10 @@ pub const SQLITE: Statements = Statements {
         updated_at = excluded.updated_at WHERE o.created IS NULL OR o.created <= excluded.created",
     unlock_object: "UPDATE {t}_objects SET holder = NULL, lock_until = NULL WHERE object_id = ?1 AND holder = ?2",
     watermark: "SELECT created, event_id FROM {t}_objects WHERE object_id = ?1",
-    lock_row: "INSERT INTO {t}_objects AS o (object_id, updated_at) VALUES (?1, {now}) \
-        ON CONFLICT (object_id) DO UPDATE SET updated_at = excluded.updated_at RETURNING created, event_id",
+    // A read: the inbox's transaction holds the database's write lock already, so no
+    // other writer can touch the row before it ends.
+    lock_row: "SELECT created, event_id, CASE WHEN holder IS NOT NULL THEN lock_until - {now} END \
+        FROM {t}_objects WHERE object_id = ?1",
     purge_objects: "DELETE FROM {t}_objects WHERE object_id >= ?2 AND object_id <= ?3 \
         AND (object_id > ?2 OR ?4 = 1) \
         AND (holder IS NULL OR lock_until < {now}) AND updated_at < {now} - ?1",
@@ -249,7 +252,9 @@ pub const POSTGRES: Statements = Statements {
     unlock_object: "UPDATE {t}_objects SET holder = NULL, lock_until = NULL WHERE object_id = $1 AND holder = $2",
     watermark: "SELECT created, event_id FROM {t}_objects WHERE object_id = $1",
     lock_row: "INSERT INTO {t}_objects AS o (object_id, updated_at) VALUES ($1, now()) \
-        ON CONFLICT (object_id) DO UPDATE SET updated_at = now() RETURNING created, event_id",
+        ON CONFLICT (object_id) DO UPDATE SET updated_at = now() \
+        RETURNING created, event_id, CASE WHEN holder IS NOT NULL THEN \
+        (extract(epoch FROM (lock_until - clock_timestamp())) * 1000)::bigint END",
     purge_objects: "DELETE FROM {t}_objects WHERE object_id IN (SELECT object_id FROM {t}_objects \
         WHERE object_id >= $2 AND object_id <= $3 AND (object_id > $2 OR $4::bigint = 1) \
         AND (holder IS NULL OR lock_until < now()) \

@@ -62,8 +62,9 @@ pub struct ReconcileReport {
     /// ([`Reconciler::with_lookback`]): they no longer hold the cursor back, so one event
     /// that fails every time cannot make every later pass list more. Each stays in the
     /// store as failed (listed by [`failed_events`](crate::StoreAdmin::failed_events));
-    /// Stripe no longer retries it either. An event held elsewhere, or one the store
-    /// could not record, holds the cursor whatever its age.
+    /// with a lookback of at least three days (the default), Stripe no longer retries it
+    /// either. An event held elsewhere, or one the store could not record, holds the
+    /// cursor whatever its age.
     pub beyond_lookback: usize,
     /// The cursor after the pass, for the passes that keep one.
     pub cursor: Option<Watermark>,
@@ -244,9 +245,11 @@ fn is_account_id(context: &str) -> bool {
     })
 }
 
-/// A duration in whole seconds, as the cursors count.
+/// A duration in whole seconds, as the cursors count, rounded up (a safety lag of
+/// 900 ms is a second, not none).
 fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+    let whole = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+    i64::try_from(whole).unwrap_or(i64::MAX)
 }
 
 /// The id a cursor carries when it stops at a second rather than at an event.
@@ -538,7 +541,9 @@ impl Reconciler {
         }
     }
 
-    /// How far back to look for undelivered events, and for a cursor pass's first run.
+    /// How far back to look for undelivered events, and for a cursor pass's first run
+    /// ([`DEFAULT_LOOKBACK`], three days). A failed event older than this no longer holds
+    /// a cursor ([`ReconcileReport::beyond_lookback`]); its failure stays in the store.
     #[must_use]
     pub fn with_lookback(mut self, lookback: Duration) -> Self {
         self.lookback = lookback;
@@ -702,7 +707,9 @@ impl Reconciler {
     ///
     /// # Errors
     ///
-    /// [`ReconcileError`] when listing or the cursor fails; the cursor then stays.
+    /// [`ReconcileError`] when listing, reading the cursor or moving it fails; the cursor
+    /// then stays where it was (or where this pass moved it, if the store did so before
+    /// its answer was lost).
     pub async fn since_cursor(&self) -> Result<ReconcileReport, ReconcileError> {
         let mut report = ReconcileReport::default();
         if self.processor.enabled_events().snapshot.is_empty() {
@@ -724,7 +731,9 @@ impl Reconciler {
     ///
     /// # Errors
     ///
-    /// [`ReconcileError`] when listing or the cursor fails; the cursor then stays.
+    /// [`ReconcileError`] when listing, reading the cursor or moving it fails; the cursor
+    /// then stays where it was (or where this pass moved it, if the store did so before
+    /// its answer was lost).
     pub async fn thin_since_cursor(&self) -> Result<ReconcileReport, ReconcileError> {
         let mut report = ReconcileReport::default();
         let types = self.processor.enabled_events().thin;
@@ -790,10 +799,17 @@ impl Reconciler {
         report: &mut ReconcileReport,
     ) -> Result<(), ReconcileError> {
         report.beyond_lookback = frontier.beyond_lookback;
-        if let Some(to) = frontier.target() {
-            self.cursors.advance_watermark(key, &to).await?;
+        let target = frontier.target();
+        if let Some(to) = &target {
+            self.cursors.advance_watermark(key, to).await?;
         }
-        report.cursor = self.cursors.watermark(key).await?;
+        // The pass is done and its cursor moved: a failed read of where the cursor stands
+        // now (another replica's pass may have moved it further) does not undo that, so
+        // the report names this pass's target instead of failing the pass.
+        report.cursor = match self.cursors.watermark(key).await {
+            Ok(cursor) => cursor,
+            Err(_) => target,
+        };
         Ok(())
     }
 }
@@ -824,6 +840,14 @@ mod tests {
         o.attempt = Some(1);
         o.failure_recorded = matches!(o.kind, OutcomeKind::HandlerFailed(_));
         f.saw(created, &EventId::new(id), &o);
+    }
+
+    #[test]
+    fn durations_count_in_whole_seconds_rounded_up() {
+        assert_eq!(secs(Duration::from_millis(900)), 1);
+        assert_eq!(secs(Duration::from_secs(60)), 60);
+        assert_eq!(secs(Duration::ZERO), 0);
+        assert_eq!(secs(Duration::MAX), i64::MAX);
     }
 
     #[test]

@@ -1520,3 +1520,123 @@ async fn a_failed_fetch_is_a_500_and_the_retry_succeeds() {
     assert_eq!(recorder.0.lock().unwrap().len(), 1);
     assert_eq!(fake.requests().len(), before);
 }
+
+/// A client that answers every `GET` with one canned body.
+struct Canned(&'static str);
+
+#[async_trait]
+impl StripeClient for Canned {
+    async fn get(
+        &self,
+        _ctx: &RequestContext,
+        _path: &str,
+        _query: &[(String, String)],
+    ) -> Result<String, ClientError> {
+        Ok(self.0.to_owned())
+    }
+}
+
+/// A list whose page does not say whether more follow is an error, not the last page:
+/// read as the end, a cursor pass would move past the pages it never listed.
+#[tokio::test]
+async fn a_list_page_without_its_pagination_member_is_a_decode_error() {
+    let ctx = RequestContext::platform();
+    let v1 = ListEventsParams::new();
+    let e = Canned(r#"{"object":"list","data":[]}"#)
+        .list_events(&ctx, &v1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Decode { message, .. } if message.contains("has_more")),
+        "{e:?}"
+    );
+    let page = Canned(r#"{"object":"list","data":[],"has_more":false}"#)
+        .list_events(&ctx, &v1)
+        .await
+        .unwrap();
+    assert!(!page.has_more);
+
+    let v2 = ListV2EventsParams::new();
+    let e = Canned(r#"{"data":[]}"#)
+        .list_v2_events(&ctx, &v2, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Decode { message, .. } if message.contains("next_page_url")),
+        "{e:?}"
+    );
+    let page = Canned(r#"{"data":[],"next_page_url":null,"previous_page_url":null}"#)
+        .list_v2_events(&ctx, &v2, None)
+        .await
+        .unwrap();
+    assert!(page.next_page.is_none());
+}
+
+/// An answer that echoes the API key (a proxy, a misrouted base URL) reaches the caller
+/// with the key redacted, so no decode error quoting the body can carry it.
+#[tokio::test]
+async fn an_answer_that_echoes_the_key_reaches_the_caller_redacted() {
+    let fake = FakeStripe::start().await.unwrap();
+    fake.add_object(
+        "/v1/customers/cus_echo",
+        &json!({"id": "cus_echo", "object": "customer", "name": FAKE_API_KEY}).to_string(),
+    )
+    .unwrap();
+    let client = fake.client().unwrap();
+    let ctx = RequestContext::platform();
+    let raw = client
+        .retrieve_object(&ctx, "/v1/customers/cus_echo")
+        .await
+        .unwrap();
+    assert!(!raw.get().contains(FAKE_API_KEY), "{}", raw.get());
+    assert!(raw.get().contains("<redacted>"), "{}", raw.get());
+    // A listed event that fails to decode: serde's error quotes the value it refused.
+    let mut bad: Value =
+        serde_json::from_str(&testing::event_for_type("evt_echo", "invoice.paid").unwrap())
+            .unwrap();
+    bad["livemode"] = FAKE_API_KEY.into();
+    fake.add_event(&bad.to_string()).unwrap();
+    let e = client
+        .list_events(&ctx, &ListEventsParams::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Decode { .. }), "{e:?}");
+    let shown = format!("{e} {e:?}");
+    assert!(!shown.contains(FAKE_API_KEY), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+}
+
+/// The fake serves an object added for a connected account to a request whose
+/// `Stripe-Context` is a path ending in that account, as it does that account's events.
+#[tokio::test]
+async fn the_fake_serves_an_accounts_object_to_a_context_path_ending_in_it() {
+    let fake = FakeStripe::start().await.unwrap();
+    fake.add_object_for(
+        "acct_2",
+        "/v1/customers/cus_nested",
+        r#"{"id":"cus_nested","object":"customer"}"#,
+    )
+    .unwrap();
+    let client = fake.client().unwrap();
+    for ctx in [
+        RequestContext::platform().with_stripe_context("acct_1/acct_2"),
+        RequestContext::platform().with_stripe_context("acct_2"),
+        RequestContext::platform().with_stripe_account("acct_2"),
+    ] {
+        let raw = client
+            .retrieve_object(&ctx, "/v1/customers/cus_nested")
+            .await
+            .unwrap_or_else(|e| panic!("{ctx:?}: {e}"));
+        assert!(raw.get().contains("cus_nested"));
+    }
+    for ctx in [
+        RequestContext::platform(),
+        RequestContext::platform().with_stripe_context("acct_2/acct_3"),
+    ] {
+        let e = client
+            .retrieve_object(&ctx, "/v1/customers/cus_nested")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("404"), "{ctx:?}: {e}");
+    }
+}

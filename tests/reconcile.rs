@@ -442,6 +442,111 @@ async fn a_failure_the_store_did_not_record_holds_the_cursor_past_the_lookback()
     assert!(s.store.failed_events(10).await.unwrap().is_empty());
 }
 
+/// A store whose watermark read fails right after a cursor moved.
+struct ReadAfterAdvanceFails {
+    inner: Arc<MemoryStore>,
+    advanced: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl IdempotencyStore for ReadAfterAdvanceFails {
+    async fn claim(
+        &self,
+        id: &EventId,
+        event_type: &EventType,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        self.inner.claim(id, event_type, lease).await
+    }
+
+    async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+        self.inner.complete(token).await
+    }
+
+    async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
+        self.inner.release(token, reason).await
+    }
+
+    async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
+        self.inner.extend(token, lease).await
+    }
+}
+
+#[async_trait]
+impl OrderingStore for ReadAfterAdvanceFails {
+    async fn lock_object(
+        &self,
+        object_id: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<stripe_webhooks::ObjectLock, StoreError> {
+        self.inner.lock_object(object_id, holder, lease).await
+    }
+
+    async fn complete_applied(
+        &self,
+        token: &ClaimToken,
+        object_id: &str,
+        holder: &str,
+        applied: &Watermark,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .complete_applied(token, object_id, holder, applied)
+            .await
+    }
+
+    async fn unlock_object(&self, object_id: &str, holder: &str) -> Result<(), StoreError> {
+        self.inner.unlock_object(object_id, holder).await
+    }
+
+    async fn watermark(&self, object_id: &str) -> Result<Option<Watermark>, StoreError> {
+        if self
+            .advanced
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(StoreError::unavailable("read refused"));
+        }
+        self.inner.watermark(object_id).await
+    }
+
+    async fn advance_watermark(&self, key: &str, to: &Watermark) -> Result<(), StoreError> {
+        self.inner.advance_watermark(key, to).await?;
+        self.advanced
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A pass whose cursor moved is a pass done: a failed read of the cursor afterwards
+/// reports where the pass moved it rather than failing the pass (whose events ran).
+#[tokio::test]
+async fn a_failed_read_after_the_cursor_moved_still_reports_the_pass() {
+    let s = setup().await;
+    let now = testing::now();
+    s.fake
+        .add_event(&event("evt_r1", "invoice.paid", now - 600))
+        .unwrap();
+    let cursors = Arc::new(ReadAfterAdvanceFails {
+        inner: Arc::clone(&s.store),
+        advanced: std::sync::atomic::AtomicBool::new(false),
+    });
+    let reconciler = Reconciler::new(
+        s.fake.client().unwrap(),
+        Arc::clone(&s.processor),
+        Arc::clone(&cursors),
+    );
+    let r = reconciler.since_cursor().await.unwrap();
+    assert_eq!(r.processed, 1, "{r:?}");
+    assert_eq!(r.cursor.as_ref().map(|c| c.created), Some(now - 600 - 60));
+    assert_eq!(
+        s.store
+            .watermark(&reconciler.cursor_keys()[0])
+            .await
+            .unwrap(),
+        r.cursor
+    );
+}
+
 #[tokio::test]
 async fn listing_errors_keep_the_cursor_and_say_why() {
     let s = setup().await;

@@ -229,6 +229,11 @@ impl HttpClient {
         let retry_after = header("retry-after").and_then(|v| retry_after(&v));
         let body = self.read_body(response, url).await?;
         if (200..300).contains(&status) {
+            // Never the key in what the caller gets (a proxy or a misrouted base URL that
+            // echoes the request): a decode error quotes the body's values.
+            if body.contains(self.api_key.expose()) {
+                return Ok(self.redact(&body));
+            }
             return Ok(body);
         }
         let mut api = ApiError::from_response(status, &body, request_id, should_retry);
@@ -451,7 +456,10 @@ fn retry_after(value: &str) -> Option<Duration> {
 fn backoff(attempt: u32, base: Duration, max: Duration, unit: f64) -> Duration {
     let exp = 2u32.saturating_pow(attempt.saturating_sub(1));
     let cap = base.saturating_mul(exp).min(max);
-    cap.mul_f64((1.0 + unit.clamp(0.0, 1.0)) / 2.0)
+    // Not `mul_f64`, which panics when the product rounds past `Duration::MAX` (a
+    // backoff set to it, times 1.0).
+    Duration::try_from_secs_f64(cap.as_secs_f64() * (1.0 + unit.clamp(0.0, 1.0)) / 2.0)
+        .unwrap_or(cap)
 }
 
 /// The wait before a retry: the backoff, or longer when the server's `Retry-After`
@@ -561,7 +569,12 @@ mod tests {
         assert_eq!(backoff(4, base, max, 1.0), Duration::from_millis(800));
         assert_eq!(backoff(6, base, max, 1.0), max);
         assert_eq!(backoff(60, base, max, 1.0), max); // no overflow
-                                                      // Never under half the step.
+        assert_eq!(
+            backoff(3, Duration::MAX, Duration::MAX, 1.0),
+            Duration::MAX,
+            "no panic at the largest backoff"
+        );
+        // Never under half the step.
         assert_eq!(backoff(3, base, max, 0.0), Duration::from_millis(200));
         assert_eq!(backoff(3, base, max, 0.5), Duration::from_millis(300));
         assert_eq!(backoff(0, base, max, 1.0), base);

@@ -864,10 +864,11 @@ pub trait StripeClient: Send + Sync + 'static {
         ctx: &RequestContext,
         params: &ListEventsParams,
     ) -> Result<EventPage, ClientError> {
+        // `has_more` is required: read as `false` when missing, it would end the walk
+        // early and a cursor pass would move past the pages it never listed.
         #[derive(Deserialize)]
         struct List {
             data: Vec<Box<RawValue>>,
-            #[serde(default)]
             has_more: bool,
         }
         let path = "/v1/events";
@@ -898,10 +899,12 @@ pub trait StripeClient: Send + Sync + 'static {
         params: &ListV2EventsParams,
         page: Option<&PageToken>,
     ) -> Result<NotificationPage, ClientError> {
+        // `next_page_url` must be there (Stripe writes `null` on the last page): read as
+        // the last page when missing, it would end the walk early.
         #[derive(Deserialize)]
         struct List {
             data: Vec<Box<RawValue>>,
-            #[serde(default)]
+            #[serde(deserialize_with = "present")]
             next_page_url: Option<String>,
             #[serde(default)]
             previous_page_url: Option<String>,
@@ -949,6 +952,12 @@ impl<C: StripeClient + ?Sized> StripeClient for Arc<C> {
     ) -> Result<String, ClientError> {
         (**self).get(ctx, path, query).await
     }
+}
+
+/// A member that must be present, `null` or not: with `deserialize_with`, serde reads a
+/// missing one as an error instead of `None`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
 }
 
 /// An id as one path segment: refused if it could change the path.

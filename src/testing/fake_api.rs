@@ -748,8 +748,9 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
             None => Answer::missing("event", id),
         }
     } else {
-        // An object: the account the request is made for, by either header.
-        let account = v1_account.or(v2_account).map(str::to_owned);
+        // An object: the account the request is made for, by either header (the last
+        // account of a context path, as for events).
+        let account = v1_events_of.map(str::to_owned);
         match inner.objects.get(&(account, path.to_owned())) {
             Some(json) => Answer::ok(json.clone()),
             None => {

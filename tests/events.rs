@@ -243,6 +243,10 @@ fn missing_envelope_fields_are_named() {
             "`created`",
         ),
         (
+            r#"{"id":"","object":"event","type":"x","created":1,"data":{"object":{}}}"#,
+            "`id` is empty",
+        ),
+        (
             r#"{"id":"evt","object":"event","type":"x","created":"soon","data":{"object":{}}}"#,
             "`created`",
         ),

@@ -273,6 +273,12 @@ fn bad_thin_bodies_are_clear_errors() {
         let e = dangerous::parse_unverified_notification(body).unwrap_err();
         assert!(format!("{e:?}").starts_with(want), "{e:?}");
     }
+    // The id keys the claim: an empty one is refused.
+    let empty = ThinEventBuilder::new("", "v1.customer.created").build();
+    match dangerous::parse_unverified_notification(empty.as_bytes()) {
+        Err(ParseError::NotAnEvent { message, .. }) => assert!(message.contains("`id` is empty")),
+        other => panic!("{other:?}"),
+    }
     // `created` must be an RFC 3339 timestamp (with any fraction and offset): the
     // ordering guard and the reconciler's cursor read it.
     let body = ThinEventBuilder::new("evt_1", "v1.customer.created").build();

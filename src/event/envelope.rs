@@ -331,6 +331,10 @@ impl<'de> PartialHead<'de> {
     /// reads as `None` here and is checked by the thin parser.
     fn finish<E: de::Error>(self) -> Result<WireHead<'de>, E> {
         let id = self.id.ok_or_else(|| E::missing_field("id"))?.0;
+        // The key of the event's claim and of its object's watermark.
+        if id.is_empty() {
+            return Err(E::custom("`id` is empty"));
+        }
         let object = self.object.ok_or_else(|| E::missing_field("object"))?;
         let created = self.created.and_then(|c| c.0);
         let event_type = self.event_type.ok_or_else(|| E::missing_field("type"))?.0;

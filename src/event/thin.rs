@@ -383,6 +383,14 @@ impl EventNotification {
         if wire.object != "v2.core.event" {
             return Err(Self::wrong_object(Some(&wire.object)));
         }
+        if wire.id.as_str().is_empty() {
+            return Err(ParseError::NotAnEvent {
+                message: "`id` is empty".to_owned(),
+                line: 1,
+                column: 1,
+                event_id: None,
+            });
+        }
         // The ordering guard and the reconciler's cursor read it.
         if rfc3339_seconds(&wire.created).is_none() {
             return Err(ParseError::NotAnEvent {

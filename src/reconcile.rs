@@ -30,6 +30,10 @@ pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(3 * 24 * 3600);
 /// ([`Reconciler::with_safety_lag`]): a minute.
 pub const DEFAULT_SAFETY_LAG: Duration = Duration::from_secs(60);
 
+/// The most events a pass holds in memory at once unless told otherwise
+/// ([`Reconciler::with_max_buffered`]).
+pub const DEFAULT_MAX_BUFFERED: usize = 10_000;
+
 /// The most `types[]` Stripe takes in one list request; with more, the reconciler lists
 /// every type and the processor skips those it does not handle.
 const MAX_TYPE_FILTERS: usize = 20;
@@ -38,9 +42,10 @@ const MAX_TYPE_FILTERS: usize = 20;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReconcileReport {
-    /// Pages listed.
+    /// Pages listed, with those of windows of time listed again after halving
+    /// ([`Reconciler::with_max_buffered`]).
     pub pages: usize,
-    /// Events listed.
+    /// Events listed, each window of time counted once.
     pub listed: usize,
     /// Events whose handler ran and completed now: the webhook never delivered them.
     pub processed: usize,
@@ -100,8 +105,9 @@ pub enum ReconcileError {
     /// Stripe said more events follow but gave no way to them: a v1 page with
     /// `has_more` and no events, a v1 page ending on the event the one before ended on,
     /// or a v2 `next_page` token equal to the one just used. The pass stops before
-    /// running anything and leaves the cursor where it was, so no unlisted event falls
-    /// behind it; the next pass lists again.
+    /// running anything of the window of time it was listing and leaves the cursor where
+    /// the windows before left it, so no unlisted event falls behind it; the next pass
+    /// lists again.
     #[error("Stripe's event list stopped moving after page {page}: it says more events follow but gives no way to them")]
     ListingStalled {
         /// The page (from 1) after which the listing could not go on.
@@ -120,11 +126,14 @@ pub enum ReconcileError {
 ///   for a processor with a thin handler.
 ///
 /// Only the types the processor's handlers take are listed
-/// ([`Processor::enabled_events`]). A pass lists everything first and then runs it
-/// oldest first (Stripe lists newest first), so with the ordering guard
+/// ([`Processor::enabled_events`]). Stripe lists newest first, so a pass lists a span of
+/// time whole and then runs it oldest first: with the ordering guard
 /// ([`Processor::ordered`]) the missed updates of an object apply in order instead of
-/// all but the newest being stale; the listing is held in memory, which the lookback
-/// and the cursor bound.
+/// all but the newest being stale. A span holds at most
+/// [`with_max_buffered`](Self::with_max_buffered) events in memory (10,000 by default):
+/// a pass over a longer backlog (an endpoint down for days on a busy account) goes
+/// through it in spans of time, oldest first, halving a span that lists more and moving
+/// the cursor after each.
 ///
 /// Over an ack-fast processor ([`Processor::queued`]) a pass runs no handler: each event
 /// goes to the queue under the same dedupe key as its webhook delivery
@@ -183,6 +192,7 @@ pub struct Reconciler {
     clock: Arc<dyn Clock>,
     page_size: u8,
     concurrency: usize,
+    max_buffered: usize,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -195,6 +205,7 @@ impl std::fmt::Debug for Reconciler {
             .field("clock", &self.clock)
             .field("page_size", &self.page_size)
             .field("concurrency", &self.concurrency)
+            .field("max_buffered", &self.max_buffered)
             .finish_non_exhaustive()
     }
 }
@@ -204,6 +215,90 @@ impl std::fmt::Debug for Reconciler {
 fn oldest_first<T>(items: &mut [T], created: impl Fn(&T) -> i64) {
     items.reverse();
     items.sort_by_key(created);
+}
+
+/// What one listing of a window of time found.
+enum Listed<T> {
+    /// Every event of the window, each once.
+    All(Vec<T>),
+    /// More than the cap: nothing kept, the window is to be halved.
+    TooMany,
+}
+
+/// The windows of time a pass lists, oldest first, each `[start, end)` and the last one
+/// open (no end). The first is the whole span since the pass's start; one that lists
+/// more than the cap is halved, down to a second, which is listed whole whatever it
+/// holds; after a window, the next is as wide, or twice as wide when it held under a
+/// quarter of the cap. So a pass holds at most the cap in memory (or one second's
+/// events), at the cost of listing again the windows it halves.
+#[derive(Debug)]
+struct Windows {
+    start: i64,
+    /// The width of the next window, in seconds; `None` for everything from `start` on.
+    width: Option<i64>,
+    /// The present when the pass began: a window reaching past it is the open last one.
+    now: i64,
+}
+
+impl Windows {
+    fn new(start: i64, now: i64) -> Self {
+        Self {
+            start,
+            width: None,
+            now,
+        }
+    }
+
+    /// The next window: its start, and its end (`None`: open).
+    fn next(&self) -> (i64, Option<i64>) {
+        let end = self
+            .width
+            .map(|w| self.start.saturating_add(w))
+            .filter(|end| *end <= self.now);
+        (self.start, end)
+    }
+
+    /// Whether the next window can be halved: it spans more than a second (the open one:
+    /// it starts before the present).
+    fn halvable(&self) -> bool {
+        match self.next() {
+            (start, Some(end)) => end - start > 1,
+            (start, None) => self.now > start,
+        }
+    }
+
+    /// The most events the next window's listing may hold: `max`, or no limit for one
+    /// that cannot be halved.
+    fn cap(&self, max: usize) -> usize {
+        if self.halvable() {
+            max
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// The next window listed more than the cap: halves it.
+    fn narrow(&mut self) {
+        let width = match self.next() {
+            (start, Some(end)) => end - start,
+            // The open window, as if it ended a second past the present.
+            (start, None) => self.now.saturating_sub(start).saturating_add(1),
+        };
+        self.width = Some((width / 2).max(1));
+    }
+
+    /// The next window, of `count` events, has run: moves past it. `false` when it was
+    /// the last (open) one.
+    fn done(&mut self, count: usize, max: usize) -> bool {
+        let (_, Some(end)) = self.next() else {
+            return false;
+        };
+        self.start = end;
+        if count < max / 4 {
+            self.width = self.width.map(|w| w.saturating_mul(2));
+        }
+        true
+    }
 }
 
 /// Where a cursor pass may move its cursor: up to the oldest event it could not settle
@@ -450,6 +545,7 @@ impl Reconciler {
             clock: Arc::new(SystemClock),
             page_size: 100,
             concurrency: 1,
+            max_buffered: DEFAULT_MAX_BUFFERED,
         }
     }
 
@@ -585,6 +681,17 @@ impl Reconciler {
         self
     }
 
+    /// The most events a pass holds in memory at once (at least 1): it lists the span
+    /// since its cursor in windows of time, each listed whole and run oldest first, and
+    /// halves a window that lists more than this (listing it again), down to one second,
+    /// which it takes whole whatever it holds. A cursor pass moves its cursor after each
+    /// window, so a pass stopped half-way resumes from there.
+    #[must_use]
+    pub fn with_max_buffered(mut self, n: usize) -> Self {
+        self.max_buffered = n.max(1);
+        self
+    }
+
     /// Events per page (1 to 100).
     #[must_use]
     pub fn with_page_size(mut self, n: u8) -> Self {
@@ -607,25 +714,23 @@ impl Reconciler {
         (!types.iter().any(|t| t == "*") && types.len() <= MAX_TYPE_FILTERS).then_some(types)
     }
 
-    fn v1_params(&self, created_gte: i64) -> ListEventsParams {
-        let mut p = ListEventsParams::new()
-            .with_created_gte(created_gte)
-            .with_limit(self.page_size);
+    /// The v1 list's filters but time: the types and the page size.
+    fn v1_params(&self) -> ListEventsParams {
+        let mut p = ListEventsParams::new().with_limit(self.page_size);
         if let Some(types) = self.snapshot_types() {
             p = p.with_types(types);
         }
         p
     }
 
-    /// Lists every v1 event matching `params`, page after page, then runs them oldest
-    /// first: Stripe lists newest first, and an ordering guard would otherwise find
-    /// every older event of an object stale.
-    async fn run_v1(
+    /// Lists the v1 events of `params` page after page, up to `cap` of them: all of
+    /// them, or [`Listed::TooMany`] as soon as there are more (nothing kept).
+    async fn list_v1(
         &self,
         mut params: ListEventsParams,
+        cap: usize,
         report: &mut ReconcileReport,
-        frontier: &mut Frontier,
-    ) -> Result<(), ReconcileError> {
+    ) -> Result<Listed<Event>, ReconcileError> {
         let mut events = Vec::new();
         let context = self.v1_context();
         // Every page's last event: a page that leads back to one already listed (the
@@ -634,7 +739,6 @@ impl Reconciler {
         loop {
             let page = self.client.list_events(&context, &params).await?;
             report.pages += 1;
-            report.listed += page.data.len();
             let next = page.next_params(&params);
             let stalled = page.has_more
                 && next.as_ref().map_or(true, |n| {
@@ -646,11 +750,15 @@ impl Reconciler {
                 return Err(ReconcileError::ListingStalled { page: report.pages });
             }
             events.extend(page.data);
+            if events.len() > cap {
+                return Ok(Listed::TooMany);
+            }
             match next {
                 Some(next) => params = next,
                 None => break,
             }
         }
+        report.listed += events.len();
         // An event on two pages (the list moved under the walk) runs once: two copies in
         // two chains would find each other in progress and hold the cursor.
         let mut ids = std::collections::HashSet::new();
@@ -661,17 +769,105 @@ impl Reconciler {
             events = events.into_iter().map(|e| e.on_account(account)).collect();
         }
         oldest_first(&mut events, |e| e.created());
-        let ran = in_chains(
-            events,
-            self.concurrency,
-            Event::ordering_key,
-            &self.processor,
-            run_events,
-        )
-        .await;
-        for (event, o) in &ran {
-            report.count(o);
-            frontier.saw(event.created(), event.id(), o);
+        Ok(Listed::All(events))
+    }
+
+    /// Lists the v1 events of `params` from `from` on, window after window of time
+    /// ([`Windows`]), and runs each window's oldest first; after each, moves the cursor
+    /// `key` (when the pass keeps one) to where the frontier allows.
+    async fn run_v1(
+        &self,
+        params: ListEventsParams,
+        from: i64,
+        key: Option<&str>,
+        report: &mut ReconcileReport,
+        frontier: &mut Frontier,
+    ) -> Result<(), ReconcileError> {
+        let mut windows = Windows::new(from, frontier.now);
+        loop {
+            let (start, end) = windows.next();
+            let mut p = params.clone().with_created_gte(start);
+            if let Some(end) = end {
+                p = p.with_created_lt(end);
+            }
+            let events = match self
+                .list_v1(p, windows.cap(self.max_buffered), report)
+                .await?
+            {
+                Listed::All(events) => events,
+                Listed::TooMany => {
+                    windows.narrow();
+                    continue;
+                }
+            };
+            let count = events.len();
+            let ran = in_chains(
+                events,
+                self.concurrency,
+                Event::ordering_key,
+                &self.processor,
+                run_events,
+            )
+            .await;
+            for (event, o) in &ran {
+                report.count(o);
+                frontier.saw(event.created(), event.id(), o);
+            }
+            if !windows.done(count, self.max_buffered) {
+                return Ok(());
+            }
+            self.checkpoint(key, frontier).await?;
+        }
+    }
+
+    /// Lists the v2 events of `params` page after page, up to `cap` of them, as
+    /// [`list_v1`](Self::list_v1) does.
+    async fn list_v2(
+        &self,
+        params: &ListV2EventsParams,
+        cap: usize,
+        report: &mut ReconcileReport,
+    ) -> Result<Listed<EventNotification>, ReconcileError> {
+        let mut notifications = Vec::new();
+        let mut page_token = None;
+        let context = self.v2_context();
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let page = self
+                .client
+                .list_v2_events(&context, params, page_token.as_ref())
+                .await?;
+            report.pages += 1;
+            notifications.extend(page.data);
+            if notifications.len() > cap {
+                return Ok(Listed::TooMany);
+            }
+            // An empty page may still have a next one; a token already used (the same
+            // page again, or a cycle) stops the pass rather than looping.
+            match page.next_page {
+                Some(next) if !seen.insert(next.clone()) => {
+                    return Err(ReconcileError::ListingStalled { page: report.pages });
+                }
+                Some(next) => page_token = Some(next),
+                None => break,
+            }
+        }
+        report.listed += notifications.len();
+        let mut ids = std::collections::HashSet::new();
+        notifications.retain(|n| ids.insert(n.id.clone()));
+        Ok(Listed::All(notifications))
+    }
+
+    /// Moves the cursor `key` (when the pass keeps one) as far as the frontier allows
+    /// after a window: the windows after it hold only newer events, so a pass stopped
+    /// later resumes from here.
+    async fn checkpoint(
+        &self,
+        key: Option<&str>,
+        frontier: &Frontier,
+    ) -> Result<(), ReconcileError> {
+        if let (Some(key), Some(to)) = (key, frontier.target()) {
+            self.cursors.advance_watermark(key, &to).await?;
         }
         Ok(())
     }
@@ -684,14 +880,16 @@ impl Reconciler {
     ///
     /// [`ReconcileError::Client`] when listing fails, and
     /// [`ReconcileError::ListingStalled`] when a page says more follow but gives no way to
-    /// them. The listing comes first, so then nothing has run.
+    /// them. Each window of time is listed before any of it runs: the events of the
+    /// windows before the failing one have run.
     pub async fn undelivered(&self) -> Result<ReconcileReport, ReconcileError> {
         let mut report = ReconcileReport::default();
         if self.processor.enabled_events().snapshot.is_empty() {
             return Ok(report);
         }
-        let params = self.v1_params(self.since()).with_delivery_success(false);
-        self.run_v1(params, &mut report, &mut self.frontier())
+        let from = self.since();
+        let params = self.v1_params().with_delivery_success(false);
+        self.run_v1(params, from, None, &mut report, &mut self.frontier())
             .await?;
         Ok(report)
     }
@@ -699,17 +897,19 @@ impl Reconciler {
     /// Runs every snapshot event created since the cursor (on the first pass, since the
     /// lookback), then moves the cursor forward: to the
     /// [safety lag](Self::with_safety_lag) (a minute) before the newest event seen or the
-    /// clock's present, whichever is earlier (an event Stripe lists a little late still falls in the next pass, even if
-    /// this machine's clock runs ahead of Stripe's), or, when an event failed or was
-    /// running elsewhere, to that event's second, so the next pass lists it again. An
-    /// event older than the lookback no longer holds the cursor
-    /// ([`ReconcileReport::beyond_lookback`]): the store keeps its failure.
+    /// clock's present, whichever is earlier (an event Stripe lists a little late still
+    /// falls in the next pass, even if this machine's clock runs ahead of Stripe's), or,
+    /// when an event failed or was running elsewhere, to that event's second, so the next
+    /// pass lists it again. An event older than the lookback no longer holds the cursor
+    /// ([`ReconcileReport::beyond_lookback`]): the store keeps its failure. A backlog of
+    /// more than [`with_max_buffered`](Self::with_max_buffered) events goes window by
+    /// window of time, the cursor moving after each.
     ///
     /// # Errors
     ///
     /// [`ReconcileError`] when listing, reading the cursor or moving it fails; the cursor
-    /// then stays where it was (or where this pass moved it, if the store did so before
-    /// its answer was lost).
+    /// then stays where the last window done left it (or where this pass moved it, if
+    /// the store did so before its answer was lost).
     pub async fn since_cursor(&self) -> Result<ReconcileReport, ReconcileError> {
         let mut report = ReconcileReport::default();
         if self.processor.enabled_events().snapshot.is_empty() {
@@ -718,8 +918,14 @@ impl Reconciler {
         let [key, _] = self.cursor_keys();
         let from = self.start(&key, "v1").await?;
         let mut frontier = self.frontier();
-        self.run_v1(self.v1_params(from), &mut report, &mut frontier)
-            .await?;
+        self.run_v1(
+            self.v1_params(),
+            from,
+            Some(&key),
+            &mut report,
+            &mut frontier,
+        )
+        .await?;
         self.advance(&key, &frontier, &mut report).await?;
         Ok(report)
     }
@@ -731,9 +937,7 @@ impl Reconciler {
     ///
     /// # Errors
     ///
-    /// [`ReconcileError`] when listing, reading the cursor or moving it fails; the cursor
-    /// then stays where it was (or where this pass moved it, if the store did so before
-    /// its answer was lost).
+    /// As [`since_cursor`](Self::since_cursor).
     pub async fn thin_since_cursor(&self) -> Result<ReconcileReport, ReconcileError> {
         let mut report = ReconcileReport::default();
         let types = self.processor.enabled_events().thin;
@@ -742,51 +946,46 @@ impl Reconciler {
         }
         let [_, key] = self.cursor_keys();
         let from = self.start(&key, "v2").await?;
-        let mut params = ListV2EventsParams::new()
-            .with_created_gte(rfc3339_from(from))
-            .with_limit(self.page_size);
+        let mut base = ListV2EventsParams::new().with_limit(self.page_size);
         if !types.iter().any(|t| t == "*") && types.len() <= MAX_TYPE_FILTERS {
-            params = params.with_types(types);
+            base = base.with_types(types);
         }
-        let mut notifications = Vec::new();
         // Its clock starts before the listing, as the v1 pass's does: the cursor stays
-        // safety lag behind the listing's start however long the listing takes.
+        // the safety lag behind the listing's start however long the listing takes.
         let mut frontier = self.frontier();
-        let mut page_token = None;
-        let context = self.v2_context();
-        let mut seen = std::collections::HashSet::new();
+        let mut windows = Windows::new(from, frontier.now);
         loop {
-            let page = self
-                .client
-                .list_v2_events(&context, &params, page_token.as_ref())
-                .await?;
-            report.pages += 1;
-            report.listed += page.data.len();
-            notifications.extend(page.data);
-            // An empty page may still have a next one; a token already used (the same
-            // page again, or a cycle) stops the pass rather than looping.
-            match page.next_page {
-                Some(next) if !seen.insert(next.clone()) => {
-                    return Err(ReconcileError::ListingStalled { page: report.pages });
-                }
-                Some(next) => page_token = Some(next),
-                None => break,
+            let (start, end) = windows.next();
+            let mut params = base.clone().with_created_gte(rfc3339_from(start));
+            if let Some(end) = end {
+                params = params.with_created_lt(rfc3339_from(end));
             }
-        }
-        let mut ids = std::collections::HashSet::new();
-        notifications.retain(|n| ids.insert(n.id.clone()));
-        oldest_first(&mut notifications, |n| n.created_unix().unwrap_or(from));
-        let ran = in_chains(
-            notifications,
-            self.concurrency,
-            EventNotification::ordering_key,
-            &self.processor,
-            run_notifications,
-        )
-        .await;
-        for (n, o) in &ran {
-            report.count(o);
-            frontier.saw(n.created_unix().unwrap_or(from), &n.id, o);
+            let cap = windows.cap(self.max_buffered);
+            let mut notifications = match self.list_v2(&params, cap, &mut report).await? {
+                Listed::All(n) => n,
+                Listed::TooMany => {
+                    windows.narrow();
+                    continue;
+                }
+            };
+            oldest_first(&mut notifications, |n| n.created_unix().unwrap_or(start));
+            let count = notifications.len();
+            let ran = in_chains(
+                notifications,
+                self.concurrency,
+                EventNotification::ordering_key,
+                &self.processor,
+                run_notifications,
+            )
+            .await;
+            for (n, o) in &ran {
+                report.count(o);
+                frontier.saw(n.created_unix().unwrap_or(start), &n.id, o);
+            }
+            if !windows.done(count, self.max_buffered) {
+                break;
+            }
+            self.checkpoint(Some(&key), &frontier).await?;
         }
         self.advance(&key, &frontier, &mut report).await?;
         Ok(report)
@@ -840,6 +1039,47 @@ mod tests {
         o.attempt = Some(1);
         o.failure_recorded = matches!(o.kind, OutcomeKind::HandlerFailed(_));
         f.saw(created, &EventId::new(id), &o);
+    }
+
+    #[test]
+    fn windows_halve_down_to_a_second_and_widen_when_sparse() {
+        // The whole span first, open.
+        let mut w = Windows::new(0, 100);
+        assert_eq!(w.next(), (0, None));
+        assert_eq!(w.cap(10), 10);
+        // Too many: halved, as if the open window ended a second past the present.
+        w.narrow();
+        assert_eq!(w.next(), (0, Some(50)));
+        w.narrow();
+        assert_eq!(w.next(), (0, Some(25)));
+        // Done with few events: the next window is twice as wide.
+        assert!(w.done(1, 10));
+        assert_eq!(w.next(), (25, Some(75)));
+        // Done with many: as wide; past the present, it is the open last one.
+        assert!(w.done(9, 10));
+        assert_eq!(w.next(), (75, None));
+        assert!(!w.done(9, 10));
+
+        // A window of one second cannot be halved: it is listed whole.
+        let mut w = Windows::new(10, 100);
+        w.width = Some(1);
+        assert_eq!(w.next(), (10, Some(11)));
+        assert!(!w.halvable());
+        assert_eq!(w.cap(10), usize::MAX);
+        // Nor can the open window from the present on (a cursor at or past it).
+        for start in [100, 150] {
+            let w = Windows::new(start, 100);
+            assert_eq!(w.next(), (start, None));
+            assert_eq!(w.cap(10), usize::MAX);
+        }
+        // The open window a second before the present halves to that second.
+        let mut w = Windows::new(99, 100);
+        assert!(w.halvable());
+        w.narrow();
+        assert_eq!(w.next(), (99, Some(100)));
+        assert_eq!(w.cap(10), usize::MAX);
+        assert!(w.done(20, 10));
+        assert_eq!(w.next(), (100, None));
     }
 
     #[test]

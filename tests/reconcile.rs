@@ -1159,3 +1159,168 @@ async fn a_listing_that_stops_moving_fails_the_pass_and_keeps_the_cursor() {
         assert_eq!(s.store.watermark(&key).await.unwrap(), None, "{key}");
     }
 }
+
+/// Records each object's updates in the order they run; stalls (once) on one event.
+#[derive(Default)]
+struct PerObject {
+    runs: Mutex<HashMap<String, Vec<String>>>,
+    stall_on: Mutex<Option<String>>,
+    stalled: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl EventHandler for PerObject {
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        let stall = {
+            let mut s = self.stall_on.lock().unwrap();
+            let hit = s.as_deref() == Some(event.id().as_str());
+            if hit {
+                *s = None;
+            }
+            hit
+        };
+        if stall {
+            self.stalled.notify_one();
+            std::future::pending::<()>().await;
+        }
+        let object = event.object_id().unwrap_or("-").to_owned();
+        self.runs
+            .lock()
+            .unwrap()
+            .entry(object)
+            .or_default()
+            .push(event.id().to_string());
+        Ok(())
+    }
+}
+
+/// `evt_{c}_{round}`: round `round` of an update of `cus_{c}`.
+fn update(c: usize, round: usize, created: i64) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
+        &format!("evt_{c}_{round}"),
+        "customer.updated",
+        &format!(r#"{{"id":"cus_{c}","object":"customer"}}"#),
+    ))
+    .unwrap();
+    v["created"] = created.into();
+    v.to_string()
+}
+
+fn ordered_on(store: &Arc<MemoryStore>, handler: &Arc<PerObject>) -> Arc<Processor> {
+    Arc::new(Processor::ordered(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        Arc::clone(store),
+        Arc::clone(handler),
+        stripe_webhooks::TiePolicy::Run,
+    ))
+}
+
+/// A backlog larger than a pass may hold goes window by window of time, oldest first:
+/// each event runs once, each object's updates in order (none stale), and a second
+/// holding more events than the cap is taken whole.
+#[tokio::test]
+async fn a_backlog_larger_than_the_buffer_goes_window_by_window() {
+    let fake = FakeStripe::start().await.unwrap();
+    let now = testing::now();
+    // 8 customers × 5 rounds of updates, 500 s apart; then a burst of 7 customers'
+    // updates in one second.
+    for round in 0..5 {
+        for c in 0..8 {
+            let created = now - 4000 + 500 * i64::try_from(round).unwrap() + c as i64;
+            fake.add_event(&update(c, round, created)).unwrap();
+        }
+    }
+    for c in 100..107 {
+        fake.add_event(&update(c, 0, now - 1000)).unwrap();
+    }
+    let store = Arc::new(MemoryStore::new());
+    let handler = Arc::new(PerObject::default());
+    let reconciler = Reconciler::new(
+        fake.client().unwrap(),
+        ordered_on(&store, &handler),
+        Arc::clone(&store),
+    )
+    .with_page_size(3)
+    .with_max_buffered(6);
+    let r = reconciler.since_cursor().await.unwrap();
+    assert_eq!((r.listed, r.processed, r.skipped), (47, 47, 0), "{r:?}");
+    // Some windows were listed again, halved.
+    assert!(r.pages > 47 / 3 + 1, "{r:?}");
+    let runs = handler.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 15, "{runs:?}");
+    for c in 0..8 {
+        let want: Vec<String> = (0..5).map(|round| format!("evt_{c}_{round}")).collect();
+        assert_eq!(runs[&format!("cus_{c}")], want);
+    }
+    assert_eq!(r.cursor.map(|c| c.created), Some(now - 1000 - 60));
+}
+
+/// A pass stopped half-way through a backlog (its future dropped) leaves the cursor
+/// past the windows it finished: the next pass resumes there instead of listing the
+/// whole backlog again, and every event runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_stopped_half_way_resumes_after_its_last_window() {
+    let fake = FakeStripe::start().await.unwrap();
+    let now = testing::now();
+    for i in 0..20 {
+        let created = now - 3000 + 100 * i64::try_from(i).unwrap();
+        fake.add_event(&update(i, 0, created)).unwrap();
+    }
+    let store = Arc::new(MemoryStore::new());
+    let handler = Arc::new(PerObject::default());
+    *handler.stall_on.lock().unwrap() = Some("evt_9_0".to_owned());
+    let processor = ordered_on(&store, &handler);
+    let reconciler = Reconciler::new(
+        fake.client().unwrap(),
+        Arc::clone(&processor),
+        Arc::clone(&store),
+    )
+    .with_page_size(2)
+    .with_max_buffered(4);
+    let key = reconciler.cursor_keys()[0].clone();
+    tokio::select! {
+        r = reconciler.since_cursor() => panic!("the pass ended: {r:?}"),
+        () = handler.stalled.notified() => {}
+    }
+    // The stalled event's claim is released by a task of its own.
+    assert!(processor.drain(Duration::from_secs(5)).await);
+    let cursor = store
+        .watermark(&key)
+        .await
+        .unwrap()
+        .expect("moved mid-pass");
+    assert!(cursor.created >= now - 3000 - 60, "{cursor:?}");
+    assert!(
+        cursor.created < now - 3000 + 900,
+        "not past evt_9_0: {cursor:?}"
+    );
+    let r = reconciler.since_cursor().await.unwrap();
+    assert!(r.listed < 20, "resumed, not started over: {r:?}");
+    let runs = handler.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 20, "{runs:?}");
+    assert!(runs.values().all(|v| v.len() == 1), "{runs:?}");
+}
+
+/// Thin events go window by window of time too.
+#[tokio::test]
+async fn a_thin_backlog_larger_than_the_buffer_goes_window_by_window() {
+    let s = setup().await;
+    let now = testing::now();
+    for i in 0..15 {
+        let n = ThinEventBuilder::new(&format!("evt_tw{i}"), "v1.price.activated")
+            .created(now - 3000 + 100 * i)
+            .build();
+        s.fake.add_v2_event(&n).unwrap();
+    }
+    let r = s
+        .reconciler()
+        .with_page_size(2)
+        .with_max_buffered(4)
+        .thin_since_cursor()
+        .await
+        .unwrap();
+    assert_eq!((r.listed, r.processed), (15, 15), "{r:?}");
+    assert!(r.pages > 15 / 2 + 1, "windows listed again, halved: {r:?}");
+    s.runs.all_once(15);
+    assert_eq!(r.cursor.map(|c| c.created), Some(now - 3000 + 1400 - 60));
+}

@@ -229,14 +229,17 @@ enum Listed<T> {
 /// open (no end). The first is the whole span since the pass's start; one that lists
 /// more than the cap is halved, down to a second, which is listed whole whatever it
 /// holds; after a window, the next is as wide, or twice as wide when it held under a
-/// quarter of the cap. So a pass holds at most the cap in memory (or one second's
-/// events), at the cost of listing again the windows it halves.
+/// quarter of the cap. The present is read again before each window, so the open last
+/// window, which gathers the events created while the pass ran, is halved like any
+/// other. So a pass holds at most the cap in memory (or one second's events, or, with
+/// a cursor ahead of this machine's clock, the events after it), at the cost of
+/// listing again the windows it halves.
 #[derive(Debug)]
 struct Windows {
     start: i64,
     /// The width of the next window, in seconds; `None` for everything from `start` on.
     width: Option<i64>,
-    /// The present when the pass began: a window reaching past it is the open last one.
+    /// The present, as last read: a window reaching past it is the open last one.
     now: i64,
 }
 
@@ -247,6 +250,11 @@ impl Windows {
             width: None,
             now,
         }
+    }
+
+    /// Reads the present again (never back).
+    fn at(&mut self, now: i64) {
+        self.now = self.now.max(now);
     }
 
     /// The next window: its start, and its end (`None`: open).
@@ -294,7 +302,8 @@ impl Windows {
             return false;
         };
         self.start = end;
-        if count < max / 4 {
+        // (`max / 4` is 0 for a cap under 4: an empty window still widens.)
+        if count == 0 || count.saturating_mul(4) < max {
             self.width = self.width.map(|w| w.saturating_mul(2));
         }
         true
@@ -785,6 +794,7 @@ impl Reconciler {
     ) -> Result<(), ReconcileError> {
         let mut windows = Windows::new(from, frontier.now);
         loop {
+            windows.at(self.clock.now_unix());
             let (start, end) = windows.next();
             let mut p = params.clone().with_created_gte(start);
             if let Some(end) = end {
@@ -955,6 +965,7 @@ impl Reconciler {
         let mut frontier = self.frontier();
         let mut windows = Windows::new(from, frontier.now);
         loop {
+            windows.at(self.clock.now_unix());
             let (start, end) = windows.next();
             let mut params = base.clone().with_created_gte(rfc3339_from(start));
             if let Some(end) = end {
@@ -1080,6 +1091,23 @@ mod tests {
         assert_eq!(w.cap(10), usize::MAX);
         assert!(w.done(20, 10));
         assert_eq!(w.next(), (100, None));
+        // The open window from the present on can be halved once the clock has moved
+        // (events created while the pass ran); the present never goes back.
+        let mut w = Windows::new(100, 100);
+        assert_eq!(w.cap(10), usize::MAX);
+        w.at(160);
+        w.at(150);
+        assert_eq!(w.cap(10), 10);
+        w.narrow();
+        assert_eq!(w.next(), (100, Some(130)));
+
+        // A cap under 4 still widens after an empty window.
+        let mut w = Windows::new(0, 1000);
+        w.width = Some(1);
+        assert!(w.done(0, 3));
+        assert_eq!(w.next(), (1, Some(3)));
+        assert!(w.done(1, 3));
+        assert_eq!(w.next(), (3, Some(5)));
     }
 
     #[test]

@@ -725,22 +725,47 @@ async fn a_renewal_after_another_holder_applied_stops_the_handler() {
     assert_eq!(retry.kind().name(), "stale", "{retry:?}");
 }
 
-/// Holds each delivery's handler until its event's gate opens.
+/// Holds each delivery's handler until its event's gate opens; says when each starts.
 #[derive(Default)]
 struct Gates {
     gates: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
+    started: tokio::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    start_tx: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
     applied: Mutex<Vec<String>>,
 }
 
 impl Gates {
+    fn new() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Self {
+            started: tokio::sync::Mutex::new(Some(rx)),
+            start_tx: Mutex::new(Some(tx)),
+            ..Self::default()
+        }
+    }
+
     fn gate(&self, id: &str) -> Arc<tokio::sync::Notify> {
         Arc::clone(self.gates.lock().unwrap().entry(id.to_owned()).or_default())
+    }
+
+    /// Waits until the handler of `id` has started.
+    async fn wait_started(&self, id: &str) {
+        let mut rx = self.started.lock().await;
+        let rx = rx.as_mut().unwrap();
+        while let Some(started) = rx.recv().await {
+            if started == id {
+                return;
+            }
+        }
     }
 }
 
 #[async_trait]
 impl EventHandler for Gates {
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        if let Some(tx) = self.start_tx.lock().unwrap().as_ref() {
+            let _ = tx.send(event.id().to_string());
+        }
         self.gate(event.id().as_str()).notified().await;
         self.applied.lock().unwrap().push(event.id().to_string());
         Ok(())
@@ -754,9 +779,11 @@ impl EventHandler for Gates {
 /// held off for a lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewal_that_finds_the_object_busy_lets_its_claim_go() {
-    let lease = Duration::from_millis(900);
+    // Renewals every second (a third of the lease), on real time; the store's leases
+    // run by the manual clock.
+    let lease = Duration::from_secs(3);
     let clock = stripe_webhooks::ManualClock::new(BASE * 1000);
-    let gates = Arc::new(Gates::default());
+    let gates = Arc::new(Gates::new());
     let p = Arc::new(
         Processor::ordered(
             Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
@@ -772,13 +799,16 @@ async fn a_renewal_that_finds_the_object_busy_lets_its_claim_go() {
         tokio::spawn(async move { p.process_event(&update(id, "cus_1", created)).await })
     };
     let first = run("evt_a", BASE + 1);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    gates.wait_started("evt_a").await;
     // The store's time passes the first delivery's lease; a newer event takes the lock
-    // and is still running when the first one renews (at a third of the lease).
+    // and is still running when the first one renews (a second after its claim).
     clock.advance(lease * 2);
     let second = run("evt_b", BASE + 2);
-    tokio::time::sleep(lease / 3 + Duration::from_millis(200)).await;
-    let first = first.await.unwrap();
+    gates.wait_started("evt_b").await;
+    let first = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("the renewal stops the first handler")
+        .unwrap();
     assert!(
         first.status() >= 500,
         "stopped, and Stripe retries it: {first:?}"

@@ -500,6 +500,8 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
                     })
                     .await?;
                     batch.savepoint_open = false;
+                    // Nothing of it is in the batch any more.
+                    batch.events.pop();
                     return Ok(Step::Now(Dispatched::unclaimed(OutcomeKind::InProgress {
                         retry_after: Duration::from_millis(u64::try_from(ms).unwrap_or(1)),
                     })));

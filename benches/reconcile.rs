@@ -7,7 +7,9 @@
 //! Run with: `cargo bench --bench reconcile --features client,testing,sqlite,postgres`
 //! (`eval "$(scripts/services.sh start)"` first for PostgreSQL). `EVENTS`, `ROUNDS`,
 //! `STORES` (`sqlite`, `postgres`) and `ONLY` (`plain`, `guard`, `none`: one side, for an
-//! instruction counter) change what runs.
+//! instruction counter) change what runs; `MAX_BUFFERED` (default: `EVENTS`, the whole
+//! listing in one window) sets `Reconciler::with_max_buffered`, to measure the memory a
+//! windowed pass holds (`/usr/bin/time -v` on the bench binary).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
@@ -71,10 +73,10 @@ async fn pass<S: OrderingStore + Clone>(
     } else {
         Processor::new(verifier, store.clone(), Noop)
     });
-    // The whole listing in one window, as before windows existed: the figures compare
-    // the claims, not the listing.
-    let reconciler =
-        Reconciler::new(fake.client().unwrap(), processor, store).with_max_buffered(events);
+    // By default the whole listing in one window, as before windows existed: the
+    // figures compare the claims, not the listing.
+    let reconciler = Reconciler::new(fake.client().unwrap(), processor, store)
+        .with_max_buffered(knob("MAX_BUFFERED", events));
     let started = Instant::now();
     let report = reconciler.since_cursor().await.unwrap();
     let secs = started.elapsed().as_secs_f64();

@@ -76,7 +76,9 @@ async fn redis_store_conformance() {
 async fn redis_store_ordering_conformance() {
     let _shared = SERVER.read().await;
     let (store, _, _) = store().await;
-    store_conformance::run_ordering(Arc::new(store), LeaseTime::Real).await;
+    store_conformance::run_ordering(Arc::new(store.clone()), LeaseTime::Real).await;
+    store_conformance::a_refused_claim_leaves_the_objects_lock_alone(&store, &LeaseTime::Real)
+        .await;
 }
 
 #[tokio::test]

@@ -24,7 +24,13 @@ async fn memory_store_conformance() {
 async fn memory_store_ordering_conformance() {
     let clock = ManualClock::new(1_700_000_000_000);
     let store = MemoryStore::new().with_clock(clock.clone());
-    store_conformance::run_ordering(Arc::new(store), LeaseTime::Manual(clock)).await;
+    store_conformance::run_ordering(Arc::new(store.clone()), LeaseTime::Manual(clock.clone()))
+        .await;
+    store_conformance::a_refused_claim_leaves_the_objects_lock_alone(
+        &store,
+        &LeaseTime::Manual(clock),
+    )
+    .await;
 }
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -548,7 +554,9 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn sqlite_store_ordering_conformance() {
         let (store, _dir) = store("ordering").await;
-        store_conformance::run_ordering(Arc::new(store), LeaseTime::Real).await;
+        store_conformance::run_ordering(Arc::new(store.clone()), LeaseTime::Real).await;
+        store_conformance::a_refused_claim_leaves_the_objects_lock_alone(&store, &LeaseTime::Real)
+            .await;
     }
 
     migration_db!(

@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    advances, truncate_error, Claim, ClaimToken, EventRecord, IdempotencyStore, ObjectLock,
-    OrderingStore, RecordStatus, StoreAdmin, StoreError, Watermark, DEFAULT_RETENTION,
+    advances, truncate_error, Claim, ClaimToken, EventRecord, IdempotencyStore, LockedClaim,
+    ObjectLock, OrderingStore, RecordStatus, StoreAdmin, StoreError, Watermark, DEFAULT_RETENTION,
 };
 use crate::clock::{Clock, SteadyClock};
 use crate::event::{EventId, EventType};
@@ -221,6 +221,69 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// How long another holder's live lock on `object_id` has left, if it has one.
+    fn object_busy(&self, object_id: &str, holder: &str, now: i64) -> Option<Duration> {
+        let obj = self.objects.get(object_id)?;
+        match &obj.holder {
+            Some(h) if h != holder && obj.lock_until_ms > now => {
+                let left = u64::try_from(obj.lock_until_ms.saturating_sub(now)).unwrap_or(0);
+                Some(Duration::from_millis(left.max(1)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Claims `id` at `now` (see [`IdempotencyStore::claim`]).
+    fn claim(
+        &mut self,
+        id: &EventId,
+        event_type: &EventType,
+        lease: Duration,
+        now: i64,
+        max_records: usize,
+    ) -> Result<Claim, StoreError> {
+        let lease_until_ms = now.saturating_add(ms(lease));
+        if let Some(rec) = self.records.get_mut(id) {
+            match rec.status {
+                RecordStatus::Completed => return Ok(Claim::Completed),
+                RecordStatus::Processing if rec.lease_until_ms > now => {
+                    let left = u64::try_from(rec.lease_until_ms.saturating_sub(now)).unwrap_or(0);
+                    return Ok(Claim::InProgress {
+                        retry_after: Duration::from_millis(left),
+                    });
+                }
+                RecordStatus::Processing | RecordStatus::Failed => {
+                    let token = ClaimToken::new(id.clone(), rec.attempts.saturating_add(1));
+                    rec.status = RecordStatus::Processing;
+                    rec.attempts = token.attempt();
+                    rec.fence = token.fence();
+                    rec.lease_until_ms = lease_until_ms;
+                    rec.updated_ms = now;
+                    return Ok(Claim::Acquired(token));
+                }
+            }
+        }
+        if !self.make_room(max_records, now) {
+            return Err(StoreError::Full { max_records });
+        }
+        let token = ClaimToken::new(id.clone(), 1);
+        self.records.insert(
+            id.clone(),
+            Rec {
+                event_type: event_type.clone(),
+                status: RecordStatus::Processing,
+                attempts: 1,
+                fence: token.fence(),
+                lease_until_ms,
+                last_error: None,
+                first_seen_ms: now,
+                completed_at_ms: None,
+                updated_ms: now,
+            },
+        );
+        Ok(Claim::Acquired(token))
+    }
+
     /// Makes room for one more record; `false` if every record is a live claim.
     fn make_room(&mut self, max_records: usize, now: i64) -> bool {
         while self.records.len() >= max_records {
@@ -317,49 +380,8 @@ impl IdempotencyStore for MemoryStore {
         lease: Duration,
     ) -> Result<Claim, StoreError> {
         let now = self.clock.now_millis();
-        let lease_until_ms = now.saturating_add(ms(lease));
-        let mut inner = self.lock();
-        if let Some(rec) = inner.records.get_mut(id) {
-            match rec.status {
-                RecordStatus::Completed => return Ok(Claim::Completed),
-                RecordStatus::Processing if rec.lease_until_ms > now => {
-                    let left = u64::try_from(rec.lease_until_ms.saturating_sub(now)).unwrap_or(0);
-                    return Ok(Claim::InProgress {
-                        retry_after: Duration::from_millis(left),
-                    });
-                }
-                RecordStatus::Processing | RecordStatus::Failed => {
-                    let token = ClaimToken::new(id.clone(), rec.attempts.saturating_add(1));
-                    rec.status = RecordStatus::Processing;
-                    rec.attempts = token.attempt();
-                    rec.fence = token.fence();
-                    rec.lease_until_ms = lease_until_ms;
-                    rec.updated_ms = now;
-                    return Ok(Claim::Acquired(token));
-                }
-            }
-        }
-        if !inner.make_room(self.max_records, now) {
-            return Err(StoreError::Full {
-                max_records: self.max_records,
-            });
-        }
-        let token = ClaimToken::new(id.clone(), 1);
-        inner.records.insert(
-            id.clone(),
-            Rec {
-                event_type: event_type.clone(),
-                status: RecordStatus::Processing,
-                attempts: 1,
-                fence: token.fence(),
-                lease_until_ms,
-                last_error: None,
-                first_seen_ms: now,
-                completed_at_ms: None,
-                updated_ms: now,
-            },
-        );
-        Ok(Claim::Acquired(token))
+        self.lock()
+            .claim(id, event_type, lease, now, self.max_records)
     }
 
     async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
@@ -432,23 +454,43 @@ impl OrderingStore for MemoryStore {
     ) -> Result<ObjectLock, StoreError> {
         let now = self.clock.now_millis();
         let mut inner = self.lock();
-        let obj = inner.object(object_id, self.max_records, now);
-        let free = match &obj.holder {
-            None => true,
-            Some(h) => h == holder || obj.lock_until_ms <= now,
-        };
-        if !free {
-            let left = u64::try_from(obj.lock_until_ms.saturating_sub(now))
-                .unwrap_or(0)
-                .max(1);
-            return Ok(ObjectLock::Busy {
-                retry_after: Duration::from_millis(left),
-            });
+        if let Some(retry_after) = inner.object_busy(object_id, holder, now) {
+            return Ok(ObjectLock::Busy { retry_after });
         }
+        let obj = inner.object(object_id, self.max_records, now);
         obj.holder = Some(holder.to_owned());
         obj.lock_until_ms = now.saturating_add(ms(lease));
         Ok(ObjectLock::Acquired {
             watermark: obj.watermark.clone(),
+        })
+    }
+
+    /// One step under the store's lock: a busy object or a refused claim leaves both
+    /// as they were (an expired lock of another holder stays that holder's, so its late
+    /// completion still goes through).
+    async fn lock_and_claim(
+        &self,
+        object_id: &str,
+        holder: &str,
+        lease: Duration,
+        event_id: &EventId,
+        event_type: &EventType,
+    ) -> Result<LockedClaim, StoreError> {
+        let now = self.clock.now_millis();
+        let mut inner = self.lock();
+        if let Some(retry_after) = inner.object_busy(object_id, holder, now) {
+            return Ok(LockedClaim::Busy { retry_after });
+        }
+        let token = match inner.claim(event_id, event_type, lease, now, self.max_records)? {
+            Claim::Acquired(token) => token,
+            refused => return Ok(LockedClaim::Refused(refused)),
+        };
+        let obj = inner.object(object_id, self.max_records, now);
+        obj.holder = Some(holder.to_owned());
+        obj.lock_until_ms = now.saturating_add(ms(lease));
+        Ok(LockedClaim::Acquired {
+            watermark: obj.watermark.clone(),
+            token,
         })
     }
 

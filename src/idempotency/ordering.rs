@@ -135,7 +135,10 @@ pub trait OrderingStore: IdempotencyStore {
     /// statement. When the claim is refused, SQLite's statement undoes its lock, while
     /// PostgreSQL's has taken it and a second statement gives it back (a duplicate
     /// delivery holds its object for that round trip: another event of the object
-    /// arriving then is answered 409, and Stripe retries it).
+    /// arriving then is answered 409, and Stripe retries it; and a lapsed lock of another
+    /// holder is freed, whose late completion then fails so that Stripe's retry runs it
+    /// again). `MemoryStore` and `RedisStore` check the claim before taking the lock, in
+    /// one step, so a refused claim changes nothing.
     ///
     /// # Errors
     ///

@@ -9,8 +9,8 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 
 use super::{
-    truncate_error, validate_name, Claim, ClaimToken, EventRecord, IdempotencyStore, ObjectLock,
-    OrderingStore, RecordStatus, StoreAdmin, StoreError, Watermark, DEFAULT_RETENTION,
+    truncate_error, validate_name, Claim, ClaimToken, EventRecord, IdempotencyStore, LockedClaim,
+    ObjectLock, OrderingStore, RecordStatus, StoreAdmin, StoreError, Watermark, DEFAULT_RETENTION,
 };
 use crate::event::{EventId, EventType};
 
@@ -66,6 +66,15 @@ const HELD: &str = include_str!("held.lua");
 /// KEYS: object hash. ARGV: holder, lease ms, retention ms. Returns `{'ok', created,
 /// event id}` (empty strings: no watermark yet) or `{'busy', ms left, ''}`.
 const LOCK_OBJECT: &str = include_str!("lock_object.lua");
+
+/// `lock_and_claim`: KEYS event hash, failed set, object hash; ARGV as `CLAIM`'s, then
+/// ARGV[6] the holder. The object's lock is checked first and taken only after the claim
+/// (`CLAIM`, run as a function between the two parts), so a busy object or a refused
+/// claim changes nothing (an expired lock stays its holder's). Returns `{3, ms left,
+/// '', ''}` busy, `CLAIM`'s `{0 | 1, n}` refused (with two empty strings), or
+/// `{2, attempt, created, event id}`.
+const LOCK_AND_CLAIM_HEAD: &str = include_str!("lock_and_claim_head.lua");
+const LOCK_AND_CLAIM_TAIL: &str = include_str!("lock_and_claim_tail.lua");
 
 /// KEYS: object hash. ARGV: holder.
 const UNLOCK_OBJECT: &str = include_str!("unlock_object.lua");
@@ -129,6 +138,16 @@ static COMPLETE_APPLIED_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     ])
 });
 static LOCK_OBJECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LOCK_OBJECT]));
+static LOCK_AND_CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    script(&[
+        PRELUDE,
+        LOCK_AND_CLAIM_HEAD,
+        CLAIM,
+        "end
+",
+        LOCK_AND_CLAIM_TAIL,
+    ])
+});
 static UNLOCK_OBJECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[UNLOCK_OBJECT]));
 static WATERMARK_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[WATERMARK]));
 static ADVANCE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[ADVANCE]));
@@ -479,6 +498,48 @@ impl OrderingStore for RedisStore {
         } else {
             Err(lease_lost(token))
         }
+    }
+
+    /// One script: the object's lock checked, the claim, then the lock taken; a busy
+    /// object or a refused claim changes nothing.
+    async fn lock_and_claim(
+        &self,
+        object_id: &str,
+        holder: &str,
+        lease: Duration,
+        event_id: &EventId,
+        event_type: &EventType,
+    ) -> Result<LockedClaim, StoreError> {
+        let token = ClaimToken::new(event_id.clone(), 0);
+        let key = self.object_key(object_id);
+        let mut conn = self.conn.clone();
+        let (kind, n, created, applied): (i64, i64, String, String) = LOCK_AND_CLAIM_SCRIPT
+            .key(self.event_key(event_id))
+            .key(self.failed_key())
+            .key(&key)
+            .arg(event_id.as_str())
+            .arg(event_type.as_str())
+            .arg(ms(lease))
+            .arg(token.fence_hex())
+            .arg(ms(self.retention))
+            .arg(holder)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let n = u64::try_from(n).unwrap_or(0);
+        Ok(match kind {
+            3 => LockedClaim::Busy {
+                retry_after: Duration::from_millis(n.max(1)),
+            },
+            0 => LockedClaim::Refused(Claim::Completed),
+            1 => LockedClaim::Refused(Claim::InProgress {
+                retry_after: Duration::from_millis(n),
+            }),
+            _ => LockedClaim::Acquired {
+                watermark: watermark_of(&key, &created, &applied)?,
+                token: token.with_attempt(u32::try_from(n).unwrap_or(u32::MAX)),
+            },
+        })
     }
 
     async fn unlock_object(&self, object_id: &str, holder: &str) -> Result<(), StoreError> {

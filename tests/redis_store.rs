@@ -14,8 +14,8 @@ mod common;
 use stripe_webhooks::redis::{self, aio::ConnectionManager};
 use stripe_webhooks::testing::store_conformance::{self, LeaseTime};
 use stripe_webhooks::{
-    Claim, ClaimToken, EventId, EventType, IdempotencyStore, RecordStatus, RedisStore, StoreAdmin,
-    StoreError,
+    Claim, ClaimToken, EventId, EventType, IdempotencyStore, OrderingStore, RecordStatus,
+    RedisStore, StoreAdmin, StoreError,
 };
 use tokio::sync::RwLock;
 
@@ -393,6 +393,39 @@ async fn unreadable_record_is_unavailable_not_a_panic() {
         store.record(&id).await,
         Err(StoreError::Unavailable(_))
     ));
+    // The guard's one-script lock and claim says so too, naming the key, and takes no
+    // lock; an unreadable watermark likewise, before anything is claimed.
+    let obj = format!("{prefix}:obj:cus_bad");
+    match store
+        .lock_and_claim("cus_bad", "h", LEASE, &id, &EventType::InvoicePaid)
+        .await
+    {
+        Err(StoreError::Unavailable(e)) => assert!(e.to_string().contains(&key), "{e}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    let holder: Option<String> = redis::cmd("HGET")
+        .arg(&obj)
+        .arg("holder")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(holder, None);
+    let _: i64 = redis::cmd("HSET")
+        .arg(&obj)
+        .arg("created")
+        .arg("soon")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fresh = EventId::new("evt_fresh_for_bad_object");
+    match store
+        .lock_and_claim("cus_bad", "h", LEASE, &fresh, &EventType::InvoicePaid)
+        .await
+    {
+        Err(StoreError::Unavailable(e)) => assert!(e.to_string().contains(&obj), "{e}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert_eq!(store.record(&fresh).await.unwrap(), None, "nothing claimed");
     // A key of another type is an error too, and nothing is overwritten.
     let _: () = redis::cmd("SET")
         .arg(&key)

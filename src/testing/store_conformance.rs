@@ -744,7 +744,8 @@ async fn locked_and_claimed<S: OrderingStore + ?Sized>(
 /// of failing and running its handler again on Stripe's retry.
 ///
 /// Not part of [`run_ordering`]: it holds for a store that checks the claim before it
-/// takes the lock, in one atomic step (`MemoryStore`, `SqliteStore`, `RedisStore`).
+/// takes the lock in one atomic step (`MemoryStore`, `RedisStore`), or undoes the lock
+/// atomically when the claim is refused (`SqliteStore`'s trigger).
 /// `PostgresStore` takes the lock in the statement that claims, and gives it back in a
 /// second statement when the claim is refused, which frees a lapsed lock of another
 /// holder: a guard of its own for that statement cost more than the duplicate run it

@@ -1,4 +1,7 @@
 local r = claim()
+if r.err then
+  return r
+end
 if r[1] ~= 2 then
   return {r[1], r[2], '', ''}
 end

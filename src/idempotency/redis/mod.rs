@@ -143,8 +143,7 @@ static LOCK_AND_CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
         PRELUDE,
         LOCK_AND_CLAIM_HEAD,
         CLAIM,
-        "end
-",
+        "end\n",
         LOCK_AND_CLAIM_TAIL,
     ])
 });

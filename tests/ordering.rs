@@ -726,21 +726,21 @@ async fn a_renewal_after_another_holder_applied_stops_the_handler() {
 }
 
 /// Holds each delivery's handler until its event's gate opens; says when each starts.
-#[derive(Default)]
 struct Gates {
     gates: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
-    started: tokio::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
-    start_tx: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+    start_tx: tokio::sync::mpsc::UnboundedSender<String>,
+    started: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
     applied: Mutex<Vec<String>>,
 }
 
 impl Gates {
     fn new() -> Self {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (start_tx, started) = tokio::sync::mpsc::unbounded_channel();
         Self {
-            started: tokio::sync::Mutex::new(Some(rx)),
-            start_tx: Mutex::new(Some(tx)),
-            ..Self::default()
+            gates: Mutex::default(),
+            start_tx,
+            started: tokio::sync::Mutex::new(started),
+            applied: Mutex::default(),
         }
     }
 
@@ -750,10 +750,9 @@ impl Gates {
 
     /// Waits until the handler of `id` has started.
     async fn wait_started(&self, id: &str) {
-        let mut rx = self.started.lock().await;
-        let rx = rx.as_mut().unwrap();
-        while let Some(started) = rx.recv().await {
-            if started == id {
+        let mut started = self.started.lock().await;
+        while let Some(next) = started.recv().await {
+            if next == id {
                 return;
             }
         }
@@ -763,9 +762,7 @@ impl Gates {
 #[async_trait]
 impl EventHandler for Gates {
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        if let Some(tx) = self.start_tx.lock().unwrap().as_ref() {
-            let _ = tx.send(event.id().to_string());
-        }
+        let _ = self.start_tx.send(event.id().to_string());
         self.gate(event.id().as_str()).notified().await;
         self.applied.lock().unwrap().push(event.id().to_string());
         Ok(())

@@ -329,18 +329,24 @@ async fn the_cursor_stays_the_safety_lag_behind_the_reconcilers_clock() {
     assert_eq!(fresh.listed, 0, "{fresh:?}");
 }
 
-/// An event that fails every time holds the cursor only within the lookback: past it,
-/// the cursor moves on (the store keeps the failure), so passes do not list ever more.
-#[tokio::test]
-async fn an_event_failing_past_the_lookback_stops_holding_the_cursor() {
-    let s = setup().await;
-    let now = testing::now();
+/// Lists `evt_poison` (two hours old, failing every time) and `evt_later` (ten minutes
+/// old).
+fn poison_and_later(s: &Setup, now: i64) {
     for (id, created) in [("evt_poison", now - 7200), ("evt_later", now - 600)] {
         s.fake
             .add_event(&event(id, "invoice.paid", created))
             .unwrap();
     }
     s.runs.fail.lock().unwrap().push("evt_poison".to_owned());
+}
+
+/// An event that fails every time holds the cursor only within the lookback: past it,
+/// the cursor moves on (the store keeps the failure), so passes do not list ever more.
+#[tokio::test]
+async fn an_event_failing_past_the_lookback_stops_holding_the_cursor() {
+    let s = setup().await;
+    let now = testing::now();
+    poison_and_later(&s, now);
     let reconciler = || s.reconciler().with_lookback(Duration::from_secs(3 * 3600));
     let r = reconciler().since_cursor().await.unwrap();
     assert_eq!(
@@ -376,49 +382,20 @@ async fn an_event_failing_past_the_lookback_stops_holding_the_cursor() {
     assert_eq!((r.listed, r.failed), (1, 0), "{r:?}");
 }
 
-/// A store that answers every release with an error: a failed handler's failure is
-/// then not recorded (its claim stays held until its lease ends).
-struct ReleaseFails(Arc<MemoryStore>);
-
-#[async_trait]
-impl IdempotencyStore for ReleaseFails {
-    async fn claim(
-        &self,
-        id: &EventId,
-        event_type: &EventType,
-        lease: Duration,
-    ) -> Result<Claim, StoreError> {
-        self.0.claim(id, event_type, lease).await
-    }
-
-    async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
-        self.0.complete(token).await
-    }
-
-    async fn release(&self, _token: &ClaimToken, _reason: &str) -> Result<(), StoreError> {
-        Err(StoreError::unavailable("release refused"))
-    }
-
-    async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
-        self.0.extend(token, lease).await
-    }
-}
-
 /// A failure past the lookback moves the cursor on only when the store confirmed it
 /// keeps the failure: one whose release failed holds the cursor, as any open event does.
 #[tokio::test]
 async fn a_failure_the_store_did_not_record_holds_the_cursor_past_the_lookback() {
     let s = setup().await;
     let now = testing::now();
-    for (id, created) in [("evt_poison", now - 7200), ("evt_later", now - 600)] {
-        s.fake
-            .add_event(&event(id, "invoice.paid", created))
-            .unwrap();
-    }
-    s.runs.fail.lock().unwrap().push("evt_poison".to_owned());
+    poison_and_later(&s, now);
     let processor = Arc::new(Processor::new(
         Verifier::new(SigningSecret::new(SECRET).unwrap()),
-        ReleaseFails(Arc::clone(&s.store)),
+        Faulty {
+            inner: Arc::clone(&s.store),
+            fail_releases: true,
+            ..Faulty::default()
+        },
         Arc::clone(&s.runs),
     ));
     let reconciler = Reconciler::new(s.fake.client().unwrap(), processor, Arc::clone(&s.store))
@@ -442,14 +419,18 @@ async fn a_failure_the_store_did_not_record_holds_the_cursor_past_the_lookback()
     assert!(s.store.failed_events(10).await.unwrap().is_empty());
 }
 
-/// A store whose watermark read fails right after a cursor moved.
-struct ReadAfterAdvanceFails {
+/// A `MemoryStore` that misbehaves on cue: every release fails (a failed handler's
+/// failure is then not recorded), or the watermark read right after a cursor moved fails.
+#[derive(Default)]
+struct Faulty {
     inner: Arc<MemoryStore>,
+    fail_releases: bool,
+    fail_read_after_advance: bool,
     advanced: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
-impl IdempotencyStore for ReadAfterAdvanceFails {
+impl IdempotencyStore for Faulty {
     async fn claim(
         &self,
         id: &EventId,
@@ -464,6 +445,9 @@ impl IdempotencyStore for ReadAfterAdvanceFails {
     }
 
     async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
+        if self.fail_releases {
+            return Err(StoreError::unavailable("release refused"));
+        }
         self.inner.release(token, reason).await
     }
 
@@ -473,7 +457,7 @@ impl IdempotencyStore for ReadAfterAdvanceFails {
 }
 
 #[async_trait]
-impl OrderingStore for ReadAfterAdvanceFails {
+impl OrderingStore for Faulty {
     async fn lock_object(
         &self,
         object_id: &str,
@@ -503,6 +487,7 @@ impl OrderingStore for ReadAfterAdvanceFails {
         if self
             .advanced
             .swap(false, std::sync::atomic::Ordering::SeqCst)
+            && self.fail_read_after_advance
         {
             return Err(StoreError::unavailable("read refused"));
         }
@@ -526,9 +511,10 @@ async fn a_failed_read_after_the_cursor_moved_still_reports_the_pass() {
     s.fake
         .add_event(&event("evt_r1", "invoice.paid", now - 600))
         .unwrap();
-    let cursors = Arc::new(ReadAfterAdvanceFails {
+    let cursors = Arc::new(Faulty {
         inner: Arc::clone(&s.store),
-        advanced: std::sync::atomic::AtomicBool::new(false),
+        fail_read_after_advance: true,
+        ..Faulty::default()
     });
     let reconciler = Reconciler::new(
         s.fake.client().unwrap(),

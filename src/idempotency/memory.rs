@@ -564,6 +564,25 @@ impl OrderingStore for MemoryStore {
 }
 
 impl MemoryStore {
+    /// Up to `limit` failed records by when they were first seen, then id: after the
+    /// place `after` when given.
+    fn failed_after(&self, after: Option<(i64, EventId)>, limit: usize) -> Vec<EventRecord> {
+        let inner = self.lock();
+        let mut failed: Vec<(i64, &EventId, &Rec)> = inner
+            .records
+            .iter()
+            .filter(|(_, r)| r.status == RecordStatus::Failed)
+            .map(|(id, r)| (r.first_seen_ms, id, r))
+            .filter(|(seen, id, _)| after.as_ref().map_or(true, |(s, a)| (*seen, *id) > (*s, a)))
+            .collect();
+        failed.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        failed
+            .into_iter()
+            .take(limit)
+            .map(|(_, id, r)| record_of(id, r))
+            .collect()
+    }
+
     /// [`StoreAdmin::fail_abandoned`].
     fn abandon(&self, lease_ended: Duration) -> u64 {
         let now = self.clock.now_millis();
@@ -599,16 +618,23 @@ impl StoreAdmin for MemoryStore {
     }
 
     async fn failed_events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
-        let inner = self.lock();
-        let mut failed: Vec<EventRecord> = inner
+        Ok(self.failed_after(None, limit))
+    }
+
+    async fn failed_events_after(
+        &self,
+        after: &EventId,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let Some(place) = self
+            .lock()
             .records
-            .iter()
-            .filter(|(_, r)| r.status == RecordStatus::Failed)
-            .map(|(id, r)| record_of(id, r))
-            .collect();
-        failed.sort_by_key(|r| r.first_seen_ms);
-        failed.truncate(limit);
-        Ok(failed)
+            .get(after)
+            .map(|r| (r.first_seen_ms, after.clone()))
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(self.failed_after(Some(place), limit))
     }
 
     /// Records abandoned claims as failed ([`fail_abandoned`](StoreAdmin::fail_abandoned)

@@ -429,6 +429,21 @@ pub trait StoreAdmin: IdempotencyStore {
     /// [`StoreError::Unavailable`] if the backend fails.
     async fn failed_events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
 
+    /// The next page of [`failed_events`](Self::failed_events), which lists them by when
+    /// they were first seen, then by id: up to `limit` failed events after the event
+    /// `after` in that order. Pass the last id of the page before. An event that has
+    /// completed since still marks its place; an id the store no longer has (purged)
+    /// gives an empty page.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the backend fails.
+    async fn failed_events_after(
+        &self,
+        after: &EventId,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+
     /// Deletes completed and failed records older than the retention period, never a
     /// record under a live lease. Returns how many were deleted.
     ///
@@ -505,6 +520,13 @@ impl<S: StoreAdmin + ?Sized> StoreAdmin for std::sync::Arc<S> {
     }
     async fn failed_events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
         (**self).failed_events(limit).await
+    }
+    async fn failed_events_after(
+        &self,
+        after: &EventId,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        (**self).failed_events_after(after, limit).await
     }
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         (**self).purge_expired().await

@@ -63,6 +63,22 @@ struct Inner {
     next_seq: u64,
 }
 
+impl Inner {
+    /// Up to `limit` jobs in `state` in enqueue order, after the one numbered `after`.
+    fn list(&self, state: JobState, after: Option<u64>, limit: usize) -> Vec<JobRecord> {
+        let mut v: Vec<(&String, &Entry)> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.state == state && after.map_or(true, |a| e.seq > a))
+            .collect();
+        v.sort_by_key(|(_, e)| e.seq);
+        v.into_iter()
+            .take(limit)
+            .map(|(k, e)| e.record(k))
+            .collect()
+    }
+}
+
 /// A [`Queue`] in this process's memory, judged by an injectable [`Clock`]: for tests,
 /// examples and tools that run in one process. Jobs are lost when the process exits, so a
 /// service should queue into [`SqliteQueue`](crate::queue::SqliteQueue),
@@ -306,17 +322,20 @@ impl QueueAdmin for MemoryQueue {
     }
 
     async fn jobs(&self, state: JobState, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        Ok(self.lock().list(state, None, limit))
+    }
+
+    async fn jobs_after(
+        &self,
+        state: JobState,
+        after: &EventId,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
         let inner = self.lock();
-        let mut v: Vec<(&String, &Entry)> = inner
-            .jobs
-            .iter()
-            .filter(|(_, e)| e.state == state)
-            .collect();
-        v.sort_by_key(|(_, e)| e.seq);
-        Ok(v.into_iter()
-            .take(limit)
-            .map(|(k, e)| e.record(k))
-            .collect())
+        Ok(match inner.jobs.get(after.as_str()) {
+            Some(e) => inner.list(state, Some(e.seq), limit),
+            None => Vec::new(),
+        })
     }
 
     async fn job(&self, key: &EventId) -> Result<Option<JobRecord>, StoreError> {

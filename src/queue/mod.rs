@@ -586,6 +586,23 @@ pub trait QueueAdmin: Queue {
     /// As [`counts`](Self::counts).
     async fn jobs(&self, state: JobState, limit: usize) -> Result<Vec<JobRecord>, StoreError>;
 
+    /// The next page of [`jobs`](Self::jobs): up to `limit` jobs in `state` that come
+    /// after the job keyed `after` in that listing's order. Pass the last key of the page
+    /// before. A job that has left `state` since still marks its place (by when it was
+    /// queued, or, for a completed job on Redis, when it finished); a key the queue no
+    /// longer has (purged) gives an empty page. The crate's queues answer with one query
+    /// each.
+    ///
+    /// # Errors
+    ///
+    /// As [`counts`](Self::counts).
+    async fn jobs_after(
+        &self,
+        state: JobState,
+        after: &EventId,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError>;
+
     /// One job, by its key.
     ///
     /// # Errors
@@ -689,6 +706,14 @@ impl<Q: QueueAdmin + ?Sized> QueueAdmin for std::sync::Arc<Q> {
     }
     async fn jobs(&self, state: JobState, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
         (**self).jobs(state, limit).await
+    }
+    async fn jobs_after(
+        &self,
+        state: JobState,
+        after: &EventId,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        (**self).jobs_after(state, after, limit).await
     }
     async fn job(&self, key: &EventId) -> Result<Option<JobRecord>, StoreError> {
         (**self).job(key).await

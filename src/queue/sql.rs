@@ -29,6 +29,7 @@ use crate::processor::{handler_future, run_handler};
 /// | `release` | key, fence | |
 /// | `counts` | | state, count, ms since the oldest was queued |
 /// | `list` | state, limit | the record columns |
+/// | `list_after` | state, limit, key | the record columns after the key's job |
 /// | `record` | key | the record columns |
 /// | `recent` | limit | the record columns, newest first |
 /// | `requeue` | key | |
@@ -53,6 +54,7 @@ pub(crate) struct Statements {
     release: &'static str,
     counts: &'static str,
     list: &'static str,
+    list_after: &'static str,
     record: &'static str,
     recent: &'static str,
     requeue: &'static str,
@@ -100,6 +102,8 @@ const SQLITE: Statements = Statements {
         WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
     counts: "SELECT state, COUNT(*), {now} - MIN(run_at) FROM {j} GROUP BY state",
     list: "SELECT {cols} FROM {j} WHERE state = ?1 ORDER BY seq LIMIT ?2",
+    list_after: "SELECT {cols} FROM {j} WHERE state = ?1 \
+        AND seq > (SELECT seq FROM {j} WHERE job_key = ?3) ORDER BY seq LIMIT ?2",
     record: "SELECT {cols} FROM {j} WHERE job_key = ?1",
     recent: "SELECT {cols} FROM {j} ORDER BY seq DESC LIMIT ?1",
     requeue: "UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, finished_at = NULL \
@@ -143,6 +147,8 @@ const POSTGRES: Statements = Statements {
         run_at = {now} WHERE job_key = $1 AND fence = $2 AND state = 'running'",
     counts: "SELECT state, COUNT(*), {now} - MIN(run_at) FROM {j} GROUP BY state",
     list: "SELECT {cols} FROM {j} WHERE state = $1 ORDER BY seq LIMIT $2",
+    list_after: "SELECT {cols} FROM {j} WHERE state = $1 \
+        AND seq > (SELECT seq FROM {j} WHERE job_key = $3) ORDER BY seq LIMIT $2",
     record: "SELECT {cols} FROM {j} WHERE job_key = $1",
     recent: "SELECT {cols} FROM {j} ORDER BY seq DESC LIMIT $1",
     requeue: "WITH up AS (UPDATE {j} SET state = 'queued', attempts = 0, run_at = {now}, \
@@ -249,6 +255,7 @@ struct Rendered {
     release: String,
     counts: String,
     list: String,
+    list_after: String,
     record: String,
     recent: String,
     requeue: String,
@@ -275,6 +282,7 @@ impl Rendered {
             release: r(s.release),
             counts: r(s.counts),
             list: r(s.list),
+            list_after: r(s.list_after),
             record: r(s.record),
             recent: r(s.recent),
             requeue: r(s.requeue),
@@ -600,6 +608,22 @@ where
         rows.iter().map(Self::record_from).collect()
     }
 
+    pub(crate) async fn jobs_after(
+        &self,
+        state: JobState,
+        after: &EventId,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let rows = sqlx::query(&self.sql.list_after)
+            .bind(state.as_str())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(after.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(Self::record_from).collect()
+    }
+
     pub(crate) async fn job(&self, key: &EventId) -> Result<Option<JobRecord>, StoreError> {
         let row = sqlx::query(&self.sql.record)
             .bind(key.as_str())
@@ -824,6 +848,14 @@ macro_rules! queue_impls {
                 limit: usize,
             ) -> Result<Vec<JobRecord>, StoreError> {
                 self.core.jobs(state, limit).await
+            }
+            async fn jobs_after(
+                &self,
+                state: JobState,
+                after: &EventId,
+                limit: usize,
+            ) -> Result<Vec<JobRecord>, StoreError> {
+                self.core.jobs_after(state, after, limit).await
             }
             async fn job(&self, key: &EventId) -> Result<Option<JobRecord>, StoreError> {
                 self.core.job(key).await

@@ -62,6 +62,7 @@ where
     release_does_not_count_an_attempt(&make().await).await;
     requeue_brings_dead_jobs_back(&make().await).await;
     requeue_dead_takes_every_batch(&make().await).await;
+    jobs_page_through_a_state(&make().await).await;
     per_object_order_runs_one_at_a_time_in_created_order(&make().await).await;
     counts_and_purge(&make().await, &time).await;
     oldest_queued_age_sees_past_requeued_jobs(&make().await, &time).await;
@@ -306,6 +307,94 @@ pub async fn requeue_dead_takes_every_batch<Q: QueueAdmin + ?Sized>(q: &Q) {
     let c = q.counts().await.unwrap();
     assert_eq!((c.queued, c.dead), (JOBS as u64, 0), "{c:?}");
     assert_eq!(q.requeue_dead().await.unwrap(), 0);
+}
+
+/// [`jobs_after`](QueueAdmin::jobs_after) pages through a state in the order of
+/// [`jobs`](QueueAdmin::jobs), each job once; a job that left the state still marks its
+/// place, and a key the queue never had gives an empty page.
+pub async fn jobs_page_through_a_state<Q: QueueAdmin + ?Sized>(q: &Q) {
+    let keys: Vec<String> = (0..8).map(|i| format!("evt_page_{i}")).collect();
+    for k in &keys {
+        q.enqueue(&job(k, None, 1, b"{}")).await.unwrap();
+    }
+    let key_of = |r: &crate::queue::JobRecord| r.key.as_str().to_owned();
+    let first: Vec<String> = q
+        .jobs(JobState::Queued, 3)
+        .await
+        .unwrap()
+        .iter()
+        .map(key_of)
+        .collect();
+    assert_eq!(first, keys[..3]);
+    let mut seen = first;
+    for _ in 0..keys.len() {
+        let after = EventId::new(seen.last().unwrap().as_str());
+        let page = q.jobs_after(JobState::Queued, &after, 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        seen.extend(page.iter().map(key_of));
+    }
+    assert_eq!(seen, keys, "each queued job once, in enqueue order");
+
+    // Two jobs leave `queued`: the page after either is still the queued jobs queued
+    // after it.
+    let taken = q.take(2, LONG, false).await.unwrap();
+    assert_eq!(taken.len(), 2);
+    let mut left: Vec<usize> = taken
+        .iter()
+        .map(|j| keys.iter().position(|k| *k == j.key().as_str()).unwrap())
+        .collect();
+    left.sort_unstable();
+    // The later of the two dies; the earlier runs on.
+    let buried = taken
+        .iter()
+        .find(|j| j.key().as_str() == keys[left[1]])
+        .unwrap();
+    q.fail(&buried.token, "boom", None).await.unwrap();
+    for &i in &left {
+        let page: Vec<String> = q
+            .jobs_after(JobState::Queued, &EventId::new(keys[i].as_str()), 2)
+            .await
+            .unwrap()
+            .iter()
+            .map(key_of)
+            .collect();
+        let want: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j > i && !left.contains(j))
+            .take(2)
+            .map(|(_, k)| k.clone())
+            .collect();
+        assert_eq!(page, want, "after {}", keys[i]);
+    }
+    // Any job's key places a page of another state: the dead jobs after the running one
+    // (queued before it) are the one that died; after the dead one, none.
+    let dead: Vec<String> = q
+        .jobs_after(JobState::Dead, &EventId::new(keys[left[0]].as_str()), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(key_of)
+        .collect();
+    assert_eq!(dead, [keys[left[1]].clone()]);
+    assert!(q
+        .jobs_after(JobState::Dead, &EventId::new(keys[left[1]].as_str()), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(q
+        .jobs_after(JobState::Queued, &EventId::new("evt_never_queued"), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(q
+        .jobs_after(JobState::Queued, &EventId::new(keys[0].as_str()), 0)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// With per-object order, a job runs only after the earlier jobs of its object, and

@@ -56,6 +56,14 @@ impl LeaseTime {
         }
     }
 
+    /// Moves past the present millisecond, so that what happens next is later.
+    async fn tick(&self) {
+        match self {
+            LeaseTime::Manual(clock) => clock.advance(Duration::from_millis(1)),
+            LeaseTime::Real => tokio::time::sleep(Duration::from_millis(3)).await,
+        }
+    }
+
     /// Lets a [`short_lease`](Self::short_lease) taken before now run out.
     async fn run_out(&self) {
         match self {
@@ -90,6 +98,7 @@ pub async fn run_all<S: StoreAdmin>(store: Arc<S>, time: LeaseTime) {
     first_claim_acquires(&*store).await;
     complete_leads_to_completed(&*store).await;
     release_makes_claimable_again(&*store).await;
+    failed_events_page_in_order(&*store, &time).await;
     zombie_cannot_complete(&*store, &time).await;
     abandoned_claims_are_recorded_failed(&*store, &time).await;
 }
@@ -193,6 +202,66 @@ pub async fn complete_leads_to_completed<S: StoreAdmin + ?Sized>(store: &S) {
         store.record(&id).await.unwrap().unwrap().status,
         RecordStatus::Completed
     );
+}
+
+/// [`failed_events_after`](StoreAdmin::failed_events_after) pages through
+/// [`failed_events`](StoreAdmin::failed_events)' order (when each was first seen), each
+/// failed event once; an event that completed since still marks its place, and an id the
+/// store never had gives an empty page.
+pub async fn failed_events_page_in_order<S: StoreAdmin + ?Sized>(store: &S, time: &LeaseTime) {
+    let ids: Vec<EventId> = (0..5).map(|i| fresh_id(&format!("page{i}"))).collect();
+    for id in &ids {
+        time.tick().await;
+        let token = acquire(store, id, LONG).await;
+        store.release(&token, "down").await.unwrap();
+    }
+    time.tick().await;
+    // The middle one completes on its second attempt: no longer failed.
+    let token = acquire(store, &ids[2], LONG).await;
+    store.complete(&token).await.unwrap();
+
+    let ids_of = |v: &[crate::idempotency::EventRecord]| {
+        v.iter().map(|r| r.event_id.clone()).collect::<Vec<_>>()
+    };
+    let all = store.failed_events(100_000).await.unwrap();
+    let mine: Vec<EventId> = ids_of(&all)
+        .into_iter()
+        .filter(|id| ids.contains(id))
+        .collect();
+    let want = [&ids[0], &ids[1], &ids[3], &ids[4]].map(Clone::clone);
+    assert_eq!(mine, want, "failed events, oldest first");
+    // Pages of two, each after the last id of the one before, make up the whole list.
+    let mut paged = store.failed_events(2).await.unwrap();
+    for _ in 0..all.len() {
+        let Some(last) = paged.last().map(|r| r.event_id.clone()) else {
+            break;
+        };
+        let page = store.failed_events_after(&last, 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2, "{} records in a page of 2", page.len());
+        paged.extend(page);
+    }
+    assert_eq!(
+        ids_of(&paged),
+        ids_of(&all),
+        "each failed event once, in order"
+    );
+    // After the completed one: from the next one failed on.
+    let next = all.iter().position(|r| r.event_id == ids[3]).unwrap();
+    let after = store.failed_events_after(&ids[2], 100_000).await.unwrap();
+    assert_eq!(ids_of(&after), ids_of(&all[next..]));
+    assert!(store
+        .failed_events_after(&fresh_id("never_seen"), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .failed_events_after(&ids[0], 0)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// After `release`, the event is claimable at once (attempt 2), the reason is kept and

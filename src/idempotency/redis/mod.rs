@@ -101,6 +101,10 @@ const RECORD: &str = include_str!("record.lua");
 /// set the ids whose record is gone (expired) or no longer failed.
 const FAILED_EVENTS: &str = include_str!("failed_events.lua");
 
+/// KEYS: failed set. ARGV: event key prefix, event id. Returns how many members come up to
+/// and including that event's place, or nil when its record is gone.
+const FAILED_PLACE: &str = include_str!("failed_place.lua");
+
 /// KEYS: failed set. ARGV: event key prefix, start, count. Drops the ids in
 /// `[start, start + count)` whose record is gone or no longer failed; returns
 /// `{dropped, looked at}`.
@@ -156,6 +160,7 @@ static EXTEND_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| script(&[PRELUDE, FENCE_READ, FENCED, EXTEND]));
 static RECORD_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[RECORD]));
 static FAILED_EVENTS_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[FAILED_EVENTS]));
+static FAILED_PLACE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[FAILED_PLACE]));
 static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PURGE]));
 static ABANDON_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, ABANDON]));
 
@@ -628,12 +633,58 @@ impl StoreAdmin for RedisStore {
     }
 
     async fn failed_events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        self.failed_from(0, limit).await
+    }
+
+    /// Finds where `after` stands in the failed set (a member, or by its record's
+    /// `first_seen_ms` and id once it left it), then lists from there.
+    async fn failed_events_after(
+        &self,
+        after: &EventId,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let place: Option<u64> = FAILED_PLACE_SCRIPT
+            .key(self.failed_key())
+            .arg(self.event_key_prefix())
+            .arg(after.as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        match place {
+            Some(offset) => self.failed_from(offset, limit).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Records abandoned claims as failed
+    /// ([`fail_abandoned`](StoreAdmin::fail_abandoned) with
+    /// [`ABANDONED_AFTER`](crate::ABANDONED_AFTER)). Redis deletes expired records
+    /// itself (each key carries a `PEXPIRE` of the retention), so this then only drops
+    /// the ids of expired records from the `{prefix}:failed` set, in batches of 1000, and
+    /// returns how many it dropped.
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        // The purge runs even when recording abandoned claims fails; that error is
+        // reported after it.
+        let abandoned = self.fail_abandoned(super::ABANDONED_AFTER).await;
+        let purged = self.purge_failed_set().await;
+        abandoned?;
+        purged
+    }
+}
+
+impl RedisStore {
+    /// Up to `limit` failed records from the failed set's member `offset` on.
+    async fn failed_from(&self, offset: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let limit = u64::try_from(limit).unwrap_or(u64::MAX).min(MAX_MS);
         let mut conn = self.conn.clone();
-        let (mut out, mut found, mut start) = (Vec::new(), 0_u64, 0_u64);
+        let (mut out, mut found, mut start) = (Vec::new(), 0_u64, offset);
         // Each script looks at a bounded number of set members and says whether it
         // stopped for that; the failed ones it found stay at the head, so the next one
         // starts after them.
@@ -658,26 +709,11 @@ impl StoreAdmin for RedisStore {
                 out.extend(parse_record(&key, id, fields)?);
                 found += 1;
             }
-            start = found;
+            start = offset + found;
             if more.as_deref() != Some("1") || found >= limit {
                 return Ok(out);
             }
         }
-    }
-
-    /// Records abandoned claims as failed
-    /// ([`fail_abandoned`](StoreAdmin::fail_abandoned) with
-    /// [`ABANDONED_AFTER`](crate::ABANDONED_AFTER)). Redis deletes expired records
-    /// itself (each key carries a `PEXPIRE` of the retention), so this then only drops
-    /// the ids of expired records from the `{prefix}:failed` set, in batches of 1000, and
-    /// returns how many it dropped.
-    async fn purge_expired(&self) -> Result<u64, StoreError> {
-        // The purge runs even when recording abandoned claims fails; that error is
-        // reported after it.
-        let abandoned = self.fail_abandoned(super::ABANDONED_AFTER).await;
-        let purged = self.purge_failed_set().await;
-        abandoned?;
-        purged
     }
 }
 

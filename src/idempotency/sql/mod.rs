@@ -102,6 +102,7 @@ pub(crate) struct Sql {
     pub(crate) record_failure: String,
     pub(crate) record: String,
     pub(crate) failed: String,
+    pub(crate) failed_after: String,
     pub(crate) purge: String,
     pub(crate) abandoned: String,
     pub(crate) abandon: String,
@@ -132,6 +133,7 @@ impl Sql {
             record_failure: render(d.record_failure, d, t),
             record: render(d.record, d, t),
             failed: render(d.failed, d, t),
+            failed_after: render(d.failed_after, d, t),
             purge: render(d.purge, d, t),
             abandoned: render(d.abandoned, d, t),
             abandon: render(d.abandon, d, t),
@@ -565,6 +567,20 @@ where
     pub(crate) async fn failed_events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
         let rows = sqlx::query(&self.sql.failed)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(to_record::<DB>).collect()
+    }
+
+    pub(crate) async fn failed_events_after(
+        &self,
+        after: &EventId,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query(&self.sql.failed_after)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(after.as_str())
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
@@ -1027,6 +1043,15 @@ macro_rules! store_impls {
             ) -> Result<Vec<$crate::idempotency::EventRecord>, $crate::idempotency::StoreError>
             {
                 self.core.failed_events(limit).await
+            }
+
+            async fn failed_events_after(
+                &self,
+                after: &$crate::event::EventId,
+                limit: usize,
+            ) -> Result<Vec<$crate::idempotency::EventRecord>, $crate::idempotency::StoreError>
+            {
+                self.core.failed_events_after(after, limit).await
             }
 
             async fn purge_expired(&self) -> Result<u64, $crate::idempotency::StoreError> {

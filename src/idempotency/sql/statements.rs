@@ -24,6 +24,7 @@
 /// | `record_failure` | event id, event type, attempts, fence, reason | |
 /// | `record` | event id | the record columns |
 /// | `failed` | limit | the record columns |
+/// | `failed_after` | limit, event id | the record columns after that event's |
 /// | `purge` | retention ms, batch size | |
 /// | `abandoned` | ms since the lease ended, batch size | event ids |
 /// | `abandon` | ms since the lease ended, error, event id | |
@@ -66,6 +67,9 @@ pub struct Statements {
     pub record: &'static str,
     /// Failed records, oldest first.
     pub failed: &'static str,
+    /// Failed records after one event's place (its `first_seen`, then its id) in that
+    /// order, whatever its own status.
+    pub failed_after: &'static str,
     /// Deletes one batch of completed and failed records past retention.
     pub purge: &'static str,
     /// Claims whose lease ended long ago (abandoned): a read, which takes no write lock
@@ -157,7 +161,11 @@ pub const SQLITE: Statements = Statements {
     record: "SELECT event_id, event_type, status, attempts, last_error, first_seen, completed_at \
         FROM {t} WHERE event_id = ?1",
     failed: "SELECT event_id, event_type, status, attempts, last_error, first_seen, completed_at \
-        FROM {t} WHERE status = 'failed' ORDER BY first_seen LIMIT ?1",
+        FROM {t} WHERE status = 'failed' ORDER BY first_seen, event_id LIMIT ?1",
+    failed_after: "SELECT event_id, event_type, status, attempts, last_error, first_seen, completed_at \
+        FROM {t} WHERE status = 'failed' \
+        AND (first_seen, event_id) > (SELECT first_seen, event_id FROM {t} WHERE event_id = ?2) \
+        ORDER BY first_seen, event_id LIMIT ?1",
     purge: "DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} WHERE status <> 'processing' \
         AND updated_at < {now} - ?1 LIMIT ?2)",
     abandoned: "SELECT event_id FROM {t} WHERE status = 'processing' AND lease_until < {now} - ?1 LIMIT ?2",
@@ -232,7 +240,12 @@ pub const POSTGRES: Statements = Statements {
         FROM {t} WHERE event_id = $1",
     failed: "SELECT event_id, event_type, status, attempts::bigint, last_error, \
         (extract(epoch FROM first_seen) * 1000)::bigint, (extract(epoch FROM completed_at) * 1000)::bigint \
-        FROM {t} WHERE status = 'failed' ORDER BY first_seen LIMIT $1",
+        FROM {t} WHERE status = 'failed' ORDER BY first_seen, event_id LIMIT $1",
+    failed_after: "SELECT event_id, event_type, status, attempts::bigint, last_error, \
+        (extract(epoch FROM first_seen) * 1000)::bigint, (extract(epoch FROM completed_at) * 1000)::bigint \
+        FROM {t} WHERE status = 'failed' \
+        AND (first_seen, event_id) > (SELECT first_seen, event_id FROM {t} WHERE event_id = $2) \
+        ORDER BY first_seen, event_id LIMIT $1",
     purge: "DELETE FROM {t} WHERE event_id IN (SELECT event_id FROM {t} WHERE status <> 'processing' \
         AND updated_at < now() - $1::bigint * interval '1 millisecond' LIMIT $2 FOR UPDATE SKIP LOCKED)",
     abandoned: "SELECT event_id FROM {t} WHERE status = 'processing' \

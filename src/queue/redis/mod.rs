@@ -351,12 +351,12 @@ impl RedisQueue {
         }
     }
 
-    async fn records(&self, what: &str, arg: &str) -> Result<Vec<JobRecord>, StoreError> {
+    async fn records(&self, what: &str, args: &[&str]) -> Result<Vec<JobRecord>, StoreError> {
         let mut conn = self.conn.clone();
         let rows: Vec<Vec<Option<Vec<u8>>>> = RECORDS_SCRIPT
             .arg(&*self.keys)
             .arg(what)
-            .arg(arg)
+            .arg(args)
             .invoke_async(&mut conn)
             .await
             .map_err(StoreError::unavailable)?;
@@ -572,11 +572,35 @@ impl QueueAdmin for RedisQueue {
             return Ok(Vec::new());
         }
         let limit = u64::try_from(limit).unwrap_or(u64::MAX).min(MAX_LIMIT);
-        self.records(state.as_str(), &limit.to_string()).await
+        self.records(state.as_str(), &[&limit.to_string()]).await
+    }
+
+    /// The jobs after `after`'s in [`jobs`](QueueAdmin::jobs)' order: from its place in
+    /// `state`'s set or, when it left `state`, after the jobs queued before it; a
+    /// completed job's place is only known while it is completed.
+    async fn jobs_after(
+        &self,
+        state: JobState,
+        after: &EventId,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = u64::try_from(limit).unwrap_or(u64::MAX).min(MAX_LIMIT);
+        self.records(
+            "after",
+            &[state.as_str(), after.as_str(), &limit.to_string()],
+        )
+        .await
     }
 
     async fn job(&self, key: &EventId) -> Result<Option<JobRecord>, StoreError> {
-        Ok(self.records("one", key.as_str()).await?.into_iter().next())
+        Ok(self
+            .records("one", &[key.as_str()])
+            .await?
+            .into_iter()
+            .next())
     }
 
     async fn recent(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
@@ -584,7 +608,7 @@ impl QueueAdmin for RedisQueue {
             return Ok(Vec::new());
         }
         let limit = u64::try_from(limit).unwrap_or(u64::MAX).min(MAX_LIMIT);
-        self.records("recent", &limit.to_string()).await
+        self.records("recent", &[&limit.to_string()]).await
     }
 
     async fn requeue(&self, key: &EventId) -> Result<bool, StoreError> {

@@ -7,6 +7,8 @@
 //!
 //! - `CONSOLE_PASSWORD` (required): the console's basic-auth password, user `admin`.
 //! - `PORT` (default 4243) on 127.0.0.1.
+//! - `CONSOLE_PAGE_SIZE`: rows per overview section (a state page shows four times as
+//!   many), the console's default when unset; a small one shows the pages' links.
 //! - `STRIPE_WEBHOOK_SECRET`: for `POST /webhook` (the local development secret of the
 //!   other examples when unset), so `send_event` can deliver more events.
 //!
@@ -64,13 +66,17 @@ fn app(
     fixed: Arc<AtomicBool>,
     password: &str,
     secret: &str,
+    page_size: Option<usize>,
 ) -> Result<axum::Router, Box<dyn Error>> {
     let check: Check = Arc::new(console::basic_auth("admin", password));
-    let console = Console::new(queue.clone(), {
+    let mut console = Console::new(queue.clone(), {
         let check = Arc::clone(&check);
         move |parts: &Parts| check(parts)
     })
     .with_basic_auth_realm(REALM);
+    if let Some(n) = page_size {
+        console = console.with_page_size(n);
+    }
     let processor = Arc::new(Processor::queued(
         Verifier::from_secrets_list(secret)?,
         queue,
@@ -148,6 +154,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Ok(p) => p.parse().map_err(|e| format!("PORT={p:?}: {e}"))?,
         Err(_) => 4243,
     };
+    let page_size = match std::env::var("CONSOLE_PAGE_SIZE") {
+        Ok(n) => Some(
+            n.parse::<usize>()
+                .map_err(|e| format!("CONSOLE_PAGE_SIZE={n:?}: {e}"))?,
+        ),
+        Err(_) => None,
+    };
 
     let queue = MemoryQueue::new();
     let fixed = Arc::new(AtomicBool::new(false));
@@ -169,7 +182,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         "console: http://{}/admin/webhooks (user admin, the password in CONSOLE_PASSWORD)",
         listener.local_addr()?
     );
-    axum::serve(listener, app(queue, fixed, &password, &secret)?)
+    axum::serve(listener, app(queue, fixed, &password, &secret, page_size)?)
         .with_graceful_shutdown(async {
             // SIGINT or, where there is one, SIGTERM (what a service manager sends).
             #[cfg(unix)]
@@ -212,6 +225,7 @@ mod tests {
             Arc::clone(&fixed),
             "demo-password",
             DEV_SECRET,
+            None,
         )
         .unwrap();
         let worker = Worker::new(

@@ -622,3 +622,131 @@ async fn with_a_store_the_overview_lists_inline_failures() {
     assert!(html.contains("ledger down &lt;script&gt;"), "{html}");
     assert!(!html.contains("<script>"));
 }
+
+/// The `href` of the link labelled `label` in `html`, its `&amp;` decoded.
+fn link(html: &str, label: &str) -> Option<String> {
+    let end = html.find(&format!("\">{label}</a>"))?;
+    let start = html[..end].rfind("href=\"")? + "href=\"".len();
+    Some(html[start..end].replace("&amp;", "&"))
+}
+
+/// Every job key linked from `html`'s job table, in order.
+fn job_keys(html: &str) -> Vec<String> {
+    html.split(r#"<a class="mono" href=""#)
+        .skip(1)
+        .filter_map(|s| {
+            s.split("\">")
+                .nth(1)?
+                .split("</a>")
+                .next()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_state_page_pages_through_every_job_once() {
+    let queue = MemoryQueue::new();
+    // Keys that need encoding in a query, and more than three pages of 4.
+    let keys: Vec<String> = (0..10).map(|i| format!("evt_{i:02}&x=/#?")).collect();
+    for k in &keys {
+        failed(&queue, &customer(k), "boom", None).await;
+    }
+    let console = Console::new(queue.clone(), bearer_token(TOKEN)).with_page_size(1);
+    let app = axum::Router::new().nest(BASE, console.router());
+    let mut path = format!("{BASE}/state/dead");
+    let mut seen = Vec::new();
+    for page in 0.. {
+        assert!(page < 5, "more pages than jobs");
+        let (response, html) = send(&app, get(&path).body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let shown = job_keys(&html);
+        assert!(!shown.is_empty() && shown.len() <= 4, "{shown:?}");
+        seen.extend(shown.iter().map(|k| k.replace("&amp;", "&")));
+        assert_eq!(
+            link(&html, "First page").is_some(),
+            page > 0,
+            "a first-page link on every page but the first"
+        );
+        match link(&html, "Next page") {
+            Some(next) => {
+                assert!(
+                    next.starts_with(&format!("{BASE}/state/dead?after=evt_")),
+                    "{next}"
+                );
+                path = next;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, keys, "each dead job once, oldest first");
+    // A page after a key the queue never had is empty, not an error.
+    let (response, html) = send(
+        &app,
+        get(&format!("{BASE}/state/dead?after=evt_nope"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(html.contains("No dead jobs."), "{html}");
+    assert!(link(&html, "First page").is_some());
+}
+
+#[tokio::test]
+async fn the_failed_inline_page_pages_through_the_stores_failures() {
+    use stripe_webhooks::{Claim, EventId, EventType, IdempotencyStore, ManualClock, MemoryStore};
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = MemoryStore::new().with_clock(clock.clone());
+    let ids: Vec<String> = (0..7).map(|i| format!("evt_inline_{i}")).collect();
+    for id in &ids {
+        clock.advance(Duration::from_millis(1));
+        let Claim::Acquired(token) = store
+            .claim(
+                &EventId::new(id.as_str()),
+                &EventType::InvoicePaid,
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("claim");
+        };
+        store.release(&token, "ledger down").await.unwrap();
+    }
+    let console = Console::new(MemoryQueue::new(), bearer_token(TOKEN))
+        .with_store(store)
+        .with_page_size(1);
+    let app = axum::Router::new().nest(BASE, console.router());
+    // The overview shows one and links to the rest.
+    let (_, html) = send(&app, get(BASE).body(Body::empty()).unwrap()).await;
+    assert!(
+        html.contains("evt_inline_0") && !html.contains("evt_inline_1"),
+        "{html}"
+    );
+    let mut path = link(&html, "All failed inline events").expect("a link to the failed page");
+    assert_eq!(path, format!("{BASE}/failed"));
+    let mut seen = Vec::new();
+    for page in 0.. {
+        assert!(page < 4, "more pages than failures");
+        let (response, html) = send(&app, get(&path).body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        seen.extend(
+            ids.iter()
+                .filter(|id| html.contains(&format!(">{id}<")))
+                .cloned(),
+        );
+        match link(&html, "Next page") {
+            Some(next) => path = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "each failure once, oldest first");
+    // Without a store there is no such page.
+    let (response, _) = send(
+        &self::app(&MemoryQueue::new()),
+        get(&format!("{BASE}/failed")).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}

@@ -5,6 +5,7 @@
 use std::fmt::{self, Write as _};
 
 use crate::display::{pretty_json, utc};
+use crate::event::EventId;
 use crate::queue::{JobRecord, JobState, QueueCounts};
 
 /// Text for HTML, escaped for both element content and quoted attribute values.
@@ -398,16 +399,40 @@ pub(super) fn overview(
 }
 
 /// The inline processor's failed events (an idempotency store's `failed_events`): read
-/// only, since the store keeps no body and Stripe delivers them again by itself.
-pub(super) fn store_failures(ctx: &Ctx<'_>, failed: &[crate::EventRecord]) -> String {
-    let mut out = String::from(
-        "<section>\n<div class=\"section-head\"><h2>Failed inline</h2></div>\n\
-         <p class=\"hint\">Handled in the request (not queued), their last attempt failed: \
+/// only, since the store keeps no body and Stripe delivers them again by itself. On the
+/// overview (`page` is `None`), a link to the failed page when `next` says more follow;
+/// on that page (`page` holds the key it starts after), links to its first and next pages.
+pub(super) fn store_failures(
+    ctx: &Ctx<'_>,
+    failed: &[crate::EventRecord],
+    page: Option<Option<&EventId>>,
+    next: Option<&EventId>,
+) -> String {
+    let mut out = String::from(if page.is_some() {
+        "<section>\n<h1>Failed inline</h1>\n"
+    } else {
+        "<section>\n<div class=\"section-head\"><h2>Failed inline</h2></div>\n"
+    });
+    out.push_str(
+        "<p class=\"hint\">Handled in the request (not queued), their last attempt failed: \
          Stripe delivers them again on its own schedule, for up to three days. Fix the cause; \
          the next delivery runs them.</p>\n",
     );
+    let links = |out: &mut String| match page {
+        Some(after) => pager(out, ctx, "/failed", after, next),
+        None if next.is_some() => {
+            let _ = writeln!(
+                out,
+                "<p class=\"more\"><a href=\"{}/failed\">All failed inline events</a></p>",
+                Esc(ctx.base)
+            );
+        }
+        None => {}
+    };
     if failed.is_empty() {
-        out.push_str("<p class=\"empty\">No inline failures.</p>\n</section>\n");
+        out.push_str("<p class=\"empty\">No inline failures.</p>\n");
+        links(&mut out);
+        out.push_str("</section>\n");
         return out;
     }
     out.push_str(
@@ -426,8 +451,43 @@ pub(super) fn store_failures(ctx: &Ctx<'_>, failed: &[crate::EventRecord]) -> St
             seen = time_cell(ctx, Some(r.first_seen_ms)),
         );
     }
-    out.push_str("</tbody></table></div>\n</section>\n");
+    out.push_str("</tbody></table></div>\n");
+    links(&mut out);
+    out.push_str("</section>\n");
     out
+}
+
+/// Links from one page of a listing at `path`: to its first page, unless this is it
+/// (`after` is none), and to the next, starting after `next`, when one follows.
+fn pager(
+    out: &mut String,
+    ctx: &Ctx<'_>,
+    path: &str,
+    after: Option<&EventId>,
+    next: Option<&EventId>,
+) {
+    if after.is_none() && next.is_none() {
+        return;
+    }
+    out.push_str("<nav class=\"pager\">");
+    if after.is_some() {
+        let _ = write!(
+            out,
+            "<a href=\"{}{}\">First page</a>",
+            Esc(ctx.base),
+            Esc(path)
+        );
+    }
+    if let Some(next) = next {
+        let _ = write!(
+            out,
+            "<a rel=\"next\" href=\"{}{}?after={}\">Next page</a>",
+            Esc(ctx.base),
+            Esc(path),
+            PathSeg(next.as_str())
+        );
+    }
+    out.push_str("</nav>\n");
 }
 
 fn more(out: &mut String, ctx: &Ctx<'_>, state: JobState, total: u64, shown: usize) {
@@ -449,6 +509,8 @@ pub(super) fn state_page(
     state: JobState,
     c: &QueueCounts,
     jobs: &[JobRecord],
+    after: Option<&EventId>,
+    next: Option<&EventId>,
 ) -> String {
     let mut out = format!(
         "<h1>{} <span class=\"count\">{}</span></h1>\n",
@@ -468,7 +530,7 @@ pub(super) fn state_page(
     }
     let empty = format!("No {} jobs.", state.as_str());
     out.push_str(&jobs_table(ctx, jobs, true, &empty));
-    if c.get(state) > jobs.len() as u64 {
+    if after.is_none() && next.is_some() {
         let _ = writeln!(
             out,
             "<p class=\"hint\">The oldest {} of {} are shown.</p>",
@@ -476,6 +538,13 @@ pub(super) fn state_page(
             c.get(state)
         );
     }
+    pager(
+        &mut out,
+        ctx,
+        &format!("/state/{}", state.as_str()),
+        after,
+        next,
+    );
     out
 }
 

@@ -4,8 +4,12 @@
 //! - **Overview**: the jobs in each state, how long the oldest queued job has waited,
 //!   the dead jobs (each with a *Requeue* button, and *Requeue all dead*), the retrying
 //!   ones (*Run now*) and the most recent deliveries;
-//! - **a state**: its oldest jobs, oldest first (four pages' worth: 200 by default), with
-//!   the state's count;
+//! - **a state** (`/state/{state}`): its jobs, oldest first, 200 a page by default
+//!   (four times [`with_page_size`](Console::with_page_size)), with the state's count and
+//!   *Next page* links (`?after=` the last key of the page before), so that every job of
+//!   the state can be reached;
+//! - **failed inline** (`/failed`, with [`with_store`](Console::with_store)): the store's
+//!   failed events, paged the same way;
 //! - **a job**: its record (type, attempts, times, last error) and its raw JSON,
 //!   pretty-printed.
 //!
@@ -229,7 +233,8 @@ impl Console {
     }
 
     /// Also shows the inline processor's failed events from `store` (its
-    /// [`failed_events`](crate::StoreAdmin::failed_events)), read only: the store keeps
+    /// [`failed_events`](crate::StoreAdmin::failed_events): the oldest on the overview,
+    /// every one a page at a time at `/failed`), read only: the store keeps
     /// no body, and Stripe delivers them again by itself. For applications that run some
     /// routes inline ([`Processor::new`](crate::Processor::new)) beside the queue.
     #[must_use]
@@ -239,7 +244,8 @@ impl Console {
     }
 
     /// How many jobs each list of the overview shows (at least 1; default
-    /// [`DEFAULT_PAGE_SIZE`]); a state's own page shows four times as many.
+    /// [`DEFAULT_PAGE_SIZE`]); a page of a state, or of failed events, shows four times as
+    /// many.
     #[must_use]
     pub fn with_page_size(mut self, n: usize) -> Self {
         self.page_size = n.max(1);
@@ -352,6 +358,7 @@ enum Route {
     Overview,
     Css,
     State(String),
+    Failed,
     Job(String),
     Requeue,
     RequeueDead,
@@ -366,6 +373,7 @@ impl Route {
             "/console.css" => return Route::Css,
             "/requeue" => return Route::Requeue,
             "/requeue-dead" => return Route::RequeueDead,
+            "/failed" => return Route::Failed,
             _ => {}
         }
         let one = |prefix: &str| {
@@ -521,8 +529,19 @@ impl Console {
         };
         let query = parts.uri.query().map(html::form_pairs).unwrap_or_default();
         let notice = notice(&query);
+        let after = query
+            .iter()
+            .find(|(k, _)| k == "after")
+            .map(|(_, v)| EventId::new(v.as_str()));
         let result = match route {
-            Route::State(name) => self.state_page(&ctx, &name, notice.as_deref()).await,
+            Route::State(name) => {
+                self.state_page(&ctx, &name, after.as_ref(), notice.as_deref())
+                    .await
+            }
+            Route::Failed => {
+                self.failed_page(&ctx, after.as_ref(), notice.as_deref())
+                    .await
+            }
             Route::Job(key) => self.job_page(&ctx, &key, notice.as_deref()).await,
             _ => self.overview(&ctx, notice.as_deref()).await,
         };
@@ -560,8 +579,11 @@ impl Console {
         let recent = self.queue.recent(self.page_size).await?;
         let mut main = html::overview(ctx, &counts, &dead, &retrying, &recent);
         if let Some(store) = &self.store {
-            let failed = store.failed_events(self.page_size).await?;
-            main.push_str(&html::store_failures(ctx, &failed));
+            let failed = store
+                .failed_events(self.page_size.saturating_add(1))
+                .await?;
+            let (failed, more) = one_page(failed, self.page_size, |r| &r.event_id);
+            main.push_str(&html::store_failures(ctx, &failed, None, more.as_ref()));
         }
         Ok(page(
             StatusCode::OK,
@@ -573,6 +595,7 @@ impl Console {
         &self,
         ctx: &Ctx<'_>,
         name: &str,
+        after: Option<&EventId>,
         notice: Option<&str>,
     ) -> Result<Response, crate::idempotency::StoreError> {
         let Ok(state) = name.parse::<JobState>() else {
@@ -583,14 +606,44 @@ impl Console {
             ));
         };
         let counts = self.queue.counts().await?;
-        let jobs = self
-            .queue
-            .jobs(state, self.page_size.saturating_mul(4))
-            .await?;
-        let main = html::state_page(ctx, state, &counts, &jobs);
+        let limit = self.page_size.saturating_mul(4);
+        let jobs = match after {
+            Some(after) => self.queue.jobs_after(state, after, limit + 1).await?,
+            None => self.queue.jobs(state, limit + 1).await?,
+        };
+        let (jobs, next) = one_page(jobs, limit, |j| &j.key);
+        let main = html::state_page(ctx, state, &counts, &jobs, after, next.as_ref());
         Ok(page(
             StatusCode::OK,
             html::layout(ctx, state.as_str(), notice, &main),
+        ))
+    }
+
+    /// The store's failed events, a page at a time (`?after=` the last id of the page
+    /// before).
+    async fn failed_page(
+        &self,
+        ctx: &Ctx<'_>,
+        after: Option<&EventId>,
+        notice: Option<&str>,
+    ) -> Result<Response, crate::idempotency::StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(message(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "This console was given no idempotency store.",
+            ));
+        };
+        let limit = self.page_size.saturating_mul(4);
+        let failed = match after {
+            Some(after) => store.failed_events_after(after, limit + 1).await?,
+            None => store.failed_events(limit + 1).await?,
+        };
+        let (failed, next) = one_page(failed, limit, |r| &r.event_id);
+        let main = html::store_failures(ctx, &failed, Some(after), next.as_ref());
+        Ok(page(
+            StatusCode::OK,
+            html::layout(ctx, "Failed inline", notice, &main),
         ))
     }
 
@@ -708,6 +761,21 @@ impl Console {
 }
 
 /// The notice a redirect asked for: one of a fixed few, never text from the request.
+/// A page from a listing asked for one item more than `limit`: the page, and the key of its
+/// last item when another follows (where the next page starts).
+fn one_page<T>(
+    mut items: Vec<T>,
+    limit: usize,
+    key: impl Fn(&T) -> &EventId,
+) -> (Vec<T>, Option<EventId>) {
+    if items.len() <= limit {
+        return (items, None);
+    }
+    items.truncate(limit);
+    let next = items.last().map(|i| key(i).clone());
+    (items, next)
+}
+
 fn notice(query: &[(String, String)]) -> Option<String> {
     let get = |name: &str| {
         query
@@ -796,6 +864,8 @@ mod tests {
         assert!(matches!(Route::of("/jobs/evt_1%2Fx"), Route::Job(k) if k == "evt_1/x"));
         assert!(matches!(Route::of("/state/dead/"), Route::State(s) if s == "dead"));
         assert!(matches!(Route::of("/jobs/"), Route::NotFound));
+        assert!(matches!(Route::of("/failed"), Route::Failed));
+        assert!(matches!(Route::of("/failed/x"), Route::NotFound));
         assert!(matches!(Route::of("/jobs/a/b"), Route::NotFound));
         assert!(matches!(Route::of("/other"), Route::NotFound));
     }

@@ -12,7 +12,8 @@
 // screenshot (CONSOLE_SCREENSHOT, default docs/console.png); checks that a POST without
 // the CSRF token is refused; makes the demo handler succeed (POST /demo/fix); clicks
 // "Requeue" on one dead event and sees it complete; clicks "Requeue all dead" and sees
-// the last one complete. Any failure, console error or CSP violation exits non-zero.
+// the last one complete; pages through the completed jobs (four a page). Any failure,
+// console error or CSP violation exits non-zero.
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -78,7 +79,10 @@ async function main() {
   const base = `http://127.0.0.1:${port}`;
   const consoleUrl = `${base}/admin/webhooks`;
   server = spawn(bin, [], {
-    env: { ...process.env, PORT: String(port), CONSOLE_PASSWORD: password, RUST_LOG: 'warn' },
+    // One row a section, four a state page: the seven demo events make two pages.
+    env: {
+      ...process.env, PORT: String(port), CONSOLE_PASSWORD: password, CONSOLE_PAGE_SIZE: '1', RUST_LOG: 'warn',
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   server.stdout.on('data', (d) => { serverLog += d; });
@@ -132,10 +136,8 @@ async function main() {
     (e) => getComputedStyle(e).backgroundColor,
   );
   check(deadBadge !== 'rgba(0, 0, 0, 0)', 'the stylesheet did not apply (CSP?)');
-  for (const id of [dead1, dead2]) {
-    check(await page.locator(`tr.dead a:text-is("${id}")`).count() >= 1, `${id} is not listed as dead`);
-  }
   check(await page.getByText('billing service answered 502').count() >= 1, 'no last error shown');
+  check(await page.locator('a:text-is("All 2 dead jobs")').count() === 1, 'no link to the other dead job');
 
   fs.mkdirSync(path.dirname(screenshot), { recursive: true });
   await page.screenshot({ path: screenshot, fullPage: true });
@@ -147,7 +149,13 @@ async function main() {
     check(r.status() === 403, `a requeue without a good CSRF token answered ${r.status()}`);
   }
 
-  // One event's page: its record, its error and its raw JSON, pretty-printed.
+  // The dead state's page lists both; one event's page: its record, its error and its raw
+  // JSON, pretty-printed.
+  await page.locator('a:text-is("All 2 dead jobs")').click();
+  await page.waitForURL('**/admin/webhooks/state/dead');
+  for (const id of [dead1, dead2]) {
+    check(await page.locator(`tr.dead a:text-is("${id}")`).count() === 1, `${id} is not listed as dead`);
+  }
   await page.locator(`tr.dead a:text-is("${dead1}")`).first().click();
   await page.waitForURL(`**/admin/webhooks/jobs/${dead1}`);
   check((await page.locator('h1 .badge').innerText()).trim() === 'dead', 'the job page does not say dead');
@@ -180,6 +188,26 @@ async function main() {
     return (await page.locator('.card.dead .n').innerText()).trim() === '0'
       && (await page.locator('.card.completed .n').innerText()).trim() === '6';
   });
+
+  // The completed jobs, four a page: "Next page" leads to the other two, and back.
+  await page.goto(`${consoleUrl}/state/completed`);
+  const keys = async () => page.locator('tbody tr td:first-child a.mono').allInnerTexts();
+  const first = await keys();
+  check(first.length === 4, `the first page of completed jobs holds ${first.length}`);
+  check(await page.getByRole('link', { name: 'First page' }).count() === 0, 'a first-page link on the first page');
+  await Promise.all([
+    page.waitForURL('**/admin/webhooks/state/completed?after=*'),
+    page.getByRole('link', { name: 'Next page' }).click(),
+  ]);
+  const second = await keys();
+  check(second.length === 2, `the second page of completed jobs holds ${second.length}`);
+  check(new Set([...first, ...second]).size === 6, `pages repeat a job: ${first} / ${second}`);
+  check(await page.getByRole('link', { name: 'Next page' }).count() === 0, 'a next-page link on the last page');
+  await Promise.all([
+    page.waitForURL('**/admin/webhooks/state/completed'),
+    page.getByRole('link', { name: 'First page' }).click(),
+  ]);
+  check(JSON.stringify(await keys()) === JSON.stringify(first), 'the first page changed');
 
   check(problems.length === 0, `the browser reported:\n  ${problems.join('\n  ')}`);
   console.log('console browser test: passed');

@@ -188,17 +188,39 @@ pub(crate) async fn failed(b: &Backend, limit: usize, json: bool) -> Result<(), 
     print_rows(&rows, "no failed events and no retrying jobs", json)
 }
 
-/// `dead`: the queue's dead jobs.
-pub(crate) async fn dead(b: &Backend, limit: usize, json: bool) -> Result<(), CliError> {
+/// `dead`: the queue's dead jobs, a page of them (after `after`, when given); a full page
+/// ends, in text, with the command for the next.
+pub(crate) async fn dead(
+    b: &Backend,
+    limit: usize,
+    after: Option<&str>,
+    json: bool,
+) -> Result<(), CliError> {
     let queue = b.queue();
-    let rows: Vec<Row> = queue
-        .jobs(JobState::Dead, limit)
-        .await
-        .map_err(b.err("listing dead jobs"))?
-        .iter()
-        .map(Row::from_job)
-        .collect();
-    print_rows(&rows, "no dead jobs", json)
+    let jobs = match after.map(EventId::new) {
+        Some(after) => queue.jobs_after(JobState::Dead, &after, limit).await,
+        None => queue.jobs(JobState::Dead, limit).await,
+    }
+    .map_err(b.err("listing dead jobs"))?;
+    let rows: Vec<Row> = jobs.iter().map(Row::from_job).collect();
+    print_rows(&rows, "no dead jobs", json)?;
+    if let (false, Some(last)) = (json || rows.len() < limit, rows.last()) {
+        crate::outln!(
+            "\nmore may follow: stripe-webhooks dead --limit {limit} --after {}",
+            shell_word(&last.id)
+        );
+    }
+    Ok(())
+}
+
+/// `s` as one shell word: as it is when it holds only safe characters, else single-quoted.
+fn shell_word(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':');
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 /// A store record, as `show` prints it.

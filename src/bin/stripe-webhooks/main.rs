@@ -178,11 +178,14 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-    /// The queue's dead jobs: out of attempts, waiting for `requeue`.
+    /// The queue's dead jobs, oldest first: out of attempts, waiting for `requeue`.
     Dead {
         /// Show at most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Show the dead jobs after this one (the last id of the page before).
+        #[arg(long, value_name = "ID")]
+        after: Option<String>,
     },
     /// One job (or store record), with its last error and its raw body as JSON.
     Show {
@@ -280,7 +283,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             match command {
                 Command::Status => commands::status(&backend, json).await,
                 Command::Failed { limit } => commands::failed(&backend, limit, json).await,
-                Command::Dead { limit } => commands::dead(&backend, limit, json).await,
+                Command::Dead { limit, after } => {
+                    commands::dead(&backend, limit, after.as_deref(), json).await
+                }
                 Command::Show { id } => commands::show(&backend, &id, json).await,
                 Command::Requeue { id, all_dead } => {
                     commands::requeue(&backend, id.as_deref(), all_dead, json).await

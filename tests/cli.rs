@@ -186,7 +186,7 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
     queue.complete(&taken[0].token).await.unwrap();
     make_dead(queue, &format!("evt_{prefix}_dead_a")).await;
     make_dead(queue, &format!("evt_{prefix}_dead_b")).await;
-    // A page at a time: a full page says how to get the next.
+    // A page at a time: a page that more follow says how to get the next.
     let (a, b) = (
         format!("evt_{prefix}_dead_a"),
         format!("evt_{prefix}_dead_b"),
@@ -194,18 +194,25 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
     let page = on(store, &["dead", "--limit", "1"]).await.ok().stdout;
     assert!(page.contains(&a) && !page.contains(&b), "{page}");
     assert!(
-        page.contains(&format!("stripe-webhooks dead --limit 1 --after {a}")),
+        page.contains(&format!("run this command again with --after={a}")),
         "{page}"
     );
-    let page = on(store, &["dead", "--limit", "1", "--after", &a, "--json"])
+    let after_a = format!("--after={a}");
+    let page = on(store, &["dead", "--limit", "1", &after_a, "--json"])
         .await
         .ok()
         .json();
     assert_eq!(page.as_array().unwrap().len(), 1, "{page}");
     assert_eq!(page[0]["id"], b.as_str());
+    // The last page, full: nothing follows, so no hint.
+    let page = on(store, &["dead", "--limit", "1", &after_a])
+        .await
+        .ok()
+        .stdout;
+    assert!(page.contains(&b) && !page.contains("again with"), "{page}");
     let page = on(store, &["dead", "--after", &b]).await.ok().stdout;
     assert!(
-        page.contains("no dead jobs") && !page.contains("more may follow"),
+        page.contains("no dead jobs") && !page.contains("again with"),
         "{page}"
     );
     let requeued = on(store, &["requeue", "--all-dead", "--json"])

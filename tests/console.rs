@@ -691,6 +691,19 @@ async fn a_state_page_pages_through_every_job_once() {
     assert_eq!(response.status(), StatusCode::OK);
     assert!(html.contains("No dead jobs."), "{html}");
     assert!(link(&html, "First page").is_some());
+    // An empty `after` is the first page.
+    let (_, html) = send(
+        &app,
+        get(&format!("{BASE}/state/dead?after="))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        job_keys(&html).first().map(|k| k.replace("&amp;", "&")),
+        Some(keys[0].clone())
+    );
+    assert!(link(&html, "First page").is_none());
 }
 
 #[tokio::test]

@@ -262,6 +262,102 @@ async fn failed_events_walks_a_never_purged_set_in_bounded_scripts() {
     assert_eq!(left, 1, "the stale ids it looked at are dropped");
 }
 
+/// Failed events first seen in one millisecond list by id, and a page after one of them
+/// starts at the next, whether it is still failed, completed but still in the set, or
+/// gone from the set; a page that starts past thousands of stale ids walks them in bounded
+/// scripts and still finds the next.
+#[tokio::test]
+async fn failed_events_after_places_ties_by_id_and_walks_past_stale_ids() {
+    let _shared = SERVER.read().await;
+    let (store, prefix, mut conn) = store().await;
+    let failed_key = format!("{prefix}:failed");
+    let [a, b, c] = ["evt_tie_a", "evt_tie_b", "evt_tie_c"].map(EventId::new);
+    // Failed in another order than their ids', then put in one millisecond.
+    for id in [&c, &a, &b] {
+        let token = acquire(&store, id).await;
+        store.release(&token, "down").await.unwrap();
+        let _: i64 = redis::cmd("ZADD")
+            .arg(&failed_key)
+            .arg(1_000)
+            .arg(id.as_str())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: i64 = redis::cmd("HSET")
+            .arg(format!("{prefix}:evt:{}", id.as_str()))
+            .arg("first_seen_ms")
+            .arg(1_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let ids = |v: Vec<stripe_webhooks::EventRecord>| {
+        v.into_iter().map(|r| r.event_id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.failed_events(10).await.unwrap()),
+        [&a, &b, &c].map(Clone::clone)
+    );
+    assert_eq!(
+        ids(store.failed_events_after(&a, 1).await.unwrap()),
+        vec![b.clone()]
+    );
+    assert_eq!(
+        ids(store.failed_events_after(&b, 1).await.unwrap()),
+        vec![c.clone()]
+    );
+    assert!(store.failed_events_after(&c, 1).await.unwrap().is_empty());
+
+    // b completes; until a walk drops it, it is a stale member of the set.
+    let token = acquire(&store, &b).await;
+    store.complete(&token).await.unwrap();
+    assert_eq!(
+        ids(store.failed_events_after(&b, 10).await.unwrap()),
+        vec![c.clone()]
+    );
+    // Now dropped (that walk met it): placed by its record, between a and c.
+    let rank: Option<i64> = redis::cmd("ZRANK")
+        .arg(&failed_key)
+        .arg(b.as_str())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rank, None);
+    assert_eq!(
+        ids(store.failed_events_after(&b, 10).await.unwrap()),
+        vec![c.clone()]
+    );
+
+    // 10,050 ids whose records are gone, between a and c: the page after a walks them in
+    // more than one script.
+    for batch in 0..11 {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(&failed_key);
+        for i in 0..1000 {
+            let n = batch * 1000 + i;
+            if n < 10_050 {
+                cmd.arg(1_000).arg(format!("evt_tie_b_gone_{n:05}"));
+            }
+        }
+        let _: i64 = cmd.query_async(&mut conn).await.unwrap();
+    }
+    assert_eq!(
+        ids(store.failed_events_after(&a, 10).await.unwrap()),
+        vec![c.clone()]
+    );
+    let left: i64 = redis::cmd("ZCARD")
+        .arg(&failed_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 2, "the stale ids it walked are dropped");
+    assert!(store
+        .failed_events_after(&EventId::new("evt_never"), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 #[tokio::test]
 async fn records_carry_a_ttl() {
     let _shared = SERVER.read().await;

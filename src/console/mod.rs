@@ -531,7 +531,7 @@ impl Console {
         let notice = notice(&query);
         let after = query
             .iter()
-            .find(|(k, _)| k == "after")
+            .find(|(k, v)| k == "after" && !v.is_empty())
             .map(|(_, v)| EventId::new(v.as_str()));
         let result = match route {
             Route::State(name) => {
@@ -608,8 +608,12 @@ impl Console {
         let counts = self.queue.counts().await?;
         let limit = self.page_size.saturating_mul(4);
         let jobs = match after {
-            Some(after) => self.queue.jobs_after(state, after, limit + 1).await?,
-            None => self.queue.jobs(state, limit + 1).await?,
+            Some(after) => {
+                self.queue
+                    .jobs_after(state, after, limit.saturating_add(1))
+                    .await?
+            }
+            None => self.queue.jobs(state, limit.saturating_add(1)).await?,
         };
         let (jobs, next) = one_page(jobs, limit, |j| &j.key);
         let main = html::state_page(ctx, state, &counts, &jobs, after, next.as_ref());
@@ -636,8 +640,12 @@ impl Console {
         };
         let limit = self.page_size.saturating_mul(4);
         let failed = match after {
-            Some(after) => store.failed_events_after(after, limit + 1).await?,
-            None => store.failed_events(limit + 1).await?,
+            Some(after) => {
+                store
+                    .failed_events_after(after, limit.saturating_add(1))
+                    .await?
+            }
+            None => store.failed_events(limit.saturating_add(1)).await?,
         };
         let (failed, next) = one_page(failed, limit, |r| &r.event_id);
         let main = html::store_failures(ctx, &failed, Some(after), next.as_ref());
@@ -760,7 +768,6 @@ impl Console {
     }
 }
 
-/// The notice a redirect asked for: one of a fixed few, never text from the request.
 /// A page from a listing asked for one item more than `limit`: the page, and the key of its
 /// last item when another follows (where the next page starts).
 fn one_page<T>(
@@ -776,6 +783,7 @@ fn one_page<T>(
     (items, next)
 }
 
+/// The notice a redirect asked for: one of a fixed few, never text from the request.
 fn notice(query: &[(String, String)]) -> Option<String> {
     let get = |name: &str| {
         query

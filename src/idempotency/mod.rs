@@ -422,7 +422,8 @@ pub trait StoreAdmin: IdempotencyStore {
     async fn record(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError>;
 
     /// Events whose last attempt failed and that have not completed since: what Stripe is
-    /// still retrying. At most `limit`, oldest first.
+    /// still retrying. At most `limit`, oldest first (by when each was first seen, then
+    /// by id in the store's order).
     ///
     /// # Errors
     ///

@@ -589,8 +589,8 @@ pub trait QueueAdmin: Queue {
     /// The next page of [`jobs`](Self::jobs): up to `limit` jobs in `state` that come
     /// after the job keyed `after` in that listing's order. Pass the last key of the page
     /// before. A job that has left `state` since still marks its place (by when it was
-    /// queued, or, for a completed job on Redis, when it finished); a key the queue no
-    /// longer has (purged) gives an empty page. The crate's queues answer with one query
+    /// queued), except in Redis's completed listing, which is ordered by when jobs
+    /// finished: there, and for a key the queue no longer has (purged), the page is empty. The crate's queues answer with one query
     /// each.
     ///
     /// # Errors

@@ -262,6 +262,31 @@ pub async fn failed_events_page_in_order<S: StoreAdmin + ?Sized>(store: &S, time
         .await
         .unwrap()
         .is_empty());
+
+    // With a clock that stands still, three failures in one millisecond, failed in another
+    // order than their ids': listed by id, and paged so.
+    if let LeaseTime::Manual(_) = time {
+        time.tick().await;
+        let tied: Vec<EventId> = ["c", "a", "b"]
+            .iter()
+            .map(|s| fresh_id(&format!("tie_{s}")))
+            .collect();
+        for id in &tied {
+            let token = acquire(store, id, LONG).await;
+            store.release(&token, "down").await.unwrap();
+        }
+        let mut by_id = tied.clone();
+        by_id.sort();
+        let listed: Vec<EventId> = ids_of(&store.failed_events(100_000).await.unwrap())
+            .into_iter()
+            .filter(|id| tied.contains(id))
+            .collect();
+        assert_eq!(listed, by_id, "ties listed by id");
+        for pair in by_id.windows(2) {
+            let page = store.failed_events_after(&pair[0], 1).await.unwrap();
+            assert_eq!(ids_of(&page), [pair[1].clone()]);
+        }
+    }
 }
 
 /// After `release`, the event is claimable at once (attempt 2), the reason is kept and

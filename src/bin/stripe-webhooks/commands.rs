@@ -188,8 +188,8 @@ pub(crate) async fn failed(b: &Backend, limit: usize, json: bool) -> Result<(), 
     print_rows(&rows, "no failed events and no retrying jobs", json)
 }
 
-/// `dead`: the queue's dead jobs, a page of them (after `after`, when given); a full page
-/// ends, in text, with the command for the next.
+/// `dead`: the queue's dead jobs, a page of them (after `after`, when given); a page that
+/// more follow ends, in text, with the flag for the next.
 pub(crate) async fn dead(
     b: &Backend,
     limit: usize,
@@ -197,16 +197,22 @@ pub(crate) async fn dead(
     json: bool,
 ) -> Result<(), CliError> {
     let queue = b.queue();
-    let jobs = match after.map(EventId::new) {
-        Some(after) => queue.jobs_after(JobState::Dead, &after, limit).await,
-        None => queue.jobs(JobState::Dead, limit).await,
+    // One more than asked for, to know whether another page follows.
+    let ask = limit.saturating_add(1);
+    let mut jobs = match after.map(EventId::new) {
+        Some(after) => queue.jobs_after(JobState::Dead, &after, ask).await,
+        None => queue.jobs(JobState::Dead, ask).await,
     }
     .map_err(b.err("listing dead jobs"))?;
+    let more = jobs.len() > limit;
+    jobs.truncate(limit);
     let rows: Vec<Row> = jobs.iter().map(Row::from_job).collect();
     print_rows(&rows, "no dead jobs", json)?;
-    if let (false, Some(last)) = (json || rows.len() < limit, rows.last()) {
+    if let (true, false, Some(last)) = (more, json, rows.last()) {
+        // The flag only: the store's own flags (a URL may carry a password) are the
+        // operator's to repeat.
         crate::outln!(
-            "\nmore may follow: stripe-webhooks dead --limit {limit} --after {}",
+            "\nmore follow: run this command again with --after={}",
             shell_word(&last.id)
         );
     }

@@ -183,7 +183,8 @@ enum Command {
         /// Show at most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
-        /// Show the dead jobs after this one (the last id of the page before).
+        /// Show the dead jobs after this one (the last id of the page before; write
+        /// `--after=ID` for an id that starts with `-`).
         #[arg(long, value_name = "ID")]
         after: Option<String>,
     },

@@ -95,14 +95,16 @@ const EXTEND: &str = include_str!("extend.lua");
 /// KEYS: event hash.
 const RECORD: &str = include_str!("record.lua");
 
-/// KEYS: failed set. ARGV: event key prefix, limit, start. Returns whether it stopped
-/// early (`'1'`: it looked at its budget of members), then, oldest first from `start`,
-/// up to `limit` failed records as `id` and the six `RECORD` fields each; drops from the
-/// set the ids whose record is gone (expired) or no longer failed.
+/// KEYS: failed set. ARGV: event key prefix, limit, start, and optionally an event id to
+/// start just after instead (`FAILED_PLACE`). Returns whether it stopped early (`'1'`: it
+/// looked at its budget of members), where it started (`''` when the event's record is
+/// gone), then, oldest first from there, up to `limit` failed records as `id` and the six
+/// `RECORD` fields each; drops from the set the ids whose record is gone (expired) or no
+/// longer failed.
 const FAILED_EVENTS: &str = include_str!("failed_events.lua");
 
-/// KEYS: failed set. ARGV: event key prefix, event id. Returns how many members come up to
-/// and including that event's place, or nil when its record is gone.
+/// `failed_place(set, prefix, id)`: how many members of the failed set come up to and
+/// including that event's place, or nil when its record is gone.
 const FAILED_PLACE: &str = include_str!("failed_place.lua");
 
 /// KEYS: failed set. ARGV: event key prefix, start, count. Drops the ids in
@@ -159,8 +161,8 @@ static RELEASE_SCRIPT: LazyLock<Script> =
 static EXTEND_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| script(&[PRELUDE, FENCE_READ, FENCED, EXTEND]));
 static RECORD_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[RECORD]));
-static FAILED_EVENTS_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[FAILED_EVENTS]));
-static FAILED_PLACE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[FAILED_PLACE]));
+static FAILED_EVENTS_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| script(&[FAILED_PLACE, FAILED_EVENTS]));
 static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PURGE]));
 static ABANDON_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, ABANDON]));
 
@@ -633,31 +635,17 @@ impl StoreAdmin for RedisStore {
     }
 
     async fn failed_events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
-        self.failed_from(0, limit).await
+        self.failed_from(None, limit).await
     }
 
-    /// Finds where `after` stands in the failed set (a member, or by its record's
-    /// `first_seen_ms` and id once it left it), then lists from there.
+    /// Lists from just after where `after` stands in the failed set (a member, or by its
+    /// record's `first_seen_ms` and id once it left it), found by the same script.
     async fn failed_events_after(
         &self,
         after: &EventId,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.conn.clone();
-        let place: Option<u64> = FAILED_PLACE_SCRIPT
-            .key(self.failed_key())
-            .arg(self.event_key_prefix())
-            .arg(after.as_str())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        match place {
-            Some(offset) => self.failed_from(offset, limit).await,
-            None => Ok(Vec::new()),
-        }
+        self.failed_from(Some(after), limit).await
     }
 
     /// Records abandoned claims as failed
@@ -677,16 +665,21 @@ impl StoreAdmin for RedisStore {
 }
 
 impl RedisStore {
-    /// Up to `limit` failed records from the failed set's member `offset` on.
-    async fn failed_from(&self, offset: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+    /// Up to `limit` failed records, from the head of the failed set or from just after
+    /// the event `after`.
+    async fn failed_from(
+        &self,
+        mut after: Option<&EventId>,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let limit = u64::try_from(limit).unwrap_or(u64::MAX).min(MAX_MS);
         let mut conn = self.conn.clone();
-        let (mut out, mut found, mut start) = (Vec::new(), 0_u64, offset);
+        let (mut out, mut found, mut start) = (Vec::new(), 0_u64, 0_u64);
         // Each script looks at a bounded number of set members and says whether it
-        // stopped for that; the failed ones it found stay at the head, so the next one
+        // stopped for that; the failed ones it found stay where they are, so the next one
         // starts after them.
         loop {
             let flat: Vec<Option<String>> = FAILED_EVENTS_SCRIPT
@@ -694,12 +687,23 @@ impl RedisStore {
                 .arg(self.event_key_prefix())
                 .arg(limit - found)
                 .arg(start)
+                .arg(after.take().map_or("", EventId::as_str))
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
-            let Some((more, rest)) = flat.split_first() else {
+            let Some(([more, began], rest)) = flat.split_first_chunk::<2>() else {
                 return Err(corrupt(&self.failed_key(), "failed_events reply"));
             };
+            let Some(began) = began.as_deref() else {
+                return Err(corrupt(&self.failed_key(), "failed_events reply"));
+            };
+            if began.is_empty() {
+                return Ok(out); // the event to start after is gone
+            }
+            let Ok(offset) = began.parse::<u64>() else {
+                return Err(corrupt(&self.failed_key(), "failed_events reply"));
+            };
+            let found_before = found;
             for chunk in rest.chunks(RECORD_FIELDS + 1) {
                 let Some((Some(id), fields)) = chunk.split_first() else {
                     return Err(corrupt(&self.failed_key(), "failed_events reply"));
@@ -709,7 +713,8 @@ impl RedisStore {
                 out.extend(parse_record(&key, id, fields)?);
                 found += 1;
             }
-            start = offset + found;
+            // This call started at `offset`; what it found stays there, before the next.
+            start = offset + (found - found_before);
             if more.as_deref() != Some("1") || found >= limit {
                 return Ok(out);
             }

@@ -70,7 +70,8 @@ const RELEASE: &str = include_str!("release.lua");
 /// the oldest queued job (-1: none).
 const COUNTS: &str = include_str!("counts.lua");
 
-/// ARGV: prefix, then `one` and a key, or a state and a limit.
+/// ARGV: prefix, then `one` and a key, `recent` and a limit, `after`, a state, a key and a
+/// limit, or a state and a limit.
 const RECORDS: &str = include_str!("records.lua");
 
 /// ARGV: prefix, then `one` and a key, or `dead` and a batch size. Returns `{requeued,

@@ -473,6 +473,8 @@ async fn usage_errors_exit_2_and_help_documents_exit_codes() {
     assert_eq!(cli(&["purge", "--older-than", "3600"]).await.code, 2);
     assert_eq!(cli(&["--redis-url", "notaurl", "status"]).await.code, 2);
     assert_eq!(cli(&["no-such-command"]).await.code, 2);
+    assert_eq!(cli(&["dead", "--limit", "0"]).await.code, 2);
+    assert_eq!(cli(&["failed", "--limit", "0"]).await.code, 2);
     let help = cli(&["--help"]).await.ok().stdout;
     for line in ["Exit codes", "3  not found", "2  usage"] {
         assert!(help.contains(line), "{help}");

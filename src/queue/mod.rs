@@ -590,8 +590,8 @@ pub trait QueueAdmin: Queue {
     /// after the job keyed `after` in that listing's order. Pass the last key of the page
     /// before. A job that has left `state` since still marks its place (by when it was
     /// queued), except in Redis's completed listing, which is ordered by when jobs
-    /// finished: there, and for a key the queue no longer has (purged), the page is empty. The crate's queues answer with one query
-    /// each.
+    /// finished: there, and for a key the queue no longer has (purged), the page is empty.
+    /// The crate's queues answer with one query each.
     ///
     /// # Errors
     ///

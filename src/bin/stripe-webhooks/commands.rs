@@ -188,8 +188,8 @@ pub(crate) async fn failed(b: &Backend, limit: usize, json: bool) -> Result<(), 
     print_rows(&rows, "no failed events and no retrying jobs", json)
 }
 
-/// `dead`: the queue's dead jobs, a page of them (after `after`, when given); a page that
-/// more follow ends, in text, with the flag for the next.
+/// `dead`: the queue's dead jobs, a page of them (after `after`, when given); a page with
+/// more after it ends, in text, with the flag for the next.
 pub(crate) async fn dead(
     b: &Backend,
     limit: usize,

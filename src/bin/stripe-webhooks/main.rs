@@ -167,6 +167,11 @@ fn typed_on_command_line(matches: &ArgMatches, id: &str) -> bool {
     false
 }
 
+/// A `--limit`: a count of at least 1 (0 would print "no dead jobs" while some are).
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Jobs by state, the lag (age of the oldest queued job), and the store's failed events.
@@ -174,14 +179,14 @@ enum Command {
     /// Events whose last attempt failed: the store's failed events (inline processing) and
     /// the queue's retrying jobs.
     Failed {
-        /// Show at most this many of each.
-        #[arg(long, default_value_t = 100)]
+        /// Show at most this many of each (at least 1).
+        #[arg(long, default_value_t = 100, value_parser = at_least_one())]
         limit: usize,
     },
     /// The queue's dead jobs, oldest first: out of attempts, waiting for `requeue`.
     Dead {
-        /// Show at most this many.
-        #[arg(long, default_value_t = 100)]
+        /// Show at most this many (at least 1).
+        #[arg(long, default_value_t = 100, value_parser = at_least_one())]
         limit: usize,
         /// Show the dead jobs after this one (the last id of the page before; write
         /// `--after=ID` for an id that starts with `-`).

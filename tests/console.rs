@@ -116,6 +116,8 @@ async fn every_page_needs_the_authorization_check() {
     for path in [
         BASE.to_owned(),
         format!("{BASE}/state/dead"),
+        format!("{BASE}/state/dead?after=evt_secret_dead"),
+        format!("{BASE}/failed"),
         format!("{BASE}/jobs/evt_secret_dead"),
         format!("{BASE}/console.css"),
         format!("{BASE}/nowhere"),

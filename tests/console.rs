@@ -47,6 +47,11 @@ async fn failed(queue: &MemoryQueue, body: &str, error: &str, retry_in: Option<D
     queue.fail(&job.token, error, retry_in).await.unwrap();
 }
 
+/// A GET of `path` with the right token: the response and its body.
+async fn fetch(app: &axum::Router, path: &str) -> (Response<Body>, String) {
+    send(app, get(path).body(Body::empty()).unwrap()).await
+}
+
 async fn send(app: &axum::Router, request: Request<Body>) -> (Response<Body>, String) {
     let response = app.clone().oneshot(request).await.unwrap();
     let (parts, body) = response.into_parts();
@@ -197,7 +202,7 @@ async fn the_overview_shows_counts_failures_and_recent_deliveries() {
     .await;
     enqueue(&queue, &customer("evt_waiting")).await;
     let app = app(&queue);
-    let (response, html) = send(&app, get(BASE).body(Body::empty()).unwrap()).await;
+    let (response, html) = fetch(&app, BASE).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()["content-type"],
@@ -222,13 +227,7 @@ async fn the_overview_shows_counts_failures_and_recent_deliveries() {
     ] {
         assert!(html.contains(needle), "{needle} missing from\n{html}");
     }
-    let (response, css) = send(
-        &app,
-        get(&format!("{BASE}/console.css"))
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (response, css) = fetch(&app, &format!("{BASE}/console.css")).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()["content-type"],
@@ -236,13 +235,7 @@ async fn the_overview_shows_counts_failures_and_recent_deliveries() {
     );
     assert!(css.contains(".badge.dead"));
 
-    let (response, html) = send(
-        &app,
-        get(&format!("{BASE}/state/dead"))
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (response, html) = fetch(&app, &format!("{BASE}/state/dead")).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(html.contains("evt_dead") && !html.contains("evt_waiting"));
 }
@@ -292,7 +285,7 @@ async fn requeue_needs_a_csrf_token_bound_to_the_session() {
     }
 
     // A GET does not requeue.
-    let (response, _) = send(&app, get(&url).body(Body::empty()).unwrap()).await;
+    let (response, _) = fetch(&app, &url).await;
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(response.headers()["allow"], "POST");
 
@@ -314,13 +307,7 @@ async fn requeue_needs_a_csrf_token_bound_to_the_session() {
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(state_of(&queue, "evt_dead_2").await, JobState::Queued);
 
-    let (_, html) = send(
-        &app,
-        get("/admin/webhooks/jobs/evt_dead?notice=requeued")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (_, html) = fetch(&app, "/admin/webhooks/jobs/evt_dead?notice=requeued").await;
     assert!(html.contains("Requeued: a worker will run it shortly."));
 }
 
@@ -405,13 +392,7 @@ async fn requeue_all_dead_and_run_now() {
         response.headers()["location"],
         "/admin/webhooks/jobs/evt_d1?notice=not_requeued"
     );
-    let (_, html) = send(
-        &app,
-        get("/admin/webhooks?notice=requeued_dead&n=3")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (_, html) = fetch(&app, "/admin/webhooks?notice=requeued_dead&n=3").await;
     assert!(html.contains("Requeued 3 dead jobs."));
 }
 
@@ -446,7 +427,7 @@ async fn everything_from_events_is_escaped() {
         format!("{BASE}/state/dead"),
         job_path.clone(),
     ] {
-        let (response, html) = send(&app, get(&path).body(Body::empty()).unwrap()).await;
+        let (response, html) = fetch(&app, &path).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         assert!(!html.contains("<script"), "unescaped on {path}:\n{html}");
         assert!(
@@ -458,7 +439,7 @@ async fn everything_from_events_is_escaped() {
             "{path}"
         );
     }
-    let (_, html) = send(&app, get(&job_path).body(Body::empty()).unwrap()).await;
+    let (_, html) = fetch(&app, &job_path).await;
     // The raw JSON, pretty-printed and escaped.
     assert!(html.contains("&lt;/pre&gt;&lt;script&gt;alert(3)&lt;/script&gt;\\&quot;&#39;&amp;"));
     assert!(html.contains("x.&lt;script&gt;alert(2)&lt;/script&gt;"));
@@ -491,13 +472,7 @@ async fn a_job_page_shows_the_record_and_the_raw_json() {
     )
     .await;
     let app = app(&queue);
-    let (response, html) = send(
-        &app,
-        get(&format!("{BASE}/jobs/evt_one"))
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (response, html) = fetch(&app, &format!("{BASE}/jobs/evt_one")).await;
     assert_eq!(response.status(), StatusCode::OK);
     for needle in [
         "customer.created",
@@ -509,21 +484,11 @@ async fn a_job_page_shows_the_record_and_the_raw_json() {
     ] {
         assert!(html.contains(needle), "{needle} missing from\n{html}");
     }
-    let (response, _) = send(
-        &app,
-        get(&format!("{BASE}/jobs/evt_nope"))
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (response, _) = fetch(&app, &format!("{BASE}/jobs/evt_nope")).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_secure(&response);
     for path in ["/state/finished", "/nowhere", "/jobs/a/b"] {
-        let (response, _) = send(
-            &app,
-            get(&format!("{BASE}{path}")).body(Body::empty()).unwrap(),
-        )
-        .await;
+        let (response, _) = fetch(&app, &format!("{BASE}{path}")).await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
     }
 }
@@ -583,7 +548,7 @@ async fn served_at_the_root_it_links_from_the_root() {
     // As an application holds it: behind `Arc<dyn QueueAdmin>`.
     let shared: std::sync::Arc<dyn QueueAdmin> = std::sync::Arc::new(queue.clone());
     let app = Console::new(shared, bearer_token(TOKEN)).router();
-    let (response, html) = send(&app, get("/").body(Body::empty()).unwrap()).await;
+    let (response, html) = fetch(&app, "/").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(html.contains(r#"href="/jobs/evt_dead""#));
     assert!(html.contains(r#"action="/requeue""#));
@@ -617,7 +582,7 @@ async fn with_a_store_the_overview_lists_inline_failures() {
     let queue = MemoryQueue::new();
     let console = Console::new(queue, bearer_token(TOKEN)).with_store(store);
     let app = axum::Router::new().nest(BASE, console.router());
-    let (response, html) = send(&app, get(BASE).body(Body::empty()).unwrap()).await;
+    let (response, html) = fetch(&app, BASE).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(html.contains("Failed inline"), "{html}");
     assert!(html.contains("evt_inline_&lt;b&gt;"), "{html}");
@@ -660,7 +625,7 @@ async fn a_state_page_pages_through_every_job_once() {
     let mut seen = Vec::new();
     for page in 0.. {
         assert!(page < 5, "more pages than jobs");
-        let (response, html) = send(&app, get(&path).body(Body::empty()).unwrap()).await;
+        let (response, html) = fetch(&app, &path).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         let shown = job_keys(&html);
         assert!(!shown.is_empty() && shown.len() <= 4, "{shown:?}");
@@ -683,24 +648,12 @@ async fn a_state_page_pages_through_every_job_once() {
     }
     assert_eq!(seen, keys, "each dead job once, oldest first");
     // A page after a key the queue never had is empty, not an error.
-    let (response, html) = send(
-        &app,
-        get(&format!("{BASE}/state/dead?after=evt_nope"))
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (response, html) = fetch(&app, &format!("{BASE}/state/dead?after=evt_nope")).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(html.contains("No dead jobs."), "{html}");
     assert!(link(&html, "First page").is_some());
     // An empty `after` is the first page.
-    let (_, html) = send(
-        &app,
-        get(&format!("{BASE}/state/dead?after="))
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (_, html) = fetch(&app, &format!("{BASE}/state/dead?after=")).await;
     assert_eq!(
         job_keys(&html).first().map(|k| k.replace("&amp;", "&")),
         Some(keys[0].clone())
@@ -734,7 +687,7 @@ async fn the_failed_inline_page_pages_through_the_stores_failures() {
         .with_page_size(1);
     let app = axum::Router::new().nest(BASE, console.router());
     // The overview shows one and links to the rest.
-    let (_, html) = send(&app, get(BASE).body(Body::empty()).unwrap()).await;
+    let (_, html) = fetch(&app, BASE).await;
     assert!(
         html.contains("evt_inline_0") && !html.contains("evt_inline_1"),
         "{html}"
@@ -744,7 +697,7 @@ async fn the_failed_inline_page_pages_through_the_stores_failures() {
     let mut seen = Vec::new();
     for page in 0.. {
         assert!(page < 4, "more pages than failures");
-        let (response, html) = send(&app, get(&path).body(Body::empty()).unwrap()).await;
+        let (response, html) = fetch(&app, &path).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         seen.extend(
             ids.iter()
@@ -758,10 +711,6 @@ async fn the_failed_inline_page_pages_through_the_stores_failures() {
     }
     assert_eq!(seen, ids, "each failure once, oldest first");
     // Without a store there is no such page.
-    let (response, _) = send(
-        &self::app(&MemoryQueue::new()),
-        get(&format!("{BASE}/failed")).body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (response, _) = fetch(&self::app(&MemoryQueue::new()), &format!("{BASE}/failed")).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }

@@ -165,6 +165,8 @@ async fn one_object_at_a_time_and_a_waiting_event_is_409() {
         Arc::clone(&h),
         TiePolicy::Run,
     ));
+    let done = p.process_event(&update("evt_a", "cus_1", BASE + 1)).await;
+    assert_eq!(done.kind().name(), "processed");
     let slow = {
         let p = Arc::clone(&p);
         tokio::spawn(async move { p.process_event(&update("evt_s", "cus_1", BASE + 5)).await })
@@ -173,6 +175,9 @@ async fn one_object_at_a_time_and_a_waiting_event_is_409() {
     let o = p.process_event(&update("evt_w", "cus_1", BASE + 4)).await;
     assert_eq!((o.status(), o.kind().name()), (409, "in_progress"));
     assert!(o.retry_after_secs().is_some());
+    // A redelivery of an event that completed has nothing to wait for: 200, held or not.
+    let again = p.process_event(&update("evt_a", "cus_1", BASE + 1)).await;
+    assert_eq!((again.status(), again.kind().name()), (200, "duplicate"));
     // Another object is not held up.
     let other = p.process_event(&update("evt_x", "cus_2", BASE)).await;
     assert_eq!(other.kind().name(), "processed");

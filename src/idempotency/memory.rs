@@ -478,6 +478,14 @@ impl OrderingStore for MemoryStore {
     ) -> Result<LockedClaim, StoreError> {
         let now = self.clock.now_millis();
         let mut inner = self.lock();
+        // A completed event is a duplicate whatever the object's lock: nothing to wait for.
+        let completed = inner
+            .records
+            .get(event_id)
+            .is_some_and(|r| r.status == RecordStatus::Completed);
+        if completed {
+            return Ok(LockedClaim::Refused(Claim::Completed));
+        }
         if let Some(retry_after) = inner.object_busy(object_id, holder, now) {
             return Ok(LockedClaim::Busy { retry_after });
         }

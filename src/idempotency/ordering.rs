@@ -140,6 +140,11 @@ pub trait OrderingStore: IdempotencyStore {
     /// again). `MemoryStore` and `RedisStore` check the claim before taking the lock, in
     /// one step, so a refused claim changes nothing.
     ///
+    /// The crate's stores answer a completed event
+    /// [`Refused(Claim::Completed)`](Claim::Completed) even while another holder has its
+    /// object (a duplicate has nothing to wait for); the default answers
+    /// [`Busy`](LockedClaim::Busy) then, and a retry after the lock finds it completed.
+    ///
     /// # Errors
     ///
     /// [`StoreError`] when the store cannot answer (the object is then not locked by

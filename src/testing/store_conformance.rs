@@ -581,7 +581,8 @@ pub async fn claim_locks_and_object_locks_exclude_each_other<S: OrderingStore + 
 }
 
 /// `lock_and_claim`: both or neither. A busy object claims nothing; a refused claim
-/// leaves the object unlocked.
+/// leaves the object unlocked; a completed event is refused as completed even while
+/// another holder has its object.
 pub async fn lock_and_claim_locks_then_claims<S: OrderingStore + ?Sized>(store: &S) {
     let obj = fresh_object("lac");
     let (first, second) = (fresh_id("lac1"), fresh_id("lac2"));
@@ -620,8 +621,25 @@ pub async fn lock_and_claim_locks_then_claims<S: OrderingStore + ?Sized>(store: 
     );
     assert_eq!(
         acquired(store.lock_object(&obj, "h4", LONG).await.unwrap()),
-        Some(Watermark::new(7, first))
+        Some(Watermark::new(7, first.clone()))
     );
+    // While h4 has the object, the completed event is still a duplicate, not busy (there
+    // is nothing to wait for), and h4's lock stays: an event that is not done waits.
+    assert_eq!(
+        store
+            .lock_and_claim(&obj, "h5", LONG, &first, &TYPE)
+            .await
+            .unwrap(),
+        LockedClaim::Refused(Claim::Completed)
+    );
+    assert!(matches!(
+        store
+            .lock_and_claim(&obj, "h5", LONG, &second, &TYPE)
+            .await
+            .unwrap(),
+        LockedClaim::Busy { .. }
+    ));
+    store.unlock_object(&obj, "h4").await.unwrap();
 }
 
 /// `advance_watermark` (the reconciler's cursors) moves forward, never back.

@@ -3,7 +3,9 @@ local lock_until = tonumber(o[2]) or 0
 if o[3] and not tonumber(o[3]) then
   return redis.error_reply('unreadable watermark in ' .. KEYS[3])
 end
-if o[1] and o[1] ~= ARGV[6] and lock_until > now then
+-- A completed event is a duplicate whatever the object's lock: nothing to wait for.
+if o[1] and o[1] ~= ARGV[6] and lock_until > now
+    and redis.call('HGET', KEYS[1], 'status') ~= 'completed' then
   return {3, lock_until - now, '', ''}
 end
 local function claim()

@@ -748,8 +748,8 @@ where
             let row = match done {
                 Ok(row) => row,
                 Err(e) if raised(&e, statements::OBJECT_BUSY) => {
-                    match self.lock_object_busy(object_id).await? {
-                        Some(retry_after) => return Ok(LockedClaim::Busy { retry_after }),
+                    match self.busy_or_done(object_id, id).await? {
+                        Some(answer) => return Ok(answer),
                         None => continue,
                     }
                 }
@@ -797,8 +797,8 @@ where
                     .map_err(db_err)?;
             let Some(row) = row else {
                 // Not locked: another holder has the object.
-                match self.lock_object_busy(object_id).await? {
-                    Some(retry_after) => return Ok(LockedClaim::Busy { retry_after }),
+                match self.busy_or_done(object_id, id).await? {
+                    Some(answer) => return Ok(answer),
                     None => continue,
                 }
             };
@@ -820,6 +820,23 @@ where
         Ok(LockedClaim::Busy {
             retry_after: Duration::from_secs(1),
         })
+    }
+
+    /// The answer to a `lock_and_claim` that found another holder's lock on the object:
+    /// a completed event is a duplicate whatever the lock (there is nothing to wait
+    /// for), anything else waits for the lock; `None` when the lock is free by now.
+    async fn busy_or_done(
+        &self,
+        object_id: &str,
+        id: &EventId,
+    ) -> Result<Option<LockedClaim>, StoreError> {
+        if let Some(Claim::Completed) = self.state_on(&self.pool, id).await.map_err(db_err)? {
+            return Ok(Some(LockedClaim::Refused(Claim::Completed)));
+        }
+        Ok(self
+            .lock_object_busy(object_id)
+            .await?
+            .map(|retry_after| LockedClaim::Busy { retry_after }))
     }
 
     /// How long another holder's lock on the object has left; `None` if it is free.

@@ -10,7 +10,8 @@
 //! - `CONSOLE_PAGE_SIZE`: rows per overview section (a state page shows four times as
 //!   many), the console's default when unset; a small one shows the pages' links.
 //! - `STRIPE_WEBHOOK_SECRET`: for `POST /webhook` (the local development secret of the
-//!   other examples when unset), so `send_event` can deliver more events.
+//!   other examples when unset, in a debug build or with `STRIPE_WEBHOOKS_DEV=1`), so
+//!   `send_event` can deliver more events.
 //!
 //! At start a few demo events are queued in memory. The demo handler fails every event
 //! whose id contains `fail` (they retry twice, fast, then are dead) until
@@ -146,10 +147,29 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .ok()
         .filter(|p| !p.is_empty())
         .ok_or("set CONSOLE_PASSWORD: the console's password (user admin)")?;
-    let secret = std::env::var("STRIPE_WEBHOOK_SECRET")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| DEV_SECRET.to_owned());
+    // As the other examples: unset, the public development secret only in a debug build
+    // or with STRIPE_WEBHOOKS_DEV=1; set but empty, an error.
+    let dev_allowed =
+        cfg!(debug_assertions) || std::env::var("STRIPE_WEBHOOKS_DEV").is_ok_and(|v| v == "1");
+    let secret = match std::env::var("STRIPE_WEBHOOK_SECRET") {
+        Ok(s) if s.trim().is_empty() => {
+            return Err(
+                "STRIPE_WEBHOOK_SECRET is set but empty: give the endpoint's signing \
+                        secret (whsec_…), or unset it for the local development secret"
+                    .into(),
+            )
+        }
+        Ok(s) => s,
+        Err(_) if dev_allowed => DEV_SECRET.to_owned(),
+        Err(_) => {
+            return Err(
+                "STRIPE_WEBHOOK_SECRET is not set, and a release build does not run \
+                        on the public development secret (set STRIPE_WEBHOOKS_DEV=1 to allow \
+                        it anyway)"
+                    .into(),
+            )
+        }
+    };
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p.parse().map_err(|e| format!("PORT={p:?}: {e}"))?,
         Err(_) => 4243,

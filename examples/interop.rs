@@ -1,4 +1,6 @@
-//! Run with: `cargo run --example interop --features testing -- verify interop/cases.json` (or `-- sign out.json`)
+//! Run with: `bash .ci/interop.sh` (every direction), or by hand: `(cd interop && npm ci &&
+//! node node_sign.js /tmp/cases.json)` then `cargo run --example interop --features
+//! testing -- verify /tmp/cases.json` (or `-- sign out.json`)
 //!
 //! Cross-checks this crate's signatures against Stripe's official SDKs (see
 //! `.ci/interop.sh`, which runs every direction).

@@ -17,7 +17,7 @@
 //! - `STRIPE_WEBHOOK_SECRET`, `STRIPE_THIN_WEBHOOK_SECRET`: as in the axum example.
 //! - `PORT` (default 4242) on 127.0.0.1.
 //! - `QUEUE_WORKERS`: jobs run at once (default 4; in inbox mode each holds one of the
-//!   store pool's 8 connections while it runs).
+//!   store pool's connections while it runs: 8 on SQLite, 16 on PostgreSQL).
 //! - `DEMO_HANDLER_SLEEP_MS`: how long the demo handler works, `2000` or a range `0-50`.
 //! - `QUEUE_LEASE_MS`: a job's lease (default 120000); a process killed with SIGKILL
 //!   delays its jobs by this much.

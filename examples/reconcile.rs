@@ -58,9 +58,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .await?;
     // The verifier is not used by a reconciler (the API is authenticated by the key),
     // but a processor has one: the service's.
-    let verifier = Verifier::from_secrets_list(
-        &std::env::var("STRIPE_WEBHOOK_SECRET").unwrap_or_else(|_| common::DEV_SECRET.to_owned()),
-    )?;
+    let verifier = Verifier::from_secrets_list(&common::webhook_secrets()?)?;
     let processor = Arc::new(Processor::with_inbox(verifier, store.inbox(common::Demo)));
 
     let server;

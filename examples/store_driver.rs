@@ -1,7 +1,7 @@
 //! A webhook processor as a separate OS process, for the cross-process tests in
 //! `tests/multiprocess.rs`: it reads signed deliveries from a file, waits for a start
 //! time shared with its sibling processes, processes them all concurrently, and prints
-//! one `STATUS <code> <event id>` line each. Its handler appends a row to an
+//! one `STATUS <code> <event id> <outcome>` line each. Its handler appends a row to an
 //! unconstrained effects table (SQL) or list (Redis).
 //!
 //! Run with: `cargo run --example store_driver --all-features -- --backend sqlite --url events.db --name demo --deliveries deliveries.jsonl`

@@ -92,6 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! | `console` | `console::Console`, the web console over a queue (on axum) |
 //! | `tokio` | handler deadlines, store timeouts, lease renewal (on with every store and adapter) |
 //! | `tracing` | one span per delivery |
+//! | `metrics` | `stripe_webhooks::metrics`: counters, histograms and gauges through the `metrics` facade |
 //! | `client` | `client::HttpClient`, the Stripe API client (reqwest, rustls) |
 //! | `testing` | the test kit: signer, fixtures, store conformance, a fake Stripe API |
 //! | `cli` | the `stripe-webhooks` command-line tool: status, dead jobs, requeue, purge, migrate, send |

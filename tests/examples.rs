@@ -416,6 +416,23 @@ fn an_empty_secret_or_a_foreign_database_url_stops_the_example() {
         assert!(stderr.contains(said), "{stderr}");
         assert!(!stderr.contains(":pw@"), "{stderr}");
     }
+    // The examples that read the secret without the shared configuration do the same.
+    for (example, args) in [("console", &[][..]), ("reconcile", &["--fake"][..])] {
+        let out = Command::new(common::example_binary(example))
+            .args(args)
+            .env("STRIPE_WEBHOOK_SECRET", "")
+            .env("CONSOLE_PASSWORD", "pw")
+            .env("SQLITE_PATH", dir.join(&format!("{example}.db")))
+            .env("PORT", "0")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{example}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("STRIPE_WEBHOOK_SECRET is set but empty"),
+            "{example}: {stderr}"
+        );
+    }
 }
 
 /// Runs an example with `--print-enabled-events` and reads the manifest it prints.

@@ -79,6 +79,43 @@ fn dev_secrets_allowed() -> bool {
     cfg!(debug_assertions) || std::env::var("STRIPE_WEBHOOKS_DEV").is_ok_and(|v| v == "1")
 }
 
+/// `name`'s value, `None` when unset. Set but empty (a secret reference that resolved
+/// to nothing) is an error, never taken as unset.
+fn env_secret(name: &str) -> Result<Option<String>, Box<dyn Error>> {
+    match std::env::var(name) {
+        Ok(v) if v.trim().is_empty() => Err(format!(
+            "{name} is set but empty: give the endpoint's signing secret (whsec_…), or unset \
+             it for the local development secret"
+        )
+        .into()),
+        Ok(v) => Ok(Some(v)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The development secret standing in for an unset `STRIPE_WEBHOOK_SECRET`, where
+/// allowed ([`dev_secrets_allowed`]); else an error.
+fn dev_secret() -> Result<String, Box<dyn Error>> {
+    if !dev_secrets_allowed() {
+        return Err(
+            "STRIPE_WEBHOOK_SECRET is not set, and a release build does not run on \
+                    the public development secret (set STRIPE_WEBHOOKS_DEV=1 to allow it anyway)"
+                .into(),
+        );
+    }
+    tracing::warn!("STRIPE_WEBHOOK_SECRET is not set: using the local development secret");
+    Ok(DEV_SECRET.to_owned())
+}
+
+/// `STRIPE_WEBHOOK_SECRET` (one secret or several, comma-separated), checked; unset, the
+/// development secret where allowed. What the examples without a [`Config`] read.
+pub fn webhook_secrets() -> Result<String, Box<dyn Error>> {
+    match env_secret("STRIPE_WEBHOOK_SECRET")? {
+        Some(s) => checked_secrets("STRIPE_WEBHOOK_SECRET", s),
+        None => dev_secret(),
+    }
+}
+
 impl Config {
     /// Reads `STRIPE_WEBHOOK_SECRET`, `STRIPE_THIN_WEBHOOK_SECRET`, `PORT`,
     /// `DATABASE_URL`, `REDIS_URL` and `SQLITE_PATH`.
@@ -92,24 +129,12 @@ impl Config {
     /// refuses every request (the development thin secret is public, and a real endpoint
     /// must not accept it).
     pub fn from_env() -> Result<Self, Box<dyn Error>> {
-        let set = |name: &str| match std::env::var(name) {
-            Ok(v) if v.trim().is_empty() => Err(format!(
-                "{name} is set but empty: give the endpoint's signing secret (whsec_…), or \
-                 unset it for the local development secret"
-            )),
-            Ok(v) => Ok(Some(v)),
-            Err(_) => Ok(None),
+        let snapshot = env_secret("STRIPE_WEBHOOK_SECRET")?;
+        let thin = env_secret("STRIPE_THIN_WEBHOOK_SECRET")?;
+        let secrets = match &snapshot {
+            Some(s) => checked_secrets("STRIPE_WEBHOOK_SECRET", s.clone())?,
+            None => dev_secret()?,
         };
-        let snapshot = set("STRIPE_WEBHOOK_SECRET")?;
-        let thin = set("STRIPE_THIN_WEBHOOK_SECRET")?;
-        if snapshot.is_none() && !dev_secrets_allowed() {
-            return Err(
-                "STRIPE_WEBHOOK_SECRET is not set, and a release build does not run on \
-                        the public development secret (set STRIPE_WEBHOOKS_DEV=1 to allow it \
-                        anyway)"
-                    .into(),
-            );
-        }
         let thin_secrets = match (&thin, &snapshot) {
             (Some(t), _) => checked_secrets("STRIPE_THIN_WEBHOOK_SECRET", t.clone())?,
             (None, Some(_)) => {
@@ -123,15 +148,6 @@ impl Config {
                     "STRIPE_THIN_WEBHOOK_SECRET is not set: using the local development secret"
                 );
                 DEV_THIN_SECRET.to_owned()
-            }
-        };
-        let secrets = match snapshot {
-            Some(s) => checked_secrets("STRIPE_WEBHOOK_SECRET", s)?,
-            None => {
-                tracing::warn!(
-                    "STRIPE_WEBHOOK_SECRET is not set: using the local development secret"
-                );
-                DEV_SECRET.to_owned()
             }
         };
         let port = match std::env::var("PORT") {

@@ -431,6 +431,43 @@ async fn store_that_hangs_is_503_within_timeout() {
     assert_eq!(handler.runs.load(Ordering::SeqCst), 0);
 }
 
+/// A store timeout of zero is taken as the floor (10 ms): as given, every call to a store
+/// that does not answer at its first poll would time out, and every delivery be 503.
+#[tokio::test]
+async fn a_zero_store_timeout_is_raised_to_the_floor() {
+    /// A `MemoryStore` that answers after a millisecond, as a real store does.
+    struct Yielding(MemoryStore);
+    #[async_trait]
+    impl IdempotencyStore for Yielding {
+        async fn claim(
+            &self,
+            id: &EventId,
+            event_type: &EventType,
+            lease: Duration,
+        ) -> Result<Claim, StoreError> {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.0.claim(id, event_type, lease).await
+        }
+        async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.0.complete(token).await
+        }
+        async fn release(&self, token: &ClaimToken, reason: &str) -> Result<(), StoreError> {
+            self.0.release(token, reason).await
+        }
+        async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
+            self.0.extend(token, lease).await
+        }
+    }
+    let handler = Arc::new(Counting::default());
+    let p = Processor::new(verifier(), Yielding(MemoryStore::new()), handler.clone())
+        .with_store_timeout(Duration::ZERO);
+    let (h, b) = signed("evt_zero_timeout", "invoice.paid");
+    let o = p.process(Some(&h), b.as_bytes()).await;
+    assert_eq!((o.status(), o.kind().name()), (200, "processed"));
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn each_rejection_has_its_own_outcome_and_status() {
     let handler = Arc::new(Counting::default());

@@ -697,6 +697,73 @@ async fn a_worker_takes_durations_too_large_for_the_database_as_its_limits() {
     );
 }
 
+/// A zero lease lasts a millisecond on the memory queue, as on the others: ending as it
+/// is taken, it let a second take in the same millisecond take the running job again.
+#[tokio::test]
+async fn a_zero_lease_still_keeps_a_job_from_a_second_take() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let queue = MemoryQueue::with_clock(clock.clone());
+    enqueue_body(&queue, &customer_event("evt_zero_lease", "cus_1", 1)).await;
+    assert_eq!(queue.take(1, Duration::ZERO, false).await.unwrap().len(), 1);
+    assert!(queue
+        .take(1, Duration::ZERO, false)
+        .await
+        .unwrap()
+        .is_empty());
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(queue.take(1, Duration::ZERO, false).await.unwrap().len(), 1);
+}
+
+/// A store timeout of zero is taken as the floor (10 ms): as given, every queue call
+/// that does not answer at its first poll, as a networked queue's never does, would time
+/// out, and no job ever be taken or completed.
+#[tokio::test]
+async fn a_worker_with_a_zero_store_timeout_still_runs_its_jobs() {
+    /// A `MemoryQueue` that answers takes and completions after a millisecond.
+    #[derive(Clone)]
+    struct Yielding(MemoryQueue);
+    #[async_trait]
+    impl Queue for Yielding {
+        async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
+            self.0.enqueue(job).await
+        }
+        async fn take(
+            &self,
+            max: usize,
+            lease: Duration,
+            per_object_order: bool,
+        ) -> Result<Vec<stripe_webhooks::queue::Job>, StoreError> {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.0.take(max, lease, per_object_order).await
+        }
+        async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
+            self.0.extend(token, lease).await
+        }
+        async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.0.complete(token).await
+        }
+        async fn fail(
+            &self,
+            token: &ClaimToken,
+            error: &str,
+            retry_in: Option<Duration>,
+        ) -> Result<(), StoreError> {
+            self.0.fail(token, error, retry_in).await
+        }
+        async fn release(&self, token: &ClaimToken) -> Result<(), StoreError> {
+            self.0.release(token).await
+        }
+    }
+    let queue = MemoryQueue::new();
+    enqueue_body(&queue, &customer_event("evt_zero_timeout", "cus_1", 1)).await;
+    let handler = Recorder::default();
+    let worker =
+        Worker::new(Yielding(queue.clone()), handler.clone()).with_store_timeout(Duration::ZERO);
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(queue.counts().await.unwrap().completed, 1);
+}
+
 /// SQLite: a take that waits for the write lock longer than the store timeout (2 s)
 /// is not abandoned while its statement could still commit; it takes the job when the
 /// lock is free (within the busy timeout) and runs it.

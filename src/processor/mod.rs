@@ -53,6 +53,10 @@ const MIN_LEASE: Duration = Duration::from_millis(100);
 /// The longest store timeout a [`Processor`] or a [`Worker`](crate::queue::Worker) takes:
 /// longer ones are taken as this.
 pub const MAX_STORE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The least store timeout the processor and the workers take: a zero one would time
+/// every store call out before it was sent.
+pub(crate) const MIN_STORE_TIMEOUT: Duration = Duration::from_millis(10);
 /// How long a store call may take by default before the delivery is answered 503.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the adapters wait by default for a request's whole body before answering
@@ -623,12 +627,13 @@ impl Processor {
         self
     }
 
-    /// Sets how long a store call may take before the delivery is answered 503 (at most
+    /// Sets how long a store call may take before the delivery is answered 503 (at least
+    /// 10 ms, since a zero timeout would answer every delivery 503; at most
     /// [`MAX_STORE_TIMEOUT`], an hour: PostgreSQL's `lock_timeout`, which the inbox sets
     /// from it, holds no more than 24 days, and nothing needs more).
     #[must_use]
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.store_timeout = timeout.min(MAX_STORE_TIMEOUT);
+        self.settings.store_timeout = timeout.clamp(MIN_STORE_TIMEOUT, MAX_STORE_TIMEOUT);
         self
     }
 

@@ -243,7 +243,9 @@ impl Queue for MemoryQueue {
             let token = ClaimToken::new(EventId::new(&key), e.attempts);
             e.fence = token.fence();
             e.state = JobState::Running;
-            e.run_at = now.saturating_add(millis(lease));
+            // At least a millisecond, as the other queues: a lease that ends as it is
+            // taken would let a take a moment later take the job again.
+            e.run_at = now.saturating_add(millis(lease).max(1));
             taken.push(
                 Job::new(
                     token,

@@ -508,11 +508,15 @@ impl Worker {
         self
     }
 
-    /// How long a queue call may take before it counts as failed (default 2 s, at most
+    /// How long a queue call may take before it counts as failed (default 2 s; at least
+    /// 10 ms, since with a zero timeout no take would ever finish; at most
     /// [`MAX_STORE_TIMEOUT`](crate::MAX_STORE_TIMEOUT)).
     #[must_use]
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.store_timeout = timeout.min(crate::MAX_STORE_TIMEOUT);
+        self.settings.store_timeout = timeout.clamp(
+            crate::processor::MIN_STORE_TIMEOUT,
+            crate::MAX_STORE_TIMEOUT,
+        );
         self
     }
 

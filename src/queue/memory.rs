@@ -265,10 +265,24 @@ impl Queue for MemoryQueue {
     }
 
     async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
-        self.fenced(token, |e, now| {
+        let done = self.fenced(token, |e, now| {
             e.state = JobState::Completed;
             e.finished_at = Some(now);
-        })
+        });
+        // A completion this token made already (a retry whose first answer was lost).
+        let by_token = |e: &Entry| e.state == JobState::Completed && e.fence == token.fence();
+        match done {
+            Err(StoreError::LeaseLost { .. })
+                if self
+                    .lock()
+                    .jobs
+                    .get(token.event_id().as_str())
+                    .is_some_and(by_token) =>
+            {
+                Ok(())
+            }
+            done => done,
+        }
     }
 
     async fn fail(

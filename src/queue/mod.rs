@@ -522,7 +522,9 @@ pub trait Queue: Send + Sync + 'static {
     /// [`StoreError::LeaseLost`] if the token no longer holds the job.
     async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError>;
 
-    /// Marks the job completed.
+    /// Marks the job completed. A completion this token made already answers `Ok`, so a
+    /// call retried after its first answer was lost (a timeout) is not taken for a lost
+    /// lease.
     ///
     /// # Errors
     ///

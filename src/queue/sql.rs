@@ -24,6 +24,7 @@ use crate::processor::{handler_future, run_handler};
 /// | `take` | fence, lease ms, limit | the job columns |
 /// | `extend` | key, fence, lease ms | |
 /// | `complete` | key, fence | |
+/// | `completed_by` | key, fence | a row when that fence completed the job |
 /// | `retry` | key, fence, error, delay ms | |
 /// | `bury` | key, fence, error | |
 /// | `release` | key, fence | |
@@ -49,6 +50,7 @@ pub(crate) struct Statements {
     order_lock: Option<&'static str>,
     extend: &'static str,
     complete: &'static str,
+    completed_by: &'static str,
     retry: &'static str,
     bury: &'static str,
     release: &'static str,
@@ -94,6 +96,7 @@ const SQLITE: Statements = Statements {
         WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
     complete: "UPDATE {j} SET state = 'completed', finished_at = {now}, run_at = {now} \
         WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
+    completed_by: "SELECT 1 FROM {j} WHERE job_key = ?1 AND fence = ?2 AND state = 'completed'",
     retry: "UPDATE {j} SET state = 'retrying', last_error = ?3, run_at = {now} + ?4 \
         WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
     bury: "UPDATE {j} SET state = 'dead', last_error = ?3, finished_at = {now} \
@@ -139,6 +142,7 @@ const POSTGRES: Statements = Statements {
         WHERE job_key = $1 AND fence = $2 AND state = 'running'",
     complete: "UPDATE {j} SET state = 'completed', finished_at = {now}, run_at = {now} \
         WHERE job_key = $1 AND fence = $2 AND state = 'running'",
+    completed_by: "SELECT 1 FROM {j} WHERE job_key = $1 AND fence = $2 AND state = 'completed'",
     retry: "UPDATE {j} SET state = 'retrying', last_error = $3, run_at = {now} + $4 \
         WHERE job_key = $1 AND fence = $2 AND state = 'running'",
     bury: "UPDATE {j} SET state = 'dead', last_error = $3, finished_at = {now} \
@@ -250,6 +254,7 @@ struct Rendered {
     order_lock: Option<String>,
     extend: String,
     complete: String,
+    completed_by: String,
     retry: String,
     bury: String,
     release: String,
@@ -277,6 +282,7 @@ impl Rendered {
             order_lock: s.order_lock.map(r),
             extend: r(s.extend),
             complete: r(s.complete),
+            completed_by: r(s.completed_by),
             retry: r(s.retry),
             bury: r(s.bury),
             release: r(s.release),
@@ -495,9 +501,27 @@ where
         .await
     }
 
+    /// Completes the job; a completion this token made already (a retry whose first
+    /// answer was lost) answers `Ok` too.
     pub(crate) async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
-        self.fenced(&self.pool, &self.sql.complete, token, None, None)
+        match self
+            .fenced(&self.pool, &self.sql.complete, token, None, None)
             .await
+        {
+            Err(StoreError::LeaseLost { .. }) if self.completed_by(token).await? => Ok(()),
+            done => done,
+        }
+    }
+
+    /// Whether `token`'s fence completed the job.
+    async fn completed_by(&self, token: &ClaimToken) -> Result<bool, StoreError> {
+        let row = sqlx::query(&self.sql.completed_by)
+            .bind(token.event_id().as_str())
+            .bind(token.fence_hex())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(row.is_some())
     }
 
     /// Completes the job on `conn`: inside an inbox transaction.

@@ -205,10 +205,28 @@ pub async fn completion_is_fenced<Q: QueueAdmin + ?Sized>(q: &Q, time: &LeaseTim
         );
     }
     q.complete(&second.token).await.unwrap();
-    assert!(matches!(
-        q.complete(&second.token).await,
-        Err(StoreError::LeaseLost { .. })
-    ));
+    // Completed: the same token's completion again (a retry whose first answer was lost)
+    // is done; the old holder's is still refused, as is any other call.
+    q.complete(&second.token).await.unwrap();
+    for call in [
+        q.complete(&first.token).await,
+        q.extend(&second.token, LONG).await,
+        q.fail(&second.token, "x", None).await,
+        q.release(&second.token).await,
+    ] {
+        assert!(
+            matches!(call, Err(StoreError::LeaseLost { .. })),
+            "{call:?}"
+        );
+    }
+    assert_eq!(
+        q.job(&EventId::new("evt_fence"))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        JobState::Completed
+    );
 }
 
 /// A failed job is retrying until its delay passes, then runs again; failed with no

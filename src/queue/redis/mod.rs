@@ -57,6 +57,10 @@ const EXTEND: &str = include_str!("extend.lua");
 /// Completed: acked, listed in `{prefix}:q:completed` by finish time.
 const COMPLETE: &str = include_str!("complete.lua");
 
+/// Run before `FENCED` by the completion: answers 1 when the job is completed under the
+/// token's fence already.
+const COMPLETE_AGAIN: &str = include_str!("complete_again.lua");
+
 /// ARGV[4]: the error; ARGV[5]: the delay in ms. Retrying, in `{prefix}:q:delayed`.
 const RETRY: &str = include_str!("retry.lua");
 
@@ -89,7 +93,7 @@ static ENQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB
 static TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, TAKE]));
 static EXTEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, FENCED, EXTEND]));
 static COMPLETE_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| script(&[PRELUDE, LIB, FENCED, COMPLETE]));
+    LazyLock::new(|| script(&[PRELUDE, LIB, COMPLETE_AGAIN, FENCED, COMPLETE]));
 static RETRY_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, FENCED, RETRY]));
 static BURY_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, FENCED, BURY]));
 static RELEASE_SCRIPT: LazyLock<Script> =

@@ -221,8 +221,9 @@ fn oldest_first<T>(items: &mut [T], created: impl Fn(&T) -> i64) {
 enum Listed<T> {
     /// Every event of the window, each once.
     All(Vec<T>),
-    /// More than the cap: nothing kept, the window is to be halved.
-    TooMany,
+    /// More than the cap: nothing kept, the window is to be halved. `newest` is the
+    /// latest `created` among those listed before it stopped.
+    TooMany { newest: Option<i64> },
 }
 
 /// The windows of time a pass lists, oldest first, each `[start, end)` and the last one
@@ -315,6 +316,14 @@ impl Windows {
 struct Frontier {
     newest: Option<Watermark>,
     oldest_open: Option<i64>,
+    /// The latest `created` listed so far in this pass, the halved listings' included:
+    /// Stripe's clock had passed it when it was listed.
+    present: Option<i64>,
+    /// Where a window that ended past [`present`](Self::present) when it was listed
+    /// stopped being known complete: with this machine's clock ahead of Stripe's, a
+    /// window of time can end in Stripe's future, and the events created after its
+    /// listing in its span are in no later window. The cursor stays behind this.
+    ceiling: Option<i64>,
     /// When the pass started, in Unix seconds.
     now: i64,
     /// How far behind the present (or the newest event listed) the cursor stays.
@@ -333,6 +342,8 @@ impl Frontier {
         Self {
             newest: None,
             oldest_open: None,
+            present: None,
+            ceiling: None,
             now,
             lag,
             hold_from,
@@ -360,6 +371,22 @@ fn secs(d: Duration) -> i64 {
 const OPEN_EVENT: &str = "-";
 
 impl Frontier {
+    /// A listing found events up to `newest` (`None`: none).
+    fn listed(&mut self, newest: Option<i64>) {
+        self.present = self.present.max(newest);
+    }
+
+    /// The window `[start, end)` was listed (after [`listed`](Self::listed)). If it
+    /// ends past the latest event listed so far, the part after that event (or after
+    /// its start) may have been in Stripe's future then: the cursor stays before it.
+    fn closed(&mut self, start: i64, end: i64) {
+        if self.present.is_some_and(|p| end <= p) {
+            return;
+        }
+        let known = self.present.map_or(start, |p| p.max(start));
+        self.ceiling = Some(self.ceiling.map_or(known, |c| c.min(known)));
+    }
+
     fn saw(&mut self, created: i64, id: &EventId, o: &Outcome) {
         if self.newest.as_ref().map_or(true, |w| w.created < created) {
             self.newest = Some(Watermark::new(created, id.clone()));
@@ -397,10 +424,12 @@ impl Frontier {
         // ahead of Stripe's, by the newest event listed (which Stripe's clock has
         // passed), so that a clock ahead cannot carry the cursor past an event Stripe
         // lists late.
+        // And never past where a window may have missed events (`ceiling`).
         let horizon = self
             .newest
             .as_ref()
             .map_or(self.now, |n| n.created.min(self.now))
+            .min(self.ceiling.unwrap_or(i64::MAX))
             .saturating_sub(self.lag);
         match (self.oldest_open, &self.newest) {
             // Not past an open event: the next pass starts at its second, or at the
@@ -660,7 +689,9 @@ impl Reconciler {
     /// after its `created` (its list is eventually consistent) is not skipped. The
     /// present is this reconciler's [clock](Self::with_clock), or the newest event
     /// listed if that is earlier (a clock running ahead of Stripe's cannot carry the
-    /// cursor past an event). A longer lag relists more events each pass, each one
+    /// cursor past an event; nor, in a backlog listed window by window, past the newest
+    /// event listed when a window that ended after it was listed, since that window may
+    /// have ended in Stripe's future). A longer lag relists more events each pass, each one
     /// answered by the store as a duplicate; zero trusts Stripe's list to be complete
     /// up to the second it was read.
     #[must_use]
@@ -760,7 +791,8 @@ impl Reconciler {
             }
             events.extend(page.data);
             if events.len() > cap {
-                return Ok(Listed::TooMany);
+                let newest = events.iter().map(Event::created).max();
+                return Ok(Listed::TooMany { newest });
             }
             match next {
                 Some(next) => params = next,
@@ -805,11 +837,16 @@ impl Reconciler {
                 .await?
             {
                 Listed::All(events) => events,
-                Listed::TooMany => {
+                Listed::TooMany { newest } => {
+                    frontier.listed(newest);
                     windows.narrow();
                     continue;
                 }
             };
+            frontier.listed(events.iter().map(Event::created).max());
+            if let Some(end) = end {
+                frontier.closed(start, end);
+            }
             let count = events.len();
             let ran = in_chains(
                 events,
@@ -850,7 +887,11 @@ impl Reconciler {
             report.pages += 1;
             notifications.extend(page.data);
             if notifications.len() > cap {
-                return Ok(Listed::TooMany);
+                let newest = notifications
+                    .iter()
+                    .filter_map(EventNotification::created_unix)
+                    .max();
+                return Ok(Listed::TooMany { newest });
             }
             // An empty page may still have a next one; a token already used (the same
             // page again, or a cycle) stops the pass rather than looping.
@@ -974,11 +1015,21 @@ impl Reconciler {
             let cap = windows.cap(self.max_buffered);
             let mut notifications = match self.list_v2(&params, cap, &mut report).await? {
                 Listed::All(n) => n,
-                Listed::TooMany => {
+                Listed::TooMany { newest } => {
+                    frontier.listed(newest);
                     windows.narrow();
                     continue;
                 }
             };
+            frontier.listed(
+                notifications
+                    .iter()
+                    .filter_map(EventNotification::created_unix)
+                    .max(),
+            );
+            if let Some(end) = end {
+                frontier.closed(start, end);
+            }
             oldest_first(&mut notifications, |n| n.created_unix().unwrap_or(start));
             let count = notifications.len();
             let ran = in_chains(
@@ -1031,14 +1082,32 @@ mod tests {
     use super::*;
 
     fn frontier(now: i64) -> Frontier {
-        Frontier {
-            newest: None,
-            oldest_open: None,
-            now,
-            lag: SAFETY_LAG,
-            hold_from: 0,
-            beyond_lookback: 0,
-        }
+        Frontier::new(now, SAFETY_LAG, 0)
+    }
+
+    /// A window that ended past every event listed so far caps the cursor there (or at
+    /// its start, when nothing was listed): its end may have been in Stripe's future.
+    #[test]
+    fn a_window_ending_past_the_events_listed_caps_the_cursor() {
+        let done = Outcome::new(OutcomeKind::Processed, Instant::now());
+        let mut f = frontier(10_000);
+        f.listed(Some(5_000));
+        f.closed(1_000, 5_000);
+        assert_eq!(
+            f.ceiling, None,
+            "ends at the newest event listed: known complete"
+        );
+        f.listed(Some(5_100));
+        f.closed(5_000, 9_000);
+        assert_eq!(f.ceiling, Some(5_100));
+        f.closed(9_000, 9_500);
+        assert_eq!(f.ceiling, Some(5_100), "the lowest cap stays");
+        f.saw(9_900, &EventId::new("evt_new"), &done);
+        assert_eq!(f.target().map(|w| w.created), Some(5_100 - SAFETY_LAG));
+
+        let mut empty = frontier(10_000);
+        empty.closed(2_000, 3_000);
+        assert_eq!(empty.ceiling, Some(2_000));
     }
 
     const SAFETY_LAG: i64 = 60;

@@ -304,10 +304,15 @@ async fn output_is_safe_for_terminals_and_pipes() {
         .await
         .unwrap();
     let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
-    let error = "handler failed: no customer \u{1b}]0;pwned\u{7}\u{1b}[2J named \u{7f}\u{9b}";
+    let error = "handler failed: no customer \u{1b}]0;pwned\u{7}\u{1b}[2J named \u{7f}\u{9b} \u{202e}gnp.exe";
     queue.fail(&taken[0].token, error, None).await.unwrap();
     for args in [&["show", "evt_esc"][..], &["dead"][..]] {
         let out = on(&flags, args).await.ok();
+        assert!(
+            !out.stdout.contains('\u{202e}'),
+            "{args:?}: {:?}",
+            out.stdout
+        );
         assert!(!out.stdout.contains('\u{1b}'), "{args:?}: {:?}", out.stdout);
         assert!(!out.stdout.contains('\u{7}'), "{args:?}: {:?}", out.stdout);
         assert!(!out.stdout.contains('\u{9b}'), "{args:?}: {:?}", out.stdout);
@@ -327,6 +332,19 @@ async fn output_is_safe_for_terminals_and_pipes() {
         assert!(parsed.to_string().contains("\\u001b]0;pwned"), "{parsed}");
         assert!(parsed.to_string().contains('\u{9b}'), "{parsed}");
     }
+    // The command `show` suggests to rerun a job is one the shell runs as it reads.
+    let odd = testing::event_for_type("evt_odd;$(id)", "invoice.payment_failed").unwrap();
+    queue
+        .enqueue(&NewJob::parse(odd.as_bytes()).unwrap())
+        .await
+        .unwrap();
+    let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
+    queue.fail(&taken[0].token, "boom", None).await.unwrap();
+    let shown = on(&flags, &["show", "evt_odd;$(id)"]).await.ok().stdout;
+    assert!(
+        shown.contains("stripe-webhooks requeue 'evt_odd;$(id)'"),
+        "{shown}"
+    );
 
     // A 1 MB body, and a reader that takes a few bytes and leaves.
     let mut big: Value = serde_json::from_str(

@@ -329,6 +329,150 @@ async fn the_cursor_stays_the_safety_lag_behind_the_reconcilers_clock() {
     assert_eq!(fresh.listed, 0, "{fresh:?}");
 }
 
+/// With this machine's clock ahead of Stripe's, a backlog's windows can end in Stripe's
+/// future: the events created there after the window was listed are in no later
+/// window, so the cursor must not pass them, however new the events the last window
+/// lists. The next pass runs them.
+#[tokio::test]
+async fn a_clock_ahead_of_stripes_does_not_carry_a_windowed_cursor_past_unlisted_events() {
+    use stripe_webhooks::FixedClock;
+
+    /// Runs events; when it runs `evt_w9`, Stripe's clock moves on: two new events.
+    struct Late {
+        runs: Runs,
+        fake: Arc<FakeStripe>,
+        t: i64,
+    }
+    #[async_trait]
+    impl EventHandler for Late {
+        async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+            if event.id().as_str() == "evt_w9" {
+                let at = |id: &str, created| event_json_at(id, created);
+                self.fake.add_event(&at("evt_late", self.t + 100)).unwrap();
+                self.fake.add_event(&at("evt_after", self.t + 650)).unwrap();
+            }
+            self.runs.run(event.id().as_str())
+        }
+    }
+    fn event_json_at(id: &str, created: i64) -> String {
+        event(id, "invoice.paid", created)
+    }
+
+    let t = 1_900_000_000;
+    let fake = Arc::new(FakeStripe::start().await.unwrap());
+    for i in 0..10 {
+        fake.add_event(&event_json_at(&format!("evt_w{i}"), t - 3000 + 300 * i))
+            .unwrap();
+    }
+    let store = Arc::new(MemoryStore::new());
+    let handler = Arc::new(Late {
+        runs: Runs::default(),
+        fake: Arc::clone(&fake),
+        t,
+    });
+    let processor = Arc::new(Processor::new(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        Arc::clone(&store),
+        Arc::clone(&handler),
+    ));
+    // Ten minutes ahead: the last closed window is [t - 400, t + 600), listed before
+    // `evt_late` (t + 100) exists; the open one after it lists `evt_after` (t + 650).
+    let reconciler = || {
+        Reconciler::new(
+            fake.client().unwrap(),
+            Arc::clone(&processor),
+            Arc::clone(&store),
+        )
+        .with_page_size(4)
+        .with_max_buffered(4)
+        .with_clock(FixedClock(t + 600))
+        .with_lookback(Duration::from_secs(4000))
+    };
+    let r = reconciler().since_cursor().await.unwrap();
+    assert_eq!(r.processed, 11, "{r:?}");
+    let cursor = r.cursor.unwrap().created;
+    assert!(
+        cursor < t + 100,
+        "the cursor passed the unlisted event: {cursor}"
+    );
+    let again = reconciler().since_cursor().await.unwrap();
+    assert_eq!(again.processed, 1, "{again:?}");
+    handler.runs.all_once(12);
+}
+
+/// The same from the v2 events list: thin events.
+#[tokio::test]
+async fn a_clock_ahead_of_stripes_does_not_carry_a_windowed_thin_cursor_past_unlisted_events() {
+    use stripe_webhooks::FixedClock;
+
+    struct Late {
+        runs: Runs,
+        fake: Arc<FakeStripe>,
+        t: i64,
+    }
+    #[async_trait]
+    impl ThinEventHandler for Late {
+        async fn handle(&self, n: &EventNotification) -> Result<(), HandlerError> {
+            if n.id.as_str() == "evt_tw9" {
+                self.fake
+                    .add_v2_event(&thin_at("evt_tl", self.t + 100))
+                    .unwrap();
+                self.fake
+                    .add_v2_event(&thin_at("evt_ta", self.t + 650))
+                    .unwrap();
+            }
+            self.runs.run(n.dedupe_key().as_str())
+        }
+    }
+    fn thin_at(id: &str, created: i64) -> String {
+        ThinEventBuilder::new(id, "v1.price.activated")
+            .created(created)
+            .build()
+    }
+
+    let t = 1_900_000_000;
+    let fake = Arc::new(FakeStripe::start().await.unwrap());
+    for i in 0..10 {
+        fake.add_v2_event(&thin_at(&format!("evt_tw{i}"), t - 3000 + 300 * i))
+            .unwrap();
+    }
+    let store = Arc::new(MemoryStore::new());
+    let handler = Arc::new(Late {
+        runs: Runs::default(),
+        fake: Arc::clone(&fake),
+        t,
+    });
+    let processor = Arc::new(
+        Processor::new(
+            Verifier::new(SigningSecret::new(SECRET).unwrap()),
+            Arc::clone(&store),
+            Runs::default(),
+        )
+        .with_thin_handler(Arc::clone(&handler)),
+    );
+    let reconciler = || {
+        Reconciler::new(
+            fake.client().unwrap(),
+            Arc::clone(&processor),
+            Arc::clone(&store),
+        )
+        .with_page_size(4)
+        .with_max_buffered(4)
+        .with_clock(FixedClock(t + 600))
+        .with_lookback(Duration::from_secs(4000))
+    };
+    let r = reconciler().thin_since_cursor().await.unwrap();
+    assert_eq!(r.processed, 11, "{r:?}");
+    let cursor = r.cursor.unwrap().created;
+    assert!(
+        cursor < t + 100,
+        "the cursor passed the unlisted event: {cursor}"
+    );
+    let again = reconciler().thin_since_cursor().await.unwrap();
+    assert_eq!(again.processed, 1, "{again:?}");
+    handler.runs.all_once(12);
+}
+
 /// Lists `evt_poison` (two hours old, failing every time) and `evt_later` (ten minutes
 /// old).
 fn poison_and_later(s: &Setup, now: i64) {

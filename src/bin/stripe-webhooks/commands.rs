@@ -315,7 +315,16 @@ pub(crate) async fn show(b: &Backend, id: &str, json: bool) -> Result<(), CliErr
             crate::outln!("  finished     {}", when(ms));
         }
         if matches!(j.state, JobState::Dead | JobState::Retrying) {
-            crate::outln!("  rerun it     stripe-webhooks requeue {}", j.key);
+            // `--` first for a key clap would read as a flag.
+            let dashes = if j.key.as_str().starts_with('-') {
+                "-- "
+            } else {
+                ""
+            };
+            crate::outln!(
+                "  rerun it     stripe-webhooks requeue {dashes}{}",
+                shell_word(j.key.as_str())
+            );
         }
     }
     if let Some(r) = &view.record {

@@ -27,11 +27,27 @@ pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
     }
 }
 
-/// `text` with every control character but newline and tab as a `\u{…}` escape.
+/// Whether `c` must not reach a terminal raw: a control character, or an invisible
+/// format character (zero-width, bidirectional overrides and isolates, the BOM) that
+/// would hide or reorder what the operator reads.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
+}
+
+/// `text` with every control or invisible format character ([`hidden`]) but newline and
+/// tab as a `\u{…}` escape.
 pub(crate) fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
+        if hidden(c) && c != '\n' && c != '\t' {
             out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
         } else {
             out.push(c);
@@ -56,13 +72,14 @@ pub(crate) fn print_json(value: &impl Serialize) -> Result<(), CliError> {
     Ok(())
 }
 
-/// JSON text with every control character left raw written as a `\uXXXX` escape. Raw
-/// controls can only be inside strings (the rest of JSON is ASCII punctuation, digits
-/// and words), where the escape means the same character.
+/// JSON text with every control or invisible format character ([`hidden`]) left raw
+/// written as a `\uXXXX` escape. Such characters can only be inside strings (the rest of
+/// JSON is ASCII punctuation, digits and words), where the escape means the same
+/// character.
 fn json_printable(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
-        if c.is_control() && c != '\n' {
+        if hidden(c) && c != '\n' {
             out.push_str(&format!("\\u{:04x}", u32::from(c)));
         } else {
             out.push(c);
@@ -209,11 +226,20 @@ mod tests {
 
     #[test]
     fn json_output_stays_json() {
-        let value = serde_json::json!({ "error": "boom\u{7f}\u{85}\u{9b}[2J\u{1b}" });
+        let value = serde_json::json!({ "error": "boom\u{7f}\u{85}\u{9b}[2J\u{1b}\u{202e}\u{200b}\u{feff}" });
         let text = json_printable(&serde_json::to_string_pretty(&value).unwrap());
         assert_eq!(printable(&text), text, "no raw control is left: {text:?}");
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back, value);
+    }
+
+    #[test]
+    fn bidirectional_and_zero_width_characters_are_escaped() {
+        assert_eq!(
+            printable("evt_\u{202e}gpj.exe\u{200b}\u{2066}x\u{2069}"),
+            "evt_\\u{202e}gpj.exe\\u{200b}\\u{2066}x\\u{2069}"
+        );
+        assert_eq!(printable("déjà vu → ok\n"), "déjà vu → ok\n");
     }
 
     #[test]

@@ -46,6 +46,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
         None => None,
     };
 
+    // The verifier is not used by a reconciler (the API is authenticated by the key),
+    // but a processor has one: the service's.
+    let verifier = Verifier::from_secrets_list(&common::webhook_secrets()?)?;
+
     let default_path = if fake {
         "stripe-webhooks-fake.db"
     } else {
@@ -56,9 +60,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
     sqlx::query(common::SQLITE_ACCESS)
         .execute(store.pool())
         .await?;
-    // The verifier is not used by a reconciler (the API is authenticated by the key),
-    // but a processor has one: the service's.
-    let verifier = Verifier::from_secrets_list(&common::webhook_secrets()?)?;
     let processor = Arc::new(Processor::with_inbox(verifier, store.inbox(common::Demo)));
 
     let server;

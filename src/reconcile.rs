@@ -954,7 +954,10 @@ impl Reconciler {
     /// pass lists it again. An event older than the lookback no longer holds the cursor
     /// ([`ReconcileReport::beyond_lookback`]): the store keeps its failure. A backlog of
     /// more than [`with_max_buffered`](Self::with_max_buffered) events goes window by
-    /// window of time, the cursor moving after each.
+    /// window of time, the cursor moving after each; and not past the newest event
+    /// listed when a window that ended after it was listed (it may have ended in Stripe's
+    /// future, if this machine's clock runs ahead), so the next pass may list again the
+    /// events created while this one ran.
     ///
     /// # Errors
     ///

@@ -417,16 +417,32 @@ fn an_empty_secret_or_a_foreign_database_url_stops_the_example() {
         assert!(!stderr.contains(":pw@"), "{stderr}");
     }
     // The examples that read the secret without the shared configuration do the same.
+    // (Spawned with a deadline: one that took the secret as unset would serve on.)
     for (example, args) in [("console", &[][..]), ("reconcile", &["--fake"][..])] {
-        let out = Command::new(common::example_binary(example))
+        let mut child = Command::new(common::example_binary(example))
             .args(args)
             .env("STRIPE_WEBHOOK_SECRET", "")
             .env("CONSOLE_PASSWORD", "pw")
             .env("SQLITE_PATH", dir.join(&format!("{example}.db")))
             .env("PORT", "0")
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("{example} kept running on an empty secret");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
         assert!(!out.status.success(), "{example}");
+        assert!(
+            !dir.join(&format!("{example}.db")).exists(),
+            "{example} made its database before checking the secret"
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains("STRIPE_WEBHOOK_SECRET is set but empty"),

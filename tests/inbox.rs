@@ -585,6 +585,48 @@ async fn a_handler_that_hides_a_rolled_back_batch_fails_alone() {
     a_self_rollback_in_a_batch_is_isolated("_swallowed").await;
 }
 
+/// An ordered inbox whose handler hides a write that made SQLite roll the whole
+/// transaction back: the object's watermark does not move (it used to, committed on its
+/// own outside any transaction, so that an older event of the object, never applied
+/// over, would have been answered stale).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_inbox_never_moves_the_watermark_of_a_rolled_back_delivery() {
+    use stripe_webhooks::{dangerous, OrderingStore, TiePolicy};
+    let handler = Arc::new(Picky::default());
+    handler.poison.store(true, Ordering::SeqCst);
+    let dir = common::TempDir::new("inbox_ordered_swallowed");
+    let store = SqliteStore::connect(dir.join("events.db")).await.unwrap();
+    for ddl in [
+        "CREATE TABLE effects (event_id TEXT NOT NULL)",
+        "CREATE TABLE parents (id TEXT PRIMARY KEY)",
+    ] {
+        sqlx::query(ddl).execute(store.pool()).await.unwrap();
+    }
+    let p = Processor::with_inbox(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        store
+            .inbox(Shared(Arc::clone(&handler)))
+            .ordered(TiePolicy::Run),
+    );
+    let (header, body) = delivery("evt_ow_swallowed");
+    let object = dangerous::parse_unverified(body.as_bytes())
+        .unwrap()
+        .object_id()
+        .unwrap()
+        .to_owned();
+    let o = p.process(Some(&header), body.as_bytes()).await;
+    assert!(o.status() >= 500, "{o:?}");
+    assert_eq!(effects(&store, "evt_ow_swallowed").await, 0);
+    assert_eq!(store.watermark(&object).await.unwrap(), None);
+    // Delivered again once the handler is fixed, it runs and moves the watermark.
+    handler.poison.store(false, Ordering::SeqCst);
+    let o = p.process(Some(&header), body.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
+    assert_eq!(effects(&store, "evt_ow_swallowed").await, 1);
+    let moved = store.watermark(&object).await.unwrap().unwrap();
+    assert_eq!(moved.event_id.as_str(), "evt_ow_swallowed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_handler_may_open_its_own_nested_transaction() {
     let (store, processor, _handler, _dir) = picky("nested").await;

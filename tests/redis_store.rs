@@ -79,6 +79,7 @@ async fn redis_store_ordering_conformance() {
     store_conformance::run_ordering(Arc::new(store.clone()), LeaseTime::Real).await;
     store_conformance::a_refused_claim_leaves_the_objects_lock_alone(&store, &LeaseTime::Real)
         .await;
+    store_conformance::a_completed_event_is_a_duplicate_while_its_object_is_locked(&store).await;
 }
 
 #[tokio::test]

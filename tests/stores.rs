@@ -31,6 +31,7 @@ async fn memory_store_ordering_conformance() {
         &LeaseTime::Manual(clock),
     )
     .await;
+    store_conformance::a_completed_event_is_a_duplicate_while_its_object_is_locked(&store).await;
 }
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -557,6 +558,8 @@ mod sqlite {
         store_conformance::run_ordering(Arc::new(store.clone()), LeaseTime::Real).await;
         store_conformance::a_refused_claim_leaves_the_objects_lock_alone(&store, &LeaseTime::Real)
             .await;
+        store_conformance::a_completed_event_is_a_duplicate_while_its_object_is_locked(&store)
+            .await;
     }
 
     migration_db!(
@@ -738,7 +741,10 @@ mod postgres {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres_store_ordering_conformance() {
-        store_conformance::run_ordering(Arc::new(store("ordering").await), LeaseTime::Real).await;
+        let store = store("ordering").await;
+        store_conformance::run_ordering(Arc::new(store.clone()), LeaseTime::Real).await;
+        store_conformance::a_completed_event_is_a_duplicate_while_its_object_is_locked(&store)
+            .await;
     }
 
     migration_db!(PostgresStore, "SELECT to_regclass($1) IS NOT NULL");

@@ -143,7 +143,9 @@ pub trait OrderingStore: IdempotencyStore {
     /// The crate's stores answer a completed event
     /// [`Refused(Claim::Completed)`](Claim::Completed) even while another holder has its
     /// object (a duplicate has nothing to wait for); the default answers
-    /// [`Busy`](LockedClaim::Busy) then, and a retry after the lock finds it completed.
+    /// [`Busy`](LockedClaim::Busy) then, and a retry after the lock finds it completed
+    /// (`store_conformance::a_completed_event_is_a_duplicate_while_its_object_is_locked`
+    /// checks the former, apart from `run_ordering`).
     ///
     /// # Errors
     ///

@@ -538,27 +538,35 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
             }
             _ => event,
         };
+        // The watermark moves before the handler runs, in the delivery's savepoint: a
+        // failed handler's undo takes it back, and a handler whose write made SQLite roll
+        // the whole transaction back (`OR ROLLBACK`, a full disk) takes it along even if
+        // the handler hides the error. Run after such a handler, it would commit on its
+        // own, outside any transaction, and later events older than this one (never
+        // applied) would be answered stale.
+        if let Some(object_id) = &object_id {
+            let advanced = store_call(t, async {
+                sqlx::query(&core.sql.advance)
+                    .bind(object_id.as_str())
+                    .bind(event.created())
+                    .bind(id.as_str())
+                    .execute(&mut *batch.tx)
+                    .await
+                    .map_err(busy_or_down)
+            })
+            .await;
+            if let Err(e) = advanced {
+                return self
+                    .undo(batch, event, attempt, HandlerError::new(e), t)
+                    .await;
+            }
+        }
 
         let handled = run_handler(
             handler_future(|| self.handler.handle(event, &mut *batch.tx)),
             settings.deadline,
         )
         .await;
-        let handled = match (handled, &object_id) {
-            (Ok(()), Some(object_id)) => {
-                let advanced = sqlx::query(&core.sql.advance)
-                    .bind(object_id.as_str())
-                    .bind(event.created())
-                    .bind(id.as_str())
-                    .execute(&mut *batch.tx)
-                    .await;
-                match advanced {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(HandlerError::new(e)),
-                }
-            }
-            (other, _) => other,
-        };
         match handled {
             Ok(()) => Ok(Step::AfterCommit(Dispatched::attempt(
                 OutcomeKind::Processed,

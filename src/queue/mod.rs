@@ -486,7 +486,8 @@ impl QueueCounts {
 ///   queue order) about that object is queued, retrying or running, and no other job of
 ///   it runs under a live lease.
 /// - `extend`, `complete`, `fail` and `release` change the job only while it holds the
-///   token's fence, and answer [`StoreError::LeaseLost`] otherwise.
+///   token's fence, and answer [`StoreError::LeaseLost`] otherwise; but `complete`
+///   answers `Ok` for a job this token's fence completed already (a retried call).
 /// - Leases and retry times are judged by one clock for every process (the
 ///   database's), never a worker's.
 ///

@@ -581,8 +581,7 @@ pub async fn claim_locks_and_object_locks_exclude_each_other<S: OrderingStore + 
 }
 
 /// `lock_and_claim`: both or neither. A busy object claims nothing; a refused claim
-/// leaves the object unlocked; a completed event is refused as completed even while
-/// another holder has its object.
+/// leaves the object unlocked.
 pub async fn lock_and_claim_locks_then_claims<S: OrderingStore + ?Sized>(store: &S) {
     let obj = fresh_object("lac");
     let (first, second) = (fresh_id("lac1"), fresh_id("lac2"));
@@ -621,25 +620,58 @@ pub async fn lock_and_claim_locks_then_claims<S: OrderingStore + ?Sized>(store: 
     );
     assert_eq!(
         acquired(store.lock_object(&obj, "h4", LONG).await.unwrap()),
-        Some(Watermark::new(7, first.clone()))
+        Some(Watermark::new(7, first))
     );
-    // While h4 has the object, the completed event is still a duplicate, not busy (there
-    // is nothing to wait for), and h4's lock stays: an event that is not done waits.
+}
+
+/// A redelivery of a completed event is a duplicate even while another holder has its
+/// object (there is nothing to wait for), and that holder's lock stays: an event that is
+/// not done still waits.
+///
+/// Not part of [`run_ordering`]: the trait's default
+/// [`lock_and_claim`](OrderingStore::lock_and_claim) locks first and answers
+/// [`Busy`](LockedClaim::Busy) then (a retry after the lock finds the event completed).
+/// The crate's stores all pass it.
+pub async fn a_completed_event_is_a_duplicate_while_its_object_is_locked<
+    S: OrderingStore + ?Sized,
+>(
+    store: &S,
+) {
+    let obj = fresh_object("dup");
+    let (done, waiting) = (fresh_id("dup1"), fresh_id("dup2"));
+    let token = match store
+        .lock_and_claim(&obj, "h1", LONG, &done, &TYPE)
+        .await
+        .unwrap()
+    {
+        LockedClaim::Acquired { token, .. } => token,
+        other => panic!("lock and claim should both succeed, got {other:?}"),
+    };
+    store
+        .complete_applied(&token, &obj, "h1", &Watermark::new(7, done.clone()))
+        .await
+        .unwrap();
+    assert!(acquired(store.lock_object(&obj, "h2", LONG).await.unwrap()).is_some());
     assert_eq!(
         store
-            .lock_and_claim(&obj, "h5", LONG, &first, &TYPE)
+            .lock_and_claim(&obj, "h3", LONG, &done, &TYPE)
             .await
             .unwrap(),
         LockedClaim::Refused(Claim::Completed)
     );
     assert!(matches!(
         store
-            .lock_and_claim(&obj, "h5", LONG, &second, &TYPE)
+            .lock_and_claim(&obj, "h3", LONG, &waiting, &TYPE)
             .await
             .unwrap(),
         LockedClaim::Busy { .. }
     ));
-    store.unlock_object(&obj, "h4").await.unwrap();
+    // h2 still has it: h3's calls changed nothing.
+    assert!(matches!(
+        store.lock_object(&obj, "h4", LONG).await.unwrap(),
+        ObjectLock::Busy { .. }
+    ));
+    store.unlock_object(&obj, "h2").await.unwrap();
 }
 
 /// `advance_watermark` (the reconciler's cursors) moves forward, never back.

@@ -551,3 +551,52 @@ async fn postgres_ordered_inbox_waits_for_a_lease_lock_on_the_object() {
     let o = p.process(Some(&header), body.as_bytes()).await;
     assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
 }
+
+/// Beside an ordered PostgreSQL inbox, a thin event claimed under its snapshot twin joins
+/// the object's guard: it moves the watermark, so an older snapshot event of the object
+/// arriving later is stale in the inbox, and its twin a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_thin_twin_beside_an_ordered_inbox_moves_the_watermark() {
+    use stripe_webhooks::testing::ThinEventBuilder;
+    use stripe_webhooks::{
+        dangerous, EventNotification, OrderingStore, ThinEventHandler, TiePolicy,
+    };
+    struct Thin;
+    #[async_trait]
+    impl ThinEventHandler for Thin {
+        async fn handle(&self, _n: &EventNotification) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+    let store = pg_store("t_inbox_twin").await;
+    let p = Processor::with_inbox(
+        Verifier::from_secrets_list(SECRET).unwrap(),
+        store.inbox(NoEffects).ordered(TiePolicy::Run),
+    )
+    .with_thin_handler(Thin);
+    let base = testing::now() - 100;
+    let object = format!("cus_twin_{}", std::process::id());
+    let update = |id: &str, created: i64| {
+        let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
+            id,
+            "customer.updated",
+            &format!(r#"{{"id":"{object}","object":"customer"}}"#),
+        ))
+        .unwrap();
+        v["created"] = created.into();
+        dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
+    };
+    let thin = ThinEventBuilder::new("evt_pg_thin_tw2", "v1.customer.updated")
+        .related(&object, "customer", &format!("/v1/customers/{object}"))
+        .snapshot_event("evt_pg_tw2")
+        .created(base + 2)
+        .build();
+    let n = dangerous::parse_unverified_notification(thin.as_bytes()).unwrap();
+    assert_eq!(p.process_notification(&n).await.kind().name(), "processed");
+    let wm = store.watermark(&object).await.unwrap().unwrap();
+    assert_eq!((wm.created, wm.event_id.as_str()), (base + 2, "evt_pg_tw2"));
+    let older = p.process_event(&update("evt_pg_tw1", base + 1)).await;
+    assert_eq!(older.kind().name(), "stale", "{older:?}");
+    let twin = p.process_event(&update("evt_pg_tw2", base + 2)).await;
+    assert_eq!(twin.kind().name(), "duplicate", "{twin:?}");
+}

@@ -627,6 +627,64 @@ async fn an_ordered_inbox_never_moves_the_watermark_of_a_rolled_back_delivery() 
     assert_eq!(moved.event_id.as_str(), "evt_ow_swallowed");
 }
 
+/// Beside an ordered inbox, a thin event claimed under its snapshot twin joins the
+/// object's guard: it moves the watermark, so an older snapshot event of the object that
+/// arrives later is stale in the inbox, and its twin a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thin_twin_beside_an_ordered_inbox_moves_the_watermark() {
+    use stripe_webhooks::testing::ThinEventBuilder;
+    use stripe_webhooks::{
+        dangerous, EventNotification, OrderingStore, ThinEventHandler, TiePolicy,
+    };
+    struct Thin;
+    #[async_trait]
+    impl ThinEventHandler for Thin {
+        async fn handle(&self, _n: &EventNotification) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+    let handler = Arc::new(Effects::default());
+    let dir = common::TempDir::new("inbox_thin_twin");
+    let store = SqliteStore::connect(dir.join("events.db")).await.unwrap();
+    sqlx::query("CREATE TABLE effects (event_id TEXT NOT NULL)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let p = Processor::with_inbox(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        store
+            .inbox(Shared(Arc::clone(&handler)))
+            .ordered(TiePolicy::Run),
+    )
+    .with_thin_handler(Thin);
+    let base = testing::now() - 100;
+    let update = |id: &str, created: i64| {
+        let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
+            id,
+            "customer.updated",
+            r#"{"id":"cus_twin","object":"customer"}"#,
+        ))
+        .unwrap();
+        v["created"] = created.into();
+        dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
+    };
+    let thin = ThinEventBuilder::new("evt_thin_tw2", "v1.customer.updated")
+        .related("cus_twin", "customer", "/v1/customers/cus_twin")
+        .snapshot_event("evt_tw2")
+        .created(base + 2)
+        .build();
+    let n = dangerous::parse_unverified_notification(thin.as_bytes()).unwrap();
+    assert_eq!(p.process_notification(&n).await.kind().name(), "processed");
+    let wm = store.watermark("cus_twin").await.unwrap().unwrap();
+    assert_eq!((wm.created, wm.event_id.as_str()), (base + 2, "evt_tw2"));
+    let older = p.process_event(&update("evt_tw1", base + 1)).await;
+    assert_eq!(older.kind().name(), "stale", "{older:?}");
+    let twin = p.process_event(&update("evt_tw2", base + 2)).await;
+    assert_eq!(twin.kind().name(), "duplicate", "{twin:?}");
+    assert_eq!(effects(&store, "evt_tw1").await, 0);
+    assert_eq!(effects(&store, "evt_tw2").await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_handler_may_open_its_own_nested_transaction() {
     let (store, processor, _handler, _dir) = picky("nested").await;

@@ -212,6 +212,14 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
         std::sync::Arc::new(self.store.clone())
     }
 
+    fn thin_guard(&self) -> Option<std::sync::Arc<crate::processor::OrderingGuard>> {
+        let ties = self.ordering.clone()?;
+        Some(std::sync::Arc::new(crate::processor::OrderingGuard {
+            store: std::sync::Arc::new(self.store.clone()),
+            ties,
+        }))
+    }
+
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
         if let Some(answer) =
             Dispatched::screen("handles", || self.handler.handles(event.event_type()))

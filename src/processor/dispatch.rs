@@ -127,6 +127,13 @@ pub(crate) trait Dispatcher: Send + Sync + 'static {
     /// The store it claims in, which thin events (always dispatched the standard way)
     /// share, so that both families deduplicate against one another.
     fn store(&self) -> Arc<dyn IdempotencyStore>;
+
+    /// For a dispatcher that orders its events itself (an ordered inbox): the guard a
+    /// thin event claimed under its snapshot twin joins, over the same store and tie
+    /// policy, so that it moves the object's watermark as its twin would.
+    fn thin_guard(&self) -> Option<Arc<OrderingGuard>> {
+        None
+    }
 }
 
 /// The standard dispatcher: claim in the store, run the handler outside any

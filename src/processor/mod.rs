@@ -28,7 +28,8 @@ use crate::idempotency::OrderingStore;
 pub(crate) use dispatch::check_caught;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use dispatch::fetch_within;
-use dispatch::{claim_and_run, OrderingGuard, StoreDispatcher};
+pub(crate) use dispatch::OrderingGuard;
+use dispatch::{claim_and_run, StoreDispatcher};
 #[cfg_attr(not(feature = "tokio"), allow(unused_imports))]
 pub(crate) use dispatch::{handler_future, run_handler, store_call};
 pub(crate) use dispatch::{DispatchSettings, Dispatched, Dispatcher};
@@ -523,13 +524,18 @@ impl Processor {
     /// `PostgresStore::inbox`): the handler's writes and the completion mark commit in
     /// one transaction. (A thin handler added with
     /// [`with_thin_handler`](Self::with_thin_handler) runs the standard way, on the same
-    /// store, without the ordering guard: beside an inbox with `ordered`, a thin event
-    /// claimed under its snapshot twin would not move the object's watermark, so turn
-    /// [`with_snapshot_dedupe`](Self::with_snapshot_dedupe) off there and let the
-    /// snapshot twin run in the inbox too.)
+    /// store, outside the transaction. Beside an inbox with `ordered`, a thin event
+    /// claimed under its snapshot twin joins the object's ordering guard as
+    /// [`Processor::ordered`] runs it, under the inbox's tie policy: it holds the
+    /// object's lease lock while its handler runs (the inbox's deliveries about that
+    /// object wait, 409) and moves the watermark, so an older snapshot event arriving
+    /// later is stale.)
     pub fn with_inbox(verifier: Verifier, inbox: impl Inbox) -> Self {
         let store = inbox.store();
-        Self::dispatching(verifier, Some(Arc::new(inbox)), store)
+        let thin_guard = inbox.thin_guard();
+        let mut p = Self::dispatching(verifier, Some(Arc::new(inbox)), store);
+        p.ordering = thin_guard;
+        p
     }
 
     fn dispatching(

@@ -468,6 +468,25 @@ async fn a_zero_store_timeout_is_raised_to_the_floor() {
     assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
 }
 
+/// The body timeout is at least 100 ms (a zero one would answer every delivery 408) and
+/// at most an hour.
+#[test]
+fn the_body_timeout_is_kept_between_100_ms_and_an_hour() {
+    let p = || {
+        Processor::new(
+            verifier(),
+            MemoryStore::new(),
+            Arc::new(Counting::default()),
+        )
+    };
+    let zero = p().with_body_timeout(Duration::ZERO);
+    assert_eq!(zero.body_timeout(), Duration::from_millis(100));
+    let forever = p().with_body_timeout(Duration::MAX);
+    assert_eq!(forever.body_timeout(), Duration::from_secs(3600));
+    let five = p().with_body_timeout(Duration::from_secs(5));
+    assert_eq!(five.body_timeout(), Duration::from_secs(5));
+}
+
 #[tokio::test]
 async fn each_rejection_has_its_own_outcome_and_status() {
     let handler = Arc::new(Counting::default());

@@ -645,9 +645,11 @@ impl Processor {
 
     /// Sets how long the framework adapters wait for a request's whole body (10 s by
     /// default); a body still arriving then is answered 408 and nothing else is done.
+    /// At least 100 ms (a zero one would answer every delivery 408) and at most an hour
+    /// (past that, a client trickling its body holds a connection for good).
     #[must_use]
     pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
-        self.body_timeout = timeout;
+        self.body_timeout = timeout.clamp(Duration::from_millis(100), Duration::from_secs(3600));
         self
     }
 

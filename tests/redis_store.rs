@@ -380,6 +380,38 @@ async fn failed_events_after_places_ties_by_id_and_walks_past_stale_ids() {
         .is_empty());
 }
 
+/// A watermark moved by `advance_watermark` lives for the retention from then, even on an
+/// object whose holder locked it long ago and never unlocked (its TTL, set at the lock,
+/// near its end); a live lock's longer TTL stays.
+#[tokio::test]
+async fn an_advanced_watermark_lives_for_the_retention_whatever_an_old_lock_left() {
+    use stripe_webhooks::{OrderingStore, Watermark};
+    let _shared = SERVER.read().await;
+    let (store, prefix, mut conn) = store().await;
+    let store = store.with_retention(Duration::from_secs(600));
+    let key = format!("{prefix}:obj:cus_ttl");
+    store
+        .lock_object("cus_ttl", "crashed", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let live = pttl(&mut conn, &key).await;
+    assert!(live > 600_000 && live <= 630_000, "{live}");
+    // A live lock's TTL (lease and retention) is not cut back.
+    let at = |created| Watermark::new(created, EventId::new(format!("evt_{created}")));
+    store.advance_watermark("cus_ttl", &at(10)).await.unwrap();
+    assert!(pttl(&mut conn, &key).await > 600_000);
+    // Days later, as it were: the lock's TTL is near its end, the holder still named.
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(5_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    store.advance_watermark("cus_ttl", &at(11)).await.unwrap();
+    let ttl = pttl(&mut conn, &key).await;
+    assert!(ttl > 590_000 && ttl <= 600_000, "{ttl}");
+}
+
 #[tokio::test]
 async fn records_carry_a_ttl() {
     let _shared = SERVER.read().await;

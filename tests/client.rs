@@ -1467,6 +1467,53 @@ async fn a_deleted_object_fails_the_delivery_unless_told_to_skip_it() {
     assert_eq!(deliver(WhenGone::Skip).await, (200, 1));
 }
 
+/// A deleted customer is answered 200 with its deleted stub, not 404: it is gone all the
+/// same. `refetched` says so (`ObjectDeleted`, gone for good) rather than rebuild the
+/// event around a customer with every field empty, and `FetchLatest` fails the delivery,
+/// or skips it under `WhenGone::Skip`, as for a 404.
+#[tokio::test]
+async fn a_deleted_customers_stub_is_gone_not_its_state() {
+    let (fake, client) = fake().await;
+    fake.add_object(
+        "/v1/customers/cus_gone",
+        r#"{"id":"cus_gone","object":"customer","deleted":true}"#,
+    )
+    .unwrap();
+    let body = testing::event_json(
+        "evt_cus_gone",
+        "customer.updated",
+        r#"{"id":"cus_gone","object":"customer","email":"old@example.com"}"#,
+    );
+    let event = dangerous::parse_unverified(body.as_bytes()).unwrap();
+    let err = event.refetched(&client).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::ObjectDeleted { path } if path == "/v1/customers/cus_gone"),
+        "{err:?}"
+    );
+    assert!(err.is_resource_missing() && !err.is_not_found(), "{err:?}");
+    let client: Arc<dyn StripeClient> = Arc::new(client);
+    for (when_gone, ok) in [(WhenGone::Fail, false), (WhenGone::Skip, true)] {
+        let recorder = Recorder::default();
+        let handler = FetchLatest::new(
+            recorder.clone(),
+            Arc::clone(&client),
+            [EventType::CustomerUpdated],
+        )
+        .unwrap()
+        .when_gone(when_gone);
+        assert_eq!(handler.handle(&event).await.is_ok(), ok, "{when_gone:?}");
+        assert!(recorder.0.lock().unwrap().is_empty(), "{when_gone:?}");
+    }
+    // A live customer is fetched and run as ever.
+    fake.add_object(
+        "/v1/customers/cus_gone",
+        r#"{"id":"cus_gone","object":"customer","email":"new@example.com"}"#,
+    )
+    .unwrap();
+    let fresh = event.refetched(&*client).await.unwrap();
+    assert!(fresh.raw_object().get().contains("new@example.com"));
+}
+
 #[tokio::test]
 async fn a_failed_fetch_is_a_500_and_the_retry_succeeds() {
     let (fake, client) = fake().await;

@@ -377,14 +377,27 @@ async fn a_tie_runs_on_the_fetched_object_with_the_fetch_policy() {
     let o = p.process_event(&named("evt_c", BASE, "snapshot c")).await;
     assert_eq!(o.status(), 500, "{o:?}");
     assert_eq!(seen.0.lock().unwrap().len(), 2);
-    // An object that cannot be fetched for good (deleted: 404) runs on its snapshot,
-    // rather than failing every retry for three days.
-    fake.remove_object("/v1/customers/cus_1");
+    // An object that cannot be fetched for good runs on its snapshot, rather than
+    // failing every retry for three days: a deleted customer, which Stripe answers with
+    // its deleted stub (never handed to the handler as the customer's state)…
+    fake.add_object(
+        "/v1/customers/cus_1",
+        r#"{"id":"cus_1","object":"customer","deleted":true}"#,
+    )
+    .unwrap();
     let o = p.process_event(&named("evt_c", BASE, "snapshot c")).await;
     assert_eq!(o.kind().name(), "processed", "{o:?}");
     assert_eq!(
         seen.0.lock().unwrap().last().map(String::as_str),
         Some("snapshot c")
+    );
+    // …and any object Stripe answers 404 `resource_missing` for.
+    fake.remove_object("/v1/customers/cus_1");
+    let o = p.process_event(&named("evt_d", BASE, "snapshot d")).await;
+    assert_eq!(o.kind().name(), "processed", "{o:?}");
+    assert_eq!(
+        seen.0.lock().unwrap().last().map(String::as_str),
+        Some("snapshot d")
     );
 }
 

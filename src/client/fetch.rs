@@ -279,8 +279,24 @@ impl Event {
     /// As [`fetch_latest_object`](Self::fetch_latest_object).
     pub async fn refetched(&self, client: &dyn StripeClient) -> Result<Event, ClientError> {
         let (raw, _) = self.fetch_latest_object(client).await?.into_parts();
+        if is_deleted_stub(&raw) {
+            return Err(ClientError::ObjectDeleted {
+                path: self.object_path()?,
+            });
+        }
         Ok(self.with_object(raw))
     }
+}
+
+/// Whether `raw` is a deleted object's stub (`"deleted": true`), which Stripe answers for
+/// some deleted objects (customers) instead of a 404.
+fn is_deleted_stub(raw: &RawValue) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Stub {
+        #[serde(default)]
+        deleted: bool,
+    }
+    serde_json::from_str::<Stub>(raw.get()).is_ok_and(|s| s.deleted)
 }
 
 /// Why [`FetchLatest::new`] refused an event type.
@@ -328,7 +344,8 @@ pub enum WhenGone {
     #[default]
     Fail,
     /// Run nothing and answer the delivery handled (with a `tracing` warning under the
-    /// `tracing` feature) when Stripe answers 404 `resource_missing`: the object was
+    /// `tracing` feature) when Stripe answers 404 `resource_missing`, or a deleted
+    /// object's stub (`"deleted": true`, as for a deleted customer): the object was
     /// deleted after the event (a product, a draft invoice, a plan…), so there is no
     /// current state to act on, and the deletion's own event (`*.deleted`, which
     /// `FetchLatest` passes through as delivered) tells the handler. Without it, each
@@ -346,8 +363,8 @@ pub enum WhenGone {
 ///
 /// A failed fetch fails the delivery ([`HandlerError`], answered 500, so Stripe
 /// delivers the event again); the inner handler's `handle` never sees the stale
-/// snapshot for a chosen type. An object deleted since the event (Stripe answers 404)
-/// fails it too, unless [`when_gone`](Self::when_gone) says to skip such events. Other types pass through untouched, and so does an
+/// snapshot for a chosen type. An object deleted since the event (Stripe answers 404, or
+/// for a customer its deleted stub, never handed on as the object's state) fails it too, unless [`when_gone`](Self::when_gone) says to skip such events. Other types pass through untouched, and so does an
 /// event the ordering guard found stale: `handle_stale` gets it as delivered (it was
 /// not applied, so there is nothing to fetch for).
 ///

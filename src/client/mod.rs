@@ -375,6 +375,15 @@ pub enum ClientError {
     /// object has no `id`.
     #[error("nothing to fetch: {0}")]
     NothingToFetch(&'static str),
+    /// The object was deleted: Stripe answered its deleted stub (`{"id": …, "deleted":
+    /// true}`, as it answers for a deleted customer) rather than a 404. From
+    /// [`Event::refetched`](crate::Event::refetched), which has no object to rebuild the
+    /// event around.
+    #[error("the object at {path} was deleted")]
+    ObjectDeleted {
+        /// The object's API path.
+        path: String,
+    },
     /// The crate knows no API path for this object type (see [`object_path`]).
     #[error("no known api path for objects of type {object_type:?}")]
     NoApiPath {
@@ -401,16 +410,26 @@ impl ClientError {
         }
     }
 
-    /// Whether Stripe said the object does not exist (404).
+    /// Whether the answer was a 404, for any reason: an object that does not exist, but
+    /// also a wrong base URL or a proxy's own page. [`is_resource_missing`](Self::is_resource_missing)
+    /// says whether Stripe said the object is gone.
     pub fn is_not_found(&self) -> bool {
         matches!(self, ClientError::Api(e) if e.is_not_found())
     }
 
-    /// Whether Stripe said so in its own words: a 404 with the code `resource_missing`,
-    /// not any 404 (a wrong base URL or a proxy's own 404 page says nothing about the
-    /// object). What `FetchLatest` and `TiePolicy::Fetch` take as "deleted".
-    pub(crate) fn is_resource_missing(&self) -> bool {
-        matches!(self, ClientError::Api(e) if e.is_not_found() && e.code.as_deref() == Some("resource_missing"))
+    /// Whether the object is gone for good, in Stripe's own words: a 404 with the code
+    /// `resource_missing` (not any 404: a wrong base URL or a proxy's own 404 page says
+    /// nothing about the object), or a deleted object's stub
+    /// ([`ObjectDeleted`](Self::ObjectDeleted)). What `FetchLatest` (with
+    /// `WhenGone::Skip`) and `TiePolicy::Fetch` take as deleted. A request made for the
+    /// wrong account, or with a key of the other mode, gets the same 404.
+    pub fn is_resource_missing(&self) -> bool {
+        match self {
+            ClientError::ObjectDeleted { .. } => true,
+            _ => self
+                .api_error()
+                .is_some_and(|e| e.is_not_found() && e.code.as_deref() == Some("resource_missing")),
+        }
     }
 
     /// Whether the call failed on rate limits (the last answer was a 429).

@@ -81,7 +81,8 @@ pub enum TiePolicy {
     /// state copies the current one whatever the order. A fetch that may succeed later
     /// (network, 429, 5xx, deadline, a key without access) is a handler failure (500,
     /// and Stripe retries), never a fall back to the snapshot. An object the API cannot
-    /// return for good (404: deleted; a type without an API path) leaves the snapshot
+    /// return for good (deleted: a 404 `resource_missing`, or a deleted customer's stub;
+    /// a type without an API path) leaves the snapshot
     /// as all there is: the event runs on it, with a warning in the log (feature
     /// `tracing`), rather than failing every retry for three days.
     Fetch(Arc<dyn crate::client::StripeClient>),

@@ -299,6 +299,14 @@ impl EventRouter {
 
     /// Takes only events of these Connect accounts (by the event's `account`); the others
     /// go to the [`or`](Self::or) router, if any, else are answered 200 unclaimed.
+    ///
+    /// Behind an ack-fast processor ([`Processor::queued`](crate::Processor::queued)),
+    /// which queues by type (it has no handler), the filter is applied by the worker:
+    /// an event it turns away is queued, then completed without running. So where the
+    /// snapshot and thin routers take a change for different accounts, turn
+    /// [`with_snapshot_dedupe`](crate::Processor::with_snapshot_dedupe) off on that
+    /// processor: otherwise the twin queued first may be the one turned away, and the
+    /// other, answered `duplicate`, never runs.
     #[must_use]
     pub fn accounts(mut self, filter: AccountFilter) -> Self {
         self.routes.accounts = filter;

@@ -713,6 +713,9 @@ impl Processor {
     /// deduplicated on `snapshot_event`) and the workers take one family's type but not
     /// the other's: without it the twin that arrives first is queued, the other answered
     /// `duplicate`, and a worker whose handler does not take the queued one skips it.
+    /// Types only: a router's account filter ([`EventRouter::accounts`](crate::EventRouter::accounts))
+    /// is applied by the worker, so where the two families' routers take different
+    /// accounts, turn [`with_snapshot_dedupe`](Self::with_snapshot_dedupe) off here.
     #[must_use]
     pub fn with_enabled_events(mut self, events: EnabledEvents) -> Self {
         let types = QueuedTypes {

@@ -74,7 +74,8 @@ async fn complete_applied_without_the_lock_changes_nothing<S: stripe_webhooks::O
 }
 
 /// Watermarks past the retention go in a purge, walked a bounded batch at a time (2,500
-/// objects: three batches); a locked object's and a recent one's stay.
+/// objects: three batches); a locked object's and a recent one's stay, and so does one
+/// whose lock lapsed within the retention (its holder may still complete).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 async fn watermarks_purge_past_retention<S: stripe_webhooks::OrderingStore + StoreAdmin>(store: S) {
     use stripe_webhooks::{ObjectLock, Watermark};
@@ -91,6 +92,14 @@ async fn watermarks_purge_past_retention<S: stripe_webhooks::OrderingStore + Sto
         .await
         .unwrap();
     assert!(matches!(locked, ObjectLock::Acquired { .. }), "{locked:?}");
+    let lapsing = store
+        .lock_object("cus_01500", "holder_slow", Duration::from_millis(1500))
+        .await
+        .unwrap();
+    assert!(
+        matches!(lapsing, ObjectLock::Acquired { .. }),
+        "{lapsing:?}"
+    );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     store
         .advance_watermark("cus_recent", &mark(9))
@@ -105,6 +114,10 @@ async fn watermarks_purge_past_retention<S: stripe_webhooks::OrderingStore + Sto
     assert_eq!(
         store.watermark("cus_01000").await.unwrap(),
         Some(mark(1000))
+    );
+    assert_eq!(
+        store.watermark("cus_01500").await.unwrap(),
+        Some(mark(1500))
     );
     assert_eq!(store.watermark("cus_recent").await.unwrap(), Some(mark(9)));
     let busy = store
@@ -797,6 +810,47 @@ mod postgres {
     async fn postgres_takes_durations_of_forever_as_a_century() {
         let store = store("forever").await;
         durations_of_forever_are_a_century(store.with_retention(Duration::MAX)).await;
+    }
+
+    /// A migration that alters a table (0004, on a database the release before
+    /// migrated) behind a transaction left open on that table, as an old replica's inbox
+    /// delivery during a rolling deploy: the table's claims, queued behind the
+    /// migration's lock request, wait for its lock timeout (5 s), not for that
+    /// transaction; the migration is tried again and applied once it ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_migration_behind_an_open_transaction_does_not_hold_up_claims() {
+        let store = store("mig_wait").await;
+        let table = table_of(&store);
+        stripe_webhooks::sqlx::query(&format!("DELETE FROM {table}_migrations WHERE version = 4"))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let mut open = store.pool().begin().await.unwrap();
+        stripe_webhooks::sqlx::query(&format!("SELECT count(*) FROM {table}"))
+            .execute(&mut *open)
+            .await
+            .unwrap();
+        let migrating = tokio::spawn({
+            let store = store.clone();
+            async move { store.migrate().await }
+        });
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // Without the lock timeout, this claim would wait for `open`, which ends only
+        // after it: a bound of 20 s tells the two apart.
+        let claimed = tokio::time::timeout(
+            Duration::from_secs(20),
+            store.claim(
+                &EventId::new("evt_mig_wait"),
+                &EventType::InvoicePaid,
+                LEASE,
+            ),
+        )
+        .await
+        .expect("a claim held up behind the migration for as long as the open transaction")
+        .unwrap();
+        assert!(matches!(claimed, Claim::Acquired(_)), "{claimed:?}");
+        open.commit().await.unwrap();
+        assert_eq!(migrating.await.unwrap().unwrap(), vec![4]);
     }
 
     #[tokio::test]

@@ -647,8 +647,9 @@ impl StoreAdmin for MemoryStore {
 
     /// Records abandoned claims as failed ([`fail_abandoned`](StoreAdmin::fail_abandoned)
     /// with [`ABANDONED_AFTER`](crate::ABANDONED_AFTER)), then deletes completed and
-    /// failed records last changed before the retention period. A live lease is never
-    /// touched.
+    /// failed records last changed before the retention period, and claims whose lease
+    /// ended before it (a retention under the hour after which a claim is abandoned).
+    /// A live lease is never touched.
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         self.abandon(crate::idempotency::ABANDONED_AFTER);
         let cutoff = self.clock.now_millis().saturating_sub(ms(self.retention));
@@ -658,7 +659,6 @@ impl StoreAdmin for MemoryStore {
             RecordStatus::Processing => r.lease_until_ms >= cutoff,
             RecordStatus::Completed | RecordStatus::Failed => r.updated_ms >= cutoff,
         });
-        let now = self.clock.now_millis();
         let Inner {
             records,
             completed,
@@ -670,8 +670,11 @@ impl StoreAdmin for MemoryStore {
         failed.retain(|(id, _)| records.contains_key(id));
         // Watermarks outlive their events' records by the same retention: an event
         // older than that is past Stripe's retries and its object's next event decides.
-        objects
-            .retain(|_, o| o.updated_ms >= cutoff || (o.holder.is_some() && o.lock_until_ms > now));
+        // A locked object stays, and for the retention after its lock ran out (its
+        // holder may still complete), as on the SQL stores.
+        objects.retain(|_, o| {
+            o.updated_ms >= cutoff || (o.holder.is_some() && o.lock_until_ms >= cutoff)
+        });
         Ok((before - inner.records.len()) as u64)
     }
 }

@@ -20,6 +20,11 @@ super::shipped_migrations! {
 }
 
 /// Postgres's `lock_not_available` (a `lock_timeout` fired).
+/// How long a migration waits for a table's lock before its run is undone and tried
+/// again, and how many times it is tried again.
+const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+const MIGRATION_TRIES: u64 = 10;
+
 pub(crate) fn is_lock_timeout(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
 }
@@ -100,9 +105,17 @@ impl PostgresStore {
     /// release, as after a rollback) is left as it is and answers none; with the
     /// `tracing` feature, a warning names those versions.
     ///
+    /// A migration that alters a table needs its exclusive lock, which waits behind the
+    /// open transactions on it (an old replica's inbox deliveries, during a rolling
+    /// deploy) while the table's other statements wait behind it. So a run waits at most
+    /// 5 s for a lock, then is undone and tried again after a pause, up to ten times:
+    /// deliveries are held up for seconds at a time, never for as long as the longest
+    /// transaction.
+    ///
     /// # Errors
     ///
-    /// [`StoreError::Unavailable`] if a statement fails; nothing of that run is applied.
+    /// [`StoreError::Unavailable`] if a statement fails, or if a lock could not be had
+    /// in any of the tries; nothing of that run is applied.
     pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
         let key = self
             .core
@@ -111,17 +124,32 @@ impl PostgresStore {
             .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
             });
+        // A migration that alters a table (0004) takes its exclusive lock, which waits
+        // behind every open transaction on it, while every statement on the table waits
+        // behind the migration: a lock it cannot get soon undoes the run, which is
+        // tried again a little later, so webhook claims are held up for seconds, not
+        // for as long as the longest transaction.
         let lock = format!(
-            "SELECT pg_advisory_xact_lock({})",
+            "SET LOCAL lock_timeout = '{}ms'; SELECT pg_advisory_xact_lock({})",
+            MIGRATION_LOCK_TIMEOUT.as_millis(),
             i64::from_ne_bytes(key.to_ne_bytes())
         );
-        super::migrate_versioned!(
-            &self.core,
-            "BEGIN ISOLATION LEVEL READ COMMITTED",
-            Some(lock)
-        )
-        .await
-        .map_err(db_err)
+        let mut tries = 0_u64;
+        loop {
+            let run = super::migrate_versioned!(
+                &self.core,
+                "BEGIN ISOLATION LEVEL READ COMMITTED",
+                Some(lock.clone())
+            )
+            .await;
+            match run {
+                Err(e) if is_lock_timeout(&e) && tries < MIGRATION_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(250 * tries)).await;
+                }
+                done => return done.map_err(db_err),
+            }
+        }
     }
 }
 

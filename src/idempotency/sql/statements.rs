@@ -78,9 +78,9 @@ pub struct Statements {
     /// Records one abandoned claim as failed, if it still is one.
     pub abandon: &'static str,
     /// Takes or renews an object's lock when free, expired or the holder's; returns
-    /// the watermark when it did. It leaves `updated_at` (indexed, for the purge) as it
-    /// is: a locked object is never purged, and on PostgreSQL an update that changes no
-    /// indexed column stays on its page (HOT) instead of adding index entries.
+    /// the watermark when it did. It leaves `updated_at` as it is: the purge keeps an
+    /// object while it is locked and for the retention after its lock ran out (its
+    /// holder may still complete), so a lock need not write the watermark's time.
     pub lock_object: &'static str,
     /// How long another holder's lock on an object has left.
     pub object_lock_left: &'static str,
@@ -188,7 +188,7 @@ pub const SQLITE: Statements = Statements {
         FROM {t}_objects WHERE object_id = ?1",
     purge_objects: "DELETE FROM {t}_objects WHERE object_id >= ?2 AND object_id <= ?3 \
         AND (object_id > ?2 OR ?4 = 1) \
-        AND (holder IS NULL OR lock_until < {now}) AND updated_at < {now} - ?1",
+        AND (holder IS NULL OR lock_until < {now} - ?1) AND updated_at < {now} - ?1",
     purge_objects_upto: "SELECT max(object_id) FROM (SELECT object_id FROM {t}_objects \
         WHERE object_id >= ?1 AND (object_id > ?1 OR ?3 = 1) ORDER BY object_id LIMIT ?2)",
     lock_and_claim: None,
@@ -270,7 +270,7 @@ pub const POSTGRES: Statements = Statements {
         (extract(epoch FROM (lock_until - clock_timestamp())) * 1000)::bigint END",
     purge_objects: "DELETE FROM {t}_objects WHERE object_id IN (SELECT object_id FROM {t}_objects \
         WHERE object_id >= $2 AND object_id <= $3 AND (object_id > $2 OR $4::bigint = 1) \
-        AND (holder IS NULL OR lock_until < now()) \
+        AND (holder IS NULL OR lock_until < now() - $1::bigint * interval '1 millisecond') \
         AND updated_at < now() - $1::bigint * interval '1 millisecond' FOR UPDATE SKIP LOCKED)",
     purge_objects_upto: "SELECT max(object_id) FROM (SELECT object_id FROM {t}_objects \
         WHERE object_id >= $1 AND (object_id > $1 OR $3::bigint = 1) ORDER BY object_id LIMIT $2) AS batch",

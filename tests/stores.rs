@@ -165,6 +165,12 @@ async fn a_store_without_admin_queries_runs_the_claim_behaviours() {
 }
 
 #[tokio::test]
+async fn memory_store_purges_watermarks_past_retention() {
+    watermarks_purge_past_retention(MemoryStore::new().with_retention(Duration::from_secs(2)))
+        .await;
+}
+
+#[tokio::test]
 async fn memory_store_evicts_completed_oldest_first_and_never_a_live_claim() {
     let clock = ManualClock::new(1_000_000);
     let store = MemoryStore::new()
@@ -851,6 +857,56 @@ mod postgres {
         assert!(matches!(claimed, Claim::Acquired(_)), "{claimed:?}");
         open.commit().await.unwrap();
         assert_eq!(migrating.await.unwrap().unwrap(), vec![4]);
+    }
+
+    /// The guard's `lock_and_claim` locks the object, then claims; an ordered inbox's
+    /// delivery of the same event claims, then locks the object. PostgreSQL breaks the
+    /// deadlock by undoing one side: undone, `lock_and_claim` has taken nothing and
+    /// answers busy (409), not a store failure (503).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_lock_and_claim_is_busy_when_postgres_breaks_a_deadlock() {
+        use stripe_webhooks::{LockedClaim, OrderingStore};
+        let store = store("deadlock").await;
+        let table = table_of(&store);
+        let mut inbox = store.pool().begin().await.unwrap();
+        stripe_webhooks::sqlx::query(&format!(
+            "INSERT INTO {table} (event_id, event_type, status, attempts, fence, lease_until) \
+             VALUES ('evt_dl', 'customer.updated', 'processing', 1, 'f', now() + interval '1 minute')"
+        ))
+        .execute(&mut *inbox)
+        .await
+        .unwrap();
+        let guarded = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let id = EventId::new("evt_dl");
+                store
+                    .lock_and_claim("cus_dl", "thin", LEASE, &id, &EventType::CustomerUpdated)
+                    .await
+            }
+        });
+        // The guard has the object's row and waits for the claim's.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second = stripe_webhooks::sqlx::query(&format!(
+            "INSERT INTO {table}_objects (object_id) VALUES ('cus_dl') \
+             ON CONFLICT (object_id) DO UPDATE SET updated_at = now()"
+        ))
+        .execute(&mut *inbox)
+        .await;
+        let guarded = guarded.await.unwrap().unwrap();
+        match second {
+            // The guard's statement was undone (the waiter that checks first).
+            Ok(_) => assert!(matches!(guarded, LockedClaim::Busy { .. }), "{guarded:?}"),
+            // Or the other's: the guard went on and took both.
+            Err(e) => {
+                assert!(e.to_string().contains("deadlock"), "{e}");
+                assert!(
+                    matches!(guarded, LockedClaim::Acquired { .. }),
+                    "{guarded:?}"
+                );
+            }
+        }
+        drop(inbox);
     }
 
     #[tokio::test]

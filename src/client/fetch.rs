@@ -156,7 +156,10 @@ impl fmt::Debug for Fetched {
 impl EventNotification {
     /// Fetches the [`related_object`](Self::related_object) from its URL with the
     /// event's `Stripe-Context` and `Stripe-Request-Trigger: event=<id>`, as Stripe's
-    /// SDKs do. A singleton (a related object without an id) works the same way.
+    /// SDKs do. A singleton (a related object without an id) works the same way. A
+    /// deleted customer comes back as its deleted stub
+    /// ([`Customer::is_deleted`](crate::objects::Customer::is_deleted)), not as an
+    /// error: check it before copying the customer's fields.
     ///
     /// ```
     /// use stripe_webhooks::client::{ClientError, FetchedObject, RequestContext, StripeClient};
@@ -252,7 +255,9 @@ impl Event {
 
     /// Fetches the latest version of this event's `data.object` (with `Stripe-Account`
     /// set to the event's [`account`](Self::account)), as Stripe's docs advise before
-    /// acting on an event that may be stale.
+    /// acting on an event that may be stale. A deleted customer comes back as its
+    /// deleted stub (see [`Customer::is_deleted`](crate::objects::Customer::is_deleted)),
+    /// not as an error; [`refetched`](Self::refetched) answers it as one.
     ///
     /// # Errors
     ///
@@ -276,7 +281,10 @@ impl Event {
     ///
     /// # Errors
     ///
-    /// As [`fetch_latest_object`](Self::fetch_latest_object).
+    /// As [`fetch_latest_object`](Self::fetch_latest_object), and
+    /// [`ClientError::ObjectDeleted`] when Stripe answers the object's deleted stub
+    /// (`"deleted": true`, as for a deleted customer): there is no object to rebuild the
+    /// event around.
     pub async fn refetched(&self, client: &dyn StripeClient) -> Result<Event, ClientError> {
         let (raw, _) = self.fetch_latest_object(client).await?.into_parts();
         if is_deleted_stub(&raw) {
@@ -438,8 +446,9 @@ impl<H: EventHandler> FetchLatest<H> {
         })
     }
 
-    /// What to do when the object no longer exists (Stripe answers 404):
-    /// [`WhenGone::Fail`] (the default) or [`WhenGone::Skip`].
+    /// What to do when the object no longer exists (Stripe answers 404 `resource_missing`,
+    /// or a deleted customer's stub): [`WhenGone::Fail`] (the default) or
+    /// [`WhenGone::Skip`].
     #[must_use]
     pub fn when_gone(mut self, when_gone: WhenGone) -> Self {
         self.when_gone = when_gone;

@@ -424,11 +424,14 @@ impl ClientError {
     /// `WhenGone::Skip`) and `TiePolicy::Fetch` take as deleted. A request made for the
     /// wrong account, or with a key of the other mode, gets the same 404.
     pub fn is_resource_missing(&self) -> bool {
+        // Stripe's own answer only: a 404 it said to retry (`Stripe-Should-Retry`), whose
+        // retries then ran out, is not "gone for good".
         match self {
             ClientError::ObjectDeleted { .. } => true,
-            _ => self
-                .api_error()
-                .is_some_and(|e| e.is_not_found() && e.code.as_deref() == Some("resource_missing")),
+            ClientError::Api(e) => {
+                e.is_not_found() && e.code.as_deref() == Some("resource_missing")
+            }
+            _ => false,
         }
     }
 

@@ -8,7 +8,7 @@ use sqlx::{Postgres, Row};
 use super::TransactionalHandler;
 use crate::event::{Event, EventId, EventType};
 use crate::handler::HandlerError;
-use crate::idempotency::sql::postgres::is_lock_timeout;
+use crate::idempotency::sql::postgres::{is_deadlock, is_lock_timeout};
 use crate::idempotency::sql::{db_err, millis, watermark_of};
 use crate::idempotency::{Claim, ClaimToken, PostgresStore, StoreError, Watermark};
 use crate::processor::sealed::Sealed;
@@ -283,8 +283,12 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
                     Err(e) => Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
                 };
             }
+            // A lock that did not come in time, or a deadlock PostgreSQL broke by undoing
+            // this claim (a thin twin of this event, beside this inbox, locks the object
+            // first and claims after): another delivery holds it; Stripe retries.
             Err(StoreError::Unavailable(e))
-                if e.downcast_ref::<sqlx::Error>().is_some_and(is_lock_timeout) =>
+                if e.downcast_ref::<sqlx::Error>()
+                    .is_some_and(|e| is_lock_timeout(e) || is_deadlock(e)) =>
             {
                 return Dispatched::unclaimed(OutcomeKind::InProgress { retry_after: t });
             }

@@ -530,7 +530,12 @@ impl Processor {
     /// [`Processor::ordered`] runs it, under the inbox's tie policy: it holds the
     /// object's lease lock while its handler runs (the inbox's deliveries about that
     /// object wait, 409) and moves the watermark, so an older snapshot event arriving
-    /// later is stale.)
+    /// later is stale. A thin event that cannot join it (no related object id) is
+    /// claimed under its own id instead, and runs beside its snapshot twin. A thin twin
+    /// that waits for an inbox delivery's transaction longer than the store timeout is
+    /// answered 503; its statement may still take the object's lock when that
+    /// transaction ends, which then holds the object's other deliveries (409) until its
+    /// lease runs out.)
     pub fn with_inbox(verifier: Verifier, inbox: impl Inbox) -> Self {
         let store = inbox.store();
         let thin_guard = inbox.thin_guard();

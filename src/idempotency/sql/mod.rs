@@ -793,8 +793,18 @@ where
             let row =
                 lock_and_claim_query(statement, object_id, holder, lease, id, event_type, &fence)
                     .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_err)?;
+                    .await;
+            let row = match row {
+                // PostgreSQL broke a deadlock by undoing this statement (an ordered inbox's
+                // delivery of the twin claims the event first and locks the object after):
+                // nothing was taken, and the other holds both.
+                Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("40P01") => {
+                    return Ok(LockedClaim::Busy {
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
+                row => row.map_err(db_err)?,
+            };
             let Some(row) = row else {
                 // Not locked: another holder has the object.
                 match self.busy_or_done(object_id, id).await? {

@@ -19,14 +19,20 @@ super::shipped_migrations! {
     ]
 }
 
-/// Postgres's `lock_not_available` (a `lock_timeout` fired).
 /// How long a migration waits for a table's lock before its run is undone and tried
-/// again, and how many times it is tried again.
+/// again.
 const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many times a migration run that could not get a lock is tried again.
 const MIGRATION_TRIES: u64 = 10;
 
+/// Postgres's `lock_not_available` (a `lock_timeout` fired).
 pub(crate) fn is_lock_timeout(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
+}
+
+/// Postgres's `deadlock_detected`: the statement was undone, another went on.
+pub(crate) fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("40P01"))
 }
 
 /// An [`IdempotencyStore`](crate::IdempotencyStore) in PostgreSQL: the store for services with several replicas.
@@ -129,10 +135,12 @@ impl PostgresStore {
         // behind the migration: a lock it cannot get soon undoes the run, which is
         // tried again a little later, so webhook claims are held up for seconds, not
         // for as long as the longest transaction.
+        // (After the advisory lock: a replica waiting for another's migration waits it
+        // out, as before; no claim waits behind that lock.)
         let lock = format!(
-            "SET LOCAL lock_timeout = '{}ms'; SELECT pg_advisory_xact_lock({})",
+            "SELECT pg_advisory_xact_lock({}); SET LOCAL lock_timeout = '{}ms'",
+            i64::from_ne_bytes(key.to_ne_bytes()),
             MIGRATION_LOCK_TIMEOUT.as_millis(),
-            i64::from_ne_bytes(key.to_ne_bytes())
         );
         let mut tries = 0_u64;
         loop {

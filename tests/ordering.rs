@@ -645,11 +645,24 @@ async fn a_thin_route_beside_an_ordered_route_moves_the_watermark() {
 }
 
 /// Records what it applied; its first run of `gated` waits until `open` is notified.
+/// Notes whether another event's handler started while that run was still alive (its
+/// future not dropped) and the other was not the one applied while its lock lapsed.
 struct Gate {
     gated: &'static str,
     waited: std::sync::atomic::AtomicBool,
     applied: Mutex<Vec<String>>,
     open: tokio::sync::Notify,
+    gated_alive: std::sync::atomic::AtomicBool,
+    started_beside: Mutex<Vec<String>>,
+}
+
+/// Clears [`Gate::gated_alive`] when the gated run's future goes.
+struct Alive<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, SeqCst);
+    }
 }
 
 #[async_trait]
@@ -658,7 +671,14 @@ impl EventHandler for Gate {
         if event.id().as_str() == self.gated
             && !self.waited.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
+            self.gated_alive.store(true, SeqCst);
+            let _alive = Alive(&self.gated_alive);
             self.open.notified().await;
+        } else if self.gated_alive.load(SeqCst) {
+            self.started_beside
+                .lock()
+                .unwrap()
+                .push(event.id().to_string());
         }
         self.applied.lock().unwrap().push(event.id().to_string());
         Ok(())
@@ -693,6 +713,8 @@ fn gated_on<S: OrderingStore + Clone>(
         waited: std::sync::atomic::AtomicBool::new(false),
         applied: Mutex::new(Vec::new()),
         open: tokio::sync::Notify::new(),
+        gated_alive: std::sync::atomic::AtomicBool::new(false),
+        started_beside: Mutex::new(Vec::new()),
     });
     let p = Processor::ordered(
         Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
@@ -994,6 +1016,38 @@ fn gated_faulty(
     });
     let p = p.with_store_timeout(Duration::from_millis(150));
     (clock, store, gate, Arc::new(p))
+}
+
+/// A renewal that finds the run lost (another holder applied an event while this one's
+/// lock had lapsed) stops the handler before it lets the object's lock go: a third
+/// event of the object never starts beside it, even when the release that follows
+/// takes effect and then answers after the store timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_run_lets_its_object_go_only_once_its_handler_stopped() {
+    let lease = Duration::from_millis(900);
+    let (clock, store, gate, p) = gated_faulty("evt_a", lease);
+    let first = {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move { p.process_event(&update("evt_a", "cus_1", BASE + 1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The store's time passes the first delivery's lease: another holder applies a
+    // newer event meanwhile (beside it: that is the lapse).
+    clock.advance(lease * 2);
+    let second = p.process_event(&update("evt_b", "cus_1", BASE + 2)).await;
+    assert_eq!(second.kind().name(), "processed");
+    gate.started_beside.lock().unwrap().clear();
+    store.late_release.store(1, SeqCst);
+    // The first delivery's renewal (a third of the lease in) finds the watermark moved.
+    tokio::time::sleep(lease / 3 + Duration::from_millis(150)).await;
+    let third = p.process_event(&update("evt_c", "cus_1", BASE + 3)).await;
+    assert!(
+        gate.started_beside.lock().unwrap().is_empty(),
+        "an event of the object started beside a run found lost: {third:?}"
+    );
+    gate.open.notify_one();
+    let first = first.await.unwrap();
+    assert!(first.status() >= 500, "{first:?}");
 }
 
 /// As [`a_completion_after_the_lock_was_taken_over_fails_so_stripe_retries`], but the

@@ -338,6 +338,7 @@ impl OrderingGuard {
                 // Not a refusal after all (a store's own lock_and_claim): settle it.
                 let reason = "claimed without the object lock";
                 let _ = store_call(t, self.store.release(&token, reason)).await;
+                let _ = store_call(t, self.store.unlock_object(object_id, &holder)).await;
                 Err(Dispatched::unclaimed(OutcomeKind::InProgress {
                     retry_after: Duration::from_millis(100),
                 }))
@@ -366,6 +367,7 @@ impl OrderingGuard {
             lease,
             lock_lost: AtomicBool::new(false),
             renewal_unsettled: AtomicBool::new(false),
+            let_go_after_run: AtomicBool::new(false),
         })
     }
 
@@ -559,6 +561,10 @@ struct ObjectLease {
     /// lapsed, with another holder's event applied meanwhile, and not yet compared the
     /// watermark: the completion compares it first.
     renewal_unsettled: AtomicBool,
+    /// Set when a renewal found the run lost while the handler still ran: the claim
+    /// and the lock are let go once the handler has stopped ([`run`](Self::run)), never
+    /// under it, or another delivery of the object could start beside it.
+    let_go_after_run: AtomicBool,
 }
 
 impl ObjectLease {
@@ -574,6 +580,24 @@ impl ObjectLease {
     ) -> Dispatched {
         let store: Arc<dyn IdempotencyStore> = Arc::clone(&self) as Arc<dyn IdempotencyStore>;
         let mut d = run_claimed(&store, token, settings, claimed_at, handler).await;
+        if self.let_go_after_run.swap(false, SeqCst) {
+            // The handler has stopped: now the lock (if still this holder's) and the
+            // claim (if still this delivery's) go, the release tried twice, so that
+            // Stripe's retry is not held up for a lease by one that timed out.
+            let t = settings.store_timeout;
+            let _ = store_call(t, async {
+                self.unlock().await;
+                Ok(())
+            })
+            .await;
+            for _ in 0..2 {
+                let reason = "the object's lock lapsed";
+                match store_call(t, self.store.release(token, reason)).await {
+                    Err(StoreError::Timeout(_) | StoreError::Unavailable(_)) => continue,
+                    _ => break,
+                }
+            }
+        }
         if self.lock_lost.load(SeqCst) && !matches!(d.kind, OutcomeKind::HandlerFailed(_)) {
             d.kind = OutcomeKind::HandlerFailed(HandlerError::LeaseLost);
         }
@@ -597,6 +621,7 @@ impl ObjectLease {
     /// settled, or runs it); a 200 could lose the event.
     async fn give_up(&self, token: &ClaimToken, reason: &str) -> StoreError {
         self.lock_lost.store(true, SeqCst);
+        self.let_go_after_run.store(false, SeqCst);
         // The lock first: a release cut by the caller's timeout must not leave it held.
         self.unlock().await;
         let _ = self.store.release(token, reason).await;
@@ -605,12 +630,28 @@ impl ObjectLease {
         }
     }
 
+    /// The run is lost while its handler still runs (a renewal found it): the delivery
+    /// fails (500), and the claim and the lock are let go once the handler has stopped.
+    fn lost_while_running(&self, token: &ClaimToken) -> StoreError {
+        self.lock_lost.store(true, SeqCst);
+        self.let_go_after_run.store(true, SeqCst);
+        StoreError::LeaseLost {
+            event_id: token.event_id().clone(),
+        }
+    }
+
     /// Locks the object again for `lease` (the holder's own lock is renewed) and compares
     /// the watermark with the one this delivery started from: another holder's event
-    /// applied meanwhile is a lost lock, and the run is given up. Until the answer is
-    /// compared the renewal stays unsettled, so a call cut before then (its timeout, or
-    /// the handler finishing first) leaves the comparison to the completion.
-    async fn relock(&self, token: &ClaimToken, lease: Duration) -> Result<ObjectLock, StoreError> {
+    /// applied meanwhile is a lost lock, and the run is given up (its claim and lock let
+    /// go at once, or, while the handler still `running`, once it has stopped). Until
+    /// the answer is compared the renewal stays unsettled, so a call cut before then (its
+    /// timeout, or the handler finishing first) leaves the comparison to the completion.
+    async fn relock(
+        &self,
+        token: &ClaimToken,
+        lease: Duration,
+        running: bool,
+    ) -> Result<ObjectLock, StoreError> {
         self.renewal_unsettled.store(true, SeqCst);
         let locked = self
             .store
@@ -621,6 +662,7 @@ impl ObjectLease {
                 self.renewal_unsettled.store(false, SeqCst);
                 Ok(locked)
             }
+            ObjectLock::Acquired { .. } if running => Err(self.lost_while_running(token)),
             ObjectLock::Acquired { .. } => {
                 Err(self.give_up(token, "the object's lock lapsed").await)
             }
@@ -659,7 +701,7 @@ impl IdempotencyStore for ObjectLease {
                 // A renewal cut before it compared the watermark: compare it now. (Another
                 // holder's lock: the completion below is refused, and says so.)
                 if self.renewal_unsettled.load(SeqCst) {
-                    self.relock(token, self.lease).await?;
+                    self.relock(token, self.lease, false).await?;
                 }
                 let done = self
                     .store
@@ -695,17 +737,23 @@ impl IdempotencyStore for ObjectLease {
     }
 
     async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
-        self.store.extend(token, lease).await?;
+        if let Err(e) = self.store.extend(token, lease).await {
+            if matches!(e, StoreError::LeaseLost { .. }) {
+                // The claim went: the lock, still this holder's, goes once the handler
+                // has stopped, rather than stay to its lease's end.
+                self.let_go_after_run.store(true, SeqCst);
+            }
+            return Err(e);
+        }
         // Taken again after a lapse in which another holder applied an event, the two ran
-        // side by side, so this run must not complete: `relock` lets the claim and the
-        // lock go at once, so that the object and Stripe's retry of this event are not
-        // held up for a lease. Held by another holder now (it took the lapsed lock),
-        // likewise: the claim just renewed goes too.
-        match self.relock(token, lease).await? {
+        // side by side, so this run must not complete; held by another holder now (it
+        // took the lapsed lock), likewise. The handler is stopped (this error), and then
+        // the claim and the lock go, so that the object and Stripe's retry of this event
+        // are not held up for a lease; never before it stopped, or another event of the
+        // object could start beside it.
+        match self.relock(token, lease, true).await? {
             ObjectLock::Acquired { .. } => Ok(()),
-            ObjectLock::Busy { .. } => Err(self
-                .give_up(token, "the object's lock lapsed and was taken")
-                .await),
+            ObjectLock::Busy { .. } => Err(self.lost_while_running(token)),
         }
     }
 }

@@ -1045,6 +1045,8 @@ async fn a_lost_run_lets_its_object_go_only_once_its_handler_stopped() {
         gate.started_beside.lock().unwrap().is_empty(),
         "an event of the object started beside a run found lost: {third:?}"
     );
+    // And the object was let go once the handler stopped: the third event ran.
+    assert_eq!(third.kind().name(), "processed", "{third:?}");
     gate.open.notify_one();
     let first = first.await.unwrap();
     assert!(first.status() >= 500, "{first:?}");

@@ -583,7 +583,9 @@ impl ObjectLease {
         if self.let_go_after_run.swap(false, SeqCst) {
             // The handler has stopped: now the lock (if still this holder's) and the
             // claim (if still this delivery's) go, the release tried twice, so that
-            // Stripe's retry is not held up for a lease by one that timed out.
+            // Stripe's retry is not held up for a lease by one that timed out. Under a
+            // guard of its own: a delivery dropped meanwhile lets them go from a task.
+            let mut guard = ClaimGuard::new(&store, token.clone(), settings);
             let t = settings.store_timeout;
             let _ = store_call(t, async {
                 self.unlock().await;
@@ -597,6 +599,7 @@ impl ObjectLease {
                     _ => break,
                 }
             }
+            guard.settled();
         }
         if self.lock_lost.load(SeqCst) && !matches!(d.kind, OutcomeKind::HandlerFailed(_)) {
             d.kind = OutcomeKind::HandlerFailed(HandlerError::LeaseLost);
@@ -621,10 +624,11 @@ impl ObjectLease {
     /// settled, or runs it); a 200 could lose the event.
     async fn give_up(&self, token: &ClaimToken, reason: &str) -> StoreError {
         self.lock_lost.store(true, SeqCst);
-        self.let_go_after_run.store(false, SeqCst);
         // The lock first: a release cut by the caller's timeout must not leave it held.
         self.unlock().await;
         let _ = self.store.release(token, reason).await;
+        // Done here (a call cut before this leaves it to `run`, which tries again).
+        self.let_go_after_run.store(false, SeqCst);
         StoreError::LeaseLost {
             event_id: token.event_id().clone(),
         }
@@ -692,8 +696,8 @@ impl IdempotencyStore for ObjectLease {
 
     async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
         match &self.applied {
-            // A renewal found the lock taken over (and perhaps its release was cut): the
-            // run must not complete, or Stripe's retry would be a duplicate.
+            // A renewal found the run lost (the claim and the lock go now, or after the
+            // run): it must not complete, or Stripe's retry would be a duplicate.
             Some(_) if self.lock_lost.load(SeqCst) => {
                 Err(self.give_up(token, "the object's lock lapsed").await)
             }
@@ -717,6 +721,12 @@ impl IdempotencyStore for ObjectLease {
                     self.give_up(token, reason).await;
                 }
                 done
+            }
+            // A stale event whose run a renewal found lost as `handle_stale` returned:
+            // not completed either, so that the delivery's 500 is not a duplicate to
+            // Stripe's retry.
+            None if self.lock_lost.load(SeqCst) => {
+                Err(self.give_up(token, "the object's lock lapsed").await)
             }
             None => {
                 // Nothing applied (a stale event): the lock first, so that a completion

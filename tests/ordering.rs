@@ -727,6 +727,27 @@ fn gated_on<S: OrderingStore + Clone>(
     (clock, store, gate, p)
 }
 
+/// Starts the delivery of `gated` (its handler held by the gate) on `p`, lets the
+/// store's time pass its lease (its real time does not), and has `other`, of the same
+/// object, applied meanwhile; answers the gated delivery's task.
+async fn lapse_beside(
+    p: &Arc<Processor>,
+    clock: &stripe_webhooks::ManualClock,
+    lease: Duration,
+    gated: (&'static str, i64),
+    other: (&str, i64),
+) -> tokio::task::JoinHandle<stripe_webhooks::Outcome> {
+    let first = {
+        let p = Arc::clone(p);
+        tokio::spawn(async move { p.process_event(&update(gated.0, "cus_1", gated.1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    clock.advance(lease * 2);
+    let applied = p.process_event(&update(other.0, "cus_1", other.1)).await;
+    assert_eq!(applied.kind().name(), "processed");
+    first
+}
+
 /// A delivery whose object lock lapsed (its store saw the lease run out) while another
 /// delivery locked the object, applied a newer event and let go: the first one's next
 /// renewal takes the free lock again, but finds a watermark it did not see when it
@@ -735,15 +756,8 @@ fn gated_on<S: OrderingStore + Clone>(
 async fn a_renewal_after_another_holder_applied_stops_the_handler() {
     let lease = Duration::from_millis(900);
     let (clock, _store, gate, p) = gated("evt_a", lease);
-    let first = {
-        let p = Arc::clone(&p);
-        tokio::spawn(async move { p.process_event(&update("evt_a", "cus_1", BASE + 1)).await })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
     // The store's time passes the first delivery's lease (its real time does not).
-    clock.advance(lease * 2);
-    let second = p.process_event(&update("evt_b", "cus_1", BASE + 2)).await;
-    assert_eq!(second.kind().name(), "processed");
+    let first = lapse_beside(&p, &clock, lease, ("evt_a", BASE + 1), ("evt_b", BASE + 2)).await;
     // The first delivery's renewal (every third of the lease) runs meanwhile.
     tokio::time::sleep(lease / 3 + Duration::from_millis(200)).await;
     gate.open.notify_one();
@@ -867,16 +881,16 @@ async fn a_renewal_that_finds_the_object_busy_lets_its_claim_go() {
 async fn a_completion_after_the_lock_was_taken_over_fails_so_stripe_retries() {
     let lease = Duration::from_secs(3);
     let (clock, store, gate, p) = gated("evt_new", lease);
-    let newer = {
-        let p = Arc::clone(&p);
-        tokio::spawn(async move { p.process_event(&update("evt_new", "cus_1", BASE + 2)).await })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
     // The store's time passes the lock's lease; an older event locks the object and is
     // applied (the newer one's watermark is not recorded yet).
-    clock.advance(lease * 2);
-    let older = p.process_event(&update("evt_old", "cus_1", BASE + 1)).await;
-    assert_eq!(older.kind().name(), "processed");
+    let newer = lapse_beside(
+        &p,
+        &clock,
+        lease,
+        ("evt_new", BASE + 2),
+        ("evt_old", BASE + 1),
+    )
+    .await;
     // The newer one's handler ends before its first renewal (at a second): its
     // completion finds the lock taken over.
     gate.open.notify_one();
@@ -1026,16 +1040,9 @@ fn gated_faulty(
 async fn a_lost_run_lets_its_object_go_only_once_its_handler_stopped() {
     let lease = Duration::from_millis(900);
     let (clock, store, gate, p) = gated_faulty("evt_a", lease);
-    let first = {
-        let p = Arc::clone(&p);
-        tokio::spawn(async move { p.process_event(&update("evt_a", "cus_1", BASE + 1)).await })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
     // The store's time passes the first delivery's lease: another holder applies a
     // newer event meanwhile (beside it: that is the lapse).
-    clock.advance(lease * 2);
-    let second = p.process_event(&update("evt_b", "cus_1", BASE + 2)).await;
-    assert_eq!(second.kind().name(), "processed");
+    let first = lapse_beside(&p, &clock, lease, ("evt_a", BASE + 1), ("evt_b", BASE + 2)).await;
     gate.started_beside.lock().unwrap().clear();
     store.late_release.store(1, SeqCst);
     // The first delivery's renewal (a third of the lease in) finds the watermark moved.
@@ -1061,14 +1068,14 @@ async fn a_lost_run_lets_its_object_go_only_once_its_handler_stopped() {
 async fn a_lost_lock_fails_the_delivery_even_when_the_release_answers_late() {
     let lease = Duration::from_secs(3);
     let (clock, store, gate, p) = gated_faulty("evt_new", lease);
-    let newer = {
-        let p = Arc::clone(&p);
-        tokio::spawn(async move { p.process_event(&update("evt_new", "cus_1", BASE + 2)).await })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    clock.advance(lease * 2);
-    let older = p.process_event(&update("evt_old", "cus_1", BASE + 1)).await;
-    assert_eq!(older.kind().name(), "processed");
+    let newer = lapse_beside(
+        &p,
+        &clock,
+        lease,
+        ("evt_new", BASE + 2),
+        ("evt_old", BASE + 1),
+    )
+    .await;
     store.late_release.store(1, SeqCst);
     gate.open.notify_one();
     let newer = newer.await.unwrap();
@@ -1089,14 +1096,7 @@ async fn a_lost_lock_fails_the_delivery_even_when_the_release_answers_late() {
 async fn a_renewal_cut_after_relocking_does_not_let_the_older_event_complete() {
     let lease = Duration::from_millis(900);
     let (clock, store, gate, p) = gated_faulty("evt_a", lease);
-    let first = {
-        let p = Arc::clone(&p);
-        tokio::spawn(async move { p.process_event(&update("evt_a", "cus_1", BASE + 1)).await })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    clock.advance(lease * 2);
-    let second = p.process_event(&update("evt_b", "cus_1", BASE + 2)).await;
-    assert_eq!(second.kind().name(), "processed");
+    let first = lapse_beside(&p, &clock, lease, ("evt_a", BASE + 1), ("evt_b", BASE + 2)).await;
     // The first delivery's renewal (at a third of the lease) locks the free object again
     // and answers late; the handler finishes before the next renewal.
     store.late_lock.store(1, SeqCst);
@@ -1192,14 +1192,7 @@ async fn a_release_cut_by_its_timeout_still_frees_the_object() {
 async fn a_renewal_that_found_the_lock_lost_keeps_the_run_from_completing() {
     let lease = Duration::from_millis(900);
     let (clock, store, gate, p) = gated_faulty("evt_a", lease);
-    let first = {
-        let p = Arc::clone(&p);
-        tokio::spawn(async move { p.process_event(&update("evt_a", "cus_1", BASE + 1)).await })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    clock.advance(lease * 2);
-    let second = p.process_event(&update("evt_b", "cus_1", BASE + 2)).await;
-    assert_eq!(second.kind().name(), "processed");
+    let first = lapse_beside(&p, &clock, lease, ("evt_a", BASE + 1), ("evt_b", BASE + 2)).await;
     store.hung_release.store(1, SeqCst);
     // The renewal at a third of the lease, and its release dropped at 150 ms.
     tokio::time::sleep(lease / 3 + Duration::from_millis(250)).await;

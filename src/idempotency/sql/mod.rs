@@ -83,6 +83,12 @@ impl Dialect for sqlx::Postgres {
 /// PostgreSQL's error for the deliberately failing cast in `complete_applied`, which
 /// quotes the value it could not read (`invalid input syntax for type bigint:
 /// "stripe_webhooks: lease lost 1"`).
+/// PostgreSQL's `deadlock_detected`: the statement was undone, another went on. (Never
+/// SQLite's: it has one writer.)
+pub(crate) fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("40P01"))
+}
+
 fn raised(e: &sqlx::Error, message: &str) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.message().contains(message))
 }
@@ -798,7 +804,7 @@ where
                 // PostgreSQL broke a deadlock by undoing this statement (an ordered inbox's
                 // delivery of the twin claims the event first and locks the object after):
                 // nothing was taken, and the other holds both.
-                Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("40P01") => {
+                Err(e) if is_deadlock(&e) => {
                     return Ok(LockedClaim::Busy {
                         retry_after: Duration::from_secs(1),
                     });

@@ -30,11 +30,6 @@ pub(crate) fn is_lock_timeout(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
 }
 
-/// Postgres's `deadlock_detected`: the statement was undone, another went on.
-pub(crate) fn is_deadlock(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("40P01"))
-}
-
 /// An [`IdempotencyStore`](crate::IdempotencyStore) in PostgreSQL: the store for services with several replicas.
 ///
 /// Claims are one `INSERT … ON CONFLICT DO UPDATE … WHERE … RETURNING` statement, and lease

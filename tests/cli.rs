@@ -470,6 +470,77 @@ async fn sqlite_failed_lists_store_failures_and_retrying_jobs() {
     assert!(requeue.stderr.contains("not in the queue"), "{requeue:#?}");
     // A retrying job can be requeued.
     on(&flags, &["requeue", "evt_retrying"]).await.ok();
+
+    // Paged: two more of each, one first seen after the other (the requeued job out of
+    // the way first). Each list with more after its page names the flag for its next;
+    // that flag pages the list holding the id.
+    let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
+    queue.complete(&taken[0].token).await.unwrap();
+    for id in ["evt_inline_b", "evt_inline_c"] {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        make_failed(&store, id).await;
+    }
+    for id in ["evt_retry_b", "evt_retry_c"] {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let body = testing::event_for_type(id, "invoice.paid").unwrap();
+        queue
+            .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+            .await
+            .unwrap();
+        let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
+        queue
+            .fail(
+                &taken[0].token,
+                "upstream 503",
+                Some(Duration::from_secs(600)),
+            )
+            .await
+            .unwrap();
+    }
+    let ids = |v: serde_json::Value| -> Vec<String> {
+        let rows = v.as_array().unwrap().iter();
+        rows.map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let page = on(&flags, &["failed", "--limit", "1"]).await.ok().stdout;
+    assert!(
+        page.contains(
+            "more failed events follow: run this command again with --after=evt_inline_failed"
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains("more retrying jobs follow: run this command again with --after=evt_retry_b"),
+        "{page}"
+    );
+    let page = on(&flags, &["failed", "--limit", "1", "--json"]).await.ok();
+    assert_eq!(ids(page.json()), ["evt_inline_failed", "evt_retry_b"]);
+    let page = on(&flags, &["failed", "--after=evt_inline_failed", "--json"])
+        .await
+        .ok();
+    assert_eq!(ids(page.json()), ["evt_inline_b", "evt_inline_c"]);
+    let page = on(
+        &flags,
+        &["failed", "--after", "evt_inline_b", "--limit", "1"],
+    )
+    .await
+    .ok()
+    .stdout;
+    assert!(
+        page.contains("evt_inline_c") && !page.contains("again with"),
+        "the last page, full: {page}"
+    );
+    let page = on(&flags, &["failed", "--after=evt_retry_b", "--json"])
+        .await
+        .ok();
+    assert_eq!(ids(page.json()), ["evt_retry_c"]);
+    let page = on(&flags, &["failed", "--after=evt_retry_c"])
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        page.contains("no failed events and no retrying jobs") && !page.contains("again with"),
+        "{page}"
+    );
 }
 
 #[tokio::test]

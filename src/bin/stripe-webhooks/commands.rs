@@ -166,26 +166,60 @@ pub(crate) async fn status(b: &Backend, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `failed`: the store's failed events and the queue's retrying jobs.
-pub(crate) async fn failed(b: &Backend, limit: usize, json: bool) -> Result<(), CliError> {
-    let mut rows: Vec<Row> = b
-        .store()
-        .failed_events(limit)
-        .await
-        .map_err(b.err("listing failed events"))?
-        .iter()
-        .map(Row::from_record)
-        .collect();
-    rows.extend(
-        b.queue()
-            .jobs(JobState::Retrying, limit)
-            .await
-            .map_err(b.err("listing retrying jobs"))?
-            .iter()
-            .map(Row::from_job),
-    );
+/// `failed`: the store's failed events and the queue's retrying jobs, a page of each
+/// (after `after`, when given: the list that holds it goes on after it, and the other,
+/// which does not hold it, gives an empty page); in text, each list with more after its
+/// page says the flag for its next.
+pub(crate) async fn failed(
+    b: &Backend,
+    limit: usize,
+    after: Option<&str>,
+    json: bool,
+) -> Result<(), CliError> {
+    // One more than asked for, to know whether another page follows.
+    let ask = limit.saturating_add(1);
+    let after = after.map(EventId::new);
+    let store = b.store();
+    let mut events = match &after {
+        Some(after) => store.failed_events_after(after, ask).await,
+        None => store.failed_events(ask).await,
+    }
+    .map_err(b.err("listing failed events"))?;
+    let queue = b.queue();
+    let mut jobs = match &after {
+        Some(after) => queue.jobs_after(JobState::Retrying, after, ask).await,
+        None => queue.jobs(JobState::Retrying, ask).await,
+    }
+    .map_err(b.err("listing retrying jobs"))?;
+    let more_events = events.len() > limit;
+    let more_jobs = jobs.len() > limit;
+    events.truncate(limit);
+    jobs.truncate(limit);
+    let mut rows: Vec<Row> = events.iter().map(Row::from_record).collect();
+    rows.extend(jobs.iter().map(Row::from_job));
     rows.sort_by_key(|r| r.first_seen_ms);
-    print_rows(&rows, "no failed events and no retrying jobs", json)
+    print_rows(&rows, "no failed events and no retrying jobs", json)?;
+    if json {
+        return Ok(());
+    }
+    let last_event = events.last().filter(|_| more_events);
+    if let Some(last) = last_event {
+        more_follow("failed events", last.event_id.as_str());
+    }
+    if let Some(last) = jobs.last().filter(|_| more_jobs) {
+        more_follow("retrying jobs", last.key.as_str());
+    }
+    Ok(())
+}
+
+/// In text, after a page with more after it: the flag for the next page of `what`. The
+/// flag only: the store's own flags (a URL may carry a password) are the operator's to
+/// repeat.
+fn more_follow(what: &str, last: &str) {
+    crate::outln!(
+        "\nmore {what} follow: run this command again with --after={}",
+        shell_word(last)
+    );
 }
 
 /// `dead`: the queue's dead jobs, a page of them (after `after`, when given); a page with
@@ -209,12 +243,7 @@ pub(crate) async fn dead(
     let rows: Vec<Row> = jobs.iter().map(Row::from_job).collect();
     print_rows(&rows, "no dead jobs", json)?;
     if let (true, false, Some(last)) = (more, json, rows.last()) {
-        // The flag only: the store's own flags (a URL may carry a password) are the
-        // operator's to repeat.
-        crate::outln!(
-            "\nmore follow: run this command again with --after={}",
-            shell_word(&last.id)
-        );
+        more_follow("dead jobs", &last.id);
     }
     Ok(())
 }

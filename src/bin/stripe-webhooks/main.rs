@@ -177,11 +177,15 @@ enum Command {
     /// Jobs by state, the lag (age of the oldest queued job), and the store's failed events.
     Status,
     /// Events whose last attempt failed: the store's failed events (inline processing) and
-    /// the queue's retrying jobs.
+    /// the queue's retrying jobs, oldest first.
     Failed {
         /// Show at most this many of each (at least 1).
         #[arg(long, default_value_t = 100, value_parser = at_least_one())]
         limit: usize,
+        /// Show the next page of the list that holds this id (the last id of the page
+        /// before; write `--after=ID` for an id that starts with `-`).
+        #[arg(long, value_name = "ID")]
+        after: Option<String>,
     },
     /// The queue's dead jobs, oldest first: out of attempts, waiting for `requeue`.
     Dead {
@@ -288,7 +292,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let backend = backend::Backend::open(store).await?;
             match command {
                 Command::Status => commands::status(&backend, json).await,
-                Command::Failed { limit } => commands::failed(&backend, limit, json).await,
+                Command::Failed { limit, after } => {
+                    commands::failed(&backend, limit, after.as_deref(), json).await
+                }
                 Command::Dead { limit, after } => {
                     commands::dead(&backend, limit, after.as_deref(), json).await
                 }

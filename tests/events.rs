@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use proptest::prelude::*;
-use stripe_webhooks::dangerous::parse_unverified;
+use stripe_webhooks::dangerous::{parse_unverified, parse_unverified_notification};
 use stripe_webhooks::{testing, Event, EventType, ParseError};
 
 fn tsv_rows() -> Vec<(String, String)> {
@@ -221,6 +221,32 @@ fn not_json_is_invalid_json_with_position() {
     );
     let err = parse_unverified(&[0xff, 0xfe]).unwrap_err();
     assert!(matches!(err, ParseError::InvalidJson { .. }), "{err:?}");
+    // Not UTF-8 in a member no parse reads, of a snapshot and of a thin event: refused
+    // all the same, where the bad byte is.
+    let snapshot = testing::event_json("evt_utf8", "customer.updated", r#"{"id":"cus_1"}"#);
+    let thin = THIN.replacen('{', "{\"x\":\"\u{1}\",", 1);
+    for (body, parse) in [
+        (snapshot.replacen('{', "{\"x\":\"\u{1}\",", 1), "snapshot"),
+        (thin, "thin"),
+    ] {
+        let mut bytes = body.into_bytes();
+        let at = bytes.iter().position(|&b| b == 1).unwrap();
+        bytes[at] = 0xff;
+        let err = if parse == "thin" {
+            parse_unverified_notification(&bytes).unwrap_err()
+        } else {
+            parse_unverified(&bytes).unwrap_err()
+        };
+        assert_eq!(
+            err,
+            ParseError::InvalidJson {
+                message: "invalid UTF-8".to_owned(),
+                line: 1,
+                column: at + 1
+            },
+            "{parse}"
+        );
+    }
 }
 
 #[test]
@@ -251,8 +277,16 @@ fn missing_envelope_fields_are_named() {
             "`created`",
         ),
         (
-            r#"{"id":"evt","object":"event","type":"x","created":1}"#,
+            r#"{"id":"evt","object":"event","type":"x","created":1,"livemode":false}"#,
             "`data`",
+        ),
+        (
+            r#"{"id":"evt","object":"event","type":"x","created":1,"data":{"object":{}}}"#,
+            "`livemode`",
+        ),
+        (
+            r#"{"id":"evt","object":"event","type":"x","created":1,"livemode":false,"data":[{},{}]}"#,
+            "JSON object",
         ),
         (
             r#"{"id":"evt","object":"customer","type":"x","data":{"object":{}}}"#,

@@ -269,10 +269,51 @@ fn bad_thin_bodies_are_clear_errors() {
         (br#"{"object":"v2.core.event","id":"evt_1"}"#, "NotAnEvent"),
         (br#"{"object":"charge","id":"ch_1"}"#, "NotAnEvent"),
         (br#"[1,2]"#, "NotAnEvent"),
+        // The members in order, as an array: a derived struct reads it.
+        (
+            br#"["evt_1","v2.core.event","v1.customer.created","2026-01-01T00:00:00Z",false]"#,
+            "NotAnEvent",
+        ),
     ] {
         let e = dangerous::parse_unverified_notification(body).unwrap_err();
         assert!(format!("{e:?}").starts_with(want), "{e:?}");
     }
+    let body = ThinEventBuilder::new("evt_1", "v1.customer.created")
+        .related("cus_1", "customer", "/v1/customers/cus_1")
+        .build();
+    assert!(parse(&body).livemode.eq(&false));
+    // Stripe always sends `livemode`; read as `false`, a live event would be dropped by a
+    // processor that takes live events only.
+    let no_mode = body.replace(r#""livemode":false,"#, "");
+    assert_ne!(no_mode, body);
+    match dangerous::parse_unverified_notification(no_mode.as_bytes()) {
+        Err(ParseError::NotAnEvent { message, .. }) => {
+            assert!(message.contains("`livemode`"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Its parts are objects, not arrays of their members.
+    let at = body.find(r#""related_object":{"#).unwrap() + r#""related_object":"#.len();
+    let end = at + body[at..].find('}').unwrap() + 1;
+    let array = format!(
+        r#"{}["cus_1","customer","/v1/customers/cus_1"]{}"#,
+        &body[..at],
+        &body[end..]
+    );
+    match dangerous::parse_unverified_notification(array.as_bytes()) {
+        Err(ParseError::NotAnEvent { message, .. }) => {
+            assert!(message.contains("JSON object"), "{message}")
+        }
+        other => panic!("{array}: {other:?}"),
+    }
+    // An empty `snapshot_event` is no twin: claimed under the event's own id (an empty
+    // key would make every such event after the first a duplicate).
+    let empty_twin = ThinEventBuilder::new("evt_own", "v1.customer.updated")
+        .snapshot_event("")
+        .build();
+    let n = parse(&empty_twin);
+    assert_eq!(n.snapshot_event, None);
+    assert_eq!(n.dedupe_key().as_str(), "evt_own");
     // The id keys the claim: an empty one is refused.
     let empty = ThinEventBuilder::new("", "v1.customer.created").build();
     match dangerous::parse_unverified_notification(empty.as_bytes()) {

@@ -343,6 +343,11 @@ impl<'de> PartialHead<'de> {
                 "missing field `created` (a snapshot event's creation time, in Unix seconds)",
             ));
         }
+        // Stripe always sends it; read as `false`, a live event would be answered as
+        // another mode's by a processor that takes one mode only, and dropped.
+        if object == ObjectTag::Event && self.livemode.is_none() {
+            return Err(E::missing_field("livemode"));
+        }
         Ok(WireHead {
             id,
             object,
@@ -610,15 +615,20 @@ impl<'de: 'a, 'a, const OBJECT: bool> Visitor<'de> for IdVisitor<'a, OBJECT> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::objects::map_only::MapOnly;
 
     fn wire(json: &str) -> Result<WireEvent<'_, WireData<'_>>, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    fn map_only(json: &str) -> Result<WireEvent<'_, MapOnly<WireData<'_>>>, String> {
         serde_json::from_str(json).map_err(|e| e.to_string())
     }
 
     #[test]
     fn the_envelope_is_read_with_serde_s_errors() {
         let w = wire(
-            r#"{"id":"evt_1","object":"event","type":"invoice.paid","created":3,
+            r#"{"id":"evt_1","object":"event","type":"invoice.paid","created":3,"livemode":true,
                 "request":"req_1","extra":[1,{"a":null}],"data":{"object":{"id":"in_1"}}}"#,
         )
         .unwrap();
@@ -629,14 +639,18 @@ mod tests {
         );
         assert!(matches!(w.head.event_type, Cow::Borrowed("invoice.paid")));
         assert_eq!(w.head.created, Some(3));
+        assert!(w.head.livemode);
         assert_eq!(w.head.request.and_then(|r| r.id).as_deref(), Some("req_1"));
         assert_eq!(w.data.map(|d| d.object.get()), Some(r#"{"id":"in_1"}"#));
 
         // `data` is optional, and may be null.
-        let w = wire(r#"{"id":"e","object":"event","type":"x","created":1,"data":null}"#).unwrap();
+        let w = wire(
+            r#"{"id":"e","object":"event","type":"x","created":1,"livemode":false,"data":null}"#,
+        )
+        .unwrap();
         assert!(w.data.is_none());
         assert!(
-            wire(r#"{"id":"e","object":"event","type":"x","created":1}"#)
+            wire(r#"{"id":"e","object":"event","type":"x","created":1,"livemode":false}"#)
                 .unwrap()
                 .data
                 .is_none()
@@ -665,6 +679,10 @@ mod tests {
                 "missing field `created`",
             ),
             (
+                r#"{"id":"e","object":"event","type":"x","created":1}"#,
+                "missing field `livemode`",
+            ),
+            (
                 r#"{"id":"e","id":"f","object":"event","type":"x"}"#,
                 "duplicate field `id`",
             ),
@@ -689,6 +707,15 @@ mod tests {
             let e = wire(json).map(|_| ()).unwrap_err();
             assert!(e.contains(error), "{json}: {e}");
         }
+        // `data` is an object too: a derived struct would read an array of its fields.
+        let head = r#"{"id":"e","object":"event","type":"x","created":1,"livemode":false,"data":"#;
+        let array = format!(r#"{head}[{{"id":"cus_1"}},{{"email":"old"}}]}}"#);
+        assert!(wire(&array).is_ok(), "the derive reads an array");
+        let e = map_only(&array).map(|_| ()).unwrap_err();
+        assert!(e.contains("expected a JSON object"), "{e}");
+        let object = format!(r#"{head}{{"object":{{"id":"cus_1"}}}}}}"#);
+        let w = map_only(&object).unwrap();
+        assert_eq!(w.data.map(|d| d.0.object.get()), Some(r#"{"id":"cus_1"}"#));
     }
 
     #[test]

@@ -20,8 +20,9 @@ pub enum ParseError {
         column: usize,
     },
     /// The body is JSON but not a Stripe event: no `id`, no `type`, no `data`, no
-    /// `created` (Unix seconds in a snapshot event, an RFC 3339 timestamp in a thin one),
-    /// or an `object` other than `"event"`.
+    /// `livemode`, no `created` (Unix seconds in a snapshot event, an RFC 3339 timestamp
+    /// in a thin one), an `object` other than `"event"`, or a part that should be a JSON
+    /// object given as something else (an array of its members, say).
     #[error("body is not a Stripe event: {message} at line {line} column {column}")]
     NotAnEvent {
         /// What is missing or wrong.
@@ -44,6 +45,18 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// A body that is not UTF-8, at its first byte that is not.
+    pub(crate) fn not_utf8(body: &[u8], e: &std::str::Utf8Error) -> Self {
+        let before = &body[..e.valid_up_to()];
+        let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+        let column = 1 + before.iter().rev().take_while(|&&b| b != b'\n').count();
+        ParseError::InvalidJson {
+            message: "invalid UTF-8".to_owned(),
+            line,
+            column,
+        }
+    }
+
     pub(crate) fn from_json(e: &serde_json::Error) -> Self {
         let message = strip_position(e);
         let (line, column) = (e.line(), e.column());

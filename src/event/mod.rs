@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::objects::map_only::MapOnly;
 use crate::objects::PaymentSource;
 pub use envelope::{Envelope, EventId, EventRequest};
 use envelope::{
@@ -444,7 +445,13 @@ impl Event {
                 return Ok(event);
             }
         }
-        let wire: WireEvent<'_, WireData<'_>> = match serde_json::from_slice(body) {
+        // Checked whole, as the one-pass parse does: serde_json skips the members it
+        // ignores without checking their UTF-8.
+        let text = match std::str::from_utf8(body) {
+            Ok(text) => text,
+            Err(e) => return Err(ParseError::not_utf8(body, &e)),
+        };
+        let wire: WireEvent<'_, MapOnly<WireData<'_>>> = match serde_json::from_str(text) {
             Ok(wire) => wire,
             // A thin event whose `data` is not a snapshot's (the fetched form of some
             // types, `data.developer_message_summary`…) fails the envelope: say it is
@@ -456,7 +463,7 @@ impl Event {
             return Err(ParseError::ThinEventNotification);
         }
         let (mut envelope, data) = wire.split();
-        let Some(data) = data else {
+        let Some(MapOnly(data)) = data else {
             let (line, column) = end_position(body);
             return Err(ParseError::NotAnEvent {
                 message: "missing field `data`".to_owned(),
@@ -555,9 +562,9 @@ impl Event {
             #[serde(borrow, default)]
             id: Option<std::borrow::Cow<'a, str>>,
         }
-        serde_json::from_str::<Id<'_>>(self.raw_object().get())
+        serde_json::from_str::<MapOnly<Id<'_>>>(self.raw_object().get())
             .ok()
-            .and_then(|o| o.id)
+            .and_then(|o| o.0.id)
             .and_then(|id| scoped_object_key(self.account(), &id))
     }
 
@@ -821,6 +828,10 @@ mod tests {
         for body in &bodies {
             same_head(body.as_bytes());
         }
+        // An unknown type's object read for its id: an object only, not an array whose
+        // first item would read as the id.
+        let array = br#"{"id":"evt_1","object":"event","type":"x.y","created":1,"livemode":false,"data":{"object":["cus_1"]}}"#;
+        assert_eq!(EventHead::from_slice(array).unwrap().object_id, None);
         for body in [
             &b"[]"[..],
             b"",

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use super::error::ParseError;
 use super::thin_types::ThinEventType;
 use super::{EventId, EventType};
-use crate::objects::map_only::map_deserialize;
+use crate::objects::map_only::{map_deserialize, MapOnly};
 
 /// The object a thin event is about; fetch it from [`url`](Self::url) with the Stripe API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,20 +345,19 @@ struct Wire<'a> {
     #[serde(rename = "type", borrow)]
     event_type: std::borrow::Cow<'a, str>,
     created: String,
-    #[serde(default)]
     livemode: bool,
     #[serde(default)]
     context: Option<String>,
     #[serde(default)]
-    reason: Option<EventReason>,
+    reason: Option<MapOnly<EventReason>>,
     #[serde(default)]
-    related_object: Option<RelatedObject>,
+    related_object: Option<MapOnly<RelatedObject>>,
     #[serde(default)]
     snapshot_event: Option<EventId>,
     #[serde(default)]
     data: Option<Box<RawValue>>,
     #[serde(default)]
-    changes: Option<EventChanges>,
+    changes: Option<MapOnly<EventChanges>>,
 }
 
 #[derive(Deserialize)]
@@ -376,7 +375,13 @@ impl EventNotification {
     /// - [`ParseError::SnapshotEvent`] if the body is a v1 snapshot event;
     /// - [`ParseError::InvalidJson`] or [`ParseError::NotAnEvent`] otherwise.
     pub(crate) fn from_slice(body: &[u8]) -> Result<Self, ParseError> {
-        let wire: Wire<'_> = match serde_json::from_slice(body) {
+        // Checked whole: serde_json skips the members it ignores without checking their
+        // UTF-8.
+        let text = match std::str::from_utf8(body) {
+            Ok(text) => text,
+            Err(e) => return Err(ParseError::not_utf8(body, &e)),
+        };
+        let MapOnly(wire): MapOnly<Wire<'_>> = match serde_json::from_str(text) {
             Ok(w) => w,
             Err(e) => return Err(Self::explain(body, &e)),
         };
@@ -412,19 +417,21 @@ impl EventNotification {
             created: wire.created,
             livemode: wire.livemode,
             context: wire.context,
-            reason: wire.reason,
-            related_object: wire.related_object,
-            snapshot_event: wire.snapshot_event,
+            reason: wire.reason.map(|r| r.0),
+            related_object: wire.related_object.map(|r| r.0),
+            // An empty id would be every such event's claim key, so that all but the
+            // first were answered as duplicates: claimed under its own id instead.
+            snapshot_event: wire.snapshot_event.filter(|id| !id.as_str().is_empty()),
             data,
-            changes: wire.changes,
+            changes: wire.changes.map(|c| c.0),
         })
     }
 
     /// The error for a body that did not parse: a snapshot event or another object is
     /// named as such, anything else is the JSON error.
     fn explain(body: &[u8], e: &serde_json::Error) -> ParseError {
-        match serde_json::from_slice::<Tag<'_>>(body) {
-            Ok(tag) if tag.object.as_deref() != Some("v2.core.event") => {
+        match serde_json::from_slice::<MapOnly<Tag<'_>>>(body) {
+            Ok(MapOnly(tag)) if tag.object.as_deref() != Some("v2.core.event") => {
                 Self::wrong_object(tag.object.as_deref())
             }
             _ => ParseError::from_json(e),
@@ -453,7 +460,8 @@ impl EventNotification {
     /// have no snapshot twin ([`snapshot_type`](Self::snapshot_type) is `None`, such as
     /// `v1.invoice.line_item_added`) is always claimed under its own id, even if it names
     /// the snapshot event of the change that raised it: several such detail events of
-    /// one change must each run.
+    /// one change must each run. A type this crate does not know yet is taken as a twin
+    /// when it names one, as every `v1.*` thin type with a snapshot twin is.
     pub fn dedupe_key(&self) -> &EventId {
         match &self.snapshot_event {
             Some(twin) if self.snapshot_type().is_some() || self.event_type.is_unknown() => twin,

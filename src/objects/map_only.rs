@@ -36,6 +36,31 @@ impl<'de> Deserialize<'de> for BorrowedStr<'de> {
     }
 }
 
+/// A derived `T` read from a JSON object only: the derive also reads an array of the
+/// fields in order, which Stripe never sends (`"data": [{…}, {…}]` would read as an
+/// event's object and its previous attributes).
+pub(crate) struct MapOnly<T>(pub(crate) T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        d.deserialize_map(V(std::marker::PhantomData)).map(MapOnly)
+    }
+}
+
 /// Implements `Deserialize` for a struct that implements `Default`, from its members'
 /// wire names and fields: `"wire" => field`, or `"wire" => field: null_as_default` for a
 /// collection that Stripe may send as `null`. An optional first `required "id" => id;`

@@ -922,8 +922,13 @@ struct Faulty {
     late_release: Arc<AtomicUsize>,
     hung_release: Arc<AtomicUsize>,
     late_lock: Arc<AtomicUsize>,
+    /// Object locks that take effect only after [`SLOW`], even if their caller stops
+    /// waiting (as a statement sent to a database server runs on).
+    slow_lock: Arc<AtomicUsize>,
     failing_completions: Arc<AtomicUsize>,
 }
+
+const SLOW: Duration = Duration::from_millis(400);
 
 const LATE: Duration = Duration::from_millis(400);
 
@@ -968,6 +973,17 @@ impl OrderingStore for Faulty {
         holder: &str,
         lease: Duration,
     ) -> Result<ObjectLock, StoreError> {
+        if take_one(&self.slow_lock) {
+            let (inner, object_id, holder) =
+                (self.inner.clone(), object_id.to_owned(), holder.to_owned());
+            let sent = tokio::spawn(async move {
+                tokio::time::sleep(SLOW).await;
+                inner.lock_object(&object_id, &holder, lease).await
+            });
+            return sent
+                .await
+                .unwrap_or_else(|e| Err(StoreError::unavailable(e.to_string())));
+        }
         let locked = self.inner.lock_object(object_id, holder, lease).await;
         if take_one(&self.late_lock) {
             tokio::time::sleep(LATE).await;
@@ -1026,6 +1042,7 @@ fn gated_faulty(
         late_release: Arc::default(),
         hung_release: Arc::default(),
         late_lock: Arc::default(),
+        slow_lock: Arc::default(),
         failing_completions: Arc::default(),
     });
     let p = p.with_store_timeout(Duration::from_millis(150));
@@ -1150,6 +1167,40 @@ async fn a_guarded_completion_that_was_not_recorded_is_retried() {
     );
 }
 
+/// A handler that finishes while its lease's renewal is on its way: the completion waits
+/// for the renewal, whose object lock would otherwise take effect after the completion
+/// freed the object, and hold it, with nobody to let it go, for a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_on_its_way_when_the_handler_ends_does_not_lock_the_object_again() {
+    let lease = Duration::from_secs(3);
+    let (_clock, store, gate, p) = gated_on("evt_a", lease, |inner| Faulty {
+        inner,
+        late_release: Arc::default(),
+        hung_release: Arc::default(),
+        late_lock: Arc::default(),
+        slow_lock: Arc::new(AtomicUsize::new(1)),
+        failing_completions: Arc::default(),
+    });
+    let p = Arc::new(p.with_store_timeout(Duration::from_secs(1)));
+    let first = {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move { p.process_event(&update("evt_a", "cus_1", BASE + 1)).await })
+    };
+    // The renewal starts a third of the lease in; its object lock lands SLOW later.
+    tokio::time::sleep(lease / 3 + SLOW / 2).await;
+    gate.open.notify_one();
+    let first = first.await.unwrap();
+    assert_eq!(first.kind().name(), "processed", "{first:?}");
+    assert_eq!(store.slow_lock.load(SeqCst), 0, "the renewal ran");
+    tokio::time::sleep(SLOW).await;
+    let next = p.process_event(&update("evt_b", "cus_1", BASE + 2)).await;
+    assert_eq!(
+        next.kind().name(),
+        "processed",
+        "the object is free: {next:?}"
+    );
+}
+
 /// A failed delivery whose release outlives the store timeout (it never reaches the
 /// store): the object's lock is let go all the same, so the object's other events are
 /// not answered 409 until the lock's lease ends.
@@ -1160,6 +1211,7 @@ async fn a_release_cut_by_its_timeout_still_frees_the_object() {
         late_release: Arc::default(),
         hung_release: Arc::new(AtomicUsize::new(1)),
         late_lock: Arc::default(),
+        slow_lock: Arc::default(),
         failing_completions: Arc::default(),
     };
     let p = Processor::ordered(

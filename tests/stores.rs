@@ -241,6 +241,18 @@ async fn memory_store_leases_follow_its_clock() {
     assert_eq!(b.attempt(), 2);
     assert!(store.complete(&a).await.is_err());
     store.complete(&b).await.unwrap();
+
+    // A lease under a millisecond still holds for one: a second claim in the same
+    // millisecond is refused.
+    let short = EventId::new("evt_sub_ms");
+    let lease = Duration::from_micros(300);
+    let first = store.claim(&short, &EventType::InvoicePaid, lease).await;
+    assert!(matches!(first, Ok(Claim::Acquired(_))), "{first:?}");
+    let second = store.claim(&short, &EventType::InvoicePaid, lease).await;
+    assert!(matches!(second, Ok(Claim::InProgress { .. })), "{second:?}");
+    clock.advance(Duration::from_millis(1));
+    let third = store.claim(&short, &EventType::InvoicePaid, lease).await;
+    assert!(matches!(third, Ok(Claim::Acquired(_))), "{third:?}");
 }
 
 #[tokio::test]

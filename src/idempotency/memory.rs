@@ -125,8 +125,14 @@ struct Rec {
     updated_ms: i64,
 }
 
+/// Whole milliseconds, rounded up: a lease under a millisecond lasts one (rounded down to
+/// none, it would end as it was taken, and a second claim in the same millisecond would
+/// be acquired beside the first).
 fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    let whole = d
+        .as_millis()
+        .saturating_add(u128::from(d.subsec_nanos() % 1_000_000 != 0));
+    i64::try_from(whole).unwrap_or(i64::MAX)
 }
 
 impl Default for MemoryStore {

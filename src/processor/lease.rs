@@ -207,6 +207,13 @@ pub(super) async fn renewing_lease(
         })
         .await;
         if let Some(out) = finished {
+            if renewed.is_none() {
+                // The handler finished while a renewal was on its way: let it end (within
+                // the store timeout) before the claim is settled. Dropped, its statement
+                // could still run on the server after the completion, and lock the
+                // object again for a lease (the completion had freed it).
+                let _ = renew.await;
+            }
             return out;
         }
         match renewed {

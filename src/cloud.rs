@@ -103,11 +103,41 @@ pub fn parse_eventbridge(body: &[u8]) -> Result<CloudEvent, ParseError> {
 /// each event's `data`; one event or a batch), **without verifying any signature**:
 /// Event Grid authenticated the delivery.
 ///
+/// Each event of the batch is parsed on its own: one that is not a Stripe event does
+/// not keep the others from running. Run the good ones, then answer for the batch: a
+/// 5xx if any failed to run (Event Grid retries the whole batch, and the events that
+/// ran are duplicates then, skipped by their claims), else 400 if any was refused
+/// (Event Grid does not retry a 400: it dead-letters the batch, where a dead-letter
+/// destination is set, with the refused event in it), else 200.
+///
+/// ```
+/// # async fn run(processor: &stripe_webhooks::Processor, body: &[u8]) -> u16 {
+/// let Ok(batch) = stripe_webhooks::cloud::parse_event_grid(body) else {
+///     return 400;
+/// };
+/// let mut status = 200;
+/// for event in batch {
+///     let outcome = match event {
+///         Ok(event) => processor.process_unsigned(&event).await,
+///         Err(_) => {
+///             status = 400;
+///             continue;
+///         }
+///     };
+///     if !outcome.is_success() {
+///         status = status.max(outcome.status());
+///     }
+/// }
+/// status
+/// # }
+/// ```
+///
 /// # Errors
 ///
-/// As [`parse_eventbridge`]; one bad event fails the whole batch, so Event Grid retries
-/// it whole and nothing is lost.
-pub fn parse_event_grid(body: &[u8]) -> Result<Vec<CloudEvent>, ParseError> {
+/// [`ParseError::InvalidJson`] for a body that is not JSON, [`ParseError::NotAnEvent`]
+/// for one that is not an Event Grid event or a batch of them (an event without
+/// `data`); an event whose `data` is not a Stripe event is its own item's error.
+pub fn parse_event_grid(body: &[u8]) -> Result<Vec<Result<CloudEvent, ParseError>>, ParseError> {
     let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let envelopes: Vec<EventGrid<'_>> = if batch {
         serde_json::from_slice(body)
@@ -115,8 +145,8 @@ pub fn parse_event_grid(body: &[u8]) -> Result<Vec<CloudEvent>, ParseError> {
         serde_json::from_slice(body).map(|e| vec![e])
     }
     .map_err(missing("an Event Grid event"))?;
-    envelopes
+    Ok(envelopes
         .iter()
         .map(|e| CloudEvent::from_payload(e.data))
-        .collect()
+        .collect())
 }

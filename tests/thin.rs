@@ -898,11 +898,34 @@ async fn cloud_envelopes_run_through_the_same_claims() {
     let one = cloud::parse_event_grid(event_grid(&snap).as_bytes()).unwrap();
     assert_eq!(one.len(), 1);
     let batch = format!("[{},{}]", event_grid(&snap), event_grid(&thin));
-    let both = cloud::parse_event_grid(batch.as_bytes()).unwrap();
+    let both: Vec<CloudEvent> = cloud::parse_event_grid(batch.as_bytes())
+        .unwrap()
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
     assert!(matches!(
         &both[..],
         [CloudEvent::Snapshot(_), CloudEvent::Thin(_)]
     ));
+    // One event of a batch that is not a Stripe event is its own error: the others are
+    // still there to run.
+    let mixed = format!(
+        r#"[{},{{"data":{{"object":"charge"}}}},{}]"#,
+        event_grid(&snap),
+        event_grid(&thin)
+    );
+    let items = cloud::parse_event_grid(mixed.as_bytes()).unwrap();
+    assert!(
+        matches!(
+            &items[..],
+            [
+                Ok(CloudEvent::Snapshot(_)),
+                Err(ParseError::NotAnEvent { .. }),
+                Ok(CloudEvent::Thin(_))
+            ]
+        ),
+        "{items:?}"
+    );
 
     // The cloud delivery and a signed delivery of the same change run once.
     let counter = Arc::new(Counter::default());
@@ -958,7 +981,11 @@ async fn cloud_envelopes_run_through_the_same_claims() {
         "null",
     ] {
         assert!(cloud::parse_eventbridge(bad.as_bytes()).is_err(), "{bad}");
-        assert!(cloud::parse_event_grid(bad.as_bytes()).is_err(), "{bad}");
+        let grid = cloud::parse_event_grid(bad.as_bytes());
+        assert!(
+            grid.is_err() || grid.is_ok_and(|items| items.iter().all(Result::is_err)),
+            "{bad}"
+        );
     }
     assert!(cloud::parse_event_grid(b"[]").unwrap().is_empty());
 }

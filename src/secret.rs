@@ -113,35 +113,92 @@ pub(crate) fn is_credential_member(name: &str) -> bool {
     name.ends_with("secret") || name == "auth_code"
 }
 
-/// A Stripe object's JSON text for `Debug` output: as it is, or, when it holds a
-/// credential member ([`is_credential_member`]) at any depth, with each such member's
-/// value shown as `"<redacted>"`.
-pub(crate) fn debug_json(json: &str) -> std::borrow::Cow<'_, str> {
-    fn redact(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, v) in m.iter_mut() {
-                    if is_credential_member(k) && !v.is_null() {
-                        *v = serde_json::Value::from("<redacted>");
-                    } else {
-                        redact(v);
-                    }
+/// Whether a string holds a client secret as a value (`pi_…_secret_…`,
+/// `seti_…_secret_…`, `src_client_secret_…`), as the URL of a payment's 3-D Secure
+/// `next_action` does in its query.
+pub(crate) fn holds_client_secret(s: &str) -> bool {
+    s.contains("_secret_")
+}
+
+/// Hides credentials in a JSON value: each credential member's value
+/// ([`is_credential_member`]) and each string that holds a client secret
+/// ([`holds_client_secret`]), at any depth, become `"<redacted>"`.
+pub(crate) fn redact_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                if is_credential_member(k) && !v.is_null() {
+                    *v = serde_json::Value::from("<redacted>");
+                } else {
+                    redact_json(v);
                 }
             }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
-            _ => {}
         }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
+        serde_json::Value::String(s) if holds_client_secret(s) => {
+            *v = serde_json::Value::from("<redacted>");
+        }
+        _ => {}
     }
+}
+
+/// A Stripe object's JSON text for `Debug` output: as it is, or, when it holds a
+/// credential ([`redact_json`]) at any depth, with each shown as `"<redacted>"`.
+pub(crate) fn debug_json(json: &str) -> std::borrow::Cow<'_, str> {
     // Most objects hold none: their text is shown as it is, without a parse.
-    if !(json.contains("secret\"") || json.contains("\"auth_code\"")) {
+    if !(json.contains("secret") || json.contains("\"auth_code\"")) {
         return std::borrow::Cow::Borrowed(json);
     }
     match serde_json::from_str::<serde_json::Value>(json) {
         Ok(mut v) => {
-            redact(&mut v);
+            redact_json(&mut v);
             std::borrow::Cow::Owned(v.to_string())
         }
         Err(_) => std::borrow::Cow::Borrowed("<unreadable JSON>"),
+    }
+}
+
+/// JSON text shown by `Debug` through [`debug_json`].
+pub(crate) struct DebugJson<'a>(pub(crate) &'a str);
+
+impl fmt::Debug for DebugJson<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawValue({})", debug_json(self.0))
+    }
+}
+
+/// `Debug` for a hand-written object with raw JSON fields (`json: …`) that may hold a
+/// client secret as a value (a 3-D Secure `next_action` URL): those are shown through
+/// [`DebugValue`], the others as they are. Every field is named once: one left out does
+/// not compile.
+macro_rules! debug_hiding_json {
+    ($t:ident { $($field:ident),* ; json: $($json:ident),* }) => {
+        impl ::std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                let $t { $($field,)* $($json,)* } = self;
+                let mut d = f.debug_struct(stringify!($t));
+                $(d.field(stringify!($field), $field);)*
+                $(d.field(stringify!($json), &$crate::secret::DebugValue($json));)*
+                d.finish()
+            }
+        }
+    };
+}
+pub(crate) use debug_hiding_json;
+
+/// A JSON value shown by `Debug` with its credentials hidden ([`redact_json`]).
+pub(crate) struct DebugValue<'a>(pub(crate) &'a Option<serde_json::Value>);
+
+impl fmt::Debug for DebugValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("None"),
+            Some(v) => {
+                let mut v = v.clone();
+                redact_json(&mut v);
+                f.debug_tuple("Some").field(&v).finish()
+            }
+        }
     }
 }
 
@@ -162,12 +219,13 @@ mod tests {
     fn debug_json_hides_credentials_at_any_depth() {
         let plain = r#"{"id":"cus_1","name":"x"}"#;
         assert_eq!(debug_json(plain), plain);
-        let json = r#"{"id":"pi_1","client_secret":"pi_1_secret_abc","nested":[{"auth_code":"ac_9"}],"secret":null}"#;
+        let json = r#"{"id":"pi_1","client_secret":"pi_1_secret_abc","nested":[{"auth_code":"ac_9"}],"secret":null,"next_action":{"redirect_to_url":{"url":"https://hooks.stripe.com/3d_secure?payment_intent_client_secret=pi_1_secret_abc"}}}"#;
         let shown = debug_json(json);
         assert!(
             !shown.contains("pi_1_secret_abc") && !shown.contains("ac_9"),
             "{shown}"
         );
+        assert!(shown.contains(r#"{"url":"<redacted>"}"#), "{shown}");
         assert!(shown.contains(r#""client_secret":"<redacted>""#), "{shown}");
         assert!(shown.contains(r#""secret":null"#), "{shown}");
         assert!(shown.contains(r#""id":"pi_1""#), "{shown}");

@@ -571,6 +571,17 @@ async fn related_objects_are_typed_raw_or_singletons() {
     let fetched = n.fetch_related_object(&client).await.unwrap();
     assert!(fetched.object().is_other());
     assert_eq!(fetched.id().as_deref(), Some("mtr_1"));
+    // An object without a struct hides its credentials in `Debug`, as a typed one does.
+    let raw = serde_json::value::RawValue::from_string(
+        r#"{"id":"ek_1","object":"ephemeral_key","secret":"ek_test_SHOULD_NOT_SHOW","return_url":"https://example.com/?c=src_client_secret_SHOULD_NOT_SHOW"}"#
+            .to_owned(),
+    )
+    .unwrap();
+    let other = FetchedObject::from_raw(&raw);
+    assert!(other.is_other());
+    let shown = format!("{other:?}");
+    assert!(!shown.contains("SHOULD_NOT_SHOW"), "{shown}");
+    assert!(shown.contains(r#""id":"ek_1""#), "{shown}");
 
     let mut singleton: Value =
         serde_json::from_str(&ThinEventBuilder::new("evt_c", "v1.tax.settings.updated").build())

@@ -484,6 +484,21 @@ async fn a_job_page_shows_the_record_and_the_raw_json() {
     ] {
         assert!(html.contains(needle), "{needle} missing from\n{html}");
     }
+    // A body's client secrets are not shown, in a member or in a 3-D Secure URL.
+    let intent = testing::event_json(
+        "evt_pi",
+        "payment_intent.requires_action",
+        r#"{"id":"pi_1","object":"payment_intent","client_secret":"pi_1_secret_HIDDEN","next_action":{"redirect_to_url":{"url":"https://hooks.stripe.com/x?payment_intent_client_secret=pi_1_secret_HIDDEN"}}}"#,
+    );
+    failed(&queue, &intent, "boom", None).await;
+    let (response, html) = fetch(&app, &format!("{BASE}/jobs/evt_pi")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!html.contains("HIDDEN"), "{html}");
+    assert!(
+        html.contains("&quot;client_secret&quot;: &quot;&lt;redacted&gt;&quot;"),
+        "{html}"
+    );
+    assert!(html.contains("&quot;id&quot;: &quot;pi_1&quot;"), "{html}");
     let (response, _) = fetch(&app, &format!("{BASE}/jobs/evt_nope")).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_secure(&response);

@@ -345,6 +345,15 @@ fn debug_output_hides_client_secrets_and_auth_codes() {
             "apps.install.created",
             r#"{"id":"ai_1","object":"apps.install","auth_code":"ac_SHOULD_NOT_SHOW","nested":[{"client_secret":"x_SHOULD_NOT_SHOW"}]}"#,
         ),
+        // 3-D Secure: the client secret in the redirect URL's query, typed and raw.
+        (
+            "payment_intent.requires_action",
+            r#"{"id":"pi_2","object":"payment_intent","status":"requires_action","next_action":{"type":"redirect_to_url","redirect_to_url":{"url":"https://hooks.stripe.com/3d_secure_2/hosted?payment_intent_client_secret=pi_2_secret_SHOULD_NOT_SHOW"}}}"#,
+        ),
+        (
+            "setup_intent.requires_action",
+            r#"{"id":"seti_1","object":"setup_intent","status":"requires_action","next_action":{"redirect_to_url":{"url":"https://hooks.stripe.com/x?setup_intent_client_secret=seti_1_secret_SHOULD_NOT_SHOW"}}}"#,
+        ),
     ];
     for (ty, object) in cases {
         let event = parse_unverified(testing::event_json("evt_1", ty, object).as_bytes()).unwrap();
@@ -354,6 +363,35 @@ fn debug_output_hides_client_secrets_and_auth_codes() {
         // The data itself is all there.
         assert!(event.raw_object().get().contains("SHOULD_NOT_SHOW"), "{ty}");
     }
+    // An update's previous attributes too.
+    let mut updated: serde_json::Value = serde_json::from_str(&testing::event_json(
+        "evt_2",
+        "payment_intent.processing",
+        r#"{"id":"pi_3","object":"payment_intent"}"#,
+    ))
+    .unwrap();
+    updated["data"]["previous_attributes"] =
+        serde_json::json!({"client_secret": "pi_3_secret_SHOULD_NOT_SHOW", "amount": 5});
+    let event = parse_unverified(updated.to_string().as_bytes()).unwrap();
+    let shown = format!("{event:?}");
+    assert!(!shown.contains("SHOULD_NOT_SHOW"), "{shown}");
+    assert!(shown.contains(r#""amount":5"#), "{shown}");
+    // And a verified body is shown by its length only.
+    let body = testing::event_json(
+        "evt_3",
+        "payment_intent.succeeded",
+        r#"{"id":"pi_4","client_secret":"pi_4_secret_SHOULD_NOT_SHOW"}"#,
+    );
+    let verifier =
+        stripe_webhooks::Verifier::new(stripe_webhooks::SigningSecret::new("whsec_debug").unwrap());
+    let header = testing::sign(body.as_bytes(), "whsec_debug", testing::now());
+    let verified = verifier.verify(body.as_bytes(), &header).unwrap();
+    let shown = format!("{verified:?}");
+    assert!(!shown.contains("SHOULD_NOT_SHOW"), "{shown}");
+    assert!(
+        shown.contains(&format!("body_len: {}", body.len())),
+        "{shown}"
+    );
 }
 
 /// Every documented value of a hand-written object's top-level enum field has its own

@@ -22,8 +22,8 @@ use crate::objects::{
 /// [`objects`](crate::objects) has a struct for. More types become typed as the crate
 /// grows structs for them (the enum is `#[non_exhaustive]`); until then they are
 /// [`Other`](Self::Other), as raw JSON. An object whose shape does not fit its struct is
-/// also kept raw, never an error.
-#[derive(Debug, Clone)]
+/// also kept raw, never an error. Its `Debug` output hides credentials, as an event's does.
+#[derive(Clone)]
 #[non_exhaustive]
 pub enum FetchedObject {
     /// `charge`.
@@ -52,6 +52,29 @@ pub enum FetchedObject {
     Subscription(Box<Subscription>),
     /// Any other object, as Stripe sent it.
     Other(Box<RawValue>),
+}
+
+impl fmt::Debug for FetchedObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Charge(o) => f.debug_tuple("Charge").field(o).finish(),
+            Self::CheckoutSession(o) => f.debug_tuple("CheckoutSession").field(o).finish(),
+            Self::Customer(o) => f.debug_tuple("Customer").field(o).finish(),
+            Self::Dispute(o) => f.debug_tuple("Dispute").field(o).finish(),
+            Self::Invoice(o) => f.debug_tuple("Invoice").field(o).finish(),
+            Self::PaymentIntent(o) => f.debug_tuple("PaymentIntent").field(o).finish(),
+            Self::PaymentMethod(o) => f.debug_tuple("PaymentMethod").field(o).finish(),
+            Self::Price(o) => f.debug_tuple("Price").field(o).finish(),
+            Self::Product(o) => f.debug_tuple("Product").field(o).finish(),
+            Self::Refund(o) => f.debug_tuple("Refund").field(o).finish(),
+            Self::SetupIntent(o) => f.debug_tuple("SetupIntent").field(o).finish(),
+            Self::Subscription(o) => f.debug_tuple("Subscription").field(o).finish(),
+            Self::Other(raw) => f
+                .debug_tuple("Other")
+                .field(&crate::secret::DebugJson(raw.get()))
+                .finish(),
+        }
+    }
 }
 
 impl FetchedObject {

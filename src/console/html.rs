@@ -617,7 +617,13 @@ pub(super) fn job_page(ctx: &Ctx<'_>, job: &JobRecord) -> String {
         "<h2>Raw event <span class=\"muted\">({} bytes)</span></h2>",
         job.body.len()
     );
-    match pretty_json(&job.body) {
+    // Client secrets and OAuth codes in it shown as `<redacted>` (the body's members are
+    // then in key order).
+    let shown = std::str::from_utf8(&job.body)
+        .ok()
+        .map(crate::secret::debug_json);
+    let body = shown.as_deref().map_or(&job.body[..], str::as_bytes);
+    match pretty_json(body) {
         Some(json) => {
             let _ = writeln!(out, "<pre class=\"json\">{}</pre>", Esc(&json));
         }

@@ -45,7 +45,10 @@
 //!   console only, no framing), `X-Frame-Options: DENY`, `Cache-Control: no-store`,
 //!   `X-Content-Type-Options: nosniff` and `Referrer-Policy: same-origin`.
 //! - Everything that comes from an event (keys, ids, types, errors, bodies) is
-//!   HTML-escaped. No secret is shown: the console only reads the queue.
+//!   HTML-escaped. No secret is shown: the console only reads the queue, and a body's
+//!   client secrets and OAuth codes (a `client_secret` member, one whose name ends in
+//!   `secret`, an `auth_code`, or a string holding `…_secret_…`, such as a 3-D Secure
+//!   URL) are shown as `<redacted>`.
 
 mod csrf;
 mod html;

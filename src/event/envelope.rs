@@ -81,8 +81,9 @@ map_deserialize!(EventRequest {
     "idempotency_key" => idempotency_key,
 });
 
-/// Everything about an event except its `data.object`.
-#[derive(Debug, Clone)]
+/// Everything about an event except its `data.object`. Its `Debug` output hides
+/// credentials in `previous_attributes`, as an event's object's does.
+#[derive(Clone)]
 pub struct Envelope {
     pub(crate) id: EventId,
     pub(crate) event_type: EventType,
@@ -94,6 +95,41 @@ pub struct Envelope {
     pub(crate) request: Option<EventRequest>,
     pub(crate) pending_webhooks: Option<u64>,
     pub(crate) previous_attributes: Option<Box<RawValue>>,
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every field, named once: a field added and not shown does not compile.
+        let Self {
+            id,
+            event_type,
+            created,
+            livemode,
+            api_version,
+            account,
+            context,
+            request,
+            pending_webhooks,
+            previous_attributes,
+        } = self;
+        f.debug_struct("Envelope")
+            .field("id", id)
+            .field("event_type", event_type)
+            .field("created", created)
+            .field("livemode", livemode)
+            .field("api_version", api_version)
+            .field("account", account)
+            .field("context", context)
+            .field("request", request)
+            .field("pending_webhooks", pending_webhooks)
+            .field(
+                "previous_attributes",
+                &previous_attributes
+                    .as_ref()
+                    .map(|p| crate::secret::DebugJson(p.get())),
+            )
+            .finish()
+    }
 }
 
 impl Envelope {

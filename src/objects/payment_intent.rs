@@ -21,7 +21,7 @@ use super::payment_method::PaymentMethod;
 /// Its charges moved between API versions: before 2022-11-15 every charge is in the
 /// `charges` list; from 2022-11-15 only `latest_charge` is sent.
 /// [`latest_charge_id`](Self::latest_charge_id) reads either.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct PaymentIntent {
     /// PaymentIntent id (`pi_…`).
@@ -90,6 +90,41 @@ pub struct PaymentIntent {
     /// Transfer group, for Connect.
     pub transfer_group: Option<String>,
 }
+
+// `next_action` may hold the client secret in a URL's query.
+crate::secret::debug_hiding_json!(PaymentIntent {
+    id,
+    object,
+    amount,
+    amount_capturable,
+    amount_received,
+    application_fee_amount,
+    canceled_at,
+    cancellation_reason,
+    capture_method,
+    charges,
+    created,
+    currency,
+    customer,
+    description,
+    invoice,
+    last_payment_error,
+    latest_charge,
+    livemode,
+    metadata,
+    on_behalf_of,
+    payment_method,
+    payment_method_types,
+    receipt_email,
+    setup_future_usage,
+    shipping,
+    source,
+    statement_descriptor,
+    statement_descriptor_suffix,
+    status,
+    transfer_group;
+    json: next_action
+});
 
 map_deserialize!(PaymentIntent {
     required "id" => id;

@@ -12,7 +12,7 @@ use super::payment_method::PaymentMethod;
 ///
 /// Carried by `setup_intent.succeeded`, `.setup_failed`, `.created`, `.canceled` and
 /// `.requires_action`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct SetupIntent {
     /// SetupIntent id (`seti_…`).
@@ -50,6 +50,27 @@ pub struct SetupIntent {
     /// How the saved payment method will be used.
     pub usage: Option<SetupFutureUsage>,
 }
+
+// `next_action` may hold the client secret in a URL's query.
+crate::secret::debug_hiding_json!(SetupIntent {
+    id,
+    object,
+    cancellation_reason,
+    created,
+    customer,
+    description,
+    last_setup_error,
+    latest_attempt,
+    livemode,
+    mandate,
+    metadata,
+    on_behalf_of,
+    payment_method,
+    payment_method_types,
+    status,
+    usage;
+    json: next_action
+});
 
 map_deserialize!(SetupIntent {
     required "id" => id;

@@ -2,6 +2,7 @@
 
 mod header;
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -164,12 +165,23 @@ impl MatchedSecret {
 /// A request body whose signature has been verified.
 ///
 /// It borrows the body; parse it with [`VerifiedPayload::parse`] (snapshot events) or
-/// [`VerifiedPayload::parse_notification`] (v2 thin events).
-#[derive(Debug, Clone)]
+/// [`VerifiedPayload::parse_notification`] (v2 thin events). Its `Debug` output shows
+/// the body's length, not the body (which may hold client secrets and personal data).
+#[derive(Clone)]
 pub struct VerifiedPayload<'a> {
     body: &'a [u8],
     timestamp: i64,
     matched: MatchedSecret,
+}
+
+impl fmt::Debug for VerifiedPayload<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedPayload")
+            .field("body_len", &self.body.len())
+            .field("timestamp", &self.timestamp)
+            .field("matched", &self.matched)
+            .finish()
+    }
 }
 
 impl<'a> VerifiedPayload<'a> {

@@ -619,6 +619,111 @@ async fn not_found_is_an_api_error_with_type_code_and_request_id() {
     assert_eq!(fake.requests().len(), 1, "a 404 is not retried");
 }
 
+/// The fake tells an object that is not there (`resource_missing`) from a URL the API
+/// does not know (a 404 without a code), as Stripe does; `is_resource_missing` is only
+/// the former.
+#[tokio::test]
+async fn the_fake_tells_a_missing_object_from_an_unknown_url() {
+    let (_fake, client) = fake().await;
+    let ctx = RequestContext::platform();
+    let missing = client
+        .retrieve_object(&ctx, "/v1/customers/cus_gone")
+        .await
+        .unwrap_err();
+    assert!(missing.is_resource_missing(), "{missing:?}");
+    for path in ["/v1/custmers", "/v1/nowhere/at/all", "/v2/core"] {
+        let err = client.retrieve_object(&ctx, path).await.unwrap_err();
+        let ClientError::Api(api) = &err else {
+            panic!("{path}: {err:?}")
+        };
+        assert_eq!((api.status, api.code.as_deref()), (404, None), "{path}");
+        assert!(!err.is_resource_missing(), "{path}: {err:?}");
+        assert!(
+            api.message
+                .as_deref()
+                .unwrap()
+                .contains("Unrecognized request URL"),
+            "{path}: {api:?}"
+        );
+    }
+}
+
+/// An event that names its account only in `context` (Accounts v2, organizations)
+/// belongs to that account in the fake, as on Stripe: the platform's list leaves it
+/// out, and a fetch for the event (`RequestContext::for_event`) finds it.
+#[tokio::test]
+async fn the_fake_keeps_a_context_only_event_with_its_account() {
+    let (fake, client) = fake().await;
+    let mut v: Value = serde_json::from_str(&event_at("evt_ctx", "invoice.paid", BASE)).unwrap();
+    v["context"] = "acct_ctx".into();
+    fake.add_event(&v.to_string()).unwrap();
+    let platform = client
+        .list_events(&RequestContext::platform(), &ListEventsParams::new())
+        .await
+        .unwrap();
+    assert!(platform.data.is_empty(), "{:?}", platform.data);
+    let event = dangerous::parse_unverified(v.to_string().as_bytes()).unwrap();
+    let ctx = RequestContext::for_event(&event);
+    let found = client.retrieve_event(&ctx, "evt_ctx").await.unwrap();
+    assert_eq!(found.id().as_str(), "evt_ctx");
+    let listed = client
+        .list_events(
+            &RequestContext::platform().with_stripe_account("acct_ctx"),
+            &ListEventsParams::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.data.len(), 1);
+    // Both lists take at most 20 types, as Stripe's do.
+    let types: Vec<String> = (0..21).map(|i| format!("x.type_{i}")).collect();
+    let v1 = client
+        .list_events(
+            &RequestContext::platform(),
+            &ListEventsParams::new().with_types(types.clone()),
+        )
+        .await
+        .unwrap_err();
+    let v2 = client
+        .list_v2_events(
+            &RequestContext::platform(),
+            &ListV2EventsParams::new().with_types(types),
+            None,
+        )
+        .await
+        .unwrap_err();
+    for err in [v1, v2] {
+        let ClientError::Api(api) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(api.status, 400, "{api:?}");
+        assert!(
+            api.message.as_deref().unwrap().contains("at most 20"),
+            "{api:?}"
+        );
+    }
+}
+
+/// Dropping the fake closes the connections it was answering: a client that sent half
+/// a request is not left waiting on a task that outlives the server.
+#[tokio::test]
+async fn dropping_the_fake_closes_its_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = FakeStripe::start().await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(fake);
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the connection stayed open: {read:?}"
+    );
+}
+
 #[tokio::test]
 async fn rides_out_a_429_storm() {
     let (fake, client) = fake().await;

@@ -158,7 +158,7 @@ struct Inner {
     /// By the account they belong to (`None`: the platform's) and path.
     objects: HashMap<(Option<String>, String), String>,
     faults: Vec<FaultRule>,
-    requests: Vec<RecordedRequest>,
+    requests: std::collections::VecDeque<RecordedRequest>,
     order: u64,
 }
 
@@ -204,12 +204,14 @@ impl State {
 /// (v1) or `Stripe-Context` (v2) header, and the platform's own only without one. Unlike
 /// Stripe, which lists the last 30 days, it keeps every event it was given.
 ///
-/// Anything else is Stripe's 404 (`invalid_request_error`, `resource_missing`); every
-/// answer has a `Request-Id`. A request without `Authorization` is answered 401, and
-/// any method but `GET` 405. Faults ([`fail_next`](Self::fail_next),
+/// Anything else is Stripe's 404 (`invalid_request_error`): `resource_missing` for an
+/// object's path (`/v1/customers/cus_404`), no code for a URL the API does not know;
+/// every answer has a `Request-Id`. A request without `Authorization` is answered 401,
+/// and any method but `GET` 405. Faults ([`fail_next`](Self::fail_next),
 /// [`fail_path`](Self::fail_path)) come before the answer. Every request is recorded
-/// ([`requests`](Self::requests)), with the most ever in flight at once
-/// ([`max_in_flight`](Self::max_in_flight)). The server stops when the value is dropped.
+/// ([`requests`](Self::requests), the last [`MAX_RECORDED`] of them), with the most
+/// ever in flight at once ([`max_in_flight`](Self::max_in_flight)). The server and the
+/// connections it answers stop when the value is dropped.
 ///
 #[cfg_attr(
     feature = "client",
@@ -252,8 +254,21 @@ impl FakeStripe {
         let state = Arc::new(State::default());
         let accept_state = Arc::clone(&state);
         let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, Arc::clone(&accept_state)));
+            // The connections' tasks: aborted with this one when the server is dropped
+            // (a client's half-sent request or a slow answer does not outlive it).
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            connections.spawn(serve(stream, Arc::clone(&accept_state)));
+                        }
+                        // A client that hung up before it was accepted, or no file
+                        // descriptor free for now: the server goes on.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    },
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                }
             }
         });
         Ok(Self { addr, state, task })
@@ -287,7 +302,13 @@ impl FakeStripe {
                 },
             }
         })?;
-        Ok(crate::client::HttpClient::new(key)?
+        // Never through a proxy from the environment: the server is on this machine.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| crate::client::ClientError::Network(Box::new(e)))?;
+        Ok(crate::client::HttpClient::with_reqwest(http, key)
             .with_base_url(self.base_url())
             .with_backoff(Duration::from_millis(1), Duration::from_millis(20))
             .with_rate_limit(1_000))
@@ -323,8 +344,16 @@ impl FakeStripe {
             event_type: String,
             #[serde(default)]
             account: Option<String>,
+            #[serde(default)]
+            context: Option<String>,
         }
         let tag: Tag = serde_json::from_str(json)?;
+        // An event with only a `context` (an Accounts v2 or organization event) belongs
+        // to the account it names, as `Event::account` reads it.
+        let account = tag.account.or_else(|| {
+            let context = tag.context.as_deref()?;
+            crate::event::context_account(context).map(str::to_owned)
+        });
         let mut inner = self.state.lock();
         inner.order += 1;
         let order = inner.order;
@@ -335,7 +364,7 @@ impl FakeStripe {
             event_type: tag.event_type,
             delivery_success,
             object_id: None,
-            account: tag.account,
+            account,
             order,
             json: json.trim().to_owned(),
         });
@@ -463,9 +492,10 @@ impl FakeStripe {
         self.state.lock().faults.clear();
     }
 
-    /// Every request received so far, in the order they arrived.
+    /// Every request received so far (the last [`MAX_RECORDED`]), in the order they
+    /// arrived.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.state.lock().requests.clone()
+        self.state.lock().requests.iter().cloned().collect()
     }
 
     /// Forgets the recorded requests and resets [`max_in_flight`](Self::max_in_flight).
@@ -642,7 +672,10 @@ fn reason(status: u16) -> &'static str {
 async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
     let fault = {
         let mut inner = state.lock();
-        inner.requests.push(request.clone());
+        if inner.requests.len() >= MAX_RECORDED {
+            inner.requests.pop_front();
+        }
+        inner.requests.push_back(request.clone());
         let found = inner.faults.iter_mut().find(|r| {
             r.remaining != Some(0)
                 && r.path_prefix
@@ -753,10 +786,24 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
         let account = v1_events_of.map(str::to_owned);
         match inner.objects.get(&(account, path.to_owned())) {
             Some(json) => Answer::ok(json.clone()),
-            None => {
-                let id = path.rsplit('/').next().unwrap_or(path);
-                Answer::missing("object", id)
-            }
+            // As Stripe: an object's path (`/v1/customers/cus_1`, its last part an id)
+            // that names none is `resource_missing`; any other path is a URL the API
+            // does not know, a 404 without a code.
+            None => match path.rsplit_once('/') {
+                Some((collection, id))
+                    if collection.len() > "/v1".len()
+                        && id.contains('_')
+                        && (collection.starts_with("/v1/") || collection.starts_with("/v2/")) =>
+                {
+                    Answer::missing("object", id)
+                }
+                _ => Answer::error(
+                    404,
+                    "invalid_request_error",
+                    None,
+                    &format!("Unrecognized request URL (GET: {path})."),
+                ),
+            },
         }
     })
 }
@@ -797,6 +844,24 @@ fn object_path(path: &str) -> String {
 
 /// How many `types[]` `GET /v1/events` takes, as Stripe.
 const MAX_TYPES: usize = 20;
+
+/// How many requests a [`FakeStripe`] keeps for [`requests`](FakeStripe::requests), the
+/// latest: a long-running fake (`examples/reconcile.rs --fake --every …`) stays bounded.
+pub const MAX_RECORDED: usize = 10_000;
+
+/// Both lists take at most [`MAX_TYPES`] types, as Stripe's do.
+fn too_many_types(types: &[&str]) -> Result<(), Answer> {
+    if types.len() > MAX_TYPES {
+        return Err(Answer::bad_param(
+            "types",
+            &format!(
+                "You may pass at most {MAX_TYPES} types (you passed {}).",
+                types.len()
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// `text` percent-encoded for a query (unreserved characters kept).
 fn encode_query(text: &str) -> String {
@@ -936,15 +1001,7 @@ fn list_v1(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
                 "You may only specify one of these parameters: type, types.",
             ));
         }
-        if types.len() > MAX_TYPES {
-            return Err(Answer::bad_param(
-                "types",
-                &format!(
-                    "You may pass at most {MAX_TYPES} types (you passed {}).",
-                    types.len()
-                ),
-            ));
-        }
+        too_many_types(&types)?;
         let all = newest_first(events);
         let cursor = |name: &str| -> Result<Option<(i64, u64)>, Answer> {
             match request.query_value(name) {
@@ -1035,6 +1092,7 @@ fn list_v2(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
         let lte = time_param(request, "created[lte]")?;
         let object_id = request.query_value("object_id");
         let types = types_param(request);
+        too_many_types(&types)?;
         // A page token is a cursor, as Stripe's: the key of the event a page starts
         // after (`fake_after_…`, older events) or ends before (`fake_before_…`, newer
         // ones), so events added between two requests neither repeat nor vanish.

@@ -13,7 +13,7 @@ use hmac::Mac;
 use crate::secret::HmacSha256;
 
 pub use crate::clock::ManualClock;
-pub use fake_api::{FakeStripe, Fault, RecordedRequest, FAKE_API_KEY};
+pub use fake_api::{FakeStripe, Fault, RecordedRequest, FAKE_API_KEY, MAX_RECORDED};
 
 /// The current Unix time in seconds.
 pub fn now() -> i64 {

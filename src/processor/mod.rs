@@ -323,7 +323,9 @@ impl Processor {
     /// A thin event claimed under its snapshot twin (the default,
     /// [`with_thin_handler`](Self::with_thin_handler)) goes through the guard as its
     /// twin would: an older one is answered `stale` and its thin handler is not called
-    /// (thin handlers have no `handle_stale`); other thin events run unguarded. In inbox mode, [`PostgresInbox::ordered`](crate::PostgresInbox::ordered)
+    /// (thin handlers have no `handle_stale`), and since it settles the claim the two
+    /// share, the snapshot twin that arrives after it is a duplicate and does not reach
+    /// `handle_stale` either; other thin events run unguarded. In inbox mode, [`PostgresInbox::ordered`](crate::PostgresInbox::ordered)
     /// and [`SqliteInbox::ordered`](crate::SqliteInbox::ordered) run the same guard inside
     /// the delivery's transaction.
     ///

@@ -510,6 +510,22 @@ async fn a_worker_that_loses_its_lease_is_stopped_and_its_job_taken_over() {
     handle.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A renewal of no time at all still holds the job a millisecond, as a take does: a
+/// lease that ended as it was renewed would let a take run the job beside its holder.
+#[tokio::test]
+async fn a_zero_renewal_still_holds_the_job() {
+    let clock = stripe_webhooks::ManualClock::new(1_700_000_000_000);
+    let queue = MemoryQueue::with_clock(clock.clone());
+    enqueue_body(&queue, &customer_event("evt_zero", "cus_1", 1)).await;
+    let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
+    queue.extend(&taken[0].token, Duration::ZERO).await.unwrap();
+    let again = queue.take(1, Duration::from_secs(60), false).await.unwrap();
+    assert!(again.is_empty(), "taken beside its holder: {again:?}");
+    clock.advance(Duration::from_millis(1));
+    let again = queue.take(1, Duration::from_secs(60), false).await.unwrap();
+    assert_eq!(again.len(), 1, "the renewed lease ended");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_short_jobs_and_releases_long_ones() {
     let queue = MemoryQueue::new();

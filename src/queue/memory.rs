@@ -261,7 +261,11 @@ impl Queue for MemoryQueue {
     }
 
     async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
-        self.fenced(token, |e, now| e.run_at = now.saturating_add(millis(lease)))
+        // At least a millisecond, as a take's: a lease that ended as it was renewed would
+        // let a take take the job again while its holder runs it.
+        self.fenced(token, |e, now| {
+            e.run_at = now.saturating_add(millis(lease).max(1))
+        })
     }
 
     async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {

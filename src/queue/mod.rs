@@ -489,7 +489,12 @@ impl QueueCounts {
 ///   token's fence, and answer [`StoreError::LeaseLost`] otherwise; but `complete`
 ///   answers `Ok` for a job this token's fence completed already (a retried call).
 /// - Leases and retry times are judged by one clock for every process (the
-///   database's), never a worker's.
+///   database's), never a worker's. A lease that `take` or `extend` gives lasts at
+///   least a millisecond.
+/// - That clock is the database host's wall clock (SQLite's is the machine's, shared by
+///   the processes on it): a jump forward of more than a lease's time left ends the
+///   lease early, and another take may run the job beside its holder until the holder's
+///   next renewal finds the lease lost. Keep the host's clock slewed (NTP), not stepped.
 ///
 /// `testing::queue_conformance` (feature `testing`) checks all of it.
 #[async_trait]

@@ -496,7 +496,7 @@ where
             &self.sql.extend,
             token,
             None,
-            Some(millis(lease)),
+            Some(millis(lease.max(Duration::from_millis(1)))),
         )
         .await
     }
@@ -963,9 +963,9 @@ pub struct SqliteQueue {
 
 #[cfg(feature = "sqlite")]
 impl SqliteQueue {
-    /// The queue beside the store table `store_table` (`{store_table}_jobs`) on `pool`.
-    /// Run the store's `migrate()` first.
-    pub fn new(pool: sqlx::SqlitePool, store_table: &str) -> Self {
+    /// The queue beside the store table `store_table` (`{store_table}_jobs`) on `pool`,
+    /// a name the store checked (the public way in is [`SqliteStore::queue`](crate::SqliteStore::queue)).
+    pub(crate) fn new(pool: sqlx::SqlitePool, store_table: &str) -> Self {
         let core = SqlQueue::new(pool.clone(), store_table);
         let batcher = super::sqlite_batch::Batcher::new(pool, Arc::clone(&core.jobs));
         Self { core, batcher }
@@ -1090,9 +1090,9 @@ async fn read_notifications(mut listener: sqlx::postgres::PgListener, wakeups: A
 
 #[cfg(feature = "postgres")]
 impl PostgresQueue {
-    /// The queue beside the store table `store_table` (`{store_table}_jobs`) on `pool`.
-    /// Run the store's `migrate()` first.
-    pub fn new(pool: sqlx::PgPool, store_table: &str) -> Self {
+    /// The queue beside the store table `store_table` (`{store_table}_jobs`) on `pool`,
+    /// a name the store checked (the public way in is [`PostgresStore::queue`](crate::PostgresStore::queue)).
+    pub(crate) fn new(pool: sqlx::PgPool, store_table: &str) -> Self {
         Self {
             core: SqlQueue::new(pool, store_table),
             listener: Arc::default(),

@@ -521,7 +521,8 @@ impl Queue for RedisQueue {
     }
 
     async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
-        let lease = ms(lease).to_string();
+        // At least 1 ms, as a take's.
+        let lease = ms(lease).max(1).to_string();
         self.fenced(&EXTEND_SCRIPT, token, &[&lease]).await
     }
 

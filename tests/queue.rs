@@ -1885,6 +1885,9 @@ fn a_completion_the_queue_cannot_record_is_counted_settle_failed() {
 struct LateTake {
     inner: MemoryQueue,
     late: Arc<AtomicUsize>,
+    /// The late take takes at once and only answers late (a statement that committed,
+    /// its answer slow), rather than waiting before it takes.
+    takes_first: bool,
 }
 
 #[async_trait]
@@ -1903,11 +1906,16 @@ impl Queue for LateTake {
             .late
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
             .is_ok();
+        let takes_first = self.takes_first;
         let taking = tokio::spawn(async move {
-            if late {
+            if late && !takes_first {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            inner.take(max, lease, ordered).await
+            let taken = inner.take(max, lease, ordered).await;
+            if late && takes_first {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            taken
         });
         taking.await.unwrap()
     }
@@ -1939,6 +1947,7 @@ async fn a_job_taken_after_its_lease_window_is_retried_unrun() {
     let queue = LateTake {
         inner: MemoryQueue::new(),
         late: Arc::new(AtomicUsize::new(1)),
+        takes_first: false,
     };
     let body = customer_event("evt_slow_take", "cus_1", testing::now());
     enqueue_body(&queue, &body).await;
@@ -1980,6 +1989,7 @@ async fn jobs_a_timed_out_take_still_took_are_given_back() {
     let queue = LateTake {
         inner: MemoryQueue::new(),
         late: Arc::new(AtomicUsize::new(1)),
+        takes_first: false,
     };
     let body = customer_event("evt_late_take", "cus_1", testing::now());
     enqueue_body(&queue, &body).await;
@@ -2007,4 +2017,43 @@ async fn jobs_a_timed_out_take_still_took_are_given_back() {
         .unwrap()
         .unwrap();
     assert_eq!((rec.state, rec.attempts), (JobState::Completed, 1));
+}
+
+/// A worker stopped while a timed-out take has not answered yet waits for it (within
+/// the grace) and gives its jobs back: the runtime's end, right after the shutdown,
+/// would otherwise cut the task that does, and the jobs would sit as running, an
+/// attempt spent, until their lease ends.
+#[test]
+fn a_stopping_worker_gives_back_what_a_late_take_took() {
+    let queue = LateTake {
+        inner: MemoryQueue::new(),
+        late: Arc::new(AtomicUsize::new(1)),
+        takes_first: true,
+    };
+    // The worker's own runtime, ended as a service's is once its worker has stopped.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let body = customer_event("evt_late_stop", "cus_1", testing::now());
+        enqueue_body(&queue, &body).await;
+        let handle = Worker::new(queue.clone(), Recorder::default())
+            .with_store_timeout(Duration::from_millis(100))
+            .with_lease(Duration::from_secs(600))
+            .with_poll_interval(Duration::from_secs(10))
+            .spawn();
+        // The first take takes the job at once, times out at 100 ms, answers at 300 ms.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        handle.shutdown(Duration::from_secs(5)).await;
+    });
+    drop(runtime);
+    let rec = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(queue.inner.job(&"evt_late_stop".into()))
+        .unwrap()
+        .unwrap();
+    assert_eq!((rec.state, rec.attempts), (JobState::Queued, 0), "{rec:?}");
 }

@@ -297,6 +297,10 @@ pub struct Worker {
     /// The handlers of the standard runner, kept to add a thin one later.
     handlers: Option<HandlerPair>,
     settings: Settings,
+    /// The tasks that give back what a timed-out take took once it answers: a stopping
+    /// worker waits for them (until its hard stop), or its runtime's end could cut them
+    /// and leave their jobs running under a lease no one holds.
+    late_takes: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 /// A standard worker's snapshot and thin handlers.
@@ -373,6 +377,7 @@ impl Worker {
             queue,
             runner,
             handlers,
+            late_takes: Arc::default(),
             settings: Settings {
                 concurrency: 4,
                 lease: 2 * DEFAULT_JOB_DEADLINE,
@@ -542,7 +547,7 @@ impl Worker {
             Ok(Err(e)) => Err(StoreError::unavailable(format!("the take failed: {e}"))),
             Err(_) => {
                 let queue = Arc::clone(&self.queue);
-                tokio::spawn(async move {
+                let giving_back = tokio::spawn(async move {
                     if let Ok(Ok(jobs)) = take.await {
                         for job in jobs {
                             // If this fails too, the job's lease ends and it runs then.
@@ -550,6 +555,10 @@ impl Worker {
                         }
                     }
                 });
+                if let Ok(mut late) = self.late_takes.lock() {
+                    late.retain(|t| !t.is_finished());
+                    late.push(giving_back);
+                }
                 Err(StoreError::Timeout(limit))
             }
         }
@@ -674,6 +683,20 @@ impl Worker {
         // Graceful: no more takes; the jobs in hand finish, or are released when the
         // handle's deadline passes (it flips `stop`).
         while set.join_next().await.is_some() {}
+        // And the jobs of a take that timed out are given back once it answers, until
+        // the hard stop (the lease ends them then).
+        let late = self
+            .late_takes
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default();
+        let mut stop = stop;
+        for giving_back in late {
+            tokio::select! {
+                _ = giving_back => {}
+                () = until_true(&mut stop) => break,
+            }
+        }
     }
 }
 

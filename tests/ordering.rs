@@ -1201,6 +1201,45 @@ async fn a_renewal_on_its_way_when_the_handler_ends_does_not_lock_the_object_aga
     );
 }
 
+/// A delivery dropped while its succeeded handler waits for the renewal on its way (a
+/// client that hung up then): its claim is completed, never released, or Stripe's
+/// retry would run the handler a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_dropped_while_its_renewal_ends_completes_its_claim() {
+    use stripe_webhooks::StoreAdmin;
+    let lease = Duration::from_secs(3);
+    let (_clock, store, gate, p) = gated_on("evt_a", lease, |inner| Faulty {
+        inner,
+        late_release: Arc::default(),
+        hung_release: Arc::default(),
+        late_lock: Arc::default(),
+        slow_lock: Arc::new(AtomicUsize::new(1)),
+        failing_completions: Arc::default(),
+    });
+    let p = Arc::new(p.with_store_timeout(Duration::from_secs(1)));
+    let first = {
+        let p = Arc::clone(&p);
+        tokio::spawn(async move { p.process_event(&update("evt_a", "cus_1", BASE + 1)).await })
+    };
+    tokio::time::sleep(lease / 3 + SLOW / 4).await;
+    gate.open.notify_one();
+    // The handler has succeeded; the delivery waits for the renewal, and is dropped.
+    tokio::time::sleep(SLOW / 4).await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    // The drop guard settles the claim from a task of its own.
+    tokio::time::sleep(SLOW).await;
+    let record = store.inner.record(&EventId::new("evt_a")).await.unwrap();
+    assert_eq!(
+        record.map(|r| r.status),
+        Some(stripe_webhooks::RecordStatus::Completed),
+        "the handler ran: Stripe's retry must be a duplicate"
+    );
+    let retry = p.process_event(&update("evt_a", "cus_1", BASE + 1)).await;
+    assert_eq!(retry.kind().name(), "duplicate", "{retry:?}");
+    assert_eq!(*gate.applied.lock().unwrap(), ["evt_a"]);
+}
+
 /// A failed delivery whose release outlives the store timeout (it never reaches the
 /// store): the object's lock is let go all the same, so the object's other events are
 /// not answered 409 until the lock's lease ends.

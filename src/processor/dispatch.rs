@@ -278,6 +278,11 @@ async fn run_claimed(
         settings,
         claimed_at,
         run_handler(handler, settings.deadline),
+        |result| {
+            if result.is_ok() {
+                guard.handler_succeeded();
+            }
+        },
     )
     .await;
     let dispatched = match handled {

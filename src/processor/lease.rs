@@ -69,9 +69,10 @@ impl<'a> ClaimGuard<'a> {
 
     /// The handler returned `Ok`: from now on a drop completes the claim.
     pub(super) fn handler_succeeded(&mut self) {
-        if let Held::Running(token) = std::mem::replace(&mut self.held, Held::Settled) {
-            self.held = Held::Succeeded(token);
-        }
+        self.held = match std::mem::replace(&mut self.held, Held::Settled) {
+            Held::Running(token) | Held::Succeeded(token) => Held::Succeeded(token),
+            Held::Settled => Held::Settled,
+        };
     }
 
     /// The delivery settled the claim itself.
@@ -148,6 +149,7 @@ pub(super) async fn renewing_lease(
     settings: &DispatchSettings,
     claimed_at: Instant,
     work: impl Future<Output = Result<(), HandlerError>>,
+    finished_before_renewal: impl FnOnce(&Result<(), HandlerError>),
 ) -> Handled {
     use std::task::Poll;
     use tokio::time::{sleep_until, timeout_at};
@@ -207,11 +209,14 @@ pub(super) async fn renewing_lease(
         })
         .await;
         if let Some(out) = finished {
-            if renewed.is_none() {
+            if let (Handled::Finished(result), None) = (&out, &renewed) {
                 // The handler finished while a renewal was on its way: let it end (within
                 // the store timeout) before the claim is settled. Dropped, its statement
                 // could still run on the server after the completion, and lock the
-                // object again for a lease (the completion had freed it).
+                // object again for a lease (the completion had freed it). The caller
+                // hears first how the handler ended, so that a delivery dropped during
+                // this wait completes a claim whose handler succeeded, never releases it.
+                finished_before_renewal(result);
                 let _ = renew.await;
             }
             return out;
@@ -246,6 +251,7 @@ pub(super) async fn renewing_lease(
     _settings: &DispatchSettings,
     _claimed_at: Instant,
     work: impl Future<Output = Result<(), HandlerError>>,
+    _finished_before_renewal: impl FnOnce(&Result<(), HandlerError>),
 ) -> Handled {
     Handled::Finished(work.await)
 }

@@ -104,11 +104,11 @@ pub fn parse_eventbridge(body: &[u8]) -> Result<CloudEvent, ParseError> {
 /// Event Grid authenticated the delivery.
 ///
 /// Each event of the batch is parsed on its own: one that is not a Stripe event does
-/// not keep the others from running. Run the good ones, then answer for the batch: a
-/// 5xx if any failed to run (Event Grid retries the whole batch, and the events that
-/// ran are duplicates then, skipped by their claims), else 400 if any was refused
-/// (Event Grid does not retry a 400: it dead-letters the batch, where a dead-letter
-/// destination is set, with the refused event in it), else 200.
+/// not keep the others from running. Run the good ones, then answer for the batch: the
+/// failure's own status if any did not run (409 or 5xx: Event Grid retries the whole
+/// batch, and the events that ran are duplicates then, skipped by their claims), else
+/// 400 if any was refused (Event Grid does not retry a 400: it dead-letters the batch,
+/// where a dead-letter destination is set, with the refused event in it), else 200.
 ///
 /// ```
 /// # async fn run(processor: &stripe_webhooks::Processor, body: &[u8]) -> u16 {
@@ -120,7 +120,7 @@ pub fn parse_eventbridge(body: &[u8]) -> Result<CloudEvent, ParseError> {
 ///     let outcome = match event {
 ///         Ok(event) => processor.process_unsigned(&event).await,
 ///         Err(_) => {
-///             status = 400;
+///             status = status.max(400);
 ///             continue;
 ///         }
 ///     };

@@ -472,8 +472,8 @@ async fn sqlite_failed_lists_store_failures_and_retrying_jobs() {
     on(&flags, &["requeue", "evt_retrying"]).await.ok();
 
     // Paged: two more of each, one first seen after the other (the requeued job out of
-    // the way first). Each list with more after its page names the flag for its next;
-    // that flag pages the list holding the id.
+    // the way first). Each list with more after its page names its own flag for its
+    // next, and that flag pages that list only.
     let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
     queue.complete(&taken[0].token).await.unwrap();
     for id in ["evt_inline_b", "evt_inline_c"] {
@@ -502,38 +502,39 @@ async fn sqlite_failed_lists_store_failures_and_retrying_jobs() {
         rows.map(|r| r["id"].as_str().unwrap().to_owned()).collect()
     };
     let page = on(&flags, &["failed", "--limit", "1"]).await.ok().stdout;
-    assert!(
-        page.contains(
-            "more failed events follow: run this command again with --after=evt_inline_failed"
-        ),
-        "{page}"
-    );
-    assert!(
-        page.contains("more retrying jobs follow: run this command again with --after=evt_retry_b"),
-        "{page}"
-    );
+    for hint in [
+        "more failed events follow: run this command again with --after-event=evt_inline_failed",
+        "more retrying jobs follow: run this command again with --after-job=evt_retry_b",
+    ] {
+        assert!(page.contains(hint), "{hint}\n{page}");
+    }
     let page = on(&flags, &["failed", "--limit", "1", "--json"]).await.ok();
     assert_eq!(ids(page.json()), ["evt_inline_failed", "evt_retry_b"]);
-    let page = on(&flags, &["failed", "--after=evt_inline_failed", "--json"])
-        .await
-        .ok();
-    assert_eq!(ids(page.json()), ["evt_inline_b", "evt_inline_c"]);
-    let page = on(
-        &flags,
-        &["failed", "--after", "evt_inline_b", "--limit", "1"],
-    )
-    .await
-    .ok()
-    .stdout;
+    let next = ["failed", "--after-event=evt_inline_failed", "--json"];
+    assert_eq!(
+        ids(on(&flags, &next).await.ok().json()),
+        ["evt_inline_b", "evt_inline_c"]
+    );
+    let last = ["failed", "--after-event", "evt_inline_b", "--limit", "1"];
+    let page = on(&flags, &last).await.ok().stdout;
     assert!(
         page.contains("evt_inline_c") && !page.contains("again with"),
         "the last page, full: {page}"
     );
-    let page = on(&flags, &["failed", "--after=evt_retry_b", "--json"])
-        .await
-        .ok();
-    assert_eq!(ids(page.json()), ["evt_retry_c"]);
-    let page = on(&flags, &["failed", "--after=evt_retry_c"])
+    let next = ["failed", "--after-job=evt_retry_b", "--json"];
+    assert_eq!(ids(on(&flags, &next).await.ok().json()), ["evt_retry_c"]);
+    // Both at once: each list from its own place.
+    let both = [
+        "failed",
+        "--after-event=evt_inline_b",
+        "--after-job=evt_retry_b",
+        "--json",
+    ];
+    assert_eq!(
+        ids(on(&flags, &both).await.ok().json()),
+        ["evt_inline_c", "evt_retry_c"]
+    );
+    let page = on(&flags, &["failed", "--after-job=evt_retry_c"])
         .await
         .ok()
         .stdout;

@@ -624,14 +624,27 @@ async fn not_found_is_an_api_error_with_type_code_and_request_id() {
 /// the former.
 #[tokio::test]
 async fn the_fake_tells_a_missing_object_from_an_unknown_url() {
-    let (_fake, client) = fake().await;
+    let (fake, client) = fake().await;
     let ctx = RequestContext::platform();
     let missing = client
         .retrieve_object(&ctx, "/v1/customers/cus_gone")
         .await
         .unwrap_err();
     assert!(missing.is_resource_missing(), "{missing:?}");
-    for path in ["/v1/custmers", "/v1/nowhere/at/all", "/v2/core"] {
+    // So is one in a collection the fake was given an object or a thin event in.
+    fake.add_object("/v1/billing/meters/mtr_1", r#"{"id":"mtr_1"}"#)
+        .unwrap();
+    let meter = client
+        .retrieve_object(&ctx, "/v1/billing/meters/mtr_gone")
+        .await
+        .unwrap_err();
+    assert!(meter.is_resource_missing(), "{meter:?}");
+    for path in [
+        "/v1/custmers/cus_gone",
+        "/v1/custmers",
+        "/v1/nowhere/at/all",
+        "/v2/core",
+    ] {
         let err = client.retrieve_object(&ctx, path).await.unwrap_err();
         let ClientError::Api(api) = &err else {
             panic!("{path}: {err:?}")

@@ -80,13 +80,19 @@ impl HttpClient {
     ///
     /// [`ClientError::Network`] if the HTTP client cannot be built (TLS set-up).
     pub fn new(api_key: ApiKey) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("stripe-webhooks-rs/", env!("CARGO_PKG_VERSION")))
+        let http = Self::reqwest_builder()
             .build()
             .map_err(|e| ClientError::Network(Box::new(e)))?;
         Ok(Self::with_reqwest(http, api_key))
+    }
+
+    /// The `reqwest` settings of [`new`](Self::new): no redirects, a 10 s connect
+    /// timeout, the crate's user agent.
+    pub(crate) fn reqwest_builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("stripe-webhooks-rs/", env!("CARGO_PKG_VERSION")))
     }
 
     /// A client on an existing `reqwest::Client` (its proxy, TLS and pool settings).

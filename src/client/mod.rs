@@ -24,7 +24,7 @@ mod fetch;
 mod http;
 #[cfg(any(feature = "client", feature = "testing"))]
 pub(crate) mod http_date;
-mod paths;
+pub(crate) mod paths;
 
 use std::error::Error as StdError;
 use std::fmt;

@@ -67,6 +67,12 @@ pub(crate) fn collection_path(object_type: &str) -> Option<&'static str> {
         .map(|(_, p)| *p)
 }
 
+/// Whether `collection` (`/v1/customers`) is where [`object_path`] puts a type's ids.
+#[cfg(feature = "testing")]
+pub(crate) fn is_collection(collection: &str) -> bool {
+    PATHS.iter().any(|(_, p)| *p == collection)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -627,12 +627,13 @@ pub(super) fn job_page(ctx: &Ctx<'_>, job: &JobRecord) -> String {
         Some(json) => {
             let _ = writeln!(out, "<pre class=\"json\">{}</pre>", Esc(&json));
         }
+        // Not JSON the redaction could read: not shown, since it might hold a secret
+        // the console cannot find (`stripe-webhooks show` prints it).
         None => {
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                "<p class=\"hint\">The body is not JSON; shown as text.</p>\n\
-                 <pre class=\"json\">{}</pre>\n",
-                Esc(&String::from_utf8_lossy(&job.body))
+                "<p class=\"hint\">The body is not JSON this console can read; it is not \
+                 shown (<code>stripe-webhooks show</code> prints it).</p>"
             );
         }
     }

@@ -157,6 +157,10 @@ struct Inner {
     v2_events: Vec<StoredEvent>,
     /// By the account they belong to (`None`: the platform's) and path.
     objects: HashMap<(Option<String>, String), String>,
+    /// The collections (`/v1/customers`) of the objects added and of the added thin
+    /// events' related objects: a missing object there is `resource_missing`, as on
+    /// Stripe, where any other path is a URL the API does not know.
+    collections: std::collections::HashSet<String>,
     faults: Vec<FaultRule>,
     requests: std::collections::VecDeque<RecordedRequest>,
     order: u64,
@@ -302,10 +306,10 @@ impl FakeStripe {
                 },
             }
         })?;
-        // Never through a proxy from the environment: the server is on this machine.
-        let http = reqwest::Client::builder()
+        // As `HttpClient::new`'s, but never through a proxy from the environment: the
+        // server is on this machine.
+        let http = crate::client::HttpClient::reqwest_builder()
             .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| crate::client::ClientError::Network(Box::new(e)))?;
         Ok(crate::client::HttpClient::with_reqwest(http, key)
@@ -384,6 +388,8 @@ impl FakeStripe {
         struct Related {
             #[serde(default)]
             id: Option<String>,
+            #[serde(default)]
+            url: Option<String>,
         }
         #[derive(Deserialize)]
         struct Tag {
@@ -401,6 +407,11 @@ impl FakeStripe {
             <serde_json::Error as serde::de::Error>::custom("`created` is not RFC 3339")
         })?;
         let mut inner = self.state.lock();
+        if let Some(url) = tag.related_object.as_ref().and_then(|r| r.url.as_deref()) {
+            if let Some((collection, _)) = url.split('?').next().and_then(|p| p.rsplit_once('/')) {
+                inner.collections.insert(collection.to_owned());
+            }
+        }
         inner.order += 1;
         let order = inner.order;
         inner.v2_events.retain(|e| e.id != tag.id);
@@ -453,10 +464,14 @@ impl FakeStripe {
         json: &str,
     ) -> Result<(), serde_json::Error> {
         serde_json::from_str::<serde::de::IgnoredAny>(json)?;
-        self.state
-            .lock()
+        let path = object_path(path);
+        let mut inner = self.state.lock();
+        if let Some((collection, _)) = path.rsplit_once('/') {
+            inner.collections.insert(collection.to_owned());
+        }
+        inner
             .objects
-            .insert((account, object_path(path)), json.trim().to_owned());
+            .insert((account, path), json.trim().to_owned());
         Ok(())
     }
 
@@ -786,15 +801,12 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
         let account = v1_events_of.map(str::to_owned);
         match inner.objects.get(&(account, path.to_owned())) {
             Some(json) => Answer::ok(json.clone()),
-            // As Stripe: an object's path (`/v1/customers/cus_1`, its last part an id)
-            // that names none is `resource_missing`; any other path is a URL the API
-            // does not know, a 404 without a code.
+            // As Stripe: an object's path in a collection the fake knows (the client's
+            // object paths, and those of the objects and thin events added) that names
+            // none is `resource_missing`; any other path (`/v1/custmers/cus_1`) is a URL
+            // the API does not know, a 404 without a code.
             None => match path.rsplit_once('/') {
-                Some((collection, id))
-                    if collection.len() > "/v1".len()
-                        && id.contains('_')
-                        && (collection.starts_with("/v1/") || collection.starts_with("/v2/")) =>
-                {
+                Some((collection, id)) if known_collection(&inner, collection) => {
                     Answer::missing("object", id)
                 }
                 _ => Answer::error(
@@ -848,6 +860,12 @@ const MAX_TYPES: usize = 20;
 /// How many requests a [`FakeStripe`] keeps for [`requests`](FakeStripe::requests), the
 /// latest: a long-running fake (`examples/reconcile.rs --fake --every …`) stays bounded.
 pub const MAX_RECORDED: usize = 10_000;
+
+/// Whether a missing object under `collection` is `resource_missing` (see
+/// [`Inner::collections`]).
+fn known_collection(inner: &Inner, collection: &str) -> bool {
+    crate::client::paths::is_collection(collection) || inner.collections.contains(collection)
+}
 
 /// Both lists take at most [`MAX_TYPES`] types, as Stripe's do.
 fn too_many_types(types: &[&str]) -> Result<(), Answer> {

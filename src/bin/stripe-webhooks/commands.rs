@@ -166,28 +166,37 @@ pub(crate) async fn status(b: &Backend, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Where `failed` pages from: the store's failed events after `event`, the queue's
+/// retrying jobs after `job`. With either, only the lists it names are shown.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FailedAfter<'a> {
+    pub(crate) event: Option<&'a str>,
+    pub(crate) job: Option<&'a str>,
+}
+
 /// `failed`: the store's failed events and the queue's retrying jobs, a page of each
-/// (after `after`, when given: the list that holds it goes on after it, and the other,
-/// which does not hold it, gives an empty page); in text, each list with more after its
-/// page says the flag for its next.
+/// (or of the lists `after` names, each from its place); in text, each list with more
+/// after its page says the flag for its next.
 pub(crate) async fn failed(
     b: &Backend,
     limit: usize,
-    after: Option<&str>,
+    after: FailedAfter<'_>,
     json: bool,
 ) -> Result<(), CliError> {
     // One more than asked for, to know whether another page follows.
     let ask = limit.saturating_add(1);
-    let after = after.map(EventId::new);
+    let paging = after.event.is_some() || after.job.is_some();
     let store = b.store();
-    let mut events = match &after {
-        Some(after) => store.failed_events_after(after, ask).await,
+    let mut events = match after.event.map(EventId::new) {
+        Some(after) => store.failed_events_after(&after, ask).await,
+        None if paging => Ok(Vec::new()),
         None => store.failed_events(ask).await,
     }
     .map_err(b.err("listing failed events"))?;
     let queue = b.queue();
-    let mut jobs = match &after {
-        Some(after) => queue.jobs_after(JobState::Retrying, after, ask).await,
+    let mut jobs = match after.job.map(EventId::new) {
+        Some(after) => queue.jobs_after(JobState::Retrying, &after, ask).await,
+        None if paging => Ok(Vec::new()),
         None => queue.jobs(JobState::Retrying, ask).await,
     }
     .map_err(b.err("listing retrying jobs"))?;
@@ -202,12 +211,11 @@ pub(crate) async fn failed(
     if json {
         return Ok(());
     }
-    let last_event = events.last().filter(|_| more_events);
-    if let Some(last) = last_event {
-        more_follow("failed events", last.event_id.as_str());
+    if let Some(last) = events.last().filter(|_| more_events) {
+        more_follow("failed events", "--after-event", last.event_id.as_str());
     }
     if let Some(last) = jobs.last().filter(|_| more_jobs) {
-        more_follow("retrying jobs", last.key.as_str());
+        more_follow("retrying jobs", "--after-job", last.key.as_str());
     }
     Ok(())
 }
@@ -215,9 +223,9 @@ pub(crate) async fn failed(
 /// In text, after a page with more after it: the flag for the next page of `what`. The
 /// flag only: the store's own flags (a URL may carry a password) are the operator's to
 /// repeat.
-fn more_follow(what: &str, last: &str) {
+fn more_follow(what: &str, flag: &str, last: &str) {
     crate::outln!(
-        "\nmore {what} follow: run this command again with --after={}",
+        "\nmore {what} follow: run this command again with {flag}={}",
         shell_word(last)
     );
 }
@@ -243,7 +251,7 @@ pub(crate) async fn dead(
     let rows: Vec<Row> = jobs.iter().map(Row::from_job).collect();
     print_rows(&rows, "no dead jobs", json)?;
     if let (true, false, Some(last)) = (more, json, rows.last()) {
-        more_follow("dead jobs", &last.id);
+        more_follow("dead jobs", "--after", &last.id);
     }
     Ok(())
 }

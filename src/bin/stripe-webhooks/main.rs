@@ -182,10 +182,15 @@ enum Command {
         /// Show at most this many of each (at least 1).
         #[arg(long, default_value_t = 100, value_parser = at_least_one())]
         limit: usize,
-        /// Show the next page of the list that holds this id (the last id of the page
-        /// before; write `--after=ID` for an id that starts with `-`).
+        /// Show the store's failed events after this one (the last id of the page
+        /// before), and no retrying jobs unless `--after-job` is given too; write
+        /// `--after-event=ID` for an id that starts with `-`.
         #[arg(long, value_name = "ID")]
-        after: Option<String>,
+        after_event: Option<String>,
+        /// Show the queue's retrying jobs after this one, and no failed events unless
+        /// `--after-event` is given too.
+        #[arg(long, value_name = "ID")]
+        after_job: Option<String>,
     },
     /// The queue's dead jobs, oldest first: out of attempts, waiting for `requeue`.
     Dead {
@@ -292,8 +297,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let backend = backend::Backend::open(store).await?;
             match command {
                 Command::Status => commands::status(&backend, json).await,
-                Command::Failed { limit, after } => {
-                    commands::failed(&backend, limit, after.as_deref(), json).await
+                Command::Failed {
+                    limit,
+                    after_event,
+                    after_job,
+                } => {
+                    let after = commands::FailedAfter {
+                        event: after_event.as_deref(),
+                        job: after_job.as_deref(),
+                    };
+                    commands::failed(&backend, limit, after, json).await
                 }
                 Command::Dead { limit, after } => {
                     commands::dead(&backend, limit, after.as_deref(), json).await

@@ -539,7 +539,7 @@ async fn sqlite_failed_lists_store_failures_and_retrying_jobs() {
         .ok()
         .stdout;
     assert!(
-        page.contains("no failed events and no retrying jobs") && !page.contains("again with"),
+        page.contains("no more retrying jobs after evt_retry_c") && !page.contains("again with"),
         "{page}"
     );
 }

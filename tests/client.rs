@@ -634,6 +634,9 @@ async fn the_fake_tells_a_missing_object_from_an_unknown_url() {
     // So is one in a collection the fake was given an object or a thin event in.
     fake.add_object("/v1/billing/meters/mtr_1", r#"{"id":"mtr_1"}"#)
         .unwrap();
+    // A singleton's path makes no collection of `/v1`.
+    fake.add_object("/v1/balance", r#"{"object":"balance"}"#)
+        .unwrap();
     let meter = client
         .retrieve_object(&ctx, "/v1/billing/meters/mtr_gone")
         .await

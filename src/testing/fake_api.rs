@@ -408,9 +408,7 @@ impl FakeStripe {
         })?;
         let mut inner = self.state.lock();
         if let Some(url) = tag.related_object.as_ref().and_then(|r| r.url.as_deref()) {
-            if let Some((collection, _)) = url.split('?').next().and_then(|p| p.rsplit_once('/')) {
-                inner.collections.insert(collection.to_owned());
-            }
+            note_collection(&mut inner, url.split('?').next().unwrap_or(url));
         }
         inner.order += 1;
         let order = inner.order;
@@ -466,9 +464,7 @@ impl FakeStripe {
         serde_json::from_str::<serde::de::IgnoredAny>(json)?;
         let path = object_path(path);
         let mut inner = self.state.lock();
-        if let Some((collection, _)) = path.rsplit_once('/') {
-            inner.collections.insert(collection.to_owned());
-        }
+        note_collection(&mut inner, &path);
         inner
             .objects
             .insert((account, path), json.trim().to_owned());
@@ -860,6 +856,17 @@ const MAX_TYPES: usize = 20;
 /// How many requests a [`FakeStripe`] keeps for [`requests`](FakeStripe::requests), the
 /// latest: a long-running fake (`examples/reconcile.rs --fake --every …`) stays bounded.
 pub const MAX_RECORDED: usize = 10_000;
+
+/// Keeps the collection of an object's `path` (`/v1/customers` of
+/// `/v1/customers/cus_1`); a singleton's (`/v1/balance`) has none: `/v1` is no
+/// collection.
+fn note_collection(inner: &mut Inner, path: &str) {
+    if let Some((collection, _)) = path.rsplit_once('/') {
+        if collection.matches('/').count() >= 2 {
+            inner.collections.insert(collection.to_owned());
+        }
+    }
+}
 
 /// Whether a missing object under `collection` is `resource_missing` (see
 /// [`Inner::collections`]).

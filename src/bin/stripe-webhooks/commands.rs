@@ -207,7 +207,17 @@ pub(crate) async fn failed(
     let mut rows: Vec<Row> = events.iter().map(Row::from_record).collect();
     rows.extend(jobs.iter().map(Row::from_job));
     rows.sort_by_key(|r| r.first_seen_ms);
-    print_rows(&rows, "no failed events and no retrying jobs", json)?;
+    // Empty: said of the lists that were asked for (a page of one says nothing of the
+    // other).
+    let empty = match (after.event, after.job) {
+        (None, None) => "no failed events and no retrying jobs".to_owned(),
+        (Some(e), None) => format!("no more failed events after {e}"),
+        (None, Some(j)) => format!("no more retrying jobs after {j}"),
+        (Some(e), Some(j)) => {
+            format!("no more failed events after {e} and no more retrying jobs after {j}")
+        }
+    };
+    print_rows(&rows, &empty, json)?;
     if json {
         return Ok(());
     }

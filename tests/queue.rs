@@ -2019,6 +2019,37 @@ async fn jobs_a_timed_out_take_still_took_are_given_back() {
     assert_eq!((rec.state, rec.attempts), (JobState::Completed, 1));
 }
 
+/// A job taken as the hard stop came (the grace was over before the take answered) is
+/// given back untouched: its handler is not started only to be stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_taken_after_the_hard_stop_is_not_started() {
+    let queue = LateTake {
+        inner: MemoryQueue::new(),
+        late: Arc::new(AtomicUsize::new(1)),
+        takes_first: false,
+    };
+    enqueue_body(
+        &queue,
+        &customer_event("evt_after_stop", "cus_1", testing::now()),
+    )
+    .await;
+    let handler = Recorder::default();
+    let handle = Worker::new(queue.clone(), handler.clone())
+        .with_store_timeout(Duration::from_secs(2))
+        .spawn();
+    // The first take waits 300 ms before it takes; no grace at all.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    handle.shutdown(Duration::ZERO).await;
+    assert!(handler.seen().is_empty(), "started: {:?}", handler.seen());
+    let rec = queue
+        .inner
+        .job(&"evt_after_stop".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((rec.state, rec.attempts), (JobState::Queued, 0), "{rec:?}");
+}
+
 /// A worker stopped while a timed-out take has not answered yet waits for it (within
 /// the grace) and gives its jobs back: the runtime's end, right after the shutdown,
 /// would otherwise cut the task that does, and the jobs would sit as running, an

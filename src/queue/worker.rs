@@ -808,6 +808,11 @@ async fn run_job(
             ),
             permanent: true,
         })
+    } else if *stop.borrow() {
+        // Taken as the hard stop came: given back untouched, not started only to be
+        // stopped at its first `.await` (a handler that does work in its call would do
+        // some of it).
+        Held::Stopped
     } else if Instant::now() >= taken_at + (s.lease - s.lease / 10) {
         // The take answered so late that the lease may already have ended: the handler
         // would be stopped as soon as it started. Record a failed attempt instead

@@ -6,6 +6,14 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// `d` in whole milliseconds, rounded up: the stores' leases, retentions and delays. A
+/// lease under a millisecond lasts one; rounded down to none, it would end as it was
+/// taken, and a second claim in the same millisecond would be acquired beside the first.
+pub(crate) fn ceil_millis(d: Duration) -> u128 {
+    d.as_millis()
+        .saturating_add(u128::from(d.subsec_nanos() % 1_000_000 != 0))
+}
+
 /// A source of the current time in Unix seconds, injectable for tests and replays.
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current time as seconds since the Unix epoch.

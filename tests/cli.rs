@@ -82,17 +82,33 @@ async fn on(store: &[String], args: &[&str]) -> Out {
     cli(&all).await
 }
 
-/// Queues an event, takes it and fails it for good: a dead job.
-async fn make_dead(queue: &impl Queue, id: &str) {
-    let body = testing::event_for_type(id, "invoice.payment_failed").unwrap();
+/// Queues an event of `event_type`, takes it (the queue holds nothing else due) and fails
+/// it with `error`, to run again after `retry_in` (`None`: dead).
+async fn fail_once(
+    queue: &impl Queue,
+    id: &str,
+    event_type: &str,
+    error: &str,
+    retry_in: Option<Duration>,
+) {
+    let body = testing::event_for_type(id, event_type).unwrap();
     let job = NewJob::parse(body.as_bytes()).unwrap();
     assert_eq!(queue.enqueue(&job).await.unwrap(), Enqueued::Queued);
     let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
     assert_eq!(taken.len(), 1);
-    queue
-        .fail(&taken[0].token, "handler failed: card_declined", None)
-        .await
-        .unwrap();
+    queue.fail(&taken[0].token, error, retry_in).await.unwrap();
+}
+
+/// A dead job.
+async fn make_dead(queue: &impl Queue, id: &str) {
+    let error = "handler failed: card_declined";
+    fail_once(queue, id, "invoice.payment_failed", error, None).await;
+}
+
+/// A retrying job, due again in ten minutes.
+async fn make_retrying(queue: &impl Queue, id: &str, error: &str) {
+    let retry_in = Some(Duration::from_secs(600));
+    fail_once(queue, id, "invoice.paid", error, retry_in).await;
 }
 
 /// Claims an event in a store and releases it with an error: a failed event.
@@ -424,20 +440,7 @@ async fn sqlite_failed_lists_store_failures_and_retrying_jobs() {
 
     make_failed(&store, "evt_inline_failed").await;
     let queue = store.queue();
-    let body = testing::event_for_type("evt_retrying", "invoice.paid").unwrap();
-    queue
-        .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
-        .await
-        .unwrap();
-    let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
-    queue
-        .fail(
-            &taken[0].token,
-            "upstream 502",
-            Some(Duration::from_secs(600)),
-        )
-        .await
-        .unwrap();
+    make_retrying(&queue, "evt_retrying", "upstream 502").await;
 
     let rows = on(&flags, &["failed", "--json"]).await.ok().json();
     let rows = rows.as_array().unwrap();
@@ -482,20 +485,7 @@ async fn sqlite_failed_lists_store_failures_and_retrying_jobs() {
     }
     for id in ["evt_retry_b", "evt_retry_c"] {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let body = testing::event_for_type(id, "invoice.paid").unwrap();
-        queue
-            .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
-            .await
-            .unwrap();
-        let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
-        queue
-            .fail(
-                &taken[0].token,
-                "upstream 503",
-                Some(Duration::from_secs(600)),
-            )
-            .await
-            .unwrap();
+        make_retrying(&queue, id, "upstream 503").await;
     }
     let ids = |v: serde_json::Value| -> Vec<String> {
         let rows = v.as_array().unwrap().iter();

@@ -558,22 +558,13 @@ async fn postgres_ordered_inbox_waits_for_a_lease_lock_on_the_object() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_thin_twin_beside_an_ordered_inbox_moves_the_watermark() {
     use stripe_webhooks::testing::ThinEventBuilder;
-    use stripe_webhooks::{
-        dangerous, EventNotification, OrderingStore, ThinEventHandler, TiePolicy,
-    };
-    struct Thin;
-    #[async_trait]
-    impl ThinEventHandler for Thin {
-        async fn handle(&self, _n: &EventNotification) -> Result<(), HandlerError> {
-            Ok(())
-        }
-    }
+    use stripe_webhooks::{dangerous, OrderingStore, TiePolicy};
     let store = pg_store("t_inbox_twin").await;
     let p = Processor::with_inbox(
         Verifier::from_secrets_list(SECRET).unwrap(),
         store.inbox(NoEffects).ordered(TiePolicy::Run),
     )
-    .with_thin_handler(Thin);
+    .with_thin_handler(common::NoopThin);
     let base = testing::now() - 100;
     let object = format!("cus_twin_{}", std::process::id());
     let update = |id: &str, created: i64| {

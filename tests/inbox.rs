@@ -61,6 +61,14 @@ async fn setup<H: TransactionalHandler<Sqlite>>(
     name: &str,
     handler: Arc<H>,
 ) -> (SqliteStore, Arc<Processor>, common::TempDir) {
+    let (store, dir) = fresh_store(name).await;
+    let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
+    let processor = Processor::with_inbox(verifier, store.inbox(Shared(handler)));
+    (store, Arc::new(processor), dir)
+}
+
+/// The store of [`setup`], with its tables, and the directory of its file.
+async fn fresh_store(name: &str) -> (SqliteStore, common::TempDir) {
     let dir = common::TempDir::new(&format!("inbox_{name}"));
     let store = SqliteStore::connect(dir.join("events.db")).await.unwrap();
     for ddl in [
@@ -70,9 +78,7 @@ async fn setup<H: TransactionalHandler<Sqlite>>(
     ] {
         sqlx::query(ddl).execute(store.pool()).await.unwrap();
     }
-    let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
-    let processor = Processor::with_inbox(verifier, store.inbox(Shared(handler)));
-    (store, Arc::new(processor), dir)
+    (store, dir)
 }
 
 /// Lets a test keep a handle on the handler the inbox owns.
@@ -594,14 +600,7 @@ async fn an_ordered_inbox_never_moves_the_watermark_of_a_rolled_back_delivery() 
     use stripe_webhooks::{dangerous, OrderingStore, TiePolicy};
     let handler = Arc::new(Picky::default());
     handler.poison.store(true, Ordering::SeqCst);
-    let dir = common::TempDir::new("inbox_ordered_swallowed");
-    let store = SqliteStore::connect(dir.join("events.db")).await.unwrap();
-    for ddl in [
-        "CREATE TABLE effects (event_id TEXT NOT NULL)",
-        "CREATE TABLE parents (id TEXT PRIMARY KEY)",
-    ] {
-        sqlx::query(ddl).execute(store.pool()).await.unwrap();
-    }
+    let (store, _dir) = fresh_store("ordered_swallowed").await;
     let p = Processor::with_inbox(
         Verifier::new(SigningSecret::new(SECRET).unwrap()),
         store
@@ -633,30 +632,16 @@ async fn an_ordered_inbox_never_moves_the_watermark_of_a_rolled_back_delivery() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thin_twin_beside_an_ordered_inbox_moves_the_watermark() {
     use stripe_webhooks::testing::ThinEventBuilder;
-    use stripe_webhooks::{
-        dangerous, EventNotification, OrderingStore, ThinEventHandler, TiePolicy,
-    };
-    struct Thin;
-    #[async_trait]
-    impl ThinEventHandler for Thin {
-        async fn handle(&self, _n: &EventNotification) -> Result<(), HandlerError> {
-            Ok(())
-        }
-    }
+    use stripe_webhooks::{dangerous, OrderingStore, TiePolicy};
     let handler = Arc::new(Effects::default());
-    let dir = common::TempDir::new("inbox_thin_twin");
-    let store = SqliteStore::connect(dir.join("events.db")).await.unwrap();
-    sqlx::query("CREATE TABLE effects (event_id TEXT NOT NULL)")
-        .execute(store.pool())
-        .await
-        .unwrap();
+    let (store, _dir) = fresh_store("thin_twin").await;
     let p = Processor::with_inbox(
         Verifier::new(SigningSecret::new(SECRET).unwrap()),
         store
             .inbox(Shared(Arc::clone(&handler)))
             .ordered(TiePolicy::Run),
     )
-    .with_thin_handler(Thin);
+    .with_thin_handler(common::NoopThin);
     let base = testing::now() - 100;
     let update = |id: &str, created: i64| {
         let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
@@ -923,12 +908,7 @@ async fn a_panic_in_the_handler_call_is_a_recorded_failure() {
 async fn an_ordered_inbox_waits_for_a_lease_lock_on_the_object() {
     use stripe_webhooks::{dangerous, ObjectLock, OrderingStore, TiePolicy};
     let handler = Arc::new(Effects::default());
-    let dir = common::TempDir::new("inbox_lease");
-    let store = SqliteStore::connect(dir.join("events.db")).await.unwrap();
-    sqlx::query("CREATE TABLE effects (event_id TEXT NOT NULL)")
-        .execute(store.pool())
-        .await
-        .unwrap();
+    let (store, _dir) = fresh_store("lease").await;
     let p = Processor::with_inbox(
         Verifier::new(SigningSecret::new(SECRET).unwrap()),
         store

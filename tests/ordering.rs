@@ -441,16 +441,6 @@ async fn a_dropped_delivery_frees_its_object() {
     );
 }
 
-/// A thin handler that does nothing: the thin side of the guard tests.
-struct Thin;
-
-#[async_trait]
-impl stripe_webhooks::ThinEventHandler for Thin {
-    async fn handle(&self, _n: &stripe_webhooks::EventNotification) -> Result<(), HandlerError> {
-        Ok(())
-    }
-}
-
 /// A thin event claimed under its snapshot twin joins the twin's ordering guard: it
 /// moves the watermark, so an older snapshot of the object that arrives later is stale.
 #[tokio::test]
@@ -458,7 +448,8 @@ async fn a_thin_twin_moves_the_watermark() {
     use stripe_webhooks::testing::ThinEventBuilder;
     let h = Arc::new(Recorder::default());
     let store = Arc::new(MemoryStore::new());
-    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run).with_thin_handler(Thin);
+    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run)
+        .with_thin_handler(common::NoopThin);
     let thin = ThinEventBuilder::new("evt_thin_2", "v1.customer.updated")
         .related("cus_1", "customer", "/v1/customers/cus_1")
         .snapshot_event("evt_2")
@@ -492,7 +483,8 @@ async fn a_thin_twin_without_an_object_leaves_its_twin_to_the_guard() {
     use stripe_webhooks::testing::ThinEventBuilder;
     let h = Arc::new(Recorder::default());
     let store = Arc::new(MemoryStore::new());
-    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run).with_thin_handler(Thin);
+    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run)
+        .with_thin_handler(common::NoopThin);
     let thin = ThinEventBuilder::new("evt_thin_2", "v1.customer.updated")
         .snapshot_event("evt_2")
         .created(BASE + 2)
@@ -551,7 +543,8 @@ async fn connected_accounts_objects_are_ordered_apart() {
     use stripe_webhooks::testing::ThinEventBuilder;
     let h = Arc::new(Recorder::default());
     let store = Arc::new(MemoryStore::new());
-    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run).with_thin_handler(Thin);
+    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run)
+        .with_thin_handler(common::NoopThin);
     let newer_on_a = connect_update("evt_a2", "card_payments", BASE + 2, "acct_A", false);
     assert_eq!(newer_on_a.account(), Some("acct_A"));
     assert_eq!(
@@ -930,6 +923,20 @@ struct Faulty {
 
 const SLOW: Duration = Duration::from_millis(400);
 
+impl Faulty {
+    /// Every call as the inner store's, until a test cues a fault.
+    fn new(inner: MemoryStore) -> Self {
+        Self {
+            inner,
+            late_release: Arc::default(),
+            hung_release: Arc::default(),
+            late_lock: Arc::default(),
+            slow_lock: Arc::default(),
+            failing_completions: Arc::default(),
+        }
+    }
+}
+
 const LATE: Duration = Duration::from_millis(400);
 
 fn take_one(n: &AtomicUsize) -> bool {
@@ -1037,14 +1044,7 @@ fn gated_faulty(
     Arc<Gate>,
     Arc<Processor>,
 ) {
-    let (clock, store, gate, p) = gated_on(gated, lease, |inner| Faulty {
-        inner,
-        late_release: Arc::default(),
-        hung_release: Arc::default(),
-        late_lock: Arc::default(),
-        slow_lock: Arc::default(),
-        failing_completions: Arc::default(),
-    });
+    let (clock, store, gate, p) = gated_on(gated, lease, Faulty::new);
     let p = p.with_store_timeout(Duration::from_millis(150));
     (clock, store, gate, Arc::new(p))
 }
@@ -1167,25 +1167,36 @@ async fn a_guarded_completion_that_was_not_recorded_is_retried() {
     );
 }
 
-/// A handler that finishes while its lease's renewal is on its way: the completion waits
-/// for the renewal, whose object lock would otherwise take effect after the completion
-/// freed the object, and hold it, with nobody to let it go, for a lease.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_renewal_on_its_way_when_the_handler_ends_does_not_lock_the_object_again() {
-    let lease = Duration::from_secs(3);
+/// A delivery of `evt_a` (its handler held by the gate) on a [`Faulty`] store whose
+/// first object lock, the lease renewal's, lands [`SLOW`] after it is sent: the store,
+/// the gate, the processor and the delivery's task.
+fn renewal_lands_late(
+    lease: Duration,
+) -> (
+    Faulty,
+    Arc<Gate>,
+    Arc<Processor>,
+    tokio::task::JoinHandle<stripe_webhooks::Outcome>,
+) {
     let (_clock, store, gate, p) = gated_on("evt_a", lease, |inner| Faulty {
-        inner,
-        late_release: Arc::default(),
-        hung_release: Arc::default(),
-        late_lock: Arc::default(),
         slow_lock: Arc::new(AtomicUsize::new(1)),
-        failing_completions: Arc::default(),
+        ..Faulty::new(inner)
     });
     let p = Arc::new(p.with_store_timeout(Duration::from_secs(1)));
     let first = {
         let p = Arc::clone(&p);
         tokio::spawn(async move { p.process_event(&update("evt_a", "cus_1", BASE + 1)).await })
     };
+    (store, gate, p, first)
+}
+
+/// A handler that finishes while its lease's renewal is on its way: the completion waits
+/// for the renewal, whose object lock would otherwise take effect after the completion
+/// freed the object, and hold it, with nobody to let it go, for a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_on_its_way_when_the_handler_ends_does_not_lock_the_object_again() {
+    let lease = Duration::from_secs(3);
+    let (store, gate, p, first) = renewal_lands_late(lease);
     // The renewal starts a third of the lease in; its object lock lands SLOW later.
     tokio::time::sleep(lease / 3 + SLOW / 2).await;
     gate.open.notify_one();
@@ -1208,19 +1219,7 @@ async fn a_renewal_on_its_way_when_the_handler_ends_does_not_lock_the_object_aga
 async fn a_delivery_dropped_while_its_renewal_ends_completes_its_claim() {
     use stripe_webhooks::StoreAdmin;
     let lease = Duration::from_secs(3);
-    let (_clock, store, gate, p) = gated_on("evt_a", lease, |inner| Faulty {
-        inner,
-        late_release: Arc::default(),
-        hung_release: Arc::default(),
-        late_lock: Arc::default(),
-        slow_lock: Arc::new(AtomicUsize::new(1)),
-        failing_completions: Arc::default(),
-    });
-    let p = Arc::new(p.with_store_timeout(Duration::from_secs(1)));
-    let first = {
-        let p = Arc::clone(&p);
-        tokio::spawn(async move { p.process_event(&update("evt_a", "cus_1", BASE + 1)).await })
-    };
+    let (store, gate, p, first) = renewal_lands_late(lease);
     tokio::time::sleep(lease / 3 + SLOW / 4).await;
     gate.open.notify_one();
     // The handler has succeeded; the delivery waits for the renewal, and is dropped.
@@ -1246,12 +1245,8 @@ async fn a_delivery_dropped_while_its_renewal_ends_completes_its_claim() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_cut_by_its_timeout_still_frees_the_object() {
     let store = Faulty {
-        inner: MemoryStore::new(),
-        late_release: Arc::default(),
         hung_release: Arc::new(AtomicUsize::new(1)),
-        late_lock: Arc::default(),
-        slow_lock: Arc::default(),
-        failing_completions: Arc::default(),
+        ..Faulty::new(MemoryStore::new())
     };
     let p = Processor::ordered(
         Verifier::new(SigningSecret::new(common::SECRET).unwrap()),

@@ -1890,6 +1890,13 @@ struct LateTake {
     takes_first: bool,
 }
 
+impl LateTake {
+    /// The job keyed `key`, which the test queued.
+    async fn record(&self, key: &str) -> stripe_webhooks::queue::JobRecord {
+        self.inner.job(&key.into()).await.unwrap().unwrap()
+    }
+}
+
 #[async_trait]
 impl Queue for LateTake {
     async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
@@ -1962,12 +1969,7 @@ async fn a_job_taken_after_its_lease_window_is_retried_unrun() {
         ));
     assert_eq!(worker.run_once().await.unwrap(), 1);
     assert!(handler.seen().is_empty(), "{:?}", handler.seen());
-    let rec = queue
-        .inner
-        .job(&"evt_slow_take".into())
-        .await
-        .unwrap()
-        .unwrap();
+    let rec = queue.record("evt_slow_take").await;
     assert_eq!(
         (rec.state, rec.attempts),
         (JobState::Retrying, 1),
@@ -2001,21 +2003,11 @@ async fn jobs_a_timed_out_take_still_took_are_given_back() {
     assert!(matches!(err, StoreError::Timeout(_)), "{err:?}");
     // The late take answers at 300 ms, and its job is given back.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rec = queue
-        .inner
-        .job(&"evt_late_take".into())
-        .await
-        .unwrap()
-        .unwrap();
+    let rec = queue.record("evt_late_take").await;
     assert_eq!((rec.state, rec.attempts), (JobState::Queued, 0), "{rec:?}");
     assert_eq!(worker.run_once().await.unwrap(), 1);
     assert_eq!(handler.seen(), ["evt_late_take"]);
-    let rec = queue
-        .inner
-        .job(&"evt_late_take".into())
-        .await
-        .unwrap()
-        .unwrap();
+    let rec = queue.record("evt_late_take").await;
     assert_eq!((rec.state, rec.attempts), (JobState::Completed, 1));
 }
 
@@ -2041,12 +2033,7 @@ async fn a_job_taken_after_the_hard_stop_is_not_started() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     handle.shutdown(Duration::ZERO).await;
     assert!(handler.seen().is_empty(), "started: {:?}", handler.seen());
-    let rec = queue
-        .inner
-        .job(&"evt_after_stop".into())
-        .await
-        .unwrap()
-        .unwrap();
+    let rec = queue.record("evt_after_stop").await;
     assert_eq!((rec.state, rec.attempts), (JobState::Queued, 0), "{rec:?}");
 }
 
@@ -2083,8 +2070,6 @@ fn a_stopping_worker_gives_back_what_a_late_take_took() {
     let rec = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap()
-        .block_on(queue.inner.job(&"evt_late_stop".into()))
-        .unwrap()
-        .unwrap();
+        .block_on(queue.record("evt_late_stop"));
     assert_eq!((rec.state, rec.attempts), (JobState::Queued, 0), "{rec:?}");
 }

@@ -47,9 +47,7 @@ pub enum ParseError {
 impl ParseError {
     /// A body that is not UTF-8, at its first byte that is not.
     pub(crate) fn not_utf8(body: &[u8], e: &std::str::Utf8Error) -> Self {
-        let before = &body[..e.valid_up_to()];
-        let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
-        let column = 1 + before.iter().rev().take_while(|&&b| b != b'\n').count();
+        let (line, column) = position(body, e.valid_up_to());
         ParseError::InvalidJson {
             message: "invalid UTF-8".to_owned(),
             line,
@@ -74,6 +72,14 @@ impl ParseError {
             },
         }
     }
+}
+
+/// The 1-based line and column of the byte at `at` in `body` (columns count bytes).
+pub(crate) fn position(body: &[u8], at: usize) -> (usize, usize) {
+    let before = &body[..at.min(body.len())];
+    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+    let column = 1 + before.iter().rev().take_while(|&&b| b != b'\n').count();
+    (line, column)
 }
 
 /// serde_json's message without its trailing " at line L column C".

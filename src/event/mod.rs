@@ -424,12 +424,7 @@ impl Event {
     pub(crate) fn from_slice(body: &[u8]) -> Result<Event, ParseError> {
         if let Some(first) = body.iter().position(|b| !b.is_ascii_whitespace()) {
             if body[first] != b'{' && body[first].is_ascii() && !body[first].is_ascii_alphabetic() {
-                let line = 1 + body[..first].iter().filter(|&&b| b == b'\n').count();
-                let column = 1 + body[..first]
-                    .iter()
-                    .rev()
-                    .take_while(|&&b| b != b'\n')
-                    .count();
+                let (line, column) = error::position(body, first);
                 return Err(ParseError::NotAnEvent {
                     message: "expected a JSON object".to_owned(),
                     line,

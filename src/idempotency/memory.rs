@@ -125,14 +125,9 @@ struct Rec {
     updated_ms: i64,
 }
 
-/// Whole milliseconds, rounded up: a lease under a millisecond lasts one (rounded down to
-/// none, it would end as it was taken, and a second claim in the same millisecond would
-/// be acquired beside the first).
+/// Whole milliseconds, rounded up ([`ceil_millis`](crate::clock::ceil_millis)).
 fn ms(d: Duration) -> i64 {
-    let whole = d
-        .as_millis()
-        .saturating_add(u128::from(d.subsec_nanos() % 1_000_000 != 0));
-    i64::try_from(whole).unwrap_or(i64::MAX)
+    i64::try_from(crate::clock::ceil_millis(d)).unwrap_or(i64::MAX)
 }
 
 impl Default for MemoryStore {

@@ -107,3 +107,16 @@ pub fn with_local_prometheus<T>(work: impl std::future::Future<Output = T>) -> (
     let out = metrics::with_local_recorder(&recorder, || rt.block_on(work));
     (out, handle.render())
 }
+
+/// A thin handler that does nothing: the thin side of the tests that need one.
+pub struct NoopThin;
+
+#[stripe_webhooks::async_trait]
+impl stripe_webhooks::ThinEventHandler for NoopThin {
+    async fn handle(
+        &self,
+        _n: &stripe_webhooks::EventNotification,
+    ) -> Result<(), stripe_webhooks::HandlerError> {
+        Ok(())
+    }
+}

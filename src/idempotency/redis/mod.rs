@@ -264,12 +264,11 @@ pub(crate) fn validate_redis_prefix(prefix: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Whole milliseconds, rounded up ([`ceil_millis`](crate::clock::ceil_millis)).
 pub(crate) fn ms(d: Duration) -> u64 {
-    // Rounded up: a lease under a millisecond lasts one, not none.
-    let whole = d
-        .as_millis()
-        .saturating_add(u128::from(d.subsec_nanos() % 1_000_000 != 0));
-    u64::try_from(whole).unwrap_or(u64::MAX).min(MAX_MS)
+    u64::try_from(crate::clock::ceil_millis(d))
+        .unwrap_or(u64::MAX)
+        .min(MAX_MS)
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {

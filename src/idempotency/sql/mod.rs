@@ -192,10 +192,9 @@ pub(crate) const MAX_SQL_MILLIS: i64 = 100 * 365 * 24 * 3600 * 1000;
 /// A lease, retention or delay as whole milliseconds for SQL, rounded up (a lease under
 /// a millisecond lasts one, not none), at most [`MAX_SQL_MILLIS`].
 pub(crate) fn millis(d: Duration) -> i64 {
-    let whole = d
-        .as_millis()
-        .saturating_add(u128::from(d.subsec_nanos() % 1_000_000 != 0));
-    i64::try_from(whole).unwrap_or(i64::MAX).min(MAX_SQL_MILLIS)
+    i64::try_from(crate::clock::ceil_millis(d))
+        .unwrap_or(i64::MAX)
+        .min(MAX_SQL_MILLIS)
 }
 
 /// An attempt count read back from a database, where it is a signed integer: clamped

@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use crate::client::{
     ClientError, ListEventsParams, ListV2EventsParams, RequestContext, StripeClient,
+    UnreadableEvent,
 };
 use crate::clock::{Clock, SystemClock};
-use crate::event::{rfc3339_from, Event, EventId, EventNotification};
+use crate::event::{rfc3339_from, Event, EventId, EventNotification, EventType};
 use crate::handler::HandlerError;
-use crate::idempotency::{OrderingStore, StoreError, Watermark};
-use crate::processor::{Outcome, OutcomeKind, Processor};
+use crate::idempotency::{Claim, OrderingStore, StoreError, Watermark};
+use crate::processor::{store_call, Outcome, OutcomeKind, Processor};
 
 /// How far back a reconciler looks when it has no cursor yet, and for undelivered
 /// events: 3 days, as long as Stripe retries a delivery.
@@ -63,6 +64,14 @@ pub struct ReconcileReport {
     pub failed: usize,
     /// Events answered without running the handler (no route, stale, other mode).
     pub skipped: usize,
+    /// Events Stripe listed that this crate could not read as events
+    /// ([`UnreadableEvent`]), of a type the processor takes (or whose type could not be
+    /// read): each is recorded in the store as a failed event, with the parse error as
+    /// its reason (listed by [`failed_events`](crate::StoreAdmin::failed_events)), and
+    /// does not hold the cursor, since no later pass could read it either. One the store
+    /// could not record (or that another delivery holds) holds the cursor and is counted
+    /// in [`failed`](Self::failed) (or [`in_progress`](Self::in_progress)) instead.
+    pub unreadable: usize,
     /// Of the events whose handler failed, those older than the lookback
     /// ([`Reconciler::with_lookback`]): they no longer hold the cursor back, so one event
     /// that fails every time cannot make every later pass list more. Each stays in the
@@ -133,7 +142,10 @@ pub enum ReconcileError {
 /// [`with_max_buffered`](Self::with_max_buffered) events in memory (10,000 by default):
 /// a pass over a longer backlog (an endpoint down for days on a busy account) goes
 /// through it in spans of time, oldest first, halving a span that lists more and moving
-/// the cursor after each.
+/// the cursor after each. A listed event this crate cannot read
+/// ([`UnreadableEvent`]) is recorded in the store as a
+/// failed event, with why, rather than stop the pass
+/// ([`ReconcileReport::unreadable`]).
 ///
 /// Over an ack-fast processor ([`Processor::queued`]) a pass runs no handler: each event
 /// goes to the queue under the same dedupe key as its webhook delivery
@@ -219,8 +231,9 @@ fn oldest_first<T>(items: &mut [T], created: impl Fn(&T) -> i64) {
 
 /// What one listing of a window of time found.
 enum Listed<T> {
-    /// Every event of the window, each once.
-    All(Vec<T>),
+    /// Every event of the window, each once: those read, and those this crate could not
+    /// read.
+    All(Vec<T>, Vec<UnreadableEvent>),
     /// More than the cap: nothing kept, the window is to be halved. `newest` is the
     /// latest `created` among those listed before it stopped.
     TooMany { newest: Option<i64> },
@@ -415,6 +428,17 @@ impl Frontier {
             // Stripe lists events.
             self.beyond_lookback += 1;
         } else if open {
+            self.oldest_open = Some(self.oldest_open.map_or(created, |c| c.min(created)));
+        }
+    }
+
+    /// An event the crate could not read ([`Reconciler::record_unreadable`]): `held`
+    /// when it was not recorded as failed, so the next pass lists it again.
+    fn saw_unreadable(&mut self, created: i64, id: &EventId, held: bool) {
+        if self.newest.as_ref().map_or(true, |w| w.created < created) {
+            self.newest = Some(Watermark::new(created, id.clone()));
+        }
+        if held {
             self.oldest_open = Some(self.oldest_open.map_or(created, |c| c.min(created)));
         }
     }
@@ -772,6 +796,7 @@ impl Reconciler {
         report: &mut ReconcileReport,
     ) -> Result<Listed<Event>, ReconcileError> {
         let mut events = Vec::new();
+        let mut unreadable = Vec::new();
         let context = self.v1_context();
         // Every page's last event: a page that leads back to one already listed (the
         // same page again, or a cycle) stops the pass rather than looping.
@@ -790,8 +815,13 @@ impl Reconciler {
                 return Err(ReconcileError::ListingStalled { page: report.pages });
             }
             events.extend(page.data);
-            if events.len() > cap {
-                let newest = events.iter().map(Event::created).max();
+            unreadable.extend(page.unreadable);
+            if events.len() + unreadable.len() > cap {
+                let newest = events
+                    .iter()
+                    .map(Event::created)
+                    .chain(unreadable.iter().filter_map(|u| u.created))
+                    .max();
                 return Ok(Listed::TooMany { newest });
             }
             match next {
@@ -799,18 +829,19 @@ impl Reconciler {
                 None => break,
             }
         }
-        report.listed += events.len();
+        report.listed += events.len() + unreadable.len();
         // An event on two pages (the list moved under the walk) runs once: two copies in
         // two chains would find each other in progress and hold the cursor.
         let mut ids = std::collections::HashSet::new();
         events.retain(|e| ids.insert(e.id().clone()));
+        unreadable.retain(|u| ids.insert(u.id.clone()));
         // Listed for a connected account, an event that does not say so is that
         // account's all the same: keyed (and fetched) as its webhook delivery is.
         if let Some(account) = context.stripe_account() {
             events = events.into_iter().map(|e| e.on_account(account)).collect();
         }
         oldest_first(&mut events, |e| e.created());
-        Ok(Listed::All(events))
+        Ok(Listed::All(events, unreadable))
     }
 
     /// Lists the v1 events of `params` from `from` on, window after window of time
@@ -832,22 +863,28 @@ impl Reconciler {
             if let Some(end) = end {
                 p = p.with_created_lt(end);
             }
-            let events = match self
+            let (events, unreadable) = match self
                 .list_v1(p, windows.cap(self.max_buffered), report)
                 .await?
             {
-                Listed::All(events) => events,
+                Listed::All(events, unreadable) => (events, unreadable),
                 Listed::TooMany { newest } => {
                     frontier.listed(newest);
                     windows.narrow();
                     continue;
                 }
             };
-            frontier.listed(events.iter().map(Event::created).max());
+            frontier.listed(
+                events
+                    .iter()
+                    .map(Event::created)
+                    .chain(unreadable.iter().filter_map(|u| u.created))
+                    .max(),
+            );
             if let Some(end) = end {
                 frontier.closed(start, end);
             }
-            let count = events.len();
+            let count = events.len() + unreadable.len();
             let ran = in_chains(
                 events,
                 self.concurrency,
@@ -860,6 +897,9 @@ impl Reconciler {
                 report.count(o);
                 frontier.saw(event.created(), event.id(), o);
             }
+            let types = self.processor.enabled_events().snapshot;
+            self.record_unreadable(unreadable, &types, start, report, frontier)
+                .await;
             if !windows.done(count, self.max_buffered) {
                 return Ok(());
             }
@@ -876,6 +916,7 @@ impl Reconciler {
         report: &mut ReconcileReport,
     ) -> Result<Listed<EventNotification>, ReconcileError> {
         let mut notifications = Vec::new();
+        let mut unreadable = Vec::new();
         let mut page_token = None;
         let context = self.v2_context();
         let mut seen = std::collections::HashSet::new();
@@ -886,10 +927,12 @@ impl Reconciler {
                 .await?;
             report.pages += 1;
             notifications.extend(page.data);
-            if notifications.len() > cap {
+            unreadable.extend(page.unreadable);
+            if notifications.len() + unreadable.len() > cap {
                 let newest = notifications
                     .iter()
                     .filter_map(EventNotification::created_unix)
+                    .chain(unreadable.iter().filter_map(|u| u.created))
                     .max();
                 return Ok(Listed::TooMany { newest });
             }
@@ -903,10 +946,74 @@ impl Reconciler {
                 None => break,
             }
         }
-        report.listed += notifications.len();
+        report.listed += notifications.len() + unreadable.len();
         let mut ids = std::collections::HashSet::new();
         notifications.retain(|n| ids.insert(n.id.clone()));
-        Ok(Listed::All(notifications))
+        unreadable.retain(|u| ids.insert(u.id.clone()));
+        Ok(Listed::All(notifications, unreadable))
+    }
+
+    /// Records each listed event the crate could not read, of a type in `types` (the
+    /// processor's: `*` for all) or of no readable type, as a failed event in the store:
+    /// claimed and released with the parse error as the reason, so that operators see it
+    /// (`failed_events`, the CLI, the console) and the cursor moves past it. One already
+    /// completed (its webhook delivery was read) is a duplicate; one held elsewhere, or
+    /// that the store could not record, holds the cursor. `start` stands for a `created`
+    /// that could not be read.
+    async fn record_unreadable(
+        &self,
+        unreadable: Vec<UnreadableEvent>,
+        types: &[String],
+        start: i64,
+        report: &mut ReconcileReport,
+        frontier: &mut Frontier,
+    ) {
+        let t = self.processor.store_timeout();
+        for u in unreadable {
+            let created = u.created.unwrap_or(start);
+            let taken = u
+                .event_type
+                .as_deref()
+                .map_or(true, |ty| types.iter().any(|t| t == "*" || t == ty));
+            if !taken {
+                report.skipped += 1;
+                frontier.saw_unreadable(created, &u.id, false);
+                continue;
+            }
+            let ty = EventType::from_wire(u.event_type.as_deref().unwrap_or("unknown"));
+            let claim = store_call(t, self.cursors.claim(&u.id, &ty, self.processor.lease())).await;
+            let held = match claim {
+                Ok(Claim::Acquired(token)) => {
+                    let reason = format!(
+                        "Stripe listed this event, and it cannot be read as one: {}",
+                        u.error
+                    );
+                    match store_call(t, self.cursors.release(&token, &reason)).await {
+                        Ok(()) => {
+                            report.unreadable += 1;
+                            false
+                        }
+                        Err(_) => {
+                            report.failed += 1;
+                            true
+                        }
+                    }
+                }
+                Ok(Claim::Completed) => {
+                    report.duplicates += 1;
+                    false
+                }
+                Ok(Claim::InProgress { .. }) => {
+                    report.in_progress += 1;
+                    true
+                }
+                Err(_) => {
+                    report.failed += 1;
+                    true
+                }
+            };
+            frontier.saw_unreadable(created, &u.id, held);
+        }
     }
 
     /// Moves the cursor `key` (when the pass keeps one) as far as the frontier allows
@@ -1002,7 +1109,7 @@ impl Reconciler {
         let from = self.start(&key, "v2").await?;
         let mut base = ListV2EventsParams::new().with_limit(self.page_size);
         if !types.iter().any(|t| t == "*") && types.len() <= MAX_TYPE_FILTERS {
-            base = base.with_types(types);
+            base = base.with_types(types.clone());
         }
         // Its clock starts before the listing, as the v1 pass's does: the cursor stays
         // the safety lag behind the listing's start however long the listing takes.
@@ -1016,25 +1123,27 @@ impl Reconciler {
                 params = params.with_created_lt(rfc3339_from(end));
             }
             let cap = windows.cap(self.max_buffered);
-            let mut notifications = match self.list_v2(&params, cap, &mut report).await? {
-                Listed::All(n) => n,
-                Listed::TooMany { newest } => {
-                    frontier.listed(newest);
-                    windows.narrow();
-                    continue;
-                }
-            };
+            let (mut notifications, unreadable) =
+                match self.list_v2(&params, cap, &mut report).await? {
+                    Listed::All(n, unreadable) => (n, unreadable),
+                    Listed::TooMany { newest } => {
+                        frontier.listed(newest);
+                        windows.narrow();
+                        continue;
+                    }
+                };
             frontier.listed(
                 notifications
                     .iter()
                     .filter_map(EventNotification::created_unix)
+                    .chain(unreadable.iter().filter_map(|u| u.created))
                     .max(),
             );
             if let Some(end) = end {
                 frontier.closed(start, end);
             }
             oldest_first(&mut notifications, |n| n.created_unix().unwrap_or(start));
-            let count = notifications.len();
+            let count = notifications.len() + unreadable.len();
             let ran = in_chains(
                 notifications,
                 self.concurrency,
@@ -1047,6 +1156,8 @@ impl Reconciler {
                 report.count(o);
                 frontier.saw(n.created_unix().unwrap_or(start), &n.id, o);
             }
+            self.record_unreadable(unreadable, &types, start, &mut report, &mut frontier)
+                .await;
             if !windows.done(count, self.max_buffered) {
                 break;
             }

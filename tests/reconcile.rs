@@ -563,6 +563,98 @@ async fn a_failure_the_store_did_not_record_holds_the_cursor_past_the_lookback()
     assert!(s.store.failed_events(10).await.unwrap().is_empty());
 }
 
+/// `event`'s JSON without `livemode`, which Stripe's schema requires: a listed event
+/// this crate cannot read.
+fn unreadable(json: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+    v.as_object_mut().unwrap().remove("livemode").unwrap();
+    v.to_string()
+}
+
+/// A listed event the crate cannot read is recorded in the store as failed, with why,
+/// and neither stops its page (here a whole page of them: the walk goes on from its
+/// last) nor holds the cursor, so later passes move on; snapshot and thin lists alike.
+#[tokio::test]
+async fn an_unreadable_listed_event_is_recorded_as_failed_and_passes_move_on() {
+    let s = setup().await;
+    let now = testing::now();
+    for i in 0..6 {
+        let json = event(&format!("evt_u{i}"), "invoice.paid", now - 2000 + i * 100);
+        // Newest first, four a page: the first page is evt_u5 to evt_u2.
+        let json = if i >= 2 { unreadable(&json) } else { json };
+        s.fake.add_event(&json).unwrap();
+    }
+    let r = s.reconciler().since_cursor().await.unwrap();
+    assert_eq!(
+        (r.listed, r.processed, r.unreadable, r.failed),
+        (6, 2, 4, 0),
+        "{r:?}"
+    );
+    s.runs.all_once(2);
+    assert_eq!(r.cursor.as_ref().unwrap().created, now - 1500 - 60);
+    let failed = s.store.failed_events(10).await.unwrap();
+    assert_eq!(failed.len(), 4, "{failed:?}");
+    for f in &failed {
+        assert_eq!(f.event_type, EventType::InvoicePaid);
+        let why = f.last_error.as_deref().unwrap();
+        assert!(why.contains("livemode"), "{why}");
+    }
+    // The next pass starts a minute before the newest event (evt_u5, unreadable: recorded
+    // again), past the others.
+    let r = s.reconciler().since_cursor().await.unwrap();
+    assert_eq!(
+        (r.listed, r.processed, r.unreadable, r.failed),
+        (1, 0, 1, 0),
+        "{r:?}"
+    );
+    assert_eq!(s.store.failed_events(10).await.unwrap().len(), 4);
+
+    for i in 0..3 {
+        let n = ThinEventBuilder::new(&format!("evt_tu{i}"), "v1.price.activated")
+            .created(now - 30 + i)
+            .build();
+        let n = if i == 1 { unreadable(&n) } else { n };
+        s.fake.add_v2_event(&n).unwrap();
+    }
+    let r = s.reconciler().thin_since_cursor().await.unwrap();
+    assert_eq!((r.listed, r.processed, r.unreadable), (3, 2, 1), "{r:?}");
+    assert!(s
+        .store
+        .failed_events(10)
+        .await
+        .unwrap()
+        .iter()
+        .any(|f| f.event_id.as_str() == "evt_tu1"));
+    assert_eq!(r.cursor.unwrap().created, now - 28 - 60);
+}
+
+/// An unreadable listed event the store could not record holds the cursor, as a
+/// failure it did not record does: the next pass lists it again.
+#[tokio::test]
+async fn an_unreadable_event_the_store_did_not_record_holds_the_cursor() {
+    let s = setup().await;
+    let now = testing::now();
+    s.fake
+        .add_event(&unreadable(&event("evt_ux", "invoice.paid", now - 900)))
+        .unwrap();
+    s.fake
+        .add_event(&event("evt_uy", "invoice.paid", now - 300))
+        .unwrap();
+    let cursors = Arc::new(Faulty {
+        inner: Arc::clone(&s.store),
+        fail_releases: true,
+        ..Faulty::default()
+    });
+    let reconciler = Reconciler::new(
+        s.fake.client().unwrap(),
+        Arc::clone(&s.processor),
+        Arc::clone(&cursors),
+    );
+    let r = reconciler.since_cursor().await.unwrap();
+    assert_eq!((r.processed, r.unreadable, r.failed), (1, 0, 1), "{r:?}");
+    assert_eq!(r.cursor.as_ref().map(|c| c.created), Some(now - 900));
+}
+
 /// A `MemoryStore` that misbehaves on cue: every release fails (a failed handler's
 /// failure is then not recorded), or the watermark read right after a cursor moved fails.
 #[derive(Default)]

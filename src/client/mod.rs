@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::event::{Event, EventId, EventNotification};
+use crate::event::{Event, EventId, EventNotification, ParseError};
 
 pub use fetch::{FetchLatest, FetchLatestError, Fetched, FetchedObject, WhenGone};
 #[cfg(feature = "client")]
@@ -607,9 +607,92 @@ impl ListEventsParams {
 pub struct EventPage {
     /// The events, newest first.
     pub data: Vec<Event>,
+    /// The events of the page that this crate could not read, newest first: not
+    /// in [`data`](Self::data), and the page still counts them (they are where
+    /// [`next_params`](Self::next_params) goes on from, when one is last).
+    pub unreadable: Vec<UnreadableEvent>,
     /// Whether there are more events past this page in the direction of the walk: older
     /// ones, or newer ones for a walk with `ending_before`.
     pub has_more: bool,
+    /// The page's first and last events' ids, read or not.
+    ends: Option<(EventId, EventId)>,
+}
+
+/// An event Stripe listed that this crate cannot read as one (its parse, as a webhook
+/// body's, refused it: a member Stripe's schema requires is missing or of another
+/// type). Its id, and what else could be read of it, so that it
+/// can be recorded rather than lost or left to stop every later listing:
+/// [`Reconciler`](crate::reconcile::Reconciler) records it in the store as a failed
+/// event, with `error` as the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnreadableEvent {
+    /// The event's id.
+    pub id: EventId,
+    /// Its `type`, if it is a string.
+    pub event_type: Option<String>,
+    /// Its `created`, in Unix seconds, if it could be read (v1: an integer; v2:
+    /// RFC 3339).
+    pub created: Option<i64>,
+    /// Why it could not be read.
+    pub error: ParseError,
+}
+
+/// A listed page's `data`: the events `parse` reads, the ones it refuses (each with its
+/// id and what else can be read of it), and the first and last ids. An element without
+/// a string `id` is the page's error: nothing could record it, and the walk could not
+/// go on past it.
+#[allow(clippy::type_complexity)]
+fn read_listed<T>(
+    path: &str,
+    raw: &[Box<RawValue>],
+    parse: fn(&[u8]) -> Result<T, ParseError>,
+    id_of: fn(&T) -> &EventId,
+) -> Result<(Vec<T>, Vec<UnreadableEvent>, Option<(EventId, EventId)>), ClientError> {
+    #[derive(Deserialize)]
+    struct Head {
+        id: String,
+        #[serde(default, rename = "type")]
+        event_type: Option<serde_json::Value>,
+        #[serde(default)]
+        created: Option<serde_json::Value>,
+    }
+    let mut read = Vec::with_capacity(raw.len());
+    let mut unreadable = Vec::new();
+    let mut ids: Option<(EventId, EventId)> = None;
+    for r in raw {
+        let bytes = r.get().as_bytes();
+        let id = match parse(bytes) {
+            Ok(item) => {
+                let id = id_of(&item).clone();
+                read.push(item);
+                id
+            }
+            Err(error) => {
+                let head: Head =
+                    serde_json::from_slice(bytes).map_err(|e| ClientError::Decode {
+                        path: path.to_owned(),
+                        message: format!("a listed event has no string `id` ({error}; {e})"),
+                    })?;
+                let id = EventId::new(head.id);
+                unreadable.push(UnreadableEvent {
+                    id: id.clone(),
+                    event_type: head.event_type.and_then(|t| t.as_str().map(str::to_owned)),
+                    created: head.created.and_then(|c| match c {
+                        serde_json::Value::String(s) => crate::event::rfc3339_seconds(&s),
+                        other => other.as_i64(),
+                    }),
+                    error,
+                });
+                id
+            }
+        };
+        ids = Some(match ids {
+            None => (id.clone(), id),
+            Some((first, _)) => (first, id),
+        });
+    }
+    Ok((read, unreadable, ids))
 }
 
 impl EventPage {
@@ -624,12 +707,13 @@ impl EventPage {
         if !self.has_more {
             return None;
         }
+        let (first, last) = self.ends.as_ref()?;
         let mut next = params.clone();
         if params.ending_before.is_some() {
             next.starting_after = None;
-            next.ending_before = Some(self.data.first()?.id().clone());
+            next.ending_before = Some(first.clone());
         } else {
-            next.starting_after = Some(self.data.last()?.id().clone());
+            next.starting_after = Some(last.clone());
         }
         Some(next)
     }
@@ -782,6 +866,8 @@ impl PageToken {
 pub struct NotificationPage {
     /// The events, newest first.
     pub data: Vec<EventNotification>,
+    /// The events of the page that this crate could not read, newest first (not in [`data`](Self::data)).
+    pub unreadable: Vec<UnreadableEvent>,
     /// The next page's token, when there is one.
     pub next_page: Option<PageToken>,
     /// The previous page's token, when there is one.
@@ -896,15 +982,12 @@ pub trait StripeClient: Send + Sync + 'static {
         let path = "/v1/events";
         let body = self.get(ctx, path, &params.to_query()).await?;
         let list: List = serde_json::from_str(&body).map_err(|e| ClientError::decode(path, e))?;
-        let data = list
-            .data
-            .iter()
-            .map(|raw| Event::from_slice(raw.get().as_bytes()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ClientError::decode(path, e))?;
+        let (data, unreadable, ends) = read_listed(path, &list.data, Event::from_slice, Event::id)?;
         Ok(EventPage {
             data,
+            unreadable,
             has_more: list.has_more,
+            ends,
         })
     }
 
@@ -938,12 +1021,8 @@ pub trait StripeClient: Send + Sync + 'static {
         }
         let body = self.get(ctx, path, &query).await?;
         let list: List = serde_json::from_str(&body).map_err(|e| ClientError::decode(path, e))?;
-        let data = list
-            .data
-            .iter()
-            .map(|raw| EventNotification::from_slice(raw.get().as_bytes()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ClientError::decode(path, e))?;
+        let (data, unreadable, _) =
+            read_listed(path, &list.data, EventNotification::from_slice, |n| &n.id)?;
         // A next page that cannot be followed is an error, never the end of the list:
         // the pages after it (older events) would be skipped.
         let next_page = match list.next_page_url.as_deref() {
@@ -955,6 +1034,7 @@ pub trait StripeClient: Send + Sync + 'static {
         };
         Ok(NotificationPage {
             data,
+            unreadable,
             next_page,
             previous_page: list
                 .previous_page_url

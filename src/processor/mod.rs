@@ -801,6 +801,11 @@ impl Processor {
         self.settings.lease
     }
 
+    /// How long a store call may take.
+    pub(crate) fn store_timeout(&self) -> Duration {
+        self.settings.store_timeout
+    }
+
     /// Processes one delivery: the `Stripe-Signature` header (if the request had one) and
     /// the raw body. Never panics, even if the handler does.
     pub async fn process(&self, signature_header: Option<&str>, body: &[u8]) -> Outcome {

@@ -24,9 +24,7 @@ use envelope::{
     ObjectTag, WireData, WireDataId, WireDataOut, WireDataTyped, WireEvent, WireLocate, WireOut,
 };
 pub use error::{ObjectError, ParseError};
-pub(crate) use thin::rfc3339_from;
-#[cfg(feature = "testing")]
-pub(crate) use thin::rfc3339_seconds;
+pub(crate) use thin::{rfc3339_from, rfc3339_seconds};
 pub use thin::{
     AccountLinkReturned, AccountPersonData, CapabilityStatusUpdated, EventChanges,
     EventNotification, EventReason, InvoiceUpcoming, MeterErrorReason, MeterErrorReport,

@@ -15,8 +15,8 @@ use stripe_webhooks::client::{
 use stripe_webhooks::objects::SubscriptionStatus;
 use stripe_webhooks::testing::{self, FakeStripe, Fault, ThinEventBuilder, FAKE_API_KEY};
 use stripe_webhooks::{
-    async_trait, dangerous, Event, EventHandler, EventType, HandlerError, MemoryStore, Processor,
-    SigningSecret, Verifier,
+    async_trait, dangerous, Event, EventHandler, EventType, HandlerError, MemoryStore, ParseError,
+    Processor, SigningSecret, Verifier,
 };
 
 const BASE: i64 = 1_790_000_000;
@@ -1267,6 +1267,76 @@ async fn rate_limit_paces_requests() {
     );
 }
 
+/// A call whose turn under the rate limit comes after its deadline fails at once, sends
+/// nothing and counts no attempt, and does not hold its concurrency slot meanwhile: the
+/// next call, with a deadline it can meet, goes through.
+#[tokio::test]
+async fn a_rate_wait_past_the_deadline_fails_at_once_without_holding_a_slot() {
+    let (fake, client) = fake().await;
+    fake.add_object(
+        "/v1/customers/cus_1",
+        r#"{"id":"cus_1","object":"customer"}"#,
+    )
+    .unwrap();
+    let client = Arc::new(client.with_rate_limit(1).with_max_concurrency(1));
+    let ctx = RequestContext::platform();
+    let get = |c: &HttpClient| {
+        let ctx = ctx.clone();
+        let c = c.clone();
+        async move { c.retrieve_object(&ctx, "/v1/customers/cus_1").await }
+    };
+    get(&client).await.unwrap();
+    let short = client
+        .as_ref()
+        .clone()
+        .with_deadline(Duration::from_millis(400));
+    let start = Instant::now();
+    let err = get(&short).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::DeadlineExceeded { attempts: 0, .. }),
+        "{err:?}"
+    );
+    // At once, not at the deadline it could not meet.
+    assert!(
+        start.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(fake.requests().len(), 1);
+    let long = client
+        .as_ref()
+        .clone()
+        .with_deadline(Duration::from_secs(5));
+    get(&long).await.unwrap();
+    assert_eq!(fake.requests().len(), 2);
+}
+
+/// An error answer whose connection is lost half-way through its body is that error,
+/// retried as its status says: a 400 is not retried, a 500 is.
+#[tokio::test]
+async fn an_error_answer_cut_short_is_retried_only_as_its_status_says() {
+    let (fake, client) = fake().await;
+    fake.add_object(
+        "/v1/customers/cus_1",
+        r#"{"id":"cus_1","object":"customer"}"#,
+    )
+    .unwrap();
+    let ctx = RequestContext::platform();
+    fake.fail_next(1, Fault::CutBody { status: 400 });
+    let err = client
+        .retrieve_object(&ctx, "/v1/customers/cus_1")
+        .await
+        .unwrap_err();
+    assert_eq!(err.api_error().map(|e| e.status), Some(400), "{err:?}");
+    assert_eq!(fake.requests().len(), 1, "not retried");
+    fake.fail_next(1, Fault::CutBody { status: 500 });
+    client
+        .retrieve_object(&ctx, "/v1/customers/cus_1")
+        .await
+        .unwrap();
+    assert_eq!(fake.requests().len(), 3, "retried");
+}
+
 #[tokio::test]
 async fn the_api_key_is_in_no_error_and_no_debug_output() {
     let (fake, client) = fake().await;
@@ -1775,12 +1845,14 @@ async fn an_answer_that_echoes_the_key_reaches_the_caller_redacted() {
             .unwrap();
     bad["livemode"] = FAKE_API_KEY.into();
     fake.add_event(&bad.to_string()).unwrap();
-    let e = client
+    let page = client
         .list_events(&ctx, &ListEventsParams::new())
         .await
-        .unwrap_err();
-    assert!(matches!(e, ClientError::Decode { .. }), "{e:?}");
-    let shown = format!("{e} {e:?}");
+        .unwrap();
+    assert!(page.data.is_empty());
+    let e = &page.unreadable[0].error;
+    assert!(matches!(e, ParseError::NotAnEvent { .. }), "{e:?}");
+    let shown = format!("{e} {e:?} {page:?}");
     assert!(!shown.contains(FAKE_API_KEY), "{shown}");
     assert!(shown.contains("<redacted>"), "{shown}");
 }

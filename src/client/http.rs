@@ -4,6 +4,7 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -184,18 +185,31 @@ impl HttpClient {
     }
 
     /// One request: an answer, or why not and whether (and when) to try again.
+    /// One attempt: a concurrency slot, a rate token, the request. `sent` counts it once
+    /// the request goes out; a rate wait that would end at or past `deadline_at` gives
+    /// its token and slot back at once ([`Failure::past_deadline`]) rather than hold the
+    /// slot until the deadline.
     async fn attempt(
         &self,
         ctx: &RequestContext,
         url: &str,
         query: &[(String, String)],
+        deadline_at: Instant,
+        sent: &AtomicU32,
     ) -> Result<String, Failure> {
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|e| Failure::fatal(ClientError::Network(Box::new(e))))?;
-        rate_token(&self.bucket).await;
+        if !rate_token(&self.bucket, deadline_at).await {
+            return Err(Failure {
+                past_deadline: true,
+                ..Failure::fatal(ClientError::Network(
+                    "the rate limit's wait passes the deadline".into(),
+                ))
+            });
+        }
         let mut request = self
             .http
             .get(url)
@@ -206,6 +220,7 @@ impl HttpClient {
         for (name, value) in ctx.headers() {
             request = request.header(name, value);
         }
+        sent.fetch_add(1, Ordering::SeqCst);
         let response = request.send().await.map_err(|e| {
             if e.is_builder() {
                 // Not a transient failure: the base URL cannot be sent (the headers were
@@ -233,7 +248,13 @@ impl HttpClient {
             _ => None,
         });
         let retry_after = header("retry-after").and_then(|v| retry_after(&v));
-        let body = self.read_body(response, url).await?;
+        let body = match self.read_body(response, url).await {
+            Ok(body) => body,
+            // An error answer whose body was lost is still that error, retried only as
+            // its status says (a 400 is not): read as a network error, it was retried.
+            Err(f) if f.retryable && !(200..300).contains(&status) => String::new(),
+            Err(f) => return Err(f),
+        };
         if (200..300).contains(&status) {
             // Never the key in what the caller gets (a proxy or a misrouted base URL that
             // echoes the request): a decode error quotes the body's values.
@@ -258,6 +279,7 @@ impl HttpClient {
             retryable: api.is_retryable(),
             retry_after,
             error: ClientError::Api(api),
+            past_deadline: false,
         })
     }
 
@@ -320,6 +342,8 @@ struct Failure {
     error: ClientError,
     retryable: bool,
     retry_after: Option<Duration>,
+    /// Not sent: its turn under the rate limit comes after the deadline.
+    past_deadline: bool,
 }
 
 impl Failure {
@@ -328,14 +352,14 @@ impl Failure {
             error,
             retryable: true,
             retry_after: None,
+            past_deadline: false,
         }
     }
 
     fn fatal(error: ClientError) -> Self {
         Self {
-            error,
             retryable: false,
-            retry_after: None,
+            ..Self::retry(error)
         }
     }
 }
@@ -366,20 +390,23 @@ impl StripeClient for HttpClient {
         let deadline_at = now
             .checked_add(self.deadline)
             .unwrap_or_else(|| now + FAR_FUTURE);
-        let exceeded = |attempts, last: Option<ClientError>| ClientError::DeadlineExceeded {
+        // Requests sent: an attempt cut while it waited for its turn sent none.
+        let sent = AtomicU32::new(0);
+        let exceeded = |last: Option<ClientError>| ClientError::DeadlineExceeded {
             deadline: self.deadline,
-            attempts,
+            attempts: sent.load(Ordering::SeqCst),
             last: last.map(Box::new),
         };
         let mut last: Option<ClientError> = None;
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let outcome =
-                tokio::time::timeout_at(deadline_at, self.attempt(ctx, &url, query)).await;
+            let attempt = self.attempt(ctx, &url, query, deadline_at, &sent);
+            let outcome = tokio::time::timeout_at(deadline_at, attempt).await;
             let failure = match outcome {
-                Err(_elapsed) => return Err(exceeded(attempts, last)),
+                Err(_elapsed) => return Err(exceeded(last)),
                 Ok(Ok(body)) => return Ok(body),
+                Ok(Err(failure)) if failure.past_deadline => return Err(exceeded(last)),
                 Ok(Err(failure)) => failure,
             };
             if !failure.retryable {
@@ -397,7 +424,7 @@ impl StripeClient for HttpClient {
             );
             // `Retry-After` is the server's: a huge value must not overflow the clock.
             if wait >= deadline_at.saturating_duration_since(Instant::now()) {
-                return Err(exceeded(attempts, Some(failure.error)));
+                return Err(exceeded(Some(failure.error)));
             }
             // A server that asks for more than MAX_RETRY_AFTER (with no deadline, or a
             // long one) is saying to come back much later: the call fails now, and its
@@ -484,13 +511,19 @@ fn random_unit() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Waits for a rate-limit token. A wait cut short (the call's deadline passed, or its
+/// Waits for a rate-limit token; `false`, at once, when the wait would end at or past
+/// `deadline_at`. A wait given up (so, or cut short: the call's deadline passed, or its
 /// caller gave up) gives its reserved token back, so callers that come later do not
 /// wait for a request that was never sent (those already waiting keep their turn).
-async fn rate_token(bucket: &Mutex<TokenBucket>) {
-    let wait = with_bucket(bucket, |b| b.take(Instant::now()));
+async fn rate_token(bucket: &Mutex<TokenBucket>, deadline_at: Instant) -> bool {
+    let now = Instant::now();
+    let wait = with_bucket(bucket, |b| b.take(now));
     if wait.is_zero() {
-        return;
+        return true;
+    }
+    if wait >= deadline_at.saturating_duration_since(now) {
+        with_bucket(bucket, TokenBucket::give_back);
+        return false;
     }
     struct Reserved<'a> {
         bucket: &'a Mutex<TokenBucket>,
@@ -509,6 +542,7 @@ async fn rate_token(bucket: &Mutex<TokenBucket>) {
     };
     tokio::time::sleep(wait).await;
     reserved.used = true;
+    true
 }
 
 /// Runs `f` on the bucket; a panic while it was held left plain numbers behind, so a
@@ -611,13 +645,31 @@ mod tests {
     #[tokio::test]
     async fn an_abandoned_wait_gives_its_token_back() {
         let bucket = Mutex::new(TokenBucket::new(2, Instant::now()));
-        rate_token(&bucket).await;
-        rate_token(&bucket).await;
-        let cut = tokio::time::timeout(Duration::from_millis(10), rate_token(&bucket)).await;
+        let far = Instant::now() + Duration::from_secs(60);
+        assert!(rate_token(&bucket, far).await);
+        assert!(rate_token(&bucket, far).await);
+        let cut = tokio::time::timeout(Duration::from_millis(10), rate_token(&bucket, far)).await;
         assert!(cut.is_err(), "the third token needs a wait");
         let wait = with_bucket(&bucket, |b| b.take(Instant::now()));
         assert!(wait <= Duration::from_millis(500), "{wait:?}");
         assert!(wait >= Duration::from_millis(400), "{wait:?}");
+    }
+
+    /// A wait that would end past the deadline is not begun: `false` at once, and the
+    /// token goes back.
+    #[cfg(feature = "testing")]
+    #[tokio::test]
+    async fn a_wait_past_the_deadline_is_refused_at_once() {
+        let bucket = Mutex::new(TokenBucket::new(1, Instant::now()));
+        let soon = Instant::now() + Duration::from_millis(200);
+        assert!(rate_token(&bucket, soon).await, "the burst's token");
+        assert!(
+            !rate_token(&bucket, soon).await,
+            "the next is a second away"
+        );
+        let wait = with_bucket(&bucket, |b| b.take(Instant::now()));
+        assert!(wait > Duration::from_millis(900), "given back: {wait:?}");
+        assert!(wait <= Duration::from_secs(1), "given back: {wait:?}");
     }
 
     #[test]

@@ -58,6 +58,13 @@ pub enum Fault {
     Delay(Duration),
     /// Closes the connection without answering.
     DropConnection,
+    /// Answers `status` with an error body (`invalid_request_error`) and its full
+    /// `Content-Length`, then closes the connection half-way through the body: a
+    /// connection lost while an error answer was read.
+    CutBody {
+        /// The HTTP status.
+        status: u16,
+    },
 }
 
 /// One request the fake received. Its `Debug` hides the `Authorization` header's
@@ -540,6 +547,8 @@ struct Answer {
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: String,
+    /// Closes the connection half-way through the body ([`Fault::CutBody`]).
+    cut: bool,
 }
 
 impl Answer {
@@ -548,6 +557,7 @@ impl Answer {
             status: 200,
             headers: Vec::new(),
             body,
+            cut: false,
         }
     }
 
@@ -560,6 +570,7 @@ impl Answer {
             status,
             headers: Vec::new(),
             body: serde_json::json!({ "error": error }).to_string(),
+            cut: false,
         }
     }
 
@@ -655,7 +666,17 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
             out.push_str(&format!("{name}: {value}\r\n"));
         }
         out.push_str("\r\n");
-        out.push_str(&answer.body);
+        let body = if answer.cut {
+            // Half the body, on a char boundary (the bodies are JSON text).
+            let mut half = answer.body.len() / 2;
+            while !answer.body.is_char_boundary(half) {
+                half -= 1;
+            }
+            &answer.body[..half]
+        } else {
+            &answer.body
+        };
+        out.push_str(body);
         let _ = stream.write_all(out.as_bytes()).await;
         let _ = stream.shutdown().await;
     }
@@ -706,6 +727,11 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
         None => {}
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         Some(Fault::DropConnection) => return None,
+        Some(Fault::CutBody { status }) => {
+            let mut a = Answer::error(status, "invalid_request_error", None, "Cut short.");
+            a.cut = true;
+            return Some(a);
+        }
         Some(Fault::TooManyRequests { retry_after_secs }) => {
             let mut a = too_many_requests();
             if let Some(s) = retry_after_secs {

@@ -1515,6 +1515,31 @@ mod redis_queue {
         .await;
     }
 
+    /// A job whose event type is not UTF-8 (a corrupt hash) dies with the reason; it
+    /// failed the decoding of its whole take, so the jobs taken beside it never ran and
+    /// the take failed again at each lease's end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_a_job_with_bytes_that_are_not_text_dies_and_its_batch_still_runs() {
+        let (queue, prefix) = queue_and_prefix("qbytes").await;
+        let mut conn = connect().await;
+        let now = testing::now();
+        enqueue_body(&queue, &customer_event("evt_fine", "cus_1", now)).await;
+        enqueue_body(&queue, &customer_event("evt_bytes", "cus_2", now)).await;
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{prefix}:q:job:evt_bytes"))
+            .arg("type")
+            .arg(&b"customer.\xff\xfe"[..])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let handler = Recorder::default();
+        let worker = Worker::new(queue.clone(), handler.clone()).with_retry(fast_retry(3));
+        drain(&worker, &queue).await;
+        assert_eq!(handler.seen(), ["evt_fine"]);
+        let counts = queue.counts().await.unwrap();
+        assert_eq!((counts.completed, counts.dead), (1, 1), "{counts:?}");
+    }
+
     /// A completed-set member whose job is gone is dropped and not counted as purged.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_purge_counts_only_the_jobs_it_deleted() {

@@ -435,7 +435,9 @@ fn parse_record(row: Vec<Option<Vec<u8>>>) -> Result<Option<JobRecord>, StoreErr
 
 /// One job `take.lua` handed out: index of its fence, key, event id, type, kind, body,
 /// attempts, created.
-type Taken = (i64, String, String, String, String, Vec<u8>, i64, i64);
+/// A taken job as `take.lua` gives it: text as bytes, so that one job's bytes that are
+/// not UTF-8 (a corrupt hash) fail that job, not the decoding of the whole take.
+type Taken = (i64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, i64, i64);
 
 #[async_trait]
 impl Queue for RedisQueue {
@@ -501,11 +503,25 @@ impl Queue for RedisQueue {
             else {
                 continue;
             };
+            // A key that is not text cannot be settled (the scripts find the job by it):
+            // its lease's end gives it back.
+            let Ok(key) = String::from_utf8(key) else {
+                continue;
+            };
             let attempt = u32::try_from(attempts.max(0)).unwrap_or(u32::MAX);
             let token = fence.with_key(EventId::new(&key)).with_attempt(attempt);
             // A job this version cannot read does not cost the batch its other jobs.
-            let Some(kind) = PayloadKind::from_name(&kind) else {
+            let Some(kind) = std::str::from_utf8(&kind)
+                .ok()
+                .and_then(PayloadKind::from_name)
+            else {
                 unreadable.push((token, corrupt(&key, "kind")));
+                continue;
+            };
+            let (Ok(event_id), Ok(event_type)) =
+                (String::from_utf8(event_id), String::from_utf8(event_type))
+            else {
+                unreadable.push((token, corrupt(&key, "event id or type")));
                 continue;
             };
             jobs.push(

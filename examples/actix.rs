@@ -14,8 +14,10 @@
 //!   `--print-enabled-events` prints both destinations' `enabled_events` and exits.
 //!
 //! Routes: `POST /webhook` (actix's 256 KiB body limit raised to the processor's 1 MiB),
-//! `POST /webhook/thin` (thin events) and `GET /healthz`. SIGINT or SIGTERM stops it after in-flight deliveries finish (actix's
-//! own graceful shutdown).
+//! `POST /webhook/thin` (thin events) and `GET /healthz`. SIGINT or SIGTERM stops it
+//! (actix's own graceful shutdown). actix drops its workers' runtimes before `run`
+//! returns, so a delivery still running after its client left is cut there, and
+//! `Processor::drain` can only report it (Stripe's retry runs it again).
 
 mod common;
 

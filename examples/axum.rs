@@ -10,7 +10,9 @@
 //!   when `STRIPE_WEBHOOKS_STORE=memory`.
 //! - `PORT` (default 4242) on 127.0.0.1; `RUST_LOG` sets the log level.
 //!
-//! - `STRIPE_THIN_WEBHOOK_SECRET`: the thin event destination's secret(s).
+//! - `STRIPE_THIN_WEBHOOK_SECRET`: the thin event destination's secret(s). With
+//!   `STRIPE_WEBHOOK_SECRET` set and this one not, `/webhook/thin` refuses every request
+//!   (the development secret is public); with neither set, both use development secrets.
 //! - `--print-enabled-events`: prints the `enabled_events` both Stripe destinations need
 //!   for the handlers below, as JSON, and exits.
 //!

@@ -11,7 +11,7 @@
 //!   many), the console's default when unset; a small one shows the pages' links.
 //! - `STRIPE_WEBHOOK_SECRET`: for `POST /webhook` (the local development secret of the
 //!   other examples when unset, in a debug build or with `STRIPE_WEBHOOKS_DEV=1`), so
-//!   `send_event` can deliver more events.
+//!   `send_event --url http://127.0.0.1:4243/webhook` can deliver more events.
 //!
 //! At start a few demo events are queued in memory. The demo handler fails every event
 //! whose id contains `fail` (they retry twice, fast, then are dead) until

@@ -5,8 +5,10 @@
 //!
 //! # Quick start: axum and SQLite
 //!
-//! `stripe-webhooks = { version = "0.1", features = ["axum", "sqlite"] }`, then implement
-//! [`EventHandler`], build one [`Processor`] and mount its route:
+//! `stripe-webhooks = { version = "0.1", features = ["axum", "sqlite"] }` (with `axum =
+//! "0.8"` and `tokio = { version = "1", features = ["macros", "rt-multi-thread", "net"] }`
+//! for the server), then implement [`EventHandler`], build one [`Processor`] and mount its
+//! route:
 //!
 #![cfg_attr(
     all(feature = "axum", feature = "sqlite"),
@@ -87,7 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! | Feature | Enables |
 //! |---|---|
 //! | `sqlite`, `postgres`, `redis` | the stores (sqlx, redis), and `sqlx` / `redis` re-exported |
-//! | `postgres-tls`, `redis-tls` | TLS to the server (rustls): `sslmode=require`, `rediss://` |
+//! | `postgres-tls`, `redis-tls` | TLS to the server (rustls): `sslmode=verify-full`, `rediss://` |
 //! | `axum`, `actix-web` | the [`axum`] and [`actix`] adapters: a route and a `VerifiedEvent` extractor |
 //! | `console` | `console::Console`, the web console over a queue (on axum) |
 //! | `tokio` | handler deadlines, store timeouts, lease renewal (on with every store and adapter) |

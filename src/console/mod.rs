@@ -256,8 +256,8 @@ impl Console {
     }
 
     /// The console's routes, relative to where you nest them: `/` (the overview),
-    /// `/state/{state}`, `/jobs/{key}`, `/console.css`, and the POST actions `/requeue`
-    /// and `/requeue-dead`. Links and redirects follow the path it is nested at.
+    /// `/state/{state}`, `/jobs/{key}`, `/failed` (with [`with_store`](Self::with_store)),
+    /// `/console.css`, and the POST actions `/requeue` and `/requeue-dead`. Links and redirects follow the path it is nested at.
     pub fn router(&self) -> axum::Router {
         let shared = Arc::new(self.clone());
         axum::Router::new()

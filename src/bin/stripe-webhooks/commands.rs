@@ -481,9 +481,9 @@ async fn not_requeued(
             r.status
         )),
         Ok(None) => CliError::NotFound(format!(
-            "no job with id {key} in {} (table {}_jobs)",
+            "no job with id {key} in {} ({})",
             b.target(),
-            b.table()
+            b.queue_name()
         )),
         Err(e) => b.err("reading the store record")(e),
     }

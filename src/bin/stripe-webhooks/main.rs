@@ -52,7 +52,7 @@ error); with none, PostgreSQL when DATABASE_URL is set, else Redis when REDIS_UR
 else the SQLite file SQLITE_PATH (default stripe-webhooks.db). A flag beats the
 environment: `--sqlite x.db` opens x.db even with DATABASE_URL set. `migrate`, `requeue`
 and `purge` name the store they changed. The queue is the table `{table}_jobs` beside the
-store's table.";
+store's table (SQL), or the keys `{prefix}:q:*` (Redis).";
 
 /// See and fix what happened to your Stripe webhooks: the idempotency store and the
 /// queue of the `stripe-webhooks` crate.
@@ -106,7 +106,8 @@ pub(crate) struct StoreOpts {
         value_name = "URL"
     )]
     pub(crate) redis_url: Option<String>,
-    /// The store's table (SQL) or key prefix (Redis); the queue is `{table}_jobs`.
+    /// The store's table (SQL) or key prefix (Redis); the queue is `{table}_jobs` (SQL) or
+    /// `{prefix}:q:*` (Redis).
     /// Default: stripe_webhook_events (SQL), stripe_webhooks (Redis).
     #[arg(
         long,

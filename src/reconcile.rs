@@ -18,10 +18,10 @@ use crate::client::{
     UnreadableEvent,
 };
 use crate::clock::{Clock, SystemClock};
-use crate::event::{rfc3339_from, Event, EventId, EventNotification, EventType};
+use crate::event::{rfc3339_from, Event, EventId, EventNotification};
 use crate::handler::HandlerError;
-use crate::idempotency::{Claim, OrderingStore, StoreError, Watermark};
-use crate::processor::{store_call, Outcome, OutcomeKind, Processor};
+use crate::idempotency::{OrderingStore, StoreError, Watermark};
+use crate::processor::{Outcome, OutcomeKind, Processor};
 
 /// How far back a reconciler looks when it has no cursor yet, and for undelivered
 /// events: 3 days, as long as Stripe retries a delivery.
@@ -66,11 +66,16 @@ pub struct ReconcileReport {
     pub skipped: usize,
     /// Events Stripe listed that this crate could not read as events
     /// ([`UnreadableEvent`]), of a type the processor takes (or whose type could not be
-    /// read): each is recorded in the store as a failed event, with the parse error as
-    /// its reason (listed by [`failed_events`](crate::StoreAdmin::failed_events)), and
-    /// does not hold the cursor, since no later pass could read it either. One the store
-    /// could not record (or that another delivery holds) holds the cursor and is counted
-    /// in [`failed`](Self::failed) (or [`in_progress`](Self::in_progress)) instead.
+    /// read), recorded now where the processor records failures: in its store as a
+    /// failed event, with the parse error as its reason (listed by
+    /// [`failed_events`](crate::StoreAdmin::failed_events), the CLI and the console),
+    /// claimed under the key its delivery would be (a thin event's snapshot twin's); on
+    /// an ack-fast processor, queued with its JSON, which the worker cannot read either
+    /// and buries as dead with why. Such an event does not hold the cursor, since no later
+    /// pass could read it either (a pass that lists it again records it again: one more
+    /// attempt). One completed or queued already counts as a duplicate; one the processor
+    /// could not record (or that another delivery holds) holds the cursor and counts in
+    /// [`failed`](Self::failed) (or [`in_progress`](Self::in_progress)) instead.
     pub unreadable: usize,
     /// Of the events whose handler failed, those older than the lookback
     /// ([`Reconciler::with_lookback`]): they no longer hold the cursor back, so one event
@@ -897,8 +902,7 @@ impl Reconciler {
                 report.count(o);
                 frontier.saw(event.created(), event.id(), o);
             }
-            let types = self.processor.enabled_events().snapshot;
-            self.record_unreadable(unreadable, &types, start, report, frontier)
+            self.record_unreadable(unreadable, false, start, report, frontier)
                 .await;
             if !windows.done(count, self.max_buffered) {
                 return Ok(());
@@ -953,66 +957,49 @@ impl Reconciler {
         Ok(Listed::All(notifications, unreadable))
     }
 
-    /// Records each listed event the crate could not read, of a type in `types` (the
-    /// processor's: `*` for all) or of no readable type, as a failed event in the store:
-    /// claimed and released with the parse error as the reason, so that operators see it
-    /// (`failed_events`, the CLI, the console) and the cursor moves past it. One already
-    /// completed (its webhook delivery was read) is a duplicate; one held elsewhere, or
-    /// that the store could not record, holds the cursor. `start` stands for a `created`
-    /// that could not be read.
+    /// Records each listed event the crate could not read where the processor records
+    /// failures ([`Processor`]'s store, or on an ack-fast processor its queue, whose
+    /// worker buries it), so that operators see it and the cursor moves past it: one the
+    /// processor does not take is skipped, one completed or queued already is a
+    /// duplicate, and one held elsewhere, or that could not be recorded, holds the cursor.
+    /// `start` stands for a `created` that could not be read.
     async fn record_unreadable(
         &self,
         unreadable: Vec<UnreadableEvent>,
-        types: &[String],
+        thin: bool,
         start: i64,
         report: &mut ReconcileReport,
         frontier: &mut Frontier,
     ) {
-        let t = self.processor.store_timeout();
         for u in unreadable {
-            let created = u.created.unwrap_or(start);
-            let taken = u
-                .event_type
-                .as_deref()
-                .map_or(true, |ty| types.iter().any(|t| t == "*" || t == ty));
-            if !taken {
-                report.skipped += 1;
-                frontier.saw_unreadable(created, &u.id, false);
-                continue;
-            }
-            let ty = EventType::from_wire(u.event_type.as_deref().unwrap_or("unknown"));
-            let claim = store_call(t, self.cursors.claim(&u.id, &ty, self.processor.lease())).await;
-            let held = match claim {
-                Ok(Claim::Acquired(token)) => {
-                    let reason = format!(
-                        "Stripe listed this event, and it cannot be read as one: {}",
-                        u.error
-                    );
-                    match store_call(t, self.cursors.release(&token, &reason)).await {
-                        Ok(()) => {
-                            report.unreadable += 1;
-                            false
-                        }
-                        Err(_) => {
-                            report.failed += 1;
-                            true
-                        }
-                    }
+            let o = self.processor.record_unreadable(&u, thin).await;
+            let held = match o.kind() {
+                OutcomeKind::Ignored => {
+                    report.skipped += 1;
+                    false
                 }
-                Ok(Claim::Completed) => {
+                OutcomeKind::Duplicate => {
                     report.duplicates += 1;
                     false
                 }
-                Ok(Claim::InProgress { .. }) => {
+                OutcomeKind::Queued => {
+                    report.unreadable += 1;
+                    false
+                }
+                OutcomeKind::HandlerFailed(_) if o.failure_recorded => {
+                    report.unreadable += 1;
+                    false
+                }
+                OutcomeKind::InProgress { .. } => {
                     report.in_progress += 1;
                     true
                 }
-                Err(_) => {
+                _ => {
                     report.failed += 1;
                     true
                 }
             };
-            frontier.saw_unreadable(created, &u.id, held);
+            frontier.saw_unreadable(u.created.unwrap_or(start), &u.id, held);
         }
     }
 
@@ -1109,7 +1096,7 @@ impl Reconciler {
         let from = self.start(&key, "v2").await?;
         let mut base = ListV2EventsParams::new().with_limit(self.page_size);
         if !types.iter().any(|t| t == "*") && types.len() <= MAX_TYPE_FILTERS {
-            base = base.with_types(types.clone());
+            base = base.with_types(types);
         }
         // Its clock starts before the listing, as the v1 pass's does: the cursor stays
         // the safety lag behind the listing's start however long the listing takes.
@@ -1156,7 +1143,7 @@ impl Reconciler {
                 report.count(o);
                 frontier.saw(n.created_unix().unwrap_or(start), &n.id, o);
             }
-            self.record_unreadable(unreadable, &types, start, &mut report, &mut frontier)
+            self.record_unreadable(unreadable, true, start, &mut report, &mut frontier)
                 .await;
             if !windows.done(count, self.max_buffered) {
                 break;

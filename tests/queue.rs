@@ -1538,6 +1538,12 @@ mod redis_queue {
         assert_eq!(handler.seen(), ["evt_fine"]);
         let counts = queue.counts().await.unwrap();
         assert_eq!((counts.completed, counts.dead), (1, 1), "{counts:?}");
+        // Listed with the bytes replaced, and with why: it does not fail the listing.
+        let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!(dead[0].event_type, "customer.\u{fffd}\u{fffd}");
+        let why = dead[0].last_error.as_deref().unwrap_or_default();
+        assert!(why.contains("cannot be read by this version"), "{why}");
     }
 
     /// A completed-set member whose job is gone is dropped and not counted as purged.

@@ -628,8 +628,8 @@ async fn an_unreadable_listed_event_is_recorded_as_failed_and_passes_move_on() {
     assert_eq!(r.cursor.unwrap().created, now - 28 - 60);
 }
 
-/// An unreadable listed event the store could not record holds the cursor, as a
-/// failure it did not record does: the next pass lists it again.
+/// An unreadable listed event the processor's store could not record holds the
+/// cursor, as a failure it did not record does: the next pass lists it again.
 #[tokio::test]
 async fn an_unreadable_event_the_store_did_not_record_holds_the_cursor() {
     let s = setup().await;
@@ -640,19 +640,87 @@ async fn an_unreadable_event_the_store_did_not_record_holds_the_cursor() {
     s.fake
         .add_event(&event("evt_uy", "invoice.paid", now - 300))
         .unwrap();
-    let cursors = Arc::new(Faulty {
-        inner: Arc::clone(&s.store),
-        fail_releases: true,
-        ..Faulty::default()
-    });
-    let reconciler = Reconciler::new(
-        s.fake.client().unwrap(),
-        Arc::clone(&s.processor),
-        Arc::clone(&cursors),
-    );
+    let processor = Arc::new(Processor::new(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        Faulty {
+            inner: Arc::clone(&s.store),
+            fail_releases: true,
+            ..Faulty::default()
+        },
+        Arc::clone(&s.runs),
+    ));
+    let reconciler = Reconciler::new(s.fake.client().unwrap(), processor, Arc::clone(&s.store));
     let r = reconciler.since_cursor().await.unwrap();
     assert_eq!((r.processed, r.unreadable, r.failed), (1, 0, 1), "{r:?}");
     assert_eq!(r.cursor.as_ref().map(|c| c.created), Some(now - 900));
+    assert!(s.store.failed_events(10).await.unwrap().is_empty());
+}
+
+/// Takes `invoice.paid` and any type this release does not know, so a reconciler lists
+/// every type.
+struct PaidAndUnknown;
+
+#[async_trait]
+impl EventHandler for PaidAndUnknown {
+    async fn handle(&self, _: &Event) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    fn handles(&self, t: &EventType) -> bool {
+        matches!(t, EventType::InvoicePaid | EventType::Unknown(_))
+    }
+}
+
+/// Listing every type, an unreadable event of a type the processor does not take is
+/// skipped (as its delivery would be ignored), and one of a type it takes is recorded.
+#[tokio::test]
+async fn an_unreadable_event_of_a_type_not_taken_is_skipped() {
+    let s = setup().await;
+    let now = testing::now();
+    s.fake
+        .add_event(&unreadable(&event(
+            "evt_skip",
+            "charge.refunded",
+            now - 1200,
+        )))
+        .unwrap();
+    s.fake
+        .add_event(&unreadable(&event("evt_take", "invoice.paid", now - 900)))
+        .unwrap();
+    let processor = Arc::new(Processor::new(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        Arc::clone(&s.store),
+        PaidAndUnknown,
+    ));
+    assert_eq!(processor.enabled_events().snapshot, ["*"]);
+    let reconciler = Reconciler::new(s.fake.client().unwrap(), processor, Arc::clone(&s.store));
+    let r = reconciler.since_cursor().await.unwrap();
+    assert_eq!((r.listed, r.skipped, r.unreadable), (2, 1, 1), "{r:?}");
+    let failed = s.store.failed_events(10).await.unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].event_id.as_str(), "evt_take");
+}
+
+/// An unreadable thin event is claimed under its snapshot twin's id, as its delivery
+/// would be: a twin the webhook completed makes it a duplicate, not a failure recorded
+/// under a key nothing completes.
+#[tokio::test]
+async fn an_unreadable_thin_event_is_keyed_on_its_snapshot_twin() {
+    let s = setup().await;
+    let now = testing::now();
+    let (snapshot, thin) = testing::event_pair("evt_twin", "customer.created", "cus_1");
+    let o = s
+        .processor
+        .process(
+            Some(&testing::sign(snapshot.as_bytes(), SECRET, now)),
+            snapshot.as_bytes(),
+        )
+        .await;
+    assert_eq!(o.kind().name(), "processed");
+    s.fake.add_v2_event(&unreadable(&thin)).unwrap();
+    let r = s.reconciler().thin_since_cursor().await.unwrap();
+    assert_eq!((r.listed, r.duplicates, r.unreadable), (1, 1, 0), "{r:?}");
+    assert!(s.store.failed_events(10).await.unwrap().is_empty());
 }
 
 /// A `MemoryStore` that misbehaves on cue: every release fails (a failed handler's
@@ -1177,6 +1245,28 @@ async fn an_ack_fast_processor_queues_reconciled_events_for_its_workers() {
     // A second pass finds every event queued already.
     let again = reconciler.undelivered().await.unwrap();
     assert_eq!((again.queued, again.duplicates), (0, 3), "{again:?}");
+
+    // An event the crate cannot read is queued with its JSON, and the worker, which
+    // cannot read it either, buries it with why; a pass that lists it again finds it
+    // queued.
+    fake.add_event_with_delivery(
+        &unreadable(&event("evt_qu", "invoice.paid", now - 50)),
+        false,
+    )
+    .unwrap();
+    let r = reconciler.undelivered().await.unwrap();
+    assert_eq!((r.unreadable, r.queued, r.failed), (1, 0, 0), "{r:?}");
+    while worker.run_once().await.unwrap() > 0 {}
+    let dead = queue
+        .jobs(stripe_webhooks::queue::JobState::Dead, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].key.as_str(), "evt_qu");
+    let why = dead[0].last_error.as_deref().unwrap_or_default();
+    assert!(why.contains("livemode"), "{why}");
+    let again = reconciler.undelivered().await.unwrap();
+    assert_eq!((again.unreadable, again.duplicates), (0, 4), "{again:?}");
 }
 
 /// A Stripe API whose lists never move on: `GET /v1/events` always answers `v1`, and

@@ -624,7 +624,7 @@ pub struct EventPage {
 /// can be recorded rather than lost or left to stop every later listing:
 /// [`Reconciler`](crate::reconcile::Reconciler) records it in the store as a failed
 /// event, with `error` as the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UnreadableEvent {
     /// The event's id.
@@ -634,8 +634,34 @@ pub struct UnreadableEvent {
     /// Its `created`, in Unix seconds, if it could be read (v1: an integer; v2:
     /// RFC 3339).
     pub created: Option<i64>,
+    /// A thin event's `snapshot_event` (its snapshot twin's id), if it is a string
+    /// that is not empty: the key its delivery is claimed under.
+    pub snapshot_event: Option<EventId>,
     /// Why it could not be read.
     pub error: ParseError,
+    /// The event's JSON as listed.
+    raw: String,
+}
+
+impl UnreadableEvent {
+    /// The event's JSON as Stripe listed it.
+    pub fn raw_json(&self) -> &str {
+        &self.raw
+    }
+}
+
+impl fmt::Debug for UnreadableEvent {
+    // The JSON by its length only: it may carry customer data and client secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnreadableEvent")
+            .field("id", &self.id)
+            .field("event_type", &self.event_type)
+            .field("created", &self.created)
+            .field("snapshot_event", &self.snapshot_event)
+            .field("error", &self.error)
+            .field("raw_len", &self.raw.len())
+            .finish()
+    }
 }
 
 /// A listed page's `data`: the events `parse` reads, the ones it refuses (each with its
@@ -656,6 +682,8 @@ fn read_listed<T>(
         event_type: Option<serde_json::Value>,
         #[serde(default)]
         created: Option<serde_json::Value>,
+        #[serde(default)]
+        snapshot_event: Option<serde_json::Value>,
     }
     let mut read = Vec::with_capacity(raw.len());
     let mut unreadable = Vec::new();
@@ -682,7 +710,11 @@ fn read_listed<T>(
                         serde_json::Value::String(s) => crate::event::rfc3339_seconds(&s),
                         other => other.as_i64(),
                     }),
+                    snapshot_event: head
+                        .snapshot_event
+                        .and_then(|s| s.as_str().filter(|s| !s.is_empty()).map(EventId::new)),
                     error,
+                    raw: r.get().to_owned(),
                 });
                 id
             }

@@ -24,7 +24,6 @@ use crate::idempotency::IdempotencyStore;
 use crate::signature::{VerifiedPayload, Verifier};
 
 use crate::idempotency::OrderingStore;
-#[cfg(feature = "tokio")]
 pub(crate) use dispatch::check_caught;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use dispatch::fetch_within;
@@ -802,11 +801,6 @@ impl Processor {
         self.settings.lease
     }
 
-    /// How long a store call may take.
-    pub(crate) fn store_timeout(&self) -> Duration {
-        self.settings.store_timeout
-    }
-
     /// Processes one delivery: the `Stripe-Signature` header (if the request had one) and
     /// the raw body. Never panics, even if the handler does.
     pub async fn process(&self, signature_header: Option<&str>, body: &[u8]) -> Outcome {
@@ -1018,6 +1012,97 @@ impl Processor {
             Parsed::Event(e) => self.enqueue_event(queue, e, &body, started).await,
             Parsed::Notification(n) => self.enqueue_notification(queue, n, &body, started).await,
         }
+    }
+
+    /// Records an event Stripe listed that this crate cannot read (`thin`: from the v2
+    /// list), for a [`Reconciler`](crate::reconcile::Reconciler), where this processor
+    /// records failures: claimed under the key its delivery would be claimed under (a
+    /// thin event's snapshot twin's, as [`run_notification`](Self::run_notification)
+    /// picks it) and released as failed with the parse error, through the one
+    /// claim-and-settle path (so a delivery dropped meanwhile is released from a task);
+    /// on an ack-fast processor, queued with its raw JSON, which the worker cannot read
+    /// either and buries with why. `Ignored` when the processor does not take its type.
+    pub(crate) async fn record_unreadable(
+        &self,
+        u: &crate::client::UnreadableEvent,
+        thin: bool,
+    ) -> Outcome {
+        let started = Instant::now();
+        let ty = u.event_type.as_deref().unwrap_or("unknown");
+        let key = match &u.snapshot_event {
+            Some(twin) if thin && self.dedupe_on_snapshot && self.ordering.is_none() => twin,
+            _ => &u.id,
+        };
+        let mut o = Outcome::new(OutcomeKind::Ignored, started);
+        o.event_id = Some(u.id.clone());
+        o.claim_key = Some(key.clone());
+        o.created = u.created;
+        if !self.takes_type(thin, ty) {
+            return o;
+        }
+        if let Some(queue) = &self.queue {
+            let job = crate::queue::NewJob {
+                key: key.clone(),
+                event_id: u.id.clone(),
+                event_type: ty.to_owned(),
+                kind: if thin {
+                    crate::queue::PayloadKind::Thin
+                } else {
+                    crate::queue::PayloadKind::Snapshot
+                },
+                object_id: None,
+                created: u.created.unwrap_or(0),
+                body: u.raw_json().as_bytes(),
+            };
+            o.kind = match store_call(self.settings.store_timeout, queue.enqueue(&job)).await {
+                Ok(crate::queue::Enqueued::Queued) => OutcomeKind::Queued,
+                Ok(crate::queue::Enqueued::Duplicate) => OutcomeKind::Duplicate,
+                Err(e) => OutcomeKind::StoreUnavailable(e),
+            };
+        } else {
+            let why = format!(
+                "Stripe listed this event, and it cannot be read as one: {}",
+                u.error
+            );
+            let failed = move || -> dispatch::HandlerFuture<'static> {
+                Box::pin(std::future::ready(Err(
+                    crate::handler::HandlerError::Failed(why.into()),
+                )))
+            };
+            let record_type = EventType::from_wire(ty);
+            let d = claim_and_run(&self.store, key, &record_type, &self.settings, failed).await;
+            o.kind = d.kind;
+            o.attempt = d.attempt;
+            o.failure_recorded = d.failure_recorded;
+        }
+        o.duration = started.elapsed();
+        o
+    }
+
+    /// Whether this processor takes events of type `ty` (`thin`: a thin type): its
+    /// handler's `handles`, or on an ack-fast processor its workers' types and any type
+    /// this release does not know. A `handles` that panics takes it.
+    fn takes_type(&self, thin: bool, ty: &str) -> bool {
+        if let Some((_, t)) = &self.queued_events {
+            return if thin {
+                t.thin.contains(ty) || ThinEventType::from_wire(ty).is_unknown()
+            } else {
+                t.snapshot.contains(ty) || EventType::from_wire(ty).is_unknown()
+            };
+        }
+        if self.queue.is_some() {
+            return true;
+        }
+        let taken = if thin {
+            let t = ThinEventType::from_wire(ty);
+            self.thin.as_ref().map(|h| check_caught(|| h.handles(&t)))
+        } else {
+            let t = EventType::from_wire(ty);
+            self.dispatcher
+                .as_ref()
+                .map(|d| check_caught(|| d.handles(&t)))
+        };
+        taken.is_some_and(|r| r.unwrap_or(true))
     }
 
     /// The snapshot path after parsing: the livemode guard, then claim, handle, complete.

@@ -386,6 +386,16 @@ fn text(key: &str, what: &str, v: Option<Vec<u8>>) -> Result<Option<String>, Sto
         .transpose()
 }
 
+/// Text shown to operators (a key, an id, a type, an error): bytes that are not UTF-8 (a
+/// corrupt hash) are shown replaced, so that one such job does not fail the listing of
+/// every job beside it.
+fn lossy(v: Option<Vec<u8>>) -> Option<String> {
+    v.map(|b| match String::from_utf8(b) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
 fn int(key: &str, what: &str, v: Option<Vec<u8>>) -> Result<Option<i64>, StoreError> {
     text(key, what, v)?
         .map(|s| s.parse::<i64>().map_err(|_| corrupt(key, what)))
@@ -402,12 +412,12 @@ fn parse_record(row: Vec<Option<Vec<u8>>>) -> Result<Option<JobRecord>, StoreErr
             "unreadable reply from the Redis queue: wrong field count",
         ));
     };
-    let key = text("?", "key", key)?.unwrap_or_default();
+    let key = lossy(key).unwrap_or_default();
     let Some(state) = text(&key, "state", state)? else {
         return Ok(None);
     };
     let state: JobState = state.parse().map_err(|_| corrupt(&key, "state"))?;
-    let kind_name = text(&key, "kind", kind)?.unwrap_or_default();
+    let kind_name = lossy(kind).unwrap_or_default();
     let kind = PayloadKind::from_name(&kind_name).unwrap_or(PayloadKind::Snapshot);
     let attempts = int(&key, "attempts", attempts)?.unwrap_or(0);
     let pending = matches!(
@@ -418,12 +428,12 @@ fn parse_record(row: Vec<Option<Vec<u8>>>) -> Result<Option<JobRecord>, StoreErr
     Ok(Some(
         JobRecord::new(
             EventId::new(key.clone()),
-            EventId::new(text(&key, "event_id", event_id)?.unwrap_or_default()),
-            text(&key, "type", event_type)?.unwrap_or_default(),
+            EventId::new(lossy(event_id).unwrap_or_default()),
+            lossy(event_type).unwrap_or_default(),
             kind,
             state,
             u32::try_from(attempts.max(0)).unwrap_or(u32::MAX),
-            text(&key, "last_error", last_error)?,
+            lossy(last_error),
             int(&key, "enqueued_at", enqueued_at)?.unwrap_or(0),
             run_at.filter(|_| pending),
             int(&key, "finished_at", finished_at)?,

@@ -258,6 +258,65 @@ async fn postgres_inbox_a_handler_that_swallows_a_failed_statement_has_failed() 
     assert!(rec.last_error.unwrap().contains("25P02"));
 }
 
+/// Writes a row that breaks a deferred foreign key, which PostgreSQL checks only at
+/// COMMIT: `children` references `parents`, and no parent `nobody` exists.
+struct BreaksTheCommit {
+    children: String,
+}
+
+#[async_trait]
+impl TransactionalHandler<Postgres> for BreaksTheCommit {
+    async fn handle(&self, _event: &Event, conn: &mut PgConnection) -> Result<(), HandlerError> {
+        stripe_webhooks::sqlx::query(&format!(
+            "INSERT INTO {} (parent) VALUES ('nobody')",
+            self.children
+        ))
+        .execute(&mut *conn)
+        .await
+        .map_err(HandlerError::new)?;
+        Ok(())
+    }
+}
+
+/// A COMMIT refused for the handler's own writes (a deferred constraint) is the
+/// handler's failure: 500 and recorded with why, as on SQLite, not 503 with nothing
+/// recorded for as long as Stripe retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_inbox_a_commit_refused_for_the_handlers_writes_is_its_failure() {
+    let store = pg_store("t_faults_deferred").await;
+    let (parents, children) = (
+        common::unique("t_faults_parents"),
+        common::unique("t_faults_children"),
+    );
+    for ddl in [
+        format!("CREATE TABLE {parents} (id TEXT PRIMARY KEY)"),
+        format!(
+            "CREATE TABLE {children} (parent TEXT REFERENCES {parents} (id) \
+             DEFERRABLE INITIALLY DEFERRED)"
+        ),
+    ] {
+        stripe_webhooks::sqlx::query(&ddl)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    let p = Processor::with_inbox(
+        Verifier::from_secrets_list(SECRET).unwrap(),
+        store.inbox(BreaksTheCommit { children }),
+    );
+    let o = deliver_one(&p, "pg_deferred").await;
+    assert!(matches!(o.kind(), OutcomeKind::HandlerFailed(_)), "{o:?}");
+    assert_eq!(o.status(), 500);
+    let rec = store
+        .record(&EventId::new("evt_pg_deferred_0"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.status, RecordStatus::Failed);
+    let why = rec.last_error.unwrap();
+    assert!(why.contains("could not be committed"), "{why}");
+}
+
 /// Runs a statement far longer than the handler's deadline.
 struct SleepsInTheDatabase;
 

@@ -116,7 +116,7 @@ impl<H> PostgresInbox<H> {
             .map_err(db_err)
         })
         .await;
-        Dispatched::failed(e, attempt, recorded.is_ok())
+        Dispatched::failed(e, attempt, matches!(recorded, Ok(true)))
     }
 }
 
@@ -134,6 +134,19 @@ enum Claimed {
 const ABORTED_BY_THE_HANDLER: &str = "the handler returned Ok, but one of its statements \
     had failed and aborted the transaction (SQLSTATE 25P02), so its writes were rolled back: \
     return the statement's error instead of catching it (or run it under a savepoint)";
+
+/// Whether a `COMMIT` was refused for what the handler wrote: an integrity constraint
+/// checked at the commit (SQLSTATE class 23: a deferred foreign key, unique or
+/// exclusion constraint) or a deferred constraint trigger that raised (P0001). That is
+/// the handler's failure, which a retry meets again; a lost connection, a timeout or a
+/// serialization failure is not.
+fn refused_for_the_handlers_writes(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(e) if e.downcast_ref::<sqlx::Error>().is_some_and(
+        |e| matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(
+            |c| c.starts_with("23") || c == "P0001"
+        ))
+    ))
+}
 
 /// Whether completing failed because the transaction was already aborted
 /// (`in_failed_sql_transaction`): a statement of the handler failed and it went on.
@@ -363,7 +376,20 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
                 })
                 .await;
                 let committed = match completed {
-                    Ok(()) => store_call(t, async { tx.commit().await.map_err(db_err) }).await,
+                    Ok(()) => {
+                        match store_call(t, async { tx.commit().await.map_err(db_err) }).await {
+                            // Refused for the handler's own writes, the transaction rolled
+                            // back: the handler's failure, recorded, where a 503 would record
+                            // nothing and fail the same way on every retry.
+                            Err(e) if refused_for_the_handlers_writes(&e) => {
+                                let e = HandlerError::new(format!(
+                                    "the handler's writes could not be committed: {e}"
+                                ));
+                                return self.failed(id, event_type, attempt, e, t).await;
+                            }
+                            other => other,
+                        }
+                    }
                     Err(e) if aborted_by_the_handler(&e) => {
                         // The handler caught a failed statement and returned `Ok`, but
                         // PostgreSQL had aborted the transaction: its writes are gone.

@@ -372,7 +372,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
             .map_err(db_err)
         })
         .await;
-        Dispatched::failed(error, attempt, recorded.is_ok())
+        Dispatched::failed(error, attempt, matches!(recorded, Ok(true)))
     }
 
     /// Undoes a failed delivery's savepoint (its claim and its writes) and records the
@@ -400,7 +400,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
                 )
                 .await;
             match recorded {
-                Ok(()) => Ok(true),
+                Ok(_) => Ok(true),
                 // The handler's own write made SQLite roll the whole transaction
                 // back: there is no savepoint left to undo.
                 Err(e) if is_rolled_back(&e) => Ok(false),

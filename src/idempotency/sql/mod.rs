@@ -434,7 +434,9 @@ where
         Ok(claim_from_state(&status, left))
     }
 
-    /// Records a failure outside any live claim (see `Statements::record_failure`).
+    /// Records a failure outside any live claim (see `Statements::record_failure`);
+    /// whether it did (`false`: another delivery's live claim holds the event, and its
+    /// own settlement records what happened).
     pub(crate) async fn record_failure_on<'c, E>(
         &self,
         conn: E,
@@ -443,12 +445,12 @@ where
         event_type: &EventType,
         attempt: u32,
         reason: &str,
-    ) -> Result<(), sqlx::Error>
+    ) -> Result<bool, sqlx::Error>
     where
         E: Executor<'c, Database = DB>,
     {
         let reason = super::truncate_error(reason);
-        sqlx::query(statement)
+        let done = sqlx::query(statement)
             .bind(id.as_str())
             .bind(event_type.as_str())
             .bind(i64::from(attempt))
@@ -456,7 +458,7 @@ where
             .bind(&*reason)
             .execute(conn)
             .await?;
-        Ok(())
+        Ok(DB::rows_affected(&done) > 0)
     }
 
     pub(crate) async fn claim(
@@ -1295,5 +1297,33 @@ mod tests {
         );
         assert_eq!(claim_from_state("processing", Some(0)), None);
         assert_eq!(claim_from_state("failed", None), None);
+    }
+
+    /// A failure recorded outside a claim says whether it was: not over another
+    /// delivery's live claim (which settles the event itself), so a caller does not
+    /// answer that the store keeps a failure it does not.
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn a_failure_over_a_live_claim_is_not_recorded_and_says_so() {
+        use crate::IdempotencyStore;
+        let path = std::env::temp_dir().join(format!(
+            "stripe_webhooks_record_failure_{}.db",
+            std::process::id()
+        ));
+        let store = crate::SqliteStore::connect(&path).await.unwrap();
+        let (held, free) = (EventId::new("evt_held"), EventId::new("evt_free"));
+        let t = EventType::InvoicePaid;
+        let claim = store.claim(&held, &t, Duration::from_secs(60)).await;
+        assert!(matches!(claim, Ok(Claim::Acquired(_))), "{claim:?}");
+        let core = &store.core;
+        let sql = &core.sql.record_failure;
+        let over_held = core.record_failure_on(&core.pool, sql, &held, &t, 1, "failed");
+        assert!(!over_held.await.unwrap(), "a live claim holds it");
+        let free = core.record_failure_on(&core.pool, sql, &free, &t, 1, "failed");
+        assert!(free.await.unwrap());
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 }

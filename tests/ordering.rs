@@ -918,6 +918,8 @@ struct Faulty {
     /// Object locks that take effect only after [`SLOW`], even if their caller stops
     /// waiting (as a statement sent to a database server runs on).
     slow_lock: Arc<AtomicUsize>,
+    /// The same for `lock_and_claim`.
+    slow_lock_and_claim: Arc<AtomicUsize>,
     failing_completions: Arc<AtomicUsize>,
 }
 
@@ -932,6 +934,7 @@ impl Faulty {
             hung_release: Arc::default(),
             late_lock: Arc::default(),
             slow_lock: Arc::default(),
+            slow_lock_and_claim: Arc::default(),
             failing_completions: Arc::default(),
         }
     }
@@ -1025,6 +1028,20 @@ impl OrderingStore for Faulty {
         event_id: &EventId,
         event_type: &EventType,
     ) -> Result<LockedClaim, StoreError> {
+        if take_one(&self.slow_lock_and_claim) {
+            let inner = self.inner.clone();
+            let (object_id, holder) = (object_id.to_owned(), holder.to_owned());
+            let (event_id, event_type) = (event_id.clone(), event_type.clone());
+            let sent = tokio::spawn(async move {
+                tokio::time::sleep(SLOW).await;
+                inner
+                    .lock_and_claim(&object_id, &holder, lease, &event_id, &event_type)
+                    .await
+            });
+            return sent
+                .await
+                .unwrap_or_else(|e| Err(StoreError::unavailable(e.to_string())));
+        }
         self.inner
             .lock_and_claim(object_id, holder, lease, event_id, event_type)
             .await
@@ -1032,6 +1049,30 @@ impl OrderingStore for Faulty {
     async fn advance_watermark(&self, key: &str, to: &Watermark) -> Result<(), StoreError> {
         self.inner.advance_watermark(key, to).await
     }
+}
+
+/// A lock-and-claim whose call timed out but whose statement took the lock afterwards
+/// (as one waiting on the object's row does) does not hold the object's other events
+/// for its lease: the delivery that gave up lets the lock go once it lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_that_lands_after_its_call_timed_out_is_let_go() {
+    let store = Faulty::new(MemoryStore::new());
+    store.slow_lock_and_claim.store(1, SeqCst);
+    let h = Arc::new(Recorder::default());
+    let p = processor(store.clone(), h.clone(), TiePolicy::Run)
+        .with_store_timeout(Duration::from_millis(150))
+        .with_handler_deadline(Some(Duration::from_millis(100)))
+        .with_lease(Duration::from_secs(4));
+    let o = p.process_event(&update("evt_cut", "cus_cut", BASE)).await;
+    assert_eq!(o.status(), 503, "{o:?}");
+    // The lock lands at SLOW; the next try to let it go is at most an eighth of the
+    // lease (500 ms) later, well before the lease's end.
+    tokio::time::sleep(SLOW + Duration::from_millis(800)).await;
+    let o = p
+        .process_event(&update("evt_next", "cus_cut", BASE + 1))
+        .await;
+    assert_eq!(o.kind().name(), "processed", "{o:?}");
+    assert_eq!(*h.applied.lock().unwrap(), ["evt_next"]);
 }
 
 /// As [`gated`], on a [`Faulty`] store, with store calls timed out at 150 ms.

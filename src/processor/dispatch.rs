@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::lease::{renewing_lease, ClaimGuard, Handled};
+use super::lease::{renewing_lease, ClaimGuard, Handled, LockAttempt};
 use super::outcome::OutcomeKind;
 use super::TiePolicy;
 use super::{DEFAULT_HANDLER_DEADLINE, DEFAULT_LEASE, DEFAULT_STORE_TIMEOUT};
@@ -325,10 +325,16 @@ impl OrderingGuard {
         let t = settings.store_timeout;
         // The lock first: an event that has to wait leaves no trace in the store.
         let holder = ClaimToken::new(key.clone(), 0).fence_hex();
+        // Cut before its answer (a timeout, a drop), the lock may still land: let it go.
+        let mut attempt = LockAttempt::new(&self.store, object_id, &holder, settings);
         let locked = self
             .store
             .lock_and_claim(object_id, &holder, settings.lease, key, event_type);
-        match store_call(t, locked).await {
+        let locked = store_call(t, locked).await;
+        if locked.is_ok() {
+            attempt.answered();
+        }
+        match locked {
             Ok(LockedClaim::Acquired { watermark, token }) => Ok((watermark, token, holder)),
             Ok(LockedClaim::Busy { retry_after })
             | Ok(LockedClaim::Refused(Claim::InProgress { retry_after })) => {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::dispatch::DispatchSettings;
 use crate::handler::HandlerError;
-use crate::idempotency::{ClaimToken, IdempotencyStore};
+use crate::idempotency::{ClaimToken, IdempotencyStore, OrderingStore};
 
 /// How the handler's run ended, as [`renewing_lease`] saw it.
 pub(super) enum Handled {
@@ -112,6 +112,75 @@ impl Drop for ClaimGuard<'_> {
         }
         #[cfg(not(feature = "tokio"))]
         let _ = (held, self.store);
+    }
+}
+
+/// An object lock asked for ([`OrderingStore::lock_and_claim`]) whose answer never
+/// came: the call timed out, or the delivery was dropped while it ran. Its statement
+/// may still take the lock on the server (one waiting on the object's row, behind an
+/// inbox's transaction, runs when the row is free), which would then hold the object's
+/// other events (409) until its lease ran out, with nobody to let it go. Dropped
+/// unanswered, it lets that lock go from a task, tried at once and then every eighth of
+/// the lease (at least the store timeout) until the lease has passed: it frees only this
+/// holder's lock, a name no other delivery uses. (A claim the statement took stays to
+/// its own lease: its fence is unknown here.) Not counted by `Processor::drain`, which
+/// need not wait a lease for it; without a runtime the lease frees the object instead.
+///
+/// [`OrderingStore::lock_and_claim`]: crate::idempotency::OrderingStore::lock_and_claim
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(super) struct LockAttempt {
+    store: Arc<dyn OrderingStore>,
+    object_id: String,
+    holder: String,
+    lease: std::time::Duration,
+    store_timeout: std::time::Duration,
+    answered: bool,
+}
+
+impl LockAttempt {
+    pub(super) fn new(
+        store: &Arc<dyn OrderingStore>,
+        object_id: &str,
+        holder: &str,
+        settings: &DispatchSettings,
+    ) -> Self {
+        Self {
+            store: Arc::clone(store),
+            object_id: object_id.to_owned(),
+            holder: holder.to_owned(),
+            lease: settings.lease,
+            store_timeout: settings.store_timeout,
+            answered: false,
+        }
+    }
+
+    /// The store answered: whatever it did, the delivery knows it.
+    pub(super) fn answered(&mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for LockAttempt {
+    fn drop(&mut self) {
+        #[cfg(feature = "tokio")]
+        if let (false, Ok(runtime)) = (self.answered, tokio::runtime::Handle::try_current()) {
+            let store = Arc::clone(&self.store);
+            let object_id = std::mem::take(&mut self.object_id);
+            let holder = std::mem::take(&mut self.holder);
+            let t = self.store_timeout;
+            let every = (self.lease / 8).max(t);
+            let until = tokio::time::Instant::now() + self.lease;
+            runtime.spawn(async move {
+                loop {
+                    let unlock = store.unlock_object(&object_id, &holder);
+                    let _ = super::dispatch::store_call(t, unlock).await;
+                    if tokio::time::Instant::now() + every > until {
+                        break;
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
     }
 }
 

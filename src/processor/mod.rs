@@ -535,8 +535,10 @@ impl Processor {
     /// claimed under its own id instead, and runs beside its snapshot twin. A thin twin
     /// that waits for an inbox delivery's transaction longer than the store timeout is
     /// answered 503; its statement may still take the object's lock when that
-    /// transaction ends, which then holds the object's other deliveries (409) until its
-    /// lease runs out.)
+    /// transaction ends. The delivery that gave up lets such a lock go once it lands
+    /// (tried every eighth of the lease, on a task), so the object's other deliveries are
+    /// held (409) that long at most rather than for the lease; the event's own claim, if
+    /// the statement took it, stays to its lease.)
     pub fn with_inbox(verifier: Verifier, inbox: impl Inbox) -> Self {
         let store = inbox.store();
         let thin_guard = inbox.thin_guard();

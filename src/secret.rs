@@ -120,6 +120,33 @@ pub(crate) fn holds_client_secret(s: &str) -> bool {
     s.contains("_secret_")
 }
 
+/// Free text (an error message) with its credentials hidden: each run of
+/// letters, digits and `_ - + / =` that holds a client secret
+/// ([`holds_client_secret`]) or starts as a Stripe secret or restricted key or a webhook
+/// signing secret does (`sk_live_`, `sk_test_`, `rk_live_`, `rk_test_`, `whsec_`)
+/// becomes `<redacted>`. A handler's error may quote what it had in hand.
+#[cfg_attr(not(feature = "console"), allow(dead_code))]
+pub(crate) fn redact_text(s: &str) -> std::borrow::Cow<'_, str> {
+    const KEYS: [&str; 5] = ["sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_"];
+    let in_token = |c: char| c.is_ascii_alphanumeric() || "_-+/=".contains(c);
+    let secret = |t: &str| holds_client_secret(t) || KEYS.iter().any(|k| t.starts_with(k));
+    if !(s.contains("_secret_") || KEYS.iter().any(|k| s.contains(k))) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find(in_token) {
+        out.push_str(&rest[..start]);
+        let token = &rest[start..];
+        let end = token.find(|c: char| !in_token(c)).unwrap_or(token.len());
+        let (token, after) = token.split_at(end);
+        out.push_str(if secret(token) { "<redacted>" } else { token });
+        rest = after;
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 /// Hides credentials in a JSON value: each credential member's value
 /// ([`is_credential_member`]) and each string that holds a client secret
 /// ([`holds_client_secret`]), at any depth, become `"<redacted>"`.
@@ -229,6 +256,24 @@ mod tests {
         assert!(shown.contains(r#""client_secret":"<redacted>""#), "{shown}");
         assert!(shown.contains(r#""secret":null"#), "{shown}");
         assert!(shown.contains(r#""id":"pi_1""#), "{shown}");
+    }
+
+    #[test]
+    fn text_hides_client_secrets_and_keys_only() {
+        let e = "card declined at https://hooks.stripe.com/3d?payment_intent_client_secret=pi_1_secret_abc \
+                 (key sk_live_51Habc, whsec_a+b/c=) for pi_1, see cus_2";
+        let shown = redact_text(e);
+        for hidden in ["pi_1_secret_abc", "sk_live_51Habc", "whsec_a+b/c="] {
+            assert!(!shown.contains(hidden), "{shown}");
+        }
+        assert!(shown.contains("card declined at https:"), "{shown}");
+        assert!(shown.contains("for pi_1, see cus_2"), "{shown}");
+        assert_eq!(shown.matches("<redacted>").count(), 3, "{shown}");
+        assert!(matches!(
+            redact_text("plain"),
+            std::borrow::Cow::Borrowed("plain")
+        ));
+        assert_eq!(redact_text("été sk_test_1 ü"), "été <redacted> ü");
     }
 
     #[test]

@@ -490,10 +490,18 @@ async fn a_job_page_shows_the_record_and_the_raw_json() {
         "payment_intent.requires_action",
         r#"{"id":"pi_1","object":"payment_intent","client_secret":"pi_1_secret_HIDDEN","next_action":{"redirect_to_url":{"url":"https://hooks.stripe.com/x?payment_intent_client_secret=pi_1_secret_HIDDEN"}}}"#,
     );
-    failed(&queue, &intent, "boom", None).await;
+    // Nor are those a handler's error quotes.
+    let error = "requires action at https://hooks.stripe.com/x?client_secret=pi_1_secret_HIDDEN";
+    failed(&queue, &intent, error, None).await;
     let (response, html) = fetch(&app, &format!("{BASE}/jobs/evt_pi")).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(!html.contains("HIDDEN"), "{html}");
+    assert!(html.contains("requires action at https:"), "{html}");
+    let (_, dead) = fetch(&app, &format!("{BASE}/state/dead")).await;
+    assert!(
+        dead.contains("evt_pi") && !dead.contains("HIDDEN"),
+        "{dead}"
+    );
     assert!(
         html.contains("&quot;client_secret&quot;: &quot;&lt;redacted&gt;&quot;"),
         "{html}"
@@ -502,7 +510,9 @@ async fn a_job_page_shows_the_record_and_the_raw_json() {
     let (response, _) = fetch(&app, &format!("{BASE}/jobs/evt_nope")).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_secure(&response);
-    for path in ["/state/finished", "/nowhere", "/jobs/a/b"] {
+    // A key with a NUL (which PostgreSQL refuses in text) is no key: not found, not
+    // the queue down.
+    for path in ["/state/finished", "/nowhere", "/jobs/a/b", "/jobs/evt%00"] {
         let (response, _) = fetch(&app, &format!("{BASE}{path}")).await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
     }

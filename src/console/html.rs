@@ -47,7 +47,7 @@ impl fmt::Display for PathSeg<'_> {
 }
 
 /// Decodes `%XX` escapes (and, for form bodies, `+` as a space). `None` when the result
-/// is not UTF-8; a malformed escape is kept as it is.
+/// is not UTF-8 or holds a NUL; a malformed escape is kept as it is.
 pub(super) fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -66,6 +66,11 @@ pub(super) fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
             b => out.push(b),
         }
         i += 1;
+    }
+    // No key or id holds a NUL, and PostgreSQL refuses one in text: a lookup with it
+    // would read as the queue being down.
+    if out.contains(&0) {
+        return None;
     }
     String::from_utf8(out).ok()
 }
@@ -291,10 +296,11 @@ fn error_cell(error: Option<&str>) -> String {
     error.map_or_else(
         || "<span class=\"muted\">—</span>".to_owned(),
         |e| {
+            let e = crate::secret::redact_text(e);
             format!(
                 "<span class=\"error\" title=\"{}\">{}</span>",
-                Esc(e),
-                Esc(&short(e, 72))
+                Esc(&e),
+                Esc(&short(&e, 72))
             )
         },
     )
@@ -609,7 +615,7 @@ pub(super) fn job_page(ctx: &Ctx<'_>, job: &JobRecord) -> String {
         let _ = write!(
             out,
             "<h2>Last error</h2>\n<pre class=\"error-box\">{}</pre>\n",
-            Esc(e)
+            Esc(&crate::secret::redact_text(e))
         );
     }
     let _ = writeln!(
@@ -674,6 +680,7 @@ mod tests {
         assert_eq!(percent_decode("a%2", false).as_deref(), Some("a%2"));
         assert_eq!(percent_decode("%zz%", false).as_deref(), Some("%zz%"));
         assert_eq!(percent_decode("%ff", false), None);
+        assert_eq!(percent_decode("evt%00", false), None);
     }
 
     #[test]

@@ -48,7 +48,9 @@
 //!   HTML-escaped. No secret is shown: the console only reads the queue, and a body's
 //!   client secrets and OAuth codes (a `client_secret` member, one whose name ends in
 //!   `secret`, an `auth_code`, or a string holding `…_secret_…`, such as a 3-D Secure
-//!   URL) are shown as `<redacted>`.
+//!   URL) are shown as `<redacted>`; so are, in an error's text, a word holding
+//!   `…_secret_…` and one starting as an API key or signing secret does (`sk_live_`,
+//!   `sk_test_`, `rk_live_`, `rk_test_`, `whsec_`).
 
 mod csrf;
 mod html;
@@ -93,7 +95,9 @@ type Authorize = dyn Fn(&Parts) -> bool + Send + Sync;
 /// use stripe_webhooks::console::Console;
 /// use stripe_webhooks::queue::MemoryQueue;
 ///
-/// // Any check over the request's parts: a header, a cookie your login sets, …
+/// // Any check over the request's parts: a header, a cookie your login sets, … (A
+/// // header like this one proves something only behind a proxy that sets it and
+/// // strips it from what clients send; reached directly, anyone can send it.)
 /// let console = Console::new(MemoryQueue::new(), |parts: &http::request::Parts| {
 ///     parts.headers.get("x-internal-user").is_some_and(|v| v == "ops")
 /// });

@@ -236,6 +236,10 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
         .ok()
         .json();
     assert_eq!(requeued["requeued"], 2);
+    assert!(
+        requeued.get("ids").is_none(),
+        "counted, not listed: {requeued}"
+    );
     let status = on(store, &["status", "--json"]).await.ok().json();
     assert_eq!(status["queue"]["dead"], 0);
     assert_eq!(status["queue"]["queued"], 2);
@@ -645,6 +649,18 @@ async fn a_typed_store_flag_beats_the_environment() {
     assert_eq!(redis.code, 1, "{redis:#?}");
     assert!(redis.stderr.contains("Redis"), "{redis:#?}");
     assert!(!redis.stderr.contains("PostgreSQL"), "{redis:#?}");
+    // A store flag typed empty (`--database-url "$UNSET"`) is refused: it would have
+    // fallen through to the environment's store.
+    for flag in ["--database-url", "--redis-url"] {
+        let empty = run(args(&[flag, "", "requeue", "--all-dead"])).await;
+        assert_eq!(empty.code, 2, "{empty:#?}");
+        assert!(
+            empty.stderr.contains(&format!("{flag} is empty")),
+            "{empty:#?}"
+        );
+    }
+    let empty = run(args(&["--sqlite", "", "requeue", "--all-dead"])).await;
+    assert_eq!(empty.code, 2, "{empty:#?}");
     // No flag: DATABASE_URL, as documented (and its password is not shown).
     let env = run(args(&["dead"])).await;
     assert_eq!(env.code, 1, "{env:#?}");
@@ -794,6 +810,12 @@ async fn odd_database_urls_are_named_without_their_passwords() {
         (
             "redis://:pg/pass#never?shown@127.0.0.1:1/0",
             &["pg/pass", "never?shown"],
+        ),
+        // No scheme: `user:password@host` all the same.
+        ("app:pg-never-shown@127.0.0.1:1/app", &["pg-never-shown"]),
+        (
+            "postgres:/app:typo-never-shown@127.0.0.1:1/app",
+            &["typo-never-shown"],
         ),
         // The redis crate's password for a Unix socket is a `pass` parameter.
         (

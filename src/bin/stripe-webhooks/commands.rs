@@ -402,6 +402,8 @@ struct Requeued<'a> {
     /// The store the jobs were requeued in.
     target: &'a str,
     requeued: u64,
+    /// The id requeued by `requeue ID`; left out for `--all-dead`, which counts them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     ids: Vec<String>,
 }
 

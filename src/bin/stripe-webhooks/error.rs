@@ -168,10 +168,16 @@ pub(crate) fn redact_url(url: &str) -> String {
 
 /// The password in `scheme://user:password@host…`, if any. The user information ends at
 /// the last `@`, so a password with an unescaped `/`, `?`, `#` or `@` is found whole (a
-/// later `@` in the path or query only makes more of the text hidden).
+/// later `@` in the path or query only makes more of the text hidden). Without `://`
+/// (`user:password@host/db`, or a mistyped `postgres:/user:password@host`), the text
+/// before the last `@` is taken as the user information all the same, unless it holds
+/// a blank (a libpq key/value string, read by [`setting_passwords`]).
 fn url_password(url: &str) -> Option<&str> {
-    let rest = &url[url.find("://")? + 3..];
+    let rest = url.find("://").map_or(url, |i| &url[i + 3..]);
     let userinfo = &rest[..rest.rfind('@')?];
+    if userinfo.contains(char::is_whitespace) {
+        return None;
+    }
     let (_, password) = userinfo.split_once(':')?;
     (!password.is_empty()).then_some(password)
 }
@@ -309,6 +315,12 @@ mod tests {
         assert_eq!(
             redact_url("postgres://app:p@ss@db/app"),
             "postgres://app:***@db/app"
+        );
+        // No `://`: the user information is found all the same.
+        assert_eq!(redact_url("app:s3cret@db:5432/app"), "app:***@db:5432/app");
+        assert_eq!(
+            redact_url("postgres:/app:s3cret@db/app"),
+            "postgres:***@db/app"
         );
         // libpq key/value strings, which are not URLs.
         assert_eq!(

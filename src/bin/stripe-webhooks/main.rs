@@ -79,7 +79,8 @@ struct Global {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Store (as the examples read it)")]
 pub(crate) struct StoreOpts {
-    /// The SQLite file, used when neither --database-url nor --redis-url is set.
+    /// The SQLite file, used when neither --database-url nor --redis-url is set (in the
+    /// environment: a store flag typed on the command line always wins).
     #[arg(
         long,
         global = true,
@@ -97,7 +98,8 @@ pub(crate) struct StoreOpts {
         value_name = "URL"
     )]
     pub(crate) database_url: Option<String>,
-    /// A Redis URL (redis://…, rediss://…), used when --database-url is not set.
+    /// A Redis URL (redis://…, rediss://…), used when --database-url is not set (in the
+    /// environment: a store flag typed on the command line always wins).
     #[arg(
         long,
         global = true,
@@ -126,7 +128,9 @@ impl StoreOpts {
     ///
     /// # Errors
     ///
-    /// [`CliError::Usage`] when two store flags are typed.
+    /// [`CliError::Usage`] when two store flags are typed, or one is typed empty (`--database-url
+    /// "$UNSET"`): the environment's store would otherwise take the command, a
+    /// destructive one included.
     fn prefer_command_line(&mut self, matches: &ArgMatches) -> Result<(), CliError> {
         let typed: Vec<&str> = [
             ("database_url", "--database-url"),
@@ -137,6 +141,17 @@ impl StoreOpts {
         .filter(|(id, _)| typed_on_command_line(matches, id))
         .map(|(_, flag)| flag)
         .collect();
+        // (clap refuses an empty `--sqlite` itself.)
+        let empty = |flag: &str| match flag {
+            "--database-url" => self.database_url.as_deref() == Some(""),
+            "--redis-url" => self.redis_url.as_deref() == Some(""),
+            _ => false,
+        };
+        if let Some(flag) = typed.iter().find(|f| empty(f)) {
+            return Err(CliError::Usage(format!(
+                "{flag} is empty: give the store, or leave the flag out"
+            )));
+        }
         match typed.as_slice() {
             [] | ["--database-url"] => {}
             ["--redis-url"] => self.database_url = None,

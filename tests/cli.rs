@@ -228,7 +228,16 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
     assert!(page.contains(&b) && !page.contains("again with"), "{page}");
     let page = on(store, &["dead", "--after", &b]).await.ok().stdout;
     assert!(
-        page.contains("no dead jobs") && !page.contains("again with"),
+        page.contains(&format!("no dead jobs after {b}")) && !page.contains("again with"),
+        "{page}"
+    );
+    // A key the queue does not hold says so, rather than that no job is dead.
+    let page = on(store, &["dead", "--after", "evt_typo"])
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        page.contains("no job evt_typo in the queue") && !page.contains("no dead jobs"),
         "{page}"
     );
     let requeued = on(store, &["requeue", "--all-dead", "--json"])
@@ -1068,6 +1077,32 @@ async fn send_errors_never_show_the_urls_password() {
             "{shown}: {out:#?}"
         );
     }
+}
+
+/// `send` is a smoke test: a reader that goes away (`send | head -1`) stops its output,
+/// not its verdict, which still fails when the deliveries did.
+#[tokio::test]
+async fn send_fails_when_deliveries_did_even_if_its_reader_left() {
+    let (url, hits) = endpoint("whsec_the_endpoints_own_secret").await;
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "send",
+            "--url",
+            &url,
+            "--secret",
+            "whsec_another_secret",
+            "--count",
+            "20",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The reader leaves before the first line.
+    drop(child.stdout.take());
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(1), "every delivery got a 400");
+    assert_eq!(hits.load(Ordering::SeqCst), 20);
 }
 
 #[tokio::test]

@@ -259,7 +259,22 @@ pub(crate) async fn dead(
     let more = jobs.len() > limit;
     jobs.truncate(limit);
     let rows: Vec<Row> = jobs.iter().map(Row::from_job).collect();
-    print_rows(&rows, "no dead jobs", json)?;
+    // An empty page after a key the queue does not hold (a typo, a purged job) says
+    // so, rather than that there are no dead jobs.
+    let empty = match after {
+        Some(after) if rows.is_empty() && !json => {
+            let known = queue.job(&EventId::new(after)).await;
+            match known.map_err(b.err("reading the job"))? {
+                Some(_) => format!("no dead jobs after {after}"),
+                None => format!(
+                    "no job {after} in the queue to page after (a typo, or purged): \
+                     leave --after out to list from the first"
+                ),
+            }
+        }
+        _ => "no dead jobs".to_owned(),
+    };
+    print_rows(&rows, &empty, json)?;
     if let (true, false, Some(last)) = (more, json, rows.last()) {
         more_follow("dead jobs", "--after", &last.id);
     }

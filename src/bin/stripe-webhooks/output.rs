@@ -14,17 +14,39 @@ const MAX_CELL: usize = 80;
 /// escapes: job keys, types, errors and bodies come from outside (a handler's error can
 /// quote what a customer typed), and an escape sequence must not reach the operator's
 /// terminal. When the reader has gone (`stripe-webhooks dead | head -1`), the tool
-/// exits quietly with 0 instead of panicking.
+/// exits quietly with 0 instead of panicking; or, after [`finish_without_stdout`], stops
+/// writing and goes on to its own exit code.
 pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
+    use std::sync::atomic::Ordering::SeqCst;
+    if STDOUT_GONE.load(SeqCst) {
+        return;
+    }
     let text = printable(&args.to_string());
     if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
+            if FINISH_WITHOUT_STDOUT.load(SeqCst) {
+                STDOUT_GONE.store(true, SeqCst);
+                return;
+            }
             std::process::exit(0);
         }
         eprintln!("error: cannot write to stdout: {e}");
         std::process::exit(1);
     }
+}
+
+/// Set by [`finish_without_stdout`].
+static FINISH_WITHOUT_STDOUT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+/// The reader of stdout went away.
+static STDOUT_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For a command whose exit code is its result (`send`, a smoke test): a reader that
+/// goes away (`stripe-webhooks send | head -1`) stops the output, not the command,
+/// which still exits 1 when a delivery failed.
+pub(crate) fn finish_without_stdout() {
+    FINISH_WITHOUT_STDOUT.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Whether `c` must not reach a terminal raw: a control character, or an invisible

@@ -129,6 +129,8 @@ fn body_for(a: &SendArgs, id: &str) -> Result<String, CliError> {
 /// [`CliError::Usage`] for an unknown type; [`CliError::Other`] when a request could not
 /// be sent (the message names the URL, without any password).
 pub(crate) async fn run(a: SendArgs, json: bool) -> Result<(), CliError> {
+    // Its exit code is the smoke test's result, whoever reads the output.
+    crate::output::finish_without_stdout();
     let url = a.url.clone().unwrap_or_else(|| {
         if a.thin {
             "http://127.0.0.1:4242/webhook/thin".to_owned()

@@ -331,7 +331,9 @@ impl OrderingGuard {
             .store
             .lock_and_claim(object_id, &holder, settings.lease, key, event_type);
         let locked = store_call(t, locked).await;
-        if locked.is_ok() {
+        // Any answer but a timeout: the store said what it did (an error from a store
+        // that is down spawns nothing, which would only add to its load).
+        if !matches!(locked, Err(StoreError::Timeout(_))) {
             attempt.answered();
         }
         match locked {

@@ -120,9 +120,9 @@ impl Drop for ClaimGuard<'_> {
 /// may still take the lock on the server (one waiting on the object's row, behind an
 /// inbox's transaction, runs when the row is free), which would then hold the object's
 /// other events (409) until its lease ran out, with nobody to let it go. Dropped
-/// unanswered, it lets that lock go from a task, tried at once and then every eighth of
-/// the lease (at least the store timeout) until the lease has passed: it frees only this
-/// holder's lock, a name no other delivery uses. (A claim the statement took stays to
+/// unanswered, it lets that lock go from a task, tried at once and then after waits
+/// that double from the store timeout up to a quarter of the lease, until the lease has
+/// passed: it frees only this holder's lock, a name no other delivery uses. (A claim the statement took stays to
 /// its own lease: its fence is unknown here.) Not counted by `Processor::drain`, which
 /// need not wait a lease for it; without a runtime the lease frees the object instead.
 ///
@@ -168,16 +168,18 @@ impl Drop for LockAttempt {
             let object_id = std::mem::take(&mut self.object_id);
             let holder = std::mem::take(&mut self.holder);
             let t = self.store_timeout;
-            let every = (self.lease / 8).max(t);
+            let longest = (self.lease / 4).max(t);
             let until = tokio::time::Instant::now() + self.lease;
             runtime.spawn(async move {
+                let mut wait = t;
                 loop {
                     let unlock = store.unlock_object(&object_id, &holder);
                     let _ = super::dispatch::store_call(t, unlock).await;
-                    if tokio::time::Instant::now() + every > until {
+                    if tokio::time::Instant::now() + wait > until {
                         break;
                     }
-                    tokio::time::sleep(every).await;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(longest);
                 }
             });
         }

@@ -536,9 +536,10 @@ impl Processor {
     /// that waits for an inbox delivery's transaction longer than the store timeout is
     /// answered 503; its statement may still take the object's lock when that
     /// transaction ends. The delivery that gave up lets such a lock go once it lands
-    /// (tried every eighth of the lease, on a task), so the object's other deliveries are
-    /// held (409) that long at most rather than for the lease; the event's own claim, if
-    /// the statement took it, stays to its lease.)
+    /// (tried on a task, after waits that double from the store timeout up to a quarter
+    /// of the lease), so the object's other deliveries are held (409) that long at most
+    /// rather than for the lease; the event's own claim, if the statement took it, stays
+    /// to its lease.)
     pub fn with_inbox(verifier: Verifier, inbox: impl Inbox) -> Self {
         let store = inbox.store();
         let thin_guard = inbox.thin_guard();

@@ -120,17 +120,19 @@ pub(crate) fn holds_client_secret(s: &str) -> bool {
     s.contains("_secret_")
 }
 
-/// Free text (an error message) with its credentials hidden: each run of
-/// letters, digits and `_ - + / =` that holds a client secret
-/// ([`holds_client_secret`]) or starts as a Stripe secret or restricted key or a webhook
-/// signing secret does (`sk_live_`, `sk_test_`, `rk_live_`, `rk_test_`, `whsec_`)
-/// becomes `<redacted>`. A handler's error may quote what it had in hand.
+/// Free text (an error message) with its credentials hidden: in each run of letters,
+/// digits and `_ - + / =`, from where a Stripe secret or restricted key or a webhook
+/// signing secret starts (`sk_live_`, `sk_test_`, `rk_live_`, `rk_test_`, `whsec_`) to
+/// the run's end (so `api_key=sk_live_…` keeps `api_key=`), and a whole run that holds
+/// a client secret (`_secret_`, in any case), become `<redacted>`. A handler's error may
+/// quote what it had in hand.
 #[cfg_attr(not(feature = "console"), allow(dead_code))]
 pub(crate) fn redact_text(s: &str) -> std::borrow::Cow<'_, str> {
     const KEYS: [&str; 5] = ["sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_"];
     let in_token = |c: char| c.is_ascii_alphanumeric() || "_-+/=".contains(c);
-    let secret = |t: &str| holds_client_secret(t) || KEYS.iter().any(|k| t.starts_with(k));
-    if !(s.contains("_secret_") || KEYS.iter().any(|k| s.contains(k))) {
+    let client_secret = |t: &str| holds_client_secret(&t.to_ascii_lowercase());
+    let key_at = |t: &str| KEYS.iter().filter_map(|k| t.find(k)).min();
+    if !(client_secret(s) || key_at(s).is_some()) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len());
@@ -140,7 +142,14 @@ pub(crate) fn redact_text(s: &str) -> std::borrow::Cow<'_, str> {
         let token = &rest[start..];
         let end = token.find(|c: char| !in_token(c)).unwrap_or(token.len());
         let (token, after) = token.split_at(end);
-        out.push_str(if secret(token) { "<redacted>" } else { token });
+        if client_secret(token) {
+            out.push_str("<redacted>");
+        } else if let Some(at) = key_at(token) {
+            out.push_str(&token[..at]);
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(token);
+        }
         rest = after;
     }
     out.push_str(rest);
@@ -274,6 +283,12 @@ mod tests {
             std::borrow::Cow::Borrowed("plain")
         ));
         assert_eq!(redact_text("été sk_test_1 ü"), "été <redacted> ü");
+        // A key glued to its name keeps the name; a client secret in capitals goes too.
+        assert_eq!(
+            redact_text("STRIPE_WEBHOOK_SECRET=whsec_abc --api-key=sk_live_9 ?key=rk_test_1"),
+            "STRIPE_WEBHOOK_SECRET=<redacted> --api-key=<redacted> ?key=<redacted>"
+        );
+        assert_eq!(redact_text("x PI_1_SECRET_ABC y"), "x <redacted> y");
     }
 
     #[test]

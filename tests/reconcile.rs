@@ -1294,6 +1294,41 @@ impl StripeClient for Stuck {
     }
 }
 
+/// A listed event without a readable type is recorded whatever the handler takes
+/// (nothing tells it apart); an unreadable thin event is recorded under its snapshot
+/// twin's id and type, as its delivery would be claimed.
+#[tokio::test]
+async fn unreadable_events_without_a_type_or_with_a_twin_are_recorded_as_delivered() {
+    let now = testing::now();
+    let v1 = format!(
+        r#"{{"object":"list","data":[{{"id":"evt_notype","object":"event","created":{}}}],"has_more":false}}"#,
+        now - 100
+    );
+    let v2 = format!(
+        r#"{{"data":[{{"id":"evt_thin_x","object":"v2.core.event","type":"v1.customer.updated","created":"{}","snapshot_event":"evt_snap_x"}}],"next_page_url":null,"previous_page_url":null}}"#,
+        testing::rfc3339(now - 50)
+    );
+    let s = setup().await;
+    let reconciler = Reconciler::new(
+        Stuck { v1, v2: Some(v2) },
+        Arc::clone(&s.processor),
+        Arc::clone(&s.store),
+    );
+    let r = reconciler.since_cursor().await.unwrap();
+    assert_eq!((r.listed, r.unreadable, r.skipped), (1, 1, 0), "{r:?}");
+    let r = reconciler.thin_since_cursor().await.unwrap();
+    assert_eq!((r.listed, r.unreadable), (1, 1), "{r:?}");
+    let failed = s.store.failed_events(10).await.unwrap();
+    let of = |id: &str| failed.iter().find(|f| f.event_id.as_str() == id);
+    assert!(of("evt_notype").is_some(), "{failed:?}");
+    assert!(of("evt_thin_x").is_none(), "{failed:?}");
+    assert_eq!(
+        of("evt_snap_x").map(|f| f.event_type.clone()),
+        Some(EventType::CustomerUpdated),
+        "{failed:?}"
+    );
+}
+
 /// Listed for a connected account (`Stripe-Account`), an event whose body does not name
 /// the account is that account's: the handler sees it, and the ordering guard keys its
 /// object `acct_…/id`, as the webhook delivery of the same event is keyed.

@@ -49,8 +49,8 @@
 //!   client secrets and OAuth codes (a `client_secret` member, one whose name ends in
 //!   `secret`, an `auth_code`, or a string holding `…_secret_…`, such as a 3-D Secure
 //!   URL) are shown as `<redacted>`; so are, in an error's text, a word holding
-//!   `…_secret_…` and one starting as an API key or signing secret does (`sk_live_`,
-//!   `sk_test_`, `rk_live_`, `rk_test_`, `whsec_`).
+//!   `…_secret_…` (in any case) and an API key or signing secret (`sk_live_`,
+//!   `sk_test_`, `rk_live_`, `rk_test_`, `whsec_`) from where it starts in a word.
 
 mod csrf;
 mod html;

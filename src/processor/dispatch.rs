@@ -331,9 +331,9 @@ impl OrderingGuard {
             .store
             .lock_and_claim(object_id, &holder, settings.lease, key, event_type);
         let locked = store_call(t, locked).await;
-        // Any answer but a timeout: the store said what it did (an error from a store
-        // that is down spawns nothing, which would only add to its load).
-        if !matches!(locked, Err(StoreError::Timeout(_))) {
+        // An error may leave the lock taken too (a refused claim's lock given back by a
+        // second call that failed, a connection lost after the statement went out).
+        if locked.is_ok() {
             attempt.answered();
         }
         match locked {

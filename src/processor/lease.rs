@@ -122,11 +122,22 @@ impl Drop for ClaimGuard<'_> {
 /// other events (409) until its lease ran out, with nobody to let it go. Dropped
 /// unanswered, it lets that lock go from a task, tried at once and then after waits
 /// that double from the store timeout up to a quarter of the lease, until the lease has
-/// passed: it frees only this holder's lock, a name no other delivery uses. (A claim the statement took stays to
-/// its own lease: its fence is unknown here.) Not counted by `Processor::drain`, which
-/// need not wait a lease for it; without a runtime the lease frees the object instead.
+/// passed: it frees only this holder's lock, a name no other delivery uses. (A claim the
+/// statement took stays to its own lease: its fence is unknown here.) At most
+/// `MAX_LATE_UNLOCKS` such tasks run at once in the process, so a store that is slow or
+/// down for everyone is not sent more work by each delivery it failed; past that, and
+/// without a runtime, the lease frees the object instead. Not counted by
+/// `Processor::drain`, which need not wait a lease for it.
 ///
 /// [`OrderingStore::lock_and_claim`]: crate::idempotency::OrderingStore::lock_and_claim
+/// How many [`LockAttempt`] tasks may run at once in the process.
+#[cfg(feature = "tokio")]
+const MAX_LATE_UNLOCKS: usize = 64;
+
+/// How many [`LockAttempt`] tasks run.
+#[cfg(feature = "tokio")]
+static LATE_UNLOCKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(super) struct LockAttempt {
     store: Arc<dyn OrderingStore>,
@@ -164,6 +175,20 @@ impl Drop for LockAttempt {
     fn drop(&mut self) {
         #[cfg(feature = "tokio")]
         if let (false, Ok(runtime)) = (self.answered, tokio::runtime::Handle::try_current()) {
+            use std::sync::atomic::Ordering::SeqCst;
+            let taken = LATE_UNLOCKS
+                .fetch_update(SeqCst, SeqCst, |n| (n < MAX_LATE_UNLOCKS).then_some(n + 1));
+            if taken.is_err() {
+                return;
+            }
+            /// Gives its place back when the task ends, or is dropped with its runtime.
+            struct Place;
+            impl Drop for Place {
+                fn drop(&mut self) {
+                    LATE_UNLOCKS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            let place = Place;
             let store = Arc::clone(&self.store);
             let object_id = std::mem::take(&mut self.object_id);
             let holder = std::mem::take(&mut self.holder);
@@ -171,6 +196,7 @@ impl Drop for LockAttempt {
             let longest = (self.lease / 4).max(t);
             let until = tokio::time::Instant::now() + self.lease;
             runtime.spawn(async move {
+                let _place = place;
                 let mut wait = t;
                 loop {
                     let unlock = store.unlock_object(&object_id, &holder);

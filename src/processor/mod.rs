@@ -1032,15 +1032,28 @@ impl Processor {
     ) -> Outcome {
         let started = Instant::now();
         let ty = u.event_type.as_deref().unwrap_or("unknown");
+        // A thin event goes under its twin's key, with the twin's type, by the rule of
+        // `EventNotification::dedupe_key` and `dispatch_notification`.
+        let thin_type = ThinEventType::from_wire(ty);
+        let twin_type = thin_type.snapshot_type();
         let key = match &u.snapshot_event {
-            Some(twin) if thin && self.dedupe_on_snapshot && self.ordering.is_none() => twin,
+            Some(twin)
+                if thin
+                    && self.dedupe_on_snapshot
+                    && self.ordering.is_none()
+                    && (twin_type.is_some() || thin_type.is_unknown()) =>
+            {
+                twin
+            }
             _ => &u.id,
         };
         let mut o = Outcome::new(OutcomeKind::Ignored, started);
         o.event_id = Some(u.id.clone());
         o.claim_key = Some(key.clone());
         o.created = u.created;
-        if !self.takes_type(thin, ty) {
+        // A type that cannot be read is taken whatever the handler takes: nothing tells
+        // it apart, and recording it is what lets an operator see it.
+        if u.event_type.is_some() && !self.takes_type(thin, ty) {
             return o;
         }
         if let Some(queue) = &self.queue {
@@ -1072,7 +1085,10 @@ impl Processor {
                     crate::handler::HandlerError::Failed(why.into()),
                 )))
             };
-            let record_type = EventType::from_wire(ty);
+            let record_type = match twin_type {
+                Some(t) if key != &u.id => t,
+                _ => EventType::from_wire(ty),
+            };
             let d = claim_and_run(&self.store, key, &record_type, &self.settings, failed).await;
             o.kind = d.kind;
             o.attempt = d.attempt;

@@ -173,9 +173,10 @@ pub(crate) fn redact_url(url: &str) -> String {
 /// before the last `@` is taken as the user information all the same, unless it holds
 /// a blank (a libpq key/value string, read by [`setting_passwords`]).
 fn url_password(url: &str) -> Option<&str> {
-    let rest = url.find("://").map_or(url, |i| &url[i + 3..]);
+    let scheme = url.find("://");
+    let rest = scheme.map_or(url, |i| &url[i + 3..]);
     let userinfo = &rest[..rest.rfind('@')?];
-    if userinfo.contains(char::is_whitespace) {
+    if scheme.is_none() && userinfo.contains(char::is_whitespace) {
         return None;
     }
     let (_, password) = userinfo.split_once(':')?;
@@ -314,6 +315,11 @@ mod tests {
         );
         assert_eq!(
             redact_url("postgres://app:p@ss@db/app"),
+            "postgres://app:***@db/app"
+        );
+        // A password with a blank, in a URL.
+        assert_eq!(
+            redact_url("postgres://app:pa ss@db/app"),
             "postgres://app:***@db/app"
         );
         // No `://`: the user information is found all the same.

@@ -1065,9 +1065,10 @@ async fn a_lock_that_lands_after_its_call_timed_out_is_let_go() {
         .with_lease(Duration::from_secs(4));
     let o = p.process_event(&update("evt_cut", "cus_cut", BASE)).await;
     assert_eq!(o.status(), 503, "{o:?}");
-    // The lock lands at SLOW; the next try to let it go is at most an eighth of the
-    // lease (500 ms) later, well before the lease's end.
-    tokio::time::sleep(SLOW + Duration::from_millis(800)).await;
+    // The lock lands at SLOW; the tries to let it go come after waits doubling from the
+    // store timeout (150, 300, 600 ms…), the third and fourth past SLOW, all well before
+    // the lease's end (4 s), which alone would free it without them.
+    tokio::time::sleep(SLOW + Duration::from_millis(1600)).await;
     let o = p
         .process_event(&update("evt_next", "cus_cut", BASE + 1))
         .await;

@@ -147,10 +147,9 @@ pub enum ReconcileError {
 /// [`with_max_buffered`](Self::with_max_buffered) events in memory (10,000 by default):
 /// a pass over a longer backlog (an endpoint down for days on a busy account) goes
 /// through it in spans of time, oldest first, halving a span that lists more and moving
-/// the cursor after each. A listed event this crate cannot read
-/// ([`UnreadableEvent`]) is recorded in the store as a
-/// failed event, with why, rather than stop the pass
-/// ([`ReconcileReport::unreadable`]).
+/// the cursor after each. A listed event this crate cannot read ([`UnreadableEvent`])
+/// is recorded as failed, with why, where the processor records failures, rather than
+/// stop the pass ([`ReconcileReport::unreadable`]).
 ///
 /// Over an ack-fast processor ([`Processor::queued`]) a pass runs no handler: each event
 /// goes to the queue under the same dedupe key as its webhook delivery

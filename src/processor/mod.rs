@@ -743,8 +743,8 @@ impl Processor {
     /// Waits, at most `timeout`, until no delivery that this processor's framework routes
     /// ([`axum`](crate::axum), [`actix`](crate::actix)) started is still running; `true`
     /// when none is and none was cut since the last call (each call reports a cut
-    /// delivery once, so a server started again in the same process starts clean). Call it after the server's graceful shutdown
-    /// returns, before the runtime ends: the routes run each delivery on a task of its
+    /// delivery once, so a server started again in the same process starts clean). Call
+    /// it after the server's graceful shutdown returns, before the runtime ends: the routes run each delivery on a task of its
     /// own, so that a client that hangs up (Stripe times out, a load balancer cuts the
     /// connection during a deploy) does not cancel its handler half-way, and the server's
     /// shutdown, which waits for connections, does not wait for those. A delivery cut by

@@ -115,6 +115,14 @@ impl Drop for ClaimGuard<'_> {
     }
 }
 
+/// How many [`LockAttempt`] tasks may run at once in the process.
+#[cfg(feature = "tokio")]
+const MAX_LATE_UNLOCKS: usize = 64;
+
+/// How many [`LockAttempt`] tasks run.
+#[cfg(feature = "tokio")]
+static LATE_UNLOCKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// An object lock asked for ([`OrderingStore::lock_and_claim`]) whose answer never
 /// came: the call timed out, or the delivery was dropped while it ran. Its statement
 /// may still take the lock on the server (one waiting on the object's row, behind an
@@ -130,14 +138,6 @@ impl Drop for ClaimGuard<'_> {
 /// `Processor::drain`, which need not wait a lease for it.
 ///
 /// [`OrderingStore::lock_and_claim`]: crate::idempotency::OrderingStore::lock_and_claim
-/// How many [`LockAttempt`] tasks may run at once in the process.
-#[cfg(feature = "tokio")]
-const MAX_LATE_UNLOCKS: usize = 64;
-
-/// How many [`LockAttempt`] tasks run.
-#[cfg(feature = "tokio")]
-static LATE_UNLOCKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(super) struct LockAttempt {
     store: Arc<dyn OrderingStore>,

@@ -937,3 +937,62 @@ async fn an_ordered_inbox_waits_for_a_lease_lock_on_the_object() {
     assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
     assert_eq!(effects(&store, "evt_lease_1").await, 1);
 }
+
+/// Reads a billion generated rows (minutes of work) for events whose id ends in `_long`,
+/// then writes its `effects` row.
+struct LongStatement;
+
+#[async_trait]
+impl TransactionalHandler<Sqlite> for LongStatement {
+    async fn handle(&self, event: &Event, conn: &mut SqliteConnection) -> Result<(), HandlerError> {
+        if event.id().as_str().ends_with("_long") {
+            sqlx::query(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+                 WHERE x < 1000000000) SELECT count(*) FROM c",
+            )
+            .execute(&mut *conn)
+            .await
+            .map_err(HandlerError::new)?;
+        }
+        sqlx::query("INSERT INTO effects (event_id) VALUES (?1)")
+            .bind(event.id().as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(HandlerError::new)?;
+        Ok(())
+    }
+}
+
+/// A handler stopped at its deadline in the middle of a statement: the statement is
+/// stopped too (it would run on in the driver's thread, holding SQLite's write lock,
+/// with the delivery's undo queued behind it), so the failure is recorded at once and
+/// the next delivery gets through instead of waiting on the lock (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_running_past_the_handlers_deadline_is_stopped() {
+    let (store, _dir) = fresh_store("long").await;
+    let processor = Processor::with_inbox(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        store.inbox(LongStatement),
+    )
+    .with_handler_deadline(Some(Duration::from_millis(300)));
+    let (header, body) = delivery("evt_inbox_long");
+    let cut = processor.process(Some(&header), body.as_bytes()).await;
+    assert!(
+        matches!(
+            cut.kind(),
+            OutcomeKind::HandlerFailed(HandlerError::DeadlineExceeded(_))
+        ),
+        "{cut:?}"
+    );
+    let record = store
+        .record(&EventId::new("evt_inbox_long"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, RecordStatus::Failed);
+    let (header, body) = delivery("evt_inbox_next");
+    let next = processor.process(Some(&header), body.as_bytes()).await;
+    assert!(matches!(next.kind(), OutcomeKind::Processed), "{next:?}");
+    assert_eq!(effects(&store, "evt_inbox_next").await, 1);
+    assert_eq!(effects(&store, "evt_inbox_long").await, 0);
+}

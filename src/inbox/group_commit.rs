@@ -51,6 +51,9 @@ pub(super) struct Writer {
     /// runs in a transaction of its own, so that the culprit fails alone and is recorded
     /// as failed.
     pub(super) suspects: HashSet<EventId>,
+    /// Set to stop the statement running on the writer's connection (see
+    /// [`Batch::interrupt`]); shared with the connection's progress handler.
+    interrupt: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -93,7 +96,20 @@ pub(super) struct Batch {
     pub(super) savepoint_open: bool,
     opened: Instant,
     pub(super) committed: watch::Sender<Option<bool>>,
+    /// Stops the statement running on the batch's connection, if one is: a handler
+    /// dropped at its deadline (or by a panic) in the middle of a statement leaves it
+    /// running in the driver's thread, holding SQLite's write lock until it ends, with
+    /// the delivery's undo queued behind it. The connection's progress handler
+    /// (every [`INTERRUPT_EVERY`] virtual machine steps) stops the first statement that
+    /// runs that long after this is set, and clears it; the delivery clears it after
+    /// its undo in case no statement was running. (An interrupted write rolls the whole
+    /// transaction back, which the undo then finds, as for any rolled-back batch.)
+    pub(super) interrupt: Arc<AtomicBool>,
 }
+
+/// How many SQLite virtual machine steps run between two looks at
+/// [`Batch::interrupt`]: a few microseconds' work.
+const INTERRUPT_EVERY: i32 = 1000;
 
 impl Batch {
     /// Whether the batch should commit now rather than wait for more deliveries.
@@ -350,8 +366,23 @@ impl GroupCommit {
     }
 
     async fn open_batch(&self, writer: &mut Writer, t: Duration) -> Result<Batch, StoreError> {
+        let interrupt = Arc::clone(&writer.interrupt);
         let pool = writer.pool.get_or_insert_with(|| {
+            let flag = Arc::clone(&interrupt);
             SqlitePoolOptions::new()
+                .after_connect(move |conn, _| {
+                    let flag = Arc::clone(&flag);
+                    Box::pin(async move {
+                        conn.lock_handle().await?.set_progress_handler(
+                            INTERRUPT_EVERY,
+                            // `false` stops the statement (SQLITE_INTERRUPT), once.
+                            move || {
+                                !(flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::SeqCst))
+                            },
+                        );
+                        Ok(())
+                    })
+                })
                 .max_connections(1)
                 .acquire_timeout(BUSY_TIMEOUT)
                 .idle_timeout(None)
@@ -379,6 +410,7 @@ impl GroupCommit {
             savepoint_open: false,
             opened: Instant::now(),
             committed: watch::Sender::new(None),
+            interrupt,
         })
     }
 }

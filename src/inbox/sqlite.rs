@@ -580,7 +580,24 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
                 OutcomeKind::Processed,
                 attempt,
             ))),
-            Err(e) => self.undo(batch, event, attempt, e, t).await,
+            Err(e) => {
+                // Dropped, maybe in the middle of a statement that would run on (see
+                // `Batch::interrupt`): stop it, so the undo does not wait behind it.
+                let cut = matches!(
+                    e,
+                    HandlerError::DeadlineExceeded(_) | HandlerError::Panicked(_)
+                );
+                if cut {
+                    batch
+                        .interrupt
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                let step = self.undo(batch, event, attempt, e, t).await;
+                batch
+                    .interrupt
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                step
+            }
         }
     }
 }

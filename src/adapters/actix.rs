@@ -43,6 +43,7 @@
 //! | another delivery holds the event | 409, `Retry-After` | `{"error":"in_progress"}` |
 //! | body over [`Processor::max_body`] (1 MiB by default) | 413 | `{"error":"payload_too_large"}` |
 //! | `Content-Type` missing or not `application/json` | 415 | `{"error":"unsupported_media_type"}` |
+//! | `Content-Encoding` other than `identity` (Stripe never compresses; refused before the body is read, so no framework inflates it) | 415 | `{"error":"unsupported_media_type"}` |
 //! | the body took longer than [`Processor::body_timeout`] (10 s) to arrive | 408 | `{"error":"body_timeout"}` |
 //! | the handler failed | 500 | `{"error":"handler_failed"}` |
 //! | the store is unreachable | 503 | `{"error":"store_unavailable"}` |
@@ -67,7 +68,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use actix_web::body::BoxBody;
-use actix_web::http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use actix_web::http::header::{HeaderValue, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{
     dev, web, FromRequest, HttpRequest, HttpResponse, Resource, Responder, ResponseError,
@@ -98,7 +99,8 @@ async fn respond(
     payload: dev::Payload,
 ) -> HttpResponse {
     let content_type = header(&request, CONTENT_TYPE.as_str());
-    if let Err(reply) = common::precheck(request.method() == Method::POST, content_type) {
+    let encoded = encoded(&request);
+    if let Err(reply) = common::precheck(request.method() == Method::POST, content_type, encoded) {
         return into_response(reply);
     }
     let body =
@@ -108,6 +110,17 @@ async fn respond(
         };
     let signature = request.headers().get(common::SIGNATURE_HEADER).cloned();
     into_response(common::process(processor, signature, body).await)
+}
+
+/// Whether the request's body is encoded (see [`common::is_encoded`]): refused before
+/// actix-web's `Bytes` extractor, which would decompress it, reads it.
+fn encoded(request: &HttpRequest) -> bool {
+    common::is_encoded(
+        request
+            .headers()
+            .get_all(CONTENT_ENCODING)
+            .map(HeaderValue::as_bytes),
+    )
 }
 
 fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a [u8]> {
@@ -222,7 +235,7 @@ impl FromRequest for VerifiedEvent {
                     .map(|p| p.verifier().clone())
                     .ok_or(Rejection::MissingVerifier)?,
             };
-            common::check_content_type(header(&request, CONTENT_TYPE.as_str()))?;
+            common::check_content_type(header(&request, CONTENT_TYPE.as_str()), encoded(&request))?;
             let body =
                 common::read_within(crate::DEFAULT_BODY_TIMEOUT, read_body(&request, payload))
                     .await?;

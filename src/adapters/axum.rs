@@ -39,6 +39,7 @@
 //! | another delivery holds the event | 409, `Retry-After` | `{"error":"in_progress"}` |
 //! | body over [`Processor::max_body`] (1 MiB by default) | 413 | `{"error":"payload_too_large"}` |
 //! | `Content-Type` missing or not `application/json` | 415 | `{"error":"unsupported_media_type"}` |
+//! | `Content-Encoding` other than `identity` (Stripe never compresses; refused before the body is read, so no framework inflates it) | 415 | `{"error":"unsupported_media_type"}` |
 //! | the body took longer than [`Processor::body_timeout`] (10 s) to arrive | 408 | `{"error":"body_timeout"}` |
 //! | the handler failed | 500 | `{"error":"handler_failed"}` |
 //! | the store is unreachable | 503 | `{"error":"store_unavailable"}` |
@@ -57,7 +58,7 @@ use axum::routing::{any, MethodRouter};
 use axum_core::extract::{DefaultBodyLimit, FromRef, FromRequest, Request};
 use axum_core::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ALLOW, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 pub use super::common::Rejection;
@@ -144,6 +145,7 @@ async fn respond(processor: &Arc<Processor>, request: Request) -> Response {
     if let Err(reply) = common::precheck(
         request.method() == Method::POST,
         header(headers, CONTENT_TYPE.as_str()),
+        encoded(headers),
     ) {
         return into_response(reply);
     }
@@ -153,6 +155,16 @@ async fn respond(processor: &Arc<Processor>, request: Request) -> Response {
         Err(rejection) => return rejection.into_response(),
     };
     into_response(common::process(processor, signature, body).await)
+}
+
+/// Whether the request's body is encoded (see [`common::is_encoded`]).
+fn encoded(headers: &HeaderMap) -> bool {
+    common::is_encoded(
+        headers
+            .get_all(CONTENT_ENCODING)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
@@ -260,7 +272,10 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let verifier = Verifier::from_ref(state);
-        common::check_content_type(header(request.headers(), CONTENT_TYPE.as_str()))?;
+        common::check_content_type(
+            header(request.headers(), CONTENT_TYPE.as_str()),
+            encoded(request.headers()),
+        )?;
         let signature = request.headers().get(common::SIGNATURE_HEADER).cloned();
         let body = common::read_within(crate::DEFAULT_BODY_TIMEOUT, read_body(request)).await?;
         common::verify_event(

@@ -22,6 +22,13 @@ pub enum Rejection {
     /// parameters, any letter case). 415 `unsupported_media_type`.
     #[error("content type is not application/json")]
     UnsupportedMediaType,
+    /// The body is encoded (a `Content-Encoding` other than `identity`, such as `gzip`).
+    /// Stripe never compresses a webhook request, and a framework that decompresses
+    /// bodies (actix-web with its default compression features) would inflate one
+    /// before its size is checked: a few kilobytes of gzip can be gigabytes. Refused
+    /// before the body is read. 415 `unsupported_media_type`.
+    #[error("request body is encoded (Content-Encoding)")]
+    EncodedBody,
     /// The body is longer than the framework's body limit or the processor's
     /// [`max_body`](Processor::max_body). 413 `payload_too_large`.
     #[error("body is longer than the limit")]
@@ -51,7 +58,9 @@ pub enum Rejection {
 impl Rejection {
     fn answer(&self) -> Answer {
         match self {
-            Rejection::UnsupportedMediaType => Answer::UnsupportedMediaType,
+            Rejection::UnsupportedMediaType | Rejection::EncodedBody => {
+                Answer::UnsupportedMediaType
+            }
             Rejection::PayloadTooLarge => Answer::PayloadTooLarge,
             Rejection::BodyUnreadable(_) => Answer::BodyUnreadable,
             Rejection::BodyTimeout(_) => Answer::BodyTimeout,
@@ -154,8 +163,26 @@ pub(crate) fn is_json(content_type: Option<&[u8]>) -> bool {
     essence.trim_ascii().eq_ignore_ascii_case(JSON.as_bytes())
 }
 
-/// The content-type check, made before the body is read: 415 unless JSON.
-pub(crate) fn check_content_type(content_type: Option<&[u8]>) -> Result<(), Rejection> {
+/// Whether any `Content-Encoding` value (`values`: each header line) names a coding
+/// other than `identity`.
+pub(crate) fn is_encoded<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    values.into_iter().any(|v| {
+        v.split(|&b| b == b',').any(|coding| {
+            let coding = coding.trim_ascii();
+            !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity")
+        })
+    })
+}
+
+/// The checks on the request's headers, made before the body is read: 415 for an
+/// encoded body ([`Rejection::EncodedBody`]), and unless JSON.
+pub(crate) fn check_content_type(
+    content_type: Option<&[u8]>,
+    encoded: bool,
+) -> Result<(), Rejection> {
+    if encoded {
+        return Err(Rejection::EncodedBody);
+    }
     if is_json(content_type) {
         Ok(())
     } else {
@@ -163,13 +190,17 @@ pub(crate) fn check_content_type(content_type: Option<&[u8]>) -> Result<(), Reje
     }
 }
 
-/// The checks the route makes before reading the body: POST only (405), then JSON only
-/// (415).
-pub(crate) fn precheck(is_post: bool, content_type: Option<&[u8]>) -> Result<(), Reply> {
+/// The checks the route makes before reading the body: POST only (405), then an
+/// unencoded JSON body only (415).
+pub(crate) fn precheck(
+    is_post: bool,
+    content_type: Option<&[u8]>,
+    encoded: bool,
+) -> Result<(), Reply> {
     if !is_post {
         return Err(Reply::method_not_allowed());
     }
-    check_content_type(content_type).map_err(|r| Reply::rejection(&r))
+    check_content_type(content_type, encoded).map_err(|r| Reply::rejection(&r))
 }
 
 /// The `Stripe-Signature` value as text. A value that is not UTF-8 is passed on as an

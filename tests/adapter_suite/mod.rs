@@ -242,6 +242,17 @@ pub async fn content_types<Fut: Future<Output = String>>(
     }
     assert_eq!(handler.runs(), 0);
 
+    // An encoded body, whatever it holds (here the signed JSON as it is, so only the
+    // encoding is wrong), is refused before it is read: a framework that inflates
+    // bodies would do so before the size check.
+    for encoding in ["gzip", "identity, br", "Zstd"] {
+        let reply = post_encoded(&url, encoding, &header, body.clone()).await;
+        assert_error(&reply, 415, "unsupported_media_type");
+    }
+    assert_eq!(handler.runs(), 0);
+    let reply = post_encoded(&url, "identity", &header, body.clone()).await;
+    assert_ok(&reply, "processed");
+
     let reply = post(
         &url,
         Some("Application/JSON; Charset=UTF-8"),
@@ -249,8 +260,19 @@ pub async fn content_types<Fut: Future<Output = String>>(
         body,
     )
     .await;
-    assert_ok(&reply, "processed");
+    assert_ok(&reply, "duplicate");
     assert_eq!(handler.runs(), 1);
+}
+
+/// A signed JSON POST with `Content-Encoding: encoding` (the body sent as it is).
+pub async fn post_encoded(url: &str, encoding: &str, header: &str, body: String) -> Reply {
+    let request = client()
+        .post(url)
+        .header("content-type", JSON)
+        .header("content-encoding", encoding)
+        .header("stripe-signature", header)
+        .body(body);
+    reply(request.send().await.unwrap()).await
 }
 
 pub async fn body_limit<Fut: Future<Output = String>>(serve: impl FnOnce(Arc<Processor>) -> Fut) {
@@ -313,7 +335,9 @@ pub async fn extractor<Fut: Future<Output = String>>(serve: impl FnOnce(Arc<Proc
     assert_error(&reply, 400, "bad_signature");
     let reply = post(&url, Some(JSON), None, body.clone()).await;
     assert_error(&reply, 400, "bad_signature");
-    let reply = post(&url, Some("text/plain"), Some(&header), body).await;
+    let reply = post(&url, Some("text/plain"), Some(&header), body.clone()).await;
+    assert_error(&reply, 415, "unsupported_media_type");
+    let reply = post_encoded(&url, "gzip", &header, body).await;
     assert_error(&reply, 415, "unsupported_media_type");
 
     // Up to the body limit the application set on its framework (here the processor's).

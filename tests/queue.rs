@@ -56,6 +56,51 @@ async fn sqlite_queue(dir: &TempDir) -> SqliteQueue {
         .queue()
 }
 
+/// The batch writer's connection is opened as the store's pool opens its own, its
+/// `after_connect` hook included: a `PRAGMA synchronous = FULL` set there must hold for
+/// the enqueues' commits. (Here the hook installs a trigger that logs each enqueue.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_batch_writer_runs_the_pools_after_connect_hook() {
+    use stripe_webhooks::sqlx::sqlite::SqlitePoolOptions;
+    use stripe_webhooks::sqlx::Executor;
+
+    let dir = TempDir::new("queue_after_connect");
+    let path = dir.join("queue.db");
+    let migrated = SqliteStore::connect(&path).await.unwrap();
+    migrated
+        .pool()
+        .execute("CREATE TABLE hook_log (job_key TEXT NOT NULL)")
+        .await
+        .unwrap();
+    drop(migrated);
+    let pool = SqlitePoolOptions::new()
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(
+                    "CREATE TEMP TRIGGER IF NOT EXISTS log_enqueue \
+                     AFTER INSERT ON main.stripe_webhook_events_jobs \
+                     BEGIN INSERT INTO hook_log VALUES (NEW.job_key); END",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect_with(SqliteStore::connect_options(&path))
+        .await
+        .unwrap();
+    let queue = SqliteStore::new(pool).queue();
+    enqueue_body(
+        &queue,
+        &customer_event("evt_hooked", "cus_1", testing::now()),
+    )
+    .await;
+    let logged: Vec<String> = stripe_webhooks::sqlx::query_scalar("SELECT job_key FROM hook_log")
+        .fetch_all(queue.pool())
+        .await
+        .unwrap();
+    assert_eq!(logged, ["evt_hooked"]);
+}
+
 /// A SQLite queue with a `ledger` table, where inbox handlers write their effects.
 async fn sqlite_ledger_queue(dir: &TempDir) -> SqliteQueue {
     let queue = sqlite_queue(dir).await;

@@ -66,8 +66,14 @@ impl Batcher {
         let (tx, rx) = mpsc::channel(4 * MAX_ROWS);
         // A connection of its own, opened with the pool's options: the pool's connections
         // may all be held (an inbox worker keeps one per running job), and enqueues must
-        // not wait for them.
-        let writer = sqlx::sqlite::SqlitePoolOptions::new()
+        // not wait for them. The pool's own options, its `after_connect` hook included
+        // (a `PRAGMA synchronous = FULL` set there must hold for the enqueues' commits
+        // too), for one connection.
+        let writer = self
+            .pool
+            .options()
+            .clone()
+            .min_connections(0)
             .max_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)

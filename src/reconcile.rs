@@ -472,6 +472,17 @@ impl Frontier {
     }
 }
 
+/// The latest `created` among listed `items` (read by `created`) and the unreadable
+/// events listed beside them, where it could be read.
+fn newest<T>(
+    items: &[T],
+    created: impl Fn(&T) -> Option<i64>,
+    unreadable: &[UnreadableEvent],
+) -> Option<i64> {
+    let unreadable = unreadable.iter().filter_map(|u| u.created);
+    items.iter().filter_map(created).chain(unreadable).max()
+}
+
 /// One chain's run: its items, in order, each with its outcome.
 type ChainRun<'a, T> = Pin<Box<dyn Future<Output = Vec<(T, Outcome)>> + Send + 'a>>;
 
@@ -821,11 +832,7 @@ impl Reconciler {
             events.extend(page.data);
             unreadable.extend(page.unreadable);
             if events.len() + unreadable.len() > cap {
-                let newest = events
-                    .iter()
-                    .map(Event::created)
-                    .chain(unreadable.iter().filter_map(|u| u.created))
-                    .max();
+                let newest = newest(&events, |e| Some(e.created()), &unreadable);
                 return Ok(Listed::TooMany { newest });
             }
             match next {
@@ -878,13 +885,7 @@ impl Reconciler {
                     continue;
                 }
             };
-            frontier.listed(
-                events
-                    .iter()
-                    .map(Event::created)
-                    .chain(unreadable.iter().filter_map(|u| u.created))
-                    .max(),
-            );
+            frontier.listed(newest(&events, |e| Some(e.created()), &unreadable));
             if let Some(end) = end {
                 frontier.closed(start, end);
             }
@@ -932,11 +933,7 @@ impl Reconciler {
             notifications.extend(page.data);
             unreadable.extend(page.unreadable);
             if notifications.len() + unreadable.len() > cap {
-                let newest = notifications
-                    .iter()
-                    .filter_map(EventNotification::created_unix)
-                    .chain(unreadable.iter().filter_map(|u| u.created))
-                    .max();
+                let newest = newest(&notifications, EventNotification::created_unix, &unreadable);
                 return Ok(Listed::TooMany { newest });
             }
             // An empty page may still have a next one; a token already used (the same
@@ -1118,13 +1115,11 @@ impl Reconciler {
                         continue;
                     }
                 };
-            frontier.listed(
-                notifications
-                    .iter()
-                    .filter_map(EventNotification::created_unix)
-                    .chain(unreadable.iter().filter_map(|u| u.created))
-                    .max(),
-            );
+            frontier.listed(newest(
+                &notifications,
+                EventNotification::created_unix,
+                &unreadable,
+            ));
             if let Some(end) = end {
                 frontier.closed(start, end);
             }

@@ -55,6 +55,17 @@ async fn fake() -> (FakeStripe, HttpClient) {
     (fake, client)
 }
 
+/// [`fake`], serving the customer `cus_1` from `/v1/customers/cus_1`.
+async fn fake_with_customer() -> (FakeStripe, HttpClient) {
+    let (fake, client) = fake().await;
+    fake.add_object(
+        "/v1/customers/cus_1",
+        r#"{"id":"cus_1","object":"customer"}"#,
+    )
+    .unwrap();
+    (fake, client)
+}
+
 fn ids(events: &[Event]) -> Vec<String> {
     events.iter().map(|e| e.id().to_string()).collect()
 }
@@ -1195,13 +1206,8 @@ async fn a_bad_base_url_is_not_retried() {
 }
 
 async fn max_in_flight_with(cap: usize) -> usize {
-    let (fake, client) = fake().await;
+    let (fake, client) = fake_with_customer().await;
     let client = Arc::new(client.with_max_concurrency(cap));
-    fake.add_object(
-        "/v1/customers/cus_1",
-        r#"{"id":"cus_1","object":"customer"}"#,
-    )
-    .unwrap();
     fake.fail_path(
         "/v1/customers",
         None,
@@ -1238,13 +1244,8 @@ async fn concurrency_cap_is_respected() {
 
 #[tokio::test]
 async fn rate_limit_paces_requests() {
-    let (fake, client) = fake().await;
+    let (_fake, client) = fake_with_customer().await;
     let client = Arc::new(client.with_rate_limit(10));
-    fake.add_object(
-        "/v1/customers/cus_1",
-        r#"{"id":"cus_1","object":"customer"}"#,
-    )
-    .unwrap();
     let start = Instant::now();
     let tasks: Vec<_> = (0..15)
         .map(|_| {
@@ -1272,12 +1273,7 @@ async fn rate_limit_paces_requests() {
 /// next call, with a deadline it can meet, goes through.
 #[tokio::test]
 async fn a_rate_wait_past_the_deadline_fails_at_once_without_holding_a_slot() {
-    let (fake, client) = fake().await;
-    fake.add_object(
-        "/v1/customers/cus_1",
-        r#"{"id":"cus_1","object":"customer"}"#,
-    )
-    .unwrap();
+    let (fake, client) = fake_with_customer().await;
     let client = Arc::new(client.with_rate_limit(1).with_max_concurrency(1));
     let ctx = RequestContext::platform();
     let get = |c: &HttpClient| {
@@ -1315,12 +1311,7 @@ async fn a_rate_wait_past_the_deadline_fails_at_once_without_holding_a_slot() {
 /// retried as its status says: a 400 is not retried, a 500 is.
 #[tokio::test]
 async fn an_error_answer_cut_short_is_retried_only_as_its_status_says() {
-    let (fake, client) = fake().await;
-    fake.add_object(
-        "/v1/customers/cus_1",
-        r#"{"id":"cus_1","object":"customer"}"#,
-    )
-    .unwrap();
+    let (fake, client) = fake_with_customer().await;
     let ctx = RequestContext::platform();
     fake.fail_next(1, Fault::CutBody { status: 400 });
     let err = client

@@ -33,11 +33,7 @@ struct Effects {
 impl TransactionalHandler<Sqlite> for Effects {
     async fn handle(&self, event: &Event, conn: &mut SqliteConnection) -> Result<(), HandlerError> {
         self.runs.fetch_add(1, Ordering::SeqCst);
-        sqlx::query("INSERT INTO effects (event_id) VALUES (?1)")
-            .bind(event.id().as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(HandlerError::new)?;
+        write_effect(conn, event.id().as_str()).await?;
         if take(&self.hang_first) {
             self.wrote.notify_one();
             tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -47,6 +43,16 @@ impl TransactionalHandler<Sqlite> for Effects {
         }
         Ok(())
     }
+}
+
+/// A handler's one write: an `effects` row for the event `id`.
+async fn write_effect(conn: &mut SqliteConnection, id: &str) -> Result<(), HandlerError> {
+    sqlx::query("INSERT INTO effects (event_id) VALUES (?1)")
+        .bind(id)
+        .execute(conn)
+        .await
+        .map_err(HandlerError::new)?;
+    Ok(())
 }
 
 fn take(n: &AtomicUsize) -> bool {
@@ -247,11 +253,7 @@ impl TransactionalHandler<Sqlite> for Picky {
     async fn handle(&self, event: &Event, conn: &mut SqliteConnection) -> Result<(), HandlerError> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         let id = event.id().as_str();
-        sqlx::query("INSERT INTO effects (event_id) VALUES (?1)")
-            .bind(id)
-            .execute(&mut *conn)
-            .await
-            .map_err(HandlerError::new)?;
+        write_effect(conn, id).await?;
         if id.ends_with("_poison") && self.poison.load(Ordering::SeqCst) {
             sqlx::query("INSERT INTO children (parent) VALUES ('nobody')")
                 .execute(&mut *conn)
@@ -696,11 +698,7 @@ struct Gated {
 #[async_trait]
 impl TransactionalHandler<Sqlite> for Gated {
     async fn handle(&self, event: &Event, conn: &mut SqliteConnection) -> Result<(), HandlerError> {
-        sqlx::query("INSERT INTO effects (event_id) VALUES (?1)")
-            .bind(event.id().as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(HandlerError::new)?;
+        write_effect(conn, event.id().as_str()).await?;
         if event.id().as_str() == "evt_gated" {
             self.started.notify_one();
             self.gate.notified().await;
@@ -759,11 +757,7 @@ impl TransactionalHandler<Sqlite> for Sleepy {
         } else {
             self.quick_started.notify_one();
         }
-        sqlx::query("INSERT INTO effects (event_id) VALUES (?1)")
-            .bind(event.id().as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(HandlerError::new)?;
+        write_effect(conn, event.id().as_str()).await?;
         Ok(())
     }
 }
@@ -954,11 +948,7 @@ impl TransactionalHandler<Sqlite> for LongStatement {
             .await
             .map_err(HandlerError::new)?;
         }
-        sqlx::query("INSERT INTO effects (event_id) VALUES (?1)")
-            .bind(event.id().as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(HandlerError::new)?;
+        write_effect(conn, event.id().as_str()).await?;
         Ok(())
     }
 }

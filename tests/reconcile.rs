@@ -110,6 +110,13 @@ impl Setup {
             .unwrap_or_else(|| panic!("no request for {path}"))
     }
 
+    /// `body` delivered by the webhook path, signed now: processed.
+    async fn delivered(&self, body: &str) {
+        let header = testing::sign(body.as_bytes(), SECRET, testing::now());
+        let o = self.processor.process(Some(&header), body.as_bytes()).await;
+        assert_eq!(o.kind().name(), "processed");
+    }
+
     fn reconciler(&self) -> Reconciler {
         Reconciler::new(
             self.fake.client().unwrap(),
@@ -140,14 +147,7 @@ async fn undelivered_events_run_once_and_delivered_ones_are_duplicates() {
         .unwrap();
     // The webhook delivered evt_u0 already.
     let body = event("evt_u0", "invoice.paid", now - 100);
-    let o = s
-        .processor
-        .process(
-            Some(&testing::sign(body.as_bytes(), SECRET, now)),
-            body.as_bytes(),
-        )
-        .await;
-    assert_eq!(o.kind().name(), "processed");
+    s.delivered(&body).await;
 
     let report = s.reconciler().undelivered().await.unwrap();
     assert_eq!(
@@ -707,16 +707,8 @@ async fn an_unreadable_event_of_a_type_not_taken_is_skipped() {
 #[tokio::test]
 async fn an_unreadable_thin_event_is_keyed_on_its_snapshot_twin() {
     let s = setup().await;
-    let now = testing::now();
     let (snapshot, thin) = testing::event_pair("evt_twin", "customer.created", "cus_1");
-    let o = s
-        .processor
-        .process(
-            Some(&testing::sign(snapshot.as_bytes(), SECRET, now)),
-            snapshot.as_bytes(),
-        )
-        .await;
-    assert_eq!(o.kind().name(), "processed");
+    s.delivered(&snapshot).await;
     s.fake.add_v2_event(&unreadable(&thin)).unwrap();
     let r = s.reconciler().thin_since_cursor().await.unwrap();
     assert_eq!((r.listed, r.duplicates, r.unreadable), (1, 1, 0), "{r:?}");
@@ -1022,14 +1014,7 @@ async fn thin_events_reconcile_from_the_v2_list_and_share_the_dedupe_key() {
     let now = testing::now();
     let (snapshot, thin) = testing::event_pair("evt_pair", "customer.created", "cus_1");
     // The snapshot twin was handled by the webhook path.
-    let o = s
-        .processor
-        .process(
-            Some(&testing::sign(snapshot.as_bytes(), SECRET, now)),
-            snapshot.as_bytes(),
-        )
-        .await;
-    assert_eq!(o.kind().name(), "processed");
+    s.delivered(&snapshot).await;
     s.fake.add_v2_event(&thin).unwrap();
     for i in 0..5 {
         let n = ThinEventBuilder::new(&format!("evt_t{i}"), "v1.price.activated")

@@ -687,14 +687,14 @@ fn read_listed<T>(
     }
     let mut read = Vec::with_capacity(raw.len());
     let mut unreadable = Vec::new();
-    let mut ids: Option<(EventId, EventId)> = None;
+    // Whether the page's first and last elements were read (else unreadable).
+    let mut ends_read: Option<(bool, bool)> = None;
     for r in raw {
         let bytes = r.get().as_bytes();
-        let id = match parse(bytes) {
+        let was_read = match parse(bytes) {
             Ok(item) => {
-                let id = id_of(&item).clone();
                 read.push(item);
-                id
+                true
             }
             Err(error) => {
                 let head: Head =
@@ -702,9 +702,8 @@ fn read_listed<T>(
                         path: path.to_owned(),
                         message: format!("a listed event has no string `id` ({error}; {e})"),
                     })?;
-                let id = EventId::new(head.id);
                 unreadable.push(UnreadableEvent {
-                    id: id.clone(),
+                    id: EventId::new(head.id),
                     event_type: head.event_type.and_then(|t| t.as_str().map(str::to_owned)),
                     created: head.created.and_then(|c| match c {
                         serde_json::Value::String(s) => crate::event::rfc3339_seconds(&s),
@@ -716,15 +715,24 @@ fn read_listed<T>(
                     error,
                     raw: r.get().to_owned(),
                 });
-                id
+                false
             }
         };
-        ids = Some(match ids {
-            None => (id.clone(), id),
-            Some((first, _)) => (first, id),
-        });
+        ends_read = Some((ends_read.map_or(was_read, |(first, _)| first), was_read));
     }
-    Ok((read, unreadable, ids))
+    // Each list keeps the page's order: an end's id is its own list's first or last.
+    let first = |was_read: bool| match was_read {
+        true => read.first().map(id_of),
+        false => unreadable.first().map(|u| &u.id),
+    };
+    let last = |was_read: bool| match was_read {
+        true => read.last().map(id_of),
+        false => unreadable.last().map(|u| &u.id),
+    };
+    let ends = ends_read
+        .and_then(|(f, l)| first(f).zip(last(l)))
+        .map(|(f, l)| (f.clone(), l.clone()));
+    Ok((read, unreadable, ends))
 }
 
 impl EventPage {

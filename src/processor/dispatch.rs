@@ -336,6 +336,8 @@ impl OrderingGuard {
         if locked.is_ok() {
             attempt.answered();
         }
+        // Unanswered, it spawns its task now.
+        drop(attempt);
         match locked {
             Ok(LockedClaim::Acquired { watermark, token }) => Ok((watermark, token, holder)),
             Ok(LockedClaim::Busy { retry_after })

@@ -138,29 +138,29 @@ static LATE_UNLOCKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicU
 /// `Processor::drain`, which need not wait a lease for it.
 ///
 /// [`OrderingStore::lock_and_claim`]: crate::idempotency::OrderingStore::lock_and_claim
+/// It borrows what it names: only a task spawned for an unanswered call copies it, so
+/// a delivery that got its answer (nearly all) allocates nothing for it.
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-pub(super) struct LockAttempt {
-    store: Arc<dyn OrderingStore>,
-    object_id: String,
-    holder: String,
-    lease: std::time::Duration,
-    store_timeout: std::time::Duration,
+pub(super) struct LockAttempt<'a> {
+    store: &'a Arc<dyn OrderingStore>,
+    object_id: &'a str,
+    holder: &'a str,
+    settings: &'a DispatchSettings,
     answered: bool,
 }
 
-impl LockAttempt {
+impl<'a> LockAttempt<'a> {
     pub(super) fn new(
-        store: &Arc<dyn OrderingStore>,
-        object_id: &str,
-        holder: &str,
-        settings: &DispatchSettings,
+        store: &'a Arc<dyn OrderingStore>,
+        object_id: &'a str,
+        holder: &'a str,
+        settings: &'a DispatchSettings,
     ) -> Self {
         Self {
-            store: Arc::clone(store),
-            object_id: object_id.to_owned(),
-            holder: holder.to_owned(),
-            lease: settings.lease,
-            store_timeout: settings.store_timeout,
+            store,
+            object_id,
+            holder,
+            settings,
             answered: false,
         }
     }
@@ -171,7 +171,7 @@ impl LockAttempt {
     }
 }
 
-impl Drop for LockAttempt {
+impl Drop for LockAttempt<'_> {
     fn drop(&mut self) {
         #[cfg(feature = "tokio")]
         if let (false, Ok(runtime)) = (self.answered, tokio::runtime::Handle::try_current()) {
@@ -189,12 +189,11 @@ impl Drop for LockAttempt {
                 }
             }
             let place = Place;
-            let store = Arc::clone(&self.store);
-            let object_id = std::mem::take(&mut self.object_id);
-            let holder = std::mem::take(&mut self.holder);
-            let t = self.store_timeout;
-            let longest = (self.lease / 4).max(t);
-            let until = tokio::time::Instant::now() + self.lease;
+            let store = Arc::clone(self.store);
+            let (object_id, holder) = (self.object_id.to_owned(), self.holder.to_owned());
+            let (lease, t) = (self.settings.lease, self.settings.store_timeout);
+            let longest = (lease / 4).max(t);
+            let until = tokio::time::Instant::now() + lease;
             runtime.spawn(async move {
                 let _place = place;
                 let mut wait = t;

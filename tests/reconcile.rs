@@ -110,6 +110,20 @@ impl Setup {
             .unwrap_or_else(|| panic!("no request for {path}"))
     }
 
+    /// A processor over this store, through a [`Faulty`] one whose releases all fail: a
+    /// failed handler's failure is not recorded.
+    fn failing_releases(&self) -> Arc<Processor> {
+        Arc::new(Processor::new(
+            Verifier::new(SigningSecret::new(SECRET).unwrap()),
+            Faulty {
+                inner: Arc::clone(&self.store),
+                fail_releases: true,
+                ..Faulty::default()
+            },
+            Arc::clone(&self.runs),
+        ))
+    }
+
     /// `body` delivered by the webhook path, signed now: processed.
     async fn delivered(&self, body: &str) {
         let header = testing::sign(body.as_bytes(), SECRET, testing::now());
@@ -533,15 +547,7 @@ async fn a_failure_the_store_did_not_record_holds_the_cursor_past_the_lookback()
     let s = setup().await;
     let now = testing::now();
     poison_and_later(&s, now);
-    let processor = Arc::new(Processor::new(
-        Verifier::new(SigningSecret::new(SECRET).unwrap()),
-        Faulty {
-            inner: Arc::clone(&s.store),
-            fail_releases: true,
-            ..Faulty::default()
-        },
-        Arc::clone(&s.runs),
-    ));
+    let processor = s.failing_releases();
     let reconciler = Reconciler::new(s.fake.client().unwrap(), processor, Arc::clone(&s.store))
         .with_lookback(Duration::from_secs(3600));
     // The cursor is before the poison event, which is older than the hour of lookback.
@@ -640,15 +646,7 @@ async fn an_unreadable_event_the_store_did_not_record_holds_the_cursor() {
     s.fake
         .add_event(&event("evt_uy", "invoice.paid", now - 300))
         .unwrap();
-    let processor = Arc::new(Processor::new(
-        Verifier::new(SigningSecret::new(SECRET).unwrap()),
-        Faulty {
-            inner: Arc::clone(&s.store),
-            fail_releases: true,
-            ..Faulty::default()
-        },
-        Arc::clone(&s.runs),
-    ));
+    let processor = s.failing_releases();
     let reconciler = Reconciler::new(s.fake.client().unwrap(), processor, Arc::clone(&s.store));
     let r = reconciler.since_cursor().await.unwrap();
     assert_eq!((r.processed, r.unreadable, r.failed), (1, 0, 1), "{r:?}");

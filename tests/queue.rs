@@ -1142,6 +1142,36 @@ mod postgres {
         (store.queue(), pool, table)
     }
 
+    /// An unquoted name is one table whatever its case, so `QCASE_…` and `qcase_…` are one
+    /// queue, and the names made from it outside SQL are too: an enqueue on one wakes
+    /// the other's idle worker at once (the `NOTIFY` channel), long before its poll.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_table_names_differing_in_case_are_one_queue() {
+        let (lower, pool, table) = queue_on("qcase").await;
+        let upper = PostgresStore::new(pool)
+            .with_table(&table.to_ascii_uppercase())
+            .unwrap()
+            .queue();
+        assert_eq!(upper.table(), lower.table());
+        let handler = Recorder::default();
+        let handle = Worker::new(upper.clone(), handler.clone())
+            .with_poll_interval(Duration::from_secs(120))
+            .spawn();
+        tokio::time::sleep(Duration::from_millis(500)).await; // the worker is waiting
+        enqueue_body(&lower, &customer_event("evt_case", "cus_1", testing::now())).await;
+        let mut done = false;
+        for _ in 0..200 {
+            done = lower.counts().await.unwrap().completed == 1;
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        handle.shutdown(Duration::from_secs(5)).await;
+        assert!(done, "the idle worker was not woken");
+        assert_eq!(handler.seen(), ["evt_case"]);
+    }
+
     /// What the server process of the queue's `LISTEN` connection waits on
     /// (`pg_stat_activity.wait_event`: `ClientRead` when idle, `ClientWrite` when blocked
     /// sending to a client that does not read).
@@ -1356,22 +1386,7 @@ mod postgres {
     /// transaction is read committed whatever the default.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_postgres_inbox_job_renewed_while_it_runs_completes_under_repeatable_read() {
-        let url = std::env::var("DATABASE_URL_TEST").unwrap();
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    stripe_webhooks::sqlx::Executor::execute(
-                        conn,
-                        "SET default_transaction_isolation = 'repeatable read'",
-                    )
-                    .await
-                    .map(|_| ())
-                })
-            })
-            .connect(&url)
-            .await
-            .unwrap();
+        let pool = pool_defaulting_to("repeatable read").await;
         let store = PostgresStore::new(pool).with_table(&unique("qrr")).unwrap();
         store.migrate().await.unwrap();
         let queue = store.queue();
@@ -1394,6 +1409,80 @@ mod postgres {
                 .await
                 .unwrap();
         assert_eq!(rows, 1);
+    }
+
+    /// A pool whose transactions default to `isolation`.
+    async fn pool_defaulting_to(isolation: &'static str) -> stripe_webhooks::sqlx::PgPool {
+        let url = std::env::var("DATABASE_URL_TEST").unwrap();
+        PgPoolOptions::new()
+            .max_connections(6)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    stripe_webhooks::sqlx::Executor::execute(
+                        conn,
+                        format!("SET default_transaction_isolation = '{isolation}'").as_str(),
+                    )
+                    .await
+                    .map(|_| ())
+                })
+            })
+            .connect(&url)
+            .await
+            .unwrap()
+    }
+
+    /// Under a stricter default isolation, a take that meets a job another take changed
+    /// after its snapshot began would fail with a serialization error (40001) instead of
+    /// skipping it: takes run read committed whatever the default, in order or not, and
+    /// four workers taking at once run every job once.
+    async fn concurrent_workers_run_every_job_once_under(isolation: &'static str) {
+        let store = PostgresStore::new(pool_defaulting_to(isolation).await)
+            .with_table(&unique("qiso"))
+            .unwrap();
+        store.migrate().await.unwrap();
+        let queue = store.queue();
+        let jobs = 300;
+        for i in 0..jobs {
+            let body = customer_event(&format!("evt_iso_{i}"), &format!("cus_{}", i % 50), 1);
+            enqueue_body(&queue, &body).await;
+        }
+        let handler = Recorder::default();
+        let workers = (0..4).map(|w| {
+            let worker = Worker::new(queue.clone(), handler.clone())
+                .with_concurrency(3)
+                .with_per_object_order(w % 2 == 1)
+                .with_retry(fast_retry(1));
+            tokio::spawn(async move {
+                while worker.run_once().await? > 0 {}
+                Ok::<_, StoreError>(())
+            })
+        });
+        for w in workers.collect::<Vec<_>>() {
+            w.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{isolation}: {e:?}"));
+        }
+        let mut seen = handler.seen();
+        assert_eq!(seen.len(), jobs, "{isolation}");
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), jobs, "{isolation}: each job once");
+        let c = queue.counts().await.unwrap();
+        assert_eq!(
+            (c.completed, c.dead),
+            (jobs as u64, 0),
+            "{isolation}: {c:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_workers_taking_at_once_run_each_job_once_under_repeatable_read() {
+        concurrent_workers_run_every_job_once_under("repeatable read").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_workers_taking_at_once_run_each_job_once_under_serializable() {
+        concurrent_workers_run_every_job_once_under("serializable").await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

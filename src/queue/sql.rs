@@ -191,6 +191,11 @@ pub(crate) trait QueueDialect: Dialect {
     /// How an inbox transaction that lost its snapshot ([`snapshot_lost`](Self::snapshot_lost))
     /// begins again, once, at once; `None` where that cannot happen.
     const BEGIN_AGAIN: Option<&'static str>;
+    /// How a take's transaction begins, where a take runs in one: PostgreSQL's, read
+    /// committed whatever the database's default, since under `repeatable read` or
+    /// `serializable` a take that meets a job another take changed after its snapshot
+    /// began fails (40001) instead of skipping it. `None`: one statement on its own.
+    const TAKE_BEGIN: Option<&'static str>;
     /// Whether `error` (or one of its sources) says the transaction read a snapshot that
     /// a write elsewhere made stale, so its own write was refused: SQLite's
     /// `SQLITE_BUSY_SNAPSHOT`, when a deferred transaction that read first writes after
@@ -207,6 +212,7 @@ impl QueueDialect for sqlx::Sqlite {
     const BEGIN: &'static str = "BEGIN";
     /// Holds the write lock from the start, so no write can make its snapshot stale.
     const BEGIN_AGAIN: Option<&'static str> = Some("BEGIN IMMEDIATE");
+    const TAKE_BEGIN: Option<&'static str> = None;
     /// A take waits up to the busy timeout for the write lock.
     const MIN_TAKE_TIMEOUT: Duration =
         crate::idempotency::sql::sqlite::BUSY_TIMEOUT.saturating_add(Duration::from_secs(1));
@@ -237,6 +243,7 @@ impl QueueDialect for sqlx::Postgres {
     const QUEUE: &'static Statements = &POSTGRES;
     const BEGIN: &'static str = "BEGIN ISOLATION LEVEL READ COMMITTED";
     const BEGIN_AGAIN: Option<&'static str> = None;
+    const TAKE_BEGIN: Option<&'static str> = Some(Self::BEGIN);
     const MIN_TAKE_TIMEOUT: Duration = Duration::ZERO;
     fn snapshot_lost(_: &(dyn std::error::Error + 'static)) -> bool {
         false
@@ -399,13 +406,16 @@ where
             // that starts a moment later take the job again.
             .bind(millis(lease.max(Duration::from_millis(1))))
             .bind(i64::try_from(max).unwrap_or(i64::MAX));
-        let rows = match self.sql.order_lock.as_deref().filter(|_| per_object_order) {
+        let lock = self.sql.order_lock.as_deref().filter(|_| per_object_order);
+        let rows = match DB::TAKE_BEGIN {
             None => take.fetch_all(&self.pool).await.map_err(db_err)?,
-            Some(lock) => {
-                // Read committed whatever the database's default: each statement reads
-                // a fresh snapshot, so the take's starts after the lock is held.
-                let mut tx = self.pool.begin_with(DB::BEGIN).await.map_err(db_err)?;
-                sqlx::query(lock).execute(&mut *tx).await.map_err(db_err)?;
+            Some(begin) => {
+                // Read committed: each statement reads a fresh snapshot, so the take's
+                // starts after the lock is held, and a job changed meanwhile is skipped.
+                let mut tx = self.pool.begin_with(begin).await.map_err(db_err)?;
+                if let Some(lock) = lock {
+                    sqlx::query(lock).execute(&mut *tx).await.map_err(db_err)?;
+                }
                 let rows = take.fetch_all(&mut *tx).await.map_err(db_err)?;
                 tx.commit().await.map_err(db_err)?;
                 rows

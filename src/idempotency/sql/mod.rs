@@ -239,8 +239,13 @@ impl<DB: Dialect> SqlCore<DB> {
             )));
         }
         validate_name(table, &[])?;
+        // Folded as both databases fold an unquoted name, so that `Events` and `events`,
+        // one table, also share the names made from it outside SQL: PostgreSQL's
+        // advisory lock keys (migrations, in-order takes) and the queue's `NOTIFY`
+        // channel.
+        let table = table.to_ascii_lowercase();
+        self.sql = Arc::new(Sql::new(DB::STATEMENTS, &table));
         self.table = Arc::from(table);
-        self.sql = Arc::new(Sql::new(DB::STATEMENTS, table));
         Ok(self)
     }
 
@@ -979,7 +984,8 @@ where
 macro_rules! store_impls {
     ($store:ty, $pool:ty) => {
         impl $store {
-            /// Uses another table name (as written, without quoting).
+            /// Uses another table name, without quoting: as the database reads it, in
+            /// lower case (`Events` is `events`).
             ///
             /// # Errors
             ///

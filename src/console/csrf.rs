@@ -26,10 +26,14 @@ pub(super) struct Csrf {
     salt: [u8; 16],
 }
 
-/// `n` bytes from the standard library's OS-seeded hasher keys (128 bits drawn from the
-/// OS once per thread, then stretched by SipHash).
+/// `n` bytes from the operating system's random source. Should it fail (it does not on
+/// any platform the console runs on), from the standard library's OS-seeded hasher keys
+/// instead (128 bits drawn from the OS once per thread, stretched by SipHash).
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
+    if getrandom::getrandom(&mut out).is_ok() {
+        return out;
+    }
     for (i, chunk) in out.chunks_mut(8).enumerate() {
         let mut h = RandomState::new().build_hasher();
         h.write_usize(i);
@@ -127,6 +131,14 @@ fn now_nanos() -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_drawn_fresh_each_time() {
+        let draws: std::collections::HashSet<[u8; 64]> =
+            (0..100).map(|_| random_bytes::<64>()).collect();
+        assert_eq!(draws.len(), 100);
+        assert!(!draws.contains(&[0u8; 64]));
+    }
 
     #[test]
     fn tokens_bind_nonce_and_window() {

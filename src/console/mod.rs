@@ -33,8 +33,11 @@
 //! - Every request, the stylesheet included, passes the authorization check first; a
 //!   refused one is answered 401 and nothing is read from the queue. An empty password
 //!   or token refuses everyone.
+//! - The console does not count refused requests, so nothing slows down guessing: use a
+//!   password or token drawn at random, 128 bits at least (`openssl rand -hex 16`), or
+//!   put a rate limit in front of the router (a `tower` layer, or your proxy's).
 //! - The requeue buttons are POST forms carrying a CSRF token: an HMAC-SHA256, under a
-//!   key drawn when the console is built, of a session nonce the console keeps in a
+//!   key drawn from the operating system's random source when the console is built, of a session nonce the console keeps in a
 //!   `SameSite=Strict`, `HttpOnly` cookie (`Secure` over HTTPS, see
 //!   [`Console::with_secure_cookie`]) and of the hour; a token is good for one to two
 //!   hours and only with its cookie. A POST without a good token, or whose `Origin`

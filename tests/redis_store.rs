@@ -634,3 +634,79 @@ async fn claim_while_redis_is_paused_returns_within_the_callers_timeout() {
     let after = acquire(&store, &EventId::new("evt_after")).await;
     store.complete(&after).await.unwrap();
 }
+
+/// Redis full under `noeviction` refuses a claim of a new event, as the store's docs say
+/// (Stripe retries it later), and writes nothing: a script's first write decides whether
+/// Redis refuses it, so a claim that let its first write through while full could run a
+/// handler whose completion then cannot be written, and run it again once memory is
+/// freed. Both claim paths, plain and with the object's lock.
+#[tokio::test]
+async fn a_full_redis_refuses_new_claims_and_writes_nothing() {
+    let _exclusive = SERVER.write().await;
+    let (store, prefix, mut admin) = store().await;
+    // Scripts loaded first, so the calls below are the EVALSHAs themselves.
+    let warm = acquire(&store, &EventId::new("evt_warm")).await;
+    store.complete(&warm).await.unwrap();
+    let config = |key: &'static str| {
+        let mut admin = admin.clone();
+        async move {
+            let v: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(key)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            v[1].clone()
+        }
+    };
+    let (memory, policy) = (config("maxmemory").await, config("maxmemory-policy").await);
+    let set = |pairs: [(&'static str, String); 2]| {
+        let mut admin = admin.clone();
+        async move {
+            for (key, value) in pairs {
+                let _: () = redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg(key)
+                    .arg(value)
+                    .query_async(&mut admin)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    set([
+        ("maxmemory-policy", "noeviction".to_owned()),
+        ("maxmemory", "1".to_owned()),
+    ])
+    .await;
+    let plain = store
+        .claim(&EventId::new("evt_full"), &EventType::InvoicePaid, LEASE)
+        .await;
+    let locked = store
+        .lock_and_claim(
+            "in_full",
+            "holder",
+            LEASE,
+            &EventId::new("evt_full_locked"),
+            &EventType::InvoicePaid,
+        )
+        .await;
+    set([("maxmemory", memory), ("maxmemory-policy", policy)]).await;
+    assert!(
+        matches!(plain, Err(StoreError::Unavailable(_))),
+        "{plain:?}"
+    );
+    assert!(
+        matches!(locked, Err(StoreError::Unavailable(_))),
+        "{locked:?}"
+    );
+    let written: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*full*"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(written, Vec::<String>::new());
+    // The store works again once Redis has room.
+    let after = acquire(&store, &EventId::new("evt_full")).await;
+    store.complete(&after).await.unwrap();
+}

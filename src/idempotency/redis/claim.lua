@@ -10,8 +10,15 @@ if status == 'processing' then
     return {1, until_ms - now}
   end
 elseif status == false then
-  redis.call('DEL', KEYS[1])
+  -- HSET first: Redis out of memory (noeviction) refuses a script's first write when it
+  -- grows memory, and lets every write after any first one through, so a DEL first
+  -- would claim the event however full Redis is.
   redis.call('HSET', KEYS[1], 'type', ARGV[2], 'attempts', '0', 'first_seen_ms', fmt(now))
+  if redis.call('HLEN', KEYS[1]) > 3 then
+    -- A hash without a status, not this store's: start it over.
+    redis.call('DEL', KEYS[1])
+    redis.call('HSET', KEYS[1], 'type', ARGV[2], 'attempts', '0', 'first_seen_ms', fmt(now))
+  end
 elseif status ~= 'failed' then
   return redis.error_reply('unreadable status in ' .. KEYS[1])
 end

@@ -126,7 +126,6 @@ pub(crate) fn holds_client_secret(s: &str) -> bool {
 /// the run's end (so `api_key=sk_live_…` keeps `api_key=`), and a whole run that holds
 /// a client secret (`_secret_`, in any case), become `<redacted>`. A handler's error may
 /// quote what it had in hand.
-#[cfg_attr(not(feature = "console"), allow(dead_code))]
 pub(crate) fn redact_text(s: &str) -> std::borrow::Cow<'_, str> {
     const KEYS: [&str; 5] = ["sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_"];
     let in_token = |c: char| c.is_ascii_alphanumeric() || "_-+/=".contains(c);
@@ -154,6 +153,16 @@ pub(crate) fn redact_text(s: &str) -> std::borrow::Cow<'_, str> {
     }
     out.push_str(rest);
     std::borrow::Cow::Owned(out)
+}
+
+/// An error's text as it is kept and logged: with [`redact_text`]'s credentials hidden
+/// (the same `String` when it holds none).
+pub(crate) fn redacted_text(text: String) -> String {
+    let changed = match redact_text(&text) {
+        std::borrow::Cow::Owned(r) => Some(r),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
+    changed.unwrap_or(text)
 }
 
 /// Hides credentials in a JSON value: each credential member's value

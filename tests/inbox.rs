@@ -39,7 +39,10 @@ impl TransactionalHandler<Sqlite> for Effects {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
         if take(&self.fail_first) {
-            return Err(HandlerError::new("boom: downstream said no"));
+            // Quoting an API key, which the store keeps hidden.
+            return Err(HandlerError::new(
+                "boom: downstream said no to sk_test_abc123",
+            ));
         }
         Ok(())
     }
@@ -154,7 +157,10 @@ async fn a_failed_handler_rolls_back_its_writes_and_is_recorded() {
     let record = store.record(&id).await.unwrap().unwrap();
     assert_eq!(record.status, RecordStatus::Failed);
     assert_eq!(record.attempts, 1);
-    assert!(record.last_error.unwrap().contains("boom"));
+    assert_eq!(
+        record.last_error.as_deref(),
+        Some("handler failed: boom: downstream said no to <redacted>")
+    );
     assert_eq!(store.failed_events(10).await.unwrap().len(), 1);
 
     let retried = processor.process(Some(&header), body.as_bytes()).await;

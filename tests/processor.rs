@@ -50,7 +50,10 @@ impl EventHandler for Counting {
         }
         if self.fail_first.load(Ordering::SeqCst) > 0 {
             self.fail_first.fetch_sub(1, Ordering::SeqCst);
-            return Err(HandlerError::new("downstream unavailable"));
+            // Quoting a client secret, which the store keeps hidden.
+            return Err(HandlerError::new(
+                "downstream unavailable for pi_1_secret_abc",
+            ));
         }
         Ok(())
     }
@@ -209,7 +212,10 @@ async fn handler_error_is_500_then_retried_once() {
         .unwrap()
         .unwrap();
     assert_eq!(rec.attempts, 1);
-    assert!(rec.last_error.unwrap().contains("downstream unavailable"));
+    assert_eq!(
+        rec.last_error.as_deref(),
+        Some("handler failed: downstream unavailable for <redacted>")
+    );
     let second = p.process(Some(&h), b.as_bytes()).await;
     assert_eq!(second.status(), 200);
     assert_eq!(second.attempt(), Some(2));

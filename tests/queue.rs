@@ -151,7 +151,8 @@ impl EventHandler for Recorder {
             .unwrap()
             .push(event.id().as_str().to_owned());
         if self.panics {
-            panic!("handler panicked on purpose");
+            // Quoting a signing secret, which the queue keeps hidden.
+            panic!("handler panicked on purpose with whsec_abc");
         }
         if self
             .failing
@@ -454,7 +455,8 @@ async fn panics_and_deadlines_are_failures_and_bodies_that_are_not_events_die_at
     drain(&worker, &queue).await;
     let rec = queue.job(&"evt_panic".into()).await.unwrap().unwrap();
     assert_eq!(rec.state, JobState::Dead);
-    assert!(rec.last_error.unwrap().contains("panicked on purpose"));
+    let why = rec.last_error.unwrap();
+    assert!(why.contains("panicked on purpose with <redacted>"), "{why}");
 
     let body = customer_event("evt_slow", "cus_1", testing::now());
     enqueue_body(&queue, &body).await;

@@ -178,6 +178,37 @@ fn customer_fixtures_field_by_field() {
     assert_eq!(back, f);
 }
 
+/// A fetched thin event's raw `data` and its `changes` may hold a client secret (a
+/// 3-D Secure URL, a `client_secret`): its `Debug` output hides them, as an object's does.
+#[test]
+fn fetched_thin_events_hide_client_secrets_from_debug() {
+    let body = r#"{"id":"evt_1","object":"v2.core.event","type":"v2.money_management.x",
+      "created":"2026-10-30T00:00:00Z","livemode":false,
+      "data":{"client_secret":"pi_1_secret_data","note":"visible"},
+      "changes":{"before":{"client_secret":"pi_1_secret_before"},
+        "after":{"next_action":{"url":"https://hooks.stripe.com/3d?payment_intent_client_secret=pi_1_secret_after"}}}}"#;
+    let n = parse(body);
+    assert!(
+        matches!(n.data, Some(ThinEventData::Raw(_))),
+        "{:?}",
+        n.data
+    );
+    let shown = format!("{n:?}");
+    for secret in [
+        "pi_1_secret_data",
+        "pi_1_secret_before",
+        "pi_1_secret_after",
+    ] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("visible"), "{shown}");
+    // Only `Debug` hides them: the values are the event's.
+    assert_eq!(
+        n.changes.unwrap().before.unwrap()["client_secret"],
+        "pi_1_secret_before"
+    );
+}
+
 #[test]
 fn fetched_data_is_typed_where_the_crate_knows_it() {
     let meter = r#"{"id":"evt_1","object":"v2.core.event","type":"v1.billing.meter.error_report_triggered",

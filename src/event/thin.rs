@@ -52,8 +52,9 @@ pub struct ReasonRequest {
 
 /// On a fetched thin event, the changed fields of the related object, the thin
 /// counterpart of a snapshot event's `previous_attributes`. Only the changed fields
-/// appear; `before` is `None` for a creation and `after` for a deletion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// appear; `before` is `None` for a creation and `after` for a deletion. Its `Debug`
+/// output hides client secrets, as an object's does.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct EventChanges {
     /// The prior values.
@@ -64,10 +65,13 @@ pub struct EventChanges {
     pub after: Option<serde_json::Value>,
 }
 
+crate::secret::debug_hiding_json!(EventChanges { ; json: before, after });
+
 /// The `data` of a fetched thin event, typed for the types whose shape the crate knows.
 /// Pushed notifications never carry `data`: it appears on the event fetched with
-/// `GET /v2/core/events/{id}`.
-#[derive(Debug, Clone, Serialize)]
+/// `GET /v2/core/events/{id}`. `Debug` shows [`Raw`](Self::Raw) with its client secrets
+/// hidden.
+#[derive(Clone, Serialize)]
 #[serde(untagged)]
 #[non_exhaustive]
 pub enum ThinEventData {
@@ -85,6 +89,24 @@ pub enum ThinEventData {
     /// reference data does not give), or a known type's `data` in a shape this release
     /// does not know, as Stripe sent it.
     Raw(Box<RawValue>),
+}
+
+impl std::fmt::Debug for ThinEventData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::MeterErrorReport(d) => f.debug_tuple("MeterErrorReport").field(d).finish(),
+            Self::InvoiceUpcoming(d) => f.debug_tuple("InvoiceUpcoming").field(d).finish(),
+            Self::CapabilityStatusUpdated(d) => {
+                f.debug_tuple("CapabilityStatusUpdated").field(d).finish()
+            }
+            Self::AccountLinkReturned(d) => f.debug_tuple("AccountLinkReturned").field(d).finish(),
+            Self::AccountPerson(d) => f.debug_tuple("AccountPerson").field(d).finish(),
+            Self::Raw(raw) => f
+                .debug_tuple("Raw")
+                .field(&crate::secret::DebugJson(raw.get()))
+                .finish(),
+        }
+    }
 }
 
 /// Meter usage that Stripe could not record (`v1.billing.meter.*` thin events).

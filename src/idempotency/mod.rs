@@ -226,6 +226,9 @@ pub struct EventRecord {
     pub attempts: u32,
     /// The reason given to the last [`release`](IdempotencyStore::release), at most
     /// [`MAX_ERROR_LEN`] bytes.
+    /// The processor, the queue workers and the inboxes hide the credentials a
+    /// handler's error may quote (API keys, signing secrets, client secrets) before they
+    /// give it to the store.
     pub last_error: Option<String>,
     /// When it was first claimed, in Unix milliseconds.
     pub first_seen_ms: i64,

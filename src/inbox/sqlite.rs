@@ -358,7 +358,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
     ) -> Dispatched {
         let pool = writer.pool().unwrap_or(self.store.pool());
         let core = &self.store.core;
-        let reason = error.to_string();
+        let reason = crate::secret::redacted_text(error.to_string());
         let recorded = store_call(t, async {
             core.record_failure_on(
                 pool,
@@ -387,7 +387,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
     ) -> Result<Step, StoreError> {
         let core = &self.store.core;
         let id = event.id();
-        let reason = e.to_string();
+        let reason = crate::secret::redacted_text(e.to_string());
         let undone = store_call(t, async {
             let recorded = core
                 .record_failure_on(

@@ -51,7 +51,8 @@ pub(super) fn log_outcome(span: &tracing::Span, o: &Outcome) {
     let _enter = span.enter();
     let outcome = o.kind.name();
     // Why, when there is a why: the signature, parse, handler or store error (none of
-    // them holds a secret or an expected signature), with its sources.
+    // the crate's holds a secret or an expected signature; a handler's may quote a
+    // credential, hidden here), with its sources.
     let error = detail(&o.kind);
     let error = error.as_deref().unwrap_or("");
     match &o.kind {
@@ -99,5 +100,5 @@ fn detail(kind: &OutcomeKind) -> Option<String> {
         text.push_str(&e.to_string());
         source = e.source();
     }
-    Some(text)
+    Some(crate::secret::redacted_text(text))
 }

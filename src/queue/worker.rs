@@ -894,6 +894,8 @@ async fn run_job(
             (Ok(()), "lease_lost")
         }
         Held::Ran(Ran::Failed { error, permanent }) => {
+            // Kept in the queue and logged: a handler's error may quote a credential.
+            let error = crate::secret::redacted_text(error);
             let retry_in = if permanent {
                 None
             } else {

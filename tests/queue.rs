@@ -2055,6 +2055,8 @@ struct LateTake {
     /// The late take takes at once and only answers late (a statement that committed,
     /// its answer slow), rather than waiting before it takes.
     takes_first: bool,
+    /// How late.
+    delay: Duration,
 }
 
 impl LateTake {
@@ -2080,14 +2082,14 @@ impl Queue for LateTake {
             .late
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
             .is_ok();
-        let takes_first = self.takes_first;
+        let (takes_first, delay) = (self.takes_first, self.delay);
         let taking = tokio::spawn(async move {
             if late && !takes_first {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                tokio::time::sleep(delay).await;
             }
             let taken = inner.take(max, lease, ordered).await;
             if late && takes_first {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                tokio::time::sleep(delay).await;
             }
             taken
         });
@@ -2122,6 +2124,7 @@ async fn a_job_taken_after_its_lease_window_is_retried_unrun() {
         inner: MemoryQueue::new(),
         late: Arc::new(AtomicUsize::new(1)),
         takes_first: false,
+        delay: Duration::from_millis(300),
     };
     let body = customer_event("evt_slow_take", "cus_1", testing::now());
     enqueue_body(&queue, &body).await;
@@ -2159,6 +2162,7 @@ async fn jobs_a_timed_out_take_still_took_are_given_back() {
         inner: MemoryQueue::new(),
         late: Arc::new(AtomicUsize::new(1)),
         takes_first: false,
+        delay: Duration::from_millis(300),
     };
     let body = customer_event("evt_late_take", "cus_1", testing::now());
     enqueue_body(&queue, &body).await;
@@ -2178,6 +2182,45 @@ async fn jobs_a_timed_out_take_still_took_are_given_back() {
     assert_eq!((rec.state, rec.attempts), (JobState::Completed, 1));
 }
 
+/// A shutdown while the store holds a take up (a take may last the store timeout, here
+/// a minute) ends within its grace: the worker stops waiting for the take, and gives
+/// back what it took when it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_does_not_wait_out_a_slow_take() {
+    let queue = LateTake {
+        inner: MemoryQueue::new(),
+        late: Arc::new(AtomicUsize::new(1)),
+        takes_first: true,
+        delay: Duration::from_secs(2),
+    };
+    let body = customer_event("evt_slow_stop", "cus_1", testing::now());
+    enqueue_body(&queue, &body).await;
+    let handler = Recorder::default();
+    let handle = Worker::new(queue.clone(), handler.clone())
+        .with_store_timeout(Duration::from_secs(60))
+        .with_lease(Duration::from_secs(600))
+        .spawn();
+    tokio::time::sleep(Duration::from_millis(100)).await; // the take has the job
+    let started = Instant::now();
+    handle.shutdown(Duration::from_millis(300)).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "the shutdown took {took:?}"
+    );
+    assert!(handler.seen().is_empty(), "{:?}", handler.seen());
+    // The take answers at 2 s; what it took is queued again, the attempt not counted.
+    let mut rec = queue.record("evt_slow_stop").await;
+    for _ in 0..100 {
+        if rec.state == JobState::Queued {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        rec = queue.record("evt_slow_stop").await;
+    }
+    assert_eq!((rec.state, rec.attempts), (JobState::Queued, 0), "{rec:?}");
+}
+
 /// A job taken as the hard stop came (the grace was over before the take answered) is
 /// given back untouched: its handler is not started only to be stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2186,6 +2229,7 @@ async fn a_job_taken_after_the_hard_stop_is_not_started() {
         inner: MemoryQueue::new(),
         late: Arc::new(AtomicUsize::new(1)),
         takes_first: false,
+        delay: Duration::from_millis(300),
     };
     enqueue_body(
         &queue,
@@ -2214,6 +2258,7 @@ fn a_stopping_worker_gives_back_what_a_late_take_took() {
         inner: MemoryQueue::new(),
         late: Arc::new(AtomicUsize::new(1)),
         takes_first: true,
+        delay: Duration::from_millis(300),
     };
     // The worker's own runtime, ended as a service's is once its worker has stopped.
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -536,31 +536,56 @@ impl Worker {
     /// own: one that answers after the timeout has still taken its jobs (a database
     /// finishes a statement its client stopped waiting for), and they are given back
     /// ([`Queue::release`]: queued again at once, the attempt not counted) when it does,
-    /// instead of sitting as running under a lease no one holds, an attempt spent.
-    async fn take(&self, max: usize) -> Result<Vec<Job>, StoreError> {
+    /// instead of sitting as running under a lease no one holds, an attempt spent. A
+    /// shutdown (`stopping` set) ends the wait at once the same way, with nothing taken:
+    /// a take can last as long as the store timeout, far past a shutdown's grace.
+    async fn take(
+        &self,
+        max: usize,
+        stopping: Option<&mut watch::Receiver<bool>>,
+    ) -> Result<Vec<Job>, StoreError> {
         let queue = Arc::clone(&self.queue);
         let (lease, ordered) = (self.settings.lease, self.settings.per_object_order);
         let mut take = tokio::spawn(async move { queue.take(max, lease, ordered).await });
         let limit = self.take_timeout();
-        match tokio::time::timeout(limit, &mut take).await {
-            Ok(Ok(taken)) => taken,
-            Ok(Err(e)) => Err(StoreError::unavailable(format!("the take failed: {e}"))),
-            Err(_) => {
-                let queue = Arc::clone(&self.queue);
-                let giving_back = tokio::spawn(async move {
-                    if let Ok(Ok(jobs)) = take.await {
-                        for job in jobs {
-                            // If this fails too, the job's lease ends and it runs then.
-                            let _ = queue.release(&job.token).await;
-                        }
-                    }
-                });
-                if let Ok(mut late) = self.late_takes.lock() {
-                    late.retain(|t| !t.is_finished());
-                    late.push(giving_back);
-                }
-                Err(StoreError::Timeout(limit))
+        let stopped = async {
+            match stopping {
+                Some(rx) => until_true(rx).await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            answered = tokio::time::timeout(limit, &mut take) => match answered {
+                Ok(Ok(taken)) => taken,
+                Ok(Err(e)) => Err(StoreError::unavailable(format!("the take failed: {e}"))),
+                Err(_) => {
+                    self.give_back_when_answered(take);
+                    Err(StoreError::Timeout(limit))
+                }
+            },
+            () = stopped => {
+                self.give_back_when_answered(take);
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Gives back the jobs of a take no one waits for any more once it answers (queued
+    /// again at once, the attempt not counted); the worker's loop waits for it when it
+    /// stops, until the hard stop.
+    fn give_back_when_answered(&self, take: tokio::task::JoinHandle<Result<Vec<Job>, StoreError>>) {
+        let queue = Arc::clone(&self.queue);
+        let giving_back = tokio::spawn(async move {
+            if let Ok(Ok(jobs)) = take.await {
+                for job in jobs {
+                    // If this fails too, the job's lease ends and it runs then.
+                    let _ = queue.release(&job.token).await;
+                }
+            }
+        });
+        if let Ok(mut late) = self.late_takes.lock() {
+            late.retain(|t| !t.is_finished());
+            late.push(giving_back);
         }
     }
 
@@ -570,10 +595,13 @@ impl Worker {
     /// # Errors
     ///
     /// The queue's error if the take fails; a failure to settle a job is logged (the
-    /// job's lease ends and it runs again).
+    /// job's lease ends and it runs again). After [`StoreError::Timeout`], the take may
+    /// still answer: a task gives back the jobs it took then, so a process that runs
+    /// this from a scheduler should not end its runtime at once on that error (the
+    /// jobs would wait as running until their lease ends).
     pub async fn run_once(&self) -> Result<usize, StoreError> {
         let taken_at = Instant::now();
-        let jobs = self.take(self.settings.concurrency).await?;
+        let jobs = self.take(self.settings.concurrency, None).await?;
         let n = jobs.len();
         let (_stop_tx, stop) = watch::channel(false);
         let mut set = JoinSet::new();
@@ -623,7 +651,7 @@ impl Worker {
                 continue;
             }
             let taken_at = Instant::now();
-            let taken = self.take(free).await;
+            let taken = self.take(free, Some(&mut taking)).await;
             let jobs = match taken {
                 Ok(jobs) => {
                     failures = 0;

@@ -85,6 +85,12 @@ impl Inner {
 /// [`PostgresQueue`](crate::queue::PostgresQueue) or
 /// [`RedisQueue`](crate::queue::RedisQueue). Its clones share the jobs.
 ///
+/// Completed jobs stay (a duplicate of one is answered
+/// [`Enqueued::Duplicate`](crate::queue::Enqueued::Duplicate)) until
+/// [`purge_completed`](crate::queue::QueueAdmin::purge_completed) removes them, and dead
+/// ones until they are requeued: a long-running process purges now and then, or memory
+/// grows, and so does each take with per-object order, which walks the jobs.
+///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use std::time::Duration;

@@ -950,6 +950,13 @@ impl Reconciler {
         let mut ids = std::collections::HashSet::new();
         notifications.retain(|n| ids.insert(n.id.clone()));
         unreadable.retain(|u| ids.insert(u.id.clone()));
+        // Listed in a context, an event that does not name one is that context's all the
+        // same: keyed (and its object fetched) as its webhook delivery is.
+        if let Some(ctx) = context.stripe_context() {
+            for n in notifications.iter_mut().filter(|n| n.context.is_none()) {
+                n.context = Some(ctx.to_owned());
+            }
+        }
         Ok(Listed::All(notifications, unreadable))
     }
 

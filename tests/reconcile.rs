@@ -1370,6 +1370,59 @@ async fn events_listed_for_an_account_are_that_accounts() {
     assert_eq!(store.watermark(&object).await.unwrap(), None);
 }
 
+/// The same for thin events: listed in a connected account's context (`Stripe-Context`),
+/// a notification that does not name one is that account's, so the handler fetches its
+/// object there and the ordering guard keys the object `acct_…/id`.
+#[tokio::test]
+async fn thin_events_listed_in_a_context_are_that_contexts() {
+    struct Plain;
+    #[async_trait]
+    impl StripeClient for Plain {
+        async fn get(
+            &self,
+            ctx: &RequestContext,
+            _path: &str,
+            _query: &[(String, String)],
+        ) -> Result<String, stripe_webhooks::client::ClientError> {
+            assert_eq!(ctx.stripe_context(), Some("acct_9"));
+            // No `context`, as the builder makes it.
+            let n = ThinEventBuilder::new("evt_thin_no_ctx", "v1.customer.updated")
+                .created(testing::now() - 100)
+                .related("cus_1", "customer", "/v1/customers/cus_1")
+                .snapshot_event("evt_snap_no_ctx")
+                .build();
+            Ok(format!(
+                r#"{{"data":[{n}],"next_page_url":null,"previous_page_url":null}}"#
+            ))
+        }
+    }
+    struct Contexts(Arc<Mutex<Vec<Option<String>>>>);
+    #[async_trait]
+    impl ThinEventHandler for Contexts {
+        async fn handle(&self, n: &EventNotification) -> Result<(), HandlerError> {
+            self.0.lock().unwrap().push(n.context.clone());
+            Ok(())
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let store = Arc::new(MemoryStore::new());
+    let processor = Arc::new(Processor::thin_ordered(
+        Verifier::new(SigningSecret::new("whsec_contexts").unwrap()),
+        Arc::clone(&store),
+        Contexts(Arc::clone(&seen)),
+        stripe_webhooks::TiePolicy::Run,
+    ));
+    let r = Reconciler::new(Plain, processor, Arc::clone(&store))
+        .with_context(RequestContext::platform().with_stripe_account("acct_9"))
+        .thin_since_cursor()
+        .await
+        .unwrap();
+    assert_eq!(r.processed, 1, "{r:?}");
+    assert_eq!(*seen.lock().unwrap(), [Some("acct_9".to_owned())]);
+    assert!(store.watermark("acct_9/cus_1").await.unwrap().is_some());
+    assert_eq!(store.watermark("cus_1").await.unwrap(), None);
+}
+
 /// Two pages, the second repeating an event of the first (the list moved under the
 /// walk): the event runs once and is not counted again, and no copy holds the cursor.
 #[tokio::test]

@@ -140,7 +140,9 @@ pub enum ReconcileError {
 ///   for a processor with a thin handler.
 ///
 /// Only the types the processor's handlers take are listed
-/// ([`Processor::enabled_events`]). Stripe lists newest first, so a pass lists a span of
+/// ([`Processor::enabled_events`]; up to 20 names, Stripe's limit, else every type),
+/// and every type for a handler that takes types this release does not know (a prefix
+/// route, `invoice.*`, takes those Stripe adds later). Stripe lists newest first, so a pass lists a span of
 /// time whole and then runs it oldest first: with the ordering guard
 /// ([`Processor::ordered`]) the missed updates of an object apply in order instead of
 /// all but the newest being stale. A span holds at most
@@ -789,7 +791,7 @@ impl Reconciler {
 
     /// The snapshot types to list: `None` to list them all.
     fn snapshot_types(&self) -> Option<Vec<String>> {
-        let types = self.processor.enabled_events().snapshot;
+        let types = self.processor.listed_events().snapshot;
         (!types.iter().any(|t| t == "*") && types.len() <= MAX_TYPE_FILTERS).then_some(types)
     }
 
@@ -1091,7 +1093,7 @@ impl Reconciler {
     /// As [`since_cursor`](Self::since_cursor).
     pub async fn thin_since_cursor(&self) -> Result<ReconcileReport, ReconcileError> {
         let mut report = ReconcileReport::default();
-        let types = self.processor.enabled_events().thin;
+        let types = self.processor.listed_events().thin;
         if types.is_empty() {
             return Ok(report);
         }

@@ -1370,6 +1370,51 @@ async fn events_listed_for_an_account_are_that_accounts() {
     assert_eq!(store.watermark(&object).await.unwrap(), None);
 }
 
+/// A prefix route (`invoice.*`) takes a type Stripe adds after this release: the
+/// reconciler lists every type rather than the names this release knows, and the new
+/// type's undelivered event runs, as its webhook delivery would.
+#[tokio::test]
+async fn a_prefix_route_reconciles_types_this_release_does_not_know() {
+    let fake = FakeStripe::start().await.unwrap();
+    let now = testing::now();
+    for (id, ty) in [
+        ("evt_new_type", "invoice.brand_new_thing"),
+        ("evt_known", "invoice.paid"),
+        ("evt_other", "customer.created"),
+    ] {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&event("x", "invoice.paid", now - 100)).unwrap();
+        v["id"] = id.into();
+        v["type"] = ty.into();
+        fake.add_event(&v.to_string()).unwrap();
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&seen);
+    let store = Arc::new(MemoryStore::new());
+    let processor = Arc::new(Processor::new(
+        Verifier::new(SigningSecret::new("whsec_prefix").unwrap()),
+        Arc::clone(&store),
+        EventRouter::new().on_prefix("invoice.*", move |e| {
+            recorded.lock().unwrap().push(e.id().to_string());
+            Box::pin(async { Ok(()) })
+        }),
+    ));
+    let r = Reconciler::new(fake.client().unwrap(), processor, store)
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!(r.processed, 2, "{r:?}");
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(seen, ["evt_known", "evt_new_type"]);
+    let listed = fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path == "/v1/events")
+        .unwrap();
+    assert!(listed.query_values("types[]").is_empty(), "{listed:?}");
+}
+
 /// The same for thin events: listed in a connected account's context (`Stripe-Context`),
 /// a notification that does not name one is that account's, so the handler fetches its
 /// object there and the ordering guard keys the object `acct_…/id`.

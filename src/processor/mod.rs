@@ -165,6 +165,30 @@ fn taken<T>(
     }
 }
 
+/// Whether `handles` takes a type this release does not know under a known type's stem
+/// (a prefix route such as `invoice.*`, or a `starts_with` check): probed once per stem.
+fn takes_new_types_of_a_family<T>(
+    handles: impl Fn(&T) -> bool,
+    unknown: fn(String) -> T,
+    all: &[T],
+    name: fn(&T) -> &str,
+) -> bool {
+    let mut stems = std::collections::BTreeSet::new();
+    for t in all {
+        let n = name(t);
+        for (i, c) in n.char_indices() {
+            if c == '.' || c == '[' {
+                stems.insert(&n[..i]);
+            }
+        }
+    }
+    stems.into_iter().any(|stem| {
+        handles(&unknown(format!(
+            "{stem}.stripe_webhooks_unknown_type_probe"
+        )))
+    })
+}
+
 /// The types an ack-fast processor queues, per family.
 #[derive(Debug, Clone)]
 struct QueuedTypes {
@@ -708,6 +732,33 @@ impl Processor {
                 .map(|d| |t: &EventType| d.handles(t)),
             self.thin.as_ref().map(|h| |t: &ThinEventType| h.handles(t)),
         )
+    }
+
+    /// The types a [`Reconciler`](crate::reconcile::Reconciler) lists: those of
+    /// [`enabled_events`](Self::enabled_events), but every type (`*`) for a family whose
+    /// handler takes a type this release does not know under a known one's stem (a
+    /// prefix route such as `invoice.*`): a list of names would leave out a type Stripe
+    /// adds later, which such a route takes when it is delivered.
+    pub(crate) fn listed_events(&self) -> EnabledEvents {
+        let mut events = self.enabled_events();
+        if self.queue.is_some() {
+            return events;
+        }
+        if let Some(d) = &self.dispatcher {
+            let h = |t: &EventType| d.handles(t);
+            if takes_new_types_of_a_family(h, EventType::Unknown, EventType::ALL, EventType::as_str)
+            {
+                events.snapshot = vec!["*".to_owned()];
+            }
+        }
+        if let Some(thin) = &self.thin {
+            let h = |t: &ThinEventType| thin.handles(t);
+            let (all, name) = (ThinEventType::ALL, ThinEventType::as_str);
+            if takes_new_types_of_a_family(h, ThinEventType::Unknown, all, name) {
+                events.thin = vec!["*".to_owned()];
+            }
+        }
+        events
     }
 
     /// For an ack-fast processor ([`Processor::queued`]): the event types its workers

@@ -161,7 +161,7 @@ impl ThinEventBuilder {
         value.insert("context".into(), serde_json::Value::Null);
         value.insert(
             "reason".into(),
-            serde_json::json!({"type": "request", "request": {"id": "req_test", "idempotency_key": null}}),
+            serde_json::json!({"type": "request", "request": {"id": "req_test", "idempotency_key": "idem_test"}}),
         );
         Self { value }
     }
@@ -218,7 +218,12 @@ pub fn rfc3339(unix: i64) -> String {
 /// One change delivered both ways, as Stripe does while a snapshot and a thin
 /// destination run side by side: a snapshot event `snapshot_id` of `event_type` (around
 /// the fixture for its object, with id `object_id`), and its thin twin
-/// `v1.<event_type>` whose `snapshot_event` is `snapshot_id`.
+/// `v1.<event_type>` whose `snapshot_event` is `snapshot_id`. Its
+/// `related_object.url` is the object's API path ([`object_path`](crate::client::object_path)),
+/// or, for a type that table does not know, the path Stripe's naming gives (dots become
+/// slashes, the last word plural: `issuing.card` at `/v1/issuing/cards/{id}`); for an
+/// object nested under another (a `capability` under its account) or a singleton, build
+/// the thin event with [`ThinEventBuilder::related`] and the real URL.
 ///
 /// # Panics
 ///
@@ -242,15 +247,61 @@ pub fn event_pair(snapshot_id: &str, event_type: &str, object_id: &str) -> (Stri
         object_id,
         object_type,
         &crate::client::object_path(object_type, object_id)
-            .unwrap_or_else(|| format!("/v1/{object_type}s/{object_id}")),
+            .unwrap_or_else(|| format!("/v1/{}/{object_id}", plural_path(object_type))),
     )
     .snapshot_event(snapshot_id)
     .build();
     (snapshot, thin)
 }
 
+/// An object type's collection by Stripe's naming: `issuing.card` → `issuing/cards`,
+/// `capability` → `capabilities`, `tax.settings` → `tax/settings`.
+fn plural_path(object_type: &str) -> String {
+    let path = object_type.replace('.', "/");
+    let consonant_y = path
+        .strip_suffix('y')
+        .filter(|stem| !stem.ends_with(['a', 'e', 'i', 'o', 'u']));
+    if let Some(stem) = consonant_y {
+        format!("{stem}ies")
+    } else if path.ends_with('s') {
+        path
+    } else if path.ends_with(['x', 'z']) || path.ends_with("ch") || path.ends_with("sh") {
+        format!("{path}es")
+    } else {
+        format!("{path}s")
+    }
+}
+
 #[cfg(test)]
 mod thin_tests {
+    #[test]
+    fn paths_follow_stripes_naming() {
+        for (object, path) in [
+            ("issuing.card", "issuing/cards"),
+            ("capability", "capabilities"),
+            ("tax.settings", "tax/settings"),
+            ("treasury.financial_account", "treasury/financial_accounts"),
+            ("issuing.authorization", "issuing/authorizations"),
+            ("radar.early_fraud_warning", "radar/early_fraud_warnings"),
+            ("tax_id", "tax_ids"),
+            (
+                "entitlements.active_entitlement_summary",
+                "entitlements/active_entitlement_summaries",
+            ),
+            ("billing.alert", "billing/alerts"),
+            ("terminal.reader", "terminal/readers"),
+            (
+                "identity.verification_session",
+                "identity/verification_sessions",
+            ),
+        ] {
+            assert_eq!(super::plural_path(object), path, "{object}");
+        }
+        let (_, thin) = super::event_pair("evt_ic", "issuing_card.created", "ic_1");
+        let n = crate::dangerous::parse_unverified_notification(thin.as_bytes()).unwrap();
+        assert_eq!(n.related_object.unwrap().url, "/v1/issuing/cards/ic_1");
+    }
+
     #[test]
     fn rfc3339_round_trips() {
         for t in [0, 951_782_400, 1_644_884_865, 1_793_455_407, 4_102_444_800] {

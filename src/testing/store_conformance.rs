@@ -1,6 +1,9 @@
 //! Behaviours every [`IdempotencyStore`] must have. Call [`run_all`] from a test of your
-//! store, or the functions one by one. Each uses fresh event ids, so one store can run
-//! them all, in parallel with other tests.
+//! store, or the functions one by one. Each uses fresh event ids, but two look at the
+//! whole store ([`failed_events_page_in_order`] pages through every failed event, and
+//! [`abandoned_claims_are_recorded_failed`] records every claim whose lease ended as
+//! failed): give the suites ([`run_all`], [`run_ordering`]) a store of their own, one
+//! at a time (a table or key prefix no other test uses), as the crate's own tests do.
 //!
 //! The behaviours about leases that run out need time to pass: give a store that takes
 //! a clock a [`ManualClock`] and [`LeaseTime::Manual`] (no sleeping, nothing to race),

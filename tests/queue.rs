@@ -1482,6 +1482,46 @@ mod postgres {
         concurrent_workers_run_every_job_once_under("repeatable read").await;
     }
 
+    /// Under a `serializable` default, PostgreSQL fails even a statement on its own with a
+    /// serialization error when it meets another's writes: the queue runs its statements
+    /// again at once, so takers completing jobs side by side see no error (without a
+    /// worker's own retries).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_settlements_side_by_side_succeed_under_serializable() {
+        let store = PostgresStore::new(pool_defaulting_to("serializable").await)
+            .with_table(&unique("qsettle"))
+            .unwrap();
+        store.migrate().await.unwrap();
+        let queue = store.queue();
+        let jobs = 200;
+        for i in 0..jobs {
+            let body = customer_event(&format!("evt_ser_{i}"), &format!("cus_{}", i % 40), 1);
+            enqueue_body(&queue, &body).await;
+        }
+        let takers = (0..4).map(|_| {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let mut done = 0;
+                loop {
+                    let batch = queue.take(3, Duration::from_secs(60), false).await?;
+                    if batch.is_empty() {
+                        return Ok::<_, StoreError>(done);
+                    }
+                    for job in batch {
+                        queue.complete(&job.token).await?;
+                        done += 1;
+                    }
+                }
+            })
+        });
+        let mut done = 0;
+        for taker in takers.collect::<Vec<_>>() {
+            done += taker.await.unwrap().unwrap_or_else(|e| panic!("{e:?}"));
+        }
+        assert_eq!(done, jobs);
+        assert_eq!(queue.counts().await.unwrap().completed, jobs as u64);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_workers_taking_at_once_run_each_job_once_under_serializable() {
         concurrent_workers_run_every_job_once_under("serializable").await;

@@ -191,10 +191,12 @@ pub(crate) trait QueueDialect: Dialect {
     /// How an inbox transaction that lost its snapshot ([`snapshot_lost`](Self::snapshot_lost))
     /// begins again, once, at once; `None` where that cannot happen.
     const BEGIN_AGAIN: Option<&'static str>;
-    /// How a take's transaction begins, where a take runs in one: PostgreSQL's, read
-    /// committed whatever the database's default, since under `repeatable read` or
-    /// `serializable` a take that meets a job another take changed after its snapshot
-    /// began fails (40001) instead of skipping it. `None`: one statement on its own.
+    /// How a take's transaction begins, where a take may run in one: PostgreSQL's, read
+    /// committed whatever the database's default, for an in-order take (after its lock)
+    /// and for a take on its own that failed because the default is stricter (under
+    /// `repeatable read` or `serializable`, a take that meets a job another take changed
+    /// after its snapshot began fails with 40001 instead of skipping it). `None`: one
+    /// statement on its own.
     const TAKE_BEGIN: Option<&'static str>;
     /// Whether `error` (or one of its sources) says the transaction read a snapshot that
     /// a write elsewhere made stale, so its own write was refused: SQLite's
@@ -202,6 +204,11 @@ pub(crate) trait QueueDialect: Dialect {
     /// another connection committed, or `SQLITE_BUSY`, when it writes while another
     /// connection holds the write lock. Everything it did rolls back, so it runs again.
     fn snapshot_lost(error: &(dyn std::error::Error + 'static)) -> bool;
+    /// Whether `error` (or one of its sources) is a serialization failure or a deadlock
+    /// (PostgreSQL's 40001 and 40P01): a database whose default isolation is
+    /// `serializable` gives them even to one statement on its own, which then changed
+    /// nothing and may run again at once.
+    fn serialization_failure(error: &(dyn std::error::Error + 'static)) -> bool;
     /// [`Queue::min_take_timeout`](super::Queue::min_take_timeout).
     const MIN_TAKE_TIMEOUT: Duration;
 }
@@ -236,6 +243,9 @@ impl QueueDialect for sqlx::Sqlite {
         }
         false
     }
+    fn serialization_failure(_: &(dyn std::error::Error + 'static)) -> bool {
+        false
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -248,7 +258,26 @@ impl QueueDialect for sqlx::Postgres {
     fn snapshot_lost(_: &(dyn std::error::Error + 'static)) -> bool {
         false
     }
+    fn serialization_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            let code = e
+                .downcast_ref::<sqlx::Error>()
+                .and_then(sqlx::Error::as_database_error)
+                .and_then(|d| d.code());
+            if code.is_some_and(|c| c == "40001" || c == "40P01") {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
 }
+
+/// How many times a statement on its own runs after a serialization failure or a
+/// deadlock ([`QueueDialect::serialization_failure`]) before the error is the caller's:
+/// after waits of 1, 2, 4… ms (127 ms in all), so that the transactions it met end.
+const SERIALIZATION_TRIES: u32 = 8;
 
 /// The statements, rendered for one jobs table.
 #[derive(Debug)]
@@ -365,19 +394,41 @@ where
         }
     }
 
+    /// Runs `statement` (one statement, a transaction of its own) again after a
+    /// serialization failure or a deadlock, at most [`SERIALIZATION_TRIES`] times in all.
+    async fn serialized<T, F, Fut>(statement: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut tries = 1;
+        loop {
+            match statement().await {
+                Err(e) if tries < SERIALIZATION_TRIES && DB::serialization_failure(&e) => {
+                    tokio::time::sleep(Duration::from_millis(1 << (tries - 1))).await;
+                    tries += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
-        let row = sqlx::query(&self.sql.enqueue)
-            .bind(job.key.as_str())
-            .bind(job.event_id.as_str())
-            .bind(job.event_type.as_str())
-            .bind(job.kind.as_str())
-            .bind(job.object_id.as_deref())
-            .bind(job.created)
-            .bind(job.body)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let row = Self::serialized(|| async {
+            sqlx::query(&self.sql.enqueue)
+                .bind(job.key.as_str())
+                .bind(job.event_id.as_str())
+                .bind(job.event_type.as_str())
+                .bind(job.kind.as_str())
+                .bind(job.object_id.as_deref())
+                .bind(job.created)
+                .bind(job.body)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)
+        })
+        .await?;
         Ok(if row.is_some() {
             Enqueued::Queued
         } else {
@@ -400,23 +451,40 @@ where
         } else {
             &self.sql.take
         };
-        let take = sqlx::query(statement)
-            .bind(batch.fence_hex())
-            // At least a millisecond: a lease that ends as it is taken would let a take
-            // that starts a moment later take the job again.
-            .bind(millis(lease.max(Duration::from_millis(1))))
-            .bind(i64::try_from(max).unwrap_or(i64::MAX));
+        let fence = batch.fence_hex();
+        let take = || {
+            sqlx::query(statement)
+                .bind(fence.as_str())
+                // At least a millisecond: a lease that ends as it is taken would let a
+                // take that starts a moment later take the job again.
+                .bind(millis(lease.max(Duration::from_millis(1))))
+                .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        };
         let lock = self.sql.order_lock.as_deref().filter(|_| per_object_order);
-        let rows = match DB::TAKE_BEGIN {
-            None => take.fetch_all(&self.pool).await.map_err(db_err)?,
-            Some(begin) => {
+        // The rows of a take on its own: none yet for one that runs in a transaction.
+        let alone = match (lock, DB::TAKE_BEGIN) {
+            (Some(_), Some(_)) => None,
+            // One statement on its own: read committed (PostgreSQL's default) skips a job
+            // another take changed meanwhile; a stricter default fails the statement
+            // instead, with nothing changed, and the take runs again in a transaction.
+            (_, begin) => match take().fetch_all(&self.pool).await {
+                Ok(rows) => Some(rows),
+                Err(e) if begin.is_some() && DB::serialization_failure(&e) => None,
+                Err(e) => return Err(db_err(e)),
+            },
+        };
+        let rows = match (alone, DB::TAKE_BEGIN) {
+            (Some(rows), _) => rows,
+            // Only a dialect with a transaction to take in leaves `alone` empty.
+            (None, None) => Vec::new(),
+            (None, Some(begin)) => {
                 // Read committed: each statement reads a fresh snapshot, so the take's
                 // starts after the lock is held, and a job changed meanwhile is skipped.
                 let mut tx = self.pool.begin_with(begin).await.map_err(db_err)?;
                 if let Some(lock) = lock {
                     sqlx::query(lock).execute(&mut *tx).await.map_err(db_err)?;
                 }
-                let rows = take.fetch_all(&mut *tx).await.map_err(db_err)?;
+                let rows = take().fetch_all(&mut *tx).await.map_err(db_err)?;
                 tx.commit().await.map_err(db_err)?;
                 rows
             }
@@ -496,26 +564,33 @@ where
         }
     }
 
+    /// [`fenced`](Self::fenced) on the pool, each statement a transaction of its own,
+    /// run again after a serialization failure ([`serialized`](Self::serialized)).
+    async fn fenced_on_pool(
+        &self,
+        statement: &str,
+        token: &ClaimToken,
+        text: Option<&str>,
+        ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        Self::serialized(|| self.fenced(&self.pool, statement, token, text, ms)).await
+    }
+
     pub(crate) async fn extend(
         &self,
         token: &ClaimToken,
         lease: Duration,
     ) -> Result<(), StoreError> {
-        self.fenced(
-            &self.pool,
-            &self.sql.extend,
-            token,
-            None,
-            Some(millis(lease.max(Duration::from_millis(1)))),
-        )
-        .await
+        let lease = millis(lease.max(Duration::from_millis(1)));
+        self.fenced_on_pool(&self.sql.extend, token, None, Some(lease))
+            .await
     }
 
     /// Completes the job; a completion this token made already (a retry whose first
     /// answer was lost) answers `Ok` too.
     pub(crate) async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
         match self
-            .fenced(&self.pool, &self.sql.complete, token, None, None)
+            .fenced_on_pool(&self.sql.complete, token, None, None)
             .await
         {
             Err(StoreError::LeaseLost { .. }) if self.completed_by(token).await? => Ok(()),
@@ -552,24 +627,18 @@ where
     ) -> Result<(), StoreError> {
         match retry_in {
             Some(delay) => {
-                self.fenced(
-                    &self.pool,
-                    &self.sql.retry,
-                    token,
-                    Some(error),
-                    Some(millis(delay)),
-                )
-                .await
+                self.fenced_on_pool(&self.sql.retry, token, Some(error), Some(millis(delay)))
+                    .await
             }
             None => {
-                self.fenced(&self.pool, &self.sql.bury, token, Some(error), None)
+                self.fenced_on_pool(&self.sql.bury, token, Some(error), None)
                     .await
             }
         }
     }
 
     pub(crate) async fn release(&self, token: &ClaimToken) -> Result<(), StoreError> {
-        self.fenced(&self.pool, &self.sql.release, token, None, None)
+        self.fenced_on_pool(&self.sql.release, token, None, None)
             .await
     }
 

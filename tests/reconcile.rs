@@ -1413,6 +1413,33 @@ async fn a_prefix_route_reconciles_types_this_release_does_not_know() {
         .rfind(|r| r.path == "/v1/events")
         .unwrap();
     assert!(listed.query_values("types[]").is_empty(), "{listed:?}");
+
+    // An ack-fast processor given its workers' types does the same: the worker's
+    // `enabled_events` carries what its prefix route takes.
+    use stripe_webhooks::queue::{MemoryQueue, QueueAdmin, Worker};
+    let queue = MemoryQueue::new();
+    let worker = Worker::new(
+        queue.clone(),
+        EventRouter::new().on_prefix("invoice.*", |_e| Box::pin(async { Ok(()) })),
+    );
+    let processor = Arc::new(
+        Processor::queued(
+            Verifier::new(SigningSecret::new("whsec_prefix").unwrap()),
+            queue.clone(),
+        )
+        .with_enabled_events(worker.enabled_events()),
+    );
+    let r = Reconciler::new(
+        fake.client().unwrap(),
+        processor,
+        Arc::new(MemoryStore::new()),
+    )
+    .with_name("queued")
+    .since_cursor()
+    .await
+    .unwrap();
+    assert_eq!(r.queued, 2, "{r:?}");
+    assert!(queue.job(&"evt_new_type".into()).await.unwrap().is_some());
 }
 
 /// The same for thin events: listed in a connected account's context (`Stripe-Context`),

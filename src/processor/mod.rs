@@ -110,6 +110,13 @@ pub struct EnabledEvents {
     pub snapshot: Vec<String>,
     /// For the thin event destination.
     pub thin: Vec<String>,
+    /// Per family (snapshot, thin): whether the handler takes types this release does
+    /// not know under a known type's stem (a prefix route, `invoice.*`). The lists above
+    /// name the known types only, as a destination's must; a
+    /// [`Reconciler`](crate::reconcile::Reconciler) lists every type for such a family,
+    /// so that the types Stripe adds later are reconciled too.
+    #[serde(skip)]
+    takes_new_types: [bool; 2],
 }
 
 impl EnabledEvents {
@@ -118,6 +125,7 @@ impl EnabledEvents {
         Self {
             snapshot: vec!["*".to_owned()],
             thin: vec!["*".to_owned()],
+            takes_new_types: [true; 2],
         }
     }
 
@@ -128,7 +136,22 @@ impl EnabledEvents {
         snapshot: Option<impl Fn(&EventType) -> bool>,
         thin: Option<impl Fn(&ThinEventType) -> bool>,
     ) -> Self {
+        let takes_new_types = [
+            snapshot.as_ref().is_some_and(|h| {
+                takes_new_types_of_a_family(
+                    h,
+                    EventType::Unknown,
+                    EventType::ALL,
+                    EventType::as_str,
+                )
+            }),
+            thin.as_ref().is_some_and(|h| {
+                let (all, name) = (ThinEventType::ALL, ThinEventType::as_str);
+                takes_new_types_of_a_family(h, ThinEventType::Unknown, all, name)
+            }),
+        ];
         Self {
+            takes_new_types,
             snapshot: taken(
                 snapshot,
                 EventType::Unknown,
@@ -738,25 +761,18 @@ impl Processor {
     /// [`enabled_events`](Self::enabled_events), but every type (`*`) for a family whose
     /// handler takes a type this release does not know under a known one's stem (a
     /// prefix route such as `invoice.*`): a list of names would leave out a type Stripe
-    /// adds later, which such a route takes when it is delivered.
+    /// adds later, which such a route takes when it is delivered. An ack-fast
+    /// processor's come from its [`with_enabled_events`](Self::with_enabled_events)
+    /// (a [`Worker::enabled_events`](crate::queue::Worker::enabled_events) carries its
+    /// handler's).
     pub(crate) fn listed_events(&self) -> EnabledEvents {
         let mut events = self.enabled_events();
-        if self.queue.is_some() {
-            return events;
+        let [snapshot, thin] = events.takes_new_types;
+        if snapshot {
+            events.snapshot = vec!["*".to_owned()];
         }
-        if let Some(d) = &self.dispatcher {
-            let h = |t: &EventType| d.handles(t);
-            if takes_new_types_of_a_family(h, EventType::Unknown, EventType::ALL, EventType::as_str)
-            {
-                events.snapshot = vec!["*".to_owned()];
-            }
-        }
-        if let Some(thin) = &self.thin {
-            let h = |t: &ThinEventType| thin.handles(t);
-            let (all, name) = (ThinEventType::ALL, ThinEventType::as_str);
-            if takes_new_types_of_a_family(h, ThinEventType::Unknown, all, name) {
-                events.thin = vec!["*".to_owned()];
-            }
+        if thin {
+            events.thin = vec!["*".to_owned()];
         }
         events
     }

@@ -298,7 +298,9 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
             other.push(flag.clone());
         }
     }
-    other.extend(["--table".to_owned(), unique("cli_never_migrated")]);
+    // In capitals: the store reads the unquoted name in lower case, and says so.
+    let never = unique("cli_never_migrated").to_ascii_uppercase();
+    other.extend(["--table".to_owned(), never.clone()]);
     // Redis has no schema: nothing to migrate, nothing missing.
     let commands: &[&str] = if store.iter().any(|f| f == "--redis-url") {
         &[]
@@ -310,6 +312,10 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
         assert_eq!(out.code, 1, "{out:#?}");
         assert!(
             out.stderr.contains("run `stripe-webhooks migrate`"),
+            "{command}: {out:#?}"
+        );
+        assert!(
+            out.stderr.contains(&never.to_ascii_lowercase()) && !out.stderr.contains(&never),
             "{command}: {out:#?}"
         );
     }

@@ -1159,7 +1159,23 @@ mod postgres {
         let handle = Worker::new(upper.clone(), handler.clone())
             .with_poll_interval(Duration::from_secs(120))
             .spawn();
-        tokio::time::sleep(Duration::from_millis(500)).await; // the worker is waiting
+        // The worker waits once its `LISTEN` is in (a `NOTIFY` before it is lost).
+        let mut listening = 0;
+        for _ in 0..200 {
+            listening = stripe_webhooks::sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE query LIKE 'LISTEN%' AND position($1 in query) > 0",
+            )
+            .bind(lower.table())
+            .fetch_one(lower.pool())
+            .await
+            .unwrap();
+            if listening > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(listening, 1, "the worker never listened");
         enqueue_body(&lower, &customer_event("evt_case", "cus_1", testing::now())).await;
         let mut done = false;
         for _ in 0..200 {
@@ -2261,10 +2277,11 @@ async fn a_shutdown_does_not_wait_out_a_slow_take() {
     assert_eq!((rec.state, rec.attempts), (JobState::Queued, 0), "{rec:?}");
 }
 
-/// A job taken as the hard stop came (the grace was over before the take answered) is
-/// given back untouched: its handler is not started only to be stopped.
+/// A job a take finds after the hard stop (the grace was over before the take answered)
+/// is given back untouched when the take answers: its handler is not started only to be
+/// stopped, and its attempt is not counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_taken_after_the_hard_stop_is_not_started() {
+async fn a_job_taken_after_the_hard_stop_is_given_back_unstarted() {
     let queue = LateTake {
         inner: MemoryQueue::new(),
         late: Arc::new(AtomicUsize::new(1)),
@@ -2283,6 +2300,8 @@ async fn a_job_taken_after_the_hard_stop_is_not_started() {
     // The first take waits 300 ms before it takes; no grace at all.
     tokio::time::sleep(Duration::from_millis(50)).await;
     handle.shutdown(Duration::ZERO).await;
+    // The take takes the job at 300 ms, and it is given back at once.
+    tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(handler.seen().is_empty(), "started: {:?}", handler.seen());
     let rec = queue.record("evt_after_stop").await;
     assert_eq!((rec.state, rec.attempts), (JobState::Queued, 0), "{rec:?}");

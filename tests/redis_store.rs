@@ -660,6 +660,8 @@ async fn a_full_redis_refuses_new_claims_and_writes_nothing() {
         }
     };
     let (memory, policy) = (config("maxmemory").await, config("maxmemory-policy").await);
+    // Put back however the test ends: a full server would fail every later test.
+    let restore = RestoreMemory { memory, policy };
     let set = |pairs: [(&'static str, String); 2]| {
         let mut admin = admin.clone();
         async move {
@@ -691,7 +693,7 @@ async fn a_full_redis_refuses_new_claims_and_writes_nothing() {
             &EventType::InvoicePaid,
         )
         .await;
-    set([("maxmemory", memory), ("maxmemory-policy", policy)]).await;
+    drop(restore);
     assert!(
         matches!(plain, Err(StoreError::Unavailable(_))),
         "{plain:?}"
@@ -709,4 +711,29 @@ async fn a_full_redis_refuses_new_claims_and_writes_nothing() {
     // The store works again once Redis has room.
     let after = acquire(&store, &EventId::new("evt_full")).await;
     store.complete(&after).await.unwrap();
+}
+
+/// Puts the server's memory limit and policy back when dropped, whether the test passed,
+/// failed or panicked.
+struct RestoreMemory {
+    memory: String,
+    policy: String,
+}
+
+impl Drop for RestoreMemory {
+    fn drop(&mut self) {
+        let conn = redis::Client::open(redis_url()).and_then(|c| c.get_connection());
+        if let Ok(mut conn) = conn {
+            for (key, value) in [
+                ("maxmemory", &self.memory),
+                ("maxmemory-policy", &self.policy),
+            ] {
+                let _: redis::RedisResult<()> = redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg(key)
+                    .arg(value)
+                    .query(&mut conn);
+            }
+        }
+    }
 }

@@ -89,7 +89,7 @@ impl Inner {
 /// [`Enqueued::Duplicate`](crate::queue::Enqueued::Duplicate)) until
 /// [`purge_completed`](crate::queue::QueueAdmin::purge_completed) removes them, and dead
 /// ones until they are requeued: a long-running process purges now and then, or memory
-/// grows, and so does each take with per-object order, which walks the jobs.
+/// grows, and so does the time each take spends walking the jobs.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

@@ -753,7 +753,10 @@ pub struct WorkerHandle {
 impl WorkerHandle {
     /// Stops taking jobs and waits for the jobs in hand to finish, at most `grace`; the
     /// handlers still running then are stopped and their jobs released, queued again at
-    /// once without counting the attempt. Returns when every job is settled.
+    /// once without counting the attempt. Returns when every job in hand is settled. A
+    /// take the queue has not answered yet is not waited for past the grace: a task
+    /// gives back what it took when it answers, so a service whose runtime ends at once
+    /// leaves those jobs running until their lease ends (an attempt spent).
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = self.stop_taking.send(true);
         if tokio::time::timeout(grace, &mut self.task).await.is_err() {

@@ -183,7 +183,8 @@ async fn open_sqlite(path: &Path, table: Option<&str>, create: bool) -> Result<B
     Ok(Backend {
         store: Store::Sqlite(store),
         target,
-        table: table.unwrap_or(DEFAULT_TABLE).to_owned(),
+        // As the store reads it: an unquoted name, in lower case.
+        table: table.unwrap_or(DEFAULT_TABLE).to_ascii_lowercase(),
     })
 }
 
@@ -211,7 +212,8 @@ async fn open_postgres(url: &str, table: Option<&str>) -> Result<Backend, CliErr
     Ok(Backend {
         store: Store::Postgres(store),
         target,
-        table: table.unwrap_or(DEFAULT_TABLE).to_owned(),
+        // As the store reads it: an unquoted name, in lower case.
+        table: table.unwrap_or(DEFAULT_TABLE).to_ascii_lowercase(),
     })
 }
 

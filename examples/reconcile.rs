@@ -47,8 +47,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
     };
 
     // The verifier is not used by a reconciler (the API is authenticated by the key),
-    // but a processor has one: the service's.
-    let verifier = Verifier::from_secrets_list(&common::webhook_secrets()?)?;
+    // but a processor has one: the service's. The fake's demo signs its one webhook with
+    // the development secret, whatever STRIPE_WEBHOOK_SECRET says.
+    let secrets = if fake {
+        common::DEV_SECRET.to_owned()
+    } else {
+        common::webhook_secrets()?
+    };
+    let verifier = Verifier::from_secrets_list(&secrets)?;
 
     let default_path = if fake {
         "stripe-webhooks-fake.db"

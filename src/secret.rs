@@ -231,6 +231,21 @@ macro_rules! debug_hiding_json {
 }
 pub(crate) use debug_hiding_json;
 
+/// JSON values shown by `Debug` with their credentials hidden ([`redact_json`]).
+pub(crate) struct DebugValues<'a>(pub(crate) &'a [serde_json::Value]);
+
+impl fmt::Debug for DebugValues<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        for v in self.0 {
+            let mut v = v.clone();
+            redact_json(&mut v);
+            list.entry(&v);
+        }
+        list.finish()
+    }
+}
+
 /// A JSON value shown by `Debug` with its credentials hidden ([`redact_json`]).
 pub(crate) struct DebugValue<'a>(pub(crate) &'a Option<serde_json::Value>);
 

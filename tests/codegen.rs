@@ -881,7 +881,14 @@ fn is_credential_member(wire: &str) -> bool {
     wire.ends_with("secret") || wire == "auth_code"
 }
 
-/// A `Debug` impl that shows `<redacted>` for the credential members that have a value.
+/// Whether a field holds raw JSON (`Value`), which may hold a nested object's client
+/// secret (a terminal reader's failed action holds its whole `payment_intent`).
+fn is_raw_json(ty: &str) -> bool {
+    ty == "Value" || ty == "Vec<Value>"
+}
+
+/// A `Debug` impl that shows `<redacted>` for the credential members that have a value,
+/// and raw JSON with its credentials hidden.
 fn write_redacting_debug(w: &mut String, s: &GenStruct) {
     writeln!(w, "impl std::fmt::Debug for {} {{", s.name).unwrap();
     writeln!(
@@ -891,6 +898,16 @@ fn write_redacting_debug(w: &mut String, s: &GenStruct) {
     .unwrap();
     writeln!(w, "        f.debug_struct({:?})", s.name).unwrap();
     for f in &s.fields {
+        if is_raw_json(&f.ty) && !is_credential_member(&f.wire) {
+            // `Value` is always optional, `Vec<Value>` never (see `field`).
+            let shown = match (f.ty.as_str(), &f.holder) {
+                ("Value", Holder::Option) => format!("DebugValue(&self.{})", f.ident),
+                ("Vec<Value>", Holder::Default) => format!("DebugValues(&self.{})", f.ident),
+                (ty, _) => panic!("no redacting Debug for a field of {ty}"),
+            };
+            writeln!(w, "            .field({:?}, &{shown})", f.ident).unwrap();
+            continue;
+        }
         if !is_credential_member(&f.wire) {
             writeln!(w, "            .field({:?}, &self.{})", f.ident, f.ident).unwrap();
             continue;
@@ -918,14 +935,18 @@ fn write_redacting_debug(w: &mut String, s: &GenStruct) {
 
 fn write_struct(w: &mut String, s: &GenStruct) {
     writeln!(w, "/// {}", s.doc).unwrap();
-    let redacting = s.fields.iter().any(|f| is_credential_member(&f.wire));
+    let redacting = s
+        .fields
+        .iter()
+        .any(|f| is_credential_member(&f.wire) || is_raw_json(&f.ty));
     if redacting {
         writeln!(w, "///").unwrap();
         writeln!(
             w,
-            "/// Its `Debug` output shows `<redacted>` for its credentials' values."
+            "/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw"
         )
         .unwrap();
+        writeln!(w, "/// JSON with the credentials it holds hidden.").unwrap();
         writeln!(w, "#[derive(Clone, Default, PartialEq)]").unwrap();
     } else {
         writeln!(w, "#[derive(Clone, Debug, Default, PartialEq)]").unwrap();
@@ -1124,7 +1145,11 @@ fn generate_objects(root: &Path, event_tsv: &str) -> Vec<(String, String)> {
         "    pub(super) use super::super::lean::{{deserialize_object, members, serialize_fields, take, take_or_default, wire_index, FromJson}};"
     )
     .unwrap();
-    writeln!(mod_rs, "    pub(super) use crate::secret::redacted;").unwrap();
+    writeln!(
+        mod_rs,
+        "    pub(super) use crate::secret::{{redacted, DebugValue, DebugValues}};"
+    )
+    .unwrap();
     let hand: BTreeSet<&str> = HAND_WRITTEN.iter().map(|(_, s)| *s).collect();
     let hand: Vec<&str> = hand.into_iter().collect();
     writeln!(

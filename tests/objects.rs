@@ -354,6 +354,12 @@ fn debug_output_hides_client_secrets_and_auth_codes() {
             "setup_intent.requires_action",
             r#"{"id":"seti_1","object":"setup_intent","status":"requires_action","next_action":{"redirect_to_url":{"url":"https://hooks.stripe.com/x?setup_intent_client_secret=seti_1_secret_SHOULD_NOT_SHOW"}}}"#,
         ),
+        // A whole object inside a generated struct's raw JSON: a terminal reader's failed
+        // action holds its payment intent.
+        (
+            "terminal.reader.action_failed",
+            r#"{"id":"tmr_1","object":"terminal.reader","action":{"type":"process_payment_intent","failure_code":"card_declined","api_error":{"type":"card_error","payment_intent":{"id":"pi_3","object":"payment_intent","client_secret":"pi_3_secret_SHOULD_NOT_SHOW"}}}}"#,
+        ),
     ];
     for (ty, object) in cases {
         let event = parse_unverified(testing::event_json("evt_1", ty, object).as_bytes()).unwrap();

@@ -599,7 +599,7 @@ pub fn with_metrics(
     use stripe_webhooks::metrics::{HANDLER_DURATION, LAG};
     // Histograms (with buckets), not the exporter's default summaries: a histogram's
     // buckets add up across replicas (`histogram_quantile(0.99, sum by (le) (…))`), a
-    // summary's quantiles do not. Lag runs from a second to Stripe's three days.
+    // summary's quantiles do not. Lag runs from a tenth of a second to Stripe's three days.
     let built = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(LAG.to_owned()),

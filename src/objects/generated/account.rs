@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `account` object.
 ///
 /// Carried by `account.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Account {
     /// `id` (`string`).
@@ -58,6 +61,36 @@ pub struct Account {
     pub tos_acceptance: Option<Value>,
     /// `type` (`enum`).
     pub type_: Option<AccountType>,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("business_profile", &DebugValue(&self.business_profile))
+            .field("business_type", &self.business_type)
+            .field("capabilities", &DebugValue(&self.capabilities))
+            .field("charges_enabled", &self.charges_enabled)
+            .field("company", &DebugValue(&self.company))
+            .field("controller", &DebugValue(&self.controller))
+            .field("country", &self.country)
+            .field("created", &self.created)
+            .field("default_currency", &self.default_currency)
+            .field("details_submitted", &self.details_submitted)
+            .field("email", &self.email)
+            .field("external_accounts", &self.external_accounts)
+            .field("future_requirements", &DebugValue(&self.future_requirements))
+            .field("groups", &self.groups)
+            .field("individual", &self.individual)
+            .field("metadata", &self.metadata)
+            .field("payouts_enabled", &self.payouts_enabled)
+            .field("requirements", &DebugValue(&self.requirements))
+            .field("settings", &DebugValue(&self.settings))
+            .field("tos_acceptance", &DebugValue(&self.tos_acceptance))
+            .field("type_", &self.type_)
+            .finish()
+    }
 }
 
 impl FromJson for Account {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `application_fee` object.
 ///
 /// Carried by `application_fee.created`, `application_fee.refunded`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ApplicationFee {
     /// `id` (`string`).
@@ -42,6 +45,28 @@ pub struct ApplicationFee {
     pub refunded: Option<bool>,
     /// `refunds` (`list<fee_refund>`).
     pub refunds: List<Box<FeeRefund>>,
+}
+
+impl std::fmt::Debug for ApplicationFee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplicationFee")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("account", &self.account)
+            .field("amount", &self.amount)
+            .field("amount_refunded", &self.amount_refunded)
+            .field("application", &self.application)
+            .field("balance_transaction", &self.balance_transaction)
+            .field("charge", &self.charge)
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("fee_source", &DebugValue(&self.fee_source))
+            .field("livemode", &self.livemode)
+            .field("originating_transaction", &self.originating_transaction)
+            .field("refunded", &self.refunded)
+            .field("refunds", &self.refunds)
+            .finish()
+    }
 }
 
 impl FromJson for ApplicationFee {

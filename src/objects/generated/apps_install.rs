@@ -10,7 +10,8 @@ use super::prelude::*;
 ///
 /// Carried by `apps.install.created`, `apps.install.deleted`, `apps.install.updated`.
 ///
-/// Its `Debug` output shows `<redacted>` for its credentials' values.
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
 #[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct AppsInstall {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `balance` object.
 ///
 /// Carried by `balance.available`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Balance {
     /// `object` (`const`).
@@ -28,6 +31,21 @@ pub struct Balance {
     pub pending: Vec<Value>,
     /// `refund_and_dispute_prefunding` (`object`; not always sent).
     pub refund_and_dispute_prefunding: Option<Value>,
+}
+
+impl std::fmt::Debug for Balance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balance")
+            .field("object", &self.object)
+            .field("available", &DebugValues(&self.available))
+            .field("connect_reserved", &DebugValues(&self.connect_reserved))
+            .field("instant_available", &DebugValues(&self.instant_available))
+            .field("issuing", &DebugValue(&self.issuing))
+            .field("livemode", &self.livemode)
+            .field("pending", &DebugValues(&self.pending))
+            .field("refund_and_dispute_prefunding", &DebugValue(&self.refund_and_dispute_prefunding))
+            .finish()
+    }
 }
 
 impl FromJson for Balance {

@@ -9,13 +9,25 @@ use super::prelude::*;
 /// The `balance_settings` object.
 ///
 /// Carried by `balance_settings.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BalanceSettings {
     /// `object` (`const`).
     pub object: Option<String>,
     /// `payments` (`object`).
     pub payments: Option<Value>,
+}
+
+impl std::fmt::Debug for BalanceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BalanceSettings")
+            .field("object", &self.object)
+            .field("payments", &DebugValue(&self.payments))
+            .finish()
+    }
 }
 
 impl FromJson for BalanceSettings {

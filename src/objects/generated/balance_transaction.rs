@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `balance_transaction` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BalanceTransaction {
     /// `id` (`string`).
@@ -42,6 +45,29 @@ pub struct BalanceTransaction {
     pub status: Option<String>,
     /// `type` (`enum`).
     pub type_: Option<BalanceTransactionType>,
+}
+
+impl std::fmt::Debug for BalanceTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BalanceTransaction")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &self.amount)
+            .field("available_on", &self.available_on)
+            .field("balance_type", &self.balance_type)
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("description", &self.description)
+            .field("exchange_rate", &self.exchange_rate)
+            .field("fee", &self.fee)
+            .field("fee_details", &DebugValues(&self.fee_details))
+            .field("net", &self.net)
+            .field("reporting_category", &self.reporting_category)
+            .field("source", &self.source)
+            .field("status", &self.status)
+            .field("type_", &self.type_)
+            .finish()
+    }
 }
 
 impl FromJson for BalanceTransaction {

@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `billing.alert` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingAlert {
     /// `id` (`string`).
@@ -24,6 +27,20 @@ pub struct BillingAlert {
     pub title: Option<String>,
     /// `usage_threshold` (`object`; nullable).
     pub usage_threshold: Option<Value>,
+}
+
+impl std::fmt::Debug for BillingAlert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BillingAlert")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("alert_type", &self.alert_type)
+            .field("livemode", &self.livemode)
+            .field("status", &self.status)
+            .field("title", &self.title)
+            .field("usage_threshold", &DebugValue(&self.usage_threshold))
+            .finish()
+    }
 }
 
 impl FromJson for BillingAlert {

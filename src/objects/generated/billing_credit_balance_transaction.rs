@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `billing.credit_balance_transaction` object.
 ///
 /// Carried by `billing.credit_balance_transaction.created`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingCreditBalanceTransaction {
     /// `id` (`string`).
@@ -32,6 +35,23 @@ pub struct BillingCreditBalanceTransaction {
     pub test_clock: Option<Expandable<TestHelpersTestClock>>,
     /// `type` (`enum`; nullable).
     pub type_: Option<BillingCreditBalanceTransactionType>,
+}
+
+impl std::fmt::Debug for BillingCreditBalanceTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BillingCreditBalanceTransaction")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("created", &self.created)
+            .field("credit", &DebugValue(&self.credit))
+            .field("credit_grant", &self.credit_grant)
+            .field("debit", &DebugValue(&self.debit))
+            .field("effective_at", &self.effective_at)
+            .field("livemode", &self.livemode)
+            .field("test_clock", &self.test_clock)
+            .field("type_", &self.type_)
+            .finish()
+    }
 }
 
 impl FromJson for BillingCreditBalanceTransaction {

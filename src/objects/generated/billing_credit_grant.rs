@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `billing.credit_grant` object.
 ///
 /// Carried by `billing.credit_grant.created`, `billing.credit_grant.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingCreditGrant {
     /// `id` (`string`).
@@ -46,6 +49,30 @@ pub struct BillingCreditGrant {
     pub updated: Option<i64>,
     /// `voided_at` (`integer`; nullable).
     pub voided_at: Option<i64>,
+}
+
+impl std::fmt::Debug for BillingCreditGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BillingCreditGrant")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &DebugValue(&self.amount))
+            .field("applicability_config", &DebugValue(&self.applicability_config))
+            .field("category", &self.category)
+            .field("created", &self.created)
+            .field("customer", &self.customer)
+            .field("customer_account", &self.customer_account)
+            .field("effective_at", &self.effective_at)
+            .field("expires_at", &self.expires_at)
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("name", &self.name)
+            .field("priority", &self.priority)
+            .field("test_clock", &self.test_clock)
+            .field("updated", &self.updated)
+            .field("voided_at", &self.voided_at)
+            .finish()
+    }
 }
 
 impl FromJson for BillingCreditGrant {

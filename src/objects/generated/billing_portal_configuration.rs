@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `billing_portal.configuration` object.
 ///
 /// Carried by `billing_portal.configuration.created`, `billing_portal.configuration.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingPortalConfiguration {
     /// `id` (`string`).
@@ -40,6 +43,27 @@ pub struct BillingPortalConfiguration {
     pub name: Option<String>,
     /// `updated` (`integer`).
     pub updated: Option<i64>,
+}
+
+impl std::fmt::Debug for BillingPortalConfiguration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BillingPortalConfiguration")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("active", &self.active)
+            .field("application", &self.application)
+            .field("business_profile", &DebugValue(&self.business_profile))
+            .field("created", &self.created)
+            .field("default_return_url", &self.default_return_url)
+            .field("features", &DebugValue(&self.features))
+            .field("is_default", &self.is_default)
+            .field("livemode", &self.livemode)
+            .field("login_page", &self.login_page)
+            .field("metadata", &self.metadata)
+            .field("name", &self.name)
+            .field("updated", &self.updated)
+            .finish()
+    }
 }
 
 impl FromJson for BillingPortalConfiguration {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `billing_portal.session` object.
 ///
 /// Carried by `billing_portal.session.created`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct BillingPortalSession {
     /// `id` (`string`).
@@ -38,6 +41,26 @@ pub struct BillingPortalSession {
     pub return_url: Option<String>,
     /// `url` (`string`).
     pub url: Option<String>,
+}
+
+impl std::fmt::Debug for BillingPortalSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BillingPortalSession")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("after_expiration", &DebugValue(&self.after_expiration))
+            .field("configuration", &self.configuration)
+            .field("created", &self.created)
+            .field("customer", &self.customer)
+            .field("customer_account", &self.customer_account)
+            .field("flow", &DebugValue(&self.flow))
+            .field("livemode", &self.livemode)
+            .field("locale", &self.locale)
+            .field("on_behalf_of", &self.on_behalf_of)
+            .field("return_url", &self.return_url)
+            .field("url", &self.url)
+            .finish()
+    }
 }
 
 impl FromJson for BillingPortalSession {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `capability` object.
 ///
 /// Carried by `capability.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Capability {
     /// `id` (`string`).
@@ -28,6 +31,21 @@ pub struct Capability {
     pub requirements: Option<Value>,
     /// `status` (`enum`).
     pub status: Option<CapabilityStatus>,
+}
+
+impl std::fmt::Debug for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capability")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("account", &self.account)
+            .field("future_requirements", &DebugValue(&self.future_requirements))
+            .field("requested", &self.requested)
+            .field("requested_at", &self.requested_at)
+            .field("requirements", &DebugValue(&self.requirements))
+            .field("status", &self.status)
+            .finish()
+    }
 }
 
 impl FromJson for Capability {

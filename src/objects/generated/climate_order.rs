@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `climate.order` object.
 ///
 /// Carried by `climate.order.canceled`, `climate.order.created`, `climate.order.delayed`, `climate.order.delivered`, `climate.order.product_substituted`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ClimateOrder {
     /// `id` (`string`).
@@ -56,6 +59,35 @@ pub struct ClimateOrder {
     pub product_substituted_at: Option<i64>,
     /// `status` (`enum`).
     pub status: Option<ClimateOrderStatus>,
+}
+
+impl std::fmt::Debug for ClimateOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClimateOrder")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount_fees", &self.amount_fees)
+            .field("amount_subtotal", &self.amount_subtotal)
+            .field("amount_total", &self.amount_total)
+            .field("beneficiary", &self.beneficiary)
+            .field("canceled_at", &self.canceled_at)
+            .field("cancellation_reason", &self.cancellation_reason)
+            .field("certificate", &self.certificate)
+            .field("confirmed_at", &self.confirmed_at)
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("delayed_at", &self.delayed_at)
+            .field("delivered_at", &self.delivered_at)
+            .field("delivery_details", &DebugValues(&self.delivery_details))
+            .field("expected_delivery_year", &self.expected_delivery_year)
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("metric_tons", &self.metric_tons)
+            .field("product", &self.product)
+            .field("product_substituted_at", &self.product_substituted_at)
+            .field("status", &self.status)
+            .finish()
+    }
 }
 
 impl FromJson for ClimateOrder {

@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `climate.supplier` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ClimateSupplier {
     /// `id` (`string`).
@@ -24,6 +27,20 @@ pub struct ClimateSupplier {
     pub name: Option<String>,
     /// `removal_pathway` (`enum`).
     pub removal_pathway: Option<ClimateSupplierRemovalPathway>,
+}
+
+impl std::fmt::Debug for ClimateSupplier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClimateSupplier")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("info_url", &self.info_url)
+            .field("livemode", &self.livemode)
+            .field("locations", &DebugValues(&self.locations))
+            .field("name", &self.name)
+            .field("removal_pathway", &self.removal_pathway)
+            .finish()
+    }
 }
 
 impl FromJson for ClimateSupplier {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `credit_note` object.
 ///
 /// Carried by `credit_note.created`, `credit_note.updated`, `credit_note.voided`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CreditNote {
     /// `id` (`string`).
@@ -80,6 +83,47 @@ pub struct CreditNote {
     pub type_: Option<CreditNoteType>,
     /// `voided_at` (`integer`; nullable).
     pub voided_at: Option<i64>,
+}
+
+impl std::fmt::Debug for CreditNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreditNote")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &self.amount)
+            .field("amount_shipping", &self.amount_shipping)
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("customer", &self.customer)
+            .field("customer_account", &self.customer_account)
+            .field("customer_balance_transaction", &self.customer_balance_transaction)
+            .field("discount_amount", &self.discount_amount)
+            .field("discount_amounts", &self.discount_amounts)
+            .field("effective_at", &self.effective_at)
+            .field("invoice", &self.invoice)
+            .field("lines", &self.lines)
+            .field("livemode", &self.livemode)
+            .field("memo", &self.memo)
+            .field("metadata", &self.metadata)
+            .field("number", &self.number)
+            .field("out_of_band_amount", &self.out_of_band_amount)
+            .field("pdf", &self.pdf)
+            .field("post_payment_amount", &self.post_payment_amount)
+            .field("pre_payment_amount", &self.pre_payment_amount)
+            .field("pretax_credit_amounts", &DebugValues(&self.pretax_credit_amounts))
+            .field("reason", &self.reason)
+            .field("refunds", &DebugValues(&self.refunds))
+            .field("shipping_cost", &DebugValue(&self.shipping_cost))
+            .field("status", &self.status)
+            .field("subtotal", &self.subtotal)
+            .field("subtotal_excluding_tax", &self.subtotal_excluding_tax)
+            .field("total", &self.total)
+            .field("total_excluding_tax", &self.total_excluding_tax)
+            .field("total_taxes", &DebugValues(&self.total_taxes))
+            .field("type_", &self.type_)
+            .field("voided_at", &self.voided_at)
+            .finish()
+    }
 }
 
 impl FromJson for CreditNote {

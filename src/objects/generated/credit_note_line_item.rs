@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `credit_note_line_item` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CreditNoteLineItem {
     /// `id` (`string`).
@@ -42,6 +45,29 @@ pub struct CreditNoteLineItem {
     pub unit_amount: Option<i64>,
     /// `unit_amount_decimal` (`decimal_string`; nullable).
     pub unit_amount_decimal: Option<String>,
+}
+
+impl std::fmt::Debug for CreditNoteLineItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreditNoteLineItem")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &self.amount)
+            .field("description", &self.description)
+            .field("discount_amount", &self.discount_amount)
+            .field("discount_amounts", &self.discount_amounts)
+            .field("invoice_line_item", &self.invoice_line_item)
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("pretax_credit_amounts", &DebugValues(&self.pretax_credit_amounts))
+            .field("quantity", &self.quantity)
+            .field("tax_rates", &self.tax_rates)
+            .field("taxes", &DebugValues(&self.taxes))
+            .field("type_", &self.type_)
+            .field("unit_amount", &self.unit_amount)
+            .field("unit_amount_decimal", &self.unit_amount_decimal)
+            .finish()
+    }
 }
 
 impl FromJson for CreditNoteLineItem {

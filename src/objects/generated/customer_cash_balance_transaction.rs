@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `customer_cash_balance_transaction` object.
 ///
 /// Carried by `customer_cash_balance_transaction.created`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct CustomerCashBalanceTransaction {
     /// `id` (`string`).
@@ -44,6 +47,29 @@ pub struct CustomerCashBalanceTransaction {
     pub type_: Option<CustomerCashBalanceTransactionType>,
     /// `unapplied_from_payment` (`object`; not always sent).
     pub unapplied_from_payment: Option<CustomerCashBalanceTransactionUnappliedFromPayment>,
+}
+
+impl std::fmt::Debug for CustomerCashBalanceTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomerCashBalanceTransaction")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("adjusted_for_overdraft", &self.adjusted_for_overdraft)
+            .field("applied_to_payment", &self.applied_to_payment)
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("customer", &self.customer)
+            .field("customer_account", &self.customer_account)
+            .field("ending_balance", &self.ending_balance)
+            .field("funded", &DebugValue(&self.funded))
+            .field("livemode", &self.livemode)
+            .field("net_amount", &self.net_amount)
+            .field("refunded_from_payment", &self.refunded_from_payment)
+            .field("transferred_to_balance", &self.transferred_to_balance)
+            .field("type_", &self.type_)
+            .field("unapplied_from_payment", &self.unapplied_from_payment)
+            .finish()
+    }
 }
 
 impl FromJson for CustomerCashBalanceTransaction {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `financial_connections.account` object.
 ///
 /// Carried by `financial_connections.account.account_numbers_updated`, `financial_connections.account.created`, `financial_connections.account.deactivated`, `financial_connections.account.disconnected`, `financial_connections.account.expected_deactivation_date_updated`, `financial_connections.account.reactivated`, `financial_connections.account.refreshed_balance`, `financial_connections.account.refreshed_ownership`, `financial_connections.account.refreshed_transactions`, `financial_connections.account.supported_payment_method_types_updated`, `financial_connections.account.upcoming_account_number_expiry`, `financial_connections.account.upcoming_deactivation`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct FinancialConnectionsAccount {
     /// `id` (`string`).
@@ -54,6 +57,34 @@ pub struct FinancialConnectionsAccount {
     pub supported_payment_method_types: Vec<FinancialConnectionsAccountSupportedPaymentMethodTypes>,
     /// `transaction_refresh` (`object`; nullable).
     pub transaction_refresh: Option<Value>,
+}
+
+impl std::fmt::Debug for FinancialConnectionsAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FinancialConnectionsAccount")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("account_holder", &DebugValue(&self.account_holder))
+            .field("account_numbers", &DebugValues(&self.account_numbers))
+            .field("balance", &DebugValue(&self.balance))
+            .field("balance_refresh", &DebugValue(&self.balance_refresh))
+            .field("category", &self.category)
+            .field("created", &self.created)
+            .field("display_name", &self.display_name)
+            .field("institution_name", &self.institution_name)
+            .field("last4", &self.last4)
+            .field("livemode", &self.livemode)
+            .field("ownership", &self.ownership)
+            .field("ownership_refresh", &DebugValue(&self.ownership_refresh))
+            .field("permissions", &self.permissions)
+            .field("status", &self.status)
+            .field("status_details", &DebugValue(&self.status_details))
+            .field("subcategory", &self.subcategory)
+            .field("subscriptions", &self.subscriptions)
+            .field("supported_payment_method_types", &self.supported_payment_method_types)
+            .field("transaction_refresh", &DebugValue(&self.transaction_refresh))
+            .finish()
+    }
 }
 
 impl FromJson for FinancialConnectionsAccount {

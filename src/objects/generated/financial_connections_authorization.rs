@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `financial_connections.authorization` object.
 ///
 /// Carried by `financial_connections.authorization.expected_deactivation_date_updated`, `financial_connections.authorization.upcoming_deactivation`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct FinancialConnectionsAuthorization {
     /// `id` (`string`).
@@ -24,6 +27,19 @@ pub struct FinancialConnectionsAuthorization {
     pub status: Option<FinancialConnectionsAuthorizationStatus>,
     /// `status_details` (`object`).
     pub status_details: Option<Value>,
+}
+
+impl std::fmt::Debug for FinancialConnectionsAuthorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FinancialConnectionsAuthorization")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("institution_name", &self.institution_name)
+            .field("livemode", &self.livemode)
+            .field("status", &self.status)
+            .field("status_details", &DebugValue(&self.status_details))
+            .finish()
+    }
 }
 
 impl FromJson for FinancialConnectionsAuthorization {

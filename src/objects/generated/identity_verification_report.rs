@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `identity.verification_report` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IdentityVerificationReport {
     /// `id` (`string`).
@@ -38,6 +41,27 @@ pub struct IdentityVerificationReport {
     pub verification_flow: Option<String>,
     /// `verification_session` (`string`; nullable).
     pub verification_session: Option<String>,
+}
+
+impl std::fmt::Debug for IdentityVerificationReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityVerificationReport")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("client_reference_id", &self.client_reference_id)
+            .field("created", &self.created)
+            .field("document", &DebugValue(&self.document))
+            .field("email", &DebugValue(&self.email))
+            .field("id_number", &DebugValue(&self.id_number))
+            .field("livemode", &self.livemode)
+            .field("options", &DebugValue(&self.options))
+            .field("phone", &DebugValue(&self.phone))
+            .field("selfie", &DebugValue(&self.selfie))
+            .field("type_", &self.type_)
+            .field("verification_flow", &self.verification_flow)
+            .field("verification_session", &self.verification_session)
+            .finish()
+    }
 }
 
 impl FromJson for IdentityVerificationReport {

@@ -10,7 +10,8 @@ use super::prelude::*;
 ///
 /// Carried by `identity.verification_session.canceled`, `identity.verification_session.created`, `identity.verification_session.processing`, `identity.verification_session.redacted`, `identity.verification_session.requires_input`, `identity.verification_session.verified`.
 ///
-/// Its `Debug` output shows `<redacted>` for its credentials' values.
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
 #[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IdentityVerificationSession {
@@ -68,7 +69,7 @@ impl std::fmt::Debug for IdentityVerificationSession {
             .field("last_verification_report", &self.last_verification_report)
             .field("livemode", &self.livemode)
             .field("metadata", &self.metadata)
-            .field("options", &self.options)
+            .field("options", &DebugValue(&self.options))
             .field("provided_details", &self.provided_details)
             .field("redaction", &self.redaction)
             .field("related_customer", &self.related_customer)
@@ -78,7 +79,7 @@ impl std::fmt::Debug for IdentityVerificationSession {
             .field("type_", &self.type_)
             .field("url", &self.url)
             .field("verification_flow", &self.verification_flow)
-            .field("verified_outputs", &self.verified_outputs)
+            .field("verified_outputs", &DebugValue(&self.verified_outputs))
             .finish()
     }
 }

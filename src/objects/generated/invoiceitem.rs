@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `invoiceitem` object.
 ///
 /// Carried by `invoiceitem.created`, `invoiceitem.deleted`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Invoiceitem {
     /// `id` (`string`).
@@ -62,6 +65,38 @@ pub struct Invoiceitem {
     pub tax_rates: Vec<Box<TaxRate>>,
     /// `test_clock` (`expandable<test_helpers.test_clock>`; nullable).
     pub test_clock: Option<Expandable<TestHelpersTestClock>>,
+}
+
+impl std::fmt::Debug for Invoiceitem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invoiceitem")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &self.amount)
+            .field("currency", &self.currency)
+            .field("customer", &self.customer)
+            .field("customer_account", &self.customer_account)
+            .field("date", &self.date)
+            .field("description", &self.description)
+            .field("discountable", &self.discountable)
+            .field("discounts", &self.discounts)
+            .field("frozen_fields", &self.frozen_fields)
+            .field("invoice", &self.invoice)
+            .field("invoicing_rules", &self.invoicing_rules)
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("net_amount", &self.net_amount)
+            .field("parent", &DebugValue(&self.parent))
+            .field("period", &self.period)
+            .field("pricing", &DebugValue(&self.pricing))
+            .field("proration", &self.proration)
+            .field("proration_details", &DebugValue(&self.proration_details))
+            .field("quantity", &self.quantity)
+            .field("quantity_decimal", &self.quantity_decimal)
+            .field("tax_rates", &self.tax_rates)
+            .field("test_clock", &self.test_clock)
+            .finish()
+    }
 }
 
 impl FromJson for Invoiceitem {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `issuing.authorization` object.
 ///
 /// Carried by `issuing_authorization.created`, `issuing_authorization.request`, `issuing_authorization.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingAuthorization {
     /// `id` (`string`).
@@ -72,6 +75,43 @@ pub struct IssuingAuthorization {
     pub verified_by_fraud_challenge: Option<bool>,
     /// `wallet` (`string`; nullable).
     pub wallet: Option<String>,
+}
+
+impl std::fmt::Debug for IssuingAuthorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuingAuthorization")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &self.amount)
+            .field("amount_details", &self.amount_details)
+            .field("approved", &self.approved)
+            .field("authorization_method", &self.authorization_method)
+            .field("balance_transactions", &self.balance_transactions)
+            .field("card", &self.card)
+            .field("card_presence", &self.card_presence)
+            .field("cardholder", &self.cardholder)
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("fleet", &DebugValue(&self.fleet))
+            .field("fraud_challenges", &DebugValues(&self.fraud_challenges))
+            .field("fuel", &DebugValue(&self.fuel))
+            .field("livemode", &self.livemode)
+            .field("merchant_amount", &self.merchant_amount)
+            .field("merchant_currency", &self.merchant_currency)
+            .field("merchant_data", &DebugValue(&self.merchant_data))
+            .field("metadata", &self.metadata)
+            .field("network_data", &DebugValue(&self.network_data))
+            .field("pending_request", &DebugValue(&self.pending_request))
+            .field("request_history", &DebugValues(&self.request_history))
+            .field("status", &self.status)
+            .field("token", &self.token)
+            .field("transactions", &self.transactions)
+            .field("treasury", &DebugValue(&self.treasury))
+            .field("verification_data", &DebugValue(&self.verification_data))
+            .field("verified_by_fraud_challenge", &self.verified_by_fraud_challenge)
+            .field("wallet", &self.wallet)
+            .finish()
+    }
 }
 
 impl FromJson for IssuingAuthorization {

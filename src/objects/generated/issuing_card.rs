@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `issuing.card` object.
 ///
 /// Carried by `issuing_card.created`, `issuing_card.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingCard {
     /// `id` (`string`).
@@ -66,6 +69,40 @@ pub struct IssuingCard {
     pub type_: Option<IssuingCardType>,
     /// `wallets` (`object`; nullable).
     pub wallets: Option<Value>,
+}
+
+impl std::fmt::Debug for IssuingCard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuingCard")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("brand", &self.brand)
+            .field("cancellation_reason", &self.cancellation_reason)
+            .field("cardholder", &self.cardholder)
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("cvc", &self.cvc)
+            .field("exp_month", &self.exp_month)
+            .field("exp_year", &self.exp_year)
+            .field("financial_account", &self.financial_account)
+            .field("last4", &self.last4)
+            .field("latest_fraud_warning", &self.latest_fraud_warning)
+            .field("lifecycle_controls", &DebugValue(&self.lifecycle_controls))
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("number", &self.number)
+            .field("personalization_design", &self.personalization_design)
+            .field("replaced_by", &self.replaced_by)
+            .field("replacement_for", &self.replacement_for)
+            .field("replacement_reason", &self.replacement_reason)
+            .field("second_line", &self.second_line)
+            .field("shipping", &DebugValue(&self.shipping))
+            .field("spending_controls", &DebugValue(&self.spending_controls))
+            .field("status", &self.status)
+            .field("type_", &self.type_)
+            .field("wallets", &DebugValue(&self.wallets))
+            .finish()
+    }
 }
 
 impl FromJson for IssuingCard {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `issuing.cardholder` object.
 ///
 /// Carried by `issuing_cardholder.created`, `issuing_cardholder.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingCardholder {
     /// `id` (`string`).
@@ -44,6 +47,29 @@ pub struct IssuingCardholder {
     pub status: Option<IssuingCardholderStatus>,
     /// `type` (`enum`).
     pub type_: Option<IssuingCardholderType>,
+}
+
+impl std::fmt::Debug for IssuingCardholder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuingCardholder")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("billing", &self.billing)
+            .field("company", &self.company)
+            .field("created", &self.created)
+            .field("email", &self.email)
+            .field("individual", &DebugValue(&self.individual))
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("name", &self.name)
+            .field("phone_number", &self.phone_number)
+            .field("preferred_locales", &self.preferred_locales)
+            .field("requirements", &self.requirements)
+            .field("spending_controls", &DebugValue(&self.spending_controls))
+            .field("status", &self.status)
+            .field("type_", &self.type_)
+            .finish()
+    }
 }
 
 impl FromJson for IssuingCardholder {

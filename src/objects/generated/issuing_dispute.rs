@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `issuing.dispute` object.
 ///
 /// Carried by `issuing_dispute.closed`, `issuing_dispute.created`, `issuing_dispute.funds_reinstated`, `issuing_dispute.funds_rescinded`, `issuing_dispute.submitted`, `issuing_dispute.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingDispute {
     /// `id` (`string`).
@@ -38,6 +41,26 @@ pub struct IssuingDispute {
     pub transaction: Option<Expandable<IssuingTransaction>>,
     /// `treasury` (`object`; nullable, not always sent).
     pub treasury: Option<IssuingDisputeTreasury>,
+}
+
+impl std::fmt::Debug for IssuingDispute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuingDispute")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &self.amount)
+            .field("balance_transactions", &self.balance_transactions)
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("evidence", &DebugValue(&self.evidence))
+            .field("livemode", &self.livemode)
+            .field("loss_reason", &self.loss_reason)
+            .field("metadata", &self.metadata)
+            .field("status", &self.status)
+            .field("transaction", &self.transaction)
+            .field("treasury", &self.treasury)
+            .finish()
+    }
 }
 
 impl FromJson for IssuingDispute {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `issuing.personalization_design` object.
 ///
 /// Carried by `issuing_personalization_design.activated`, `issuing_personalization_design.deactivated`, `issuing_personalization_design.rejected`, `issuing_personalization_design.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingPersonalizationDesign {
     /// `id` (`string`).
@@ -38,6 +41,26 @@ pub struct IssuingPersonalizationDesign {
     pub rejection_reasons: Option<IssuingPersonalizationDesignRejectionReasons>,
     /// `status` (`enum`).
     pub status: Option<IssuingPersonalizationDesignStatus>,
+}
+
+impl std::fmt::Debug for IssuingPersonalizationDesign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuingPersonalizationDesign")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("card_logo", &self.card_logo)
+            .field("carrier_text", &DebugValue(&self.carrier_text))
+            .field("created", &self.created)
+            .field("livemode", &self.livemode)
+            .field("lookup_key", &self.lookup_key)
+            .field("metadata", &self.metadata)
+            .field("name", &self.name)
+            .field("physical_bundle", &self.physical_bundle)
+            .field("preferences", &self.preferences)
+            .field("rejection_reasons", &self.rejection_reasons)
+            .field("status", &self.status)
+            .finish()
+    }
 }
 
 impl FromJson for IssuingPersonalizationDesign {

@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `issuing.physical_bundle` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingPhysicalBundle {
     /// `id` (`string`).
@@ -24,6 +27,20 @@ pub struct IssuingPhysicalBundle {
     pub status: Option<IssuingPhysicalBundleStatus>,
     /// `type` (`enum`).
     pub type_: Option<IssuingPhysicalBundleType>,
+}
+
+impl std::fmt::Debug for IssuingPhysicalBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuingPhysicalBundle")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("features", &DebugValue(&self.features))
+            .field("livemode", &self.livemode)
+            .field("name", &self.name)
+            .field("status", &self.status)
+            .field("type_", &self.type_)
+            .finish()
+    }
 }
 
 impl FromJson for IssuingPhysicalBundle {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `issuing.token` object.
 ///
 /// Carried by `issuing_token.created`, `issuing_token.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingToken {
     /// `id` (`string`).
@@ -36,6 +39,25 @@ pub struct IssuingToken {
     pub status: Option<IssuingTokenStatus>,
     /// `wallet_provider` (`enum`; not always sent).
     pub wallet_provider: Option<IssuingTokenWalletProvider>,
+}
+
+impl std::fmt::Debug for IssuingToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuingToken")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("card", &self.card)
+            .field("created", &self.created)
+            .field("device_fingerprint", &self.device_fingerprint)
+            .field("last4", &self.last4)
+            .field("livemode", &self.livemode)
+            .field("network", &self.network)
+            .field("network_data", &DebugValue(&self.network_data))
+            .field("network_updated_at", &self.network_updated_at)
+            .field("status", &self.status)
+            .field("wallet_provider", &self.wallet_provider)
+            .finish()
+    }
 }
 
 impl FromJson for IssuingToken {

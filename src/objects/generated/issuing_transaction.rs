@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `issuing.transaction` object.
 ///
 /// Carried by `issuing_transaction.created`, `issuing_transaction.purchase_details_receipt_updated`, `issuing_transaction.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct IssuingTransaction {
     /// `id` (`string`).
@@ -56,6 +59,35 @@ pub struct IssuingTransaction {
     pub type_: Option<IssuingTransactionType>,
     /// `wallet` (`enum`; nullable).
     pub wallet: Option<IssuingTransactionWallet>,
+}
+
+impl std::fmt::Debug for IssuingTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuingTransaction")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &self.amount)
+            .field("amount_details", &self.amount_details)
+            .field("authorization", &self.authorization)
+            .field("balance_transaction", &self.balance_transaction)
+            .field("card", &self.card)
+            .field("cardholder", &self.cardholder)
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("dispute", &self.dispute)
+            .field("livemode", &self.livemode)
+            .field("merchant_amount", &self.merchant_amount)
+            .field("merchant_currency", &self.merchant_currency)
+            .field("merchant_data", &DebugValue(&self.merchant_data))
+            .field("metadata", &self.metadata)
+            .field("network_data", &DebugValue(&self.network_data))
+            .field("purchase_details", &DebugValue(&self.purchase_details))
+            .field("token", &self.token)
+            .field("treasury", &self.treasury)
+            .field("type_", &self.type_)
+            .field("wallet", &self.wallet)
+            .finish()
+    }
 }
 
 impl FromJson for IssuingTransaction {

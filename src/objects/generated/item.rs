@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `item` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Item {
     /// `id` (`string`).
@@ -38,6 +41,27 @@ pub struct Item {
     pub quantity: Option<i64>,
     /// `taxes` (`array<object>`; not always sent).
     pub taxes: Vec<Value>,
+}
+
+impl std::fmt::Debug for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Item")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("adjustable_quantity", &DebugValue(&self.adjustable_quantity))
+            .field("amount_discount", &self.amount_discount)
+            .field("amount_subtotal", &self.amount_subtotal)
+            .field("amount_tax", &self.amount_tax)
+            .field("amount_total", &self.amount_total)
+            .field("currency", &self.currency)
+            .field("description", &self.description)
+            .field("discounts", &self.discounts)
+            .field("metadata", &self.metadata)
+            .field("price", &self.price)
+            .field("quantity", &self.quantity)
+            .field("taxes", &DebugValues(&self.taxes))
+            .finish()
+    }
 }
 
 impl FromJson for Item {

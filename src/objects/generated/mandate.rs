@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `mandate` object.
 ///
 /// Carried by `mandate.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Mandate {
     /// `id` (`string`).
@@ -34,6 +37,24 @@ pub struct Mandate {
     pub status: Option<MandateStatus>,
     /// `type` (`enum`).
     pub type_: Option<MandateType>,
+}
+
+impl std::fmt::Debug for Mandate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mandate")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("customer_acceptance", &DebugValue(&self.customer_acceptance))
+            .field("livemode", &self.livemode)
+            .field("multi_use", &self.multi_use)
+            .field("on_behalf_of", &self.on_behalf_of)
+            .field("payment_method", &self.payment_method)
+            .field("payment_method_details", &DebugValue(&self.payment_method_details))
+            .field("single_use", &self.single_use)
+            .field("status", &self.status)
+            .field("type_", &self.type_)
+            .finish()
+    }
 }
 
 impl FromJson for Mandate {

@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `payment_intent_amount_details_line_item` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentIntentAmountDetailsLineItem {
     /// `id` (`string`).
@@ -30,6 +33,23 @@ pub struct PaymentIntentAmountDetailsLineItem {
     pub unit_cost: Option<i64>,
     /// `unit_of_measure` (`string`; nullable).
     pub unit_of_measure: Option<String>,
+}
+
+impl std::fmt::Debug for PaymentIntentAmountDetailsLineItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentIntentAmountDetailsLineItem")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("discount_amount", &self.discount_amount)
+            .field("payment_method_options", &DebugValue(&self.payment_method_options))
+            .field("product_code", &self.product_code)
+            .field("product_name", &self.product_name)
+            .field("quantity", &self.quantity)
+            .field("tax", &self.tax)
+            .field("unit_cost", &self.unit_cost)
+            .field("unit_of_measure", &self.unit_of_measure)
+            .finish()
+    }
 }
 
 impl FromJson for PaymentIntentAmountDetailsLineItem {

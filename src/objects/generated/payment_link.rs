@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `payment_link` object.
 ///
 /// Carried by `payment_link.created`, `payment_link.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentLink {
     /// `id` (`string`).
@@ -86,6 +89,50 @@ pub struct PaymentLink {
     pub transfer_data: Option<PaymentLinkTransferData>,
     /// `url` (`string`).
     pub url: Option<String>,
+}
+
+impl std::fmt::Debug for PaymentLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentLink")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("active", &self.active)
+            .field("after_completion", &DebugValue(&self.after_completion))
+            .field("allow_promotion_codes", &self.allow_promotion_codes)
+            .field("application", &self.application)
+            .field("application_fee_amount", &self.application_fee_amount)
+            .field("application_fee_percent", &self.application_fee_percent)
+            .field("automatic_tax", &DebugValue(&self.automatic_tax))
+            .field("billing_address_collection", &self.billing_address_collection)
+            .field("consent_collection", &DebugValue(&self.consent_collection))
+            .field("currency", &self.currency)
+            .field("custom_fields", &DebugValues(&self.custom_fields))
+            .field("custom_text", &DebugValue(&self.custom_text))
+            .field("customer_creation", &self.customer_creation)
+            .field("inactive_message", &self.inactive_message)
+            .field("invoice_creation", &DebugValue(&self.invoice_creation))
+            .field("line_items", &self.line_items)
+            .field("livemode", &self.livemode)
+            .field("managed_payments", &self.managed_payments)
+            .field("metadata", &self.metadata)
+            .field("name_collection", &DebugValue(&self.name_collection))
+            .field("on_behalf_of", &self.on_behalf_of)
+            .field("optional_items", &DebugValues(&self.optional_items))
+            .field("payment_intent_data", &DebugValue(&self.payment_intent_data))
+            .field("payment_method_collection", &self.payment_method_collection)
+            .field("payment_method_options", &DebugValue(&self.payment_method_options))
+            .field("payment_method_types", &self.payment_method_types)
+            .field("phone_number_collection", &self.phone_number_collection)
+            .field("restrictions", &DebugValue(&self.restrictions))
+            .field("shipping_address_collection", &self.shipping_address_collection)
+            .field("shipping_options", &self.shipping_options)
+            .field("submit_type", &self.submit_type)
+            .field("subscription_data", &DebugValue(&self.subscription_data))
+            .field("tax_id_collection", &self.tax_id_collection)
+            .field("transfer_data", &self.transfer_data)
+            .field("url", &self.url)
+            .finish()
+    }
 }
 
 impl FromJson for PaymentLink {

@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `payment_record` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PaymentRecord {
     /// `id` (`string`).
@@ -52,6 +55,34 @@ pub struct PaymentRecord {
     pub reported_by: Option<PaymentRecordReportedBy>,
     /// `shipping_details` (`object`; nullable).
     pub shipping_details: Option<Value>,
+}
+
+impl std::fmt::Debug for PaymentRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentRecord")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &self.amount)
+            .field("amount_authorized", &self.amount_authorized)
+            .field("amount_canceled", &self.amount_canceled)
+            .field("amount_failed", &self.amount_failed)
+            .field("amount_guaranteed", &self.amount_guaranteed)
+            .field("amount_refunded", &self.amount_refunded)
+            .field("amount_requested", &self.amount_requested)
+            .field("application", &self.application)
+            .field("created", &self.created)
+            .field("customer_details", &DebugValue(&self.customer_details))
+            .field("customer_presence", &self.customer_presence)
+            .field("description", &self.description)
+            .field("latest_payment_attempt_record", &self.latest_payment_attempt_record)
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("payment_method_details", &DebugValue(&self.payment_method_details))
+            .field("processor_details", &DebugValue(&self.processor_details))
+            .field("reported_by", &self.reported_by)
+            .field("shipping_details", &DebugValue(&self.shipping_details))
+            .finish()
+    }
 }
 
 impl FromJson for PaymentRecord {

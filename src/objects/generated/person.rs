@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `person` object.
 ///
 /// Carried by `person.created`, `person.deleted`, `person.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Person {
     /// `id` (`string`).
@@ -76,6 +79,45 @@ pub struct Person {
     pub us_cfpb_data: Option<Value>,
     /// `verification` (`object`; not always sent).
     pub verification: Option<Value>,
+}
+
+impl std::fmt::Debug for Person {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Person")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("account", &self.account)
+            .field("additional_tos_acceptances", &DebugValue(&self.additional_tos_acceptances))
+            .field("address", &self.address)
+            .field("address_kana", &DebugValue(&self.address_kana))
+            .field("address_kanji", &DebugValue(&self.address_kanji))
+            .field("created", &self.created)
+            .field("dob", &DebugValue(&self.dob))
+            .field("email", &self.email)
+            .field("first_name", &self.first_name)
+            .field("first_name_kana", &self.first_name_kana)
+            .field("first_name_kanji", &self.first_name_kanji)
+            .field("full_name_aliases", &self.full_name_aliases)
+            .field("future_requirements", &DebugValue(&self.future_requirements))
+            .field("gender", &self.gender)
+            .field("id_number_provided", &self.id_number_provided)
+            .field("id_number_secondary_provided", &self.id_number_secondary_provided)
+            .field("last_name", &self.last_name)
+            .field("last_name_kana", &self.last_name_kana)
+            .field("last_name_kanji", &self.last_name_kanji)
+            .field("maiden_name", &self.maiden_name)
+            .field("metadata", &self.metadata)
+            .field("nationality", &self.nationality)
+            .field("phone", &self.phone)
+            .field("political_exposure", &self.political_exposure)
+            .field("registered_address", &self.registered_address)
+            .field("relationship", &DebugValue(&self.relationship))
+            .field("requirements", &DebugValue(&self.requirements))
+            .field("ssn_last_4_provided", &self.ssn_last_4_provided)
+            .field("us_cfpb_data", &DebugValue(&self.us_cfpb_data))
+            .field("verification", &DebugValue(&self.verification))
+            .finish()
+    }
 }
 
 impl FromJson for Person {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `promotion_code` object.
 ///
 /// Carried by `promotion_code.created`, `promotion_code.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PromotionCode {
     /// `id` (`string`).
@@ -40,6 +43,27 @@ pub struct PromotionCode {
     pub restrictions: Option<Value>,
     /// `times_redeemed` (`integer`).
     pub times_redeemed: Option<i64>,
+}
+
+impl std::fmt::Debug for PromotionCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromotionCode")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("active", &self.active)
+            .field("code", &self.code)
+            .field("created", &self.created)
+            .field("customer", &self.customer)
+            .field("customer_account", &self.customer_account)
+            .field("expires_at", &self.expires_at)
+            .field("livemode", &self.livemode)
+            .field("max_redemptions", &self.max_redemptions)
+            .field("metadata", &self.metadata)
+            .field("promotion", &self.promotion)
+            .field("restrictions", &DebugValue(&self.restrictions))
+            .field("times_redeemed", &self.times_redeemed)
+            .finish()
+    }
 }
 
 impl FromJson for PromotionCode {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `quote` object.
 ///
 /// Carried by `quote.accepted`, `quote.canceled`, `quote.created`, `quote.finalized`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Quote {
     /// `id` (`string`).
@@ -84,6 +87,49 @@ pub struct Quote {
     pub total_details: Option<Value>,
     /// `transfer_data` (`object`; nullable).
     pub transfer_data: Option<Value>,
+}
+
+impl std::fmt::Debug for Quote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quote")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount_subtotal", &self.amount_subtotal)
+            .field("amount_total", &self.amount_total)
+            .field("application", &self.application)
+            .field("application_fee_amount", &self.application_fee_amount)
+            .field("application_fee_percent", &self.application_fee_percent)
+            .field("automatic_tax", &DebugValue(&self.automatic_tax))
+            .field("collection_method", &self.collection_method)
+            .field("computed", &DebugValue(&self.computed))
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("customer", &self.customer)
+            .field("customer_account", &self.customer_account)
+            .field("default_tax_rates", &self.default_tax_rates)
+            .field("description", &self.description)
+            .field("discounts", &self.discounts)
+            .field("expires_at", &self.expires_at)
+            .field("footer", &self.footer)
+            .field("from_quote", &self.from_quote)
+            .field("header", &self.header)
+            .field("invoice", &self.invoice)
+            .field("invoice_settings", &DebugValue(&self.invoice_settings))
+            .field("line_items", &self.line_items)
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("number", &self.number)
+            .field("on_behalf_of", &self.on_behalf_of)
+            .field("status", &self.status)
+            .field("status_transitions", &DebugValue(&self.status_transitions))
+            .field("subscription", &self.subscription)
+            .field("subscription_data", &DebugValue(&self.subscription_data))
+            .field("subscription_schedule", &self.subscription_schedule)
+            .field("test_clock", &self.test_clock)
+            .field("total_details", &DebugValue(&self.total_details))
+            .field("transfer_data", &DebugValue(&self.transfer_data))
+            .finish()
+    }
 }
 
 impl FromJson for Quote {

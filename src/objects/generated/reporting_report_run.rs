@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `reporting.report_run` object.
 ///
 /// Carried by `reporting.report_run.failed`, `reporting.report_run.succeeded`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ReportingReportRun {
     /// `id` (`string`).
@@ -32,6 +35,23 @@ pub struct ReportingReportRun {
     pub status: Option<String>,
     /// `succeeded_at` (`integer`; nullable).
     pub succeeded_at: Option<i64>,
+}
+
+impl std::fmt::Debug for ReportingReportRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportingReportRun")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("created", &self.created)
+            .field("error", &self.error)
+            .field("livemode", &self.livemode)
+            .field("parameters", &DebugValue(&self.parameters))
+            .field("report_type", &self.report_type)
+            .field("result", &self.result)
+            .field("status", &self.status)
+            .field("succeeded_at", &self.succeeded_at)
+            .finish()
+    }
 }
 
 impl FromJson for ReportingReportRun {

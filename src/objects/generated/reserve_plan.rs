@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `reserve.plan` object.
 ///
 /// Carried by `reserve.plan.created`, `reserve.plan.disabled`, `reserve.plan.expired`, `reserve.plan.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ReservePlan {
     /// `id` (`string`).
@@ -42,6 +45,28 @@ pub struct ReservePlan {
     pub status: Option<ReservePlanStatus>,
     /// `type` (`enum`).
     pub type_: Option<ReservePlanType>,
+}
+
+impl std::fmt::Debug for ReservePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReservePlan")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("created", &self.created)
+            .field("created_by", &self.created_by)
+            .field("currency", &self.currency)
+            .field("destination", &self.destination)
+            .field("disabled_at", &self.disabled_at)
+            .field("fixed_release", &self.fixed_release)
+            .field("livemode", &self.livemode)
+            .field("manual_release", &DebugValue(&self.manual_release))
+            .field("metadata", &self.metadata)
+            .field("percent", &self.percent)
+            .field("rolling_release", &self.rolling_release)
+            .field("status", &self.status)
+            .field("type_", &self.type_)
+            .finish()
+    }
 }
 
 impl FromJson for ReservePlan {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `reserve.release` object.
 ///
 /// Carried by `reserve.release.created`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ReserveRelease {
     /// `id` (`string`).
@@ -40,6 +43,27 @@ pub struct ReserveRelease {
     pub reserve_plan: Option<Expandable<ReservePlan>>,
     /// `source_transaction` (`object`; not always sent).
     pub source_transaction: Option<Value>,
+}
+
+impl std::fmt::Debug for ReserveRelease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReserveRelease")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &self.amount)
+            .field("created", &self.created)
+            .field("created_by", &self.created_by)
+            .field("currency", &self.currency)
+            .field("destination", &self.destination)
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("reason", &self.reason)
+            .field("released_at", &self.released_at)
+            .field("reserve_hold", &self.reserve_hold)
+            .field("reserve_plan", &self.reserve_plan)
+            .field("source_transaction", &DebugValue(&self.source_transaction))
+            .finish()
+    }
 }
 
 impl FromJson for ReserveRelease {

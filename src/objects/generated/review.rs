@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `review` object.
 ///
 /// Carried by `review.closed`, `review.opened`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Review {
     /// `id` (`string`).
@@ -40,6 +43,27 @@ pub struct Review {
     pub reason: Option<String>,
     /// `session` (`object`; nullable).
     pub session: Option<Value>,
+}
+
+impl std::fmt::Debug for Review {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Review")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("billing_zip", &self.billing_zip)
+            .field("charge", &self.charge)
+            .field("closed_reason", &self.closed_reason)
+            .field("created", &self.created)
+            .field("ip_address", &self.ip_address)
+            .field("ip_address_location", &DebugValue(&self.ip_address_location))
+            .field("livemode", &self.livemode)
+            .field("open", &self.open)
+            .field("opened_reason", &self.opened_reason)
+            .field("payment_intent", &self.payment_intent)
+            .field("reason", &self.reason)
+            .field("session", &DebugValue(&self.session))
+            .finish()
+    }
 }
 
 impl FromJson for Review {

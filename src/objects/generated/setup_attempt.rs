@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `setup_attempt` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SetupAttempt {
     /// `id` (`string`).
@@ -42,6 +45,29 @@ pub struct SetupAttempt {
     pub status: Option<String>,
     /// `usage` (`string`).
     pub usage: Option<String>,
+}
+
+impl std::fmt::Debug for SetupAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetupAttempt")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("application", &self.application)
+            .field("attach_to_self", &self.attach_to_self)
+            .field("created", &self.created)
+            .field("customer", &self.customer)
+            .field("customer_account", &self.customer_account)
+            .field("flow_directions", &self.flow_directions)
+            .field("livemode", &self.livemode)
+            .field("on_behalf_of", &self.on_behalf_of)
+            .field("payment_method", &self.payment_method)
+            .field("payment_method_details", &DebugValue(&self.payment_method_details))
+            .field("setup_error", &DebugValue(&self.setup_error))
+            .field("setup_intent", &self.setup_intent)
+            .field("status", &self.status)
+            .field("usage", &self.usage)
+            .finish()
+    }
 }
 
 impl FromJson for SetupAttempt {

@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `shipping_rate` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ShippingRate {
     /// `id` (`string`).
@@ -34,6 +37,25 @@ pub struct ShippingRate {
     pub tax_code: Option<Expandable<TaxCode>>,
     /// `type` (`const`).
     pub type_: Option<String>,
+}
+
+impl std::fmt::Debug for ShippingRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShippingRate")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("active", &self.active)
+            .field("created", &self.created)
+            .field("delivery_estimate", &DebugValue(&self.delivery_estimate))
+            .field("display_name", &self.display_name)
+            .field("fixed_amount", &DebugValue(&self.fixed_amount))
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("tax_behavior", &self.tax_behavior)
+            .field("tax_code", &self.tax_code)
+            .field("type_", &self.type_)
+            .finish()
+    }
 }
 
 impl FromJson for ShippingRate {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `source_mandate_notification` object.
 ///
 /// Carried by `source.mandate_notification`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SourceMandateNotification {
     /// `id` (`string`).
@@ -36,6 +39,25 @@ pub struct SourceMandateNotification {
     pub status: Option<String>,
     /// `type` (`string`).
     pub type_: Option<String>,
+}
+
+impl std::fmt::Debug for SourceMandateNotification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceMandateNotification")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("acss_debit", &self.acss_debit)
+            .field("amount", &self.amount)
+            .field("bacs_debit", &self.bacs_debit)
+            .field("created", &self.created)
+            .field("livemode", &self.livemode)
+            .field("reason", &self.reason)
+            .field("sepa_debit", &DebugValue(&self.sepa_debit))
+            .field("source", &self.source)
+            .field("status", &self.status)
+            .field("type_", &self.type_)
+            .finish()
+    }
 }
 
 impl FromJson for SourceMandateNotification {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `source_transaction` object.
 ///
 /// Carried by `source.transaction.created`, `source.transaction.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SourceTransaction {
     /// `id` (`string`).
@@ -40,6 +43,27 @@ pub struct SourceTransaction {
     pub status: Option<String>,
     /// `type` (`enum`).
     pub type_: Option<SourceTransactionType>,
+}
+
+impl std::fmt::Debug for SourceTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceTransaction")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("ach_credit_transfer", &DebugValue(&self.ach_credit_transfer))
+            .field("amount", &self.amount)
+            .field("chf_credit_transfer", &DebugValue(&self.chf_credit_transfer))
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("gbp_credit_transfer", &DebugValue(&self.gbp_credit_transfer))
+            .field("livemode", &self.livemode)
+            .field("paper_check", &self.paper_check)
+            .field("sepa_credit_transfer", &DebugValue(&self.sepa_credit_transfer))
+            .field("source", &self.source)
+            .field("status", &self.status)
+            .field("type_", &self.type_)
+            .finish()
+    }
 }
 
 impl FromJson for SourceTransaction {

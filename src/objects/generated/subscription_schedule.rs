@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `subscription_schedule` object.
 ///
 /// Carried by `subscription_schedule.aborted`, `subscription_schedule.canceled`, `subscription_schedule.completed`, `subscription_schedule.created`, `subscription_schedule.expiring`, `subscription_schedule.released`, `subscription_schedule.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SubscriptionSchedule {
     /// `id` (`string`).
@@ -54,6 +57,34 @@ pub struct SubscriptionSchedule {
     pub subscription: Option<Expandable<Subscription>>,
     /// `test_clock` (`expandable<test_helpers.test_clock>`; nullable).
     pub test_clock: Option<Expandable<TestHelpersTestClock>>,
+}
+
+impl std::fmt::Debug for SubscriptionSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionSchedule")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("application", &self.application)
+            .field("billing_mode", &DebugValue(&self.billing_mode))
+            .field("canceled_at", &self.canceled_at)
+            .field("completed_at", &self.completed_at)
+            .field("created", &self.created)
+            .field("current_phase", &self.current_phase)
+            .field("customer", &self.customer)
+            .field("customer_account", &self.customer_account)
+            .field("default_settings", &DebugValue(&self.default_settings))
+            .field("end_behavior", &self.end_behavior)
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("pause_schedules", &DebugValues(&self.pause_schedules))
+            .field("phases", &DebugValues(&self.phases))
+            .field("released_at", &self.released_at)
+            .field("released_subscription", &self.released_subscription)
+            .field("status", &self.status)
+            .field("subscription", &self.subscription)
+            .field("test_clock", &self.test_clock)
+            .finish()
+    }
 }
 
 impl FromJson for SubscriptionSchedule {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `tax_id` object.
 ///
 /// Carried by `customer.tax_id.created`, `customer.tax_id.deleted`, `customer.tax_id.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TaxId {
     /// `id` (`string`).
@@ -34,6 +37,24 @@ pub struct TaxId {
     pub value: Option<String>,
     /// `verification` (`object`; nullable).
     pub verification: Option<Value>,
+}
+
+impl std::fmt::Debug for TaxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaxId")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("country", &self.country)
+            .field("created", &self.created)
+            .field("customer", &self.customer)
+            .field("customer_account", &self.customer_account)
+            .field("livemode", &self.livemode)
+            .field("owner", &DebugValue(&self.owner))
+            .field("type_", &self.type_)
+            .field("value", &self.value)
+            .field("verification", &DebugValue(&self.verification))
+            .finish()
+    }
 }
 
 impl FromJson for TaxId {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `tax.settings` object.
 ///
 /// Carried by `tax.settings.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TaxSettings {
     /// `object` (`const`).
@@ -24,6 +27,19 @@ pub struct TaxSettings {
     pub status: Option<TaxSettingsStatus>,
     /// `status_details` (`object`).
     pub status_details: Option<Value>,
+}
+
+impl std::fmt::Debug for TaxSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaxSettings")
+            .field("object", &self.object)
+            .field("defaults", &DebugValue(&self.defaults))
+            .field("head_office", &self.head_office)
+            .field("livemode", &self.livemode)
+            .field("status", &self.status)
+            .field("status_details", &DebugValue(&self.status_details))
+            .finish()
+    }
 }
 
 impl FromJson for TaxSettings {

@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `terminal.location` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TerminalLocation {
     /// `id` (`string`).
@@ -34,6 +37,25 @@ pub struct TerminalLocation {
     pub metadata: Metadata,
     /// `phone` (`string`; not always sent).
     pub phone: Option<String>,
+}
+
+impl std::fmt::Debug for TerminalLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TerminalLocation")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("address", &self.address)
+            .field("address_kana", &DebugValue(&self.address_kana))
+            .field("address_kanji", &DebugValue(&self.address_kanji))
+            .field("configuration_overrides", &self.configuration_overrides)
+            .field("display_name", &self.display_name)
+            .field("display_name_kana", &self.display_name_kana)
+            .field("display_name_kanji", &self.display_name_kanji)
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("phone", &self.phone)
+            .finish()
+    }
 }
 
 impl FromJson for TerminalLocation {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `terminal.reader` object.
 ///
 /// Carried by `terminal.reader.action_failed`, `terminal.reader.action_succeeded`, `terminal.reader.action_updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TerminalReader {
     /// `id` (`string`).
@@ -38,6 +41,26 @@ pub struct TerminalReader {
     pub serial_number: Option<String>,
     /// `status` (`enum`; nullable).
     pub status: Option<TerminalReaderStatus>,
+}
+
+impl std::fmt::Debug for TerminalReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TerminalReader")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("action", &DebugValue(&self.action))
+            .field("device_sw_version", &self.device_sw_version)
+            .field("device_type", &self.device_type)
+            .field("ip_address", &self.ip_address)
+            .field("label", &self.label)
+            .field("last_seen_at", &self.last_seen_at)
+            .field("livemode", &self.livemode)
+            .field("location", &self.location)
+            .field("metadata", &self.metadata)
+            .field("serial_number", &self.serial_number)
+            .field("status", &self.status)
+            .finish()
+    }
 }
 
 impl FromJson for TerminalReader {

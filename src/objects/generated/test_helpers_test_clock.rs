@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `test_helpers.test_clock` object.
 ///
 /// Carried by `test_helpers.test_clock.advancing`, `test_helpers.test_clock.created`, `test_helpers.test_clock.deleted`, `test_helpers.test_clock.internal_failure`, `test_helpers.test_clock.ready`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TestHelpersTestClock {
     /// `id` (`string`).
@@ -30,6 +33,22 @@ pub struct TestHelpersTestClock {
     pub status: Option<TestHelpersTestClockStatus>,
     /// `status_details` (`object`).
     pub status_details: Option<Value>,
+}
+
+impl std::fmt::Debug for TestHelpersTestClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestHelpersTestClock")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("created", &self.created)
+            .field("deletes_after", &self.deletes_after)
+            .field("frozen_time", &self.frozen_time)
+            .field("livemode", &self.livemode)
+            .field("name", &self.name)
+            .field("status", &self.status)
+            .field("status_details", &DebugValue(&self.status_details))
+            .finish()
+    }
 }
 
 impl FromJson for TestHelpersTestClock {

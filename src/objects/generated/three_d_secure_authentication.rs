@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `three_d_secure.authentication` object.
 ///
 /// Carried by `three_d_secure.authentication.canceled`, `three_d_secure.authentication.challenge_started`, `three_d_secure.authentication.errored`, `three_d_secure.authentication.failed`, `three_d_secure.authentication.requires_challenge`, `three_d_secure.authentication.requires_submission`, `three_d_secure.authentication.succeeded`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ThreeDSecureAuthentication {
     /// `id` (`string`).
@@ -54,6 +57,34 @@ pub struct ThreeDSecureAuthentication {
     pub shipping_address: Option<Value>,
     /// `status` (`enum`).
     pub status: Option<ThreeDSecureAuthenticationStatus>,
+}
+
+impl std::fmt::Debug for ThreeDSecureAuthentication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreeDSecureAuthentication")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("acquirer_details", &DebugValue(&self.acquirer_details))
+            .field("amount", &self.amount)
+            .field("challenge_url", &self.challenge_url)
+            .field("channel", &DebugValue(&self.channel))
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("directory_server", &self.directory_server)
+            .field("fingerprinting_url", &self.fingerprinting_url)
+            .field("flow_preference", &DebugValue(&self.flow_preference))
+            .field("future_usage", &DebugValue(&self.future_usage))
+            .field("livemode", &self.livemode)
+            .field("message_category", &self.message_category)
+            .field("metadata", &self.metadata)
+            .field("outcome", &self.outcome)
+            .field("outcome_details", &DebugValue(&self.outcome_details))
+            .field("payment_method", &self.payment_method)
+            .field("reason", &self.reason)
+            .field("shipping_address", &DebugValue(&self.shipping_address))
+            .field("status", &self.status)
+            .finish()
+    }
 }
 
 impl FromJson for ThreeDSecureAuthentication {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `topup` object.
 ///
 /// Carried by `topup.canceled`, `topup.created`, `topup.failed`, `topup.reversed`, `topup.succeeded`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Topup {
     /// `id` (`string`).
@@ -50,6 +53,32 @@ pub struct Topup {
     pub status: Option<TopupStatus>,
     /// `transfer_group` (`string`; nullable).
     pub transfer_group: Option<String>,
+}
+
+impl std::fmt::Debug for Topup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topup")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &self.amount)
+            .field("balance_transaction", &self.balance_transaction)
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("description", &self.description)
+            .field("expected_availability_date", &self.expected_availability_date)
+            .field("failure_code", &self.failure_code)
+            .field("failure_message", &self.failure_message)
+            .field("initiated_by", &self.initiated_by)
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("payment_method", &self.payment_method)
+            .field("payment_method_options", &DebugValue(&self.payment_method_options))
+            .field("source", &self.source)
+            .field("statement_descriptor", &self.statement_descriptor)
+            .field("status", &self.status)
+            .field("transfer_group", &self.transfer_group)
+            .finish()
+    }
 }
 
 impl FromJson for Topup {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `treasury.financial_account` object.
 ///
 /// Carried by `treasury.financial_account.closed`, `treasury.financial_account.created`, `treasury.financial_account.features_status_updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryFinancialAccount {
     /// `id` (`string`).
@@ -48,6 +51,31 @@ pub struct TreasuryFinancialAccount {
     pub status_details: Option<Value>,
     /// `supported_currencies` (`array<string>`).
     pub supported_currencies: Vec<String>,
+}
+
+impl std::fmt::Debug for TreasuryFinancialAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreasuryFinancialAccount")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("active_features", &self.active_features)
+            .field("balance", &DebugValue(&self.balance))
+            .field("country", &self.country)
+            .field("created", &self.created)
+            .field("features", &self.features)
+            .field("financial_addresses", &DebugValues(&self.financial_addresses))
+            .field("is_default", &self.is_default)
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("nickname", &self.nickname)
+            .field("pending_features", &self.pending_features)
+            .field("platform_restrictions", &self.platform_restrictions)
+            .field("restricted_features", &self.restricted_features)
+            .field("status", &self.status)
+            .field("status_details", &DebugValue(&self.status_details))
+            .field("supported_currencies", &self.supported_currencies)
+            .finish()
+    }
 }
 
 impl FromJson for TreasuryFinancialAccount {

@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `treasury.financial_account_features` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryFinancialAccountFeatures {
     /// `object` (`const`).
@@ -26,6 +29,21 @@ pub struct TreasuryFinancialAccountFeatures {
     pub outbound_payments: Option<Value>,
     /// `outbound_transfers` (`object`; not always sent).
     pub outbound_transfers: Option<Value>,
+}
+
+impl std::fmt::Debug for TreasuryFinancialAccountFeatures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreasuryFinancialAccountFeatures")
+            .field("object", &self.object)
+            .field("card_issuing", &DebugValue(&self.card_issuing))
+            .field("deposit_insurance", &DebugValue(&self.deposit_insurance))
+            .field("financial_addresses", &DebugValue(&self.financial_addresses))
+            .field("inbound_transfers", &DebugValue(&self.inbound_transfers))
+            .field("intra_stripe_flows", &DebugValue(&self.intra_stripe_flows))
+            .field("outbound_payments", &DebugValue(&self.outbound_payments))
+            .field("outbound_transfers", &DebugValue(&self.outbound_transfers))
+            .finish()
+    }
 }
 
 impl FromJson for TreasuryFinancialAccountFeatures {

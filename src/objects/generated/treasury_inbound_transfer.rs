@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `treasury.inbound_transfer` object.
 ///
 /// Carried by `treasury.inbound_transfer.canceled`, `treasury.inbound_transfer.created`, `treasury.inbound_transfer.failed`, `treasury.inbound_transfer.succeeded`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryInboundTransfer {
     /// `id` (`string`).
@@ -52,6 +55,33 @@ pub struct TreasuryInboundTransfer {
     pub status_transitions: Option<Value>,
     /// `transaction` (`expandable<treasury.transaction>`; nullable).
     pub transaction: Option<Expandable<TreasuryTransaction>>,
+}
+
+impl std::fmt::Debug for TreasuryInboundTransfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreasuryInboundTransfer")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &self.amount)
+            .field("cancelable", &self.cancelable)
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("description", &self.description)
+            .field("failure_details", &self.failure_details)
+            .field("financial_account", &self.financial_account)
+            .field("hosted_regulatory_receipt_url", &self.hosted_regulatory_receipt_url)
+            .field("linked_flows", &self.linked_flows)
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("origin_payment_method", &self.origin_payment_method)
+            .field("origin_payment_method_details", &DebugValue(&self.origin_payment_method_details))
+            .field("returned", &self.returned)
+            .field("statement_descriptor", &self.statement_descriptor)
+            .field("status", &self.status)
+            .field("status_transitions", &DebugValue(&self.status_transitions))
+            .field("transaction", &self.transaction)
+            .finish()
+    }
 }
 
 impl FromJson for TreasuryInboundTransfer {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `treasury.outbound_payment` object.
 ///
 /// Carried by `treasury.outbound_payment.canceled`, `treasury.outbound_payment.created`, `treasury.outbound_payment.expected_arrival_date_updated`, `treasury.outbound_payment.failed`, `treasury.outbound_payment.posted`, `treasury.outbound_payment.returned`, `treasury.outbound_payment.tracking_details_updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryOutboundPayment {
     /// `id` (`string`).
@@ -56,6 +59,35 @@ pub struct TreasuryOutboundPayment {
     pub tracking_details: Option<Value>,
     /// `transaction` (`expandable<treasury.transaction>`).
     pub transaction: Option<Expandable<TreasuryTransaction>>,
+}
+
+impl std::fmt::Debug for TreasuryOutboundPayment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreasuryOutboundPayment")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &self.amount)
+            .field("cancelable", &self.cancelable)
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("customer", &self.customer)
+            .field("description", &self.description)
+            .field("destination_payment_method", &self.destination_payment_method)
+            .field("destination_payment_method_details", &DebugValue(&self.destination_payment_method_details))
+            .field("end_user_details", &self.end_user_details)
+            .field("expected_arrival_date", &self.expected_arrival_date)
+            .field("financial_account", &self.financial_account)
+            .field("hosted_regulatory_receipt_url", &self.hosted_regulatory_receipt_url)
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("returned_details", &self.returned_details)
+            .field("statement_descriptor", &self.statement_descriptor)
+            .field("status", &self.status)
+            .field("status_transitions", &DebugValue(&self.status_transitions))
+            .field("tracking_details", &DebugValue(&self.tracking_details))
+            .field("transaction", &self.transaction)
+            .finish()
+    }
 }
 
 impl FromJson for TreasuryOutboundPayment {

@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `treasury.received_credit` object.
 ///
 /// Carried by `treasury.received_credit.created`, `treasury.received_credit.failed`, `treasury.received_credit.succeeded`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryReceivedCredit {
     /// `id` (`string`).
@@ -44,6 +47,29 @@ pub struct TreasuryReceivedCredit {
     pub status: Option<TreasuryReceivedCreditStatus>,
     /// `transaction` (`expandable<treasury.transaction>`; nullable).
     pub transaction: Option<Expandable<TreasuryTransaction>>,
+}
+
+impl std::fmt::Debug for TreasuryReceivedCredit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreasuryReceivedCredit")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &self.amount)
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("description", &self.description)
+            .field("failure_code", &self.failure_code)
+            .field("financial_account", &self.financial_account)
+            .field("hosted_regulatory_receipt_url", &self.hosted_regulatory_receipt_url)
+            .field("initiating_payment_method_details", &DebugValue(&self.initiating_payment_method_details))
+            .field("linked_flows", &DebugValue(&self.linked_flows))
+            .field("livemode", &self.livemode)
+            .field("network", &self.network)
+            .field("reversal_details", &self.reversal_details)
+            .field("status", &self.status)
+            .field("transaction", &self.transaction)
+            .finish()
+    }
 }
 
 impl FromJson for TreasuryReceivedCredit {

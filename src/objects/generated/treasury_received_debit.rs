@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `treasury.received_debit` object.
 ///
 /// Carried by `treasury.received_debit.created`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryReceivedDebit {
     /// `id` (`string`).
@@ -44,6 +47,29 @@ pub struct TreasuryReceivedDebit {
     pub status: Option<TreasuryReceivedDebitStatus>,
     /// `transaction` (`expandable<treasury.transaction>`; nullable).
     pub transaction: Option<Expandable<TreasuryTransaction>>,
+}
+
+impl std::fmt::Debug for TreasuryReceivedDebit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreasuryReceivedDebit")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &self.amount)
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("description", &self.description)
+            .field("failure_code", &self.failure_code)
+            .field("financial_account", &self.financial_account)
+            .field("hosted_regulatory_receipt_url", &self.hosted_regulatory_receipt_url)
+            .field("initiating_payment_method_details", &DebugValue(&self.initiating_payment_method_details))
+            .field("linked_flows", &DebugValue(&self.linked_flows))
+            .field("livemode", &self.livemode)
+            .field("network", &self.network)
+            .field("reversal_details", &self.reversal_details)
+            .field("status", &self.status)
+            .field("transaction", &self.transaction)
+            .finish()
+    }
 }
 
 impl FromJson for TreasuryReceivedDebit {

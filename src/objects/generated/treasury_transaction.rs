@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `treasury.transaction` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryTransaction {
     /// `id` (`string`).
@@ -40,6 +43,28 @@ pub struct TreasuryTransaction {
     pub status: Option<TreasuryTransactionStatus>,
     /// `status_transitions` (`object`).
     pub status_transitions: Option<TreasuryTransactionStatusTransitions>,
+}
+
+impl std::fmt::Debug for TreasuryTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreasuryTransaction")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount", &self.amount)
+            .field("balance_impact", &DebugValue(&self.balance_impact))
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("description", &self.description)
+            .field("entries", &self.entries)
+            .field("financial_account", &self.financial_account)
+            .field("flow", &self.flow)
+            .field("flow_details", &DebugValue(&self.flow_details))
+            .field("flow_type", &self.flow_type)
+            .field("livemode", &self.livemode)
+            .field("status", &self.status)
+            .field("status_transitions", &self.status_transitions)
+            .finish()
+    }
 }
 
 impl FromJson for TreasuryTransaction {

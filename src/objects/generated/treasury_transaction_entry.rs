@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `treasury.transaction_entry` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct TreasuryTransactionEntry {
     /// `id` (`string`).
@@ -36,6 +39,26 @@ pub struct TreasuryTransactionEntry {
     pub transaction: Option<Expandable<TreasuryTransaction>>,
     /// `type` (`enum`).
     pub type_: Option<TreasuryTransactionEntryType>,
+}
+
+impl std::fmt::Debug for TreasuryTransactionEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreasuryTransactionEntry")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("balance_impact", &DebugValue(&self.balance_impact))
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("effective_at", &self.effective_at)
+            .field("financial_account", &self.financial_account)
+            .field("flow", &self.flow)
+            .field("flow_details", &DebugValue(&self.flow_details))
+            .field("flow_type", &self.flow_type)
+            .field("livemode", &self.livemode)
+            .field("transaction", &self.transaction)
+            .field("type_", &self.type_)
+            .finish()
+    }
 }
 
 impl FromJson for TreasuryTransactionEntry {

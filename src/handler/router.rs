@@ -224,8 +224,11 @@ impl<K: Eq + Hash, E: ?Sized> Routes<K, E> {
 /// let router = EventRouter::new()
 ///     .on(EventType::CheckoutSessionCompleted, |event| {
 ///         Box::pin(async move {
-///             if let Event::CheckoutSessionCompleted(session) = event {
-///                 println!("provision {}", session.id);
+///             match event {
+///                 Event::CheckoutSessionCompleted(session) => println!("provision {}", session.id),
+///                 // Its object did not fit this release's struct ([`Event::Unparsed`]):
+///                 // fail, so the event is recorded and comes back.
+///                 other => return Err(HandlerError::new(format!("unreadable {}", other.event_type()))),
 ///             }
 ///             Ok(())
 ///         })

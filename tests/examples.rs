@@ -162,6 +162,21 @@ async fn end_to_end(name: &str) {
     );
     assert_eq!(s.effects("evt_e2e_1").await, 1);
 
+    // A handled type whose object no longer fits its struct (here, an amount sent as a
+    // string): 500, nothing done, and Stripe delivers it again.
+    let mut drifted: serde_json::Value = serde_json::from_str(
+        &testing::event_for_type("evt_e2e_drift", "checkout.session.completed").unwrap(),
+    )
+    .unwrap();
+    drifted["data"]["object"]["amount_total"] = "100".into();
+    let drifted = drifted.to_string();
+    let header = testing::sign(drifted.as_bytes(), SECRET, testing::now());
+    assert_eq!(
+        s.post(Some(&header), "application/json", &drifted).await,
+        500
+    );
+    assert_eq!(s.effects("evt_e2e_drift").await, 0);
+
     // 64 concurrent copies of one new event: one effect, only 200 or 409.
     let body = testing::event_for_type("evt_e2e_burst", "invoice.payment_failed").unwrap();
     let header = testing::sign(body.as_bytes(), SECRET, testing::now());

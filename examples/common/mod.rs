@@ -203,9 +203,14 @@ pub struct Effect {
     pub email: Option<String>,
 }
 
-/// The effect an event has, if any.
-pub fn effect_of(event: &Event) -> Option<Effect> {
-    match event {
+/// The effect an event has, if any. An event of a handled type whose object this release
+/// could not read (Stripe changed its shape) is an error: recorded failed, and Stripe
+/// delivers it again, rather than acknowledged with nothing done.
+pub fn effect_of(event: &Event) -> Result<Option<Effect>, HandlerError> {
+    if let Event::Unparsed(e) = event {
+        return Err(HandlerError::new(e.error().to_string()));
+    }
+    Ok(match event {
         // Provision access for the customer who paid.
         Event::CheckoutSessionCompleted(session) => Some(Effect {
             action: "grant",
@@ -238,7 +243,7 @@ pub fn effect_of(event: &Event) -> Option<Effect> {
             email: None,
         }),
         _ => None,
-    }
+    })
 }
 
 fn handled(t: &EventType) -> bool {
@@ -261,7 +266,7 @@ impl TransactionalHandler<Sqlite> for Demo {
         event: &Event,
         conn: &mut sqlx::SqliteConnection,
     ) -> Result<(), HandlerError> {
-        let Some(e) = effect_of(event) else {
+        let Some(e) = effect_of(event)? else {
             return Ok(());
         };
         sqlx::query("INSERT INTO access (event_id, action, customer, email, at) VALUES (?1, ?2, ?3, ?4, ?5)")
@@ -289,7 +294,7 @@ impl TransactionalHandler<Postgres> for Demo {
         event: &Event,
         conn: &mut sqlx::PgConnection,
     ) -> Result<(), HandlerError> {
-        let Some(e) = effect_of(event) else {
+        let Some(e) = effect_of(event)? else {
             return Ok(());
         };
         sqlx::query("INSERT INTO access (event_id, action, customer, email, at) VALUES ($1, $2, $3, $4, $5)")
@@ -318,7 +323,7 @@ pub struct RedisDemo(redis::aio::ConnectionManager);
 #[async_trait]
 impl EventHandler for RedisDemo {
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        let Some(e) = effect_of(event) else {
+        let Some(e) = effect_of(event)? else {
             return Ok(());
         };
         let entry = serde_json::json!({"event_id": event.id().as_str(), "action": e.action, "customer": e.customer, "email": e.email});
@@ -344,7 +349,7 @@ pub struct MemoryDemo(std::sync::Mutex<Vec<(String, Effect)>>);
 #[async_trait]
 impl EventHandler for MemoryDemo {
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
-        if let Some(e) = effect_of(event) {
+        if let Some(e) = effect_of(event)? {
             let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
             log.push((event.id().to_string(), e));
         }

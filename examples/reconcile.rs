@@ -48,11 +48,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     // The verifier is not used by a reconciler (the API is authenticated by the key),
     // but a processor has one: the service's. The fake's demo signs its one webhook with
-    // the development secret, whatever STRIPE_WEBHOOK_SECRET says.
+    // the development secret, whatever STRIPE_WEBHOOK_SECRET says (which is checked all
+    // the same: an empty one is a mistake either way).
+    let configured = common::webhook_secrets()?;
     let secrets = if fake {
         common::DEV_SECRET.to_owned()
     } else {
-        common::webhook_secrets()?
+        configured
     };
     let verifier = Verifier::from_secrets_list(&secrets)?;
 

@@ -15,7 +15,7 @@
     doc = r#"
 ```no_run
 use std::sync::Arc;
-use stripe_webhooks::{async_trait, Event, EventHandler, HandlerError, Processor, SqliteStore, Verifier};
+use stripe_webhooks::{async_trait, Event, EventHandler, EventType, HandlerError, Processor, SqliteStore, Verifier};
 
 struct Billing;
 
@@ -25,12 +25,17 @@ impl EventHandler for Billing {
         match event {
             Event::CheckoutSessionCompleted(session) => println!("provision {}", session.id),
             Event::InvoicePaymentFailed(invoice) => println!("dunning {:?}", invoice.id),
-            // An object this release could not read (Stripe changed its shape): fail, so
-            // the event is recorded and comes back, not acknowledged unhandled.
+            // One of these types whose object this release could not read (Stripe
+            // changed its shape): fail, so it is recorded and comes back.
             Event::Unparsed(e) => return Err(HandlerError::new(e.error().to_string())),
             _ => {}
         }
         Ok(()) // an error answers 500, and Stripe delivers the event again
+    }
+
+    // The types it takes: any other is answered 200 `ignored`, nothing claimed.
+    fn handles(&self, t: &EventType) -> bool {
+        matches!(t, EventType::CheckoutSessionCompleted | EventType::InvoicePaymentFailed)
     }
 }
 

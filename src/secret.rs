@@ -231,6 +231,22 @@ macro_rules! debug_hiding_json {
 }
 pub(crate) use debug_hiding_json;
 
+/// Anything holding raw JSON (a list or map of `Value`s), shown by `Debug` as its JSON
+/// with the credentials hidden ([`redact_json`]).
+pub(crate) struct DebugSerialized<'a, T>(pub(crate) &'a T);
+
+impl<T: serde::Serialize> fmt::Debug for DebugSerialized<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match serde_json::to_value(self.0) {
+            Ok(mut v) => {
+                redact_json(&mut v);
+                fmt::Debug::fmt(&v, f)
+            }
+            Err(_) => f.write_str("<unserializable>"),
+        }
+    }
+}
+
 /// JSON values shown by `Debug` with their credentials hidden ([`redact_json`]).
 pub(crate) struct DebugValues<'a>(pub(crate) &'a [serde_json::Value]);
 

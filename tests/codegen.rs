@@ -884,7 +884,7 @@ fn is_credential_member(wire: &str) -> bool {
 /// Whether a field holds raw JSON (`Value`), which may hold a nested object's client
 /// secret (a terminal reader's failed action holds its whole `payment_intent`).
 fn is_raw_json(ty: &str) -> bool {
-    ty == "Value" || ty == "Vec<Value>"
+    ty == "Value" || ty.ends_with("<Value>") || ty.ends_with(", Value>")
 }
 
 /// A `Debug` impl that shows `<redacted>` for the credential members that have a value,
@@ -899,11 +899,12 @@ fn write_redacting_debug(w: &mut String, s: &GenStruct) {
     writeln!(w, "        f.debug_struct({:?})", s.name).unwrap();
     for f in &s.fields {
         if is_raw_json(&f.ty) && !is_credential_member(&f.wire) {
-            // `Value` is always optional, `Vec<Value>` never (see `field`).
+            // `Value` is always optional, the collections never (see `field`).
             let shown = match (f.ty.as_str(), &f.holder) {
                 ("Value", Holder::Option) => format!("DebugValue(&self.{})", f.ident),
                 ("Vec<Value>", Holder::Default) => format!("DebugValues(&self.{})", f.ident),
-                (ty, _) => panic!("no redacting Debug for a field of {ty}"),
+                (_, Holder::Default) => format!("DebugSerialized(&self.{})", f.ident),
+                (ty, Holder::Option) => panic!("no redacting Debug for an optional {ty}"),
             };
             writeln!(w, "            .field({:?}, &{shown})", f.ident).unwrap();
             continue;
@@ -1147,7 +1148,7 @@ fn generate_objects(root: &Path, event_tsv: &str) -> Vec<(String, String)> {
     .unwrap();
     writeln!(
         mod_rs,
-        "    pub(super) use crate::secret::{{redacted, DebugValue, DebugValues}};"
+        "    pub(super) use crate::secret::{{redacted, DebugSerialized, DebugValue, DebugValues}};"
     )
     .unwrap();
     let hand: BTreeSet<&str> = HAND_WRITTEN.iter().map(|(_, s)| *s).collect();

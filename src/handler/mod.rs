@@ -56,7 +56,7 @@ impl HandlerError {
 /// (the README's "What it guarantees" lists the visible exceptions).
 ///
 /// ```
-/// use stripe_webhooks::{async_trait, Event, EventHandler, HandlerError};
+/// use stripe_webhooks::{async_trait, Event, EventHandler, EventType, HandlerError};
 ///
 /// struct Billing;
 ///
@@ -73,9 +73,22 @@ impl HandlerError {
 ///             Event::CustomerSubscriptionDeleted(sub) => {
 ///                 println!("revoke {}", sub.id);
 ///             }
+///             // One of these types whose object this release could not read (Stripe
+///             // changed its shape): fail, so it is recorded and comes back.
+///             Event::Unparsed(e) => return Err(HandlerError::new(e.error().to_string())),
 ///             _ => {}
 ///         }
 ///         Ok(())
+///     }
+///
+///     // Only these types are claimed: others are answered 200 `ignored`.
+///     fn handles(&self, t: &EventType) -> bool {
+///         matches!(
+///             t,
+///             EventType::CheckoutSessionCompleted
+///                 | EventType::InvoicePaymentFailed
+///                 | EventType::CustomerSubscriptionDeleted
+///         )
 ///     }
 /// }
 /// ```

@@ -226,9 +226,10 @@ impl<K: Eq + Hash, E: ?Sized> Routes<K, E> {
 ///         Box::pin(async move {
 ///             match event {
 ///                 Event::CheckoutSessionCompleted(session) => println!("provision {}", session.id),
-///                 // Its object did not fit this release's struct ([`Event::Unparsed`]):
-///                 // fail, so the event is recorded and comes back.
-///                 other => return Err(HandlerError::new(format!("unreadable {}", other.event_type()))),
+///                 // Its object did not fit this release's struct: fail, so the event is
+///                 // recorded and comes back.
+///                 Event::Unparsed(e) => return Err(HandlerError::new(e.error().to_string())),
+///                 _ => {}
 ///             }
 ///             Ok(())
 ///         })

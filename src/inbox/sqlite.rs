@@ -73,21 +73,27 @@ const SAVEPOINT: &str = "stripe_webhooks_delivery";
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 /// use stripe_webhooks::sqlx::{Sqlite, SqliteConnection};
-/// use stripe_webhooks::{async_trait, Event, HandlerError, Processor, SqliteStore, TransactionalHandler, Verifier};
+/// use stripe_webhooks::{async_trait, Event, EventType, HandlerError, Processor, SqliteStore, TransactionalHandler, Verifier};
 ///
 /// struct Access;
 ///
 /// #[async_trait]
 /// impl TransactionalHandler<Sqlite> for Access {
 ///     async fn handle(&self, event: &Event, conn: &mut SqliteConnection) -> Result<(), HandlerError> {
-///         if let Event::CheckoutSessionCompleted(session) = event {
-///             stripe_webhooks::sqlx::query("INSERT INTO access (customer) VALUES (?1)")
-///                 .bind(session.id.as_str())
-///                 .execute(&mut *conn)
-///                 .await
-///                 .map_err(HandlerError::new)?;
-///         }
+///         let Event::CheckoutSessionCompleted(session) = event else {
+///             // Its object did not fit this release's struct (`Event::Unparsed`): fail.
+///             return Err(HandlerError::new(format!("unreadable {}", event.event_type())));
+///         };
+///         stripe_webhooks::sqlx::query("INSERT INTO access (customer) VALUES (?1)")
+///             .bind(session.id.as_str())
+///             .execute(&mut *conn)
+///             .await
+///             .map_err(HandlerError::new)?;
 ///         Ok(())
+///     }
+///
+///     fn handles(&self, t: &EventType) -> bool {
+///         *t == EventType::CheckoutSessionCompleted
 ///     }
 /// }
 ///

@@ -79,7 +79,7 @@ impl std::fmt::Debug for Account {
             .field("default_currency", &self.default_currency)
             .field("details_submitted", &self.details_submitted)
             .field("email", &self.email)
-            .field("external_accounts", &self.external_accounts)
+            .field("external_accounts", &DebugSerialized(&self.external_accounts))
             .field("future_requirements", &DebugValue(&self.future_requirements))
             .field("groups", &self.groups)
             .field("individual", &self.individual)

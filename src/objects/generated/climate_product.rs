@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `climate.product` object.
 ///
 /// Carried by `climate.product.created`, `climate.product.pricing_updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ClimateProduct {
     /// `id` (`string`).
@@ -30,6 +33,22 @@ pub struct ClimateProduct {
     pub name: Option<String>,
     /// `suppliers` (`array<climate.supplier>`).
     pub suppliers: Vec<Box<ClimateSupplier>>,
+}
+
+impl std::fmt::Debug for ClimateProduct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClimateProduct")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("created", &self.created)
+            .field("current_prices_per_metric_ton", &DebugSerialized(&self.current_prices_per_metric_ton))
+            .field("delivery_year", &self.delivery_year)
+            .field("livemode", &self.livemode)
+            .field("metric_tons_available", &self.metric_tons_available)
+            .field("name", &self.name)
+            .field("suppliers", &self.suppliers)
+            .finish()
+    }
 }
 
 impl FromJson for ClimateProduct {

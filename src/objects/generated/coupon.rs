@@ -9,7 +9,10 @@ use super::prelude::*;
 /// The `coupon` object.
 ///
 /// Carried by `coupon.created`, `coupon.deleted`, `coupon.updated`.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Coupon {
     /// `id` (`string`).
@@ -46,6 +49,30 @@ pub struct Coupon {
     pub times_redeemed: Option<i64>,
     /// `valid` (`boolean`).
     pub valid: Option<bool>,
+}
+
+impl std::fmt::Debug for Coupon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coupon")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("amount_off", &self.amount_off)
+            .field("applies_to", &self.applies_to)
+            .field("created", &self.created)
+            .field("currency", &self.currency)
+            .field("currency_options", &DebugSerialized(&self.currency_options))
+            .field("duration", &self.duration)
+            .field("duration_in_months", &self.duration_in_months)
+            .field("livemode", &self.livemode)
+            .field("max_redemptions", &self.max_redemptions)
+            .field("metadata", &self.metadata)
+            .field("name", &self.name)
+            .field("percent_off", &self.percent_off)
+            .field("redeem_by", &self.redeem_by)
+            .field("times_redeemed", &self.times_redeemed)
+            .field("valid", &self.valid)
+            .finish()
+    }
 }
 
 impl FromJson for Coupon {

@@ -14,7 +14,7 @@ mod prelude {
 
     pub(super) use super::super::common::{string_enum, Address, Expandable, HasId, IdOnly, List, Metadata};
     pub(super) use super::super::lean::{deserialize_object, members, serialize_fields, take, take_or_default, wire_index, FromJson};
-    pub(super) use crate::secret::{redacted, DebugValue, DebugValues};
+    pub(super) use crate::secret::{redacted, DebugSerialized, DebugValue, DebugValues};
     pub(super) use super::super::{BankAccount, Card, Charge, CheckoutSession, Customer, Dispute, Invoice, InvoiceLineItem, InvoicePayment, PaymentIntent, PaymentMethod, Plan, Price, Product, Refund, SetupIntent, Source, Subscription, SubscriptionItem};
     pub(super) use super::account::Account;
     pub(super) use super::application::Application;

@@ -142,8 +142,8 @@ pub enum ReconcileError {
 /// Only the types the processor's handlers take are listed
 /// ([`Processor::enabled_events`]; up to 20 names, Stripe's limit, else every type),
 /// and every type for a handler that takes types this release does not know (a prefix
-/// route, `invoice.*`, takes those Stripe adds later). Stripe lists newest first, so a pass lists a span of
-/// time whole and then runs it oldest first: with the ordering guard
+/// route, `invoice.*`, takes those Stripe adds later). Stripe lists newest first, so a
+/// pass lists a span of time whole and then runs it oldest first: with the ordering guard
 /// ([`Processor::ordered`]) the missed updates of an object apply in order instead of
 /// all but the newest being stale. A span holds at most
 /// [`with_max_buffered`](Self::with_max_buffered) events in memory (10,000 by default):

@@ -37,13 +37,13 @@
 //!   password or token drawn at random, 128 bits at least (`openssl rand -hex 16`), or
 //!   put a rate limit in front of the router (a `tower` layer, or your proxy's).
 //! - The requeue buttons are POST forms carrying a CSRF token: an HMAC-SHA256, under a
-//!   key drawn from the operating system's random source when the console is built, of a session nonce the console keeps in a
-//!   `SameSite=Strict`, `HttpOnly` cookie (`Secure` over HTTPS, see
-//!   [`Console::with_secure_cookie`]) and of the hour; a token is good for one to two
-//!   hours and only with its cookie. A POST without a good token, or whose `Origin`
-//!   names another host or whose `Sec-Fetch-Site` is not `same-origin`, is refused with
-//!   403 and changes nothing. Behind a proxy that rewrites `Host`, name the public
-//!   origin with [`Console::with_allowed_origin`].
+//!   key drawn from the operating system's random source when the console is built, of
+//!   a session nonce the console keeps in a `SameSite=Strict`, `HttpOnly` cookie
+//!   (`Secure` over HTTPS, see [`Console::with_secure_cookie`]) and of the hour; a
+//!   token is good for one to two hours and only with its cookie. A POST without a good
+//!   token, or whose `Origin` names another host or whose `Sec-Fetch-Site` is not
+//!   `same-origin`, is refused with 403 and changes nothing. Behind a proxy that
+//!   rewrites `Host`, name the public origin with [`Console::with_allowed_origin`].
 //! - Every answer carries `Content-Security-Policy` (no script at all, styles from the
 //!   console only, no framing), `X-Frame-Options: DENY`, `Cache-Control: no-store`,
 //!   `X-Content-Type-Options: nosniff` and `Referrer-Policy: same-origin`.

@@ -1252,22 +1252,33 @@ async fn an_ack_fast_processor_queues_reconciled_events_for_its_workers() {
     assert_eq!((again.unreadable, again.duplicates), (0, 4), "{again:?}");
 }
 
-/// A Stripe API whose lists never move on: `GET /v1/events` always answers `v1`, and
-/// `GET /v2/core/events` an empty page pointing at the same next page.
+/// A Stripe API whose lists answer fixed pages: `GET /v1/events` always `v1`, and
+/// `GET /v2/core/events` `v2`, or an empty page pointing at the same next page (a list
+/// that never moves on). It records the context of each request.
 struct Stuck {
     v1: String,
     /// The v2 list's answer, when not the default empty page pointing at itself.
     v2: Option<String>,
+    contexts: Mutex<Vec<RequestContext>>,
+}
+
+fn stuck(v1: String, v2: Option<String>) -> Stuck {
+    Stuck {
+        v1,
+        v2,
+        contexts: Mutex::default(),
+    }
 }
 
 #[async_trait]
 impl StripeClient for Stuck {
     async fn get(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         path: &str,
         _query: &[(String, String)],
     ) -> Result<String, stripe_webhooks::client::ClientError> {
+        self.contexts.lock().unwrap().push(ctx.clone());
         Ok(match path {
             "/v1/events" => self.v1.clone(),
             _ if self.v2.is_some() => self.v2.clone().unwrap_or_default(),
@@ -1293,7 +1304,7 @@ async fn unreadable_events_without_a_type_or_with_a_twin_are_recorded_as_deliver
     );
     let s = setup().await;
     let reconciler = Reconciler::new(
-        Stuck { v1, v2: Some(v2) },
+        stuck(v1, Some(v2)),
         Arc::clone(&s.processor),
         Arc::clone(&s.store),
     );
@@ -1317,22 +1328,13 @@ async fn unreadable_events_without_a_type_or_with_a_twin_are_recorded_as_deliver
 /// object `acct_…/id`, as the webhook delivery of the same event is keyed.
 #[tokio::test]
 async fn events_listed_for_an_account_are_that_accounts() {
-    struct Plain;
-    #[async_trait]
-    impl StripeClient for Plain {
-        async fn get(
-            &self,
-            ctx: &RequestContext,
-            _path: &str,
-            _query: &[(String, String)],
-        ) -> Result<String, stripe_webhooks::client::ClientError> {
-            assert_eq!(ctx.stripe_account(), Some("acct_9"));
-            Ok(format!(
-                r#"{{"object":"list","data":[{}],"has_more":false,"url":"/v1/events"}}"#,
-                event("evt_no_account", "customer.updated", testing::now() - 100)
-            ))
-        }
-    }
+    let client = Arc::new(stuck(
+        format!(
+            r#"{{"object":"list","data":[{}],"has_more":false,"url":"/v1/events"}}"#,
+            event("evt_no_account", "customer.updated", testing::now() - 100)
+        ),
+        None,
+    ));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let store = Arc::new(MemoryStore::new());
     let recorded = Arc::clone(&seen);
@@ -1348,11 +1350,14 @@ async fn events_listed_for_an_account_are_that_accounts() {
         }),
         stripe_webhooks::TiePolicy::Run,
     ));
-    let r = Reconciler::new(Plain, processor, Arc::clone(&store))
+    let r = Reconciler::new(Arc::clone(&client), processor, Arc::clone(&store))
         .with_context(RequestContext::platform().with_stripe_account("acct_9"))
         .since_cursor()
         .await
         .unwrap();
+    for ctx in client.contexts.lock().unwrap().iter() {
+        assert_eq!(ctx.stripe_account(), Some("acct_9"));
+    }
     assert_eq!(r.processed, 1, "{r:?}");
     assert_eq!(*seen.lock().unwrap(), [Some("acct_9".to_owned())]);
     let object = {
@@ -1447,27 +1452,18 @@ async fn a_prefix_route_reconciles_types_this_release_does_not_know() {
 /// object there and the ordering guard keys the object `acct_…/id`.
 #[tokio::test]
 async fn thin_events_listed_in_a_context_are_that_contexts() {
-    struct Plain;
-    #[async_trait]
-    impl StripeClient for Plain {
-        async fn get(
-            &self,
-            ctx: &RequestContext,
-            _path: &str,
-            _query: &[(String, String)],
-        ) -> Result<String, stripe_webhooks::client::ClientError> {
-            assert_eq!(ctx.stripe_context(), Some("acct_9"));
-            // No `context`, as the builder makes it.
-            let n = ThinEventBuilder::new("evt_thin_no_ctx", "v1.customer.updated")
-                .created(testing::now() - 100)
-                .related("cus_1", "customer", "/v1/customers/cus_1")
-                .snapshot_event("evt_snap_no_ctx")
-                .build();
-            Ok(format!(
-                r#"{{"data":[{n}],"next_page_url":null,"previous_page_url":null}}"#
-            ))
-        }
-    }
+    // No `context`, as the builder makes it.
+    let n = ThinEventBuilder::new("evt_thin_no_ctx", "v1.customer.updated")
+        .created(testing::now() - 100)
+        .related("cus_1", "customer", "/v1/customers/cus_1")
+        .snapshot_event("evt_snap_no_ctx")
+        .build();
+    let client = Arc::new(stuck(
+        String::new(),
+        Some(format!(
+            r#"{{"data":[{n}],"next_page_url":null,"previous_page_url":null}}"#
+        )),
+    ));
     struct Contexts(Arc<Mutex<Vec<Option<String>>>>);
     #[async_trait]
     impl ThinEventHandler for Contexts {
@@ -1484,11 +1480,14 @@ async fn thin_events_listed_in_a_context_are_that_contexts() {
         Contexts(Arc::clone(&seen)),
         stripe_webhooks::TiePolicy::Run,
     ));
-    let r = Reconciler::new(Plain, processor, Arc::clone(&store))
+    let r = Reconciler::new(Arc::clone(&client), processor, Arc::clone(&store))
         .with_context(RequestContext::platform().with_stripe_account("acct_9"))
         .thin_since_cursor()
         .await
         .unwrap();
+    for ctx in client.contexts.lock().unwrap().iter() {
+        assert_eq!(ctx.stripe_context(), Some("acct_9"));
+    }
     assert_eq!(r.processed, 1, "{r:?}");
     assert_eq!(*seen.lock().unwrap(), [Some("acct_9".to_owned())]);
     assert!(store.watermark("acct_9/cus_1").await.unwrap().is_some());
@@ -1553,7 +1552,7 @@ async fn a_listing_that_stops_moving_fails_the_pass_and_keeps_the_cursor() {
     let now = testing::now();
     let reconciler = |v1: String| {
         Reconciler::new(
-            Stuck { v1, v2: None },
+            stuck(v1, None),
             Arc::clone(&s.processor),
             Arc::clone(&s.store),
         )
@@ -1596,13 +1595,13 @@ async fn a_listing_that_stops_moving_fails_the_pass_and_keeps_the_cursor() {
     // v2: a next page whose URL carries no token is an error, not the end of the list
     // (the older pages after it would be skipped and the cursor moved past them).
     let no_token = Reconciler::new(
-        Stuck {
-            v1: empty.to_owned(),
-            v2: Some(
+        stuck(
+            empty.to_owned(),
+            Some(
                 r#"{"data":[],"next_page_url":"/v2/core/events?cursor=x","previous_page_url":null}"#
                     .to_owned(),
             ),
-        },
+        ),
         Arc::clone(&s.processor),
         Arc::clone(&s.store),
     );

@@ -2116,6 +2116,16 @@ struct LateTake {
 }
 
 impl LateTake {
+    /// A memory queue whose first take is `delay` late (taking first, or waiting first).
+    fn first_late(takes_first: bool, delay: Duration) -> Self {
+        Self {
+            inner: MemoryQueue::new(),
+            late: Arc::new(AtomicUsize::new(1)),
+            takes_first,
+            delay,
+        }
+    }
+
     /// The job keyed `key`, which the test queued.
     async fn record(&self, key: &str) -> stripe_webhooks::queue::JobRecord {
         self.inner.job(&key.into()).await.unwrap().unwrap()
@@ -2176,12 +2186,7 @@ impl Queue for LateTake {
 /// would end dead rather than loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_taken_after_its_lease_window_is_retried_unrun() {
-    let queue = LateTake {
-        inner: MemoryQueue::new(),
-        late: Arc::new(AtomicUsize::new(1)),
-        takes_first: false,
-        delay: Duration::from_millis(300),
-    };
+    let queue = LateTake::first_late(false, Duration::from_millis(300));
     let body = customer_event("evt_slow_take", "cus_1", testing::now());
     enqueue_body(&queue, &body).await;
     let handler = Recorder::default();
@@ -2214,12 +2219,7 @@ async fn a_job_taken_after_its_lease_window_is_retried_unrun() {
 /// than leave them running under a lease no one holds (a lease's wait, an attempt spent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_a_timed_out_take_still_took_are_given_back() {
-    let queue = LateTake {
-        inner: MemoryQueue::new(),
-        late: Arc::new(AtomicUsize::new(1)),
-        takes_first: false,
-        delay: Duration::from_millis(300),
-    };
+    let queue = LateTake::first_late(false, Duration::from_millis(300));
     let body = customer_event("evt_late_take", "cus_1", testing::now());
     enqueue_body(&queue, &body).await;
     let handler = Recorder::default();
@@ -2243,12 +2243,7 @@ async fn jobs_a_timed_out_take_still_took_are_given_back() {
 /// back what it took when it answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_does_not_wait_out_a_slow_take() {
-    let queue = LateTake {
-        inner: MemoryQueue::new(),
-        late: Arc::new(AtomicUsize::new(1)),
-        takes_first: true,
-        delay: Duration::from_secs(2),
-    };
+    let queue = LateTake::first_late(true, Duration::from_secs(2));
     let body = customer_event("evt_slow_stop", "cus_1", testing::now());
     enqueue_body(&queue, &body).await;
     let handler = Recorder::default();
@@ -2282,12 +2277,7 @@ async fn a_shutdown_does_not_wait_out_a_slow_take() {
 /// stopped, and its attempt is not counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_taken_after_the_hard_stop_is_given_back_unstarted() {
-    let queue = LateTake {
-        inner: MemoryQueue::new(),
-        late: Arc::new(AtomicUsize::new(1)),
-        takes_first: false,
-        delay: Duration::from_millis(300),
-    };
+    let queue = LateTake::first_late(false, Duration::from_millis(300));
     enqueue_body(
         &queue,
         &customer_event("evt_after_stop", "cus_1", testing::now()),
@@ -2313,12 +2303,7 @@ async fn a_job_taken_after_the_hard_stop_is_given_back_unstarted() {
 /// attempt spent, until their lease ends.
 #[test]
 fn a_stopping_worker_gives_back_what_a_late_take_took() {
-    let queue = LateTake {
-        inner: MemoryQueue::new(),
-        late: Arc::new(AtomicUsize::new(1)),
-        takes_first: true,
-        delay: Duration::from_millis(300),
-    };
+    let queue = LateTake::first_late(true, Duration::from_millis(300));
     // The worker's own runtime, ended as a service's is once its worker has stopped.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

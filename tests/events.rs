@@ -4,6 +4,7 @@
 
 use proptest::prelude::*;
 use stripe_webhooks::dangerous::{parse_unverified, parse_unverified_notification};
+use stripe_webhooks::objects::{HasId, PaymentSource};
 use stripe_webhooks::{testing, Event, EventType, ParseError};
 
 fn tsv_rows() -> Vec<(String, String)> {
@@ -132,14 +133,38 @@ fn polymorphic_sources_dispatch_on_object() {
             other => panic!("{other:?}"),
         }
     }
+    // A kind of source Stripe adds later is still typed: its JSON, as sent.
     let json = testing::event_json(
         "evt_p",
         "account.external_account.created",
-        r#"{"id":"x","object":"alien"}"#,
+        r#"{"id":"x_1","object":"alien","customer":{"id":"cus_9","object":"customer"},
+            "client_secret":"x_1_secret_abc"}"#,
     );
-    let event = parse_unverified(json.as_bytes()).unwrap();
-    match event {
-        Event::Unparsed(u) => assert!(u.error().message().contains("alien")),
+    match parse_unverified(json.as_bytes()).unwrap() {
+        Event::AccountExternalAccountCreated(e) => {
+            let source = e.object();
+            assert!(matches!(source, PaymentSource::Unknown(_)), "{source:?}");
+            assert_eq!(source.object_type(), "alien");
+            assert_eq!(source.id(), Some("x_1"));
+            assert_eq!(source.customer_id(), Some("cus_9"));
+            assert_eq!(
+                serde_json::to_value(source).unwrap()["client_secret"],
+                "x_1_secret_abc"
+            );
+            let debug = format!("{source:?}");
+            assert!(!debug.contains("secret_abc"), "{debug}");
+            assert!(debug.contains("alien"), "{debug}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without an `object` to tell it by, it cannot be read.
+    let json = testing::event_json(
+        "evt_p",
+        "customer.source.updated",
+        r#"{"id":"x_1","customer":"cus_1"}"#,
+    );
+    match parse_unverified(json.as_bytes()).unwrap() {
+        Event::Unparsed(u) => assert!(u.error().message().contains("object"), "{u:?}"),
         other => panic!("{other:?}"),
     }
 }

@@ -236,8 +236,10 @@ impl BankAccount {
 
 /// The object of a polymorphic source event (`customer.source.*`,
 /// `account.external_account.*`): a card, a bank account or a legacy source, told apart
-/// by the JSON `object` field.
-#[derive(Clone, Debug, PartialEq)]
+/// by the JSON `object` field, or, for a kind of source this release does not know (Stripe
+/// adds them), the object as JSON ([`Unknown`](Self::Unknown)), so that such an event is
+/// still typed rather than [`Event::Unparsed`](crate::Event::Unparsed).
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub enum PaymentSource {
     /// `"object": "bank_account"`.
@@ -246,15 +248,35 @@ pub enum PaymentSource {
     Card(Box<Card>),
     /// `"object": "source"`.
     Source(Box<Source>),
+    /// Any other `object`: the JSON object as Stripe sent it. Its `Debug` output hides
+    /// the credentials it may hold (a `client_secret`).
+    Unknown(Box<serde_json::Value>),
+}
+
+impl std::fmt::Debug for PaymentSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PaymentSource::BankAccount(b) => f.debug_tuple("BankAccount").field(b).finish(),
+            PaymentSource::Card(c) => f.debug_tuple("Card").field(c).finish(),
+            PaymentSource::Source(s) => f.debug_tuple("Source").field(s).finish(),
+            PaymentSource::Unknown(v) => {
+                let mut v = (**v).clone();
+                crate::secret::redact_json(&mut v);
+                f.debug_tuple("Unknown").field(&v).finish()
+            }
+        }
+    }
 }
 
 impl PaymentSource {
-    /// The `object` value this variant stands for.
-    pub fn object_type(&self) -> &'static str {
+    /// The `object` value this variant stands for (for [`Unknown`](Self::Unknown), the
+    /// one Stripe sent).
+    pub fn object_type(&self) -> &str {
         match self {
             PaymentSource::BankAccount(_) => "bank_account",
             PaymentSource::Card(_) => "card",
             PaymentSource::Source(_) => "source",
+            PaymentSource::Unknown(v) => v["object"].as_str().unwrap_or_default(),
         }
     }
 
@@ -288,6 +310,11 @@ impl PaymentSource {
             PaymentSource::BankAccount(b) => b.customer_id(),
             PaymentSource::Card(c) => c.customer_id(),
             PaymentSource::Source(s) => s.customer.as_deref(),
+            // A customer's id, or an expanded customer's.
+            PaymentSource::Unknown(v) => match &v["customer"] {
+                serde_json::Value::Object(c) => c.get("id").and_then(serde_json::Value::as_str),
+                c => c.as_str(),
+            },
         }
     }
 }
@@ -298,6 +325,7 @@ impl HasId for PaymentSource {
             PaymentSource::BankAccount(b) => b.id(),
             PaymentSource::Card(c) => c.id(),
             PaymentSource::Source(s) => s.id(),
+            PaymentSource::Unknown(v) => v["id"].as_str(),
         }
     }
 }
@@ -309,6 +337,7 @@ impl Serialize for PaymentSource {
             PaymentSource::BankAccount(b) => b.serialize(s),
             PaymentSource::Card(c) => c.serialize(s),
             PaymentSource::Source(x) => x.serialize(s),
+            PaymentSource::Unknown(v) => v.serialize(s),
         }
     }
 }

@@ -1789,6 +1789,38 @@ mod redis_queue {
         assert!(done, "woken within 10 s, long before the 60 s poll");
     }
 
+    /// A job queued after a worker's take found nothing, but before the worker blocks for
+    /// the next, wakes it at once: the read starts after the last entry the workers were
+    /// given, not at the stream's end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_a_job_queued_between_an_empty_take_and_the_wait_wakes_at_once() {
+        let url = std::env::var("REDIS_URL_TEST").expect("REDIS_URL_TEST is set");
+        let client = redis::Client::open(url).unwrap();
+        let queue = queue("qwakerace").await.with_wakeups(client);
+        let lease = Duration::from_secs(30);
+        // A first wait on a queue never taken from (no stream, no group) times out.
+        assert!(queue.wait_for_jobs(Duration::from_millis(50)).await);
+        assert!(queue.take(1, lease, false).await.unwrap().is_empty());
+        enqueue_body(&queue, &customer_event("evt_race", "cus_1", testing::now())).await;
+        // Blocking from the stream's end, this would wait the whole minute.
+        let woke = tokio::time::timeout(
+            Duration::from_secs(10),
+            queue.wait_for_jobs(Duration::from_secs(60)),
+        )
+        .await;
+        assert_eq!(woke, Ok(true), "woken by the job queued before the wait");
+        let taken = queue.take(1, lease, false).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        // Taken: nothing new is past the group's last entry, so the wait blocks its time.
+        let idle = tokio::time::timeout(
+            Duration::from_millis(500),
+            queue.wait_for_jobs(Duration::from_secs(60)),
+        )
+        .await;
+        assert!(idle.is_err(), "nothing to wake for");
+        queue.complete(&taken[0].token).await.unwrap();
+    }
+
     /// A wakeup connection that cannot connect is no wake at all: the worker falls back
     /// to its poll and still runs the job.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

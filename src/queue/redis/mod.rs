@@ -223,6 +223,58 @@ fn consumer_name() -> String {
     format!("{host}-{}-{random}", std::process::id())
 }
 
+/// The consumer group of the workers, as the scripts name it (`lib.lua`).
+const GROUP: &str = "workers";
+
+/// The id of the last entry of `stream` given to the workers' group (`XINFO GROUPS`);
+/// `None` when the stream or the group does not exist yet (no take made it).
+async fn last_delivered(
+    conn: &mut ::redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> ::redis::RedisResult<Option<String>> {
+    let groups = match ::redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async::<Vec<::redis::Value>>(conn)
+        .await
+    {
+        Ok(groups) => groups,
+        // No such stream yet.
+        Err(e) if e.kind() == ::redis::ErrorKind::ResponseError => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(groups.iter().find_map(|g| {
+        let fields = group_fields(g)?;
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name)?.1.clone();
+        if field("name").as_deref() != Some(GROUP) {
+            return None;
+        }
+        field("last-delivered-id")
+    }))
+}
+
+/// One group of an `XINFO GROUPS` reply as (field, text value) pairs: a flat array of
+/// fields and values (RESP2) or a map (RESP3). A value that is not text is `None`.
+fn group_fields(group: &::redis::Value) -> Option<Vec<(String, Option<String>)>> {
+    use ::redis::Value;
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let pairs: Vec<(&Value, &Value)> = match group {
+        Value::Array(items) => items.chunks_exact(2).map(|kv| (&kv[0], &kv[1])).collect(),
+        Value::Map(items) => items.iter().map(|(k, v)| (k, v)).collect(),
+        _ => return None,
+    };
+    Some(
+        pairs
+            .into_iter()
+            .filter_map(|(k, v)| Some((text(k)?, text(v))))
+            .collect(),
+    )
+}
+
 fn corrupt(key: &str, what: &str) -> StoreError {
     StoreError::unavailable(format!("unreadable job {key:?} in the Redis queue: {what}"))
 }
@@ -306,6 +358,17 @@ impl RedisQueue {
             .unwrap_or(u64::MAX)
             .max(1);
         let stream = format!("{}stream", self.keys);
+        let margin = max_wait.saturating_add(Duration::from_secs(1));
+        // From the last entry the workers' group was given, not from the stream's end
+        // (`$`): a job queued after the caller's take found nothing, but before this
+        // read, is past it, and wakes the caller at once.
+        let after = match tokio::time::timeout(margin, last_delivered(conn, &stream)).await {
+            Ok(Ok(id)) => id,
+            Ok(Err(_)) | Err(_) => {
+                *slot = None;
+                return false;
+            }
+        };
         let mut read = ::redis::cmd("XREAD");
         read.arg("COUNT")
             .arg(1)
@@ -313,10 +376,10 @@ impl RedisQueue {
             .arg(block)
             .arg("STREAMS")
             .arg(&stream)
-            .arg("$");
+            .arg(after.as_deref().unwrap_or("$"));
         let read = read.query_async::<::redis::Value>(conn);
         // A margin over the block, for a server that never answers.
-        match tokio::time::timeout(max_wait.saturating_add(Duration::from_secs(1)), read).await {
+        match tokio::time::timeout(margin, read).await {
             Ok(Ok(_)) => true,
             Ok(Err(_)) | Err(_) => {
                 *slot = None;

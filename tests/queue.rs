@@ -1707,6 +1707,79 @@ mod redis_queue {
         .await;
     }
 
+    /// A job whose hash the take script cannot use (attempts not a number, no seq, a
+    /// state it does not know) dies with the reason, before anything is written for it:
+    /// the script stopped at it, leaving the jobs it took before it running and out of
+    /// reach until their leases ended. It leaves its object's order, and a requeue of the
+    /// dead leaves it dead rather than fail.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_a_job_hash_the_take_cannot_use_dies_and_its_batch_still_runs() {
+        let (queue, prefix) = queue_and_prefix("qhash").await;
+        let mut conn = connect().await;
+        let now = testing::now();
+        let spoilt = [
+            ("evt_attempts", "attempts", Some("many")),
+            ("evt_seq", "seq", None),
+            ("evt_state", "state", Some("paused")),
+        ];
+        enqueue_body(&queue, &customer_event("evt_first", "cus_1", now)).await;
+        for (id, _, _) in spoilt {
+            enqueue_body(&queue, &customer_event(id, "cus_2", now)).await;
+        }
+        // The same object as the spoilt jobs, queued after them.
+        enqueue_body(&queue, &customer_event("evt_after", "cus_2", now + 1)).await;
+        for (id, field, value) in spoilt {
+            let key = format!("{prefix}:q:job:{id}");
+            let cmd = match value {
+                Some(v) => {
+                    let mut c = redis::cmd("HSET");
+                    c.arg(&key).arg(field).arg(v);
+                    c
+                }
+                None => {
+                    let mut c = redis::cmd("HDEL");
+                    c.arg(&key).arg(field);
+                    c
+                }
+            };
+            let _: i64 = cmd.query_async(&mut conn).await.unwrap();
+        }
+        let lease = Duration::from_secs(30);
+        let taken = queue.take(10, lease, true).await.unwrap();
+        let keys: Vec<&str> = taken.iter().map(|j| j.token.event_id().as_str()).collect();
+        assert_eq!(keys, ["evt_first", "evt_after"]);
+        for job in &taken {
+            queue.complete(&job.token).await.unwrap();
+        }
+        let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
+        let mut dead_keys: Vec<&str> = dead.iter().map(|j| j.key.as_str()).collect();
+        dead_keys.sort_unstable();
+        assert_eq!(
+            dead_keys,
+            ["evt_attempts", "evt_seq", "evt_state"],
+            "{dead:?}"
+        );
+        for job in &dead {
+            let why = job.last_error.as_deref().unwrap_or_default();
+            assert!(why.contains("unreadable job"), "{why}");
+        }
+        // A requeue cannot give the one without a seq its place: it stays dead.
+        assert_eq!(queue.requeue_dead().await.unwrap(), 2);
+        let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!(dead[0].key.as_str(), "evt_seq");
+        assert!(!queue
+            .requeue(&stripe_webhooks::EventId::new("evt_seq"))
+            .await
+            .unwrap());
+        let counts = queue.counts().await.unwrap();
+        assert_eq!(
+            (counts.queued, counts.completed, counts.dead),
+            (2, 2, 1),
+            "{counts:?}"
+        );
+    }
+
     /// A job whose event type is not UTF-8 (a corrupt hash) dies with the reason; it
     /// failed the decoding of its whole take, so the jobs taken beside it never ran and
     /// the take failed again at each lease's end.

@@ -576,6 +576,36 @@ async fn unreadable_record_is_unavailable_not_a_panic() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert_eq!(store.record(&fresh).await.unwrap(), None, "nothing claimed");
+    // Nor one that Lua would read as a number but the crate cannot, and `lock_object`
+    // refuses it too: neither takes the lock.
+    for created in ["1e9", "0x10", " 7", "1.5", "99999999999999999999"] {
+        let _: i64 = redis::cmd("HSET")
+            .arg(&obj)
+            .arg("created")
+            .arg(created)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        match store
+            .lock_and_claim("cus_bad", "h", LEASE, &fresh, &EventType::InvoicePaid)
+            .await
+        {
+            Err(StoreError::Unavailable(e)) => assert!(e.to_string().contains(&obj), "{e}"),
+            other => panic!("{created:?}: expected Unavailable, got {other:?}"),
+        }
+        match store.lock_object("cus_bad", "h", LEASE).await {
+            Err(StoreError::Unavailable(e)) => assert!(e.to_string().contains(&obj), "{e}"),
+            other => panic!("{created:?}: expected Unavailable, got {other:?}"),
+        }
+        let holder: Option<String> = redis::cmd("HGET")
+            .arg(&obj)
+            .arg("holder")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(holder, None, "{created:?}: no lock taken");
+        assert_eq!(store.record(&fresh).await.unwrap(), None, "nothing claimed");
+    }
     // A key of another type is an error too, and nothing is overwritten.
     let _: () = redis::cmd("SET")
         .arg(&key)

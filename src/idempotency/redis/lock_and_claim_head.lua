@@ -1,6 +1,6 @@
 local o = redis.call('HMGET', KEYS[3], 'holder', 'lock_until_ms', 'created', 'event_id')
 local lock_until = tonumber(o[2]) or 0
-if o[3] and not tonumber(o[3]) then
+if unreadable_created(o[3]) then
   return redis.error_reply('unreadable watermark in ' .. KEYS[3])
 end
 -- A completed event is a duplicate whatever the object's lock: nothing to wait for.

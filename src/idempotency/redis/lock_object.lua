@@ -1,5 +1,9 @@
 local h = redis.call('HMGET', KEYS[1], 'holder', 'lock_until_ms', 'created', 'event_id')
 local until_ms = tonumber(h[2]) or 0
+-- Refused before the lock is taken, which would otherwise stay to its lease's end.
+if unreadable_created(h[3]) then
+  return redis.error_reply('unreadable watermark in ' .. KEYS[1])
+end
 if h[1] and h[1] ~= ARGV[1] and until_ms > now then
   return {'busy', fmt(until_ms - now), ''}
 end

@@ -9,6 +9,9 @@ local SINCE = P .. 'queued_since'
 local function job_key(k) return P .. 'job:' .. k end
 local function obj_key(o) return P .. 'obj:' .. o end
 local function objrun_key(o) return P .. 'objrun:' .. o end
+-- Whether `v` (false: none) is a whole number as the scripts write one, which `HINCRBY`
+-- and the object sets' members take.
+local function digits(v) return v and string.match(v, '^%d+$') and #v <= 18 end
 -- A job's member in its object's set: same-`created` jobs sort by enqueue order.
 local function member(seq, k) return string.format('%020d', tonumber(seq)) .. ':' .. k end
 -- Acknowledges and deletes a stream entry ('' is none).

@@ -459,10 +459,10 @@ fn lossy(v: Option<Vec<u8>>) -> Option<String> {
     })
 }
 
-fn int(key: &str, what: &str, v: Option<Vec<u8>>) -> Result<Option<i64>, StoreError> {
-    text(key, what, v)?
-        .map(|s| s.parse::<i64>().map_err(|_| corrupt(key, what)))
-        .transpose()
+/// A number shown to operators (attempts, times): one that is not a number (a corrupt
+/// hash) is shown as none, for the same reason as [`lossy`].
+fn int(v: Option<Vec<u8>>) -> Option<i64> {
+    std::str::from_utf8(&v?).ok()?.parse().ok()
 }
 
 /// A record from `records.lua`'s reply; `None` when the job's hash is gone.
@@ -482,12 +482,12 @@ fn parse_record(row: Vec<Option<Vec<u8>>>) -> Result<Option<JobRecord>, StoreErr
     let state: JobState = state.parse().map_err(|_| corrupt(&key, "state"))?;
     let kind_name = lossy(kind).unwrap_or_default();
     let kind = PayloadKind::from_name(&kind_name).unwrap_or(PayloadKind::Snapshot);
-    let attempts = int(&key, "attempts", attempts)?.unwrap_or(0);
+    let attempts = int(attempts).unwrap_or(0);
     let pending = matches!(
         state,
         JobState::Queued | JobState::Retrying | JobState::Running
     );
-    let run_at = int(&key, "run_at", run_at)?;
+    let run_at = int(run_at);
     Ok(Some(
         JobRecord::new(
             EventId::new(key.clone()),
@@ -497,9 +497,9 @@ fn parse_record(row: Vec<Option<Vec<u8>>>) -> Result<Option<JobRecord>, StoreErr
             state,
             u32::try_from(attempts.max(0)).unwrap_or(u32::MAX),
             lossy(last_error),
-            int(&key, "enqueued_at", enqueued_at)?.unwrap_or(0),
+            int(enqueued_at).unwrap_or(0),
             run_at.filter(|_| pending),
-            int(&key, "finished_at", finished_at)?,
+            int(finished_at),
             body.unwrap_or_default(),
         )
         .with_kind_name(&kind_name),

@@ -1,12 +1,17 @@
 -- ARGV[2] 'one' and a key, or 'dead', a batch size and the last seq a batch before looked
 -- at (so a job buried again meanwhile, under its old seq, is not requeued twice in one
--- call). Returns {requeued, looked at, last seq looked at}.
+-- call). Returns {requeued, looked at, last seq looked at}. A job whose hash cannot be
+-- requeued as it is (no numeric seq, or an object without a numeric created: written by
+-- hand or by another version) stays dead, and nothing is written for it.
 local function requeue(k)
   local jk = job_key(k)
   local h = redis.call('HMGET', jk, 'state', 'entry', 'object', 'created', 'seq')
   local state = h[1]
   if state ~= 'dead' and state ~= 'retrying' then
     return 0
+  end
+  if not digits(h[5]) or ((h[3] or '') ~= '' and not tonumber(h[4])) then
+    return 2
   end
   ack(h[2] or '')
   redis.call('ZREM', P .. state, k)
@@ -21,7 +26,7 @@ local function requeue(k)
   return 1
 end
 if ARGV[2] == 'one' then
-  return {requeue(ARGV[3]), 1, 0}
+  return {requeue(ARGV[3]) == 1 and 1 or 0, 1, 0}
 end
 local n = 0
 local last = tonumber(ARGV[4])
@@ -30,9 +35,10 @@ local keys = redis.call('ZRANGEBYSCORE', P .. 'dead', '(' .. ARGV[4], '+inf', 'W
 for i = 1, #keys, 2 do
   local k = keys[i]
   last = tonumber(keys[i + 1])
-  if requeue(k) == 1 then
+  local r = requeue(k)
+  if r == 1 then
     n = n + 1
-  else
+  elseif r == 0 then
     redis.call('ZREM', P .. 'dead', k)
   end
 end

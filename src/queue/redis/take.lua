@@ -12,11 +12,35 @@ local out = {}
 -- its object; acks a stale entry.
 local function consider(k, e)
   local jk = job_key(k)
-  local h = redis.call('HMGET', jk, 'state', 'entry', 'run_at', 'object', 'seq')
+  local h = redis.call('HMGET', jk, 'state', 'entry', 'run_at', 'object', 'seq', 'attempts')
   local state, current = h[1], h[2] or ''
   if not state or current ~= e or state == 'completed' or state == 'dead' then
     ack(e)
     if state and current == e then redis.call('HSET', jk, 'entry', '') end
+    return
+  end
+  -- A job whose hash this script cannot use (written by hand, or by another version) is
+  -- buried as it is, before anything is written for it: an error further on would
+  -- stop the script with the jobs it took so far marked running, and out of reach until
+  -- their leases ended.
+  local known = {queued = true, running = true, retrying = true}
+  if not digits(h[5]) or (h[6] and not digits(h[6])) or not known[state] then
+    ack(e)
+    if known[state] then redis.call('ZREM', P .. state, k) end
+    redis.call('ZREM', SINCE, k)
+    redis.call('ZREM', LEASES, k)
+    redis.call('HSET', jk, 'state', 'dead', 'entry', '', 'finished_at', fmt(now),
+      'last_error', 'unreadable job: its seq, attempts or state is not as this version writes them')
+    redis.call('ZADD', P .. 'dead', tonumber(h[5]) or 0, k)
+    -- Out of its object's order, which it would otherwise hold up for good.
+    local o = h[4] or ''
+    if o ~= '' then
+      for _, m in ipairs(redis.call('ZRANGE', obj_key(o), 0, -1)) do
+        if string.sub(m, 22) == k then redis.call('ZREM', obj_key(o), m) end
+      end
+      redis.call('ZREM', objrun_key(o), k)
+      wake(o)
+    end
     return
   end
   local run_at = tonumber(h[3]) or 0

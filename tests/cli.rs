@@ -56,8 +56,14 @@ async fn cli(args: &[&str]) -> Out {
 
 /// Runs the tool with `args`, no store settings from the environment but `env`'s.
 async fn cli_with_env(args: &[&str], env: &[(&str, &str)]) -> Out {
-    let out = tokio::process::Command::new(BIN)
-        .args(args)
+    let mut command = tokio::process::Command::new(BIN);
+    command.args(args);
+    run(command, env).await
+}
+
+/// Runs `command` with no store settings from the environment but `env`'s.
+async fn run(mut command: tokio::process::Command, env: &[(&str, &str)]) -> Out {
+    let out = command
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
         .env_remove("STRIPE_WEBHOOKS_TABLE")
@@ -73,6 +79,48 @@ async fn cli_with_env(args: &[&str], env: &[(&str, &str)]) -> Out {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Runs `command` (which starts `stripe-webhooks`) in `sh`, as an operator's shell would:
+/// the tool on the path, no store settings from the environment but `env`'s.
+async fn in_shell(command: &str, env: &[(&str, &str)]) -> Out {
+    let dir = std::path::Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut all = vec![("PATH", path.as_str())];
+    all.extend_from_slice(env);
+    let mut sh = tokio::process::Command::new("sh");
+    sh.arg("-c").arg(command);
+    run(sh, &all).await
+}
+
+/// The command a `show` output suggests to rerun its job.
+fn rerun_hint(shown: &str) -> String {
+    shown
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("rerun it"))
+        .unwrap_or_else(|| panic!("no rerun hint: {shown}"))
+        .trim()
+        .to_owned()
+}
+
+/// The store flags `store` with a URL flag moved to the variable the tool reads instead
+/// (`DATABASE_URL`, `REDIS_URL`): the other flags, and the variable.
+fn from_environment(store: &[String]) -> (Vec<String>, Vec<(&'static str, &str)>) {
+    let mut flags = Vec::new();
+    let mut env = Vec::new();
+    let mut it = store.iter();
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--database-url" => env.push(("DATABASE_URL", it.next().unwrap().as_str())),
+            "--redis-url" => env.push(("REDIS_URL", it.next().unwrap().as_str())),
+            _ => flags.push(flag.clone()),
+        }
+    }
+    (flags, env)
 }
 
 /// Runs the tool with the store flags `store` followed by `args`.
@@ -157,7 +205,7 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
     assert_eq!(status["queue"]["dead"], 1, "{status}");
     let text = on(store, &["status"]).await.ok().stdout;
     assert!(text.contains("dead       1"), "{text}");
-    assert!(text.contains("stripe-webhooks requeue ID"), "{text}");
+    assert!(text.contains("requeue ID` reruns it"), "{text}");
 
     let dead = on(store, &["dead"]).await.ok().stdout;
     let mut lines = dead.lines();
@@ -187,8 +235,40 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
     assert_eq!(shown["body"]["id"], id.as_str());
     assert_eq!(shown["body"]["type"], "invoice.payment_failed");
 
-    let requeued = on(store, &["requeue", &id, "--json"]).await.ok().json();
-    assert_eq!(requeued["requeued"], 1);
+    // `show` suggests the command that reruns the job on this very store, with the
+    // store's flags as typed: run as a shell runs it, in a shell with no store variable,
+    // it does. A URL read from the environment is named by its variable instead.
+    let typed = rerun_hint(&on(store, &["show", &id]).await.ok().stdout);
+    let (unflagged, env) = from_environment(store);
+    let mut args: Vec<&str> = unflagged.iter().map(String::as_str).collect();
+    args.extend(["show", &id]);
+    let from_env = rerun_hint(&cli_with_env(&args, &env).await.ok().stdout);
+    if env.is_empty() {
+        assert_eq!(from_env, typed);
+    } else {
+        assert!(
+            from_env.contains(&format!("\"${}\"", env[0].0)),
+            "{from_env}"
+        );
+        assert!(!from_env.contains(env[0].1), "{from_env}");
+    }
+    // A typed URL's password is not repeated (PostgreSQL here trusts loopback, so any
+    // password connects).
+    if let Some(i) = store.iter().position(|f| f == "--database-url") {
+        let mut with_password = store.to_vec();
+        with_password[i + 1] = store[i + 1].replacen("postgres@", "postgres:hunter2@", 1);
+        assert!(with_password[i + 1].contains("hunter2"));
+        let hint = rerun_hint(&on(&with_password, &["show", &id]).await.ok().stdout);
+        assert!(!hint.contains("hunter2"), "{hint}");
+        assert!(hint.contains("postgres:***@"), "{hint}");
+    }
+    let out = in_shell(&format!("{typed} --json"), &[]).await.ok().json();
+    assert_eq!(out["requeued"], 1);
+    // The variable's form reaches the same store: the job is queued there now (another
+    // store would answer "not found", 3).
+    let out = in_shell(&from_env, &env).await;
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stderr.contains("is queued"), "{out:#?}");
     let shown = on(store, &["show", &id, "--json"]).await.ok().json();
     assert_eq!(shown["job"]["state"], "queued");
     assert_eq!(shown["job"]["attempts"], 0);
@@ -377,7 +457,10 @@ async fn output_is_safe_for_terminals_and_pipes() {
     queue.fail(&taken[0].token, "boom", None).await.unwrap();
     let shown = on(&flags, &["show", "evt_odd;$(id)"]).await.ok().stdout;
     assert!(
-        shown.contains("stripe-webhooks requeue 'evt_odd;$(id)'"),
+        shown.contains(&format!(
+            "stripe-webhooks --sqlite {} requeue 'evt_odd;$(id)'",
+            flags[1]
+        )),
         "{shown}"
     );
 
@@ -417,6 +500,28 @@ fn sqlite_flags(dir: &TempDir) -> Vec<String> {
         "--sqlite".to_owned(),
         dir.join("cli.db").display().to_string(),
     ]
+}
+
+/// A path that cannot be looked at (here, under a file) is not a missing database: the
+/// error says why, rather than suggest `migrate`, which would fail on it too.
+#[tokio::test]
+async fn an_sqlite_path_that_cannot_be_looked_at_is_not_missing() {
+    let dir = TempDir::new("cli-sqlite-enotdir");
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let path = file.join("x.db").display().to_string();
+    let out = cli(&["--sqlite", &path, "status"]).await;
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(!out.stderr.contains("no SQLite database"), "{out:#?}");
+    assert!(
+        out.stderr.to_lowercase().contains("not a directory"),
+        "{out:#?}"
+    );
+    assert!(
+        out.stderr.contains("cannot open the SQLite file"),
+        "{out:#?}"
+    );
+    assert!(out.stderr.contains("check the path"), "{out:#?}");
 }
 
 #[tokio::test]
@@ -916,6 +1021,10 @@ async fn redis_operator_flow() {
         refused.stderr.contains("expire on their own"),
         "{refused:#?}"
     );
+    // And a purge without it does not suggest it.
+    let text = on(&flags, &["purge"]).await.ok().stdout;
+    assert!(text.contains("Redis expires them on its own"), "{text}");
+    assert!(!text.contains("--records-older-than"), "{text}");
 }
 
 #[tokio::test]

@@ -15,6 +15,8 @@ use stripe_webhooks::{
 use crate::error::{redact_url, CliError};
 use crate::StoreOpts;
 
+/// The SQLite file the tool opens by default (`--sqlite`'s default).
+pub(crate) const DEFAULT_SQLITE: &str = "stripe-webhooks.db";
 /// The Redis store's default key prefix.
 const REDIS_DEFAULT_PREFIX: &str = "stripe_webhooks";
 /// How long to wait for a server before saying it is unreachable.
@@ -34,6 +36,8 @@ pub(crate) struct Backend {
     store: Store,
     target: String,
     table: String,
+    /// The command that opens this store again, for the commands the tool suggests.
+    command: String,
 }
 
 impl Backend {
@@ -57,10 +61,21 @@ impl Backend {
 
     async fn connect(opts: &StoreOpts, create: bool) -> Result<Self, CliError> {
         let table = opts.table.as_deref().filter(|t| !t.is_empty());
+        // How a suggested command names the store: the URL typed (its password hidden:
+        // the operator fills it in), or the variable it was read from.
+        let url_flag = |flag: &str, url: &str, var: &str| {
+            if opts.url_typed {
+                format!("{flag} {}", crate::commands::shell_word(&redact_url(url)))
+            } else {
+                format!("{flag} \"${var}\"")
+            }
+        };
         if let Some(url) = opts.database_url.as_deref().filter(|u| !u.is_empty()) {
-            open_postgres(url, table).await
+            let flag = url_flag("--database-url", url, "DATABASE_URL");
+            open_postgres(url, table, &flag).await
         } else if let Some(url) = opts.redis_url.as_deref().filter(|u| !u.is_empty()) {
-            open_redis(url, table).await
+            let flag = url_flag("--redis-url", url, "REDIS_URL");
+            open_redis(url, table, &flag).await
         } else {
             open_sqlite(&opts.sqlite, table, create).await
         }
@@ -124,6 +139,13 @@ impl Backend {
         &self.table
     }
 
+    /// `stripe-webhooks` with the flags that open this store again, for the commands the
+    /// tool suggests: the SQLite file; the URL typed, its password hidden, or the variable
+    /// it was read from; the table when one was given.
+    pub(crate) fn command(&self) -> &str {
+        &self.command
+    }
+
     /// Turns a store error into an error that says what to do.
     pub(crate) fn err(&self, context: &str) -> impl Fn(StoreError) -> CliError + '_ {
         let context = context.to_owned();
@@ -160,11 +182,30 @@ impl Backend {
     }
 }
 
+/// The command that opens a store with `store_flag` and `table`.
+fn command(store_flag: &str, table: Option<&str>) -> String {
+    let mut command = format!("stripe-webhooks {store_flag}");
+    if let Some(t) = table {
+        command.push_str(" --table ");
+        command.push_str(&crate::commands::shell_word(t));
+    }
+    command
+}
+
 async fn open_sqlite(path: &Path, table: Option<&str>, create: bool) -> Result<Backend, CliError> {
     let shown = path.display().to_string();
     let target = format!("the SQLite file {shown}");
-    if !create && !path.exists() {
-        return Err(CliError::NoDatabase { path: shown });
+    // A path that cannot be looked at (a directory without search permission) is not a
+    // missing database: the error says why.
+    match path.try_exists() {
+        Ok(false) if !create => return Err(CliError::NoDatabase { path: shown }),
+        Err(e) => {
+            return Err(CliError::Unreachable {
+                target,
+                source: Box::new(e),
+            })
+        }
+        Ok(_) => {}
     }
     let options = SqliteStore::connect_options(path).create_if_missing(create);
     let pool = SqlitePoolOptions::new()
@@ -180,15 +221,19 @@ async fn open_sqlite(path: &Path, table: Option<&str>, create: bool) -> Result<B
     if let Some(t) = table {
         store = store.with_table(t).map_err(invalid_table)?;
     }
+    // Named even when it is the default: a store variable in the operator's environment
+    // would otherwise take the command.
+    let flag = format!("--sqlite {}", crate::commands::shell_word(&shown));
     Ok(Backend {
         store: Store::Sqlite(store),
         target,
+        command: command(&flag, table),
         // As the store reads it: an unquoted name, in lower case.
         table: table.unwrap_or(DEFAULT_TABLE).to_ascii_lowercase(),
     })
 }
 
-async fn open_postgres(url: &str, table: Option<&str>) -> Result<Backend, CliError> {
+async fn open_postgres(url: &str, table: Option<&str>, flag: &str) -> Result<Backend, CliError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(CliError::Usage(format!(
             "--database-url (DATABASE_URL) must be a postgres:// URL, not {}",
@@ -212,12 +257,13 @@ async fn open_postgres(url: &str, table: Option<&str>) -> Result<Backend, CliErr
     Ok(Backend {
         store: Store::Postgres(store),
         target,
+        command: command(flag, table),
         // As the store reads it: an unquoted name, in lower case.
         table: table.unwrap_or(DEFAULT_TABLE).to_ascii_lowercase(),
     })
 }
 
-async fn open_redis(url: &str, prefix: Option<&str>) -> Result<Backend, CliError> {
+async fn open_redis(url: &str, prefix: Option<&str>, flag: &str) -> Result<Backend, CliError> {
     let target = format!("Redis at {}", redact_url(url));
     let unreachable = |source: Box<dyn std::error::Error + Send + Sync>| CliError::Unreachable {
         target: target.clone(),
@@ -250,6 +296,7 @@ async fn open_redis(url: &str, prefix: Option<&str>) -> Result<Backend, CliError
     Ok(Backend {
         store: Store::Redis(store),
         target,
+        command: command(flag, prefix),
         table: prefix.unwrap_or(REDIS_DEFAULT_PREFIX).to_owned(),
     })
 }

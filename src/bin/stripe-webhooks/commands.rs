@@ -158,10 +158,16 @@ pub(crate) async fn status(b: &Backend, json: bool) -> Result<(), CliError> {
     );
     let (dead, retrying) = (status.queue.dead, status.queue.retrying);
     if dead > 0 {
-        crate::outln!("\n{dead} dead: `stripe-webhooks dead` lists them, `stripe-webhooks show ID` shows one, `stripe-webhooks requeue ID` reruns it");
+        let c = b.command();
+        crate::outln!(
+            "\n{dead} dead: `{c} dead` lists them, `{c} show ID` shows one, `{c} requeue ID` reruns it"
+        );
     }
     if retrying > 0 || status.failed_events > 0 {
-        crate::outln!("`stripe-webhooks failed` lists the failing events with their last errors");
+        crate::outln!(
+            "`{} failed` lists the failing events with their last errors",
+            b.command()
+        );
     }
     Ok(())
 }
@@ -282,7 +288,7 @@ pub(crate) async fn dead(
 }
 
 /// `s` as one shell word: as it is when it holds only safe characters, else single-quoted.
-fn shell_word(s: &str) -> String {
+pub(crate) fn shell_word(s: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':');
     if !s.is_empty() && s.chars().all(safe) {
         s.to_owned()
@@ -384,7 +390,8 @@ pub(crate) async fn show(b: &Backend, id: &str, json: bool) -> Result<(), CliErr
                 ""
             };
             crate::outln!(
-                "  rerun it     stripe-webhooks requeue {dashes}{}",
+                "  rerun it     {} requeue {dashes}{}",
+                b.command(),
                 shell_word(j.key.as_str())
             );
         }
@@ -618,6 +625,8 @@ pub(crate) async fn purge(
         (Some(n), Some(age)) => {
             format!("{n} store records and watermarks older than {}", human(age))
         }
+        // Redis records expire on their own (and the flag is refused there).
+        _ if b.kind() == "redis" => "no store records (Redis expires them on its own)".to_owned(),
         _ => "no store records (give --records-older-than to purge them)".to_owned(),
     };
     crate::outln!(

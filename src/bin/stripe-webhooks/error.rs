@@ -11,11 +11,24 @@ pub(crate) const EXIT_USAGE: u8 = 2;
 /// No job or event with that id.
 pub(crate) const EXIT_NOT_FOUND: u8 = 3;
 
+/// What failed and what to check when `target` (as `Backend::target` names it) cannot
+/// be reached: a file is opened, a server connected to.
+fn advice(target: &str) -> (&'static str, &'static str) {
+    if target.starts_with("the SQLite file") {
+        (
+            "open",
+            "check the path, and that this user may read and write the file and its directory",
+        )
+    } else {
+        ("connect to", "check the URL and that the server is running")
+    }
+}
+
 /// Why a command failed. Each message says what to do next.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CliError {
     /// The server could not be reached, or refused the connection.
-    #[error("cannot connect to {target}; check the URL and that the server is running")]
+    #[error("cannot {} {target}; {}", advice(target).0, advice(target).1)]
     Unreachable {
         /// The store, with any password redacted.
         target: String,

@@ -85,7 +85,7 @@ pub(crate) struct StoreOpts {
         long,
         global = true,
         env = "SQLITE_PATH",
-        default_value = "stripe-webhooks.db",
+        default_value = crate::backend::DEFAULT_SQLITE,
         value_name = "PATH"
     )]
     pub(crate) sqlite: PathBuf,
@@ -118,6 +118,11 @@ pub(crate) struct StoreOpts {
         value_name = "NAME"
     )]
     pub(crate) table: Option<String>,
+    /// Whether the store's URL was typed on the command line rather than read from the
+    /// environment: the commands the tool suggests then name it (its password hidden)
+    /// rather than the variable, which may name another store.
+    #[arg(skip)]
+    pub(crate) url_typed: bool,
 }
 
 impl StoreOpts {
@@ -152,6 +157,7 @@ impl StoreOpts {
                 "{flag} is empty: give the store, or leave the flag out"
             )));
         }
+        self.url_typed = matches!(typed.as_slice(), ["--database-url" | "--redis-url"]);
         match typed.as_slice() {
             [] | ["--database-url"] => {}
             ["--redis-url"] => self.database_url = None,

@@ -811,6 +811,79 @@ async fn a_delivery_waits_out_the_next_handler_in_its_batch() {
     assert!(answered > 1, "{answered}");
 }
 
+/// A handler that panics, or runs out its deadline, while no statement of its runs:
+/// recorded as failed (500), with the deliveries that share its batch committed. The
+/// flag that stops a statement left running by the cut handler stayed set through the
+/// undo, and SQLite asks the progress handler on a count of steps a cached statement
+/// keeps across runs, so now and then it stopped the undo's own write, rolling the
+/// whole batch back (503 for every delivery in it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_cut_between_statements_fails_alone() {
+    struct CutBetween;
+    impl TransactionalHandler<Sqlite> for CutBetween {
+        fn handle<'a, 'b, 'c, 'd>(
+            &'a self,
+            event: &'b Event,
+            conn: &'c mut SqliteConnection,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), HandlerError>> + Send + 'd>,
+        >
+        where
+            'a: 'd,
+            'b: 'd,
+            'c: 'd,
+            Self: 'd,
+        {
+            Box::pin(async move {
+                let id = event.id().as_str();
+                write_effect(conn, id).await?;
+                if id.contains("panic") {
+                    panic!("cut");
+                }
+                if id.contains("late") {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                Ok(())
+            })
+        }
+    }
+    let (store, _dir) = fresh_store("cut_between").await;
+    let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
+    let processor = Arc::new(
+        Processor::with_inbox(verifier, store.inbox(CutBetween))
+            // Ample for one insert on a loaded machine.
+            .with_handler_deadline(Some(Duration::from_millis(500))),
+    );
+    for round in 0..150 {
+        // Mostly panics (at once), and now and then a handler past its deadline.
+        let cut = if round % 15 == 7 { "late" } else { "panic" };
+        let ids = [
+            format!("evt_ok_a_{round}"),
+            format!("evt_{cut}_{round}"),
+            format!("evt_ok_b_{round}"),
+        ];
+        let mut tasks = Vec::new();
+        for id in &ids {
+            let (p, (header, body)) = (Arc::clone(&processor), delivery(id));
+            tasks.push(tokio::spawn(async move {
+                p.process(Some(&header), body.as_bytes()).await
+            }));
+        }
+        for (id, task) in ids.iter().zip(tasks) {
+            let o = task.await.unwrap();
+            if id.contains(cut) {
+                assert_eq!(o.status(), 500, "round {round}, {id}: {o:?}");
+                assert_eq!(effects(&store, id).await, 0, "{id}: undone");
+                let record = store.record(&EventId::new(id)).await.unwrap().unwrap();
+                assert_eq!(record.status, RecordStatus::Failed, "{id}");
+            } else {
+                assert_eq!(o.status(), 200, "round {round}, {id}: {o:?}");
+                assert_eq!(effects(&store, id).await, 1, "{id}");
+            }
+        }
+    }
+}
+
 /// An inbox handler whose `handles` check panics: a 500 with nothing claimed, the panic
 /// kept inside `process` (a reconciler's pass goes on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,8 +101,9 @@ pub(super) struct Batch {
     /// running in the driver's thread, holding SQLite's write lock until it ends, with
     /// the delivery's undo queued behind it. The connection's progress handler
     /// (every [`INTERRUPT_EVERY`] virtual machine steps) stops the first statement that
-    /// runs that long after this is set, and clears it; the delivery clears it after
-    /// its undo in case no statement was running. (An interrupted write rolls the whole
+    /// runs that long after this is set, and clears it; the delivery clears it once the
+    /// connection's worker is idle (in case no statement was running), before its undo,
+    /// and each delivery clears it as it starts. (An interrupted write rolls the whole
     /// transaction back, which the undo then finds, as for any rolled-back batch.)
     pub(super) interrupt: Arc<AtomicBool>,
 }

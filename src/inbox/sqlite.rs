@@ -437,6 +437,11 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
         let core = &self.store.core;
         let id = event.id();
         let fence = ClaimToken::new(id.clone(), 0).fence_hex();
+        // Down, should a delivery cut before it lowered it have left it up: it would stop
+        // this delivery's statements.
+        batch
+            .interrupt
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         // The previous delivery's savepoint is released by this one's first statement.
         let claim = if batch.savepoint_open {
             &self.sql.claim_next
@@ -597,12 +602,21 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
                     batch
                         .interrupt
                         .store(true, std::sync::atomic::Ordering::SeqCst);
+                    // Once the connection's worker has ended any statement left running
+                    // (stopped by the flag, or done), the flag comes down, before the
+                    // undo: SQLite asks the progress handler on a count of steps that
+                    // a cached statement keeps across runs, so a flag left up could stop
+                    // the undo's own write and roll the whole batch back.
+                    let idle = store_call(t, async {
+                        batch.tx.lock_handle().await.map(drop).map_err(busy_or_down)
+                    })
+                    .await;
+                    batch
+                        .interrupt
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                    idle?;
                 }
-                let step = self.undo(batch, event, attempt, e, t).await;
-                batch
-                    .interrupt
-                    .store(false, std::sync::atomic::Ordering::SeqCst);
-                step
+                self.undo(batch, event, attempt, e, t).await
             }
         }
     }

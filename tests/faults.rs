@@ -204,6 +204,69 @@ async fn pg_store_on(
     store
 }
 
+/// Holds its transaction open a while, so that a second delivery's claim waits on it.
+struct Lingers;
+
+#[async_trait]
+impl TransactionalHandler<Postgres> for Lingers {
+    async fn handle(&self, _event: &Event, _conn: &mut PgConnection) -> Result<(), HandlerError> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    }
+}
+
+/// Under a `repeatable read` or `serializable` default, a delivery whose claim (or the
+/// object's row lock, ordered) waited on another delivery's transaction failed to
+/// serialize once that one committed: answered 503. Its claim now runs again in a new
+/// transaction, which sees what the other committed: a duplicate of the same event is
+/// answered 200 duplicate, and another event of the same object runs after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_inbox_claims_again_after_a_serialization_failure() {
+    use stripe_webhooks::sqlx::Executor;
+    let (url, _) = pg_url_and_target();
+    for isolation in ["repeatable read", "serializable"] {
+        let options =
+            stripe_webhooks::sqlx::postgres::PgPoolOptions::new().after_connect(move |conn, _| {
+                Box::pin(async move {
+                    let set = format!("SET default_transaction_isolation = '{isolation}'");
+                    conn.execute(set.as_str()).await?;
+                    Ok(())
+                })
+            });
+        let store = pg_store_on(options, &url, "t_faults_iso").await;
+        let p = Arc::new(Processor::with_inbox(
+            Verifier::from_secrets_list(SECRET).unwrap(),
+            store
+                .inbox(Lingers)
+                .ordered(stripe_webhooks::TiePolicy::Run),
+        ));
+        let prefix = format!("pg_iso_{}", isolation.replace(' ', "_"));
+        let ds = deliveries(&prefix, 2);
+        // The same event twice, then another event of the same invoice.
+        let runs = [&ds[0], &ds[0], &ds[1]];
+        let mut tasks = Vec::new();
+        for (h, b) in runs {
+            let (p, h, b) = (Arc::clone(&p), h.clone(), b.clone());
+            tasks.push(tokio::spawn(async move {
+                p.process(Some(&h), b.as_bytes()).await
+            }));
+            // Each after the one before has claimed.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut kinds = Vec::new();
+        for task in tasks {
+            let o = task.await.unwrap();
+            assert_eq!(o.status(), 200, "{isolation}: {o:?}");
+            kinds.push(format!("{:?}", o.kind()));
+        }
+        assert_eq!(kinds[1], "Duplicate", "{isolation}: {kinds:?}");
+        assert!(
+            kinds[2] == "Processed" || kinds[2].starts_with("Stale"),
+            "{isolation}: {kinds:?}"
+        );
+    }
+}
+
 /// As [`pg_store_on`], straight to the server with a default pool.
 async fn pg_store(name: &str) -> PostgresStore {
     let (url, _) = pg_url_and_target();
@@ -609,6 +672,51 @@ async fn postgres_ordered_inbox_waits_for_a_lease_lock_on_the_object() {
     store.unlock_object(&object, "another-route").await.unwrap();
     let o = p.process(Some(&header), body.as_bytes()).await;
     assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
+}
+
+/// A lease lock that ran out (its route's handler stalled past the lease) is taken over
+/// by an ordered inbox's delivery, as by any other holder: the stalled route's late
+/// completion, which applied an older event, is refused. It went through, the lock still
+/// naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_ordered_inbox_takes_over_a_lapsed_lease_lock() {
+    use stripe_webhooks::{dangerous, LockedClaim, OrderingStore, TiePolicy, Watermark};
+    let store = pg_store("t_faults_inbox_lapsed").await;
+    let p = Processor::with_inbox(
+        Verifier::from_secrets_list(SECRET).unwrap(),
+        store.inbox(NoEffects).ordered(TiePolicy::Run),
+    );
+    let ds = deliveries("pg_lapsed", 2);
+    let old = dangerous::parse_unverified(ds[0].1.as_bytes()).unwrap();
+    let object = old.object_id().unwrap().to_owned();
+    let locked = store
+        .lock_and_claim(
+            &object,
+            "stalled-route",
+            Duration::from_millis(200),
+            old.id(),
+            old.event_type(),
+        )
+        .await
+        .unwrap();
+    let LockedClaim::Acquired { token, .. } = locked else {
+        panic!("{locked:?}");
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let o = p.process(Some(&ds[1].0), ds[1].1.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
+    let late = store
+        .complete_applied(
+            &token,
+            &object,
+            "stalled-route",
+            &Watermark::new(old.created(), old.id().clone()),
+        )
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::LeaseLost { .. })),
+        "{late:?}"
+    );
 }
 
 /// Beside an ordered PostgreSQL inbox, a thin event claimed under its snapshot twin joins

@@ -634,6 +634,49 @@ async fn an_ordered_inbox_never_moves_the_watermark_of_a_rolled_back_delivery() 
     assert_eq!(moved.event_id.as_str(), "evt_ow_swallowed");
 }
 
+/// A lease lock that ran out (its route's handler stalled past the lease) is taken over
+/// by an ordered inbox's delivery, as by any other holder: the stalled route's late
+/// completion, which applied an older event, is refused. It went through, the lock still
+/// naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_inbox_takes_over_a_lapsed_lease_lock() {
+    use stripe_webhooks::{dangerous, LockedClaim, OrderingStore, TiePolicy, Watermark};
+    let (store, _dir) = fresh_store("ordered_lapsed").await;
+    let p = Processor::with_inbox(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        store
+            .inbox(Shared(Arc::new(Effects::default())))
+            .ordered(TiePolicy::Run),
+    );
+    let old = dangerous::parse_unverified(delivery("evt_lapsed_old").1.as_bytes()).unwrap();
+    let object = old.object_id().unwrap().to_owned();
+    let locked = store
+        .lock_and_claim(
+            &object,
+            "stalled-route",
+            Duration::from_millis(200),
+            old.id(),
+            old.event_type(),
+        )
+        .await
+        .unwrap();
+    let LockedClaim::Acquired { token, .. } = locked else {
+        panic!("{locked:?}");
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (header, body) = delivery("evt_lapsed_new");
+    let o = p.process(Some(&header), body.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
+    let applied = Watermark::new(old.created(), old.id().clone());
+    let late = store
+        .complete_applied(&token, &object, "stalled-route", &applied)
+        .await;
+    assert!(
+        matches!(late, Err(stripe_webhooks::StoreError::LeaseLost { .. })),
+        "{late:?}"
+    );
+}
+
 /// Beside an ordered inbox, a thin event claimed under its snapshot twin joins the
 /// object's guard: it moves the watermark, so an older snapshot event of the object that
 /// arrives later is stale in the inbox, and its twin a duplicate.

@@ -9,7 +9,7 @@ use super::TransactionalHandler;
 use crate::event::{Event, EventId, EventType};
 use crate::handler::HandlerError;
 use crate::idempotency::sql::is_deadlock;
-use crate::idempotency::sql::postgres::is_lock_timeout;
+use crate::idempotency::sql::postgres::{is_lock_timeout, is_serialization_failure};
 use crate::idempotency::sql::{db_err, millis, watermark_of};
 use crate::idempotency::{Claim, ClaimToken, PostgresStore, StoreError, Watermark};
 use crate::processor::sealed::Sealed;
@@ -131,6 +131,10 @@ enum Claimed {
 }
 
 /// The handler's error when it returned `Ok` from an aborted transaction.
+/// How many times a claim that failed to serialize (40001) runs again, each in a new
+/// transaction: each failure means another delivery committed meanwhile.
+const SERIALIZATION_TRIES: u32 = 3;
+
 const ABORTED_BY_THE_HANDLER: &str = "the handler returned Ok, but one of its statements \
     had failed and aborted the transaction (SQLSTATE 25P02), so its writes were rolled back: \
     return the statement's error instead of catching it (or run it under a savepoint)";
@@ -198,80 +202,97 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
         let t = settings.store_timeout;
         let lock_ms = millis(t).max(1);
 
-        // A short lock timeout for the claim, in one round trip with reading the
-        // session's own (a pool's `after_connect` may have set one), which the handler
-        // gets back, and the server process's id (to cancel a statement the handler
-        // leaves running past its deadline).
-        let begun = store_call(t, async {
-            let mut tx = core.pool.begin().await.map_err(db_err)?;
-            let (session, pid): (String, i32) = sqlx::query_as(
-                "WITH s AS MATERIALIZED (SELECT current_setting('lock_timeout') AS v, \
+        // Under a `repeatable read` or `serializable` default, a claim that waited on
+        // another delivery's row fails once that one commits (40001): in a transaction
+        // begun after it, the claim sees what it committed (a duplicate, say).
+        let mut tries = 0;
+        let (mut tx, backend, claimed) = loop {
+            // A short lock timeout for the claim, in one round trip with reading the
+            // session's own (a pool's `after_connect` may have set one), which the handler
+            // gets back, and the server process's id (to cancel a statement the handler
+            // leaves running past its deadline).
+            let begun = store_call(t, async {
+                let mut tx = core.pool.begin().await.map_err(db_err)?;
+                let (session, pid): (String, i32) = sqlx::query_as(
+                    "WITH s AS MATERIALIZED (SELECT current_setting('lock_timeout') AS v, \
                  pg_backend_pid() AS pid) \
                  SELECT v, pid FROM s WHERE set_config('lock_timeout', $1, true) IS NOT NULL",
-            )
-            .bind(format!("{lock_ms}ms"))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            Ok((tx, session, pid))
-        })
-        .await;
-        let (mut tx, session_lock_timeout, backend) = match begun {
-            Ok(begun) => begun,
-            Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
-        };
-        // The claim and the object's row lock each wait up to `t`.
-        let claimed = store_call(
-            t.saturating_mul(2)
-                .saturating_add(Duration::from_millis(500)),
-            async {
-                let attempt = core
-                    .claim_on(
-                        &mut *tx,
-                        &core.sql.claim,
-                        id,
-                        event_type,
-                        &hex,
-                        Some(settings.lease),
-                    )
-                    .await
-                    .map_err(db_err)?;
-                let mut watermark = None;
-                if attempt.is_some() {
-                    // The ordering guard's row lock, under the same short lock timeout: a
-                    // delivery about the same object holds it until it commits.
-                    if let Some(object_id) = &object_id {
-                        let row = sqlx::query(&core.sql.lock_row)
-                            .bind(object_id.as_str())
-                            .fetch_one(&mut *tx)
-                            .await
-                            .map_err(db_err)?;
-                        // A lease lock on the object (a guarded route outside the inbox,
-                        // `Processor::thin_ordered` on this store, running its handler):
-                        // wait for it, as for a row lock.
-                        let held: Option<i64> = row.try_get(2).map_err(db_err)?;
-                        if let Some(ms) = held.filter(|ms| *ms > 0) {
-                            return Ok(Claimed::ObjectBusy(Duration::from_millis(
-                                u64::try_from(ms).unwrap_or(1),
-                            )));
-                        }
-                        watermark = watermark_of::<Postgres>(&row)?;
-                    }
-                    // The short lock timeout was for the claim only; the handler's own
-                    // statements run under the session's setting.
-                    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-                        .bind(session_lock_timeout.as_str())
-                        .execute(&mut *tx)
+                )
+                .bind(format!("{lock_ms}ms"))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                Ok((tx, session, pid))
+            })
+            .await;
+            let (mut tx, session_lock_timeout, backend) = match begun {
+                Ok(begun) => begun,
+                Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
+            };
+            // The claim and the object's row lock each wait up to `t`.
+            let claimed = store_call(
+                t.saturating_mul(2)
+                    .saturating_add(Duration::from_millis(500)),
+                async {
+                    let attempt = core
+                        .claim_on(
+                            &mut *tx,
+                            &core.sql.claim,
+                            id,
+                            event_type,
+                            &hex,
+                            Some(settings.lease),
+                        )
                         .await
                         .map_err(db_err)?;
+                    let mut watermark = None;
+                    if attempt.is_some() {
+                        // The ordering guard's row lock, under the same short lock timeout: a
+                        // delivery about the same object holds it until it commits.
+                        if let Some(object_id) = &object_id {
+                            let row = sqlx::query(&core.sql.lock_row)
+                                .bind(object_id.as_str())
+                                .fetch_one(&mut *tx)
+                                .await
+                                .map_err(db_err)?;
+                            // A lease lock on the object (a guarded route outside the inbox,
+                            // `Processor::thin_ordered` on this store, running its handler):
+                            // wait for it, as for a row lock.
+                            let held: Option<i64> = row.try_get(2).map_err(db_err)?;
+                            if let Some(ms) = held.filter(|ms| *ms > 0) {
+                                return Ok(Claimed::ObjectBusy(Duration::from_millis(
+                                    u64::try_from(ms).unwrap_or(1),
+                                )));
+                            }
+                            watermark = watermark_of::<Postgres>(&row)?;
+                        }
+                        // The short lock timeout was for the claim only; the handler's own
+                        // statements run under the session's setting.
+                        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                            .bind(session_lock_timeout.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                    Ok(match attempt {
+                        Some(a) => Claimed::Took(a, watermark),
+                        None => Claimed::Refused,
+                    })
+                },
+            )
+            .await;
+            match &claimed {
+                Err(StoreError::Unavailable(e))
+                    if tries < SERIALIZATION_TRIES
+                        && e.downcast_ref::<sqlx::Error>()
+                            .is_some_and(is_serialization_failure) =>
+                {
+                    tries += 1;
+                    drop(tx);
                 }
-                Ok(match attempt {
-                    Some(a) => Claimed::Took(a, watermark),
-                    None => Claimed::Refused,
-                })
-            },
-        )
-        .await;
+                _ => break (tx, backend, claimed),
+            }
+        };
         let (attempt, watermark) = match claimed {
             Ok(Claimed::Took(a, watermark)) => (a, watermark),
             // The transaction rolls back with the claim.
@@ -299,10 +320,12 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
             }
             // A lock that did not come in time, or a deadlock PostgreSQL broke by undoing
             // this claim (a thin twin of this event, beside this inbox, locks the object
-            // first and claims after): another delivery holds it; Stripe retries.
+            // first and claims after), or serialization failures past the tries: another
+            // delivery holds it; Stripe retries.
             Err(StoreError::Unavailable(e))
-                if e.downcast_ref::<sqlx::Error>()
-                    .is_some_and(|e| is_lock_timeout(e) || is_deadlock(e)) =>
+                if e.downcast_ref::<sqlx::Error>().is_some_and(|e| {
+                    is_lock_timeout(e) || is_deadlock(e) || is_serialization_failure(e)
+                }) =>
             {
                 return Dispatched::unclaimed(OutcomeKind::InProgress { retry_after: t });
             }

@@ -118,6 +118,9 @@ struct InboxSql {
     undo: String,
     /// Undoes a delivery's savepoint (its claim) without recording anything.
     abandon: String,
+    /// Frees an object's lease lock that ran out (its holder stalled past its lease), so
+    /// that the holder's late completion is refused, as after any takeover.
+    take_over: String,
 }
 
 impl InboxSql {
@@ -134,6 +137,10 @@ impl InboxSql {
                 sql.record_failure
             ),
             abandon: format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}"),
+            take_over: format!(
+                "UPDATE {}_objects SET holder = NULL, lock_until = NULL WHERE object_id = ?1",
+                store.core.table
+            ),
         }
     }
 }
@@ -524,6 +531,18 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
                     return Ok(Step::Now(Dispatched::unclaimed(OutcomeKind::InProgress {
                         retry_after: Duration::from_millis(u64::try_from(ms).unwrap_or(1)),
                     })));
+                }
+                if held.is_some() {
+                    // Run out: taken over (in this delivery's savepoint), so that its
+                    // holder, which may apply an older event late, cannot complete.
+                    store_call(t, async {
+                        sqlx::query(&self.sql.take_over)
+                            .bind(object_id.as_str())
+                            .execute(&mut *batch.tx)
+                            .await
+                            .map_err(busy_or_down)
+                    })
+                    .await?;
                 }
                 watermark = watermark_of::<Sqlite>(&row)?;
             }

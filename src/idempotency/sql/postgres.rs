@@ -30,6 +30,13 @@ pub(crate) fn is_lock_timeout(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
 }
 
+/// PostgreSQL's `serialization_failure` (40001): under a `repeatable read` or
+/// `serializable` default, a statement met a row another transaction changed after its
+/// snapshot began.
+pub(crate) fn is_serialization_failure(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("40001"))
+}
+
 /// An [`IdempotencyStore`](crate::IdempotencyStore) in PostgreSQL: the store for services with several replicas.
 ///
 /// Claims are one `INSERT … ON CONFLICT DO UPDATE … WHERE … RETURNING` statement, and lease

@@ -33,7 +33,7 @@
 /// | `advance` | object id, created, event id | |
 /// | `unlock_object` | object id, holder | |
 /// | `watermark` | object id | `created`, `event_id` |
-/// | `lock_row` | object id | `created`, `event_id`, ms left on a lease lock (the row stays locked; on SQLite no row when none) |
+/// | `lock_row` | object id | `created`, `event_id`, ms left on a lease lock, at least 1 while it runs (the row stays locked; PostgreSQL frees a lease lock that ran out, SQLite's inbox does it itself; on SQLite no row when none) |
 /// | `lock_and_claim` | object id, holder, lease ms, event id, event type, fence | no row when not locked, else `created`, `event_id`, `attempts` (null when the claim was refused) |
 /// | `complete_applied` | event id, fence, object id, holder, created, applied event id | a row when completed; no row, or raises [`LEASE_LOST`], when not |
 /// | `lock_and_claim_step` | as `lock_and_claim` | `attempts`, `created`, `event_id`; raises when refused |
@@ -264,10 +264,15 @@ pub const POSTGRES: Statements = Statements {
         updated_at = now() WHERE o.created IS NULL OR o.created <= EXCLUDED.created",
     unlock_object: "UPDATE {t}_objects SET holder = NULL, lock_until = NULL WHERE object_id = $1 AND holder = $2",
     watermark: "SELECT created, event_id FROM {t}_objects WHERE object_id = $1",
+    // A lease lock that ran out is taken over (freed), so that its holder, which may
+    // apply an older event late, cannot complete; one still running answers at least
+    // 1 ms left.
     lock_row: "INSERT INTO {t}_objects AS o (object_id, updated_at) VALUES ($1, now()) \
-        ON CONFLICT (object_id) DO UPDATE SET updated_at = now() \
+        ON CONFLICT (object_id) DO UPDATE SET updated_at = now(), \
+        holder = CASE WHEN o.lock_until > clock_timestamp() THEN o.holder END, \
+        lock_until = CASE WHEN o.lock_until > clock_timestamp() THEN o.lock_until END \
         RETURNING created, event_id, CASE WHEN holder IS NOT NULL THEN \
-        (extract(epoch FROM (lock_until - clock_timestamp())) * 1000)::bigint END",
+        greatest(1, (extract(epoch FROM (lock_until - clock_timestamp())) * 1000)::bigint) END",
     purge_objects: "DELETE FROM {t}_objects WHERE object_id IN (SELECT object_id FROM {t}_objects \
         WHERE object_id >= $2 AND object_id <= $3 AND (object_id > $2 OR $4::bigint = 1) \
         AND (holder IS NULL OR lock_until < now() - $1::bigint * interval '1 millisecond') \

@@ -118,7 +118,7 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
     /// Stripe said more events follow but gave no way to them: a v1 page with
     /// `has_more` and no events, a v1 page ending on the event the one before ended on,
-    /// or a v2 `next_page` token equal to the one just used. The pass stops before
+    /// or a v2 `next_page` equal to one already followed. The pass stops before
     /// running anything of the window of time it was listing and leaves the cursor where
     /// the windows before left it, so no unlisted event falls behind it; the next pass
     /// lists again.

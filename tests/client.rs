@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 use stripe_webhooks::client::{
     ClientError, FetchLatest, FetchLatestError, FetchedObject, HttpClient, ListEventsParams,
-    ListV2EventsParams, RequestContext, StripeClient, WhenGone, API_VERSION,
+    ListV2EventsParams, PageToken, RequestContext, StripeClient, WhenGone, API_VERSION,
 };
 use stripe_webhooks::objects::SubscriptionStatus;
 use stripe_webhooks::testing::{self, FakeStripe, Fault, ThinEventBuilder, FAKE_API_KEY};
@@ -98,6 +98,36 @@ async fn a_snapshot_event_with_only_a_context_fetches_with_it() {
     assert_eq!(r.path, "/v1/subscriptions/sub_ctx");
     assert_eq!(r.header("stripe-context"), Some("acct_9"));
     assert_eq!(r.header("stripe-account"), None);
+}
+
+/// `Stripe-Account` and `Stripe-Context` never go out together (Stripe takes one or the
+/// other; its SDKs refuse both): the one set last wins.
+#[tokio::test]
+async fn a_request_sends_one_of_stripe_account_and_stripe_context() {
+    let (fake, client) = fake().await;
+    fake.add_object_for(
+        "acct_2",
+        "/v1/subscriptions/sub_one",
+        &subscription("sub_one", "active"),
+    )
+    .unwrap();
+    for ctx in [
+        RequestContext::platform()
+            .with_stripe_context("acct_1")
+            .with_stripe_account("acct_2"),
+        RequestContext::platform()
+            .with_stripe_account("acct_1")
+            .with_stripe_context("acct_2"),
+    ] {
+        client
+            .retrieve_object(&ctx, "/v1/subscriptions/sub_one")
+            .await
+            .unwrap();
+        let r = fake.requests().pop().unwrap();
+        let sent = [r.header("stripe-account"), r.header("stripe-context")];
+        assert_eq!(sent.iter().flatten().count(), 1, "{sent:?}");
+        assert!(sent.contains(&Some("acct_2")), "{sent:?}");
+    }
 }
 
 #[tokio::test]
@@ -470,6 +500,46 @@ async fn list_v2_events_follows_page_tokens() {
     assert_eq!(last.query_value("object_id"), Some("cus_a"));
     assert_eq!(last.query_value("types[0]"), Some("v1.customer.updated"));
     assert!(last.query_value("created[gte]").is_some());
+
+    // A next page is its `next_page_url`, followed as given, as Stripe's SDKs do (Stripe
+    // takes no `page` beside the filters since 2025-03-31.basil): the filters are the
+    // URL's, whatever parameters the call passes.
+    let first = client
+        .list_v2_events(&ctx, &filtered.clone().with_limit(1), None)
+        .await
+        .unwrap();
+    let next = first.next_page.clone().expect("a second page");
+    let second = client
+        .list_v2_events(&ctx, &ListV2EventsParams::new(), Some(&next))
+        .await
+        .unwrap();
+    assert_eq!(ids(&second), ["evt_v2_2"]);
+    let sent = fake.requests().pop().unwrap();
+    let (path, query) = next.as_str().split_once('?').unwrap();
+    assert_eq!(sent.path, path);
+    assert_eq!(
+        sent.query.len(),
+        query.split('&').count(),
+        "{:?}",
+        sent.query
+    );
+    assert_eq!(sent.query_value("object_id"), Some("cus_a"));
+    // A page URL off the list (another path, another host) is refused, never fetched.
+    let asked = fake.requests().len();
+    for bad in [
+        "/v1/customers?page=x",
+        "https://evil.example/v2/core/events?page=x",
+    ] {
+        let err = client
+            .list_v2_events(&ctx, &params, Some(&PageToken::new(bad)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::InvalidUrl { .. }),
+            "{bad}: {err:?}"
+        );
+    }
+    assert_eq!(fake.requests().len(), asked);
 
     // A misspelt filter is refused, as Stripe refuses it, rather than ignored.
     let err = client

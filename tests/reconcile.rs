@@ -1592,21 +1592,25 @@ async fn a_listing_that_stops_moving_fails_the_pass_and_keeps_the_cursor() {
         "{err}"
     );
     assert!(err.to_string().contains("after page 2"), "{err}");
-    // v2: a next page whose URL carries no token is an error, not the end of the list
-    // (the older pages after it would be skipped and the cursor moved past them).
-    let no_token = Reconciler::new(
+    // v2: a next page whose URL is not a page of the list (another path, another host)
+    // is an error, not the end of the list (the older pages after it would be skipped
+    // and the cursor moved past them), and is never fetched.
+    let elsewhere = Reconciler::new(
         stuck(
             empty.to_owned(),
             Some(
-                r#"{"data":[],"next_page_url":"/v2/core/events?cursor=x","previous_page_url":null}"#
+                r#"{"data":[],"next_page_url":"https://evil.example/v2/core/events?page=x","previous_page_url":null}"#
                     .to_owned(),
             ),
         ),
         Arc::clone(&s.processor),
         Arc::clone(&s.store),
     );
-    let err = no_token.thin_since_cursor().await.unwrap_err();
-    assert!(err.to_string().contains("no `page` parameter"), "{err}");
+    let err = elsewhere.thin_since_cursor().await.unwrap_err();
+    assert!(
+        err.to_string().contains("is not a page of /v2/core/events"),
+        "{err}"
+    );
     // Nothing ran and no cursor moved.
     assert_eq!(s.runs.total(), 0);
     for key in s.reconciler().cursor_keys() {

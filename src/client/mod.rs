@@ -162,17 +162,32 @@ impl RequestContext {
         }
     }
 
-    /// Sends `Stripe-Account: <account>` (a connected account, `acct_…`).
+    /// Sends `Stripe-Account: <account>` (a connected account, `acct_…`) instead of any
+    /// `Stripe-Context`: Stripe takes one or the other (its SDKs refuse both), so the last
+    /// one set wins.
+    ///
+    /// ```
+    /// use stripe_webhooks::client::RequestContext;
+    ///
+    /// let c = RequestContext::platform()
+    ///     .with_stripe_context("acct_1")
+    ///     .with_stripe_account("acct_2");
+    /// assert_eq!((c.stripe_account(), c.stripe_context()), (Some("acct_2"), None));
+    /// ```
     #[must_use]
     pub fn with_stripe_account(mut self, account: impl Into<String>) -> Self {
         self.stripe_account = Some(account.into());
+        self.stripe_context = None;
         self
     }
 
-    /// Sends `Stripe-Context: <context>` (an account or organization context).
+    /// Sends `Stripe-Context: <context>` (an account or organization context) instead of
+    /// any `Stripe-Account`: the last one set wins, as for
+    /// [`with_stripe_account`](Self::with_stripe_account).
     #[must_use]
     pub fn with_stripe_context(mut self, context: impl Into<String>) -> Self {
         self.stripe_context = Some(context.into());
+        self.stripe_account = None;
         self
     }
 
@@ -873,32 +888,35 @@ impl ListV2EventsParams {
     }
 }
 
-/// The opaque token of a page of `GET /v2/core/events` (the `page` parameter of its
-/// `next_page_url`).
+/// Where another page of `GET /v2/core/events` is: the `next_page_url` (or
+/// `previous_page_url`) Stripe gave, which fetches that page as it is, its filters
+/// included. It is followed as given, as Stripe's SDKs do: since API version
+/// 2025-03-31.basil, Stripe takes no `page` parameter beside the list's filters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PageToken(String);
 
 impl PageToken {
-    /// Wraps a token.
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
+    /// Wraps a `next_page_url` or `previous_page_url` (a path on the API host, with its
+    /// query).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
     }
 
-    /// The token.
+    /// The URL.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// The `page` parameter of a `next_page_url` / `previous_page_url`.
+    /// A `next_page_url` / `previous_page_url`, if it is a page of the v2 event list on
+    /// the API host.
     fn from_url(url: &str) -> Option<Self> {
-        let query = url.split_once('?')?.1;
-        query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            // The token is opaque: a `+` in it is a `+`, not a form-encoded space.
-            (k == "page").then(|| PageToken(decode_escapes(v, false)))
-        })
+        let path = url.split('?').next().unwrap_or(url);
+        (path == V2_EVENTS && check_api_path(url).is_ok()).then(|| PageToken(url.to_owned()))
     }
 }
+
+/// The path of the v2 event list.
+const V2_EVENTS: &str = "/v2/core/events";
 
 /// One page of `GET /v2/core/events`.
 #[derive(Debug, Clone)]
@@ -995,7 +1013,7 @@ pub trait StripeClient: Send + Sync + 'static {
         url: &str,
     ) -> Result<Box<RawValue>, ClientError> {
         check_api_path(url)?;
-        let (path, query) = split_query(url);
+        let (path, query) = split_query(url, true);
         let body = self.get(ctx, path, &query).await?;
         serde_json::from_str::<Box<RawValue>>(&body).map_err(|e| ClientError::decode(path, e))
     }
@@ -1031,13 +1049,15 @@ pub trait StripeClient: Send + Sync + 'static {
         })
     }
 
-    /// `GET /v2/core/events`: one page of thin events; `page` is a token from the
-    /// previous page ([`NotificationPage::next_page`]), `None` for the first.
+    /// `GET /v2/core/events`: one page of thin events; `page` is where the previous page
+    /// said the next one is ([`NotificationPage::next_page`], its `next_page_url`, which
+    /// carries the filters: `params` are for the first page, `page` `None`).
     ///
     /// # Errors
     ///
-    /// As [`get`](Self::get), and [`ClientError::Decode`] if the body is not a list of
-    /// thin events.
+    /// As [`get`](Self::get); [`ClientError::Decode`] if the body is not a list of thin
+    /// events, or its `next_page_url` is not a page of this list; and
+    /// [`ClientError::InvalidUrl`] for a `page` that is not one (nothing is sent).
     async fn list_v2_events(
         &self,
         ctx: &RequestContext,
@@ -1054,11 +1074,20 @@ pub trait StripeClient: Send + Sync + 'static {
             #[serde(default)]
             previous_page_url: Option<String>,
         }
-        let path = "/v2/core/events";
-        let mut query = params.to_query();
-        if let Some(page) = page {
-            query.push(("page".to_owned(), page.as_str().to_owned()));
-        }
+        // A page after the first is its URL, as Stripe gave it (its filters in it).
+        let (path, query) = match page {
+            None => (V2_EVENTS, params.to_query()),
+            Some(page) => match PageToken::from_url(page.as_str()) {
+                // An opaque token keeps its `+`: not a form-encoded space.
+                Some(_) => split_query(page.as_str(), false),
+                None => {
+                    return Err(ClientError::InvalidUrl {
+                        url: page.as_str().to_owned(),
+                        reason: "not a page of /v2/core/events on the api host",
+                    })
+                }
+            },
+        };
         let body = self.get(ctx, path, &query).await?;
         let list: List = serde_json::from_str(&body).map_err(|e| ClientError::decode(path, e))?;
         let (data, unreadable, _) =
@@ -1069,7 +1098,7 @@ pub trait StripeClient: Send + Sync + 'static {
             None => None,
             Some(url) => Some(PageToken::from_url(url).ok_or_else(|| ClientError::Decode {
                 path: path.to_owned(),
-                message: format!("next_page_url {url:?} has no `page` parameter"),
+                message: format!("next_page_url {url:?} is not a page of {V2_EVENTS}"),
             })?),
         };
         Ok(NotificationPage {
@@ -1118,7 +1147,7 @@ fn path_segment(id: &str) -> Result<&str, ClientError> {
 }
 
 /// `/v1/x?a=1&b=2` into the path and its decoded query pairs.
-fn split_query(url: &str) -> (&str, Vec<(String, String)>) {
+fn split_query(url: &str, plus_is_space: bool) -> (&str, Vec<(String, String)>) {
     match url.split_once('?') {
         None => (url, Vec::new()),
         Some((path, query)) => (
@@ -1128,7 +1157,10 @@ fn split_query(url: &str) -> (&str, Vec<(String, String)>) {
                 .filter(|p| !p.is_empty())
                 .map(|p| {
                     let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    (percent_decode(k), percent_decode(v))
+                    (
+                        decode_escapes(k, plus_is_space),
+                        decode_escapes(v, plus_is_space),
+                    )
                 })
                 .collect(),
         ),
@@ -1214,16 +1246,21 @@ mod tests {
 
     #[test]
     fn page_token_from_url() {
-        assert_eq!(
-            PageToken::from_url("/v2/core/events?limit=2&page=abc%3D"),
-            Some(PageToken::new("abc="))
-        );
-        assert_eq!(PageToken::from_url("/v2/core/events"), None);
-        // An opaque token keeps its `+`.
-        assert_eq!(
-            PageToken::from_url("/v2/core/events?page=a+b%2Bc"),
-            Some(PageToken::new("a+b+c"))
-        );
+        let url = "/v2/core/events?limit=2&page=abc%3D";
+        assert_eq!(PageToken::from_url(url), Some(PageToken::new(url)));
+        // Another path, or one off the API host, is no page of the list.
+        for bad in [
+            "/v2/core/event_destinations?page=a",
+            "https://evil.example/v2/core/events?page=a",
+            "//evil.example/v2/core/events",
+            "/v2/core/events/../../v1/customers?page=a",
+        ] {
+            assert_eq!(PageToken::from_url(bad), None, "{bad}");
+        }
+        // An opaque token keeps its `+` when followed.
+        let (path, query) = split_query("/v2/core/events?page=a+b%2Bc", false);
+        assert_eq!(path, "/v2/core/events");
+        assert_eq!(query, [("page".to_owned(), "a+b+c".to_owned())]);
     }
 
     #[test]

@@ -442,6 +442,50 @@ async fn an_unreadable_job_dies_and_its_batch_still_runs() {
     .await;
 }
 
+/// A job row whose key or attempts cannot be read (a key written as a BLOB, attempts
+/// past `i64` once the take counts one more, which SQLite makes a REAL) dies by its
+/// `seq` with the reason, and the listings show it: it was taken and skipped at each
+/// lease's end, never run nor dead, holding its object's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_row_without_a_readable_key_or_attempts_dies() {
+    let dir = TempDir::new("queue_unnamed");
+    let queue = sqlite_queue(&dir).await;
+    let now = testing::now();
+    for id in ["evt_fine", "evt_attempts", "evt_blob"] {
+        enqueue_body(&queue, &customer_event(id, "cus_1", now)).await;
+    }
+    enqueue_body(&queue, &customer_event("evt_later", "cus_1", now + 1)).await;
+    for spoil in [
+        "UPDATE stripe_webhook_events_jobs SET attempts = 9223372036854775807 WHERE job_key = 'evt_attempts'",
+        "UPDATE stripe_webhook_events_jobs SET job_key = CAST(job_key AS BLOB) \
+         WHERE job_key = 'evt_blob'",
+    ] {
+        stripe_webhooks::sqlx::query(spoil)
+            .execute(queue.pool())
+            .await
+            .unwrap();
+    }
+    let handler = Recorder::default();
+    let worker = Worker::new(queue.clone(), handler.clone())
+        .with_retry(fast_retry(3))
+        .with_per_object_order(true);
+    drain(&worker, &queue).await;
+    assert_eq!(handler.seen(), ["evt_fine", "evt_later"]);
+    let counts = queue.counts().await.unwrap();
+    assert_eq!(
+        (counts.completed, counts.dead, counts.running),
+        (2, 2, 0),
+        "{counts:?}"
+    );
+    let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
+    let keys: Vec<&str> = dead.iter().map(|j| j.key.as_str()).collect();
+    assert_eq!(keys, ["evt_attempts", "evt_blob"], "{dead:?}");
+    for job in &dead {
+        let why = job.last_error.as_deref().unwrap_or_default();
+        assert!(why.contains("cannot be read by this version"), "{why}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panics_and_deadlines_are_failures_and_bodies_that_are_not_events_die_at_once() {
     let queue = MemoryQueue::new();

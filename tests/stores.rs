@@ -653,6 +653,55 @@ mod sqlite {
         }
     }
 
+    /// An object whose watermark cannot be read (a row written by hand): `lock_and_claim`
+    /// and `lock_object` fail, and give back the claim and the lock they took, which
+    /// stayed to their lease's end (the event could not be claimed again meanwhile).
+    #[tokio::test]
+    async fn sqlite_gives_back_a_lock_whose_watermark_cannot_be_read() {
+        use stripe_webhooks::{OrderingStore, RecordStatus, Watermark};
+        let (store, _dir) = store("bad_watermark").await;
+        store
+            .advance_watermark("cus_bad", &Watermark::new(5, EventId::new("evt_0")))
+            .await
+            .unwrap();
+        stripe_webhooks::sqlx::query(
+            "UPDATE stripe_webhook_events_objects SET created = 'soon' WHERE object_id = 'cus_bad'",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let holder = || async {
+            stripe_webhooks::sqlx::query_scalar::<_, Option<String>>(
+                "SELECT holder FROM stripe_webhook_events_objects WHERE object_id = 'cus_bad'",
+            )
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+        };
+        let id = EventId::new("evt_bad_watermark");
+        let locked = store
+            .lock_and_claim("cus_bad", "h1", LEASE, &id, &EventType::CustomerUpdated)
+            .await;
+        assert!(
+            matches!(locked, Err(StoreError::Unavailable(_))),
+            "{locked:?}"
+        );
+        assert_eq!(holder().await, None);
+        let record = store.record(&id).await.unwrap().unwrap();
+        assert_eq!(record.status, RecordStatus::Failed, "{record:?}");
+        // Claimable again at once.
+        assert!(matches!(
+            store.claim(&id, &EventType::CustomerUpdated, LEASE).await,
+            Ok(Claim::Acquired(_))
+        ));
+        let locked = store.lock_object("cus_bad", "h2", LEASE).await;
+        assert!(
+            matches!(locked, Err(StoreError::Unavailable(_))),
+            "{locked:?}"
+        );
+        assert_eq!(holder().await, None);
+    }
+
     #[tokio::test]
     async fn sqlite_survives_reopen() {
         let (store, dir) = store("reopen").await;

@@ -27,6 +27,7 @@ use crate::processor::{handler_future, run_handler};
 /// | `completed_by` | key, fence | a row when that fence completed the job |
 /// | `retry` | key, fence, error, delay ms | |
 /// | `bury` | key, fence, error | |
+/// | `bury_seq` | seq, fence, error | |
 /// | `release` | key, fence | |
 /// | `counts` | | state, count, ms since the oldest was queued |
 /// | `list` | state, limit | the record columns |
@@ -53,6 +54,8 @@ pub(crate) struct Statements {
     completed_by: &'static str,
     retry: &'static str,
     bury: &'static str,
+    /// As `bury`, for a taken job whose key cannot be read: by its `seq`.
+    bury_seq: &'static str,
     release: &'static str,
     counts: &'static str,
     list: &'static str,
@@ -101,6 +104,8 @@ const SQLITE: Statements = Statements {
         WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
     bury: "UPDATE {j} SET state = 'dead', last_error = ?3, finished_at = {now} \
         WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
+    bury_seq: "UPDATE {j} SET state = 'dead', last_error = ?3, finished_at = {now} \
+        WHERE seq = ?1 AND fence = ?2 AND state = 'running'",
     release: "UPDATE {j} SET state = 'queued', attempts = MAX(attempts - 1, 0), run_at = {now} \
         WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
     counts: "SELECT state, COUNT(*), {now} - MIN(run_at) FROM {j} GROUP BY state",
@@ -147,6 +152,8 @@ const POSTGRES: Statements = Statements {
         WHERE job_key = $1 AND fence = $2 AND state = 'running'",
     bury: "UPDATE {j} SET state = 'dead', last_error = $3, finished_at = {now} \
         WHERE job_key = $1 AND fence = $2 AND state = 'running'",
+    bury_seq: "UPDATE {j} SET state = 'dead', last_error = $3, finished_at = {now} \
+        WHERE seq = $1 AND fence = $2 AND state = 'running'",
     release: "UPDATE {j} SET state = 'queued', attempts = GREATEST(attempts - 1, 0), \
         run_at = {now} WHERE job_key = $1 AND fence = $2 AND state = 'running'",
     counts: "SELECT state, COUNT(*), {now} - MIN(run_at) FROM {j} GROUP BY state",
@@ -293,6 +300,7 @@ struct Rendered {
     completed_by: String,
     retry: String,
     bury: String,
+    bury_seq: String,
     release: String,
     counts: String,
     list: String,
@@ -321,6 +329,7 @@ impl Rendered {
             completed_by: r(s.completed_by),
             retry: r(s.retry),
             bury: r(s.bury),
+            bury_seq: r(s.bury_seq),
             release: r(s.release),
             counts: r(s.counts),
             list: r(s.list),
@@ -491,14 +500,18 @@ where
         };
         let mut jobs = Vec::with_capacity(rows.len());
         let mut unreadable = Vec::new();
+        let mut unnamed = Vec::new();
         for row in rows {
             // A row that cannot be read does not cost the batch its other jobs: it is
-            // dead (below) when it can be named, else left to its lease's end.
-            let (Ok(seq), Ok(key), Ok(attempts)) = (
-                row.try_get::<i64, _>(0),
-                row.try_get::<String, _>(1),
-                row.try_get::<i64, _>(6),
-            ) else {
+            // dead (below), by its key or, when that cannot be read, by its `seq` (taken
+            // again at each lease's end, it would never run nor die); a row without even
+            // a `seq` is left to its lease's end.
+            let Ok(seq) = row.try_get::<i64, _>(0) else {
+                continue;
+            };
+            let (Ok(key), Ok(attempts)) = (row.try_get::<String, _>(1), row.try_get::<i64, _>(6))
+            else {
+                unnamed.push(seq);
                 continue;
             };
             let token = batch
@@ -528,6 +541,16 @@ where
         for (token, e) in unreadable {
             let why = format!("the queued job cannot be read by this version: {e}");
             let _ = self.fail(&token, &why, None).await;
+        }
+        for seq in unnamed {
+            let why = "the queued job cannot be read by this version: its key or attempts";
+            // If this fails, the lease's end gives the job back, to be buried then.
+            let _ = sqlx::query(&self.sql.bury_seq)
+                .bind(seq)
+                .bind(batch.fence_hex())
+                .bind(why)
+                .execute(&self.pool)
+                .await;
         }
         // RETURNING gives no order; the oldest first.
         jobs.sort_by_key(|(seq, _)| *seq);
@@ -665,12 +688,21 @@ where
     }
 
     fn record_from(row: &DB::Row) -> Result<JobRecord, StoreError> {
-        let key: String = row.try_get(0).map_err(db_err)?;
+        // A key or a count that cannot be read (a row written by hand, or by another
+        // version) is shown as best it can be, rather than fail the listing of every
+        // job beside it.
+        let key: String = row
+            .try_get::<String, _>(0)
+            .or_else(|_| {
+                row.try_get::<Vec<u8>, _>(0)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            })
+            .map_err(db_err)?;
         let event_id: String = row.try_get(1).map_err(db_err)?;
         let event_type: String = row.try_get(2).map_err(db_err)?;
         let kind: String = row.try_get(3).map_err(db_err)?;
         let state: String = row.try_get(4).map_err(db_err)?;
-        let attempts: i64 = row.try_get(5).map_err(db_err)?;
+        let attempts: i64 = row.try_get(5).unwrap_or(0);
         let last_error: Option<String> = row.try_get(6).map_err(db_err)?;
         let enqueued_at: i64 = row.try_get(7).map_err(db_err)?;
         let run_at: i64 = row.try_get(8).map_err(db_err)?;

@@ -699,9 +699,15 @@ where
                 .await
                 .map_err(db_err)?;
             if let Some(row) = row {
-                return Ok(ObjectLock::Acquired {
-                    watermark: watermark_of::<DB>(&row)?,
-                });
+                return match watermark_of::<DB>(&row) {
+                    Ok(watermark) => Ok(ObjectLock::Acquired { watermark }),
+                    Err(e) => {
+                        // Taken, but not usable: given back, rather than held to its
+                        // lease's end by a caller that gets an error.
+                        let _ = self.unlock_object(object_id, holder).await;
+                        Err(e)
+                    }
+                };
             }
             if let Some(retry_after) = self.lock_object_busy(object_id).await? {
                 return Ok(ObjectLock::Busy { retry_after });
@@ -776,13 +782,22 @@ where
             };
             let Some(row) = row else {
                 // Taken from us already: only when the lease is shorter than this read.
+                // The lock this pass took is given back first (the next pass's refusal
+                // would not undo it).
+                self.unlock_object(object_id, holder).await?;
                 continue;
             };
-            let attempts: i64 = row.try_get(0).map_err(db_err)?;
-            return Ok(LockedClaim::Acquired {
-                watermark: watermark_at::<DB>(&row, 1)?,
-                token: token.with_attempt(attempts_from(attempts)),
-            });
+            let read = row
+                .try_get::<i64, _>(0)
+                .map_err(db_err)
+                .and_then(|a| Ok((a, watermark_at::<DB>(&row, 1)?)));
+            return match read {
+                Ok((attempts, watermark)) => Ok(LockedClaim::Acquired {
+                    watermark,
+                    token: token.with_attempt(attempts_from(attempts)),
+                }),
+                Err(e) => Err(self.give_back(object_id, holder, &token, e).await),
+            };
         }
         Ok(LockedClaim::Busy {
             retry_after: Duration::from_secs(1),
@@ -825,8 +840,14 @@ where
                     None => continue,
                 }
             };
-            let watermark = watermark_at::<DB>(&row, 0)?;
-            let attempts: Option<i64> = row.try_get(2).map_err(db_err)?;
+            let read = row
+                .try_get::<Option<i64>, _>(2)
+                .map_err(db_err)
+                .and_then(|a| Ok((a, watermark_at::<DB>(&row, 0)?)));
+            let (attempts, watermark) = match read {
+                Ok(read) => read,
+                Err(e) => return Err(self.give_back(object_id, holder, &token, e).await),
+            };
             if let Some(attempt) = attempts {
                 return Ok(LockedClaim::Acquired {
                     watermark,
@@ -843,6 +864,21 @@ where
         Ok(LockedClaim::Busy {
             retry_after: Duration::from_secs(1),
         })
+    }
+
+    /// A `lock_and_claim` whose answer cannot be read (an unreadable watermark: a row
+    /// written by hand, or by another version) gives back what it may have taken, the
+    /// claim and the lock, rather than hold both to their lease's end; answers `e`.
+    async fn give_back(
+        &self,
+        object_id: &str,
+        holder: &str,
+        token: &ClaimToken,
+        e: StoreError,
+    ) -> StoreError {
+        let _ = self.release(token, &format!("unreadable: {e}")).await;
+        let _ = self.unlock_object(object_id, holder).await;
+        e
     }
 
     /// The answer to a `lock_and_claim` that found another holder's lock on the object:

@@ -237,11 +237,29 @@ where
     #[cfg(feature = "tracing")]
     let delivery = tracing::Instrument::in_current_span(delivery);
     let delivery = tokio::spawn(delivery);
-    // The processor never panics (handler panics are caught), so the task only fails
-    // if the runtime is shutting down; answer 500 so that Stripe retries.
-    delivery
-        .await
-        .unwrap_or_else(|_| Reply::error(Answer::HandlerFailed))
+    // Handler panics are caught inside the processor, so the task fails only if the
+    // runtime is shutting down, or on a panic outside the handler (a bug, or a `Clock`
+    // given to the verifier that panicked): answer 500 so that Stripe retries, and say
+    // why rather than fail in silence.
+    delivery.await.unwrap_or_else(|e| {
+        #[cfg(feature = "tracing")]
+        if e.is_panic() {
+            let why = crate::processor::panic_message(&*e.into_panic());
+            tracing::error!(
+                panic = %crate::secret::redacted_text(why),
+                "stripe_webhooks: a delivery panicked outside its handler; answered 500 so \
+                 that Stripe delivers it again"
+            );
+        } else {
+            tracing::warn!(
+                "stripe_webhooks: a delivery was cut by its runtime's shutdown; answered 500 \
+                 so that Stripe delivers it again"
+            );
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = e;
+        Reply::error(Answer::HandlerFailed)
+    })
 }
 
 /// Reads a body within `deadline`: a client that trickles its body is answered 408

@@ -8,6 +8,9 @@
 //!   [`Processor::drain`] (feature `tokio`).
 
 mod dispatch;
+// For the framework adapters, which say why a delivery's task panicked.
+#[cfg(all(feature = "tracing", any(feature = "axum", feature = "actix-web")))]
+pub(crate) use dispatch::panic_message;
 #[cfg(feature = "tokio")]
 mod drain;
 mod lease;

@@ -135,18 +135,23 @@ pub fn parse_eventbridge(body: &[u8]) -> Result<CloudEvent, ParseError> {
 /// # Errors
 ///
 /// [`ParseError::InvalidJson`] for a body that is not JSON, [`ParseError::NotAnEvent`]
-/// for one that is not an Event Grid event or a batch of them (an event without
-/// `data`); an event whose `data` is not a Stripe event is its own item's error.
+/// for a single event that is not an Event Grid event (no `data`); in a batch, an
+/// event without `data`, or whose `data` is not a Stripe event, is its own item's error.
 pub fn parse_event_grid(body: &[u8]) -> Result<Vec<Result<CloudEvent, ParseError>>, ParseError> {
     let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    let envelopes: Vec<EventGrid<'_>> = if batch {
-        serde_json::from_slice(body)
-    } else {
-        serde_json::from_slice(body).map(|e| vec![e])
+    let item = |raw: &RawValue| {
+        serde_json::from_str::<EventGrid<'_>>(raw.get())
+            .map_err(missing("an Event Grid event"))
+            .and_then(|e| CloudEvent::from_payload(e.data))
+    };
+    if !batch {
+        let envelope: EventGrid<'_> =
+            serde_json::from_slice(body).map_err(missing("an Event Grid event"))?;
+        return Ok(vec![CloudEvent::from_payload(envelope.data)]);
     }
-    .map_err(missing("an Event Grid event"))?;
-    Ok(envelopes
-        .iter()
-        .map(|e| CloudEvent::from_payload(e.data))
-        .collect())
+    // Each item on its own: one without `data` (CloudEvents allows `data_base64`, or
+    // none) does not cost the batch its Stripe events.
+    let items: Vec<&RawValue> =
+        serde_json::from_slice(body).map_err(missing("an Event Grid batch"))?;
+    Ok(items.into_iter().map(item).collect())
 }

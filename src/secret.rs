@@ -121,16 +121,32 @@ pub(crate) fn holds_client_secret(s: &str) -> bool {
 }
 
 /// Free text (an error message) with its credentials hidden: in each run of letters,
-/// digits and `_ - + / =`, from where a Stripe secret or restricted key or a webhook
-/// signing secret starts (`sk_live_`, `sk_test_`, `rk_live_`, `rk_test_`, `whsec_`) to
-/// the run's end (so `api_key=sk_live_…` keeps `api_key=`), and a whole run that holds
-/// a client secret (`_secret_`, in any case), become `<redacted>`. A handler's error may
-/// quote what it had in hand.
+/// digits and `_ - + / =`, from where a Stripe secret, restricted or ephemeral key or a
+/// webhook signing secret starts (`sk_live_`, `sk_test_`, `rk_live_`, `rk_test_`,
+/// `ek_live_`, `ek_test_`, `whsec_`, at the run's start or after a character that is not
+/// a letter or digit, so `risk_test_run` is left alone) to the run's end (so
+/// `api_key=sk_live_…` keeps `api_key=`), and a whole run that holds a client secret
+/// (`_secret_`, as Stripe writes it: `STRIPE_SECRET_KEY` is a name, not a secret),
+/// become `<redacted>`. A handler's error may quote what it had in hand.
 pub(crate) fn redact_text(s: &str) -> std::borrow::Cow<'_, str> {
-    const KEYS: [&str; 5] = ["sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_"];
+    const KEYS: [&str; 7] = [
+        "sk_live_", "sk_test_", "rk_live_", "rk_test_", "ek_live_", "ek_test_", "whsec_",
+    ];
     let in_token = |c: char| c.is_ascii_alphanumeric() || "_-+/=".contains(c);
-    let client_secret = |t: &str| holds_client_secret(&t.to_ascii_lowercase());
-    let key_at = |t: &str| KEYS.iter().filter_map(|k| t.find(k)).min();
+    let client_secret = holds_client_secret;
+    // Where a key starts in `t`: at its start, or after a character that is not a
+    // letter or digit.
+    let key_at = |t: &str| {
+        KEYS.iter()
+            .flat_map(|k| t.match_indices(k).map(|(i, _)| i))
+            .filter(|&i| {
+                t[..i]
+                    .chars()
+                    .next_back()
+                    .map_or(true, |c| !c.is_ascii_alphanumeric())
+            })
+            .min()
+    };
     if !(client_secret(s) || key_at(s).is_some()) {
         return std::borrow::Cow::Borrowed(s);
     }
@@ -323,12 +339,26 @@ mod tests {
             std::borrow::Cow::Borrowed("plain")
         ));
         assert_eq!(redact_text("été sk_test_1 ü"), "été <redacted> ü");
-        // A key glued to its name keeps the name; a client secret in capitals goes too.
+        // A key glued to its name keeps the name.
         assert_eq!(
             redact_text("STRIPE_WEBHOOK_SECRET=whsec_abc --api-key=sk_live_9 ?key=rk_test_1"),
             "STRIPE_WEBHOOK_SECRET=<redacted> --api-key=<redacted> ?key=<redacted>"
         );
-        assert_eq!(redact_text("x PI_1_SECRET_ABC y"), "x <redacted> y");
+        // Ephemeral keys' secrets go too.
+        assert_eq!(
+            redact_text("portal failed: ek_test_YWNj and ek_live_x"),
+            "portal failed: <redacted> and <redacted>"
+        );
+        assert_eq!(redact_text("key_sk_live_1"), "key_<redacted>");
+        // Words that hold a key's letters, and names that say "secret", are left alone.
+        for plain in [
+            "risk_test_run failed",
+            "benchmark_test_x",
+            "missing env var STRIPE_SECRET_KEY",
+            "task_live_feed",
+        ] {
+            assert_eq!(redact_text(plain), plain);
+        }
     }
 
     #[test]

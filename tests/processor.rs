@@ -206,6 +206,13 @@ async fn handler_error_is_500_then_retried_once() {
     let first = p.process(Some(&h), b.as_bytes()).await;
     assert_eq!(first.status(), 500);
     assert_eq!(first.attempt(), Some(1));
+    // The outcome keeps the handler's error; its `Debug` hides the client secret it quotes.
+    let shown = format!("{first:?}");
+    assert!(
+        shown.contains("downstream unavailable for <redacted>"),
+        "{shown}"
+    );
+    assert!(!shown.contains("pi_1_secret_abc"), "{shown}");
     let rec = store
         .record(&EventId::new("evt_fail"))
         .await

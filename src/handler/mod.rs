@@ -16,7 +16,19 @@ pub use router::{AccountFilter, EventRouter, ThinEventRouter};
 /// Why a handler did not process an event. The processor answers 500, so Stripe delivers
 /// the event again, and releases its claim (except after
 /// [`LeaseLost`](Self::LeaseLost), when the claim may no longer be its own).
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` output (and so an [`Outcome`](crate::Outcome)'s) shows a failure's or a
+/// panic's text with the credentials it quotes hidden (API keys, signing secrets, client
+/// secrets), as the crate keeps and logs it; `Display` (`to_string()`) gives the text as
+/// the handler wrote it.
+///
+/// ```
+/// use stripe_webhooks::HandlerError;
+/// let e = HandlerError::new("refund failed with key sk_test_123");
+/// assert!(!format!("{e:?}").contains("sk_test_123"));
+/// assert!(e.to_string().contains("sk_test_123"));
+/// ```
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum HandlerError {
     /// The handler returned an error.
@@ -36,6 +48,23 @@ pub enum HandlerError {
     /// itself is treated as any other failure.)
     #[error("handler stopped: its claim's lease was lost")]
     LeaseLost,
+}
+
+impl std::fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::secret::redact_text;
+        match self {
+            HandlerError::Failed(e) => f
+                .debug_tuple("Failed")
+                .field(&redact_text(&e.to_string()))
+                .finish(),
+            HandlerError::Panicked(m) => f.debug_tuple("Panicked").field(&redact_text(m)).finish(),
+            HandlerError::DeadlineExceeded(d) => {
+                f.debug_tuple("DeadlineExceeded").field(d).finish()
+            }
+            HandlerError::LeaseLost => f.write_str("LeaseLost"),
+        }
+    }
 }
 
 impl HandlerError {

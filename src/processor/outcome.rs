@@ -207,7 +207,8 @@ impl OutcomeKind {
 
 /// The result of [`Processor::process`](crate::Processor::process): what happened, the
 /// HTTP status to answer with, and the fields of an operator's log line. It never holds a
-/// secret or the body.
+/// signing secret or the body; a handler's failure is kept as the handler gave it, and
+/// shown by `Debug` with the credentials it quotes hidden ([`HandlerError`]).
 #[derive(Debug)]
 pub struct Outcome {
     pub(crate) kind: OutcomeKind,

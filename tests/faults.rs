@@ -681,7 +681,7 @@ async fn postgres_ordered_inbox_waits_for_a_lease_lock_on_the_object() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_ordered_inbox_takes_over_a_lapsed_lease_lock() {
     use stripe_webhooks::{dangerous, LockedClaim, OrderingStore, TiePolicy, Watermark};
-    let store = pg_store("t_faults_inbox_lapsed").await;
+    let store = pg_store("t_inbox_lapsed").await;
     let p = Processor::with_inbox(
         Verifier::from_secrets_list(SECRET).unwrap(),
         store.inbox(NoEffects).ordered(TiePolicy::Run),

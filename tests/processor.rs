@@ -921,6 +921,40 @@ async fn a_handler_whose_renewals_fail_is_stopped_before_its_lease_can_run_out()
     );
 }
 
+/// A handler stopped because its lease may have run out releases its claim (fenced: a
+/// claim another delivery took is not touched), so Stripe's retry runs at once instead
+/// of being answered 409 until the lease's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_stopped_for_its_lease_releases_the_claim() {
+    let handler = Arc::new(Overlap {
+        first_sleep: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let store = Arc::new(Flaky::new(|_| StoreError::unavailable("connection reset")));
+    let p = Processor::new(verifier(), Arc::clone(&store), handler.clone())
+        .with_handler_deadline(None)
+        .with_lease(Duration::from_secs(1));
+    let (h, b) = signed("evt_stopped_released", "invoice.paid");
+    let first = p.process(Some(&h), b.as_bytes()).await;
+    assert!(
+        matches!(
+            first.kind(),
+            OutcomeKind::HandlerFailed(HandlerError::LeaseLost)
+        ),
+        "{first:?}"
+    );
+    let record = store
+        .inner
+        .record(&EventId::new("evt_stopped_released"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, RecordStatus::Failed, "{record:?}");
+    let retry = p.process(Some(&h), b.as_bytes()).await;
+    assert!(matches!(retry.kind(), OutcomeKind::Processed), "{retry:?}");
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_is_stopped_when_the_store_says_its_claim_was_taken_over() {
     let handler = Arc::new(Overlap {

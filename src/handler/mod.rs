@@ -43,9 +43,10 @@ pub enum HandlerError {
     /// The processor stopped the handler because its claim's lease was lost: the store
     /// said another delivery took the event over, or renewals failed until the lease may
     /// have run out. Stopping it keeps two runs of the handler from overlapping; Stripe's
-    /// retry (or the delivery that took over) runs it again, and nothing is released,
-    /// since the claim may be another delivery's now. (A handler that returns this
-    /// itself is treated as any other failure.)
+    /// retry (or the delivery that took over) runs it again. The claim is released only
+    /// if it is still this delivery's (the release is fenced: one another delivery took
+    /// is left alone). (A handler that returns this itself is treated as any other
+    /// failure.)
     #[error("handler stopped: its claim's lease was lost")]
     LeaseLost,
 }

@@ -291,12 +291,19 @@ async fn run_claimed(
             let kind = complete(t, || store.complete(token)).await;
             Dispatched::attempt(kind, token.attempt())
         }
-        // The lease is gone: another delivery may hold the event now, so this one has
-        // nothing to release.
-        Handled::LeaseLost => Dispatched::attempt(
-            OutcomeKind::HandlerFailed(HandlerError::LeaseLost),
-            token.attempt(),
-        ),
+        // The lease may be gone: another delivery may hold the event now. The release is
+        // fenced, so it frees the claim only if it is still this one's (the lease ran
+        // out with no one taking it over, or a renewal still on its way when the handler
+        // was stopped lands later and would hold it for a whole lease): Stripe's retry
+        // then runs at once rather than answered 409 meanwhile.
+        Handled::LeaseLost => {
+            let reason = "the handler was stopped: its claim's lease was lost";
+            let _ = store_call(t, store.release(token, reason)).await;
+            Dispatched::attempt(
+                OutcomeKind::HandlerFailed(HandlerError::LeaseLost),
+                token.attempt(),
+            )
+        }
         Handled::Finished(Err(e)) => {
             // If the release fails too, the lease expiring frees the event instead.
             let released = store_call(

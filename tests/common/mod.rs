@@ -84,9 +84,12 @@ pub fn unique(what: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or_default();
+    // The low 40 bits of the time (they wrap every 18 minutes; the process id and the
+    // counter tell apart names made within that), so that a 20-letter name with a
+    // six-digit process id still fits PostgreSQL's 45-letter table names.
     format!(
         "{what}_{:x}_{:x}_{}",
-        nanos,
+        nanos & ((1 << 40) - 1),
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )

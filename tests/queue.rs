@@ -601,6 +601,78 @@ async fn a_worker_that_loses_its_lease_is_stopped_and_its_job_taken_over() {
     handle.shutdown(Duration::from_secs(1)).await;
 }
 
+/// A job whose renewals fail is stopped before its lease can run out, and counted a
+/// failed run (fenced: only while the job is still the worker's), retried by the policy:
+/// it stayed running to its lease's end, and a handler that always outlasts its lease
+/// ran again and again, never dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_renewals_fail_is_a_failed_run_and_dies_in_the_end() {
+    use stripe_webhooks::queue::{Enqueued, Job};
+    use stripe_webhooks::{ClaimToken, StoreError};
+
+    #[derive(Clone)]
+    struct NoRenewals(MemoryQueue);
+    #[async_trait]
+    impl Queue for NoRenewals {
+        async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
+            self.0.enqueue(job).await
+        }
+        async fn take(
+            &self,
+            max: usize,
+            lease: Duration,
+            per_object_order: bool,
+        ) -> Result<Vec<Job>, StoreError> {
+            self.0.take(max, lease, per_object_order).await
+        }
+        async fn extend(&self, _: &ClaimToken, _: Duration) -> Result<(), StoreError> {
+            Err(StoreError::unavailable("the queue is down"))
+        }
+        async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
+            self.0.complete(token).await
+        }
+        async fn fail(
+            &self,
+            token: &ClaimToken,
+            error: &str,
+            retry_in: Option<Duration>,
+        ) -> Result<(), StoreError> {
+            self.0.fail(token, error, retry_in).await
+        }
+        async fn release(&self, token: &ClaimToken) -> Result<(), StoreError> {
+            self.0.release(token).await
+        }
+    }
+
+    let queue = MemoryQueue::new();
+    enqueue_body(&queue, &customer_event("evt_unrenewed", "cus_1", 1)).await;
+    let slow = Recorder {
+        sleep: Some(Duration::from_secs(60)),
+        ..Recorder::default()
+    };
+    let handle = Worker::new(NoRenewals(queue.clone()), slow.clone())
+        .with_deadline(None)
+        .with_lease(Duration::from_millis(300))
+        .with_retry(fast_retry(3))
+        .with_poll_interval(Duration::from_millis(10))
+        .spawn();
+    let mut dead = false;
+    for _ in 0..200 {
+        if queue.counts().await.unwrap().dead == 1 {
+            dead = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    handle.shutdown(Duration::from_secs(1)).await;
+    assert!(dead, "{:?}", queue.counts().await.unwrap());
+    let rec = queue.job(&"evt_unrenewed".into()).await.unwrap().unwrap();
+    assert_eq!((rec.state, rec.attempts), (JobState::Dead, 3));
+    let why = rec.last_error.unwrap_or_default();
+    assert!(why.contains("lease was lost"), "{why}");
+    assert!(slow.seen().is_empty(), "no run finished: {:?}", slow.seen());
+}
+
 /// A renewal of no time at all still holds the job a millisecond, as a take does: a
 /// lease that ended as it was renewed would let a take run the job beside its holder.
 #[tokio::test]
@@ -1064,8 +1136,8 @@ async fn a_sqlite_inbox_job_runs_on_while_its_renewal_waits_for_its_write_lock()
 
 /// A job whose every run outlives its lease (a SQLite inbox job writing, then working
 /// past nine tenths of a 300 ms lease: its renewals wait for its own write lock) never
-/// settles. It is dead once taken more often than its attempts allow, with why, instead
-/// of being taken for ever.
+/// completes. Each run stopped for its lease is a failed run, so it is dead after its
+/// attempts, with why, instead of being taken for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_never_settles_is_dead_after_its_attempts() {
     let dir = TempDir::new("queue_never_settles");
@@ -1086,8 +1158,9 @@ async fn a_job_that_never_settles_is_dead_after_its_attempts() {
     }
     let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 2);
     let error = dead[0].last_error.clone().unwrap_or_default();
-    assert!(error.contains("taken 3 times"), "{error}");
+    assert!(error.contains("lease was lost"), "{error}");
     assert!(ledger(&queue).await.is_empty(), "every run rolled back");
 }
 

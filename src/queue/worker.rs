@@ -258,14 +258,15 @@ fn no_handler(family: &str, fix: &str) -> String {
 /// [`ThinEventHandler`] (thin events), by the rules of the inline processor:
 ///
 /// - the job's lease is renewed while the handler runs, and a handler whose lease is
-///   lost is stopped (another worker has the job now);
+///   lost is stopped (another worker has the job now, or renewals failed until it may
+///   have: then, if the job is still this worker's, the run counts as failed, and is
+///   retried by the policy);
 /// - the handler has a deadline, and its panics are contained;
 /// - the completion is fenced: only the worker that holds the job can complete it;
 /// - a failed run is retried after a [`RetryPolicy`] delay; after its last attempt the
 ///   job is dead, with its last error and attempts, until an operator requeues it;
 /// - each take counts an attempt: a job taken more often than the policy's attempts
-///   without a run that settled (each outlived its lease, or its worker died) is dead
-///   too, with why;
+///   without a run that settled (its worker died each time) is dead too, with why;
 /// - a job whose type its family's handler does not take is completed without running
 ///   anything; a job of a family the worker has no handler for (a thin job on a worker
 ///   without a thin handler) is dead, with the reason, until an operator requeues it.
@@ -922,6 +923,14 @@ async fn run_job(
                 taken_at.elapsed(),
                 &Err(crate::handler::HandlerError::LeaseLost),
             );
+            // A failed run, if the job is still this worker's (fenced: one another worker
+            // took is left alone): retried by the policy, so a handler that always
+            // outlasts its lease dies in the end, and a renewal still on its way when it
+            // was stopped cannot hold the job for a lease more. Tried once: if it fails,
+            // the lease's end gives the job back, as before.
+            let error = "the job's lease was lost while its handler ran (renewals failed)";
+            let retry_in = s.retry.delay_after(job.token.attempt());
+            let _ = store_call(s.store_timeout, queue.fail(&job.token, error, retry_in)).await;
             (Ok(()), "lease_lost")
         }
         Held::Ran(Ran::Failed { error, permanent }) => {

@@ -123,8 +123,9 @@ pub(crate) fn holds_client_secret(s: &str) -> bool {
 /// Free text (an error message) with its credentials hidden: in each run of letters,
 /// digits and `_ - + / =`, from where a Stripe secret, restricted or ephemeral key or a
 /// webhook signing secret starts (`sk_live_`, `sk_test_`, `rk_live_`, `rk_test_`,
-/// `ek_live_`, `ek_test_`, `whsec_`, at the run's start or after a character that is not
-/// a letter or digit, so `risk_test_run` is left alone) to the run's end (so
+/// `ek_live_`, `ek_test_`, `whsec_`: at the run's start or after a character that is not
+/// a letter or digit, or, inside a word, when 16 letters or digits follow, as in a key
+/// after an escape such as `\n`; `risk_test_run` is left alone) to the run's end (so
 /// `api_key=sk_live_…` keeps `api_key=`), and a whole run that holds a client secret
 /// (`_secret_`, as Stripe writes it: `STRIPE_SECRET_KEY` is a name, not a secret),
 /// become `<redacted>`. A handler's error may quote what it had in hand.
@@ -135,16 +136,23 @@ pub(crate) fn redact_text(s: &str) -> std::borrow::Cow<'_, str> {
     let in_token = |c: char| c.is_ascii_alphanumeric() || "_-+/=".contains(c);
     let client_secret = holds_client_secret;
     // Where a key starts in `t`: at its start, or after a character that is not a
-    // letter or digit.
+    // letter or digit, or inside a word when a key's worth of letters and digits follows
+    // (`\nwhsec_…` in a `Debug`-quoted list of secrets).
     let key_at = |t: &str| {
         KEYS.iter()
-            .flat_map(|k| t.match_indices(k).map(|(i, _)| i))
-            .filter(|&i| {
-                t[..i]
+            .flat_map(|k| t.match_indices(k).map(move |(i, _)| (i, k.len())))
+            .filter(|&(i, len)| {
+                let at_word_start = t[..i]
                     .chars()
                     .next_back()
-                    .map_or(true, |c| !c.is_ascii_alphanumeric())
+                    .map_or(true, |c| !c.is_ascii_alphanumeric());
+                let body = t[i + len..]
+                    .chars()
+                    .take_while(char::is_ascii_alphanumeric)
+                    .count();
+                at_word_start || body >= 16
             })
+            .map(|(i, _)| i)
             .min()
     };
     if !(client_secret(s) || key_at(s).is_some()) {
@@ -350,6 +358,15 @@ mod tests {
             "portal failed: <redacted> and <redacted>"
         );
         assert_eq!(redact_text("key_sk_live_1"), "key_<redacted>");
+        // A key right after an escape (a `Debug`-quoted list), or URL-encoded.
+        assert_eq!(
+            redact_text(r#""whsec_old\nwhsec_0123456789abcdefXYZ\n""#),
+            r#""<redacted>\n<redacted>\n""#
+        );
+        assert_eq!(
+            redact_text("Bearer%20sk_live_0123456789abcdefABCD"),
+            "Bearer%20<redacted>"
+        );
         // Words that hold a key's letters, and names that say "secret", are left alone.
         for plain in [
             "risk_test_run failed",

@@ -247,7 +247,7 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
         assert_eq!(from_env, typed);
     } else {
         assert!(
-            from_env.contains(&format!("\"${}\"", env[0].0)),
+            from_env.contains(&format!("=\"${}\"", env[0].0)),
             "{from_env}"
         );
         assert!(!from_env.contains(env[0].1), "{from_env}");
@@ -458,7 +458,7 @@ async fn output_is_safe_for_terminals_and_pipes() {
     let shown = on(&flags, &["show", "evt_odd;$(id)"]).await.ok().stdout;
     assert!(
         shown.contains(&format!(
-            "stripe-webhooks --sqlite {} requeue 'evt_odd;$(id)'",
+            "stripe-webhooks --sqlite={} requeue 'evt_odd;$(id)'",
             flags[1]
         )),
         "{shown}"

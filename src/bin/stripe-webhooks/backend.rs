@@ -65,9 +65,9 @@ impl Backend {
         // the operator fills it in), or the variable it was read from.
         let url_flag = |flag: &str, url: &str, var: &str| {
             if opts.url_typed {
-                format!("{flag} {}", crate::commands::shell_word(&redact_url(url)))
+                format!("{flag}={}", crate::commands::shell_word(&redact_url(url)))
             } else {
-                format!("{flag} \"${var}\"")
+                format!("{flag}=\"${var}\"")
             }
         };
         if let Some(url) = opts.database_url.as_deref().filter(|u| !u.is_empty()) {
@@ -186,7 +186,7 @@ impl Backend {
 fn command(store_flag: &str, table: Option<&str>) -> String {
     let mut command = format!("stripe-webhooks {store_flag}");
     if let Some(t) = table {
-        command.push_str(" --table ");
+        command.push_str(" --table=");
         command.push_str(&crate::commands::shell_word(t));
     }
     command
@@ -223,7 +223,8 @@ async fn open_sqlite(path: &Path, table: Option<&str>, create: bool) -> Result<B
     }
     // Named even when it is the default: a store variable in the operator's environment
     // would otherwise take the command.
-    let flag = format!("--sqlite {}", crate::commands::shell_word(&shown));
+    // `--sqlite=…`: a path that starts with `-` is not read as a flag.
+    let flag = format!("--sqlite={}", crate::commands::shell_word(&shown));
     Ok(Backend {
         store: Store::Sqlite(store),
         target,

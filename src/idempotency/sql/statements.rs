@@ -266,11 +266,12 @@ pub const POSTGRES: Statements = Statements {
     watermark: "SELECT created, event_id FROM {t}_objects WHERE object_id = $1",
     // A lease lock that ran out is taken over (freed), so that its holder, which may
     // apply an older event late, cannot complete; one still running answers at least
-    // 1 ms left.
+    // 1 ms left. Both columns are judged at one time, the transaction's start (`now()`,
+    // a little early: a lock is kept, never freed, by the difference).
     lock_row: "INSERT INTO {t}_objects AS o (object_id, updated_at) VALUES ($1, now()) \
         ON CONFLICT (object_id) DO UPDATE SET updated_at = now(), \
-        holder = CASE WHEN o.lock_until > clock_timestamp() THEN o.holder END, \
-        lock_until = CASE WHEN o.lock_until > clock_timestamp() THEN o.lock_until END \
+        holder = CASE WHEN o.lock_until > now() THEN o.holder END, \
+        lock_until = CASE WHEN o.lock_until > now() THEN o.lock_until END \
         RETURNING created, event_id, CASE WHEN holder IS NOT NULL THEN \
         greatest(1, (extract(epoch FROM (lock_until - clock_timestamp())) * 1000)::bigint) END",
     purge_objects: "DELETE FROM {t}_objects WHERE object_id IN (SELECT object_id FROM {t}_objects \

@@ -715,6 +715,10 @@ impl QueueAdmin for RedisQueue {
             .invoke_async(&mut conn)
             .await
             .map_err(StoreError::unavailable)?;
+        if requeued == 2 {
+            // Kept dead: its hash cannot give it a place in the queue.
+            return Err(corrupt(key.as_str(), "seq or created (it stays dead)"));
+        }
         Ok(requeued == 1)
     }
 

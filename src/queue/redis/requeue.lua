@@ -10,7 +10,10 @@ local function requeue(k)
   if state ~= 'dead' and state ~= 'retrying' then
     return 0
   end
-  if not digits(h[5]) or ((h[3] or '') ~= '' and not tonumber(h[4])) then
+  -- `created` as the scripts write it (`tonumber` takes ` 7` and `nan`, which ZADD
+  -- refuses).
+  local created = h[4] and string.match(h[4], '^%-?%d+$') and #h[4] <= 19
+  if not digits(h[5]) or ((h[3] or '') ~= '' and not created) then
     return 2
   end
   ack(h[2] or '')
@@ -26,7 +29,8 @@ local function requeue(k)
   return 1
 end
 if ARGV[2] == 'one' then
-  return {requeue(ARGV[3]) == 1 and 1 or 0, 1, 0}
+  -- 2: unreadable, kept dead (the caller says so).
+  return {requeue(ARGV[3]), 1, 0}
 end
 local n = 0
 local last = tonumber(ARGV[4])

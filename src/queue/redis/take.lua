@@ -31,7 +31,9 @@ local function consider(k, e)
     redis.call('ZREM', LEASES, k)
     redis.call('HSET', jk, 'state', 'dead', 'entry', '', 'finished_at', fmt(now),
       'last_error', 'unreadable job: its seq, attempts or state is not as this version writes them')
-    redis.call('ZADD', P .. 'dead', tonumber(h[5]) or 0, k)
+    -- Scored by its seq when that can be read as the scripts write it, else 0 (`tonumber`
+    -- takes `nan`, which ZADD refuses).
+    redis.call('ZADD', P .. 'dead', digits(h[5]) and h[5] or '0', k)
     -- Out of its object's order, which it would otherwise hold up for good.
     local o = h[4] or ''
     if o ~= '' then

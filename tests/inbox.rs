@@ -927,6 +927,54 @@ async fn a_handler_cut_between_statements_fails_alone() {
     }
 }
 
+/// The inbox's writer connection is opened as the store's pool opens its own, its
+/// `after_connect` hook included: what the hook sets up on a connection (here a
+/// temporary table; a `PRAGMA synchronous = FULL`, or SQL functions) is there for the
+/// handlers. It was opened with the pool's connect options only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_writer_runs_the_pools_after_connect_hook() {
+    use stripe_webhooks::sqlx::sqlite::SqlitePoolOptions;
+    use stripe_webhooks::sqlx::Executor;
+
+    struct UsesTheHook;
+    #[async_trait]
+    impl TransactionalHandler<Sqlite> for UsesTheHook {
+        async fn handle(
+            &self,
+            event: &Event,
+            conn: &mut SqliteConnection,
+        ) -> Result<(), HandlerError> {
+            sqlx::query("INSERT INTO temp.hooked VALUES (?1)")
+                .bind(event.id().as_str())
+                .execute(conn)
+                .await
+                .map_err(HandlerError::new)?;
+            Ok(())
+        }
+    }
+    let (store, dir) = fresh_store("after_connect").await;
+    drop(store);
+    let pool = SqlitePoolOptions::new()
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("CREATE TEMP TABLE IF NOT EXISTS hooked (event_id TEXT)")
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_with(SqliteStore::connect_options(dir.join("events.db")))
+        .await
+        .unwrap();
+    let store = SqliteStore::new(pool);
+    let p = Processor::with_inbox(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        store.inbox(UsesTheHook),
+    );
+    let (header, body) = delivery("evt_inbox_hooked");
+    let o = p.process(Some(&header), body.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
+}
+
 /// An inbox handler whose `handles` check panics: a 500 with nothing claimed, the panic
 /// kept inside `process` (a reconciler's pass goes on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

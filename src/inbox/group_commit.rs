@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{Sqlite, SqlitePool};
 use tokio::sync::{watch, Mutex, MutexGuard};
 
@@ -369,21 +368,13 @@ impl GroupCommit {
     async fn open_batch(&self, writer: &mut Writer, t: Duration) -> Result<Batch, StoreError> {
         let interrupt = Arc::clone(&writer.interrupt);
         let pool = writer.pool.get_or_insert_with(|| {
-            let flag = Arc::clone(&interrupt);
-            SqlitePoolOptions::new()
-                .after_connect(move |conn, _| {
-                    let flag = Arc::clone(&flag);
-                    Box::pin(async move {
-                        conn.lock_handle().await?.set_progress_handler(
-                            INTERRUPT_EVERY,
-                            // `false` stops the statement (SQLITE_INTERRUPT), once.
-                            move || {
-                                !(flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::SeqCst))
-                            },
-                        );
-                        Ok(())
-                    })
-                })
+            // The store pool's own options, its `after_connect` hook included (a
+            // `PRAGMA synchronous = FULL`, or SQL functions the handlers call, set there
+            // must hold on this connection too), for one connection.
+            self.pool
+                .options()
+                .clone()
+                .min_connections(0)
                 .max_connections(1)
                 .acquire_timeout(BUSY_TIMEOUT)
                 .idle_timeout(None)
@@ -397,9 +388,24 @@ impl GroupCommit {
                 )
         });
         let tx = store_call(t, async {
-            pool.begin_with("BEGIN IMMEDIATE")
+            let mut tx = pool
+                .begin_with("BEGIN IMMEDIATE")
                 .await
-                .map_err(busy_or_down)
+                .map_err(busy_or_down)?;
+            // The progress handler that stops a statement a cut handler left running
+            // (see `Batch::interrupt`), set on the connection each batch runs on: sqlx
+            // keeps one `after_connect` hook per pool, the store pool's here. Setting it
+            // again replaces it.
+            let flag = Arc::clone(&interrupt);
+            tx.lock_handle()
+                .await
+                .map_err(busy_or_down)?
+                .set_progress_handler(
+                    INTERRUPT_EVERY,
+                    // `false` stops the statement (SQLITE_INTERRUPT), once.
+                    move || !(flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::SeqCst)),
+                );
+            Ok(tx)
         })
         .await?;
         writer.batches += 1;

@@ -769,7 +769,16 @@ impl IdempotencyStore for ObjectLease {
         // the lock's lease ended. Safe: the claim stays this delivery's until released,
         // so a redelivery of this event waits, and its handler applied nothing.
         self.unlock().await;
-        self.store.release(token, reason).await
+        let released = self.store.release(token, reason).await;
+        // Answered: the lock and the claim are let go, and `run` need not do it again
+        // (a lost run's, released by the caller, would be let go twice).
+        if !matches!(
+            released,
+            Err(StoreError::Timeout(_) | StoreError::Unavailable(_))
+        ) {
+            self.let_go_after_run.store(false, SeqCst);
+        }
+        released
     }
 
     async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {

@@ -13,8 +13,9 @@ use crate::idempotency::{ClaimToken, IdempotencyStore, OrderingStore};
 pub(super) enum Handled {
     /// The handler returned (or failed, panicked, ran past its deadline).
     Finished(Result<(), HandlerError>),
-    /// The processor stopped the handler: its lease was lost. Nothing is released; the
-    /// claim may be someone else's now. (Only with the `tokio` feature's timers.)
+    /// The processor stopped the handler: its lease was lost. The caller releases the
+    /// claim, fenced: it may be someone else's now, and is then left alone. (Only with
+    /// the `tokio` feature's timers.)
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     LeaseLost,
 }

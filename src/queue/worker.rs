@@ -930,8 +930,20 @@ async fn run_job(
             // the lease's end gives the job back, as before.
             let error = "the job's lease was lost while its handler ran (renewals failed)";
             let retry_in = s.retry.delay_after(job.token.attempt());
-            let _ = store_call(s.store_timeout, queue.fail(&job.token, error, retry_in)).await;
-            (Ok(()), "lease_lost")
+            match store_call(s.store_timeout, queue.fail(&job.token, error, retry_in)).await {
+                Ok(()) => {
+                    note_failed(&job, error, retry_in);
+                    (
+                        Ok(()),
+                        if retry_in.is_some() {
+                            "retried"
+                        } else {
+                            "dead"
+                        },
+                    )
+                }
+                Err(_) => (Ok(()), "lease_lost"),
+            }
         }
         Held::Ran(Ran::Failed { error, permanent }) => {
             // Kept in the queue and logged: a handler's error may quote a credential.

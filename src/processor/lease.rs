@@ -236,9 +236,9 @@ fn note_completion_after_drop(token: &ClaimToken, kind: &super::OutcomeKind) {
 /// or a second, whichever is sooner. But the handler is **stopped** (its future dropped,
 /// answered [`HandlerError::LeaseLost`]) as soon as the store says the claim is gone, or
 /// when the lease may have run out: more than 90% of a lease after the start of the last
-/// call that set it (the claim, or the last successful renewal). Past that point another delivery may claim the event, and
-/// two runs of one handler must never overlap. (A handler is stopped at its next
-/// `.await`; work it spawned, or blocking code, runs on.)
+/// call that set it (the claim, or the last successful renewal). Past that point another
+/// delivery may claim the event, and two runs of one handler must never overlap. (A
+/// handler is stopped at its next `.await`; work it spawned, or blocking code, runs on.)
 #[cfg(feature = "tokio")]
 pub(super) async fn renewing_lease(
     store: &dyn IdempotencyStore,

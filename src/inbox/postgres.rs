@@ -130,11 +130,11 @@ enum Claimed {
     ObjectBusy(Duration),
 }
 
-/// The handler's error when it returned `Ok` from an aborted transaction.
 /// How many times a claim that failed to serialize (40001) runs again, each in a new
 /// transaction: each failure means another delivery committed meanwhile.
 const SERIALIZATION_TRIES: u32 = 3;
 
+/// The handler's error when it returned `Ok` from an aborted transaction.
 const ABORTED_BY_THE_HANDLER: &str = "the handler returned Ok, but one of its statements \
     had failed and aborted the transaction (SQLSTATE 25P02), so its writes were rolled back: \
     return the statement's error instead of catching it (or run it under a savepoint)";

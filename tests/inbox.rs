@@ -863,31 +863,22 @@ async fn a_delivery_waits_out_the_next_handler_in_its_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_cut_between_statements_fails_alone() {
     struct CutBetween;
+    #[async_trait]
     impl TransactionalHandler<Sqlite> for CutBetween {
-        fn handle<'a, 'b, 'c, 'd>(
-            &'a self,
-            event: &'b Event,
-            conn: &'c mut SqliteConnection,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<(), HandlerError>> + Send + 'd>,
-        >
-        where
-            'a: 'd,
-            'b: 'd,
-            'c: 'd,
-            Self: 'd,
-        {
-            Box::pin(async move {
-                let id = event.id().as_str();
-                write_effect(conn, id).await?;
-                if id.contains("panic") {
-                    panic!("cut");
-                }
-                if id.contains("late") {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
-                Ok(())
-            })
+        async fn handle(
+            &self,
+            event: &Event,
+            conn: &mut SqliteConnection,
+        ) -> Result<(), HandlerError> {
+            let id = event.id().as_str();
+            write_effect(conn, id).await?;
+            if id.contains("panic") {
+                panic!("cut");
+            }
+            if id.contains("late") {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Ok(())
         }
     }
     let (store, _dir) = fresh_store("cut_between").await;

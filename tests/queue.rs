@@ -183,6 +183,92 @@ async fn enqueue_body(queue: &impl Queue, body: &str) {
         .unwrap();
 }
 
+/// A `MemoryQueue` with faults: renewals or completions it refuses (`unavailable`), or
+/// takes and completions answered after a millisecond, as a networked queue's never are
+/// at their first poll.
+#[derive(Clone)]
+struct Faulty {
+    inner: MemoryQueue,
+    no_renewals: bool,
+    no_completions: bool,
+    yields: bool,
+}
+
+impl Faulty {
+    /// `queue` without faults; set the ones wanted.
+    fn over(queue: &MemoryQueue) -> Self {
+        Self {
+            inner: queue.clone(),
+            no_renewals: false,
+            no_completions: false,
+            yields: false,
+        }
+    }
+
+    async fn pause(&self) {
+        if self.yields {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for Faulty {
+    async fn enqueue(
+        &self,
+        job: &NewJob<'_>,
+    ) -> Result<stripe_webhooks::queue::Enqueued, stripe_webhooks::StoreError> {
+        self.inner.enqueue(job).await
+    }
+    async fn take(
+        &self,
+        max: usize,
+        lease: Duration,
+        per_object_order: bool,
+    ) -> Result<Vec<stripe_webhooks::queue::Job>, stripe_webhooks::StoreError> {
+        self.pause().await;
+        self.inner.take(max, lease, per_object_order).await
+    }
+    async fn extend(
+        &self,
+        token: &stripe_webhooks::ClaimToken,
+        lease: Duration,
+    ) -> Result<(), stripe_webhooks::StoreError> {
+        if self.no_renewals {
+            return Err(stripe_webhooks::StoreError::unavailable(
+                "the queue is down",
+            ));
+        }
+        self.inner.extend(token, lease).await
+    }
+    async fn complete(
+        &self,
+        token: &stripe_webhooks::ClaimToken,
+    ) -> Result<(), stripe_webhooks::StoreError> {
+        if self.no_completions {
+            return Err(stripe_webhooks::StoreError::unavailable(
+                "the queue is down",
+            ));
+        }
+        self.pause().await;
+        self.inner.complete(token).await
+    }
+    async fn fail(
+        &self,
+        token: &stripe_webhooks::ClaimToken,
+        error: &str,
+        retry_in: Option<Duration>,
+    ) -> Result<(), stripe_webhooks::StoreError> {
+        self.inner.fail(token, error, retry_in).await
+    }
+    async fn release(
+        &self,
+        token: &stripe_webhooks::ClaimToken,
+    ) -> Result<(), stripe_webhooks::StoreError> {
+        self.inner.release(token).await
+    }
+}
+
 fn fast_retry(attempts: u32) -> RetryPolicy {
     RetryPolicy::new(
         attempts,
@@ -607,50 +693,17 @@ async fn a_worker_that_loses_its_lease_is_stopped_and_its_job_taken_over() {
 /// ran again and again, never dead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_renewals_fail_is_a_failed_run_and_dies_in_the_end() {
-    use stripe_webhooks::queue::{Enqueued, Job};
-    use stripe_webhooks::{ClaimToken, StoreError};
-
-    #[derive(Clone)]
-    struct NoRenewals(MemoryQueue);
-    #[async_trait]
-    impl Queue for NoRenewals {
-        async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
-            self.0.enqueue(job).await
-        }
-        async fn take(
-            &self,
-            max: usize,
-            lease: Duration,
-            per_object_order: bool,
-        ) -> Result<Vec<Job>, StoreError> {
-            self.0.take(max, lease, per_object_order).await
-        }
-        async fn extend(&self, _: &ClaimToken, _: Duration) -> Result<(), StoreError> {
-            Err(StoreError::unavailable("the queue is down"))
-        }
-        async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
-            self.0.complete(token).await
-        }
-        async fn fail(
-            &self,
-            token: &ClaimToken,
-            error: &str,
-            retry_in: Option<Duration>,
-        ) -> Result<(), StoreError> {
-            self.0.fail(token, error, retry_in).await
-        }
-        async fn release(&self, token: &ClaimToken) -> Result<(), StoreError> {
-            self.0.release(token).await
-        }
-    }
-
     let queue = MemoryQueue::new();
     enqueue_body(&queue, &customer_event("evt_unrenewed", "cus_1", 1)).await;
     let slow = Recorder {
         sleep: Some(Duration::from_secs(60)),
         ..Recorder::default()
     };
-    let handle = Worker::new(NoRenewals(queue.clone()), slow.clone())
+    let no_renewals = Faulty {
+        no_renewals: true,
+        ..Faulty::over(&queue)
+    };
+    let handle = Worker::new(no_renewals, slow.clone())
         .with_deadline(None)
         .with_lease(Duration::from_millis(300))
         .with_retry(fast_retry(3))
@@ -898,47 +951,17 @@ async fn a_zero_lease_still_keeps_a_job_from_a_second_take() {
 /// out, and no job ever be taken or completed.
 #[tokio::test]
 async fn a_worker_with_a_zero_store_timeout_still_runs_its_jobs() {
-    /// A `MemoryQueue` that answers takes and completions after a millisecond.
-    #[derive(Clone)]
-    struct Yielding(MemoryQueue);
-    #[async_trait]
-    impl Queue for Yielding {
-        async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
-            self.0.enqueue(job).await
-        }
-        async fn take(
-            &self,
-            max: usize,
-            lease: Duration,
-            per_object_order: bool,
-        ) -> Result<Vec<stripe_webhooks::queue::Job>, StoreError> {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            self.0.take(max, lease, per_object_order).await
-        }
-        async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
-            self.0.extend(token, lease).await
-        }
-        async fn complete(&self, token: &ClaimToken) -> Result<(), StoreError> {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            self.0.complete(token).await
-        }
-        async fn fail(
-            &self,
-            token: &ClaimToken,
-            error: &str,
-            retry_in: Option<Duration>,
-        ) -> Result<(), StoreError> {
-            self.0.fail(token, error, retry_in).await
-        }
-        async fn release(&self, token: &ClaimToken) -> Result<(), StoreError> {
-            self.0.release(token).await
-        }
-    }
     let queue = MemoryQueue::new();
     enqueue_body(&queue, &customer_event("evt_zero_timeout", "cus_1", 1)).await;
     let handler = Recorder::default();
-    let worker =
-        Worker::new(Yielding(queue.clone()), handler.clone()).with_store_timeout(Duration::ZERO);
+    let worker = Worker::new(
+        Faulty {
+            yields: true,
+            ..Faulty::over(&queue)
+        },
+        handler.clone(),
+    )
+    .with_store_timeout(Duration::ZERO);
     assert_eq!(worker.run_once().await.unwrap(), 1);
     assert_eq!(queue.counts().await.unwrap().completed, 1);
 }
@@ -2272,47 +2295,15 @@ async fn unknown_types_are_queued_for_a_workers_prefix_route() {
 #[cfg(feature = "metrics")]
 #[test]
 fn a_completion_the_queue_cannot_record_is_counted_settle_failed() {
-    use stripe_webhooks::queue::{Enqueued, Job};
-    use stripe_webhooks::{ClaimToken, StoreError};
-
-    struct NoComplete(MemoryQueue);
-    #[async_trait]
-    impl Queue for NoComplete {
-        async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
-            self.0.enqueue(job).await
-        }
-        async fn take(
-            &self,
-            max: usize,
-            lease: Duration,
-            per_object_order: bool,
-        ) -> Result<Vec<Job>, StoreError> {
-            self.0.take(max, lease, per_object_order).await
-        }
-        async fn extend(&self, token: &ClaimToken, lease: Duration) -> Result<(), StoreError> {
-            self.0.extend(token, lease).await
-        }
-        async fn complete(&self, _: &ClaimToken) -> Result<(), StoreError> {
-            Err(StoreError::unavailable("the queue is down"))
-        }
-        async fn fail(
-            &self,
-            token: &ClaimToken,
-            error: &str,
-            retry_in: Option<Duration>,
-        ) -> Result<(), StoreError> {
-            self.0.fail(token, error, retry_in).await
-        }
-        async fn release(&self, token: &ClaimToken) -> Result<(), StoreError> {
-            self.0.release(token).await
-        }
-    }
-
     let queue = MemoryQueue::new();
     let (c, text) = common::with_local_prometheus(async {
         enqueue_body(&queue, &customer_event("evt_unsettled", "cus_1", 1)).await;
         let handler = Recorder::default();
-        let worker = Worker::new(NoComplete(queue.clone()), handler.clone());
+        let no_completions = Faulty {
+            no_completions: true,
+            ..Faulty::over(&queue)
+        };
+        let worker = Worker::new(no_completions, handler.clone());
         assert_eq!(worker.run_once().await.unwrap(), 1);
         assert_eq!(handler.seen(), ["evt_unsettled"]);
         queue.counts().await.unwrap()

@@ -1952,3 +1952,48 @@ async fn the_fake_serves_an_accounts_object_to_a_context_path_ending_in_it() {
         assert!(e.to_string().contains("404"), "{ctx:?}: {e}");
     }
 }
+
+/// A client given to `with_reqwest` that follows redirects, against a server that
+/// redirects without end, fails at its first attempt (`Refused`): the API never
+/// redirects, so a redirect is a wrong base URL or a proxy, which sending again does
+/// not fix. Before, each attempt followed the redirects again until the attempts ran
+/// out.
+#[tokio::test]
+async fn a_redirect_loop_is_refused_at_the_first_attempt() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut request = [0_u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let answer = "HTTP/1.1 302 Found\r\nLocation: /v1/events/evt_1\r\n\
+                              Content-Length: 0\r\nConnection: close\r\n\r\n";
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()
+        .unwrap();
+    let client = HttpClient::with_reqwest(
+        http,
+        stripe_webhooks::client::ApiKey::new(FAKE_API_KEY).unwrap(),
+    )
+    .with_base_url(format!("http://127.0.0.1:{port}"))
+    .with_backoff(Duration::from_millis(1), Duration::from_millis(2))
+    .with_max_attempts(5);
+    let err = client
+        .retrieve_event(&RequestContext::platform(), "evt_1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Refused { .. }), "{err:?}");
+    // One attempt: the first request and its three redirects.
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 4);
+}

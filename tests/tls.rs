@@ -79,3 +79,41 @@ async fn redis_store_works_over_rediss() {
         Claim::Completed
     );
 }
+
+/// A client that sends a Stripe API call to the stores' TLS server (on this machine, with
+/// a self-signed certificate that no public root signs).
+#[cfg(feature = "client")]
+fn client_to_the_tls_server() -> stripe_webhooks::client::HttpClient {
+    use stripe_webhooks::client::{ApiKey, HttpClient};
+    let url = env("REDIS_TLS_URL_TEST");
+    let port = url.rsplit(':').next().unwrap();
+    // Never through a proxy from the environment: the server is on this machine.
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    HttpClient::with_reqwest(
+        http,
+        ApiKey::new(stripe_webhooks::testing::FAKE_API_KEY).unwrap(),
+    )
+    .with_base_url(format!("https://127.0.0.1:{port}"))
+    .with_backoff(Duration::from_millis(1), Duration::from_millis(2))
+    .with_deadline(Duration::from_secs(60))
+}
+
+/// A certificate the client refuses fails the call at its first attempt, as stripe-go
+/// does: sending again does not make an unknown issuer known. Before, it was retried
+/// until the attempts ran out.
+#[cfg(feature = "client")]
+#[tokio::test]
+async fn the_client_does_not_retry_a_refused_certificate() {
+    use stripe_webhooks::client::{ClientError, RequestContext, StripeClient};
+    let client = client_to_the_tls_server();
+    let err = client
+        .retrieve_event(&RequestContext::platform(), "evt_1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Refused { .. }), "{err:?}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+}

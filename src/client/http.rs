@@ -36,7 +36,9 @@ pub const DEFAULT_BUCKET_RATE: u32 = 20;
 ///
 /// - Sends only `GET`s, with `Authorization: Bearer <key>`, `Stripe-Version:`
 ///   [`API_VERSION`](super::API_VERSION) and the [`RequestContext`]'s headers.
-/// - Retries network errors, 409, 429 and 5xx answers (and whatever
+/// - Retries network errors (not a refused certificate, a TLS handshake with nothing in
+///   common, or a redirect: [`ClientError::Refused`](super::ClientError::Refused)),
+///   409, 429 and 5xx answers (and whatever
 ///   `Stripe-Should-Retry: true` marks; never what `Stripe-Should-Retry: false` marks),
 ///   with exponential backoff and jitter (each wait between half and all of its step,
 ///   as Stripe's SDKs wait), and at least as long as `Retry-After` says when the
@@ -229,8 +231,13 @@ impl HttpClient {
                     url: self.base_url.clone(),
                     reason: "the request cannot be built from this base url",
                 })
+            } else if let Some(reason) = permanent(&e) {
+                Failure::fatal(ClientError::Refused {
+                    reason,
+                    source: self.transport(e),
+                })
             } else {
-                Failure::retry(self.network(e))
+                Failure::retry(ClientError::Network(self.transport(e)))
             }
         })?;
         let status = response.status().as_u16();
@@ -308,7 +315,7 @@ impl HttpClient {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| Failure::retry(self.network(e)))?
+            .map_err(|e| Failure::retry(ClientError::Network(self.transport(e))))?
         {
             if body.len() + chunk.len() > MAX_BODY {
                 return Err(too_large());
@@ -323,18 +330,57 @@ impl HttpClient {
     }
 
     /// A transport error, with the key taken out of its text should it ever be there.
-    fn network(&self, e: reqwest::Error) -> ClientError {
+    fn transport(&self, e: reqwest::Error) -> Box<dyn std::error::Error + Send + Sync> {
         let text = e.to_string();
         if text.contains(self.api_key.expose()) {
-            ClientError::Network(self.redact(&text).into())
+            self.redact(&text).into()
         } else {
-            ClientError::Network(Box::new(e))
+            Box::new(e)
         }
     }
 
     fn redact(&self, text: &str) -> String {
         text.replace(self.api_key.expose(), "<redacted>")
     }
+}
+
+/// Why sending again cannot fix a transport error, if it cannot, as stripe-go decides
+/// (it does not retry an unknown certificate authority or a redirect): a redirect (the
+/// API never redirects; a client given to [`with_reqwest`](HttpClient::with_reqwest)
+/// may follow them), a certificate rustls refused, or a handshake in which the two
+/// sides share no TLS version or cipher. A connection refused, reset or timed out is
+/// retried (`None`).
+fn permanent(e: &reqwest::Error) -> Option<String> {
+    if e.is_redirect() {
+        return Some("redirected (the Stripe API never redirects)".to_owned());
+    }
+    let mut next = std::error::Error::source(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            let permanent = matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+                    | rustls::Error::PeerIncompatible(_)
+                    | rustls::Error::AlertReceived(
+                        rustls::AlertDescription::HandshakeFailure
+                            | rustls::AlertDescription::ProtocolVersion
+                            | rustls::AlertDescription::InsufficientSecurity
+                    )
+            );
+            return permanent.then(|| format!("tls: {tls}"));
+        }
+        // tokio-rustls hands rustls's error up inside an `io::Error` (which hyper wraps
+        // in another), and an `io::Error`'s `source` skips the error it wraps: step in.
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 /// A failed attempt.

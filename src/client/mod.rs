@@ -358,6 +358,18 @@ pub enum ClientError {
     /// The request did not get an answer: connection refused or dropped, timeout, TLS.
     #[error("network error: {0}")]
     Network(#[source] Box<dyn StdError + Send + Sync>),
+    /// The connection failed in a way a retry would not fix, so it was sent once: the
+    /// server's certificate was refused (expired, an unknown issuer, another host's
+    /// name: a proxy that intercepts TLS, or a base URL to the wrong host), the two
+    /// sides share no TLS version or cipher, or a redirect was followed (the API never
+    /// redirects). Fix the set-up; waiting does not help.
+    #[error("{reason}; not retried: {source}")]
+    Refused {
+        /// What was refused, as `tls: invalid peer certificate: UnknownIssuer`.
+        reason: String,
+        /// The transport's error.
+        source: Box<dyn StdError + Send + Sync>,
+    },
     /// The answer's body was not what the call expects (for example not an event).
     #[error("unexpected response body from {path}: {message}")]
     Decode {

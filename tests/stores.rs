@@ -636,6 +636,54 @@ mod sqlite {
         ));
     }
 
+    /// SQLite's keywords, from its documentation (`sqlite3_keyword_name`).
+    const SQLITE_KEYWORDS: &str = "abort action add after all alter always analyze and as \
+        asc attach autoincrement before begin between by cascade case cast check collate \
+        column commit conflict constraint create cross current current_date current_time \
+        current_timestamp database default deferrable deferred delete desc detach distinct \
+        do drop each else end escape except exclude exclusive exists explain fail filter \
+        first following for foreign from full generated glob group groups having if ignore \
+        immediate in index indexed initially inner insert instead intersect into is isnull \
+        join key last left like limit match materialized natural no not nothing notnull null \
+        nulls of offset on or order others outer over partition plan pragma preceding \
+        primary query raise range recursive references regexp reindex release rename \
+        replace restrict returning right rollback row rows savepoint select set table temp \
+        temporary then ties to transaction trigger unbounded union unique update using \
+        vacuum values view virtual when where window with without";
+
+    /// A table name the store takes, it can migrate and use: each of SQLite's keywords is
+    /// either refused by `with_table` with a clear error, or works as a table name. A
+    /// keyword such as `order` used to be taken and fail at `migrate` with a syntax error.
+    #[tokio::test]
+    async fn sqlite_table_names_taken_are_names_sqlite_takes() {
+        let (store, _dir) = store("kw").await;
+        let mut refused = Vec::new();
+        for word in SQLITE_KEYWORDS.split_whitespace() {
+            match store.clone().with_table(word) {
+                Ok(s) => {
+                    s.migrate()
+                        .await
+                        .unwrap_or_else(|e| panic!("{word:?} was taken and fails: {e}"));
+                    claim(&s, "evt_kw", LEASE).await;
+                }
+                Err(e) => {
+                    assert!(matches!(e, StoreError::InvalidConfig(_)), "{word}: {e:?}");
+                    assert!(e.to_string().contains("reserved word"), "{e}");
+                    refused.push(word);
+                }
+            }
+        }
+        for word in ["order", "select", "table", "transaction", "SELECT"] {
+            assert!(store.clone().with_table(word).is_err(), "{word}");
+        }
+        // Not every keyword: most of SQLite's are names too.
+        for word in ["key", "action", "row", "replace", "query"] {
+            assert!(!refused.contains(&word), "{word}");
+        }
+        let e = store.clone().with_table("sqlite_events").unwrap_err();
+        assert!(e.to_string().contains("sqlite_"), "{e}");
+    }
+
     /// Both SQL stores read an attempt count the same way, even one out of `u32`'s range
     /// (they once disagreed: 0 in one, `u32::MAX` in the other).
     #[tokio::test]
@@ -1033,6 +1081,67 @@ mod postgres {
             s.clone().with_table("x y"),
             Err(StoreError::InvalidConfig(_))
         ));
+    }
+
+    /// Every word PostgreSQL reserves (`pg_get_keywords()`, as the server running the
+    /// tests lists them) is refused as a table name, with a clear error, and each of
+    /// the keywords it takes as a column or table name that the store takes migrates
+    /// and works (in a schema of the test's own, dropped after). `user` used to be
+    /// taken and fail at `migrate` with a syntax error.
+    #[tokio::test]
+    async fn postgres_table_names_taken_are_names_postgres_takes() {
+        use std::str::FromStr;
+        let admin = pool().await;
+        let reserved: Vec<String> = stripe_webhooks::sqlx::query_scalar(
+            "SELECT word FROM pg_get_keywords() WHERE catcode IN ('R', 'T')",
+        )
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        assert!(reserved.len() > 90, "{reserved:?}");
+        for word in &reserved {
+            let e = PostgresStore::new(admin.clone())
+                .with_table(word)
+                .map(|_| ())
+                .unwrap_err();
+            assert!(e.to_string().contains("reserved word"), "{word}: {e}");
+        }
+        let schema = unique("kw");
+        stripe_webhooks::sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let url = std::env::var("DATABASE_URL_TEST").unwrap();
+        let options = stripe_webhooks::sqlx::postgres::PgConnectOptions::from_str(&url)
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let in_schema = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .unwrap();
+        let others: Vec<String> = stripe_webhooks::sqlx::query_scalar(
+            "SELECT word FROM pg_get_keywords() WHERE catcode = 'C'",
+        )
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        let mut taken = 0;
+        for word in &others {
+            if let Ok(s) = PostgresStore::new(in_schema.clone()).with_table(word) {
+                s.migrate()
+                    .await
+                    .unwrap_or_else(|e| panic!("{word:?} was taken and fails: {e}"));
+                claim(&s, "evt_kw", LEASE).await;
+                taken += 1;
+            }
+        }
+        assert!(taken > 40, "{taken} of {others:?}");
+        in_schema.close().await;
+        stripe_webhooks::sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&admin)
+            .await
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

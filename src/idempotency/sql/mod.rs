@@ -220,6 +220,49 @@ pub(crate) fn claim_from_state(status: &str, left_ms: Option<i64>) -> Option<Cla
     }
 }
 
+/// Words that cannot name a table unquoted, in lower case and sorted: PostgreSQL's
+/// reserved keywords and those it keeps for function and type names (`pg_get_keywords()`,
+/// `catcode` `R` and `T`), and the keywords SQLite does not take as a name in the
+/// statements of this crate's schema.
+#[rustfmt::skip]
+const RESERVED_WORDS: &[&str] = &[
+    "add", "all", "alter", "analyse", "analyze", "and", "any", "array", "as", "asc",
+    "asymmetric", "authorization", "autoincrement", "between", "binary", "both", "case",
+    "cast", "check", "collate", "collation", "column", "commit", "concurrently",
+    "constraint", "create", "cross", "current_catalog", "current_date", "current_role",
+    "current_schema", "current_time", "current_timestamp", "current_user", "default",
+    "deferrable", "delete", "desc", "distinct", "do", "drop", "else", "end", "escape",
+    "except", "exists", "false", "fetch", "for", "foreign", "freeze", "from", "full",
+    "grant", "group", "having", "if", "ilike", "in", "index", "initially", "inner",
+    "insert", "intersect", "into", "is", "isnull", "join", "lateral", "leading", "left",
+    "like", "limit", "localtime", "localtimestamp", "natural", "not", "nothing",
+    "notnull", "null", "offset", "on", "only", "or", "order", "outer", "overlaps",
+    "placing", "primary", "raise", "references", "returning", "right", "select",
+    "session_user", "set", "similar", "some", "symmetric", "system_user", "table",
+    "tablesample", "then", "to", "trailing", "transaction", "true", "union", "unique",
+    "update", "user", "using", "values", "variadic", "verbose", "when", "where",
+    "window", "with",
+];
+
+/// Refuses a table name that PostgreSQL or SQLite reads as a keyword (`order`, `user`),
+/// or that SQLite keeps for itself (`sqlite_…`): the store's statements name the table
+/// unquoted, so its migration would fail with a syntax error.
+fn check_not_reserved(table: &str) -> Result<(), StoreError> {
+    let lower = table.to_ascii_lowercase();
+    if lower.starts_with("sqlite_") {
+        return Err(StoreError::InvalidConfig(format!(
+            "{table:?} cannot name a table: SQLite keeps names starting with `sqlite_` for itself"
+        )));
+    }
+    if RESERVED_WORDS.binary_search(&lower.as_str()).is_ok() {
+        return Err(StoreError::InvalidConfig(format!(
+            "{table:?} cannot name a table: it is a reserved word in SQL, and the store's \
+             statements name the table unquoted (try `{lower}_events`)"
+        )));
+    }
+    Ok(())
+}
+
 impl<DB: Dialect> SqlCore<DB> {
     pub(crate) fn new(pool: Pool<DB>) -> Self {
         Self {
@@ -239,6 +282,7 @@ impl<DB: Dialect> SqlCore<DB> {
             )));
         }
         validate_name(table, &[])?;
+        check_not_reserved(table)?;
         // Folded as both databases fold an unquoted name, so that `Events` and `events`,
         // one table, also share the names made from it outside SQL: PostgreSQL's
         // advisory lock keys (migrations, in-order takes) and the queue's `NOTIFY`
@@ -1028,7 +1072,8 @@ macro_rules! store_impls {
             /// [`StoreError::InvalidConfig`](crate::StoreError::InvalidConfig) unless the
             /// name is 1 to 45 ASCII letters, digits or underscores, not starting with a
             /// digit (the schema's other names add up to 18 characters to it, within
-            /// PostgreSQL's 63).
+            /// PostgreSQL's 63), nor a word PostgreSQL or SQLite reserve (`order`,
+            /// `user`) or a name SQLite keeps for itself (`sqlite_…`).
             pub fn with_table(
                 mut self,
                 table: &str,
@@ -1287,6 +1332,18 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `check_not_reserved` searches the list by halves.
+    #[test]
+    fn reserved_words_are_sorted_lower_case_and_unique() {
+        assert!(RESERVED_WORDS.windows(2).all(|w| w[0] < w[1]));
+        assert!(RESERVED_WORDS
+            .iter()
+            .all(|w| *w == w.to_ascii_lowercase().as_str()));
+        assert!(check_not_reserved("Order").is_err());
+        assert!(check_not_reserved("orders").is_ok());
+        assert!(check_not_reserved("SQLITE_x").is_err());
+    }
 
     #[test]
     fn versions_newer_than_the_shipped_ones_are_named() {

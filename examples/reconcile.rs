@@ -129,6 +129,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
 }
 
 /// Three events the demo acts on, in the fake API; the first also arrives as a webhook.
+/// The other two are the ones Stripe could not deliver (`delivery_success=false`), so
+/// `--undelivered` lists them too.
 async fn seed(server: &FakeStripe, processor: &Processor) -> Result<(), Box<dyn Error>> {
     let stamp = std::env::var("RECONCILE_FAKE_STAMP")
         .ok()
@@ -145,8 +147,12 @@ async fn seed(server: &FakeStripe, processor: &Processor) -> Result<(), Box<dyn 
     {
         let id = format!("evt_reconcile_{stamp}_{i}");
         let body = testing::event_for_type(&id, ty).ok_or("unknown type")?;
-        server.add_event(&body)?;
-        first.get_or_insert(body);
+        if first.is_none() {
+            server.add_event(&body)?;
+            first = Some(body);
+        } else {
+            server.add_event_with_delivery(&body, false)?;
+        }
     }
     if let Some(body) = first {
         let header = testing::sign(body.as_bytes(), common::DEV_SECRET, testing::now());

@@ -1997,3 +1997,95 @@ async fn a_redirect_loop_is_refused_at_the_first_attempt() {
     // One attempt: the first request and its three redirects.
     assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 4);
 }
+
+/// The fake compares v2 events' times to the millisecond, as Stripe does: events within
+/// one second list newest first by their milliseconds, and `created[gt]` and
+/// `created[lte]` at the second's start see the fraction. (It dropped fractions: such
+/// events listed in the order they were added, and `created[gt]` at `.000` missed an
+/// event at `.500`.)
+#[tokio::test]
+async fn the_fake_lists_v2_events_to_the_millisecond() {
+    let (fake, client) = fake().await;
+    let second = testing::rfc3339(BASE);
+    let at = |ms: &str| second.replace(".000Z", &format!(".{ms}Z"));
+    for (id, ms) in [
+        ("evt_ms_500", "500"),
+        ("evt_ms_200", "200"),
+        ("evt_ms_900", "9"),
+    ] {
+        let mut v: Value = serde_json::from_str(
+            &ThinEventBuilder::new(id, "v1.customer.updated")
+                .related("cus_ms", "customer", "/v1/customers/cus_ms")
+                .created(BASE)
+                .build(),
+        )
+        .unwrap();
+        v["created"] = at(ms).into();
+        fake.add_v2_event(&v.to_string()).unwrap();
+    }
+    let list = |params: ListV2EventsParams| {
+        let client = client.clone();
+        async move {
+            let ctx = RequestContext::platform();
+            let page = client.list_v2_events(&ctx, &params, None).await.unwrap();
+            page.data
+                .iter()
+                .map(|n| n.id.to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(ListV2EventsParams::new()).await,
+        ["evt_ms_900", "evt_ms_500", "evt_ms_200"]
+    );
+    assert_eq!(
+        list(ListV2EventsParams::new().with_created_gt(&second)).await,
+        ["evt_ms_900", "evt_ms_500", "evt_ms_200"]
+    );
+    assert_eq!(
+        list(ListV2EventsParams::new().with_created_lte(at("500"))).await,
+        ["evt_ms_500", "evt_ms_200"]
+    );
+    assert_eq!(
+        list(ListV2EventsParams::new().with_created_lt(at("200"))).await,
+        Vec::<String>::new()
+    );
+}
+
+/// Sends `request` to the fake over a raw connection and gives back its answer's status
+/// line (empty if the connection was reset or closed without one).
+async fn raw_exchange(fake: &FakeStripe, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
+    // A write may fail once the fake has answered and closed: the answer is what counts.
+    let _ = socket.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Requests the fake used to drop without an answer or a record, or whose answer a
+/// reset could lose: a header value that is not UTF-8 (HTTP allows it) is recorded and
+/// answered; a head over 64 KiB is answered 400.
+#[tokio::test]
+async fn the_fake_answers_requests_it_cannot_serve() {
+    let (fake, _client) = fake().await;
+    let status = raw_exchange(
+        &fake,
+        b"GET /v1/events/evt_x HTTP/1.1\r\nHost: x\r\nX-Note: caf\xe9\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+    let recorded = fake.requests().pop().unwrap();
+    assert_eq!(recorded.path, "/v1/events/evt_x");
+    assert_eq!(recorded.header("x-note"), Some("caf\u{fffd}"));
+
+    let mut huge = b"GET /v1/events HTTP/1.1\r\nX-Big: ".to_vec();
+    huge.extend(std::iter::repeat(b'a').take(70 * 1024));
+    huge.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(raw_exchange(&fake, &huge).await, "HTTP/1.1 400 Bad Request");
+}

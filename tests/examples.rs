@@ -533,7 +533,8 @@ fn examples_print_their_enabled_events() {
 }
 
 /// `examples/reconcile.rs --fake`: the pass runs the two events the webhook missed and
-/// skips the one it handled; a second pass over the same events runs nothing. (The same
+/// skips the one it handled; a second pass over the same events runs nothing; with
+/// `--undelivered`, it lists the two Stripe could not deliver. (The same
 /// stamp for both runs: the example names its seeded events after the second it starts
 /// in, and two runs a second boundary apart would seed different ones.)
 #[cfg(feature = "client")]
@@ -541,9 +542,10 @@ fn examples_print_their_enabled_events() {
 fn reconcile_example_catches_up_once() {
     let dir = common::TempDir::new("ex_reconcile");
     let stamp = testing::now().to_string();
-    let run = || {
+    let run = |more: &[&str]| {
         let out = Command::new(common::example_binary("reconcile"))
             .arg("--fake")
+            .args(more)
             .env("RECONCILE_FAKE_STAMP", &stamp)
             .env("SQLITE_PATH", dir.join("r.db"))
             .env("RUST_LOG", "off")
@@ -552,8 +554,25 @@ fn reconcile_example_catches_up_once() {
         assert!(out.status.success(), "{out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let first = run();
+    let first = run(&[]);
     assert!(first.contains("2 processed, 1 already done"), "{first}");
-    let second = run();
+    let second = run(&[]);
     assert!(second.contains("0 processed"), "{second}");
+    // `--undelivered` lists only the two events Stripe could not deliver (it listed
+    // none: the fake's events were all seeded as delivered).
+    let dir = common::TempDir::new("ex_reconcile_undelivered");
+    let stamp = testing::now().to_string();
+    let undelivered = Command::new(common::example_binary("reconcile"))
+        .args(["--fake", "--undelivered"])
+        .env("RECONCILE_FAKE_STAMP", &stamp)
+        .env("SQLITE_PATH", dir.join("r.db"))
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(undelivered.status.success(), "{undelivered:?}");
+    let out = String::from_utf8_lossy(&undelivered.stdout);
+    assert!(
+        out.contains("listed 2 in 1 pages: 2 processed, 0 already done"),
+        "{out}"
+    );
 }

@@ -24,6 +24,8 @@ use envelope::{
     ObjectTag, WireData, WireDataId, WireDataOut, WireDataTyped, WireEvent, WireLocate, WireOut,
 };
 pub use error::{ObjectError, ParseError};
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use thin::rfc3339_millis;
 pub(crate) use thin::{rfc3339_from, rfc3339_seconds};
 pub use thin::{
     AccountLinkReturned, AccountPersonData, CapabilityStatusUpdated, EventChanges,

@@ -579,6 +579,22 @@ pub(crate) fn rfc3339_from(unix: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.000Z")
 }
 
+/// Milliseconds since the Unix epoch of an RFC 3339 timestamp: its seconds
+/// ([`rfc3339_seconds`]) and the first three digits of its fraction, as Stripe
+/// compares v2 events' times.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn rfc3339_millis(s: &str) -> Option<i64> {
+    let seconds = rfc3339_seconds(s)?;
+    let mut millis = 0;
+    if let Some((b'.', frac)) = s.as_bytes().get(19..).and_then(<[u8]>::split_first) {
+        let digits = frac.iter().take_while(|c| c.is_ascii_digit());
+        for (scale, d) in [100, 10, 1].into_iter().zip(digits) {
+            millis += scale * i64::from(d - b'0');
+        }
+    }
+    seconds.checked_mul(1000)?.checked_add(millis)
+}
+
 /// Seconds since the Unix epoch of an RFC 3339 timestamp (`2026-10-30T14:03:27.512Z`,
 /// `…+02:00`); fractions are dropped.
 pub(crate) fn rfc3339_seconds(s: &str) -> Option<i64> {
@@ -654,6 +670,24 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_millis_keeps_three_digits_of_the_fraction() {
+        assert_eq!(
+            rfc3339_millis("2022-02-15T00:27:45.330Z"),
+            Some(1_644_884_865_330)
+        );
+        assert_eq!(
+            rfc3339_millis("2022-02-15T02:27:45.5+02:00"),
+            Some(1_644_884_865_500)
+        );
+        assert_eq!(
+            rfc3339_millis("2022-02-15T00:27:45.123999Z"),
+            Some(1_644_884_865_123)
+        );
+        assert_eq!(rfc3339_millis("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(rfc3339_millis("2022-02-15T00:27:45.Z"), None);
+    }
 
     #[test]
     fn rfc3339() {

@@ -141,6 +141,8 @@ struct FaultRule {
 
 struct StoredEvent {
     id: String,
+    /// Unix seconds for a v1 event; Unix milliseconds for a v2 event, whose times
+    /// Stripe compares to the millisecond.
     created: i64,
     event_type: String,
     delivery_success: bool,
@@ -202,13 +204,14 @@ impl State {
 /// - `GET /v2/core/events` with `object_id`, `types[0]`, `types[1]`, … (or `types`
 ///   repeated), `created[gt|gte|lt|lte]`
 ///   (RFC 3339), `limit` (default 20) and `page`, answering `{"data", "next_page_url",
-///   "previous_page_url"}` (the page URLs keep the filters);
-///
-/// Either list refuses a parameter it does not know with Stripe's 400
-/// `parameter_unknown`, so a misspelt filter fails a test instead of listing everything.
+///   "previous_page_url"}` (the page URLs keep the filters; times compare to the
+///   millisecond, as Stripe's);
 /// - `GET /v2/core/events/{id}` ([`add_v2_event`](Self::add_v2_event));
 /// - any object by its path ([`add_object`](Self::add_object), or
 ///   [`add_object_for`](Self::add_object_for) a connected account's).
+///
+/// Either list refuses a parameter it does not know with Stripe's 400
+/// `parameter_unknown`, so a misspelt filter fails a test instead of listing everything.
 ///
 /// As on Stripe, an event of a connected account (a snapshot event's `account`, a thin
 /// event's `context`) is listed and retrieved only with that account's `Stripe-Account`
@@ -219,7 +222,9 @@ impl State {
 /// object's path (`/v1/customers/cus_404`), no code for a URL the API does not know;
 /// every answer has a `Request-Id`. A request without `Authorization` is answered 401,
 /// and any method but `GET` 405. Faults ([`fail_next`](Self::fail_next),
-/// [`fail_path`](Self::fail_path)) come before the answer. Every request is recorded
+/// [`fail_path`](Self::fail_path)) come before the answer. A request whose head it cannot
+/// read (over 64 KiB, or without a request line) is answered 400 and not recorded; every
+/// other request is recorded
 /// ([`requests`](Self::requests), the last [`MAX_RECORDED`] of them), with the most
 /// ever in flight at once ([`max_in_flight`](Self::max_in_flight)). The server and the
 /// connections it answers stop when the value is dropped.
@@ -410,7 +415,7 @@ impl FakeStripe {
             context: Option<String>,
         }
         let tag: Tag = serde_json::from_str(json)?;
-        let created = crate::event::rfc3339_seconds(&tag.created).ok_or_else(|| {
+        let created = crate::event::rfc3339_millis(&tag.created).ok_or_else(|| {
             <serde_json::Error as serde::de::Error>::custom("`created` is not RFC 3339")
         })?;
         let mut inner = self.state.lock();
@@ -598,23 +603,32 @@ impl Answer {
     }
 }
 
-/// Reads one request head; `None` on EOF, an I/O error or a head over 64 KiB.
-async fn read_head(stream: &mut TcpStream) -> Option<String> {
+/// What [`read_head`] read.
+enum Head {
+    /// A request head, bytes that are not UTF-8 replaced (HTTP allows them in values).
+    Read(String),
+    /// More than 64 KiB without the head's end.
+    TooLarge,
+    /// The connection closed or failed before a whole head.
+    Closed,
+}
+
+/// Reads one request head.
+async fn read_head(stream: &mut TcpStream) -> Head {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             buf.truncate(end);
-            return String::from_utf8(buf).ok();
+            return Head::Read(String::from_utf8_lossy(&buf).into_owned());
         }
         if buf.len() > 64 * 1024 {
-            return None;
+            return Head::TooLarge;
         }
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
+        match stream.read(&mut chunk).await {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return Head::Closed,
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -645,7 +659,19 @@ fn parse_head(head: &str) -> Option<RecordedRequest> {
 }
 
 async fn serve(mut stream: TcpStream, state: Arc<State>) {
-    let Some(request) = read_head(&mut stream).await.as_deref().and_then(parse_head) else {
+    let request = match read_head(&mut stream).await {
+        Head::Closed => return,
+        Head::TooLarge => None,
+        Head::Read(head) => parse_head(&head),
+    };
+    let Some(request) = request else {
+        let answer = Answer::error(
+            400,
+            "invalid_request_error",
+            None,
+            "The request could not be read: its head is over 64 KiB or has no request line.",
+        );
+        send(&mut stream, &state, &answer).await;
         return;
     };
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -655,31 +681,36 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
     // reads this one's answer must not be counted twice.
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
     if let Some(answer) = answer {
-        let id = state.request_ids.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRequest-Id: req_fake_{id}\r\nConnection: close\r\n",
-            answer.status,
-            reason(answer.status),
-            answer.body.len()
-        );
-        for (name, value) in &answer.headers {
-            out.push_str(&format!("{name}: {value}\r\n"));
-        }
-        out.push_str("\r\n");
-        let body = if answer.cut {
-            // Half the body, on a char boundary (the bodies are JSON text).
-            let mut half = answer.body.len() / 2;
-            while !answer.body.is_char_boundary(half) {
-                half -= 1;
-            }
-            &answer.body[..half]
-        } else {
-            &answer.body
-        };
-        out.push_str(body);
-        let _ = stream.write_all(out.as_bytes()).await;
-        let _ = stream.shutdown().await;
+        send(&mut stream, &state, &answer).await;
     }
+}
+
+/// Writes `answer` and closes the connection.
+async fn send(stream: &mut TcpStream, state: &State, answer: &Answer) {
+    let id = state.request_ids.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRequest-Id: req_fake_{id}\r\nConnection: close\r\n",
+        answer.status,
+        reason(answer.status),
+        answer.body.len()
+    );
+    for (name, value) in &answer.headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("\r\n");
+    let body = if answer.cut {
+        // Half the body, on a char boundary (the bodies are JSON text).
+        let mut half = answer.body.len() / 2;
+        while !answer.body.is_char_boundary(half) {
+            half -= 1;
+        }
+        &answer.body[..half]
+    } else {
+        &answer.body
+    };
+    out.push_str(body);
+    let _ = stream.write_all(out.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 fn reason(status: u16) -> &'static str {
@@ -1111,10 +1142,12 @@ fn list_v1(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
     }
 }
 
+/// A v2 list's time filter, in Unix milliseconds (Stripe compares v2 times to the
+/// millisecond).
 fn time_param(request: &RecordedRequest, name: &str) -> Result<Option<i64>, Answer> {
     match request.query_value(name) {
         None => Ok(None),
-        Some(v) => crate::event::rfc3339_seconds(v)
+        Some(v) => crate::event::rfc3339_millis(v)
             .map(Some)
             .ok_or_else(|| Answer::bad_param(name, &format!("Invalid timestamp: {v}"))),
     }

@@ -1782,3 +1782,43 @@ async fn a_thin_backlog_larger_than_the_buffer_goes_window_by_window() {
     s.runs.all_once(15);
     assert_eq!(r.cursor.map(|c| c.created), Some(now - 3000 + 1400 - 60));
 }
+
+/// Over an ack-fast processor, an unreadable thin event is queued under its own id, not
+/// its snapshot twin's: the worker buries it (it cannot read it either), and the twin,
+/// delivered later, is still queued and run. Queued under the twin's key, its dead job
+/// made the twin a duplicate, and the change was never handled.
+#[tokio::test]
+async fn an_ack_fast_pass_queues_an_unreadable_thin_event_apart_from_its_twin() {
+    use stripe_webhooks::queue::{JobState, MemoryQueue, QueueAdmin, Worker};
+
+    let fake = FakeStripe::start().await.unwrap();
+    let queue = MemoryQueue::new();
+    let runs = Arc::new(Runs::default());
+    let worker = Worker::new(queue.clone(), Arc::clone(&runs)).with_thin_handler(Arc::clone(&runs));
+    let processor = Arc::new(
+        Processor::queued(
+            Verifier::new(SigningSecret::new(SECRET).unwrap()),
+            queue.clone(),
+        )
+        .with_enabled_events(worker.enabled_events()),
+    );
+    let (snapshot, thin) = testing::event_pair("evt_qtwin", "customer.created", "cus_1");
+    fake.add_v2_event(&unreadable(&thin)).unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let r = Reconciler::new(fake.client().unwrap(), Arc::clone(&processor), store)
+        .thin_since_cursor()
+        .await
+        .unwrap();
+    assert_eq!((r.listed, r.unreadable), (1, 1), "{r:?}");
+    while worker.run_once().await.unwrap() > 0 {}
+    let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].key.as_str(), "evt_thin_evt_qtwin");
+
+    let header = testing::sign(snapshot.as_bytes(), SECRET, testing::now());
+    let o = processor.process(Some(&header), snapshot.as_bytes()).await;
+    assert_eq!(o.kind().name(), "queued");
+    while worker.run_once().await.unwrap() > 0 {}
+    runs.all_once(1);
+    assert_eq!(runs.runs.lock().unwrap().get("evt_qtwin"), Some(&1));
+}

@@ -1103,7 +1103,9 @@ impl Processor {
         let started = Instant::now();
         let ty = u.event_type.as_deref().unwrap_or("unknown");
         // A thin event goes under its twin's key, with the twin's type, by the rule of
-        // `EventNotification::dedupe_key` and `dispatch_notification`.
+        // `EventNotification::dedupe_key` and `dispatch_notification`; but not into a
+        // queue, where its job dies (the worker cannot read it either) and a dead job's
+        // key makes the twin, when it comes, a duplicate never run.
         let thin_type = ThinEventType::from_wire(ty);
         let twin_type = thin_type.snapshot_type();
         let key = match &u.snapshot_event {
@@ -1111,6 +1113,7 @@ impl Processor {
                 if thin
                     && self.dedupe_on_snapshot
                     && self.ordering.is_none()
+                    && self.queue.is_none()
                     && (twin_type.is_some() || thin_type.is_unknown()) =>
             {
                 twin

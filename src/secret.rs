@@ -106,11 +106,22 @@ pub(crate) fn redacted<T>(value: &Option<T>) -> Option<Redacted> {
     value.as_ref().map(|_| Redacted)
 }
 
-/// Whether a member of a Stripe object holds a credential that `Debug` output leaves
-/// out: a client secret (`client_secret`, or any name ending in `secret`) or an OAuth
-/// `auth_code`. The generator of `src/objects/generated/` applies the same rule.
-pub(crate) fn is_credential_member(name: &str) -> bool {
-    name.ends_with("secret") || name == "auth_code"
+/// The objects whose `url` is a bearer link, which `Debug` output leaves out: a billing
+/// portal session's lets whoever holds it act as the customer, and an identity
+/// verification session's lets them submit documents in the user's place (Stripe: "Don't
+/// store it, log it, send it in emails or expose it to anyone other than the user").
+pub(crate) const BEARER_URL_OBJECTS: [&str; 2] =
+    ["billing_portal.session", "identity.verification_session"];
+
+/// Whether a member of a Stripe object (of type `object`, its `object` member, when
+/// known) holds a credential that `Debug` output leaves out: a client secret
+/// (`client_secret`, or any name ending in `secret`), an OAuth `auth_code`, or the `url`
+/// of one of the [`BEARER_URL_OBJECTS`]. The generator of `src/objects/generated/`
+/// applies the same rule.
+pub(crate) fn is_credential_member(object: Option<&str>, name: &str) -> bool {
+    name.ends_with("secret")
+        || name == "auth_code"
+        || (name == "url" && object.is_some_and(|o| BEARER_URL_OBJECTS.contains(&o)))
 }
 
 /// Whether a string holds a client secret as a value (`pi_…_secret_…`,
@@ -195,8 +206,13 @@ pub(crate) fn redacted_text(text: String) -> String {
 pub(crate) fn redact_json(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(m) => {
+            // Owned: the loop below borrows the map mutably. (`Debug` output only.)
+            let object = m
+                .get("object")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned);
             for (k, v) in m.iter_mut() {
-                if is_credential_member(k) && !v.is_null() {
+                if is_credential_member(object.as_deref(), k) && !v.is_null() {
                     *v = serde_json::Value::from("<redacted>");
                 } else {
                     redact_json(v);
@@ -215,7 +231,10 @@ pub(crate) fn redact_json(v: &mut serde_json::Value) {
 /// credential ([`redact_json`]) at any depth, with each shown as `"<redacted>"`.
 pub(crate) fn debug_json(json: &str) -> std::borrow::Cow<'_, str> {
     // Most objects hold none: their text is shown as it is, without a parse.
-    if !(json.contains("secret") || json.contains("\"auth_code\"")) {
+    if !(json.contains("secret")
+        || json.contains("\"auth_code\"")
+        || BEARER_URL_OBJECTS.iter().any(|o| json.contains(o)))
+    {
         return std::borrow::Cow::Borrowed(json);
     }
     match serde_json::from_str::<serde_json::Value>(json) {

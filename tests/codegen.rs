@@ -876,9 +876,14 @@ fn write_enum(w: &mut String, e: &GenEnum) {
 }
 
 /// Members whose values `Debug` hides, as `crate::secret::is_credential_member` decides:
-/// client secrets and OAuth codes.
-fn is_credential_member(wire: &str) -> bool {
-    wire.ends_with("secret") || wire == "auth_code"
+/// client secrets, OAuth codes, and the bearer links of the objects (by their structs'
+/// names) in `crate::secret::BEARER_URL_OBJECTS`.
+fn is_credential_member(s: &GenStruct, wire: &str) -> bool {
+    wire.ends_with("secret")
+        || wire == "auth_code"
+        || (wire == "url"
+            && s.top_level
+            && ["BillingPortalSession", "IdentityVerificationSession"].contains(&s.name.as_str()))
 }
 
 /// Whether a field holds raw JSON (`Value`), which may hold a nested object's client
@@ -898,7 +903,7 @@ fn write_redacting_debug(w: &mut String, s: &GenStruct) {
     .unwrap();
     writeln!(w, "        f.debug_struct({:?})", s.name).unwrap();
     for f in &s.fields {
-        if is_raw_json(&f.ty) && !is_credential_member(&f.wire) {
+        if is_raw_json(&f.ty) && !is_credential_member(s, &f.wire) {
             // `Value` is always optional, the collections never (see `field`).
             let shown = match (f.ty.as_str(), &f.holder) {
                 ("Value", Holder::Option) => format!("DebugValue(&self.{})", f.ident),
@@ -909,7 +914,7 @@ fn write_redacting_debug(w: &mut String, s: &GenStruct) {
             writeln!(w, "            .field({:?}, &{shown})", f.ident).unwrap();
             continue;
         }
-        if !is_credential_member(&f.wire) {
+        if !is_credential_member(s, &f.wire) {
             writeln!(w, "            .field({:?}, &self.{})", f.ident, f.ident).unwrap();
             continue;
         }
@@ -939,7 +944,7 @@ fn write_struct(w: &mut String, s: &GenStruct) {
     let redacting = s
         .fields
         .iter()
-        .any(|f| is_credential_member(&f.wire) || is_raw_json(&f.ty));
+        .any(|f| is_credential_member(s, &f.wire) || is_raw_json(&f.ty));
     if redacting {
         writeln!(w, "///").unwrap();
         writeln!(

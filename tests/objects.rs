@@ -328,8 +328,8 @@ fn generated_objects_read_their_fields() {
 }
 
 /// `Debug` output of an event, of its raw object and of the objects that carry a
-/// credential (a client secret, an OAuth code) never shows the credential: handlers log
-/// events with `?event`.
+/// credential (a client secret, an OAuth code, a session's bearer link) never shows the
+/// credential: handlers log events with `?event`.
 #[test]
 fn debug_output_hides_client_secrets_and_auth_codes() {
     let cases = [
@@ -340,6 +340,16 @@ fn debug_output_hides_client_secrets_and_auth_codes() {
         (
             "identity.verification_session.verified",
             r#"{"id":"vs_1","object":"identity.verification_session","client_secret":"vs_1_secret_SHOULD_NOT_SHOW","status":"verified"}"#,
+        ),
+        // Bearer links: an identity verification session's (which Stripe says never to
+        // log) and a billing portal session's.
+        (
+            "identity.verification_session.created",
+            r#"{"id":"vs_2","object":"identity.verification_session","status":"requires_input","url":"https://verify.stripe.com/start/test_SHOULD_NOT_SHOW"}"#,
+        ),
+        (
+            "billing_portal.session.created",
+            r#"{"id":"bps_1","object":"billing_portal.session","customer":"cus_1","livemode":false,"url":"https://billing.stripe.com/p/session/test_SHOULD_NOT_SHOW"}"#,
         ),
         (
             "apps.install.created",

@@ -58,7 +58,7 @@ impl std::fmt::Debug for BillingPortalSession {
             .field("locale", &self.locale)
             .field("on_behalf_of", &self.on_behalf_of)
             .field("return_url", &self.return_url)
-            .field("url", &self.url)
+            .field("url", &redacted(&self.url))
             .finish()
     }
 }

@@ -77,7 +77,7 @@ impl std::fmt::Debug for IdentityVerificationSession {
             .field("related_person", &self.related_person)
             .field("status", &self.status)
             .field("type_", &self.type_)
-            .field("url", &self.url)
+            .field("url", &redacted(&self.url))
             .field("verification_flow", &self.verification_flow)
             .field("verified_outputs", &DebugValue(&self.verified_outputs))
             .finish()

@@ -1822,3 +1822,100 @@ async fn an_ack_fast_pass_queues_an_unreadable_thin_event_apart_from_its_twin() 
     runs.all_once(1);
     assert_eq!(runs.runs.lock().unwrap().get("evt_qtwin"), Some(&1));
 }
+
+/// A route by name to a type this release does not know (`on(EventType::from_wire(…))`),
+/// or a prefix on a stem it does not know, is in the processor's and the worker's
+/// `enabled_events`, so a pass lists and runs those events. Before, the list named the
+/// known types only, and with few enough of them the pass filtered the new type out.
+#[tokio::test]
+async fn routes_to_types_this_release_does_not_know_are_reconciled() {
+    let fake = FakeStripe::start().await.unwrap();
+    let now = testing::now();
+    for (id, ty) in [
+        ("evt_brand_new", "invoice.brand_new_thing"),
+        ("evt_paid", "invoice.paid"),
+        ("evt_unrouted", "invoice.other_new_thing"),
+        ("evt_product", "new_product.thing.created"),
+    ] {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&event("x", "invoice.paid", now - 100)).unwrap();
+        v["id"] = id.into();
+        v["type"] = ty.into();
+        fake.add_event(&v.to_string()).unwrap();
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let router = |seen: &Arc<Mutex<Vec<String>>>| {
+        let (a, b) = (Arc::clone(seen), Arc::clone(seen));
+        EventRouter::new()
+            .on(EventType::InvoicePaid, move |e| {
+                a.lock().unwrap().push(e.id().to_string());
+                Box::pin(async { Ok(()) })
+            })
+            .on(EventType::from_wire("invoice.brand_new_thing"), move |e| {
+                b.lock().unwrap().push(e.id().to_string());
+                Box::pin(async { Ok(()) })
+            })
+    };
+    let store = Arc::new(MemoryStore::new());
+    let verifier = || Verifier::new(SigningSecret::new("whsec_new").unwrap());
+    let processor = Arc::new(Processor::new(
+        verifier(),
+        Arc::clone(&store),
+        router(&seen),
+    ));
+    let mut enabled = processor.enabled_events().snapshot;
+    enabled.sort();
+    assert_eq!(enabled, ["invoice.brand_new_thing", "invoice.paid"]);
+    let r = Reconciler::new(fake.client().unwrap(), processor, store)
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!(r.processed, 2, "{r:?}");
+    let mut ran = seen.lock().unwrap().clone();
+    ran.sort();
+    assert_eq!(ran, ["evt_brand_new", "evt_paid"]);
+    let listed = fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path == "/v1/events")
+        .unwrap();
+    let mut types = listed.query_values("types[]");
+    types.sort_unstable();
+    assert_eq!(types, ["invoice.brand_new_thing", "invoice.paid"]);
+
+    // A prefix on a stem this release does not know: every type is listed.
+    let hits = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&hits);
+    let on_new_stem = EventRouter::new().on_prefix("new_product.*", move |e| {
+        recorded.lock().unwrap().push(e.id().to_string());
+        Box::pin(async { Ok(()) })
+    });
+    let store = Arc::new(MemoryStore::new());
+    let processor = Arc::new(Processor::new(verifier(), Arc::clone(&store), on_new_stem));
+    assert_eq!(processor.enabled_events().snapshot, ["*"]);
+    let r = Reconciler::new(fake.client().unwrap(), processor, store)
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!(r.processed, 1, "{r:?}");
+    assert_eq!(*hits.lock().unwrap(), ["evt_product"]);
+
+    // A worker's, for an ack-fast processor; and a thin router's.
+    let worker = stripe_webhooks::queue::Worker::new(
+        stripe_webhooks::queue::MemoryQueue::new(),
+        router(&seen),
+    );
+    let mut enabled = worker.enabled_events().snapshot;
+    enabled.sort();
+    assert_eq!(enabled, ["invoice.brand_new_thing", "invoice.paid"]);
+    let thin = stripe_webhooks::ThinEventRouter::new().on(
+        stripe_webhooks::ThinEventType::from_wire("v2.core.brand_new_thing.updated"),
+        |_n| Box::pin(async { Ok(()) }),
+    );
+    let processor =
+        Processor::new(verifier(), MemoryStore::new(), Runs::default()).with_thin_handler(thin);
+    assert_eq!(
+        processor.enabled_events().thin,
+        ["v2.core.brand_new_thing.updated"]
+    );
+}

@@ -529,6 +529,10 @@ impl<H: EventHandler> EventHandler for FetchLatest<H> {
         self.inner.handles_event(event)
     }
 
+    fn unknown_types(&self) -> Vec<String> {
+        self.inner.unknown_types()
+    }
+
     async fn handle_stale(
         &self,
         event: &Event,

@@ -147,6 +147,17 @@ pub trait EventHandler: Send + Sync + 'static {
         self.handles(event.event_type())
     }
 
+    /// For a handler that takes types [`EventType::ALL`] does not list: the wire names of the types it takes that this release does not know
+    /// (types Stripe added after it, routed by name), or `["*"]` when it takes some it
+    /// cannot name (a prefix route on a stem this release does not know). A processor adds
+    /// them to its [`enabled_events`](crate::Processor::enabled_events), so that a
+    /// [`Reconciler`](crate::reconcile::Reconciler) lists them too: nothing can ask
+    /// [`handles`](Self::handles) about a name it has never seen. The default: none.
+    /// [`EventRouter`](crate::EventRouter) gives its routes'.
+    fn unknown_types(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Called instead of [`handle`](Self::handle) by a processor with the ordering guard
     /// ([`Processor::ordered`](crate::Processor::ordered)) for an event older than the
     /// last one applied to its object (`watermark`), so an old state is never applied
@@ -174,6 +185,10 @@ impl<H: EventHandler + ?Sized> EventHandler for std::sync::Arc<H> {
 
     fn handles_event(&self, event: &Event) -> bool {
         (**self).handles_event(event)
+    }
+
+    fn unknown_types(&self) -> Vec<String> {
+        (**self).unknown_types()
     }
 
     async fn handle_stale(&self, event: &Event, watermark: &Watermark) -> Result<(), HandlerError> {
@@ -224,6 +239,17 @@ pub trait ThinEventHandler: Send + Sync + 'static {
     fn handles_notification(&self, notification: &EventNotification) -> bool {
         self.handles(&notification.event_type)
     }
+
+    /// For a handler that takes types [`ThinEventType::ALL`] does not list: the wire names of the types it takes that this release does not know
+    /// (types Stripe added after it, routed by name), or `["*"]` when it takes some it
+    /// cannot name (a prefix route on a stem this release does not know). A processor adds
+    /// them to its [`enabled_events`](crate::Processor::enabled_events), so that a
+    /// [`Reconciler`](crate::reconcile::Reconciler) lists them too: nothing can ask
+    /// [`handles`](Self::handles) about a name it has never seen. The default: none.
+    /// [`ThinEventRouter`](crate::ThinEventRouter) gives its routes'.
+    fn unknown_types(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 #[async_trait]
@@ -238,5 +264,9 @@ impl<H: ThinEventHandler + ?Sized> ThinEventHandler for std::sync::Arc<H> {
 
     fn handles_notification(&self, notification: &EventNotification) -> bool {
         (**self).handles_notification(notification)
+    }
+
+    fn unknown_types(&self) -> Vec<String> {
+        (**self).unknown_types()
     }
 }

@@ -189,6 +189,32 @@ impl<K: Eq + Hash, E: ?Sized> Routes<K, E> {
         out.into_iter().collect()
     }
 
+    /// The types these routes take that `all` (this release's) does not list: each exact
+    /// route's type that `all` lacks, or `["*"]` with a catch-all or a prefix that takes
+    /// none of `all` (a stem this release does not know).
+    fn unknown_types<'k>(
+        &self,
+        all: impl Iterator<Item = &'k str> + Clone,
+        wire: impl Fn(&K) -> String,
+    ) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        let mut table = Some(self);
+        while let Some(t) = table {
+            let new_stem = |p: &String| !all.clone().any(|w| prefix_takes(p, w));
+            if t.fallback.is_some() || t.prefixes.iter().any(|(p, _)| new_stem(p)) {
+                return vec!["*".to_owned()];
+            }
+            for k in t.exact.keys() {
+                let w = wire(k);
+                if !all.clone().any(|a| a == w) {
+                    out.insert(w);
+                }
+            }
+            table = t.next.as_deref();
+        }
+        out.into_iter().collect()
+    }
+
     fn describe(
         &self,
         f: &mut fmt::Formatter<'_>,
@@ -355,6 +381,13 @@ impl EventHandler for EventRouter {
         let ty = event.event_type();
         self.routes.find(ty, ty.as_str(), event.account()).is_some()
     }
+
+    fn unknown_types(&self) -> Vec<String> {
+        self.routes
+            .unknown_types(EventType::ALL.iter().map(EventType::as_str), |k| {
+                k.as_str().to_owned()
+            })
+    }
 }
 
 /// A [`ThinEventHandler`] built from closures, like [`EventRouter`]: by exact
@@ -468,5 +501,12 @@ impl ThinEventHandler for ThinEventRouter {
     fn handles_notification(&self, n: &EventNotification) -> bool {
         let ty = &n.event_type;
         self.routes.find(ty, ty.as_str(), n.account()).is_some()
+    }
+
+    fn unknown_types(&self) -> Vec<String> {
+        self.routes
+            .unknown_types(ThinEventType::ALL.iter().map(ThinEventType::as_str), |k| {
+                k.as_str().to_owned()
+            })
     }
 }

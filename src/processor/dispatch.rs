@@ -124,6 +124,11 @@ pub(crate) trait Dispatcher: Send + Sync + 'static {
     /// Whether its handler acts on events of this type (for the manifest).
     fn handles(&self, event_type: &crate::event::EventType) -> bool;
 
+    /// Its handler's [`EventHandler::unknown_types`] (for the manifest).
+    fn unknown_types(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The store it claims in, which thin events (always dispatched the standard way)
     /// share, so that both families deduplicate against one another.
     fn store(&self) -> Arc<dyn IdempotencyStore>;
@@ -189,6 +194,10 @@ impl Dispatcher for StoreDispatcher {
 
     fn handles(&self, event_type: &EventType) -> bool {
         self.handler.handles(event_type)
+    }
+
+    fn unknown_types(&self) -> Vec<String> {
+        self.handler.unknown_types()
     }
 
     fn store(&self) -> Arc<dyn IdempotencyStore> {

@@ -132,12 +132,14 @@ impl EnabledEvents {
         }
     }
 
-    /// The types a snapshot handler and a thin handler take, by their `handles`: `["*"]`
-    /// for a handler that takes a type this release does not know, empty for a family
-    /// without a handler.
+    /// The types a snapshot handler and a thin handler take, by their `handles` and the
+    /// `unknown_types` they name (snapshot, thin): `["*"]` for a handler that takes any
+    /// type this release does not know, or names `*`; empty for a family without a
+    /// handler.
     pub(crate) fn of(
         snapshot: Option<impl Fn(&EventType) -> bool>,
         thin: Option<impl Fn(&ThinEventType) -> bool>,
+        unknown: [Vec<String>; 2],
     ) -> Self {
         let takes_new_types = [
             snapshot.as_ref().is_some_and(|h| {
@@ -153,22 +155,49 @@ impl EnabledEvents {
                 takes_new_types_of_a_family(h, ThinEventType::Unknown, all, name)
             }),
         ];
+        let [unknown_snapshot, unknown_thin] = unknown;
+        let has = [snapshot.is_some(), thin.is_some()];
         Self {
             takes_new_types,
-            snapshot: taken(
-                snapshot,
-                EventType::Unknown,
-                EventType::ALL,
-                EventType::as_str,
+            snapshot: with_unknown(
+                taken(
+                    snapshot,
+                    EventType::Unknown,
+                    EventType::ALL,
+                    EventType::as_str,
+                ),
+                has[0],
+                unknown_snapshot,
             ),
-            thin: taken(
-                thin,
-                ThinEventType::Unknown,
-                ThinEventType::ALL,
-                ThinEventType::as_str,
+            thin: with_unknown(
+                taken(
+                    thin,
+                    ThinEventType::Unknown,
+                    ThinEventType::ALL,
+                    ThinEventType::as_str,
+                ),
+                has[1],
+                unknown_thin,
             ),
         }
     }
+}
+
+/// A family's list with the types its handler names that this release does not know
+/// (`unknown`): `["*"]` when either says `*`; unchanged without a handler.
+fn with_unknown(mut list: Vec<String>, has_handler: bool, unknown: Vec<String>) -> Vec<String> {
+    if !has_handler || list.iter().any(|t| t == "*") {
+        return list;
+    }
+    for t in unknown {
+        if t == "*" {
+            return vec!["*".to_owned()];
+        }
+        if !list.contains(&t) {
+            list.push(t);
+        }
+    }
+    list
 }
 
 /// One family's list: `["*"]` when `handles` takes a type this release does not know
@@ -726,7 +755,9 @@ impl Processor {
     /// The `enabled_events` the Stripe destinations of this processor need, from what its
     /// handlers [`handles`](EventHandler::handles): a snapshot list and a thin list, each
     /// `["*"]` when a handler takes every type (it takes a type this release does not
-    /// know), empty when the processor has no handler of that family. Print it, or send
+    /// know), empty when the processor has no handler of that family. The types a
+    /// handler names in [`unknown_types`](EventHandler::unknown_types) (a router's routes
+    /// to types Stripe added after this release) are in it too. Print it, or send
     /// it when you create or update the endpoint, rather than keeping the list by hand.
     ///
     /// ```
@@ -757,6 +788,14 @@ impl Processor {
                 .as_ref()
                 .map(|d| |t: &EventType| d.handles(t)),
             self.thin.as_ref().map(|h| |t: &ThinEventType| h.handles(t)),
+            [
+                self.dispatcher
+                    .as_ref()
+                    .map_or_else(Vec::new, |d| d.unknown_types()),
+                self.thin
+                    .as_ref()
+                    .map_or_else(Vec::new, |h| h.unknown_types()),
+            ],
         )
     }
 

@@ -169,6 +169,11 @@ pub(crate) trait Runner: Send + Sync + 'static {
 
     /// Whether it runs thin events of this type (for the manifest).
     fn handles_thin(&self, event_type: &ThinEventType) -> bool;
+
+    /// Its handlers' `unknown_types`, snapshot and thin (for the manifest).
+    fn unknown_types(&self) -> [Vec<String>; 2] {
+        [Vec::new(), Vec::new()]
+    }
 }
 
 /// The standard runner: the snapshot handler for snapshot jobs, the thin handler for thin
@@ -188,6 +193,17 @@ impl Runner for Handlers {
 
     fn handles_thin(&self, event_type: &ThinEventType) -> bool {
         self.thin.as_ref().is_some_and(|h| h.handles(event_type))
+    }
+
+    fn unknown_types(&self) -> [Vec<String>; 2] {
+        [
+            self.snapshot
+                .as_ref()
+                .map_or_else(Vec::new, |h| h.unknown_types()),
+            self.thin
+                .as_ref()
+                .map_or_else(Vec::new, |h| h.unknown_types()),
+        ]
     }
 
     async fn run(&self, job: &Job, deadline: Option<Duration>) -> Ran {
@@ -413,11 +429,18 @@ impl Worker {
         let runner = &self.runner;
         let snapshot = |t: &EventType| runner.handles(t);
         let thin = |t: &ThinEventType| runner.handles_thin(t);
+        let unknown = runner.unknown_types();
         let has_thin = ThinEventType::ALL.iter().any(|t| runner.handles_thin(t))
-            || runner.handles_thin(&ThinEventType::Unknown(String::new()));
+            || runner.handles_thin(&ThinEventType::Unknown(String::new()))
+            || !unknown[1].is_empty();
         let has_snapshot = EventType::ALL.iter().any(|t| runner.handles(t))
-            || runner.handles(&EventType::Unknown(String::new()));
-        crate::EnabledEvents::of(has_snapshot.then_some(snapshot), has_thin.then_some(thin))
+            || runner.handles(&EventType::Unknown(String::new()))
+            || !unknown[0].is_empty();
+        crate::EnabledEvents::of(
+            has_snapshot.then_some(snapshot),
+            has_thin.then_some(thin),
+            unknown,
+        )
     }
 
     /// Adds a thin event handler, so the worker runs jobs of both families.

@@ -2089,3 +2089,43 @@ async fn the_fake_answers_requests_it_cannot_serve() {
     huge.extend_from_slice(b"\r\n\r\n");
     assert_eq!(raw_exchange(&fake, &huge).await, "HTTP/1.1 400 Bad Request");
 }
+
+/// An object with a custom id (a plan's or product's, which the account chooses) is
+/// fetched at its id escaped into one path segment: `FetchLatest` runs the handler on
+/// it. Such an id was refused (`InvalidUrl`), so every delivery failed for three days.
+#[tokio::test]
+async fn objects_with_custom_ids_are_fetched() {
+    let (fake, client) = fake().await;
+    for id in ["pro.monthly", "plan:gold 2026"] {
+        let object = format!(r#"{{"id":"{id}","object":"product","name":"new name"}}"#);
+        fake.add_object(&format!("/v1/products/{id}"), &object)
+            .unwrap();
+        let event = dangerous::parse_unverified(
+            testing::event_json(
+                "evt_custom",
+                "product.updated",
+                &format!(r#"{{"id":"{id}","object":"product","name":"old name"}}"#),
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let fresh = event.refetched(&client).await.unwrap();
+        assert!(fresh.raw_object().get().contains("new name"), "{id}");
+        let sent = fake.requests().pop().unwrap();
+        assert_eq!(sent.path, format!("/v1/products/{id}"));
+    }
+    // An id that would leave its segment is still refused, before anything is sent.
+    let sent = fake.requests().len();
+    let event = dangerous::parse_unverified(
+        testing::event_json(
+            "evt_slash",
+            "product.updated",
+            r#"{"id":"../../v1/customers","object":"product"}"#,
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let err = event.refetched(&client).await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidUrl { .. }), "{err:?}");
+    assert_eq!(fake.requests().len(), sent);
+}

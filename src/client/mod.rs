@@ -476,7 +476,9 @@ impl ClientError {
 }
 
 /// Checks that `url` is a path on the API host: it starts with `/v1/` or `/v2/`, has no
-/// scheme, host, `..` segment, backslash, fragment or control character.
+/// scheme, host, `.` or `..` segment, backslash, fragment or control character, and no
+/// escape that is malformed or stands for one of those, a `/` or a `%` (an id
+/// [`object_path`] escaped, such as `plan%3Agold`, passes).
 ///
 /// # Errors
 ///
@@ -503,11 +505,33 @@ pub fn check_api_path(url: &str) -> Result<(), ClientError> {
     let path = url.split('?').next().unwrap_or(url);
     if path
         .split('/')
-        .any(|s| s == ".." || s == "." || s.contains('%'))
+        .any(|s| s == ".." || s == "." || !harmless_escapes(s))
     {
-        return refuse("a dot or encoded segment");
+        return refuse(
+            "a dot segment, or an escape of a dot, slash, backslash or control character",
+        );
     }
     Ok(())
+}
+
+/// Whether each `%` in a path segment starts an escape of two hex digits that stands
+/// for a byte a segment may hold as data: not a `.`, `/`, `\`, `%` or control byte,
+/// which a server decoding the path could read as a segment of its own or a traversal.
+fn harmless_escapes(segment: &str) -> bool {
+    let b = segment.as_bytes();
+    b.iter()
+        .enumerate()
+        .filter(|(_, c)| **c == b'%')
+        .all(|(i, _)| {
+            let hex = |j: usize| b.get(j).and_then(|c| char::from(*c).to_digit(16));
+            match (hex(i + 1), hex(i + 2)) {
+                (Some(h), Some(l)) => {
+                    let byte = u8::try_from(h * 16 + l).unwrap_or(0);
+                    !(byte.is_ascii_control() || matches!(byte, b'.' | b'/' | b'\\' | b'%'))
+                }
+                _ => false,
+            }
+        })
 }
 
 /// Parameters of `GET /v1/events` (snapshot events, newest first).
@@ -1186,6 +1210,12 @@ pub(crate) fn percent_decode(s: &str) -> String {
     decode_escapes(s, true)
 }
 
+/// A URL path with its `%XX` escapes decoded (`+` is itself), as a server reads it.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn path_decode(s: &str) -> String {
+    decode_escapes(s, false)
+}
+
 /// Decodes `%XX` escapes, and `+` as a space when `plus_is_space`; a bad escape is kept
 /// as it is.
 fn decode_escapes(s: &str, plus_is_space: bool) -> String {
@@ -1227,6 +1257,8 @@ mod tests {
             "/v1/customers/cus_1",
             "/v2/core/accounts/acct_1",
             "/v1/tax/settings",
+            "/v1/plans/plan%3Agold",
+            "/v1/coupons/25%20OFF?expand[]=x",
         ] {
             assert!(check_api_path(ok).is_ok(), "{ok}");
         }
@@ -1237,6 +1269,14 @@ mod tests {
             "/v3/x",
             "/v1/../admin",
             "/v1/x%2F..",
+            "/v1/x/%2E%2E",
+            "/v1/x/%2e",
+            "/v1/x/a%5Cb",
+            "/v1/x/a%0Ab",
+            "/v1/x/a%25b",
+            "/v1/x/a%",
+            "/v1/x/a%4",
+            "/v1/x/a%zz",
             "/v1/x\r\nHost: evil",
             "/v1/x#frag",
             "/v1/x\\y",

@@ -41,22 +41,37 @@ const PATHS: &[(&str, &str)] = &[
 
 /// The API path to retrieve an object of `object_type` (its `object` field, for example
 /// `checkout.session`) with this `id`, or `None` for a type without a known path (or an
-/// id that is not a plain Stripe id).
+/// empty, `.` or `..` id). The id is one path segment: a custom id (a product's, plan's
+/// or coupon's, which you choose) keeps letters, digits and `-._~`, and has any other
+/// byte escaped (`plan:gold` is `plan%3Agold`); [`check_api_path`](super::check_api_path)
+/// then refuses one that holds a `/`, `\`, `%` or control character.
 ///
 /// ```
 /// use stripe_webhooks::client::object_path;
 ///
 /// assert_eq!(object_path("customer", "cus_1").as_deref(), Some("/v1/customers/cus_1"));
 /// assert_eq!(object_path("checkout.session", "cs_1").as_deref(), Some("/v1/checkout/sessions/cs_1"));
+/// assert_eq!(object_path("plan", "pro.monthly").as_deref(), Some("/v1/plans/pro.monthly"));
+/// assert_eq!(object_path("coupon", "25 OFF").as_deref(), Some("/v1/coupons/25%20OFF"));
 /// assert_eq!(object_path("card", "card_1"), None); // cards live under their customer
 /// ```
 pub fn object_path(object_type: &str, id: &str) -> Option<String> {
+    use std::fmt::Write as _;
     let base = collection_path(object_type)?;
-    let plain = !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    plain.then(|| format!("{base}/{id}"))
+    if matches!(id, "" | "." | "..") {
+        return None;
+    }
+    let mut path = String::with_capacity(base.len() + 1 + id.len());
+    path.push_str(base);
+    path.push('/');
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            path.push(char::from(b));
+        } else {
+            let _ = write!(path, "%{b:02X}");
+        }
+    }
+    Some(path)
 }
 
 /// Whether [`object_path`] knows `object_type`.
@@ -93,7 +108,27 @@ mod tests {
             object_path("invoice", "in_1").as_deref(),
             Some("/v1/invoices/in_1")
         );
-        assert_eq!(object_path("invoice", "../x"), None);
+        assert_eq!(object_path("invoice", ".."), None);
+        assert_eq!(object_path("invoice", "."), None);
         assert_eq!(object_path("invoice", ""), None);
+        // Escaped into one segment; a `/` or `\\` stays refused where the path is sent.
+        for (id, path) in [
+            ("../x", "/v1/invoices/..%2Fx"),
+            ("plan:gold", "/v1/invoices/plan%3Agold"),
+            ("é", "/v1/invoices/%C3%A9"),
+        ] {
+            assert_eq!(object_path("invoice", id).as_deref(), Some(path));
+        }
+        for id in ["../x", "a\\b", "a\nb", "a%2Fb"] {
+            let path = object_path("invoice", id).unwrap();
+            assert!(
+                crate::client::check_api_path(&path).is_err(),
+                "{id}: {path}"
+            );
+        }
+        for id in ["plan:gold", "pro.monthly", "25 OFF", "é"] {
+            let path = object_path("invoice", id).unwrap();
+            assert!(crate::client::check_api_path(&path).is_ok(), "{id}: {path}");
+        }
     }
 }

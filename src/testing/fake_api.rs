@@ -74,7 +74,7 @@ pub enum Fault {
 pub struct RecordedRequest {
     /// The method, as sent (`GET`).
     pub method: String,
-    /// The path, without the query.
+    /// The path, without the query, its `%XX` escapes decoded.
     pub path: String,
     /// The query's pairs, decoded, in order.
     pub query: Vec<(String, String)>,
@@ -652,7 +652,8 @@ fn parse_head(head: &str) -> Option<RecordedRequest> {
         .collect();
     Some(RecordedRequest {
         method,
-        path: path.to_owned(),
+        // As Stripe reads it: a custom id's escapes (`plan%3Agold`) decoded.
+        path: crate::client::path_decode(path),
         query,
         headers,
     })

@@ -848,10 +848,13 @@ impl Reconciler {
         let mut ids = std::collections::HashSet::new();
         events.retain(|e| ids.insert(e.id().clone()));
         unreadable.retain(|u| ids.insert(u.id.clone()));
-        // Listed for a connected account, an event that does not say so is that
-        // account's all the same: keyed (and fetched) as its webhook delivery is.
+        // Listed for a connected account (or in a context), an event that does not say
+        // so is that account's (context's) all the same: keyed (and its object fetched)
+        // as its webhook delivery is, as the thin list's are.
         if let Some(account) = context.stripe_account() {
             events = events.into_iter().map(|e| e.on_account(account)).collect();
+        } else if let Some(ctx) = context.stripe_context() {
+            events = events.into_iter().map(|e| e.in_context(ctx)).collect();
         }
         oldest_first(&mut events, |e| e.created());
         Ok(Listed::All(events, unreadable))

@@ -1919,3 +1919,49 @@ async fn routes_to_types_this_release_does_not_know_are_reconciled() {
         ["v2.core.brand_new_thing.updated"]
     );
 }
+
+/// Listed in a context that is not one account (`Stripe-Context: org_1/acct_2`), a v1
+/// event that names neither account nor context is that context's, as a thin event
+/// listed the same way is: its handler sees the context (and the account it ends in), so
+/// its object is fetched there and keyed under that account. Before, it was the
+/// platform's.
+#[tokio::test]
+async fn events_listed_in_a_context_are_that_contexts() {
+    let client = Arc::new(stuck(
+        format!(
+            r#"{{"object":"list","data":[{}],"has_more":false,"url":"/v1/events"}}"#,
+            event("evt_no_context", "customer.updated", testing::now() - 100)
+        ),
+        None,
+    ));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&seen);
+    let store = Arc::new(MemoryStore::new());
+    let processor = Arc::new(Processor::new(
+        Verifier::new(SigningSecret::new("whsec_contexts").unwrap()),
+        Arc::clone(&store),
+        EventRouter::new().on(EventType::CustomerUpdated, move |e| {
+            let ctx = RequestContext::for_event(e);
+            recorded.lock().unwrap().push((
+                e.context().map(str::to_owned),
+                e.account().map(str::to_owned),
+                ctx.stripe_context().map(str::to_owned),
+            ));
+            Box::pin(async { Ok(()) })
+        }),
+    ));
+    let r = Reconciler::new(Arc::clone(&client), processor, store)
+        .with_context(RequestContext::platform().with_stripe_context("org_1/acct_2"))
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!(r.processed, 1, "{r:?}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(
+            Some("org_1/acct_2".to_owned()),
+            Some("acct_2".to_owned()),
+            Some("org_1/acct_2".to_owned())
+        )]
+    );
+}

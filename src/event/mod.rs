@@ -480,6 +480,17 @@ impl Event {
         types::build(envelope, self.raw_object().to_owned())
     }
 
+    /// The same event in `context` (`Stripe-Context` a reconciler listed it with), unless
+    /// it names an account or a context of its own.
+    pub(crate) fn in_context(self, context: &str) -> Event {
+        if self.account().is_some() || self.context().is_some() {
+            return self;
+        }
+        let mut envelope = self.envelope().clone();
+        envelope.context = Some(context.to_owned());
+        types::build(envelope, self.raw_object().to_owned())
+    }
+
     /// The same envelope around another `data.object` (for example the object fetched
     /// again from the API), typed as a body with that object would be.
     pub(crate) fn with_object(&self, raw: Box<RawValue>) -> Event {

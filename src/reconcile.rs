@@ -654,8 +654,7 @@ impl Reconciler {
     /// connected accounts, thus never share a cursor: a shared one moved past an event
     /// that one of them could not settle, because the other had nothing open there. A
     /// reconciler whose types change starts a cursor of its own, from its
-    /// [lookback](Self::with_lookback). A cursor kept under the key of earlier releases
-    /// (`reconcile:{name}:v1`) is where a new one starts, if it is within the lookback.
+    /// [lookback](Self::with_lookback).
     pub fn cursor_keys(&self) -> [String; 2] {
         let c = &self.context;
         let scope = c
@@ -677,17 +676,12 @@ impl Reconciler {
         })
     }
 
-    /// Where a cursor pass starts: its cursor, else the cursor of earlier releases' key,
-    /// else the lookback's start.
-    async fn start(&self, key: &str, family: &str) -> Result<i64, ReconcileError> {
-        if let Some(w) = self.cursors.watermark(key).await? {
-            return Ok(w.created);
-        }
-        // No earlier than the lookback's start: the old key is never moved again, and a
-        // cursor started after a change of types must not go back to where it froze.
-        let legacy = format!("reconcile:{}:{family}", self.name);
-        Ok(match self.cursors.watermark(&legacy).await? {
-            Some(w) => w.created.max(self.since()),
+    /// Where a cursor pass starts: its cursor, else the lookback's start. (A cursor of
+    /// another key is never taken over: one for other types or another account says
+    /// nothing of where this one's events were settled.)
+    async fn start(&self, key: &str) -> Result<i64, ReconcileError> {
+        Ok(match self.cursors.watermark(key).await? {
+            Some(w) => w.created,
             None => self.since(),
         })
     }
@@ -1072,7 +1066,7 @@ impl Reconciler {
             return Ok(report);
         }
         let [key, _] = self.cursor_keys();
-        let from = self.start(&key, "v1").await?;
+        let from = self.start(&key).await?;
         let mut frontier = self.frontier();
         self.run_v1(
             self.v1_params(),
@@ -1101,7 +1095,7 @@ impl Reconciler {
             return Ok(report);
         }
         let [_, key] = self.cursor_keys();
-        let from = self.start(&key, "v2").await?;
+        let from = self.start(&key).await?;
         let mut base = ListV2EventsParams::new().with_limit(self.page_size);
         if !types.iter().any(|t| t == "*") && types.len() <= MAX_TYPE_FILTERS {
             base = base.with_types(types);

@@ -2129,3 +2129,66 @@ async fn objects_with_custom_ids_are_fetched() {
     assert!(matches!(err, ClientError::InvalidUrl { .. }), "{err:?}");
     assert_eq!(fake.requests().len(), sent);
 }
+
+/// A key of the other mode than the event is refused before anything is sent
+/// (`WrongMode`): Stripe would answer its objects 404 `resource_missing`, which reads as
+/// deleted, so `FetchLatest` under `WhenGone::Skip` skipped every live event a test key
+/// fetched for, and a tie under `TiePolicy::Fetch` ran on the snapshot. It now fails the
+/// delivery (500, retried) until the key is right.
+#[tokio::test]
+async fn a_key_of_the_other_mode_is_refused_before_fetching() {
+    let (fake, client) = fake().await;
+    assert_eq!(client.livemode(), Some(false));
+    fake.add_object(
+        "/v1/customers/cus_1",
+        r#"{"id":"cus_1","object":"customer"}"#,
+    )
+    .unwrap();
+    let mut live: Value = serde_json::from_str(&testing::event_json(
+        "evt_live",
+        "customer.updated",
+        r#"{"id":"cus_1","object":"customer"}"#,
+    ))
+    .unwrap();
+    live["livemode"] = true.into();
+    let event = dangerous::parse_unverified(live.to_string().as_bytes()).unwrap();
+    let sent = fake.requests().len();
+    let err = event.refetched(&client).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::WrongMode {
+                event_livemode: true
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_resource_missing());
+    assert!(err.to_string().contains("test mode key"), "{err}");
+    let recorder = Recorder::default();
+    let client: Arc<dyn StripeClient> = Arc::new(client);
+    let handler = FetchLatest::new(
+        recorder.clone(),
+        Arc::clone(&client),
+        [EventType::CustomerUpdated],
+    )
+    .unwrap()
+    .when_gone(WhenGone::Skip);
+    assert!(handler.handle(&event).await.is_err());
+    assert!(recorder.0.lock().unwrap().is_empty());
+    // A thin event's fetches too.
+    let n = ThinEventBuilder::new("evt_live_thin", "v1.customer.updated")
+        .related("cus_1", "customer", "/v1/customers/cus_1")
+        .livemode(true)
+        .build();
+    let n = dangerous::parse_unverified_notification(n.as_bytes()).unwrap();
+    let err = n.fetch_related_object(&*client).await.unwrap_err();
+    assert!(matches!(err, ClientError::WrongMode { .. }), "{err:?}");
+    let err = n.fetch_event(&*client).await.unwrap_err();
+    assert!(matches!(err, ClientError::WrongMode { .. }), "{err:?}");
+    assert_eq!(fake.requests().len(), sent, "nothing sent");
+    // The event's own mode fetches as ever.
+    live["livemode"] = false.into();
+    let event = dangerous::parse_unverified(live.to_string().as_bytes()).unwrap();
+    assert!(event.refetched(&*client).await.is_ok());
+}

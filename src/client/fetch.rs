@@ -210,6 +210,7 @@ impl EventNotification {
     /// # Errors
     ///
     /// [`ClientError::NothingToFetch`] if the event has no related object;
+    /// [`ClientError::WrongMode`] if the client's key is of the other mode;
     /// [`ClientError::InvalidUrl`] if its URL is not a path on the API host; otherwise
     /// as [`StripeClient::retrieve_object`].
     pub async fn fetch_related_object(
@@ -222,6 +223,7 @@ impl EventNotification {
             .ok_or(ClientError::NothingToFetch(
                 "the event has no related object",
             ))?;
+        super::check_mode(client, self.livemode)?;
         let raw = client
             .retrieve_object(&RequestContext::for_notification(self), &related.url)
             .await?;
@@ -233,11 +235,13 @@ impl EventNotification {
     ///
     /// # Errors
     ///
-    /// As [`StripeClient::retrieve_v2_event`].
+    /// [`ClientError::WrongMode`] if the client's key is of the other mode; otherwise as
+    /// [`StripeClient::retrieve_v2_event`].
     pub async fn fetch_event(
         &self,
         client: &dyn StripeClient,
     ) -> Result<EventNotification, ClientError> {
+        super::check_mode(client, self.livemode)?;
         client
             .retrieve_v2_event(&RequestContext::for_notification(self), self.id.as_str())
             .await
@@ -284,12 +288,15 @@ impl Event {
     ///
     /// # Errors
     ///
-    /// As [`object_path`](Self::object_path) and [`StripeClient::retrieve_object`].
+    /// As [`object_path`](Self::object_path) and [`StripeClient::retrieve_object`], and
+    /// [`ClientError::WrongMode`] if the client's key is of the other mode than the event
+    /// (nothing is sent).
     pub async fn fetch_latest_object(
         &self,
         client: &dyn StripeClient,
     ) -> Result<Fetched, ClientError> {
         let path = self.object_path()?;
+        super::check_mode(client, self.livemode())?;
         let raw = client
             .retrieve_object(&RequestContext::for_event(self), &path)
             .await?;

@@ -412,6 +412,10 @@ impl Failure {
 
 #[async_trait]
 impl StripeClient for HttpClient {
+    fn livemode(&self) -> Option<bool> {
+        self.api_key.livemode()
+    }
+
     async fn get(
         &self,
         ctx: &RequestContext,

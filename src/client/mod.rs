@@ -104,6 +104,29 @@ impl ApiKey {
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether it is a live mode key (`sk_live_…`, `rk_live_…`: `Some(true)`), a test
+    /// mode one (`sk_test_…`, `rk_test_…`: `Some(false)`), or neither (`None`: a key in
+    /// another shape, an organization key, a proxy's token).
+    ///
+    /// ```
+    /// use stripe_webhooks::client::ApiKey;
+    ///
+    /// assert_eq!(ApiKey::new("sk_live_x")?.livemode(), Some(true));
+    /// assert_eq!(ApiKey::new("rk_test_x")?.livemode(), Some(false));
+    /// assert_eq!(ApiKey::new("token")?.livemode(), None);
+    /// # Ok::<(), stripe_webhooks::client::ApiKeyError>(())
+    /// ```
+    pub fn livemode(&self) -> Option<bool> {
+        let mode = ["sk_", "rk_"].iter().find_map(|p| self.0.strip_prefix(p))?;
+        if mode.starts_with("live_") {
+            Some(true)
+        } else if mode.starts_with("test_") {
+            Some(false)
+        } else {
+            None
+        }
+    }
 }
 
 impl fmt::Debug for ApiKey {
@@ -417,6 +440,38 @@ pub enum ClientError {
         /// The object's type, as in its `object` field.
         object_type: String,
     },
+    /// The client's key is of the other mode than the event (a test mode key for a live
+    /// mode event, or the reverse), so nothing was sent: Stripe would answer 404
+    /// `resource_missing`, which reads as a deleted object ([`is_resource_missing`](Self::is_resource_missing))
+    /// and would let `FetchLatest` skip, or a tie run on the snapshot, every event.
+    #[error(
+        "the api key is a {} mode key and the event is a {} mode event: use a {} mode key",
+        mode(!*.event_livemode),
+        mode(*.event_livemode),
+        mode(*.event_livemode)
+    )]
+    WrongMode {
+        /// Whether the event is a live mode one.
+        event_livemode: bool,
+    },
+}
+
+fn mode(live: bool) -> &'static str {
+    if live {
+        "live"
+    } else {
+        "test"
+    }
+}
+
+/// Refuses a fetch for an event of `livemode` with a key of the other mode.
+pub(crate) fn check_mode(client: &dyn StripeClient, livemode: bool) -> Result<(), ClientError> {
+    match client.livemode() {
+        Some(key) if key != livemode => Err(ClientError::WrongMode {
+            event_livemode: livemode,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn last_suffix(last: &Option<Box<ClientError>>) -> String {
@@ -1010,6 +1065,13 @@ pub trait StripeClient: Send + Sync + 'static {
         query: &[(String, String)],
     ) -> Result<String, ClientError>;
 
+    /// The mode of its API key ([`ApiKey::livemode`]), when it knows it: fetching an
+    /// event's object is refused ([`ClientError::WrongMode`]) when the event is of the
+    /// other mode. The default: `None` (not known; nothing refused).
+    fn livemode(&self) -> Option<bool> {
+        None
+    }
+
     /// `GET /v1/events/{id}`: a snapshot event, parsed as a webhook body is.
     ///
     /// # Errors
@@ -1158,6 +1220,10 @@ impl<C: StripeClient + ?Sized> StripeClient for Arc<C> {
         query: &[(String, String)],
     ) -> Result<String, ClientError> {
         (**self).get(ctx, path, query).await
+    }
+
+    fn livemode(&self) -> Option<bool> {
+        (**self).livemode()
     }
 }
 

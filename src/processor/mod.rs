@@ -81,8 +81,9 @@ pub enum TiePolicy {
     /// Fetch the object from the API and run the handler on the event rebuilt with that
     /// object ([`Event::refetched`](crate::Event::refetched)), so a handler that copies
     /// state copies the current one whatever the order. A fetch that may succeed later
-    /// (network, 429, 5xx, deadline, a key without access) is a handler failure (500,
-    /// and Stripe retries), never a fall back to the snapshot. An object the API cannot
+    /// (network, 429, 5xx, deadline, a key without access, a key of the other mode than
+    /// the event: [`ClientError::WrongMode`](crate::client::ClientError::WrongMode)) is
+    /// a handler failure (500, and Stripe retries), never a fall back to the snapshot. An object the API cannot
     /// return for good (deleted: a 404 `resource_missing`, or a deleted customer's stub;
     /// a type without an API path) leaves the snapshot
     /// as all there is: the event runs on it, with a warning in the log (feature

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use stripe_webhooks::{
     async_trait, testing, Claim, ClaimToken, Event, EventHandler, EventId, EventRouter, EventType,
-    HandlerError, IdempotencyStore, ManualClock, MemoryStore, OutcomeKind, ParseError, Processor,
-    RecordStatus, SignatureError, SigningSecret, StoreAdmin, StoreError, Verifier,
+    HandlerError, IdempotencyStore, ManualClock, MemoryStore, ObjectLock, OrderingStore,
+    OutcomeKind, ParseError, Processor, RecordStatus, SignatureError, SigningSecret, StoreAdmin,
+    StoreError, TiePolicy, Verifier, Watermark,
 };
 use tokio::sync::Notify;
 
@@ -1232,10 +1233,16 @@ async fn a_zero_lease_still_keeps_concurrent_duplicates_out() {
 }
 
 /// A claim whose own call took most of its lease: another delivery may claim the event
-/// any moment, so the handler is not called at all (500, Stripe retries).
+/// any moment, so the handler is not called at all (500, Stripe retries). The claim is
+/// given back (and, under the ordering guard, the object's lock), so Stripe's retry is
+/// not answered 409 for a lease the store may have started late: both were left held.
 #[tokio::test]
 async fn a_claim_that_outlived_its_lease_does_not_call_the_handler() {
-    struct SlowClaims(MemoryStore);
+    /// Slow claims, or (`.1`) a slow lock and a quick claim, so that under the guard
+    /// both leases start late.
+    #[derive(Clone)]
+    struct SlowClaims(Arc<MemoryStore>, bool);
+    const SLOW: Duration = Duration::from_millis(250);
     #[async_trait]
     impl IdempotencyStore for SlowClaims {
         async fn claim(
@@ -1244,7 +1251,9 @@ async fn a_claim_that_outlived_its_lease_does_not_call_the_handler() {
             t: &EventType,
             l: Duration,
         ) -> Result<Claim, StoreError> {
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            if !self.1 {
+                tokio::time::sleep(SLOW).await;
+            }
             self.0.claim(id, t, l).await
         }
         async fn complete(&self, t: &ClaimToken) -> Result<(), StoreError> {
@@ -1257,12 +1266,64 @@ async fn a_claim_that_outlived_its_lease_does_not_call_the_handler() {
             self.0.extend(t, l).await
         }
     }
-    let h = EagerCalls::default();
-    let p = Processor::new(verifier(), SlowClaims(MemoryStore::new()), h.clone())
+    // The ordering methods the guard needs; `lock_and_claim` is the trait's own (the
+    // slow lock, then the claim).
+    #[async_trait]
+    impl OrderingStore for SlowClaims {
+        async fn lock_object(
+            &self,
+            o: &str,
+            h: &str,
+            l: Duration,
+        ) -> Result<ObjectLock, StoreError> {
+            if self.1 {
+                tokio::time::sleep(SLOW).await;
+            }
+            self.0.lock_object(o, h, l).await
+        }
+        async fn complete_applied(
+            &self,
+            t: &ClaimToken,
+            o: &str,
+            h: &str,
+            a: &Watermark,
+        ) -> Result<(), StoreError> {
+            self.0.complete_applied(t, o, h, a).await
+        }
+        async fn unlock_object(&self, o: &str, h: &str) -> Result<(), StoreError> {
+            self.0.unlock_object(o, h).await
+        }
+        async fn watermark(&self, o: &str) -> Result<Option<Watermark>, StoreError> {
+            self.0.watermark(o).await
+        }
+        async fn advance_watermark(&self, k: &str, w: &Watermark) -> Result<(), StoreError> {
+            self.0.advance_watermark(k, w).await
+        }
+    }
+    let lease = Duration::from_secs(1);
+    for ordered in [false, true] {
+        let store = SlowClaims(Arc::new(MemoryStore::new()), ordered);
+        let h = EagerCalls::default();
+        let p = if ordered {
+            Processor::ordered(verifier(), store.clone(), h.clone(), TiePolicy::Run)
+        } else {
+            Processor::new(verifier(), store.clone(), h.clone())
+        }
         .with_handler_deadline(None)
         .with_lease(Duration::from_millis(200));
-    let (header, body) = signed("evt_slow_claim", "customer.created");
-    let o = p.process(Some(&header), body.as_bytes()).await;
-    assert_eq!(o.status(), 500, "{o:?}");
-    assert_eq!(h.calls.load(Ordering::SeqCst), 0);
+        let (header, body) = signed("evt_slow_claim", "customer.created");
+        let o = p.process(Some(&header), body.as_bytes()).await;
+        assert_eq!(o.status(), 500, "{o:?}");
+        assert_eq!(h.calls.load(Ordering::SeqCst), 0);
+        let record = store.0.record(&EventId::new("evt_slow_claim")).await;
+        let status = record.unwrap().unwrap().status;
+        assert_eq!(status, RecordStatus::Failed, "ordered: {ordered}");
+        let event = stripe_webhooks::dangerous::parse_unverified(body.as_bytes()).unwrap();
+        let object = event.object_id().unwrap();
+        let lock = store.0.lock_object(object, "probe", lease).await.unwrap();
+        assert!(
+            matches!(lock, ObjectLock::Acquired { .. }),
+            "ordered: {ordered}: {lock:?}"
+        );
+    }
 }

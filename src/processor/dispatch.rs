@@ -218,7 +218,11 @@ pub(crate) async fn claim_and_run<'a>(
 ) -> Dispatched {
     let claimed_at = std::time::Instant::now();
     match claim(&**store, key, event_type, settings).await {
-        Ok(token) if claim_outlived(settings, claimed_at) => outlived(&token),
+        Ok(token) if claim_outlived(settings, claimed_at) => {
+            let t = settings.store_timeout;
+            let _ = store_call(t, store.release(&token, OUTLIVED)).await;
+            outlived(&token)
+        }
         Ok(token) => {
             let fut = handler_future(handler);
             run_claimed(store, &token, settings, claimed_at, fut).await
@@ -234,8 +238,13 @@ fn claim_outlived(settings: &DispatchSettings, claimed_at: std::time::Instant) -
     claimed_at.elapsed() >= settings.lease - settings.lease / 10
 }
 
+/// Why a claim that outlived most of its lease was given back.
+const OUTLIVED: &str = "the claim's call took most of its lease: the handler was not called";
+
 /// The answer for a claim that outlived most of its lease: a failure Stripe retries. The
-/// claim (and an object's lock) is left to its lease, which is all but over.
+/// caller gives the claim (and an object's lock) back first, fenced: the store may have
+/// started its lease late (a statement that waited on a lock), and a claim left to it
+/// would answer Stripe's retries 409 until it ran out.
 fn outlived(token: &ClaimToken) -> Dispatched {
     Dispatched::attempt(
         OutcomeKind::HandlerFailed(HandlerError::LeaseLost),
@@ -334,6 +343,20 @@ pub(crate) struct OrderingGuard {
 }
 
 impl OrderingGuard {
+    /// [`outlived`], the claim released and the object unlocked first (each fenced).
+    async fn outlived(
+        &self,
+        token: &ClaimToken,
+        object_id: &str,
+        holder: &str,
+        settings: &DispatchSettings,
+    ) -> Dispatched {
+        let t = settings.store_timeout;
+        let _ = store_call(t, self.store.release(token, OUTLIVED)).await;
+        let _ = store_call(t, self.store.unlock_object(object_id, holder)).await;
+        outlived(token)
+    }
+
     /// Locks the object and claims `key`; `Err` is the answer when either is refused.
     async fn lock_and_claim(
         &self,
@@ -424,7 +447,9 @@ impl OrderingGuard {
             .lock_and_claim(key, record_type, object_id, settings)
             .await
         {
-            Ok((_, token, _)) if claim_outlived(settings, claimed_at) => return outlived(&token),
+            Ok((_, token, holder)) if claim_outlived(settings, claimed_at) => {
+                return self.outlived(&token, object_id, &holder, settings).await;
+            }
             Ok(held) => held,
             Err(refused) => return refused,
         };
@@ -467,7 +492,9 @@ impl OrderingGuard {
             .lock_and_claim(event.id(), event.event_type(), object_id, settings)
             .await
         {
-            Ok((_, token, _)) if claim_outlived(settings, claimed_at) => return outlived(&token),
+            Ok((_, token, holder)) if claim_outlived(settings, claimed_at) => {
+                return self.outlived(&token, object_id, &holder, settings).await;
+            }
             Ok(held) => held,
             Err(refused) => return refused,
         };

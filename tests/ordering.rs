@@ -1338,3 +1338,96 @@ async fn a_renewal_that_found_the_lock_lost_keeps_the_run_from_completing() {
     let retry = p.process_event(&update("evt_a", "cus_1", BASE + 1)).await;
     assert_eq!(retry.kind().name(), "stale", "{retry:?}");
 }
+
+/// A store on `OrderingStore`'s own `lock_and_claim` whose next `unlock_object` fails
+/// (`fail_unlocks`).
+#[derive(Default)]
+struct FlakyUnlocks {
+    inner: MemoryStore,
+    fail_unlocks: AtomicUsize,
+}
+
+#[async_trait]
+impl IdempotencyStore for FlakyUnlocks {
+    async fn claim(&self, id: &EventId, t: &EventType, l: Duration) -> Result<Claim, StoreError> {
+        self.inner.claim(id, t, l).await
+    }
+    async fn complete(&self, t: &ClaimToken) -> Result<(), StoreError> {
+        self.inner.complete(t).await
+    }
+    async fn release(&self, t: &ClaimToken, r: &str) -> Result<(), StoreError> {
+        self.inner.release(t, r).await
+    }
+    async fn extend(&self, t: &ClaimToken, l: Duration) -> Result<(), StoreError> {
+        self.inner.extend(t, l).await
+    }
+}
+
+#[async_trait]
+impl OrderingStore for FlakyUnlocks {
+    async fn lock_object(&self, o: &str, h: &str, l: Duration) -> Result<ObjectLock, StoreError> {
+        self.inner.lock_object(o, h, l).await
+    }
+    async fn complete_applied(
+        &self,
+        t: &ClaimToken,
+        o: &str,
+        h: &str,
+        a: &Watermark,
+    ) -> Result<(), StoreError> {
+        self.inner.complete_applied(t, o, h, a).await
+    }
+    async fn unlock_object(&self, o: &str, h: &str) -> Result<(), StoreError> {
+        let failing = self
+            .fail_unlocks
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(StoreError::unavailable("unlock refused"));
+        }
+        self.inner.unlock_object(o, h).await
+    }
+    async fn watermark(&self, o: &str) -> Result<Option<Watermark>, StoreError> {
+        self.inner.watermark(o).await
+    }
+    async fn advance_watermark(&self, k: &str, w: &Watermark) -> Result<(), StoreError> {
+        self.inner.advance_watermark(k, w).await
+    }
+}
+
+/// `OrderingStore`'s own `lock_and_claim`, for a duplicate whose lock it could not give
+/// back, answers the error, not the refusal: the processor answers 503 (Stripe retries
+/// the duplicate, then 200) and lets the lock go again, so the object is free for its
+/// other events at once. The refusal it answered left the lock to its lease, and every
+/// other event of the object 409 meanwhile.
+#[tokio::test]
+async fn a_duplicates_lock_not_given_back_is_let_go_again() {
+    let store = Arc::new(FlakyUnlocks::default());
+    let h = Arc::new(Recorder::default());
+    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run)
+        .with_lease(Duration::from_secs(30));
+    let first = update("evt_dup", "cus_dup", BASE + 1);
+    assert_eq!(p.process_event(&first).await.status(), 200);
+    store.fail_unlocks.store(1, SeqCst);
+    let again = p.process_event(&first).await;
+    assert_eq!(again.status(), 503, "{again:?}");
+    // The lock is let go by a task of its own.
+    let mut freed = false;
+    for _ in 0..100 {
+        let lock = store
+            .inner
+            .lock_object("cus_dup", "probe", Duration::from_secs(1));
+        if let ObjectLock::Acquired { .. } = lock.await.unwrap() {
+            store.inner.unlock_object("cus_dup", "probe").await.unwrap();
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(freed, "the duplicate's lock stays held");
+    let o = p
+        .process_event(&update("evt_next", "cus_dup", BASE + 2))
+        .await;
+    assert_eq!(o.status(), 200, "{o:?}");
+    assert_eq!(p.process_event(&first).await.kind().name(), "duplicate");
+}

@@ -150,7 +150,8 @@ pub trait OrderingStore: IdempotencyStore {
     /// # Errors
     ///
     /// [`StoreError`] when the store cannot answer (the object is then not locked by
-    /// this call, or its lease frees it).
+    /// this call, or its lease frees it), and, in the default, when a refused claim's
+    /// lock could not be given back (the processor lets it go again).
     async fn lock_and_claim(
         &self,
         object_id: &str,
@@ -167,8 +168,12 @@ pub trait OrderingStore: IdempotencyStore {
         match claim {
             Ok(Claim::Acquired(token)) => Ok(LockedClaim::Acquired { watermark, token }),
             other => {
-                let _ = self.unlock_object(object_id, holder).await;
-                other.map(LockedClaim::Refused)
+                // A lock that could not be given back is an error, not a refusal: the
+                // caller then lets it go again (a refusal would leave it to its lease,
+                // holding up every other event of the object).
+                let unlocked = self.unlock_object(object_id, holder).await;
+                let refused = other.map(LockedClaim::Refused)?;
+                unlocked.map(|()| refused)
             }
         }
     }

@@ -1925,6 +1925,93 @@ mod redis_queue {
         );
     }
 
+    /// A running job whose stream entry id is corrupt, once its lease lapses, is buried
+    /// with the reason: the take script passed the id to `XCLAIM`, which failed the
+    /// script every time, so the whole queue took nothing until the hash was mended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_a_job_with_a_corrupt_entry_dies_and_the_queue_goes_on() {
+        let (queue, prefix) = queue_and_prefix("qentry").await;
+        let mut conn = connect().await;
+        let now = testing::now();
+        enqueue_body(&queue, &customer_event("evt_entry", "cus_1", now)).await;
+        let taken = queue
+            .take(1, Duration::from_millis(100), false)
+            .await
+            .unwrap();
+        assert_eq!(taken.len(), 1);
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{prefix}:q:job:evt_entry"))
+            .arg("entry")
+            .arg("not-an-id")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        enqueue_body(&queue, &customer_event("evt_next", "cus_2", now)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let taken = queue
+            .take(10, Duration::from_secs(30), false)
+            .await
+            .unwrap();
+        let keys: Vec<&str> = taken.iter().map(|j| j.token.event_id().as_str()).collect();
+        assert_eq!(keys, ["evt_next"]);
+        let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!(dead[0].key.as_str(), "evt_entry");
+        let why = dead[0].last_error.as_deref().unwrap_or_default();
+        assert!(why.contains("unreadable job"), "{why}");
+        queue.complete(&taken[0].token).await.unwrap();
+    }
+
+    /// A job whose key is not text (written by hand: the crate's keys are event ids) is
+    /// buried by its bytes when taken. It was skipped after each take and taken again
+    /// at each lease's end, for ever, never dead, its attempts growing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_a_job_whose_key_is_not_text_is_buried() {
+        let (queue, prefix) = queue_and_prefix("qkey").await;
+        let mut conn = connect().await;
+        enqueue_body(&queue, &customer_event("evt_k", "cus_1", testing::now())).await;
+        // The job moved under a key that is not text, with a stream entry of its own.
+        let bad = b"evt_\xff".to_vec();
+        let mut hash = format!("{prefix}:q:job:").into_bytes();
+        hash.extend_from_slice(&bad);
+        let _: () = redis::cmd("RENAME")
+            .arg(format!("{prefix}:q:job:evt_k"))
+            .arg(&hash)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let entry: String = redis::cmd("XADD")
+            .arg(format!("{prefix}:q:stream"))
+            .arg("*")
+            .arg("key")
+            .arg(&bad)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg(&hash)
+            .arg("entry")
+            .arg(&entry)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let taken = queue
+            .take(10, Duration::from_secs(30), false)
+            .await
+            .unwrap();
+        assert!(taken.is_empty(), "{}", taken.len());
+        let (state, why): (String, Option<String>) = redis::cmd("HMGET")
+            .arg(&hash)
+            .arg("state")
+            .arg("last_error")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(state, "dead");
+        let why = why.unwrap_or_default();
+        assert!(why.contains("key is not text"), "{why}");
+    }
+
     /// A job whose event type is not UTF-8 (a corrupt hash) dies with the reason; it
     /// failed the decoding of its whole take, so the jobs taken beside it never ran and
     /// the take failed again at each lease's end.

@@ -12,11 +12,14 @@ local function objrun_key(o) return P .. 'objrun:' .. o end
 -- Whether `v` (false: none) is a whole number as the scripts write one, which `HINCRBY`
 -- and the object sets' members take.
 local function digits(v) return v and string.match(v, '^%d+$') and #v <= 18 end
+-- Whether `v` is a stream entry id (`1700000000000-0`), as XADD makes them: another
+-- value fails XCLAIM and XACK, and with them the script.
+local function entry_id(v) return v and string.match(v, '^%d+%-%d+$') end
 -- A job's member in its object's set: same-`created` jobs sort by enqueue order.
 local function member(seq, k) return string.format('%020d', tonumber(seq)) .. ':' .. k end
 -- Acknowledges and deletes a stream entry ('' is none).
 local function ack(e)
-  if e and e ~= '' then
+  if entry_id(e) then
     redis.call('XACK', STREAM, GROUP, e)
     redis.call('XDEL', STREAM, e)
   end

@@ -419,6 +419,30 @@ impl RedisQueue {
         }
     }
 
+    /// Buries a job taken under `fence` whose key is not text, by the key's bytes.
+    async fn bury_by_bytes(
+        &self,
+        key: &[u8],
+        fence: &ClaimToken,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let held: i64 = BURY_SCRIPT
+            .prepare_invoke()
+            .arg(&*self.keys)
+            .arg(key)
+            .arg(fence.fence_hex())
+            .arg(why)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(StoreError::unavailable)?;
+        if held == 1 {
+            Ok(())
+        } else {
+            Err(lease_lost(fence))
+        }
+    }
+
     async fn records(&self, what: &str, args: &[&str]) -> Result<Vec<JobRecord>, StoreError> {
         let mut conn = self.conn.clone();
         let rows: Vec<Vec<Option<Vec<u8>>>> = RECORDS_SCRIPT
@@ -576,10 +600,16 @@ impl Queue for RedisQueue {
             else {
                 continue;
             };
-            // A key that is not text cannot be settled (the scripts find the job by it):
-            // its lease's end gives it back.
-            let Ok(key) = String::from_utf8(key) else {
-                continue;
+            // A key that is not text cannot be run or settled by token (`EventId` is text):
+            // it is buried by its bytes, as the SQL queues bury such a row by its `seq`.
+            // (Left to its lease, it was taken again at each lease's end, for ever.)
+            let key = match String::from_utf8(key) {
+                Ok(key) => key,
+                Err(e) => {
+                    let why = "the queued job cannot be read by this version: its key is not text";
+                    let _ = self.bury_by_bytes(&e.into_bytes(), fence, why).await;
+                    continue;
+                }
             };
             let attempt = u32::try_from(attempts.max(0)).unwrap_or(u32::MAX);
             let token = fence.with_key(EventId::new(&key)).with_attempt(attempt);

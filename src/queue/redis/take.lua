@@ -24,13 +24,14 @@ local function consider(k, e)
   -- stop the script with the jobs it took so far marked running, and out of reach until
   -- their leases ended.
   local known = {queued = true, running = true, retrying = true}
-  if not digits(h[5]) or (h[6] and not digits(h[6])) or not known[state] then
+  if not digits(h[5]) or (h[6] and not digits(h[6])) or not known[state]
+      or (current ~= '' and not entry_id(current)) then
     ack(e)
     if known[state] then redis.call('ZREM', P .. state, k) end
     redis.call('ZREM', SINCE, k)
     redis.call('ZREM', LEASES, k)
     redis.call('HSET', jk, 'state', 'dead', 'entry', '', 'finished_at', fmt(now),
-      'last_error', 'unreadable job: its seq, attempts or state is not as this version writes them')
+      'last_error', 'unreadable job: its seq, attempts, state or entry is not as this version writes them')
     -- Scored by its seq when that can be read as the scripts write it, else 0 (`tonumber`
     -- takes `nan`, which ZADD refuses).
     redis.call('ZADD', P .. 'dead', digits(h[5]) and h[5] or '0', k)
@@ -117,7 +118,8 @@ for _, k in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', fmt(now), 'LIMIT'
   if #out >= max then break end
   local e = redis.call('HGET', job_key(k), 'entry')
   if e and e ~= '' then
-    redis.call('XCLAIM', STREAM, GROUP, me, 0, e, 'JUSTID')
+    -- An entry id that is not one is buried by `consider`, not claimed.
+    if entry_id(e) then redis.call('XCLAIM', STREAM, GROUP, me, 0, e, 'JUSTID') end
     consider(k, e)
   else
     redis.call('ZREM', LEASES, k)

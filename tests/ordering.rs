@@ -1431,3 +1431,121 @@ async fn a_duplicates_lock_not_given_back_is_let_go_again() {
     assert_eq!(o.status(), 200, "{o:?}");
     assert_eq!(p.process_event(&first).await.kind().name(), "duplicate");
 }
+
+/// A store whose renewals' `lock_object` calls (all of them: its `lock_and_claim` is the
+/// memory store's own) are slow: the first one runs on "the server" (a task of its own)
+/// and lands `RELOCK_LANDS_AFTER` later whether or not its caller still waits; the later ones fail.
+struct LateRelocks {
+    inner: Arc<MemoryStore>,
+    calls: AtomicUsize,
+    landed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+const RELOCK_LANDS_AFTER: Duration = Duration::from_millis(700);
+
+#[async_trait]
+impl IdempotencyStore for LateRelocks {
+    async fn claim(&self, id: &EventId, t: &EventType, l: Duration) -> Result<Claim, StoreError> {
+        self.inner.claim(id, t, l).await
+    }
+    async fn complete(&self, t: &ClaimToken) -> Result<(), StoreError> {
+        self.inner.complete(t).await
+    }
+    async fn release(&self, t: &ClaimToken, r: &str) -> Result<(), StoreError> {
+        self.inner.release(t, r).await
+    }
+    async fn extend(&self, t: &ClaimToken, l: Duration) -> Result<(), StoreError> {
+        self.inner.extend(t, l).await
+    }
+}
+
+#[async_trait]
+impl OrderingStore for LateRelocks {
+    async fn lock_and_claim(
+        &self,
+        o: &str,
+        h: &str,
+        l: Duration,
+        id: &EventId,
+        t: &EventType,
+    ) -> Result<LockedClaim, StoreError> {
+        self.inner.lock_and_claim(o, h, l, id, t).await
+    }
+    async fn lock_object(&self, o: &str, h: &str, l: Duration) -> Result<ObjectLock, StoreError> {
+        if self.calls.fetch_add(1, SeqCst) > 0 {
+            return Err(StoreError::unavailable("down"));
+        }
+        let (inner, landed) = (Arc::clone(&self.inner), Arc::clone(&self.landed));
+        let (o, h) = (o.to_owned(), h.to_owned());
+        let on_the_server = tokio::spawn(async move {
+            tokio::time::sleep(RELOCK_LANDS_AFTER).await;
+            let locked = inner.lock_object(&o, &h, l).await;
+            landed.store(true, SeqCst);
+            locked
+        });
+        on_the_server.await.unwrap()
+    }
+    async fn complete_applied(
+        &self,
+        t: &ClaimToken,
+        o: &str,
+        h: &str,
+        a: &Watermark,
+    ) -> Result<(), StoreError> {
+        self.inner.complete_applied(t, o, h, a).await
+    }
+    async fn unlock_object(&self, o: &str, h: &str) -> Result<(), StoreError> {
+        self.inner.unlock_object(o, h).await
+    }
+    async fn watermark(&self, o: &str) -> Result<Option<Watermark>, StoreError> {
+        self.inner.watermark(o).await
+    }
+    async fn advance_watermark(&self, k: &str, w: &Watermark) -> Result<(), StoreError> {
+        self.inner.advance_watermark(k, w).await
+    }
+}
+
+/// A handler stopped because its renewals failed, with a renewal's `lock_object` cut
+/// (by its timeout) that lands on the server after the run let the object go: that lock
+/// is let go again from a task, so the object's other events are not held up (409) for
+/// a lease more. Before, it held the object to its lease's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewals_lock_that_lands_after_the_run_is_let_go() {
+    let landed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = Arc::new(LateRelocks {
+        inner: Arc::new(MemoryStore::new()),
+        calls: AtomicUsize::new(0),
+        landed: Arc::clone(&landed),
+    });
+    let lease = Duration::from_secs(1);
+    let h = Arc::new(Recorder {
+        delay: Duration::from_secs(3),
+        ..Recorder::default()
+    });
+    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run)
+        .with_handler_deadline(None)
+        .with_lease(lease)
+        .with_store_timeout(Duration::from_millis(50));
+    let started = std::time::Instant::now();
+    let o = p
+        .process_event(&update("evt_slow", "cus_late", BASE + 1))
+        .await;
+    assert_eq!(o.status(), 500, "{o:?}");
+    assert!(h.applied.lock().unwrap().is_empty());
+    // The renewal's lock lands after the run ended, and must not stay: by the time the
+    // run's lease would have passed, another holder has the object.
+    while !landed.load(SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut free = false;
+    while started.elapsed() < Duration::from_millis(1900) && !free {
+        let lock = store.inner.lock_object("cus_late", "probe", lease).await;
+        free = matches!(lock.unwrap(), ObjectLock::Acquired { .. });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        free,
+        "the late lock held the object past {:?}",
+        started.elapsed()
+    );
+}

@@ -663,6 +663,19 @@ impl ObjectLease {
             }
             guard.settled();
         }
+        // A renewal's `lock_object` cut when the handler was stopped (or by its timeout)
+        // may still land on the server after the lock was let go, and hold the object's
+        // other events for a lease with nobody to let it go: let it go from a task, as an
+        // unanswered first lock is. (A completion compared, and settled, any such
+        // renewal; so only a run that did not complete has one left.)
+        if self.renewal_unsettled.load(SeqCst) && !matches!(d.kind, OutcomeKind::Processed) {
+            drop(LockAttempt::new(
+                &self.store,
+                &self.object_id,
+                &self.holder,
+                settings,
+            ));
+        }
         if self.lock_lost.load(SeqCst) && !matches!(d.kind, OutcomeKind::HandlerFailed(_)) {
             d.kind = OutcomeKind::HandlerFailed(HandlerError::LeaseLost);
         }

@@ -2114,6 +2114,38 @@ async fn objects_with_custom_ids_are_fetched() {
         let sent = fake.requests().pop().unwrap();
         assert_eq!(sent.path, format!("/v1/products/{id}"));
     }
+    // Loaded by its escaped path (as a thin event's `related_object.url` gives it), an
+    // object is served all the same, and a fault on that path applies.
+    let path = stripe_webhooks::client::object_path("product", "pro:silver").unwrap();
+    assert_eq!(path, "/v1/products/pro%3Asilver");
+    fake.add_object(
+        &path,
+        r#"{"id":"pro:silver","object":"product","name":"new name"}"#,
+    )
+    .unwrap();
+    let event = dangerous::parse_unverified(
+        testing::event_json(
+            "evt_silver",
+            "product.updated",
+            r#"{"id":"pro:silver","object":"product"}"#,
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    fake.fail_path(
+        &path,
+        Some(1),
+        Fault::Error {
+            status: 400,
+            error_type: "invalid_request_error".to_owned(),
+            code: None,
+            message: "no".to_owned(),
+            should_retry: None,
+        },
+    );
+    assert!(event.refetched(&client).await.is_err());
+    let fresh = event.refetched(&client).await.unwrap();
+    assert!(fresh.raw_object().get().contains("new name"));
     // An id that would leave its segment is still refused, before anything is sent.
     let sent = fake.requests().len();
     let event = dangerous::parse_unverified(
@@ -2133,8 +2165,9 @@ async fn objects_with_custom_ids_are_fetched() {
 /// A key of the other mode than the event is refused before anything is sent
 /// (`WrongMode`): Stripe would answer its objects 404 `resource_missing`, which reads as
 /// deleted, so `FetchLatest` under `WhenGone::Skip` skipped every live event a test key
-/// fetched for, and a tie under `TiePolicy::Fetch` ran on the snapshot. It now fails the
-/// delivery (500, retried) until the key is right.
+/// fetched for, and a tie under `TiePolicy::Fetch` ran on the snapshot. For the
+/// platform's own event it now fails the delivery (500, retried) until the key is right;
+/// a connected account's is taken as gone, as before.
 #[tokio::test]
 async fn a_key_of_the_other_mode_is_refused_before_fetching() {
     let (fake, client) = fake().await;
@@ -2158,13 +2191,17 @@ async fn a_key_of_the_other_mode_is_refused_before_fetching() {
         matches!(
             err,
             ClientError::WrongMode {
-                event_livemode: true
+                event_livemode: true,
+                connected: false
             }
         ),
         "{err:?}"
     );
     assert!(!err.is_resource_missing());
-    assert!(err.to_string().contains("test mode key"), "{err}");
+    assert!(
+        err.to_string().contains("with a test mode api key"),
+        "{err}"
+    );
     let recorder = Recorder::default();
     let client: Arc<dyn StripeClient> = Arc::new(client);
     let handler = FetchLatest::new(
@@ -2186,6 +2223,27 @@ async fn a_key_of_the_other_mode_is_refused_before_fetching() {
     assert!(matches!(err, ClientError::WrongMode { .. }), "{err:?}");
     let err = n.fetch_event(&*client).await.unwrap_err();
     assert!(matches!(err, ClientError::WrongMode { .. }), "{err:?}");
+    assert_eq!(fake.requests().len(), sent, "nothing sent");
+    // A connected account's event of the other mode is expected (Stripe sends
+    // connected accounts' test events to a live Connect endpoint too): its objects are
+    // out of the key's reach, taken as gone, so `WhenGone::Skip` skips it.
+    let mut connected = live.clone();
+    connected["account"] = "acct_1".into();
+    let event = dangerous::parse_unverified(connected.to_string().as_bytes()).unwrap();
+    let err = event.refetched(&*client).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::WrongMode {
+                connected: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_resource_missing());
+    assert!(handler.handle(&event).await.is_ok());
+    assert!(recorder.0.lock().unwrap().is_empty());
     assert_eq!(fake.requests().len(), sent, "nothing sent");
     // The event's own mode fetches as ever.
     live["livemode"] = false.into();

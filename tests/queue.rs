@@ -881,6 +881,25 @@ impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Sqlite> for Le
     }
 }
 
+/// An inbox worker's thin handler names its routes to thin types newer than this
+/// release in the worker's `enabled_events`, as a plain worker's does (they were left
+/// out: the inbox runner's wrapper did not pass them on, and a thin router with only
+/// such routes made the list empty, so a reconciler listed no thin events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_workers_thin_routes_to_new_types_are_enabled() {
+    let dir = TempDir::new("queue_inbox_thin_types");
+    let queue = sqlite_queue(&dir).await;
+    let thin = stripe_webhooks::ThinEventRouter::new().on(
+        stripe_webhooks::ThinEventType::from_wire("v2.core.brand_new_thing.updated"),
+        |_n| Box::pin(async { Ok(()) }),
+    );
+    let worker = queue.inbox_worker(Ledger).with_thin_handler(thin);
+    assert_eq!(
+        worker.enabled_events().thin,
+        ["v2.core.brand_new_thing.updated"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_inbox_worker_commits_effects_with_the_completion() {
     let dir = TempDir::new("queue_inbox");

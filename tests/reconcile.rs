@@ -1974,3 +1974,20 @@ async fn events_listed_in_a_context_are_that_contexts() {
         )]
     );
 }
+
+/// A router's own `enabled_events` agrees with the processor's for a prefix on a stem
+/// this release does not know: every type, not none (an endpoint created from it never
+/// had those events delivered).
+#[test]
+fn a_routers_prefix_on_a_new_stem_enables_every_type() {
+    let router = EventRouter::new()
+        .on(EventType::InvoicePaid, |_e| Box::pin(async { Ok(()) }))
+        .on_prefix("new_product.*", |_e| Box::pin(async { Ok(()) }));
+    assert_eq!(router.enabled_events(), ["*"]);
+    let known = EventRouter::new().on_prefix("invoice.*", |_e| Box::pin(async { Ok(()) }));
+    assert!(known.enabled_events().contains(&"invoice.paid".to_owned()));
+    assert!(!known.enabled_events().contains(&"*".to_owned()));
+    let thin = stripe_webhooks::ThinEventRouter::new()
+        .on_prefix("v2.new_product.*", |_n| Box::pin(async { Ok(()) }));
+    assert_eq!(thin.enabled_events(), ["*"]);
+}

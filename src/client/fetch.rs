@@ -223,7 +223,7 @@ impl EventNotification {
             .ok_or(ClientError::NothingToFetch(
                 "the event has no related object",
             ))?;
-        super::check_mode(client, self.livemode)?;
+        super::check_mode(client, self.livemode, self.context.is_some())?;
         let raw = client
             .retrieve_object(&RequestContext::for_notification(self), &related.url)
             .await?;
@@ -241,7 +241,7 @@ impl EventNotification {
         &self,
         client: &dyn StripeClient,
     ) -> Result<EventNotification, ClientError> {
-        super::check_mode(client, self.livemode)?;
+        super::check_mode(client, self.livemode, self.context.is_some())?;
         client
             .retrieve_v2_event(&RequestContext::for_notification(self), self.id.as_str())
             .await
@@ -296,7 +296,11 @@ impl Event {
         client: &dyn StripeClient,
     ) -> Result<Fetched, ClientError> {
         let path = self.object_path()?;
-        super::check_mode(client, self.livemode())?;
+        super::check_mode(
+            client,
+            self.livemode(),
+            self.account().is_some() || self.context().is_some(),
+        )?;
         let raw = client
             .retrieve_object(&RequestContext::for_event(self), &path)
             .await?;
@@ -377,8 +381,9 @@ const WITHOUT_ID: &[&str] = &["invoice.upcoming"];
 pub enum WhenGone {
     /// Fail the delivery like any failed fetch: answered 500, Stripe delivers the event
     /// again, and after its three days of retries the event stays recorded failed. The
-    /// default, because a 404 also answers a request made for the wrong account or with
-    /// a key of the other mode (test or live), which a retry after the fix puts right.
+    /// default, because a 404 also answers a request made for the wrong account, which a
+    /// retry after the fix puts right. (A key of the other mode than a platform event
+    /// fails the same way, as [`ClientError::WrongMode`], before anything is sent.)
     #[default]
     Fail,
     /// Run nothing and answer the delivery handled (with a `tracing` warning under the
@@ -388,9 +393,11 @@ pub enum WhenGone {
     /// current state to act on, and the deletion's own event (`*.deleted`, which
     /// `FetchLatest` passes through as delivered) tells the handler. Without it, each
     /// such event fails every retry for three days. Stripe answers the same to a request
-    /// for the wrong account or with a key of the other mode, which this also skips:
-    /// choose it once fetches are known to work. Any other 404 (a wrong base URL, a
-    /// proxy's page) still fails.
+    /// for the wrong account, which this also skips: choose it once fetches are known to
+    /// work. A connected account's event of the other mode than the key (Stripe sends
+    /// connected accounts' test events to a live Connect endpoint too) is skipped as
+    /// well; a platform event of the other mode still fails ([`ClientError::WrongMode`]).
+    /// Any other 404 (a wrong base URL, a proxy's page) still fails.
     Skip,
 }
 

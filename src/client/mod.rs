@@ -442,33 +442,51 @@ pub enum ClientError {
     },
     /// The client's key is of the other mode than the event (a test mode key for a live
     /// mode event, or the reverse), so nothing was sent: Stripe would answer 404
-    /// `resource_missing`, which reads as a deleted object ([`is_resource_missing`](Self::is_resource_missing))
-    /// and would let `FetchLatest` skip, or a tie run on the snapshot, every event.
+    /// `resource_missing`, as if the object were deleted.
+    ///
+    /// For the platform's own event (`connected` false) the key is wrong: not taken as
+    /// gone ([`is_resource_missing`](Self::is_resource_missing) is false), so that
+    /// `FetchLatest` under `WhenGone::Skip` does not skip, nor a tie under
+    /// `TiePolicy::Fetch` run on the snapshot, every event until the key is put right.
+    /// For a connected account's event (`connected`: it names an account or a context)
+    /// it is expected: Stripe sends connected accounts' test mode events to a platform's
+    /// live Connect endpoint too, and no one key fetches both modes' objects; such an
+    /// error is taken as gone. [`Processor::with_livemode`](crate::Processor::with_livemode)
+    /// answers the other mode's events without running anything.
     #[error(
-        "the api key is a {} mode key and the event is a {} mode event: use a {} mode key",
-        mode(!*.event_livemode),
+        "{} mode event fetched with {} mode api key: its objects cannot be fetched with this key{}",
         mode(*.event_livemode),
-        mode(*.event_livemode)
+        mode(!*.event_livemode),
+        if *.connected { " (a connected account's event)" } else { "" }
     )]
     WrongMode {
         /// Whether the event is a live mode one.
         event_livemode: bool,
+        /// Whether the event is a connected account's (it names an account or a
+        /// context).
+        connected: bool,
     },
 }
 
 fn mode(live: bool) -> &'static str {
     if live {
-        "live"
+        "a live"
     } else {
-        "test"
+        "a test"
     }
 }
 
-/// Refuses a fetch for an event of `livemode` with a key of the other mode.
-pub(crate) fn check_mode(client: &dyn StripeClient, livemode: bool) -> Result<(), ClientError> {
+/// Refuses a fetch for an event of `livemode` (a connected account's when `connected`)
+/// with a key of the other mode.
+pub(crate) fn check_mode(
+    client: &dyn StripeClient,
+    livemode: bool,
+    connected: bool,
+) -> Result<(), ClientError> {
     match client.livemode() {
         Some(key) if key != livemode => Err(ClientError::WrongMode {
             event_livemode: livemode,
+            connected,
         }),
         _ => Ok(()),
     }
@@ -502,14 +520,18 @@ impl ClientError {
     /// Whether the object is gone for good, in Stripe's own words: a 404 with the code
     /// `resource_missing` (not any 404: a wrong base URL or a proxy's own 404 page says
     /// nothing about the object), or a deleted object's stub
-    /// ([`ObjectDeleted`](Self::ObjectDeleted)). What `FetchLatest` (with
+    /// ([`ObjectDeleted`](Self::ObjectDeleted)), or a connected account's event of the
+    /// other mode than the key ([`WrongMode`](Self::WrongMode), `connected`), whose
+    /// objects no request with this key reaches. What `FetchLatest` (with
     /// `WhenGone::Skip`) and `TiePolicy::Fetch` take as deleted. A request made for the
-    /// wrong account, or with a key of the other mode, gets the same 404.
+    /// wrong account gets the same 404. (A platform event of the other mode than an
+    /// `HttpClient`'s key is refused before sending, and is not taken as gone.)
     pub fn is_resource_missing(&self) -> bool {
         // Stripe's own answer only: a 404 it said to retry (`Stripe-Should-Retry`), whose
         // retries then ran out, is not "gone for good".
         match self {
             ClientError::ObjectDeleted { .. } => true,
+            ClientError::WrongMode { connected, .. } => *connected,
             ClientError::Api(e) => {
                 e.is_not_found() && e.code.as_deref() == Some("resource_missing")
             }

@@ -164,7 +164,9 @@ impl<K: Eq + Hash, E: ?Sized> Routes<K, E> {
     }
 
     /// The `enabled_events` a Stripe endpoint needs for these routes: `["*"]` with a
-    /// catch-all, otherwise every exact type and every known type under a prefix.
+    /// catch-all or a prefix that takes none of `all` (a stem this release does not
+    /// know, whose types it cannot name), otherwise every exact type and every known
+    /// type under a prefix.
     fn enabled_events<'k>(
         &self,
         all: impl Iterator<Item = &'k str> + Clone,
@@ -178,6 +180,9 @@ impl<K: Eq + Hash, E: ?Sized> Routes<K, E> {
             }
             out.extend(t.exact.keys().map(&wire));
             for (p, _) in &t.prefixes {
+                if !all.clone().any(|w| prefix_takes(p, w)) {
+                    return vec!["*".to_owned()];
+                }
                 out.extend(
                     all.clone()
                         .filter(|w| prefix_takes(p, w))
@@ -352,8 +357,9 @@ impl EventRouter {
     }
 
     /// The `enabled_events` a Stripe webhook endpoint needs for these routes: `["*"]`
-    /// when a fallback takes everything, otherwise each routed type and every documented
-    /// type under each prefix, sorted. Print it, or send it when creating the endpoint,
+    /// when a fallback takes everything, or a prefix takes no type this release knows
+    /// (`on_prefix("new_product.*")`: its types cannot be named), otherwise each routed
+    /// type and every documented type under each prefix, sorted. Print it, or send it when creating the endpoint,
     /// instead of keeping the list by hand.
     pub fn enabled_events(&self) -> Vec<String> {
         self.routes

@@ -82,11 +82,12 @@ pub enum TiePolicy {
     /// object ([`Event::refetched`](crate::Event::refetched)), so a handler that copies
     /// state copies the current one whatever the order. A fetch that may succeed later
     /// (network, 429, 5xx, deadline, a key without access, a key of the other mode than
-    /// the event: [`ClientError::WrongMode`](crate::client::ClientError::WrongMode)) is
-    /// a handler failure (500, and Stripe retries), never a fall back to the snapshot. An object the API cannot
+    /// a platform event: [`ClientError::WrongMode`](crate::client::ClientError::WrongMode))
+    /// is a handler failure (500, and Stripe retries), never a fall back to the snapshot. An object the API cannot
     /// return for good (deleted: a 404 `resource_missing`, or a deleted customer's stub;
     /// a type without an API path) leaves the snapshot
-    /// as all there is: the event runs on it, with a warning in the log (feature
+    /// as all there is (and a connected account's event of the other mode than the key,
+    /// whose objects the key cannot reach): the event runs on it, with a warning in the log (feature
     /// `tracing`), rather than failing every retry for three days.
     Fetch(Arc<dyn crate::client::StripeClient>),
     /// Treat it as stale: after one event of a second, another of the same second is not
@@ -116,7 +117,8 @@ pub struct EnabledEvents {
     pub thin: Vec<String>,
     /// Per family (snapshot, thin): whether the handler takes types this release does
     /// not know under a known type's stem (a prefix route, `invoice.*`). The lists above
-    /// name the known types only, as a destination's must; a
+    /// name the types it can (the known ones, and those a handler names in
+    /// [`unknown_types`](crate::EventHandler::unknown_types)), as a destination's must; a
     /// [`Reconciler`](crate::reconcile::Reconciler) lists every type for such a family,
     /// so that the types Stripe adds later are reconciled too.
     #[serde(skip)]

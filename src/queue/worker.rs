@@ -811,6 +811,12 @@ impl Runner for WithThin {
         self.thin.handles_thin(event_type)
     }
 
+    fn unknown_types(&self) -> [Vec<String>; 2] {
+        let [snapshot, _] = self.inner.unknown_types();
+        let [_, thin] = self.thin.unknown_types();
+        [snapshot, thin]
+    }
+
     async fn run(&self, job: &Job, deadline: Option<Duration>) -> Ran {
         match job.kind {
             PayloadKind::Thin => self.thin.run(job, deadline).await,

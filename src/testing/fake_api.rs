@@ -420,7 +420,7 @@ impl FakeStripe {
         })?;
         let mut inner = self.state.lock();
         if let Some(url) = tag.related_object.as_ref().and_then(|r| r.url.as_deref()) {
-            note_collection(&mut inner, url.split('?').next().unwrap_or(url));
+            note_collection(&mut inner, &object_path(url));
         }
         inner.order += 1;
         let order = inner.order;
@@ -504,7 +504,8 @@ impl FakeStripe {
     /// `times` is `None`.
     pub fn fail_path(&self, path_prefix: &str, times: Option<usize>, fault: Fault) {
         self.state.lock().faults.push(FaultRule {
-            path_prefix: Some(path_prefix.to_owned()),
+            // Matched against request paths, which are decoded.
+            path_prefix: Some(crate::client::path_decode(path_prefix)),
             remaining: times,
             fault,
         });
@@ -904,8 +905,11 @@ impl PageCursor {
 }
 
 /// An object's path without its query.
+/// An object's path as requests are matched against it: without its query, its escapes
+/// decoded (a path given as a thin event's `related_object.url` gives it,
+/// `/v1/products/plan%3Agold`, is the request for `plan:gold`).
 fn object_path(path: &str) -> String {
-    path.split('?').next().unwrap_or(path).to_owned()
+    crate::client::path_decode(path.split('?').next().unwrap_or(path))
 }
 
 /// How many `types[]` `GET /v1/events` takes, as Stripe.

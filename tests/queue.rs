@@ -2145,6 +2145,39 @@ mod redis_queue {
         queue.complete(&taken[0].token).await.unwrap();
     }
 
+    /// Workers on clones of one queue wait side by side, each on a connection of its
+    /// own: a short wait ends on time while a long one blocks. (They shared one
+    /// connection, behind a lock, so a worker waited for another's whole wait first.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_waits_on_clones_of_a_queue_run_side_by_side() {
+        let url = std::env::var("REDIS_URL_TEST").expect("REDIS_URL_TEST is set");
+        let client = redis::Client::open(url).unwrap();
+        let queue = queue("qwakeboth").await.with_wakeups(client);
+        // The stream and the workers' group exist.
+        assert!(queue
+            .take(1, Duration::from_secs(30), false)
+            .await
+            .unwrap()
+            .is_empty());
+        let long = {
+            let q = queue.clone();
+            tokio::spawn(async move { q.wait_for_jobs(Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let short = tokio::time::timeout(
+            Duration::from_secs(3),
+            queue.clone().wait_for_jobs(Duration::from_millis(200)),
+        )
+        .await;
+        assert_eq!(
+            short,
+            Ok(true),
+            "the short wait ended while the long one blocked"
+        );
+        assert!(!long.is_finished());
+        long.abort();
+    }
+
     /// A wakeup connection that cannot connect is no wake at all: the worker falls back
     /// to its poll and still runs the job.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -193,12 +193,18 @@ pub struct RedisQueue {
     wakeups: Option<Arc<Wakeups>>,
 }
 
-/// The client and the dedicated connection on which idle workers block with `XREAD`: a
-/// blocking read on the shared `ConnectionManager` would hold up every other command.
+/// The client and the dedicated connections on which idle workers block with `XREAD`: a
+/// blocking read on the shared `ConnectionManager` would hold up every other command,
+/// and so would one on another waiter's. Each wait takes a connection of its own (an
+/// idle one, or a new one) and puts it back when done, so workers on clones of one queue
+/// wait side by side rather than in turn.
 struct Wakeups {
     client: ::redis::Client,
-    conn: tokio::sync::Mutex<Option<::redis::aio::MultiplexedConnection>>,
+    idle: std::sync::Mutex<Vec<::redis::aio::MultiplexedConnection>>,
 }
+
+/// How many idle wakeup connections a queue keeps for its next waits.
+const MAX_IDLE_WAKEUP_CONNECTIONS: usize = 16;
 
 impl fmt::Debug for RedisQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -309,8 +315,9 @@ impl RedisQueue {
     }
 
     /// Wakes idle workers as soon as a job is queued, instead of at their next poll: an
-    /// idle worker blocks in `XREAD BLOCK` on the queue's stream, on one connection of its
-    /// own that `client` opens at the first wait (pass the client the
+    /// idle worker blocks in `XREAD BLOCK` on the queue's stream, on a connection of its
+    /// own that `client` opens (one per worker waiting at once, shared by the queue's
+    /// clones and kept for their next waits; pass the client the
     /// `ConnectionManager` was made from). Retries that come due are still found by the
     /// poll. Without it, workers poll every
     /// [`poll interval`](super::Worker::with_poll_interval).
@@ -330,7 +337,7 @@ impl RedisQueue {
     pub fn with_wakeups(mut self, client: ::redis::Client) -> Self {
         self.wakeups = Some(Arc::new(Wakeups {
             client,
-            conn: tokio::sync::Mutex::new(None),
+            idle: std::sync::Mutex::new(Vec::new()),
         }));
         self
     }
@@ -343,16 +350,22 @@ impl RedisQueue {
         let Some(w) = &self.wakeups else {
             return false;
         };
-        let mut slot = w.conn.lock().await;
-        if slot.is_none() {
-            match tokio::time::timeout(max_wait, w.client.get_multiplexed_async_connection()).await
-            {
-                Ok(Ok(c)) => *slot = Some(c),
-                _ => return false,
+        // A poisoned lock only means another waiter panicked holding it: the list is fine.
+        let idle = w
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let mut conn = match idle {
+            Some(c) => c,
+            None => {
+                match tokio::time::timeout(max_wait, w.client.get_multiplexed_async_connection())
+                    .await
+                {
+                    Ok(Ok(c)) => c,
+                    _ => return false,
+                }
             }
-        }
-        let Some(conn) = slot.as_mut() else {
-            return false;
         };
         let block = u64::try_from(max_wait.as_millis())
             .unwrap_or(u64::MAX)
@@ -362,12 +375,10 @@ impl RedisQueue {
         // From the last entry the workers' group was given, not from the stream's end
         // (`$`): a job queued after the caller's take found nothing, but before this
         // read, is past it, and wakes the caller at once.
-        let after = match tokio::time::timeout(margin, last_delivered(conn, &stream)).await {
+        // A connection that failed (or was cut mid-command) is dropped, never reused.
+        let after = match tokio::time::timeout(margin, last_delivered(&mut conn, &stream)).await {
             Ok(Ok(id)) => id,
-            Ok(Err(_)) | Err(_) => {
-                *slot = None;
-                return false;
-            }
+            Ok(Err(_)) | Err(_) => return false,
         };
         let mut read = ::redis::cmd("XREAD");
         read.arg("COUNT")
@@ -377,14 +388,20 @@ impl RedisQueue {
             .arg("STREAMS")
             .arg(&stream)
             .arg(after.as_deref().unwrap_or("$"));
-        let read = read.query_async::<::redis::Value>(conn);
+        let read = read.query_async::<::redis::Value>(&mut conn);
         // A margin over the block, for a server that never answers.
         match tokio::time::timeout(margin, read).await {
-            Ok(Ok(_)) => true,
-            Ok(Err(_)) | Err(_) => {
-                *slot = None;
-                false
+            Ok(Ok(_)) => {
+                let mut idle = w
+                    .idle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if idle.len() < MAX_IDLE_WAKEUP_CONNECTIONS {
+                    idle.push(conn);
+                }
+                true
             }
+            Ok(Err(_)) | Err(_) => false,
         }
     }
 

@@ -66,6 +66,18 @@ impl ThinEventHandler for Runs {
     }
 }
 
+/// Loads into `fake` an event of each `(id, type)`, created at `created` (around an
+/// `invoice.paid` fixture: the type may be one this release does not know).
+fn add_events_of_types(fake: &FakeStripe, created: i64, events: &[(&str, &str)]) {
+    for (id, ty) in events {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&event("x", "invoice.paid", created)).unwrap();
+        v["id"] = (*id).into();
+        v["type"] = (*ty).into();
+        fake.add_event(&v.to_string()).unwrap();
+    }
+}
+
 fn event(id: &str, ty: &str, created: i64) -> String {
     let mut v: serde_json::Value =
         serde_json::from_str(&testing::event_for_type(id, ty).unwrap()).unwrap();
@@ -1391,17 +1403,15 @@ async fn events_listed_for_an_account_are_that_accounts() {
 async fn a_prefix_route_reconciles_types_this_release_does_not_know() {
     let fake = FakeStripe::start().await.unwrap();
     let now = testing::now();
-    for (id, ty) in [
-        ("evt_new_type", "invoice.brand_new_thing"),
-        ("evt_known", "invoice.paid"),
-        ("evt_other", "customer.created"),
-    ] {
-        let mut v: serde_json::Value =
-            serde_json::from_str(&event("x", "invoice.paid", now - 100)).unwrap();
-        v["id"] = id.into();
-        v["type"] = ty.into();
-        fake.add_event(&v.to_string()).unwrap();
-    }
+    add_events_of_types(
+        &fake,
+        now - 100,
+        &[
+            ("evt_new_type", "invoice.brand_new_thing"),
+            ("evt_known", "invoice.paid"),
+            ("evt_other", "customer.created"),
+        ],
+    );
     let seen = Arc::new(Mutex::new(Vec::new()));
     let recorded = Arc::clone(&seen);
     let store = Arc::new(MemoryStore::new());
@@ -1840,18 +1850,16 @@ async fn an_ack_fast_pass_queues_an_unreadable_thin_event_apart_from_its_twin() 
 async fn routes_to_types_this_release_does_not_know_are_reconciled() {
     let fake = FakeStripe::start().await.unwrap();
     let now = testing::now();
-    for (id, ty) in [
-        ("evt_brand_new", "invoice.brand_new_thing"),
-        ("evt_paid", "invoice.paid"),
-        ("evt_unrouted", "invoice.other_new_thing"),
-        ("evt_product", "new_product.thing.created"),
-    ] {
-        let mut v: serde_json::Value =
-            serde_json::from_str(&event("x", "invoice.paid", now - 100)).unwrap();
-        v["id"] = id.into();
-        v["type"] = ty.into();
-        fake.add_event(&v.to_string()).unwrap();
-    }
+    add_events_of_types(
+        &fake,
+        now - 100,
+        &[
+            ("evt_brand_new", "invoice.brand_new_thing"),
+            ("evt_paid", "invoice.paid"),
+            ("evt_unrouted", "invoice.other_new_thing"),
+            ("evt_product", "new_product.thing.created"),
+        ],
+    );
     let seen = Arc::new(Mutex::new(Vec::new()));
     let router = |seen: &Arc<Mutex<Vec<String>>>| {
         let (a, b) = (Arc::clone(seen), Arc::clone(seen));

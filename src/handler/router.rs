@@ -202,22 +202,11 @@ impl<K: Eq + Hash, E: ?Sized> Routes<K, E> {
         all: impl Iterator<Item = &'k str> + Clone,
         wire: impl Fn(&K) -> String,
     ) -> Vec<String> {
-        let mut out = BTreeSet::new();
-        let mut table = Some(self);
-        while let Some(t) = table {
-            let new_stem = |p: &String| !all.clone().any(|w| prefix_takes(p, w));
-            if t.fallback.is_some() || t.prefixes.iter().any(|(p, _)| new_stem(p)) {
-                return vec!["*".to_owned()];
-            }
-            for k in t.exact.keys() {
-                let w = wire(k);
-                if !all.clone().any(|a| a == w) {
-                    out.insert(w);
-                }
-            }
-            table = t.next.as_deref();
+        let mut names = self.enabled_events(all.clone(), wire);
+        if names != ["*"] {
+            names.retain(|n| !all.clone().any(|a| a == n));
         }
-        out.into_iter().collect()
+        names
     }
 
     fn describe(

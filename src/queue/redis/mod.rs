@@ -417,11 +417,22 @@ impl RedisQueue {
         token: &ClaimToken,
         extra: &[&str],
     ) -> Result<(), StoreError> {
+        self.fenced_key(script, token.event_id().as_str().as_bytes(), token, extra)
+            .await
+    }
+
+    /// [`fenced`](Self::fenced) for the job under `key` (its bytes: a job whose key is
+    /// not text is buried this way), with `token`'s fence.
+    async fn fenced_key(
+        &self,
+        script: &Script,
+        key: &[u8],
+        token: &ClaimToken,
+        extra: &[&str],
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let mut call = script.prepare_invoke();
-        call.arg(&*self.keys)
-            .arg(token.event_id().as_str())
-            .arg(token.fence_hex());
+        call.arg(&*self.keys).arg(key).arg(token.fence_hex());
         for a in extra {
             call.arg(*a);
         }
@@ -433,30 +444,6 @@ impl RedisQueue {
             Ok(())
         } else {
             Err(lease_lost(token))
-        }
-    }
-
-    /// Buries a job taken under `fence` whose key is not text, by the key's bytes.
-    async fn bury_by_bytes(
-        &self,
-        key: &[u8],
-        fence: &ClaimToken,
-        why: &str,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let held: i64 = BURY_SCRIPT
-            .prepare_invoke()
-            .arg(&*self.keys)
-            .arg(key)
-            .arg(fence.fence_hex())
-            .arg(why)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(StoreError::unavailable)?;
-        if held == 1 {
-            Ok(())
-        } else {
-            Err(lease_lost(fence))
         }
     }
 
@@ -624,7 +611,8 @@ impl Queue for RedisQueue {
                 Ok(key) => key,
                 Err(e) => {
                     let why = "the queued job cannot be read by this version: its key is not text";
-                    let _ = self.bury_by_bytes(&e.into_bytes(), fence, why).await;
+                    let bytes = e.into_bytes();
+                    let _ = self.fenced_key(&BURY_SCRIPT, &bytes, fence, &[why]).await;
                     continue;
                 }
             };

@@ -2165,9 +2165,10 @@ async fn objects_with_custom_ids_are_fetched() {
 /// A key of the other mode than the event is refused before anything is sent
 /// (`WrongMode`): Stripe would answer its objects 404 `resource_missing`, which reads as
 /// deleted, so `FetchLatest` under `WhenGone::Skip` skipped every live event a test key
-/// fetched for, and a tie under `TiePolicy::Fetch` ran on the snapshot. For the
-/// platform's own event it now fails the delivery (500, retried) until the key is right;
-/// a connected account's is taken as gone, as before.
+/// fetched for, and a tie under `TiePolicy::Fetch` ran on the snapshot. Such an
+/// event it now fails the delivery (500, retried) until the key is right; a connected
+/// account's test event with a live key (which a live Connect endpoint gets) is taken
+/// as gone, as before.
 #[tokio::test]
 async fn a_key_of_the_other_mode_is_refused_before_fetching() {
     let (fake, client) = fake().await;
@@ -2224,25 +2225,46 @@ async fn a_key_of_the_other_mode_is_refused_before_fetching() {
     let err = n.fetch_event(&*client).await.unwrap_err();
     assert!(matches!(err, ClientError::WrongMode { .. }), "{err:?}");
     assert_eq!(fake.requests().len(), sent, "nothing sent");
-    // A connected account's event of the other mode is expected (Stripe sends
-    // connected accounts' test events to a live Connect endpoint too): its objects are
-    // out of the key's reach, taken as gone, so `WhenGone::Skip` skips it.
+    // A connected account's live event with a test key is a wrong key too: not gone.
     let mut connected = live.clone();
     connected["account"] = "acct_1".into();
     let event = dangerous::parse_unverified(connected.to_string().as_bytes()).unwrap();
     let err = event.refetched(&*client).await.unwrap_err();
+    assert!(!err.is_resource_missing(), "{err:?}");
+    assert!(handler.handle(&event).await.is_err());
+    // A connected account's test event with a live key is expected (Stripe sends
+    // connected accounts' test events to a live Connect endpoint too): its objects are
+    // out of the key's reach, taken as gone, so `WhenGone::Skip` skips it.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let live_client: Arc<dyn StripeClient> = Arc::new(
+        HttpClient::with_reqwest(
+            http,
+            stripe_webhooks::client::ApiKey::new("sk_live_fake").unwrap(),
+        )
+        .with_base_url(fake.base_url()),
+    );
+    connected["livemode"] = false.into();
+    let event = dangerous::parse_unverified(connected.to_string().as_bytes()).unwrap();
+    let err = event.refetched(&*live_client).await.unwrap_err();
     assert!(
         matches!(
             err,
             ClientError::WrongMode {
-                connected: true,
-                ..
+                event_livemode: false,
+                connected: true
             }
         ),
         "{err:?}"
     );
     assert!(err.is_resource_missing());
-    assert!(handler.handle(&event).await.is_ok());
+    let on_live = FetchLatest::new(
+        recorder.clone(),
+        Arc::clone(&live_client),
+        [EventType::CustomerUpdated],
+    )
+    .unwrap()
+    .when_gone(WhenGone::Skip);
+    assert!(on_live.handle(&event).await.is_ok());
     assert!(recorder.0.lock().unwrap().is_empty());
     assert_eq!(fake.requests().len(), sent, "nothing sent");
     // The event's own mode fetches as ever.

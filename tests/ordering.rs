@@ -1432,12 +1432,14 @@ async fn a_duplicates_lock_not_given_back_is_let_go_again() {
     assert_eq!(p.process_event(&first).await.kind().name(), "duplicate");
 }
 
-/// A store whose renewals' `lock_object` calls (all of them: its `lock_and_claim` is the
-/// memory store's own) are slow: the first one runs on "the server" (a task of its own)
-/// and lands `RELOCK_LANDS_AFTER` later whether or not its caller still waits; the later ones fail.
+/// A store whose first renewal's `lock_object` (its `lock_and_claim` is the memory
+/// store's own, so every `lock_object` is a renewal's or a completion's) runs on "the
+/// server" (a task of its own) and lands `RELOCK_LANDS_AFTER` later, whether or not its
+/// caller still waits; the later ones fail (`later_fail`) or answer at once.
 struct LateRelocks {
     inner: Arc<MemoryStore>,
     calls: AtomicUsize,
+    later_fail: bool,
     landed: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -1473,7 +1475,10 @@ impl OrderingStore for LateRelocks {
     }
     async fn lock_object(&self, o: &str, h: &str, l: Duration) -> Result<ObjectLock, StoreError> {
         if self.calls.fetch_add(1, SeqCst) > 0 {
-            return Err(StoreError::unavailable("down"));
+            if self.later_fail {
+                return Err(StoreError::unavailable("down"));
+            }
+            return self.inner.lock_object(o, h, l).await;
         }
         let (inner, landed) = (Arc::clone(&self.inner), Arc::clone(&self.landed));
         let (o, h) = (o.to_owned(), h.to_owned());
@@ -1505,47 +1510,54 @@ impl OrderingStore for LateRelocks {
     }
 }
 
-/// A handler stopped because its renewals failed, with a renewal's `lock_object` cut
-/// (by its timeout) that lands on the server after the run let the object go: that lock
-/// is let go again from a task, so the object's other events are not held up (409) for
-/// a lease more. Before, it held the object to its lease's end.
+/// A renewal's `lock_object` cut by its timeout, which lands on the server after the run
+/// let the object go, is let go again from a task, so the object's other events are not
+/// held up (409) for a lease more: whether the handler was then stopped (its renewals
+/// failing) or succeeded and completed. Before, it held the object to its lease's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewals_lock_that_lands_after_the_run_is_let_go() {
-    let landed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let store = Arc::new(LateRelocks {
-        inner: Arc::new(MemoryStore::new()),
-        calls: AtomicUsize::new(0),
-        landed: Arc::clone(&landed),
-    });
-    let lease = Duration::from_secs(1);
-    let h = Arc::new(Recorder {
-        delay: Duration::from_secs(3),
-        ..Recorder::default()
-    });
-    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run)
-        .with_handler_deadline(None)
-        .with_lease(lease)
-        .with_store_timeout(Duration::from_millis(50));
-    let started = std::time::Instant::now();
-    let o = p
-        .process_event(&update("evt_slow", "cus_late", BASE + 1))
-        .await;
-    assert_eq!(o.status(), 500, "{o:?}");
-    assert!(h.applied.lock().unwrap().is_empty());
-    // The renewal's lock lands after the run ended, and must not stay: by the time the
-    // run's lease would have passed, another holder has the object.
-    while !landed.load(SeqCst) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // (renewals after the first fail, the handler's run, the delivery's status)
+    for (later_fail, run, status) in [
+        (true, Duration::from_secs(3), 500),
+        (false, Duration::from_millis(500), 200),
+    ] {
+        let landed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let store = Arc::new(LateRelocks {
+            inner: Arc::new(MemoryStore::new()),
+            calls: AtomicUsize::new(0),
+            later_fail,
+            landed: Arc::clone(&landed),
+        });
+        let lease = Duration::from_secs(1);
+        let h = Arc::new(Recorder {
+            delay: run,
+            ..Recorder::default()
+        });
+        let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run)
+            .with_handler_deadline(None)
+            .with_lease(lease)
+            .with_store_timeout(Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        let o = p
+            .process_event(&update("evt_slow", "cus_late", BASE + 1))
+            .await;
+        assert_eq!(o.status(), status, "{o:?}");
+        assert_eq!(h.applied.lock().unwrap().len(), usize::from(status == 200));
+        // The renewal's lock lands after the run ended, and must not stay: before the
+        // lease it took would pass, another holder has the object.
+        while !landed.load(SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut free = false;
+        while started.elapsed() < Duration::from_millis(1900) && !free {
+            let lock = store.inner.lock_object("cus_late", "probe", lease).await;
+            free = matches!(lock.unwrap(), ObjectLock::Acquired { .. });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            free,
+            "stopped: {later_fail}: the late lock held the object past {:?}",
+            started.elapsed()
+        );
     }
-    let mut free = false;
-    while started.elapsed() < Duration::from_millis(1900) && !free {
-        let lock = store.inner.lock_object("cus_late", "probe", lease).await;
-        free = matches!(lock.unwrap(), ObjectLock::Acquired { .. });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        free,
-        "the late lock held the object past {:?}",
-        started.elapsed()
-    );
 }

@@ -2161,19 +2161,16 @@ mod redis_queue {
             .is_empty());
         let long = {
             let q = queue.clone();
-            tokio::spawn(async move { q.wait_for_jobs(Duration::from_secs(5)).await })
+            tokio::spawn(async move { q.wait_for_jobs(Duration::from_secs(30)).await })
         };
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Time for the long wait to connect and block.
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let short = tokio::time::timeout(
-            Duration::from_secs(3),
-            queue.clone().wait_for_jobs(Duration::from_millis(200)),
+            Duration::from_secs(10),
+            queue.clone().wait_for_jobs(Duration::from_secs(1)),
         )
         .await;
-        assert_eq!(
-            short,
-            Ok(true),
-            "the short wait ended while the long one blocked"
-        );
+        assert_eq!(short, Ok(true), "the short wait did not end on time");
         assert!(!long.is_finished());
         long.abort();
     }

@@ -382,8 +382,9 @@ pub enum WhenGone {
     /// Fail the delivery like any failed fetch: answered 500, Stripe delivers the event
     /// again, and after its three days of retries the event stays recorded failed. The
     /// default, because a 404 also answers a request made for the wrong account, which a
-    /// retry after the fix puts right. (A key of the other mode than a platform event
-    /// fails the same way, as [`ClientError::WrongMode`], before anything is sent.)
+    /// retry after the fix puts right. (A key of the other mode than the event fails the
+    /// same way, as [`ClientError::WrongMode`], before anything is sent; but for a
+    /// connected account's test event with a live key, see [`Skip`](Self::Skip).)
     #[default]
     Fail,
     /// Run nothing and answer the delivery handled (with a `tracing` warning under the
@@ -394,9 +395,9 @@ pub enum WhenGone {
     /// `FetchLatest` passes through as delivered) tells the handler. Without it, each
     /// such event fails every retry for three days. Stripe answers the same to a request
     /// for the wrong account, which this also skips: choose it once fetches are known to
-    /// work. A connected account's event of the other mode than the key (Stripe sends
+    /// work. A connected account's test mode event with a live key (Stripe sends
     /// connected accounts' test events to a live Connect endpoint too) is skipped as
-    /// well; a platform event of the other mode still fails ([`ClientError::WrongMode`]).
+    /// well; any other event of the other mode still fails ([`ClientError::WrongMode`]).
     /// Any other 404 (a wrong base URL, a proxy's page) still fails.
     Skip,
 }

@@ -444,15 +444,16 @@ pub enum ClientError {
     /// mode event, or the reverse), so nothing was sent: Stripe would answer 404
     /// `resource_missing`, as if the object were deleted.
     ///
-    /// For the platform's own event (`connected` false) the key is wrong: not taken as
-    /// gone ([`is_resource_missing`](Self::is_resource_missing) is false), so that
+    /// Mostly the key is wrong: not taken as gone
+    /// ([`is_resource_missing`](Self::is_resource_missing) is false), so that
     /// `FetchLatest` under `WhenGone::Skip` does not skip, nor a tie under
     /// `TiePolicy::Fetch` run on the snapshot, every event until the key is put right.
-    /// For a connected account's event (`connected`: it names an account or a context)
-    /// it is expected: Stripe sends connected accounts' test mode events to a platform's
-    /// live Connect endpoint too, and no one key fetches both modes' objects; such an
-    /// error is taken as gone. [`Processor::with_livemode`](crate::Processor::with_livemode)
-    /// answers the other mode's events without running anything.
+    /// One case is expected: a connected account's test mode event (`connected`: it
+    /// names an account or a context) with a live key, since Stripe sends connected
+    /// accounts' test events to a platform's live Connect endpoint too, and no one key
+    /// fetches both modes' objects. That one is taken as gone.
+    /// [`Processor::with_livemode`](crate::Processor::with_livemode) answers the other
+    /// mode's events without running anything.
     #[error(
         "{} mode event fetched with {} mode api key: its objects cannot be fetched with this key{}",
         mode(*.event_livemode),
@@ -520,18 +521,24 @@ impl ClientError {
     /// Whether the object is gone for good, in Stripe's own words: a 404 with the code
     /// `resource_missing` (not any 404: a wrong base URL or a proxy's own 404 page says
     /// nothing about the object), or a deleted object's stub
-    /// ([`ObjectDeleted`](Self::ObjectDeleted)), or a connected account's event of the
-    /// other mode than the key ([`WrongMode`](Self::WrongMode), `connected`), whose
+    /// ([`ObjectDeleted`](Self::ObjectDeleted)), or a connected account's test mode event
+    /// fetched with a live key ([`WrongMode`](Self::WrongMode), `connected`), whose
     /// objects no request with this key reaches. What `FetchLatest` (with
     /// `WhenGone::Skip`) and `TiePolicy::Fetch` take as deleted. A request made for the
-    /// wrong account gets the same 404. (A platform event of the other mode than an
+    /// wrong account gets the same 404. (Any other event of the other mode than an
     /// `HttpClient`'s key is refused before sending, and is not taken as gone.)
     pub fn is_resource_missing(&self) -> bool {
         // Stripe's own answer only: a 404 it said to retry (`Stripe-Should-Retry`), whose
         // retries then ran out, is not "gone for good".
         match self {
             ClientError::ObjectDeleted { .. } => true,
-            ClientError::WrongMode { connected, .. } => *connected,
+            // Stripe sends a connected account's test events to a live endpoint too,
+            // never its live events to a test one: a live event with a test key is a
+            // wrong key, always.
+            ClientError::WrongMode {
+                event_livemode,
+                connected,
+            } => *connected && !*event_livemode,
             ClientError::Api(e) => {
                 e.is_not_found() && e.code.as_deref() == Some("resource_missing")
             }

@@ -6,7 +6,7 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -425,6 +425,7 @@ impl OrderingGuard {
             lease,
             lock_lost: AtomicBool::new(false),
             renewal_unsettled: AtomicBool::new(false),
+            relocks_unanswered: AtomicUsize::new(0),
             let_go_after_run: AtomicBool::new(false),
         })
     }
@@ -623,6 +624,10 @@ struct ObjectLease {
     /// lapsed, with another holder's event applied meanwhile, and not yet compared the
     /// watermark: the completion compares it first.
     renewal_unsettled: AtomicBool,
+    /// How many `lock_object` calls of renewals (and of the completion's check) went
+    /// out without an answer (cut by their timeout, or by the handler's end or stop):
+    /// each may still land on the server, after the lock was let go.
+    relocks_unanswered: AtomicUsize,
     /// Set when a renewal found the run lost while the handler still ran: the claim
     /// and the lock are let go once the handler has stopped ([`run`](Self::run)), never
     /// under it, or another delivery of the object could start beside it.
@@ -663,12 +668,16 @@ impl ObjectLease {
             }
             guard.settled();
         }
-        // A renewal's `lock_object` cut when the handler was stopped (or by its timeout)
-        // may still land on the server after the lock was let go, and hold the object's
-        // other events for a lease with nobody to let it go: let it go from a task, as an
-        // unanswered first lock is. (A completion compared, and settled, any such
-        // renewal; so only a run that did not complete has one left.)
-        if self.renewal_unsettled.load(SeqCst) && !matches!(d.kind, OutcomeKind::Processed) {
+        // A renewal's `lock_object` cut (by its timeout, or when the handler ended or was
+        // stopped) may still land on the server after the lock was let go, and hold the
+        // object's other events for a lease with nobody to let it go: let it go from a
+        // task, as an unanswered first lock is, whatever the outcome (the lock is this
+        // delivery's own: unlocking after the completion changes nothing else). Except
+        // when the completion was not recorded: one of its calls cut on its way may
+        // still land, and needs the lock to name this holder to be taken.
+        if self.relocks_unanswered.load(SeqCst) > 0
+            && !matches!(d.kind, OutcomeKind::CompletionNotRecorded(_))
+        {
             drop(LockAttempt::new(
                 &self.store,
                 &self.object_id,
@@ -732,10 +741,16 @@ impl ObjectLease {
         running: bool,
     ) -> Result<ObjectLock, StoreError> {
         self.renewal_unsettled.store(true, SeqCst);
+        // Counted out until answered: a call cut before its answer is never counted back.
+        self.relocks_unanswered.fetch_add(1, SeqCst);
         let locked = self
             .store
             .lock_object(&self.object_id, &self.holder, lease)
-            .await?;
+            .await;
+        if locked.is_ok() {
+            self.relocks_unanswered.fetch_sub(1, SeqCst);
+        }
+        let locked = locked?;
         match &locked {
             ObjectLock::Acquired { watermark } if *watermark == self.seen => {
                 self.renewal_unsettled.store(false, SeqCst);

@@ -82,12 +82,12 @@ pub enum TiePolicy {
     /// object ([`Event::refetched`](crate::Event::refetched)), so a handler that copies
     /// state copies the current one whatever the order. A fetch that may succeed later
     /// (network, 429, 5xx, deadline, a key without access, a key of the other mode than
-    /// a platform event: [`ClientError::WrongMode`](crate::client::ClientError::WrongMode))
+    /// the event: [`ClientError::WrongMode`](crate::client::ClientError::WrongMode))
     /// is a handler failure (500, and Stripe retries), never a fall back to the snapshot. An object the API cannot
     /// return for good (deleted: a 404 `resource_missing`, or a deleted customer's stub;
     /// a type without an API path) leaves the snapshot
-    /// as all there is (and a connected account's event of the other mode than the key,
-    /// whose objects the key cannot reach): the event runs on it, with a warning in the log (feature
+    /// as all there is (and a connected account's test event with a live key, whose
+    /// objects the key cannot reach): the event runs on it, with a warning in the log (feature
     /// `tracing`), rather than failing every retry for three days.
     Fetch(Arc<dyn crate::client::StripeClient>),
     /// Treat it as stale: after one event of a second, another of the same second is not

@@ -904,10 +904,9 @@ impl PageCursor {
     }
 }
 
-/// An object's path without its query.
-/// An object's path as requests are matched against it: without its query, its escapes
-/// decoded (a path given as a thin event's `related_object.url` gives it,
-/// `/v1/products/plan%3Agold`, is the request for `plan:gold`).
+/// An object's path as requests are matched against it: without its query, and with its
+/// escapes decoded, as a request's path is (`/v1/products/plan%3Agold`, as a thin event's
+/// `related_object.url` may give it, is the path of `plan:gold`).
 fn object_path(path: &str) -> String {
     crate::client::path_decode(path.split('?').next().unwrap_or(path))
 }

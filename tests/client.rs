@@ -2166,7 +2166,7 @@ async fn objects_with_custom_ids_are_fetched() {
 /// (`WrongMode`): Stripe would answer its objects 404 `resource_missing`, which reads as
 /// deleted, so `FetchLatest` under `WhenGone::Skip` skipped every live event a test key
 /// fetched for, and a tie under `TiePolicy::Fetch` ran on the snapshot. Such an
-/// event it now fails the delivery (500, retried) until the key is right; a connected
+/// event now fails its delivery (500, retried) until the key is right; a connected
 /// account's test event with a live key (which a live Connect endpoint gets) is taken
 /// as gone, as before.
 #[tokio::test]

@@ -527,7 +527,7 @@ impl<H: EventHandler> EventHandler for FetchLatest<H> {
                     event_id = %event.id(),
                     event_type = %event.event_type(),
                     error = %e,
-                    "the event's object no longer exists: skipped without running the handler"
+                    "the event's object cannot be fetched for good (deleted, or a connected account's test event with a live key): skipped without running the handler"
                 );
                 return Ok(());
             }

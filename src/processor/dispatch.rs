@@ -625,8 +625,8 @@ struct ObjectLease {
     /// watermark: the completion compares it first.
     renewal_unsettled: AtomicBool,
     /// How many `lock_object` calls of renewals (and of the completion's check) went
-    /// out without an answer (cut by their timeout, or by the handler's end or stop):
-    /// each may still land on the server, after the lock was let go.
+    /// out without an answer (cut by their store timeout, or when the handler was
+    /// stopped): each may still land on the server, after the lock was let go.
     relocks_unanswered: AtomicUsize,
     /// Set when a renewal found the run lost while the handler still ran: the claim
     /// and the lock are let go once the handler has stopped ([`run`](Self::run)), never
@@ -668,16 +668,16 @@ impl ObjectLease {
             }
             guard.settled();
         }
-        // A renewal's `lock_object` cut (by its timeout, or when the handler ended or was
+        // A renewal's `lock_object` cut (by its store timeout, or when the handler was
         // stopped) may still land on the server after the lock was let go, and hold the
         // object's other events for a lease with nobody to let it go: let it go from a
         // task, as an unanswered first lock is, whatever the outcome (the lock is this
         // delivery's own: unlocking after the completion changes nothing else). Except
-        // when the completion was not recorded: one of its calls cut on its way may
-        // still land, and needs the lock to name this holder to be taken.
-        if self.relocks_unanswered.load(SeqCst) > 0
-            && !matches!(d.kind, OutcomeKind::CompletionNotRecorded(_))
-        {
+        // when an applied event's completion was not recorded: one of its calls cut on
+        // its way may still land, and needs the lock to name this holder to be taken.
+        let completion_may_land =
+            self.applied.is_some() && matches!(d.kind, OutcomeKind::CompletionNotRecorded(_));
+        if self.relocks_unanswered.load(SeqCst) > 0 && !completion_may_land {
             drop(LockAttempt::new(
                 &self.store,
                 &self.object_id,

@@ -1513,13 +1513,16 @@ impl OrderingStore for LateRelocks {
 /// A renewal's `lock_object` cut by its timeout, which lands on the server after the run
 /// let the object go, is let go again from a task, so the object's other events are not
 /// held up (409) for a lease more: whether the handler was then stopped (its renewals
-/// failing) or succeeded and completed. Before, it held the object to its lease's end.
+/// failing), succeeded and completed, or its delivery was dropped (the client hung up).
+/// Before, it held the object to its lease's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewals_lock_that_lands_after_the_run_is_let_go() {
-    // (renewals after the first fail, the handler's run, the delivery's status)
+    // (renewals after the first fail, the handler's run, the delivery's status; 0: the
+    // delivery is dropped at 450 ms, after the first renewal was cut)
     for (later_fail, run, status) in [
         (true, Duration::from_secs(3), 500),
         (false, Duration::from_millis(500), 200),
+        (false, Duration::from_secs(3), 0),
     ] {
         let landed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let store = Arc::new(LateRelocks {
@@ -1538,10 +1541,15 @@ async fn a_renewals_lock_that_lands_after_the_run_is_let_go() {
             .with_lease(lease)
             .with_store_timeout(Duration::from_millis(50));
         let started = std::time::Instant::now();
-        let o = p
-            .process_event(&update("evt_slow", "cus_late", BASE + 1))
-            .await;
-        assert_eq!(o.status(), status, "{o:?}");
+        let event = update("evt_slow", "cus_late", BASE + 1);
+        let delivery = p.process_event(&event);
+        if status == 0 {
+            let cut = tokio::time::timeout(Duration::from_millis(450), delivery).await;
+            assert!(cut.is_err(), "{cut:?}");
+        } else {
+            let o = delivery.await;
+            assert_eq!(o.status(), status, "{o:?}");
+        }
         assert_eq!(h.applied.lock().unwrap().len(), usize::from(status == 200));
         // The renewal's lock lands after the run ended, and must not stay: before the
         // lease it took would pass, another holder has the object.
@@ -1556,7 +1564,7 @@ async fn a_renewals_lock_that_lands_after_the_run_is_let_go() {
         }
         assert!(
             free,
-            "stopped: {later_fail}: the late lock held the object past {:?}",
+            "status {status}: the late lock held the object past {:?}",
             started.elapsed()
         );
     }

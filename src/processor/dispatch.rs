@@ -414,7 +414,7 @@ impl OrderingGuard {
         holder: &str,
         seen: Option<Watermark>,
         applied: Option<Watermark>,
-        lease: Duration,
+        settings: &DispatchSettings,
     ) -> Arc<ObjectLease> {
         Arc::new(ObjectLease {
             store: Arc::clone(&self.store),
@@ -422,10 +422,12 @@ impl OrderingGuard {
             holder: holder.to_owned(),
             seen,
             applied,
-            lease,
+            lease: settings.lease,
+            store_timeout: settings.store_timeout,
             lock_lost: AtomicBool::new(false),
             renewal_unsettled: AtomicBool::new(false),
             relocks_unanswered: AtomicUsize::new(0),
+            completions_unanswered: AtomicUsize::new(0),
             let_go_after_run: AtomicBool::new(false),
         })
     }
@@ -459,7 +461,7 @@ impl OrderingGuard {
             w.created > created || (tie && matches!(self.ties, TiePolicy::Stale))
         });
         if let Some(stale) = stale {
-            let lease = self.lease(object_id, &holder, watermark, None, settings.lease);
+            let lease = self.lease(object_id, &holder, watermark, None, settings);
             let done = Box::pin(std::future::ready(Ok(())));
             let mut d = lease.run(&token, settings, claimed_at, done).await;
             if matches!(d.kind, OutcomeKind::Processed) {
@@ -472,7 +474,7 @@ impl OrderingGuard {
             &holder,
             watermark,
             Some(Watermark::new(created, key.clone())),
-            settings.lease,
+            settings,
         );
         lease
             .run(&token, settings, claimed_at, handler_future(handler))
@@ -503,15 +505,7 @@ impl OrderingGuard {
             let tie = w.created == event.created() && w.event_id != *event.id();
             w.created > event.created() || (tie && matches!(self.ties, TiePolicy::Stale))
         });
-        let lease = |applied| {
-            self.lease(
-                object_id,
-                &holder,
-                watermark.clone(),
-                applied,
-                settings.lease,
-            )
-        };
+        let lease = |applied| self.lease(object_id, &holder, watermark.clone(), applied, settings);
         if let Some(watermark) = stale {
             // An older event than the one applied last: not applied over it. The claim
             // completes, so Stripe's retries of it are duplicates.
@@ -615,6 +609,8 @@ struct ObjectLease {
     applied: Option<Watermark>,
     /// The lease a renewal asks for, and a completion that must lock again.
     lease: Duration,
+    /// The store timeout the delivery runs under.
+    store_timeout: Duration,
     /// Set (for good) when the object's lock was found taken over before this delivery
     /// completed: the delivery must then fail (500), so that Stripe delivers the event
     /// again, rather than answer as a lost claim (200).
@@ -628,6 +624,9 @@ struct ObjectLease {
     /// out without an answer (cut by their store timeout, or when the handler was
     /// stopped): each may still land on the server, after the lock was let go.
     relocks_unanswered: AtomicUsize,
+    /// How many `complete_applied` calls went out without an answer: one may still
+    /// land, and needs the lock to name this holder to be taken.
+    completions_unanswered: AtomicUsize,
     /// Set when a renewal found the run lost while the handler still ran: the claim
     /// and the lock are let go once the handler has stopped ([`run`](Self::run)), never
     /// under it, or another delivery of the object could start beside it.
@@ -667,23 +666,6 @@ impl ObjectLease {
                 }
             }
             guard.settled();
-        }
-        // A renewal's `lock_object` cut (by its store timeout, or when the handler was
-        // stopped) may still land on the server after the lock was let go, and hold the
-        // object's other events for a lease with nobody to let it go: let it go from a
-        // task, as an unanswered first lock is, whatever the outcome (the lock is this
-        // delivery's own: unlocking after the completion changes nothing else). Except
-        // when an applied event's completion was not recorded: one of its calls cut on
-        // its way may still land, and needs the lock to name this holder to be taken.
-        let completion_may_land =
-            self.applied.is_some() && matches!(d.kind, OutcomeKind::CompletionNotRecorded(_));
-        if self.relocks_unanswered.load(SeqCst) > 0 && !completion_may_land {
-            drop(LockAttempt::new(
-                &self.store,
-                &self.object_id,
-                &self.holder,
-                settings,
-            ));
         }
         if self.lock_lost.load(SeqCst) && !matches!(d.kind, OutcomeKind::HandlerFailed(_)) {
             d.kind = OutcomeKind::HandlerFailed(HandlerError::LeaseLost);
@@ -773,6 +755,32 @@ impl ObjectLease {
     }
 }
 
+/// When the run is over and nothing holds the lease any more (the delivery, and a
+/// dropped delivery's settling task): a renewal's `lock_object` cut (by its store
+/// timeout, or when the handler was stopped) may still land on the server after the
+/// lock was let go, and hold the object's other events for a lease with nobody to let
+/// it go. It is let go from a task, as an unanswered first lock is, whatever the
+/// outcome (the lock is this delivery's own: unlocking after the completion changes
+/// nothing else); but not while a `complete_applied` cut on its way may still land,
+/// which needs the lock to name this holder to be taken.
+impl Drop for ObjectLease {
+    fn drop(&mut self) {
+        if *self.relocks_unanswered.get_mut() > 0 && *self.completions_unanswered.get_mut() == 0 {
+            let settings = DispatchSettings {
+                lease: self.lease,
+                store_timeout: self.store_timeout,
+                ..DispatchSettings::default()
+            };
+            drop(LockAttempt::new(
+                &self.store,
+                &self.object_id,
+                &self.holder,
+                &settings,
+            ));
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl IdempotencyStore for ObjectLease {
     async fn claim(
@@ -797,10 +805,13 @@ impl IdempotencyStore for ObjectLease {
                 if self.renewal_unsettled.load(SeqCst) {
                     self.relock(token, self.lease, false).await?;
                 }
+                // Counted out until answered: a call cut on its way may still land.
+                self.completions_unanswered.fetch_add(1, SeqCst);
                 let done = self
                     .store
                     .complete_applied(token, &self.object_id, &self.holder, applied)
                     .await;
+                self.completions_unanswered.fetch_sub(1, SeqCst);
                 if let Err(StoreError::LeaseLost { .. }) = &done {
                     // Refused, with the claim perhaps still this delivery's: the lock ran
                     // out and was taken (or its row went). Then nothing records this run,

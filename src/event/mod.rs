@@ -475,9 +475,7 @@ impl Event {
         if self.account().is_some() {
             return self;
         }
-        let mut envelope = self.envelope().clone();
-        envelope.account = Some(account.to_owned());
-        types::build(envelope, self.raw_object().to_owned())
+        self.with_envelope(|e| e.account = Some(account.to_owned()))
     }
 
     /// The same event in `context` (`Stripe-Context` a reconciler listed it with), unless
@@ -486,8 +484,13 @@ impl Event {
         if self.account().is_some() || self.context().is_some() {
             return self;
         }
+        self.with_envelope(|e| e.context = Some(context.to_owned()))
+    }
+
+    /// The same object in this event's envelope as `edit` changes it, typed again.
+    fn with_envelope(&self, edit: impl FnOnce(&mut Envelope)) -> Event {
         let mut envelope = self.envelope().clone();
-        envelope.context = Some(context.to_owned());
+        edit(&mut envelope);
         types::build(envelope, self.raw_object().to_owned())
     }
 

@@ -170,6 +170,98 @@ impl PostgresStore {
 impl<H: TransactionalHandler<Postgres>> Inbox for PostgresInbox<H> {}
 impl<H: TransactionalHandler<Postgres>> Sealed for PostgresInbox<H> {}
 
+impl<H: TransactionalHandler<Postgres>> PostgresInbox<H> {
+    /// One try at the claim: a transaction begun with a short lock timeout for the claim,
+    /// set in one round trip with reading the session's own (a pool's `after_connect` may
+    /// have set one), which the handler gets back, and the server process's id (to cancel
+    /// a statement the handler leaves running past its deadline); then the claim and,
+    /// under the ordering guard, the object's row lock. `Err` when the transaction could
+    /// not begin; else the transaction, the process id, and how the claim went.
+    async fn try_claim(
+        &self,
+        event: &Event,
+        object_id: Option<&str>,
+        hex: &str,
+        settings: &DispatchSettings,
+    ) -> Result<
+        (
+            sqlx::Transaction<'static, Postgres>,
+            i32,
+            Result<Claimed, StoreError>,
+        ),
+        StoreError,
+    > {
+        let core = &self.store.core;
+        let t = settings.store_timeout;
+        let lock_ms = millis(t).max(1);
+        let (mut tx, session_lock_timeout, backend) = store_call(t, async {
+            let mut tx = core.pool.begin().await.map_err(db_err)?;
+            let (session, pid): (String, i32) = sqlx::query_as(
+                "WITH s AS MATERIALIZED (SELECT current_setting('lock_timeout') AS v, \
+                 pg_backend_pid() AS pid) \
+                 SELECT v, pid FROM s WHERE set_config('lock_timeout', $1, true) IS NOT NULL",
+            )
+            .bind(format!("{lock_ms}ms"))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            Ok((tx, session, pid))
+        })
+        .await?;
+        // The claim and the object's row lock each wait up to `t`.
+        let claimed = store_call(
+            t.saturating_mul(2)
+                .saturating_add(Duration::from_millis(500)),
+            async {
+                let attempt = core
+                    .claim_on(
+                        &mut *tx,
+                        &core.sql.claim,
+                        event.id(),
+                        event.event_type(),
+                        hex,
+                        Some(settings.lease),
+                    )
+                    .await
+                    .map_err(db_err)?;
+                let Some(attempt) = attempt else {
+                    return Ok(Claimed::Refused);
+                };
+                let mut watermark = None;
+                // The ordering guard's row lock, under the same short lock timeout: a
+                // delivery about the same object holds it until it commits.
+                if let Some(object_id) = object_id {
+                    let row = sqlx::query(&core.sql.lock_row)
+                        .bind(object_id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    // A lease lock on the object (a guarded route outside the inbox,
+                    // `Processor::thin_ordered` on this store, running its handler):
+                    // wait for it, as for a row lock.
+                    let held: Option<i64> = row.try_get(2).map_err(db_err)?;
+                    if let Some(ms) = held.filter(|ms| *ms > 0) {
+                        return Ok(Claimed::ObjectBusy(Duration::from_millis(
+                            u64::try_from(ms).unwrap_or(1),
+                        )));
+                    }
+                    watermark = watermark_of::<Postgres>(&row)?;
+                }
+                // The short lock timeout was for the claim only; the handler's own
+                // statements run under the session's setting.
+                sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                    .bind(session_lock_timeout.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                Ok(Claimed::Took(attempt, watermark))
+            },
+        )
+        .await;
+        Ok((tx, backend, claimed))
+    }
+}
+
 #[async_trait]
 impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
     fn handles(&self, event_type: &crate::EventType) -> bool {
@@ -200,87 +292,19 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
         let event_type = event.event_type();
         let hex = ClaimToken::new(id.clone(), 0).fence_hex();
         let t = settings.store_timeout;
-        let lock_ms = millis(t).max(1);
 
         // Under a `repeatable read` or `serializable` default, a claim that waited on
         // another delivery's row fails once that one commits (40001): in a transaction
         // begun after it, the claim sees what it committed (a duplicate, say).
         let mut tries = 0;
         let (mut tx, backend, claimed) = loop {
-            // A short lock timeout for the claim, in one round trip with reading the
-            // session's own (a pool's `after_connect` may have set one), which the handler
-            // gets back, and the server process's id (to cancel a statement the handler
-            // leaves running past its deadline).
-            let begun = store_call(t, async {
-                let mut tx = core.pool.begin().await.map_err(db_err)?;
-                let (session, pid): (String, i32) = sqlx::query_as(
-                    "WITH s AS MATERIALIZED (SELECT current_setting('lock_timeout') AS v, \
-                 pg_backend_pid() AS pid) \
-                 SELECT v, pid FROM s WHERE set_config('lock_timeout', $1, true) IS NOT NULL",
-                )
-                .bind(format!("{lock_ms}ms"))
-                .fetch_one(&mut *tx)
+            let (tx, backend, claimed) = match self
+                .try_claim(event, object_id.as_deref(), &hex, settings)
                 .await
-                .map_err(db_err)?;
-                Ok((tx, session, pid))
-            })
-            .await;
-            let (mut tx, session_lock_timeout, backend) = match begun {
-                Ok(begun) => begun,
+            {
+                Ok(tried) => tried,
                 Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
             };
-            // The claim and the object's row lock each wait up to `t`.
-            let claimed = store_call(
-                t.saturating_mul(2)
-                    .saturating_add(Duration::from_millis(500)),
-                async {
-                    let attempt = core
-                        .claim_on(
-                            &mut *tx,
-                            &core.sql.claim,
-                            id,
-                            event_type,
-                            &hex,
-                            Some(settings.lease),
-                        )
-                        .await
-                        .map_err(db_err)?;
-                    let mut watermark = None;
-                    if attempt.is_some() {
-                        // The ordering guard's row lock, under the same short lock timeout: a
-                        // delivery about the same object holds it until it commits.
-                        if let Some(object_id) = &object_id {
-                            let row = sqlx::query(&core.sql.lock_row)
-                                .bind(object_id.as_str())
-                                .fetch_one(&mut *tx)
-                                .await
-                                .map_err(db_err)?;
-                            // A lease lock on the object (a guarded route outside the inbox,
-                            // `Processor::thin_ordered` on this store, running its handler):
-                            // wait for it, as for a row lock.
-                            let held: Option<i64> = row.try_get(2).map_err(db_err)?;
-                            if let Some(ms) = held.filter(|ms| *ms > 0) {
-                                return Ok(Claimed::ObjectBusy(Duration::from_millis(
-                                    u64::try_from(ms).unwrap_or(1),
-                                )));
-                            }
-                            watermark = watermark_of::<Postgres>(&row)?;
-                        }
-                        // The short lock timeout was for the claim only; the handler's own
-                        // statements run under the session's setting.
-                        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-                            .bind(session_lock_timeout.as_str())
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db_err)?;
-                    }
-                    Ok(match attempt {
-                        Some(a) => Claimed::Took(a, watermark),
-                        None => Claimed::Refused,
-                    })
-                },
-            )
-            .await;
             match &claimed {
                 Err(StoreError::Unavailable(e))
                     if tries < SERIALIZATION_TRIES

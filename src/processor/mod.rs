@@ -82,12 +82,12 @@ pub enum TiePolicy {
     /// object ([`Event::refetched`](crate::Event::refetched)), so a handler that copies
     /// state copies the current one whatever the order. A fetch that may succeed later
     /// (network, 429, 5xx, deadline, a key without access, a key of the other mode than
-    /// the event: [`ClientError::WrongMode`](crate::client::ClientError::WrongMode))
-    /// is a handler failure (500, and Stripe retries), never a fall back to the snapshot. An object the API cannot
-    /// return for good (deleted: a 404 `resource_missing`, or a deleted customer's stub;
-    /// a type without an API path) leaves the snapshot
-    /// as all there is (and a connected account's test event with a live key, whose
-    /// objects the key cannot reach): the event runs on it, with a warning in the log (feature
+    /// the event: [`ClientError::WrongMode`](crate::client::ClientError::WrongMode)) is
+    /// a handler failure (500, and Stripe retries), never a fall back to the snapshot.
+    /// An object the API cannot return for good (deleted: a 404 `resource_missing`, or a
+    /// deleted customer's stub; a type without an API path; a connected account's test
+    /// event with a live key, whose objects the key cannot reach) leaves the snapshot as
+    /// all there is: the event runs on it, with a warning in the log (feature
     /// `tracing`), rather than failing every retry for three days.
     Fetch(Arc<dyn crate::client::StripeClient>),
     /// Treat it as stale: after one event of a second, another of the same second is not
@@ -158,67 +158,55 @@ impl EnabledEvents {
                 takes_new_types_of_a_family(h, ThinEventType::Unknown, all, name)
             }),
         ];
-        let [unknown_snapshot, unknown_thin] = unknown;
-        let has = [snapshot.is_some(), thin.is_some()];
+        let [named_snapshot, named_thin] = unknown;
         Self {
             takes_new_types,
-            snapshot: with_unknown(
-                taken(
-                    snapshot,
-                    EventType::Unknown,
-                    EventType::ALL,
-                    EventType::as_str,
-                ),
-                has[0],
-                unknown_snapshot,
+            snapshot: taken(
+                snapshot,
+                EventType::Unknown,
+                EventType::ALL,
+                EventType::as_str,
+                named_snapshot,
             ),
-            thin: with_unknown(
-                taken(
-                    thin,
-                    ThinEventType::Unknown,
-                    ThinEventType::ALL,
-                    ThinEventType::as_str,
-                ),
-                has[1],
-                unknown_thin,
+            thin: taken(
+                thin,
+                ThinEventType::Unknown,
+                ThinEventType::ALL,
+                ThinEventType::as_str,
+                named_thin,
             ),
         }
     }
-}
-
-/// A family's list with the types its handler names that this release does not know
-/// (`unknown`): `["*"]` when either says `*`; unchanged without a handler.
-fn with_unknown(mut list: Vec<String>, has_handler: bool, unknown: Vec<String>) -> Vec<String> {
-    if !has_handler || list.iter().any(|t| t == "*") {
-        return list;
-    }
-    for t in unknown {
-        if t == "*" {
-            return vec!["*".to_owned()];
-        }
-        if !list.contains(&t) {
-            list.push(t);
-        }
-    }
-    list
 }
 
 /// One family's list: `["*"]` when `handles` takes a type this release does not know
-/// (built by `unknown`), else the known types it takes; empty without a handler.
+/// (built by `unknown`), or the handler names `*` (`named`, its `unknown_types`), else
+/// the known types it takes and the unknown ones it names; empty without a handler.
 fn taken<T>(
     handles: Option<impl Fn(&T) -> bool>,
     unknown: fn(String) -> T,
     all: &[T],
     name: fn(&T) -> &str,
+    named: Vec<String>,
 ) -> Vec<String> {
     const PROBE: &str = "stripe_webhooks.unknown_type_probe";
     match handles {
-        Some(h) if h(&unknown(PROBE.to_owned())) => vec!["*".to_owned()],
-        Some(h) => all
-            .iter()
-            .filter(|t| h(t))
-            .map(|t| name(t).to_owned())
-            .collect(),
+        Some(h) if h(&unknown(PROBE.to_owned())) || named.iter().any(|t| t == "*") => {
+            vec!["*".to_owned()]
+        }
+        Some(h) => {
+            let mut list: Vec<String> = all
+                .iter()
+                .filter(|t| h(t))
+                .map(|t| name(t).to_owned())
+                .collect();
+            for t in named {
+                if !list.contains(&t) {
+                    list.push(t);
+                }
+            }
+            list
+        }
         None => Vec::new(),
     }
 }

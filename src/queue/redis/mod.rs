@@ -203,6 +203,16 @@ struct Wakeups {
     idle: std::sync::Mutex<Vec<::redis::aio::MultiplexedConnection>>,
 }
 
+impl Wakeups {
+    /// The idle connections. (A poisoned lock only means a waiter panicked holding it,
+    /// between two plain `Vec` calls: the list is fine.)
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<::redis::aio::MultiplexedConnection>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// How many idle wakeup connections a queue keeps for its next waits.
 const MAX_IDLE_WAKEUP_CONNECTIONS: usize = 16;
 
@@ -350,12 +360,7 @@ impl RedisQueue {
         let Some(w) = &self.wakeups else {
             return false;
         };
-        // A poisoned lock only means another waiter panicked holding it: the list is fine.
-        let idle = w
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
+        let idle = w.idle().pop();
         let mut conn = match idle {
             Some(c) => c,
             None => {
@@ -374,8 +379,8 @@ impl RedisQueue {
         let margin = max_wait.saturating_add(Duration::from_secs(1));
         // From the last entry the workers' group was given, not from the stream's end
         // (`$`): a job queued after the caller's take found nothing, but before this
-        // read, is past it, and wakes the caller at once.
-        // A connection that failed (or was cut mid-command) is dropped, never reused.
+        // read, is past it, and wakes the caller at once. A connection that failed (or
+        // was cut mid-command) is dropped, never put back.
         let after = match tokio::time::timeout(margin, last_delivered(&mut conn, &stream)).await {
             Ok(Ok(id)) => id,
             Ok(Err(_)) | Err(_) => return false,
@@ -392,10 +397,7 @@ impl RedisQueue {
         // A margin over the block, for a server that never answers.
         match tokio::time::timeout(margin, read).await {
             Ok(Ok(_)) => {
-                let mut idle = w
-                    .idle
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut idle = w.idle();
                 if idle.len() < MAX_IDLE_WAKEUP_CONNECTIONS {
                     idle.push(conn);
                 }

@@ -230,7 +230,14 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
         shown.contains(&format!("  \"id\": \"{id}\"")),
         "pretty body: {shown}"
     );
-    let shown = on(store, &["show", &id, "--json"]).await.ok().json();
+    let out = on(store, &["show", &id, "--json"]).await.ok();
+    // The body as stored: Stripe's member order, not sorted.
+    let (object, version) = (
+        out.stdout.find(r#""object":"event""#),
+        out.stdout.find(r#""api_version":"#),
+    );
+    assert!(object.is_some() && object < version, "{}", out.stdout);
+    let shown = out.json();
     assert_eq!(shown["job"]["state"], "dead");
     assert_eq!(shown["body"]["id"], id.as_str());
     assert_eq!(shown["body"]["type"], "invoice.payment_failed");
@@ -1077,6 +1084,83 @@ async fn endpoint(secret: &str) -> (String, Arc<AtomicUsize>) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (format!("http://{addr}/webhook"), hits)
+}
+
+/// `send` against a processor (memory store) whose verifier takes timestamps of the last
+/// second only and whose handler takes 1.1 s: the copies of one event go one after
+/// another (a copy sent while the first still runs would get the processor's 409), and
+/// each request is signed when it is sent (a request signed at the start of the run
+/// would be refused as stale by the third round). Before, both failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_signs_each_request_when_it_goes_and_sends_copies_in_turn() {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+    use stripe_webhooks::{EventRouter, MemoryStore, Processor};
+
+    let secret = "whsec_cli_send_in_turn";
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let processor = Arc::new(Processor::new(
+        Verifier::from_secrets_list(secret)
+            .unwrap()
+            .with_tolerance(Duration::from_secs(1)),
+        MemoryStore::new(),
+        EventRouter::new().fallback(move |_e| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(1100)).await;
+                Ok(())
+            })
+        }),
+    ));
+    let app = axum::Router::new().route(
+        "/webhook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let processor = Arc::clone(&processor);
+            async move {
+                let header = headers
+                    .get("stripe-signature")
+                    .and_then(|h| h.to_str().ok());
+                let o = processor.process(header, &body).await;
+                (StatusCode::from_u16(o.status()).unwrap(), o.kind().name())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let url = format!("http://{addr}/webhook");
+    let send = |count: &'static str, duplicates: &'static str, concurrency: &'static str| {
+        let url = url.clone();
+        async move {
+            cli(&[
+                "send",
+                "--url",
+                &url,
+                "--secret",
+                secret,
+                "--count",
+                count,
+                "--duplicates",
+                duplicates,
+                "--concurrency",
+                concurrency,
+                "--json",
+            ])
+            .await
+            .ok()
+            .json()
+        }
+    };
+    // One at a time: the third is sent 2.2 s into the run.
+    let summary = send("3", "1", "1").await;
+    assert_eq!(summary["statuses"]["200"], 3, "{summary}");
+    // Two copies each, two requests at a time.
+    let summary = send("2", "2", "2").await;
+    assert_eq!(summary["sent"], 4, "{summary}");
+    assert_eq!(summary["statuses"]["200"], 4, "{summary}");
+    assert_eq!(runs.load(Ordering::SeqCst), 5);
 }
 
 #[tokio::test]

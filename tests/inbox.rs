@@ -1147,3 +1147,55 @@ async fn a_statement_running_past_the_handlers_deadline_is_stopped() {
     assert_eq!(effects(&store, "evt_inbox_next").await, 1);
     assert_eq!(effects(&store, "evt_inbox_long").await, 0);
 }
+
+/// An inbox handler that takes a type this release does not know names it in
+/// `unknown_types`, and the processor's `enabled_events` (what a reconciler lists)
+/// carries it, on both inboxes. Before, the inboxes dropped the handler's names, and a
+/// reconcile pass over an inbox processor filtered such events out.
+#[tokio::test]
+async fn an_inbox_handlers_unknown_types_are_in_enabled_events() {
+    struct NewTypes;
+    #[async_trait]
+    impl TransactionalHandler<Sqlite> for NewTypes {
+        async fn handle(&self, _e: &Event, _c: &mut SqliteConnection) -> Result<(), HandlerError> {
+            Ok(())
+        }
+        fn handles(&self, t: &stripe_webhooks::EventType) -> bool {
+            matches!(t.as_str(), "invoice.paid" | "invoice.brand_new_thing")
+        }
+        fn unknown_types(&self) -> Vec<String> {
+            vec!["invoice.brand_new_thing".to_owned()]
+        }
+    }
+    let (store, _dir) = fresh_store("unknown_types").await;
+    let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
+    let processor = Processor::with_inbox(verifier, store.inbox(NewTypes));
+    let mut enabled = processor.enabled_events().snapshot;
+    enabled.sort();
+    assert_eq!(enabled, ["invoice.brand_new_thing", "invoice.paid"]);
+
+    #[cfg(feature = "postgres")]
+    {
+        use stripe_webhooks::sqlx::{PgConnection, Postgres};
+        #[async_trait]
+        impl TransactionalHandler<Postgres> for NewTypes {
+            async fn handle(&self, _e: &Event, _c: &mut PgConnection) -> Result<(), HandlerError> {
+                Ok(())
+            }
+            fn handles(&self, t: &stripe_webhooks::EventType) -> bool {
+                t.as_str() == "invoice.paid"
+            }
+            fn unknown_types(&self) -> Vec<String> {
+                vec!["*".to_owned()]
+            }
+        }
+        // Building the processor opens no connection.
+        let pool = stripe_webhooks::sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        let store = stripe_webhooks::PostgresStore::new(pool);
+        let verifier = Verifier::new(SigningSecret::new(SECRET).unwrap());
+        let processor = Processor::with_inbox(verifier, store.inbox(NewTypes));
+        assert_eq!(processor.enabled_events().snapshot, ["*"]);
+    }
+}

@@ -138,6 +138,23 @@ fn custom_tolerance() {
     ));
 }
 
+/// A zero tolerance is strict, as `with_tolerance` documents: it does not turn the check
+/// off as 0 does in stripe-node and stripe-python.
+#[test]
+fn zero_tolerance_is_the_current_second_only() {
+    let v = verifier_at(NOW).with_tolerance(Duration::ZERO);
+    assert!(v.verify(BODY, &sign(BODY, SECRET, NOW)).is_ok());
+    for t in [NOW - 1, NOW + 1] {
+        assert!(matches!(
+            v.verify(BODY, &sign(BODY, SECRET, t)),
+            Err(SignatureError::OutsideTolerance {
+                tolerance_secs: 0,
+                ..
+            })
+        ));
+    }
+}
+
 #[test]
 fn wrong_secret_mismatch() {
     let header = sign(BODY, "whsec_other", NOW);

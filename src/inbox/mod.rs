@@ -46,4 +46,13 @@ pub trait TransactionalHandler<DB: sqlx::Database>: Send + Sync + 'static {
         let _ = event_type;
         true
     }
+
+    /// The wire names of the types it takes that this release does not know (types Stripe
+    /// added after it), or `["*"]` when it takes some it cannot name, as
+    /// [`EventHandler::unknown_types`](crate::EventHandler::unknown_types): the processor
+    /// adds them to its [`enabled_events`](crate::Processor::enabled_events), so that a
+    /// [`Reconciler`](crate::reconcile::Reconciler) lists them too. The default: none.
+    fn unknown_types(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

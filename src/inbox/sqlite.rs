@@ -222,6 +222,10 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
         self.handler.handles(event_type)
     }
 
+    fn unknown_types(&self) -> Vec<String> {
+        self.handler.unknown_types()
+    }
+
     fn store(&self) -> std::sync::Arc<dyn crate::IdempotencyStore> {
         std::sync::Arc::new(self.store.clone())
     }

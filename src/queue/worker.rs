@@ -519,9 +519,15 @@ impl Worker {
     }
 
     /// Runs the jobs about one object (`data.object.id`, a thin event's related object;
-    /// within its connected account for a Connect event) one at a time in `created` order, so a slow `updated` is never overtaken by a later
-    /// one. A job that is still retrying holds the later jobs of its object back; a dead
-    /// one does not.
+    /// within its connected account for a Connect event) one at a time in `created`
+    /// order, so a slow `updated` is never overtaken by a later one. A job that is still
+    /// retrying holds the later jobs of its object back; a dead one does not.
+    ///
+    /// It orders the jobs the queue holds together; it keeps no watermark. An event
+    /// queued after a newer one of its object already ran (Stripe's retry of a delivery
+    /// the queue refused, or a reconcile pass) still runs. Make such handlers act on the
+    /// object's current state ([`FetchLatest`](crate::client::FetchLatest)), or use the
+    /// ordering guard of the request path ([`Processor::ordered`](crate::Processor::ordered)).
     #[must_use]
     pub fn with_per_object_order(mut self, on: bool) -> Self {
         self.settings.per_object_order = on;
@@ -916,12 +922,20 @@ async fn run_job(
                 ran = &mut run => break Held::Ran(ran),
                 renewed_now = in_flight(&mut renewal), if renewal.is_some() => {
                     renewal = None;
-                    match renewed_now {
-                        Ok(()) => renewed = sent,
-                        Err(StoreError::LeaseLost { .. }) => break Held::Lost,
-                        Err(e) => note_settle_failed("renew", &job, &e),
-                    }
-                    next_renewal = Instant::now() + every;
+                    // A renewal that failed is tried again a quarter period on, so that
+                    // a short outage of the queue does not cut a run whose lease holds.
+                    next_renewal = Instant::now()
+                        + match renewed_now {
+                            Ok(()) => {
+                                renewed = sent;
+                                every
+                            }
+                            Err(StoreError::LeaseLost { .. }) => break Held::Lost,
+                            Err(e) => {
+                                note_settle_failed("renew", &job, &e);
+                                every / 4
+                            }
+                        };
                 }
                 () = tokio::time::sleep_until((renewed + safe).into()) => break Held::Lost,
                 () = tokio::time::sleep_until(next_renewal.into()), if renewal.is_none() => {

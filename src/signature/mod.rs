@@ -316,6 +316,10 @@ impl Verifier {
     }
 
     /// Sets a symmetric tolerance: reject when `|now − t|` exceeds `tolerance`.
+    ///
+    /// Zero is strict (only a timestamp of the current second is accepted). It does not
+    /// turn the check off, as a tolerance of 0 does in stripe-node and stripe-python; that
+    /// is [`Tolerance::DangerouslyUnchecked`].
     #[must_use]
     pub fn with_tolerance(mut self, tolerance: Duration) -> Self {
         self.tolerance = Tolerance::Symmetric(tolerance);

@@ -314,8 +314,50 @@ struct ShowView {
     id: String,
     job: Option<JobRecord>,
     record: Option<RecordView>,
-    /// The job's raw body: JSON, or a string if it is not JSON.
-    body: Option<serde_json::Value>,
+    /// The job's raw body: JSON as stored (see [`raw_body`]), or a string if it is not
+    /// JSON.
+    body: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// A job's body for `show --json`: a JSON body as stored, in Stripe's member order and
+/// with its numbers as written, less the whitespace between its tokens (the output
+/// escapes control characters, which JSON allows raw between tokens but not escaped);
+/// any other body as a JSON string.
+fn raw_body(body: &[u8]) -> Result<Box<serde_json::value::RawValue>, CliError> {
+    let json = std::str::from_utf8(body)
+        .ok()
+        .filter(|text| serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok())
+        .map(compact_json);
+    let json = match json {
+        Some(json) => json,
+        None => serde_json::to_string(&String::from_utf8_lossy(body))
+            .map_err(|e| CliError::Other(format!("cannot write the body as JSON: {e}")))?,
+    };
+    serde_json::value::RawValue::from_string(json)
+        .map_err(|e| CliError::Other(format!("cannot write the body as JSON: {e}")))
+}
+
+/// Valid JSON `text` without the whitespace between its tokens.
+fn compact_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
+            continue;
+        } else if c == '"' {
+            in_string = true;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `show ID`: the job and the store record, and the raw body.
@@ -348,11 +390,7 @@ pub(crate) async fn show(b: &Backend, id: &str, json: bool) -> Result<(), CliErr
             b.table()
         )));
     }
-    let body = job.as_ref().map(|j| {
-        serde_json::from_slice(&j.body).unwrap_or_else(|_| {
-            serde_json::Value::String(String::from_utf8_lossy(&j.body).into_owned())
-        })
-    });
+    let body = job.as_ref().map(|j| raw_body(&j.body)).transpose()?;
     let view = ShowView {
         id: id.to_owned(),
         job,
@@ -521,7 +559,8 @@ struct Purged<'a> {
     older_than_secs: u64,
     /// Claims abandoned an hour or more ago, recorded as failed.
     abandoned_recorded_failed: u64,
-    /// Store records (and watermarks) deleted: only with `--records-older-than`.
+    /// Store records deleted: only with `--records-older-than`. Watermarks of the same age
+    /// are deleted too, and not counted here.
     store_records: Option<u64>,
     records_older_than_secs: Option<u64>,
 }
@@ -623,7 +662,10 @@ pub(crate) async fn purge(
     }
     let records = match (store_records, ages.records) {
         (Some(n), Some(age)) => {
-            format!("{n} store records and watermarks older than {}", human(age))
+            format!(
+                "{n} store records older than {} (and watermarks as old, not counted)",
+                human(age)
+            )
         }
         // Redis records expire on their own (and the flag is refused there).
         _ if b.kind() == "redis" => "no store records (Redis expires them on its own)".to_owned(),

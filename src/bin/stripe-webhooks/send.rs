@@ -36,7 +36,7 @@ pub(crate) struct SendArgs {
     /// Distinct events to send.
     #[arg(long, default_value_t = 1)]
     count: usize,
-    /// Copies of each event (Stripe delivers at least once).
+    /// Copies of each event (Stripe delivers at least once), sent one after another.
     #[arg(long, default_value_t = 1)]
     duplicates: usize,
     /// Requests in flight at once.
@@ -179,7 +179,7 @@ pub(crate) async fn run(a: SendArgs, json: bool) -> Result<(), CliError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
         .unwrap_or_default();
-    let mut requests = Vec::new();
+    let mut events = Vec::new();
     for i in 0..a.count {
         let id = match (&a.id, a.count) {
             (Some(id), 1) => id.clone(),
@@ -187,67 +187,77 @@ pub(crate) async fn run(a: SendArgs, json: bool) -> Result<(), CliError> {
             (None, _) => format!("evt_local_{stamp:08x}_{i}"),
         };
         let body = body_for(&a, &id)?;
-        let t = if a.stale {
-            testing::now() - 3600
-        } else {
-            testing::now()
-        };
-        let header = testing::sign(body.as_bytes(), &signing, t);
-        for _ in 0..a.duplicates {
-            requests.push((id.clone(), header.clone(), body.clone()));
-        }
+        events.push((id, body));
     }
 
+    // One task per event, sending its copies one after another (as Stripe's retries
+    // come): copies in flight together would find the first still running and get the
+    // service's 409. Each request is signed when it is sent, so a long run is not
+    // refused as stale.
     let limit = Arc::new(Semaphore::new(usize::from(a.concurrency)));
+    let signing: Arc<str> = signing.into();
+    let (stale, copies) = (a.stale, a.duplicates);
     let mut tasks = Vec::new();
-    for (id, header, body) in requests {
+    for (id, body) in events {
         let (client, limit, url) = (client.clone(), Arc::clone(&limit), url.clone());
-        let redactor = Arc::clone(&redactor);
+        let (redactor, signing) = (Arc::clone(&redactor), Arc::clone(&signing));
         tasks.push(tokio::spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let sent = client
-                .post(&url)
-                .header("content-type", "application/json; charset=utf-8")
-                .header("stripe-signature", header)
-                .body(body)
-                .send()
-                .await;
-            match sent {
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let text = redactor.scrub(&r.text().await.unwrap_or_default());
-                    Response {
-                        id,
-                        status: Some(status),
-                        body: Some(text),
-                        error: None,
+            let mut answers = Vec::with_capacity(copies);
+            for _ in 0..copies {
+                let _permit = limit.acquire().await;
+                let t = if stale {
+                    testing::now() - 3600
+                } else {
+                    testing::now()
+                };
+                let header = testing::sign(body.as_bytes(), &signing, t);
+                let sent = client
+                    .post(&url)
+                    .header("content-type", "application/json; charset=utf-8")
+                    .header("stripe-signature", header)
+                    .body(body.clone())
+                    .send()
+                    .await;
+                answers.push(match sent {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let text = redactor.scrub(&r.text().await.unwrap_or_default());
+                        Response {
+                            id: id.clone(),
+                            status: Some(status),
+                            body: Some(text),
+                            error: None,
+                        }
                     }
-                }
-                Err(e) => Response {
-                    id,
-                    status: None,
-                    body: None,
-                    error: Some(redactor.scrub(&crate::error::chain(&e))),
-                },
+                    Err(e) => Response {
+                        id: id.clone(),
+                        status: None,
+                        body: None,
+                        error: Some(redactor.scrub(&crate::error::chain(&e))),
+                    },
+                });
             }
+            answers
         }));
     }
     let mut responses = Vec::new();
     for t in tasks {
-        let r = t
+        let answers = t
             .await
             .map_err(|e| CliError::Other(format!("a request task failed: {e}")))?;
-        if !json {
-            match (r.status, &r.body, &r.error) {
-                (Some(s), body, _) => {
-                    crate::outln!("{} {s} {}", r.id, body.as_deref().unwrap_or(""))
-                }
-                (None, _, error) => {
-                    crate::outln!("{} error {}", r.id, error.as_deref().unwrap_or(""))
+        for r in answers {
+            if !json {
+                match (r.status, &r.body, &r.error) {
+                    (Some(s), body, _) => {
+                        crate::outln!("{} {s} {}", r.id, body.as_deref().unwrap_or(""))
+                    }
+                    (None, _, error) => {
+                        crate::outln!("{} error {}", r.id, error.as_deref().unwrap_or(""))
+                    }
                 }
             }
+            responses.push(r);
         }
-        responses.push(r);
     }
     let mut statuses = BTreeMap::new();
     for s in responses.iter().filter_map(|r| r.status) {

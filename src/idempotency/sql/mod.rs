@@ -822,7 +822,9 @@ where
                         None => continue,
                     }
                 }
-                Err(e) => return Err(db_err(e)),
+                // The step may have committed with its read failing after it: give back
+                // what it may have taken (fenced: nothing if it did not commit).
+                Err(e) => return Err(self.give_back(object_id, holder, &token, db_err(e)).await),
             };
             let Some(row) = row else {
                 // Taken from us already: only when the lease is shorter than this read.
@@ -875,7 +877,10 @@ where
                         retry_after: Duration::from_secs(1),
                     });
                 }
-                row => row.map_err(db_err)?,
+                // The statement may have committed with its answer lost: give back what it
+                // may have taken (fenced: nothing if it did not commit).
+                Err(e) => return Err(self.give_back(object_id, holder, &token, db_err(e)).await),
+                Ok(row) => row,
             };
             let Some(row) = row else {
                 // Not locked: another holder has the object.
@@ -911,8 +916,9 @@ where
     }
 
     /// A `lock_and_claim` whose answer cannot be read (an unreadable watermark: a row
-    /// written by hand, or by another version) gives back what it may have taken, the
-    /// claim and the lock, rather than hold both to their lease's end; answers `e`.
+    /// written by hand, or by another version) or was lost (an error after the statement
+    /// may have committed) gives back what it may have taken, the claim and the lock,
+    /// rather than hold both to their lease's end; answers `e`.
     async fn give_back(
         &self,
         object_id: &str,

@@ -94,3 +94,75 @@ async fn route_mounts_on_a_stateful_router() {
     assert_eq!(reply.status, 200);
     assert_eq!(handler.runs(), 1);
 }
+
+/// A clock that panics: a panic outside the handler, in the verifier.
+#[cfg(feature = "tracing")]
+#[derive(Debug)]
+struct PanickingClock;
+
+#[cfg(feature = "tracing")]
+impl stripe_webhooks::Clock for PanickingClock {
+    fn now_unix(&self) -> i64 {
+        panic!("clock broke near sk_test_abc123")
+    }
+}
+
+/// Writes what a test's subscriber logs into a shared buffer.
+#[cfg(feature = "tracing")]
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(feature = "tracing")]
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A delivery whose task panics outside the handler (here the verifier's clock) is
+/// answered 500, so that Stripe delivers it again, and the panic is logged, with the
+/// credential it quotes hidden.
+#[cfg(feature = "tracing")]
+#[tokio::test]
+async fn a_delivery_that_panics_outside_its_handler_is_a_logged_500() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // The test's runtime has one thread: the server, its delivery tasks and the log
+    // line all run on it, under this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let secret = "whsec_panicking_clock";
+    let processor = Arc::new(Processor::new(
+        stripe_webhooks::Verifier::new(stripe_webhooks::SigningSecret::new(secret).unwrap())
+            .with_clock(PanickingClock),
+        stripe_webhooks::MemoryStore::new(),
+        stripe_webhooks::EventRouter::new().fallback(|_e| Box::pin(async { Ok(()) })),
+    ));
+    let url = serve_route(processor).await;
+    let body = stripe_webhooks::testing::event_json("evt_clock", "customer.created", "{}");
+    let header =
+        stripe_webhooks::testing::sign(body.as_bytes(), secret, stripe_webhooks::testing::now());
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("stripe-signature", header)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logged.contains("a delivery panicked outside its handler")
+            && logged.contains("clock broke"),
+        "{logged}"
+    );
+    assert!(!logged.contains("sk_test_abc123"), "{logged}");
+}

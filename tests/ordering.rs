@@ -38,6 +38,8 @@ struct Recorder {
     applied: Mutex<Vec<String>>,
     stale: Mutex<Vec<(String, String)>>,
     delay: Duration,
+    /// How long `handle_stale` takes.
+    stale_delay: Duration,
     fail_on: Option<&'static str>,
 }
 
@@ -53,6 +55,7 @@ impl EventHandler for Recorder {
     }
 
     async fn handle_stale(&self, event: &Event, watermark: &Watermark) -> Result<(), HandlerError> {
+        tokio::time::sleep(self.stale_delay).await;
         self.stale
             .lock()
             .unwrap()
@@ -1440,6 +1443,8 @@ struct LateRelocks {
     inner: Arc<MemoryStore>,
     calls: AtomicUsize,
     later_fail: bool,
+    /// Completions (plain, a stale event's) hang until cut by the store timeout.
+    completions_hang: bool,
     landed: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -1451,6 +1456,9 @@ impl IdempotencyStore for LateRelocks {
         self.inner.claim(id, t, l).await
     }
     async fn complete(&self, t: &ClaimToken) -> Result<(), StoreError> {
+        if self.completions_hang {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
         self.inner.complete(t).await
     }
     async fn release(&self, t: &ClaimToken, r: &str) -> Result<(), StoreError> {
@@ -1513,27 +1521,40 @@ impl OrderingStore for LateRelocks {
 /// A renewal's `lock_object` cut by its timeout, which lands on the server after the run
 /// let the object go, is let go again from a task, so the object's other events are not
 /// held up (409) for a lease more: whether the handler was then stopped (its renewals
-/// failing), succeeded and completed, or its delivery was dropped (the client hung up).
-/// Before, it held the object to its lease's end.
+/// failing), succeeded and completed, or its delivery was dropped (the client hung up);
+/// and for a stale event whose completion was cut every time (a plain completion, which
+/// needs no lock). Before, it held the object to its lease's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewals_lock_that_lands_after_the_run_is_let_go() {
-    // (renewals after the first fail, the handler's run, the delivery's status; 0: the
-    // delivery is dropped at 450 ms, after the first renewal was cut)
-    for (later_fail, run, status) in [
-        (true, Duration::from_secs(3), 500),
-        (false, Duration::from_millis(500), 200),
-        (false, Duration::from_secs(3), 0),
+    // (renewals after the first fail, the handler's run, the delivery's status (0: the
+    // delivery is dropped at 450 ms, after the first renewal was cut), a stale event
+    // whose completions hang (answered 200: its retry is stale again))
+    for (later_fail, run, status, stale) in [
+        (true, Duration::from_secs(3), 500, false),
+        (false, Duration::from_millis(500), 200, false),
+        (false, Duration::from_secs(3), 0, false),
+        (false, Duration::from_millis(500), 200, true),
     ] {
         let landed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let store = Arc::new(LateRelocks {
             inner: Arc::new(MemoryStore::new()),
             calls: AtomicUsize::new(0),
             later_fail,
+            completions_hang: stale,
             landed: Arc::clone(&landed),
         });
+        if stale {
+            let newer = Watermark::new(BASE + 2, EventId::new("evt_newer"));
+            store
+                .inner
+                .advance_watermark("cus_late", &newer)
+                .await
+                .unwrap();
+        }
         let lease = Duration::from_secs(1);
         let h = Arc::new(Recorder {
             delay: run,
+            stale_delay: run,
             ..Recorder::default()
         });
         let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run)
@@ -1549,8 +1570,15 @@ async fn a_renewals_lock_that_lands_after_the_run_is_let_go() {
         } else {
             let o = delivery.await;
             assert_eq!(o.status(), status, "{o:?}");
+            if stale {
+                assert_eq!(o.kind().name(), "completion_not_recorded", "{o:?}");
+            }
         }
-        assert_eq!(h.applied.lock().unwrap().len(), usize::from(status == 200));
+        assert_eq!(
+            h.applied.lock().unwrap().len(),
+            usize::from(status == 200 && !stale)
+        );
+        assert_eq!(h.stale.lock().unwrap().len(), usize::from(stale));
         // The renewal's lock lands after the run ended, and must not stay: before the
         // lease it took would pass, another holder has the object.
         while !landed.load(SeqCst) {

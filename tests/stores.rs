@@ -76,7 +76,6 @@ async fn complete_applied_without_the_lock_changes_nothing<S: stripe_webhooks::O
 /// Watermarks past the retention go in a purge, walked a bounded batch at a time (2,500
 /// objects: three batches); a locked object's and a recent one's stay, and so does one
 /// whose lock lapsed within the retention (its holder may still complete).
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 async fn watermarks_purge_past_retention<S: stripe_webhooks::OrderingStore + StoreAdmin>(store: S) {
     use stripe_webhooks::{ObjectLock, Watermark};
     let mark =

@@ -640,6 +640,57 @@ async fn a_thin_route_beside_an_ordered_route_moves_the_watermark() {
     );
 }
 
+/// Beside an ordered route, a thin event about a singleton without an id
+/// (`v1.balance.available`) and its snapshot twin (whose `balance` has no id, so it runs
+/// outside the guard) run the work once between them, on the twin's key; a thin event
+/// with no related object at all, whose twin may have an object id, is still claimed
+/// under its own. Before, the singleton's thin event ran under its own id too, and the
+/// work ran twice.
+#[tokio::test]
+async fn a_singletons_thin_event_and_its_twin_run_once_beside_an_ordered_route() {
+    use stripe_webhooks::testing::ThinEventBuilder;
+    use stripe_webhooks::ThinEventRouter;
+    let h = Arc::new(Recorder::default());
+    let store = Arc::new(MemoryStore::new());
+    let snapshot = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run);
+    let thin = Processor::thin_ordered(
+        Verifier::new(SigningSecret::new("whsec_thin_route").unwrap()),
+        Arc::clone(&store),
+        ThinEventRouter::new().fallback(|_n| Box::pin(async { Ok(()) })),
+        TiePolicy::Run,
+    );
+    let n = ThinEventBuilder::new("evt_thin_balance", "v1.balance.available")
+        .related_singleton("balance", "/v1/balance")
+        .snapshot_event("evt_balance")
+        .created(BASE + 2)
+        .build();
+    let n = dangerous::parse_unverified_notification(n.as_bytes()).unwrap();
+    let o = thin.process_notification(&n).await;
+    assert_eq!(o.kind().name(), "processed");
+    assert_eq!(o.claim_key().unwrap().as_str(), "evt_balance");
+    let balance = testing::event_json(
+        "evt_balance",
+        "balance.available",
+        r#"{"object":"balance","available":[],"livemode":false,"pending":[]}"#,
+    );
+    let balance = dangerous::parse_unverified(balance.as_bytes()).unwrap();
+    assert_eq!(
+        snapshot.process_event(&balance).await.kind().name(),
+        "duplicate"
+    );
+    assert!(h.applied.lock().unwrap().is_empty());
+
+    // No related object: its own id.
+    let n = ThinEventBuilder::new("evt_thin_bank", "v1.account.external_account.created")
+        .snapshot_event("evt_bank")
+        .created(BASE + 2)
+        .build();
+    let n = dangerous::parse_unverified_notification(n.as_bytes()).unwrap();
+    let o = thin.process_notification(&n).await;
+    assert_eq!(o.kind().name(), "processed");
+    assert_eq!(o.claim_key().unwrap().as_str(), "evt_thin_bank");
+}
+
 /// Records what it applied; its first run of `gated` waits until `open` is notified.
 /// Notes whether another event's handler started while that run was still alive (its
 /// future not dropped) and the other was not the one applied while its lock lapsed.

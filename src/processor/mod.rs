@@ -601,8 +601,10 @@ impl Processor {
     /// [`Processor::ordered`] runs it, under the inbox's tie policy: it holds the
     /// object's lease lock while its handler runs (the inbox's deliveries about that
     /// object wait, 409) and moves the watermark, so an older snapshot event arriving
-    /// later is stale. A thin event that cannot join it (no related object id) is
-    /// claimed under its own id instead, and runs beside its snapshot twin. A thin twin
+    /// later is stale. A thin event that cannot join it (no related object) is claimed
+    /// under its own id instead, and runs beside its snapshot twin; one about a singleton
+    /// without an id (`v1.balance.available`), whose twin has no object id to guard
+    /// either, is claimed under the twin's id, unguarded. A thin twin
     /// that waits for an inbox delivery's transaction longer than the store timeout is
     /// answered 503; its statement may still take the object's lock when that
     /// transaction ends. The delivery that gave up lets such a lock go once it lands
@@ -670,7 +672,11 @@ impl Processor {
         self
     }
 
-    /// Sets the body limit; a longer body is answered 413 before any other work.
+    /// Sets the body limit ([`DEFAULT_MAX_BODY`], 1 MiB, by default); a longer body is
+    /// answered 413 before any other work. Stripe retries a 413 like any other failure
+    /// for three days and then gives the event up, so a genuine event over the limit is
+    /// lost to the webhook path (a [`Reconciler`](crate::reconcile::Reconciler) lists it
+    /// again): keep the limit well above the largest events your account sends.
     #[must_use]
     pub fn with_max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
@@ -1253,13 +1259,17 @@ impl Processor {
     async fn run_notification(&self, n: &EventNotification, started: Instant) -> Outcome {
         #[cfg(feature = "tracing")]
         trace::record_notification(&tracing::Span::current(), n);
+        // A thin event about a singleton without an id (`v1.balance.available`): its twin's
+        // object has none either, so the twin runs outside the guard too.
+        let singleton = n.related_object.as_ref().is_some_and(|o| o.id.is_none());
         let key = match self.dedupe_on_snapshot {
             // Beside an ordered snapshot route, a thin event that cannot join its object's
-            // guard (no related object id, or a `created` that does not read) is claimed
+            // guard (no related object, or a `created` that does not read) is claimed
             // under its own id: under its twin's, it would complete the twin's claim
             // without the watermark moving, and a late retry of an older snapshot event
             // would then be applied over this change.
             true if self.ordering.is_some()
+                && !singleton
                 && (n.ordering_key().is_none() || n.created_unix().is_none()) =>
             {
                 &n.id

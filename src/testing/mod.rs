@@ -176,6 +176,17 @@ impl ThinEventBuilder {
         self
     }
 
+    /// Sets `related_object` to a singleton without an id, as Stripe sends it for
+    /// `v1.balance.available` (`"balance"`, `"/v1/balance"`).
+    #[must_use]
+    pub fn related_singleton(mut self, object_type: &str, url: &str) -> Self {
+        self.value.insert(
+            "related_object".into(),
+            serde_json::json!({"type": object_type, "url": url}),
+        );
+        self
+    }
+
     /// Sets `snapshot_event`: the id of the snapshot twin.
     #[must_use]
     pub fn snapshot_event(mut self, id: &str) -> Self {

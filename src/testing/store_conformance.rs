@@ -696,6 +696,18 @@ pub async fn advance_watermark_only_moves_forward<S: OrderingStore + ?Sized>(sto
         .await
         .unwrap();
     assert_eq!(store.watermark(&key).await.unwrap(), Some(at(12, "evt_b")));
+    // Compared exactly, even where a double is not (above 2^53).
+    let big = 100_000_000_000_000_001;
+    for (created, id) in [(big, "evt_big"), (big - 1, "evt_big_old")] {
+        store
+            .advance_watermark(&key, &at(created, id))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.watermark(&key).await.unwrap(),
+        Some(at(big, "evt_big"))
+    );
 }
 
 fn fresh_object(what: &str) -> String {
@@ -799,6 +811,11 @@ pub async fn complete_applied_moves_the_watermark_forward_only<S: OrderingStore 
     );
     let newer = apply(store, &obj, 1_001, "wm2").await;
     assert_eq!(store.watermark(&obj).await.unwrap().as_ref(), Some(&newer));
+    // Compared exactly, even where a double is not (above 2^53).
+    let big = fresh_object("wm_big");
+    let biggest = apply(store, &big, 100_000_000_000_000_001, "wm_big").await;
+    let _older = apply(store, &big, 100_000_000_000_000_000, "wm_big_old").await;
+    assert_eq!(store.watermark(&big).await.unwrap(), Some(biggest));
     // Another claim's token never passes for the completing one.
     let foreign = ClaimToken::new(first_token.event_id().clone(), 1);
     assert!(matches!(

@@ -1,6 +1,4 @@
-local created = tonumber(ARGV[1])
-local current = tonumber(redis.call('HGET', KEYS[1], 'created'))
-if current == nil or created >= current then
+if moves_forward(ARGV[1], redis.call('HGET', KEYS[1], 'created')) then
   redis.call('HSET', KEYS[1], 'created', ARGV[1], 'event_id', ARGV[2])
 end
 -- The watermark lives for the retention from now at least. A longer TTL stays: a live

@@ -1,6 +1,4 @@
-local created = tonumber(ARGV[5])
-local current = tonumber(redis.call('HGET', KEYS[3], 'created'))
-if current == nil or created >= current then
+if moves_forward(ARGV[5], redis.call('HGET', KEYS[3], 'created')) then
   redis.call('HSET', KEYS[3], 'created', ARGV[5], 'event_id', ARGV[6])
 end
 redis.call('HDEL', KEYS[3], 'holder', 'lock_until_ms')

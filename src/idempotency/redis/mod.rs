@@ -97,14 +97,16 @@ const RECORD: &str = include_str!("record.lua");
 
 /// KEYS: failed set. ARGV: event key prefix, limit, start, and optionally an event id to
 /// start just after instead (`FAILED_PLACE`). Returns whether it stopped early (`'1'`: it
-/// looked at its budget of members), where it started (`''` when the event's record is
-/// gone), then, oldest first from there, up to `limit` failed records as `id` and the six
+/// looked at its budget of members), where it started (`''` when the event is neither in
+/// the set nor has a record), then, oldest first from there, up to `limit` failed records as `id` and the six
 /// `RECORD` fields each; drops from the set the ids whose record is gone (expired) or no
 /// longer failed.
 const FAILED_EVENTS: &str = include_str!("failed_events.lua");
 
 /// `failed_place(set, prefix, id)`: how many members of the failed set come up to and
-/// including that event's place, or nil when its record is gone.
+/// including that event's place (its rank while it is in the set, even with its record
+/// expired and not yet purged from it), or nil when it is neither in the set nor has a
+/// record.
 const FAILED_PLACE: &str = include_str!("failed_place.lua");
 
 /// KEYS: failed set. ARGV: event key prefix, start, count. Drops the ids in
@@ -155,7 +157,7 @@ static LOCK_AND_CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
 });
 static UNLOCK_OBJECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[UNLOCK_OBJECT]));
 static WATERMARK_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[WATERMARK]));
-static ADVANCE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[ADVANCE]));
+static ADVANCE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, ADVANCE]));
 static RELEASE_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| script(&[PRELUDE, FENCE_READ, FENCED, RELEASE]));
 static EXTEND_SCRIPT: LazyLock<Script> =
@@ -197,8 +199,11 @@ static ABANDON_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, ABA
 ///
 /// - `maxmemory-policy noeviction`. Every record has a TTL, so a `volatile-*` policy may
 ///   evict completed records under memory pressure, and an `allkeys-*` policy may evict
-///   anything. With `noeviction` a full Redis refuses writes instead: claims fail with
-///   [`StoreError::Unavailable`] and Stripe retries later.
+///   anything. With `noeviction` a full Redis refuses writes instead, every script's
+///   alike: claims fail with [`StoreError::Unavailable`] and Stripe retries later; so do
+///   the completions of handlers that already ran (answered as an unrecorded completion:
+///   the claim is left to its lease, and the event may run again) and lease renewals
+///   (the handler is stopped). Alert on memory well before `maxmemory`.
 /// - Persistence: `appendonly yes`. With `appendfsync everysec` a crash of the server
 ///   loses up to about one second of claims and completions; `appendfsync always` loses
 ///   none, at a cost in latency. RDB snapshots alone lose everything since the last one.

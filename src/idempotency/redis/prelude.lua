@@ -6,3 +6,28 @@ local function fmt(n) return string.format('%d', n) end
 local function unreadable_created(v)
   return v and (not string.match(v, '^%-?%d+$') or #v > 18)
 end
+-- Whether the watermark `current` (false: none, or one not written in decimal) is to be
+-- replaced by an event created at `created`: when that is at least `current`, compared
+-- exactly (a Lua number is a double, exact to 15 digits only; a `created` may have 18).
+local function moves_forward(created, current)
+  if not current or not string.match(current, '^%-?%d+$') then
+    return true
+  end
+  -- The digits above the last nine, and the last nine, each exact as a double.
+  local function parts(v)
+    local neg = string.sub(v, 1, 1) == '-'
+    local digits = neg and string.sub(v, 2) or v
+    local hi = tonumber(string.sub(digits, 1, -10)) or 0
+    local lo = tonumber(string.sub(digits, -9)) or 0
+    if neg then
+      return -hi, -lo
+    end
+    return hi, lo
+  end
+  local ah, al = parts(created)
+  local bh, bl = parts(current)
+  if ah ~= bh then
+    return ah > bh
+  end
+  return al >= bl
+end

@@ -594,22 +594,28 @@ async fn connected_accounts_objects_are_ordered_apart() {
     assert_eq!(wm.event_id.as_str(), "evt_a2");
 }
 
-/// Two routes on one store, as while both destinations run: a thin route built with
-/// `thin_ordered` moves the watermark for the change it took first, so the snapshot
-/// twin is a duplicate and an older snapshot that arrives later is stale.
-#[tokio::test]
-async fn a_thin_route_beside_an_ordered_route_moves_the_watermark() {
-    use stripe_webhooks::testing::ThinEventBuilder;
-    use stripe_webhooks::ThinEventRouter;
+/// A snapshot route with the ordering guard (recording into the `Recorder`) and a thin
+/// route built with `thin_ordered` (doing nothing), on one memory store.
+fn two_ordered_routes() -> (Arc<Recorder>, Arc<MemoryStore>, Processor, Processor) {
     let h = Arc::new(Recorder::default());
     let store = Arc::new(MemoryStore::new());
     let snapshot = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run);
     let thin = Processor::thin_ordered(
         Verifier::new(SigningSecret::new("whsec_thin_route").unwrap()),
         Arc::clone(&store),
-        ThinEventRouter::new().fallback(|_n| Box::pin(async { Ok(()) })),
+        stripe_webhooks::ThinEventRouter::new().fallback(|_n| Box::pin(async { Ok(()) })),
         TiePolicy::Run,
     );
+    (h, store, snapshot, thin)
+}
+
+/// Two routes on one store, as while both destinations run: a thin route built with
+/// `thin_ordered` moves the watermark for the change it took first, so the snapshot
+/// twin is a duplicate and an older snapshot that arrives later is stale.
+#[tokio::test]
+async fn a_thin_route_beside_an_ordered_route_moves_the_watermark() {
+    use stripe_webhooks::testing::ThinEventBuilder;
+    let (h, store, snapshot, thin) = two_ordered_routes();
     let n = ThinEventBuilder::new("evt_thin_route_2", "v1.customer.updated")
         .related("cus_route", "customer", "/v1/customers/cus_route")
         .snapshot_event("evt_route_2")
@@ -649,16 +655,7 @@ async fn a_thin_route_beside_an_ordered_route_moves_the_watermark() {
 #[tokio::test]
 async fn a_singletons_thin_event_and_its_twin_run_once_beside_an_ordered_route() {
     use stripe_webhooks::testing::ThinEventBuilder;
-    use stripe_webhooks::ThinEventRouter;
-    let h = Arc::new(Recorder::default());
-    let store = Arc::new(MemoryStore::new());
-    let snapshot = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run);
-    let thin = Processor::thin_ordered(
-        Verifier::new(SigningSecret::new("whsec_thin_route").unwrap()),
-        Arc::clone(&store),
-        ThinEventRouter::new().fallback(|_n| Box::pin(async { Ok(()) })),
-        TiePolicy::Run,
-    );
+    let (h, _store, snapshot, thin) = two_ordered_routes();
     let n = ThinEventBuilder::new("evt_thin_balance", "v1.balance.available")
         .related_singleton("balance", "/v1/balance")
         .snapshot_event("evt_balance")

@@ -166,6 +166,113 @@ async fn stalling_proxy(target: String, pattern: &'static [u8]) -> std::net::Soc
     addr
 }
 
+/// A TCP proxy to `target` that loses the answer to the first run of the statement
+/// carrying `pattern`. sqlx prepares a statement in one round trip, then binds and runs it
+/// in the next: that run reaches the server, which runs and commits it, and its
+/// connection is closed 500 ms later with nothing relayed back.
+async fn answer_losing_proxy(target: String, pattern: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lost = Arc::new(AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (target, lost) = (target.clone(), Arc::clone(&lost));
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(&target).await else {
+                    return;
+                };
+                let (mut client_rd, mut client_wr) = client.into_split();
+                let (mut server_rd, mut server_wr) = server.into_split();
+                let mute = Arc::new(AtomicBool::new(false));
+                let muted = Arc::clone(&mute);
+                let replies = tokio::spawn(async move {
+                    let mut buf = vec![0_u8; 64 * 1024];
+                    loop {
+                        let n = match server_rd.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if !muted.load(Ordering::SeqCst)
+                            && client_wr.write_all(&buf[..n]).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+                let mut buf = vec![0_u8; 64 * 1024];
+                let mut armed = false;
+                loop {
+                    let n = match client_rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    // The run after the statement's preparation: a `Bind` message first.
+                    let run = armed && buf[0] == b'B';
+                    if !lost.load(Ordering::SeqCst)
+                        && buf[..n].windows(pattern.len()).any(|w| w == pattern)
+                    {
+                        armed = true;
+                    }
+                    if run && !lost.swap(true, Ordering::SeqCst) {
+                        mute.store(true, Ordering::SeqCst);
+                        let _ = server_wr.write_all(&buf[..n]).await;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        break;
+                    }
+                    if server_wr.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                replies.abort();
+            });
+        }
+    });
+    addr
+}
+
+/// Under the ordering guard, a `lock_and_claim` that committed on the server but whose
+/// answer was lost (its connection went) gives back the claim and the object lock it
+/// took, so Stripe's retry runs the event at once. Before, the claim stayed to its lease's
+/// end, and every retry meanwhile was answered 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_lock_and_claim_whose_answer_was_lost_gives_back_what_it_took() {
+    let (url, target) = pg_url_and_target();
+    let proxy = answer_losing_proxy(target.clone(), b"WITH lock AS (").await;
+    // Plaintext, so the proxy can read the statements.
+    let proxied = format!(
+        "{}?sslmode=disable",
+        url.replace(&target, &proxy.to_string())
+    );
+    let store = pg_store_on(
+        stripe_webhooks::sqlx::postgres::PgPoolOptions::new(),
+        &proxied,
+        "t_faults_lost_answer",
+    )
+    .await;
+    let runs = Arc::new(Runs::default());
+    let p = Processor::ordered(
+        Verifier::from_secrets_list(SECRET).unwrap(),
+        store.clone(),
+        Arc::clone(&runs),
+        stripe_webhooks::TiePolicy::Run,
+    );
+    let (header, body) = deliveries("pg_lost_answer", 1).remove(0);
+    let first = p.process(Some(&header), body.as_bytes()).await;
+    assert_eq!(first.status(), 503, "{first:?}");
+    assert_eq!(runs.total(), 0);
+    // The claim was taken on the server, and given back.
+    let record = store
+        .record(&EventId::new("evt_pg_lost_answer_0"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, RecordStatus::Failed, "{record:?}");
+    let again = p.process(Some(&header), body.as_bytes()).await;
+    assert_eq!(again.status(), 200, "{again:?}");
+    runs.each_once(1);
+}
+
 fn pg_url_and_target() -> (String, String) {
     let url = std::env::var("DATABASE_URL_TEST").unwrap_or_else(|_| {
         panic!("DATABASE_URL_TEST is not set: run `eval \"$(scripts/services.sh start)\"` or `scripts/test.sh`")

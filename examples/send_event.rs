@@ -6,8 +6,10 @@
 //!
 //! Flags: `--url URL` (default `http://127.0.0.1:4242/webhook`), `--type TYPE`,
 //! `--id EVENT_ID`, `--count N` distinct events, `--duplicates N` copies of each,
-//! `--concurrency N` requests in flight, `--bad-signature`, `--stale` (timestamp an hour
-//! old), `--secret S` (default `STRIPE_WEBHOOK_SECRET`, else the examples' development
+//! `--concurrency N` requests in flight (copies in flight together, as Stripe may send
+//! them to several replicas: one runs, the others are answered 409 while it runs and
+//! 200 `duplicate` after), `--bad-signature`, `--stale` (timestamp an hour old; each
+//! request is signed as it is sent), `--secret S` (default `STRIPE_WEBHOOK_SECRET`, else the examples' development
 //! secret). Exits non-zero if a request could not be sent.
 //!
 //! Thin events: `--thin` sends a thin event notification of `--type` (any of the 326 thin
@@ -137,29 +139,25 @@ async fn main() -> Result<(), Box<dyn Error>> {
             (Some(id), _) => format!("{id}_{i}"),
             (None, _) => format!("evt_local_{stamp:08x}_{i}"),
         };
-        let t = if a.stale {
-            testing::now() - 3600
-        } else {
-            testing::now()
-        };
-        let sign = |body: &str, secret: &str| {
-            let secret = if a.bad_signature {
-                "whsec_not_the_right_secret"
+        // The secret each request is signed with, when it is sent (so a long run is not
+        // refused as stale).
+        let secret_for = |secret: &str| {
+            if a.bad_signature {
+                "whsec_not_the_right_secret".to_owned()
             } else {
-                secret
-            };
-            testing::sign(body.as_bytes(), secret, t)
+                secret.to_owned()
+            }
         };
         let mut sends = Vec::new();
         match a.mode {
             Mode::Snapshot => {
                 let body = testing::event_for_type(&id, &a.event_type)
                     .ok_or_else(|| format!("{} is not a documented event type", a.event_type))?;
-                sends.push((a.url.clone(), sign(&body, &a.secret), body));
+                sends.push((a.url.clone(), secret_for(&a.secret), body));
             }
             Mode::Thin => {
                 let body = thin_body(&id, &a.event_type)?;
-                sends.push((a.thin_url.clone(), sign(&body, &a.thin_secret), body));
+                sends.push((a.thin_url.clone(), secret_for(&a.thin_secret), body));
             }
             Mode::Both => {
                 let snapshot_type = a.event_type.strip_prefix("v1.").unwrap_or(&a.event_type);
@@ -168,23 +166,30 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 }
                 let object_id = format!("obj_{id}");
                 let (snapshot, thin) = testing::event_pair(&id, snapshot_type, &object_id);
-                sends.push((a.url.clone(), sign(&snapshot, &a.secret), snapshot));
-                sends.push((a.thin_url.clone(), sign(&thin, &a.thin_secret), thin));
+                sends.push((a.url.clone(), secret_for(&a.secret), snapshot));
+                sends.push((a.thin_url.clone(), secret_for(&a.thin_secret), thin));
             }
         }
         for _ in 0..a.duplicates {
-            for (url, header, body) in &sends {
-                requests.push((id.clone(), url.clone(), header.clone(), body.clone()));
+            for (url, secret, body) in &sends {
+                requests.push((id.clone(), url.clone(), secret.clone(), body.clone()));
             }
         }
     }
 
     let limit = Arc::new(Semaphore::new(a.concurrency));
+    let stale = a.stale;
     let mut tasks = Vec::new();
-    for (id, url, header, body) in requests {
+    for (id, url, secret, body) in requests {
         let (client, limit) = (client.clone(), limit.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
+            let t = if stale {
+                testing::now() - 3600
+            } else {
+                testing::now()
+            };
+            let header = testing::sign(body.as_bytes(), &secret, t);
             let resp = client
                 .post(&url)
                 .header("content-type", "application/json; charset=utf-8")

@@ -1087,7 +1087,7 @@ async fn endpoint(secret: &str) -> (String, Arc<AtomicUsize>) {
 }
 
 /// `send` against a processor (memory store) whose verifier takes timestamps of the last
-/// second only and whose handler takes 1.1 s: the copies of one event go one after
+/// two seconds only and whose handler takes 1.5 s: the copies of one event go one after
 /// another (a copy sent while the first still runs would get the processor's 409), and
 /// each request is signed when it is sent (a request signed at the start of the run
 /// would be refused as stale by the third round). Before, both failed.
@@ -1103,12 +1103,12 @@ async fn send_signs_each_request_when_it_goes_and_sends_copies_in_turn() {
     let processor = Arc::new(Processor::new(
         Verifier::from_secrets_list(secret)
             .unwrap()
-            .with_tolerance(Duration::from_secs(1)),
+            .with_tolerance(Duration::from_secs(2)),
         MemoryStore::new(),
         EventRouter::new().fallback(move |_e| {
             counted.fetch_add(1, Ordering::SeqCst);
             Box::pin(async {
-                tokio::time::sleep(Duration::from_millis(1100)).await;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
                 Ok(())
             })
         }),
@@ -1153,7 +1153,7 @@ async fn send_signs_each_request_when_it_goes_and_sends_copies_in_turn() {
             .json()
         }
     };
-    // One at a time: the third is sent 2.2 s into the run.
+    // One at a time: the third is sent 3 s into the run.
     let summary = send("3", "1", "1").await;
     assert_eq!(summary["statuses"]["200"], 3, "{summary}");
     // Two copies each, two requests at a time.

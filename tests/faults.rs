@@ -268,6 +268,8 @@ async fn postgres_lock_and_claim_whose_answer_was_lost_gives_back_what_it_took()
         .unwrap()
         .unwrap();
     assert_eq!(record.status, RecordStatus::Failed, "{record:?}");
+    let why = record.last_error.clone().unwrap_or_default();
+    assert!(why.starts_with("answer lost"), "{record:?}");
     let again = p.process(Some(&header), body.as_bytes()).await;
     assert_eq!(again.status(), 200, "{again:?}");
     runs.each_once(1);

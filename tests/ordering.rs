@@ -646,16 +646,16 @@ async fn a_thin_route_beside_an_ordered_route_moves_the_watermark() {
     );
 }
 
-/// Beside an ordered route, a thin event about a singleton without an id
-/// (`v1.balance.available`) and its snapshot twin (whose `balance` has no id, so it runs
-/// outside the guard) run the work once between them, on the twin's key; a thin event
-/// with no related object at all, whose twin may have an object id, is still claimed
-/// under its own. Before, the singleton's thin event ran under its own id too, and the
-/// work ran twice.
+/// Beside an ordered route, a thin event whose twin's object has no id
+/// (`v1.balance.available`, whose `balance` has none, so the twin runs outside the
+/// guard) and its twin run the work once between them, on the twin's key; a thin event
+/// with no related object id whose twin's object has one, or of a type this release
+/// does not know, is still claimed under its own. Before, the first kind ran under its
+/// own id too, and the work ran twice.
 #[tokio::test]
 async fn a_singletons_thin_event_and_its_twin_run_once_beside_an_ordered_route() {
     use stripe_webhooks::testing::ThinEventBuilder;
-    let (h, _store, snapshot, thin) = two_ordered_routes();
+    let (h, _, snapshot, thin) = two_ordered_routes();
     let n = ThinEventBuilder::new("evt_thin_balance", "v1.balance.available")
         .related_singleton("balance", "/v1/balance")
         .snapshot_event("evt_balance")
@@ -677,15 +677,24 @@ async fn a_singletons_thin_event_and_its_twin_run_once_beside_an_ordered_route()
     );
     assert!(h.applied.lock().unwrap().is_empty());
 
-    // No related object: its own id.
-    let n = ThinEventBuilder::new("evt_thin_bank", "v1.account.external_account.created")
-        .snapshot_event("evt_bank")
-        .created(BASE + 2)
-        .build();
-    let n = dangerous::parse_unverified_notification(n.as_bytes()).unwrap();
-    let o = thin.process_notification(&n).await;
-    assert_eq!(o.kind().name(), "processed");
-    assert_eq!(o.claim_key().unwrap().as_str(), "evt_thin_bank");
+    // No related object: its own id, unless the twin's object has no id either (an
+    // entitlement summary); a type this release does not know: its own.
+    for (thin_type, own) in [
+        ("v1.account.external_account.created", true),
+        ("v1.entitlements.active_entitlement_summary.updated", false),
+        ("v1.brand_new.singleton.updated", true),
+    ] {
+        let (id, twin) = (format!("evt_thin_{thin_type}"), format!("evt_{thin_type}"));
+        let n = ThinEventBuilder::new(&id, thin_type)
+            .snapshot_event(&twin)
+            .created(BASE + 2)
+            .build();
+        let n = dangerous::parse_unverified_notification(n.as_bytes()).unwrap();
+        let o = thin.process_notification(&n).await;
+        assert_eq!(o.kind().name(), "processed", "{thin_type}");
+        let key = if own { &id } else { &twin };
+        assert_eq!(o.claim_key().unwrap().as_str(), key, "{thin_type}");
+    }
 }
 
 /// Records what it applied; its first run of `gated` waits until `open` is notified.

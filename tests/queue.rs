@@ -951,6 +951,35 @@ async fn an_inbox_workers_thin_routes_to_new_types_are_enabled() {
     );
 }
 
+/// An inbox worker's handler that names types newer than this release
+/// (`TransactionalHandler::unknown_types`) has them in the worker's `enabled_events`, so
+/// a reconciler lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_workers_unknown_types_are_enabled() {
+    struct NewTypes;
+    #[async_trait]
+    impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Sqlite> for NewTypes {
+        async fn handle(
+            &self,
+            _event: &Event,
+            _conn: &mut stripe_webhooks::sqlx::SqliteConnection,
+        ) -> Result<(), HandlerError> {
+            Ok(())
+        }
+        fn handles(&self, t: &stripe_webhooks::EventType) -> bool {
+            matches!(t.as_str(), "invoice.paid" | "invoice.brand_new_thing")
+        }
+        fn unknown_types(&self) -> Vec<String> {
+            vec!["invoice.brand_new_thing".to_owned()]
+        }
+    }
+    let dir = TempDir::new("queue_inbox_unknown_types");
+    let queue = sqlite_queue(&dir).await;
+    let mut enabled = queue.inbox_worker(NewTypes).enabled_events().snapshot;
+    enabled.sort();
+    assert_eq!(enabled, ["invoice.brand_new_thing", "invoice.paid"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_inbox_worker_commits_effects_with_the_completion() {
     let dir = TempDir::new("queue_inbox");

@@ -602,9 +602,9 @@ impl Processor {
     /// object's lease lock while its handler runs (the inbox's deliveries about that
     /// object wait, 409) and moves the watermark, so an older snapshot event arriving
     /// later is stale. A thin event that cannot join it (no related object) is claimed
-    /// under its own id instead, and runs beside its snapshot twin; one about a singleton
-    /// without an id (`v1.balance.available`), whose twin has no object id to guard
-    /// either, is claimed under the twin's id, unguarded. A thin twin
+    /// under its own id instead, and runs beside its snapshot twin; one whose twin's
+    /// object has no id (`v1.balance.available`), so that the twin runs outside the guard
+    /// too, is claimed under the twin's id, unguarded. A thin twin
     /// that waits for an inbox delivery's transaction longer than the store timeout is
     /// answered 503; its statement may still take the object's lock when that
     /// transaction ends. The delivery that gave up lets such a lock go once it lands
@@ -1259,9 +1259,9 @@ impl Processor {
     async fn run_notification(&self, n: &EventNotification, started: Instant) -> Outcome {
         #[cfg(feature = "tracing")]
         trace::record_notification(&tracing::Span::current(), n);
-        // A thin event about a singleton without an id (`v1.balance.available`): its twin's
-        // object has none either, so the twin runs outside the guard too.
-        let singleton = n.related_object.as_ref().is_some_and(|o| o.id.is_none());
+        // A thin event whose twin's object has no id (`v1.balance.available`): the twin
+        // runs outside the guard, so nothing is lost by claiming under its id unguarded.
+        let twin_unguarded = n.twin_object_has_no_id();
         let key = match self.dedupe_on_snapshot {
             // Beside an ordered snapshot route, a thin event that cannot join its object's
             // guard (no related object, or a `created` that does not read) is claimed
@@ -1269,7 +1269,7 @@ impl Processor {
             // without the watermark moving, and a late retry of an older snapshot event
             // would then be applied over this change.
             true if self.ordering.is_some()
-                && !singleton
+                && !twin_unguarded
                 && (n.ordering_key().is_none() || n.created_unix().is_none()) =>
             {
                 &n.id

@@ -846,6 +846,10 @@ macro_rules! inbox_runner {
                 false
             }
 
+            fn unknown_types(&self) -> [Vec<String>; 2] {
+                [self.handler.unknown_types(), Vec::new()]
+            }
+
             async fn run(&self, job: &Job, deadline: Option<Duration>) -> Ran {
                 if job.kind == PayloadKind::Thin {
                     return Ran::permanent(

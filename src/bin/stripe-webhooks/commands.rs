@@ -706,3 +706,22 @@ pub(crate) async fn migrate(opts: &StoreOpts, json: bool) -> Result<(), CliError
     crate::outln!("{}: {message} (table {})", b.target(), b.table());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Only the whitespace between tokens goes: strings keep theirs, and escaped quotes
+    /// and backslashes do not end them.
+    #[test]
+    fn compact_json_keeps_strings_whole() {
+        let json = "{ \"a\" : \"x \\\" y\\\\\" ,\n\t\"b\":[ 1 , \"  \\t é\" ] }";
+        assert_eq!(
+            super::compact_json(json),
+            "{\"a\":\"x \\\" y\\\\\",\"b\":[1,\"  \\t é\"]}"
+        );
+        let raw = super::raw_body(json.as_bytes()).unwrap();
+        assert_eq!(raw.get(), super::compact_json(json));
+        // Not JSON: a string.
+        let raw = super::raw_body(b"not { json").unwrap();
+        assert_eq!(raw.get(), "\"not { json\"");
+    }
+}

@@ -1,6 +1,6 @@
 -- How many members of the failed set `set` (by first_seen_ms, then id) come up to and
 -- including the event `id`: its rank, or, once it left the set, its place by its record's
--- first_seen_ms and id. Nil when the store no longer has its record.
+-- first_seen_ms and id. Nil when it is neither in the set nor has a record.
 local function failed_place(set, prefix, id)
   local rank = redis.call('ZRANK', set, id)
   if rank then

@@ -203,7 +203,8 @@ static ABANDON_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, ABA
 ///   alike: claims fail with [`StoreError::Unavailable`] and Stripe retries later; so do
 ///   the completions of handlers that already ran (answered as an unrecorded completion:
 ///   the claim is left to its lease, and the event may run again) and lease renewals
-///   (the handler is stopped). Alert on memory well before `maxmemory`.
+///   (a handler whose renewals fail until nine tenths of its lease is stopped). Alert
+///   on memory well before `maxmemory`.
 /// - Persistence: `appendonly yes`. With `appendfsync everysec` a crash of the server
 ///   loses up to about one second of claims and completions; `appendfsync always` loses
 ///   none, at a cost in latency. RDB snapshots alone lose everything since the last one.

@@ -822,9 +822,15 @@ where
                         None => continue,
                     }
                 }
+                // Busy, or no connection: the step never began.
+                Err(e) if never_began(&e) || sqlite_busy(&e) => return Err(db_err(e)),
                 // The step may have committed with its read failing after it: give back
                 // what it may have taken (fenced: nothing if it did not commit).
-                Err(e) => return Err(self.give_back(object_id, holder, &token, db_err(e)).await),
+                Err(e) => {
+                    return Err(self
+                        .give_back(object_id, holder, &token, "answer lost", db_err(e))
+                        .await)
+                }
             };
             let Some(row) = row else {
                 // Taken from us already: only when the lease is shorter than this read.
@@ -842,7 +848,9 @@ where
                     watermark,
                     token: token.with_attempt(attempts_from(attempts)),
                 }),
-                Err(e) => Err(self.give_back(object_id, holder, &token, e).await),
+                Err(e) => Err(self
+                    .give_back(object_id, holder, &token, "unreadable", e)
+                    .await),
             };
         }
         Ok(LockedClaim::Busy {
@@ -877,9 +885,17 @@ where
                         retry_after: Duration::from_secs(1),
                     });
                 }
+                // No connection, or the server refused it (and rolled it back): nothing
+                // was taken.
+                Err(e @ sqlx::Error::Database(_)) => return Err(db_err(e)),
+                Err(e) if never_began(&e) => return Err(db_err(e)),
                 // The statement may have committed with its answer lost: give back what it
                 // may have taken (fenced: nothing if it did not commit).
-                Err(e) => return Err(self.give_back(object_id, holder, &token, db_err(e)).await),
+                Err(e) => {
+                    return Err(self
+                        .give_back(object_id, holder, &token, "answer lost", db_err(e))
+                        .await)
+                }
                 Ok(row) => row,
             };
             let Some(row) = row else {
@@ -895,7 +911,11 @@ where
                 .and_then(|a| Ok((a, watermark_at::<DB>(&row, 0)?)));
             let (attempts, watermark) = match read {
                 Ok(read) => read,
-                Err(e) => return Err(self.give_back(object_id, holder, &token, e).await),
+                Err(e) => {
+                    return Err(self
+                        .give_back(object_id, holder, &token, "unreadable", e)
+                        .await)
+                }
             };
             if let Some(attempt) = attempts {
                 return Ok(LockedClaim::Acquired {
@@ -917,16 +937,18 @@ where
 
     /// A `lock_and_claim` whose answer cannot be read (an unreadable watermark: a row
     /// written by hand, or by another version) or was lost (an error after the statement
-    /// may have committed) gives back what it may have taken, the claim and the lock,
-    /// rather than hold both to their lease's end; answers `e`.
+    /// may have committed) gives back what it may have taken, the claim (released with
+    /// `why` and `e` as the reason) and the lock, rather than hold both to their lease's
+    /// end; answers `e`.
     async fn give_back(
         &self,
         object_id: &str,
         holder: &str,
         token: &ClaimToken,
+        why: &str,
         e: StoreError,
     ) -> StoreError {
-        let _ = self.release(token, &format!("unreadable: {e}")).await;
+        let _ = self.release(token, &format!("{why}: {e}")).await;
         let _ = self.unlock_object(object_id, holder).await;
         e
     }
@@ -1263,6 +1285,21 @@ pub(crate) use store_impls;
 
 /// A `lock_and_claim` statement (either form) with its six parameters bound, in the
 /// order `statements.rs` gives.
+/// Whether a statement failed before it reached the database: no connection from the
+/// pool.
+fn never_began(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+}
+
+/// Whether SQLite refused a statement as busy or locked (`SQLITE_BUSY`, `SQLITE_LOCKED`,
+/// and their extended codes): a write that never began.
+fn sqlite_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+}
+
 fn lock_and_claim_query<'q, DB: Dialect>(
     statement: &'q str,
     object_id: &'q str,

@@ -650,8 +650,11 @@ async fn a_thin_route_beside_an_ordered_route_moves_the_watermark() {
 /// (`v1.balance.available`, whose `balance` has none, so the twin runs outside the
 /// guard) and its twin run the work once between them, on the twin's key; a thin event
 /// with no related object id whose twin's object has one, or of a type this release
-/// does not know, is still claimed under its own. Before, the first kind ran under its
-/// own id too, and the work ran twice.
+/// does not know, is still claimed under its own; one whose related object has an id
+/// but whose twin's object has none (a billing alert's trigger) is claimed under its
+/// twin's, outside the guard. Before, the first kind ran under its own id too, and the
+/// work ran twice; the last was ordered by the alert, so an earlier trigger taken
+/// second was stale and never handled.
 #[tokio::test]
 async fn a_singletons_thin_event_and_its_twin_run_once_beside_an_ordered_route() {
     use stripe_webhooks::testing::ThinEventBuilder;
@@ -694,6 +697,25 @@ async fn a_singletons_thin_event_and_its_twin_run_once_beside_an_ordered_route()
         assert_eq!(o.kind().name(), "processed", "{thin_type}");
         let key = if own { &id } else { &twin };
         assert_eq!(o.claim_key().unwrap().as_str(), key, "{thin_type}");
+    }
+
+    // A related object with an id (the alert) whose twin's object has none (one
+    // trigger of it): claimed under the twin's id, outside the guard, so an earlier
+    // trigger taken second runs too rather than being stale.
+    for (i, created) in [(1, BASE + 5), (2, BASE + 4)] {
+        let n = ThinEventBuilder::new(
+            &format!("evt_thin_trigger_{i}"),
+            "v1.billing.alert.triggered",
+        )
+        .related("alrt_1", "billing.alert", "/v1/billing/alerts/alrt_1")
+        .snapshot_event(&format!("evt_trigger_{i}"))
+        .created(created)
+        .build();
+        let n = dangerous::parse_unverified_notification(n.as_bytes()).unwrap();
+        let o = thin.process_notification(&n).await;
+        assert_eq!(o.kind().name(), "processed", "trigger {i}: {o:?}");
+        let twin = format!("evt_trigger_{i}");
+        assert_eq!(o.claim_key().unwrap().as_str(), twin);
     }
 }
 

@@ -388,7 +388,7 @@ impl Processor {
     ///
     /// Stripe's `created` has a resolution of one second and event ids are not ordered,
     /// so two events of one object in the same second are a tie, settled by `ties`
-    /// ([`TiePolicy`]). Events without an object id (`invoice.upcoming`) run unguarded.
+    /// ([`TiePolicy`]). Events without an object id (`balance.available`) run unguarded.
     /// A thin event claimed under its snapshot twin (the default,
     /// [`with_thin_handler`](Self::with_thin_handler)) goes through the guard as its
     /// twin would: an older one is answered `stale` and its thin handler is not called
@@ -1319,10 +1319,15 @@ impl Processor {
         let handler = || h.handle(n);
         // Claimed under its snapshot twin, a thin event joins the twin's ordering
         // guard: otherwise it would complete the twin's claim and leave the
-        // watermark behind.
+        // watermark behind. Unless the twin's object has no id: the twin runs outside
+        // the guard, and so does the thin event, even when its related object has an id
+        // (`v1.billing.alert.triggered`: the alert, where the twin carries one trigger
+        // of it, which no other trigger makes stale).
         let object_key = n.ordering_key();
         let guarded = match (&self.ordering, object_key.as_deref(), n.created_unix()) {
-            (Some(guard), Some(object_id), Some(created)) if key != &n.id => {
+            (Some(guard), Some(object_id), Some(created))
+                if key != &n.id && !n.twin_object_has_no_id() =>
+            {
                 Some((guard, object_id, created))
             }
             _ => None,

@@ -822,8 +822,8 @@ where
                         None => continue,
                     }
                 }
-                // Busy, or no connection: the step never began.
-                Err(e) if never_began(&e) || sqlite_busy(&e) => return Err(db_err(e)),
+                // No connection: the step never began.
+                Err(e) if never_began(&e) => return Err(db_err(e)),
                 // The step may have committed with its read failing after it: give back
                 // what it may have taken (fenced: nothing if it did not commit).
                 Err(e) => {
@@ -1283,23 +1283,14 @@ macro_rules! store_impls {
 )]
 pub(crate) use store_impls;
 
-/// A `lock_and_claim` statement (either form) with its six parameters bound, in the
-/// order `statements.rs` gives.
 /// Whether a statement failed before it reached the database: no connection from the
 /// pool.
 fn never_began(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
 }
 
-/// Whether SQLite refused a statement as busy or locked (`SQLITE_BUSY`, `SQLITE_LOCKED`,
-/// and their extended codes): a write that never began.
-fn sqlite_busy(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .and_then(|c| c.parse::<i32>().ok())
-        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
-}
-
+/// A `lock_and_claim` statement (either form) with its six parameters bound, in the
+/// order `statements.rs` gives.
 fn lock_and_claim_query<'q, DB: Dialect>(
     statement: &'q str,
     object_id: &'q str,

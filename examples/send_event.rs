@@ -9,8 +9,9 @@
 //! `--concurrency N` requests in flight (copies in flight together, as Stripe may send
 //! them to several replicas: one runs, the others are answered 409 while it runs and
 //! 200 `duplicate` after), `--bad-signature`, `--stale` (timestamp an hour old; each
-//! request is signed as it is sent), `--secret S` (default `STRIPE_WEBHOOK_SECRET`, else the examples' development
-//! secret). Exits non-zero if a request could not be sent.
+//! request is signed as it is sent), `--secret S` (default `STRIPE_WEBHOOK_SECRET`,
+//! else the examples' development secret). Exits non-zero if a request could not be
+//! sent.
 //!
 //! Thin events: `--thin` sends a thin event notification of `--type` (any of the 326 thin
 //! types, `v1.customer.created`; a snapshot type gets its `v1.` twin) to `--thin-url`

@@ -601,17 +601,16 @@ impl Processor {
     /// [`Processor::ordered`] runs it, under the inbox's tie policy: it holds the
     /// object's lease lock while its handler runs (the inbox's deliveries about that
     /// object wait, 409) and moves the watermark, so an older snapshot event arriving
-    /// later is stale. A thin event that cannot join it (no related object) is claimed
+    /// later is stale. A thin event that cannot join it (no related object id) is claimed
     /// under its own id instead, and runs beside its snapshot twin; one whose twin's
     /// object has no id (`v1.balance.available`), so that the twin runs outside the guard
-    /// too, is claimed under the twin's id, unguarded. A thin twin
-    /// that waits for an inbox delivery's transaction longer than the store timeout is
-    /// answered 503; its statement may still take the object's lock when that
-    /// transaction ends. The delivery that gave up lets such a lock go once it lands
-    /// (tried on a task, after waits that double from the store timeout up to a quarter
-    /// of the lease), so the object's other deliveries are held (409) that long at most
-    /// rather than for the lease; the event's own claim, if the statement took it, stays
-    /// to its lease.)
+    /// too, is claimed under the twin's id, unguarded. A thin twin that waits for an
+    /// inbox delivery's transaction longer than the store timeout is answered 503; its
+    /// statement may still take the object's lock when that transaction ends. The
+    /// delivery that gave up lets such a lock go once it lands (tried on a task, after
+    /// waits that double from the store timeout up to a quarter of the lease), so the
+    /// object's other deliveries are held (409) that long at most rather than for the
+    /// lease; the event's own claim, if the statement took it, stays to its lease.)
     pub fn with_inbox(verifier: Verifier, inbox: impl Inbox) -> Self {
         let store = inbox.store();
         let thin_guard = inbox.thin_guard();
@@ -1264,7 +1263,7 @@ impl Processor {
         let twin_unguarded = n.twin_object_has_no_id();
         let key = match self.dedupe_on_snapshot {
             // Beside an ordered snapshot route, a thin event that cannot join its object's
-            // guard (no related object, or a `created` that does not read) is claimed
+            // guard (no related object id, or a `created` that does not read) is claimed
             // under its own id: under its twin's, it would complete the twin's claim
             // without the watermark moving, and a late retry of an older snapshot event
             // would then be applied over this change.

@@ -98,9 +98,9 @@ const RECORD: &str = include_str!("record.lua");
 /// KEYS: failed set. ARGV: event key prefix, limit, start, and optionally an event id to
 /// start just after instead (`FAILED_PLACE`). Returns whether it stopped early (`'1'`: it
 /// looked at its budget of members), where it started (`''` when the event is neither in
-/// the set nor has a record), then, oldest first from there, up to `limit` failed records as `id` and the six
-/// `RECORD` fields each; drops from the set the ids whose record is gone (expired) or no
-/// longer failed.
+/// the set nor has a record), then, oldest first from there, up to `limit` failed
+/// records as `id` and the six `RECORD` fields each; drops from the set the ids whose
+/// record is gone (expired) or no longer failed.
 const FAILED_EVENTS: &str = include_str!("failed_events.lua");
 
 /// `failed_place(set, prefix, id)`: how many members of the failed set come up to and

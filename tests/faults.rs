@@ -248,19 +248,9 @@ async fn answer_losing_proxy(target: String, pattern: &'static [u8]) -> std::net
 /// end, and every retry meanwhile was answered 409.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_lock_and_claim_whose_answer_was_lost_gives_back_what_it_took() {
-    let (url, target) = pg_url_and_target();
-    let proxy = answer_losing_proxy(target.clone(), b"WITH lock AS (").await;
-    // Plaintext, so the proxy can read the statements.
-    let proxied = format!(
-        "{}?sslmode=disable",
-        url.replace(&target, &proxy.to_string())
-    );
-    let store = pg_store_on(
-        stripe_webhooks::sqlx::postgres::PgPoolOptions::new(),
-        &proxied,
-        "t_faults_lost_answer",
-    )
-    .await;
+    let (_, target) = pg_url_and_target();
+    let proxy = answer_losing_proxy(target, b"WITH lock AS (").await;
+    let store = pg_store_through(proxy, "t_faults_lost_answer").await;
     let runs = Arc::new(Runs::default());
     let p = Processor::ordered(
         Verifier::from_secrets_list(SECRET).unwrap(),
@@ -387,6 +377,22 @@ async fn postgres_inbox_claims_again_after_a_serialization_failure() {
             "{isolation}: {kinds:?}"
         );
     }
+}
+
+/// As [`pg_store_on`], through the proxy at `proxy` with a default pool, in plaintext so
+/// that the proxy can read the statements (the server also speaks TLS).
+async fn pg_store_through(proxy: std::net::SocketAddr, name: &str) -> PostgresStore {
+    let (url, target) = pg_url_and_target();
+    let proxied = format!(
+        "{}?sslmode=disable",
+        url.replace(&target, &proxy.to_string())
+    );
+    pg_store_on(
+        stripe_webhooks::sqlx::postgres::PgPoolOptions::new(),
+        &proxied,
+        name,
+    )
+    .await
 }
 
 /// As [`pg_store_on`], straight to the server with a default pool.
@@ -613,19 +619,9 @@ async fn postgres_inbox_takes_a_huge_store_timeout_as_the_maximum() {
 /// is answered 503 in time instead of holding the delivery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_inbox_state_read_is_under_the_store_timeout() {
-    let (url, target) = pg_url_and_target();
-    let proxy = stalling_proxy(target.clone(), b"SELECT status").await;
-    // Plaintext, so the proxy can read the statements (the server also speaks TLS).
-    let proxied = format!(
-        "{}?sslmode=disable",
-        url.replace(&target, &proxy.to_string())
-    );
-    let store = pg_store_on(
-        stripe_webhooks::sqlx::postgres::PgPoolOptions::new(),
-        &proxied,
-        "t_faults_state",
-    )
-    .await;
+    let (_, target) = pg_url_and_target();
+    let proxy = stalling_proxy(target, b"SELECT status").await;
+    let store = pg_store_through(proxy, "t_faults_state").await;
     let p = Processor::with_inbox(
         Verifier::from_secrets_list(SECRET).unwrap(),
         store.inbox(NoEffects),

@@ -537,6 +537,49 @@ fn connect_update(
     dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
 }
 
+/// A live Connect endpoint receives its connected accounts' test-mode events too, and an
+/// account (with its capabilities) has the same ids in both modes: a test-mode change is
+/// never judged against the live watermark, nor the other way round. Before, a test-mode
+/// `capability.updated` made an older live one stale, and the live change was never
+/// applied.
+#[tokio::test]
+async fn a_connected_accounts_test_and_live_objects_are_ordered_apart() {
+    let h = Arc::new(Recorder::default());
+    let store = Arc::new(MemoryStore::new());
+    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run);
+    let in_mode = |id: &str, created: i64, livemode: bool| {
+        let test_mode = connect_update(id, "card_payments", created, "acct_M", false);
+        let mut v = serde_json::to_value(&test_mode).unwrap();
+        v["livemode"] = livemode.into();
+        dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
+    };
+    let newer_in_test = in_mode("evt_m_test", BASE + 5, false);
+    assert_eq!(
+        p.process_event(&newer_in_test).await.kind().name(),
+        "processed"
+    );
+    let older_live = in_mode("evt_m_live", BASE + 4, true);
+    assert_eq!(
+        p.process_event(&older_live).await.kind().name(),
+        "processed"
+    );
+    // Each mode still orders its own.
+    let oldest_live = in_mode("evt_m_live_0", BASE + 3, true);
+    assert_eq!(p.process_event(&oldest_live).await.kind().name(), "stale");
+    let live = store
+        .watermark("acct_M/card_payments")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(live.event_id.as_str(), "evt_m_live");
+    let test = store
+        .watermark("acct_M/test/card_payments")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(test.event_id.as_str(), "evt_m_test");
+}
+
 /// Some ids are unique only within a connected account (every account's card payments
 /// capability is `card_payments`): an event of one account is never judged against
 /// another account's watermark, and a thin twin of a Connect event shares its
@@ -581,13 +624,13 @@ async fn connected_accounts_objects_are_ordered_apart() {
     let older_on_b = connect_update("evt_b2", "card_payments", BASE + 2, "acct_B", false);
     assert_eq!(p.process_event(&older_on_b).await.kind().name(), "stale");
     let wm = store
-        .watermark("acct_B/card_payments")
+        .watermark("acct_B/test/card_payments")
         .await
         .unwrap()
         .unwrap();
     assert_eq!(wm.event_id.as_str(), "evt_b3");
     let wm = store
-        .watermark("acct_A/card_payments")
+        .watermark("acct_A/test/card_payments")
         .await
         .unwrap()
         .unwrap();

@@ -1389,7 +1389,7 @@ async fn events_listed_for_an_account_are_that_accounts() {
         e.object_id().unwrap().to_owned()
     };
     assert!(store
-        .watermark(&format!("acct_9/{object}"))
+        .watermark(&format!("acct_9/test/{object}"))
         .await
         .unwrap()
         .is_some());
@@ -1509,7 +1509,11 @@ async fn thin_events_listed_in_a_context_are_that_contexts() {
     }
     assert_eq!(r.processed, 1, "{r:?}");
     assert_eq!(*seen.lock().unwrap(), [Some("acct_9".to_owned())]);
-    assert!(store.watermark("acct_9/cus_1").await.unwrap().is_some());
+    assert!(store
+        .watermark("acct_9/test/cus_1")
+        .await
+        .unwrap()
+        .is_some());
     assert_eq!(store.watermark("cus_1").await.unwrap(), None);
 }
 

@@ -330,16 +330,25 @@ pub(crate) fn context_account(context: &str) -> Option<&str> {
 }
 
 /// The key the ordering guard keeps an object's watermark and lock under: its id, within
-/// its connected account (`acct_…/id`) for a Connect event. Some ids are unique only
-/// within an account (a capability is `card_payments` on every account), so one
-/// account's event must never be judged against another's watermark.
+/// its connected account (`acct_…/id`) for a Connect event, and within the mode for a
+/// test-mode Connect event (`acct_…/test/id`). Some ids are unique only within an
+/// account (a capability is `card_payments` on every account), so one account's event
+/// must never be judged against another's watermark; and a connected account, with its
+/// capabilities, has the same ids in both modes, while a live Connect endpoint receives
+/// the test-mode events of its connected accounts too, so a test-mode change must never
+/// make a live one stale. (The platform's own objects have ids of one mode.)
 /// An empty id names no object: `None` (never a bare `acct_…/`).
-pub(crate) fn scoped_object_key(account: Option<&str>, object_id: &str) -> Option<String> {
+pub(crate) fn scoped_object_key(
+    account: Option<&str>,
+    livemode: bool,
+    object_id: &str,
+) -> Option<String> {
     if object_id.is_empty() {
         return None;
     }
     Some(match account {
-        Some(account) => format!("{account}/{object_id}"),
+        Some(account) if livemode => format!("{account}/{object_id}"),
+        Some(account) => format!("{account}/test/{object_id}"),
         None => object_id.to_owned(),
     })
 }
@@ -398,7 +407,7 @@ impl EventHead {
             livemode: wire.head.livemode,
             object_id: data
                 .object_id
-                .and_then(|id| scoped_object_key(account, &id)),
+                .and_then(|id| scoped_object_key(account, wire.head.livemode, &id)),
         })
     }
 
@@ -561,7 +570,7 @@ impl Event {
     /// `data.object.id`.
     pub(crate) fn ordering_key(&self) -> Option<String> {
         if let Some(id) = self.object_id() {
-            return scoped_object_key(self.account(), id);
+            return scoped_object_key(self.account(), self.livemode(), id);
         }
         #[derive(Deserialize)]
         struct Id<'a> {
@@ -571,7 +580,7 @@ impl Event {
         serde_json::from_str::<MapOnly<Id<'_>>>(self.raw_object().get())
             .ok()
             .and_then(|o| o.0.id)
-            .and_then(|id| scoped_object_key(self.account(), &id))
+            .and_then(|id| scoped_object_key(self.account(), self.livemode(), &id))
     }
 
     /// Whether the event's object is not typed: [`Event::Unknown`] or
@@ -762,6 +771,13 @@ mod tests {
             same_head(body.as_bytes());
             let head = EventHead::lean(body.as_bytes()).unwrap_or_else(|| panic!("lean refused"));
             assert_eq!(head.object_id.as_deref(), Some(key), "{body}");
+            // In test mode, within the mode too: a connected account has the same ids
+            // in both.
+            let test_mode = body.replace(r#""livemode":true"#, r#""livemode":false"#);
+            same_head(test_mode.as_bytes());
+            let head = EventHead::lean(test_mode.as_bytes()).unwrap_or_else(|| panic!("lean"));
+            let key = key.replace('/', "/test/");
+            assert_eq!(head.object_id.as_deref(), Some(key.as_str()), "{test_mode}");
         }
         // An empty id names no object, within an account too (never `acct_1/`).
         let empty = br#"{"id":"evt_1","object":"event","account":"acct_1","type":"customer.updated","created":7,"livemode":true,"data":{"object":{"object":"customer","id":""}}}"#;

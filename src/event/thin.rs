@@ -525,7 +525,7 @@ impl EventNotification {
     /// snapshot event's, the object's id within its connected account.
     pub(crate) fn ordering_key(&self) -> Option<String> {
         self.related_object_id()
-            .and_then(|id| super::scoped_object_key(self.account(), id))
+            .and_then(|id| super::scoped_object_key(self.account(), self.livemode, id))
     }
 
     /// Whether its snapshot twin carries an object that has no id (`balance`,

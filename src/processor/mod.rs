@@ -367,8 +367,10 @@ impl Processor {
     }
 
     /// A processor with the **ordering guard**: events about one object
-    /// (`data.object.id`, within its connected account for a Connect event: `acct_…/id`)
-    /// run one at a time, and an event older than the last one applied
+    /// (`data.object.id`, within its connected account for a Connect event: `acct_…/id`,
+    /// or `acct_…/test/id` for a test-mode one, since a live Connect endpoint also
+    /// receives its accounts' test-mode events, with the same account and capability
+    /// ids) run one at a time, and an event older than the last one applied
     /// to its object (its [`Watermark`](crate::Watermark), kept in the store and moved in
     /// the same atomic step as the completion) is answered 200 without running
     /// [`handle`](EventHandler::handle): the processor calls

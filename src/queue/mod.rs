@@ -793,7 +793,7 @@ mod tests {
             .context("acct_1")
             .build();
         let job = NewJob::parse(thin.as_bytes()).unwrap();
-        assert_eq!(job.object_id.as_deref(), Some("acct_1/card_payments"));
+        assert_eq!(job.object_id.as_deref(), Some("acct_1/test/card_payments"));
         let mut snapshot: serde_json::Value = serde_json::from_str(&crate::testing::event_json(
             "evt_2",
             "capability.updated",
@@ -803,7 +803,7 @@ mod tests {
         snapshot["account"] = "acct_1".into();
         let snapshot = snapshot.to_string();
         let job = NewJob::parse(snapshot.as_bytes()).unwrap();
-        assert_eq!(job.object_id.as_deref(), Some("acct_1/card_payments"));
+        assert_eq!(job.object_id.as_deref(), Some("acct_1/test/card_payments"));
         // No related object, or an empty id: no key at all (never `acct_1/`).
         let bare = crate::testing::ThinEventBuilder::new("evt_thin_2", "v1.capability.updated")
             .related("", "capability", "/v1/x")

@@ -648,19 +648,25 @@ impl Reconciler {
     }
 
     /// The store keys of this reconciler's two cursors, `[v1, v2]`:
-    /// `reconcile:{name}:{account or "platform"}:{types}:v1` (and `…:v2`), where `types`
-    /// is a short hash of the types the processor takes (`all` when it takes every one).
-    /// Two reconcilers on one store over processors of different types, or for different
-    /// connected accounts, thus never share a cursor: a shared one moved past an event
-    /// that one of them could not settle, because the other had nothing open there. A
-    /// reconciler whose types change starts a cursor of its own, from its
-    /// [lookback](Self::with_lookback).
+    /// `reconcile:{name}:{scope}:{types}:v1` (and `…:v2`), where `scope` is the account
+    /// or context (`platform` without one), followed by `/test` when the client's key is
+    /// a test-mode one ([`StripeClient::livemode`]), and `types` is a short hash of the
+    /// types the processor takes (`all` when it takes every one). Two reconcilers on one
+    /// store over processors of different types, for different connected accounts, or
+    /// with keys of different modes, thus never share a cursor: a shared one moved past
+    /// an event that one of them could not settle (or never listed), because the other
+    /// had nothing open there. A reconciler whose types change starts a cursor of its
+    /// own, from its [lookback](Self::with_lookback).
     pub fn cursor_keys(&self) -> [String; 2] {
         let c = &self.context;
         let scope = c
             .stripe_account()
             .or(c.stripe_context())
             .unwrap_or("platform");
+        let mode = match self.client.livemode() {
+            Some(false) => "/test",
+            Some(true) | None => "",
+        };
         let events = self.processor.enabled_events();
         [("v1", events.snapshot), ("v2", events.thin)].map(|(family, mut types)| {
             types.sort_unstable();
@@ -672,7 +678,7 @@ impl Reconciler {
                 let digest = sha2::Sha256::digest(types.join(",").as_bytes());
                 hex::encode(&digest[..4])
             };
-            format!("reconcile:{}:{scope}:{types}:{family}", self.name)
+            format!("reconcile:{}:{scope}{mode}:{types}:{family}", self.name)
         })
     }
 

@@ -900,7 +900,7 @@ async fn reconcilers_of_different_types_keep_their_own_cursors() {
     let keys = (s.reconciler().cursor_keys(), failing.cursor_keys());
     assert_ne!(keys.0[0], keys.1[0]);
     assert!(
-        keys.0[0].starts_with("reconcile:default:platform:"),
+        keys.0[0].starts_with("reconcile:default:platform/test:"),
         "{keys:?}"
     );
     s.fake
@@ -979,8 +979,9 @@ async fn connect_reconcilers_list_with_their_account() {
         acct.cursor_keys()[0].clone(),
         s.reconciler().cursor_keys()[0].clone(),
     );
-    assert!(acct_key.contains(":acct_9:"), "{acct_key}");
-    assert!(platform_key.contains(":platform:"), "{platform_key}");
+    // (The fake's key is a test-mode one.)
+    assert!(acct_key.contains(":acct_9/test:"), "{acct_key}");
+    assert!(platform_key.contains(":platform/test:"), "{platform_key}");
     // The account's pass moved its own cursor, not the platform's (which listed nothing).
     assert!(s.store.watermark(&acct_key).await.unwrap().is_some());
     assert_eq!(s.store.watermark(&platform_key).await.unwrap(), None);
@@ -1844,6 +1845,35 @@ async fn an_ack_fast_pass_queues_an_unreadable_thin_event_apart_from_its_twin() 
     while worker.run_once().await.unwrap() > 0 {}
     runs.all_once(1);
     assert_eq!(runs.runs.lock().unwrap().get("evt_qtwin"), Some(&1));
+}
+
+/// A reconciler with a live key and one with a test key, for one account on one store,
+/// keep cursors of their own: the test one ran ahead would otherwise move the live one's
+/// past live events it never listed.
+#[tokio::test]
+async fn live_and_test_keys_keep_cursors_of_their_own() {
+    use stripe_webhooks::client::{ApiKey, HttpClient};
+    let store = Arc::new(MemoryStore::new());
+    let processor = Arc::new(Processor::new(
+        Verifier::new(SigningSecret::new("whsec_modes").unwrap()),
+        Arc::clone(&store),
+        Runs::default(),
+    ));
+    let keys = ["sk_live_modes_1", "sk_test_modes_1"].map(|key| {
+        let client = HttpClient::new(ApiKey::new(key).unwrap()).unwrap();
+        Reconciler::new(client, Arc::clone(&processor), Arc::clone(&store))
+            .with_context(RequestContext::platform().with_stripe_account("acct_1"))
+            .cursor_keys()
+    });
+    assert!(
+        keys[0][0].starts_with("reconcile:default:acct_1:"),
+        "{keys:?}"
+    );
+    assert!(
+        keys[1][0].starts_with("reconcile:default:acct_1/test:"),
+        "{keys:?}"
+    );
+    assert_ne!(keys[0], keys[1]);
 }
 
 /// A route by name to a type this release does not know (`on(EventType::from_wire(…))`),

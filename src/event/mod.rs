@@ -336,7 +336,10 @@ pub(crate) fn context_account(context: &str) -> Option<&str> {
 /// must never be judged against another's watermark; and a connected account, with its
 /// capabilities, has the same ids in both modes, while a live Connect endpoint receives
 /// the test-mode events of its connected accounts too, so a test-mode change must never
-/// make a live one stale. (The platform's own objects have ids of one mode.)
+/// make a live one stale. (The platform's own objects are not keyed by mode: a platform
+/// endpoint receives one mode's events, and a processor that takes both modes, with both
+/// endpoints' secrets, orders objects whose ids you choose, such as a product `gold`,
+/// across them: give each mode its own store, `with_livemode` on each processor.)
 /// An empty id names no object: `None` (never a bare `acct_…/`).
 pub(crate) fn scoped_object_key(
     account: Option<&str>,
@@ -369,7 +372,7 @@ pub(crate) struct EventHead {
     pub(crate) created: i64,
     pub(crate) livemode: bool,
     /// [`Event::ordering_key`]: `data.object.id`, within its connected account
-    /// (`acct_…/id`) for a Connect event.
+    /// (`acct_…/id`, or `acct_…/test/id` in test mode) for a Connect event.
     pub(crate) object_id: Option<String>,
 }
 

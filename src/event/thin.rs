@@ -522,7 +522,7 @@ impl EventNotification {
     }
 
     /// The key the ordering guard orders this event's related object under: as a
-    /// snapshot event's, the object's id within its connected account.
+    /// snapshot event's, the object's id within its connected account (and mode).
     pub(crate) fn ordering_key(&self) -> Option<String> {
         self.related_object_id()
             .and_then(|id| super::scoped_object_key(self.account(), self.livemode, id))

@@ -63,7 +63,8 @@ pub enum LockedClaim {
 }
 
 /// A store that keeps, for each object (`data.object.id`; `acct_…/id` for a connected
-/// account's event, as the processor keys it), the last event applied to it
+/// account's event and `acct_…/test/id` for its test-mode one, as the processor keys
+/// it), the last event applied to it
 /// (its [`Watermark`]) and a lock, so events about one object run one at a time and an
 /// old event is never applied over a newer one. `MemoryStore`, `SqliteStore`,
 /// `PostgresStore` and `RedisStore` implement it; turn the guard on with

@@ -370,9 +370,12 @@ impl Processor {
     /// (`data.object.id`, within its connected account for a Connect event: `acct_…/id`,
     /// or `acct_…/test/id` for a test-mode one, since a live Connect endpoint also
     /// receives its accounts' test-mode events, with the same account and capability
-    /// ids) run one at a time, and an event older than the last one applied
-    /// to its object (its [`Watermark`](crate::Watermark), kept in the store and moved in
-    /// the same atomic step as the completion) is answered 200 without running
+    /// ids; the platform's own objects by id alone, so a processor that takes both modes
+    /// orders ids you choose, such as a product `gold`, across them: give each mode its
+    /// own store and [`with_livemode`](Self::with_livemode)) run one at a time, and an
+    /// event older than the last one applied to its object (its
+    /// [`Watermark`](crate::Watermark), kept in the store and moved in the same atomic
+    /// step as the completion) is answered 200 without running
     /// [`handle`](EventHandler::handle): the processor calls
     /// [`handle_stale`](EventHandler::handle_stale) instead (a no-op unless you
     /// override it) and reports [`OutcomeKind::Stale`]. A delivery that finds its object

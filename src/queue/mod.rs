@@ -86,8 +86,8 @@ pub struct NewJob<'a> {
     /// Snapshot or thin.
     pub kind: PayloadKind,
     /// The object the event is about (`data.object.id`, or a thin event's related
-    /// object; `acct_…/id` for a connected account's event, as the ordering guard keys
-    /// it), for per-object order.
+    /// object; `acct_…/id` for a connected account's event, `acct_…/test/id` for its
+    /// test-mode one, as the ordering guard keys it), for per-object order.
     pub object_id: Option<String>,
     /// The event's `created`, in Unix seconds (0 when unknown).
     pub created: i64,

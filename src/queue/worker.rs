@@ -519,8 +519,8 @@ impl Worker {
     }
 
     /// Runs the jobs about one object (`data.object.id`, a thin event's related object;
-    /// within its connected account for a Connect event) one at a time in `created`
-    /// order, so a slow `updated` is never overtaken by a later one. A job that is still
+    /// within its connected account and mode for a Connect event) one at a time in
+    /// `created` order, so a slow `updated` is never overtaken by a later one. A job that is still
     /// retrying holds the later jobs of its object back; a dead one does not.
     ///
     /// It orders the jobs the queue holds together; it keeps no watermark. An event

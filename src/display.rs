@@ -43,7 +43,7 @@ pub(crate) fn pretty_json(body: &[u8]) -> Option<String> {
     let s = std::str::from_utf8(body).ok()?;
     let mut out = String::with_capacity(s.len() * 2);
     let mut indent = 0usize;
-    let (mut in_str, mut escaped) = (false, false);
+    let mut strings = InString::default();
     let mut chars = s.chars().peekable();
     let newline = |out: &mut String, indent: usize| {
         out.push('\n');
@@ -52,22 +52,11 @@ pub(crate) fn pretty_json(body: &[u8]) -> Option<String> {
         }
     };
     while let Some(c) = chars.next() {
-        if in_str {
+        if strings.feed(c) {
             out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_str = false;
-            }
             continue;
         }
         match c {
-            '"' => {
-                in_str = true;
-                out.push(c);
-            }
             '{' | '[' => {
                 let close = if c == '{' { '}' } else { ']' };
                 while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
@@ -97,6 +86,42 @@ pub(crate) fn pretty_json(body: &[u8]) -> Option<String> {
         }
     }
     Some(out)
+}
+
+/// Valid JSON `text` without the whitespace between its tokens (the members in their
+/// order, the numbers as written).
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
+pub(crate) fn compact_json(text: &str) -> String {
+    let mut strings = InString::default();
+    text.chars()
+        .filter(|&c| strings.feed(c) || !matches!(c, ' ' | '\t' | '\n' | '\r'))
+        .collect()
+}
+
+/// Follows a JSON text's characters, fed in order, in and out of its strings.
+#[derive(Default)]
+struct InString {
+    inside: bool,
+    escaped: bool,
+}
+
+impl InString {
+    /// Feeds `c`: whether it belongs to a string, its quotes included.
+    fn feed(&mut self, c: char) -> bool {
+        if self.inside {
+            if self.escaped {
+                self.escaped = false;
+            } else if c == '\\' {
+                self.escaped = true;
+            } else if c == '"' {
+                self.inside = false;
+            }
+            true
+        } else {
+            self.inside = c == '"';
+            self.inside
+        }
+    }
 }
 
 #[cfg(test)]

@@ -225,6 +225,11 @@ pub mod __cli {
     pub fn utc(ms: i64) -> String {
         crate::display::utc(ms)
     }
+
+    /// Valid JSON `text` without the whitespace between its tokens.
+    pub fn compact_json(text: &str) -> String {
+        crate::display::compact_json(text)
+    }
 }
 
 /// The README's examples, compiled as doctests (the quick start needs its features).

@@ -566,18 +566,20 @@ async fn a_connected_accounts_test_and_live_objects_are_ordered_apart() {
     // Each mode still orders its own.
     let oldest_live = in_mode("evt_m_live_0", BASE + 3, true);
     assert_eq!(p.process_event(&oldest_live).await.kind().name(), "stale");
-    let live = store
-        .watermark("acct_M/card_payments")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(live.event_id.as_str(), "evt_m_live");
-    let test = store
-        .watermark("acct_M/test/card_payments")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(test.event_id.as_str(), "evt_m_test");
+    assert_eq!(
+        last_applied(&store, "acct_M/card_payments").await,
+        "evt_m_live"
+    );
+    assert_eq!(
+        last_applied(&store, "acct_M/test/card_payments").await,
+        "evt_m_test"
+    );
+}
+
+/// The id of the last event applied to the object `key` (its watermark's).
+async fn last_applied(store: &MemoryStore, key: &str) -> String {
+    let wm = store.watermark(key).await.unwrap().unwrap();
+    wm.event_id.as_str().to_owned()
 }
 
 /// Some ids are unique only within a connected account (every account's card payments
@@ -623,18 +625,14 @@ async fn connected_accounts_objects_are_ordered_apart() {
     assert_eq!(p.process_notification(&n).await.kind().name(), "processed");
     let older_on_b = connect_update("evt_b2", "card_payments", BASE + 2, "acct_B", false);
     assert_eq!(p.process_event(&older_on_b).await.kind().name(), "stale");
-    let wm = store
-        .watermark("acct_B/test/card_payments")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(wm.event_id.as_str(), "evt_b3");
-    let wm = store
-        .watermark("acct_A/test/card_payments")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(wm.event_id.as_str(), "evt_a2");
+    assert_eq!(
+        last_applied(&store, "acct_B/test/card_payments").await,
+        "evt_b3"
+    );
+    assert_eq!(
+        last_applied(&store, "acct_A/test/card_payments").await,
+        "evt_a2"
+    );
 }
 
 /// A snapshot route with the ordering guard (recording into the `Recorder`) and a thin

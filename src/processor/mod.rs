@@ -1291,7 +1291,10 @@ impl Processor {
             Some(h) => {
                 match Dispatched::screen("handles_notification", || h.handles_notification(n)) {
                     Some(answer) => answer,
-                    None => self.dispatch_notification(h.as_ref(), n, key).await,
+                    None => {
+                        self.dispatch_notification(h.as_ref(), n, key, twin_unguarded)
+                            .await
+                    }
                 }
             }
             None => Dispatched::unclaimed(OutcomeKind::Ignored),
@@ -1313,6 +1316,7 @@ impl Processor {
         h: &dyn ThinEventHandler,
         n: &EventNotification,
         key: &crate::event::EventId,
+        twin_unguarded: bool,
     ) -> Dispatched {
         // Keyed on the snapshot twin, the record carries the twin's type, so it
         // reads the same whichever delivery came first.
@@ -1329,9 +1333,7 @@ impl Processor {
         // of it, which no other trigger makes stale).
         let object_key = n.ordering_key();
         let guarded = match (&self.ordering, object_key.as_deref(), n.created_unix()) {
-            (Some(guard), Some(object_id), Some(created))
-                if key != &n.id && !n.twin_object_has_no_id() =>
-            {
+            (Some(guard), Some(object_id), Some(created)) if key != &n.id && !twin_unguarded => {
                 Some((guard, object_id, created))
             }
             _ => None,

@@ -327,7 +327,7 @@ fn raw_body(body: &[u8]) -> Result<Box<serde_json::value::RawValue>, CliError> {
     let json = std::str::from_utf8(body)
         .ok()
         .filter(|text| serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok())
-        .map(compact_json);
+        .map(stripe_webhooks::__cli::compact_json);
     let json = match json {
         Some(json) => json,
         None => serde_json::to_string(&String::from_utf8_lossy(body))
@@ -335,29 +335,6 @@ fn raw_body(body: &[u8]) -> Result<Box<serde_json::value::RawValue>, CliError> {
     };
     serde_json::value::RawValue::from_string(json)
         .map_err(|e| CliError::Other(format!("cannot write the body as JSON: {e}")))
-}
-
-/// Valid JSON `text` without the whitespace between its tokens.
-fn compact_json(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for c in text.chars() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
-            continue;
-        } else if c == '"' {
-            in_string = true;
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// `show ID`: the job and the store record, and the raw body.
@@ -715,11 +692,11 @@ mod tests {
     fn compact_json_keeps_strings_whole() {
         let json = "{ \"a\" : \"x \\\" y\\\\\" ,\n\t\"b\":[ 1 , \"  \\t é\" ] }";
         assert_eq!(
-            super::compact_json(json),
+            stripe_webhooks::__cli::compact_json(json),
             "{\"a\":\"x \\\" y\\\\\",\"b\":[1,\"  \\t é\"]}"
         );
         let raw = super::raw_body(json.as_bytes()).unwrap();
-        assert_eq!(raw.get(), super::compact_json(json));
+        assert_eq!(raw.get(), stripe_webhooks::__cli::compact_json(json));
         // Not JSON: a string.
         let raw = super::raw_body(b"not { json").unwrap();
         assert_eq!(raw.get(), "\"not { json\"");

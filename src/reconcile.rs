@@ -460,7 +460,8 @@ impl Frontier {
             .as_ref()
             .map_or(self.now, |n| n.created.min(self.now))
             .min(self.ceiling.unwrap_or(i64::MAX))
-            .saturating_sub(self.lag);
+            .saturating_sub(self.lag)
+            .max(0);
         match (self.oldest_open, &self.newest) {
             // Not past an open event: the next pass starts at its second, or at the
             // horizon if that is earlier. (Stores read an empty id as no watermark,
@@ -650,8 +651,12 @@ impl Reconciler {
     /// The store keys of this reconciler's two cursors, `[v1, v2]`:
     /// `reconcile:{name}:{scope}:{types}:v1` (and `…:v2`), where `scope` is the account
     /// or context (`platform` without one), followed by `/test` when the client's key is
-    /// a test-mode one ([`StripeClient::livemode`]), and `types` is a short hash of the
-    /// types the processor takes (`all` when it takes every one). Two reconcilers on one
+    /// a test-mode one ([`StripeClient::livemode`]) or, for a key whose mode the client
+    /// cannot tell (a proxy's token), when the processor is
+    /// [`with_livemode(false)`](crate::Processor::with_livemode), and `types` is a short
+    /// hash of the types the pass lists (`all` when it lists every one: a processor that
+    /// takes every type, or a prefix route, which takes types Stripe adds later too).
+    /// Two reconcilers on one
     /// store over processors of different types, for different connected accounts, or
     /// with keys of different modes, thus never share a cursor: a shared one moved past
     /// an event that one of them could not settle (or never listed), because the other
@@ -663,11 +668,14 @@ impl Reconciler {
             .stripe_account()
             .or(c.stripe_context())
             .unwrap_or("platform");
-        let mode = match self.client.livemode() {
+        let mode = match self.client.livemode().or(self.processor.livemode()) {
             Some(false) => "/test",
             Some(true) | None => "",
         };
-        let events = self.processor.enabled_events();
+        // What the pass lists, not the manifest: a prefix route lists every type, and
+        // shares no cursor with a processor that names the same known types (the one
+        // that ran ahead would move it past a new type the other never listed).
+        let events = self.processor.listed_events();
         [("v1", events.snapshot), ("v2", events.thin)].map(|(family, mut types)| {
             types.sort_unstable();
             types.dedup();
@@ -780,8 +788,13 @@ impl Reconciler {
         self
     }
 
+    /// The lookback's start, never before 1970 (a lookback of `Duration::MAX` is
+    /// "everything": a time Stripe's lists take, not one 292 billion years back).
     fn since(&self) -> i64 {
-        self.clock.now_unix().saturating_sub(secs(self.lookback))
+        self.clock
+            .now_unix()
+            .saturating_sub(secs(self.lookback))
+            .max(0)
     }
 
     /// A pass's frontier, starting now.

@@ -1874,6 +1874,81 @@ async fn live_and_test_keys_keep_cursors_of_their_own() {
         "{keys:?}"
     );
     assert_ne!(keys[0], keys[1]);
+
+    // A key whose mode the client cannot tell (a proxy's token) takes the processor's
+    // mode when it has one, and shares the live cursor only when neither says.
+    let proxied = |processor: Arc<Processor>| {
+        let client = HttpClient::new(ApiKey::new("proxy_token_1").unwrap()).unwrap();
+        Reconciler::new(client, processor, Arc::clone(&store))
+            .with_context(RequestContext::platform().with_stripe_account("acct_1"))
+            .cursor_keys()
+    };
+    let test_only = Arc::new(
+        Processor::new(
+            Verifier::new(SigningSecret::new("whsec_modes").unwrap()),
+            Arc::clone(&store),
+            Runs::default(),
+        )
+        .with_livemode(false),
+    );
+    assert_eq!(proxied(test_only), keys[1]);
+    assert_eq!(proxied(Arc::clone(&processor)), keys[0]);
+}
+
+/// A processor with a prefix route lists every type (it takes those Stripe adds later),
+/// so it keeps a cursor of its own (`all`), not the one of a processor that names the
+/// same known types: the one that ran ahead moved that cursor past a new type the other
+/// never listed.
+#[tokio::test]
+async fn a_prefix_route_and_named_routes_keep_cursors_of_their_own() {
+    let fake = FakeStripe::start().await.unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let keys = |router: EventRouter| {
+        let processor = Arc::new(Processor::new(
+            Verifier::new(SigningSecret::new("whsec_keys").unwrap()),
+            Arc::clone(&store),
+            router,
+        ));
+        Reconciler::new(fake.client().unwrap(), processor, Arc::clone(&store)).cursor_keys()
+    };
+    let prefix = keys(EventRouter::new().on_prefix("invoice.*", |_e| Box::pin(async { Ok(()) })));
+    let named = keys(
+        EventType::ALL
+            .iter()
+            .filter(|t| t.as_str().starts_with("invoice."))
+            .fold(EventRouter::new(), |r, t| {
+                r.on(t.clone(), |_e| Box::pin(async { Ok(()) }))
+            }),
+    );
+    assert!(prefix[0].contains(":all:"), "{prefix:?}");
+    assert!(!named[0].contains(":all:"), "{named:?}");
+    assert_ne!(prefix[0], named[0]);
+}
+
+/// A lookback of `Duration::MAX` ("everything") starts at 1970, a time both lists take,
+/// not 292 billion years back, which the v2 list refused (its RFC 3339 year out of
+/// range) so that no thin pass ever ran.
+#[tokio::test]
+async fn a_lookback_of_duration_max_lists_from_1970() {
+    let s = setup().await;
+    let now = testing::now();
+    s.fake
+        .add_v2_event(
+            &ThinEventBuilder::new("evt_thin_max", "v1.customer.created")
+                .created(now - 120)
+                .build(),
+        )
+        .unwrap();
+    s.fake
+        .add_event(&event("evt_max", "invoice.paid", now - 120))
+        .unwrap();
+    let r = s.reconciler().with_lookback(Duration::MAX);
+    let thin = r.thin_since_cursor().await.unwrap();
+    assert_eq!(thin.processed, 1, "{thin:?}");
+    let v1 = r.since_cursor().await.unwrap();
+    assert_eq!(v1.processed, 1, "{v1:?}");
+    let listed = s.last_request("/v1/events");
+    assert_eq!(listed.query_value("created[gte]"), Some("0"), "{listed:?}");
 }
 
 /// A route by name to a type this release does not know (`on(EventType::from_wire(…))`),

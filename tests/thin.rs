@@ -140,11 +140,17 @@ fn customer_fixtures_field_by_field() {
     assert_eq!(n.snapshot_type(), Some(EventType::CustomerCreated));
     // A type with no snapshot twin is claimed under its own id even when it names the
     // snapshot event of the change that raised it (several such detail events of one
-    // change each run); a type this release does not know keeps the twin's key.
+    // change each run). A type this release does not know keeps the twin's key when
+    // the rest of its name is a snapshot type it knows (the rule of every known twin),
+    // and its own otherwise: a new detail type of a known object (here
+    // `…discount_changed`) names the snapshot event of its change too, and keyed on it
+    // was a `duplicate` of that change's other deliveries, never run.
     for (ty, own) in [
         ("v1.invoice.line_item_added", true),
         ("v1.invoice.paid", false),
-        ("v1.some_future.thing_happened", false),
+        ("v1.some_future.thing_happened", true),
+        ("v1.customer.subscription.discount_changed", true),
+        ("v1.reporting.report_run.succeeded", false),
     ] {
         let built = ThinEventBuilder::new("evt_detail", ty)
             .snapshot_event("evt_change")
@@ -434,6 +440,25 @@ async fn snapshot_router_exact_prefix_catch_all_and_connect() {
             "{ty}"
         );
     }
+    // A known type named as `Unknown` (code written before this release knew it) is
+    // routed as the event parses: as its own variant.
+    let named = EventRouter::new().on(
+        EventType::Unknown("invoice.paid".into()),
+        ok_route(&hits, "named"),
+    );
+    hits.lock().unwrap().clear();
+    let paid = snapshot("invoice.paid", None);
+    assert!(named.handles_event(&paid));
+    named.handle(&paid).await.unwrap();
+    assert_eq!(*hits.lock().unwrap(), ["named"]);
+    assert_eq!(named.unknown_types(), Vec::<String>::new());
+    let named_thin = ThinEventRouter::new().on(
+        ThinEventType::Unknown("v1.customer.created".into()),
+        ok_route(&hits, "named"),
+    );
+    let created = parse(&ThinEventBuilder::new("evt_1", "v1.customer.created").build());
+    assert!(named_thin.handles_notification(&created));
+
     let manifest = router.enabled_events();
     assert!(manifest.contains(&"invoice.paid".to_owned()));
     assert!(manifest.contains(&"invoice.payment_failed".to_owned()));
@@ -522,6 +547,41 @@ async fn thin_router_exact_prefix_catch_all_and_connect() {
     let manifest = account.enabled_events();
     assert!(manifest.contains(&"v2.core.account[requirements].updated".to_owned()));
     assert!(manifest.contains(&"v2.core.account.updated".to_owned()));
+}
+
+/// A prefix with a `*` anywhere but as the whole pattern or after its last `.` is
+/// refused when the router is built: it matched no type, so its events were answered
+/// 200 `ignored` (never sent again) while its endpoint was set up for every type.
+#[test]
+fn a_prefix_that_would_take_no_type_is_refused_when_built() {
+    let refused = |prefix: &'static str| {
+        let snapshot = std::panic::catch_unwind(|| {
+            EventRouter::new().on_prefix(prefix, |_e| Box::pin(async { Ok(()) }))
+        });
+        let thin = std::panic::catch_unwind(|| {
+            ThinEventRouter::new().on_prefix(prefix, |_n| Box::pin(async { Ok(()) }))
+        });
+        snapshot.is_err() && thin.is_err()
+    };
+    for bad in [
+        "invoice.payment_*",
+        "*.created",
+        "invoice*",
+        "invoice.*.paid",
+        "**",
+    ] {
+        assert!(refused(bad), "{bad}");
+    }
+    for good in [
+        "*",
+        "",
+        "invoice.*",
+        "invoice.",
+        "invoice",
+        "v2.core.account",
+    ] {
+        assert!(!refused(good), "{good}");
+    }
 }
 
 // ---- The processor's thin path ----

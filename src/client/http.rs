@@ -47,7 +47,8 @@ pub const DEFAULT_BUCKET_RATE: u32 = 20;
 /// - Keeps at most [`DEFAULT_MAX_CONCURRENCY`] requests in flight and sends at most
 ///   [`DEFAULT_BUCKET_RATE`] requests a second (a token bucket, bursting up to one
 ///   second's worth), shared by its clones.
-/// - Never follows redirects; never puts the key in an error or in `Debug`.
+/// - Never follows redirects (a 3xx answer is a [`ClientError::Api`](super::ClientError::Api)
+///   error, not retried); never puts the key in an error or in `Debug`.
 ///
 /// ```no_run
 /// use stripe_webhooks::client::{ApiKey, HttpClient, RequestContext, StripeClient};
@@ -257,9 +258,10 @@ impl HttpClient {
         let retry_after = header("retry-after").and_then(|v| retry_after(&v));
         let body = match self.read_body(response, url).await {
             Ok(body) => body,
-            // An error answer whose body was lost is still that error, retried only as
-            // its status says (a 400 is not): read as a network error, it was retried.
-            Err(f) if f.retryable && !(200..300).contains(&status) => String::new(),
+            // An error answer whose body was lost, or is too large to read, is still that
+            // error, retried only as its status says (a 400 is not, a 503 is): read as a
+            // network error, a 400 was retried; read as too large, a 503 was not.
+            Err(_) if !(200..300).contains(&status) => String::new(),
             Err(f) => return Err(f),
         };
         if (200..300).contains(&status) {

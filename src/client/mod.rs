@@ -357,7 +357,9 @@ pub enum ClientError {
     Api(ApiError),
     /// The client gave up after `attempts` attempts, each failed with a retryable error
     /// (429, 5xx, network), or sooner when the server asked to wait more than a minute
-    /// (`Retry-After`); `last` is the last one.
+    /// (`Retry-After`) and the deadline is further off than that wait (a wait past the
+    /// deadline ends the call as [`DeadlineExceeded`](Self::DeadlineExceeded) first, as
+    /// under the default 30 s one); `last` is the last one.
     #[error("gave up after {attempts} attempts: {last}")]
     RetriesExhausted {
         /// How many requests were sent.
@@ -384,8 +386,10 @@ pub enum ClientError {
     /// The connection failed in a way a retry would not fix, so it was sent once: the
     /// server's certificate was refused (expired, an unknown issuer, another host's
     /// name: a proxy that intercepts TLS, or a base URL to the wrong host), the two
-    /// sides share no TLS version or cipher, or a redirect was followed (the API never
-    /// redirects). Fix the set-up; waiting does not help.
+    /// sides share no TLS version or cipher, or a client given to `with_reqwest` followed
+    /// redirects until its limit (the API never redirects; `HttpClient`'s own client
+    /// follows none, and answers a 3xx as an [`Api`](Self::Api) error, not retried). Fix
+    /// the set-up; waiting does not help.
     #[error("{reason}; not retried: {source}")]
     Refused {
         /// What was refused, as `tls: invalid peer certificate: UnknownIssuer`.
@@ -980,16 +984,17 @@ impl ListV2EventsParams {
         self
     }
 
-    /// The query string pairs, as Stripe's SDKs spell a v2 list's query (stripe-node
-    /// 23.1.0, API `2026-10-28.endive`): `types[0]`, `types[1]`, … and the `created`
-    /// object's members in brackets (`created[gte]`).
+    /// The query string pairs, as Stripe's SDKs spell a v2 list's query (stripe-node and
+    /// stripe-python, API `2026-10-28.endive`): `types` repeated, once per type (a v2
+    /// array is not indexed: not `types[0]`, as in v1), and the `created` object's
+    /// members in brackets (`created[gte]`).
     pub fn to_query(&self) -> Vec<(String, String)> {
         let mut q = Vec::new();
         if let Some(v) = &self.object_id {
             q.push(("object_id".to_owned(), v.clone()));
         }
-        for (i, t) in self.types.iter().enumerate() {
-            q.push((format!("types[{i}]"), t.clone()));
+        for t in &self.types {
+            q.push(("types".to_owned(), t.clone()));
         }
         for (k, v) in [
             ("created[gt]", &self.created_gt),

@@ -106,6 +106,21 @@ fn prefix_takes(prefix: &str, wire: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
 }
 
+/// Panics on a prefix that would silently take no type: a `*` anywhere but as the whole
+/// pattern or after its last `.` (`"invoice.payment_*"`, `"*.created"`, `"invoice*"`).
+/// Such a route answered its events 200 `ignored` (Stripe does not send them again), and
+/// its endpoint was set up for every type. A prefix matches whole segments; route the
+/// types one by one, or take their whole stem (`"invoice.*"`).
+fn check_prefix(prefix: &str) {
+    let stem = prefix.strip_suffix('*').unwrap_or(prefix);
+    let starred = stem.len() < prefix.len();
+    assert!(
+        !stem.contains('*') && (!starred || stem.is_empty() || stem.ends_with('.')),
+        "route prefix {prefix:?}: a `*` may only be the whole pattern or follow its last \
+         `.` (\"invoice.*\"); a prefix takes whole segments, so this one would take no type"
+    );
+}
+
 impl<K: Eq + Hash, E: ?Sized> Routes<K, E> {
     /// This table's route for a type (not the next table's).
     fn own(&self, key: &K, wire: &str) -> Option<&Route<E>> {
@@ -140,6 +155,7 @@ impl<K: Eq + Hash, E: ?Sized> Routes<K, E> {
     }
 
     fn add_prefix(&mut self, prefix: &str, route: Route<E>) {
+        check_prefix(prefix);
         // `"*"` or `""` is every type: the catch-all.
         if prefix
             .trim_end_matches('*')
@@ -288,12 +304,19 @@ impl EventRouter {
         Self::default()
     }
 
-    /// Routes events of `event_type` to `f`, replacing any earlier route for it.
+    /// Routes events of `event_type` to `f`, replacing any earlier route for it. A type
+    /// given as [`EventType::Unknown`] that this release knows is routed as its own
+    /// variant (`Unknown("invoice.paid")` as [`EventType::InvoicePaid`]), as the event
+    /// parses.
     #[must_use]
     pub fn on<F>(mut self, event_type: EventType, f: F) -> Self
     where
         F: for<'a> Fn(&'a Event) -> RouteFuture<'a> + Send + Sync + 'static,
     {
+        let event_type = match event_type {
+            EventType::Unknown(wire) => EventType::from_wire(&wire),
+            known => known,
+        };
         self.routes.exact.insert(event_type, Box::new(f));
         self
     }
@@ -302,6 +325,12 @@ impl EventRouter {
     /// `"invoice"`: whole segments only, after a `.` or a `[`) to `f`, when no exact route
     /// matches. The longest matching prefix wins; `"*"` is the catch-all
     /// ([`fallback`](Self::fallback)).
+    ///
+    /// # Panics
+    ///
+    /// On a `*` anywhere but as the whole pattern or after its last `.`
+    /// (`"invoice.payment_*"`, `"*.created"`): such a prefix would take no type, and its
+    /// events would be answered 200 `ignored`, never sent again.
     #[must_use]
     pub fn on_prefix<F>(mut self, prefix: &str, f: F) -> Self
     where
@@ -424,18 +453,29 @@ impl ThinEventRouter {
         Self::default()
     }
 
-    /// Routes notifications of `event_type` to `f`, replacing any earlier route for it.
+    /// Routes notifications of `event_type` to `f`, replacing any earlier route for it. A
+    /// type given as [`ThinEventType::Unknown`] that this release knows is routed as its
+    /// own variant, as the notification parses.
     #[must_use]
     pub fn on<F>(mut self, event_type: ThinEventType, f: F) -> Self
     where
         F: for<'a> Fn(&'a EventNotification) -> RouteFuture<'a> + Send + Sync + 'static,
     {
+        let event_type = match event_type {
+            ThinEventType::Unknown(wire) => ThinEventType::from_wire(&wire),
+            known => known,
+        };
         self.routes.exact.insert(event_type, Box::new(f));
         self
     }
 
     /// Routes notifications whose type starts with `prefix` (`"v1.invoice.*"`; whole
     /// segments only) to `f`, when no exact route matches. The longest prefix wins.
+    ///
+    /// # Panics
+    ///
+    /// As [`EventRouter::on_prefix`], on a `*` anywhere but as the whole pattern or
+    /// after its last `.`.
     #[must_use]
     pub fn on_prefix<F>(mut self, prefix: &str, f: F) -> Self
     where

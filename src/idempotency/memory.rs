@@ -47,7 +47,9 @@ pub const DEFAULT_MAX_RECORDS: usize = 100_000;
 /// the one written longest ago (and not locked) is evicted with its watermark, and **an
 /// older event of that object is then applied** as if it were the first. Keep the bound
 /// above the number of objects whose events may still arrive late, or use a durable
-/// store.
+/// store. A [`Reconciler`](crate::reconcile::Reconciler)'s cursors are kept as objects
+/// too (`reconcile:…` keys), so an evicted cursor starts its next pass again from the
+/// lookback.
 ///
 /// ```
 /// # tokio_test_block_on(async {

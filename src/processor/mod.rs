@@ -676,6 +676,11 @@ impl Processor {
         self
     }
 
+    /// The mode given to [`with_livemode`](Self::with_livemode), if any.
+    pub fn livemode(&self) -> Option<bool> {
+        self.livemode
+    }
+
     /// Sets the body limit ([`DEFAULT_MAX_BODY`], 1 MiB, by default); a longer body is
     /// answered 413 before any other work. Stripe retries a 413 like any other failure
     /// for three days and then gives the event up, so a genuine event over the limit is
@@ -1146,15 +1151,14 @@ impl Processor {
         // `EventNotification::dedupe_key` and `dispatch_notification`; but not into a
         // queue, where its job dies (the worker cannot read it either) and a dead job's
         // key makes the twin, when it comes, a duplicate never run.
-        let thin_type = ThinEventType::from_wire(ty);
-        let twin_type = thin_type.snapshot_type();
+        let twin_type = crate::event::twin_type(&ThinEventType::from_wire(ty));
         let key = match &u.snapshot_event {
             Some(twin)
                 if thin
                     && self.dedupe_on_snapshot
                     && self.ordering.is_none()
                     && self.queue.is_none()
-                    && (twin_type.is_some() || thin_type.is_unknown()) =>
+                    && twin_type.is_some() =>
             {
                 twin
             }

@@ -1,12 +1,26 @@
 //! Stripe events delivered to Amazon EventBridge and Azure Event Grid.
 //!
-//! Stripe can send events to a cloud event bus instead of an HTTPS endpoint. There the
-//! cloud platform authenticates the delivery (an EventBridge rule, an Event Grid
-//! subscription with Microsoft Entra authentication) and **no `Stripe-Signature`
-//! exists**, so nothing here verifies a signature. Parse only what your platform
-//! delivered and authenticated, then run it with
+//! Stripe can send events to a cloud event bus instead of an HTTPS endpoint. There **no
+//! `Stripe-Signature` exists**, and nothing here checks anything: these functions
+//! trust the bytes they are given. Parse only what your platform delivered and you
+//! have authenticated, then run it with
 //! [`Processor::process_unsigned`](crate::Processor::process_unsigned): the same claim,
 //! handle, complete path, and the same deduplication, as a signed delivery.
+//!
+//! # Authenticate the delivery first
+//!
+//! - **Invoked by the platform** (an AWS Lambda target of an EventBridge rule, an Azure
+//!   Function with an Event Grid trigger): the platform's own credentials (IAM, the
+//!   Functions runtime) authenticated it; the event is what the bus delivered.
+//! - **Pushed to an HTTP endpoint** (an EventBridge API destination, an Event Grid
+//!   webhook subscription): the URL is public, and anyone who learns it can post a
+//!   forged `checkout.session.completed` (with no timestamp to refuse a replay). Check
+//!   the credential the bus sends before parsing, and refuse the request without it:
+//!   the API destination connection's `Authorization` or API-key header (basic, API
+//!   key or OAuth), or Event Grid's Microsoft Entra bearer token (its signature, issuer,
+//!   tenant and audience: your app registration). A forged event that carries the id
+//!   of a genuine one to come would also take its claim, and the genuine one would be
+//!   answered `duplicate`.
 //!
 //! Both families arrive this way: the envelope's payload is a snapshot event or a thin
 //! event notification, told apart by its `object`.
@@ -87,7 +101,9 @@ fn missing(what: &str) -> impl Fn(serde_json::Error) -> ParseError + '_ {
 }
 
 /// Takes the Stripe event out of an Amazon EventBridge event (its `detail`), **without
-/// verifying any signature**: EventBridge authenticated the delivery.
+/// verifying anything**: call it only on a delivery you have authenticated (a Lambda
+/// invocation, or an API destination's request whose credential you checked; see
+/// [the module](self)).
 ///
 /// # Errors
 ///
@@ -100,8 +116,10 @@ pub fn parse_eventbridge(body: &[u8]) -> Result<CloudEvent, ParseError> {
 }
 
 /// Takes the Stripe events out of an Azure Event Grid delivery (CloudEvents schema:
-/// each event's `data`; one event or a batch), **without verifying any signature**:
-/// Event Grid authenticated the delivery.
+/// each event's `data`; one event or a batch), **without verifying anything**: call it
+/// only on a delivery you have authenticated (an Azure Function's Event Grid trigger,
+/// or a webhook request whose Microsoft Entra token you validated; see
+/// [the module](self)).
 ///
 /// Each event of the batch is parsed on its own: one that is not a Stripe event does
 /// not keep the others from running. Run the good ones, then answer for the batch: the
@@ -111,7 +129,13 @@ pub fn parse_eventbridge(body: &[u8]) -> Result<CloudEvent, ParseError> {
 /// where a dead-letter destination is set, with the refused event in it), else 200.
 ///
 /// ```
-/// # async fn run(processor: &stripe_webhooks::Processor, body: &[u8]) -> u16 {
+/// # fn entra_token_is_valid(_: Option<&str>) -> bool { true }
+/// # async fn run(processor: &stripe_webhooks::Processor, authorization: Option<&str>, body: &[u8]) -> u16 {
+/// // A webhook subscription's request: its Entra bearer token checked first (with your
+/// // JWT library: signature, issuer, tenant, audience).
+/// if !entra_token_is_valid(authorization) {
+///     return 401;
+/// }
 /// let Ok(batch) = stripe_webhooks::cloud::parse_event_grid(body) else {
 ///     return 400;
 /// };

@@ -116,7 +116,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! - No secret or expected signature appears in any error, `Debug` output or log line.
 //! - Headers over 8 KiB and bodies over 1 MiB are refused before any work; the adapters
 //!   give a body 10 s to arrive.
-//! - Parsing without verification is [`dangerous::parse_unverified`], named to stand out.
+//! - Parsing without verification is [`dangerous::parse_unverified`], named to stand out;
+//!   and [`cloud`], for events a cloud event bus delivered, which carry no signature:
+//!   authenticate such a delivery (its platform's credential) before parsing it.
 //!
 //! The MSRV is the `rust-version` in `Cargo.toml`.
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -334,7 +334,16 @@ fn missing_envelope_fields_are_named() {
             other => panic!("{json}: {other:?}"),
         }
         assert!(err.to_string().contains("line"), "{err}");
+        // Each case names `evt` at the top, but those without an id (missing, empty, or
+        // not an object at all).
+        let want = json.contains(r#""id":"evt""#).then_some("evt");
+        assert_eq!(err.event_id(), want, "{json}");
     }
+    // A thin event that is not one in some part names its id too.
+    let thin = r#"{"id":"evt_thin_bad","object":"v2.core.event","livemode":false,"created":"2024-09-17T06:20:52.246Z"}"#;
+    let err =
+        stripe_webhooks::dangerous::parse_unverified_notification(thin.as_bytes()).unwrap_err();
+    assert_eq!(err.event_id(), Some("evt_thin_bad"), "{err:?}");
 }
 
 const THIN: &str = r#"{"id":"evt_test_65R9","object":"v2.core.event","type":"v1.billing.meter.error_report_triggered","livemode":false,"created":"2024-09-17T06:20:52.246Z","related_object":{"id":"mtr_123","type":"billing.meter","url":"/v1/billing/meters/mtr_123"},"context":null}"#;
@@ -490,6 +499,26 @@ fn largest_fixture_parses_on_a_256k_stack() {
         })
         .unwrap();
     handle.join().unwrap();
+}
+
+/// A body that is not JSON (a proxy's HTML page) is `InvalidJson`, as documented; JSON
+/// that is not an object is `NotAnEvent`.
+#[test]
+fn not_json_and_not_an_object_are_told_apart() {
+    for body in ["<html>", "]", "}", "garbage", "\u{1}"] {
+        let err = parse_unverified(body.as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, ParseError::InvalidJson { .. }),
+            "{body}: {err:?}"
+        );
+    }
+    for body in ["[1,2]", "\"evt\"", "42", "-1", "true", "null"] {
+        let err = parse_unverified(body.as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, ParseError::NotAnEvent { .. }),
+            "{body}: {err:?}"
+        );
+    }
 }
 
 #[test]

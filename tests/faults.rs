@@ -653,7 +653,7 @@ async fn postgres_inbox_state_read_is_under_the_store_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_cut_off_is_503_within_2s_then_exactly_once() {
+async fn postgres_cut_off_is_503_by_the_store_timeout_then_exactly_once() {
     let (url, target) = pg_url_and_target();
     let proxy = Proxy::start(target.clone()).await;
     let proxied = url.replace(&target, &proxy.addr.to_string());
@@ -684,9 +684,11 @@ async fn postgres_cut_off_is_503_within_2s_then_exactly_once() {
     let during = deliveries("pg_during", 5);
     for (status, took) in deliver_all(&p, &during).await {
         assert_eq!(status, 503);
+        // Answered by the 1.5 s store timeout, not left hanging on the cut connection
+        // (the bound leaves a slow machine room: it tells a timeout from none).
         assert!(
-            took <= Duration::from_secs(2),
-            "503 within 2 s (took {took:?})"
+            took <= Duration::from_secs(5),
+            "503 by the store timeout (took {took:?})"
         );
     }
     assert_eq!(runs.total(), 5, "no handler ran while the store was down");
@@ -709,7 +711,7 @@ async fn postgres_cut_off_is_503_within_2s_then_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_paused_is_503_within_2s_then_exactly_once() {
+async fn redis_paused_is_503_by_the_store_timeout_then_exactly_once() {
     let url = std::env::var("REDIS_URL_TEST").unwrap_or_else(|_| {
         panic!("REDIS_URL_TEST is not set: run `eval \"$(scripts/services.sh start)\"` or `scripts/test.sh`")
     });
@@ -746,16 +748,24 @@ async fn redis_paused_is_503_within_2s_then_exactly_once() {
     let during = deliveries("redis_during", 1);
     for (status, took) in deliver_all(&p, &during).await {
         assert_eq!(status, 503);
+        // Answered by the 1.5 s store timeout, before the 3 s pause ends.
         assert!(
-            took <= Duration::from_secs(2),
-            "503 within 2 s (took {took:?})"
+            took < Duration::from_millis(2900),
+            "503 by the store timeout, not the pause's end (took {took:?})"
         );
     }
     assert_eq!(runs.total(), 5, "no handler ran while Redis was paused");
 
-    // The paused claim may still land when the pause ends; its lease then runs out.
-    tokio::time::sleep(Duration::from_millis(3000 + 1600)).await;
-    let after = deliver_all(&p, &during).await;
+    // The paused claim may still land when the pause ends; its lease then runs out
+    // (409 until then).
+    let mut after = Vec::new();
+    for _ in 0..100 {
+        after = deliver_all(&p, &during).await;
+        if after.iter().all(|(s, _)| *s == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(after.iter().all(|(s, _)| *s == 200), "{after:?}");
     assert!(deliver_all(&p, &during)
         .await

@@ -497,17 +497,17 @@ async fn sigkill_during_handler_is_409_until_lease_then_taken_over() {
         &url,
         &name,
         &files[0],
-        &["--hang-on", &id, "--lease-ms", "6000"],
+        &["--hang-on", &id, "--lease-ms", "10000"],
         "HANDLING",
     );
     a.kill().unwrap(); // SIGKILL
     a.wait().unwrap();
     let killed = std::time::Instant::now();
-    // The lease is 6 s and was renewed every 2 s until the kill, so it lasts at least 4 s
-    // after it: far longer than a round.
-    let first = run_round("postgres", &url, &name, &files, &["--lease-ms", "6000"]);
+    // The lease is 10 s and was renewed every third of it until the kill, so it lasts at
+    // least 6.6 s after it: far longer than a round (2.5 s, and starting the processes).
+    let first = run_round("postgres", &url, &name, &files, &["--lease-ms", "10000"]);
     assert!(
-        killed.elapsed() < Duration::from_millis(3500),
+        killed.elapsed() < Duration::from_millis(6500),
         "the first round must run while the lease lasts"
     );
     assert_eq!(
@@ -515,8 +515,8 @@ async fn sigkill_during_handler_is_409_until_lease_then_taken_over() {
         Some(&1),
         "answered 409 while the dead process's lease lasts: {first:?}"
     );
-    tokio::time::sleep(Duration::from_millis(6200).saturating_sub(killed.elapsed())).await;
-    let second = run_round("postgres", &url, &name, &files, &["--lease-ms", "6000"]);
+    tokio::time::sleep(Duration::from_millis(10_200).saturating_sub(killed.elapsed())).await;
+    let second = run_round("postgres", &url, &name, &files, &["--lease-ms", "10000"]);
     assert_eq!(second.get(&200), Some(&1), "{second:?}");
     assert_eq!(sql_effects("postgres", &url, &name).await, 1);
     let pool = stripe_webhooks::sqlx::PgPool::connect(&url).await.unwrap();

@@ -163,18 +163,27 @@ async fn one_object_at_a_time_and_a_waiting_event_is_409() {
         delay: Duration::from_millis(300),
         ..Recorder::default()
     });
-    let p = Arc::new(processor(
-        MemoryStore::new(),
-        Arc::clone(&h),
-        TiePolicy::Run,
-    ));
+    let store = MemoryStore::new();
+    let p = Arc::new(processor(store.clone(), Arc::clone(&h), TiePolicy::Run));
     let done = p.process_event(&update("evt_a", "cus_1", BASE + 1)).await;
     assert_eq!(done.kind().name(), "processed");
     let slow = {
         let p = Arc::clone(&p);
         tokio::spawn(async move { p.process_event(&update("evt_s", "cus_1", BASE + 5)).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once the slow event holds its claim (and so its object).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stripe_webhooks::StoreAdmin::record(&store, &EventId::new("evt_s"))
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "evt_s never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let o = p.process_event(&update("evt_w", "cus_1", BASE + 4)).await;
     assert_eq!((o.status(), o.kind().name()), (409, "in_progress"));
     assert!(o.retry_after_secs().is_some());
@@ -848,6 +857,7 @@ fn gated_on<S: OrderingStore + Clone>(
 /// object, applied meanwhile; answers the gated delivery's task.
 async fn lapse_beside(
     p: &Arc<Processor>,
+    gate: &Gate,
     clock: &stripe_webhooks::ManualClock,
     lease: Duration,
     gated: (&'static str, i64),
@@ -857,7 +867,7 @@ async fn lapse_beside(
         let p = Arc::clone(p);
         tokio::spawn(async move { p.process_event(&update(gated.0, "cus_1", gated.1)).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until("the gated run started", || gate.gated_alive.load(SeqCst)).await;
     clock.advance(lease * 2);
     let applied = p.process_event(&update(other.0, "cus_1", other.1)).await;
     assert_eq!(applied.kind().name(), "processed");
@@ -873,7 +883,15 @@ async fn a_renewal_after_another_holder_applied_stops_the_handler() {
     let lease = Duration::from_millis(900);
     let (clock, _store, gate, p) = gated("evt_a", lease);
     // The store's time passes the first delivery's lease (its real time does not).
-    let first = lapse_beside(&p, &clock, lease, ("evt_a", BASE + 1), ("evt_b", BASE + 2)).await;
+    let first = lapse_beside(
+        &p,
+        &gate,
+        &clock,
+        lease,
+        ("evt_a", BASE + 1),
+        ("evt_b", BASE + 2),
+    )
+    .await;
     // The first delivery's renewal (every third of the lease) runs meanwhile.
     tokio::time::sleep(lease / 3 + Duration::from_millis(200)).await;
     gate.open.notify_one();
@@ -1001,6 +1019,7 @@ async fn a_completion_after_the_lock_was_taken_over_fails_so_stripe_retries() {
     // applied (the newer one's watermark is not recorded yet).
     let newer = lapse_beside(
         &p,
+        &gate,
         &clock,
         lease,
         ("evt_new", BASE + 2),
@@ -1044,6 +1063,8 @@ struct Faulty {
     /// The same for `lock_and_claim`.
     slow_lock_and_claim: Arc<AtomicUsize>,
     failing_completions: Arc<AtomicUsize>,
+    /// `lock_object` calls started (a lease renewal's, in these tests).
+    lock_calls: Arc<AtomicUsize>,
 }
 
 const SLOW: Duration = Duration::from_millis(400);
@@ -1059,6 +1080,7 @@ impl Faulty {
             slow_lock: Arc::default(),
             slow_lock_and_claim: Arc::default(),
             failing_completions: Arc::default(),
+            lock_calls: Arc::default(),
         }
     }
 }
@@ -1067,6 +1089,20 @@ const LATE: Duration = Duration::from_millis(400);
 
 fn take_one(n: &AtomicUsize) -> bool {
     n.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1)).is_ok()
+}
+
+/// Polls `done` every 5 ms until it holds, for at most 10 s: a test waits for a step of
+/// another task (a renewal started) rather than sleeping until it should have, which a
+/// busy machine's late timer can miss.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[async_trait]
@@ -1106,6 +1142,7 @@ impl OrderingStore for Faulty {
         holder: &str,
         lease: Duration,
     ) -> Result<ObjectLock, StoreError> {
+        self.lock_calls.fetch_add(1, SeqCst);
         if take_one(&self.slow_lock) {
             let (inner, object_id, holder) =
                 (self.inner.clone(), object_id.to_owned(), holder.to_owned());
@@ -1224,12 +1261,28 @@ async fn a_lost_run_lets_its_object_go_only_once_its_handler_stopped() {
     let (clock, store, gate, p) = gated_faulty("evt_a", lease);
     // The store's time passes the first delivery's lease: another holder applies a
     // newer event meanwhile (beside it: that is the lapse).
-    let first = lapse_beside(&p, &clock, lease, ("evt_a", BASE + 1), ("evt_b", BASE + 2)).await;
+    let first = lapse_beside(
+        &p,
+        &gate,
+        &clock,
+        lease,
+        ("evt_a", BASE + 1),
+        ("evt_b", BASE + 2),
+    )
+    .await;
     gate.started_beside.lock().unwrap().clear();
     store.late_release.store(1, SeqCst);
-    // The first delivery's renewal (a third of the lease in) finds the watermark moved.
-    tokio::time::sleep(lease / 3 + Duration::from_millis(150)).await;
-    let third = p.process_event(&update("evt_c", "cus_1", BASE + 3)).await;
+    // The first delivery's renewal (a third of the lease in) finds the watermark moved;
+    // the third event waits (409) until the run has stopped and let the object go.
+    until("the renewal started", || store.lock_calls.load(SeqCst) > 0).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let third = loop {
+        let third = p.process_event(&update("evt_c", "cus_1", BASE + 3)).await;
+        if third.kind().name() != "in_progress" || tokio::time::Instant::now() > deadline {
+            break third;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(
         gate.started_beside.lock().unwrap().is_empty(),
         "an event of the object started beside a run found lost: {third:?}"
@@ -1252,6 +1305,7 @@ async fn a_lost_lock_fails_the_delivery_even_when_the_release_answers_late() {
     let (clock, store, gate, p) = gated_faulty("evt_new", lease);
     let newer = lapse_beside(
         &p,
+        &gate,
         &clock,
         lease,
         ("evt_new", BASE + 2),
@@ -1278,11 +1332,20 @@ async fn a_lost_lock_fails_the_delivery_even_when_the_release_answers_late() {
 async fn a_renewal_cut_after_relocking_does_not_let_the_older_event_complete() {
     let lease = Duration::from_millis(900);
     let (clock, store, gate, p) = gated_faulty("evt_a", lease);
-    let first = lapse_beside(&p, &clock, lease, ("evt_a", BASE + 1), ("evt_b", BASE + 2)).await;
+    let first = lapse_beside(
+        &p,
+        &gate,
+        &clock,
+        lease,
+        ("evt_a", BASE + 1),
+        ("evt_b", BASE + 2),
+    )
+    .await;
     // The first delivery's renewal (at a third of the lease) locks the free object again
     // and answers late; the handler finishes before the next renewal.
     store.late_lock.store(1, SeqCst);
-    tokio::time::sleep(lease / 3 + LATE / 2).await;
+    until("the renewal locked", || store.late_lock.load(SeqCst) == 0).await;
+    tokio::time::sleep(LATE / 2).await;
     gate.open.notify_one();
     let first = first.await.unwrap();
     assert_ne!(first.kind().name(), "processed", "{first:?}");
@@ -1363,7 +1426,8 @@ async fn a_renewal_on_its_way_when_the_handler_ends_does_not_lock_the_object_aga
     let lease = Duration::from_secs(3);
     let (store, gate, p, first) = renewal_lands_late(lease);
     // The renewal starts a third of the lease in; its object lock lands SLOW later.
-    tokio::time::sleep(lease / 3 + SLOW / 2).await;
+    until("the renewal started", || store.slow_lock.load(SeqCst) == 0).await;
+    tokio::time::sleep(SLOW / 2).await;
     gate.open.notify_one();
     let first = first.await.unwrap();
     assert_eq!(first.kind().name(), "processed", "{first:?}");
@@ -1385,7 +1449,8 @@ async fn a_delivery_dropped_while_its_renewal_ends_completes_its_claim() {
     use stripe_webhooks::StoreAdmin;
     let lease = Duration::from_secs(3);
     let (store, gate, p, first) = renewal_lands_late(lease);
-    tokio::time::sleep(lease / 3 + SLOW / 4).await;
+    until("the renewal started", || store.slow_lock.load(SeqCst) == 0).await;
+    tokio::time::sleep(SLOW / 4).await;
     gate.open.notify_one();
     // The handler has succeeded; the delivery waits for the renewal, and is dropped.
     tokio::time::sleep(SLOW / 4).await;
@@ -1443,10 +1508,19 @@ async fn a_release_cut_by_its_timeout_still_frees_the_object() {
 async fn a_renewal_that_found_the_lock_lost_keeps_the_run_from_completing() {
     let lease = Duration::from_millis(900);
     let (clock, store, gate, p) = gated_faulty("evt_a", lease);
-    let first = lapse_beside(&p, &clock, lease, ("evt_a", BASE + 1), ("evt_b", BASE + 2)).await;
+    let first = lapse_beside(
+        &p,
+        &gate,
+        &clock,
+        lease,
+        ("evt_a", BASE + 1),
+        ("evt_b", BASE + 2),
+    )
+    .await;
     store.hung_release.store(1, SeqCst);
     // The renewal at a third of the lease, and its release dropped at 150 ms.
-    tokio::time::sleep(lease / 3 + Duration::from_millis(250)).await;
+    until("the renewal started", || store.lock_calls.load(SeqCst) > 0).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
     gate.open.notify_one();
     let first = first.await.unwrap();
     assert!(first.status() >= 500, "{first:?}");

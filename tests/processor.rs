@@ -550,6 +550,15 @@ async fn each_rejection_has_its_own_outcome_and_status() {
         "{o:?}"
     );
     assert_eq!((o.status(), o.kind().name()), (400, "not_an_event"));
+    assert_eq!(o.event_id(), None);
+    // A body that names an event but is not one in some part (no `created`) carries its
+    // id, for the logs and the caller.
+    let no_created =
+        br#"{"id":"evt_no_created","object":"event","type":"invoice.paid","livemode":false,"data":{"object":{}}}"#;
+    let h3 = testing::sign(no_created, SECRET, testing::now());
+    let o = p.process(Some(&h3), no_created).await;
+    assert_eq!((o.status(), o.kind().name()), (400, "not_an_event"));
+    assert_eq!(o.event_id().map(|id| id.as_str()), Some("evt_no_created"));
 
     let big = vec![b' '; 4097];
     let o = p.process(Some(&h), &big).await;

@@ -2547,6 +2547,9 @@ struct LateTake {
     takes_first: bool,
     /// How late.
     delay: Duration,
+    /// Takes started, and jobs given back (`release`).
+    takes: Arc<AtomicUsize>,
+    releases: Arc<AtomicUsize>,
 }
 
 impl LateTake {
@@ -2557,6 +2560,18 @@ impl LateTake {
             late: Arc::new(AtomicUsize::new(1)),
             takes_first,
             delay,
+            takes: Arc::default(),
+            releases: Arc::default(),
+        }
+    }
+
+    /// Waits (polling, at most 10 s) until `count` reaches `n`: a test waits for the
+    /// worker's step rather than sleeping until it should have happened.
+    async fn until(count: &AtomicUsize, n: usize, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -2577,6 +2592,7 @@ impl Queue for LateTake {
         lease: Duration,
         ordered: bool,
     ) -> Result<Vec<stripe_webhooks::queue::Job>, StoreError> {
+        self.takes.fetch_add(1, Ordering::SeqCst);
         let inner = self.inner.clone();
         let late = self
             .late
@@ -2610,7 +2626,9 @@ impl Queue for LateTake {
         self.inner.fail(token, error, retry_in).await
     }
     async fn release(&self, token: &ClaimToken) -> Result<(), StoreError> {
-        self.inner.release(token).await
+        let released = self.inner.release(token).await;
+        self.releases.fetch_add(1, Ordering::SeqCst);
+        released
     }
 }
 
@@ -2663,7 +2681,7 @@ async fn jobs_a_timed_out_take_still_took_are_given_back() {
     let err = worker.run_once().await.unwrap_err();
     assert!(matches!(err, StoreError::Timeout(_)), "{err:?}");
     // The late take answers at 300 ms, and its job is given back.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    LateTake::until(&queue.releases, 1, "the job given back").await;
     let rec = queue.record("evt_late_take").await;
     assert_eq!((rec.state, rec.attempts), (JobState::Queued, 0), "{rec:?}");
     assert_eq!(worker.run_once().await.unwrap(), 1);
@@ -2722,10 +2740,10 @@ async fn a_job_taken_after_the_hard_stop_is_given_back_unstarted() {
         .with_store_timeout(Duration::from_secs(2))
         .spawn();
     // The first take waits 300 ms before it takes; no grace at all.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    LateTake::until(&queue.takes, 1, "the first take").await;
     handle.shutdown(Duration::ZERO).await;
     // The take takes the job at 300 ms, and it is given back at once.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    LateTake::until(&queue.releases, 1, "the job given back").await;
     assert!(handler.seen().is_empty(), "started: {:?}", handler.seen());
     let rec = queue.record("evt_after_stop").await;
     assert_eq!((rec.state, rec.attempts), (JobState::Queued, 0), "{rec:?}");

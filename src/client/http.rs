@@ -696,15 +696,19 @@ mod tests {
     #[cfg(feature = "testing")]
     #[tokio::test]
     async fn an_abandoned_wait_gives_its_token_back() {
-        let bucket = Mutex::new(TokenBucket::new(2, Instant::now()));
+        let t0 = Instant::now();
+        let bucket = Mutex::new(TokenBucket::new(2, t0));
         let far = Instant::now() + Duration::from_secs(60);
         assert!(rate_token(&bucket, far).await);
         assert!(rate_token(&bucket, far).await);
         let cut = tokio::time::timeout(Duration::from_millis(10), rate_token(&bucket, far)).await;
         assert!(cut.is_err(), "the third token needs a wait");
-        let wait = with_bucket(&bucket, |b| b.take(Instant::now()));
-        assert!(wait <= Duration::from_millis(500), "{wait:?}");
-        assert!(wait >= Duration::from_millis(400), "{wait:?}");
+        // Counted from the bucket's start (however long this machine took to get here):
+        // the next token half a second in, not a second (the abandoned one's turn).
+        let at = Instant::now();
+        let wait = with_bucket(&bucket, |b| b.take(at)) + at.duration_since(t0);
+        assert!(wait <= Duration::from_millis(550), "{wait:?}");
+        assert!(wait >= Duration::from_millis(450), "{wait:?}");
     }
 
     /// A wait that would end past the deadline is not begun: `false` at once, and the
@@ -712,16 +716,19 @@ mod tests {
     #[cfg(feature = "testing")]
     #[tokio::test]
     async fn a_wait_past_the_deadline_is_refused_at_once() {
-        let bucket = Mutex::new(TokenBucket::new(1, Instant::now()));
+        let t0 = Instant::now();
+        let bucket = Mutex::new(TokenBucket::new(1, t0));
         let soon = Instant::now() + Duration::from_millis(200);
         assert!(rate_token(&bucket, soon).await, "the burst's token");
         assert!(
             !rate_token(&bucket, soon).await,
             "the next is a second away"
         );
-        let wait = with_bucket(&bucket, |b| b.take(Instant::now()));
-        assert!(wait > Duration::from_millis(900), "given back: {wait:?}");
-        assert!(wait <= Duration::from_secs(1), "given back: {wait:?}");
+        // Counted from the bucket's start: a second in, not two (the refused one's turn).
+        let at = Instant::now();
+        let wait = with_bucket(&bucket, |b| b.take(at)) + at.duration_since(t0);
+        assert!(wait > Duration::from_millis(950), "given back: {wait:?}");
+        assert!(wait <= Duration::from_millis(1050), "given back: {wait:?}");
     }
 
     #[test]

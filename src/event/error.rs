@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::objects::map_only::MapOnly;
+
 /// Why a verified body could not be parsed as an event.
 ///
 /// Only a body that is not a Stripe event at all is an error. An unknown event type, or a
@@ -21,8 +23,10 @@ pub enum ParseError {
     },
     /// The body is JSON but not a Stripe event: no `id`, no `type`, no `data`, no
     /// `livemode`, no `created` (Unix seconds in a snapshot event, an RFC 3339 timestamp
-    /// in a thin one), an `object` other than `"event"`, or a part that should be a JSON
-    /// object given as something else (an array of its members, say).
+    /// in a thin one), an `object` other than `"event"`, a part that should be a JSON
+    /// object given as something else (an array of its members, say), or a member of
+    /// the envelope given twice (`id`, `type`, `created`, `data`, `data.object`: which
+    /// one was meant cannot be told; elsewhere the last of repeated members is kept).
     #[error("body is not a Stripe event: {message} at line {line} column {column}")]
     NotAnEvent {
         /// What is missing or wrong.
@@ -45,6 +49,36 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// The event id of a body that is JSON but not a Stripe event
+    /// ([`NotAnEvent`](Self::NotAnEvent)), when its top-level `id` could be read: what to
+    /// look the event up by (the Dashboard, `stripe events retrieve`).
+    pub fn event_id(&self) -> Option<&str> {
+        match self {
+            ParseError::NotAnEvent { event_id, .. } => event_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// This error with the body's top-level `id`, read on its own (every other member
+    /// skipped), when it has none yet: a body that is not an event in some part (a
+    /// `created` missing, a member repeated) often still names one, which the outcome
+    /// and the logs then carry. Read on the error path only.
+    pub(crate) fn with_id_from(mut self, body: &[u8]) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Id<'a> {
+            #[serde(borrow, default)]
+            id: Option<std::borrow::Cow<'a, str>>,
+        }
+        if let ParseError::NotAnEvent { event_id, .. } = &mut self {
+            if event_id.is_none() {
+                if let Ok(MapOnly(Id { id: Some(id) })) = serde_json::from_slice(body) {
+                    *event_id = Some(id.into_owned()).filter(|id| !id.is_empty());
+                }
+            }
+        }
+        self
+    }
+
     /// A body that is not UTF-8, at its first byte that is not.
     pub(crate) fn not_utf8(body: &[u8], e: &std::str::Utf8Error) -> Self {
         let (line, column) = position(body, e.valid_up_to());

@@ -258,7 +258,8 @@ fn type_at_end(body: &[u8]) -> Option<&str> {
 
 /// As [`build_typed`], for a generated object: `data.object` is parsed into a
 /// `serde_json::Value` and converted, leniently (see [`objects`](crate::objects)). Only
-/// an object that is not a JSON object at all ends up [`Event::Unparsed`].
+/// an object that is not a JSON object at all, or that a `Value` cannot hold, ends up
+/// [`Event::Unparsed`].
 fn build_generated<T: crate::objects::FromJson>(
     envelope: Envelope,
     raw: Box<RawValue>,
@@ -432,7 +433,9 @@ impl Event {
     /// [`dangerous::parse_unverified`](crate::dangerous::parse_unverified).
     pub(crate) fn from_slice(body: &[u8]) -> Result<Event, ParseError> {
         if let Some(first) = body.iter().position(|b| !b.is_ascii_whitespace()) {
-            if body[first] != b'{' && body[first].is_ascii() && !body[first].is_ascii_alphabetic() {
+            // A JSON value that is not an object (an array, a string, a number); anything
+            // else is for the JSON parser to name (`<html>`: `InvalidJson`).
+            if matches!(body[first], b'[' | b'"' | b'-' | b'0'..=b'9') {
                 let (line, column) = error::position(body, first);
                 return Err(ParseError::NotAnEvent {
                     message: "expected a JSON object".to_owned(),
@@ -461,7 +464,7 @@ impl Event {
             // types, `data.developer_message_summary`…) fails the envelope: say it is
             // thin, so the callers that take both families parse it as one.
             Err(_) if is_thin_envelope(body) => return Err(ParseError::ThinEventNotification),
-            Err(e) => return Err(ParseError::from_json(&e)),
+            Err(e) => return Err(ParseError::from_json(&e).with_id_from(body)),
         };
         if wire.head.object == ObjectTag::ThinEvent {
             return Err(ParseError::ThinEventNotification);

@@ -417,10 +417,10 @@ impl EventNotification {
         };
         let MapOnly(wire): MapOnly<Wire<'_>> = match serde_json::from_str(text) {
             Ok(w) => w,
-            Err(e) => return Err(Self::explain(body, &e)),
+            Err(e) => return Err(Self::explain(body, &e).with_id_from(body)),
         };
         if wire.object != "v2.core.event" {
-            return Err(Self::wrong_object(Some(&wire.object)));
+            return Err(Self::wrong_object(Some(&wire.object)).with_id_from(body));
         }
         if wire.id.as_str().is_empty() {
             return Err(ParseError::NotAnEvent {

@@ -58,7 +58,9 @@
 //! changed type in an API version this release does not know) leaves that field empty
 //! instead of failing the object, and an array element that does not fit is skipped, so
 //! only a `data.object` that is not a JSON object at all becomes
-//! [`Event::Unparsed`](crate::Event::Unparsed). The JSON as Stripe sent it is always in
+//! [`Event::Unparsed`](crate::Event::Unparsed), or one that `serde_json::Value` cannot
+//! hold anywhere in it (a number past `f64`'s range such as `1e400`, a lone UTF-16
+//! surrogate escape, nesting past 128 levels), none of which Stripe writes. The JSON as Stripe sent it is always in
 //! [`TypedEvent::raw_object`](crate::TypedEvent::raw_object). This path runs at about the
 //! speed of parsing into `Value`; the hot events (checkout, invoices, subscriptions,
 //! payment intents, charges) use the hand-written structs and the one-pass parse.

@@ -717,9 +717,12 @@ impl Processor {
     /// `tokio` feature), so a slow handler is never taken over while its process is alive;
     /// the lease only bounds how long a crashed delivery blocks the event. If renewals
     /// fail until the lease may have run out, the handler is stopped (500) rather than
-    /// run beside a redelivery. A delivery whose future is dropped releases its claim, or
-    /// completes it if the handler had already succeeded. The lease is at least 100 ms
-    /// and at most one day.
+    /// run beside a redelivery. A delivery whose future is dropped once its handler has
+    /// started releases its claim, or completes it if the handler had already succeeded
+    /// (from a task, with the `tokio` feature). Dropped while its claim is being taken,
+    /// or released without a run, the claim may stay until its lease ends (the crate's
+    /// adapters never drop a delivery: they run each one to its end). The lease is at
+    /// least 100 ms and at most one day.
     #[must_use]
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.settings.lease = lease
@@ -975,7 +978,7 @@ impl Processor {
                 // A genuine snapshot event at a thin route: nothing here handles it, but
                 // it is Stripe's and must not be retried for three days.
                 Err(ParseError::SnapshotEvent) => Outcome::new(OutcomeKind::Ignored, started),
-                Err(e) => Outcome::new(OutcomeKind::NotAnEvent(e), started),
+                Err(e) => not_an_event(e, started),
             };
         }
         match verified.parse() {
@@ -992,9 +995,9 @@ impl Processor {
                 // that is a thin event in all but some detail must not be retried for
                 // three days either.
                 Err(_) if self.thin.is_none() => Outcome::new(OutcomeKind::Ignored, started),
-                Err(e) => Outcome::new(OutcomeKind::NotAnEvent(e), started),
+                Err(e) => not_an_event(e, started),
             },
-            Err(e) => Outcome::new(OutcomeKind::NotAnEvent(e), started),
+            Err(e) => not_an_event(e, started),
         }
     }
 
@@ -1011,9 +1014,9 @@ impl Processor {
             Ok(head) => self.enqueue_head(queue, head, body, started).await,
             Err(ParseError::ThinEventNotification) => match EventNotification::from_slice(body) {
                 Ok(n) => self.enqueue_notification(queue, &n, body, started).await,
-                Err(e) => Outcome::new(OutcomeKind::NotAnEvent(e), started),
+                Err(e) => not_an_event(e, started),
             },
-            Err(e) => Outcome::new(OutcomeKind::NotAnEvent(e), started),
+            Err(e) => not_an_event(e, started),
         }
     }
 
@@ -1370,8 +1373,10 @@ impl Processor {
     }
 
     /// Runs an event that a cloud event bus delivered (see [`crate::cloud`]) **without
-    /// any signature check**: the bus authenticated it. The same claim, handle, complete
-    /// path, livemode guard and deduplication as [`process`](Self::process).
+    /// any signature check**: only one whose delivery you authenticated (a platform
+    /// invocation, or a pushed request whose credential you checked; see
+    /// [`crate::cloud`]). The same claim, handle, complete path, livemode guard and
+    /// deduplication as [`process`](Self::process).
     pub async fn process_unsigned(&self, event: &crate::cloud::CloudEvent) -> Outcome {
         match event {
             crate::cloud::CloudEvent::Snapshot(e) => self.process_event(e).await,
@@ -1423,6 +1428,15 @@ enum Parsed<'a> {
 
 /// Reports a delivery to the metrics recorder (feature `metrics`).
 #[inline]
+/// A verified body that is not an event: 400, with the event id when the body named one
+/// ([`ParseError::event_id`]), for the logs and the caller.
+fn not_an_event(e: ParseError, started: Instant) -> Outcome {
+    let event_id = e.event_id().map(crate::event::EventId::new);
+    let mut o = Outcome::new(OutcomeKind::NotAnEvent(e), started);
+    o.event_id = event_id;
+    o
+}
+
 fn record(outcome: &Outcome) {
     #[cfg(feature = "metrics")]
     crate::metrics::delivery(outcome);

@@ -129,7 +129,10 @@ pub enum OutcomeKind {
     /// [`StoreUnavailable`](Self::StoreUnavailable) instead.
     CompletionNotRecorded(StoreError),
     /// The handler succeeded but its lease had expired and another delivery took the
-    /// event over. 200; the other delivery records the completion.
+    /// event over. 200; the other delivery records the completion. Under the ordering
+    /// guard ([`Processor::ordered`](crate::Processor::ordered)), a lost lease or object
+    /// lock is [`HandlerFailed`](Self::HandlerFailed) (500) instead: the watermark did not
+    /// move, and Stripe's retry runs the event again after any older one.
     LeaseLost,
     /// Another delivery holds the event. 409 with `Retry-After`.
     InProgress {

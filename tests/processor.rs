@@ -1336,3 +1336,54 @@ async fn a_claim_that_outlived_its_lease_does_not_call_the_handler() {
         );
     }
 }
+
+/// A store over a `MemoryStore` that counts lease renewals.
+#[derive(Default)]
+struct CountsRenewals {
+    inner: MemoryStore,
+    extends: AtomicUsize,
+}
+
+#[async_trait]
+impl IdempotencyStore for CountsRenewals {
+    async fn claim(&self, id: &EventId, t: &EventType, l: Duration) -> Result<Claim, StoreError> {
+        self.inner.claim(id, t, l).await
+    }
+    async fn complete(&self, t: &ClaimToken) -> Result<(), StoreError> {
+        self.inner.complete(t).await
+    }
+    async fn release(&self, t: &ClaimToken, r: &str) -> Result<(), StoreError> {
+        self.inner.release(t, r).await
+    }
+    async fn extend(&self, t: &ClaimToken, l: Duration) -> Result<(), StoreError> {
+        self.extends.fetch_add(1, Ordering::SeqCst);
+        self.inner.extend(t, l).await
+    }
+}
+
+/// A user's test on tokio's paused clock (`start_paused`) with a handler that waits a
+/// minute: the lease (3 s) is renewed every third of it, about 60 times, as on a real
+/// clock. The renewals counted time on the system clock, which a paused runtime does not
+/// move while its own jumps ahead, so each renewal was due again at once: one per
+/// millisecond of the minute.
+#[tokio::test(start_paused = true)]
+async fn renewals_keep_their_pace_on_a_paused_clock() {
+    let store = Arc::new(CountsRenewals::default());
+    let p = Processor::new(
+        verifier(),
+        Arc::clone(&store),
+        Counting {
+            sleep: Some(Duration::from_secs(60)),
+            ..Counting::default()
+        },
+    )
+    .with_handler_deadline(None)
+    .with_lease(Duration::from_secs(3));
+    // The paused clock already ahead of the system's (the test waited before).
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let (header, body) = signed("evt_paused", "invoice.paid");
+    let o = p.process(Some(&header), body.as_bytes()).await;
+    assert_eq!(o.kind().name(), "processed", "{o:?}");
+    let renewals = store.extends.load(Ordering::SeqCst);
+    assert!((50..=70).contains(&renewals), "{renewals} renewals");
+}

@@ -658,6 +658,34 @@ async fn unrouted_types_complete_without_running() {
     assert_eq!(queue.counts().await.unwrap().completed, 1);
 }
 
+/// A test on tokio's paused clock that has let it run ahead (ten minutes here) before a
+/// worker takes a job whose handler outlasts the lease: the run completes, its lease
+/// renewed on tokio's clock. The worker counted the lease on the system's clock, which a
+/// paused runtime leaves behind: in tokio's time the lease had ended before the run
+/// started, and the run was stopped as lost at once.
+#[tokio::test(start_paused = true)]
+async fn a_worker_on_a_paused_clock_that_ran_ahead_renews_on_it() {
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let queue = MemoryQueue::new();
+    let body = customer_event("evt_paused", "cus_1", testing::now());
+    enqueue_body(&queue, &body).await;
+    let slow = Recorder {
+        sleep: Some(Duration::from_secs(10)),
+        ..Recorder::default()
+    };
+    let worker = Worker::new(queue.clone(), slow.clone())
+        .with_deadline(None)
+        .with_lease(Duration::from_secs(3));
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(slow.seen(), ["evt_paused"]);
+    let rec = queue.job(&"evt_paused".into()).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.state, rec.attempts),
+        (JobState::Completed, 1),
+        "{rec:?}"
+    );
+}
+
 // Tokio's clock is paused (it moves on only when every task waits), so the worker's
 // renewals and its handler's sleep land at their times however loaded the machine: on
 // real time, a renewal falling between the test's clock move and its take renewed the

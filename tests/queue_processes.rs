@@ -22,6 +22,11 @@ use common::unique;
 const EVENTS: usize = 1000;
 const COPIES: usize = 3;
 
+/// One test at a time: each kills a service and restarts it on the same port, and a test
+/// beside it could take that port meanwhile (its own service on a free port), so that the
+/// two tests' deliveries crossed (seen once: 1,764 effects in a table meant for 1,000).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn pg_url() -> String {
     std::env::var("DATABASE_URL_TEST").unwrap_or_else(|_| {
         panic!("DATABASE_URL_TEST is not set: run `scripts/test.sh` or `eval \"$(scripts/services.sh start)\"`")
@@ -93,6 +98,7 @@ fn common_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_processes_on_postgres_inbox_mode_exactly_1000_effects() {
+    let _serial = SERIAL.lock().await;
     let table = unique("qproc_inbox");
     let pool = prepare_postgres(&table).await;
     let url = pg_url();
@@ -122,6 +128,7 @@ async fn four_processes_on_postgres_inbox_mode_exactly_1000_effects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_processes_on_postgres_plain_handler_complete_every_event() {
+    let _serial = SERIAL.lock().await;
     let table = unique("qproc_plain");
     prepare_postgres(&table).await;
     let url = pg_url();
@@ -140,6 +147,7 @@ async fn four_processes_on_postgres_plain_handler_complete_every_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_processes_on_redis_complete_every_event() {
+    let _serial = SERIAL.lock().await;
     let prefix = unique("qproc");
     let url = redis_url();
     let env = common_env(&[("REDIS_URL", &url), ("STRIPE_WEBHOOKS_TABLE", &prefix)]);

@@ -9,7 +9,9 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use sqlx::{Sqlite, SqlitePool};
 use tokio::sync::{watch, Mutex, MutexGuard};

@@ -249,24 +249,31 @@ pub(super) async fn renewing_lease(
     finished_before_renewal: impl FnOnce(&Result<(), HandlerError>),
 ) -> Handled {
     use std::task::Poll;
-    use tokio::time::{sleep_until, timeout_at};
+    use tokio::time::{sleep_until, timeout_at, Instant};
 
     use super::dispatch::store_call;
     use crate::idempotency::StoreError;
 
     use std::time::Duration;
 
-    // At most a day (`MAX_LEASE`), so no instant below can overflow.
+    // At most a day (`MAX_LEASE`), so no instant below can overflow. Tokio's instants,
+    // which its timers wait on: on a paused clock (a test's `start_paused`) the system's
+    // does not move while tokio's jumps ahead, and a renewal due by the system's clock
+    // was due again at once, every millisecond of the handler's run.
     let lease = settings.lease;
     let every = (lease / 3).max(Duration::from_millis(1));
     let safe = lease - lease / 10;
+    // The claim's start on tokio's clock: as long ago as on the system's (a paused clock
+    // may be far ahead of the system's, so `from_std` would put it in tokio's past).
+    let now = Instant::now();
+    let claimed_at_t = now.checked_sub(claimed_at.elapsed()).unwrap_or(now);
     // The lease certainly lasts until then; the handler stops there at the latest.
-    let mut held_until = claimed_at + safe;
-    let mut next_renewal = claimed_at + every;
+    let mut held_until = claimed_at_t + safe;
+    let mut next_renewal = claimed_at_t + every;
     let mut work = std::pin::pin!(work);
     loop {
         let wake = next_renewal.min(held_until);
-        if let Ok(out) = timeout_at(wake.into(), work.as_mut()).await {
+        if let Ok(out) = timeout_at(wake, work.as_mut()).await {
             return Handled::Finished(out);
         }
         if Instant::now() >= held_until {
@@ -281,7 +288,7 @@ pub(super) async fn renewing_lease(
             settings.store_timeout,
             store.extend(token, lease)
         ));
-        let mut expiry = std::pin::pin!(sleep_until(held_until.into()));
+        let mut expiry = std::pin::pin!(sleep_until(held_until));
         let mut renewed = None;
         let finished = std::future::poll_fn(|cx| {
             if renewed.is_none() {

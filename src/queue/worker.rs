@@ -6,7 +6,12 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's instants, which its timers wait on: on a paused clock (a test's `start_paused`),
+// the system's stands still while tokio's jumps ahead, and a lease counted on the
+// system's clock had ended, in tokio's time, before its run started.
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use tokio::sync::{watch, Semaphore};
@@ -937,8 +942,8 @@ async fn run_job(
                             }
                         };
                 }
-                () = tokio::time::sleep_until((renewed + safe).into()) => break Held::Lost,
-                () = tokio::time::sleep_until(next_renewal.into()), if renewal.is_none() => {
+                () = tokio::time::sleep_until(renewed + safe) => break Held::Lost,
+                () = tokio::time::sleep_until(next_renewal), if renewal.is_none() => {
                     sent = Instant::now();
                     renewal = Some(Box::pin(store_call(
                         s.store_timeout,

@@ -21,3 +21,6 @@ export DATABASE_URL_TEST REDIS_URL_TEST REDIS_TLS_URL_TEST TLS_CA_TEST
 # (`cargo test` builds examples with `test = true` as test harnesses only).
 cargo build --all-features --examples
 cargo test --all-features "$@"
+# The core without an async runtime (no default features: no tokio), on a minimal
+# executor: a crate of its own, so that the dev-dependencies above do not turn tokio on.
+CARGO_TARGET_DIR=target cargo test --manifest-path tests/no_runtime/Cargo.toml

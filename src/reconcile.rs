@@ -654,8 +654,9 @@ impl Reconciler {
     /// a test-mode one ([`StripeClient::livemode`]) or, for a key whose mode the client
     /// cannot tell (a proxy's token), when the processor is
     /// [`with_livemode(false)`](crate::Processor::with_livemode), and `types` is a short
-    /// hash of the types the pass lists (`all` when it lists every one: a processor that
-    /// takes every type, or a prefix route, which takes types Stripe adds later too).
+    /// hash of the types the processor takes (`all` when it takes every one), and of
+    /// whether it takes types Stripe adds later under a known stem (a prefix route,
+    /// whose pass lists every type).
     /// Two reconcilers on one
     /// store over processors of different types, for different connected accounts, or
     /// with keys of different modes, thus never share a cursor: a shared one moved past
@@ -672,18 +673,28 @@ impl Reconciler {
             Some(false) => "/test",
             Some(true) | None => "",
         };
-        // What the pass lists, not the manifest: a prefix route lists every type, and
-        // shares no cursor with a processor that names the same known types (the one
-        // that ran ahead would move it past a new type the other never listed).
-        let events = self.processor.listed_events();
-        [("v1", events.snapshot), ("v2", events.thin)].map(|(family, mut types)| {
+        // The types taken, and whether new ones are: a prefix route (whose pass lists
+        // every type) shares no cursor with a processor that names the same known types
+        // (the one that ran ahead would move it past a new type the other never listed),
+        // nor with one on another stem.
+        let events = self.processor.enabled_events();
+        let [new_snapshot, new_thin] = events.takes_new_types;
+        [
+            ("v1", events.snapshot, new_snapshot),
+            ("v2", events.thin, new_thin),
+        ]
+        .map(|(family, mut types, takes_new)| {
             types.sort_unstable();
             types.dedup();
             let types = if types.iter().any(|t| t == "*") {
                 "all".to_owned()
             } else {
                 use sha2::Digest;
-                let digest = sha2::Sha256::digest(types.join(",").as_bytes());
+                let mut listed = types.join(",");
+                if takes_new {
+                    listed.push_str(",+new");
+                }
+                let digest = sha2::Sha256::digest(listed.as_bytes());
                 hex::encode(&digest[..4])
             };
             format!("reconcile:{}:{scope}{mode}:{types}:{family}", self.name)

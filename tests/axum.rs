@@ -166,3 +166,41 @@ async fn a_delivery_that_panics_outside_its_handler_is_a_logged_500() {
     );
     assert!(!logged.contains("sk_test_abc123"), "{logged}");
 }
+
+/// A signed body that names an event but is not one (no `created`) is answered 400, and
+/// its log line names the event, to look it up by.
+#[cfg(feature = "tracing")]
+#[tokio::test]
+async fn a_body_that_is_not_an_event_is_logged_with_its_id() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let secret = "whsec_not_an_event";
+    let processor = Arc::new(Processor::new(
+        stripe_webhooks::Verifier::new(stripe_webhooks::SigningSecret::new(secret).unwrap()),
+        stripe_webhooks::MemoryStore::new(),
+        stripe_webhooks::EventRouter::new().fallback(|_e| Box::pin(async { Ok(()) })),
+    ));
+    let url = serve_route(processor).await;
+    let body = r#"{"id":"evt_without_created","object":"event","type":"invoice.paid","livemode":false,"data":{"object":{}}}"#;
+    let header =
+        stripe_webhooks::testing::sign(body.as_bytes(), secret, stripe_webhooks::testing::now());
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("stripe-signature", header)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logged.contains("not_an_event") && logged.contains("evt_without_created"),
+        "{logged}"
+    );
+}

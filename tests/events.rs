@@ -505,7 +505,16 @@ fn largest_fixture_parses_on_a_256k_stack() {
 /// that is not an object is `NotAnEvent`.
 #[test]
 fn not_json_and_not_an_object_are_told_apart() {
-    for body in ["<html>", "]", "}", "garbage", "\u{1}"] {
+    for body in [
+        "<html>",
+        "]",
+        "}",
+        "garbage",
+        "\u{1}",
+        "502 Bad Gateway",
+        "[1,",
+        "\"open",
+    ] {
         let err = parse_unverified(body.as_bytes()).unwrap_err();
         assert!(
             matches!(err, ParseError::InvalidJson { .. }),

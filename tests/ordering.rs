@@ -1063,7 +1063,8 @@ struct Faulty {
     /// The same for `lock_and_claim`.
     slow_lock_and_claim: Arc<AtomicUsize>,
     failing_completions: Arc<AtomicUsize>,
-    /// `lock_object` calls started (a lease renewal's, in these tests).
+    /// `lock_object` calls that took effect, slow ones aside (a lease renewal's, in
+    /// these tests).
     lock_calls: Arc<AtomicUsize>,
 }
 
@@ -1142,7 +1143,6 @@ impl OrderingStore for Faulty {
         holder: &str,
         lease: Duration,
     ) -> Result<ObjectLock, StoreError> {
-        self.lock_calls.fetch_add(1, SeqCst);
         if take_one(&self.slow_lock) {
             let (inner, object_id, holder) =
                 (self.inner.clone(), object_id.to_owned(), holder.to_owned());
@@ -1155,6 +1155,8 @@ impl OrderingStore for Faulty {
                 .unwrap_or_else(|e| Err(StoreError::unavailable(e.to_string())));
         }
         let locked = self.inner.lock_object(object_id, holder, lease).await;
+        // Counted once the lock took effect (the renewal's relock, in these tests).
+        self.lock_calls.fetch_add(1, SeqCst);
         if take_one(&self.late_lock) {
             tokio::time::sleep(LATE).await;
         }

@@ -38,6 +38,38 @@ async fn postgres_store_connects_with_sslmode_require() {
     store_conformance::concurrent_claims_acquire_once(Arc::new(store), 10).await;
 }
 
+/// `sslmode=verify-full` checks the server's certificate: with the servers' own as
+/// `sslrootcert` the store connects, and with roots that did not sign it (a CA of
+/// `tests/fixtures`) the connection is refused, not made without a check.
+#[tokio::test]
+async fn postgres_store_verifies_the_servers_certificate() {
+    let verified = |root: String| {
+        format!(
+            "{}?sslmode=verify-full&sslrootcert={root}",
+            env("DATABASE_URL_TEST")
+        )
+    };
+    let store = PostgresStore::connect(&verified(env("TLS_CA_TEST")))
+        .await
+        .unwrap();
+    let ssl: bool = stripe_webhooks::sqlx::query_scalar(
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(ssl, "the connection is not encrypted");
+    let unrelated = format!(
+        "{}/tests/fixtures/unrelated_ca.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let refused = PostgresStore::connect(&verified(unrelated)).await;
+    assert!(
+        refused.is_err(),
+        "connected with roots that did not sign it"
+    );
+}
+
 /// A `rediss://` URL connects, verifying the server's certificate, and the store works
 /// over it.
 #[tokio::test]

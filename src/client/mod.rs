@@ -984,17 +984,18 @@ impl ListV2EventsParams {
         self
     }
 
-    /// The query string pairs, as Stripe's SDKs spell a v2 list's query (stripe-node and
-    /// stripe-python, API `2026-10-28.endive`): `types` repeated, once per type (a v2
-    /// array is not indexed: not `types[0]`, as in v1), and the `created` object's
+    /// The query string pairs, as Stripe's SDKs spell a v2 list's query (stripe-node
+    /// 23.1.0, API `2026-10-28.endive`): `types[0]`, `types[1]`, … (indexed, as v1
+    /// arrays are: the SDKs' form since stripe-node 20.0.0; Stripe still takes the
+    /// repeated `types=a&types=b` of before, deprecated) and the `created` object's
     /// members in brackets (`created[gte]`).
     pub fn to_query(&self) -> Vec<(String, String)> {
         let mut q = Vec::new();
         if let Some(v) = &self.object_id {
             q.push(("object_id".to_owned(), v.clone()));
         }
-        for t in &self.types {
-            q.push(("types".to_owned(), t.clone()));
+        for (i, t) in self.types.iter().enumerate() {
+            q.push((format!("types[{i}]"), t.clone()));
         }
         for (k, v) in [
             ("created[gt]", &self.created_gt),

@@ -434,8 +434,12 @@ impl Event {
     pub(crate) fn from_slice(body: &[u8]) -> Result<Event, ParseError> {
         if let Some(first) = body.iter().position(|b| !b.is_ascii_whitespace()) {
             // A JSON value that is not an object (an array, a string, a number); anything
-            // else is for the JSON parser to name (`<html>`: `InvalidJson`).
+            // else, and what only starts like one (`502 Bad Gateway`), is for the JSON
+            // parser to name (`InvalidJson`).
             if matches!(body[first], b'[' | b'"' | b'-' | b'0'..=b'9') {
+                if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                    return Err(ParseError::from_json(&e));
+                }
                 let (line, column) = error::position(body, first);
                 return Err(ParseError::NotAnEvent {
                     message: "expected a JSON object".to_owned(),

@@ -106,18 +106,21 @@ fn prefix_takes(prefix: &str, wire: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
 }
 
-/// Panics on a prefix that would silently take no type: a `*` anywhere but as the whole
-/// pattern or after its last `.` (`"invoice.payment_*"`, `"*.created"`, `"invoice*"`).
-/// Such a route answered its events 200 `ignored` (Stripe does not send them again), and
-/// its endpoint was set up for every type. A prefix matches whole segments; route the
-/// types one by one, or take their whole stem (`"invoice.*"`).
+/// Panics on a `*` anywhere but as the whole pattern or after the pattern's last `.`. A
+/// prefix takes whole segments, so such a pattern did not take what it reads as:
+/// `"invoice.payment_*"` and `"*.created"` took no type (their events answered 200
+/// `ignored`, which Stripe does not send again, and the endpoint set up for every type),
+/// and `"invoice*"` took the `invoice.` types but not `invoiceitem.`'s. Route the types
+/// one by one, or take their whole stem (`"invoice.*"`).
 fn check_prefix(prefix: &str) {
     let stem = prefix.strip_suffix('*').unwrap_or(prefix);
     let starred = stem.len() < prefix.len();
     assert!(
         !stem.contains('*') && (!starred || stem.is_empty() || stem.ends_with('.')),
         "route prefix {prefix:?}: a `*` may only be the whole pattern or follow its last \
-         `.` (\"invoice.*\"); a prefix takes whole segments, so this one would take no type"
+         `.` (\"invoice.*\"): a prefix takes whole segments, so this one would not take \
+         what it reads as (\"invoice.payment_*\" takes no type, \"invoice*\" not \
+         invoiceitem's)"
     );
 }
 
@@ -328,9 +331,10 @@ impl EventRouter {
     ///
     /// # Panics
     ///
-    /// On a `*` anywhere but as the whole pattern or after its last `.`
-    /// (`"invoice.payment_*"`, `"*.created"`): such a prefix would take no type, and its
-    /// events would be answered 200 `ignored`, never sent again.
+    /// On a `*` anywhere but as the whole pattern or after its last `.`: such a pattern
+    /// would not take what it reads as (`"invoice.payment_*"` and `"*.created"` take no
+    /// type, and their events would be answered 200 `ignored`, never sent again;
+    /// `"invoice*"` takes no `invoiceitem.` type).
     #[must_use]
     pub fn on_prefix<F>(mut self, prefix: &str, f: F) -> Self
     where

@@ -249,7 +249,7 @@ pub(super) async fn renewing_lease(
     finished_before_renewal: impl FnOnce(&Result<(), HandlerError>),
 ) -> Handled {
     use std::task::Poll;
-    use tokio::time::{sleep_until, timeout_at, Instant};
+    use tokio::time::{sleep_until, timeout_at, Instant as TokioInstant};
 
     use super::dispatch::store_call;
     use crate::idempotency::StoreError;
@@ -259,13 +259,13 @@ pub(super) async fn renewing_lease(
     // At most a day (`MAX_LEASE`), so no instant below can overflow. Tokio's instants,
     // which its timers wait on: on a paused clock (a test's `start_paused`) the system's
     // does not move while tokio's jumps ahead, and a renewal due by the system's clock
-    // was due again at once, every millisecond of the handler's run.
+    // was due again at once, over and over (22 million times in a minute's run).
     let lease = settings.lease;
     let every = (lease / 3).max(Duration::from_millis(1));
     let safe = lease - lease / 10;
     // The claim's start on tokio's clock: as long ago as on the system's (a paused clock
     // may be far ahead of the system's, so `from_std` would put it in tokio's past).
-    let now = Instant::now();
+    let now = TokioInstant::now();
     let claimed_at_t = now.checked_sub(claimed_at.elapsed()).unwrap_or(now);
     // The lease certainly lasts until then; the handler stops there at the latest.
     let mut held_until = claimed_at_t + safe;
@@ -276,14 +276,14 @@ pub(super) async fn renewing_lease(
         if let Ok(out) = timeout_at(wake, work.as_mut()).await {
             return Handled::Finished(out);
         }
-        if Instant::now() >= held_until {
+        if TokioInstant::now() >= held_until {
             note_lost(
                 claimed_at,
                 "the lease may have run out while renewals failed",
             );
             return Handled::LeaseLost;
         }
-        let started = Instant::now();
+        let started = TokioInstant::now();
         let mut renew = std::pin::pin!(store_call(
             settings.store_timeout,
             store.extend(token, lease)
@@ -339,7 +339,7 @@ pub(super) async fn renewing_lease(
             }
             Some(Err(e)) => {
                 note_renewal_failed(&e);
-                next_renewal = Instant::now() + every.min(Duration::from_secs(1));
+                next_renewal = TokioInstant::now() + every.min(Duration::from_secs(1));
             }
             None => {}
         }

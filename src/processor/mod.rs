@@ -122,7 +122,7 @@ pub struct EnabledEvents {
     /// [`Reconciler`](crate::reconcile::Reconciler) lists every type for such a family,
     /// so that the types Stripe adds later are reconciled too.
     #[serde(skip)]
-    takes_new_types: [bool; 2],
+    pub(crate) takes_new_types: [bool; 2],
 }
 
 impl EnabledEvents {
@@ -1426,8 +1426,6 @@ enum Parsed<'a> {
     Notification(&'a EventNotification),
 }
 
-/// Reports a delivery to the metrics recorder (feature `metrics`).
-#[inline]
 /// A verified body that is not an event: 400, with the event id when the body named one
 /// ([`ParseError::event_id`]), for the logs and the caller.
 fn not_an_event(e: ParseError, started: Instant) -> Outcome {
@@ -1437,6 +1435,8 @@ fn not_an_event(e: ParseError, started: Instant) -> Outcome {
     o
 }
 
+/// Reports a delivery to the metrics recorder (feature `metrics`).
+#[inline]
 fn record(outcome: &Outcome) {
     #[cfg(feature = "metrics")]
     crate::metrics::delivery(outcome);

@@ -45,6 +45,11 @@ pub(super) fn log_outcome(span: &tracing::Span, o: &Outcome) {
     if let Some(label) = o.secret_label.as_deref() {
         span.record("secret", label);
     }
+    // A body that is not an event was never parsed into one: its id, when it named one,
+    // is the outcome's only.
+    if let (OutcomeKind::NotAnEvent(_), Some(id)) = (&o.kind, &o.event_id) {
+        span.record("event_id", id.as_str());
+    }
     span.record("outcome", o.kind.name());
     span.record("status", status);
     span.record("duration_ms", duration_ms);

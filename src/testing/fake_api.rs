@@ -201,8 +201,8 @@ impl State {
 ///   `starting_after`, `ending_before` and `limit` (1–100, default 10), answering
 ///   `{"object": "list", "data", "has_more", "url"}`;
 /// - `GET /v1/events/{id}` ([`add_event`](Self::add_event));
-/// - `GET /v2/core/events` with `object_id`, `types` (repeated, as Stripe's SDKs send
-///   a v2 array; an indexed `types[0]` is refused with a 400), `created[gt|gte|lt|lte]`
+/// - `GET /v2/core/events` with `object_id`, `types[0]`, `types[1]`, … (or `types`
+///   repeated, the deprecated form Stripe still takes), `created[gt|gte|lt|lte]`
 ///   (RFC 3339), `limit` (default 20) and `page`, answering `{"data", "next_page_url",
 ///   "previous_page_url"}` (the page URLs keep the filters; times compare to the
 ///   millisecond, as Stripe's);
@@ -995,7 +995,7 @@ fn limit_param(request: &RecordedRequest, default: usize) -> Result<usize, Answe
     }
 }
 
-/// `types[]`, `types` and `type` (which of them a list takes, its known parameters say).
+/// `types[]`, `types[0]`, `types` and `type`.
 fn types_param(request: &RecordedRequest) -> Vec<&str> {
     request
         .query
@@ -1171,7 +1171,7 @@ fn list_v2(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
                 "created[lt]",
                 "created[lte]",
             ],
-            &[],
+            &["types["],
         )?;
         let limit = limit_param(request, 20)?;
         let gt = time_param(request, "created[gt]")?;

@@ -23,4 +23,4 @@ cargo build --all-features --examples
 cargo test --all-features "$@"
 # The core without an async runtime (no default features: no tokio), on a minimal
 # executor: a crate of its own, so that the dev-dependencies above do not turn tokio on.
-CARGO_TARGET_DIR=target cargo test --manifest-path tests/no_runtime/Cargo.toml
+CARGO_TARGET_DIR=target cargo test --locked --manifest-path tests/no_runtime/Cargo.toml

@@ -528,6 +528,11 @@ fn not_json_and_not_an_object_are_told_apart() {
             "{body}: {err:?}"
         );
     }
+    // JSON in all but its UTF-8 (a string's byte 0xFF).
+    for body in [&b"\"\xff\""[..], b"[\"\xff\"]"] {
+        let err = parse_unverified(body).unwrap_err();
+        assert!(matches!(err, ParseError::InvalidJson { .. }), "{err:?}");
+    }
 }
 
 #[test]

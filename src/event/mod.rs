@@ -437,7 +437,12 @@ impl Event {
             // else, and what only starts like one (`502 Bad Gateway`), is for the JSON
             // parser to name (`InvalidJson`).
             if matches!(body[first], b'[' | b'"' | b'-' | b'0'..=b'9') {
-                if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                // Checked whole: serde_json skips a string without checking its UTF-8.
+                let text = match std::str::from_utf8(body) {
+                    Ok(text) => text,
+                    Err(e) => return Err(ParseError::not_utf8(body, &e)),
+                };
+                if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
                     return Err(ParseError::from_json(&e));
                 }
                 let (line, column) = error::position(body, first);

@@ -113,6 +113,40 @@ impl stripe_webhooks::Clock for PanickingClock {
 struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
 
 #[cfg(feature = "tracing")]
+impl Captured {
+    /// A subscriber writing into a new buffer, the default on this thread while the
+    /// guard lives.
+    fn logs() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Posts `body` to `url`, signed now with `secret`, as Stripe does.
+#[cfg(feature = "tracing")]
+async fn post_signed(url: &str, secret: &str, body: String) -> reqwest::Response {
+    let header =
+        stripe_webhooks::testing::sign(body.as_bytes(), secret, stripe_webhooks::testing::now());
+    reqwest::Client::new()
+        .post(url)
+        .header("stripe-signature", header)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[cfg(feature = "tracing")]
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
@@ -129,15 +163,9 @@ impl std::io::Write for Captured {
 #[cfg(feature = "tracing")]
 #[tokio::test]
 async fn a_delivery_that_panics_outside_its_handler_is_a_logged_500() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
     // The test's runtime has one thread: the server, its delivery tasks and the log
     // line all run on it, under this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::logs();
     let secret = "whsec_panicking_clock";
     let processor = Arc::new(Processor::new(
         stripe_webhooks::Verifier::new(stripe_webhooks::SigningSecret::new(secret).unwrap())
@@ -147,18 +175,9 @@ async fn a_delivery_that_panics_outside_its_handler_is_a_logged_500() {
     ));
     let url = serve_route(processor).await;
     let body = stripe_webhooks::testing::event_json("evt_clock", "customer.created", "{}");
-    let header =
-        stripe_webhooks::testing::sign(body.as_bytes(), secret, stripe_webhooks::testing::now());
-    let response = reqwest::Client::new()
-        .post(&url)
-        .header("stripe-signature", header)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = post_signed(&url, secret, body.to_owned()).await;
     assert_eq!(response.status(), 500);
-    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logged = logs.text();
     assert!(
         logged.contains("a delivery panicked outside its handler")
             && logged.contains("clock broke"),
@@ -172,13 +191,7 @@ async fn a_delivery_that_panics_outside_its_handler_is_a_logged_500() {
 #[cfg(feature = "tracing")]
 #[tokio::test]
 async fn a_body_that_is_not_an_event_is_logged_with_its_id() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::logs();
     let secret = "whsec_not_an_event";
     let processor = Arc::new(Processor::new(
         stripe_webhooks::Verifier::new(stripe_webhooks::SigningSecret::new(secret).unwrap()),
@@ -187,18 +200,9 @@ async fn a_body_that_is_not_an_event_is_logged_with_its_id() {
     ));
     let url = serve_route(processor).await;
     let body = r#"{"id":"evt_without_created","object":"event","type":"invoice.paid","livemode":false,"data":{"object":{}}}"#;
-    let header =
-        stripe_webhooks::testing::sign(body.as_bytes(), secret, stripe_webhooks::testing::now());
-    let response = reqwest::Client::new()
-        .post(&url)
-        .header("stripe-signature", header)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = post_signed(&url, secret, body.to_owned()).await;
     assert_eq!(response.status(), 400);
-    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logged = logs.text();
     assert!(
         logged.contains("not_an_event") && logged.contains("evt_without_created"),
         "{logged}"

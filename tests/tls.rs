@@ -19,12 +19,8 @@ fn env(name: &str) -> String {
     })
 }
 
-/// `sslmode=require` connects (it could not at all without the feature), and the
-/// session really is encrypted.
-#[tokio::test]
-async fn postgres_store_connects_with_sslmode_require() {
-    let url = format!("{}?sslmode=require", env("DATABASE_URL_TEST"));
-    let store = PostgresStore::connect(&url).await.unwrap();
+/// Asserts that the store's session is encrypted.
+async fn assert_encrypted(store: &PostgresStore) {
     let ssl: bool = stripe_webhooks::sqlx::query_scalar(
         "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
     )
@@ -32,6 +28,15 @@ async fn postgres_store_connects_with_sslmode_require() {
     .await
     .unwrap();
     assert!(ssl, "the connection is not encrypted");
+}
+
+/// `sslmode=require` connects (it could not at all without the feature), and the
+/// session really is encrypted.
+#[tokio::test]
+async fn postgres_store_connects_with_sslmode_require() {
+    let url = format!("{}?sslmode=require", env("DATABASE_URL_TEST"));
+    let store = PostgresStore::connect(&url).await.unwrap();
+    assert_encrypted(&store).await;
     let store = store.with_table(&common::unique("t_tls")).unwrap();
     store.migrate().await.unwrap();
     store_conformance::first_claim_acquires(&store).await;
@@ -52,13 +57,7 @@ async fn postgres_store_verifies_the_servers_certificate() {
     let store = PostgresStore::connect(&verified(env("TLS_CA_TEST")))
         .await
         .unwrap();
-    let ssl: bool = stripe_webhooks::sqlx::query_scalar(
-        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
-    assert!(ssl, "the connection is not encrypted");
+    assert_encrypted(&store).await;
     let unrelated = format!(
         "{}/tests/fixtures/unrelated_ca.pem",
         env!("CARGO_MANIFEST_DIR")

@@ -7,7 +7,11 @@
 //! Each delivery is verified, its raw body written to a durable queue in one statement
 //! keyed by the event's dedupe key, and answered 200 `queued` at once; the workers run the
 //! handler afterwards, with retries (Stripe's schedule), a dead state, and leases that
-//! let another process take over the jobs of one that died. The demo handler sleeps
+//! let another process take over the jobs of one that died. Durable as the queue's
+//! store is: the SQLite file here runs with `synchronous = NORMAL` (an OS crash or power
+//! cut may lose the last acknowledged jobs, which Stripe will not send again: use
+//! `synchronous = FULL` where that matters, see the README), and Redis needs
+//! `appendonly yes`. The demo handler sleeps
 //! `DEMO_HANDLER_SLEEP_MS` (2000 by default) to show that a slow handler does not slow
 //! the acknowledgements.
 //!

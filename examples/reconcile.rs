@@ -10,7 +10,12 @@
 //! does not start from the fake events' cursor. The seeded events' ids carry the second
 //! the run started (`RECONCILE_FAKE_STAMP` sets it), so each run seeds new events.
 //!
-//! - `SQLITE_PATH`: the store (default `stripe-webhooks.db`, the axum example's).
+//! - `SQLITE_PATH`: the store (default `stripe-webhooks.db`, the axum example's). It
+//!   reconciles the SQLite store only, and refuses to start when `DATABASE_URL`,
+//!   `REDIS_URL` or `STRIPE_WEBHOOKS_STORE` names another: a pass over an empty store
+//!   would run three days of events that the service's own store had already
+//!   completed. For those, build the `Reconciler` on the service's processor and store
+//!   (its docs show how).
 //! - `--every SECS`: pass after pass (at least 1 s apart), as a service would schedule
 //!   it, until SIGINT or SIGTERM; the `Reconciler` docs show the same loop inside a
 //!   service.
@@ -58,6 +63,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
     };
     let verifier = Verifier::from_secrets_list(&secrets)?;
 
+    // The store the service's processor keys its events in, or the handlers run again.
+    for other in ["DATABASE_URL", "REDIS_URL", "STRIPE_WEBHOOKS_STORE"] {
+        if std::env::var_os(other).is_some() && !fake {
+            return Err(format!(
+                "{other} is set: this example reconciles the SQLite store only; \
+                 build the Reconciler on your service's processor and store"
+            )
+            .into());
+        }
+    }
     let default_path = if fake {
         "stripe-webhooks-fake.db"
     } else {

@@ -7,8 +7,9 @@
 //! Flags: `--url URL` (default `http://127.0.0.1:4242/webhook`), `--type TYPE`,
 //! `--id EVENT_ID`, `--count N` distinct events, `--duplicates N` copies of each,
 //! `--concurrency N` requests in flight (copies in flight together, as Stripe may send
-//! them to several replicas: one runs, the others are answered 409 while it runs and
-//! 200 `duplicate` after), `--bad-signature`, `--stale` (timestamp an hour old; each
+//! them to several replicas: one runs; on the default SQLite inbox the others wait for
+//! the one writer and are answered 200 `duplicate`, and on PostgreSQL or Redis they are
+//! answered 409 while it runs and 200 `duplicate` after), `--bad-signature`, `--stale` (timestamp an hour old; each
 //! request is signed as it is sent), `--secret S` (default `STRIPE_WEBHOOK_SECRET`,
 //! else the examples' development secret). Exits non-zero if a request could not be
 //! sent.

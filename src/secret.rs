@@ -211,10 +211,20 @@ pub(crate) fn redact_json(v: &mut serde_json::Value) {
                 .get("object")
                 .and_then(serde_json::Value::as_str)
                 .map(str::to_owned);
+            // An event's `data`: its `previous_attributes` are members of the object
+            // beside them, which they do not name (a verification session's old `url`).
+            let changed = m
+                .get("object")
+                .and_then(|o| o.get("object"))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned);
             for (k, v) in m.iter_mut() {
                 if is_credential_member(object.as_deref(), k) && !v.is_null() {
                     *v = serde_json::Value::from("<redacted>");
                 } else {
+                    if k == "previous_attributes" {
+                        redact_members_of(changed.as_deref(), v);
+                    }
                     redact_json(v);
                 }
             }
@@ -224,6 +234,65 @@ pub(crate) fn redact_json(v: &mut serde_json::Value) {
             *v = serde_json::Value::from("<redacted>");
         }
         _ => {}
+    }
+}
+
+/// Hides the members of `v` that are credentials of an object of type `object` (a change
+/// set holds its object's members without its `object`).
+fn redact_members_of(object: Option<&str>, v: &mut serde_json::Value) {
+    if let serde_json::Value::Object(m) = v {
+        for (k, v) in m.iter_mut() {
+            if is_credential_member(object, k) && !v.is_null() {
+                *v = serde_json::Value::from("<redacted>");
+            }
+        }
+    }
+}
+
+/// Hides credentials in a change set whose object's type is not known (an event's
+/// `previous_attributes` on its own, a thin event's `changes`): as [`redact_json`], and
+/// its `url` as if it were a [bearer link](BEARER_URL_OBJECTS), which it may be.
+pub(crate) fn redact_change_set(v: &mut serde_json::Value) {
+    redact_members_of(BEARER_URL_OBJECTS.first().copied(), v);
+    redact_json(v);
+}
+
+/// [`debug_json`] for a change set ([`redact_change_set`]).
+pub(crate) fn debug_change_set(json: &str) -> std::borrow::Cow<'_, str> {
+    if !json.contains("\"url\"") {
+        return debug_json(json);
+    }
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(mut v) => {
+            redact_change_set(&mut v);
+            std::borrow::Cow::Owned(v.to_string())
+        }
+        Err(_) => std::borrow::Cow::Borrowed("<unreadable JSON>"),
+    }
+}
+
+/// A change set's JSON text shown by `Debug` ([`debug_change_set`]).
+pub(crate) struct DebugChangeSet<'a>(pub(crate) &'a str);
+
+impl fmt::Debug for DebugChangeSet<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawValue({})", debug_change_set(self.0))
+    }
+}
+
+/// A change set's JSON value shown by `Debug` ([`redact_change_set`]).
+pub(crate) struct DebugChangeSetValue<'a>(pub(crate) &'a Option<serde_json::Value>);
+
+impl fmt::Debug for DebugChangeSetValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("None"),
+            Some(v) => {
+                let mut v = v.clone();
+                redact_change_set(&mut v);
+                f.debug_tuple("Some").field(&v).finish()
+            }
+        }
     }
 }
 
@@ -348,6 +417,28 @@ mod tests {
         assert!(shown.contains(r#""client_secret":"<redacted>""#), "{shown}");
         assert!(shown.contains(r#""secret":null"#), "{shown}");
         assert!(shown.contains(r#""id":"pi_1""#), "{shown}");
+    }
+
+    /// A whole event body (the console's view): the previous attributes of a bearer-link
+    /// object lose their `url`, those of another object keep theirs.
+    #[test]
+    fn an_events_previous_attributes_are_redacted_as_their_objects_members() {
+        let event = |object: &str| {
+            format!(
+                r#"{{"id":"evt_1","object":"event","data":{{"object":{{"id":"x_1","object":"{object}","url":null}},"previous_attributes":{{"url":"https://example.test/LINK","status":"open"}}}}}}"#
+            )
+        };
+        let bearer = event("identity.verification_session");
+        let shown = debug_json(&bearer);
+        assert!(!shown.contains("LINK"), "{shown}");
+        assert!(shown.contains(r#""status":"open""#), "{shown}");
+        let file_link = event("file_link");
+        let mut v: serde_json::Value = serde_json::from_str(&file_link).unwrap();
+        redact_json(&mut v);
+        assert!(v.to_string().contains("LINK"), "{v}");
+        // On its own, a change set's `url` is hidden: whose it is, it does not say.
+        let alone = r#"{"url":"https://example.test/LINK","status":"open"}"#;
+        assert!(!debug_change_set(alone).contains("LINK"));
     }
 
     #[test]

@@ -392,6 +392,23 @@ fn debug_output_hides_client_secrets_and_auth_codes() {
     let shown = format!("{event:?}");
     assert!(!shown.contains("SHOULD_NOT_SHOW"), "{shown}");
     assert!(shown.contains(r#""amount":5"#), "{shown}");
+    // A verification session's old bearer link among its previous attributes (which do
+    // not say whose members they are): hidden in the event's `Debug`, and in the body as
+    // the console shows it.
+    let mut canceled: serde_json::Value = serde_json::from_str(&testing::event_json(
+        "evt_4",
+        "identity.verification_session.canceled",
+        r#"{"id":"vs_3","object":"identity.verification_session","status":"canceled","url":null}"#,
+    ))
+    .unwrap();
+    canceled["data"]["previous_attributes"] = serde_json::json!({
+        "status": "requires_input",
+        "url": "https://verify.stripe.com/start/test_SHOULD_NOT_SHOW"
+    });
+    let event = parse_unverified(canceled.to_string().as_bytes()).unwrap();
+    let shown = format!("{event:?}");
+    assert!(!shown.contains("SHOULD_NOT_SHOW"), "{shown}");
+    assert!(shown.contains("requires_input"), "{shown}");
     // And a verified body is shown by its length only.
     let body = testing::event_json(
         "evt_3",

@@ -156,9 +156,13 @@ impl Config {
         };
         // A URL of another scheme is an error rather than a silent fall back to a SQLite
         // file of each replica's own (no shared store: no exactly-once across them).
+        // Set but empty is a mistake too (a secret reference that was never filled in),
+        // not a wish for SQLite.
         let database_url =
             match std::env::var("DATABASE_URL") {
-                Ok(u) if u.is_empty() => None,
+                Ok(u) if u.is_empty() => {
+                    return Err("DATABASE_URL is set but empty (unset it for SQLite)".into())
+                }
                 Ok(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => Some(u),
                 Ok(_) => return Err(
                     "DATABASE_URL is not a postgres:// or postgresql:// URL (unset it for SQLite)"
@@ -171,7 +175,13 @@ impl Config {
             thin_secrets,
             port,
             database_url,
-            redis_url: std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()),
+            redis_url: match std::env::var("REDIS_URL") {
+                Ok(u) if u.is_empty() => {
+                    return Err("REDIS_URL is set but empty (unset it for SQLite)".into())
+                }
+                Ok(u) => Some(u),
+                Err(_) => None,
+            },
             sqlite_path: std::env::var("SQLITE_PATH")
                 .unwrap_or_else(|_| "stripe-webhooks.db".to_owned()),
             memory: std::env::var("STRIPE_WEBHOOKS_STORE").is_ok_and(|s| s == "memory"),

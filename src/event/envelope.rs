@@ -126,7 +126,7 @@ impl fmt::Debug for Envelope {
                 "previous_attributes",
                 &previous_attributes
                     .as_ref()
-                    .map(|p| crate::secret::DebugJson(p.get())),
+                    .map(|p| crate::secret::DebugChangeSet(p.get())),
             )
             .finish()
     }

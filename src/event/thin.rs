@@ -77,7 +77,15 @@ pub struct EventChanges {
     pub after: Option<serde_json::Value>,
 }
 
-crate::secret::debug_hiding_json!(EventChanges { ; json: before, after });
+impl fmt::Debug for EventChanges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A change set names no `object`: its `url` may be a bearer link.
+        f.debug_struct("EventChanges")
+            .field("before", &crate::secret::DebugChangeSetValue(&self.before))
+            .field("after", &crate::secret::DebugChangeSetValue(&self.after))
+            .finish()
+    }
+}
 
 /// The `data` of a fetched thin event, typed for the types whose shape the crate knows.
 /// Pushed notifications never carry `data`: it appears on the event fetched with

@@ -150,8 +150,10 @@ pub(crate) fn delivery(o: &Outcome) {
 
 /// One request an adapter refused before the processor saw it: a method other than
 /// POST, a content type other than JSON, a body too large, too slow or unreadable (and,
-/// from the extractors, a bad signature or a body that is not an event). No event was
-/// read, so `family` is `unknown` and `event_type` `none`.
+/// from the extractors, a bad signature or a body that is not an event); or one whose
+/// delivery task ended outside the processor's count (a panic outside the handler, the
+/// runtime's shutdown: `handler_failed`, 500). No event was read, so `family` is
+/// `unknown` and `event_type` `none`.
 #[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
 pub(crate) fn rejected(outcome: &'static str) {
     ::metrics::counter!(

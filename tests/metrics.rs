@@ -222,3 +222,41 @@ async fn the_inline_example_reports_deliveries_and_handler_runs() {
         1.0
     );
 }
+
+#[derive(Debug)]
+struct PanickingClock;
+
+impl stripe_webhooks::Clock for PanickingClock {
+    fn now_unix(&self) -> i64 {
+        panic!("clock broke")
+    }
+}
+
+/// A delivery whose task panics outside the handler (here the verifier's clock) is
+/// answered 500 and counted as `handler_failed`: the processor's own count never came,
+/// so the delivery was missing from `stripe_webhooks_deliveries_total`.
+#[test]
+fn a_delivery_that_panics_outside_its_handler_is_counted() {
+    use std::sync::Arc;
+    use stripe_webhooks::{EventRouter, MemoryStore, Processor, SigningSecret, Verifier};
+    let (status, text) = common::with_local_prometheus(async {
+        let processor = Arc::new(Processor::new(
+            Verifier::new(SigningSecret::new(SECRET).unwrap()).with_clock(PanickingClock),
+            MemoryStore::new(),
+            EventRouter::new().fallback(|_e| Box::pin(async { Ok(()) })),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = stripe_webhooks::axum::router("/webhook", processor);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let body = testing::event_json("evt_cut", "customer.created", "{}");
+        post(port, "/webhook", &body, SECRET).await
+    });
+    assert_eq!(status, 500);
+    let counted = sample(
+        &text,
+        "stripe_webhooks_deliveries_total",
+        &[("outcome", "handler_failed"), ("family", "unknown")],
+    );
+    assert_eq!(counted, 1.0, "{text}");
+}

@@ -258,6 +258,9 @@ where
         }
         #[cfg(not(feature = "tracing"))]
         let _ = e;
+        // Counted, as every answer is: the processor's own count never came.
+        #[cfg(feature = "metrics")]
+        crate::metrics::rejected(Answer::HandlerFailed.name());
         Reply::error(Answer::HandlerFailed)
     })
 }

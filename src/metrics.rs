@@ -5,7 +5,7 @@
 //!
 //! | Name | Kind | Labels | What |
 //! |---|---|---|---|
-//! | [`DELIVERIES`] | counter | `outcome`, `family`, `event_type`, `reason` | every delivery the processor answered, and every request an adapter refused before it (`family="unknown"`, `event_type="none"`) |
+//! | [`DELIVERIES`] | counter | `outcome`, `family`, `event_type`, `reason` | every delivery the processor answered, every request an adapter refused before it, and every delivery cut outside the processor (`handler_failed`; these with `family="unknown"`, `event_type="none"`, `reason="none"`) |
 //! | [`HANDLER_DURATION`] | histogram (s) | `result` (`ok`, `error`, `panic`, `deadline`, `lease_lost`) | how long handlers ran (inline and in workers) |
 //! | [`LAG`] | histogram (s) | `family` | from the event's `created` to its completion |
 //! | [`QUEUE_JOBS`] | gauge | `state` | jobs in each state, at the last [`record_queue`] |

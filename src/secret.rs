@@ -249,34 +249,40 @@ fn redact_members_of(object: Option<&str>, v: &mut serde_json::Value) {
     }
 }
 
-/// Hides credentials in a change set whose object's type is not known (an event's
-/// `previous_attributes` on its own, a thin event's `changes`): as [`redact_json`], and
-/// its `url` as if it were a [bearer link](BEARER_URL_OBJECTS), which it may be.
-pub(crate) fn redact_change_set(v: &mut serde_json::Value) {
-    redact_members_of(BEARER_URL_OBJECTS.first().copied(), v);
+/// Hides credentials in a change set (an event's `previous_attributes`, a thin event's
+/// `changes`), which holds members of an object of type `object` without naming it: as
+/// [`redact_json`], and the members that are that type's credentials. Of a type not
+/// known (`None`: a thin event's changes), its `url` is hidden as a
+/// [bearer link](BEARER_URL_OBJECTS)'s, which it may be.
+pub(crate) fn redact_change_set(object: Option<&str>, v: &mut serde_json::Value) {
+    redact_members_of(object.or(BEARER_URL_OBJECTS.first().copied()), v);
     redact_json(v);
 }
 
 /// [`debug_json`] for a change set ([`redact_change_set`]).
-pub(crate) fn debug_change_set(json: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn debug_change_set<'a>(
+    object: Option<&str>,
+    json: &'a str,
+) -> std::borrow::Cow<'a, str> {
     if !json.contains("\"url\"") {
         return debug_json(json);
     }
     match serde_json::from_str::<serde_json::Value>(json) {
         Ok(mut v) => {
-            redact_change_set(&mut v);
+            redact_change_set(object, &mut v);
             std::borrow::Cow::Owned(v.to_string())
         }
         Err(_) => std::borrow::Cow::Borrowed("<unreadable JSON>"),
     }
 }
 
-/// A change set's JSON text shown by `Debug` ([`debug_change_set`]).
-pub(crate) struct DebugChangeSet<'a>(pub(crate) &'a str);
+/// An event's `previous_attributes` shown by `Debug` ([`debug_change_set`]), with the
+/// type of the object they belong to (`None` when the event's type does not say).
+pub(crate) struct DebugChangeSet<'a>(pub(crate) Option<&'a str>, pub(crate) &'a str);
 
 impl fmt::Debug for DebugChangeSet<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RawValue({})", debug_change_set(self.0))
+        write!(f, "RawValue({})", debug_change_set(self.0, self.1))
     }
 }
 
@@ -289,7 +295,7 @@ impl fmt::Debug for DebugChangeSetValue<'_> {
             None => f.write_str("None"),
             Some(v) => {
                 let mut v = v.clone();
-                redact_change_set(&mut v);
+                redact_change_set(None, &mut v);
                 f.debug_tuple("Some").field(&v).finish()
             }
         }
@@ -438,7 +444,9 @@ mod tests {
         assert!(v.to_string().contains("LINK"), "{v}");
         // On its own, a change set's `url` is hidden: whose it is, it does not say.
         let alone = r#"{"url":"https://example.test/LINK","status":"open"}"#;
-        assert!(!debug_change_set(alone).contains("LINK"));
+        assert!(!debug_change_set(None, alone).contains("LINK"));
+        assert!(!debug_change_set(Some("billing_portal.session"), alone).contains("LINK"));
+        assert!(debug_change_set(Some("payment_link"), alone).contains("LINK"));
     }
 
     #[test]

@@ -415,6 +415,8 @@ fn an_empty_secret_or_a_foreign_database_url_stops_the_example() {
             "mysql://u:pw@db/app",
             "DATABASE_URL is not a postgres://",
         ),
+        ("DATABASE_URL", "", "DATABASE_URL is set but empty"),
+        ("REDIS_URL", "", "REDIS_URL is set but empty"),
     ] {
         let out = Command::new(common::example_binary("axum"))
             .env_remove("STRIPE_WEBHOOK_SECRET")
@@ -463,6 +465,34 @@ fn an_empty_secret_or_a_foreign_database_url_stops_the_example() {
             stderr.contains("STRIPE_WEBHOOK_SECRET is set but empty"),
             "{example}: {stderr}"
         );
+    }
+    // The reconcile example keys events in its SQLite store only: pointed at a service on
+    // another store, it refuses to start rather than run three days of events again.
+    for (name, value) in [
+        ("DATABASE_URL", "postgres://u:pw@db/app"),
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("STRIPE_WEBHOOKS_STORE", "memory"),
+    ] {
+        let out = Command::new(common::example_binary("reconcile"))
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("STRIPE_WEBHOOKS_STORE")
+            // No key: were the store not refused first, it would stop on the missing key
+            // (never reaching for the network).
+            .env_remove("STRIPE_API_KEY")
+            .env(name, value)
+            .env("SQLITE_PATH", dir.join("reconcile_other.db"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name}={value:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{name} is set: this example reconciles the SQLite store"
+            )),
+            "{stderr}"
+        );
+        assert!(!dir.join("reconcile_other.db").exists(), "{name}");
     }
 }
 

@@ -126,10 +126,23 @@ impl fmt::Debug for Envelope {
                 "previous_attributes",
                 &previous_attributes
                     .as_ref()
-                    .map(|p| crate::secret::DebugChangeSet(p.get())),
+                    .map(|p| crate::secret::DebugChangeSet(changed_type(event_type), p.get())),
             )
             .finish()
     }
+}
+
+/// The object type an event's `previous_attributes` belong to, for `Debug`: its data
+/// object's, by its type (a bearer-link type when any of a polymorphic event's types is
+/// one, so that its `url` is hidden), or `None` for a type this release does not know.
+fn changed_type(event_type: &EventType) -> Option<&'static str> {
+    let types = event_type.object_type()?;
+    Some(
+        types
+            .split('|')
+            .find(|t| crate::secret::BEARER_URL_OBJECTS.contains(t))
+            .unwrap_or_else(|| types.split('|').next().unwrap_or(types)),
+    )
 }
 
 impl Envelope {

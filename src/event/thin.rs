@@ -79,10 +79,12 @@ pub struct EventChanges {
 
 impl fmt::Debug for EventChanges {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // A change set names no `object`: its `url` may be a bearer link.
+        // A change set names no `object`: its `url` may be a bearer link. (Every field
+        // named: one added later and left out does not compile.)
+        let Self { before, after } = self;
         f.debug_struct("EventChanges")
-            .field("before", &crate::secret::DebugChangeSetValue(&self.before))
-            .field("after", &crate::secret::DebugChangeSetValue(&self.after))
+            .field("before", &crate::secret::DebugChangeSetValue(before))
+            .field("after", &crate::secret::DebugChangeSetValue(after))
             .finish()
     }
 }

@@ -267,13 +267,7 @@ pub(crate) fn debug_change_set<'a>(
     if !json.contains("\"url\"") {
         return debug_json(json);
     }
-    match serde_json::from_str::<serde_json::Value>(json) {
-        Ok(mut v) => {
-            redact_change_set(object, &mut v);
-            std::borrow::Cow::Owned(v.to_string())
-        }
-        Err(_) => std::borrow::Cow::Borrowed("<unreadable JSON>"),
-    }
+    reparsed_redacted(json, |v| redact_change_set(object, v))
 }
 
 /// An event's `previous_attributes` shown by `Debug` ([`debug_change_set`]), with the
@@ -291,14 +285,37 @@ pub(crate) struct DebugChangeSetValue<'a>(pub(crate) &'a Option<serde_json::Valu
 
 impl fmt::Debug for DebugChangeSetValue<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            None => f.write_str("None"),
-            Some(v) => {
-                let mut v = v.clone();
-                redact_change_set(None, &mut v);
-                f.debug_tuple("Some").field(&v).finish()
-            }
+        fmt_redacted(f, self.0, |v| redact_change_set(None, v))
+    }
+}
+
+/// `Some(value)` with `redact` applied to a copy of it, or `None`.
+fn fmt_redacted(
+    f: &mut fmt::Formatter<'_>,
+    value: &Option<serde_json::Value>,
+    redact: impl FnOnce(&mut serde_json::Value),
+) -> fmt::Result {
+    match value {
+        None => f.write_str("None"),
+        Some(v) => {
+            let mut v = v.clone();
+            redact(&mut v);
+            f.debug_tuple("Some").field(&v).finish()
         }
+    }
+}
+
+/// `json` parsed, `redact`ed and written again (`Debug` output only).
+fn reparsed_redacted(
+    json: &str,
+    redact: impl FnOnce(&mut serde_json::Value),
+) -> std::borrow::Cow<'_, str> {
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(mut v) => {
+            redact(&mut v);
+            std::borrow::Cow::Owned(v.to_string())
+        }
+        Err(_) => std::borrow::Cow::Borrowed("<unreadable JSON>"),
     }
 }
 
@@ -312,13 +329,7 @@ pub(crate) fn debug_json(json: &str) -> std::borrow::Cow<'_, str> {
     {
         return std::borrow::Cow::Borrowed(json);
     }
-    match serde_json::from_str::<serde_json::Value>(json) {
-        Ok(mut v) => {
-            redact_json(&mut v);
-            std::borrow::Cow::Owned(v.to_string())
-        }
-        Err(_) => std::borrow::Cow::Borrowed("<unreadable JSON>"),
-    }
+    reparsed_redacted(json, redact_json)
 }
 
 /// JSON text shown by `Debug` through [`debug_json`].
@@ -385,14 +396,7 @@ pub(crate) struct DebugValue<'a>(pub(crate) &'a Option<serde_json::Value>);
 
 impl fmt::Debug for DebugValue<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            None => f.write_str("None"),
-            Some(v) => {
-                let mut v = v.clone();
-                redact_json(&mut v);
-                f.debug_tuple("Some").field(&v).finish()
-            }
-        }
+        fmt_redacted(f, self.0, redact_json)
     }
 }
 

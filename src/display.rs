@@ -37,10 +37,14 @@ pub(crate) fn utc(ms: i64) -> String {
 }
 
 /// `body` re-indented two spaces a level, keys and numbers exactly as Stripe wrote them
-/// (in their order); `None` when it is not JSON.
+/// (in their order); `None` when it is not JSON. A body that re-indented would be more
+/// than eight times its size (and 64 KiB) longer, which only deep nesting does (each
+/// line is indented by its depth, up to 128 levels), is given back as it was written:
+/// a 1 MiB body would otherwise take a page of over 100 MiB.
 pub(crate) fn pretty_json(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<serde::de::IgnoredAny>(body).ok()?;
     let s = std::str::from_utf8(body).ok()?;
+    let budget = s.len().saturating_mul(8).saturating_add(64 * 1024);
     let mut out = String::with_capacity(s.len() * 2);
     let mut indent = 0usize;
     let mut strings = InString::default();
@@ -83,6 +87,9 @@ pub(crate) fn pretty_json(body: &[u8]) -> Option<String> {
             ':' => out.push_str(": "),
             c if c.is_ascii_whitespace() => {}
             c => out.push(c),
+        }
+        if out.len() > budget {
+            return Some(s.to_owned());
         }
     }
     Some(out)
@@ -160,5 +167,22 @@ mod tests {
         let a: serde_json::Value = serde_json::from_slice(raw).unwrap();
         let b: serde_json::Value = serde_json::from_str(&pretty).unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn deep_nesting_is_shown_as_written_rather_than_blown_up() {
+        // 100 levels and 40,000 members at the bottom: re-indented, each member's line
+        // would carry 200 spaces (about 8 MB from 80 kB).
+        let depth = 100;
+        let mut body = "[".repeat(depth);
+        body.push_str(&vec!["1"; 40_000].join(","));
+        body.push_str(&"]".repeat(depth));
+        let shown = pretty_json(body.as_bytes()).unwrap();
+        assert_eq!(shown, body);
+        // Stripe's events, a few levels deep, are re-indented whatever their size.
+        let wide = format!(r#"{{"data":{{"object":{{"lines":[{}]}}}}}}"#, vec!["1"; 40_000].join(","));
+        let pretty = pretty_json(wide.as_bytes()).unwrap();
+        assert!(pretty.starts_with("{\n  \"data\": {\n"), "{}", &pretty[..40]);
+        assert!(pretty.len() > wide.len() * 4);
     }
 }

@@ -361,7 +361,8 @@ pub struct JobRecord {
 impl JobRecord {
     /// The body re-indented two spaces a level, its keys and numbers exactly as Stripe
     /// wrote them and in their order (a `serde_json::Value` would reorder them); `None`
-    /// when the body is not JSON.
+    /// when the body is not JSON. A body nested so deep that re-indenting would make it
+    /// more than eight times longer is given back as written.
     ///
     /// ```
     /// use stripe_webhooks::queue::{JobRecord, JobState, PayloadKind};

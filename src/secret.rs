@@ -264,7 +264,7 @@ pub(crate) fn debug_change_set<'a>(
     object: Option<&str>,
     json: &'a str,
 ) -> std::borrow::Cow<'a, str> {
-    if !json.contains("\"url\"") {
+    if !(json.contains("\"url\"") || json.contains("\\u")) {
         return debug_json(json);
     }
     reparsed_redacted(json, |v| redact_change_set(object, v))
@@ -322,9 +322,12 @@ fn reparsed_redacted(
 /// A Stripe object's JSON text for `Debug` output: as it is, or, when it holds a
 /// credential ([`redact_json`]) at any depth, with each shown as `"<redacted>"`.
 pub(crate) fn debug_json(json: &str) -> std::borrow::Cow<'_, str> {
-    // Most objects hold none: their text is shown as it is, without a parse.
+    // Most objects hold none: their text is shown as it is, without a parse. A `\u`
+    // escape may spell any of these names (`client_secre\u0074`), which only the parse
+    // reads as Stripe's serializers do.
     if !(json.contains("secret")
         || json.contains("\"auth_code\"")
+        || json.contains("\\u")
         || BEARER_URL_OBJECTS.iter().any(|o| json.contains(o)))
     {
         return std::borrow::Cow::Borrowed(json);
@@ -427,6 +430,21 @@ mod tests {
         assert!(shown.contains(r#""client_secret":"<redacted>""#), "{shown}");
         assert!(shown.contains(r#""secret":null"#), "{shown}");
         assert!(shown.contains(r#""id":"pi_1""#), "{shown}");
+        // Names and values spelled with escapes are read as JSON reads them.
+        for (escaped, hidden) in [
+            (r#"{"client_secre\u0074":"HIDDEN"}"#, "HIDDEN"),
+            (r#"{"auth\u005fcode":"ac_9"}"#, "ac_9"),
+            (r#"{"n":"pi_1\u005fsecre\u0074_x"}"#, "pi_1"),
+            (
+                r#"{"object":"identity.verification\u005fsession","url":"https://x.test/LINK"}"#,
+                "LINK",
+            ),
+        ] {
+            let shown = debug_json(escaped);
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        let change_set = r#"{"\u0075rl":"https://x.test/LINK"}"#;
+        assert!(!debug_change_set(None, change_set).contains("LINK"));
     }
 
     /// A whole event body (the console's view): the previous attributes of a bearer-link

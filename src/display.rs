@@ -180,9 +180,16 @@ mod tests {
         let shown = pretty_json(body.as_bytes()).unwrap();
         assert_eq!(shown, body);
         // Stripe's events, a few levels deep, are re-indented whatever their size.
-        let wide = format!(r#"{{"data":{{"object":{{"lines":[{}]}}}}}}"#, vec!["1"; 40_000].join(","));
+        let wide = format!(
+            r#"{{"data":{{"object":{{"lines":[{}]}}}}}}"#,
+            vec!["1"; 40_000].join(",")
+        );
         let pretty = pretty_json(wide.as_bytes()).unwrap();
-        assert!(pretty.starts_with("{\n  \"data\": {\n"), "{}", &pretty[..40]);
+        assert!(
+            pretty.starts_with("{\n  \"data\": {\n"),
+            "{}",
+            &pretty[..40]
+        );
         assert!(pretty.len() > wide.len() * 4);
     }
 }

@@ -31,6 +31,11 @@ pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(3 * 24 * 3600);
 /// ([`Reconciler::with_safety_lag`]): a minute.
 pub const DEFAULT_SAFETY_LAG: Duration = Duration::from_secs(60);
 
+/// How long Stripe lists events (and retrieves them by id): 30 days. A cursor pass
+/// whose cursor is older finds the events of the span before gone
+/// ([`ReconcileReport::unlisted_before`]).
+pub const EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// The most events a pass holds in memory at once unless told otherwise
 /// ([`Reconciler::with_max_buffered`]).
 pub const DEFAULT_MAX_BUFFERED: usize = 10_000;
@@ -87,6 +92,15 @@ pub struct ReconcileReport {
     pub beyond_lookback: usize,
     /// The cursor after the pass, for the passes that keep one.
     pub cursor: Option<Watermark>,
+    /// Set when a cursor pass found its cursor older than Stripe lists events
+    /// ([`EVENT_RETENTION`], 30 days): the events created from the cursor to this time
+    /// (the present less 30 days) could not be listed, and those the webhook never
+    /// delivered are out of the reconciler's reach (resync the objects they changed from
+    /// the API). The pass lists and runs what Stripe still keeps. Logged as a warning
+    /// (with the `tracing` feature). A first pass whose
+    /// [lookback](Reconciler::with_lookback) reaches further back is not flagged: it
+    /// asked for whatever Stripe keeps.
+    pub unlisted_before: Option<i64>,
 }
 
 impl ReconcileReport {
@@ -703,10 +717,18 @@ impl Reconciler {
 
     /// Where a cursor pass starts: its cursor, else the lookback's start. (A cursor of
     /// another key is never taken over: one for other types or another account says
-    /// nothing of where this one's events were settled.)
-    async fn start(&self, key: &str) -> Result<i64, ReconcileError> {
+    /// nothing of where this one's events were settled.) A cursor older than Stripe's
+    /// [retention](EVENT_RETENTION) is noted in `report`.
+    async fn start(&self, key: &str, report: &mut ReconcileReport) -> Result<i64, ReconcileError> {
         Ok(match self.cursors.watermark(key).await? {
-            Some(w) => w.created,
+            Some(w) => {
+                let kept_from = self.clock.now_unix().saturating_sub(secs(EVENT_RETENTION));
+                if w.created < kept_from {
+                    report.unlisted_before = Some(kept_from);
+                    note_cursor_beyond_retention(key, w.created, kept_from);
+                }
+                w.created
+            }
             None => self.since(),
         })
     }
@@ -738,6 +760,8 @@ impl Reconciler {
     /// How far back to look for undelivered events, and for a cursor pass's first run
     /// ([`DEFAULT_LOOKBACK`], three days). A failed event older than this no longer holds
     /// a cursor ([`ReconcileReport::beyond_lookback`]); its failure stays in the store.
+    /// Stripe lists the last 30 days only ([`EVENT_RETENTION`]): a longer lookback
+    /// finds nothing more.
     #[must_use]
     pub fn with_lookback(mut self, lookback: Duration) -> Self {
         self.lookback = lookback;
@@ -1096,7 +1120,7 @@ impl Reconciler {
             return Ok(report);
         }
         let [key, _] = self.cursor_keys();
-        let from = self.start(&key).await?;
+        let from = self.start(&key, &mut report).await?;
         let mut frontier = self.frontier();
         self.run_v1(
             self.v1_params(),
@@ -1125,7 +1149,7 @@ impl Reconciler {
             return Ok(report);
         }
         let [_, key] = self.cursor_keys();
-        let from = self.start(&key).await?;
+        let from = self.start(&key, &mut report).await?;
         let mut base = ListV2EventsParams::new().with_limit(self.page_size);
         if !types.iter().any(|t| t == "*") && types.len() <= MAX_TYPE_FILTERS {
             base = base.with_types(types);
@@ -1204,6 +1228,18 @@ impl Reconciler {
         };
         Ok(())
     }
+}
+
+#[allow(unused_variables)]
+fn note_cursor_beyond_retention(key: &str, cursor: i64, kept_from: i64) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        cursor_key = key,
+        cursor,
+        kept_from,
+        "reconcile: the cursor is older than the 30 days Stripe lists events; the events \
+         between them cannot be listed (resync the objects they changed from the API)"
+    );
 }
 
 #[cfg(test)]

@@ -2119,3 +2119,74 @@ fn a_routers_prefix_on_a_new_stem_enables_every_type() {
         .on_prefix("v2.new_product.*", |_n| Box::pin(async { Ok(()) }));
     assert_eq!(thin.enabled_events(), ["*"]);
 }
+
+/// A reconciler stopped for longer than Stripe keeps events (30 days) finds the span
+/// before gone: the pass says so, and runs what Stripe still lists (the fake forgets
+/// old events as Stripe does).
+#[tokio::test]
+async fn a_cursor_older_than_stripes_thirty_days_is_reported() {
+    use stripe_webhooks::reconcile::EVENT_RETENTION;
+    use stripe_webhooks::FixedClock;
+
+    let s = setup().await;
+    let t = 1_900_000_000;
+    let day = 24 * 3600;
+    let kept_from = t - 30 * day;
+    assert_eq!(EVENT_RETENTION, Duration::from_secs(30 * 24 * 3600));
+    s.fake
+        .add_event(&event("evt_gone", "invoice.paid", t - 40 * day))
+        .unwrap();
+    s.fake
+        .add_event(&event("evt_kept", "invoice.paid", t - day))
+        .unwrap();
+    for (id, created) in [("evt_thin_gone", t - 40 * day), ("evt_thin_kept", t - day)] {
+        let n = ThinEventBuilder::new(id, "v1.price.activated")
+            .created(created)
+            .build();
+        s.fake.add_v2_event(&n).unwrap();
+    }
+    s.fake.retain_events_since(Some(kept_from));
+    let client = s.fake.client().unwrap();
+    let gone = client
+        .retrieve_event(&RequestContext::platform(), "evt_gone")
+        .await
+        .unwrap_err();
+    assert!(gone.is_resource_missing(), "{gone:?}");
+
+    // Cursors last moved 45 days ago.
+    let reconciler = || s.reconciler().with_clock(FixedClock(t));
+    for key in reconciler().cursor_keys() {
+        s.store
+            .advance_watermark(&key, &Watermark::new(t - 45 * day, EventId::new("")))
+            .await
+            .unwrap();
+    }
+    let r = reconciler().since_cursor().await.unwrap();
+    assert_eq!((r.listed, r.processed), (1, 1), "{r:?}");
+    assert_eq!(r.unlisted_before, Some(kept_from), "{r:?}");
+    let r = reconciler().thin_since_cursor().await.unwrap();
+    assert_eq!((r.listed, r.processed), (1, 1), "{r:?}");
+    assert_eq!(r.unlisted_before, Some(kept_from), "{r:?}");
+    s.runs.all_once(2);
+
+    // The cursors are recent now.
+    let r = reconciler().since_cursor().await.unwrap();
+    assert_eq!((r.listed, r.unlisted_before), (1, None), "{r:?}");
+    // A first pass asking for more than Stripe keeps is not flagged.
+    let r = reconciler()
+        .with_name("first")
+        .with_lookback(Duration::from_secs(60 * day as u64))
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!((r.listed, r.unlisted_before), (1, None), "{r:?}");
+    // Forgetting nothing again lists the old event.
+    s.fake.retain_events_since(None);
+    let r = reconciler()
+        .with_name("all")
+        .with_lookback(Duration::from_secs(60 * day as u64))
+        .since_cursor()
+        .await
+        .unwrap();
+    assert_eq!((r.listed, r.processed), (2, 1), "{r:?}");
+}

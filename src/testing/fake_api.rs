@@ -173,6 +173,8 @@ struct Inner {
     faults: Vec<FaultRule>,
     requests: std::collections::VecDeque<RecordedRequest>,
     order: u64,
+    /// Events created before this are gone ([`FakeStripe::retain_events_since`]).
+    retained_since: Option<i64>,
 }
 
 #[derive(Default)]
@@ -216,7 +218,9 @@ impl State {
 /// As on Stripe, an event of a connected account (a snapshot event's `account`, a thin
 /// event's `context`) is listed and retrieved only with that account's `Stripe-Account`
 /// (v1) or `Stripe-Context` (v2) header, and the platform's own only without one. Unlike
-/// Stripe, which lists the last 30 days, it keeps every event it was given.
+/// Stripe, which lists the last 30 days, it keeps every event it was given (fixtures with
+/// fixed dates do not age) until told to forget those before a time
+/// ([`retain_events_since`](Self::retain_events_since)).
 ///
 /// Anything else is Stripe's 404 (`invalid_request_error`): `resource_missing` for an
 /// object's path (`/v1/customers/cus_404`), no code for a URL the API does not know;
@@ -328,6 +332,14 @@ impl FakeStripe {
             .with_base_url(self.base_url())
             .with_backoff(Duration::from_millis(1), Duration::from_millis(20))
             .with_rate_limit(1_000))
+    }
+
+    /// Forgets, as Stripe does after 30 days, the events (snapshot and thin) created
+    /// before `created` (Unix seconds): they are no longer listed, and retrieving one is
+    /// `resource_missing`. `None` (the default) keeps every event. Tests of a reconciler
+    /// that was stopped longer than Stripe keeps events use it.
+    pub fn retain_events_since(&self, created: Option<i64>) {
+        self.state.lock().retained_since = created;
     }
 
     /// Serves a snapshot event (`"object": "event"`) from `GET /v1/events/{id}` and in
@@ -826,15 +838,19 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
     let v1_account = request.header("stripe-account");
     let v2_account = request.header("stripe-context");
     let v1_events_of = v1_account.or_else(|| v2_account.and_then(|c| c.rsplit('/').next()));
+    // Seconds for v1 events, milliseconds for v2's.
+    let since = inner.retained_since;
     let v1: Vec<&StoredEvent> = inner
         .events
         .iter()
         .filter(|e| e.account.as_deref() == v1_events_of)
+        .filter(|e| since.map_or(true, |t| e.created >= t))
         .collect();
     let v2: Vec<&StoredEvent> = inner
         .v2_events
         .iter()
         .filter(|e| e.account.as_deref() == v2_account)
+        .filter(|e| since.map_or(true, |t| e.created >= t.saturating_mul(1000)))
         .collect();
     Some(if path == "/v1/events" {
         list_v1(&v1, request)

@@ -1793,3 +1793,67 @@ async fn a_renewals_lock_that_lands_after_the_run_is_let_go() {
         );
     }
 }
+
+/// Stripe lets you choose the ids of products and plans (a plan is a price with the same
+/// id): a product `gold` and a plan `gold` are two objects, and one's change never makes
+/// the other's stale. A plan's and a price's events for `gold` are one object's, and a
+/// thin twin shares its snapshot's key. Before, a `product.updated` for `gold` made an
+/// older `plan.updated` for `gold` stale: the plan's change was never applied.
+#[tokio::test]
+async fn a_product_and_a_plan_with_one_chosen_id_are_ordered_apart() {
+    use stripe_webhooks::testing::ThinEventBuilder;
+    let h = Arc::new(Recorder::default());
+    let store = Arc::new(MemoryStore::new());
+    let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run)
+        .with_thin_handler(common::NoopThin);
+    let of = |id: &str, ty: &str, object: &str, object_id: &str, created: i64| {
+        let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
+            id,
+            ty,
+            &format!(r#"{{"id":"{object_id}","object":"{object}"}}"#),
+        ))
+        .unwrap();
+        v["created"] = created.into();
+        dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
+    };
+    let p = &p;
+    let name = |e: Event| async move { p.process_event(&e).await.kind().name() };
+    assert_eq!(
+        name(of(
+            "evt_prod",
+            "product.updated",
+            "product",
+            "gold",
+            BASE + 2
+        ))
+        .await,
+        "processed"
+    );
+    assert_eq!(
+        name(of("evt_plan", "plan.updated", "plan", "gold", BASE + 1)).await,
+        "processed"
+    );
+    // The plan is also the price `gold`: an older price event is stale.
+    assert_eq!(
+        name(of("evt_price", "price.updated", "price", "gold", BASE)).await,
+        "stale"
+    );
+    assert_eq!(last_applied(&store, "product/gold").await, "evt_prod");
+    assert_eq!(last_applied(&store, "price/gold").await, "evt_plan");
+    // Ids Stripe made keep their bare key.
+    assert_eq!(
+        name(of("evt_p2", "product.updated", "product", "prod_1", BASE)).await,
+        "processed"
+    );
+    assert_eq!(last_applied(&store, "prod_1").await, "evt_p2");
+    // A thin twin of the product's change moves the product's watermark.
+    let thin = ThinEventBuilder::new("evt_thin_prod", "v1.product.updated")
+        .related("gold", "product", "/v1/products/gold")
+        .snapshot_event("evt_prod3")
+        .created(BASE + 3)
+        .build();
+    let n = dangerous::parse_unverified_notification(thin.as_bytes()).unwrap();
+    assert_eq!(p.process_notification(&n).await.kind().name(), "processed");
+    assert_eq!(last_applied(&store, "product/gold").await, "evt_prod3");
+    assert_eq!(last_applied(&store, "price/gold").await, "evt_plan");
+}

@@ -341,20 +341,47 @@ pub(crate) fn context_account(context: &str) -> Option<&str> {
 /// endpoint receives one mode's events, and a processor that takes both modes, with both
 /// endpoints' secrets, orders objects whose ids you choose, such as a product `gold`,
 /// across them: give each mode its own store, `with_livemode` on each processor.)
-/// An empty id names no object: `None` (never a bare `acct_…/`).
+/// An id you chose for a product, plan or price (`gold`, not `prod_…` or `price_…`) is
+/// keyed within its type ([`chosen_id_namespace`]: `product/gold`, `price/gold`), since a
+/// product and a plan may both be `gold`, and one's change must never make the other's
+/// stale. An empty id names no object: `None` (never a bare `acct_…/`).
+///
+/// `object_type` is the object's type (a thin event's `related_object.type`), or the
+/// snapshot event's type, whose first part names it (`product.updated`).
 pub(crate) fn scoped_object_key(
     account: Option<&str>,
     livemode: bool,
+    object_type: &str,
     object_id: &str,
 ) -> Option<String> {
     if object_id.is_empty() {
         return None;
     }
+    let kind = object_type.split('.').next().unwrap_or(object_type);
+    let id: std::borrow::Cow<'_, str> = match chosen_id_namespace(kind, object_id) {
+        Some(namespace) => format!("{namespace}/{object_id}").into(),
+        None => object_id.into(),
+    };
     Some(match account {
-        Some(account) if livemode => format!("{account}/{object_id}"),
-        Some(account) => format!("{account}/test/{object_id}"),
-        None => object_id.to_owned(),
+        Some(account) if livemode => format!("{account}/{id}"),
+        Some(account) => format!("{account}/test/{id}"),
+        None => id.into_owned(),
     })
+}
+
+/// The namespace the ordering guard keys an object of type `kind` with id `id` in, for
+/// the types whose ids you may choose when you create them (products, and plans, which
+/// are prices under the same id): `product` or `price` when `id` is not one Stripe
+/// made (`prod_…`; `price_…`, `plan_…`), so that a product `gold` and a plan `gold` are
+/// two objects. Ids Stripe made keep their bare key (they are unique across types by
+/// their prefixes), as do coupons', whose made ids have no prefix: a coupon `gold` is
+/// the only bare `gold`.
+fn chosen_id_namespace(kind: &str, id: &str) -> Option<&'static str> {
+    match kind {
+        "product" if !id.starts_with("prod_") => Some("product"),
+        "plan" | "price" if !(id.starts_with("price_") || id.starts_with("plan_")) => Some("price"),
+        _ => None,
+    }
 }
 
 /// Line and column just past the end of `body`, for errors found after parsing.
@@ -373,7 +400,8 @@ pub(crate) struct EventHead {
     pub(crate) created: i64,
     pub(crate) livemode: bool,
     /// [`Event::ordering_key`]: `data.object.id`, within its connected account
-    /// (`acct_…/id`, or `acct_…/test/id` in test mode) for a Connect event.
+    /// (`acct_…/id`, or `acct_…/test/id` in test mode) for a Connect event, within its
+    /// type for an id you chose (`product/gold`).
     pub(crate) object_id: Option<String>,
 }
 
@@ -404,14 +432,15 @@ impl EventHead {
             .account
             .as_deref()
             .or_else(|| wire.head.context.as_deref().and_then(context_account));
+        let object_id = data.object_id.and_then(|id| {
+            scoped_object_key(account, wire.head.livemode, &wire.head.event_type, &id)
+        });
         Some(EventHead {
             id: EventId::new(&*wire.head.id),
             event_type: wire.head.event_type.into_owned(),
             created: wire.head.created.unwrap_or_default(),
             livemode: wire.head.livemode,
-            object_id: data
-                .object_id
-                .and_then(|id| scoped_object_key(account, wire.head.livemode, &id)),
+            object_id,
         })
     }
 
@@ -584,8 +613,9 @@ impl Event {
     /// an event whose object did not parse (or is of an unknown type) the raw
     /// `data.object.id`.
     pub(crate) fn ordering_key(&self) -> Option<String> {
+        let event_type = self.event_type().as_str();
         if let Some(id) = self.object_id() {
-            return scoped_object_key(self.account(), self.livemode(), id);
+            return scoped_object_key(self.account(), self.livemode(), event_type, id);
         }
         #[derive(Deserialize)]
         struct Id<'a> {
@@ -595,7 +625,7 @@ impl Event {
         serde_json::from_str::<MapOnly<Id<'_>>>(self.raw_object().get())
             .ok()
             .and_then(|o| o.0.id)
-            .and_then(|id| scoped_object_key(self.account(), self.livemode(), &id))
+            .and_then(|id| scoped_object_key(self.account(), self.livemode(), event_type, &id))
     }
 
     /// Whether the event's object is not typed: [`Event::Unknown`] or
@@ -751,6 +781,42 @@ mod tests {
                 "{head:?} against {full:?} for {}",
                 String::from_utf8_lossy(body)
             ),
+        }
+    }
+
+    /// An id you chose for a product or a plan (a price) is keyed within its type, by
+    /// both reads and a thin event's, so a product `gold` and a plan `gold` are apart;
+    /// ids Stripe made, and coupons', keep their bare key.
+    #[test]
+    fn chosen_ids_are_keyed_within_their_type() {
+        for (ty, object, id, key) in [
+            ("product.updated", "product", "gold", "product/gold"),
+            ("product.updated", "product", "prod_1", "prod_1"),
+            ("plan.updated", "plan", "gold", "price/gold"),
+            ("price.updated", "price", "gold", "price/gold"),
+            ("plan.created", "plan", "plan_1", "plan_1"),
+            ("price.deleted", "price", "price_1", "price_1"),
+            ("coupon.updated", "coupon", "gold", "gold"),
+            ("product.archived", "product", "gold", "product/gold"),
+            ("customer.updated", "customer", "gold", "gold"),
+        ] {
+            for (connect, scoped) in [
+                ("", key.to_owned()),
+                (r#""account":"acct_1","#, format!("acct_1/{key}")),
+            ] {
+                let body = format!(
+                    r#"{{"id":"evt_1","object":"event",{connect}"type":"{ty}","created":7,"livemode":true,"data":{{"object":{{"object":"{object}","id":"{id}"}}}}}}"#
+                );
+                same_head(body.as_bytes());
+                let head = EventHead::lean(body.as_bytes()).unwrap_or_else(|| panic!("{body}"));
+                assert_eq!(head.object_id.as_deref(), Some(scoped.as_str()), "{body}");
+            }
+            let thin = crate::testing::ThinEventBuilder::new("evt_t", &format!("v1.{ty}"))
+                .related(id, object, &format!("/v1/{object}s/{id}"))
+                .build();
+            let n = crate::dangerous::parse_unverified_notification(thin.as_bytes())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(n.ordering_key().as_deref(), Some(key), "{thin}");
         }
     }
 

@@ -539,8 +539,9 @@ impl EventNotification {
     /// The key the ordering guard orders this event's related object under: as a
     /// snapshot event's, the object's id within its connected account (and mode).
     pub(crate) fn ordering_key(&self) -> Option<String> {
-        self.related_object_id()
-            .and_then(|id| super::scoped_object_key(self.account(), self.livemode, id))
+        let o = self.related_object.as_ref()?;
+        let id = o.id.as_deref()?;
+        super::scoped_object_key(self.account(), self.livemode, &o.object_type, id)
     }
 
     /// Whether its snapshot twin carries an object that has no id (`balance`,

@@ -2534,6 +2534,71 @@ async fn unknown_types_are_queued_for_a_workers_prefix_route() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
+/// A thin type this release does not know whose name is a known snapshot type's
+/// (`v1.` + it) is claimed under its snapshot twin's key. Where the workers' thin handler
+/// takes no new type, it is answered `ignored` rather than queued: queued, the worker
+/// would skip it and complete the twin's key, and the snapshot event (which the worker's
+/// snapshot route takes) would be answered `duplicate` and never run. Where a thin
+/// prefix route may take it, it is queued, and its twin is then the duplicate.
+#[tokio::test]
+async fn a_new_thin_detail_type_does_not_take_its_snapshot_twins_key_from_the_worker() {
+    use stripe_webhooks::{ThinEventRouter, ThinEventType};
+
+    // `treasury.inbound_transfer.created` has no thin type in this release.
+    let ty = "treasury.inbound_transfer.created";
+    assert!(stripe_webhooks::ThinEventType::from_wire(&format!("v1.{ty}")).is_unknown());
+    let object = r#"{"id":"ibt_1","object":"treasury.inbound_transfer"}"#;
+    let snapshot = testing::event_json("evt_snap", ty, object);
+    let thin = ThinEventBuilder::new("evt_thin_new", &format!("v1.{ty}"))
+        .related(
+            "ibt_1",
+            "treasury.inbound_transfer",
+            "/v1/treasury/inbound_transfers/ibt_1",
+        )
+        .snapshot_event("evt_snap")
+        .build();
+    for thin_prefix in [false, true] {
+        let queue = MemoryQueue::new();
+        let snapshot_runs = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&snapshot_runs);
+        let router = ThinEventRouter::new().on(ThinEventType::V1CustomerCreated, |_n| {
+            Box::pin(async { Ok(()) })
+        });
+        let router = if thin_prefix {
+            router.on_prefix("v1.treasury.*", |_n| Box::pin(async { Ok(()) }))
+        } else {
+            router
+        };
+        let worker = Worker::new(
+            queue.clone(),
+            EventRouter::new().on_prefix("treasury.*", move |_e| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async { Ok(()) })
+            }),
+        )
+        .with_thin_handler(router);
+        let p = Processor::queued(verifier(), queue.clone())
+            .with_enabled_events(worker.enabled_events());
+        let mut answers = Vec::new();
+        for body in [&thin, &snapshot] {
+            answers.push(
+                p.process(Some(&signed(body)), body.as_bytes())
+                    .await
+                    .kind()
+                    .name(),
+            );
+        }
+        while worker.run_once().await.unwrap() > 0 {}
+        if thin_prefix {
+            assert_eq!(answers, ["queued", "duplicate"]);
+            assert_eq!(snapshot_runs.load(Ordering::SeqCst), 0);
+        } else {
+            assert_eq!(answers, ["ignored", "queued"]);
+            assert_eq!(snapshot_runs.load(Ordering::SeqCst), 1);
+        }
+    }
+}
+
 /// A run the queue cannot record is counted `settle_failed`, not `completed`: the job is
 /// still running in the queue and runs again when its lease ends.
 #[cfg(feature = "metrics")]

@@ -833,7 +833,9 @@ impl Processor {
     /// For an ack-fast processor ([`Processor::queued`]): the event types its workers
     /// handle ([`Worker::enabled_events`](crate::queue::Worker::enabled_events)). It
     /// queues those, and any type this release does not know (a worker's prefix route
-    /// may take it; the worker decides), and answers any other known type 200 `ignored`
+    /// may take it; the worker decides; but a thin type named `v1.` and a known snapshot
+    /// type, claimed under its snapshot twin's key, only when the workers' thin handler
+    /// takes new types), and answers any other known type 200 `ignored`
     /// without queueing it, as a processor that runs its handlers does; [`enabled_events`](Self::enabled_events)
     /// reports them, so the manifest and a [`Reconciler`](crate::reconcile::Reconciler)
     /// list only those. Ignored by a processor that runs handlers itself.
@@ -1078,8 +1080,14 @@ impl Processor {
         if n.is_ping() {
             return o;
         }
-        let taken = self.queued_events.as_ref().map_or(true, |(_, t)| {
-            t.thin.contains(n.event_type.as_str()) || n.event_type.is_unknown()
+        let taken = self.queued_events.as_ref().map_or(true, |(events, t)| {
+            t.thin.contains(n.event_type.as_str())
+                || (n.event_type.is_unknown()
+                    // A new detail type of a known snapshot event is queued under its
+                    // twin's key: where the workers' thin handler takes no new type, the
+                    // worker would skip it and complete that key, and the snapshot twin,
+                    // which a worker may take, would then be a duplicate never run.
+                    && (events.takes_new_types[1] || n.snapshot_type().is_none()))
         });
         let job = crate::queue::NewJob::thin(n, body, self.dedupe_on_snapshot);
         self.enqueue_job(queue, &job, n.livemode, taken, o, started)

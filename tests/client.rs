@@ -2299,3 +2299,84 @@ async fn a_key_of_the_other_mode_is_refused_before_fetching() {
     let event = dangerous::parse_unverified(live.to_string().as_bytes()).unwrap();
     assert!(event.refetched(&*client).await.is_ok());
 }
+
+/// The fake's errors name what Stripe's name: every unknown parameter, the parameter an
+/// id that names nothing came from (`param`), and both cursors at once without a code.
+/// And it answers a head whose lines end in a bare `\n` (it waited for more).
+#[tokio::test]
+async fn the_fake_answers_errors_and_odd_requests_as_stripe_does() {
+    let (fake, client) = fake().await;
+    let ctx = RequestContext::platform();
+    let api = |err: ClientError| err.api_error().cloned().unwrap();
+    let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let e = api(client
+        .get(
+            &ctx,
+            "/v1/events",
+            &q(&[("sort", "x"), ("limit", "3"), ("expand", "y")]),
+        )
+        .await
+        .unwrap_err());
+    assert_eq!(
+        (e.status, e.code.as_deref(), e.param.as_deref()),
+        (400, Some("parameter_unknown"), Some("sort"))
+    );
+    assert_eq!(
+        e.message.as_deref(),
+        Some("Received unknown parameters: sort, expand")
+    );
+    let e = api(client
+        .get(&ctx, "/v1/events", &q(&[("sort", "x")]))
+        .await
+        .unwrap_err());
+    assert_eq!(
+        e.message.as_deref(),
+        Some("Received unknown parameter: sort")
+    );
+
+    let e = api(client.retrieve_event(&ctx, "evt_none").await.unwrap_err());
+    assert_eq!(
+        (e.status, e.code.as_deref(), e.param.as_deref()),
+        (404, Some("resource_missing"), Some("id"))
+    );
+    let e = api(client
+        .list_events(
+            &ctx,
+            &ListEventsParams::new().with_starting_after("evt_none"),
+        )
+        .await
+        .unwrap_err());
+    assert_eq!(
+        (e.code.as_deref(), e.param.as_deref()),
+        (Some("resource_missing"), Some("starting_after"))
+    );
+    let both = ListEventsParams::new()
+        .with_starting_after("evt_none")
+        .with_ending_before("evt_none");
+    let e = api(client.list_events(&ctx, &both).await.unwrap_err());
+    assert_eq!((e.status, e.code.as_deref()), (400, None));
+    assert!(
+        e.message
+            .as_deref()
+            .unwrap()
+            .starts_with("Received both starting_after and ending_before"),
+        "{e:?}"
+    );
+
+    let bare = b"GET /v1/events HTTP/1.1\nHost: x\nAuthorization: Bearer sk_test_x\n\n";
+    let answer = tokio::time::timeout(Duration::from_secs(10), raw_exchange(&fake, bare)).await;
+    assert_eq!(
+        answer.as_deref(),
+        Ok("HTTP/1.1 200 OK"),
+        "the fake did not answer"
+    );
+    assert_eq!(
+        fake.requests().pop().unwrap().header("authorization"),
+        Some("Bearer sk_test_x")
+    );
+}

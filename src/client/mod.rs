@@ -264,6 +264,9 @@ pub struct ApiError {
     pub error_type: Option<String>,
     /// Stripe's error `code`, for example `resource_missing`.
     pub code: Option<String>,
+    /// Stripe's error `param`: the parameter the error is about, for example `id` or
+    /// `starting_after`.
+    pub param: Option<String>,
     /// Stripe's human-readable `message`.
     pub message: Option<String>,
     /// The `Request-Id` response header (`req_…`), for Stripe's support and logs.
@@ -291,18 +294,26 @@ impl ApiError {
             error_type: Option<String>,
             #[serde(default)]
             code: Option<String>,
+            // Read leniently: an error whose `param` is not a string keeps its other
+            // fields.
+            #[serde(default)]
+            param: Option<serde_json::Value>,
             #[serde(default)]
             message: Option<String>,
         }
         let inner = serde_json::from_str::<Body>(body).ok().map(|b| b.error);
-        let (error_type, code, message) = match inner {
-            Some(i) => (i.error_type, i.code, i.message),
-            None => (None, None, None),
+        let (error_type, code, param, message) = match inner {
+            Some(i) => {
+                let param = i.param.and_then(|p| p.as_str().map(str::to_owned));
+                (i.error_type, i.code, param, i.message)
+            }
+            None => (None, None, None, None),
         };
         Self {
             status,
             error_type,
             code,
+            param,
             message,
             request_id,
             should_retry,

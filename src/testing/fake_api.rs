@@ -212,8 +212,10 @@ impl State {
 /// - any object by its path ([`add_object`](Self::add_object), or
 ///   [`add_object_for`](Self::add_object_for) a connected account's).
 ///
-/// Either list refuses a parameter it does not know with Stripe's 400
-/// `parameter_unknown`, so a misspelt filter fails a test instead of listing everything.
+/// Either list refuses parameters it does not know with Stripe's 400 `parameter_unknown`
+/// (naming each), so a misspelt filter fails a test instead of listing everything; an id
+/// that names nothing is Stripe's 404 `resource_missing` with the parameter it came from
+/// as `param` (`id` for a path, `starting_after`, `ending_before`).
 ///
 /// As on Stripe, an event of a connected account (a snapshot event's `account`, a thin
 /// event's `context`) is listed and retrieved only with that account's `Stripe-Account`
@@ -592,27 +594,34 @@ impl Answer {
         }
     }
 
-    fn missing(what: &str, id: &str) -> Self {
+    /// Stripe's 404 for an id that names nothing, with the parameter that gave it (`id`
+    /// for the request's path).
+    fn missing(what: &str, id: &str, param: &str) -> Self {
         Self::error(
             404,
             "invalid_request_error",
             Some("resource_missing"),
             &format!("No such {what}: '{id}'"),
         )
+        .with_param(param)
+    }
+
+    fn with_param(mut self, param: &str) -> Self {
+        if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&self.body) {
+            v["error"]["param"] = param.into();
+            self.body = v.to_string();
+        }
+        self
     }
 
     fn bad_param(param: &str, message: &str) -> Self {
-        let mut a = Self::error(
+        Self::error(
             400,
             "invalid_request_error",
             Some("parameter_invalid"),
             message,
-        );
-        if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&a.body) {
-            v["error"]["param"] = param.into();
-            a.body = v.to_string();
-        }
-        a
+        )
+        .with_param(param)
     }
 }
 
@@ -631,7 +640,11 @@ async fn read_head(stream: &mut TcpStream) -> Head {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+        // The head ends at its first empty line; a line may end in a bare `\n`, as
+        // RFC 9112 lets a server accept (such a head used to go unanswered).
+        let bare = buf.windows(2).position(|w| w == b"\n\n");
+        let crlf = buf.windows(3).position(|w| w == b"\n\r\n");
+        if let Some(end) = bare.into_iter().chain(crlf).min() {
             buf.truncate(end);
             return Head::Read(String::from_utf8_lossy(&buf).into_owned());
         }
@@ -646,7 +659,7 @@ async fn read_head(stream: &mut TcpStream) -> Head {
 }
 
 fn parse_head(head: &str) -> Option<RecordedRequest> {
-    let mut lines = head.split("\r\n");
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let mut first = lines.next()?.split(' ');
     let method = first.next()?.to_owned();
     let target = first.next()?;
@@ -859,12 +872,12 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
     } else if let Some(id) = path.strip_prefix("/v1/events/") {
         match v1.iter().find(|e| e.id == id) {
             Some(e) => Answer::ok(e.json.clone()),
-            None => Answer::missing("event", id),
+            None => Answer::missing("event", id, "id"),
         }
     } else if let Some(id) = path.strip_prefix("/v2/core/events/") {
         match v2.iter().find(|e| e.id == id) {
             Some(e) => Answer::ok(e.json.clone()),
-            None => Answer::missing("event", id),
+            None => Answer::missing("event", id, "id"),
         }
     } else {
         // An object: the account the request is made for, by either header (the last
@@ -878,7 +891,7 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
             // the API does not know, a 404 without a code.
             None => match path.rsplit_once('/') {
                 Some((collection, id)) if known_collection(&inner, collection) => {
-                    Answer::missing("object", id)
+                    Answer::missing("object", id, "id")
                 }
                 _ => Answer::error(
                     404,
@@ -1032,32 +1045,31 @@ fn newest_first<'a>(events: &[&'a StoredEvent]) -> Vec<&'a StoredEvent> {
     all
 }
 
-/// Stripe's answer to a parameter the endpoint does not take: 400, `parameter_unknown`.
+/// Stripe's answer to parameters the endpoint does not take: 400, `parameter_unknown`,
+/// naming each (`Received unknown parameters: a, b`), with the first as `param`.
 fn only_known_params(
     request: &RecordedRequest,
     names: &[&str],
     prefixes: &[&str],
 ) -> Result<(), Answer> {
-    match request
-        .query
-        .iter()
-        .find(|(k, _)| !names.contains(&k.as_str()) && !prefixes.iter().any(|p| k.starts_with(p)))
-    {
-        None => Ok(()),
-        Some((k, _)) => {
-            let mut a = Answer::error(
-                400,
-                "invalid_request_error",
-                Some("parameter_unknown"),
-                &format!("Received unknown parameter: {k}"),
-            );
-            if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&a.body) {
-                v["error"]["param"] = k.as_str().into();
-                a.body = v.to_string();
-            }
-            Err(a)
+    let mut unknown: Vec<&str> = Vec::new();
+    for (k, _) in &request.query {
+        let known = names.contains(&k.as_str()) || prefixes.iter().any(|p| k.starts_with(p));
+        if !known && !unknown.contains(&k.as_str()) {
+            unknown.push(k);
         }
     }
+    let Some(first) = unknown.first() else {
+        return Ok(());
+    };
+    let plural = if unknown.len() > 1 { "s" } else { "" };
+    Err(Answer::error(
+        400,
+        "invalid_request_error",
+        Some("parameter_unknown"),
+        &format!("Received unknown parameter{plural}: {}", unknown.join(", ")),
+    )
+    .with_param(first))
 }
 
 fn list_v1(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
@@ -1112,17 +1124,22 @@ fn list_v1(events: &[&StoredEvent], request: &RecordedRequest) -> Answer {
                     .iter()
                     .find(|e| e.id == id)
                     .map(|e| Some(e.key()))
-                    .ok_or_else(|| Answer::missing("event", id)),
+                    .ok_or_else(|| Answer::missing("event", id, name)),
             }
         };
-        let after = cursor("starting_after")?;
-        let before = cursor("ending_before")?;
-        if after.is_some() && before.is_some() {
-            return Err(Answer::bad_param(
-                "ending_before",
-                "You may only specify one of these parameters: starting_after, ending_before.",
+        if request.query_value("starting_after").is_some()
+            && request.query_value("ending_before").is_some()
+        {
+            return Err(Answer::error(
+                400,
+                "invalid_request_error",
+                None,
+                "Received both starting_after and ending_before parameters. Please pass in \
+                 only one.",
             ));
         }
+        let after = cursor("starting_after")?;
+        let before = cursor("ending_before")?;
         let matching: Vec<&StoredEvent> = all
             .into_iter()
             .filter(|e| gte.map_or(true, |v| e.created >= v))

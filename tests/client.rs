@@ -2380,3 +2380,67 @@ async fn the_fake_answers_errors_and_odd_requests_as_stripe_does() {
         Some("Bearer sk_test_x")
     );
 }
+
+/// Told the key and the connected accounts, the fake refuses the others as Stripe does
+/// (401 with the key masked; 403 for an account the key cannot reach), so a test catches
+/// a service configured with the wrong key or account, which it otherwise answered with
+/// an empty list.
+#[tokio::test]
+async fn the_fake_refuses_a_wrong_key_or_account_when_told_them() {
+    let (fake, client) = fake().await;
+    let own = RequestContext::platform();
+    let acct = |a: &str| RequestContext::platform().with_stripe_account(a);
+    // Not told: any key, any account.
+    let wrong_key = "sk_test_wrong_0000000000009876";
+    let other = HttpClient::new(stripe_webhooks::client::ApiKey::new(wrong_key).unwrap())
+        .unwrap()
+        .with_base_url(fake.base_url());
+    let params = ListEventsParams::new();
+    assert!(other.list_events(&own, &params).await.is_ok());
+    assert!(client.list_events(&acct("acct_x"), &params).await.is_ok());
+
+    fake.require_api_key(FAKE_API_KEY);
+    fake.add_account("acct_1");
+    fake.add_event(&{
+        let mut v: Value = serde_json::from_str(&event_at("evt_a9", "invoice.paid", BASE)).unwrap();
+        v["account"] = "acct_9".into();
+        v.to_string()
+    })
+    .unwrap();
+    let err = other.list_events(&own, &params).await.unwrap_err();
+    let e = err.api_error().unwrap();
+    assert_eq!(
+        (e.status, e.error_type.as_deref()),
+        (401, Some("invalid_request_error"))
+    );
+    assert_eq!(
+        e.message.as_deref(),
+        Some("Invalid API Key provided: sk_test_****9876")
+    );
+    assert!(!format!("{err} {err:?}").contains(wrong_key));
+    assert!(client.list_events(&own, &params).await.is_ok());
+    // Registered, or owning an added event: taken; another: 403.
+    assert!(client.list_events(&acct("acct_1"), &params).await.is_ok());
+    let listed = client.list_events(&acct("acct_9"), &params).await.unwrap();
+    assert_eq!(listed.data.len(), 1);
+    let err = client
+        .list_events(&acct("acct_x"), &params)
+        .await
+        .unwrap_err();
+    let e = err.api_error().unwrap();
+    assert_eq!(e.status, 403, "{err}");
+    assert!(
+        e.message
+            .as_deref()
+            .unwrap()
+            .contains("does not have access to account 'acct_x'"),
+        "{err}"
+    );
+    // By `Stripe-Context` too, on either list.
+    let ctx = RequestContext::platform().with_stripe_context("acct_x");
+    let err = client
+        .list_v2_events(&ctx, &ListV2EventsParams::new(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.api_error().unwrap().status, 403, "{err}");
+}

@@ -175,6 +175,11 @@ struct Inner {
     order: u64,
     /// Events created before this are gone ([`FakeStripe::retain_events_since`]).
     retained_since: Option<i64>,
+    /// The only API key taken ([`FakeStripe::require_api_key`]); any when `None`.
+    api_key: Option<String>,
+    /// The connected accounts registered ([`FakeStripe::add_account`]): once there is
+    /// one, another account's header is refused.
+    accounts: std::collections::HashSet<String>,
 }
 
 #[derive(Default)]
@@ -334,6 +339,23 @@ impl FakeStripe {
             .with_base_url(self.base_url())
             .with_backoff(Duration::from_millis(1), Duration::from_millis(20))
             .with_rate_limit(1_000))
+    }
+
+    /// Takes only `key` from now on, as Stripe takes only a key of the account: a request
+    /// with another is answered Stripe's 401 (`Invalid API Key provided: sk_test_****abcd`,
+    /// the key masked as Stripe masks it). By default any bearer token is taken.
+    pub fn require_api_key(&self, key: &str) {
+        self.state.lock().api_key = Some(key.to_owned());
+    }
+
+    /// Registers a connected account. Once one is, a `Stripe-Account` header, or a
+    /// `Stripe-Context` ending in an account, that names an account neither registered
+    /// nor given to an added event or object is refused, as Stripe refuses an account the
+    /// key cannot reach: 403, `The provided key '…' does not have access to account
+    /// 'acct_…' (or that account does not exist)`. Without one, any account is taken
+    /// (and lists only the events added for it).
+    pub fn add_account(&self, account: &str) {
+        self.state.lock().accounts.insert(account.to_owned());
     }
 
     /// Forgets, as Stripe does after 30 days, the events (snapshot and thin) created
@@ -740,6 +762,30 @@ async fn send(stream: &mut TcpStream, state: &State, answer: &Answer) {
     let _ = stream.shutdown().await;
 }
 
+/// A key as Stripe shows it in an error: its prefix (`sk_test_`) and last four
+/// characters, `****` between (all masked when it is too short to show any).
+fn masked_key(key: &str) -> String {
+    let prefix_len = key
+        .match_indices('_')
+        .nth(1)
+        .map_or(0, |(i, _)| i + 1)
+        .min(key.len());
+    let tail_start = key.len().saturating_sub(4);
+    if tail_start <= prefix_len || !key.is_char_boundary(tail_start) {
+        return "****".to_owned();
+    }
+    format!("{}****{}", &key[..prefix_len], &key[tail_start..])
+}
+
+/// Whether `account` is registered, or owns an added event or object.
+fn knows_account(inner: &Inner, account: &str) -> bool {
+    let owns = |a: &Option<String>| a.as_deref() == Some(account);
+    inner.accounts.contains(account)
+        || inner.events.iter().any(|e| owns(&e.account))
+        || inner.v2_events.iter().any(|e| owns(&e.account))
+        || inner.objects.keys().any(|(a, _)| owns(a))
+}
+
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -832,18 +878,27 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
             "the fake Stripe API only answers GET",
         ));
     }
-    if !request
+    let Some(key) = request
         .header("authorization")
-        .is_some_and(|a| a.starts_with("Bearer ") && a.len() > 7)
-    {
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .filter(|k| !k.is_empty())
+    else {
         return Some(Answer::error(
             401,
             "invalid_request_error",
             None,
             "You did not provide an API key.",
         ));
-    }
+    };
     let inner = state.lock();
+    if inner.api_key.as_deref().is_some_and(|k| k != key) {
+        return Some(Answer::error(
+            401,
+            "invalid_request_error",
+            None,
+            &format!("Invalid API Key provided: {}", masked_key(key)),
+        ));
+    }
     let path = request.path.as_str();
     // As Stripe: the platform sees its own events, and a connected account's only with
     // that account's `Stripe-Account` or `Stripe-Context` header (the v2 API takes only
@@ -851,6 +906,20 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
     let v1_account = request.header("stripe-account");
     let v2_account = request.header("stripe-context");
     let v1_events_of = v1_account.or_else(|| v2_account.and_then(|c| c.rsplit('/').next()));
+    if let Some(account) = v1_events_of.filter(|a| a.starts_with("acct_")) {
+        if !inner.accounts.is_empty() && !knows_account(&inner, account) {
+            return Some(Answer::error(
+                403,
+                "invalid_request_error",
+                None,
+                &format!(
+                    "The provided key '{}' does not have access to account '{account}' (or \
+                     that account does not exist). Application access may have been revoked.",
+                    masked_key(key)
+                ),
+            ));
+        }
+    }
     // Seconds for v1 events, milliseconds for v2's.
     let since = inner.retained_since;
     let v1: Vec<&StoredEvent> = inner

@@ -1199,3 +1199,68 @@ async fn an_inbox_handlers_unknown_types_are_in_enabled_events() {
         assert_eq!(processor.enabled_events().snapshot, ["*"]);
     }
 }
+
+/// Deliveries that arrive together share a batch (one transaction, one commit): a
+/// handler sees, in its transaction, the effects of other deliveries that no other
+/// connection sees yet. (The batch tests above also pass with batches of one; this one
+/// fails unless batches form.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliveries_that_arrive_together_share_a_batch() {
+    /// Records the most uncommitted effects a handler saw in its transaction.
+    #[derive(Default)]
+    struct Peek {
+        pool: std::sync::OnceLock<sqlx::SqlitePool>,
+        most_uncommitted: AtomicUsize,
+    }
+    #[async_trait]
+    impl TransactionalHandler<Sqlite> for Peek {
+        async fn handle(
+            &self,
+            event: &Event,
+            conn: &mut SqliteConnection,
+        ) -> Result<(), HandlerError> {
+            write_effect(conn, event.id().as_str()).await?;
+            let count = "SELECT COUNT(*) FROM effects";
+            let in_batch: i64 = sqlx::query_scalar(count)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(HandlerError::new)?;
+            // Read after: a commit in between only makes the difference smaller.
+            let pool = self
+                .pool
+                .get()
+                .ok_or_else(|| HandlerError::new("no pool"))?;
+            let committed: i64 = sqlx::query_scalar(count)
+                .fetch_one(pool)
+                .await
+                .map_err(HandlerError::new)?;
+            let uncommitted = usize::try_from(in_batch - committed).unwrap_or(0);
+            self.most_uncommitted
+                .fetch_max(uncommitted, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+    let handler = Arc::new(Peek::default());
+    let (store, processor, _dir) = setup("batched", handler.clone()).await;
+    handler.pool.set(store.pool().clone()).unwrap();
+    // Up to three rounds of forty at once, so that a loaded machine that happened to run
+    // one round's deliveries one after another does not fail the test.
+    for round in 0..3 {
+        let ids: Vec<String> = (0..40)
+            .map(|n| format!("evt_together_{round}_{n}"))
+            .collect();
+        assert_all_processed(&deliver_all(&processor, &ids).await);
+        for id in &ids {
+            assert_eq!(effects(&store, id).await, 1, "{id}");
+        }
+        if handler.most_uncommitted.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+    }
+    // Its own effect, and at least one other delivery's in the same transaction.
+    let most = handler.most_uncommitted.load(Ordering::SeqCst);
+    assert!(
+        most >= 2,
+        "no batch of two formed (most uncommitted seen: {most})"
+    );
+}

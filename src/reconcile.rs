@@ -761,7 +761,10 @@ impl Reconciler {
     /// ([`DEFAULT_LOOKBACK`], three days). A failed event older than this no longer holds
     /// a cursor ([`ReconcileReport::beyond_lookback`]); its failure stays in the store.
     /// Stripe lists the last 30 days only ([`EVENT_RETENTION`]): a longer lookback
-    /// finds nothing more.
+    /// finds nothing more. An `undelivered` pass lists an event it ran again on each
+    /// pass for as long as the lookback reaches (Stripe still marks it undelivered), and
+    /// the store's record is what makes it a duplicate: keep the store's retention
+    /// (`with_retention`) longer than the lookback.
     #[must_use]
     pub fn with_lookback(mut self, lookback: Duration) -> Self {
         self.lookback = lookback;

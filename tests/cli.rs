@@ -349,12 +349,15 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
     let missing = on(store, &["requeue", "evt_no_such_event"]).await;
     assert_eq!(missing.code, 3, "{missing:#?}");
 
-    // Purge: under Stripe's three days of retries only with --force (the refused purge
-    // deletes nothing: the forced one below still finds the job).
+    // Purge: under the 30 days an event may come back (Stripe's retries, a reconciler's
+    // relisting) only with --force (the refused purge deletes nothing: the forced one
+    // below still finds the job).
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let refused = on(store, &["purge", "--older-than", "1h"]).await;
-    assert_eq!(refused.code, 2, "{refused:#?}");
-    assert!(refused.stderr.contains("--force"), "{refused:#?}");
+    for young in ["1h", "7d"] {
+        let refused = on(store, &["purge", "--older-than", young]).await;
+        assert_eq!(refused.code, 2, "{refused:#?}");
+        assert!(refused.stderr.contains("--force"), "{refused:#?}");
+    }
     // Then the completed job, with nothing newer than it kept.
     let purged = on(
         store,
@@ -797,7 +800,8 @@ async fn a_typed_store_flag_beats_the_environment() {
 
 /// `purge` deletes store records only when told their age (`--records-older-than`),
 /// never on the store's default retention (30 days), which may be shorter than the
-/// service's; an age under 3 days needs `--force`; Redis records expire on their own.
+/// service's; an age under 30 days (Stripe lists events for 30, which a reconciler may
+/// run again) needs `--force`; Redis records expire on their own.
 #[tokio::test]
 async fn purge_deletes_store_records_only_by_the_age_given() {
     let dir = TempDir::new("cli-purge-age");
@@ -817,18 +821,23 @@ async fn purge_deletes_store_records_only_by_the_age_given() {
     .json();
     assert_eq!(kept["store_records"], Value::Null, "{kept}");
     assert!(record().await.is_some());
-    let kept = on(&flags, &["purge", "--records-older-than", "4d", "--json"])
+    let kept = on(&flags, &["purge", "--records-older-than", "30d", "--json"])
         .await
         .ok()
         .json();
     assert_eq!(kept["store_records"], 0, "{kept}");
-    assert_eq!(kept["records_older_than_secs"], 4 * 86_400, "{kept}");
-    let refused = on(&flags, &["purge", "--records-older-than", "1h"]).await;
-    assert_eq!(refused.code, 2, "{refused:#?}");
-    assert!(
-        refused.stderr.contains("--records-older-than 1h"),
-        "{refused:#?}"
-    );
+    assert_eq!(kept["records_older_than_secs"], 30 * 86_400, "{kept}");
+    for young in ["1h", "4d", "29d"] {
+        let refused = on(&flags, &["purge", "--records-older-than", young]).await;
+        assert_eq!(refused.code, 2, "{refused:#?}");
+        assert!(
+            refused
+                .stderr
+                .contains(&format!("--records-older-than {young}"))
+                && refused.stderr.contains("under 30 days"),
+            "{refused:#?}"
+        );
+    }
     assert!(record().await.is_some());
     let purged = on(
         &flags,

@@ -167,9 +167,10 @@ impl MemoryStore {
     }
 
     /// How long completed and failed records are kept by
-    /// [`purge_expired`](StoreAdmin::purge_expired). Keep it longer than Stripe retries
-    /// an event (3 days): a completed record purged sooner lets a retry of its event
-    /// run again.
+    /// [`purge_expired`](StoreAdmin::purge_expired). Keep it longer than an event may
+    /// come back (Stripe retries it for 3 days, and a
+    /// [`Reconciler`](crate::reconcile::Reconciler) may list it again for the 30 days
+    /// Stripe lists events): a completed record purged sooner lets its event run again.
     #[must_use]
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;

@@ -542,9 +542,13 @@ struct Purged<'a> {
     records_older_than_secs: Option<u64>,
 }
 
-/// How long Stripe retries a delivery: a completed job younger than this may still see
-/// its event again, and its key is what makes that a duplicate.
-const STRIPE_RETRY_WINDOW: Duration = Duration::from_secs(3 * 86_400);
+/// How long an event may still come back: Stripe retries a delivery for three days, and
+/// lists events for 30, which a reconciler pass may run again (an `undelivered` pass
+/// with a lookback over three days lists an event it ran for as long as Stripe keeps
+/// it marked undelivered; a cursor held back by a failing event relists what follows
+/// it). A completed job or record younger than this is what makes such an event a
+/// duplicate.
+const EVENT_CAN_COME_BACK: Duration = stripe_webhooks::reconcile::EVENT_RETENTION;
 
 /// `purge`'s ages: completed jobs', and the store records' when they are to go too.
 #[derive(Debug, Clone, Copy)]
@@ -553,13 +557,14 @@ pub(crate) struct PurgeAges {
     pub(crate) records: Option<Duration>,
 }
 
-/// Refuses an age under [`STRIPE_RETRY_WINDOW`] without `force`.
+/// Refuses an age under [`EVENT_CAN_COME_BACK`] without `force`.
 fn check_age(flag: &str, age: Duration, force: bool) -> Result<(), CliError> {
-    if age < STRIPE_RETRY_WINDOW && !force {
+    if age < EVENT_CAN_COME_BACK && !force {
         return Err(CliError::Usage(format!(
-            "{flag} {} is under 3 days: Stripe retries a delivery for up to three days \
-             and the reconciler looks back as far, and a purged event would run again; \
-             pass --force to purge anyway",
+            "{flag} {} is under 30 days: Stripe retries a delivery for three days and lists \
+             events for 30, which a reconciler pass may run again (a lookback over three \
+             days, or a cursor held back by a failing event), and a purged event would run \
+             again; pass --force to purge anyway",
             human(age)
         )));
     }
@@ -570,7 +575,7 @@ fn check_age(flag: &str, age: Duration, force: bool) -> Result<(), CliError> {
 /// claims recorded failed; and, when `ages.records` is given, the store's completed and
 /// failed records and watermarks older than that (never on the store's default
 /// retention, which may be shorter than the service's). Ages under
-/// [`STRIPE_RETRY_WINDOW`] only with `force`.
+/// [`EVENT_CAN_COME_BACK`] only with `force`.
 pub(crate) async fn purge(
     b: &Backend,
     ages: PurgeAges,

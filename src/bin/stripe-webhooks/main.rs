@@ -245,8 +245,8 @@ enum Command {
     /// jobs are never purged.
     ///
     /// A completed job's key is what stops Stripe's retries (for up to three days) and
-    /// the reconciler's passes from running its event again, so an age under 3 days is
-    /// refused unless --force.
+    /// the reconciler's passes (over the 30 days Stripe lists events) from running its
+    /// event again, so an age under 30 days is refused unless --force.
     Purge {
         /// How old a completed job must be: 30d, 12h, 90m, 3600s (a unit is required).
         #[arg(long, default_value = "30d", value_parser = output::parse_age)]

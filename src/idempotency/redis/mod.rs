@@ -319,8 +319,9 @@ impl RedisStore {
 
     /// How long completed and failed records are kept ([`DEFAULT_RETENTION`] by
     /// default), counted from completion or release. Redis expires them itself; keep it
-    /// longer than Stripe retries an event (3 days), or a retry of a completed event
-    /// runs again, and longer than [`ABANDONED_AFTER`](crate::ABANDONED_AFTER), or an
+    /// longer than an event may come back (Stripe retries it for 3 days, and a
+    /// [`Reconciler`](crate::reconcile::Reconciler) may list it again for the 30 days
+    /// Stripe lists events), or the completed event runs again, and longer than [`ABANDONED_AFTER`](crate::ABANDONED_AFTER), or an
     /// abandoned claim's record may expire before `purge_expired` records it failed.
     #[must_use]
     pub fn with_retention(mut self, retention: Duration) -> Self {

@@ -1111,9 +1111,12 @@ macro_rules! store_impls {
             }
 
             /// How long completed and failed records are kept (30 days by default; at
-            /// most a century, which `Duration::MAX` means). Keep it longer than Stripe
-            /// retries an event (3 days): a completed record purged sooner lets a retry
-            /// of its event run again.
+            /// most a century, which `Duration::MAX` means). Keep it longer than an
+            /// event may come back: Stripe retries it for 3 days, and a
+            /// [`Reconciler`](crate::reconcile::Reconciler) may list it again for as long
+            /// as Stripe lists events (30 days: an `undelivered` pass with a lookback over
+            /// 3 days, a cursor held back by a failing event). A completed record purged
+            /// sooner lets its event run again.
             #[must_use]
             pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
                 self.core.retention = retention;

@@ -725,6 +725,14 @@ impl Processor {
     /// or released without a run, the claim may stay until its lease ends (the crate's
     /// adapters never drop a delivery: they run each one to its end). The lease is at
     /// least 100 ms and at most one day.
+    ///
+    /// The store ends a lease by its own clock (SQLite: its host's; PostgreSQL: the
+    /// server's; Redis: `TIME`), while the processor stops a handler whose renewals
+    /// failed by this process's monotonic clock, at nine tenths of the lease: a step of
+    /// the store's clock forward by more than a tenth of the lease (an NTP step, a
+    /// virtual machine resumed) can end the lease under a running handler, and a
+    /// redelivery then runs beside it. Keep store hosts' clocks slewed rather than
+    /// stepped. (`MemoryStore` counts on a monotonic clock.)
     #[must_use]
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.settings.lease = lease

@@ -287,7 +287,7 @@ impl HttpClient {
         Err(Failure {
             retryable: api.is_retryable(),
             retry_after,
-            error: ClientError::Api(api),
+            error: ClientError::from(api),
             past_deadline: false,
         })
     }

@@ -363,9 +363,10 @@ impl fmt::Display for ApiError {
 pub enum ClientError {
     /// Stripe answered with an error that retrying would not fix (or
     /// `Stripe-Should-Retry: false`). A 404 is here with `status` 404: the object was
-    /// deleted or never existed ([`ApiError::is_not_found`]).
+    /// deleted or never existed ([`ApiError::is_not_found`]). Boxed, so that every
+    /// `Result` of the client stays small; `ClientError::from(api_error)` builds it.
     #[error("{0}")]
-    Api(ApiError),
+    Api(Box<ApiError>),
     /// The client gave up after `attempts` attempts, each failed with a retryable error
     /// (429, 5xx, network), or sooner when the server asked to wait more than a minute
     /// (`Retry-After`) and the deadline is further off than that wait (a wait past the
@@ -515,11 +516,17 @@ fn last_suffix(last: &Option<Box<ClientError>>) -> String {
     }
 }
 
+impl From<ApiError> for ClientError {
+    fn from(e: ApiError) -> Self {
+        ClientError::Api(Box::new(e))
+    }
+}
+
 impl ClientError {
     /// The API error behind this error (directly, or the last attempt's), if any.
     pub fn api_error(&self) -> Option<&ApiError> {
         match self {
-            ClientError::Api(e) => Some(e),
+            ClientError::Api(e) => Some(e.as_ref()),
             ClientError::RetriesExhausted { last, .. } => last.api_error(),
             ClientError::DeadlineExceeded { last, .. } => last.as_ref()?.api_error(),
             _ => None,

@@ -341,10 +341,10 @@ pub(crate) fn context_account(context: &str) -> Option<&str> {
 /// endpoint receives one mode's events, and a processor that takes both modes, with both
 /// endpoints' secrets, orders objects whose ids you choose, such as a product `gold`,
 /// across them: give each mode its own store, `with_livemode` on each processor.)
-/// An id you chose for a product, plan or price (`gold`, not `prod_…` or `price_…`) is
-/// keyed within its type ([`chosen_id_namespace`]: `product/gold`, `price/gold`), since a
-/// product and a plan may both be `gold`, and one's change must never make the other's
-/// stale. An empty id names no object: `None` (never a bare `acct_…/`).
+/// An id you chose for a product, plan or price (`gold`, not `prod_…` or `price_…`), and
+/// any coupon's, is keyed within its type ([`chosen_id_namespace`]: `product/gold`,
+/// `price/gold`, `coupon/gold`), since a product, a plan and a coupon may all be `gold`,
+/// and one's change must never make the other's stale. An empty id names no object: `None` (never a bare `acct_…/`).
 ///
 /// `object_type` is the object's type (a thin event's `related_object.type`), or the
 /// snapshot event's type, whose first part names it (`product.updated`).
@@ -370,16 +370,17 @@ pub(crate) fn scoped_object_key(
 }
 
 /// The namespace the ordering guard keys an object of type `kind` with id `id` in, for
-/// the types whose ids you may choose when you create them (products, and plans, which
-/// are prices under the same id): `product` or `price` when `id` is not one Stripe
-/// made (`prod_…`; `price_…`, `plan_…`), so that a product `gold` and a plan `gold` are
-/// two objects. Ids Stripe made keep their bare key (they are unique across types by
-/// their prefixes), as do coupons', whose made ids have no prefix: a coupon `gold` is
-/// the only bare `gold`.
+/// the types whose ids you may choose when you create them (products, coupons, and
+/// plans, which are prices under the same id): `product` or `price` when `id` is not
+/// one Stripe made (`prod_…`; `price_…`, `plan_…`), and `coupon` always (Stripe's own
+/// coupon ids have no prefix), so that a product `gold`, a plan `gold` and a coupon
+/// `gold` are three objects. Ids Stripe made keep their bare key: they are unique
+/// across types by their prefixes.
 fn chosen_id_namespace(kind: &str, id: &str) -> Option<&'static str> {
     match kind {
         "product" if !id.starts_with("prod_") => Some("product"),
         "plan" | "price" if !(id.starts_with("price_") || id.starts_with("plan_")) => Some("price"),
+        "coupon" => Some("coupon"),
         _ => None,
     }
 }
@@ -784,9 +785,9 @@ mod tests {
         }
     }
 
-    /// An id you chose for a product or a plan (a price) is keyed within its type, by
-    /// both reads and a thin event's, so a product `gold` and a plan `gold` are apart;
-    /// ids Stripe made, and coupons', keep their bare key.
+    /// An id you chose for a product or a plan (a price), and a coupon's, is keyed within
+    /// its type, by both reads and a thin event's, so a product `gold`, a plan `gold` and
+    /// a coupon `gold` are apart; ids Stripe made keep their bare key.
     #[test]
     fn chosen_ids_are_keyed_within_their_type() {
         for (ty, object, id, key) in [
@@ -796,7 +797,9 @@ mod tests {
             ("price.updated", "price", "gold", "price/gold"),
             ("plan.created", "plan", "plan_1", "plan_1"),
             ("price.deleted", "price", "price_1", "price_1"),
-            ("coupon.updated", "coupon", "gold", "gold"),
+            ("coupon.updated", "coupon", "gold", "coupon/gold"),
+            ("coupon.deleted", "coupon", "plan_gold", "coupon/plan_gold"),
+            ("plan.updated", "plan", "plan_gold", "plan_gold"),
             ("product.archived", "product", "gold", "product/gold"),
             ("customer.updated", "customer", "gold", "gold"),
         ] {

@@ -63,8 +63,9 @@ pub enum LockedClaim {
 }
 
 /// A store that keeps, for each object (`data.object.id`; `acct_…/id` for a connected
-/// account's event and `acct_…/test/id` for its test-mode one, and `product/gold` or
-/// `price/gold` for an id you chose for a product or a plan, as the processor keys it),
+/// account's event and `acct_…/test/id` for its test-mode one, and `product/gold`,
+/// `price/gold` or `coupon/gold` for an id you chose for a product, a plan or a coupon,
+/// as the processor keys it),
 /// the last event applied to it
 /// (its [`Watermark`]) and a lock, so events about one object run one at a time and an
 /// old event is never applied over a newer one. `MemoryStore`, `SqliteStore`,

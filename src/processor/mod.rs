@@ -373,8 +373,8 @@ impl Processor {
     /// ids; the platform's own objects by id alone, so a processor that takes both modes
     /// orders ids you choose, such as a product `gold`, across them: give each mode its
     /// own store and [`with_livemode`](Self::with_livemode); an id you chose for a
-    /// product or a plan is keyed within its type, `product/gold` or `price/gold`, since
-    /// both may be `gold`) run one at a time, and an
+    /// product or a plan, and a coupon's, is keyed within its type, `product/gold`,
+    /// `price/gold` or `coupon/gold`, since all may be `gold`) run one at a time, and an
     /// event older than the last one applied to its object (its
     /// [`Watermark`](crate::Watermark), kept in the store and moved in the same atomic
     /// step as the completion) is answered 200 without running

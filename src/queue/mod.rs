@@ -87,8 +87,9 @@ pub struct NewJob<'a> {
     pub kind: PayloadKind,
     /// The object the event is about (`data.object.id`, or a thin event's related
     /// object; `acct_…/id` for a connected account's event, `acct_…/test/id` for its
-    /// test-mode one, and `product/gold` or `price/gold` for an id you chose for a
-    /// product or a plan, as the ordering guard keys it), for per-object order.
+    /// test-mode one, and `product/gold`, `price/gold` or `coupon/gold` for an id you
+    /// chose for a product, a plan or a coupon, as the ordering guard keys it), for
+    /// per-object order.
     pub object_id: Option<String>,
     /// The event's `created`, in Unix seconds (0 when unknown).
     pub created: i64,

@@ -777,9 +777,14 @@ fn masked_key(key: &str) -> String {
     format!("{}****{}", &key[..prefix_len], &key[tail_start..])
 }
 
-/// Whether `account` is registered, or owns an added event or object.
+/// Whether `account` is registered, or owns an added event or object (a thin event's
+/// `context` names its account last: `org_1/acct_7`).
 fn knows_account(inner: &Inner, account: &str) -> bool {
-    let owns = |a: &Option<String>| a.as_deref() == Some(account);
+    let owns = |a: &Option<String>| {
+        a.as_deref()
+            .and_then(|a| a.rsplit('/').next())
+            .is_some_and(|a| a == account)
+    };
     inner.accounts.contains(account)
         || inner.events.iter().any(|e| owns(&e.account))
         || inner.v2_events.iter().any(|e| owns(&e.account))

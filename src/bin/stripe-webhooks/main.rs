@@ -261,8 +261,8 @@ enum Command {
         /// Rows deleted per statement.
         #[arg(long, default_value_t = 1000)]
         batch: usize,
-        /// Purge jobs (or records) younger than 3 days too: Stripe may still deliver
-        /// their events, which then run again.
+        /// Purge jobs (or records) younger than 30 days too: Stripe may still deliver
+        /// their events, or a reconciler list them again, and they then run again.
         #[arg(long)]
         force: bool,
     },

@@ -2535,11 +2535,13 @@ async fn unknown_types_are_queued_for_a_workers_prefix_route() {
 }
 
 /// A thin type this release does not know whose name is a known snapshot type's
-/// (`v1.` + it) is claimed under its snapshot twin's key. Where the workers' thin handler
-/// takes no new type, it is answered `ignored` rather than queued: queued, the worker
-/// would skip it and complete the twin's key, and the snapshot event (which the worker's
-/// snapshot route takes) would be answered `duplicate` and never run. Where a thin
-/// prefix route may take it, it is queued, and its twin is then the duplicate.
+/// (`v1.` + it) is claimed under its snapshot twin's key. Given a worker's types, the
+/// ack-fast processor asks the worker's thin handler whether it takes that type: if not,
+/// the thin event is answered `ignored` rather than queued (queued, the worker would skip
+/// it and complete the twin's key, and the snapshot event, which the worker's snapshot
+/// route takes, would be answered `duplicate` and never run); if a thin prefix route
+/// takes it, it is queued and runs, and its twin is the duplicate. A prefix route on
+/// another stem, or no thin handler at all, does not count.
 #[tokio::test]
 async fn a_new_thin_detail_type_does_not_take_its_snapshot_twins_key_from_the_worker() {
     use stripe_webhooks::{ThinEventRouter, ThinEventType};
@@ -2557,26 +2559,40 @@ async fn a_new_thin_detail_type_does_not_take_its_snapshot_twins_key_from_the_wo
         )
         .snapshot_event("evt_snap")
         .build();
-    for thin_prefix in [false, true] {
+    // The thin router's prefix route, if any; whether it takes the new type.
+    for (prefix, takes) in [
+        (None, false),
+        (Some("v1.treasury.*"), true),
+        (Some("v1.billing.meter.*"), false),
+        (Some(""), false),
+    ] {
         let queue = MemoryQueue::new();
-        let snapshot_runs = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&snapshot_runs);
-        let router = ThinEventRouter::new().on(ThinEventType::V1CustomerCreated, |_n| {
-            Box::pin(async { Ok(()) })
-        });
-        let router = if thin_prefix {
-            router.on_prefix("v1.treasury.*", |_n| Box::pin(async { Ok(()) }))
-        } else {
-            router
-        };
+        let runs = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let (snapshot_runs, thin_runs) = (Arc::clone(&runs), Arc::clone(&runs));
         let worker = Worker::new(
             queue.clone(),
             EventRouter::new().on_prefix("treasury.*", move |_e| {
-                counted.fetch_add(1, Ordering::SeqCst);
+                snapshot_runs[0].fetch_add(1, Ordering::SeqCst);
                 Box::pin(async { Ok(()) })
             }),
-        )
-        .with_thin_handler(router);
+        );
+        // `Some("")`: no thin handler at all.
+        let worker = match prefix {
+            Some("") => worker,
+            _ => {
+                let router = ThinEventRouter::new().on(ThinEventType::V1CustomerCreated, |_n| {
+                    Box::pin(async { Ok(()) })
+                });
+                let router = match prefix {
+                    Some(p) => router.on_prefix(p, move |_n| {
+                        thin_runs[1].fetch_add(1, Ordering::SeqCst);
+                        Box::pin(async { Ok(()) })
+                    }),
+                    None => router,
+                };
+                worker.with_thin_handler(router)
+            }
+        };
         let p = Processor::queued(verifier(), queue.clone())
             .with_enabled_events(worker.enabled_events());
         let mut answers = Vec::new();
@@ -2589,12 +2605,19 @@ async fn a_new_thin_detail_type_does_not_take_its_snapshot_twins_key_from_the_wo
             );
         }
         while worker.run_once().await.unwrap() > 0 {}
-        if thin_prefix {
-            assert_eq!(answers, ["queued", "duplicate"]);
-            assert_eq!(snapshot_runs.load(Ordering::SeqCst), 0);
+        let ran = [0, 1].map(|i| runs[i].load(Ordering::SeqCst));
+        if takes {
+            assert_eq!(
+                (answers, ran),
+                (vec!["queued", "duplicate"], [0, 1]),
+                "{prefix:?}"
+            );
         } else {
-            assert_eq!(answers, ["ignored", "queued"]);
-            assert_eq!(snapshot_runs.load(Ordering::SeqCst), 1);
+            assert_eq!(
+                (answers, ran),
+                (vec!["ignored", "queued"], [1, 0]),
+                "{prefix:?}"
+            );
         }
     }
 }

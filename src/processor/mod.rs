@@ -123,6 +123,31 @@ pub struct EnabledEvents {
     /// so that the types Stripe adds later are reconciled too.
     #[serde(skip)]
     pub(crate) takes_new_types: [bool; 2],
+    /// The thin handler's own answer for a type, where the lists came from a worker
+    /// ([`Worker::enabled_events`](crate::queue::Worker::enabled_events)): an ack-fast
+    /// processor asks it of a thin type this release does not know that it would queue
+    /// under its snapshot twin's key. `None` when built by hand.
+    #[serde(skip)]
+    pub(crate) thin_handles: Option<ThinHandles>,
+}
+
+/// A thin handler's [`handles`](ThinEventHandler::handles), kept by [`EnabledEvents`]
+/// (two lists are equal whatever their handlers).
+#[derive(Clone)]
+pub(crate) struct ThinHandles(pub(crate) Arc<dyn Fn(&ThinEventType) -> bool + Send + Sync>);
+
+impl PartialEq for ThinHandles {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ThinHandles {}
+
+impl std::fmt::Debug for ThinHandles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ThinHandles")
+    }
 }
 
 impl EnabledEvents {
@@ -132,6 +157,7 @@ impl EnabledEvents {
             snapshot: vec!["*".to_owned()],
             thin: vec!["*".to_owned()],
             takes_new_types: [true; 2],
+            thin_handles: None,
         }
     }
 
@@ -175,6 +201,7 @@ impl EnabledEvents {
                 ThinEventType::as_str,
                 named_thin,
             ),
+            thin_handles: None,
         }
     }
 }
@@ -842,8 +869,9 @@ impl Processor {
     /// handle ([`Worker::enabled_events`](crate::queue::Worker::enabled_events)). It
     /// queues those, and any type this release does not know (a worker's prefix route
     /// may take it; the worker decides; but a thin type named `v1.` and a known snapshot
-    /// type, claimed under its snapshot twin's key, only when the workers' thin handler
-    /// takes new types), and answers any other known type 200 `ignored`
+    /// type, claimed under its snapshot twin's key, only when the worker's thin handler
+    /// takes it, which a worker's list asks of the handler itself; a list built by hand
+    /// queues it), and answers any other known type 200 `ignored`
     /// without queueing it, as a processor that runs its handlers does; [`enabled_events`](Self::enabled_events)
     /// reports them, so the manifest and a [`Reconciler`](crate::reconcile::Reconciler)
     /// list only those. Ignored by a processor that runs handlers itself.
@@ -1089,13 +1117,23 @@ impl Processor {
             return o;
         }
         let taken = self.queued_events.as_ref().map_or(true, |(events, t)| {
-            t.thin.contains(n.event_type.as_str())
-                || (n.event_type.is_unknown()
-                    // A new detail type of a known snapshot event is queued under its
-                    // twin's key: where the workers' thin handler takes no new type, the
-                    // worker would skip it and complete that key, and the snapshot twin,
-                    // which a worker may take, would then be a duplicate never run.
-                    && (events.takes_new_types[1] || n.snapshot_type().is_none()))
+            match &events.thin_handles {
+                // A new detail type of a known snapshot event is queued under its twin's
+                // key: only if the workers' thin handler takes it, asked of the handler
+                // itself. Queued for a handler that does not, the worker would skip it
+                // and complete that key, and the snapshot twin, which a worker may take,
+                // would be a duplicate never run.
+                Some(handles)
+                    if n.event_type.is_unknown()
+                        && self.dedupe_on_snapshot
+                        && n.snapshot_type().is_some() =>
+                {
+                    (handles.0)(&n.event_type)
+                }
+                // Otherwise a type this release does not know is queued whatever the list
+                // says: a worker's prefix route may take it, and the worker decides.
+                _ => t.thin.contains(n.event_type.as_str()) || n.event_type.is_unknown(),
+            }
         });
         let job = crate::queue::NewJob::thin(n, body, self.dedupe_on_snapshot);
         self.enqueue_job(queue, &job, n.livemode, taken, o, started)

@@ -441,11 +441,18 @@ impl Worker {
         let has_snapshot = EventType::ALL.iter().any(|t| runner.handles(t))
             || runner.handles(&EventType::Unknown(String::new()))
             || !unknown[0].is_empty();
-        crate::EnabledEvents::of(
+        let mut events = crate::EnabledEvents::of(
             has_snapshot.then_some(snapshot),
             has_thin.then_some(thin),
             unknown,
-        )
+        );
+        // Also without a thin handler (it takes none): a thin event queued under its twin's
+        // key would be skipped and complete the key.
+        let runner = Arc::clone(&self.runner);
+        events.thin_handles = Some(crate::processor::ThinHandles(Arc::new(move |t| {
+            runner.handles_thin(t)
+        })));
+        events
     }
 
     /// Adds a thin event handler, so the worker runs jobs of both families.

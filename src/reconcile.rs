@@ -92,14 +92,16 @@ pub struct ReconcileReport {
     pub beyond_lookback: usize,
     /// The cursor after the pass, for the passes that keep one.
     pub cursor: Option<Watermark>,
-    /// Set when a cursor pass found its cursor older than Stripe lists events
-    /// ([`EVENT_RETENTION`], 30 days): the events created from the cursor to this time
-    /// (the present less 30 days) could not be listed, and those the webhook never
-    /// delivered are out of the reconciler's reach (resync the objects they changed from
-    /// the API). The pass lists and runs what Stripe still keeps. Logged as a warning
-    /// (with the `tracing` feature). A first pass whose
-    /// [lookback](Reconciler::with_lookback) reaches further back is not flagged: it
-    /// asked for whatever Stripe keeps.
+    /// Set when a cursor pass found that no pass of its cursor had listed for longer
+    /// than Stripe lists events ([`EVENT_RETENTION`], 30 days): the events created from
+    /// the cursor to this time (the present less 30 days) could not be listed, and those
+    /// the webhook never delivered are out of the reconciler's reach (resync the objects
+    /// they changed from the API). The pass lists and runs what Stripe still keeps.
+    /// Logged as a warning (with the `tracing` feature). A cursor that is old only
+    /// because nothing of its types happened (passes that list nothing leave it where
+    /// it is) is not flagged, nor a first pass whose
+    /// [lookback](Reconciler::with_lookback) reaches further back: it asked for whatever
+    /// Stripe keeps.
     pub unlisted_before: Option<i64>,
 }
 
@@ -676,7 +678,8 @@ impl Reconciler {
     /// with keys of different modes, thus never share a cursor: a shared one moved past
     /// an event that one of them could not settle (or never listed), because the other
     /// had nothing open there. A reconciler whose types change starts a cursor of its
-    /// own, from its [lookback](Self::with_lookback).
+    /// own, from its [lookback](Self::with_lookback). Beside each cursor, `{key}:listed`
+    /// keeps when its last pass began listing ([`ReconcileReport::unlisted_before`]).
     pub fn cursor_keys(&self) -> [String; 2] {
         let c = &self.context;
         let scope = c
@@ -717,20 +720,24 @@ impl Reconciler {
 
     /// Where a cursor pass starts: its cursor, else the lookback's start. (A cursor of
     /// another key is never taken over: one for other types or another account says
-    /// nothing of where this one's events were settled.) A cursor older than Stripe's
-    /// [retention](EVENT_RETENTION) is noted in `report`.
+    /// nothing of where this one's events were settled.) A cursor that no pass has
+    /// listed from within Stripe's [retention](EVENT_RETENTION) is noted in `report`.
     async fn start(&self, key: &str, report: &mut ReconcileReport) -> Result<i64, ReconcileError> {
-        Ok(match self.cursors.watermark(key).await? {
-            Some(w) => {
-                let kept_from = self.clock.now_unix().saturating_sub(secs(EVENT_RETENTION));
-                if w.created < kept_from {
-                    report.unlisted_before = Some(kept_from);
-                    note_cursor_beyond_retention(key, w.created, kept_from);
-                }
-                w.created
+        let Some(cursor) = self.cursors.watermark(key).await? else {
+            return Ok(self.since());
+        };
+        let kept_from = self.clock.now_unix().saturating_sub(secs(EVENT_RETENTION));
+        if cursor.created < kept_from {
+            // A pass that lists nothing leaves the cursor where it is: when the last
+            // pass listed from it is what tells whether events went unlisted.
+            let listed = self.cursors.watermark(&listed_key(key)).await?;
+            let last_listed = listed.map_or(cursor.created, |w| w.created);
+            if last_listed < kept_from {
+                report.unlisted_before = Some(kept_from);
+                note_cursor_beyond_retention(key, cursor.created, kept_from);
             }
-            None => self.since(),
-        })
+        }
+        Ok(cursor.created)
     }
 
     /// The v1 list's context: `Stripe-Account` (or, for a context that is not one
@@ -1222,6 +1229,11 @@ impl Reconciler {
         if let Some(to) = &target {
             self.cursors.advance_watermark(key, to).await?;
         }
+        // When this pass began listing (all it lists is from its cursor up to then).
+        let listed = Watermark::new(frontier.now, EventId::new(OPEN_EVENT));
+        self.cursors
+            .advance_watermark(&listed_key(key), &listed)
+            .await?;
         // The pass is done and its cursor moved: a failed read of where the cursor stands
         // now (another replica's pass may have moved it further) does not undo that, so
         // the report names this pass's target instead of failing the pass.
@@ -1231,6 +1243,12 @@ impl Reconciler {
         };
         Ok(())
     }
+}
+
+/// Where a cursor's passes record when the last of them listed (see
+/// [`ReconcileReport::unlisted_before`]).
+fn listed_key(cursor_key: &str) -> String {
+    format!("{cursor_key}:listed")
 }
 
 #[allow(unused_variables)]

@@ -2190,3 +2190,44 @@ async fn a_cursor_older_than_stripes_thirty_days_is_reported() {
         .unwrap();
     assert_eq!((r.listed, r.processed), (2, 1), "{r:?}");
 }
+
+/// A cursor that is old only because nothing of its types happened (a pass that lists
+/// nothing leaves it where it is) is not reported once a pass has listed from it within
+/// Stripe's thirty days; a pause of over thirty days since the last pass is.
+#[tokio::test]
+async fn a_quiet_cursor_is_not_reported_while_passes_keep_listing() {
+    use stripe_webhooks::FixedClock;
+
+    let s = setup().await;
+    let t = 1_900_000_000;
+    let day = 24 * 3600;
+    let key = s.reconciler().cursor_keys()[0].clone();
+    s.store
+        .advance_watermark(&key, &Watermark::new(t - 45 * day, EventId::new("")))
+        .await
+        .unwrap();
+    let pass_at = |now: i64| {
+        let reconciler = s.reconciler().with_clock(FixedClock(now));
+        async move { reconciler.since_cursor().await.unwrap() }
+    };
+    // Nobody listed since the cursor: reported, once.
+    let r = pass_at(t - 10 * day).await;
+    assert_eq!(
+        (r.listed, r.unlisted_before),
+        (0, Some(t - 40 * day)),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.cursor.map(|c| c.created),
+        Some(t - 45 * day),
+        "the cursor stays"
+    );
+    // Every later pass within thirty days of the one before: not reported.
+    for now in [t, t + 25 * day, t + 54 * day] {
+        let r = pass_at(now).await;
+        assert_eq!(r.unlisted_before, None, "at {now}: {r:?}");
+    }
+    // Thirty-one days without a pass.
+    let r = pass_at(t + 85 * day).await;
+    assert_eq!(r.unlisted_before, Some(t + 55 * day), "{r:?}");
+}

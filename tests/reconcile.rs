@@ -2173,21 +2173,16 @@ async fn a_cursor_older_than_stripes_thirty_days_is_reported() {
     let r = reconciler().since_cursor().await.unwrap();
     assert_eq!((r.listed, r.unlisted_before), (1, None), "{r:?}");
     // A first pass asking for more than Stripe keeps is not flagged.
-    let r = reconciler()
-        .with_name("first")
-        .with_lookback(Duration::from_secs(60 * day as u64))
-        .since_cursor()
-        .await
-        .unwrap();
+    let first_pass = |name: &str| {
+        let sixty_days = Duration::from_secs(60 * day as u64);
+        let reconciler = reconciler().with_name(name).with_lookback(sixty_days);
+        async move { reconciler.since_cursor().await.unwrap() }
+    };
+    let r = first_pass("first").await;
     assert_eq!((r.listed, r.unlisted_before), (1, None), "{r:?}");
     // Forgetting nothing again lists the old event.
     s.fake.retain_events_since(None);
-    let r = reconciler()
-        .with_name("all")
-        .with_lookback(Duration::from_secs(60 * day as u64))
-        .since_cursor()
-        .await
-        .unwrap();
+    let r = first_pass("all").await;
     assert_eq!((r.listed, r.processed), (2, 1), "{r:?}");
 }
 

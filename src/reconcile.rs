@@ -1229,11 +1229,14 @@ impl Reconciler {
         if let Some(to) = &target {
             self.cursors.advance_watermark(key, to).await?;
         }
-        // When this pass began listing (all it lists is from its cursor up to then).
+        // When this pass began listing (all it lists is from its cursor up to then). Only
+        // a warning reads it: a failed write does not fail the pass (the next pass may
+        // warn once more).
         let listed = Watermark::new(frontier.now, EventId::new(OPEN_EVENT));
-        self.cursors
+        let _ = self
+            .cursors
             .advance_watermark(&listed_key(key), &listed)
-            .await?;
+            .await;
         // The pass is done and its cursor moved: a failed read of where the cursor stands
         // now (another replica's pass may have moved it further) does not undo that, so
         // the report names this pass's target instead of failing the pass.

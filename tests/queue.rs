@@ -2541,7 +2541,8 @@ async fn unknown_types_are_queued_for_a_workers_prefix_route() {
 /// it and complete the twin's key, and the snapshot event, which the worker's snapshot
 /// route takes, would be answered `duplicate` and never run); if a thin prefix route
 /// takes it, it is queued and runs, and its twin is the duplicate. A prefix route on
-/// another stem, or no thin handler at all, does not count.
+/// another stem, one whose router's account filter turns the event's account away, or
+/// no thin handler at all, does not count.
 #[tokio::test]
 async fn a_new_thin_detail_type_does_not_take_its_snapshot_twins_key_from_the_worker() {
     use stripe_webhooks::{ThinEventRouter, ThinEventType};
@@ -2550,7 +2551,11 @@ async fn a_new_thin_detail_type_does_not_take_its_snapshot_twins_key_from_the_wo
     let ty = "treasury.inbound_transfer.created";
     assert!(stripe_webhooks::ThinEventType::from_wire(&format!("v1.{ty}")).is_unknown());
     let object = r#"{"id":"ibt_1","object":"treasury.inbound_transfer"}"#;
-    let snapshot = testing::event_json("evt_snap", ty, object);
+    // Of a connected account.
+    let mut snapshot: serde_json::Value =
+        serde_json::from_str(&testing::event_json("evt_snap", ty, object)).unwrap();
+    snapshot["account"] = "acct_1".into();
+    let snapshot = snapshot.to_string();
     let thin = ThinEventBuilder::new("evt_thin_new", &format!("v1.{ty}"))
         .related(
             "ibt_1",
@@ -2558,12 +2563,16 @@ async fn a_new_thin_detail_type_does_not_take_its_snapshot_twins_key_from_the_wo
             "/v1/treasury/inbound_transfers/ibt_1",
         )
         .snapshot_event("evt_snap")
+        .context("acct_1")
         .build();
-    // The thin router's prefix route, if any; whether it takes the new type.
+    // The thin router's prefix route, if any (`platform:`: its router takes the
+    // platform's events only, and these are a connected account's); whether it takes
+    // the new type.
     for (prefix, takes) in [
         (None, false),
         (Some("v1.treasury.*"), true),
         (Some("v1.billing.meter.*"), false),
+        (Some("platform:v1.treasury.*"), false),
         (Some(""), false),
     ] {
         let queue = MemoryQueue::new();
@@ -2584,6 +2593,9 @@ async fn a_new_thin_detail_type_does_not_take_its_snapshot_twins_key_from_the_wo
                     Box::pin(async { Ok(()) })
                 });
                 let router = match prefix {
+                    Some(p) if p.starts_with("platform:") => router
+                        .accounts(stripe_webhooks::AccountFilter::Platform)
+                        .on_prefix(&p["platform:".len()..], |_n| Box::pin(async { Ok(()) })),
                     Some(p) => router.on_prefix(p, move |_n| {
                         thin_runs[1].fetch_add(1, Ordering::SeqCst);
                         Box::pin(async { Ok(()) })

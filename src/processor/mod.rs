@@ -107,8 +107,8 @@ impl std::fmt::Debug for TiePolicy {
 }
 
 /// The event types a processor's Stripe destinations need: see
-/// [`Processor::enabled_events`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+/// [`Processor::enabled_events`]. Two are equal when their lists are.
+#[derive(Debug, Clone, Default, serde::Serialize)]
 #[non_exhaustive]
 pub struct EnabledEvents {
     /// For the snapshot destination (webhook endpoint).
@@ -123,26 +123,28 @@ pub struct EnabledEvents {
     /// so that the types Stripe adds later are reconciled too.
     #[serde(skip)]
     pub(crate) takes_new_types: [bool; 2],
-    /// The thin handler's own answer for a type, where the lists came from a worker
+    /// The worker's own answer for a thin event, where the lists came from a worker
     /// ([`Worker::enabled_events`](crate::queue::Worker::enabled_events)): an ack-fast
-    /// processor asks it of a thin type this release does not know that it would queue
-    /// under its snapshot twin's key. `None` when built by hand.
+    /// processor asks it of a thin event of a type this release does not know that it
+    /// would queue under its snapshot twin's key. `None` when built by hand.
     #[serde(skip)]
     pub(crate) thin_handles: Option<ThinHandles>,
 }
 
-/// A thin handler's [`handles`](ThinEventHandler::handles), kept by [`EnabledEvents`]
-/// (two lists are equal whatever their handlers).
-#[derive(Clone)]
-pub(crate) struct ThinHandles(pub(crate) Arc<dyn Fn(&ThinEventType) -> bool + Send + Sync>);
-
-impl PartialEq for ThinHandles {
-    fn eq(&self, _: &Self) -> bool {
-        true
+impl PartialEq for EnabledEvents {
+    fn eq(&self, other: &Self) -> bool {
+        self.snapshot == other.snapshot
+            && self.thin == other.thin
+            && self.takes_new_types == other.takes_new_types
     }
 }
 
-impl Eq for ThinHandles {}
+impl Eq for EnabledEvents {}
+
+/// A worker's thin handler's [`handles_notification`](ThinEventHandler::handles_notification),
+/// kept by [`EnabledEvents`].
+#[derive(Clone)]
+pub(crate) struct ThinHandles(pub(crate) Arc<dyn Fn(&EventNotification) -> bool + Send + Sync>);
 
 impl std::fmt::Debug for ThinHandles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -286,6 +288,11 @@ impl TypeSet {
 
     fn contains(&self, name: &str) -> bool {
         self.all || self.names.contains(name)
+    }
+
+    /// Whether it names `name` itself (not through `*`).
+    fn names(&self, name: &str) -> bool {
+        self.names.contains(name)
     }
 }
 
@@ -1116,26 +1123,27 @@ impl Processor {
         if n.is_ping() {
             return o;
         }
+        let job = crate::queue::NewJob::thin(n, body, self.dedupe_on_snapshot);
         let taken = self.queued_events.as_ref().map_or(true, |(events, t)| {
+            let listed = t.thin.contains(n.event_type.as_str());
             match &events.thin_handles {
                 // A new detail type of a known snapshot event is queued under its twin's
-                // key: only if the workers' thin handler takes it, asked of the handler
-                // itself. Queued for a handler that does not, the worker would skip it
-                // and complete that key, and the snapshot twin, which a worker may take,
-                // would be a duplicate never run.
-                Some(handles)
-                    if n.event_type.is_unknown()
-                        && self.dedupe_on_snapshot
-                        && n.snapshot_type().is_some() =>
-                {
-                    (handles.0)(&n.event_type)
+                // key: only if the list names it (not by `*`, which a prefix route on a
+                // stem this release does not know gives) or the worker takes it, asked of
+                // the worker itself (its router's account filter too). Queued for a
+                // worker that does not, it would be skipped and complete that key, and the
+                // snapshot twin, which a worker may take, would be a duplicate never run.
+                // A `handles_notification` that panics leaves the worker to decide (it
+                // buries the job as dead, with why).
+                Some(handles) if n.event_type.is_unknown() && job.key != n.id => {
+                    t.thin.names(n.event_type.as_str())
+                        || check_caught(|| (handles.0)(n)).unwrap_or(true)
                 }
                 // Otherwise a type this release does not know is queued whatever the list
                 // says: a worker's prefix route may take it, and the worker decides.
-                _ => t.thin.contains(n.event_type.as_str()) || n.event_type.is_unknown(),
+                _ => listed || n.event_type.is_unknown(),
             }
         });
-        let job = crate::queue::NewJob::thin(n, body, self.dedupe_on_snapshot);
         self.enqueue_job(queue, &job, n.livemode, taken, o, started)
             .await
     }
@@ -1498,4 +1506,21 @@ fn record(outcome: &Outcome) {
     crate::metrics::delivery(outcome);
     #[cfg(not(feature = "metrics"))]
     let _ = outcome;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker's list, which carries its handler, equals one with the same types built
+    /// without (an inline processor's).
+    #[test]
+    fn enabled_events_are_equal_by_their_lists() {
+        let with_handler = EnabledEvents {
+            thin_handles: Some(ThinHandles(Arc::new(|_| false))),
+            ..EnabledEvents::every_type()
+        };
+        assert_eq!(with_handler, EnabledEvents::every_type());
+        assert_ne!(with_handler, EnabledEvents::default());
+    }
 }

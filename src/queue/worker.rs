@@ -175,6 +175,12 @@ pub(crate) trait Runner: Send + Sync + 'static {
     /// Whether it runs thin events of this type (for the manifest).
     fn handles_thin(&self, event_type: &ThinEventType) -> bool;
 
+    /// Whether it runs this thin event (its type and, for a router, its account), as it
+    /// screens a thin job.
+    fn handles_notification(&self, n: &EventNotification) -> bool {
+        self.handles_thin(&n.event_type)
+    }
+
     /// Its handlers' `unknown_types`, snapshot and thin (for the manifest).
     fn unknown_types(&self) -> [Vec<String>; 2] {
         [Vec::new(), Vec::new()]
@@ -198,6 +204,12 @@ impl Runner for Handlers {
 
     fn handles_thin(&self, event_type: &ThinEventType) -> bool {
         self.thin.as_ref().is_some_and(|h| h.handles(event_type))
+    }
+
+    fn handles_notification(&self, n: &EventNotification) -> bool {
+        self.thin
+            .as_ref()
+            .is_some_and(|h| h.handles_notification(n))
     }
 
     fn unknown_types(&self) -> [Vec<String>; 2] {
@@ -447,10 +459,10 @@ impl Worker {
             unknown,
         );
         // Also without a thin handler (it takes none): a thin event queued under its twin's
-        // key would be skipped and complete the key.
+        // key would be buried as dead there, and hold the key.
         let runner = Arc::clone(&self.runner);
-        events.thin_handles = Some(crate::processor::ThinHandles(Arc::new(move |t| {
-            runner.handles_thin(t)
+        events.thin_handles = Some(crate::processor::ThinHandles(Arc::new(move |n| {
+            runner.handles_notification(n)
         })));
         events
     }
@@ -827,6 +839,10 @@ impl Runner for WithThin {
 
     fn handles_thin(&self, event_type: &ThinEventType) -> bool {
         self.thin.handles_thin(event_type)
+    }
+
+    fn handles_notification(&self, n: &EventNotification) -> bool {
+        self.thin.handles_notification(n)
     }
 
     fn unknown_types(&self) -> [Vec<String>; 2] {

@@ -344,7 +344,8 @@ pub(crate) fn context_account(context: &str) -> Option<&str> {
 /// An id you chose for a product, plan or price (`gold`, not `prod_…` or `price_…`), and
 /// any coupon's, is keyed within its type ([`chosen_id_namespace`]: `product/gold`,
 /// `price/gold`, `coupon/gold`), since a product, a plan and a coupon may all be `gold`,
-/// and one's change must never make the other's stale. An empty id names no object: `None` (never a bare `acct_…/`).
+/// and one's change must never make the other's stale. An empty id names no object:
+/// `None` (never a bare `acct_…/`).
 ///
 /// `object_type` is the object's type (a thin event's `related_object.type`), or the
 /// snapshot event's type, whose first part names it (`product.updated`).

@@ -2634,6 +2634,65 @@ async fn a_new_thin_detail_type_does_not_take_its_snapshot_twins_key_from_the_wo
     }
 }
 
+/// The same check, when the worker's thin handler's `handles_notification` panics: the
+/// ack-fast processor queues the thin event and leaves the worker to decide, which keeps
+/// the job dead with why (the snapshot twin, a duplicate, is recorded there rather than
+/// lost), and the panic never reaches the delivery.
+#[tokio::test]
+async fn a_panicking_thin_check_leaves_a_new_detail_type_to_the_worker() {
+    struct Panics;
+    #[async_trait]
+    impl ThinEventHandler for Panics {
+        async fn handle(&self, _: &EventNotification) -> Result<(), HandlerError> {
+            Ok(())
+        }
+        fn handles_notification(&self, n: &EventNotification) -> bool {
+            assert!(!n.event_type.is_unknown(), "no such type");
+            true
+        }
+    }
+    let ty = "treasury.inbound_transfer.created";
+    let object = r#"{"id":"ibt_1","object":"treasury.inbound_transfer"}"#;
+    let snapshot = testing::event_json("evt_snap", ty, object);
+    let thin = ThinEventBuilder::new("evt_thin_new", &format!("v1.{ty}"))
+        .related(
+            "ibt_1",
+            "treasury.inbound_transfer",
+            "/v1/treasury/inbound_transfers/ibt_1",
+        )
+        .snapshot_event("evt_snap")
+        .build();
+    let queue = MemoryQueue::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let snapshot_runs = Arc::clone(&runs);
+    let worker = Worker::new(
+        queue.clone(),
+        EventRouter::new().on_prefix("treasury.*", move |_e| {
+            snapshot_runs.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        }),
+    )
+    .with_thin_handler(Panics);
+    let p =
+        Processor::queued(verifier(), queue.clone()).with_enabled_events(worker.enabled_events());
+    let mut answers = Vec::new();
+    for body in [&thin, &snapshot] {
+        let o = p.process(Some(&signed(body)), body.as_bytes()).await;
+        answers.push(o.kind().name());
+    }
+    assert_eq!(answers, ["queued", "duplicate"]);
+    while worker.run_once().await.unwrap() > 0 {}
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].key.as_str(), "evt_snap");
+    let error = dead[0].last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("handles_notification check panicked") && error.contains("no such type"),
+        "{error}"
+    );
+}
+
 /// A run the queue cannot record is counted `settle_failed`, not `completed`: the job is
 /// still running in the queue and runs again when its lease ends.
 #[cfg(feature = "metrics")]

@@ -732,6 +732,8 @@ struct Faulty {
     inner: Arc<MemoryStore>,
     fail_releases: bool,
     fail_read_after_advance: bool,
+    /// Refuses the write of when a pass listed (`{cursor}:listed`).
+    fail_listed_writes: bool,
     advanced: std::sync::atomic::AtomicBool,
 }
 
@@ -801,6 +803,9 @@ impl OrderingStore for Faulty {
     }
 
     async fn advance_watermark(&self, key: &str, to: &Watermark) -> Result<(), StoreError> {
+        if self.fail_listed_writes && key.ends_with(":listed") {
+            return Err(StoreError::unavailable("write refused"));
+        }
         self.inner.advance_watermark(key, to).await?;
         self.advanced
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -837,6 +842,36 @@ async fn a_failed_read_after_the_cursor_moved_still_reports_the_pass() {
             .unwrap(),
         r.cursor
     );
+}
+
+/// When a pass listed only feeds a warning: a store that refuses to record it does not
+/// fail the pass, whose events ran and whose cursor moved.
+#[tokio::test]
+async fn a_failed_write_of_when_a_pass_listed_does_not_fail_the_pass() {
+    let s = setup().await;
+    let now = testing::now();
+    s.fake
+        .add_event(&event("evt_l1", "invoice.paid", now - 600))
+        .unwrap();
+    let cursors = Arc::new(Faulty {
+        inner: Arc::clone(&s.store),
+        fail_listed_writes: true,
+        ..Faulty::default()
+    });
+    let reconciler = Reconciler::new(
+        s.fake.client().unwrap(),
+        Arc::clone(&s.processor),
+        Arc::clone(&cursors),
+    );
+    let r = reconciler.since_cursor().await.unwrap();
+    assert_eq!(r.processed, 1, "{r:?}");
+    assert_eq!(r.cursor.as_ref().map(|c| c.created), Some(now - 600 - 60));
+    let key = &reconciler.cursor_keys()[0];
+    assert_eq!(s.store.watermark(key).await.unwrap(), r.cursor);
+    // Nothing was recorded of when it listed.
+    let listed = format!("{key}:listed");
+    assert_eq!(s.store.watermark(&listed).await.unwrap(), None);
+    s.runs.all_once(1);
 }
 
 #[tokio::test]

@@ -2082,17 +2082,59 @@ async fn the_fake_lists_v2_events_to_the_millisecond() {
 /// Sends `request` to the fake over a raw connection and gives back its answer's status
 /// line (empty if the connection was reset or closed without one).
 async fn raw_exchange(fake: &FakeStripe, request: &[u8]) -> String {
+    raw_answer(fake, request)
+        .await
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Sends `request` to the fake over a raw connection and gives back its whole answer.
+async fn raw_answer(fake: &FakeStripe, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut socket = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
     // A write may fail once the fake has answered and closed: the answer is what counts.
     let _ = socket.write_all(request).await;
     let mut answer = Vec::new();
     let _ = socket.read_to_end(&mut answer).await;
-    String::from_utf8_lossy(&answer)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned()
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Every answer names its API version, as Stripe's do: the request's `Stripe-Version`,
+/// else the version this crate pins; errors and faults' answers too.
+#[tokio::test]
+async fn answers_name_the_api_version() {
+    let (fake, _client) = fake().await;
+    let version = |answer: &str| {
+        answer
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .find_map(|l| l.strip_prefix("Stripe-Version: "))
+            .map(str::to_owned)
+    };
+    let get = |extra: &str| {
+        format!(
+            "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk_test_x\r\n{extra}\r\n"
+        )
+    };
+    let pinned = Some(stripe_webhooks::client::API_VERSION.to_owned());
+    let answer = raw_answer(&fake, get("Stripe-Version: 2020-08-27\r\n").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert_eq!(version(&answer).as_deref(), Some("2020-08-27"));
+    let answer = raw_answer(&fake, get("").as_bytes()).await;
+    assert_eq!(version(&answer), pinned);
+    // Not one token: not echoed.
+    let answer = raw_answer(&fake, get("Stripe-Version: 2020-08-27 x\r\n").as_bytes()).await;
+    assert_eq!(version(&answer), pinned);
+    // An error and a fault's answer.
+    let answer = raw_answer(&fake, b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(version(&answer), pinned);
+    fake.fail_next(1, Fault::ServerError { should_retry: None });
+    let answer = raw_answer(&fake, get("Stripe-Version: 2020-08-27\r\n").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+    assert_eq!(version(&answer).as_deref(), Some("2020-08-27"));
 }
 
 /// Requests the fake used to drop without an answer or a record, or whose answer a

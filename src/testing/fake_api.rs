@@ -231,7 +231,8 @@ impl State {
 ///
 /// Anything else is Stripe's 404 (`invalid_request_error`): `resource_missing` for an
 /// object's path (`/v1/customers/cus_404`), no code for a URL the API does not know;
-/// every answer has a `Request-Id`. A request without `Authorization` is answered 401,
+/// every answer has a `Request-Id`, and a `Stripe-Version`: the request's, else
+/// [`API_VERSION`](crate::client::API_VERSION). A request without `Authorization` is answered 401,
 /// and any method but `GET` 405. Faults ([`fail_next`](Self::fail_next),
 /// [`fail_path`](Self::fail_path)) come before the answer. A request whose head it cannot
 /// read (over 64 KiB, or without a request line) is answered 400 and not recorded; every
@@ -725,13 +726,27 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
     };
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
-    let answer = answer(&request, &state).await;
+    let answer = answer(&request, &state).await.map(|mut a| {
+        a.headers
+            .push(("Stripe-Version", answered_version(&request).to_owned()));
+        a
+    });
     // Done before the answer leaves: a client that sends its next request as soon as it
     // reads this one's answer must not be counted twice.
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
     if let Some(answer) = answer {
         send(&mut stream, &state, &answer).await;
     }
+}
+
+/// The API version an answer names, as Stripe's do: the request's `Stripe-Version`, else
+/// the version this crate pins (an account's default, on Stripe). A value that is not one
+/// token of visible ASCII is not echoed.
+fn answered_version(request: &RecordedRequest) -> &str {
+    request
+        .header("stripe-version")
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or(crate::client::API_VERSION)
 }
 
 /// Writes `answer` and closes the connection.

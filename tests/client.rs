@@ -2101,6 +2101,32 @@ async fn raw_answer(fake: &FakeStripe, request: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// A delay combines with the fault added after it (a slow 500); a fault added before a
+/// delay answers at once and leaves the delay for the next request.
+#[tokio::test]
+async fn a_delay_combines_with_the_fault_after_it() {
+    let (fake, _client) = fake().await;
+    let get = b"GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk_test_x\r\n\r\n";
+    let slow = Duration::from_millis(300);
+    fake.fail_next(1, Fault::Delay(slow));
+    fake.fail_path("/v1/events", Some(1), Fault::Delay(slow));
+    fake.fail_next(1, Fault::ServerError { should_retry: None });
+    let start = Instant::now();
+    let answer = raw_exchange(&fake, get).await;
+    assert_eq!(answer, "HTTP/1.1 500 Internal Server Error");
+    assert!(start.elapsed() >= slow * 2, "{:?}", start.elapsed());
+    // Every rule was used once: the next request is answered as usual.
+    assert_eq!(raw_exchange(&fake, get).await, "HTTP/1.1 200 OK");
+
+    fake.fail_next(1, Fault::DropConnection);
+    fake.fail_next(1, Fault::Delay(slow));
+    assert_eq!(raw_exchange(&fake, get).await, "", "dropped");
+    let start = Instant::now();
+    assert_eq!(raw_exchange(&fake, get).await, "HTTP/1.1 200 OK");
+    assert!(start.elapsed() >= slow, "{:?}", start.elapsed());
+    assert_eq!(fake.requests().len(), 4);
+}
+
 /// Every answer names its API version, as Stripe's do: the request's `Stripe-Version`,
 /// else the version this crate pins; errors and faults' answers too.
 #[tokio::test]

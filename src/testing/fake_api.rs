@@ -54,7 +54,9 @@ pub enum Fault {
         /// The `Stripe-Should-Retry` header.
         should_retry: Option<bool>,
     },
-    /// Waits this long, then answers as usual.
+    /// Waits this long, then answers as usual, or with the next matching fault of another
+    /// kind (a slow 500, a slow dropped connection): the delays of every matching rule
+    /// before that fault add up, and each counts the request.
     Delay(Duration),
     /// Closes the connection without answering.
     DropConnection,
@@ -528,6 +530,10 @@ impl FakeStripe {
     }
 
     /// Answers the next `n` requests (any path) with `fault`.
+    ///
+    /// Rules apply in the order they were added: a request takes the first rule that
+    /// matches it, after every matching [`Fault::Delay`] before that rule, so a delay
+    /// added first and a fault added after make a slow fault.
     pub fn fail_next(&self, n: usize, fault: Fault) {
         self.state.lock().faults.push(FaultRule {
             path_prefix: None,
@@ -826,30 +832,41 @@ fn reason(status: u16) -> &'static str {
 
 /// The answer to a request, after its fault; `None` to drop the connection.
 async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
-    let fault = {
+    let (delay, fault) = {
         let mut inner = state.lock();
         if inner.requests.len() >= MAX_RECORDED {
             inner.requests.pop_front();
         }
         inner.requests.push_back(request.clone());
-        let found = inner.faults.iter_mut().find(|r| {
+        // Every matching delay, in the order they were added, up to the first matching
+        // fault of another kind: a delay combines with the fault after it.
+        let mut delay = Duration::ZERO;
+        let mut fault = None;
+        for rule in inner.faults.iter_mut().filter(|r| {
             r.remaining != Some(0)
                 && r.path_prefix
                     .as_deref()
                     .map_or(true, |p| request.path.starts_with(p))
-        });
-        let fault = found.map(|rule| {
+        }) {
             if let Some(n) = &mut rule.remaining {
                 *n -= 1;
             }
-            rule.fault.clone()
-        });
+            match &rule.fault {
+                Fault::Delay(d) => delay = delay.saturating_add(*d),
+                other => {
+                    fault = Some(other.clone());
+                    break;
+                }
+            }
+        }
         inner.faults.retain(|r| r.remaining != Some(0));
-        fault
+        (delay, fault)
     };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     match fault {
-        None => {}
-        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        None | Some(Fault::Delay(_)) => {}
         Some(Fault::DropConnection) => return None,
         Some(Fault::CutBody { status }) => {
             let mut a = Answer::error(status, "invalid_request_error", None, "Cut short.");

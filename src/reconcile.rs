@@ -680,6 +680,9 @@ impl Reconciler {
     /// had nothing open there. A reconciler whose types change starts a cursor of its
     /// own, from its [lookback](Self::with_lookback). Beside each cursor, `{key}:listed`
     /// keeps when its last pass began listing ([`ReconcileReport::unlisted_before`]).
+    /// The stores keep both past their retention
+    /// ([`advance_watermark`](crate::OrderingStore::advance_watermark)), so a reconciler
+    /// stopped for longer resumes from its cursor.
     pub fn cursor_keys(&self) -> [String; 2] {
         let c = &self.context;
         let scope = c
@@ -714,7 +717,11 @@ impl Reconciler {
                 let digest = sha2::Sha256::digest(listed.as_bytes());
                 hex::encode(&digest[..4])
             };
-            format!("reconcile:{}:{scope}{mode}:{types}:{family}", self.name)
+            format!(
+                "{}{}:{scope}{mode}:{types}:{family}",
+                crate::idempotency::CURSOR_KEY_PREFIX,
+                self.name
+            )
         })
     }
 

@@ -412,6 +412,45 @@ async fn an_advanced_watermark_lives_for_the_retention_whatever_an_old_lock_left
     assert!(ttl > 590_000 && ttl <= 600_000, "{ttl}");
 }
 
+/// A reconciler's cursor (`reconcile:…`) carries no TTL, even where a TTL was set
+/// before: a reconciler stopped for longer than the retention resumes from it.
+#[tokio::test]
+async fn a_reconcilers_cursor_never_expires() {
+    use stripe_webhooks::{OrderingStore, Watermark};
+    let _shared = SERVER.read().await;
+    let (store, prefix, mut conn) = store().await;
+    let store = store.with_retention(Duration::from_secs(600));
+    let at = |created| Watermark::new(created, EventId::new(format!("evt_{created}")));
+    let cursor = "reconcile:default:platform:all:v1";
+    let key = format!("{prefix}:obj:{cursor}");
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("created")
+        .arg(5)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(5_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    store.advance_watermark(cursor, &at(10)).await.unwrap();
+    assert_eq!(pttl(&mut conn, &key).await, -1);
+    assert_eq!(store.watermark(cursor).await.unwrap(), Some(at(10)));
+    // Moved or not, it stays without one.
+    store.advance_watermark(cursor, &at(9)).await.unwrap();
+    assert_eq!(pttl(&mut conn, &key).await, -1);
+    // Any other key lives for the retention.
+    store
+        .advance_watermark("cus_cursorlike", &at(10))
+        .await
+        .unwrap();
+    let ttl = pttl(&mut conn, &format!("{prefix}:obj:cus_cursorlike")).await;
+    assert!(ttl > 590_000 && ttl <= 600_000, "{ttl}");
+}
+
 #[tokio::test]
 async fn records_carry_a_ttl() {
     let _shared = SERVER.read().await;

@@ -75,11 +75,20 @@ async fn complete_applied_without_the_lock_changes_nothing<S: stripe_webhooks::O
 
 /// Watermarks past the retention go in a purge, walked a bounded batch at a time (2,500
 /// objects: three batches); a locked object's and a recent one's stay, and so does one
-/// whose lock lapsed within the retention (its holder may still complete).
+/// whose lock lapsed within the retention (its holder may still complete). A
+/// reconciler's cursor (`reconcile:…`) stays whatever its age: a reconciler stopped for
+/// longer than the retention resumes from it.
 async fn watermarks_purge_past_retention<S: stripe_webhooks::OrderingStore + StoreAdmin>(store: S) {
     use stripe_webhooks::{ObjectLock, Watermark};
     let mark =
         |i: usize| Watermark::new(1_700_000_000 + i as i64, EventId::new(format!("evt_{i}")));
+    let cursor = "reconcile:default:platform:all:v1";
+    store.advance_watermark(cursor, &mark(3)).await.unwrap();
+    // Not a cursor: a key that only looks like one.
+    store
+        .advance_watermark("reconcilex:default", &mark(4))
+        .await
+        .unwrap();
     for i in 0..2500 {
         store
             .advance_watermark(&format!("cus_{i:05}"), &mark(i))
@@ -119,6 +128,8 @@ async fn watermarks_purge_past_retention<S: stripe_webhooks::OrderingStore + Sto
         Some(mark(1500))
     );
     assert_eq!(store.watermark("cus_recent").await.unwrap(), Some(mark(9)));
+    assert_eq!(store.watermark(cursor).await.unwrap(), Some(mark(3)));
+    assert_eq!(store.watermark("reconcilex:default").await.unwrap(), None);
     let busy = store
         .lock_object("cus_01000", "holder_b", LEASE)
         .await
@@ -492,6 +503,30 @@ async fn memory_store_bounds_failed_records() {
         ids.contains(&"evt_fail_999") && !ids.contains(&"evt_fail_0"),
         "{ids:?}"
     );
+}
+
+/// Past its bound of objects, the memory store evicts the object written longest ago,
+/// never a reconciler's cursor, which it keeps however old.
+#[tokio::test]
+async fn memory_store_never_evicts_a_reconcilers_cursor() {
+    use stripe_webhooks::{OrderingStore, Watermark};
+    let clock = ManualClock::new(0);
+    let store = MemoryStore::new()
+        .with_clock(clock.clone())
+        .with_max_records(2);
+    let at = |created| Watermark::new(created, EventId::new("evt_a"));
+    let cursor = "reconcile:default:platform:all:v1";
+    store.advance_watermark(cursor, &at(1)).await.unwrap();
+    for (i, object) in ["cus_1", "cus_2", "cus_3"].into_iter().enumerate() {
+        clock.advance(Duration::from_secs(1));
+        store
+            .advance_watermark(object, &at(i as i64))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.watermark(cursor).await.unwrap(), Some(at(1)));
+    assert_eq!(store.watermark("cus_1").await.unwrap(), None, "evicted");
+    assert_eq!(store.watermark("cus_3").await.unwrap(), Some(at(2)));
 }
 
 /// Completed records go before failed ones: a failure is still Stripe's to retry.

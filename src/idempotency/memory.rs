@@ -48,8 +48,7 @@ pub const DEFAULT_MAX_RECORDS: usize = 100_000;
 /// older event of that object is then applied** as if it were the first. Keep the bound
 /// above the number of objects whose events may still arrive late, or use a durable
 /// store. A [`Reconciler`](crate::reconcile::Reconciler)'s cursors are kept as objects
-/// too (`reconcile:…` keys), so an evicted cursor starts its next pass again from the
-/// lookback.
+/// too (`reconcile:…` keys); they are never evicted nor purged.
 ///
 /// ```
 /// # tokio_test_block_on(async {
@@ -417,7 +416,8 @@ impl Inner {
     /// The object's row, made (evicting the oldest unlocked objects past `max`) if new.
     fn object(&mut self, object_id: &str, max: usize, now: i64) -> &mut Obj {
         if !self.objects.contains_key(object_id) {
-            // Locked objects are kept, and queued again so they stay evictable.
+            // Locked objects are kept, and queued again so they stay evictable; so are a
+            // reconciler's cursors, which are never evicted.
             let mut locked = Vec::new();
             while self.objects.len() >= max {
                 let Some((id, stamp)) = self.object_order.pop_front() else {
@@ -425,7 +425,9 @@ impl Inner {
                 };
                 match self.objects.get(&id) {
                     Some(o) if o.updated_ms == stamp => {
-                        if o.holder.is_none() || o.lock_until_ms <= now {
+                        if (o.holder.is_none() || o.lock_until_ms <= now)
+                            && !super::is_cursor_key(&id)
+                        {
                             self.objects.remove(&id);
                         } else {
                             locked.push((id, stamp));
@@ -676,8 +678,11 @@ impl StoreAdmin for MemoryStore {
         // older than that is past Stripe's retries and its object's next event decides.
         // A locked object stays, and for the retention after its lock ran out (its
         // holder may still complete), as on the SQL stores.
-        objects.retain(|_, o| {
-            o.updated_ms >= cutoff || (o.holder.is_some() && o.lock_until_ms >= cutoff)
+        // A reconciler's cursor is kept whatever its age.
+        objects.retain(|k, o| {
+            o.updated_ms >= cutoff
+                || (o.holder.is_some() && o.lock_until_ms >= cutoff)
+                || super::is_cursor_key(k)
         });
         Ok((before - inner.records.len()) as u64)
     }

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use crate::event::{EventId, EventType};
 
 pub use memory::{MemoryStore, DEFAULT_MAX_RECORDS};
-pub(crate) use ordering::advances;
+pub(crate) use ordering::{advances, is_cursor_key, CURSOR_KEY_PREFIX};
 pub use ordering::{LockedClaim, ObjectLock, OrderingStore, Watermark};
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;

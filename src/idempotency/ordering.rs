@@ -185,6 +185,12 @@ pub trait OrderingStore: IdempotencyStore {
     /// reconciler keeps its cursors this way (keys `reconcile:…`), so replicas that run
     /// it at once only ever move a cursor forward.
     ///
+    /// A key that starts with `reconcile:` is kept however long no pass moves it: the
+    /// stores' retention (their purge, Redis's key expiry) passes it over, since a
+    /// reconciler stopped for longer than the retention must find its cursor, not start
+    /// again from its lookback and skip what Stripe still lists. Any other key lives for
+    /// the retention, as an object's watermark does.
+    ///
     /// # Errors
     ///
     /// [`StoreError`] when the store cannot answer.
@@ -238,6 +244,15 @@ impl<S: OrderingStore + ?Sized> OrderingStore for std::sync::Arc<S> {
             .lock_and_claim(object_id, holder, lease, event_id, event_type)
             .await
     }
+}
+
+/// Where the keys that [`OrderingStore::advance_watermark`] keeps past the retention
+/// start: the reconciler's cursors.
+pub(crate) const CURSOR_KEY_PREFIX: &str = "reconcile:";
+
+/// Whether `key` is a reconciler's cursor, kept past the stores' retention.
+pub(crate) fn is_cursor_key(key: &str) -> bool {
+    key.starts_with(CURSOR_KEY_PREFIX)
 }
 
 /// Whether `applied` may replace `current` as an object's watermark: not older. At the

@@ -321,8 +321,10 @@ impl RedisStore {
     /// default), counted from completion or release. Redis expires them itself; keep it
     /// longer than an event may come back (Stripe retries it for 3 days, and a
     /// [`Reconciler`](crate::reconcile::Reconciler) may list it again for the 30 days
-    /// Stripe lists events), or the completed event runs again, and longer than [`ABANDONED_AFTER`](crate::ABANDONED_AFTER), or an
-    /// abandoned claim's record may expire before `purge_expired` records it failed.
+    /// Stripe lists events), or the completed event runs again, and longer than
+    /// [`ABANDONED_AFTER`](crate::ABANDONED_AFTER), or an abandoned claim's record may
+    /// expire before `purge_expired` records it failed. Objects' watermarks expire the
+    /// retention after their last event; a reconciler's cursors never do.
     #[must_use]
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
@@ -587,6 +589,7 @@ impl OrderingStore for RedisStore {
             .arg(to.created)
             .arg(to.event_id.as_str())
             .arg(ms(self.retention).max(1))
+            .arg(if super::is_cursor_key(key) { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;

@@ -1116,7 +1116,9 @@ macro_rules! store_impls {
             /// [`Reconciler`](crate::reconcile::Reconciler) may list it again for as long
             /// as Stripe lists events (30 days: an `undelivered` pass with a lookback over
             /// 3 days, a cursor held back by a failing event). A completed record purged
-            /// sooner lets its event run again.
+            /// sooner lets its event run again. Objects' watermarks are kept for the
+            /// retention after their last event; a reconciler's cursors whatever their
+            /// age.
             #[must_use]
             pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
                 self.core.retention = retention;

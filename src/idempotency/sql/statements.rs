@@ -188,7 +188,8 @@ pub const SQLITE: Statements = Statements {
         FROM {t}_objects WHERE object_id = ?1",
     purge_objects: "DELETE FROM {t}_objects WHERE object_id >= ?2 AND object_id <= ?3 \
         AND (object_id > ?2 OR ?4 = 1) \
-        AND (holder IS NULL OR lock_until < {now} - ?1) AND updated_at < {now} - ?1",
+        AND (holder IS NULL OR lock_until < {now} - ?1) AND updated_at < {now} - ?1 \
+        AND substr(object_id, 1, 10) <> 'reconcile:'",
     purge_objects_upto: "SELECT max(object_id) FROM (SELECT object_id FROM {t}_objects \
         WHERE object_id >= ?1 AND (object_id > ?1 OR ?3 = 1) ORDER BY object_id LIMIT ?2)",
     lock_and_claim: None,
@@ -277,7 +278,8 @@ pub const POSTGRES: Statements = Statements {
     purge_objects: "DELETE FROM {t}_objects WHERE object_id IN (SELECT object_id FROM {t}_objects \
         WHERE object_id >= $2 AND object_id <= $3 AND (object_id > $2 OR $4::bigint = 1) \
         AND (holder IS NULL OR lock_until < now() - $1::bigint * interval '1 millisecond') \
-        AND updated_at < now() - $1::bigint * interval '1 millisecond' FOR UPDATE SKIP LOCKED)",
+        AND updated_at < now() - $1::bigint * interval '1 millisecond' \
+        AND substr(object_id, 1, 10) <> 'reconcile:' FOR UPDATE SKIP LOCKED)",
     purge_objects_upto: "SELECT max(object_id) FROM (SELECT object_id FROM {t}_objects \
         WHERE object_id >= $1 AND (object_id > $1 OR $3::bigint = 1) ORDER BY object_id LIMIT $2) AS batch",
     lock_and_claim: Some("WITH lock AS (\

@@ -1130,6 +1130,7 @@ async fn should_retry_true_and_lock_conflicts_are_retried() {
         error_type: "invalid_request_error".into(),
         code: Some("lock_timeout".into()),
         message: "This object cannot be accessed right now.".into(),
+        param: None,
         should_retry,
     };
     fake.fail_next(1, error(409, None));
@@ -1488,11 +1489,16 @@ async fn the_api_key_is_in_no_error_and_no_debug_output() {
             error_type: "invalid_request_error".into(),
             code: None,
             message: format!("Invalid API Key provided: {FAKE_API_KEY}"),
+            param: Some(format!("key {FAKE_API_KEY}")),
             should_retry: None,
         },
     );
     let err = client.retrieve_event(&ctx, "evt_1").await.unwrap_err();
     assert_eq!(err.api_error().unwrap().status, 401);
+    assert_eq!(
+        err.api_error().unwrap().param.as_deref(),
+        Some("key <redacted>")
+    );
     assert!(
         err.to_string()
             .contains("Invalid API Key provided: <redacted>"),
@@ -2157,6 +2163,10 @@ async fn answers_name_the_api_version() {
     let answer = raw_answer(&fake, b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert_eq!(version(&answer), pinned);
+    // A head it cannot read.
+    let answer = raw_answer(&fake, b"\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(version(&answer), pinned);
     fake.fail_next(1, Fault::ServerError { should_retry: None });
     let answer = raw_answer(&fake, get("Stripe-Version: 2020-08-27\r\n").as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
@@ -2235,6 +2245,7 @@ async fn objects_with_custom_ids_are_fetched() {
             error_type: "invalid_request_error".to_owned(),
             code: None,
             message: "no".to_owned(),
+            param: None,
             should_retry: None,
         },
     );

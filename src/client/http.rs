@@ -44,9 +44,10 @@ pub const DEFAULT_BUCKET_RATE: u32 = 20;
 ///   as Stripe's SDKs wait), and at least as long as `Retry-After` says when the
 ///   answer has one (seconds or an HTTP date), for at most [`DEFAULT_MAX_ATTEMPTS`] attempts within a total deadline
 ///   ([`DEFAULT_DEADLINE`]). A wait that would pass the deadline is not started.
-/// - Keeps at most [`DEFAULT_MAX_CONCURRENCY`] requests in flight and sends at most
-///   [`DEFAULT_BUCKET_RATE`] requests a second (a token bucket, bursting up to one
-///   second's worth), shared by its clones.
+/// - Keeps at most [`DEFAULT_MAX_CONCURRENCY`] requests in flight and sends
+///   [`DEFAULT_BUCKET_RATE`] requests a second on average (a token bucket that holds
+///   one second's worth: after an idle spell that many start at once, so one second
+///   may see up to twice the rate), shared by its clones.
 /// - Never follows redirects (a 3xx answer is a [`ClientError::Api`](super::ClientError::Api)
 ///   error, not retried); never puts the key in an error or in `Debug`.
 ///
@@ -173,8 +174,11 @@ impl HttpClient {
         self
     }
 
-    /// Sets how many requests a second may start (at least 1), for this client and the
-    /// clones made after.
+    /// Sets how many requests a second may start on average (at least 1), for this
+    /// client and the clones made after. The bucket holds one second's worth, so after
+    /// an idle spell one second may see up to twice as many: for a limit that must hold
+    /// in every second (Stripe's sandbox allows fewer reads a second than live mode), set
+    /// half of it.
     #[must_use]
     pub fn with_rate_limit(mut self, per_second: u32) -> Self {
         self.rate = per_second.max(1);
@@ -277,6 +281,7 @@ impl HttpClient {
             &mut api.message,
             &mut api.code,
             &mut api.error_type,
+            &mut api.param,
             &mut api.request_id,
         ]
         .into_iter()

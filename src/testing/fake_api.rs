@@ -51,6 +51,8 @@ pub enum Fault {
         code: Option<String>,
         /// The error's `message`.
         message: String,
+        /// The error's `param`, if any: the parameter it is about.
+        param: Option<String>,
         /// The `Stripe-Should-Retry` header.
         should_retry: Option<bool>,
     },
@@ -721,12 +723,15 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
         Head::Read(head) => parse_head(&head),
     };
     let Some(request) = request else {
-        let answer = Answer::error(
+        let mut answer = Answer::error(
             400,
             "invalid_request_error",
             None,
             "The request could not be read: its head is over 64 KiB or has no request line.",
         );
+        answer
+            .headers
+            .push(("Stripe-Version", crate::client::API_VERSION.to_owned()));
         send(&mut stream, &state, &answer).await;
         return;
     };
@@ -898,9 +903,13 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
             error_type,
             code,
             message,
+            param,
             should_retry,
         }) => {
             let mut a = Answer::error(status, &error_type, code.as_deref(), &message);
+            if let Some(param) = param {
+                a = a.with_param(&param);
+            }
             if let Some(r) = should_retry {
                 a.headers.push(("Stripe-Should-Retry", r.to_string()));
             }

@@ -654,6 +654,58 @@ async fn unreadable_record_is_unavailable_not_a_panic() {
     assert_eq!(value, "x");
 }
 
+/// A guarded completion that fails on a key of another type (the failed set, here)
+/// writes nothing: retried once the key is mended, it completes and moves the
+/// watermark, rather than reading as done already with the watermark left behind.
+#[tokio::test]
+async fn a_completion_that_fails_part_way_writes_nothing() {
+    use stripe_webhooks::{LockedClaim, OrderingStore, Watermark};
+    let _shared = SERVER.read().await;
+    let (store, prefix, mut conn) = store().await;
+    let id = EventId::new("evt_part_way");
+    let LockedClaim::Acquired { token, .. } = store
+        .lock_and_claim("cus_part_way", "h", LEASE, &id, &EventType::CustomerUpdated)
+        .await
+        .unwrap()
+    else {
+        panic!("not acquired")
+    };
+    let failed = format!("{prefix}:failed");
+    let _: () = redis::cmd("SET")
+        .arg(&failed)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let applied = Watermark::new(1_700_000_123, id.clone());
+    let err = store
+        .complete_applied(&token, "cus_part_way", "h", &applied)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert_eq!(
+        store.record(&id).await.unwrap().map(|r| r.status),
+        Some(RecordStatus::Processing)
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&failed)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    store
+        .complete_applied(&token, "cus_part_way", "h", &applied)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.watermark("cus_part_way").await.unwrap(),
+        Some(applied)
+    );
+    assert_eq!(
+        store.record(&id).await.unwrap().map(|r| r.status),
+        Some(RecordStatus::Completed)
+    );
+}
+
 #[tokio::test]
 async fn claim_while_redis_is_paused_returns_within_the_callers_timeout() {
     let _exclusive = SERVER.write().await;

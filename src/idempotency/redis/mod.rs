@@ -213,6 +213,15 @@ static ABANDON_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, ABA
 ///   a claim lost the same way lets a second delivery run the event while the first is
 ///   still running. Handlers should stay safe to run twice (most of Stripe's own objects
 ///   carry ids to deduplicate on).
+/// - Whatever loses data (a restart without persistence, `FLUSHALL`, eviction, a
+///   failover's lost writes) loses the ordering guard's watermarks and the reconciler's
+///   cursors too: a late retry of an older event is then applied as the object's first,
+///   over the newer one already applied, and a reconciler starts again from its
+///   lookback. After such a loss, resync the objects the guard keeps from Stripe.
+/// - Clock: leases end by the Redis host's clock (`TIME`). A step forward of that
+///   clock, or a failover to a host whose clock is ahead, by more than a tenth of a
+///   lease can end a lease that the handler's process still holds, and a redelivery
+///   may then run beside it.
 ///
 /// The scripts touch keys named inside them (the records listed by `failed_events` and
 /// `purge_expired`), so Redis Cluster is not supported.

@@ -375,6 +375,15 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
     .ok()
     .json();
     assert_eq!(purged["completed_jobs"], 1, "{purged}");
+    // A batch so large it would hold the store for long is refused.
+    for batch in ["0", "10001"] {
+        let refused = on(store, &["purge", "--batch", batch]).await;
+        assert_eq!(refused.code, 2, "{refused:#?}");
+        assert!(
+            refused.stderr.contains("--batch must be 1 to 10000"),
+            "{refused:#?}"
+        );
+    }
     let purged = on(store, &["purge"]).await.ok().stdout;
     assert!(purged.contains("purged 0 completed jobs"), "{purged}");
 
@@ -791,6 +800,11 @@ async fn a_typed_store_flag_beats_the_environment() {
     }
     let empty = run(args(&["--sqlite", "", "requeue", "--all-dead"])).await;
     assert_eq!(empty.code, 2, "{empty:#?}");
+    // So is an empty table (`--table "$UNSET"`): not the default table, which may be
+    // another service's.
+    let empty = run(args(&["--table", "", "requeue", "--all-dead"])).await;
+    assert_eq!(empty.code, 2, "{empty:#?}");
+    assert!(empty.stderr.contains("--table"), "{empty:#?}");
     // No flag: DATABASE_URL, as documented (and its password is not shown).
     let env = run(args(&["dead"])).await;
     assert_eq!(env.code, 1, "{env:#?}");
@@ -1264,7 +1278,46 @@ async fn send_signs_and_posts_events() {
     let (lax, _) = endpoint("whsec_not_the_right_secret").await;
     let took = cli(&["send", "--url", &lax, "--bad-signature"]).await;
     assert_eq!(took.code, 1, "{took:#?}");
-    assert!(took.stderr.contains("not refused with a 4xx"), "{took:#?}");
+    assert!(took.stderr.contains("not refused with a 400"), "{took:#?}");
+    // Another 4xx is no refusal: the request never reached the signature check.
+    let wrong_path = url.replace("/webhook", "/no-such-path");
+    let missed = cli(&["send", "--url", &wrong_path, "--bad-signature"]).await;
+    assert_eq!(missed.code, 1, "{missed:#?}");
+    assert!(missed.stderr.contains("1×404"), "{missed:#?}");
+}
+
+/// A token in the endpoint's query or user information is never shown: the summary,
+/// the JSON and errors name the endpoint without them.
+#[tokio::test]
+async fn send_never_shows_a_token_in_the_url() {
+    let secret = "whsec_cli_send_token_test";
+    let (url, hits) = endpoint(secret).await;
+    let token = "tok_9f8e7d6c5b4a";
+    let with_token = format!("{url}?token={token}");
+    let out = cli(&["send", "--url", &with_token, "--secret", secret, "--json"]).await;
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert!(
+        out.json()["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/webhook?***"),
+        "{out:#?}"
+    );
+    let out = cli(&["send", "--url", &with_token, "--secret", secret]).await;
+    assert!(out.stdout.contains("/webhook?***"), "{out:#?}");
+    // Unreachable: the error names the endpoint without its token.
+    for unreachable in [
+        format!("http://127.0.0.1:1/webhook?token={token}"),
+        format!("http://{token}@127.0.0.1:1/webhook"),
+    ] {
+        let out = cli(&["send", "--url", &unreachable, "--json"]).await;
+        assert_eq!(out.code, 1, "{out:#?}");
+        assert!(
+            !out.stdout.contains(token) && !out.stderr.contains(token),
+            "{out:#?}"
+        );
+    }
 }
 
 /// A send that fails names the URL without its password, in any spelling (as typed or

@@ -571,6 +571,9 @@ fn check_age(flag: &str, age: Duration, force: bool) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The most rows a purge deletes in one statement (or Redis script).
+const MAX_PURGE_BATCH: usize = 10_000;
+
 /// `purge`: completed jobs older than `ages.jobs`, in batches; the store's abandoned
 /// claims recorded failed; and, when `ages.records` is given, the store's completed and
 /// failed records and watermarks older than that (never on the store's default
@@ -583,8 +586,10 @@ pub(crate) async fn purge(
     force: bool,
     json: bool,
 ) -> Result<(), CliError> {
-    if batch == 0 {
-        return Err(CliError::Usage("--batch must be at least 1".to_owned()));
+    if !(1..=MAX_PURGE_BATCH).contains(&batch) {
+        return Err(CliError::Usage(format!(
+            "--batch must be 1 to {MAX_PURGE_BATCH}: a batch holds the store while it runs"
+        )));
     }
     check_age("--older-than", ages.jobs, force)?;
     if let Some(records) = ages.records {

@@ -157,6 +157,15 @@ impl StoreOpts {
                 "{flag} is empty: give the store, or leave the flag out"
             )));
         }
+        // An empty table (`--table "$TABLE"` with the variable unset) is not taken as the
+        // default one, which may be another service's.
+        if self.table.as_deref() == Some("") {
+            return Err(CliError::Usage(
+                "--table (or STRIPE_WEBHOOKS_TABLE) is empty: give the table or prefix, or \
+                 leave it out for the default"
+                    .to_owned(),
+            ));
+        }
         self.url_typed = matches!(typed.as_slice(), ["--database-url" | "--redis-url"]);
         match typed.as_slice() {
             [] | ["--database-url"] => {}
@@ -258,7 +267,9 @@ enum Command {
         /// given: the store's records are kept.
         #[arg(long, value_parser = output::parse_age, value_name = "AGE")]
         records_older_than: Option<std::time::Duration>,
-        /// Rows deleted per statement.
+        /// Rows deleted per statement (1 to 10000): each batch holds the store while it
+        /// runs (a Redis script blocks the server; a SQLite delete, the write lock), so
+        /// a live service waits for it.
         #[arg(long, default_value_t = 1000)]
         batch: usize,
         /// Purge jobs (or records) younger than 30 days too: Stripe may still deliver
@@ -270,7 +281,7 @@ enum Command {
     /// queue's tables), recorded in `{table}_migrations`; safe to run again.
     Migrate,
     /// Signs events like Stripe and posts them to a local service. Exits 1 unless every
-    /// delivery is answered 2xx (with --bad-signature or --stale: refused with a 4xx).
+    /// delivery is answered 2xx (with --bad-signature or --stale: refused with a 400, 401 or 403).
     Send(send::SendArgs),
 }
 

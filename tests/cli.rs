@@ -318,15 +318,21 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
         page.contains(&format!("no dead jobs after {b}")) && !page.contains("again with"),
         "{page}"
     );
-    // A key the queue does not hold says so, rather than that no job is dead.
-    let page = on(store, &["dead", "--after", "evt_typo"])
-        .await
-        .ok()
-        .stdout;
-    assert!(
-        page.contains("no job evt_typo in the queue") && !page.contains("no dead jobs"),
-        "{page}"
-    );
+    // A key the queue does not hold is an error (exit 3), in text and in JSON, rather
+    // than the end of the list.
+    for json in [false, true] {
+        let mut args = vec!["dead", "--after", "evt_typo"];
+        if json {
+            args.push("--json");
+        }
+        let typo = on(store, &args).await;
+        assert_eq!(typo.code, 3, "{typo:#?}");
+        assert!(
+            typo.stderr.contains("no job evt_typo to page after"),
+            "{typo:#?}"
+        );
+        assert!(!typo.stdout.contains("no dead jobs"), "{typo:#?}");
+    }
     let requeued = on(store, &["requeue", "--all-dead", "--json"])
         .await
         .ok()
@@ -675,6 +681,15 @@ async fn sqlite_failed_lists_store_failures_and_retrying_jobs() {
         page.contains("no more retrying jobs after evt_retry_c") && !page.contains("again with"),
         "{page}"
     );
+    // After an id neither list holds: exit 3, not the end of the list.
+    for (flag, what) in [
+        ("--after-job=evt_typo", "no job evt_typo"),
+        ("--after-event=evt_typo", "no store record evt_typo"),
+    ] {
+        let typo = on(&flags, &["failed", flag, "--json"]).await;
+        assert_eq!(typo.code, 3, "{typo:#?}");
+        assert!(typo.stderr.contains(what), "{typo:#?}");
+    }
 }
 
 #[tokio::test]

@@ -206,6 +206,20 @@ pub(crate) async fn failed(
         None => queue.jobs(JobState::Retrying, ask).await,
     }
     .map_err(b.err("listing retrying jobs"))?;
+    // An empty page after an id neither list holds (a typo, a purged record or job) is
+    // an error (exit 3), not the end of the list.
+    if let Some(e) = after.event.filter(|_| events.is_empty()) {
+        let known = store.record(&EventId::new(e)).await;
+        if known.map_err(b.err("reading the record"))?.is_none() {
+            return Err(unknown_cursor("store record", e, "--after-event"));
+        }
+    }
+    if let Some(j) = after.job.filter(|_| jobs.is_empty()) {
+        let known = queue.job(&EventId::new(j)).await;
+        if known.map_err(b.err("reading the job"))?.is_none() {
+            return Err(unknown_cursor("job", j, "--after-job"));
+        }
+    }
     let more_events = events.len() > limit;
     let more_jobs = jobs.len() > limit;
     events.truncate(limit);
@@ -234,6 +248,14 @@ pub(crate) async fn failed(
         more_follow("retrying jobs", "--after-job", last.key.as_str());
     }
     Ok(())
+}
+
+/// The error for a page asked after an id its list does not hold.
+fn unknown_cursor(what: &str, id: &str, flag: &str) -> CliError {
+    CliError::NotFound(format!(
+        "no {what} {id} to page after (a typo, or purged): leave {flag} out to list from \
+         the first"
+    ))
 }
 
 /// In text, after a page with more after it: the flag for the next page of `what`. The
@@ -265,17 +287,14 @@ pub(crate) async fn dead(
     let more = jobs.len() > limit;
     jobs.truncate(limit);
     let rows: Vec<Row> = jobs.iter().map(Row::from_job).collect();
-    // An empty page after a key the queue does not hold (a typo, a purged job) says
-    // so, rather than that there are no dead jobs.
+    // An empty page after a key the queue does not hold (a typo, a purged job) is an
+    // error (exit 3), rather than the end of the list.
     let empty = match after {
-        Some(after) if rows.is_empty() && !json => {
+        Some(after) if rows.is_empty() => {
             let known = queue.job(&EventId::new(after)).await;
             match known.map_err(b.err("reading the job"))? {
                 Some(_) => format!("no dead jobs after {after}"),
-                None => format!(
-                    "no job {after} in the queue to page after (a typo, or purged): \
-                     leave --after out to list from the first"
-                ),
+                None => return Err(unknown_cursor("job", after, "--after")),
             }
         }
         _ => "no dead jobs".to_owned(),

@@ -45,7 +45,7 @@ Exit codes:
   1  error: the store is unreachable, its tables are missing (run `stripe-webhooks migrate`),
      a request could not be sent, or the store failed; the message says what to do
   2  usage: an unknown flag or subcommand, or a bad value
-  3  not found: no job or event with that id
+  3  not found: no job or event with that id (also the id a page starts after)
 
 Store: the one flag given of --database-url, --redis-url and --sqlite (two are a usage
 error); with none, PostgreSQL when DATABASE_URL is set, else Redis when REDIS_URL is set,

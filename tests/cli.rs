@@ -568,6 +568,24 @@ async fn sqlite_operator_flow() {
     );
     let again = on(&flags, &["migrate"]).await.ok().stdout;
     assert!(again.contains("no migration to apply"), "{again}");
+    // A database a newer release migrated (after a rollback) is not "up to date".
+    let store = SqliteStore::connect(dir.join("cli.db")).await.unwrap();
+    stripe_webhooks::sqlx::query(
+        "INSERT INTO stripe_webhook_events_migrations (version, name, applied_at) \
+         VALUES (99, '0099_future.sql', 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let newer = on(&flags, &["migrate"]).await.ok().stdout;
+    assert!(
+        newer.contains("migration(s) 99 from a newer release") && !newer.contains("up to date"),
+        "{newer}"
+    );
+    stripe_webhooks::sqlx::query("DELETE FROM stripe_webhook_events_migrations WHERE version = 99")
+        .execute(store.pool())
+        .await
+        .unwrap();
     let queue = SqliteStore::connect(dir.join("cli.db"))
         .await
         .unwrap()

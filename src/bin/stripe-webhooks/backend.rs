@@ -159,9 +159,23 @@ impl Backend {
     ///
     /// [`CliError::Unreachable`] or [`CliError::Store`] if the statements fail.
     pub(crate) async fn migrate(&self) -> Result<(String, Vec<u32>), CliError> {
-        let applied = match &self.store {
-            Store::Sqlite(s) => s.migrate().await.map_err(self.err("migrating"))?,
-            Store::Postgres(s) => s.migrate().await.map_err(self.err("migrating"))?,
+        // The migrations recorded, to tell a database a newer release migrated.
+        let recorded = format!("SELECT version FROM {}_migrations", self.table);
+        let (applied, recorded, shipped) = match &self.store {
+            Store::Sqlite(s) => (
+                s.migrate().await.map_err(self.err("migrating"))?,
+                stripe_webhooks::sqlx::query_scalar::<_, i64>(&recorded)
+                    .fetch_all(s.pool())
+                    .await,
+                s.migrations(),
+            ),
+            Store::Postgres(s) => (
+                s.migrate().await.map_err(self.err("migrating"))?,
+                stripe_webhooks::sqlx::query_scalar::<_, i64>(&recorded)
+                    .fetch_all(s.pool())
+                    .await,
+                s.migrations(),
+            ),
             Store::Redis(_) => {
                 return Ok((
                     "Redis needs no schema: nothing to do".to_owned(),
@@ -169,7 +183,29 @@ impl Backend {
                 ))
             }
         };
-        let message = if applied.is_empty() {
+        let last_shipped = shipped
+            .iter()
+            .map(|m| i64::from(m.version))
+            .max()
+            .unwrap_or(0);
+        let mut newer: Vec<i64> = recorded
+            .map_err(|e| {
+                self.err("reading the migrations applied")(StoreError::Unavailable(Box::new(e)))
+            })?
+            .into_iter()
+            .filter(|v| *v > last_shipped)
+            .collect();
+        newer.sort_unstable();
+        let message = if !newer.is_empty() {
+            let list: Vec<String> = newer.iter().map(i64::to_string).collect();
+            format!(
+                "the database has migration(s) {} from a newer release than this tool \
+                 (which knows up to {last_shipped}): nothing to apply; a service of this \
+                 release runs on it with its own statements, and that release's tool \
+                 reports its tables",
+                list.join(", ")
+            )
+        } else if applied.is_empty() {
             "the store's and the queue's tables are up to date: no migration to apply".to_owned()
         } else {
             let list: Vec<String> = applied.iter().map(u32::to_string).collect();

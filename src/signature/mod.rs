@@ -319,7 +319,8 @@ impl Verifier {
     ///
     /// Zero is strict (only a timestamp of the current second is accepted). It does not
     /// turn the check off, as a tolerance of 0 does in stripe-node and stripe-python; that
-    /// is [`Tolerance::DangerouslyUnchecked`].
+    /// is [`Tolerance::DangerouslyUnchecked`]. Timestamps are whole seconds, and so is the
+    /// tolerance: a fraction of a second is dropped (900 ms is as strict as zero).
     #[must_use]
     pub fn with_tolerance(mut self, tolerance: Duration) -> Self {
         self.tolerance = Tolerance::Symmetric(tolerance);

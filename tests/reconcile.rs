@@ -814,64 +814,38 @@ impl OrderingStore for Faulty {
 }
 
 /// A pass whose cursor moved is a pass done: a failed read of the cursor afterwards
-/// reports where the pass moved it rather than failing the pass (whose events ran).
+/// reports where the pass moved it rather than failing the pass (whose events ran). And
+/// when a pass listed only feeds a warning: a store that refuses to record it does not
+/// fail the pass either.
 #[tokio::test]
-async fn a_failed_read_after_the_cursor_moved_still_reports_the_pass() {
-    let s = setup().await;
-    let now = testing::now();
-    s.fake
-        .add_event(&event("evt_r1", "invoice.paid", now - 600))
-        .unwrap();
-    let cursors = Arc::new(Faulty {
-        inner: Arc::clone(&s.store),
-        fail_read_after_advance: true,
-        ..Faulty::default()
-    });
-    let reconciler = Reconciler::new(
-        s.fake.client().unwrap(),
-        Arc::clone(&s.processor),
-        Arc::clone(&cursors),
-    );
-    let r = reconciler.since_cursor().await.unwrap();
-    assert_eq!(r.processed, 1, "{r:?}");
-    assert_eq!(r.cursor.as_ref().map(|c| c.created), Some(now - 600 - 60));
-    assert_eq!(
-        s.store
-            .watermark(&reconciler.cursor_keys()[0])
-            .await
-            .unwrap(),
-        r.cursor
-    );
-}
-
-/// When a pass listed only feeds a warning: a store that refuses to record it does not
-/// fail the pass, whose events ran and whose cursor moved.
-#[tokio::test]
-async fn a_failed_write_of_when_a_pass_listed_does_not_fail_the_pass() {
-    let s = setup().await;
-    let now = testing::now();
-    s.fake
-        .add_event(&event("evt_l1", "invoice.paid", now - 600))
-        .unwrap();
-    let cursors = Arc::new(Faulty {
-        inner: Arc::clone(&s.store),
-        fail_listed_writes: true,
-        ..Faulty::default()
-    });
-    let reconciler = Reconciler::new(
-        s.fake.client().unwrap(),
-        Arc::clone(&s.processor),
-        Arc::clone(&cursors),
-    );
-    let r = reconciler.since_cursor().await.unwrap();
-    assert_eq!(r.processed, 1, "{r:?}");
-    assert_eq!(r.cursor.as_ref().map(|c| c.created), Some(now - 600 - 60));
-    let key = &reconciler.cursor_keys()[0];
-    assert_eq!(s.store.watermark(key).await.unwrap(), r.cursor);
-    // Nothing was recorded of when it listed.
-    let listed = format!("{key}:listed");
-    assert_eq!(s.store.watermark(&listed).await.unwrap(), None);
-    s.runs.all_once(1);
+async fn store_failures_after_the_cursor_moved_still_report_the_pass() {
+    for fail_listed_writes in [false, true] {
+        let s = setup().await;
+        let now = testing::now();
+        s.fake
+            .add_event(&event("evt_r1", "invoice.paid", now - 600))
+            .unwrap();
+        let cursors = Arc::new(Faulty {
+            inner: Arc::clone(&s.store),
+            fail_read_after_advance: !fail_listed_writes,
+            fail_listed_writes,
+            ..Faulty::default()
+        });
+        let reconciler = Reconciler::new(
+            s.fake.client().unwrap(),
+            Arc::clone(&s.processor),
+            Arc::clone(&cursors),
+        );
+        let r = reconciler.since_cursor().await.unwrap();
+        assert_eq!(r.processed, 1, "{r:?}");
+        assert_eq!(r.cursor.as_ref().map(|c| c.created), Some(now - 600 - 60));
+        let key = &reconciler.cursor_keys()[0];
+        assert_eq!(s.store.watermark(key).await.unwrap(), r.cursor);
+        // Nothing was recorded of when it listed, where that write was refused.
+        let listed = s.store.watermark(&format!("{key}:listed")).await.unwrap();
+        assert_eq!(listed.is_none(), fail_listed_writes, "{listed:?}");
+        s.runs.all_once(1);
+    }
 }
 
 #[tokio::test]

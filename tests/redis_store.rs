@@ -65,6 +65,15 @@ async fn pttl(conn: &mut ConnectionManager, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap()
 }
 
+async fn pexpire(conn: &mut ConnectionManager, key: &str, ms: i64) {
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(key)
+        .arg(ms)
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_store_conformance() {
     let _shared = SERVER.read().await;
@@ -401,12 +410,7 @@ async fn an_advanced_watermark_lives_for_the_retention_whatever_an_old_lock_left
     store.advance_watermark("cus_ttl", &at(10)).await.unwrap();
     assert!(pttl(&mut conn, &key).await > 600_000);
     // Days later, as it were: the lock's TTL is near its end, the holder still named.
-    let _: () = redis::cmd("PEXPIRE")
-        .arg(&key)
-        .arg(5_000)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    pexpire(&mut conn, &key, 5_000).await;
     store.advance_watermark("cus_ttl", &at(11)).await.unwrap();
     let ttl = pttl(&mut conn, &key).await;
     assert!(ttl > 590_000 && ttl <= 600_000, "{ttl}");
@@ -430,12 +434,7 @@ async fn a_reconcilers_cursor_never_expires() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let _: () = redis::cmd("PEXPIRE")
-        .arg(&key)
-        .arg(5_000)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    pexpire(&mut conn, &key, 5_000).await;
     store.advance_watermark(cursor, &at(10)).await.unwrap();
     assert_eq!(pttl(&mut conn, &key).await, -1);
     assert_eq!(store.watermark(cursor).await.unwrap(), Some(at(10)));

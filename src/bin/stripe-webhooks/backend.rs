@@ -161,21 +161,20 @@ impl Backend {
     pub(crate) async fn migrate(&self) -> Result<(String, Vec<u32>), CliError> {
         // The migrations recorded, to tell a database a newer release migrated.
         let recorded = format!("SELECT version FROM {}_migrations", self.table);
+        macro_rules! migrate {
+            ($s:expr) => {
+                (
+                    $s.migrate().await.map_err(self.err("migrating"))?,
+                    stripe_webhooks::sqlx::query_scalar::<_, i64>(&recorded)
+                        .fetch_all($s.pool())
+                        .await,
+                    $s.migrations(),
+                )
+            };
+        }
         let (applied, recorded, shipped) = match &self.store {
-            Store::Sqlite(s) => (
-                s.migrate().await.map_err(self.err("migrating"))?,
-                stripe_webhooks::sqlx::query_scalar::<_, i64>(&recorded)
-                    .fetch_all(s.pool())
-                    .await,
-                s.migrations(),
-            ),
-            Store::Postgres(s) => (
-                s.migrate().await.map_err(self.err("migrating"))?,
-                stripe_webhooks::sqlx::query_scalar::<_, i64>(&recorded)
-                    .fetch_all(s.pool())
-                    .await,
-                s.migrations(),
-            ),
+            Store::Sqlite(s) => migrate!(s),
+            Store::Postgres(s) => migrate!(s),
             Store::Redis(_) => {
                 return Ok((
                     "Redis needs no schema: nothing to do".to_owned(),

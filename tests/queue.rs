@@ -2547,24 +2547,7 @@ async fn unknown_types_are_queued_for_a_workers_prefix_route() {
 async fn a_new_thin_detail_type_does_not_take_its_snapshot_twins_key_from_the_worker() {
     use stripe_webhooks::{ThinEventRouter, ThinEventType};
 
-    // `treasury.inbound_transfer.created` has no thin type in this release.
-    let ty = "treasury.inbound_transfer.created";
-    assert!(stripe_webhooks::ThinEventType::from_wire(&format!("v1.{ty}")).is_unknown());
-    let object = r#"{"id":"ibt_1","object":"treasury.inbound_transfer"}"#;
-    // Of a connected account.
-    let mut snapshot: serde_json::Value =
-        serde_json::from_str(&testing::event_json("evt_snap", ty, object)).unwrap();
-    snapshot["account"] = "acct_1".into();
-    let snapshot = snapshot.to_string();
-    let thin = ThinEventBuilder::new("evt_thin_new", &format!("v1.{ty}"))
-        .related(
-            "ibt_1",
-            "treasury.inbound_transfer",
-            "/v1/treasury/inbound_transfers/ibt_1",
-        )
-        .snapshot_event("evt_snap")
-        .context("acct_1")
-        .build();
+    let (snapshot, thin) = new_detail_type_twins();
     // The thin router's prefix route, if any (`platform:`: its router takes the
     // platform's events only, and these are a connected account's); whether it takes
     // the new type.
@@ -2634,6 +2617,28 @@ async fn a_new_thin_detail_type_does_not_take_its_snapshot_twins_key_from_the_wo
     }
 }
 
+/// A connected account's (`acct_1`) snapshot event `evt_snap` of
+/// `treasury.inbound_transfer.created` and its thin twin `evt_thin_new`, of a thin type
+/// this release does not know.
+fn new_detail_type_twins() -> (String, String) {
+    let ty = "treasury.inbound_transfer.created";
+    assert!(stripe_webhooks::ThinEventType::from_wire(&format!("v1.{ty}")).is_unknown());
+    let object = r#"{"id":"ibt_1","object":"treasury.inbound_transfer"}"#;
+    let mut snapshot: serde_json::Value =
+        serde_json::from_str(&testing::event_json("evt_snap", ty, object)).unwrap();
+    snapshot["account"] = "acct_1".into();
+    let thin = ThinEventBuilder::new("evt_thin_new", &format!("v1.{ty}"))
+        .related(
+            "ibt_1",
+            "treasury.inbound_transfer",
+            "/v1/treasury/inbound_transfers/ibt_1",
+        )
+        .snapshot_event("evt_snap")
+        .context("acct_1")
+        .build();
+    (snapshot.to_string(), thin)
+}
+
 /// The same check, when the worker's thin handler's `handles_notification` panics: the
 /// ack-fast processor queues the thin event and leaves the worker to decide, which keeps
 /// the job dead with why (the snapshot twin, a duplicate, is recorded there rather than
@@ -2651,17 +2656,7 @@ async fn a_panicking_thin_check_leaves_a_new_detail_type_to_the_worker() {
             true
         }
     }
-    let ty = "treasury.inbound_transfer.created";
-    let object = r#"{"id":"ibt_1","object":"treasury.inbound_transfer"}"#;
-    let snapshot = testing::event_json("evt_snap", ty, object);
-    let thin = ThinEventBuilder::new("evt_thin_new", &format!("v1.{ty}"))
-        .related(
-            "ibt_1",
-            "treasury.inbound_transfer",
-            "/v1/treasury/inbound_transfers/ibt_1",
-        )
-        .snapshot_event("evt_snap")
-        .build();
+    let (snapshot, thin) = new_detail_type_twins();
     let queue = MemoryQueue::new();
     let runs = Arc::new(AtomicUsize::new(0));
     let snapshot_runs = Arc::clone(&runs);

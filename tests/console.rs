@@ -72,7 +72,7 @@ async fn session(app: &axum::Router) -> (String, String) {
     assert_eq!(response.status(), StatusCode::OK);
     let cookie = response.headers()["set-cookie"].to_str().unwrap();
     assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
     assert!(cookie.contains(&format!("Path={BASE}")), "{cookie}");
@@ -548,7 +548,7 @@ async fn the_session_cookie_is_secure_over_https() {
     ] {
         let cookie = cookie_of(console(), headers).await;
         assert!(cookie.ends_with("; Secure"), "{headers:?}: {cookie}");
-        assert!(cookie.contains("HttpOnly; SameSite=Strict"), "{cookie}");
+        assert!(cookie.contains("HttpOnly; SameSite=Lax"), "{cookie}");
     }
     // The browser's own scheme is the first proxy's: HTTP here, however the later
     // hops went.
@@ -684,6 +684,24 @@ async fn a_state_page_pages_through_every_job_once() {
         Some(keys[0].clone())
     );
     assert!(link(&html, "First page").is_none());
+}
+
+/// A page size past [`MAX_PAGE_SIZE`] is taken as it: a state's page shows four times
+/// that many jobs, each read with its body, and no more.
+#[tokio::test]
+async fn the_page_size_is_capped() {
+    use stripe_webhooks::console::MAX_PAGE_SIZE;
+    let queue = MemoryQueue::new();
+    let over = 4 * MAX_PAGE_SIZE + 3;
+    for i in 0..over {
+        failed(&queue, &customer(&format!("evt_cap_{i:04}")), "boom", None).await;
+    }
+    let console = Console::new(queue.clone(), bearer_token(TOKEN)).with_page_size(usize::MAX);
+    let app = axum::Router::new().nest(BASE, console.router());
+    let (response, html) = fetch(&app, &format!("{BASE}/state/dead")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(job_keys(&html).len(), 4 * MAX_PAGE_SIZE);
+    assert!(link(&html, "Next page").is_some());
 }
 
 #[tokio::test]

@@ -38,7 +38,9 @@
 //!   put a rate limit in front of the router (a `tower` layer, or your proxy's).
 //! - The requeue buttons are POST forms carrying a CSRF token: an HMAC-SHA256, under a
 //!   key drawn from the operating system's random source when the console is built, of
-//!   a session nonce the console keeps in a `SameSite=Strict`, `HttpOnly` cookie
+//!   a session nonce the console keeps in a `SameSite=Lax`, `HttpOnly` cookie (`Lax`,
+//!   not `Strict`: a page opened from a link elsewhere, a chat or an email, then keeps
+//!   its nonce rather than getting a new one that would void the other tabs' forms)
 //!   (`Secure` over HTTPS, see [`Console::with_secure_cookie`]) and of the hour; a
 //!   token is good for one to two hours and only with its cookie. A POST without a good
 //!   token, or whose `Origin` names another host or whose `Sec-Fetch-Site` is not
@@ -52,7 +54,7 @@
 //!   client secrets and OAuth codes (a `client_secret` member, one whose name ends in
 //!   `secret`, an `auth_code`, or a string holding `…_secret_…`, such as a 3-D Secure
 //!   URL) are shown as `<redacted>`; so are, in an error's text, a word holding
-//!   `…_secret_…` (in any case) and an API key or signing secret (`sk_live_`,
+//!   `…_secret_…` (in lower case, as Stripe writes it) and an API key or signing secret (`sk_live_`,
 //!   `sk_test_`, `rk_live_`, `rk_test_`, `whsec_`) from where it starts in a word.
 
 mod csrf;
@@ -81,6 +83,9 @@ use html::{Ctx, PathSeg};
 
 /// The rows a list shows by default.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// The most rows a list of the overview shows ([`Console::with_page_size`]): a page of
+/// one state shows four times as many, each read with its body.
+pub const MAX_PAGE_SIZE: usize = 250;
 /// The largest POST body the console reads (its forms send well under 1 KiB).
 const MAX_FORM: usize = 16 * 1024;
 /// The cookie holding the browser's CSRF session nonce.
@@ -253,12 +258,12 @@ impl Console {
         self
     }
 
-    /// How many jobs each list of the overview shows (at least 1; default
+    /// How many jobs each list of the overview shows (1 to [`MAX_PAGE_SIZE`]; default
     /// [`DEFAULT_PAGE_SIZE`]); a page of a state, or of failed events, shows four times as
-    /// many.
+    /// many. The lists read each job's body with it, so a page's memory grows with it.
     #[must_use]
     pub fn with_page_size(mut self, n: usize) -> Self {
-        self.page_size = n.max(1);
+        self.page_size = n.clamp(1, MAX_PAGE_SIZE);
         self
     }
 
@@ -566,7 +571,11 @@ impl Console {
             } else {
                 ""
             };
-            let attributes = format!("HttpOnly; SameSite=Strict{secure}");
+            // `Lax`: a top-level navigation from another site (a link in a chat) sends
+            // the cookie, so its nonce is kept rather than replaced, which would void the
+            // forms of every other tab. POSTs still need the token and a same-origin
+            // `Sec-Fetch-Site`.
+            let attributes = format!("HttpOnly; SameSite=Lax{secure}");
             let value = format!("{SESSION_COOKIE}={nonce}; Path={path}; {attributes}");
             let value = HeaderValue::from_str(&value).or_else(|_| {
                 HeaderValue::from_str(&format!("{SESSION_COOKIE}={nonce}; Path=/; {attributes}"))

@@ -283,6 +283,14 @@ async fn requeue_needs_a_csrf_token_bound_to_the_session() {
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}: {value}");
         assert_eq!(state_of(&queue, "evt_dead").await, JobState::Dead);
     }
+    // The console's host over plain HTTP is another origin than the console over HTTPS.
+    let mut request = post(&url, &cookie, &good);
+    request
+        .headers_mut()
+        .insert("x-forwarded-proto", "https".parse().unwrap());
+    let (response, _) = send(&app, request).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(state_of(&queue, "evt_dead").await, JobState::Dead);
 
     // A GET does not requeue.
     let (response, _) = fetch(&app, &url).await;

@@ -718,9 +718,13 @@ impl Console {
         if !self.allowed_origins.is_empty() {
             return self.allowed_origins.contains(&origin);
         }
-        let Some((_, authority)) = origin.split_once("://") else {
+        let Some((scheme, authority)) = origin.split_once("://") else {
             return false; // "null", or garbage
         };
+        // Served over HTTPS, a page of the same host over plain HTTP is another origin.
+        if scheme != "https" && self.over_https(parts) {
+            return false;
+        }
         let host = headers
             .get(HOST)
             .and_then(|h| h.to_str().ok())

@@ -1028,6 +1028,56 @@ async fn sqlite_inbox_worker_commits_effects_with_the_completion() {
     assert_eq!((c.completed, c.dead), (1, 1));
 }
 
+/// A handler whose write made SQLite roll the whole transaction back (`INSERT OR
+/// ROLLBACK` on a conflict), and which hid the error and returned `Ok`, does not complete
+/// its job: the completion would have committed on its own, outside any transaction,
+/// with the handler's writes gone. The job is retried, and dead with why in the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_inbox_worker_never_completes_a_job_whose_transaction_rolled_back() {
+    struct HidesRollback;
+    #[async_trait]
+    impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Sqlite> for HidesRollback {
+        async fn handle(
+            &self,
+            event: &Event,
+            conn: &mut stripe_webhooks::sqlx::SqliteConnection,
+        ) -> Result<(), HandlerError> {
+            let insert = "INSERT OR ROLLBACK INTO unique_ledger (event_id) VALUES (?1)";
+            for _ in 0..2 {
+                // The second conflicts and rolls the transaction back; ignored.
+                let _ = stripe_webhooks::sqlx::query(insert)
+                    .bind(event.id().as_str())
+                    .execute(&mut *conn)
+                    .await;
+            }
+            Ok(())
+        }
+    }
+    let dir = TempDir::new("queue_inbox_rolled_back");
+    let queue = sqlite_queue(&dir).await;
+    stripe_webhooks::sqlx::query("CREATE TABLE unique_ledger (event_id TEXT PRIMARY KEY)")
+        .execute(queue.pool())
+        .await
+        .unwrap();
+    enqueue_body(&queue, &customer_event("evt_rolled_back", "cus_1", 1)).await;
+    let worker = queue.inbox_worker(HidesRollback).with_retry(fast_retry(2));
+    drain(&worker, &queue).await;
+    let c = queue.counts().await.unwrap();
+    assert_eq!((c.completed, c.dead), (0, 1), "{c:?}");
+    let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
+    let error = dead[0].last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("rolled the handler's transaction back"),
+        "{error}"
+    );
+    let rows: Vec<String> =
+        stripe_webhooks::sqlx::query_scalar("SELECT event_id FROM unique_ledger")
+            .fetch_all(queue.pool())
+            .await
+            .unwrap();
+    assert!(rows.is_empty(), "{rows:?}");
+}
+
 /// Durations too large for a clock or a database column are taken as the largest the
 /// worker allows: the jobs still run, fail into `retrying` and complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

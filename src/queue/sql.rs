@@ -198,6 +198,14 @@ pub(crate) trait QueueDialect: Dialect {
     /// How an inbox transaction that lost its snapshot ([`snapshot_lost`](Self::snapshot_lost))
     /// begins again, once, at once; `None` where that cannot happen.
     const BEGIN_AGAIN: Option<&'static str>;
+    /// A savepoint an inbox transaction opens after it begins and releases after the
+    /// handler, before the completion: `None` where a transaction the database rolled
+    /// back makes the completion fail anyway (PostgreSQL's aborted transaction). SQLite
+    /// rolls a whole transaction back by itself after some failed writes (`OR ROLLBACK`,
+    /// a full disk), and a handler that hides the error would let the completion run on
+    /// its own, outside any transaction, and commit: the job completed, its effects gone.
+    /// The savepoint is gone with the transaction, so its release fails instead.
+    const INBOX_SAVEPOINT: Option<(&'static str, &'static str)>;
     /// How a take's transaction begins, where a take may run in one: PostgreSQL's, read
     /// committed whatever the database's default, for an in-order take (after its lock)
     /// and for a take on its own that failed because the default is stricter (under
@@ -226,6 +234,10 @@ impl QueueDialect for sqlx::Sqlite {
     const BEGIN: &'static str = "BEGIN";
     /// Holds the write lock from the start, so no write can make its snapshot stale.
     const BEGIN_AGAIN: Option<&'static str> = Some("BEGIN IMMEDIATE");
+    const INBOX_SAVEPOINT: Option<(&'static str, &'static str)> = Some((
+        "SAVEPOINT stripe_webhooks_inbox",
+        "RELEASE stripe_webhooks_inbox",
+    ));
     const TAKE_BEGIN: Option<&'static str> = None;
     /// A take waits up to the busy timeout for the write lock.
     const MIN_TAKE_TIMEOUT: Duration =
@@ -260,6 +272,7 @@ impl QueueDialect for sqlx::Postgres {
     const QUEUE: &'static Statements = &POSTGRES;
     const BEGIN: &'static str = "BEGIN ISOLATION LEVEL READ COMMITTED";
     const BEGIN_AGAIN: Option<&'static str> = None;
+    const INBOX_SAVEPOINT: Option<(&'static str, &'static str)> = None;
     const TAKE_BEGIN: Option<&'static str> = Some(Self::BEGIN);
     const MIN_TAKE_TIMEOUT: Duration = Duration::ZERO;
     fn snapshot_lost(_: &(dyn std::error::Error + 'static)) -> bool {
@@ -869,62 +882,105 @@ macro_rules! inbox_runner {
                 }) {
                     return ran;
                 }
+                // How one attempt ended: with how the job ran, or lost its snapshot and
+                // runs once more, begun with this statement.
+                enum Step {
+                    Done(Ran),
+                    Again(&'static str),
+                }
+                let begun = |e: &dyn std::fmt::Display| Ran::Failed {
+                    error: format!("could not begin the inbox transaction: {e}"),
+                    permanent: false,
+                };
                 let mut begin = <$db as QueueDialect>::BEGIN;
                 loop {
                     // A transaction that lost its snapshot runs once more, begun so that
                     // it cannot lose it again.
                     let again = <$db as QueueDialect>::BEGIN_AGAIN.filter(|b| *b != begin);
-                    let mut tx: sqlx::Transaction<'static, $db> =
-                        match self.queue.pool.begin_with(begin).await {
+                    let retry = |e: &(dyn std::error::Error + 'static)| match again {
+                        Some(b) if <$db as QueueDialect>::snapshot_lost(e) => Some(b),
+                        _ => None,
+                    };
+                    let mut conn = match self.queue.pool.acquire().await {
+                        Ok(conn) => conn,
+                        Err(e) => return begun(&e),
+                    };
+                    // One attempt, and whether its connection must be closed rather than
+                    // given back to the pool: one whose transaction could not be ended
+                    // as sqlx expects (SQLite rolled it back by itself, so sqlx's
+                    // `ROLLBACK` fails and its count of open transactions stays at one,
+                    // and every later `BEGIN` on it would fail).
+                    let (step, discard) = async {
+                        let mut tx = match sqlx::Connection::begin_with(&mut *conn, begin).await {
                             Ok(tx) => tx,
-                            Err(e) => {
-                                return Ran::Failed {
-                                    error: format!("could not begin the inbox transaction: {e}"),
-                                    permanent: false,
-                                }
-                            }
+                            Err(e) => return (Step::Done(begun(&e)), true),
                         };
-                    let handled = run_handler(
-                        handler_future(|| self.handler.handle(&event, &mut *tx)),
-                        deadline,
-                    )
-                    .await;
-                    if let Err(e) = handled {
-                        let _ = tx.rollback().await;
-                        match again {
-                            Some(b) if <$db as QueueDialect>::snapshot_lost(&e) => {
-                                begin = b;
-                                continue;
+                        let savepoint = <$db as QueueDialect>::INBOX_SAVEPOINT;
+                        if let Some((open, _)) = savepoint {
+                            if let Err(e) = sqlx::Executor::execute(&mut *tx, open).await {
+                                let discard = tx.rollback().await.is_err();
+                                return (Step::Done(begun(&e)), discard);
                             }
-                            _ => return Ran::failed(&e),
+                        }
+                        let mut handled = run_handler(
+                            handler_future(|| self.handler.handle(&event, &mut *tx)),
+                            deadline,
+                        )
+                        .await;
+                        if let (Ok(()), Some((_, release))) = (&handled, savepoint) {
+                            if let Err(e) = sqlx::Executor::execute(&mut *tx, release).await {
+                                handled = Err(crate::HandlerError::new(format!(
+                                    "the database rolled the handler's transaction back (a \
+                                     write in it failed, though the handler returned Ok): {e}"
+                                )));
+                            }
+                        }
+                        if let Err(e) = handled {
+                            let discard = tx.rollback().await.is_err();
+                            let step = match retry(&e) {
+                                Some(b) => Step::Again(b),
+                                None => Step::Done(Ran::failed(&e)),
+                            };
+                            return (step, discard);
+                        }
+                        match self.queue.complete_on(&mut *tx, &job.token).await {
+                            Ok(()) => match tx.commit().await {
+                                Ok(()) => (Step::Done(Ran::Completed), false),
+                                Err(e) => (
+                                    Step::Done(Ran::Failed {
+                                        error: format!(
+                                            "could not commit the inbox transaction: {e}"
+                                        ),
+                                        permanent: false,
+                                    }),
+                                    true,
+                                ),
+                            },
+                            Err(StoreError::LeaseLost { .. }) => {
+                                let discard = tx.rollback().await.is_err();
+                                (Step::Done(Ran::LeaseLost), discard)
+                            }
+                            Err(e) => {
+                                let discard = tx.rollback().await.is_err();
+                                let step = match retry(&e) {
+                                    Some(b) => Step::Again(b),
+                                    None => Step::Done(Ran::Failed {
+                                        error: format!("could not complete the job: {e}"),
+                                        permanent: false,
+                                    }),
+                                };
+                                (step, discard)
+                            }
                         }
                     }
-                    return match self.queue.complete_on(&mut *tx, &job.token).await {
-                        Ok(()) => match tx.commit().await {
-                            Ok(()) => Ran::Completed,
-                            Err(e) => Ran::Failed {
-                                error: format!("could not commit the inbox transaction: {e}"),
-                                permanent: false,
-                            },
-                        },
-                        Err(StoreError::LeaseLost { .. }) => {
-                            let _ = tx.rollback().await;
-                            Ran::LeaseLost
-                        }
-                        Err(e) => {
-                            let _ = tx.rollback().await;
-                            match again {
-                                Some(b) if <$db as QueueDialect>::snapshot_lost(&e) => {
-                                    begin = b;
-                                    continue;
-                                }
-                                _ => Ran::Failed {
-                                    error: format!("could not complete the job: {e}"),
-                                    permanent: false,
-                                },
-                            }
-                        }
-                    };
+                    .await;
+                    if discard {
+                        conn.close_on_drop();
+                    }
+                    match step {
+                        Step::Done(ran) => return ran,
+                        Step::Again(b) => begin = b,
+                    }
                 }
             }
         }

@@ -574,6 +574,22 @@ async fn the_session_cookie_is_secure_over_https() {
     assert!(cookie_of(forced, &[]).await.contains("; Secure"));
 }
 
+/// A console told to mark its cookie `Secure`, served over plain HTTP on `localhost`
+/// (where browsers keep such a cookie), takes its own pages' POSTs: the request, not the
+/// setting, says whether it came over HTTPS.
+#[tokio::test]
+async fn a_secure_cookie_console_on_plain_http_takes_its_own_forms() {
+    let queue = MemoryQueue::new();
+    failed(&queue, &customer("evt_dead"), "boom", None).await;
+    let console = Console::new(queue.clone(), bearer_token(TOKEN)).with_secure_cookie();
+    let app = axum::Router::new().nest(BASE, console.router());
+    let (cookie, token) = session(&app).await;
+    let form = format!("key=evt_dead&csrf={token}");
+    let (response, _) = send(&app, post(&format!("{BASE}/requeue"), &cookie, &form)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(state_of(&queue, "evt_dead").await, JobState::Queued);
+}
+
 #[tokio::test]
 async fn served_at_the_root_it_links_from_the_root() {
     let queue = MemoryQueue::new();

@@ -43,8 +43,8 @@
 //!   its nonce rather than getting a new one that would void the other tabs' forms)
 //!   (`Secure` over HTTPS, see [`Console::with_secure_cookie`]) and of the hour; a
 //!   token is good for one to two hours and only with its cookie. A POST without a good
-//!   token, or whose `Origin` names another host or whose `Sec-Fetch-Site` is not
-//!   `same-origin`, is refused with 403 and changes nothing. Behind a proxy that
+//!   token, or whose `Origin` names another host (or `http://` for a request that came
+//!   over HTTPS) or whose `Sec-Fetch-Site` is not `same-origin`, is refused with 403 and changes nothing. Behind a proxy that
 //!   rewrites `Host`, name the public origin with [`Console::with_allowed_origin`].
 //! - Every answer carries `Content-Security-Policy` (no script at all, styles from the
 //!   console only, no framing), `X-Frame-Options: DENY`, `Cache-Control: no-store`,
@@ -219,32 +219,12 @@ impl Console {
 
     /// Whether the session cookie gets `Secure` on this request.
     fn over_https(&self, parts: &Parts) -> bool {
-        // The first proxy's view (the one the browser talked to): the first value of
-        // `X-Forwarded-Proto`, the `proto` of `Forwarded`'s first element.
-        let first = |name: &str| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .unwrap_or("")
-        };
-        let forwarded_proto = first("forwarded").split(';').find_map(|pair| {
-            let (key, value) = pair.split_once('=')?;
-            key.trim()
-                .eq_ignore_ascii_case("proto")
-                .then(|| value.trim().trim_matches('"'))
-        });
         self.secure_cookie
-            || parts.uri.scheme_str() == Some("https")
             || self
                 .allowed_origins
                 .iter()
                 .any(|o| o.starts_with("https://"))
-            || first("x-forwarded-proto")
-                .trim()
-                .eq_ignore_ascii_case("https")
-            || forwarded_proto.is_some_and(|p| p.eq_ignore_ascii_case("https"))
+            || request_says_https(parts)
     }
 
     /// Also shows the inline processor's failed events from `store` (its
@@ -721,8 +701,9 @@ impl Console {
         let Some((scheme, authority)) = origin.split_once("://") else {
             return false; // "null", or garbage
         };
-        // Served over HTTPS, a page of the same host over plain HTTP is another origin.
-        if scheme != "https" && self.over_https(parts) {
+        // Requested over HTTPS (by the request itself or its proxy), a page of the same
+        // host over plain HTTP is another origin.
+        if scheme != "https" && request_says_https(parts) {
             return false;
         }
         let host = headers
@@ -836,6 +817,31 @@ fn note_requeued(key: &str, done: bool) {
 
 fn note_requeued_dead(n: u64) {
     tracing::info!(jobs = n, "console: requeue all dead");
+}
+
+/// Whether the request came over HTTPS, by its own URI or by what the first proxy says
+/// (the first value of `X-Forwarded-Proto`, the `proto` of `Forwarded`'s first element).
+fn request_says_https(parts: &Parts) -> bool {
+    // The first proxy's view: the one the browser talked to.
+    let first = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .unwrap_or("")
+    };
+    let forwarded_proto = first("forwarded").split(';').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        key.trim()
+            .eq_ignore_ascii_case("proto")
+            .then(|| value.trim().trim_matches('"'))
+    });
+    parts.uri.scheme_str() == Some("https")
+        || first("x-forwarded-proto")
+            .trim()
+            .eq_ignore_ascii_case("https")
+        || forwarded_proto.is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
 #[cfg(test)]

@@ -682,7 +682,10 @@ impl Reconciler {
     /// keeps when its last pass began listing ([`ReconcileReport::unlisted_before`]).
     /// The stores keep both past their retention
     /// ([`advance_watermark`](crate::OrderingStore::advance_watermark)), so a reconciler
-    /// stopped for longer resumes from its cursor.
+    /// stopped for longer resumes from its cursor. A cursor no reconciler uses any more
+    /// (a renamed one, changed types, an account gone) stays until you delete it: its
+    /// row in the objects table (`{table}_objects`, `object_id` = the key) or its Redis
+    /// key (`{prefix}:obj:{key}`).
     pub fn cursor_keys(&self) -> [String; 2] {
         let c = &self.context;
         let scope = c

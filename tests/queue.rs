@@ -1067,7 +1067,7 @@ async fn sqlite_inbox_worker_never_completes_a_job_whose_transaction_rolled_back
     let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
     let error = dead[0].last_error.as_deref().unwrap_or_default();
     assert!(
-        error.contains("rolled the handler's transaction back"),
+        error.contains("the handler's transaction ended before its completion"),
         "{error}"
     );
     let rows: Vec<String> =

@@ -655,9 +655,10 @@ async fn unreadable_record_is_unavailable_not_a_panic() {
 
 /// A guarded completion that fails on a key of another type (the failed set, here)
 /// writes nothing: retried once the key is mended, it completes and moves the
-/// watermark, rather than reading as done already with the watermark left behind.
+/// watermark, rather than reading as done already with the watermark left behind. A
+/// release likewise: not a failed record missing from the failed set, never listed.
 #[tokio::test]
-async fn a_completion_that_fails_part_way_writes_nothing() {
+async fn settlements_that_fail_part_way_write_nothing() {
     use stripe_webhooks::{LockedClaim, OrderingStore, Watermark};
     let _shared = SERVER.read().await;
     let (store, prefix, mut conn) = store().await;
@@ -669,6 +670,7 @@ async fn a_completion_that_fails_part_way_writes_nothing() {
     else {
         panic!("not acquired")
     };
+    let released = acquire(&store, &EventId::new("evt_part_way_released")).await;
     let failed = format!("{prefix}:failed");
     let _: () = redis::cmd("SET")
         .arg(&failed)
@@ -676,6 +678,16 @@ async fn a_completion_that_fails_part_way_writes_nothing() {
         .query_async(&mut conn)
         .await
         .unwrap();
+    let err = store.release(&released, "boom").await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert_eq!(
+        store
+            .record(released.event_id())
+            .await
+            .unwrap()
+            .map(|r| r.status),
+        Some(RecordStatus::Processing)
+    );
     let applied = Watermark::new(1_700_000_123, id.clone());
     let err = store
         .complete_applied(&token, "cus_part_way", "h", &applied)
@@ -703,6 +715,10 @@ async fn a_completion_that_fails_part_way_writes_nothing() {
         store.record(&id).await.unwrap().map(|r| r.status),
         Some(RecordStatus::Completed)
     );
+    store.release(&released, "boom").await.unwrap();
+    let listed = store.failed_events(10).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].event_id, *released.event_id());
 }
 
 #[tokio::test]

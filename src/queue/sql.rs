@@ -913,7 +913,12 @@ macro_rules! inbox_runner {
                     let (step, discard) = async {
                         let mut tx = match sqlx::Connection::begin_with(&mut *conn, begin).await {
                             Ok(tx) => tx,
-                            Err(e) => return (Step::Done(begun(&e)), true),
+                            // Closed only when sqlx still counts a transaction open on it
+                            // (a busy database leaves it sound).
+                            Err(e) => {
+                                let stuck = matches!(e, sqlx::Error::InvalidSavePointStatement);
+                                return (Step::Done(begun(&e)), stuck);
+                            }
                         };
                         let savepoint = <$db as QueueDialect>::INBOX_SAVEPOINT;
                         if let Some((open, _)) = savepoint {
@@ -930,8 +935,10 @@ macro_rules! inbox_runner {
                         if let (Ok(()), Some((_, release))) = (&handled, savepoint) {
                             if let Err(e) = sqlx::Executor::execute(&mut *tx, release).await {
                                 handled = Err(crate::HandlerError::new(format!(
-                                    "the database rolled the handler's transaction back (a \
-                                     write in it failed, though the handler returned Ok): {e}"
+                                    "the handler's transaction ended before its completion \
+                                     (the database rolled it back after a write that failed, \
+                                     though the handler returned Ok, or the handler ended it \
+                                     itself): {e}"
                                 )));
                             }
                         }

@@ -546,7 +546,8 @@ impl FakeStripe {
 
     /// Answers requests whose path starts with `path_prefix` with `fault`: the next
     /// `times` of them, or every one until [`clear_faults`](Self::clear_faults) when
-    /// `times` is `None`.
+    /// `times` is `None`. Rules combine as [`fail_next`](Self::fail_next) says: a
+    /// [`Fault::Delay`] slows the fault added after it.
     pub fn fail_path(&self, path_prefix: &str, times: Option<usize>, fault: Fault) {
         self.state.lock().faults.push(FaultRule {
             // Matched against request paths, which are decoded.

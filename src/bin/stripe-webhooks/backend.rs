@@ -60,7 +60,16 @@ impl Backend {
     }
 
     async fn connect(opts: &StoreOpts, create: bool) -> Result<Self, CliError> {
-        let table = opts.table.as_deref().filter(|t| !t.is_empty());
+        // An empty table (`--table "$TABLE"` with the variable unset) is not taken as the
+        // default one, which may be another service's.
+        if opts.table.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(CliError::Usage(
+                "--table (or STRIPE_WEBHOOKS_TABLE) is empty: give the table or prefix, or \
+                 leave it out for the default"
+                    .to_owned(),
+            ));
+        }
+        let table = opts.table.as_deref();
         // How a suggested command names the store: the URL typed (its password hidden:
         // the operator fills it in), or the variable it was read from.
         let url_flag = |flag: &str, url: &str, var: &str| {
@@ -187,29 +196,28 @@ impl Backend {
             .map(|m| i64::from(m.version))
             .max()
             .unwrap_or(0);
+        // Only a report: a read that fails after the migrations went in does not fail them.
         let mut newer: Vec<i64> = recorded
-            .map_err(|e| {
-                self.err("reading the migrations applied")(StoreError::Unavailable(Box::new(e)))
-            })?
+            .unwrap_or_default()
             .into_iter()
             .filter(|v| *v > last_shipped)
             .collect();
         newer.sort_unstable();
-        let message = if !newer.is_empty() {
-            let list: Vec<String> = newer.iter().map(i64::to_string).collect();
-            format!(
-                "the database has migration(s) {} from a newer release than this tool \
-                 (which knows up to {last_shipped}): nothing to apply; a service of this \
-                 release runs on it with its own statements, and that release's tool \
-                 reports its tables",
-                list.join(", ")
-            )
-        } else if applied.is_empty() {
-            "the store's and the queue's tables are up to date: no migration to apply".to_owned()
+        let done = if applied.is_empty() {
+            "no migration to apply".to_owned()
         } else {
             let list: Vec<String> = applied.iter().map(u32::to_string).collect();
+            format!("applied migration(s) {}", list.join(", "))
+        };
+        let message = if newer.is_empty() {
+            format!("{done}; the store's and the queue's tables are up to date")
+        } else {
+            let list: Vec<String> = newer.iter().map(i64::to_string).collect();
             format!(
-                "applied migration(s) {}; the store's and the queue's tables are up to date",
+                "{done}; the database also has migration(s) {} from a newer release than \
+                 this tool (which knows up to {last_shipped}): a service of this release \
+                 runs on it with its own statements, and that release's tool reports its \
+                 tables",
                 list.join(", ")
             )
         };

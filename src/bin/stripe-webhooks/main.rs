@@ -157,15 +157,6 @@ impl StoreOpts {
                 "{flag} is empty: give the store, or leave the flag out"
             )));
         }
-        // An empty table (`--table "$TABLE"` with the variable unset) is not taken as the
-        // default one, which may be another service's.
-        if self.table.as_deref() == Some("") {
-            return Err(CliError::Usage(
-                "--table (or STRIPE_WEBHOOKS_TABLE) is empty: give the table or prefix, or \
-                 leave it out for the default"
-                    .to_owned(),
-            ));
-        }
         self.url_typed = matches!(typed.as_slice(), ["--database-url" | "--redis-url"]);
         match typed.as_slice() {
             [] | ["--database-url"] => {}

@@ -360,11 +360,13 @@ fn shown_endpoint(url: &str) -> (String, Vec<String>) {
     let mut hidden = Vec::new();
     let mut shown = format!("{}://", u.scheme());
     if !u.username().is_empty() || u.password().is_some() {
-        // The password, or a user name that stands alone (a token).
-        match u.password() {
-            Some(password) => hidden.push(password.to_owned()),
-            None => hidden.push(u.username().to_owned()),
-        }
+        // The password, or a user name that stands alone (a token); not so short that
+        // scrubbing it would blank common letters elsewhere.
+        hidden.extend(
+            Some(u.password().unwrap_or(u.username()))
+                .filter(|s| s.len() > 3)
+                .map(str::to_owned),
+        );
         shown.push_str("***@");
     }
     shown.push_str(u.host_str().unwrap_or(""));
@@ -373,7 +375,9 @@ fn shown_endpoint(url: &str) -> (String, Vec<String>) {
     }
     shown.push_str(u.path());
     if let Some(query) = u.query().filter(|q| !q.is_empty()) {
-        hidden.push(query.to_owned());
+        if query.len() > 3 {
+            hidden.push(query.to_owned());
+        }
         // Each value too, as it may be quoted decoded.
         hidden.extend(
             u.query_pairs()

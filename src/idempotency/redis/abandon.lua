@@ -11,9 +11,10 @@ for i = 5, #ARGV do
     local h = redis.call('HMGET', key, 'status', 'lease_until_ms', 'first_seen_ms')
     local until_ms = tonumber(h[2])
     if h[1] == 'processing' and until_ms ~= nil and until_ms < before then
+      -- The failed set first, as on release: a wrong-typed set fails before any write.
+      redis.call('ZADD', KEYS[1], fmt(tonumber(h[3]) or now), id)
       redis.call('HSET', key, 'status', 'failed', 'last_error', ARGV[2],
         'lease_until_ms', fmt(now))
-      redis.call('ZADD', KEYS[1], fmt(tonumber(h[3]) or now), id)
       redis.call('PEXPIRE', key, fmt(math.max(1, retention)))
       n = n + 1
     end

@@ -2667,6 +2667,61 @@ async fn a_new_thin_detail_type_does_not_take_its_snapshot_twins_key_from_the_wo
     }
 }
 
+/// A known thin type with a snapshot twin, of a connected account, where the worker's
+/// thin router takes the platform's events only: the thin event is answered `ignored`
+/// rather than queued under the twin's key (queued, the worker would skip it and
+/// complete that key, and the snapshot twin, which the snapshot route takes for every
+/// account, would be a duplicate never run). For the platform's own, the thin event
+/// takes the key and its twin is the duplicate.
+#[tokio::test]
+async fn a_thin_twin_the_workers_account_filter_turns_away_leaves_the_key_to_its_snapshot() {
+    use stripe_webhooks::{AccountFilter, ThinEventRouter, ThinEventType};
+    for account in [Some("acct_1"), None] {
+        let object = r#"{"id":"cus_1","object":"customer"}"#;
+        let created = testing::event_json("evt_snap_known", "customer.created", object);
+        let mut snapshot: serde_json::Value = serde_json::from_str(&created).unwrap();
+        let mut thin = ThinEventBuilder::new("evt_thin_known", "v1.customer.created")
+            .related("cus_1", "customer", "/v1/customers/cus_1")
+            .snapshot_event("evt_snap_known");
+        if let Some(a) = account {
+            snapshot["account"] = a.into();
+            thin = thin.context(a);
+        }
+        let (snapshot, thin) = (snapshot.to_string(), thin.build());
+        let queue = MemoryQueue::new();
+        let runs = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let (snapshot_runs, thin_runs) = (Arc::clone(&runs), Arc::clone(&runs));
+        let worker = Worker::new(
+            queue.clone(),
+            EventRouter::new().on_prefix("customer.*", move |_e| {
+                snapshot_runs[0].fetch_add(1, Ordering::SeqCst);
+                Box::pin(async { Ok(()) })
+            }),
+        )
+        .with_thin_handler(ThinEventRouter::new().accounts(AccountFilter::Platform).on(
+            ThinEventType::V1CustomerCreated,
+            move |_n| {
+                thin_runs[1].fetch_add(1, Ordering::SeqCst);
+                Box::pin(async { Ok(()) })
+            },
+        ));
+        let p = Processor::queued(verifier(), queue.clone())
+            .with_enabled_events(worker.enabled_events());
+        let mut answers = Vec::new();
+        for body in [&thin, &snapshot] {
+            let o = p.process(Some(&signed(body)), body.as_bytes()).await;
+            answers.push(o.kind().name());
+        }
+        while worker.run_once().await.unwrap() > 0 {}
+        let ran = [0, 1].map(|i| runs[i].load(Ordering::SeqCst));
+        let want = match account {
+            Some(_) => (vec!["ignored", "queued"], [1, 0]),
+            None => (vec!["queued", "duplicate"], [0, 1]),
+        };
+        assert_eq!((answers, ran), want, "{account:?}");
+    }
+}
+
 /// A connected account's (`acct_1`) snapshot event `evt_snap` of
 /// `treasury.inbound_transfer.created` and its thin twin `evt_thin_new`, of a thin type
 /// this release does not know.

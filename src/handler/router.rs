@@ -358,12 +358,15 @@ impl EventRouter {
     /// go to the [`or`](Self::or) router, if any, else are answered 200 unclaimed.
     ///
     /// Behind an ack-fast processor ([`Processor::queued`](crate::Processor::queued)),
-    /// which queues by type (it has no handler), the filter is applied by the worker:
-    /// an event it turns away is queued, then completed without running. So where the
-    /// snapshot and thin routers take a change for different accounts, turn
+    /// which queues snapshot events by type, the filter is applied by the worker: a
+    /// snapshot event it turns away is queued, then completed without running. (A thin
+    /// event claimed under its snapshot twin is asked of the worker's thin handler first,
+    /// its account filter included, when the processor has the worker's
+    /// [`enabled_events`](crate::queue::Worker::enabled_events).) So where the snapshot
+    /// router takes a change for fewer accounts than the thin router, turn
     /// [`with_snapshot_dedupe`](crate::Processor::with_snapshot_dedupe) off on that
-    /// processor: otherwise the twin queued first may be the one turned away, and the
-    /// other, answered `duplicate`, never runs.
+    /// processor: otherwise the snapshot twin queued first may be turned away, and the
+    /// thin one, answered `duplicate`, never runs.
     #[must_use]
     pub fn accounts(mut self, filter: AccountFilter) -> Self {
         self.routes.accounts = filter;

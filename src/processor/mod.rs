@@ -887,9 +887,13 @@ impl Processor {
     /// deduplicated on `snapshot_event`) and the workers take one family's type but not
     /// the other's: without it the twin that arrives first is queued, the other answered
     /// `duplicate`, and a worker whose handler does not take the queued one skips it.
-    /// Types only: a router's account filter ([`EventRouter::accounts`](crate::EventRouter::accounts))
-    /// is applied by the worker, so where the two families' routers take different
-    /// accounts, turn [`with_snapshot_dedupe`](Self::with_snapshot_dedupe) off here.
+    /// A thin event claimed under its snapshot twin is asked of the worker's thin handler
+    /// itself, its router's account filter
+    /// ([`EventRouter::accounts`](crate::EventRouter::accounts)) included, and answered
+    /// `ignored` when the worker would not run it, so its twin keeps the key. A snapshot
+    /// event goes by its type only (the worker applies the account filter), so where the
+    /// snapshot router takes fewer accounts than the thin one, turn
+    /// [`with_snapshot_dedupe`](Self::with_snapshot_dedupe) off here.
     #[must_use]
     pub fn with_enabled_events(mut self, events: EnabledEvents) -> Self {
         let types = QueuedTypes {
@@ -1138,6 +1142,13 @@ impl Processor {
                 Some(handles) if n.event_type.is_unknown() && job.key != n.id => {
                     t.thin.names(n.event_type.as_str())
                         || check_caught(|| (handles.0)(n)).unwrap_or(true)
+                }
+                // A known type with a snapshot twin: listed, and taken by the worker
+                // itself, whose router's account filter may turn this event's account
+                // away (the snapshot twin, which its own route may take, then keeps
+                // the key).
+                Some(handles) if job.key != n.id => {
+                    listed && check_caught(|| (handles.0)(n)).unwrap_or(true)
                 }
                 // Otherwise a type this release does not know is queued whatever the list
                 // says: a worker's prefix route may take it, and the worker decides.

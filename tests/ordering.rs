@@ -27,9 +27,22 @@ fn update(id: &str, object: &str, created: i64) -> Event {
 
 /// A `customer.updated` event around `customer` (JSON), created at `created`.
 fn customer_updated(id: &str, customer: &str, created: i64) -> Event {
+    event_at(id, "customer.updated", customer, created, |_| {})
+}
+
+/// An event of type `ty` around `object` (JSON), created at `created`, its JSON changed
+/// by `edit` before it is parsed.
+fn event_at(
+    id: &str,
+    ty: &str,
+    object: &str,
+    created: i64,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Event {
     let mut v: serde_json::Value =
-        serde_json::from_str(&testing::event_json(id, "customer.updated", customer)).unwrap();
+        serde_json::from_str(&testing::event_json(id, ty, object)).unwrap();
     v["created"] = created.into();
+    edit(&mut v);
     dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
 }
 
@@ -531,19 +544,11 @@ fn connect_update(
     account: &str,
     context_only: bool,
 ) -> Event {
-    let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
-        id,
-        "capability.updated",
-        &format!(r#"{{"id":"{object}","object":"capability","account":"{account}"}}"#),
-    ))
-    .unwrap();
-    v["created"] = created.into();
-    if context_only {
-        v["context"] = account.into();
-    } else {
-        v["account"] = account.into();
-    }
-    dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
+    let capability = format!(r#"{{"id":"{object}","object":"capability","account":"{account}"}}"#);
+    event_at(id, "capability.updated", &capability, created, |v| {
+        let field = if context_only { "context" } else { "account" };
+        v[field] = account.into();
+    })
 }
 
 /// A live Connect endpoint receives its connected accounts' test-mode events too, and an
@@ -1807,14 +1812,8 @@ async fn a_product_and_a_plan_with_one_chosen_id_are_ordered_apart() {
     let p = processor(Arc::clone(&store), Arc::clone(&h), TiePolicy::Run)
         .with_thin_handler(common::NoopThin);
     let of = |id: &str, ty: &str, object: &str, object_id: &str, created: i64| {
-        let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
-            id,
-            ty,
-            &format!(r#"{{"id":"{object_id}","object":"{object}"}}"#),
-        ))
-        .unwrap();
-        v["created"] = created.into();
-        dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
+        let json = format!(r#"{{"id":"{object_id}","object":"{object}"}}"#);
+        event_at(id, ty, &json, created, |_| {})
     };
     let p = &p;
     let name = |e: Event| async move { p.process_event(&e).await.kind().name() };

@@ -2638,18 +2638,7 @@ async fn a_new_thin_detail_type_does_not_take_its_snapshot_twins_key_from_the_wo
                 worker.with_thin_handler(router)
             }
         };
-        let p = Processor::queued(verifier(), queue.clone())
-            .with_enabled_events(worker.enabled_events());
-        let mut answers = Vec::new();
-        for body in [&thin, &snapshot] {
-            answers.push(
-                p.process(Some(&signed(body)), body.as_bytes())
-                    .await
-                    .kind()
-                    .name(),
-            );
-        }
-        while worker.run_once().await.unwrap() > 0 {}
+        let answers = deliver_ack_fast(&worker, &queue, [&thin, &snapshot]).await;
         let ran = [0, 1].map(|i| runs[i].load(Ordering::SeqCst));
         if takes {
             assert_eq!(
@@ -2705,14 +2694,7 @@ async fn a_thin_twin_the_workers_account_filter_turns_away_leaves_the_key_to_its
                 Box::pin(async { Ok(()) })
             },
         ));
-        let p = Processor::queued(verifier(), queue.clone())
-            .with_enabled_events(worker.enabled_events());
-        let mut answers = Vec::new();
-        for body in [&thin, &snapshot] {
-            let o = p.process(Some(&signed(body)), body.as_bytes()).await;
-            answers.push(o.kind().name());
-        }
-        while worker.run_once().await.unwrap() > 0 {}
+        let answers = deliver_ack_fast(&worker, &queue, [&thin, &snapshot]).await;
         let ran = [0, 1].map(|i| runs[i].load(Ordering::SeqCst));
         let want = match account {
             Some(_) => (vec!["ignored", "queued"], [1, 0]),
@@ -2720,6 +2702,24 @@ async fn a_thin_twin_the_workers_account_filter_turns_away_leaves_the_key_to_its
         };
         assert_eq!((answers, ran), want, "{account:?}");
     }
+}
+
+/// Delivers `bodies` in order to an ack-fast processor given `worker`'s types, then runs
+/// the queue dry: the answers' names.
+async fn deliver_ack_fast(
+    worker: &Worker,
+    queue: &MemoryQueue,
+    bodies: [&str; 2],
+) -> Vec<&'static str> {
+    let p =
+        Processor::queued(verifier(), queue.clone()).with_enabled_events(worker.enabled_events());
+    let mut answers = Vec::new();
+    for body in bodies {
+        let o = p.process(Some(&signed(body)), body.as_bytes()).await;
+        answers.push(o.kind().name());
+    }
+    while worker.run_once().await.unwrap() > 0 {}
+    answers
 }
 
 /// A connected account's (`acct_1`) snapshot event `evt_snap` of
@@ -2773,15 +2773,8 @@ async fn a_panicking_thin_check_leaves_a_new_detail_type_to_the_worker() {
         }),
     )
     .with_thin_handler(Panics);
-    let p =
-        Processor::queued(verifier(), queue.clone()).with_enabled_events(worker.enabled_events());
-    let mut answers = Vec::new();
-    for body in [&thin, &snapshot] {
-        let o = p.process(Some(&signed(body)), body.as_bytes()).await;
-        answers.push(o.kind().name());
-    }
+    let answers = deliver_ack_fast(&worker, &queue, [&thin, &snapshot]).await;
     assert_eq!(answers, ["queued", "duplicate"]);
-    while worker.run_once().await.unwrap() > 0 {}
     assert_eq!(runs.load(Ordering::SeqCst), 0);
     let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
     assert_eq!(dead.len(), 1, "{dead:?}");

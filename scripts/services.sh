@@ -4,6 +4,7 @@
 #   eval "$(scripts/services.sh start)"   # prints export lines for DATABASE_URL_TEST / REDIS_URL_TEST
 #   scripts/services.sh stop
 #   scripts/services.sh restart-pg        # as after a crash; tests/queue_restart.rs uses it
+#   scripts/services.sh logs              # the servers' last log lines (scripts/test.sh, on a failure)
 #
 # Data lives under target/services/ (PostgreSQL's under /tmp when run as root) and is
 # wiped at each start. Missing servers are
@@ -122,9 +123,23 @@ restart_pg() {
   run_as_pg "'$bin/pg_ctl' -D '$pg_dir/pg' -m immediate -w restart -l '$pg_dir/pg/log' >/dev/null"
 }
 
+# Each server's fatal lines and last lines, for a failed run to show before stop wipes
+# them.
+show_logs() {
+  local f
+  for f in "$pg_dir/pg/log" "$dir/redis/log"; do
+    [ -f "$f" ] || continue
+    echo "--- $f: the last 40 FATAL or PANIC lines"
+    grep -E 'FATAL|PANIC' "$f" | tail -n 40 || true
+    echo "--- $f: the last 40 lines"
+    tail -n 40 "$f"
+  done
+}
+
 case "${1:-}" in
   start) stop_all; mkdir -p "$dir"; new_pg_dir; make_cert; start_pg; start_redis ;;
   stop) stop_all ;;
   restart-pg) restart_pg ;;
-  *) echo "usage: $0 start|stop|restart-pg" >&2; exit 2 ;;
+  logs) show_logs ;;
+  *) echo "usage: $0 start|stop|restart-pg|logs" >&2; exit 2 ;;
 esac

@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 
 started=0
 if [ -z "${DATABASE_URL_TEST:-}" ] || [ -z "${REDIS_URL_TEST:-}" ] || [ -z "${REDIS_TLS_URL_TEST:-}" ] || [ -z "${TLS_CA_TEST:-}" ]; then
-  trap 'scripts/services.sh stop' EXIT
+  # A failed run shows the servers' logs first: stop wipes them with their data (a
+  # connect that timed out in CI once could not be explained afterwards).
+  trap 'rc=$?; [ "$rc" -eq 0 ] || scripts/services.sh logs || true; scripts/services.sh stop' EXIT
   # Assigned first, so that a server that fails to start stops the script here (an
   # `eval "$(…)"` would go on).
   services="$(scripts/services.sh start)"

@@ -260,3 +260,40 @@ fn a_delivery_that_panics_outside_its_handler_is_counted() {
     );
     assert_eq!(counted, 1.0, "{text}");
 }
+
+/// A stale thin event under `thin_ordered` is completed without a handler (thin handlers
+/// have no `handle_stale`): no handler run is counted for it. It was counted as one that
+/// succeeded, so the handler-run count read two runs where one handler ran.
+#[test]
+fn a_stale_thin_event_counts_no_handler_run() {
+    use stripe_webhooks::testing::ThinEventBuilder;
+    use stripe_webhooks::{
+        dangerous, MemoryStore, Processor, SigningSecret, ThinEventRouter, TiePolicy, Verifier,
+    };
+    let notification = |id: &str, twin: &str, created: i64| {
+        let n = ThinEventBuilder::new(id, "v1.customer.updated")
+            .related("cus_metrics", "customer", "/v1/customers/cus_metrics")
+            .snapshot_event(twin)
+            .created(created)
+            .build();
+        dangerous::parse_unverified_notification(n.as_bytes()).unwrap()
+    };
+    let (kinds, text) = common::with_local_prometheus(async {
+        let thin = Processor::thin_ordered(
+            Verifier::new(SigningSecret::new(SECRET).unwrap()),
+            MemoryStore::new(),
+            ThinEventRouter::new().fallback(|_n| Box::pin(async { Ok(()) })),
+            TiePolicy::Run,
+        );
+        let newer = notification("evt_thin_2", "evt_2", 1_700_000_060);
+        let older = notification("evt_thin_1", "evt_1", 1_700_000_000);
+        let mut kinds = Vec::new();
+        for n in [newer, older] {
+            kinds.push(thin.process_notification(&n).await.kind().name());
+        }
+        kinds
+    });
+    assert_eq!(kinds, ["processed", "stale"]);
+    let runs = sample(&text, "stripe_webhooks_handler_duration_seconds_count", &[]);
+    assert_eq!(runs, 1.0, "{text}");
+}

@@ -36,6 +36,10 @@ pub(crate) struct DispatchSettings {
     /// [`Processor::drain`](super::Processor::drain) waits for.
     #[cfg(feature = "tokio")]
     pub(crate) in_flight: std::sync::Arc<super::drain::InFlight>,
+    /// Whether the work run under a claim is a handler's, counted in the handler-run
+    /// metrics; `false` for work that stands in for one (a stale thin event completed
+    /// without a handler, an unreadable listed event recorded as failed).
+    pub(crate) handler_work: bool,
 }
 
 impl std::fmt::Debug for DispatchSettings {
@@ -57,6 +61,17 @@ impl Default for DispatchSettings {
             store_timeout: DEFAULT_STORE_TIMEOUT,
             #[cfg(feature = "tokio")]
             in_flight: std::sync::Arc::default(),
+            handler_work: true,
+        }
+    }
+}
+
+impl DispatchSettings {
+    /// These settings for work that is not a handler's (not counted as a handler run).
+    pub(crate) fn standing_in(&self) -> Self {
+        Self {
+            handler_work: false,
+            ..self.clone()
         }
     }
 }
@@ -295,7 +310,7 @@ async fn run_claimed(
         token,
         settings,
         claimed_at,
-        run_handler(handler, settings.deadline),
+        run_handler_counted(handler, settings.deadline, settings.handler_work),
         |result| {
             if result.is_ok() {
                 guard.handler_succeeded();
@@ -463,6 +478,7 @@ impl OrderingGuard {
         if let Some(stale) = stale {
             let lease = self.lease(object_id, &holder, watermark, None, settings);
             let done = Box::pin(std::future::ready(Ok(())));
+            let settings = &settings.standing_in();
             let mut d = lease.run(&token, settings, claimed_at, done).await;
             if matches!(d.kind, OutcomeKind::Processed) {
                 d.kind = OutcomeKind::Stale { watermark: stale };
@@ -931,6 +947,16 @@ pub(crate) async fn run_handler<'a>(
     fut: Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>,
     deadline: Option<Duration>,
 ) -> Result<(), HandlerError> {
+    run_handler_counted(fut, deadline, true).await
+}
+
+/// [`run_handler`], counted as a handler run only when `counted` (work standing in for
+/// a handler is not).
+async fn run_handler_counted<'a>(
+    fut: Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>,
+    deadline: Option<Duration>,
+    counted: bool,
+) -> Result<(), HandlerError> {
     let fut = CatchUnwind(fut);
     #[cfg(feature = "metrics")]
     let started = std::time::Instant::now();
@@ -941,7 +967,11 @@ pub(crate) async fn run_handler<'a>(
         None => fut.await,
     };
     #[cfg(feature = "metrics")]
-    crate::metrics::handler_ran(started.elapsed(), &result);
+    if counted {
+        crate::metrics::handler_ran(started.elapsed(), &result);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = counted;
     result
 }
 

@@ -270,6 +270,8 @@ pub(super) async fn renewing_lease(
     // The lease certainly lasts until then; the handler stops there at the latest.
     let mut held_until = claimed_at_t + safe;
     let mut next_renewal = claimed_at_t + every;
+    // When the handler started: a run stopped here is timed from it, not from the claim.
+    let ran_from = Instant::now();
     let mut work = std::pin::pin!(work);
     loop {
         let wake = next_renewal.min(held_until);
@@ -278,7 +280,8 @@ pub(super) async fn renewing_lease(
         }
         if TokioInstant::now() >= held_until {
             note_lost(
-                claimed_at,
+                ran_from,
+                settings,
                 "the lease may have run out while renewals failed",
             );
             return Handled::LeaseLost;
@@ -304,7 +307,8 @@ pub(super) async fn renewing_lease(
             }
             if expiry.as_mut().poll(cx).is_ready() {
                 note_lost(
-                    claimed_at,
+                    ran_from,
+                    settings,
                     "the lease may have run out while a renewal was pending",
                 );
                 return Poll::Ready(Some(Handled::LeaseLost));
@@ -332,7 +336,8 @@ pub(super) async fn renewing_lease(
             }
             Some(Err(StoreError::LeaseLost { .. })) => {
                 note_lost(
-                    claimed_at,
+                    ran_from,
+                    settings,
                     "the store says another delivery took the claim over",
                 );
                 return Handled::LeaseLost;
@@ -370,14 +375,17 @@ fn note_renewal_failed(e: &crate::idempotency::StoreError) {
 
 #[cfg(feature = "tokio")]
 /// A handler stopped because its lease was lost: logged, and counted as a run that
-/// ended `lease_lost` (its future is dropped, so it records nothing itself).
-fn note_lost(claimed_at: Instant, why: &str) {
+/// ended `lease_lost` (its future is dropped, so it records nothing itself), timed from
+/// when it started; work standing in for a handler is not counted.
+fn note_lost(ran_from: Instant, settings: &DispatchSettings, why: &str) {
     #[cfg(feature = "tracing")]
     tracing::error!(why, "stopped a running handler: its claim's lease was lost");
     #[cfg(not(feature = "tracing"))]
     let _ = why;
     #[cfg(feature = "metrics")]
-    crate::metrics::handler_ran(claimed_at.elapsed(), &Err(HandlerError::LeaseLost));
+    if settings.handler_work {
+        crate::metrics::handler_ran(ran_from.elapsed(), &Err(HandlerError::LeaseLost));
+    }
     #[cfg(not(feature = "metrics"))]
-    let _ = claimed_at;
+    let _ = (ran_from, settings);
 }

@@ -1284,7 +1284,8 @@ impl Processor {
                 Some(t) if key != &u.id => t,
                 _ => EventType::from_wire(ty),
             };
-            let d = claim_and_run(&self.store, key, &record_type, &self.settings, failed).await;
+            let settings = self.settings.standing_in();
+            let d = claim_and_run(&self.store, key, &record_type, &settings, failed).await;
             o.kind = d.kind;
             o.attempt = d.attempt;
             o.failure_recorded = d.failure_recorded;

@@ -943,6 +943,8 @@ pub(crate) fn check_caught<T>(check: impl FnOnce() -> T) -> Result<T, String> {
 
 /// Runs a handler's future with panics caught and the deadline applied: a panic becomes
 /// [`HandlerError::Panicked`], a timeout [`HandlerError::DeadlineExceeded`].
+/// (The queue's worker and the inbox modes call it; without a runtime nothing does.)
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(crate) async fn run_handler<'a>(
     fut: Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>,
     deadline: Option<Duration>,

@@ -113,15 +113,21 @@ pub(crate) fn redacted<T>(value: &Option<T>) -> Option<Redacted> {
 pub(crate) const BEARER_URL_OBJECTS: [&str; 2] =
     ["billing_portal.session", "identity.verification_session"];
 
+/// The object that carries a whole card number and its CVC (`number`, `cvc`: an issuing
+/// card retrieved with them expanded), which `Debug` output leaves out.
+pub(crate) const CARD_NUMBER_OBJECT: &str = "issuing.card";
+
 /// Whether a member of a Stripe object (of type `object`, its `object` member, when
 /// known) holds a credential that `Debug` output leaves out: a client secret
-/// (`client_secret`, or any name ending in `secret`), an OAuth `auth_code`, or the `url`
-/// of one of the [`BEARER_URL_OBJECTS`]. The generator of `src/objects/generated/`
-/// applies the same rule.
+/// (`client_secret`, or any name ending in `secret`), an OAuth `auth_code`, the `url`
+/// of one of the [`BEARER_URL_OBJECTS`], or an issuing card's `number` and `cvc`
+/// ([`CARD_NUMBER_OBJECT`]). The generator of `src/objects/generated/` applies the same
+/// rule.
 pub(crate) fn is_credential_member(object: Option<&str>, name: &str) -> bool {
     name.ends_with("secret")
         || name == "auth_code"
         || (name == "url" && object.is_some_and(|o| BEARER_URL_OBJECTS.contains(&o)))
+        || (matches!(name, "number" | "cvc") && object == Some(CARD_NUMBER_OBJECT))
 }
 
 /// Whether a string holds a client secret as a value (`pi_…_secret_…`,
@@ -218,12 +224,29 @@ pub(crate) fn redact_json(v: &mut serde_json::Value) {
                 .and_then(|o| o.get("object"))
                 .and_then(serde_json::Value::as_str)
                 .map(str::to_owned);
+            // A thin event's `changes`: their `before` and `after` are members of its
+            // related object, which they do not name either.
+            let thin_changed = (object.as_deref() == Some(THIN_EVENT_OBJECT)).then(|| {
+                m.get("related_object")
+                    .and_then(|o| o.get("type"))
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            });
             for (k, v) in m.iter_mut() {
                 if is_credential_member(object.as_deref(), k) && !v.is_null() {
                     *v = serde_json::Value::from("<redacted>");
                 } else {
                     if k == "previous_attributes" {
                         redact_members_of(changed.as_deref(), v);
+                    }
+                    if let (Some(related), "changes", serde_json::Value::Object(sides)) =
+                        (&thin_changed, k.as_str(), &mut *v)
+                    {
+                        for side in ["before", "after"] {
+                            if let Some(side) = sides.get_mut(side) {
+                                redact_members_of(related.as_deref(), side);
+                            }
+                        }
                     }
                     redact_json(v);
                 }
@@ -236,6 +259,9 @@ pub(crate) fn redact_json(v: &mut serde_json::Value) {
         _ => {}
     }
 }
+
+/// A thin (v2) event's `object`.
+const THIN_EVENT_OBJECT: &str = "v2.core.event";
 
 /// Hides the members of `v` that are credentials of an object of type `object` (a change
 /// set holds its object's members without its `object`).
@@ -328,7 +354,8 @@ pub(crate) fn debug_json(json: &str) -> std::borrow::Cow<'_, str> {
     if !(json.contains("secret")
         || json.contains("\"auth_code\"")
         || json.contains("\\u")
-        || BEARER_URL_OBJECTS.iter().any(|o| json.contains(o)))
+        || BEARER_URL_OBJECTS.iter().any(|o| json.contains(o))
+        || json.contains(CARD_NUMBER_OBJECT))
     {
         return std::borrow::Cow::Borrowed(json);
     }
@@ -415,6 +442,27 @@ impl fmt::Debug for SigningSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thin event's `changes` hold members of its related object without naming it: a
+    /// verification session's bearer link in them is hidden too, as in its
+    /// `previous_attributes`; another object's `url` is not a credential.
+    #[test]
+    fn debug_json_hides_credentials_in_a_thin_events_changes() {
+        let event = |ty: &str| {
+            format!(
+                r#"{{"id":"evt_1","object":"v2.core.event","type":"v1.{ty}.updated","livemode":false,"related_object":{{"id":"x_1","type":"{ty}","url":"/v1/x/x_1"}},"changes":{{"before":{{"url":"https://verify.stripe.com/start/OLD_LINK"}},"after":{{"url":"https://verify.stripe.com/start/NEW_LINK"}}}}}}"#
+            )
+        };
+        let session = event("identity.verification_session");
+        let shown = debug_json(&session);
+        assert!(
+            !shown.contains("OLD_LINK") && !shown.contains("NEW_LINK"),
+            "{shown}"
+        );
+        assert!(shown.contains(r#""/v1/x/x_1""#), "{shown}");
+        let other = event("file_link");
+        assert_eq!(debug_json(&other), other);
+    }
 
     #[test]
     fn debug_json_hides_credentials_at_any_depth() {

@@ -876,14 +876,16 @@ fn write_enum(w: &mut String, e: &GenEnum) {
 }
 
 /// Members whose values `Debug` hides, as `crate::secret::is_credential_member` decides:
-/// client secrets, OAuth codes, and the bearer links of the objects (by their structs'
-/// names) in `crate::secret::BEARER_URL_OBJECTS`.
+/// client secrets, OAuth codes, the bearer links of the objects (by their structs'
+/// names) in `crate::secret::BEARER_URL_OBJECTS`, and the whole card number and CVC of
+/// `crate::secret::CARD_NUMBER_OBJECT`.
 fn is_credential_member(s: &GenStruct, wire: &str) -> bool {
     wire.ends_with("secret")
         || wire == "auth_code"
         || (wire == "url"
             && s.top_level
             && ["BillingPortalSession", "IdentityVerificationSession"].contains(&s.name.as_str()))
+        || (matches!(wire, "number" | "cvc") && s.top_level && s.name == "IssuingCard")
 }
 
 /// Whether a field holds raw JSON (`Value`), which may hold a nested object's client

@@ -355,6 +355,16 @@ fn debug_output_hides_client_secrets_and_auth_codes() {
             "apps.install.created",
             r#"{"id":"ai_1","object":"apps.install","auth_code":"ac_SHOULD_NOT_SHOW","nested":[{"client_secret":"x_SHOULD_NOT_SHOW"}]}"#,
         ),
+        // An issuing card's whole number and CVC (sent when expanded), on the card and
+        // on an authorization's card.
+        (
+            "issuing_card.updated",
+            r#"{"id":"ic_1","object":"issuing.card","last4":"4242","number":"4242SHOULD_NOT_SHOW","cvc":"1SHOULD_NOT_SHOW"}"#,
+        ),
+        (
+            "issuing_authorization.request",
+            r#"{"id":"iauth_1","object":"issuing.authorization","card":{"id":"ic_2","object":"issuing.card","number":"4000SHOULD_NOT_SHOW","cvc":"2SHOULD_NOT_SHOW"}}"#,
+        ),
         // 3-D Secure: the client secret in the redirect URL's query, typed and raw.
         (
             "payment_intent.requires_action",

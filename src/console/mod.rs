@@ -51,9 +51,11 @@
 //!   `X-Content-Type-Options: nosniff` and `Referrer-Policy: same-origin`.
 //! - Everything that comes from an event (keys, ids, types, errors, bodies) is
 //!   HTML-escaped. No secret is shown: the console only reads the queue, and a body's
-//!   client secrets and OAuth codes (a `client_secret` member, one whose name ends in
-//!   `secret`, an `auth_code`, or a string holding `…_secret_…`, such as a 3-D Secure
-//!   URL) are shown as `<redacted>`; so are, in an error's text, a word holding
+//!   credentials (a `client_secret` member, one whose name ends in `secret`, an
+//!   `auth_code`, a string holding `…_secret_…` such as a 3-D Secure URL, the bearer
+//!   `url` of a verification or billing portal session, in its `previous_attributes`
+//!   and a thin event's `changes` too, and an issuing card's `number` and `cvc`) are
+//!   shown as `<redacted>`; so are, in an error's text, a word holding
 //!   `…_secret_…` (in lower case, as Stripe writes it) and an API key or signing secret (`sk_live_`,
 //!   `sk_test_`, `rk_live_`, `rk_test_`, `whsec_`) from where it starts in a word.
 

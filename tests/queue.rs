@@ -2970,6 +2970,43 @@ async fn jobs_a_timed_out_take_still_took_are_given_back() {
     assert_eq!((rec.state, rec.attempts), (JobState::Completed, 1));
 }
 
+/// A queue whose every take answers after the store timeout (a large backlog, a busy
+/// database) is still worked: each take that times out doubles the next one's timeout,
+/// so the worker soon waits long enough. Before, every take timed out and gave its jobs
+/// back, and nothing ever ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_whose_takes_are_all_slow_is_still_worked() {
+    let queue = LateTake {
+        late: Arc::new(AtomicUsize::new(usize::MAX)),
+        ..LateTake::first_late(true, Duration::from_millis(250))
+    };
+    let body = customer_event("evt_all_slow", "cus_1", testing::now());
+    enqueue_body(&queue, &body).await;
+    let handler = Recorder::default();
+    let handle = Worker::new(queue.clone(), handler.clone())
+        .with_store_timeout(Duration::from_millis(100))
+        .with_poll_interval(Duration::from_millis(10))
+        .with_lease(Duration::from_secs(600))
+        .spawn();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handler.seen().is_empty() {
+        assert!(Instant::now() < deadline, "the job never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(handler.seen(), ["evt_all_slow"]);
+    let rec = queue.record("evt_all_slow").await;
+    assert_eq!(
+        (rec.state, rec.attempts),
+        (JobState::Completed, 1),
+        "{rec:?}"
+    );
+    assert!(
+        queue.releases.load(Ordering::SeqCst) >= 1,
+        "no take timed out"
+    );
+}
+
 /// A shutdown while the store holds a take up (a take may last the store timeout, here
 /// a minute) ends within its grace: the worker stops waiting for the take, and gives
 /// back what it took when it answers.

@@ -4,7 +4,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -335,6 +335,10 @@ pub struct Worker {
     /// worker waits for them (until its hard stop), or its runtime's end could cut them
     /// and leave their jobs running under a lease no one holds.
     late_takes: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// How many takes in a row timed out: each doubles the next take's timeout
+    /// ([`take_timeout`](Self::take_timeout)), so a queue whose takes are all slower than
+    /// the store timeout is still taken from rather than never.
+    late_streak: Arc<AtomicU32>,
 }
 
 /// A standard worker's snapshot and thin handlers.
@@ -412,6 +416,7 @@ impl Worker {
             runner,
             handlers,
             late_takes: Arc::default(),
+            late_streak: Arc::default(),
             settings: Settings {
                 concurrency: 4,
                 lease: 2 * DEFAULT_JOB_DEADLINE,
@@ -569,7 +574,10 @@ impl Worker {
 
     /// How long a queue call may take before it counts as failed (default 2 s; at least
     /// 10 ms, since with a zero timeout no take would ever finish; at most
-    /// [`MAX_STORE_TIMEOUT`](crate::MAX_STORE_TIMEOUT)).
+    /// [`MAX_STORE_TIMEOUT`](crate::MAX_STORE_TIMEOUT)). A take that times out doubles
+    /// the next take's timeout, up to 64 times this or half the lease, whichever is
+    /// less (one that answers in time brings it back), so a queue whose takes are all
+    /// slower than this is still worked.
     #[must_use]
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
         self.settings.store_timeout = timeout.clamp(
@@ -579,11 +587,18 @@ impl Worker {
         self
     }
 
-    /// How long a take may wait: the store timeout, or the queue's floor if higher.
+    /// How long a take may wait: the store timeout, or the queue's floor if higher,
+    /// doubled for each take in a row that timed out (up to 64 times), but not past half
+    /// the lease (a take that answers later leaves its jobs too little of it to run).
+    /// One take that answers in time brings it back down.
     fn take_timeout(&self) -> Duration {
-        self.settings
+        let base = self
+            .settings
             .store_timeout
-            .max(self.queue.min_take_timeout())
+            .max(self.queue.min_take_timeout());
+        let streak = self.late_streak.load(Ordering::Relaxed).min(6);
+        base.saturating_mul(1 << streak)
+            .min(base.max(self.settings.lease / 2))
     }
 
     /// Takes up to `max` jobs within the take timeout. The take runs on a task of its
@@ -610,10 +625,14 @@ impl Worker {
         };
         tokio::select! {
             answered = tokio::time::timeout(limit, &mut take) => match answered {
-                Ok(Ok(taken)) => taken,
+                Ok(Ok(taken)) => {
+                    self.late_streak.store(0, Ordering::Relaxed);
+                    taken
+                }
                 Ok(Err(e)) => Err(StoreError::unavailable(format!("the take failed: {e}"))),
                 Err(_) => {
                     self.give_back_when_answered(take);
+                    self.late_streak.fetch_add(1, Ordering::Relaxed);
                     Err(StoreError::Timeout(limit))
                 }
             },

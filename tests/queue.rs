@@ -583,6 +583,34 @@ async fn a_job_row_without_a_readable_key_or_attempts_dies() {
     }
 }
 
+/// A dead job says why down to the root cause: a handler's error with context (as
+/// `anyhow`'s `.context(…)` makes) keeps its source's text, which its own leaves out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_job_keeps_its_errors_root_cause() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("could not sync the customer")]
+    struct Context(#[source] std::io::Error);
+    struct Failing;
+    #[async_trait]
+    impl EventHandler for Failing {
+        async fn handle(&self, _event: &Event) -> Result<(), HandlerError> {
+            let root = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "db down");
+            Err(HandlerError::new(Context(root)))
+        }
+    }
+    let queue = MemoryQueue::new();
+    let body = customer_event("evt_root_cause", "cus_1", testing::now());
+    enqueue_body(&queue, &body).await;
+    let worker = Worker::new(queue.clone(), Failing).with_retry(fast_retry(1));
+    drain(&worker, &queue).await;
+    let rec = queue.job(&"evt_root_cause".into()).await.unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Dead);
+    assert_eq!(
+        rec.last_error.as_deref(),
+        Some("handler failed: could not sync the customer: db down")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panics_and_deadlines_are_failures_and_bodies_that_are_not_events_die_at_once() {
     let queue = MemoryQueue::new();

@@ -102,7 +102,7 @@ impl<H> PostgresInbox<H> {
         t: Duration,
     ) -> Dispatched {
         let core = &self.store.core;
-        let reason = crate::secret::redacted_text(e.to_string());
+        let reason = crate::error::error_text(&e);
         let recorded = store_call(t, async {
             core.record_failure_on(
                 &core.pool,

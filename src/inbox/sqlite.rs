@@ -405,7 +405,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
     ) -> Result<Step, StoreError> {
         let core = &self.store.core;
         let id = event.id();
-        let reason = crate::secret::redacted_text(e.to_string());
+        let reason = crate::error::error_text(&e);
         let undone = store_call(t, async {
             let recorded = core
                 .record_failure_on(

@@ -339,11 +339,7 @@ async fn run_claimed(
         }
         Handled::Finished(Err(e)) => {
             // If the release fails too, the lease expiring frees the event instead.
-            let released = store_call(
-                t,
-                store.release(token, &crate::secret::redacted_text(e.to_string())),
-            )
-            .await;
+            let released = store_call(t, store.release(token, &crate::error::error_text(&e))).await;
             Dispatched::failed(e, token.attempt(), released.is_ok())
         }
     };

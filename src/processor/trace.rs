@@ -98,12 +98,5 @@ fn detail(kind: &OutcomeKind) -> Option<String> {
         OutcomeKind::StoreUnavailable(e) | OutcomeKind::CompletionNotRecorded(e) => e,
         _ => return None,
     };
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    Some(crate::secret::redacted_text(text))
+    Some(crate::error::error_text(error))
 }

@@ -151,7 +151,7 @@ pub(crate) enum Ran {
 impl Ran {
     pub(crate) fn failed(e: &HandlerError) -> Self {
         Ran::Failed {
-            error: e.to_string(),
+            error: crate::error::error_text(e),
             permanent: false,
         }
     }

@@ -611,6 +611,42 @@ async fn a_dead_job_keeps_its_errors_root_cause() {
     );
 }
 
+/// A job taken more often than its attempts allow (its last run's worker died) is dead
+/// saying so and keeping the error its earlier runs recorded, which the dead record's
+/// reason used to replace (and which said no run had settled, though two had).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_taken_too_often_dies_keeping_its_last_error() {
+    struct Failing;
+    #[async_trait]
+    impl EventHandler for Failing {
+        async fn handle(&self, _event: &Event) -> Result<(), HandlerError> {
+            Err(HandlerError::new("the plan is missing"))
+        }
+    }
+    let queue = MemoryQueue::new();
+    let body = customer_event("evt_taken_often", "cus_1", testing::now());
+    enqueue_body(&queue, &body).await;
+    let worker = Worker::new(queue.clone(), Failing).with_retry(fast_retry(3));
+    for _ in 0..2 {
+        assert_eq!(worker.run_once().await.unwrap(), 1);
+        tokio::time::sleep(Duration::from_millis(60)).await; // past the retry's delay
+    }
+    // The third attempt's worker dies: its lease ends with nothing settled.
+    let taken = queue
+        .take(1, Duration::from_millis(1), false)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    drop(taken);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    let rec = queue.job(&"evt_taken_often".into()).await.unwrap().unwrap();
+    assert_eq!((rec.state, rec.attempts), (JobState::Dead, 4), "{rec:?}");
+    let why = rec.last_error.unwrap_or_default();
+    assert!(why.contains("taken 4 times"), "{why}");
+    assert!(why.contains("the plan is missing"), "{why}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panics_and_deadlines_are_failures_and_bodies_that_are_not_events_die_at_once() {
     let queue = MemoryQueue::new();

@@ -188,6 +188,9 @@ fn in_object_order(inner: &Inner, key: &str, e: &Entry, now: i64) -> bool {
 
 #[async_trait]
 impl Queue for MemoryQueue {
+    async fn last_error(&self, key: &EventId) -> Result<Option<String>, StoreError> {
+        super::recorded_error(self, key).await
+    }
     async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
         let now = self.now();
         let mut inner = self.lock();

@@ -577,6 +577,30 @@ pub trait Queue: Send + Sync + 'static {
     fn min_take_timeout(&self) -> Duration {
         Duration::ZERO
     }
+
+    /// The error the job keyed `key` last recorded ([`fail`](Self::fail)'s), if the
+    /// queue keeps it: a worker puts it in the reason of a job it buries for being taken
+    /// more often than its attempts allow (its last runs never settled), which would
+    /// otherwise replace it. The default keeps none; the crate's queues answer their
+    /// [`QueueAdmin::job`]'s `last_error`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the backend fails.
+    async fn last_error(&self, key: &EventId) -> Result<Option<String>, StoreError> {
+        let _ = key;
+        Ok(None)
+    }
+}
+
+/// [`Queue::last_error`] as the crate's queues answer it: their [`QueueAdmin::job`]'s.
+pub(crate) async fn recorded_error<Q: QueueAdmin + ?Sized>(
+    queue: &Q,
+    key: &EventId,
+) -> Result<Option<String>, StoreError> {
+    Ok(QueueAdmin::job(queue, key)
+        .await?
+        .and_then(|r| r.last_error))
 }
 
 /// The operator's queries on a queue: counts, lists, requeueing and purging. Every queue
@@ -704,6 +728,9 @@ macro_rules! forward_queue {
             }
             fn min_take_timeout(&self) -> Duration {
                 (**self).min_take_timeout()
+            }
+            async fn last_error(&self, key: &EventId) -> Result<Option<String>, StoreError> {
+                (**self).last_error(key).await
             }
         }
     };

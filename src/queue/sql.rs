@@ -1003,6 +1003,9 @@ macro_rules! queue_impls {
     ($queue:ident, $db:ty, $pool:ty) => {
         #[async_trait::async_trait]
         impl super::Queue for $queue {
+            async fn last_error(&self, key: &EventId) -> Result<Option<String>, StoreError> {
+                super::recorded_error(self, key).await
+            }
             async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
                 self.enqueue_one(job).await
             }

@@ -910,13 +910,19 @@ async fn run_job(
     mut stop: watch::Receiver<bool>,
 ) {
     // Each take counts an attempt, and only a settled run can retry it. A job taken more
-    // often than its attempts allow never settled (its runs outlived their lease, or
-    // their worker died): it is dead, with why, instead of being taken for ever.
+    // often than its attempts allow had its last runs unsettled (they outlived their
+    // lease, or their worker died): it is dead, with why and the last error a run
+    // recorded (read only here; the error written now replaces it), instead of being
+    // taken for ever.
     let held = if job.token.attempt() > s.retry.max_attempts() {
+        let recorded = store_call(s.store_timeout, queue.last_error(job.token.event_id()));
+        let last = recorded.await.ok().flatten();
+        let before = last.map_or_else(String::new, |e| format!("; the last error recorded: {e}"));
         Held::Ran(Ran::Failed {
             error: format!(
-                "taken {} times, more than the {} attempts allowed, and no run settled: \
-                 each lost its lease (a handler running longer than the lease) or its worker",
+                "taken {} times, more than the {} attempts allowed: its last runs did not \
+                 settle (each lost its lease, a handler running longer than the lease, or \
+                 its worker){before}",
                 job.token.attempt(),
                 s.retry.max_attempts()
             ),

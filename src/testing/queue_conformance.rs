@@ -243,6 +243,9 @@ pub async fn failed_jobs_retry_then_die<Q: QueueAdmin + ?Sized>(q: &Q, time: &Le
     let rec = q.job(j.key()).await.unwrap().unwrap();
     assert_eq!(rec.state, JobState::Retrying);
     assert_eq!(rec.last_error.as_deref(), Some("first failure"));
+    // `Queue::last_error`: this error, or none where the queue keeps the default.
+    let kept = q.last_error(j.key()).await.unwrap();
+    assert!(kept.is_none() || kept == rec.last_error, "{kept:?}");
     assert!(
         q.take(1, LONG, false).await.unwrap().is_empty(),
         "not due yet"

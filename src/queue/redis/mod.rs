@@ -544,6 +544,9 @@ type Taken = (i64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, i64, i64);
 
 #[async_trait]
 impl Queue for RedisQueue {
+    async fn last_error(&self, key: &EventId) -> Result<Option<String>, StoreError> {
+        crate::queue::recorded_error(self, key).await
+    }
     async fn enqueue(&self, job: &NewJob<'_>) -> Result<Enqueued, StoreError> {
         let mut conn = self.conn.clone();
         let queued: i64 = ENQUEUE_SCRIPT

@@ -285,6 +285,14 @@ async fn memory_store_purges_past_retention_but_never_leased() {
         .claim(&leased, &EventType::InvoicePaid, Duration::from_secs(1000))
         .await
         .unwrap();
+    // A claim whose lease ran out past the retention, but under the hour after which
+    // it is abandoned: kept as it is, as on the SQL stores (it was deleted, and the
+    // event's next claim counted attempt 1 again).
+    let lapsed = EventId::new("evt_lapsed");
+    store
+        .claim(&lapsed, &EventType::InvoicePaid, Duration::from_secs(1))
+        .await
+        .unwrap();
     clock.advance(Duration::from_secs(50));
     assert_eq!(store.purge_expired().await.unwrap(), 0);
     assert_eq!(
@@ -299,6 +307,8 @@ async fn memory_store_purges_past_retention_but_never_leased() {
     assert_eq!(store.purge_expired().await.unwrap(), 1);
     assert!(store.record(&done).await.unwrap().is_none());
     assert!(store.record(&leased).await.unwrap().is_some());
+    let kept = store.record(&lapsed).await.unwrap().unwrap();
+    assert_eq!((kept.status, kept.attempts), (RecordStatus::Processing, 1));
 }
 
 /// A SQL store as the versioned-migration checks see it.
@@ -559,8 +569,9 @@ async fn memory_store_evicts_completed_before_failed() {
 }
 
 /// Processing records whose lease ended (a crashed delivery) are evicted before a live
-/// claim is refused, and purged past retention; when every record is a live claim, a new
-/// claim is refused with `Full` (503) rather than dropping one.
+/// claim is refused, and, past the hour, recorded as failed by a purge and purged past
+/// the retention from then, as on the SQL stores; when every record is a live claim, a
+/// new claim is refused with `Full` (503) rather than dropping one.
 #[tokio::test]
 async fn memory_store_bounds_abandoned_claims_and_refuses_when_all_are_live() {
     let clock = ManualClock::new(0);
@@ -584,12 +595,27 @@ async fn memory_store_bounds_abandoned_claims_and_refuses_when_all_are_live() {
         Claim::Acquired(_)
     ));
     assert_eq!(store.len(), 3);
-    // Past retention after their lease ended, abandoned claims are purged (evt_new's
-    // 30 s lease has ended too); the live one stays.
+    // Past retention after their lease ended, the claims (evt_new's 30 s lease has ended
+    // too) are kept: under the hour, the event's next delivery takes them over.
     clock.advance(Duration::from_secs(200));
-    let Claim::Acquired(live) = claim(&store, "evt_live", Duration::from_secs(1000)).await else {
+    let Claim::Acquired(live) = claim(&store, "evt_live", Duration::from_secs(4000)).await else {
         panic!()
     };
+    assert_eq!(
+        store.purge_expired().await.unwrap(),
+        0,
+        "lapsed claims kept"
+    );
+    // Past the hour they are abandoned: recorded failed, kept for the retention, purged.
+    clock.advance(stripe_webhooks::ABANDONED_AFTER);
+    assert_eq!(store.purge_expired().await.unwrap(), 0, "failed, kept");
+    let failed = store
+        .record(&EventId::new("evt_new"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.status, RecordStatus::Failed, "{failed:?}");
+    clock.advance(Duration::from_secs(101));
     assert_eq!(
         store.purge_expired().await.unwrap(),
         2,

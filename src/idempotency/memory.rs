@@ -653,16 +653,17 @@ impl StoreAdmin for MemoryStore {
 
     /// Records abandoned claims as failed ([`fail_abandoned`](StoreAdmin::fail_abandoned)
     /// with [`ABANDONED_AFTER`](crate::ABANDONED_AFTER)), then deletes completed and
-    /// failed records last changed before the retention period, and claims whose lease
-    /// ended before it (a retention under the hour after which a claim is abandoned).
-    /// A live lease is never touched.
+    /// failed records last changed before the retention period. A claim is never
+    /// deleted, its lease live or not, as on the SQL stores: one whose lease ran out is
+    /// taken over by the event's next delivery (its attempts counted on) or, past the
+    /// hour, recorded as failed and kept for the retention from then.
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         self.abandon(crate::idempotency::ABANDONED_AFTER);
         let cutoff = self.clock.now_millis().saturating_sub(ms(self.retention));
         let mut inner = self.lock();
         let before = inner.records.len();
         inner.records.retain(|_, r| match r.status {
-            RecordStatus::Processing => r.lease_until_ms >= cutoff,
+            RecordStatus::Processing => true,
             RecordStatus::Completed | RecordStatus::Failed => r.updated_ms >= cutoff,
         });
         let Inner {

@@ -114,6 +114,7 @@ pub async fn run_claims<S: IdempotencyStore>(store: Arc<S>, time: LeaseTime) {
     expired_lease_is_taken_over(&*store, &time).await;
     extend_keeps_the_claim(&*store, &time).await;
     foreign_token_is_rejected(&*store).await;
+    concurrent_takeovers_acquire_once(Arc::clone(&store), &time, 50).await;
     concurrent_claims_acquire_once(store, 50).await;
 }
 
@@ -472,6 +473,11 @@ pub async fn foreign_token_is_rejected<S: IdempotencyStore + ?Sized>(store: &S) 
 /// others are `InProgress`.
 pub async fn concurrent_claims_acquire_once<S: IdempotencyStore>(store: Arc<S>, n: usize) {
     let id = fresh_id("race");
+    race_claims(&store, &id, n, "concurrent claims of a new event").await;
+}
+
+/// `n` claims of `id` at once (behind a barrier): exactly one acquires.
+async fn race_claims<S: IdempotencyStore>(store: &Arc<S>, id: &EventId, n: usize, what: &str) {
     let barrier = Arc::new(tokio::sync::Barrier::new(n));
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
@@ -486,10 +492,35 @@ pub async fn concurrent_claims_acquire_once<S: IdempotencyStore>(store: Arc<S>, 
         match t.await.unwrap().unwrap() {
             Claim::Acquired(_) => acquired += 1,
             Claim::InProgress { .. } => {}
-            Claim::Completed => panic!("nothing completed the event"),
+            Claim::Completed => panic!("{what}: nothing completed the event"),
         }
     }
-    assert_eq!(acquired, 1, "exactly one of {n} concurrent claims acquires");
+    assert_eq!(acquired, 1, "{what}: exactly one of {n} acquires");
+}
+
+/// Many claims at once of an event that is there to take over, failed (released) or
+/// with its lease run out: exactly one acquires. (A store that reads the record and
+/// then writes it passes a race on a new event, where its insert collides, and fails
+/// this one.)
+pub async fn concurrent_takeovers_acquire_once<S: IdempotencyStore>(
+    store: Arc<S>,
+    time: &LeaseTime,
+    n: usize,
+) {
+    let released = fresh_id("race_released");
+    let first = acquire(&*store, &released, LONG).await;
+    store.release(&first, "failed on purpose").await.unwrap();
+    race_claims(
+        &store,
+        &released,
+        n,
+        "concurrent takeovers of a failed event",
+    )
+    .await;
+    let lapsed = fresh_id("race_lapsed");
+    acquire(&*store, &lapsed, time.short_lease()).await;
+    time.run_out().await;
+    race_claims(&store, &lapsed, n, "concurrent takeovers of a lapsed claim").await;
 }
 
 /// Runs the behaviours of the ordering guard's side of a store ([`OrderingStore`]):
@@ -503,6 +534,7 @@ pub async fn run_ordering<S: OrderingStore>(store: Arc<S>, time: LeaseTime) {
     advance_watermark_only_moves_forward(&*store).await;
     lock_and_claim_locks_then_claims(&*store).await;
     claim_locks_and_object_locks_exclude_each_other(&*store, &time).await;
+    concurrent_lock_and_claims_acquire_once(Arc::clone(&store), 50).await;
     concurrent_object_locks_acquire_once(store, 50).await;
 }
 
@@ -989,6 +1021,43 @@ pub async fn complete_applied_after_the_lock_was_taken_over_changes_nothing<
         ),
         "the late event was completed"
     );
+}
+
+/// Many `lock_and_claim`s at once on one object, each by its own holder for its own
+/// event: exactly one gets the object and its claim; the others are busy, and claim
+/// nothing (their events are claimable after).
+pub async fn concurrent_lock_and_claims_acquire_once<S: OrderingStore>(store: Arc<S>, n: usize) {
+    let obj = fresh_object("race_locked_claim");
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (store, obj, barrier) = (Arc::clone(&store), obj.clone(), barrier.clone());
+        let id = fresh_id(&format!("race_locked_claim_{i}"));
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let got = store
+                .lock_and_claim(&obj, &format!("h{i}"), LONG, &id, &TYPE)
+                .await
+                .unwrap();
+            (id, got)
+        }));
+    }
+    let (mut acquired, mut busy) = (0, Vec::new());
+    for t in tasks {
+        match t.await.unwrap() {
+            (_, LockedClaim::Acquired { .. }) => acquired += 1,
+            (id, LockedClaim::Busy { .. }) => busy.push(id),
+            (id, LockedClaim::Refused(c)) => panic!("{id}: refused ({c:?}), nothing held it"),
+        }
+    }
+    assert_eq!(
+        acquired, 1,
+        "exactly one holder gets the object and its claim"
+    );
+    for id in busy {
+        let t = acquire(&*store, &id, LONG).await;
+        assert_eq!(t.attempt(), 1, "{id}: a busy lock_and_claim claimed it");
+    }
 }
 
 /// `n` holders race for one object's lock: exactly one acquires.

@@ -47,6 +47,15 @@ pub(crate) fn sqlite_code(e: &sqlx::Error) -> Option<i32> {
 /// with a 5 s busy timeout; a pool you build yourself should do the same
 /// (`journal_mode(Wal)`, `busy_timeout`), or concurrent writers see `SQLITE_BUSY`.
 ///
+/// Durable across a process crash; with `connect`'s `synchronous = NORMAL`, a power cut
+/// or an OS crash can undo the last commits. An undone completion lets the event's
+/// handler run again if the event comes again (a reconciler lists it); an undone
+/// watermark lets an older event through once; an undone inbox transaction takes its
+/// effects with it. Where that matters,
+/// build the pool from [`connect_options`](Self::connect_options)`(path)
+/// .synchronous(SqliteSynchronous::Full)`, pass it to [`new`](Self::new) and call
+/// [`migrate`](Self::migrate): one fsync per commit.
+///
 /// ```no_run
 /// # async fn f() -> Result<(), stripe_webhooks::StoreError> {
 /// use stripe_webhooks::SqliteStore;

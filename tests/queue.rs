@@ -1780,6 +1780,47 @@ mod postgres {
         }
     }
 
+    /// Sleeps in a statement for 30 s.
+    struct SleepsInAStatement;
+
+    #[async_trait]
+    impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Postgres> for SleepsInAStatement {
+        async fn handle(
+            &self,
+            _event: &Event,
+            conn: &mut stripe_webhooks::sqlx::PgConnection,
+        ) -> Result<(), HandlerError> {
+            stripe_webhooks::sqlx::query("SELECT pg_sleep(30)")
+                .execute(&mut *conn)
+                .await
+                .map_err(HandlerError::new)?;
+            Ok(())
+        }
+    }
+
+    /// An inbox handler stopped at its deadline in the middle of a statement: the
+    /// statement is cut on the server too (the transaction's `statement_timeout` is the
+    /// deadline), so the rollback does not wait for it to end and the job's run ends
+    /// soon after its deadline, failed, saying so. Before, the run lasted as long as
+    /// the statement (a lock wait, a long `UPDATE`), holding its slot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_postgres_inbox_statement_cut_at_the_deadline_ends_on_the_server() {
+        let queue = queue("qcut").await;
+        enqueue_body(&queue, &customer_event(&unique("evt_cut"), "cus_1", 1)).await;
+        let worker = queue
+            .inbox_worker(SleepsInAStatement)
+            .with_deadline(Some(Duration::from_millis(300)))
+            .with_retry(fast_retry(2));
+        let run = tokio::spawn(async move { worker.run_once().await });
+        // 300 ms of deadline, then the rollback; the statement would sleep 30 s.
+        let ran = tokio::time::timeout(Duration::from_secs(10), run).await;
+        assert!(ran.is_ok(), "the run waited for the statement it cut");
+        let retrying = queue.jobs(JobState::Retrying, 10).await.unwrap();
+        assert_eq!(retrying.len(), 1, "{retrying:?}");
+        let why = retrying[0].last_error.clone().unwrap_or_default();
+        assert!(why.contains("deadline"), "{why}");
+    }
+
     /// The job's lease is renewed beside the inbox transaction; under a database default
     /// of repeatable read, the completion would then fail on the renewed row. The inbox
     /// transaction is read committed whatever the default.

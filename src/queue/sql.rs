@@ -2,6 +2,7 @@
 //! created by the store's `migrate()`. SQLite and PostgreSQL run one code path
 //! ([`SqlQueue`]) over their dialect's statements.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -226,6 +227,15 @@ pub(crate) trait QueueDialect: Dialect {
     fn serialization_failure(error: &(dyn std::error::Error + 'static)) -> bool;
     /// [`Queue::min_take_timeout`](super::Queue::min_take_timeout).
     const MIN_TAKE_TIMEOUT: Duration;
+    /// The statement that begins an inbox transaction `begin` whose handler has
+    /// `deadline`: `begin` itself, or, where the database can, `begin` with a bound on
+    /// how long any one statement in it may run. A handler stopped at its deadline
+    /// mid-statement leaves the statement running on the server (a lock wait, a long
+    /// `UPDATE`), and the rollback waits for it, holding the job's slot meanwhile.
+    fn inbox_begin(begin: &'static str, deadline: Option<Duration>) -> Cow<'static, str> {
+        let _ = deadline;
+        Cow::Borrowed(begin)
+    }
 }
 
 #[cfg(feature = "sqlite")]
@@ -275,6 +285,22 @@ impl QueueDialect for sqlx::Postgres {
     const INBOX_SAVEPOINT: Option<(&'static str, &'static str)> = None;
     const TAKE_BEGIN: Option<&'static str> = Some(Self::BEGIN);
     const MIN_TAKE_TIMEOUT: Duration = Duration::ZERO;
+    /// `begin`, then `SET LOCAL statement_timeout` to the deadline and a second (in the
+    /// one round trip of a simple query): no statement of the handler outlives the
+    /// handler by more, so the rollback after a deadline waits at most a second for the
+    /// statement it cut. (The second lets the deadline come first, so the job's error
+    /// says so rather than the server's `canceling statement due to statement timeout`.)
+    fn inbox_begin(begin: &'static str, deadline: Option<Duration>) -> Cow<'static, str> {
+        match deadline {
+            Some(d) => Cow::Owned(format!(
+                "{begin}; SET LOCAL statement_timeout = {}",
+                d.saturating_add(Duration::from_secs(1))
+                    .as_millis()
+                    .min(i32::MAX as u128)
+            )),
+            None => Cow::Borrowed(begin),
+        }
+    }
     fn snapshot_lost(_: &(dyn std::error::Error + 'static)) -> bool {
         false
     }
@@ -911,7 +937,8 @@ macro_rules! inbox_runner {
                     // `ROLLBACK` fails and its count of open transactions stays at one,
                     // and every later `BEGIN` on it would fail).
                     let (step, discard) = async {
-                        let mut tx = match sqlx::Connection::begin_with(&mut *conn, begin).await {
+                        let statement = <$db as QueueDialect>::inbox_begin(begin, deadline);
+                        let mut tx = match sqlx::Connection::begin_with(&mut *conn, statement).await {
                             Ok(tx) => tx,
                             // Closed only when sqlx still counts a transaction open on it
                             // (a busy database leaves it sound).
@@ -1105,7 +1132,12 @@ macro_rules! queue_impls {
             /// lease renewals need one too: keep the worker's concurrency below the pool's
             /// size. On SQLite the transaction takes the database's one write lock at its
             /// first write and keeps it until the commit, holding every other writer back
-            /// meanwhile: do the slow work first and the writes last.
+            /// meanwhile: do the slow work first and the writes last. On PostgreSQL, with
+            /// a handler deadline ([`Worker::with_deadline`]), the transaction's
+            /// `statement_timeout` is the deadline and a second, so a statement the
+            /// deadline cut (a lock wait) ends on the server too, rather than hold the
+            /// job's connection and slot until it finishes; set a shorter one yourself
+            /// (`SET LOCAL`) if you like.
             pub fn inbox_worker(&self, handler: impl crate::TransactionalHandler<$db>) -> Worker {
                 let runner = Arc::new(InboxRunner {
                     queue: self.core.clone(),

@@ -1684,9 +1684,39 @@ fn fetch_latest_refuses_types_it_cannot_fetch() {
         EventType::PaymentIntentSucceeded,
         EventType::CustomerUpdated,
         EventType::ChargeRefunded,
+        // A deleted subscription is a cancelled one, which Stripe still serves.
+        EventType::CustomerSubscriptionDeleted,
     ] {
         assert!(FetchLatest::new(Recorder::default(), Arc::clone(&client), [ty]).is_ok());
     }
+}
+
+/// An answer with another object than the event's (a cache, a proxy, a client of one's
+/// own) is an error, not the event's latest state: a handler acting on it would apply
+/// another customer's state. Before, it was taken.
+#[tokio::test]
+async fn a_fetched_object_that_is_not_the_events_is_refused() {
+    let (fake, client) = fake().await;
+    fake.add_object_for(
+        "acct_3",
+        "/v1/subscriptions/sub_1",
+        &subscription("sub_OTHER", "canceled"),
+    )
+    .unwrap();
+    let body = subscription_event("evt_1", "sub_1", Some("acct_3"));
+    let event = dangerous::parse_unverified(body.as_bytes()).unwrap();
+    let err = event.refetched(&client).await.unwrap_err();
+    assert!(matches!(err, ClientError::Decode { .. }), "{err:?}");
+    assert!(err.to_string().contains("sub_OTHER"), "{err}");
+    let recorder = Recorder::default();
+    let handler = FetchLatest::new(
+        recorder.clone(),
+        Arc::new(client),
+        [EventType::CustomerSubscriptionUpdated],
+    )
+    .unwrap();
+    assert!(handler.handle(&event).await.is_err());
+    assert!(recorder.0.lock().unwrap().is_empty());
 }
 
 /// An object deleted after its event: Stripe answers 404 to every fetch, so by default

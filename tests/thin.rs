@@ -549,6 +549,40 @@ async fn thin_router_exact_prefix_catch_all_and_connect() {
     assert!(manifest.contains(&"v2.core.account.updated".to_owned()));
 }
 
+/// A name with a `*` given to `on` (as an endpoint's `enabled_events` holds: `"*"`,
+/// `"invoice.*"`) routes as `on_prefix` does, and a whole type given to `on_prefix`
+/// takes that type. Both took nothing, while the routers' `enabled_events` said `"*"`:
+/// every event was delivered and answered 200 `ignored`, never sent again.
+#[tokio::test]
+async fn stars_given_to_on_and_whole_types_given_to_on_prefix_route() {
+    let hits = Arc::new(Mutex::new(Vec::new()));
+    let star = EventRouter::new().on(EventType::from_wire("*"), ok_route(&hits, "star"));
+    assert!(star.handles_event(&snapshot("invoice.paid", None)));
+    assert_eq!(star.enabled_events(), ["*"]);
+    let stem = EventRouter::new().on(EventType::from_wire("invoice.*"), ok_route(&hits, "stem"));
+    assert!(stem.handles_event(&snapshot("invoice.paid", None)));
+    assert!(!stem.handles_event(&snapshot("invoiceitem.created", None)));
+    assert!(stem
+        .enabled_events()
+        .iter()
+        .all(|t| t.starts_with("invoice.")));
+    let whole = EventRouter::new().on_prefix("invoice.paid", ok_route(&hits, "whole"));
+    assert!(whole.handles_event(&snapshot("invoice.paid", None)));
+    assert!(!whole.handles_event(&snapshot("invoice.payment_failed", None)));
+    assert_eq!(whole.enabled_events(), ["invoice.paid"]);
+    whole.handle(&snapshot("invoice.paid", None)).await.unwrap();
+    assert_eq!(*hits.lock().unwrap(), ["whole"]);
+    let created = parse(&ThinEventBuilder::new("evt_1", "v1.invoice.created").build());
+    let thin_star = ThinEventRouter::new().on(
+        ThinEventType::from_wire("v1.invoice.*"),
+        ok_route(&hits, "t"),
+    );
+    assert!(thin_star.handles_notification(&created));
+    let thin_whole = ThinEventRouter::new().on_prefix("v1.invoice.created", ok_route(&hits, "t"));
+    assert!(thin_whole.handles_notification(&created));
+    assert_eq!(thin_whole.enabled_events(), ["v1.invoice.created"]);
+}
+
 /// A prefix with a `*` anywhere but as the whole pattern or after its last `.` is
 /// refused when the router is built: it matched no type, so its events were answered
 /// 200 `ignored` (never sent again) while its endpoint was set up for every type.

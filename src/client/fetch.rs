@@ -296,6 +296,9 @@ impl Event {
         client: &dyn StripeClient,
     ) -> Result<Fetched, ClientError> {
         let path = self.object_path()?;
+        let want = serde_json::from_str::<Tag<'_>>(self.raw_object().get())
+            .ok()
+            .and_then(|t| t.id.map(std::borrow::Cow::into_owned));
         super::check_mode(
             client,
             self.livemode(),
@@ -304,7 +307,18 @@ impl Event {
         let raw = client
             .retrieve_object(&RequestContext::for_event(self), &path)
             .await?;
-        Ok(Fetched::from_raw(raw))
+        let fetched = Fetched::from_raw(raw);
+        // Stripe answers the object asked for; a cache, a proxy or a client of the
+        // user's own might not, and a handler must not act on another object's state.
+        if let (Some(want), Some(got)) = (want, fetched.id()) {
+            if want != got {
+                return Err(ClientError::Decode {
+                    path,
+                    message: format!("the object fetched is {got:?}, not the event's {want:?}"),
+                });
+            }
+        }
+        Ok(fetched)
     }
 
     /// This event with its `data.object` fetched again: the same envelope around the
@@ -447,7 +461,8 @@ impl<H: EventHandler> FetchLatest<H> {
     /// # Errors
     ///
     /// [`FetchLatestError::NoApiPath`] for a type whose object has no known API path;
-    /// [`FetchLatestError::Deleted`] for a `*.deleted` type;
+    /// [`FetchLatestError::Deleted`] for a `*.deleted` type whose object Stripe no longer
+    /// serves (all but `customer.subscription.deleted`: a cancelled subscription);
     /// [`FetchLatestError::NoObjectId`] for a type whose object has no id
     /// (`invoice.upcoming`).
     pub fn new(
@@ -464,7 +479,8 @@ impl<H: EventHandler> FetchLatest<H> {
                     object_type: object_type.map(str::to_owned),
                 });
             }
-            if ty.as_str().ends_with(".deleted") {
+            // A deleted subscription is a cancelled one, which Stripe still serves.
+            if ty.as_str().ends_with(".deleted") && ty != EventType::CustomerSubscriptionDeleted {
                 return Err(FetchLatestError::Deleted {
                     event_type: ty.as_str().to_owned(),
                 });

@@ -102,8 +102,9 @@ fn normalise_prefix(prefix: &str) -> String {
 /// is one of the account's events too).
 fn prefix_takes(prefix: &str, wire: &str) -> bool {
     let stem = prefix.strip_suffix('.').unwrap_or(prefix);
+    // A whole type given as a prefix (`"invoice.paid"`) takes that type too.
     wire.strip_prefix(stem)
-        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
 }
 
 /// Panics on a `*` anywhere but as the whole pattern or after the pattern's last `.`. A
@@ -310,13 +311,20 @@ impl EventRouter {
     /// Routes events of `event_type` to `f`, replacing any earlier route for it. A type
     /// given as [`EventType::Unknown`] that this release knows is routed as its own
     /// variant (`Unknown("invoice.paid")` as [`EventType::InvoicePaid`]), as the event
-    /// parses.
+    /// parses. A name with a `*`, as an endpoint's `enabled_events` may hold (`"*"`,
+    /// `"invoice.*"`), is routed as [`on_prefix`](Self::on_prefix) routes it: no event
+    /// has such a type.
+    ///
+    /// # Panics
+    ///
+    /// As [`on_prefix`](Self::on_prefix), on a `*` it would refuse.
     #[must_use]
     pub fn on<F>(mut self, event_type: EventType, f: F) -> Self
     where
         F: for<'a> Fn(&'a Event) -> RouteFuture<'a> + Send + Sync + 'static,
     {
         let event_type = match event_type {
+            EventType::Unknown(wire) if wire.contains('*') => return self.on_prefix(&wire, f),
             EventType::Unknown(wire) => EventType::from_wire(&wire),
             known => known,
         };
@@ -462,13 +470,19 @@ impl ThinEventRouter {
 
     /// Routes notifications of `event_type` to `f`, replacing any earlier route for it. A
     /// type given as [`ThinEventType::Unknown`] that this release knows is routed as its
-    /// own variant, as the notification parses.
+    /// own variant, as the notification parses; a name with a `*` (`"*"`,
+    /// `"v1.invoice.*"`) as [`on_prefix`](Self::on_prefix) routes it.
+    ///
+    /// # Panics
+    ///
+    /// As [`on_prefix`](Self::on_prefix), on a `*` it would refuse.
     #[must_use]
     pub fn on<F>(mut self, event_type: ThinEventType, f: F) -> Self
     where
         F: for<'a> Fn(&'a EventNotification) -> RouteFuture<'a> + Send + Sync + 'static,
     {
         let event_type = match event_type {
+            ThinEventType::Unknown(wire) if wire.contains('*') => return self.on_prefix(&wire, f),
             ThinEventType::Unknown(wire) => ThinEventType::from_wire(&wire),
             known => known,
         };

@@ -557,6 +557,94 @@ async fn postgres_inbox_cancels_the_statement_a_deadline_cut() {
     assert_eq!(busy, 0, "the statement still runs on the server");
 }
 
+/// The same with a pool of one connection, all the delivery's own: `pg_cancel_backend`
+/// has no connection to run on, so the transaction's `statement_timeout` (the deadline
+/// and a second) ends the statement on the server. Before, the rollback waited out the
+/// whole statement, and the failure was not recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_inbox_ends_a_cut_statement_without_a_spare_connection() {
+    let (url, _) = pg_url_and_target();
+    let options = stripe_webhooks::sqlx::postgres::PgPoolOptions::new().max_connections(1);
+    let store = pg_store_on(options, &url, "t_faults_cancel_one").await;
+    let p = Processor::with_inbox(
+        Verifier::from_secrets_list(SECRET).unwrap(),
+        store.inbox(SleepsInTheDatabase),
+    )
+    .with_handler_deadline(Some(Duration::from_millis(500)))
+    .with_store_timeout(Duration::from_secs(2));
+    let o = tokio::time::timeout(Duration::from_secs(15), deliver_one(&p, "pg_cancel_one"))
+        .await
+        .expect("the delivery waited out the 30 s statement");
+    assert!(
+        matches!(
+            o.kind(),
+            OutcomeKind::HandlerFailed(HandlerError::DeadlineExceeded(_))
+        ),
+        "{o:?}"
+    );
+    let rec = store
+        .record(&EventId::new("evt_pg_cancel_one_0"))
+        .await
+        .unwrap()
+        .expect("the failure is recorded");
+    assert_eq!(rec.status, RecordStatus::Failed);
+}
+
+/// Records the `statement_timeout` its statements run under.
+#[derive(Default, Clone)]
+struct ShowsStatementTimeout(Arc<Mutex<Vec<String>>>);
+
+#[async_trait]
+impl TransactionalHandler<Postgres> for ShowsStatementTimeout {
+    async fn handle(&self, _event: &Event, conn: &mut PgConnection) -> Result<(), HandlerError> {
+        let shown: String = stripe_webhooks::sqlx::query_scalar("SHOW statement_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(HandlerError::new)?;
+        self.0.lock().unwrap().push(shown);
+        Ok(())
+    }
+}
+
+/// With a handler deadline, the handler's statements are bounded by it and a second;
+/// without one, or where the session bounds its statements itself, they run under the
+/// session's setting, never widened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_inbox_bounds_statements_by_the_deadline_unless_the_session_does() {
+    use stripe_webhooks::sqlx::Executor;
+    let (url, _) = pg_url_and_target();
+    let plain = pg_store("t_faults_stmt_timeout").await;
+    let own = stripe_webhooks::sqlx::postgres::PgPoolOptions::new().after_connect(|conn, _| {
+        Box::pin(async move {
+            conn.execute("SET statement_timeout = '4321ms'").await?;
+            Ok(())
+        })
+    });
+    let own = pg_store_on(own, &url, "t_faults_stmt_timeout_own").await;
+    for (store, deadline, want) in [
+        (&plain, Some(Duration::from_secs(2)), "3s"),
+        (&plain, None, "0"),
+        (&own, Some(Duration::from_secs(2)), "4321ms"),
+    ] {
+        let handler = ShowsStatementTimeout::default();
+        let p = Processor::with_inbox(
+            Verifier::from_secrets_list(SECRET).unwrap(),
+            store.inbox(handler.clone()),
+        )
+        .with_handler_deadline(deadline);
+        let o = deliver_one(
+            &p,
+            &format!(
+                "pg_stmt_{}",
+                want.replace(|c: char| !c.is_ascii_alphanumeric(), "")
+            ),
+        )
+        .await;
+        assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
+        assert_eq!(*handler.0.lock().unwrap(), [want], "{deadline:?}");
+    }
+}
+
 /// Records the `lock_timeout` its statements run under.
 #[derive(Default, Clone)]
 struct ShowsLockTimeout(Arc<Mutex<Vec<String>>>);

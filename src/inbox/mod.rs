@@ -25,6 +25,18 @@ pub use sqlite::SqliteInbox;
 ///
 /// Write the handler's effects through `conn` only; anything it does elsewhere (an HTTP
 /// call, another database) is not covered by the transaction.
+///
+/// Never end the transaction yourself (`COMMIT`, `ROLLBACK` or `END`): the claim and the completion are written in it, around the
+/// handler. A handler that commits makes its effects durable before the event is marked
+/// done, so a failure after it runs them again; on SQLite it commits the other
+/// deliveries of its batch with it, and one that then fails leaves its event completed
+/// with its effects half written. Use a savepoint (`SAVEPOINT`, `ROLLBACK TO`) to undo
+/// part of the handler's own work.
+///
+/// On SQLite, deliveries that queue for the one writer share a transaction (see
+/// [`SqliteInbox`]): a handler may read what an earlier delivery of its batch wrote
+/// before that is committed, and would be undone with it if the batch rolls back. Do
+/// not act outside the database on what another event wrote in the same moment.
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 #[async_trait]
 pub trait TransactionalHandler<DB: sqlx::Database>: Send + Sync + 'static {

@@ -12,6 +12,16 @@ use crate::idempotency::sql::is_deadlock;
 use crate::idempotency::sql::postgres::{is_lock_timeout, is_serialization_failure};
 use crate::idempotency::sql::{db_err, millis, watermark_of};
 use crate::idempotency::{Claim, ClaimToken, PostgresStore, StoreError, Watermark};
+
+/// Restores the session's `lock_timeout` (`$1`) once the claim is taken, and bounds the
+/// handler's statements to `$2` milliseconds (none: `0`) unless the session bounds them
+/// itself.
+static RESTORE_TIMEOUTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT set_config('lock_timeout', $1, true), {}",
+        crate::idempotency::sql::postgres::bound_statements("$2::text")
+    )
+});
 use crate::processor::sealed::Sealed;
 use crate::processor::{
     fetch_within, handler_future, run_handler, store_call, DispatchSettings, Dispatched,
@@ -25,6 +35,12 @@ use crate::processor::{
 /// A concurrent duplicate blocks on the claim row's lock for at most the processor's
 /// store timeout (`lock_timeout`), then gets 409, or 200 if the first delivery committed
 /// in the meantime. A failed handler rolls everything back and the failure is recorded.
+///
+/// The handler's statements run under the session's `lock_timeout` and
+/// `statement_timeout`; where the session sets no `statement_timeout`, the handler
+/// deadline and a second bound each of them, so that a statement the deadline cuts (a
+/// lock wait, a long `UPDATE`) ends on the server too: it is also cancelled at once
+/// (`pg_cancel_backend`) when the pool has a connection to spare.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -248,9 +264,16 @@ impl<H: TransactionalHandler<Postgres>> PostgresInbox<H> {
                     watermark = watermark_of::<Postgres>(&row)?;
                 }
                 // The short lock timeout was for the claim only; the handler's own
-                // statements run under the session's setting.
-                sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                // statements run under the session's setting, and, with a deadline, no
+                // longer than it and a second (unless the session bounds them itself):
+                // a statement the deadline cuts ends on the server too, even when the
+                // pool has no connection left for `pg_cancel_backend`.
+                let bound = settings
+                    .deadline
+                    .map_or(0, crate::idempotency::sql::postgres::bounded_ms);
+                sqlx::query(&RESTORE_TIMEOUTS)
                     .bind(session_lock_timeout.as_str())
+                    .bind(i64::try_from(bound).unwrap_or(0))
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;

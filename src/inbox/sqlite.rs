@@ -41,7 +41,9 @@ const SAVEPOINT: &str = "stripe_webhooks_delivery";
 ///
 /// A handler whose write makes SQLite roll back the whole transaction by itself (a
 /// column with `UNIQUE ON CONFLICT ROLLBACK`, a trigger with `RAISE(ROLLBACK)`,
-/// `INSERT OR ROLLBACK`, a full disk) takes its batch down with it: that delivery is
+/// `INSERT OR ROLLBACK`, a full disk, or a write interrupted because the handler ran
+/// past its deadline: SQLite rolls back a transaction whose write it interrupts) takes
+/// its batch down with it: that delivery is
 /// answered 500 and recorded as failed (see
 /// [`failed_events`](crate::StoreAdmin::failed_events)), and the others are answered 503
 /// and, when Stripe delivers them again, each runs in a transaction of its own until it

@@ -285,18 +285,17 @@ impl QueueDialect for sqlx::Postgres {
     const INBOX_SAVEPOINT: Option<(&'static str, &'static str)> = None;
     const TAKE_BEGIN: Option<&'static str> = Some(Self::BEGIN);
     const MIN_TAKE_TIMEOUT: Duration = Duration::ZERO;
-    /// `begin`, then `SET LOCAL statement_timeout` to the deadline and a second (in the
-    /// one round trip of a simple query): no statement of the handler outlives the
-    /// handler by more, so the rollback after a deadline waits at most a second for the
-    /// statement it cut. (The second lets the deadline come first, so the job's error
-    /// says so rather than the server's `canceling statement due to statement timeout`.)
+    /// `begin`, then the transaction's `statement_timeout` set to the deadline and a
+    /// second (in the one round trip of a simple query), unless the session has one of
+    /// its own: no statement of the handler outlives the handler by more, so the
+    /// rollback after a deadline waits at most a second for the statement it cut. (The
+    /// second lets the deadline come first, so the job's error says so rather than the
+    /// server's `canceling statement due to statement timeout`.)
     fn inbox_begin(begin: &'static str, deadline: Option<Duration>) -> Cow<'static, str> {
         match deadline {
             Some(d) => Cow::Owned(format!(
-                "{begin}; SET LOCAL statement_timeout = {}",
-                d.saturating_add(Duration::from_secs(1))
-                    .as_millis()
-                    .min(i32::MAX as u128)
+                "{begin}; {}",
+                crate::idempotency::sql::postgres::statement_timeout_within(d)
             )),
             None => Cow::Borrowed(begin),
         }
@@ -1134,10 +1133,9 @@ macro_rules! queue_impls {
             /// first write and keeps it until the commit, holding every other writer back
             /// meanwhile: do the slow work first and the writes last. On PostgreSQL, with
             /// a handler deadline ([`Worker::with_deadline`]), the transaction's
-            /// `statement_timeout` is the deadline and a second, so a statement the
-            /// deadline cut (a lock wait) ends on the server too, rather than hold the
-            /// job's connection and slot until it finishes; set a shorter one yourself
-            /// (`SET LOCAL`) if you like.
+            /// `statement_timeout` is the deadline and a second (unless the session sets
+            /// its own), so a statement the deadline cut (a lock wait) ends on the server
+            /// too, rather than hold the job's connection and slot until it finishes.
             pub fn inbox_worker(&self, handler: impl crate::TransactionalHandler<$db>) -> Worker {
                 let runner = Arc::new(InboxRunner {
                     queue: self.core.clone(),

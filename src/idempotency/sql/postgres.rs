@@ -26,6 +26,35 @@ const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 const MIGRATION_TRIES: u64 = 10;
 
 /// Postgres's `lock_not_available` (a `lock_timeout` fired).
+/// A statement that sets the transaction's `statement_timeout` to `deadline` and a
+/// second, unless the session has one of its own (kept as it is, never widened): for an
+/// inbox transaction, whose handler, stopped at its deadline in the middle of a
+/// statement, leaves the statement running on the server, and the rollback waiting for
+/// it. (The second lets the deadline come first, so the failure says so.)
+pub(crate) fn statement_timeout_within(deadline: Duration) -> String {
+    format!(
+        "SELECT {}",
+        bound_statements(&format!("'{}'", bounded_ms(deadline)))
+    )
+}
+
+/// [`statement_timeout_within`]'s bound, in milliseconds.
+pub(crate) fn bounded_ms(deadline: Duration) -> u128 {
+    deadline
+        .saturating_add(Duration::from_secs(1))
+        .as_millis()
+        .min(i32::MAX as u128)
+}
+
+/// The `set_config` call of [`statement_timeout_within`], for the milliseconds `value`
+/// (an SQL expression: a literal, or a parameter; `'0'` leaves no bound).
+pub(crate) fn bound_statements(value: &str) -> String {
+    format!(
+        "set_config('statement_timeout', CASE current_setting('statement_timeout') \
+         WHEN '0' THEN {value} ELSE current_setting('statement_timeout') END, true)"
+    )
+}
+
 pub(crate) fn is_lock_timeout(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
 }

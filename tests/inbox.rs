@@ -1264,3 +1264,44 @@ async fn deliveries_that_arrive_together_share_a_batch() {
         "no batch of two formed (most uncommitted seen: {most})"
     );
 }
+
+/// An ordered inbox fetching a same-second event's object (`TiePolicy::Fetch`) holds
+/// SQLite's write lock while it waits, and the deliveries queued for the writer give up
+/// after 5 s: the fetch is bounded by the handler deadline and the store timeout (and by
+/// half that wait), not by the 6 s it was given whatever the deadline.
+#[cfg(feature = "client")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_inbox_bounds_a_ties_fetch_by_the_deadline() {
+    use stripe_webhooks::testing::{FakeStripe, Fault};
+    use stripe_webhooks::{dangerous, TiePolicy};
+    let fake = FakeStripe::start().await.unwrap();
+    let (store, _dir) = fresh_store("tie_fetch").await;
+    let p = Processor::with_inbox(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        store
+            .inbox(Shared(Arc::new(Picky::default())))
+            .ordered(TiePolicy::Fetch(Arc::new(fake.client().unwrap()))),
+    )
+    .with_handler_deadline(Some(Duration::from_secs(1)));
+    let event = |id: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
+            id,
+            "customer.updated",
+            r#"{"id":"cus_tie","object":"customer"}"#,
+        ))
+        .unwrap();
+        v["created"] = 1_700_000_000.into();
+        dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
+    };
+    let first = p.process_event(&event("evt_tie_1")).await;
+    assert!(matches!(first.kind(), OutcomeKind::Processed), "{first:?}");
+    fake.fail_next(1, Fault::Delay(Duration::from_secs(10)));
+    let tie = p.process_event(&event("evt_tie_2")).await;
+    assert!(
+        matches!(
+            tie.kind(),
+            OutcomeKind::HandlerFailed(HandlerError::DeadlineExceeded(d)) if *d == Duration::from_secs(1)
+        ),
+        "{tie:?}"
+    );
+}

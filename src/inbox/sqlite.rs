@@ -378,7 +378,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
     ) -> Dispatched {
         let pool = writer.pool().unwrap_or(self.store.pool());
         let core = &self.store.core;
-        let reason = crate::secret::redacted_text(error.to_string());
+        let reason = crate::error::error_text(&error);
         let recorded = store_call(t, async {
             core.record_failure_on(
                 pool,
@@ -569,10 +569,16 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
         }
         let fresh;
         let event = match &self.ordering {
-            // The batch holds SQLite's write lock meanwhile: the fetch is bounded by the
-            // store timeout, not the handler deadline.
+            // The batch holds SQLite's write lock meanwhile, and the deliveries queued
+            // for it wait `BUSY_TIMEOUT` before they are answered 503: the fetch is
+            // bounded by the store timeout and the handler deadline, and by half that
+            // wait.
             Some(TiePolicy::Fetch(client)) if tie => {
-                match fetch_within(event, &**client, Some(t)).await {
+                let limit = settings
+                    .deadline
+                    .map_or(settings.store_timeout, |d| d.min(settings.store_timeout))
+                    .min(BUSY_TIMEOUT / 2);
+                match fetch_within(event, &**client, Some(limit)).await {
                     Ok(Some(e)) => {
                         fresh = e;
                         &fresh

@@ -15,7 +15,7 @@
 //!
 //! Routes: `POST /webhook` (actix's 256 KiB body limit raised to the processor's 1 MiB),
 //! `POST /webhook/thin` (thin events) and `GET /healthz`. SIGINT or SIGTERM stops it
-//! (actix's own graceful shutdown). actix drops its workers' runtimes before `run`
+//! gracefully (actix's own handlers would take SIGINT as a forced shutdown). actix drops its workers' runtimes before `run`
 //! returns, so a delivery still running after its client left is cut there, and
 //! `Processor::drain` can only report it (Stripe's retry runs it again).
 
@@ -64,7 +64,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
         "listening on http://127.0.0.1:{}/webhook (and /webhook/thin)",
         config.port
     );
+    // Our own signal future: actix's own handlers take SIGINT (Ctrl-C, or a supervisor
+    // that sends it) as a forced shutdown, which cuts deliveries mid-handler.
     HttpServer::new(move || App::new().configure(routes.clone()))
+        .shutdown_signal(common::shutdown_signal())
         .bind(("127.0.0.1", config.port))?
         .shutdown_timeout(30)
         .run()

@@ -376,11 +376,30 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Some(Arc::clone(&queue)),
     );
     let app = with_console(app, queue);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(common::shutdown_signal())
-        .await?;
-    processors.drain().await;
-    handle.shutdown(Duration::from_secs(10)).await;
+    // One signal stops both at once: the server takes no new request, and the workers
+    // take no new job and give the jobs in hand 10 s (not after the server's drain,
+    // which would leave them taking jobs meanwhile, past an orchestrator's grace).
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        common::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    };
+    let serve = async {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(until_stopped(stopping.clone()))
+            .await;
+        processors.drain().await;
+        served
+    };
+    let work = async {
+        until_stopped(stopping.clone()).await;
+        handle.shutdown(Duration::from_secs(10)).await;
+    };
+    let (served, ()) = tokio::join!(serve, work);
+    served?;
     Ok(())
 }
 

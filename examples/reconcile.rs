@@ -38,6 +38,24 @@ use stripe_webhooks::{Processor, SqliteStore, Verifier};
 async fn main() -> Result<(), Box<dyn Error>> {
     common::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Every argument is one this example knows: a misspelt `--every` would run one pass
+    // and exit 0 where a schedule was wanted.
+    let mut rest = args.iter();
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "--fake" | "--undelivered" => {}
+            "--every" => {
+                rest.next();
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}: the arguments are --fake, --undelivered \
+                     and --every SECONDS"
+                )
+                .into())
+            }
+        }
+    }
     let fake = args.iter().any(|a| a == "--fake");
     let undelivered = args.iter().any(|a| a == "--undelivered");
     let every = match args.iter().position(|a| a == "--every") {
@@ -83,7 +101,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     } else {
         "stripe-webhooks.db"
     };
-    let path = std::env::var("SQLITE_PATH").unwrap_or_else(|_| default_path.to_owned());
+    let path = common::sqlite_path(default_path)?;
     let store = SqliteStore::connect(&path).await?;
     sqlx::query(common::SQLITE_ACCESS)
         .execute(store.pool())

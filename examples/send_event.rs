@@ -57,12 +57,32 @@ struct Args {
     thin_secret: String,
 }
 
-fn first_secret(var: &str, default: &str) -> String {
-    std::env::var(var)
-        .ok()
-        .and_then(|s| s.split(',').next().map(str::to_owned))
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| default.to_owned())
+/// The first secret of `var`'s list, else (unset) `default`. Set but empty is an error,
+/// as the example services take it: signing with the development secret instead would
+/// send requests the service refuses.
+fn first_secret(var: &str, default: &str) -> Result<String, Box<dyn Error>> {
+    match std::env::var(var) {
+        Ok(s) => s
+            .split(',')
+            .next()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                format!("{var} is set but empty (unset it for the development secret)").into()
+            }),
+        Err(_) => Ok(default.to_owned()),
+    }
+}
+
+/// A flag's number, or an error naming the flag.
+fn number<T: std::str::FromStr>(flag: &str, value: String) -> Result<T, Box<dyn Error>>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| format!("{flag} {value:?}: {e}").into())
 }
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
@@ -75,10 +95,10 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         concurrency: 1,
         bad_signature: false,
         stale: false,
-        secret: first_secret("STRIPE_WEBHOOK_SECRET", DEV_SECRET),
+        secret: first_secret("STRIPE_WEBHOOK_SECRET", DEV_SECRET)?,
         mode: Mode::Snapshot,
         thin_url: "http://127.0.0.1:4242/webhook/thin".to_owned(),
-        thin_secret: first_secret("STRIPE_THIN_WEBHOOK_SECRET", DEV_THIN_SECRET),
+        thin_secret: first_secret("STRIPE_THIN_WEBHOOK_SECRET", DEV_THIN_SECRET)?,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -87,9 +107,9 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--url" => a.url = value()?,
             "--type" => a.event_type = value()?,
             "--id" => a.id = Some(value()?),
-            "--count" => a.count = value()?.parse()?,
-            "--duplicates" => a.duplicates = value()?.parse()?,
-            "--concurrency" => a.concurrency = value()?.parse::<usize>()?.max(1),
+            "--count" => a.count = number(&flag, value()?)?,
+            "--duplicates" => a.duplicates = number(&flag, value()?)?,
+            "--concurrency" => a.concurrency = number::<usize>(&flag, value()?)?.max(1),
             "--secret" => a.secret = value()?,
             "--bad-signature" => a.bad_signature = true,
             "--stale" => a.stale = true,
@@ -130,7 +150,10 @@ fn thin_body(id: &str, event_type: &str) -> Result<String, Box<dyn Error>> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let a = parse_args()?;
-    let client = reqwest::Client::new();
+    // A server that stalls fails its request rather than hang the tool.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
     // Distinct ids on every run, so a second run is not all duplicates.
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

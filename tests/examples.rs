@@ -392,6 +392,35 @@ fn a_bad_secret_list_names_its_variable() {
     assert!(!stderr.contains("whsec_b"), "{stderr}");
 }
 
+/// An empty `SQLITE_PATH` stops the service (SQLite would give each connection a
+/// private temporary database: no shared store, nothing kept), and the reconcile
+/// example refuses an argument it does not know (a misspelt `--every` ran one pass and
+/// exited 0 where a schedule was wanted).
+#[test]
+fn an_empty_sqlite_path_or_an_unknown_argument_stops_the_example() {
+    let out = Command::new(common::example_binary("axum"))
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("STRIPE_WEBHOOKS_STORE")
+        .env("SQLITE_PATH", "")
+        .env("PORT", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SQLITE_PATH is set but empty"), "{stderr}");
+    let out = Command::new(common::example_binary("reconcile"))
+        .args(["--fake", "--evry", "300"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown argument") && stderr.contains("--evry"),
+        "{stderr}"
+    );
+}
+
 /// A secret variable set but empty (a secret reference that resolved to nothing) stops
 /// the example, instead of it running on the public development secret; so does a
 /// `DATABASE_URL` that is not PostgreSQL's (each replica would otherwise use a SQLite

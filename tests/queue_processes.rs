@@ -85,6 +85,54 @@ async fn run(
     (services, counts, delivered)
 }
 
+/// SIGTERM with a backlog queued: the service stops taking jobs at once, finishes the
+/// ones in hand and exits cleanly, leaving nothing running and the rest queued, which a
+/// restarted service runs, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_terminated_service_stops_taking_jobs_and_leaves_the_rest_queued() {
+    const N: usize = 100;
+    let _serial = SERIAL.lock().await;
+    let table = unique("qproc_term");
+    let pool = prepare_postgres(&table).await;
+    let url = pg_url();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("STRIPE_WEBHOOKS_TABLE", table.as_str()),
+        ("DEMO_HANDLER_SLEEP_MS", "100"),
+        ("QUEUE_WORKERS", "2"),
+    ];
+    let mut service = Service::start(&env).await;
+    let delivered = Arc::new(Delivered::default());
+    let evs = Arc::new(events("term", N));
+    deliver(vec![service.port], evs, 1, 16, Arc::clone(&delivered)).await;
+    // Two workers at 100 ms a job need about 5 s for the backlog.
+    let status = service.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}");
+    let states: Vec<(String, i64)> = stripe_webhooks::sqlx::query_as(&format!(
+        "SELECT state, COUNT(*) FROM {table}_jobs GROUP BY state ORDER BY state"
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let count = |s: &str| states.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+    assert_eq!(count("running"), 0, "{states:?}");
+    assert!(
+        count("queued") > 0,
+        "the backlog was worked through: {states:?}"
+    );
+    assert_eq!(count("queued") + count("completed"), N as i64, "{states:?}");
+    service.restart().await;
+    let counts = wait_drained(&service, N as u64, Duration::from_secs(60)).await;
+    assert_eq!(counts["dead"], 0, "{counts}");
+    let (rows, distinct): (i64, i64) = stripe_webhooks::sqlx::query_as(&format!(
+        "SELECT COUNT(*), COUNT(DISTINCT event_id) FROM {table}_effects"
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, distinct), (N as i64, N as i64));
+}
+
 fn common_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut env = vec![
         ("DEMO_HANDLER_SLEEP_MS", "0-50"),

@@ -182,10 +182,22 @@ impl Config {
                 Ok(u) => Some(u),
                 Err(_) => None,
             },
-            sqlite_path: std::env::var("SQLITE_PATH")
-                .unwrap_or_else(|_| "stripe-webhooks.db".to_owned()),
+            sqlite_path: sqlite_path("stripe-webhooks.db")?,
             memory: std::env::var("STRIPE_WEBHOOKS_STORE").is_ok_and(|s| s == "memory"),
         })
+    }
+}
+
+/// `SQLITE_PATH`, else `default`. Set but empty is an error: SQLite would open a private
+/// temporary database on each connection, so the pool's connections would not share
+/// the store, and nothing would survive a restart.
+pub fn sqlite_path(default: &str) -> Result<String, Box<dyn Error>> {
+    match std::env::var("SQLITE_PATH") {
+        Ok(p) if p.trim().is_empty() => {
+            Err("SQLITE_PATH is set but empty (unset it for the default file)".into())
+        }
+        Ok(p) => Ok(p),
+        Err(_) => Ok(default.to_owned()),
     }
 }
 
@@ -579,10 +591,14 @@ pub fn init_logging() {
         .init();
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT or SIGTERM. (A signal that cannot be listened for is waited for
+/// for ever, not taken as one: the service would stop as it starts.)
 pub async fn shutdown_signal() {
     let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
     };
     #[cfg(unix)]
     let term = async {

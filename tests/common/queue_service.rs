@@ -49,6 +49,25 @@ impl Service {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, and waits (at most `within`) for the process to exit: its status.
+    pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < within,
+                "the {} example did not stop within {within:?} of SIGTERM",
+                self.example
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Starts the process again on the same port with the same settings.
     pub async fn restart(&mut self) {
         self.child = spawn(self.example, self.port, &self.env);

@@ -279,9 +279,26 @@ fn redact_members_of(object: Option<&str>, v: &mut serde_json::Value) {
 /// `changes`), which holds members of an object of type `object` without naming it: as
 /// [`redact_json`], and the members that are that type's credentials. Of a type not
 /// known (`None`: a thin event's changes), its `url` is hidden as a
-/// [bearer link](BEARER_URL_OBJECTS)'s, which it may be.
+/// [bearer link](BEARER_URL_OBJECTS)'s, which it may be, and so are a `cvc` and a
+/// `number` of 12 to 19 digits, as an issuing card's ([`CARD_NUMBER_OBJECT`]).
 pub(crate) fn redact_change_set(object: Option<&str>, v: &mut serde_json::Value) {
     redact_members_of(object.or(BEARER_URL_OBJECTS.first().copied()), v);
+    if let (None, serde_json::Value::Object(m)) = (object, &mut *v) {
+        // And an issuing card's number and CVC, which they may be: a `cvc`, and a
+        // `number` of a card number's 12 to 19 digits (an invoice's is not).
+        for (k, v) in m.iter_mut() {
+            let card_number =
+                |s: &str| (12..=19).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+            let hidden = match (k.as_str(), &*v) {
+                ("cvc", serde_json::Value::String(_)) => true,
+                ("number", serde_json::Value::String(s)) => card_number(s),
+                _ => false,
+            };
+            if hidden {
+                *v = serde_json::Value::from("<redacted>");
+            }
+        }
+    }
     redact_json(v);
 }
 
@@ -290,7 +307,8 @@ pub(crate) fn debug_change_set<'a>(
     object: Option<&str>,
     json: &'a str,
 ) -> std::borrow::Cow<'a, str> {
-    if !(json.contains("\"url\"") || json.contains("\\u")) {
+    let card = object.is_none() && (json.contains("\"cvc\"") || json.contains("\"number\""));
+    if !(json.contains("\"url\"") || json.contains("\\u") || card) {
         return debug_json(json);
     }
     reparsed_redacted(json, |v| redact_change_set(object, v))
@@ -442,6 +460,21 @@ impl fmt::Debug for SigningSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A change set of no known type (a thin event's `changes` seen alone) hides what
+    /// may be an issuing card's number and CVC, and keeps an invoice's number.
+    #[test]
+    fn a_change_set_of_no_type_hides_a_card_number() {
+        let changes = r#"{"number":"4242424242424242","cvc":"123","last4":"4242"}"#;
+        let shown = debug_change_set(None, changes);
+        assert!(
+            !shown.contains("4242424242424242") && !shown.contains("123"),
+            "{shown}"
+        );
+        assert!(shown.contains(r#""last4":"4242""#), "{shown}");
+        let invoice = r#"{"number":"INV-0001","status":"open"}"#;
+        assert!(debug_change_set(None, invoice).contains("INV-0001"));
+    }
 
     /// A thin event's `changes` hold members of its related object without naming it: a
     /// verification session's bearer link in them is hidden too, as in its

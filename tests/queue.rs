@@ -3098,17 +3098,28 @@ async fn a_queue_whose_takes_are_all_slow_is_still_worked() {
         assert!(Instant::now() < deadline, "the job never ran");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let released = queue.releases.load(Ordering::SeqCst);
+    assert!(released >= 1, "no take timed out");
+    // The longer timeout stays while takes answer within it: the next job's take does
+    // not time out again (a reset to the store timeout did, every other take).
+    let body = customer_event("evt_all_slow_2", "cus_2", testing::now());
+    enqueue_body(&queue, &body).await;
+    while handler.seen().len() < 2 {
+        assert!(Instant::now() < deadline, "the second job never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     handle.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(handler.seen(), ["evt_all_slow"]);
+    assert_eq!(handler.seen(), ["evt_all_slow", "evt_all_slow_2"]);
     let rec = queue.record("evt_all_slow").await;
     assert_eq!(
         (rec.state, rec.attempts),
         (JobState::Completed, 1),
         "{rec:?}"
     );
-    assert!(
-        queue.releases.load(Ordering::SeqCst) >= 1,
-        "no take timed out"
+    assert_eq!(
+        queue.releases.load(Ordering::SeqCst),
+        released,
+        "a take timed out again"
     );
 }
 

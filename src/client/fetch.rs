@@ -370,8 +370,8 @@ pub enum FetchLatestError {
         /// Its object type, if one is known.
         object_type: Option<String>,
     },
-    /// A `*.deleted` type: its object can no longer be fetched (a 404 would fail the
-    /// handler on every retry).
+    /// A `*.deleted` type whose object can no longer be fetched (a 404 would fail the
+    /// handler on every retry): all but `customer.subscription.deleted`.
     #[error("cannot fetch the object of {event_type} events: it was deleted")]
     Deleted {
         /// The event type.
@@ -406,7 +406,8 @@ pub enum WhenGone {
     /// object's stub (`"deleted": true`, as for a deleted customer): the object was
     /// deleted after the event (a product, a draft invoice, a plan…), so there is no
     /// current state to act on, and the deletion's own event (`*.deleted`, which
-    /// `FetchLatest` passes through as delivered) tells the handler. Without it, each
+    /// `FetchLatest` cannot fetch for, but `customer.subscription.deleted`) tells the
+    /// handler. Without it, each
     /// such event fails every retry for three days. Stripe answers the same to a request
     /// for the wrong account, which this also skips: choose it once fetches are known to
     /// work. A connected account's test mode event with a live key (Stripe sends

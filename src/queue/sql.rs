@@ -937,12 +937,17 @@ macro_rules! inbox_runner {
                     // and every later `BEGIN` on it would fail).
                     let (step, discard) = async {
                         let statement = <$db as QueueDialect>::inbox_begin(begin, deadline);
+                        // A begin of two statements that failed after its `BEGIN` ran leaves
+                        // the server in a transaction sqlx does not count (and will not roll
+                        // back): that connection is closed too.
+                        let compound = statement.as_ref() != begin;
                         let mut tx = match sqlx::Connection::begin_with(&mut *conn, statement).await {
                             Ok(tx) => tx,
                             // Closed only when sqlx still counts a transaction open on it
-                            // (a busy database leaves it sound).
+                            // (a busy database leaves it sound), or may not know of one.
                             Err(e) => {
-                                let stuck = matches!(e, sqlx::Error::InvalidSavePointStatement);
+                                let stuck = compound
+                                    || matches!(e, sqlx::Error::InvalidSavePointStatement);
                                 return (Step::Done(begun(&e)), stuck);
                             }
                         };

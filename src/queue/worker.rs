@@ -298,8 +298,9 @@ fn no_handler(family: &str, fix: &str) -> String {
 /// - the completion is fenced: only the worker that holds the job can complete it;
 /// - a failed run is retried after a [`RetryPolicy`] delay; after its last attempt the
 ///   job is dead, with its last error and attempts, until an operator requeues it;
-/// - each take counts an attempt: a job taken more often than the policy's attempts
-///   without a run that settled (its worker died each time) is dead too, with why;
+/// - each take counts an attempt: a job taken more often than the policy's attempts,
+///   its last runs unsettled (their worker died, or they outlived their lease), is dead
+///   too, with why and the last error a run recorded;
 /// - a job whose type its family's handler does not take is completed without running
 ///   anything; a job of a family the worker has no handler for (a thin job on a worker
 ///   without a thin handler) is dead, with the reason, until an operator requeues it.
@@ -335,9 +336,11 @@ pub struct Worker {
     /// worker waits for them (until its hard stop), or its runtime's end could cut them
     /// and leave their jobs running under a lease no one holds.
     late_takes: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    /// How many takes in a row timed out: each doubles the next take's timeout
+    /// How many timed-out takes answered late since a take last answered within the
+    /// store timeout: each doubles the next take's timeout
     /// ([`take_timeout`](Self::take_timeout)), so a queue whose takes are all slower than
-    /// the store timeout is still taken from rather than never.
+    /// the store timeout is still taken from rather than never. A take that never
+    /// answers (a queue that is down) does not count: its outage shows at once.
     late_streak: Arc<AtomicU32>,
 }
 
@@ -574,10 +577,11 @@ impl Worker {
 
     /// How long a queue call may take before it counts as failed (default 2 s; at least
     /// 10 ms, since with a zero timeout no take would ever finish; at most
-    /// [`MAX_STORE_TIMEOUT`](crate::MAX_STORE_TIMEOUT)). A take that times out doubles
-    /// the next take's timeout, up to 64 times this or half the lease, whichever is
-    /// less (one that answers in time brings it back), so a queue whose takes are all
-    /// slower than this is still worked.
+    /// [`MAX_STORE_TIMEOUT`](crate::MAX_STORE_TIMEOUT)). A take that times out and then
+    /// answers doubles the next take's timeout, up to 64 times this or half the lease,
+    /// whichever is less (one that answers within this brings it back), so a queue whose
+    /// takes are all slower than this is still worked; a queue that does not answer at
+    /// all keeps this timeout.
     #[must_use]
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
         self.settings.store_timeout = timeout.clamp(
@@ -587,18 +591,24 @@ impl Worker {
         self
     }
 
-    /// How long a take may wait: the store timeout, or the queue's floor if higher,
-    /// doubled for each take in a row that timed out (up to 64 times), but not past half
-    /// the lease (a take that answers later leaves its jobs too little of it to run).
-    /// One take that answers in time brings it back down.
+    /// How long a take may wait: the store timeout, or the queue's floor if higher
+    /// ([`base_take_timeout`](Self::base_take_timeout)), doubled for each timed-out take
+    /// that answered late (up to 64 times), but not past half the lease (a take that
+    /// answers later leaves its jobs too little of it to run). A take that answers
+    /// within the base brings it back down; one that answers within the longer timeout
+    /// keeps it, so a queue that is always that slow is not timed out every other take.
     fn take_timeout(&self) -> Duration {
-        let base = self
-            .settings
-            .store_timeout
-            .max(self.queue.min_take_timeout());
+        let base = self.base_take_timeout();
         let streak = self.late_streak.load(Ordering::Relaxed).min(6);
         base.saturating_mul(1 << streak)
             .min(base.max(self.settings.lease / 2))
+    }
+
+    /// The store timeout, or the queue's floor if higher.
+    fn base_take_timeout(&self) -> Duration {
+        self.settings
+            .store_timeout
+            .max(self.queue.min_take_timeout())
     }
 
     /// Takes up to `max` jobs within the take timeout. The take runs on a task of its
@@ -615,6 +625,7 @@ impl Worker {
     ) -> Result<Vec<Job>, StoreError> {
         let queue = Arc::clone(&self.queue);
         let (lease, ordered) = (self.settings.lease, self.settings.per_object_order);
+        let sent = Instant::now();
         let mut take = tokio::spawn(async move { queue.take(max, lease, ordered).await });
         let limit = self.take_timeout();
         let stopped = async {
@@ -626,13 +637,14 @@ impl Worker {
         tokio::select! {
             answered = tokio::time::timeout(limit, &mut take) => match answered {
                 Ok(Ok(taken)) => {
-                    self.late_streak.store(0, Ordering::Relaxed);
+                    if sent.elapsed() <= self.base_take_timeout() {
+                        self.late_streak.store(0, Ordering::Relaxed);
+                    }
                     taken
                 }
                 Ok(Err(e)) => Err(StoreError::unavailable(format!("the take failed: {e}"))),
                 Err(_) => {
                     self.give_back_when_answered(take);
-                    self.late_streak.fetch_add(1, Ordering::Relaxed);
                     Err(StoreError::Timeout(limit))
                 }
             },
@@ -648,8 +660,14 @@ impl Worker {
     /// stops, until the hard stop.
     fn give_back_when_answered(&self, take: tokio::task::JoinHandle<Result<Vec<Job>, StoreError>>) {
         let queue = Arc::clone(&self.queue);
+        let late_streak = Arc::clone(&self.late_streak);
         let giving_back = tokio::spawn(async move {
-            if let Ok(Ok(jobs)) = take.await {
+            let answered = take.await;
+            if answered.is_ok() {
+                // Slow, not down: the next take waits longer.
+                late_streak.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Ok(Ok(jobs)) = answered {
                 for job in jobs {
                     // If this fails too, the job's lease ends and it runs then.
                     let _ = queue.release(&job.token).await;

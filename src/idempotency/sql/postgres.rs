@@ -25,7 +25,6 @@ const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times a migration run that could not get a lock is tried again.
 const MIGRATION_TRIES: u64 = 10;
 
-/// Postgres's `lock_not_available` (a `lock_timeout` fired).
 /// A statement that sets the transaction's `statement_timeout` to `deadline` and a
 /// second, unless the session has one of its own (kept as it is, never widened): for an
 /// inbox transaction, whose handler, stopped at its deadline in the middle of a
@@ -55,6 +54,7 @@ pub(crate) fn bound_statements(value: &str) -> String {
     )
 }
 
+/// Postgres's `lock_not_available` (a `lock_timeout` fired).
 pub(crate) fn is_lock_timeout(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
 }

@@ -508,20 +508,6 @@ async fn postgres_inbox_a_commit_refused_for_the_handlers_writes_is_its_failure(
     assert!(why.contains("could not be committed"), "{why}");
 }
 
-/// Runs a statement far longer than the handler's deadline.
-struct SleepsInTheDatabase;
-
-#[async_trait]
-impl TransactionalHandler<Postgres> for SleepsInTheDatabase {
-    async fn handle(&self, _event: &Event, conn: &mut PgConnection) -> Result<(), HandlerError> {
-        stripe_webhooks::sqlx::query("SELECT pg_sleep(30)")
-            .execute(&mut *conn)
-            .await
-            .map_err(HandlerError::new)?;
-        Ok(())
-    }
-}
-
 /// A handler dropped at its deadline in the middle of a statement: the statement is
 /// cancelled on the server (which would otherwise run it to its end, holding the claim's
 /// row), so the failure is recorded at once and Stripe's next delivery runs again
@@ -531,7 +517,7 @@ async fn postgres_inbox_cancels_the_statement_a_deadline_cut() {
     let store = pg_store("t_faults_cancel").await;
     let p = Processor::with_inbox(
         Verifier::from_secrets_list(SECRET).unwrap(),
-        store.inbox(SleepsInTheDatabase),
+        store.inbox(common::SleepsInTheDatabase),
     )
     .with_handler_deadline(Some(Duration::from_secs(1)));
     let o = deliver_one(&p, "pg_cancel").await;
@@ -568,7 +554,7 @@ async fn postgres_inbox_ends_a_cut_statement_without_a_spare_connection() {
     let store = pg_store_on(options, &url, "t_faults_cancel_one").await;
     let p = Processor::with_inbox(
         Verifier::from_secrets_list(SECRET).unwrap(),
-        store.inbox(SleepsInTheDatabase),
+        store.inbox(common::SleepsInTheDatabase),
     )
     .with_handler_deadline(Some(Duration::from_millis(500)))
     .with_store_timeout(Duration::from_secs(2));
@@ -590,20 +576,40 @@ async fn postgres_inbox_ends_a_cut_statement_without_a_spare_connection() {
     assert_eq!(rec.status, RecordStatus::Failed);
 }
 
-/// Records the `statement_timeout` its statements run under.
-#[derive(Default, Clone)]
-struct ShowsStatementTimeout(Arc<Mutex<Vec<String>>>);
+/// Records the setting its statements run under (`SHOW {0}`).
+#[derive(Clone)]
+struct ShowsSetting(&'static str, Arc<Mutex<Vec<String>>>);
+
+impl ShowsSetting {
+    fn new(setting: &'static str) -> Self {
+        Self(setting, Arc::default())
+    }
+}
 
 #[async_trait]
-impl TransactionalHandler<Postgres> for ShowsStatementTimeout {
+impl TransactionalHandler<Postgres> for ShowsSetting {
     async fn handle(&self, _event: &Event, conn: &mut PgConnection) -> Result<(), HandlerError> {
-        let shown: String = stripe_webhooks::sqlx::query_scalar("SHOW statement_timeout")
+        let shown: String = stripe_webhooks::sqlx::query_scalar(&format!("SHOW {}", self.0))
             .fetch_one(&mut *conn)
             .await
             .map_err(HandlerError::new)?;
-        self.0.lock().unwrap().push(shown);
+        self.1.lock().unwrap().push(shown);
         Ok(())
     }
+}
+
+/// A store whose pool runs `set` on each connection it opens (a session setting).
+async fn pg_store_setting(set: &'static str, table: &str) -> PostgresStore {
+    use stripe_webhooks::sqlx::Executor;
+    let (url, _) = pg_url_and_target();
+    let options =
+        stripe_webhooks::sqlx::postgres::PgPoolOptions::new().after_connect(move |conn, _| {
+            Box::pin(async move {
+                conn.execute(set).await?;
+                Ok(())
+            })
+        });
+    pg_store_on(options, &url, table).await
 }
 
 /// With a handler deadline, the handler's statements are bounded by it and a second;
@@ -611,22 +617,18 @@ impl TransactionalHandler<Postgres> for ShowsStatementTimeout {
 /// session's setting, never widened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_inbox_bounds_statements_by_the_deadline_unless_the_session_does() {
-    use stripe_webhooks::sqlx::Executor;
-    let (url, _) = pg_url_and_target();
     let plain = pg_store("t_faults_stmt_timeout").await;
-    let own = stripe_webhooks::sqlx::postgres::PgPoolOptions::new().after_connect(|conn, _| {
-        Box::pin(async move {
-            conn.execute("SET statement_timeout = '4321ms'").await?;
-            Ok(())
-        })
-    });
-    let own = pg_store_on(own, &url, "t_faults_stmt_timeout_own").await;
+    let own = pg_store_setting(
+        "SET statement_timeout = '4321ms'",
+        "t_faults_stmt_timeout_own",
+    )
+    .await;
     for (store, deadline, want) in [
         (&plain, Some(Duration::from_secs(2)), "3s"),
         (&plain, None, "0"),
         (&own, Some(Duration::from_secs(2)), "4321ms"),
     ] {
-        let handler = ShowsStatementTimeout::default();
+        let handler = ShowsSetting::new("statement_timeout");
         let p = Processor::with_inbox(
             Verifier::from_secrets_list(SECRET).unwrap(),
             store.inbox(handler.clone()),
@@ -641,23 +643,7 @@ async fn postgres_inbox_bounds_statements_by_the_deadline_unless_the_session_doe
         )
         .await;
         assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
-        assert_eq!(*handler.0.lock().unwrap(), [want], "{deadline:?}");
-    }
-}
-
-/// Records the `lock_timeout` its statements run under.
-#[derive(Default, Clone)]
-struct ShowsLockTimeout(Arc<Mutex<Vec<String>>>);
-
-#[async_trait]
-impl TransactionalHandler<Postgres> for ShowsLockTimeout {
-    async fn handle(&self, _event: &Event, conn: &mut PgConnection) -> Result<(), HandlerError> {
-        let shown: String = stripe_webhooks::sqlx::query_scalar("SHOW lock_timeout")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(HandlerError::new)?;
-        self.0.lock().unwrap().push(shown);
-        Ok(())
+        assert_eq!(*handler.1.lock().unwrap(), [want], "{deadline:?}");
     }
 }
 
@@ -666,23 +652,15 @@ impl TransactionalHandler<Postgres> for ShowsLockTimeout {
 /// default.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_inbox_handler_runs_under_the_sessions_lock_timeout() {
-    use stripe_webhooks::sqlx::Executor;
-    let (url, _) = pg_url_and_target();
-    let options = stripe_webhooks::sqlx::postgres::PgPoolOptions::new().after_connect(|conn, _| {
-        Box::pin(async move {
-            conn.execute("SET lock_timeout = '4321ms'").await?;
-            Ok(())
-        })
-    });
-    let store = pg_store_on(options, &url, "t_faults_locktimeout").await;
-    let handler = ShowsLockTimeout::default();
+    let store = pg_store_setting("SET lock_timeout = '4321ms'", "t_faults_locktimeout").await;
+    let handler = ShowsSetting::new("lock_timeout");
     let p = Processor::with_inbox(
         Verifier::from_secrets_list(SECRET).unwrap(),
         store.inbox(handler.clone()),
     );
     let o = deliver_one(&p, "pg_locktimeout").await;
     assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
-    assert_eq!(*handler.0.lock().unwrap(), ["4321ms"]);
+    assert_eq!(*handler.1.lock().unwrap(), ["4321ms"]);
 }
 
 /// A store timeout too long for PostgreSQL's `lock_timeout` (or for the clock) is taken

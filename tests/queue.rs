@@ -1780,24 +1780,6 @@ mod postgres {
         }
     }
 
-    /// Sleeps in a statement for 30 s.
-    struct SleepsInAStatement;
-
-    #[async_trait]
-    impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Postgres> for SleepsInAStatement {
-        async fn handle(
-            &self,
-            _event: &Event,
-            conn: &mut stripe_webhooks::sqlx::PgConnection,
-        ) -> Result<(), HandlerError> {
-            stripe_webhooks::sqlx::query("SELECT pg_sleep(30)")
-                .execute(&mut *conn)
-                .await
-                .map_err(HandlerError::new)?;
-            Ok(())
-        }
-    }
-
     /// An inbox handler stopped at its deadline in the middle of a statement: the
     /// statement is cut on the server too (the transaction's `statement_timeout` is the
     /// deadline), so the rollback does not wait for it to end and the job's run ends
@@ -1808,7 +1790,7 @@ mod postgres {
         let queue = queue("qcut").await;
         enqueue_body(&queue, &customer_event(&unique("evt_cut"), "cus_1", 1)).await;
         let worker = queue
-            .inbox_worker(SleepsInAStatement)
+            .inbox_worker(common::SleepsInTheDatabase)
             .with_deadline(Some(Duration::from_millis(300)))
             .with_retry(fast_retry(2));
         let run = tokio::spawn(async move { worker.run_once().await });

@@ -123,3 +123,26 @@ impl stripe_webhooks::ThinEventHandler for NoopThin {
         Ok(())
     }
 }
+
+/// A PostgreSQL inbox handler that runs one statement for 30 s (`SELECT pg_sleep(30)`),
+/// far past any handler deadline.
+#[cfg(feature = "postgres")]
+pub struct SleepsInTheDatabase;
+
+#[cfg(feature = "postgres")]
+#[stripe_webhooks::async_trait]
+impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Postgres>
+    for SleepsInTheDatabase
+{
+    async fn handle(
+        &self,
+        _event: &stripe_webhooks::Event,
+        conn: &mut stripe_webhooks::sqlx::PgConnection,
+    ) -> Result<(), stripe_webhooks::HandlerError> {
+        stripe_webhooks::sqlx::query("SELECT pg_sleep(30)")
+            .execute(&mut *conn)
+            .await
+            .map_err(stripe_webhooks::HandlerError::new)?;
+        Ok(())
+    }
+}

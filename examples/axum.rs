@@ -7,7 +7,7 @@
 //!   development secret when unset.
 //! - The store: the SQLite file `stripe-webhooks.db` (or `SQLITE_PATH`) by default,
 //!   PostgreSQL when `DATABASE_URL=postgres://…`, Redis when `REDIS_URL=redis://…`, memory
-//!   when `STRIPE_WEBHOOKS_STORE=memory`.
+//!   when `STRIPE_WEBHOOKS_STORE=memory`; naming more than one is refused.
 //! - `PORT` (default 4242) on 127.0.0.1; `RUST_LOG` sets the log level.
 //!
 //! - `STRIPE_THIN_WEBHOOK_SECRET`: the thin event destination's secret(s). With

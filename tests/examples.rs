@@ -393,7 +393,8 @@ fn a_bad_secret_list_names_its_variable() {
 }
 
 /// An empty `SQLITE_PATH` stops the service (SQLite would give each connection a
-/// private temporary database: no shared store, nothing kept), and the reconcile
+/// private temporary database: no shared store, nothing kept), so do two stores named
+/// at once, and the reconcile
 /// example refuses an argument it does not know (a misspelt `--every` ran one pass and
 /// exited 0 where a schedule was wanted).
 #[test]
@@ -409,6 +410,18 @@ fn an_empty_sqlite_path_or_an_unknown_argument_stops_the_example() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("SQLITE_PATH is set but empty"), "{stderr}");
+    // Two stores named (a leftover variable): refused, rather than one picked silently.
+    let out = Command::new(common::example_binary("axum"))
+        .env_remove("STRIPE_WEBHOOKS_STORE")
+        .env("DATABASE_URL", "postgres://u:pw@127.0.0.1:1/app")
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .env("PORT", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("more than one store is named"), "{stderr}");
+    assert!(!stderr.contains(":pw@"), "{stderr}");
     let out = Command::new(common::example_binary("reconcile"))
         .args(["--fake", "--evry", "300"])
         .output()

@@ -170,7 +170,7 @@ impl Config {
                 ),
                 Err(_) => None,
             };
-        Ok(Self {
+        let config = Self {
             secrets,
             thin_secrets,
             port,
@@ -184,7 +184,17 @@ impl Config {
             },
             sqlite_path: sqlite_path("stripe-webhooks.db")?,
             memory: std::env::var("STRIPE_WEBHOOKS_STORE").is_ok_and(|s| s == "memory"),
-        })
+        };
+        // One store: two named (a leftover variable) would leave the choice to an order
+        // no one reads, and replicas that disagree would not share their claims.
+        let urls =
+            usize::from(config.database_url.is_some()) + usize::from(config.redis_url.is_some());
+        if urls + usize::from(config.memory) > 1 {
+            return Err("more than one store is named (DATABASE_URL, REDIS_URL, \
+                        STRIPE_WEBHOOKS_STORE=memory): keep the one this service uses"
+                .into());
+        }
+        Ok(config)
     }
 }
 

@@ -37,16 +37,21 @@ use stripe_webhooks::{Processor, SqliteStore, Verifier};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     common::init_logging();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    // Every argument is one this example knows: a misspelt `--every` would run one pass
-    // and exit 0 where a schedule was wanted.
-    let mut rest = args.iter();
-    while let Some(a) = rest.next() {
+    let (mut fake, mut undelivered, mut every) = (false, false, None);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
         match a.as_str() {
-            "--fake" | "--undelivered" => {}
+            "--fake" => fake = true,
+            "--undelivered" => undelivered = true,
             "--every" => {
-                rest.next();
+                let secs = args.next().ok_or("--every needs a number of seconds")?;
+                every = match secs.parse::<u64>() {
+                    Ok(n) if n >= 1 => Some(Duration::from_secs(n)),
+                    _ => return Err(format!("--every {secs:?}: seconds, at least 1").into()),
+                };
             }
+            // A misspelt `--every` would run one pass and exit 0 where a schedule was
+            // wanted.
             other => {
                 return Err(format!(
                     "unknown argument {other:?}: the arguments are --fake, --undelivered \
@@ -56,18 +61,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
             }
         }
     }
-    let fake = args.iter().any(|a| a == "--fake");
-    let undelivered = args.iter().any(|a| a == "--undelivered");
-    let every = match args.iter().position(|a| a == "--every") {
-        Some(i) => {
-            let secs = args.get(i + 1).ok_or("--every needs a number of seconds")?;
-            match secs.parse::<u64>() {
-                Ok(n) if n >= 1 => Some(Duration::from_secs(n)),
-                _ => return Err(format!("--every {secs:?}: seconds, at least 1").into()),
-            }
-        }
-        None => None,
-    };
 
     // The verifier is not used by a reconciler (the API is authenticated by the key),
     // but a processor has one: the service's. The fake's demo signs its one webhook with

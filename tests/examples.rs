@@ -399,39 +399,41 @@ fn a_bad_secret_list_names_its_variable() {
 /// exited 0 where a schedule was wanted).
 #[test]
 fn an_empty_sqlite_path_or_an_unknown_argument_stops_the_example() {
-    let out = Command::new(common::example_binary("axum"))
-        .env_remove("DATABASE_URL")
-        .env_remove("REDIS_URL")
-        .env_remove("STRIPE_WEBHOOKS_STORE")
-        .env("SQLITE_PATH", "")
-        .env("PORT", "0")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("SQLITE_PATH is set but empty"), "{stderr}");
-    // Two stores named (a leftover variable): refused, rather than one picked silently.
-    let out = Command::new(common::example_binary("axum"))
-        .env_remove("STRIPE_WEBHOOKS_STORE")
-        .env("DATABASE_URL", "postgres://u:pw@127.0.0.1:1/app")
-        .env("REDIS_URL", "redis://127.0.0.1:1")
-        .env("PORT", "0")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("more than one store is named"), "{stderr}");
-    assert!(!stderr.contains(":pw@"), "{stderr}");
-    let out = Command::new(common::example_binary("reconcile"))
-        .args(["--fake", "--evry", "300"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("unknown argument") && stderr.contains("--evry"),
-        "{stderr}"
+    let axum = || {
+        let mut c = Command::new(common::example_binary("axum"));
+        c.env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("STRIPE_WEBHOOKS_STORE")
+            .env("PORT", "0");
+        c
+    };
+    refused(
+        axum().env("SQLITE_PATH", ""),
+        "SQLITE_PATH is set but empty",
     );
+    // Two stores named (a leftover variable): refused, rather than one picked silently.
+    refused(
+        axum()
+            .env("DATABASE_URL", "postgres://u:pw@127.0.0.1:1/app")
+            .env("REDIS_URL", "redis://127.0.0.1:1"),
+        "more than one store is named",
+    );
+    let stderr = refused(
+        Command::new(common::example_binary("reconcile")).args(["--fake", "--evry", "300"]),
+        "unknown argument",
+    );
+    assert!(stderr.contains("--evry"), "{stderr}");
+}
+
+/// Runs `command`, which must fail saying `said` (and never a URL's password); its
+/// standard error.
+fn refused(command: &mut Command, said: &str) -> String {
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{said}: {stderr}");
+    assert!(stderr.contains(said), "{stderr}");
+    assert!(!stderr.contains(":pw@"), "{stderr}");
+    stderr
 }
 
 /// A secret variable set but empty (a secret reference that resolved to nothing) stops
@@ -460,20 +462,17 @@ fn an_empty_secret_or_a_foreign_database_url_stops_the_example() {
         ("DATABASE_URL", "", "DATABASE_URL is set but empty"),
         ("REDIS_URL", "", "REDIS_URL is set but empty"),
     ] {
-        let out = Command::new(common::example_binary("axum"))
-            .env_remove("STRIPE_WEBHOOK_SECRET")
-            .env_remove("STRIPE_THIN_WEBHOOK_SECRET")
-            .env_remove("DATABASE_URL")
-            .env_remove("REDIS_URL")
-            .env(name, value)
-            .env("SQLITE_PATH", dir.join("m.db"))
-            .env("PORT", "0")
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{name}={value:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(said), "{stderr}");
-        assert!(!stderr.contains(":pw@"), "{stderr}");
+        refused(
+            Command::new(common::example_binary("axum"))
+                .env_remove("STRIPE_WEBHOOK_SECRET")
+                .env_remove("STRIPE_THIN_WEBHOOK_SECRET")
+                .env_remove("DATABASE_URL")
+                .env_remove("REDIS_URL")
+                .env(name, value)
+                .env("SQLITE_PATH", dir.join("m.db"))
+                .env("PORT", "0"),
+            said,
+        );
     }
     // The examples that read the secret without the shared configuration do the same.
     // (Spawned with a deadline: one that took the secret as unset would serve on.)

@@ -306,18 +306,26 @@ impl GroupCommit {
             // Cleared however the task ends, or checkpoints would stop for good.
             let _running = Running(running);
             let t = BUSY_TIMEOUT + Duration::from_secs(1);
-            // Best effort: whatever a checkpoint leaves, the next one copies. One
-            // connection for both steps, taken before the writer is paused.
-            let Ok(Ok(mut conn)) = tokio::time::timeout(t, pool.acquire()).await else {
-                return;
-            };
+            // Best effort: whatever a checkpoint leaves, the next one copies.
             let checkpoint = "PRAGMA wal_checkpoint(PASSIVE)";
-            let _ = tokio::time::timeout(t, sqlx::query(checkpoint).execute(&mut *conn)).await;
+            {
+                let Ok(Ok(mut conn)) = tokio::time::timeout(t, pool.acquire()).await else {
+                    return;
+                };
+                let _ = tokio::time::timeout(t, sqlx::query(checkpoint).execute(&mut *conn)).await;
+                // The connection goes back to the pool here: held while waiting for the
+                // writer, it would starve the store's other users (a pool of one for up
+                // to the busy timeout).
+            }
             let mut writer = shared.lock().await;
             if let Some(batch) = writer.batch.take() {
                 let _ = commit_batch(&mut writer, batch, t).await;
             }
-            // Only the pages written since the first step: a short pause.
+            // Only a connection that is free now: waiting for one would pause every
+            // delivery. Only the pages written since the first step: a short pause.
+            let Some(mut conn) = pool.try_acquire() else {
+                return;
+            };
             let pause = Duration::from_secs(1);
             let _ = tokio::time::timeout(pause, sqlx::query(checkpoint).execute(&mut *conn)).await;
         });
@@ -421,5 +429,34 @@ impl GroupCommit {
             committed: watch::Sender::new(None),
             interrupt,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::sqlite::SqlitePoolOptions;
+
+    /// The checkpoint task waits for the writer without holding a connection of the
+    /// store's pool, so a pool of one still serves the store's reads meanwhile.
+    #[tokio::test]
+    async fn a_checkpoint_waiting_for_the_writer_holds_no_pool_connection() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .expect("an in-memory database opens");
+        let engine = GroupCommit::new(pool.clone());
+        let mut writer = engine.lock().await.expect("the writer is free");
+        engine.checkpoint_soon(&mut writer, CHECKPOINT_EVERY);
+        // The task takes the pool's connection, checkpoints, then waits for the writer.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let reader = tokio::time::timeout(Duration::from_secs(3), pool.acquire()).await;
+        assert!(
+            matches!(reader, Ok(Ok(_))),
+            "the pool's one connection was held while the checkpoint waited for the writer"
+        );
+        drop(reader);
+        drop(writer);
     }
 }

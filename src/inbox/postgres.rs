@@ -353,10 +353,7 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
             }
             Ok(Claimed::Refused) => {
                 // Under the store timeout like every other store call.
-                let state = store_call(t, async {
-                    core.state_on(&mut *tx, id).await.map_err(db_err)
-                })
-                .await;
+                let state = store_call(t, async { core.state_on(&mut *tx, id).await }).await;
                 drop(tx);
                 return match state {
                     Ok(Some(Claim::InProgress { retry_after })) => {

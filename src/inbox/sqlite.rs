@@ -480,10 +480,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
         batch.savepoint_open = true;
         batch.events.push(id.clone());
         let Some(attempt) = claimed else {
-            let state = store_call(t, async {
-                core.state_on(&mut *batch.tx, id).await.map_err(db_err)
-            })
-            .await?;
+            let state = store_call(t, async { core.state_on(&mut *batch.tx, id).await }).await?;
             return Ok(match state {
                 // Completed, perhaps earlier in this same batch: say so only once that
                 // is committed.

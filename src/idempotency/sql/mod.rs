@@ -15,7 +15,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
 
 use super::{
     validate_name, Claim, ClaimToken, EventRecord, LockedClaim, ObjectLock, RecordStatus,
-    StoreError, Watermark,
+    StoreError, UnknownStatus, Watermark,
 };
 use crate::event::{EventId, EventType};
 use statements::{render, Statements};
@@ -210,14 +210,19 @@ pub(crate) fn retry_after_ms(ms: i64) -> Duration {
 
 /// What a `state` row says about a record that refused a claim: completed, or in
 /// progress for how long. `None`: failed or expired since the claim ran (try again).
-pub(crate) fn claim_from_state(status: &str, left_ms: Option<i64>) -> Option<Claim> {
-    match status {
-        "completed" => Some(Claim::Completed),
-        "processing" if left_ms.unwrap_or(0) > 0 => Some(Claim::InProgress {
+/// A status this crate never writes (a hand edit) is an error: no claim would ever take
+/// such a record, and answering it as in progress would hide that for good.
+pub(crate) fn claim_from_state(
+    status: &str,
+    left_ms: Option<i64>,
+) -> Result<Option<Claim>, UnknownStatus> {
+    Ok(match status.parse::<RecordStatus>()? {
+        RecordStatus::Completed => Some(Claim::Completed),
+        RecordStatus::Processing if left_ms.unwrap_or(0) > 0 => Some(Claim::InProgress {
             retry_after: retry_after_ms(left_ms.unwrap_or(0)),
         }),
-        _ => None,
-    }
+        RecordStatus::Processing | RecordStatus::Failed => None,
+    })
 }
 
 /// Words that cannot name a table unquoted, in lower case and sorted: PostgreSQL's
@@ -469,18 +474,20 @@ where
         &self,
         conn: E,
         id: &EventId,
-    ) -> Result<Option<Claim>, sqlx::Error>
+    ) -> Result<Option<Claim>, StoreError>
     where
         E: Executor<'c, Database = DB>,
     {
         let row = sqlx::query(&self.sql.state)
             .bind(id.as_str())
             .fetch_optional(conn)
-            .await?;
+            .await
+            .map_err(db_err)?;
         let Some(row) = row else { return Ok(None) };
-        let status: String = row.try_get(0)?;
-        let left: Option<i64> = row.try_get(1)?;
-        Ok(claim_from_state(&status, left))
+        let status: String = row.try_get(0).map_err(db_err)?;
+        let left: Option<i64> = row.try_get(1).map_err(db_err)?;
+        claim_from_state(&status, left)
+            .map_err(|e| StoreError::unavailable(format!("event {id}: {e}")))
     }
 
     /// Records a failure outside any live claim (see `Statements::record_failure`);
@@ -533,7 +540,7 @@ where
             if let Some(attempt) = claimed {
                 return Ok(Claim::Acquired(token.with_attempt(attempt)));
             }
-            if let Some(claim) = self.state_on(&self.pool, id).await.map_err(db_err)? {
+            if let Some(claim) = self.state_on(&self.pool, id).await? {
                 return Ok(claim);
             }
         }
@@ -817,7 +824,7 @@ where
                     }
                 }
                 Err(e) if raised(&e, statements::CLAIM_REFUSED) => {
-                    match self.state_on(&self.pool, id).await.map_err(db_err)? {
+                    match self.state_on(&self.pool, id).await? {
                         Some(claim) => return Ok(LockedClaim::Refused(claim)),
                         None => continue,
                     }
@@ -925,7 +932,7 @@ where
             }
             // Refused: the lock was taken in the same statement; give it back first.
             self.unlock_object(object_id, holder).await?;
-            let state = self.state_on(&self.pool, id).await.map_err(db_err)?;
+            let state = self.state_on(&self.pool, id).await?;
             if let Some(claim) = state {
                 return Ok(LockedClaim::Refused(claim));
             }
@@ -961,7 +968,7 @@ where
         object_id: &str,
         id: &EventId,
     ) -> Result<Option<LockedClaim>, StoreError> {
-        if let Some(Claim::Completed) = self.state_on(&self.pool, id).await.map_err(db_err)? {
+        if let Some(Claim::Completed) = self.state_on(&self.pool, id).await? {
             return Ok(Some(LockedClaim::Refused(Claim::Completed)));
         }
         Ok(self
@@ -1426,15 +1433,65 @@ mod tests {
 
     #[test]
     fn refused_claims_read_their_state() {
-        assert_eq!(claim_from_state("completed", None), Some(Claim::Completed));
+        assert_eq!(
+            claim_from_state("completed", None),
+            Ok(Some(Claim::Completed))
+        );
         assert_eq!(
             claim_from_state("processing", Some(1500)),
-            Some(Claim::InProgress {
+            Ok(Some(Claim::InProgress {
                 retry_after: Duration::from_millis(1500)
-            })
+            }))
         );
-        assert_eq!(claim_from_state("processing", Some(0)), None);
-        assert_eq!(claim_from_state("failed", None), None);
+        assert_eq!(claim_from_state("processing", Some(0)), Ok(None));
+        assert_eq!(claim_from_state("failed", None), Ok(None));
+        assert_eq!(
+            claim_from_state("paused", Some(1500)),
+            Err(UnknownStatus("paused".into()))
+        );
+    }
+
+    /// A record with a status this crate never writes (a hand edit) makes a claim fail
+    /// with an error that names it, rather than answer "in progress" (409) for ever.
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn a_record_with_an_unknown_status_is_an_error_not_in_progress() {
+        use crate::IdempotencyStore;
+        let path = std::env::temp_dir().join(format!(
+            "stripe_webhooks_unknown_status_{}.db",
+            std::process::id()
+        ));
+        let store = crate::SqliteStore::connect(&path).await.unwrap();
+        let (id, t) = (EventId::new("evt_edited"), EventType::InvoicePaid);
+        let claim = store.claim(&id, &t, Duration::from_secs(60)).await;
+        assert!(matches!(claim, Ok(Claim::Acquired(_))), "{claim:?}");
+        // PostgreSQL's table has no check on the status (migration 4); SQLite's must be
+        // told to let the edit through.
+        let mut conn = store.core.pool.acquire().await.unwrap();
+        let ignore = "PRAGMA ignore_check_constraints = ON";
+        sqlx::query(ignore).execute(&mut *conn).await.unwrap();
+        let edit = format!("UPDATE {DEFAULT_TABLE} SET status = 'paused' WHERE event_id = ?");
+        let edited = sqlx::query(&edit)
+            .bind(id.as_str())
+            .execute(&mut *conn)
+            .await;
+        assert_eq!(edited.unwrap().rows_affected(), 1);
+        let respect = "PRAGMA ignore_check_constraints = OFF";
+        sqlx::query(respect).execute(&mut *conn).await.unwrap();
+        drop(conn);
+        let again = store.claim(&id, &t, Duration::from_secs(60)).await;
+        let Err(StoreError::Unavailable(e)) = again else {
+            panic!("an unknown status was answered {again:?}");
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("evt_edited") && text.contains("\"paused\""),
+            "{text}"
+        );
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 
     /// A failure recorded outside a claim says whether it was: not over another

@@ -40,7 +40,9 @@
 //! queue's counts as JSON), `GET /metrics` (Prometheus) with the `metrics` feature, and
 //! the web console at `/admin/webhooks` with the `console` feature when
 //! `CONSOLE_PASSWORD` is set (basic auth, user `admin`; without a password it is not
-//! mounted). SIGINT or SIGTERM stops taking requests and jobs, and gives the
+//! mounted). Reached under a name rather than an address or `localhost`, name it in
+//! `CONSOLE_HOSTS` (comma-separated: `admin.example.com,.internal.example.com`), or
+//! the console answers 421. SIGINT or SIGTERM stops taking requests and jobs, and gives the
 //! jobs in hand 10 s to finish before they are released for another process.
 
 mod common;
@@ -293,14 +295,19 @@ async fn redis_queue(_: &str, _: Work) -> Result<(Arc<dyn QueueAdmin>, Worker), 
 }
 
 /// The web console at `/admin/webhooks` (feature `console`), behind basic auth with the
-/// password in `CONSOLE_PASSWORD`; never mounted without one.
+/// password in `CONSOLE_PASSWORD`; never mounted without one. `CONSOLE_HOSTS` names the
+/// hosts it answers besides addresses and `localhost`.
 #[cfg(feature = "console")]
 fn with_console(app: axum::Router, queue: Arc<dyn QueueAdmin>) -> axum::Router {
     match std::env::var("CONSOLE_PASSWORD") {
         Ok(password) if !password.is_empty() => {
             use stripe_webhooks::console::{basic_auth, Console};
-            let console = Console::new(queue, basic_auth("admin", &password))
-                .with_basic_auth_realm("stripe-webhooks");
+            let hosts = std::env::var("CONSOLE_HOSTS").unwrap_or_default();
+            let console = hosts.split(',').fold(
+                Console::new(queue, basic_auth("admin", &password))
+                    .with_basic_auth_realm("stripe-webhooks"),
+                |console, host| console.with_allowed_host(host),
+            );
             tracing::info!("console at /admin/webhooks (user admin)");
             app.nest("/admin/webhooks", console.router())
         }

@@ -88,8 +88,8 @@ fn post(path: &str, cookie: &str, form: &str) -> Request<Body> {
         .method("POST")
         .header("cookie", cookie)
         .header("content-type", "application/x-www-form-urlencoded")
-        .header("host", "console.test")
-        .header("origin", "http://console.test")
+        .header("host", "localhost:4243")
+        .header("origin", "http://localhost:4243")
         .header("sec-fetch-site", "same-origin")
         .body(Body::from(form.to_owned()))
         .unwrap()
@@ -317,6 +317,102 @@ async fn requeue_needs_a_csrf_token_bound_to_the_session() {
 
     let (_, html) = fetch(&app, "/admin/webhooks/jobs/evt_dead?notice=requeued").await;
     assert!(html.contains("Requeued: a worker will run it shortly."));
+}
+
+/// DNS rebinding: a page on the attacker's site, its name re-resolved to the console's
+/// address, sends the attacker's `Host` (and a matching `Origin`). The console answers
+/// only hosts no DNS answer can point at it (addresses, `localhost`) and those it was
+/// told, so such a page can neither read it nor post its forms, even when the
+/// authorization check is one the browser does not scope to a site.
+#[tokio::test]
+async fn a_host_the_console_was_not_told_is_refused() {
+    let queue = MemoryQueue::new();
+    failed(&queue, &customer("evt_dead"), "boom", None).await;
+    let open = |console: Console| axum::Router::new().nest(BASE, console.router());
+    // Authorized by where the request comes from, say: every request here passes.
+    let anyone = || Console::new(queue.clone(), |_: &axum::http::request::Parts| true);
+    let app = open(anyone());
+    let (cookie, token) = session(&app).await;
+    let good = format!("csrf={token}");
+    let at = |host: &str| get(BASE).header("host", host).body(Body::empty()).unwrap();
+    for host in [
+        "rebind.evil:4243",
+        "rebind.evil",
+        "localhost.evil",
+        "127.0.0.1.evil",
+    ] {
+        let (response, body) = send(&app, at(host)).await;
+        assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST, "{host}");
+        assert!(!body.contains("evt_dead"), "{host}: {body}");
+        assert!(response.headers().get("set-cookie").is_none(), "{host}");
+        assert_secure(&response);
+        let mut request = post(&format!("{BASE}/requeue-dead"), &cookie, &good);
+        let h = request.headers_mut();
+        h.insert("host", host.parse().unwrap());
+        h.insert("origin", format!("http://{host}").parse().unwrap());
+        let (response, _) = send(&app, request).await;
+        assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST, "{host}");
+        assert_eq!(state_of(&queue, "evt_dead").await, JobState::Dead);
+    }
+    for host in [
+        "127.0.0.1:4243",
+        "10.0.0.7",
+        "[::1]:4243",
+        "localhost:4243",
+        "LOCALHOST.",
+        "ops.localhost:8080",
+    ] {
+        let (response, body) = send(&app, at(host)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{host}");
+        assert!(body.contains("evt_dead"), "{host}");
+    }
+    // Named hosts, with or without a port, a domain and what is under it, and the
+    // hosts of the named origins.
+    let named = open(
+        anyone()
+            .with_allowed_host("Admin.Example.com:8443")
+            .with_allowed_host(".ops.example.net")
+            .with_allowed_origin("https://console.example.org"),
+    );
+    for (host, status) in [
+        ("admin.example.com", StatusCode::OK),
+        ("ADMIN.example.com:443", StatusCode::OK),
+        ("ops.example.net", StatusCode::OK),
+        ("a.ops.example.net", StatusCode::OK),
+        ("console.example.org", StatusCode::OK),
+        ("evilops.example.net", StatusCode::MISDIRECTED_REQUEST),
+        ("example.com", StatusCode::MISDIRECTED_REQUEST),
+        ("rebind.evil", StatusCode::MISDIRECTED_REQUEST),
+    ] {
+        let (response, _) = send(&named, at(host)).await;
+        assert_eq!(response.status(), status, "{host}");
+    }
+    let any = open(anyone().with_allowed_host("*"));
+    let (response, _) = send(&any, at("rebind.evil")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// A cookie of the console's name planted for a longer path or from a sibling domain
+/// comes first in `Cookie`: the console's own still carries the session, on the page
+/// and in its forms.
+#[tokio::test]
+async fn a_planted_cookie_does_not_hide_the_session() {
+    let queue = MemoryQueue::new();
+    failed(&queue, &customer("evt_dead"), "boom", None).await;
+    let app = app(&queue);
+    let (cookie, token) = session(&app).await;
+    let planted = format!("swh_console=zz; swh_console={}; {cookie}", "0".repeat(32));
+    let page = get(BASE)
+        .header("cookie", &planted)
+        .body(Body::empty())
+        .unwrap();
+    let (response, html) = send(&app, page).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(html.contains("evt_dead"));
+    let form = format!("key=evt_dead&csrf={token}");
+    let (response, body) = send(&app, post(&format!("{BASE}/requeue"), &planted, &form)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(state_of(&queue, "evt_dead").await, JobState::Queued);
 }
 
 /// Replicas given one CSRF key accept each other's forms: the page from one, its POST

@@ -30,6 +30,12 @@
 //!
 //! # Security
 //!
+//! - A request whose `Host` names a host the console was not told is answered 421 and
+//!   nothing else happens (see [`Console::with_allowed_host`]): without that, a page on
+//!   another site whose name was re-resolved to the console's address (DNS rebinding)
+//!   could read it and post its forms whenever the authorization check is one the browser
+//!   does not scope to a site (the client's address, a header a proxy adds). IP
+//!   addresses and `localhost` are answered without being named.
 //! - Every request, the stylesheet included, passes the authorization check first; a
 //!   refused one is answered 401 and nothing is read from the queue. An empty password
 //!   or token refuses everyone.
@@ -121,6 +127,7 @@ pub struct Console {
     csrf: Arc<csrf::Csrf>,
     realm: Option<HeaderValue>,
     allowed_origins: Vec<String>,
+    allowed_hosts: Vec<String>,
     secure_cookie: bool,
     page_size: usize,
 }
@@ -130,6 +137,7 @@ impl fmt::Debug for Console {
         f.debug_struct("Console")
             .field("realm", &self.realm)
             .field("allowed_origins", &self.allowed_origins)
+            .field("allowed_hosts", &self.allowed_hosts)
             .field("secure_cookie", &self.secure_cookie)
             .field("page_size", &self.page_size)
             .finish_non_exhaustive()
@@ -152,6 +160,7 @@ impl Console {
             csrf: Arc::new(csrf::Csrf::new()),
             realm: None,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             secure_cookie: false,
             page_size: DEFAULT_PAGE_SIZE,
         }
@@ -206,9 +215,75 @@ impl Console {
         self
     }
 
+    /// Also answers requests whose `Host` names `host` (`admin.example.com`; a port
+    /// given is ignored). `.example.com` names the domain and every name under it, and
+    /// `*` any host: only for a console whose authorization a browser scopes to the
+    /// site (basic auth, a bearer token, your login's cookie), since a check the browser
+    /// does not scope (the client's address, a header a proxy adds) is what DNS
+    /// rebinding gets past.
+    ///
+    /// Without it the console answers only a `Host` that no DNS answer can point at it
+    /// from another site: an IP address, `localhost` and names under `.localhost`, and
+    /// the hosts of the origins named with [`with_allowed_origin`](Self::with_allowed_origin).
+    /// Any other is answered 421 and nothing is read: a page on `evil.example`, its name
+    /// re-resolved to `127.0.0.1`, cannot read the console or post its forms.
+    ///
+    /// ```
+    /// use stripe_webhooks::console::{bearer_token, Console};
+    /// use stripe_webhooks::queue::MemoryQueue;
+    ///
+    /// let console = Console::new(MemoryQueue::new(), bearer_token("ops-token"))
+    ///     .with_allowed_host("webhooks-admin.internal.example.com");
+    /// # let _ = console;
+    /// ```
+    #[must_use]
+    pub fn with_allowed_host(mut self, host: &str) -> Self {
+        let host = host_name(host.trim());
+        if !host.is_empty() {
+            self.allowed_hosts.push(host);
+        }
+        self
+    }
+
+    /// Whether the request's `Host` (or HTTP/2 authority) is one the console answers:
+    /// see [`with_allowed_host`](Self::with_allowed_host). A request without one was
+    /// not sent by a browser, and DNS rebinding needs one.
+    fn host_allowed(&self, parts: &Parts) -> bool {
+        let raw = match parts.headers.get(HOST) {
+            Some(h) => match h.to_str() {
+                Ok(h) => h.to_owned(),
+                Err(_) => return false,
+            },
+            None => match parts.uri.authority() {
+                Some(a) => a.as_str().to_owned(),
+                None => return true,
+            },
+        };
+        let host = host_name(&raw);
+        let cannot_rebind = host.parse::<std::net::IpAddr>().is_ok()
+            || host == "localhost"
+            || host.ends_with(".localhost");
+        let named = |entry: &str| {
+            entry == "*"
+                || entry == host
+                || entry
+                    .strip_prefix('.')
+                    .is_some_and(|domain| host == domain || host.ends_with(entry))
+        };
+        let of_origin = |origin: &String| {
+            origin
+                .split_once("://")
+                .is_some_and(|(_, authority)| host_name(authority) == host)
+        };
+        cannot_rebind
+            || self.allowed_hosts.iter().any(|h| named(h))
+            || self.allowed_origins.iter().any(of_origin)
+    }
+
     /// Marks the session cookie `Secure` on every answer, for a console only ever
-    /// reached over HTTPS. Without it the cookie is `Secure` when the request came over
-    /// HTTPS: its URI says so, a proxy says so (`X-Forwarded-Proto: https` or
+    /// reached over HTTPS; a console serving TLS itself over HTTP/1.1 needs it, since
+    /// such a request's URI names no scheme. Without it the cookie is `Secure` when the
+    /// request came over HTTPS: its URI says so (HTTP/2), a proxy says so (`X-Forwarded-Proto: https` or
     /// `Forwarded: proto=https`), or an origin named with
     /// [`with_allowed_origin`](Self::with_allowed_origin) is `https://`. (A console
     /// reached over plain HTTP on another host than `localhost` cannot keep a `Secure`
@@ -392,10 +467,17 @@ impl Route {
     }
 }
 
-/// Every request: authorize, answer, add the security headers.
+/// Every request: check its host, authorize, answer, add the security headers.
 async fn serve(State(console): State<Arc<Console>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let mut response = if (console.authorize)(&parts) {
+    let mut response = if !console.host_allowed(&parts) {
+        message(
+            StatusCode::MISDIRECTED_REQUEST,
+            "Unknown host",
+            "This console does not answer for the host this request named. If it is \
+             yours, name it with Console::with_allowed_host.",
+        )
+    } else if (console.authorize)(&parts) {
         console.answer(&parts, body).await
     } else {
         let mut r = page(
@@ -463,15 +545,31 @@ fn base_path(parts: &Parts) -> String {
     base.trim_end_matches('/').to_owned()
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// Every value of the cookie `name`, in the order the browser sent them: a cookie of
+/// the same name set for a longer path or by a sibling domain comes first, and must
+/// not hide the console's own.
+fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// The host of a `Host` header or an authority (`[::1]:8080` → `::1`,
+/// `Admin.Example.com.:443` → `admin.example.com`), in lower case, without a final dot.
+fn host_name(authority: &str) -> String {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => authority,
+        },
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn now_secs() -> i64 {
@@ -514,10 +612,11 @@ impl Console {
             )
                 .into_response();
         }
-        let (nonce, fresh) = match cookie(&parts.headers, SESSION_COOKIE) {
-            Some(n) if csrf::valid_nonce(n) => (n.to_owned(), false),
-            _ => (self.csrf.nonce(), true),
-        };
+        let (nonce, fresh) =
+            match cookies(&parts.headers, SESSION_COOKIE).find(|n| csrf::valid_nonce(n)) {
+                Some(n) => (n.to_owned(), false),
+                None => (self.csrf.nonce(), true),
+            };
         let token = self.csrf.token(&nonce, now_secs());
         let ctx = Ctx {
             base,
@@ -737,9 +836,10 @@ impl Console {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
-        let nonce = cookie(&parts.headers, SESSION_COOKIE).unwrap_or("");
         let token = field("csrf").unwrap_or("");
-        if !self.csrf.check(nonce, token, now_secs()) {
+        let now = now_secs();
+        if !cookies(&parts.headers, SESSION_COOKIE).any(|nonce| self.csrf.check(nonce, token, now))
+        {
             return forbidden(
                 "The form's CSRF token is missing, wrong or expired: reload the page and try again.",
             );

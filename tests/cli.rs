@@ -444,7 +444,7 @@ async fn output_is_safe_for_terminals_and_pipes() {
         .await
         .unwrap();
     let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
-    let error = "handler failed: no customer \u{1b}]0;pwned\u{7}\u{1b}[2J named \u{7f}\u{9b} \u{202e}gnp.exe";
+    let error = "handler failed: no customer \u{1b}]0;pwned\u{7}\u{1b}[2J named \u{7f}\u{9b} \u{202e}gnp.exe\n  state        completed";
     queue.fail(&taken[0].token, error, None).await.unwrap();
     for args in [&["show", "evt_esc"][..], &["dead"][..]] {
         let out = on(&flags, args).await.ok();
@@ -457,6 +457,13 @@ async fn output_is_safe_for_terminals_and_pipes() {
         assert!(!out.stdout.contains('\u{7}'), "{args:?}: {:?}", out.stdout);
         assert!(!out.stdout.contains('\u{9b}'), "{args:?}: {:?}", out.stdout);
         assert!(out.stdout.contains("\\u{1b}"), "{args:?}: {:?}", out.stdout);
+        // A newline in the error cannot add a line that reads as another field.
+        let states = out
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("  state "))
+            .count();
+        assert!(states <= 1, "{args:?}: {:?}", out.stdout);
     }
     // With --json the output stays JSON (DEL and the C1 controls as JSON escapes), and
     // still has no raw control for the terminal.
@@ -1294,6 +1301,14 @@ async fn send_signs_and_posts_events() {
     for args in [
         &["send", "--url", &url, "--count", "0"][..],
         &["send", "--url", &url, "--duplicates", "0"],
+        &[
+            "send",
+            "--url",
+            &url,
+            "--duplicates",
+            "18446744073709551615",
+        ],
+        &["send", "--url", &url, "--count", "100001"],
         &["send", "--url", "ops:s3cret@localhost:4242/webhook"],
     ] {
         let out = cli(args).await;
@@ -1321,6 +1336,40 @@ async fn send_signs_and_posts_events() {
     let missed = cli(&["send", "--url", &wrong_path, "--bad-signature"]).await;
     assert_eq!(missed.code, 1, "{missed:#?}");
     assert!(missed.stderr.contains("1×404"), "{missed:#?}");
+}
+
+/// A redirect is not followed: Stripe counts a 3xx as a failed delivery, so a smoke
+/// test must not pass where every real delivery fails.
+#[tokio::test]
+async fn send_fails_on_a_redirect_it_does_not_follow() {
+    use axum::http::{header::LOCATION, StatusCode};
+    let secret = "whsec_cli_send_redirect";
+    let (target, hits) = endpoint(secret).await;
+    let moved = target.clone();
+    let app = axum::Router::new().route(
+        "/old",
+        axum::routing::post(move || {
+            let moved = moved.clone();
+            async move { (StatusCode::PERMANENT_REDIRECT, [(LOCATION, moved)]) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let out = cli(&[
+        "send",
+        "--url",
+        &format!("http://{addr}/old"),
+        "--secret",
+        secret,
+    ])
+    .await;
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(
+        out.stderr.contains("1×308") && out.stderr.contains("redirect"),
+        "{out:#?}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
 }
 
 /// A token in the endpoint's query or user information is never shown: the summary,

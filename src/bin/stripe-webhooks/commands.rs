@@ -8,7 +8,7 @@ use stripe_webhooks::{EventId, EventRecord};
 
 use crate::backend::Backend;
 use crate::error::CliError;
-use crate::output::{human, print_json, utc, when, Table};
+use crate::output::{field, human, print_json, utc, when, Table};
 use crate::StoreOpts;
 
 /// `status` counts the store's failed events up to this many.
@@ -397,13 +397,16 @@ pub(crate) async fn show(b: &Backend, id: &str, json: bool) -> Result<(), CliErr
         return print_json(&view);
     }
     if let Some(j) = &view.job {
-        crate::outln!("job {}", j.key);
-        crate::outln!("  event id     {}", j.event_id);
-        crate::outln!("  type         {}", j.event_type);
+        crate::outln!("job {}", field(j.key.as_str()));
+        crate::outln!("  event id     {}", field(j.event_id.as_str()));
+        crate::outln!("  type         {}", field(j.event_type.as_str()));
         crate::outln!("  kind         {}", j.kind);
         crate::outln!("  state        {}", j.state);
         crate::outln!("  attempts     {}", j.attempts);
-        crate::outln!("  last error   {}", j.last_error.as_deref().unwrap_or("-"));
+        crate::outln!(
+            "  last error   {}",
+            field(j.last_error.as_deref().unwrap_or("-"))
+        );
         crate::outln!("  queued       {}", when(j.enqueued_at_ms));
         if let Some(ms) = j.run_at_ms {
             let label = if j.state == JobState::Running {
@@ -431,11 +434,14 @@ pub(crate) async fn show(b: &Backend, id: &str, json: bool) -> Result<(), CliErr
         }
     }
     if let Some(r) = &view.record {
-        crate::outln!("store record {}", r.event_id);
-        crate::outln!("  type         {}", r.event_type);
+        crate::outln!("store record {}", field(r.event_id.as_str()));
+        crate::outln!("  type         {}", field(r.event_type.as_str()));
         crate::outln!("  status       {}", r.status);
         crate::outln!("  attempts     {}", r.attempts);
-        crate::outln!("  last error   {}", r.last_error.as_deref().unwrap_or("-"));
+        crate::outln!(
+            "  last error   {}",
+            field(r.last_error.as_deref().unwrap_or("-"))
+        );
         crate::outln!("  first seen   {}", when(r.first_seen_ms));
         if let Some(ms) = r.completed_at_ms {
             crate::outln!("  completed    {}", when(ms));

@@ -258,9 +258,10 @@ enum Command {
         /// given: the store's records are kept.
         #[arg(long, value_parser = output::parse_age, value_name = "AGE")]
         records_older_than: Option<std::time::Duration>,
-        /// Rows deleted per statement (1 to 10000): each batch holds the store while it
+        /// Jobs deleted per statement (1 to 10000): each batch holds the store while it
         /// runs (a Redis script blocks the server; a SQLite delete, the write lock), so
-        /// a live service waits for it.
+        /// a live service waits for it. The store's records and watermarks
+        /// (--records-older-than) go in the store's own batches of 1000.
         #[arg(long, default_value_t = 1000)]
         batch: usize,
         /// Purge jobs (or records) younger than 30 days too: Stripe may still deliver

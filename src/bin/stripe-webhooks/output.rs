@@ -79,6 +79,13 @@ pub(crate) fn printable(text: &str) -> String {
     out
 }
 
+/// `text` for a field of one line: a newline or carriage return written `\n`, `\r`, so a
+/// value (a handler's error quoting what a customer typed) cannot add lines that read as
+/// other fields.
+pub(crate) fn field(text: &str) -> String {
+    text.replace('\n', "\\n").replace('\r', "\\r")
+}
+
 /// Prints `value` as pretty JSON on stdout.
 ///
 /// `serde_json` escapes the controls below U+0020 but writes DEL and the C1 controls

@@ -16,6 +16,11 @@ use crate::output::print_json;
 const DEV_SECRET: &str = "whsec_local_development_only";
 const DEV_THIN_SECRET: &str = "whsec_local_thin_development_only";
 
+/// The most distinct events one run sends: each body is built before the first is sent.
+const MAX_COUNT: usize = 100_000;
+/// The most copies of one event one run sends.
+const MAX_DUPLICATES: usize = 1_000;
+
 /// What to send, and where.
 #[derive(Debug, Args)]
 pub(crate) struct SendArgs {
@@ -33,10 +38,11 @@ pub(crate) struct SendArgs {
     /// The event id (with --count, suffixed `_0`, `_1`, …) [default: a fresh one per run].
     #[arg(long, value_name = "EVENT_ID")]
     id: Option<String>,
-    /// Distinct events to send.
+    /// Distinct events to send (at most 100000: each is built before the first is sent).
     #[arg(long, default_value_t = 1)]
     count: usize,
-    /// Copies of each event (Stripe delivers at least once), sent one after another.
+    /// Copies of each event (Stripe delivers at least once), sent one after another
+    /// (at most 1000).
     #[arg(long, default_value_t = 1)]
     duplicates: usize,
     /// Requests in flight at once.
@@ -144,6 +150,12 @@ pub(crate) async fn run(a: SendArgs, json: bool) -> Result<(), CliError> {
             "--count and --duplicates must be at least 1".to_owned(),
         ));
     }
+    if a.count > MAX_COUNT || a.duplicates > MAX_DUPLICATES {
+        return Err(CliError::Usage(format!(
+            "--count is at most {MAX_COUNT} and --duplicates at most {MAX_DUPLICATES} (run \
+             it again for more)"
+        )));
+    }
     match reqwest::Url::parse(&url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => {}
         // Not echoed: a value without `http://` may still hold a password
@@ -174,8 +186,11 @@ pub(crate) async fn run(a: SendArgs, json: bool) -> Result<(), CliError> {
     }
     redactor.add_secret(Some(&signing));
     let redactor = Arc::new(redactor);
+    // No redirect is followed: Stripe counts a 3xx as a failed delivery, so a smoke test
+    // that followed one would pass where every real delivery fails.
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| CliError::Other(format!("cannot build the HTTP client: {e}")))?;
     // Distinct ids on every run, so a second run is not all duplicates.
@@ -340,7 +355,8 @@ pub(crate) async fn run(a: SendArgs, json: bool) -> Result<(), CliError> {
         } else {
             format!(
                 "{count} of {} deliveries were answered {}, not 2xx: a 400 is a secret that \
-                 does not match the service's (--secret, STRIPE_WEBHOOK_SECRET), a 5xx the \
+                 does not match the service's (--secret, STRIPE_WEBHOOK_SECRET), a 3xx a \
+                 redirect (Stripe follows none: give the URL it leads to), a 5xx the \
                  handler or its store failing",
                 summary.sent,
                 answered.join(", ")

@@ -2553,3 +2553,43 @@ async fn the_fake_refuses_a_wrong_key_or_account_when_told_them() {
         .unwrap_err();
     assert_eq!(err.api_error().unwrap().status, 403, "{err}");
 }
+
+/// Stripe takes the key as basic auth's user name too (`curl -u sk_test_…:`), and so
+/// does the fake; a POST, body and all, is answered 405.
+#[tokio::test]
+async fn the_fake_takes_basic_auth_and_answers_a_post_with_a_body() {
+    let fake = FakeStripe::start().await.unwrap();
+    fake.require_api_key(FAKE_API_KEY);
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/events", fake.base_url());
+    for password in [Some(""), None] {
+        let ok = http.get(&url).basic_auth(FAKE_API_KEY, password);
+        assert_eq!(ok.send().await.unwrap().status(), 200, "{password:?}");
+    }
+    let bearer = http
+        .get(&url)
+        .header("authorization", format!("bearer {FAKE_API_KEY}"));
+    assert_eq!(bearer.send().await.unwrap().status(), 200);
+    let wrong = http
+        .get(&url)
+        .basic_auth("sk_test_wrong_0000000000009876", Some(""));
+    let wrong = wrong.send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.text().await.unwrap().contains("sk_test_****9876"));
+    for garbage in ["Basic !!!", "Basic", "Digest abc", "Basic Og=="] {
+        let r = http
+            .get(&url)
+            .header("authorization", garbage)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{garbage}");
+    }
+    for _ in 0..20 {
+        let post = http
+            .post(&url)
+            .bearer_auth(FAKE_API_KEY)
+            .body(vec![b'x'; 1 << 20]);
+        assert_eq!(post.send().await.unwrap().status(), 405);
+    }
+}

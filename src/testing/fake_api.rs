@@ -15,8 +15,9 @@ use tokio::task::JoinHandle;
 
 use crate::client::percent_decode;
 
-/// The API key [`FakeStripe::client`] sends. The fake accepts any bearer key, and
-/// answers 401 to a request without one, as Stripe does.
+/// The API key [`FakeStripe::client`] sends. The fake accepts any key, as a bearer token
+/// or as basic auth's user name, and answers 401 to a request without one, as Stripe
+/// does.
 pub const FAKE_API_KEY: &str = "sk_test_fake_4eC39HqLyjWDarjtT1zdp7dc";
 
 /// A fault [`FakeStripe`] injects instead of (or before) its answer.
@@ -789,6 +790,52 @@ async fn send(stream: &mut TcpStream, state: &State, answer: &Answer) {
     let _ = stream.shutdown().await;
 }
 
+/// The API key an `Authorization` header carries, as Stripe takes it: a bearer token, or
+/// HTTP basic auth with the key as the user name (`curl -u sk_test_…:`), the password
+/// empty. The scheme's name in any case.
+fn api_key_of(authorization: &str) -> Option<String> {
+    let (scheme, value) = authorization.trim().split_once(' ')?;
+    let value = value.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(value.to_owned());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64_decode(value)?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, _password) = text.split_once(':').unwrap_or((&text, ""));
+    Some(user.to_owned())
+}
+
+/// Standard base64 (RFC 4648, padding optional); `None` for anything else.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        }))
+    };
+    let text = text.trim_end_matches('=').as_bytes();
+    if text.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for group in text.chunks(4) {
+        let mut bits = 0u32;
+        for (i, &c) in group.iter().enumerate() {
+            bits |= digit(c)? << (18 - 6 * i);
+        }
+        let bytes = bits.to_be_bytes();
+        out.extend_from_slice(&bytes[1..group.len()]);
+    }
+    Some(out)
+}
+
 /// A key as Stripe shows it in an error: its prefix (`sk_test_`) and last four
 /// characters, `****` between (all masked when it is too short to show any).
 fn masked_key(key: &str) -> String {
@@ -927,7 +974,7 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
     }
     let Some(key) = request
         .header("authorization")
-        .and_then(|a| a.strip_prefix("Bearer "))
+        .and_then(api_key_of)
         .filter(|k| !k.is_empty())
     else {
         return Some(Answer::error(
@@ -937,6 +984,7 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
             "You did not provide an API key.",
         ));
     };
+    let key = key.as_str();
     let inner = state.lock();
     if inner.api_key.as_deref().is_some_and(|k| k != key) {
         return Some(Answer::error(

@@ -1066,6 +1066,23 @@ async fn a_deadline_of_duration_max_means_none() {
         "{err:?}"
     );
     assert!(err.is_rate_limited());
+    // However long: a wait past the clock's range is no deadline passed.
+    fake.clear_faults();
+    fake.fail_path(
+        "/v1/events/evt_far",
+        None,
+        Fault::TooManyRequests {
+            retry_after_secs: Some(u64::MAX),
+        },
+    );
+    let err = client
+        .retrieve_event(&RequestContext::platform(), "evt_far")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::RetriesExhausted { attempts: 1, .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -2592,4 +2609,72 @@ async fn the_fake_takes_basic_auth_and_answers_a_post_with_a_body() {
             .body(vec![b'x'; 1 << 20]);
         assert_eq!(post.send().await.unwrap().status(), 405);
     }
+}
+
+/// Behind an `Arc` (as a reconciler or a shared service holds it), a client's own
+/// methods are the ones called, not the trait's defaults over its `get`.
+#[tokio::test]
+async fn an_arc_keeps_a_clients_own_methods() {
+    struct Canned;
+    #[async_trait]
+    impl StripeClient for Canned {
+        async fn get(
+            &self,
+            _: &RequestContext,
+            path: &str,
+            _: &[(String, String)],
+        ) -> Result<String, ClientError> {
+            panic!("the trait's default over get was called for {path}");
+        }
+
+        async fn retrieve_event(&self, _: &RequestContext, id: &str) -> Result<Event, ClientError> {
+            let body = testing::event_for_type(id, "invoice.paid").unwrap();
+            Ok(dangerous::parse_unverified(body.as_bytes()).unwrap())
+        }
+
+        async fn retrieve_object(
+            &self,
+            _: &RequestContext,
+            _: &str,
+        ) -> Result<Box<serde_json::value::RawValue>, ClientError> {
+            Ok(serde_json::value::RawValue::from_string("{\"id\":\"cus_1\"}".into()).unwrap())
+        }
+    }
+    let shared: Arc<dyn StripeClient> = Arc::new(Canned);
+    let twice = Arc::new(Arc::clone(&shared));
+    let ctx = RequestContext::platform();
+    let event = twice.retrieve_event(&ctx, "evt_canned").await.unwrap();
+    assert_eq!(event.id().as_str(), "evt_canned");
+    let object = shared
+        .retrieve_object(&ctx, "/v1/customers/cus_1")
+        .await
+        .unwrap();
+    assert_eq!(object.get(), "{\"id\":\"cus_1\"}");
+}
+
+/// A redirect fails at once, even marked `Stripe-Should-Retry: true`: the client follows
+/// none, and asking again is answered the same.
+#[tokio::test]
+async fn a_redirect_is_not_retried_whatever_its_headers_say() {
+    let (fake, client) = fake().await;
+    let client = client.with_backoff(Duration::from_millis(1), Duration::from_millis(2));
+    fake.fail_path(
+        "/v1/events/evt_moved",
+        None,
+        Fault::Error {
+            status: 302,
+            error_type: "invalid_request_error".into(),
+            code: None,
+            message: "moved".into(),
+            param: None,
+            should_retry: Some(true),
+        },
+    );
+    let err = client
+        .retrieve_event(&RequestContext::platform(), "evt_moved")
+        .await
+        .unwrap_err();
+    assert_eq!(err.api_error().map(|e| e.status), Some(302), "{err:?}");
+    assert!(!err.api_error().unwrap().is_retryable());
+    assert_eq!(fake.requests().len(), 1);
 }

@@ -480,7 +480,10 @@ impl StripeClient for HttpClient {
                 failure.retry_after,
             );
             // `Retry-After` is the server's: a huge value must not overflow the clock.
-            if wait >= deadline_at.saturating_duration_since(Instant::now()) {
+            // Without a deadline (`Duration::MAX`), the check below ends a long wait.
+            if self.deadline != Duration::MAX
+                && wait >= deadline_at.saturating_duration_since(Instant::now())
+            {
                 return Err(exceeded(Some(failure.error)));
             }
             // A server that asks for more than MAX_RETRY_AFTER (with no deadline, or a

@@ -330,11 +330,14 @@ impl ApiError {
         self.status == 429
     }
 
-    /// Whether a retry may succeed: `Stripe-Should-Retry` when Stripe sent it, else a
-    /// 409 (lock conflict), 429 or 5xx status.
+    /// Whether a retry may succeed: never for a redirect (3xx: the client follows none,
+    /// and asking again is answered the same), else `Stripe-Should-Retry` when Stripe
+    /// sent it, else a 409 (lock conflict), 429 or 5xx status.
     pub fn is_retryable(&self) -> bool {
-        self.should_retry
-            .unwrap_or(self.status == 409 || self.status == 429 || self.status >= 500)
+        !(300..400).contains(&self.status)
+            && self
+                .should_retry
+                .unwrap_or(self.status == 409 || self.status == 429 || self.status >= 500)
     }
 }
 
@@ -1277,6 +1280,44 @@ impl<C: StripeClient + ?Sized> StripeClient for Arc<C> {
 
     fn livemode(&self) -> Option<bool> {
         (**self).livemode()
+    }
+
+    // Every method, not only `get`: a client's own (a cache, a test double) is kept.
+    async fn retrieve_event(&self, ctx: &RequestContext, id: &str) -> Result<Event, ClientError> {
+        (**self).retrieve_event(ctx, id).await
+    }
+
+    async fn retrieve_v2_event(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+    ) -> Result<EventNotification, ClientError> {
+        (**self).retrieve_v2_event(ctx, id).await
+    }
+
+    async fn retrieve_object(
+        &self,
+        ctx: &RequestContext,
+        url: &str,
+    ) -> Result<Box<RawValue>, ClientError> {
+        (**self).retrieve_object(ctx, url).await
+    }
+
+    async fn list_events(
+        &self,
+        ctx: &RequestContext,
+        params: &ListEventsParams,
+    ) -> Result<EventPage, ClientError> {
+        (**self).list_events(ctx, params).await
+    }
+
+    async fn list_v2_events(
+        &self,
+        ctx: &RequestContext,
+        params: &ListV2EventsParams,
+        page: Option<&PageToken>,
+    ) -> Result<NotificationPage, ClientError> {
+        (**self).list_v2_events(ctx, params, page).await
     }
 }
 

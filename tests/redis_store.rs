@@ -601,7 +601,16 @@ async fn unreadable_record_is_unavailable_not_a_panic() {
     // Not a number, or one that Lua would read as a number but the crate cannot:
     // `lock_and_claim` and `lock_object` refuse it, and neither takes the lock.
     let fresh = EventId::new("evt_fresh_for_bad_object");
-    for created in ["soon", "1e9", "0x10", " 7", "1.5", "99999999999999999999"] {
+    for created in [
+        "soon",
+        "1e9",
+        "0x10",
+        " 7",
+        "1.5",
+        "99999999999999999999",
+        "9223372036854775808",
+        "-9223372036854775809",
+    ] {
         let _: i64 = redis::cmd("HSET")
             .arg(&obj)
             .arg("created")
@@ -651,6 +660,88 @@ async fn unreadable_record_is_unavailable_not_a_panic() {
         .await
         .unwrap();
     assert_eq!(value, "x");
+}
+
+/// Every `created` the store writes it reads back, to the ends of `i64`: a watermark
+/// of 19 digits did not wedge its object (every lock refused it as unreadable).
+#[tokio::test]
+async fn watermarks_to_the_ends_of_i64_are_read_back() {
+    use stripe_webhooks::{LockedClaim, Watermark};
+    let _shared = SERVER.read().await;
+    let (store, _, _) = store().await;
+    for (n, created) in [
+        1_000_000_000_000_000_000,
+        i64::MAX,
+        -99_999_999_999_999_999,
+        i64::MIN,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (object, id) = (format!("cus_far_{n}"), EventId::new(format!("evt_far_{n}")));
+        let LockedClaim::Acquired { token, .. } = store
+            .lock_and_claim(&object, "h", LEASE, &id, &EventType::CustomerUpdated)
+            .await
+            .unwrap()
+        else {
+            panic!("not acquired")
+        };
+        let applied = Watermark::new(created, id.clone());
+        store
+            .complete_applied(&token, &object, "h", &applied)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.watermark(&object).await.unwrap(),
+            Some(applied.clone())
+        );
+        let lock = store.lock_object(&object, "h2", LEASE).await;
+        assert!(lock.is_ok(), "{created}: {lock:?}");
+        store.unlock_object(&object, "h2").await.unwrap();
+        let next = EventId::new(format!("evt_far_next_{n}"));
+        let again = store
+            .lock_and_claim(&object, "h3", LEASE, &next, &EventType::CustomerUpdated)
+            .await;
+        assert!(
+            matches!(again, Ok(LockedClaim::Acquired { .. })),
+            "{created}: {again:?}"
+        );
+    }
+}
+
+/// A claim over a failed set of another type writes nothing: it answered 503 and left a
+/// record `processing`, with no expiry, that every redelivery then found in progress.
+#[tokio::test]
+async fn a_claim_over_a_foreign_failed_set_writes_nothing() {
+    let _shared = SERVER.read().await;
+    let (store, prefix, mut conn) = store().await;
+    let failed = format!("{prefix}:failed");
+    let _: () = redis::cmd("SET")
+        .arg(&failed)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let id = EventId::new("evt_foreign_failed_set");
+    let claim = store.claim(&id, &EventType::InvoicePaid, LEASE).await;
+    assert!(
+        matches!(claim, Err(StoreError::Unavailable(_))),
+        "{claim:?}"
+    );
+    let locked = store
+        .lock_and_claim("cus_foreign", "h", LEASE, &id, &EventType::InvoicePaid)
+        .await;
+    assert!(
+        matches!(locked, Err(StoreError::Unavailable(_))),
+        "{locked:?}"
+    );
+    assert_eq!(store.record(&id).await.unwrap(), None);
+    let _: () = redis::cmd("DEL")
+        .arg(&failed)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    acquire(&store, &id).await;
 }
 
 /// A guarded completion that fails on a key of another type (the failed set, here)

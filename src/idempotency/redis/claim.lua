@@ -1,4 +1,10 @@
 local lease = tonumber(ARGV[3])
+-- A key of another type where the failed set goes would fail the `ZREM` below after the
+-- record was written (a script's earlier writes stay): refused before any write.
+local failed_type = redis.call('TYPE', KEYS[2])['ok']
+if failed_type ~= 'zset' and failed_type ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' is not the failed set')
+end
 local h = redis.call('HMGET', KEYS[1], 'status', 'lease_until_ms')
 local status = h[1]
 if status == 'completed' then

@@ -333,7 +333,8 @@ impl RedisStore {
     /// Stripe lists events), or the completed event runs again, and longer than
     /// [`ABANDONED_AFTER`](crate::ABANDONED_AFTER), or an abandoned claim's record may
     /// expire before `purge_expired` records it failed. Objects' watermarks expire the
-    /// retention after their last event; a reconciler's cursors never do.
+    /// retention after the last event applied or the end of the last lock taken on the
+    /// object, whichever is later; a reconciler's cursors never do.
     #[must_use]
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;

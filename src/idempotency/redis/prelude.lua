@@ -2,9 +2,19 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function fmt(n) return string.format('%d', n) end
 -- Whether a watermark's `created` (false: none) is not as the crate writes it, an integer
--- in decimal the crate reads back (`tonumber` takes more: `1e3`, `0x10`, ` 7`).
+-- in decimal within `i64`, which the crate reads back (`tonumber` takes more: `1e3`,
+-- `0x10`, ` 7`). Every `i64` the crate writes is readable.
 local function unreadable_created(v)
-  return v and (not string.match(v, '^%-?%d+$') or #v > 18)
+  if not v then
+    return false
+  end
+  local digits = string.match(v, '^%-?(%d+)$')
+  if not digits or #digits > 19 then
+    return true
+  end
+  -- Digit strings of one length compare as their numbers do.
+  local limit = string.sub(v, 1, 1) == '-' and '9223372036854775808' or '9223372036854775807'
+  return #digits == 19 and digits > limit
 end
 -- Whether the watermark `current` (false: none, or one not written in decimal) is to be
 -- replaced by an event created at `created`: when that is at least `current`, compared

@@ -27,6 +27,11 @@ use crate::processor::{Outcome, OutcomeKind, Processor};
 /// events: 3 days, as long as Stripe retries a delivery.
 pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(3 * 24 * 3600);
 
+/// How many attempts, counted by the store, a failed event older than the lookback gets
+/// before it stops holding a cursor ([`Reconciler::with_attempts_past_lookback`]): with
+/// a pass every 10 minutes, most of an hour to get past a passing failure.
+pub const DEFAULT_ATTEMPTS_PAST_LOOKBACK: u32 = 5;
+
 /// How far behind the present a cursor pass leaves its cursor unless told otherwise
 /// ([`Reconciler::with_safety_lag`]): a minute.
 pub const DEFAULT_SAFETY_LAG: Duration = Duration::from_secs(60);
@@ -222,6 +227,7 @@ pub struct Reconciler {
     name: String,
     context: RequestContext,
     lookback: Duration,
+    attempts_past_lookback: u32,
     safety_lag: Duration,
     clock: Arc<dyn Clock>,
     page_size: u8,
@@ -235,6 +241,7 @@ impl std::fmt::Debug for Reconciler {
             .field("name", &self.name)
             .field("context", &self.context)
             .field("lookback", &self.lookback)
+            .field("attempts_past_lookback", &self.attempts_past_lookback)
             .field("safety_lag", &self.safety_lag)
             .field("clock", &self.clock)
             .field("page_size", &self.page_size)
@@ -363,17 +370,19 @@ struct Frontier {
     now: i64,
     /// How far behind the present (or the newest event listed) the cursor stays.
     lag: i64,
-    /// An unsettled event created before this (the lookback's start) no longer holds
-    /// the cursor.
+    /// A failed event created before this (the lookback's start) no longer holds the
+    /// cursor once the store counted `attempts_past` attempts of it.
     hold_from: i64,
+    attempts_past: u32,
     /// How many did not.
     beyond_lookback: usize,
 }
 
 impl Frontier {
     /// A pass starting at `now` (Unix seconds) whose cursor stays `lag` seconds behind;
-    /// `hold_from` is where its lookback starts.
-    fn new(now: i64, lag: i64, hold_from: i64) -> Self {
+    /// `hold_from` is where its lookback starts, before which a failed event holds it
+    /// for `attempts_past` attempts.
+    fn new(now: i64, lag: i64, hold_from: i64, attempts_past: u32) -> Self {
         Self {
             newest: None,
             oldest_open: None,
@@ -382,6 +391,7 @@ impl Frontier {
             now,
             lag,
             hold_from,
+            attempts_past,
             beyond_lookback: 0,
         }
     }
@@ -444,10 +454,12 @@ impl Frontier {
                 o.kind(),
                 OutcomeKind::HandlerFailed(e) if !matches!(e, HandlerError::LeaseLost)
             );
-        if recorded_failure && created < self.hold_from {
-            // Older than the lookback: Stripe no longer retries it. Holding the cursor
-            // for it would make every later pass list everything since, for as long as
-            // Stripe lists events.
+        // Older than the lookback: Stripe no longer retries it. Holding the cursor for it
+        // for good would make every later pass list everything since, for as long as
+        // Stripe lists events; it holds it for a few attempts, so that a passing failure
+        // (a backlog after a long outage meeting a busy database) is not its last try.
+        let tried_enough = o.attempt().map_or(true, |a| a >= self.attempts_past);
+        if recorded_failure && created < self.hold_from && tried_enough {
             self.beyond_lookback += 1;
         } else if open {
             self.oldest_open = Some(self.oldest_open.map_or(created, |c| c.min(created)));
@@ -637,6 +649,7 @@ impl Reconciler {
             name: "default".to_owned(),
             context: RequestContext::default(),
             lookback: DEFAULT_LOOKBACK,
+            attempts_past_lookback: DEFAULT_ATTEMPTS_PAST_LOOKBACK,
             safety_lag: DEFAULT_SAFETY_LAG,
             clock: Arc::new(SystemClock),
             page_size: 100,
@@ -775,8 +788,9 @@ impl Reconciler {
     }
 
     /// How far back to look for undelivered events, and for a cursor pass's first run
-    /// ([`DEFAULT_LOOKBACK`], three days). A failed event older than this no longer holds
-    /// a cursor ([`ReconcileReport::beyond_lookback`]); its failure stays in the store.
+    /// ([`DEFAULT_LOOKBACK`], three days). A failed event older than this holds a cursor
+    /// for a few attempts only ([`with_attempts_past_lookback`](Self::with_attempts_past_lookback)),
+    /// then no longer ([`ReconcileReport::beyond_lookback`]); its failure stays in the store.
     /// Stripe lists the last 30 days only ([`EVENT_RETENTION`]): a longer lookback
     /// finds nothing more. An `undelivered` pass lists an event it ran again on each
     /// pass for as long as the lookback reaches (Stripe still marks it undelivered), and
@@ -785,6 +799,19 @@ impl Reconciler {
     #[must_use]
     pub fn with_lookback(mut self, lookback: Duration) -> Self {
         self.lookback = lookback;
+        self
+    }
+
+    /// How many attempts, as the store counts them (the webhook path's included), a
+    /// failed event older than the lookback gets while it holds a cursor
+    /// ([`DEFAULT_ATTEMPTS_PAST_LOOKBACK`]; at least 1). Stripe no longer retries such
+    /// an event, so without this its first failure in a pass would be its last try;
+    /// past it, the cursor moves on ([`ReconcileReport::beyond_lookback`]), its failure
+    /// stays in the store ([`failed_events`](crate::StoreAdmin::failed_events)), and
+    /// one event that fails every time cannot make every later pass list all since.
+    #[must_use]
+    pub fn with_attempts_past_lookback(mut self, attempts: u32) -> Self {
+        self.attempts_past_lookback = attempts.max(1);
         self
     }
 
@@ -854,7 +881,12 @@ impl Reconciler {
 
     /// A pass's frontier, starting now.
     fn frontier(&self) -> Frontier {
-        Frontier::new(self.clock.now_unix(), secs(self.safety_lag), self.since())
+        Frontier::new(
+            self.clock.now_unix(),
+            secs(self.safety_lag),
+            self.since(),
+            self.attempts_past_lookback,
+        )
     }
 
     /// The snapshot types to list: `None` to list them all.
@@ -1283,7 +1315,7 @@ mod tests {
     use super::*;
 
     fn frontier(now: i64) -> Frontier {
-        Frontier::new(now, SAFETY_LAG, 0)
+        Frontier::new(now, SAFETY_LAG, 0, 1)
     }
 
     /// A window that ended past every event listed so far caps the cursor there (or at
@@ -1436,6 +1468,28 @@ mod tests {
         assert_eq!(f.target().map(|w| w.created), Some(9_999 - SAFETY_LAG));
         // No event at all: the cursor stays.
         assert_eq!(frontier(10_000).target(), None);
+    }
+
+    #[test]
+    fn an_event_older_than_the_lookback_holds_the_cursor_for_its_attempts() {
+        let mut f = frontier(100_000);
+        (f.hold_from, f.attempts_past) = (100_000 - 3_600, 3);
+        let failed = |f: &mut Frontier, attempt| {
+            let kind = OutcomeKind::HandlerFailed(HandlerError::new("database busy"));
+            let mut o = Outcome::new(kind, Instant::now());
+            (o.attempt, o.failure_recorded) = (Some(attempt), true);
+            f.saw(1_000, &EventId::new("evt_old"), &o);
+        };
+        failed(&mut f, 2);
+        saw(&mut f, 99_000, "evt_done", OutcomeKind::Processed);
+        assert_eq!(f.beyond_lookback, 0);
+        assert_eq!(f.target().map(|w| w.created), Some(1_000));
+        let mut f = frontier(100_000);
+        (f.hold_from, f.attempts_past) = (100_000 - 3_600, 3);
+        failed(&mut f, 3);
+        saw(&mut f, 99_000, "evt_done", OutcomeKind::Processed);
+        assert_eq!(f.beyond_lookback, 1);
+        assert_eq!(f.target().map(|w| w.created), Some(99_000 - SAFETY_LAG));
     }
 
     #[test]

@@ -530,12 +530,21 @@ async fn an_event_failing_past_the_lookback_stops_holding_the_cursor() {
         "held within the lookback"
     );
     // An hour of lookback: the poison event is older. It still fails, and is recorded
-    // as failed, but the cursor moves on.
-    let r = reconciler()
-        .with_lookback(Duration::from_secs(3600))
-        .since_cursor()
-        .await
-        .unwrap();
+    // as failed; it holds the cursor until the store counted three attempts (one above,
+    // two here), then the cursor moves on.
+    let past = || {
+        reconciler()
+            .with_lookback(Duration::from_secs(3600))
+            .with_attempts_past_lookback(3)
+    };
+    let r = past().since_cursor().await.unwrap();
+    assert_eq!((r.failed, r.beyond_lookback), (1, 0), "{r:?}");
+    assert_eq!(
+        r.cursor.unwrap().created,
+        now - 7200,
+        "held for its attempts"
+    );
+    let r = past().since_cursor().await.unwrap();
     assert_eq!(
         (r.failed, r.beyond_lookback, r.duplicates),
         (1, 1, 1),

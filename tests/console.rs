@@ -452,15 +452,26 @@ async fn requeue_all_dead_and_run_now() {
     .await;
     let app = app(&queue);
     let (cookie, token) = session(&app).await;
-    let (response, _) = send(
-        &app,
-        post(
-            &format!("{BASE}/requeue-dead"),
-            &cookie,
-            &format!("csrf={token}"),
-        ),
-    )
-    .await;
+    let (_, html) = fetch(&app, BASE).await;
+    assert!(
+        html.contains(r#"<input type="hidden" name="dead" value="3">"#),
+        "the form carries the count it shows: {html}"
+    );
+    // Drawn when two were dead: the third died since, unseen, so nothing is requeued.
+    let url = format!("{BASE}/requeue-dead");
+    let (response, _) = send(&app, post(&url, &cookie, &format!("csrf={token}&dead=2"))).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        response.headers()["location"],
+        "/admin/webhooks?notice=more_dead&n=1"
+    );
+    assert_eq!(queue.counts().await.unwrap().dead, 3);
+    let (_, html) = fetch(&app, &format!("{BASE}?notice=more_dead&n=1")).await;
+    assert!(
+        html.contains("1 more job died since that page was drawn"),
+        "{html}"
+    );
+    let (response, _) = send(&app, post(&url, &cookie, &format!("csrf={token}&dead=3"))).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(
         response.headers()["location"],

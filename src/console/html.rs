@@ -358,6 +358,14 @@ pub(super) fn jobs_table(ctx: &Ctx<'_>, jobs: &[JobRecord], actions: bool, empty
     out
 }
 
+/// "Requeue all N dead", carrying N: jobs that died after the page was drawn are not
+/// requeued unseen.
+fn requeue_dead_form(ctx: &Ctx<'_>, dead: u64) -> String {
+    let shown = dead.to_string();
+    let label = format!("Requeue all {dead} dead");
+    form(ctx, "requeue-dead", &[("dead", &shown)], &label, "primary")
+}
+
 /// The overview: counts, dead and retrying jobs with their buttons, recent deliveries.
 pub(super) fn overview(
     ctx: &Ctx<'_>,
@@ -370,13 +378,7 @@ pub(super) fn overview(
     out.push_str(&counts(ctx, c));
     out.push_str("<section>\n<div class=\"section-head\"><h2>Dead</h2>");
     if c.dead > 0 {
-        out.push_str(&form(
-            ctx,
-            "requeue-dead",
-            &[],
-            &format!("Requeue all {} dead", c.dead),
-            "primary",
-        ));
+        out.push_str(&requeue_dead_form(ctx, c.dead));
     }
     out.push_str(
         "</div>\n<p class=\"hint\">Out of attempts: kept with their last error until you \
@@ -525,13 +527,7 @@ pub(super) fn state_page(
     );
     if state == JobState::Dead && c.dead > 0 {
         out.push_str("<div class=\"section-head\">");
-        out.push_str(&form(
-            ctx,
-            "requeue-dead",
-            &[],
-            &format!("Requeue all {} dead", c.dead),
-            "primary",
-        ));
+        out.push_str(&requeue_dead_form(ctx, c.dead));
         out.push_str("</div>\n");
     }
     let empty = format!("No {} jobs.", state.as_str());

@@ -863,13 +863,31 @@ impl Console {
                     Err(e) => unavailable(&e),
                 }
             }
-            _ => match self.queue.requeue_dead().await {
-                Ok(n) => {
-                    note_requeued_dead(n);
-                    redirect(format!("{home}?notice=requeued_dead&n={n}"))
+            _ => {
+                // More dead than the page showed: jobs died since, which the operator
+                // has not seen. Nothing is requeued; the overview shows them.
+                if let Some(shown) = field("dead").and_then(|n| n.parse::<u64>().ok()) {
+                    match self.queue.counts().await {
+                        Ok(c) if c.dead > shown => {
+                            let more = c.dead - shown;
+                            return redirect(format!("{home}?notice=more_dead&n={more}"));
+                        }
+                        Ok(_) => {}
+                        Err(e) => return unavailable(&e),
+                    }
                 }
-                Err(e) => unavailable(&e),
-            },
+                self.requeue_all_dead(home).await
+            }
+        }
+    }
+
+    async fn requeue_all_dead(&self, home: &str) -> Response {
+        match self.queue.requeue_dead().await {
+            Ok(n) => {
+                note_requeued_dead(n);
+                redirect(format!("{home}?notice=requeued_dead&n={n}"))
+            }
+            Err(e) => unavailable(&e),
         }
     }
 }
@@ -906,6 +924,14 @@ fn notice(query: &[(String, String)]) -> Option<String> {
             let n: u64 = get("n").and_then(|n| n.parse().ok()).unwrap_or(0);
             Some(format!(
                 "Requeued {n} dead job{}.",
+                if n == 1 { "" } else { "s" }
+            ))
+        }
+        "more_dead" => {
+            let n: u64 = get("n").and_then(|n| n.parse().ok()).unwrap_or(0);
+            Some(format!(
+                "Nothing was requeued: {n} more job{} died since that page was drawn. \
+                 Look at them below, then requeue again.",
                 if n == 1 { "" } else { "s" }
             ))
         }

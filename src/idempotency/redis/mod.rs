@@ -185,7 +185,8 @@ static ABANDON_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, ABA
 /// so it never vanishes while its lease is live.
 /// [`purge_expired`](crate::StoreAdmin::purge_expired) first records claims abandoned
 /// over [`ABANDONED_AFTER`](crate::ABANDONED_AFTER) as failed (a `SCAN` of the store's
-/// event keys), then drops the ids of expired records from `{prefix}:failed`
+/// event keys; not those of ids holding a `:`, which Stripe's never do, since such a key
+/// may be another store's under a longer prefix: their records expire unlisted), then drops the ids of expired records from `{prefix}:failed`
 /// ([`failed_events`](crate::StoreAdmin::failed_events) drops those it meets too); run
 /// it now and then, for example daily, so that set does not grow.
 ///

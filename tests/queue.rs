@@ -1092,6 +1092,46 @@ async fn sqlite_inbox_worker_commits_effects_with_the_completion() {
     assert_eq!((c.completed, c.dead), (1, 1));
 }
 
+/// An inbox handler stopped at its deadline in the middle of a SQLite statement: the
+/// statement is stopped too, so the rollback does not wait behind it (it ran on in the
+/// driver's thread for as long as it took, holding the job's slot) and the run ends soon
+/// after the deadline, failed, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_inbox_statement_cut_at_the_deadline_is_stopped() {
+    struct LongStatement;
+    #[async_trait]
+    impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Sqlite> for LongStatement {
+        async fn handle(
+            &self,
+            _: &Event,
+            conn: &mut stripe_webhooks::sqlx::SqliteConnection,
+        ) -> Result<(), HandlerError> {
+            // A billion generated rows: minutes of work.
+            let long = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+                        WHERE x < 1000000000) SELECT count(*) FROM c";
+            stripe_webhooks::sqlx::query(long)
+                .execute(&mut *conn)
+                .await
+                .map_err(HandlerError::new)?;
+            Ok(())
+        }
+    }
+    let dir = TempDir::new("queue_inbox_cut");
+    let queue = sqlite_queue(&dir).await;
+    enqueue_body(&queue, &customer_event("evt_cut", "cus_1", 1)).await;
+    let worker = queue
+        .inbox_worker(LongStatement)
+        .with_deadline(Some(Duration::from_millis(300)))
+        .with_retry(fast_retry(2));
+    let run = tokio::spawn(async move { worker.run_once().await });
+    let ran = tokio::time::timeout(Duration::from_secs(20), run).await;
+    assert!(ran.is_ok(), "the run waited for the statement it cut");
+    let retrying = queue.jobs(JobState::Retrying, 10).await.unwrap();
+    assert_eq!(retrying.len(), 1, "{retrying:?}");
+    let why = retrying[0].last_error.clone().unwrap_or_default();
+    assert!(why.contains("deadline"), "{why}");
+}
+
 /// A handler whose write made SQLite roll the whole transaction back (`INSERT OR
 /// ROLLBACK` on a conflict), and which hid the error and returned `Ok`, does not complete
 /// its job: the completion would have committed on its own, outside any transaction,

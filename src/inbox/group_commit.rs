@@ -18,7 +18,7 @@ use tokio::sync::{watch, Mutex, MutexGuard};
 
 use crate::event::EventId;
 use crate::idempotency::sql::db_err;
-use crate::idempotency::sql::sqlite::{is_busy, sqlite_code, BUSY_TIMEOUT};
+use crate::idempotency::sql::sqlite::{is_busy, sqlite_code, stop_on_flag, BUSY_TIMEOUT};
 use crate::idempotency::StoreError;
 use crate::processor::store_call;
 
@@ -101,17 +101,13 @@ pub(super) struct Batch {
     /// dropped at its deadline (or by a panic) in the middle of a statement leaves it
     /// running in the driver's thread, holding SQLite's write lock until it ends, with
     /// the delivery's undo queued behind it. The connection's progress handler
-    /// (every [`INTERRUPT_EVERY`] virtual machine steps) stops the first statement that
+    /// ([`stop_on_flag`]) stops the first statement that
     /// runs that long after this is set, and clears it; the delivery clears it once the
     /// connection's worker is idle (in case no statement was running), before its undo,
     /// and each delivery clears it as it starts. (An interrupted write rolls the whole
     /// transaction back, which the undo then finds, as for any rolled-back batch.)
     pub(super) interrupt: Arc<AtomicBool>,
 }
-
-/// How many SQLite virtual machine steps run between two looks at
-/// [`Batch::interrupt`]: a few microseconds' work.
-const INTERRUPT_EVERY: i32 = 1000;
 
 impl Batch {
     /// Whether the batch should commit now rather than wait for more deliveries.
@@ -406,15 +402,9 @@ impl GroupCommit {
             // (see `Batch::interrupt`), set on the connection each batch runs on: sqlx
             // keeps one `after_connect` hook per pool, the store pool's here. Setting it
             // again replaces it.
-            let flag = Arc::clone(&interrupt);
-            tx.lock_handle()
+            stop_on_flag(&mut tx, &interrupt)
                 .await
-                .map_err(busy_or_down)?
-                .set_progress_handler(
-                    INTERRUPT_EVERY,
-                    // `false` stops the statement (SQLITE_INTERRUPT), once.
-                    move || !(flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::SeqCst)),
-                );
+                .map_err(busy_or_down)?;
             Ok(tx)
         })
         .await?;

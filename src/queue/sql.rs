@@ -236,6 +236,28 @@ pub(crate) trait QueueDialect: Dialect {
         let _ = deadline;
         Cow::Borrowed(begin)
     }
+    /// Readies `conn` (in an inbox transaction) so that a statement a handler cut at its
+    /// deadline left running can be stopped ([`interrupt`](Self::interrupt)): the flag
+    /// that stops it, where the database leaves such a statement running (SQLite, in the
+    /// driver's thread, holding the write lock with the rollback queued behind it).
+    /// `None` where [`inbox_begin`](Self::inbox_begin) bounds it already.
+    fn arm_interrupt(
+        conn: &mut <Self as sqlx::Database>::Connection,
+    ) -> impl std::future::Future<Output = Option<Arc<std::sync::atomic::AtomicBool>>> + Send {
+        let _ = conn;
+        std::future::ready(None)
+    }
+    /// Stops the statement left running on `conn` (armed with `flag`), waiting at most
+    /// `wait` for it to end: whether the connection is idle (else it is closed rather
+    /// than rolled back, which would wait behind the statement).
+    fn interrupt(
+        conn: &mut <Self as sqlx::Database>::Connection,
+        flag: &std::sync::atomic::AtomicBool,
+        wait: Duration,
+    ) -> impl std::future::Future<Output = bool> + Send {
+        let _ = (conn, flag, wait);
+        std::future::ready(true)
+    }
 }
 
 #[cfg(feature = "sqlite")]
@@ -274,6 +296,20 @@ impl QueueDialect for sqlx::Sqlite {
     }
     fn serialization_failure(_: &(dyn std::error::Error + 'static)) -> bool {
         false
+    }
+    async fn arm_interrupt(
+        conn: &mut sqlx::SqliteConnection,
+    ) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let armed = crate::idempotency::sql::sqlite::stop_on_flag(conn, &flag).await;
+        armed.ok().map(|()| flag)
+    }
+    async fn interrupt(
+        conn: &mut sqlx::SqliteConnection,
+        flag: &std::sync::atomic::AtomicBool,
+        wait: Duration,
+    ) -> bool {
+        crate::idempotency::sql::sqlite::interrupt(conn, flag, wait).await
     }
 }
 
@@ -958,6 +994,7 @@ macro_rules! inbox_runner {
                                 return (Step::Done(begun(&e)), discard);
                             }
                         }
+                        let interrupt = <$db as QueueDialect>::arm_interrupt(&mut *tx).await;
                         let mut handled = run_handler(
                             handler_future(|| self.handler.handle(&event, &mut *tx)),
                             deadline,
@@ -974,7 +1011,21 @@ macro_rules! inbox_runner {
                             }
                         }
                         if let Err(e) = handled {
-                            let discard = tx.rollback().await.is_err();
+                            // Cut mid-statement, maybe: stop what it left running before
+                            // the rollback, which would wait behind it.
+                            let cut = matches!(
+                                e,
+                                crate::HandlerError::DeadlineExceeded(_)
+                                    | crate::HandlerError::Panicked(_)
+                            );
+                            let stuck = match (&interrupt, cut) {
+                                (Some(flag), true) => {
+                                    let wait = Duration::from_secs(5);
+                                    !<$db as QueueDialect>::interrupt(&mut *tx, flag, wait).await
+                                }
+                                _ => false,
+                            };
+                            let discard = stuck || tx.rollback().await.is_err();
                             let step = match retry(&e) {
                                 Some(b) => Step::Again(b),
                                 None => Step::Done(Ran::failed(&e)),
@@ -1140,7 +1191,9 @@ macro_rules! queue_impls {
             /// a handler deadline ([`Worker::with_deadline`]), the transaction's
             /// `statement_timeout` is the deadline and a second (unless the session sets
             /// its own), so a statement the deadline cut (a lock wait) ends on the server
-            /// too, rather than hold the job's connection and slot until it finishes.
+            /// too, rather than hold the job's connection and slot until it finishes. On
+            /// SQLite such a statement is stopped (`SQLITE_INTERRUPT`) before the
+            /// rollback, which would otherwise wait behind it holding the write lock.
             pub fn inbox_worker(&self, handler: impl crate::TransactionalHandler<$db>) -> Worker {
                 let runner = Arc::new(InboxRunner {
                     queue: self.core.clone(),

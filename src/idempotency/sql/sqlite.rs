@@ -1,6 +1,8 @@
 //! The SQLite store: the embedded default.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -25,6 +27,44 @@ super::shipped_migrations! {
 
 /// How long a writer waits for SQLite's lock before giving up.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many SQLite virtual machine steps run between two looks at a stop flag (see
+/// [`stop_on_flag`]): a few microseconds' work.
+const INTERRUPT_EVERY: i32 = 1000;
+
+/// Sets on `conn` a progress handler that stops the statement running (`SQLITE_INTERRUPT`)
+/// once `flag` is up, and takes the flag down. A future dropped in the middle of a
+/// statement (a handler cut at its deadline) leaves the statement running in the
+/// driver's thread, holding SQLite's write lock, with the rollback queued behind it:
+/// raising the flag stops it. Replaces any progress handler set before.
+pub(crate) async fn stop_on_flag(
+    conn: &mut sqlx::SqliteConnection,
+    flag: &Arc<AtomicBool>,
+) -> Result<(), sqlx::Error> {
+    let flag = Arc::clone(flag);
+    conn.lock_handle().await?.set_progress_handler(
+        INTERRUPT_EVERY,
+        // `false` stops the statement, once.
+        move || !(flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::SeqCst)),
+    );
+    Ok(())
+}
+
+/// Raises `flag` (set on `conn` with [`stop_on_flag`]) and waits, at most `wait`, for
+/// the driver's thread to be done with whatever ran (stopped, or ended), then takes the
+/// flag down: SQLite asks the progress handler on a count of steps that a cached
+/// statement keeps across runs, so a flag left up could stop the next statement (the
+/// rollback's own). Whether the connection is idle now.
+pub(crate) async fn interrupt(
+    conn: &mut sqlx::SqliteConnection,
+    flag: &AtomicBool,
+    wait: Duration,
+) -> bool {
+    flag.store(true, Ordering::SeqCst);
+    let idle = tokio::time::timeout(wait, async { conn.lock_handle().await.map(drop) }).await;
+    flag.store(false, Ordering::SeqCst);
+    matches!(idle, Ok(Ok(())))
+}
 
 /// Whether an error is SQLite's lock contention (`SQLITE_BUSY` or `SQLITE_LOCKED`).
 pub(crate) fn is_busy(e: &sqlx::Error) -> bool {

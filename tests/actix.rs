@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
 use stripe_webhooks::actix::VerifiedEvent;
-use stripe_webhooks::Processor;
+use stripe_webhooks::{Processor, SigningSecret, Verifier};
 
 /// Serves the app built by `factory` on an ephemeral port and returns the URL of
 /// `/webhooks/stripe`.
@@ -93,4 +93,87 @@ async fn service_mounts_in_a_scope() {
     let reply = adapter_suite::post(&url, Some(adapter_suite::JSON), Some(&header), body).await;
     assert_eq!(reply.status, 200);
     assert_eq!(handler.runs(), 1);
+}
+
+/// The extractor reads up to Stripe's largest bodies without the app setting a
+/// `PayloadConfig` (actix-web's own default, 256 KiB, is below them): up to the
+/// processor's `max_body` when the app has one, else 1 MiB; 413 past it. An app's own
+/// `PayloadConfig` is followed.
+#[tokio::test]
+async fn the_extractor_takes_large_events_without_a_payload_config() {
+    let large = |id: &str, pad: usize| {
+        let mut v: serde_json::Value = serde_json::from_str(
+            &stripe_webhooks::testing::event_for_type(id, "invoice.paid").unwrap(),
+        )
+        .unwrap();
+        v["data"]["object"]["metadata"] = serde_json::json!({ "note": "x".repeat(pad) });
+        let body = v.to_string();
+        let header = stripe_webhooks::testing::sign(
+            body.as_bytes(),
+            adapter_suite::SECRET,
+            stripe_webhooks::testing::now(),
+        );
+        (header, body)
+    };
+    let verifier = web::Data::new(Verifier::new(
+        SigningSecret::new(adapter_suite::SECRET).unwrap(),
+    ));
+    let only_verifier = {
+        let verifier = verifier.clone();
+        spawn(move |cfg| {
+            cfg.app_data(verifier.clone())
+                .route("/webhooks/stripe", web::post().to(user_handler));
+        })
+    };
+    let (header, body) = large("evt_large_300k", 300 * 1024);
+    let reply = adapter_suite::post(
+        &only_verifier,
+        Some(adapter_suite::JSON),
+        Some(&header),
+        body,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body, "evt_large_300k");
+    let (header, body) = large("evt_large_2m", 2 * 1024 * 1024);
+    let reply = adapter_suite::post(
+        &only_verifier,
+        Some(adapter_suite::JSON),
+        Some(&header),
+        body,
+    )
+    .await;
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    // The processor's own limit, when the app has one.
+    let processor = Arc::new(
+        Processor::new(
+            Verifier::new(SigningSecret::new(adapter_suite::SECRET).unwrap()),
+            stripe_webhooks::MemoryStore::new(),
+            Arc::new(adapter_suite::Counting::default()),
+        )
+        .with_max_body(128 * 1024),
+    );
+    let with_processor = spawn(move |cfg| {
+        cfg.app_data(web::Data::from(Arc::clone(&processor)))
+            .route("/webhooks/stripe", web::post().to(user_handler));
+    });
+    let (header, body) = large("evt_large_200k", 200 * 1024);
+    let reply = adapter_suite::post(
+        &with_processor,
+        Some(adapter_suite::JSON),
+        Some(&header),
+        body,
+    )
+    .await;
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    // An app's own `PayloadConfig` is followed.
+    let configured = spawn(move |cfg| {
+        cfg.app_data(verifier.clone())
+            .app_data(web::PayloadConfig::new(64 * 1024))
+            .route("/webhooks/stripe", web::post().to(user_handler));
+    });
+    let (header, body) = large("evt_large_100k", 100 * 1024);
+    let reply =
+        adapter_suite::post(&configured, Some(adapter_suite::JSON), Some(&header), body).await;
+    assert_eq!(reply.status, 413, "{}", reply.body);
 }

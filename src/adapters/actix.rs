@@ -55,13 +55,13 @@
 //!
 //! # Body limit
 //!
-//! The body is read through actix-web's [`web::Bytes`] extractor, whose limit comes from
-//! a [`web::PayloadConfig`] in the app data and is **256 KiB** by default, below the
-//! largest events Stripe sends. [`service`] registers
+//! actix-web's own limit, from a [`web::PayloadConfig`] in the app data, is **256 KiB**
+//! by default, below the largest events Stripe sends. [`service`] registers
 //! `web::PayloadConfig::new(processor.max_body())` (1 MiB unless you change it with
-//! [`Processor::with_max_body`]) on its own resource. With [`VerifiedEvent`] in a
-//! handler of your own, raise the limit yourself:
-//! `.app_data(web::PayloadConfig::new(processor.max_body()))`.
+//! [`Processor::with_max_body`]) on its own resource. [`VerifiedEvent`], in a handler of
+//! your own, reads up to the app data `web::Data<Processor>`'s
+//! [`max_body`](Processor::max_body), else [`DEFAULT_MAX_BODY`](crate::DEFAULT_MAX_BODY)
+//! (1 MiB), unless the app sets a `web::PayloadConfig` of its own, which it then follows.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -143,6 +143,28 @@ async fn read_body(
         })
 }
 
+/// Reads the body under the app's own `web::PayloadConfig` when it sets one, else up to
+/// `limit`: actix-web's default (256 KiB) is below the largest events Stripe sends.
+async fn read_body_within(
+    request: &HttpRequest,
+    payload: dev::Payload,
+    limit: usize,
+) -> Result<web::Bytes, Rejection> {
+    let configured = request.app_data::<web::PayloadConfig>().is_some()
+        || request
+            .app_data::<web::Data<web::PayloadConfig>>()
+            .is_some();
+    if configured {
+        return read_body(request, payload).await;
+    }
+    let stream = actix_web::body::BodyStream::new(payload);
+    match actix_web::body::to_bytes_limited(stream, limit).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) => Err(Rejection::BodyUnreadable(e.to_string().into())),
+        Err(_over) => Err(Rejection::PayloadTooLarge),
+    }
+}
+
 fn into_response(reply: Reply) -> HttpResponse {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);
@@ -181,9 +203,10 @@ impl ResponseError for Rejection {
 /// only a [`Verifier`]: app data `web::Data<Verifier>` (or, failing that, a
 /// `web::Data<Processor>`'s verifier); without either the request is answered 500.
 ///
-/// It checks the content type (415), reads the body through actix-web's [`web::Bytes`]
-/// extractor (413 over the `web::PayloadConfig` limit, 256 KiB unless you raise it as
-/// below) within 10 s ([`DEFAULT_BODY_TIMEOUT`](crate::DEFAULT_BODY_TIMEOUT), fixed
+/// It checks the content type (415), reads the body (413 over 1 MiB,
+/// [`DEFAULT_MAX_BODY`](crate::DEFAULT_MAX_BODY), or the `web::Data<Processor>`'s
+/// [`max_body`](Processor::max_body), or the app's own `web::PayloadConfig` when it sets
+/// one; not actix-web's 256 KiB default) within 10 s ([`DEFAULT_BODY_TIMEOUT`](crate::DEFAULT_BODY_TIMEOUT), fixed
 /// for the extractor; the ready service takes [`Processor::body_timeout`]; 408 after), verifies the signature (400) and parses the event (400). It does **not**
 /// claim the event: Stripe may deliver it more than once, so make your handler
 /// idempotent or pass the event to [`Processor::process_event`].
@@ -207,8 +230,6 @@ impl ResponseError for Rejection {
 ///     HttpServer::new(move || {
 ///         App::new()
 ///             .app_data(verifier.clone())
-///             // Raise actix-web's 256 KiB default to Stripe's largest bodies.
-///             .app_data(web::PayloadConfig::new(stripe_webhooks::DEFAULT_MAX_BODY))
 ///             .route("/webhooks/stripe", web::post().to(stripe))
 ///     })
 ///     .bind(("127.0.0.1", 8080))?
@@ -228,17 +249,17 @@ impl FromRequest for VerifiedEvent {
         let request = request.clone();
         let payload = payload.take();
         Box::pin(async move {
+            let processor = request.app_data::<web::Data<Processor>>();
             let verifier = match request.app_data::<web::Data<Verifier>>() {
                 Some(verifier) => Verifier::clone(verifier),
-                None => request
-                    .app_data::<web::Data<Processor>>()
+                None => processor
                     .map(|p| p.verifier().clone())
                     .ok_or(Rejection::MissingVerifier)?,
             };
+            let limit = processor.map_or(crate::DEFAULT_MAX_BODY, |p| p.max_body());
             common::check_content_type(header(&request, CONTENT_TYPE.as_str()), encoded(&request))?;
-            let body =
-                common::read_within(crate::DEFAULT_BODY_TIMEOUT, read_body(&request, payload))
-                    .await?;
+            let read = read_body_within(&request, payload, limit);
+            let body = common::read_within(crate::DEFAULT_BODY_TIMEOUT, read).await?;
             common::verify_event(&verifier, header(&request, common::SIGNATURE_HEADER), &body)
                 .map(VerifiedEvent)
         })

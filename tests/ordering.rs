@@ -753,6 +753,25 @@ async fn a_singletons_thin_event_and_its_twin_run_once_beside_an_ordered_route()
         let key = if own { &id } else { &twin };
         assert_eq!(o.claim_key().unwrap().as_str(), key, "{thin_type}");
     }
+    // An upcoming invoice has no id though invoices have one: its thin event (no related
+    // object) and its twin run once between them, on the twin's key.
+    let n = ThinEventBuilder::new("evt_thin_upcoming", "v1.invoice.upcoming")
+        .snapshot_event("evt_upcoming")
+        .created(BASE + 2)
+        .build();
+    let n = dangerous::parse_unverified_notification(n.as_bytes()).unwrap();
+    let o = thin.process_notification(&n).await;
+    assert_eq!(o.claim_key().unwrap().as_str(), "evt_upcoming", "{o:?}");
+    let upcoming = testing::event_json(
+        "evt_upcoming",
+        "invoice.upcoming",
+        r#"{"object":"invoice","customer":"cus_1"}"#,
+    );
+    let upcoming = dangerous::parse_unverified(upcoming.as_bytes()).unwrap();
+    assert_eq!(
+        snapshot.process_event(&upcoming).await.kind().name(),
+        "duplicate"
+    );
 
     // A related object with an id (the alert) whose twin's object has none (one
     // trigger of it): claimed under the twin's id, outside the guard, so an earlier

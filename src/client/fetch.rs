@@ -386,9 +386,6 @@ pub enum FetchLatestError {
     },
 }
 
-/// Event types whose object has no id, so no API path.
-const WITHOUT_ID: &[&str] = &["invoice.upcoming"];
-
 /// What [`FetchLatest`] does when Stripe answers that the object does not exist (404).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -486,7 +483,8 @@ impl<H: EventHandler> FetchLatest<H> {
                     event_type: ty.as_str().to_owned(),
                 });
             }
-            if WITHOUT_ID.contains(&ty.as_str()) {
+            // Their object has no id, so no API path.
+            if crate::event::TYPES_WITHOUT_OBJECT_ID.contains(&ty.as_str()) {
                 return Err(FetchLatestError::NoObjectId {
                     event_type: ty.as_str().to_owned(),
                 });

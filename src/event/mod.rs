@@ -26,7 +26,7 @@ use envelope::{
 pub use error::{ObjectError, ParseError};
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use thin::rfc3339_millis;
-pub(crate) use thin::{rfc3339_from, rfc3339_seconds, twin_type};
+pub(crate) use thin::{rfc3339_from, rfc3339_seconds, twin_type, TYPES_WITHOUT_OBJECT_ID};
 pub use thin::{
     AccountLinkReturned, AccountPersonData, CapabilityStatusUpdated, EventChanges,
     EventNotification, EventReason, InvoiceUpcoming, MeterErrorReason, MeterErrorReport,

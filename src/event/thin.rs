@@ -11,6 +11,10 @@ use super::thin_types::ThinEventType;
 use super::{EventId, EventType};
 use crate::objects::map_only::{map_deserialize, MapOnly};
 
+/// Snapshot event types whose object has no id although objects of its type have one:
+/// `invoice.upcoming`'s invoice is not created yet.
+pub(crate) const TYPES_WITHOUT_OBJECT_ID: &[&str] = &["invoice.upcoming"];
+
 /// The object types whose objects have no `id` (Stripe's singletons), per the object
 /// schemas in `data/stripe/schemas`.
 pub(crate) const OBJECTS_WITHOUT_ID: &[&str] = &[
@@ -545,13 +549,16 @@ impl EventNotification {
     }
 
     /// Whether its snapshot twin carries an object that has no id (`balance`,
-    /// `tax.settings`: [`OBJECTS_WITHOUT_ID`]), so that the ordering guard never orders
+    /// `tax.settings`: [`OBJECTS_WITHOUT_ID`]; an upcoming invoice:
+    /// [`TYPES_WITHOUT_OBJECT_ID`]), so that the ordering guard never orders
     /// the twin either. `false` without a twin type, or for a twin type this release
     /// does not know.
     pub(crate) fn twin_object_has_no_id(&self) -> bool {
-        self.snapshot_type()
-            .and_then(|t| t.object_type())
-            .is_some_and(|types| types.split('|').all(|t| OBJECTS_WITHOUT_ID.contains(&t)))
+        self.snapshot_type().is_some_and(|t| {
+            TYPES_WITHOUT_OBJECT_ID.contains(&t.as_str())
+                || t.object_type()
+                    .is_some_and(|types| types.split('|').all(|t| OBJECTS_WITHOUT_ID.contains(&t)))
+        })
     }
 
     /// The snapshot event type raised by the same change, for the `v1.*` types that have

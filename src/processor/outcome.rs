@@ -131,8 +131,10 @@ pub enum OutcomeKind {
     /// The handler succeeded but its lease had expired and another delivery took the
     /// event over. 200; the other delivery records the completion. Under the ordering
     /// guard ([`Processor::ordered`](crate::Processor::ordered)), a lost lease or object
-    /// lock is [`HandlerFailed`](Self::HandlerFailed) (500) instead: the watermark did not
-    /// move, and Stripe's retry runs the event again after any older one.
+    /// lock of an event the handler applied is [`HandlerFailed`](Self::HandlerFailed)
+    /// (500) instead: the watermark did not move, and Stripe's retry runs the event again
+    /// after any older one. A stale event's (nothing applied, `handle_stale` done) stays
+    /// `LeaseLost`: the delivery that took its claim over judges it again.
     LeaseLost,
     /// Another delivery holds the event. 409 with `Retry-After`.
     InProgress {

@@ -553,8 +553,8 @@ pub trait Queue: Send + Sync + 'static {
         retry_in: Option<Duration>,
     ) -> Result<(), StoreError>;
 
-    /// Gives the job back untouched (a worker shutting down): queued again at once, and
-    /// this run does not count as an attempt.
+    /// Gives the job back (a worker shutting down): queued again, due now (behind jobs
+    /// that were due before it), and this run does not count as an attempt.
     ///
     /// # Errors
     ///
@@ -572,8 +572,10 @@ pub trait Queue: Send + Sync + 'static {
     /// The least time a worker gives a [`take`](Self::take) before abandoning it (its
     /// store timeout is raised to this). An abandoned statement can still run to its end
     /// and commit, leaving the jobs it took running under a fence nobody holds until
-    /// their lease ends. The default is none; the SQLite queue answers its busy timeout
-    /// and a second, so that its own wait for the write lock ends first.
+    /// their lease ends. The default is none; the SQLite queue answers 6 s, the busy
+    /// timeout its store sets (5 s) and a second, so that its own wait for the write lock
+    /// ends first (a pool of your own with a longer busy timeout: raise the worker's store
+    /// timeout past it yourself).
     fn min_take_timeout(&self) -> Duration {
         Duration::ZERO
     }

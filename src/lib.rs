@@ -48,6 +48,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let app = axum::Router::new().route("/webhooks/stripe", stripe_webhooks::axum::route(processor));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:4242").await?;
+    // In production, stop on SIGTERM too and drain the processor: see the README's
+    // quick start (`with_graceful_shutdown`, `Processor::drain`).
     axum::serve(listener, app).await?;
     Ok(())
 }

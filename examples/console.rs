@@ -143,6 +143,16 @@ async fn seed(queue: &MemoryQueue) -> Result<(), Box<dyn Error>> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
+    // The console's requeues (who requeued what) and the queue errors behind its 503
+    // pages, on stderr; `RUST_LOG` sets the level (default `info`).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
     let password = std::env::var("CONSOLE_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty())

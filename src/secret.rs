@@ -307,7 +307,9 @@ pub(crate) fn debug_change_set<'a>(
     object: Option<&str>,
     json: &'a str,
 ) -> std::borrow::Cow<'a, str> {
-    let card = object.is_none() && (json.contains("\"cvc\"") || json.contains("\"number\""));
+    // An issuing card's change set, or one of no known type that may be one.
+    let card = matches!(object, None | Some(CARD_NUMBER_OBJECT))
+        && (json.contains("\"cvc\"") || json.contains("\"number\""));
     if !(json.contains("\"url\"") || json.contains("\\u") || card) {
         return debug_json(json);
     }
@@ -474,6 +476,14 @@ mod tests {
         assert!(shown.contains(r#""last4":"4242""#), "{shown}");
         let invoice = r#"{"number":"INV-0001","status":"open"}"#;
         assert!(debug_change_set(None, invoice).contains("INV-0001"));
+        // An issuing card's, named so: hidden too (its text names no object).
+        let card = r#"{"number":"4242424242424242","cvc":"123"}"#;
+        let shown = debug_change_set(Some(CARD_NUMBER_OBJECT), card);
+        assert!(
+            !shown.contains("4242424242424242") && !shown.contains("123"),
+            "{shown}"
+        );
+        assert!(debug_change_set(Some("invoice"), invoice).contains("INV-0001"));
     }
 
     /// A thin event's `changes` hold members of its related object without naming it: a

@@ -1179,14 +1179,20 @@ async fn dropped_connections_and_slow_answers_are_retried() {
         .unwrap();
     assert_eq!(fake.requests().len(), 3);
 
-    let client = client.with_attempt_timeout(Duration::from_millis(100));
+    // An attempt timeout a loaded machine's normal answer stays well within, and a slow
+    // answer (5 s) well past it: not waited for.
+    let client = client.with_attempt_timeout(Duration::from_secs(1));
     fake.fail_next(1, Fault::Delay(Duration::from_secs(5)));
     let start = Instant::now();
     client
         .retrieve_event(&RequestContext::platform(), "evt_1")
         .await
         .unwrap();
-    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(fake.requests().len(), 5);
 }
 

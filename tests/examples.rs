@@ -62,7 +62,7 @@ async fn start_with(name: &str, thin: Option<&str>) -> Service {
         Some(t) => command.env("STRIPE_THIN_WEBHOOK_SECRET", t),
         None => command.env_remove("STRIPE_THIN_WEBHOOK_SECRET"),
     };
-    let child = command
+    let mut child = command
         .env("PORT", port.to_string())
         .env("SQLITE_PATH", &db)
         .env_remove("DATABASE_URL")
@@ -75,6 +75,10 @@ async fn start_with(name: &str, thin: Option<&str>) -> Service {
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     for _ in 0..300 {
+        // Its own process answers, not another test's that took the port meanwhile.
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{name} exited before it answered: {status}");
+        }
         if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
             assert_eq!(r.status(), 200);
             return Service {

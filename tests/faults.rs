@@ -316,12 +316,14 @@ async fn pg_store_on(
     store
 }
 
-/// Holds its transaction open a while, so that a second delivery's claim waits on it.
-struct Lingers;
+/// Holds its transaction open a while, so that a second delivery's claim waits on it;
+/// adds a permit to its semaphore as each run starts (its claim is taken by then).
+struct Lingers(Arc<tokio::sync::Semaphore>);
 
 #[async_trait]
 impl TransactionalHandler<Postgres> for Lingers {
     async fn handle(&self, _event: &Event, _conn: &mut PgConnection) -> Result<(), HandlerError> {
+        self.0.add_permits(1);
         tokio::time::sleep(Duration::from_millis(300)).await;
         Ok(())
     }
@@ -346,10 +348,11 @@ async fn postgres_inbox_claims_again_after_a_serialization_failure() {
                 })
             });
         let store = pg_store_on(options, &url, "t_faults_iso").await;
+        let started = Arc::new(tokio::sync::Semaphore::new(0));
         let p = Arc::new(Processor::with_inbox(
             Verifier::from_secrets_list(SECRET).unwrap(),
             store
-                .inbox(Lingers)
+                .inbox(Lingers(Arc::clone(&started)))
                 .ordered(stripe_webhooks::TiePolicy::Run),
         ));
         let prefix = format!("pg_iso_{}", isolation.replace(' ', "_"));
@@ -357,13 +360,20 @@ async fn postgres_inbox_claims_again_after_a_serialization_failure() {
         // The same event twice, then another event of the same invoice.
         let runs = [&ds[0], &ds[0], &ds[1]];
         let mut tasks = Vec::new();
-        for (h, b) in runs {
+        for (i, (h, b)) in runs.into_iter().enumerate() {
             let (p, h, b) = (Arc::clone(&p), h.clone(), b.clone());
             tasks.push(tokio::spawn(async move {
                 p.process(Some(&h), b.as_bytes()).await
             }));
-            // Each after the one before has claimed.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // The others once the first has claimed (its handler started).
+            if i == 0 {
+                let first = tokio::time::timeout(Duration::from_secs(10), started.acquire());
+                drop(
+                    first
+                        .await
+                        .expect("the first delivery's handler never started"),
+                );
+            }
         }
         let mut kinds = Vec::new();
         for task in tasks {
@@ -517,13 +527,14 @@ async fn postgres_inbox_cancels_the_statement_a_deadline_cut() {
     let store = pg_store("t_faults_cancel").await;
     let p = Processor::with_inbox(
         Verifier::from_secrets_list(SECRET).unwrap(),
-        store.inbox(common::SleepsInTheDatabase),
+        store.inbox(common::SleepsInTheDatabase("faults_cancel")),
     )
     .with_handler_deadline(Some(Duration::from_secs(1)));
     let o = deliver_one(&p, "pg_cancel").await;
     cut_and_recorded(&o, &store, "evt_pg_cancel_0").await;
     let busy: i64 = stripe_webhooks::sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE query = 'SELECT pg_sleep(30) -- faults_cancel' AND state = 'active'",
     )
     .fetch_one(store.pool())
     .await
@@ -542,7 +553,7 @@ async fn postgres_inbox_ends_a_cut_statement_without_a_spare_connection() {
     let store = pg_store_on(options, &url, "t_faults_cancel_one").await;
     let p = Processor::with_inbox(
         Verifier::from_secrets_list(SECRET).unwrap(),
-        store.inbox(common::SleepsInTheDatabase),
+        store.inbox(common::SleepsInTheDatabase("faults_cancel_one")),
     )
     .with_handler_deadline(Some(Duration::from_millis(500)))
     .with_store_timeout(Duration::from_secs(2));

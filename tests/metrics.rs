@@ -77,7 +77,17 @@ async fn the_queue_example_reports_deliveries_jobs_lag_and_depth() {
     assert_eq!(post(p, "/webhook", &paid, "whsec_wrong").await, 400);
     wait_drained(&service, 3, Duration::from_secs(30)).await;
 
-    let text = scrape(p).await;
+    // A job's counters are added just after its completion is committed: scraped until
+    // the last one's are in.
+    let mut text = scrape(p).await;
+    let jobs = "stripe_webhooks_jobs_total";
+    for _ in 0..100 {
+        if sample(&text, jobs, &[("result", "completed")]) >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        text = scrape(p).await;
+    }
     let d = "stripe_webhooks_deliveries_total";
     assert_eq!(sample(&text, d, &[("outcome", "queued")]), 3.0, "{text}");
     assert_eq!(

@@ -434,8 +434,9 @@ async fn a_dropped_delivery_frees_its_object() {
         delay: Duration::from_millis(2_000),
         ..Recorder::default()
     });
+    let store = Arc::new(MemoryStore::new());
     let p = Arc::new(processor(
-        MemoryStore::new(),
+        Arc::clone(&store),
         Arc::clone(&h),
         TiePolicy::Run,
     ));
@@ -446,7 +447,22 @@ async fn a_dropped_delivery_frees_its_object() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Dropped once it holds the object (claimed; its handler runs 2 s).
+    use stripe_webhooks::StoreAdmin as _;
+    let mut claimed = false;
+    for _ in 0..500 {
+        if store
+            .record(&EventId::new("evt_drop"))
+            .await
+            .unwrap()
+            .is_some()
+        {
+            claimed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(claimed, "the first delivery never claimed");
     slow.abort();
     let mut last = None;
     for _ in 0..50 {

@@ -1220,11 +1220,12 @@ async fn a_handler_is_called_only_once_its_event_is_claimed() {
 #[tokio::test]
 async fn a_zero_lease_still_keeps_concurrent_duplicates_out() {
     let h = Arc::new(Counting {
-        sleep: Some(Duration::from_millis(60)),
+        sleep: Some(Duration::from_millis(300)),
         ..Counting::default()
     });
+    let store = Arc::new(MemoryStore::new());
     let p = Arc::new(
-        Processor::new(verifier(), MemoryStore::new(), Arc::clone(&h))
+        Processor::new(verifier(), Arc::clone(&store), Arc::clone(&h))
             .with_handler_deadline(None)
             .with_lease(Duration::ZERO),
     );
@@ -1233,7 +1234,14 @@ async fn a_zero_lease_still_keeps_concurrent_duplicates_out() {
         let (p, header, body) = (Arc::clone(&p), header.clone(), body.clone());
         tokio::spawn(async move { p.process(Some(&header), body.as_bytes()).await })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Once the first has claimed (its handler then runs 300 ms).
+    let id = EventId::new("evt_zero_lease");
+    for _ in 0..500 {
+        if store.record(&id).await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let second = p.process(Some(&header), body.as_bytes()).await;
     assert_eq!(second.status(), 409, "{second:?}");
     let first = first.await.unwrap();

@@ -1781,22 +1781,7 @@ mod postgres {
             let queue = queue.clone();
             async move { queue.requeue_dead().await.unwrap() }
         });
-        let mut waited = false;
-        for _ in 0..500 {
-            let waiting: i64 = stripe_webhooks::sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                 AND position($1 in query) > 0",
-            )
-            .bind(&jobs)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            if waiting > 0 {
-                waited = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let waited = common::lock_wait_seen(&pool, &jobs).await;
         assert!(waited, "the walk never waited on the row");
         other.commit().await.unwrap();
         assert_eq!(walk.await.unwrap(), (n - 1) as u64);
@@ -1897,7 +1882,7 @@ mod postgres {
         let queue = queue("qcut").await;
         enqueue_body(&queue, &customer_event(&unique("evt_cut"), "cus_1", 1)).await;
         // The statement would sleep 30 s.
-        let worker = queue.inbox_worker(common::SleepsInTheDatabase);
+        let worker = queue.inbox_worker(common::SleepsInTheDatabase("queue_cut"));
         super::assert_cut_at_its_deadline(worker, &queue).await;
     }
 

@@ -828,6 +828,8 @@ async fn claim_while_redis_is_paused_returns_within_the_callers_timeout() {
         .query_async(&mut admin)
         .await
         .unwrap();
+    // A failed assertion below must not leave the server paused for the other tests.
+    let _unpause = Unpause;
     let started = std::time::Instant::now();
     let res = tokio::time::timeout(
         Duration::from_secs(1),
@@ -923,6 +925,18 @@ async fn a_full_redis_refuses_new_claims_and_writes_nothing() {
     // The store works again once Redis has room.
     let after = acquire(&store, &EventId::new("evt_full")).await;
     store.complete(&after).await.unwrap();
+}
+
+/// Ends a `CLIENT PAUSE` when dropped, whether the test passed, failed or panicked.
+struct Unpause;
+
+impl Drop for Unpause {
+    fn drop(&mut self) {
+        let conn = redis::Client::open(redis_url()).and_then(|c| c.get_connection());
+        if let Ok(mut conn) = conn {
+            let _: redis::RedisResult<()> = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut conn);
+        }
+    }
 }
 
 /// Puts the server's memory limit and policy back when dropped, whether the test passed,

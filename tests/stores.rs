@@ -101,14 +101,17 @@ async fn watermarks_purge_past_retention<S: stripe_webhooks::OrderingStore + Sto
         .unwrap();
     assert!(matches!(locked, ObjectLock::Acquired { .. }), "{locked:?}");
     let lapsing = store
-        .lock_object("cus_01500", "holder_slow", Duration::from_millis(1500))
+        .lock_object("cus_01500", "holder_slow", Duration::from_secs(4))
         .await
         .unwrap();
     assert!(
         matches!(lapsing, ObjectLock::Acquired { .. }),
         "{lapsing:?}"
     );
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Past the retention (5 s) for every watermark written before the locks, and past
+    // the lapsing lock's end by more than a second, while that end is still within the
+    // retention by more than three (a slow purge on a busy machine keeps its answer).
+    tokio::time::sleep(Duration::from_millis(5300)).await;
     store
         .advance_watermark("cus_recent", &mark(9))
         .await
@@ -176,7 +179,7 @@ async fn a_store_without_admin_queries_runs_the_claim_behaviours() {
 
 #[tokio::test]
 async fn memory_store_purges_watermarks_past_retention() {
-    watermarks_purge_past_retention(MemoryStore::new().with_retention(Duration::from_secs(2)))
+    watermarks_purge_past_retention(MemoryStore::new().with_retention(Duration::from_secs(5)))
         .await;
 }
 
@@ -843,7 +846,7 @@ mod sqlite {
     #[tokio::test]
     async fn sqlite_purges_watermarks_past_retention() {
         let (store, _dir) = store("purge_objects").await;
-        watermarks_purge_past_retention(store.with_retention(Duration::from_secs(2))).await;
+        watermarks_purge_past_retention(store.with_retention(Duration::from_secs(5))).await;
     }
 
     #[tokio::test]
@@ -1009,7 +1012,10 @@ mod postgres {
             let store = store.clone();
             async move { store.migrate().await }
         });
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(
+            common::lock_wait_seen(store.pool(), &table).await,
+            "the migration never queued behind the open transaction"
+        );
         // Without the lock timeout, this claim would wait for `open`, which ends only
         // after it: a bound of 20 s tells the two apart.
         let claimed = tokio::time::timeout(
@@ -1055,14 +1061,22 @@ mod postgres {
             }
         });
         // The guard has the object's row and waits for the claim's.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            common::lock_wait_seen(store.pool(), &table).await,
+            "the guard never waited for the claim's row"
+        );
         let second = stripe_webhooks::sqlx::query(&format!(
             "INSERT INTO {table}_objects (object_id) VALUES ('cus_dl') \
              ON CONFLICT (object_id) DO UPDATE SET updated_at = now()"
         ))
         .execute(&mut *inbox)
         .await;
-        let guarded = guarded.await.unwrap().unwrap();
+        // Bounded: a guard that never met the deadlock would wait for `inbox` for ever.
+        let guarded = tokio::time::timeout(Duration::from_secs(30), guarded)
+            .await
+            .expect("the guard still waits: no deadlock was met")
+            .unwrap()
+            .unwrap();
         match second {
             // The guard's statement was undone (the waiter that checks first).
             Ok(_) => assert!(matches!(guarded, LockedClaim::Busy { .. }), "{guarded:?}"),
@@ -1081,7 +1095,7 @@ mod postgres {
     #[tokio::test]
     async fn postgres_purges_watermarks_past_retention() {
         let store = store("purge_objects").await;
-        watermarks_purge_past_retention(store.with_retention(Duration::from_secs(2))).await;
+        watermarks_purge_past_retention(store.with_retention(Duration::from_secs(5))).await;
     }
 
     /// See `sqlite_reads_out_of_range_attempts_like_postgres`; `INTEGER` is 32-bit here,

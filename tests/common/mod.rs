@@ -124,10 +124,11 @@ impl stripe_webhooks::ThinEventHandler for NoopThin {
     }
 }
 
-/// A PostgreSQL inbox handler that runs one statement for 30 s (`SELECT pg_sleep(30)`),
-/// far past any handler deadline.
+/// A PostgreSQL inbox handler that runs one statement for 30 s (`SELECT pg_sleep(30)`,
+/// then a comment naming its tag, so that a test can find its own in
+/// `pg_stat_activity`), far past any handler deadline.
 #[cfg(feature = "postgres")]
-pub struct SleepsInTheDatabase;
+pub struct SleepsInTheDatabase(pub &'static str);
 
 #[cfg(feature = "postgres")]
 #[stripe_webhooks::async_trait]
@@ -139,10 +140,34 @@ impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Postgres>
         _event: &stripe_webhooks::Event,
         conn: &mut stripe_webhooks::sqlx::PgConnection,
     ) -> Result<(), stripe_webhooks::HandlerError> {
-        stripe_webhooks::sqlx::query("SELECT pg_sleep(30)")
+        let sleep = format!("SELECT pg_sleep(30) -- {}", self.0);
+        stripe_webhooks::sqlx::query(&sleep)
             .execute(&mut *conn)
             .await
             .map_err(stripe_webhooks::HandlerError::new)?;
         Ok(())
     }
+}
+
+/// Waits, up to 10 s, until a session of the server `pool` reaches is waiting on a lock
+/// in a statement whose text holds `needle` (a table name): the handshake for tests that
+/// need one statement to queue behind another before they go on, where a sleep would
+/// only make it likely. Whether one was seen.
+#[cfg(feature = "postgres")]
+pub async fn lock_wait_seen(pool: &stripe_webhooks::sqlx::PgPool, needle: &str) -> bool {
+    for _ in 0..1000 {
+        let waiting: i64 = stripe_webhooks::sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND position($1 in query) > 0 AND pid <> pg_backend_pid()",
+        )
+        .bind(needle)
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0);
+        if waiting > 0 {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
 }

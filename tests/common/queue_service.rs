@@ -33,7 +33,7 @@ impl Service {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let child = spawn(example, port, &env);
-        let s = Self {
+        let mut s = Self {
             port,
             example,
             env,
@@ -74,9 +74,18 @@ impl Service {
         self.wait_ready().await;
     }
 
-    async fn wait_ready(&self) {
+    /// Waits for its `/healthz`, from its own process: one that exited (its port taken
+    /// meanwhile by another test's service, say) fails here rather than let the test
+    /// talk to the other.
+    async fn wait_ready(&mut self) {
         let client = reqwest::Client::new();
         for _ in 0..600 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the {} example exited before it answered: {status}",
+                    self.example
+                );
+            }
             if let Ok(r) = client.get(self.url("/healthz")).send().await {
                 if r.status() == 200 {
                     return;

@@ -628,7 +628,10 @@ pub trait QueueAdmin: Queue {
     /// before. A job that has left `state` since still marks its place (by when it was
     /// queued), except in Redis's completed listing, which is ordered by when jobs
     /// finished: there, and for a key the queue no longer has (purged), the page is empty.
-    /// The crate's queues answer with one query each.
+    /// The crate's queues answer with one query each. On PostgreSQL a job's place is
+    /// given when its enqueue began, so one whose enqueue committed after a later one's,
+    /// while you paged, can fall before a page already read: a listing is a view of a
+    /// moving queue, not a snapshot ([`counts`](Self::counts) says how many there are).
     ///
     /// # Errors
     ///

@@ -1024,66 +1024,6 @@ impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Sqlite> for Le
     }
 }
 
-/// Inbox mode on SQLite: a run whose transaction cannot get the write lock (another
-/// writer holds it past the busy timeout, once and again with `BEGIN IMMEDIATE`) is no
-/// fault of the job's: the job is given back, no attempt counted, and runs once the
-/// lock is free. Before, it counted an attempt and waited out the retry policy's delay
-/// (a minute and more), and enough such runs made it dead.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sqlite_inbox_run_the_database_was_too_busy_for_costs_no_attempt() {
-    use stripe_webhooks::sqlx::sqlite::SqlitePoolOptions;
-    /// Its first run has another connection take the write lock for 12 s, then writes.
-    struct Contended {
-        other: stripe_webhooks::sqlx::SqlitePool,
-        first: std::sync::atomic::AtomicBool,
-    }
-    #[async_trait]
-    impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Sqlite> for Contended {
-        async fn handle(
-            &self,
-            event: &Event,
-            conn: &mut stripe_webhooks::sqlx::SqliteConnection,
-        ) -> Result<(), HandlerError> {
-            if self.first.swap(false, Ordering::SeqCst) {
-                let mut holder = self.other.acquire().await.unwrap();
-                stripe_webhooks::sqlx::query("BEGIN IMMEDIATE")
-                    .execute(&mut *holder)
-                    .await
-                    .unwrap();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(12)).await;
-                    let _ = stripe_webhooks::sqlx::query("ROLLBACK")
-                        .execute(&mut *holder)
-                        .await;
-                });
-            }
-            Ledger.handle(event, conn).await
-        }
-    }
-    let dir = TempDir::new("queue_inbox_busy");
-    let queue = sqlite_ledger_queue(&dir).await;
-    let other = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect(&format!("sqlite://{}", dir.join("queue.db").display()))
-        .await
-        .unwrap();
-    enqueue_body(&queue, &customer_event("evt_busy", "cus_1", 1)).await;
-    let handler = Contended {
-        other,
-        first: std::sync::atomic::AtomicBool::new(true),
-    };
-    let worker = queue.inbox_worker(handler).with_retry(fast_retry(1));
-    worker.run_once().await.unwrap();
-    let job = queue.job(&"evt_busy".into()).await.unwrap().unwrap();
-    assert_eq!((job.state, job.attempts), (JobState::Queued, 0), "{job:?}");
-    // Once the lock is free, it runs.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    worker.run_once().await.unwrap();
-    let job = queue.job(&"evt_busy".into()).await.unwrap().unwrap();
-    assert_eq!(job.state, JobState::Completed, "{job:?}");
-    assert_eq!(ledger(&queue).await, ["evt_busy"]);
-}
-
 /// An inbox worker's thin handler names its routes to thin types newer than this
 /// release in the worker's `enabled_events`, as a plain worker's does (they were left
 /// out: the inbox runner's wrapper did not pass them on, and a thin router with only

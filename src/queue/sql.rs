@@ -949,19 +949,9 @@ macro_rules! inbox_runner {
                     Done(Ran),
                     Again(&'static str),
                 }
-                // A begin the database was too busy for (SQLite's write lock, held past the
-                // busy timeout by another writer) is no fault of the job's: given back
-                // without counting an attempt.
-                let begun = |e: &(dyn std::error::Error + 'static)| {
-                    let error = format!("could not begin the inbox transaction: {e}");
-                    if <$db as QueueDialect>::snapshot_lost(e) {
-                        Ran::Busy { error }
-                    } else {
-                        Ran::Failed {
-                            error,
-                            permanent: false,
-                        }
-                    }
+                let begun = |e: &dyn std::fmt::Display| Ran::Failed {
+                    error: format!("could not begin the inbox transaction: {e}"),
+                    permanent: false,
                 };
                 let mut begin = <$db as QueueDialect>::BEGIN;
                 loop {
@@ -1203,10 +1193,7 @@ macro_rules! queue_impls {
             /// its own), so a statement the deadline cut (a lock wait) ends on the server
             /// too, rather than hold the job's connection and slot until it finishes. On
             /// SQLite such a statement is stopped (`SQLITE_INTERRUPT`) before the
-            /// rollback, which would otherwise wait behind it holding the write lock; and
-            /// a run whose transaction could not get the write lock (another writer held
-            /// it past the busy timeout, twice) gives its job back without counting an
-            /// attempt.
+            /// rollback, which would otherwise wait behind it holding the write lock.
             pub fn inbox_worker(&self, handler: impl crate::TransactionalHandler<$db>) -> Worker {
                 let runner = Arc::new(InboxRunner {
                     queue: self.core.clone(),

@@ -146,11 +146,6 @@ pub(crate) enum Ran {
     /// The job's lease was lost while it ran (inbox mode: its transaction rolled back).
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     LeaseLost,
-    /// The handler never ran: the database was busy (inbox mode on SQLite: another
-    /// writer held the write lock past the busy timeout). No fault of the job's: the
-    /// worker gives it back, and the run does not count as an attempt.
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
-    Busy { error: String },
 }
 
 impl Ran {
@@ -1084,10 +1079,6 @@ async fn run_job(
             )
         }
         Held::Stopped => (settle(s, || queue.release(&job.token)).await, "released"),
-        Held::Ran(Ran::Busy { error }) => {
-            note_busy(&job, &error);
-            (settle(s, || queue.release(&job.token)).await, "released")
-        }
     };
     if let Err(e) = &settled {
         note_settle_failed("settle", &job, e);
@@ -1130,15 +1121,6 @@ where
 fn note_take_failed(e: &StoreError) {
     #[cfg(feature = "tracing")]
     tracing::warn!(error = %e, "could not take jobs from the queue");
-}
-
-#[allow(unused_variables)]
-fn note_busy(job: &Job, error: &str) {
-    #[cfg(feature = "tracing")]
-    tracing::warn!(
-        job = %job.key(), event_type = %job.event_type, error,
-        "the database was busy: the job is given back, no attempt counted"
-    );
 }
 
 #[allow(unused_variables)]

@@ -35,7 +35,8 @@
 //!   another site whose name was re-resolved to the console's address (DNS rebinding)
 //!   could read it and post its forms whenever the authorization check is one the browser
 //!   does not scope to a site (the client's address, a header a proxy adds). IP
-//!   addresses and `localhost` are answered without being named.
+//!   addresses and `localhost` are answered without being named, so a proxy in front
+//!   must pass the browser's `Host` on rather than its upstream's address.
 //! - Every request, the stylesheet included, passes the authorization check first; a
 //!   refused one is answered 401 and nothing is read from the queue. An empty password
 //!   or token refuses everyone.
@@ -51,7 +52,8 @@
 //!   token is good for one to two hours and only with its cookie. A POST without a good
 //!   token, or whose `Origin` names another host (or `http://` for a request that came
 //!   over HTTPS) or whose `Sec-Fetch-Site` is not `same-origin`, is refused with 403 and changes nothing. Behind a proxy that
-//!   rewrites `Host`, name the public origin with [`Console::with_allowed_origin`].
+//!   rewrites `Host` (better: have it pass the browser's on, as above), name the public
+//!   origin with [`Console::with_allowed_origin`].
 //! - Every answer carries `Content-Security-Policy` (no script at all, styles from the
 //!   console only, no framing), `X-Frame-Options: DENY`, `Cache-Control: no-store`,
 //!   `X-Content-Type-Options: nosniff` and `Referrer-Policy: same-origin`.
@@ -226,7 +228,11 @@ impl Console {
     /// from another site: an IP address, `localhost` and names under `.localhost`, and
     /// the hosts of the origins named with [`with_allowed_origin`](Self::with_allowed_origin).
     /// Any other is answered 421 and nothing is read: a page on `evil.example`, its name
-    /// re-resolved to `127.0.0.1`, cannot read the console or post its forms.
+    /// re-resolved to `127.0.0.1`, cannot read the console or post its forms. Behind a
+    /// proxy, have it pass the browser's `Host` on (nginx: `proxy_set_header Host
+    /// $host;`, not its default `$proxy_host`): a proxy that puts its upstream's address
+    /// there makes every request look like one to an address, which this check lets
+    /// through whatever the browser asked for.
     ///
     /// ```
     /// use stripe_webhooks::console::{bearer_token, Console};

@@ -1309,6 +1309,15 @@ async fn send_signs_and_posts_events() {
             "18446744073709551615",
         ],
         &["send", "--url", &url, "--count", "100001"],
+        &[
+            "send",
+            "--url",
+            &url,
+            "--count",
+            "1000",
+            "--duplicates",
+            "101",
+        ],
         &["send", "--url", "ops:s3cret@localhost:4242/webhook"],
     ] {
         let out = cli(args).await;

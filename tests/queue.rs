@@ -1123,15 +1123,17 @@ async fn a_sqlite_inbox_statement_cut_at_the_deadline_is_stopped() {
     assert_cut_at_its_deadline(queue.inbox_worker(LongStatement), &queue).await;
 }
 
-/// Runs one job with `worker` under a 300 ms deadline: the run ends within seconds of
-/// it (not waiting for the statement the deadline cut), and the job is retrying, with
-/// an error naming the deadline.
+/// Runs one job with `worker` under a 300 ms deadline: the run ends within 4 s (not
+/// waiting for the statement the deadline cut: PostgreSQL's ends a second after the
+/// deadline, SQLite's is stopped at once; a SQLite stop that did not work would wait
+/// 5 s for the statement, then close its connection), and the job is retrying, with an
+/// error naming the deadline.
 async fn assert_cut_at_its_deadline(worker: Worker, queue: &impl QueueAdmin) {
     let worker = worker
         .with_deadline(Some(Duration::from_millis(300)))
         .with_retry(fast_retry(2));
     let run = tokio::spawn(async move { worker.run_once().await });
-    let ran = tokio::time::timeout(Duration::from_secs(10), run).await;
+    let ran = tokio::time::timeout(Duration::from_secs(4), run).await;
     assert!(ran.is_ok(), "the run waited for the statement it cut");
     let retrying = queue.jobs(JobState::Retrying, 10).await.unwrap();
     assert_eq!(retrying.len(), 1, "{retrying:?}");

@@ -444,6 +444,7 @@ impl StripeClient for HttpClient {
         let url = format!("{}{path}", self.base_url);
         // `with_deadline(Duration::MAX)` means no deadline, not an overflow.
         let now = Instant::now();
+        let no_deadline = now.checked_add(self.deadline).is_none();
         let deadline_at = now
             .checked_add(self.deadline)
             .unwrap_or_else(|| now + FAR_FUTURE);
@@ -480,10 +481,9 @@ impl StripeClient for HttpClient {
                 failure.retry_after,
             );
             // `Retry-After` is the server's: a huge value must not overflow the clock.
-            // Without a deadline (`Duration::MAX`), the check below ends a long wait.
-            if self.deadline != Duration::MAX
-                && wait >= deadline_at.saturating_duration_since(Instant::now())
-            {
+            // Without a deadline (one past the clock's range, as `Duration::MAX`), the
+            // check below ends a long wait.
+            if !no_deadline && wait >= deadline_at.saturating_duration_since(Instant::now()) {
                 return Err(exceeded(Some(failure.error)));
             }
             // A server that asks for more than MAX_RETRY_AFTER (with no deadline, or a

@@ -437,10 +437,15 @@ mod tests {
             .await
             .expect("an in-memory database opens");
         let engine = GroupCommit::new(pool.clone());
+        // The pool's one connection held here first, so the task waits for it.
+        let held = pool.acquire().await.expect("the pool's connection");
         let mut writer = engine.lock().await.expect("the writer is free");
         engine.checkpoint_soon(&mut writer, CHECKPOINT_EVERY);
-        // The task takes the pool's connection, checkpoints, then waits for the writer.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // On this one-thread runtime the task runs while the test sleeps: it is waiting
+        // for the connection when it is given back, so it takes it before the test asks
+        // again, checkpoints, then waits for the writer, which the test holds.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(held);
         let reader = tokio::time::timeout(Duration::from_secs(3), pool.acquire()).await;
         assert!(
             matches!(reader, Ok(Ok(_))),

@@ -20,6 +20,9 @@ const DEV_THIN_SECRET: &str = "whsec_local_thin_development_only";
 const MAX_COUNT: usize = 100_000;
 /// The most copies of one event one run sends.
 const MAX_DUPLICATES: usize = 1_000;
+/// The most requests one run sends (count × duplicates): each answer is kept for the
+/// summary.
+const MAX_REQUESTS: usize = 100_000;
 
 /// What to send, and where.
 #[derive(Debug, Args)]
@@ -150,10 +153,13 @@ pub(crate) async fn run(a: SendArgs, json: bool) -> Result<(), CliError> {
             "--count and --duplicates must be at least 1".to_owned(),
         ));
     }
-    if a.count > MAX_COUNT || a.duplicates > MAX_DUPLICATES {
+    if a.count > MAX_COUNT
+        || a.duplicates > MAX_DUPLICATES
+        || a.count.saturating_mul(a.duplicates) > MAX_REQUESTS
+    {
         return Err(CliError::Usage(format!(
-            "--count is at most {MAX_COUNT} and --duplicates at most {MAX_DUPLICATES} (run \
-             it again for more)"
+            "--count is at most {MAX_COUNT}, --duplicates at most {MAX_DUPLICATES}, and \
+             --count × --duplicates at most {MAX_REQUESTS} (run it again for more)"
         )));
     }
     match reqwest::Url::parse(&url) {
@@ -221,7 +227,7 @@ pub(crate) async fn run(a: SendArgs, json: bool) -> Result<(), CliError> {
         let (client, limit, url) = (client.clone(), Arc::clone(&limit), url.clone());
         let (redactor, signing) = (Arc::clone(&redactor), Arc::clone(&signing));
         tasks.push(tokio::spawn(async move {
-            let mut answers = Vec::with_capacity(copies);
+            let mut answers = Vec::new();
             for _ in 0..copies {
                 let _permit = limit.acquire().await;
                 let t = if stale {

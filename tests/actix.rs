@@ -101,20 +101,16 @@ async fn service_mounts_in_a_scope() {
 /// `PayloadConfig` is followed.
 #[tokio::test]
 async fn the_extractor_takes_large_events_without_a_payload_config() {
-    let large = |id: &str, pad: usize| {
-        let mut v: serde_json::Value = serde_json::from_str(
-            &stripe_webhooks::testing::event_for_type(id, "invoice.paid").unwrap(),
-        )
-        .unwrap();
+    /// Posts to `url` a signed event whose body is padded past `pad` bytes.
+    async fn post_large(url: &str, id: &str, pad: usize) -> adapter_suite::Reply {
+        use stripe_webhooks::testing;
+        let body = testing::event_for_type(id, "invoice.paid").unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
         v["data"]["object"]["metadata"] = serde_json::json!({ "note": "x".repeat(pad) });
         let body = v.to_string();
-        let header = stripe_webhooks::testing::sign(
-            body.as_bytes(),
-            adapter_suite::SECRET,
-            stripe_webhooks::testing::now(),
-        );
-        (header, body)
-    };
+        let header = testing::sign(body.as_bytes(), adapter_suite::SECRET, testing::now());
+        adapter_suite::post(url, Some(adapter_suite::JSON), Some(&header), body).await
+    }
     let verifier = web::Data::new(Verifier::new(
         SigningSecret::new(adapter_suite::SECRET).unwrap(),
     ));
@@ -125,24 +121,10 @@ async fn the_extractor_takes_large_events_without_a_payload_config() {
                 .route("/webhooks/stripe", web::post().to(user_handler));
         })
     };
-    let (header, body) = large("evt_large_300k", 300 * 1024);
-    let reply = adapter_suite::post(
-        &only_verifier,
-        Some(adapter_suite::JSON),
-        Some(&header),
-        body,
-    )
-    .await;
+    let reply = post_large(&only_verifier, "evt_large_300k", 300 * 1024).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body, "evt_large_300k");
-    let (header, body) = large("evt_large_2m", 2 * 1024 * 1024);
-    let reply = adapter_suite::post(
-        &only_verifier,
-        Some(adapter_suite::JSON),
-        Some(&header),
-        body,
-    )
-    .await;
+    let reply = post_large(&only_verifier, "evt_large_2m", 2 * 1024 * 1024).await;
     assert_eq!(reply.status, 413, "{}", reply.body);
     // The processor's own limit, when the app has one.
     let processor = Arc::new(
@@ -157,14 +139,7 @@ async fn the_extractor_takes_large_events_without_a_payload_config() {
         cfg.app_data(web::Data::from(Arc::clone(&processor)))
             .route("/webhooks/stripe", web::post().to(user_handler));
     });
-    let (header, body) = large("evt_large_200k", 200 * 1024);
-    let reply = adapter_suite::post(
-        &with_processor,
-        Some(adapter_suite::JSON),
-        Some(&header),
-        body,
-    )
-    .await;
+    let reply = post_large(&with_processor, "evt_large_200k", 200 * 1024).await;
     assert_eq!(reply.status, 413, "{}", reply.body);
     // An app's own `PayloadConfig` is followed.
     let configured = spawn(move |cfg| {
@@ -172,8 +147,6 @@ async fn the_extractor_takes_large_events_without_a_payload_config() {
             .app_data(web::PayloadConfig::new(64 * 1024))
             .route("/webhooks/stripe", web::post().to(user_handler));
     });
-    let (header, body) = large("evt_large_100k", 100 * 1024);
-    let reply =
-        adapter_suite::post(&configured, Some(adapter_suite::JSON), Some(&header), body).await;
+    let reply = post_large(&configured, "evt_large_100k", 100 * 1024).await;
     assert_eq!(reply.status, 413, "{}", reply.body);
 }

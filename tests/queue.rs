@@ -1123,6 +1123,59 @@ async fn a_sqlite_inbox_statement_cut_at_the_deadline_is_stopped() {
     assert_cut_at_its_deadline(queue.inbox_worker(LongStatement), &queue).await;
 }
 
+/// An inbox run the worker stops (its shutdown grace over) in the middle of a SQLite
+/// statement, after the handler wrote: the statement is stopped and its connection
+/// closed, so the write lock is let go and the job is given back (queued, no attempt
+/// counted). Before, the statement ran on in the driver's thread holding the lock, the
+/// release waited behind it and failed, and the job stayed running until its lease
+/// ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_inbox_run_stopped_mid_statement_lets_the_lock_go() {
+    /// Writes its ledger row (taking the write lock), says so, then reads for minutes.
+    struct WritesThenReads(Arc<tokio::sync::Notify>);
+    #[async_trait]
+    impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Sqlite> for WritesThenReads {
+        async fn handle(
+            &self,
+            event: &Event,
+            conn: &mut stripe_webhooks::sqlx::SqliteConnection,
+        ) -> Result<(), HandlerError> {
+            Ledger.handle(event, conn).await?;
+            self.0.notify_one();
+            let long = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+                        WHERE x < 1000000000) SELECT count(*) FROM c";
+            stripe_webhooks::sqlx::query(long)
+                .execute(&mut *conn)
+                .await
+                .map_err(HandlerError::new)?;
+            Ok(())
+        }
+    }
+    let dir = TempDir::new("queue_inbox_stopped");
+    let queue = sqlite_ledger_queue(&dir).await;
+    enqueue_body(&queue, &customer_event("evt_stopped", "cus_1", 1)).await;
+    let wrote = Arc::new(tokio::sync::Notify::new());
+    let worker = queue
+        .inbox_worker(WritesThenReads(Arc::clone(&wrote)))
+        .with_deadline(None)
+        .with_poll_interval(Duration::from_millis(20))
+        .spawn();
+    tokio::time::timeout(Duration::from_secs(10), wrote.notified())
+        .await
+        .expect("the handler never wrote");
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(30),
+        worker.shutdown(Duration::from_millis(300)),
+    );
+    stopped.await.expect("the worker did not stop");
+    let job = queue.job(&"evt_stopped".into()).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Queued, 0), "{job:?}");
+    assert!(
+        ledger(&queue).await.is_empty(),
+        "the stopped run's write stayed"
+    );
+}
+
 /// Runs one job with `worker` under a 300 ms deadline: the run ends within 4 s (not
 /// waiting for the statement the deadline cut: PostgreSQL's ends a second after the
 /// deadline, SQLite's is stopped at once; a SQLite stop that did not work would wait

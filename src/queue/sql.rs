@@ -908,6 +908,26 @@ struct InboxRunner<DB: QueueDialect, H> {
     handler: H,
 }
 
+/// The connection of one inbox attempt. Dropped before the attempt ended (the worker
+/// stopped the run: its lease was lost, or its shutdown grace ran out), it raises the
+/// flag that stops a statement left running on it (SQLite, in the driver's thread,
+/// holding the write lock the job's settlement then waits for) and is closed rather
+/// than pooled, since the flag stays up.
+struct AttemptConn<DB: sqlx::Database> {
+    conn: sqlx::pool::PoolConnection<DB>,
+    flag: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ended: bool,
+}
+
+impl<DB: sqlx::Database> Drop for AttemptConn<DB> {
+    fn drop(&mut self) {
+        if let (false, Some(flag)) = (self.ended, &self.flag) {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.conn.close_on_drop();
+        }
+    }
+}
+
 macro_rules! inbox_runner {
     ($db:ty) => {
         #[async_trait::async_trait]
@@ -963,7 +983,11 @@ macro_rules! inbox_runner {
                         _ => None,
                     };
                     let mut conn = match self.queue.pool.acquire().await {
-                        Ok(conn) => conn,
+                        Ok(conn) => AttemptConn {
+                            conn,
+                            flag: None,
+                            ended: false,
+                        },
                         Err(e) => return begun(&e),
                     };
                     // One attempt, and whether its connection must be closed rather than
@@ -977,7 +1001,7 @@ macro_rules! inbox_runner {
                         // the server in a transaction sqlx does not count (and will not roll
                         // back): that connection is closed too.
                         let compound = statement.as_ref() != begin;
-                        let mut tx = match sqlx::Connection::begin_with(&mut *conn, statement).await {
+                        let mut tx = match sqlx::Connection::begin_with(&mut *conn.conn, statement).await {
                             Ok(tx) => tx,
                             // Closed only when sqlx still counts a transaction open on it
                             // (a busy database leaves it sound), or may not know of one.
@@ -995,6 +1019,7 @@ macro_rules! inbox_runner {
                             }
                         }
                         let interrupt = <$db as QueueDialect>::arm_interrupt(&mut *tx).await;
+                        conn.flag.clone_from(&interrupt);
                         let mut handled = run_handler(
                             handler_future(|| self.handler.handle(&event, &mut *tx)),
                             deadline,
@@ -1063,8 +1088,9 @@ macro_rules! inbox_runner {
                         }
                     }
                     .await;
+                    conn.ended = true;
                     if discard {
-                        conn.close_on_drop();
+                        conn.conn.close_on_drop();
                     }
                     match step {
                         Step::Done(ran) => return ran,
@@ -1193,7 +1219,9 @@ macro_rules! queue_impls {
             /// its own), so a statement the deadline cut (a lock wait) ends on the server
             /// too, rather than hold the job's connection and slot until it finishes. On
             /// SQLite such a statement is stopped (`SQLITE_INTERRUPT`) before the
-            /// rollback, which would otherwise wait behind it holding the write lock.
+            /// rollback, which would otherwise wait behind it holding the write lock; so is
+            /// one left running by a run the worker stops (its lease lost, its shutdown
+            /// grace over), whose connection is then closed rather than pooled.
             pub fn inbox_worker(&self, handler: impl crate::TransactionalHandler<$db>) -> Worker {
                 let runner = Arc::new(InboxRunner {
                     queue: self.core.clone(),

@@ -1101,13 +1101,7 @@ struct LongStatement;
 impl TransactionalHandler<Sqlite> for LongStatement {
     async fn handle(&self, event: &Event, conn: &mut SqliteConnection) -> Result<(), HandlerError> {
         if event.id().as_str().ends_with("_long") {
-            sqlx::query(
-                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
-                 WHERE x < 1000000000) SELECT count(*) FROM c",
-            )
-            .execute(&mut *conn)
-            .await
-            .map_err(HandlerError::new)?;
+            common::read_for_minutes(conn).await?;
         }
         write_effect(conn, event.id().as_str()).await?;
         Ok(())

@@ -1106,14 +1106,7 @@ async fn a_sqlite_inbox_statement_cut_at_the_deadline_is_stopped() {
             _: &Event,
             conn: &mut stripe_webhooks::sqlx::SqliteConnection,
         ) -> Result<(), HandlerError> {
-            // A billion generated rows: minutes of work.
-            let long = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
-                        WHERE x < 1000000000) SELECT count(*) FROM c";
-            stripe_webhooks::sqlx::query(long)
-                .execute(&mut *conn)
-                .await
-                .map_err(HandlerError::new)?;
-            Ok(())
+            common::read_for_minutes(conn).await
         }
     }
     let dir = TempDir::new("queue_inbox_cut");
@@ -1142,13 +1135,7 @@ async fn a_sqlite_inbox_run_stopped_mid_statement_lets_the_lock_go() {
         ) -> Result<(), HandlerError> {
             Ledger.handle(event, conn).await?;
             self.0.notify_one();
-            let long = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
-                        WHERE x < 1000000000) SELECT count(*) FROM c";
-            stripe_webhooks::sqlx::query(long)
-                .execute(&mut *conn)
-                .await
-                .map_err(HandlerError::new)?;
-            Ok(())
+            common::read_for_minutes(conn).await
         }
     }
     let dir = TempDir::new("queue_inbox_stopped");

@@ -61,6 +61,20 @@ async fn acquire(store: &RedisStore, id: &EventId) -> ClaimToken {
     }
 }
 
+/// Puts a string at `key`: a key of another type than the store expects there.
+async fn set_string(conn: &mut ConnectionManager, key: &str) {
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("x")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+async fn del(conn: &mut ConnectionManager, key: &str) {
+    let _: () = redis::cmd("DEL").arg(key).query_async(conn).await.unwrap();
+}
+
 async fn pttl(conn: &mut ConnectionManager, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap()
 }
@@ -639,12 +653,7 @@ async fn unreadable_record_is_unavailable_not_a_panic() {
         assert_eq!(store.record(&fresh).await.unwrap(), None, "nothing claimed");
     }
     // A key of another type is an error too, and nothing is overwritten.
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg("x")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    set_string(&mut conn, &key).await;
     match store.claim(&id, &EventType::InvoicePaid, LEASE).await {
         Err(StoreError::Unavailable(e)) => {
             let source = e
@@ -716,12 +725,7 @@ async fn a_claim_over_a_foreign_failed_set_writes_nothing() {
     let _shared = SERVER.read().await;
     let (store, prefix, mut conn) = store().await;
     let failed = format!("{prefix}:failed");
-    let _: () = redis::cmd("SET")
-        .arg(&failed)
-        .arg("x")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    set_string(&mut conn, &failed).await;
     let id = EventId::new("evt_foreign_failed_set");
     let claim = store.claim(&id, &EventType::InvoicePaid, LEASE).await;
     assert!(
@@ -736,11 +740,7 @@ async fn a_claim_over_a_foreign_failed_set_writes_nothing() {
         "{locked:?}"
     );
     assert_eq!(store.record(&id).await.unwrap(), None);
-    let _: () = redis::cmd("DEL")
-        .arg(&failed)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    del(&mut conn, &failed).await;
     acquire(&store, &id).await;
 }
 
@@ -763,12 +763,7 @@ async fn settlements_that_fail_part_way_write_nothing() {
     };
     let released = acquire(&store, &EventId::new("evt_part_way_released")).await;
     let failed = format!("{prefix}:failed");
-    let _: () = redis::cmd("SET")
-        .arg(&failed)
-        .arg("x")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    set_string(&mut conn, &failed).await;
     let err = store.release(&released, "boom").await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     assert_eq!(
@@ -789,11 +784,7 @@ async fn settlements_that_fail_part_way_write_nothing() {
         store.record(&id).await.unwrap().map(|r| r.status),
         Some(RecordStatus::Processing)
     );
-    let _: () = redis::cmd("DEL")
-        .arg(&failed)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    del(&mut conn, &failed).await;
     store
         .complete_applied(&token, "cus_part_way", "h", &applied)
         .await

@@ -171,3 +171,19 @@ pub async fn lock_wait_seen(pool: &stripe_webhooks::sqlx::PgPool, needle: &str) 
     }
     false
 }
+
+/// Reads a billion generated rows on `conn`: minutes of SQLite's work in one statement,
+/// far past any handler deadline or shutdown grace.
+#[cfg(feature = "sqlite")]
+pub async fn read_for_minutes(
+    conn: &mut stripe_webhooks::sqlx::SqliteConnection,
+) -> Result<(), stripe_webhooks::HandlerError> {
+    stripe_webhooks::sqlx::query(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+         WHERE x < 1000000000) SELECT count(*) FROM c",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(stripe_webhooks::HandlerError::new)?;
+    Ok(())
+}

@@ -11,7 +11,7 @@ use super::group_commit::{busy_or_down, is_rolled_back, Batch, CommitError, Grou
 use super::TransactionalHandler;
 use crate::event::Event;
 use crate::handler::HandlerError;
-use crate::idempotency::sql::sqlite::BUSY_TIMEOUT;
+use crate::idempotency::sql::sqlite::{interrupt, BUSY_TIMEOUT};
 use crate::idempotency::sql::{db_err, watermark_of};
 use crate::idempotency::{Claim, ClaimToken, SqliteStore, StoreError};
 use crate::processor::sealed::Sealed;
@@ -627,23 +627,11 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
                     e,
                     HandlerError::DeadlineExceeded(_) | HandlerError::Panicked(_)
                 );
-                if cut {
-                    batch
-                        .interrupt
-                        .store(true, std::sync::atomic::Ordering::SeqCst);
-                    // Once the connection's worker has ended any statement left running
-                    // (stopped by the flag, or done), the flag comes down, before the
-                    // undo: SQLite asks the progress handler on a count of steps that
-                    // a cached statement keeps across runs, so a flag left up could stop
-                    // the undo's own write and roll the whole batch back.
-                    let idle = store_call(t, async {
-                        batch.tx.lock_handle().await.map(drop).map_err(busy_or_down)
-                    })
-                    .await;
-                    batch
-                        .interrupt
-                        .store(false, std::sync::atomic::Ordering::SeqCst);
-                    idle?;
+                // Once the connection's worker has ended any statement left running
+                // (stopped by the flag, or done), the flag comes down before the undo
+                // (see `sqlite::interrupt`).
+                if cut && !interrupt(&mut batch.tx, &batch.interrupt, t).await {
+                    return Err(StoreError::Timeout(t));
                 }
                 self.undo(batch, event, attempt, e, t).await
             }

@@ -1,11 +1,15 @@
 //! How fast workers drain a queue: `N` queued `customer.updated` jobs (default 20,000),
 //! a no-op handler, `WORKERS` concurrent jobs (default 4), on PostgreSQL
-//! (`DATABASE_URL`) or Redis (`REDIS_URL`, Redis Streams), whichever `QUEUE_BACKEND`
-//! names. It prints one line, `drain <backend> <jobs> jobs <seconds> s <jobs/s> jobs/s`,
+//! (`DATABASE_URL`), Redis (`REDIS_URL`, Redis Streams) or SQLite (a file in a fresh
+//! temporary directory), whichever `QUEUE_BACKEND` names. The jobs update `OBJECTS`
+//! customers (default 1,000) in turn; `ORDERED=1` runs the worker in per-object order.
+//! `STUCK=k` queues, first, `k` updates of one more customer whose every update fails
+//! (retried minutes later): with per-object order they are held back behind its first,
+//! and the drain ends when the other jobs are done. It prints one line, `drain <backend> <jobs> jobs <seconds> s <jobs/s> jobs/s`,
 //! that `benches/load/queue.sh` compares with pgbench (or a pipelined Redis client)
 //! running the same dequeue-and-complete statements.
 //!
-//! Run with: `DATABASE_URL=postgres://… cargo bench --bench queue_drain --features postgres,redis,testing`
+//! Run with: `DATABASE_URL=postgres://… cargo bench --bench queue_drain --features postgres,redis,sqlite,testing`
 //! (`QUEUE_BACKEND=redis REDIS_URL=redis://…` for Redis; `RAW=1` drains with bare
 //! take-and-complete calls instead of a worker, the baseline; `QUEUE_TABLE` names the table and
 //! keeps it; `FILL_ONLY=1` fills it and stops, for pgbench to drain).
@@ -21,13 +25,27 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
-async fn fill(queue: Arc<dyn QueueAdmin>, n: usize) -> Result<(), Box<dyn Error>> {
+async fn fill(
+    queue: Arc<dyn QueueAdmin>,
+    n: usize,
+    objects: usize,
+    stuck: usize,
+) -> Result<(), Box<dyn Error>> {
+    for i in 0..stuck {
+        let body = testing::event_json(
+            &format!("evt_stuck_{i:07}"),
+            "customer.updated",
+            r#"{"id":"cus_stuck","object":"customer"}"#,
+        );
+        let job = NewJob::parse(body.as_bytes()).map_err(|e| e.to_string())?;
+        queue.enqueue(&job).await?;
+    }
     let bodies: Vec<String> = (0..n)
         .map(|i| {
             testing::event_json(
                 &format!("evt_drain_{i:07}"),
                 "customer.updated",
-                &format!(r#"{{"id":"cus_{}","object":"customer"}}"#, i % 1000),
+                &format!(r#"{{"id":"cus_{}","object":"customer"}}"#, i % objects),
             )
         })
         .collect();
@@ -103,6 +121,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let workers: usize = env_or("WORKERS", "4").parse()?;
     let backend = env_or("QUEUE_BACKEND", "postgres");
     let table = env_or("QUEUE_TABLE", &format!("drain_{}", std::process::id()));
+    let objects: usize = env_or("OBJECTS", "1000").parse::<usize>()?.max(1);
+    let ordered = std::env::var("ORDERED").is_ok_and(|v| v == "1");
+    let dir = std::env::temp_dir().join(format!("stripe_webhooks_drain_{}", std::process::id()));
     let queue: Arc<dyn QueueAdmin> = match backend.as_str() {
         "postgres" => {
             let url = std::env::var("DATABASE_URL").map_err(|_| "set DATABASE_URL")?;
@@ -124,11 +145,17 @@ async fn main() -> Result<(), Box<dyn Error>> {
                     .queue(),
             )
         }
-        other => return Err(format!("QUEUE_BACKEND={other:?}: postgres or redis").into()),
+        "sqlite" => {
+            std::fs::create_dir_all(&dir)?;
+            let store = stripe_webhooks::SqliteStore::connect(dir.join("drain.db")).await?;
+            Arc::new(store.queue())
+        }
+        other => return Err(format!("QUEUE_BACKEND={other:?}: postgres, redis or sqlite").into()),
     };
-    fill(Arc::clone(&queue), n).await?;
+    let stuck: usize = env_or("STUCK", "0").parse()?;
+    fill(Arc::clone(&queue), n, objects, stuck).await?;
     let queued = queue.counts().await?.queued;
-    if queued != n as u64 {
+    if queued != (n + stuck) as u64 {
         return Err(format!("{queued} jobs queued, expected {n}: use a fresh QUEUE_TABLE").into());
     }
     if std::env::var("FILL_ONLY").is_ok() {
@@ -138,11 +165,21 @@ async fn main() -> Result<(), Box<dyn Error>> {
     if std::env::var("RAW").is_ok() {
         return raw(queue, n, workers, &backend).await;
     }
-    let handler = EventRouter::new().fallback(|_e| Box::pin(async { Ok(()) }));
+    let handler = EventRouter::new().fallback(|e| {
+        let fails = e.id().as_str().starts_with("evt_stuck_");
+        Box::pin(async move {
+            if fails {
+                Err(stripe_webhooks::HandlerError::new("stuck"))
+            } else {
+                Ok(())
+            }
+        })
+    });
     let started = Instant::now();
     let handle = Worker::new(Arc::clone(&queue), handler)
         .with_concurrency(workers)
         .with_poll_interval(Duration::from_millis(5))
+        .with_per_object_order(ordered)
         .spawn();
     loop {
         let c = queue.counts().await?;
@@ -153,10 +190,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
     let secs = started.elapsed().as_secs_f64();
     handle.shutdown(Duration::from_secs(5)).await;
+    let order = if ordered { " in per-object order" } else { "" };
     println!(
-        "drain {backend} {n} jobs {secs:.2} s {:.0} jobs/s",
+        "drain {backend} {n} jobs of {objects} objects{order}, {stuck} held back, \
+         {secs:.2} s {:.0} jobs/s",
         n as f64 / secs
     );
+    let _ = std::fs::remove_dir_all(&dir);
     // Nothing left behind unless asked to keep it.
     if std::env::var("QUEUE_TABLE").is_err() {
         queue.purge_completed(Duration::ZERO, usize::MAX).await?;

@@ -565,12 +565,12 @@ async fn sqlite_operator_flow() {
     let first = on(&flags, &["migrate", "--json"]).await.ok().json();
     assert_eq!(
         first["applied"],
-        serde_json::json!([1, 2, 3, 4, 5, 6]),
+        serde_json::json!([1, 2, 3, 4, 5, 6, 7]),
         "{first}"
     );
     let first = first["message"].as_str().unwrap();
     assert!(
-        first.contains("applied migration(s) 1, 2, 3, 4, 5, 6"),
+        first.contains("applied migration(s) 1, 2, 3, 4, 5, 6, 7"),
         "{first}"
     );
     let again = on(&flags, &["migrate"]).await.ok().stdout;

@@ -995,6 +995,106 @@ async fn wait_running(queue: &MemoryQueue, n: u64) {
     panic!("{n} jobs never ran: {:?}", queue.counts().await.unwrap());
 }
 
+/// How many of the queue's jobs are parked (`run_at` moved 10^15 ms ahead).
+const PARKED_JOBS: &str = "SELECT count(*) FROM {jobs} WHERE run_at >= 1000000000000000";
+
+/// A backlog of one object held back behind its first job is parked by a take in
+/// per-object order that reads past it (here every such take parks:
+/// `with_parking_after(Duration::ZERO)`), so later takes do not read it again, and is
+/// woken one job at a time as the jobs before it complete or die. Parked jobs are
+/// listed and counted as they were queued. (`parked` counts the parked rows.)
+async fn held_back_jobs_are_parked_until_their_turn_on<Q, F, Fut>(q: Q, parked: F)
+where
+    Q: QueueAdmin,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    const BACKLOG: i64 = 40;
+    const LONG: Duration = Duration::from_secs(600);
+    let job = queue_conformance::job;
+    let keys = |jobs: &[stripe_webhooks::queue::Job]| -> Vec<String> {
+        jobs.iter().map(|j| j.key().as_str().to_owned()).collect()
+    };
+    q.enqueue(&job("evt_head", Some("cus_park"), 1, b"{}"))
+        .await
+        .unwrap();
+    for i in 0..BACKLOG {
+        let key = format!("evt_next_{i:02}");
+        q.enqueue(&job(&key, Some("cus_park"), 2 + i, b"{}"))
+            .await
+            .unwrap();
+    }
+    q.enqueue(&job("evt_free", Some("cus_free"), 1, b"{}"))
+        .await
+        .unwrap();
+    let head = q.take(1, LONG, true).await.unwrap();
+    assert_eq!(keys(&head), ["evt_head"]);
+    assert_eq!(parked().await, BACKLOG, "the backlog read past is parked");
+    q.fail(&head[0].token, "down", Some(LONG)).await.unwrap();
+    let free = q.take(10, LONG, true).await.unwrap();
+    assert_eq!(keys(&free), ["evt_free"]);
+    assert_eq!(parked().await, BACKLOG);
+    let counts = q.counts().await.unwrap();
+    assert_eq!(counts.queued, BACKLOG as u64);
+    let age = counts.oldest_queued_age_ms.unwrap();
+    assert!(
+        age < 600_000,
+        "the oldest queued job's age, parked: {age} ms"
+    );
+    let listed = q.jobs(JobState::Queued, 100).await.unwrap();
+    assert_eq!(listed.len(), BACKLOG as usize);
+    let now_ms = testing::now() * 1000;
+    for r in &listed {
+        let run_at = r.run_at_ms.unwrap();
+        assert!(
+            run_at <= now_ms + 1000,
+            "{}: listed as due at {run_at}",
+            r.key
+        );
+    }
+    q.complete(&free[0].token).await.unwrap();
+    assert!(q.take(10, LONG, true).await.unwrap().is_empty());
+
+    // The first job's retry comes (requeued by hand): it runs, then each job after it
+    // in turn, whether the one before completed or died.
+    assert!(q
+        .requeue(&stripe_webhooks::EventId::new("evt_head"))
+        .await
+        .unwrap());
+    let head = q.take(10, LONG, true).await.unwrap();
+    assert_eq!(keys(&head), ["evt_head"]);
+    q.complete(&head[0].token).await.unwrap();
+    for i in 0..BACKLOG {
+        let next = q.take(10, LONG, true).await.unwrap();
+        assert_eq!(keys(&next), [format!("evt_next_{i:02}")]);
+        assert_eq!(parked().await, BACKLOG - 1 - i, "one job woken at a time");
+        if i == BACKLOG / 2 {
+            q.fail(&next[0].token, "gave up", None).await.unwrap();
+        } else {
+            q.complete(&next[0].token).await.unwrap();
+        }
+    }
+    let counts = q.counts().await.unwrap();
+    assert_eq!(
+        (counts.queued, counts.completed, counts.dead),
+        (0, BACKLOG as u64 + 1, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_back_jobs_are_parked_until_their_turn() {
+    let dir = TempDir::new("queue_park");
+    let q = sqlite_queue(&dir).await.with_parking_after(Duration::ZERO);
+    let (pool, count) = (q.pool().clone(), PARKED_JOBS.replace("{jobs}", q.table()));
+    held_back_jobs_are_parked_until_their_turn_on(q, || async {
+        stripe_webhooks::sqlx::query_scalar::<_, i64>(&count)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn per_object_order_runs_a_slow_update_before_the_later_one() {
     let dir = TempDir::new("queue_order");
@@ -1927,7 +2027,9 @@ mod postgres {
             .with_table(&unique("qiso"))
             .unwrap();
         store.migrate().await.unwrap();
-        let queue = store.queue();
+        // Ordered takes park what they read past; unordered ones never take a parked job
+        // until it is woken.
+        let queue = store.queue().with_parking_after(Duration::ZERO);
         let jobs = 300;
         for i in 0..jobs {
             let body = customer_event(&format!("evt_iso_{i}"), &format!("cus_{}", i % 50), 1);
@@ -2042,10 +2144,26 @@ mod postgres {
     /// objects arrive out of order (the later one queued first): no object ever has two
     /// jobs taken at once. (Each take's statement reads its own snapshot; a job queued
     /// between two takes' starts must not let both pass the order check.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_held_back_jobs_are_parked_until_their_turn() {
+        let (q, pool, _) = queue_on("qpark").await;
+        let q = q.with_parking_after(Duration::ZERO);
+        let count = PARKED_JOBS.replace("{jobs}", q.table());
+        held_back_jobs_are_parked_until_their_turn_on(q, || async {
+            stripe_webhooks::sqlx::query_scalar::<_, i64>(&count)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        })
+        .await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres_takes_in_order_never_hold_two_jobs_of_one_object() {
         const OBJECTS: usize = 300;
-        let queue = queue("qorderrace").await;
+        // Every take parks what it read past: a job parked as its object's earlier job
+        // completes must still be woken.
+        let queue = queue("qorderrace").await.with_parking_after(Duration::ZERO);
         let held: Arc<Mutex<std::collections::HashMap<String, usize>>> = Arc::default();
         let done = Arc::new(AtomicUsize::new(0));
         let t = testing::now();

@@ -35,7 +35,7 @@ trap cleanup EXIT
 command -v wrk >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 (cd "$here" && { [ -d node_modules/express ] || npm install --no-audit --no-fund --silent; })
 (cd "$root" && cargo build --release --example queue --features axum,sqlite,postgres,redis,tracing -q)
-(cd "$root" && cargo build --release --bench queue_drain --features postgres,redis,testing -q)
+(cd "$root" && cargo build --release --bench queue_drain --features postgres,redis,sqlite,testing -q)
 drain_bin="$(ls -t "$root"/target/release/deps/queue_drain-* | grep -v '\.d$' | head -1)"
 
 if [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; then

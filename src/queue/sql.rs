@@ -23,6 +23,7 @@ use crate::processor::{handler_future, run_handler};
 /// |---|---|---|
 /// | `enqueue` | key, event id, type, kind, object id, created, body | a row when queued |
 /// | `take` | fence, lease ms, limit | the job columns |
+/// | `park` | window | |
 /// | `extend` | key, fence, lease ms | |
 /// | `complete` | key, fence | |
 /// | `completed_by` | key, fence | a row when that fence completed the job |
@@ -44,6 +45,18 @@ pub(crate) struct Statements {
     take: &'static str,
     /// The extra condition of per-object order, on the candidate row `j`.
     in_order: &'static str,
+    /// Run after a take in per-object order that was slow
+    /// ([`with_parking_after`](crate::queue::PostgresQueue::with_parking_after)), in a
+    /// transaction of its own after the order lock: *parks* the queued and retrying jobs
+    /// that an earlier pending job of their object holds back, among the due jobs before
+    /// the first one a take could have now (the jobs the take read past, since it took
+    /// the first it could), at most a window of them. Parking moves a job's `run_at`
+    /// [`PARKED`] ahead, so that every later take passes it by the due index's bound
+    /// rather than row by row. The migration's trigger gives an object's first queued or
+    /// retrying job its `run_at` back when a pending job of the object completes or dies
+    /// (`migrations/*/…_park_held_back_jobs.sql`). `{order}` is
+    /// [`in_order`](Self::in_order).
+    park: &'static str,
     /// Run first, in the same transaction, by a take in per-object order where takes
     /// can run at once (PostgreSQL): it waits for any other such take to commit, so this
     /// take's statement reads a snapshot that has the other's jobs as running. Without
@@ -68,8 +81,45 @@ pub(crate) struct Statements {
     purge: &'static str,
 }
 
-const RECORD_COLUMNS: &str = "job_key, event_id, event_type, kind, state, attempts, last_error, \
-    enqueued_at, run_at, finished_at, body";
+/// How far a parked job's `run_at` is moved ahead ([`Statements::park`]): 10^15 ms, past
+/// any time a job is due (the clock plus at most [`MAX_SQL_MILLIS`](crate::idempotency::sql::MAX_SQL_MILLIS),
+/// about 5 × 10^12 ms), so a parked job is never due, and its own `run_at` is what is left
+/// after taking it away. The migrations' triggers hold the same number.
+const PARKED: i64 = 1_000_000_000_000_000;
+
+// A job that is not parked is due within the clock (under 10,000 years from 1970) plus
+// a century: never at `PARKED` or later.
+const _: () =
+    assert!(crate::idempotency::sql::MAX_SQL_MILLIS + 10_000 * 365 * 24 * 3600 * 1000 < PARKED);
+
+/// A job's `run_at` as it would be unparked: what the listings and counts show.
+macro_rules! unparked_run_at {
+    () => {
+        "CASE WHEN run_at >= {parked} THEN run_at - {parked} ELSE run_at END"
+    };
+}
+
+const RECORD_COLUMNS: &str = concat!(
+    "job_key, event_id, event_type, kind, state, attempts, last_error, enqueued_at, ",
+    unparked_run_at!(),
+    ", finished_at, body"
+);
+
+/// The condition of [`Statements::park`] on a candidate `j`: before the row in `bound`
+/// (the first due job a take could have), or due if there is none. One range of the due index, from its
+/// start, whichever it is (two values from the CTE, each read once): a condition that
+/// joined `bound` would be checked row by row, and the scan would read every due job.
+const BEFORE_BOUND: &str = "(j.run_at, j.seq) < ((SELECT coalesce(max(run_at), {now} + 1) \
+    FROM bound), (SELECT coalesce(max(seq), 0) FROM bound))";
+
+/// [`with_parking_after`](PostgresQueue::with_parking_after)'s default: a take that read
+/// a few hundred held-back jobs, or one on a machine too busy to answer at once (whose
+/// park then finds little to do, and reads one job for it).
+const DEFAULT_PARK_AFTER: Duration = Duration::from_millis(10);
+
+/// How many jobs one park looks at, at most: a bound on the
+/// rows it writes (under SQLite's write lock) when a long backlog is first held back.
+const PARK_WINDOW: i64 = 1000;
 
 const IN_ORDER: &str = " AND (j.object_id IS NULL OR NOT EXISTS (SELECT 1 FROM {j} o \
     WHERE o.object_id = j.object_id AND o.seq <> j.seq \
@@ -94,6 +144,17 @@ const SQLITE: Statements = Statements {
         AND j.run_at <= {now}{order} ORDER BY j.run_at, j.seq LIMIT ?3) \
         RETURNING seq, job_key, event_id, event_type, kind, body, attempts, created",
     in_order: IN_ORDER,
+    park: "WITH bound AS MATERIALIZED (SELECT j.run_at, j.seq FROM {j} j INDEXED BY {j}_due_idx \
+        WHERE j.state IN ('queued', 'retrying', 'running') AND j.run_at <= {now}{order} \
+        ORDER BY j.run_at, j.seq LIMIT 1) \
+        UPDATE {j} SET run_at = run_at + {parked} WHERE seq IN (SELECT j.seq \
+        FROM {j} j INDEXED BY {j}_due_idx \
+        WHERE j.state IN ('queued', 'retrying', 'running') AND j.state <> 'running' \
+        AND {before_bound} AND j.object_id IS NOT NULL \
+        AND EXISTS (SELECT 1 FROM {j} o WHERE o.object_id = j.object_id AND o.seq <> j.seq \
+        AND o.state IN ('queued', 'retrying', 'running') \
+        AND (o.created < j.created OR (o.created = j.created AND o.seq < j.seq))) \
+        ORDER BY j.run_at, j.seq LIMIT ?1)",
     // One writer at a time: a take's statement always sees the takes before it.
     order_lock: None,
     extend: "UPDATE {j} SET run_at = {now} + ?3 \
@@ -109,7 +170,11 @@ const SQLITE: Statements = Statements {
         WHERE seq = ?1 AND fence = ?2 AND state = 'running'",
     release: "UPDATE {j} SET state = 'queued', attempts = MAX(attempts - 1, 0), run_at = {now} \
         WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
-    counts: "SELECT state, COUNT(*), {now} - MIN(run_at) FROM {j} GROUP BY state",
+    counts: concat!(
+        "SELECT state, COUNT(*), {now} - MIN(",
+        unparked_run_at!(),
+        ") FROM {j} GROUP BY state"
+    ),
     list: "SELECT {cols} FROM {j} WHERE state = ?1 ORDER BY seq LIMIT ?2",
     list_after: "SELECT {cols} FROM {j} WHERE state = ?1 \
         AND seq > (SELECT seq FROM {j} WHERE job_key = ?3) ORDER BY seq LIMIT ?2",
@@ -143,6 +208,29 @@ const POSTGRES: Statements = Statements {
         run_at = {now} + $2 FROM picked WHERE t.seq = picked.seq \
         RETURNING t.seq, t.job_key, t.event_id, t.event_type, t.kind, t.body, t.attempts, t.created",
     in_order: IN_ORDER,
+    // Each held-back job's blocker, its object's first pending job, is marked `wakes`
+    // (`marked`), and the job parked only if that mark was written: a blocker that
+    // completed or died meanwhile fails the mark's re-check of its state (read committed
+    // re-reads a changed row), and its trigger, which runs only for marked jobs, will
+    // have seen the mark otherwise. The first pending job is never parked itself
+    // (nothing is before it), so no row is both marked and parked.
+    park: "WITH bound AS MATERIALIZED (SELECT j.run_at, j.seq FROM {j} j \
+        WHERE j.state IN ('queued', 'retrying', 'running') AND j.run_at <= {now}{order} \
+        ORDER BY j.run_at, j.seq LIMIT 1), \
+        cand AS MATERIALIZED (SELECT j.seq, (SELECT o.seq FROM {j} o \
+        WHERE o.object_id = j.object_id AND o.seq <> j.seq \
+        AND o.state IN ('queued', 'retrying', 'running') \
+        AND (o.created < j.created OR (o.created = j.created AND o.seq < j.seq)) \
+        ORDER BY o.created, o.seq LIMIT 1) AS blocker FROM {j} j \
+        WHERE j.state IN ('queued', 'retrying', 'running') AND j.state <> 'running' \
+        AND {before_bound} AND j.object_id IS NOT NULL \
+        ORDER BY j.run_at, j.seq LIMIT $1), \
+        marked AS (UPDATE {j} a SET wakes = true \
+        WHERE a.seq = ANY (ARRAY(SELECT blocker FROM cand WHERE blocker IS NOT NULL)) \
+        AND a.state IN ('queued', 'retrying', 'running') RETURNING a.seq) \
+        UPDATE {j} p SET run_at = p.run_at + {parked} \
+        WHERE p.seq = ANY (ARRAY(SELECT cand.seq FROM cand JOIN marked ON marked.seq = cand.blocker)) \
+        AND p.state IN ('queued', 'retrying') AND p.run_at <= {now}",
     order_lock: Some("SELECT pg_advisory_xact_lock(hashtext('stripe_webhooks take {j}'))"),
     extend: "UPDATE {j} SET run_at = {now} + $3 \
         WHERE job_key = $1 AND fence = $2 AND state = 'running'",
@@ -157,7 +245,11 @@ const POSTGRES: Statements = Statements {
         WHERE seq = $1 AND fence = $2 AND state = 'running'",
     release: "UPDATE {j} SET state = 'queued', attempts = GREATEST(attempts - 1, 0), \
         run_at = {now} WHERE job_key = $1 AND fence = $2 AND state = 'running'",
-    counts: "SELECT state, COUNT(*), {now} - MIN(run_at) FROM {j} GROUP BY state",
+    counts: concat!(
+        "SELECT state, COUNT(*), {now} - MIN(",
+        unparked_run_at!(),
+        ") FROM {j} GROUP BY state"
+    ),
     list: "SELECT {cols} FROM {j} WHERE state = $1 ORDER BY seq LIMIT $2",
     list_after: "SELECT {cols} FROM {j} WHERE state = $1 \
         AND seq > (SELECT seq FROM {j} WHERE job_key = $3) ORDER BY seq LIMIT $2",
@@ -368,6 +460,7 @@ struct Rendered {
     enqueue: String,
     take: String,
     take_in_order: String,
+    park: String,
     order_lock: Option<String>,
     extend: String,
     complete: String,
@@ -388,8 +481,10 @@ struct Rendered {
 
 impl Rendered {
     fn new(s: &Statements, jobs: &str) -> Self {
+        let parked = PARKED.to_string();
         let r = |q: &str| {
             q.replace("{cols}", RECORD_COLUMNS)
+                .replace("{parked}", &parked)
                 .replace("{now}", s.now)
                 .replace("{j}", jobs)
         };
@@ -397,6 +492,10 @@ impl Rendered {
             enqueue: r(s.enqueue),
             take: r(&s.take.replace("{order}", "")),
             take_in_order: r(&s.take.replace("{order}", s.in_order)),
+            park: r(&s
+                .park
+                .replace("{order}", s.in_order)
+                .replace("{before_bound}", BEFORE_BOUND)),
             order_lock: s.order_lock.map(r),
             extend: r(s.extend),
             complete: r(s.complete),
@@ -423,6 +522,9 @@ pub(crate) struct SqlQueue<DB: QueueDialect> {
     pub(crate) pool: Pool<DB>,
     pub(crate) jobs: Arc<str>,
     sql: Arc<Rendered>,
+    /// A take in per-object order that took at least this long parks the jobs it read
+    /// past ([`Statements::park`]).
+    park_after: Duration,
     _db: PhantomData<fn() -> DB>,
 }
 
@@ -432,6 +534,7 @@ impl<DB: QueueDialect> Clone for SqlQueue<DB> {
             pool: self.pool.clone(),
             jobs: Arc::clone(&self.jobs),
             sql: Arc::clone(&self.sql),
+            park_after: self.park_after,
             _db: PhantomData,
         }
     }
@@ -473,6 +576,7 @@ where
             pool,
             sql: Arc::new(Rendered::new(DB::QUEUE, &jobs)),
             jobs: Arc::from(jobs),
+            park_after: DEFAULT_PARK_AFTER,
             _db: PhantomData,
         }
     }
@@ -544,6 +648,7 @@ where
                 .bind(i64::try_from(max).unwrap_or(i64::MAX))
         };
         let lock = self.sql.order_lock.as_deref().filter(|_| per_object_order);
+        let started = std::time::Instant::now();
         // The rows of a take on its own: none yet for one that runs in a transaction.
         let alone = match (lock, DB::TAKE_BEGIN) {
             (Some(_), Some(_)) => None,
@@ -572,6 +677,15 @@ where
                 rows
             }
         };
+        if per_object_order && started.elapsed() >= self.park_after {
+            // The jobs are taken: a park that fails costs the next takes their time only.
+            if let Err(e) = self.park(lock).await {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(error = %e, "could not park the jobs a take read past");
+                #[cfg(not(feature = "tracing"))]
+                let _ = e;
+            }
+        }
         let mut jobs = Vec::with_capacity(rows.len());
         let mut unreadable = Vec::new();
         let mut unnamed = Vec::new();
@@ -629,6 +743,21 @@ where
         // RETURNING gives no order; the oldest first.
         jobs.sort_by_key(|(seq, _)| *seq);
         Ok(jobs.into_iter().map(|(_, job)| job).collect())
+    }
+
+    /// Parks the held-back jobs a take in per-object order read past
+    /// ([`Statements::park`]): after the order `lock`, where the dialect has one.
+    async fn park(&self, lock: Option<&str>) -> Result<(), sqlx::Error> {
+        let park = sqlx::query(&self.sql.park).bind(PARK_WINDOW);
+        match (lock, DB::TAKE_BEGIN) {
+            (Some(lock), Some(begin)) => {
+                let mut tx = self.pool.begin_with(begin).await?;
+                sqlx::query(lock).execute(&mut *tx).await?;
+                park.execute(&mut *tx).await?;
+                tx.commit().await
+            }
+            _ => park.execute(&self.pool).await.map(|_| ()),
+        }
     }
 
     /// Runs a fenced statement: one row changes, or the lease is lost.
@@ -1202,6 +1331,24 @@ macro_rules! queue_impls {
                 &self.core.jobs
             }
 
+            /// How long a take in per-object order may take before it *parks* the jobs it
+            /// read past (10 ms by default; `Duration::ZERO`: after every take in order).
+            ///
+            /// A take in per-object order reads the due jobs in order and passes those
+            /// that an earlier pending job of their object holds back. Behind one object
+            /// whose job keeps failing, thousands can pile up, and every take would read
+            /// them all again (on SQLite, holding the write lock meanwhile). A slow take
+            /// therefore parks them: they stay queued (or retrying), listed and counted
+            /// as before, but no take reads them until a pending job of their object
+            /// completes or dies, when the first of them gets its place back (a trigger
+            /// the store's migration installs). Workers that take without per-object
+            /// order do not take parked jobs either: workers sharing a queue should agree
+            /// on per-object order.
+            pub fn with_parking_after(mut self, after: Duration) -> Self {
+                self.core.park_after = after;
+                self
+            }
+
             /// A [`Worker`] in **inbox mode**: each job's handler runs inside a
             /// transaction on this queue's database, and the job's completion is written in
             /// that same transaction, so the handler's writes and the "done" mark commit
@@ -1582,5 +1729,27 @@ mod tests {
         .execute(&pool)
         .await
         .ok();
+    }
+}
+
+#[cfg(test)]
+mod parked_tests {
+    /// The triggers that wake parked jobs take away the very amount a park adds.
+    #[test]
+    fn the_migrations_unpark_by_what_a_park_adds() {
+        let parked = super::PARKED.to_string();
+        for (name, sql) in [
+            (
+                "sqlite",
+                include_str!("../../migrations/sqlite/0007_park_held_back_jobs.sql"),
+            ),
+            (
+                "postgres",
+                include_str!("../../migrations/postgres/0005_park_held_back_jobs.sql"),
+            ),
+        ] {
+            assert!(sql.contains(&format!("run_at - {parked}")), "{name}");
+            assert!(sql.contains(&format!("run_at >= {parked}")), "{name}");
+        }
     }
 }

@@ -560,6 +560,12 @@ impl Worker {
     /// the queue refused, or a reconcile pass) still runs. Make such handlers act on the
     /// object's current state ([`FetchLatest`](crate::client::FetchLatest)), or use the
     /// ordering guard of the request path ([`Processor::ordered`](crate::Processor::ordered)).
+    ///
+    /// Jobs held back behind a job that keeps failing are *parked* by the queue, so that
+    /// a long backlog of one object does not slow every take (SQL queues: see
+    /// [`PostgresQueue::with_parking_after`](crate::queue::PostgresQueue::with_parking_after);
+    /// the Redis queue always parks them). A parked job waits for its object whatever the
+    /// worker that takes it: the workers sharing a queue should agree on this setting.
     #[must_use]
     pub fn with_per_object_order(mut self, on: bool) -> Self {
         self.settings.per_object_order = on;

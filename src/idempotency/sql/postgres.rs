@@ -16,6 +16,7 @@ super::shipped_migrations! {
         2 "0002_objects.sql",
         3 "0003_jobs.sql",
         4 "0004_no_check_constraints.sql",
+        5 "0005_park_held_back_jobs.sql",
     ]
 }
 

@@ -22,6 +22,7 @@ super::shipped_migrations! {
         4 "0004_guard_steps.sql",
         5 "0005_settle_checks_the_lock.sql",
         6 "0006_settle_updates_the_object_first.sql",
+        7 "0007_park_held_back_jobs.sql",
     ]
 }
 

@@ -424,9 +424,12 @@ pub trait StoreAdmin: IdempotencyStore {
     /// [`StoreError::Unavailable`] if the backend fails.
     async fn record(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError>;
 
-    /// Events whose last attempt failed and that have not completed since: what Stripe is
-    /// still retrying. At most `limit`, oldest first (by when each was first seen, then
-    /// by id in the store's order).
+    /// Events whose last attempt failed and that have not completed since, as long as
+    /// the store keeps their records (the retention): those Stripe is still retrying
+    /// (for 3 days), and older ones it gave up on, which only a
+    /// [`Reconciler`](crate::reconcile::Reconciler) or an operator brings back. At most
+    /// `limit`, oldest first (by when each was first seen, then by id in the store's
+    /// order).
     ///
     /// # Errors
     ///

@@ -125,8 +125,9 @@ pub enum OutcomeKind {
     /// The handler succeeded but the completion could not be recorded even after
     /// retries. Answered 200 (a 5xx would run the handler again); the claim's lease will
     /// expire and a later delivery may run the handler again, so alert on it. Under the
-    /// ordering guard ([`Processor::ordered`](crate::Processor::ordered)) this is
-    /// [`StoreUnavailable`](Self::StoreUnavailable) instead.
+    /// ordering guard ([`Processor::ordered`](crate::Processor::ordered)), for an event
+    /// the handler applied, this is [`StoreUnavailable`](Self::StoreUnavailable) instead
+    /// (its watermark did not move); a stale event's stays this.
     CompletionNotRecorded(StoreError),
     /// The handler succeeded but its lease had expired and another delivery took the
     /// event over. 200; the other delivery records the completion. Under the ordering
@@ -134,7 +135,9 @@ pub enum OutcomeKind {
     /// lock of an event the handler applied is [`HandlerFailed`](Self::HandlerFailed)
     /// (500) instead: the watermark did not move, and Stripe's retry runs the event again
     /// after any older one. A stale event's (nothing applied, `handle_stale` done) stays
-    /// `LeaseLost`: the delivery that took its claim over judges it again.
+    /// `LeaseLost` when its claim was taken over (the delivery that took it judges it
+    /// again), and is `HandlerFailed` when a renewal found its object's lock lost as
+    /// `handle_stale` returned (it is not completed, and Stripe's retry judges it again).
     LeaseLost,
     /// Another delivery holds the event. 409 with `Retry-After`.
     InProgress {

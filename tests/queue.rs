@@ -1095,6 +1095,44 @@ async fn held_back_jobs_are_parked_until_their_turn() {
     .await;
 }
 
+/// A schema without the trigger that wakes parked jobs (its migration not applied yet):
+/// nothing is parked, since nothing would wake it, and the jobs run in order as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_parked_before_the_wake_trigger_is_in_the_database() {
+    const LONG: Duration = Duration::from_secs(600);
+    let job = queue_conformance::job;
+    let dir = TempDir::new("queue_park_unready");
+    let q = sqlite_queue(&dir).await.with_parking_after(Duration::ZERO);
+    stripe_webhooks::sqlx::query(&format!("DROP TRIGGER {}_wake", q.table()))
+        .execute(q.pool())
+        .await
+        .unwrap();
+    for (i, key) in ["evt_first", "evt_second", "evt_third"].iter().enumerate() {
+        let created = i64::try_from(i).unwrap();
+        q.enqueue(&job(key, Some("cus_unready"), created, b"{}"))
+            .await
+            .unwrap();
+    }
+    q.enqueue(&job("evt_free", Some("cus_free"), 9, b"{}"))
+        .await
+        .unwrap();
+    let parked = PARKED_JOBS.replace("{jobs}", q.table());
+    let count = || async {
+        stripe_webhooks::sqlx::query_scalar::<_, i64>(&parked)
+            .fetch_one(q.pool())
+            .await
+            .unwrap()
+    };
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let jobs = q.take(1, LONG, true).await.unwrap();
+        assert_eq!(count().await, 0, "a job parked with nothing to wake it");
+        order.push(jobs[0].key().as_str().to_owned());
+        q.complete(&jobs[0].token).await.unwrap();
+    }
+    assert_eq!(order, ["evt_first", "evt_second", "evt_third", "evt_free"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn per_object_order_runs_a_slow_update_before_the_later_one() {
     let dir = TempDir::new("queue_order");
@@ -2140,10 +2178,6 @@ mod postgres {
         a_failing_job_retries_then_dies_and_runs_once_after_requeue_on(queue("qdead").await).await;
     }
 
-    /// Takes in per-object order from eight connections at once while updates of 300
-    /// objects arrive out of order (the later one queued first): no object ever has two
-    /// jobs taken at once. (Each take's statement reads its own snapshot; a job queued
-    /// between two takes' starts must not let both pass the order check.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_held_back_jobs_are_parked_until_their_turn() {
         let (q, pool, _) = queue_on("qpark").await;
@@ -2158,6 +2192,10 @@ mod postgres {
         .await;
     }
 
+    /// Takes in per-object order from eight connections at once while updates of 300
+    /// objects arrive out of order (the later one queued first): no object ever has two
+    /// jobs taken at once. (Each take's statement reads its own snapshot; a job queued
+    /// between two takes' starts must not let both pass the order check.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres_takes_in_order_never_hold_two_jobs_of_one_object() {
         const OBJECTS: usize = 300;

@@ -57,6 +57,9 @@ pub(crate) struct Statements {
     /// (`migrations/*/…_park_held_back_jobs.sql`). `{order}` is
     /// [`in_order`](Self::in_order).
     park: &'static str,
+    /// A row when the migration's trigger that wakes parked jobs is in the database: a
+    /// job parked without it would never be woken (a schema not yet migrated).
+    park_ready: &'static str,
     /// Run first, in the same transaction, by a take in per-object order where takes
     /// can run at once (PostgreSQL): it waits for any other such take to commit, so this
     /// take's statement reads a snapshot that has the other's jobs as running. Without
@@ -155,6 +158,8 @@ const SQLITE: Statements = Statements {
         AND o.state IN ('queued', 'retrying', 'running') \
         AND (o.created < j.created OR (o.created = j.created AND o.seq < j.seq))) \
         ORDER BY j.run_at, j.seq LIMIT ?1)",
+    park_ready: "SELECT 1 FROM sqlite_master WHERE type = 'trigger' \
+        AND name = '{j}_wake' COLLATE NOCASE",
     // One writer at a time: a take's statement always sees the takes before it.
     order_lock: None,
     extend: "UPDATE {j} SET run_at = {now} + ?3 \
@@ -231,6 +236,8 @@ const POSTGRES: Statements = Statements {
         UPDATE {j} p SET run_at = p.run_at + {parked} \
         WHERE p.seq = ANY (ARRAY(SELECT cand.seq FROM cand JOIN marked ON marked.seq = cand.blocker)) \
         AND p.state IN ('queued', 'retrying') AND p.run_at <= {now}",
+    park_ready: "SELECT 1 FROM pg_trigger WHERE tgname = lower('{j}_wake') \
+        AND tgrelid = to_regclass('{j}')",
     order_lock: Some("SELECT pg_advisory_xact_lock(hashtext('stripe_webhooks take {j}'))"),
     extend: "UPDATE {j} SET run_at = {now} + $3 \
         WHERE job_key = $1 AND fence = $2 AND state = 'running'",
@@ -461,6 +468,7 @@ struct Rendered {
     take: String,
     take_in_order: String,
     park: String,
+    park_ready: String,
     order_lock: Option<String>,
     extend: String,
     complete: String,
@@ -496,6 +504,7 @@ impl Rendered {
                 .park
                 .replace("{order}", s.in_order)
                 .replace("{before_bound}", BEFORE_BOUND)),
+            park_ready: r(s.park_ready),
             order_lock: s.order_lock.map(r),
             extend: r(s.extend),
             complete: r(s.complete),
@@ -525,6 +534,9 @@ pub(crate) struct SqlQueue<DB: QueueDialect> {
     /// A take in per-object order that took at least this long parks the jobs it read
     /// past ([`Statements::park`]).
     park_after: Duration,
+    /// Whether the trigger that wakes parked jobs was seen in the database (shared by
+    /// the clones): until it is, nothing is parked.
+    park_ready: Arc<std::sync::atomic::AtomicBool>,
     _db: PhantomData<fn() -> DB>,
 }
 
@@ -535,6 +547,7 @@ impl<DB: QueueDialect> Clone for SqlQueue<DB> {
             jobs: Arc::clone(&self.jobs),
             sql: Arc::clone(&self.sql),
             park_after: self.park_after,
+            park_ready: Arc::clone(&self.park_ready),
             _db: PhantomData,
         }
     }
@@ -577,6 +590,7 @@ where
             sql: Arc::new(Rendered::new(DB::QUEUE, &jobs)),
             jobs: Arc::from(jobs),
             park_after: DEFAULT_PARK_AFTER,
+            park_ready: Arc::default(),
             _db: PhantomData,
         }
     }
@@ -648,7 +662,9 @@ where
                 .bind(i64::try_from(max).unwrap_or(i64::MAX))
         };
         let lock = self.sql.order_lock.as_deref().filter(|_| per_object_order);
+        // How long the take's statement ran, from after any wait for the order lock.
         let started = std::time::Instant::now();
+        let mut took = None;
         // The rows of a take on its own: none yet for one that runs in a transaction.
         let alone = match (lock, DB::TAKE_BEGIN) {
             (Some(_), Some(_)) => None,
@@ -672,12 +688,15 @@ where
                 if let Some(lock) = lock {
                     sqlx::query(lock).execute(&mut *tx).await.map_err(db_err)?;
                 }
+                let statement = std::time::Instant::now();
                 let rows = take().fetch_all(&mut *tx).await.map_err(db_err)?;
+                took = Some(statement.elapsed());
                 tx.commit().await.map_err(db_err)?;
                 rows
             }
         };
-        if per_object_order && started.elapsed() >= self.park_after {
+        let took = took.unwrap_or_else(|| started.elapsed());
+        if per_object_order && took >= self.park_after {
             // The jobs are taken: a park that fails costs the next takes their time only.
             if let Err(e) = self.park(lock).await {
                 #[cfg(feature = "tracing")]
@@ -748,6 +767,16 @@ where
     /// Parks the held-back jobs a take in per-object order read past
     /// ([`Statements::park`]): after the order `lock`, where the dialect has one.
     async fn park(&self, lock: Option<&str>) -> Result<(), sqlx::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.park_ready.load(Relaxed) {
+            let ready = sqlx::query(&self.sql.park_ready)
+                .fetch_optional(&self.pool)
+                .await?;
+            if ready.is_none() {
+                return Ok(());
+            }
+            self.park_ready.store(true, Relaxed);
+        }
         let park = sqlx::query(&self.sql.park).bind(PARK_WINDOW);
         match (lock, DB::TAKE_BEGIN) {
             (Some(lock), Some(begin)) => {
@@ -1340,8 +1369,9 @@ macro_rules! queue_impls {
             /// them all again (on SQLite, holding the write lock meanwhile). A slow take
             /// therefore parks them: they stay queued (or retrying), listed and counted
             /// as before, but no take reads them until a pending job of their object
-            /// completes or dies, when the first of them gets its place back (a trigger
-            /// the store's migration installs). Workers that take without per-object
+            /// completes or dies, when the object's first queued or retrying job gets its
+            /// place back (a trigger the store's migration installs; until the trigger is
+            /// in the database, nothing is parked). Workers that take without per-object
             /// order do not take parked jobs either: workers sharing a queue should agree
             /// on per-object order.
             pub fn with_parking_after(mut self, after: Duration) -> Self {

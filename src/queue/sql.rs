@@ -109,9 +109,10 @@ const RECORD_COLUMNS: &str = concat!(
 );
 
 /// The condition of [`Statements::park`] on a candidate `j`: before the row in `bound`
-/// (the first due job a take could have), or due if there is none. One range of the due index, from its
-/// start, whichever it is (two values from the CTE, each read once): a condition that
-/// joined `bound` would be checked row by row, and the scan would read every due job.
+/// (the first due job a take could have), or due if there is none. One range of the due
+/// index, from its start, whichever it is (two values from the CTE, each read once): a
+/// condition that joined `bound` would be checked row by row, and the scan would read
+/// every due job.
 const BEFORE_BOUND: &str = "(j.run_at, j.seq) < ((SELECT coalesce(max(run_at), {now} + 1) \
     FROM bound), (SELECT coalesce(max(seq), 0) FROM bound))";
 
@@ -120,8 +121,8 @@ const BEFORE_BOUND: &str = "(j.run_at, j.seq) < ((SELECT coalesce(max(run_at), {
 /// park then finds little to do, and reads one job for it).
 const DEFAULT_PARK_AFTER: Duration = Duration::from_millis(10);
 
-/// How many jobs one park looks at, at most: a bound on the
-/// rows it writes (under SQLite's write lock) when a long backlog is first held back.
+/// How many jobs one park looks at, at most: a bound on the rows it writes (under
+/// SQLite's write lock) when a long backlog is first held back.
 const PARK_WINDOW: i64 = 1000;
 
 const IN_ORDER: &str = " AND (j.object_id IS NULL OR NOT EXISTS (SELECT 1 FROM {j} o \
@@ -1374,6 +1375,7 @@ macro_rules! queue_impls {
             /// in the database, nothing is parked). Workers that take without per-object
             /// order do not take parked jobs either: workers sharing a queue should agree
             /// on per-object order.
+            #[must_use]
             pub fn with_parking_after(mut self, after: Duration) -> Self {
                 self.core.park_after = after;
                 self

@@ -995,8 +995,26 @@ async fn wait_running(queue: &MemoryQueue, n: u64) {
     panic!("{n} jobs never ran: {:?}", queue.counts().await.unwrap());
 }
 
-/// How many of the queue's jobs are parked (`run_at` moved 10^15 ms ahead).
-const PARKED_JOBS: &str = "SELECT count(*) FROM {jobs} WHERE run_at >= 1000000000000000";
+/// How many of the SQL queue `q`'s jobs are parked (`run_at` moved 10^15 ms ahead): a
+/// closure whose future reads the count, on a clone of the queue's pool.
+macro_rules! parked_jobs {
+    ($q:expr) => {{
+        let pool = $q.pool().clone();
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE run_at >= 1000000000000000",
+            $q.table()
+        );
+        move || {
+            let (pool, sql) = (pool.clone(), sql.clone());
+            async move {
+                stripe_webhooks::sqlx::query_scalar::<_, i64>(&sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        }
+    }};
+}
 
 /// A backlog of one object held back behind its first job is parked by a take in
 /// per-object order that reads past it (here every such take parks:
@@ -1085,14 +1103,8 @@ where
 async fn held_back_jobs_are_parked_until_their_turn() {
     let dir = TempDir::new("queue_park");
     let q = sqlite_queue(&dir).await.with_parking_after(Duration::ZERO);
-    let (pool, count) = (q.pool().clone(), PARKED_JOBS.replace("{jobs}", q.table()));
-    held_back_jobs_are_parked_until_their_turn_on(q, || async {
-        stripe_webhooks::sqlx::query_scalar::<_, i64>(&count)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-    })
-    .await;
+    let parked = parked_jobs!(q);
+    held_back_jobs_are_parked_until_their_turn_on(q, parked).await;
 }
 
 /// A schema without the trigger that wakes parked jobs (its migration not applied yet):
@@ -1116,13 +1128,7 @@ async fn nothing_is_parked_before_the_wake_trigger_is_in_the_database() {
     q.enqueue(&job("evt_free", Some("cus_free"), 9, b"{}"))
         .await
         .unwrap();
-    let parked = PARKED_JOBS.replace("{jobs}", q.table());
-    let count = || async {
-        stripe_webhooks::sqlx::query_scalar::<_, i64>(&parked)
-            .fetch_one(q.pool())
-            .await
-            .unwrap()
-    };
+    let count = parked_jobs!(q);
     let mut order = Vec::new();
     for _ in 0..4 {
         let jobs = q.take(1, LONG, true).await.unwrap();
@@ -2180,16 +2186,9 @@ mod postgres {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_held_back_jobs_are_parked_until_their_turn() {
-        let (q, pool, _) = queue_on("qpark").await;
-        let q = q.with_parking_after(Duration::ZERO);
-        let count = PARKED_JOBS.replace("{jobs}", q.table());
-        held_back_jobs_are_parked_until_their_turn_on(q, || async {
-            stripe_webhooks::sqlx::query_scalar::<_, i64>(&count)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        })
-        .await;
+        let q = queue("qpark").await.with_parking_after(Duration::ZERO);
+        let parked = parked_jobs!(q);
+        held_back_jobs_are_parked_until_their_turn_on(q, parked).await;
     }
 
     /// Takes in per-object order from eight connections at once while updates of 300

@@ -247,12 +247,21 @@ pub fn verify_signature<'a>(
     header: &str,
     secret: &str,
 ) -> Result<VerifiedPayload<'a>, SignatureError> {
-    Verifier::new(SigningSecret::new(secret)?).verify(payload, header)
+    let secret = SigningSecret::new(secret)?;
+    // No `Verifier`: one secret on the stack, nothing allocated.
+    verify_with(
+        std::slice::from_ref(&secret),
+        Tolerance::default(),
+        payload,
+        header,
+        SystemClock.now_unix(),
+    )
 }
 
 /// A reusable verifier: one or more secrets, a [`Tolerance`] and a [`Clock`].
 ///
-/// Build it once and share it (it is `Send + Sync` and cheap to clone).
+/// Build it once and share it: it is `Send + Sync`, and a clone shares its secrets and
+/// clock (two reference counts, no allocation), so an extractor may clone it per request.
 ///
 /// ```
 /// use std::time::Duration;
@@ -271,7 +280,7 @@ pub fn verify_signature<'a>(
 /// ```
 #[derive(Debug, Clone)]
 pub struct Verifier {
-    secrets: Vec<SigningSecret>,
+    secrets: Arc<Vec<SigningSecret>>,
     tolerance: Tolerance,
     clock: Arc<dyn Clock>,
 }
@@ -280,7 +289,7 @@ impl Verifier {
     /// A verifier with one secret, the system clock and the default symmetric tolerance.
     pub fn new(secret: SigningSecret) -> Self {
         Self {
-            secrets: vec![secret],
+            secrets: Arc::new(vec![secret]),
             tolerance: Tolerance::default(),
             clock: Arc::new(SystemClock),
         }
@@ -300,7 +309,7 @@ impl Verifier {
             secrets.push(SigningSecret::new(s)?.with_label(i.to_string()));
         }
         Ok(Self {
-            secrets,
+            secrets: Arc::new(secrets),
             tolerance: Tolerance::default(),
             clock: Arc::new(SystemClock),
         })
@@ -311,7 +320,7 @@ impl Verifier {
     /// matches.
     #[must_use]
     pub fn with_secret(mut self, secret: SigningSecret) -> Self {
-        self.secrets.push(secret);
+        Arc::make_mut(&mut self.secrets).push(secret);
         self
     }
 
@@ -393,58 +402,68 @@ impl Verifier {
         header: &str,
         now: i64,
     ) -> Result<VerifiedPayload<'a>, SignatureError> {
-        // Read in place: the struct is a few hundred bytes, not worth moving around.
-        let mut parsed = ParsedHeader::empty();
-        parsed.read(header)?;
-        if parsed.v1_seen == 0 {
-            return Err(SignatureError::NoV1Signature {
-                v0_present: parsed.v0_present,
-            });
-        }
-
-        // `{t}.` in one piece: at most 19 digits and the dot.
-        let mut prefix_buf = [b'.'; 20];
-        let digits = parsed.timestamp_digits;
-        prefix_buf[..digits.len()].copy_from_slice(digits);
-        let prefix = &prefix_buf[..=digits.len()];
-
-        let mut matched = None;
-        for (index, secret) in self.secrets.iter().enumerate() {
-            let mut mac = secret.mac();
-            mac.update(prefix);
-            mac.update(payload);
-            let expected: [u8; 32] = mac.finalize().into_bytes().into();
-            // Every candidate is compared over all 32 bytes, with no early exit.
-            let all_differ = parsed
-                .signatures()
-                .fold(1u8, |acc, sig| acc & differs32(&expected, sig));
-            let hit: Choice = all_differ.ct_eq(&0);
-            // Which secret matched is not secret: stop at the first, so a rotation
-            // costs a second MAC only for requests signed with the newer secret.
-            if bool::from(hit) {
-                matched = Some(index);
-                break;
-            }
-        }
-        let Some(index) = matched else {
-            let hint = self
-                .secrets
-                .iter()
-                .any(|s| !s.has_whsec_prefix())
-                .then_some(MismatchHint::SecretWithoutWhsecPrefix);
-            return Err(SignatureError::Mismatch { hint });
-        };
-
-        check_tolerance(self.tolerance, parsed.timestamp, now)?;
-        Ok(VerifiedPayload {
-            body: payload,
-            timestamp: parsed.timestamp,
-            matched: MatchedSecret {
-                index,
-                label: self.secrets[index].label_arc().cloned(),
-            },
-        })
+        verify_with(&self.secrets, self.tolerance, payload, header, now)
     }
+}
+
+/// The check behind [`Verifier::verify_at`] and [`verify_signature`].
+fn verify_with<'a>(
+    secrets: &[SigningSecret],
+    tolerance: Tolerance,
+    payload: &'a [u8],
+    header: &str,
+    now: i64,
+) -> Result<VerifiedPayload<'a>, SignatureError> {
+    // Read in place: the struct is a few hundred bytes, not worth moving around.
+    let mut parsed = ParsedHeader::empty();
+    parsed.read(header)?;
+    if parsed.v1_seen == 0 {
+        return Err(SignatureError::NoV1Signature {
+            v0_present: parsed.v0_present,
+        });
+    }
+
+    // `{t}.` in one piece: at most 19 digits and the dot.
+    let mut prefix_buf = [b'.'; 20];
+    let digits = parsed.timestamp_digits;
+    prefix_buf[..digits.len()].copy_from_slice(digits);
+    let prefix = &prefix_buf[..=digits.len()];
+
+    let mut matched = None;
+    for (index, secret) in secrets.iter().enumerate() {
+        let mut mac = secret.mac();
+        mac.update(prefix);
+        mac.update(payload);
+        let expected: [u8; 32] = mac.finalize().into_bytes().into();
+        // Every candidate is compared over all 32 bytes, with no early exit.
+        let all_differ = parsed
+            .signatures()
+            .fold(1u8, |acc, sig| acc & differs32(&expected, sig));
+        let hit: Choice = all_differ.ct_eq(&0);
+        // Which secret matched is not secret: stop at the first, so a rotation
+        // costs a second MAC only for requests signed with the newer secret.
+        if bool::from(hit) {
+            matched = Some(index);
+            break;
+        }
+    }
+    let Some(index) = matched else {
+        let hint = secrets
+            .iter()
+            .any(|s| !s.has_whsec_prefix())
+            .then_some(MismatchHint::SecretWithoutWhsecPrefix);
+        return Err(SignatureError::Mismatch { hint });
+    };
+
+    check_tolerance(tolerance, parsed.timestamp, now)?;
+    Ok(VerifiedPayload {
+        body: payload,
+        timestamp: parsed.timestamp,
+        matched: MatchedSecret {
+            index,
+            label: secrets[index].label_arc().cloned(),
+        },
+    })
 }
 
 fn check_tolerance(tolerance: Tolerance, timestamp: i64, now: i64) -> Result<(), SignatureError> {

@@ -48,7 +48,10 @@ pub const DEFAULT_MAX_RECORDS: usize = 100_000;
 /// older event of that object is then applied** as if it were the first. Keep the bound
 /// above the number of objects whose events may still arrive late, or use a durable
 /// store. A [`Reconciler`](crate::reconcile::Reconciler)'s cursors are kept as objects
-/// too (`reconcile:…` keys); they are never evicted nor purged.
+/// too (`reconcile:…` keys); they are never evicted nor purged. Nor is a locked object
+/// (its event is being handled), and a new object is not refused as a new claim is: with
+/// every object locked, the store holds one object more per event in flight, until
+/// those complete.
 ///
 /// ```
 /// # tokio_test_block_on(async {

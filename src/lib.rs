@@ -234,6 +234,18 @@ pub mod __cli {
     pub fn compact_json(text: &str) -> String {
         crate::display::compact_json(text)
     }
+
+    /// A Stripe body as the console shows it: as written, or, when it holds a client
+    /// secret, an OAuth code, a bearer URL or a card number, with each as
+    /// `"<redacted>"` (the members then in key order).
+    pub fn redact_body(json: &str) -> std::borrow::Cow<'_, str> {
+        crate::secret::debug_json(json)
+    }
+
+    /// An error text with API keys, webhook secrets and client secrets in it redacted.
+    pub fn redact_error(text: &str) -> std::borrow::Cow<'_, str> {
+        crate::secret::redact_text(text)
+    }
 }
 
 /// The README's examples, compiled as doctests (the quick start needs its features).

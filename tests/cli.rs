@@ -428,6 +428,96 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
 
 // ---- SQLite ----
 
+/// `show` prints what the console shows: a client secret in the body, and an API key in
+/// the last error, redacted; `--raw` prints the body as stored. A body that is not JSON
+/// cannot be searched, so only `--raw` prints it.
+#[tokio::test]
+async fn show_redacts_credentials_unless_raw() {
+    const CLIENT_SECRET: &str = "pi_3Qx_secret_Zy9VtW8u";
+    const API_KEY: &str = "sk_live_51HxQ2bY3a8cDeFgHiJkLmN";
+    let dir = TempDir::new("cli-redact");
+    let flags = sqlite_flags(&dir);
+    let store = SqliteStore::connect(dir.join("cli.db")).await.unwrap();
+    let queue = store.queue();
+    let mut body: Value = serde_json::from_str(
+        &testing::event_for_type("evt_pi_secret", "payment_intent.succeeded").unwrap(),
+    )
+    .unwrap();
+    body["data"]["object"]["client_secret"] = Value::from(CLIENT_SECRET);
+    queue
+        .enqueue(&NewJob::parse(body.to_string().as_bytes()).unwrap())
+        .await
+        .unwrap();
+    let taken = queue.take(1, Duration::from_secs(60), false).await.unwrap();
+    let error = format!("handler failed: Stripe refused {API_KEY}");
+    queue.fail(&taken[0].token, &error, None).await.unwrap();
+
+    for args in [
+        &["show", "evt_pi_secret"][..],
+        &["show", "evt_pi_secret", "--json"][..],
+        &["dead"][..],
+        &["dead", "--json"][..],
+    ] {
+        let out = on(&flags, args).await.ok().stdout;
+        assert!(!out.contains(CLIENT_SECRET), "{args:?}: {out}");
+        assert!(!out.contains(API_KEY), "{args:?}: {out}");
+        assert!(
+            out.contains("handler failed: Stripe refused"),
+            "{args:?}: {out}"
+        );
+    }
+    let shown = on(&flags, &["show", "evt_pi_secret", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        shown["body"]["data"]["object"]["client_secret"],
+        "<redacted>"
+    );
+    assert_eq!(shown["body"]["id"], "evt_pi_secret");
+    let text = on(&flags, &["show", "evt_pi_secret"]).await.ok().stdout;
+    assert!(text.contains("\"client_secret\": \"<redacted>\""), "{text}");
+
+    let raw = on(&flags, &["show", "evt_pi_secret", "--raw", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        raw["body"]["data"]["object"]["client_secret"],
+        CLIENT_SECRET
+    );
+    let raw = on(&flags, &["show", "evt_pi_secret", "--raw"])
+        .await
+        .ok()
+        .stdout;
+    assert!(raw.contains(CLIENT_SECRET), "{raw}");
+    // The error stays redacted even then: `--raw` is about the body.
+    assert!(!raw.contains(API_KEY), "{raw}");
+
+    // A body that is not JSON (written by something other than this crate's queue).
+    stripe_webhooks::sqlx::query(
+        "UPDATE stripe_webhook_events_jobs SET body = ?1 WHERE job_key = ?2",
+    )
+    .bind(format!("client_secret={CLIENT_SECRET}").into_bytes())
+    .bind("evt_pi_secret")
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let hidden = on(&flags, &["show", "evt_pi_secret"]).await.ok().stdout;
+    assert!(!hidden.contains(CLIENT_SECRET), "{hidden}");
+    assert!(hidden.contains("--raw prints it"), "{hidden}");
+    let hidden = on(&flags, &["show", "evt_pi_secret", "--json"])
+        .await
+        .ok()
+        .json();
+    assert!(hidden["body"].is_null(), "{hidden}");
+    let raw = on(&flags, &["show", "evt_pi_secret", "--raw"])
+        .await
+        .ok()
+        .stdout;
+    assert!(raw.contains(CLIENT_SECRET), "{raw}");
+}
+
 /// Text from outside (a handler's error quoting what a customer typed) reaches the
 /// terminal with its control characters escaped; a reader that goes away early ends the
 /// tool quietly (exit 0), not with a panic.

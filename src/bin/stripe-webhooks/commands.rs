@@ -45,7 +45,7 @@ impl Row {
             state: "failed",
             source: "store",
             attempts: r.attempts,
-            last_error: r.last_error.clone(),
+            last_error: r.last_error.as_deref().map(redacted_error),
             first_seen_ms: r.first_seen_ms,
             first_seen: utc(r.first_seen_ms),
             next_run_ms: None,
@@ -59,7 +59,7 @@ impl Row {
             state: j.state.as_str(),
             source: "queue",
             attempts: j.attempts,
-            last_error: j.last_error.clone(),
+            last_error: j.last_error.as_deref().map(redacted_error),
             first_seen_ms: j.enqueued_at_ms,
             first_seen: utc(j.enqueued_at_ms),
             next_run_ms: (j.state == JobState::Retrying)
@@ -67,6 +67,12 @@ impl Row {
                 .flatten(),
         }
     }
+}
+
+/// A last error as printed: with any key or client secret in it redacted (the worker
+/// redacts what it records; a record written otherwise may not be).
+fn redacted_error(text: &str) -> String {
+    stripe_webhooks::__cli::redact_error(text).into_owned()
 }
 
 fn print_rows(rows: &[Row], empty: &str, json: bool) -> Result<(), CliError> {
@@ -333,8 +339,9 @@ struct ShowView {
     id: String,
     job: Option<JobRecord>,
     record: Option<RecordView>,
-    /// The job's raw body: JSON as stored (see [`raw_body`]), or a string if it is not
-    /// JSON.
+    /// The job's body: JSON as stored (see [`raw_body`]) with any client secret, OAuth
+    /// code, bearer URL or card number as `"<redacted>"`; with `--raw`, as stored, or a
+    /// string if it is not JSON (without `--raw`, such a body is left out: `null`).
     body: Option<Box<serde_json::value::RawValue>>,
 }
 
@@ -356,8 +363,9 @@ fn raw_body(body: &[u8]) -> Result<Box<serde_json::value::RawValue>, CliError> {
         .map_err(|e| CliError::Other(format!("cannot write the body as JSON: {e}")))
 }
 
-/// `show ID`: the job and the store record, and the raw body.
-pub(crate) async fn show(b: &Backend, id: &str, json: bool) -> Result<(), CliError> {
+/// `show ID`: the job and the store record, and the body: with client secrets, OAuth
+/// codes, bearer URLs and card numbers redacted unless `raw`.
+pub(crate) async fn show(b: &Backend, id: &str, json: bool, raw: bool) -> Result<(), CliError> {
     let key = EventId::new(id);
     let job = b
         .queue()
@@ -374,7 +382,7 @@ pub(crate) async fn show(b: &Backend, id: &str, json: bool) -> Result<(), CliErr
             event_type: r.event_type.as_str().to_owned(),
             status: r.status.as_str(),
             attempts: r.attempts,
-            last_error: r.last_error,
+            last_error: r.last_error.as_deref().map(redacted_error),
             first_seen_ms: r.first_seen_ms,
             completed_at_ms: r.completed_at_ms,
         });
@@ -386,7 +394,27 @@ pub(crate) async fn show(b: &Backend, id: &str, json: bool) -> Result<(), CliErr
             b.table()
         )));
     }
-    let body = job.as_ref().map(|j| raw_body(&j.body)).transpose()?;
+    let mut job = job;
+    // A body that is not JSON cannot be searched for secrets: left out unless `raw`.
+    let mut hidden = false;
+    if let Some(j) = job.as_mut() {
+        j.last_error = j.last_error.as_deref().map(redacted_error);
+        if !raw {
+            let text = std::str::from_utf8(&j.body)
+                .ok()
+                .filter(|t| serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok());
+            match text.map(stripe_webhooks::__cli::redact_body) {
+                Some(std::borrow::Cow::Borrowed(_)) => {}
+                Some(std::borrow::Cow::Owned(shown)) => j.body = shown.into_bytes(),
+                None => hidden = true,
+            }
+        }
+    }
+    let body = job
+        .as_ref()
+        .filter(|_| !hidden)
+        .map(|j| raw_body(&j.body))
+        .transpose()?;
     let view = ShowView {
         id: id.to_owned(),
         job,
@@ -448,6 +476,9 @@ pub(crate) async fn show(b: &Backend, id: &str, json: bool) -> Result<(), CliErr
         }
     }
     match &view.job {
+        Some(_) if hidden => crate::outln!(
+            "body         (not JSON, so not searched for secrets and not shown: --raw prints it)"
+        ),
         Some(j) => match j.pretty_body() {
             Some(pretty) => crate::outln!("body\n{pretty}"),
             None => crate::outln!("body (not JSON)\n{}", String::from_utf8_lossy(&j.body)),

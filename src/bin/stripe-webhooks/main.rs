@@ -224,10 +224,15 @@ enum Command {
         #[arg(long, value_name = "ID")]
         after: Option<String>,
     },
-    /// One job (or store record), with its last error and its raw body as JSON.
+    /// One job (or store record), with its last error and its body as JSON: client
+    /// secrets, OAuth codes, bearer URLs and card numbers in it shown as "<redacted>".
     Show {
         /// The event id (the job's key).
         id: String,
+        /// Print the body exactly as stored, credentials included (and a body that is
+        /// not JSON, which is otherwise left out).
+        #[arg(long)]
+        raw: bool,
     },
     /// Queues a dead or retrying job to run at once, with its attempts reset.
     #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all_dead"])))]
@@ -336,7 +341,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Dead { limit, after } => {
                     commands::dead(&backend, limit, after.as_deref(), json).await
                 }
-                Command::Show { id } => commands::show(&backend, &id, json).await,
+                Command::Show { id, raw } => commands::show(&backend, &id, json, raw).await,
                 Command::Requeue { id, all_dead } => {
                     commands::requeue(&backend, id.as_deref(), all_dead, json).await
                 }

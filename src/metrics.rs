@@ -10,6 +10,7 @@
 //! | [`LAG`] | histogram (s) | `family` | from the event's `created` to its completion |
 //! | [`QUEUE_JOBS`] | gauge | `state` | jobs in each state, at the last [`record_queue`] |
 //! | [`QUEUE_OLDEST_AGE`] | gauge (s) | | how long the oldest queued job has waited |
+//! | [`QUEUE_UP`] | gauge | | 1 when the last [`record_queue`] could count the queue, 0 when it could not (the two gauges above then keep their last values: alert on this one too) |
 //! | [`JOBS`] | counter | `result` (`completed`, `retried`, `dead`, `released`, `lease_lost`, `settle_failed`: the queue could not record the run, so the job runs again when its lease ends), `event_type` | what workers did with jobs |
 //! | [`STORE_ERRORS`] | counter | `kind` (`unavailable`, `timeout`, `lease_lost`) | failed store and queue calls |
 //!
@@ -43,6 +44,8 @@ pub const LAG: &str = "stripe_webhooks_lag_seconds";
 pub const QUEUE_JOBS: &str = "stripe_webhooks_queue_jobs";
 /// Age of the oldest queued job, in seconds.
 pub const QUEUE_OLDEST_AGE: &str = "stripe_webhooks_queue_oldest_age_seconds";
+/// Whether the last [`record_queue`] could count the queue: 1 or 0.
+pub const QUEUE_UP: &str = "stripe_webhooks_queue_up";
 /// Jobs settled by workers, by result.
 pub const JOBS: &str = "stripe_webhooks_jobs_total";
 /// Failed store and queue calls, by kind.
@@ -208,15 +211,25 @@ pub(crate) fn job(
 }
 
 /// Reads the queue's counts and sets the [`QUEUE_JOBS`] and [`QUEUE_OLDEST_AGE`]
-/// gauges: call it on every scrape, or every few seconds.
+/// gauges, and [`QUEUE_UP`] to 1: call it on every scrape, or every few seconds. The SQL
+/// queues count each state by its index, reading only the queued jobs' rows.
 ///
 /// # Errors
 ///
-/// The queue's error when it cannot count.
+/// The queue's error when it cannot count; [`QUEUE_UP`] is then 0, and the other gauges
+/// keep their last values (a queue whose database is down has an unknown backlog, not an
+/// empty one).
 pub async fn record_queue(
     queue: &dyn crate::queue::QueueAdmin,
 ) -> Result<crate::queue::QueueCounts, StoreError> {
-    let counts = queue.counts().await?;
+    let counts = match queue.counts().await {
+        Ok(counts) => counts,
+        Err(e) => {
+            ::metrics::gauge!(QUEUE_UP).set(0.0);
+            return Err(e);
+        }
+    };
+    ::metrics::gauge!(QUEUE_UP).set(1.0);
     for state in crate::queue::JobState::ALL {
         ::metrics::gauge!(QUEUE_JOBS, "state" => state.as_str()).set(counts.get(state) as f64);
     }

@@ -102,6 +102,24 @@ macro_rules! unparked_run_at {
     };
 }
 
+/// `counts`: one count per state, each a range of the `(state, seq)` index, so that only
+/// the queued jobs' rows are read (for the oldest one's age). A `GROUP BY state` over the
+/// table read every row, completed ones and their bodies included, at every metrics
+/// scrape: 0.21 s against 0.01 s for 200,000 completed jobs on SQLite, warm.
+macro_rules! counts {
+    () => {
+        concat!(
+            "SELECT 'queued', COUNT(*), {now} - MIN(",
+            unparked_run_at!(),
+            ") FROM {j} WHERE state = 'queued' \
+            UNION ALL SELECT 'running', COUNT(*), NULL FROM {j} WHERE state = 'running' \
+            UNION ALL SELECT 'retrying', COUNT(*), NULL FROM {j} WHERE state = 'retrying' \
+            UNION ALL SELECT 'dead', COUNT(*), NULL FROM {j} WHERE state = 'dead' \
+            UNION ALL SELECT 'completed', COUNT(*), NULL FROM {j} WHERE state = 'completed'"
+        )
+    };
+}
+
 const RECORD_COLUMNS: &str = concat!(
     "job_key, event_id, event_type, kind, state, attempts, last_error, enqueued_at, ",
     unparked_run_at!(),
@@ -176,11 +194,7 @@ const SQLITE: Statements = Statements {
         WHERE seq = ?1 AND fence = ?2 AND state = 'running'",
     release: "UPDATE {j} SET state = 'queued', attempts = MAX(attempts - 1, 0), run_at = {now} \
         WHERE job_key = ?1 AND fence = ?2 AND state = 'running'",
-    counts: concat!(
-        "SELECT state, COUNT(*), {now} - MIN(",
-        unparked_run_at!(),
-        ") FROM {j} GROUP BY state"
-    ),
+    counts: counts!(),
     list: "SELECT {cols} FROM {j} WHERE state = ?1 ORDER BY seq LIMIT ?2",
     list_after: "SELECT {cols} FROM {j} WHERE state = ?1 \
         AND seq > (SELECT seq FROM {j} WHERE job_key = ?3) ORDER BY seq LIMIT ?2",
@@ -253,11 +267,7 @@ const POSTGRES: Statements = Statements {
         WHERE seq = $1 AND fence = $2 AND state = 'running'",
     release: "UPDATE {j} SET state = 'queued', attempts = GREATEST(attempts - 1, 0), \
         run_at = {now} WHERE job_key = $1 AND fence = $2 AND state = 'running'",
-    counts: concat!(
-        "SELECT state, COUNT(*), {now} - MIN(",
-        unparked_run_at!(),
-        ") FROM {j} GROUP BY state"
-    ),
+    counts: counts!(),
     list: "SELECT {cols} FROM {j} WHERE state = $1 ORDER BY seq LIMIT $2",
     list_after: "SELECT {cols} FROM {j} WHERE state = $1 \
         AND seq > (SELECT seq FROM {j} WHERE job_key = $3) ORDER BY seq LIMIT $2",

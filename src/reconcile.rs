@@ -942,12 +942,12 @@ impl Reconciler {
                 None => break,
             }
         }
-        report.listed += events.len() + unreadable.len();
         // An event on two pages (the list moved under the walk) runs once: two copies in
-        // two chains would find each other in progress and hold the cursor.
+        // two chains would find each other in progress and hold the cursor. Counted once.
         let mut ids = std::collections::HashSet::new();
         events.retain(|e| ids.insert(e.id().clone()));
         unreadable.retain(|u| ids.insert(u.id.clone()));
+        report.listed += events.len() + unreadable.len();
         // Listed for a connected account (or in a context), an event that does not say
         // so is that account's (context's) all the same: keyed (and its object fetched)
         // as its webhook delivery is, as the thin list's are.
@@ -1051,10 +1051,10 @@ impl Reconciler {
                 None => break,
             }
         }
-        report.listed += notifications.len() + unreadable.len();
         let mut ids = std::collections::HashSet::new();
         notifications.retain(|n| ids.insert(n.id.clone()));
         unreadable.retain(|u| ids.insert(u.id.clone()));
+        report.listed += notifications.len() + unreadable.len();
         // Listed in a context, an event that does not name one is that context's all the
         // same: keyed (and its object fetched) as its webhook delivery is.
         if let Some(ctx) = context.stripe_context() {
@@ -1153,8 +1153,9 @@ impl Reconciler {
     /// clock's present, whichever is earlier (an event Stripe lists a little late still
     /// falls in the next pass, even if this machine's clock runs ahead of Stripe's), or,
     /// when an event failed or was running elsewhere, to that event's second, so the next
-    /// pass lists it again. An event older than the lookback no longer holds the cursor
-    /// ([`ReconcileReport::beyond_lookback`]): the store keeps its failure. A backlog of
+    /// pass lists it again. An event older than the lookback holds the cursor for
+    /// [`with_attempts_past_lookback`](Self::with_attempts_past_lookback) more attempts,
+    /// then no longer ([`ReconcileReport::beyond_lookback`]): the store keeps its failure. A backlog of
     /// more than [`with_max_buffered`](Self::with_max_buffered) events goes window by
     /// window of time, the cursor moving after each; and not past the newest event
     /// listed when a window that ended after it was listed (it may have ended in Stripe's

@@ -1740,6 +1740,17 @@ async fn a_fetched_object_that_is_not_the_events_is_refused() {
     .unwrap();
     assert!(handler.handle(&event).await.is_err());
     assert!(recorder.0.lock().unwrap().is_empty());
+
+    // An answer with no id at all cannot be told to be the object: refused too.
+    fake.add_object_for(
+        "acct_3",
+        "/v1/subscriptions/sub_1",
+        r#"{"object":"subscription","status":"canceled"}"#,
+    )
+    .unwrap();
+    let err = event.refetched(&fake.client().unwrap()).await.unwrap_err();
+    assert!(matches!(err, ClientError::Decode { .. }), "{err:?}");
+    assert!(err.to_string().contains("no id"), "{err}");
 }
 
 /// An object deleted after its event: Stripe answers 404 to every fetch, so by default

@@ -309,12 +309,15 @@ impl Event {
             .await?;
         let fetched = Fetched::from_raw(raw);
         // Stripe answers the object asked for; a cache, a proxy or a client of the
-        // user's own might not, and a handler must not act on another object's state.
-        if let (Some(want), Some(got)) = (want, fetched.id()) {
-            if want != got {
+        // user's own might not, and a handler must not act on another object's state
+        // (nor on an answer with no id at all, which cannot be told to be the object).
+        if let Some(want) = want {
+            let got = fetched.id();
+            if got.as_deref() != Some(want.as_str()) {
+                let got = got.map_or("no id".to_owned(), |got| format!("{got:?}"));
                 return Err(ClientError::Decode {
                     path,
-                    message: format!("the object fetched is {got:?}, not the event's {want:?}"),
+                    message: format!("the object fetched is {got}, not the event's {want:?}"),
                 });
             }
         }

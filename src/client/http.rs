@@ -42,8 +42,11 @@ pub const DEFAULT_BUCKET_RATE: u32 = 20;
 ///   `Stripe-Should-Retry: true` marks; never what `Stripe-Should-Retry: false` marks),
 ///   with exponential backoff and jitter (each wait between half and all of its step,
 ///   as Stripe's SDKs wait), and at least as long as `Retry-After` says when the
-///   answer has one (seconds or an HTTP date), for at most [`DEFAULT_MAX_ATTEMPTS`] attempts within a total deadline
-///   ([`DEFAULT_DEADLINE`]). A wait that would pass the deadline is not started.
+///   answer has one (seconds or an HTTP date), for at most [`DEFAULT_MAX_ATTEMPTS`]
+///   attempts within a total deadline ([`DEFAULT_DEADLINE`]). A wait that would pass the
+///   deadline is not started, and a `Retry-After` over 60 s ends the call at once
+///   ([`RetriesExhausted`](super::ClientError::RetriesExhausted)): the caller's next pass,
+///   or Stripe's retry of the delivery, asks again rather than hold a task that long.
 /// - Keeps at most [`DEFAULT_MAX_CONCURRENCY`] requests in flight and sends
 ///   [`DEFAULT_BUCKET_RATE`] requests a second on average (a token bucket that holds
 ///   one second's worth: after an idle spell that many start at once, so one second

@@ -932,6 +932,20 @@ async fn a_typed_store_flag_beats_the_environment() {
     }
     let empty = run(args(&["--sqlite", "", "requeue", "--all-dead"])).await;
     assert_eq!(empty.code, 2, "{empty:#?}");
+    // Nor is a store variable set but empty (a compose file's unset host variable),
+    // which the examples refuse: the SQLite file here is not the service's store. A
+    // typed store flag still beats it.
+    for var in ["DATABASE_URL", "REDIS_URL"] {
+        let env = [(var, ""), ("SQLITE_PATH", path.as_str())];
+        let empty = cli_with_env(&["requeue", "--all-dead"], &env).await;
+        assert_eq!(empty.code, 2, "{empty:#?}");
+        assert!(
+            empty.stderr.contains(&format!("{var} is set but empty")),
+            "{empty:#?}"
+        );
+        let typed = cli_with_env(&["--sqlite", &path, "show", "evt_here", "--json"], &env).await;
+        assert_eq!(typed.ok().json()["id"], "evt_here");
+    }
     // So is an empty table (`--table "$UNSET"`): not the default table, which may be
     // another service's.
     for table in ["", "  "] {

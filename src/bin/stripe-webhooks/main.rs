@@ -158,6 +158,26 @@ impl StoreOpts {
             )));
         }
         self.url_typed = matches!(typed.as_slice(), ["--database-url" | "--redis-url"]);
+        // Nothing typed: a variable set but empty (as a compose file writes an unset host
+        // variable) is refused as the examples refuse it, rather than passed over for
+        // the next store in the order, which is not the service's.
+        if typed.is_empty() {
+            for (value, var) in [
+                (&self.database_url, "DATABASE_URL"),
+                (&self.redis_url, "REDIS_URL"),
+            ] {
+                let set_empty = match value.as_deref() {
+                    Some(v) => v.is_empty(),
+                    None => std::env::var_os(var).is_some_and(|v| v.is_empty()),
+                };
+                if set_empty {
+                    return Err(CliError::Usage(format!(
+                        "{var} is set but empty: unset it, or name the store with \
+                         --database-url, --redis-url or --sqlite"
+                    )));
+                }
+            }
+        }
         match typed.as_slice() {
             [] | ["--database-url"] => {}
             ["--redis-url"] => self.database_url = None,

@@ -714,6 +714,29 @@ async fn served_at_the_root_it_links_from_the_root() {
         .contains("Path=/;"));
 }
 
+/// Nested under a route with a parameter, the console's base path is what the request
+/// said: one that could end the cookie's `Path` (a `;`) sets the cookie at `/` instead,
+/// so a link cannot add `Domain=` or `Max-Age=` to it.
+#[tokio::test]
+async fn a_base_path_cannot_add_cookie_attributes() {
+    let queue = MemoryQueue::new();
+    let console = Console::new(queue.clone(), bearer_token(TOKEN));
+    let app = axum::Router::new().nest("/t/{tenant}/webhooks", console.router());
+    for (tenant, path) in [
+        ("acme", "Path=/t/acme/webhooks;"),
+        ("x;Domain=evil.example;Max-Age=0", "Path=/;"),
+    ] {
+        let (response, _) = fetch(&app, &format!("/t/{tenant}/webhooks")).await;
+        assert_eq!(response.status(), StatusCode::OK, "{tenant}");
+        let cookie = response.headers()["set-cookie"].to_str().unwrap();
+        assert!(cookie.contains(path), "{tenant}: {cookie}");
+        assert!(
+            !cookie.contains("Domain") && !cookie.contains("Max-Age"),
+            "{cookie}"
+        );
+    }
+}
+
 /// With a store, the overview also lists the inline processor's failed events, escaped,
 /// read only.
 #[tokio::test]

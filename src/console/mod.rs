@@ -652,7 +652,13 @@ impl Console {
             Err(e) => unavailable(&e),
         };
         if fresh {
-            let path = if base.is_empty() { "/" } else { base };
+            // The base comes from the request's path: one that could end the attribute
+            // (a `;` is legal in a path, and a route with a parameter takes what it is
+            // sent) would let a link add `Domain=` or `Max-Age=` to the cookie.
+            let plain = base
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._~%-".contains(&b));
+            let path = if base.is_empty() || !plain { "/" } else { base };
             let secure = if self.over_https(parts) {
                 "; Secure"
             } else {

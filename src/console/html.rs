@@ -358,8 +358,9 @@ pub(super) fn jobs_table(ctx: &Ctx<'_>, jobs: &[JobRecord], actions: bool, empty
     out
 }
 
-/// "Requeue all N dead", carrying N: jobs that died after the page was drawn are not
-/// requeued unseen.
+/// "Requeue all N dead", carrying N: when the queue holds another number of dead jobs,
+/// nothing is requeued and the operator sees the list again (a count, not a snapshot:
+/// a job dying between the check and the requeue goes with the rest).
 fn requeue_dead_form(ctx: &Ctx<'_>, dead: u64) -> String {
     let shown = dead.to_string();
     let label = format!("Requeue all {dead} dead");

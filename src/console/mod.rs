@@ -3,7 +3,7 @@
 //!
 //! - **Overview**: the jobs in each state, how long the oldest queued job has waited,
 //!   the dead jobs (each with a *Requeue* button, and *Requeue all dead*), the retrying
-//!   ones (*Run now*) and the most recent deliveries;
+//!   ones (*Run now*; both reset the job's attempts) and the most recent deliveries;
 //! - **a state** (`/state/{state}`): its jobs, oldest first, 200 a page by default
 //!   (four times [`with_page_size`](Console::with_page_size)), with the state's count and
 //!   *Next page* links (`?after=` the last key of the page before), so that every job of
@@ -11,7 +11,8 @@
 //! - **failed inline** (`/failed`, with [`with_store`](Console::with_store)): the store's
 //!   failed events, paged the same way;
 //! - **a job**: its record (type, attempts, times, last error) and its raw JSON,
-//!   pretty-printed.
+//!   pretty-printed, with client secrets, OAuth codes, bearer URLs and card numbers in it
+//!   shown as `"<redacted>"` (such a body's members are then in key order).
 //!
 //! Build a [`Console`] over any [`QueueAdmin`] with your application's authorization
 //! check, and nest its [`router`](Console::router) where you like:
@@ -876,13 +877,19 @@ impl Console {
                 }
             }
             _ => {
-                // More dead than the page showed: jobs died since, which the operator
-                // has not seen. Nothing is requeued; the overview shows them.
+                // Another count of dead jobs than the page showed: jobs died since, or
+                // were requeued elsewhere, and the operator has not seen the list as it
+                // is. Nothing is requeued; the overview shows it. (A count is no
+                // snapshot: a job that dies between this count and the requeue, or as
+                // many dying as were requeued elsewhere, is requeued with the rest.)
                 if let Some(shown) = field("dead").and_then(|n| n.parse::<u64>().ok()) {
                     match self.queue.counts().await {
                         Ok(c) if c.dead > shown => {
                             let more = c.dead - shown;
                             return redirect(format!("{home}?notice=more_dead&n={more}"));
+                        }
+                        Ok(c) if c.dead < shown => {
+                            return redirect(format!("{home}?notice=fewer_dead"));
                         }
                         Ok(_) => {}
                         Err(e) => return unavailable(&e),
@@ -928,7 +935,11 @@ fn notice(query: &[(String, String)]) -> Option<String> {
             .map(|(_, v)| v.as_str())
     };
     match get("notice")? {
-        "requeued" => Some("Requeued: a worker will run it shortly.".to_owned()),
+        "requeued" => Some(
+            "Requeued with its attempts reset (a full run of retries again): a worker will \
+             run it shortly."
+                .to_owned(),
+        ),
         "not_requeued" => {
             Some("Not requeued: only dead and retrying jobs can be requeued.".to_owned())
         }
@@ -939,6 +950,11 @@ fn notice(query: &[(String, String)]) -> Option<String> {
                 if n == 1 { "" } else { "s" }
             ))
         }
+        "fewer_dead" => Some(
+            "Nothing was requeued: some of the dead jobs on that page were requeued or \
+             purged since it was drawn. Look at the list below, then requeue again."
+                .to_owned(),
+        ),
         "more_dead" => {
             let n: u64 = get("n").and_then(|n| n.parse().ok()).unwrap_or(0);
             Some(format!(

@@ -372,9 +372,12 @@ async fn a_host_the_console_was_not_told_is_refused() {
         anyone()
             .with_allowed_host("Admin.Example.com:8443")
             .with_allowed_host(".ops.example.net")
-            .with_allowed_origin("https://console.example.org"),
+            .with_allowed_origin("https://console.example.org")
+            // As typed, not as a browser writes it: taken as https://ops.example.io.
+            .with_allowed_origin("Ops.Example.io:443/"),
     );
     for (host, status) in [
+        ("ops.example.io", StatusCode::OK),
         ("admin.example.com", StatusCode::OK),
         ("ADMIN.example.com:443", StatusCode::OK),
         ("ops.example.net", StatusCode::OK),

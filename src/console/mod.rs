@@ -211,10 +211,14 @@ impl Console {
     /// Accepts POSTs whose `Origin` is `origin` (`https://admin.example.com`), for a
     /// console behind a proxy that changes the `Host` header. Once one is named, only
     /// the named origins are accepted; otherwise `Origin` must match `Host`.
+    ///
+    /// Written as a browser writes `Origin`: a default port (`:443` for `https`, `:80`
+    /// for `http`) is dropped, and a host without a scheme (`admin.example.com`) is taken
+    /// as `https://admin.example.com`. Either would otherwise never equal what a browser
+    /// sends, and every POST would be refused.
     #[must_use]
     pub fn with_allowed_origin(mut self, origin: &str) -> Self {
-        self.allowed_origins
-            .push(origin.trim_end_matches('/').to_ascii_lowercase());
+        self.allowed_origins.push(normal_origin(origin));
         self
     }
 
@@ -535,6 +539,25 @@ fn redirect(to: String) -> Response {
         Ok(location) => (StatusCode::SEE_OTHER, [(LOCATION, location)]).into_response(),
         Err(_) => message(StatusCode::OK, "Done", "Done; go back and reload."),
     }
+}
+
+/// An origin as a browser's `Origin` header writes it: lower case, no final `/`, no
+/// default port; `https://` when no scheme is given.
+fn normal_origin(origin: &str) -> String {
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    let origin = if origin.contains("://") {
+        origin
+    } else {
+        format!("https://{origin}")
+    };
+    for (scheme, port) in [("https://", ":443"), ("http://", ":80")] {
+        if origin.starts_with(scheme) {
+            if let Some(bare) = origin.strip_suffix(port) {
+                return bare.to_owned();
+            }
+        }
+    }
+    origin
 }
 
 /// The path the console is nested at (`/admin/webhooks`), without a final `/`; empty
@@ -1032,6 +1055,30 @@ mod tests {
         for wrong in ["admin:s3cre", "admin:s3crett", "admin:", "Admin:s3cret"] {
             let value = format!("Basic {}", base64(wrong.as_bytes()));
             assert!(!check(&with_auth(&value)), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn allowed_origins_are_written_as_browsers_write_origin() {
+        for (given, kept) in [
+            ("https://admin.example.com", "https://admin.example.com"),
+            (
+                "https://Admin.Example.com:443/",
+                "https://admin.example.com",
+            ),
+            ("http://admin.example.com:80", "http://admin.example.com"),
+            (
+                "https://admin.example.com:8443",
+                "https://admin.example.com:8443",
+            ),
+            (
+                "http://admin.example.com:443",
+                "http://admin.example.com:443",
+            ),
+            ("admin.example.com", "https://admin.example.com"),
+            (" https://admin.example.com ", "https://admin.example.com"),
+        ] {
+            assert_eq!(normal_origin(given), kept, "{given}");
         }
     }
 

@@ -142,6 +142,16 @@ async fn the_queue_example_reports_deliveries_jobs_lag_and_depth() {
         3.0,
         "{text}"
     );
+    // Described: each metric has its help line.
+    for name in [
+        "stripe_webhooks_deliveries_total",
+        "stripe_webhooks_jobs_total",
+        "stripe_webhooks_queue_jobs",
+        "stripe_webhooks_queue_up",
+        "stripe_webhooks_lag_seconds",
+    ] {
+        assert!(text.contains(&format!("# HELP {name} ")), "{name}: {text}");
+    }
     // Histograms, with buckets that add up across replicas (not summaries).
     for name in [
         "stripe_webhooks_lag_seconds",

@@ -664,6 +664,7 @@ pub fn with_metrics(
             return router;
         }
     };
+    stripe_webhooks::metrics::describe();
     // The exporter keeps what it recorded until upkeep drains it: without a scrape, that
     // would grow with every delivery.
     let upkeep = handle.clone();

@@ -474,7 +474,7 @@ async fn requeue_all_dead_and_run_now() {
         html.contains("1 more job died since that page was drawn"),
         "{html}"
     );
-    // Drawn when four were dead: one was requeued (or purged) elsewhere since, so the
+    // Drawn when four were dead: one was requeued elsewhere since, so the
     // list is not the one the operator saw either.
     let (response, _) = send(&app, post(&url, &cookie, &format!("csrf={token}&dead=4"))).await;
     assert_eq!(

@@ -974,8 +974,8 @@ fn notice(query: &[(String, String)]) -> Option<String> {
             ))
         }
         "fewer_dead" => Some(
-            "Nothing was requeued: some of the dead jobs on that page were requeued or \
-             purged since it was drawn. Look at the list below, then requeue again."
+            "Nothing was requeued: some of the dead jobs on that page were requeued since \
+             it was drawn. Look at the list below, then requeue again."
                 .to_owned(),
         ),
         "more_dead" => {

@@ -14,7 +14,7 @@
 //! | [`JOBS`] | counter | `result` (`completed`, `retried`, `dead`, `released`, `lease_lost`, `settle_failed`: the queue could not record the run, so the job runs again when its lease ends), `event_type` | what workers did with jobs |
 //! | [`STORE_ERRORS`] | counter | `kind` (`unavailable`, `timeout`, `lease_lost`) | failed store and queue calls |
 //!
-//! [`describe`] gives each its help text and unit (Prometheus's `# HELP` lines).
+//! [`describe`] gives each its help text (Prometheus's `# HELP` lines).
 //!
 //! Label values are bounded: `event_type` is the type's name only when this release
 //! knows it (one of 275 snapshot or 326 thin types), and `other` for anything else, so a
@@ -212,35 +212,30 @@ pub(crate) fn job(
     }
 }
 
-/// Describes every metric to the installed recorder: its help text and unit, which
-/// exporters print (Prometheus: `# HELP` lines, and the unit in the name's suffix where
-/// the exporter adds one). Call it once, after installing the recorder; the metrics are
-/// the same without it, only undescribed.
+/// Describes every metric to the installed recorder: its help text, which exporters
+/// print (Prometheus: `# HELP` lines). No unit is given: the names already end in theirs
+/// (`_seconds`, `_total`), and an exporter told to add a unit's suffix would otherwise
+/// write `…_seconds_seconds`. Call it once, after installing the recorder; the metrics
+/// are the same without it, only undescribed.
 pub fn describe() {
-    use ::metrics::Unit;
     ::metrics::describe_counter!(
         DELIVERIES,
-        Unit::Count,
         "Stripe webhook deliveries answered, by outcome, family, event type and reason."
     );
     ::metrics::describe_histogram!(
         HANDLER_DURATION,
-        Unit::Seconds,
         "How long event handlers ran, inline and in queue workers, by result."
     );
     ::metrics::describe_histogram!(
         LAG,
-        Unit::Seconds,
         "From an event's created time at Stripe to its completion here, by family."
     );
     ::metrics::describe_gauge!(
         QUEUE_JOBS,
-        Unit::Count,
         "Jobs in the queue by state, at the last record_queue."
     );
     ::metrics::describe_gauge!(
         QUEUE_OLDEST_AGE,
-        Unit::Seconds,
         "How long the oldest queued job has waited, at the last record_queue."
     );
     ::metrics::describe_gauge!(
@@ -249,12 +244,10 @@ pub fn describe() {
     );
     ::metrics::describe_counter!(
         JOBS,
-        Unit::Count,
         "Jobs settled by queue workers, by result and event type."
     );
     ::metrics::describe_counter!(
         STORE_ERRORS,
-        Unit::Count,
         "Failed idempotency store and queue calls, by kind."
     );
 }

@@ -1153,9 +1153,9 @@ impl Reconciler {
     /// clock's present, whichever is earlier (an event Stripe lists a little late still
     /// falls in the next pass, even if this machine's clock runs ahead of Stripe's), or,
     /// when an event failed or was running elsewhere, to that event's second, so the next
-    /// pass lists it again. An event older than the lookback holds the cursor for
-    /// [`with_attempts_past_lookback`](Self::with_attempts_past_lookback) more attempts,
-    /// then no longer ([`ReconcileReport::beyond_lookback`]): the store keeps its failure. A backlog of
+    /// pass lists it again. An event older than the lookback holds the cursor until the
+    /// store counts [`with_attempts_past_lookback`](Self::with_attempts_past_lookback)
+    /// attempts of it (webhook deliveries included), then no longer ([`ReconcileReport::beyond_lookback`]): the store keeps its failure. A backlog of
     /// more than [`with_max_buffered`](Self::with_max_buffered) events goes window by
     /// window of time, the cursor moving after each; and not past the newest event
     /// listed when a window that ended after it was listed (it may have ended in Stripe's

@@ -516,6 +516,24 @@ async fn show_redacts_credentials_unless_raw() {
         .ok()
         .stdout;
     assert!(raw.contains(CLIENT_SECRET), "{raw}");
+
+    // JSON that skipping over reads but the redaction's parse refuses (a number out of
+    // range): not searched, so not shown either.
+    stripe_webhooks::sqlx::query(
+        "UPDATE stripe_webhook_events_jobs SET body = ?1 WHERE job_key = ?2",
+    )
+    .bind(format!(r#"{{"client_secret":"{CLIENT_SECRET}","x":1e400}}"#).into_bytes())
+    .bind("evt_pi_secret")
+    .execute(store.pool())
+    .await
+    .unwrap();
+    for args in [
+        &["show", "evt_pi_secret"][..],
+        &["show", "evt_pi_secret", "--json"][..],
+    ] {
+        let out = on(&flags, args).await.ok().stdout;
+        assert!(!out.contains(CLIENT_SECRET), "{args:?}: {out}");
+    }
 }
 
 /// Text from outside (a handler's error quoting what a customer typed) reaches the
@@ -945,6 +963,21 @@ async fn a_typed_store_flag_beats_the_environment() {
         );
         let typed = cli_with_env(&["--sqlite", &path, "show", "evt_here", "--json"], &env).await;
         assert_eq!(typed.ok().json()["id"], "evt_here");
+        // `send` opens no store: the variable is nothing to it (here it fails on the
+        // URL, exit 1, not on the variable, exit 2).
+        let send = cli_with_env(
+            &[
+                "send",
+                "--url",
+                "http://127.0.0.1:1/",
+                "--secret",
+                "whsec_x",
+            ],
+            &env,
+        )
+        .await;
+        assert_eq!(send.code, 1, "{send:#?}");
+        assert!(!send.stderr.contains("set but empty"), "{send:#?}");
     }
     // So is an empty table (`--table "$UNSET"`): not the default table, which may be
     // another service's.

@@ -44,7 +44,9 @@ pub const DEFAULT_BUCKET_RATE: u32 = 20;
 ///   as Stripe's SDKs wait), and at least as long as `Retry-After` says when the
 ///   answer has one (seconds or an HTTP date), for at most [`DEFAULT_MAX_ATTEMPTS`]
 ///   attempts within a total deadline ([`DEFAULT_DEADLINE`]). A wait that would pass the
-///   deadline is not started, and a `Retry-After` over 60 s ends the call at once
+///   deadline is not started (the call ends as
+///   [`DeadlineExceeded`](super::ClientError::DeadlineExceeded)), and with a deadline over
+///   60 s (or none) a `Retry-After` over 60 s ends the call at once
 ///   ([`RetriesExhausted`](super::ClientError::RetriesExhausted)): the caller's next pass,
 ///   or Stripe's retry of the delivery, asks again rather than hold a task that long.
 /// - Keeps at most [`DEFAULT_MAX_CONCURRENCY`] requests in flight and sends

@@ -631,12 +631,12 @@ pub(super) fn job_page(ctx: &Ctx<'_>, job: &JobRecord) -> String {
             let _ = writeln!(out, "<pre class=\"json\">{}</pre>", Esc(&json));
         }
         // Not JSON the redaction could read: not shown, since it might hold a secret
-        // the console cannot find (`stripe-webhooks show` prints it).
+        // the console cannot find (`stripe-webhooks show --raw` prints it).
         None => {
             let _ = writeln!(
                 out,
                 "<p class=\"hint\">The body is not JSON this console can read; it is not \
-                 shown (<code>stripe-webhooks show</code> prints it).</p>"
+                 shown (<code>stripe-webhooks show --raw</code> prints it).</p>"
             );
         }
     }

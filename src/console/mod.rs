@@ -541,14 +541,22 @@ fn redirect(to: String) -> Response {
     }
 }
 
-/// An origin as a browser's `Origin` header writes it: lower case, no final `/`, no
-/// default port; `https://` when no scheme is given.
+/// An origin as a browser's `Origin` header writes it: lower case, scheme and host
+/// only (no path), no default port; `https://` when no scheme is given.
 fn normal_origin(origin: &str) -> String {
-    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    let origin = origin.trim().to_ascii_lowercase();
     let origin = if origin.contains("://") {
         origin
     } else {
         format!("https://{origin}")
+    };
+    // An origin has no path: `https://admin.example.com/console` is the site's.
+    let origin = match origin.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+            format!("{scheme}://{authority}")
+        }
+        None => origin,
     };
     for (scheme, port) in [("https://", ":443"), ("http://", ":80")] {
         if origin.starts_with(scheme) {
@@ -678,10 +686,12 @@ impl Console {
         if fresh {
             // The base comes from the request's path: one that could end the attribute
             // (a `;` is legal in a path, and a route with a parameter takes what it is
-            // sent) would let a link add `Domain=` or `Max-Age=` to the cookie.
+            // sent) would let a link add `Domain=` or `Max-Age=` to the cookie. Any
+            // other visible character is kept: the cookie's path must match the path
+            // as the browser sends it.
             let plain = base
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/._~%-".contains(&b));
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\'));
             let path = if base.is_empty() || !plain { "/" } else { base };
             let secure = if self.over_https(parts) {
                 "; Secure"

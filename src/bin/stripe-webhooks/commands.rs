@@ -395,14 +395,17 @@ pub(crate) async fn show(b: &Backend, id: &str, json: bool, raw: bool) -> Result
         )));
     }
     let mut job = job;
-    // A body that is not JSON cannot be searched for secrets: left out unless `raw`.
+    // A body that is not JSON the redaction can read (it reads it as a
+    // `serde_json::Value`, which refuses what skipping over it would not: a number out
+    // of range, a lone surrogate, nesting past 128 levels) cannot be searched for
+    // secrets: left out unless `raw`.
     let mut hidden = false;
     if let Some(j) = job.as_mut() {
         j.last_error = j.last_error.as_deref().map(redacted_error);
         if !raw {
             let text = std::str::from_utf8(&j.body)
                 .ok()
-                .filter(|t| serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok());
+                .filter(|t| serde_json::from_str::<serde_json::Value>(t).is_ok());
             match text.map(stripe_webhooks::__cli::redact_body) {
                 Some(std::borrow::Cow::Borrowed(_)) => {}
                 Some(std::borrow::Cow::Owned(shown)) => j.body = shown.into_bytes(),

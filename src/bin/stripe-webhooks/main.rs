@@ -43,13 +43,16 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  error: the store is unreachable, its tables are missing (run `stripe-webhooks migrate`),
-     a request could not be sent, or the store failed; the message says what to do
-  2  usage: an unknown flag or subcommand, or a bad value
+     a job cannot be requeued, the store failed, or a delivery of `send` could not be sent
+     or was not answered as expected; the message says what to do
+  2  usage: an unknown flag or subcommand, a bad value, or DATABASE_URL or REDIS_URL set
+     but empty
   3  not found: no job or event with that id (also the id a page starts after)
 
 Store: the one flag given of --database-url, --redis-url and --sqlite (two are a usage
 error); with none, PostgreSQL when DATABASE_URL is set, else Redis when REDIS_URL is set,
-else the SQLite file SQLITE_PATH (default stripe-webhooks.db). A flag beats the
+else the SQLite file SQLITE_PATH (default stripe-webhooks.db); a variable set but empty is
+a usage error. A flag beats the
 environment: `--sqlite x.db` opens x.db even with DATABASE_URL set. `migrate`, `requeue`
 and `purge` name the store they changed. The queue is the table `{table}_jobs` beside the
 store's table (SQL), or the keys `{prefix}:q:*` (Redis).";
@@ -123,6 +126,9 @@ pub(crate) struct StoreOpts {
     /// rather than the variable, which may name another store.
     #[arg(skip)]
     pub(crate) url_typed: bool,
+    /// Whether a store flag was typed: the environment's variables are then not read.
+    #[arg(skip)]
+    store_typed: bool,
 }
 
 impl StoreOpts {
@@ -158,26 +164,7 @@ impl StoreOpts {
             )));
         }
         self.url_typed = matches!(typed.as_slice(), ["--database-url" | "--redis-url"]);
-        // Nothing typed: a variable set but empty (as a compose file writes an unset host
-        // variable) is refused as the examples refuse it, rather than passed over for
-        // the next store in the order, which is not the service's.
-        if typed.is_empty() {
-            for (value, var) in [
-                (&self.database_url, "DATABASE_URL"),
-                (&self.redis_url, "REDIS_URL"),
-            ] {
-                let set_empty = match value.as_deref() {
-                    Some(v) => v.is_empty(),
-                    None => std::env::var_os(var).is_some_and(|v| v.is_empty()),
-                };
-                if set_empty {
-                    return Err(CliError::Usage(format!(
-                        "{var} is set but empty: unset it, or name the store with \
-                         --database-url, --redis-url or --sqlite"
-                    )));
-                }
-            }
-        }
+        self.store_typed = !typed.is_empty();
         match typed.as_slice() {
             [] | ["--database-url"] => {}
             ["--redis-url"] => self.database_url = None,
@@ -190,6 +177,38 @@ impl StoreOpts {
                     "give one store, not {}",
                     several.join(" and ")
                 )))
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StoreOpts {
+    /// For a command that opens the store, with no store flag typed: a variable set but
+    /// empty (as a compose file writes an unset host variable) is refused as the
+    /// examples refuse it, rather than passed over for the next store in the order,
+    /// which is not the service's.
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::Usage`] naming the variable.
+    fn refuse_empty_variables(&self) -> Result<(), CliError> {
+        if self.store_typed {
+            return Ok(());
+        }
+        for (value, var) in [
+            (&self.database_url, "DATABASE_URL"),
+            (&self.redis_url, "REDIS_URL"),
+        ] {
+            let set_empty = match value.as_deref() {
+                Some(v) => v.is_empty(),
+                None => std::env::var_os(var).is_some_and(|v| v.is_empty()),
+            };
+            if set_empty {
+                return Err(CliError::Usage(format!(
+                    "{var} is set but empty: unset it, or name the store with \
+                     --database-url, --redis-url or --sqlite"
+                )));
             }
         }
         Ok(())
@@ -308,7 +327,16 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    if let Err(e) = cli.global.store.prefer_command_line(&matches) {
+    let opens_store = !matches!(cli.command, Command::Send(_));
+    let checked = cli
+        .global
+        .store
+        .prefer_command_line(&matches)
+        .and_then(|()| match opens_store {
+            true => cli.global.store.refuse_empty_variables(),
+            false => Ok(()),
+        });
+    if let Err(e) = checked {
         eprintln!("error: {e}");
         return ExitCode::from(e.exit_code());
     }

@@ -325,48 +325,40 @@ fn a_stale_thin_event_counts_no_handler_run() {
 fn record_queue_says_when_it_cannot_count() {
     use stripe_webhooks::queue::{NewJob, Queue};
     use stripe_webhooks::SqliteStore;
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    metrics::with_local_recorder(&recorder, || {
-        rt.block_on(async {
-            let dir = common::TempDir::new("metrics_queue_up");
-            let store = SqliteStore::connect(dir.join("q.db")).await.unwrap();
-            let queue = store.queue();
-            let body = testing::event_json("evt_depth", "customer.created", "{}");
-            queue
-                .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
-                .await
-                .unwrap();
-            stripe_webhooks::metrics::record_queue(&queue)
-                .await
-                .unwrap();
-            let text = handle.render();
-            assert_eq!(
-                sample(&text, "stripe_webhooks_queue_up", &[]),
-                1.0,
-                "{text}"
-            );
-            let queued = [("state", "queued")];
-            assert_eq!(sample(&text, "stripe_webhooks_queue_jobs", &queued), 1.0);
+    common::with_local_prometheus_handle(|handle| async move {
+        let dir = common::TempDir::new("metrics_queue_up");
+        let store = SqliteStore::connect(dir.join("q.db")).await.unwrap();
+        let queue = store.queue();
+        let body = testing::event_json("evt_depth", "customer.created", "{}");
+        queue
+            .enqueue(&NewJob::parse(body.as_bytes()).unwrap())
+            .await
+            .unwrap();
+        stripe_webhooks::metrics::record_queue(&queue)
+            .await
+            .unwrap();
+        let text = handle.render();
+        assert_eq!(
+            sample(&text, "stripe_webhooks_queue_up", &[]),
+            1.0,
+            "{text}"
+        );
+        let queued = [("state", "queued")];
+        assert_eq!(sample(&text, "stripe_webhooks_queue_jobs", &queued), 1.0);
 
-            stripe_webhooks::sqlx::query("DROP TABLE stripe_webhook_events_jobs")
-                .execute(store.pool())
-                .await
-                .unwrap();
-            assert!(stripe_webhooks::metrics::record_queue(&queue)
-                .await
-                .is_err());
-            let text = handle.render();
-            assert_eq!(
-                sample(&text, "stripe_webhooks_queue_up", &[]),
-                0.0,
-                "{text}"
-            );
-            assert_eq!(sample(&text, "stripe_webhooks_queue_jobs", &queued), 1.0);
-        });
+        stripe_webhooks::sqlx::query("DROP TABLE stripe_webhook_events_jobs")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert!(stripe_webhooks::metrics::record_queue(&queue)
+            .await
+            .is_err());
+        let text = handle.render();
+        assert_eq!(
+            sample(&text, "stripe_webhooks_queue_up", &[]),
+            0.0,
+            "{text}"
+        );
+        assert_eq!(sample(&text, "stripe_webhooks_queue_jobs", &queued), 1.0);
     });
 }

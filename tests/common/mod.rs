@@ -101,14 +101,25 @@ pub mod queue_service;
 /// it); returns what it gave and the recorder's text.
 #[cfg(feature = "metrics")]
 pub fn with_local_prometheus<T>(work: impl std::future::Future<Output = T>) -> (T, String) {
+    with_local_prometheus_handle(|handle| async move { (work.await, handle.render()) })
+}
+
+/// [`with_local_prometheus`], `work` given the recorder's handle, to read what was
+/// recorded as it goes.
+#[cfg(feature = "metrics")]
+pub fn with_local_prometheus_handle<T, F>(
+    work: impl FnOnce(metrics_exporter_prometheus::PrometheusHandle) -> F,
+) -> T
+where
+    F: std::future::Future<Output = T>,
+{
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let out = metrics::with_local_recorder(&recorder, || rt.block_on(work));
-    (out, handle.render())
+    metrics::with_local_recorder(&recorder, || rt.block_on(work(handle)))
 }
 
 /// A thin handler that does nothing: the thin side of the tests that need one.

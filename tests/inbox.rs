@@ -287,6 +287,22 @@ impl TransactionalHandler<Sqlite> for Picky {
                     .await;
             }
         }
+        if id.ends_with("_writes_on") && self.poison.load(Ordering::SeqCst) {
+            // Hides the rollback, then writes on (and hides that write's error too):
+            // outside any transaction now, the write would commit on its own.
+            for _ in 0..2 {
+                let _ = sqlx::query("INSERT OR ROLLBACK INTO parents (id) VALUES ('same')")
+                    .execute(&mut *conn)
+                    .await;
+            }
+            let _ = write_effect(conn, &format!("{id}_late")).await;
+            // Its own transaction, as a handler may open one (sqlx sends a SAVEPOINT,
+            // which opens a real transaction here, and RELEASE, which would commit it).
+            if let Ok(mut tx) = conn.begin().await {
+                let _ = write_effect(&mut tx, &format!("{id}_nested_late")).await;
+                let _ = tx.commit().await;
+            }
+        }
         if id.ends_with("_nested") {
             let mut tx = conn.begin().await.map_err(HandlerError::new)?;
             sqlx::query("INSERT INTO parents (id) VALUES (?1)")
@@ -597,6 +613,33 @@ async fn a_handler_whose_write_rolls_back_the_batch_fails_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_handler_that_hides_a_rolled_back_batch_fails_alone() {
     a_self_rollback_in_a_batch_is_isolated("_swallowed").await;
+}
+
+/// A handler that hides the write that made SQLite roll the batch back, then writes on:
+/// none of its later writes commits (each would have committed on its own, outside the
+/// transaction that holds the claim, and again at every redelivery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_after_a_hidden_rollback_never_commit() {
+    let (store, processor, handler, _dir) = picky("writes_on").await;
+    handler.poison.store(true, Ordering::SeqCst);
+    let id = "evt_inbox_writes_on";
+    let (header, body) = delivery(id);
+    for _ in 0..3 {
+        let o = processor.process(Some(&header), body.as_bytes()).await;
+        assert!(o.status() >= 500, "{o:?}");
+    }
+    for effect in [
+        id.to_owned(),
+        format!("{id}_late"),
+        format!("{id}_nested_late"),
+    ] {
+        assert_eq!(effects(&store, &effect).await, 0, "{effect}");
+    }
+    // The store and its writer work on: fixed, the delivery runs once.
+    handler.poison.store(false, Ordering::SeqCst);
+    let o = processor.process(Some(&header), body.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
+    assert_eq!(effects(&store, id).await, 1);
 }
 
 /// An ordered inbox whose handler hides a write that made SQLite roll the whole

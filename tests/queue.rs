@@ -1328,7 +1328,9 @@ async fn assert_cut_at_its_deadline(worker: Worker, queue: &impl QueueAdmin) {
 /// A handler whose write made SQLite roll the whole transaction back (`INSERT OR
 /// ROLLBACK` on a conflict), and which hid the error and returned `Ok`, does not complete
 /// its job: the completion would have committed on its own, outside any transaction,
-/// with the handler's writes gone. The job is retried, and dead with why in the end.
+/// with the handler's writes gone. The job is retried, and dead with why in the end. One
+/// that also writes on after the rollback keeps none of it: each of those writes would
+/// have committed on its own, at every run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_inbox_worker_never_completes_a_job_whose_transaction_rolled_back() {
     struct HidesRollback;
@@ -1347,6 +1349,13 @@ async fn sqlite_inbox_worker_never_completes_a_job_whose_transaction_rolled_back
                     .execute(&mut *conn)
                     .await;
             }
+            if event.id().as_str().ends_with("_writes_on") {
+                let late = "INSERT INTO late_ledger (event_id) VALUES (?1)";
+                let _ = stripe_webhooks::sqlx::query(late)
+                    .bind(event.id().as_str())
+                    .execute(&mut *conn)
+                    .await;
+            }
             Ok(())
         }
     }
@@ -1356,17 +1365,30 @@ async fn sqlite_inbox_worker_never_completes_a_job_whose_transaction_rolled_back
         .execute(queue.pool())
         .await
         .unwrap();
+    stripe_webhooks::sqlx::query("CREATE TABLE late_ledger (event_id TEXT)")
+        .execute(queue.pool())
+        .await
+        .unwrap();
     enqueue_body(&queue, &customer_event("evt_rolled_back", "cus_1", 1)).await;
+    enqueue_body(&queue, &customer_event("evt_writes_on", "cus_2", 1)).await;
     let worker = queue.inbox_worker(HidesRollback).with_retry(fast_retry(2));
     drain(&worker, &queue).await;
     let c = queue.counts().await.unwrap();
-    assert_eq!((c.completed, c.dead), (0, 1), "{c:?}");
-    let dead = queue.jobs(JobState::Dead, 10).await.unwrap();
-    let error = dead[0].last_error.as_deref().unwrap_or_default();
+    assert_eq!((c.completed, c.dead), (0, 2), "{c:?}");
+    let dead = queue.job(&"evt_rolled_back".into()).await.unwrap().unwrap();
+    let error = dead.last_error.as_deref().unwrap_or_default();
     assert!(
         error.contains("the handler's transaction ended before its completion"),
         "{error}"
     );
+    let dead = queue.job(&"evt_writes_on".into()).await.unwrap().unwrap();
+    let error = dead.last_error.as_deref().unwrap_or_default();
+    assert!(error.contains("nothing it wrote was kept"), "{error}");
+    let late: Vec<String> = stripe_webhooks::sqlx::query_scalar("SELECT event_id FROM late_ledger")
+        .fetch_all(queue.pool())
+        .await
+        .unwrap();
+    assert!(late.is_empty(), "{late:?}");
     let rows: Vec<String> =
         stripe_webhooks::sqlx::query_scalar("SELECT event_id FROM unique_ledger")
             .fetch_all(queue.pool())

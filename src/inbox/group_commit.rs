@@ -18,7 +18,11 @@ use tokio::sync::{watch, Mutex, MutexGuard};
 
 use crate::event::EventId;
 use crate::idempotency::sql::db_err;
-use crate::idempotency::sql::sqlite::{is_busy, sqlite_code, stop_on_flag, BUSY_TIMEOUT};
+#[cfg(doc)]
+use crate::idempotency::sql::sqlite::HandlerRunning;
+use crate::idempotency::sql::sqlite::{
+    is_busy, sqlite_code, stop_on_flag, veto_commits_while, BUSY_TIMEOUT,
+};
 use crate::idempotency::StoreError;
 use crate::processor::store_call;
 
@@ -55,7 +59,15 @@ pub(super) struct Writer {
     /// Set to stop the statement running on the writer's connection (see
     /// [`Batch::interrupt`]); shared with the connection's progress handler.
     interrupt: Arc<AtomicBool>,
+    /// Up while a handler runs: the connection's commit hook then refuses every
+    /// commit (see [`Batch::handler_running`]).
+    handler_running: Arc<AtomicBool>,
 }
+
+/// The error a batch whose handler made a commit the gate refused fails its commit with.
+const VETOED: &str = "a handler wrote after SQLite had rolled its transaction back (an \
+    error it did not return), or committed a transaction of its own; the write was \
+    refused and the transaction is gone";
 
 impl Writer {
     /// The writer connection's pool, if it is open.
@@ -107,6 +119,14 @@ pub(super) struct Batch {
     /// and each delivery clears it as it starts. (An interrupted write rolls the whole
     /// transaction back, which the undo then finds, as for any rolled-back batch.)
     pub(super) interrupt: Arc<AtomicBool>,
+    /// Up while one of its handlers runs ([`HandlerRunning`]): the connection's commit
+    /// hook ([`veto_commits_while`]) then turns a commit into a rollback, so a handler
+    /// that hides an error after which SQLite rolled the batch back cannot commit its
+    /// later writes on their own.
+    pub(super) handler_running: Arc<AtomicBool>,
+    /// Up once the commit hook refused a commit: the batch is rolled back (its
+    /// commit fails) and the connection is closed.
+    vetoed: Arc<AtomicBool>,
 }
 
 impl Batch {
@@ -148,6 +168,7 @@ pub(super) fn is_rolled_back(e: &sqlx::Error) -> bool {
             let m = d.message();
             m.contains("no such savepoint") || m.contains("no transaction is active")
         }
+        sqlx::Error::Protocol(m) => m == VETOED,
         _ => false,
     }
 }
@@ -165,7 +186,20 @@ pub(super) fn busy_or_down(e: sqlx::Error) -> StoreError {
 
 /// Commits a batch and tells its deliveries.
 async fn commit(batch: Batch, t: Duration) -> Result<(), CommitError> {
-    let Batch { tx, committed, .. } = batch;
+    let Batch {
+        tx,
+        committed,
+        vetoed,
+        ..
+    } = batch;
+    // Not sent: sqlx's count of open transactions no longer matches SQLite's, and a
+    // `COMMIT` it thinks nested might do nothing and report success.
+    if vetoed.load(Ordering::SeqCst) {
+        committed.send_replace(Some(false));
+        return Err(CommitError::Writes(sqlx::Error::Protocol(
+            VETOED.to_owned(),
+        )));
+    }
     let result = match tokio::time::timeout(t, tx.commit()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) if is_constraint(&e) || is_rolled_back(&e) => Err(CommitError::Writes(e)),
@@ -373,6 +407,8 @@ impl GroupCommit {
 
     async fn open_batch(&self, writer: &mut Writer, t: Duration) -> Result<Batch, StoreError> {
         let interrupt = Arc::clone(&writer.interrupt);
+        let handler_running = Arc::clone(&writer.handler_running);
+        let vetoed = Arc::new(AtomicBool::new(false));
         let pool = writer.pool.get_or_insert_with(|| {
             // The store pool's own options, its `after_connect` hook included (a
             // `PRAGMA synchronous = FULL`, or SQL functions the handlers call, set there
@@ -405,6 +441,9 @@ impl GroupCommit {
             stop_on_flag(&mut tx, &interrupt)
                 .await
                 .map_err(busy_or_down)?;
+            veto_commits_while(&mut tx, &handler_running, &vetoed)
+                .await
+                .map_err(busy_or_down)?;
             Ok(tx)
         })
         .await?;
@@ -418,6 +457,8 @@ impl GroupCommit {
             opened: Instant::now(),
             committed: watch::Sender::new(None),
             interrupt,
+            handler_running,
+            vetoed,
         })
     }
 }

@@ -27,11 +27,15 @@ pub use sqlite::SqliteInbox;
 /// call, another database) is not covered by the transaction.
 ///
 /// Never end the transaction yourself (`COMMIT`, `ROLLBACK` or `END`): the claim and the completion are written in it, around the
-/// handler. A handler that commits makes its effects durable before the event is marked
-/// done, so a failure after it runs them again; on SQLite it commits the other
-/// deliveries of its batch with it, and one that then fails leaves its event completed
-/// with its effects half written. Use a savepoint (`SAVEPOINT`, `ROLLBACK TO`) to undo
-/// part of the handler's own work.
+/// handler. On PostgreSQL a handler that commits makes its effects durable before the
+/// event is marked done, so a failure after it runs them again. On SQLite no commit goes
+/// through while a handler runs (a commit hook refuses it): the transaction is rolled
+/// back, the delivery fails (the other deliveries of its batch are answered 503 and
+/// come back), and the connection is replaced. The same hook catches a handler that
+/// hides an error after which SQLite rolled the transaction back by itself (`SQLITE_FULL`,
+/// an `OR ROLLBACK` conflict) and writes on: those writes would otherwise commit one by
+/// one, outside the transaction, at every redelivery. Use a savepoint (`SAVEPOINT`,
+/// `ROLLBACK TO`) to undo part of the handler's own work.
 ///
 /// On SQLite, deliveries that queue for the one writer share a transaction (see
 /// [`SqliteInbox`]): a handler may read what an earlier delivery of its batch wrote

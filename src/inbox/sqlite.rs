@@ -11,7 +11,7 @@ use super::group_commit::{busy_or_down, is_rolled_back, Batch, CommitError, Grou
 use super::TransactionalHandler;
 use crate::event::Event;
 use crate::handler::HandlerError;
-use crate::idempotency::sql::sqlite::{interrupt, BUSY_TIMEOUT};
+use crate::idempotency::sql::sqlite::{interrupt, HandlerRunning, BUSY_TIMEOUT};
 use crate::idempotency::sql::{db_err, watermark_of};
 use crate::idempotency::{Claim, ClaimToken, SqliteStore, StoreError};
 use crate::processor::sealed::Sealed;
@@ -610,6 +610,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
             }
         }
 
+        let running = HandlerRunning::new(&batch.handler_running);
         let handled = run_handler(
             handler_future(|| self.handler.handle(event, &mut *batch.tx)),
             settings.deadline,
@@ -630,9 +631,11 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
                 // Once the connection's worker has ended any statement left running
                 // (stopped by the flag, or done), the flag comes down before the undo
                 // (see `sqlite::interrupt`).
+                // (The commit gate stays closed until then: a cut write must not commit.)
                 if cut && !interrupt(&mut batch.tx, &batch.interrupt, t).await {
                     return Err(StoreError::Timeout(t));
                 }
+                drop(running);
                 self.undo(batch, event, attempt, e, t).await
             }
         }

@@ -357,6 +357,16 @@ pub(crate) trait QueueDialect: Dialect {
         let _ = conn;
         std::future::ready(None)
     }
+    /// A flag that, while up, makes `conn` refuse every commit (SQLite:
+    /// `veto_commits_while`), held up while the handler runs, and one that goes up when a
+    /// commit was refused. `None` where none is needed: PostgreSQL refuses every
+    /// statement of a transaction after an error.
+    fn arm_commit_gate(
+        conn: &mut <Self as sqlx::Database>::Connection,
+    ) -> impl std::future::Future<Output = Option<CommitGate>> + Send {
+        let _ = conn;
+        std::future::ready(None)
+    }
     /// Stops the statement left running on `conn` (armed with `flag`), waiting at most
     /// `wait` for it to end: whether the connection is idle (else it is closed rather
     /// than rolled back, which would wait behind the statement).
@@ -413,6 +423,12 @@ impl QueueDialect for sqlx::Sqlite {
         let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let armed = crate::idempotency::sql::sqlite::stop_on_flag(conn, &flag).await;
         armed.ok().map(|()| flag)
+    }
+    async fn arm_commit_gate(conn: &mut sqlx::SqliteConnection) -> Option<CommitGate> {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let vetoed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let armed = crate::idempotency::sql::sqlite::veto_commits_while(conn, &flag, &vetoed);
+        armed.await.ok().map(|()| (flag, vetoed))
     }
     async fn interrupt(
         conn: &mut sqlx::SqliteConnection,
@@ -1082,6 +1098,13 @@ struct InboxRunner<DB: QueueDialect, H> {
 /// flag that stops a statement left running on it (SQLite, in the driver's thread,
 /// holding the write lock the job's settlement then waits for) and is closed rather
 /// than pooled, since the flag stays up.
+/// A connection's commit gate (see `QueueDialect::arm_commit_gate`): closed while up,
+/// and whether it refused a commit.
+type CommitGate = (
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
 struct AttemptConn<DB: sqlx::Database> {
     conn: sqlx::pool::PoolConnection<DB>,
     flag: Option<Arc<std::sync::atomic::AtomicBool>>,
@@ -1189,11 +1212,34 @@ macro_rules! inbox_runner {
                         }
                         let interrupt = <$db as QueueDialect>::arm_interrupt(&mut *tx).await;
                         conn.flag.clone_from(&interrupt);
+                        let gate = <$db as QueueDialect>::arm_commit_gate(&mut *tx).await;
+                        let running = gate
+                            .as_ref()
+                            .map(|(closed, _)| crate::idempotency::sql::HandlerRunning::new(closed));
                         let mut handled = run_handler(
                             handler_future(|| self.handler.handle(&event, &mut *tx)),
                             deadline,
                         )
                         .await;
+                        // A commit refused while the handler ran: the transaction is gone
+                        // (SQLite rolled it back, and refused what the handler wrote after),
+                        // and sqlx's count of open transactions is wrong: the connection
+                        // is closed, and the run fails.
+                        let vetoed = gate
+                            .as_ref()
+                            .is_some_and(|(_, v)| v.load(std::sync::atomic::Ordering::SeqCst));
+                        if vetoed {
+                            drop(running);
+                            let error = "the handler wrote after its transaction had ended \
+                                (the database rolled it back after a write that failed, \
+                                though the handler went on), or committed a transaction of \
+                                its own; nothing it wrote was kept";
+                            let e = crate::HandlerError::new(error);
+                            return (Step::Done(Ran::failed(&e)), true);
+                        }
+                        if handled.is_ok() {
+                            drop(running);
+                        }
                         if let (Ok(()), Some((_, release))) = (&handled, savepoint) {
                             if let Err(e) = sqlx::Executor::execute(&mut *tx, release).await {
                                 handled = Err(crate::HandlerError::new(format!(

@@ -1375,6 +1375,24 @@ where
     })
 }
 
+/// Holds a flag up for as long as it lives: around a transactional handler's run, so that
+/// it comes down again however the run ends (returned, cut at its deadline, dropped). On
+/// SQLite the flag closes the connection's commit gate (`sqlite::veto_commits_while`).
+pub(crate) struct HandlerRunning<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> HandlerRunning<'a> {
+    pub(crate) fn new(closed: &'a std::sync::atomic::AtomicBool) -> Self {
+        closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        Self(closed)
+    }
+}
+
+impl Drop for HandlerRunning<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,36 @@ pub(crate) async fn stop_on_flag(
     Ok(())
 }
 
+/// Sets on `conn` a commit hook that turns any commit into a rollback while `closed` is
+/// up ([`HandlerRunning`](super::HandlerRunning) raises it while a transactional handler
+/// runs). A write that
+/// fails in certain ways (`SQLITE_FULL`, an `OR ROLLBACK` conflict) makes SQLite roll the
+/// whole transaction back by itself; a handler that hides that error and writes on would
+/// otherwise commit each later write on its own, outside the transaction that holds the
+/// claim and its completion, and again at every redelivery. With the gate closed, each
+/// such write fails instead, and `vetoed` goes up: the caller must then take the
+/// transaction as rolled back and close the connection (sqlx counts a transaction the
+/// handler began and could not commit as still open). Replaces any commit hook set
+/// before; the hook costs a load per commit.
+pub(crate) async fn veto_commits_while(
+    conn: &mut sqlx::SqliteConnection,
+    closed: &Arc<AtomicBool>,
+    vetoed: &Arc<AtomicBool>,
+) -> Result<(), sqlx::Error> {
+    let (closed, vetoed) = (Arc::clone(closed), Arc::clone(vetoed));
+    // `true` lets the commit go ahead.
+    conn.lock_handle().await?.set_commit_hook(move || {
+        let refuse = closed.load(Ordering::SeqCst);
+        if refuse {
+            vetoed.store(true, Ordering::SeqCst);
+        }
+        !refuse
+    });
+    Ok(())
+}
+
+pub(crate) use super::HandlerRunning;
+
 /// Raises `flag` (set on `conn` with [`stop_on_flag`]) and waits, at most `wait`, for
 /// the driver's thread to be done with whatever ran (stopped, or ended), then takes the
 /// flag down: SQLite asks the progress handler on a count of steps that a cached

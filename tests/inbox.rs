@@ -303,6 +303,17 @@ impl TransactionalHandler<Sqlite> for Picky {
                 let _ = tx.commit().await;
             }
         }
+        if id.ends_with("_reopens") && self.poison.load(Ordering::SeqCst) {
+            // Hides the rollback, then opens a transaction of its own (sqlx's SAVEPOINT,
+            // a real transaction now) and drops it (sqlx's ROLLBACK TO, which leaves it
+            // open): the inbox's COMMIT would then commit that empty transaction.
+            for _ in 0..2 {
+                let _ = sqlx::query("INSERT OR ROLLBACK INTO parents (id) VALUES ('same')")
+                    .execute(&mut *conn)
+                    .await;
+            }
+            drop(conn.begin().await);
+        }
         if id.ends_with("_nested") {
             let mut tx = conn.begin().await.map_err(HandlerError::new)?;
             sqlx::query("INSERT INTO parents (id) VALUES (?1)")
@@ -636,6 +647,27 @@ async fn writes_after_a_hidden_rollback_never_commit() {
         assert_eq!(effects(&store, &effect).await, 0, "{effect}");
     }
     // The store and its writer work on: fixed, the delivery runs once.
+    handler.poison.store(false, Ordering::SeqCst);
+    let o = processor.process(Some(&header), body.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
+    assert_eq!(effects(&store, id).await, 1);
+}
+
+/// A handler that hides the write that made SQLite roll the batch back, then opens a
+/// transaction of its own and drops it, leaving one open: its delivery fails and its
+/// failure is recorded. It was answered 200 with its claim and completion gone (the
+/// inbox's COMMIT committed the handler's empty transaction), and never delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_rollback_is_seen_even_behind_a_transaction_the_handler_opened() {
+    let (store, processor, handler, _dir) = picky("reopens").await;
+    handler.poison.store(true, Ordering::SeqCst);
+    let id = "evt_inbox_reopens";
+    let (header, body) = delivery(id);
+    let o = processor.process(Some(&header), body.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::HandlerFailed(_)), "{o:?}");
+    assert_eq!(effects(&store, id).await, 0);
+    let record = store.record(&EventId::new(id)).await.unwrap().unwrap();
+    assert_eq!(record.status, RecordStatus::Failed);
     handler.poison.store(false, Ordering::SeqCst);
     let o = processor.process(Some(&header), body.as_bytes()).await;
     assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");

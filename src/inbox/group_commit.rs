@@ -59,15 +59,12 @@ pub(super) struct Writer {
     /// Set to stop the statement running on the writer's connection (see
     /// [`Batch::interrupt`]); shared with the connection's progress handler.
     interrupt: Arc<AtomicBool>,
-    /// Up while a handler runs: the connection's commit hook then refuses every
-    /// commit (see [`Batch::handler_running`]).
-    handler_running: Arc<AtomicBool>,
 }
 
 /// The error a batch whose handler made a commit the gate refused fails its commit with.
-const VETOED: &str = "a handler wrote after SQLite had rolled its transaction back (an \
-    error it did not return), or committed a transaction of its own; the write was \
-    refused and the transaction is gone";
+pub(super) const VETOED: &str = "the inbox transaction was lost while a handler ran: \
+    SQLite rolled it back (after a write that failed, though the handler went on), or \
+    the handler ended it itself; nothing it wrote was kept";
 
 impl Writer {
     /// The writer connection's pool, if it is open.
@@ -124,9 +121,10 @@ pub(super) struct Batch {
     /// that hides an error after which SQLite rolled the batch back cannot commit its
     /// later writes on their own.
     pub(super) handler_running: Arc<AtomicBool>,
-    /// Up once the commit hook refused a commit: the batch is rolled back (its
-    /// commit fails) and the connection is closed.
-    vetoed: Arc<AtomicBool>,
+    /// Up once the commit hook refused a commit, or the whole transaction was rolled
+    /// back, while a handler ran: the batch is lost (its commit is not sent) and the
+    /// connection is closed.
+    pub(super) vetoed: Arc<AtomicBool>,
 }
 
 impl Batch {
@@ -407,7 +405,9 @@ impl GroupCommit {
 
     async fn open_batch(&self, writer: &mut Writer, t: Duration) -> Result<Batch, StoreError> {
         let interrupt = Arc::clone(&writer.interrupt);
-        let handler_running = Arc::clone(&writer.handler_running);
+        // Each batch's own: one left up (a statement that could not be stopped) refuses
+        // only its connection's commits, and that connection is then closed.
+        let handler_running = Arc::new(AtomicBool::new(false));
         let vetoed = Arc::new(AtomicBool::new(false));
         let pool = writer.pool.get_or_insert_with(|| {
             // The store pool's own options, its `after_connect` hook included (a

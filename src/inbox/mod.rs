@@ -28,14 +28,17 @@ pub use sqlite::SqliteInbox;
 ///
 /// Never end the transaction yourself (`COMMIT`, `ROLLBACK` or `END`): the claim and the completion are written in it, around the
 /// handler. On PostgreSQL a handler that commits makes its effects durable before the
-/// event is marked done, so a failure after it runs them again. On SQLite no commit goes
-/// through while a handler runs (a commit hook refuses it): the transaction is rolled
-/// back, the delivery fails (the other deliveries of its batch are answered 503 and
-/// come back), and the connection is replaced. The same hook catches a handler that
-/// hides an error after which SQLite rolled the transaction back by itself (`SQLITE_FULL`,
-/// an `OR ROLLBACK` conflict) and writes on: those writes would otherwise commit one by
-/// one, outside the transaction, at every redelivery. Use a savepoint (`SAVEPOINT`,
-/// `ROLLBACK TO`) to undo part of the handler's own work.
+/// event is marked done, so a failure after it runs them again. On SQLite no write
+/// commits while a handler runs (a commit hook refuses it), and a rollback of the whole
+/// transaction while it runs is seen at once (a rollback hook): the delivery fails with
+/// nothing it wrote kept and its failure recorded, the other deliveries of its batch
+/// are answered 503 and come back, and the connection is replaced. That covers a handler
+/// that ends the transaction itself, and one that hides an error after which SQLite can
+/// roll the transaction back by itself (`SQLITE_FULL`, an `OR ROLLBACK` conflict) and
+/// writes on: those writes would otherwise commit one by one, outside the transaction,
+/// at every redelivery. (A transaction the handler begins through `conn` is a savepoint
+/// inside the inbox's, and commits with it.) Use a savepoint (`SAVEPOINT`, `ROLLBACK
+/// TO`) to undo part of the handler's own work.
 ///
 /// On SQLite, deliveries that queue for the one writer share a transaction (see
 /// [`SqliteInbox`]): a handler may read what an earlier delivery of its batch wrote

@@ -616,6 +616,25 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
             settings.deadline,
         )
         .await;
+        // The transaction lost while the handler ran (see `Batch::vetoed`): its failure,
+        // known now rather than when the batch fails.
+        if batch.vetoed.load(std::sync::atomic::Ordering::SeqCst) {
+            if matches!(
+                handled,
+                Err(HandlerError::DeadlineExceeded(_) | HandlerError::Panicked(_))
+            ) && !interrupt(&mut batch.tx, &batch.interrupt, t).await
+            {
+                std::mem::forget(running);
+                return Err(StoreError::Timeout(t));
+            }
+            let error = match handled {
+                Ok(()) => HandlerError::new(super::group_commit::VETOED),
+                Err(e) => e,
+            };
+            return Ok(Step::RolledBack {
+                culprit: Some((attempt, error)),
+            });
+        }
         match handled {
             Ok(()) => Ok(Step::AfterCommit(Dispatched::attempt(
                 OutcomeKind::Processed,
@@ -633,6 +652,9 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
                 // (see `sqlite::interrupt`).
                 // (The commit gate stays closed until then: a cut write must not commit.)
                 if cut && !interrupt(&mut batch.tx, &batch.interrupt, t).await {
+                    // Left running: the gate stays closed on this connection, which
+                    // is closed.
+                    std::mem::forget(running);
                     return Err(StoreError::Timeout(t));
                 }
                 drop(running);

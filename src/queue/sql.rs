@@ -1213,7 +1213,7 @@ macro_rules! inbox_runner {
                         let interrupt = <$db as QueueDialect>::arm_interrupt(&mut *tx).await;
                         conn.flag.clone_from(&interrupt);
                         let gate = <$db as QueueDialect>::arm_commit_gate(&mut *tx).await;
-                        let running = gate
+                        let mut running = gate
                             .as_ref()
                             .map(|(closed, _)| crate::idempotency::sql::HandlerRunning::new(closed));
                         let mut handled = run_handler(
@@ -1229,7 +1229,7 @@ macro_rules! inbox_runner {
                             .as_ref()
                             .is_some_and(|(_, v)| v.load(std::sync::atomic::Ordering::SeqCst));
                         if vetoed {
-                            drop(running);
+                            drop(running.take());
                             let error = "the handler wrote after its transaction had ended \
                                 (the database rolled it back after a write that failed, \
                                 though the handler went on), or committed a transaction of \
@@ -1238,7 +1238,7 @@ macro_rules! inbox_runner {
                             return (Step::Done(Ran::failed(&e)), true);
                         }
                         if handled.is_ok() {
-                            drop(running);
+                            drop(running.take());
                         }
                         if let (Ok(()), Some((_, release))) = (&handled, savepoint) {
                             if let Err(e) = sqlx::Executor::execute(&mut *tx, release).await {
@@ -1265,6 +1265,11 @@ macro_rules! inbox_runner {
                                 }
                                 _ => false,
                             };
+                            if stuck {
+                                // A statement left running: the gate stays closed on this
+                                // connection (its own flag), which is closed.
+                                std::mem::forget(running.take());
+                            }
                             let discard = stuck || tx.rollback().await.is_err();
                             let step = match retry(&e) {
                                 Some(b) => Step::Again(b),

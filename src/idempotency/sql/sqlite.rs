@@ -58,23 +58,35 @@ pub(crate) async fn stop_on_flag(
 /// whole transaction back by itself; a handler that hides that error and writes on would
 /// otherwise commit each later write on its own, outside the transaction that holds the
 /// claim and its completion, and again at every redelivery. With the gate closed, each
-/// such write fails instead, and `vetoed` goes up: the caller must then take the
-/// transaction as rolled back and close the connection (sqlx counts a transaction the
-/// handler began and could not commit as still open). Replaces any commit hook set
-/// before; the hook costs a load per commit.
+/// such write fails instead, and `vetoed` goes up; it goes up too when the whole
+/// transaction is rolled back while `closed` is up (SQLite's own rollback after such an
+/// error, which a handler may hide: seen at once, rather than at the inbox's next
+/// statement, which a transaction the handler opened since could let through). The
+/// caller must then take the transaction as lost and close the connection (sqlx counts a
+/// transaction the handler began and could not commit as still open). Replaces any
+/// commit and rollback hooks set before (an `after_connect` hook's included); the hooks
+/// cost a load per commit or rollback.
 pub(crate) async fn veto_commits_while(
     conn: &mut sqlx::SqliteConnection,
     closed: &Arc<AtomicBool>,
     vetoed: &Arc<AtomicBool>,
 ) -> Result<(), sqlx::Error> {
-    let (closed, vetoed) = (Arc::clone(closed), Arc::clone(vetoed));
+    let mut handle = conn.lock_handle().await?;
+    let (gate, lost) = (Arc::clone(closed), Arc::clone(vetoed));
     // `true` lets the commit go ahead.
-    conn.lock_handle().await?.set_commit_hook(move || {
-        let refuse = closed.load(Ordering::SeqCst);
+    handle.set_commit_hook(move || {
+        let refuse = gate.load(Ordering::SeqCst);
         if refuse {
-            vetoed.store(true, Ordering::SeqCst);
+            lost.store(true, Ordering::SeqCst);
         }
         !refuse
+    });
+    let (gate, lost) = (Arc::clone(closed), Arc::clone(vetoed));
+    // Called for a whole transaction's rollback, not for `ROLLBACK TO` a savepoint.
+    handle.set_rollback_hook(move || {
+        if gate.load(Ordering::SeqCst) {
+            lost.store(true, Ordering::SeqCst);
+        }
     });
     Ok(())
 }

@@ -1230,10 +1230,10 @@ macro_rules! inbox_runner {
                             .is_some_and(|(_, v)| v.load(std::sync::atomic::Ordering::SeqCst));
                         if vetoed {
                             drop(running.take());
-                            let error = "the handler wrote after its transaction had ended \
-                                (the database rolled it back after a write that failed, \
-                                though the handler went on), or committed a transaction of \
-                                its own; nothing it wrote was kept";
+                            let error = "the handler's transaction was lost while it ran: \
+                                the database rolled it back (after a write that failed, \
+                                though the handler went on), or the handler ended it \
+                                itself; nothing it wrote was kept";
                             let e = crate::HandlerError::new(error);
                             return (Step::Done(Ran::failed(&e)), true);
                         }

@@ -1229,7 +1229,9 @@ macro_rules! inbox_runner {
                             .as_ref()
                             .is_some_and(|(_, v)| v.load(std::sync::atomic::Ordering::SeqCst));
                         if vetoed {
-                            drop(running.take());
+                            // The gate (this attempt's own) stays closed: a cut handler's
+                            // statement may still run on this connection until it closes.
+                            std::mem::forget(running.take());
                             let error = "the handler's transaction was lost while it ran: \
                                 the database rolled it back (after a write that failed, \
                                 though the handler went on), or the handler ended it \

@@ -616,17 +616,24 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
             settings.deadline,
         )
         .await;
+        // Dropped, maybe in the middle of a statement that would run on (see
+        // `Batch::interrupt`): stop it, so the undo does not wait behind it. Once the
+        // connection's worker has ended any statement left running (stopped by the
+        // flag, or done), the flag comes down (see `sqlite::interrupt`). The commit gate
+        // stays closed until then: a cut write must not commit.
+        let cut = matches!(
+            handled,
+            Err(HandlerError::DeadlineExceeded(_) | HandlerError::Panicked(_))
+        );
+        if cut && !interrupt(&mut batch.tx, &batch.interrupt, t).await {
+            // Left running: the gate stays closed on this connection, which is closed.
+            std::mem::forget(running);
+            return Err(StoreError::Timeout(t));
+        }
+        drop(running);
         // The transaction lost while the handler ran (see `Batch::vetoed`): its failure,
         // known now rather than when the batch fails.
         if batch.vetoed.load(std::sync::atomic::Ordering::SeqCst) {
-            if matches!(
-                handled,
-                Err(HandlerError::DeadlineExceeded(_) | HandlerError::Panicked(_))
-            ) && !interrupt(&mut batch.tx, &batch.interrupt, t).await
-            {
-                std::mem::forget(running);
-                return Err(StoreError::Timeout(t));
-            }
             let error = match handled {
                 Ok(()) => HandlerError::new(super::group_commit::VETOED),
                 Err(e) => e,
@@ -640,26 +647,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
                 OutcomeKind::Processed,
                 attempt,
             ))),
-            Err(e) => {
-                // Dropped, maybe in the middle of a statement that would run on (see
-                // `Batch::interrupt`): stop it, so the undo does not wait behind it.
-                let cut = matches!(
-                    e,
-                    HandlerError::DeadlineExceeded(_) | HandlerError::Panicked(_)
-                );
-                // Once the connection's worker has ended any statement left running
-                // (stopped by the flag, or done), the flag comes down before the undo
-                // (see `sqlite::interrupt`).
-                // (The commit gate stays closed until then: a cut write must not commit.)
-                if cut && !interrupt(&mut batch.tx, &batch.interrupt, t).await {
-                    // Left running: the gate stays closed on this connection, which
-                    // is closed.
-                    std::mem::forget(running);
-                    return Err(StoreError::Timeout(t));
-                }
-                drop(running);
-                self.undo(batch, event, attempt, e, t).await
-            }
+            Err(e) => self.undo(batch, event, attempt, e, t).await,
         }
     }
 }

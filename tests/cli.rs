@@ -218,10 +218,11 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
     assert!(row.contains("invoice.payment_failed"), "{dead}");
     assert!(row.contains("handler failed: card_declined"), "{dead}");
     let dead = on(store, &["dead", "--json"]).await.ok().json();
-    assert_eq!(dead.as_array().unwrap().len(), 1);
-    assert_eq!(dead[0]["id"], id.as_str());
-    assert_eq!(dead[0]["state"], "dead");
-    assert_eq!(dead[0]["attempts"], 1);
+    assert_eq!(dead["data"].as_array().unwrap().len(), 1, "{dead}");
+    assert_eq!(dead["data"][0]["id"], id.as_str());
+    assert_eq!(dead["data"][0]["state"], "dead");
+    assert_eq!(dead["data"][0]["attempts"], 1);
+    assert!(dead["next_after"].is_null(), "{dead}");
 
     let shown = on(store, &["show", &id]).await.ok().stdout;
     assert!(shown.contains("state        dead"), "{shown}");
@@ -300,13 +301,21 @@ async fn operator_flow(store: &[String], queue: &impl Queue, prefix: &str) {
         page.contains(&format!("run this command again with --after={a}")),
         "{page}"
     );
+    // In JSON, the next page's `--after` value, then `null` on the last page.
+    let page = on(store, &["dead", "--limit", "1", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(page["data"][0]["id"], a.as_str(), "{page}");
+    assert_eq!(page["next_after"], a.as_str(), "{page}");
     let after_a = format!("--after={a}");
     let page = on(store, &["dead", "--limit", "1", &after_a, "--json"])
         .await
         .ok()
         .json();
-    assert_eq!(page.as_array().unwrap().len(), 1, "{page}");
-    assert_eq!(page[0]["id"], b.as_str());
+    assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["data"][0]["id"], b.as_str());
+    assert!(page["next_after"].is_null(), "{page}");
     // The last page, full: nothing follows, so no hint.
     let page = on(store, &["dead", "--limit", "1", &after_a])
         .await
@@ -726,8 +735,10 @@ async fn sqlite_failed_lists_store_failures_and_retrying_jobs() {
     let queue = store.queue();
     make_retrying(&queue, "evt_retrying", "upstream 502").await;
 
-    let rows = on(&flags, &["failed", "--json"]).await.ok().json();
-    let rows = rows.as_array().unwrap();
+    let page = on(&flags, &["failed", "--json"]).await.ok().json();
+    assert!(page["next_after_event"].is_null(), "{page}");
+    assert!(page["next_after_job"].is_null(), "{page}");
+    let rows = page["data"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{rows:?}");
     let inline = rows
         .iter()
@@ -772,7 +783,7 @@ async fn sqlite_failed_lists_store_failures_and_retrying_jobs() {
         make_retrying(&queue, id, "upstream 503").await;
     }
     let ids = |v: serde_json::Value| -> Vec<String> {
-        let rows = v.as_array().unwrap().iter();
+        let rows = v["data"].as_array().unwrap().iter();
         rows.map(|r| r["id"].as_str().unwrap().to_owned()).collect()
     };
     let page = on(&flags, &["failed", "--limit", "1"]).await.ok().stdout;
@@ -783,7 +794,11 @@ async fn sqlite_failed_lists_store_failures_and_retrying_jobs() {
         assert!(page.contains(hint), "{hint}\n{page}");
     }
     let page = on(&flags, &["failed", "--limit", "1", "--json"]).await.ok();
-    assert_eq!(ids(page.json()), ["evt_inline_failed", "evt_retry_b"]);
+    let page = page.json();
+    // In JSON, each list's next value for its own flag.
+    assert_eq!(page["next_after_event"], "evt_inline_failed", "{page}");
+    assert_eq!(page["next_after_job"], "evt_retry_b", "{page}");
+    assert_eq!(ids(page), ["evt_inline_failed", "evt_retry_b"]);
     let next = ["failed", "--after-event=evt_inline_failed", "--json"];
     assert_eq!(
         ids(on(&flags, &next).await.ok().json()),
@@ -878,7 +893,7 @@ async fn the_env_names_the_store_like_the_examples() {
         .await
         .ok()
         .json();
-    assert_eq!(dead[0]["id"], "evt_env");
+    assert_eq!(dead["data"][0]["id"], "evt_env");
 }
 
 /// A store flag typed on the command line beats the store variables of the
@@ -910,7 +925,7 @@ async fn a_typed_store_flag_beats_the_environment() {
         args(&["dead", "--json", "--sqlite", &path]),
     ] {
         let dead = run(typed).await.ok().json();
-        assert_eq!(dead[0]["id"], "evt_here");
+        assert_eq!(dead["data"][0]["id"], "evt_here");
     }
     let requeued = run(args(&["requeue", "evt_here", "--sqlite", &path]))
         .await
@@ -1211,7 +1226,7 @@ async fn redis_operator_flow() {
     assert_eq!(status["failed_events"], 1, "{status}");
     let failed = on(&flags, &["failed", "--json"]).await.ok().json();
     assert!(
-        failed
+        failed["data"]
             .as_array()
             .unwrap()
             .iter()

@@ -214,8 +214,9 @@ impl Console {
     ///
     /// Written as a browser writes `Origin`: a default port (`:443` for `https`, `:80`
     /// for `http`) is dropped, and a host without a scheme (`admin.example.com`) is taken
-    /// as `https://admin.example.com`. Either would otherwise never equal what a browser
-    /// sends, and every POST would be refused.
+    /// as `https://admin.example.com`, or as `http://` for this machine (`localhost:8080`,
+    /// a name under `.localhost`, `127.0.0.1:8080`, `[::1]:8080`). Either would otherwise
+    /// never equal what a browser sends, and every POST would be refused.
     #[must_use]
     pub fn with_allowed_origin(mut self, origin: &str) -> Self {
         self.allowed_origins.push(normal_origin(origin));
@@ -547,6 +548,10 @@ fn normal_origin(origin: &str) -> String {
     let origin = origin.trim().to_ascii_lowercase();
     let origin = if origin.contains("://") {
         origin
+    } else if is_loopback_authority(&origin) {
+        // Nobody serves `localhost` over TLS by default: a developer types
+        // `localhost:8080` for `http://localhost:8080`.
+        format!("http://{origin}")
     } else {
         format!("https://{origin}")
     };
@@ -566,6 +571,21 @@ fn normal_origin(origin: &str) -> String {
         }
     }
     origin
+}
+
+/// Whether a bare `host[:port][/path]` names this machine: `localhost`, a name under
+/// `.localhost`, or a loopback address (`127.0.0.1`, `[::1]`).
+fn is_loopback_authority(bare: &str) -> bool {
+    let authority = bare.split(['/', '?', '#']).next().unwrap_or(bare);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.split(':').next().unwrap_or(authority),
+    };
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The path the console is nested at (`/admin/webhooks`), without a final `/`; empty
@@ -1086,6 +1106,14 @@ mod tests {
                 "http://admin.example.com:443",
             ),
             ("admin.example.com", "https://admin.example.com"),
+            ("localhost:8080", "http://localhost:8080"),
+            ("LocalHost", "http://localhost"),
+            ("app.localhost:3000/console", "http://app.localhost:3000"),
+            ("127.0.0.1:3000", "http://127.0.0.1:3000"),
+            ("[::1]:3000", "http://[::1]:3000"),
+            ("localhost.example.com", "https://localhost.example.com"),
+            ("10.0.0.5:3000", "https://10.0.0.5:3000"),
+            ("https://localhost:8443", "https://localhost:8443"),
             (" https://admin.example.com ", "https://admin.example.com"),
         ] {
             assert_eq!(normal_origin(given), kept, "{given}");

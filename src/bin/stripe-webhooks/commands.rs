@@ -75,13 +75,27 @@ fn redacted_error(text: &str) -> String {
     stripe_webhooks::__cli::redact_error(text).into_owned()
 }
 
-fn print_rows(rows: &[Row], empty: &str, json: bool) -> Result<(), CliError> {
-    if json {
-        return print_json(&rows);
-    }
+/// A page of `dead --json`: its rows, and the `--after` value for the next page when
+/// more follow (`null` on the last page).
+#[derive(Debug, Serialize)]
+struct DeadPage<'a> {
+    data: &'a [Row],
+    next_after: Option<&'a str>,
+}
+
+/// A page of `failed --json`: its rows, and for each list with more after its page the
+/// value for that list's flag (`--after-event`, `--after-job`); `null` once a list ends.
+#[derive(Debug, Serialize)]
+struct FailedPage<'a> {
+    data: &'a [Row],
+    next_after_event: Option<&'a str>,
+    next_after_job: Option<&'a str>,
+}
+
+fn print_rows(rows: &[Row], empty: &str) {
     if rows.is_empty() {
         crate::outln!("{empty}");
-        return Ok(());
+        return;
     }
     let mut t = Table::new(vec![
         "ID",
@@ -102,7 +116,6 @@ fn print_rows(rows: &[Row], empty: &str, json: bool) -> Result<(), CliError> {
         ]);
     }
     crate::out!("{}", t.render());
-    Ok(())
 }
 
 #[derive(Debug, Serialize)]
@@ -243,15 +256,24 @@ pub(crate) async fn failed(
             format!("no more failed events after {e} and no more retrying jobs after {j}")
         }
     };
-    print_rows(&rows, &empty, json)?;
+    let next_event = events
+        .last()
+        .filter(|_| more_events)
+        .map(|r| r.event_id.as_str());
+    let next_job = jobs.last().filter(|_| more_jobs).map(|j| j.key.as_str());
     if json {
-        return Ok(());
+        return print_json(&FailedPage {
+            data: &rows,
+            next_after_event: next_event,
+            next_after_job: next_job,
+        });
     }
-    if let Some(last) = events.last().filter(|_| more_events) {
-        more_follow("failed events", "--after-event", last.event_id.as_str());
+    print_rows(&rows, &empty);
+    if let Some(last) = next_event {
+        more_follow("failed events", "--after-event", last);
     }
-    if let Some(last) = jobs.last().filter(|_| more_jobs) {
-        more_follow("retrying jobs", "--after-job", last.key.as_str());
+    if let Some(last) = next_job {
+        more_follow("retrying jobs", "--after-job", last);
     }
     Ok(())
 }
@@ -305,9 +327,16 @@ pub(crate) async fn dead(
         }
         _ => "no dead jobs".to_owned(),
     };
-    print_rows(&rows, &empty, json)?;
-    if let (true, false, Some(last)) = (more, json, rows.last()) {
-        more_follow("dead jobs", "--after", &last.id);
+    let next = rows.last().filter(|_| more).map(|r| r.id.as_str());
+    if json {
+        return print_json(&DeadPage {
+            data: &rows,
+            next_after: next,
+        });
+    }
+    print_rows(&rows, &empty);
+    if let Some(last) = next {
+        more_follow("dead jobs", "--after", last);
     }
     Ok(())
 }

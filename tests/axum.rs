@@ -7,7 +7,7 @@ mod adapter_suite;
 
 use std::sync::Arc;
 
-use axum::routing::post;
+use axum::routing::{any, post};
 use stripe_webhooks::axum::VerifiedEvent;
 use stripe_webhooks::Processor;
 
@@ -54,22 +54,25 @@ async fn extractor_needs_only_a_verifier() {
     .await;
 }
 
-/// The handler that takes the processor from the state gives the same answers.
+/// The handler that takes the processor from the state gives the same answers, mounted
+/// with `any` as its docs show (other methods included).
 #[tokio::test]
 async fn webhook_handler_with_state() {
+    let serve = |processor| {
+        spawn(
+            axum::Router::new()
+                .route("/webhooks/stripe", any(stripe_webhooks::axum::webhook))
+                .with_state(processor),
+        )
+    };
     let handler = Arc::new(adapter_suite::Counting::default());
-    let processor = adapter_suite::processor(handler.clone());
-    let url = spawn(
-        axum::Router::new()
-            .route("/webhooks/stripe", post(stripe_webhooks::axum::webhook))
-            .with_state(processor),
-    )
-    .await;
+    let url = serve(adapter_suite::processor(handler.clone())).await;
     let (header, body) = adapter_suite::signed("evt_state");
     let reply = adapter_suite::post(&url, Some(adapter_suite::JSON), Some(&header), body).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, r#"{"status":"processed"}"#);
     assert_eq!(handler.runs(), 1);
+    adapter_suite::other_methods_are_405(serve).await;
 }
 
 /// The route mounts on a router with its own state.

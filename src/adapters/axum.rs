@@ -120,6 +120,10 @@ pub fn router(path: &str, processor: Arc<Processor>) -> axum::Router {
 /// sets (axum's default is 2 MB); the processor still refuses a body over its
 /// [`max_body`](Processor::max_body) with 413.
 ///
+/// Mount it with [`any`](axum::routing::any), as below, so that it answers other
+/// methods itself (405 with `Allow: POST` and the JSON body in the table above);
+/// mounted with `post`, axum answers them with its own empty 405 before it runs.
+///
 /// ```
 /// # use std::sync::Arc;
 /// # use stripe_webhooks::{EventRouter, MemoryStore, Processor, SigningSecret, Verifier};
@@ -129,10 +133,10 @@ pub fn router(path: &str, processor: Arc<Processor>) -> axum::Router {
 /// #     EventRouter::new(),
 /// # ));
 /// use axum::extract::DefaultBodyLimit;
-/// use axum::routing::post;
+/// use axum::routing::any;
 ///
 /// let app: axum::Router = axum::Router::new()
-///     .route("/webhooks/stripe", post(stripe_webhooks::axum::webhook))
+///     .route("/webhooks/stripe", any(stripe_webhooks::axum::webhook))
 ///     .layer(DefaultBodyLimit::max(processor.max_body()))
 ///     .with_state(processor);
 /// ```

@@ -25,6 +25,19 @@
 //! Both families arrive this way: the envelope's payload is a snapshot event or a thin
 //! event notification, told apart by its `object`.
 //!
+//! # Event Grid's handshake
+//!
+//! An Event Grid webhook subscription in the CloudEvents schema delivers nothing until
+//! the endpoint has answered its validation request: an HTTP `OPTIONS` to the exact URL,
+//! with a `WebHook-Request-Origin` header (`eventgrid.azure.net`). Answer it with 200
+//! and a `WebHook-Allowed-Origin` header carrying the same value (and, if you like,
+//! `WebHook-Allowed-Rate: *`); until then the subscription stays unvalidated. Nothing
+//! here answers it for you: the handshake only says that the URL accepts deliveries,
+//! and it proves nothing about a later `POST`. The `axum` and `actix` modules' webhook
+//! routes answer any method but `POST` with 405 (they
+//! are for Stripe's signed deliveries), so give the Event Grid endpoint its own route
+//! that answers both methods.
+//!
 //! ```
 //! use stripe_webhooks::cloud::{self, CloudEvent};
 //!

@@ -21,6 +21,11 @@
 //!   service.
 //! - `--undelivered`: list only the events Stripe could not deliver, instead of a cursor
 //!   pass.
+//! - `STRIPE_API_BASE`: the API's base URL (default `https://api.stripe.com`), e.g. a
+//!   proxy or a fake of your own.
+//!
+//! Without `--every`, a pass that failed, or that left events failed, exits 1 (a cron
+//! job sees it); the next pass takes them again.
 
 mod common;
 
@@ -110,7 +115,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
     } else {
         let key =
             std::env::var("STRIPE_API_KEY").map_err(|_| "set STRIPE_API_KEY, or pass --fake")?;
-        Arc::new(HttpClient::new(ApiKey::new(key)?)?)
+        let client = HttpClient::new(ApiKey::new(key)?)?;
+        Arc::new(match std::env::var("STRIPE_API_BASE") {
+            Ok(base) => client.with_base_url(base),
+            Err(_) => client,
+        })
     };
     let mut reconciler = Reconciler::new(client, Arc::clone(&processor), store);
     if fake {
@@ -141,20 +150,34 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 return Ok(());
             }
         };
-        match pass {
-            Ok(r) => println!(
-                "listed {} in {} pages: {} processed, {} already done, {} running elsewhere, {} failed, {} skipped; cursor {:?}",
-                r.listed, r.pages, r.processed, r.duplicates, r.in_progress, r.failed, r.skipped,
-                r.cursor.map(|c| c.created)
-            ),
-            Err(e) => eprintln!("reconcile failed (the next pass retries): {e}"),
-        }
+        let failed = match pass {
+            Ok(r) => {
+                println!(
+                    "listed {} in {} pages: {} processed, {} already done, {} running elsewhere, {} failed, {} skipped; cursor {:?}",
+                    r.listed, r.pages, r.processed, r.duplicates, r.in_progress, r.failed, r.skipped,
+                    r.cursor.map(|c| c.created)
+                );
+                (r.failed > 0).then(|| format!("{} events failed", r.failed))
+            }
+            Err(e) => Some(format!("reconcile failed: {e}")),
+        };
         match every {
-            Some(d) => tokio::select! {
-                () = tokio::time::sleep(d) => {}
-                () = &mut stop => return Ok(()),
-            },
-            None => return Ok(()),
+            Some(d) => {
+                if let Some(failed) = failed {
+                    eprintln!("{failed} (the next pass retries)");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(d) => {}
+                    () = &mut stop => return Ok(()),
+                }
+            }
+            // One pass, as a cron job runs it: a failure is the exit code's to say.
+            None => {
+                return match failed {
+                    Some(failed) => Err(format!("{failed}; the next pass takes them again").into()),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }

@@ -140,8 +140,7 @@ fn thin_body(id: &str, event_type: &str) -> Result<String, Box<dyn Error>> {
     let mut b = testing::ThinEventBuilder::new(id, ty.as_str());
     if let Some(object) = ty.related_object_type() {
         let object_id = format!("obj_{id}");
-        let url = stripe_webhooks::client::object_path(object, &object_id)
-            .unwrap_or_else(|| format!("/v1/{object}s/{object_id}"));
+        let url = testing::related_object_url(object, &object_id);
         b = b.related(&object_id, object, &url);
     }
     Ok(b.build())

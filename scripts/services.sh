@@ -85,6 +85,8 @@ start_pg() {
   run_as_pg "'$bin/pg_ctl' -D '$pg_dir/pg' -l '$pg_dir/pg/log' -w -o \"-p $pg_port -k $pg_dir/pgsock -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key\" start >/dev/null"
   echo "export DATABASE_URL_TEST=postgres://postgres@127.0.0.1:$pg_port/postgres"
   echo "export PG_BIN=$bin"
+  # How tests/queue_restart.rs restarts this server (and only this one).
+  printf 'export PG_RESTART_TEST=%q\n' "bash $(printf '%q' "$root/scripts/services.sh") restart-pg"
 }
 
 start_redis() {
@@ -119,6 +121,10 @@ stop_all() {
 # with: for the tests that check the queue survives it.
 restart_pg() {
   local bin
+  if [ ! -f "$pg_dir/pg/postmaster.pid" ]; then
+    log "no PostgreSQL started by 'scripts/services.sh start' is running (under $pg_dir/pg): nothing to restart"
+    exit 1
+  fi
   bin="$(find_pg_bin)"
   run_as_pg "'$bin/pg_ctl' -D '$pg_dir/pg' -m immediate -w restart -l '$pg_dir/pg/log' >/dev/null"
 }

@@ -19,6 +19,9 @@ if [ -z "${DATABASE_URL_TEST:-}" ] || [ -z "${REDIS_URL_TEST:-}" ] || [ -z "${RE
   started=1
 fi
 export DATABASE_URL_TEST REDIS_URL_TEST REDIS_TLS_URL_TEST TLS_CA_TEST
+# How tests/queue_restart.rs restarts PostgreSQL: set by `services.sh start` for the server
+# it started; with servers of your own, set it to a command that restarts yours.
+export PG_RESTART_TEST="${PG_RESTART_TEST:-}"
 # The example services run as processes in tests/examples.rs: build their binaries first
 # (`cargo test` builds examples with `test = true` as test harnesses only).
 cargo build --all-features --examples

@@ -607,6 +607,34 @@ fn examples_print_their_enabled_events() {
     }
 }
 
+/// `examples/reconcile.rs` run once, as a cron job runs it, against an API that refuses
+/// its key: the pass fails, and so does the process (it exited 0, and cron saw success).
+#[cfg(feature = "client")]
+#[test]
+fn reconcile_example_exits_1_when_its_one_pass_fails() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(testing::FakeStripe::start()).unwrap();
+    server.require_api_key(testing::FAKE_API_KEY);
+    let dir = common::TempDir::new("ex_reconcile_fails");
+    let out = Command::new(common::example_binary("reconcile"))
+        .env("STRIPE_API_KEY", "sk_test_revoked_key_0000")
+        .env("STRIPE_API_BASE", server.base_url())
+        .env("SQLITE_PATH", dir.join("r.db"))
+        .env_remove("STRIPE_WEBHOOK_SECRET")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("STRIPE_WEBHOOKS_STORE")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr.contains("reconcile failed"), "{stderr}");
+    assert!(!stderr.contains("sk_test_revoked_key_0000"), "{stderr}");
+    // It asked the API named, with the key given.
+    assert!(!server.requests().is_empty());
+}
+
 /// `examples/reconcile.rs --fake`: the pass runs the two events the webhook missed and
 /// skips the one it handled; a second pass over the same events runs nothing; with
 /// `--undelivered`, it lists the two Stripe could not deliver. (The same

@@ -5,8 +5,9 @@
 //! 500 effect rows, none dead.
 //!
 //! It restarts the shared test server, so it is a test binary of its own (cargo runs test
-//! binaries one after another). Needs `DATABASE_URL_TEST` and the example services built
-//! (`scripts/test.sh` does both).
+//! binaries one after another). Needs `DATABASE_URL_TEST`, `PG_RESTART_TEST` (a shell
+//! command that restarts that server: `scripts/services.sh start` prints the one for the
+//! server it starts) and the example services built (`scripts/test.sh` does all three).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 #![cfg(all(feature = "postgres", feature = "testing"))]
@@ -26,6 +27,19 @@ async fn postgres_restart_mid_run_loses_nothing_and_runs_nothing_twice() {
     let url = std::env::var("DATABASE_URL_TEST").unwrap_or_else(|_| {
         panic!("DATABASE_URL_TEST is not set: run `scripts/test.sh` or `eval \"$(scripts/services.sh start)\"`")
     });
+    // Never restart a server by guessing where it is: a server of the user's own is
+    // restarted by the command they name, never by `services.sh`'s data directory.
+    let restart = std::env::var("PG_RESTART_TEST")
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "PG_RESTART_TEST is not set: this test restarts the PostgreSQL server at \
+                 DATABASE_URL_TEST as after a crash. `scripts/services.sh start` prints it \
+                 for the server it starts; for a server of your own, set it to a shell \
+                 command that restarts that server"
+            )
+        });
     let table = common::unique("qrestart");
     let store = stripe_webhooks::PostgresStore::connect(&url)
         .await
@@ -62,12 +76,11 @@ async fn postgres_restart_mid_run_loses_nothing_and_runs_nothing_twice() {
     while delivered.done.load(Ordering::SeqCst) < EVENTS / 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh");
-    let status = std::process::Command::new("bash")
-        .args([script, "restart-pg"])
+    let status = std::process::Command::new("sh")
+        .args(["-c", &restart])
         .status()
         .unwrap();
-    assert!(status.success(), "restart-pg failed");
+    assert!(status.success(), "`{restart}` failed");
     let restarted = std::time::Instant::now();
     sending.await.unwrap();
     eprintln!(

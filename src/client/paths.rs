@@ -56,7 +56,6 @@ const PATHS: &[(&str, &str)] = &[
 /// assert_eq!(object_path("card", "card_1"), None); // cards live under their customer
 /// ```
 pub fn object_path(object_type: &str, id: &str) -> Option<String> {
-    use std::fmt::Write as _;
     let base = collection_path(object_type)?;
     if matches!(id, "" | "." | "..") {
         return None;
@@ -64,6 +63,14 @@ pub fn object_path(object_type: &str, id: &str) -> Option<String> {
     let mut path = String::with_capacity(base.len() + 1 + id.len());
     path.push_str(base);
     path.push('/');
+    push_segment(&mut path, id);
+    Some(path)
+}
+
+/// Appends `id` to `path` as one path segment: every byte but RFC 3986's unreserved
+/// ones percent-encoded.
+pub(crate) fn push_segment(path: &mut String, id: &str) {
+    use std::fmt::Write as _;
     for b in id.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             path.push(char::from(b));
@@ -71,7 +78,6 @@ pub fn object_path(object_type: &str, id: &str) -> Option<String> {
             let _ = write!(path, "%{b:02X}");
         }
     }
-    Some(path)
 }
 
 /// Whether [`object_path`] knows `object_type`.

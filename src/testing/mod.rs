@@ -230,11 +230,9 @@ pub fn rfc3339(unix: i64) -> String {
 /// destination run side by side: a snapshot event `snapshot_id` of `event_type` (around
 /// the fixture for its object, with id `object_id`), and its thin twin
 /// `v1.<event_type>` whose `snapshot_event` is `snapshot_id`. Its
-/// `related_object.url` is the object's API path ([`object_path`](crate::client::object_path)),
-/// or, for a type that table does not know, the path Stripe's naming gives (dots become
-/// slashes, the last word plural: `issuing.card` at `/v1/issuing/cards/{id}`); for an
-/// object nested under another (a `capability` under its account) or a singleton, build
-/// the thin event with [`ThinEventBuilder::related`] and the real URL.
+/// `related_object.url` is [`related_object_url`]'s; for an object nested under another
+/// (a `capability` under its account) or a singleton, build the thin event with
+/// [`ThinEventBuilder::related`] and the real URL.
 ///
 /// # Panics
 ///
@@ -257,12 +255,39 @@ pub fn event_pair(snapshot_id: &str, event_type: &str, object_id: &str) -> (Stri
     .related(
         object_id,
         object_type,
-        &crate::client::object_path(object_type, object_id)
-            .unwrap_or_else(|| format!("/v1/{}/{object_id}", plural_path(object_type))),
+        &related_object_url(object_type, object_id),
     )
     .snapshot_event(snapshot_id)
     .build();
     (snapshot, thin)
+}
+
+/// The URL a thin event's `related_object` gives for object `object_id` of
+/// `object_type`: its API path ([`object_path`](crate::client::object_path)), or, for a
+/// type that table does not know, the path Stripe's naming gives: dots become slashes
+/// and the last word is plural (`issuing.card` at `/v1/issuing/cards/{id}`), and a
+/// `v2.` type is under `/v2/` (`v2.core.account` at `/v2/core/accounts/{id}`). An object
+/// nested under another (a `capability` under its account) or a singleton has a URL of
+/// its own, which this cannot know.
+///
+/// ```
+/// use stripe_webhooks::testing::related_object_url;
+///
+/// assert_eq!(related_object_url("customer", "cus_1"), "/v1/customers/cus_1");
+/// assert_eq!(related_object_url("issuing.dispute", "idp_1"), "/v1/issuing/disputes/idp_1");
+/// assert_eq!(related_object_url("v2.core.account", "acct_1"), "/v2/core/accounts/acct_1");
+/// assert_eq!(related_object_url("issuing.dispute", "a/b"), "/v1/issuing/disputes/a%2Fb");
+/// ```
+pub fn related_object_url(object_type: &str, object_id: &str) -> String {
+    if let Some(path) = crate::client::object_path(object_type, object_id) {
+        return path;
+    }
+    let mut url = match object_type.strip_prefix("v2.") {
+        Some(v2) => format!("/v2/{}/", plural_path(v2)),
+        None => format!("/v1/{}/", plural_path(object_type)),
+    };
+    crate::client::paths::push_segment(&mut url, object_id);
+    url
 }
 
 /// An object type's collection by Stripe's naming: `issuing.card` → `issuing/cards`,

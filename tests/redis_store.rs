@@ -845,13 +845,37 @@ async fn claim_while_redis_is_paused_returns_within_the_callers_timeout() {
 /// Redis refuses it, so a claim that let its first write through while full could run a
 /// handler whose completion then cannot be written, and run it again once memory is
 /// freed. Both claim paths, plain and with the object's lock.
+///
+/// A handler that already ran is still recorded: both completions write their first
+/// command where a full Redis does not look (`ZREM`), so they are written while it is
+/// full, and the event is not run again. A release or a renewal is refused.
 #[tokio::test]
 async fn a_full_redis_refuses_new_claims_and_writes_nothing() {
+    use stripe_webhooks::{LockedClaim, Watermark};
     let _exclusive = SERVER.write().await;
     let (store, prefix, mut admin) = store().await;
     // Scripts loaded first, so the calls below are the EVALSHAs themselves.
     let warm = acquire(&store, &EventId::new("evt_warm")).await;
     store.complete(&warm).await.unwrap();
+    // Claims taken before Redis fills up, whose handlers end while it is full.
+    let running = acquire(&store, &EventId::new("evt_ran")).await;
+    let LockedClaim::Acquired {
+        token: running_locked,
+        ..
+    } = store
+        .lock_and_claim(
+            "in_ran",
+            "holder",
+            LEASE,
+            &EventId::new("evt_ran_locked"),
+            &EventType::InvoicePaid,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("not acquired")
+    };
+    let to_release = acquire(&store, &EventId::new("evt_to_release")).await;
     let config = |key: &'static str| {
         let mut admin = admin.clone();
         async move {
@@ -898,7 +922,32 @@ async fn a_full_redis_refuses_new_claims_and_writes_nothing() {
             &EventType::InvoicePaid,
         )
         .await;
+    let completed = store.complete(&running).await;
+    let applied = Watermark::new(1, EventId::new("evt_ran_locked"));
+    let completed_locked = store
+        .complete_applied(&running_locked, "in_ran", "holder", &applied)
+        .await;
+    let released = store.release(&to_release, "handler failed").await;
+    let extended = store.extend(&to_release, LEASE).await;
     drop(restore);
+    completed.unwrap();
+    completed_locked.unwrap();
+    assert!(
+        matches!(released, Err(StoreError::Unavailable(_))),
+        "{released:?}"
+    );
+    assert!(
+        matches!(extended, Err(StoreError::Unavailable(_))),
+        "{extended:?}"
+    );
+    for id in ["evt_ran", "evt_ran_locked"] {
+        let again = store
+            .claim(&EventId::new(id), &EventType::InvoicePaid, LEASE)
+            .await
+            .unwrap();
+        assert!(matches!(again, Claim::Completed), "{id}: {again:?}");
+    }
+    assert_eq!(store.watermark("in_ran").await.unwrap(), Some(applied));
     assert!(
         matches!(plain, Err(StoreError::Unavailable(_))),
         "{plain:?}"

@@ -200,12 +200,13 @@ static ABANDON_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, ABA
 ///
 /// - `maxmemory-policy noeviction`. Every record has a TTL, so a `volatile-*` policy may
 ///   evict completed records under memory pressure, and an `allkeys-*` policy may evict
-///   anything. With `noeviction` a full Redis refuses writes instead, every script's
-///   alike: claims fail with [`StoreError::Unavailable`] and Stripe retries later; so do
-///   the completions of handlers that already ran (answered as an unrecorded completion:
-///   the claim is left to its lease, and the event may run again) and lease renewals
-///   (a handler whose renewals fail until nine tenths of its lease is stopped). Alert
-///   on memory well before `maxmemory`.
+///   anything. With `noeviction` a full Redis refuses a script whose first write could
+///   grow memory: claims fail with [`StoreError::Unavailable`], write nothing, and
+///   Stripe retries later; so do releases of failed handlers (the claim is left to its
+///   lease) and lease renewals (a handler whose renewals fail until nine tenths of its
+///   lease is stopped). The completions of handlers that already ran are still written
+///   (their scripts begin with a write a full Redis lets through), so those events do
+///   not run again. Alert on memory well before `maxmemory`.
 /// - Persistence: `appendonly yes`. With `appendfsync everysec` a crash of the server
 ///   loses up to about one second of claims and completions; `appendfsync always` loses
 ///   none, at a cost in latency. RDB snapshots alone lose everything since the last one.

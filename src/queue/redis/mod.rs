@@ -146,7 +146,11 @@ static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, LIB, 
 ///
 /// Needs Redis 7 or later (`XAUTOCLAIM`, and scripts that read `TIME` before writing).
 /// As for the store, run Redis with `maxmemory-policy noeviction` and `appendonly yes`;
-/// the scripts touch keys named inside them, so Redis Cluster is not supported.
+/// the scripts touch keys named inside them, so Redis Cluster is not supported. A full
+/// Redis refuses enqueues (answered 503: Stripe retries them) and takes alike, so
+/// workers stop until it has room; nothing in the queue expires by itself, so free it
+/// with [`purge_completed`](QueueAdmin::purge_completed) (`stripe-webhooks purge`) or a
+/// higher `maxmemory`.
 ///
 /// An enqueue is answered (and Stripe gets its 200) once its script ran on the server.
 /// Unlike the store's records, whose loss only lets an event run again, a job is the

@@ -618,6 +618,63 @@ fn a_prefix_that_would_take_no_type_is_refused_when_built() {
     }
 }
 
+/// A route of the other family is refused when the router is built: every thin type
+/// starts with `v1.` or `v2.` and no snapshot type does, so `ThinEventRouter::on_prefix(
+/// "customer.*")` never ran and widened `enabled_events` to `["*"]`, and
+/// `EventRouter::on("v1.customer.created")` never ran either.
+#[test]
+fn a_route_of_the_other_family_is_refused_when_built() {
+    let snapshot = |pattern: &'static str| {
+        std::panic::catch_unwind(|| {
+            EventRouter::new().on_prefix(pattern, |_e| Box::pin(async { Ok(()) }))
+        })
+        .is_err()
+            || std::panic::catch_unwind(|| {
+                EventRouter::new().on(EventType::from_wire(pattern), |_e| {
+                    Box::pin(async { Ok(()) })
+                })
+            })
+            .is_err()
+    };
+    let thin = |pattern: &'static str| {
+        std::panic::catch_unwind(|| {
+            ThinEventRouter::new().on_prefix(pattern, |_n| Box::pin(async { Ok(()) }))
+        })
+        .is_err()
+            || std::panic::catch_unwind(|| {
+                ThinEventRouter::new().on(ThinEventType::from_wire(pattern), |_n| {
+                    Box::pin(async { Ok(()) })
+                })
+            })
+            .is_err()
+    };
+    for thin_only in [
+        "v1.customer.created",
+        "v1.customer.*",
+        "v2.*",
+        "v1",
+        "v2.core.",
+    ] {
+        assert!(snapshot(thin_only), "{thin_only} on an EventRouter");
+        assert!(!thin(thin_only), "{thin_only} on a ThinEventRouter");
+    }
+    for snapshot_only in [
+        "customer.created",
+        "customer.*",
+        "v1customer.created",
+        "v3.x",
+    ] {
+        assert!(
+            !snapshot(snapshot_only),
+            "{snapshot_only} on an EventRouter"
+        );
+        assert!(thin(snapshot_only), "{snapshot_only} on a ThinEventRouter");
+    }
+    for both in ["*", ""] {
+        assert!(!snapshot(both) && !thin(both), "{both:?}");
+    }
+}
+
 // ---- The processor's thin path ----
 
 /// Counts runs per dedupe key, for both families.

@@ -171,7 +171,11 @@ impl Envelope {
         self.api_version.as_deref()
     }
 
-    /// For Connect events, the connected account (`acct_…`) the event happened on.
+    /// The event's `account` member as Stripe sent it: for Connect events, the
+    /// connected account (`acct_…`) the event happened on. An event from an organization
+    /// or Accounts v2 destination carries only [`context`](Self::context);
+    /// [`Event::account`](crate::Event::account) reads the account from either, and is
+    /// the one to use for the account an event is about.
     pub fn account(&self) -> Option<&str> {
         self.account.as_deref()
     }
@@ -742,6 +746,14 @@ mod tests {
             (
                 r#"{"id":"e","object":"event","type":"x","data":null,"data":null}"#,
                 "duplicate field `data`",
+            ),
+            (
+                r#"{"id":"e","object":"event","type":"x","livemode":false,"livemode":true}"#,
+                "duplicate field `livemode`",
+            ),
+            (
+                r#"{"id":"e","object":"event","type":"x","account":"acct_1","account":"acct_2"}"#,
+                "duplicate field `account`",
             ),
             (
                 r#"{"id":"e","object":"event","type":"x","data":{}}"#,

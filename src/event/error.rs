@@ -24,9 +24,9 @@ pub enum ParseError {
     /// The body is JSON but not a Stripe event: no `id`, no `type`, no `data`, no
     /// `livemode`, no `created` (Unix seconds in a snapshot event, an RFC 3339 timestamp
     /// in a thin one), an `object` other than `"event"`, a part that should be a JSON
-    /// object given as something else (an array of its members, say), or a member of
-    /// the envelope given twice (`id`, `type`, `created`, `data`, `data.object`: which
-    /// one was meant cannot be told; elsewhere the last of repeated members is kept).
+    /// object given as something else (an array of its members, say), or any member of
+    /// the envelope given twice (`id`, `type`, `created`, `livemode`, `account`,
+    /// `context`, `data`, `data.object`, …: which one was meant cannot be told).
     #[error("body is not a Stripe event: {message} at line {line} column {column}")]
     NotAnEvent {
         /// What is missing or wrong.

@@ -125,6 +125,32 @@ fn check_prefix(prefix: &str) {
     );
 }
 
+/// Refuses a type or prefix of the other family: every thin event type starts with `v1.`
+/// or `v2.`, and no snapshot type does, so such a route would never run, and its
+/// unknown stem would widen `enabled_events` to `["*"]`.
+fn check_family(pattern: &str, thin: bool) {
+    let stem = pattern.trim_end_matches('*').trim_end_matches('.');
+    if stem.is_empty() {
+        return;
+    }
+    let versioned = ["v1", "v2"]
+        .iter()
+        .any(|v| stem == *v || stem.strip_prefix(v).is_some_and(|r| r.starts_with('.')));
+    if thin {
+        assert!(
+            versioned,
+            "thin route {pattern:?}: thin event types start with `v1.` or `v2.` \
+             (\"v1.{stem}\"); a snapshot type is routed on an `EventRouter`"
+        );
+    } else {
+        assert!(
+            !versioned,
+            "route {pattern:?}: a thin event type (`v1.`, `v2.`) is routed on a \
+             `ThinEventRouter`; this router's events never have one"
+        );
+    }
+}
+
 impl<K: Eq + Hash, E: ?Sized> Routes<K, E> {
     /// This table's route for a type (not the next table's).
     fn own(&self, key: &K, wire: &str) -> Option<&Route<E>> {
@@ -317,12 +343,14 @@ impl EventRouter {
     ///
     /// # Panics
     ///
-    /// As [`on_prefix`](Self::on_prefix), on a `*` it would refuse.
+    /// As [`on_prefix`](Self::on_prefix), on a `*` it would refuse, or on a thin event
+    /// type (`v1.…`, `v2.…`: route it on a [`ThinEventRouter`]).
     #[must_use]
     pub fn on<F>(mut self, event_type: EventType, f: F) -> Self
     where
         F: for<'a> Fn(&'a Event) -> RouteFuture<'a> + Send + Sync + 'static,
     {
+        check_family(event_type.as_str(), false);
         let event_type = match event_type {
             EventType::Unknown(wire) if wire.contains('*') => return self.on_prefix(&wire, f),
             EventType::Unknown(wire) => EventType::from_wire(&wire),
@@ -342,12 +370,14 @@ impl EventRouter {
     /// On a `*` anywhere but as the whole pattern or after its last `.`: such a pattern
     /// would not take what it reads as (`"invoice.payment_*"` and `"*.created"` take no
     /// type, and their events would be answered 200 `ignored`, never sent again;
-    /// `"invoice*"` takes no `invoiceitem.` type).
+    /// `"invoice*"` takes no `invoiceitem.` type); or on a thin event type's prefix
+    /// (`"v1.invoice.*"`: route it on a [`ThinEventRouter`]).
     #[must_use]
     pub fn on_prefix<F>(mut self, prefix: &str, f: F) -> Self
     where
         F: for<'a> Fn(&'a Event) -> RouteFuture<'a> + Send + Sync + 'static,
     {
+        check_family(prefix, false);
         self.routes.add_prefix(prefix, Box::new(f));
         self
     }
@@ -473,14 +503,19 @@ impl ThinEventRouter {
     /// own variant, as the notification parses; a name with a `*` (`"*"`,
     /// `"v1.invoice.*"`) as [`on_prefix`](Self::on_prefix) routes it.
     ///
+    /// A route for [`ThinEventType::V2CoreEventDestinationPing`] never runs: the
+    /// processor answers a destination's ping itself, before any handler.
+    ///
     /// # Panics
     ///
-    /// As [`on_prefix`](Self::on_prefix), on a `*` it would refuse.
+    /// As [`on_prefix`](Self::on_prefix): on a `*` it would refuse, or a type that does
+    /// not start with `v1.` or `v2.` (a snapshot type: route it on an [`EventRouter`]).
     #[must_use]
     pub fn on<F>(mut self, event_type: ThinEventType, f: F) -> Self
     where
         F: for<'a> Fn(&'a EventNotification) -> RouteFuture<'a> + Send + Sync + 'static,
     {
+        check_family(event_type.as_str(), true);
         let event_type = match event_type {
             ThinEventType::Unknown(wire) if wire.contains('*') => return self.on_prefix(&wire, f),
             ThinEventType::Unknown(wire) => ThinEventType::from_wire(&wire),
@@ -496,12 +531,14 @@ impl ThinEventRouter {
     /// # Panics
     ///
     /// As [`EventRouter::on_prefix`], on a `*` anywhere but as the whole pattern or
-    /// after its last `.`.
+    /// after its last `.`; and on a prefix that does not start with `v1.` or `v2.`
+    /// (`"customer.*"` takes no thin type: route snapshot types on an [`EventRouter`]).
     #[must_use]
     pub fn on_prefix<F>(mut self, prefix: &str, f: F) -> Self
     where
         F: for<'a> Fn(&'a EventNotification) -> RouteFuture<'a> + Send + Sync + 'static,
     {
+        check_family(prefix, true);
         self.routes.add_prefix(prefix, Box::new(f));
         self
     }

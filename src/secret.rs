@@ -109,9 +109,14 @@ pub(crate) fn redacted<T>(value: &Option<T>) -> Option<Redacted> {
 /// The objects whose `url` is a bearer link, which `Debug` output leaves out: a billing
 /// portal session's lets whoever holds it act as the customer, and an identity
 /// verification session's lets them submit documents in the user's place (Stripe: "Don't
-/// store it, log it, send it in emails or expose it to anyone other than the user").
-pub(crate) const BEARER_URL_OBJECTS: [&str; 2] =
-    ["billing_portal.session", "identity.verification_session"];
+/// store it, log it, send it in emails or expose it to anyone other than the user"), and
+/// a file link's is "the publicly accessible URL to download the file" (dispute
+/// evidence, identity documents) without authentication.
+pub(crate) const BEARER_URL_OBJECTS: [&str; 3] = [
+    "billing_portal.session",
+    "identity.verification_session",
+    "file_link",
+];
 
 /// The object that carries a whole card number and its CVC (`number`, `cvc`: an issuing
 /// card retrieved with them expanded), which `Debug` output leaves out.
@@ -551,10 +556,15 @@ mod tests {
         let shown = debug_json(&bearer);
         assert!(!shown.contains("LINK"), "{shown}");
         assert!(shown.contains(r#""status":"open""#), "{shown}");
+        let payment_link = event("payment_link");
+        let mut v: serde_json::Value = serde_json::from_str(&payment_link).unwrap();
+        redact_json(&mut v);
+        assert!(v.to_string().contains("LINK"), "{v}");
+        // A file link's URL downloads the file without authentication.
         let file_link = event("file_link");
         let mut v: serde_json::Value = serde_json::from_str(&file_link).unwrap();
         redact_json(&mut v);
-        assert!(v.to_string().contains("LINK"), "{v}");
+        assert!(!v.to_string().contains("LINK"), "{v}");
         // On its own, a change set's `url` is hidden: whose it is, it does not say.
         let alone = r#"{"url":"https://example.test/LINK","status":"open"}"#;
         assert!(!debug_change_set(None, alone).contains("LINK"));

@@ -351,6 +351,12 @@ fn debug_output_hides_client_secrets_and_auth_codes() {
             "billing_portal.session.created",
             r#"{"id":"bps_1","object":"billing_portal.session","customer":"cus_1","livemode":false,"url":"https://billing.stripe.com/p/session/test_SHOULD_NOT_SHOW"}"#,
         ),
+        // A file link downloads its file without authentication: on a file's `links`
+        // (typed) and in the raw JSON.
+        (
+            "file.created",
+            r#"{"id":"file_1","object":"file","purpose":"dispute_evidence","links":{"object":"list","data":[{"id":"link_1","object":"file_link","expired":false,"file":"file_1","livemode":false,"url":"https://files.stripe.com/links/SHOULD_NOT_SHOW"}],"has_more":false,"url":"/v1/file_links?file=file_1"}}"#,
+        ),
         (
             "apps.install.created",
             r#"{"id":"ai_1","object":"apps.install","auth_code":"ac_SHOULD_NOT_SHOW","nested":[{"client_secret":"x_SHOULD_NOT_SHOW"}]}"#,

@@ -7,7 +7,10 @@
 use super::prelude::*;
 
 /// The `file_link` object.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Its `Debug` output shows `<redacted>` for its credentials' values, and its raw
+/// JSON with the credentials it holds hidden.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct FileLink {
     /// `id` (`string`).
@@ -28,6 +31,22 @@ pub struct FileLink {
     pub metadata: Metadata,
     /// `url` (`string`; nullable).
     pub url: Option<String>,
+}
+
+impl std::fmt::Debug for FileLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileLink")
+            .field("id", &self.id)
+            .field("object", &self.object)
+            .field("created", &self.created)
+            .field("expired", &self.expired)
+            .field("expires_at", &self.expires_at)
+            .field("file", &self.file)
+            .field("livemode", &self.livemode)
+            .field("metadata", &self.metadata)
+            .field("url", &redacted(&self.url))
+            .finish()
+    }
 }
 
 impl FromJson for FileLink {

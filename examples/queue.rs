@@ -219,6 +219,13 @@ async fn queue_and_worker(
     config: &common::Config,
     work: Work,
 ) -> Result<(Arc<dyn QueueAdmin>, Worker), Box<dyn Error>> {
+    // A queue in memory would lose every acknowledged event at a restart: the point of
+    // this example is the durable queue.
+    if config.memory {
+        return Err("STRIPE_WEBHOOKS_STORE=memory: the queue example keeps its jobs in a \
+                    durable store (SQLite by default, DATABASE_URL, REDIS_URL); unset it"
+            .into());
+    }
     if let Some(url) = &config.database_url {
         return postgres(url, work).await;
     }

@@ -10,7 +10,7 @@
 //! them to several replicas: one runs; on the default SQLite inbox the others wait for
 //! the one writer and are answered 200 `duplicate`, on PostgreSQL's inbox they wait on
 //! the claim's row lock (up to the store timeout, then 409) and are answered 200
-//! `duplicate`, and on Redis they are answered 409 while it runs and 200 `duplicate`
+//! `duplicate`, and on Redis or in memory they are answered 409 while it runs and 200 `duplicate`
 //! after), `--bad-signature`, `--stale` (timestamp an hour old; each
 //! request is signed as it is sent), `--secret S` (default `STRIPE_WEBHOOK_SECRET`,
 //! else the examples' development secret). Exits non-zero if a request could not be

@@ -116,8 +116,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! - Signatures are HMAC-SHA256, compared in constant time as full 32-byte values;
 //!   timestamps must be within ±300 s ([`Tolerance`]).
 //! - No secret or expected signature appears in any error, `Debug` output or log line.
-//! - Headers over 8 KiB and bodies over 1 MiB are refused before any work; the adapters
-//!   give a body 10 s to arrive.
+//! - A `Stripe-Signature` header over 8 KiB or 32 entries, and bodies over 1 MiB, are
+//!   refused before any work; the adapters give a body 10 s to arrive.
 //! - Parsing without verification is [`dangerous::parse_unverified`], named to stand out;
 //!   and [`cloud`], for events a cloud event bus delivered, which carry no signature:
 //!   authenticate such a delivery (its platform's credential) before parsing it.

@@ -539,6 +539,21 @@ fn an_empty_secret_or_a_foreign_database_url_stops_the_example() {
         );
         assert!(!dir.join("reconcile_other.db").exists(), "{name}");
     }
+    // The queue example keeps its jobs durable: told to keep them in memory, it refuses
+    // (it opened its SQLite file instead, and said nothing).
+    let out = Command::new(common::example_binary("queue"))
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("STRIPE_WEBHOOK_SECRET")
+        .env("STRIPE_WEBHOOKS_STORE", "memory")
+        .env("SQLITE_PATH", dir.join("queue_memory.db"))
+        .env("PORT", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("STRIPE_WEBHOOKS_STORE=memory"), "{stderr}");
+    assert!(!dir.join("queue_memory.db").exists());
 }
 
 /// Runs an example with `--print-enabled-events` and reads the manifest it prints.

@@ -222,9 +222,11 @@ async fn queue_and_worker(
     // A queue in memory would lose every acknowledged event at a restart: the point of
     // this example is the durable queue.
     if config.memory {
-        return Err("STRIPE_WEBHOOKS_STORE=memory: the queue example keeps its jobs in a \
+        return Err(
+            "STRIPE_WEBHOOKS_STORE=memory: the queue example keeps its jobs in a \
                     durable store (SQLite by default, DATABASE_URL, REDIS_URL); unset it"
-            .into());
+                .into(),
+        );
     }
     if let Some(url) = &config.database_url {
         return postgres(url, work).await;

@@ -317,6 +317,20 @@ async fn list_events_rejects_a_limit_over_100_like_stripe() {
         (400, Some("parameter_invalid"))
     );
     assert_eq!(fake.requests().len(), 1, "a 400 is not retried");
+    // Not an integer at all: Stripe's own code for it.
+    let err = client
+        .get(
+            &RequestContext::platform(),
+            "/v1/events",
+            &[("limit".to_owned(), "ten".to_owned())],
+        )
+        .await
+        .unwrap_err();
+    let api = err.api_error().unwrap();
+    assert_eq!(
+        (api.status, api.code.as_deref(), api.param.as_deref()),
+        (400, Some("parameter_invalid_integer"), Some("limit"))
+    );
 }
 
 /// The fake lists as Stripe does: a connected account's events only with its header, at
@@ -2624,7 +2638,9 @@ async fn the_fake_takes_basic_auth_and_answers_a_post_with_a_body() {
             .post(&url)
             .bearer_auth(FAKE_API_KEY)
             .body(vec![b'x'; 1 << 20]);
-        assert_eq!(post.send().await.unwrap().status(), 405);
+        let answer = post.send().await.unwrap();
+        assert_eq!(answer.status(), 405);
+        assert_eq!(answer.headers()["allow"], "GET");
     }
 }
 

@@ -884,8 +884,12 @@ fn is_credential_member(s: &GenStruct, wire: &str) -> bool {
         || wire == "auth_code"
         || (wire == "url"
             && s.top_level
-            && ["BillingPortalSession", "IdentityVerificationSession", "FileLink"]
-                .contains(&s.name.as_str()))
+            && [
+                "BillingPortalSession",
+                "IdentityVerificationSession",
+                "FileLink",
+            ]
+            .contains(&s.name.as_str()))
         || (matches!(wire, "number" | "cvc") && s.top_level && s.name == "IssuingCard")
 }
 

@@ -648,13 +648,11 @@ impl Answer {
     }
 
     fn bad_param(param: &str, message: &str) -> Self {
-        Self::error(
-            400,
-            "invalid_request_error",
-            Some("parameter_invalid"),
-            message,
-        )
-        .with_param(param)
+        Self::bad_param_code(param, "parameter_invalid", message)
+    }
+
+    fn bad_param_code(param: &str, code: &str, message: &str) -> Self {
+        Self::error(400, "invalid_request_error", Some(code), message).with_param(param)
     }
 }
 
@@ -965,12 +963,14 @@ async fn answer(request: &RecordedRequest, state: &State) -> Option<Answer> {
         }
     }
     if request.method != "GET" {
-        return Some(Answer::error(
+        let mut a = Answer::error(
             405,
             "invalid_request_error",
             None,
             "the fake Stripe API only answers GET",
-        ));
+        );
+        a.headers.push(("Allow", "GET".to_owned()));
+        return Some(a);
     }
     let Some(key) = request
         .header("authorization")
@@ -1170,10 +1170,13 @@ fn too_many_requests() -> Answer {
 fn int_param(request: &RecordedRequest, name: &str) -> Result<Option<i64>, Answer> {
     match request.query_value(name) {
         None => Ok(None),
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| Answer::bad_param(name, &format!("Invalid integer: {v}"))),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            Answer::bad_param_code(
+                name,
+                "parameter_invalid_integer",
+                &format!("Invalid integer: {v}"),
+            )
+        }),
     }
 }
 

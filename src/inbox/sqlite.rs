@@ -53,7 +53,9 @@ const SAVEPOINT: &str = "stripe_webhooks_delivery";
 /// The writer connection leaves WAL checkpoints to a connection of the store's pool, in
 /// the background, every 256 deliveries, so that no delivery waits for one. It is opened
 /// as the store's pool opens its own (its connect options and its `after_connect` hook:
-/// what the hook sets up on a connection is there for the handlers), so it is only as
+/// what the hook sets up on a connection is there for the handlers, except SQLite's
+/// progress, commit and rollback hooks, which the inbox sets for itself on each
+/// connection it runs handlers on, replacing any set before), so it is only as
 /// durable as they say: [`SqliteStore::connect`] uses `synchronous = NORMAL`, with
 /// which a power cut or OS crash (not a process crash) can undo the last transactions
 /// after Stripe was answered 200. If the handlers' effects must survive that, build the

@@ -1463,7 +1463,10 @@ macro_rules! queue_impls {
             /// SQLite such a statement is stopped (`SQLITE_INTERRUPT`) before the
             /// rollback, which would otherwise wait behind it holding the write lock; so is
             /// one left running by a run the worker stops (its lease lost, its shutdown
-            /// grace over), whose connection is then closed rather than pooled.
+            /// grace over), whose connection is then closed rather than pooled. (To do so, and
+            /// to refuse a commit while a handler runs, the SQLite worker sets SQLite's
+            /// progress, commit and rollback hooks on the connections it runs handlers
+            /// on, replacing any that a pool's `after_connect` set.)
             pub fn inbox_worker(&self, handler: impl crate::TransactionalHandler<$db>) -> Worker {
                 let runner = Arc::new(InboxRunner {
                     queue: self.core.clone(),

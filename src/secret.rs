@@ -508,8 +508,11 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains(r#""/v1/x/x_1""#), "{shown}");
-        let other = event("file_link");
+        let other = event("payment_link");
         assert_eq!(debug_json(&other), other);
+        let file_link = event("file_link");
+        let file_link = debug_json(&file_link);
+        assert!(!file_link.contains("NEW_LINK"), "{file_link}");
     }
 
     #[test]

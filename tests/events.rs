@@ -167,6 +167,16 @@ fn polymorphic_sources_dispatch_on_object() {
         Event::Unparsed(u) => assert!(u.error().message().contains("object"), "{u:?}"),
         other => panic!("{other:?}"),
     }
+    // A generated type's object that is not a JSON object: the error says where, 1-based
+    // (it said line 0 column 0).
+    let json = testing::event_json("evt_c", "coupon.updated", r#""co_1""#);
+    match parse_unverified(json.as_bytes()).unwrap() {
+        Event::Unparsed(u) => {
+            assert_eq!((u.error().line(), u.error().column()), (1, 6), "{u:?}");
+            assert!(u.error().message().contains("expected a map"), "{u:?}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

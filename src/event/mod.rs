@@ -281,7 +281,9 @@ fn generated_value(raw: &RawValue) -> Option<serde_json::Value> {
 
 /// The [`Event::Unparsed`] of a generated object that is not a JSON object.
 fn unparsed_generated(envelope: Envelope, raw: Box<RawValue>) -> Event {
-    let e = match serde_json::from_str::<serde_json::Value>(raw.get()) {
+    // Read as a map, so that the error says where (`invalid type: string "co_1",
+    // expected a map at line 1 column 6`; a custom error has no position).
+    let e = match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.get()) {
         Err(e) => e,
         Ok(_) => serde::de::Error::custom("expected a JSON object"),
     };

@@ -286,6 +286,53 @@ async fn failed_events_walks_a_never_purged_set_in_bounded_scripts() {
     assert_eq!(left, 1, "the stale ids it looked at are dropped");
 }
 
+/// A caller asking for more failed records than one script reads (1,000) gets them all,
+/// in order, from several scripts.
+#[tokio::test]
+async fn failed_events_past_one_scripts_share_come_whole_and_in_order() {
+    let _shared = SERVER.read().await;
+    let (store, prefix, mut conn) = store().await;
+    let mut pipe = redis::pipe();
+    for n in 0..1_500_i64 {
+        let id = format!("evt_many_{n:04}");
+        pipe.cmd("HSET")
+            .arg(format!("{prefix}:evt:{id}"))
+            .arg(&[
+                ("status", "failed"),
+                ("type", "invoice.paid"),
+                ("attempts", "1"),
+                ("last_error", "down"),
+            ])
+            .arg("first_seen_ms")
+            .arg(1_000 + n)
+            .ignore();
+        pipe.cmd("EXPIRE")
+            .arg(format!("{prefix}:evt:{id}"))
+            .arg(3_600)
+            .ignore();
+        pipe.cmd("ZADD")
+            .arg(format!("{prefix}:failed"))
+            .arg(1_000 + n)
+            .arg(&id)
+            .ignore();
+    }
+    let () = pipe.query_async(&mut conn).await.unwrap();
+    let failed = store.failed_events(1_400).await.unwrap();
+    assert_eq!(failed.len(), 1_400);
+    for (n, record) in failed.iter().enumerate() {
+        assert_eq!(record.event_id.as_str(), format!("evt_many_{n:04}"));
+    }
+    let all = store.failed_events(usize::MAX).await.unwrap();
+    assert_eq!(all.len(), 1_500);
+    let after = store
+        .failed_events_after(&EventId::new("evt_many_0199"), 1_200)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1_200);
+    assert_eq!(after[0].event_id.as_str(), "evt_many_0200");
+    assert_eq!(after[1_199].event_id.as_str(), "evt_many_1399");
+}
+
 /// Failed events first seen in one millisecond list by id, and a page after one of them
 /// starts at the next, whether it is still failed, gone from the set (completed), or
 /// still in it though completed; a page that starts before thousands of stale ids walks

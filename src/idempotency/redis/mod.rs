@@ -713,10 +713,13 @@ impl RedisStore {
         // stopped for that; the failed ones it found stay where they are, so the next one
         // starts after them.
         loop {
+            // At most this many records per script, whatever the caller asked for: one
+            // script must not stall the server (nor build a reply of a million records).
+            let ask = (limit - found).min(FAILED_PER_SCRIPT);
             let flat: Vec<Option<String>> = FAILED_EVENTS_SCRIPT
                 .key(self.failed_key())
                 .arg(self.event_key_prefix())
-                .arg(limit - found)
+                .arg(ask)
                 .arg(start)
                 .arg(after.take().map_or("", EventId::as_str))
                 .invoke_async(&mut conn)
@@ -746,12 +749,16 @@ impl RedisStore {
             }
             // This call started at `offset`; what it found stays there, before the next.
             start = offset + (found - found_before);
-            if more.as_deref() != Some("1") || found >= limit {
+            let filled = found - found_before >= ask;
+            if (more.as_deref() != Some("1") && !filled) || found >= limit {
                 return Ok(out);
             }
         }
     }
 }
+
+/// The most failed records one `failed_events` script reads (see `failed_from`).
+const FAILED_PER_SCRIPT: u64 = 1_000;
 
 impl RedisStore {
     /// Drops the ids of expired records from the failed set, in batches.

@@ -459,6 +459,90 @@ async fn postgres_inbox_a_handler_that_swallows_a_failed_statement_has_failed() 
     assert!(rec.last_error.unwrap().contains("25P02"));
 }
 
+/// Ends its inbox transaction under the inbox, then writes on: by hiding a failed
+/// statement and beginning a transaction of its own (sqlx undoes the failed `SAVEPOINT`
+/// with a whole `ROLLBACK`), or by `ROLLBACK` itself.
+struct EndsItsTransaction {
+    audit: String,
+}
+
+#[async_trait]
+impl TransactionalHandler<Postgres> for EndsItsTransaction {
+    async fn handle(&self, event: &Event, conn: &mut PgConnection) -> Result<(), HandlerError> {
+        use stripe_webhooks::sqlx::{self, Connection as _};
+        if event.id().as_str().contains("rollback") {
+            sqlx::query("ROLLBACK")
+                .execute(&mut *conn)
+                .await
+                .map_err(HandlerError::new)?;
+        } else {
+            let _ = sqlx::query("SELECT 1 / 0").execute(&mut *conn).await;
+            let _ = conn.begin().await;
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {} (event_id) VALUES ($1)",
+            self.audit
+        ))
+        .bind(event.id().as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(HandlerError::new)?;
+        Ok(())
+    }
+}
+
+/// An ordered PostgreSQL inbox whose handler's transaction ended under it (see
+/// [`EndsItsTransaction`]) answers the handler's failure, 500, recorded with why, and
+/// leaves the watermark alone. It answered 503 and recorded nothing (so a handler that
+/// always did this was never listed as failed), and moved the watermark outside any
+/// transaction, for an event whose effects were gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_inbox_a_transaction_ended_under_the_handler_is_its_failure() {
+    use stripe_webhooks::{dangerous, OrderingStore, TiePolicy};
+    let store = pg_store("t_faults_ended").await;
+    let audit = common::unique("t_faults_ended_audit");
+    stripe_webhooks::sqlx::query(&format!("CREATE TABLE {audit} (event_id TEXT)"))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let p = Processor::with_inbox(
+        Verifier::from_secrets_list(SECRET).unwrap(),
+        store
+            .inbox(EndsItsTransaction {
+                audit: audit.clone(),
+            })
+            .ordered(TiePolicy::Run),
+    );
+    for prefix in ["pg_ended_hidden", "pg_ended_rollback"] {
+        let object = format!("cus_{prefix}_{}", std::process::id());
+        let body = testing::event_json(
+            &format!("evt_{prefix}"),
+            "customer.updated",
+            &format!(r#"{{"id":"{object}","object":"customer"}}"#),
+        );
+        let event = dangerous::parse_unverified(body.as_bytes()).unwrap();
+        let o = p.process_event(&event).await;
+        assert!(
+            matches!(o.kind(), OutcomeKind::HandlerFailed(_)),
+            "{prefix}: {o:?}"
+        );
+        assert_eq!(o.status(), 500);
+        let rec = store
+            .record(&EventId::new(format!("evt_{prefix}")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec.status, RecordStatus::Failed, "{prefix}");
+        assert!(
+            rec.last_error
+                .unwrap()
+                .contains("transaction had ended under it"),
+            "{prefix}"
+        );
+        assert_eq!(store.watermark(&object).await.unwrap(), None, "{prefix}");
+    }
+}
+
 /// Writes a row that breaks a deferred foreign key, which PostgreSQL checks only at
 /// COMMIT: `children` references `parents`, and no parent `nobody` exists.
 struct BreaksTheCommit {

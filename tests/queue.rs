@@ -2065,6 +2065,74 @@ mod postgres {
         assert_eq!(rows, 1);
     }
 
+    /// A PostgreSQL inbox handler whose transaction ends under it never completes its
+    /// job (which it did: the job `completed`, the handler's writes gone, never run
+    /// again): one that hides a failed statement and then begins a transaction of its own
+    /// (sqlx's undo of the failed `SAVEPOINT` is a whole `ROLLBACK`), and one that runs
+    /// `ROLLBACK` itself. Each job is retried and dies, saying why; nothing the handler
+    /// wrote in the transaction is kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_postgres_inbox_job_whose_transaction_ended_under_its_handler_never_completes() {
+        struct EndsItsTransaction(String);
+        #[async_trait]
+        impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Postgres> for EndsItsTransaction {
+            async fn handle(
+                &self,
+                event: &Event,
+                conn: &mut stripe_webhooks::sqlx::PgConnection,
+            ) -> Result<(), HandlerError> {
+                use stripe_webhooks::sqlx::{self, Connection as _};
+                let ledger = format!("INSERT INTO {} (event_id) VALUES ($1)", self.0);
+                sqlx::query(&ledger)
+                    .bind(event.id().as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(HandlerError::new)?;
+                if event.id().as_str().ends_with("_rollback") {
+                    sqlx::query("ROLLBACK")
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(HandlerError::new)?;
+                } else {
+                    // Hidden: the transaction is aborted.
+                    let _ = sqlx::query("SELECT 1 / 0").execute(&mut *conn).await;
+                    // Fails in the aborted transaction; sqlx undoes it with `ROLLBACK`.
+                    let _ = conn.begin().await;
+                }
+                Ok(())
+            }
+        }
+        let (queue, _, table) = queue_on("qlost").await;
+        let ledger = format!("{table}_ledger");
+        stripe_webhooks::sqlx::query(&format!("CREATE TABLE {ledger} (event_id TEXT)"))
+            .execute(queue.pool())
+            .await
+            .unwrap();
+        let (hidden, rolled_back) = (unique("evt_hidden"), unique("evt_rollback"));
+        enqueue_body(&queue, &customer_event(&hidden, "cus_1", 1)).await;
+        enqueue_body(&queue, &customer_event(&rolled_back, "cus_2", 1)).await;
+        let worker = queue
+            .inbox_worker(EndsItsTransaction(ledger.clone()))
+            .with_retry(fast_retry(2));
+        drain(&worker, &queue).await;
+        let c = queue.counts().await.unwrap();
+        assert_eq!((c.completed, c.dead), (0, 2), "{c:?}");
+        for key in [&hidden, &rolled_back] {
+            let dead = queue.job(&key.as_str().into()).await.unwrap().unwrap();
+            let error = dead.last_error.as_deref().unwrap_or_default();
+            assert!(
+                error.contains("transaction ended before its completion"),
+                "{key}: {error}"
+            );
+        }
+        let rows: i64 =
+            stripe_webhooks::sqlx::query_scalar(&format!("SELECT count(*) FROM {ledger}"))
+                .fetch_one(queue.pool())
+                .await
+                .unwrap();
+        assert_eq!(rows, 0);
+    }
+
     /// A pool whose transactions default to `isolation`.
     async fn pool_defaulting_to(isolation: &'static str) -> stripe_webhooks::sqlx::PgPool {
         let url = std::env::var("DATABASE_URL_TEST").unwrap();

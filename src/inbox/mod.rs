@@ -26,9 +26,23 @@ pub use sqlite::SqliteInbox;
 /// Write the handler's effects through `conn` only; anything it does elsewhere (an HTTP
 /// call, another database) is not covered by the transaction.
 ///
-/// Never end the transaction yourself (`COMMIT`, `ROLLBACK` or `END`): the claim and the completion are written in it, around the
-/// handler. On PostgreSQL a handler that commits makes its effects durable before the
-/// event is marked done, so a failure after it runs them again. On SQLite no write
+/// Never end the transaction yourself (`COMMIT`, `ROLLBACK` or `END`): the claim and the
+/// completion are written in it, around the handler. And return a failed statement's
+/// error rather than catching it: on PostgreSQL a failed statement aborts the
+/// transaction, and a handler that then begins a transaction of its own through `conn`
+/// has the whole inbox transaction rolled back by sqlx (the `SAVEPOINT` fails, and sqlx
+/// undoes a failed begin at depth one with `ROLLBACK`).
+///
+/// On PostgreSQL, a delivery whose transaction ended under its handler (rolled back,
+/// ended by the handler) completes nothing: it is the handler's failure (500, recorded
+/// with why; the queue's inbox worker retries the job), and what the handler wrote in
+/// the transaction is gone. What it wrote after the transaction ended ran on its own,
+/// outside any transaction, and is kept (it runs again with the retry). A handler that
+/// commits makes its effects durable before the event is marked done (and frees the
+/// object's row lock the ordering guard holds), so a failure after it runs them again.
+/// Set session settings with `SET LOCAL` only: a plain `SET` (`search_path`, say) stays
+/// on the pooled connection after the transaction, under every later delivery and the
+/// store's own statements. On SQLite no write
 /// commits while a handler runs (a commit hook refuses it), and a rollback of the whole
 /// transaction while it runs is seen at once (a rollback hook): the delivery fails with
 /// nothing it wrote kept and its failure recorded, the other deliveries of its batch

@@ -18,10 +18,29 @@ use crate::idempotency::{Claim, ClaimToken, PostgresStore, StoreError, Watermark
 /// itself.
 static RESTORE_TIMEOUTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "SELECT set_config('lock_timeout', $1, true), {}",
+        "SELECT set_config('lock_timeout', $1, true), {}, set_config('{INBOX_MARK}', $3, true)",
         crate::idempotency::sql::postgres::bound_statements("$2::text")
     )
 });
+
+/// A transaction-local setting naming the delivery (its claim's fence) whose transaction
+/// this is. It ends with the transaction: a completion that finds it gone runs outside
+/// the transaction the handler ran in (rolled back, or ended, under the handler), and
+/// must not complete anything.
+const INBOX_MARK: &str = "stripe_webhooks.inbox";
+
+/// The completion in inbox mode: the store's, in the transaction it was claimed in only.
+fn inbox_complete(complete: &str) -> String {
+    format!("{complete} AND current_setting('{INBOX_MARK}', true) = $2")
+}
+
+/// A delivery's transaction ended under its handler.
+const LOST_UNDER_THE_HANDLER: &str = "the handler returned Ok, but its transaction had \
+    ended under it: rolled back after a statement that failed (by sqlx, when the handler \
+    then began a transaction of its own: its `SAVEPOINT` fails in the aborted transaction, \
+    and sqlx undoes it with a whole `ROLLBACK`), or ended by the handler itself. What it \
+    wrote in the transaction is gone, and anything it wrote after ran outside it: return \
+    a failed statement's error instead of catching it, and leave the transaction alone";
 use crate::processor::sealed::Sealed;
 use crate::processor::{
     fetch_within, handler_future, run_handler, store_call, DispatchSettings, Dispatched,
@@ -73,13 +92,17 @@ pub struct PostgresInbox<H> {
     store: PostgresStore,
     handler: H,
     ordering: Option<TiePolicy>,
+    /// [`inbox_complete`], for this store's table.
+    complete: String,
 }
 
 impl<H> PostgresInbox<H> {
     pub(crate) fn new(store: PostgresStore, handler: H) -> Self {
+        let complete = inbox_complete(&store.core.sql.complete);
         Self {
             store,
             handler,
+            complete,
             ordering: None,
         }
     }
@@ -183,6 +206,14 @@ impl PostgresStore {
     }
 }
 
+/// How an inbox completion went, short of a store error.
+enum Completion {
+    /// Completed, and the watermark moved, in the delivery's transaction.
+    Done,
+    /// The delivery's transaction was gone: nothing was written.
+    Lost,
+}
+
 impl<H: TransactionalHandler<Postgres>> Inbox for PostgresInbox<H> {}
 impl<H: TransactionalHandler<Postgres>> Sealed for PostgresInbox<H> {}
 
@@ -274,6 +305,7 @@ impl<H: TransactionalHandler<Postgres>> PostgresInbox<H> {
                 sqlx::query(&RESTORE_TIMEOUTS)
                     .bind(session_lock_timeout.as_str())
                     .bind(i64::try_from(bound).unwrap_or(0))
+                    .bind(hex)
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;
@@ -422,7 +454,30 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
         };
         match outcome {
             Ok(()) => {
+                // The completion first, and only in the transaction the claim was taken
+                // in: were that transaction gone (ended under the handler), the watermark
+                // would otherwise move on its own, outside any transaction.
                 let completed = store_call(t, async {
+                    let done = sqlx::query(&self.complete)
+                        .bind(id.as_str())
+                        .bind(&hex)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    if done.rows_affected() != 1 {
+                        let mark: Option<String> =
+                            sqlx::query_scalar("SELECT current_setting($1, true)")
+                                .bind(INBOX_MARK)
+                                .fetch_one(&mut *tx)
+                                .await
+                                .map_err(db_err)?;
+                        if mark.as_deref() != Some(hex.as_str()) {
+                            return Ok(Completion::Lost);
+                        }
+                        return Err(StoreError::LeaseLost {
+                            event_id: id.clone(),
+                        });
+                    }
                     if let (Some(object_id), false) = (&object_id, stale) {
                         sqlx::query(&core.sql.advance)
                             .bind(object_id.as_str())
@@ -432,22 +487,25 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
                             .await
                             .map_err(db_err)?;
                     }
-                    let done = sqlx::query(&core.sql.complete)
-                        .bind(id.as_str())
-                        .bind(&hex)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                    if done.rows_affected() != 1 {
-                        return Err(StoreError::LeaseLost {
-                            event_id: id.clone(),
-                        });
-                    }
-                    Ok(())
+                    Ok(Completion::Done)
                 })
                 .await;
                 let committed = match completed {
-                    Ok(()) => {
+                    Ok(Completion::Lost) => {
+                        // Whatever the handler left open on the connection ends here (a
+                        // warning, when nothing is), before the failure is recorded.
+                        let _ = store_call(t, async {
+                            sqlx::query("ROLLBACK")
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db_err)
+                        })
+                        .await;
+                        drop(tx);
+                        let e = HandlerError::new(LOST_UNDER_THE_HANDLER);
+                        return self.failed(id, event_type, attempt, e, t).await;
+                    }
+                    Ok(Completion::Done) => {
                         match store_call(t, async { tx.commit().await.map_err(db_err) }).await {
                             // Refused for the handler's own writes, the transaction rolled
                             // back: the handler's failure, recorded, where a 503 would record
@@ -465,7 +523,9 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
                         // The handler caught a failed statement and returned `Ok`, but
                         // PostgreSQL had aborted the transaction: its writes are gone.
                         // Its failure, not the store's: recorded, and Stripe retries.
-                        drop(tx);
+                        // Rolled back first: until then the claim's row stays locked,
+                        // and the record would wait on it.
+                        let _ = store_call(t, async { tx.rollback().await.map_err(db_err) }).await;
                         let e = HandlerError::new(ABORTED_BY_THE_HANDLER);
                         return self.failed(id, event_type, attempt, e, t).await;
                     }

@@ -309,13 +309,17 @@ pub(crate) trait QueueDialect: Dialect {
     /// How an inbox transaction that lost its snapshot ([`snapshot_lost`](Self::snapshot_lost))
     /// begins again, once, at once; `None` where that cannot happen.
     const BEGIN_AGAIN: Option<&'static str>;
-    /// A savepoint an inbox transaction opens after it begins and releases after the
-    /// handler, before the completion: `None` where a transaction the database rolled
-    /// back makes the completion fail anyway (PostgreSQL's aborted transaction). SQLite
-    /// rolls a whole transaction back by itself after some failed writes (`OR ROLLBACK`,
-    /// a full disk), and a handler that hides the error would let the completion run on
-    /// its own, outside any transaction, and commit: the job completed, its effects gone.
-    /// The savepoint is gone with the transaction, so its release fails instead.
+    /// A savepoint an inbox transaction opens after it begins (an empty statement: opened
+    /// by [`inbox_begin`](Self::inbox_begin)'s statement) and releases after the
+    /// handler, before the completion. The transaction may have ended under the
+    /// handler: SQLite rolls a whole transaction back by itself after some failed writes
+    /// (`OR ROLLBACK`, a full disk); on PostgreSQL, sqlx rolls the whole transaction
+    /// back when a handler that hid a failed statement begins a transaction of its own
+    /// (the `SAVEPOINT` fails in the aborted transaction, and sqlx's undo of a failed
+    /// begin at depth one is `ROLLBACK`); and a handler may run `ROLLBACK` or `COMMIT`
+    /// itself. The completion would then run on its own, outside any transaction, and
+    /// commit: the job completed, its effects gone. The savepoint is gone with the
+    /// transaction, so its release fails instead.
     const INBOX_SAVEPOINT: Option<(&'static str, &'static str)>;
     /// How a take's transaction begins, where a take may run in one: PostgreSQL's, read
     /// committed whatever the database's default, for an in-order take (after its lock)
@@ -444,22 +448,25 @@ impl QueueDialect for sqlx::Postgres {
     const QUEUE: &'static Statements = &POSTGRES;
     const BEGIN: &'static str = "BEGIN ISOLATION LEVEL READ COMMITTED";
     const BEGIN_AGAIN: Option<&'static str> = None;
-    const INBOX_SAVEPOINT: Option<(&'static str, &'static str)> = None;
+    /// Opened in the begin's own round trip ([`inbox_begin`](QueueDialect::inbox_begin)).
+    const INBOX_SAVEPOINT: Option<(&'static str, &'static str)> =
+        Some(("", "RELEASE SAVEPOINT stripe_webhooks_inbox"));
     const TAKE_BEGIN: Option<&'static str> = Some(Self::BEGIN);
     const MIN_TAKE_TIMEOUT: Duration = Duration::ZERO;
-    /// `begin`, then the transaction's `statement_timeout` set to the deadline and a
-    /// second (in the one round trip of a simple query), unless the session has one of
-    /// its own: no statement of the handler outlives the handler by more, so the
-    /// rollback after a deadline waits at most a second for the statement it cut. (The
-    /// second lets the deadline come first, so the job's error says so rather than the
-    /// server's `canceling statement due to statement timeout`.)
+    /// `begin` and the savepoint ([`INBOX_SAVEPOINT`](QueueDialect::INBOX_SAVEPOINT)),
+    /// then the transaction's `statement_timeout` set to the deadline and a second (in
+    /// the one round trip of a simple query), unless the session has one of its own: no
+    /// statement of the handler outlives the handler by more, so the rollback after a
+    /// deadline waits at most a second for the statement it cut. (The second lets the
+    /// deadline come first, so the job's error says so rather than the server's
+    /// `canceling statement due to statement timeout`.)
     fn inbox_begin(begin: &'static str, deadline: Option<Duration>) -> Cow<'static, str> {
         match deadline {
             Some(d) => Cow::Owned(format!(
-                "{begin}; {}",
+                "{begin}; SAVEPOINT stripe_webhooks_inbox; {}",
                 crate::idempotency::sql::postgres::statement_timeout_within(d)
             )),
-            None => Cow::Borrowed(begin),
+            None => Cow::Owned(format!("{begin}; SAVEPOINT stripe_webhooks_inbox")),
         }
     }
     fn snapshot_lost(_: &(dyn std::error::Error + 'static)) -> bool {
@@ -1204,7 +1211,7 @@ macro_rules! inbox_runner {
                             }
                         };
                         let savepoint = <$db as QueueDialect>::INBOX_SAVEPOINT;
-                        if let Some((open, _)) = savepoint {
+                        if let Some((open, _)) = savepoint.filter(|(open, _)| !open.is_empty()) {
                             if let Err(e) = sqlx::Executor::execute(&mut *tx, open).await {
                                 let discard = tx.rollback().await.is_err();
                                 return (Step::Done(begun(&e)), discard);
@@ -1242,13 +1249,19 @@ macro_rules! inbox_runner {
                         if handled.is_ok() {
                             drop(running.take());
                         }
+                        // Whether the handler's transaction ended under it: its connection
+                        // is closed, whatever state the handler left it in.
+                        let mut lost = false;
                         if let (Ok(()), Some((_, release))) = (&handled, savepoint) {
                             if let Err(e) = sqlx::Executor::execute(&mut *tx, release).await {
+                                lost = true;
                                 handled = Err(crate::HandlerError::new(format!(
-                                    "the handler's transaction ended before its completion \
-                                     (the database rolled it back after a write that failed, \
-                                     though the handler returned Ok, or the handler ended it \
-                                     itself): {e}"
+                                    "the handler's transaction ended before its completion: \
+                                     rolled back after a statement that failed, though the \
+                                     handler returned Ok (by the database, or by sqlx when \
+                                     the handler then began a transaction of its own), or \
+                                     ended by the handler itself; what it wrote in the \
+                                     transaction is gone: {e}"
                                 )));
                             }
                         }
@@ -1272,7 +1285,7 @@ macro_rules! inbox_runner {
                                 // connection (its own flag), which is closed.
                                 std::mem::forget(running.take());
                             }
-                            let discard = stuck || tx.rollback().await.is_err();
+                            let discard = stuck || lost || tx.rollback().await.is_err();
                             let step = match retry(&e) {
                                 Some(b) => Step::Again(b),
                                 None => Step::Done(Ran::failed(&e)),

@@ -1426,6 +1426,38 @@ async fn a_worker_takes_durations_too_large_for_the_database_as_its_limits() {
     );
 }
 
+/// `run_once` dropped while its jobs run (a timeout around it, as a scheduler puts one)
+/// does not cut them: each runs to its end and is completed, once. They were cut, and
+/// waited as running until their lease ended, an attempt spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_dropped_mid_handler_still_finishes_its_jobs() {
+    let queue = MemoryQueue::new();
+    enqueue_body(&queue, &customer_event("evt_cut_run_a", "cus_1", 1)).await;
+    enqueue_body(&queue, &customer_event("evt_cut_run_b", "cus_2", 1)).await;
+    let handler = Recorder {
+        sleep: Some(Duration::from_millis(300)),
+        ..Recorder::default()
+    };
+    let worker = Worker::new(queue.clone(), handler.clone()).with_lease(Duration::from_secs(600));
+    let cut = tokio::time::timeout(Duration::from_millis(50), worker.run_once()).await;
+    assert!(cut.is_err(), "the timeout came first: {cut:?}");
+    let started = std::time::Instant::now();
+    loop {
+        let c = queue.counts().await.unwrap();
+        if c.completed == 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the jobs were cut: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut seen = handler.seen();
+    seen.sort();
+    assert_eq!(seen, ["evt_cut_run_a", "evt_cut_run_b"]);
+}
+
 /// A zero lease lasts a millisecond on the memory queue, as on the others: ending as it
 /// is taken, it let a second take in the same millisecond take the running job again.
 #[tokio::test]

@@ -823,7 +823,14 @@ impl IdempotencyStore for ObjectLease {
                     .store
                     .complete_applied(token, &self.object_id, &self.holder, applied)
                     .await;
-                self.completions_unanswered.fetch_sub(1, SeqCst);
+                if done.is_ok() {
+                    // Completed: an earlier call cut on its way (a timed-out try the
+                    // settling task retried) changes nothing if it lands now, so it no
+                    // longer keeps a late renewal's lock from being let go.
+                    self.completions_unanswered.store(0, SeqCst);
+                } else {
+                    self.completions_unanswered.fetch_sub(1, SeqCst);
+                }
                 if let Err(StoreError::LeaseLost { .. }) = &done {
                     // Refused, with the claim perhaps still this delivery's: the lock ran
                     // out and was taken (or its row went). Then nothing records this run,

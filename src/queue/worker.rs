@@ -689,14 +689,39 @@ impl Worker {
     /// Takes up to `concurrency` due jobs, runs them all, and returns how many it took:
     /// for tests, and for running the queue from a scheduler instead of a loop.
     ///
+    /// It runs on a task of its own, so dropping its future (a `tokio::time::timeout`
+    /// or `select!` around it) does not cut the jobs it took: they run to their end and
+    /// are settled on that task. (Cut mid-handler, a job would have waited as running
+    /// until its lease ended, an attempt spent, and one cut after its handler succeeded
+    /// would have run again.) The runtime's end still cuts them, as it cuts any task.
+    ///
     /// # Errors
     ///
     /// The queue's error if the take fails; a failure to settle a job is logged (the
-    /// job's lease ends and it runs again). After [`StoreError::Timeout`], the take may
-    /// still answer: a task gives back the jobs it took then, so a process that runs
-    /// this from a scheduler should not end its runtime at once on that error (the
-    /// jobs would wait as running until their lease ends).
+    /// job's lease ends and it runs again); [`StoreError::Unavailable`] if the run's task
+    /// was cut (the runtime ending). After [`StoreError::Timeout`], the take may still
+    /// answer: a task gives back the jobs it took then, so a process that runs this from
+    /// a scheduler should not end its runtime at once on that error (the jobs would wait
+    /// as running until their lease ends).
     pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let run = Self {
+            queue: Arc::clone(&self.queue),
+            runner: Arc::clone(&self.runner),
+            handlers: self.handlers.clone(),
+            settings: self.settings.clone(),
+            late_takes: Arc::clone(&self.late_takes),
+            late_streak: Arc::clone(&self.late_streak),
+        };
+        match tokio::spawn(async move { run.run_once_here().await }).await {
+            Ok(ran) => ran,
+            Err(e) => Err(StoreError::unavailable(format!(
+                "the worker's run was cut before its end: {e}"
+            ))),
+        }
+    }
+
+    /// [`run_once`](Self::run_once), on the task it runs on.
+    async fn run_once_here(&self) -> Result<usize, StoreError> {
         let taken_at = Instant::now();
         let jobs = self.take(self.settings.concurrency, None).await?;
         let n = jobs.len();

@@ -2120,7 +2120,10 @@ mod postgres {
                     .execute(&mut *conn)
                     .await
                     .map_err(HandlerError::new)?;
-                if event.id().as_str().ends_with("_rollback") {
+                if event.id().as_str().contains("_aborted") {
+                    // Hidden, and nothing after: the transaction is aborted, not ended.
+                    let _ = sqlx::query("SELECT 1 / 0").execute(&mut *conn).await;
+                } else if event.id().as_str().contains("_rollback") {
                     sqlx::query("ROLLBACK")
                         .execute(&mut *conn)
                         .await
@@ -2141,21 +2144,24 @@ mod postgres {
             .await
             .unwrap();
         let (hidden, rolled_back) = (unique("evt_hidden"), unique("evt_rollback"));
+        let aborted = unique("evt_aborted");
         enqueue_body(&queue, &customer_event(&hidden, "cus_1", 1)).await;
         enqueue_body(&queue, &customer_event(&rolled_back, "cus_2", 1)).await;
+        enqueue_body(&queue, &customer_event(&aborted, "cus_3", 1)).await;
         let worker = queue
             .inbox_worker(EndsItsTransaction(ledger.clone()))
             .with_retry(fast_retry(2));
         drain(&worker, &queue).await;
         let c = queue.counts().await.unwrap();
-        assert_eq!((c.completed, c.dead), (0, 2), "{c:?}");
-        for key in [&hidden, &rolled_back] {
+        assert_eq!((c.completed, c.dead), (0, 3), "{c:?}");
+        for (key, why) in [
+            (&hidden, "transaction ended before its completion"),
+            (&rolled_back, "transaction ended before its completion"),
+            (&aborted, "aborted the transaction"),
+        ] {
             let dead = queue.job(&key.as_str().into()).await.unwrap().unwrap();
             let error = dead.last_error.as_deref().unwrap_or_default();
-            assert!(
-                error.contains("transaction ended before its completion"),
-                "{key}: {error}"
-            );
+            assert!(error.contains(why), "{key}: {error}");
         }
         let rows: i64 =
             stripe_webhooks::sqlx::query_scalar(&format!("SELECT count(*) FROM {ledger}"))

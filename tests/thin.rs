@@ -662,7 +662,7 @@ fn a_route_of_the_other_family_is_refused_when_built() {
         "customer.created",
         "customer.*",
         "v1customer.created",
-        "v3.x",
+        "vx.y",
     ] {
         assert!(
             !snapshot(snapshot_only),

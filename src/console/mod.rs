@@ -62,7 +62,7 @@
 //!   HTML-escaped. No secret is shown: the console only reads the queue, and a body's
 //!   credentials (a `client_secret` member, one whose name ends in `secret`, an
 //!   `auth_code`, a string holding `…_secret_…` such as a 3-D Secure URL, the bearer
-//!   `url` of a verification or billing portal session, in its `previous_attributes`
+//!   `url` of a verification or billing portal session or of a file link, in its `previous_attributes`
 //!   and a thin event's `changes` too, and an issuing card's `number` and `cvc`) are
 //!   shown as `<redacted>`; so are, in an error's text, a word holding
 //!   `…_secret_…` (in lower case, as Stripe writes it) and an API key or signing secret (`sk_live_`,
@@ -543,7 +543,8 @@ fn redirect(to: String) -> Response {
 }
 
 /// An origin as a browser's `Origin` header writes it: lower case, scheme and host
-/// only (no path), no default port; `https://` when no scheme is given.
+/// only (no path), no default port; `https://` when no scheme is given (`http://` for
+/// this machine: see [`is_loopback_authority`]).
 fn normal_origin(origin: &str) -> String {
     let origin = origin.trim().to_ascii_lowercase();
     let origin = if origin.contains("://") {

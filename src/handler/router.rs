@@ -125,27 +125,29 @@ fn check_prefix(prefix: &str) {
     );
 }
 
-/// Refuses a type or prefix of the other family: every thin event type starts with `v1.`
-/// or `v2.`, and no snapshot type does, so such a route would never run, and its
-/// unknown stem would widen `enabled_events` to `["*"]`.
+/// Refuses a type or prefix of the other family: every thin event type starts with its
+/// API's version (`v1.`, `v2.`, and a later `v3.` to come), and no snapshot type does,
+/// so such a route would never run, and its unknown stem would widen `enabled_events`
+/// to `["*"]`.
 fn check_family(pattern: &str, thin: bool) {
     let stem = pattern.trim_end_matches('*').trim_end_matches('.');
     if stem.is_empty() {
         return;
     }
-    let versioned = ["v1", "v2"]
-        .iter()
-        .any(|v| stem == *v || stem.strip_prefix(v).is_some_and(|r| r.starts_with('.')));
+    let first = stem.split('.').next().unwrap_or(stem);
+    let versioned = first
+        .strip_prefix('v')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     if thin {
         assert!(
             versioned,
-            "thin route {pattern:?}: thin event types start with `v1.` or `v2.` \
-             (\"v1.{stem}\"); a snapshot type is routed on an `EventRouter`"
+            "thin route {pattern:?}: thin event types start with their API's version \
+             (`v1.`, `v2.`: \"v1.{stem}\"); a snapshot type is routed on an `EventRouter`"
         );
     } else {
         assert!(
             !versioned,
-            "route {pattern:?}: a thin event type (`v1.`, `v2.`) is routed on a \
+            "route {pattern:?}: a thin event type (`v1.`, `v2.`, …) is routed on a \
              `ThinEventRouter`; this router's events never have one"
         );
     }
@@ -344,7 +346,7 @@ impl EventRouter {
     /// # Panics
     ///
     /// As [`on_prefix`](Self::on_prefix), on a `*` it would refuse, or on a thin event
-    /// type (`v1.…`, `v2.…`: route it on a [`ThinEventRouter`]).
+    /// type (`v1.…`, `v2.…`, any `v<n>.…`: route it on a [`ThinEventRouter`]).
     #[must_use]
     pub fn on<F>(mut self, event_type: EventType, f: F) -> Self
     where
@@ -509,7 +511,8 @@ impl ThinEventRouter {
     /// # Panics
     ///
     /// As [`on_prefix`](Self::on_prefix): on a `*` it would refuse, or a type that does
-    /// not start with `v1.` or `v2.` (a snapshot type: route it on an [`EventRouter`]).
+    /// not start with its API's version, `v1.` or `v2.` (a snapshot type: route it on an
+    /// [`EventRouter`]).
     #[must_use]
     pub fn on<F>(mut self, event_type: ThinEventType, f: F) -> Self
     where
@@ -531,8 +534,9 @@ impl ThinEventRouter {
     /// # Panics
     ///
     /// As [`EventRouter::on_prefix`], on a `*` anywhere but as the whole pattern or
-    /// after its last `.`; and on a prefix that does not start with `v1.` or `v2.`
-    /// (`"customer.*"` takes no thin type: route snapshot types on an [`EventRouter`]).
+    /// after its last `.`; and on a prefix that does not start with an API's version
+    /// (`v1.`, `v2.`: `"customer.*"` takes no thin type; route snapshot types on an
+    /// [`EventRouter`]).
     #[must_use]
     pub fn on_prefix<F>(mut self, prefix: &str, f: F) -> Self
     where

@@ -33,13 +33,15 @@ pub use sqlite::SqliteInbox;
 /// has the whole inbox transaction rolled back by sqlx (the `SAVEPOINT` fails, and sqlx
 /// undoes a failed begin at depth one with `ROLLBACK`).
 ///
-/// On PostgreSQL, a delivery whose transaction ended under its handler (rolled back,
-/// ended by the handler) completes nothing: it is the handler's failure (500, recorded
-/// with why; the queue's inbox worker retries the job), and what the handler wrote in
-/// the transaction is gone. What it wrote after the transaction ended ran on its own,
-/// outside any transaction, and is kept (it runs again with the retry). A handler that
-/// commits makes its effects durable before the event is marked done (and frees the
-/// object's row lock the ordering guard holds), so a failure after it runs them again.
+/// On PostgreSQL, a delivery whose transaction was rolled back under its handler
+/// completes nothing: it is the handler's failure (500, recorded with why; the queue's
+/// inbox worker retries the job), and what the handler wrote in the transaction is gone.
+/// What it wrote after the rollback ran on its own, outside any transaction, and is kept
+/// (it runs again with the retry). A handler that commits makes its effects durable
+/// before the event is marked done, and its claim with them (as `processing`), and
+/// frees the object's row lock the ordering guard holds: the delivery fails (500) but
+/// no failure is recorded, Stripe's retries get 409 until the claim's lease ends, and
+/// then the handler runs again over its own writes.
 /// Set session settings with `SET LOCAL` only: a plain `SET` (`search_path`, say) stays
 /// on the pooled connection after the transaction, under every later delivery and the
 /// store's own statements. On SQLite no write

@@ -13,9 +13,10 @@ use crate::idempotency::sql::postgres::{is_lock_timeout, is_serialization_failur
 use crate::idempotency::sql::{db_err, millis, watermark_of};
 use crate::idempotency::{Claim, ClaimToken, PostgresStore, StoreError, Watermark};
 
-/// Restores the session's `lock_timeout` (`$1`) once the claim is taken, and bounds the
+/// Restores the session's `lock_timeout` (`$1`) once the claim is taken, bounds the
 /// handler's statements to `$2` milliseconds (none: `0`) unless the session bounds them
-/// itself.
+/// itself, and marks the transaction as the delivery's (`$3`, the claim's fence: see
+/// [`INBOX_MARK`]).
 static RESTORE_TIMEOUTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT set_config('lock_timeout', $1, true), {}, set_config('{INBOX_MARK}', $3, true)",

@@ -1203,7 +1203,9 @@ macro_rules! inbox_runner {
                         let mut tx = match sqlx::Connection::begin_with(&mut *conn.conn, statement).await {
                             Ok(tx) => tx,
                             // Closed only when sqlx still counts a transaction open on it
-                            // (a busy database leaves it sound), or may not know of one.
+                            // (a busy database leaves it sound), or may not know of one:
+                            // after any compound begin (PostgreSQL's always is: its
+                            // savepoint rides along), whose `BEGIN` may have run.
                             Err(e) => {
                                 let stuck = compound
                                     || matches!(e, sqlx::Error::InvalidSavePointStatement);
@@ -1254,15 +1256,30 @@ macro_rules! inbox_runner {
                         let mut lost = false;
                         if let (Ok(()), Some((_, release))) = (&handled, savepoint) {
                             if let Err(e) = sqlx::Executor::execute(&mut *tx, release).await {
-                                lost = true;
-                                handled = Err(crate::HandlerError::new(format!(
+                                // PostgreSQL's aborted transaction (25P02) is still there:
+                                // rolled back as any failed run's, not lost.
+                                let aborted = e
+                                    .as_database_error()
+                                    .and_then(sqlx::error::DatabaseError::code)
+                                    .is_some_and(|c| c == "25P02");
+                                lost = !aborted;
+                                handled = Err(crate::HandlerError::new(if aborted {
+                                    format!(
+                                        "the handler returned Ok, but one of its statements had \
+                                         failed and aborted the transaction, so its writes were \
+                                         rolled back: return the statement's error instead of \
+                                         catching it: {e}"
+                                    )
+                                } else {
+                                    format!(
                                     "the handler's transaction ended before its completion: \
                                      rolled back after a statement that failed, though the \
                                      handler returned Ok (by the database, or by sqlx when \
                                      the handler then began a transaction of its own), or \
                                      ended by the handler itself; what it wrote in the \
                                      transaction is gone: {e}"
-                                )));
+                                    )
+                                }));
                             }
                         }
                         if let Err(e) = handled {

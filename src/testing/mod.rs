@@ -277,6 +277,7 @@ pub fn event_pair(snapshot_id: &str, event_type: &str, object_id: &str) -> (Stri
 /// assert_eq!(related_object_url("issuing.dispute", "idp_1"), "/v1/issuing/disputes/idp_1");
 /// assert_eq!(related_object_url("v2.core.account", "acct_1"), "/v2/core/accounts/acct_1");
 /// assert_eq!(related_object_url("issuing.dispute", "a/b"), "/v1/issuing/disputes/a%2Fb");
+/// assert_eq!(related_object_url("customer", ".."), "/v1/customers/%2E%2E");
 /// ```
 pub fn related_object_url(object_type: &str, object_id: &str) -> String {
     if let Some(path) = crate::client::object_path(object_type, object_id) {
@@ -286,7 +287,11 @@ pub fn related_object_url(object_type: &str, object_id: &str) -> String {
         Some(v2) => format!("/v2/{}/", plural_path(v2)),
         None => format!("/v1/{}/", plural_path(object_type)),
     };
-    crate::client::paths::push_segment(&mut url, object_id);
+    match object_id {
+        // A path's dot segments, which a client or server would resolve, written as data.
+        "." | ".." => url.push_str(&object_id.replace('.', "%2E")),
+        _ => crate::client::paths::push_segment(&mut url, object_id),
+    }
     url
 }
 

@@ -84,7 +84,8 @@ struct DeadPage<'a> {
 }
 
 /// A page of `failed --json`: its rows, and for each list with more after its page the
-/// value for that list's flag (`--after-event`, `--after-job`); `null` once a list ends.
+/// value for that list's flag (`--after-event`, `--after-job`); `null` once a list ends,
+/// or when this page did not list it (only the other list's flag was given).
 #[derive(Debug, Serialize)]
 struct FailedPage<'a> {
     data: &'a [Row],

@@ -107,8 +107,7 @@ fn thin_body(id: &str, event_type: &str) -> Result<String, CliError> {
     let mut b = testing::ThinEventBuilder::new(id, ty.as_str());
     if let Some(object) = ty.related_object_type() {
         let object_id = format!("obj_{id}");
-        let url = stripe_webhooks::client::object_path(object, &object_id)
-            .unwrap_or_else(|| format!("/v1/{object}s/{object_id}"));
+        let url = testing::related_object_url(object, &object_id);
         b = b.related(&object_id, object, &url);
     }
     Ok(b.build())
@@ -409,4 +408,23 @@ fn shown_endpoint(url: &str) -> (String, Vec<String>) {
         shown.push_str("?***");
     }
     (shown, hidden)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A thin event's `related_object.url` follows Stripe's naming where the client's
+    /// path table has no entry (it was `/v1/{object}s/…`: `/v1/v2.core.accounts/…`).
+    #[test]
+    fn thin_urls_follow_stripes_naming() {
+        let account = super::thin_body("evt_1", "v2.core.account.created").unwrap();
+        assert!(
+            account.contains(r#""url":"/v2/core/accounts/obj_evt_1""#),
+            "{account}"
+        );
+        let customer = super::thin_body("evt_2", "customer.created").unwrap();
+        assert!(
+            customer.contains(r#""url":"/v1/customers/obj_evt_2""#),
+            "{customer}"
+        );
+    }
 }

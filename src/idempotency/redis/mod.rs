@@ -700,7 +700,7 @@ impl RedisStore {
     /// the event `after`.
     async fn failed_from(
         &self,
-        mut after: Option<&EventId>,
+        after: Option<&EventId>,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
         if limit == 0 {
@@ -709,6 +709,12 @@ impl RedisStore {
         let limit = u64::try_from(limit).unwrap_or(u64::MAX).min(MAX_MS);
         let mut conn = self.conn.clone();
         let (mut out, mut found, mut start) = (Vec::new(), 0_u64, 0_u64);
+        // Where the next script starts: after this event (the caller's, then the last one
+        // found), found in that script, so that what other calls remove or add in between
+        // (another walk's stale ids, a new failure) neither skips a record nor lists one
+        // twice; else at the rank `start`.
+        let mut cursor = after.map(|a| a.as_str().to_owned());
+        let mut first = true;
         // Each script looks at a bounded number of set members and says whether it
         // stopped for that; the failed ones it found stay where they are, so the next one
         // starts after them.
@@ -721,7 +727,7 @@ impl RedisStore {
                 .arg(self.event_key_prefix())
                 .arg(ask)
                 .arg(start)
-                .arg(after.take().map_or("", EventId::as_str))
+                .arg(cursor.as_deref().unwrap_or(""))
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
@@ -732,8 +738,14 @@ impl RedisStore {
                 return Err(corrupt(&self.failed_key(), "failed_events reply"));
             };
             if began.is_empty() {
-                return Ok(out); // the event to start after is gone
+                if first {
+                    return Ok(out); // the caller's event to start after is gone
+                }
+                // The last one found is gone since (its record expired): from its rank.
+                cursor = None;
+                continue;
             }
+            first = false;
             let Ok(offset) = began.parse::<u64>() else {
                 return Err(corrupt(&self.failed_key(), "failed_events reply"));
             };
@@ -744,8 +756,9 @@ impl RedisStore {
                 };
                 let id = EventId::new(id.clone());
                 let key = self.event_key(&id);
-                out.extend(parse_record(&key, id, fields)?);
+                out.extend(parse_record(&key, id.clone(), fields)?);
                 found += 1;
+                cursor = Some(id.as_str().to_owned());
             }
             // This call started at `offset`; what it found stays there, before the next.
             start = offset + (found - found_before);

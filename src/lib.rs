@@ -208,6 +208,12 @@ pub use processor::{
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis;
+/// Re-export of the `reqwest` the API client is built on, so that an application that
+/// builds its own client for [`HttpClient::with_reqwest`](client::HttpClient::with_reqwest)
+/// uses the same version.
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub use reqwest;
 pub use secret::{SecretError, SigningSecret};
 pub use signature::{
     verify_signature, MalformedHeader, MatchedSecret, MismatchHint, SignatureError, Tolerance,

@@ -341,6 +341,10 @@ impl ApiError {
     }
 }
 
+/// An error on its own, for code that handles it apart from [`ClientError`] (`?` into a
+/// `Box<dyn Error>`, `anyhow`).
+impl std::error::Error for ApiError {}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "stripe answered {}", self.status)?;

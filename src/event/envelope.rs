@@ -68,6 +68,7 @@ impl<'de> Deserialize<'de> for EventId {
 
 /// The API request that caused an event, if any.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct EventRequest {
     /// The request id (`req_…`); `None` for events Stripe caused itself (automatic
     /// collection, renewals).

@@ -152,6 +152,7 @@ fn new_fence() -> u128 {
 
 /// The answer to [`IdempotencyStore::claim`]. A duplicate is a value here, never an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Claim {
     /// This delivery holds the event: run the handler, then complete or release.
     Acquired(ClaimToken),

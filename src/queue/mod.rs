@@ -44,6 +44,7 @@ pub use worker::{
 
 /// Which payload a job holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PayloadKind {
     /// A v1 snapshot event (`"object": "event"`).
     Snapshot,
@@ -161,6 +162,7 @@ impl<'a> NewJob<'a> {
 
 /// The answer to [`Queue::enqueue`]. A duplicate is a value, never an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Enqueued {
     /// The job was written.
     Queued,

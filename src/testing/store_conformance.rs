@@ -42,6 +42,7 @@ pub const SHORT_LEASE: Duration = Duration::from_secs(2);
 
 /// How the behaviours about leases make a lease run out.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum LeaseTime {
     /// The store judges leases by this clock (it was given to the store): the
     /// behaviours move it forward.

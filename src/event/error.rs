@@ -13,6 +13,7 @@ use crate::objects::map_only::MapOnly;
 pub enum ParseError {
     /// The body is not valid JSON (or not UTF-8).
     #[error("body is not valid JSON: {message} at line {line} column {column}")]
+    #[non_exhaustive]
     InvalidJson {
         /// What the JSON parser found.
         message: String,
@@ -28,6 +29,7 @@ pub enum ParseError {
     /// the envelope given twice (`id`, `type`, `created`, `livemode`, `account`,
     /// `context`, `data`, `data.object`, …: which one was meant cannot be told).
     #[error("body is not a Stripe event: {message} at line {line} column {column}")]
+    #[non_exhaustive]
     NotAnEvent {
         /// What is missing or wrong.
         message: String,

@@ -39,6 +39,7 @@ pub enum SignatureError {
     /// The header carried no `v1` signature. `v0_present` is set when it carried only the
     /// legacy `v0` scheme, which this crate (like Stripe's SDKs) never accepts.
     #[error("no v1 signature in Stripe-Signature header{}", if *.v0_present { " (only a v0 signature, which is never accepted)" } else { "" })]
+    #[non_exhaustive]
     NoV1Signature {
         /// A `v0` entry was present.
         v0_present: bool,
@@ -46,6 +47,7 @@ pub enum SignatureError {
     /// The signed timestamp is further from now than the tolerance; the request may be a
     /// replay, or the clocks disagree.
     #[error("timestamp is {age_secs}s from now, tolerance is {tolerance_secs}s")]
+    #[non_exhaustive]
     OutsideTolerance {
         /// Now minus the signed timestamp, in seconds (negative: in the future).
         age_secs: i64,
@@ -56,6 +58,7 @@ pub enum SignatureError {
     /// Stripe with these secrets, or the body was changed on the way (re-encoded JSON,
     /// a proxy that rewrites bodies).
     #[error("no signature matched{}", match .hint { Some(h) => format!(" ({h})"), None => String::new() })]
+    #[non_exhaustive]
     Mismatch {
         /// A likely cause, when one can be detected without revealing anything.
         hint: Option<MismatchHint>,
@@ -71,6 +74,7 @@ pub enum SignatureError {
 pub enum MalformedHeader {
     /// The header is longer than [`MAX_HEADER_LEN`].
     #[error("header is {len} bytes, longer than {max}")]
+    #[non_exhaustive]
     TooLong {
         /// The header's length in bytes.
         len: usize,
@@ -79,12 +83,14 @@ pub enum MalformedHeader {
     },
     /// The header has more than [`MAX_HEADER_ENTRIES`] entries.
     #[error("header has more than {max} entries")]
+    #[non_exhaustive]
     TooManyEntries {
         /// The limit.
         max: usize,
     },
     /// An entry is not of the form `key=value`.
     #[error("entry {index} is not of the form key=value")]
+    #[non_exhaustive]
     EntryWithoutEquals {
         /// The entry's position, counting from 0.
         index: usize,

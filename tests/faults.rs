@@ -459,43 +459,11 @@ async fn postgres_inbox_a_handler_that_swallows_a_failed_statement_has_failed() 
     assert!(rec.last_error.unwrap().contains("25P02"));
 }
 
-/// Ends its inbox transaction under the inbox, then writes on: by hiding a failed
-/// statement and beginning a transaction of its own (sqlx undoes the failed `SAVEPOINT`
-/// with a whole `ROLLBACK`), or by `ROLLBACK` itself.
-struct EndsItsTransaction {
-    audit: String,
-}
-
-#[async_trait]
-impl TransactionalHandler<Postgres> for EndsItsTransaction {
-    async fn handle(&self, event: &Event, conn: &mut PgConnection) -> Result<(), HandlerError> {
-        use stripe_webhooks::sqlx::{self, Connection as _};
-        if event.id().as_str().contains("rollback") {
-            sqlx::query("ROLLBACK")
-                .execute(&mut *conn)
-                .await
-                .map_err(HandlerError::new)?;
-        } else {
-            let _ = sqlx::query("SELECT 1 / 0").execute(&mut *conn).await;
-            let _ = conn.begin().await;
-        }
-        sqlx::query(&format!(
-            "INSERT INTO {} (event_id) VALUES ($1)",
-            self.audit
-        ))
-        .bind(event.id().as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(HandlerError::new)?;
-        Ok(())
-    }
-}
-
 /// An ordered PostgreSQL inbox whose handler's transaction ended under it (see
-/// [`EndsItsTransaction`]) answers the handler's failure, 500, recorded with why, and
-/// leaves the watermark alone. It answered 503 and recorded nothing (so a handler that
-/// always did this was never listed as failed), and moved the watermark outside any
-/// transaction, for an event whose effects were gone.
+/// [`common::EndsItsTransaction`], which writes on after) answers the handler's failure,
+/// 500, recorded with why, and leaves the watermark alone. It answered 503 and recorded
+/// nothing (so a handler that always did this was never listed as failed), and moved the
+/// watermark outside any transaction, for an event whose effects were gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_inbox_a_transaction_ended_under_the_handler_is_its_failure() {
     use stripe_webhooks::{dangerous, OrderingStore, TiePolicy};
@@ -508,8 +476,9 @@ async fn postgres_inbox_a_transaction_ended_under_the_handler_is_its_failure() {
     let p = Processor::with_inbox(
         Verifier::from_secrets_list(SECRET).unwrap(),
         store
-            .inbox(EndsItsTransaction {
-                audit: audit.clone(),
+            .inbox(common::EndsItsTransaction {
+                before: None,
+                after: Some(audit.clone()),
             })
             .ordered(TiePolicy::Run),
     );

@@ -2105,38 +2105,6 @@ mod postgres {
     /// wrote in the transaction is kept.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_postgres_inbox_job_whose_transaction_ended_under_its_handler_never_completes() {
-        struct EndsItsTransaction(String);
-        #[async_trait]
-        impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Postgres> for EndsItsTransaction {
-            async fn handle(
-                &self,
-                event: &Event,
-                conn: &mut stripe_webhooks::sqlx::PgConnection,
-            ) -> Result<(), HandlerError> {
-                use stripe_webhooks::sqlx::{self, Connection as _};
-                let ledger = format!("INSERT INTO {} (event_id) VALUES ($1)", self.0);
-                sqlx::query(&ledger)
-                    .bind(event.id().as_str())
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(HandlerError::new)?;
-                if event.id().as_str().contains("_aborted") {
-                    // Hidden, and nothing after: the transaction is aborted, not ended.
-                    let _ = sqlx::query("SELECT 1 / 0").execute(&mut *conn).await;
-                } else if event.id().as_str().contains("_rollback") {
-                    sqlx::query("ROLLBACK")
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(HandlerError::new)?;
-                } else {
-                    // Hidden: the transaction is aborted.
-                    let _ = sqlx::query("SELECT 1 / 0").execute(&mut *conn).await;
-                    // Fails in the aborted transaction; sqlx undoes it with `ROLLBACK`.
-                    let _ = conn.begin().await;
-                }
-                Ok(())
-            }
-        }
         let (queue, _, table) = queue_on("qlost").await;
         let ledger = format!("{table}_ledger");
         stripe_webhooks::sqlx::query(&format!("CREATE TABLE {ledger} (event_id TEXT)"))
@@ -2149,7 +2117,10 @@ mod postgres {
         enqueue_body(&queue, &customer_event(&rolled_back, "cus_2", 1)).await;
         enqueue_body(&queue, &customer_event(&aborted, "cus_3", 1)).await;
         let worker = queue
-            .inbox_worker(EndsItsTransaction(ledger.clone()))
+            .inbox_worker(common::EndsItsTransaction {
+                before: Some(ledger.clone()),
+                after: None,
+            })
             .with_retry(fast_retry(2));
         drain(&worker, &queue).await;
         let c = queue.counts().await.unwrap();

@@ -160,6 +160,60 @@ impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Postgres>
     }
 }
 
+/// A PostgreSQL inbox handler that ends its transaction under the inbox, by the event's
+/// id: `…_aborted…` only hides a failed statement (the transaction is aborted, not
+/// ended); `…rollback…` runs `ROLLBACK`; any other hides a failed statement and then
+/// begins a transaction of its own (the `SAVEPOINT` fails in the aborted transaction,
+/// and sqlx undoes it with a whole `ROLLBACK`). It writes the event's id into `before`
+/// first (in the transaction) and into `after` last (outside it, once it has ended),
+/// where given.
+#[cfg(feature = "postgres")]
+pub struct EndsItsTransaction {
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+#[cfg(feature = "postgres")]
+#[stripe_webhooks::async_trait]
+impl stripe_webhooks::TransactionalHandler<stripe_webhooks::sqlx::Postgres> for EndsItsTransaction {
+    async fn handle(
+        &self,
+        event: &stripe_webhooks::Event,
+        conn: &mut stripe_webhooks::sqlx::PgConnection,
+    ) -> Result<(), stripe_webhooks::HandlerError> {
+        use stripe_webhooks::sqlx::{self, Connection as _};
+        use stripe_webhooks::HandlerError;
+        let id = event.id().as_str();
+        let write = |table: &str| format!("INSERT INTO {table} (event_id) VALUES ($1)");
+        if let Some(table) = &self.before {
+            sqlx::query(&write(table))
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map_err(HandlerError::new)?;
+        }
+        if id.contains("_aborted") {
+            let _ = sqlx::query("SELECT 1 / 0").execute(&mut *conn).await;
+        } else if id.contains("rollback") {
+            sqlx::query("ROLLBACK")
+                .execute(&mut *conn)
+                .await
+                .map_err(HandlerError::new)?;
+        } else {
+            let _ = sqlx::query("SELECT 1 / 0").execute(&mut *conn).await;
+            let _ = conn.begin().await;
+        }
+        if let Some(table) = &self.after {
+            sqlx::query(&write(table))
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map_err(HandlerError::new)?;
+        }
+        Ok(())
+    }
+}
+
 /// Waits, up to 10 s, until a session of the server `pool` reaches is waiting on a lock
 /// in a statement whose text holds `needle` (a table name): the handshake for tests that
 /// need one statement to queue behind another before they go on, where a sleep would

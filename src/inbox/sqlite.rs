@@ -622,17 +622,18 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
         // `Batch::interrupt`): stop it, so the undo does not wait behind it. Once the
         // connection's worker has ended any statement left running (stopped by the
         // flag, or done), the flag comes down (see `sqlite::interrupt`). The commit gate
-        // stays closed until then: a cut write must not commit.
+        // stays closed until then: a cut write must not commit. (So it does if this
+        // delivery is cancelled meanwhile: `running` dropped without `done`, and the
+        // batch, dropped with it, rolls back.)
         let cut = matches!(
             handled,
             Err(HandlerError::DeadlineExceeded(_) | HandlerError::Panicked(_))
         );
         if cut && !interrupt(&mut batch.tx, &batch.interrupt, t).await {
             // Left running: the gate stays closed on this connection, which is closed.
-            std::mem::forget(running);
             return Err(StoreError::Timeout(t));
         }
-        drop(running);
+        running.done();
         // The transaction lost while the handler ran (see `Batch::vetoed`): its failure,
         // known now rather than when the batch fails.
         if batch.vetoed.load(std::sync::atomic::Ordering::SeqCst) {

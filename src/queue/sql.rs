@@ -12,7 +12,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type
 use super::worker::{Ran, Runner};
 use super::{Enqueued, Job, JobRecord, JobState, NewJob, PayloadKind, QueueCounts, Worker};
 use crate::event::EventId;
-use crate::idempotency::sql::{attempts_from, db_err, millis, Dialect};
+use crate::idempotency::sql::{attempts_from, db_err, millis, Dialect, HandlerRunning};
 use crate::idempotency::{truncate_error, ClaimToken, StoreError};
 use crate::processor::{handler_future, run_handler};
 
@@ -1224,7 +1224,7 @@ macro_rules! inbox_runner {
                         let gate = <$db as QueueDialect>::arm_commit_gate(&mut *tx).await;
                         let mut running = gate
                             .as_ref()
-                            .map(|(closed, _)| crate::idempotency::sql::HandlerRunning::new(closed));
+                            .map(|(closed, _)| HandlerRunning::new(closed));
                         let mut handled = run_handler(
                             handler_future(|| self.handler.handle(&event, &mut *tx)),
                             deadline,
@@ -1238,9 +1238,9 @@ macro_rules! inbox_runner {
                             .as_ref()
                             .is_some_and(|(_, v)| v.load(std::sync::atomic::Ordering::SeqCst));
                         if vetoed {
-                            // The gate (this attempt's own) stays closed: a cut handler's
-                            // statement may still run on this connection until it closes.
-                            std::mem::forget(running.take());
+                            // The gate (this attempt's own) stays closed (`running` is
+                            // dropped without `done`): a cut handler's statement may still
+                            // run on this connection until it closes.
                             let error = "the handler's transaction was lost while it ran: \
                                 the database rolled it back (after a write that failed, \
                                 though the handler went on), or the handler ended it \
@@ -1249,7 +1249,9 @@ macro_rules! inbox_runner {
                             return (Step::Done(Ran::failed(&e)), true);
                         }
                         if handled.is_ok() {
-                            drop(running.take());
+                            if let Some(running) = running.take() {
+                                running.done();
+                            }
                         }
                         // Whether the handler's transaction ended under it: its connection
                         // is closed, whatever state the handler left it in.
@@ -1297,10 +1299,14 @@ macro_rules! inbox_runner {
                                 }
                                 _ => false,
                             };
-                            if stuck {
-                                // A statement left running: the gate stays closed on this
-                                // connection (its own flag), which is closed.
-                                std::mem::forget(running.take());
+                            // A statement left running: the gate stays closed on this
+                            // connection (its own flag), which is closed. Otherwise the
+                            // connection is idle, and goes back to the pool unless the
+                            // rollback fails: its gate opens.
+                            if !stuck {
+                                if let Some(running) = running.take() {
+                                    running.done();
+                                }
                             }
                             let discard = stuck || lost || tx.rollback().await.is_err();
                             let step = match retry(&e) {

@@ -1375,9 +1375,15 @@ where
     })
 }
 
-/// Holds a flag up for as long as it lives: around a transactional handler's run, so that
-/// it comes down again however the run ends (returned, cut at its deadline, dropped). On
-/// SQLite the flag closes the connection's commit gate (`sqlite::veto_commits_while`).
+/// Raises a flag around a transactional handler's run; on SQLite the flag closes the
+/// connection's commit gate (`sqlite::veto_commits_while`). Only [`done`](Self::done)
+/// takes it down, once the run is over and nothing of the handler's still runs on the
+/// connection. Dropped without it (the future running the handler was cancelled, or
+/// the caller found a statement left running), the flag stays up: a statement the
+/// handler left in the driver's thread (its own `COMMIT` among them) must not commit
+/// the claim and a cut run's writes. That connection's transaction is then rolled back
+/// or the connection closed, and the next transaction on it arms a gate of its own.
+#[must_use = "the gate stays closed unless `done` is called"]
 pub(crate) struct HandlerRunning<'a>(&'a std::sync::atomic::AtomicBool);
 
 impl<'a> HandlerRunning<'a> {
@@ -1385,10 +1391,9 @@ impl<'a> HandlerRunning<'a> {
         closed.store(true, std::sync::atomic::Ordering::SeqCst);
         Self(closed)
     }
-}
 
-impl Drop for HandlerRunning<'_> {
-    fn drop(&mut self) {
+    /// The run is over: the gate opens.
+    pub(crate) fn done(self) {
         self.0.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }

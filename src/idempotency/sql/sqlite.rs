@@ -234,3 +234,59 @@ impl SqliteStore {
 }
 
 super::store_impls!(SqliteStore, SqlitePool);
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use sqlx::{Connection, Executor, Row};
+
+    use super::{veto_commits_while, HandlerRunning};
+
+    /// A handler's run that ends without `done` (its future cancelled mid-statement)
+    /// leaves the gate closed: a `COMMIT` still to run on the connection (the handler's
+    /// own, left in the driver's thread) is turned into a rollback. `done` opens it.
+    #[tokio::test]
+    async fn a_run_dropped_without_done_keeps_the_commit_gate_closed() {
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("an in-memory database");
+        conn.execute("CREATE TABLE t (x INTEGER)")
+            .await
+            .expect("a table");
+        let (closed, vetoed) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        veto_commits_while(&mut conn, &closed, &vetoed)
+            .await
+            .expect("the hooks");
+
+        drop(HandlerRunning::new(&closed));
+        assert!(
+            closed.load(Ordering::SeqCst),
+            "dropped: the gate stays closed"
+        );
+        conn.execute("BEGIN; INSERT INTO t VALUES (1)")
+            .await
+            .expect("a write");
+        assert!(
+            conn.execute("COMMIT").await.is_err(),
+            "the commit is refused"
+        );
+        assert!(vetoed.load(Ordering::SeqCst));
+
+        HandlerRunning::new(&closed).done();
+        assert!(!closed.load(Ordering::SeqCst), "done: the gate opens");
+        conn.execute("INSERT INTO t VALUES (2)")
+            .await
+            .expect("a write");
+        let rows = sqlx::query("SELECT x FROM t")
+            .fetch_all(&mut conn)
+            .await
+            .expect("a read");
+        let xs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(xs, [2], "only the write after `done` committed");
+    }
+}

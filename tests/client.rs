@@ -688,6 +688,18 @@ async fn related_objects_are_typed_raw_or_singletons() {
     assert_eq!(fetched.object_type().as_deref(), Some("tax.settings"));
     assert_eq!(fetched.id(), None);
 
+    // Another object answered than the event names (a cache, a proxy, a client of the
+    // user's own): refused, not handed to the handler.
+    let mixed_up = ThinEventBuilder::new("evt_e", "v1.customer.updated")
+        .related("cus_2", "customer", "/v1/customers/cus_1")
+        .build();
+    let n = dangerous::parse_unverified_notification(mixed_up.as_bytes()).unwrap();
+    let err = n.fetch_related_object(&client).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Decode { message, .. } if message.contains("\"cus_2\"")),
+        "{err:?}"
+    );
+
     let none = ThinEventBuilder::new("evt_d", "v2.core.event_destination.ping").build();
     let n = dangerous::parse_unverified_notification(none.as_bytes()).unwrap();
     let err = n.fetch_related_object(&client).await.unwrap_err();
@@ -2275,11 +2287,13 @@ async fn the_fake_answers_requests_it_cannot_serve() {
 
 /// An object with a custom id (a plan's or product's, which the account chooses) is
 /// fetched at its id escaped into one path segment: `FetchLatest` runs the handler on
-/// it. Such an id was refused (`InvalidUrl`), so every delivery failed for three days.
+/// it. Such an id was refused (`InvalidUrl`), so every delivery failed for three days;
+/// one holding a `%` (a coupon's `50%OFF`) was still refused until its escape `%25` was
+/// let through.
 #[tokio::test]
 async fn objects_with_custom_ids_are_fetched() {
     let (fake, client) = fake().await;
-    for id in ["pro.monthly", "plan:gold 2026"] {
+    for id in ["pro.monthly", "plan:gold 2026", "50%OFF", "100%"] {
         let object = format!(r#"{{"id":"{id}","object":"product","name":"new name"}}"#);
         fake.add_object(&format!("/v1/products/{id}"), &object)
             .unwrap();

@@ -211,8 +211,10 @@ impl EventNotification {
     ///
     /// [`ClientError::NothingToFetch`] if the event has no related object;
     /// [`ClientError::WrongMode`] if the client's key is of the other mode;
-    /// [`ClientError::InvalidUrl`] if its URL is not a path on the API host; otherwise
-    /// as [`StripeClient::retrieve_object`].
+    /// [`ClientError::InvalidUrl`] if its URL is not a path on the API host;
+    /// [`ClientError::Decode`] if the object answered is not the related object (its `id`
+    /// is another, or it has none, when the event names one); otherwise as
+    /// [`StripeClient::retrieve_object`].
     pub async fn fetch_related_object(
         &self,
         client: &dyn StripeClient,
@@ -227,7 +229,22 @@ impl EventNotification {
         let raw = client
             .retrieve_object(&RequestContext::for_notification(self), &related.url)
             .await?;
-        Ok(Fetched::from_raw(raw))
+        let fetched = Fetched::from_raw(raw);
+        // As `fetch_latest_object`: a cache, a proxy or a client of the user's own might
+        // answer another object, whose state a handler must not act on.
+        if let Some(want) = &related.id {
+            let got = fetched.id();
+            if got.as_deref() != Some(want.as_str()) {
+                let got = got.map_or("no id".to_owned(), |got| format!("{got:?}"));
+                return Err(ClientError::Decode {
+                    path: related.url.clone(),
+                    message: format!(
+                        "the object fetched is {got}, not the related object's {want:?}"
+                    ),
+                });
+            }
+        }
+        Ok(fetched)
     }
 
     /// Fetches this event from `GET /v2/core/events/{id}`, with its `data` and

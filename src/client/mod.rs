@@ -590,8 +590,10 @@ impl ClientError {
 
 /// Checks that `url` is a path on the API host: it starts with `/v1/` or `/v2/`, has no
 /// scheme, host, `.` or `..` segment, backslash, fragment or control character, and no
-/// escape that is malformed or stands for one of those, a `/` or a `%` (an id
-/// [`object_path`] escaped, such as `plan%3Agold`, passes).
+/// escape that is malformed or stands for one of those or a `/`. An escaped `%` passes
+/// when the path decoded once more (as a server that decodes twice would read it) holds
+/// no escape of those either: an id [`object_path`] escaped, such as `plan%3Agold` or
+/// `50%25OFF` (the coupon `50%OFF`), passes; `a%252Fb` does not.
 ///
 /// # Errors
 ///
@@ -628,23 +630,40 @@ pub fn check_api_path(url: &str) -> Result<(), ClientError> {
 }
 
 /// Whether each `%` in a path segment starts an escape of two hex digits that stands
-/// for a byte a segment may hold as data: not a `.`, `/`, `\`, `%` or control byte,
-/// which a server decoding the path could read as a segment of its own or a traversal.
+/// for a byte a segment may hold as data: not a `.`, `/`, `\` or control byte, which a
+/// server decoding the path could read as a segment of its own or a traversal. Where one
+/// stands for a `%`, the segment decoded once more is checked the same way (in it, a `%`
+/// that starts no escape is data), and so on while escaped `%`s remain.
 fn harmless_escapes(segment: &str) -> bool {
-    let b = segment.as_bytes();
-    b.iter()
-        .enumerate()
-        .filter(|(_, c)| **c == b'%')
-        .all(|(i, _)| {
-            let hex = |j: usize| b.get(j).and_then(|c| char::from(*c).to_digit(16));
-            match (hex(i + 1), hex(i + 2)) {
-                (Some(h), Some(l)) => {
-                    let byte = u8::try_from(h * 16 + l).unwrap_or(0);
-                    !(byte.is_ascii_control() || matches!(byte, b'.' | b'/' | b'\\' | b'%'))
+    let mut decoded = std::borrow::Cow::Borrowed(segment);
+    let mut well_formed = true;
+    loop {
+        let b = decoded.as_bytes();
+        let mut escaped_percent = false;
+        let harmless = b
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c == b'%')
+            .all(|(i, _)| {
+                let hex = |j: usize| b.get(j).and_then(|c| char::from(*c).to_digit(16));
+                match (hex(i + 1), hex(i + 2)) {
+                    (Some(h), Some(l)) => {
+                        let byte = u8::try_from(h * 16 + l).unwrap_or(0);
+                        escaped_percent |= byte == b'%';
+                        !(byte.is_ascii_control() || matches!(byte, b'.' | b'/' | b'\\'))
+                    }
+                    _ => !well_formed,
                 }
-                _ => false,
-            }
-        })
+            });
+        if !harmless {
+            return false;
+        }
+        if !escaped_percent {
+            return true;
+        }
+        decoded = std::borrow::Cow::Owned(decode_escapes(&decoded, false));
+        well_formed = false;
+    }
 }
 
 /// Parameters of `GET /v1/events` (snapshot events, newest first).
@@ -1423,6 +1442,10 @@ mod tests {
             "/v1/tax/settings",
             "/v1/plans/plan%3Agold",
             "/v1/coupons/25%20OFF?expand[]=x",
+            "/v1/coupons/50%25OFF",
+            "/v1/coupons/a%25%25b",
+            "/v1/coupons/100%25",
+            "/v1/coupons/a%2525b",
         ] {
             assert!(check_api_path(ok).is_ok(), "{ok}");
         }
@@ -1437,7 +1460,10 @@ mod tests {
             "/v1/x/%2e",
             "/v1/x/a%5Cb",
             "/v1/x/a%0Ab",
-            "/v1/x/a%25b",
+            "/v1/x/a%252Fb",
+            "/v1/x/%252E%252E",
+            "/v1/x/a%25255Cb",
+            "/v1/x/a%250A",
             "/v1/x/a%",
             "/v1/x/a%4",
             "/v1/x/a%zz",

@@ -44,7 +44,8 @@ const PATHS: &[(&str, &str)] = &[
 /// empty, `.` or `..` id). The id is one path segment: a custom id (a product's, plan's
 /// or coupon's, which you choose) keeps letters, digits and `-._~`, and has any other
 /// byte escaped (`plan:gold` is `plan%3Agold`); [`check_api_path`](super::check_api_path)
-/// then refuses one that holds a `/`, `\`, `%` or control character.
+/// then refuses one that holds a `/`, `\` or control character, or a `%` that starts
+/// what, decoded, escapes one (`50%OFF` passes, `a%2Fb` does not).
 ///
 /// ```
 /// use stripe_webhooks::client::object_path;

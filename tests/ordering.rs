@@ -426,6 +426,33 @@ async fn a_tie_runs_on_the_fetched_object_with_the_fetch_policy() {
     );
 }
 
+/// The very event a watermark names, delivered again after its record was evicted (or
+/// purged) while the watermark stayed, is no tie under `TiePolicy::Fetch`: it runs as it
+/// is, without a fetch (which, failing, answered 500 until the API came back).
+#[cfg(feature = "client")]
+#[tokio::test]
+async fn the_watermarks_own_event_again_is_no_tie_to_fetch_for() {
+    let fake = testing::FakeStripe::start().await.unwrap();
+    let h = Arc::new(Recorder::default());
+    let p = Processor::ordered(
+        Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
+        MemoryStore::new().with_max_records(2),
+        Arc::clone(&h),
+        TiePolicy::Fetch(Arc::new(fake.client().unwrap())),
+    );
+    let applied = update("evt_wm_own", "cus_wm_own", BASE + 5);
+    assert_eq!(p.process_event(&applied).await.kind().name(), "processed");
+    // Two older events of the object: stale, and their records evict the first one's.
+    for (id, at) in [("evt_wm_old_1", BASE + 1), ("evt_wm_old_2", BASE + 2)] {
+        let o = p.process_event(&update(id, "cus_wm_own", at)).await;
+        assert_eq!(o.kind().name(), "stale");
+    }
+    let o = p.process_event(&applied).await;
+    assert_eq!(o.kind().name(), "processed", "{o:?}");
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+    assert_eq!(h.applied.lock().unwrap().len(), 2);
+}
+
 /// A delivery dropped mid-handler (a client that hung up) frees its object at once: the
 /// next event of the object is not held up for a lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -528,9 +528,11 @@ impl OrderingGuard {
             }
             return d;
         }
+        // A tie is another event of the same second: the very event the watermark names,
+        // delivered again after its record was purged or evicted, runs as it is.
         let tie = watermark
             .as_ref()
-            .is_some_and(|w| w.created == event.created());
+            .is_some_and(|w| w.created == event.created() && w.event_id != *event.id());
         let applied = Watermark::new(event.created(), event.id().clone());
         let fut = match &self.ties {
             // The fetch is part of the handler's run: under the lease renewal, the

@@ -897,6 +897,22 @@ async fn redis_paused_is_503_by_the_store_timeout_then_exactly_once() {
     runs.each_once(6);
 }
 
+/// An ordered PostgreSQL inbox leaves the types its handler keeps outside the guard
+/// (`TransactionalHandler::is_ordered`) unguarded: a payment's event older than an
+/// update of its charge still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_ordered_inbox_runs_unordered_types_whatever_their_age() {
+    use stripe_webhooks::TiePolicy;
+    let store = pg_store("t_faults_inbox_unordered").await;
+    let handler = common::PaymentsAlwaysRun::default();
+    let p = Processor::with_inbox(
+        Verifier::from_secrets_list(SECRET).unwrap(),
+        store.inbox(handler.clone()).ordered(TiePolicy::Run),
+    );
+    let charge = format!("ch_pg_unordered_{}", std::process::id());
+    common::unordered_types_run_whatever_their_age(&p, &handler, &charge).await;
+}
+
 /// An ordered inbox beside a guarded route outside it (`Processor::thin_ordered` on the
 /// same table): the lease lock that route holds on an object while its handler runs
 /// makes the inbox's delivery about that object wait (409, its claim rolled back)

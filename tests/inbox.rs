@@ -709,6 +709,21 @@ async fn an_ordered_inbox_never_moves_the_watermark_of_a_rolled_back_delivery() 
     assert_eq!(moved.event_id.as_str(), "evt_ow_swallowed");
 }
 
+/// An ordered SQLite inbox leaves the types its handler keeps outside the guard
+/// (`TransactionalHandler::is_ordered`) unguarded: a payment's event older than an
+/// update of its charge still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_inbox_runs_unordered_types_whatever_their_age() {
+    use stripe_webhooks::TiePolicy;
+    let (store, _dir) = fresh_store("ordered_unordered").await;
+    let handler = common::PaymentsAlwaysRun::default();
+    let p = Processor::with_inbox(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        store.inbox(handler.clone()).ordered(TiePolicy::Run),
+    );
+    common::unordered_types_run_whatever_their_age(&p, &handler, "ch_sqlite_unordered").await;
+}
+
 /// A lease lock that ran out (its route's handler stalled past the lease) is taken over
 /// by an ordered inbox's delivery, as by any other holder: the stalled route's late
 /// completion, which applied an older event, is refused. It went through, the lock still

@@ -744,6 +744,95 @@ async fn a_thin_route_beside_an_ordered_route_moves_the_watermark() {
     );
 }
 
+/// The routers' `unordered` types run whatever their age on both routes: a payment's
+/// snapshot event, and a thin one claimed under its twin, older than an update of their
+/// charge, still run and leave the watermark where the update put it; without
+/// `unordered` the thin one is stale.
+#[tokio::test]
+async fn unordered_types_run_on_both_routes_whatever_their_age() {
+    use stripe_webhooks::testing::ThinEventBuilder;
+    use stripe_webhooks::{EventRouter, EventType, ThinEventRouter};
+    let ran = Arc::new(Mutex::new(Vec::<String>::new()));
+    let store = Arc::new(MemoryStore::new());
+    let noted = Arc::clone(&ran);
+    let snapshot = Processor::ordered(
+        Verifier::new(SigningSecret::new("whsec_unordered").unwrap()),
+        Arc::clone(&store),
+        EventRouter::new()
+            .fallback(move |e| {
+                noted.lock().unwrap().push(e.id().to_string());
+                Box::pin(async { Ok(()) })
+            })
+            .unordered([EventType::ChargeSucceeded]),
+        TiePolicy::Run,
+    );
+    let thin = |unordered: &[EventType]| {
+        let noted = Arc::clone(&ran);
+        Processor::thin_ordered(
+            Verifier::new(SigningSecret::new("whsec_unordered_thin").unwrap()),
+            Arc::clone(&store),
+            ThinEventRouter::new()
+                .fallback(move |n| {
+                    noted.lock().unwrap().push(n.id.to_string());
+                    Box::pin(async { Ok(()) })
+                })
+                .unordered(unordered.iter().cloned()),
+            TiePolicy::Run,
+        )
+    };
+    let charge = r#"{"id":"ch_unordered","object":"charge"}"#;
+    let updated = event_at("evt_ch_updated", "charge.updated", charge, BASE + 3, |_| {});
+    assert_eq!(
+        snapshot.process_event(&updated).await.kind().name(),
+        "processed"
+    );
+    let succeeded = event_at(
+        "evt_ch_succeeded",
+        "charge.succeeded",
+        charge,
+        BASE + 1,
+        |_| {},
+    );
+    assert_eq!(
+        snapshot.process_event(&succeeded).await.kind().name(),
+        "processed"
+    );
+    let older = event_at("evt_ch_updated_0", "charge.updated", charge, BASE, |_| {});
+    assert_eq!(snapshot.process_event(&older).await.kind().name(), "stale");
+
+    let payment = |id: &str| {
+        let n = ThinEventBuilder::new(&format!("evt_thin_{id}"), "v1.charge.succeeded")
+            .related("ch_unordered", "charge", "/v1/charges/ch_unordered")
+            .snapshot_event(id)
+            .created(BASE + 2)
+            .build();
+        dangerous::parse_unverified_notification(n.as_bytes()).unwrap()
+    };
+    let ordered_thin = thin(&[]);
+    let o = ordered_thin
+        .process_notification(&payment("evt_ch_paid_1"))
+        .await;
+    assert_eq!(o.kind().name(), "stale");
+    let unordered_thin = thin(&[EventType::ChargeSucceeded]);
+    let o = unordered_thin
+        .process_notification(&payment("evt_ch_paid_2"))
+        .await;
+    assert_eq!(o.kind().name(), "processed");
+    assert_eq!(
+        *ran.lock().unwrap(),
+        [
+            "evt_ch_updated",
+            "evt_ch_succeeded",
+            "evt_thin_evt_ch_paid_2"
+        ]
+    );
+    let wm = store.watermark("ch_unordered").await.unwrap().unwrap();
+    assert_eq!(
+        (wm.created, wm.event_id.as_str()),
+        (BASE + 3, "evt_ch_updated")
+    );
+}
+
 /// Beside an ordered route, a thin event whose twin's object has no id
 /// (`v1.balance.available`, whose `balance` has none, so the twin runs outside the
 /// guard) and its twin run the work once between them, on the twin's key; a thin event

@@ -590,4 +590,8 @@ impl<H: EventHandler> EventHandler for FetchLatest<H> {
     ) -> Result<(), HandlerError> {
         self.inner.handle_stale(event, watermark).await
     }
+
+    fn is_ordered(&self, event_type: &EventType) -> bool {
+        self.inner.is_ordered(event_type)
+    }
 }

@@ -171,6 +171,18 @@ pub trait EventHandler: Send + Sync + 'static {
         let _ = (event, watermark);
         Ok(())
     }
+
+    /// Whether the ordering guard ([`Processor::ordered`](crate::Processor::ordered))
+    /// applies to events of this type. The default: every type. Return `false` for the
+    /// types whose every event must run whatever its age (`charge.succeeded`,
+    /// `invoice.paid`: a payment to record, a receipt to send): they are claimed and run
+    /// as an unguarded processor runs them, so they are never answered `stale`, and
+    /// they neither wait for their object's lock nor move its watermark.
+    /// [`EventRouter::unordered`](crate::EventRouter::unordered) sets it per type.
+    fn is_ordered(&self, event_type: &EventType) -> bool {
+        let _ = event_type;
+        true
+    }
 }
 
 #[async_trait]
@@ -193,6 +205,10 @@ impl<H: EventHandler + ?Sized> EventHandler for std::sync::Arc<H> {
 
     async fn handle_stale(&self, event: &Event, watermark: &Watermark) -> Result<(), HandlerError> {
         (**self).handle_stale(event, watermark).await
+    }
+
+    fn is_ordered(&self, event_type: &EventType) -> bool {
+        (**self).is_ordered(event_type)
     }
 }
 
@@ -250,6 +266,17 @@ pub trait ThinEventHandler: Send + Sync + 'static {
     fn unknown_types(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Whether the ordering guard ([`Processor::thin_ordered`](crate::Processor::thin_ordered))
+    /// applies to a notification claimed under its snapshot twin of this type (the
+    /// twin's, `customer.updated` for `v1.customer.updated`), as
+    /// [`EventHandler::is_ordered`] does on the snapshot route: give both routes the same
+    /// answer. The default: every type.
+    /// [`ThinEventRouter::unordered`](crate::ThinEventRouter::unordered) sets it per type.
+    fn is_ordered(&self, snapshot_type: &EventType) -> bool {
+        let _ = snapshot_type;
+        true
+    }
 }
 
 #[async_trait]
@@ -268,5 +295,9 @@ impl<H: ThinEventHandler + ?Sized> ThinEventHandler for std::sync::Arc<H> {
 
     fn unknown_types(&self) -> Vec<String> {
         (**self).unknown_types()
+    }
+
+    fn is_ordered(&self, snapshot_type: &EventType) -> bool {
+        (**self).is_ordered(snapshot_type)
     }
 }

@@ -321,6 +321,8 @@ impl<K: Eq + Hash, E: ?Sized> Routes<K, E> {
 #[derive(Default)]
 pub struct EventRouter {
     routes: Routes<EventType, Event>,
+    /// The types left outside the ordering guard ([`unordered`](Self::unordered)).
+    unordered: Vec<EventType>,
 }
 
 impl fmt::Debug for EventRouter {
@@ -418,6 +420,55 @@ impl EventRouter {
     #[must_use]
     pub fn or(mut self, other: EventRouter) -> Self {
         self.routes.append(other.routes);
+        self.unordered.extend(other.unordered);
+        self
+    }
+
+    /// Leaves events of these types outside the ordering guard of a processor built
+    /// with [`Processor::ordered`](crate::Processor::ordered)
+    /// ([`EventHandler::is_ordered`]): each runs whatever its age, and is never answered
+    /// `stale`. For the types whose every event must run (a payment to record, a
+    /// receipt to send), beside guarded `*.updated` routes on the same endpoint. Adds to
+    /// the types given before; [`or`](Self::or) keeps both routers'.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use stripe_webhooks::{dangerous, testing, EventRouter, EventType, MemoryStore, Processor, SigningSecret, TiePolicy, Verifier};
+    ///
+    /// let router = EventRouter::new()
+    ///     .on(EventType::ChargeUpdated, |_e| Box::pin(async { Ok(()) }))
+    ///     .on(EventType::ChargeSucceeded, |_e| Box::pin(async { Ok(()) }))
+    ///     .unordered([EventType::ChargeSucceeded]);
+    /// let p = Processor::ordered(
+    ///     Verifier::new(SigningSecret::new("whsec_x")?),
+    ///     MemoryStore::new(),
+    ///     router,
+    ///     TiePolicy::Run,
+    /// );
+    /// let charge = |id: &str, ty: &str, created: i64| {
+    ///     let mut v: serde_json::Value = serde_json::from_str(&testing::event_json(
+    ///         id,
+    ///         ty,
+    ///         r#"{"id":"ch_1","object":"charge"}"#,
+    ///     ))
+    ///     .unwrap();
+    ///     v["created"] = created.into();
+    ///     dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
+    /// };
+    /// let updated = charge("evt_2", "charge.updated", 1_700_000_002);
+    /// assert_eq!(p.process_event(&updated).await.kind().name(), "processed");
+    /// // The payment's own event arrives after a newer update of its charge: it still runs.
+    /// let succeeded = charge("evt_1", "charge.succeeded", 1_700_000_001);
+    /// assert_eq!(p.process_event(&succeeded).await.kind().name(), "processed");
+    /// // An older update does not.
+    /// let old = charge("evt_0", "charge.updated", 1_700_000_000);
+    /// assert_eq!(p.process_event(&old).await.kind().name(), "stale");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    #[must_use]
+    pub fn unordered<I: IntoIterator<Item = EventType>>(mut self, types: I) -> Self {
+        self.unordered.extend(types);
         self
     }
 
@@ -459,6 +510,10 @@ impl EventHandler for EventRouter {
                 k.as_str().to_owned()
             })
     }
+
+    fn is_ordered(&self, event_type: &EventType) -> bool {
+        is_ordered(&self.unordered, event_type)
+    }
 }
 
 /// A [`ThinEventHandler`] built from closures, like [`EventRouter`]: by exact
@@ -485,6 +540,9 @@ impl EventHandler for EventRouter {
 #[derive(Default)]
 pub struct ThinEventRouter {
     routes: Routes<ThinEventType, EventNotification>,
+    /// The snapshot twins' types left outside the ordering guard
+    /// ([`unordered`](Self::unordered)).
+    unordered: Vec<EventType>,
 }
 
 impl fmt::Debug for ThinEventRouter {
@@ -568,6 +626,19 @@ impl ThinEventRouter {
     #[must_use]
     pub fn or(mut self, other: ThinEventRouter) -> Self {
         self.routes.append(other.routes);
+        self.unordered.extend(other.unordered);
+        self
+    }
+
+    /// Leaves notifications claimed under a snapshot twin of these types (the twins'
+    /// types: `charge.succeeded` for `v1.charge.succeeded`) outside the ordering guard
+    /// of a processor built with [`Processor::thin_ordered`](crate::Processor::thin_ordered)
+    /// ([`ThinEventHandler::is_ordered`]), as [`EventRouter::unordered`] does for the
+    /// snapshot route: give both routers the same types. Adds to the types given
+    /// before; [`or`](Self::or) keeps both routers'.
+    #[must_use]
+    pub fn unordered<I: IntoIterator<Item = EventType>>(mut self, types: I) -> Self {
+        self.unordered.extend(types);
         self
     }
 
@@ -606,4 +677,14 @@ impl ThinEventHandler for ThinEventRouter {
                 k.as_str().to_owned()
             })
     }
+
+    fn is_ordered(&self, snapshot_type: &EventType) -> bool {
+        is_ordered(&self.unordered, snapshot_type)
+    }
+}
+
+/// Whether `event_type` is not among a router's `unordered` types (by wire name, so that
+/// `Unknown("charge.succeeded")` given to `unordered` counts as the variant).
+fn is_ordered(unordered: &[EventType], event_type: &EventType) -> bool {
+    !unordered.iter().any(|t| t.as_str() == event_type.as_str())
 }

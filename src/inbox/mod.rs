@@ -90,4 +90,14 @@ pub trait TransactionalHandler<DB: sqlx::Database>: Send + Sync + 'static {
     fn unknown_types(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Whether the inbox's ordering guard ([`SqliteInbox::ordered`],
+    /// [`PostgresInbox::ordered`]) applies to events of this type, as
+    /// [`EventHandler::is_ordered`](crate::EventHandler::is_ordered): return `false` for
+    /// the types whose every event must run whatever its age (a payment to record). The
+    /// default: every type.
+    fn is_ordered(&self, event_type: &crate::EventType) -> bool {
+        let _ = event_type;
+        true
+    }
 }

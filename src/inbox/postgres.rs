@@ -347,7 +347,11 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
             return answer;
         }
         let core = &self.store.core;
-        let object_id = self.ordering.as_ref().and_then(|_| event.ordering_key());
+        let object_id = self
+            .ordering
+            .as_ref()
+            .filter(|_| self.handler.is_ordered(event.event_type()))
+            .and_then(|_| event.ordering_key());
         let id = event.id();
         let event_type = event.event_type();
         let hex = ClaimToken::new(id.clone(), 0).fence_hex();

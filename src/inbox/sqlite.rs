@@ -507,7 +507,11 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
 
         // The ordering guard, in the batch's transaction (which sees the watermarks
         // this batch moved already).
-        let object_id = self.ordering.as_ref().and_then(|_| event.ordering_key());
+        let object_id = self
+            .ordering
+            .as_ref()
+            .filter(|_| self.handler.is_ordered(event.event_type()))
+            .and_then(|_| event.ordering_key());
         let mut watermark = None;
         if let Some(object_id) = &object_id {
             let row = store_call(t, async {

@@ -191,7 +191,14 @@ impl Dispatcher for StoreDispatcher {
         }
         let handler = &*self.handler;
         if let Some(ordering) = &self.ordering {
-            if let Some(object_id) = event.ordering_key() {
+            // A type the handler keeps outside the guard runs as an unguarded
+            // processor's would (`EventHandler::is_ordered`).
+            let key = if handler.is_ordered(event.event_type()) {
+                event.ordering_key()
+            } else {
+                None
+            };
+            if let Some(object_id) = key {
                 return ordering
                     .dispatch(event, &object_id, handler, settings)
                     .await;

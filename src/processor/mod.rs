@@ -73,9 +73,10 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum TiePolicy {
-    /// Run it (the default), and it becomes the watermark. Right for handlers that act on
-    /// what the event says happened (send a receipt, record a payment), where both
-    /// events must run.
+    /// Run it (the default), and it becomes the watermark: both events of the second run,
+    /// in the order they arrive. (Events that must each run whatever their age, a
+    /// payment to record or a receipt to send, are better kept outside the guard
+    /// altogether: [`EventHandler::is_ordered`], [`EventRouter::unordered`](crate::EventRouter::unordered).)
     #[default]
     Run,
     /// Fetch the object from the API and run the handler on the event rebuilt with that
@@ -422,8 +423,12 @@ impl Processor {
     /// whose handler failed is stale on its retry if a newer event of its object was
     /// applied meanwhile, and reaches [`handle_stale`](EventHandler::handle_stale), not
     /// `handle`. Guard only the types whose newest state is what matters (`*.updated`),
-    /// and route events that must each run (a payment to record, a receipt to send)
-    /// through an unguarded processor, or act on them in `handle_stale`. (A queue
+    /// and keep the types whose every event must run (a payment to record, a receipt to
+    /// send) outside the guard: [`EventHandler::is_ordered`] answers `false` for them
+    /// ([`EventRouter::unordered`](crate::EventRouter::unordered) on a router), and
+    /// they run as an unguarded processor runs them. Otherwise such an event older than
+    /// an update of its object (a `charge.succeeded` after a later `charge.updated`, or
+    /// retried after one) is answered `stale` and never handled. (A queue
     /// [`Worker`](crate::queue::Worker) with per-object order instead holds an object's
     /// later jobs back while an earlier one waits for its retry.)
     ///
@@ -1414,9 +1419,13 @@ impl Processor {
         // the guard, and so does the thin event, even when its related object has an id
         // (`v1.billing.alert.triggered`: the alert, where the twin carries one trigger
         // of it, which no other trigger makes stale).
+        // And unless the handler keeps the twin's type outside the guard
+        // (`ThinEventHandler::is_ordered`), as the snapshot route's would.
         let object_key = n.ordering_key();
         let guarded = match (&self.ordering, object_key.as_deref(), n.created_unix()) {
-            (Some(guard), Some(object_id), Some(created)) if key != &n.id && !twin_unguarded => {
+            (Some(guard), Some(object_id), Some(created))
+                if key != &n.id && !twin_unguarded && h.is_ordered(&record_type) =>
+            {
                 Some((guard, object_id, created))
             }
             _ => None,

@@ -252,3 +252,68 @@ pub async fn read_for_minutes(
     .map_err(stripe_webhooks::HandlerError::new)?;
     Ok(())
 }
+
+/// A transactional handler that notes the events it ran and keeps `charge.succeeded`
+/// outside an ordered inbox's guard (`TransactionalHandler::is_ordered`).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(Default, Clone)]
+pub struct PaymentsAlwaysRun {
+    pub ran: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[stripe_webhooks::async_trait]
+impl<DB: stripe_webhooks::sqlx::Database> stripe_webhooks::TransactionalHandler<DB>
+    for PaymentsAlwaysRun
+{
+    async fn handle(
+        &self,
+        event: &stripe_webhooks::Event,
+        _conn: &mut DB::Connection,
+    ) -> Result<(), stripe_webhooks::HandlerError> {
+        self.ran.lock().unwrap().push(event.id().to_string());
+        Ok(())
+    }
+
+    fn is_ordered(&self, event_type: &stripe_webhooks::EventType) -> bool {
+        *event_type != stripe_webhooks::EventType::ChargeSucceeded
+    }
+}
+
+/// Delivers to `p` (an ordered inbox on [`PaymentsAlwaysRun`]) a `charge.updated` of the
+/// charge `charge`, then its older `charge.succeeded`, then an update older still: the
+/// payment runs whatever its age, the old update is stale.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub async fn unordered_types_run_whatever_their_age(
+    p: &stripe_webhooks::Processor,
+    handler: &PaymentsAlwaysRun,
+    charge: &str,
+) {
+    let event = |id: &str, ty: &str, created: i64| {
+        let mut v: serde_json::Value = serde_json::from_str(&stripe_webhooks::testing::event_json(
+            &format!("{id}_{charge}"),
+            ty,
+            &format!(r#"{{"id":"{charge}","object":"charge"}}"#),
+        ))
+        .unwrap();
+        v["created"] = created.into();
+        stripe_webhooks::dangerous::parse_unverified(v.to_string().as_bytes()).unwrap()
+    };
+    let kinds = [
+        event("evt_updated", "charge.updated", 1_700_000_002),
+        event("evt_succeeded", "charge.succeeded", 1_700_000_001),
+        event("evt_old_update", "charge.updated", 1_700_000_000),
+    ];
+    let mut names = Vec::new();
+    for e in &kinds {
+        names.push(p.process_event(e).await.kind().name());
+    }
+    assert_eq!(names, ["processed", "processed", "stale"]);
+    assert_eq!(
+        *handler.ran.lock().unwrap(),
+        [
+            format!("evt_updated_{charge}"),
+            format!("evt_succeeded_{charge}")
+        ]
+    );
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The ordering guard's cost on PostgreSQL, in server instructions, for the shipped layout
-# and others prototyped against it (benches/README.md, "2026-12-04, second session" and
-# "2026-12-05").
+# and others prototyped against it (benches/README.md, "2026-12-04, second session",
+# "2026-12-05" and "eighteenth session").
 #
 #   bash benches/load/guard_layouts.sh            # every script under guard_layouts/
 #   LAYOUTS="unguarded seq_rows" bash benches/load/guard_layouts.sh
@@ -17,13 +17,13 @@
 # guard_layouts/unguarded.sql and guarded.sql copy the statements of
 # src/idempotency/sql/statements.rs (POSTGRES: claim + complete; lock_and_claim +
 # complete_applied) over tables of their own; guarded_before.sql is the guard as shipped
-# until 2026-12-05, and merged_rows.sql, seq_rows.sql and update_first.sql are prototypes,
-# not shipped. Needs valgrind and PostgreSQL's server binaries (PG_BIN, or
+# until 2026-12-05, and merged_rows.sql, seq_rows.sql, update_first.sql, pending.sql and
+# pending_seen.sql are prototypes, not shipped. Needs valgrind and PostgreSQL's server binaries (PG_BIN, or
 # found under /usr/lib/postgresql). Takes about five minutes.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)/guard_layouts"
-layouts="${LAYOUTS:-unguarded guarded guarded_before merged_rows seq_rows update_first}"
+layouts="${LAYOUTS:-unguarded guarded guarded_before merged_rows seq_rows update_first pending pending_seen}"
 bin="${PG_BIN:-}"
 if [ -z "$bin" ]; then
   for d in /usr/lib/postgresql/*/bin; do [ -x "$d/initdb" ] && bin="$d"; done

@@ -1,5 +1,6 @@
 -- Tables for benches/load/guard_layouts.sh: ev and ev_objects as the crate's migrations make
--- them (after migration 4), mv for merged_rows.sql and sv for seq_rows.sql.
+-- them (after migration 4), mv for merged_rows.sql, sv for seq_rows.sql, pe and
+-- pv_objects for pending.sql and pending_seen.sql.
 CREATE TABLE ev (
     event_id     TEXT PRIMARY KEY,
     event_type   TEXT NOT NULL,
@@ -61,3 +62,19 @@ CREATE TABLE sv (
 CREATE INDEX sv_failed_idx ON sv (first_seen) WHERE status = 'failed';
 CREATE INDEX sv_purge_idx ON sv (updated_at) WHERE status <> 'processing';
 CREATE UNIQUE INDEX sv_obj_seq ON sv (object_id, seq) WHERE object_id IS NOT NULL;
+-- pending.sql: the guarded claims in a table of their own (as `ev`), and objects whose
+-- lock also carries the holder's event ("pending"), folded into the watermark by the
+-- next lock once the holder's claim is seen completed.
+CREATE TABLE pe (LIKE ev INCLUDING ALL);
+CREATE TABLE pv_objects (
+    object_id       TEXT PRIMARY KEY,
+    created         BIGINT,
+    event_id        TEXT,
+    holder          TEXT,
+    holder_event    TEXT,
+    pending_created BIGINT,
+    pending_event   TEXT,
+    lock_until      TIMESTAMPTZ,
+    updated_at      TIMESTAMPTZ NOT NULL DEFAULT now()
+) WITH (fillfactor = 70);
+ALTER TABLE pv_objects ADD COLUMN seen_holder TEXT, ADD COLUMN seen_status TEXT;

@@ -833,6 +833,42 @@ async fn unordered_types_run_on_both_routes_whatever_their_age() {
     );
 }
 
+/// A handler whose `is_ordered` panics: the delivery is answered 500, as for a handler
+/// that panics, with nothing claimed (so Stripe's retry finds the event new), and the
+/// processor does not panic.
+#[tokio::test]
+async fn a_panicking_is_ordered_is_a_500_with_nothing_claimed() {
+    struct Confused;
+    #[async_trait]
+    impl EventHandler for Confused {
+        async fn handle(&self, _event: &Event) -> Result<(), HandlerError> {
+            Ok(())
+        }
+        fn is_ordered(&self, _event_type: &EventType) -> bool {
+            panic!("no idea")
+        }
+    }
+    let store = Arc::new(MemoryStore::new());
+    let p = Processor::ordered(
+        Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
+        Arc::clone(&store),
+        Confused,
+        TiePolicy::Run,
+    );
+    let o = p
+        .process_event(&update("evt_confused", "cus_confused", BASE))
+        .await;
+    assert!(
+        matches!(o.kind(), OutcomeKind::HandlerFailed(HandlerError::Panicked(m)) if m.contains("is_ordered")),
+        "{o:?}"
+    );
+    assert_eq!(o.status(), 500);
+    let record = stripe_webhooks::StoreAdmin::record(&*store, &EventId::new("evt_confused"))
+        .await
+        .unwrap();
+    assert!(record.is_none(), "{record:?}");
+}
+
 /// Beside an ordered route, a thin event whose twin's object has no id
 /// (`v1.balance.available`, whose `balance` has none, so the twin runs outside the
 /// guard) and its twin run the work once between them, on the twin's key; a thin event

@@ -347,11 +347,17 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
             return answer;
         }
         let core = &self.store.core;
-        let object_id = self
-            .ordering
-            .as_ref()
-            .filter(|_| self.handler.is_ordered(event.event_type()))
-            .and_then(|_| event.ordering_key());
+        let ordered = match &self.ordering {
+            Some(_) => {
+                Dispatched::ask("is_ordered", || self.handler.is_ordered(event.event_type()))
+            }
+            None => Ok(false),
+        };
+        let object_id = match ordered {
+            Ok(true) => event.ordering_key(),
+            Ok(false) => None,
+            Err(answer) => return answer,
+        };
         let id = event.id();
         let event_type = event.event_type();
         let hex = ClaimToken::new(id.clone(), 0).fence_hex();

@@ -248,6 +248,17 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
         {
             return answer;
         }
+        // Whether the ordering guard applies, asked before the writer is taken.
+        let ordered = match &self.ordering {
+            Some(_) => {
+                Dispatched::ask("is_ordered", || self.handler.is_ordered(event.event_type()))
+            }
+            None => Ok(false),
+        };
+        let ordered = match ordered {
+            Ok(ordered) => ordered,
+            Err(answer) => return answer,
+        };
         let t = settings
             .store_timeout
             .max(BUSY_TIMEOUT + Duration::from_secs(1));
@@ -275,7 +286,7 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
                 Err(e) => return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e)),
             },
         };
-        let step = match self.deliver(&mut batch, event, settings, t).await {
+        let step = match self.deliver(&mut batch, event, ordered, settings, t).await {
             Ok(Step::RolledBack { culprit }) => {
                 // The transaction is gone, with every delivery in it: they are answered
                 // 503 and run alone when Stripe delivers them again.
@@ -442,11 +453,13 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
     }
 
     /// One delivery in the batch: claim (marked completed at once: nobody sees it before
-    /// the commit, and a rollback removes it) and handler, in a savepoint of its own.
+    /// the commit, and a rollback removes it) and handler, in a savepoint of its own;
+    /// through the ordering guard when `ordered`.
     async fn deliver(
         &self,
         batch: &mut Batch,
         event: &Event,
+        ordered: bool,
         settings: &DispatchSettings,
         t: Duration,
     ) -> Result<Step, StoreError> {
@@ -507,11 +520,7 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
 
         // The ordering guard, in the batch's transaction (which sees the watermarks
         // this batch moved already).
-        let object_id = self
-            .ordering
-            .as_ref()
-            .filter(|_| self.handler.is_ordered(event.event_type()))
-            .and_then(|_| event.ordering_key());
+        let object_id = ordered.then(|| event.ordering_key()).flatten();
         let mut watermark = None;
         if let Some(object_id) = &object_id {
             let row = store_call(t, async {

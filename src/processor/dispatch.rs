@@ -103,13 +103,22 @@ impl Dispatched {
     /// answer, with nothing claimed: ignored, or a 500 (so Stripe, or a reconciler's
     /// next pass, delivers it again).
     pub(crate) fn screen(name: &str, takes: impl FnOnce() -> bool) -> Option<Self> {
-        match check_caught(takes) {
+        match Self::ask(name, takes) {
             Ok(true) => None,
             Ok(false) => Some(Self::unclaimed(OutcomeKind::Ignored)),
-            Err(panic) => Some(Self::unclaimed(OutcomeKind::HandlerFailed(
-                HandlerError::Panicked(format!("in {name}: {panic}")),
-            ))),
+            Err(answer) => Some(answer),
         }
+    }
+
+    /// Asks a handler's check (`handles`, `is_ordered`) before anything is claimed: its
+    /// answer, or, when it panics, the delivery's (500, nothing claimed, as for a
+    /// handler that panics).
+    pub(crate) fn ask(name: &str, check: impl FnOnce() -> bool) -> Result<bool, Self> {
+        check_caught(check).map_err(|panic| {
+            Self::unclaimed(OutcomeKind::HandlerFailed(HandlerError::Panicked(format!(
+                "in {name}: {panic}"
+            ))))
+        })
     }
 
     /// A result of attempt number `attempt`.
@@ -193,10 +202,11 @@ impl Dispatcher for StoreDispatcher {
         if let Some(ordering) = &self.ordering {
             // A type the handler keeps outside the guard runs as an unguarded
             // processor's would (`EventHandler::is_ordered`).
-            let key = if handler.is_ordered(event.event_type()) {
-                event.ordering_key()
-            } else {
-                None
+            let key = match Dispatched::ask("is_ordered", || handler.is_ordered(event.event_type()))
+            {
+                Ok(true) => event.ordering_key(),
+                Ok(false) => None,
+                Err(answer) => return answer,
             };
             if let Some(object_id) = key {
                 return ordering

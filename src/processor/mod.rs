@@ -1422,10 +1422,15 @@ impl Processor {
         // And unless the handler keeps the twin's type outside the guard
         // (`ThinEventHandler::is_ordered`), as the snapshot route's would.
         let object_key = n.ordering_key();
+        let ordered = match (&self.ordering, key != &n.id && !twin_unguarded) {
+            (Some(_), true) => match Dispatched::ask("is_ordered", || h.is_ordered(&record_type)) {
+                Ok(ordered) => ordered,
+                Err(answer) => return answer,
+            },
+            _ => false,
+        };
         let guarded = match (&self.ordering, object_key.as_deref(), n.created_unix()) {
-            (Some(guard), Some(object_id), Some(created))
-                if key != &n.id && !twin_unguarded && h.is_ordered(&record_type) =>
-            {
+            (Some(guard), Some(object_id), Some(created)) if ordered => {
                 Some((guard, object_id, created))
             }
             _ => None,

@@ -445,6 +445,23 @@ async fn store_that_hangs_is_503_within_timeout() {
     assert_eq!(handler.runs.load(Ordering::SeqCst), 0);
 }
 
+/// A handler deadline of zero is taken as the floor (10 ms): as given, every handler that
+/// awaits anything would be cut, and its event fail at every retry.
+#[tokio::test]
+async fn a_zero_handler_deadline_is_raised_to_the_floor() {
+    let router = stripe_webhooks::EventRouter::new().fallback(|_e| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok(())
+        })
+    });
+    let p = Processor::new(verifier(), MemoryStore::new(), router)
+        .with_handler_deadline(Some(Duration::ZERO));
+    let (h, b) = signed("evt_zero_deadline", "invoice.paid");
+    let o = p.process(Some(&h), b.as_bytes()).await;
+    assert!(matches!(o.kind(), OutcomeKind::Processed), "{o:?}");
+}
+
 /// A store timeout of zero is taken as the floor (10 ms): as given, every call to a store
 /// that does not answer at its first poll would time out, and every delivery be 503.
 #[tokio::test]

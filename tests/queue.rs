@@ -193,6 +193,9 @@ struct Faulty {
     /// How many renewals to refuse before taking them.
     failed_renewals: Arc<std::sync::atomic::AtomicUsize>,
     no_completions: bool,
+    /// How many completions to refuse before taking them, each after `refusal_delay`.
+    failed_completions: Arc<std::sync::atomic::AtomicUsize>,
+    refusal_delay: Duration,
     yields: bool,
 }
 
@@ -204,6 +207,8 @@ impl Faulty {
             no_renewals: false,
             failed_renewals: Arc::default(),
             no_completions: false,
+            failed_completions: Arc::default(),
+            refusal_delay: Duration::ZERO,
             yields: false,
         }
     }
@@ -256,7 +261,18 @@ impl Queue for Faulty {
         &self,
         token: &stripe_webhooks::ClaimToken,
     ) -> Result<(), stripe_webhooks::StoreError> {
-        if self.no_completions {
+        let refuse = self
+            .failed_completions
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if refuse {
+            tokio::time::sleep(self.refusal_delay).await;
+        }
+        if self.no_completions || refuse {
             return Err(stripe_webhooks::StoreError::unavailable(
                 "the queue is down",
             ));
@@ -1491,6 +1507,54 @@ async fn a_worker_with_a_zero_store_timeout_still_runs_its_jobs() {
         handler.clone(),
     )
     .with_store_timeout(Duration::ZERO);
+    assert_eq!(worker.run_once().await.unwrap(), 1);
+    assert_eq!(queue.counts().await.unwrap().completed, 1);
+}
+
+/// A succeeded run's completion goes on under the lease's renewals: while the queue
+/// refuses the first two completions, slowly (the settlement's third try comes 500 ms
+/// on, past the 300 ms lease), no other worker takes the job and runs it again.
+/// Before, the lease was not renewed once the handler returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_completion_keeps_its_lease() {
+    let queue = MemoryQueue::new();
+    enqueue_body(&queue, &customer_event("evt_slow_complete", "cus_1", 1)).await;
+    let faulty = Faulty {
+        failed_completions: Arc::new(std::sync::atomic::AtomicUsize::new(2)),
+        refusal_delay: Duration::from_millis(100),
+        ..Faulty::over(&queue)
+    };
+    let handler = Recorder::default();
+    let lease = Duration::from_millis(300);
+    let first = Worker::new(faulty, handler.clone()).with_lease(lease);
+    let other = Worker::new(queue.clone(), handler.clone()).with_lease(lease);
+    let first = tokio::spawn(async move { first.run_once().await });
+    // The other worker looks for the job once the first one has run it.
+    while handler.seen().is_empty() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let until = tokio::time::Instant::now() + Duration::from_millis(1_200);
+    while tokio::time::Instant::now() < until {
+        other.run_once().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    assert_eq!(handler.seen(), ["evt_slow_complete"]);
+    assert_eq!(queue.counts().await.unwrap().completed, 1);
+}
+
+/// A handler deadline of zero is taken as the floor (10 ms), as the processor's is.
+#[tokio::test]
+async fn a_worker_with_a_zero_deadline_still_runs_its_jobs() {
+    let queue = MemoryQueue::new();
+    enqueue_body(&queue, &customer_event("evt_zero_deadline", "cus_1", 1)).await;
+    let router = stripe_webhooks::EventRouter::new().fallback(|_e| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok(())
+        })
+    });
+    let worker = Worker::new(queue.clone(), router).with_deadline(Some(Duration::ZERO));
     assert_eq!(worker.run_once().await.unwrap(), 1);
     assert_eq!(queue.counts().await.unwrap().completed, 1);
 }

@@ -60,6 +60,9 @@ pub const MAX_STORE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The least store timeout the processor and the workers take: a zero one would time
 /// every store call out before it was sent.
 pub(crate) const MIN_STORE_TIMEOUT: Duration = Duration::from_millis(10);
+/// The least handler deadline the processor and the workers take: a zero one would cut
+/// every handler that awaits anything, and fail its event at every retry.
+pub(crate) const MIN_HANDLER_DEADLINE: Duration = Duration::from_millis(10);
 /// How long a store call may take by default before the delivery is answered 503.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the adapters wait by default for a request's whole body before answering
@@ -733,8 +736,8 @@ impl Processor {
         self
     }
 
-    /// Sets the handler deadline (`None`: no deadline). The lease is raised to twice the
-    /// deadline if it was shorter.
+    /// Sets the handler deadline (`None`: no deadline; at least 10 ms otherwise). The
+    /// lease is raised to twice the deadline if it was shorter.
     ///
     /// Deadlines, store timeouts and lease renewal need the `tokio` feature, which every
     /// store and adapter feature turns on. A build without it (`--no-default-features`
@@ -742,6 +745,7 @@ impl Processor {
     /// within the lease.
     #[must_use]
     pub fn with_handler_deadline(mut self, deadline: Option<Duration>) -> Self {
+        let deadline = deadline.map(|d| d.max(MIN_HANDLER_DEADLINE));
         self.settings.deadline = deadline;
         self.settings.lease = self
             .settings

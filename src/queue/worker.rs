@@ -512,11 +512,13 @@ impl Worker {
         self
     }
 
-    /// How long a handler may run (default 60 s; `None`: no limit). It raises the lease to
+    /// How long a handler may run (default 60 s; `None`: no limit; at least 10 ms
+    /// otherwise). It raises the lease to
     /// twice the deadline (up to [`MAX_JOB_LEASE`]); a later
     /// [`with_lease`](Self::with_lease) sets the lease as given.
     #[must_use]
     pub fn with_deadline(mut self, deadline: Option<Duration>) -> Self {
+        let deadline = deadline.map(|d| d.max(crate::processor::MIN_HANDLER_DEADLINE));
         self.settings.deadline = deadline;
         if let Some(d) = deadline {
             self.settings.lease = self
@@ -553,7 +555,9 @@ impl Worker {
     /// Runs the jobs about one object (`data.object.id`, a thin event's related object;
     /// within its connected account and mode for a Connect event) one at a time in
     /// `created` order, so a slow `updated` is never overtaken by a later one. A job that is still
-    /// retrying holds the later jobs of its object back; a dead one does not.
+    /// retrying holds the later jobs of its object back; a dead one does not. `created`
+    /// is whole seconds: jobs of one object in the same second run in the order they
+    /// were queued (Stripe's delivery order, not necessarily the order of the changes).
     ///
     /// It orders the jobs the queue holds together; it keeps no watermark. An event
     /// queued after a newer one of its object already ran (Stripe's retry of a delivery
@@ -930,6 +934,9 @@ impl Runner for WithThin {
 /// How the run with lease renewal ended.
 enum Held {
     Ran(Ran),
+    /// The run succeeded (or was skipped) and its completion was recorded, or not: the
+    /// settlement's answer, reached with the lease still renewed.
+    Completed(Result<(), StoreError>),
     /// The lease was lost (or renewals failed until it may have ended).
     Lost,
     /// The worker is shutting down past its grace.
@@ -1016,12 +1023,25 @@ async fn run_job(
         let mut sent = renewed;
         // A handle dropped without `shutdown` never stops the jobs in hand.
         let mut stoppable = true;
+        // A succeeded run's completion, once the run is over: its tries (three, over
+        // backoffs, each up to a store timeout) go on under the renewals, so that a slow
+        // or failing queue cannot let the lease end meanwhile, and another worker take
+        // the job and run its handler again.
+        let mut completing: Option<RenewalFuture<'_>> = None;
         loop {
             tokio::select! {
                 // The run first: a handler that finished as the stop came is settled as
                 // it ended, not released to run again.
                 biased;
-                ran = &mut run => break Held::Ran(ran),
+                ran = &mut run, if completing.is_none() => match ran {
+                    Ran::Succeeded | Ran::Skipped => {
+                        completing = Some(Box::pin(settle(s, || queue.complete(&job.token))));
+                    }
+                    ran => break Held::Ran(ran),
+                },
+                completed = in_flight(&mut completing), if completing.is_some() => {
+                    break Held::Completed(completed);
+                }
                 renewed_now = in_flight(&mut renewal), if renewal.is_some() => {
                     renewal = None;
                     // A renewal that failed is tried again a quarter period on, so that
@@ -1032,6 +1052,11 @@ async fn run_job(
                                 renewed = sent;
                                 every
                             }
+                            // While completing: the completion may have landed (a
+                            // completed job renews no more); its own answer says.
+                            Err(StoreError::LeaseLost { .. }) if completing.is_some() => {
+                                Duration::from_secs(86_400)
+                            }
                             Err(StoreError::LeaseLost { .. }) => break Held::Lost,
                             Err(e) => {
                                 note_settle_failed("renew", &job, &e);
@@ -1039,7 +1064,12 @@ async fn run_job(
                             }
                         };
                 }
-                () = tokio::time::sleep_until(renewed + safe) => break Held::Lost,
+                // Past it the job may be another worker's: the run stops. A completion
+                // under way is not cut (it is fenced: a job another worker took refuses
+                // it).
+                () = tokio::time::sleep_until(renewed + safe), if completing.is_none() => {
+                    break Held::Lost;
+                }
                 () = tokio::time::sleep_until(next_renewal), if renewal.is_none() => {
                     sent = Instant::now();
                     renewal = Some(Box::pin(store_call(
@@ -1047,7 +1077,7 @@ async fn run_job(
                         queue.extend(&job.token, s.lease),
                     )));
                 }
-                changed = stop.changed(), if stoppable => match changed {
+                changed = stop.changed(), if stoppable && completing.is_none() => match changed {
                     Ok(()) if *stop.borrow() => break Held::Stopped,
                     Ok(()) => {}
                     Err(_) => stoppable = false,
@@ -1056,6 +1086,8 @@ async fn run_job(
         }
     };
     let (settled, result) = match held {
+        Held::Completed(settled) => (settled, "completed"),
+        // (A run that succeeded is completed under its renewals, above.)
         Held::Ran(Ran::Succeeded | Ran::Skipped) => {
             (settle(s, || queue.complete(&job.token)).await, "completed")
         }

@@ -37,8 +37,9 @@
 //!
 //! | Request | Status | Body |
 //! |---|---|---|
-//! | processed, duplicate, ignored | 200 | `{"status":"processed"}` (the [`OutcomeKind::name`](crate::OutcomeKind::name)) |
+//! | processed, queued, duplicate, ignored, other_mode, ping, stale, completion_not_recorded, lease_lost | 200 | `{"status":"processed"}` (the [`OutcomeKind::name`](crate::OutcomeKind::name)) |
 //! | bad or missing signature, not an event | 400 | `{"error":"bad_signature"}`, `{"error":"not_an_event"}` |
+//! | the body could not be read (the connection broke, or it was not a valid chunked body) | 400 | `{"error":"body_unreadable"}` |
 //! | a method other than POST | 405, `Allow: POST` | `{"error":"method_not_allowed"}` |
 //! | another delivery holds the event | 409, `Retry-After` | `{"error":"in_progress"}` |
 //! | body over [`Processor::max_body`] (1 MiB by default) | 413 | `{"error":"payload_too_large"}` |
@@ -46,6 +47,7 @@
 //! | `Content-Encoding` other than `identity` (Stripe never compresses; refused before the body is read, so no framework inflates it) | 415 | `{"error":"unsupported_media_type"}` |
 //! | the body took longer than [`Processor::body_timeout`] (10 s) to arrive | 408 | `{"error":"body_timeout"}` |
 //! | the handler failed | 500 | `{"error":"handler_failed"}` |
+//! | the `VerifiedEvent` extractor finds no `Verifier` (nor `Processor`) in the app data | 500 | `{"error":"verifier_not_configured"}` |
 //! | the store is unreachable | 503 | `{"error":"store_unavailable"}` |
 //!
 //! `application/json` is matched in any letter case and with any parameters

@@ -33,8 +33,9 @@
 //!
 //! | Request | Status | Body |
 //! |---|---|---|
-//! | processed, duplicate, ignored | 200 | `{"status":"processed"}` (the [`OutcomeKind::name`](crate::OutcomeKind::name)) |
+//! | processed, queued, duplicate, ignored, other_mode, ping, stale, completion_not_recorded, lease_lost | 200 | `{"status":"processed"}` (the [`OutcomeKind::name`](crate::OutcomeKind::name)) |
 //! | bad or missing signature, not an event | 400 | `{"error":"bad_signature"}`, `{"error":"not_an_event"}` |
+//! | the body could not be read (the connection broke, or it was not a valid chunked body) | 400 | `{"error":"body_unreadable"}` |
 //! | a method other than POST | 405, `Allow: POST` | `{"error":"method_not_allowed"}` |
 //! | another delivery holds the event | 409, `Retry-After` | `{"error":"in_progress"}` |
 //! | body over [`Processor::max_body`] (1 MiB by default) | 413 | `{"error":"payload_too_large"}` |

@@ -983,7 +983,9 @@ impl Processor {
     }
 
     /// Processes one delivery: the `Stripe-Signature` header (if the request had one) and
-    /// the raw body. Never panics, even if the handler does.
+    /// the raw body. Never panics, even if the handler does. (With the `tokio` feature,
+    /// which every store and adapter feature turns on, call it inside a Tokio runtime:
+    /// its deadlines and store timeouts are Tokio's timers, which panic outside one.)
     pub async fn process(&self, signature_header: Option<&str>, body: &[u8]) -> Outcome {
         let started = Instant::now();
         #[cfg(feature = "tracing")]

@@ -318,7 +318,15 @@ impl FakeStripe {
     }
 
     /// An `HttpClient` for this server: [`FAKE_API_KEY`], base URL
-    /// [`base_url`](Self::base_url), and millisecond backoffs so tests stay fast.
+    /// [`base_url`](Self::base_url), and, so that tests stay fast, millisecond backoffs
+    /// and a rate limit of 1,000 requests a second. Production's client
+    /// (`HttpClient::new`) starts 20 a second, 8 in flight, within a 30 s deadline per
+    /// call: a test that fans out hundreds of fetches (a reconciler pass, a queue backlog
+    /// under `FetchLatest`) passes here where, in production, the calls whose turn in the
+    /// rate limit falls past their deadline fail at once (`DeadlineExceeded`) and their
+    /// events are retried later. To test with production's pacing, build the client
+    /// yourself: `HttpClient::new(key)?.with_base_url(fake.base_url())`, keeping only
+    /// `with_backoff` short.
     ///
     /// # Errors
     ///

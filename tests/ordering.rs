@@ -826,11 +826,88 @@ async fn unordered_types_run_on_both_routes_whatever_their_age() {
             "evt_thin_evt_ch_paid_2"
         ]
     );
+    // Its snapshot twin, delivered after it, is a duplicate: the change ran once.
+    let twin = event_at(
+        "evt_ch_paid_2",
+        "charge.succeeded",
+        charge,
+        BASE + 2,
+        |_| {},
+    );
+    assert_eq!(
+        snapshot.process_event(&twin).await.kind().name(),
+        "duplicate"
+    );
+    assert_eq!(ran.lock().unwrap().len(), 3);
     let wm = store.watermark("ch_unordered").await.unwrap().unwrap();
     assert_eq!(
         (wm.created, wm.event_id.as_str()),
         (BASE + 3, "evt_ch_updated")
     );
+}
+
+/// On one processor taking both families (`with_thin_handler`), a type the snapshot
+/// handler keeps outside the guard is kept out for thin events claimed under their twin
+/// too, though the thin handler says nothing: an older payment still runs.
+#[tokio::test]
+async fn one_processors_snapshot_handler_keeps_thin_twins_out_of_the_guard() {
+    use stripe_webhooks::testing::ThinEventBuilder;
+    use stripe_webhooks::{EventRouter, EventType, ThinEventRouter};
+    let p = Processor::ordered(
+        Verifier::new(SigningSecret::new("whsec_one_processor").unwrap()),
+        MemoryStore::new(),
+        EventRouter::new()
+            .fallback(|_e| Box::pin(async { Ok(()) }))
+            .unordered([EventType::ChargeSucceeded]),
+        TiePolicy::Run,
+    )
+    .with_thin_handler(ThinEventRouter::new().fallback(|_n| Box::pin(async { Ok(()) })));
+    let charge = r#"{"id":"ch_one","object":"charge"}"#;
+    let updated = event_at(
+        "evt_one_updated",
+        "charge.updated",
+        charge,
+        BASE + 3,
+        |_| {},
+    );
+    assert_eq!(p.process_event(&updated).await.kind().name(), "processed");
+    let n = ThinEventBuilder::new("evt_thin_one_paid", "v1.charge.succeeded")
+        .related("ch_one", "charge", "/v1/charges/ch_one")
+        .snapshot_event("evt_one_paid")
+        .created(BASE + 1)
+        .build();
+    let n = dangerous::parse_unverified_notification(n.as_bytes()).unwrap();
+    assert_eq!(p.process_notification(&n).await.kind().name(), "processed");
+    // A thin handler whose `is_ordered` panics: 500, nothing claimed.
+    struct Confused;
+    #[async_trait]
+    impl stripe_webhooks::ThinEventHandler for Confused {
+        async fn handle(
+            &self,
+            _n: &stripe_webhooks::EventNotification,
+        ) -> Result<(), HandlerError> {
+            Ok(())
+        }
+        fn is_ordered(&self, _snapshot_type: &EventType) -> bool {
+            panic!("no idea")
+        }
+    }
+    let store = Arc::new(MemoryStore::new());
+    let thin = Processor::thin_ordered(
+        Verifier::new(SigningSecret::new("whsec_one_processor").unwrap()),
+        Arc::clone(&store),
+        Confused,
+        TiePolicy::Run,
+    );
+    let o = thin.process_notification(&n).await;
+    assert!(
+        matches!(o.kind(), OutcomeKind::HandlerFailed(HandlerError::Panicked(m)) if m.contains("is_ordered")),
+        "{o:?}"
+    );
+    let record = stripe_webhooks::StoreAdmin::record(&*store, &EventId::new("evt_one_paid"))
+        .await
+        .unwrap();
+    assert!(record.is_none(), "{record:?}");
 }
 
 /// A handler whose `is_ordered` panics: the delivery is answered 500, as for a handler

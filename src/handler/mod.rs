@@ -178,7 +178,12 @@ pub trait EventHandler: Send + Sync + 'static {
     /// `invoice.paid`: a payment to record, a receipt to send): they are claimed and run
     /// as an unguarded processor runs them, so they are never answered `stale`, and
     /// they neither wait for their object's lock nor move its watermark.
-    /// [`EventRouter::unordered`](crate::EventRouter::unordered) sets it per type.
+    /// [`EventRouter::unordered`](crate::EventRouter::unordered) sets it per type. Give a
+    /// thin route beside it the same answer
+    /// ([`ThinEventHandler::is_ordered`]). (A queue worker's per-object order,
+    /// [`Worker::with_per_object_order`](crate::queue::Worker::with_per_object_order), is
+    /// another thing: it runs an object's jobs one at a time whatever their type, and
+    /// drops none.)
     fn is_ordered(&self, event_type: &EventType) -> bool {
         let _ = event_type;
         true

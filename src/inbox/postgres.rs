@@ -117,7 +117,9 @@ impl<H> PostgresInbox<H> {
     /// moves in the transaction that commits the handler's writes. A guarded route
     /// outside the inbox on the same table ([`Processor::thin_ordered`](crate::Processor::thin_ordered))
     /// locks objects by a lease instead: a delivery that finds such a lock rolls back and
-    /// gets 409 until it is freed, and that route's lock waits for the row lock.
+    /// gets 409 until it is freed, and that route's lock waits for the row lock. Types
+    /// the handler's [`is_ordered`](TransactionalHandler::is_ordered) keeps out (a payment
+    /// to record) run unguarded, whatever their age.
     #[must_use]
     pub fn ordered(mut self, ties: TiePolicy) -> Self {
         self.ordering = Some(ties);
@@ -326,6 +328,10 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
 
     fn unknown_types(&self) -> Vec<String> {
         self.handler.unknown_types()
+    }
+
+    fn is_ordered(&self, event_type: &crate::EventType) -> bool {
+        self.handler.is_ordered(event_type)
     }
 
     fn store(&self) -> std::sync::Arc<dyn crate::IdempotencyStore> {

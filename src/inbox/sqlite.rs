@@ -185,7 +185,9 @@ impl<H> SqliteInbox<H> {
     /// own; but a guarded route outside the inbox on the same store
     /// ([`Processor::thin_ordered`](crate::Processor::thin_ordered)) locks objects by a
     /// lease while its handler runs, and a delivery that finds such a lock is undone and
-    /// gets 409 until it is freed.
+    /// gets 409 until it is freed. Types the handler's
+    /// [`is_ordered`](TransactionalHandler::is_ordered) keeps out (a payment to record)
+    /// run unguarded, whatever their age.
     #[must_use]
     pub fn ordered(mut self, ties: TiePolicy) -> Self {
         self.ordering = Some(ties);
@@ -228,6 +230,10 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
 
     fn unknown_types(&self) -> Vec<String> {
         self.handler.unknown_types()
+    }
+
+    fn is_ordered(&self, event_type: &crate::EventType) -> bool {
+        self.handler.is_ordered(event_type)
     }
 
     fn store(&self) -> std::sync::Arc<dyn crate::IdempotencyStore> {

@@ -153,6 +153,14 @@ pub(crate) trait Dispatcher: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Its handler's `is_ordered`: a thin event claimed under its snapshot twin on the
+    /// same processor stays outside the guard when this handler keeps its twin's type
+    /// out, as the twin would.
+    fn is_ordered(&self, event_type: &crate::event::EventType) -> bool {
+        let _ = event_type;
+        true
+    }
+
     /// The store it claims in, which thin events (always dispatched the standard way)
     /// share, so that both families deduplicate against one another.
     fn store(&self) -> Arc<dyn IdempotencyStore>;
@@ -230,6 +238,10 @@ impl Dispatcher for StoreDispatcher {
 
     fn unknown_types(&self) -> Vec<String> {
         self.handler.unknown_types()
+    }
+
+    fn is_ordered(&self, event_type: &EventType) -> bool {
+        self.handler.is_ordered(event_type)
     }
 
     fn store(&self) -> Arc<dyn IdempotencyStore> {

@@ -545,6 +545,13 @@ impl Processor {
     /// is stale when older than the object's watermark (its `created` second, with
     /// `ties`), and moves the watermark when it completes, as its twin would have; so a
     /// late retry of an older snapshot event is stale whichever route took the change.
+    /// Keep the same types outside the guard on both routes
+    /// ([`ThinEventRouter::unordered`](crate::ThinEventRouter::unordered) with the types
+    /// given to [`EventRouter::unordered`](crate::EventRouter::unordered)): a thin event of
+    /// a type only the snapshot route keeps out is answered `stale` when older, and
+    /// settles the claim its twin would run under, so the twin is a `duplicate` and runs
+    /// neither. (On one processor, [`with_thin_handler`](Self::with_thin_handler), either
+    /// handler keeping a type out keeps it out for both.)
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -1426,10 +1433,18 @@ impl Processor {
         // (`v1.billing.alert.triggered`: the alert, where the twin carries one trigger
         // of it, which no other trigger makes stale).
         // And unless the handler keeps the twin's type outside the guard
-        // (`ThinEventHandler::is_ordered`), as the snapshot route's would.
+        // (`ThinEventHandler::is_ordered`), or this processor's snapshot handler does
+        // (`EventHandler::is_ordered`, `TransactionalHandler::is_ordered`): the twin
+        // would run outside it.
         let object_key = n.ordering_key();
         let ordered = match (&self.ordering, key != &n.id && !twin_unguarded) {
-            (Some(_), true) => match Dispatched::ask("is_ordered", || h.is_ordered(&record_type)) {
+            (Some(_), true) => match Dispatched::ask("is_ordered", || {
+                h.is_ordered(&record_type)
+                    && self
+                        .dispatcher
+                        .as_ref()
+                        .map_or(true, |d| d.is_ordered(&record_type))
+            }) {
                 Ok(ordered) => ordered,
                 Err(answer) => return answer,
             },

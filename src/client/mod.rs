@@ -633,11 +633,13 @@ pub fn check_api_path(url: &str) -> Result<(), ClientError> {
 /// for a byte a segment may hold as data: not a `.`, `/`, `\` or control byte, which a
 /// server decoding the path could read as a segment of its own or a traversal. Where one
 /// stands for a `%`, the segment decoded once more is checked the same way (in it, a `%`
-/// that starts no escape is data), and so on while escaped `%`s remain.
+/// that starts no escape is data), and so on while escaped `%`s remain, for at most
+/// [`MAX_ESCAPE_DEPTH`] decodings (an id escaped once needs one; each costs a pass over
+/// the segment, so a segment escaped deeper is refused rather than peeled for ever).
 fn harmless_escapes(segment: &str) -> bool {
     let mut decoded = std::borrow::Cow::Borrowed(segment);
     let mut well_formed = true;
-    loop {
+    for _ in 0..=MAX_ESCAPE_DEPTH {
         let b = decoded.as_bytes();
         let mut escaped_percent = false;
         let harmless = b
@@ -664,7 +666,11 @@ fn harmless_escapes(segment: &str) -> bool {
         decoded = std::borrow::Cow::Owned(decode_escapes(&decoded, false));
         well_formed = false;
     }
+    false
 }
+
+/// How many times [`harmless_escapes`] decodes a segment whose escapes stand for `%`.
+const MAX_ESCAPE_DEPTH: usize = 3;
 
 /// Parameters of `GET /v1/events` (snapshot events, newest first).
 ///
@@ -1446,6 +1452,7 @@ mod tests {
             "/v1/coupons/a%25%25b",
             "/v1/coupons/100%25",
             "/v1/coupons/a%2525b",
+            "/v1/coupons/a%252525b",
         ] {
             assert!(check_api_path(ok).is_ok(), "{ok}");
         }
@@ -1464,6 +1471,7 @@ mod tests {
             "/v1/x/%252E%252E",
             "/v1/x/a%25255Cb",
             "/v1/x/a%250A",
+            "/v1/x/a%25252525b",
             "/v1/x/a%",
             "/v1/x/a%4",
             "/v1/x/a%zz",

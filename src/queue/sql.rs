@@ -1115,13 +1115,21 @@ type CommitGate = (
 struct AttemptConn<DB: sqlx::Database> {
     conn: sqlx::pool::PoolConnection<DB>,
     flag: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Whether a commit gate was armed on it (SQLite): dropped mid-run, the gate stays
+    /// closed (`HandlerRunning`), so the connection must not go back to the pool.
+    gated: bool,
     ended: bool,
 }
 
 impl<DB: sqlx::Database> Drop for AttemptConn<DB> {
     fn drop(&mut self) {
-        if let (false, Some(flag)) = (self.ended, &self.flag) {
+        if self.ended {
+            return;
+        }
+        if let Some(flag) = &self.flag {
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if self.flag.is_some() || self.gated {
             self.conn.close_on_drop();
         }
     }
@@ -1185,6 +1193,7 @@ macro_rules! inbox_runner {
                         Ok(conn) => AttemptConn {
                             conn,
                             flag: None,
+                            gated: false,
                             ended: false,
                         },
                         Err(e) => return begun(&e),
@@ -1222,6 +1231,7 @@ macro_rules! inbox_runner {
                         let interrupt = <$db as QueueDialect>::arm_interrupt(&mut *tx).await;
                         conn.flag.clone_from(&interrupt);
                         let gate = <$db as QueueDialect>::arm_commit_gate(&mut *tx).await;
+                        conn.gated = gate.is_some();
                         let mut running = gate
                             .as_ref()
                             .map(|(closed, _)| HandlerRunning::new(closed));

@@ -220,6 +220,14 @@ impl Faulty {
     }
 }
 
+/// Whether a call is to be refused: takes one from `count` while any are left.
+fn refuse_one(count: &std::sync::atomic::AtomicUsize) -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    count
+        .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
 #[async_trait]
 impl Queue for Faulty {
     async fn enqueue(
@@ -242,15 +250,7 @@ impl Queue for Faulty {
         token: &stripe_webhooks::ClaimToken,
         lease: Duration,
     ) -> Result<(), stripe_webhooks::StoreError> {
-        let refuse = self
-            .failed_renewals
-            .fetch_update(
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-                |n| n.checked_sub(1),
-            )
-            .is_ok();
-        if self.no_renewals || refuse {
+        if self.no_renewals || refuse_one(&self.failed_renewals) {
             return Err(stripe_webhooks::StoreError::unavailable(
                 "the queue is down",
             ));
@@ -261,14 +261,7 @@ impl Queue for Faulty {
         &self,
         token: &stripe_webhooks::ClaimToken,
     ) -> Result<(), stripe_webhooks::StoreError> {
-        let refuse = self
-            .failed_completions
-            .fetch_update(
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-                |n| n.checked_sub(1),
-            )
-            .is_ok();
+        let refuse = refuse_one(&self.failed_completions);
         if refuse {
             tokio::time::sleep(self.refusal_delay).await;
         }

@@ -1050,3 +1050,30 @@ impl Drop for RestoreMemory {
         }
     }
 }
+
+/// A key under the store's event prefix that is not UTF-8 (another program's) is passed
+/// over by the purge's search for abandoned claims, which failed at it every time.
+#[tokio::test]
+async fn a_foreign_key_that_is_not_utf8_does_not_stop_the_purge() {
+    let (store, prefix, mut conn) = store().await;
+    let id = EventId::new("evt_abandoned_beside_binary");
+    match store
+        .claim(&id, &EventType::InvoicePaid, Duration::from_millis(100))
+        .await
+        .unwrap()
+    {
+        Claim::Acquired(_) => {}
+        other => panic!("expected Acquired, got {other:?}"),
+    }
+    let key = [format!("{prefix}:evt:").into_bytes(), vec![0xff, 0xfe]].concat();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(store.fail_abandoned(Duration::ZERO).await.unwrap(), 1);
+    let record = store.record(&id).await.unwrap().unwrap();
+    assert_eq!(record.status, stripe_webhooks::RecordStatus::Failed);
+}

@@ -169,14 +169,15 @@ static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PURGE]));
 static ABANDON_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, ABANDON]));
 
 /// An [`IdempotencyStore`] in Redis (feature `redis`): for several replicas sharing one
-/// Redis server or Sentinel-managed primary.
+/// Redis server.
 ///
 /// Each event is one hash at `{prefix}:evt:{event_id}` with the fields `status`, `type`,
 /// `attempts`, `fence`, `lease_until_ms`, `last_error`, `first_seen_ms` and
 /// `completed_at_ms`; failed events are also listed in the sorted set `{prefix}:failed`,
 /// scored by `first_seen_ms`. The event id is always the end of the key, so no id can
-/// reach another key. Every operation is one Lua script (sent with `EVALSHA`, loaded on
-/// first use), so a claim is atomic, and leases are judged by the Redis server's clock
+/// reach another key. Every operation on a record is one Lua script (sent with `EVALSHA`,
+/// loaded on first use; only the purge's search for abandoned claims also sends `SCAN`),
+/// so a claim is atomic, and leases are judged by the Redis server's clock
 /// (`TIME`), never the application's.
 ///
 /// Redis expires records itself: a completed or failed record lives for the retention
@@ -207,14 +208,22 @@ static ABANDON_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(&[PRELUDE, ABA
 ///   lease is stopped). The completions of handlers that already ran are still written
 ///   (their scripts begin with a write a full Redis lets through), so those events do
 ///   not run again. Alert on memory well before `maxmemory`.
-/// - Persistence: `appendonly yes`. With `appendfsync everysec` a crash of the server
-///   loses up to about one second of claims and completions; `appendfsync always` loses
+/// - Persistence: `appendonly yes`. With `appendfsync everysec` a crash of the host (not
+///   of the Redis process alone, whose writes the kernel already holds) loses up to about
+///   two seconds of claims and completions; `appendfsync always` loses
 ///   none, at a cost in latency. RDB snapshots alone lose everything since the last one.
 /// - Failover: replication is asynchronous. A completion written just before the
 ///   primary fails may be missing on the promoted replica, so that event may run again;
 ///   a claim lost the same way lets a second delivery run the event while the first is
 ///   still running. Handlers should stay safe to run twice (most of Stripe's own objects
 ///   carry ids to deduplicate on).
+/// - Connection: a `ConnectionManager` reconnects to the address it was opened with. It
+///   does not follow a Sentinel failover to a primary at another address: every call
+///   then fails (`READONLY`: 503, and Stripe retries; nothing is lost) until the process
+///   reconnects there. Give it an address that always reaches the primary (a managed
+///   service's primary endpoint, or a proxy). A connection that died silently (an idle
+///   timeout in a NAT or load balancer) is kept until the operating system gives up on
+///   it: calls fail at the store timeout meanwhile; TCP keepalives shorten that.
 /// - Whatever loses data (a restart without persistence, `FLUSHALL`, eviction, a
 ///   failover's lost writes) loses the ordering guard's watermarks and the reconciler's
 ///   cursors too: a late retry of an older event is then applied as the object's first,
@@ -630,7 +639,7 @@ impl StoreAdmin for RedisStore {
         let mut conn = self.conn.clone();
         let (mut cursor, mut total) = (0_u64, 0_u64);
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
@@ -639,6 +648,12 @@ impl StoreAdmin for RedisStore {
                 .query_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
+            // A key that is not UTF-8 is not one of this store's (its event ids are
+            // Stripe's): passed over, rather than failing every purge.
+            let keys: Vec<String> = keys
+                .into_iter()
+                .filter_map(|k| String::from_utf8(k).ok())
+                .collect();
             if !keys.is_empty() {
                 let n: u64 = ABANDON_SCRIPT
                     .key(self.failed_key())

@@ -202,6 +202,8 @@ pub enum ReconcileError {
 /// let reconciler = Reconciler::new(client, Arc::clone(&processor), store);
 /// tokio::spawn(async move {
 ///     let mut every = tokio::time::interval(Duration::from_secs(600));
+///     // A long pass delays the next one, rather than being followed by the missed ones.
+///     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 ///     loop {
 ///         every.tick().await;
 ///         match reconciler.since_cursor().await {
@@ -659,8 +661,13 @@ impl Reconciler {
     }
 
     /// Names the cursor (see [`cursor_keys`](Self::cursor_keys)). Reconcilers of
-    /// different accounts, or over processors that take different types, already keep
-    /// cursors of their own; a name separates any others.
+    /// different connected accounts or contexts ([`with_context`](Self::with_context)),
+    /// or over processors that take different types, already keep cursors of their
+    /// own; a name separates any others. Give one to each reconciler that shares a store
+    /// with another of the same types: with API keys of different Stripe accounts
+    /// (nothing in the key names the account), or over processors whose routers take
+    /// different accounts (`EventRouter::accounts`). Sharing one cursor, one would move
+    /// it past an event the other has still to run.
     #[must_use]
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -1128,6 +1135,17 @@ impl Reconciler {
     /// Runs the snapshot events Stripe could not deliver (`delivery_success=false`) in
     /// the lookback. It keeps no cursor: an event stays listed until Stripe delivers
     /// it, and each later pass finds it completed.
+    ///
+    /// It rescues events while Stripe still retries them, on a schedule shorter than
+    /// the lookback (3 days by default, Stripe's retry span). It does not see further
+    /// back: after an outage longer than the lookback (this service down, so no pass
+    /// ran), [`since_cursor`](Self::since_cursor), whose cursor remembers where it
+    /// stopped, runs what was missed, or run one pass of this with a longer
+    /// [`with_lookback`](Self::with_lookback) (Stripe lists events for 30 days). It
+    /// lists only events whose delivery to some endpoint was tried and failed: an
+    /// endpoint Stripe disabled is sent nothing, so its missed events are found by
+    /// `since_cursor` only. (An account with another endpoint that always fails has
+    /// every event listed here: keep the lookback short there, or use `since_cursor`.)
     ///
     /// # Errors
     ///

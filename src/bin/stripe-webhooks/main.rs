@@ -101,8 +101,9 @@ pub(crate) struct StoreOpts {
         value_name = "URL"
     )]
     pub(crate) database_url: Option<String>,
-    /// A Redis URL (redis://…, rediss://…), used when --database-url is not set (in the
-    /// environment: a store flag typed on the command line always wins).
+    /// A Redis URL (redis://…, or rediss://… in a build with the `redis-tls` feature),
+    /// used when --database-url is not set (in the environment: a store flag typed on the
+    /// command line always wins).
     #[arg(
         long,
         global = true,

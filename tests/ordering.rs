@@ -839,6 +839,28 @@ async fn unordered_types_run_on_both_routes_whatever_their_age() {
         "duplicate"
     );
     assert_eq!(ran.lock().unwrap().len(), 3);
+    // So with no related object id, which an ordered type's thin event would need to join
+    // the guard (it is claimed under its own id then): an unordered one needs none, and
+    // is claimed under its twin's.
+    let n = ThinEventBuilder::new("evt_thin_ch_paid_3", "v1.charge.succeeded")
+        .snapshot_event("evt_ch_paid_3")
+        .created(BASE + 2)
+        .build();
+    let n = dangerous::parse_unverified_notification(n.as_bytes()).unwrap();
+    let o = unordered_thin.process_notification(&n).await;
+    assert_eq!(o.kind().name(), "processed");
+    let twin = event_at(
+        "evt_ch_paid_3",
+        "charge.succeeded",
+        charge,
+        BASE + 2,
+        |_| {},
+    );
+    assert_eq!(
+        snapshot.process_event(&twin).await.kind().name(),
+        "duplicate"
+    );
+    assert_eq!(ran.lock().unwrap().len(), 4);
     let wm = store.watermark("ch_unordered").await.unwrap().unwrap();
     assert_eq!(
         (wm.created, wm.event_id.as_str()),

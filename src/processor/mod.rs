@@ -1372,10 +1372,12 @@ impl Processor {
             // guard (no related object id, or a `created` that does not read) is claimed
             // under its own id: under its twin's, it would complete the twin's claim
             // without the watermark moving, and a late retry of an older snapshot event
-            // would then be applied over this change.
+            // would then be applied over this change. Unless the handlers keep the twin's
+            // type outside the guard: the twin moves no watermark either.
             true if self.ordering.is_some()
                 && !twin_unguarded
-                && (n.ordering_key().is_none() || n.created_unix().is_none()) =>
+                && (n.ordering_key().is_none() || n.created_unix().is_none())
+                && self.twin_is_ordered(n) =>
             {
                 &n.id
             }
@@ -1408,6 +1410,23 @@ impl Processor {
         o.claim_key = Some(key.clone());
         o.created = n.created_unix();
         o
+    }
+
+    /// Whether the ordering guard applies to `n`'s snapshot twin's type, by both handlers
+    /// (`is_ordered`). A panic counts as yes here: the event is then claimed under its
+    /// own id, outside the guard, where the question is not asked again.
+    fn twin_is_ordered(&self, n: &EventNotification) -> bool {
+        let Some(twin) = n.snapshot_type() else {
+            return true;
+        };
+        dispatch::check_caught(|| {
+            self.thin.as_ref().map_or(true, |h| h.is_ordered(&twin))
+                && self
+                    .dispatcher
+                    .as_ref()
+                    .map_or(true, |d| d.is_ordered(&twin))
+        })
+        .unwrap_or(true)
     }
 
     /// A thin event the handler takes: claimed under `key`, handled, completed; through

@@ -900,43 +900,15 @@ async fn one_processors_snapshot_handler_keeps_thin_twins_out_of_the_guard() {
         .build();
     let n = dangerous::parse_unverified_notification(n.as_bytes()).unwrap();
     assert_eq!(p.process_notification(&n).await.kind().name(), "processed");
-    // A thin handler whose `is_ordered` panics: 500, nothing claimed.
-    struct Confused;
-    #[async_trait]
-    impl stripe_webhooks::ThinEventHandler for Confused {
-        async fn handle(
-            &self,
-            _n: &stripe_webhooks::EventNotification,
-        ) -> Result<(), HandlerError> {
-            Ok(())
-        }
-        fn is_ordered(&self, _snapshot_type: &EventType) -> bool {
-            panic!("no idea")
-        }
-    }
-    let store = Arc::new(MemoryStore::new());
-    let thin = Processor::thin_ordered(
-        Verifier::new(SigningSecret::new("whsec_one_processor").unwrap()),
-        Arc::clone(&store),
-        Confused,
-        TiePolicy::Run,
-    );
-    let o = thin.process_notification(&n).await;
-    assert!(
-        matches!(o.kind(), OutcomeKind::HandlerFailed(HandlerError::Panicked(m)) if m.contains("is_ordered")),
-        "{o:?}"
-    );
-    let record = stripe_webhooks::StoreAdmin::record(&*store, &EventId::new("evt_one_paid"))
-        .await
-        .unwrap();
-    assert!(record.is_none(), "{record:?}");
 }
 
-/// A handler whose `is_ordered` panics: the delivery is answered 500, as for a handler
-/// that panics, with nothing claimed (so Stripe's retry finds the event new), and the
-/// processor does not panic.
+/// A handler whose `is_ordered` panics, on the snapshot route and on the thin route: the
+/// delivery is answered 500, as for a handler that panics, with nothing claimed (so
+/// Stripe's retry finds the event new), and the processor does not panic.
 #[tokio::test]
 async fn a_panicking_is_ordered_is_a_500_with_nothing_claimed() {
+    use stripe_webhooks::testing::ThinEventBuilder;
+    use stripe_webhooks::{EventNotification, Outcome, ThinEventHandler};
     struct Confused;
     #[async_trait]
     impl EventHandler for Confused {
@@ -947,25 +919,43 @@ async fn a_panicking_is_ordered_is_a_500_with_nothing_claimed() {
             panic!("no idea")
         }
     }
+    #[async_trait]
+    impl ThinEventHandler for Confused {
+        async fn handle(&self, _n: &EventNotification) -> Result<(), HandlerError> {
+            Ok(())
+        }
+        fn is_ordered(&self, _snapshot_type: &EventType) -> bool {
+            panic!("no idea")
+        }
+    }
+    async fn assert_refused_unclaimed(o: &Outcome, store: &MemoryStore, claim_key: &str) {
+        assert!(
+            matches!(o.kind(), OutcomeKind::HandlerFailed(HandlerError::Panicked(m)) if m.contains("is_ordered")),
+            "{o:?}"
+        );
+        assert_eq!(o.status(), 500);
+        let record = stripe_webhooks::StoreAdmin::record(store, &EventId::new(claim_key))
+            .await
+            .unwrap();
+        assert!(record.is_none(), "{record:?}");
+    }
+    let verifier = || Verifier::new(SigningSecret::new(common::SECRET).unwrap());
     let store = Arc::new(MemoryStore::new());
-    let p = Processor::ordered(
-        Verifier::new(SigningSecret::new(common::SECRET).unwrap()),
-        Arc::clone(&store),
-        Confused,
-        TiePolicy::Run,
-    );
-    let o = p
+    let snapshot = Processor::ordered(verifier(), Arc::clone(&store), Confused, TiePolicy::Run);
+    let o = snapshot
         .process_event(&update("evt_confused", "cus_confused", BASE))
         .await;
-    assert!(
-        matches!(o.kind(), OutcomeKind::HandlerFailed(HandlerError::Panicked(m)) if m.contains("is_ordered")),
-        "{o:?}"
-    );
-    assert_eq!(o.status(), 500);
-    let record = stripe_webhooks::StoreAdmin::record(&*store, &EventId::new("evt_confused"))
-        .await
-        .unwrap();
-    assert!(record.is_none(), "{record:?}");
+    assert_refused_unclaimed(&o, &store, "evt_confused").await;
+
+    let thin = Processor::thin_ordered(verifier(), Arc::clone(&store), Confused, TiePolicy::Run);
+    let n = ThinEventBuilder::new("evt_thin_confused", "v1.customer.updated")
+        .related("cus_confused", "customer", "/v1/customers/cus_confused")
+        .snapshot_event("evt_confused_twin")
+        .created(BASE)
+        .build();
+    let n = dangerous::parse_unverified_notification(n.as_bytes()).unwrap();
+    let o = thin.process_notification(&n).await;
+    assert_refused_unclaimed(&o, &store, "evt_confused_twin").await;
 }
 
 /// Beside an ordered route, a thin event whose twin's object has no id

@@ -23,6 +23,19 @@ impl Watermark {
     pub fn new(created: i64, event_id: EventId) -> Self {
         Self { created, event_id }
     }
+
+    /// Whether the event `id`, created at `created`, is another event of this
+    /// watermark's second, whose order against it Stripe does not say. The watermark's
+    /// own event, delivered again (after its record was purged or evicted), is not.
+    pub(crate) fn ties(&self, created: i64, id: &EventId) -> bool {
+        self.created == created && self.event_id != *id
+    }
+
+    /// Whether that event is older than this watermark, or ties it where ties count as
+    /// stale (`TiePolicy::Stale`): not to be applied over it.
+    pub(crate) fn outdates(&self, created: i64, id: &EventId, ties_stale: bool) -> bool {
+        self.created > created || (ties_stale && self.ties(created, id))
+    }
 }
 
 /// What [`OrderingStore::lock_object`] found.

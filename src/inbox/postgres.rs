@@ -353,17 +353,12 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
             return answer;
         }
         let core = &self.store.core;
-        let ordered = match &self.ordering {
-            Some(_) => {
-                Dispatched::ask("is_ordered", || self.handler.is_ordered(event.event_type()))
-            }
-            None => Ok(false),
-        };
-        let object_id = match ordered {
-            Ok(true) => event.ordering_key(),
-            Ok(false) => None,
-            Err(answer) => return answer,
-        };
+        let ordered = self.ordering.is_some()
+            && match Dispatched::ask("is_ordered", || self.handler.is_ordered(event.event_type())) {
+                Ok(ordered) => ordered,
+                Err(answer) => return answer,
+            };
+        let object_id = ordered.then(|| event.ordering_key()).flatten();
         let id = event.id();
         let event_type = event.event_type();
         let hex = ClaimToken::new(id.clone(), 0).fence_hex();
@@ -431,10 +426,11 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
 
         let tie = watermark
             .as_ref()
-            .is_some_and(|w| w.created == event.created() && w.event_id != *id);
-        let stale = watermark.as_ref().is_some_and(|w| {
-            w.created > event.created() || (tie && matches!(self.ordering, Some(TiePolicy::Stale)))
-        });
+            .is_some_and(|w| w.ties(event.created(), id));
+        let ties_stale = matches!(self.ordering, Some(TiePolicy::Stale));
+        let stale = watermark
+            .as_ref()
+            .is_some_and(|w| w.outdates(event.created(), id, ties_stale));
         // A tie under `TiePolicy::Fetch` runs on the object fetched from the API (within
         // the handler's deadline, since the transaction is open); a failed fetch is a
         // handler failure.

@@ -255,16 +255,11 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
             return answer;
         }
         // Whether the ordering guard applies, asked before the writer is taken.
-        let ordered = match &self.ordering {
-            Some(_) => {
-                Dispatched::ask("is_ordered", || self.handler.is_ordered(event.event_type()))
-            }
-            None => Ok(false),
-        };
-        let ordered = match ordered {
-            Ok(ordered) => ordered,
-            Err(answer) => return answer,
-        };
+        let ordered = self.ordering.is_some()
+            && match Dispatched::ask("is_ordered", || self.handler.is_ordered(event.event_type())) {
+                Ok(ordered) => ordered,
+                Err(answer) => return answer,
+            };
         let t = settings
             .store_timeout
             .max(BUSY_TIMEOUT + Duration::from_secs(1));
@@ -574,10 +569,11 @@ impl<H: TransactionalHandler<Sqlite>> SqliteInbox<H> {
         }
         let tie = watermark
             .as_ref()
-            .is_some_and(|w| w.created == event.created() && w.event_id != *id);
-        let stale = watermark.as_ref().is_some_and(|w| {
-            w.created > event.created() || (tie && matches!(self.ordering, Some(TiePolicy::Stale)))
-        });
+            .is_some_and(|w| w.ties(event.created(), id));
+        let ties_stale = matches!(self.ordering, Some(TiePolicy::Stale));
+        let stale = watermark
+            .as_ref()
+            .is_some_and(|w| w.outdates(event.created(), id, ties_stale));
         if let (true, Some(watermark)) = (stale, watermark.clone()) {
             // Claimed as completed already: the commit settles it, without the handler.
             return Ok(Step::AfterCommit(Dispatched::attempt(

@@ -496,10 +496,10 @@ impl OrderingGuard {
             Ok(held) => held,
             Err(refused) => return refused,
         };
-        let stale = watermark.clone().filter(|w| {
-            let tie = w.created == created && w.event_id != *key;
-            w.created > created || (tie && matches!(self.ties, TiePolicy::Stale))
-        });
+        let ties_stale = matches!(self.ties, TiePolicy::Stale);
+        let stale = watermark
+            .clone()
+            .filter(|w| w.outdates(created, key, ties_stale));
         if let Some(stale) = stale {
             let lease = self.lease(object_id, &holder, watermark, None, settings);
             let done = Box::pin(std::future::ready(Ok(())));
@@ -542,10 +542,10 @@ impl OrderingGuard {
             Ok(held) => held,
             Err(refused) => return refused,
         };
-        let stale = watermark.clone().filter(|w| {
-            let tie = w.created == event.created() && w.event_id != *event.id();
-            w.created > event.created() || (tie && matches!(self.ties, TiePolicy::Stale))
-        });
+        let ties_stale = matches!(self.ties, TiePolicy::Stale);
+        let stale = watermark
+            .clone()
+            .filter(|w| w.outdates(event.created(), event.id(), ties_stale));
         let lease = |applied| self.lease(object_id, &holder, watermark.clone(), applied, settings);
         if let Some(watermark) = stale {
             // An older event than the one applied last: not applied over it. The claim
@@ -557,11 +557,9 @@ impl OrderingGuard {
             }
             return d;
         }
-        // A tie is another event of the same second: the very event the watermark names,
-        // delivered again after its record was purged or evicted, runs as it is.
         let tie = watermark
             .as_ref()
-            .is_some_and(|w| w.created == event.created() && w.event_id != *event.id());
+            .is_some_and(|w| w.ties(event.created(), event.id()));
         let applied = Watermark::new(event.created(), event.id().clone());
         let fut = match &self.ties {
             // The fetch is part of the handler's run: under the lease renewal, the

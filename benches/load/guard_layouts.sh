@@ -5,6 +5,7 @@
 #
 #   bash benches/load/guard_layouts.sh            # every script under guard_layouts/
 #   LAYOUTS="unguarded seq_rows" bash benches/load/guard_layouts.sh
+#   LOCALE=en_US.UTF-8 LAYOUTS="unguarded unguarded_collated" bash benches/load/guard_layouts.sh
 #
 # A throwaway server (its own data directory under /tmp, a Unix socket only, fsync off)
 # runs under `valgrind --tool=cachegrind --cache-sim=no`, which writes each backend's
@@ -16,14 +17,17 @@
 #
 # guard_layouts/unguarded.sql and guarded.sql copy the statements of
 # src/idempotency/sql/statements.rs (POSTGRES: claim + complete; lock_and_claim +
-# complete_applied) over tables of their own; guarded_before.sql is the guard as shipped
+# complete_applied) over tables of their own, and unguarded_collated.sql and
+# guarded_collated.sql the same statements over tables whose keys compare in the database's
+# collation, as before migration 6 (`LOCALE` sets that collation: initdb's --locale, by
+# default the environment's); guarded_before.sql is the guard as shipped
 # until 2026-12-05, and merged_rows.sql, seq_rows.sql, update_first.sql, pending.sql and
 # pending_seen.sql are prototypes, not shipped. Needs valgrind and PostgreSQL's server binaries (PG_BIN, or
-# found under /usr/lib/postgresql). Takes about five minutes.
+# found under /usr/lib/postgresql). Takes about ten minutes.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)/guard_layouts"
-layouts="${LAYOUTS:-unguarded guarded guarded_before merged_rows seq_rows update_first pending pending_seen}"
+layouts="${LAYOUTS:-unguarded guarded unguarded_collated guarded_collated guarded_before merged_rows seq_rows update_first pending pending_seen}"
 bin="${PG_BIN:-}"
 if [ -z "$bin" ]; then
   for d in /usr/lib/postgresql/*/bin; do [ -x "$d/initdb" ] && bin="$d"; done
@@ -55,7 +59,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-as_pg "'$bin/initdb' -D '$work/pg' -U postgres -A trust --no-sync >/dev/null"
+as_pg "'$bin/initdb' -D '$work/pg' -U postgres -A trust --no-sync ${LOCALE:+--locale=$LOCALE} >/dev/null"
 as_pg "nohup valgrind --tool=cachegrind --cache-sim=no --trace-children=yes \
   --cachegrind-out-file='$work/cg/cg.%p' '$bin/postgres' -D '$work/pg' -k '$work/sock' \
   -p 5499 -c listen_addresses= -c fsync=off -c synchronous_commit=off \
@@ -81,7 +85,7 @@ count() {
   done | awk '{ if ($2 > m) m = $2 } END { print m + 0 }'
 }
 
-printf '%-12s %s\n' layout "server instructions per event (run 1, run 2)"
+printf '%-20s %s\n' layout "server instructions per event (run 1, run 2)"
 for layout in $layouts; do
   per=()
   for _ in 1 2; do
@@ -89,5 +93,5 @@ for layout in $layouts; do
     b="$(count "$layout" 1200)"
     per+=("$(( (b - a) / 1000 ))")
   done
-  printf '%-12s %s\n' "$layout" "${per[*]}"
+  printf '%-20s %s\n' "$layout" "${per[*]}"
 done

@@ -1,8 +1,9 @@
 -- Tables for benches/load/guard_layouts.sh: ev and ev_objects as the crate's migrations make
--- them (after migration 4), mv for merged_rows.sql, sv for seq_rows.sql, pe and
+-- them (after migration 6), evd and evd_objects as they were before migration 6 (keys in the
+-- database's collation), mv for merged_rows.sql, sv for seq_rows.sql, pe and
 -- pv_objects for pending.sql and pending_seen.sql.
 CREATE TABLE ev (
-    event_id     TEXT PRIMARY KEY,
+    event_id     TEXT COLLATE "C" PRIMARY KEY,
     event_type   TEXT NOT NULL,
     status       TEXT NOT NULL,
     attempts     INTEGER NOT NULL DEFAULT 1,
@@ -16,7 +17,7 @@ CREATE TABLE ev (
 CREATE INDEX ev_failed_idx ON ev (first_seen) WHERE status = 'failed';
 CREATE INDEX ev_purge_idx ON ev (updated_at) WHERE status <> 'processing';
 CREATE TABLE ev_objects (
-    object_id  TEXT PRIMARY KEY,
+    object_id  TEXT COLLATE "C" PRIMARY KEY,
     created    BIGINT,
     event_id   TEXT,
     holder     TEXT,
@@ -78,3 +79,11 @@ CREATE TABLE pv_objects (
     updated_at      TIMESTAMPTZ NOT NULL DEFAULT now()
 ) WITH (fillfactor = 70);
 ALTER TABLE pv_objects ADD COLUMN seen_holder TEXT, ADD COLUMN seen_status TEXT;
+CREATE TABLE evd (LIKE ev INCLUDING DEFAULTS);
+ALTER TABLE evd ALTER COLUMN event_id TYPE TEXT COLLATE "default";
+ALTER TABLE evd ADD PRIMARY KEY (event_id);
+CREATE INDEX evd_failed_idx ON evd (first_seen) WHERE status = 'failed';
+CREATE INDEX evd_purge_idx ON evd (updated_at) WHERE status <> 'processing';
+CREATE TABLE evd_objects (LIKE ev_objects INCLUDING DEFAULTS) WITH (fillfactor = 70);
+ALTER TABLE evd_objects ALTER COLUMN object_id TYPE TEXT COLLATE "default";
+ALTER TABLE evd_objects ADD PRIMARY KEY (object_id);

@@ -538,6 +538,12 @@ async fn list_v2_events_follows_page_tokens() {
         sent.query
     );
     assert_eq!(sent.query_value("object_id"), Some("cus_a"));
+    // Followed byte for byte: a `+` in a token goes back as `+` (it was sent as `%2B`,
+    // which a server reading the query as a form takes for another token).
+    let token = PageToken::new("/v2/core/events?limit=1&page=tok+en%2Bx%2Fy");
+    let _ = client.list_v2_events(&ctx, &params, Some(&token)).await;
+    let sent = fake.requests().pop().unwrap();
+    assert_eq!(sent.raw_query, "limit=1&page=tok+en%2Bx%2Fy");
     // A page URL off the list (another path, another host) is refused, never fetched.
     let asked = fake.requests().len();
     for bad in [

@@ -1196,7 +1196,7 @@ pub trait StripeClient: Send + Sync + 'static {
         url: &str,
     ) -> Result<Box<RawValue>, ClientError> {
         check_api_path(url)?;
-        let (path, query) = split_query(url, true);
+        let (path, query) = split_query(url);
         let body = self.get(ctx, path, &query).await?;
         serde_json::from_str::<Box<RawValue>>(&body).map_err(|e| ClientError::decode(path, e))
     }
@@ -1261,8 +1261,9 @@ pub trait StripeClient: Send + Sync + 'static {
         let (path, query) = match page {
             None => (V2_EVENTS, params.to_query()),
             Some(page) => match PageToken::from_url(page.as_str()) {
-                // An opaque token keeps its `+`: not a form-encoded space.
-                Some(_) => split_query(page.as_str(), false),
+                // Read as a form, as the query is sent: a `+` goes back as `+`, and
+                // `%2B` as `%2B`, the very bytes Stripe wrote.
+                Some(_) => split_query(page.as_str()),
                 None => {
                     return Err(ClientError::InvalidUrl {
                         url: page.as_str().to_owned(),
@@ -1371,8 +1372,9 @@ fn path_segment(id: &str) -> Result<&str, ClientError> {
     Ok(id)
 }
 
-/// `/v1/x?a=1&b=2` into the path and its decoded query pairs.
-fn split_query(url: &str, plus_is_space: bool) -> (&str, Vec<(String, String)>) {
+/// `/v1/x?a=1&b=2` into the path and its query pairs, decoded as a form (`+` is a
+/// space), as they are encoded again when sent.
+fn split_query(url: &str) -> (&str, Vec<(String, String)>) {
     match url.split_once('?') {
         None => (url, Vec::new()),
         Some((path, query)) => (
@@ -1382,10 +1384,7 @@ fn split_query(url: &str, plus_is_space: bool) -> (&str, Vec<(String, String)>) 
                 .filter(|p| !p.is_empty())
                 .map(|p| {
                     let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    (
-                        decode_escapes(k, plus_is_space),
-                        decode_escapes(v, plus_is_space),
-                    )
+                    (decode_escapes(k, true), decode_escapes(v, true))
                 })
                 .collect(),
         ),
@@ -1509,10 +1508,10 @@ mod tests {
         ] {
             assert_eq!(PageToken::from_url(bad), None, "{bad}");
         }
-        // An opaque token keeps its `+` when followed.
-        let (path, query) = split_query("/v2/core/events?page=a+b%2Bc", false);
+        // A page URL is read as a form, as its query is sent again.
+        let (path, query) = split_query("/v2/core/events?page=a+b%2Bc");
         assert_eq!(path, "/v2/core/events");
-        assert_eq!(query, [("page".to_owned(), "a+b+c".to_owned())]);
+        assert_eq!(query, [("page".to_owned(), "a b+c".to_owned())]);
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct RecordedRequest {
     pub path: String,
     /// The query's pairs, decoded, in order.
     pub query: Vec<(String, String)>,
+    /// The query as sent, its escapes as they were (empty when there was none).
+    pub raw_query: String,
     /// The headers, names in lower case, in order.
     pub headers: Vec<(String, String)>,
 }
@@ -105,6 +107,7 @@ impl std::fmt::Debug for RecordedRequest {
             .field("method", &self.method)
             .field("path", &self.path)
             .field("query", &self.query)
+            .field("raw_query", &self.raw_query)
             .field("headers", &headers)
             .finish()
     }
@@ -702,8 +705,8 @@ fn parse_head(head: &str) -> Option<RecordedRequest> {
     let mut first = lines.next()?.split(' ');
     let method = first.next()?.to_owned();
     let target = first.next()?;
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let query = query
+    let (path, raw_query) = target.split_once('?').unwrap_or((target, ""));
+    let query = raw_query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -720,6 +723,7 @@ fn parse_head(head: &str) -> Option<RecordedRequest> {
         // As Stripe reads it: a custom id's escapes (`plan%3Agold`) decoded.
         path: crate::client::path_decode(path),
         query,
+        raw_query: raw_query.to_owned(),
         headers,
     })
 }

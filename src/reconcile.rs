@@ -49,6 +49,11 @@ pub const DEFAULT_MAX_BUFFERED: usize = 10_000;
 /// every type and the processor skips those it does not handle.
 const MAX_TYPE_FILTERS: usize = 20;
 
+/// How many v2 pages in a row may list no event not listed before (and still have a next
+/// page) before the listing counts as stalled: pages under ever new tokens that never move
+/// on would otherwise be followed for good.
+const MAX_IDLE_PAGES: usize = 10;
+
 /// What one reconciler pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -139,7 +144,8 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
     /// Stripe said more events follow but gave no way to them: a v1 page with
     /// `has_more` and no events, a v1 page ending on the event the one before ended on,
-    /// or a v2 `next_page` equal to one already followed. The pass stops before
+    /// a v2 `next_page` equal to one already followed, or ten v2 pages in a row that
+    /// each have a next page and list no event not listed before. The pass stops before
     /// running anything of the window of time it was listing and leaves the cursor where
     /// the windows before left it, so no unlisted event falls behind it; the next pass
     /// lists again.
@@ -1036,31 +1042,39 @@ impl Reconciler {
         let mut page_token = None;
         let context = self.v2_context();
         let mut seen = std::collections::HashSet::new();
+        // Each event once (a page may repeat one of the page before), and how many pages
+        // in a row listed none not listed before.
+        let mut ids = std::collections::HashSet::new();
+        let mut idle = 0;
         loop {
             let page = self
                 .client
                 .list_v2_events(&context, params, page_token.as_ref())
                 .await?;
             report.pages += 1;
-            notifications.extend(page.data);
-            unreadable.extend(page.unreadable);
+            let before = ids.len();
+            notifications.extend(page.data.into_iter().filter(|n| ids.insert(n.id.clone())));
+            unreadable.extend(
+                page.unreadable
+                    .into_iter()
+                    .filter(|u| ids.insert(u.id.clone())),
+            );
+            idle = if ids.len() == before { idle + 1 } else { 0 };
             if notifications.len() + unreadable.len() > cap {
                 let newest = newest(&notifications, EventNotification::created_unix, &unreadable);
                 return Ok(Listed::TooMany { newest });
             }
-            // An empty page may still have a next one; a token already used (the same
-            // page again, or a cycle) stops the pass rather than looping.
+            // An empty page may still have a next one. A token already used (the same
+            // page again, or a cycle) stops the pass rather than looping, and so do
+            // pages that list nothing new under ever new tokens.
             match page.next_page {
-                Some(next) if !seen.insert(next.clone()) => {
+                Some(next) if !seen.insert(next.clone()) || idle >= MAX_IDLE_PAGES => {
                     return Err(ReconcileError::ListingStalled { page: report.pages });
                 }
                 Some(next) => page_token = Some(next),
                 None => break,
             }
         }
-        let mut ids = std::collections::HashSet::new();
-        notifications.retain(|n| ids.insert(n.id.clone()));
-        unreadable.retain(|u| ids.insert(u.id.clone()));
         report.listed += notifications.len() + unreadable.len();
         // Listed in a context, an event that does not name one is that context's all the
         // same: keyed (and its object fetched) as its webhook delivery is.

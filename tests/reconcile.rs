@@ -1670,6 +1670,64 @@ async fn a_listing_that_stops_moving_fails_the_pass_and_keeps_the_cursor() {
     }
 }
 
+/// A v2 list whose every page is the same (one event, or none) under a new token each
+/// time, as a proxy adding a parameter of its own to `next_page_url` would make it.
+struct Drifting {
+    page: String,
+    calls: Mutex<usize>,
+}
+
+#[async_trait]
+impl StripeClient for Drifting {
+    async fn get(
+        &self,
+        _ctx: &RequestContext,
+        path: &str,
+        _query: &[(String, String)],
+    ) -> Result<String, stripe_webhooks::client::ClientError> {
+        let mut calls = self.calls.lock().unwrap();
+        *calls += 1;
+        Ok(match path {
+            "/v1/events" => r#"{"object":"list","data":[],"has_more":false}"#.to_owned(),
+            _ => format!(
+                r#"{{"data":[{}],"next_page_url":"/v2/core/events?page=tok_{calls}","previous_page_url":null}}"#,
+                self.page
+            ),
+        })
+    }
+}
+
+/// Pages that list nothing new under ever new tokens stop the pass after ten of them,
+/// with nothing run and no cursor moved; before, the pass followed them for good.
+#[tokio::test]
+async fn a_listing_that_drifts_without_moving_fails_the_pass() {
+    let s = setup().await;
+    let thin = format!(
+        r#"{{"id":"evt_thin_drift","object":"v2.core.event","type":"v1.customer.updated","created":"{}","snapshot_event":"evt_snap_drift"}}"#,
+        testing::rfc3339(testing::now() - 50)
+    );
+    // Empty pages: ten, none of them new. The same event again: the first page was new.
+    for (page, stalled_at) in [(String::new(), 10), (thin, 11)] {
+        let reconciler = Reconciler::new(
+            Drifting {
+                page,
+                calls: Mutex::new(0),
+            },
+            Arc::clone(&s.processor),
+            Arc::clone(&s.store),
+        );
+        let err = reconciler.thin_since_cursor().await.unwrap_err();
+        assert!(
+            matches!(err, ReconcileError::ListingStalled { page } if page == stalled_at),
+            "{err}"
+        );
+    }
+    assert_eq!(s.runs.total(), 0);
+    for key in s.reconciler().cursor_keys() {
+        assert_eq!(s.store.watermark(&key).await.unwrap(), None, "{key}");
+    }
+}
+
 /// Records each object's updates in the order they run; stalls (once) on one event.
 #[derive(Default)]
 struct PerObject {

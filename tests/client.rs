@@ -2047,6 +2047,45 @@ async fn an_answer_that_echoes_the_key_reaches_the_caller_redacted() {
     assert!(shown.contains("<redacted>"), "{shown}");
 }
 
+/// A short key (a proxy's token) in an answer may be the answer's own data: the answer
+/// is refused, never passed on changed (it had its text replaced by `<redacted>`), nor
+/// with the key in it.
+#[tokio::test]
+async fn an_answer_that_contains_a_short_key_is_refused_not_changed() {
+    let fake = FakeStripe::start().await.unwrap();
+    fake.add_object(
+        "/v1/customers/cus_acme",
+        &json!({"id": "cus_acme", "object": "customer", "email": "billing@acme.example"})
+            .to_string(),
+    )
+    .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = |key: &str| {
+        HttpClient::with_reqwest(
+            http.clone(),
+            stripe_webhooks::client::ApiKey::new(key).unwrap(),
+        )
+        .with_base_url(fake.base_url())
+    };
+    let ctx = RequestContext::platform();
+    let err = client("acme")
+        .retrieve_object(&ctx, "/v1/customers/cus_acme")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Decode { path, message }
+            if path == "/v1/customers/cus_acme" && message.contains("too short")),
+        "{err:?}"
+    );
+    assert!(!format!("{err} {err:?}").contains("billing@"), "{err:?}");
+    // A key it does not contain: the answer as it is.
+    let raw = client("tok_elsewhere")
+        .retrieve_object(&ctx, "/v1/customers/cus_acme")
+        .await
+        .unwrap();
+    assert!(raw.get().contains("billing@acme.example"), "{}", raw.get());
+}
+
 /// The fake serves an object added for a connected account to a request whose
 /// `Stripe-Context` is a path ending in that account, as it does that account's events.
 #[tokio::test]

@@ -859,6 +859,16 @@ async fn usage_errors_exit_2_and_help_documents_exit_codes() {
     assert_eq!(cli(&["requeue", "evt_1", "--all-dead"]).await.code, 2);
     assert_eq!(cli(&["purge", "--older-than", "soon"]).await.code, 2);
     assert_eq!(cli(&["purge", "--older-than", "3600"]).await.code, 2);
+    // Purge's flags are checked before the store is opened (here, one that cannot be).
+    let nowhere = "postgres://127.0.0.1:9/db";
+    for args in [
+        &["--batch", "0"][..],
+        &["--older-than", "7d"],
+        &["--records-older-than", "1h"],
+    ] {
+        let out = cli(&[&["--database-url", nowhere, "purge"][..], args].concat()).await;
+        assert_eq!(out.code, 2, "{args:?}: {out:#?}");
+    }
     assert_eq!(cli(&["--redis-url", "notaurl", "status"]).await.code, 2);
     assert_eq!(cli(&["no-such-command"]).await.code, 2);
     assert_eq!(cli(&["dead", "--limit", "0"]).await.code, 2);
@@ -1411,6 +1421,16 @@ async fn send_signs_and_posts_events() {
     assert_eq!(summary["failed_to_send"], 0);
     assert_eq!(hits.load(Ordering::SeqCst), 4);
     assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
+
+    // A rotation list, as the service takes it: signed with its first secret.
+    let list = format!("{secret},whsec_cli_old_secret");
+    let rotated = cli(&["send", "--url", &url, "--secret", &list, "--json"]).await;
+    assert_eq!(rotated.code, 0, "{rotated:#?}");
+    assert_eq!(rotated.json()["statuses"]["200"], 1, "{rotated:#?}");
+    assert!(!rotated.stdout.contains("whsec_cli_old") && !rotated.stderr.contains("whsec_cli_old"));
+    assert_eq!(hits.load(Ordering::SeqCst), 5);
+    let empty = cli(&["send", "--url", &url, "--secret", ",whsec_x"]).await;
+    assert_eq!(empty.code, 2, "{empty:#?}");
 
     let text = cli(&[
         "send",

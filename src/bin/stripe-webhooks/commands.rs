@@ -663,6 +663,21 @@ fn check_age(flag: &str, age: Duration, force: bool) -> Result<(), CliError> {
 /// The most rows a purge deletes in one statement (or Redis script).
 const MAX_PURGE_BATCH: usize = 10_000;
 
+/// `purge`'s flags, checked before the store is opened: a usage error is exit 2 at once,
+/// not after a connection attempt.
+pub(crate) fn check_purge(ages: PurgeAges, batch: usize, force: bool) -> Result<(), CliError> {
+    if !(1..=MAX_PURGE_BATCH).contains(&batch) {
+        return Err(CliError::Usage(format!(
+            "--batch must be 1 to {MAX_PURGE_BATCH}: a batch holds the store while it runs"
+        )));
+    }
+    check_age("--older-than", ages.jobs, force)?;
+    if let Some(records) = ages.records {
+        check_age("--records-older-than", records, force)?;
+    }
+    Ok(())
+}
+
 /// `purge`: completed jobs older than `ages.jobs`, in batches; the store's abandoned
 /// claims recorded failed; and, when `ages.records` is given, the store's completed and
 /// failed records and watermarks older than that (never on the store's default
@@ -675,21 +690,13 @@ pub(crate) async fn purge(
     force: bool,
     json: bool,
 ) -> Result<(), CliError> {
-    if !(1..=MAX_PURGE_BATCH).contains(&batch) {
-        return Err(CliError::Usage(format!(
-            "--batch must be 1 to {MAX_PURGE_BATCH}: a batch holds the store while it runs"
-        )));
-    }
-    check_age("--older-than", ages.jobs, force)?;
-    if let Some(records) = ages.records {
-        if b.kind() == "redis" {
-            return Err(CliError::Usage(
-                "--records-older-than is for the SQL stores: Redis records expire on their \
-                 own, after the retention the service wrote them with"
-                    .to_owned(),
-            ));
-        }
-        check_age("--records-older-than", records, force)?;
+    check_purge(ages, batch, force)?;
+    if ages.records.is_some() && b.kind() == "redis" {
+        return Err(CliError::Usage(
+            "--records-older-than is for the SQL stores: Redis records expire on their \
+             own, after the retention the service wrote them with"
+                .to_owned(),
+        ));
     }
     let mut completed_jobs = 0;
     let queue = b.queue();

@@ -281,9 +281,11 @@ impl Redactor {
         }
     }
 
-    /// Remembers a secret.
+    /// Remembers a secret; not one of three characters or fewer, which scrubbing would
+    /// blank wherever its letters stand in the text (a password `1` in `127.0.0.1`), as
+    /// `send` leaves them.
     pub(crate) fn add_secret(&mut self, secret: Option<&str>) {
-        if let Some(s) = secret.filter(|s| !s.is_empty()) {
+        if let Some(s) = secret.filter(|s| s.len() > 3) {
             self.secrets.push(s.to_owned());
         }
     }
@@ -361,5 +363,12 @@ mod tests {
         r.add_url(Some("postgres://u:p4ss@h/d"));
         r.add_secret(Some("whsec_x"));
         assert_eq!(r.scrub("p4ss and whsec_x"), "*** and ***");
+        // Too short to scrub without blanking the rest of the text.
+        let mut short = Redactor::default();
+        short.add_url(Some("postgres://u:1@127.0.0.1/d"));
+        assert_eq!(
+            short.scrub("cannot connect to 127.0.0.1"),
+            "cannot connect to 127.0.0.1"
+        );
     }
 }

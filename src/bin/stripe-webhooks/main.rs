@@ -373,6 +373,19 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Send(args) => send::run(args, json).await,
         Command::Migrate => commands::migrate(store, json).await,
         command => {
+            if let Command::Purge {
+                older_than,
+                records_older_than,
+                batch,
+                force,
+            } = &command
+            {
+                let ages = commands::PurgeAges {
+                    jobs: *older_than,
+                    records: *records_older_than,
+                };
+                commands::check_purge(ages, *batch, *force)?;
+            }
             let backend = backend::Backend::open(store).await?;
             match command {
                 Command::Status => commands::status(&backend, json).await,

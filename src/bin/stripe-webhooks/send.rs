@@ -52,7 +52,8 @@ pub(crate) struct SendArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
     /// The signing secret [default: STRIPE_WEBHOOK_SECRET (STRIPE_THIN_WEBHOOK_SECRET with
-    /// --thin), else the examples' development secret]. Never printed.
+    /// --thin), else the examples' development secret]. A comma-separated list, as the
+    /// service takes while secrets rotate, signs with its first. Never printed.
     #[arg(long, value_name = "SECRET")]
     pub(crate) secret: Option<String>,
     /// Send a thin event notification instead of a snapshot event.
@@ -88,9 +89,17 @@ struct Summary<'a> {
 fn first_secret(var: &str, default: &str) -> String {
     std::env::var(var)
         .ok()
-        .and_then(|s| s.split(',').next().map(str::to_owned))
-        .filter(|s| !s.is_empty())
+        .and_then(|s| first_of(&s))
         .unwrap_or_else(|| default.to_owned())
+}
+
+/// The first secret of a comma-separated list, if it is not empty.
+fn first_of(list: &str) -> Option<String> {
+    list.split(',')
+        .next()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 /// A thin notification of `event_type` (a thin type, or a snapshot type's `v1.` twin).
@@ -174,7 +183,9 @@ pub(crate) async fn run(a: SendArgs, json: bool) -> Result<(), CliError> {
         }
     }
     let secret = match (&a.secret, a.thin) {
-        (Some(s), _) => s.clone(),
+        (Some(s), _) => first_of(s).ok_or_else(|| {
+            CliError::Usage("--secret is empty (or starts with a comma)".to_owned())
+        })?,
         (None, false) => first_secret("STRIPE_WEBHOOK_SECRET", DEV_SECRET),
         (None, true) => first_secret("STRIPE_THIN_WEBHOOK_SECRET", DEV_THIN_SECRET),
     };

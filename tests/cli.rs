@@ -1234,6 +1234,33 @@ async fn redis_operator_flow() {
     let status = on(&flags, &["status", "--json"]).await.ok().json();
     assert_eq!(status["store"], "redis");
     assert_eq!(status["failed_events"], 1, "{status}");
+    // The test server evicts nothing and keeps an append-only file: no warning. An
+    // eviction policy that may drop completed records is warned of. (No test of this
+    // binary fills the server, so the policy changes nothing else; it is put back.)
+    assert_eq!(status["warnings"], serde_json::json!([]), "{status}");
+    let admin = ConnectionManager::new(redis::Client::open(redis_url()).unwrap())
+        .await
+        .unwrap();
+    let policy = |p: &'static str| {
+        let mut admin = admin.clone();
+        async move {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory-policy")
+                .arg(p)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+        }
+    };
+    policy("allkeys-lru").await;
+    let text = on(&flags, &["status"]).await;
+    policy("noeviction").await;
+    let text = text.ok().stdout;
+    assert!(
+        text.contains("warning    Redis's maxmemory-policy is allkeys-lru"),
+        "{text}"
+    );
     let failed = on(&flags, &["failed", "--json"]).await.ok().json();
     assert!(
         failed["data"]

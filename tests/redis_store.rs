@@ -1051,6 +1051,77 @@ impl Drop for RestoreMemory {
     }
 }
 
+/// `check_server` reads the eviction policy and persistence, and names an eviction
+/// policy that may lose completed records; a user refused `CONFIG` (as on managed
+/// services) reads as not known, with no error.
+#[tokio::test]
+async fn check_server_names_an_eviction_policy_that_loses_records() {
+    use stripe_webhooks::RedisServerSettings;
+    let _exclusive = SERVER.write().await;
+    let (store, _prefix, mut admin) = store().await;
+    let get = |key: &'static str| {
+        let mut admin = admin.clone();
+        async move {
+            let v: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(key)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            v[1].clone()
+        }
+    };
+    let _restore = RestoreMemory {
+        memory: get("maxmemory").await,
+        policy: get("maxmemory-policy").await,
+    };
+    let appendonly = get("appendonly").await == "yes";
+    for policy in ["allkeys-lru", "volatile-ttl", "noeviction"] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg(policy)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let settings = store.check_server().await.unwrap();
+        assert_eq!(settings.maxmemory_policy.as_deref(), Some(policy));
+        assert_eq!(settings.appendonly, Some(appendonly));
+        let problems = settings.problems();
+        let evicts = problems.iter().any(|p| p.contains(policy));
+        assert_eq!(evicts, policy != "noeviction", "{policy}: {problems:?}");
+    }
+    // A user without `CONFIG`.
+    let user = common::unique("cfgless");
+    let _: () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                user.as_str(),
+                "on",
+                ">pw",
+                "~*",
+                "&*",
+                "+@all",
+                "-config",
+            ][..],
+        )
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let url = redis_url().replacen("redis://", &format!("redis://{user}:pw@"), 1);
+    let conn = ConnectionManager::new(redis::Client::open(url).unwrap())
+        .await
+        .unwrap();
+    let settings = RedisStore::new(conn).check_server().await;
+    let _: () = redis::cmd("ACL")
+        .arg(&["DELUSER", user.as_str()][..])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(settings.unwrap(), RedisServerSettings::default());
+}
+
 /// A key under the store's event prefix that is not UTF-8 (another program's) is passed
 /// over by the purge's search for abandoned claims, which failed at it every time.
 #[tokio::test]

@@ -534,6 +534,10 @@ async fn redis_store(
     let conn = redis::aio::ConnectionManager::new(redis::Client::open(url)?).await?;
     tracing::info!("store: Redis");
     let store = RedisStore::new(conn.clone());
+    // A server that may evict or forget completed records would let events run twice.
+    for problem in store.check_server().await?.problems() {
+        tracing::warn!("{problem}");
+    }
     let p = Processor::new(verifier, store.clone(), RedisDemo(conn));
     both(config, p, store)
 }

@@ -21,7 +21,7 @@ pub use memory::{MemoryStore, DEFAULT_MAX_RECORDS};
 pub(crate) use ordering::{advances, is_cursor_key, CURSOR_KEY_PREFIX};
 pub use ordering::{LockedClaim, ObjectLock, OrderingStore, Watermark};
 #[cfg(feature = "redis")]
-pub use redis::RedisStore;
+pub use redis::{RedisServerSettings, RedisStore};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::{Migration, DEFAULT_TABLE};
 #[cfg(feature = "postgres")]

@@ -129,6 +129,19 @@ impl Backend {
         }
     }
 
+    /// What in the store server's settings can lose records (Redis's eviction policy and
+    /// persistence); none for the SQL stores, or when the server does not say.
+    pub(crate) async fn warnings(&self) -> Result<Vec<String>, CliError> {
+        match &self.store {
+            Store::Redis(s) => Ok(s
+                .check_server()
+                .await
+                .map_err(self.err("reading the server's settings"))?
+                .problems()),
+            Store::Sqlite(_) | Store::Postgres(_) => Ok(Vec::new()),
+        }
+    }
+
     /// `sqlite`, `postgres` or `redis`.
     pub(crate) fn kind(&self) -> &'static str {
         match &self.store {

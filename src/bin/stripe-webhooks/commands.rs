@@ -130,6 +130,9 @@ struct Status<'a> {
     /// The store's failed events (inline processing), at most 10,000 counted.
     failed_events: usize,
     failed_events_capped: bool,
+    /// What in the store server's settings can lose records (Redis: eviction,
+    /// persistence).
+    warnings: Vec<String>,
 }
 
 /// `status`: counts by state, the lag, and the store's failed events.
@@ -148,6 +151,7 @@ pub(crate) async fn status(b: &Backend, json: bool) -> Result<(), CliError> {
         queue,
         failed_events: failed.len().min(FAILED_COUNT_CAP),
         failed_events_capped: failed.len() > FAILED_COUNT_CAP,
+        warnings: b.warnings().await?,
     };
     if json {
         return print_json(&status);
@@ -176,6 +180,9 @@ pub(crate) async fn status(b: &Backend, json: bool) -> Result<(), CliError> {
         status.failed_events,
         if status.failed_events_capped { "+" } else { "" }
     );
+    for w in &status.warnings {
+        crate::outln!("warning    {w}");
+    }
     let (dead, retrying) = (status.queue.dead, status.queue.retrying);
     if dead > 0 {
         let c = b.command();

@@ -276,6 +276,53 @@ impl fmt::Debug for RedisStore {
     }
 }
 
+/// The server settings that decide whether Redis keeps what the store writes, as
+/// [`RedisStore::check_server`] read them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisServerSettings {
+    /// `maxmemory-policy`; `None` when the server does not let `CONFIG GET` read it
+    /// (managed services often rename or disable `CONFIG`).
+    pub maxmemory_policy: Option<String>,
+    /// `appendonly`; `None` likewise.
+    pub appendonly: Option<bool>,
+}
+
+impl RedisServerSettings {
+    /// What in these settings can lose the store's records, one sentence each: empty
+    /// when nothing was found wrong (or nothing could be read).
+    ///
+    /// ```
+    /// use stripe_webhooks::RedisServerSettings;
+    ///
+    /// let mut settings = RedisServerSettings::default();
+    /// assert!(settings.problems().is_empty());
+    /// settings.maxmemory_policy = Some("volatile-lru".into());
+    /// assert!(settings.problems()[0].contains("volatile-lru"));
+    /// ```
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(policy) = self
+            .maxmemory_policy
+            .as_deref()
+            .filter(|p| *p != "noeviction")
+        {
+            problems.push(format!(
+                "Redis's maxmemory-policy is {policy}: under memory pressure it may evict \
+                 completed records, and their events then run again; set it to noeviction"
+            ));
+        }
+        if self.appendonly == Some(false) {
+            problems.push(
+                "Redis's appendonly is no: a restart loses every record written since the \
+                 last snapshot, and their events then run again; set appendonly yes"
+                    .to_owned(),
+            );
+        }
+        problems
+    }
+}
+
 /// A Redis key prefix: a valid name (`:` and `-` allowed too) with no `q` segment
 /// inside or at its end. A queue keeps its keys under `{prefix}:q:`, so a store or queue
 /// prefix `app:q` would share keys (`app:q:obj:…`) with the queue of prefix `app`.
@@ -350,6 +397,43 @@ impl RedisStore {
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
         self
+    }
+
+    /// Reads the server's `maxmemory-policy` and `appendonly` (`CONFIG GET`), so that a
+    /// service can check at start-up that Redis keeps what the store writes (see
+    /// [Server settings](Self#server-settings)) and log what
+    /// [`problems`](RedisServerSettings::problems) finds, as the CLI's `status` does.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the server cannot be reached. A server that refuses
+    /// `CONFIG` is no error: what it does not answer reads as `None`.
+    pub async fn check_server(&self) -> Result<RedisServerSettings, StoreError> {
+        let read = |name: &'static str| {
+            let mut conn = self.conn.clone();
+            async move {
+                let answer: redis::RedisResult<std::collections::HashMap<String, String>> =
+                    redis::cmd("CONFIG")
+                        .arg("GET")
+                        .arg(name)
+                        .query_async(&mut conn)
+                        .await;
+                match answer {
+                    Ok(mut values) => Ok(values.remove(name)),
+                    Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+                        Err(unavailable(e))
+                    }
+                    // Refused (`CONFIG` disabled or renamed): not known.
+                    Err(_) => Ok(None),
+                }
+            }
+        };
+        let maxmemory_policy = read("maxmemory-policy").await?;
+        let appendonly = read("appendonly").await?.map(|v| v == "yes");
+        Ok(RedisServerSettings {
+            maxmemory_policy,
+            appendonly,
+        })
     }
 
     fn event_key(&self, id: &EventId) -> String {

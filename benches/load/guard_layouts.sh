@@ -19,7 +19,7 @@
 # src/idempotency/sql/statements.rs (POSTGRES: claim + complete; lock_and_claim +
 # complete_applied) over tables of their own, and unguarded_collated.sql and
 # guarded_collated.sql the same statements over tables whose keys compare in the database's
-# collation, as before migration 6 (`LOCALE` sets that collation: initdb's --locale, by
+# collation, as on a database created before the keys compared bytewise (`LOCALE` sets that collation: initdb's --locale, by
 # default the environment's); guarded_before.sql is the guard as shipped
 # until 2026-12-05, and merged_rows.sql, seq_rows.sql, update_first.sql, pending.sql and
 # pending_seen.sql are prototypes, not shipped. Needs valgrind and PostgreSQL's server binaries (PG_BIN, or

@@ -1,8 +1,8 @@
 -- stripe-webhooks: the ordering guard's objects, one row per Stripe object
 -- (`data.object.id`): the last event applied to it (its watermark) and a lock that lets
--- events about one object run one at a time.
+-- events about one object run one at a time. Its key compares bytewise, as 0001's does.
 CREATE TABLE IF NOT EXISTS stripe_webhook_events_objects (
-    object_id  TEXT PRIMARY KEY,
+    object_id  TEXT COLLATE "C" PRIMARY KEY,
     created    BIGINT,
     event_id   TEXT,
     holder     TEXT,

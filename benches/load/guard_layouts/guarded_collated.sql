@@ -1,4 +1,4 @@
--- guarded.sql before migration 6: the keys in the database's collation.
+-- guarded.sql on tables created before the keys compared bytewise: in the database's collation.
 -- The shipped guard (statements.rs, POSTGRES: lock_and_claim, complete_applied).
 \set n random(1, 2000000000)
 \set o random(1, 2000)

@@ -1,6 +1,6 @@
 -- Tables for benches/load/guard_layouts.sh: ev and ev_objects as the crate's migrations make
--- them (after migration 6), evd and evd_objects as they were before migration 6 (keys in the
--- database's collation), mv for merged_rows.sql, sv for seq_rows.sql, pe and
+-- them for a new database (keys in the "C" collation), evd and evd_objects as a database
+-- created before that has them (keys in the database's collation), mv for merged_rows.sql, sv for seq_rows.sql, pe and
 -- pv_objects for pending.sql and pending_seen.sql.
 CREATE TABLE ev (
     event_id     TEXT COLLATE "C" PRIMARY KEY,

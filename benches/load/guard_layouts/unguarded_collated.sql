@@ -1,4 +1,4 @@
--- unguarded.sql before migration 6: the keys in the database's collation.
+-- unguarded.sql on tables created before the keys compared bytewise: in the database's collation.
 -- The shipped unguarded claim and completion (statements.rs, POSTGRES: claim, complete).
 \set n random(1, 2000000000)
 \set o random(1, 2000)

@@ -17,7 +17,6 @@ super::shipped_migrations! {
         3 "0003_jobs.sql",
         4 "0004_no_check_constraints.sql",
         5 "0005_park_held_back_jobs.sql",
-        6 "0006_keys_compare_bytewise.sql",
     ]
 }
 

@@ -455,8 +455,8 @@ impl Frontier {
         // store confirmed (its claim released as failed, or the failure recorded after
         // its transaction rolled back): the store keeps the event. Any other open
         // outcome (held elsewhere, store unavailable, lease lost, a release or record
-        // that failed or timed out, a panic in the handler's `handles` check before any
-        // claim) may have left no record, so it holds the cursor whatever its age.
+        // that failed or timed out) may have left no record, so it holds the cursor
+        // whatever its age.
         let recorded_failure = o.failure_recorded
             && matches!(
                 o.kind(),
@@ -1541,8 +1541,8 @@ mod tests {
         saw(&mut f, 97_000, "evt_failed", failed());
         assert_eq!(f.beyond_lookback, 1);
         assert_eq!(f.target().map(|w| w.created), Some(97_000));
-        // So does an old failure that claimed nothing (a panic in the handler's `handles`
-        // check): nothing recorded it.
+        // So does an old failure that nothing recorded (a check's panic whose record
+        // could not be written).
         let before = f.target();
         f.saw(
             500,

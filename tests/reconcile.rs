@@ -561,6 +561,73 @@ async fn an_event_failing_past_the_lookback_stops_holding_the_cursor() {
     assert_eq!((r.listed, r.failed), (1, 0), "{r:?}");
 }
 
+/// An event whose handler's `handles_event` check panics is recorded as failed, so past
+/// the lookback it stops holding the cursor once it had its attempts, as a failing
+/// handler's event does (before, nothing recorded it, and it held the cursor for the 30
+/// days Stripe lists it).
+#[tokio::test]
+async fn an_event_whose_check_panics_stops_holding_the_cursor_past_the_lookback() {
+    struct PanicsOnPoison;
+    #[async_trait]
+    impl EventHandler for PanicsOnPoison {
+        async fn handle(&self, _event: &Event) -> Result<(), HandlerError> {
+            Ok(())
+        }
+        fn handles_event(&self, event: &Event) -> bool {
+            assert!(
+                event.id().as_str() != "evt_poison",
+                "a plan this build does not know"
+            );
+            true
+        }
+    }
+    let s = setup().await;
+    let now = testing::now();
+    poison_and_later(&s, now);
+    let processor = Arc::new(Processor::new(
+        Verifier::new(SigningSecret::new(SECRET).unwrap()),
+        Arc::clone(&s.store),
+        PanicsOnPoison,
+    ));
+    let reconciler = || {
+        Reconciler::new(
+            s.fake.client().unwrap(),
+            Arc::clone(&processor),
+            Arc::clone(&s.store),
+        )
+        .with_lookback(Duration::from_secs(3600))
+        .with_attempts_past_lookback(2)
+    };
+    s.store
+        .advance_watermark(
+            &reconciler().cursor_keys()[0],
+            &Watermark::new(now - 8000, EventId::new("-")),
+        )
+        .await
+        .unwrap();
+    let r = reconciler().since_cursor().await.unwrap();
+    assert_eq!(
+        (r.failed, r.processed, r.beyond_lookback),
+        (1, 1, 0),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.cursor.map(|c| c.created),
+        Some(now - 7200),
+        "held for its attempts"
+    );
+    let r = reconciler().since_cursor().await.unwrap();
+    assert_eq!((r.failed, r.beyond_lookback), (1, 1), "{r:?}");
+    assert_eq!(r.cursor.map(|c| c.created), Some(now - 600 - 60));
+    let failed = s.store.failed_events(10).await.unwrap();
+    let poison = failed
+        .iter()
+        .find(|f| f.event_id.as_str() == "evt_poison")
+        .unwrap_or_else(|| panic!("{failed:?}"));
+    let error = poison.last_error.as_deref().unwrap_or_default();
+    assert!(error.contains("a plan this build does not know"), "{error}");
+}
+
 /// A failure past the lookback moves the cursor on only when the store confirmed it
 /// keeps the failure: one whose release failed holds the cursor, as any open event does.
 #[tokio::test]

@@ -249,16 +249,24 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
     }
 
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
-        if let Some(answer) =
-            Dispatched::screen("handles", || self.handler.handles(event.event_type()))
-        {
-            return answer;
+        // A check that panics: recorded as failed through the store, outside any batch.
+        let panicked = |p| {
+            let store = Dispatcher::store(self);
+            async move {
+                let (id, ty) = (event.id(), event.event_type());
+                crate::processor::check_panicked(&store, id, ty, settings, p).await
+            }
+        };
+        match Dispatched::screen("handles", || self.handler.handles(event.event_type())) {
+            Ok(None) => {}
+            Ok(Some(ignored)) => return ignored,
+            Err(p) => return panicked(p).await,
         }
         // Whether the ordering guard applies, asked before the writer is taken.
         let ordered = self.ordering.is_some()
             && match Dispatched::ask("is_ordered", || self.handler.is_ordered(event.event_type())) {
                 Ok(ordered) => ordered,
-                Err(answer) => return answer,
+                Err(p) => return panicked(p).await,
             };
         let t = settings
             .store_timeout

@@ -99,20 +99,19 @@ impl Dispatched {
     }
 
     /// A dispatcher's first step: whether the handler takes the event, by its own check
-    /// (`name` in the error), its panic caught. `None`: go on and claim it; else the
-    /// answer, with nothing claimed: ignored, or a 500 (so Stripe, or a reconciler's
-    /// next pass, delivers it again).
-    pub(crate) fn screen(name: &str, takes: impl FnOnce() -> bool) -> Option<Self> {
+    /// (`name` in the error), its panic caught. `Ok(None)`: go on and claim it;
+    /// `Ok(Some(_))`: ignored; `Err(_)`: the check panicked ([`check_panicked`]).
+    pub(crate) fn screen(name: &str, takes: impl FnOnce() -> bool) -> Result<Option<Self>, Self> {
         match Self::ask(name, takes) {
-            Ok(true) => None,
-            Ok(false) => Some(Self::unclaimed(OutcomeKind::Ignored)),
-            Err(answer) => Some(answer),
+            Ok(true) => Ok(None),
+            Ok(false) => Ok(Some(Self::unclaimed(OutcomeKind::Ignored))),
+            Err(panicked) => Err(panicked),
         }
     }
 
     /// Asks a handler's check (`handles`, `is_ordered`) before anything is claimed: its
-    /// answer, or, when it panics, the delivery's (500, nothing claimed, as for a
-    /// handler that panics).
+    /// answer, or, when it panics, a handler failure with nothing claimed yet, which
+    /// [`check_panicked`] records.
     pub(crate) fn ask(name: &str, check: impl FnOnce() -> bool) -> Result<bool, Self> {
         check_caught(check).map_err(|panic| {
             Self::unclaimed(OutcomeKind::HandlerFailed(HandlerError::Panicked(format!(
@@ -201,10 +200,11 @@ const COMPLETION_RETRIES: u32 = 3;
 #[async_trait::async_trait]
 impl Dispatcher for StoreDispatcher {
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
-        if let Some(answer) =
-            Dispatched::screen("handles_event", || self.handler.handles_event(event))
-        {
-            return answer;
+        let panicked = |p| check_panicked(&self.store, event.id(), event.event_type(), settings, p);
+        match Dispatched::screen("handles_event", || self.handler.handles_event(event)) {
+            Ok(None) => {}
+            Ok(Some(ignored)) => return ignored,
+            Err(p) => return panicked(p).await,
         }
         let handler = &*self.handler;
         if let Some(ordering) = &self.ordering {
@@ -214,7 +214,7 @@ impl Dispatcher for StoreDispatcher {
             {
                 Ok(true) => event.ordering_key(),
                 Ok(false) => None,
-                Err(answer) => return answer,
+                Err(p) => return panicked(p).await,
             };
             if let Some(object_id) = key {
                 return ordering
@@ -247,6 +247,28 @@ impl Dispatcher for StoreDispatcher {
     fn store(&self) -> Arc<dyn IdempotencyStore> {
         Arc::clone(&self.store)
     }
+}
+
+/// A handler's check (`handles`, `is_ordered`, `handles_notification`) panicked
+/// (`panicked`, [`Dispatched::ask`]'s answer): the event is claimed under `key` and the
+/// claim released as failed with the panic's message, as a panicking handler's is, so
+/// that the store lists it ([`failed_events`](crate::StoreAdmin::failed_events)) and
+/// counts its attempts, and it is answered 500: Stripe, or a reconciler's next pass,
+/// delivers it again. Nothing runs. One completed already is a duplicate; one held
+/// elsewhere, in progress. (Without this, an event whose check always panicked left no
+/// trace once Stripe stopped retrying, and held a reconciler's cursor for 30 days.)
+pub(crate) async fn check_panicked(
+    store: &Arc<dyn IdempotencyStore>,
+    key: &EventId,
+    event_type: &EventType,
+    settings: &DispatchSettings,
+    panicked: Dispatched,
+) -> Dispatched {
+    let OutcomeKind::HandlerFailed(error) = panicked.kind else {
+        return panicked;
+    };
+    let failed = move || -> HandlerFuture<'static> { Box::pin(std::future::ready(Err(error))) };
+    claim_and_run(store, key, event_type, &settings.standing_in(), failed).await
 }
 
 /// Claims `key`, then calls the handler (`handler`, as `|| h.handle(event)`), runs its

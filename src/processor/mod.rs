@@ -29,6 +29,8 @@ use crate::signature::{VerifiedPayload, Verifier};
 use crate::idempotency::OrderingStore;
 pub(crate) use dispatch::check_caught;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use dispatch::check_panicked;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use dispatch::fetch_within;
 pub(crate) use dispatch::OrderingGuard;
 use dispatch::{claim_and_run, StoreDispatcher};
@@ -1393,9 +1395,14 @@ impl Processor {
             }
             Some(h) => {
                 match Dispatched::screen("handles_notification", || h.handles_notification(n)) {
-                    Some(answer) => answer,
-                    None => {
+                    Ok(None) => {
                         self.dispatch_notification(h.as_ref(), n, key, twin_unguarded)
+                            .await
+                    }
+                    Ok(Some(ignored)) => ignored,
+                    Err(p) => {
+                        let record_type = thin_record_type(n, key);
+                        dispatch::check_panicked(&self.store, key, &record_type, &self.settings, p)
                             .await
                     }
                 }
@@ -1438,12 +1445,7 @@ impl Processor {
         key: &crate::event::EventId,
         twin_unguarded: bool,
     ) -> Dispatched {
-        // Keyed on the snapshot twin, the record carries the twin's type, so it
-        // reads the same whichever delivery came first.
-        let record_type = match n.snapshot_type() {
-            Some(t) if key != &n.id => t,
-            _ => EventType::from_wire(n.event_type.as_str()),
-        };
+        let record_type = thin_record_type(n, key);
         let handler = || h.handle(n);
         // Claimed under its snapshot twin, a thin event joins the twin's ordering
         // guard: otherwise it would complete the twin's claim and leave the
@@ -1465,7 +1467,16 @@ impl Processor {
                         .map_or(true, |d| d.is_ordered(&record_type))
             }) {
                 Ok(ordered) => ordered,
-                Err(answer) => return answer,
+                Err(p) => {
+                    return dispatch::check_panicked(
+                        &self.store,
+                        key,
+                        &record_type,
+                        &self.settings,
+                        p,
+                    )
+                    .await
+                }
             },
             _ => false,
         };
@@ -1558,6 +1569,15 @@ enum Parsed<'a> {
 
 /// A verified body that is not an event: 400, with the event id when the body named one
 /// ([`ParseError::event_id`]), for the logs and the caller.
+/// The type a thin event's record carries when claimed under `key`: keyed on its snapshot
+/// twin, the twin's type, so that the record reads the same whichever delivery came first.
+fn thin_record_type(n: &EventNotification, key: &crate::event::EventId) -> EventType {
+    match n.snapshot_type() {
+        Some(t) if key != &n.id => t,
+        _ => EventType::from_wire(n.event_type.as_str()),
+    }
+}
+
 fn not_an_event(e: ParseError, started: Instant) -> Outcome {
     let event_id = e.event_id().map(crate::event::EventId::new);
     let mut o = Outcome::new(OutcomeKind::NotAnEvent(e), started);

@@ -317,3 +317,36 @@ pub async fn unordered_types_run_whatever_their_age(
         ]
     );
 }
+
+/// A delivery whose handler check (`handles`, `is_ordered`…) panicked: answered 500,
+/// and `key` recorded in `store` as failed, its `attempts`-th attempt, with the panic's
+/// message (holding `needle`), so operators see it and its attempts count.
+pub async fn assert_check_panic_recorded(
+    o: &stripe_webhooks::Outcome,
+    store: &dyn stripe_webhooks::StoreAdmin,
+    key: &str,
+    attempts: u32,
+    needle: &str,
+) {
+    use stripe_webhooks::{HandlerError, OutcomeKind, RecordStatus};
+    assert_eq!(o.status(), 500, "{o:?}");
+    assert!(
+        matches!(o.kind(), OutcomeKind::HandlerFailed(HandlerError::Panicked(m)) if m.contains(needle)),
+        "{o:?}"
+    );
+    let record = store
+        .record(&stripe_webhooks::EventId::new(key))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{key} is not recorded"));
+    assert_eq!(
+        (record.status, record.attempts),
+        (RecordStatus::Failed, attempts),
+        "{record:?}"
+    );
+    let error = record.last_error.unwrap_or_default();
+    assert!(
+        error.contains("panicked") && error.contains(needle),
+        "{error}"
+    );
+}

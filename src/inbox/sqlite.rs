@@ -313,37 +313,46 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
             }
             Ok(step) => step,
             // The transaction is in an unknown state: drop it (rolling back every
-            // delivery in it; the others are answered 503), and its connection.
+            // delivery in it; the others are answered 503), and its connection. Each of
+            // them, and this one, runs alone when it comes back, so that whichever broke
+            // the transaction cannot take the others down again.
             Err(e) => {
+                let events = std::mem::take(&mut batch.events);
                 drop(batch);
+                writer.suspect(&events);
+                writer.suspect(std::slice::from_ref(event.id()));
                 writer.discard_connection();
                 return Dispatched::unclaimed(OutcomeKind::StoreUnavailable(e));
             }
         };
         let mut committed = batch.committed.subscribe();
-        if alone || batch.is_full() || !self.engine.others_waiting() {
+        let step = if alone || batch.is_full() || !self.engine.others_waiting() {
             let members = batch.events.len();
             let result = self.engine.finish(&mut writer, batch, t).await;
-            if let (Err(e), Step::AfterCommit(d)) = (result, &step) {
-                return match e {
-                    // Alone in its transaction, and its handler ran: its own writes
-                    // broke it. That is the handler's failure, recorded like one. (A
-                    // duplicate or stale delivery ran no handler: not its failure.)
-                    CommitError::Writes(e)
-                        if members == 1 && matches!(d.kind, OutcomeKind::Processed) =>
-                    {
-                        let error = HandlerError::new(format!(
-                            "the handler's writes could not be committed: {e}"
-                        ));
-                        let attempt = d.attempt.unwrap_or(1);
-                        self.record_failure(&writer, event, attempt, error, t).await
-                    }
-                    e => not_committed(d, e.into_store_error()),
-                };
+            match (result, step) {
+                (Err(e), Step::AfterCommit(d)) => {
+                    return match e {
+                        // Alone in its transaction, and its handler ran: its own writes
+                        // broke it. That is the handler's failure, recorded like one. (A
+                        // duplicate or stale delivery ran no handler: not its failure.)
+                        CommitError::Writes(e)
+                            if members == 1 && matches!(d.kind, OutcomeKind::Processed) =>
+                        {
+                            let error = HandlerError::new(format!(
+                                "the handler's writes could not be committed: {e}"
+                            ));
+                            let attempt = d.attempt.unwrap_or(1);
+                            self.record_failure(&writer, event, attempt, error, t).await
+                        }
+                        e => not_committed(d, e.into_store_error()),
+                    };
+                }
+                (_, step) => step,
             }
         } else {
             self.engine.leave_open(&mut writer, batch);
-        }
+            step
+        };
         drop(writer);
         // A batch left open commits after the next delivery's handler, which may run up
         // to its deadline, and its store calls (claim, watermark, a tie's fetch, an undo,
@@ -364,7 +373,7 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
                     d
                 } else {
                     not_committed(
-                        &d,
+                        d,
                         StoreError::unavailable("the inbox transaction did not commit"),
                     )
                 }
@@ -377,10 +386,15 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
     }
 }
 
-/// Nothing of this delivery committed: 503, and Stripe delivers it again.
-fn not_committed(d: &Dispatched, e: StoreError) -> Dispatched {
+/// Nothing of this delivery committed: 503, and Stripe delivers it again; a handler that
+/// had failed is still its own failure (500, with its error), no longer recorded.
+fn not_committed(d: Dispatched, e: StoreError) -> Dispatched {
+    let kind = match d.kind {
+        failed @ OutcomeKind::HandlerFailed(_) => failed,
+        _ => OutcomeKind::StoreUnavailable(e),
+    };
     Dispatched {
-        kind: OutcomeKind::StoreUnavailable(e),
+        kind,
         attempt: d.attempt,
         failure_recorded: false,
     }

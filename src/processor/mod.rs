@@ -1567,8 +1567,6 @@ enum Parsed<'a> {
     Notification(&'a EventNotification),
 }
 
-/// A verified body that is not an event: 400, with the event id when the body named one
-/// ([`ParseError::event_id`]), for the logs and the caller.
 /// The type a thin event's record carries when claimed under `key`: keyed on its snapshot
 /// twin, the twin's type, so that the record reads the same whichever delivery came first.
 fn thin_record_type(n: &EventNotification, key: &crate::event::EventId) -> EventType {
@@ -1577,6 +1575,9 @@ fn thin_record_type(n: &EventNotification, key: &crate::event::EventId) -> Event
         _ => EventType::from_wire(n.event_type.as_str()),
     }
 }
+
+/// A verified body that is not an event: 400, with the event id when the body named one
+/// ([`ParseError::event_id`]), for the logs and the caller.
 
 fn not_an_event(e: ParseError, started: Instant) -> Outcome {
     let event_id = e.event_id().map(crate::event::EventId::new);

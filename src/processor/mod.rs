@@ -1578,7 +1578,6 @@ fn thin_record_type(n: &EventNotification, key: &crate::event::EventId) -> Event
 
 /// A verified body that is not an event: 400, with the event id when the body named one
 /// ([`ParseError::event_id`]), for the logs and the caller.
-
 fn not_an_event(e: ParseError, started: Instant) -> Outcome {
     let event_id = e.event_id().map(crate::event::EventId::new);
     let mut o = Outcome::new(OutcomeKind::NotAnEvent(e), started);

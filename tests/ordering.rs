@@ -932,8 +932,16 @@ async fn a_panicking_is_ordered_is_a_500_recorded_as_failed() {
     async fn assert_refused_unclaimed(o: &Outcome, store: &MemoryStore, claim_key: &str) {
         common::assert_check_panic_recorded(o, store, claim_key, 1, "no idea").await;
         assert!(format!("{o:?}").contains("is_ordered"), "{o:?}");
-        let lock = store.watermark("cus_confused").await.unwrap();
-        assert_eq!(lock, None, "no object was locked");
+        // No object was locked, nor its watermark moved.
+        let probe = store
+            .lock_object("cus_confused", "probe", Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(
+            matches!(probe, ObjectLock::Acquired { watermark: None }),
+            "{probe:?}"
+        );
+        store.unlock_object("cus_confused", "probe").await.unwrap();
     }
     let verifier = || Verifier::new(SigningSecret::new(common::SECRET).unwrap());
     let store = Arc::new(MemoryStore::new());
@@ -952,6 +960,19 @@ async fn a_panicking_is_ordered_is_a_500_recorded_as_failed() {
     let n = dangerous::parse_unverified_notification(n.as_bytes()).unwrap();
     let o = thin.process_notification(&n).await;
     assert_refused_unclaimed(&o, &store, "evt_confused_twin").await;
+
+    // Beside an ordered snapshot route, a thin event with no related object id asks
+    // whether its twin's type is ordered to choose its key: that panic too is recorded,
+    // under its own id, and nothing runs (it ran, unguarded).
+    let both = Processor::ordered(verifier(), Arc::clone(&store), Confused, TiePolicy::Run)
+        .with_thin_handler(Confused);
+    let n = ThinEventBuilder::new("evt_thin_loose", "v1.customer.updated")
+        .snapshot_event("evt_loose_twin")
+        .created(BASE)
+        .build();
+    let n = dangerous::parse_unverified_notification(n.as_bytes()).unwrap();
+    let o = both.process_notification(&n).await;
+    assert_refused_unclaimed(&o, &store, "evt_thin_loose").await;
 }
 
 /// Beside an ordered route, a thin event whose twin's object has no id

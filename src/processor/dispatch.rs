@@ -267,6 +267,14 @@ pub(crate) async fn check_panicked(
     let OutcomeKind::HandlerFailed(error) = panicked.kind else {
         return panicked;
     };
+    // Logged here too: an event completed already (a duplicate) or a store that is down
+    // answers without it.
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        event_id = %key,
+        error = %crate::error::error_text(&error),
+        "a handler's check panicked; the event is recorded as failed"
+    );
     let failed = move || -> HandlerFuture<'static> { Box::pin(std::future::ready(Err(error))) };
     claim_and_run(store, key, event_type, &settings.standing_in(), failed).await
 }

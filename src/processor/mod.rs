@@ -1369,45 +1369,54 @@ impl Processor {
         // A thin event whose twin's object has no id (`v1.balance.available`): the twin
         // runs outside the guard, so nothing is lost by claiming under its id unguarded.
         let twin_unguarded = n.twin_object_has_no_id();
-        let key = match self.dedupe_on_snapshot {
-            // Beside an ordered snapshot route, a thin event that cannot join its object's
-            // guard (no related object id, or a `created` that does not read) is claimed
-            // under its own id: under its twin's, it would complete the twin's claim
-            // without the watermark moving, and a late retry of an older snapshot event
-            // would then be applied over this change. Unless the handlers keep the twin's
-            // type outside the guard: the twin moves no watermark either.
-            true if self.ordering.is_some()
-                && !twin_unguarded
-                && (n.ordering_key().is_none() || n.created_unix().is_none())
-                && self.twin_is_ordered(n) =>
-            {
-                &n.id
+        // Beside an ordered snapshot route, a thin event that cannot join its object's
+        // guard (no related object id, or a `created` that does not read) is claimed
+        // under its own id: under its twin's, it would complete the twin's claim without
+        // the watermark moving, and a late retry of an older snapshot event would then be
+        // applied over this change. Unless the handlers keep the twin's type outside the
+        // guard: the twin moves no watermark either. (A panic in that check: under its
+        // own id, recorded as failed.)
+        let (own_id, panicked) = if self.dedupe_on_snapshot
+            && self.ordering.is_some()
+            && !twin_unguarded
+            && (n.ordering_key().is_none() || n.created_unix().is_none())
+        {
+            match self.twin_is_ordered(n) {
+                Ok(ordered) => (ordered, None),
+                Err(p) => (true, Some(p)),
             }
+        } else {
+            (false, None)
+        };
+        let key = match self.dedupe_on_snapshot {
+            true if own_id => &n.id,
             true => n.dedupe_key(),
             false => &n.id,
         };
-        let d = match &self.thin {
+        let d = match (&self.thin, panicked) {
             _ if n.is_ping() => Dispatched::unclaimed(OutcomeKind::Ping),
             _ if self.livemode.is_some_and(|mode| mode != n.livemode) => {
                 Dispatched::unclaimed(OutcomeKind::OtherMode {
                     livemode: n.livemode,
                 })
             }
-            Some(h) => {
-                match Dispatched::screen("handles_notification", || h.handles_notification(n)) {
-                    Ok(None) => {
-                        self.dispatch_notification(h.as_ref(), n, key, twin_unguarded)
-                            .await
-                    }
-                    Ok(Some(ignored)) => ignored,
-                    Err(p) => {
+            (Some(h), panicked) => {
+                let takes =
+                    Dispatched::screen("handles_notification", || h.handles_notification(n));
+                match (takes, panicked) {
+                    (Ok(Some(ignored)), _) => ignored,
+                    (Err(p), _) | (Ok(None), Some(p)) => {
                         let record_type = thin_record_type(n, key);
                         dispatch::check_panicked(&self.store, key, &record_type, &self.settings, p)
                             .await
                     }
+                    (Ok(None), None) => {
+                        self.dispatch_notification(h.as_ref(), n, key, twin_unguarded)
+                            .await
+                    }
                 }
             }
-            None => Dispatched::unclaimed(OutcomeKind::Ignored),
+            (None, _) => Dispatched::unclaimed(OutcomeKind::Ignored),
         };
         let mut o = Outcome::new(d.kind, started);
         o.attempt = d.attempt;
@@ -1420,20 +1429,18 @@ impl Processor {
     }
 
     /// Whether the ordering guard applies to `n`'s snapshot twin's type, by both handlers
-    /// (`is_ordered`). A panic counts as yes here: the event is then claimed under its
-    /// own id, outside the guard, where the question is not asked again.
-    fn twin_is_ordered(&self, n: &EventNotification) -> bool {
+    /// (`is_ordered`); `Err` when one panicked ([`dispatch::check_panicked`]).
+    fn twin_is_ordered(&self, n: &EventNotification) -> Result<bool, Dispatched> {
         let Some(twin) = n.snapshot_type() else {
-            return true;
+            return Ok(true);
         };
-        dispatch::check_caught(|| {
+        Dispatched::ask("is_ordered", || {
             self.thin.as_ref().map_or(true, |h| h.is_ordered(&twin))
                 && self
                     .dispatcher
                     .as_ref()
                     .map_or(true, |d| d.is_ordered(&twin))
         })
-        .unwrap_or(true)
     }
 
     /// A thin event the handler takes: claimed under `key`, handled, completed; through

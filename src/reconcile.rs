@@ -49,10 +49,14 @@ pub const DEFAULT_MAX_BUFFERED: usize = 10_000;
 /// every type and the processor skips those it does not handle.
 const MAX_TYPE_FILTERS: usize = 20;
 
-/// How many v2 pages in a row may list no event not listed before (and still have a next
+/// How many v2 pages in a row may list only events listed before (and still have a next
 /// page) before the listing counts as stalled: pages under ever new tokens that never move
 /// on would otherwise be followed for good.
-const MAX_IDLE_PAGES: usize = 10;
+const MAX_REPEATED_PAGES: usize = 10;
+
+/// Likewise for empty v2 pages that have a next page, which a filtered list may give over
+/// a quiet span: many more are let through.
+const MAX_EMPTY_PAGES: usize = 100;
 
 /// What one reconciler pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -144,8 +148,9 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
     /// Stripe said more events follow but gave no way to them: a v1 page with
     /// `has_more` and no events, a v1 page ending on the event the one before ended on,
-    /// a v2 `next_page` equal to one already followed, or ten v2 pages in a row that
-    /// each have a next page and list no event not listed before. The pass stops before
+    /// a v2 `next_page` equal to one already followed, or v2 pages that each have a next
+    /// page and list no event not listed before: ten in a row that list only events
+    /// listed before, or a hundred empty ones. The pass stops before
     /// running anything of the window of time it was listing and leaves the cursor where
     /// the windows before left it, so no unlisted event falls behind it; the next pass
     /// lists again.
@@ -1043,9 +1048,9 @@ impl Reconciler {
         let context = self.v2_context();
         let mut seen = std::collections::HashSet::new();
         // Each event once (a page may repeat one of the page before), and how many pages
-        // in a row listed none not listed before.
+        // in a row listed none not listed before: only repeats, or nothing.
         let mut ids = std::collections::HashSet::new();
-        let mut idle = 0;
+        let (mut repeated, mut empty) = (0, 0);
         loop {
             let page = self
                 .client
@@ -1053,13 +1058,20 @@ impl Reconciler {
                 .await?;
             report.pages += 1;
             let before = ids.len();
+            let listed_nothing = page.data.is_empty() && page.unreadable.is_empty();
             notifications.extend(page.data.into_iter().filter(|n| ids.insert(n.id.clone())));
             unreadable.extend(
                 page.unreadable
                     .into_iter()
                     .filter(|u| ids.insert(u.id.clone())),
             );
-            idle = if ids.len() == before { idle + 1 } else { 0 };
+            if ids.len() > before {
+                (repeated, empty) = (0, 0);
+            } else if listed_nothing {
+                empty += 1;
+            } else {
+                repeated += 1;
+            }
             if notifications.len() + unreadable.len() > cap {
                 let newest = newest(&notifications, EventNotification::created_unix, &unreadable);
                 return Ok(Listed::TooMany { newest });
@@ -1068,7 +1080,11 @@ impl Reconciler {
             // page again, or a cycle) stops the pass rather than looping, and so do
             // pages that list nothing new under ever new tokens.
             match page.next_page {
-                Some(next) if !seen.insert(next.clone()) || idle >= MAX_IDLE_PAGES => {
+                Some(next)
+                    if !seen.insert(next.clone())
+                        || repeated >= MAX_REPEATED_PAGES
+                        || empty >= MAX_EMPTY_PAGES =>
+                {
                     return Err(ReconcileError::ListingStalled { page: report.pages });
                 }
                 Some(next) => page_token = Some(next),

@@ -82,8 +82,8 @@ impl ApiKey {
     ///
     /// [`HttpClient`] takes the key out of any answer that quotes it (a proxy or a wrong
     /// base URL echoing the request), so that no error built from the answer carries it;
-    /// a key under 20 characters (a proxy's token, not Stripe's) may be the answer's own
-    /// text, so an answer that contains one fails as [`ClientError::Decode`] instead.
+    /// but not a key under 20 characters (a proxy's token, not Stripe's), which may be
+    /// the answer's own text: the answer's data is never changed.
     ///
     /// # Errors
     ///

@@ -1241,21 +1241,29 @@ async fn redis_operator_flow() {
     let admin = ConnectionManager::new(redis::Client::open(redis_url()).unwrap())
         .await
         .unwrap();
-    let policy = |p: &'static str| {
+    let config = |key: &'static str, value: String| {
         let mut admin = admin.clone();
         async move {
             let _: () = redis::cmd("CONFIG")
                 .arg("SET")
-                .arg("maxmemory-policy")
-                .arg(p)
+                .arg(key)
+                .arg(value)
                 .query_async(&mut admin)
                 .await
                 .unwrap();
         }
     };
-    policy("allkeys-lru").await;
+    let memory: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory")
+        .query_async(&mut admin.clone())
+        .await
+        .unwrap();
+    config("maxmemory", "1gb".to_owned()).await;
+    config("maxmemory-policy", "allkeys-lru".to_owned()).await;
     let text = on(&flags, &["status"]).await;
-    policy("noeviction").await;
+    config("maxmemory-policy", "noeviction".to_owned()).await;
+    config("maxmemory", memory[1].clone()).await;
     let text = text.ok().stdout;
     assert!(
         text.contains("warning    Redis's maxmemory-policy is allkeys-lru"),
@@ -1277,13 +1285,16 @@ async fn redis_operator_flow() {
     assert_eq!(shown["record"]["status"], "failed");
     let missing = on(&flags, &["show", "evt_redis_nothing"]).await;
     assert_eq!(missing.code, 3, "{missing:#?}");
-    // Redis records expire on their own: no age to purge them by.
-    let refused = on(&flags, &["purge", "--records-older-than", "30d"]).await;
-    assert_eq!(refused.code, 2, "{refused:#?}");
-    assert!(
-        refused.stderr.contains("expire on their own"),
-        "{refused:#?}"
-    );
+    // Redis records expire on their own: no age to purge them by, whatever the age
+    // (one under 30 days is not sent off to add --force first).
+    for age in ["30d", "1d"] {
+        let refused = on(&flags, &["purge", "--records-older-than", age]).await;
+        assert_eq!(refused.code, 2, "{refused:#?}");
+        assert!(
+            refused.stderr.contains("expire on their own"),
+            "{refused:#?}"
+        );
+    }
     // And a purge without it does not suggest it.
     let text = on(&flags, &["purge"]).await.ok().stdout;
     assert!(text.contains("Redis expires them on its own"), "{text}");

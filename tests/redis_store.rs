@@ -1076,20 +1076,32 @@ async fn check_server_names_an_eviction_policy_that_loses_records() {
         policy: get("maxmemory-policy").await,
     };
     let appendonly = get("appendonly").await == "yes";
-    for policy in ["allkeys-lru", "volatile-ttl", "noeviction"] {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("maxmemory-policy")
-            .arg(policy)
-            .query_async(&mut admin)
-            .await
-            .unwrap();
-        let settings = store.check_server().await.unwrap();
-        assert_eq!(settings.maxmemory_policy.as_deref(), Some(policy));
-        assert_eq!(settings.appendonly, Some(appendonly));
-        let problems = settings.problems();
-        let evicts = problems.iter().any(|p| p.contains(policy));
-        assert_eq!(evicts, policy != "noeviction", "{policy}: {problems:?}");
+    let set = |key: &'static str, value: &'static str| {
+        let mut admin = admin.clone();
+        async move {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(key)
+                .arg(value)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+        }
+    };
+    // A memory limit: the policy decides what is evicted. None: nothing is.
+    for (memory, bytes) in [("1gb", 1 << 30), ("0", 0)] {
+        set("maxmemory", memory).await;
+        for policy in ["allkeys-lru", "volatile-ttl", "noeviction"] {
+            set("maxmemory-policy", policy).await;
+            let settings = store.check_server().await.unwrap();
+            assert_eq!(settings.maxmemory_policy.as_deref(), Some(policy));
+            assert_eq!(settings.maxmemory, Some(bytes));
+            assert_eq!(settings.appendonly, Some(appendonly));
+            let problems = settings.problems();
+            let evicts = problems.iter().any(|p| p.contains(policy));
+            let want = policy != "noeviction" && bytes > 0;
+            assert_eq!(evicts, want, "{memory} {policy}: {problems:?}");
+        }
     }
     // A user without `CONFIG`.
     let user = common::unique("cfgless");

@@ -670,9 +670,14 @@ fn check_age(flag: &str, age: Duration, force: bool) -> Result<(), CliError> {
 /// The most rows a purge deletes in one statement (or Redis script).
 const MAX_PURGE_BATCH: usize = 10_000;
 
-/// `purge`'s flags, checked before the store is opened: a usage error is exit 2 at once,
-/// not after a connection attempt.
-pub(crate) fn check_purge(ages: PurgeAges, batch: usize, force: bool) -> Result<(), CliError> {
+/// `purge`'s flags, checked before the store is opened (`redis`: the store is Redis): a
+/// usage error is exit 2 at once, not after a connection attempt.
+pub(crate) fn check_purge(
+    ages: PurgeAges,
+    batch: usize,
+    force: bool,
+    redis: bool,
+) -> Result<(), CliError> {
     if !(1..=MAX_PURGE_BATCH).contains(&batch) {
         return Err(CliError::Usage(format!(
             "--batch must be 1 to {MAX_PURGE_BATCH}: a batch holds the store while it runs"
@@ -680,6 +685,13 @@ pub(crate) fn check_purge(ages: PurgeAges, batch: usize, force: bool) -> Result<
     }
     check_age("--older-than", ages.jobs, force)?;
     if let Some(records) = ages.records {
+        if redis {
+            return Err(CliError::Usage(
+                "--records-older-than is for the SQL stores: Redis records expire on their \
+                 own, after the retention the service wrote them with"
+                    .to_owned(),
+            ));
+        }
         check_age("--records-older-than", records, force)?;
     }
     Ok(())
@@ -697,14 +709,7 @@ pub(crate) async fn purge(
     force: bool,
     json: bool,
 ) -> Result<(), CliError> {
-    check_purge(ages, batch, force)?;
-    if ages.records.is_some() && b.kind() == "redis" {
-        return Err(CliError::Usage(
-            "--records-older-than is for the SQL stores: Redis records expire on their \
-             own, after the retention the service wrote them with"
-                .to_owned(),
-        ));
-    }
+    check_purge(ages, batch, force, b.kind() == "redis")?;
     let mut completed_jobs = 0;
     let queue = b.queue();
     loop {

@@ -384,7 +384,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     jobs: *older_than,
                     records: *records_older_than,
                 };
-                commands::check_purge(ages, *batch, *force)?;
+                // The store `Backend::open` will open: PostgreSQL, else Redis, else SQLite.
+                let given = |url: &Option<String>| url.as_deref().is_some_and(|u| !u.is_empty());
+                let redis = !given(&store.database_url) && given(&store.redis_url);
+                commands::check_purge(ages, *batch, *force, redis)?;
             }
             let backend = backend::Backend::open(store).await?;
             match command {

@@ -93,11 +93,11 @@ fn first_secret(var: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
-/// The first secret of a comma-separated list, if it is not empty.
+/// The first secret of a comma-separated list, if it is not empty; as it is, untrimmed,
+/// as the service's `Verifier::from_secrets_list` reads it (which refuses whitespace).
 fn first_of(list: &str) -> Option<String> {
     list.split(',')
         .next()
-        .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
 }

@@ -284,6 +284,8 @@ pub struct RedisServerSettings {
     /// `maxmemory-policy`; `None` when the server does not let `CONFIG GET` read it
     /// (managed services often rename or disable `CONFIG`).
     pub maxmemory_policy: Option<String>,
+    /// `maxmemory`, in bytes (0: no limit, so nothing is evicted); `None` likewise.
+    pub maxmemory: Option<u64>,
     /// `appendonly`; `None` likewise.
     pub appendonly: Option<bool>,
 }
@@ -299,13 +301,18 @@ impl RedisServerSettings {
     /// assert!(settings.problems().is_empty());
     /// settings.maxmemory_policy = Some("volatile-lru".into());
     /// assert!(settings.problems()[0].contains("volatile-lru"));
+    /// // With no memory limit, nothing is evicted.
+    /// settings.maxmemory = Some(0);
+    /// assert!(settings.problems().is_empty());
     /// ```
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        // With no memory limit nothing is evicted, whatever the policy.
+        let limited = self.maxmemory != Some(0);
         if let Some(policy) = self
             .maxmemory_policy
             .as_deref()
-            .filter(|p| *p != "noeviction")
+            .filter(|p| *p != "noeviction" && limited)
         {
             problems.push(format!(
                 "Redis's maxmemory-policy is {policy}: under memory pressure it may evict \
@@ -399,7 +406,7 @@ impl RedisStore {
         self
     }
 
-    /// Reads the server's `maxmemory-policy` and `appendonly` (`CONFIG GET`), so that a
+    /// Reads the server's `maxmemory-policy`, `maxmemory` and `appendonly` (`CONFIG GET`), so that a
     /// service can check at start-up that Redis keeps what the store writes (see
     /// [Server settings](Self#server-settings)) and log what
     /// [`problems`](RedisServerSettings::problems) finds, as the CLI's `status` does.
@@ -429,9 +436,11 @@ impl RedisStore {
             }
         };
         let maxmemory_policy = read("maxmemory-policy").await?;
+        let maxmemory = read("maxmemory").await?.and_then(|v| v.parse().ok());
         let appendonly = read("appendonly").await?.map(|v| v == "yes");
         Ok(RedisServerSettings {
             maxmemory_policy,
+            maxmemory,
             appendonly,
         })
     }

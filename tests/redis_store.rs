@@ -923,40 +923,10 @@ async fn a_full_redis_refuses_new_claims_and_writes_nothing() {
         panic!("not acquired")
     };
     let to_release = acquire(&store, &EventId::new("evt_to_release")).await;
-    let config = |key: &'static str| {
-        let mut admin = admin.clone();
-        async move {
-            let v: Vec<String> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg(key)
-                .query_async(&mut admin)
-                .await
-                .unwrap();
-            v[1].clone()
-        }
-    };
-    let (memory, policy) = (config("maxmemory").await, config("maxmemory-policy").await);
     // Put back however the test ends: a full server would fail every later test.
-    let restore = RestoreMemory { memory, policy };
-    let set = |pairs: [(&'static str, String); 2]| {
-        let mut admin = admin.clone();
-        async move {
-            for (key, value) in pairs {
-                let _: () = redis::cmd("CONFIG")
-                    .arg("SET")
-                    .arg(key)
-                    .arg(value)
-                    .query_async(&mut admin)
-                    .await
-                    .unwrap();
-            }
-        }
-    };
-    set([
-        ("maxmemory-policy", "noeviction".to_owned()),
-        ("maxmemory", "1".to_owned()),
-    ])
-    .await;
+    let restore = RestoreMemory::of(&admin).await;
+    config_set(&admin, "maxmemory-policy", "noeviction").await;
+    config_set(&admin, "maxmemory", "1").await;
     let plain = store
         .claim(&EventId::new("evt_full"), &EventType::InvoicePaid, LEASE)
         .await;
@@ -1033,6 +1003,38 @@ struct RestoreMemory {
     policy: String,
 }
 
+impl RestoreMemory {
+    /// The server's memory settings as they are now.
+    async fn of(admin: &ConnectionManager) -> Self {
+        Self {
+            memory: config_get(admin, "maxmemory").await,
+            policy: config_get(admin, "maxmemory-policy").await,
+        }
+    }
+}
+
+/// A server setting (`CONFIG GET`).
+async fn config_get(admin: &ConnectionManager, key: &str) -> String {
+    let v: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(key)
+        .query_async(&mut admin.clone())
+        .await
+        .unwrap();
+    v[1].clone()
+}
+
+/// Sets a server setting (`CONFIG SET`).
+async fn config_set(admin: &ConnectionManager, key: &str, value: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(key)
+        .arg(value)
+        .query_async(&mut admin.clone())
+        .await
+        .unwrap();
+}
+
 impl Drop for RestoreMemory {
     fn drop(&mut self) {
         let conn = redis::Client::open(redis_url()).and_then(|c| c.get_connection());
@@ -1059,40 +1061,13 @@ async fn check_server_names_an_eviction_policy_that_loses_records() {
     use stripe_webhooks::RedisServerSettings;
     let _exclusive = SERVER.write().await;
     let (store, _prefix, mut admin) = store().await;
-    let get = |key: &'static str| {
-        let mut admin = admin.clone();
-        async move {
-            let v: Vec<String> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg(key)
-                .query_async(&mut admin)
-                .await
-                .unwrap();
-            v[1].clone()
-        }
-    };
-    let _restore = RestoreMemory {
-        memory: get("maxmemory").await,
-        policy: get("maxmemory-policy").await,
-    };
-    let appendonly = get("appendonly").await == "yes";
-    let set = |key: &'static str, value: &'static str| {
-        let mut admin = admin.clone();
-        async move {
-            let _: () = redis::cmd("CONFIG")
-                .arg("SET")
-                .arg(key)
-                .arg(value)
-                .query_async(&mut admin)
-                .await
-                .unwrap();
-        }
-    };
+    let _restore = RestoreMemory::of(&admin).await;
+    let appendonly = config_get(&admin, "appendonly").await == "yes";
     // A memory limit: the policy decides what is evicted. None: nothing is.
     for (memory, bytes) in [("1gb", 1 << 30), ("0", 0)] {
-        set("maxmemory", memory).await;
+        config_set(&admin, "maxmemory", memory).await;
         for policy in ["allkeys-lru", "volatile-ttl", "noeviction"] {
-            set("maxmemory-policy", policy).await;
+            config_set(&admin, "maxmemory-policy", policy).await;
             let settings = store.check_server().await.unwrap();
             assert_eq!(settings.maxmemory_policy.as_deref(), Some(policy));
             assert_eq!(settings.maxmemory, Some(bytes));

@@ -101,3 +101,29 @@ pub trait TransactionalHandler<DB: sqlx::Database>: Send + Sync + 'static {
         true
     }
 }
+
+/// An inbox delivery's first step, before anything is claimed: whether `handler` takes
+/// `event`, then, when the inbox has an ordering guard (`guarded`), whether it applies,
+/// each by the handler's own check. `Ok`: whether the event is ordered; `Err`: the answer
+/// (ignored, or a check that panicked, recorded as failed through `store`, outside any
+/// transaction: [`check_panicked`](crate::processor::check_panicked)).
+pub(crate) async fn screen<DB: sqlx::Database, H: TransactionalHandler<DB>>(
+    store: std::sync::Arc<dyn crate::IdempotencyStore>,
+    handler: &H,
+    guarded: bool,
+    event: &crate::Event,
+    settings: &crate::processor::DispatchSettings,
+) -> Result<bool, crate::processor::Dispatched> {
+    use crate::processor::Dispatched;
+    let ty = event.event_type();
+    let checked = match Dispatched::screen("handles", || handler.handles(ty)) {
+        Ok(Some(ignored)) => return Err(ignored),
+        Ok(None) if !guarded => Ok(false),
+        Ok(None) => Dispatched::ask("is_ordered", || handler.is_ordered(ty)),
+        Err(panicked) => Err(panicked),
+    };
+    match checked {
+        Ok(ordered) => Ok(ordered),
+        Err(p) => Err(crate::processor::check_panicked(&store, event.id(), ty, settings, p).await),
+    }
+}

@@ -347,25 +347,14 @@ impl<H: TransactionalHandler<Postgres>> Dispatcher for PostgresInbox<H> {
     }
 
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
-        // A check that panics: recorded as failed through the store, outside any batch.
-        let panicked = |p| {
-            let store = Dispatcher::store(self);
-            async move {
-                let (id, ty) = (event.id(), event.event_type());
-                crate::processor::check_panicked(&store, id, ty, settings, p).await
-            }
+        // A check that panics is recorded outside the delivery's transaction.
+        let store = Dispatcher::store(self);
+        let guarded = self.ordering.is_some();
+        let ordered = match super::screen(store, &self.handler, guarded, event, settings).await {
+            Ok(ordered) => ordered,
+            Err(answer) => return answer,
         };
-        match Dispatched::screen("handles", || self.handler.handles(event.event_type())) {
-            Ok(None) => {}
-            Ok(Some(ignored)) => return ignored,
-            Err(p) => return panicked(p).await,
-        }
         let core = &self.store.core;
-        let ordered = self.ordering.is_some()
-            && match Dispatched::ask("is_ordered", || self.handler.is_ordered(event.event_type())) {
-                Ok(ordered) => ordered,
-                Err(p) => return panicked(p).await,
-            };
         let object_id = ordered.then(|| event.ordering_key()).flatten();
         let id = event.id();
         let event_type = event.event_type();

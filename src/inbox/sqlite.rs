@@ -249,25 +249,14 @@ impl<H: TransactionalHandler<Sqlite>> Dispatcher for SqliteInbox<H> {
     }
 
     async fn dispatch(&self, event: &Event, settings: &DispatchSettings) -> Dispatched {
-        // A check that panics: recorded as failed through the store, outside any batch.
-        let panicked = |p| {
-            let store = Dispatcher::store(self);
-            async move {
-                let (id, ty) = (event.id(), event.event_type());
-                crate::processor::check_panicked(&store, id, ty, settings, p).await
-            }
+        // Whether the handler takes it and the ordering guard applies, asked before the
+        // writer is taken (a check that panics is recorded outside any batch).
+        let store = Dispatcher::store(self);
+        let guarded = self.ordering.is_some();
+        let ordered = match super::screen(store, &self.handler, guarded, event, settings).await {
+            Ok(ordered) => ordered,
+            Err(answer) => return answer,
         };
-        match Dispatched::screen("handles", || self.handler.handles(event.event_type())) {
-            Ok(None) => {}
-            Ok(Some(ignored)) => return ignored,
-            Err(p) => return panicked(p).await,
-        }
-        // Whether the ordering guard applies, asked before the writer is taken.
-        let ordered = self.ordering.is_some()
-            && match Dispatched::ask("is_ordered", || self.handler.is_ordered(event.event_type())) {
-                Ok(ordered) => ordered,
-                Err(p) => return panicked(p).await,
-            };
         let t = settings
             .store_timeout
             .max(BUSY_TIMEOUT + Duration::from_secs(1));

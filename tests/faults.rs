@@ -436,6 +436,34 @@ impl TransactionalHandler<Postgres> for SwallowsAnError {
     }
 }
 
+/// A PostgreSQL inbox handler whose `is_ordered` check panics (on an ordered inbox): a
+/// 500, the event recorded as failed with the panic's message outside any delivery's
+/// transaction, each delivery an attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_inbox_records_a_check_that_panics() {
+    struct Unsure;
+    #[async_trait]
+    impl TransactionalHandler<Postgres> for Unsure {
+        async fn handle(&self, _: &Event, _: &mut PgConnection) -> Result<(), HandlerError> {
+            Ok(())
+        }
+        fn is_ordered(&self, _: &stripe_webhooks::EventType) -> bool {
+            panic!("which order")
+        }
+    }
+    let store = pg_store("t_faults_unsure").await;
+    let p = Processor::with_inbox(
+        Verifier::from_secrets_list(SECRET).unwrap(),
+        store.inbox(Unsure).ordered(stripe_webhooks::TiePolicy::Run),
+    );
+    let delivery = deliveries("pg_unsure", 1).remove(0);
+    for attempt in 1..=2 {
+        let o = p.process(Some(&delivery.0), delivery.1.as_bytes()).await;
+        common::assert_check_panic_recorded(&o, &store, "evt_pg_unsure_0", attempt, "which order")
+            .await;
+    }
+}
+
 /// A handler that catches a failed statement and returns `Ok` leaves PostgreSQL's
 /// transaction aborted, its writes gone: that is the handler's failure (500, recorded
 /// with the reason), not the store's (503, nothing recorded, for as long as Stripe

@@ -345,7 +345,11 @@ fn main() -> ExitCode {
     redactor.add_url(cli.global.store.database_url.as_deref());
     redactor.add_url(cli.global.store.redis_url.as_deref());
     if let Command::Send(args) = &cli.command {
+        // A rotation list, and each secret in it.
         redactor.add_secret(args.secret.as_deref());
+        for secret in args.secret.iter().flat_map(|s| s.split(',')) {
+            redactor.add_secret(Some(secret));
+        }
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

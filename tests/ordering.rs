@@ -780,25 +780,26 @@ async fn unordered_types_run_on_both_routes_whatever_their_age() {
             TiePolicy::Run,
         )
     };
-    let charge = r#"{"id":"ch_unordered","object":"charge"}"#;
-    let updated = event_at("evt_ch_updated", "charge.updated", charge, BASE + 3, |_| {});
-    assert_eq!(
-        snapshot.process_event(&updated).await.kind().name(),
-        "processed"
-    );
-    let succeeded = event_at(
-        "evt_ch_succeeded",
-        "charge.succeeded",
-        charge,
-        BASE + 1,
-        |_| {},
-    );
-    assert_eq!(
-        snapshot.process_event(&succeeded).await.kind().name(),
-        "processed"
-    );
-    let older = event_at("evt_ch_updated_0", "charge.updated", charge, BASE, |_| {});
-    assert_eq!(snapshot.process_event(&older).await.kind().name(), "stale");
+    let charge = |id: &str, ty: &str, created: i64| {
+        event_at(
+            id,
+            ty,
+            r#"{"id":"ch_unordered","object":"charge"}"#,
+            created,
+            |_| {},
+        )
+    };
+    // What the snapshot route answers `event`.
+    let snapshot_answers = |event: Event| {
+        let snapshot = &snapshot;
+        async move { snapshot.process_event(&event).await.kind().name() }
+    };
+    let updated = charge("evt_ch_updated", "charge.updated", BASE + 3);
+    assert_eq!(snapshot_answers(updated).await, "processed");
+    let succeeded = charge("evt_ch_succeeded", "charge.succeeded", BASE + 1);
+    assert_eq!(snapshot_answers(succeeded).await, "processed");
+    let older = charge("evt_ch_updated_0", "charge.updated", BASE);
+    assert_eq!(snapshot_answers(older).await, "stale");
 
     let payment = |id: &str| {
         let n = ThinEventBuilder::new(&format!("evt_thin_{id}"), "v1.charge.succeeded")
@@ -827,17 +828,8 @@ async fn unordered_types_run_on_both_routes_whatever_their_age() {
         ]
     );
     // Its snapshot twin, delivered after it, is a duplicate: the change ran once.
-    let twin = event_at(
-        "evt_ch_paid_2",
-        "charge.succeeded",
-        charge,
-        BASE + 2,
-        |_| {},
-    );
-    assert_eq!(
-        snapshot.process_event(&twin).await.kind().name(),
-        "duplicate"
-    );
+    let twin = charge("evt_ch_paid_2", "charge.succeeded", BASE + 2);
+    assert_eq!(snapshot_answers(twin).await, "duplicate");
     assert_eq!(ran.lock().unwrap().len(), 3);
     // So with no related object id, which an ordered type's thin event would need to join
     // the guard (it is claimed under its own id then): an unordered one needs none, and
@@ -849,17 +841,8 @@ async fn unordered_types_run_on_both_routes_whatever_their_age() {
     let n = dangerous::parse_unverified_notification(n.as_bytes()).unwrap();
     let o = unordered_thin.process_notification(&n).await;
     assert_eq!(o.kind().name(), "processed");
-    let twin = event_at(
-        "evt_ch_paid_3",
-        "charge.succeeded",
-        charge,
-        BASE + 2,
-        |_| {},
-    );
-    assert_eq!(
-        snapshot.process_event(&twin).await.kind().name(),
-        "duplicate"
-    );
+    let twin = charge("evt_ch_paid_3", "charge.succeeded", BASE + 2);
+    assert_eq!(snapshot_answers(twin).await, "duplicate");
     assert_eq!(ran.lock().unwrap().len(), 4);
     let wm = store.watermark("ch_unordered").await.unwrap().unwrap();
     assert_eq!(
